@@ -1,0 +1,48 @@
+// Placement: which workers should receive a copy. Pure functions over a view of the node table,
+// so the upload pipeline, repair and draining all rank targets the same way and tests need no cluster.
+
+export interface PlacementCandidate {
+  nodeId: string;
+  zone: string;
+  state: 'up' | 'suspect' | 'down' | 'draining' | 'drained';
+  diskUsed: number;
+  diskFree: number;
+  objectCount: number;
+}
+
+export interface PlacementRequest {
+  /** Nodes that must not receive this copy: those already holding it, or that failed this attempt. */
+  exclude?: ReadonlySet<string>;
+  /** Zones that already hold a copy; a node in another zone is preferred when one exists. */
+  avoidZones?: ReadonlySet<string>;
+  /** Bytes the copy needs; a node with less free space is never chosen. */
+  size?: number;
+}
+
+function usedFraction(n: PlacementCandidate): number {
+  const total = n.diskUsed + n.diskFree;
+  return total > 0 ? n.diskUsed / total : 1;
+}
+
+/**
+ * Every eligible target, best first: only `up` nodes (a suspect node may be dying, a draining one is
+ * being emptied), with room for the copy, outside `exclude`; other zones before `avoidZones`, then
+ * least used disk, then fewest objects, then node id so the order is total and deterministic.
+ */
+export function rankTargets(
+  nodes: Iterable<PlacementCandidate>,
+  req: PlacementRequest = {},
+): PlacementCandidate[] {
+  const size = req.size ?? 0;
+  const eligible = [...nodes].filter(
+    (n) => n.state === 'up' && !req.exclude?.has(n.nodeId) && n.diskFree >= size,
+  );
+  const zonePenalty = (n: PlacementCandidate) => (req.avoidZones?.has(n.zone) ? 1 : 0);
+  return eligible.sort(
+    (a, b) =>
+      zonePenalty(a) - zonePenalty(b) ||
+      usedFraction(a) - usedFraction(b) ||
+      a.objectCount - b.objectCount ||
+      (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0),
+  );
+}
