@@ -1,0 +1,386 @@
+// Client side of the manager<->manager transport. send() only enqueues: each peer has its own
+// bounded queue, its own sender loop and its own keep-alive connection, so a dead or slow peer
+// never delays the others. A request carries everything queued for that peer at that moment (up
+// to a count/byte bound); a failed batch is dropped, not retried, because Raft recovers lost
+// messages itself (heartbeats, probes) and the core is told via onUnreachable.
+
+import { Pool } from 'undici';
+import { CLUSTER_SECRET_HEADER } from '../../api/clusterAuth.ts';
+import { createLogger, type Logger } from '../../logging.ts';
+import type { Message, NodeId } from '../types.ts';
+import { MAX_RAFT_BODY_BYTES } from './messageSchema.ts';
+import { RAFT_MESSAGES_PATH } from './raftRoutes.ts';
+
+export interface HttpTransportOptions {
+  id: NodeId;
+  secret: string;
+  /** peerId -> base URL, e.g. `http://127.0.0.1:7001`. */
+  peers?: Record<NodeId, string>;
+  /** A request to this peer failed: the core moves the peer to probe (etcd's ReportUnreachable). */
+  onUnreachable?: (peer: NodeId) => void;
+  /** How sending a MsgSnap ended (etcd's ReportSnapshot). */
+  onSnapshotStatus?: (peer: NodeId, ok: boolean) => void;
+  /** Per-peer queue bound, in messages. */
+  maxQueuedMessages?: number;
+  /** Per-peer queue bound, in bytes of JSON. */
+  maxQueuedBytes?: number;
+  /** Per-request bounds; a single larger message still goes, alone. */
+  maxBatchMessages?: number;
+  maxBatchBytes?: number;
+  requestTimeoutMs?: number;
+  snapshotTimeoutMs?: number;
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  log?: Logger;
+}
+
+export interface TransportStats {
+  /** Messages the peer accepted (2xx). */
+  sent: number;
+  /** Messages discarded before any attempt: queue full, unknown or removed peer, oversized. */
+  dropped: number;
+  /** Messages in requests that failed (network error, timeout, non-2xx). */
+  failed: number;
+  /** Requests that failed. */
+  failedRequests: number;
+  /** Messages waiting in all queues now. */
+  queued: number;
+}
+
+interface Queued {
+  msg: Message;
+  json: string;
+  bytes: number;
+}
+
+interface Peer {
+  id: NodeId;
+  url: string;
+  pool: Pool;
+  path: string;
+  queue: Queued[];
+  queuedBytes: number;
+  /** Resolves the sender loop's wait for work or for the end of a backoff. */
+  wake: (() => void) | null;
+  stopped: boolean;
+  /** In a failure streak: log once at its start and once at its end. */
+  failing: boolean;
+  inFlight: AbortController | null;
+  loop: Promise<void>;
+}
+
+const DEFAULTS = {
+  maxQueuedMessages: 4096,
+  maxQueuedBytes: 2 * MAX_RAFT_BODY_BYTES,
+  maxBatchMessages: 512,
+  maxBatchBytes: 4 * 1024 * 1024,
+  requestTimeoutMs: 5_000,
+  snapshotTimeoutMs: 60_000,
+  backoffMinMs: 50,
+  backoffMaxMs: 1_000,
+};
+
+// The JSON wrapper `{"messages":[...]}` around the comma-joined messages.
+const ENVELOPE_BYTES = '{"messages":[]}'.length;
+
+export class HttpTransport {
+  private readonly opts: typeof DEFAULTS;
+  private readonly peers = new Map<NodeId, Peer>();
+  private readonly log: Logger;
+  private closed = false;
+  private readonly counters = { sent: 0, dropped: 0, failed: 0, failedRequests: 0 };
+
+  constructor(private readonly options: HttpTransportOptions) {
+    this.opts = { ...DEFAULTS };
+    for (const key of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
+      const v = options[key];
+      if (v !== undefined) {
+        if (!(Number.isFinite(v) && v > 0))
+          throw new Error(`HttpTransport: ${key} must be a positive number`);
+        this.opts[key] = v;
+      }
+    }
+    if (options.secret.length === 0) throw new Error('HttpTransport: cluster secret must not be empty');
+    this.log = options.log ?? createLogger('raft-transport', { nodeId: options.id });
+    for (const [id, url] of Object.entries(options.peers ?? {})) this.setPeer(id, url);
+  }
+
+  /** Adds a peer or changes its URL. Messages already queued for it stay queued. */
+  setPeer(id: NodeId, url: string): void {
+    if (this.closed) return;
+    if (id === this.options.id) return;
+    let target: URL;
+    try {
+      target = parsePeerUrl(url);
+    } catch (err) {
+      // A bad URL (e.g. from a conf change's context) must not crash the driver: the peer stays as it was.
+      this.log.error(
+        { event: 'raft.transport.bad_peer_url', peer: id, url, err: String(err) },
+        'bad peer URL',
+      );
+      return;
+    }
+    const existing = this.peers.get(id);
+    if (existing) {
+      if (existing.url === url) return;
+      const old = existing.pool;
+      existing.url = url;
+      existing.pool = newPool(target);
+      existing.path = pathFor(target);
+      old.close().catch(() => {});
+      return;
+    }
+    const peer: Peer = {
+      id,
+      url,
+      pool: newPool(target),
+      path: pathFor(target),
+      queue: [],
+      queuedBytes: 0,
+      wake: null,
+      stopped: false,
+      failing: false,
+      inFlight: null,
+      loop: Promise.resolve(),
+    };
+    this.peers.set(id, peer);
+    peer.loop = this.runSender(peer).catch((err) => {
+      this.log.error({ event: 'raft.transport.sender_crashed', peer: id, err }, 'raft sender loop crashed');
+    });
+  }
+
+  removePeer(id: NodeId): void {
+    const peer = this.peers.get(id);
+    if (!peer) return;
+    this.peers.delete(id);
+    this.counters.dropped += peer.queue.length;
+    peer.queue = [];
+    peer.queuedBytes = 0;
+    this.stopPeer(peer);
+  }
+
+  /** Enqueues messages, each for its `to` peer; never waits and never throws. */
+  send(messages: Message[]): void {
+    for (const msg of messages) {
+      const peer = this.peers.get(msg.to);
+      if (this.closed || !peer) {
+        this.counters.dropped++;
+        if (!this.closed) {
+          this.log.debug(
+            { event: 'raft.transport.unknown_peer', to: msg.to, type: msg.type },
+            'no URL for peer',
+          );
+          this.reportLater(msg, false);
+        }
+        continue;
+      }
+      this.enqueue(peer, msg);
+    }
+  }
+
+  stats(): TransportStats {
+    let queued = 0;
+    for (const p of this.peers.values()) queued += p.queue.length;
+    return { ...this.counters, queued };
+  }
+
+  /** Stops every sender loop, aborts requests in flight and closes the connections. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const peers = [...this.peers.values()];
+    this.peers.clear();
+    for (const p of peers) this.stopPeer(p);
+    await Promise.all(peers.map((p) => p.loop));
+  }
+
+  private enqueue(peer: Peer, msg: Message): void {
+    const json = JSON.stringify(msg);
+    const bytes = Buffer.byteLength(json);
+    if (bytes + ENVELOPE_BYTES > MAX_RAFT_BODY_BYTES) {
+      // The peer would refuse it with 413; dropping here keeps the error local and visible.
+      this.counters.dropped++;
+      this.log.error(
+        { event: 'raft.transport.message_too_large', to: peer.id, type: msg.type, bytes },
+        'raft message exceeds the body limit',
+      );
+      this.reportLater(msg, false);
+      return;
+    }
+    peer.queue.push({ msg, json, bytes });
+    peer.queuedBytes += bytes;
+    while (peer.queue.length > this.opts.maxQueuedMessages || peer.queuedBytes > this.opts.maxQueuedBytes) {
+      // Oldest first, sparing snapshots (expensive to regenerate); if only snapshots are left, the oldest goes.
+      const victim = peer.queue.findIndex((q) => q.msg.type !== 'MsgSnap');
+      const [gone] = peer.queue.splice(Math.max(victim, 0), 1);
+      if (!gone) break;
+      peer.queuedBytes -= gone.bytes;
+      this.counters.dropped++;
+      if (gone.msg.type === 'MsgSnap') this.reportLater(gone.msg, true);
+    }
+    peer.wake?.();
+  }
+
+  /** Reports a message that never left: as unreachable, and as a failed snapshot for MsgSnap. */
+  private reportLater(msg: Message, knownPeer: boolean): void {
+    // Deferred so a callback never runs inside the caller's send() (the driver is mid-Ready).
+    setImmediate(() => {
+      if (this.closed) return;
+      if (!knownPeer) this.notifyUnreachable(msg.to);
+      if (msg.type === 'MsgSnap') this.notifySnapshot(msg.to, false);
+    });
+  }
+
+  /** Takes the next request's worth from the head of the queue: a MsgSnap alone, else a batch. */
+  private takeBatch(peer: Peer): Queued[] {
+    const head = peer.queue[0];
+    if (!head) return [];
+    let n = 1;
+    let bytes = head.bytes;
+    if (head.msg.type !== 'MsgSnap') {
+      while (n < peer.queue.length && n < this.opts.maxBatchMessages) {
+        const next = peer.queue[n]!;
+        if (next.msg.type === 'MsgSnap' || bytes + 1 + next.bytes > this.opts.maxBatchBytes) break;
+        bytes += 1 + next.bytes;
+        n++;
+      }
+    }
+    const batch = peer.queue.splice(0, n);
+    for (const q of batch) peer.queuedBytes -= q.bytes;
+    return batch;
+  }
+
+  private async runSender(peer: Peer): Promise<void> {
+    let backoff = 0;
+    while (!peer.stopped) {
+      if (peer.queue.length === 0) {
+        await this.pause(peer, null);
+        continue;
+      }
+      const batch = this.takeBatch(peer);
+      const isSnapshot = batch[0]!.msg.type === 'MsgSnap';
+      const error = await this.post(peer, batch, isSnapshot);
+      if (peer.stopped) return;
+      if (error === null) {
+        this.counters.sent += batch.length;
+        if (isSnapshot) this.notifySnapshot(peer.id, true);
+        if (peer.failing) {
+          peer.failing = false;
+          this.log.info({ event: 'raft.transport.peer_recovered', peer: peer.id }, 'peer reachable again');
+        }
+        backoff = 0;
+        continue;
+      }
+      this.counters.failed += batch.length;
+      this.counters.failedRequests++;
+      if (!peer.failing) {
+        peer.failing = true;
+        this.log.warn(
+          {
+            event: 'raft.transport.send_failed',
+            peer: peer.id,
+            url: peer.url,
+            err: error,
+            messages: batch.length,
+          },
+          'raft request to peer failed',
+        );
+      }
+      this.notifyUnreachable(peer.id);
+      if (isSnapshot) this.notifySnapshot(peer.id, false);
+      backoff = Math.min(this.opts.backoffMaxMs, Math.max(this.opts.backoffMinMs, backoff * 2));
+      await this.pause(peer, backoff);
+    }
+  }
+
+  /** Waits for new work (ms null) or for `ms` to pass; either way, stopping the peer ends the wait. */
+  private pause(peer: Peer, ms: number | null): Promise<void> {
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        if (timer) clearTimeout(timer);
+        peer.wake = null;
+        resolve();
+      };
+      if (ms === null) {
+        peer.wake = done;
+      } else {
+        timer = setTimeout(done, ms);
+        // Only a stop may cut a backoff short, not new messages.
+        peer.wake = () => {
+          if (peer.stopped) done();
+        };
+      }
+    });
+  }
+
+  /** One request; resolves to null on a 2xx, else a short description of the failure. */
+  private async post(peer: Peer, batch: Queued[], isSnapshot: boolean): Promise<string | null> {
+    const body = `{"messages":[${batch.map((q) => q.json).join(',')}]}`;
+    const abort = new AbortController();
+    peer.inFlight = abort;
+    const timeoutMs = isSnapshot ? this.opts.snapshotTimeoutMs : this.opts.requestTimeoutMs;
+    const timer = setTimeout(() => abort.abort(new Error(`timed out after ${timeoutMs}ms`)), timeoutMs);
+    try {
+      const res = await peer.pool.request({
+        path: peer.path,
+        method: 'POST',
+        headers: { 'content-type': 'application/json', [CLUSTER_SECRET_HEADER]: this.options.secret },
+        body,
+        signal: abort.signal,
+      });
+      if (res.statusCode >= 200 && res.statusCode < 300) {
+        await res.body.dump();
+        return null;
+      }
+      const text = (await res.body.text()).slice(0, 200);
+      return `HTTP ${res.statusCode}: ${text}`;
+    } catch (err) {
+      const reason = abort.signal.aborted ? abort.signal.reason : err;
+      return reason instanceof Error ? reason.message : String(reason);
+    } finally {
+      clearTimeout(timer);
+      peer.inFlight = null;
+    }
+  }
+
+  // A throwing host callback must not kill a sender loop.
+  private notifyUnreachable(peer: NodeId): void {
+    try {
+      this.options.onUnreachable?.(peer);
+    } catch (err) {
+      this.log.error({ event: 'raft.transport.callback_failed', peer, err }, 'onUnreachable threw');
+    }
+  }
+
+  private notifySnapshot(peer: NodeId, ok: boolean): void {
+    try {
+      this.options.onSnapshotStatus?.(peer, ok);
+    } catch (err) {
+      this.log.error({ event: 'raft.transport.callback_failed', peer, err }, 'onSnapshotStatus threw');
+    }
+  }
+
+  private stopPeer(peer: Peer): void {
+    peer.stopped = true;
+    peer.inFlight?.abort(new Error('transport stopped'));
+    peer.wake?.();
+    peer.pool.destroy().catch(() => {});
+  }
+}
+
+function parsePeerUrl(url: string): URL {
+  const target = new URL(url);
+  if (target.protocol !== 'http:' && target.protocol !== 'https:') throw new Error('not an http(s) URL');
+  return target;
+}
+
+function newPool(target: URL): Pool {
+  // One connection: the sender loop has one request in flight at a time, which also keeps order.
+  // undici's default keep-alive (4s, or the server's hint) stays under Node's server default (5s).
+  return new Pool(target.origin, { connections: 1, connectTimeout: 2_000 });
+}
+
+function pathFor(target: URL): string {
+  return `${target.pathname.replace(/\/+$/, '')}${RAFT_MESSAGES_PATH}`;
+}

@@ -1,0 +1,87 @@
+// Server side of the manager<->manager transport: `POST /raft/messages` with `{ messages }`, one
+// batch from one peer. The host mounts it with `app.route('/', raftRoutes(...))`.
+
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { requireClusterSecret } from '../../api/clusterAuth.ts';
+import { createLogger, type Logger } from '../../logging.ts';
+import type { Message, NodeId } from '../types.ts';
+import { MAX_RAFT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';
+
+export const RAFT_MESSAGES_PATH = '/raft/messages';
+
+export interface RaftRoutesOptions {
+  secret: string;
+  /** Called once per message, in the order the peer sent them. Must not block (the core's step is sync). */
+  onMessage: (msg: Message) => void;
+  /** When set, a batch addressed to another node is refused (a stale peer URL after a membership change). */
+  selfId?: NodeId;
+  maxBodyBytes?: number;
+  log?: Logger;
+}
+
+function errorBody(code: string, message: string) {
+  return { error: { code, message } };
+}
+
+export function raftRoutes(options: RaftRoutesOptions): Hono {
+  const log = options.log ?? createLogger('raft-transport', options.selfId ? { nodeId: options.selfId } : {});
+  const app = new Hono();
+
+  app.post(
+    RAFT_MESSAGES_PATH,
+    requireClusterSecret(options.secret),
+    bodyLimit({
+      maxSize: options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES,
+      onError: (c) => {
+        log.warn({ event: 'raft.transport.bad_message', reason: 'too_large' }, 'raft batch too large');
+        return c.json(errorBody('PayloadTooLarge', 'raft message batch exceeds the body limit'), 413);
+      },
+    }),
+    async (c) => {
+      let raw: unknown;
+      try {
+        raw = JSON.parse(await c.req.text());
+      } catch (err) {
+        log.warn(
+          { event: 'raft.transport.bad_message', reason: 'json', err: String(err) },
+          'malformed raft JSON',
+        );
+        return c.json(errorBody('BadJson', 'body is not valid JSON'), 400);
+      }
+      const parsed = messageBatchSchema.safeParse(raw);
+      if (!parsed.success) {
+        const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.join('.')}: ${i.message}`);
+        log.warn(
+          { event: 'raft.transport.bad_message', reason: 'schema', issues },
+          'invalid raft message batch',
+        );
+        return c.json(errorBody('BadMessage', issues.join('; ')), 400);
+      }
+      const { messages } = parsed.data;
+      const { selfId } = options;
+      const misaddressed = selfId === undefined ? undefined : messages.find((m) => m.to !== selfId);
+      if (misaddressed) {
+        log.warn(
+          {
+            event: 'raft.transport.bad_message',
+            reason: 'recipient',
+            to: misaddressed.to,
+            from: misaddressed.from,
+          },
+          'raft message for another node',
+        );
+        return c.json(errorBody('WrongRecipient', `this is ${selfId}, not ${misaddressed.to}`), 400);
+      }
+      try {
+        for (const msg of messages) options.onMessage(msg);
+      } catch (err) {
+        log.error({ event: 'raft.transport.deliver_failed', err }, 'raft message handler threw');
+        return c.json(errorBody('InternalError', 'the node could not take the messages'), 500);
+      }
+      return c.body(null, 204);
+    },
+  );
+
+  return app;
+}

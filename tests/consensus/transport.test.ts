@@ -1,0 +1,303 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { Hono } from 'hono';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { HttpTransport, type HttpTransportOptions } from '../../src/consensus/transport/httpTransport.ts';
+import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
+import type { Message } from '../../src/consensus/types.ts';
+
+const SECRET = 'test-cluster-secret';
+
+interface Received {
+  msg: Message;
+  /** Which HTTP request (1-based, per server) carried it. */
+  request: number;
+}
+
+interface PeerServer {
+  url: string;
+  received: Received[];
+  requests: number;
+  close: () => Promise<void>;
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** A real HTTP server mounting raftRoutes; `gate` (if given) holds every request until it resolves. */
+async function startPeer(
+  opts: { gate?: () => Promise<void>; selfId?: string; maxBodyBytes?: number } = {},
+): Promise<PeerServer> {
+  const peer: PeerServer = { url: '', received: [], requests: 0, close: async () => {} };
+  const app = new Hono();
+  let current = 0;
+  app.use('/raft/*', async (_c, next) => {
+    if (opts.gate) await opts.gate();
+    current = ++peer.requests;
+    await next();
+  });
+  app.route(
+    '/',
+    raftRoutes({
+      secret: SECRET,
+      onMessage: (msg) => peer.received.push({ msg, request: current }),
+      ...(opts.selfId ? { selfId: opts.selfId } : {}),
+      ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}),
+    }),
+  );
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server));
+  });
+  peer.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  let closed = false;
+  peer.close = async () => {
+    if (closed) return;
+    closed = true;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  cleanups.push(peer.close);
+  return peer;
+}
+
+/** A URL on which nothing listens: a port that was just bound and released. */
+async function deadUrl(): Promise<string> {
+  const peer = await startPeer();
+  await peer.close();
+  return peer.url;
+}
+
+function transport(opts: Partial<HttpTransportOptions> & { peers: Record<string, string> }): HttpTransport {
+  const t = new HttpTransport({ id: 'a', secret: SECRET, ...opts });
+  cleanups.push(() => t.close());
+  return t;
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function heartbeat(to: string, commit: number): Message {
+  return { type: 'MsgHeartbeat', from: 'a', to, term: 1, commit };
+}
+
+function snap(to: string): Message {
+  return {
+    type: 'MsgSnap',
+    from: 'a',
+    to,
+    term: 2,
+    snapshot: {
+      metadata: { index: 10, term: 2, confState: { voters: ['a', 'b'], learners: [] } },
+      data: 'state',
+    },
+  };
+}
+
+async function post(url: string, body: string, secret: string | null = SECRET): Promise<Response> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (secret !== null) headers[CLUSTER_SECRET_HEADER] = secret;
+  return fetch(`${url}/raft/messages`, { method: 'POST', headers, body });
+}
+
+async function errorOf(res: Response): Promise<{ code: string; message: string }> {
+  const body = (await res.json()) as { error: { code: string; message: string } };
+  return body.error;
+}
+
+describe('raftRoutes', () => {
+  it('refuses a batch without the cluster secret or with a wrong one (401)', async () => {
+    const peer = await startPeer();
+    const body = JSON.stringify({ messages: [heartbeat('b', 1)] });
+    for (const secret of [null, 'wrong-secret']) {
+      const res = await post(peer.url, body, secret);
+      expect(res.status).toBe(401);
+      expect((await errorOf(res)).code).toBe('Unauthorized');
+    }
+    expect(peer.received).toEqual([]);
+  });
+
+  it('answers 400 with a JSON error to malformed JSON and to schema violations, and keeps serving', async () => {
+    const peer = await startPeer();
+    const bad = [
+      '{"messages": [',
+      'null',
+      JSON.stringify({ messages: [] }),
+      JSON.stringify({ messages: [{ type: 'MsgHeartbeat', from: 'a', term: 1 }] }),
+      JSON.stringify({ messages: [{ ...heartbeat('b', 1), type: 'MsgNope' }] }),
+      JSON.stringify({ messages: [{ ...heartbeat('b', 1), term: -1 }] }),
+      JSON.stringify({ messages: [{ ...heartbeat('b', 1), to: '' }] }),
+      JSON.stringify({
+        messages: [{ ...heartbeat('b', 1), entries: [{ term: 1, index: 1.5, type: 'normal', data: '' }] }],
+      }),
+    ];
+    for (const body of bad) {
+      const res = await post(peer.url, body);
+      expect(res.status, body).toBe(400);
+      const error = await errorOf(res);
+      expect(['BadJson', 'BadMessage']).toContain(error.code);
+      expect(error.message.length).toBeGreaterThan(0);
+    }
+    expect(peer.received).toEqual([]);
+    const ok = await post(peer.url, JSON.stringify({ messages: [heartbeat('b', 7)] }));
+    expect(ok.status).toBe(204);
+    expect(peer.received.map((r) => r.msg)).toEqual([heartbeat('b', 7)]);
+  });
+
+  it('refuses a body over the limit (413) and a batch addressed to another node (400)', async () => {
+    const peer = await startPeer({ maxBodyBytes: 1024, selfId: 'b' });
+    const big = { ...heartbeat('b', 1), context: 'x'.repeat(2048) };
+    const tooLarge = await post(peer.url, JSON.stringify({ messages: [big] }));
+    expect(tooLarge.status).toBe(413);
+    expect((await errorOf(tooLarge)).code).toBe('PayloadTooLarge');
+    const misaddressed = await post(peer.url, JSON.stringify({ messages: [heartbeat('c', 1)] }));
+    expect(misaddressed.status).toBe(400);
+    expect((await errorOf(misaddressed)).code).toBe('WrongRecipient');
+    expect(peer.received).toEqual([]);
+  });
+});
+
+describe('HttpTransport', () => {
+  it('delivers each peer its messages in order, batching what queued up meanwhile', async () => {
+    const b = await startPeer();
+    const t = transport({ peers: { b: b.url }, maxBatchMessages: 10 });
+    const sent: Message[] = [];
+    for (let i = 1; i <= 55; i++) {
+      sent.push(heartbeat('b', i));
+      t.send([sent.at(-1)!]);
+    }
+    await waitFor(() => b.received.length === 55, 5000, '55 messages');
+    for (let i = 56; i <= 80; i++) {
+      sent.push(heartbeat('b', i));
+      t.send([sent.at(-1)!]);
+      if (i % 5 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await waitFor(() => b.received.length === 80, 5000, '80 messages');
+    expect(b.received.map((r) => r.msg)).toEqual(sent);
+    const perRequest = new Map<number, number>();
+    for (const r of b.received) perRequest.set(r.request, (perRequest.get(r.request) ?? 0) + 1);
+    expect(b.requests).toBeLessThan(80);
+    expect(Math.max(...perRequest.values())).toBe(10);
+    // The server takes the messages before the client has read its 204.
+    await waitFor(() => t.stats().sent === 80, 2000, 'sent counter');
+    expect(t.stats()).toMatchObject({ sent: 80, dropped: 0, failed: 0, queued: 0 });
+  });
+
+  it('a dead peer does not delay a live one, and is reported unreachable', async () => {
+    const live = await startPeer();
+    const unreachable: string[] = [];
+    const t = transport({
+      peers: { dead: await deadUrl(), live: live.url },
+      onUnreachable: (p) => unreachable.push(p),
+    });
+    for (let round = 1; round <= 3; round++) {
+      const started = Date.now();
+      t.send([heartbeat('dead', round), heartbeat('live', round)]);
+      await waitFor(() => live.received.length === round, 1000, `live peer round ${round}`);
+      expect(Date.now() - started).toBeLessThan(1000);
+    }
+    await waitFor(() => unreachable.length > 0, 2000, 'unreachable report');
+    expect(new Set(unreachable)).toEqual(new Set(['dead']));
+    expect(t.stats().failed).toBeGreaterThan(0);
+    await waitFor(() => t.stats().sent === 3, 2000, 'sent counter');
+  });
+
+  it('a slow peer does not block another; its queue stays bounded, dropping the oldest', async () => {
+    let release!: () => void;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    let waiting = 0;
+    const slow = await startPeer({
+      gate: () => {
+        waiting++;
+        return released;
+      },
+    });
+    const fast = await startPeer();
+    const t = transport({ peers: { slow: slow.url, fast: fast.url }, maxQueuedMessages: 5 });
+    t.send([heartbeat('slow', 1)]);
+    await waitFor(() => waiting === 1, 2000, 'slow peer to hold the first request');
+    for (let i = 2; i <= 20; i++) t.send([heartbeat('slow', i)]);
+    t.send([heartbeat('fast', 1), heartbeat('fast', 2), heartbeat('fast', 3)]);
+    await waitFor(() => fast.received.length === 3, 1000, 'fast peer while the slow one hangs');
+    expect(slow.received).toEqual([]);
+    expect(t.stats()).toMatchObject({ dropped: 14, queued: 5 });
+    release();
+    await waitFor(() => slow.received.length === 6, 5000, 'slow peer after release');
+    expect(slow.received.map((r) => r.msg.commit)).toEqual([1, 16, 17, 18, 19, 20]);
+  });
+
+  it('times out a request that gets no answer and reports the peer unreachable', async () => {
+    const hung = await startPeer({ gate: () => new Promise(() => {}) });
+    const unreachable: string[] = [];
+    const t = transport({
+      peers: { b: hung.url },
+      requestTimeoutMs: 200,
+      onUnreachable: (p) => unreachable.push(p),
+    });
+    t.send([heartbeat('b', 1)]);
+    await waitFor(() => unreachable.length === 1, 3000, 'timeout report');
+    expect(t.stats()).toMatchObject({ failed: 1, failedRequests: 1, sent: 0 });
+  });
+
+  it('sends a MsgSnap on its own request and reports how it went', async () => {
+    const b = await startPeer();
+    const statuses: [string, boolean][] = [];
+    const t = transport({
+      peers: { b: b.url, dead: await deadUrl() },
+      onSnapshotStatus: (p, ok) => statuses.push([p, ok]),
+    });
+    t.send([heartbeat('b', 1), snap('b'), heartbeat('b', 2), snap('dead')]);
+    await waitFor(() => b.received.length === 3 && statuses.length === 2, 3000, 'snapshot outcomes');
+    expect(b.received.map((r) => r.msg.type)).toEqual(['MsgHeartbeat', 'MsgSnap', 'MsgHeartbeat']);
+    const [first, snapshot, last] = b.received;
+    expect(snapshot!.request).not.toBe(first!.request);
+    expect(snapshot!.request).not.toBe(last!.request);
+    expect(new Map(statuses)).toEqual(
+      new Map([
+        ['b', true],
+        ['dead', false],
+      ]),
+    );
+  });
+
+  it('reports a wrong cluster secret as a failure, and follows setPeer / removePeer', async () => {
+    const b = await startPeer();
+    const c = await startPeer();
+    const unreachable: string[] = [];
+    const wrong = transport({
+      peers: { b: b.url },
+      secret: 'not-the-secret',
+      onUnreachable: (p) => unreachable.push(p),
+    });
+    wrong.send([heartbeat('b', 1)]);
+    await waitFor(() => unreachable.length === 1, 3000, 'unreachable on 401');
+    expect(b.received).toEqual([]);
+
+    const t = transport({ peers: {}, onUnreachable: (p) => unreachable.push(p) });
+    t.send([heartbeat('b', 1)]);
+    await waitFor(() => unreachable.length === 2, 1000, 'unknown peer reported');
+    t.setPeer('b', b.url);
+    t.send([heartbeat('b', 2)]);
+    await waitFor(() => b.received.length === 1, 2000, 'b after setPeer');
+    t.setPeer('b', c.url);
+    t.send([heartbeat('b', 3)]);
+    await waitFor(() => c.received.length === 1, 2000, 'b at its new URL');
+    await waitFor(() => t.stats().sent === 2, 2000, 'sent counter');
+    t.removePeer('b');
+    t.send([heartbeat('b', 4)]);
+    expect(t.stats()).toMatchObject({ sent: 2, dropped: 2 });
+    expect(b.received.map((r) => r.msg.commit)).toEqual([2]);
+    expect(c.received.map((r) => r.msg.commit)).toEqual([3]);
+  });
+});
