@@ -1,0 +1,358 @@
+// The transition function of the metadata state machine: (current tables, command) -> (rows to
+// write, result). Deterministic: it reads only the tables and the command (no clock, no
+// randomness, no iteration over unordered collections), so every replica writes the same bytes.
+// A command that does not fit the state plans no write and returns a rejection code.
+
+import {
+  type Command,
+  type CommandOf,
+  type CommandResults,
+  MAX_REPLICAS,
+  type NodeRecord,
+  type ObjectRecord,
+  type ObjectView,
+  reject,
+} from './commands.ts';
+import {
+  type Counter,
+  decodeCounter,
+  decodeNode,
+  decodeObject,
+  encodeCounter,
+  encodeNode,
+  encodeObject,
+  type MetadataTables,
+  NODE_INDEX_VALUE,
+  nodeCounterKey,
+  nodeIndexKey,
+  type TableOp,
+  TOTAL_COUNTER,
+} from './tables.ts';
+
+export interface Plan<R> {
+  ops: TableOp[];
+  result: R;
+}
+
+/** Counter changes of one command, turned into absolute rows once all are known. */
+class CounterDeltas {
+  private readonly deltas = new Map<string, Counter>();
+
+  add(key: string, objects: number, bytes: number): void {
+    const d = this.deltas.get(key) ?? { objects: 0, bytes: 0 };
+    d.objects += objects;
+    d.bytes += bytes;
+    this.deltas.set(key, d);
+  }
+
+  /** Adds one object (sign 1) or removes it (sign -1) on each of `nodes`. */
+  replicas(nodes: readonly string[], size: number, sign: 1 | -1): void {
+    for (const nodeId of nodes) this.add(nodeCounterKey(nodeId), sign, sign * size);
+  }
+
+  async ops(tables: MetadataTables): Promise<TableOp[]> {
+    const keys = [...this.deltas.keys()].sort();
+    const current = await tables.getMany('counters', keys);
+    const ops: TableOp[] = [];
+    keys.forEach((key, i) => {
+      const d = this.deltas.get(key)!;
+      const stored = current[i];
+      const was = stored === undefined ? { objects: 0, bytes: 0 } : decodeCounter(stored);
+      const now = { objects: was.objects + d.objects, bytes: was.bytes + d.bytes };
+      if (now.objects < 0 || now.bytes < 0) {
+        // The planner only subtracts what it added for rows it found: a negative counter means
+        // the tables were corrupted, and writing on would spread the damage.
+        throw new Error(`metadata counter ${key} would go negative (${JSON.stringify(now)})`);
+      }
+      // A zero counter is no row at all, so counters never depend on history, only on the state.
+      if (now.objects === 0 && now.bytes === 0) ops.push({ type: 'del', table: 'counters', key });
+      else ops.push({ type: 'put', table: 'counters', key, value: encodeCounter(now) });
+    });
+    return ops;
+  }
+}
+
+function objectView(id: string, record: ObjectRecord): ObjectView {
+  return { id, ...record };
+}
+
+async function readObject(tables: MetadataTables, id: string): Promise<ObjectRecord | null> {
+  const raw = await tables.get('objects', id);
+  return raw === undefined ? null : decodeObject(raw);
+}
+
+async function readNode(tables: MetadataTables, nodeId: string): Promise<NodeRecord | null> {
+  const raw = await tables.get('nodes', nodeId);
+  return raw === undefined ? null : decodeNode(raw);
+}
+
+/** Nodes of `nodeIds` that are not in the node table, in the given order. */
+async function unknownNodes(tables: MetadataTables, nodeIds: readonly string[]): Promise<string[]> {
+  const rows = await tables.getMany('nodes', [...nodeIds]);
+  return nodeIds.filter((_, i) => rows[i] === undefined);
+}
+
+function putObject(id: string, record: ObjectRecord): TableOp {
+  return { type: 'put', table: 'objects', key: id, value: encodeObject(record) };
+}
+
+function putNode(nodeId: string, record: NodeRecord): TableOp {
+  return { type: 'put', table: 'nodes', key: nodeId, value: encodeNode(record) };
+}
+
+function putIndex(nodeId: string, objectId: string): TableOp {
+  return { type: 'put', table: 'nodeIndex', key: nodeIndexKey(nodeId, objectId), value: NODE_INDEX_VALUE };
+}
+
+function delIndex(nodeId: string, objectId: string): TableOp {
+  return { type: 'del', table: 'nodeIndex', key: nodeIndexKey(nodeId, objectId) };
+}
+
+async function registerWorker(
+  tables: MetadataTables,
+  c: CommandOf<'registerWorker'>,
+): Promise<Plan<CommandResults['registerWorker']>> {
+  const existing = await readNode(tables, c.nodeId);
+  let node: NodeRecord;
+  if (existing === null) {
+    node = {
+      url: c.url,
+      zone: c.zone,
+      state: 'up',
+      stateSince: c.at,
+      lastSeen: c.at,
+      diskUsed: 0,
+      diskFree: 0,
+      objectCount: 0,
+    };
+  } else {
+    // A worker that registers again has come back: it is up, unless an operator is draining it,
+    // which only an operator (markNodeState) undoes.
+    const revived = existing.state === 'suspect' || existing.state === 'down';
+    node = {
+      ...existing,
+      url: c.url,
+      zone: c.zone,
+      state: revived ? 'up' : existing.state,
+      stateSince: revived ? c.at : existing.stateSince,
+      lastSeen: Math.max(existing.lastSeen, c.at),
+    };
+  }
+  return {
+    ops: [putNode(c.nodeId, node)],
+    result: { ok: true, created: existing === null, node: { nodeId: c.nodeId, ...node } },
+  };
+}
+
+async function updateWorker(
+  tables: MetadataTables,
+  c: CommandOf<'updateWorker'>,
+): Promise<Plan<CommandResults['updateWorker']>> {
+  const existing = await readNode(tables, c.nodeId);
+  if (existing === null)
+    return { ops: [], result: reject('NodeUnknown', `node ${c.nodeId} is not registered`) };
+  const node: NodeRecord = { ...existing, url: c.url ?? existing.url, zone: c.zone ?? existing.zone };
+  return { ops: [putNode(c.nodeId, node)], result: { ok: true, node: { nodeId: c.nodeId, ...node } } };
+}
+
+async function heartbeatSummary(
+  tables: MetadataTables,
+  c: CommandOf<'heartbeatSummary'>,
+): Promise<Plan<CommandResults['heartbeatSummary']>> {
+  const rows = await tables.getMany(
+    'nodes',
+    c.nodes.map((n) => n.nodeId),
+  );
+  const ops: TableOp[] = [];
+  const unknown: string[] = [];
+  c.nodes.forEach((usage, i) => {
+    const raw = rows[i];
+    if (raw === undefined) {
+      unknown.push(usage.nodeId);
+      return;
+    }
+    const node = decodeNode(raw);
+    // A summary older than what the table holds (e.g. from a deposed leader) carries stale usage.
+    if (usage.lastSeen < node.lastSeen) return;
+    ops.push(
+      putNode(usage.nodeId, {
+        ...node,
+        lastSeen: usage.lastSeen,
+        diskUsed: usage.diskUsed,
+        diskFree: usage.diskFree,
+        objectCount: usage.objectCount,
+      }),
+    );
+  });
+  return { ops, result: { ok: true, updated: ops.length, unknown } };
+}
+
+async function recordObject(
+  tables: MetadataTables,
+  c: CommandOf<'recordObject'>,
+): Promise<Plan<CommandResults['recordObject']>> {
+  const existing = await readObject(tables, c.id);
+  if (existing !== null) {
+    // Same id and same bytes: a retried upload (e.g. after a leader change) that already landed.
+    if (existing.sha256 === c.sha256 && existing.size === c.size) {
+      return { ops: [], result: { ok: true, created: false, object: objectView(c.id, existing) } };
+    }
+    return { ops: [], result: reject('ObjectExists', `object ${c.id} exists with other content`) };
+  }
+  const unknown = await unknownNodes(tables, c.replicas);
+  if (unknown.length > 0) {
+    return { ops: [], result: reject('NodeUnknown', `replica nodes not registered: ${unknown.join(', ')}`) };
+  }
+  const record: ObjectRecord = {
+    size: c.size,
+    sha256: c.sha256,
+    contentType: c.contentType,
+    createdAt: c.createdAt,
+    replicas: [...c.replicas],
+  };
+  const counters = new CounterDeltas();
+  counters.add(TOTAL_COUNTER, 1, c.size);
+  counters.replicas(c.replicas, c.size, 1);
+  const ops = [
+    putObject(c.id, record),
+    ...c.replicas.map((n) => putIndex(n, c.id)),
+    ...(await counters.ops(tables)),
+  ];
+  return { ops, result: { ok: true, created: true, object: objectView(c.id, record) } };
+}
+
+async function deleteObject(
+  tables: MetadataTables,
+  c: CommandOf<'deleteObject'>,
+): Promise<Plan<CommandResults['deleteObject']>> {
+  const existing = await readObject(tables, c.id);
+  if (existing === null) return { ops: [], result: reject('ObjectNotFound', `object ${c.id} not found`) };
+  const counters = new CounterDeltas();
+  counters.add(TOTAL_COUNTER, -1, -existing.size);
+  counters.replicas(existing.replicas, existing.size, -1);
+  const ops: TableOp[] = [
+    { type: 'del', table: 'objects', key: c.id },
+    ...existing.replicas.map((n) => delIndex(n, c.id)),
+    ...(await counters.ops(tables)),
+  ];
+  return { ops, result: { ok: true, object: objectView(c.id, existing) } };
+}
+
+async function addReplica(
+  tables: MetadataTables,
+  c: CommandOf<'addReplica'>,
+): Promise<Plan<CommandResults['addReplica']>> {
+  const existing = await readObject(tables, c.id);
+  if (existing === null) return { ops: [], result: reject('ObjectNotFound', `object ${c.id} not found`) };
+  if (existing.replicas.includes(c.nodeId)) {
+    return {
+      ops: [],
+      result: reject('ReplicaExists', `object ${c.id} already has a replica on ${c.nodeId}`),
+    };
+  }
+  if ((await readNode(tables, c.nodeId)) === null) {
+    return { ops: [], result: reject('NodeUnknown', `node ${c.nodeId} is not registered`) };
+  }
+  if (existing.replicas.length >= MAX_REPLICAS) {
+    return { ops: [], result: reject('TooManyReplicas', `object ${c.id} has ${MAX_REPLICAS} replicas`) };
+  }
+  const record: ObjectRecord = { ...existing, replicas: [...existing.replicas, c.nodeId] };
+  const counters = new CounterDeltas();
+  counters.replicas([c.nodeId], existing.size, 1);
+  const ops = [putObject(c.id, record), putIndex(c.nodeId, c.id), ...(await counters.ops(tables))];
+  return { ops, result: { ok: true, object: objectView(c.id, record) } };
+}
+
+async function removeReplica(
+  tables: MetadataTables,
+  c: CommandOf<'removeReplica'>,
+): Promise<Plan<CommandResults['removeReplica']>> {
+  const existing = await readObject(tables, c.id);
+  if (existing === null) return { ops: [], result: reject('ObjectNotFound', `object ${c.id} not found`) };
+  if (!existing.replicas.includes(c.nodeId)) {
+    return { ops: [], result: reject('ReplicaNotFound', `object ${c.id} has no replica on ${c.nodeId}`) };
+  }
+  if (existing.replicas.length === 1) {
+    // An object record with no replica would claim bytes nobody holds: delete the object instead.
+    return { ops: [], result: reject('LastReplica', `${c.nodeId} holds the last replica of ${c.id}`) };
+  }
+  const record: ObjectRecord = { ...existing, replicas: existing.replicas.filter((n) => n !== c.nodeId) };
+  const counters = new CounterDeltas();
+  counters.replicas([c.nodeId], existing.size, -1);
+  const ops = [putObject(c.id, record), delIndex(c.nodeId, c.id), ...(await counters.ops(tables))];
+  return { ops, result: { ok: true, object: objectView(c.id, record) } };
+}
+
+async function replaceReplica(
+  tables: MetadataTables,
+  c: CommandOf<'replaceReplica'>,
+): Promise<Plan<CommandResults['replaceReplica']>> {
+  const existing = await readObject(tables, c.id);
+  if (existing === null) return { ops: [], result: reject('ObjectNotFound', `object ${c.id} not found`) };
+  if (!existing.replicas.includes(c.remove)) {
+    return { ops: [], result: reject('ReplicaNotFound', `object ${c.id} has no replica on ${c.remove}`) };
+  }
+  if (existing.replicas.includes(c.add)) {
+    return { ops: [], result: reject('ReplicaExists', `object ${c.id} already has a replica on ${c.add}`) };
+  }
+  if ((await readNode(tables, c.add)) === null) {
+    return { ops: [], result: reject('NodeUnknown', `node ${c.add} is not registered`) };
+  }
+  // In place, so a repaired primary's slot keeps its position in the placement order.
+  const record: ObjectRecord = {
+    ...existing,
+    replicas: existing.replicas.map((n) => (n === c.remove ? c.add : n)),
+  };
+  const counters = new CounterDeltas();
+  counters.replicas([c.remove], existing.size, -1);
+  counters.replicas([c.add], existing.size, 1);
+  const ops = [
+    putObject(c.id, record),
+    delIndex(c.remove, c.id),
+    putIndex(c.add, c.id),
+    ...(await counters.ops(tables)),
+  ];
+  return { ops, result: { ok: true, object: objectView(c.id, record) } };
+}
+
+async function markNodeState(
+  tables: MetadataTables,
+  c: CommandOf<'markNodeState'>,
+): Promise<Plan<CommandResults['markNodeState']>> {
+  const existing = await readNode(tables, c.nodeId);
+  if (existing === null)
+    return { ops: [], result: reject('NodeUnknown', `node ${c.nodeId} is not registered`) };
+  const changed = existing.state !== c.state;
+  const node: NodeRecord = { ...existing, state: c.state, stateSince: changed ? c.at : existing.stateSince };
+  return {
+    ops: changed ? [putNode(c.nodeId, node)] : [],
+    result: { ok: true, node: { nodeId: c.nodeId, ...node }, previous: existing.state },
+  };
+}
+
+/** Plans one validated command against the live tables. Writes nothing itself. */
+export async function planCommand(
+  tables: MetadataTables,
+  c: Command,
+): Promise<Plan<CommandResults[Command['type']]>> {
+  switch (c.type) {
+    case 'registerWorker':
+      return registerWorker(tables, c);
+    case 'updateWorker':
+      return updateWorker(tables, c);
+    case 'heartbeatSummary':
+      return heartbeatSummary(tables, c);
+    case 'recordObject':
+      return recordObject(tables, c);
+    case 'deleteObject':
+      return deleteObject(tables, c);
+    case 'addReplica':
+      return addReplica(tables, c);
+    case 'removeReplica':
+      return removeReplica(tables, c);
+    case 'replaceReplica':
+      return replaceReplica(tables, c);
+    case 'markNodeState':
+      return markNodeState(tables, c);
+  }
+}

@@ -1,0 +1,297 @@
+// The commands of the replicated metadata state machine, and what applying each one returns.
+//
+// A command is validated by `commandSchema` on the proposer, before it enters the Raft log, and
+// validated again when it is decoded for apply (so apply is total even on an entry written by a
+// buggy or newer proposer: such an entry becomes an `InvalidCommand` no-op on every replica alike).
+// Every timestamp is chosen by the proposer and carried inside the command: applying must be a pure
+// function of (state, command), with no clock and no randomness, or the replicas would diverge.
+
+import { z } from 'zod';
+
+/** Object ids end up in worker file names and URLs: a strict pattern, never a path. */
+export const OBJECT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** Node ids and zones end up in keys of the node index: the same alphabet, shorter. */
+export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Bound on one object's replica list (the design keeps 2; repair may briefly hold one more). */
+export const MAX_REPLICAS = 8;
+/** Bound on the nodes one coalesced heartbeat summary carries. */
+export const MAX_HEARTBEAT_NODES = 1024;
+
+export const objectIdSchema = z.string().regex(OBJECT_ID_PATTERN, 'invalid object id');
+export const nodeIdSchema = z.string().regex(NODE_ID_PATTERN, 'invalid node id');
+const zoneSchema = z.string().regex(NODE_ID_PATTERN, 'invalid zone');
+/** Milliseconds since the Unix epoch, as read by the proposer's clock. */
+const timestampSchema = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const countSchema = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const workerUrlSchema = z
+  .string()
+  .max(2048)
+  .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, 'worker url must be http(s)://host[:port][/path]');
+const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'sha256 must be 64 lowercase hex digits');
+const contentTypeSchema = z
+  .string()
+  .max(127)
+  .regex(/^[a-z]+\/[A-Za-z0-9.+-]+$/, 'invalid content type');
+
+/**
+ * Optional on every command: the proposer's id for the proposal, which the node driver uses to hand
+ * the apply result back to the caller waiting on it. It never influences the state.
+ */
+export const requestIdSchema = z.string().min(1).max(128);
+const requestId = requestIdSchema.optional();
+
+export const NODE_STATES = ['up', 'suspect', 'down', 'draining', 'drained'] as const;
+export const nodeStateSchema = z.enum(NODE_STATES);
+export type NodeState = z.infer<typeof nodeStateSchema>;
+
+export const registerWorkerSchema = z.strictObject({
+  type: z.literal('registerWorker'),
+  requestId,
+  nodeId: nodeIdSchema,
+  url: workerUrlSchema,
+  zone: zoneSchema,
+  at: timestampSchema,
+});
+
+/** Moves a worker (new url) or re-labels its zone; liveness is `markNodeState`'s business. */
+export const updateWorkerSchema = z
+  .strictObject({
+    type: z.literal('updateWorker'),
+    requestId,
+    nodeId: nodeIdSchema,
+    url: workerUrlSchema.optional(),
+    zone: zoneSchema.optional(),
+  })
+  .refine((c) => c.url !== undefined || c.zone !== undefined, 'updateWorker needs url or zone');
+
+export const nodeUsageSchema = z.strictObject({
+  nodeId: nodeIdSchema,
+  diskUsed: countSchema,
+  diskFree: countSchema,
+  objectCount: countSchema,
+  lastSeen: timestampSchema,
+});
+export type NodeUsage = z.infer<typeof nodeUsageSchema>;
+
+/**
+ * The leader coalesces the heartbeats it received since its last summary into one entry: the log
+ * grows with the summary period, not with (workers x heartbeat rate).
+ */
+export const heartbeatSummarySchema = z.strictObject({
+  type: z.literal('heartbeatSummary'),
+  requestId,
+  nodes: z
+    .array(nodeUsageSchema)
+    .min(1)
+    .max(MAX_HEARTBEAT_NODES)
+    .refine((nodes) => new Set(nodes.map((n) => n.nodeId)).size === nodes.length, 'duplicate nodeId'),
+});
+
+const replicaListSchema = z
+  .array(nodeIdSchema)
+  .min(1)
+  .max(MAX_REPLICAS)
+  .refine((ids) => new Set(ids).size === ids.length, 'replicas must be distinct nodes');
+
+export const recordObjectSchema = z.strictObject({
+  type: z.literal('recordObject'),
+  requestId,
+  id: objectIdSchema,
+  size: countSchema,
+  sha256: sha256Schema,
+  contentType: contentTypeSchema,
+  createdAt: timestampSchema,
+  /** In placement order: primary first. */
+  replicas: replicaListSchema,
+});
+
+export const deleteObjectSchema = z.strictObject({
+  type: z.literal('deleteObject'),
+  requestId,
+  id: objectIdSchema,
+});
+
+export const addReplicaSchema = z.strictObject({
+  type: z.literal('addReplica'),
+  requestId,
+  id: objectIdSchema,
+  nodeId: nodeIdSchema,
+});
+
+export const removeReplicaSchema = z.strictObject({
+  type: z.literal('removeReplica'),
+  requestId,
+  id: objectIdSchema,
+  nodeId: nodeIdSchema,
+});
+
+/** Repair's commit: "copy made on `add`, dead copy on `remove` dropped", in one entry. */
+export const replaceReplicaSchema = z
+  .strictObject({
+    type: z.literal('replaceReplica'),
+    requestId,
+    id: objectIdSchema,
+    add: nodeIdSchema,
+    remove: nodeIdSchema,
+  })
+  .refine((c) => c.add !== c.remove, 'add and remove must differ');
+
+export const markNodeStateSchema = z.strictObject({
+  type: z.literal('markNodeState'),
+  requestId,
+  nodeId: nodeIdSchema,
+  state: nodeStateSchema,
+  at: timestampSchema,
+});
+
+export const commandSchema = z.discriminatedUnion('type', [
+  registerWorkerSchema,
+  updateWorkerSchema,
+  heartbeatSummarySchema,
+  recordObjectSchema,
+  deleteObjectSchema,
+  addReplicaSchema,
+  removeReplicaSchema,
+  replaceReplicaSchema,
+  markNodeStateSchema,
+]);
+
+export type Command = z.infer<typeof commandSchema>;
+export type CommandType = Command['type'];
+export type CommandOf<T extends CommandType> = Extract<Command, { type: T }>;
+
+export type ParseCommandResult = { ok: true; command: Command } | { ok: false; message: string };
+
+/** Validates untrusted input (e.g. a control loop's or an API handler's value) into a command. */
+export function parseCommand(input: unknown): ParseCommandResult {
+  const parsed = commandSchema.safeParse(input);
+  if (parsed.success) return { ok: true, command: parsed.data };
+  return { ok: false, message: z.prettifyError(parsed.error) };
+}
+
+/**
+ * The entry `data` for a command. Validates first (throws on an invalid command: proposing one is
+ * a programming error of the proposer) and serialises the parsed value, so unknown keys never
+ * reach the log.
+ */
+export function encodeCommand(command: Command): string {
+  return JSON.stringify(commandSchema.parse(command));
+}
+
+export type DecodeCommandResult =
+  | { ok: true; command: Command }
+  | { ok: false; message: string; requestId: string | null };
+
+/** Decodes an entry's `data`; never throws. A rejected entry still yields its request id if it has one. */
+export function decodeCommand(data: string): DecodeCommandResult {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(data);
+  } catch {
+    return { ok: false, message: 'entry data is not JSON', requestId: null };
+  }
+  const parsed = parseCommand(raw);
+  if (parsed.ok) return parsed;
+  const carried =
+    typeof raw === 'object' && raw !== null ? (raw as { requestId?: unknown }).requestId : undefined;
+  const id = requestIdSchema.safeParse(carried);
+  return { ok: false, message: parsed.message, requestId: id.success ? id.data : null };
+}
+
+// ---- Records as the queries return them -------------------------------------------------------
+
+export interface ObjectRecord {
+  size: number;
+  sha256: string;
+  contentType: string;
+  createdAt: number;
+  /** Placement order: primary first. */
+  replicas: string[];
+}
+
+export interface ObjectView extends ObjectRecord {
+  id: string;
+}
+
+export interface NodeRecord {
+  url: string;
+  zone: string;
+  state: NodeState;
+  /** Proposer time of the last state change (or of registration). */
+  stateSince: number;
+  /** Last heartbeat as reported by the leader; registration counts as one. */
+  lastSeen: number;
+  /** As reported by the worker; the table-derived figures are in the counters. */
+  diskUsed: number;
+  diskFree: number;
+  objectCount: number;
+}
+
+export interface NodeView extends NodeRecord {
+  nodeId: string;
+}
+
+// ---- Results --------------------------------------------------------------------------------
+
+/**
+ * Why a validated command did not fit the state it met. The command is then a no-op (apart from
+ * advancing the applied index) on every replica, and its proposer receives the code.
+ */
+export type RejectionCode =
+  | 'InvalidCommand'
+  | 'ObjectExists'
+  | 'ObjectNotFound'
+  | 'NodeUnknown'
+  | 'ReplicaExists'
+  | 'ReplicaNotFound'
+  | 'LastReplica'
+  | 'TooManyReplicas';
+
+export interface Rejection<C extends RejectionCode = RejectionCode> {
+  ok: false;
+  code: C;
+  message: string;
+}
+
+export type RegisterWorkerResult = { ok: true; created: boolean; node: NodeView };
+export type UpdateWorkerResult = { ok: true; node: NodeView } | Rejection<'NodeUnknown'>;
+/** Nodes the summary named that the table does not know are skipped, not an error. */
+export type HeartbeatSummaryResult = { ok: true; updated: number; unknown: string[] };
+export type RecordObjectResult =
+  | { ok: true; created: boolean; object: ObjectView }
+  | Rejection<'ObjectExists' | 'NodeUnknown'>;
+/** `replicas` are the nodes whose blob the caller should now delete. */
+export type DeleteObjectResult = { ok: true; object: ObjectView } | Rejection<'ObjectNotFound'>;
+export type AddReplicaResult =
+  | { ok: true; object: ObjectView }
+  | Rejection<'ObjectNotFound' | 'NodeUnknown' | 'ReplicaExists' | 'TooManyReplicas'>;
+export type RemoveReplicaResult =
+  | { ok: true; object: ObjectView }
+  | Rejection<'ObjectNotFound' | 'ReplicaNotFound' | 'LastReplica'>;
+export type ReplaceReplicaResult =
+  | { ok: true; object: ObjectView }
+  | Rejection<'ObjectNotFound' | 'NodeUnknown' | 'ReplicaExists' | 'ReplicaNotFound'>;
+export type MarkNodeStateResult =
+  | { ok: true; node: NodeView; previous: NodeState }
+  | Rejection<'NodeUnknown'>;
+
+export interface CommandResults {
+  registerWorker: RegisterWorkerResult;
+  updateWorker: UpdateWorkerResult;
+  heartbeatSummary: HeartbeatSummaryResult;
+  recordObject: RecordObjectResult;
+  deleteObject: DeleteObjectResult;
+  addReplica: AddReplicaResult;
+  removeReplica: RemoveReplicaResult;
+  replaceReplica: ReplaceReplicaResult;
+  markNodeState: MarkNodeStateResult;
+}
+
+export type ResultOf<T extends CommandType> = CommandResults[T];
+
+/** What applying one command entry returned: its command's result, or `InvalidCommand`. */
+export type ApplyResult = CommandResults[CommandType] | Rejection<'InvalidCommand'>;
+
+export function reject<C extends RejectionCode>(code: C, message: string): Rejection<C> {
+  return { ok: false, code, message };
+}

@@ -1,0 +1,274 @@
+// The replicated metadata state machine: what the Raft node driver applies committed entries into
+// (src/consensus/stateMachine.ts), plus the local, non-replicated queries the API and the leader's
+// control loops read the tables with.
+
+import type { AppliedResult, StateMachine } from '../consensus/stateMachine.ts';
+import type { Entry, Index } from '../consensus/types.ts';
+import { createLogger, type Logger } from '../logging.ts';
+import { planCommand } from './applyCommand.ts';
+import {
+  type ApplyResult,
+  decodeCommand,
+  NODE_ID_PATTERN,
+  type NodeView,
+  type ObjectView,
+  reject,
+} from './commands.ts';
+import {
+  type Counter,
+  decodeCounter,
+  decodeNode,
+  decodeObject,
+  MetadataTables,
+  NODE_COUNTER_PREFIX,
+  nodeIndexPrefix,
+  type TableDigest,
+  TOTAL_COUNTER,
+} from './tables.ts';
+
+/** Bound on one page of a listing. */
+export const MAX_PAGE = 1000;
+/** Bound on the objects one under-replication scan step reads. */
+export const MAX_SCAN = 10_000;
+/** The design keeps every object on two live workers. */
+export const REPLICATION_FACTOR = 2;
+
+export interface PageOptions {
+  /** 1..MAX_PAGE, default 100. */
+  limit?: number;
+  /** Start strictly after this id (the previous page's `next`). */
+  after?: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** Cursor for the next page, or null when this page reached the end. */
+  next: string | null;
+}
+
+export interface MetadataStats {
+  appliedIndex: Index;
+  objects: number;
+  /** Logical bytes: each object counted once, whatever its replica count. */
+  bytes: number;
+  /** Per node, from the object table (not the worker's own report, which is in the node record). */
+  nodes: Record<string, Counter>;
+}
+
+export interface UnderReplicatedObject {
+  object: ObjectView;
+  /** Replicas on nodes in state `up`, in placement order. */
+  liveReplicas: string[];
+}
+
+export interface UnderReplicatedOptions {
+  after?: string;
+  /** Objects read in this step, 1..MAX_SCAN, default 1000: bounds the work whatever it finds. */
+  scanLimit?: number;
+  /** Objects returned, 1..MAX_PAGE, default 100. */
+  limit?: number;
+  /** Live replicas an object needs, default REPLICATION_FACTOR. */
+  minLive?: number;
+}
+
+function clampLimit(limit: number | undefined, fallback: number, max: number): number {
+  if (limit === undefined || !Number.isFinite(limit)) return fallback;
+  return Math.min(max, Math.max(1, Math.floor(limit)));
+}
+
+export class MetadataStateMachine implements StateMachine {
+  private constructor(
+    private readonly tables: MetadataTables,
+    private readonly log: Logger,
+  ) {}
+
+  /** Opens (creating if needed) the tables in `dir`, a folder of the manager's data dir. */
+  static async open(dir: string, log: Logger = createLogger('metadata')): Promise<MetadataStateMachine> {
+    return new MetadataStateMachine(await MetadataTables.open(dir), log);
+  }
+
+  appliedIndex(): Index {
+    return this.tables.appliedIndex();
+  }
+
+  /**
+   * Applies each command entry in its own batch, together with its index (see
+   * MetadataTables.write for why that batch is not fsynced). Entries without a command (the
+   * leader's empty entry, conf changes) change no table: their index is recorded with the next
+   * command's batch, or in one batch at the end.
+   */
+  async apply(entries: Entry[]): Promise<AppliedResult[]> {
+    const results: AppliedResult[] = [];
+    let applied = this.tables.appliedIndex();
+    let recorded = applied;
+    for (const entry of entries) {
+      if (entry.index !== applied + 1) {
+        throw new Error(`metadata: entry ${entry.index} applied out of order (expected ${applied + 1})`);
+      }
+      applied = entry.index;
+      if (entry.type !== 'normal' || entry.data === '') continue;
+      const decoded = decodeCommand(entry.data);
+      let result: ApplyResult;
+      let requestId: string | null;
+      if (decoded.ok) {
+        const plan = await planCommand(this.tables, decoded.command);
+        await this.tables.write(plan.ops, entry.index);
+        result = plan.result;
+        requestId = decoded.command.requestId ?? null;
+      } else {
+        await this.tables.write([], entry.index);
+        result = reject('InvalidCommand', decoded.message);
+        requestId = decoded.requestId;
+      }
+      recorded = entry.index;
+      if (!result.ok) {
+        this.log.debug(
+          { event: 'metadata.command_rejected', index: entry.index, code: result.code, requestId },
+          result.message,
+        );
+      }
+      results.push({ index: entry.index, requestId, result });
+    }
+    if (applied > recorded) await this.tables.write([], applied);
+    return results;
+  }
+
+  snapshot(): Promise<string> {
+    return this.tables.snapshot();
+  }
+
+  async restore(data: string, index: Index): Promise<void> {
+    await this.tables.restore(data, index);
+    this.log.info({ event: 'metadata.snapshot_restored', index }, 'metadata tables restored from snapshot');
+  }
+
+  /** sha256 over every row of every table, with the applied index it describes. */
+  tableDigest(): Promise<TableDigest> {
+    return this.tables.digest();
+  }
+
+  close(): Promise<void> {
+    return this.tables.close();
+  }
+
+  // ---- Queries: local reads, not replicated ------------------------------------------------
+
+  async getObject(id: string): Promise<ObjectView | null> {
+    const raw = await this.tables.get('objects', id);
+    return raw === undefined ? null : { id, ...decodeObject(raw) };
+  }
+
+  /** Objects in id order. */
+  async listObjects(opts: PageOptions = {}): Promise<Page<ObjectView>> {
+    const limit = clampLimit(opts.limit, 100, MAX_PAGE);
+    const view = await this.tables.view();
+    try {
+      const items: ObjectView[] = [];
+      let more = false;
+      for await (const [id, value] of view.scan('objects', { after: opts.after, limit: limit + 1 })) {
+        if (items.length === limit) {
+          more = true;
+          break;
+        }
+        items.push({ id, ...decodeObject(value) });
+      }
+      return { items, next: more ? items[items.length - 1]!.id : null };
+    } finally {
+      await view.close();
+    }
+  }
+
+  /** Ids of the objects with a replica on `nodeId`, in id order, from the node index. */
+  async objectsOnNode(nodeId: string, opts: PageOptions = {}): Promise<Page<string>> {
+    if (!NODE_ID_PATTERN.test(nodeId)) return { items: [], next: null };
+    const limit = clampLimit(opts.limit, 100, MAX_PAGE);
+    const prefix = nodeIndexPrefix(nodeId);
+    const view = await this.tables.view();
+    try {
+      const items: string[] = [];
+      let more = false;
+      const after = opts.after === undefined ? undefined : prefix + opts.after;
+      for await (const [key] of view.scan('nodeIndex', { prefix, after, limit: limit + 1 })) {
+        if (items.length === limit) {
+          more = true;
+          break;
+        }
+        items.push(key.slice(prefix.length));
+      }
+      return { items, next: more ? items[items.length - 1]! : null };
+    } finally {
+      await view.close();
+    }
+  }
+
+  async getNode(nodeId: string): Promise<NodeView | null> {
+    const raw = await this.tables.get('nodes', nodeId);
+    return raw === undefined ? null : { nodeId, ...decodeNode(raw) };
+  }
+
+  /** Every registered worker, in id order (a cluster has tens of workers, not millions). */
+  async listNodes(): Promise<NodeView[]> {
+    const view = await this.tables.view();
+    try {
+      const nodes: NodeView[] = [];
+      for await (const [nodeId, value] of view.scan('nodes')) nodes.push({ nodeId, ...decodeNode(value) });
+      return nodes;
+    } finally {
+      await view.close();
+    }
+  }
+
+  /** The counters table: the seed's object-count and disk-usage tables. */
+  async stats(): Promise<MetadataStats> {
+    const view = await this.tables.view();
+    try {
+      const appliedIndex = await view.appliedIndex();
+      const totalRaw = await view.get('counters', TOTAL_COUNTER);
+      const total = totalRaw === undefined ? { objects: 0, bytes: 0 } : decodeCounter(totalRaw);
+      const nodes: Record<string, Counter> = {};
+      for await (const [key, value] of view.scan('counters', { prefix: NODE_COUNTER_PREFIX })) {
+        nodes[key.slice(NODE_COUNTER_PREFIX.length)] = decodeCounter(value);
+      }
+      return { appliedIndex, objects: total.objects, bytes: total.bytes, nodes };
+    } finally {
+      await view.close();
+    }
+  }
+
+  /**
+   * One bounded step of the under-replication scan: objects (in id order, after `after`) with
+   * fewer than `minLive` replicas on nodes in state `up`. Repair is level-triggered: the leader
+   * walks the whole table step by step, following `next` until it is null, then starts over.
+   * `next` is set whenever the step stopped before the end of the table.
+   */
+  async underReplicated(opts: UnderReplicatedOptions = {}): Promise<Page<UnderReplicatedObject>> {
+    const scanLimit = clampLimit(opts.scanLimit, 1000, MAX_SCAN);
+    const limit = clampLimit(opts.limit, 100, MAX_PAGE);
+    const minLive = opts.minLive ?? REPLICATION_FACTOR;
+    const view = await this.tables.view();
+    try {
+      const up = new Set<string>();
+      for await (const [nodeId, value] of view.scan('nodes')) {
+        if (decodeNode(value).state === 'up') up.add(nodeId);
+      }
+      const items: UnderReplicatedObject[] = [];
+      let scanned = 0;
+      let lastId: string | null = null;
+      let more = false;
+      for await (const [id, value] of view.scan('objects', { after: opts.after, limit: scanLimit + 1 })) {
+        if (scanned === scanLimit || items.length === limit) {
+          more = true;
+          break;
+        }
+        scanned++;
+        lastId = id;
+        const record = decodeObject(value);
+        const liveReplicas = record.replicas.filter((n) => up.has(n));
+        if (liveReplicas.length < minLive) items.push({ object: { id, ...record }, liveReplicas });
+      }
+      return { items, next: more ? lastId : null };
+    } finally {
+      await view.close();
+    }
+  }
+}

@@ -1,0 +1,377 @@
+// The metadata tables on disk: one LevelDB (classic-level) folder, one string keyspace.
+//
+// Layout (every value is JSON written by the codecs below, fields in a fixed order, so the bytes
+// are a pure function of the state and two replicas can be compared byte for byte):
+//
+//   meta/applied                          -> last applied log index (decimal)
+//   meta/generation                       -> the generation holding the live tables (decimal)
+//   data/<gen:12>/o/<objectId>            -> objects:   ObjectRecord
+//   data/<gen:12>/n/<nodeId>              -> nodes:     NodeRecord
+//   data/<gen:12>/x/<nodeId>/<objectId>   -> nodeIndex: {}   ("what does this node hold" is a range scan)
+//   data/<gen:12>/c/total                 -> counters:  { objects, bytes } over all objects
+//   data/<gen:12>/c/node/<nodeId>         -> counters:  { objects, bytes } of the replicas on that node
+//
+// `/` is not in the id alphabet, so `<nodeId>/` is a prefix of exactly that node's index keys.
+//
+// Why generations: restoring a snapshot writes the new tables under generation g+1 in many
+// batches, then flips meta/generation and meta/applied in one synced batch, then clears
+// generation g. A crash before the flip leaves generation g live and g+1 half written; a crash
+// after it leaves g behind. Either way `open` finds one live generation and clears every other, so
+// a restore is all or nothing without holding a whole snapshot in one LevelDB batch.
+
+import { createHash, type Hash } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { ClassicLevel } from 'classic-level';
+import { z } from 'zod';
+import type { NodeRecord, ObjectRecord } from './commands.ts';
+
+export const TABLES = ['objects', 'nodes', 'nodeIndex', 'counters'] as const;
+export type Table = (typeof TABLES)[number];
+const TABLE_TAG: Record<Table, string> = { objects: 'o', nodes: 'n', nodeIndex: 'x', counters: 'c' };
+
+const META_APPLIED = 'meta/applied';
+const META_GENERATION = 'meta/generation';
+const DATA_ROOT = 'data/';
+const SNAPSHOT_FORMAT = 'imgvault.metadata/1';
+/** Ops per LevelDB batch while a restore writes the new generation. */
+const RESTORE_BATCH_OPS = 1000;
+
+export type TableOp =
+  | { type: 'put'; table: Table; key: string; value: string }
+  | { type: 'del'; table: Table; key: string };
+
+export const TOTAL_COUNTER = 'total';
+export const nodeCounterKey = (nodeId: string): string => `node/${nodeId}`;
+export const NODE_COUNTER_PREFIX = 'node/';
+export const nodeIndexKey = (nodeId: string, objectId: string): string => `${nodeId}/${objectId}`;
+export const nodeIndexPrefix = (nodeId: string): string => `${nodeId}/`;
+
+function generationPrefix(gen: number): string {
+  return `${DATA_ROOT}${String(gen).padStart(12, '0')}/`;
+}
+
+function tablePrefix(gen: number, table: Table): string {
+  return `${generationPrefix(gen)}${TABLE_TAG[table]}/`;
+}
+
+/** The least string greater than every string that starts with `prefix` (all our keys are ASCII). */
+function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
+
+// ---- Codecs: fixed field order, so equal records are equal bytes -----------------------------
+
+export interface Counter {
+  objects: number;
+  bytes: number;
+}
+
+export function encodeObject(r: ObjectRecord): string {
+  return JSON.stringify({
+    size: r.size,
+    sha256: r.sha256,
+    contentType: r.contentType,
+    createdAt: r.createdAt,
+    replicas: r.replicas,
+  });
+}
+
+export function encodeNode(r: NodeRecord): string {
+  return JSON.stringify({
+    url: r.url,
+    zone: r.zone,
+    state: r.state,
+    stateSince: r.stateSince,
+    lastSeen: r.lastSeen,
+    diskUsed: r.diskUsed,
+    diskFree: r.diskFree,
+    objectCount: r.objectCount,
+  });
+}
+
+export function encodeCounter(c: Counter): string {
+  return JSON.stringify({ objects: c.objects, bytes: c.bytes });
+}
+
+export const NODE_INDEX_VALUE = '{}';
+
+// Values are only ever written by the codecs above, so decoding trusts their shape.
+export const decodeObject = (v: string): ObjectRecord => JSON.parse(v) as ObjectRecord;
+export const decodeNode = (v: string): NodeRecord => JSON.parse(v) as NodeRecord;
+export const decodeCounter = (v: string): Counter => JSON.parse(v) as Counter;
+
+// ---- Digest ---------------------------------------------------------------------------------
+
+function digestRow(hash: Hash, table: Table, key: string, value: string): void {
+  // JSON framing makes the byte stream unambiguous whatever the keys and values contain.
+  hash.update(JSON.stringify([table, key, value]));
+  hash.update('\n');
+}
+
+export interface TableDigest {
+  appliedIndex: number;
+  /** sha256 (hex) over every row of every table, tables in TABLES order, rows in key order. */
+  sha256: string;
+}
+
+const snapshotSchema = z.object({
+  format: z.literal(SNAPSHOT_FORMAT),
+  appliedIndex: z.number().int().nonnegative(),
+  tables: z.object({
+    objects: z.array(z.tuple([z.string(), z.string()])),
+    nodes: z.array(z.tuple([z.string(), z.string()])),
+    nodeIndex: z.array(z.tuple([z.string(), z.string()])),
+    counters: z.array(z.tuple([z.string(), z.string()])),
+  }),
+  sha256: z.string(),
+});
+
+type SnapshotContent = z.infer<typeof snapshotSchema>;
+
+function emptySnapshot(index: number): SnapshotContent {
+  const tables = { objects: [], nodes: [], nodeIndex: [], counters: [] };
+  return { format: SNAPSHOT_FORMAT, appliedIndex: index, tables, sha256: createHash('sha256').digest('hex') };
+}
+
+type Db = ClassicLevel<string, string>;
+type DbSnapshot = ReturnType<Db['snapshot']>;
+
+/**
+ * A consistent read of the tables: a LevelDB snapshot plus the generation that was live when it
+ * was taken. Close it when done.
+ */
+export class TablesView {
+  constructor(
+    private readonly db: Db,
+    private readonly snap: DbSnapshot,
+    private readonly generation: number,
+  ) {}
+
+  async get(table: Table, key: string): Promise<string | undefined> {
+    return this.db.get(tablePrefix(this.generation, table) + key, { snapshot: this.snap });
+  }
+
+  async getMany(table: Table, keys: string[]): Promise<(string | undefined)[]> {
+    const prefix = tablePrefix(this.generation, table);
+    return this.db.getMany(
+      keys.map((k) => prefix + k),
+      { snapshot: this.snap },
+    );
+  }
+
+  async appliedIndex(): Promise<number> {
+    return Number((await this.db.get(META_APPLIED, { snapshot: this.snap })) ?? '0');
+  }
+
+  /**
+   * Rows of `table` in key order, keys relative to the table. `prefix` restricts to keys starting
+   * with it; `after` (a full relative key) starts strictly after it.
+   */
+  async *scan(
+    table: Table,
+    opts: { prefix?: string; after?: string; limit?: number } = {},
+  ): AsyncGenerator<[string, string]> {
+    const base = tablePrefix(this.generation, table);
+    const from = base + (opts.prefix ?? '');
+    const lt = opts.prefix ? prefixEnd(from) : prefixEnd(base);
+    const range =
+      opts.after !== undefined && base + opts.after >= from
+        ? { gt: base + opts.after, lt }
+        : { gte: from, lt };
+    const it = this.db.iterator({
+      ...range,
+      limit: opts.limit ?? Number.POSITIVE_INFINITY,
+      snapshot: this.snap,
+    });
+    try {
+      for await (const [key, value] of it) yield [key.slice(base.length), value];
+    } finally {
+      await it.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.snap.close();
+  }
+}
+
+/**
+ * The storage half of the metadata state machine: generations, batches carrying the applied
+ * index, snapshots, restore and digest. It knows nothing of the commands.
+ */
+export class MetadataTables {
+  private constructor(
+    private readonly db: Db,
+    private generation: number,
+    private applied: number,
+  ) {}
+
+  static async open(dir: string): Promise<MetadataTables> {
+    await mkdir(dir, { recursive: true });
+    const db: Db = new ClassicLevel<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+    await db.open();
+    const generation = Number((await db.get(META_GENERATION)) ?? '0');
+    const applied = Number((await db.get(META_APPLIED)) ?? '0');
+    // Leftovers of an interrupted restore (a newer generation) or of its cleanup (an older one).
+    const live = generationPrefix(generation);
+    await db.clear({ gte: DATA_ROOT, lt: live });
+    await db.clear({ gte: prefixEnd(live), lt: prefixEnd(DATA_ROOT) });
+    return new MetadataTables(db, generation, applied);
+  }
+
+  appliedIndex(): number {
+    return this.applied;
+  }
+
+  /**
+   * A consistent read view. The live generation is read from the same LevelDB snapshot as the
+   * rows: a restore's flip can land between taking the snapshot and this object noticing it.
+   */
+  async view(): Promise<TablesView> {
+    const snap = this.db.snapshot();
+    try {
+      const generation = Number((await this.db.get(META_GENERATION, { snapshot: snap })) ?? '0');
+      return new TablesView(this.db, snap, generation);
+    } catch (err) {
+      await snap.close();
+      throw err;
+    }
+  }
+
+  /** Point read of the live state (no snapshot needed for one key). */
+  async get(table: Table, key: string): Promise<string | undefined> {
+    return this.db.get(tablePrefix(this.generation, table) + key);
+  }
+
+  async getMany(table: Table, keys: string[]): Promise<(string | undefined)[]> {
+    const prefix = tablePrefix(this.generation, table);
+    return this.db.getMany(keys.map((k) => prefix + k));
+  }
+
+  /**
+   * Records `ops` and the new applied index in ONE LevelDB batch, so the tables and the index that
+   * says what they contain can never disagree after a crash.
+   *
+   * Not fsynced, on purpose: the Raft log is the durable truth and is synced before any entry is
+   * applied. A process crash loses nothing (the batch is in the OS's page cache); a machine crash
+   * may lose a suffix of these batches, but LevelDB recovers a prefix of its write-ahead log, so
+   * the recovered tables are exactly the state at the recovered applied index, and the driver
+   * re-applies the rest from the log. Before the log is compacted past an index the driver keeps
+   * the snapshot cut there and restores from it if this store is behind it (see
+   * src/consensus/stateMachine.ts). Syncing here would add an fsync per command for nothing.
+   */
+  async write(ops: TableOp[], appliedIndex: number): Promise<void> {
+    if (appliedIndex <= this.applied) {
+      throw new Error(`metadata tables: applied index must grow (${this.applied} -> ${appliedIndex})`);
+    }
+    const batch = this.db.batch();
+    for (const op of ops) {
+      const key = tablePrefix(this.generation, op.table) + op.key;
+      if (op.type === 'put') batch.put(key, op.value);
+      else batch.del(key);
+    }
+    batch.put(META_APPLIED, String(appliedIndex));
+    await batch.write();
+    this.applied = appliedIndex;
+  }
+
+  /**
+   * The whole state as one string: every row of every table and the applied index, read from one
+   * LevelDB snapshot (so concurrent applies cannot tear it), streamed table by table.
+   */
+  async snapshot(): Promise<string> {
+    const view = await this.view();
+    try {
+      const hash = createHash('sha256');
+      const parts: string[] = [
+        `{"format":${JSON.stringify(SNAPSHOT_FORMAT)},"appliedIndex":${await view.appliedIndex()},"tables":{`,
+      ];
+      for (const [i, table] of TABLES.entries()) {
+        parts.push(`${i === 0 ? '' : ','}${JSON.stringify(table)}:[`);
+        let first = true;
+        for await (const [key, value] of view.scan(table)) {
+          digestRow(hash, table, key, value);
+          parts.push(`${first ? '' : ','}[${JSON.stringify(key)},${JSON.stringify(value)}]`);
+          first = false;
+        }
+        parts.push(']');
+      }
+      parts.push(`},"sha256":"${hash.digest('hex')}"}`);
+      return parts.join('');
+    } finally {
+      await view.close();
+    }
+  }
+
+  /**
+   * Replaces every table with the snapshot's content and sets the applied index to `index`, all
+   * or nothing across crashes (see the generation scheme at the top of this file). Throws on a
+   * snapshot that is malformed, out of key order, taken at another index or whose rows do not
+   * match its digest: installing a corrupt state would be worse than stopping.
+   */
+  async restore(data: string, index: number): Promise<void> {
+    // '' is the state of a cluster's bootstrap snapshot (src/consensus/raftNode.ts): no rows.
+    const snap = data === '' ? emptySnapshot(index) : snapshotSchema.parse(JSON.parse(data));
+    if (snap.appliedIndex !== index) {
+      throw new Error(`metadata snapshot is at index ${snap.appliedIndex}, restore asked for ${index}`);
+    }
+    const next = this.generation + 1;
+    const nextPrefix = generationPrefix(next);
+    await this.db.clear({ gte: nextPrefix, lt: prefixEnd(nextPrefix) });
+    const hash = createHash('sha256');
+    let batch = this.db.batch();
+    for (const table of TABLES) {
+      const prefix = tablePrefix(next, table);
+      let previous: string | null = null;
+      for (const [key, value] of snap.tables[table]) {
+        if (previous !== null && key <= previous) {
+          await batch.close();
+          await this.db.clear({ gte: nextPrefix, lt: prefixEnd(nextPrefix) });
+          throw new Error(`metadata snapshot: ${table} keys out of order at ${JSON.stringify(key)}`);
+        }
+        previous = key;
+        digestRow(hash, table, key, value);
+        batch.put(prefix + key, value);
+        if (batch.length >= RESTORE_BATCH_OPS) {
+          await batch.write();
+          batch = this.db.batch();
+        }
+      }
+    }
+    await batch.write();
+    if (hash.digest('hex') !== snap.sha256) {
+      await this.db.clear({ gte: nextPrefix, lt: prefixEnd(nextPrefix) });
+      throw new Error('metadata snapshot: rows do not match the snapshot digest');
+    }
+    // The flip: from here on the new generation is the state, even across a power loss.
+    await this.db.batch(
+      [
+        { type: 'put', key: META_GENERATION, value: String(next) },
+        { type: 'put', key: META_APPLIED, value: String(index) },
+      ],
+      { sync: true },
+    );
+    const old = generationPrefix(this.generation);
+    this.generation = next;
+    this.applied = index;
+    await this.db.clear({ gte: old, lt: prefixEnd(old) });
+  }
+
+  async digest(): Promise<TableDigest> {
+    const view = await this.view();
+    try {
+      const hash = createHash('sha256');
+      const appliedIndex = await view.appliedIndex();
+      for (const table of TABLES) {
+        for await (const [key, value] of view.scan(table)) digestRow(hash, table, key, value);
+      }
+      return { appliedIndex, sha256: hash.digest('hex') };
+    } finally {
+      await view.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}

@@ -1,0 +1,315 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Command } from '../../src/metadata/commands.ts';
+import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
+import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd, SHA_B } from './metadataFixture.ts';
+
+const fx = new MetadataFixture();
+let sm: MetadataStateMachine;
+let log: EntryLog;
+
+beforeEach(async () => {
+  sm = await fx.machine();
+  log = new EntryLog();
+});
+afterEach(() => fx.cleanup());
+
+async function setup(...commands: Command[]): Promise<void> {
+  for (const c of commands) await applyOne(sm, log, c);
+}
+
+/** Applies `command`, expecting it to be a no-op on every table with `code`. */
+async function expectRejected(command: Command, code: string): Promise<void> {
+  const before = await sm.tableDigest();
+  const result = await applyOne(sm, log, command);
+  expect(result).toEqual({ ok: false, code, message: expect.any(String) });
+  const after = await sm.tableDigest();
+  expect(after.sha256).toBe(before.sha256);
+  expect(after.appliedIndex).toBe(before.appliedIndex + 1);
+}
+
+describe('registerWorker and updateWorker', () => {
+  it('registers a new worker up, with its registration as last contact', async () => {
+    const result = await applyOne(sm, log, registerCmd('w1', 1234, 'zA'));
+    const node = {
+      nodeId: 'w1',
+      url: 'http://127.0.0.1:9000/w1',
+      zone: 'zA',
+      state: 'up',
+      stateSince: 1234,
+      lastSeen: 1234,
+      diskUsed: 0,
+      diskFree: 0,
+      objectCount: 0,
+    };
+    expect(result).toEqual({ ok: true, created: true, node });
+    expect(await sm.getNode('w1')).toEqual(node);
+    expect(await sm.listNodes()).toEqual([node]);
+    expect(await sm.stats()).toEqual({ appliedIndex: 1, objects: 0, bytes: 0, nodes: {} });
+  });
+
+  it('brings a down worker that registers again back up, but leaves a draining one draining', async () => {
+    await setup(
+      registerCmd('w1', 1000),
+      registerCmd('w2', 1000),
+      { type: 'markNodeState', nodeId: 'w1', state: 'down', at: 2000 },
+      { type: 'markNodeState', nodeId: 'w2', state: 'draining', at: 2000 },
+    );
+    const again = await applyOne(sm, log, { ...registerCmd('w1', 3000, 'zB'), url: 'http://127.0.0.1:9100' });
+    expect(again).toMatchObject({ ok: true, created: false });
+    expect(await sm.getNode('w1')).toMatchObject({
+      url: 'http://127.0.0.1:9100',
+      zone: 'zB',
+      state: 'up',
+      stateSince: 3000,
+      lastSeen: 3000,
+    });
+    await applyOne(sm, log, registerCmd('w2', 3000));
+    expect(await sm.getNode('w2')).toMatchObject({ state: 'draining', stateSince: 2000, lastSeen: 3000 });
+  });
+
+  it('updates a worker url or zone, and rejects an unknown worker', async () => {
+    await setup(registerCmd('w1', 1000, 'zA'));
+    const result = await applyOne(sm, log, {
+      type: 'updateWorker',
+      nodeId: 'w1',
+      url: 'http://127.0.0.1:9999',
+    });
+    expect(result).toMatchObject({
+      ok: true,
+      node: { nodeId: 'w1', url: 'http://127.0.0.1:9999', zone: 'zA' },
+    });
+    await applyOne(sm, log, { type: 'updateWorker', nodeId: 'w1', zone: 'zC' });
+    expect(await sm.getNode('w1')).toMatchObject({ url: 'http://127.0.0.1:9999', zone: 'zC', state: 'up' });
+    await expectRejected({ type: 'updateWorker', nodeId: 'w9', zone: 'zC' }, 'NodeUnknown');
+  });
+});
+
+describe('heartbeatSummary', () => {
+  it('records the latest usage of many nodes in one entry, skipping unknown and stale reports', async () => {
+    await setup(registerCmd('w1', 1000), registerCmd('w2', 1000), recordCmd('o1', ['w1', 'w2'], 50));
+    const result = await applyOne(sm, log, {
+      type: 'heartbeatSummary',
+      nodes: [
+        { nodeId: 'w1', diskUsed: 500, diskFree: 9500, objectCount: 3, lastSeen: 5000 },
+        { nodeId: 'w2', diskUsed: 600, diskFree: 9400, objectCount: 4, lastSeen: 900 },
+        { nodeId: 'ghost', diskUsed: 1, diskFree: 1, objectCount: 1, lastSeen: 5000 },
+      ],
+    });
+    expect(result).toEqual({ ok: true, updated: 1, unknown: ['ghost'] });
+    expect(await sm.getNode('w1')).toMatchObject({
+      state: 'up',
+      lastSeen: 5000,
+      diskUsed: 500,
+      diskFree: 9500,
+      objectCount: 3,
+    });
+    // w2's report predates what the table holds (e.g. a deposed leader's summary).
+    expect(await sm.getNode('w2')).toMatchObject({ lastSeen: 1000, diskUsed: 0, objectCount: 0 });
+    expect(await sm.getNode('ghost')).toBeNull();
+    // The worker's own report never touches the table-derived counters.
+    expect((await sm.stats()).nodes).toEqual({
+      w1: { objects: 1, bytes: 50 },
+      w2: { objects: 1, bytes: 50 },
+    });
+  });
+});
+
+describe('recordObject', () => {
+  beforeEach(() => setup(registerCmd('w1'), registerCmd('w2'), registerCmd('w3')));
+
+  it('writes the object, a node index row per replica and every counter', async () => {
+    const result = await applyOne(sm, log, recordCmd('img.png', ['w2', 'w1'], 300));
+    const object = {
+      id: 'img.png',
+      size: 300,
+      sha256: 'a'.repeat(64),
+      contentType: 'image/png',
+      createdAt: 2000,
+      replicas: ['w2', 'w1'],
+    };
+    expect(result).toEqual({ ok: true, created: true, object });
+    expect(await sm.getObject('img.png')).toEqual(object);
+    expect((await sm.objectsOnNode('w1')).items).toEqual(['img.png']);
+    expect((await sm.objectsOnNode('w2')).items).toEqual(['img.png']);
+    expect((await sm.objectsOnNode('w3')).items).toEqual([]);
+    expect(await sm.stats()).toEqual({
+      appliedIndex: 4,
+      objects: 1,
+      bytes: 300,
+      nodes: { w1: { objects: 1, bytes: 300 }, w2: { objects: 1, bytes: 300 } },
+    });
+    await applyOne(sm, log, recordCmd('b', ['w1', 'w3'], 5));
+    expect(await sm.stats()).toMatchObject({
+      objects: 2,
+      bytes: 305,
+      nodes: { w1: { objects: 2, bytes: 305 }, w2: { objects: 1, bytes: 300 }, w3: { objects: 1, bytes: 5 } },
+    });
+  });
+
+  it('is idempotent for the same id and bytes, and refuses other bytes under an existing id', async () => {
+    const first = await applyOne(sm, log, recordCmd('img', ['w1', 'w2'], 300));
+    const before = await sm.tableDigest();
+    // A retry after a leader change, placed elsewhere: the first record stands.
+    const retry = await applyOne(sm, log, recordCmd('img', ['w3', 'w2'], 300));
+    expect(retry).toEqual({ ok: true, created: false, object: (first as { object: unknown }).object });
+    expect((await sm.tableDigest()).sha256).toBe(before.sha256);
+    await expectRejected(recordCmd('img', ['w1', 'w2'], 300, SHA_B), 'ObjectExists');
+    await expectRejected(recordCmd('img', ['w1', 'w2'], 301), 'ObjectExists');
+  });
+
+  it('refuses a replica on an unregistered node and writes nothing', async () => {
+    await expectRejected(recordCmd('img', ['w1', 'w7']), 'NodeUnknown');
+    expect(await sm.getObject('img')).toBeNull();
+    expect((await sm.objectsOnNode('w1')).items).toEqual([]);
+    expect((await sm.stats()).objects).toBe(0);
+  });
+});
+
+describe('deleteObject', () => {
+  it('removes the object, its index rows and its counters, and returns the replicas to clean up', async () => {
+    await setup(registerCmd('w1'), registerCmd('w2'), recordCmd('keep', ['w1', 'w2'], 7));
+    const emptyish = await sm.tableDigest();
+    await setup(recordCmd('gone', ['w2', 'w1'], 40));
+    const result = await applyOne(sm, log, { type: 'deleteObject', id: 'gone' });
+    expect(result).toMatchObject({ ok: true, object: { id: 'gone', replicas: ['w2', 'w1'], size: 40 } });
+    expect(await sm.getObject('gone')).toBeNull();
+    expect((await sm.objectsOnNode('w1')).items).toEqual(['keep']);
+    // Every table is back to what it was before the object existed.
+    expect((await sm.tableDigest()).sha256).toBe(emptyish.sha256);
+    await applyOne(sm, log, { type: 'deleteObject', id: 'keep' });
+    expect(await sm.stats()).toEqual({ appliedIndex: log.lastIndex, objects: 0, bytes: 0, nodes: {} });
+    await expectRejected({ type: 'deleteObject', id: 'gone' }, 'ObjectNotFound');
+  });
+});
+
+describe('replica changes', () => {
+  beforeEach(() =>
+    setup(registerCmd('w1'), registerCmd('w2'), registerCmd('w3'), recordCmd('o', ['w1', 'w2'], 10)),
+  );
+
+  it('addReplica appends a replica with its index row and counter', async () => {
+    const result = await applyOne(sm, log, { type: 'addReplica', id: 'o', nodeId: 'w3' });
+    expect(result).toMatchObject({ ok: true, object: { id: 'o', replicas: ['w1', 'w2', 'w3'] } });
+    expect((await sm.objectsOnNode('w3')).items).toEqual(['o']);
+    expect(await sm.stats()).toMatchObject({
+      objects: 1,
+      bytes: 10,
+      nodes: { w3: { objects: 1, bytes: 10 } },
+    });
+    await expectRejected({ type: 'addReplica', id: 'o', nodeId: 'w3' }, 'ReplicaExists');
+    await expectRejected({ type: 'addReplica', id: 'nope', nodeId: 'w3' }, 'ObjectNotFound');
+    await expectRejected({ type: 'addReplica', id: 'o', nodeId: 'w9' }, 'NodeUnknown');
+  });
+
+  it('addReplica stops at the replica bound', async () => {
+    for (let i = 4; i <= 9; i++) await setup(registerCmd(`w${i}`));
+    for (let i = 3; i <= 8; i++) await setup({ type: 'addReplica', id: 'o', nodeId: `w${i}` });
+    expect((await sm.getObject('o'))?.replicas).toHaveLength(8);
+    await expectRejected({ type: 'addReplica', id: 'o', nodeId: 'w9' }, 'TooManyReplicas');
+  });
+
+  it('removeReplica drops one replica but never the last', async () => {
+    const result = await applyOne(sm, log, { type: 'removeReplica', id: 'o', nodeId: 'w1' });
+    expect(result).toMatchObject({ ok: true, object: { replicas: ['w2'] } });
+    expect((await sm.objectsOnNode('w1')).items).toEqual([]);
+    expect((await sm.stats()).nodes).toEqual({ w2: { objects: 1, bytes: 10 } });
+    await expectRejected({ type: 'removeReplica', id: 'o', nodeId: 'w1' }, 'ReplicaNotFound');
+    await expectRejected({ type: 'removeReplica', id: 'o', nodeId: 'w2' }, 'LastReplica');
+    await expectRejected({ type: 'removeReplica', id: 'nope', nodeId: 'w2' }, 'ObjectNotFound');
+  });
+
+  it('replaceReplica moves a replica in place, index and counters included, in one entry', async () => {
+    const result = await applyOne(sm, log, { type: 'replaceReplica', id: 'o', add: 'w3', remove: 'w1' });
+    expect(result).toMatchObject({ ok: true, object: { replicas: ['w3', 'w2'] } });
+    expect((await sm.objectsOnNode('w1')).items).toEqual([]);
+    expect((await sm.objectsOnNode('w3')).items).toEqual(['o']);
+    expect((await sm.stats()).nodes).toEqual({
+      w2: { objects: 1, bytes: 10 },
+      w3: { objects: 1, bytes: 10 },
+    });
+    await expectRejected({ type: 'replaceReplica', id: 'o', add: 'w1', remove: 'w1x' }, 'ReplicaNotFound');
+    await expectRejected({ type: 'replaceReplica', id: 'o', add: 'w2', remove: 'w3' }, 'ReplicaExists');
+    await expectRejected({ type: 'replaceReplica', id: 'o', add: 'w9', remove: 'w3' }, 'NodeUnknown');
+    await expectRejected({ type: 'replaceReplica', id: 'x', add: 'w1', remove: 'w3' }, 'ObjectNotFound');
+  });
+});
+
+describe('markNodeState', () => {
+  it('records the state and when it changed, and returns the previous one', async () => {
+    await setup(registerCmd('w1', 1000));
+    const result = await applyOne(sm, log, {
+      type: 'markNodeState',
+      nodeId: 'w1',
+      state: 'suspect',
+      at: 4000,
+    });
+    expect(result).toMatchObject({ ok: true, previous: 'up', node: { state: 'suspect', stateSince: 4000 } });
+    // The same state again is not a change: stateSince keeps the start of the suspicion.
+    const again = await applyOne(sm, log, {
+      type: 'markNodeState',
+      nodeId: 'w1',
+      state: 'suspect',
+      at: 5000,
+    });
+    expect(again).toMatchObject({ ok: true, previous: 'suspect', node: { stateSince: 4000 } });
+    await applyOne(sm, log, { type: 'markNodeState', nodeId: 'w1', state: 'drained', at: 6000 });
+    expect(await sm.getNode('w1')).toMatchObject({ state: 'drained', stateSince: 6000, lastSeen: 1000 });
+    await expectRejected({ type: 'markNodeState', nodeId: 'w2', state: 'down', at: 1 }, 'NodeUnknown');
+  });
+});
+
+describe('entries', () => {
+  it('returns one result per command entry, with its index and request id', async () => {
+    const entries = [
+      log.empty(),
+      log.command({ ...registerCmd('w1'), requestId: 'req-a' }),
+      log.confChange(),
+      log.command({ type: 'deleteObject', id: 'nope' }),
+      log.empty(),
+    ];
+    const results = await sm.apply(entries);
+    expect(results).toEqual([
+      { index: 2, requestId: 'req-a', result: expect.objectContaining({ ok: true, created: true }) },
+      { index: 4, requestId: null, result: expect.objectContaining({ ok: false, code: 'ObjectNotFound' }) },
+    ]);
+    // Entries that carry no command still advance the applied index.
+    expect(sm.appliedIndex()).toBe(5);
+    expect((await sm.tableDigest()).appliedIndex).toBe(5);
+  });
+
+  it('turns an entry that fails validation into an InvalidCommand no-op', async () => {
+    await setup(registerCmd('w1'));
+    const before = await sm.tableDigest();
+    const results = await sm.apply([
+      log.raw('{"type":"deleteObject","id":"../x","requestId":"r1"}'),
+      log.raw('not json at all'),
+    ]);
+    expect(results).toEqual([
+      {
+        index: 2,
+        requestId: 'r1',
+        result: { ok: false, code: 'InvalidCommand', message: expect.any(String) },
+      },
+      {
+        index: 3,
+        requestId: null,
+        result: { ok: false, code: 'InvalidCommand', message: expect.any(String) },
+      },
+    ]);
+    expect(await sm.tableDigest()).toEqual({ appliedIndex: 3, sha256: before.sha256 });
+  });
+
+  it('refuses entries out of order rather than skipping or repeating one', async () => {
+    const first = log.command(registerCmd('w1'));
+    const second = log.command(registerCmd('w2'));
+    const third = log.command(registerCmd('w3'));
+    await expect(sm.apply([second])).rejects.toThrow(/out of order/);
+    await sm.apply([first]);
+    await expect(sm.apply([first])).rejects.toThrow(/out of order/);
+    await expect(sm.apply([second, second])).rejects.toThrow(/out of order/);
+    // The first `second` of that call was applied and recorded before the repeat was refused.
+    expect(sm.appliedIndex()).toBe(2);
+    await sm.apply([third]);
+    expect((await sm.listNodes()).map((n) => n.nodeId)).toEqual(['w1', 'w2', 'w3']);
+  });
+});
