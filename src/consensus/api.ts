@@ -60,7 +60,17 @@ export interface RawNode {
   tick(): void;
   step(msg: Message): void;
   propose(data: string): ProposeError | null;
+  /**
+   * A conf change that cannot apply to the current membership (promote a non-learner, add an
+   * existing member, remove the last voter) is refused with 'ProposalDropped'.
+   */
   proposeConfChange(change: ConfChange): ProposeError | null;
+  /**
+   * The host applies a committed `confChange` entry: it calls this (in log order, with the other
+   * committed entries) and the membership changes now, as in etcd. Returns the resulting
+   * membership, which is what a snapshot taken at this point must record.
+   */
+  applyConfChange(change: ConfChange): ConfState;
   /** Request a linearizable read; a ReadState with this ctx comes out in a later Ready. */
   readIndex(ctx: string): void;
   transferLeadership(to: NodeId): void;

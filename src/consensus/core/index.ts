@@ -1,0 +1,23 @@
+// The deterministic Raft core: see docs/consensus.md and rawNode.ts for the host loop.
+
+export { entriesSize, entrySize, limitSize } from './entrySize.ts';
+export { Inflights } from './inflights.ts';
+export {
+  bootstrapSnapshot,
+  MemoryStorage,
+  SnapshotOutOfDateError,
+  StorageCompactedError,
+} from './memoryStorage.ts';
+export { Progress, type ProgressState } from './progress.ts';
+export { committedIndex, majority, type VoteResult, voteResult } from './quorum.ts';
+export {
+  CAMPAIGN_TRANSFER,
+  DEFAULT_MAX_INFLIGHT_MSGS,
+  DEFAULT_MAX_SIZE_PER_MSG,
+  parseConfChange,
+  Raft,
+} from './raft.ts';
+export { RaftLog } from './raftLog.ts';
+export { RaftCore, type RaftFactory } from './rawNode.ts';
+export { type ReadIndexStatus, ReadOnly } from './readOnly.ts';
+export { Unstable } from './unstable.ts';

@@ -1,0 +1,161 @@
+// RaftCore: the whole API a host needs (etcd rawnode.go). No method awaits, sleeps, reads a clock
+// or does I/O; everything the core wants done comes out of ready().
+//
+// The host loop, in this order:
+//   const rd = core.ready();
+//   1. persist rd.snapshot, rd.entries and rd.hardState durably in one synced write;
+//   2. mirror them into the MemoryStorage the core reads, *before* advance():
+//        if (rd.snapshot) storage.applySnapshot(rd.snapshot);
+//        storage.append(rd.entries);
+//        if (rd.hardState) storage.setHardState(rd.hardState);
+//      (RaftCore never writes to the storage itself: the storage must only ever hold what is on disk.)
+//   3. send rd.messages (call reportUnreachable / reportSnapshot as sends fail or finish);
+//   4. apply rd.snapshot (if any) then rd.committedEntries in order; for a `confChange` entry call
+//      core.applyConfChange(JSON.parse(entry.data)) as you apply it;
+//   5. core.advance().
+// ready() must be followed by advance() before the next ready() (hasReady() is false meanwhile).
+// Inputs (step, tick, propose...) may arrive between ready() and advance(); advance() only
+// acknowledges what that Ready carried.
+
+import type { CoreStorage, ProposeError, RaftConfig, RawNode } from '../api.ts';
+import type {
+  ConfChange,
+  ConfState,
+  HardState,
+  Message,
+  NodeId,
+  Ready,
+  SoftState,
+  Status,
+} from '../types.ts';
+import { entriesSize } from './entrySize.ts';
+import { Raft } from './raft.ts';
+
+/** Builds the Raft state machine; tests and the simulator pass one to inject a subclass. */
+export type RaftFactory = (config: RaftConfig) => Raft;
+
+function sameHardState(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
+
+export class RaftCore implements RawNode {
+  readonly raft: Raft;
+  readonly storage: CoreStorage;
+  private prevSoftState: SoftState;
+  private prevHardState: HardState;
+  /** The Ready handed out and not yet advanced. */
+  private inFlight: Ready | null = null;
+
+  constructor(config: RaftConfig, factory: RaftFactory = (c) => new Raft(c)) {
+    this.raft = factory(config);
+    this.storage = config.storage;
+    this.prevSoftState = this.raft.softState();
+    // What storage already holds needs no persisting: only changes from it go into a Ready.
+    this.prevHardState = config.storage.initialState().hardState;
+  }
+
+  tick(): void {
+    this.raft.tick();
+  }
+
+  step(msg: Message): void {
+    this.raft.step(msg);
+  }
+
+  propose(data: string): ProposeError | null {
+    return this.raft.proposeEntries([{ term: 0, index: 0, type: 'normal', data }]);
+  }
+
+  proposeConfChange(change: ConfChange): ProposeError | null {
+    return this.raft.proposeEntries([
+      { term: 0, index: 0, type: 'confChange', data: JSON.stringify(change) },
+    ]);
+  }
+
+  applyConfChange(change: ConfChange): ConfState {
+    return this.raft.applyConfChange(change);
+  }
+
+  readIndex(ctx: string): void {
+    this.raft.step({ type: 'MsgReadIndex', from: this.raft.id, to: this.raft.id, term: 0, context: ctx });
+  }
+
+  transferLeadership(to: NodeId): void {
+    // As in etcd, the message comes "from" the transferee.
+    this.raft.step({ type: 'MsgTransferLeader', from: to, to: this.raft.id, term: 0 });
+  }
+
+  campaign(): void {
+    this.raft.hup(false);
+  }
+
+  hasReady(): boolean {
+    if (this.inFlight !== null) return false;
+    const r = this.raft;
+    const ss = r.softState();
+    if (ss.leader !== this.prevSoftState.leader || ss.role !== this.prevSoftState.role) return true;
+    if (!sameHardState(r.hardState(), this.prevHardState)) return true;
+    if (r.raftLog.unstable.snapshot !== null) return true;
+    if (r.raftLog.unstable.entries.length > 0) return true;
+    if (r.msgs.length > 0 || r.readStates.length > 0) return true;
+    return r.raftLog.hasNextCommittedEntries();
+  }
+
+  ready(): Ready {
+    if (this.inFlight !== null) throw new Error('RaftCore.ready: the previous Ready was not advanced');
+    const r = this.raft;
+    const rd: Ready = {
+      entries: r.raftLog.unstableEntries(),
+      committedEntries: r.raftLog.nextCommittedEntries(),
+      messages: r.msgs,
+      readStates: r.readStates,
+    };
+    r.msgs = [];
+    r.readStates = [];
+    const ss = r.softState();
+    if (ss.leader !== this.prevSoftState.leader || ss.role !== this.prevSoftState.role) {
+      rd.softState = ss;
+      this.prevSoftState = ss;
+    }
+    const hs = r.hardState();
+    if (!sameHardState(hs, this.prevHardState)) rd.hardState = hs;
+    const snap = r.raftLog.unstable.snapshot;
+    if (snap !== null) rd.snapshot = snap;
+    this.inFlight = rd;
+    return rd;
+  }
+
+  /** The host has persisted and applied everything the last Ready carried. */
+  advance(): void {
+    const rd = this.inFlight;
+    if (rd === null) throw new Error('RaftCore.advance: no Ready in flight');
+    this.inFlight = null;
+    const log = this.raft.raftLog;
+    if (rd.hardState) this.prevHardState = rd.hardState;
+    if (rd.snapshot) {
+      log.unstable.stableSnapTo(rd.snapshot.metadata.index);
+      if (rd.snapshot.metadata.index > log.applied) log.applied = rd.snapshot.metadata.index;
+    }
+    const lastEntry = rd.entries[rd.entries.length - 1];
+    if (lastEntry) log.unstable.stableTo(lastEntry.index, lastEntry.term);
+    const lastApplied = rd.committedEntries[rd.committedEntries.length - 1];
+    if (lastApplied) {
+      log.appliedTo(lastApplied.index);
+      if (this.raft.role === 'leader') {
+        this.raft.uncommittedSize = Math.max(0, this.raft.uncommittedSize - entriesSize(rd.committedEntries));
+      }
+    }
+  }
+
+  reportUnreachable(to: NodeId): void {
+    this.raft.reportUnreachable(to);
+  }
+
+  reportSnapshot(to: NodeId, ok: boolean): void {
+    this.raft.reportSnapshot(to, ok);
+  }
+
+  status(): Status {
+    return this.raft.status(this.raft.raftLog.applied);
+  }
+}
