@@ -1,0 +1,119 @@
+import { ClassicLevel } from 'classic-level';
+
+/** What the worker knows about one stored blob without reading its bytes. */
+export interface BlobRecord {
+  size: number;
+  sha256: string;
+}
+
+export interface BlobEntry extends BlobRecord {
+  id: string;
+}
+
+/**
+ * A write that was about to be renamed into place. It is recorded (sync) before the rename and cleared
+ * in the same batch that records the blob, so after a crash the start-up check only has to look at
+ * these ids to find a renamed file that has no index entry yet.
+ */
+export interface PendingWrite extends BlobRecord {
+  id: string;
+}
+
+// Key spaces. Ids never contain `!`, and `"` is the byte after `!`, so [prefix, prefix") is one space.
+const BLOB = 'b!';
+const PENDING = 'p!';
+const upperBound = (prefix: string): string => `${prefix.slice(0, -1)}"`;
+
+type Db = ClassicLevel<string, BlobRecord>;
+
+/**
+ * `{ id -> size, sha256 }` in LevelDB (classic-level) under `<dataDir>/index`. LevelDB's LOCK file also
+ * guarantees one process per data folder. Every mutation is written with `sync: true`: it is only
+ * called after the blob file it describes is durable (or before the file is removed), and an index
+ * that ran ahead of, or lagged behind, the disk is repaired by the start-up check in BlobStore.
+ */
+export class BlobIndex {
+  private constructor(private readonly db: Db) {}
+
+  static async open(location: string): Promise<BlobIndex> {
+    const db: Db = new ClassicLevel<string, BlobRecord>(location, {
+      keyEncoding: 'utf8',
+      valueEncoding: 'json',
+    });
+    await db.open();
+    return new BlobIndex(db);
+  }
+
+  async get(id: string): Promise<BlobRecord | undefined> {
+    const value = await this.db.get(BLOB + id);
+    return value === undefined ? undefined : { size: value.size, sha256: value.sha256 };
+  }
+
+  /** Records a blob and clears its pending-write marker in one synced batch. */
+  async put(id: string, record: BlobRecord): Promise<void> {
+    await this.db.batch(
+      [
+        { type: 'put', key: BLOB + id, value: { size: record.size, sha256: record.sha256 } },
+        { type: 'del', key: PENDING + id },
+      ],
+      { sync: true },
+    );
+  }
+
+  /** Records many blobs in one synced batch (re-indexing, tools, tests). */
+  async putMany(entries: readonly BlobEntry[]): Promise<void> {
+    const ops = entries.map((e) => ({
+      type: 'put' as const,
+      key: BLOB + e.id,
+      value: { size: e.size, sha256: e.sha256 },
+    }));
+    await this.db.batch(ops, { sync: true });
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.db.batch(
+      [
+        { type: 'del', key: BLOB + id },
+        { type: 'del', key: PENDING + id },
+      ],
+      { sync: true },
+    );
+  }
+
+  async deleteMany(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.db.batch(
+      ids.map((id) => ({ type: 'del' as const, key: BLOB + id })),
+      { sync: true },
+    );
+  }
+
+  /**
+   * Every blob in id order, read from an implicit LevelDB snapshot in small batches: memory stays
+   * bounded however many entries there are. `after` resumes a listing after that id.
+   */
+  async *entries(options: { after?: string } = {}): AsyncGenerator<BlobEntry> {
+    const gt = options.after === undefined ? BLOB : BLOB + options.after;
+    for await (const [key, value] of this.db.iterator({ gt, lt: upperBound(BLOB) })) {
+      yield { id: key.slice(BLOB.length), size: value.size, sha256: value.sha256 };
+    }
+  }
+
+  async markPending(write: PendingWrite): Promise<void> {
+    await this.db.put(PENDING + write.id, { size: write.size, sha256: write.sha256 }, { sync: true });
+  }
+
+  async clearPending(id: string): Promise<void> {
+    await this.db.del(PENDING + id, { sync: true });
+  }
+
+  async *pendingWrites(): AsyncGenerator<PendingWrite> {
+    for await (const [key, value] of this.db.iterator({ gt: PENDING, lt: upperBound(PENDING) })) {
+      yield { id: key.slice(PENDING.length), size: value.size, sha256: value.sha256 };
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}

@@ -1,0 +1,630 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from '../logging.ts';
+import { createLogger } from '../logging.ts';
+import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
+import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
+import { failure, StorageError, type StoreResult, success } from './errors.ts';
+
+export type { BlobEntry, BlobRecord } from './blobIndex.ts';
+
+export interface BlobStoreOptions {
+  /** Upper bound on the bytes of all stored blobs together; a write that would cross it gets 507. */
+  quotaBytes?: number;
+  logger?: Logger;
+}
+
+export interface WriteOptions {
+  /** The request's content-length, when it has one: lets size and quota be refused before reading. */
+  declaredLength?: number;
+  /** Called with the length of every body chunk as it is received (bytes-in metrics). */
+  onBytes?: (bytes: number) => void;
+}
+
+export interface WriteOutcome {
+  /** `created`: new blob (HTTP 201). `unchanged`: the same bytes were already stored (HTTP 200). */
+  status: 'created' | 'unchanged';
+  id: string;
+  size: number;
+  sha256: string;
+}
+
+/** Inclusive byte range, already resolved against the blob's size. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface BlobRead {
+  id: string;
+  record: BlobRecord;
+  /** The bytes actually streamed: `range` if one was asked, otherwise the whole blob. */
+  start: number;
+  end: number;
+  /** Owns the file descriptor: closes it on end, error or destroy. The caller must consume or destroy it. */
+  stream: Readable;
+}
+
+export interface StoreStats {
+  blobCount: number;
+  blobBytes: number;
+  quotaBytes: number | null;
+  /** Of the filesystem holding the data folder (fs.statfs). */
+  diskTotalBytes: number;
+  diskUsedBytes: number;
+  /** Available to this (unprivileged) process. */
+  diskFreeBytes: number;
+}
+
+export interface StartupReport {
+  tempFilesRemoved: number;
+  pendingAdopted: number;
+  pendingDropped: number;
+  missingDropped: number;
+  corruptDropped: number;
+  blobCount: number;
+  blobBytes: number;
+  durationMs: number;
+}
+
+export type FsyncTarget = 'file' | 'dir';
+export type FsyncListener = (target: FsyncTarget, seconds: number) => void;
+
+const STARTUP_STAT_BATCH = 256;
+
+/**
+ * Blob bytes on local disk, one file per blob under `blobs/ab/cd/<id>`, plus a LevelDB index of
+ * `{ id -> size, sha256 }` under `index/`. Durability protocol of a new blob:
+ *
+ *   1. stream into `tmp/<id>.<random>.tmp` (same filesystem as `blobs/`, so rename is atomic),
+ *      hashing and counting; fsync the file;
+ *   2. under the per-id lock: record a pending-write marker (sync), rename into place, fsync the
+ *      blob's folder;
+ *   3. index put (sync) in the same batch that clears the marker.
+ *
+ * Delete: unlink, fsync the folder, THEN index delete (sync).
+ *
+ * The start-up check (in `open`) repairs every crash window: it empties `tmp/` (a crash in 1); for
+ * each pending marker it adopts the renamed file if it hashes to the recorded sha256, otherwise drops
+ * marker and file (a crash in 2 or before 3); and it drops index entries whose file is missing (a
+ * crash between unlink and index delete, or a file lost under us) or has the wrong size. A blob file
+ * with neither an index entry nor a pending marker cannot be produced by this protocol and is NOT
+ * adopted (that would mean walking every folder at each start); reconciliation sees it never.
+ */
+export class BlobStore {
+  private readonly locks = new Map<string, Promise<void>>();
+  private readonly fsyncListeners = new Set<FsyncListener>();
+  private blobCount = 0;
+  private blobBytes = 0;
+  /** Bytes received by writes still in flight, counted against the quota before they commit. */
+  private reservedBytes = 0;
+  private closed = false;
+
+  private constructor(
+    readonly dataDir: string,
+    readonly index: BlobIndex,
+    readonly quotaBytes: number | undefined,
+    private readonly log: Logger,
+    readonly startupReport: StartupReport,
+  ) {}
+
+  static async open(dataDir: string, options: BlobStoreOptions = {}): Promise<BlobStore> {
+    const { quotaBytes } = options;
+    if (quotaBytes !== undefined && !(Number.isSafeInteger(quotaBytes) && quotaBytes >= 0)) {
+      throw new Error(`quotaBytes must be a non-negative integer, got ${quotaBytes}`);
+    }
+    const log = options.logger ?? createLogger('blob-store');
+    const root = path.resolve(dataDir);
+    await fs.mkdir(path.join(root, 'blobs'), { recursive: true });
+    await fs.mkdir(path.join(root, 'tmp'), { recursive: true });
+    await fsyncDir(root);
+    // Opening the index first takes LevelDB's LOCK: no other process works in this folder from here on.
+    const index = await BlobIndex.open(path.join(root, 'index'));
+    try {
+      const report = await startupCheck(root, index, log);
+      const store = new BlobStore(root, index, quotaBytes, log, report);
+      store.blobCount = report.blobCount;
+      store.blobBytes = report.blobBytes;
+      log.info({ event: 'storage.startup_check', dataDir: root, ...report }, 'blob store opened');
+      return store;
+    } catch (err) {
+      await index.close();
+      throw err;
+    }
+  }
+
+  /** Absolute path a valid id's file lives at. */
+  blobPath(id: string): string {
+    return path.join(this.dataDir, blobRelativePath(id));
+  }
+
+  get tmpDir(): string {
+    return path.join(this.dataDir, 'tmp');
+  }
+
+  /** Observes every fsync with its duration (the app feeds a histogram). Returns the unsubscribe. */
+  onFsync(listener: FsyncListener): () => void {
+    this.fsyncListeners.add(listener);
+    return () => this.fsyncListeners.delete(listener);
+  }
+
+  async stat(id: string): Promise<StoreResult<BlobRecord>> {
+    if (!isValidBlobId(id)) return invalidId(id);
+    const record = await this.index.get(id);
+    return record === undefined ? failure('BlobNotFound', `no blob ${id}`) : success(record);
+  }
+
+  /**
+   * Streams a new blob into place, all or nothing. Failures leave no temp file, no index entry and
+   * no change to the counters. Writes of the same id are serialised at commit; the bytes of each are
+   * streamed concurrently into their own temp file.
+   */
+  async writeAtomically(
+    id: string,
+    body: AsyncIterable<Uint8Array> | Readable,
+    expectedSha256: string,
+    maxBytes: number,
+    options: WriteOptions = {},
+  ): Promise<StoreResult<WriteOutcome>> {
+    this.assertOpen();
+    if (!isValidBlobId(id)) return invalidId(id);
+    const expected = expectedSha256.toLowerCase();
+    if (!SHA256_HEX_PATTERN.test(expected)) {
+      return failure('InvalidRequest', 'the expected sha256 must be 64 hexadecimal characters');
+    }
+    const { declaredLength } = options;
+    if (declaredLength !== undefined && declaredLength > maxBytes) {
+      return { ok: false, error: tooLarge(maxBytes) };
+    }
+
+    const existing = await this.index.get(id);
+    if (existing !== undefined && existing.sha256 !== expected) {
+      return failure('BlobConflict', `blob ${id} already exists with other bytes`, {
+        sha256: existing.sha256,
+      });
+    }
+    if (existing !== undefined) return this.verifyRetry(id, body, expected, maxBytes, options);
+
+    if (
+      this.quotaBytes !== undefined &&
+      declaredLength !== undefined &&
+      this.blobBytes + this.reservedBytes + declaredLength > this.quotaBytes
+    ) {
+      return { ok: false, error: overQuota(this.quotaBytes) };
+    }
+
+    const tmpPath = path.join(this.tmpDir, `${id}.${randomBytes(8).toString('hex')}.tmp`);
+    let received = 0;
+    try {
+      const file = await fs.open(tmpPath, 'wx');
+      let sha256: string;
+      try {
+        const meter = this.meter(maxBytes, options, (n) => {
+          received += n;
+          this.reservedBytes += n;
+        });
+        await pipeline(meter.transform(body), async (source: AsyncIterable<Uint8Array>) => {
+          // Awaiting each write is the backpressure; the handle stays ours to fsync afterwards.
+          for await (const chunk of source) await file.write(chunk);
+        });
+        sha256 = meter.digest();
+        await this.timedFsync('file', () => file.sync());
+      } finally {
+        await file.close();
+      }
+      if (sha256 !== expected) {
+        return failure('ChecksumMismatch', `body hashes to ${sha256}, expected ${expected}`, {
+          actualSha256: sha256,
+        });
+      }
+      return await this.withLock(id, () => this.commit(id, tmpPath, { size: received, sha256 }));
+    } catch (err) {
+      const known = asStorageError(err, this.quotaBytes);
+      if (known) return { ok: false, error: known };
+      throw err;
+    } finally {
+      this.reservedBytes -= received;
+      await removeQuietly(tmpPath);
+    }
+  }
+
+  /** Opens a blob for reading; the file descriptor is taken now, so a later delete does not cut it. */
+  async openForRead(id: string, range?: ByteRange): Promise<StoreResult<BlobRead>> {
+    this.assertOpen();
+    if (!isValidBlobId(id)) return invalidId(id);
+    const record = await this.index.get(id);
+    if (record === undefined) return failure('BlobNotFound', `no blob ${id}`);
+    const start = range?.start ?? 0;
+    const end = range?.end ?? record.size - 1;
+    if (start < 0 || start > end + 1 || end >= record.size) {
+      return failure('RangeNotSatisfiable', `range ${start}-${end} is outside 0-${record.size - 1}`, {
+        size: record.size,
+      });
+    }
+    let file: fs.FileHandle;
+    try {
+      file = await fs.open(this.blobPath(id), 'r');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return failure('BlobNotFound', `no blob ${id}`);
+      throw err;
+    }
+    const { size } = await file.stat();
+    if (size !== record.size) {
+      await file.close();
+      this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk: size });
+      return failure('Internal', `blob ${id} has ${size} bytes on disk but ${record.size} in the index`);
+    }
+    if (end < start) {
+      // Empty blob: createReadStream cannot express a zero-length range.
+      await file.close();
+      return success({ id, record, start, end, stream: Readable.from([]) });
+    }
+    const stream = createReadStream('', { fd: file, start, end, highWaterMark: 256 * 1024 });
+    return success({ id, record, start, end, stream });
+  }
+
+  async delete(id: string): Promise<StoreResult<BlobRecord>> {
+    this.assertOpen();
+    if (!isValidBlobId(id)) return invalidId(id);
+    return this.withLock(id, async () => {
+      const record = await this.index.get(id);
+      if (record === undefined) return failure('BlobNotFound', `no blob ${id}`);
+      const file = this.blobPath(id);
+      await removeQuietly(file);
+      await this.timedFsync('dir', () => fsyncDir(path.dirname(file)));
+      await this.index.delete(id);
+      this.blobCount -= 1;
+      this.blobBytes -= record.size;
+      return success(record);
+    });
+  }
+
+  /** Every blob in id order, from a LevelDB snapshot, in bounded memory. */
+  inventory(options: { after?: string } = {}): AsyncGenerator<BlobEntry> {
+    this.assertOpen();
+    return this.index.entries(options);
+  }
+
+  /** The running counters, without touching the disk (for gauges). */
+  counters(): { blobCount: number; blobBytes: number; reservedBytes: number } {
+    return { blobCount: this.blobCount, blobBytes: this.blobBytes, reservedBytes: this.reservedBytes };
+  }
+
+  async stats(): Promise<StoreStats> {
+    const fsStats = await fs.statfs(this.dataDir);
+    return {
+      blobCount: this.blobCount,
+      blobBytes: this.blobBytes,
+      quotaBytes: this.quotaBytes ?? null,
+      diskTotalBytes: fsStats.blocks * fsStats.bsize,
+      diskUsedBytes: (fsStats.blocks - fsStats.bfree) * fsStats.bsize,
+      diskFreeBytes: fsStats.bavail * fsStats.bsize,
+    };
+  }
+
+  /** Waits for writes and deletes holding a lock, then closes the index. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.allSettled([...this.locks.values()]);
+    await this.index.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error('blob store is closed');
+  }
+
+  /** A retry of a stored blob: hash the body without writing it (no disk, no quota) and compare. */
+  private async verifyRetry(
+    id: string,
+    body: AsyncIterable<Uint8Array> | Readable,
+    expected: string,
+    maxBytes: number,
+    options: WriteOptions,
+  ): Promise<StoreResult<WriteOutcome>> {
+    const meter = this.meter(maxBytes, options, () => {}, false);
+    try {
+      await pipeline(meter.transform(body), async (source: AsyncIterable<Uint8Array>) => {
+        for await (const _ of source);
+      });
+    } catch (err) {
+      const known = asStorageError(err, this.quotaBytes);
+      if (known) return { ok: false, error: known };
+      throw err;
+    }
+    const sha256 = meter.digest();
+    if (sha256 !== expected) {
+      return failure('ChecksumMismatch', `body hashes to ${sha256}, expected ${expected}`, {
+        actualSha256: sha256,
+      });
+    }
+    return this.withLock(id, async () => {
+      const current = await this.index.get(id);
+      if (current?.sha256 !== expected) {
+        return failure<WriteOutcome>(
+          'BlobConflict',
+          `blob ${id} changed while its retry was verified; retry`,
+        );
+      }
+      return success({ status: 'unchanged' as const, id, size: current.size, sha256: current.sha256 });
+    });
+  }
+
+  /** Under the id's lock: the index is the truth about whether the id exists. */
+  private async commit(id: string, tmpPath: string, record: BlobRecord): Promise<StoreResult<WriteOutcome>> {
+    const existing = await this.index.get(id);
+    if (existing !== undefined) {
+      if (existing.sha256 === record.sha256) {
+        return success({ status: 'unchanged', id, size: existing.size, sha256: existing.sha256 });
+      }
+      return failure('BlobConflict', `blob ${id} already exists with other bytes`, {
+        sha256: existing.sha256,
+      });
+    }
+    if (this.quotaBytes !== undefined && this.blobBytes + this.reservedBytes > this.quotaBytes) {
+      return { ok: false, error: overQuota(this.quotaBytes) };
+    }
+    const finalPath = this.blobPath(id);
+    const folder = path.dirname(finalPath);
+    if ((await fs.mkdir(folder, { recursive: true })) !== undefined) {
+      // A new fan-out folder is durable only once the folder naming it is fsynced: blobs/ and blobs/ab/.
+      await this.timedFsync('dir', () => fsyncDir(path.dirname(path.dirname(folder))));
+      await this.timedFsync('dir', () => fsyncDir(path.dirname(folder)));
+    }
+    await this.index.markPending({ id, ...record });
+    let renamed = false;
+    try {
+      await fs.rename(tmpPath, finalPath);
+      renamed = true;
+      await this.timedFsync('dir', () => fsyncDir(folder));
+      await this.index.put(id, record);
+    } catch (err) {
+      // Leave nothing behind; if even this fails, the start-up check finishes it from the marker.
+      if (renamed) {
+        await removeQuietly(finalPath);
+        await fsyncDir(folder).catch(() => {});
+      }
+      await this.index.clearPending(id).catch(() => {});
+      throw err;
+    }
+    this.blobCount += 1;
+    this.blobBytes += record.size;
+    return success({ status: 'created', id, ...record });
+  }
+
+  /**
+   * Reads the body, hashing and counting it, refusing it as soon as it crosses `maxBytes` or (when
+   * `countsAgainstQuota`) the quota, so an over-limit body is never read whole. It is the pipeline's
+   * source rather than a stage after the body, so a body that fails (client gone) surfaces here, as
+   * BodyAborted, and not as a raw socket error.
+   */
+  private meter(
+    maxBytes: number,
+    options: WriteOptions,
+    onReceived: (n: number) => void,
+    countsAgainstQuota = true,
+  ): { transform: (source: AsyncIterable<Uint8Array>) => AsyncGenerator<Uint8Array>; digest: () => string } {
+    const hash = createHash('sha256');
+    let total = 0;
+    const store = this;
+    async function* transform(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+      const iterator = source[Symbol.asyncIterator]();
+      try {
+        while (true) {
+          let next: IteratorResult<Uint8Array>;
+          try {
+            next = await iterator.next();
+          } catch (err) {
+            throw new StorageError('BodyAborted', `request body ended abnormally: ${(err as Error).message}`);
+          }
+          if (next.done) return;
+          const chunk = next.value;
+          total += chunk.byteLength;
+          options.onBytes?.(chunk.byteLength);
+          if (total > maxBytes) throw tooLarge(maxBytes);
+          onReceived(chunk.byteLength);
+          if (
+            countsAgainstQuota &&
+            store.quotaBytes !== undefined &&
+            store.blobBytes + store.reservedBytes > store.quotaBytes
+          ) {
+            throw overQuota(store.quotaBytes);
+          }
+          hash.update(chunk);
+          yield chunk;
+        }
+      } finally {
+        // Stop the body wherever we stopped reading it (a Readable is destroyed by its iterator's return).
+        await iterator.return?.().catch(() => {});
+      }
+    }
+    return { transform, digest: () => hash.digest('hex') };
+  }
+
+  private async timedFsync(target: FsyncTarget, run: () => Promise<void>): Promise<void> {
+    const started = process.hrtime.bigint();
+    await run();
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    for (const listener of this.fsyncListeners) listener(target, seconds);
+  }
+
+  /** Runs `fn` after every earlier holder of `id`'s lock; the map only holds ids in use. */
+  private async withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(id) ?? Promise.resolve();
+    let release!: () => void;
+    const tail = previous.then(() => new Promise<void>((resolve) => (release = resolve)));
+    this.locks.set(id, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.locks.get(id) === tail) this.locks.delete(id);
+    }
+  }
+}
+
+async function startupCheck(root: string, index: BlobIndex, log: Logger): Promise<StartupReport> {
+  const started = Date.now();
+  const report: StartupReport = {
+    tempFilesRemoved: 0,
+    pendingAdopted: 0,
+    pendingDropped: 0,
+    missingDropped: 0,
+    corruptDropped: 0,
+    blobCount: 0,
+    blobBytes: 0,
+    durationMs: 0,
+  };
+  const tmpDir = path.join(root, 'tmp');
+  for (const name of await fs.readdir(tmpDir)) {
+    await fs.rm(path.join(tmpDir, name), { force: true, recursive: true });
+    report.tempFilesRemoved += 1;
+  }
+  if (report.tempFilesRemoved > 0) await fsyncDir(tmpDir);
+
+  const pending = [];
+  for await (const write of index.pendingWrites()) pending.push(write);
+  for (const write of pending) {
+    const file = path.join(root, blobRelativePath(write.id));
+    if ((await index.get(write.id)) !== undefined) {
+      await index.clearPending(write.id);
+      continue;
+    }
+    const onDisk = await hashFile(file);
+    if (onDisk !== undefined && onDisk.size === write.size && onDisk.sha256 === write.sha256) {
+      await index.put(write.id, { size: write.size, sha256: write.sha256 });
+      report.pendingAdopted += 1;
+      log.warn(
+        { event: 'storage.pending_adopted', objectId: write.id },
+        'adopted a blob renamed before a crash',
+      );
+    } else {
+      if (onDisk !== undefined) {
+        await removeQuietly(file);
+        await fsyncDir(path.dirname(file));
+      }
+      await index.clearPending(write.id);
+      report.pendingDropped += 1;
+    }
+  }
+
+  // The iterator reads a snapshot, so dropping entries while it runs is safe.
+  let batch: BlobEntry[] = [];
+  const checkBatch = async (): Promise<void> => {
+    const verdicts = await Promise.all(
+      batch.map(async (entry) => {
+        const file = path.join(root, blobRelativePath(entry.id));
+        try {
+          const { size } = await fs.stat(file);
+          return size === entry.size ? 'ok' : 'corrupt';
+        } catch (err) {
+          if (errnoCode(err) === 'ENOENT') return 'missing';
+          throw err;
+        }
+      }),
+    );
+    const dropped: string[] = [];
+    for (const [i, entry] of batch.entries()) {
+      const verdict = verdicts[i];
+      if (verdict === 'ok') {
+        report.blobCount += 1;
+        report.blobBytes += entry.size;
+        continue;
+      }
+      dropped.push(entry.id);
+      if (verdict === 'missing') {
+        report.missingDropped += 1;
+        log.warn(
+          { event: 'storage.missing_dropped', objectId: entry.id },
+          'index entry without a file dropped',
+        );
+      } else {
+        report.corruptDropped += 1;
+        log.error(
+          { event: 'storage.corrupt_dropped', objectId: entry.id },
+          'blob with the wrong size dropped',
+        );
+        await removeQuietly(path.join(root, blobRelativePath(entry.id)));
+      }
+    }
+    await index.deleteMany(dropped);
+    batch = [];
+  };
+  for await (const entry of index.entries()) {
+    batch.push(entry);
+    if (batch.length >= STARTUP_STAT_BATCH) await checkBatch();
+  }
+  await checkBatch();
+  report.durationMs = Date.now() - started;
+  return report;
+}
+
+async function hashFile(file: string): Promise<BlobRecord | undefined> {
+  const hash = createHash('sha256');
+  let size = 0;
+  try {
+    for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
+      size += chunk.byteLength;
+      hash.update(chunk);
+    }
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+  return { size, sha256: hash.digest('hex') };
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function removeQuietly(file: string): Promise<void> {
+  await fs.rm(file, { force: true });
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string'
+    ? err.code
+    : undefined;
+}
+
+/** ENOSPC from the filesystem or from LevelDB (which reports it in its message) means 507. */
+function asStorageError(err: unknown, quotaBytes: number | undefined): StorageError | undefined {
+  if (err instanceof StorageError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  if (errnoCode(err) === 'ENOSPC' || /No space left on device/i.test(message)) {
+    return new StorageError('InsufficientStorage', 'the disk is full', { quotaBytes: quotaBytes ?? null });
+  }
+  return undefined;
+}
+
+function invalidId<T>(id: string): StoreResult<T> {
+  return failure(
+    'InvalidBlobId',
+    `blob id ${JSON.stringify(id.slice(0, 200))} does not match the id pattern`,
+  );
+}
+
+function tooLarge(maxBytes: number): StorageError {
+  return new StorageError('PayloadTooLarge', `blob bodies are limited to ${maxBytes} bytes`, { maxBytes });
+}
+
+function overQuota(quotaBytes: number): StorageError {
+  return new StorageError(
+    'InsufficientStorage',
+    `storing this blob would exceed the quota of ${quotaBytes} bytes`,
+    {
+      quotaBytes,
+    },
+  );
+}

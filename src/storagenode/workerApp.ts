@@ -1,0 +1,386 @@
+import { Readable } from 'node:stream';
+import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
+import { zValidator } from '@hono/zod-validator';
+import { type Context, Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import { routePath } from 'hono/route';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { Registry } from 'prom-client';
+import { request as undiciRequest } from 'undici';
+import { z } from 'zod';
+import { CLUSTER_SECRET_HEADER, requireClusterSecret } from '../api/clusterAuth.ts';
+import { createLogger, type Logger } from '../logging.ts';
+import { isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
+import type { BlobStore } from './blobStore.ts';
+import { StorageError, type StorageErrorCode } from './errors.ts';
+import { createWorkerMetrics, type WorkerMetrics } from './workerMetrics.ts';
+
+/** Header carrying the hex sha256 of a PUT body; the worker refuses bytes that do not hash to it. */
+export const SHA256_HEADER = 'x-imgvault-sha256';
+
+export interface WorkerAppOptions {
+  store: BlobStore;
+  secret: string;
+  /** Bodies above this many bytes get 413, refused from content-length or as soon as counting crosses it. */
+  maxBlobBytes: number;
+  logger?: Logger;
+  /** copy-to: how long the target may take to answer, and to accept each chunk (default 60 s). */
+  copyTimeoutMs?: number;
+  /** Process metrics in /metrics (default false: one process may host several apps in tests). */
+  collectDefaultMetrics?: boolean;
+}
+
+export interface WorkerApp {
+  app: Hono;
+  registry: Registry;
+  metrics: WorkerMetrics;
+}
+
+const copyToBody = z.object({ target: z.string().min(1).max(2048) });
+
+/**
+ * The worker's HTTP surface. Handlers parse, call one BlobStore method and map its result; every
+ * failure leaves as `{ error: { code, message } }` with the one status of its code. Only /healthz is
+ * open; everything else needs the cluster secret.
+ */
+export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
+  const { store, secret, maxBlobBytes } = options;
+  if (!(Number.isSafeInteger(maxBlobBytes) && maxBlobBytes > 0)) {
+    throw new Error(`maxBlobBytes must be a positive integer, got ${maxBlobBytes}`);
+  }
+  const log = options.logger ?? createLogger('worker-app');
+  const copyTimeoutMs = options.copyTimeoutMs ?? 60_000;
+  const metrics = createWorkerMetrics({
+    readCounters: () => store.counters(),
+    collectDefault: options.collectDefaultMetrics ?? false,
+  });
+  store.onFsync((target, seconds) => metrics.fsyncSeconds.observe({ target }, seconds));
+
+  const fail = (c: Context, error: StorageError, extraHeaders: Record<string, string> = {}): Response => {
+    metrics.errors.inc({ kind: error.code });
+    return c.json(error.toJSON(), error.status as ContentfulStatusCode, extraHeaders);
+  };
+  const failWith = (c: Context, code: StorageErrorCode, message: string, details?: Record<string, unknown>) =>
+    fail(c, new StorageError(code, message, details));
+
+  const app = new Hono();
+
+  app.use('*', async (c, next) => {
+    const started = process.hrtime.bigint();
+    await next();
+    // The matched handler's pattern, never the raw path: ids must not become label values.
+    const matched = routePath(c, -1);
+    const route = matched === '*' ? 'unmatched' : matched;
+    const method = c.req.method;
+    metrics.requests.inc({ method, route, status: String(c.res.status) });
+    metrics.requestSeconds.observe({ method, route }, Number(process.hrtime.bigint() - started) / 1e9);
+  });
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+
+  const auth = requireClusterSecret(secret);
+  app.use('*', async (c, next) => {
+    const refusal = await auth(c, next);
+    if (refusal instanceof Response) metrics.errors.inc({ kind: 'Unauthorized' });
+    return refusal;
+  });
+
+  app.get('/metrics', async (c) => {
+    return c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType });
+  });
+
+  app.get('/stats', async (c) => c.json(await store.stats()));
+
+  app.get('/inventory', (c) => {
+    const after = c.req.query('after');
+    if (after !== undefined && !isValidBlobId(after)) {
+      return failWith(c, 'InvalidBlobId', '`after` must be a valid blob id');
+    }
+    return new Response(inventoryStream(store, after, log), {
+      status: 200,
+      headers: { 'content-type': 'application/x-ndjson' },
+    });
+  });
+
+  app.put('/blobs/:id', async (c) => {
+    const id = c.req.param('id');
+    if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
+    const sha256 = c.req.header(SHA256_HEADER)?.toLowerCase();
+    if (sha256 === undefined || !SHA256_HEX_PATTERN.test(sha256)) {
+      return failWith(c, 'InvalidRequest', `the ${SHA256_HEADER} header must be 64 hexadecimal characters`);
+    }
+    const lengthHeader = c.req.header('content-length');
+    let declaredLength: number | undefined;
+    if (lengthHeader !== undefined) {
+      declaredLength = Number(lengthHeader);
+      if (!/^\d+$/.test(lengthHeader) || !Number.isSafeInteger(declaredLength)) {
+        return failWith(c, 'InvalidRequest', 'content-length must be a non-negative integer');
+      }
+      if (declaredLength > maxBlobBytes) {
+        // Not a byte read; close the connection rather than drain a body we refused.
+        return fail(
+          c,
+          new StorageError('PayloadTooLarge', `blob bodies are limited to ${maxBlobBytes} bytes`),
+          {
+            connection: 'close',
+          },
+        );
+      }
+    }
+    const raw = c.req.raw.body;
+    const body = raw === null ? Readable.from([]) : Readable.fromWeb(raw as NodeReadableStream<Uint8Array>);
+    const result = await store.writeAtomically(id, body, sha256, maxBlobBytes, {
+      declaredLength,
+      onBytes: (n) => metrics.bytesIn.inc(n),
+    });
+    if (!result.ok) {
+      body.destroy();
+      const { code } = result.error;
+      // The rest of the body may be unread; keeping the connection would mean draining it.
+      const closing = code === 'PayloadTooLarge' || code === 'InsufficientStorage' || code === 'BlobConflict';
+      if (code === 'InsufficientStorage')
+        log.warn({ event: 'storage.insufficient', objectId: id }, result.error.message);
+      return fail(c, result.error, closing ? { connection: 'close' } : {});
+    }
+    const { status, size } = result.value;
+    if (status === 'created')
+      log.debug({ event: 'storage.blob_written', objectId: id, size }, 'blob written');
+    return c.json({ id, size, sha256: result.value.sha256 }, status === 'created' ? 201 : 200);
+  });
+
+  app.get('/blobs/:id', async (c) => {
+    const id = c.req.param('id');
+    if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
+    const stat = await store.stat(id);
+    if (!stat.ok) return fail(c, stat.error);
+    const { size, sha256 } = stat.value;
+    const headers: Record<string, string> = {
+      'accept-ranges': 'bytes',
+      etag: `"${sha256}"`,
+      'content-type': 'application/octet-stream',
+    };
+    const range = resolveRange(c.req.header('range'), size);
+    if (range.kind === 'unsatisfiable') {
+      return fail(
+        c,
+        new StorageError('RangeNotSatisfiable', `no byte of the requested range is in 0-${size - 1}`),
+        {
+          ...headers,
+          'content-range': `bytes */${size}`,
+        },
+      );
+    }
+    const status = range.kind === 'partial' ? 206 : 200;
+    const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1];
+    if (range.kind === 'partial') headers['content-range'] = `bytes ${start}-${end}/${size}`;
+    headers['content-length'] = String(end - start + 1);
+    if (c.req.method === 'HEAD') return new Response(null, { status, headers });
+
+    const read = await store.openForRead(id, range.kind === 'partial' ? { start, end } : undefined);
+    if (!read.ok) return fail(c, read.error);
+    const stream = read.value.stream;
+    stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
+    return new Response(Readable.toWeb(stream) as ReadableStream<Uint8Array>, { status, headers });
+  });
+
+  app.delete('/blobs/:id', async (c) => {
+    const id = c.req.param('id');
+    if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
+    const result = await store.delete(id);
+    if (!result.ok) return fail(c, result.error);
+    log.debug({ event: 'storage.blob_deleted', objectId: id }, 'blob deleted');
+    return c.body(null, 204);
+  });
+
+  app.post(
+    '/blobs/:id/copy-to',
+    zValidator('json', copyToBody, (result, c) => {
+      if (!result.success) {
+        return failWith(c, 'InvalidRequest', 'the body must be JSON { "target": "<worker base URL>" }');
+      }
+    }),
+    async (c) => {
+      const id = c.req.param('id');
+      if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
+      const target = parseTargetUrl(c.req.valid('json').target);
+      if (target === undefined) {
+        return failWith(c, 'InvalidRequest', 'target must be an absolute http(s) URL without credentials');
+      }
+      const read = await store.openForRead(id);
+      if (!read.ok) return fail(c, read.error);
+      const { record, stream } = read.value;
+      stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
+      const url = new URL(`blobs/${encodeURIComponent(id)}`, target);
+      const targetName = target.origin + target.pathname.replace(/\/$/, '');
+      try {
+        const response = await undiciRequest(url, {
+          method: 'PUT',
+          body: stream,
+          headers: {
+            [SHA256_HEADER]: record.sha256,
+            [CLUSTER_SECRET_HEADER]: secret,
+            'content-length': String(record.size),
+            'content-type': 'application/octet-stream',
+          },
+          headersTimeout: copyTimeoutMs,
+          bodyTimeout: copyTimeoutMs,
+        });
+        const answer = await readSmallBody(response.body, 16 * 1024);
+        if (response.statusCode === 200 || response.statusCode === 201) {
+          log.info(
+            {
+              event: 'storage.copy_done',
+              objectId: id,
+              target: targetName,
+              targetStatus: response.statusCode,
+            },
+            'blob copied',
+          );
+          return c.json({ id, target: targetName, targetStatus: response.statusCode, ...record }, 200);
+        }
+        log.warn(
+          {
+            event: 'storage.copy_refused',
+            objectId: id,
+            target: targetName,
+            targetStatus: response.statusCode,
+          },
+          'copy target refused the blob',
+        );
+        return failWith(c, 'CopyTargetFailed', `target ${targetName} answered ${response.statusCode}`, {
+          target: targetName,
+          targetStatus: response.statusCode,
+          targetError: errorCodeOf(answer),
+        });
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        log.warn(
+          { event: 'storage.copy_failed', objectId: id, target: targetName, err: message },
+          'copy failed',
+        );
+        return failWith(c, 'CopyTargetFailed', `copy to ${targetName} failed: ${message}`, {
+          target: targetName,
+          targetStatus: null,
+        });
+      } finally {
+        stream.destroy();
+      }
+    },
+  );
+
+  app.notFound((c) => failWith(c, 'NotFound', `no route ${c.req.method} ${new URL(c.req.url).pathname}`));
+
+  app.onError((err, c) => {
+    // Hono's own refusals (e.g. malformed JSON from the validator) are the client's fault.
+    if (err instanceof HTTPException && err.status < 500) {
+      return failWith(c, 'InvalidRequest', err.message);
+    }
+    log.error({ event: 'storage.request_failed', err, path: c.req.path }, 'request failed');
+    return failWith(c, 'Internal', 'internal error');
+  });
+
+  return { app, registry: metrics.registry, metrics };
+}
+
+export type ResolvedRange =
+  | { kind: 'full' }
+  | { kind: 'partial'; start: number; end: number }
+  | { kind: 'unsatisfiable' };
+
+/**
+ * RFC 9110 section 14: one `bytes=` range, resolved against `size`. Syntax we do not serve (other
+ * units, several ranges, last < first) is ignored and the whole blob is sent, which the RFC allows.
+ */
+export function resolveRange(header: string | undefined, size: number): ResolvedRange {
+  if (header === undefined) return { kind: 'full' };
+  const match = /^bytes=\s*(\d*)\s*-\s*(\d*)\s*$/.exec(header.trim());
+  if (match === null) return { kind: 'full' };
+  const [, first = '', last = ''] = match;
+  if (first === '' && last === '') return { kind: 'full' };
+  if (first === '') {
+    const suffix = Number(last);
+    if (suffix === 0 || size === 0) return { kind: 'unsatisfiable' };
+    return { kind: 'partial', start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(first);
+  const end = last === '' ? size - 1 : Number(last);
+  if (!Number.isSafeInteger(start) || (last !== '' && end < start)) return { kind: 'full' };
+  if (start >= size) return { kind: 'unsatisfiable' };
+  return { kind: 'partial', start, end: Math.min(end, size - 1) };
+}
+
+function parseTargetUrl(raw: string): URL | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
+  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') return undefined;
+  if (!url.pathname.endsWith('/')) url.pathname += '/';
+  return url;
+}
+
+/** NDJSON lines `{id,size,sha256}`, produced only when the consumer pulls: bounded memory. */
+function inventoryStream(
+  store: BlobStore,
+  after: string | undefined,
+  log: Logger,
+): ReadableStream<Uint8Array> {
+  const entries = store.inventory(after === undefined ? {} : { after });
+  const encoder = new TextEncoder();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        let chunk = '';
+        while (chunk.length < 64 * 1024) {
+          const next = await entries.next();
+          if (next.done) {
+            if (chunk !== '') controller.enqueue(encoder.encode(chunk));
+            controller.close();
+            return;
+          }
+          const { id, size, sha256 } = next.value;
+          chunk += `${JSON.stringify({ id, size, sha256 })}\n`;
+        }
+        controller.enqueue(encoder.encode(chunk));
+      } catch (err) {
+        log.error({ event: 'storage.inventory_failed', err }, 'inventory stream failed');
+        controller.error(err);
+      }
+    },
+    async cancel() {
+      await entries.return(undefined);
+    },
+  });
+}
+
+function bytesReadOf(stream: Readable): number {
+  return 'bytesRead' in stream && typeof stream.bytesRead === 'number' ? stream.bytesRead : 0;
+}
+
+async function readSmallBody(
+  body: AsyncIterable<Buffer> & { destroy(): unknown },
+  limit: number,
+): Promise<string> {
+  let text = '';
+  for await (const chunk of body) {
+    text += chunk.toString('utf8');
+    if (text.length > limit) {
+      body.destroy();
+      break;
+    }
+  }
+  return text;
+}
+
+function errorCodeOf(answer: string): string | null {
+  try {
+    const parsed: unknown = JSON.parse(answer);
+    const code = (parsed as { error?: { code?: unknown } }).error?.code;
+    return typeof code === 'string' ? code : null;
+  } catch {
+    return null;
+  }
+}

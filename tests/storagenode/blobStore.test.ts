@@ -1,0 +1,287 @@
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BLOB_ID_PATTERN, blobRelativePath, isValidBlobId } from '../../src/storagenode/blobId.ts';
+import { BlobIndex } from '../../src/storagenode/blobIndex.ts';
+import { BlobStore } from '../../src/storagenode/blobStore.ts';
+import { resolveRange } from '../../src/storagenode/workerApp.ts';
+import { makeDataDir, removeDir, sha256Of } from './workerHarness.ts';
+
+let dataDir: string;
+const open: BlobStore[] = [];
+
+beforeEach(async () => {
+  dataDir = await makeDataDir();
+});
+
+afterEach(async () => {
+  for (const store of open.splice(0)) await store.close();
+  await removeDir(dataDir);
+});
+
+async function openStore(options: { quotaBytes?: number } = {}): Promise<BlobStore> {
+  const store = await BlobStore.open(dataDir, options);
+  open.push(store);
+  return store;
+}
+
+async function closeStore(store: BlobStore): Promise<void> {
+  open.splice(open.indexOf(store), 1);
+  await store.close();
+}
+
+async function write(store: BlobStore, id: string, body: Buffer, maxBytes = 1 << 30) {
+  return store.writeAtomically(id, Readable.from([body]), sha256Of(body), maxBytes);
+}
+
+async function readAll(
+  store: BlobStore,
+  id: string,
+  range?: { start: number; end: number },
+): Promise<Buffer> {
+  const read = await store.openForRead(id, range);
+  if (!read.ok) throw read.error;
+  const chunks: Buffer[] = [];
+  for await (const chunk of read.value.stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function ids(store: BlobStore): Promise<string[]> {
+  const out: string[] = [];
+  for await (const entry of store.inventory()) out.push(entry.id);
+  return out;
+}
+
+describe('blob ids', () => {
+  it('accepts the public id pattern and nothing that could leave its folder', () => {
+    for (const id of ['a', 'A', '0', 'img-1.jpg', 'a..b', 'x_y-z.Q', 'a'.repeat(128)]) {
+      expect(isValidBlobId(id), id).toBe(true);
+    }
+    for (const id of [
+      '',
+      '.',
+      '..',
+      '../x',
+      'a/b',
+      'a\\b',
+      '/abs',
+      'a\0b',
+      '-lead',
+      '.hidden',
+      'a'.repeat(129),
+      'é',
+    ]) {
+      expect(isValidBlobId(id), JSON.stringify(id)).toBe(false);
+    }
+    expect(isValidBlobId(42)).toBe(false);
+    expect(BLOB_ID_PATTERN.source).toBe('^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$');
+  });
+
+  it('fans blobs out over two levels of 256 folders from the hash of the id', () => {
+    const rel = blobRelativePath('img-1');
+    expect(rel).toMatch(/^blobs\/[0-9a-f]{2}\/[0-9a-f]{2}\/img-1$/);
+    expect(blobRelativePath('img-1')).toBe(rel);
+    const folders = new Set(
+      Array.from({ length: 2000 }, (_, i) => path.dirname(blobRelativePath(`id-${i}`))),
+    );
+    // 2000 ids over 65536 folders: nearly all distinct; a constant or one-level fan-out would not be.
+    expect(folders.size).toBeGreaterThan(1900);
+    expect(() => blobRelativePath('../etc')).toThrow(/invalid blob id/);
+  });
+});
+
+describe('resolveRange', () => {
+  it('follows RFC 9110 for one range and ignores what it does not serve', () => {
+    expect(resolveRange(undefined, 100)).toEqual({ kind: 'full' });
+    expect(resolveRange('bytes=0-0', 100)).toEqual({ kind: 'partial', start: 0, end: 0 });
+    expect(resolveRange('bytes=10-', 100)).toEqual({ kind: 'partial', start: 10, end: 99 });
+    expect(resolveRange('bytes=-200', 100)).toEqual({ kind: 'partial', start: 0, end: 99 });
+    expect(resolveRange('bytes=50-1000', 100)).toEqual({ kind: 'partial', start: 50, end: 99 });
+    expect(resolveRange('bytes=100-', 100)).toEqual({ kind: 'unsatisfiable' });
+    expect(resolveRange('bytes=-0', 100)).toEqual({ kind: 'unsatisfiable' });
+    expect(resolveRange('bytes=0-', 0)).toEqual({ kind: 'unsatisfiable' });
+    expect(resolveRange('bytes=5-1', 100)).toEqual({ kind: 'full' });
+    expect(resolveRange('bytes=0-1,5-6', 100)).toEqual({ kind: 'full' });
+    expect(resolveRange('items=0-1', 100)).toEqual({ kind: 'full' });
+    expect(resolveRange('bytes=-', 100)).toEqual({ kind: 'full' });
+  });
+});
+
+describe('BlobStore', () => {
+  it('writes, reads ranges, deletes, and keeps its counters', async () => {
+    const store = await openStore();
+    const body = Buffer.from('0123456789');
+    expect(await write(store, 'n1', body)).toEqual({
+      ok: true,
+      value: { status: 'created', id: 'n1', size: 10, sha256: sha256Of(body) },
+    });
+    expect((await readAll(store, 'n1', { start: 3, end: 5 })).toString()).toBe('345');
+    expect(store.counters()).toEqual({ blobCount: 1, blobBytes: 10, reservedBytes: 0 });
+    const deleted = await store.delete('n1');
+    expect(deleted.ok).toBe(true);
+    expect(store.counters()).toEqual({ blobCount: 0, blobBytes: 0, reservedBytes: 0 });
+    const again = await store.delete('n1');
+    expect(again.ok ? 'ok' : again.error.code).toBe('BlobNotFound');
+  });
+
+  it('refuses invalid ids before building any path', async () => {
+    const store = await openStore();
+    for (const id of ['..', '../../x', 'a/b', '']) {
+      const res = await write(store, id, Buffer.from('x'));
+      expect(res.ok ? 'ok' : res.error.code).toBe('InvalidBlobId');
+      const read = await store.openForRead(id);
+      expect(read.ok ? 'ok' : read.error.code).toBe('InvalidBlobId');
+    }
+  });
+
+  it('reports a body that fails midway as BodyAborted and keeps nothing of it', async () => {
+    const store = await openStore();
+    const failing = () =>
+      new Readable({
+        read() {
+          this.push(Buffer.alloc(64 * 1024, 1));
+          this.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+        },
+      });
+    const res = await store.writeAtomically('cut', failing(), 'a'.repeat(64), 1 << 20);
+    expect(res.ok ? 'ok' : res.error.code).toBe('BodyAborted');
+    expect(await readdir(store.tmpDir)).toEqual([]);
+    expect(store.counters()).toEqual({ blobCount: 0, blobBytes: 0, reservedBytes: 0 });
+    expect(await ids(store)).toEqual([]);
+  });
+
+  it('fsyncs the blob file and its folder on every new blob', async () => {
+    const store = await openStore();
+    const seen: string[] = [];
+    store.onFsync((target) => seen.push(target));
+    await write(store, 'synced', Buffer.from('durable'));
+    expect(seen.filter((t) => t === 'file')).toHaveLength(1);
+    expect(seen.filter((t) => t === 'dir').length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('serialises concurrent writes of one id: one creates, the others see the same blob', async () => {
+    const store = await openStore();
+    const body = Buffer.alloc(256 * 1024, 9);
+    const results = await Promise.all(Array.from({ length: 5 }, () => write(store, 'hot', body)));
+    const statuses = results.map((r) => (r.ok ? r.value.status : r.error.code)).sort();
+    expect(statuses).toEqual(['created', 'unchanged', 'unchanged', 'unchanged', 'unchanged']);
+    expect(store.counters()).toMatchObject({ blobCount: 1, blobBytes: body.length });
+    expect((await readAll(store, 'hot')).equals(body)).toBe(true);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+
+  it('counts in-flight writes against the quota so two concurrent writes cannot both overflow it', async () => {
+    const store = await openStore({ quotaBytes: 150_000 });
+    const a = Buffer.alloc(100_000, 1);
+    const b = Buffer.alloc(100_000, 2);
+    // Chunked bodies without a declared length, interleaved on the event loop.
+    const slow = (buf: Buffer) =>
+      Readable.from(
+        (async function* () {
+          for (let i = 0; i < buf.length; i += 10_000) {
+            yield buf.subarray(i, i + 10_000);
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+        })(),
+      );
+    const results = await Promise.all([
+      store.writeAtomically('qa', slow(a), sha256Of(a), 1 << 20),
+      store.writeAtomically('qb', slow(b), sha256Of(b), 1 << 20),
+    ]);
+    const codes = results.map((r) => (r.ok ? r.value.status : r.error.code));
+    expect(codes.filter((c) => c === 'created').length).toBeLessThanOrEqual(1);
+    expect(codes).toContain('InsufficientStorage');
+    expect(store.counters().blobBytes).toBeLessThanOrEqual(150_000);
+    expect(store.counters().reservedBytes).toBe(0);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+});
+
+describe('start-up check', () => {
+  it('removes stale temp files and drops index entries whose file is missing', async () => {
+    let store = await openStore();
+    await write(store, 'kept', Buffer.from('kept bytes'));
+    await write(store, 'lost', Buffer.from('bytes that vanish'));
+    // Entries that point at no file at all, as left by a crash between unlink and index delete.
+    await store.index.putMany([
+      { id: 'ghost-1', size: 5, sha256: 'a'.repeat(64) },
+      { id: 'ghost-2', size: 7, sha256: 'b'.repeat(64) },
+    ]);
+    const lostFile = store.blobPath('lost');
+    await closeStore(store);
+    await (await import('node:fs/promises')).rm(lostFile);
+    await writeFile(path.join(dataDir, 'tmp', 'crashed.0011223344556677.tmp'), 'half a blob');
+    await writeFile(path.join(dataDir, 'tmp', 'other.tmp'), 'another half');
+
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({
+      tempFilesRemoved: 2,
+      missingDropped: 3,
+      blobCount: 1,
+      blobBytes: 'kept bytes'.length,
+    });
+    expect(await readdir(store.tmpDir)).toEqual([]);
+    expect(await ids(store)).toEqual(['kept']);
+    expect(store.counters()).toMatchObject({ blobCount: 1, blobBytes: 'kept bytes'.length });
+    expect((await readAll(store, 'kept')).toString()).toBe('kept bytes');
+  });
+
+  it('drops an entry whose file has the wrong size, and removes the file', async () => {
+    let store = await openStore();
+    await write(store, 'torn', Buffer.from('full length content'));
+    const file = store.blobPath('torn');
+    await closeStore(store);
+    await writeFile(file, 'short');
+    store = await openStore();
+    expect(store.startupReport.corruptDropped).toBe(1);
+    expect(await ids(store)).toEqual([]);
+    await expect(stat(file)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('adopts a blob renamed into place before a crash kept its index entry from being written', async () => {
+    const body = Buffer.from('renamed but not yet indexed');
+    const id = 'crash-after-rename';
+    await mkdir(dataDir, { recursive: true });
+    const index = await BlobIndex.open(path.join(dataDir, 'index'));
+    await index.markPending({ id, size: body.length, sha256: sha256Of(body) });
+    await index.markPending({ id: 'crash-before-rename', size: 3, sha256: sha256Of(Buffer.from('abc')) });
+    await index.markPending({ id: 'crash-torn', size: 10, sha256: sha256Of(Buffer.from('0123456789')) });
+    await index.close();
+    const file = path.join(dataDir, blobRelativePath(id));
+    await mkdir(path.dirname(file), { recursive: true });
+    await writeFile(file, body);
+    const torn = path.join(dataDir, blobRelativePath('crash-torn'));
+    await mkdir(path.dirname(torn), { recursive: true });
+    await writeFile(torn, '01234');
+
+    const store = await openStore();
+    expect(store.startupReport).toMatchObject({ pendingAdopted: 1, pendingDropped: 2, blobCount: 1 });
+    expect(await ids(store)).toEqual([id]);
+    expect((await readAll(store, id)).equals(body)).toBe(true);
+    await expect(stat(torn)).rejects.toMatchObject({ code: 'ENOENT' });
+    const pendingLeft = [];
+    for await (const p of store.index.pendingWrites()) pendingLeft.push(p);
+    expect(pendingLeft).toEqual([]);
+  });
+
+  it('keeps every committed blob across a close and reopen, and counts them again', async () => {
+    let store = await openStore();
+    for (let i = 0; i < 20; i++) await write(store, `r-${i}`, Buffer.alloc(i * 10, i));
+    await store.delete('r-3');
+    await closeStore(store);
+    store = await openStore();
+    expect(store.startupReport.missingDropped).toBe(0);
+    expect(store.counters().blobCount).toBe(19);
+    expect(store.counters().blobBytes).toBe(
+      Array.from({ length: 20 }, (_, i) => i * 10).reduce((a, b) => a + b) - 30,
+    );
+    expect((await readAll(store, 'r-7')).equals(Buffer.alloc(70, 7))).toBe(true);
+    expect(await readFile(store.blobPath('r-19'))).toHaveLength(190);
+  });
+
+  it('refuses a second store on the same data folder', async () => {
+    await openStore();
+    await expect(BlobStore.open(dataDir)).rejects.toThrow();
+  });
+});

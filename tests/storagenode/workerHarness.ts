@@ -1,0 +1,137 @@
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { serve } from '@hono/node-server';
+import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { BlobStore, type BlobStoreOptions } from '../../src/storagenode/blobStore.ts';
+import { createWorkerApp, type WorkerApp } from '../../src/storagenode/workerApp.ts';
+
+export const SECRET = 'test-cluster-secret';
+export const AUTH = { [CLUSTER_SECRET_HEADER]: SECRET };
+
+export interface RunningWorker {
+  url: string;
+  port: number;
+  dataDir: string;
+  store: BlobStore;
+  worker: WorkerApp;
+  /** Stops the server and closes the store; the data folder stays. */
+  stop(): Promise<void>;
+}
+
+export async function makeDataDir(): Promise<string> {
+  return mkdtemp(path.join(tmpdir(), 'imgvault-worker-'));
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** A real worker: BlobStore on a real folder, the Hono app on 127.0.0.1, an OS-chosen port. */
+export async function startWorker(
+  dataDir: string,
+  options: BlobStoreOptions & { maxBlobBytes?: number; secret?: string } = {},
+): Promise<RunningWorker> {
+  const store = await BlobStore.open(dataDir, options);
+  const worker = createWorkerApp({
+    store,
+    secret: options.secret ?? SECRET,
+    maxBlobBytes: options.maxBlobBytes ?? 256 * 1024 * 1024,
+  });
+  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+    const s = serve({ fetch: worker.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    dataDir,
+    store,
+    worker,
+    async stop() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        if ('closeAllConnections' in server) server.closeAllConnections();
+      });
+      await store.close();
+    },
+  };
+}
+
+export function sha256Of(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/**
+ * `size` pseudo-random bytes produced chunk by chunk (never one Buffer), with the same bytes for the
+ * same seed; `sha256Stream` gives their hash without keeping them.
+ */
+export function patternStream(size: number, seed = 1, chunkSize = 64 * 1024): Readable {
+  return Readable.from(patternChunks(size, seed, chunkSize));
+}
+
+function* patternChunks(size: number, seed: number, chunkSize: number): Generator<Buffer> {
+  let state = seed >>> 0 || 1;
+  for (let offset = 0; offset < size; offset += chunkSize) {
+    const chunk = Buffer.allocUnsafe(Math.min(chunkSize, size - offset));
+    for (let i = 0; i + 4 <= chunk.length; i += 4) {
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      chunk.writeUInt32LE(state >>> 0, i);
+    }
+    for (let i = chunk.length - (chunk.length % 4); i < chunk.length; i++) chunk[i] = state & 0xff;
+    yield chunk;
+  }
+}
+
+export async function sha256Stream(
+  stream: AsyncIterable<Uint8Array>,
+): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk);
+    size += chunk.byteLength;
+  }
+  return { sha256: hash.digest('hex'), size };
+}
+
+let gcFunction: (() => void) | undefined;
+
+/** A full collection, so a heap measurement counts what is retained rather than garbage not yet swept. */
+export function forceGc(): void {
+  if (gcFunction === undefined) {
+    v8.setFlagsFromString('--expose-gc');
+    gcFunction = vm.runInNewContext('gc') as () => void;
+  }
+  gcFunction();
+}
+
+/**
+ * Heap plus Buffer memory after full collections. V8 frees ArrayBuffer backing stores on a
+ * concurrent sweeper thread that lags on a loaded machine, so take the least of a few collections
+ * spaced 20 ms apart: garbage shows up in some samples, memory really held shows up in all of them.
+ */
+export async function retainedBytes(): Promise<number> {
+  let least = Number.POSITIVE_INFINITY;
+  for (let sample = 0; sample < 3; sample++) {
+    forceGc();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    forceGc();
+    const { heapUsed, arrayBuffers } = process.memoryUsage();
+    least = Math.min(least, heapUsed + arrayBuffers);
+  }
+  return least;
+}
+
+/** A worker's JSON answer: a success body, or `{ error: { code, message, ...details } }`. */
+export interface JsonAnswer {
+  error: { code: string; message: string; [detail: string]: unknown };
+  [field: string]: unknown;
+}
