@@ -1,0 +1,102 @@
+// The seed's happy path after staging: elect a primary, send the image, then elect a secondary and
+// send it there. A target that fails is replaced by the next-best live worker (p-retry with
+// fallback) before the upload is given up. Nothing here touches the object table: the caller
+// commits the record only once both copies are confirmed.
+
+import { createReadStream } from 'node:fs';
+import pRetry, { AbortError } from 'p-retry';
+import type { Logger } from '../logging.ts';
+import { type PlacementCandidate, rankTargets } from './placement.ts';
+import type { StagedUpload } from './stagingArea.ts';
+import { WorkerCallError, type WorkerClient } from './workerClient.ts';
+
+export interface WorkerDirectory {
+  /** The live view of the node table: state, zone and usage of every known worker. */
+  candidates(): PlacementCandidate[];
+  urlOf(nodeId: string): string | undefined;
+}
+
+export class NoLiveWorker extends Error {
+  readonly code = 'NoLiveWorker';
+  constructor(
+    readonly replica: 'primary' | 'secondary',
+    readonly failures: string[],
+  ) {
+    super(
+      failures.length === 0
+        ? `no live worker can take the ${replica} copy`
+        : `every live worker refused the ${replica} copy: ${failures.join('; ')}`,
+    );
+  }
+}
+
+export interface ReplicateOptions {
+  id: string;
+  staged: StagedUpload;
+  workers: WorkerDirectory;
+  client: WorkerClient;
+  log: Logger;
+  /** Upper bound on targets tried for one copy; the live worker count bounds it too. */
+  maxTargetsPerCopy?: number;
+  /** Called when a target failed and another is tried (the seed's fallback, counted in metrics). */
+  onFallback?: (nodeId: string, err: unknown) => void;
+}
+
+// A failed upload leaves the copies it already made: deleting them here could race a concurrent
+// upload of the same bytes under another leader. Reconciliation removes orphans after a grace period.
+export interface Replicated {
+  replicas: [string, string];
+}
+
+/** A target refusal worth trying elsewhere; anything else (a bug) stops the retries at once. */
+function isTargetFailure(err: unknown): boolean {
+  return err instanceof WorkerCallError;
+}
+
+export async function replicateUpload(opts: ReplicateOptions): Promise<Replicated> {
+  const { id, staged, workers, client, log } = opts;
+
+  const placeCopy = async (replica: 'primary' | 'secondary', holders: PlacementCandidate[]) => {
+    const failed = new Set<string>();
+    const failures: string[] = [];
+    const exclude = () => new Set([...holders.map((h) => h.nodeId), ...failed]);
+    const maxTargets = opts.maxTargetsPerCopy ?? 5;
+    return pRetry(
+      async () => {
+        const target = rankTargets(workers.candidates(), {
+          exclude: exclude(),
+          avoidZones: new Set(holders.map((h) => h.zone)),
+          size: staged.size,
+        })[0];
+        const url = target && workers.urlOf(target.nodeId);
+        if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures));
+        try {
+          await client.putBlob(url, id, staged.sha256, staged.size, createReadStream(staged.path));
+          log.info(
+            { event: 'upload.copy_stored', objectId: id, nodeId: target.nodeId, replica },
+            'copy stored',
+          );
+          return target;
+        } catch (err) {
+          if (!isTargetFailure(err)) throw new AbortError(err as Error);
+          failed.add(target.nodeId);
+          failures.push(`${target.nodeId}: ${(err as Error).message}`);
+          log.warn(
+            { event: 'upload.copy_failed', objectId: id, nodeId: target.nodeId, replica, err },
+            'copy failed',
+          );
+          opts.onFallback?.(target.nodeId, err);
+          throw err;
+        }
+      },
+      // Fallback is to a different worker, so there is nothing to wait for between attempts.
+      { retries: maxTargets - 1, minTimeout: 0, maxTimeout: 0, randomize: false },
+    ).catch((err: unknown) => {
+      throw isTargetFailure(err) ? new NoLiveWorker(replica, failures) : err;
+    });
+  };
+
+  const primary = await placeCopy('primary', []);
+  const secondary = await placeCopy('secondary', [primary]);
+  return { replicas: [primary.nodeId, secondary.nodeId] };
+}

@@ -1,0 +1,151 @@
+// The manager's side of the worker protocol (src/storagenode): bytes go to and between workers,
+// never through a Raft log. Every call carries the cluster secret; every failure comes back as a
+// WorkerCallError with a code the pipeline and repair loops can decide on.
+
+import type { Readable } from 'node:stream';
+import { Agent, type Dispatcher, request } from 'undici';
+import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
+
+export type WorkerCallErrorCode =
+  | 'Unreachable'
+  | 'ChecksumMismatch'
+  | 'Conflict'
+  | 'InsufficientStorage'
+  | 'NotFound'
+  | 'Rejected';
+
+export class WorkerCallError extends Error {
+  constructor(
+    readonly code: WorkerCallErrorCode,
+    readonly workerUrl: string,
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = 'WorkerCallError';
+  }
+}
+
+function codeForStatus(status: number): WorkerCallErrorCode {
+  if (status === 404) return 'NotFound';
+  if (status === 409) return 'Conflict';
+  if (status === 422) return 'ChecksumMismatch';
+  if (status === 507) return 'InsufficientStorage';
+  return 'Rejected';
+}
+
+async function failure(
+  workerUrl: string,
+  what: string,
+  res: Dispatcher.ResponseData,
+): Promise<WorkerCallError> {
+  const text = await res.body.text().catch(() => '');
+  return new WorkerCallError(
+    codeForStatus(res.statusCode),
+    workerUrl,
+    `${what} on ${workerUrl} answered ${res.statusCode}: ${text.slice(0, 300)}`,
+    res.statusCode,
+  );
+}
+
+export interface WorkerClientOptions {
+  secret: string;
+  /** Time allowed between two chunks of a transfer, and for headers; a stalled worker is abandoned. */
+  idleTimeoutMs?: number;
+}
+
+export class WorkerClient {
+  private readonly dispatcher: Agent;
+  private readonly secret: string;
+
+  constructor(opts: WorkerClientOptions) {
+    this.secret = opts.secret;
+    const idle = opts.idleTimeoutMs ?? 30_000;
+    this.dispatcher = new Agent({ headersTimeout: idle, bodyTimeout: idle, keepAliveTimeout: 10_000 });
+  }
+
+  private async call(
+    method: Dispatcher.HttpMethod,
+    workerUrl: string,
+    path: string,
+    extra: { headers?: Record<string, string>; body?: Readable | string } = {},
+  ): Promise<Dispatcher.ResponseData> {
+    try {
+      return await request(new URL(path, workerUrl), {
+        method,
+        dispatcher: this.dispatcher,
+        headers: { [CLUSTER_SECRET_HEADER]: this.secret, ...extra.headers },
+        body: extra.body ?? null,
+      });
+    } catch (err) {
+      throw new WorkerCallError(
+        'Unreachable',
+        workerUrl,
+        `${method} ${path} on ${workerUrl} failed: ${String(err)}`,
+      );
+    }
+  }
+
+  /** Streams a blob to a worker; resolves once the worker has it fsynced under `id`. */
+  async putBlob(
+    workerUrl: string,
+    id: string,
+    sha256: string,
+    size: number,
+    body: Readable,
+  ): Promise<'created' | 'alreadyPresent'> {
+    const res = await this.call('PUT', workerUrl, `/blobs/${encodeURIComponent(id)}`, {
+      headers: { 'x-imgvault-sha256': sha256, 'content-length': String(size) },
+      body,
+    });
+    if (res.statusCode === 201 || res.statusCode === 200) {
+      await res.body.dump();
+      return res.statusCode === 201 ? 'created' : 'alreadyPresent';
+    }
+    throw await failure(workerUrl, `PUT /blobs/${id}`, res);
+  }
+
+  /** Asks `holderUrl` to stream its copy of `id` to `targetUrl`; resolves once the target confirmed. */
+  async copyTo(holderUrl: string, id: string, targetUrl: string): Promise<void> {
+    const res = await this.call('POST', holderUrl, `/blobs/${encodeURIComponent(id)}/copy-to`, {
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ target: targetUrl }),
+    });
+    if (res.statusCode === 200) {
+      await res.body.dump();
+      return;
+    }
+    throw await failure(holderUrl, `copy-to of ${id} to ${targetUrl}`, res);
+  }
+
+  /** Deletes a copy; a copy that is already gone counts as deleted. */
+  async deleteBlob(workerUrl: string, id: string): Promise<void> {
+    const res = await this.call('DELETE', workerUrl, `/blobs/${encodeURIComponent(id)}`);
+    await res.body.dump();
+    if (res.statusCode === 204 || res.statusCode === 404) return;
+    throw new WorkerCallError(
+      'Rejected',
+      workerUrl,
+      `DELETE /blobs/${id} answered ${res.statusCode}`,
+      res.statusCode,
+    );
+  }
+
+  /** Opens a download; the caller streams `body` and must consume or destroy it. */
+  async getBlob(
+    workerUrl: string,
+    id: string,
+    opts: { method?: 'GET' | 'HEAD'; range?: string } = {},
+  ): Promise<Dispatcher.ResponseData> {
+    const headers: Record<string, string> = opts.range ? { range: opts.range } : {};
+    const res = await this.call(opts.method ?? 'GET', workerUrl, `/blobs/${encodeURIComponent(id)}`, {
+      headers,
+    });
+    if (res.statusCode === 200 || res.statusCode === 206 || res.statusCode === 416) return res;
+    throw await failure(workerUrl, `GET /blobs/${id}`, res);
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}

@@ -1,0 +1,116 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/logging.ts';
+import type { PlacementCandidate } from '../../src/manager/placement.ts';
+import { NoLiveWorker, replicateUpload } from '../../src/manager/replicateUpload.ts';
+import type { StagedUpload } from '../../src/manager/stagingArea.ts';
+import { WorkerClient } from '../../src/manager/workerClient.ts';
+import {
+  makeDataDir,
+  type RunningWorker,
+  removeDir,
+  SECRET,
+  sha256Of,
+  startWorker,
+} from '../storagenode/workerHarness.ts';
+
+const log = createLogger('test');
+
+function candidate(nodeId: string, zone: string, diskUsed = 0): PlacementCandidate {
+  return { nodeId, zone, state: 'up', diskUsed, diskFree: 1e12, objectCount: 0 };
+}
+
+describe('replicateUpload against real workers', () => {
+  const workers: Record<string, RunningWorker> = {};
+  let dir: string;
+  let staged: StagedUpload;
+  const client = new WorkerClient({ secret: SECRET, idleTimeoutMs: 5000 });
+  const bytes = Buffer.alloc(300_000, 7);
+
+  beforeAll(async () => {
+    for (const id of ['w1', 'w2', 'w3']) workers[id] = await startWorker(await makeDataDir());
+    // A worker with a 1 KiB quota refuses every copy with 507: the fallback must route around it.
+    workers.full = await startWorker(await makeDataDir(), { quotaBytes: 1024 });
+    dir = await mkdtemp(join(tmpdir(), 'imgvault-replicate-'));
+    const path = join(dir, 'staged');
+    await writeFile(path, bytes);
+    staged = { path, size: bytes.length, sha256: sha256Of(bytes), contentType: 'image/png' };
+  });
+
+  afterAll(async () => {
+    await client.close();
+    for (const w of Object.values(workers)) {
+      await w.stop();
+      await removeDir(w.dataDir);
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const directory = (nodes: PlacementCandidate[], urls: Record<string, string>) => ({
+    candidates: () => nodes,
+    urlOf: (id: string) => urls[id],
+  });
+
+  it('stores the primary on the least used worker and the secondary in another zone', async () => {
+    const nodes = [candidate('w1', 'z1', 10), candidate('w2', 'z1', 0), candidate('w3', 'z2', 50)];
+    const urls = { w1: workers.w1!.url, w2: workers.w2!.url, w3: workers.w3!.url };
+    const result = await replicateUpload({
+      id: 'img-zones',
+      staged,
+      workers: directory(nodes, urls),
+      client,
+      log,
+    });
+    expect(result.replicas).toEqual(['w2', 'w3']);
+    for (const nodeId of result.replicas) {
+      const stat = await workers[nodeId]!.store.stat('img-zones');
+      expect(stat).toMatchObject({ ok: true, value: { size: bytes.length, sha256: staged.sha256 } });
+    }
+  });
+
+  it('replaces a target that refuses the copy by the next live worker, and counts the fallback', async () => {
+    const nodes = [candidate('full', 'z1', 0), candidate('w1', 'z1', 10), candidate('w3', 'z2', 50)];
+    const urls = { full: workers.full!.url, w1: workers.w1!.url, w3: workers.w3!.url };
+    const fallbacks: string[] = [];
+    const result = await replicateUpload({
+      id: 'img-fallback',
+      staged,
+      workers: directory(nodes, urls),
+      client,
+      log,
+      onFallback: (nodeId) => fallbacks.push(nodeId),
+    });
+    expect(fallbacks).toEqual(['full']);
+    expect(result.replicas).toEqual(['w1', 'w3']);
+    expect((await workers.full!.store.stat('img-fallback')).ok).toBe(false);
+  });
+
+  it('replaces a worker that is not listening at all', async () => {
+    const nodes = [candidate('gone', 'z1', 0), candidate('w1', 'z1', 10), candidate('w2', 'z2', 20)];
+    const urls = { gone: 'http://127.0.0.1:1', w1: workers.w1!.url, w2: workers.w2!.url };
+    const result = await replicateUpload({
+      id: 'img-gone',
+      staged,
+      workers: directory(nodes, urls),
+      client,
+      log,
+    });
+    expect(result.replicas).toEqual(['w1', 'w2']);
+  });
+
+  it('gives up with NoLiveWorker when fewer than two workers can take a copy', async () => {
+    const nodes = [candidate('w1', 'z1'), candidate('full', 'z2')];
+    const urls = { w1: workers.w1!.url, full: workers.full!.url };
+    const attempt = replicateUpload({
+      id: 'img-short',
+      staged,
+      workers: directory(nodes, urls),
+      client,
+      log,
+    });
+    await expect(attempt).rejects.toBeInstanceOf(NoLiveWorker);
+    await expect(attempt).rejects.toMatchObject({ replica: 'secondary' });
+  });
+});
