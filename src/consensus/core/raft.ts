@@ -578,6 +578,11 @@ export class Raft {
     pr.msgAppFlowPaused = false;
     // The follower is alive; if appends were lost the window would stay full forever otherwise.
     if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirstOne();
+    // A caught-up follower knocked back to probe (reportUnreachable) would stay there, since no
+    // append is due to it. Its match is exact and it has just answered, so replicate is safe: the
+    // next append starts right after match. (Unlike etcd, which sends an empty probe, this does
+    // not let duplicated acks of `match` flip a lagging follower into a full window of appends.)
+    if (pr.state === 'probe' && pr.match === this.raftLog.lastIndex()) pr.becomeReplicate();
     if (pr.match < this.raftLog.lastIndex()) this.sendAppend(m.from);
 
     const ctx = m.context;
@@ -793,11 +798,19 @@ export class Raft {
     // A leader that applied its own removal must not extend the log.
     if (!this.prs.has(this.id)) return 'ProposalDropped';
     if (this.leadTransferee !== null) return 'TransferInProgress';
+    let confChanges = 0;
     for (const e of entries) {
       if (e.type !== 'confChange') continue;
       const cc = parseConfChange(e.data);
       if (cc === undefined) return 'ProposalDropped';
-      if (this.pendingConfIndex > this.raftLog.applied || !this.committedEntryInCurrentTerm()) {
+      // A second change in the same batch (a forwarded MsgProp may carry several) would be pending
+      // alongside the first, and was validated against a membership the first one changes.
+      confChanges++;
+      if (
+        confChanges > 1 ||
+        this.pendingConfIndex > this.raftLog.applied ||
+        !this.committedEntryInCurrentTerm()
+      ) {
         return 'ConfChangeInProgress';
       }
       // An invalid change is dropped like etcd drops it; ProposeError has no finer code for it.
@@ -898,6 +911,7 @@ export class Raft {
     const voters = new Set(this.voters);
     const learners = new Set(this.learners);
     applyChangeToSets(voters, learners, cc);
+    const known = new Set(this.prs.keys());
     this.restoreConfig({ voters: [...voters], learners: [...learners] });
     const cs = this.confState();
     if (this.role !== 'leader') return cs;
@@ -910,8 +924,9 @@ export class Raft {
     if (this.commitAndRelease()) {
       this.bcastAppend();
     } else {
-      // Probe newly added members now rather than at the next heartbeat.
-      for (const id of this.sortedPeers()) this.maybeSendAppend(id, false);
+      // Probe newly added members now rather than at the next heartbeat. A new progress starts at
+      // next = lastIndex + 1, so it has nothing to send unless the probe may be empty.
+      for (const id of this.sortedPeers()) this.maybeSendAppend(id, !known.has(id));
     }
     if (this.leadTransferee !== null && !this.voters.has(this.leadTransferee)) this.abortLeaderTransfer();
     return cs;
@@ -997,6 +1012,11 @@ export class Raft {
  */
 function wellFormed(m: Message): boolean {
   if (!Number.isInteger(m.term) || m.term < 0) return false;
+  // Term 0 marks a forwarded request, exempt from the term check; any other message without a
+  // term would bypass it (a heartbeat could commit unreplicated entries, a snapshot reset the term).
+  if (m.term === 0 && m.type !== 'MsgProp' && m.type !== 'MsgReadIndex' && m.type !== 'MsgTransferLeader') {
+    return false;
+  }
   if (m.type === 'MsgApp') {
     let prev = m.index ?? 0;
     let prevTerm = m.logTerm ?? 0;
