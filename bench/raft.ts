@@ -1,0 +1,318 @@
+// Raft benchmark (npm run bench:raft): three real manager processes on loopback with fresh data.
+// 1. Closed-loop clients PUT ~200-byte values to the leader at concurrency 1, 16 and 64, for a
+//    fixed time each: commits/s and p50/p99 latency.
+// 2. Failover, 5 times: kill -9 the leader, time until a PUT succeeds again (probes alternate
+//    over the survivors), restart the killed manager, let it catch up.
+// Compare with /work/shared/bench/etcd-anchor.sh run on the same machine.
+//   node --import tsx bench/raft.ts [--secs 5] [--warmup 1] [--repeats 5] [--conc 1,16,64]
+
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Agent, request } from 'undici';
+import {
+  fetchRaftView,
+  killChild,
+  managerUrl,
+  peersSpec,
+  spawnManager,
+  waitForLeader,
+} from '../src/cli/localManagers.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    secs: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '1' },
+    repeats: { type: 'string', default: '5' },
+    conc: { type: 'string', default: '1,16,64' },
+    size: { type: 'string', default: '200' },
+    keep: { type: 'boolean', default: false },
+    'manager-args': { type: 'string', default: '' },
+  },
+});
+const SECS = Number(args.secs);
+const WARMUP = Number(args.warmup);
+const REPEATS = Number(args.repeats);
+const CONCURRENCIES = args.conc!.split(',').map(Number);
+const VALUE_BYTES = Number(args.size);
+
+const agent = new Agent({ keepAliveTimeout: 30_000, connections: 256, pipelining: 1 });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Proc {
+  id: string;
+  port: number;
+  url: string;
+  child: ChildProcess | null;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** One PUT; resolves with the HTTP status (0 on a network error or timeout). */
+async function put(url: string, key: string, body: string, timeoutMs: number): Promise<number> {
+  try {
+    const res = await request(`${url}/v1/kv/${key}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body,
+      dispatcher: agent,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    await res.body.dump();
+    return res.statusCode;
+  } catch {
+    return 0;
+  }
+}
+
+function pct(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+async function metricsOf(url: string): Promise<Map<string, number>> {
+  const res = await request(`${url}/metrics`, { dispatcher: agent });
+  const text = await res.body.text();
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || line === '') continue;
+    const sp = line.lastIndexOf(' ');
+    out.set(line.slice(0, sp), Number(line.slice(sp + 1)));
+  }
+  return out;
+}
+
+async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
+  const value = JSON.stringify({ value: randomBytes(VALUE_BYTES / 2).toString('hex') });
+  const t0 = performance.now();
+  const measureStart = t0 + WARMUP * 1000;
+  const measureEnd = measureStart + SECS * 1000;
+  const lat = new Float64Array(2_000_000);
+  let n = 0;
+  let errors = 0;
+  let cpu0: number[] = [];
+  let m0 = new Map<string, number>();
+  const startSnap = sleep(WARMUP * 1000).then(async () => {
+    cpu0 = procs.map((p) => cpuSeconds(p.child?.pid));
+    m0 = await metricsOf(leaderUrl);
+  });
+  async function worker(w: number) {
+    let i = 0;
+    for (;;) {
+      const st = performance.now();
+      if (st >= measureEnd) return;
+      const status = await put(leaderUrl, `bench-${w}-${i++ % 1000}`, value, 5_000);
+      const en = performance.now();
+      if (status !== 200) {
+        errors++;
+        continue;
+      }
+      if (st >= measureStart && en <= measureEnd && n < lat.length) lat[n++] = en - st;
+    }
+  }
+  await Promise.all(Array.from({ length: conc }, (_, w) => worker(w)));
+  await startSnap;
+  const cpu = procs.map((p, i) => +(cpuSeconds(p.child?.pid) - (cpu0[i] ?? 0)).toFixed(2));
+  const m1 = await metricsOf(leaderUrl);
+  const d = (k: string) => (m1.get(k) ?? 0) - (m0.get(k) ?? 0);
+  const readies = d('imgvault_raft_ready_seconds_count');
+  const sorted = lat.subarray(0, n).sort();
+  return {
+    bench: 'imgvault-raft-put',
+    conc,
+    secs: SECS,
+    value_bytes: VALUE_BYTES,
+    puts: n,
+    puts_per_s: +(n / SECS).toFixed(1),
+    p50_ms: +pct(sorted, 50).toFixed(3),
+    p99_ms: +pct(sorted, 99).toFixed(3),
+    errors,
+    leader_ready_cycles: readies,
+    leader_entries_per_ready: readies
+      ? +(d('imgvault_raft_entries_applied_total') / readies).toFixed(2)
+      : null,
+    leader_save_ms_avg: readies
+      ? +(
+          (d('imgvault_raft_save_seconds_sum') / Math.max(1, d('imgvault_raft_save_seconds_count'))) *
+          1000
+        ).toFixed(3)
+      : null,
+    leader_ready_ms_avg: readies
+      ? +((d('imgvault_raft_ready_seconds_sum') / readies) * 1000).toFixed(3)
+      : null,
+    cpu_s_per_manager: Object.fromEntries(procs.map((p, i) => [p.id, cpu[i]])),
+  };
+}
+
+async function stableLeaderWithAll(procs: Proc[], timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const leader = await waitForLeader(
+      procs.map((p) => p.url),
+      Math.max(1, deadline - Date.now()),
+    );
+    const views = await Promise.all(procs.map((p) => fetchRaftView(p.url, 500)));
+    const lv = views.find((v) => v?.id === leader.id);
+    if (lv && views.every((v) => v !== null && v.leader?.id === leader.id && v.applied >= lv.commit - 1))
+      return leader;
+    await sleep(100);
+  }
+  throw new Error('cluster did not settle with every manager caught up');
+}
+
+async function failover(procs: Proc[], start: (p: Proc) => void, rep: number) {
+  const before = await stableLeaderWithAll(procs, 30_000);
+  const victim = procs.find((p) => p.id === before.id)!;
+  const survivors = procs.filter((p) => p !== victim);
+  for (const s of survivors) await put(s.url, 'failover-warm', '{"value":"x"}', 2_000); // connections up
+  await sleep(500);
+  const body = JSON.stringify({ value: 'y'.repeat(VALUE_BYTES) });
+  const tKill = performance.now();
+  await killChild(victim.child!);
+  victim.child = null;
+  let firstOk: { ms: number; via: string } | null = null;
+  let launched = 0;
+  const statuses: Record<string, number> = {};
+  await new Promise<void>((resolve) => {
+    const deadline = tKill + 20_000;
+    const timer = setInterval(() => {
+      if (firstOk || performance.now() > deadline) {
+        clearInterval(timer);
+        resolve();
+        return;
+      }
+      const target = survivors[launched++ % survivors.length]!;
+      put(target.url, `failover-${rep}`, body, 3_000).then((status) => {
+        statuses[status] = (statuses[status] ?? 0) + 1;
+        if (status === 200 && !firstOk) {
+          firstOk = { ms: performance.now() - tKill, via: target.id };
+          clearInterval(timer);
+          resolve();
+        }
+      });
+    }, 10);
+  });
+  const after = await waitForLeader(
+    survivors.map((p) => p.url),
+    10_000,
+  ).catch(() => null);
+  const tRestart = performance.now();
+  start(victim);
+  await stableLeaderWithAll(procs, 30_000);
+  const result = firstOk as { ms: number; via: string } | null;
+  return {
+    bench: 'imgvault-raft-failover',
+    repeat: rep,
+    killed: victim.id,
+    term_before: before.term,
+    new_leader: after?.id ?? null,
+    term_after: after?.term ?? null,
+    write_ok_after_kill_ms: result ? +result.ms.toFixed(1) : null,
+    ok_via: result?.via ?? null,
+    probes_launched: launched,
+    probe_statuses: statuses,
+    rejoin_ms: +(performance.now() - tRestart).toFixed(0),
+  };
+}
+
+async function main() {
+  const root = await mkdtemp(join(tmpdir(), 'imgvault-bench-raft-'));
+  const secretFile = join(root, 'cluster-secret');
+  await writeFile(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  const procs: Proc[] = [];
+  for (const id of ['m1', 'm2', 'm3']) {
+    const port = await freePort();
+    procs.push({ id, port, url: managerUrl(port), child: null });
+  }
+  const peers = peersSpec(procs);
+  const start = (p: Proc) => {
+    p.child = spawnManager({
+      id: p.id,
+      port: p.port,
+      dataDir: join(root, p.id),
+      peers,
+      secretFile,
+      logFile: join(root, `${p.id}.log`),
+      args: ['--mode', 'kv', ...args['manager-args']!.split(' ').filter(Boolean)],
+      env: { IMGVAULT_LOG_LEVEL: process.env.IMGVAULT_LOG_LEVEL ?? 'warn' },
+    });
+  };
+  const hardStop = setTimeout(
+    () => {
+      console.error('bench:raft hard stop');
+      for (const p of procs) p.child?.kill('SIGKILL');
+      process.exit(3);
+    },
+    (CONCURRENCIES.length * (SECS + WARMUP + 10) + REPEATS * 60 + 60) * 1000,
+  );
+  try {
+    for (const p of procs) start(p);
+    const leader = await stableLeaderWithAll(procs, 30_000);
+    console.error(`cluster up: leader ${leader.id}; data in ${root}`);
+    const rows = [];
+    for (const c of CONCURRENCIES) {
+      const l = await waitForLeader(
+        procs.map((p) => p.url),
+        10_000,
+      );
+      const row = await throughput(procs, l.url, c);
+      console.log(JSON.stringify(row));
+      rows.push(row);
+      await sleep(1000);
+    }
+    const failovers = [];
+    for (let r = 1; r <= REPEATS; r++) {
+      const row = await failover(procs, start, r);
+      console.log(JSON.stringify(row));
+      failovers.push(row);
+    }
+    console.log('\nimgvault Raft, 3 managers on loopback, %d-byte values', VALUE_BYTES);
+    console.log('concurrency  commits/s    p50 ms    p99 ms  errors');
+    for (const r of rows) {
+      console.log(
+        `${String(r.conc).padStart(11)}  ${r.puts_per_s.toFixed(1).padStart(9)}  ${r.p50_ms.toFixed(2).padStart(8)}  ${r.p99_ms.toFixed(2).padStart(8)}  ${String(r.errors).padStart(6)}`,
+      );
+    }
+    const times = failovers.map((f) => f.write_ok_after_kill_ms).filter((x): x is number => x !== null);
+    const sortedTimes = [...times].sort((a, b) => a - b);
+    const median = sortedTimes.length ? sortedTimes[Math.floor((sortedTimes.length - 1) / 2)]! : null;
+    console.log(
+      `failover (kill -9 leader -> next successful PUT), ms: ${times.join(', ')}; median ${median}`,
+    );
+  } finally {
+    clearTimeout(hardStop);
+    await Promise.all(procs.map((p) => (p.child ? killChild(p.child) : undefined)));
+    await agent.close();
+    if (!args.keep) await rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,126 @@
+// Running managers as local child processes on 127.0.0.1: shared by `imgvault cluster`, the
+// cluster integration test and the Raft benchmark, so all three start managers the same way.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
+// Resolved here so the children load tsx from this checkout whatever their working directory.
+const TSX = import.meta.resolve('tsx');
+
+export interface LocalManagerSpec {
+  id: string;
+  port: number;
+  dataDir: string;
+  /** `m1=http://127.0.0.1:7001,...` */
+  peers: string;
+  secretFile: string;
+  /** Extra flags, e.g. ['--snapshot-threshold', '50']. */
+  args?: string[];
+  /** Extra arguments for node itself, e.g. ['--cpu-prof']. */
+  nodeArgs?: string[];
+  /** Appends the child's stdout and stderr (pino JSON) here; otherwise they are discarded. */
+  logFile?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export function managerUrl(port: number): string {
+  return `http://127.0.0.1:${port}`;
+}
+
+export function peersSpec(members: { id: string; port: number }[]): string {
+  return members.map((m) => `${m.id}=${managerUrl(m.port)}`).join(',');
+}
+
+export function spawnManager(spec: LocalManagerSpec): ChildProcess {
+  const args = [
+    ...(spec.nodeArgs ?? []),
+    '--import',
+    TSX,
+    MAIN,
+    'manager',
+    '--id',
+    spec.id,
+    '--listen',
+    `127.0.0.1:${spec.port}`,
+    '--data',
+    spec.dataDir,
+    '--peers',
+    spec.peers,
+    '--secret-file',
+    spec.secretFile,
+    ...(spec.args ?? []),
+  ];
+  const out = spec.logFile ? openSync(spec.logFile, 'a') : 'ignore';
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', out, out],
+    env: { ...process.env, ...spec.env },
+  });
+  // The child holds its own copy of the descriptor.
+  if (typeof out === 'number') closeSync(out);
+  return child;
+}
+
+export interface RaftView {
+  id: string;
+  role: string;
+  term: number;
+  leader: { id: string; url: string | null } | null;
+  commit: number;
+  applied: number;
+  firstIndex: number;
+  lastIndex: number;
+  snapshotIndex: number;
+  confState: { voters: string[]; learners: string[] };
+}
+
+export async function fetchRaftView(url: string, timeoutMs = 1_000): Promise<RaftView | null> {
+  try {
+    const res = await fetch(`${url}/v1/cluster/raft`, { signal: AbortSignal.timeout(timeoutMs) });
+    if (!res.ok) return null;
+    return (await res.json()) as RaftView;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Polls until one of `urls` reports itself leader and every other answering manager agrees on it;
+ * throws after `timeoutMs`.
+ */
+export async function waitForLeader(
+  urls: string[],
+  timeoutMs: number,
+): Promise<{ id: string; url: string; term: number }> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const views = (await Promise.all(urls.map((u) => fetchRaftView(u, 500)))).map((v, i) => ({
+      v,
+      url: urls[i]!,
+    }));
+    const leader = views.find((x) => x.v?.role === 'leader');
+    if (leader?.v && views.every((x) => x.v === null || x.v.leader?.id === leader.v!.id)) {
+      return { id: leader.v.id, url: leader.url, term: leader.v.term };
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no leader among ${urls.join(', ')} within ${timeoutMs} ms`);
+}
+
+/** SIGTERM, then SIGKILL if the child has not exited within `graceMs`. */
+export async function stopChild(child: ChildProcess, graceMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+export async function killChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGKILL');
+  await exited;
+}

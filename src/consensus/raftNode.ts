@@ -1,0 +1,891 @@
+// The Raft node driver: the only code that touches the deterministic core, and the one that gives it
+// time (a tick timer), a network (the transport) and a disk (the log store). It owns a single
+// serialized Ready loop. Anything that reaches the core while a Ready is being handled (a message,
+// a tick, a proposal) waits in an inbox and is fed in after advance(), so no await ever interleaves
+// two Ready cycles and no input lands between ready() and advance() (hashicorp/raft #695).
+
+import { randomBytes, randomInt } from 'node:crypto';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { createLogger, type Logger } from '../logging.ts';
+import type { ProposeError, RaftLogStore } from './api.ts';
+import { bootstrapSnapshot, MemoryStorage, RaftCore } from './core/index.ts';
+import type { AppliedResult, StateMachine } from './stateMachine.ts';
+import type {
+  ConfChange,
+  ConfState,
+  Entry,
+  HardState,
+  Index,
+  Message,
+  NodeId,
+  ProgressStatus,
+  RandomInt,
+  Ready,
+  Role,
+  Snapshot,
+  Status,
+} from './types.ts';
+
+/** What the driver needs from a transport; `HttpTransport` provides it. */
+export interface RaftTransport {
+  /** Queue messages for delivery; never blocks, never throws on an unreachable peer. */
+  send(messages: Message[]): void;
+  setPeer(id: NodeId, url: string): void;
+  removePeer(id: NodeId): void;
+}
+
+export type RaftErrorCode =
+  | 'NotLeader'
+  | 'ProposalDropped'
+  | 'ConfChangeInProgress'
+  | 'TransferInProgress'
+  | 'Timeout'
+  | 'Stopped'
+  | 'DuplicateRequest'
+  | 'InvalidMember';
+
+/** Every failure the driver reports is one of these, so the HTTP layer maps a code to one status. */
+export class RaftError extends Error {
+  constructor(
+    readonly code: RaftErrorCode,
+    message: string,
+    /** Set on NotLeader: the leader this node knows of, if any, for a redirect. */
+    readonly leader: { id: NodeId; url: string | null } | null = null,
+  ) {
+    super(message);
+    this.name = 'RaftError';
+  }
+}
+
+export interface RaftNodeOptions {
+  id: NodeId;
+  store: RaftLogStore;
+  stateMachine: StateMachine;
+  transport: RaftTransport;
+  /**
+   * The founding members (id -> URL, this node included) of a brand-new cluster. Used only when
+   * the store is empty; a node joining an existing cluster passes null and waits to be added.
+   */
+  initialMembers: Record<NodeId, string> | null;
+  /**
+   * URLs of existing members for a node that joins: until the leader's snapshot brings the member
+   * map, these are the only way to answer the leader at all.
+   */
+  contactPeers?: Record<NodeId, string>;
+  tickMs?: number;
+  electionTick?: number;
+  heartbeatTick?: number;
+  /** Take a snapshot and compact the log every this many applied entries. */
+  snapshotThreshold?: number;
+  proposalTimeoutMs?: number;
+  readTimeoutMs?: number;
+  /** How long addMember/removeMember/transferLeadership wait for their effect. */
+  membershipTimeoutMs?: number;
+  /** A learner is promoted once its match index is within this many entries of the leader's last. */
+  promoteGap?: number;
+  /** Bound on proposals waiting to be applied; beyond it propose() fails fast with ProposalDropped. */
+  maxPendingProposals?: number;
+  /** Bound, in bytes of entry data, on what the leader has appended but not yet committed. */
+  maxUncommittedBytes?: number;
+  random?: RandomInt;
+  logger?: Logger;
+  metrics?: Registry;
+  /** Called when the Ready loop fails (e.g. the disk refuses a write): the node is stopped. */
+  onFatal?: (err: unknown) => void;
+}
+
+export interface RaftNodeStatus extends Omit<Status, 'progress'> {
+  leaderUrl: string | null;
+  members: Record<NodeId, string>;
+  /** Only on the leader; lastContactMs is the time since this node last heard from the peer. */
+  progress?: Record<NodeId, ProgressStatus & { lastContactMs: number | null }>;
+}
+
+interface PendingProposal {
+  resolve: (result: unknown) => void;
+  reject: (err: RaftError) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface ReadBatch {
+  ctx: string;
+  index: Index | null;
+  waiters: { resolve: () => void; reject: (err: RaftError) => void }[];
+  timer: NodeJS.Timeout;
+}
+
+interface ConditionWaiter {
+  check: () => boolean;
+  resolve: () => void;
+  reject: (err: RaftError) => void;
+  timer: NodeJS.Timeout;
+}
+
+// Snapshot data = JSON of the member URL map, a newline, then the state machine's own snapshot.
+// The URLs travel with the snapshot because the conf-change entries that carried them may be
+// compacted away; JSON.stringify never emits a raw newline, so the first one is the separator.
+function wrapSnapshot(members: Map<NodeId, string>, state: string): string {
+  return `${JSON.stringify(Object.fromEntries(members))}\n${state}`;
+}
+
+function unwrapSnapshot(data: string): { members: Record<NodeId, string>; state: string } {
+  if (data === '') return { members: {}, state: '' };
+  const nl = data.indexOf('\n');
+  if (nl < 0) throw new Error('raft snapshot data has no member map');
+  return { members: JSON.parse(data.slice(0, nl)) as Record<NodeId, string>, state: data.slice(nl + 1) };
+}
+
+const PROPOSE_ERROR_MESSAGES: Record<ProposeError, string> = {
+  ProposalDropped: 'the proposal was dropped (leader busy or changing)',
+  NotLeader: 'this node is not the leader',
+  ConfChangeInProgress: 'another membership change is still in progress',
+  TransferInProgress: 'a leadership transfer is in progress',
+};
+
+export class RaftNode {
+  readonly id: NodeId;
+  private readonly core: RaftCore;
+  private readonly storage: MemoryStorage;
+  private readonly store: RaftLogStore;
+  private readonly sm: StateMachine;
+  private readonly transport: RaftTransport;
+  private readonly log: Logger;
+  private readonly opts: Required<
+    Pick<
+      RaftNodeOptions,
+      | 'tickMs'
+      | 'snapshotThreshold'
+      | 'proposalTimeoutMs'
+      | 'readTimeoutMs'
+      | 'membershipTimeoutMs'
+      | 'promoteGap'
+      | 'maxPendingProposals'
+    >
+  >;
+  private readonly onFatal: (err: unknown) => void;
+
+  private members: Map<NodeId, string>;
+  private confState: ConfState;
+  private snapshotIndex: Index;
+  /** The hard state as last written to the store, and a newer one not yet written (commit only). */
+  private durableHardState: HardState;
+  private unsavedHardState: HardState | null = null;
+  private role: Role = 'follower';
+  private leader: NodeId | null = null;
+  private term = 0;
+
+  private inbox: (() => void)[] = [];
+  private inCycle = false;
+  private readyScheduled = false;
+  private stopped = false;
+  private cycleDone: Promise<void> = Promise.resolve();
+  private ticker: NodeJS.Timeout | null = null;
+  private ticks = 0;
+
+  private readonly proposals = new Map<string, PendingProposal>();
+  private readonly reads = new Map<string, ReadBatch>();
+  /** Reads that arrived since the last ReadIndex request went into the core; they share the next. */
+  private unsubmittedRead: ReadBatch | null = null;
+  private readonly waiters = new Set<ConditionWaiter>();
+  private readonly lastContact = new Map<NodeId, number>();
+  private readonly promotionProposedAt = new Map<NodeId, number>();
+
+  private readonly metrics: {
+    leaderChanges: Counter;
+    saveSeconds: Histogram;
+    readySeconds: Histogram;
+    entriesApplied: Counter;
+  } | null;
+
+  private constructor(
+    opts: RaftNodeOptions,
+    core: RaftCore,
+    storage: MemoryStorage,
+    members: Map<NodeId, string>,
+    snapshot: Snapshot,
+    hardState: HardState,
+  ) {
+    this.id = opts.id;
+    this.core = core;
+    this.storage = storage;
+    this.store = opts.store;
+    this.sm = opts.stateMachine;
+    this.transport = opts.transport;
+    this.log = opts.logger ?? createLogger('raft', { nodeId: opts.id });
+    this.opts = {
+      tickMs: opts.tickMs ?? 50,
+      snapshotThreshold: opts.snapshotThreshold ?? 10_000,
+      proposalTimeoutMs: opts.proposalTimeoutMs ?? 5_000,
+      readTimeoutMs: opts.readTimeoutMs ?? 5_000,
+      membershipTimeoutMs: opts.membershipTimeoutMs ?? 30_000,
+      promoteGap: opts.promoteGap ?? 100,
+      maxPendingProposals: opts.maxPendingProposals ?? 10_000,
+    };
+    this.onFatal =
+      opts.onFatal ??
+      ((err) => {
+        this.log.fatal({ event: 'raft.fatal', err }, 'raft node stopped after a fatal error');
+      });
+    this.members = members;
+    this.confState = snapshot.metadata.confState;
+    this.snapshotIndex = snapshot.metadata.index;
+    this.durableHardState = hardState;
+    this.metrics = opts.metrics ? this.registerMetrics(opts.metrics) : null;
+  }
+
+  /**
+   * Loads the durable log, restores the state machine if it is behind the last snapshot, and starts
+   * ticking. A founding member with an empty store first persists the bootstrap snapshot.
+   */
+  static async start(opts: RaftNodeOptions): Promise<RaftNode> {
+    const log = opts.logger ?? createLogger('raft', { nodeId: opts.id });
+    const loaded = await opts.store.load();
+    let snapshot = loaded.snapshot;
+    let hardState = loaded.hardState;
+    const empty = snapshot === null && loaded.entries.length === 0 && hardState.term === 0;
+    if (empty && opts.initialMembers !== null) {
+      const founders = new Map(Object.entries(opts.initialMembers));
+      if (!founders.has(opts.id)) throw new Error(`node ${opts.id} is not among the initial members`);
+      const voters = [...founders.keys()].sort();
+      // Every founder builds the same bytes: same sorted voters, same URL map, empty state.
+      snapshot = { ...bootstrapSnapshot(voters), data: wrapSnapshot(new Map([...founders].sort()), '') };
+      hardState = { term: snapshot.metadata.term, vote: null, commit: snapshot.metadata.index };
+      await opts.store.save({ snapshot, hardState });
+      log.info({ event: 'raft.bootstrapped', voters }, 'bootstrapped a new cluster');
+    } else if (empty) {
+      log.info({ event: 'raft.awaiting_membership' }, 'empty log: waiting to be added to a cluster');
+    }
+
+    const storage = new MemoryStorage(snapshot ?? undefined);
+    storage.setHardState(hardState);
+    storage.append(loaded.entries);
+    const effectiveSnapshot = storage.snapshot();
+    const { members: snapMembers, state } = unwrapSnapshot(effectiveSnapshot.data);
+    const members = new Map(Object.entries(snapMembers));
+    if (effectiveSnapshot.metadata.index > opts.stateMachine.appliedIndex()) {
+      await opts.stateMachine.restore(state, effectiveSnapshot.metadata.index);
+    }
+    for (const [id, url] of members) if (id !== opts.id) opts.transport.setPeer(id, url);
+    for (const [id, url] of Object.entries(opts.contactPeers ?? {})) {
+      if (id !== opts.id && !members.has(id)) opts.transport.setPeer(id, url);
+    }
+
+    // `applied` is deliberately left at the snapshot: the core then hands out every committed entry
+    // after it again, so conf changes the state machine had already applied are re-applied to the
+    // core and the peer map (the driver skips them for the state machine itself).
+    const core = new RaftCore({
+      id: opts.id,
+      storage,
+      electionTick: opts.electionTick ?? 10,
+      heartbeatTick: opts.heartbeatTick ?? 1,
+      random: opts.random ?? ((n: number) => randomInt(n)),
+      preVote: true,
+      checkQuorum: true,
+      maxUncommittedEntriesSize: opts.maxUncommittedBytes ?? 64 * 1024 * 1024,
+    });
+    const node = new RaftNode(opts, core, storage, members, effectiveSnapshot, hardState);
+    node.term = hardState.term;
+    node.ticker = setInterval(() => node.input(() => node.onTick()), node.opts.tickMs);
+    node.scheduleReady();
+    log.info(
+      {
+        event: 'raft.started',
+        term: hardState.term,
+        commit: hardState.commit,
+        snapshotIndex: effectiveSnapshot.metadata.index,
+        lastIndex: storage.lastIndex(),
+        applied: opts.stateMachine.appliedIndex(),
+      },
+      'raft node started',
+    );
+    return node;
+  }
+
+  // ---- inputs from the outside world -------------------------------------------------------
+
+  /** A message from the transport. */
+  receive(msg: Message): void {
+    this.lastContact.set(msg.from, Date.now());
+    this.input(() => {
+      try {
+        this.core.step(msg);
+      } catch (err) {
+        // The core drops malformed input itself; it throws only on a broken invariant, possibly
+        // after changing state, so going on could corrupt the log.
+        this.fatal(err);
+      }
+    });
+  }
+
+  reportUnreachable(peer: NodeId): void {
+    this.input(() => this.core.reportUnreachable(peer));
+  }
+
+  reportSnapshot(peer: NodeId, ok: boolean): void {
+    this.input(() => this.core.reportSnapshot(peer, ok));
+  }
+
+  /**
+   * Proposes a state-machine command carrying `requestId` and resolves with the state machine's
+   * result once the entry is applied here. Only the leader accepts proposals: a follower rejects
+   * with NotLeader (carrying the leader, if known) so the caller can redirect.
+   */
+  propose(data: string, requestId: string): Promise<unknown> {
+    if (this.stopped) return Promise.reject(new RaftError('Stopped', 'raft node is stopped'));
+    if (this.role !== 'leader') return Promise.reject(this.notLeader());
+    if (this.proposals.size >= this.opts.maxPendingProposals) {
+      return Promise.reject(
+        new RaftError('ProposalDropped', `${this.proposals.size} proposals already pending; retry later`),
+      );
+    }
+    if (this.proposals.has(requestId)) {
+      return Promise.reject(new RaftError('DuplicateRequest', `request ${requestId} is already pending`));
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this.proposals.delete(requestId)) {
+          reject(
+            new RaftError(
+              'Timeout',
+              `proposal ${requestId} not applied within ${this.opts.proposalTimeoutMs} ms`,
+            ),
+          );
+        }
+      }, this.opts.proposalTimeoutMs);
+      this.proposals.set(requestId, { resolve, reject, timer });
+      this.input(() => {
+        const err = this.core.propose(data);
+        if (err !== null) this.failProposal(requestId, this.proposeError(err));
+      });
+    });
+  }
+
+  /**
+   * Resolves once a linearizable read may be served from the local state machine: the leader has
+   * confirmed its leadership at some commit index (ReadIndex, Raft thesis 6.4) and this node has
+   * applied up to it. Works on followers too (the core forwards the request to the leader).
+   */
+  readIndex(): Promise<void> {
+    if (this.stopped) return Promise.reject(new RaftError('Stopped', 'raft node is stopped'));
+    if (this.leader === null) return Promise.reject(this.notLeader());
+    return new Promise((resolve, reject) => {
+      let batch = this.unsubmittedRead;
+      if (batch === null) {
+        const ctx = randomBytes(8).toString('hex');
+        const created: ReadBatch = {
+          ctx,
+          index: null,
+          waiters: [],
+          timer: setTimeout(() => {
+            if (this.reads.delete(ctx) || this.unsubmittedRead === created) {
+              if (this.unsubmittedRead === created) this.unsubmittedRead = null;
+              const err = new RaftError(
+                'Timeout',
+                `read index not confirmed within ${this.opts.readTimeoutMs} ms`,
+              );
+              for (const w of created.waiters) w.reject(err);
+            }
+          }, this.opts.readTimeoutMs),
+        };
+        batch = created;
+        this.unsubmittedRead = created;
+        this.input(() => {
+          if (this.unsubmittedRead === created) this.unsubmittedRead = null;
+          this.reads.set(created.ctx, created);
+          this.core.readIndex(created.ctx);
+        });
+      }
+      batch.waiters.push({ resolve, reject });
+    });
+  }
+
+  /** Asks the leader to hand over to `to`; resolves when this node sees `to` as leader. */
+  transferLeadership(to: NodeId): Promise<void> {
+    if (this.stopped) return Promise.reject(new RaftError('Stopped', 'raft node is stopped'));
+    if (!this.confState.voters.includes(to)) {
+      return Promise.reject(new RaftError('InvalidMember', `${to} is not a voting member`));
+    }
+    if (this.leader === to) return Promise.resolve();
+    if (this.role !== 'leader') return Promise.reject(this.notLeader());
+    const wait = this.waitFor(() => this.leader === to, `leadership transfer to ${to}`);
+    this.input(() => this.core.transferLeadership(to));
+    return wait.done;
+  }
+
+  /**
+   * Adds a member: first as a learner that receives the log without voting, then, once it has
+   * caught up (see maybePromoteLearners), as a voter. Resolves when it is a voter.
+   */
+  async addMember(id: NodeId, url: string): Promise<void> {
+    if (this.stopped) throw new RaftError('Stopped', 'raft node is stopped');
+    if (!/^https?:\/\/[^\s/]+$/.test(url)) throw new RaftError('InvalidMember', `bad member URL ${url}`);
+    if (this.confState.voters.includes(id)) {
+      if (this.members.get(id) === url) return;
+      throw new RaftError('InvalidMember', `${id} is already a member with URL ${this.members.get(id)}`);
+    }
+    if (this.role !== 'leader') throw this.notLeader();
+    const wait = this.waitFor(() => this.confState.voters.includes(id), `promotion of ${id}`);
+    if (!this.confState.learners.includes(id)) {
+      this.proposeConfChange({ type: 'addLearner', nodeId: id, context: url }, wait.cancel);
+    }
+    return wait.done;
+  }
+
+  /** Removes a member (voter or learner); resolves once the removal is applied here. */
+  async removeMember(id: NodeId): Promise<void> {
+    if (this.stopped) throw new RaftError('Stopped', 'raft node is stopped');
+    const isMember = () => this.confState.voters.includes(id) || this.confState.learners.includes(id);
+    if (!isMember()) return;
+    if (this.role !== 'leader') throw this.notLeader();
+    const wait = this.waitFor(() => !isMember(), `removal of ${id}`);
+    this.proposeConfChange({ type: 'remove', nodeId: id }, wait.cancel);
+    return wait.done;
+  }
+
+  status(): RaftNodeStatus {
+    const s = this.core.status();
+    const now = Date.now();
+    let progress: RaftNodeStatus['progress'];
+    if (s.progress) {
+      progress = {};
+      for (const [peer, p] of Object.entries(s.progress)) {
+        const seen = this.lastContact.get(peer);
+        progress[peer] = {
+          ...p,
+          lastContactMs: peer === this.id ? 0 : seen === undefined ? null : now - seen,
+        };
+      }
+    }
+    const { progress: _, ...rest } = s;
+    return {
+      ...rest,
+      applied: this.sm.appliedIndex(),
+      snapshotIndex: this.snapshotIndex,
+      leaderUrl: s.leader === null ? null : (this.members.get(s.leader) ?? null),
+      members: Object.fromEntries(this.members),
+      ...(progress ? { progress } : {}),
+    };
+  }
+
+  /** The leader as last seen in a Ready (cheap; no status() walk). */
+  leaderInfo(): { id: NodeId; url: string | null } | null {
+    return this.leader === null ? null : { id: this.leader, url: this.members.get(this.leader) ?? null };
+  }
+
+  isLeader(): boolean {
+    return this.role === 'leader';
+  }
+
+  /**
+   * Stops ticking and taking input, lets the Ready cycle in progress finish (so nothing is half
+   * written), and fails every waiter. The caller closes the transport, store and state machine.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    await this.cycleDone;
+    this.failEverything(new RaftError('Stopped', 'raft node stopped'));
+    this.log.info({ event: 'raft.stopped' }, 'raft node stopped');
+  }
+
+  // ---- the loop -----------------------------------------------------------------------------
+
+  private input(fn: () => void): void {
+    if (this.stopped) return;
+    if (this.inCycle) {
+      this.inbox.push(fn);
+      return;
+    }
+    try {
+      fn();
+    } catch (err) {
+      this.fatal(err);
+      return;
+    }
+    this.scheduleReady();
+  }
+
+  /** Deferred to setImmediate so inputs arriving in the same I/O phase share one Ready (one fsync). */
+  private scheduleReady(): void {
+    if (this.readyScheduled || this.inCycle || this.stopped) return;
+    this.readyScheduled = true;
+    setImmediate(() => {
+      this.readyScheduled = false;
+      if (!this.inCycle && !this.stopped) this.cycleDone = this.runReadyLoop();
+    });
+  }
+
+  private async runReadyLoop(): Promise<void> {
+    this.inCycle = true;
+    try {
+      while (!this.stopped) {
+        const inbox = this.inbox;
+        this.inbox = [];
+        for (const fn of inbox) fn();
+        if (!this.core.hasReady()) break;
+        const rd = this.core.ready();
+        const t0 = performance.now();
+        await this.handleReady(rd);
+        this.core.advance();
+        this.metrics?.readySeconds.observe((performance.now() - t0) / 1000);
+      }
+    } catch (err) {
+      this.fatal(err);
+    } finally {
+      this.inCycle = false;
+    }
+    if (this.inbox.length > 0) this.scheduleReady();
+  }
+
+  /** The documented order: persist, then send, then apply; advance() follows in the caller. */
+  private async handleReady(rd: Ready): Promise<void> {
+    if (rd.softState) this.onSoftState(rd.softState.role, rd.softState.leader);
+    if (rd.hardState) this.term = rd.hardState.term;
+
+    // A hard state whose only change is the commit index is not worth an fsync of its own (etcd's
+    // MustSync): the commit index can always be re-learnt from the leader, so it waits for the next
+    // write that must be synced anyway. Term and vote changes are never deferred.
+    if (rd.hardState) {
+      const durable = this.durableHardState;
+      const commitOnly = rd.hardState.term === durable.term && rd.hardState.vote === durable.vote;
+      this.unsavedHardState = rd.hardState;
+      if (commitOnly && rd.entries.length === 0 && rd.snapshot === undefined) {
+        this.storage.setHardState(rd.hardState);
+      }
+    }
+    const messages = rd.messages;
+    if (rd.snapshot !== undefined || rd.entries.length > 0 || this.mustSaveHardState()) {
+      await this.persist(rd.entries, rd.snapshot);
+      if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
+      if (rd.entries.length > 0) this.storage.append(rd.entries);
+      this.storage.setHardState(this.durableHardState);
+    }
+
+    if (messages.length > 0) this.transport.send(messages);
+
+    if (rd.snapshot) await this.installSnapshot(rd.snapshot);
+    if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
+
+    for (const rs of rd.readStates) {
+      const batch = this.reads.get(rs.context);
+      if (batch) batch.index = rs.index;
+    }
+    this.resolveReads();
+    await this.maybeSnapshot();
+  }
+
+  /** True when the hard state waiting to be written changes the term or the vote. */
+  private mustSaveHardState(): boolean {
+    const hs = this.unsavedHardState;
+    return hs !== null && (hs.term !== this.durableHardState.term || hs.vote !== this.durableHardState.vote);
+  }
+
+  /** One synced write of a snapshot, entries and the latest hard state not yet on disk. */
+  private async persist(entries: Entry[], snapshot?: Snapshot): Promise<void> {
+    const hardState = this.unsavedHardState;
+    const t0 = performance.now();
+    await this.store.save({
+      ...(hardState ? { hardState } : {}),
+      ...(entries.length > 0 ? { entries } : {}),
+      ...(snapshot ? { snapshot } : {}),
+    });
+    this.metrics?.saveSeconds.observe((performance.now() - t0) / 1000);
+    if (hardState) {
+      this.durableHardState = hardState;
+      if (this.unsavedHardState === hardState) this.unsavedHardState = null;
+    }
+  }
+
+  private onSoftState(role: Role, leader: NodeId | null): void {
+    if (leader !== this.leader) {
+      this.metrics?.leaderChanges.inc();
+      this.log.info(
+        { event: 'raft.leader_changed', term: this.core.status().term, leader, previous: this.leader, role },
+        leader === null ? 'no leader' : `leader is ${leader}`,
+      );
+    }
+    if (role === 'leader' && this.role !== 'leader') {
+      this.log.info({ event: 'raft.became_leader', term: this.core.status().term }, 'became leader');
+    }
+    this.role = role;
+    this.leader = leader;
+    this.checkWaiters();
+  }
+
+  private async installSnapshot(snap: Snapshot): Promise<void> {
+    const { members, state } = unwrapSnapshot(snap.data);
+    await this.sm.restore(state, snap.metadata.index);
+    this.snapshotIndex = snap.metadata.index;
+    this.confState = snap.metadata.confState;
+    for (const id of this.members.keys())
+      if (!(id in members) && id !== this.id) this.transport.removePeer(id);
+    this.members = new Map(Object.entries(members));
+    for (const [id, url] of this.members) if (id !== this.id) this.transport.setPeer(id, url);
+    this.log.info(
+      { event: 'raft.snapshot_installed', index: snap.metadata.index, term: snap.metadata.term },
+      'installed a snapshot from the leader',
+    );
+    this.checkWaiters();
+  }
+
+  private async applyEntries(entries: Entry[]): Promise<void> {
+    const applied = this.sm.appliedIndex();
+    const fresh = entries[0]!.index > applied ? entries : entries.filter((e) => e.index > applied);
+    let results: AppliedResult[] = [];
+    if (fresh.length > 0) {
+      results = await this.sm.apply(fresh);
+      this.metrics?.entriesApplied.inc(fresh.length);
+    }
+    // Conf changes go to the core even when the state machine had applied them before a restart:
+    // the core's membership starts from the snapshot and must replay them.
+    let confChanged = false;
+    for (const e of entries) {
+      if (e.type === 'confChange') {
+        this.applyConfChange(JSON.parse(e.data) as ConfChange, e.index);
+        confChanged = true;
+      }
+    }
+    for (const r of results) {
+      if (r.requestId === null) continue;
+      const p = this.proposals.get(r.requestId);
+      if (p === undefined) continue;
+      this.proposals.delete(r.requestId);
+      clearTimeout(p.timer);
+      p.resolve(r.result);
+    }
+    if (confChanged) this.checkWaiters();
+  }
+
+  private applyConfChange(cc: ConfChange, index: Index): void {
+    this.confState = this.core.applyConfChange(cc);
+    if (cc.type === 'addLearner' && cc.context) {
+      this.members.set(cc.nodeId, cc.context);
+      if (cc.nodeId !== this.id) this.transport.setPeer(cc.nodeId, cc.context);
+    } else if (cc.type === 'remove') {
+      this.members.delete(cc.nodeId);
+      this.promotionProposedAt.delete(cc.nodeId);
+      if (cc.nodeId !== this.id) this.transport.removePeer(cc.nodeId);
+    }
+    this.log.info(
+      {
+        event: 'raft.conf_change_applied',
+        index,
+        change: cc.type,
+        member: cc.nodeId,
+        confState: this.confState,
+      },
+      `membership change ${cc.type} ${cc.nodeId}`,
+    );
+    if (cc.type === 'remove' && cc.nodeId === this.id) {
+      this.log.warn({ event: 'raft.removed_self', index }, 'this node was removed from the cluster');
+    }
+  }
+
+  private resolveReads(): void {
+    const applied = this.sm.appliedIndex();
+    for (const [ctx, batch] of this.reads) {
+      if (batch.index === null || batch.index > applied) continue;
+      this.reads.delete(ctx);
+      clearTimeout(batch.timer);
+      for (const w of batch.waiters) w.resolve();
+    }
+  }
+
+  private async maybeSnapshot(): Promise<void> {
+    const applied = this.sm.appliedIndex();
+    if (applied - this.snapshotIndex < this.opts.snapshotThreshold) return;
+    if (applied > this.storage.lastIndex()) return;
+    // After a restart the state machine may be ahead of the commit index on disk (see persist);
+    // a snapshot must not claim more than the core knows committed.
+    if (applied > (this.unsavedHardState ?? this.durableHardState).commit) return;
+    // The store refuses to compact past the commit index it holds: write the deferred one first.
+    if (this.unsavedHardState !== null && this.durableHardState.commit < applied) await this.persist([]);
+    const data = wrapSnapshot(this.members, await this.sm.snapshot());
+    const snap = this.storage.createSnapshot(applied, this.confState, data);
+    await this.store.compact(snap);
+    this.storage.compact(applied);
+    this.snapshotIndex = applied;
+    this.log.info(
+      { event: 'raft.snapshot_taken', index: applied, bytes: data.length },
+      'snapshot taken, log compacted',
+    );
+  }
+
+  private onTick(): void {
+    this.core.tick();
+    this.ticks++;
+    if (this.role === 'leader' && this.ticks % 4 === 0 && this.confState.learners.length > 0) {
+      this.maybePromoteLearners();
+    }
+  }
+
+  /** Learners become voters once they are close enough that promoting them cannot stall commits. */
+  private maybePromoteLearners(): void {
+    const s = this.core.status();
+    if (!s.progress) return;
+    const now = Date.now();
+    for (const learner of this.confState.learners) {
+      const p = s.progress[learner];
+      // Caught up means: acknowledged in replicate state (it holds the snapshot or the log up to
+      // `match`), and close to the end, so that counting it cannot stall commits.
+      if (p?.state !== 'replicate' || p.match === 0 || p.match + this.opts.promoteGap < s.lastIndex) continue;
+      const last = this.promotionProposedAt.get(learner);
+      if (last !== undefined && now - last < 2_000) continue;
+      this.promotionProposedAt.set(learner, now);
+      const err = this.core.proposeConfChange({ type: 'promote', nodeId: learner });
+      this.log.info(
+        { event: 'raft.promote_proposed', member: learner, match: p.match, lastIndex: s.lastIndex, err },
+        `proposing promotion of learner ${learner}`,
+      );
+    }
+  }
+
+  // ---- helpers --------------------------------------------------------------------------------
+
+  /** Proposes a membership change; a refusal by the core goes to `onError`. */
+  private proposeConfChange(cc: ConfChange, onError: (err: RaftError) => void): void {
+    this.input(() => {
+      const err = this.core.proposeConfChange(cc);
+      if (err !== null) onError(this.proposeError(err));
+    });
+  }
+
+  /** A condition to wait for, checked after every role change, conf change and snapshot. */
+  private waitFor(
+    check: () => boolean,
+    what: string,
+  ): { done: Promise<void>; cancel: (err: RaftError) => void } {
+    if (check()) return { done: Promise.resolve(), cancel: () => {} };
+    let waiter!: ConditionWaiter;
+    const done = new Promise<void>((resolve, reject) => {
+      waiter = {
+        check,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters.delete(waiter);
+          reject(
+            new RaftError('Timeout', `${what} did not happen within ${this.opts.membershipTimeoutMs} ms`),
+          );
+        }, this.opts.membershipTimeoutMs),
+      };
+      this.waiters.add(waiter);
+    });
+    const cancel = (err: RaftError) => {
+      if (!this.waiters.delete(waiter)) return;
+      clearTimeout(waiter.timer);
+      waiter.reject(err);
+    };
+    return { done, cancel };
+  }
+
+  private checkWaiters(): void {
+    for (const w of this.waiters) {
+      if (!w.check()) continue;
+      this.waiters.delete(w);
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+  }
+
+  private failProposal(requestId: string, err: RaftError): void {
+    const p = this.proposals.get(requestId);
+    if (p === undefined) return;
+    this.proposals.delete(requestId);
+    clearTimeout(p.timer);
+    p.reject(err);
+  }
+
+  private proposeError(err: ProposeError): RaftError {
+    if (err === 'NotLeader') return this.notLeader();
+    return new RaftError(err, PROPOSE_ERROR_MESSAGES[err]);
+  }
+
+  private notLeader(): RaftError {
+    const leader = this.leaderInfo();
+    return new RaftError(
+      'NotLeader',
+      leader ? `not the leader; the leader is ${leader.id}` : 'not the leader, and no leader is known',
+      leader,
+    );
+  }
+
+  private failEverything(err: RaftError): void {
+    for (const p of this.proposals.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.proposals.clear();
+    const batches = [...this.reads.values(), ...(this.unsubmittedRead ? [this.unsubmittedRead] : [])];
+    for (const b of batches) {
+      clearTimeout(b.timer);
+      for (const w of b.waiters) w.reject(err);
+    }
+    this.reads.clear();
+    this.unsubmittedRead = null;
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+    this.waiters.clear();
+  }
+
+  private fatal(err: unknown): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    this.failEverything(new RaftError('Stopped', `raft node stopped: ${String(err)}`));
+    this.onFatal(err);
+  }
+
+  private registerMetrics(registry: Registry) {
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge('imgvault_raft_term', 'Current Raft term', () => this.term);
+    gauge(
+      'imgvault_raft_commit_index',
+      'Highest log index known committed',
+      () => (this.unsavedHardState ?? this.durableHardState).commit,
+    );
+    gauge('imgvault_raft_applied_index', 'Highest log index applied to the state machine', () =>
+      this.sm.appliedIndex(),
+    );
+    gauge('imgvault_raft_last_index', 'Last index in the durable log', () => this.storage.lastIndex());
+    gauge('imgvault_raft_snapshot_index', 'Index of the latest snapshot', () => this.snapshotIndex);
+    gauge('imgvault_raft_is_leader', '1 when this node is the leader', () =>
+      this.role === 'leader' ? 1 : 0,
+    );
+    return {
+      leaderChanges: new Counter({
+        name: 'imgvault_raft_leader_changes_total',
+        help: 'Times this node saw the leader change',
+        registers: [registry],
+      }),
+      saveSeconds: new Histogram({
+        name: 'imgvault_raft_save_seconds',
+        help: 'Latency of one synced Ready write (entries + hard state)',
+        buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
+        registers: [registry],
+      }),
+      readySeconds: new Histogram({
+        name: 'imgvault_raft_ready_seconds',
+        help: 'Duration of one whole Ready cycle (persist, send, apply)',
+        buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
+        registers: [registry],
+      }),
+      entriesApplied: new Counter({
+        name: 'imgvault_raft_entries_applied_total',
+        help: 'Entries applied to the state machine',
+        registers: [registry],
+      }),
+    };
+  }
+}

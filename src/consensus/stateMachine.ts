@@ -1,0 +1,35 @@
+// The contract between the Raft node driver and the replicated state machine it applies into.
+
+import type { Entry, Index } from './types.ts';
+
+/** What applying one committed entry produced, for the proposer waiting on it. */
+export interface AppliedResult {
+  index: Index;
+  /** The request id the command carried (how the driver finds the waiting proposal), or null. */
+  requestId: string | null;
+  result: unknown;
+}
+
+/**
+ * A deterministic state machine. The driver calls it from its single Ready loop only, so no two
+ * calls ever overlap, and always with entries in log order.
+ *
+ * Invariant: `appliedIndex()` only moves forward, and is recorded atomically with the changes it
+ * covers, so after a restart the driver skips every entry at or below it and never applies one twice.
+ */
+export interface StateMachine {
+  /** The last index whose effect is recorded (0 when empty). */
+  appliedIndex(): Index;
+  /**
+   * Apply committed entries, all above `appliedIndex()` and consecutive. Every entry advances the
+   * applied index, including the leader's empty no-op and conf-change entries, which change no table.
+   * Returns one result per `normal` entry carrying a command. Must not throw on a command that
+   * passed validation before it was proposed; a malformed one is recorded as an error result.
+   */
+  apply(entries: Entry[]): Promise<AppliedResult[]>;
+  /** Serialise the whole state as of `appliedIndex()`. */
+  snapshot(): Promise<string>;
+  /** Replace the whole state with a snapshot's, taken at `index`. */
+  restore(data: string, index: Index): Promise<void>;
+  close(): Promise<void>;
+}

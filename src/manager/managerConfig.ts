@@ -1,0 +1,153 @@
+// A manager's configuration: one typed object, parsed and validated once at start-up from
+// command-line flags, falling back to IMGVAULT_* environment variables, then to defaults.
+
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+export const memberIdSchema = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/,
+    'a member id is 1-32 letters, digits, _ or -, starting alphanumeric',
+  );
+
+export const memberUrlSchema = z
+  .string()
+  .regex(
+    /^https?:\/\/[^\s/]+$/,
+    'a member URL is scheme://host:port with no path, e.g. http://127.0.0.1:7001',
+  );
+
+/** Parses `m1=http://127.0.0.1:7001,m2=http://127.0.0.1:7002` into an id -> URL map. */
+export function parsePeers(spec: string): Record<string, string> {
+  const peers: Record<string, string> = {};
+  for (const part of spec
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new Error(`peer "${part}" is not id=url`);
+    const id = memberIdSchema.parse(part.slice(0, eq));
+    if (id in peers) throw new Error(`peer ${id} is listed twice`);
+    peers[id] = memberUrlSchema.parse(part.slice(eq + 1));
+  }
+  return peers;
+}
+
+export const managerConfigSchema = z
+  .object({
+    id: memberIdSchema,
+    host: z.string().min(1).default('127.0.0.1'),
+    port: z.number().int().min(0).max(65_535),
+    /** The URL peers and clients use to reach this manager (default http://host:port). */
+    url: memberUrlSchema,
+    dataDir: z.string().min(1),
+    /** Founding members (this one included), or, with join, the members to contact. */
+    peers: z.record(memberIdSchema, memberUrlSchema),
+    /** Start with an empty configuration and wait to be added by the leader (addMember). */
+    join: z.boolean().default(false),
+    secret: z.string().min(16, 'the cluster secret must be at least 16 characters'),
+    /**
+     * What the managers replicate: `images` (the object and node tables, the public image API and
+     * the worker protocol) or `kv` (a bare key -> value register, for the consensus benchmark and
+     * Raft drills without workers).
+     */
+    mode: z.enum(['images', 'kv']).default('images'),
+    /** Largest image accepted by an upload. */
+    maxImageBytes: z
+      .number()
+      .int()
+      .min(1)
+      .default(64 * 1024 * 1024),
+    /** A worker silent this long is no longer given new copies or asked for reads. */
+    suspectAfterMs: z.number().int().min(100).default(3_000),
+    /** Heartbeat period the leader asks workers to keep. */
+    heartbeatIntervalMs: z.number().int().min(50).max(60_000).default(1_000),
+    /** How often the leader commits the usage figures heard from workers (one log entry for all). */
+    usageSummaryMs: z.number().int().min(100).default(5_000),
+    tickMs: z.number().int().min(1).max(10_000).default(50),
+    electionTick: z.number().int().min(2).max(1_000).default(10),
+    heartbeatTick: z.number().int().min(1).max(1_000).default(1),
+    snapshotThreshold: z.number().int().min(1).default(10_000),
+  })
+  .refine((c) => c.heartbeatTick < c.electionTick, { message: 'heartbeatTick must be below electionTick' })
+  .refine((c) => c.join || c.id in c.peers, { message: 'a founding manager must be listed in --peers' });
+
+export type ManagerConfig = z.infer<typeof managerConfigSchema>;
+
+/** Flag values as commander hands them over (strings), before validation. */
+export interface ManagerFlags {
+  id?: string;
+  listen?: string;
+  url?: string;
+  data?: string;
+  peers?: string;
+  join?: boolean;
+  secret?: string;
+  secretFile?: string;
+  tickMs?: string;
+  electionTick?: string;
+  heartbeatTick?: string;
+  snapshotThreshold?: string;
+  mode?: string;
+  maxImageBytes?: string;
+  suspectAfterMs?: string;
+  heartbeatIntervalMs?: string;
+  usageSummaryMs?: string;
+}
+
+function toInt(v: string | undefined): number | undefined {
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new Error(`"${v}" is not an integer`);
+  return n;
+}
+
+/** Flags win over the environment: IMGVAULT_MANAGER_ID, _LISTEN, _URL, _DATA, _PEERS, IMGVAULT_CLUSTER_SECRET(_FILE)... */
+export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = process.env): ManagerConfig {
+  const id = flags.id ?? env.IMGVAULT_MANAGER_ID;
+  const peers = parsePeers(flags.peers ?? env.IMGVAULT_PEERS ?? '');
+  let listen = flags.listen ?? env.IMGVAULT_MANAGER_LISTEN;
+  if (listen === undefined && id !== undefined && peers[id] !== undefined) listen = new URL(peers[id]).host;
+  if (listen === undefined)
+    throw new Error('--listen host:port is required when this manager is not in --peers');
+  const colon = listen.lastIndexOf(':');
+  if (colon <= 0) throw new Error(`--listen "${listen}" is not host:port`);
+  const host = listen.slice(0, colon);
+  const port = toInt(listen.slice(colon + 1));
+  const secretFile = flags.secretFile ?? env.IMGVAULT_CLUSTER_SECRET_FILE;
+  const secret =
+    flags.secret ??
+    env.IMGVAULT_CLUSTER_SECRET ??
+    (secretFile ? readFileSync(secretFile, 'utf8').trim() : undefined);
+  if (secret === undefined)
+    throw new Error('a cluster secret is required (--secret-file, --secret or IMGVAULT_CLUSTER_SECRET)');
+  const raw = {
+    id,
+    host,
+    port,
+    url:
+      flags.url ??
+      env.IMGVAULT_MANAGER_URL ??
+      (id !== undefined ? peers[id] : undefined) ??
+      `http://${listen}`,
+    dataDir: flags.data ?? env.IMGVAULT_DATA,
+    peers,
+    join: flags.join ?? env.IMGVAULT_JOIN === '1',
+    secret,
+    mode: flags.mode ?? env.IMGVAULT_MANAGER_MODE,
+    maxImageBytes: toInt(flags.maxImageBytes ?? env.IMGVAULT_MAX_IMAGE_BYTES),
+    suspectAfterMs: toInt(flags.suspectAfterMs ?? env.IMGVAULT_SUSPECT_AFTER_MS),
+    heartbeatIntervalMs: toInt(flags.heartbeatIntervalMs ?? env.IMGVAULT_HEARTBEAT_INTERVAL_MS),
+    usageSummaryMs: toInt(flags.usageSummaryMs ?? env.IMGVAULT_USAGE_SUMMARY_MS),
+    tickMs: toInt(flags.tickMs ?? env.IMGVAULT_RAFT_TICK_MS),
+    electionTick: toInt(flags.electionTick ?? env.IMGVAULT_RAFT_ELECTION_TICK),
+    heartbeatTick: toInt(flags.heartbeatTick ?? env.IMGVAULT_RAFT_HEARTBEAT_TICK),
+    snapshotThreshold: toInt(flags.snapshotThreshold ?? env.IMGVAULT_RAFT_SNAPSHOT_THRESHOLD),
+  };
+  const parsed = managerConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new Error(`invalid manager configuration: ${z.prettifyError(parsed.error)}`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,159 @@
+// One manager process: config -> durable log + state machine + Raft driver + transport + HTTP.
+
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { serve } from '@hono/node-server';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { LevelLogStore } from '../consensus/levelLogStore.ts';
+import { RaftNode } from '../consensus/raftNode.ts';
+import { HttpTransport } from '../consensus/transport/httpTransport.ts';
+import { raftRoutes } from '../consensus/transport/raftRoutes.ts';
+import { createLogger, type Logger } from '../logging.ts';
+import { KvStateMachine } from '../metadata/kvStateMachine.ts';
+import { openImagesMode } from './imagesMode.ts';
+import type { ManagerConfig } from './managerConfig.ts';
+import { createManagerApp } from './managerServer.ts';
+
+export interface RunningManager {
+  node: RaftNode;
+  url: string;
+  /** Hands leadership over if it leads, stops serving, lets the Raft loop finish its Ready, closes every store. */
+  close(): Promise<void>;
+}
+
+export async function startManager(config: ManagerConfig): Promise<RunningManager> {
+  const log = createLogger('manager', { nodeId: config.id });
+  await mkdir(config.dataDir, { recursive: true });
+  const store = await LevelLogStore.open(join(config.dataDir, 'raft'));
+  const kv = config.mode === 'kv' ? await KvStateMachine.open(join(config.dataDir, 'kv')) : null;
+  const images = config.mode === 'images' ? await openImagesMode(config, log) : null;
+  const stateMachine = kv ?? images?.metadata;
+  if (!stateMachine) throw new Error(`unknown manager mode ${config.mode}`);
+  const metrics = new Registry();
+  collectDefaultMetrics({ register: metrics });
+
+  // The transport and the node refer to each other; messages that arrive before the node exists
+  // are dropped (Raft retransmits).
+  let node: RaftNode | null = null;
+  const transport = new HttpTransport({
+    id: config.id,
+    secret: config.secret,
+    onUnreachable: (peer) => node?.reportUnreachable(peer),
+    onSnapshotStatus: (peer, ok) => node?.reportSnapshot(peer, ok),
+  });
+  const raftApp = raftRoutes({
+    secret: config.secret,
+    selfId: config.id,
+    onMessage: (msg) => node?.receive(msg),
+  });
+
+  node = await RaftNode.start({
+    id: config.id,
+    store,
+    stateMachine,
+    transport,
+    initialMembers: config.join ? null : config.peers,
+    contactPeers: config.peers,
+    tickMs: config.tickMs,
+    electionTick: config.electionTick,
+    heartbeatTick: config.heartbeatTick,
+    snapshotThreshold: config.snapshotThreshold,
+    metrics,
+    onFatal: (err) => {
+      log.fatal({ event: 'manager.raft_fatal', err }, 'raft loop failed; exiting');
+      process.exit(1);
+    },
+  });
+  const running = node;
+
+  const app = createManagerApp({
+    node: running,
+    ...(kv ? { kv } : {}),
+    surfaces: images?.attach(running) ?? [],
+    secret: config.secret,
+    raftApp,
+    metrics,
+  });
+  const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port });
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  log.info(
+    { event: 'manager.ready', url: config.url, dataDir: config.dataDir },
+    `manager ${config.id} ready on ${config.url}`,
+  );
+
+  let closing: Promise<void> | null = null;
+  return {
+    node: running,
+    url: config.url,
+    close() {
+      closing ??= (async () => {
+        // Before the server closes: the handover needs Raft traffic in both directions.
+        await handOverLeadership(running, log);
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          // Keep-alive connections would hold close() open; the node is stopping anyway.
+          (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+        });
+        await running.stop();
+        await transport.close();
+        await store.close();
+        await kv?.close();
+        await images?.close();
+        log.info({ event: 'manager.stopped' }, `manager ${config.id} stopped`);
+      })();
+      return closing;
+    },
+  };
+}
+
+/**
+ * A leader that stops on purpose hands over to its most up-to-date voter first, so the cluster
+ * does not sit out an election timeout. Bounded: a stuck transfer never holds up shutdown.
+ */
+async function handOverLeadership(node: RaftNode, log: Logger): Promise<void> {
+  if (!node.isLeader()) return;
+  const status = node.status();
+  const candidates = Object.entries(status.progress ?? {})
+    .filter(([id]) => id !== node.id && status.confState.voters.includes(id))
+    .sort(([, a], [, b]) => b.match - a.match);
+  const to = candidates[0]?.[0];
+  if (to === undefined) return;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), 2_000);
+  });
+  try {
+    if (await Promise.race([node.transferLeadership(to).then(() => true), timeout])) {
+      log.info({ event: 'manager.leadership_handed_over', to }, `handed leadership to ${to} before stopping`);
+    } else {
+      log.warn({ event: 'manager.handover_timed_out', to }, 'leadership handover timed out; stopping anyway');
+    }
+  } catch (err) {
+    log.warn({ event: 'manager.handover_failed', to, err }, 'leadership handover failed; stopping anyway');
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Runs a manager until SIGTERM/SIGINT, then shuts down cleanly and exits. */
+export async function runManagerProcess(config: ManagerConfig): Promise<void> {
+  const log = createLogger('manager', { nodeId: config.id });
+  const manager = await startManager(config);
+  const shutdown = (signal: string) => {
+    log.info({ event: 'manager.shutdown', signal }, `received ${signal}, shutting down`);
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    manager.close().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ event: 'manager.shutdown_failed', err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+}

@@ -1,0 +1,226 @@
+// The manager's HTTP surface: Raft traffic, health, cluster status and admin, plus the surfaces of
+// its mode: the image API and worker protocol (mounted by the caller), or, in kv mode, a replicated
+// key -> value API that exercises the whole write and linearizable-read paths.
+
+import { randomUUID } from 'node:crypto';
+import { zValidator } from '@hono/zod-validator';
+import { type Context, Hono, type MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { Registry } from 'prom-client';
+import { z } from 'zod';
+import { requireClusterSecret } from '../api/clusterAuth.ts';
+import { RaftError, type RaftNode } from '../consensus/raftNode.ts';
+import { KV_VALUE_MAX, type KvStateMachine, kvKeySchema } from '../metadata/kvStateMachine.ts';
+import { memberIdSchema, memberUrlSchema } from './managerConfig.ts';
+
+export interface ManagerAppDeps {
+  node: RaftNode;
+  /** kv mode only. */
+  kv?: KvStateMachine;
+  /** Sub-apps mounted at the root (images mode: public, worker and cluster routes). */
+  surfaces?: Hono[];
+  secret: string;
+  /** The Raft transport's receiving side (POST /raft/messages), mounted at the root. */
+  raftApp: Hono;
+  metrics?: Registry;
+}
+
+function errorBody(code: string, message: string) {
+  return { error: { code, message } };
+}
+
+/** zod-validator hook: a validation failure becomes our JSON error, not the library's. */
+function badRequest(result: { success: boolean; error?: unknown }, c: Context) {
+  if (!result.success) {
+    const message = result.error instanceof z.ZodError ? z.prettifyError(result.error) : 'invalid request';
+    return c.json(errorBody('BadRequest', message), 400);
+  }
+}
+
+/**
+ * Maps a driver error to HTTP. A write or admin request on a follower is redirected (307 keeps the
+ * method and body) to the same path on the leader; with no leader known the client should retry.
+ */
+function raftErrorResponse(c: Context, err: RaftError, redirect: boolean): Response {
+  switch (err.code) {
+    case 'NotLeader': {
+      if (redirect && err.leader?.url) {
+        const u = new URL(c.req.url);
+        c.header('Location', `${err.leader.url}${u.pathname}${u.search}`);
+        return c.json(errorBody('NotLeader', err.message), 307);
+      }
+      c.header('Retry-After', '1');
+      return c.json(errorBody(err.leader ? 'NotLeader' : 'NoLeader', err.message), 503);
+    }
+    case 'ProposalDropped':
+    case 'Timeout':
+    case 'Stopped':
+      c.header('Retry-After', '1');
+      return c.json(errorBody(err.code, err.message), 503);
+    case 'ConfChangeInProgress':
+    case 'TransferInProgress':
+    case 'DuplicateRequest':
+      return c.json(errorBody(err.code, err.message), 409);
+    case 'InvalidMember':
+      return c.json(errorBody(err.code, err.message), 400);
+  }
+}
+
+/**
+ * hono's bodyLimit reads `c.req.raw.body`, which makes @hono/node-server build a full web Request
+ * and stream for every request (a third of the leader's CPU per PUT in bench/raft.ts). A declared
+ * Content-Length is checked from the header alone; only a chunked body takes the streaming path.
+ */
+function limitBody(maxSize: number): MiddlewareHandler {
+  const onError = (c: Context) =>
+    c.json(errorBody('PayloadTooLarge', `request body exceeds ${maxSize} bytes`), 413);
+  const streaming = bodyLimit({ maxSize, onError });
+  return async (c, next) => {
+    const length = c.req.header('content-length');
+    if (length !== undefined && c.req.header('transfer-encoding') === undefined) {
+      return Number(length) > maxSize ? onError(c) : next();
+    }
+    return streaming(c, next);
+  };
+}
+
+export function createManagerApp(deps: ManagerAppDeps): Hono {
+  const { node } = deps;
+  const app = new Hono();
+
+  app.onError((err, c) => {
+    if (err instanceof RaftError) return raftErrorResponse(c, err, true);
+    if (err instanceof HTTPException) {
+      return c.json(errorBody('BadRequest', err.message), err.status as ContentfulStatusCode);
+    }
+    return c.json(errorBody('Internal', 'internal error'), 500);
+  });
+  app.notFound((c) => c.json(errorBody('NotFound', `no route for ${c.req.method} ${c.req.path}`), 404));
+
+  app.route('/', deps.raftApp);
+
+  app.get('/healthz', (c) => c.json({ ok: true, id: node.id }));
+
+  if (deps.metrics) {
+    const registry = deps.metrics;
+    app.get('/metrics', async (c) =>
+      c.text(await registry.metrics(), 200, { 'content-type': registry.contentType }),
+    );
+  }
+
+  app.get('/v1/cluster/raft', (c) => {
+    const s = node.status();
+    return c.json({
+      id: s.id,
+      role: s.role,
+      term: s.term,
+      leader: s.leader === null ? null : { id: s.leader, url: s.leaderUrl },
+      commit: s.commit,
+      applied: s.applied,
+      firstIndex: s.firstIndex,
+      lastIndex: s.lastIndex,
+      snapshotIndex: s.snapshotIndex,
+      confState: s.confState,
+      members: s.members,
+      ...(s.progress
+        ? {
+            peers: Object.fromEntries(
+              Object.entries(s.progress).map(([id, p]) => [
+                id,
+                {
+                  match: p.match,
+                  next: p.next,
+                  state: p.state,
+                  isLearner: p.isLearner,
+                  lastContactMs: p.lastContactMs,
+                },
+              ]),
+            ),
+          }
+        : {}),
+    });
+  });
+
+  if (deps.kv) mountKvRoutes(app, node, deps.kv);
+  for (const surface of deps.surfaces ?? []) app.route('/', surface);
+
+  // Admin routes need the cluster secret; each names the middleware itself because a `use('*')` on
+  // a sub-app mounted at /v1/cluster would also guard the open GET /v1/cluster/raft.
+  const auth = requireClusterSecret(deps.secret);
+  const admin = new Hono();
+  admin.post(
+    '/transfer-leader',
+    auth,
+    zValidator('json', z.object({ to: memberIdSchema }), badRequest),
+    async (c) => {
+      const { to } = c.req.valid('json');
+      await node.transferLeadership(to);
+      return c.json({ leader: to });
+    },
+  );
+  admin.post(
+    '/members',
+    auth,
+    zValidator('json', z.object({ id: memberIdSchema, url: memberUrlSchema }), badRequest),
+    async (c) => {
+      const { id, url } = c.req.valid('json');
+      await node.addMember(id, url);
+      return c.json({ id, url, voter: true }, 200);
+    },
+  );
+  admin.delete(
+    '/members/:id',
+    auth,
+    zValidator('param', z.object({ id: memberIdSchema }), badRequest),
+    async (c) => {
+      const { id } = c.req.valid('param');
+      const { voters, learners } = node.status().confState;
+      if (!voters.includes(id) && !learners.includes(id)) {
+        return c.json(errorBody('NotFound', `${id} is not a member`), 404);
+      }
+      await node.removeMember(id);
+      return c.json({ id, removed: true });
+    },
+  );
+  app.route('/v1/cluster', admin);
+
+  return app;
+}
+
+function mountKvRoutes(app: Hono, node: RaftNode, kv: KvStateMachine): void {
+  const keyParam = zValidator('param', z.object({ key: kvKeySchema }), badRequest);
+
+  app.put(
+    '/v1/kv/:key',
+    limitBody(KV_VALUE_MAX * 2),
+    keyParam,
+    zValidator('json', z.object({ value: z.string().max(KV_VALUE_MAX) }), badRequest),
+    async (c) => {
+      const { key } = c.req.valid('param');
+      const { value } = c.req.valid('json');
+      const requestId = randomUUID();
+      const command = JSON.stringify({ op: 'put', key, value, requestId });
+      const result = await node.propose(command, requestId);
+      if (typeof result === 'object' && result !== null && 'error' in result) {
+        return c.json(errorBody('Rejected', String((result as { error: unknown }).error)), 400);
+      }
+      return c.json(result as object, 200);
+    },
+  );
+
+  app.get('/v1/kv/:key', keyParam, async (c) => {
+    const { key } = c.req.valid('param');
+    try {
+      await node.readIndex();
+    } catch (err) {
+      // Reads are served by any manager: never redirect, retry when there is a leader again.
+      if (err instanceof RaftError) return raftErrorResponse(c, err, false);
+      throw err;
+    }
+    const value = kv.get(key);
+    if (value === undefined) return c.json(errorBody('NotFound', `no key ${key}`), 404);
+    return c.json({ key, value });
+  });
+}

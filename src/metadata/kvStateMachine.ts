@@ -1,0 +1,144 @@
+// The trivial replicated state machine of this stage: a key -> value map. The object and node
+// tables of later stages live beside it with the same recording discipline.
+
+import { ClassicLevel } from 'classic-level';
+import { z } from 'zod';
+import type { AppliedResult, StateMachine } from '../consensus/stateMachine.ts';
+import type { Entry, Index } from '../consensus/types.ts';
+
+export const KV_KEY_MAX = 256;
+export const KV_VALUE_MAX = 64 * 1024;
+
+export const kvKeySchema = z.string().min(1).max(KV_KEY_MAX);
+
+export const kvPutCommandSchema = z.object({
+  op: z.literal('put'),
+  key: kvKeySchema,
+  value: z.string().max(KV_VALUE_MAX),
+  requestId: z.string().min(1).max(128),
+});
+export type KvPutCommand = z.infer<typeof kvPutCommandSchema>;
+
+export interface KvPutResult {
+  key: string;
+  index: Index;
+}
+
+const snapshotSchema = z.object({ applied: z.number().int().min(0), kv: z.record(z.string(), z.string()) });
+
+const APPLIED_KEY = 'm:applied';
+const VALUE_PREFIX = 'v:';
+
+/**
+ * Durability: the map lives in its own LevelDB (`dir`), and every batch of applied entries is one
+ * LevelDB batch holding both the changes and the new applied index, so the two can never disagree
+ * after a crash. Those batches are not fsynced: the Raft log is the durable truth (synced before
+ * anything is applied), so losing the tail of the applied state in a machine crash only means the
+ * driver re-applies those entries from the log; and a log compaction keeps the snapshot it was cut
+ * at, which the driver restores from whenever it is ahead of this database. Keeping the map out of
+ * the log's database keeps the two stores' owners independent.
+ */
+export class KvStateMachine implements StateMachine {
+  private readonly map = new Map<string, string>();
+  private applied: Index = 0;
+
+  private constructor(private readonly db: ClassicLevel<string, string>) {}
+
+  static async open(dir: string): Promise<KvStateMachine> {
+    const db = new ClassicLevel<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+    await db.open();
+    const sm = new KvStateMachine(db);
+    for await (const [key, value] of db.iterator()) {
+      if (key === APPLIED_KEY) sm.applied = Number(value);
+      else if (key.startsWith(VALUE_PREFIX)) sm.map.set(key.slice(VALUE_PREFIX.length), value);
+    }
+    return sm;
+  }
+
+  appliedIndex(): Index {
+    return this.applied;
+  }
+
+  get(key: string): string | undefined {
+    return this.map.get(key);
+  }
+
+  size(): number {
+    return this.map.size;
+  }
+
+  async apply(entries: Entry[]): Promise<AppliedResult[]> {
+    if (entries.length === 0) return [];
+    const ops: { type: 'put'; key: string; value: string }[] = [];
+    const results: AppliedResult[] = [];
+    let expected = this.applied + 1;
+    for (const entry of entries) {
+      if (entry.index !== expected) {
+        throw new Error(`kv state machine: entry ${entry.index} applied out of order (expected ${expected})`);
+      }
+      expected++;
+      if (entry.type !== 'normal' || entry.data === '') continue;
+      const parsed = parseCommand(entry.data);
+      if (!parsed.ok) {
+        results.push({ index: entry.index, requestId: parsed.requestId, result: { error: parsed.error } });
+        continue;
+      }
+      const cmd = parsed.command;
+      this.map.set(cmd.key, cmd.value);
+      ops.push({ type: 'put', key: VALUE_PREFIX + cmd.key, value: cmd.value });
+      results.push({
+        index: entry.index,
+        requestId: cmd.requestId,
+        result: { key: cmd.key, index: entry.index },
+      });
+    }
+    const last = entries[entries.length - 1]!.index;
+    ops.push({ type: 'put', key: APPLIED_KEY, value: String(last) });
+    await this.db.batch(ops);
+    this.applied = last;
+    return results;
+  }
+
+  async snapshot(): Promise<string> {
+    return JSON.stringify({ applied: this.applied, kv: Object.fromEntries(this.map) });
+  }
+
+  async restore(data: string, index: Index): Promise<void> {
+    // '' is the empty state of a founding member's bootstrap snapshot.
+    const parsed = data === '' ? { applied: 0, kv: {} } : snapshotSchema.parse(JSON.parse(data));
+    // One batch deletes the old state and writes the new, so a crash never leaves a mixture.
+    const ops: ({ type: 'del'; key: string } | { type: 'put'; key: string; value: string })[] = [];
+    for (const key of this.map.keys()) ops.push({ type: 'del', key: VALUE_PREFIX + key });
+    for (const [key, value] of Object.entries(parsed.kv))
+      ops.push({ type: 'put', key: VALUE_PREFIX + key, value });
+    ops.push({ type: 'put', key: APPLIED_KEY, value: String(index) });
+    await this.db.batch(ops);
+    this.map.clear();
+    for (const [key, value] of Object.entries(parsed.kv)) this.map.set(key, value);
+    this.applied = index;
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
+
+type ParsedCommand =
+  | { ok: true; command: KvPutCommand }
+  | { ok: false; requestId: string | null; error: string };
+
+function parseCommand(data: string): ParsedCommand {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(data);
+  } catch {
+    return { ok: false, requestId: null, error: 'command is not JSON' };
+  }
+  const result = kvPutCommandSchema.safeParse(raw);
+  if (result.success) return { ok: true, command: result.data };
+  const requestId =
+    typeof raw === 'object' && raw !== null && typeof (raw as { requestId?: unknown }).requestId === 'string'
+      ? (raw as { requestId: string }).requestId
+      : null;
+  return { ok: false, requestId, error: result.error.message };
+}
