@@ -1,0 +1,137 @@
+// The public /v1 images surface. Handlers parse, call one ImageService method, and map its typed
+// error to one HTTP status. A follower answers writes with 307 to the leader's same URL, so
+// `curl -L --data-binary @cat.jpg http://<any manager>/v1/images` works.
+
+import { Readable } from 'node:stream';
+import { type Context, Hono } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { z } from 'zod';
+import { ImageError, type ImageErrorCode, type ImageService } from '../manager/imageService.ts';
+import type { ObjectView } from '../metadata/commands.ts';
+import { jsonError } from './errors.ts';
+import { redirectToLeader } from './leaderRedirect.ts';
+
+const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode> = {
+  InvalidId: 400,
+  EmptyBody: 400,
+  TooLarge: 413,
+  NotAnImage: 415,
+  Conflict: 409,
+  NotFound: 404,
+  Unavailable: 503,
+  NoLiveWorker: 503,
+  NoLeader: 503,
+  CommitFailed: 503,
+};
+
+const listQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  after: z.string().max(128).optional(),
+});
+
+function toJson(o: ObjectView) {
+  return {
+    id: o.id,
+    size: o.size,
+    sha256: o.sha256,
+    contentType: o.contentType,
+    createdAt: new Date(o.createdAt).toISOString(),
+    replicas: o.replicas,
+  };
+}
+
+function mapError(c: Context, err: unknown): Response {
+  if (!(err instanceof ImageError)) throw err;
+  if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);
+  const status = err.code === 'NotLeader' ? 503 : STATUS[err.code];
+  if (status === 503) c.header('retry-after', '1');
+  return jsonError(c, status, err.code, err.message);
+}
+
+function bodyOf(c: Context): Readable {
+  const body = c.req.raw.body;
+  return body ? Readable.fromWeb(body as import('node:stream/web').ReadableStream) : Readable.from([]);
+}
+
+export function publicRoutes(images: ImageService): Hono {
+  const app = new Hono();
+
+  const upload = async (c: Context, id: string) => {
+    try {
+      images.validateId(id);
+      images.requireLeader();
+      if (Number(c.req.header('content-length') ?? 0) > images.maxImageBytes) {
+        throw new ImageError('TooLarge', `image exceeds the limit of ${images.maxImageBytes} bytes`);
+      }
+      const { created, object } = await images.upload(id, bodyOf(c));
+      c.header('location', `/v1/images/${encodeURIComponent(object.id)}`);
+      c.header('etag', `"${object.sha256}"`);
+      return c.json(toJson(object), created ? 201 : 200);
+    } catch (err) {
+      return mapError(c, err);
+    }
+  };
+
+  app.post('/v1/images', (c) => upload(c, images.newId()));
+  app.put('/v1/images/:id', (c) => upload(c, c.req.param('id')));
+
+  app.get('/v1/images', async (c) => {
+    const query = listQuerySchema.safeParse(c.req.query());
+    if (!query.success) return jsonError(c, 400, 'InvalidQuery', z.prettifyError(query.error));
+    try {
+      const page = await images.list(query.data);
+      return c.json({ items: page.items.map(toJson), next: page.next });
+    } catch (err) {
+      return mapError(c, err);
+    }
+  });
+
+  app.get('/v1/images/:id/meta', async (c) => {
+    try {
+      return c.json(toJson(await images.getMeta(c.req.param('id'))));
+    } catch (err) {
+      return mapError(c, err);
+    }
+  });
+
+  // Hono answers HEAD through the GET route; the worker is asked with HEAD so no bytes move.
+  app.get('/v1/images/:id', async (c) => {
+    try {
+      const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
+      const range = c.req.header('range');
+      const { object, response } = await images.open(c.req.param('id'), {
+        method,
+        ...(range ? { range } : {}),
+      });
+      const headers = new Headers({
+        'content-type': object.contentType,
+        etag: `"${object.sha256}"`,
+        'accept-ranges': 'bytes',
+        'cache-control': 'private, max-age=31536000, immutable',
+      });
+      for (const name of ['content-length', 'content-range']) {
+        const value = response.headers[name];
+        if (typeof value === 'string') headers.set(name, value);
+      }
+      if (method === 'HEAD') {
+        await response.body.dump();
+        return new Response(null, { status: response.statusCode, headers });
+      }
+      const stream = Readable.toWeb(response.body) as unknown as ReadableStream;
+      return new Response(stream, { status: response.statusCode, headers });
+    } catch (err) {
+      return mapError(c, err);
+    }
+  });
+
+  app.delete('/v1/images/:id', async (c) => {
+    try {
+      await images.remove(c.req.param('id'));
+      return c.body(null, 204);
+    } catch (err) {
+      return mapError(c, err);
+    }
+  });
+
+  return app;
+}

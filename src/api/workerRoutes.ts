@@ -1,0 +1,93 @@
+// Internal routes the workers call (docs/worker-protocol.md). Cluster secret required; a follower
+// redirects to the leader like any write.
+
+import { Readable } from 'node:stream';
+import type { ReadableStream as NodeWebStream } from 'node:stream/web';
+import { type Context, Hono } from 'hono';
+import { z } from 'zod';
+import { ImageError } from '../manager/imageService.ts';
+import {
+  type InventoryLine,
+  inventoryLineSchema,
+  registrationHeaderSchema,
+  UnknownWorker,
+  type WorkerRegistry,
+  workerUsageSchema,
+} from '../manager/workerRegistry.ts';
+import { requireClusterSecret } from './clusterAuth.ts';
+import { jsonError } from './errors.ts';
+import { redirectToLeader } from './leaderRedirect.ts';
+import { NdjsonLineTooLong, ndjsonLines } from './ndjson.ts';
+
+const MAX_LINE_BYTES = 4096;
+
+class BadRegistration extends Error {}
+
+function parseLine<T>(schema: z.ZodType<T>, line: string, what: string): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    throw new BadRegistration(`${what} is not JSON`);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) throw new BadRegistration(`${what}: ${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}
+
+function mapError(c: Context, err: unknown): Response {
+  if (err instanceof BadRegistration || err instanceof NdjsonLineTooLong) {
+    return jsonError(c, 400, 'BadRegistration', err.message);
+  }
+  if (err instanceof UnknownWorker) return jsonError(c, 404, 'UnknownWorker', err.message);
+  if (err instanceof ImageError) {
+    if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);
+    c.header('retry-after', '1');
+    return jsonError(c, 503, err.code === 'NotLeader' ? 'NoLeader' : err.code, err.message);
+  }
+  throw err;
+}
+
+export function workerRoutes(opts: {
+  registry: WorkerRegistry;
+  secret: string;
+  heartbeatIntervalMs: number;
+}) {
+  const app = new Hono();
+  app.use('/internal/v1/workers/*', requireClusterSecret(opts.secret));
+
+  app.post('/internal/v1/workers/register', async (c) => {
+    try {
+      const web = c.req.raw.body;
+      if (!web) throw new BadRegistration('the registration body is empty');
+      const lines = ndjsonLines(Readable.fromWeb(web as NodeWebStream), MAX_LINE_BYTES);
+      const first = await lines.next();
+      if (first.done) throw new BadRegistration('the registration body is empty');
+      const header = parseLine(registrationHeaderSchema, first.value, 'registration header');
+      const inventory = (async function* (): AsyncGenerator<InventoryLine> {
+        let n = 1;
+        for await (const line of lines) yield parseLine(inventoryLineSchema, line, `inventory line ${n++}`);
+      })();
+      await opts.registry.register(header, inventory);
+      return c.json({ heartbeatIntervalMs: opts.heartbeatIntervalMs });
+    } catch (err) {
+      return mapError(c, err);
+    }
+  });
+
+  app.post('/internal/v1/workers/heartbeat', async (c) => {
+    try {
+      const raw = await c.req.json().catch(() => {
+        throw new BadRegistration('heartbeat body is not JSON');
+      });
+      const usage = workerUsageSchema.safeParse(raw);
+      if (!usage.success) throw new BadRegistration(z.prettifyError(usage.error));
+      await opts.registry.heartbeat(usage.data);
+      return c.json({ heartbeatIntervalMs: opts.heartbeatIntervalMs });
+    } catch (err) {
+      return mapError(c, err);
+    }
+  });
+
+  return app;
+}

@@ -1,0 +1,253 @@
+// The manager's domain layer for images: what the public API calls, with no HTTP in sight.
+// Upload follows the seed's order: stage -> primary -> secondary -> one Raft command -> drop the
+// staged file -> answer. An upload is acknowledged only once both copies are fsynced on workers
+// and the record is committed by a Raft majority.
+
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import { RaftError } from '../consensus/raftNode.ts';
+import type { Logger } from '../logging.ts';
+import { OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
+import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachine.ts';
+import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
+import { NoLiveWorker, replicateUpload } from './replicateUpload.ts';
+import type { StagingArea } from './stagingArea.ts';
+import type { WorkerClient } from './workerClient.ts';
+import type { WorkerLiveness } from './workerLiveness.ts';
+
+export type ImageErrorCode =
+  | 'InvalidId'
+  | 'EmptyBody'
+  | 'TooLarge'
+  | 'NotAnImage'
+  | 'Conflict'
+  | 'NotFound'
+  | 'Unavailable'
+  | 'NoLiveWorker'
+  | 'NotLeader'
+  | 'NoLeader'
+  | 'CommitFailed';
+
+export class ImageError extends Error {
+  constructor(
+    readonly code: ImageErrorCode,
+    message: string,
+    /** Set on NotLeader: where the write must go instead. */
+    readonly leaderUrl: string | null = null,
+  ) {
+    super(message);
+    this.name = 'ImageError';
+  }
+}
+
+/** The part of the Raft node driver the image service needs. */
+export interface RaftAccess extends CommandProposer {
+  isLeader(): boolean;
+  leaderInfo(): { id: string; url: string | null } | null;
+  readIndex(): Promise<void>;
+}
+
+export interface ImageServiceDeps {
+  raft: RaftAccess;
+  metadata: MetadataStateMachine;
+  staging: StagingArea;
+  workers: WorkerClient;
+  liveness: WorkerLiveness;
+  log: Logger;
+  maxImageBytes: number;
+  /** Called for every target that failed and was replaced by another (metrics). */
+  onFallback?: () => void;
+}
+
+export interface UploadOutcome {
+  created: boolean;
+  object: ObjectView;
+}
+
+export interface Download {
+  object: ObjectView;
+  nodeId: string;
+  response: Dispatcher.ResponseData;
+}
+
+function raftFailure(err: unknown): never {
+  if (err instanceof RaftError) {
+    if (err.code === 'NotLeader') {
+      if (err.leader?.url)
+        throw new ImageError('NotLeader', 'this manager is not the leader', err.leader.url);
+      throw new ImageError('NoLeader', 'no leader is known right now; retry shortly');
+    }
+    throw new ImageError('CommitFailed', `the metadata change was not confirmed: ${err.message}`);
+  }
+  throw err;
+}
+
+export class ImageService {
+  /** Uploads in progress per id on this leader: a second upload of the same id waits for the first. */
+  private readonly inFlight = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly deps: ImageServiceDeps) {}
+
+  get maxImageBytes(): number {
+    return this.deps.maxImageBytes;
+  }
+
+  /** Throws NotLeader/NoLeader unless this manager may accept writes; call before reading a body. */
+  requireLeader(): void {
+    const { raft } = this.deps;
+    if (raft.isLeader()) return;
+    const leader = raft.leaderInfo();
+    if (leader?.url) throw new ImageError('NotLeader', 'this manager is not the leader', leader.url);
+    throw new ImageError('NoLeader', 'no leader is known right now; retry shortly');
+  }
+
+  validateId(id: string): void {
+    if (!OBJECT_ID_PATTERN.test(id)) {
+      throw new ImageError('InvalidId', `image id must match ${OBJECT_ID_PATTERN.source}`);
+    }
+  }
+
+  newId(): string {
+    return randomUUID();
+  }
+
+  async upload(id: string, body: Readable): Promise<UploadOutcome> {
+    this.validateId(id);
+    this.requireLeader();
+    const previous = this.inFlight.get(id);
+    const run = (previous ?? Promise.resolve()).catch(() => {}).then(() => this.uploadExclusive(id, body));
+    this.inFlight.set(id, run);
+    try {
+      return await run;
+    } finally {
+      if (this.inFlight.get(id) === run) this.inFlight.delete(id);
+    }
+  }
+
+  private async uploadExclusive(id: string, body: Readable): Promise<UploadOutcome> {
+    const { metadata, staging, log } = this.deps;
+    const stagedResult = await staging.stage(body, this.deps.maxImageBytes);
+    if (!stagedResult.ok) throw new ImageError(stagedResult.error.code, stagedResult.error.message);
+    const staged = stagedResult.staged;
+    try {
+      const existing = await metadata.getObject(id);
+      if (existing) return this.sameBytesOrConflict(existing, staged.sha256);
+
+      const nodes = await metadata.listNodes();
+      const candidates = this.deps.liveness.candidates(nodes);
+      const urls = new Map(nodes.map((n) => [n.nodeId, n.url]));
+      let replicated: Awaited<ReturnType<typeof replicateUpload>>;
+      try {
+        replicated = await replicateUpload({
+          id,
+          staged,
+          client: this.deps.workers,
+          log,
+          workers: { candidates: () => candidates, urlOf: (nodeId) => urls.get(nodeId) },
+          onFallback: () => this.deps.onFallback?.(),
+        });
+      } catch (err) {
+        if (err instanceof NoLiveWorker) throw new ImageError('NoLiveWorker', err.message);
+        throw err;
+      }
+
+      const recorded = await proposeCommand(this.deps.raft, {
+        type: 'recordObject',
+        id,
+        size: staged.size,
+        sha256: staged.sha256,
+        contentType: staged.contentType,
+        createdAt: Date.now(),
+        replicas: replicated.replicas,
+      }).catch(raftFailure);
+      if (recorded.ok) {
+        log.info(
+          { event: 'upload.committed', objectId: id, replicas: recorded.object.replicas, size: staged.size },
+          'image stored',
+        );
+        return { created: recorded.created, object: recorded.object };
+      }
+      if (recorded.code === 'ObjectExists') {
+        const now = await metadata.getObject(id);
+        if (now) return this.sameBytesOrConflict(now, staged.sha256);
+      }
+      throw new ImageError('CommitFailed', recorded.message);
+    } finally {
+      await staging.discard(staged.path);
+    }
+  }
+
+  private sameBytesOrConflict(existing: ObjectView, sha256: string): UploadOutcome {
+    if (existing.sha256 === sha256) return { created: false, object: existing };
+    throw new ImageError('Conflict', `image ${existing.id} already exists with other content`);
+  }
+
+  /** Linearizable: every upload acknowledged before this call began is visible. */
+  async getMeta(id: string): Promise<ObjectView> {
+    this.validateId(id);
+    await this.deps.raft.readIndex().catch(raftFailure);
+    const object = await this.deps.metadata.getObject(id);
+    if (!object) throw new ImageError('NotFound', `no image with id ${id}`);
+    return object;
+  }
+
+  /**
+   * Opens the bytes from a serving replica, primary first; a replica that fails before answering is
+   * skipped for the next. Every replica on a down worker -> Unavailable (the bytes are not lost).
+   */
+  async open(id: string, opts: { method: 'GET' | 'HEAD'; range?: string }): Promise<Download> {
+    const object = await this.getMeta(id);
+    const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
+    const serving = object.replicas
+      .map((nodeId) => nodes.get(nodeId))
+      .filter((n) => n !== undefined && this.deps.liveness.isServing(n));
+    const failures: string[] = [];
+    for (const node of serving) {
+      if (!node) continue;
+      try {
+        const response = await this.deps.workers.getBlob(node.url, id, opts);
+        return { object, nodeId: node.nodeId, response };
+      } catch (err) {
+        failures.push(`${node.nodeId}: ${(err as Error).message}`);
+        this.deps.log.warn(
+          { event: 'download.replica_failed', objectId: id, nodeId: node.nodeId, err },
+          'replica failed',
+        );
+      }
+    }
+    throw new ImageError(
+      'Unavailable',
+      failures.length === 0
+        ? `every replica of ${id} is on a worker that is down; it returns with them`
+        : `no replica of ${id} could be read: ${failures.join('; ')}`,
+    );
+  }
+
+  /** Removes the record (committed), then the copies; copies on unreachable workers wait for reconcile. */
+  async remove(id: string): Promise<void> {
+    this.validateId(id);
+    this.requireLeader();
+    const result = await proposeCommand(this.deps.raft, { type: 'deleteObject', id }).catch(raftFailure);
+    if (!result.ok) throw new ImageError('NotFound', `no image with id ${id}`);
+    const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
+    await Promise.all(
+      result.object.replicas.map(async (nodeId) => {
+        const node = nodes.get(nodeId);
+        if (!node) return;
+        await this.deps.workers.deleteBlob(node.url, id).catch((err: unknown) => {
+          this.deps.log.warn(
+            { event: 'delete.copy_left', objectId: id, nodeId, err },
+            'copy left for reconciliation to remove',
+          );
+        });
+      }),
+    );
+    this.deps.log.info({ event: 'delete.committed', objectId: id }, 'image deleted');
+  }
+
+  async list(opts: { limit?: number; after?: string }): Promise<Page<ObjectView>> {
+    await this.deps.raft.readIndex().catch(raftFailure);
+    return this.deps.metadata.listObjects(opts);
+  }
+}

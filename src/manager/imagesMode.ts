@@ -1,0 +1,66 @@
+// What a manager runs in `images` mode beside Raft: the replicated object and node tables, the
+// upload pipeline and the worker protocol, and the HTTP surfaces that expose them.
+
+import { join } from 'node:path';
+import type { Hono } from 'hono';
+import { clusterRoutes } from '../api/clusterRoutes.ts';
+import { publicRoutes } from '../api/publicRoutes.ts';
+import { workerRoutes } from '../api/workerRoutes.ts';
+import type { RaftNode } from '../consensus/raftNode.ts';
+import type { Logger } from '../logging.ts';
+import { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
+import { ImageService } from './imageService.ts';
+import type { ManagerConfig } from './managerConfig.ts';
+import { StagingArea } from './stagingArea.ts';
+import { WorkerClient } from './workerClient.ts';
+import { WorkerLiveness } from './workerLiveness.ts';
+import { WorkerRegistry } from './workerRegistry.ts';
+
+export interface ImagesMode {
+  metadata: MetadataStateMachine;
+  /** Called once the Raft node exists: builds the service layer and its HTTP surfaces. */
+  attach(node: RaftNode): Hono[];
+  close(): Promise<void>;
+}
+
+export async function openImagesMode(config: ManagerConfig, log: Logger): Promise<ImagesMode> {
+  const metadata = await MetadataStateMachine.open(join(config.dataDir, 'metadata'));
+  const staging = await StagingArea.open(join(config.dataDir, 'staging'));
+  const workers = new WorkerClient({ secret: config.secret });
+  const liveness = new WorkerLiveness({ suspectAfterMs: config.suspectAfterMs });
+  let registry: WorkerRegistry | null = null;
+
+  return {
+    metadata,
+    attach(node) {
+      const images = new ImageService({
+        raft: node,
+        metadata,
+        staging,
+        workers,
+        liveness,
+        log,
+        maxImageBytes: config.maxImageBytes,
+      });
+      registry = new WorkerRegistry({
+        raft: node,
+        metadata,
+        liveness,
+        log,
+        heartbeatIntervalMs: config.heartbeatIntervalMs,
+        summaryIntervalMs: config.usageSummaryMs,
+      });
+      registry.start();
+      return [
+        publicRoutes(images),
+        workerRoutes({ registry, secret: config.secret, heartbeatIntervalMs: config.heartbeatIntervalMs }),
+        clusterRoutes({ metadata, liveness, isLeader: () => node.isLeader() }),
+      ];
+    },
+    async close() {
+      registry?.stop();
+      await workers.close();
+      await metadata.close();
+    },
+  };
+}

@@ -1,0 +1,77 @@
+// The leader's own view of which workers are alive, from the heartbeats it receives. It is not
+// replicated: a new leader starts it empty and gives every worker one suspect timeout to be heard
+// from before doubting it, so a failover never condemns a healthy worker. Only verdicts that must
+// survive a failover (a node is down) go through Raft.
+
+import type { NodeState, NodeUsage, NodeView } from '../metadata/commands.ts';
+import type { PlacementCandidate } from './placement.ts';
+
+export interface LivenessOptions {
+  suspectAfterMs: number;
+  now?: () => number;
+}
+
+export class WorkerLiveness {
+  private readonly lastHeard = new Map<string, number>();
+  private readonly usage = new Map<string, NodeUsage>();
+  private readonly pendingSummary = new Map<string, NodeUsage>();
+  private readonly now: () => number;
+  private watchingSince: number;
+
+  constructor(private readonly opts: LivenessOptions) {
+    this.now = opts.now ?? Date.now;
+    this.watchingSince = this.now();
+  }
+
+  /** Called when this manager becomes leader: earlier observations may be stale. */
+  reset(): void {
+    this.lastHeard.clear();
+    this.usage.clear();
+    this.pendingSummary.clear();
+    this.watchingSince = this.now();
+  }
+
+  heard(usage: NodeUsage): void {
+    this.lastHeard.set(usage.nodeId, this.now());
+    this.usage.set(usage.nodeId, usage);
+    this.pendingSummary.set(usage.nodeId, usage);
+  }
+
+  /** Milliseconds since the worker was last heard from (or since this leader started watching). */
+  silenceMs(nodeId: string): number {
+    return this.now() - (this.lastHeard.get(nodeId) ?? this.watchingSince);
+  }
+
+  /** The table's state, demoted to `suspect` when an `up` worker has been silent too long. */
+  effectiveState(node: NodeView): NodeState {
+    if (node.state === 'up' && this.silenceMs(node.nodeId) > this.opts.suspectAfterMs) return 'suspect';
+    return node.state;
+  }
+
+  isServing(node: NodeView): boolean {
+    const state = this.effectiveState(node);
+    return state === 'up' || state === 'draining';
+  }
+
+  /** Placement candidates: the table's nodes with liveness and the freshest usage figures applied. */
+  candidates(nodes: NodeView[]): PlacementCandidate[] {
+    return nodes.map((n) => {
+      const fresh = this.usage.get(n.nodeId);
+      return {
+        nodeId: n.nodeId,
+        zone: n.zone,
+        state: this.effectiveState(n),
+        diskUsed: fresh?.diskUsed ?? n.diskUsed,
+        diskFree: fresh?.diskFree ?? n.diskFree,
+        objectCount: fresh?.objectCount ?? n.objectCount,
+      };
+    });
+  }
+
+  /** Usage heard since the last call, for one coalesced heartbeatSummary command. */
+  takeSummary(): NodeUsage[] {
+    const out = [...this.pendingSummary.values()];
+    this.pendingSummary.clear();
+    return out;
+  }
+}

@@ -1,0 +1,148 @@
+// The leader's side of the worker protocol (docs/worker-protocol.md): registrations put a worker
+// in the replicated node table; heartbeats feed WorkerLiveness and, coalesced, the table's usage
+// figures (one heartbeatSummary entry per period, not one per heartbeat).
+
+import { z } from 'zod';
+import type { Logger } from '../logging.ts';
+import { MAX_HEARTBEAT_NODES, NODE_ID_PATTERN } from '../metadata/commands.ts';
+import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
+import { proposeCommand } from '../metadata/proposeCommand.ts';
+import { ImageError, type RaftAccess } from './imageService.ts';
+import type { WorkerLiveness } from './workerLiveness.ts';
+
+const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+export const workerUsageSchema = z.object({
+  id: z.string().regex(NODE_ID_PATTERN, 'invalid worker id'),
+  diskUsed: count,
+  diskFree: count,
+  blobCount: count,
+  blobBytes: count,
+});
+
+export const registrationHeaderSchema = workerUsageSchema.extend({
+  url: z
+    .string()
+    .max(2048)
+    .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, 'url must be http(s)://host[:port]'),
+  zone: z.string().regex(NODE_ID_PATTERN, 'invalid zone'),
+});
+
+export const inventoryLineSchema = z.object({
+  id: z.string().max(128),
+  size: count,
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+
+export type WorkerUsage = z.infer<typeof workerUsageSchema>;
+export type RegistrationHeader = z.infer<typeof registrationHeaderSchema>;
+export type InventoryLine = z.infer<typeof inventoryLineSchema>;
+
+export class UnknownWorker extends Error {
+  readonly code = 'UnknownWorker';
+}
+
+export interface WorkerRegistryDeps {
+  raft: RaftAccess;
+  metadata: MetadataStateMachine;
+  liveness: WorkerLiveness;
+  log: Logger;
+  heartbeatIntervalMs: number;
+  /** How often the leader commits the usage heard since the last summary. */
+  summaryIntervalMs: number;
+}
+
+export class WorkerRegistry {
+  private summaryTimer: NodeJS.Timeout | null = null;
+  private summarizing = false;
+
+  constructor(private readonly deps: WorkerRegistryDeps) {}
+
+  private requireLeader(): void {
+    if (this.deps.raft.isLeader()) return;
+    const leader = this.deps.raft.leaderInfo();
+    if (leader?.url) throw new ImageError('NotLeader', 'this manager is not the leader', leader.url);
+    throw new ImageError('NoLeader', 'no leader is known right now; retry shortly');
+  }
+
+  private heard(u: WorkerUsage): void {
+    this.deps.liveness.heard({
+      nodeId: u.id,
+      diskUsed: u.diskUsed,
+      diskFree: u.diskFree,
+      objectCount: u.blobCount,
+      lastSeen: Date.now(),
+    });
+  }
+
+  /**
+   * Records the worker in the node table (committed) and reads its inventory to the end. What the
+   * inventory is compared against (rejoin reconciliation) is the repair loop's business; here it is
+   * counted so the log shows what the worker brought back.
+   */
+  async register(
+    header: RegistrationHeader,
+    inventory: AsyncIterable<InventoryLine>,
+  ): Promise<{ blobs: number }> {
+    this.requireLeader();
+    let blobs = 0;
+    for await (const _line of inventory) blobs += 1;
+    const result = await proposeCommand(this.deps.raft, {
+      type: 'registerWorker',
+      nodeId: header.id,
+      url: header.url,
+      zone: header.zone,
+      at: Date.now(),
+    });
+    this.heard(header);
+    this.deps.log.info(
+      {
+        event: 'worker.registered',
+        nodeId: header.id,
+        url: header.url,
+        zone: header.zone,
+        blobs,
+        created: result.created,
+      },
+      'worker registered',
+    );
+    return { blobs };
+  }
+
+  async heartbeat(usage: WorkerUsage): Promise<void> {
+    this.requireLeader();
+    if (!(await this.deps.metadata.getNode(usage.id)))
+      throw new UnknownWorker(`worker ${usage.id} is not registered`);
+    this.heard(usage);
+  }
+
+  /** Starts committing coalesced usage; harmless on a follower (it has nothing to summarise). */
+  start(): void {
+    this.summaryTimer = setInterval(() => void this.summarize(), this.deps.summaryIntervalMs);
+    this.summaryTimer.unref();
+  }
+
+  stop(): void {
+    if (this.summaryTimer) clearInterval(this.summaryTimer);
+    this.summaryTimer = null;
+  }
+
+  private async summarize(): Promise<void> {
+    if (this.summarizing || !this.deps.raft.isLeader()) return;
+    const nodes = this.deps.liveness.takeSummary();
+    if (nodes.length === 0) return;
+    this.summarizing = true;
+    try {
+      for (let i = 0; i < nodes.length; i += MAX_HEARTBEAT_NODES) {
+        await proposeCommand(this.deps.raft, {
+          type: 'heartbeatSummary',
+          nodes: nodes.slice(i, i + MAX_HEARTBEAT_NODES),
+        });
+      }
+    } catch (err) {
+      this.deps.log.warn({ event: 'worker.summary_failed', err }, 'heartbeat summary not committed');
+    } finally {
+      this.summarizing = false;
+    }
+  }
+}
