@@ -1,0 +1,284 @@
+/**
+ * Storage worker PUT throughput against the raw cost of the same durable writes.
+ *
+ *   npm run bench:worker            (BENCH_SECS=2 BENCH_ROUNDS=2 by default)
+ *
+ * One worker process on 127.0.0.1 (fresh temp folder, registered with an in-process stand-in
+ * manager) takes PUTs of 100 KiB, 1 MiB and 8 MiB blobs at concurrency 1 and 8 through undici
+ * keep-alive connections. Beside it, this process writes the same payloads directly: temp file,
+ * write, fsync, close, rename, fsync of the folder, with the same concurrency. Both sides always
+ * write into new space (nothing is deleted until the end: freshly deleted space writes faster,
+ * see /work/shared/bench/README.md) and alternate run by run, so neither gets the better disk.
+ * Figures: MiB/s of each side, their ratio, and CPU time per blob of the process doing the writes
+ * (the worker process, all threads; this process for the raw side).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Agent, request } from 'undici';
+import { CLUSTER_SECRET_HEADER } from '../src/api/clusterAuth.ts';
+import { SHA256_HEADER } from '../src/storagenode/workerApp.ts';
+import { startManagerStandIn } from '../tests/storagenode/managerStandIn.ts';
+
+const SECS = Number(process.env.BENCH_SECS ?? 2);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+/** Set BENCH_PROFILE=1 to have the worker write a V8 CPU profile to BENCH_PROFILE_DIR (or ./prof). */
+const PROFILE = process.env.BENCH_PROFILE === '1';
+const SIZES = [
+  { label: '100 KiB', bytes: 100 * 1024 },
+  { label: '1 MiB', bytes: 1024 * 1024 },
+  { label: '8 MiB', bytes: 8 * 1024 * 1024 },
+];
+const CONCURRENCY = [1, 8];
+const PAYLOADS_PER_SIZE = 8;
+const SECRET = `bench-${randomBytes(8).toString('hex')}`;
+const REPO = path.resolve(import.meta.dirname, '..');
+const MiB = 1024 * 1024;
+
+interface Payload {
+  bytes: Buffer;
+  sha256: string;
+}
+
+interface RunResult {
+  bytes: number;
+  ops: number;
+  seconds: number;
+  /** CPU seconds (user + system) of the process doing the writes: the worker, or this one for raw. */
+  cpuSeconds: number;
+}
+
+const payloads = new Map<number, Payload[]>(
+  SIZES.map(({ bytes }) => [
+    bytes,
+    Array.from({ length: PAYLOADS_PER_SIZE }, () => {
+      const b = randomBytes(bytes);
+      return { bytes: b, sha256: createHash('sha256').update(b).digest('hex') };
+    }),
+  ]),
+);
+
+/** Runs `conc` closed loops of `op` for `secs` seconds; counts only operations that finished. */
+async function closedLoop(
+  secs: number,
+  conc: number,
+  size: number,
+  op: (seq: number) => Promise<void>,
+): Promise<RunResult> {
+  let seq = 0;
+  let ops = 0;
+  const started = performance.now();
+  const end = started + secs * 1000;
+  await Promise.all(
+    Array.from({ length: conc }, async () => {
+      while (performance.now() < end) {
+        await op(seq++);
+        ops += 1;
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  return { bytes: ops * size, ops, seconds, cpuSeconds: 0 };
+}
+
+// ---- raw side: what Node does for one durable blob, with nothing around it ----
+
+let rawSeq = 0;
+async function rawWrite(dir: string, payload: Payload): Promise<void> {
+  const name = `r${rawSeq++}`;
+  const tmp = path.join(dir, 'tmp', `${name}.tmp`);
+  const final = path.join(dir, 'final', name);
+  const fh = await fs.open(tmp, 'wx');
+  try {
+    await fh.writeFile(payload.bytes);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fs.rename(tmp, final);
+  const dfh = await fs.open(path.dirname(final), 'r');
+  try {
+    await dfh.sync();
+  } finally {
+    await dfh.close();
+  }
+}
+
+// ---- worker side ----
+
+function cpuSecondsOf(pid: number): number {
+  // /proc/<pid>/stat fields 14 and 15: utime and stime in clock ticks (100 per second on Linux).
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function startWorker(dataDir: string, managerUrl: string): ChildProcess {
+  const profDir = process.env.BENCH_PROFILE_DIR ?? path.join(REPO, 'prof');
+  const nodeArgs = PROFILE ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
+  return spawn(
+    process.execPath,
+    [
+      ...nodeArgs,
+      '--import',
+      'tsx',
+      'src/storagenode/workerMain.ts',
+      '--id',
+      'bench-w1',
+      '--listen',
+      '127.0.0.1:0',
+      '--data',
+      dataDir,
+      '--managers',
+      managerUrl,
+    ],
+    {
+      cwd: REPO,
+      env: { ...process.env, IMGVAULT_CLUSTER_SECRET: SECRET, IMGVAULT_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    },
+  );
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map((r) => r.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  '))
+    .join('\n');
+}
+
+async function main(): Promise<void> {
+  const root = await fs.mkdtemp(path.join(tmpdir(), 'imgvault-bench-worker-'));
+  const rawDir = path.join(root, 'raw');
+  await fs.mkdir(path.join(rawDir, 'tmp'), { recursive: true });
+  await fs.mkdir(path.join(rawDir, 'final'), { recursive: true });
+  const manager = await startManagerStandIn(SECRET);
+  const child = startWorker(path.join(root, 'worker'), manager.url);
+  const agent = new Agent({ connections: Math.max(...CONCURRENCY), keepAliveTimeout: 60_000, pipelining: 1 });
+  try {
+    const deadline = performance.now() + 30_000;
+    while (manager.registrations.length === 0) {
+      if (child.exitCode !== null) throw new Error(`worker exited with ${child.exitCode} before registering`);
+      if (performance.now() > deadline) throw new Error('worker did not register within 30 s');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const workerUrl = String(manager.registrations[0]!.header.url);
+    const pid = child.pid!;
+    let putSeq = 0;
+
+    const workerRun = async (size: number, conc: number, secs = SECS): Promise<RunResult> => {
+      const list = payloads.get(size)!;
+      const cpu0 = cpuSecondsOf(pid);
+      const result = await closedLoop(secs, conc, size, async (seq) => {
+        const p = list[seq % list.length]!;
+        const res = await request(`${workerUrl}/blobs/b${putSeq++}`, {
+          method: 'PUT',
+          dispatcher: agent,
+          body: p.bytes,
+          headers: {
+            [CLUSTER_SECRET_HEADER]: SECRET,
+            [SHA256_HEADER]: p.sha256,
+            'content-type': 'application/octet-stream',
+          },
+        });
+        const text = await res.body.text();
+        if (res.statusCode !== 201) throw new Error(`PUT answered ${res.statusCode}: ${text}`);
+      });
+      return { ...result, cpuSeconds: cpuSecondsOf(pid) - cpu0 };
+    };
+    const rawRun = async (size: number, conc: number, secs = SECS): Promise<RunResult> => {
+      const list = payloads.get(size)!;
+      const cpu0 = process.cpuUsage();
+      const result = await closedLoop(secs, conc, size, (seq) => rawWrite(rawDir, list[seq % list.length]!));
+      const cpu = process.cpuUsage(cpu0);
+      return { ...result, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
+    };
+
+    // Warm-up: JIT, tsx's first compile, connection set-up. Not counted.
+    await rawRun(MiB, 8, 0.5);
+    await workerRun(MiB, 8, 0.5);
+
+    const rows: string[][] = [
+      [
+        'size',
+        'conc',
+        'raw MiB/s',
+        'worker MiB/s',
+        'worker/raw',
+        'worker blobs/s',
+        'raw CPU ms/blob',
+        'worker CPU ms/blob',
+      ],
+    ];
+    const summary: Record<string, unknown>[] = [];
+    for (const { label, bytes } of SIZES) {
+      for (const conc of CONCURRENCY) {
+        const raw: RunResult[] = [];
+        const worker: RunResult[] = [];
+        for (let round = 0; round < ROUNDS; round++) {
+          // Alternate who goes first, so neither side always writes right after the other.
+          if (round % 2 === 0) {
+            raw.push(await rawRun(bytes, conc));
+            worker.push(await workerRun(bytes, conc));
+          } else {
+            worker.push(await workerRun(bytes, conc));
+            raw.push(await rawRun(bytes, conc));
+          }
+        }
+        const total = (rs: RunResult[]) => ({
+          bytes: rs.reduce((a, r) => a + r.bytes, 0),
+          ops: rs.reduce((a, r) => a + r.ops, 0),
+          seconds: rs.reduce((a, r) => a + r.seconds, 0),
+          cpu: rs.reduce((a, r) => a + r.cpuSeconds, 0),
+        });
+        const r = total(raw);
+        const w = total(worker);
+        const rawMiBs = r.bytes / MiB / r.seconds;
+        const workerMiBs = w.bytes / MiB / w.seconds;
+        const ratio = workerMiBs / rawMiBs;
+        rows.push([
+          label,
+          String(conc),
+          rawMiBs.toFixed(1),
+          workerMiBs.toFixed(1),
+          `${(ratio * 100).toFixed(0)}%`,
+          (w.ops / w.seconds).toFixed(0),
+          ((r.cpu / r.ops) * 1000).toFixed(2),
+          ((w.cpu / w.ops) * 1000).toFixed(2),
+        ]);
+        summary.push({
+          bench: 'worker-put',
+          size: bytes,
+          conc,
+          rawMiBs,
+          workerMiBs,
+          ratio,
+          rawCpuMsPerBlob: (r.cpu / r.ops) * 1000,
+          workerCpuMsPerBlob: (w.cpu / w.ops) * 1000,
+        });
+        process.stderr.write(
+          `  ${label} c${conc}: raw ${rawMiBs.toFixed(1)} MiB/s, worker ${workerMiBs.toFixed(1)} MiB/s\n`,
+        );
+      }
+    }
+    console.log(
+      `\nworker PUT vs raw write+fsync+rename+dir fsync (${ROUNDS} x ${SECS} s per side and cell)\n`,
+    );
+    console.log(table(rows));
+    const oneMiB = summary
+      .filter((s) => s.size === MiB)
+      .map((s) => `c${s.conc} ${((s.ratio as number) * 100).toFixed(0)}%`);
+    console.log(`\ntarget: worker >= 80% of raw for 1 MiB blobs -> ${oneMiB.join(', ')}`);
+    for (const s of summary) console.log(JSON.stringify(s));
+  } finally {
+    await agent.close();
+    child.kill('SIGTERM');
+    await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
+    await manager.close();
+    await fs.rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();

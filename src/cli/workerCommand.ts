@@ -1,0 +1,59 @@
+import { Command } from 'commander';
+import {
+  parseWorkerConfig,
+  WORKER_CONFIG_FIELDS,
+  WorkerConfigError,
+  type WorkerFlags,
+} from '../storagenode/workerConfig.ts';
+import { EXIT_BAD_CONFIG, runWorkerProcess } from '../storagenode/workerProcess.ts';
+
+const F = WORKER_CONFIG_FIELDS;
+const help = (what: string, f: { env: string; defaultText: string }) =>
+  `${what} [env ${f.env}; default ${f.defaultText}]`;
+
+/**
+ * `imgvault worker`: runs one storage worker until SIGTERM/SIGINT. Exit status 0 after a clean
+ * stop, 1 when start-up fails (no manager answered within the registration attempts, port taken,
+ * unusable data folder), 2 when the configuration is refused (the message names each bad field).
+ */
+export function createWorkerCommand(): Command {
+  return new Command('worker')
+    .description('run a storage worker: stores blobs on local disk and registers with the managers')
+    .option('--id <id>', help('node id of this worker', F.id))
+    .option('--listen <host:port>', help('address to listen on (port 0 = any free port)', F.listen))
+    .option('--data <dir>', help('data folder', F.dataDir))
+    .option('--managers <urls>', help('comma-separated manager URLs', F.managers))
+    .option('--zone <zone>', help('failure zone', F.zone))
+    .option(
+      '--secret-file <file>',
+      'file holding the cluster secret [or env IMGVAULT_CLUSTER_SECRET_FILE, or the secret itself in IMGVAULT_CLUSTER_SECRET; required]',
+    )
+    .option('--max-blob-bytes <size>', help('largest blob accepted (e.g. 64MiB)', F.maxBlobBytes))
+    .option('--quota-bytes <size>', help('total bytes this worker may hold', F.quotaBytes))
+    .option('--register-attempts <n>', help('registration attempts before giving up', F.registerAttempts))
+    .option(
+      '--register-backoff-ms <ms>',
+      help('first registration retry delay, doubling', F.registerBackoffMs),
+    )
+    .option('--heartbeat-interval-ms <ms>', help('heartbeat period', F.heartbeatIntervalMs))
+    .option('--manager-timeout-ms <ms>', help('bound on one manager request', F.managerTimeoutMs))
+    .option('--advertise-url <url>', help('URL others reach this worker at', F.advertiseUrl))
+    .action(async (opts: WorkerFlags) => {
+      let config: ReturnType<typeof parseWorkerConfig>;
+      try {
+        config = parseWorkerConfig(opts, process.env);
+      } catch (err) {
+        if (!(err instanceof WorkerConfigError)) throw err;
+        process.stderr.write(`imgvault worker: ${err.message}\n`);
+        process.exit(EXIT_BAD_CONFIG);
+      }
+      const status = await runWorkerProcess(config);
+      // Stray handles (a half-open socket) must not keep a stopped worker alive.
+      process.exit(status);
+    });
+}
+
+/** Adds `worker` to the `imgvault` program, like the other register*Command functions. */
+export function registerWorkerCommand(program: Command): void {
+  program.addCommand(createWorkerCommand());
+}

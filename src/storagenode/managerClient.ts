@@ -1,0 +1,459 @@
+import { Readable } from 'node:stream';
+import pRetry, { AbortError } from 'p-retry';
+import { Agent, request } from 'undici';
+import { z } from 'zod';
+import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
+import type { Logger } from '../logging.ts';
+
+/**
+ * The worker's side of the worker <-> manager protocol (docs/worker-protocol.md): registration
+ * with the full inventory at start-up, then heartbeats to the leader. Managers are found through
+ * the configured list; a follower answers 307 with the leader's URL in `Location`.
+ */
+
+export const REGISTER_PATH = '/internal/v1/workers/register';
+export const HEARTBEAT_PATH = '/internal/v1/workers/heartbeat';
+
+/** Redirect hops followed for one request: follower -> leader is one; more means churn. */
+const MAX_REDIRECTS = 3;
+const MAX_BACKOFF_MS = 10_000;
+/** Inventory lines are batched into chunks of about this size before they reach the socket. */
+const NDJSON_CHUNK_BYTES = 64 * 1024;
+
+export interface InventoryEntry {
+  id: string;
+  size: number;
+  sha256: string;
+}
+
+export interface WorkerUsage {
+  diskUsed: number;
+  diskFree: number;
+  blobCount: number;
+  blobBytes: number;
+}
+
+export interface ManagerClientOptions {
+  workerId: string;
+  /** This worker's advertised URL. */
+  url: string;
+  zone: string;
+  managers: string[];
+  clusterSecret: string;
+  /** Start-up registration attempts, each trying every manager, before `register()` throws. */
+  registerAttempts: number;
+  /** Delay before the first registration retry; doubles each retry, capped at 10 s. */
+  registerBackoffMs: number;
+  heartbeatIntervalMs: number;
+  /** Bound on one manager request: connect, and silence while sending or awaiting the answer. */
+  requestTimeoutMs: number;
+  /** Streams every blob the worker holds; called again for each registration try. */
+  inventory: () => AsyncIterable<InventoryEntry>;
+  usage: () => Promise<WorkerUsage>;
+  logger: Logger;
+}
+
+const registerAnswerSchema = z.looseObject({
+  leaderId: z.string().optional(),
+  heartbeatIntervalMs: z.number().int().min(50).max(60_000).optional(),
+});
+export type RegisterAnswer = z.infer<typeof registerAnswerSchema>;
+
+/** Registration gave up: no manager accepted us within the configured attempts. */
+export class NoManagerAnsweredError extends Error {
+  override readonly name = 'NoManagerAnsweredError';
+  readonly code = 'NoManagerAnswered';
+  constructor(
+    readonly attempts: number,
+    /** Last failure seen at each manager URL. */
+    readonly lastFailures: ReadonlyMap<string, string>,
+  ) {
+    const detail = [...lastFailures].map(([url, why]) => `${url} (${why})`).join(', ');
+    super(`no manager answered the registration after ${attempts} attempt(s): ${detail}`);
+  }
+}
+
+/** One manager request that did not end in 2xx; `url` is the URL that failed. */
+class ManagerRequestError extends Error {
+  override readonly name = 'ManagerRequestError';
+  constructor(
+    readonly url: string,
+    message: string,
+    readonly status?: number,
+    readonly errorCode?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A registration round in which every manager failed; carries each one's reason. */
+class RoundFailedError extends Error {
+  override readonly name = 'RoundFailedError';
+  constructor(readonly failures: Map<string, string>) {
+    super([...failures].map(([u, w]) => `${u}: ${w}`).join('; '));
+  }
+}
+
+interface ManagerAnswer {
+  status: number;
+  json: unknown;
+  /** The base URL of the manager that answered (the leader, after redirects). */
+  managerBase: string;
+}
+
+/** Where a manager redirected us: the base is the Location minus the path we asked for. */
+function baseOf(location: URL, requestPath: string): string {
+  const href = `${location.origin}${location.pathname}`;
+  return href.endsWith(requestPath) ? href.slice(0, -requestPath.length) : location.origin;
+}
+
+function describe(err: unknown): string {
+  if (err instanceof ManagerRequestError) return err.message;
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const code = e.cause?.code ?? e.code;
+  const message = e.cause?.message ?? e.message ?? String(err);
+  return code && !message.includes(code) ? `${code}: ${message}` : message;
+}
+
+async function* ndjsonChunks(
+  header: Record<string, unknown>,
+  entries: AsyncIterable<InventoryEntry>,
+  onProgress: () => void,
+): AsyncGenerator<Buffer> {
+  let pending = `${JSON.stringify(header)}\n`;
+  for await (const e of entries) {
+    pending += `${JSON.stringify({ id: e.id, size: e.size, sha256: e.sha256 })}\n`;
+    if (pending.length >= NDJSON_CHUNK_BYTES) {
+      yield Buffer.from(pending);
+      pending = '';
+      onProgress();
+    }
+  }
+  if (pending.length > 0) yield Buffer.from(pending);
+  onProgress();
+}
+
+export class ManagerClient {
+  private readonly opts: ManagerClientOptions;
+  private readonly log: Logger;
+  private readonly agent: Agent;
+  /** Base URL of the manager believed to lead; tried first by every request. */
+  private leader: string;
+  private intervalMs: number;
+  private registered = false;
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+  private inFlight: Promise<void> | undefined;
+  private readonly stopController = new AbortController();
+  private failingSince: number | undefined;
+
+  constructor(opts: ManagerClientOptions) {
+    if (opts.managers.length === 0) throw new Error('ManagerClient needs at least one manager URL');
+    this.opts = opts;
+    this.log = opts.logger;
+    this.leader = opts.managers[0]!;
+    this.intervalMs = opts.heartbeatIntervalMs;
+    this.agent = new Agent({ connect: { timeout: opts.requestTimeoutMs }, keepAliveTimeout: 10_000 });
+  }
+
+  get leaderUrl(): string {
+    return this.leader;
+  }
+
+  get heartbeatIntervalMs(): number {
+    return this.intervalMs;
+  }
+
+  /**
+   * Registers with the inventory, retrying with backoff up to `registerAttempts` times; each
+   * attempt tries the known leader first, then every other manager. Throws NoManagerAnsweredError
+   * when all attempts fail (the caller exits: a worker no manager knows must not sit idle).
+   */
+  async register(): Promise<RegisterAnswer> {
+    const lastFailures = new Map<string, string>(this.opts.managers.map((m) => [m, 'not tried']));
+    try {
+      return await pRetry(
+        async () => {
+          if (this.stopped) throw new AbortError('manager client stopped');
+          try {
+            return await this.registerRound();
+          } catch (err) {
+            if (err instanceof RoundFailedError) for (const [u, w] of err.failures) lastFailures.set(u, w);
+            throw err;
+          }
+        },
+        {
+          retries: this.opts.registerAttempts - 1,
+          minTimeout: this.opts.registerBackoffMs,
+          maxTimeout: MAX_BACKOFF_MS,
+          factor: 2,
+          signal: this.stopController.signal,
+          onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
+            this.log.warn(
+              {
+                event: 'worker.register_attempt_failed',
+                attempt: attemptNumber,
+                retriesLeft,
+                err: error.message,
+              },
+              'registration attempt failed at every manager',
+            );
+          },
+        },
+      );
+    } catch (err) {
+      if (this.stopped) throw err;
+      const gaveUp = new NoManagerAnsweredError(this.opts.registerAttempts, lastFailures);
+      this.log.error({ event: 'worker.register_gave_up', err: gaveUp.message }, 'registration gave up');
+      throw gaveUp;
+    }
+  }
+
+  /** Starts the heartbeat timer. Beats never overlap: the next is scheduled when one ends. */
+  startHeartbeats(): void {
+    if (this.stopped || this.timer !== undefined || this.inFlight !== undefined) return;
+    this.schedule(this.intervalMs);
+  }
+
+  /** Stops heartbeats and any registration in progress; resolves once nothing is in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.stopController.abort(new Error('manager client stopped'));
+    await this.inFlight?.catch(() => {});
+    await this.agent.close().catch(() => {});
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      const started = performance.now();
+      this.inFlight = this.tick().finally(() => {
+        this.inFlight = undefined;
+        this.schedule(Math.max(0, this.intervalMs - (performance.now() - started)));
+      });
+    }, delayMs);
+  }
+
+  /** One heartbeat; or, when a manager lost track of us, one registration round instead. */
+  private async tick(): Promise<void> {
+    try {
+      if (!this.registered) {
+        await this.registerRound();
+        this.log.info({ event: 'worker.reregistered', leader: this.leader }, 're-registered with the leader');
+      } else {
+        await this.heartbeatRound();
+      }
+      if (this.failingSince !== undefined) {
+        this.log.info(
+          {
+            event: 'worker.heartbeat_recovered',
+            leader: this.leader,
+            downMs: Date.now() - this.failingSince,
+          },
+          'manager reachable again',
+        );
+        this.failingSince = undefined;
+      }
+    } catch (err) {
+      if (this.stopped) return;
+      // Warn once per outage; the rest of the streak goes to debug so a long outage stays readable.
+      const first = this.failingSince === undefined;
+      this.failingSince ??= Date.now();
+      this.log[first ? 'warn' : 'debug'](
+        { event: 'worker.heartbeat_failed', registered: this.registered, err: describe(err) },
+        'no manager accepted the heartbeat',
+      );
+    }
+  }
+
+  /** Known leader first, then the others in configured order. */
+  private candidates(): string[] {
+    return [this.leader, ...this.opts.managers.filter((m) => m !== this.leader)];
+  }
+
+  private async heartbeatRound(): Promise<void> {
+    const usage = await this.opts.usage();
+    const body = JSON.stringify({ id: this.opts.workerId, ...usage });
+    const timeoutMs = Math.min(this.opts.requestTimeoutMs, Math.max(1000, 2 * this.intervalMs));
+    let lastError: unknown;
+    for (const base of this.candidates()) {
+      if (this.stopped) return;
+      try {
+        const answer = await this.post(base, HEARTBEAT_PATH, () => body, 'application/json', timeoutMs);
+        if (answer.status === 404 && errorCodeOf(answer.json) === 'UnknownWorker') {
+          this.log.warn(
+            { event: 'worker.unknown_to_manager', manager: answer.managerBase },
+            'the leader does not know this worker; registering again',
+          );
+          this.adoptLeader(answer.managerBase);
+          this.registered = false;
+          await this.registerRound();
+          this.log.info(
+            { event: 'worker.reregistered', leader: this.leader },
+            're-registered with the leader',
+          );
+          return;
+        }
+        assertOk(answer, HEARTBEAT_PATH);
+        this.adoptLeader(answer.managerBase);
+        this.adoptInterval(answer.json);
+        return;
+      } catch (err) {
+        lastError = err;
+      }
+    }
+    throw lastError;
+  }
+
+  /** One registration try at every manager (leader first); throws RoundFailedError if all fail. */
+  private async registerRound(): Promise<RegisterAnswer> {
+    const failures = new Map<string, string>();
+    for (const base of this.candidates()) {
+      if (this.stopped) throw new AbortError('manager client stopped');
+      try {
+        const usage = await this.opts.usage();
+        const header = {
+          id: this.opts.workerId,
+          url: this.opts.url,
+          zone: this.opts.zone,
+          ...usage,
+        };
+        const answer = await this.post(
+          base,
+          REGISTER_PATH,
+          (onProgress) => Readable.from(ndjsonChunks(header, this.opts.inventory(), onProgress)),
+          'application/x-ndjson',
+          this.opts.requestTimeoutMs,
+        );
+        assertOk(answer, REGISTER_PATH);
+        const parsed = registerAnswerSchema.safeParse(answer.json ?? {});
+        const result: RegisterAnswer = parsed.success ? parsed.data : {};
+        this.adoptLeader(answer.managerBase);
+        this.adoptInterval(result);
+        this.registered = true;
+        this.log.info(
+          { event: 'worker.registered', leader: this.leader, leaderId: result.leaderId, ...usage },
+          'registered with the leader',
+        );
+        return result;
+      } catch (err) {
+        if (this.stopped) throw new AbortError('manager client stopped');
+        failures.set(base, describe(err));
+      }
+    }
+    throw new RoundFailedError(failures);
+  }
+
+  private adoptLeader(base: string): void {
+    if (base === this.leader) return;
+    this.log.info({ event: 'worker.leader_changed', from: this.leader, to: base }, 'following a new leader');
+    this.leader = base;
+  }
+
+  private adoptInterval(json: unknown): void {
+    const ms = (json as { heartbeatIntervalMs?: unknown } | null)?.heartbeatIntervalMs;
+    if (typeof ms === 'number' && Number.isInteger(ms) && ms >= 50 && ms <= 60_000) this.intervalMs = ms;
+  }
+
+  /**
+   * POSTs to `base + path`, following up to MAX_REDIRECTS 307/308 answers (the body is rebuilt for
+   * each hop). A watchdog aborts the request after `timeoutMs` without progress: no bytes sent and
+   * no answer, so a manager that stops reading cannot hang the worker.
+   */
+  private async post(
+    base: string,
+    path: string,
+    makeBody: (onProgress: () => void) => string | Readable,
+    contentType: string,
+    timeoutMs: number,
+  ): Promise<ManagerAnswer> {
+    let url = new URL(base + path);
+    let managerBase = base;
+    for (let hop = 0; ; hop++) {
+      const watchdog = new AbortController();
+      let lastProgress = performance.now();
+      const onProgress = () => {
+        lastProgress = performance.now();
+      };
+      const check = setInterval(
+        () => {
+          if (performance.now() - lastProgress > timeoutMs) {
+            watchdog.abort(new ManagerRequestError(url.href, `no progress for ${timeoutMs} ms`));
+          }
+        },
+        Math.max(50, Math.min(1000, timeoutMs / 4)),
+      );
+      try {
+        const res = await request(url, {
+          method: 'POST',
+          dispatcher: this.agent,
+          headers: { [CLUSTER_SECRET_HEADER]: this.opts.clusterSecret, 'content-type': contentType },
+          body: makeBody(onProgress),
+          signal: AbortSignal.any([watchdog.signal, this.stopController.signal]),
+          headersTimeout: timeoutMs,
+          bodyTimeout: timeoutMs,
+        });
+        onProgress();
+        if (res.statusCode === 307 || res.statusCode === 308) {
+          await res.body.dump();
+          const location = res.headers.location;
+          if (typeof location !== 'string' || location.length === 0) {
+            throw new ManagerRequestError(
+              url.href,
+              `${res.statusCode} without a Location header`,
+              res.statusCode,
+            );
+          }
+          if (hop >= MAX_REDIRECTS) {
+            throw new ManagerRequestError(url.href, `more than ${MAX_REDIRECTS} redirects`, res.statusCode);
+          }
+          url = new URL(location, url);
+          managerBase = baseOf(url, path);
+          continue;
+        }
+        const text = await res.body.text();
+        let json: unknown;
+        try {
+          json = text.length > 0 ? JSON.parse(text) : undefined;
+        } catch {
+          json = undefined;
+        }
+        return { status: res.statusCode, json, managerBase };
+      } catch (err) {
+        if (err instanceof ManagerRequestError) throw err;
+        const reason = watchdog.signal.aborted ? (watchdog.signal.reason as Error).message : describe(err);
+        throw new ManagerRequestError(url.href, reason);
+      } finally {
+        clearInterval(check);
+      }
+    }
+  }
+}
+
+function errorCodeOf(json: unknown): string | undefined {
+  const code = (json as { error?: { code?: unknown } } | null)?.error?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+function assertOk(answer: ManagerAnswer, path: string): void {
+  if (answer.status >= 200 && answer.status < 300) return;
+  const code = errorCodeOf(answer.json);
+  const message = (answer.json as { error?: { message?: unknown } } | null)?.error?.message;
+  const hint =
+    answer.status === 503
+      ? 'no leader yet'
+      : answer.status === 401
+        ? 'cluster secret refused'
+        : typeof message === 'string'
+          ? message
+          : 'unexpected answer';
+  throw new ManagerRequestError(
+    answer.managerBase + path,
+    `HTTP ${answer.status}${code ? ` ${code}` : ''}: ${hint}`,
+    answer.status,
+    code,
+  );
+}

@@ -1,0 +1,206 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { createLogger, type Logger } from '../logging.ts';
+import { BlobStore } from './blobStore.ts';
+import { ManagerClient, NoManagerAnsweredError } from './managerClient.ts';
+import { createWorkerApp } from './workerApp.ts';
+import { advertisedUrl, type WorkerConfig } from './workerConfig.ts';
+
+/** In-flight requests (a PUT being fsynced) get this long to finish at shutdown before being cut. */
+const DRAIN_TIMEOUT_MS = 10_000;
+
+export const EXIT_OK = 0;
+/** Start-up failed: no manager answered, the port is taken, the data folder is unusable... */
+export const EXIT_START_FAILED = 1;
+/** The configuration was refused (see workerConfig.ts); nothing was started. */
+export const EXIT_BAD_CONFIG = 2;
+
+/**
+ * One storage worker: config -> BlobStore.open (its start-up check) -> HTTP app -> listen ->
+ * register with the managers (bounded retries; the caller exits if none answers) -> heartbeats.
+ * `stop()` undoes whatever was started, in reverse order, and may be called at any stage.
+ */
+export class WorkerProcess {
+  private store: BlobStore | undefined;
+  private server: Server | undefined;
+  private client: ManagerClient | undefined;
+  private stopping: Promise<void> | undefined;
+  private starting: Promise<void> | undefined;
+  private boundUrl: string | undefined;
+
+  constructor(
+    readonly config: WorkerConfig,
+    private readonly log: Logger = createLogger('worker', { nodeId: config.id }),
+  ) {}
+
+  /** The advertised URL, once listening. */
+  get url(): string | undefined {
+    return this.boundUrl;
+  }
+
+  get managerClient(): ManagerClient | undefined {
+    return this.client;
+  }
+
+  start(): Promise<void> {
+    this.starting ??= this.startInOrder();
+    return this.starting;
+  }
+
+  /** Checks `stopping` after every await, so a stop during start-up closes exactly what was opened. */
+  private async startInOrder(): Promise<void> {
+    const { config, log } = this;
+    log.info(
+      { event: 'worker.starting', dataDir: config.dataDir, managers: config.managers, zone: config.zone },
+      'worker starting',
+    );
+    this.store = await BlobStore.open(config.dataDir, {
+      ...(config.quotaBytes !== undefined ? { quotaBytes: config.quotaBytes } : {}),
+      logger: log,
+    });
+    if (this.stopping) return;
+
+    const { app } = createWorkerApp({
+      store: this.store,
+      secret: config.clusterSecret,
+      maxBlobBytes: config.maxBlobBytes,
+      logger: log,
+      // One app per process here, so process metrics (CPU, heap, event loop lag) belong to it.
+      collectDefaultMetrics: true,
+    });
+    this.server = await listen(app.fetch, config.listen.host, config.listen.port);
+    const port = (this.server.address() as AddressInfo).port;
+    this.boundUrl = advertisedUrl(config, port);
+    log.info({ event: 'worker.listening', url: this.boundUrl, port }, 'worker listening');
+    if (this.stopping) return;
+
+    const store = this.store;
+    this.client = new ManagerClient({
+      workerId: config.id,
+      url: this.boundUrl,
+      zone: config.zone,
+      managers: config.managers,
+      clusterSecret: config.clusterSecret,
+      registerAttempts: config.registerAttempts,
+      registerBackoffMs: config.registerBackoffMs,
+      heartbeatIntervalMs: config.heartbeatIntervalMs,
+      requestTimeoutMs: config.managerTimeoutMs,
+      inventory: () => store.inventory(),
+      usage: async () => {
+        const s = await store.stats();
+        return {
+          diskUsed: s.diskUsedBytes,
+          diskFree: s.diskFreeBytes,
+          blobCount: s.blobCount,
+          blobBytes: s.blobBytes,
+        };
+      },
+      logger: log,
+    });
+    await this.client.register();
+    if (this.stopping) return;
+    this.client.startHeartbeats();
+    log.info(
+      {
+        event: 'worker.started',
+        url: this.boundUrl,
+        leader: this.client.leaderUrl,
+        blobCount: store.startupReport.blobCount,
+      },
+      'worker started',
+    );
+  }
+
+  /** Idempotent: heartbeats stop first (the leader then notices), then the server drains, then the store closes. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info({ event: 'worker.stopping' }, 'worker stopping');
+      // Stopping the client aborts a registration in progress, which lets start() settle.
+      await this.client?.stop();
+      await this.starting?.catch(() => {});
+      if (this.server) await closeServer(this.server, DRAIN_TIMEOUT_MS);
+      await this.store?.close();
+      this.log.info({ event: 'worker.stopped' }, 'worker stopped');
+    })();
+    return this.stopping;
+  }
+}
+
+function listen(
+  fetch: Parameters<typeof serve>[0]['fetch'],
+  hostname: string,
+  port: number,
+): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch, hostname, port }, () => {
+      server.off('error', reject);
+      resolve(server as Server);
+    });
+    server.once('error', reject);
+  });
+}
+
+function closeServer(server: Server, drainMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const cut = setTimeout(() => server.closeAllConnections(), drainMs);
+    server.close(() => {
+      clearTimeout(cut);
+      resolve();
+    });
+    // Idle keep-alive sockets would hold close() open until their timeout; busy ones finish first.
+    server.closeIdleConnections();
+  });
+}
+
+/**
+ * Runs a worker until SIGTERM/SIGINT and returns the process exit status: 0 after a clean stop,
+ * EXIT_START_FAILED when start-up fails (after the bounded registration attempts, the error names
+ * every manager URL tried). The message goes to stderr as well as to the log, for operators
+ * reading a terminal or a container's output.
+ */
+export async function runWorkerProcess(config: WorkerConfig, log?: Logger): Promise<number> {
+  const logger = log ?? createLogger('worker', { nodeId: config.id });
+  const worker = new WorkerProcess(config, logger);
+  let signalled: NodeJS.Signals | undefined;
+  let onStopRequested!: () => void;
+  const stopRequested = new Promise<void>((resolve) => (onStopRequested = resolve));
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      // A second signal means the operator will not wait for the drain.
+      logger.warn({ event: 'worker.forced_exit', signal }, 'second signal: exiting without draining');
+      process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+    }
+    signalled = signal;
+    logger.info({ event: 'worker.signal', signal }, 'stop requested');
+    onStopRequested();
+    void worker.stop();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    try {
+      await worker.start();
+    } catch (err) {
+      await worker.stop();
+      if (signalled) return EXIT_OK;
+      const message =
+        err instanceof NoManagerAnsweredError ? err.message : `start-up failed: ${describeError(err)}`;
+      logger.error({ event: 'worker.start_failed', err: message }, 'worker could not start');
+      process.stderr.write(`imgvault worker ${config.id}: ${message}\n`);
+      return EXIT_START_FAILED;
+    }
+    await stopRequested;
+    await worker.stop();
+    return EXIT_OK;
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+}
+
+function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+}

@@ -1,0 +1,265 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { BlobStore } from '../../src/storagenode/blobStore.ts';
+import { SHA256_HEADER } from '../../src/storagenode/workerApp.ts';
+import { type ManagerStandIn, startManagerStandIn } from './managerStandIn.ts';
+
+/**
+ * kill -9 of a real worker process in the middle of a PUT: after a restart the blob is whole or
+ * absent, never partial, and the start-up check leaves no temp file behind.
+ */
+
+const SECRET = 'crash-test-secret';
+const REPO = path.resolve(import.meta.dirname, '../..');
+const BLOB_BYTES = 4 * 1024 * 1024;
+const CHUNK = 256 * 1024;
+
+async function until<T>(probe: () => Promise<T | undefined>, ms: number, what: string): Promise<T> {
+  const deadline = performance.now() + ms;
+  while (performance.now() < deadline) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+function spawnWorker(
+  args: string[],
+  env: Record<string, string> = {},
+): ChildProcess & { stderrText: () => string } {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/storagenode/workerMain.ts', ...args], {
+    cwd: REPO,
+    env: { ...process.env, IMGVAULT_LOG_LEVEL: 'silent', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return Object.assign(child, { stderrText: () => stderr });
+}
+
+function exited(child: ChildProcess, ms: number): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
+    const timer = setTimeout(() => reject(new Error(`worker did not exit within ${ms} ms`)), ms);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+}
+
+let manager: ManagerStandIn;
+let dataDir: string;
+const payload = randomBytes(BLOB_BYTES);
+const payloadSha = createHash('sha256').update(payload).digest('hex');
+
+beforeAll(async () => {
+  manager = await startManagerStandIn(SECRET, { heartbeatIntervalMs: 1000 });
+  dataDir = await mkdtemp(path.join(tmpdir(), 'imgvault-crash-'));
+});
+
+afterAll(async () => {
+  await manager.close();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+/** Starts a worker on the shared data folder and resolves once it has registered. */
+async function startWorker(): Promise<{ child: ChildProcess & { stderrText: () => string }; url: string }> {
+  const before = manager.registrations.length;
+  const child = spawnWorker(
+    ['--id', 'w-crash', '--listen', '127.0.0.1:0', '--data', dataDir, '--managers', manager.url],
+    { IMGVAULT_CLUSTER_SECRET: SECRET },
+  );
+  const url = await until(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`worker exited early: ${child.stderrText()}`);
+      return manager.registrations[before]?.header.url as string | undefined;
+    },
+    20_000,
+    'the worker to register',
+  );
+  return { child, url };
+}
+
+/** A PUT whose body the test feeds by hand, so the worker can be killed at a chosen byte. */
+function slowPut(url: string, id: string) {
+  const { hostname, port } = new URL(url);
+  const req = http.request({
+    host: hostname,
+    port,
+    method: 'PUT',
+    path: `/blobs/${id}`,
+    headers: {
+      [CLUSTER_SECRET_HEADER]: SECRET,
+      [SHA256_HEADER]: payloadSha,
+      'content-length': String(BLOB_BYTES),
+    },
+  });
+  const answer = new Promise<number>((resolve, reject) => {
+    req.on('response', (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+  });
+  answer.catch(() => {}); // the kill usually cuts it; callers that need it await it
+  req.flushHeaders();
+  const send = async (from: number, to: number) => {
+    for (let off = from; off < to; off += CHUNK) {
+      const slice = payload.subarray(off, Math.min(to, off + CHUNK));
+      if (!req.write(slice)) await new Promise((r) => req.once('drain', r));
+    }
+  };
+  return { req, answer, send };
+}
+
+async function tmpFiles(): Promise<string[]> {
+  return (await readdir(path.join(dataDir, 'tmp')).catch(() => [])).filter((n) => n.endsWith('.tmp'));
+}
+
+async function tmpBytes(): Promise<number> {
+  let total = 0;
+  for (const name of await tmpFiles()) {
+    total += await stat(path.join(dataDir, 'tmp', name)).then(
+      (s) => s.size,
+      () => 0,
+    );
+  }
+  return total;
+}
+
+/** After the crash: what a fresh BlobStore on the folder says about `id`. */
+async function inspectAfterCrash(
+  id: string,
+): Promise<{ state: 'whole' | 'absent'; tempFilesRemoved: number }> {
+  const store = await BlobStore.open(dataDir);
+  try {
+    expect(await tmpFiles()).toEqual([]);
+    const found = await store.stat(id);
+    const fileExists = await stat(store.blobPath(id)).then(
+      () => true,
+      () => false,
+    );
+    if (!found.ok) {
+      expect(found.error.code).toBe('BlobNotFound');
+      expect(fileExists).toBe(false);
+      return { state: 'absent', tempFilesRemoved: store.startupReport.tempFilesRemoved };
+    }
+    const read = await store.openForRead(id);
+    if (!read.ok) throw read.error;
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const chunk of read.value.stream as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      size += chunk.length;
+    }
+    expect({ size, sha256: hash.digest('hex') }).toEqual({ size: BLOB_BYTES, sha256: payloadSha });
+    return { state: 'whole', tempFilesRemoved: store.startupReport.tempFilesRemoved };
+  } finally {
+    await store.close();
+  }
+}
+
+describe('kill -9 during a PUT', () => {
+  it('after the headers, before any byte: the blob is absent and the temp file is removed', async () => {
+    const { child, url } = await startWorker();
+    const put = slowPut(url, 'crash-headers');
+    await until(async () => ((await tmpFiles()).length > 0 ? true : undefined), 5000, 'a temp file');
+    child.kill('SIGKILL');
+    await exited(child, 5000);
+    put.req.destroy();
+
+    const after = await inspectAfterCrash('crash-headers');
+    expect(after.state).toBe('absent');
+    expect(after.tempFilesRemoved).toBeGreaterThanOrEqual(1);
+  });
+
+  it('half way through the body: the blob is absent and the temp file is removed', async () => {
+    const { child, url } = await startWorker();
+    const put = slowPut(url, 'crash-half');
+    await put.send(0, BLOB_BYTES / 2);
+    await until(async () => ((await tmpBytes()) >= BLOB_BYTES / 4 ? true : undefined), 5000, 'bytes on disk');
+    child.kill('SIGKILL');
+    await exited(child, 5000);
+    put.req.destroy();
+
+    const after = await inspectAfterCrash('crash-half');
+    expect(after.state).toBe('absent');
+    expect(after.tempFilesRemoved).toBeGreaterThanOrEqual(1);
+  });
+
+  // The whole body is sent: the kill lands somewhere in fsync / pending marker / rename / index.
+  for (const delayMs of [0, 8]) {
+    it(`${delayMs} ms after the last byte: the blob is whole or absent, never partial`, async () => {
+      const id = `crash-end-${delayMs}`;
+      const { child, url } = await startWorker();
+      const put = slowPut(url, id);
+      await put.send(0, BLOB_BYTES);
+      put.req.end();
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      child.kill('SIGKILL');
+      await exited(child, 5000);
+      put.req.destroy();
+
+      const after = await inspectAfterCrash(id);
+      expect(['whole', 'absent']).toContain(after.state);
+    });
+  }
+
+  it('after the 201: the blob is whole, and a restarted worker serves it', async () => {
+    const { child, url } = await startWorker();
+    const put = slowPut(url, 'crash-acked');
+    await put.send(0, BLOB_BYTES);
+    put.req.end();
+    expect(await put.answer).toBe(201);
+    child.kill('SIGKILL');
+    await exited(child, 5000);
+
+    expect((await inspectAfterCrash('crash-acked')).state).toBe('whole');
+
+    const again = await startWorker();
+    try {
+      const res = await fetch(`${again.url}/blobs/crash-acked`, {
+        headers: { [CLUSTER_SECRET_HEADER]: SECRET },
+      });
+      expect(res.status).toBe(200);
+      const body = Buffer.from(await res.arrayBuffer());
+      expect(createHash('sha256').update(body).digest('hex')).toBe(payloadSha);
+      const registered = manager.registrations.at(-1)!;
+      expect(registered.blobs).toContainEqual({ id: 'crash-acked', size: BLOB_BYTES, sha256: payloadSha });
+      expect(registered.blobs.map((b) => b.id)).not.toContain('crash-headers');
+      expect(registered.blobs.map((b) => b.id)).not.toContain('crash-half');
+    } finally {
+      again.child.kill('SIGTERM');
+      expect(await exited(again.child, 15_000)).toBe(0);
+    }
+  });
+});
+
+describe('configuration', () => {
+  it('refuses bad flags with a non-zero exit and a message naming each bad field', async () => {
+    const child = spawnWorker(
+      ['--id', 'bad id!', '--listen', 'nowhere', '--managers', 'ftp://m1', '--max-blob-bytes', '12parsecs'],
+      { IMGVAULT_CLUSTER_SECRET: '', IMGVAULT_CLUSTER_SECRET_FILE: '' },
+    );
+    const status = await exited(child, 20_000);
+    const stderr = child.stderrText();
+
+    expect(status).toBe(2);
+    expect(stderr).toContain('invalid worker configuration');
+    expect(stderr).toMatch(/id \(--id \/ IMGVAULT_WORKER_ID\): must be 1-64 characters/);
+    expect(stderr).toMatch(/listen \(--listen \/ IMGVAULT_LISTEN\): "nowhere" is not host:port/);
+    expect(stderr).toMatch(/managers \(--managers \/ IMGVAULT_MANAGERS\): "ftp:\/\/m1" must be an http/);
+    expect(stderr).toMatch(/maxBlobBytes \(--max-blob-bytes \/ IMGVAULT_MAX_BLOB_BYTES\): "12parsecs"/);
+    expect(stderr).toMatch(/clusterSecret \(--secret-file \/ IMGVAULT_CLUSTER_SECRET\): is required/);
+  });
+});

@@ -1,0 +1,279 @@
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/logging.ts';
+import { BlobStore } from '../../src/storagenode/blobStore.ts';
+import {
+  ManagerClient,
+  type ManagerClientOptions,
+  NoManagerAnsweredError,
+} from '../../src/storagenode/managerClient.ts';
+import { type ManagerStandIn, startManagerStandIn } from './managerStandIn.ts';
+
+const SECRET = 'test-cluster-secret';
+const REPO = path.resolve(import.meta.dirname, '../..');
+
+/** Polls `check` every 20 ms until it holds or `ms` pass; returns whether it held. */
+async function eventually(check: () => boolean, ms: number): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  while (performance.now() < deadline) {
+    if (check()) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return check();
+}
+
+/** A port nothing listens on: a stand-in that was started and closed again. */
+async function deadManagerUrl(): Promise<string> {
+  const m = await startManagerStandIn(SECRET);
+  await m.close();
+  return m.url;
+}
+
+let dir: string;
+let store: BlobStore;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'imgvault-mc-'));
+  store = await BlobStore.open(dir);
+});
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  await store.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function putBlobs(n: number): Promise<Map<string, { size: number; sha256: string }>> {
+  const written = new Map<string, { size: number; sha256: string }>();
+  for (let i = 0; i < n; i++) {
+    const bytes = randomBytes(100 + i * 7);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const id = `img-${i.toString().padStart(4, '0')}`;
+    const r = await store.writeAtomically(id, Readable.from([bytes]), sha256, 1 << 20);
+    expect(r.ok).toBe(true);
+    written.set(id, { size: bytes.length, sha256 });
+  }
+  return written;
+}
+
+function client(managers: string[], overrides: Partial<ManagerClientOptions> = {}): ManagerClient {
+  const c = new ManagerClient({
+    workerId: 'w1',
+    url: 'http://127.0.0.1:7101',
+    zone: 'z1',
+    managers,
+    clusterSecret: SECRET,
+    registerAttempts: 3,
+    registerBackoffMs: 20,
+    heartbeatIntervalMs: 100,
+    requestTimeoutMs: 2000,
+    inventory: () => store.inventory(),
+    usage: async () => {
+      const s = await store.stats();
+      return {
+        diskUsed: s.diskUsedBytes,
+        diskFree: s.diskFreeBytes,
+        blobCount: s.blobCount,
+        blobBytes: s.blobBytes,
+      };
+    },
+    logger: createLogger('test-manager-client'),
+    ...overrides,
+  });
+  cleanups.push(() => c.stop());
+  return c;
+}
+
+async function standIn(options: Parameters<typeof startManagerStandIn>[1] = {}): Promise<ManagerStandIn> {
+  const m = await startManagerStandIn(SECRET, options);
+  cleanups.push(() => m.close());
+  return m;
+}
+
+describe('registration', () => {
+  it('streams the whole inventory to the leader, following a follower redirect', async () => {
+    const written = await putBlobs(60);
+    const leader = await standIn();
+    const follower = await standIn({ role: { kind: 'follower', leaderUrl: leader.url } });
+    const c = client([follower.url]);
+
+    const answer = await c.register();
+
+    expect(answer.leaderId).toBe('m-standin');
+    expect(follower.deflected).toEqual(['/internal/v1/workers/register']);
+    expect(c.leaderUrl).toBe(leader.url);
+    expect(leader.registrations).toHaveLength(1);
+    const { header, blobs } = leader.registrations[0]!;
+    expect(header).toMatchObject({ id: 'w1', url: 'http://127.0.0.1:7101', zone: 'z1', blobCount: 60 });
+    expect(header.blobBytes).toBe([...written.values()].reduce((a, b) => a + b.size, 0));
+    expect(typeof header.diskFree).toBe('number');
+    expect(new Map(blobs.map((b) => [b.id, { size: b.size, sha256: b.sha256 }]))).toEqual(written);
+  });
+
+  it('streams an index far larger than one body chunk, in id order, through a redirect', async () => {
+    // Index entries only (no files): what is under test is the streaming, not the blob bytes.
+    const entries = Array.from({ length: 20_000 }, (_, i) => ({
+      id: `bulk-${i.toString().padStart(6, '0')}`,
+      size: i,
+      sha256: createHash('sha256').update(String(i)).digest('hex'),
+    }));
+    await store.index.putMany(entries);
+    const leader = await standIn();
+    const follower = await standIn({ role: { kind: 'follower', leaderUrl: leader.url } });
+
+    await client([follower.url]).register();
+
+    expect(leader.registrations[0]!.blobs).toEqual(entries);
+  });
+
+  it('retries while no leader is elected, then registers', async () => {
+    const m = await standIn({ role: { kind: 'noLeader' } });
+    const c = client([m.url], { registerAttempts: 5 });
+    const registering = c.register();
+    expect(await eventually(() => m.deflected.length >= 2, 5000)).toBe(true);
+    m.role = { kind: 'leader' };
+    await registering;
+    expect(m.registrations).toHaveLength(1);
+  });
+
+  it('gives up after the configured attempts with an error naming every manager', async () => {
+    const dead = await deadManagerUrl();
+    const noLeader = await standIn({ role: { kind: 'noLeader' } });
+    const c = client([dead, noLeader.url], { registerAttempts: 3 });
+
+    const err = await c.register().catch((e: unknown) => e);
+
+    expect(err).toBeInstanceOf(NoManagerAnsweredError);
+    expect((err as Error).message).toContain('after 3 attempt(s)');
+    expect((err as Error).message).toContain(dead);
+    expect((err as Error).message).toContain(`${noLeader.url} (HTTP 503`);
+    expect(noLeader.deflected).toHaveLength(3);
+  });
+
+  it('refuses a manager that rejects the cluster secret', async () => {
+    const m = await standIn();
+    const c = client([m.url], { clusterSecret: 'wrong-secret', registerAttempts: 1 });
+    await expect(c.register()).rejects.toThrow(/HTTP 401 Unauthorized: cluster secret refused/);
+    expect(m.registrations).toHaveLength(0);
+  });
+});
+
+describe('heartbeats', () => {
+  it('arrive about every interval, carry usage, and never overlap', async () => {
+    await putBlobs(3);
+    // Each answer takes longer than the interval: overlapping beats would show as concurrency > 1.
+    const m = await standIn({ heartbeatDelayMs: 150 });
+    const c = client([m.url], { heartbeatIntervalMs: 100 });
+    await c.register();
+    const t0 = performance.now();
+    c.startHeartbeats();
+    await new Promise((r) => setTimeout(r, 1500));
+    await c.stop();
+    const stoppedAt = m.heartbeats.length;
+
+    expect(m.maxConcurrentHeartbeats).toBe(1);
+    // 150 ms per beat from t0+100: about 9 in 1.5 s; generous bounds for a loaded 2-core machine.
+    expect(m.heartbeats.length).toBeGreaterThanOrEqual(4);
+    expect(m.heartbeats.length).toBeLessThanOrEqual(11);
+    expect(m.heartbeats[0]!.at - t0).toBeGreaterThanOrEqual(90);
+    expect(m.heartbeats[0]!.body).toMatchObject({ id: 'w1', blobCount: 3 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(m.heartbeats.length).toBe(stoppedAt);
+  });
+
+  it('follow the manager list to the new leader when the leader dies', async () => {
+    const a = await standIn();
+    const b = await standIn({ role: { kind: 'follower', leaderUrl: a.url }, knownWorkers: ['w1'] });
+    const c = client([a.url, b.url], { heartbeatIntervalMs: 100 });
+    await c.register();
+    c.startHeartbeats();
+    expect(await eventually(() => a.heartbeats.length >= 2, 3000)).toBe(true);
+
+    await a.close();
+    b.role = { kind: 'leader' };
+
+    expect(await eventually(() => b.heartbeats.length >= 2, 3000)).toBe(true);
+    expect(c.leaderUrl).toBe(b.url);
+    expect(b.registrations).toHaveLength(0);
+  });
+
+  it('follow a redirect from a manager that is no longer leader', async () => {
+    const a = await standIn();
+    const b = await standIn({ knownWorkers: ['w1'] });
+    const c = client([a.url, b.url], { heartbeatIntervalMs: 100 });
+    await c.register();
+    c.startHeartbeats();
+    expect(await eventually(() => a.heartbeats.length >= 1, 3000)).toBe(true);
+
+    a.role = { kind: 'follower', leaderUrl: b.url };
+
+    expect(await eventually(() => b.heartbeats.length >= 2, 3000)).toBe(true);
+    expect(a.deflected).toContain('/internal/v1/workers/heartbeat');
+    expect(c.leaderUrl).toBe(b.url);
+  });
+
+  it('register again with the inventory when the leader answers UnknownWorker', async () => {
+    await putBlobs(5);
+    const m = await standIn();
+    const c = client([m.url], { heartbeatIntervalMs: 100 });
+    await c.register();
+    c.startHeartbeats();
+    expect(await eventually(() => m.heartbeats.length >= 1, 3000)).toBe(true);
+
+    m.forget('w1');
+
+    expect(await eventually(() => m.registrations.length === 2, 3000)).toBe(true);
+    expect(m.registrations[1]!.blobs).toHaveLength(5);
+    const beatsAfter = m.heartbeats.length;
+    expect(await eventually(() => m.heartbeats.length > beatsAfter, 3000)).toBe(true);
+  });
+});
+
+describe('worker process', () => {
+  it('exits non-zero with a clear message when no manager answers', async () => {
+    const dead = await deadManagerUrl();
+    const noLeader = await standIn({ role: { kind: 'noLeader' } });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/storagenode/workerMain.ts',
+        '--id',
+        'w-lonely',
+        '--listen',
+        '127.0.0.1:0',
+        '--data',
+        path.join(dir, 'worker'),
+        '--managers',
+        `${dead},${noLeader.url}`,
+        '--register-attempts',
+        '3',
+        '--register-backoff-ms',
+        '50',
+      ],
+      { cwd: REPO, env: { ...process.env, IMGVAULT_CLUSTER_SECRET: SECRET, IMGVAULT_LOG_LEVEL: 'silent' } },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const status = await new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    clearTimeout(killer);
+
+    expect(status).toBe(1);
+    expect(stderr).toContain(
+      'imgvault worker w-lonely: no manager answered the registration after 3 attempt(s)',
+    );
+    expect(stderr).toContain(dead);
+    expect(stderr).toContain(noLeader.url);
+    expect(noLeader.deflected).toHaveLength(3);
+  });
+});
