@@ -7,11 +7,30 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { managerUrl, peersSpec, spawnManager, stopChild, waitForLeader } from './localManagers.ts';
+import { spawnWorker, workerUrl } from './localWorkers.ts';
+
+/** Polls the leader's node table until `count` workers are registered and up; throws after timeoutMs. */
+async function waitForWorkers(leaderUrl: string, count: number, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let up = 0;
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(`${leaderUrl}/v1/cluster/nodes`, { signal: AbortSignal.timeout(1_000) });
+      const body = (await res.json()) as { nodes: { state: string }[] };
+      up = body.nodes.filter((n) => n.state === 'up').length;
+      if (up >= count) return up;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`only ${up} of ${count} workers registered within ${timeoutMs} ms`);
+}
 
 interface ClusterFlags {
   data: string;
   managers: string;
   basePort: string;
+  workers: string;
+  workerBasePort: string;
   leaderTimeout: string;
 }
 
@@ -33,6 +52,8 @@ export function registerClusterCommand(program: Command): void {
     .option('--data <dir>', 'data folder (one sub-folder per process)', './data')
     .option('--managers <n>', 'number of managers', '3')
     .option('--base-port <port>', 'port of the first manager; the others follow', '7001')
+    .option('--workers <n>', 'number of storage workers (0 runs the managers alone)', '3')
+    .option('--worker-base-port <port>', 'port of the first worker; the others follow', '7101')
     .option('--leader-timeout <ms>', 'how long to wait for a leader', '30000')
     .action(async (flags: ClusterFlags) => {
       const count = Number(flags.managers);
@@ -43,6 +64,16 @@ export function registerClusterCommand(program: Command): void {
       }
       if (!Number.isInteger(basePort) || basePort < 1 || basePort + count > 65_535) {
         console.error('imgvault cluster: --base-port is not a usable port');
+        process.exit(2);
+      }
+      const workerCount = Number(flags.workers);
+      const workerBasePort = Number(flags.workerBasePort);
+      if (!Number.isInteger(workerCount) || workerCount < 0 || workerCount > 32) {
+        console.error('imgvault cluster: --workers must be 0..32');
+        process.exit(2);
+      }
+      if (!Number.isInteger(workerBasePort) || workerBasePort < 1 || workerBasePort + workerCount > 65_535) {
+        console.error('imgvault cluster: --worker-base-port is not a usable port');
         process.exit(2);
       }
       const dataDir = resolve(flags.data);
@@ -85,8 +116,6 @@ export function registerClusterCommand(program: Command): void {
         children.set(m.id, child);
       }
 
-      // Workers: the storage workers are started here, after the managers, once they exist.
-
       const urls = members.map((m) => managerUrl(m.port));
       try {
         // A manager that dies while starting (a port in use, a bad data folder) ends the wait at once.
@@ -97,10 +126,41 @@ export function registerClusterCommand(program: Command): void {
         });
         died.catch(() => {}); // exits after start-up are reported by the handlers above
         const leader = await Promise.race([waitForLeader(urls, Number(flags.leaderTimeout)), died]);
+        // Workers register with the leader, so they start once there is one; each gets its own zone
+        // label so the two copies of an image always land on two different workers' disks.
+        const workerIds = Array.from({ length: workerCount }, (_, i) => ({
+          id: `w${i + 1}`,
+          port: workerBasePort + i,
+        }));
+        for (const w of workerIds) {
+          const logFile = join(dataDir, `${w.id}.log`);
+          const child = spawnWorker({
+            id: w.id,
+            port: w.port,
+            dataDir: join(dataDir, w.id),
+            managers: urls,
+            secretFile,
+            zone: `zone-${w.id}`,
+            logFile,
+          });
+          child.once('exit', (code, signal) => {
+            if (!stopping)
+              console.error(
+                `imgvault cluster: worker ${w.id} exited (${signal ?? `code ${code}`}); see ${logFile}`,
+              );
+          });
+          children.set(w.id, child);
+        }
         for (const m of members)
           console.log(`manager ${m.id}: ${managerUrl(m.port)}  (log: ${join(dataDir, `${m.id}.log`)})`);
+        for (const w of workerIds)
+          console.log(`worker  ${w.id}: ${workerUrl(w.port)}  (log: ${join(dataDir, `${w.id}.log`)})`);
+        const registered = await waitForWorkers(leader.url, workerCount, Number(flags.leaderTimeout));
         console.log(
-          `imgvault cluster ready: ${count} managers, leader ${leader.id} at ${leader.url} (term ${leader.term}); data in ${dataDir}`,
+          `imgvault cluster ready: ${count} managers, ${registered} workers, leader ${leader.id} at ${leader.url} (term ${leader.term}); data in ${dataDir}`,
+        );
+        console.log(
+          `open access on 127.0.0.1 (no client tokens): try  curl -L --data-binary @photo.jpg ${urls[0]}/v1/images`,
         );
       } catch (err) {
         console.error(`imgvault cluster: ${err instanceof Error ? err.message : String(err)}`);

@@ -1,13 +1,17 @@
 // The `imgvault` command. Each subcommand lives in its own file and registers itself here.
 
 import { Command } from 'commander';
+import { registerClientCommands } from './clientCommands.ts';
 import { registerClusterCommand } from './clusterCommand.ts';
 import { registerManagerCommand } from './managerCommand.ts';
+import { registerWorkerCommand } from './workerCommand.ts';
 
 const program = new Command('imgvault').description(
   'image backup store: managers (Raft) and storage workers',
 );
 registerManagerCommand(program);
+registerWorkerCommand(program);
 registerClusterCommand(program);
+registerClientCommands(program);
 
 await program.parseAsync(process.argv);

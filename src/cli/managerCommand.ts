@@ -20,7 +20,10 @@ export function registerManagerCommand(program: Command): void {
     .option('--election-tick <n>', 'ticks before an election (default 10)')
     .option('--heartbeat-tick <n>', 'ticks between heartbeats (default 1)')
     .option('--snapshot-threshold <n>', 'snapshot and compact every n applied entries (default 10000)')
-    .option('--mode <mode>', 'images (default) or kv: a bare replicated register for Raft benchmarks and drills')
+    .option(
+      '--mode <mode>',
+      'images (default) or kv: a bare replicated register for Raft benchmarks and drills',
+    )
     .option('--max-image-bytes <n>', 'largest accepted image in bytes (default 67108864 = 64 MiB)')
     .option('--suspect-after-ms <ms>', 'a worker silent this long gets no new copies or reads (default 3000)')
     .option('--heartbeat-interval-ms <ms>', 'heartbeat period asked of workers (default 1000)')
