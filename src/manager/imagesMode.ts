@@ -3,6 +3,7 @@
 
 import { join } from 'node:path';
 import type { Hono } from 'hono';
+import type { Registry } from 'prom-client';
 import { clusterRoutes } from '../api/clusterRoutes.ts';
 import { publicRoutes } from '../api/publicRoutes.ts';
 import { workerRoutes } from '../api/workerRoutes.ts';
@@ -23,7 +24,13 @@ export interface ImagesMode {
   close(): Promise<void>;
 }
 
-export async function openImagesMode(config: ManagerConfig, log: Logger): Promise<ImagesMode> {
+/** `metrics` is the manager's Prometheus registry: image and worker metrics register there. */
+export async function openImagesMode(
+  config: ManagerConfig,
+  log: Logger,
+  metrics: Registry,
+): Promise<ImagesMode> {
+  void metrics;
   const metadata = await MetadataStateMachine.open(join(config.dataDir, 'metadata'));
   const staging = await StagingArea.open(join(config.dataDir, 'staging'));
   const workers = new WorkerClient({ secret: config.secret });

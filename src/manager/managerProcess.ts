@@ -25,12 +25,12 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   const log = createLogger('manager', { nodeId: config.id });
   await mkdir(config.dataDir, { recursive: true });
   const store = await LevelLogStore.open(join(config.dataDir, 'raft'));
-  const kv = config.mode === 'kv' ? await KvStateMachine.open(join(config.dataDir, 'kv')) : null;
-  const images = config.mode === 'images' ? await openImagesMode(config, log) : null;
-  const stateMachine = kv ?? images?.metadata;
-  if (!stateMachine) throw new Error(`unknown manager mode ${config.mode}`);
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics });
+  const kv = config.mode === 'kv' ? await KvStateMachine.open(join(config.dataDir, 'kv')) : null;
+  const images = config.mode === 'images' ? await openImagesMode(config, log, metrics) : null;
+  const stateMachine = kv ?? images?.metadata;
+  if (!stateMachine) throw new Error(`unknown manager mode ${config.mode}`);
 
   // The transport and the node refer to each other; messages that arrive before the node exists
   // are dropped (Raft retransmits).
