@@ -24,6 +24,7 @@ export function registerManagerCommand(program: Command): void {
       '--mode <mode>',
       'images (default) or kv: a bare replicated register for Raft benchmarks and drills',
     )
+    .option('--client-tokens-file <file>', 'bearer tokens (one a line) clients must present; none = open API')
     .option('--max-image-bytes <n>', 'largest accepted image in bytes (default 67108864 = 64 MiB)')
     .option('--suspect-after-ms <ms>', 'a worker silent this long gets no new copies or reads (default 3000)')
     .option('--heartbeat-interval-ms <ms>', 'heartbeat period asked of workers (default 1000)')

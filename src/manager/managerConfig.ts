@@ -53,6 +53,8 @@ export const managerConfigSchema = z
      * Raft drills without workers).
      */
     mode: z.enum(['images', 'kv']).default('images'),
+    /** Bearer tokens clients must present on /v1/images; empty = open API. */
+    clientTokens: z.array(z.string().min(16, 'a client token must be at least 16 characters')).default([]),
     /** Largest image accepted by an upload. */
     maxImageBytes: z
       .number()
@@ -90,10 +92,20 @@ export interface ManagerFlags {
   heartbeatTick?: string;
   snapshotThreshold?: string;
   mode?: string;
+  clientTokensFile?: string;
   maxImageBytes?: string;
   suspectAfterMs?: string;
   heartbeatIntervalMs?: string;
   usageSummaryMs?: string;
+}
+
+/** One token per line; blank lines and lines starting with # are ignored. */
+function readTokens(file: string | undefined): string[] {
+  if (!file) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0 && !l.startsWith('#'));
 }
 
 function toInt(v: string | undefined): number | undefined {
@@ -136,6 +148,7 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     join: flags.join ?? env.IMGVAULT_JOIN === '1',
     secret,
     mode: flags.mode ?? env.IMGVAULT_MANAGER_MODE,
+    clientTokens: readTokens(flags.clientTokensFile ?? env.IMGVAULT_CLIENT_TOKENS_FILE),
     maxImageBytes: toInt(flags.maxImageBytes ?? env.IMGVAULT_MAX_IMAGE_BYTES),
     suspectAfterMs: toInt(flags.suspectAfterMs ?? env.IMGVAULT_SUSPECT_AFTER_MS),
     heartbeatIntervalMs: toInt(flags.heartbeatIntervalMs ?? env.IMGVAULT_HEARTBEAT_INTERVAL_MS),

@@ -70,6 +70,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     node: running,
     ...(kv ? { kv } : {}),
     surfaces: images?.attach(running) ?? [],
+    clientTokens: config.clientTokens,
     secret: config.secret,
     raftApp,
     metrics,

@@ -10,6 +10,7 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
+import { requireClientToken } from '../api/clientAuth.ts';
 import { requireClusterSecret } from '../api/clusterAuth.ts';
 import { RaftError, type RaftNode } from '../consensus/raftNode.ts';
 import { KV_VALUE_MAX, type KvStateMachine, kvKeySchema } from '../metadata/kvStateMachine.ts';
@@ -21,6 +22,8 @@ export interface ManagerAppDeps {
   kv?: KvStateMachine;
   /** Sub-apps mounted at the root (images mode: public, worker and cluster routes). */
   surfaces?: Hono[];
+  /** Bearer tokens required on /v1/images; empty = open. */
+  clientTokens?: string[];
   secret: string;
   /** The Raft transport's receiving side (POST /raft/messages), mounted at the root. */
   raftApp: Hono;
@@ -144,6 +147,9 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
   });
 
   if (deps.kv) mountKvRoutes(app, node, deps.kv);
+  const clientAuth = requireClientToken(deps.clientTokens ?? []);
+  app.use('/v1/images', clientAuth);
+  app.use('/v1/images/*', clientAuth);
   for (const surface of deps.surfaces ?? []) app.route('/', surface);
 
   // Admin routes need the cluster secret; each names the middleware itself because a `use('*')` on
