@@ -1,15 +1,13 @@
 // Running managers as local child processes on 127.0.0.1: shared by `imgvault cluster`, the
 // cluster integration test and the Raft benchmark, so all three start managers the same way.
 
-import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { type ChildOptions, spawnTypeScript } from './localProcess.ts';
 
 const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
-// Resolved here so the children load tsx from this checkout whatever their working directory.
-const TSX = import.meta.resolve('tsx');
 
-export interface LocalManagerSpec {
+export interface LocalManagerSpec extends ChildOptions {
   id: string;
   port: number;
   dataDir: string;
@@ -18,11 +16,6 @@ export interface LocalManagerSpec {
   secretFile: string;
   /** Extra flags, e.g. ['--snapshot-threshold', '50']. */
   args?: string[];
-  /** Extra arguments for node itself, e.g. ['--cpu-prof']. */
-  nodeArgs?: string[];
-  /** Appends the child's stdout and stderr (pino JSON) here; otherwise they are discarded. */
-  logFile?: string;
-  env?: NodeJS.ProcessEnv;
 }
 
 export function managerUrl(port: number): string {
@@ -34,32 +27,24 @@ export function peersSpec(members: { id: string; port: number }[]): string {
 }
 
 export function spawnManager(spec: LocalManagerSpec): ChildProcess {
-  const args = [
-    ...(spec.nodeArgs ?? []),
-    '--import',
-    TSX,
+  return spawnTypeScript(
     MAIN,
-    'manager',
-    '--id',
-    spec.id,
-    '--listen',
-    `127.0.0.1:${spec.port}`,
-    '--data',
-    spec.dataDir,
-    '--peers',
-    spec.peers,
-    '--secret-file',
-    spec.secretFile,
-    ...(spec.args ?? []),
-  ];
-  const out = spec.logFile ? openSync(spec.logFile, 'a') : 'ignore';
-  const child = spawn(process.execPath, args, {
-    stdio: ['ignore', out, out],
-    env: { ...process.env, ...spec.env },
-  });
-  // The child holds its own copy of the descriptor.
-  if (typeof out === 'number') closeSync(out);
-  return child;
+    [
+      'manager',
+      '--id',
+      spec.id,
+      '--listen',
+      `127.0.0.1:${spec.port}`,
+      '--data',
+      spec.dataDir,
+      '--peers',
+      spec.peers,
+      '--secret-file',
+      spec.secretFile,
+      ...(spec.args ?? []),
+    ],
+    spec,
+  );
 }
 
 export interface RaftView {

@@ -1,14 +1,13 @@
 // Running storage workers as local child processes on 127.0.0.1: shared by `imgvault cluster`,
 // the image integration tests and the upload benchmark.
 
-import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { type ChildOptions, spawnTypeScript } from './localProcess.ts';
 
 const WORKER_MAIN = fileURLToPath(new URL('../storagenode/workerMain.ts', import.meta.url));
-const TSX = import.meta.resolve('tsx');
 
-export interface LocalWorkerSpec {
+export interface LocalWorkerSpec extends ChildOptions {
   id: string;
   port: number;
   dataDir: string;
@@ -18,9 +17,6 @@ export interface LocalWorkerSpec {
   zone?: string;
   /** Extra flags, e.g. ['--quota-bytes', '1MiB']. */
   args?: string[];
-  /** Appends the child's stdout and stderr (pino JSON) here; otherwise they are discarded. */
-  logFile?: string;
-  env?: NodeJS.ProcessEnv;
 }
 
 export function workerUrl(port: number): string {
@@ -28,29 +24,23 @@ export function workerUrl(port: number): string {
 }
 
 export function spawnWorker(spec: LocalWorkerSpec): ChildProcess {
-  const args = [
-    '--import',
-    TSX,
+  return spawnTypeScript(
     WORKER_MAIN,
-    '--id',
-    spec.id,
-    '--listen',
-    `127.0.0.1:${spec.port}`,
-    '--data',
-    spec.dataDir,
-    '--managers',
-    spec.managers.join(','),
-    '--secret-file',
-    spec.secretFile,
-    '--zone',
-    spec.zone ?? 'default',
-    ...(spec.args ?? []),
-  ];
-  const out = spec.logFile ? openSync(spec.logFile, 'a') : 'ignore';
-  const child = spawn(process.execPath, args, {
-    stdio: ['ignore', out, out],
-    env: { ...process.env, ...spec.env },
-  });
-  if (typeof out === 'number') closeSync(out);
-  return child;
+    [
+      '--id',
+      spec.id,
+      '--listen',
+      `127.0.0.1:${spec.port}`,
+      '--data',
+      spec.dataDir,
+      '--managers',
+      spec.managers.join(','),
+      '--secret-file',
+      spec.secretFile,
+      '--zone',
+      spec.zone ?? 'default',
+      ...(spec.args ?? []),
+    ],
+    spec,
+  );
 }

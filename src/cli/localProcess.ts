@@ -1,0 +1,27 @@
+// Starting one of our TypeScript entry points as a child process, as `imgvault cluster`, the
+// integration tests and the benchmarks do for managers and workers alike.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+
+// Resolved here so the children load tsx from this checkout whatever their working directory.
+const TSX = import.meta.resolve('tsx');
+
+export interface ChildOptions {
+  /** Extra arguments for node itself, e.g. ['--cpu-prof']. */
+  nodeArgs?: string[];
+  /** Appends the child's stdout and stderr (pino JSON) here; otherwise they are discarded. */
+  logFile?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export function spawnTypeScript(entry: string, args: string[], opts: ChildOptions = {}): ChildProcess {
+  const out = opts.logFile ? openSync(opts.logFile, 'a') : 'ignore';
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', TSX, entry, ...args], {
+    stdio: ['ignore', out, out],
+    env: { ...process.env, ...opts.env },
+  });
+  // The child holds its own copy of the descriptor.
+  if (typeof out === 'number') closeSync(out);
+  return child;
+}
