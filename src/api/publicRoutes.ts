@@ -45,6 +45,9 @@ function mapError(c: Context, err: unknown): Response {
   if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);
   const status = err.code === 'NotLeader' ? 503 : STATUS[err.code];
   if (status === 503) c.header('retry-after', '1');
+  // The rest of an oversized body stays unread: a client must not send its next request on this
+  // connection, or it would reach a socket the server is about to close.
+  if (err.code === 'TooLarge') c.header('connection', 'close');
   return jsonError(c, status, err.code, err.message);
 }
 
@@ -58,12 +61,11 @@ export function publicRoutes(images: ImageService): Hono {
 
   const upload = async (c: Context, id: string) => {
     try {
-      images.validateId(id);
-      images.requireLeader();
-      if (Number(c.req.header('content-length') ?? 0) > images.maxImageBytes) {
-        throw new ImageError('TooLarge', `image exceeds the limit of ${images.maxImageBytes} bytes`);
-      }
-      const { created, object } = await images.upload(id, bodyOf(c));
+      const length = c.req.header('content-length');
+      const declaredLength = length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined;
+      const { created, object } = await images.upload(id, () => bodyOf(c), {
+        ...(declaredLength !== undefined ? { declaredLength } : {}),
+      });
       c.header('location', `/v1/images/${encodeURIComponent(object.id)}`);
       c.header('etag', `"${object.sha256}"`);
       return c.json(toJson(object), created ? 201 : 200);

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { ImageError } from '../manager/imageService.ts';
 import {
   type InventoryLine,
+  InventoryTooLarge,
   inventoryLineSchema,
   registrationHeaderSchema,
   UnknownWorker,
@@ -40,6 +41,7 @@ function mapError(c: Context, err: unknown): Response {
     return jsonError(c, 400, 'BadRegistration', err.message);
   }
   if (err instanceof UnknownWorker) return jsonError(c, 404, 'UnknownWorker', err.message);
+  if (err instanceof InventoryTooLarge) return jsonError(c, 413, 'InventoryTooLarge', err.message);
   if (err instanceof ImageError) {
     if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);
     c.header('retry-after', '1');

@@ -27,6 +27,12 @@ export function registerManagerCommand(program: Command): void {
     .option('--client-tokens-file <file>', 'bearer tokens (one a line) clients must present; none = open API')
     .option('--max-image-bytes <n>', 'largest accepted image in bytes (default 67108864 = 64 MiB)')
     .option('--suspect-after-ms <ms>', 'a worker silent this long gets no new copies or reads (default 3000)')
+    .option('--down-after-ms <ms>', 'a worker silent this long is marked down and repaired (default 30000)')
+    .option(
+      '--orphan-grace-ms <ms>',
+      'unknown blobs on a rejoining worker are deleted after this long (default 3600000)',
+    )
+    .option('--repair-concurrency <n>', 'worker-to-worker repair copies at once (default 8)')
     .option('--heartbeat-interval-ms <ms>', 'heartbeat period asked of workers (default 1000)')
     .option('--usage-summary-ms <ms>', 'how often worker usage is committed (default 5000)')
     .action(async (flags: ManagerFlags) => {

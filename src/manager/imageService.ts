@@ -13,6 +13,7 @@ import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachin
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
 import { NoLiveWorker, replicateUpload } from './replicateUpload.ts';
 import type { StagingArea } from './stagingArea.ts';
+import type { UploadMetrics } from './uploadMetrics.ts';
 import type { WorkerClient } from './workerClient.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
@@ -56,8 +57,9 @@ export interface ImageServiceDeps {
   liveness: WorkerLiveness;
   log: Logger;
   maxImageBytes: number;
-  /** Called for every target that failed and was replaced by another (metrics). */
+  /** Called for every target that failed and was replaced by another. */
   onFallback?: () => void;
+  metrics?: UploadMetrics;
 }
 
 export interface UploadOutcome {
@@ -69,6 +71,11 @@ export interface Download {
   object: ObjectView;
   nodeId: string;
   response: Dispatcher.ResponseData;
+}
+
+/** The metrics label of a failure: its ImageError code, `Internal` for anything unexpected. */
+function outcomeOf(err: unknown): string {
+  return err instanceof ImageError ? err.code : 'Internal';
 }
 
 function raftFailure(err: unknown): never {
@@ -112,22 +119,51 @@ export class ImageService {
     return randomUUID();
   }
 
-  async upload(id: string, body: Readable): Promise<UploadOutcome> {
-    this.validateId(id);
-    this.requireLeader();
-    const previous = this.inFlight.get(id);
-    const run = (previous ?? Promise.resolve()).catch(() => {}).then(() => this.uploadExclusive(id, body));
-    this.inFlight.set(id, run);
+  /**
+   * `openBody` is called only once the upload is accepted for processing (valid id, leader, declared
+   * size within the limit), so a refused request's body is never touched. `declaredLength` (the
+   * Content-Length, when there is one) refuses an oversized upload before a byte of it is read;
+   * the staging limit still holds for bodies that lie or have no length.
+   */
+  async upload(
+    id: string,
+    openBody: () => Readable,
+    opts: { declaredLength?: number } = {},
+  ): Promise<UploadOutcome> {
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000;
     try {
-      return await run;
-    } finally {
-      if (this.inFlight.get(id) === run) this.inFlight.delete(id);
+      this.validateId(id);
+      this.requireLeader();
+      if (opts.declaredLength !== undefined && opts.declaredLength > this.deps.maxImageBytes) {
+        throw new ImageError('TooLarge', `image exceeds the limit of ${this.deps.maxImageBytes} bytes`);
+      }
+      const previous = this.inFlight.get(id);
+      const body = openBody();
+      const run = (previous ?? Promise.resolve()).catch(() => {}).then(() => this.uploadExclusive(id, body));
+      this.inFlight.set(id, run);
+      let outcome: UploadOutcome;
+      try {
+        outcome = await run;
+      } finally {
+        if (this.inFlight.get(id) === run) this.inFlight.delete(id);
+      }
+      this.deps.metrics?.upload(outcome.created ? 'created' : 'existing', seconds(), outcome.object.size);
+      return outcome;
+    } catch (err) {
+      // A redirect to the leader is not an upload; the leader counts the one it serves.
+      if (!(err instanceof ImageError && err.code === 'NotLeader')) {
+        this.deps.metrics?.upload(outcomeOf(err), seconds(), 0);
+      }
+      throw err;
     }
   }
 
   private async uploadExclusive(id: string, body: Readable): Promise<UploadOutcome> {
     const { metadata, staging, log } = this.deps;
+    const timer = this.phaseTimer();
     const stagedResult = await staging.stage(body, this.deps.maxImageBytes);
+    timer('stage');
     if (!stagedResult.ok) throw new ImageError(stagedResult.error.code, stagedResult.error.message);
     const staged = stagedResult.staged;
     try {
@@ -139,19 +175,24 @@ export class ImageService {
       const urls = new Map(nodes.map((n) => [n.nodeId, n.url]));
       let replicated: Awaited<ReturnType<typeof replicateUpload>>;
       try {
+        timer('skip');
         replicated = await replicateUpload({
           id,
           staged,
           client: this.deps.workers,
           log,
           workers: { candidates: () => candidates, urlOf: (nodeId) => urls.get(nodeId) },
-          onFallback: () => this.deps.onFallback?.(),
+          onFallback: () => {
+            this.deps.metrics?.fallback();
+            this.deps.onFallback?.();
+          },
         });
       } catch (err) {
         if (err instanceof NoLiveWorker) throw new ImageError('NoLiveWorker', err.message);
         throw err;
       }
 
+      timer('replicate');
       const recorded = await proposeCommand(this.deps.raft, {
         type: 'recordObject',
         id,
@@ -161,6 +202,7 @@ export class ImageService {
         createdAt: Date.now(),
         replicas: replicated.replicas,
       }).catch(raftFailure);
+      timer('commit');
       if (recorded.ok) {
         log.info(
           { event: 'upload.committed', objectId: id, replicas: recorded.object.replicas, size: staged.size },
@@ -176,6 +218,16 @@ export class ImageService {
     } finally {
       await staging.discard(staged.path);
     }
+  }
+
+  /** Reports the time since the previous call under `phase` (`skip` only restarts the clock). */
+  private phaseTimer(): (phase: 'stage' | 'replicate' | 'commit' | 'skip') => void {
+    let last = performance.now();
+    return (phase) => {
+      const now = performance.now();
+      if (phase !== 'skip') this.deps.metrics?.phase(phase, (now - last) / 1000);
+      last = now;
+    };
   }
 
   private sameBytesOrConflict(existing: ObjectView, sha256: string): UploadOutcome {
@@ -197,11 +249,30 @@ export class ImageService {
    * skipped for the next. Every replica on a down worker -> Unavailable (the bytes are not lost).
    */
   async open(id: string, opts: { method: 'GET' | 'HEAD'; range?: string }): Promise<Download> {
+    try {
+      const download = await this.openReplica(id, opts);
+      this.deps.metrics?.download('ok');
+      return download;
+    } catch (err) {
+      this.deps.metrics?.download(outcomeOf(err));
+      throw err;
+    }
+  }
+
+  private async openReplica(id: string, opts: { method: 'GET' | 'HEAD'; range?: string }): Promise<Download> {
     const object = await this.getMeta(id);
     const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
+    // Only the leader hears heartbeats: a follower's liveness view would call every worker suspect
+    // once the suspect timeout has passed since it started, so a follower goes by the table alone
+    // (a replica on a worker that died unnoticed fails fast and the next one is tried).
+    const leading = this.deps.raft.isLeader();
     const serving = object.replicas
       .map((nodeId) => nodes.get(nodeId))
-      .filter((n) => n !== undefined && this.deps.liveness.isServing(n));
+      .filter(
+        (n) =>
+          n !== undefined &&
+          (leading ? this.deps.liveness.isServing(n) : n.state === 'up' || n.state === 'draining'),
+      );
     const failures: string[] = [];
     for (const node of serving) {
       if (!node) continue;
@@ -226,6 +297,16 @@ export class ImageService {
 
   /** Removes the record (committed), then the copies; copies on unreachable workers wait for reconcile. */
   async remove(id: string): Promise<void> {
+    try {
+      await this.removeCommitted(id);
+      this.deps.metrics?.delete('deleted');
+    } catch (err) {
+      if (!(err instanceof ImageError && err.code === 'NotLeader')) this.deps.metrics?.delete(outcomeOf(err));
+      throw err;
+    }
+  }
+
+  private async removeCommitted(id: string): Promise<void> {
     this.validateId(id);
     this.requireLeader();
     const result = await proposeCommand(this.deps.raft, { type: 'deleteObject', id }).catch(raftFailure);

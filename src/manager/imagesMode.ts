@@ -10,9 +10,11 @@ import { workerRoutes } from '../api/workerRoutes.ts';
 import type { RaftNode } from '../consensus/raftNode.ts';
 import type { Logger } from '../logging.ts';
 import { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
+import { FailureHandling } from './failureHandling.ts';
 import { ImageService } from './imageService.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { StagingArea } from './stagingArea.ts';
+import { UploadMetrics } from './uploadMetrics.ts';
 import { WorkerClient } from './workerClient.ts';
 import { WorkerLiveness } from './workerLiveness.ts';
 import { WorkerRegistry } from './workerRegistry.ts';
@@ -30,12 +32,13 @@ export async function openImagesMode(
   log: Logger,
   metrics: Registry,
 ): Promise<ImagesMode> {
-  void metrics;
+  const uploadMetrics = new UploadMetrics(metrics);
   const metadata = await MetadataStateMachine.open(join(config.dataDir, 'metadata'));
   const staging = await StagingArea.open(join(config.dataDir, 'staging'));
   const workers = new WorkerClient({ secret: config.secret });
   const liveness = new WorkerLiveness({ suspectAfterMs: config.suspectAfterMs });
   let registry: WorkerRegistry | null = null;
+  let failures: FailureHandling | null = null;
 
   return {
     metadata,
@@ -48,12 +51,24 @@ export async function openImagesMode(
         liveness,
         log,
         maxImageBytes: config.maxImageBytes,
+        metrics: uploadMetrics,
       });
+      failures = new FailureHandling({
+        config,
+        raft: node,
+        metadata,
+        liveness,
+        workers,
+        log,
+        registry: metrics,
+      });
+      failures.start();
       registry = new WorkerRegistry({
         raft: node,
         metadata,
         liveness,
         log,
+        reconciler: failures.reconciler,
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         summaryIntervalMs: config.usageSummaryMs,
       });
@@ -62,10 +77,12 @@ export async function openImagesMode(
         publicRoutes(images),
         workerRoutes({ registry, secret: config.secret, heartbeatIntervalMs: config.heartbeatIntervalMs }),
         clusterRoutes({ metadata, liveness, isLeader: () => node.isLeader() }),
+        failures.routes,
       ];
     },
     async close() {
       registry?.stop();
+      await failures?.stop();
       await workers.close();
       await metadata.close();
     },

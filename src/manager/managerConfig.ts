@@ -63,6 +63,12 @@ export const managerConfigSchema = z
       .default(64 * 1024 * 1024),
     /** A worker silent this long is no longer given new copies or asked for reads. */
     suspectAfterMs: z.number().int().min(100).default(3_000),
+    /** A worker silent this long is marked down (committed) and its objects are repaired elsewhere. */
+    downAfterMs: z.number().int().min(200).default(30_000),
+    /** Blobs a rejoining worker holds that no record knows are deleted only once seen this long. */
+    orphanGraceMs: z.number().int().min(0).default(3_600_000),
+    /** Repairs (worker-to-worker copies) the leader runs at once. */
+    repairConcurrency: z.number().int().min(1).max(256).default(8),
     /** Heartbeat period the leader asks workers to keep. */
     heartbeatIntervalMs: z.number().int().min(50).max(60_000).default(1_000),
     /** How often the leader commits the usage figures heard from workers (one log entry for all). */
@@ -73,6 +79,7 @@ export const managerConfigSchema = z
     snapshotThreshold: z.number().int().min(1).default(10_000),
   })
   .refine((c) => c.heartbeatTick < c.electionTick, { message: 'heartbeatTick must be below electionTick' })
+  .refine((c) => c.downAfterMs > c.suspectAfterMs, { message: 'downAfterMs must exceed suspectAfterMs' })
   .refine((c) => c.join || c.id in c.peers, { message: 'a founding manager must be listed in --peers' });
 
 export type ManagerConfig = z.infer<typeof managerConfigSchema>;
@@ -95,6 +102,9 @@ export interface ManagerFlags {
   clientTokensFile?: string;
   maxImageBytes?: string;
   suspectAfterMs?: string;
+  downAfterMs?: string;
+  orphanGraceMs?: string;
+  repairConcurrency?: string;
   heartbeatIntervalMs?: string;
   usageSummaryMs?: string;
 }
@@ -151,6 +161,9 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     clientTokens: readTokens(flags.clientTokensFile ?? env.IMGVAULT_CLIENT_TOKENS_FILE),
     maxImageBytes: toInt(flags.maxImageBytes ?? env.IMGVAULT_MAX_IMAGE_BYTES),
     suspectAfterMs: toInt(flags.suspectAfterMs ?? env.IMGVAULT_SUSPECT_AFTER_MS),
+    downAfterMs: toInt(flags.downAfterMs ?? env.IMGVAULT_DOWN_AFTER_MS),
+    orphanGraceMs: toInt(flags.orphanGraceMs ?? env.IMGVAULT_ORPHAN_GRACE_MS),
+    repairConcurrency: toInt(flags.repairConcurrency ?? env.IMGVAULT_REPAIR_CONCURRENCY),
     heartbeatIntervalMs: toInt(flags.heartbeatIntervalMs ?? env.IMGVAULT_HEARTBEAT_INTERVAL_MS),
     usageSummaryMs: toInt(flags.usageSummaryMs ?? env.IMGVAULT_USAGE_SUMMARY_MS),
     tickMs: toInt(flags.tickMs ?? env.IMGVAULT_RAFT_TICK_MS),

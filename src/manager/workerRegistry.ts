@@ -8,6 +8,7 @@ import { MAX_HEARTBEAT_NODES, NODE_ID_PATTERN } from '../metadata/commands.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
 import { ImageError, type RaftAccess } from './imageService.ts';
+import type { RejoinReconciler } from './rejoinReconciler.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
@@ -42,6 +43,10 @@ export class UnknownWorker extends Error {
   readonly code = 'UnknownWorker';
 }
 
+export class InventoryTooLarge extends Error {
+  readonly code = 'InventoryTooLarge';
+}
+
 export interface WorkerRegistryDeps {
   raft: RaftAccess;
   metadata: MetadataStateMachine;
@@ -50,7 +55,12 @@ export interface WorkerRegistryDeps {
   heartbeatIntervalMs: number;
   /** How often the leader commits the usage heard since the last summary. */
   summaryIntervalMs: number;
+  /** Compares a registering worker's inventory with the tables; absent = inventory only counted. */
+  reconciler?: RejoinReconciler;
 }
+
+/** Bound on the inventory one registration may carry (held in memory for reconciliation). */
+export const MAX_INVENTORY_LINES = 5_000_000;
 
 export class WorkerRegistry {
   private summaryTimer: NodeJS.Timeout | null = null;
@@ -76,17 +86,22 @@ export class WorkerRegistry {
   }
 
   /**
-   * Records the worker in the node table (committed) and reads its inventory to the end. What the
-   * inventory is compared against (rejoin reconciliation) is the repair loop's business; here it is
-   * counted so the log shows what the worker brought back.
+   * Reads the inventory to the end, records the worker in the node table (committed: a `down`
+   * worker is `up` again from here), then hands the inventory to rejoin reconciliation, which runs
+   * after the answer so a large inventory never holds the worker's registration open.
    */
   async register(
     header: RegistrationHeader,
     inventory: AsyncIterable<InventoryLine>,
   ): Promise<{ blobs: number }> {
     this.requireLeader();
-    let blobs = 0;
-    for await (const _line of inventory) blobs += 1;
+    const inventoryStartedAt = Date.now();
+    const lines: InventoryLine[] = [];
+    for await (const line of inventory) {
+      if (lines.length >= MAX_INVENTORY_LINES)
+        throw new InventoryTooLarge(`inventory exceeds ${MAX_INVENTORY_LINES} blobs`);
+      lines.push(line);
+    }
     const result = await proposeCommand(this.deps.raft, {
       type: 'registerWorker',
       nodeId: header.id,
@@ -101,18 +116,24 @@ export class WorkerRegistry {
         nodeId: header.id,
         url: header.url,
         zone: header.zone,
-        blobs,
+        blobs: lines.length,
         created: result.created,
+        state: result.node.state,
       },
       'worker registered',
     );
-    return { blobs };
+    if (this.deps.reconciler && (lines.length > 0 || !result.created)) {
+      void this.deps.reconciler.reconcile(header.id, lines, inventoryStartedAt).catch(() => {});
+    }
+    return { blobs: lines.length };
   }
 
   async heartbeat(usage: WorkerUsage): Promise<void> {
     this.requireLeader();
-    if (!(await this.deps.metadata.getNode(usage.id)))
-      throw new UnknownWorker(`worker ${usage.id} is not registered`);
+    const node = await this.deps.metadata.getNode(usage.id);
+    if (!node) throw new UnknownWorker(`worker ${usage.id} is not registered`);
+    // A worker condemned while it was only cut off must register again: its inventory is reconciled.
+    if (node.state === 'down') throw new UnknownWorker(`worker ${usage.id} is marked down; register again`);
     this.heard(usage);
   }
 

@@ -30,6 +30,12 @@ export interface WorkerConfig {
   managerTimeoutMs: number;
   /** URL the managers and other workers use to reach this worker; undefined = http://<listen>. */
   advertiseUrl: string | undefined;
+  /**
+   * What a (re)starting worker does with the blobs it holds: `keep` registers with them and lets
+   * the leader reconcile (seed approach 2); `wipe` deletes them all first and joins empty
+   * (approach 1; repair restores any copy the tables still counted here).
+   */
+  rejoin: 'keep' | 'wipe';
 }
 
 /** The raw text values a caller (CLI flags) may pass; undefined means "not given". */
@@ -47,6 +53,7 @@ export interface WorkerFlags {
   heartbeatIntervalMs?: string | undefined;
   managerTimeoutMs?: string | undefined;
   advertiseUrl?: string | undefined;
+  rejoin?: string | undefined;
 }
 
 type FieldName = keyof WorkerConfig | 'clusterSecret';
@@ -89,6 +96,7 @@ export const WORKER_CONFIG_FIELDS: Record<Exclude<FieldName, 'clusterSecret'>, F
   },
   managerTimeoutMs: { flag: '--manager-timeout-ms', env: 'IMGVAULT_MANAGER_TIMEOUT_MS', defaultText: '5000' },
   advertiseUrl: { flag: '--advertise-url', env: 'IMGVAULT_ADVERTISE_URL', defaultText: 'http://<listen>' },
+  rejoin: { flag: '--rejoin', env: 'IMGVAULT_REJOIN', defaultText: 'keep' },
 };
 
 export class WorkerConfigError extends Error {
@@ -198,6 +206,7 @@ const rawSchema = z.object({
   heartbeatIntervalMs: intText(50, 60_000),
   managerTimeoutMs: intText(100, 600_000),
   advertiseUrl: httpUrl.optional(),
+  rejoin: z.enum(['keep', 'wipe'], { error: 'must be keep or wipe' }),
 });
 
 type RawInput = Partial<Record<keyof z.input<typeof rawSchema>, string>>;
@@ -255,6 +264,7 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
     managerTimeoutMs:
       pick(flags.managerTimeoutMs, env[F.managerTimeoutMs.env]) ?? F.managerTimeoutMs.defaultText,
     advertiseUrl: pick(flags.advertiseUrl, env[F.advertiseUrl.env]),
+    rejoin: pick(flags.rejoin, env[F.rejoin.env]) ?? F.rejoin.defaultText,
   };
 
   const parsed = rawSchema.safeParse(raw);
@@ -294,6 +304,7 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
     heartbeatIntervalMs: v.heartbeatIntervalMs,
     managerTimeoutMs: v.managerTimeoutMs,
     advertiseUrl: v.advertiseUrl,
+    rejoin: v.rejoin,
   };
 }
 

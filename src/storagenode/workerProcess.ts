@@ -60,6 +60,8 @@ export class WorkerProcess {
       logger: log,
     });
     if (this.stopping) return;
+    if (config.rejoin === 'wipe') await this.wipe(this.store);
+    if (this.stopping) return;
 
     const { app } = createWorkerApp({
       store: this.store,
@@ -110,6 +112,14 @@ export class WorkerProcess {
       },
       'worker started',
     );
+  }
+
+  /** `--rejoin wipe` (seed approach 1): every blob goes before the worker registers, so it joins empty. */
+  private async wipe(store: BlobStore): Promise<void> {
+    const ids: string[] = [];
+    for await (const entry of store.inventory()) ids.push(entry.id);
+    for (const id of ids) await store.delete(id);
+    this.log.warn({ event: 'worker.wiped', blobs: ids.length }, `rejoin wipe: deleted ${ids.length} blobs`);
   }
 
   /** Idempotent: heartbeats stop first (the leader then notices), then the server drains, then the store closes. */

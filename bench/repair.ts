@@ -1,0 +1,157 @@
+/**
+ * Repair after a worker loss, on an embedded cluster of real processes.
+ *
+ *   npm run bench:repair       (BENCH_OBJECTS=400 BENCH_SIZE_KIB=256 BENCH_DOWN_MS=2000 by default)
+ *
+ * Starts 3 managers and 4 workers (one zone each) on 127.0.0.1, uploads BENCH_OBJECTS PNG images
+ * of BENCH_SIZE_KIB at concurrency 8, then kills one worker with SIGKILL and measures, from the
+ * leader's point of view: detection (kill -> committed down verdict, bounded below by
+ * --down-after-ms), repair (down verdict -> every object back at two up replicas), the repair
+ * rate in objects/s and MiB/s, and the leader's repair duration histogram (mean per repair).
+ * Then it restarts the worker and measures rejoin reconciliation (restart -> every object at
+ * exactly two replicas again, the excess copies removed).
+ */
+
+import { Agent, request } from 'undici';
+import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
+
+const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 400);
+const SIZE = Number(process.env.BENCH_SIZE_KIB ?? 256) * 1024;
+const DOWN_MS = Number(process.env.BENCH_DOWN_MS ?? 2_000);
+const MiB = 1024 * 1024;
+
+interface NodeJson {
+  id: string;
+  tableState: string;
+  stateSince: string;
+  stored: { objects: number };
+}
+
+async function getJson<T>(url: string): Promise<T> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+  return (await res.json()) as T;
+}
+
+async function metric(url: string, series: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
+async function poll<T>(what: string, probe: () => Promise<T | null>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe().catch(() => null);
+    if (v !== null) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function main(): Promise<void> {
+  const cluster = await ImageCluster.start({
+    name: 'imgvault-bench-repair',
+    managers: 3,
+    workers: 4,
+    managerArgs: [
+      '--suspect-after-ms',
+      String(Math.min(1_000, DOWN_MS / 2)),
+      '--down-after-ms',
+      String(DOWN_MS),
+      '--heartbeat-interval-ms',
+      '200',
+      '--usage-summary-ms',
+      '1000',
+      '--orphan-grace-ms',
+      '600000',
+    ],
+  });
+  const agent = new Agent({ connections: 8, keepAliveTimeout: 30_000 });
+  try {
+    let leader = await cluster.leader();
+    const images = Array.from({ length: 8 }, () => pngImage(SIZE));
+    let next = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (next < OBJECTS) {
+          const i = next++;
+          const res = await request(`${leader.url}/v1/images/bench-${i}`, {
+            method: 'PUT',
+            body: images[i % images.length]!,
+            dispatcher: agent,
+          });
+          await res.body.dump();
+          // Same bytes under several ids is fine: each id is its own object.
+          if (res.statusCode !== 201) throw new Error(`upload ${i} answered ${res.statusCode}`);
+        }
+      }),
+    );
+    console.log(
+      `uploaded ${OBJECTS} x ${SIZE / 1024} KiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
+
+    const nodes = async () =>
+      new Map(
+        (await getJson<{ nodes: NodeJson[] }>(`${(await cluster.leader()).url}/v1/cluster/nodes`)).nodes.map(
+          (n) => [n.id, n],
+        ),
+      );
+    const victim = cluster.worker('w1');
+    const held = (await nodes()).get('w1')?.stored.objects ?? 0;
+    const killedAt = Date.now();
+    await cluster.killWorker(victim);
+    const downAt = await poll(
+      'down verdict',
+      async () => {
+        const n = (await nodes()).get('w1');
+        return n?.tableState === 'down' ? Date.parse(n.stateSince) : null;
+      },
+      DOWN_MS + 30_000,
+    );
+    await poll(
+      'repair',
+      async () => ((await nodes()).get('w1')?.stored.objects === 0 ? true : null),
+      600_000,
+    );
+    const repairedAt = Date.now();
+    leader = await cluster.leader();
+    const seconds = (repairedAt - downAt) / 1000;
+    const sum = await metric(leader.url, 'imgvault_repair_duration_seconds_sum');
+    const count = await metric(leader.url, 'imgvault_repair_duration_seconds_count');
+    console.log(`worker w1 held ${held} objects (${((held * SIZE) / MiB).toFixed(1)} MiB)`);
+    console.log(`detection: ${downAt - killedAt} ms (down timeout ${DOWN_MS} ms)`);
+    console.log(
+      `repair: ${seconds.toFixed(2)} s after the verdict, ${(held / seconds).toFixed(0)} objects/s, ` +
+        `${((held * SIZE) / MiB / seconds).toFixed(1)} MiB/s; mean per repair ${((sum / Math.max(1, count)) * 1000).toFixed(1)} ms ` +
+        `(${count} repairs, ${await metric(leader.url, 'imgvault_repair_fallbacks_total')} fallbacks)`,
+    );
+
+    const restartAt = Date.now();
+    cluster.spawnWorker(victim);
+    await poll(
+      'rejoin reconciled',
+      async () => {
+        const listed = (await nodes()).get('w1')?.stored.objects ?? 0;
+        const under = await metric(
+          (await cluster.leader()).url,
+          'imgvault_reconcile_decisions_total{decision="excessRemoved"}',
+        );
+        return listed === held && under >= held ? true : null;
+      },
+      600_000,
+    );
+    console.log(
+      `rejoin: ${((Date.now() - restartAt) / 1000).toFixed(2)} s from restart until its ${held} copies were re-adopted ` +
+        'and the replacements removed (process start included)',
+    );
+  } finally {
+    await agent.close();
+    await cluster.close();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,195 @@
+/**
+ * End-to-end upload throughput of an embedded cluster against the raw cost of its minimum work.
+ *
+ *   npm run bench:upload            (BENCH_SECS=4 by default; BENCH_SIZES, BENCH_CONCURRENCY narrow it)
+ *
+ * Starts 3 managers and 3 workers as child processes (fresh temp folder, free ports), then PUTs
+ * 100 KiB, 1 MiB and 8 MiB PNG images with fresh ids to the leader at concurrency 1 and 8 through
+ * undici keep-alive connections, for BENCH_SECS each. Beside each run, this process does the
+ * minimum durable work of an upload directly: the same bytes written three times (temp file,
+ * write, fsync, close, rename, fsync of the folder), the three in sequence, at the same
+ * concurrency. Printed: uploads/s, MB/s, p50/p99 latency, the raw figures, their ratio, and the
+ * leader's resident memory (VmRSS) after each size, which must not grow with the image size since
+ * uploads are streamed. Nothing is deleted until the end (freshly deleted space writes faster).
+ */
+
+import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { Agent, request } from 'undici';
+import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
+
+const SECS = Number(process.env.BENCH_SECS ?? 4);
+const ALL_SIZES = [
+  { label: '100 KiB', bytes: 100 * 1024 },
+  { label: '1 MiB', bytes: 1024 * 1024 },
+  { label: '8 MiB', bytes: 8 * 1024 * 1024 },
+];
+/** BENCH_SIZES=1MiB,8MiB and BENCH_CONCURRENCY=8 narrow a run (e.g. to compare two builds). */
+const SIZES = ALL_SIZES.filter(
+  (s) => !process.env.BENCH_SIZES || process.env.BENCH_SIZES.split(',').includes(s.label.replace(' ', '')),
+);
+const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8').split(',').map(Number);
+const PAYLOADS_PER_SIZE = 8;
+const MB = 1_000_000;
+
+interface RunResult {
+  ops: number;
+  bytes: number;
+  seconds: number;
+  latenciesMs: number[];
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** `concurrency` loops doing `op` back to back until `secs` have passed. */
+async function drive(
+  concurrency: number,
+  secs: number,
+  op: (n: number) => Promise<number>,
+): Promise<RunResult> {
+  const latenciesMs: number[] = [];
+  let bytes = 0;
+  let seq = 0;
+  const started = performance.now();
+  const end = started + secs * 1000;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        const t0 = performance.now();
+        const n = await op(seq++);
+        bytes += n;
+        latenciesMs.push(performance.now() - t0);
+      }
+    }),
+  );
+  return { ops: latenciesMs.length, bytes, seconds: (performance.now() - started) / 1000, latenciesMs };
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The durable write a worker does per copy, without HTTP, hashing or bookkeeping. */
+async function writeDurably(dir: string, name: string, bytes: Buffer): Promise<void> {
+  const tmp = path.join(dir, `${name}.tmp`);
+  const handle = await fs.open(tmp, 'wx');
+  try {
+    await handle.writeFile(bytes);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.rename(tmp, path.join(dir, name));
+  await fsyncDir(dir);
+}
+
+function leaderRssMiB(pid: number | undefined): string {
+  if (pid === undefined) return '?';
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = Number(/^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1]);
+  return (kib / 1024).toFixed(0);
+}
+
+function fmt(n: number, digits = 1): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : '-';
+}
+
+async function main(): Promise<void> {
+  console.log(`bench:upload: starting 3 managers and 3 workers (${SECS} s per run)...`);
+  const cluster = await ImageCluster.start({ name: 'imgvault-bench-upload', managers: 3, workers: 3 });
+  const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000, pipelining: 1 });
+  const rawDirs = ['a', 'b', 'c'].map((d) => path.join(cluster.root, 'raw', d));
+  for (const d of rawDirs) await fs.mkdir(d, { recursive: true });
+  const rows: string[][] = [];
+  try {
+    const leader = await cluster.leader();
+    console.log(
+      `leader ${leader.id} (pid ${leader.child?.pid}), RSS at start ${leaderRssMiB(leader.child?.pid)} MiB`,
+    );
+    for (const size of SIZES) {
+      const payloads = Array.from({ length: PAYLOADS_PER_SIZE }, () => pngImage(size.bytes));
+      const upload = async (n: number) => {
+        const body = payloads[n % payloads.length]!;
+        const res = await request(`${leader.url}/v1/images/bench-${randomUUID()}`, {
+          method: 'PUT',
+          body,
+          headers: { 'content-type': 'image/png' },
+          dispatcher: agent,
+        });
+        const text = await res.body.text();
+        if (res.statusCode !== 201)
+          throw new Error(`upload answered ${res.statusCode}: ${text.slice(0, 200)}`);
+        return body.length;
+      };
+      const raw = async (n: number) => {
+        const body = payloads[n % payloads.length]!;
+        const name = `${n}-${randomBytes(4).toString('hex')}`;
+        for (const dir of rawDirs) await writeDurably(dir, name, body);
+        return body.length;
+      };
+      await upload(0); // warm-up: connections, JIT
+      for (const concurrency of CONCURRENCY) {
+        const up = await drive(concurrency, SECS, upload);
+        const base = await drive(concurrency, SECS, raw);
+        const sorted = up.latenciesMs.sort((a, b) => a - b);
+        const rawSorted = base.latenciesMs.sort((a, b) => a - b);
+        const upPerSec = up.ops / up.seconds;
+        const rawPerSec = base.ops / base.seconds;
+        rows.push([
+          size.label,
+          String(concurrency),
+          String(up.ops),
+          fmt(upPerSec),
+          fmt(up.bytes / MB / up.seconds),
+          fmt(percentile(sorted, 50)),
+          fmt(percentile(sorted, 99)),
+          fmt(rawPerSec),
+          fmt(base.bytes / MB / base.seconds),
+          fmt(percentile(rawSorted, 50)),
+          `${fmt((100 * upPerSec) / rawPerSec, 0)}%`,
+          '',
+        ]);
+      }
+      rows[rows.length - 1]![11] = leaderRssMiB(leader.child?.pid);
+    }
+  } finally {
+    await agent.close();
+    await cluster.close();
+  }
+  const header = [
+    'size',
+    'conc',
+    'uploads',
+    'uploads/s',
+    'MB/s',
+    'p50 ms',
+    'p99 ms',
+    'raw ops/s',
+    'raw MB/s',
+    'raw p50',
+    'vs raw',
+    'leader RSS MiB',
+  ];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
+  console.log(line(header));
+  for (const r of rows) console.log(line(r));
+  console.log(
+    'raw = the same bytes written and fsynced three times in sequence (file, rename, folder fsync).',
+  );
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

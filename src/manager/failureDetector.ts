@@ -1,0 +1,98 @@
+// The leader's down verdicts. Silence is measured by WorkerLiveness (in memory, per leader); the
+// verdict itself is a committed `markNodeState down`, so every manager agrees and a new leader
+// inherits it. A new leader resets its liveness view when it takes over: every worker then gets one
+// full down timeout from that moment before being condemned, so a failover never condemns a
+// worker whose heartbeats were going to the old leader.
+
+import type { Logger } from '../logging.ts';
+import type { NodeState } from '../metadata/commands.ts';
+import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
+import { proposeCommand } from '../metadata/proposeCommand.ts';
+import type { RaftAccess } from './imageService.ts';
+import type { RepairMetrics } from './repairMetrics.ts';
+import type { WorkerLiveness } from './workerLiveness.ts';
+
+export interface FailureDetectorDeps {
+  raft: RaftAccess;
+  metadata: MetadataStateMachine;
+  liveness: WorkerLiveness;
+  log: Logger;
+  metrics?: RepairMetrics;
+  downAfterMs: number;
+  /** How often the node table is checked; default a tenth of the down timeout, within 50..1000 ms. */
+  checkIntervalMs?: number;
+  now?: () => number;
+}
+
+/** States a silent worker is condemned from. `draining` too: a dead worker can no longer be a source. */
+const CONDEMNABLE: ReadonlySet<NodeState> = new Set<NodeState>(['up', 'suspect', 'draining']);
+
+export class FailureDetector {
+  private timer: NodeJS.Timeout | null = null;
+  private leading = false;
+  private checking = false;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: FailureDetectorDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  get intervalMs(): number {
+    return this.deps.checkIntervalMs ?? Math.min(1_000, Math.max(50, Math.floor(this.deps.downAfterMs / 10)));
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.check(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** One check; exposed for tests. Returns the nodes condemned by this call. */
+  async check(): Promise<string[]> {
+    if (this.checking) return [];
+    const { raft, liveness, log } = this.deps;
+    if (!raft.isLeader()) {
+      this.leading = false;
+      return [];
+    }
+    if (!this.leading) {
+      // Heartbeats heard before this leadership (or by the previous leader) say nothing now.
+      this.leading = true;
+      liveness.reset();
+      log.info({ event: 'failure.watching' }, 'leading: every worker gets a full down timeout from now');
+      return [];
+    }
+    this.checking = true;
+    const condemned: string[] = [];
+    try {
+      for (const node of await this.deps.metadata.listNodes()) {
+        if (!CONDEMNABLE.has(node.state)) continue;
+        const silence = liveness.silenceMs(node.nodeId);
+        if (silence <= this.deps.downAfterMs) continue;
+        if (!raft.isLeader()) break;
+        const result = await proposeCommand(raft, {
+          type: 'markNodeState',
+          nodeId: node.nodeId,
+          state: 'down',
+          at: this.now(),
+        });
+        if (!result.ok) continue;
+        condemned.push(node.nodeId);
+        this.deps.metrics?.nodesMarkedDown.inc();
+        log.warn(
+          { event: 'failure.node_down', nodeId: node.nodeId, silenceMs: silence, previous: result.previous },
+          `worker ${node.nodeId} silent for ${silence} ms: marked down`,
+        );
+      }
+    } catch (err) {
+      log.warn({ event: 'failure.check_failed', err }, 'down verdict not committed; next check retries');
+    } finally {
+      this.checking = false;
+    }
+    return condemned;
+  }
+}

@@ -1,0 +1,508 @@
+// Rejoin reconciliation (seed approach 2): a worker that registers brings its inventory, and the
+// leader reconciles it with the tables, one object at a time, logging every decision with the
+// object id (`event: 'reconcile.*'`):
+// - a copy the record lists: kept;
+// - a copy the record does not list, with the right checksum: re-adopted (addReplica) when the
+//   object lacks two healthy copies; otherwise re-adopted too and the copy that replaced it while
+//   the worker was away is removed (removeReplica, then its blob deleted), so exactly two remain;
+// - a copy whose checksum differs from the record: dropped from the record (unless it is the last
+//   one) and deleted;
+// - a blob no record knows: deleted once it has been known to this leader for the orphan grace
+//   (an upload writes blobs before it commits the record; the inventory carries no mtime, so the
+//   leader keeps first-seen times), after a fresh look at the table;
+// - a copy the record lists but the worker does not hold (e.g. `--rejoin wipe`): dropped from the
+//   record, after asking the worker directly, so repair makes a new copy.
+//
+// Between rejoins, a periodic sweep reads every serving worker's inventory and treats two kinds
+// of blob like orphans (deleted after the grace, after a fresh look at the table): blobs no record
+// knows, and strays, copies of a recorded object on a worker the record does not list while two
+// healthy copies exist elsewhere (e.g. a repair copy made by a leader that died before recording
+// it). A stray of an object short of copies is re-adopted instead.
+
+import { Readable } from 'node:stream';
+import type { ReadableStream as NodeWebStream } from 'node:stream/web';
+import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
+import { ndjsonLines } from '../api/ndjson.ts';
+import type { Logger } from '../logging.ts';
+import type { NodeView, ObjectView } from '../metadata/commands.ts';
+import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
+import { proposeCommand } from '../metadata/proposeCommand.ts';
+import type { RaftAccess } from './imageService.ts';
+import type { RepairMetrics } from './repairMetrics.ts';
+import type { WorkerClient } from './workerClient.ts';
+import type { InventoryLine } from './workerRegistry.ts';
+
+export interface RejoinReconcilerDeps {
+  raft: RaftAccess;
+  metadata: MetadataStateMachine;
+  workers: WorkerClient;
+  log: Logger;
+  metrics?: RepairMetrics;
+  orphanGraceMs: number;
+  /** How often pending orphans are looked at again; default grace/4 within 100 ms..60 s. */
+  sweepIntervalMs?: number;
+  /** Cluster secret, for reading inventories in the periodic sweep; absent = no periodic sweep. */
+  secret?: string;
+  /** How often every serving worker's inventory is swept; default the grace, within 1 s..10 min. */
+  inventorySweepMs?: number;
+  now?: () => number;
+}
+
+/** Inventory lines reconciled at once. */
+const RECONCILE_CONCURRENCY = 8;
+
+export type ReconcileDecision =
+  | 'kept'
+  | 'readopted'
+  | 'excessRemoved'
+  | 'corruptDeleted'
+  | 'orphanPending'
+  | 'orphanDeleted'
+  | 'missingDropped'
+  | 'skipped';
+
+export type ReconcileSummary = Record<ReconcileDecision, number>;
+
+interface PendingOrphan {
+  nodeId: string;
+  id: string;
+  firstSeen: number;
+}
+
+function emptySummary(): ReconcileSummary {
+  return {
+    kept: 0,
+    readopted: 0,
+    excessRemoved: 0,
+    corruptDeleted: 0,
+    orphanPending: 0,
+    orphanDeleted: 0,
+    missingDropped: 0,
+    skipped: 0,
+  };
+}
+
+export class RejoinReconciler {
+  private readonly orphans = new Map<string, PendingOrphan>();
+  /** One reconciliation per node at a time; a second registration waits for the first. */
+  private readonly perNode = new Map<string, Promise<unknown>>();
+  private timer: NodeJS.Timeout | null = null;
+  private inventoryTimer: NodeJS.Timeout | null = null;
+  private sweepingInventories = false;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: RejoinReconcilerDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  start(): void {
+    const every =
+      this.deps.sweepIntervalMs ?? Math.min(60_000, Math.max(100, Math.floor(this.deps.orphanGraceMs / 4)));
+    this.timer = setInterval(() => void this.sweepOrphans().catch(() => {}), every);
+    this.timer.unref();
+    if (this.deps.secret !== undefined) {
+      const sweep = this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, this.deps.orphanGraceMs));
+      this.inventoryTimer = setInterval(() => void this.sweepInventories().catch(() => {}), sweep);
+      this.inventoryTimer.unref();
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    if (this.inventoryTimer) clearInterval(this.inventoryTimer);
+    this.timer = null;
+    this.inventoryTimer = null;
+  }
+
+  /**
+   * Reads the inventory of every serving `up` worker (not one being reconciled) and notes its
+   * orphans and strays; the orphan sweep deletes them once their grace has passed.
+   */
+  async sweepInventories(): Promise<number> {
+    const { raft, metadata, log } = this.deps;
+    if (this.sweepingInventories || !raft.isLeader() || this.deps.secret === undefined) return 0;
+    this.sweepingInventories = true;
+    let noted = 0;
+    try {
+      for (const node of await metadata.listNodes()) {
+        if (node.state !== 'up' || this.perNode.has(node.nodeId) || !raft.isLeader()) continue;
+        try {
+          noted += await this.sweepOne(node);
+        } catch (err) {
+          log.debug(
+            { event: 'reconcile.sweep_failed', nodeId: node.nodeId, err: (err as Error).message },
+            'inventory not read; next sweep retries',
+          );
+        }
+      }
+    } finally {
+      this.sweepingInventories = false;
+    }
+    return noted;
+  }
+
+  private async sweepOne(node: NodeView): Promise<number> {
+    const res = await fetch(new URL('/inventory', node.url), {
+      headers: { [CLUSTER_SECRET_HEADER]: this.deps.secret! },
+      signal: AbortSignal.timeout(60_000),
+    });
+    if (!res.ok || !res.body) throw new Error(`inventory answered ${res.status}`);
+    let noted = 0;
+    const seen = new Set<string>();
+    for await (const text of ndjsonLines(Readable.fromWeb(res.body as NodeWebStream), 4096)) {
+      const line = JSON.parse(text) as InventoryLine;
+      if (typeof line.id !== 'string') continue;
+      const key = `${node.nodeId}/${line.id}`;
+      seen.add(key);
+      const object = await this.deps.metadata.getObject(line.id);
+      if (object?.replicas.includes(node.nodeId)) {
+        this.orphans.delete(key);
+        continue;
+      }
+      if (!this.orphans.has(key)) {
+        this.orphans.set(key, {
+          nodeId: node.nodeId,
+          id: line.id,
+          firstSeen: this.now(),
+        });
+        noted += 1;
+      }
+    }
+    // Entries of this node the worker no longer holds are moot.
+    for (const [key, o] of this.orphans)
+      if (o.nodeId === node.nodeId && !seen.has(key)) this.orphans.delete(key);
+    return noted;
+  }
+
+  /** A reconciliation is running or queued (the repair loop then leaves copies too many alone). */
+  busy(): boolean {
+    return this.perNode.size > 0;
+  }
+
+  pendingOrphans(): number {
+    return this.orphans.size;
+  }
+
+  /** Queues a reconciliation behind any other one for the same node; resolves with its summary. */
+  reconcile(
+    nodeId: string,
+    inventory: InventoryLine[],
+    inventoryStartedAt: number,
+  ): Promise<ReconcileSummary> {
+    const previous = this.perNode.get(nodeId) ?? Promise.resolve();
+    const run = previous.catch(() => {}).then(() => this.reconcileNow(nodeId, inventory, inventoryStartedAt));
+    this.perNode.set(nodeId, run);
+    void run
+      .catch((err: unknown) =>
+        this.deps.log.warn(
+          { event: 'reconcile.failed', nodeId, err },
+          'reconciliation stopped; the next registration retries',
+        ),
+      )
+      .finally(() => {
+        if (this.perNode.get(nodeId) === run) this.perNode.delete(nodeId);
+      });
+    return run;
+  }
+
+  private decided(summary: ReconcileSummary, d: ReconcileDecision): void {
+    summary[d] += 1;
+    this.deps.metrics?.reconcileDecisions.inc({ decision: d });
+  }
+
+  private async reconcileNow(
+    nodeId: string,
+    inventory: InventoryLine[],
+    inventoryStartedAt: number,
+  ): Promise<ReconcileSummary> {
+    const { metadata, log } = this.deps;
+    const summary = emptySummary();
+    const held = new Set(inventory.map((line) => line.id));
+    let nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
+    let refreshedAt = 0;
+    let next = 0;
+    // Blobs are distinct objects, so a few at once: each decision waits on Raft commits.
+    const lane = async (): Promise<void> => {
+      while (next < inventory.length && this.deps.raft.isLeader()) {
+        const i = next++;
+        // Node states steer decisions; re-read now and then, not for every blob.
+        if (i - refreshedAt >= 256) {
+          refreshedAt = i;
+          nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
+        }
+        const self = nodes.get(nodeId);
+        if (!self) return;
+        const line = inventory[i]!;
+        try {
+          this.decided(summary, await this.reconcileBlob(self, line, nodes));
+        } catch (err) {
+          // One unreachable worker or lost commit must not stop the rest; the next rejoin retries.
+          this.deps.log.warn(
+            { event: 'reconcile.blob_failed', objectId: line.id, nodeId, err: (err as Error).message },
+            'no decision for this copy',
+          );
+          this.decided(summary, 'skipped');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: RECONCILE_CONCURRENCY }, lane));
+    if (!this.deps.raft.isLeader() || !(await metadata.getNode(nodeId))) return summary;
+    // Copies the record lists here but the inventory lacked.
+    let after: string | undefined;
+    do {
+      const page = await metadata.objectsOnNode(nodeId, { limit: 1000, ...(after ? { after } : {}) });
+      for (const id of page.items) {
+        if (held.has(id) || !this.deps.raft.isLeader()) continue;
+        try {
+          this.decided(summary, await this.reconcileMissing(nodeId, id, inventoryStartedAt));
+        } catch (err) {
+          this.deps.log.warn(
+            { event: 'reconcile.missing_check_failed', objectId: id, nodeId, err: (err as Error).message },
+            'no decision for this copy',
+          );
+          this.decided(summary, 'skipped');
+        }
+      }
+      after = page.next ?? undefined;
+    } while (after !== undefined);
+    log.info({ event: 'reconcile.done', nodeId, ...summary }, `reconciled the inventory of ${nodeId}`);
+    return summary;
+  }
+
+  private async reconcileBlob(
+    self: NodeView,
+    line: InventoryLine,
+    nodes: Map<string, NodeView>,
+  ): Promise<ReconcileDecision> {
+    const { raft, metadata, workers, log } = this.deps;
+    const nodeId = self.nodeId;
+    const object = await metadata.getObject(line.id);
+    if (!object) return this.orphan(self, line.id);
+    this.orphans.delete(`${nodeId}/${line.id}`);
+    const listed = object.replicas.includes(nodeId);
+
+    if (object.sha256 !== line.sha256 || object.size !== line.size) {
+      if (listed) {
+        const removed = await proposeCommand(raft, { type: 'removeReplica', id: line.id, nodeId });
+        if (!removed.ok) {
+          log.error(
+            { event: 'reconcile.corrupt_last_copy', objectId: line.id, nodeId, code: removed.code },
+            'the only recorded copy has the wrong checksum; kept for an operator',
+          );
+          return 'skipped';
+        }
+      }
+      await workers.deleteBlob(self.url, line.id);
+      log.warn(
+        {
+          event: 'reconcile.corrupt_deleted',
+          objectId: line.id,
+          nodeId,
+          expected: object.sha256,
+          found: line.sha256,
+        },
+        'copy with a wrong checksum deleted',
+      );
+      return 'corruptDeleted';
+    }
+    if (listed) return 'kept';
+
+    const healthy = object.replicas.filter((n) => nodes.get(n)?.state === 'up');
+    if (self.state !== 'up' && healthy.length >= REPLICATION_FACTOR) {
+      // A draining worker's unlisted copy is not wanted: re-adopting it would only move it again.
+      await workers.deleteBlob(self.url, line.id);
+      log.info(
+        { event: 'reconcile.excess_deleted', objectId: line.id, nodeId, state: self.state },
+        'unlisted copy on a worker being emptied deleted',
+      );
+      return 'excessRemoved';
+    }
+    const added = await proposeCommand(raft, { type: 'addReplica', id: line.id, nodeId });
+    if (!added.ok) {
+      log.warn(
+        { event: 'reconcile.readopt_refused', objectId: line.id, nodeId, code: added.code },
+        added.message,
+      );
+      return 'skipped';
+    }
+    if (healthy.length < REPLICATION_FACTOR) {
+      log.info(
+        { event: 'reconcile.readopted', objectId: line.id, nodeId, replicas: added.object.replicas },
+        'copy re-adopted instead of a new transfer',
+      );
+      return 'readopted';
+    }
+    // Two healthy copies existed without this one: one of them replaced it while it was away.
+    const victim = this.pickExcess(added.object, nodeId, healthy, nodes);
+    const removed = await proposeCommand(raft, { type: 'removeReplica', id: line.id, nodeId: victim });
+    if (!removed.ok) {
+      log.warn(
+        { event: 'reconcile.excess_kept', objectId: line.id, nodeId: victim, code: removed.code },
+        removed.message,
+      );
+      return 'readopted';
+    }
+    const victimUrl = nodes.get(victim)?.url;
+    if (victimUrl) {
+      await workers
+        .deleteBlob(victimUrl, line.id)
+        .catch((err: unknown) =>
+          log.warn(
+            { event: 'reconcile.excess_delete_failed', objectId: line.id, nodeId: victim, err },
+            'excess copy left on disk; its next rejoin removes it',
+          ),
+        );
+    }
+    log.info(
+      {
+        event: 'reconcile.excess_removed',
+        objectId: line.id,
+        nodeId,
+        removed: victim,
+        replicas: removed.object.replicas,
+      },
+      'returning copy kept; the copy that replaced it removed',
+    );
+    return 'excessRemoved';
+  }
+
+  /** Which healthy copy goes: keep the zones distinct when possible, then free the fullest worker. */
+  private pickExcess(
+    object: ObjectView,
+    keep: string,
+    healthy: string[],
+    nodes: Map<string, NodeView>,
+  ): string {
+    const keepZone = nodes.get(keep)?.zone;
+    const score = (n: string) => {
+      const node = nodes.get(n);
+      const sameZone = node?.zone === keepZone ? 1 : 0;
+      return [sameZone, node?.objectCount ?? 0] as const;
+    };
+    const candidates = healthy.filter((n) => n !== keep && object.replicas.includes(n));
+    candidates.sort((a, b) => {
+      const [za, ca] = score(a);
+      const [zb, cb] = score(b);
+      return zb - za || cb - ca || (a < b ? -1 : 1);
+    });
+    return candidates[0]!;
+  }
+
+  private async orphan(self: NodeView, id: string): Promise<ReconcileDecision> {
+    const key = `${self.nodeId}/${id}`;
+    const known = this.orphans.get(key);
+    const firstSeen = known?.firstSeen ?? this.now();
+    if (!known) this.orphans.set(key, { nodeId: self.nodeId, id, firstSeen });
+    if (this.now() - firstSeen >= this.deps.orphanGraceMs && (await this.deleteOrphan(key)))
+      return 'orphanDeleted';
+    this.deps.log.info(
+      { event: 'reconcile.orphan_pending', objectId: id, nodeId: self.nodeId, firstSeen },
+      'blob unknown to the table; deleted after the grace period unless a record appears',
+    );
+    return 'orphanPending';
+  }
+
+  /** Re-checks the table right before deleting: an upload may have committed its record since. */
+  private async deleteOrphan(key: string): Promise<boolean> {
+    const pending = this.orphans.get(key);
+    if (!pending || !this.deps.raft.isLeader()) return false;
+    const { raft, metadata, workers, log } = this.deps;
+    const object = await metadata.getObject(pending.id);
+    const node = await metadata.getNode(pending.nodeId);
+    if (!node || object?.replicas.includes(pending.nodeId)) {
+      this.orphans.delete(key);
+      return false;
+    }
+    if (object) {
+      const nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
+      const healthy = object.replicas.filter((n) => nodes.get(n)?.state === 'up');
+      if (healthy.length < REPLICATION_FACTOR) {
+        // The object needs this copy more than the disk needs the space.
+        this.orphans.delete(key);
+        if (node.state !== 'up') return false;
+        const added = await proposeCommand(raft, {
+          type: 'addReplica',
+          id: pending.id,
+          nodeId: pending.nodeId,
+        });
+        if (added.ok) {
+          log.info(
+            { event: 'reconcile.stray_readopted', objectId: pending.id, nodeId: pending.nodeId },
+            'unrecorded copy re-adopted',
+          );
+        }
+        return false;
+      }
+    }
+    await workers.deleteBlob(node.url, pending.id);
+    this.orphans.delete(key);
+    log.info(
+      {
+        event: object ? 'reconcile.stray_deleted' : 'reconcile.orphan_deleted',
+        objectId: pending.id,
+        nodeId: pending.nodeId,
+        firstSeen: pending.firstSeen,
+      },
+      object
+        ? 'unrecorded copy deleted after the grace period'
+        : 'orphan blob deleted after the grace period',
+    );
+    return true;
+  }
+
+  /** Deletes the pending orphans whose grace has elapsed (timer; exposed for tests). */
+  async sweepOrphans(): Promise<number> {
+    if (!this.deps.raft.isLeader()) return 0;
+    let deleted = 0;
+    const now = this.now();
+    for (const [key, o] of [...this.orphans]) {
+      if (now - o.firstSeen < this.deps.orphanGraceMs) continue;
+      try {
+        if (await this.deleteOrphan(key)) {
+          deleted += 1;
+          this.deps.metrics?.reconcileDecisions.inc({ decision: 'orphanDeleted' });
+        }
+      } catch (err) {
+        this.deps.log.warn(
+          { event: 'reconcile.orphan_delete_failed', objectId: o.id, nodeId: o.nodeId, err },
+          'retried later',
+        );
+      }
+    }
+    return deleted;
+  }
+
+  private async reconcileMissing(
+    nodeId: string,
+    id: string,
+    inventoryStartedAt: number,
+  ): Promise<ReconcileDecision> {
+    const { raft, metadata, workers, log } = this.deps;
+    const object = await metadata.getObject(id);
+    // Recorded after the inventory was read: its copy may have landed after the listing.
+    if (!object || object.createdAt >= inventoryStartedAt) return 'skipped';
+    const node = await metadata.getNode(nodeId);
+    if (!node) return 'skipped';
+    // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
+    try {
+      const res = await workers.getBlob(node.url, id, { method: 'HEAD' });
+      await res.body.dump();
+      return 'kept';
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'NotFound') return 'skipped';
+    }
+    const removed = await proposeCommand(raft, { type: 'removeReplica', id, nodeId });
+    if (!removed.ok) {
+      log.error(
+        { event: 'reconcile.last_copy_missing', objectId: id, nodeId, code: removed.code },
+        'the only recorded copy is missing from its worker',
+      );
+      return 'skipped';
+    }
+    log.warn(
+      { event: 'reconcile.missing_dropped', objectId: id, nodeId },
+      'recorded copy missing from the worker; dropped so repair makes a new one',
+    );
+    return 'missingDropped';
+  }
+}

@@ -1,0 +1,441 @@
+// Level-triggered repair: on every pass the leader compares the tables with the goal (every object
+// on 2 distinct `up` workers, distinct zones when possible, nothing on a down, draining or unknown
+// worker) and works off the difference with bounded concurrency. Work is found from the tables
+// alone: the node index of down and draining workers first (a range scan per node, not a table
+// scan), then one bounded step of the under-replication scan as a backstop. A new leader therefore
+// finds exactly the work the old one left; nothing kept in memory matters.
+
+import pRetry, { AbortError } from 'p-retry';
+import type { Logger } from '../logging.ts';
+import type { NodeState, NodeView, ObjectView } from '../metadata/commands.ts';
+import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
+import { proposeCommand } from '../metadata/proposeCommand.ts';
+import type { RaftAccess } from './imageService.ts';
+import { type PlacementCandidate, rankTargets } from './placement.ts';
+import type { RepairMetrics } from './repairMetrics.ts';
+import type { WorkerClient } from './workerClient.ts';
+import type { WorkerLiveness } from './workerLiveness.ts';
+
+/** Nodes whose copies must move elsewhere. */
+const LEAVING: ReadonlySet<NodeState> = new Set<NodeState>(['down', 'draining', 'drained']);
+/** Targets one repair tries before leaving the object to the next pass. */
+const MAX_TARGETS_PER_REPAIR = 4;
+
+export interface RepairLoopDeps {
+  raft: RaftAccess;
+  metadata: MetadataStateMachine;
+  liveness: WorkerLiveness;
+  workers: WorkerClient;
+  log: Logger;
+  metrics: RepairMetrics;
+  concurrency: number;
+  /** Pause between two passes. */
+  intervalMs?: number;
+  /** True while a rejoin reconciliation runs: trimming a copy too many waits for it. */
+  reconcileBusy?: () => boolean;
+  /** Objects one pass takes on at most (bounds memory and the length of a pass). */
+  maxObjectsPerPass?: number;
+  now?: () => number;
+}
+
+export type RepairOutcome =
+  | 'healthy'
+  | 'copied'
+  | 'dropped'
+  | 'trimmed'
+  | 'unavailable'
+  | 'noTarget'
+  | 'failed'
+  | 'skipped';
+
+export interface PassReport {
+  examined: number;
+  outcomes: Record<RepairOutcome, number>;
+  drained: string[];
+}
+
+interface Classified {
+  object: ObjectView;
+  /** Replicas on nodes in state `up`. */
+  healthy: string[];
+  /** Replicas on nodes being left (down, draining, drained, or not in the table). */
+  leaving: string[];
+  /** Replicas a copy can be taken from right now: serving and recently heard. */
+  sources: NodeView[];
+}
+
+export class RepairLoop {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<PassReport | null> | null = null;
+  private stopped = false;
+  /** Objects already reported unavailable: logged once, not on every pass. */
+  private readonly reportedUnavailable = new Set<string>();
+  /** Where the backstop scan resumes. */
+  private scanCursor: string | undefined;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: RepairLoopDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running?.catch(() => {});
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      void this.pass()
+        .catch((err: unknown) =>
+          this.deps.log.warn({ event: 'repair.pass_failed', err }, 'repair pass failed; next pass retries'),
+        )
+        .finally(() => this.schedule());
+    }, this.deps.intervalMs ?? 500);
+    this.timer.unref();
+  }
+
+  /** One pass over the difference between the tables and the goal; null when not leader. */
+  pass(): Promise<PassReport | null> {
+    this.running ??= this.passOnce().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async passOnce(): Promise<PassReport | null> {
+    const { raft, metadata, metrics } = this.deps;
+    if (!raft.isLeader()) {
+      metrics.underReplicated.set(0);
+      metrics.unavailable.set(0);
+      metrics.oldestUnderReplicatedSeconds.set(0);
+      return null;
+    }
+    const limit = this.deps.maxObjectsPerPass ?? 2_000;
+    const nodes = await metadata.listNodes();
+    const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+    const ids = new Set<string>();
+    for (const node of nodes) {
+      if (!LEAVING.has(node.state)) continue;
+      let after: string | undefined;
+      do {
+        const page = await metadata.objectsOnNode(node.nodeId, { limit: 1000, ...(after ? { after } : {}) });
+        for (const id of page.items) ids.add(id);
+        after = page.next ?? undefined;
+      } while (after !== undefined && ids.size < limit);
+      if (ids.size >= limit) break;
+    }
+    // Backstop, one bounded step of a walk over the object table: objects short of copies for any
+    // other reason (e.g. a copy found missing on rejoin), or with a copy too many (a rejoin cut
+    // short between re-adopting a copy and removing the one that replaced it).
+    const step = await metadata.listObjects({
+      ...(this.scanCursor ? { after: this.scanCursor } : {}),
+      limit: 1000,
+    });
+    this.scanCursor = step.next ?? undefined;
+    const work: Classified[] = [];
+    for (const object of step.items) {
+      if (ids.has(object.id)) continue;
+      const c = this.classify(object, byId);
+      if (c.healthy.length !== REPLICATION_FACTOR || c.leaving.length > 0) work.push(c);
+    }
+    for (const id of ids) {
+      const object = await metadata.getObject(id);
+      if (object) work.push(this.classify(object, byId));
+    }
+
+    this.updateGauges(work, byId);
+    // Objects down to one live copy (or none) first: they are one failure away from loss.
+    work.sort((a, b) => a.healthy.length - b.healthy.length);
+    const outcomes: Record<RepairOutcome, number> = {
+      healthy: 0,
+      copied: 0,
+      dropped: 0,
+      trimmed: 0,
+      unavailable: 0,
+      noTarget: 0,
+      failed: 0,
+      skipped: 0,
+    };
+    let next = 0;
+    const worker = async () => {
+      while (next < work.length && raft.isLeader() && !this.stopped) {
+        const item = work[next++]!;
+        let outcome: RepairOutcome;
+        try {
+          outcome = await this.repairOne(item.object.id);
+        } catch (err) {
+          // A commit that failed (leadership lost, timeout): the tables still show the work.
+          this.deps.log.warn(
+            { event: 'repair.error', objectId: item.object.id, err: (err as Error).message },
+            'repair step failed; next pass retries',
+          );
+          outcome = 'failed';
+        }
+        outcomes[outcome] += 1;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, this.deps.concurrency) }, worker));
+
+    const drained = await this.finishDrains();
+    return { examined: work.length, outcomes, drained };
+  }
+
+  private classify(object: ObjectView, byId: Map<string, NodeView>): Classified {
+    const healthy: string[] = [];
+    const leaving: string[] = [];
+    const sources: NodeView[] = [];
+    for (const nodeId of object.replicas) {
+      const node = byId.get(nodeId);
+      if (!node || LEAVING.has(node.state)) leaving.push(nodeId);
+      else if (node.state === 'up') healthy.push(nodeId);
+      if (node && this.deps.liveness.isServing(node)) sources.push(node);
+    }
+    return { object, healthy, leaving, sources };
+  }
+
+  private updateGauges(work: Classified[], byId: Map<string, NodeView>): void {
+    const now = this.now();
+    let under = 0;
+    let unavailable = 0;
+    let oldest = 0;
+    for (const w of work) {
+      if (w.sources.length === 0) unavailable += 1;
+      if (w.healthy.length >= REPLICATION_FACTOR) continue;
+      under += 1;
+      // Under-replicated since its copy's worker left (or since creation, whichever is later).
+      const since = w.leaving.reduce(
+        (t, n) => Math.min(t, byId.get(n)?.stateSince ?? w.object.createdAt),
+        Number.POSITIVE_INFINITY,
+      );
+      const start = Math.max(w.object.createdAt, Number.isFinite(since) ? since : w.object.createdAt);
+      oldest = Math.max(oldest, now - start);
+    }
+    this.deps.metrics.underReplicated.set(under);
+    this.deps.metrics.unavailable.set(unavailable);
+    this.deps.metrics.oldestUnderReplicatedSeconds.set(oldest / 1000);
+  }
+
+  /**
+   * Brings one object one step closer to the goal, from a fresh read of the tables: drops a
+   * replica on a leaving node when two healthy copies exist, else copies to one new target.
+   */
+  async repairOne(id: string): Promise<RepairOutcome> {
+    const { metadata, log } = this.deps;
+    const object = await metadata.getObject(id);
+    if (!object) return 'skipped';
+    const nodes = await metadata.listNodes();
+    const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+    const c = this.classify(object, byId);
+    if (c.healthy.length >= REPLICATION_FACTOR) {
+      if (c.leaving.length > 0) return this.dropLeaving(c, byId);
+      if (c.healthy.length > REPLICATION_FACTOR) return this.trimExcess(c, byId);
+      return 'healthy';
+    }
+    if (c.sources.length === 0) {
+      if (!this.reportedUnavailable.has(id) && this.reportedUnavailable.size < 100_000) {
+        this.reportedUnavailable.add(id);
+        log.warn(
+          { event: 'repair.unavailable', objectId: id, replicas: object.replicas },
+          'no serving worker holds a copy; waiting for one to return',
+        );
+      }
+      return 'unavailable';
+    }
+    this.reportedUnavailable.delete(id);
+    return this.copyOnce(c, nodes, byId);
+  }
+
+  /** Two healthy copies exist: the record forgets the leaving ones (a draining node's copy is deleted). */
+  private async dropLeaving(c: Classified, byId: Map<string, NodeView>): Promise<RepairOutcome> {
+    const { raft, workers, log } = this.deps;
+    for (const nodeId of c.leaving) {
+      const result = await proposeCommand(raft, { type: 'removeReplica', id: c.object.id, nodeId });
+      if (!result.ok) continue;
+      log.info(
+        { event: 'repair.replica_dropped', objectId: c.object.id, nodeId },
+        'replica on a leaving worker dropped',
+      );
+      const node = byId.get(nodeId);
+      if (node && this.deps.liveness.isServing(node)) {
+        await workers.deleteBlob(node.url, c.object.id).catch(() => {});
+      }
+    }
+    return 'dropped';
+  }
+
+  /**
+   * One copy too many: the record forgets one (keeping zones distinct, freeing the fullest
+   * worker) and its blob is deleted. Never while a rejoin is being reconciled, whose own excess
+   * removal (or a dropped missing copy) could otherwise combine with this one to leave one copy.
+   */
+  private async trimExcess(c: Classified, byId: Map<string, NodeView>): Promise<RepairOutcome> {
+    const { raft, workers, log } = this.deps;
+    if (this.deps.reconcileBusy?.()) return 'skipped';
+    const zoneCount = new Map<string, number>();
+    for (const n of c.healthy) {
+      const z = byId.get(n)?.zone ?? '';
+      zoneCount.set(z, (zoneCount.get(z) ?? 0) + 1);
+    }
+    const victim = [...c.healthy].sort((a, b) => {
+      const na = byId.get(a);
+      const nb = byId.get(b);
+      const sharedA = (zoneCount.get(na?.zone ?? '') ?? 0) > 1 ? 1 : 0;
+      const sharedB = (zoneCount.get(nb?.zone ?? '') ?? 0) > 1 ? 1 : 0;
+      return sharedB - sharedA || (nb?.objectCount ?? 0) - (na?.objectCount ?? 0) || (a < b ? 1 : -1);
+    })[0]!;
+    const result = await proposeCommand(raft, { type: 'removeReplica', id: c.object.id, nodeId: victim });
+    if (!result.ok) return 'skipped';
+    log.info(
+      {
+        event: 'repair.excess_trimmed',
+        objectId: c.object.id,
+        nodeId: victim,
+        replicas: result.object.replicas,
+      },
+      'copy too many removed',
+    );
+    const url = byId.get(victim)?.url;
+    if (url) await workers.deleteBlob(url, c.object.id).catch(() => {});
+    return 'trimmed';
+  }
+
+  private async copyOnce(
+    c: Classified,
+    nodes: NodeView[],
+    byId: Map<string, NodeView>,
+  ): Promise<RepairOutcome> {
+    const { raft, workers, log, metrics, liveness } = this.deps;
+    const { object } = c;
+    const ranked: PlacementCandidate[] = rankTargets(liveness.candidates(nodes), {
+      exclude: new Set(object.replicas),
+      avoidZones: new Set(c.healthy.map((n) => byId.get(n)?.zone).filter((z) => z !== undefined)),
+      size: object.size,
+    }).slice(0, MAX_TARGETS_PER_REPAIR);
+    if (ranked.length === 0) {
+      metrics.failed.inc();
+      log.warn({ event: 'repair.no_target', objectId: object.id }, 'no live worker can take a copy');
+      return 'noTarget';
+    }
+    const remove = c.leaving[0];
+    metrics.started.inc();
+    const startedAt = this.now();
+    let target: PlacementCandidate;
+    try {
+      target = await pRetry(
+        async (attempt) => {
+          const candidate = ranked[attempt - 1];
+          if (!candidate) throw new AbortError('no target left');
+          const targetUrl = byId.get(candidate.nodeId)?.url;
+          const source = c.sources[(attempt - 1) % c.sources.length]!;
+          if (!targetUrl) throw new Error(`target ${candidate.nodeId} has no url`);
+          await workers.copyTo(source.url, object.id, targetUrl);
+          return candidate;
+        },
+        {
+          retries: ranked.length - 1,
+          minTimeout: 20,
+          maxTimeout: 200,
+          onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
+            log.warn(
+              {
+                event: 'repair.target_failed',
+                objectId: object.id,
+                target: ranked[attemptNumber - 1]?.nodeId,
+                retriesLeft,
+                err: error.message,
+              },
+              'repair target failed',
+            );
+            if (retriesLeft > 0) metrics.fallbacks.inc();
+          },
+        },
+      );
+    } catch (err) {
+      metrics.failed.inc();
+      log.warn(
+        { event: 'repair.failed', objectId: object.id, err: (err as Error).message },
+        'no target took the copy; next pass retries',
+      );
+      return 'failed';
+    }
+    metrics.bytesCopied.inc(object.size);
+
+    // The node being replaced may have come back while the copy ran: then it keeps its copy.
+    const removeNow = remove === undefined ? null : await this.deps.metadata.getNode(remove);
+    const stillLeaving = remove !== undefined && (removeNow === null || LEAVING.has(removeNow.state));
+    try {
+      const result = stillLeaving
+        ? await proposeCommand(raft, { type: 'replaceReplica', id: object.id, add: target.nodeId, remove })
+        : await proposeCommand(raft, { type: 'addReplica', id: object.id, nodeId: target.nodeId });
+      if (!result.ok) throw new Error(`${result.code}: ${result.message}`);
+    } catch (err) {
+      metrics.failed.inc();
+      log.warn(
+        {
+          event: 'repair.commit_failed',
+          objectId: object.id,
+          target: target.nodeId,
+          err: (err as Error).message,
+        },
+        'copy made but not recorded; next pass retries',
+      );
+      await this.deleteIfUnrecorded(object.id, target.nodeId, byId);
+      return 'failed';
+    }
+    metrics.succeeded.inc();
+    metrics.duration.observe((this.now() - startedAt) / 1000);
+    log.info(
+      {
+        event: 'repair.copied',
+        objectId: object.id,
+        target: target.nodeId,
+        removed: stillLeaving ? remove : null,
+        size: object.size,
+      },
+      'replica repaired',
+    );
+    if (stillLeaving && removeNow && liveness.isServing(removeNow)) {
+      // A draining node's copy is not needed once recorded elsewhere.
+      await workers.deleteBlob(removeNow.url, object.id).catch(() => {});
+    }
+    return 'copied';
+  }
+
+  private async deleteIfUnrecorded(id: string, nodeId: string, byId: Map<string, NodeView>): Promise<void> {
+    if (!this.deps.raft.isLeader()) return; // A new leader may still record this copy.
+    const now = await this.deps.metadata.getObject(id);
+    if (now?.replicas.includes(nodeId)) return;
+    const url = byId.get(nodeId)?.url;
+    if (url) await this.deps.workers.deleteBlob(url, id).catch(() => {});
+  }
+
+  /** A draining node whose index is empty has nothing left: it becomes `drained`. */
+  private async finishDrains(): Promise<string[]> {
+    const { raft, metadata, log } = this.deps;
+    const drained: string[] = [];
+    for (const node of await metadata.listNodes()) {
+      if (node.state !== 'draining' || !raft.isLeader()) continue;
+      const left = await metadata.objectsOnNode(node.nodeId, { limit: 1 });
+      if (left.items.length > 0) continue;
+      const result = await proposeCommand(raft, {
+        type: 'markNodeState',
+        nodeId: node.nodeId,
+        state: 'drained',
+        at: this.now(),
+      }).catch(() => null);
+      if (result?.ok) {
+        drained.push(node.nodeId);
+        log.info({ event: 'drain.completed', nodeId: node.nodeId }, `worker ${node.nodeId} drained`);
+      }
+    }
+    return drained;
+  }
+}

@@ -1,0 +1,319 @@
+// A real image cluster for integration tests and the upload benchmark: N managers and M workers as
+// child processes on free 127.0.0.1 ports, in a temp folder with a generated cluster secret. Every
+// wait is bounded; close() kills whatever is still running and removes the folder.
+
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import {
+  killChild,
+  managerUrl,
+  peersSpec,
+  spawnManager,
+  waitForLeader,
+} from '../../src/cli/localManagers.ts';
+import { spawnWorker, workerUrl } from '../../src/cli/localWorkers.ts';
+
+export interface ManagerProc {
+  id: string;
+  port: number;
+  url: string;
+  dataDir: string;
+  child: ChildProcess | null;
+}
+
+export interface WorkerProc {
+  id: string;
+  port: number;
+  url: string;
+  dataDir: string;
+  zone: string;
+  args: string[];
+  child: ChildProcess | null;
+}
+
+export interface ImageClusterOptions {
+  managers?: number;
+  workers?: number;
+  /** Extra flags for every manager, e.g. ['--max-image-bytes', '65536']. */
+  managerArgs?: string[];
+  /** Extra flags for every worker started with the cluster. */
+  workerArgs?: string[];
+  /** Zone of the workers started with the cluster; default one zone per worker (`zone-<id>`). */
+  workerZone?: string;
+  /** pino level of the children (their logs go to <root>/<id>.log); default `warn`. */
+  logLevel?: string;
+  /** Bound on the wait for a leader and for the workers to register. */
+  startTimeoutMs?: number;
+  /** Prefix of the temp folder's name. */
+  name?: string;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `probe` every 50 ms until it returns something truthy; throws after `timeoutMs`. */
+/** Thrown by a probe to end the wait at once (a process died): `until` retries every other error. */
+export class WaitAborted extends Error {}
+
+export async function until<T>(
+  what: string,
+  probe: () => Promise<T | null | undefined | false>,
+  timeoutMs: number,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe().catch((err: unknown) => {
+      if (err instanceof WaitAborted) throw err;
+      return null;
+    });
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function pngChunk(type: string, data: Buffer): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(data.length, 0);
+  head.write(type, 4, 'latin1');
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])) >>> 0, 0);
+  return Buffer.concat([head, data, crc]);
+}
+
+/**
+ * A well-formed 1x1 PNG of exactly `size` bytes (at least 57): the padding is random bytes in a
+ * private ancillary chunk, so every call gives distinct content that sniffs as image/png.
+ */
+export function pngImage(size: number): Buffer {
+  const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(1, 0);
+  ihdr.writeUInt32BE(1, 4);
+  ihdr[8] = 8; // bit depth; colour type 0 (grey), default compression, filter, no interlace
+  const fixed = signature.length + 12 + 13 + 12 + 12;
+  if (size < fixed) throw new Error(`a PNG here is at least ${fixed} bytes`);
+  return Buffer.concat([
+    signature,
+    pngChunk('IHDR', ihdr),
+    pngChunk('prVt', randomBytes(size - fixed)),
+    pngChunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+export class ImageCluster {
+  readonly managers: ManagerProc[] = [];
+  readonly workers: WorkerProc[] = [];
+  private readonly exits: ChildProcess[] = [];
+
+  private constructor(
+    readonly root: string,
+    readonly secretFile: string,
+    readonly secret: string,
+    private readonly opts: ImageClusterOptions,
+  ) {}
+
+  /** Starts the managers, waits for a leader, then starts the workers and waits for them to be up. */
+  static async start(opts: ImageClusterOptions = {}): Promise<ImageCluster> {
+    const root = await mkdtemp(join(tmpdir(), `${opts.name ?? 'imagecluster'}-`));
+    const secret = randomBytes(32).toString('hex');
+    const secretFile = join(root, 'cluster-secret');
+    await writeFile(secretFile, secret, { mode: 0o600 });
+    const cluster = new ImageCluster(root, secretFile, secret, opts);
+    try {
+      for (let i = 1; i <= (opts.managers ?? 3); i++) {
+        const port = await freePort();
+        cluster.managers.push({
+          id: `m${i}`,
+          port,
+          url: managerUrl(port),
+          dataDir: join(root, `m${i}`),
+          child: null,
+        });
+      }
+      for (const m of cluster.managers) cluster.spawnManager(m);
+      await cluster.leader(opts.startTimeoutMs ?? 30_000);
+      for (let i = 1; i <= (opts.workers ?? 3); i++) {
+        await cluster.addWorker(`w${i}`, opts.workerArgs ?? [], opts.workerZone);
+      }
+      await cluster.waitForWorkersUp(
+        cluster.workers.map((w) => w.id),
+        opts.startTimeoutMs ?? 30_000,
+      );
+      return cluster;
+    } catch (err) {
+      await cluster.close();
+      throw err;
+    }
+  }
+
+  private env(): NodeJS.ProcessEnv {
+    return { IMGVAULT_LOG_LEVEL: this.opts.logLevel ?? 'warn' };
+  }
+
+  private watch(child: ChildProcess): ChildProcess {
+    this.exits.push(child);
+    return child;
+  }
+
+  spawnManager(m: ManagerProc): void {
+    if (m.child) throw new Error(`manager ${m.id} is already running`);
+    m.child = this.watch(
+      spawnManager({
+        id: m.id,
+        port: m.port,
+        dataDir: m.dataDir,
+        peers: peersSpec(this.managers),
+        secretFile: this.secretFile,
+        args: this.opts.managerArgs ?? [],
+        logFile: join(this.root, `${m.id}.log`),
+        env: this.env(),
+      }),
+    );
+  }
+
+  /** Starts a worker (by default in a zone of its own); does not wait for it to register. */
+  async addWorker(id: string, args: string[], zone = `zone-${id}`): Promise<WorkerProc> {
+    const port = await freePort();
+    const w: WorkerProc = {
+      id,
+      port,
+      url: workerUrl(port),
+      dataDir: join(this.root, id),
+      zone,
+      args,
+      child: null,
+    };
+    this.workers.push(w);
+    this.spawnWorker(w);
+    return w;
+  }
+
+  spawnWorker(w: WorkerProc): void {
+    if (w.child) throw new Error(`worker ${w.id} is already running`);
+    w.child = this.watch(
+      spawnWorker({
+        id: w.id,
+        port: w.port,
+        dataDir: w.dataDir,
+        managers: this.managers.map((m) => m.url),
+        secretFile: this.secretFile,
+        zone: w.zone,
+        args: w.args,
+        logFile: join(this.root, `${w.id}.log`),
+        env: this.env(),
+      }),
+    );
+  }
+
+  running(): ManagerProc[] {
+    return this.managers.filter((m) => m.child !== null);
+  }
+
+  /** The manager every running manager agrees leads. */
+  async leader(timeoutMs = 15_000): Promise<ManagerProc> {
+    const running = this.running();
+    // A manager that dies (a port taken, a crash) ends the wait at once, with where to look.
+    const detach: (() => void)[] = [];
+    const died = new Promise<never>((_, reject) => {
+      for (const m of running) {
+        const child = m.child;
+        if (!child) continue;
+        const onExit = (code: number | null, signal: string | null) =>
+          reject(
+            new Error(`manager ${m.id} exited (${signal ?? code}); see ${join(this.root, `${m.id}.log`)}`),
+          );
+        child.once('exit', onExit);
+        detach.push(() => child.off('exit', onExit));
+      }
+    });
+    died.catch(() => {});
+    let found: { id: string };
+    try {
+      found = await Promise.race([
+        waitForLeader(
+          running.map((m) => m.url),
+          timeoutMs,
+        ),
+        died,
+      ]);
+    } finally {
+      for (const off of detach) off();
+    }
+    const leader = this.managers.find((m) => m.id === found.id);
+    if (!leader) throw new Error(`unknown leader ${found.id}`);
+    return leader;
+  }
+
+  async followers(): Promise<ManagerProc[]> {
+    const leader = await this.leader();
+    return this.running().filter((m) => m !== leader);
+  }
+
+  /** Waits until the leader's own liveness view shows every one of `ids` up. */
+  async waitForWorkersUp(ids: string[], timeoutMs = 20_000): Promise<void> {
+    await until(
+      `workers ${ids.join(', ')} up`,
+      async () => {
+        for (const w of this.workers) {
+          if (ids.includes(w.id) && w.child && w.child.exitCode !== null) {
+            const log = await readFile(join(this.root, `${w.id}.log`), 'utf8').catch(() => '');
+            throw new WaitAborted(`worker ${w.id} exited (${w.child.exitCode}): ${log.slice(-500)}`);
+          }
+        }
+        const leader = await this.leader(timeoutMs);
+        const res = await fetch(`${leader.url}/v1/cluster/nodes`, { signal: AbortSignal.timeout(2_000) });
+        const body = (await res.json()) as { nodes: { id: string; state: string }[] };
+        const up = new Set(body.nodes.filter((n) => n.state === 'up').map((n) => n.id));
+        return ids.every((id) => up.has(id));
+      },
+      timeoutMs,
+    );
+  }
+
+  worker(id: string): WorkerProc {
+    const w = this.workers.find((x) => x.id === id);
+    if (!w) throw new Error(`no worker ${id}`);
+    return w;
+  }
+
+  /** kill -9: no handover, no flush; what is durable is what was fsynced. */
+  async killManager(m: ManagerProc): Promise<void> {
+    if (m.child) await killChild(m.child);
+    m.child = null;
+  }
+
+  async killWorker(w: WorkerProc): Promise<void> {
+    if (w.child) await killChild(w.child);
+    w.child = null;
+  }
+
+  /** A worker's copy of a blob, read with the cluster secret as the managers do. */
+  async workerBlob(w: WorkerProc, id: string): Promise<{ status: number; bytes: Buffer }> {
+    const res = await fetch(`${w.url}/blobs/${encodeURIComponent(id)}`, {
+      headers: { [CLUSTER_SECRET_HEADER]: this.secret },
+      signal: AbortSignal.timeout(5_000),
+    });
+    return { status: res.status, bytes: Buffer.from(await res.arrayBuffer()) };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.exits.map((c) => killChild(c)));
+    for (const p of [...this.managers, ...this.workers]) p.child = null;
+    if (!process.env.IMGVAULT_KEEP_TEST_DATA) await rm(this.root, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,379 @@
+// Worker loss, repair and rejoin on real processes: three managers and four workers on 127.0.0.1
+// with short failure timeouts. The scenarios run in order on one cluster, each starting from the
+// healthy state the previous one left: kill -9 of a worker, its return after repair (excess copies
+// and orphans removed), a flapping worker (nothing copied), the leader killed mid-repair, both
+// copies of an object down (503, then readable), `--rejoin wipe`, and a drain from the CLI.
+
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { ImageCluster, type ManagerProc, pngImage, until, type WorkerProc } from './imageCluster.ts';
+
+const DOWN_AFTER_MS = 5_000;
+const ORPHAN_GRACE_MS = 1_500;
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+
+interface ImageJson {
+  id: string;
+  sha256: string;
+  replicas: string[];
+}
+interface NodeJson {
+  id: string;
+  state: string;
+  tableState: string;
+  silenceMs: number | null;
+  stored: { objects: number };
+}
+
+let cluster: ImageCluster;
+const stored = new Map<string, Buffer>();
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function json<T>(url: string, init: RequestInit = {}): Promise<{ status: number; body: T }> {
+  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(5_000) });
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
+}
+
+async function metric(m: ManagerProc, series: string): Promise<number> {
+  const text = await (await fetch(`${m.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
+async function listAll(m: ManagerProc): Promise<ImageJson[]> {
+  const items: ImageJson[] = [];
+  let after: string | null = null;
+  for (let page = 0; page < 100; page++) {
+    const q: string = after ? `&after=${encodeURIComponent(after)}` : '';
+    const { status, body } = await json<{ items: ImageJson[]; next: string | null }>(
+      `${m.url}/v1/images?limit=100${q}`,
+    );
+    expect(status).toBe(200);
+    items.push(...body.items);
+    if (!body.next) return items;
+    after = body.next;
+  }
+  throw new Error('listing did not end within 100 pages');
+}
+
+async function nodes(): Promise<Map<string, NodeJson>> {
+  const leader = await cluster.leader();
+  const { body } = await json<{ nodes: NodeJson[] }>(`${leader.url}/v1/cluster/nodes`);
+  return new Map(body.nodes.map((n) => [n.id, n]));
+}
+
+async function upload(id: string): Promise<void> {
+  const leader = await cluster.leader();
+  const bytes = pngImage(3_000);
+  const res = await fetch(`${leader.url}/v1/images/${id}`, {
+    method: 'PUT',
+    body: bytes,
+    signal: AbortSignal.timeout(10_000),
+  });
+  expect(res.status).toBe(201);
+  await res.arrayBuffer();
+  stored.set(id, bytes);
+}
+
+/**
+ * Every stored object at exactly two replicas, on workers the table has `up`, none on `avoid`,
+ * and each of those workers holding the right bytes.
+ */
+async function waitHealthy(avoid: string[], timeoutMs = 20_000): Promise<ImageJson[]> {
+  return until(
+    `every object on 2 up workers holding its bytes, none on ${avoid.join(', ') || '-'}`,
+    async () => {
+      const states = await nodes();
+      const all = await listAll(await cluster.leader());
+      const ok =
+        all.length === stored.size &&
+        all.every(
+          (o) =>
+            o.replicas.length === 2 &&
+            o.replicas.every((r) => states.get(r)?.tableState === 'up' && !avoid.includes(r)),
+        );
+      if (!ok) return null;
+      for (const o of all) {
+        for (const r of o.replicas) {
+          const copy = await cluster.workerBlob(cluster.worker(r), o.id);
+          if (copy.status !== 200 || sha256(copy.bytes) !== sha256(stored.get(o.id)!)) return null;
+        }
+      }
+      return all;
+    },
+    timeoutMs,
+  );
+}
+
+/** Every copy on every running worker is one the table lists there, and the reverse. */
+async function waitNoStrayCopies(timeoutMs = 15_000): Promise<void> {
+  await until(
+    'workers holding exactly what the table lists',
+    async () => {
+      const all = await listAll(await cluster.leader());
+      for (const w of cluster.workers.filter((x) => x.child !== null)) {
+        for (const o of all) {
+          const held = (await cluster.workerBlob(w, o.id)).status === 200;
+          if (held !== o.replicas.includes(w.id)) return null;
+        }
+      }
+      return true;
+    },
+    timeoutMs,
+  );
+}
+
+/** Starts a stopped worker and waits until the leader has heard the new process. */
+async function restartWorker(w: WorkerProc): Promise<void> {
+  cluster.spawnWorker(w);
+  await until(
+    `${w.id} listening`,
+    async () => (await fetch(`${w.url}/healthz`, { signal: AbortSignal.timeout(1_000) })).ok,
+    20_000,
+  );
+  await until(
+    `${w.id} heard by the leader`,
+    async () => {
+      const n = (await nodes()).get(w.id);
+      return n?.tableState === 'up' && n.state === 'up' && n.silenceMs !== null && n.silenceMs < 300;
+    },
+    20_000,
+  );
+}
+
+/** Every running manager at the same applied index holds the same tables. */
+async function expectTablesIdentical(): Promise<void> {
+  const digests = await until(
+    'every manager at the same applied index',
+    async () => {
+      const all = await Promise.all(
+        cluster
+          .running()
+          .map(
+            async (m) =>
+              (await json<{ appliedIndex: number; sha256: string }>(`${m.url}/v1/cluster/digest`)).body,
+          ),
+      );
+      return all.every((d) => d.appliedIndex === all[0]!.appliedIndex) ? all : null;
+    },
+    15_000,
+  );
+  expect(new Set(digests.map((d) => d.sha256)).size).toBe(1);
+}
+
+async function holding(w: WorkerProc): Promise<string[]> {
+  const all = await listAll(await cluster.leader());
+  return all.filter((o) => o.replicas.includes(w.id)).map((o) => o.id);
+}
+
+async function putOrphan(w: WorkerProc, id: string): Promise<void> {
+  const bytes = pngImage(500);
+  const res = await fetch(`${w.url}/blobs/${id}`, {
+    method: 'PUT',
+    body: bytes,
+    headers: { [CLUSTER_SECRET_HEADER]: cluster.secret, 'x-imgvault-sha256': sha256(bytes) },
+    signal: AbortSignal.timeout(5_000),
+  });
+  expect(res.status).toBe(201);
+}
+
+beforeAll(async () => {
+  cluster = await ImageCluster.start({
+    name: 'repair-test',
+    managers: 3,
+    workers: 4,
+    managerArgs: [
+      '--suspect-after-ms',
+      '600',
+      '--down-after-ms',
+      String(DOWN_AFTER_MS),
+      '--orphan-grace-ms',
+      String(ORPHAN_GRACE_MS),
+      '--heartbeat-interval-ms',
+      '200',
+      '--usage-summary-ms',
+      '500',
+    ],
+    workerArgs: ['--register-backoff-ms', '200'],
+  });
+  for (let i = 0; i < 16; i++) await upload(`img-${i}`);
+}, 90_000);
+
+afterAll(async () => {
+  await cluster?.close();
+});
+
+describe('worker loss, repair and rejoin', () => {
+  it('repairs every object of a worker killed with -9 onto the others; every manager agrees', async () => {
+    const victim = cluster.worker('w1');
+    await putOrphan(victim, 'orphan-1');
+    const held = await holding(victim);
+    expect(held.length).toBeGreaterThan(0);
+    await cluster.killWorker(victim);
+    await waitHealthy(['w1'], DOWN_AFTER_MS + 20_000);
+    expect((await nodes()).get('w1')?.tableState).toBe('down');
+    const leader = await cluster.leader();
+    expect(await metric(leader, 'imgvault_repairs_succeeded_total')).toBeGreaterThanOrEqual(held.length);
+    expect(await metric(leader, 'imgvault_repair_bytes_copied_total')).toBeGreaterThanOrEqual(
+      held.length * 3_000,
+    );
+    await until(
+      'no object reported under-replicated',
+      async () => (await metric(leader, 'imgvault_objects_under_replicated')) === 0,
+      5_000,
+    );
+    await expectTablesIdentical();
+  }, 60_000);
+
+  it('takes the returning worker back: exactly two copies of each object, its orphan deleted after the grace', async () => {
+    const w1 = cluster.worker('w1');
+    await restartWorker(w1);
+    // Reconciliation re-adopts w1's copies and removes the copies that replaced them.
+    await until('w1 holding its copies again', async () => (await holding(w1)).length > 0, 15_000);
+    await waitHealthy([]);
+    await until(
+      'orphan deleted',
+      async () => (await cluster.workerBlob(w1, 'orphan-1')).status === 404,
+      ORPHAN_GRACE_MS + 10_000,
+    );
+    await waitNoStrayCopies();
+    await expectTablesIdentical();
+  }, 60_000);
+
+  it('copies nothing for a worker that comes back before its down timeout', async () => {
+    const leader = await cluster.leader();
+    const before = await metric(leader, 'imgvault_repairs_started_total');
+    const downBefore = await metric(leader, 'imgvault_nodes_marked_down_total');
+    const w2 = cluster.worker('w2');
+    const held = await holding(w2);
+    const killedAt = Date.now();
+    await cluster.killWorker(w2);
+    await restartWorker(w2);
+    // The premise: the worker was back before the down timeout (process start included).
+    expect(Date.now() - killedAt).toBeLessThan(DOWN_AFTER_MS);
+    // Past the down timeout counted from the kill: still no verdict, since the worker came back.
+    await new Promise((r) => setTimeout(r, DOWN_AFTER_MS));
+    expect((await nodes()).get('w2')?.tableState).toBe('up');
+    expect(await holding(w2)).toEqual(held);
+    expect(await metric(leader, 'imgvault_repairs_started_total')).toBe(before);
+    expect(await metric(leader, 'imgvault_nodes_marked_down_total')).toBe(downBefore);
+  }, 30_000);
+
+  it('a new leader completes the repair the killed leader had started', async () => {
+    const w3 = cluster.worker('w3');
+    const oldLeader = await cluster.leader();
+    const startedBefore = await metric(oldLeader, 'imgvault_repairs_started_total');
+    await cluster.killWorker(w3);
+    // Killed as soon as it reports a repair started: whatever it had not committed is lost with it.
+    await until(
+      'a repair started on the leader',
+      async () => (await metric(oldLeader, 'imgvault_repairs_started_total')) > startedBefore,
+      DOWN_AFTER_MS + 10_000,
+    );
+    await cluster.killManager(oldLeader);
+    const newLeader = await cluster.leader(15_000);
+    expect(newLeader.id).not.toBe(oldLeader.id);
+    await waitHealthy(['w3'], 30_000);
+    cluster.spawnManager(oldLeader);
+    await restartWorker(w3);
+    await waitHealthy([]);
+    await waitNoStrayCopies();
+    await expectTablesIdentical();
+  }, 90_000);
+
+  it('answers 503 for an object whose two workers are down, and serves it again when one returns', async () => {
+    const all = await listAll(await cluster.leader());
+    const target = all[0]!;
+    const [a, b] = target.replicas.map((id) => cluster.worker(id));
+    await cluster.killWorker(a!);
+    await cluster.killWorker(b!);
+    const leader = await cluster.leader();
+    const res = await until(
+      '503 while both copies are down',
+      async () => {
+        const r = await fetch(`${leader.url}/v1/images/${target.id}`, { signal: AbortSignal.timeout(5_000) });
+        await r.arrayBuffer();
+        return r.status === 503 ? r : null;
+      },
+      10_000,
+    );
+    expect(res.status).toBe(503);
+    await restartWorker(a!);
+    const back = await until(
+      'readable again',
+      async () => {
+        const r = await fetch(`${(await cluster.leader()).url}/v1/images/${target.id}`, {
+          signal: AbortSignal.timeout(5_000),
+        });
+        const bytes = Buffer.from(await r.arrayBuffer());
+        return r.status === 200 ? bytes : null;
+      },
+      10_000,
+    );
+    expect(sha256(back)).toBe(sha256(stored.get(target.id)!));
+    await restartWorker(b!);
+    await waitHealthy([], 30_000);
+    await waitNoStrayCopies();
+  }, 90_000);
+
+  it('--rejoin wipe joins empty and repair restores the copies it held', async () => {
+    const w4 = cluster.worker('w4');
+    const held = await holding(w4);
+    await cluster.killWorker(w4);
+    w4.args = [...w4.args, '--rejoin', 'wipe'];
+    await restartWorker(w4);
+    await waitHealthy([], 30_000);
+    await waitNoStrayCopies();
+    // Whatever w4 holds now came from repair, not from before the wipe.
+    const now = await holding(w4);
+    for (const id of held) {
+      if (!now.includes(id)) expect((await cluster.workerBlob(w4, id)).status).toBe(404);
+    }
+    w4.args = w4.args.slice(0, -2);
+  }, 60_000);
+
+  it('drains a worker from the CLI: every object moves off it, then it is drained', async () => {
+    const w2 = cluster.worker('w2');
+    expect((await holding(w2)).length).toBeGreaterThan(0);
+    const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          MAIN,
+          'worker',
+          'drain',
+          'w2',
+          '--managers',
+          cluster.managers.map((m) => m.url).join(','),
+          '--secret-file',
+          cluster.secretFile,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let stdout = '';
+      child.stdout.on('data', (d) => {
+        stdout += d;
+      });
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout });
+      });
+    });
+    expect(out.code).toBe(0);
+    expect(JSON.parse(out.stdout).state).toBe('draining');
+    await until('w2 drained', async () => (await nodes()).get('w2')?.tableState === 'drained', 20_000);
+    expect((await nodes()).get('w2')?.stored.objects).toBe(0);
+    expect(await holding(w2)).toEqual([]);
+    for (const id of stored.keys()) expect((await cluster.workerBlob(w2, id)).status).toBe(404);
+    const all = await listAll(await cluster.leader());
+    expect(all.every((o) => o.replicas.length === 2 && !o.replicas.includes('w2'))).toBe(true);
+    await expectTablesIdentical();
+  }, 60_000);
+});
