@@ -57,8 +57,6 @@ export interface ImageServiceDeps {
   liveness: WorkerLiveness;
   log: Logger;
   maxImageBytes: number;
-  /** Called for every target that failed and was replaced by another. */
-  onFallback?: () => void;
   metrics?: UploadMetrics;
 }
 
@@ -159,6 +157,11 @@ export class ImageService {
     }
   }
 
+  /** An upload of `id` is running here: its copies may be on workers before its record commits. */
+  isUploading(id: string): boolean {
+    return this.inFlight.has(id);
+  }
+
   private async uploadExclusive(id: string, body: Readable): Promise<UploadOutcome> {
     const { metadata, staging, log } = this.deps;
     const timer = this.phaseTimer();
@@ -182,10 +185,7 @@ export class ImageService {
           client: this.deps.workers,
           log,
           workers: { candidates: () => candidates, urlOf: (nodeId) => urls.get(nodeId) },
-          onFallback: () => {
-            this.deps.metrics?.fallback();
-            this.deps.onFallback?.();
-          },
+          onFallback: () => this.deps.metrics?.fallback(),
         });
       } catch (err) {
         if (err instanceof NoLiveWorker) throw new ImageError('NoLiveWorker', err.message);
