@@ -38,6 +38,8 @@ export class FailureHandling {
     workers: WorkerClient;
     log: Logger;
     registry: Registry;
+    /** True while this manager's own upload of the id runs (its copies precede its record). */
+    uploading?: (id: string) => boolean;
   }) {
     const { config, raft, metadata, liveness, workers, log } = deps;
     this.metrics = new RepairMetrics(deps.registry);
@@ -57,6 +59,7 @@ export class FailureHandling {
       metrics: this.metrics,
       orphanGraceMs: config.orphanGraceMs,
       secret: config.secret,
+      ...(deps.uploading ? { uploading: deps.uploading } : {}),
     });
     this.repair = new RepairLoop({
       raft,

@@ -61,6 +61,8 @@ export async function openImagesMode(
         workers,
         log,
         registry: metrics,
+        // Copies of an upload in progress exist before its record commits: never orphans.
+        uploading: (id) => images.isUploading(id),
       });
       failures.start();
       registry = new WorkerRegistry({

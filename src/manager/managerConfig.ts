@@ -66,7 +66,8 @@ export const managerConfigSchema = z
     /** A worker silent this long is marked down (committed) and its objects are repaired elsewhere. */
     downAfterMs: z.number().int().min(200).default(30_000),
     /** Blobs a rejoining worker holds that no record knows are deleted only once seen this long. */
-    orphanGraceMs: z.number().int().min(0).default(3_600_000),
+    // An upload writes its copies before its record commits; a grace shorter than an upload is unsafe.
+    orphanGraceMs: z.number().int().min(1_000, '--orphan-grace-ms must be at least 1000').default(3_600_000),
     /** Repairs (worker-to-worker copies) the leader runs at once. */
     repairConcurrency: z.number().int().min(1).max(256).default(8),
     /** Heartbeat period the leader asks workers to keep. */

@@ -27,6 +27,7 @@ import type { Logger } from '../logging.ts';
 import type { NodeView, ObjectView } from '../metadata/commands.ts';
 import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
+import { type CopyCheck, checkCopy } from './copyVerifier.ts';
 import type { RaftAccess } from './imageService.ts';
 import type { RepairMetrics } from './repairMetrics.ts';
 import type { WorkerClient } from './workerClient.ts';
@@ -45,6 +46,11 @@ export interface RejoinReconcilerDeps {
   secret?: string;
   /** How often every serving worker's inventory is swept; default the grace, within 1 s..10 min. */
   inventorySweepMs?: number;
+  /**
+   * True while this manager's own upload of the id runs: its copies are on workers before its
+   * record commits, however long that takes, so the grace alone does not cover it.
+   */
+  uploading?: (id: string) => boolean;
   now?: () => number;
 }
 
@@ -282,6 +288,9 @@ export class RejoinReconciler {
     const listed = object.replicas.includes(nodeId);
 
     if (object.sha256 !== line.sha256 || object.size !== line.size) {
+      // The mismatch is the index's word; the bytes decide (a wrong index entry over right bytes
+      // must not cost a copy).
+      if ((await checkCopy(workers, self.url, line.id, object)) !== 'bad') return 'skipped';
       if (listed) {
         const removed = await proposeCommand(raft, { type: 'removeReplica', id: line.id, nodeId });
         if (!removed.ok) {
@@ -289,6 +298,13 @@ export class RejoinReconciler {
             { event: 'reconcile.corrupt_last_copy', objectId: line.id, nodeId, code: removed.code },
             'the only recorded copy has the wrong checksum; kept for an operator',
           );
+          return 'skipped';
+        }
+      } else {
+        // No commit vouches for this delete: re-read the record as of everything committed (a
+        // deposed leader's table may predate the record these bytes belong to).
+        const now = await this.freshObject(line.id);
+        if (!now || now.replicas.includes(nodeId) || (now.sha256 === line.sha256 && now.size === line.size)) {
           return 'skipped';
         }
       }
@@ -310,12 +326,34 @@ export class RejoinReconciler {
     const healthy = object.replicas.filter((n) => nodes.get(n)?.state === 'up');
     if (self.state !== 'up' && healthy.length >= REPLICATION_FACTOR) {
       // A draining worker's unlisted copy is not wanted: re-adopting it would only move it again.
+      // It goes only if the two recorded copies are proved by their bytes.
+      if ((await this.provenCopies(line.id, healthy, nodes)).good.length < REPLICATION_FACTOR)
+        return 'skipped';
       await workers.deleteBlob(self.url, line.id);
       log.info(
         { event: 'reconcile.excess_deleted', objectId: line.id, nodeId, state: self.state },
         'unlisted copy on a worker being emptied deleted',
       );
       return 'excessRemoved';
+    }
+    if (healthy.length >= REPLICATION_FACTOR) {
+      // Re-adopting here means giving up a copy that is known good (it was written by repair,
+      // hash-checked by its worker on arrival) for this one, which only claims its checksum from
+      // its index: its bytes are read back first.
+      const check = await checkCopy(workers, self.url, line.id, object);
+      if (check !== 'good') {
+        log.warn(
+          { event: 'reconcile.returning_copy_unproven', objectId: line.id, nodeId, check },
+          'returning copy not re-adopted: its bytes do not match the record (or could not be read)',
+        );
+        if (check === 'bad') {
+          const now = await this.freshObject(line.id);
+          if (!now || now.replicas.includes(nodeId) || now.sha256 !== object.sha256) return 'skipped';
+          await workers.deleteBlob(self.url, line.id);
+          return 'corruptDeleted';
+        }
+        return 'skipped';
+      }
     }
     const added = await proposeCommand(raft, { type: 'addReplica', id: line.id, nodeId });
     if (!added.ok) {
@@ -333,7 +371,17 @@ export class RejoinReconciler {
       return 'readopted';
     }
     // Two healthy copies existed without this one: one of them replaced it while it was away.
-    const victim = this.pickExcess(added.object, nodeId, healthy, nodes);
+    // The copy that stays beside the returning one must be proved too; a copy found bad goes first.
+    const others = healthy.filter((n) => n !== nodeId && added.object.replicas.includes(n));
+    const proof = await this.provenCopies(line.id, others, nodes);
+    const victim = proof.bad[0] ?? proof.unknown[0] ?? this.pickExcess(added.object, nodeId, healthy, nodes);
+    if (proof.good.filter((n) => n !== victim).length < REPLICATION_FACTOR - 1) {
+      log.warn(
+        { event: 'reconcile.excess_unproven', objectId: line.id, nodeId, proof },
+        'returning copy re-adopted; the copy too many stays until the others are proved',
+      );
+      return 'readopted';
+    }
     const removed = await proposeCommand(raft, { type: 'removeReplica', id: line.id, nodeId: victim });
     if (!removed.ok) {
       log.warn(
@@ -364,6 +412,28 @@ export class RejoinReconciler {
       'returning copy kept; the copy that replaced it removed',
     );
     return 'excessRemoved';
+  }
+
+  private async freshObject(id: string): Promise<ObjectView | null> {
+    await this.deps.raft.readIndex();
+    return this.deps.metadata.getObject(id);
+  }
+
+  /** Reads back the copies on `nodeIds` and sorts them by what their bytes show. */
+  private async provenCopies(
+    id: string,
+    nodeIds: string[],
+    nodes: Map<string, NodeView>,
+  ): Promise<{ good: string[]; bad: string[]; unknown: string[] }> {
+    const object = await this.deps.metadata.getObject(id);
+    const out = { good: [] as string[], bad: [] as string[], unknown: [] as string[] };
+    for (const n of nodeIds) {
+      const url = nodes.get(n)?.url;
+      const check: CopyCheck =
+        object && url ? await checkCopy(this.deps.workers, url, id, object) : 'unknown';
+      out[check === 'good' ? 'good' : check === 'bad' ? 'bad' : 'unknown'].push(n);
+    }
+    return out;
   }
 
   /** Which healthy copy goes: keep the zones distinct when possible, then free the fullest worker. */
@@ -405,9 +475,12 @@ export class RejoinReconciler {
   /** Re-checks the table right before deleting: an upload may have committed its record since. */
   private async deleteOrphan(key: string): Promise<boolean> {
     const pending = this.orphans.get(key);
-    if (!pending || !this.deps.raft.isLeader()) return false;
+    if (!pending || !this.deps.raft.isLeader() || this.deps.uploading?.(pending.id)) return false;
     const { raft, metadata, workers, log } = this.deps;
-    const object = await metadata.getObject(pending.id);
+    // The table as of everything committed, so neither a record committed under another leader
+    // and not applied here yet, nor a deposed leader's stale table, makes a recorded copy look
+    // orphaned. An upload this leader is running right now has not committed: `uploading` covers it.
+    const object = await this.freshObject(pending.id);
     const node = await metadata.getNode(pending.nodeId);
     if (!node || object?.replicas.includes(pending.nodeId)) {
       this.orphans.delete(key);
@@ -416,7 +489,13 @@ export class RejoinReconciler {
     if (object) {
       const nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
       const healthy = object.replicas.filter((n) => nodes.get(n)?.state === 'up');
-      if (healthy.length < REPLICATION_FACTOR) {
+      // An unrecorded copy may be the good one while a recorded one rotted: it goes only once
+      // two recorded copies are read back whole.
+      const proven =
+        healthy.length >= REPLICATION_FACTOR
+          ? (await this.provenCopies(pending.id, healthy, nodes)).good
+          : [];
+      if (proven.length < REPLICATION_FACTOR) {
         // The object needs this copy more than the disk needs the space.
         this.orphans.delete(key);
         if (node.state !== 'up') return false;

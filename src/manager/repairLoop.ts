@@ -10,6 +10,7 @@ import type { Logger } from '../logging.ts';
 import type { NodeState, NodeView, ObjectView } from '../metadata/commands.ts';
 import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
+import { type CopyCheck, checkCopy } from './copyVerifier.ts';
 import type { RaftAccess } from './imageService.ts';
 import { type PlacementCandidate, rankTargets } from './placement.ts';
 import type { RepairMetrics } from './repairMetrics.ts';
@@ -256,6 +257,35 @@ export class RepairLoop {
   /** Two healthy copies exist: the record forgets the leaving ones (a draining node's copy is deleted). */
   private async dropLeaving(c: Classified, byId: Map<string, NodeView>): Promise<RepairOutcome> {
     const { raft, workers, log } = this.deps;
+    const deletes = c.leaving.some((n) => {
+      const node = byId.get(n);
+      return node !== undefined && this.deps.liveness.isServing(node);
+    });
+    if (deletes) {
+      // A leaving worker still serving (draining) loses its copy for good: the two that stay are
+      // read back first. One found wrong leaves the record instead, and the next pass copies anew.
+      const bad: string[] = [];
+      let good = 0;
+      for (const n of c.healthy) {
+        const url = byId.get(n)?.url;
+        const check = url ? await checkCopy(workers, url, c.object.id, c.object) : 'unknown';
+        if (check === 'good') good += 1;
+        else if (check === 'bad') bad.push(n);
+      }
+      if (good < REPLICATION_FACTOR) {
+        for (const n of bad) {
+          const result = await proposeCommand(raft, { type: 'removeReplica', id: c.object.id, nodeId: n });
+          if (!result.ok) continue;
+          log.warn(
+            { event: 'repair.bad_copy_dropped', objectId: c.object.id, nodeId: n },
+            'recorded copy missing or wrong on its worker; dropped so repair makes a new one',
+          );
+          const url = byId.get(n)?.url;
+          if (url) await workers.deleteBlob(url, c.object.id).catch(() => {});
+        }
+        return bad.length > 0 ? 'dropped' : 'skipped';
+      }
+    }
     for (const nodeId of c.leaving) {
       const result = await proposeCommand(raft, { type: 'removeReplica', id: c.object.id, nodeId });
       if (!result.ok) continue;
@@ -284,13 +314,35 @@ export class RepairLoop {
       const z = byId.get(n)?.zone ?? '';
       zoneCount.set(z, (zoneCount.get(z) ?? 0) + 1);
     }
-    const victim = [...c.healthy].sort((a, b) => {
+    // Least wanted first: a copy sharing its zone, then the fullest worker.
+    const ranked = [...c.healthy].sort((a, b) => {
       const na = byId.get(a);
       const nb = byId.get(b);
       const sharedA = (zoneCount.get(na?.zone ?? '') ?? 0) > 1 ? 1 : 0;
       const sharedB = (zoneCount.get(nb?.zone ?? '') ?? 0) > 1 ? 1 : 0;
       return sharedB - sharedA || (nb?.objectCount ?? 0) - (na?.objectCount ?? 0) || (a < b ? 1 : -1);
-    })[0]!;
+    });
+    // The record says every copy is there; only the bytes prove it. A copy found missing or wrong
+    // is the one to drop, and nothing is dropped unless two copies that stay were read back whole.
+    const checks = new Map<string, CopyCheck>();
+    for (const n of ranked) {
+      const url = byId.get(n)?.url;
+      checks.set(n, url ? await checkCopy(workers, url, c.object.id, c.object) : 'unknown');
+    }
+    const victim =
+      ranked.find((n) => checks.get(n) === 'bad') ??
+      ranked.find((n) => checks.get(n) === 'unknown') ??
+      ranked[0]!;
+    const provenKept = ranked.filter((n) => n !== victim && checks.get(n) === 'good').length;
+    if (provenKept < REPLICATION_FACTOR) {
+      log.warn(
+        { event: 'repair.trim_unproven', objectId: c.object.id, checks: Object.fromEntries(checks) },
+        'copy too many kept: the copies that would stay could not all be read back',
+      );
+      return 'skipped';
+    }
+    // The read-backs took a while: a rejoin that started meanwhile may be removing a copy too.
+    if (this.deps.reconcileBusy?.()) return 'skipped';
     const result = await proposeCommand(raft, { type: 'removeReplica', id: c.object.id, nodeId: victim });
     if (!result.ok) return 'skipped';
     log.info(
@@ -336,7 +388,15 @@ export class RepairLoop {
           const targetUrl = byId.get(candidate.nodeId)?.url;
           const source = c.sources[(attempt - 1) % c.sources.length]!;
           if (!targetUrl) throw new Error(`target ${candidate.nodeId} has no url`);
-          await workers.copyTo(source.url, object.id, targetUrl);
+          const sent = await workers.copyTo(source.url, object.id, targetUrl);
+          if (sent.sha256 !== object.sha256 || sent.size !== object.size) {
+            // The target checked the bytes against the holder's own claim, not the record: a
+            // holder with other bytes under this id would have made a copy of the wrong image.
+            await this.deleteIfUnrecorded(object.id, object.sha256, candidate.nodeId, byId);
+            throw new Error(
+              `holder ${source.nodeId} sent sha256 ${sent.sha256 ?? '?'} (${sent.size ?? '?'} bytes), record says ${object.sha256}`,
+            );
+          }
           return candidate;
         },
         {
@@ -371,23 +431,35 @@ export class RepairLoop {
     // The node being replaced may have come back while the copy ran: then it keeps its copy.
     const removeNow = remove === undefined ? null : await this.deps.metadata.getNode(remove);
     const stillLeaving = remove !== undefined && (removeNow === null || LEAVING.has(removeNow.state));
+    let refused: string | null = null;
     try {
       const result = stillLeaving
         ? await proposeCommand(raft, { type: 'replaceReplica', id: object.id, add: target.nodeId, remove })
         : await proposeCommand(raft, { type: 'addReplica', id: object.id, nodeId: target.nodeId });
-      if (!result.ok) throw new Error(`${result.code}: ${result.message}`);
+      if (!result.ok) refused = `${result.code}: ${result.message}`;
     } catch (err) {
+      // Outcome unknown (timeout, leadership lost): the entry may still commit, here or under the
+      // next leader, and then the record names the target; its copy must stay. If it never
+      // commits, the copy is a stray that the inventory sweep removes after the grace period.
       metrics.failed.inc();
       log.warn(
         {
-          event: 'repair.commit_failed',
+          event: 'repair.commit_unknown',
           objectId: object.id,
           target: target.nodeId,
           err: (err as Error).message,
         },
+        'copy made, commit outcome unknown; copy kept',
+      );
+      return 'failed';
+    }
+    if (refused !== null) {
+      metrics.failed.inc();
+      log.warn(
+        { event: 'repair.commit_failed', objectId: object.id, target: target.nodeId, err: refused },
         'copy made but not recorded; next pass retries',
       );
-      await this.deleteIfUnrecorded(object.id, target.nodeId, byId);
+      await this.deleteIfUnrecorded(object.id, object.sha256, target.nodeId, byId);
       return 'failed';
     }
     metrics.succeeded.inc();
@@ -409,10 +481,26 @@ export class RepairLoop {
     return 'copied';
   }
 
-  private async deleteIfUnrecorded(id: string, nodeId: string, byId: Map<string, NodeView>): Promise<void> {
+  private async deleteIfUnrecorded(
+    id: string,
+    sha256: string,
+    nodeId: string,
+    byId: Map<string, NodeView>,
+  ): Promise<void> {
     if (!this.deps.raft.isLeader()) return; // A new leader may still record this copy.
+    // A read covering everything committed, so a stale table on a deposed leader cannot say
+    // "unrecorded" about a copy the current leader has recorded.
+    if (
+      !(await this.deps.raft.readIndex().then(
+        () => true,
+        () => false,
+      ))
+    )
+      return;
     const now = await this.deps.metadata.getObject(id);
-    if (now?.replicas.includes(nodeId)) return;
+    // Object gone: an upload re-creating the id may be writing this very blob before it commits;
+    // the orphan sweep, with its grace period, decides instead.
+    if (!now || now.sha256 !== sha256 || now.replicas.includes(nodeId)) return;
     const url = byId.get(nodeId)?.url;
     if (url) await this.deps.workers.deleteBlob(url, id).catch(() => {});
   }

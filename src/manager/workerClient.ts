@@ -106,14 +106,26 @@ export class WorkerClient {
   }
 
   /** Asks `holderUrl` to stream its copy of `id` to `targetUrl`; resolves once the target confirmed. */
-  async copyTo(holderUrl: string, id: string, targetUrl: string): Promise<void> {
+  /**
+   * The holder sends its copy to the target, which hash-checks it against the checksum the holder
+   * sent: the holder's index entry. Resolves with that checksum and size (null if the holder did
+   * not say), for the caller to compare with the record.
+   */
+  async copyTo(
+    holderUrl: string,
+    id: string,
+    targetUrl: string,
+  ): Promise<{ sha256: string | null; size: number | null }> {
     const res = await this.call('POST', holderUrl, `/blobs/${encodeURIComponent(id)}/copy-to`, {
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ target: targetUrl }),
     });
     if (res.statusCode === 200) {
-      await res.body.dump();
-      return;
+      const answer = (await res.body.json().catch(() => null)) as { sha256?: unknown; size?: unknown } | null;
+      return {
+        sha256: typeof answer?.sha256 === 'string' ? answer.sha256 : null,
+        size: typeof answer?.size === 'number' ? answer.size : null,
+      };
     }
     throw await failure(holderUrl, `copy-to of ${id} to ${targetUrl}`, res);
   }

@@ -3,6 +3,7 @@
 // down verdicts, repair with fallback, unavailable objects, and rejoin reconciliation.
 
 import { randomBytes } from 'node:crypto';
+import { stat, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -402,5 +403,201 @@ describe('RepairLoop copies too many', () => {
     const removed = ['w1', 'w2'].find((n) => !replicas.includes(n))!;
     expect((await s.workers.get(removed)!.store.stat('thrice')).ok).toBe(false);
     expect((await loop.pass())?.outcomes.trimmed).toBe(0);
+  });
+});
+
+/** Overwrites a blob's bytes on disk, same length, leaving the worker's index (and its claim) alone. */
+async function rot(w: RunningWorker, id: string): Promise<void> {
+  const file = w.store.blobPath(id);
+  const { size } = await stat(file);
+  await writeFile(file, randomBytes(size));
+}
+
+describe('data-loss guards', () => {
+  it('trims the copy whose bytes are wrong, never a good one, even when placement prefers otherwise', async () => {
+    const s = await setup([
+      { id: 'w1', zone: 'a' },
+      { id: 'w2', zone: 'a' },
+      { id: 'w3', zone: 'b' },
+    ]);
+    hearAll(s);
+    const bytes = await putObject(s, 'thrice', ['w1', 'w2', 'w3']);
+    // Placement alone would drop w1 or w2 (zone a twice) and keep w3, the rotten one.
+    await rot(s.workers.get('w3')!, 'thrice');
+    expect((await repairLoop(s).pass())?.outcomes.trimmed).toBe(1);
+    expect((await s.sm.getObject('thrice'))?.replicas.sort()).toEqual(['w1', 'w2']);
+    for (const n of ['w1', 'w2']) {
+      const res = await s.client.getBlob(s.workers.get(n)!.url, 'thrice');
+      expect(sha256Of(Buffer.from(await res.body.arrayBuffer()))).toBe(sha256Of(bytes));
+    }
+  });
+
+  it('keeps three copies when two good ones cannot be proved', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    await putObject(s, 'thrice', ['w1', 'w2', 'w3']);
+    await rot(s.workers.get('w1')!, 'thrice');
+    await rot(s.workers.get('w2')!, 'thrice');
+    expect((await repairLoop(s).pass())?.outcomes.skipped).toBe(1);
+    expect((await s.sm.getObject('thrice'))?.replicas).toHaveLength(3);
+    expect((await s.workers.get('w3')!.store.stat('thrice')).ok).toBe(true);
+  });
+
+  it('on rejoin, does not trade a good replacement copy for a returning copy rotten on disk', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    const w1 = s.workers.get('w1')!;
+    const bytes = await putObject(s, 'replaced', ['w3', 'w2']);
+    await s.client.putBlob(w1.url, 'replaced', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    await rot(w1, 'replaced');
+    const reconciler = new RejoinReconciler({
+      raft: s.raft,
+      metadata: s.sm,
+      workers: s.client,
+      log,
+      orphanGraceMs: 10_000,
+      now: () => s.clock.now,
+    });
+    // The inventory carries the index's claim, which still names the right checksum.
+    const inventory = [];
+    for await (const e of w1.store.inventory()) inventory.push({ id: e.id, size: e.size, sha256: e.sha256 });
+    expect(inventory[0]?.sha256).toBe(sha256Of(bytes));
+    const summary = await reconciler.reconcile('w1', inventory, s.clock.now);
+    expect(summary.excessRemoved).toBe(0);
+    expect((await s.sm.getObject('replaced'))?.replicas.sort()).toEqual(['w2', 'w3']);
+    for (const n of ['w2', 'w3']) expect((await s.workers.get(n)!.store.stat('replaced')).ok).toBe(true);
+  });
+
+  it('does not record a repair copy made from a holder whose bytes are not the recorded ones', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    await putObject(s, 'obj', ['w1', 'w2']);
+    // w1 holds other bytes under the id, consistently indexed: copy-to would pass the target's check.
+    const other = randomBytes(2_000);
+    const w1 = s.workers.get('w1')!;
+    await w1.store.delete('obj');
+    await s.client.putBlob(w1.url, 'obj', sha256Of(other), other.length, Readable.from([other]));
+    await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'down', at: s.clock.now });
+    expect(await repairLoop(s).repairOne('obj')).toBe('failed');
+    expect((await s.sm.getObject('obj'))?.replicas).toEqual(['w1', 'w2']);
+    expect((await s.workers.get('w3')!.store.stat('obj')).ok).toBe(false);
+  });
+
+  it('does not delete a draining copy while a recorded copy that stays is rotten', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }, { id: 'w4' }]);
+    hearAll(s);
+    const bytes = await putObject(s, 'obj', ['w1', 'w2', 'w3']);
+    await rot(s.workers.get('w2')!, 'obj');
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
+    const loop = repairLoop(s);
+    await loop.pass();
+    await loop.pass();
+    const replicas = (await s.sm.getObject('obj'))!.replicas;
+    // w2 may hold a fresh copy again; what counts is that every recorded copy has the right bytes.
+    expect(replicas).not.toContain('w1');
+    expect(replicas).toHaveLength(2);
+    for (const n of replicas) {
+      const res = await s.client.getBlob(s.workers.get(n)!.url, 'obj');
+      expect(sha256Of(Buffer.from(await res.body.arrayBuffer()))).toBe(sha256Of(bytes));
+    }
+  });
+
+  it('never deletes the blob of an upload this manager is running, however long past the grace', async () => {
+    const s = await setup([{ id: 'w1' }]);
+    hearAll(s);
+    const w1 = s.workers.get('w1')!;
+    const bytes = randomBytes(300);
+    await s.client.putBlob(w1.url, 'slow', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    await s.client.putBlob(w1.url, 'stale', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    const reconciler = new RejoinReconciler({
+      raft: s.raft,
+      metadata: s.sm,
+      workers: s.client,
+      log,
+      orphanGraceMs: 1_000,
+      uploading: (id) => id === 'slow',
+      now: () => s.clock.now,
+    });
+    const line = (id: string) => ({ id, size: 300, sha256: sha256Of(bytes) });
+    await reconciler.reconcile('w1', [line('slow'), line('stale')], s.clock.now);
+    s.clock.now += 60_000;
+    expect(await reconciler.sweepOrphans()).toBe(1);
+    expect((await w1.store.stat('slow')).ok).toBe(true);
+    expect((await w1.store.stat('stale')).ok).toBe(false);
+  });
+
+  it('keeps a repair copy whose commit timed out, since the entry may still commit', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    await putObject(s, 'obj', ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'down', at: s.clock.now });
+    // The replaceReplica entry is appended but the answer is lost: it commits after the timeout.
+    const late: string[] = [];
+    const raft: RaftAccess = {
+      ...s.raft,
+      propose(data, requestId) {
+        const c = decodeCommand(data);
+        if (c.ok && c.command.type === 'replaceReplica') {
+          late.push(data);
+          return Promise.reject(new Error('Timeout: no answer in time'));
+        }
+        return s.raft.propose(data, requestId);
+      },
+    };
+    const loop = new RepairLoop({
+      raft,
+      metadata: s.sm,
+      liveness: s.liveness,
+      workers: s.client,
+      log,
+      metrics: s.metrics,
+      concurrency: 1,
+    });
+    expect(await loop.repairOne('obj')).toBe('failed');
+    expect(late).toHaveLength(1);
+    // The entry commits after all (the result goes to nobody: its caller gave up).
+    await s.raft.propose(late[0]!, 'nobody-waits');
+    const replicas = (await s.sm.getObject('obj'))!.replicas;
+    expect(replicas).toContain('w3');
+    expect((await s.workers.get('w3')!.store.stat('obj')).ok).toBe(true);
+  });
+
+  it('re-reads the table as of everything committed before deleting an orphan', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
+    hearAll(s);
+    const w1 = s.workers.get('w1')!;
+    const bytes = randomBytes(300);
+    await s.client.putBlob(w1.url, 'late', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    // A record committed (under another leader) that this member has not applied yet; a
+    // linearizable read applies it before answering.
+    const unapplied: Command[] = [
+      {
+        type: 'recordObject',
+        id: 'late',
+        size: 300,
+        sha256: sha256Of(bytes),
+        contentType: 'image/png',
+        createdAt: s.clock.now,
+        replicas: ['w1'],
+      },
+    ];
+    const raft: RaftAccess = {
+      ...s.raft,
+      async readIndex() {
+        for (const c of unapplied.splice(0)) await proposeCommand(s.raft, c);
+      },
+    };
+    const reconciler = new RejoinReconciler({
+      raft,
+      metadata: s.sm,
+      workers: s.client,
+      log,
+      orphanGraceMs: 1_000,
+      now: () => s.clock.now,
+    });
+    await reconciler.reconcile('w1', [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
+    s.clock.now += 5_000;
+    expect(await reconciler.sweepOrphans()).toBe(0);
+    expect((await w1.store.stat('late')).ok).toBe(true);
   });
 });
