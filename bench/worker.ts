@@ -2,6 +2,7 @@
  * Storage worker PUT throughput against the raw cost of the same durable writes.
  *
  *   npm run bench:worker            (BENCH_SECS=2 BENCH_ROUNDS=2 by default)
+ *   BENCH_SIZES=1MiB BENCH_SECS=5 BENCH_ROUNDS=4 npm run bench:worker   (one size, steadier figures)
  *
  * One worker process on 127.0.0.1 (fresh temp folder, registered with an in-process stand-in
  * manager) takes PUTs of 100 KiB, 1 MiB and 8 MiB blobs at concurrency 1 and 8 through undici
@@ -27,11 +28,17 @@ const SECS = Number(process.env.BENCH_SECS ?? 2);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 /** Set BENCH_PROFILE=1 to have the worker write a V8 CPU profile to BENCH_PROFILE_DIR (or ./prof). */
 const PROFILE = process.env.BENCH_PROFILE === '1';
-const SIZES = [
+const ALL_SIZES = [
   { label: '100 KiB', bytes: 100 * 1024 },
   { label: '1 MiB', bytes: 1024 * 1024 },
   { label: '8 MiB', bytes: 8 * 1024 * 1024 },
 ];
+/** BENCH_SIZES: labels without spaces, comma-separated (e.g. `1MiB,8MiB`); default all. */
+const SIZES = process.env.BENCH_SIZES
+  ? ALL_SIZES.filter((s) => process.env.BENCH_SIZES!.split(',').includes(s.label.replace(' ', '')))
+  : ALL_SIZES;
+if (SIZES.length === 0)
+  throw new Error(`BENCH_SIZES matches none of ${ALL_SIZES.map((s) => s.label.replace(' ', ''))}`);
 const CONCURRENCY = [1, 8];
 const PAYLOADS_PER_SIZE = 8;
 const SECRET = `bench-${randomBytes(8).toString('hex')}`;
@@ -197,8 +204,9 @@ async function main(): Promise<void> {
     };
 
     // Warm-up: JIT, tsx's first compile, connection set-up. Not counted.
-    await rawRun(MiB, 8, 0.5);
-    await workerRun(MiB, 8, 0.5);
+    const warmUpSize = SIZES[0]!.bytes;
+    await rawRun(warmUpSize, 8, 0.5);
+    await workerRun(warmUpSize, 8, 0.5);
 
     const rows: string[][] = [
       [

@@ -28,9 +28,10 @@ type Db = ClassicLevel<string, BlobRecord>;
 
 /**
  * `{ id -> size, sha256 }` in LevelDB (classic-level) under `<dataDir>/index`. LevelDB's LOCK file also
- * guarantees one process per data folder. Every mutation is written with `sync: true`: it is only
- * called after the blob file it describes is durable (or before the file is removed), and an index
- * that ran ahead of, or lagged behind, the disk is repaired by the start-up check in BlobStore.
+ * guarantees one process per data folder. Every mutation is written with `sync: true` except a `put`
+ * the caller asks otherwise: BlobStore's commit, whose synced pending marker already makes the entry
+ * recoverable (see BlobStore). An index that ran ahead of, or lagged behind, the disk is repaired by
+ * the start-up check in BlobStore.
  */
 export class BlobIndex {
   private constructor(private readonly db: Db) {}
@@ -49,14 +50,28 @@ export class BlobIndex {
     return value === undefined ? undefined : { size: value.size, sha256: value.sha256 };
   }
 
-  /** Records a blob and clears its pending-write marker in one synced batch. */
-  async put(id: string, record: BlobRecord): Promise<void> {
+  /**
+   * The same lookup on the calling thread. For the PUT path, which asks twice per blob: LevelDB
+   * answers from its memtable and caches in microseconds, well under the cost of two threadpool
+   * round trips. Sees every write whose promise has resolved.
+   */
+  getSync(id: string): BlobRecord | undefined {
+    const value = this.db.getSync(BLOB + id);
+    return value === undefined ? undefined : { size: value.size, sha256: value.sha256 };
+  }
+
+  /**
+   * Records a blob and clears its pending-write marker in one batch, synced unless `sync: false`.
+   * Unsynced, the batch still reaches the OS at once (it survives kill -9) and becomes durable with
+   * the next synced write; only a power loss before then can drop it, and then the marker remains.
+   */
+  async put(id: string, record: BlobRecord, options: { sync?: boolean } = {}): Promise<void> {
     await this.db.batch(
       [
         { type: 'put', key: BLOB + id, value: { size: record.size, sha256: record.sha256 } },
         { type: 'del', key: PENDING + id },
       ],
-      { sync: true },
+      { sync: options.sync ?? true },
     );
   }
 

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { closeSync, createReadStream, fsync, mkdirSync, open, openSync, renameSync, writev } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -75,25 +75,48 @@ export type FsyncTarget = 'file' | 'dir';
 export type FsyncListener = (target: FsyncTarget, seconds: number) => void;
 
 const STARTUP_STAT_BATCH = 256;
+/**
+ * Body bytes are written as they arrive, gathered only up to this size (a socket read gives up to
+ * 64 KiB; tiny chunks are gathered), with one write in flight while the next batch arrives. Measured
+ * with bench/worker.ts (1 MiB blobs): 64 KiB beat 128 KiB, 256 KiB and 1 MiB batches by 10-30 points
+ * of the raw ratio and used less CPU per blob; the bytes are copied to the page cache while still
+ * in the CPU cache from hashing, and only the last batch is left to write after the last byte.
+ */
+const WRITE_BATCH_BYTES = 64 * 1024;
+/** Second-level fan-out folders: `blobs/ab/cd` for every ab, cd in 00..ff. */
+const FANOUT_FOLDERS = 256 * 256;
 
 /**
  * Blob bytes on local disk, one file per blob under `blobs/ab/cd/<id>`, plus a LevelDB index of
  * `{ id -> size, sha256 }` under `index/`. Durability protocol of a new blob:
  *
  *   1. stream into `tmp/<id>.<random>.tmp` (same filesystem as `blobs/`, so rename is atomic),
- *      hashing and counting; fsync the file;
- *   2. under the per-id lock: record a pending-write marker (sync), rename into place, fsync the
- *      blob's folder;
- *   3. index put (sync) in the same batch that clears the marker.
+ *      hashing and counting, writing each batch of WRITE_BATCH_BYTES as it arrives;
+ *   2. under the per-id lock, at the same time: fsync the file; record a pending-write marker
+ *      (sync); create the blob's fan-out folder if this process has not seen it yet and fsync its
+ *      parent;
+ *   3. rename into place, fsync the blob's folder;
+ *   4. index put WITHOUT sync, in the same batch that clears the marker; then answer.
+ *
+ * Why an acknowledged blob survives kill -9 or power loss: before the answer, the bytes are durable
+ * (2, file fsync), the name is durable (3, and 2 made the folder itself durable), and the synced
+ * marker, durable before the rename began, names the id with its size and sha256. If the unsynced
+ * batch of 4 is lost, the start-up check finds the marker, hashes the file and adopts it. (A later
+ * synced LevelDB write makes the batch durable anyway: the log is one file, synced whole.) The
+ * marker is written under the per-id lock, so no other writer of the same id can overwrite or clear
+ * it while this commit runs. Why a blob is whole or absent after a crash at any moment: the final
+ * name only ever points at a file fsynced before the rename; a marker without a file at the final
+ * name, or with one that does not hash to it, is dropped with that file; a temp file is removed.
  *
  * Delete: unlink, fsync the folder, THEN index delete (sync).
  *
- * The start-up check (in `open`) repairs every crash window: it empties `tmp/` (a crash in 1); for
- * each pending marker it adopts the renamed file if it hashes to the recorded sha256, otherwise drops
- * marker and file (a crash in 2 or before 3); and it drops index entries whose file is missing (a
- * crash between unlink and index delete, or a file lost under us) or has the wrong size. A blob file
- * with neither an index entry nor a pending marker cannot be produced by this protocol and is NOT
- * adopted (that would mean walking every folder at each start); reconciliation sees it never.
+ * The start-up check (in `open`) repairs every crash window: it empties `tmp/` (a crash in 1 or 2);
+ * for each pending marker it adopts the renamed file if it hashes to the recorded sha256, otherwise
+ * drops marker and file (a crash in 2-4, or after 4 before the log reached the disk); and it drops
+ * index entries whose file is missing (a crash between unlink and index delete, or a file lost under
+ * us) or has the wrong size. A blob file with neither an index entry nor a pending marker cannot be
+ * produced by this protocol and is NOT adopted (that would mean walking every folder at each start);
+ * reconciliation sees it never.
  */
 export class BlobStore {
   private readonly locks = new Map<string, Promise<void>>();
@@ -103,6 +126,13 @@ export class BlobStore {
   /** Bytes received by writes still in flight, counted against the quota before they commit. */
   private reservedBytes = 0;
   private closed = false;
+  /**
+   * One bit per `blobs/ab/cd` folder this process has created or found AND made durable (fsync of
+   * `blobs/ab`): 8 KiB for all 65,536, so the parent is fsynced once per folder per process rather
+   * than for every blob, and a folder left by a crash between its mkdir and that fsync is synced too.
+   */
+  private readonly durableFolders = new Uint8Array(FANOUT_FOLDERS / 8);
+  private readonly foldersInProgress = new Map<number, Promise<void>>();
 
   private constructor(
     readonly dataDir: string,
@@ -122,6 +152,7 @@ export class BlobStore {
     await fs.mkdir(path.join(root, 'blobs'), { recursive: true });
     await fs.mkdir(path.join(root, 'tmp'), { recursive: true });
     await fsyncDir(root);
+    await prepareTopFolders(path.join(root, 'blobs'));
     // Opening the index first takes LevelDB's LOCK: no other process works in this folder from here on.
     const index = await BlobIndex.open(path.join(root, 'index'));
     try {
@@ -181,54 +212,51 @@ export class BlobStore {
       return { ok: false, error: tooLarge(maxBytes) };
     }
 
-    const existing = await this.index.get(id);
-    if (existing !== undefined && existing.sha256 !== expected) {
-      return failure('BlobConflict', `blob ${id} already exists with other bytes`, {
-        sha256: existing.sha256,
-      });
-    }
-    if (existing !== undefined) return this.verifyRetry(id, body, expected, maxBytes, options);
-
-    if (
-      this.quotaBytes !== undefined &&
-      declaredLength !== undefined &&
-      this.blobBytes + this.reservedBytes + declaredLength > this.quotaBytes
-    ) {
-      return { ok: false, error: overQuota(this.quotaBytes) };
-    }
-
     const tmpPath = path.join(this.tmpDir, `${id}.${randomBytes(8).toString('hex')}.tmp`);
+    // Opened while the first bytes arrive: one round trip less before the body is read. Only a
+    // retry of a stored id pays for a temp file it does not use.
+    const temp: TempFile = { path: tmpPath, opened: openForWrite(tmpPath), closed: false, renamed: false };
+    temp.opened.catch(() => {});
     let received = 0;
     try {
-      const file = await fs.open(tmpPath, 'wx');
-      let sha256: string;
-      try {
-        const meter = this.meter(maxBytes, options, (n) => {
-          received += n;
-          this.reservedBytes += n;
+      const existing = this.index.getSync(id);
+      if (existing !== undefined && existing.sha256 !== expected) {
+        return failure('BlobConflict', `blob ${id} already exists with other bytes`, {
+          sha256: existing.sha256,
         });
-        await pipeline(meter.transform(body), async (source: AsyncIterable<Uint8Array>) => {
-          // Awaiting each write is the backpressure; the handle stays ours to fsync afterwards.
-          for await (const chunk of source) await file.write(chunk);
-        });
-        sha256 = meter.digest();
-        await this.timedFsync('file', () => file.sync());
-      } finally {
-        await file.close();
       }
+      if (existing !== undefined) return await this.verifyRetry(id, body, expected, maxBytes, options);
+      if (
+        this.quotaBytes !== undefined &&
+        declaredLength !== undefined &&
+        this.blobBytes + this.reservedBytes + declaredLength > this.quotaBytes
+      ) {
+        return { ok: false, error: overQuota(this.quotaBytes) };
+      }
+      const meter = this.meter(maxBytes, options, (n) => {
+        received += n;
+        this.reservedBytes += n;
+      });
+      await writeBatched(temp.opened, meter.transform(body));
+      const sha256 = meter.digest();
       if (sha256 !== expected) {
         return failure('ChecksumMismatch', `body hashes to ${sha256}, expected ${expected}`, {
           actualSha256: sha256,
         });
       }
-      return await this.withLock(id, () => this.commit(id, tmpPath, { size: received, sha256 }));
+      return await this.withLock(id, () => this.commit(id, temp, { size: received, sha256 }));
     } catch (err) {
       const known = asStorageError(err, this.quotaBytes);
       if (known) return { ok: false, error: known };
       throw err;
     } finally {
       this.reservedBytes -= received;
-      await removeQuietly(tmpPath);
+      if (!temp.closed) {
+        const fd = await temp.opened.catch(() => undefined);
+        if (fd !== undefined) closeSync(fd);
+        temp.closed = true;
+      }
+      if (!temp.renamed) await removeQuietly(tmpPath);
     }
   }
 
@@ -354,9 +382,13 @@ export class BlobStore {
     });
   }
 
-  /** Under the id's lock: the index is the truth about whether the id exists. */
-  private async commit(id: string, tmpPath: string, record: BlobRecord): Promise<StoreResult<WriteOutcome>> {
-    const existing = await this.index.get(id);
+  /**
+   * Under the id's lock: the index is the truth about whether the id exists. A refusal here (the id
+   * was stored meanwhile by a concurrent PUT, the quota filled) costs no fsync. Everything the
+   * rename needs runs side by side, so the answer waits for the slowest step, not for their sum.
+   */
+  private async commit(id: string, temp: TempFile, record: BlobRecord): Promise<StoreResult<WriteOutcome>> {
+    const existing = this.index.getSync(id);
     if (existing !== undefined) {
       if (existing.sha256 === record.sha256) {
         return success({ status: 'unchanged', id, size: existing.size, sha256: existing.sha256 });
@@ -368,23 +400,33 @@ export class BlobStore {
     if (this.quotaBytes !== undefined && this.blobBytes + this.reservedBytes > this.quotaBytes) {
       return { ok: false, error: overQuota(this.quotaBytes) };
     }
+    const fd = await temp.opened;
     const finalPath = this.blobPath(id);
     const folder = path.dirname(finalPath);
-    if ((await fs.mkdir(folder, { recursive: true })) !== undefined) {
-      // A new fan-out folder is durable only once the folder naming it is fsynced: blobs/ and blobs/ab/.
-      await this.timedFsync('dir', () => fsyncDir(path.dirname(path.dirname(folder))));
-      await this.timedFsync('dir', () => fsyncDir(path.dirname(folder)));
+    const steps = await Promise.allSettled([
+      this.timedFsync('file', () => fsyncFd(fd)),
+      this.index.markPending({ id, ...record }),
+      this.ensureFolder(folder),
+    ]);
+    const failed = steps.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed !== undefined) {
+      await this.index.clearPending(id).catch(() => {});
+      throw failed.reason;
     }
-    await this.index.markPending({ id, ...record });
-    let renamed = false;
+    // Metadata-only calls (close, rename, and those in fsyncDirFast) run on this thread: they do not
+    // wait for the disk, and a threadpool round trip costs two thread wake-ups, which on a busy
+    // machine cost more than the calls themselves. The fsyncs go to the pool.
+    closeSync(fd);
+    temp.closed = true;
     try {
-      await fs.rename(tmpPath, finalPath);
-      renamed = true;
-      await this.timedFsync('dir', () => fsyncDir(folder));
-      await this.index.put(id, record);
+      renameSync(temp.path, finalPath);
+      temp.renamed = true;
+      await this.timedFsync('dir', () => fsyncDirFast(folder));
+      // No sync: the marker synced above makes this entry recoverable (see the class comment).
+      await this.index.put(id, record, { sync: false });
     } catch (err) {
       // Leave nothing behind; if even this fails, the start-up check finishes it from the marker.
-      if (renamed) {
+      if (temp.renamed) {
         await removeQuietly(finalPath);
         await fsyncDir(folder).catch(() => {});
       }
@@ -394,6 +436,30 @@ export class BlobStore {
     this.blobCount += 1;
     this.blobBytes += record.size;
     return success({ status: 'created', id, ...record });
+  }
+
+  /**
+   * Makes `blobs/ab/cd` exist durably: mkdir (an existing one is fine), then fsync `blobs/ab`, once
+   * per folder per process. Concurrent writers into the same new folder share one attempt; a failed
+   * attempt is forgotten so the next writer tries again.
+   */
+  private ensureFolder(folder: string): Promise<void> {
+    const slot = Number.parseInt(path.basename(path.dirname(folder)) + path.basename(folder), 16);
+    if ((this.durableFolders[slot >> 3]! & (1 << (slot & 7))) !== 0) return Promise.resolve();
+    let pending = this.foldersInProgress.get(slot);
+    if (pending === undefined) {
+      pending = (async () => {
+        try {
+          mkdirSync(folder);
+        } catch (err) {
+          if (errnoCode(err) !== 'EEXIST') throw err;
+        }
+        await this.timedFsync('dir', () => fsyncDirFast(path.dirname(folder)));
+        this.durableFolders[slot >> 3]! |= 1 << (slot & 7);
+      })().finally(() => this.foldersInProgress.delete(slot));
+      this.foldersInProgress.set(slot, pending);
+    }
+    return pending;
   }
 
   /**
@@ -564,6 +630,108 @@ async function startupCheck(root: string, index: BlobIndex, log: Logger): Promis
   return report;
 }
 
+/**
+ * Creates the 256 `blobs/ab` folders up front (once per data folder; later opens find them), so a
+ * write never has to make `blobs/` durable. Always fsyncs `blobs/`: it also covers folders created
+ * by an earlier process that crashed before syncing them.
+ */
+async function prepareTopFolders(blobsDir: string): Promise<void> {
+  const present = new Set(await fs.readdir(blobsDir));
+  const missing = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0')).filter(
+    (name) => !present.has(name),
+  );
+  await Promise.all(
+    missing.map(async (name) => {
+      try {
+        await fs.mkdir(path.join(blobsDir, name));
+      } catch (err) {
+        if (errnoCode(err) !== 'EEXIST') throw err;
+      }
+    }),
+  );
+  await fsyncDir(blobsDir);
+}
+
+/** A write's temp file: who closes it, and whether it still exists under its temp name. */
+interface TempFile {
+  path: string;
+  opened: Promise<number>;
+  closed: boolean;
+  renamed: boolean;
+}
+
+/** Plain file descriptors (not FileHandle) so the PUT path can close them without a pool round trip. */
+function openForWrite(file: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    open(file, 'wx', (err, fd) => (err ? reject(err) : resolve(fd)));
+  });
+}
+
+function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fsync(fd, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/**
+ * Writes `source` to `file` in batches of WRITE_BATCH_BYTES, one batch on disk while the next one
+ * is received. At most one write is in flight and at most one batch waits, so memory stays bounded
+ * and a slow disk slows the sender down (the source is not read while both are full).
+ */
+async function writeBatched(opened: Promise<number>, source: AsyncIterable<Uint8Array>): Promise<void> {
+  let batch: Uint8Array[] = [];
+  let batchBytes = 0;
+  let inFlight: Promise<void> | undefined;
+  try {
+    for await (const chunk of source) {
+      batch.push(chunk);
+      batchBytes += chunk.byteLength;
+      if (batchBytes >= WRITE_BATCH_BYTES) {
+        await inFlight;
+        const full = batch;
+        const fullBytes = batchBytes;
+        inFlight = opened.then((fd) => writeAll(fd, full, fullBytes));
+        // Handled here so a failure while the next chunk is awaited is not an unhandled rejection;
+        // it is still thrown by the `await inFlight` that follows.
+        inFlight.catch(() => {});
+        batch = [];
+        batchBytes = 0;
+      }
+    }
+    await inFlight;
+    const fd = await opened;
+    if (batchBytes > 0) await writeAll(fd, batch, batchBytes);
+  } finally {
+    // Never leave a write running on a handle the caller is about to close.
+    await inFlight?.catch(() => {});
+  }
+}
+
+/** writev until every byte is written (a regular file may take fewer bytes than asked). */
+async function writeAll(fd: number, chunks: Uint8Array[], total: number): Promise<void> {
+  let rest = chunks;
+  let left = total;
+  while (left > 0) {
+    const bytesWritten = await new Promise<number>((resolve, reject) => {
+      writev(fd, rest as NodeJS.ArrayBufferView[], (err, n) => (err ? reject(err) : resolve(n)));
+    });
+    left -= bytesWritten;
+    if (left === 0) return;
+    if (bytesWritten === 0) throw new Error('writev wrote no byte');
+    let skip = bytesWritten;
+    const next: Uint8Array[] = [];
+    for (const chunk of rest) {
+      if (skip >= chunk.byteLength) {
+        skip -= chunk.byteLength;
+        continue;
+      }
+      next.push(skip > 0 ? chunk.subarray(skip) : chunk);
+      skip = 0;
+    }
+    rest = next;
+  }
+}
+
 async function hashFile(file: string): Promise<BlobRecord | undefined> {
   const hash = createHash('sha256');
   let size = 0;
@@ -577,6 +745,22 @@ async function hashFile(file: string): Promise<BlobRecord | undefined> {
     throw err;
   }
   return { size, sha256: hash.digest('hex') };
+}
+
+/** fsyncDir for the PUT path: open and close on this thread, only the fsync in the pool (see commit). */
+function fsyncDirFast(dir: string): Promise<void> {
+  const fd = openSync(dir, 'r');
+  return new Promise<void>((resolve, reject) => {
+    fsync(fd, (err) => {
+      try {
+        closeSync(fd);
+      } catch {
+        // The fsync's outcome is what matters; a failed close of a read-only folder fd loses nothing.
+      }
+      if (err) reject(err);
+      else resolve();
+    });
+  });
 }
 
 async function fsyncDir(dir: string): Promise<void> {

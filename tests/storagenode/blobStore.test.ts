@@ -198,6 +198,109 @@ describe('BlobStore', () => {
   });
 });
 
+describe('write path', () => {
+  /** Ids whose blobs share one `blobs/ab/cd` folder, found by hashing candidates. */
+  function idsInOneFolder(count: number): string[] {
+    const byFolder = new Map<string, string[]>();
+    for (let i = 0; ; i++) {
+      const id = `same-${i}`;
+      const folder = path.dirname(blobRelativePath(id));
+      const list = byFolder.get(folder) ?? [];
+      list.push(id);
+      byFolder.set(folder, list);
+      if (list.length === count) return list;
+    }
+  }
+
+  it('creates the 256 top-level folders at open; a new folder has its parent fsynced once', async () => {
+    const store = await openStore();
+    const top = await readdir(path.join(dataDir, 'blobs'));
+    expect(top).toHaveLength(256);
+    expect(top).toContain('00');
+    expect(top).toContain('ff');
+
+    const seen: string[] = [];
+    store.onFsync((target) => seen.push(target));
+    const [first, second] = idsInOneFolder(2) as [string, string];
+    await write(store, first, Buffer.from('first'));
+    // The file, the new folder's parent, the folder itself.
+    expect(seen.filter((t) => t === 'file')).toHaveLength(1);
+    expect(seen.filter((t) => t === 'dir')).toHaveLength(2);
+    seen.length = 0;
+    await write(store, second, Buffer.from('second'));
+    // Same folder, already durable: only the file and the folder.
+    expect(seen.sort()).toEqual(['dir', 'file']);
+    expect((await readAll(store, second)).toString()).toBe('second');
+  });
+
+  it('a reopened store syncs a folder it finds again before its first new blob there', async () => {
+    const [first, second] = idsInOneFolder(2) as [string, string];
+    let store = await openStore();
+    await write(store, first, Buffer.from('first'));
+    await closeStore(store);
+    store = await openStore();
+    const seen: string[] = [];
+    store.onFsync((target) => seen.push(target));
+    await write(store, second, Buffer.from('second'));
+    // An earlier process may have crashed between the mkdir and the parent's fsync.
+    expect(seen.filter((t) => t === 'dir')).toHaveLength(2);
+  });
+
+  it('stores bodies of many odd-sized chunks and of chunks larger than a write batch byte for byte', async () => {
+    const store = await openStore();
+    const big = Buffer.alloc(3 * 1024 * 1024 + 12345);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7919) & 0xff;
+    const chunked = (buf: Buffer, sizes: number[]) =>
+      Readable.from(
+        (function* () {
+          let off = 0;
+          for (let i = 0; off < buf.length; i++) {
+            const n = sizes[i % sizes.length]!;
+            yield buf.subarray(off, off + n);
+            off += n;
+          }
+        })(),
+      );
+    const cases: Array<[string, Readable]> = [
+      ['tiny-chunks', chunked(big, [1, 999, 4096, 65_536, 7])],
+      ['huge-chunks', chunked(big, [2 * 1024 * 1024 + 1])],
+    ];
+    for (const [id, body] of cases) {
+      const res = await store.writeAtomically(id, body, sha256Of(big), 1 << 30);
+      expect(res.ok ? res.value : res.error.code).toMatchObject({ status: 'created', size: big.length });
+      expect((await readAll(store, id)).equals(big)).toBe(true);
+    }
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+
+  it('clears every pending marker: after commits, and when a concurrent write finds the id stored', async () => {
+    const store = await openStore();
+    const body = Buffer.alloc(300 * 1024, 3);
+    const results = await Promise.all(Array.from({ length: 4 }, () => write(store, 'racy', body)));
+    expect(results.map((r) => (r.ok ? r.value.status : r.error.code)).sort()).toEqual([
+      'created',
+      'unchanged',
+      'unchanged',
+      'unchanged',
+    ]);
+    await write(store, 'plain', Buffer.from('plain'));
+    const pending = [];
+    for await (const p of store.index.pendingWrites()) pending.push(p);
+    expect(pending).toEqual([]);
+    expect(await ids(store)).toEqual(['plain', 'racy']);
+  });
+
+  it('refuses a body that does not hash to the expected sha256 without fsyncing it', async () => {
+    const store = await openStore();
+    const seen: string[] = [];
+    store.onFsync((target) => seen.push(target));
+    const res = await store.writeAtomically('bad', Readable.from([Buffer.from('abc')]), 'a'.repeat(64), 100);
+    expect(res.ok ? 'ok' : res.error.code).toBe('ChecksumMismatch');
+    expect(seen).toEqual([]);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+});
+
 describe('start-up check', () => {
   it('removes stale temp files and drops index entries whose file is missing', async () => {
     let store = await openStore();
