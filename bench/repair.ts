@@ -1,7 +1,7 @@
 /**
  * Repair after a worker loss, on an embedded cluster of real processes.
  *
- *   npm run bench:repair       (BENCH_OBJECTS=400 BENCH_SIZE_KIB=256 BENCH_DOWN_MS=2000 by default)
+ *   npm run bench:repair       (BENCH_OBJECTS=2000 BENCH_SIZE_KIB=256 BENCH_DOWN_MS=2000 by default)
  *
  * Starts 3 managers and 4 workers (one zone each) on 127.0.0.1, uploads BENCH_OBJECTS PNG images
  * of BENCH_SIZE_KIB at concurrency 8, then kills one worker with SIGKILL and measures, from the
@@ -15,7 +15,7 @@
 import { Agent, request } from 'undici';
 import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
 
-const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 400);
+const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 2_000);
 const SIZE = Number(process.env.BENCH_SIZE_KIB ?? 256) * 1024;
 const DOWN_MS = Number(process.env.BENCH_DOWN_MS ?? 2_000);
 const MiB = 1024 * 1024;
