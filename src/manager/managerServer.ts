@@ -4,12 +4,12 @@
 
 import { randomUUID } from 'node:crypto';
 import { zValidator } from '@hono/zod-validator';
-import { type Context, Hono, type MiddlewareHandler } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
+import { type Context, Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
+import { limitBody } from '../api/bodyLimit.ts';
 import { requireClientToken } from '../api/clientAuth.ts';
 import { requireClusterSecret } from '../api/clusterAuth.ts';
 import { RaftError, type RaftNode } from '../consensus/raftNode.ts';
@@ -69,24 +69,6 @@ function raftErrorResponse(c: Context, err: RaftError, redirect: boolean): Respo
     case 'InvalidMember':
       return c.json(errorBody(err.code, err.message), 400);
   }
-}
-
-/**
- * hono's bodyLimit reads `c.req.raw.body`, which makes @hono/node-server build a full web Request
- * and stream for every request (a third of the leader's CPU per PUT in bench/raft.ts). A declared
- * Content-Length is checked from the header alone; only a chunked body takes the streaming path.
- */
-function limitBody(maxSize: number): MiddlewareHandler {
-  const onError = (c: Context) =>
-    c.json(errorBody('PayloadTooLarge', `request body exceeds ${maxSize} bytes`), 413);
-  const streaming = bodyLimit({ maxSize, onError });
-  return async (c, next) => {
-    const length = c.req.header('content-length');
-    if (length !== undefined && c.req.header('transfer-encoding') === undefined) {
-      return Number(length) > maxSize ? onError(c) : next();
-    }
-    return streaming(c, next);
-  };
 }
 
 export function createManagerApp(deps: ManagerAppDeps): Hono {
@@ -200,7 +182,9 @@ function mountKvRoutes(app: Hono, node: RaftNode, kv: KvStateMachine): void {
 
   app.put(
     '/v1/kv/:key',
-    limitBody(KV_VALUE_MAX * 2),
+    limitBody(KV_VALUE_MAX * 2, (c) =>
+      c.json(errorBody('PayloadTooLarge', `request body exceeds ${KV_VALUE_MAX * 2} bytes`), 413),
+    ),
     keyParam,
     zValidator('json', z.object({ value: z.string().max(KV_VALUE_MAX) }), badRequest),
     async (c) => {

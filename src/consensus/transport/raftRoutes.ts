@@ -2,7 +2,7 @@
 // batch from one peer. The host mounts it with `app.route('/', raftRoutes(...))`.
 
 import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
+import { limitBody } from '../../api/bodyLimit.ts';
 import { requireClusterSecret } from '../../api/clusterAuth.ts';
 import { createLogger, type Logger } from '../../logging.ts';
 import type { Message, NodeId } from '../types.ts';
@@ -31,12 +31,9 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
   app.post(
     RAFT_MESSAGES_PATH,
     requireClusterSecret(options.secret),
-    bodyLimit({
-      maxSize: options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES,
-      onError: (c) => {
-        log.warn({ event: 'raft.transport.bad_message', reason: 'too_large' }, 'raft batch too large');
-        return c.json(errorBody('PayloadTooLarge', 'raft message batch exceeds the body limit'), 413);
-      },
+    limitBody(options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES, (c) => {
+      log.warn({ event: 'raft.transport.bad_message', reason: 'too_large' }, 'raft batch too large');
+      return c.json(errorBody('PayloadTooLarge', 'raft message batch exceeds the body limit'), 413);
     }),
     async (c) => {
       let raw: unknown;
