@@ -9,9 +9,9 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
-import { limitBody } from '../api/bodyLimit.ts';
 import { requireClientToken } from '../api/clientAuth.ts';
 import { requireClusterSecret } from '../api/clusterAuth.ts';
+import { BodyTooLarge, readBodyText } from '../api/requestBody.ts';
 import { RaftError, type RaftNode } from '../consensus/raftNode.ts';
 import { KV_VALUE_MAX, type KvStateMachine, kvKeySchema } from '../metadata/kvStateMachine.ts';
 import { memberIdSchema, memberUrlSchema } from './managerConfig.ts';
@@ -180,25 +180,29 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
 function mountKvRoutes(app: Hono, node: RaftNode, kv: KvStateMachine): void {
   const keyParam = zValidator('param', z.object({ key: kvKeySchema }), badRequest);
 
-  app.put(
-    '/v1/kv/:key',
-    limitBody(KV_VALUE_MAX * 2, (c) =>
-      c.json(errorBody('PayloadTooLarge', `request body exceeds ${KV_VALUE_MAX * 2} bytes`), 413),
-    ),
-    keyParam,
-    zValidator('json', z.object({ value: z.string().max(KV_VALUE_MAX) }), badRequest),
-    async (c) => {
-      const { key } = c.req.valid('param');
-      const { value } = c.req.valid('json');
-      const requestId = randomUUID();
-      const command = JSON.stringify({ op: 'put', key, value, requestId });
-      const result = await node.propose(command, requestId);
-      if (typeof result === 'object' && result !== null && 'error' in result) {
-        return c.json(errorBody('Rejected', String((result as { error: unknown }).error)), 400);
+  const putBody = z.object({ value: z.string().max(KV_VALUE_MAX) });
+  app.put('/v1/kv/:key', keyParam, async (c) => {
+    const { key } = c.req.valid('param');
+    let value: string;
+    try {
+      const parsed = putBody.safeParse(JSON.parse(await readBodyText(c, KV_VALUE_MAX * 2)));
+      if (!parsed.success) return c.json(errorBody('BadRequest', z.prettifyError(parsed.error)), 400);
+      value = parsed.data.value;
+    } catch (err) {
+      if (err instanceof BodyTooLarge) {
+        c.header('connection', 'close');
+        return c.json(errorBody('PayloadTooLarge', err.message), 413);
       }
-      return c.json(result as object, 200);
-    },
-  );
+      return c.json(errorBody('BadRequest', 'body is not valid JSON'), 400);
+    }
+    const requestId = randomUUID();
+    const command = JSON.stringify({ op: 'put', key, value, requestId });
+    const result = await node.propose(command, requestId);
+    if (typeof result === 'object' && result !== null && 'error' in result) {
+      return c.json(errorBody('Rejected', String((result as { error: unknown }).error)), 400);
+    }
+    return c.json(result as object, 200);
+  });
 
   app.get('/v1/kv/:key', keyParam, async (c) => {
     const { key } = c.req.valid('param');

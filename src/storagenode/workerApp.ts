@@ -1,7 +1,4 @@
-import { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
-import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
-import type { HttpBindings } from '@hono/node-server';
 import { zValidator } from '@hono/zod-validator';
 import { type Context, Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
@@ -11,6 +8,7 @@ import type { Registry } from 'prom-client';
 import { request as undiciRequest } from 'undici';
 import { z } from 'zod';
 import { CLUSTER_SECRET_HEADER, requireClusterSecret } from '../api/clusterAuth.ts';
+import { requestBody } from '../api/requestBody.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import type { BlobStore } from './blobStore.ts';
@@ -281,25 +279,6 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   });
 
   return { app, registry: metrics.registry, metrics };
-}
-
-/**
- * A PUT body. Under @hono/node-server it is read straight from Node's IncomingMessage: the web
- * stream Hono would build (Node -> web, and back to Node for the file) costs several times the CPU
- * of the write itself. That stream must not be destroyed when the store stops reading early (413,
- * 507, 409): destroying it cuts the socket before the answer is sent; the server discards the rest
- * of the body and closes the connection (`connection: close`) instead. Elsewhere (app.request in
- * tools) the web body is used.
- */
-function requestBody(c: Context): { chunks: AsyncIterable<Uint8Array>; abandon: () => void } {
-  const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
-  if (incoming instanceof IncomingMessage) {
-    const iterator = incoming.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<Uint8Array>;
-    return { chunks: iterator, abandon: () => {} };
-  }
-  const raw = c.req.raw.body;
-  const stream = raw === null ? Readable.from([]) : Readable.fromWeb(raw as NodeReadableStream<Uint8Array>);
-  return { chunks: stream, abandon: () => stream.destroy() };
 }
 
 export type ResolvedRange =

@@ -2,8 +2,8 @@
 // batch from one peer. The host mounts it with `app.route('/', raftRoutes(...))`.
 
 import { Hono } from 'hono';
-import { limitBody } from '../../api/bodyLimit.ts';
 import { requireClusterSecret } from '../../api/clusterAuth.ts';
+import { BodyTooLarge, readBodyText } from '../../api/requestBody.ts';
 import { createLogger, type Logger } from '../../logging.ts';
 import type { Message, NodeId } from '../types.ts';
 import { MAX_RAFT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';
@@ -28,57 +28,54 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
   const log = options.log ?? createLogger('raft-transport', options.selfId ? { nodeId: options.selfId } : {});
   const app = new Hono();
 
-  app.post(
-    RAFT_MESSAGES_PATH,
-    requireClusterSecret(options.secret),
-    limitBody(options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES, (c) => {
-      log.warn({ event: 'raft.transport.bad_message', reason: 'too_large' }, 'raft batch too large');
-      return c.json(errorBody('PayloadTooLarge', 'raft message batch exceeds the body limit'), 413);
-    }),
-    async (c) => {
-      let raw: unknown;
-      try {
-        raw = JSON.parse(await c.req.text());
-      } catch (err) {
-        log.warn(
-          { event: 'raft.transport.bad_message', reason: 'json', err: String(err) },
-          'malformed raft JSON',
-        );
-        return c.json(errorBody('BadJson', 'body is not valid JSON'), 400);
+  app.post(RAFT_MESSAGES_PATH, requireClusterSecret(options.secret), async (c) => {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(await readBodyText(c, options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES));
+    } catch (err) {
+      if (err instanceof BodyTooLarge) {
+        log.warn({ event: 'raft.transport.bad_message', reason: 'too_large' }, 'raft batch too large');
+        c.header('connection', 'close');
+        return c.json(errorBody('PayloadTooLarge', 'raft message batch exceeds the body limit'), 413);
       }
-      const parsed = messageBatchSchema.safeParse(raw);
-      if (!parsed.success) {
-        const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.join('.')}: ${i.message}`);
-        log.warn(
-          { event: 'raft.transport.bad_message', reason: 'schema', issues },
-          'invalid raft message batch',
-        );
-        return c.json(errorBody('BadMessage', issues.join('; ')), 400);
-      }
-      const { messages } = parsed.data;
-      const { selfId } = options;
-      const misaddressed = selfId === undefined ? undefined : messages.find((m) => m.to !== selfId);
-      if (misaddressed) {
-        log.warn(
-          {
-            event: 'raft.transport.bad_message',
-            reason: 'recipient',
-            to: misaddressed.to,
-            from: misaddressed.from,
-          },
-          'raft message for another node',
-        );
-        return c.json(errorBody('WrongRecipient', `this is ${selfId}, not ${misaddressed.to}`), 400);
-      }
-      try {
-        for (const msg of messages) options.onMessage(msg);
-      } catch (err) {
-        log.error({ event: 'raft.transport.deliver_failed', err }, 'raft message handler threw');
-        return c.json(errorBody('InternalError', 'the node could not take the messages'), 500);
-      }
-      return c.body(null, 204);
-    },
-  );
+      log.warn(
+        { event: 'raft.transport.bad_message', reason: 'json', err: String(err) },
+        'malformed raft JSON',
+      );
+      return c.json(errorBody('BadJson', 'body is not valid JSON'), 400);
+    }
+    const parsed = messageBatchSchema.safeParse(raw);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.join('.')}: ${i.message}`);
+      log.warn(
+        { event: 'raft.transport.bad_message', reason: 'schema', issues },
+        'invalid raft message batch',
+      );
+      return c.json(errorBody('BadMessage', issues.join('; ')), 400);
+    }
+    const { messages } = parsed.data;
+    const { selfId } = options;
+    const misaddressed = selfId === undefined ? undefined : messages.find((m) => m.to !== selfId);
+    if (misaddressed) {
+      log.warn(
+        {
+          event: 'raft.transport.bad_message',
+          reason: 'recipient',
+          to: misaddressed.to,
+          from: misaddressed.from,
+        },
+        'raft message for another node',
+      );
+      return c.json(errorBody('WrongRecipient', `this is ${selfId}, not ${misaddressed.to}`), 400);
+    }
+    try {
+      for (const msg of messages) options.onMessage(msg);
+    } catch (err) {
+      log.error({ event: 'raft.transport.deliver_failed', err }, 'raft message handler threw');
+      return c.json(errorBody('InternalError', 'the node could not take the messages'), 500);
+    }
+    return c.body(null, 204);
+  });
 
   return app;
 }
