@@ -10,6 +10,7 @@ import { ImageError, type ImageErrorCode, type ImageService } from '../manager/i
 import type { ObjectView } from '../metadata/commands.ts';
 import { jsonError } from './errors.ts';
 import { redirectToLeader } from './leaderRedirect.ts';
+import { requestBody } from './requestBody.ts';
 
 const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode> = {
   InvalidId: 400,
@@ -51,9 +52,9 @@ function mapError(c: Context, err: unknown): Response {
   return jsonError(c, status, err.code, err.message);
 }
 
+/** The upload body as a Node stream, read from the Node request itself (src/api/requestBody.ts). */
 function bodyOf(c: Context): Readable {
-  const body = c.req.raw.body;
-  return body ? Readable.fromWeb(body as import('node:stream/web').ReadableStream) : Readable.from([]);
+  return Readable.from(requestBody(c).chunks, { objectMode: false });
 }
 
 export function publicRoutes(images: ImageService): Hono {
