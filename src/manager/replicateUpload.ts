@@ -55,19 +55,37 @@ function isTargetFailure(err: unknown): boolean {
 
 export async function replicateUpload(opts: ReplicateOptions): Promise<Replicated> {
   const { id, staged, workers, client, log } = opts;
+  const maxTargets = opts.maxTargetsPerCopy ?? 5;
+  // Both copies stream from the staged file at once: the secondary is elected beside the primary
+  // (another worker, another zone when there is one) instead of after it, which halves the time an
+  // upload waits on worker fsyncs. Nothing is acknowledged until both are confirmed, as before.
+  const current: Record<'primary' | 'secondary', PlacementCandidate | undefined> = {
+    primary: undefined,
+    secondary: undefined,
+  };
+  const failed = new Set<string>();
+  const other = (replica: 'primary' | 'secondary') =>
+    current[replica === 'primary' ? 'secondary' : 'primary'];
 
-  const placeCopy = async (replica: 'primary' | 'secondary', holders: PlacementCandidate[]) => {
-    const failed = new Set<string>();
+  /** Elects a target for `replica` now (synchronously, so the two copies never pick one worker). */
+  const elect = (replica: 'primary' | 'secondary'): PlacementCandidate | undefined => {
+    const peer = other(replica);
+    const target = rankTargets(workers.candidates(), {
+      exclude: new Set([...failed, ...(peer ? [peer.nodeId] : [])]),
+      avoidZones: new Set(peer ? [peer.zone] : []),
+      size: staged.size,
+    })[0];
+    current[replica] = target;
+    return target;
+  };
+
+  const placeCopy = async (replica: 'primary' | 'secondary') => {
     const failures: string[] = [];
-    const exclude = () => new Set([...holders.map((h) => h.nodeId), ...failed]);
-    const maxTargets = opts.maxTargetsPerCopy ?? 5;
+    let attempt = 0;
     return pRetry(
       async () => {
-        const target = rankTargets(workers.candidates(), {
-          exclude: exclude(),
-          avoidZones: new Set(holders.map((h) => h.zone)),
-          size: staged.size,
-        })[0];
+        // The first target was elected before either transfer started; later ones after a failure.
+        const target = attempt++ === 0 ? current[replica] : elect(replica);
         const url = target && workers.urlOf(target.nodeId);
         if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures));
         try {
@@ -96,7 +114,10 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
     });
   };
 
-  const primary = await placeCopy('primary', []);
-  const secondary = await placeCopy('secondary', [primary]);
-  return { replicas: [primary.nodeId, secondary.nodeId] };
+  elect('primary');
+  elect('secondary');
+  const [primary, secondary] = await Promise.allSettled([placeCopy('primary'), placeCopy('secondary')]);
+  if (primary.status === 'rejected') throw primary.reason;
+  if (secondary.status === 'rejected') throw secondary.reason;
+  return { replicas: [primary.value.nodeId, secondary.value.nodeId] };
 }
