@@ -56,21 +56,25 @@ export interface Snapshot {
   data: string;
 }
 
-export type MessageType =
-  | 'MsgApp'
-  | 'MsgAppResp'
-  | 'MsgVote'
-  | 'MsgVoteResp'
-  | 'MsgPreVote'
-  | 'MsgPreVoteResp'
-  | 'MsgHeartbeat'
-  | 'MsgHeartbeatResp'
-  | 'MsgSnap'
-  | 'MsgTimeoutNow'
-  | 'MsgTransferLeader'
-  | 'MsgProp'
-  | 'MsgReadIndex'
-  | 'MsgReadIndexResp';
+/** Every Raft message type; the transport's schema and the simulator enumerate this list. */
+export const MESSAGE_TYPES = [
+  'MsgApp',
+  'MsgAppResp',
+  'MsgVote',
+  'MsgVoteResp',
+  'MsgPreVote',
+  'MsgPreVoteResp',
+  'MsgHeartbeat',
+  'MsgHeartbeatResp',
+  'MsgSnap',
+  'MsgTimeoutNow',
+  'MsgTransferLeader',
+  'MsgProp',
+  'MsgReadIndex',
+  'MsgReadIndexResp',
+] as const;
+
+export type MessageType = (typeof MESSAGE_TYPES)[number];
 
 /**
  * One Raft message. Field meanings follow etcd's raftpb.Message:

@@ -2,14 +2,15 @@
 // scenario performs on it (client traffic, crashes, partitions, membership changes). Everything
 // random comes from PRNG streams forked from the run's seed.
 
-import type {
-  ConfChange,
-  ConfState,
-  Message,
-  MessageType,
-  NodeId,
-  Ready,
-  Status,
+import {
+  type ConfChange,
+  type ConfState,
+  MESSAGE_TYPES,
+  type Message,
+  type MessageType,
+  type NodeId,
+  type Ready,
+  type Status,
 } from '../../src/consensus/types.ts';
 import { Checker } from './checker.ts';
 import type { CoreVariant } from './coreAdapter.ts';
@@ -292,22 +293,6 @@ export class Cluster implements HostEnv {
   }
 }
 
-const MESSAGE_TYPES: MessageType[] = [
-  'MsgApp',
-  'MsgAppResp',
-  'MsgVote',
-  'MsgVoteResp',
-  'MsgPreVote',
-  'MsgPreVoteResp',
-  'MsgHeartbeat',
-  'MsgHeartbeatResp',
-  'MsgSnap',
-  'MsgTimeoutNow',
-  'MsgTransferLeader',
-  'MsgProp',
-  'MsgReadIndex',
-  'MsgReadIndexResp',
-];
 const MESSAGE_CODES = new Map<MessageType, number>(MESSAGE_TYPES.map((t, i) => [t, i + 1]));
 
 /** The fields of a message that a replay must reproduce, as numbers for TraceDigest.addNumbers. */

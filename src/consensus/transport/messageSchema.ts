@@ -2,7 +2,7 @@
 // generous (a batch of appends, a whole snapshot) but finite, matching MAX_RAFT_BODY_BYTES.
 
 import { z } from 'zod';
-import type { Message } from '../types.ts';
+import { MESSAGE_TYPES, type Message } from '../types.ts';
 
 const MiB = 1024 * 1024;
 
@@ -39,22 +39,7 @@ export const snapshotSchema = z.object({
 });
 
 export const messageSchema = z.object({
-  type: z.enum([
-    'MsgApp',
-    'MsgAppResp',
-    'MsgVote',
-    'MsgVoteResp',
-    'MsgPreVote',
-    'MsgPreVoteResp',
-    'MsgHeartbeat',
-    'MsgHeartbeatResp',
-    'MsgSnap',
-    'MsgTimeoutNow',
-    'MsgTransferLeader',
-    'MsgProp',
-    'MsgReadIndex',
-    'MsgReadIndexResp',
-  ]),
+  type: z.enum(MESSAGE_TYPES),
   from: nodeId,
   to: nodeId,
   term: count,
