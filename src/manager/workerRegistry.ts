@@ -123,7 +123,13 @@ export class WorkerRegistry {
       'worker registered',
     );
     if (this.deps.reconciler && (lines.length > 0 || !result.created)) {
-      void this.deps.reconciler.reconcile(header.id, lines, inventoryStartedAt).catch(() => {});
+      void this.deps.reconciler.reconcile(header.id, lines, inventoryStartedAt).catch((err: unknown) => {
+        // Level-triggered: the periodic inventory sweep and the repair loop find what this missed.
+        this.deps.log.warn(
+          { event: 'reconcile.failed', nodeId: header.id, err },
+          'rejoin reconciliation failed',
+        );
+      });
     }
     return { blobs: lines.length };
   }
