@@ -10,7 +10,6 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,6 +22,7 @@ import {
   spawnManager,
   waitForLeader,
 } from '../src/cli/localManagers.ts';
+import { freePort } from '../src/cli/localProcess.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -49,17 +49,6 @@ interface Proc {
   port: number;
   url: string;
   child: ChildProcess | null;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** One PUT; resolves with the HTTP status (0 on a network error or timeout). */

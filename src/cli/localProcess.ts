@@ -3,6 +3,7 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
+import { createServer } from 'node:net';
 
 // Resolved here so the children load tsx from this checkout whatever their working directory.
 const TSX = import.meta.resolve('tsx');
@@ -24,4 +25,16 @@ export function spawnTypeScript(entry: string, args: string[], opts: ChildOption
   // The child holds its own copy of the descriptor.
   if (typeof out === 'number') closeSync(out);
   return child;
+}
+
+/** A port free on 127.0.0.1 right now, for a child that must know its address before it starts. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
 }

@@ -5,7 +5,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -17,6 +16,7 @@ import {
   spawnManager,
   waitForLeader,
 } from '../../src/cli/localManagers.ts';
+import { freePort } from '../../src/cli/localProcess.ts';
 import { spawnWorker, workerUrl } from '../../src/cli/localWorkers.ts';
 
 export interface ManagerProc {
@@ -54,16 +54,6 @@ export interface ImageClusterOptions {
   name?: string;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Polls `probe` every 50 ms until it returns something truthy; throws after `timeoutMs`. */
 /** Thrown by a probe to end the wait at once (a process died): `until` retries every other error. */

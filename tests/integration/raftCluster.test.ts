@@ -4,7 +4,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +17,7 @@ import {
   stopChild,
   waitForLeader,
 } from '../../src/cli/localManagers.ts';
+import { freePort } from '../../src/cli/localProcess.ts';
 
 const SNAPSHOT_THRESHOLD = 20;
 
@@ -32,17 +32,6 @@ let root: string;
 let secretFile: string;
 let peers: string;
 const procs: Proc[] = [];
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function start(p: Proc): void {
   p.child = spawnManager({
