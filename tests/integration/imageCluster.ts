@@ -54,11 +54,10 @@ export interface ImageClusterOptions {
   name?: string;
 }
 
-
-/** Polls `probe` every 50 ms until it returns something truthy; throws after `timeoutMs`. */
 /** Thrown by a probe to end the wait at once (a process died): `until` retries every other error. */
 export class WaitAborted extends Error {}
 
+/** Polls `probe` every 50 ms until it returns something truthy; throws after `timeoutMs`. */
 export async function until<T>(
   what: string,
   probe: () => Promise<T | null | undefined | false>,
