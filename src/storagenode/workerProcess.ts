@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { createLogger, type Logger } from '../logging.ts';
 import { BlobStore } from './blobStore.ts';
-import { ManagerClient, NoManagerAnsweredError } from './managerClient.ts';
+import { ManagerClient, NoManagerAnsweredError, type WorkerUsage } from './managerClient.ts';
 import { createWorkerApp } from './workerApp.ts';
 import { advertisedUrl, type WorkerConfig } from './workerConfig.ts';
 
@@ -21,6 +21,17 @@ export const EXIT_BAD_CONFIG = 2;
  * register with the managers (bounded retries; the caller exits if none answers) -> heartbeats.
  * `stop()` undoes whatever was started, in reverse order, and may be called at any stage.
  */
+/** What a heartbeat reports: the data folder's filesystem and the store's own counts. */
+export async function usageOf(store: BlobStore): Promise<WorkerUsage> {
+  const s = await store.stats();
+  return {
+    diskUsed: s.diskUsedBytes,
+    diskFree: s.diskFreeBytes,
+    blobCount: s.blobCount,
+    blobBytes: s.blobBytes,
+  };
+}
+
 export class WorkerProcess {
   private store: BlobStore | undefined;
   private server: Server | undefined;
@@ -89,15 +100,7 @@ export class WorkerProcess {
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       requestTimeoutMs: config.managerTimeoutMs,
       inventory: () => store.inventory(),
-      usage: async () => {
-        const s = await store.stats();
-        return {
-          diskUsed: s.diskUsedBytes,
-          diskFree: s.diskFreeBytes,
-          blobCount: s.blobCount,
-          blobBytes: s.blobBytes,
-        };
-      },
+      usage: () => usageOf(store),
       logger: log,
     });
     await this.client.register();

@@ -54,6 +54,13 @@ export interface ImageClusterOptions {
   name?: string;
 }
 
+/** One sample of a manager's /metrics; 0 when the series does not exist yet. */
+export async function metric(m: ManagerProc, series: string): Promise<number> {
+  const text = await (await fetch(`${m.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
 /** Thrown by a probe to end the wait at once (a process died): `until` retries every other error. */
 export class WaitAborted extends Error {}
 

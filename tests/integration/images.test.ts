@@ -7,7 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ImageCluster, type ManagerProc, pngImage, until } from './imageCluster.ts';
+import { ImageCluster, type ManagerProc, metric, pngImage, until } from './imageCluster.ts';
 
 const MAX_IMAGE_BYTES = 256 * 1024;
 
@@ -56,13 +56,6 @@ async function get(url: string, headers: Record<string, string> = {}, method = '
 
 function errorCode(json: unknown): string {
   return (json as ErrorJson).error.code;
-}
-
-/** One sample of a manager's /metrics; 0 when the series does not exist yet. */
-async function metric(m: ManagerProc, series: string): Promise<number> {
-  const text = await (await fetch(`${m.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
 }
 
 async function listAll(m: ManagerProc): Promise<ImageJson[]> {

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
-import { ImageCluster, type ManagerProc, pngImage, until, type WorkerProc } from './imageCluster.ts';
+import { ImageCluster, type ManagerProc, metric, pngImage, until, type WorkerProc } from './imageCluster.ts';
 
 const DOWN_AFTER_MS = 5_000;
 const ORPHAN_GRACE_MS = 1_500;
@@ -36,12 +36,6 @@ async function json<T>(url: string, init: RequestInit = {}): Promise<{ status: n
   const res = await fetch(url, { ...init, signal: AbortSignal.timeout(5_000) });
   const text = await res.text();
   return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
-}
-
-async function metric(m: ManagerProc, series: string): Promise<number> {
-  const text = await (await fetch(`${m.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
 }
 
 async function listAll(m: ManagerProc): Promise<ImageJson[]> {

@@ -12,6 +12,7 @@ import {
   type ManagerClientOptions,
   NoManagerAnsweredError,
 } from '../../src/storagenode/managerClient.ts';
+import { usageOf } from '../../src/storagenode/workerProcess.ts';
 import { type ManagerStandIn, startManagerStandIn } from './managerStandIn.ts';
 
 const SECRET = 'test-cluster-secret';
@@ -74,15 +75,7 @@ function client(managers: string[], overrides: Partial<ManagerClientOptions> = {
     heartbeatIntervalMs: 100,
     requestTimeoutMs: 2000,
     inventory: () => store.inventory(),
-    usage: async () => {
-      const s = await store.stats();
-      return {
-        diskUsed: s.diskUsedBytes,
-        diskFree: s.diskFreeBytes,
-        blobCount: s.blobCount,
-        blobBytes: s.blobBytes,
-      };
-    },
+    usage: () => usageOf(store),
     logger: createLogger('test-manager-client'),
     ...overrides,
   });
