@@ -13,14 +13,18 @@ import {
   registrationHeaderSchema,
   UnknownWorker,
   type WorkerRegistry,
+  wipeCheckSchema,
   workerUsageSchema,
 } from '../manager/workerRegistry.ts';
 import { requireClusterSecret } from './clusterAuth.ts';
 import { jsonError } from './errors.ts';
 import { redirectToLeader } from './leaderRedirect.ts';
 import { NdjsonLineTooLong, ndjsonLines } from './ndjson.ts';
+import { BodyTooLarge, readBodyText } from './requestBody.ts';
 
 const MAX_LINE_BYTES = 4096;
+/** MAX_WIPE_CHECK_IDS ids of up to 128 characters, quoted, with room to spare. */
+const WIPE_CHECK_MAX_BYTES = 256 * 1024;
 
 class BadRegistration extends Error {}
 
@@ -86,6 +90,23 @@ export function workerRoutes(opts: {
       if (!usage.success) throw new BadRegistration(z.prettifyError(usage.error));
       await opts.registry.heartbeat(usage.data);
       return c.json({ heartbeatIntervalMs: opts.heartbeatIntervalMs });
+    } catch (err) {
+      return mapError(c, err);
+    }
+  });
+
+  app.post('/internal/v1/workers/wipe-check', async (c) => {
+    try {
+      let raw: unknown;
+      try {
+        raw = JSON.parse(await readBodyText(c, WIPE_CHECK_MAX_BYTES));
+      } catch (err) {
+        if (err instanceof BodyTooLarge) return jsonError(c, 413, 'BodyTooLarge', err.message);
+        throw new BadRegistration('wipe check body is not JSON');
+      }
+      const check = wipeCheckSchema.safeParse(raw);
+      if (!check.success) throw new BadRegistration(z.prettifyError(check.error));
+      return c.json(await opts.registry.wipeCheck(check.data));
     } catch (err) {
       return mapError(c, err);
     }

@@ -76,7 +76,7 @@ function outcomeOf(err: unknown): string {
   return err instanceof ImageError ? err.code : 'Internal';
 }
 
-function raftFailure(err: unknown): never {
+export function raftFailure(err: unknown): never {
   if (err instanceof RaftError) {
     if (err.code === 'NotLeader') {
       if (err.leader?.url)

@@ -53,6 +53,16 @@ export class WorkerLiveness {
     return state === 'up' || state === 'draining';
   }
 
+  /**
+   * Serving, and actually heard by this leader within the suspect timeout. Stricter than
+   * isServing, which gives every worker the benefit of the doubt for a while after a failover:
+   * what may destroy a copy (a wipe) must not count on a worker nobody has heard.
+   */
+  isHeardServing(node: NodeView): boolean {
+    const heard = this.lastHeard.get(node.nodeId);
+    return heard !== undefined && this.now() - heard <= this.opts.suspectAfterMs && this.isServing(node);
+  }
+
   /** Placement candidates: the table's nodes with liveness and the freshest usage figures applied. */
   candidates(nodes: NodeView[]): PlacementCandidate[] {
     return nodes.map((n) => {

@@ -7,7 +7,7 @@ import type { Logger } from '../logging.ts';
 import { MAX_HEARTBEAT_NODES, NODE_ID_PATTERN } from '../metadata/commands.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
-import { ImageError, type RaftAccess } from './imageService.ts';
+import { ImageError, type RaftAccess, raftFailure } from './imageService.ts';
 import type { RejoinReconciler } from './rejoinReconciler.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
@@ -35,7 +35,16 @@ export const inventoryLineSchema = z.object({
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
 });
 
+/** Blob ids one wipe check may carry. */
+export const MAX_WIPE_CHECK_IDS = 1_000;
+
+export const wipeCheckSchema = z.object({
+  id: z.string().regex(NODE_ID_PATTERN, 'invalid worker id'),
+  blobs: z.array(z.string().min(1).max(128)).max(MAX_WIPE_CHECK_IDS),
+});
+
 export type WorkerUsage = z.infer<typeof workerUsageSchema>;
+export type WipeCheck = z.infer<typeof wipeCheckSchema>;
 export type RegistrationHeader = z.infer<typeof registrationHeaderSchema>;
 export type InventoryLine = z.infer<typeof inventoryLineSchema>;
 
@@ -83,6 +92,35 @@ export class WorkerRegistry {
       objectCount: u.blobCount,
       lastSeen: Date.now(),
     });
+  }
+
+  /**
+   * `--rejoin wipe` asks before it deletes: of the blobs a worker wants to wipe, those it must
+   * keep because no other copy can be read right now (every other replica of the record is on a
+   * worker this leader has not heard from lately). Everything else may go: objects no record
+   * knows, and objects with another copy on a serving worker, which repair copies again if the
+   * wipe left them short. The kept blobs then rejoin like `--rejoin keep` and are re-adopted.
+   */
+  async wipeCheck(check: WipeCheck): Promise<{ keep: string[] }> {
+    this.requireLeader();
+    // Every committed entry applied: a stale table must not say "another copy exists".
+    await this.deps.raft.readIndex().catch(raftFailure);
+    const byId = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
+    const keep: string[] = [];
+    for (const id of new Set(check.blobs)) {
+      const object = await this.deps.metadata.getObject(id);
+      if (!object) continue;
+      const elsewhere = object.replicas.some((r) => {
+        const node = byId.get(r);
+        return r !== check.id && node !== undefined && this.deps.liveness.isHeardServing(node);
+      });
+      if (!elsewhere) keep.push(id);
+    }
+    this.deps.log.info(
+      { event: 'worker.wipe_checked', nodeId: check.id, asked: check.blobs.length, keep: keep.length },
+      'wipe check answered',
+    );
+    return { keep };
   }
 
   /**

@@ -13,6 +13,7 @@ import type { Logger } from '../logging.ts';
 
 export const REGISTER_PATH = '/internal/v1/workers/register';
 export const HEARTBEAT_PATH = '/internal/v1/workers/heartbeat';
+export const WIPE_CHECK_PATH = '/internal/v1/workers/wipe-check';
 
 /** Redirect hops followed for one request: follower -> leader is one; more means churn. */
 const MAX_REDIRECTS = 3;
@@ -59,7 +60,9 @@ const registerAnswerSchema = z.looseObject({
 });
 export type RegisterAnswer = z.infer<typeof registerAnswerSchema>;
 
-/** Registration gave up: no manager accepted us within the configured attempts. */
+const wipeCheckAnswerSchema = z.object({ keep: z.array(z.string()) });
+
+/** Registration (or a wipe check) gave up: no manager answered within the configured attempts. */
 export class NoManagerAnsweredError extends Error {
   override readonly name = 'NoManagerAnsweredError';
   readonly code = 'NoManagerAnswered';
@@ -67,9 +70,10 @@ export class NoManagerAnsweredError extends Error {
     readonly attempts: number,
     /** Last failure seen at each manager URL. */
     readonly lastFailures: ReadonlyMap<string, string>,
+    what = 'the registration',
   ) {
     const detail = [...lastFailures].map(([url, why]) => `${url} (${why})`).join(', ');
-    super(`no manager answered the registration after ${attempts} attempt(s): ${detail}`);
+    super(`no manager answered ${what} after ${attempts} attempt(s): ${detail}`);
   }
 }
 
@@ -170,13 +174,60 @@ export class ManagerClient {
    * when all attempts fail (the caller exits: a worker no manager knows must not sit idle).
    */
   async register(): Promise<RegisterAnswer> {
+    return this.withRetries('the registration', 'worker.register', () => this.registerRound());
+  }
+
+  /**
+   * Asks the leader which of `ids` a `--rejoin wipe` must keep because no other copy can be read
+   * right now, with the retries of registration. Throws NoManagerAnsweredError when no manager
+   * answers: then nothing may be deleted.
+   */
+  async wipeCheck(ids: string[]): Promise<Set<string>> {
+    const body = JSON.stringify({ id: this.opts.workerId, blobs: ids });
+    return this.withRetries('the wipe check', 'worker.wipe_check', async () => {
+      const failures = new Map<string, string>();
+      for (const base of this.candidates()) {
+        if (this.stopped) throw new AbortError('manager client stopped');
+        try {
+          const answer = await this.post(
+            base,
+            WIPE_CHECK_PATH,
+            () => body,
+            'application/json',
+            this.opts.requestTimeoutMs,
+          );
+          assertOk(answer, WIPE_CHECK_PATH);
+          const parsed = wipeCheckAnswerSchema.safeParse(answer.json);
+          if (!parsed.success) {
+            throw new ManagerRequestError(
+              answer.managerBase + WIPE_CHECK_PATH,
+              'answer is not { keep: [...] }',
+            );
+          }
+          this.adoptLeader(answer.managerBase);
+          return new Set(parsed.data.keep);
+        } catch (err) {
+          if (this.stopped) throw new AbortError('manager client stopped');
+          failures.set(base, describe(err));
+        }
+      }
+      throw new RoundFailedError(failures);
+    });
+  }
+
+  /**
+   * Runs `round` (one try at every manager, leader first) up to `registerAttempts` times with
+   * backoff; throws NoManagerAnsweredError naming each manager's last failure when all fail.
+   * Logs `<event>_attempt_failed` per failed attempt and `<event>_gave_up` at the end.
+   */
+  private async withRetries<T>(what: string, event: string, round: () => Promise<T>): Promise<T> {
     const lastFailures = new Map<string, string>(this.opts.managers.map((m) => [m, 'not tried']));
     try {
       return await pRetry(
         async () => {
           if (this.stopped) throw new AbortError('manager client stopped');
           try {
-            return await this.registerRound();
+            return await round();
           } catch (err) {
             if (err instanceof RoundFailedError) for (const [u, w] of err.failures) lastFailures.set(u, w);
             throw err;
@@ -191,20 +242,20 @@ export class ManagerClient {
           onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
             this.log.warn(
               {
-                event: 'worker.register_attempt_failed',
+                event: `${event}_attempt_failed`,
                 attempt: attemptNumber,
                 retriesLeft,
                 err: error.message,
               },
-              'registration attempt failed at every manager',
+              `${what}: attempt failed at every manager`,
             );
           },
         },
       );
     } catch (err) {
       if (this.stopped) throw err;
-      const gaveUp = new NoManagerAnsweredError(this.opts.registerAttempts, lastFailures);
-      this.log.error({ event: 'worker.register_gave_up', err: gaveUp.message }, 'registration gave up');
+      const gaveUp = new NoManagerAnsweredError(this.opts.registerAttempts, lastFailures, what);
+      this.log.error({ event: `${event}_gave_up`, err: gaveUp.message }, `${what} gave up`);
       throw gaveUp;
     }
   }

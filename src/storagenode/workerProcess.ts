@@ -9,6 +9,8 @@ import { advertisedUrl, type WorkerConfig } from './workerConfig.ts';
 
 /** In-flight requests (a PUT being fsynced) get this long to finish at shutdown before being cut. */
 const DRAIN_TIMEOUT_MS = 10_000;
+/** Blob ids per wipe check; the leader accepts up to 1,000 (MAX_WIPE_CHECK_IDS). */
+const WIPE_BATCH = 500;
 
 export const EXIT_OK = 0;
 /** Start-up failed: no manager answered, the port is taken, the data folder is unusable... */
@@ -71,8 +73,6 @@ export class WorkerProcess {
       logger: log,
     });
     if (this.stopping) return;
-    if (config.rejoin === 'wipe') await this.wipe(this.store);
-    if (this.stopping) return;
 
     const { app } = createWorkerApp({
       store: this.store,
@@ -103,6 +103,8 @@ export class WorkerProcess {
       usage: () => usageOf(store),
       logger: log,
     });
+    if (config.rejoin === 'wipe') await this.wipe(store, this.client);
+    if (this.stopping) return;
     await this.client.register();
     if (this.stopping) return;
     this.client.startHeartbeats();
@@ -117,12 +119,36 @@ export class WorkerProcess {
     );
   }
 
-  /** `--rejoin wipe` (seed approach 1): every blob goes before the worker registers, so it joins empty. */
-  private async wipe(store: BlobStore): Promise<void> {
-    const ids: string[] = [];
-    for await (const entry of store.inventory()) ids.push(entry.id);
-    for (const id of ids) await store.delete(id);
-    this.log.warn({ event: 'worker.wiped', blobs: ids.length }, `rejoin wipe: deleted ${ids.length} blobs`);
+  /**
+   * `--rejoin wipe` (seed approach 1): before it registers, the worker deletes what it holds, so it
+   * joins empty. The leader is asked first, a batch at a time: a blob whose every other copy is on
+   * a worker that is down right now is kept (deleting it would lose the image) and rejoins as with
+   * `--rejoin keep`. If no manager answers, start-up fails before anything more is deleted.
+   */
+  private async wipe(store: BlobStore, client: ManagerClient): Promise<void> {
+    let deleted = 0;
+    let kept = 0;
+    let batch: string[] = [];
+    const flush = async () => {
+      const keep = await client.wipeCheck(batch);
+      for (const id of batch) {
+        if (this.stopping) return;
+        if (keep.has(id)) kept += 1;
+        else if ((await store.delete(id)).ok) deleted += 1;
+      }
+      batch = [];
+    };
+    // The inventory reads a LevelDB snapshot, so deleting while it runs is safe.
+    for await (const entry of store.inventory()) {
+      if (this.stopping) return;
+      batch.push(entry.id);
+      if (batch.length >= WIPE_BATCH) await flush();
+    }
+    if (batch.length > 0) await flush();
+    this.log.warn(
+      { event: 'worker.wiped', deleted, kept },
+      `rejoin wipe: deleted ${deleted} blobs, kept ${kept} that had no other readable copy`,
+    );
   }
 
   /** Idempotent: heartbeats stop first (the leader then notices), then the server drains, then the store closes. */

@@ -2,7 +2,7 @@
 // with short failure timeouts. The scenarios run in order on one cluster, each starting from the
 // healthy state the previous one left: kill -9 of a worker, its return after repair (excess copies
 // and orphans removed), a flapping worker (nothing copied), the leader killed mid-repair, both
-// copies of an object down (503, then readable), `--rejoin wipe`, and a drain from the CLI.
+// copies of an object down (503, then readable), `--rejoin wipe` (keeping a last copy), and a drain from the CLI.
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -314,21 +314,42 @@ describe('worker loss, repair and rejoin', () => {
     await waitNoStrayCopies();
   }, 90_000);
 
-  it('--rejoin wipe joins empty and repair restores the copies it held', async () => {
+  it('--rejoin wipe joins empty but keeps a copy whose other worker is down; repair restores the rest', async () => {
     const w4 = cluster.worker('w4');
     const held = await holding(w4);
+    // One object on w4 whose other copy's worker goes down first: w4's copy is then the only one
+    // that can be read, and the wipe must keep it.
+    const last = (await listAll(await cluster.leader())).find((o) => o.replicas.includes('w4'))!;
+    const other = cluster.worker(last.replicas.find((r) => r !== 'w4')!);
+    await cluster.killWorker(other);
+    await until(
+      `${other.id} no longer serving`,
+      async () => ((await nodes()).get(other.id)?.state !== 'up' ? true : null),
+      10_000,
+    );
     await cluster.killWorker(w4);
     w4.args = [...w4.args, '--rejoin', 'wipe'];
-    await restartWorker(w4);
+    try {
+      await restartWorker(w4);
+    } finally {
+      w4.args = w4.args.slice(0, -2);
+    }
+    expect((await cluster.workerBlob(w4, last.id)).status).toBe(200);
+    const read = await fetch(`${(await cluster.leader()).url}/v1/images/${last.id}`, {
+      signal: AbortSignal.timeout(5_000),
+    });
+    expect(read.status).toBe(200);
+    expect(sha256(Buffer.from(await read.arrayBuffer()))).toBe(sha256(stored.get(last.id)!));
+
+    await restartWorker(other);
     await waitHealthy([], 30_000);
     await waitNoStrayCopies();
-    // Whatever w4 holds now came from repair, not from before the wipe.
+    // Whatever else w4 holds now came from repair, not from before the wipe.
     const now = await holding(w4);
     for (const id of held) {
-      if (!now.includes(id)) expect((await cluster.workerBlob(w4, id)).status).toBe(404);
+      if (id !== last.id && !now.includes(id)) expect((await cluster.workerBlob(w4, id)).status).toBe(404);
     }
-    w4.args = w4.args.slice(0, -2);
-  }, 60_000);
+  }, 90_000);
 
   it('drains a worker from the CLI: every object moves off it, then it is drained', async () => {
     const w2 = cluster.worker('w2');

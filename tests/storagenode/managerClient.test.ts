@@ -270,3 +270,58 @@ describe('worker process', () => {
     expect(noLeader.deflected).toHaveLength(3);
   });
 });
+
+describe('--rejoin wipe', () => {
+  it('deletes nothing and exits non-zero when no leader can say which copies must stay', async () => {
+    const wipeDir = path.join(dir, 'wipe-worker');
+    const held = await BlobStore.open(wipeDir);
+    const bytes = randomBytes(500);
+    const sha = createHash('sha256').update(bytes).digest('hex');
+    for (const id of ['keep-a', 'keep-b']) {
+      expect((await held.writeAtomically(id, Readable.from([bytes]), sha, 1 << 20)).ok).toBe(true);
+    }
+    await held.close();
+    const noLeader = await standIn({ role: { kind: 'noLeader' } });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/storagenode/workerMain.ts',
+        '--id',
+        'w-wipe',
+        '--listen',
+        '127.0.0.1:0',
+        '--data',
+        wipeDir,
+        '--managers',
+        noLeader.url,
+        '--rejoin',
+        'wipe',
+        '--register-attempts',
+        '2',
+        '--register-backoff-ms',
+        '50',
+      ],
+      { cwd: REPO, env: { ...process.env, IMGVAULT_CLUSTER_SECRET: SECRET, IMGVAULT_LOG_LEVEL: 'silent' } },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const status = await new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    clearTimeout(killer);
+
+    expect(status).toBe(1);
+    expect(stderr).toContain('imgvault worker w-wipe: no manager answered the wipe check after 2 attempt(s)');
+    expect(noLeader.deflected).toContain('/internal/v1/workers/wipe-check');
+    const after = await BlobStore.open(wipeDir);
+    try {
+      expect((await after.stat('keep-a')).ok).toBe(true);
+      expect((await after.stat('keep-b')).ok).toBe(true);
+    } finally {
+      await after.close();
+    }
+  });
+});
