@@ -77,6 +77,15 @@ function clampLimit(limit: number | undefined, fallback: number, max: number): n
 }
 
 export class MetadataStateMachine implements StateMachine {
+  /**
+   * The node table, read once and kept until an applied entry or a restore changes it. Every
+   * upload and every repair step ranks workers from it, and it changes only on registrations,
+   * usage summaries and state changes, so this saves a LevelDB iterator per operation.
+   */
+  private nodesCache: Promise<NodeView[]> | null = null;
+  /** Bumped by every change to the node table: a read that overlapped one is not cached. */
+  private nodesVersion = 0;
+
   private constructor(
     private readonly tables: MetadataTables,
     private readonly log: Logger,
@@ -112,7 +121,10 @@ export class MetadataStateMachine implements StateMachine {
       let requestId: string | null;
       if (decoded.ok) {
         const plan = await planCommand(this.tables, decoded.command);
+        const touchesNodes = plan.ops.some((op) => op.table === 'nodes');
+        if (touchesNodes) this.forgetNodes();
         await this.tables.write(plan.ops, entry.index);
+        if (touchesNodes) this.forgetNodes();
         result = plan.result;
         requestId = decoded.command.requestId ?? null;
       } else {
@@ -138,7 +150,9 @@ export class MetadataStateMachine implements StateMachine {
   }
 
   async restore(data: string, index: Index): Promise<void> {
+    this.forgetNodes();
     await this.tables.restore(data, index);
+    this.forgetNodes();
     this.log.info({ event: 'metadata.snapshot_restored', index }, 'metadata tables restored from snapshot');
   }
 
@@ -206,8 +220,34 @@ export class MetadataStateMachine implements StateMachine {
     return raw === undefined ? null : { nodeId, ...decodeNode(raw) };
   }
 
-  /** Every registered worker, in id order (a cluster has tens of workers, not millions). */
+  /**
+   * Every registered worker, in id order (a cluster has tens of workers, not millions). Served
+   * from the cache when nothing changed the table since it was read; callers get their own copy.
+   */
   async listNodes(): Promise<NodeView[]> {
+    if (this.nodesCache === null) {
+      const version = this.nodesVersion;
+      const read = this.readNodes();
+      this.nodesCache = read;
+      read.then(
+        () => {
+          // A change applied while the read ran may or may not be in it: read again next time.
+          if (this.nodesVersion !== version && this.nodesCache === read) this.nodesCache = null;
+        },
+        () => {
+          if (this.nodesCache === read) this.nodesCache = null;
+        },
+      );
+    }
+    return (await this.nodesCache).map((n) => ({ ...n }));
+  }
+
+  private forgetNodes(): void {
+    this.nodesVersion += 1;
+    this.nodesCache = null;
+  }
+
+  private async readNodes(): Promise<NodeView[]> {
     const view = await this.tables.view();
     try {
       const nodes: NodeView[] = [];

@@ -84,6 +84,32 @@ describe('registerWorker and updateWorker', () => {
   });
 });
 
+describe('listNodes (served from a cache of the node table)', () => {
+  it('follows every change to the node table, including one applied while a read runs', async () => {
+    await setup(registerCmd('w1', 1000));
+    expect((await sm.listNodes()).map((n) => n.nodeId)).toEqual(['w1']);
+    await setup(registerCmd('w2', 1000));
+    expect((await sm.listNodes()).map((n) => n.nodeId)).toEqual(['w1', 'w2']);
+    await setup({
+      type: 'heartbeatSummary',
+      nodes: [{ nodeId: 'w1', diskUsed: 7, diskFree: 93, objectCount: 1, lastSeen: 2000 }],
+    });
+    expect((await sm.listNodes())[0]).toMatchObject({ nodeId: 'w1', diskUsed: 7, lastSeen: 2000 });
+
+    // A read racing an apply: whatever it returned, the next read sees the change.
+    const racing = sm.listNodes();
+    await Promise.all([racing, setup({ type: 'markNodeState', nodeId: 'w2', state: 'down', at: 3000 })]);
+    expect((await sm.listNodes())[1]).toMatchObject({ nodeId: 'w2', state: 'down', stateSince: 3000 });
+  });
+
+  it('hands out copies: a caller changing its answer does not change the next one', async () => {
+    await setup(registerCmd('w1', 1000));
+    const first = await sm.listNodes();
+    first[0]!.state = 'down';
+    expect((await sm.listNodes())[0]!.state).toBe('up');
+  });
+});
+
 describe('heartbeatSummary', () => {
   it('records the latest usage of many nodes in one entry, skipping unknown and stale reports', async () => {
     await setup(registerCmd('w1', 1000), registerCmd('w2', 1000), recordCmd('o1', ['w1', 'w2'], 50));

@@ -170,6 +170,7 @@ describe('bootstrap', () => {
   it("restoring the bootstrap snapshot's empty state empties the tables at its index", async () => {
     const sm = await fx.machine();
     await sm.apply([new EntryLog().command(registerCmd('w1'))]);
+    expect(await sm.listNodes()).toHaveLength(1);
     await sm.restore('', 1);
     expect(sm.appliedIndex()).toBe(1);
     expect(await sm.listNodes()).toEqual([]);
