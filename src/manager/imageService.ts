@@ -174,7 +174,6 @@ export class ImageService {
       if (existing) return this.sameBytesOrConflict(existing, staged.sha256);
 
       const nodes = await metadata.listNodes();
-      const candidates = this.deps.liveness.candidates(nodes);
       const urls = new Map(nodes.map((n) => [n.nodeId, n.url]));
       let replicated: Awaited<ReturnType<typeof replicateUpload>>;
       try {
@@ -184,7 +183,12 @@ export class ImageService {
           staged,
           client: this.deps.workers,
           log,
-          workers: { candidates: () => candidates, urlOf: (nodeId) => urls.get(nodeId) },
+          workers: {
+            // Fresh at every election: the placements of uploads running beside this one count.
+            candidates: () => this.deps.liveness.candidates(nodes),
+            urlOf: (nodeId) => urls.get(nodeId),
+            reserve: (nodeId, bytes) => this.deps.liveness.reservePlacement(nodeId, bytes),
+          },
           onFallback: () => this.deps.metrics?.fallback(),
         });
       } catch (err) {

@@ -19,15 +19,22 @@ export interface PlacementRequest {
   size?: number;
 }
 
-function usedFraction(n: PlacementCandidate): number {
+/**
+ * How full the disk is, in whole percent. Disks within the same percent count as equally used, so
+ * the object count decides between them: ranking by the exact fraction let measurement noise
+ * decide (workers sharing one filesystem report it a few bytes apart) and sent every upload
+ * between two heartbeats to the same worker.
+ */
+function usedPercent(n: PlacementCandidate): number {
   const total = n.diskUsed + n.diskFree;
-  return total > 0 ? n.diskUsed / total : 1;
+  return total > 0 ? Math.floor((n.diskUsed / total) * 100) : 100;
 }
 
 /**
  * Every eligible target, best first: only `up` nodes (a suspect node may be dying, a draining one is
  * being emptied), with room for the copy, outside `exclude`; other zones before `avoidZones`, then
- * least used disk, then fewest objects, then node id so the order is total and deterministic.
+ * least used disk (by whole percent), then fewest objects, then node id so the order is total
+ * and deterministic.
  */
 export function rankTargets(
   nodes: Iterable<PlacementCandidate>,
@@ -41,7 +48,7 @@ export function rankTargets(
   return eligible.sort(
     (a, b) =>
       zonePenalty(a) - zonePenalty(b) ||
-      usedFraction(a) - usedFraction(b) ||
+      usedPercent(a) - usedPercent(b) ||
       a.objectCount - b.objectCount ||
       (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0),
   );

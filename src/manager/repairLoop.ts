@@ -388,6 +388,7 @@ export class RepairLoop {
           const targetUrl = byId.get(candidate.nodeId)?.url;
           const source = c.sources[(attempt - 1) % c.sources.length]!;
           if (!targetUrl) throw new Error(`target ${candidate.nodeId} has no url`);
+          liveness.reservePlacement(candidate.nodeId, object.size);
           const sent = await workers.copyTo(source.url, object.id, targetUrl);
           if (sent.sha256 !== object.sha256 || sent.size !== object.size) {
             // The target checked the bytes against the holder's own claim, not the record: a

@@ -14,6 +14,8 @@ export interface WorkerDirectory {
   /** The live view of the node table: state, zone and usage of every known worker. */
   candidates(): PlacementCandidate[];
   urlOf(nodeId: string): string | undefined;
+  /** Told of every target elected, so uploads running at the same time spread out. */
+  reserve?(nodeId: string, bytes: number): void;
 }
 
 export class NoLiveWorker extends Error {
@@ -76,6 +78,7 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
       size: staged.size,
     })[0];
     current[replica] = target;
+    if (target) workers.reserve?.(target.nodeId, staged.size);
     return target;
   };
 

@@ -15,6 +15,8 @@ export class WorkerLiveness {
   private readonly lastHeard = new Map<string, number>();
   private readonly usage = new Map<string, NodeUsage>();
   private readonly pendingSummary = new Map<string, NodeUsage>();
+  /** Copies this leader placed on a worker since its last heartbeat, which its figures lack. */
+  private readonly placed = new Map<string, { bytes: number; count: number }>();
   private readonly now: () => number;
   private watchingSince: number;
 
@@ -28,13 +30,27 @@ export class WorkerLiveness {
     this.lastHeard.clear();
     this.usage.clear();
     this.pendingSummary.clear();
+    this.placed.clear();
     this.watchingSince = this.now();
+  }
+
+  /**
+   * Counts a copy just placed on `nodeId` against it until its next heartbeat, so uploads and
+   * repairs running between two heartbeats spread over the workers instead of all picking the one
+   * that looked emptiest at the last beat.
+   */
+  reservePlacement(nodeId: string, bytes: number): void {
+    const p = this.placed.get(nodeId) ?? { bytes: 0, count: 0 };
+    p.bytes += bytes;
+    p.count += 1;
+    this.placed.set(nodeId, p);
   }
 
   heard(usage: NodeUsage): void {
     this.lastHeard.set(usage.nodeId, this.now());
     this.usage.set(usage.nodeId, usage);
     this.pendingSummary.set(usage.nodeId, usage);
+    this.placed.delete(usage.nodeId);
   }
 
   /** Milliseconds since the worker was last heard from (or since this leader started watching). */
@@ -67,13 +83,14 @@ export class WorkerLiveness {
   candidates(nodes: NodeView[]): PlacementCandidate[] {
     return nodes.map((n) => {
       const fresh = this.usage.get(n.nodeId);
+      const placed = this.placed.get(n.nodeId) ?? { bytes: 0, count: 0 };
       return {
         nodeId: n.nodeId,
         zone: n.zone,
         state: this.effectiveState(n),
-        diskUsed: fresh?.diskUsed ?? n.diskUsed,
-        diskFree: fresh?.diskFree ?? n.diskFree,
-        objectCount: fresh?.objectCount ?? n.objectCount,
+        diskUsed: (fresh?.diskUsed ?? n.diskUsed) + placed.bytes,
+        diskFree: Math.max(0, (fresh?.diskFree ?? n.diskFree) - placed.bytes),
+        objectCount: (fresh?.objectCount ?? n.objectCount) + placed.count,
       };
     });
   }

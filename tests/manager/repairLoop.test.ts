@@ -97,13 +97,14 @@ async function setup(specs: { id: string; zone?: string; quotaBytes?: number }[]
   return { sm, raft, client, liveness, metrics, registry, workers, clock };
 }
 
-/** Every worker heard just now; `diskUsed` per worker decides the placement order. */
+/** Every worker heard just now; `diskUsed` (of 1 MB, default 10%) per worker decides the placement order. */
 function hearAll(s: Setup, diskUsed: Record<string, number> = {}): void {
   for (const id of s.workers.keys()) {
+    const used = diskUsed[id] ?? 100_000;
     s.liveness.heard({
       nodeId: id,
-      diskUsed: diskUsed[id] ?? 1_000,
-      diskFree: 1e12,
+      diskUsed: used,
+      diskFree: 1_000_000 - used,
       objectCount: 0,
       lastSeen: s.clock.now,
     });

@@ -18,8 +18,16 @@ import {
 
 const log = createLogger('test');
 
-function candidate(nodeId: string, zone: string, diskUsed = 0): PlacementCandidate {
-  return { nodeId, zone, state: 'up', diskUsed, diskFree: 1e12, objectCount: 0 };
+/** `usedPercent`: how full the worker's disk looks, 0..100. */
+function candidate(nodeId: string, zone: string, usedPercent = 0): PlacementCandidate {
+  return {
+    nodeId,
+    zone,
+    state: 'up',
+    diskUsed: usedPercent * 1e10,
+    diskFree: (100 - usedPercent) * 1e10,
+    objectCount: 0,
+  };
 }
 
 describe('replicateUpload against real workers', () => {
