@@ -8,7 +8,8 @@
  * undici keep-alive connections, for BENCH_SECS each. Beside each run, this process does the
  * minimum durable work of an upload directly: the same bytes written three times (temp file,
  * write, fsync, close, rename, fsync of the folder), the three in sequence, at the same
- * concurrency. Printed: uploads/s, MB/s, p50/p99 latency, the raw figures, their ratio, and the
+ * concurrency. Printed: uploads/s, MB/s, p50/p99 latency, the raw figures, their ratio, the CPU
+ * time the cluster's processes spent per upload (steadier than throughput on a shared machine), and the
  * leader's resident memory (VmRSS) after each size, which must not grow with the image size since
  * uploads are streamed. Nothing is deleted until the end (freshly deleted space writes faster).
  */
@@ -100,6 +101,18 @@ function leaderRssMiB(pid: number | undefined): string {
   return (kib / 1024).toFixed(0);
 }
 
+/** CPU seconds (user + system, all threads) a process has used so far; 0 once it is gone. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    // Fields 14 and 15 of /proc/<pid>/stat: utime and stime in clock ticks (100 per second).
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 function fmt(n: number, digits = 1): string {
   return Number.isFinite(n) ? n.toFixed(digits) : '-';
 }
@@ -138,8 +151,14 @@ async function main(): Promise<void> {
         return body.length;
       };
       await upload(0); // warm-up: connections, JIT
+      const pids = [...cluster.managers, ...cluster.workers].map((p) => p.child?.pid);
+      const clusterCpu = () => pids.reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0);
       for (const concurrency of CONCURRENCY) {
+        const cpu0 = clusterCpu();
+        const leaderCpu0 = cpuSeconds(leader.child?.pid);
         const up = await drive(concurrency, SECS, upload);
+        const cpuMsPerUpload = ((clusterCpu() - cpu0) * 1000) / up.ops;
+        const leaderMsPerUpload = ((cpuSeconds(leader.child?.pid) - leaderCpu0) * 1000) / up.ops;
         const base = await drive(concurrency, SECS, raw);
         const sorted = up.latenciesMs.sort((a, b) => a - b);
         const rawSorted = base.latenciesMs.sort((a, b) => a - b);
@@ -157,10 +176,12 @@ async function main(): Promise<void> {
           fmt(base.bytes / MB / base.seconds),
           fmt(percentile(rawSorted, 50)),
           `${fmt((100 * upPerSec) / rawPerSec, 0)}%`,
+          fmt(cpuMsPerUpload),
+          fmt(leaderMsPerUpload),
           '',
         ]);
       }
-      rows[rows.length - 1]![11] = leaderRssMiB(leader.child?.pid);
+      rows[rows.length - 1]![13] = leaderRssMiB(leader.child?.pid);
     }
   } finally {
     await agent.close();
@@ -178,6 +199,8 @@ async function main(): Promise<void> {
     'raw MB/s',
     'raw p50',
     'vs raw',
+    'CPU ms/upload',
+    'leader CPU ms',
     'leader RSS MiB',
   ];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
@@ -185,7 +208,8 @@ async function main(): Promise<void> {
   console.log(line(header));
   for (const r of rows) console.log(line(r));
   console.log(
-    'raw = the same bytes written and fsynced three times in sequence (file, rename, folder fsync).',
+    'raw = the same bytes written and fsynced three times in sequence (file, rename, folder fsync).\n' +
+      'CPU ms/upload = CPU time (user + system) of all 6 cluster processes per upload; leader CPU ms = its share.',
   );
 }
 

@@ -10,6 +10,15 @@ import { type PlacementCandidate, rankTargets } from './placement.ts';
 import type { StagedUpload } from './stagingArea.ts';
 import { WorkerCallError, type WorkerClient } from './workerClient.ts';
 
+/**
+ * Read size for streaming the staged file to the workers. Measured with bench/upload.ts (1 MiB
+ * images, concurrency 8): 256 KiB took the cluster's CPU per upload from 44 to 37-39 ms and the
+ * leader's from 17 to 14.5 ms against the 64 KiB default, from fewer reads and socket writes;
+ * 512 KiB did no better, nor did reading the file once for both copies (a tee). Memory stays
+ * bounded: a few such chunks per copy in flight.
+ */
+const STAGED_READ_BYTES = 256 * 1024;
+
 export interface WorkerDirectory {
   /** The live view of the node table: state, zone and usage of every known worker. */
   candidates(): PlacementCandidate[];
@@ -91,14 +100,16 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
         const target = attempt++ === 0 ? current[replica] : elect(replica);
         const url = target && workers.urlOf(target.nodeId);
         if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures));
+        const body = createReadStream(staged.path, { highWaterMark: STAGED_READ_BYTES });
         try {
-          await client.putBlob(url, id, staged.sha256, staged.size, createReadStream(staged.path));
+          await client.putBlob(url, id, staged.sha256, staged.size, body);
           log.info(
             { event: 'upload.copy_stored', objectId: id, nodeId: target.nodeId, replica },
             'copy stored',
           );
           return target;
         } catch (err) {
+          body.destroy();
           if (!isTargetFailure(err)) throw new AbortError(err as Error);
           failed.add(target.nodeId);
           failures.push(`${target.nodeId}: ${(err as Error).message}`);
