@@ -32,7 +32,7 @@ export function registerManagerCommand(program: Command): void {
       '--orphan-grace-ms <ms>',
       'unknown blobs on a rejoining worker are deleted after this long (default 3600000)',
     )
-    .option('--repair-concurrency <n>', 'worker-to-worker repair copies at once (default 8)')
+    .option('--repair-concurrency <n>', 'worker-to-worker repair copies at once (default 32)')
     .option('--heartbeat-interval-ms <ms>', 'heartbeat period asked of workers (default 1000)')
     .option('--usage-summary-ms <ms>', 'how often worker usage is committed (default 5000)')
     .action(async (flags: ManagerFlags) => {

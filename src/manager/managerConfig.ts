@@ -68,8 +68,12 @@ export const managerConfigSchema = z
     /** Blobs a rejoining worker holds that no record knows are deleted only once seen this long. */
     // An upload writes its copies before its record commits; a grace shorter than an upload is unsafe.
     orphanGraceMs: z.number().int().min(1_000, '--orphan-grace-ms must be at least 1000').default(3_600_000),
-    /** Repairs (worker-to-worker copies) the leader runs at once. */
-    repairConcurrency: z.number().int().min(1).max(256).default(8),
+    /**
+     * Repairs (worker-to-worker copies) the leader runs at once. bench:repair (4 workers, 256 KiB
+     * images): 8 at a time repaired 118 objects/s, 32 165/s, 64 195/s; 32 restores redundancy
+     * fast while leaving the workers room for uploads.
+     */
+    repairConcurrency: z.number().int().min(1).max(256).default(32),
     /** Heartbeat period the leader asks workers to keep. */
     heartbeatIntervalMs: z.number().int().min(50).max(60_000).default(1_000),
     /** How often the leader commits the usage figures heard from workers (one log entry for all). */
