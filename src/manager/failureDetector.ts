@@ -24,8 +24,12 @@ export interface FailureDetectorDeps {
   now?: () => number;
 }
 
-/** States a silent worker is condemned from. `draining` too: a dead worker can no longer be a source. */
-const CONDEMNABLE: ReadonlySet<NodeState> = new Set<NodeState>(['up', 'suspect', 'draining']);
+/**
+ * States a silent worker is condemned from. Not `draining`: repair already moves everything off a
+ * draining worker, and a silent one is no copy source (WorkerLiveness.isServing); marking it down
+ * would turn it `up` again when it returned, forgetting the operator's drain.
+ */
+const CONDEMNABLE: ReadonlySet<NodeState> = new Set<NodeState>(['up', 'suspect']);
 
 export class FailureDetector {
   private timer: NodeJS.Timeout | null = null;

@@ -64,9 +64,15 @@ export class WorkerLiveness {
     return node.state;
   }
 
+  /**
+   * Can serve reads and be a copy source now. A draining worker must also have been heard lately:
+   * silence demotes only `up` to `suspect`, and a draining worker is never marked down (its drain
+   * would be forgotten when it returned), so this is where a dead one stops being a source.
+   */
   isServing(node: NodeView): boolean {
     const state = this.effectiveState(node);
-    return state === 'up' || state === 'draining';
+    if (state === 'up') return true;
+    return state === 'draining' && this.silenceMs(node.nodeId) <= this.opts.suspectAfterMs;
   }
 
   /**

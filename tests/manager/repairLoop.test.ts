@@ -229,6 +229,43 @@ describe('RepairLoop', () => {
     expect((await s.sm.getNode('w1'))?.state).toBe('drained');
     expect((await s.workers.get('w1')!.store.stats()).blobCount).toBe(0);
   });
+  it('keeps a silent draining worker draining and copies its objects from the other holders', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    const detector = new FailureDetector({
+      raft: s.raft,
+      metadata: s.sm,
+      liveness: s.liveness,
+      log,
+      metrics: s.metrics,
+      downAfterMs: 5_000,
+      now: () => s.clock.now,
+    });
+    await detector.check(); // starts watching as leader
+    hearAll(s);
+    const bytes = await putObject(s, 'silent-drain', ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
+    await s.workers.get('w1')!.stop();
+    s.clock.now += 10_000;
+    for (const id of ['w2', 'w3']) {
+      s.liveness.heard({
+        nodeId: id,
+        diskUsed: 100_000,
+        diskFree: 900_000,
+        objectCount: 0,
+        lastSeen: s.clock.now,
+      });
+    }
+
+    expect(await detector.check()).toEqual([]);
+    expect((await s.sm.getNode('w1'))?.state).toBe('draining');
+    const report = await repairLoop(s).pass();
+    expect(report?.outcomes.copied).toBe(1);
+    expect(report?.drained).toEqual(['w1']);
+    const object = await s.sm.getObject('silent-drain');
+    expect(object?.replicas.sort()).toEqual(['w2', 'w3']);
+    const copy = await s.client.getBlob(s.workers.get('w3')!.url, 'silent-drain', { method: 'GET' });
+    expect(sha256Of(Buffer.from(await copy.body.arrayBuffer()))).toBe(sha256Of(bytes));
+  });
 });
 
 describe('RejoinReconciler', () => {
