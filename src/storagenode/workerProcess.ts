@@ -24,13 +24,19 @@ export const EXIT_BAD_CONFIG = 2;
  * `stop()` undoes whatever was started, in reverse order, and may be called at any stage.
  */
 /** What a heartbeat reports: the data folder's filesystem and the store's own counts. */
+/**
+ * What a heartbeat reports. With a quota, the disk the leader ranks is the quota: used is what the
+ * blobs take, free is what the quota (or the filesystem, if fuller) still allows, so a worker at
+ * its quota looks full rather than as empty as the filesystem it shares.
+ */
 export async function usageOf(store: BlobStore): Promise<WorkerUsage> {
   const s = await store.stats();
+  const counts = { blobCount: s.blobCount, blobBytes: s.blobBytes };
+  if (s.quotaBytes === null) return { diskUsed: s.diskUsedBytes, diskFree: s.diskFreeBytes, ...counts };
   return {
-    diskUsed: s.diskUsedBytes,
-    diskFree: s.diskFreeBytes,
-    blobCount: s.blobCount,
-    blobBytes: s.blobBytes,
+    diskUsed: s.blobBytes,
+    diskFree: Math.max(0, Math.min(s.diskFreeBytes, s.quotaBytes - s.blobBytes)),
+    ...counts,
   };
 }
 

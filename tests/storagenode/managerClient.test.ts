@@ -228,6 +228,31 @@ describe('heartbeats', () => {
   });
 });
 
+describe('reported usage', () => {
+  it('is the quota for a worker with one: a worker near its quota looks near full', async () => {
+    const quotaDir = path.join(dir, 'quota-worker');
+    const limited = await BlobStore.open(quotaDir, { quotaBytes: 10_000 });
+    try {
+      const bytes = randomBytes(7_500);
+      const sha = createHash('sha256').update(bytes).digest('hex');
+      expect((await limited.writeAtomically('big', Readable.from([bytes]), sha, 1 << 20)).ok).toBe(true);
+      expect(await usageOf(limited)).toEqual({
+        diskUsed: 7_500,
+        diskFree: 2_500,
+        blobCount: 1,
+        blobBytes: 7_500,
+      });
+    } finally {
+      await limited.close();
+    }
+    // Without a quota the filesystem's own figures are reported.
+    const fs = await store.stats();
+    const usage = await usageOf(store);
+    expect(usage.diskUsed + usage.diskFree).toBeGreaterThan(0);
+    expect(Math.abs(usage.diskFree - fs.diskFreeBytes)).toBeLessThan(64 * 1024 * 1024);
+  });
+});
+
 describe('worker process', () => {
   it('exits non-zero with a clear message when no manager answers', async () => {
     const dead = await deadManagerUrl();
