@@ -7,13 +7,14 @@ import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { ImageError } from '../manager/imageService.ts';
 import {
+  type BlobList,
+  blobListSchema,
   type InventoryLine,
   InventoryTooLarge,
   inventoryLineSchema,
   registrationHeaderSchema,
   UnknownWorker,
   type WorkerRegistry,
-  wipeCheckSchema,
   workerUsageSchema,
 } from '../manager/workerRegistry.ts';
 import { requireClusterSecret } from './clusterAuth.ts';
@@ -23,8 +24,8 @@ import { NdjsonLineTooLong, ndjsonLines } from './ndjson.ts';
 import { BodyTooLarge, readBodyText } from './requestBody.ts';
 
 const MAX_LINE_BYTES = 4096;
-/** MAX_WIPE_CHECK_IDS ids of up to 128 characters, quoted, with room to spare. */
-const WIPE_CHECK_MAX_BYTES = 256 * 1024;
+/** MAX_BLOB_LIST_IDS ids of up to 128 characters, quoted, with room to spare. */
+const BLOB_LIST_MAX_BYTES = 256 * 1024;
 
 class BadRegistration extends Error {}
 
@@ -95,18 +96,35 @@ export function workerRoutes(opts: {
     }
   });
 
+  /** A worker's list of blob ids (`{ id, blobs }`), read with a bound and checked. */
+  const blobList = async (c: Context): Promise<BlobList | Response> => {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(await readBodyText(c, BLOB_LIST_MAX_BYTES));
+    } catch (err) {
+      if (err instanceof BodyTooLarge) return jsonError(c, 413, 'BodyTooLarge', err.message);
+      throw new BadRegistration('body is not JSON');
+    }
+    const list = blobListSchema.safeParse(raw);
+    if (!list.success) throw new BadRegistration(z.prettifyError(list.error));
+    return list.data;
+  };
+
   app.post('/internal/v1/workers/wipe-check', async (c) => {
     try {
-      let raw: unknown;
-      try {
-        raw = JSON.parse(await readBodyText(c, WIPE_CHECK_MAX_BYTES));
-      } catch (err) {
-        if (err instanceof BodyTooLarge) return jsonError(c, 413, 'BodyTooLarge', err.message);
-        throw new BadRegistration('wipe check body is not JSON');
-      }
-      const check = wipeCheckSchema.safeParse(raw);
-      if (!check.success) throw new BadRegistration(z.prettifyError(check.error));
-      return c.json(await opts.registry.wipeCheck(check.data));
+      const list = await blobList(c);
+      if (list instanceof Response) return list;
+      return c.json(await opts.registry.wipeCheck(list));
+    } catch (err) {
+      return mapError(c, err);
+    }
+  });
+
+  app.post('/internal/v1/workers/lost-copies', async (c) => {
+    try {
+      const list = await blobList(c);
+      if (list instanceof Response) return list;
+      return c.json(await opts.registry.lostCopies(list));
     } catch (err) {
       return mapError(c, err);
     }

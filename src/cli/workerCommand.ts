@@ -47,6 +47,11 @@ export function createWorkerCommand(): Command {
         F.rejoin,
       ),
     )
+    .option(
+      '--scrub-bytes-per-sec <size>',
+      help('read-back rate of the background scrubber (0 = off)', F.scrubBytesPerSec),
+    )
+    .option('--scrub-pause-ms <ms>', help('pause between two full scrub passes', F.scrubPauseMs))
     .action(async (opts: WorkerFlags) => {
       let config: ReturnType<typeof parseWorkerConfig>;
       try {

@@ -551,6 +551,18 @@ export class RejoinReconciler {
     return deleted;
   }
 
+  /**
+   * A copy its worker reports lost (removed by its scrubber): dropped from the record once the
+   * worker confirms it does not hold it, like a copy a registration's inventory lacks.
+   */
+  async dropMissingCopy(nodeId: string, id: string): Promise<ReconcileDecision> {
+    const object = await this.deps.metadata.getObject(id);
+    if (!object?.replicas.includes(nodeId)) return 'skipped';
+    const decision = await this.reconcileMissing(nodeId, id, Number.POSITIVE_INFINITY);
+    this.decided(emptySummary(), decision);
+    return decision;
+  }
+
   private async reconcileMissing(
     nodeId: string,
     id: string,

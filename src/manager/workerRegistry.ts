@@ -35,16 +35,17 @@ export const inventoryLineSchema = z.object({
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
 });
 
-/** Blob ids one wipe check may carry. */
-export const MAX_WIPE_CHECK_IDS = 1_000;
+/** Blob ids one wipe check or lost-copies report may carry. */
+export const MAX_BLOB_LIST_IDS = 1_000;
 
-export const wipeCheckSchema = z.object({
+/** A worker's list of its blob ids: a wipe check, or a report of copies its scrubber removed. */
+export const blobListSchema = z.object({
   id: z.string().regex(NODE_ID_PATTERN, 'invalid worker id'),
-  blobs: z.array(z.string().min(1).max(128)).max(MAX_WIPE_CHECK_IDS),
+  blobs: z.array(z.string().min(1).max(128)).max(MAX_BLOB_LIST_IDS),
 });
 
 export type WorkerUsage = z.infer<typeof workerUsageSchema>;
-export type WipeCheck = z.infer<typeof wipeCheckSchema>;
+export type BlobList = z.infer<typeof blobListSchema>;
 export type RegistrationHeader = z.infer<typeof registrationHeaderSchema>;
 export type InventoryLine = z.infer<typeof inventoryLineSchema>;
 
@@ -101,7 +102,7 @@ export class WorkerRegistry {
    * knows, and objects with another copy on a serving worker, which repair copies again if the
    * wipe left them short. The kept blobs then rejoin like `--rejoin keep` and are re-adopted.
    */
-  async wipeCheck(check: WipeCheck): Promise<{ keep: string[] }> {
+  async wipeCheck(check: BlobList): Promise<{ keep: string[] }> {
     this.requireLeader();
     // Every committed entry applied: a stale table must not say "another copy exists".
     await this.deps.raft.readIndex().catch(raftFailure);
@@ -121,6 +122,26 @@ export class WorkerRegistry {
       'wipe check answered',
     );
     return { keep };
+  }
+
+  /**
+   * A worker's scrubber removed these copies (they failed their read-back): each record stops
+   * counting that copy, after the worker itself confirms it no longer holds it, so repair makes a
+   * new one. A last copy stays recorded (and logged) rather than leave the object without any.
+   */
+  async lostCopies(list: BlobList): Promise<{ dropped: number }> {
+    this.requireLeader();
+    const reconciler = this.deps.reconciler;
+    if (!reconciler) return { dropped: 0 };
+    let dropped = 0;
+    for (const id of new Set(list.blobs)) {
+      if ((await reconciler.dropMissingCopy(list.id, id)) === 'missingDropped') dropped += 1;
+    }
+    this.deps.log.warn(
+      { event: 'worker.copies_lost', nodeId: list.id, reported: list.blobs.length, dropped },
+      'a worker reported copies that failed their read-back',
+    );
+    return { dropped };
   }
 
   /**

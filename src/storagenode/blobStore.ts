@@ -311,6 +311,41 @@ export class BlobStore {
     });
   }
 
+  /**
+   * Reads one blob back and checks it against its index entry (the scrubber). A blob whose file
+   * is missing, has another size or does not hash to its sha256 is removed, file and entry, so
+   * that it is neither served nor reported again: `lost` says so. Runs under the id's lock; an
+   * entry that changed since `expected` was listed (deleted, or written anew) is left alone.
+   */
+  async scrub(expected: BlobEntry): Promise<'intact' | 'lost' | 'gone'> {
+    this.assertOpen();
+    if (!isValidBlobId(expected.id)) return 'gone';
+    return this.withLock(expected.id, async () => {
+      const record = await this.index.get(expected.id);
+      if (record === undefined || record.sha256 !== expected.sha256) return 'gone';
+      const file = this.blobPath(expected.id);
+      const onDisk = await hashFile(file);
+      if (onDisk !== undefined && onDisk.size === record.size && onDisk.sha256 === record.sha256) {
+        return 'intact';
+      }
+      this.log.error(
+        {
+          event: 'storage.scrub_lost',
+          objectId: expected.id,
+          expected: record,
+          found: onDisk ?? 'no file',
+        },
+        'blob failed its read-back check; removed',
+      );
+      if (onDisk !== undefined) await removeQuietly(file);
+      await this.timedFsync('dir', () => fsyncDir(path.dirname(file)));
+      await this.index.delete(expected.id);
+      this.blobCount -= 1;
+      this.blobBytes -= record.size;
+      return 'lost';
+    });
+  }
+
   /** Every blob in id order, from a LevelDB snapshot, in bounded memory. */
   inventory(options: { after?: string } = {}): AsyncGenerator<BlobEntry> {
     this.assertOpen();

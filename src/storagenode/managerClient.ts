@@ -14,7 +14,10 @@ import type { Logger } from '../logging.ts';
 export const REGISTER_PATH = '/internal/v1/workers/register';
 export const HEARTBEAT_PATH = '/internal/v1/workers/heartbeat';
 export const WIPE_CHECK_PATH = '/internal/v1/workers/wipe-check';
+export const LOST_COPIES_PATH = '/internal/v1/workers/lost-copies';
 
+/** Blob ids per lost-copies report; the leader accepts up to 1,000 (MAX_WIPE_CHECK_IDS). */
+const LOST_REPORT_BATCH = 500;
 /** Redirect hops followed for one request: follower -> leader is one; more means churn. */
 const MAX_REDIRECTS = 3;
 const MAX_BACKOFF_MS = 10_000;
@@ -213,6 +216,38 @@ export class ManagerClient {
       }
       throw new RoundFailedError(failures);
     });
+  }
+
+  /**
+   * Tells the leader that these blobs failed their read-back and were removed here (the
+   * scrubber), so their records stop counting this copy and repair makes new ones. One try at
+   * every manager, leader first; throws if none took it (the caller keeps the ids for later).
+   */
+  async reportLostCopies(ids: string[]): Promise<void> {
+    for (let i = 0; i < ids.length; i += LOST_REPORT_BATCH) {
+      const body = JSON.stringify({ id: this.opts.workerId, blobs: ids.slice(i, i + LOST_REPORT_BATCH) });
+      const failures = new Map<string, string>();
+      let done = false;
+      for (const base of this.candidates()) {
+        if (this.stopped) throw new Error('manager client stopped');
+        try {
+          const answer = await this.post(
+            base,
+            LOST_COPIES_PATH,
+            () => body,
+            'application/json',
+            this.opts.requestTimeoutMs,
+          );
+          assertOk(answer, LOST_COPIES_PATH);
+          this.adoptLeader(answer.managerBase);
+          done = true;
+          break;
+        } catch (err) {
+          failures.set(base, describe(err));
+        }
+      }
+      if (!done) throw new RoundFailedError(failures);
+    }
   }
 
   /**

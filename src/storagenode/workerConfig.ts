@@ -36,6 +36,10 @@ export interface WorkerConfig {
    * (approach 1; repair restores any copy the tables still counted here).
    */
   rejoin: 'keep' | 'wipe';
+  /** Read-back rate of the background scrubber, bytes per second; 0 turns it off. */
+  scrubBytesPerSec: number;
+  /** Pause between two full scrub passes. */
+  scrubPauseMs: number;
 }
 
 /** The raw text values a caller (CLI flags) may pass; undefined means "not given". */
@@ -54,6 +58,8 @@ export interface WorkerFlags {
   managerTimeoutMs?: string | undefined;
   advertiseUrl?: string | undefined;
   rejoin?: string | undefined;
+  scrubBytesPerSec?: string | undefined;
+  scrubPauseMs?: string | undefined;
 }
 
 type FieldName = keyof WorkerConfig | 'clusterSecret';
@@ -97,6 +103,12 @@ export const WORKER_CONFIG_FIELDS: Record<Exclude<FieldName, 'clusterSecret'>, F
   managerTimeoutMs: { flag: '--manager-timeout-ms', env: 'IMGVAULT_MANAGER_TIMEOUT_MS', defaultText: '5000' },
   advertiseUrl: { flag: '--advertise-url', env: 'IMGVAULT_ADVERTISE_URL', defaultText: 'http://<listen>' },
   rejoin: { flag: '--rejoin', env: 'IMGVAULT_REJOIN', defaultText: 'keep' },
+  scrubBytesPerSec: {
+    flag: '--scrub-bytes-per-sec',
+    env: 'IMGVAULT_SCRUB_BYTES_PER_SEC',
+    defaultText: '16MiB',
+  },
+  scrubPauseMs: { flag: '--scrub-pause-ms', env: 'IMGVAULT_SCRUB_PAUSE_MS', defaultText: '3600000' },
 };
 
 export class WorkerConfigError extends Error {
@@ -207,6 +219,8 @@ const rawSchema = z.object({
   managerTimeoutMs: intText(100, 600_000),
   advertiseUrl: httpUrl.optional(),
   rejoin: z.enum(['keep', 'wipe'], { error: 'must be keep or wipe' }),
+  scrubBytesPerSec: byteSize.pipe(z.number().int().min(0, 'must be 0 (off) or more')),
+  scrubPauseMs: intText(0, 7 * 24 * 3_600_000),
 });
 
 type RawInput = Partial<Record<keyof z.input<typeof rawSchema>, string>>;
@@ -265,6 +279,9 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
       pick(flags.managerTimeoutMs, env[F.managerTimeoutMs.env]) ?? F.managerTimeoutMs.defaultText,
     advertiseUrl: pick(flags.advertiseUrl, env[F.advertiseUrl.env]),
     rejoin: pick(flags.rejoin, env[F.rejoin.env]) ?? F.rejoin.defaultText,
+    scrubBytesPerSec:
+      pick(flags.scrubBytesPerSec, env[F.scrubBytesPerSec.env]) ?? F.scrubBytesPerSec.defaultText,
+    scrubPauseMs: pick(flags.scrubPauseMs, env[F.scrubPauseMs.env]) ?? F.scrubPauseMs.defaultText,
   };
 
   const parsed = rawSchema.safeParse(raw);
@@ -305,6 +322,8 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
     managerTimeoutMs: v.managerTimeoutMs,
     advertiseUrl: v.advertiseUrl,
     rejoin: v.rejoin,
+    scrubBytesPerSec: v.scrubBytesPerSec,
+    scrubPauseMs: v.scrubPauseMs,
   };
 }
 

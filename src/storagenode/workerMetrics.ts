@@ -8,6 +8,8 @@ export interface WorkerMetrics {
   bytesOut: Counter;
   errors: Counter<'kind'>;
   fsyncSeconds: Histogram<'target'>;
+  scrubbedBytes: Counter;
+  scrubLost: Counter;
 }
 
 export interface WorkerMetricsOptions {
@@ -75,6 +77,16 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
       help: 'fsync latency of blob files and folders.',
       labelNames: ['target'] as const,
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    }),
+    scrubbedBytes: new Counter({
+      name: 'imgvault_worker_scrubbed_bytes_total',
+      help: 'Blob bytes read back and checked by the scrubber.',
+      registers,
+    }),
+    scrubLost: new Counter({
+      name: 'imgvault_worker_scrub_lost_total',
+      help: 'Blobs the scrubber found missing, short or not matching their sha256, and removed.',
       registers,
     }),
   };

@@ -4,6 +4,7 @@ import { serve } from '@hono/node-server';
 import { createLogger, type Logger } from '../logging.ts';
 import { BlobStore } from './blobStore.ts';
 import { ManagerClient, NoManagerAnsweredError, type WorkerUsage } from './managerClient.ts';
+import { Scrubber } from './scrubber.ts';
 import { createWorkerApp } from './workerApp.ts';
 import { advertisedUrl, type WorkerConfig } from './workerConfig.ts';
 
@@ -44,6 +45,7 @@ export class WorkerProcess {
   private store: BlobStore | undefined;
   private server: Server | undefined;
   private client: ManagerClient | undefined;
+  private scrubber: Scrubber | undefined;
   private stopping: Promise<void> | undefined;
   private starting: Promise<void> | undefined;
   private boundUrl: string | undefined;
@@ -80,7 +82,7 @@ export class WorkerProcess {
     });
     if (this.stopping) return;
 
-    const { app } = createWorkerApp({
+    const { app, metrics } = createWorkerApp({
       store: this.store,
       secret: config.clusterSecret,
       maxBlobBytes: config.maxBlobBytes,
@@ -114,6 +116,21 @@ export class WorkerProcess {
     await this.client.register();
     if (this.stopping) return;
     this.client.startHeartbeats();
+    if (config.scrubBytesPerSec > 0) {
+      const client = this.client;
+      this.scrubber = new Scrubber({
+        store,
+        bytesPerSecond: config.scrubBytesPerSec,
+        pauseMs: config.scrubPauseMs,
+        report: (ids) => client.reportLostCopies(ids),
+        log,
+        onBlob: (outcome, bytes) => {
+          metrics.scrubbedBytes.inc(bytes);
+          if (outcome === 'lost') metrics.scrubLost.inc();
+        },
+      });
+      this.scrubber.start();
+    }
     log.info(
       {
         event: 'worker.started',
@@ -164,6 +181,7 @@ export class WorkerProcess {
       // Stopping the client aborts a registration in progress, which lets start() settle.
       await this.client?.stop();
       await this.starting?.catch(() => {});
+      await this.scrubber?.stop();
       if (this.server) await closeServer(this.server, DRAIN_TIMEOUT_MS);
       await this.store?.close();
       this.log.info({ event: 'worker.stopped' }, 'worker stopped');

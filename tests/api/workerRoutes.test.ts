@@ -1,4 +1,5 @@
-// Input checks of the wipe-check route: every refusal here happens before the registry is asked.
+// Input checks of the wipe-check and lost-copies routes: every refusal here happens before the
+// registry is asked.
 
 import { describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
@@ -11,6 +12,9 @@ const PATH = 'http://127.0.0.1/internal/v1/workers/wipe-check';
 function app() {
   const registry = {
     wipeCheck: () => {
+      throw new Error('the registry must not be asked about a refused request');
+    },
+    lostCopies: () => {
       throw new Error('the registry must not be asked about a refused request');
     },
   } as unknown as WorkerRegistry;
@@ -51,5 +55,21 @@ describe('POST /internal/v1/workers/wipe-check', () => {
     const res = await post(JSON.stringify({ id: 'w1', blobs: ['x'.repeat(300 * 1024)] }));
     expect(res.status).toBe(413);
     expect(res.body.error.code).toBe('BodyTooLarge');
+  });
+});
+
+describe('POST /internal/v1/workers/lost-copies', () => {
+  it('refuses a missing secret, a body that is not JSON and a bad worker id', async () => {
+    const at = (body: string, headers: Record<string, string> = { [CLUSTER_SECRET_HEADER]: SECRET }) =>
+      app().request('http://127.0.0.1/internal/v1/workers/lost-copies', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body,
+      });
+    expect((await at('{}', {})).status).toBe(401);
+    expect((await at('nope')).status).toBe(400);
+    const badId = await at(JSON.stringify({ id: 'w 1', blobs: ['a'] }));
+    expect(badId.status).toBe(400);
+    expect(((await badId.json()) as { error: { code: string } }).error.code).toBe('BadRegistration');
   });
 });

@@ -2,13 +2,17 @@
 // with short failure timeouts. The scenarios run in order on one cluster, each starting from the
 // healthy state the previous one left: kill -9 of a worker, its return after repair (excess copies
 // and orphans removed), a flapping worker (nothing copied), the leader killed mid-repair, both
-// copies of an object down (503, then readable), `--rejoin wipe` (keeping a last copy), and a drain from the CLI.
+// copies of an object down (503, then readable), `--rejoin wipe` (keeping a last copy), a drain
+// from the CLI, and a copy rotten on disk found by the scrubber.
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { open, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { blobRelativePath } from '../../src/storagenode/blobId.ts';
 import { ImageCluster, type ManagerProc, metric, pngImage, until, type WorkerProc } from './imageCluster.ts';
 
 const DOWN_AFTER_MS = 5_000;
@@ -192,7 +196,8 @@ beforeAll(async () => {
       '--usage-summary-ms',
       '500',
     ],
-    workerArgs: ['--register-backoff-ms', '200'],
+    // Scrub passes back to back, so a rotten copy is found within a second.
+    workerArgs: ['--register-backoff-ms', '200', '--scrub-pause-ms', '200'],
   });
   for (let i = 0; i < 16; i++) await upload(`img-${i}`);
 }, 90_000);
@@ -389,6 +394,40 @@ describe('worker loss, repair and rejoin', () => {
     for (const id of stored.keys()) expect((await cluster.workerBlob(w2, id)).status).toBe(404);
     const all = await listAll(await cluster.leader());
     expect(all.every((o) => o.replicas.length === 2 && !o.replicas.includes('w2'))).toBe(true);
+    await expectTablesIdentical();
+  }, 60_000);
+
+  it('finds a copy rotten on disk with the scrubber, drops it and makes a good one', async () => {
+    const object = (await listAll(await cluster.leader()))[0]!;
+    const holder = cluster.worker(object.replicas[0]!);
+    const file = await open(join(holder.dataDir, blobRelativePath(object.id)), 'r+');
+    try {
+      // One byte flipped in place: same size, other bytes.
+      const one = Buffer.alloc(1);
+      await file.read(one, 0, 1, 100);
+      one[0] = one[0]! ^ 0xff;
+      await file.write(one, 0, 1, 100);
+    } finally {
+      await file.close();
+    }
+    const secret = (await readFile(cluster.secretFile, 'utf8')).trim();
+    await until(
+      `${holder.id}'s scrubber reporting the rotten copy`,
+      async () => {
+        const res = await fetch(`${holder.url}/metrics`, {
+          headers: { [CLUSTER_SECRET_HEADER]: secret },
+          signal: AbortSignal.timeout(5_000),
+        });
+        const line = (await res.text())
+          .split('\n')
+          .find((l) => l.startsWith('imgvault_worker_scrub_lost_total '));
+        return line && Number(line.split(' ')[1]) >= 1 ? true : null;
+      },
+      15_000,
+    );
+    // Every replica readable with the right bytes again, on up workers, none on the drained w2.
+    await waitHealthy(['w2'], 30_000);
+    await waitNoStrayCopies();
     await expectTablesIdentical();
   }, 60_000);
 });
