@@ -16,9 +16,16 @@ export interface ChildOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/**
+ * IMGVAULT_CHILD_NODE_ARGS (space-separated) is added to every child's node arguments: how a
+ * benchmark's whole cluster is profiled (`--cpu-prof --cpu-prof-dir=prof`), which NODE_OPTIONS refuses.
+ */
+const CHILD_NODE_ARGS = (process.env.IMGVAULT_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+
 export function spawnTypeScript(entry: string, args: string[], opts: ChildOptions = {}): ChildProcess {
   const out = opts.logFile ? openSync(opts.logFile, 'a') : 'ignore';
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', TSX, entry, ...args], {
+  const nodeArgs = [...CHILD_NODE_ARGS, ...(opts.nodeArgs ?? [])];
+  const child = spawn(process.execPath, [...nodeArgs, '--import', TSX, entry, ...args], {
     stdio: ['ignore', out, out],
     env: { ...process.env, ...opts.env },
   });

@@ -308,6 +308,17 @@ export class ImageCluster {
   }
 
   async close(): Promise<void> {
+    if (process.env.IMGVAULT_CHILD_NODE_ARGS?.includes('--cpu-prof')) {
+      // A profile is written on a clean exit only: stop the children gently first.
+      await Promise.all(
+        this.exits.map(async (c) => {
+          if (c.exitCode !== null || c.signalCode !== null) return;
+          const exited = new Promise((r) => c.once('exit', r));
+          c.kill('SIGTERM');
+          await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+        }),
+      );
+    }
     await Promise.all(this.exits.map((c) => killChild(c)));
     for (const p of [...this.managers, ...this.workers]) p.child = null;
     if (!process.env.IMGVAULT_KEEP_TEST_DATA) await rm(this.root, { recursive: true, force: true });
