@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, fsync, mkdirSync, open, openSync, renameSync, writev } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
@@ -121,6 +121,7 @@ const FANOUT_FOLDERS = 256 * 256;
 export class BlobStore {
   private readonly locks = new Map<string, Promise<void>>();
   private readonly fsyncListeners = new Set<FsyncListener>();
+  private readonly lostListeners = new Set<(id: string) => void>();
   private blobCount = 0;
   private blobBytes = 0;
   /** Bytes received by writes still in flight, counted against the quota before they commit. */
@@ -181,6 +182,15 @@ export class BlobStore {
   onFsync(listener: FsyncListener): () => void {
     this.fsyncListeners.add(listener);
     return () => this.fsyncListeners.delete(listener);
+  }
+
+  /**
+   * Told of every blob removed because it failed a read-back (the scrubber, or a whole-blob read
+   * whose bytes did not hash to the index): the worker reports them to the leader.
+   */
+  onLost(listener: (id: string) => void): () => void {
+    this.lostListeners.add(listener);
+    return () => this.lostListeners.delete(listener);
   }
 
   async stat(id: string): Promise<StoreResult<BlobRecord>> {
@@ -292,7 +302,41 @@ export class BlobStore {
       return success({ id, record, start, end, stream: Readable.from([]) });
     }
     const stream = createReadStream('', { fd: file, start, end, highWaterMark: 256 * 1024 });
-    return success({ id, record, start, end, stream });
+    if (start !== 0 || end !== record.size - 1) return success({ id, record, start, end, stream });
+    return success({ id, record, start, end, stream: this.verified(id, record, stream) });
+  }
+
+  /**
+   * A whole-blob read that checks the bytes as they go: the last chunk is held back until the
+   * sha256 of everything before it is known, and a mismatch ends the stream with an error instead,
+   * so a reader (a GET, a copy-to target) sees a cut-off body, never a complete wrong one. The
+   * blob is then read back once more under its lock and removed if it really is bad.
+   */
+  private verified(id: string, record: BlobRecord, source: Readable): Readable {
+    const hash = createHash('sha256');
+    let held: Buffer | undefined;
+    const check = new CheckedRead({
+      transform(chunk: Buffer, _encoding, done) {
+        check.bytesRead += chunk.byteLength;
+        hash.update(chunk);
+        const previous = held;
+        held = chunk;
+        done(null, previous);
+      },
+      flush: (done) => {
+        const actual = hash.digest('hex');
+        if (actual === record.sha256) return done(null, held);
+        this.log.error(
+          { event: 'storage.read_mismatch', objectId: id, expected: record.sha256, actual },
+          'blob read back with other bytes than its sha256; read cut off',
+        );
+        void this.scrub({ id, ...record }).catch(() => {});
+        done(new StorageError('Internal', `blob ${id} does not match its sha256 on disk`));
+      },
+    });
+    source.once('error', (err) => check.destroy(err));
+    check.once('close', () => source.destroy());
+    return source.pipe(check);
   }
 
   async delete(id: string): Promise<StoreResult<BlobRecord>> {
@@ -342,6 +386,7 @@ export class BlobStore {
       await this.index.delete(expected.id);
       this.blobCount -= 1;
       this.blobBytes -= record.size;
+      for (const listener of this.lostListeners) listener(expected.id);
       return 'lost';
     });
   }
@@ -685,6 +730,11 @@ async function prepareTopFolders(blobsDir: string): Promise<void> {
     }),
   );
   await fsyncDir(blobsDir);
+}
+
+/** A verified whole-blob read; `bytesRead` like the file stream it wraps (bytes-out metrics). */
+class CheckedRead extends Transform {
+  bytesRead = 0;
 }
 
 /** A write's temp file: who closes it, and whether it still exists under its temp name. */

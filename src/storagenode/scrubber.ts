@@ -1,14 +1,11 @@
 // The background scrubber: reads every blob back against its index entry, slowly, so a copy that
 // rots on disk is found before a client or a repair needs it. What it finds is removed by the
-// store (BlobStore.scrub) and reported to the leader, which drops the copy from the record after
-// checking with this worker, and repair makes a new one from the other copy.
+// store (BlobStore.scrub), whose lost-blob listeners tell the leader (LostCopyReporter); the
+// leader drops the copy from the record and repair makes a new one from the other copy.
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../logging.ts';
 import type { BlobStore } from './blobStore.ts';
-
-/** Lost ids kept for the next report when the leader cannot be told now; a bound, not a goal. */
-const MAX_UNREPORTED = 10_000;
 
 export interface ScrubberOptions {
   store: BlobStore;
@@ -16,8 +13,6 @@ export interface ScrubberOptions {
   bytesPerSecond: number;
   /** Pause between the end of one full pass and the start of the next. */
   pauseMs: number;
-  /** Tells the leader which blobs were lost; a rejection keeps them for the next try. */
-  report: (ids: string[]) => Promise<void>;
   log: Logger;
   onBlob?: (outcome: 'intact' | 'lost', bytes: number) => void;
 }
@@ -31,7 +26,6 @@ export interface PassSummary {
 export class Scrubber {
   private readonly stopController = new AbortController();
   private running: Promise<void> | undefined;
-  private readonly unreported = new Set<string>();
 
   constructor(private readonly opts: ScrubberOptions) {
     if (!(opts.bytesPerSecond > 0)) throw new Error('Scrubber needs a positive bytesPerSecond');
@@ -50,7 +44,7 @@ export class Scrubber {
     await this.running;
   }
 
-  /** One full pass over the index, at the configured rate; reports what it lost. */
+  /** One full pass over the index, at the configured rate. */
   async pass(): Promise<PassSummary> {
     const { store, bytesPerSecond, onBlob } = this.opts;
     const signal = this.stopController.signal;
@@ -63,31 +57,13 @@ export class Scrubber {
       summary.checked += 1;
       summary.bytes += entry.size;
       onBlob?.(outcome, entry.size);
-      if (outcome === 'lost') {
-        summary.lost.push(entry.id);
-        if (this.unreported.size < MAX_UNREPORTED) this.unreported.add(entry.id);
-      }
+      if (outcome === 'lost') summary.lost.push(entry.id);
       // Ahead of the rate: wait until the bytes read so far are due.
       const dueMs = (summary.bytes / bytesPerSecond) * 1000;
       const aheadMs = dueMs - (performance.now() - started);
       if (aheadMs > 1) await sleep(aheadMs, undefined, { signal }).catch(() => {});
     }
-    if (!signal.aborted) await this.flushReports();
     return summary;
-  }
-
-  private async flushReports(): Promise<void> {
-    if (this.unreported.size === 0) return;
-    const ids = [...this.unreported];
-    try {
-      await this.opts.report(ids);
-      for (const id of ids) this.unreported.delete(id);
-    } catch (err) {
-      this.opts.log.warn(
-        { event: 'scrub.report_failed', lost: ids.length, err: (err as Error).message },
-        'lost blobs not reported to the leader yet; retried after the next pass',
-      );
-    }
   }
 
   private async loop(): Promise<void> {

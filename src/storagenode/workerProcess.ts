@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { createLogger, type Logger } from '../logging.ts';
 import { BlobStore } from './blobStore.ts';
+import { LostCopyReporter } from './lostCopyReporter.ts';
 import { ManagerClient, NoManagerAnsweredError, type WorkerUsage } from './managerClient.ts';
 import { Scrubber } from './scrubber.ts';
 import { createWorkerApp } from './workerApp.ts';
@@ -46,6 +47,7 @@ export class WorkerProcess {
   private server: Server | undefined;
   private client: ManagerClient | undefined;
   private scrubber: Scrubber | undefined;
+  private lostCopies: LostCopyReporter | undefined;
   private stopping: Promise<void> | undefined;
   private starting: Promise<void> | undefined;
   private boundUrl: string | undefined;
@@ -111,18 +113,20 @@ export class WorkerProcess {
       usage: () => usageOf(store),
       logger: log,
     });
+    const client = this.client;
+    const lostCopies = new LostCopyReporter({ report: (ids) => client.reportLostCopies(ids), log });
+    this.lostCopies = lostCopies;
+    store.onLost((id) => lostCopies.note(id));
     if (config.rejoin === 'wipe') await this.wipe(store, this.client);
     if (this.stopping) return;
     await this.client.register();
     if (this.stopping) return;
     this.client.startHeartbeats();
     if (config.scrubBytesPerSec > 0) {
-      const client = this.client;
       this.scrubber = new Scrubber({
         store,
         bytesPerSecond: config.scrubBytesPerSec,
         pauseMs: config.scrubPauseMs,
-        report: (ids) => client.reportLostCopies(ids),
         log,
         onBlob: (outcome, bytes) => {
           metrics.scrubbedBytes.inc(bytes);
@@ -182,6 +186,7 @@ export class WorkerProcess {
       await this.client?.stop();
       await this.starting?.catch(() => {});
       await this.scrubber?.stop();
+      await this.lostCopies?.stop();
       if (this.server) await closeServer(this.server, DRAIN_TIMEOUT_MS);
       await this.store?.close();
       this.log.info({ event: 'worker.stopped' }, 'worker stopped');

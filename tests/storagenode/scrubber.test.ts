@@ -1,5 +1,6 @@
-// The scrubber against a real blob store on a temp folder: rotten, short and missing files are
-// found, removed and reported; a failed report is kept for the next pass; the rate is kept.
+// The scrubber and the read-back checks against a real blob store on a temp folder: rotten, short
+// and missing files are found, removed and announced; a whole-blob read of a rotten file is cut
+// off, never completed; a failed report to the leader is kept and retried; the rate is kept.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm, truncate, unlink } from 'node:fs/promises';
@@ -9,6 +10,7 @@ import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
+import { LostCopyReporter } from '../../src/storagenode/lostCopyReporter.ts';
 import { Scrubber } from '../../src/storagenode/scrubber.ts';
 
 const log = createLogger('scrubber-test', { level: 'silent' });
@@ -44,25 +46,24 @@ async function rot(id: string): Promise<void> {
   }
 }
 
-function scrubber(report: (ids: string[]) => Promise<void>, bytesPerSecond = 1 << 30): Scrubber {
-  return new Scrubber({ store, bytesPerSecond, pauseMs: 60_000, report, log });
+function scrubber(bytesPerSecond = 1 << 30): Scrubber {
+  return new Scrubber({ store, bytesPerSecond, pauseMs: 60_000, log });
 }
 
 describe('Scrubber', () => {
-  it('removes and reports rotten, short and missing blobs, and leaves intact ones alone', async () => {
+  it('removes and announces rotten, short and missing blobs, and leaves intact ones alone', async () => {
     for (const id of ['a-intact', 'b-rotten', 'c-short', 'd-missing']) await put(id, 4096);
     await rot('b-rotten');
     await truncate(store.blobPath('c-short'), 100);
     await unlink(store.blobPath('d-missing'));
-    const reported: string[][] = [];
-    const s = scrubber(async (ids) => {
-      reported.push(ids);
-    });
+    const announced: string[] = [];
+    store.onLost((id) => announced.push(id));
+    const s = scrubber();
 
     const first = await s.pass();
     expect(first.checked).toBe(4);
     expect(first.lost).toEqual(['b-rotten', 'c-short', 'd-missing']);
-    expect(reported).toEqual([['b-rotten', 'c-short', 'd-missing']]);
+    expect(announced).toEqual(['b-rotten', 'c-short', 'd-missing']);
     for (const id of first.lost) {
       expect((await store.stat(id)).ok).toBe(false);
       await expect(open(store.blobPath(id))).rejects.toMatchObject({ code: 'ENOENT' });
@@ -72,29 +73,48 @@ describe('Scrubber', () => {
 
     const second = await s.pass();
     expect(second).toEqual({ checked: 1, bytes: 4096, lost: [] });
-    expect(reported).toHaveLength(1);
+    expect(announced).toHaveLength(3);
   });
 
-  it('keeps what it could not report and reports it after the next pass', async () => {
-    await put('rotten', 2048);
-    await rot('rotten');
-    let refuse = true;
-    const reported: string[][] = [];
-    const s = scrubber(async (ids) => {
-      if (refuse) throw new Error('no leader');
-      reported.push(ids);
-    });
-    expect((await s.pass()).lost).toEqual(['rotten']);
-    expect(reported).toEqual([]);
-    refuse = false;
-    expect((await s.pass()).lost).toEqual([]);
-    expect(reported).toEqual([['rotten']]);
+  it('cuts off a whole-blob read of a rotten file and removes the blob; a range read is served', async () => {
+    await put('rotten-read', 600 * 1024);
+    await rot('rotten-read');
+    const announced: string[] = [];
+    store.onLost((id) => announced.push(id));
+
+    const range = await store.openForRead('rotten-read', { start: 0, end: 99 });
+    if (!range.ok) throw new Error(range.error.message);
+    let ranged = 0;
+    for await (const chunk of range.value.stream) ranged += (chunk as Buffer).byteLength;
+    expect(ranged).toBe(100);
+
+    const whole = await store.openForRead('rotten-read');
+    if (!whole.ok) throw new Error(whole.error.message);
+    let received = 0;
+    await expect(
+      (async () => {
+        for await (const chunk of whole.value.stream) received += (chunk as Buffer).byteLength;
+      })(),
+    ).rejects.toThrow(/does not match its sha256/);
+    expect(received).toBeLessThan(600 * 1024);
+    await until(() => announced.length === 1);
+    expect(announced).toEqual(['rotten-read']);
+    expect((await store.stat('rotten-read')).ok).toBe(false);
+  });
+
+  it('serves an intact whole blob completely', async () => {
+    await put('fine', 600 * 1024);
+    const whole = await store.openForRead('fine');
+    if (!whole.ok) throw new Error(whole.error.message);
+    const hash = createHash('sha256');
+    for await (const chunk of whole.value.stream) hash.update(chunk as Buffer);
+    expect(hash.digest('hex')).toBe(whole.value.record.sha256);
   });
 
   it('reads no faster than its rate', async () => {
     for (let i = 0; i < 4; i++) await put(`r-${i}`, 64 * 1024);
     const started = performance.now();
-    const summary = await scrubber(async () => {}, 512 * 1024).pass();
+    const summary = await scrubber(512 * 1024).pass();
     const seconds = (performance.now() - started) / 1000;
     expect(summary.bytes).toBe(256 * 1024);
     // 256 KiB at 512 KiB/s: the last blob is due at 0.5 s.
@@ -103,7 +123,7 @@ describe('Scrubber', () => {
 
   it('stops between two blobs when asked', async () => {
     for (let i = 0; i < 20; i++) await put(`s-${i.toString().padStart(2, '0')}`, 64 * 1024);
-    const s = scrubber(async () => {}, 256 * 1024);
+    const s = scrubber(256 * 1024);
     s.start();
     await new Promise((r) => setTimeout(r, 300));
     const started = performance.now();
@@ -111,3 +131,40 @@ describe('Scrubber', () => {
     expect(performance.now() - started).toBeLessThan(2_000);
   });
 });
+
+describe('LostCopyReporter', () => {
+  it('batches the losses, and keeps and retries a report no manager took', async () => {
+    const sent: string[][] = [];
+    let refuse = true;
+    const reporter = new LostCopyReporter({
+      report: async (ids) => {
+        if (refuse) throw new Error('no leader');
+        sent.push(ids);
+      },
+      log,
+      batchDelayMs: 20,
+      retryMs: 100,
+    });
+    try {
+      reporter.note('x1');
+      reporter.note('x2');
+      await new Promise((r) => setTimeout(r, 60));
+      expect(sent).toEqual([]);
+      expect(reporter.unreported()).toEqual(['x1', 'x2']);
+      refuse = false;
+      await until(() => sent.length === 1);
+      expect(sent).toEqual([['x1', 'x2']]);
+      expect(reporter.unreported()).toEqual([]);
+    } finally {
+      await reporter.stop();
+    }
+  });
+});
+
+async function until(check: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
