@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
+import { cpuSeconds } from './processCpu.ts';
 
 const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 2_000);
 const SIZE = Number(process.env.BENCH_SIZE_KIB ?? 256) * 1024;
@@ -142,8 +143,11 @@ async function main(): Promise<void> {
       );
     const victim = cluster.worker('w1');
     const held = (await nodes()).get('w1')?.stored.objects ?? 0;
+    const clusterCpu = () =>
+      [...cluster.managers, ...cluster.workers].reduce<number>((sum, p) => sum + cpuSeconds(p.child?.pid), 0);
     const killedAt = Date.now();
     await cluster.killWorker(victim);
+    const cpuAtKill = clusterCpu();
     const downAt = await poll(
       'down verdict',
       async () => {
@@ -158,12 +162,17 @@ async function main(): Promise<void> {
       600_000,
     );
     const repairedAt = Date.now();
+    const repairCpu = clusterCpu() - cpuAtKill;
     leader = await cluster.leader();
     const seconds = (repairedAt - downAt) / 1000;
     const sum = await metric(leader.url, 'imgvault_repair_duration_seconds_sum');
     const count = await metric(leader.url, 'imgvault_repair_duration_seconds_count');
     console.log(`worker w1 held ${held} objects (${((held * SIZE) / MiB).toFixed(1)} MiB)`);
     console.log(`detection: ${downAt - killedAt} ms (down timeout ${DOWN_MS} ms)`);
+    console.log(
+      `cluster CPU from the kill until repaired: ${repairCpu.toFixed(1)} s, ` +
+        `${((repairCpu * 1000) / Math.max(1, held)).toFixed(1)} ms per repaired object (all processes)`,
+    );
     console.log(
       `repair: ${seconds.toFixed(2)} s after the verdict, ${(held / seconds).toFixed(0)} objects/s, ` +
         `${((held * SIZE) / MiB / seconds).toFixed(1)} MiB/s; mean per repair ${((sum / Math.max(1, count)) * 1000).toFixed(1)} ms ` +

@@ -20,6 +20,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
+import { cpuSeconds } from './processCpu.ts';
 
 const SECS = Number(process.env.BENCH_SECS ?? 4);
 const ALL_SIZES = [
@@ -99,18 +100,6 @@ function leaderRssMiB(pid: number | undefined): string {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kib = Number(/^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1]);
   return (kib / 1024).toFixed(0);
-}
-
-/** CPU seconds (user + system, all threads) a process has used so far; 0 once it is gone. */
-function cpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    // Fields 14 and 15 of /proc/<pid>/stat: utime and stime in clock ticks (100 per second).
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return 0;
-  }
 }
 
 function fmt(n: number, digits = 1): string {

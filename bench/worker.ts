@@ -15,7 +15,6 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -23,6 +22,7 @@ import { Agent, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../src/api/clusterAuth.ts';
 import { SHA256_HEADER } from '../src/storagenode/workerApp.ts';
 import { startManagerStandIn } from '../tests/storagenode/managerStandIn.ts';
+import { cpuSeconds } from './processCpu.ts';
 
 const SECS = Number(process.env.BENCH_SECS ?? 2);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -116,12 +116,6 @@ async function rawWrite(dir: string, payload: Payload): Promise<void> {
 
 // ---- worker side ----
 
-function cpuSecondsOf(pid: number): number {
-  // /proc/<pid>/stat fields 14 and 15: utime and stime in clock ticks (100 per second on Linux).
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 function startWorker(dataDir: string, managerUrl: string): ChildProcess {
   const profDir = process.env.BENCH_PROFILE_DIR ?? path.join(REPO, 'prof');
   const nodeArgs = PROFILE ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
@@ -177,7 +171,7 @@ async function main(): Promise<void> {
 
     const workerRun = async (size: number, conc: number, secs = SECS): Promise<RunResult> => {
       const list = payloads.get(size)!;
-      const cpu0 = cpuSecondsOf(pid);
+      const cpu0 = cpuSeconds(pid);
       const result = await closedLoop(secs, conc, size, async (seq) => {
         const p = list[seq % list.length]!;
         const res = await request(`${workerUrl}/blobs/b${putSeq++}`, {
@@ -193,7 +187,7 @@ async function main(): Promise<void> {
         const text = await res.body.text();
         if (res.statusCode !== 201) throw new Error(`PUT answered ${res.statusCode}: ${text}`);
       });
-      return { ...result, cpuSeconds: cpuSecondsOf(pid) - cpu0 };
+      return { ...result, cpuSeconds: cpuSeconds(pid) - cpu0 };
     };
     const rawRun = async (size: number, conc: number, secs = SECS): Promise<RunResult> => {
       const list = payloads.get(size)!;
