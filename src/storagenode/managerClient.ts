@@ -188,33 +188,12 @@ export class ManagerClient {
   async wipeCheck(ids: string[]): Promise<Set<string>> {
     const body = JSON.stringify({ id: this.opts.workerId, blobs: ids });
     return this.withRetries('the wipe check', 'worker.wipe_check', async () => {
-      const failures = new Map<string, string>();
-      for (const base of this.candidates()) {
-        if (this.stopped) throw new AbortError('manager client stopped');
-        try {
-          const answer = await this.post(
-            base,
-            WIPE_CHECK_PATH,
-            () => body,
-            'application/json',
-            this.opts.requestTimeoutMs,
-          );
-          assertOk(answer, WIPE_CHECK_PATH);
-          const parsed = wipeCheckAnswerSchema.safeParse(answer.json);
-          if (!parsed.success) {
-            throw new ManagerRequestError(
-              answer.managerBase + WIPE_CHECK_PATH,
-              'answer is not { keep: [...] }',
-            );
-          }
-          this.adoptLeader(answer.managerBase);
-          return new Set(parsed.data.keep);
-        } catch (err) {
-          if (this.stopped) throw new AbortError('manager client stopped');
-          failures.set(base, describe(err));
-        }
+      const answer = await this.jsonRound(WIPE_CHECK_PATH, body);
+      const parsed = wipeCheckAnswerSchema.safeParse(answer.json);
+      if (!parsed.success) {
+        throw new RoundFailedError(new Map([[answer.managerBase, 'answer is not { keep: [...] }']]));
       }
-      throw new RoundFailedError(failures);
+      return new Set(parsed.data.keep);
     });
   }
 
@@ -225,29 +204,36 @@ export class ManagerClient {
    */
   async reportLostCopies(ids: string[]): Promise<void> {
     for (let i = 0; i < ids.length; i += LOST_REPORT_BATCH) {
-      const body = JSON.stringify({ id: this.opts.workerId, blobs: ids.slice(i, i + LOST_REPORT_BATCH) });
-      const failures = new Map<string, string>();
-      let done = false;
-      for (const base of this.candidates()) {
-        if (this.stopped) throw new Error('manager client stopped');
-        try {
-          const answer = await this.post(
-            base,
-            LOST_COPIES_PATH,
-            () => body,
-            'application/json',
-            this.opts.requestTimeoutMs,
-          );
-          assertOk(answer, LOST_COPIES_PATH);
-          this.adoptLeader(answer.managerBase);
-          done = true;
-          break;
-        } catch (err) {
-          failures.set(base, describe(err));
-        }
-      }
-      if (!done) throw new RoundFailedError(failures);
+      const blobs = ids.slice(i, i + LOST_REPORT_BATCH);
+      await this.jsonRound(LOST_COPIES_PATH, JSON.stringify({ id: this.opts.workerId, blobs }));
     }
+  }
+
+  /**
+   * One try of a JSON POST at every manager, leader first, until one answers 2xx (it becomes the
+   * known leader); throws RoundFailedError with each manager's reason when none does.
+   */
+  private async jsonRound(path: string, body: string): Promise<ManagerAnswer> {
+    const failures = new Map<string, string>();
+    for (const base of this.candidates()) {
+      if (this.stopped) throw new AbortError('manager client stopped');
+      try {
+        const answer = await this.post(
+          base,
+          path,
+          () => body,
+          'application/json',
+          this.opts.requestTimeoutMs,
+        );
+        assertOk(answer, path);
+        this.adoptLeader(answer.managerBase);
+        return answer;
+      } catch (err) {
+        if (this.stopped) throw new AbortError('manager client stopped');
+        failures.set(base, describe(err));
+      }
+    }
+    throw new RoundFailedError(failures);
   }
 
   /**

@@ -7,12 +7,13 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { open, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import { blobRelativePath } from '../../src/storagenode/blobId.ts';
+import { flipByte } from '../storagenode/workerHarness.ts';
 import { ImageCluster, type ManagerProc, metric, pngImage, until, type WorkerProc } from './imageCluster.ts';
 
 const DOWN_AFTER_MS = 5_000;
@@ -400,16 +401,7 @@ describe('worker loss, repair and rejoin', () => {
   it('finds a copy rotten on disk with the scrubber, drops it and makes a good one', async () => {
     const object = (await listAll(await cluster.leader()))[0]!;
     const holder = cluster.worker(object.replicas[0]!);
-    const file = await open(join(holder.dataDir, blobRelativePath(object.id)), 'r+');
-    try {
-      // One byte flipped in place: same size, other bytes.
-      const one = Buffer.alloc(1);
-      await file.read(one, 0, 1, 100);
-      one[0] = one[0]! ^ 0xff;
-      await file.write(one, 0, 1, 100);
-    } finally {
-      await file.close();
-    }
+    await flipByte(join(holder.dataDir, blobRelativePath(object.id)), 100);
     const secret = (await readFile(cluster.secretFile, 'utf8')).trim();
     await until(
       `${holder.id}'s scrubber reporting the rotten copy`,

@@ -152,18 +152,23 @@ function repairLoop(s: Setup): RepairLoop {
   });
 }
 
+/** Condemns after 5 s of silence on the setup's clock. */
+function failureDetector(s: Setup): FailureDetector {
+  return new FailureDetector({
+    raft: s.raft,
+    metadata: s.sm,
+    liveness: s.liveness,
+    log,
+    metrics: s.metrics,
+    downAfterMs: 5_000,
+    now: () => s.clock.now,
+  });
+}
+
 describe('FailureDetector', () => {
   it('condemns a worker only after a full down timeout of silence counted from its own leadership', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
-    const detector = new FailureDetector({
-      raft: s.raft,
-      metadata: s.sm,
-      liveness: s.liveness,
-      log,
-      metrics: s.metrics,
-      downAfterMs: 5_000,
-      now: () => s.clock.now,
-    });
+    const detector = failureDetector(s);
     // Silent for ages as far as the table goes, but this leader only started watching now.
     s.clock.now += 60_000;
     expect(await detector.check()).toEqual([]);
@@ -231,15 +236,7 @@ describe('RepairLoop', () => {
   });
   it('keeps a silent draining worker draining and copies its objects from the other holders', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
-    const detector = new FailureDetector({
-      raft: s.raft,
-      metadata: s.sm,
-      liveness: s.liveness,
-      log,
-      metrics: s.metrics,
-      downAfterMs: 5_000,
-      now: () => s.clock.now,
-    });
+    const detector = failureDetector(s);
     await detector.check(); // starts watching as leader
     hearAll(s);
     const bytes = await putObject(s, 'silent-drain', ['w1', 'w2']);

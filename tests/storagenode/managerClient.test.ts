@@ -35,6 +35,23 @@ async function deadManagerUrl(): Promise<string> {
   return m.url;
 }
 
+/** Runs the worker's entry point with `args` until it exits (20 s at most); its status and stderr. */
+async function runWorkerMain(args: string[]): Promise<{ status: number | null; stderr: string }> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/storagenode/workerMain.ts', '--listen', '127.0.0.1:0', ...args],
+    { cwd: REPO, env: { ...process.env, IMGVAULT_CLUSTER_SECRET: SECRET, IMGVAULT_LOG_LEVEL: 'silent' } },
+  );
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  const status = await new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  clearTimeout(killer);
+  return { status, stderr };
+}
+
 let dir: string;
 let store: BlobStore;
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -257,34 +274,18 @@ describe('worker process', () => {
   it('exits non-zero with a clear message when no manager answers', async () => {
     const dead = await deadManagerUrl();
     const noLeader = await standIn({ role: { kind: 'noLeader' } });
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'src/storagenode/workerMain.ts',
-        '--id',
-        'w-lonely',
-        '--listen',
-        '127.0.0.1:0',
-        '--data',
-        path.join(dir, 'worker'),
-        '--managers',
-        `${dead},${noLeader.url}`,
-        '--register-attempts',
-        '3',
-        '--register-backoff-ms',
-        '50',
-      ],
-      { cwd: REPO, env: { ...process.env, IMGVAULT_CLUSTER_SECRET: SECRET, IMGVAULT_LOG_LEVEL: 'silent' } },
-    );
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    const status = await new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    clearTimeout(killer);
+    const { status, stderr } = await runWorkerMain([
+      '--id',
+      'w-lonely',
+      '--data',
+      path.join(dir, 'worker'),
+      '--managers',
+      `${dead},${noLeader.url}`,
+      '--register-attempts',
+      '3',
+      '--register-backoff-ms',
+      '50',
+    ]);
 
     expect(status).toBe(1);
     expect(stderr).toContain(
@@ -307,36 +308,20 @@ describe('--rejoin wipe', () => {
     }
     await held.close();
     const noLeader = await standIn({ role: { kind: 'noLeader' } });
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'src/storagenode/workerMain.ts',
-        '--id',
-        'w-wipe',
-        '--listen',
-        '127.0.0.1:0',
-        '--data',
-        wipeDir,
-        '--managers',
-        noLeader.url,
-        '--rejoin',
-        'wipe',
-        '--register-attempts',
-        '2',
-        '--register-backoff-ms',
-        '50',
-      ],
-      { cwd: REPO, env: { ...process.env, IMGVAULT_CLUSTER_SECRET: SECRET, IMGVAULT_LOG_LEVEL: 'silent' } },
-    );
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    const status = await new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    clearTimeout(killer);
+    const { status, stderr } = await runWorkerMain([
+      '--id',
+      'w-wipe',
+      '--data',
+      wipeDir,
+      '--managers',
+      noLeader.url,
+      '--rejoin',
+      'wipe',
+      '--register-attempts',
+      '2',
+      '--register-backoff-ms',
+      '50',
+    ]);
 
     expect(status).toBe(1);
     expect(stderr).toContain('imgvault worker w-wipe: no manager answered the wipe check after 2 attempt(s)');

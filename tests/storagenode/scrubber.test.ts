@@ -12,6 +12,7 @@ import { createLogger } from '../../src/logging.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
 import { LostCopyReporter } from '../../src/storagenode/lostCopyReporter.ts';
 import { Scrubber } from '../../src/storagenode/scrubber.ts';
+import { flipByte } from './workerHarness.ts';
 
 const log = createLogger('scrubber-test', { level: 'silent' });
 let dir: string;
@@ -33,17 +34,9 @@ async function put(id: string, size: number): Promise<void> {
   expect((await store.writeAtomically(id, Readable.from([bytes]), sha, 1 << 24)).ok).toBe(true);
 }
 
-/** Flips one byte in place: same size, other bytes, as a rotten sector would. */
+/** One byte of the blob's file flipped in place. */
 async function rot(id: string): Promise<void> {
-  const file = await open(store.blobPath(id), 'r+');
-  try {
-    const one = Buffer.alloc(1);
-    await file.read(one, 0, 1, 10);
-    one[0] = one[0]! ^ 0xff;
-    await file.write(one, 0, 1, 10);
-  } finally {
-    await file.close();
-  }
+  await flipByte(store.blobPath(id), 10);
 }
 
 function scrubber(bytesPerSecond = 1 << 30): Scrubber {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -134,4 +134,17 @@ export async function retainedBytes(): Promise<number> {
 export interface JsonAnswer {
   error: { code: string; message: string; [detail: string]: unknown };
   [field: string]: unknown;
+}
+
+/** Flips one byte of a file in place: same size, other bytes, as a rotten sector would. */
+export async function flipByte(file: string, offset: number): Promise<void> {
+  const handle = await open(file, 'r+');
+  try {
+    const one = Buffer.alloc(1);
+    await handle.read(one, 0, 1, offset);
+    one[0] = one[0]! ^ 0xff;
+    await handle.write(one, 0, 1, offset);
+  } finally {
+    await handle.close();
+  }
 }
