@@ -6,6 +6,7 @@ import type { ReadableStream as NodeWebStream } from 'node:stream/web';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { ImageError } from '../manager/imageService.ts';
+import { InventoryOutOfOrder } from '../manager/inventorySpool.ts';
 import {
   type BlobList,
   blobListSchema,
@@ -42,7 +43,11 @@ function parseLine<T>(schema: z.ZodType<T>, line: string, what: string): T {
 }
 
 function mapError(c: Context, err: unknown): Response {
-  if (err instanceof BadRegistration || err instanceof NdjsonLineTooLong) {
+  if (
+    err instanceof BadRegistration ||
+    err instanceof NdjsonLineTooLong ||
+    err instanceof InventoryOutOfOrder
+  ) {
     return jsonError(c, 400, 'BadRegistration', err.message);
   }
   if (err instanceof UnknownWorker) return jsonError(c, 404, 'UnknownWorker', err.message);

@@ -12,6 +12,7 @@ import type { Logger } from '../logging.ts';
 import { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { FailureHandling } from './failureHandling.ts';
 import { ImageService } from './imageService.ts';
+import { InventorySpool } from './inventorySpool.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { StagingArea } from './stagingArea.ts';
 import { UploadMetrics } from './uploadMetrics.ts';
@@ -35,6 +36,8 @@ export async function openImagesMode(
   const uploadMetrics = new UploadMetrics(metrics);
   const metadata = await MetadataStateMachine.open(join(config.dataDir, 'metadata'));
   const staging = await StagingArea.open(join(config.dataDir, 'staging'));
+  const spoolDir = join(config.dataDir, 'inventory-spool');
+  await InventorySpool.prepare(spoolDir);
   const workers = new WorkerClient({ secret: config.secret });
   const liveness = new WorkerLiveness({ suspectAfterMs: config.suspectAfterMs });
   let registry: WorkerRegistry | null = null;
@@ -71,6 +74,7 @@ export async function openImagesMode(
         liveness,
         log,
         reconciler: failures.reconciler,
+        spoolDir,
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         summaryIntervalMs: config.usageSummaryMs,
       });

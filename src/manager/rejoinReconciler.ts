@@ -54,6 +54,9 @@ export interface RejoinReconcilerDeps {
   now?: () => number;
 }
 
+/** A worker's inventory lines in ascending id order, read anew at each call. */
+export type InventorySource = () => AsyncIterable<InventoryLine> | Iterable<InventoryLine>;
+
 /** Inventory lines reconciled at once. */
 const RECONCILE_CONCURRENCY = 8;
 
@@ -189,10 +192,14 @@ export class RejoinReconciler {
     return this.orphans.size;
   }
 
-  /** Queues a reconciliation behind any other one for the same node; resolves with its summary. */
+  /**
+   * Queues a reconciliation behind any other one for the same node; resolves with its summary.
+   * `inventory` gives the worker's lines in ascending id order, anew at each call (it is read
+   * twice: once to decide each copy, once to find recorded copies the worker lacks).
+   */
   reconcile(
     nodeId: string,
-    inventory: InventoryLine[],
+    inventory: InventorySource,
     inventoryStartedAt: number,
   ): Promise<ReconcileSummary> {
     const previous = this.perNode.get(nodeId) ?? Promise.resolve();
@@ -218,19 +225,24 @@ export class RejoinReconciler {
 
   private async reconcileNow(
     nodeId: string,
-    inventory: InventoryLine[],
+    inventory: InventorySource,
     inventoryStartedAt: number,
   ): Promise<ReconcileSummary> {
     const { metadata, log } = this.deps;
     const summary = emptySummary();
-    const held = new Set(inventory.map((line) => line.id));
     let nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
     let refreshedAt = 0;
-    let next = 0;
+    let taken = 0;
+    // One reader shared by the lanes: an async generator hands out its lines in order.
+    const lines = (async function* () {
+      yield* inventory();
+    })();
     // Blobs are distinct objects, so a few at once: each decision waits on Raft commits.
     const lane = async (): Promise<void> => {
-      while (next < inventory.length && this.deps.raft.isLeader()) {
-        const i = next++;
+      while (this.deps.raft.isLeader()) {
+        const next = await lines.next();
+        if (next.done) return;
+        const i = taken++;
         // Node states steer decisions; re-read now and then, not for every blob.
         if (i - refreshedAt >= 256) {
           refreshedAt = i;
@@ -238,7 +250,7 @@ export class RejoinReconciler {
         }
         const self = nodes.get(nodeId);
         if (!self) return;
-        const line = inventory[i]!;
+        const line = next.value;
         try {
           this.decided(summary, await this.reconcileBlob(self, line, nodes));
         } catch (err) {
@@ -251,26 +263,13 @@ export class RejoinReconciler {
         }
       }
     };
-    await Promise.all(Array.from({ length: RECONCILE_CONCURRENCY }, lane));
+    try {
+      await Promise.all(Array.from({ length: RECONCILE_CONCURRENCY }, lane));
+    } finally {
+      await lines.return(undefined);
+    }
     if (!this.deps.raft.isLeader() || !(await metadata.getNode(nodeId))) return summary;
-    // Copies the record lists here but the inventory lacked.
-    let after: string | undefined;
-    do {
-      const page = await metadata.objectsOnNode(nodeId, { limit: 1000, ...(after ? { after } : {}) });
-      for (const id of page.items) {
-        if (held.has(id) || !this.deps.raft.isLeader()) continue;
-        try {
-          this.decided(summary, await this.reconcileMissing(nodeId, id, inventoryStartedAt));
-        } catch (err) {
-          this.deps.log.warn(
-            { event: 'reconcile.missing_check_failed', objectId: id, nodeId, err: (err as Error).message },
-            'no decision for this copy',
-          );
-          this.decided(summary, 'skipped');
-        }
-      }
-      after = page.next ?? undefined;
-    } while (after !== undefined);
+    await this.reconcileLacking(nodeId, inventory, inventoryStartedAt, summary);
     log.info({ event: 'reconcile.done', nodeId, ...summary }, `reconciled the inventory of ${nodeId}`);
     return summary;
   }
@@ -527,6 +526,64 @@ export class RejoinReconciler {
         : 'orphan blob deleted after the grace period',
     );
     return true;
+  }
+
+  /**
+   * Copies the record lists on `nodeId` that the inventory lacks: the node index and the inventory
+   * are both in ascending id order, so one pass over each finds them (a merge, in bounded memory).
+   * An inventory out of order stops the search; the next rejoin or repair pass looks again.
+   */
+  private async reconcileLacking(
+    nodeId: string,
+    inventory: InventorySource,
+    inventoryStartedAt: number,
+    summary: ReconcileSummary,
+  ): Promise<void> {
+    const held = (async function* () {
+      yield* inventory();
+    })();
+    try {
+      let current = await held.next();
+      let previous: string | undefined;
+      const advanceTo = async (id: string): Promise<boolean> => {
+        while (!current.done && current.value.id < id) {
+          previous = current.value.id;
+          current = await held.next();
+          if (!current.done && current.value.id <= previous) return false;
+        }
+        return true;
+      };
+      let after: string | undefined;
+      do {
+        const page = await this.deps.metadata.objectsOnNode(nodeId, {
+          limit: 1000,
+          ...(after ? { after } : {}),
+        });
+        for (const id of page.items) {
+          if (!this.deps.raft.isLeader()) return;
+          if (!(await advanceTo(id))) {
+            this.deps.log.warn(
+              { event: 'reconcile.inventory_unordered', nodeId },
+              'inventory not in id order: copies it lacks are left to the next rejoin',
+            );
+            return;
+          }
+          if (!current.done && current.value.id === id) continue;
+          try {
+            this.decided(summary, await this.reconcileMissing(nodeId, id, inventoryStartedAt));
+          } catch (err) {
+            this.deps.log.warn(
+              { event: 'reconcile.missing_check_failed', objectId: id, nodeId, err: (err as Error).message },
+              'no decision for this copy',
+            );
+            this.decided(summary, 'skipped');
+          }
+        }
+        after = page.next ?? undefined;
+      } while (after !== undefined);
+    } finally {
+      await held.return(undefined);
+    }
   }
 
   /** Deletes the pending orphans whose grace has elapsed (timer; exposed for tests). */

@@ -8,6 +8,7 @@ import { MAX_HEARTBEAT_NODES, NODE_ID_PATTERN } from '../metadata/commands.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
 import { ImageError, type RaftAccess, raftFailure } from './imageService.ts';
+import { InventorySpool } from './inventorySpool.ts';
 import type { RejoinReconciler } from './rejoinReconciler.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
@@ -67,10 +68,24 @@ export interface WorkerRegistryDeps {
   summaryIntervalMs: number;
   /** Compares a registering worker's inventory with the tables; absent = inventory only counted. */
   reconciler?: RejoinReconciler;
+  /** Folder where registration inventories are spooled until reconciled (InventorySpool). */
+  spoolDir: string;
 }
 
-/** Bound on the inventory one registration may carry (held in memory for reconciliation). */
-export const MAX_INVENTORY_LINES = 5_000_000;
+/**
+ * Bound on the inventory one registration may carry. It is spooled to the leader's disk, not held
+ * in memory (about 100 bytes a line), so this only stops a runaway sender.
+ */
+export const MAX_INVENTORY_LINES = 200_000_000;
+
+async function* bounded(inventory: AsyncIterable<InventoryLine>): AsyncGenerator<InventoryLine> {
+  let n = 0;
+  for await (const line of inventory) {
+    if (++n > MAX_INVENTORY_LINES)
+      throw new InventoryTooLarge(`inventory exceeds ${MAX_INVENTORY_LINES} blobs`);
+    yield line;
+  }
+}
 
 export class WorkerRegistry {
   private summaryTimer: NodeJS.Timeout | null = null;
@@ -145,9 +160,10 @@ export class WorkerRegistry {
   }
 
   /**
-   * Reads the inventory to the end, records the worker in the node table (committed: a `down`
-   * worker is `up` again from here), then hands the inventory to rejoin reconciliation, which runs
-   * after the answer so a large inventory never holds the worker's registration open.
+   * Spools the inventory to disk as it arrives (ids ascending), records the worker in the node
+   * table (committed: a `down` worker is `up` again from here), then hands the spooled inventory
+   * to rejoin reconciliation, which runs after the answer so a large inventory never holds the
+   * worker's registration open, and removes the spool when it ends.
    */
   async register(
     header: RegistrationHeader,
@@ -155,42 +171,46 @@ export class WorkerRegistry {
   ): Promise<{ blobs: number }> {
     this.requireLeader();
     const inventoryStartedAt = Date.now();
-    const lines: InventoryLine[] = [];
-    for await (const line of inventory) {
-      if (lines.length >= MAX_INVENTORY_LINES)
-        throw new InventoryTooLarge(`inventory exceeds ${MAX_INVENTORY_LINES} blobs`);
-      lines.push(line);
-    }
-    const result = await proposeCommand(this.deps.raft, {
-      type: 'registerWorker',
-      nodeId: header.id,
-      url: header.url,
-      zone: header.zone,
-      at: Date.now(),
-    });
-    this.heard(header);
-    this.deps.log.info(
-      {
-        event: 'worker.registered',
+    const spool = await InventorySpool.write(this.deps.spoolDir, header.id, bounded(inventory));
+    let handedOver = false;
+    try {
+      const result = await proposeCommand(this.deps.raft, {
+        type: 'registerWorker',
         nodeId: header.id,
         url: header.url,
         zone: header.zone,
-        blobs: lines.length,
-        created: result.created,
-        state: result.node.state,
-      },
-      'worker registered',
-    );
-    if (this.deps.reconciler && (lines.length > 0 || !result.created)) {
-      void this.deps.reconciler.reconcile(header.id, lines, inventoryStartedAt).catch((err: unknown) => {
-        // Level-triggered: the periodic inventory sweep and the repair loop find what this missed.
-        this.deps.log.warn(
-          { event: 'reconcile.failed', nodeId: header.id, err },
-          'rejoin reconciliation failed',
-        );
+        at: Date.now(),
       });
+      this.heard(header);
+      this.deps.log.info(
+        {
+          event: 'worker.registered',
+          nodeId: header.id,
+          url: header.url,
+          zone: header.zone,
+          blobs: spool.count,
+          created: result.created,
+          state: result.node.state,
+        },
+        'worker registered',
+      );
+      if (this.deps.reconciler && (spool.count > 0 || !result.created)) {
+        handedOver = true;
+        void this.deps.reconciler
+          .reconcile(header.id, () => spool.lines(), inventoryStartedAt)
+          .catch((err: unknown) => {
+            // Level-triggered: the periodic inventory sweep and the repair loop find what this missed.
+            this.deps.log.warn(
+              { event: 'reconcile.failed', nodeId: header.id, err },
+              'rejoin reconciliation failed',
+            );
+          })
+          .finally(() => spool.remove().catch(() => {}));
+      }
+      return { blobs: spool.count };
+    } finally {
+      if (!handedOver) await spool.remove();
     }
-    return { blobs: lines.length };
   }
 
   async heartbeat(usage: WorkerUsage): Promise<void> {

@@ -15,6 +15,7 @@ import { RepairLoop } from '../../src/manager/repairLoop.ts';
 import { RepairMetrics } from '../../src/manager/repairMetrics.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
+import type { InventoryLine } from '../../src/manager/workerRegistry.ts';
 import { type Command, decodeCommand } from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
@@ -311,9 +312,9 @@ describe('RejoinReconciler', () => {
       orphanGraceMs: 10_000,
       now: () => s.clock.now,
     });
-    const inventory = [];
+    const inventory: InventoryLine[] = [];
     for await (const e of w1.store.inventory()) inventory.push({ id: e.id, size: e.size, sha256: e.sha256 });
-    const summary = await reconciler.reconcile('w1', inventory, s.clock.now);
+    const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
     expect(summary).toMatchObject({
       excessRemoved: 1,
       readopted: 1,
@@ -360,7 +361,7 @@ describe('RejoinReconciler', () => {
       orphanGraceMs: 1_000,
       now: () => s.clock.now,
     });
-    await reconciler.reconcile('w1', [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
+    await reconciler.reconcile('w1', () => [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
     await propose(s, {
       type: 'recordObject',
       id: 'late',
@@ -494,10 +495,10 @@ describe('data-loss guards', () => {
       now: () => s.clock.now,
     });
     // The inventory carries the index's claim, which still names the right checksum.
-    const inventory = [];
+    const inventory: InventoryLine[] = [];
     for await (const e of w1.store.inventory()) inventory.push({ id: e.id, size: e.size, sha256: e.sha256 });
     expect(inventory[0]?.sha256).toBe(sha256Of(bytes));
-    const summary = await reconciler.reconcile('w1', inventory, s.clock.now);
+    const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
     expect(summary.excessRemoved).toBe(0);
     expect((await s.sm.getObject('replaced'))?.replicas.sort()).toEqual(['w2', 'w3']);
     for (const n of ['w2', 'w3']) expect((await s.workers.get(n)!.store.stat('replaced')).ok).toBe(true);
@@ -559,7 +560,7 @@ describe('data-loss guards', () => {
       now: () => s.clock.now,
     });
     const line = (id: string) => ({ id, size: 300, sha256: sha256Of(bytes) });
-    await reconciler.reconcile('w1', [line('slow'), line('stale')], s.clock.now);
+    await reconciler.reconcile('w1', () => [line('slow'), line('stale')], s.clock.now);
     s.clock.now += 60_000;
     expect(await reconciler.sweepOrphans()).toBe(1);
     expect((await w1.store.stat('slow')).ok).toBe(true);
@@ -635,7 +636,7 @@ describe('data-loss guards', () => {
       orphanGraceMs: 1_000,
       now: () => s.clock.now,
     });
-    await reconciler.reconcile('w1', [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
+    await reconciler.reconcile('w1', () => [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
     s.clock.now += 5_000;
     expect(await reconciler.sweepOrphans()).toBe(0);
     expect((await w1.store.stat('late')).ok).toBe(true);
