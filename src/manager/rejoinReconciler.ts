@@ -157,12 +157,15 @@ export class RejoinReconciler {
     });
     if (!res.ok || !res.body) throw new Error(`inventory answered ${res.status}`);
     let noted = 0;
-    const seen = new Set<string>();
+    // This node's pending orphans not listed again: gone from the worker, so moot. Tracked this
+    // way round so memory follows the few orphans, not the inventory.
+    const unseen = new Set<string>();
+    for (const [key, o] of this.orphans) if (o.nodeId === node.nodeId) unseen.add(key);
     for await (const text of ndjsonLines(Readable.fromWeb(res.body as NodeWebStream), 4096)) {
       const line = JSON.parse(text) as InventoryLine;
       if (typeof line.id !== 'string') continue;
       const key = `${node.nodeId}/${line.id}`;
-      seen.add(key);
+      unseen.delete(key);
       const object = await this.deps.metadata.getObject(line.id);
       if (object?.replicas.includes(node.nodeId)) {
         this.orphans.delete(key);
@@ -177,9 +180,7 @@ export class RejoinReconciler {
         noted += 1;
       }
     }
-    // Entries of this node the worker no longer holds are moot.
-    for (const [key, o] of this.orphans)
-      if (o.nodeId === node.nodeId && !seen.has(key)) this.orphans.delete(key);
+    for (const key of unseen) this.orphans.delete(key);
     return noted;
   }
 
