@@ -75,6 +75,7 @@ export async function openImagesMode(
         log,
         reconciler: failures.reconciler,
         spoolDir,
+        uploading: (id) => images.isUploading(id),
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         summaryIntervalMs: config.usageSummaryMs,
       });

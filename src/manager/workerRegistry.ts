@@ -70,6 +70,8 @@ export interface WorkerRegistryDeps {
   reconciler?: RejoinReconciler;
   /** Folder where registration inventories are spooled until reconciled (InventorySpool). */
   spoolDir: string;
+  /** True while this manager's own upload of the id runs (its copies precede its record). */
+  uploading?: (id: string) => boolean;
 }
 
 /**
@@ -113,9 +115,9 @@ export class WorkerRegistry {
   /**
    * `--rejoin wipe` asks before it deletes: of the blobs a worker wants to wipe, those it must
    * keep because no other copy can be read right now (every other replica of the record is on a
-   * worker this leader has not heard from lately). Everything else may go: objects no record
-   * knows, and objects with another copy on a serving worker, which repair copies again if the
-   * wipe left them short. The kept blobs then rejoin like `--rejoin keep` and are re-adopted.
+   * worker this leader has not heard from lately), and those of uploads this leader is running.
+   * Everything else may go: objects no record knows, and objects with another copy on a serving
+   * worker, which repair copies again if the wipe left them short. The kept blobs then rejoin like `--rejoin keep` and are re-adopted.
    */
   async wipeCheck(check: BlobList): Promise<{ keep: string[] }> {
     this.requireLeader();
@@ -125,7 +127,11 @@ export class WorkerRegistry {
     const keep: string[] = [];
     for (const id of new Set(check.blobs)) {
       const object = await this.deps.metadata.getObject(id);
-      if (!object) continue;
+      if (!object) {
+        // Unknown but being uploaded here: this copy exists before its record commits.
+        if (this.deps.uploading?.(id)) keep.push(id);
+        continue;
+      }
       const elsewhere = object.replicas.some((r) => {
         const node = byId.get(r);
         return r !== check.id && node !== undefined && this.deps.liveness.isHeardServing(node);

@@ -381,8 +381,10 @@ export class BlobStore {
         },
         'blob failed its read-back check; removed',
       );
-      if (onDisk !== undefined) await removeQuietly(file);
-      await this.timedFsync('dir', () => fsyncDir(path.dirname(file)));
+      if (onDisk !== undefined) {
+        await removeQuietly(file);
+        await this.timedFsync('dir', () => fsyncDir(path.dirname(file)));
+      }
       await this.index.delete(expected.id);
       this.blobCount -= 1;
       this.blobBytes -= record.size;

@@ -16,7 +16,7 @@ export const HEARTBEAT_PATH = '/internal/v1/workers/heartbeat';
 export const WIPE_CHECK_PATH = '/internal/v1/workers/wipe-check';
 export const LOST_COPIES_PATH = '/internal/v1/workers/lost-copies';
 
-/** Blob ids per lost-copies report; the leader accepts up to 1,000 (MAX_WIPE_CHECK_IDS). */
+/** Blob ids per lost-copies report; the leader accepts up to 1,000 (MAX_BLOB_LIST_IDS). */
 const LOST_REPORT_BATCH = 500;
 /** Redirect hops followed for one request: follower -> leader is one; more means churn. */
 const MAX_REDIRECTS = 3;

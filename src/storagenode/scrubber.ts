@@ -52,7 +52,17 @@ export class Scrubber {
     const started = performance.now();
     for await (const entry of store.inventory()) {
       if (signal.aborted) break;
-      const outcome = await store.scrub(entry);
+      let outcome: Awaited<ReturnType<BlobStore['scrub']>>;
+      try {
+        outcome = await store.scrub(entry);
+      } catch (err) {
+        // One blob that cannot be read back now (EIO, a busy disk) must not end the scrubbing.
+        this.opts.log.warn(
+          { event: 'scrub.blob_failed', objectId: entry.id, err: (err as Error).message },
+          'blob not checked; the next pass tries again',
+        );
+        continue;
+      }
       if (outcome === 'gone') continue;
       summary.checked += 1;
       summary.bytes += entry.size;

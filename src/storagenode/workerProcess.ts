@@ -11,7 +11,7 @@ import { advertisedUrl, type WorkerConfig } from './workerConfig.ts';
 
 /** In-flight requests (a PUT being fsynced) get this long to finish at shutdown before being cut. */
 const DRAIN_TIMEOUT_MS = 10_000;
-/** Blob ids per wipe check; the leader accepts up to 1,000 (MAX_WIPE_CHECK_IDS). */
+/** Blob ids per wipe check; the leader accepts up to 1,000 (MAX_BLOB_LIST_IDS). */
 const WIPE_BATCH = 500;
 
 export const EXIT_OK = 0;
@@ -20,12 +20,6 @@ export const EXIT_START_FAILED = 1;
 /** The configuration was refused (see workerConfig.ts); nothing was started. */
 export const EXIT_BAD_CONFIG = 2;
 
-/**
- * One storage worker: config -> BlobStore.open (its start-up check) -> HTTP app -> listen ->
- * register with the managers (bounded retries; the caller exits if none answers) -> heartbeats.
- * `stop()` undoes whatever was started, in reverse order, and may be called at any stage.
- */
-/** What a heartbeat reports: the data folder's filesystem and the store's own counts. */
 /**
  * What a heartbeat reports. With a quota, the disk the leader ranks is the quota: used is what the
  * blobs take, free is what the quota (or the filesystem, if fuller) still allows, so a worker at
@@ -42,6 +36,12 @@ export async function usageOf(store: BlobStore): Promise<WorkerUsage> {
   };
 }
 
+/**
+ * One storage worker: config -> BlobStore.open (its start-up check) -> HTTP app -> listen ->
+ * (`--rejoin wipe`: the wipe, asking the leader first) -> register with the managers (bounded
+ * retries; the caller exits if none answers) -> heartbeats and the scrubber. `stop()` undoes
+ * whatever was started, in reverse order, and may be called at any stage.
+ */
 export class WorkerProcess {
   private store: BlobStore | undefined;
   private server: Server | undefined;
