@@ -389,7 +389,7 @@ export class RepairLoop {
           const source = c.sources[(attempt - 1) % c.sources.length]!;
           if (!targetUrl) throw new Error(`target ${candidate.nodeId} has no url`);
           liveness.reservePlacement(candidate.nodeId, object.size);
-          const sent = await workers.copyTo(source.url, object.id, targetUrl);
+          const sent = await workers.copyTo(source.url, object.id, targetUrl, object.sha256);
           if (sent.sha256 !== object.sha256 || sent.size !== object.size) {
             // The target checked the bytes against the holder's own claim, not the record: a
             // holder with other bytes under this id would have made a copy of the wrong image.

@@ -105,20 +105,21 @@ export class WorkerClient {
     throw await failure(workerUrl, `PUT /blobs/${id}`, res);
   }
 
-  /** Asks `holderUrl` to stream its copy of `id` to `targetUrl`; resolves once the target confirmed. */
   /**
    * The holder sends its copy to the target, which hash-checks it against the checksum the holder
-   * sent: the holder's index entry. Resolves with that checksum and size (null if the holder did
-   * not say), for the caller to compare with the record.
+   * sent: the holder's index entry. With `expectedSha256` (the record's), a holder whose copy has
+   * other bytes refuses (409) instead of sending. Resolves with the checksum and size sent (null
+   * if the holder did not say), for the caller to compare with the record.
    */
   async copyTo(
     holderUrl: string,
     id: string,
     targetUrl: string,
+    expectedSha256?: string,
   ): Promise<{ sha256: string | null; size: number | null }> {
     const res = await this.call('POST', holderUrl, `/blobs/${encodeURIComponent(id)}/copy-to`, {
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ target: targetUrl }),
+      body: JSON.stringify({ target: targetUrl, ...(expectedSha256 ? { sha256: expectedSha256 } : {}) }),
     });
     if (res.statusCode === 200) {
       const answer = (await res.body.json().catch(() => null)) as { sha256?: unknown; size?: unknown } | null;

@@ -36,7 +36,11 @@ export interface WorkerApp {
   metrics: WorkerMetrics;
 }
 
-const copyToBody = z.object({ target: z.string().min(1).max(2048) });
+const copyToBody = z.object({
+  target: z.string().min(1).max(2048),
+  /** The checksum the caller's record holds; a copy here with other bytes is not sent. */
+  sha256: z.string().regex(SHA256_HEX_PATTERN).optional(),
+});
 
 /**
  * The worker's HTTP surface. Handlers parse, call one BlobStore method and map its result; every
@@ -195,7 +199,11 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     '/blobs/:id/copy-to',
     zValidator('json', copyToBody, (result, c) => {
       if (!result.success) {
-        return failWith(c, 'InvalidRequest', 'the body must be JSON { "target": "<worker base URL>" }');
+        return failWith(
+          c,
+          'InvalidRequest',
+          'the body must be JSON { "target": "<worker base URL>", "sha256"?: "<64 hex>" }',
+        );
       }
     }),
     async (c) => {
@@ -204,6 +212,16 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       const target = parseTargetUrl(c.req.valid('json').target);
       if (target === undefined) {
         return failWith(c, 'InvalidRequest', 'target must be an absolute http(s) URL without credentials');
+      }
+      const expected = c.req.valid('json').sha256;
+      if (expected !== undefined) {
+        const held = await store.stat(id);
+        if (!held.ok) return fail(c, held.error);
+        if (held.value.sha256 !== expected) {
+          return failWith(c, 'BlobConflict', `this worker holds other bytes under ${id}`, {
+            sha256: held.value.sha256,
+          });
+        }
       }
       const read = await store.openForRead(id);
       if (!read.ok) return fail(c, read.error);

@@ -137,6 +137,20 @@ describe('POST /blobs/:id/copy-to', () => {
     expect(await inv.body.text()).not.toContain('method="PUT"');
   });
 
+  it('refuses with 409, sending nothing, when its copy is not the checksum the caller expects', async () => {
+    const a = await worker('a');
+    const b = await worker('b');
+    const held = await putBlob(a, 'other-bytes', 4096, 7);
+    const res = await copy(a, 'other-bytes', { target: b.url, sha256: 'f'.repeat(64) });
+    expect(res.status).toBe(409);
+    expect(res.json.error.code).toBe('BlobConflict');
+    expect((await b.store.stat('other-bytes')).ok).toBe(false);
+    // The expected checksum given and right: the copy goes ahead.
+    const ok = await copy(a, 'other-bytes', { target: b.url, sha256: held });
+    expect(ok.status).toBe(200);
+    expect((await b.store.stat('other-bytes')).ok).toBe(true);
+  });
+
   it('validates the target URL', async () => {
     const a = await worker('a');
     await putBlob(a, 'blob', 10, 1);
