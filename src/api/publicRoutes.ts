@@ -21,6 +21,7 @@ const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode>
   NotFound: 404,
   Unavailable: 503,
   NoLiveWorker: 503,
+  InsufficientStorage: 507,
   NoLeader: 503,
   CommitFailed: 503,
 };

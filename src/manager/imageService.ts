@@ -26,6 +26,7 @@ export type ImageErrorCode =
   | 'NotFound'
   | 'Unavailable'
   | 'NoLiveWorker'
+  | 'InsufficientStorage'
   | 'NotLeader'
   | 'NoLeader'
   | 'CommitFailed';
@@ -192,7 +193,9 @@ export class ImageService {
           onFallback: () => this.deps.metrics?.fallback(),
         });
       } catch (err) {
-        if (err instanceof NoLiveWorker) throw new ImageError('NoLiveWorker', err.message);
+        if (err instanceof NoLiveWorker) {
+          throw new ImageError(err.full ? 'InsufficientStorage' : 'NoLiveWorker', err.message);
+        }
         throw err;
       }
 

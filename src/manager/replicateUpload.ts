@@ -32,11 +32,15 @@ export class NoLiveWorker extends Error {
   constructor(
     readonly replica: 'primary' | 'secondary',
     readonly failures: string[],
+    /** Live workers exist, but every one is out of room (none had space, or each answered 507). */
+    readonly full = false,
   ) {
     super(
-      failures.length === 0
-        ? `no live worker can take the ${replica} copy`
-        : `every live worker refused the ${replica} copy: ${failures.join('; ')}`,
+      full
+        ? `no live worker has room for the ${replica} copy${failures.length > 0 ? `: ${failures.join('; ')}` : ''}`
+        : failures.length === 0
+          ? `no live worker can take the ${replica} copy`
+          : `every live worker refused the ${replica} copy: ${failures.join('; ')}`,
     );
   }
 }
@@ -93,13 +97,21 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
 
   const placeCopy = async (replica: 'primary' | 'secondary') => {
     const failures: string[] = [];
+    let refusedForRoom = 0;
+    /** Out of room rather than out of workers: every failure a 507, or up workers too full to rank. */
+    const full = () => {
+      if (failures.length > 0) return refusedForRoom === failures.length;
+      const peer = other(replica);
+      const exclude = new Set([...failed, ...(peer ? [peer.nodeId] : [])]);
+      return rankTargets(workers.candidates(), { exclude }).length > 0;
+    };
     let attempt = 0;
     return pRetry(
       async () => {
         // The first target was elected before either transfer started; later ones after a failure.
         const target = attempt++ === 0 ? current[replica] : elect(replica);
         const url = target && workers.urlOf(target.nodeId);
-        if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures));
+        if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures, full()));
         const body = createReadStream(staged.path, { highWaterMark: STAGED_READ_BYTES });
         try {
           await client.putBlob(url, id, staged.sha256, staged.size, body);
@@ -113,6 +125,7 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
           if (!isTargetFailure(err)) throw new AbortError(err as Error);
           failed.add(target.nodeId);
           failures.push(`${target.nodeId}: ${(err as Error).message}`);
+          if ((err as WorkerCallError).status === 507) refusedForRoom += 1;
           log.warn(
             { event: 'upload.copy_failed', objectId: id, nodeId: target.nodeId, replica, err },
             'copy failed',
@@ -124,7 +137,7 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
       // Fallback is to a different worker, so there is nothing to wait for between attempts.
       { retries: maxTargets - 1, minTimeout: 0, maxTimeout: 0, randomize: false },
     ).catch((err: unknown) => {
-      throw isTargetFailure(err) ? new NoLiveWorker(replica, failures) : err;
+      throw isTargetFailure(err) ? new NoLiveWorker(replica, failures, full()) : err;
     });
   };
 

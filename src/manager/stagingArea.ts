@@ -36,7 +36,8 @@ export interface StagedUpload {
 export type StageError =
   | { code: 'EmptyBody'; message: string }
   | { code: 'TooLarge'; message: string; limit: number }
-  | { code: 'NotAnImage'; message: string };
+  | { code: 'NotAnImage'; message: string }
+  | { code: 'InsufficientStorage'; message: string };
 
 export type StageResult = { ok: true; staged: StagedUpload } | { ok: false; error: StageError };
 
@@ -79,6 +80,12 @@ export class StagingArea {
       await pipeline(body, meter, createWriteStream(path, { flags: 'wx' }));
     } catch (err) {
       await this.discard(path);
+      if ((err as { code?: unknown }).code === 'ENOSPC') {
+        return {
+          ok: false,
+          error: { code: 'InsufficientStorage', message: "the leader's staging disk is full" },
+        };
+      }
       if (err instanceof UploadTooLarge) {
         return {
           ok: false,

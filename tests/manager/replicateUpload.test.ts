@@ -121,5 +121,40 @@ describe('replicateUpload against real workers', () => {
     await expect(attempt).rejects.toBeInstanceOf(NoLiveWorker);
     // Both copies are placed at once, so either may be the one left without a worker; the refusal is named.
     await expect(attempt).rejects.toThrow(/full: /);
+    // The only other worker refused for room (507): the cluster is out of space, not of workers.
+    await expect(attempt).rejects.toMatchObject({ full: true });
+  });
+
+  it('says the workers are out of room when none has space for the image', async () => {
+    const cramped = (nodeId: string, zone: string): PlacementCandidate => ({
+      ...candidate(nodeId, zone, 99),
+      diskFree: 1_000,
+    });
+    const attempt = replicateUpload({
+      id: 'img-no-room',
+      staged,
+      workers: directory([cramped('w1', 'z1'), cramped('w2', 'z2')], {
+        w1: workers.w1!.url,
+        w2: workers.w2!.url,
+      }),
+      client,
+      log,
+    });
+    await expect(attempt).rejects.toMatchObject({ code: 'NoLiveWorker', full: true });
+    await expect(attempt).rejects.toThrow(/no live worker has room/);
+  });
+
+  it('says no worker is live, not full, when only one worker is up', async () => {
+    const attempt = replicateUpload({
+      id: 'img-alone',
+      staged,
+      workers: directory([candidate('w1', 'z1'), { ...candidate('w2', 'z2'), state: 'down' }], {
+        w1: workers.w1!.url,
+        w2: workers.w2!.url,
+      }),
+      client,
+      log,
+    });
+    await expect(attempt).rejects.toMatchObject({ code: 'NoLiveWorker', full: false });
   });
 });

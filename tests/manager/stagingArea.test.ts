@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -78,5 +79,37 @@ describe('StagingArea', () => {
     await writeFile(join(dir, 'left-by-crash.part'), 'x');
     await StagingArea.open(dir);
     expect(await readdir(dir)).toEqual([]);
+  });
+});
+
+describe('StagingArea on a full disk', () => {
+  // A real full disk: a 64 KiB tmpfs. Mounting needs root with CAP_SYS_ADMIN; without it the test
+  // is skipped rather than faked.
+  let root = '';
+  let mounted = false;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'imgvault-staging-full-'));
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', root], { stdio: 'ignore' });
+      mounted = true;
+    } catch {
+      mounted = false;
+    }
+  });
+  afterEach(async () => {
+    if (mounted) execFileSync('umount', [root], { stdio: 'ignore' });
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('refuses with InsufficientStorage and leaves no partial file', async (ctx) => {
+    if (!mounted) ctx.skip();
+    const staging = await StagingArea.open(join(root, 'staging'));
+    const big = Buffer.concat([PNG, Buffer.alloc(512 * 1024, 1)]);
+    const result = await staging.stage(chunked(big, 16 * 1024), 1024 * 1024);
+    expect(result).toEqual({
+      ok: false,
+      error: { code: 'InsufficientStorage', message: "the leader's staging disk is full" },
+    });
+    expect(await readdir(join(root, 'staging'))).toEqual([]);
   });
 });
