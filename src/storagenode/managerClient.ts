@@ -16,8 +16,11 @@ export const HEARTBEAT_PATH = '/internal/v1/workers/heartbeat';
 export const WIPE_CHECK_PATH = '/internal/v1/workers/wipe-check';
 export const LOST_COPIES_PATH = '/internal/v1/workers/lost-copies';
 
-/** Blob ids per lost-copies report; the leader accepts up to 1,000 (MAX_BLOB_LIST_IDS). */
-const LOST_REPORT_BATCH = 500;
+/**
+ * Blob ids per lost-copies report (the leader accepts up to 1,000, MAX_BLOB_LIST_IDS). Small: the
+ * leader asks this worker and commits for each id before it answers, within our request timeout.
+ */
+const LOST_REPORT_BATCH = 100;
 /** Redirect hops followed for one request: follower -> leader is one; more means churn. */
 const MAX_REDIRECTS = 3;
 const MAX_BACKOFF_MS = 10_000;
