@@ -267,6 +267,42 @@ describe('RepairLoop', () => {
 });
 
 describe('RejoinReconciler', () => {
+  it('finds exactly the recorded copies an inventory lacks, across pages of the node index', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
+    hearAll(s);
+    const sha = 'a'.repeat(64);
+    const ids = Array.from({ length: 2_300 }, (_, i) => `many-${i.toString().padStart(5, '0')}`);
+    for (const id of ids) {
+      await propose(s, {
+        type: 'recordObject',
+        id,
+        size: 10,
+        sha256: sha,
+        contentType: 'image/png',
+        createdAt: s.clock.now - 60_000,
+        replicas: ['w1', 'w2'],
+      });
+    }
+    // The inventory lacks the first id, two at the border of the index's 1,000-id pages, and the last.
+    const lacking = new Set([ids[0]!, ids[999]!, ids[1000]!, ids[2_299]!]);
+    const inventory = ids.filter((id) => !lacking.has(id)).map((id) => ({ id, size: 10, sha256: sha }));
+    const reconciler = new RejoinReconciler({
+      raft: s.raft,
+      metadata: s.sm,
+      workers: s.client,
+      log,
+      metrics: s.metrics,
+      orphanGraceMs: 10_000,
+      now: () => s.clock.now,
+    });
+    const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
+    // w1 holds none of them really: only those its inventory lacked are asked about and dropped.
+    expect(summary.missingDropped).toBe(4);
+    expect(summary.kept).toBe(ids.length - 4);
+    for (const id of lacking) expect((await s.sm.getObject(id))?.replicas).toEqual(['w2']);
+    expect((await s.sm.getObject(ids[1]!))?.replicas).toEqual(['w1', 'w2']);
+  }, 60_000);
+
   it('keeps exactly two copies, drops corrupt and missing ones, and deletes orphans only after the grace', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
