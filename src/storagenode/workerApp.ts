@@ -213,19 +213,16 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       if (target === undefined) {
         return failWith(c, 'InvalidRequest', 'target must be an absolute http(s) URL without credentials');
       }
-      const expected = c.req.valid('json').sha256;
-      if (expected !== undefined) {
-        const held = await store.stat(id);
-        if (!held.ok) return fail(c, held.error);
-        if (held.value.sha256 !== expected) {
-          return failWith(c, 'BlobConflict', `this worker holds other bytes under ${id}`, {
-            sha256: held.value.sha256,
-          });
-        }
-      }
       const read = await store.openForRead(id);
       if (!read.ok) return fail(c, read.error);
       const { record, stream } = read.value;
+      const expected = c.req.valid('json').sha256;
+      if (expected !== undefined && record.sha256 !== expected) {
+        stream.destroy();
+        return failWith(c, 'BlobConflict', `this worker holds other bytes under ${id}`, {
+          sha256: record.sha256,
+        });
+      }
       stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
       const url = new URL(`blobs/${encodeURIComponent(id)}`, target);
       const targetName = target.origin + target.pathname.replace(/\/$/, '');
