@@ -50,6 +50,7 @@ function mapError(c: Context, err: unknown): Response {
   ) {
     return jsonError(c, 400, 'BadRegistration', err.message);
   }
+  if (err instanceof BodyTooLarge) return jsonError(c, 413, 'BodyTooLarge', err.message);
   if (err instanceof UnknownWorker) return jsonError(c, 404, 'UnknownWorker', err.message);
   if (err instanceof InventoryTooLarge) return jsonError(c, 413, 'InventoryTooLarge', err.message);
   if (err instanceof ImageError) {
@@ -102,12 +103,12 @@ export function workerRoutes(opts: {
   });
 
   /** A worker's list of blob ids (`{ id, blobs }`), read with a bound and checked. */
-  const blobList = async (c: Context): Promise<BlobList | Response> => {
+  const blobList = async (c: Context): Promise<BlobList> => {
+    const text = await readBodyText(c, BLOB_LIST_MAX_BYTES);
     let raw: unknown;
     try {
-      raw = JSON.parse(await readBodyText(c, BLOB_LIST_MAX_BYTES));
-    } catch (err) {
-      if (err instanceof BodyTooLarge) return jsonError(c, 413, 'BodyTooLarge', err.message);
+      raw = JSON.parse(text);
+    } catch {
       throw new BadRegistration('body is not JSON');
     }
     const list = blobListSchema.safeParse(raw);
@@ -117,9 +118,7 @@ export function workerRoutes(opts: {
 
   app.post('/internal/v1/workers/wipe-check', async (c) => {
     try {
-      const list = await blobList(c);
-      if (list instanceof Response) return list;
-      return c.json(await opts.registry.wipeCheck(list));
+      return c.json(await opts.registry.wipeCheck(await blobList(c)));
     } catch (err) {
       return mapError(c, err);
     }
@@ -127,9 +126,7 @@ export function workerRoutes(opts: {
 
   app.post('/internal/v1/workers/lost-copies', async (c) => {
     try {
-      const list = await blobList(c);
-      if (list instanceof Response) return list;
-      return c.json(await opts.registry.lostCopies(list));
+      return c.json(await opts.registry.lostCopies(await blobList(c)));
     } catch (err) {
       return mapError(c, err);
     }

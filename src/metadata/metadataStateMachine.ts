@@ -121,10 +121,8 @@ export class MetadataStateMachine implements StateMachine {
       let requestId: string | null;
       if (decoded.ok) {
         const plan = await planCommand(this.tables, decoded.command);
-        const touchesNodes = plan.ops.some((op) => op.table === 'nodes');
-        if (touchesNodes) this.forgetNodes();
         await this.tables.write(plan.ops, entry.index);
-        if (touchesNodes) this.forgetNodes();
+        if (plan.ops.some((op) => op.table === 'nodes')) this.forgetNodes();
         result = plan.result;
         requestId = decoded.command.requestId ?? null;
       } else {
@@ -150,7 +148,6 @@ export class MetadataStateMachine implements StateMachine {
   }
 
   async restore(data: string, index: Index): Promise<void> {
-    this.forgetNodes();
     await this.tables.restore(data, index);
     this.forgetNodes();
     this.log.info({ event: 'metadata.snapshot_restored', index }, 'metadata tables restored from snapshot');

@@ -24,7 +24,6 @@ export class LostCopyReporter {
   private readonly pending = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
-  private stopped = false;
   private readonly stopController = new AbortController();
 
   constructor(private readonly opts: LostCopyReporterOptions) {}
@@ -44,7 +43,6 @@ export class LostCopyReporter {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
     this.stopController.abort();
     clearTimeout(this.timer);
     this.timer = undefined;
@@ -52,7 +50,7 @@ export class LostCopyReporter {
   }
 
   private schedule(delayMs: number): void {
-    if (this.stopped || this.timer !== undefined || this.flushing !== undefined) return;
+    if (this.stopController.signal.aborted || this.timer !== undefined || this.flushing !== undefined) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.flushing = this.flush().finally(() => {
