@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
 import { FailureDetector } from '../../src/manager/failureDetector.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
-import { RejoinReconciler } from '../../src/manager/rejoinReconciler.ts';
+import { RejoinReconciler, type RejoinReconcilerDeps } from '../../src/manager/rejoinReconciler.ts';
 import { RepairLoop } from '../../src/manager/repairLoop.ts';
 import { RepairMetrics } from '../../src/manager/repairMetrics.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
@@ -138,6 +138,21 @@ async function propose(s: Setup, c: Command) {
 async function metric(s: Setup, name: string): Promise<number> {
   const m = await s.registry.getSingleMetric(name)?.get();
   return m?.values.reduce((t, v) => t + v.value, 0) ?? 0;
+}
+
+/** A reconciler over the setup's Raft, tables, workers and clock; `deps` adds or replaces the rest. */
+function reconcilerFor(
+  s: Setup,
+  deps: Partial<RejoinReconcilerDeps> & Pick<RejoinReconcilerDeps, 'orphanGraceMs'>,
+): RejoinReconciler {
+  return new RejoinReconciler({
+    raft: s.raft,
+    metadata: s.sm,
+    workers: s.client,
+    log,
+    now: () => s.clock.now,
+    ...deps,
+  });
 }
 
 function repairLoop(s: Setup): RepairLoop {
@@ -286,15 +301,7 @@ describe('RejoinReconciler', () => {
     // The inventory lacks the first id, two at the border of the index's 1,000-id pages, and the last.
     const lacking = new Set([ids[0]!, ids[999]!, ids[1000]!, ids[2_299]!]);
     const inventory = ids.filter((id) => !lacking.has(id)).map((id) => ({ id, size: 10, sha256: sha }));
-    const reconciler = new RejoinReconciler({
-      raft: s.raft,
-      metadata: s.sm,
-      workers: s.client,
-      log,
-      metrics: s.metrics,
-      orphanGraceMs: 10_000,
-      now: () => s.clock.now,
-    });
+    const reconciler = reconcilerFor(s, { metrics: s.metrics, orphanGraceMs: 10_000 });
     const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
     // w1 holds none of them really: only those its inventory lacked are asked about and dropped.
     expect(summary.missingDropped).toBe(4);
@@ -339,15 +346,7 @@ describe('RejoinReconciler', () => {
     const orphan = randomBytes(100);
     await s.client.putBlob(w1.url, 'orphan', sha256Of(orphan), orphan.length, Readable.from([orphan]));
 
-    const reconciler = new RejoinReconciler({
-      raft: s.raft,
-      metadata: s.sm,
-      workers: s.client,
-      log,
-      metrics: s.metrics,
-      orphanGraceMs: 10_000,
-      now: () => s.clock.now,
-    });
+    const reconciler = reconcilerFor(s, { metrics: s.metrics, orphanGraceMs: 10_000 });
     const inventory: InventoryLine[] = [];
     for await (const e of w1.store.inventory()) inventory.push({ id: e.id, size: e.size, sha256: e.sha256 });
     const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
@@ -389,14 +388,7 @@ describe('RejoinReconciler', () => {
     const w1 = s.workers.get('w1')!;
     const bytes = randomBytes(300);
     await s.client.putBlob(w1.url, 'late', sha256Of(bytes), bytes.length, Readable.from([bytes]));
-    const reconciler = new RejoinReconciler({
-      raft: s.raft,
-      metadata: s.sm,
-      workers: s.client,
-      log,
-      orphanGraceMs: 1_000,
-      now: () => s.clock.now,
-    });
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000 });
     await reconciler.reconcile('w1', () => [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
     await propose(s, {
       type: 'recordObject',
@@ -423,15 +415,7 @@ describe('RejoinReconciler periodic sweep', () => {
     await s.client.putBlob(w3.url, 'healthy', sha256Of(healthy), healthy.length, Readable.from([healthy]));
     const short = await putObject(s, 'short', ['w1']);
     await s.client.putBlob(w3.url, 'short', sha256Of(short), short.length, Readable.from([short]));
-    const reconciler = new RejoinReconciler({
-      raft: s.raft,
-      metadata: s.sm,
-      workers: s.client,
-      log,
-      orphanGraceMs: 2_000,
-      secret: SECRET,
-      now: () => s.clock.now,
-    });
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 2_000, secret: SECRET });
     expect(await reconciler.sweepInventories()).toBe(2);
     expect(await reconciler.sweepOrphans()).toBe(0);
     expect((await w3.store.stat('healthy')).ok).toBe(true);
@@ -522,14 +506,7 @@ describe('data-loss guards', () => {
     const bytes = await putObject(s, 'replaced', ['w3', 'w2']);
     await s.client.putBlob(w1.url, 'replaced', sha256Of(bytes), bytes.length, Readable.from([bytes]));
     await rot(w1, 'replaced');
-    const reconciler = new RejoinReconciler({
-      raft: s.raft,
-      metadata: s.sm,
-      workers: s.client,
-      log,
-      orphanGraceMs: 10_000,
-      now: () => s.clock.now,
-    });
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 10_000 });
     // The inventory carries the index's claim, which still names the right checksum.
     const inventory: InventoryLine[] = [];
     for await (const e of w1.store.inventory()) inventory.push({ id: e.id, size: e.size, sha256: e.sha256 });
@@ -586,15 +563,7 @@ describe('data-loss guards', () => {
     const bytes = randomBytes(300);
     await s.client.putBlob(w1.url, 'slow', sha256Of(bytes), bytes.length, Readable.from([bytes]));
     await s.client.putBlob(w1.url, 'stale', sha256Of(bytes), bytes.length, Readable.from([bytes]));
-    const reconciler = new RejoinReconciler({
-      raft: s.raft,
-      metadata: s.sm,
-      workers: s.client,
-      log,
-      orphanGraceMs: 1_000,
-      uploading: (id) => id === 'slow',
-      now: () => s.clock.now,
-    });
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000, uploading: (id) => id === 'slow' });
     const line = (id: string) => ({ id, size: 300, sha256: sha256Of(bytes) });
     await reconciler.reconcile('w1', () => [line('slow'), line('stale')], s.clock.now);
     s.clock.now += 60_000;
@@ -664,14 +633,7 @@ describe('data-loss guards', () => {
         for (const c of unapplied.splice(0)) await proposeCommand(s.raft, c);
       },
     };
-    const reconciler = new RejoinReconciler({
-      raft,
-      metadata: s.sm,
-      workers: s.client,
-      log,
-      orphanGraceMs: 1_000,
-      now: () => s.clock.now,
-    });
+    const reconciler = reconcilerFor(s, { raft, orphanGraceMs: 1_000 });
     await reconciler.reconcile('w1', () => [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
     s.clock.now += 5_000;
     expect(await reconciler.sweepOrphans()).toBe(0);

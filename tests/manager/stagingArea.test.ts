@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -6,6 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
+import { mountTmpfs, unmount } from '../storagenode/workerHarness.ts';
 
 // A real 1x1 PNG: the signature, IHDR, IDAT and IEND chunks.
 const PNG = Buffer.from(
@@ -89,15 +89,10 @@ describe('StagingArea on a full disk', () => {
   let mounted = false;
   beforeEach(async () => {
     root = await mkdtemp(join(tmpdir(), 'imgvault-staging-full-'));
-    try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', root], { stdio: 'ignore' });
-      mounted = true;
-    } catch {
-      mounted = false;
-    }
+    mounted = mountTmpfs(root, '64k');
   });
   afterEach(async () => {
-    if (mounted) execFileSync('umount', [root], { stdio: 'ignore' });
+    if (mounted) unmount(root);
     await rm(root, { recursive: true, force: true });
   });
 

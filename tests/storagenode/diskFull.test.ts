@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdir, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { request } from 'undici';
@@ -7,12 +6,14 @@ import {
   AUTH,
   type JsonAnswer,
   makeDataDir,
+  mountTmpfs,
   patternStream,
   type RunningWorker,
   removeDir,
   sha256Of,
   sha256Stream,
   startWorker,
+  unmount,
 } from './workerHarness.ts';
 
 /**
@@ -26,16 +27,11 @@ let mounted = false;
 beforeAll(async () => {
   mountPoint = path.join(await makeDataDir(), 'small-disk');
   await mkdir(mountPoint);
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mountPoint], { stdio: 'ignore' });
-    mounted = true;
-  } catch {
-    mounted = false;
-  }
+  mounted = mountTmpfs(mountPoint, '4m');
 });
 
 afterAll(async () => {
-  if (mounted) execFileSync('umount', [mountPoint], { stdio: 'ignore' });
+  if (mounted) unmount(mountPoint);
   await removeDir(path.dirname(mountPoint));
 });
 

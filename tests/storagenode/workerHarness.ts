@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -147,4 +148,21 @@ export async function flipByte(file: string, offset: number): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Mounts a tmpfs of `size` (e.g. `4m`) at `dir`: a real disk that fills up. Needs root with
+ * CAP_SYS_ADMIN; returns false where that is missing, so the caller skips rather than fakes.
+ */
+export function mountTmpfs(dir: string, size: string): boolean {
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function unmount(dir: string): void {
+  execFileSync('umount', [dir], { stdio: 'ignore' });
 }
