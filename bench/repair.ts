@@ -10,6 +10,10 @@
  * rate in objects/s and MiB/s, and the leader's repair duration histogram (mean per repair).
  * Then it restarts the worker and measures rejoin reconciliation (restart -> every object at
  * exactly two replicas again, the excess copies removed).
+ *
+ * CPU is printed per repaired object, for the whole cluster and per process. To profile the repair
+ * alone: IMGVAULT_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof" BENCH_MARKS=1 prints the kill
+ * and repaired instants on the monotonic clock (µs), the time base of the profiles' samples.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -145,9 +149,14 @@ async function main(): Promise<void> {
     const held = (await nodes()).get('w1')?.stored.objects ?? 0;
     const clusterCpu = () =>
       [...cluster.managers, ...cluster.workers].reduce<number>((sum, p) => sum + cpuSeconds(p.child?.pid), 0);
+    const leaderAtKill = await cluster.leader();
     const killedAt = Date.now();
+    if (process.env.BENCH_MARKS) console.log(`MARK kill ${process.hrtime.bigint() / 1000n}`);
     await cluster.killWorker(victim);
     const cpuAtKill = clusterCpu();
+    const perProcessAtKill = new Map(
+      [...cluster.managers, ...cluster.workers].map((p) => [p, cpuSeconds(p.child?.pid)]),
+    );
     const downAt = await poll(
       'down verdict',
       async () => {
@@ -162,7 +171,12 @@ async function main(): Promise<void> {
       600_000,
     );
     const repairedAt = Date.now();
+    if (process.env.BENCH_MARKS) console.log(`MARK repaired ${process.hrtime.bigint() / 1000n}`);
     const repairCpu = clusterCpu() - cpuAtKill;
+    const perProcess = [...perProcessAtKill].map(
+      ([p, at]) =>
+        `${p.id}${p === leaderAtKill ? ' (leader)' : ''} ${(((cpuSeconds(p.child?.pid) - at) * 1000) / Math.max(1, held)).toFixed(1)}`,
+    );
     leader = await cluster.leader();
     const seconds = (repairedAt - downAt) / 1000;
     const sum = await metric(leader.url, 'imgvault_repair_duration_seconds_sum');
@@ -173,6 +187,7 @@ async function main(): Promise<void> {
       `cluster CPU from the kill until repaired: ${repairCpu.toFixed(1)} s, ` +
         `${((repairCpu * 1000) / Math.max(1, held)).toFixed(1)} ms per repaired object (all processes)`,
     );
+    console.log(`  ms per repaired object by process: ${perProcess.join(', ')}`);
     console.log(
       `repair: ${seconds.toFixed(2)} s after the verdict, ${(held / seconds).toFixed(0)} objects/s, ` +
         `${((held * SIZE) / MiB / seconds).toFixed(1)} MiB/s; mean per repair ${((sum / Math.max(1, count)) * 1000).toFixed(1)} ms ` +
