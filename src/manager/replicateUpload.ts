@@ -3,8 +3,9 @@
 // fallback) before the upload is given up. Nothing here touches the object table: the caller
 // commits the record only once both copies are confirmed.
 
-import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
 import pRetry, { AbortError } from 'p-retry';
+import { readFileChunks } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { type PlacementCandidate, rankTargets } from './placement.ts';
 import type { StagedUpload } from './stagingArea.ts';
@@ -112,7 +113,9 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
         const target = attempt++ === 0 ? current[replica] : elect(replica);
         const url = target && workers.urlOf(target.nodeId);
         if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures, full()));
-        const body = createReadStream(staged.path, { highWaterMark: STAGED_READ_BYTES });
+        const body = Readable.from(readFileChunks(staged.path, staged.size, STAGED_READ_BYTES), {
+          objectMode: false,
+        });
         try {
           await client.putBlob(url, id, staged.sha256, staged.size, body);
           log.info(

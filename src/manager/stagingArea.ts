@@ -3,12 +3,10 @@
 // transient: deleted once both replicas are confirmed, and swept at start-up after a crash.
 
 import { createHash, randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { fileTypeFromBuffer } from 'file-type';
+import { writeBatched } from '../fileWrites.ts';
 
 /** Image types we accept, by sniffed MIME type. SVG is refused: it is a script-capable document. */
 export const ACCEPTED_IMAGE_TYPES: ReadonlySet<string> = new Set([
@@ -25,6 +23,8 @@ export const ACCEPTED_IMAGE_TYPES: ReadonlySet<string> = new Set([
 
 /** Enough leading bytes for file-type to recognise every accepted format. */
 const SNIFF_BYTES = 4100;
+/** Bytes gathered before one write to the staged file. */
+const WRITE_BATCH_BYTES = 256 * 1024;
 
 export interface StagedUpload {
   path: string;
@@ -58,26 +58,35 @@ export class StagingArea {
    * sniff the type. Never holds more than one chunk plus SNIFF_BYTES in memory. On any refusal or
    * failure the partial file is removed before returning or throwing.
    */
-  async stage(body: Readable, maxBytes: number): Promise<StageResult> {
+  async stage(body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<StageResult> {
     const path = join(this.dir, `${randomUUID()}.part`);
     const hash = createHash('sha256');
-    const head: Buffer[] = [];
+    const head: Uint8Array[] = [];
     let headBytes = 0;
     let size = 0;
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        size += chunk.length;
-        if (size > maxBytes) return done(new UploadTooLarge());
+    async function* meter(): AsyncGenerator<Uint8Array> {
+      for await (const chunk of body) {
+        size += chunk.byteLength;
+        if (size > maxBytes) throw new UploadTooLarge();
         hash.update(chunk);
         if (headBytes < SNIFF_BYTES) {
           head.push(chunk.subarray(0, SNIFF_BYTES - headBytes));
-          headBytes += Math.min(chunk.length, SNIFF_BYTES - headBytes);
+          headBytes += Math.min(chunk.byteLength, SNIFF_BYTES - headBytes);
         }
-        done(null, chunk);
-      },
-    });
+        yield chunk;
+      }
+    }
+    const opened = open(path, 'wx');
+    const fd = opened.then((f) => f.fd);
+    // Awaited by writeBatched once the first batch is full; this keeps an early failure from
+    // counting as an unhandled rejection meanwhile.
+    fd.catch(() => {});
     try {
-      await pipeline(body, meter, createWriteStream(path, { flags: 'wx' }));
+      try {
+        await writeBatched(fd, meter(), WRITE_BATCH_BYTES);
+      } finally {
+        await (await opened.catch(() => null))?.close();
+      }
     } catch (err) {
       await this.discard(path);
       if ((err as { code?: unknown }).code === 'ENOSPC') {

@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, fsync, mkdirSync, open, openSync, renameSync, writev } from 'node:fs';
+import { closeSync, createReadStream, fsync, mkdirSync, open, openSync, renameSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { writeBatched } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
@@ -247,7 +248,7 @@ export class BlobStore {
         received += n;
         this.reservedBytes += n;
       });
-      await writeBatched(temp.opened, meter.transform(body));
+      await writeBatched(temp.opened, meter.transform(body), WRITE_BATCH_BYTES);
       const sha256 = meter.digest();
       if (sha256 !== expected) {
         return failure('ChecksumMismatch', `body hashes to ${sha256}, expected ${expected}`, {
@@ -758,65 +759,6 @@ function fsyncFd(fd: number): Promise<void> {
   return new Promise((resolve, reject) => {
     fsync(fd, (err) => (err ? reject(err) : resolve()));
   });
-}
-
-/**
- * Writes `source` to `file` in batches of WRITE_BATCH_BYTES, one batch on disk while the next one
- * is received. At most one write is in flight and at most one batch waits, so memory stays bounded
- * and a slow disk slows the sender down (the source is not read while both are full).
- */
-async function writeBatched(opened: Promise<number>, source: AsyncIterable<Uint8Array>): Promise<void> {
-  let batch: Uint8Array[] = [];
-  let batchBytes = 0;
-  let inFlight: Promise<void> | undefined;
-  try {
-    for await (const chunk of source) {
-      batch.push(chunk);
-      batchBytes += chunk.byteLength;
-      if (batchBytes >= WRITE_BATCH_BYTES) {
-        await inFlight;
-        const full = batch;
-        const fullBytes = batchBytes;
-        inFlight = opened.then((fd) => writeAll(fd, full, fullBytes));
-        // Handled here so a failure while the next chunk is awaited is not an unhandled rejection;
-        // it is still thrown by the `await inFlight` that follows.
-        inFlight.catch(() => {});
-        batch = [];
-        batchBytes = 0;
-      }
-    }
-    await inFlight;
-    const fd = await opened;
-    if (batchBytes > 0) await writeAll(fd, batch, batchBytes);
-  } finally {
-    // Never leave a write running on a handle the caller is about to close.
-    await inFlight?.catch(() => {});
-  }
-}
-
-/** writev until every byte is written (a regular file may take fewer bytes than asked). */
-async function writeAll(fd: number, chunks: Uint8Array[], total: number): Promise<void> {
-  let rest = chunks;
-  let left = total;
-  while (left > 0) {
-    const bytesWritten = await new Promise<number>((resolve, reject) => {
-      writev(fd, rest as NodeJS.ArrayBufferView[], (err, n) => (err ? reject(err) : resolve(n)));
-    });
-    left -= bytesWritten;
-    if (left === 0) return;
-    if (bytesWritten === 0) throw new Error('writev wrote no byte');
-    let skip = bytesWritten;
-    const next: Uint8Array[] = [];
-    for (const chunk of rest) {
-      if (skip >= chunk.byteLength) {
-        skip -= chunk.byteLength;
-        continue;
-      }
-      next.push(skip > 0 ? chunk.subarray(skip) : chunk);
-      skip = 0;
-    }
-    rest = next;
-  }
 }
 
 async function hashFile(file: string): Promise<BlobRecord | undefined> {
