@@ -53,9 +53,9 @@ function mapError(c: Context, err: unknown): Response {
   return jsonError(c, status, err.code, err.message);
 }
 
-/** The upload body as a Node stream, read from the Node request itself (src/api/requestBody.ts). */
-function bodyOf(c: Context): Readable {
-  return Readable.from(requestBody(c).chunks, { objectMode: false });
+/** The upload body's chunks, read from the Node request itself (src/api/requestBody.ts). */
+function bodyOf(c: Context): AsyncIterable<Uint8Array> {
+  return requestBody(c).chunks;
 }
 
 export function publicRoutes(images: ImageService): Hono {

@@ -4,7 +4,6 @@
 // and the record is committed by a Raft majority.
 
 import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { RaftError } from '../consensus/raftNode.ts';
 import type { Logger } from '../logging.ts';
@@ -126,7 +125,7 @@ export class ImageService {
    */
   async upload(
     id: string,
-    openBody: () => Readable,
+    openBody: () => AsyncIterable<Uint8Array>,
     opts: { declaredLength?: number } = {},
   ): Promise<UploadOutcome> {
     const started = performance.now();
@@ -163,7 +162,7 @@ export class ImageService {
     return this.inFlight.has(id);
   }
 
-  private async uploadExclusive(id: string, body: Readable): Promise<UploadOutcome> {
+  private async uploadExclusive(id: string, body: AsyncIterable<Uint8Array>): Promise<UploadOutcome> {
     const { metadata, staging, log } = this.deps;
     const timer = this.phaseTimer();
     const stagedResult = await staging.stage(body, this.deps.maxImageBytes);

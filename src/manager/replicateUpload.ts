@@ -3,7 +3,6 @@
 // fallback) before the upload is given up. Nothing here touches the object table: the caller
 // commits the record only once both copies are confirmed.
 
-import { Readable } from 'node:stream';
 import pRetry, { AbortError } from 'p-retry';
 import { readFileChunks } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
@@ -113,9 +112,7 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
         const target = attempt++ === 0 ? current[replica] : elect(replica);
         const url = target && workers.urlOf(target.nodeId);
         if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures, full()));
-        const body = Readable.from(readFileChunks(staged.path, staged.size, STAGED_READ_BYTES), {
-          objectMode: false,
-        });
+        const body = readFileChunks(staged.path, staged.size, STAGED_READ_BYTES);
         try {
           await client.putBlob(url, id, staged.sha256, staged.size, body);
           log.info(
@@ -124,7 +121,8 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
           );
           return target;
         } catch (err) {
-          body.destroy();
+          // Closes the staged file if the request ended before the body was read to its end.
+          await body.return(undefined);
           if (!isTargetFailure(err)) throw new AbortError(err as Error);
           failed.add(target.nodeId);
           failures.push(`${target.nodeId}: ${(err as Error).message}`);

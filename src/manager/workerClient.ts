@@ -68,14 +68,15 @@ export class WorkerClient {
     method: Dispatcher.HttpMethod,
     workerUrl: string,
     path: string,
-    extra: { headers?: Record<string, string>; body?: Readable | string } = {},
+    extra: { headers?: Record<string, string>; body?: Readable | AsyncIterable<Uint8Array> | string } = {},
   ): Promise<Dispatcher.ResponseData> {
     try {
       return await request(new URL(path, workerUrl), {
         method,
         dispatcher: this.dispatcher,
         headers: { [CLUSTER_SECRET_HEADER]: this.secret, ...extra.headers },
-        body: extra.body ?? null,
+        // undici takes async iterables as bodies (docs/api/Dispatcher.md); its types lag behind.
+        body: (extra.body ?? null) as Readable | string | null,
       });
     } catch (err) {
       throw new WorkerCallError(
@@ -92,7 +93,7 @@ export class WorkerClient {
     id: string,
     sha256: string,
     size: number,
-    body: Readable,
+    body: Readable | AsyncIterable<Uint8Array>,
   ): Promise<'created' | 'alreadyPresent'> {
     const res = await this.call('PUT', workerUrl, `/blobs/${encodeURIComponent(id)}`, {
       headers: { 'x-imgvault-sha256': sha256, 'content-length': String(size) },
