@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../src/api/clusterAuth.ts';
+import { HEAP_FLAGS } from '../src/cli/localProcess.ts';
 import { SHA256_HEADER } from '../src/storagenode/workerApp.ts';
 import { startManagerStandIn } from '../tests/storagenode/managerStandIn.ts';
 import { cpuSeconds } from './processCpu.ts';
@@ -94,13 +95,17 @@ async function closedLoop(
 // ---- raw side: what Node does for one durable blob, with nothing around it ----
 
 let rawSeq = 0;
+/** Milliseconds the raw side spent from its fsync to the end of its folder fsync, summed. */
+let rawSyncMs = 0;
 async function rawWrite(dir: string, payload: Payload): Promise<void> {
   const name = `r${rawSeq++}`;
   const tmp = path.join(dir, 'tmp', `${name}.tmp`);
   const final = path.join(dir, 'final', name);
   const fh = await fs.open(tmp, 'wx');
+  let syncStarted: number;
   try {
     await fh.writeFile(payload.bytes);
+    syncStarted = performance.now();
     await fh.sync();
   } finally {
     await fh.close();
@@ -112,13 +117,39 @@ async function rawWrite(dir: string, payload: Payload): Promise<void> {
   } finally {
     await dfh.close();
   }
+  rawSyncMs += performance.now() - syncStarted;
+}
+
+// ---- transfer side: the same PUTs to a bare node:http server that hashes the body and drops it ----
+
+const BARE_HTTP_SERVER = `
+const http = require('node:http');
+const { createHash } = require('node:crypto');
+const server = http.createServer(async (req, res) => {
+  const hash = createHash('sha256');
+  for await (const chunk of req) hash.update(chunk);
+  hash.digest('hex');
+  res.writeHead(201, { 'content-type': 'application/json' }).end('{}');
+});
+server.listen(0, '127.0.0.1', () => console.log(server.address().port));
+`;
+
+async function startBareHttp(): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [...HEAP_FLAGS, '-e', BARE_HTTP_SERVER], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<string>((resolve, reject) => {
+    child.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()));
+    child.once('exit', (code) => reject(new Error(`bare HTTP server exited with ${code}`)));
+  });
+  return { child, url: `http://127.0.0.1:${port}` };
 }
 
 // ---- worker side ----
 
 function startWorker(dataDir: string, managerUrl: string): ChildProcess {
   const profDir = process.env.BENCH_PROFILE_DIR ?? path.join(REPO, 'prof');
-  const nodeArgs = PROFILE ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
+  const nodeArgs = [...HEAP_FLAGS, ...(PROFILE ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [])];
   return spawn(
     process.execPath,
     [
@@ -157,6 +188,7 @@ async function main(): Promise<void> {
   await fs.mkdir(path.join(rawDir, 'final'), { recursive: true });
   const manager = await startManagerStandIn(SECRET);
   const child = startWorker(path.join(root, 'worker'), manager.url);
+  const bare = await startBareHttp();
   const agent = new Agent({ connections: Math.max(...CONCURRENCY), keepAliveTimeout: 60_000, pipelining: 1 });
   try {
     const deadline = performance.now() + 30_000;
@@ -189,6 +221,20 @@ async function main(): Promise<void> {
       });
       return { ...result, cpuSeconds: cpuSeconds(pid) - cpu0 };
     };
+    const bareRun = async (size: number, conc: number, secs = SECS): Promise<RunResult> => {
+      const list = payloads.get(size)!;
+      const cpu0 = cpuSeconds(bare.child.pid);
+      const result = await closedLoop(secs, conc, size, async (seq) => {
+        const res = await request(`${bare.url}/blobs/b${seq}`, {
+          method: 'PUT',
+          dispatcher: agent,
+          body: list[seq % list.length]!.bytes,
+        });
+        await res.body.dump();
+        if (res.statusCode !== 201) throw new Error(`bare PUT answered ${res.statusCode}`);
+      });
+      return { ...result, cpuSeconds: cpuSeconds(bare.child.pid) - cpu0 };
+    };
     const rawRun = async (size: number, conc: number, secs = SECS): Promise<RunResult> => {
       const list = payloads.get(size)!;
       const cpu0 = process.cpuUsage();
@@ -201,6 +247,7 @@ async function main(): Promise<void> {
     const warmUpSize = SIZES[0]!.bytes;
     await rawRun(warmUpSize, 8, 0.5);
     await workerRun(warmUpSize, 8, 0.5);
+    await bareRun(warmUpSize, 8, 0.5);
 
     const rows: string[][] = [
       [
@@ -212,6 +259,9 @@ async function main(): Promise<void> {
         'worker blobs/s',
         'raw CPU ms/blob',
         'worker CPU ms/blob',
+        'HTTP-only MiB/s',
+        'HTTP-only CPU ms/blob',
+        'ceiling',
       ],
     ];
     const summary: Record<string, unknown>[] = [];
@@ -219,6 +269,8 @@ async function main(): Promise<void> {
       for (const conc of CONCURRENCY) {
         const raw: RunResult[] = [];
         const worker: RunResult[] = [];
+        const bareHttp: RunResult[] = [];
+        rawSyncMs = 0;
         for (let round = 0; round < ROUNDS; round++) {
           // Alternate who goes first, so neither side always writes right after the other.
           if (round % 2 === 0) {
@@ -228,6 +280,7 @@ async function main(): Promise<void> {
             worker.push(await workerRun(bytes, conc));
             raw.push(await rawRun(bytes, conc));
           }
+          bareHttp.push(await bareRun(bytes, conc));
         }
         const total = (rs: RunResult[]) => ({
           bytes: rs.reduce((a, r) => a + r.bytes, 0),
@@ -237,6 +290,12 @@ async function main(): Promise<void> {
         });
         const r = total(raw);
         const w = total(worker);
+        const h = total(bareHttp);
+        // A PUT cannot be answered before its body has arrived and then been made durable: per
+        // blob, at best the transfer (HTTP-only) followed by the raw side's fsync, rename and
+        // folder fsync. Latencies per blob at this concurrency: conc x seconds / blobs.
+        const latency = (t: { ops: number; seconds: number }) => (conc * t.seconds * 1000) / t.ops;
+        const ceiling = latency(r) / (latency(h) + rawSyncMs / r.ops);
         const rawMiBs = r.bytes / MiB / r.seconds;
         const workerMiBs = w.bytes / MiB / w.seconds;
         const ratio = workerMiBs / rawMiBs;
@@ -249,6 +308,9 @@ async function main(): Promise<void> {
           (w.ops / w.seconds).toFixed(0),
           ((r.cpu / r.ops) * 1000).toFixed(2),
           ((w.cpu / w.ops) * 1000).toFixed(2),
+          (h.bytes / MiB / h.seconds).toFixed(1),
+          ((h.cpu / h.ops) * 1000).toFixed(2),
+          `${(ceiling * 100).toFixed(0)}%`,
         ]);
         summary.push({
           bench: 'worker-put',
@@ -259,6 +321,9 @@ async function main(): Promise<void> {
           ratio,
           rawCpuMsPerBlob: (r.cpu / r.ops) * 1000,
           workerCpuMsPerBlob: (w.cpu / w.ops) * 1000,
+          httpOnlyMiBs: h.bytes / MiB / h.seconds,
+          httpOnlyCpuMsPerBlob: (h.cpu / h.ops) * 1000,
+          ceiling,
         });
         process.stderr.write(
           `  ${label} c${conc}: raw ${rawMiBs.toFixed(1)} MiB/s, worker ${workerMiBs.toFixed(1)} MiB/s\n`,
@@ -276,6 +341,7 @@ async function main(): Promise<void> {
     for (const s of summary) console.log(JSON.stringify(s));
   } finally {
     await agent.close();
+    bare.child.kill('SIGTERM');
     child.kill('SIGTERM');
     await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
     await manager.close();
