@@ -11,7 +11,10 @@
  * write into new space (nothing is deleted until the end: freshly deleted space writes faster,
  * see /work/shared/bench/README.md) and alternate run by run, so neither gets the better disk.
  * Figures: MiB/s of each side, their ratio, and CPU time per blob of the process doing the writes
- * (the worker process, all threads; this process for the raw side).
+ * (the worker process, all threads; this process for the raw side). A third side sends the same
+ * PUTs to a bare node:http server (a child process) that only hashes the body: the cost of the
+ * transfer alone. `ceiling` is the best ratio a worker could reach if a PUT cost nothing but that
+ * transfer followed by the raw side's fsync, rename and folder fsync.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
