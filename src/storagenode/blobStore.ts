@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { writeBatched } from '../fileWrites.ts';
+import { writeBatchedBehind } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
@@ -77,13 +77,13 @@ export type FsyncListener = (target: FsyncTarget, seconds: number) => void;
 
 const STARTUP_STAT_BATCH = 256;
 /**
- * Body bytes are written as they arrive, gathered only up to this size (a socket read gives up to
- * 64 KiB; tiny chunks are gathered), with one write in flight while the next batch arrives. Measured
- * with bench/worker.ts (1 MiB blobs): 64 KiB beat 128 KiB, 256 KiB and 1 MiB batches by 10-30 points
- * of the raw ratio and used less CPU per blob; the bytes are copied to the page cache while still
- * in the CPU cache from hashing, and only the last batch is left to write after the last byte.
+ * Body bytes are written as they arrive, gathered up to this size (a socket read gives up to
+ * 64 KiB), with one write in the threadpool while the next batch arrives. Measured with
+ * bench/worker.ts (1 MiB blobs), alternating: 256 KiB gave 52-55% of raw at concurrency 1 and
+ * 62-63% at 8, with 5.6-7.1 ms of CPU per blob; 64 KiB gave 46-47% and 58-59%, with 6.6-7.5 ms.
+ * (An earlier measurement favoured 64 KiB; it predates HEAP_FLAGS, when GC dominated.)
  */
-const WRITE_BATCH_BYTES = 64 * 1024;
+const WRITE_BATCH_BYTES = 256 * 1024;
 /** Second-level fan-out folders: `blobs/ab/cd` for every ab, cd in 00..ff. */
 const FANOUT_FOLDERS = 256 * 256;
 
@@ -248,7 +248,7 @@ export class BlobStore {
         received += n;
         this.reservedBytes += n;
       });
-      await writeBatched(temp.opened, meter.transform(body), WRITE_BATCH_BYTES);
+      await writeBatchedBehind(temp.opened, meter.transform(body), WRITE_BATCH_BYTES);
       const sha256 = meter.digest();
       if (sha256 !== expected) {
         return failure('ChecksumMismatch', `body hashes to ${sha256}, expected ${expected}`, {
