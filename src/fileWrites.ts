@@ -1,45 +1,17 @@
-// Moving bytes between a stream and a file with as few trips through libuv's threadpool as
-// possible: the workers' blob writes and the leader's staged uploads take this path.
+// Moving bytes between a stream and a file in few trips through libuv's threadpool, each of which
+// costs tens of microseconds of CPU on a busy machine: the workers' blob writes and the leader's
+// staged uploads take this path.
 
-import { closeSync, openSync, readSync, writev, writevSync } from 'node:fs';
+import { closeSync, openSync, readSync, writev } from 'node:fs';
 
 /**
- * Writes `source` to the file in batches of at least `batchBytes` as they arrive, on this thread.
- * The writes only copy into the page cache (the fsync, which waits for the disk, goes to the pool),
- * and a threadpool round trip per batch costs CPU too (1 MiB in 64 KiB batches: 2.8 ms through the
- * pool, 1.4 ms here, on the 2-core CI machine). For a body that is read once the copy is written:
- * the leader's staged uploads. Memory stays bounded by one batch, and a slow disk slows the sender
- * down: the source is not read during a write.
+ * Writes `source` to the file in batches of at least `batchBytes` as they arrive, through the
+ * threadpool, one batch on disk while the next one arrives: the copy into the page cache overlaps
+ * with receiving instead of adding to it. Batches of 256 KiB keep the round trips few (see
+ * WRITE_BATCH_BYTES in src/storagenode/blobStore.ts). At most one write is in flight and one batch
+ * waits, so memory stays bounded and a slow disk slows the sender down.
  */
 export async function writeBatched(
-  opened: Promise<number>,
-  source: AsyncIterable<Uint8Array>,
-  batchBytes: number,
-): Promise<void> {
-  let batch: Uint8Array[] = [];
-  let pending = 0;
-  for await (const chunk of source) {
-    batch.push(chunk);
-    pending += chunk.byteLength;
-    if (pending >= batchBytes) {
-      writeAllSync(await opened, batch, pending);
-      batch = [];
-      pending = 0;
-    }
-  }
-  const fd = await opened;
-  if (pending > 0) writeAllSync(fd, batch, pending);
-}
-
-/**
- * The same through the threadpool, one batch on disk while the next one arrives: the copy into the
- * page cache overlaps with receiving instead of adding to it, which is what a worker's PUT waits
- * for. With batches of 256 KiB the round trips cost little (bench:worker, 1 MiB: 4.4-5.8 ms of CPU
- * per PUT either way, and 68-81% of raw at concurrency 1 against 55-70% on this thread). At most
- * one write is in flight and one batch waits, so memory stays bounded and a slow disk still slows
- * the sender down.
- */
-export async function writeBatchedBehind(
   opened: Promise<number>,
   source: AsyncIterable<Uint8Array>,
   batchBytes: number,
@@ -73,17 +45,6 @@ export async function writeBatchedBehind(
 }
 
 /** writev until every byte is written (a regular file may take fewer bytes than asked). */
-function writeAllSync(fd: number, chunks: Uint8Array[], total: number): void {
-  let rest = chunks;
-  let left = total;
-  while (left > 0) {
-    const bytesWritten = writevSync(fd, rest as NodeJS.ArrayBufferView[]);
-    left -= bytesWritten;
-    if (left === 0) return;
-    rest = unwritten(rest, bytesWritten);
-  }
-}
-
 async function writeAllInPool(fd: number, chunks: Uint8Array[], total: number): Promise<void> {
   let rest = chunks;
   let left = total;
@@ -114,8 +75,9 @@ function unwritten(chunks: Uint8Array[], written: number): Uint8Array[] {
 }
 
 /**
- * The bytes of a file, `chunkBytes` at a time, read on this thread (a file just written is in the
- * page cache; see writeBatched for why). The generator owns its descriptor: opened at the first
+ * The bytes of a file, `chunkBytes` at a time, read on this thread: for a file just written, which
+ * is in the page cache, a read is a copy, cheaper than a threadpool round trip. (Not for blobs a
+ * worker serves: those may be on disk only.) The generator owns its descriptor: opened at the first
  * read, closed when it ends or is returned. Each chunk is a new buffer, since the consumer may
  * still hold the previous one (in a socket's write queue, say).
  */

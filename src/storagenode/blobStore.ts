@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { writeBatchedBehind } from '../fileWrites.ts';
+import { writeBatched } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
@@ -248,7 +248,7 @@ export class BlobStore {
         received += n;
         this.reservedBytes += n;
       });
-      await writeBatchedBehind(temp.opened, meter.transform(body), WRITE_BATCH_BYTES);
+      await writeBatched(temp.opened, meter.transform(body), WRITE_BATCH_BYTES);
       const sha256 = meter.digest();
       if (sha256 !== expected) {
         return failure('ChecksumMismatch', `body hashes to ${sha256}, expected ${expected}`, {
