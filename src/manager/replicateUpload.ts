@@ -121,8 +121,6 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
           );
           return target;
         } catch (err) {
-          // Closes the staged file if the request ended before the body was read to its end.
-          await body.return(undefined);
           if (!isTargetFailure(err)) throw new AbortError(err as Error);
           failed.add(target.nodeId);
           failures.push(`${target.nodeId}: ${(err as Error).message}`);
@@ -133,6 +131,9 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
           );
           opts.onFallback?.(target.nodeId, err);
           throw err;
+        } finally {
+          // Closes the staged file if the request ended before its body was read to the end.
+          await body.return(undefined);
         }
       },
       // Fallback is to a different worker, so there is nothing to wait for between attempts.
