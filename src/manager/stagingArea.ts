@@ -55,8 +55,8 @@ export class StagingArea {
 
   /**
    * Streams `body` to a new staged file, computing size and sha256 and keeping the first bytes to
-   * sniff the type. Never holds more than one chunk plus SNIFF_BYTES in memory. On any refusal or
-   * failure the partial file is removed before returning or throwing.
+   * sniff the type. Never holds more than two write batches plus SNIFF_BYTES in memory. On any
+   * refusal or failure the partial file is removed before returning or throwing.
    */
   async stage(body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<StageResult> {
     const path = join(this.dir, `${randomUUID()}.part`);
