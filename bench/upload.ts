@@ -1,12 +1,12 @@
 /**
  * End-to-end upload throughput of an embedded cluster against the raw cost of its minimum work.
  *
- *   npm run bench:upload            (BENCH_SECS=4 by default; BENCH_SIZES, BENCH_CONCURRENCY narrow it)
+ *   npm run bench:upload            (BENCH_SECS=4 BENCH_ROUNDS=2 by default; BENCH_SIZES, BENCH_CONCURRENCY narrow it)
  *
  * Starts 3 managers and 3 workers as child processes (fresh temp folder, free ports), then PUTs
  * 100 KiB, 1 MiB and 8 MiB PNG images with fresh ids to the leader at concurrency 1 and 8 through
- * undici keep-alive connections, for BENCH_SECS each. Beside each run, this process does the
- * minimum durable work of an upload directly: the same bytes written three times (temp file,
+ * undici keep-alive connections, BENCH_ROUNDS runs of BENCH_SECS each. Alternating with those runs,
+ * this process does the minimum durable work of an upload directly: the same bytes written three times (temp file,
  * write, fsync, close, rename, fsync of the folder), the three in sequence, at the same
  * concurrency. Printed: uploads/s, MB/s, p50/p99 latency, the raw figures, their ratio, the CPU
  * time the cluster's processes spent per upload (steadier than throughput on a shared machine), and the
@@ -23,6 +23,8 @@ import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
 import { cpuSeconds } from './processCpu.ts';
 
 const SECS = Number(process.env.BENCH_SECS ?? 4);
+/** Runs per side and cell, alternating which side goes first (the disk's speed drifts). */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const ALL_SIZES = [
   { label: '100 KiB', bytes: 100 * 1024 },
   { label: '1 MiB', bytes: 1024 * 1024 },
@@ -72,6 +74,16 @@ async function drive(
   return { ops: latenciesMs.length, bytes, seconds: (performance.now() - started) / 1000, latenciesMs };
 }
 
+/** Several runs of one side as if they were one. */
+function combine(runs: RunResult[]): RunResult {
+  return {
+    ops: runs.reduce((a, r) => a + r.ops, 0),
+    bytes: runs.reduce((a, r) => a + r.bytes, 0),
+    seconds: runs.reduce((a, r) => a + r.seconds, 0),
+    latenciesMs: runs.flatMap((r) => r.latenciesMs),
+  };
+}
+
 async function fsyncDir(dir: string): Promise<void> {
   const handle = await fs.open(dir, 'r');
   try {
@@ -107,7 +119,7 @@ function fmt(n: number, digits = 1): string {
 }
 
 async function main(): Promise<void> {
-  console.log(`bench:upload: starting 3 managers and 3 workers (${SECS} s per run)...`);
+  console.log(`bench:upload: starting 3 managers and 3 workers (${ROUNDS} x ${SECS} s per side and cell)...`);
   const cluster = await ImageCluster.start({ name: 'imgvault-bench-upload', managers: 3, workers: 3 });
   const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000, pipelining: 1 });
   const rawDirs = ['a', 'b', 'c'].map((d) => path.join(cluster.root, 'raw', d));
@@ -143,12 +155,32 @@ async function main(): Promise<void> {
       const pids = [...cluster.managers, ...cluster.workers].map((p) => p.child?.pid);
       const clusterCpu = () => pids.reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0);
       for (const concurrency of CONCURRENCY) {
-        const cpu0 = clusterCpu();
-        const leaderCpu0 = cpuSeconds(leader.child?.pid);
-        const up = await drive(concurrency, SECS, upload);
-        const cpuMsPerUpload = ((clusterCpu() - cpu0) * 1000) / up.ops;
-        const leaderMsPerUpload = ((cpuSeconds(leader.child?.pid) - leaderCpu0) * 1000) / up.ops;
-        const base = await drive(concurrency, SECS, raw);
+        let clusterCpuSeconds = 0;
+        let leaderCpuSeconds = 0;
+        const clusterRun = async (): Promise<RunResult> => {
+          const cpu0 = clusterCpu();
+          const leaderCpu0 = cpuSeconds(leader.child?.pid);
+          const result = await drive(concurrency, SECS, upload);
+          clusterCpuSeconds += clusterCpu() - cpu0;
+          leaderCpuSeconds += cpuSeconds(leader.child?.pid) - leaderCpu0;
+          return result;
+        };
+        const ups: RunResult[] = [];
+        const bases: RunResult[] = [];
+        for (let round = 0; round < ROUNDS; round++) {
+          // Alternate who goes first, so neither side always runs in the other's wake.
+          if (round % 2 === 0) {
+            ups.push(await clusterRun());
+            bases.push(await drive(concurrency, SECS, raw));
+          } else {
+            bases.push(await drive(concurrency, SECS, raw));
+            ups.push(await clusterRun());
+          }
+        }
+        const up = combine(ups);
+        const base = combine(bases);
+        const cpuMsPerUpload = (clusterCpuSeconds * 1000) / up.ops;
+        const leaderMsPerUpload = (leaderCpuSeconds * 1000) / up.ops;
         const sorted = up.latenciesMs.sort((a, b) => a - b);
         const rawSorted = base.latenciesMs.sort((a, b) => a - b);
         const upPerSec = up.ops / up.seconds;
