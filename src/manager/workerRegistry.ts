@@ -117,7 +117,8 @@ export class WorkerRegistry {
    * keep because no other copy can be read right now (every other replica of the record is on a
    * worker this leader has not heard from lately), and those of uploads this leader is running.
    * Everything else may go: objects no record knows, and objects with another copy on a serving
-   * worker, which repair copies again if the wipe left them short. The kept blobs then rejoin like `--rejoin keep` and are re-adopted.
+   * worker, which repair copies again if the wipe left them short. The kept blobs then rejoin like
+   * `--rejoin keep` and are re-adopted.
    */
   async wipeCheck(check: BlobList): Promise<{ keep: string[] }> {
     this.requireLeader();
