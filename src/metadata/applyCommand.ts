@@ -11,6 +11,8 @@ import {
   type NodeRecord,
   type ObjectRecord,
   type ObjectView,
+  type ReplicaChange,
+  type ReplicaChangeResult,
   reject,
 } from './commands.ts';
 import {
@@ -22,12 +24,16 @@ import {
   encodeNode,
   encodeObject,
   type MetadataTables,
+  type Table,
   NODE_INDEX_VALUE,
   nodeCounterKey,
   nodeIndexKey,
   type TableOp,
   TOTAL_COUNTER,
 } from './tables.ts';
+
+/** What planning reads: point lookups only, so a plan can also be made against planned rows. */
+export type TableReader = Pick<MetadataTables, 'get' | 'getMany'>;
 
 export interface Plan<R> {
   ops: TableOp[];
@@ -50,7 +56,7 @@ class CounterDeltas {
     for (const nodeId of nodes) this.add(nodeCounterKey(nodeId), sign, sign * size);
   }
 
-  async ops(tables: MetadataTables): Promise<TableOp[]> {
+  async ops(tables: TableReader): Promise<TableOp[]> {
     const keys = [...this.deltas.keys()].sort();
     const current = await tables.getMany('counters', keys);
     const ops: TableOp[] = [];
@@ -76,18 +82,18 @@ function objectView(id: string, record: ObjectRecord): ObjectView {
   return { id, ...record };
 }
 
-async function readObject(tables: MetadataTables, id: string): Promise<ObjectRecord | null> {
+async function readObject(tables: TableReader, id: string): Promise<ObjectRecord | null> {
   const raw = await tables.get('objects', id);
   return raw === undefined ? null : decodeObject(raw);
 }
 
-async function readNode(tables: MetadataTables, nodeId: string): Promise<NodeRecord | null> {
+async function readNode(tables: TableReader, nodeId: string): Promise<NodeRecord | null> {
   const raw = await tables.get('nodes', nodeId);
   return raw === undefined ? null : decodeNode(raw);
 }
 
 /** Nodes of `nodeIds` that are not in the node table, in the given order. */
-async function unknownNodes(tables: MetadataTables, nodeIds: readonly string[]): Promise<string[]> {
+async function unknownNodes(tables: TableReader, nodeIds: readonly string[]): Promise<string[]> {
   const rows = await tables.getMany('nodes', [...nodeIds]);
   return nodeIds.filter((_, i) => rows[i] === undefined);
 }
@@ -109,7 +115,7 @@ function delIndex(nodeId: string, objectId: string): TableOp {
 }
 
 async function registerWorker(
-  tables: MetadataTables,
+  tables: TableReader,
   c: CommandOf<'registerWorker'>,
 ): Promise<Plan<CommandResults['registerWorker']>> {
   const existing = await readNode(tables, c.nodeId);
@@ -145,7 +151,7 @@ async function registerWorker(
 }
 
 async function updateWorker(
-  tables: MetadataTables,
+  tables: TableReader,
   c: CommandOf<'updateWorker'>,
 ): Promise<Plan<CommandResults['updateWorker']>> {
   const existing = await readNode(tables, c.nodeId);
@@ -156,7 +162,7 @@ async function updateWorker(
 }
 
 async function heartbeatSummary(
-  tables: MetadataTables,
+  tables: TableReader,
   c: CommandOf<'heartbeatSummary'>,
 ): Promise<Plan<CommandResults['heartbeatSummary']>> {
   const rows = await tables.getMany(
@@ -188,7 +194,7 @@ async function heartbeatSummary(
 }
 
 async function recordObject(
-  tables: MetadataTables,
+  tables: TableReader,
   c: CommandOf<'recordObject'>,
 ): Promise<Plan<CommandResults['recordObject']>> {
   const existing = await readObject(tables, c.id);
@@ -222,7 +228,7 @@ async function recordObject(
 }
 
 async function deleteObject(
-  tables: MetadataTables,
+  tables: TableReader,
   c: CommandOf<'deleteObject'>,
 ): Promise<Plan<CommandResults['deleteObject']>> {
   const existing = await readObject(tables, c.id);
@@ -239,7 +245,7 @@ async function deleteObject(
 }
 
 async function addReplica(
-  tables: MetadataTables,
+  tables: TableReader,
   c: CommandOf<'addReplica'>,
 ): Promise<Plan<CommandResults['addReplica']>> {
   const existing = await readObject(tables, c.id);
@@ -264,7 +270,7 @@ async function addReplica(
 }
 
 async function removeReplica(
-  tables: MetadataTables,
+  tables: TableReader,
   c: CommandOf<'removeReplica'>,
 ): Promise<Plan<CommandResults['removeReplica']>> {
   const existing = await readObject(tables, c.id);
@@ -284,7 +290,7 @@ async function removeReplica(
 }
 
 async function replaceReplica(
-  tables: MetadataTables,
+  tables: TableReader,
   c: CommandOf<'replaceReplica'>,
 ): Promise<Plan<CommandResults['replaceReplica']>> {
   const existing = await readObject(tables, c.id);
@@ -316,7 +322,7 @@ async function replaceReplica(
 }
 
 async function markNodeState(
-  tables: MetadataTables,
+  tables: TableReader,
   c: CommandOf<'markNodeState'>,
 ): Promise<Plan<CommandResults['markNodeState']>> {
   const existing = await readNode(tables, c.nodeId);
@@ -330,9 +336,68 @@ async function markNodeState(
   };
 }
 
+/**
+ * The tables as the ops planned so far would leave them, so the changes of one `replicaChanges`
+ * entry each see the ones before it (several may touch the same node's counter row).
+ */
+class PlannedTables implements TableReader {
+  /** `table\0key` -> value, or null for a planned delete. */
+  private readonly planned = new Map<string, string | null>();
+
+  constructor(private readonly base: TableReader) {}
+
+  add(ops: readonly TableOp[]): void {
+    for (const op of ops) this.planned.set(`${op.table}\0${op.key}`, op.type === 'put' ? op.value : null);
+  }
+
+  async get(table: Table, key: string): Promise<string | undefined> {
+    const v = this.planned.get(`${table}\0${key}`);
+    if (v !== undefined) return v ?? undefined;
+    return this.base.get(table, key);
+  }
+
+  async getMany(table: Table, keys: string[]): Promise<(string | undefined)[]> {
+    const missing = keys.filter((k) => !this.planned.has(`${table}\0${k}`));
+    const read = missing.length > 0 ? await this.base.getMany(table, missing) : [];
+    const fromBase = new Map(missing.map((k, i) => [k, read[i]]));
+    return keys.map((k) => {
+      const v = this.planned.get(`${table}\0${k}`);
+      return v === undefined ? fromBase.get(k) : (v ?? undefined);
+    });
+  }
+}
+
+async function replicaChanges(
+  tables: TableReader,
+  c: CommandOf<'replicaChanges'>,
+): Promise<Plan<CommandResults['replicaChanges']>> {
+  const planned = new PlannedTables(tables);
+  const ops: TableOp[] = [];
+  const results: ReplicaChangeResult[] = [];
+  for (const change of c.changes) {
+    const plan = await planReplicaChange(planned, change);
+    planned.add(plan.ops);
+    ops.push(...plan.ops);
+    results.push(plan.result);
+  }
+  // LevelDB applies a batch in order, so a row planned twice ends at its last value.
+  return { ops, result: { ok: true, results } };
+}
+
+function planReplicaChange(tables: TableReader, c: ReplicaChange): Promise<Plan<ReplicaChangeResult>> {
+  switch (c.type) {
+    case 'addReplica':
+      return addReplica(tables, c);
+    case 'removeReplica':
+      return removeReplica(tables, c);
+    case 'replaceReplica':
+      return replaceReplica(tables, c);
+  }
+}
+
 /** Plans one validated command against the live tables. Writes nothing itself. */
 export async function planCommand(
-  tables: MetadataTables,
+  tables: TableReader,
   c: Command,
 ): Promise<Plan<CommandResults[Command['type']]>> {
   switch (c.type) {
@@ -352,6 +417,8 @@ export async function planCommand(
       return removeReplica(tables, c);
     case 'replaceReplica':
       return replaceReplica(tables, c);
+    case 'replicaChanges':
+      return replicaChanges(tables, c);
     case 'markNodeState':
       return markNodeState(tables, c);
   }

@@ -136,6 +136,27 @@ export const replaceReplicaSchema = z
   })
   .refine((c) => c.add !== c.remove, 'add and remove must differ');
 
+/** Bound on the replica changes one `replicaChanges` entry carries. */
+export const MAX_REPLICA_CHANGES = 256;
+
+const replicaChangeSchema = z.discriminatedUnion('type', [
+  addReplicaSchema,
+  removeReplicaSchema,
+  replaceReplicaSchema,
+]);
+export type ReplicaChange = z.infer<typeof replicaChangeSchema>;
+
+/**
+ * Many replica changes in one entry: repair commits a whole batch of copies with one Raft round
+ * and one table write instead of one of each per object. Each change applies (or is rejected) as
+ * if it were an entry of its own, in order, seeing the changes before it.
+ */
+export const replicaChangesSchema = z.strictObject({
+  type: z.literal('replicaChanges'),
+  requestId,
+  changes: z.array(replicaChangeSchema).min(1).max(MAX_REPLICA_CHANGES),
+});
+
 export const markNodeStateSchema = z.strictObject({
   type: z.literal('markNodeState'),
   requestId,
@@ -153,6 +174,7 @@ export const commandSchema = z.discriminatedUnion('type', [
   addReplicaSchema,
   removeReplicaSchema,
   replaceReplicaSchema,
+  replicaChangesSchema,
   markNodeStateSchema,
 ]);
 
@@ -271,6 +293,9 @@ export type RemoveReplicaResult =
 export type ReplaceReplicaResult =
   | { ok: true; object: ObjectView }
   | Rejection<'ObjectNotFound' | 'NodeUnknown' | 'ReplicaExists' | 'ReplicaNotFound'>;
+export type ReplicaChangeResult = AddReplicaResult | RemoveReplicaResult | ReplaceReplicaResult;
+/** One result per change, in the order of `changes`. */
+export type ReplicaChangesResult = { ok: true; results: ReplicaChangeResult[] };
 export type MarkNodeStateResult =
   | { ok: true; node: NodeView; previous: NodeState }
   | Rejection<'NodeUnknown'>;
@@ -284,6 +309,7 @@ export interface CommandResults {
   addReplica: AddReplicaResult;
   removeReplica: RemoveReplicaResult;
   replaceReplica: ReplaceReplicaResult;
+  replicaChanges: ReplicaChangesResult;
   markNodeState: MarkNodeStateResult;
 }
 

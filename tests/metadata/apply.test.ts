@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Command } from '../../src/metadata/commands.ts';
+import { type Command, parseCommand, type ReplicaChange } from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd, SHA_B } from './metadataFixture.ts';
 
@@ -257,6 +257,77 @@ describe('replica changes', () => {
     await expectRejected({ type: 'replaceReplica', id: 'o', add: 'w2', remove: 'w3' }, 'ReplicaExists');
     await expectRejected({ type: 'replaceReplica', id: 'o', add: 'w9', remove: 'w3' }, 'NodeUnknown');
     await expectRejected({ type: 'replaceReplica', id: 'x', add: 'w1', remove: 'w3' }, 'ObjectNotFound');
+  });
+});
+
+describe('replicaChanges', () => {
+  beforeEach(() =>
+    setup(
+      registerCmd('w1'),
+      registerCmd('w2'),
+      registerCmd('w3'),
+      registerCmd('w4'),
+      recordCmd('a', ['w1', 'w2'], 10),
+      recordCmd('b', ['w1', 'w3'], 20),
+    ),
+  );
+
+  const changes: ReplicaChange[] = [
+    { type: 'replaceReplica', id: 'a', add: 'w4', remove: 'w1' },
+    { type: 'replaceReplica', id: 'b', add: 'w4', remove: 'w1' },
+    // Meets the state the first change left: w1 no longer holds a.
+    { type: 'removeReplica', id: 'a', nodeId: 'w1' },
+    { type: 'addReplica', id: 'a', nodeId: 'w3' },
+    { type: 'removeReplica', id: 'a', nodeId: 'w3' },
+    { type: 'addReplica', id: 'gone', nodeId: 'w3' },
+  ];
+
+  it('applies each change in order, seeing the ones before it, with one result per change', async () => {
+    const result = await applyOne(sm, log, { type: 'replicaChanges', changes });
+    expect(result).toEqual({
+      ok: true,
+      results: [
+        { ok: true, object: expect.objectContaining({ id: 'a', replicas: ['w4', 'w2'] }) },
+        { ok: true, object: expect.objectContaining({ id: 'b', replicas: ['w4', 'w3'] }) },
+        { ok: false, code: 'ReplicaNotFound', message: expect.any(String) },
+        { ok: true, object: expect.objectContaining({ id: 'a', replicas: ['w4', 'w2', 'w3'] }) },
+        { ok: true, object: expect.objectContaining({ id: 'a', replicas: ['w4', 'w2'] }) },
+        { ok: false, code: 'ObjectNotFound', message: expect.any(String) },
+      ],
+    });
+    expect(await sm.stats()).toEqual({
+      appliedIndex: log.lastIndex,
+      objects: 2,
+      bytes: 30,
+      nodes: { w2: { objects: 1, bytes: 10 }, w3: { objects: 1, bytes: 20 }, w4: { objects: 2, bytes: 30 } },
+    });
+    expect((await sm.objectsOnNode('w1')).items).toEqual([]);
+    expect((await sm.objectsOnNode('w4')).items).toEqual(['a', 'b']);
+  });
+
+  it('leaves the tables exactly as the same changes in entries of their own would', async () => {
+    await applyOne(sm, log, { type: 'replicaChanges', changes });
+    const separate = await fx.machine();
+    const separateLog = new EntryLog();
+    for (const c of [
+      registerCmd('w1'),
+      registerCmd('w2'),
+      registerCmd('w3'),
+      registerCmd('w4'),
+      recordCmd('a', ['w1', 'w2'], 10),
+      recordCmd('b', ['w1', 'w3'], 20),
+      ...changes,
+    ]) {
+      await applyOne(separate, separateLog, c);
+    }
+    expect((await separate.tableDigest()).sha256).toBe((await sm.tableDigest()).sha256);
+  });
+
+  it('refuses an empty list or a change of another kind before it reaches the log', () => {
+    expect(parseCommand({ type: 'replicaChanges', changes: [] }).ok).toBe(false);
+    expect(
+      parseCommand({ type: 'replicaChanges', changes: [{ type: 'deleteObject', id: 'a' }] }).ok,
+    ).toBe(false);
   });
 });
 

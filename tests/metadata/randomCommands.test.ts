@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Entry } from '../../src/consensus/types.ts';
-import { type Command, NODE_STATES, type ObjectView } from '../../src/metadata/commands.ts';
+import { type Command, NODE_STATES, type ObjectView, type ReplicaChange } from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { Prng } from '../sim/prng.ts';
 import { EntryLog, MetadataFixture } from './metadataFixture.ts';
@@ -19,7 +19,19 @@ function randomCommand(rng: Prng, clock: number): Command {
   const node = () => rng.pick(NODES);
   const id = () => rng.pick(IDS);
   const twoNodes = () => rng.shuffle([...NODES]).slice(0, rng.range(1, 3));
-  switch (rng.int(10)) {
+  const replicaChange = (): ReplicaChange => {
+    switch (rng.int(3)) {
+      case 0:
+        return { type: 'addReplica', id: id(), nodeId: node() };
+      case 1:
+        return { type: 'removeReplica', id: id(), nodeId: node() };
+      default: {
+        const [add, remove] = rng.shuffle([...NODES]);
+        return { type: 'replaceReplica', id: id(), add: add!, remove: remove! };
+      }
+    }
+  };
+  switch (rng.int(11)) {
     case 0:
       return {
         type: 'registerWorker',
@@ -59,12 +71,16 @@ function randomCommand(rng: Prng, clock: number): Command {
     case 6:
       return { type: 'deleteObject', id: id() };
     case 7:
-      return { type: 'addReplica', id: id(), nodeId: node() };
     case 8:
-      return { type: 'removeReplica', id: id(), nodeId: node() };
+    case 9:
+      return replicaChange();
     default: {
-      const [add, remove] = rng.shuffle([...NODES]);
-      return { type: 'replaceReplica', id: id(), add: add!, remove: remove! };
+      // A few ids only, so changes of one entry often meet the same object and counter rows.
+      const few = rng.shuffle([...IDS]).slice(0, 3);
+      return {
+        type: 'replicaChanges',
+        changes: Array.from({ length: rng.range(1, 12) }, () => ({ ...replicaChange(), id: rng.pick(few) })),
+      };
     }
   }
 }
