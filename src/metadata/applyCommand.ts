@@ -24,10 +24,10 @@ import {
   encodeNode,
   encodeObject,
   type MetadataTables,
-  type Table,
   NODE_INDEX_VALUE,
   nodeCounterKey,
   nodeIndexKey,
+  type Table,
   type TableOp,
   TOTAL_COUNTER,
 } from './tables.ts';

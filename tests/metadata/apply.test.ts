@@ -325,9 +325,9 @@ describe('replicaChanges', () => {
 
   it('refuses an empty list or a change of another kind before it reaches the log', () => {
     expect(parseCommand({ type: 'replicaChanges', changes: [] }).ok).toBe(false);
-    expect(
-      parseCommand({ type: 'replicaChanges', changes: [{ type: 'deleteObject', id: 'a' }] }).ok,
-    ).toBe(false);
+    expect(parseCommand({ type: 'replicaChanges', changes: [{ type: 'deleteObject', id: 'a' }] }).ok).toBe(
+      false,
+    );
   });
 });
 

@@ -1,6 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Entry } from '../../src/consensus/types.ts';
-import { type Command, NODE_STATES, type ObjectView, type ReplicaChange } from '../../src/metadata/commands.ts';
+import {
+  type Command,
+  NODE_STATES,
+  type ObjectView,
+  type ReplicaChange,
+} from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { Prng } from '../sim/prng.ts';
 import { EntryLog, MetadataFixture } from './metadataFixture.ts';
