@@ -12,7 +12,7 @@ import { requestBody } from '../api/requestBody.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import type { BlobStore } from './blobStore.ts';
-import { StorageError, type StorageErrorCode } from './errors.ts';
+import { failure, StorageError, type StorageErrorCode, type StoreResult, success } from './errors.ts';
 import { createWorkerMetrics, type WorkerMetrics } from './workerMetrics.ts';
 
 /** Header carrying the hex sha256 of a PUT body; the worker refuses bytes that do not hash to it. */
@@ -41,6 +41,36 @@ const copyToBody = z.object({
   /** The checksum the caller's record holds; a copy here with other bytes is not sent. */
   sha256: z.string().regex(SHA256_HEX_PATTERN).optional(),
 });
+
+/** Blobs one copy-batch request may name. */
+export const MAX_COPY_BATCH = 256;
+/**
+ * Copies one copy-batch request runs at once: enough to overlap one copy's fsync on the target
+ * with the next one's transfer, few enough that several batches at once do not flood the target.
+ */
+const COPY_BATCH_CONCURRENCY = 4;
+
+const copyBatchBody = z.object({
+  target: z.string().min(1).max(2048),
+  blobs: z
+    .array(z.object({ id: z.string().max(256), sha256: z.string().regex(SHA256_HEX_PATTERN).optional() }))
+    .min(1)
+    .max(MAX_COPY_BATCH)
+    .refine((blobs) => new Set(blobs.map((b) => b.id)).size === blobs.length, 'blob ids must be distinct'),
+});
+
+interface CopyDone {
+  id: string;
+  target: string;
+  targetStatus: number;
+  size: number;
+  sha256: string;
+}
+
+/** One blob of a copy-batch answer, in the order of the request. */
+export type CopyBatchResult =
+  | ({ ok: true } & CopyDone)
+  | { id: string; ok: false; error: { code: StorageErrorCode; message: string } & Record<string, unknown> };
 
 /**
  * The worker's HTTP surface. Handlers parse, call one BlobStore method and map its result; every
@@ -195,6 +225,75 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     return c.body(null, 204);
   });
 
+  /**
+   * Streams this worker's copy of `id` to `target`'s PUT and waits for the target's answer. A copy
+   * here with other bytes than `expected` (the caller's record) is not sent.
+   */
+  const copyBlob = async (
+    id: string,
+    expected: string | undefined,
+    target: URL,
+  ): Promise<StoreResult<CopyDone>> => {
+    const read = await store.openForRead(id);
+    if (!read.ok) return read;
+    const { record, stream } = read.value;
+    if (expected !== undefined && record.sha256 !== expected) {
+      stream.destroy();
+      return failure('BlobConflict', `this worker holds other bytes under ${id}`, { sha256: record.sha256 });
+    }
+    stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
+    const url = new URL(`blobs/${encodeURIComponent(id)}`, target);
+    const targetName = target.origin + target.pathname.replace(/\/$/, '');
+    try {
+      const response = await undiciRequest(url, {
+        method: 'PUT',
+        body: stream,
+        headers: {
+          [SHA256_HEADER]: record.sha256,
+          [CLUSTER_SECRET_HEADER]: secret,
+          'content-length': String(record.size),
+          'content-type': 'application/octet-stream',
+        },
+        headersTimeout: copyTimeoutMs,
+        bodyTimeout: copyTimeoutMs,
+      });
+      const answer = await readSmallBody(response.body, 16 * 1024);
+      if (response.statusCode === 200 || response.statusCode === 201) {
+        log.debug(
+          { event: 'storage.copy_done', objectId: id, target: targetName, targetStatus: response.statusCode },
+          'blob copied',
+        );
+        return success({ id, target: targetName, targetStatus: response.statusCode, ...record });
+      }
+      log.warn(
+        {
+          event: 'storage.copy_refused',
+          objectId: id,
+          target: targetName,
+          targetStatus: response.statusCode,
+        },
+        'copy target refused the blob',
+      );
+      return failure('CopyTargetFailed', `target ${targetName} answered ${response.statusCode}`, {
+        target: targetName,
+        targetStatus: response.statusCode,
+        targetError: errorCodeOf(answer),
+      });
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      log.warn(
+        { event: 'storage.copy_failed', objectId: id, target: targetName, err: message },
+        'copy failed',
+      );
+      return failure('CopyTargetFailed', `copy to ${targetName} failed: ${message}`, {
+        target: targetName,
+        targetStatus: null,
+      });
+    } finally {
+      stream.destroy();
+    }
+  };
+
   app.post(
     '/blobs/:id/copy-to',
     zValidator('json', copyToBody, (result, c) => {
@@ -209,76 +308,52 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     async (c) => {
       const id = c.req.param('id');
       if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
-      const target = parseTargetUrl(c.req.valid('json').target);
+      const body = c.req.valid('json');
+      const target = parseTargetUrl(body.target);
       if (target === undefined) {
         return failWith(c, 'InvalidRequest', 'target must be an absolute http(s) URL without credentials');
       }
-      const read = await store.openForRead(id);
-      if (!read.ok) return fail(c, read.error);
-      const { record, stream } = read.value;
-      const expected = c.req.valid('json').sha256;
-      if (expected !== undefined && record.sha256 !== expected) {
-        stream.destroy();
-        return failWith(c, 'BlobConflict', `this worker holds other bytes under ${id}`, {
-          sha256: record.sha256,
-        });
+      const copied = await copyBlob(id, body.sha256, target);
+      return copied.ok ? c.json(copied.value, 200) : fail(c, copied.error);
+    },
+  );
+
+  // Many copies to one target in one request: repair sends a batch per (holder, target) pair, so
+  // the leader makes one call, not one per object. Each blob succeeds or fails on its own.
+  app.post(
+    '/blobs/copy-batch',
+    zValidator('json', copyBatchBody, (result, c) => {
+      if (!result.success) {
+        return failWith(
+          c,
+          'InvalidRequest',
+          `the body must be JSON { "target": "<worker base URL>", "blobs": [{ "id", "sha256"? }] } with 1 to ${MAX_COPY_BATCH} distinct blobs`,
+        );
       }
-      stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
-      const url = new URL(`blobs/${encodeURIComponent(id)}`, target);
-      const targetName = target.origin + target.pathname.replace(/\/$/, '');
-      try {
-        const response = await undiciRequest(url, {
-          method: 'PUT',
-          body: stream,
-          headers: {
-            [SHA256_HEADER]: record.sha256,
-            [CLUSTER_SECRET_HEADER]: secret,
-            'content-length': String(record.size),
-            'content-type': 'application/octet-stream',
-          },
-          headersTimeout: copyTimeoutMs,
-          bodyTimeout: copyTimeoutMs,
-        });
-        const answer = await readSmallBody(response.body, 16 * 1024);
-        if (response.statusCode === 200 || response.statusCode === 201) {
-          log.info(
-            {
-              event: 'storage.copy_done',
-              objectId: id,
-              target: targetName,
-              targetStatus: response.statusCode,
-            },
-            'blob copied',
-          );
-          return c.json({ id, target: targetName, targetStatus: response.statusCode, ...record }, 200);
+    }),
+    async (c) => {
+      const body = c.req.valid('json');
+      const target = parseTargetUrl(body.target);
+      if (target === undefined) {
+        return failWith(c, 'InvalidRequest', 'target must be an absolute http(s) URL without credentials');
+      }
+      const results: CopyBatchResult[] = new Array(body.blobs.length);
+      let next = 0;
+      const lane = async () => {
+        while (next < body.blobs.length) {
+          const i = next++;
+          const { id, sha256 } = body.blobs[i]!;
+          const copied = isValidBlobId(id)
+            ? await copyBlob(id, sha256, target)
+            : failure('InvalidBlobId', 'blob id does not match the id pattern');
+          if (!copied.ok) metrics.errors.inc({ kind: copied.error.code });
+          results[i] = copied.ok
+            ? { ok: true, ...copied.value }
+            : { id, ok: false, ...copied.error.toJSON() };
         }
-        log.warn(
-          {
-            event: 'storage.copy_refused',
-            objectId: id,
-            target: targetName,
-            targetStatus: response.statusCode,
-          },
-          'copy target refused the blob',
-        );
-        return failWith(c, 'CopyTargetFailed', `target ${targetName} answered ${response.statusCode}`, {
-          target: targetName,
-          targetStatus: response.statusCode,
-          targetError: errorCodeOf(answer),
-        });
-      } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
-        log.warn(
-          { event: 'storage.copy_failed', objectId: id, target: targetName, err: message },
-          'copy failed',
-        );
-        return failWith(c, 'CopyTargetFailed', `copy to ${targetName} failed: ${message}`, {
-          target: targetName,
-          targetStatus: null,
-        });
-      } finally {
-        stream.destroy();
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(COPY_BATCH_CONCURRENCY, body.blobs.length) }, lane));
+      return c.json({ target: target.origin + target.pathname.replace(/\/$/, ''), results }, 200);
     },
   );
 

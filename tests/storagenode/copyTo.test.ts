@@ -254,3 +254,104 @@ describe('POST /blobs/:id/copy-to', () => {
     expect(Buffer.from(await got.body.arrayBuffer()).toString()).toBe('tiny');
   });
 });
+
+async function copyBatch(from: RunningWorker, body: unknown) {
+  const res = await request(`${from.url}/blobs/copy-batch`, {
+    method: 'POST',
+    body: JSON.stringify(body),
+    headers: { ...AUTH, 'content-type': 'application/json' },
+  });
+  return { status: res.statusCode, json: (await res.body.json()) as JsonAnswer };
+}
+
+describe('POST /blobs/copy-batch', () => {
+  it('copies many blobs to one target in one request, with one result per blob in request order', async () => {
+    const a = await worker('a');
+    const b = await worker('b');
+    const shas: string[] = [];
+    for (let i = 0; i < 9; i++) shas.push(await putBlob(a, `batch-${i}`, 100_000 + i, 20 + i));
+    const held = await putBlob(a, 'mismatch', 2048, 40);
+
+    const res = await copyBatch(a, {
+      target: b.url,
+      blobs: [
+        ...shas.map((sha256, i) => ({ id: `batch-${i}`, sha256 })),
+        { id: 'absent' },
+        { id: 'mismatch', sha256: 'e'.repeat(64) },
+        { id: '../escape' },
+      ],
+    });
+    expect(res.status).toBe(200);
+    expect(res.json.target).toBe(b.url);
+    const results = res.json.results as JsonAnswer[];
+    expect(results.map((r) => [r.id, r.ok])).toEqual([
+      ...shas.map((_, i) => [`batch-${i}`, true]),
+      ['absent', false],
+      ['mismatch', false],
+      ['../escape', false],
+    ]);
+    results.slice(0, 9).forEach((r, i) => {
+      expect(r).toEqual({
+        ok: true,
+        id: `batch-${i}`,
+        target: b.url,
+        targetStatus: 201,
+        size: 100_000 + i,
+        sha256: shas[i],
+      });
+    });
+    expect(results[9]!.error.code).toBe('BlobNotFound');
+    expect(results[10]!.error).toMatchObject({ code: 'BlobConflict', sha256: held });
+    expect(results[11]!.error.code).toBe('InvalidBlobId');
+
+    for (let i = 0; i < 9; i++) {
+      const got = await request(`${b.url}/blobs/batch-${i}`, { headers: AUTH });
+      expect(await sha256Stream(got.body)).toEqual({ sha256: shas[i], size: 100_000 + i });
+    }
+    expect((await b.store.stat('mismatch')).ok).toBe(false);
+    expect(b.store.counters()).toMatchObject({ blobCount: 9 });
+  });
+
+  it('reports a target that refuses or cannot be reached on every blob, and validates the body', async () => {
+    const a = await worker('a');
+    const small = await worker('small', { maxBlobBytes: 1000 });
+    await putBlob(a, 'big', 5000, 3);
+    await putBlob(a, 'fits', 500, 4);
+
+    const mixed = await copyBatch(a, { target: small.url, blobs: [{ id: 'big' }, { id: 'fits' }] });
+    expect(mixed.status).toBe(200);
+    expect((mixed.json.results as JsonAnswer[])[0]).toMatchObject({
+      id: 'big',
+      ok: false,
+      error: { code: 'CopyTargetFailed', targetStatus: 413, targetError: 'PayloadTooLarge' },
+    });
+    expect((mixed.json.results as JsonAnswer[])[1]).toMatchObject({
+      id: 'fits',
+      ok: true,
+      targetStatus: 201,
+    });
+
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', () => resolve()));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const unreachable = await copyBatch(a, { target: `http://127.0.0.1:${port}`, blobs: [{ id: 'fits' }] });
+    expect((unreachable.json.results as JsonAnswer[])[0]).toMatchObject({
+      ok: false,
+      error: { code: 'CopyTargetFailed', targetStatus: null },
+    });
+
+    for (const body of [
+      { target: small.url },
+      { target: small.url, blobs: [] },
+      { target: small.url, blobs: [{ id: 'fits' }, { id: 'fits' }] },
+      { target: small.url, blobs: Array.from({ length: 257 }, (_, i) => ({ id: `b${i}` })) },
+      { target: 'ftp://127.0.0.1/', blobs: [{ id: 'fits' }] },
+      { target: small.url, blobs: [{ id: 'fits', sha256: 'xyz' }] },
+    ]) {
+      const res = await copyBatch(a, body);
+      expect(res.status, JSON.stringify(body).slice(0, 80)).toBe(400);
+      expect(res.json.error.code).toBe('InvalidRequest');
+    }
+  });
+});
