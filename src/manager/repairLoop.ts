@@ -7,20 +7,35 @@
 
 import pRetry, { AbortError } from 'p-retry';
 import type { Logger } from '../logging.ts';
-import type { NodeState, NodeView, ObjectView } from '../metadata/commands.ts';
+import type {
+  NodeState,
+  NodeView,
+  ObjectView,
+  ReplicaChange,
+  ReplicaChangeResult,
+} from '../metadata/commands.ts';
 import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
 import { type CopyCheck, checkCopy } from './copyVerifier.ts';
 import type { RaftAccess } from './imageService.ts';
 import { type PlacementCandidate, rankTargets } from './placement.ts';
 import type { RepairMetrics } from './repairMetrics.ts';
-import type { WorkerClient } from './workerClient.ts';
+import type { CopyBatchOutcome, WorkerClient } from './workerClient.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
 /** Nodes whose copies must move elsewhere. */
 const LEAVING: ReadonlySet<NodeState> = new Set<NodeState>(['down', 'draining', 'drained']);
 /** Targets one repair tries before leaving the object to the next pass. */
 const MAX_TARGETS_PER_REPAIR = 4;
+/**
+ * Bounds of one copy batch: the objects one holder copies to one target in one request, committed
+ * in one Raft entry. Batching is what lets repair approach disk speed: per object, a request to the
+ * holder and a Raft round (on every manager) cost more CPU than the copy itself.
+ */
+const BATCH_OBJECTS = 32;
+const BATCH_BYTES = 64 * 1024 * 1024;
+/** Copies a holder runs at once for one batch (the worker's own bound). */
+const COPIES_PER_BATCH = 4;
 
 export interface RepairLoopDeps {
   raft: RaftAccess;
@@ -53,6 +68,14 @@ export interface PassReport {
   examined: number;
   outcomes: Record<RepairOutcome, number>;
   drained: string[];
+}
+
+/** Objects one holder is to copy to one target. */
+interface CopyBatch {
+  sourceId: string;
+  targetId: string;
+  items: Classified[];
+  bytes: number;
 }
 
 interface Classified {
@@ -165,28 +188,277 @@ export class RepairLoop {
       failed: 0,
       skipped: 0,
     };
+    // Objects short of a copy with a holder to copy from go in batches; the rest (drops, trims,
+    // unavailable objects, and copies no target was found for) one at a time.
+    const singles: Classified[] = [];
+    const copies: Classified[] = [];
+    for (const w of work) {
+      (w.healthy.length < REPLICATION_FACTOR && w.sources.length > 0 ? copies : singles).push(w);
+    }
+    const batches = this.planBatches(copies, nodes, byId, singles);
+    let nextBatch = 0;
+    const batchLane = async () => {
+      while (nextBatch < batches.length && raft.isLeader() && !this.stopped) {
+        const batch = batches[nextBatch++]!;
+        try {
+          await this.runBatch(batch, outcomes);
+        } catch (err) {
+          // A table read failed: the tables still show the work.
+          this.deps.log.warn(
+            { event: 'repair.batch_error', objects: batch.items.length, err: (err as Error).message },
+            'repair batch failed; next pass retries',
+          );
+          outcomes.failed += batch.items.length;
+        }
+      }
+    };
+    const lanes = Math.max(1, Math.ceil(this.deps.concurrency / COPIES_PER_BATCH));
+    await Promise.all(Array.from({ length: Math.min(lanes, batches.length) }, batchLane));
+
     let next = 0;
     const worker = async () => {
-      while (next < work.length && raft.isLeader() && !this.stopped) {
-        const item = work[next++]!;
-        let outcome: RepairOutcome;
-        try {
-          outcome = await this.repairOne(item.object.id);
-        } catch (err) {
-          // A commit that failed (leadership lost, timeout): the tables still show the work.
-          this.deps.log.warn(
-            { event: 'repair.error', objectId: item.object.id, err: (err as Error).message },
-            'repair step failed; next pass retries',
-          );
-          outcome = 'failed';
-        }
-        outcomes[outcome] += 1;
+      while (next < singles.length && raft.isLeader() && !this.stopped) {
+        const item = singles[next++]!;
+        outcomes[await this.repairOneLogged(item.object.id)] += 1;
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, this.deps.concurrency) }, worker));
 
     const drained = await this.finishDrains();
     return { examined: work.length, outcomes, drained };
+  }
+
+  private async repairOneLogged(id: string): Promise<RepairOutcome> {
+    try {
+      return await this.repairOne(id);
+    } catch (err) {
+      // A commit that failed (leadership lost, timeout): the tables still show the work.
+      this.deps.log.warn(
+        { event: 'repair.error', objectId: id, err: (err as Error).message },
+        'repair step failed; next pass retries',
+      );
+      return 'failed';
+    }
+  }
+
+  /**
+   * Picks a holder and a target for each object and groups them by (holder, target) into
+   * batches. Batches alternate between pairs, so the ones in flight spread over the workers while
+   * each pair's objects keep their order (fewest live copies first). Objects no target is found
+   * for go to `unplanned`.
+   */
+  private planBatches(
+    copies: Classified[],
+    nodes: NodeView[],
+    byId: Map<string, NodeView>,
+    unplanned: Classified[],
+  ): CopyBatch[] {
+    const byPair = new Map<string, CopyBatch[]>();
+    for (const c of copies) {
+      const target = this.rankTargetsFor(c, nodes, byId)[0];
+      const source = c.sources[0]!;
+      if (!target) {
+        unplanned.push(c);
+        continue;
+      }
+      // Spreads the next objects' targets as if this copy had landed already.
+      this.deps.liveness.reservePlacement(target.nodeId, c.object.size);
+      const key = `${source.nodeId}\0${target.nodeId}`;
+      const list = byPair.get(key) ?? [];
+      byPair.set(key, list);
+      let batch = list.at(-1);
+      if (!batch || batch.items.length >= BATCH_OBJECTS || batch.bytes + c.object.size > BATCH_BYTES) {
+        batch = { sourceId: source.nodeId, targetId: target.nodeId, items: [], bytes: 0 };
+        list.push(batch);
+      }
+      batch.items.push(c);
+      batch.bytes += c.object.size;
+    }
+    const batches: CopyBatch[] = [];
+    const lists = [...byPair.values()];
+    for (let round = 0; lists.some((l) => l.length > round); round++) {
+      for (const list of lists) if (list[round]) batches.push(list[round]!);
+    }
+    return batches;
+  }
+
+  /**
+   * One batch: each object is read afresh and goes ahead only if it still needs a copy, its holder
+   * still serves it and the target still fits; the rest are repaired one at a time. The holder
+   * copies the whole batch in one request, the copies that arrived are committed in one entry, and
+   * each copy the target failed is tried on the next target alone (a fallback).
+   */
+  private async runBatch(batch: CopyBatch, outcomes: Record<RepairOutcome, number>): Promise<void> {
+    const { metadata, workers, log, metrics } = this.deps;
+    const nodes = await metadata.listNodes();
+    const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+    const source = byId.get(batch.sourceId);
+    const target = byId.get(batch.targetId);
+    const send: Classified[] = [];
+    const alone: string[] = [];
+    for (const planned of batch.items) {
+      const object = await metadata.getObject(planned.object.id);
+      if (!object) {
+        outcomes.skipped += 1;
+        continue;
+      }
+      const c = this.classify(object, byId);
+      const fits =
+        source !== undefined &&
+        target !== undefined &&
+        c.healthy.length < REPLICATION_FACTOR &&
+        c.sources.some((n) => n.nodeId === source.nodeId) &&
+        this.rankTargetsFor(c, nodes, byId).some((t) => t.nodeId === target.nodeId);
+      if (fits) send.push(c);
+      else alone.push(object.id);
+    }
+    if (send.length > 0 && source && target) {
+      metrics.started.inc(send.length);
+      const startedAt = this.now();
+      let answers: CopyBatchOutcome[];
+      try {
+        answers = await workers.copyBatch(
+          source.url,
+          target.url,
+          send.map((c) => ({ id: c.object.id, sha256: c.object.sha256 })),
+        );
+      } catch (err) {
+        const message = (err as Error).message;
+        answers = send.map(() => ({ ok: false, message }));
+      }
+      const copied: Classified[] = [];
+      const retry: Classified[] = [];
+      for (const [i, answer] of answers.entries()) {
+        const c = send[i]!;
+        if (!answer.ok) {
+          log.warn(
+            {
+              event: 'repair.target_failed',
+              objectId: c.object.id,
+              source: source.nodeId,
+              target: target.nodeId,
+              err: answer.message,
+            },
+            'repair target failed',
+          );
+          retry.push(c);
+        } else if (answer.sha256 !== c.object.sha256 || answer.size !== c.object.size) {
+          // As in copyOnce: the target checked the holder's claim, not the record.
+          metrics.failed.inc();
+          log.warn(
+            { event: 'repair.failed', objectId: c.object.id, source: source.nodeId },
+            `holder sent sha256 ${answer.sha256 ?? '?'} (${answer.size ?? '?'} bytes), record says ${c.object.sha256}`,
+          );
+          await this.deleteIfUnrecorded(c.object.id, c.object.sha256, target.nodeId, byId);
+          outcomes.failed += 1;
+        } else {
+          metrics.bytesCopied.inc(c.object.size);
+          copied.push(c);
+        }
+      }
+      if (copied.length > 0) await this.commitBatch(copied, target.nodeId, byId, startedAt, outcomes);
+      for (const c of retry) {
+        outcomes[
+          await this.copyOnce(c, nodes, byId, { failedTarget: target.nodeId }).catch(() => 'failed' as const)
+        ] += 1;
+      }
+    }
+    for (const id of alone) outcomes[await this.repairOneLogged(id)] += 1;
+  }
+
+  /** Records the batch's copies on `targetId` in one entry: one result per object. */
+  private async commitBatch(
+    copied: Classified[],
+    targetId: string,
+    byId: Map<string, NodeView>,
+    startedAt: number,
+    outcomes: Record<RepairOutcome, number>,
+  ): Promise<void> {
+    const { raft, metadata, workers, log, metrics, liveness } = this.deps;
+    // A node being replaced may have come back while the copies ran: then it keeps its copy.
+    const leavingNow = new Map<string, NodeView | null>();
+    for (const c of copied) {
+      const remove = c.leaving[0];
+      if (remove !== undefined && !leavingNow.has(remove))
+        leavingNow.set(remove, await metadata.getNode(remove));
+    }
+    const removes = copied.map((c) => {
+      const remove = c.leaving[0];
+      if (remove === undefined) return null;
+      const now = leavingNow.get(remove) ?? null;
+      return now === null || LEAVING.has(now.state) ? remove : null;
+    });
+    const changes: ReplicaChange[] = copied.map((c, i) => {
+      const remove = removes[i];
+      return remove
+        ? { type: 'replaceReplica', id: c.object.id, add: targetId, remove }
+        : { type: 'addReplica', id: c.object.id, nodeId: targetId };
+    });
+    let results: ReplicaChangeResult[];
+    try {
+      results = (await proposeCommand(raft, { type: 'replicaChanges', changes })).results;
+    } catch (err) {
+      // Outcome unknown: see copyOnce. The copies stay; a stray one is swept after the grace.
+      for (const c of copied) {
+        metrics.failed.inc();
+        log.warn(
+          {
+            event: 'repair.commit_unknown',
+            objectId: c.object.id,
+            target: targetId,
+            err: (err as Error).message,
+          },
+          'copy made, commit outcome unknown; copy kept',
+        );
+      }
+      outcomes.failed += copied.length;
+      return;
+    }
+    for (const [i, c] of copied.entries()) {
+      const result = results[i]!;
+      if (!result.ok) {
+        metrics.failed.inc();
+        log.warn(
+          {
+            event: 'repair.commit_failed',
+            objectId: c.object.id,
+            target: targetId,
+            err: `${result.code}: ${result.message}`,
+          },
+          'copy made but not recorded; next pass retries',
+        );
+        await this.deleteIfUnrecorded(c.object.id, c.object.sha256, targetId, byId);
+        outcomes.failed += 1;
+        continue;
+      }
+      metrics.succeeded.inc();
+      metrics.duration.observe((this.now() - startedAt) / 1000);
+      const removed = removes[i] ?? null;
+      log.info(
+        { event: 'repair.copied', objectId: c.object.id, target: targetId, removed, size: c.object.size },
+        'replica repaired',
+      );
+      const removedNode = removed === null ? null : leavingNow.get(removed);
+      if (removedNode && liveness.isServing(removedNode)) {
+        // A draining node's copy is not needed once recorded elsewhere.
+        await workers.deleteBlob(removedNode.url, c.object.id).catch(() => {});
+      }
+      outcomes.copied += 1;
+    }
+  }
+
+  /** Targets for one more copy of `c`, best first: live, not holding it, other zones first. */
+  private rankTargetsFor(
+    c: Classified,
+    nodes: NodeView[],
+    byId: Map<string, NodeView>,
+    skip?: string,
+  ): PlacementCandidate[] {
+    return rankTargets(this.deps.liveness.candidates(nodes), {
+      exclude: new Set(skip === undefined ? c.object.replicas : [...c.object.replicas, skip]),
+      avoidZones: new Set(c.healthy.map((n) => byId.get(n)?.zone).filter((z) => z !== undefined)),
+      size: c.object.size,
+    });
   }
 
   private classify(object: ObjectView, byId: Map<string, NodeView>): Classified {
@@ -359,25 +631,27 @@ export class RepairLoop {
     return 'trimmed';
   }
 
+  /**
+   * Copies `c` to the best target, falling back to the next ones. `failedTarget`: a batch's target
+   * already failed this copy (and counted it started); this is then its fallback.
+   */
   private async copyOnce(
     c: Classified,
     nodes: NodeView[],
     byId: Map<string, NodeView>,
+    options: { failedTarget?: string } = {},
   ): Promise<RepairOutcome> {
     const { raft, workers, log, metrics, liveness } = this.deps;
     const { object } = c;
-    const ranked: PlacementCandidate[] = rankTargets(liveness.candidates(nodes), {
-      exclude: new Set(object.replicas),
-      avoidZones: new Set(c.healthy.map((n) => byId.get(n)?.zone).filter((z) => z !== undefined)),
-      size: object.size,
-    }).slice(0, MAX_TARGETS_PER_REPAIR);
+    const ranked = this.rankTargetsFor(c, nodes, byId, options.failedTarget).slice(0, MAX_TARGETS_PER_REPAIR);
     if (ranked.length === 0) {
       metrics.failed.inc();
       log.warn({ event: 'repair.no_target', objectId: object.id }, 'no live worker can take a copy');
       return 'noTarget';
     }
     const remove = c.leaving[0];
-    metrics.started.inc();
+    if (options.failedTarget === undefined) metrics.started.inc();
+    else metrics.fallbacks.inc();
     const startedAt = this.now();
     let target: PlacementCandidate;
     try {

@@ -48,6 +48,11 @@ async function failure(
   );
 }
 
+/** One blob of a copy-batch: what the holder sent, or why it did not get there. */
+export type CopyBatchOutcome =
+  | { ok: true; sha256: string | null; size: number | null }
+  | { ok: false; message: string };
+
 export interface WorkerClientOptions {
   secret: string;
   /** Time allowed between two chunks of a transfer, and for headers; a stalled worker is abandoned. */
@@ -130,6 +135,45 @@ export class WorkerClient {
       };
     }
     throw await failure(holderUrl, `copy-to of ${id} to ${targetUrl}`, res);
+  }
+
+  /**
+   * copy-to for many blobs of one holder to one target, in one request. Resolves with one result
+   * per blob, in order: a blob the holder or the target refused fails alone. Rejects when the
+   * holder could not run the batch at all.
+   */
+  async copyBatch(
+    holderUrl: string,
+    targetUrl: string,
+    blobs: readonly { id: string; sha256: string }[],
+  ): Promise<CopyBatchOutcome[]> {
+    const res = await this.call('POST', holderUrl, '/blobs/copy-batch', {
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ target: targetUrl, blobs }),
+    });
+    if (res.statusCode !== 200) throw await failure(holderUrl, `copy-batch to ${targetUrl}`, res);
+    const answer = (await res.body.json().catch(() => null)) as { results?: unknown } | null;
+    const results = Array.isArray(answer?.results) ? (answer.results as unknown[]) : [];
+    if (results.length !== blobs.length) {
+      throw new WorkerCallError(
+        'Rejected',
+        holderUrl,
+        `copy-batch answered ${results.length} results for ${blobs.length} blobs`,
+      );
+    }
+    return results.map((raw, i): CopyBatchOutcome => {
+      const r = (raw ?? {}) as Record<string, unknown>;
+      const error = (r.error ?? {}) as Record<string, unknown>;
+      if (r.id !== blobs[i]!.id) return { ok: false, message: `result ${i} is not for ${blobs[i]!.id}` };
+      if (r.ok === true) {
+        return {
+          ok: true,
+          sha256: typeof r.sha256 === 'string' ? r.sha256 : null,
+          size: typeof r.size === 'number' ? r.size : null,
+        };
+      }
+      return { ok: false, message: `${String(error.code ?? 'Error')}: ${String(error.message ?? '')}` };
+    });
   }
 
   /** Deletes a copy; a copy that is already gone counts as deleted. */

@@ -227,6 +227,52 @@ describe('RepairLoop', () => {
     expect(await metric(s, 'imgvault_objects_under_replicated')).toBe(0);
   });
 
+  it('copies in batches: one copy-batch request and one entry per 32 objects, a failed copy falls back alone', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }, { id: 'w4' }]);
+    hearAll(s, { w4: 500_000 });
+    for (let i = 0; i < 40; i++) await putObject(s, `obj-${i}`, ['w1', 'w2']);
+    // w3, the preferred target, holds other bytes under one id: its copy there fails (409).
+    const other = randomBytes(2_000);
+    await s.client.putBlob(s.workers.get('w3')!.url, 'obj-7', sha256Of(other), 2_000, Readable.from([other]));
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const proposed: string[] = [];
+    const raft: RaftAccess = {
+      ...s.raft,
+      propose(data, requestId) {
+        const c = decodeCommand(data);
+        if (c.ok) proposed.push(c.command.type);
+        return s.raft.propose(data, requestId);
+      },
+    };
+
+    const report = await new RepairLoop({
+      raft,
+      metadata: s.sm,
+      liveness: s.liveness,
+      workers: s.client,
+      log,
+      metrics: s.metrics,
+      concurrency: 8,
+    }).pass();
+    expect(report?.outcomes.copied).toBe(40);
+    expect(proposed.sort()).toEqual(['replaceReplica', 'replicaChanges', 'replicaChanges']);
+    for (let i = 0; i < 40; i++) {
+      expect((await s.sm.getObject(`obj-${i}`))?.replicas).toEqual([i === 7 ? 'w4' : 'w3', 'w2']);
+    }
+    const batchRequests = (await s.workers.get('w2')!.worker.metrics.requests.get()).values
+      .filter((v) => v.labels.route === '/blobs/copy-batch')
+      .reduce((t, v) => t + v.value, 0);
+    expect(batchRequests).toBe(2);
+    expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(1);
+    expect(await metric(s, 'imgvault_repairs_started_total')).toBe(40);
+    expect(await metric(s, 'imgvault_repairs_succeeded_total')).toBe(40);
+    expect((await s.sm.stats()).nodes).toMatchObject({
+      w2: { objects: 40 },
+      w3: { objects: 39 },
+      w4: { objects: 1 },
+    });
+  });
+
   it('leaves an object whose every copy is on a down worker for later and reports it unavailable', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
