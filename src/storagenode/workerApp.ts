@@ -10,9 +10,17 @@ import { z } from 'zod';
 import { CLUSTER_SECRET_HEADER, requireClusterSecret } from '../api/clusterAuth.ts';
 import { requestBody } from '../api/requestBody.ts';
 import { createLogger, type Logger } from '../logging.ts';
+import { encodeFrameHeader, FRAMES_CONTENT_TYPE, FrameError, FrameReader } from './blobFrames.ts';
 import { isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import type { BlobStore } from './blobStore.ts';
-import { failure, StorageError, type StorageErrorCode, type StoreResult, success } from './errors.ts';
+import {
+  failure,
+  STATUS_BY_CODE,
+  StorageError,
+  type StorageErrorCode,
+  type StoreResult,
+  success,
+} from './errors.ts';
 import { createWorkerMetrics, type WorkerMetrics } from './workerMetrics.ts';
 
 /** Header carrying the hex sha256 of a PUT body; the worker refuses bytes that do not hash to it. */
@@ -44,11 +52,6 @@ const copyToBody = z.object({
 
 /** Blobs one copy-batch request may name. */
 export const MAX_COPY_BATCH = 256;
-/**
- * Copies one copy-batch request runs at once: enough to overlap one copy's fsync on the target
- * with the next one's transfer, few enough that several batches at once do not flood the target.
- */
-const COPY_BATCH_CONCURRENCY = 4;
 
 const copyBatchBody = z.object({
   target: z.string().min(1).max(2048),
@@ -66,6 +69,12 @@ interface CopyDone {
   size: number;
   sha256: string;
 }
+
+/** One blob of a batch PUT answer, in body order. */
+type BatchPutResult =
+  /** `status`: what a PUT of this blob would have answered (201 created, 200 already stored). */
+  | { id: string; ok: true; status: 201 | 200; size: number; sha256: string }
+  | { id: string; ok: false; error: { code: StorageErrorCode; message: string } & Record<string, unknown> };
 
 /** One blob of a copy-batch answer, in the order of the request. */
 export type CopyBatchResult =
@@ -179,6 +188,45 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     if (status === 'created')
       log.debug({ event: 'storage.blob_written', objectId: id, size }, 'blob written');
     return c.json({ id, size, sha256: result.value.sha256 }, status === 'created' ? 201 : 200);
+  });
+
+  // The receiving end of copy-batch: many blobs in one body (see blobFrames.ts), each stored exactly
+  // as a PUT would store it, one after the other. One result per blob, in body order.
+  app.post('/blobs/batch', async (c) => {
+    const body = requestBody(c);
+    const reader = new FrameReader(body.chunks);
+    const results: BatchPutResult[] = [];
+    const refuse = (message: string) => {
+      body.abandon();
+      return failWith(c, 'InvalidRequest', message, { results });
+    };
+    try {
+      for (let header = await reader.header(); header !== null; header = await reader.header()) {
+        if (results.length >= MAX_COPY_BATCH)
+          return refuse(`a batch carries at most ${MAX_COPY_BATCH} blobs`);
+        const { id, size, sha256 } = header;
+        const blob = reader.body(size);
+        const stored = isValidBlobId(id)
+          ? await store.writeAtomically(id, blob, sha256, maxBlobBytes, {
+              declaredLength: size,
+              onBytes: (n) => metrics.bytesIn.inc(n),
+            })
+          : failure<never>('InvalidBlobId', 'blob id does not match the id pattern');
+        // A blob refused early leaves bytes unread; a body cut short throws here.
+        await blob.skipRest();
+        if (stored.ok) {
+          results.push({ id, ok: true, status: stored.value.status === 'created' ? 201 : 200, size, sha256 });
+        } else {
+          metrics.errors.inc({ kind: stored.error.code });
+          results.push({ id, ok: false, ...stored.error.toJSON() });
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof FrameError)) throw err;
+      if (err.aborted) return fail(c, new StorageError('BodyAborted', err.message));
+      return refuse(err.message);
+    }
+    return c.json({ results }, 200);
   });
 
   app.get('/blobs/:id', async (c) => {
@@ -337,23 +385,111 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       if (target === undefined) {
         return failWith(c, 'InvalidRequest', 'target must be an absolute http(s) URL without credentials');
       }
-      const results: CopyBatchResult[] = new Array(body.blobs.length);
-      let next = 0;
-      const lane = async () => {
-        while (next < body.blobs.length) {
-          const i = next++;
-          const { id, sha256 } = body.blobs[i]!;
-          const copied = isValidBlobId(id)
-            ? await copyBlob(id, sha256, target)
-            : failure('InvalidBlobId', 'blob id does not match the id pattern');
-          if (!copied.ok) metrics.errors.inc({ kind: copied.error.code });
-          results[i] = copied.ok
-            ? { ok: true, ...copied.value }
-            : { id, ok: false, ...copied.error.toJSON() };
+      const targetName = target.origin + target.pathname.replace(/\/$/, '');
+      const { blobs } = body;
+      const results: CopyBatchResult[] = new Array(blobs.length);
+      const refuse = (i: number, error: StorageError) => {
+        metrics.errors.inc({ kind: error.code });
+        results[i] = { id: blobs[i]!.id, ok: false, ...error.toJSON() };
+      };
+      /** The blobs put in the body, in body order, with the record each was sent under. */
+      const sent: { index: number; size: number; sha256: string }[] = [];
+      // Each blob is opened only when the body reaches it: one descriptor and one read-ahead at a time.
+      async function* frames(): AsyncGenerator<Buffer> {
+        for (const [i, { id, sha256 }] of blobs.entries()) {
+          const read = isValidBlobId(id)
+            ? await store.openForRead(id)
+            : failure<never>('InvalidBlobId', 'blob id does not match the id pattern');
+          if (!read.ok) {
+            refuse(i, read.error);
+            continue;
+          }
+          const { record, stream } = read.value;
+          try {
+            if (sha256 !== undefined && record.sha256 !== sha256) {
+              refuse(
+                i,
+                new StorageError('BlobConflict', `this worker holds other bytes under ${id}`, {
+                  sha256: record.sha256,
+                }),
+              );
+              continue;
+            }
+            sent.push({ index: i, size: record.size, sha256: record.sha256 });
+            yield encodeFrameHeader({ id, size: record.size, sha256: record.sha256 });
+            for await (const chunk of stream as AsyncIterable<Buffer>) {
+              metrics.bytesOut.inc(chunk.length);
+              yield chunk;
+            }
+          } finally {
+            stream.destroy();
+          }
+        }
+      }
+      /** Every blob without a result yet (sent, or never reached by the body) fails with `message`. */
+      const failRest = (message: string, details: Record<string, unknown>) => {
+        for (const [index] of blobs.entries()) {
+          if (results[index] === undefined) {
+            refuse(index, new StorageError('CopyTargetFailed', message, { target: targetName, ...details }));
+          }
         }
       };
-      await Promise.all(Array.from({ length: Math.min(COPY_BATCH_CONCURRENCY, body.blobs.length) }, lane));
-      return c.json({ target: target.origin + target.pathname.replace(/\/$/, ''), results }, 200);
+      const frameBody = frames();
+      try {
+        const response = await undiciRequest(new URL('blobs/batch', target), {
+          method: 'POST',
+          // undici takes async iterables as bodies (docs/api/Dispatcher.md); its types lag behind.
+          body: frameBody as unknown as Readable,
+          headers: { [CLUSTER_SECRET_HEADER]: secret, 'content-type': FRAMES_CONTENT_TYPE },
+          headersTimeout: copyTimeoutMs,
+          bodyTimeout: copyTimeoutMs,
+        });
+        const answer = await readSmallBody(response.body, 4 * 1024 * 1024);
+        const stored = response.statusCode === 200 ? batchResultsOf(answer) : null;
+        if (stored === null) {
+          log.warn(
+            { event: 'storage.copy_refused', target: targetName, targetStatus: response.statusCode },
+            'copy target refused the batch',
+          );
+          failRest(`target ${targetName} answered ${response.statusCode}`, {
+            targetStatus: response.statusCode,
+            targetError: errorCodeOf(answer),
+          });
+        } else {
+          for (const [k, { index, size, sha256 }] of sent.entries()) {
+            const id = blobs[index]!.id;
+            const r = stored[k];
+            if (r?.id !== id) continue; // failed below, with the rest
+            if (r.ok === true && (r.status === 200 || r.status === 201)) {
+              results[index] = { ok: true, id, target: targetName, targetStatus: r.status, size, sha256 };
+            } else {
+              const code = typeof r.error?.code === 'string' ? r.error.code : null;
+              const status =
+                code !== null && code in STATUS_BY_CODE ? STATUS_BY_CODE[code as StorageErrorCode] : null;
+              refuse(
+                index,
+                new StorageError(
+                  'CopyTargetFailed',
+                  `target ${targetName} refused ${id}: ${r.error?.message ?? '?'}`,
+                  {
+                    target: targetName,
+                    targetStatus: status,
+                    targetError: code,
+                  },
+                ),
+              );
+            }
+          }
+          failRest(`target ${targetName} gave no result`, { targetStatus: response.statusCode });
+        }
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        log.warn({ event: 'storage.copy_failed', target: targetName, err: message }, 'batch copy failed');
+        failRest(`copy to ${targetName} failed: ${message}`, { targetStatus: null });
+      } finally {
+        await frameBody.return(undefined);
+      }
+      return c.json({ target: targetName, results }, 200);
     },
   );
 
@@ -462,6 +598,23 @@ async function readSmallBody(
     }
   }
   return text;
+}
+
+interface StoredBlobAnswer {
+  id?: unknown;
+  ok?: unknown;
+  status?: unknown;
+  error?: { code?: unknown; message?: unknown };
+}
+
+/** The results of a `/blobs/batch` answer, or null when it is not one. */
+function batchResultsOf(answer: string): StoredBlobAnswer[] | null {
+  try {
+    const parsed = JSON.parse(answer) as { results?: unknown };
+    return Array.isArray(parsed.results) ? (parsed.results as StoredBlobAnswer[]) : null;
+  } catch {
+    return null;
+  }
 }
 
 function errorCodeOf(answer: string): string | null {

@@ -312,6 +312,34 @@ describe('POST /blobs/copy-batch', () => {
     expect(b.store.counters()).toMatchObject({ blobCount: 9 });
   });
 
+  it('fails every blob when the target dies mid-batch; the target keeps only whole blobs', async () => {
+    const a = await worker('a');
+    const b = await worker('b');
+    const ids = ['m-0', 'm-1', 'm-2', 'm-3'];
+    for (const [i, id] of ids.entries()) await putBlob(a, id, 300_000, 60 + i);
+    const proxy = await cuttingProxy(b.port, 700_000);
+
+    const res = await copyBatch(a, { target: proxy.url, blobs: ids.map((id) => ({ id })) });
+    expect(res.status).toBe(200);
+    for (const r of res.json.results as JsonAnswer[]) {
+      expect(r).toMatchObject({ ok: false, error: { code: 'CopyTargetFailed', targetStatus: null } });
+    }
+    // Two blobs fit in the first 700 kB; the third was cut: whole or absent, never partial.
+    const abortedOnTarget = async () =>
+      (await b.worker.metrics.errors.get()).values.find((v) => v.labels.kind === 'BodyAborted')?.value ?? 0;
+    expect(await eventually(async () => (await abortedOnTarget()) === 1)).toBe(true);
+    expect(await readdir(b.store.tmpDir)).toEqual([]);
+    for (const id of ids) {
+      const held = await b.store.stat(id);
+      if (held.ok) expect(held.value.size).toBe(300_000);
+    }
+    expect((await b.store.stat('m-2')).ok).toBe(false);
+    expect(b.store.counters()).toMatchObject({ reservedBytes: 0 });
+
+    const retry = await copyBatch(a, { target: b.url, blobs: ids.map((id) => ({ id })) });
+    expect((retry.json.results as JsonAnswer[]).every((r) => r.ok === true)).toBe(true);
+  });
+
   it('reports a target that refuses or cannot be reached on every blob, and validates the body', async () => {
     const a = await worker('a');
     const small = await worker('small', { maxBlobBytes: 1000 });
