@@ -40,11 +40,19 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     secret: config.secret,
     onUnreachable: (peer) => node?.reportUnreachable(peer),
     onSnapshotStatus: (peer, ok) => node?.reportSnapshot(peer, ok),
+    onReply: (msg) => node?.receive(msg),
   });
+  // A peer's request waits this long at most for its replies (an append's answer waits on our
+  // fsync); under a tick, so the peer's next heartbeat to us is never held back by it.
+  const replyWaitMs = Math.max(1, Math.floor(config.tickMs / 2));
   const raftApp = raftRoutes({
     secret: config.secret,
     selfId: config.id,
     onMessage: (msg) => node?.receive(msg),
+    collectReplies: (from) => {
+      const n = node;
+      return n ? transport.collectReplies(from, () => n.repliesSent(replyWaitMs)) : Promise.resolve([]);
+    },
   });
 
   node = await RaftNode.start({

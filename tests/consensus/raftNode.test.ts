@@ -26,6 +26,8 @@ interface Member {
   kv: KvStateMachine | null;
   store: LevelLogStore | null;
   transport: HttpTransport | null;
+  /** Messages that reached this node in the answer to one of its own requests. */
+  replies: number;
 }
 
 let root: string;
@@ -42,8 +44,20 @@ async function listen(id: string): Promise<Member> {
     kv: null,
     store: null,
     transport: null,
+    replies: 0,
   };
-  const app = raftRoutes({ secret: SECRET, selfId: id, onMessage: (msg) => m.node?.receive(msg) });
+  // Wired as managerProcess wires it: replies travel back in the answers to the requests.
+  const app = raftRoutes({
+    secret: SECRET,
+    selfId: id,
+    onMessage: (msg) => m.node?.receive(msg),
+    collectReplies: (from) => {
+      const { node, transport } = m;
+      return node && transport
+        ? transport.collectReplies(from, () => node.repliesSent(TICK_MS / 2))
+        : Promise.resolve([]);
+    },
+  });
   await new Promise<void>((resolve) => {
     m.server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {
       m.url = `http://127.0.0.1:${info.port}`;
@@ -66,6 +80,10 @@ async function startNode(
     secret: SECRET,
     onUnreachable: (peer) => m.node?.reportUnreachable(peer),
     onSnapshotStatus: (peer, ok) => m.node?.reportSnapshot(peer, ok),
+    onReply: (msg) => {
+      m.replies += 1;
+      m.node?.receive(msg);
+    },
   });
   m.node = await RaftNode.start({
     id: m.id,
@@ -151,6 +169,8 @@ describe('RaftNode over HTTP and LevelDB', () => {
     await until('every node applied the put', () =>
       running().every((m) => m.kv!.get('alpha') === 'one' && m.kv!.appliedIndex() >= result.index),
     );
+    // The followers' answers to its appends and heartbeats reached the leader inside its own requests.
+    expect(leader.replies).toBeGreaterThan(0);
   });
 
   it('refuses a proposal on a follower with NotLeader naming the leader', async () => {

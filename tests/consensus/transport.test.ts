@@ -31,7 +31,13 @@ afterEach(async () => {
 
 /** A real HTTP server mounting raftRoutes; `gate` (if given) holds every request until it resolves. */
 async function startPeer(
-  opts: { gate?: () => Promise<void>; selfId?: string; maxBodyBytes?: number } = {},
+  opts: {
+    gate?: () => Promise<void>;
+    selfId?: string;
+    maxBodyBytes?: number;
+    onMessage?: (msg: Message) => void;
+    collectReplies?: (from: string) => Promise<string[]>;
+  } = {},
 ): Promise<PeerServer> {
   const peer: PeerServer = { url: '', received: [], requests: 0, close: async () => {} };
   const app = new Hono();
@@ -45,8 +51,12 @@ async function startPeer(
     '/',
     raftRoutes({
       secret: SECRET,
-      onMessage: (msg) => peer.received.push({ msg, request: current }),
+      onMessage: (msg) => {
+        peer.received.push({ msg, request: current });
+        opts.onMessage?.(msg);
+      },
       ...(opts.selfId ? { selfId: opts.selfId } : {}),
+      ...(opts.collectReplies ? { collectReplies: opts.collectReplies } : {}),
       ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}),
     }),
   );
@@ -299,5 +309,46 @@ describe('HttpTransport', () => {
     expect(t.stats()).toMatchObject({ sent: 2, dropped: 2 });
     expect(b.received.map((r) => r.msg.commit)).toEqual([2]);
     expect(c.received.map((r) => r.msg.commit)).toEqual([3]);
+  });
+
+  it("carries a peer's replies back in the answer to our request, not in a request of its own", async () => {
+    // Node b answers each heartbeat after `replyAfterMs` (as a node answers an append after its
+    // fsync); its route waits up to 40 ms for that answer before replying to the request.
+    let replyAfterMs = 5;
+    let tb: HttpTransport | null = null;
+    let unanswered = 0;
+    const b = await startPeer({
+      selfId: 'b',
+      onMessage: (msg) => {
+        unanswered += 1;
+        setTimeout(() => {
+          tb!.send([{ type: 'MsgHeartbeatResp', from: 'b', to: 'a', term: 1, commit: msg.commit ?? 0 }]);
+          unanswered -= 1;
+        }, replyAfterMs);
+      },
+      collectReplies: (from) =>
+        tb!.collectReplies(from, async () => {
+          const deadline = Date.now() + 40;
+          while (unanswered > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+        }),
+    });
+    const replies: Message[] = [];
+    const a = await startPeer({ selfId: 'a' });
+    tb = transport({ id: 'b', peers: { a: a.url } });
+    const ta = transport({ peers: { b: b.url }, onReply: (msg) => replies.push(msg) });
+
+    ta.send([heartbeat('b', 1)]);
+    await waitFor(() => replies.length === 1, 3000, 'the reply in the answer');
+    expect(replies[0]).toMatchObject({ type: 'MsgHeartbeatResp', from: 'b', to: 'a', commit: 1 });
+    expect(a.requests).toBe(0);
+    expect(tb.stats()).toMatchObject({ sent: 1, queued: 0 });
+
+    // An answer slower than the route waits: the request is answered without it, and the reply
+    // follows in b's own request once the route let go.
+    replyAfterMs = 150;
+    ta.send([heartbeat('b', 2)]);
+    await waitFor(() => a.received.length === 1, 3000, 'the late reply in a request of its own');
+    expect(a.received[0]!.msg).toMatchObject({ type: 'MsgHeartbeatResp', commit: 2 });
+    expect(replies).toHaveLength(1);
   });
 });

@@ -9,11 +9,18 @@ import type { Message, NodeId } from '../types.ts';
 import { MAX_RAFT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';
 
 export const RAFT_MESSAGES_PATH = '/raft/messages';
+/** Set by a sender that takes replies in the answer (`200 { messages }`) instead of a 204. */
+export const RAFT_REPLIES_HEADER = 'x-imgvault-raft-replies';
 
 export interface RaftRoutesOptions {
   secret: string;
   /** Called once per message, in the order the peer sent them. Must not block (the core's step is sync). */
   onMessage: (msg: Message) => void;
+  /**
+   * When set, and the sender asks for replies: waits (briefly) for the messages to be processed and
+   * answers with what this node then has queued for the sender, as JSON texts of messages.
+   */
+  collectReplies?: (from: NodeId) => Promise<string[]>;
   /** When set, a batch addressed to another node is refused (a stale peer URL after a membership change). */
   selfId?: NodeId;
   maxBodyBytes?: number;
@@ -73,6 +80,17 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
     } catch (err) {
       log.error({ event: 'raft.transport.deliver_failed', err }, 'raft message handler threw');
       return c.json(errorBody('InternalError', 'the node could not take the messages'), 500);
+    }
+    const from = messages[0]!.from;
+    if (
+      options.collectReplies &&
+      c.req.header(RAFT_REPLIES_HEADER) === '1' &&
+      messages.every((m) => m.from === from)
+    ) {
+      const replies = await options.collectReplies(from);
+      if (replies.length > 0) {
+        return c.body(`{"messages":[${replies.join(',')}]}`, 200, { 'content-type': 'application/json' });
+      }
     }
     return c.body(null, 204);
   });
