@@ -49,6 +49,8 @@ export interface RepairLoopDeps {
   reconcileBusy?: () => boolean;
   /** Objects one pass takes on at most (bounds memory and the length of a pass). */
   maxObjectsPerPass?: number;
+  /** Bytes one copy batch carries at most (default BATCH_BYTES). */
+  batchBytes?: number;
   now?: () => number;
 }
 
@@ -95,9 +97,11 @@ export class RepairLoop {
   /** Where the backstop scan resumes. */
   private scanCursor: string | undefined;
   private readonly now: () => number;
+  private readonly batchBytes: number;
 
   constructor(private readonly deps: RepairLoopDeps) {
     this.now = deps.now ?? Date.now;
+    this.batchBytes = deps.batchBytes ?? BATCH_BYTES;
   }
 
   start(): void {
@@ -190,8 +194,17 @@ export class RepairLoop {
     // unavailable objects, and copies no target was found for) one at a time.
     const singles: Classified[] = [];
     const copies: Classified[] = [];
+    // Placement reserves room for every copy planned: a pass plans what its batches can carry at
+    // once, so large objects do not make every target look full; the rest waits for the next pass.
+    let plannedBytes = 0;
+    const passBytes = Math.max(1, this.deps.concurrency) * this.batchBytes;
     for (const w of work) {
-      (w.healthy.length < REPLICATION_FACTOR && w.sources.length > 0 ? copies : singles).push(w);
+      if (w.healthy.length >= REPLICATION_FACTOR || w.sources.length === 0) singles.push(w);
+      else if (plannedBytes >= passBytes) outcomes.skipped += 1;
+      else {
+        copies.push(w);
+        plannedBytes += w.object.size;
+      }
     }
     const batches = this.planBatches(copies, nodes, byId, singles);
     let nextBatch = 0;
@@ -268,7 +281,7 @@ export class RepairLoop {
       const list = byPair.get(key) ?? [];
       byPair.set(key, list);
       let batch = list.at(-1);
-      if (!batch || batch.items.length >= BATCH_OBJECTS || batch.bytes + c.object.size > BATCH_BYTES) {
+      if (!batch || batch.items.length >= BATCH_OBJECTS || batch.bytes + c.object.size > this.batchBytes) {
         batch = { sourceId: source.nodeId, targetId: target.nodeId, items: [], bytes: 0 };
         list.push(batch);
       }

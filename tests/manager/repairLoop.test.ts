@@ -273,6 +273,29 @@ describe('RepairLoop', () => {
     });
   });
 
+  it('plans no more copies in one pass than its batches carry at once; the next pass takes the rest', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (let i = 0; i < 6; i++) await putObject(s, `big-${i}`, ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const loop = new RepairLoop({
+      raft: s.raft,
+      metadata: s.sm,
+      liveness: s.liveness,
+      workers: s.client,
+      log,
+      metrics: s.metrics,
+      concurrency: 1,
+      batchBytes: 5_000,
+    });
+    // One batch in flight of at most 5000 bytes: a pass plans 6000 bytes (three 2000-byte objects).
+    const first = await loop.pass();
+    expect(first?.outcomes).toMatchObject({ copied: 3, skipped: 3 });
+    const second = await loop.pass();
+    expect(second?.outcomes).toMatchObject({ copied: 3, skipped: 0 });
+    expect((await s.sm.objectsOnNode('w3')).items).toHaveLength(6);
+  });
+
   it('leaves an object whose every copy is on a down worker for later and reports it unavailable', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
