@@ -337,8 +337,21 @@ export class RepairLoop {
           send.map((c) => ({ id: c.object.id, sha256: c.object.sha256 })),
         );
       } catch (err) {
-        const message = (err as Error).message;
-        answers = send.map(() => ({ ok: false, message }));
+        // The holder could not run the batch at all: no target is to blame, so no fallback; the
+        // next pass plans these again (from another holder once this one stops serving).
+        metrics.failed.inc(send.length);
+        outcomes.failed += send.length;
+        log.warn(
+          {
+            event: 'repair.batch_failed',
+            source: source.nodeId,
+            target: target.nodeId,
+            objects: send.length,
+            err: (err as Error).message,
+          },
+          'holder could not run the copy batch; next pass retries',
+        );
+        answers = [];
       }
       const copied: Classified[] = [];
       const retry: Classified[] = [];

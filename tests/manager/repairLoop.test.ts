@@ -296,6 +296,20 @@ describe('RepairLoop', () => {
     expect((await s.sm.objectsOnNode('w3')).items).toHaveLength(6);
   });
 
+  it('counts a batch its holder could not run as failed, with no fallback to other targets', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }, { id: 'w4' }]);
+    hearAll(s);
+    for (let i = 0; i < 3; i++) await putObject(s, `held-${i}`, ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    // w2 stops answering before the leader notices: it still looks like a serving holder.
+    await s.workers.get('w2')!.stop();
+    const report = await repairLoop(s).pass();
+    expect(report?.outcomes).toMatchObject({ copied: 0, failed: 3 });
+    expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(0);
+    expect(await metric(s, 'imgvault_repairs_failed_total')).toBe(3);
+    for (let i = 0; i < 3; i++) expect((await s.sm.getObject(`held-${i}`))?.replicas).toEqual(['w1', 'w2']);
+  });
+
   it('leaves an object whose every copy is on a down worker for later and reports it unavailable', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
