@@ -27,7 +27,7 @@ export interface HttpTransportOptions {
   onUnreachable?: (peer: NodeId) => void;
   /** How sending a MsgSnap ended (etcd's ReportSnapshot). */
   onSnapshotStatus?: (peer: NodeId, ok: boolean) => void;
-  /** A message a peer sent back in the answer to our request (see `takeReplies`). */
+  /** A message a peer sent back in the answer to our request (see `collectReplies`). */
   onReply?: (msg: Message) => void;
   /** Per-peer queue bound, in messages. */
   maxQueuedMessages?: number;
@@ -392,12 +392,13 @@ export class HttpTransport {
 
   /** Replies that came back in an answer: checked like any message from that peer, then delivered. */
   private deliverReplies(peer: Peer, text: string): void {
-    let parsed: ReturnType<typeof messageBatchSchema.safeParse>;
+    let raw: unknown = null;
     try {
-      parsed = messageBatchSchema.safeParse(JSON.parse(text));
+      raw = JSON.parse(text);
     } catch {
-      parsed = messageBatchSchema.safeParse(undefined);
+      // Not JSON: refused by the schema below like any other malformed answer.
     }
+    const parsed = messageBatchSchema.safeParse(raw);
     if (!parsed.success) {
       this.log.warn({ event: 'raft.transport.bad_reply', peer: peer.id }, 'invalid replies from peer');
       return;
