@@ -412,11 +412,9 @@ export async function planCommand(
     case 'deleteObject':
       return deleteObject(tables, c);
     case 'addReplica':
-      return addReplica(tables, c);
     case 'removeReplica':
-      return removeReplica(tables, c);
     case 'replaceReplica':
-      return replaceReplica(tables, c);
+      return planReplicaChange(tables, c);
     case 'replicaChanges':
       return replicaChanges(tables, c);
     case 'markNodeState':

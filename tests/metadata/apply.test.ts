@@ -261,16 +261,15 @@ describe('replica changes', () => {
 });
 
 describe('replicaChanges', () => {
-  beforeEach(() =>
-    setup(
-      registerCmd('w1'),
-      registerCmd('w2'),
-      registerCmd('w3'),
-      registerCmd('w4'),
-      recordCmd('a', ['w1', 'w2'], 10),
-      recordCmd('b', ['w1', 'w3'], 20),
-    ),
-  );
+  const before: Command[] = [
+    registerCmd('w1'),
+    registerCmd('w2'),
+    registerCmd('w3'),
+    registerCmd('w4'),
+    recordCmd('a', ['w1', 'w2'], 10),
+    recordCmd('b', ['w1', 'w3'], 20),
+  ];
+  beforeEach(() => setup(...before));
 
   const changes: ReplicaChange[] = [
     { type: 'replaceReplica', id: 'a', add: 'w4', remove: 'w1' },
@@ -309,15 +308,7 @@ describe('replicaChanges', () => {
     await applyOne(sm, log, { type: 'replicaChanges', changes });
     const separate = await fx.machine();
     const separateLog = new EntryLog();
-    for (const c of [
-      registerCmd('w1'),
-      registerCmd('w2'),
-      registerCmd('w3'),
-      registerCmd('w4'),
-      recordCmd('a', ['w1', 'w2'], 10),
-      recordCmd('b', ['w1', 'w3'], 20),
-      ...changes,
-    ]) {
+    for (const c of [...before, ...changes]) {
       await applyOne(separate, separateLog, c);
     }
     expect((await separate.tableDigest()).sha256).toBe((await sm.tableDigest()).sha256);
