@@ -11,7 +11,7 @@ import { createLogger } from '../../src/logging.ts';
 import { FailureDetector } from '../../src/manager/failureDetector.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
 import { RejoinReconciler, type RejoinReconcilerDeps } from '../../src/manager/rejoinReconciler.ts';
-import { RepairLoop } from '../../src/manager/repairLoop.ts';
+import { RepairLoop, type RepairLoopDeps } from '../../src/manager/repairLoop.ts';
 import { RepairMetrics } from '../../src/manager/repairMetrics.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
@@ -155,7 +155,8 @@ function reconcilerFor(
   });
 }
 
-function repairLoop(s: Setup): RepairLoop {
+/** A repair loop over the setup's Raft, tables, workers and clock; `deps` replaces any of them. */
+function repairLoop(s: Setup, deps: Partial<RepairLoopDeps> = {}): RepairLoop {
   return new RepairLoop({
     raft: s.raft,
     metadata: s.sm,
@@ -165,6 +166,7 @@ function repairLoop(s: Setup): RepairLoop {
     metrics: s.metrics,
     concurrency: 8,
     now: () => s.clock.now,
+    ...deps,
   });
 }
 
@@ -245,15 +247,7 @@ describe('RepairLoop', () => {
       },
     };
 
-    const report = await new RepairLoop({
-      raft,
-      metadata: s.sm,
-      liveness: s.liveness,
-      workers: s.client,
-      log,
-      metrics: s.metrics,
-      concurrency: 8,
-    }).pass();
+    const report = await repairLoop(s, { raft }).pass();
     expect(report?.outcomes.copied).toBe(40);
     expect(proposed.sort()).toEqual(['replaceReplica', 'replicaChanges', 'replicaChanges']);
     for (let i = 0; i < 40; i++) {
@@ -278,16 +272,7 @@ describe('RepairLoop', () => {
     hearAll(s);
     for (let i = 0; i < 6; i++) await putObject(s, `big-${i}`, ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
-    const loop = new RepairLoop({
-      raft: s.raft,
-      metadata: s.sm,
-      liveness: s.liveness,
-      workers: s.client,
-      log,
-      metrics: s.metrics,
-      concurrency: 1,
-      batchBytes: 5_000,
-    });
+    const loop = repairLoop(s, { concurrency: 1, batchBytes: 5_000 });
     // One batch in flight of at most 5000 bytes: a pass plans 6000 bytes (three 2000-byte objects).
     const first = await loop.pass();
     expect(first?.outcomes).toMatchObject({ copied: 3, skipped: 3 });
@@ -521,16 +506,7 @@ describe('RepairLoop copies too many', () => {
     hearAll(s);
     await putObject(s, 'thrice', ['w1', 'w2', 'w3']);
     let busy = true;
-    const loop = new RepairLoop({
-      raft: s.raft,
-      metadata: s.sm,
-      liveness: s.liveness,
-      workers: s.client,
-      log,
-      metrics: s.metrics,
-      concurrency: 2,
-      reconcileBusy: () => busy,
-    });
+    const loop = repairLoop(s, { concurrency: 2, reconcileBusy: () => busy });
     expect((await loop.pass())?.outcomes.skipped).toBe(1);
     expect((await s.sm.getObject('thrice'))?.replicas).toHaveLength(3);
     busy = false;
@@ -673,15 +649,7 @@ describe('data-loss guards', () => {
         return s.raft.propose(data, requestId);
       },
     };
-    const loop = new RepairLoop({
-      raft,
-      metadata: s.sm,
-      liveness: s.liveness,
-      workers: s.client,
-      log,
-      metrics: s.metrics,
-      concurrency: 1,
-    });
+    const loop = repairLoop(s, { raft, concurrency: 1 });
     expect(await loop.repairOne('obj')).toBe('failed');
     expect(late).toHaveLength(1);
     // The entry commits after all (the result goes to nobody: its caller gave up).
