@@ -291,7 +291,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     }
     stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
     const url = new URL(`blobs/${encodeURIComponent(id)}`, target);
-    const targetName = target.origin + target.pathname.replace(/\/$/, '');
+    const targetName = targetNameOf(target);
     try {
       const response = await undiciRequest(url, {
         method: 'PUT',
@@ -385,7 +385,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       if (target === undefined) {
         return failWith(c, 'InvalidRequest', 'target must be an absolute http(s) URL without credentials');
       }
-      const targetName = target.origin + target.pathname.replace(/\/$/, '');
+      const targetName = targetNameOf(target);
       const { blobs } = body;
       const results: CopyBatchResult[] = new Array(blobs.length);
       const refuse = (i: number, error: StorageError) => {
@@ -532,6 +532,11 @@ export function resolveRange(header: string | undefined, size: number): Resolved
   if (!Number.isSafeInteger(start) || (last !== '' && end < start)) return { kind: 'full' };
   if (start >= size) return { kind: 'unsatisfiable' };
   return { kind: 'partial', start, end: Math.min(end, size - 1) };
+}
+
+/** A target as it appears in answers and logs: its base URL without the trailing slash. */
+function targetNameOf(target: URL): string {
+  return target.origin + target.pathname.replace(/\/$/, '');
 }
 
 function parseTargetUrl(raw: string): URL | undefined {
