@@ -65,11 +65,16 @@ export class BlobIndex {
    * the next synced write; only a power loss before then can drop it, and then the marker remains.
    */
   async put(id: string, record: BlobRecord, options: { sync?: boolean } = {}): Promise<void> {
+    await this.record([{ id, ...record }], options);
+  }
+
+  /** `put` for several blobs in one batch (a group commit). */
+  async record(entries: readonly BlobEntry[], options: { sync?: boolean } = {}): Promise<void> {
     await this.db.batch(
-      [
-        { type: 'put', key: BLOB + id, value: { size: record.size, sha256: record.sha256 } },
-        { type: 'del', key: PENDING + id },
-      ],
+      entries.flatMap((e) => [
+        { type: 'put' as const, key: BLOB + e.id, value: { size: e.size, sha256: e.sha256 } },
+        { type: 'del' as const, key: PENDING + e.id },
+      ]),
       { sync: options.sync ?? true },
     );
   }
@@ -114,11 +119,31 @@ export class BlobIndex {
   }
 
   async markPending(write: PendingWrite): Promise<void> {
-    await this.db.put(PENDING + write.id, { size: write.size, sha256: write.sha256 }, { sync: true });
+    await this.markPendingMany([write]);
+  }
+
+  /** Several markers in one synced batch: a group commit pays for one sync, not one per blob. */
+  async markPendingMany(writes: readonly PendingWrite[]): Promise<void> {
+    await this.db.batch(
+      writes.map((w) => ({
+        type: 'put' as const,
+        key: PENDING + w.id,
+        value: { size: w.size, sha256: w.sha256 },
+      })),
+      { sync: true },
+    );
   }
 
   async clearPending(id: string): Promise<void> {
-    await this.db.del(PENDING + id, { sync: true });
+    await this.clearPendingMany([id]);
+  }
+
+  async clearPendingMany(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.db.batch(
+      ids.map((id) => ({ type: 'del' as const, key: PENDING + id })),
+      { sync: true },
+    );
   }
 
   async *pendingWrites(): AsyncGenerator<PendingWrite> {

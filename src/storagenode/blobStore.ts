@@ -93,11 +93,17 @@ const FANOUT_FOLDERS = 256 * 256;
  *
  *   1. stream into `tmp/<id>.<random>.tmp` (same filesystem as `blobs/`, so rename is atomic),
  *      hashing and counting, writing each batch of WRITE_BATCH_BYTES as it arrives;
- *   2. under the per-id lock, at the same time: fsync the file; record a pending-write marker
- *      (sync); create the blob's fan-out folder if this process has not seen it yet and fsync its
- *      parent;
+ *   2. under the per-id lock, at the same time: fsync the file (started as soon as its last byte
+ *      was written); record a pending-write marker (sync); create the blob's fan-out folder if
+ *      this process has not seen it yet and fsync its parent;
  *   3. rename into place, fsync the blob's folder;
  *   4. index put WITHOUT sync, in the same batch that clears the marker; then answer.
+ *
+ * `writeAtomically` is steps 1-4 for one blob. `receive` (1) and `commitReceived` (2-4) split them
+ * for a group of blobs (a copy batch): each blob's step 1 and file fsync run while the next one
+ * arrives, and the group takes all its ids' locks and shares one marker batch, the folder fsyncs
+ * (side by side, one per folder) and one index batch. Each blob's own order of steps is unchanged,
+ * so everything below holds for every blob of a group.
  *
  * Why an acknowledged blob survives kill -9 or power loss: before the answer, the bytes are durable
  * (2, file fsync), the name is durable (3, and 2 made the folder itself durable), and the synced
@@ -212,6 +218,27 @@ export class BlobStore {
     maxBytes: number,
     options: WriteOptions = {},
   ): Promise<StoreResult<WriteOutcome>> {
+    const receipt = await this.receive(id, body, expectedSha256, maxBytes, options);
+    if (!receipt.ok) return receipt;
+    if (receipt.value.kind === 'stored') return success(receipt.value.outcome);
+    const [outcome] = await this.commitReceived([receipt.value.blob]);
+    return outcome!;
+  }
+
+  /**
+   * The first half of a write: streams the body into its own temp file, hashing and counting, checks
+   * it against `expectedSha256` and starts the file's fsync, but makes nothing visible. A `received`
+   * blob must be handed to `commitReceived` (which also cleans up whatever it does not keep), or to
+   * `discardReceived`. A retry of a blob already stored is verified without writing: `stored`.
+   * Failures leave no temp file.
+   */
+  async receive(
+    id: string,
+    body: AsyncIterable<Uint8Array> | Readable,
+    expectedSha256: string,
+    maxBytes: number,
+    options: WriteOptions = {},
+  ): Promise<StoreResult<Receipt>> {
     this.assertOpen();
     if (!isValidBlobId(id)) return invalidId(id);
     const expected = expectedSha256.toLowerCase();
@@ -229,6 +256,7 @@ export class BlobStore {
     const temp: TempFile = { path: tmpPath, opened: openForWrite(tmpPath), closed: false, renamed: false };
     temp.opened.catch(() => {});
     let received = 0;
+    let handedOver = false;
     try {
       const existing = this.index.getSync(id);
       if (existing !== undefined && existing.sha256 !== expected) {
@@ -236,7 +264,10 @@ export class BlobStore {
           sha256: existing.sha256,
         });
       }
-      if (existing !== undefined) return await this.verifyRetry(id, body, expected, maxBytes, options);
+      if (existing !== undefined) {
+        const retried = await this.verifyRetry(id, body, expected, maxBytes, options);
+        return retried.ok ? success({ kind: 'stored', outcome: retried.value }) : retried;
+      }
       if (
         this.quotaBytes !== undefined &&
         declaredLength !== undefined &&
@@ -255,19 +286,53 @@ export class BlobStore {
           actualSha256: sha256,
         });
       }
-      return await this.withLock(id, () => this.commit(id, temp, { size: received, sha256 }));
+      const fd = await temp.opened;
+      // Started now rather than at commit: in a group, it runs while the next blob arrives.
+      const synced = this.timedFsync('file', () => fsyncFd(fd));
+      synced.catch(() => {});
+      handedOver = true;
+      return success({ kind: 'received', blob: { id, record: { size: received, sha256 }, temp, synced } });
     } catch (err) {
       const known = asStorageError(err, this.quotaBytes);
       if (known) return { ok: false, error: known };
       throw err;
     } finally {
-      this.reservedBytes -= received;
-      if (!temp.closed) {
-        const fd = await temp.opened.catch(() => undefined);
-        if (fd !== undefined) closeSync(fd);
-        temp.closed = true;
+      if (!handedOver) {
+        this.reservedBytes -= received;
+        await releaseTemp(temp);
       }
-      if (!temp.renamed) await removeQuietly(tmpPath);
+    }
+  }
+
+  /**
+   * The second half: makes received blobs durable and visible together, each exactly as a write of
+   * its own would (see the class comment), but with one synced marker batch, the folder fsyncs side
+   * by side and one index batch for the whole group. One outcome per blob, in order; every temp file
+   * is gone afterwards. The ids must be distinct.
+   */
+  async commitReceived(blobs: readonly ReceivedBlob[]): Promise<StoreResult<WriteOutcome>[]> {
+    if (new Set(blobs.map((b) => b.id)).size !== blobs.length) {
+      await this.discardReceived(blobs);
+      throw new Error('a group commit takes each id at most once');
+    }
+    try {
+      return await this.withLocks(
+        blobs.map((b) => b.id),
+        () => this.commitLocked(blobs),
+      );
+    } finally {
+      await this.discardReceived(blobs);
+    }
+  }
+
+  /** Forgets received blobs not (or no longer) wanted: their reservations and temp files. */
+  async discardReceived(blobs: readonly ReceivedBlob[]): Promise<void> {
+    for (const blob of blobs) {
+      if (blob.released) continue;
+      blob.released = true;
+      this.reservedBytes -= blob.record.size;
+      await blob.synced.catch(() => {});
+      await releaseTemp(blob.temp);
     }
   }
 
@@ -466,59 +531,110 @@ export class BlobStore {
   }
 
   /**
-   * Under the id's lock: the index is the truth about whether the id exists. A refusal here (the id
-   * was stored meanwhile by a concurrent PUT, the quota filled) costs no fsync. Everything the
-   * rename needs runs side by side, so the answer waits for the slowest step, not for their sum.
+   * Under the ids' locks: the index is the truth about whether an id exists. A refusal here (the id
+   * was stored meanwhile by a concurrent PUT, the quota filled) costs no marker. Everything the
+   * renames need runs side by side, so the answer waits for the slowest step, not for their sum.
    */
-  private async commit(id: string, temp: TempFile, record: BlobRecord): Promise<StoreResult<WriteOutcome>> {
-    const existing = this.index.getSync(id);
-    if (existing !== undefined) {
-      if (existing.sha256 === record.sha256) {
-        return success({ status: 'unchanged', id, size: existing.size, sha256: existing.sha256 });
+  private async commitLocked(blobs: readonly ReceivedBlob[]): Promise<StoreResult<WriteOutcome>[]> {
+    const outcomes: StoreResult<WriteOutcome>[] = [];
+    const going: { blob: ReceivedBlob; slot: number; folder: string; finalPath: string }[] = [];
+    for (const [slot, blob] of blobs.entries()) {
+      const { id, record } = blob;
+      const existing = this.index.getSync(id);
+      if (existing !== undefined) {
+        outcomes[slot] =
+          existing.sha256 === record.sha256
+            ? success({ status: 'unchanged', id, size: existing.size, sha256: existing.sha256 })
+            : failure('BlobConflict', `blob ${id} already exists with other bytes`, {
+                sha256: existing.sha256,
+              });
+      } else if (this.quotaBytes !== undefined && this.blobBytes + this.reservedBytes > this.quotaBytes) {
+        outcomes[slot] = { ok: false, error: overQuota(this.quotaBytes) };
+      } else {
+        const finalPath = this.blobPath(id);
+        going.push({ blob, slot, finalPath, folder: path.dirname(finalPath) });
       }
-      return failure('BlobConflict', `blob ${id} already exists with other bytes`, {
-        sha256: existing.sha256,
-      });
     }
-    if (this.quotaBytes !== undefined && this.blobBytes + this.reservedBytes > this.quotaBytes) {
-      return { ok: false, error: overQuota(this.quotaBytes) };
-    }
-    const fd = await temp.opened;
-    const finalPath = this.blobPath(id);
-    const folder = path.dirname(finalPath);
-    const steps = await Promise.allSettled([
-      this.timedFsync('file', () => fsyncFd(fd)),
-      this.index.markPending({ id, ...record }),
-      this.ensureFolder(folder),
+    if (going.length === 0) return outcomes;
+
+    const marked = this.index.markPendingMany(going.map(({ blob }) => ({ id: blob.id, ...blob.record })));
+    const [markers, ...ready] = await Promise.allSettled([
+      marked,
+      // ensureFolder shares one attempt between the blobs of a folder.
+      ...going.map(({ blob, folder }) => Promise.all([blob.synced, this.ensureFolder(folder)])),
     ]);
-    const failed = steps.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed !== undefined) {
-      await this.index.clearPending(id).catch(() => {});
-      throw failed.reason;
-    }
-    // Metadata-only calls (close, rename, and those in fsyncDirFast) run on this thread: they do not
-    // wait for the disk, and a threadpool round trip costs two thread wake-ups, which on a busy
-    // machine cost more than the calls themselves. The fsyncs go to the pool.
-    closeSync(fd);
-    temp.closed = true;
-    try {
-      renameSync(temp.path, finalPath);
-      temp.renamed = true;
-      await this.timedFsync('dir', () => fsyncDirFast(folder));
-      // No sync: the marker synced above makes this entry recoverable (see the class comment).
-      await this.index.put(id, record, { sync: false });
-    } catch (err) {
-      // Leave nothing behind; if even this fails, the start-up check finishes it from the marker.
-      if (temp.renamed) {
-        await removeQuietly(finalPath);
-        await fsyncDir(folder).catch(() => {});
+    const fail = (slot: number, err: unknown) => {
+      outcomes[slot] = { ok: false, error: this.asWriteError(blobs[slot]!.id, err) };
+    };
+    const renamed: typeof going = [];
+    for (const [k, entry] of going.entries()) {
+      const step = markers!.status === 'rejected' ? markers! : ready[k]!;
+      if (step.status === 'rejected') {
+        fail(entry.slot, step.reason);
+        continue;
       }
-      await this.index.clearPending(id).catch(() => {});
-      throw err;
+      // Metadata-only calls (close, rename, and those in fsyncDirFast) run on this thread: they do
+      // not wait for the disk, and a threadpool round trip costs two thread wake-ups, which on a
+      // busy machine cost more than the calls themselves. The fsyncs go to the pool.
+      try {
+        closeSync(await entry.blob.temp.opened);
+        entry.blob.temp.closed = true;
+        renameSync(entry.blob.temp.path, entry.finalPath);
+        entry.blob.temp.renamed = true;
+        renamed.push(entry);
+      } catch (err) {
+        fail(entry.slot, err);
+      }
     }
-    this.blobCount += 1;
-    this.blobBytes += record.size;
-    return success({ status: 'created', id, ...record });
+    const folderSyncs = new Map<string, Promise<void>>();
+    const syncFolder = (folder: string): Promise<void> => {
+      let once = folderSyncs.get(folder);
+      if (once === undefined) {
+        once = this.timedFsync('dir', () => fsyncDirFast(folder));
+        folderSyncs.set(folder, once);
+      }
+      return once;
+    };
+    const folderSynced = await Promise.allSettled(renamed.map(({ folder }) => syncFolder(folder)));
+    const durable = renamed.filter(({ slot }, k) => {
+      const step = folderSynced[k]!;
+      if (step.status === 'rejected') fail(slot, step.reason);
+      return step.status === 'fulfilled';
+    });
+    try {
+      // No sync: the markers synced above make these entries recoverable (see the class comment).
+      await this.index.record(
+        durable.map(({ blob }) => ({ id: blob.id, ...blob.record })),
+        { sync: false },
+      );
+    } catch (err) {
+      for (const { slot } of durable) fail(slot, err);
+      durable.length = 0;
+    }
+    for (const { blob, slot } of durable) {
+      this.blobCount += 1;
+      this.blobBytes += blob.record.size;
+      outcomes[slot] = success({ status: 'created', id: blob.id, ...blob.record });
+    }
+    // Leave nothing behind of what failed; if even this fails, the start-up check finishes it from
+    // the markers.
+    const kept = new Set(durable.map(({ blob }) => blob.id));
+    const undone = going.filter(({ blob }) => !kept.has(blob.id));
+    for (const { blob, finalPath, folder } of undone) {
+      if (!blob.temp.renamed) continue;
+      await removeQuietly(finalPath);
+      await fsyncDir(folder).catch(() => {});
+    }
+    await this.index.clearPendingMany(undone.map(({ blob }) => blob.id)).catch(() => {});
+    return outcomes;
+  }
+
+  /** A commit step's failure as one blob's outcome: a full disk is 507, anything else is logged. */
+  private asWriteError(id: string, err: unknown): StorageError {
+    const known = asStorageError(err, this.quotaBytes);
+    if (known) return known;
+    this.log.error({ event: 'storage.commit_failed', objectId: id, err }, 'blob commit failed');
+    return new StorageError('Internal', `storing blob ${id} failed: ${(err as Error).message}`);
   }
 
   /**
@@ -599,6 +715,17 @@ export class BlobStore {
     await run();
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     for (const listener of this.fsyncListeners) listener(target, seconds);
+  }
+
+  /**
+   * `withLock` over several ids, taken in sorted order: two group commits that share ids cannot each
+   * hold one the other waits for, and single-id holders never wait for a second lock.
+   */
+  private withLocks<T>(ids: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const sorted = [...ids].sort();
+    const take = (i: number): Promise<T> =>
+      i === sorted.length ? fn() : this.withLock(sorted[i]!, () => take(i + 1));
+    return take(0);
   }
 
   /** Runs `fn` after every earlier holder of `id`'s lock; the map only holds ids in use. */
@@ -746,6 +873,30 @@ interface TempFile {
   opened: Promise<number>;
   closed: boolean;
   renamed: boolean;
+}
+
+/** A blob received into its temp file and checked, its fsync under way, not yet visible. */
+export interface ReceivedBlob {
+  id: string;
+  record: BlobRecord;
+  temp: TempFile;
+  /** The temp file's fsync, started when its last byte was written. */
+  synced: Promise<void>;
+  /** Set once its reservation and temp file are let go. */
+  released?: boolean;
+}
+
+/** What `receive` did: a blob waiting for its commit, or a retry of one already stored. */
+export type Receipt = { kind: 'received'; blob: ReceivedBlob } | { kind: 'stored'; outcome: WriteOutcome };
+
+/** Closes the temp file if still open and removes it unless it was renamed into place. */
+async function releaseTemp(temp: TempFile): Promise<void> {
+  if (!temp.closed) {
+    const fd = await temp.opened.catch(() => undefined);
+    if (fd !== undefined) closeSync(fd);
+    temp.closed = true;
+  }
+  if (!temp.renamed) await removeQuietly(temp.path);
 }
 
 /** Plain file descriptors (not FileHandle) so the PUT path can close them without a pool round trip. */

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { request } from 'undici';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   encodeFrameHeader,
   FRAMES_CONTENT_TYPE,
@@ -167,6 +167,31 @@ describe('POST /blobs/batch', () => {
     for (const id of ['corrupt', 'huge']) expect((await w.store.stat(id)).ok).toBe(false);
     expect(await readdir(w.store.tmpDir)).toEqual([]);
     expect(w.store.counters()).toMatchObject({ blobCount: 4, reservedBytes: 0 });
+  });
+
+  it('commits in groups of 32, and commits a group early when its id comes again', async () => {
+    const markers = vi.spyOn(w.store.index, 'markPendingMany');
+    const blobs: Blob[] = Array.from({ length: 71 }, (_, i) => ({
+      id: `g-${i}`,
+      bytes: randomBytes(1000 + i),
+    }));
+    blobs[10] = blobs[3]!;
+    const res = await post(framed(blobs));
+    expect(res.status).toBe(200);
+    const results = res.json.results as JsonAnswer[];
+    expect(results.map((r) => r.id)).toEqual(blobs.map((b) => b.id));
+    expect(results.map((r) => r.status)).toEqual(blobs.map((_, i) => (i === 10 ? 200 : 201)));
+    // Blobs 0-9, then 11-42, then 43-70: one synced marker batch each.
+    expect(markers.mock.calls.map(([writes]) => writes.length)).toEqual([10, 32, 28]);
+    for (const b of blobs) {
+      const got = await request(`${w.url}/blobs/${b.id}`, { headers: AUTH });
+      expect(Buffer.from(await got.body.arrayBuffer()).equals(b.bytes)).toBe(true);
+    }
+    const pending = [];
+    for await (const p of w.store.index.pendingWrites()) pending.push(p);
+    expect(pending).toEqual([]);
+    expect(await readdir(w.store.tmpDir)).toEqual([]);
+    expect(w.store.counters()).toMatchObject({ blobCount: 70, reservedBytes: 0 });
   });
 
   it('keeps the blobs before a cut in the body whole and nothing of the one it cut', async () => {

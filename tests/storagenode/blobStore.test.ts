@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BLOB_ID_PATTERN, blobRelativePath, isValidBlobId } from '../../src/storagenode/blobId.ts';
 import { BlobIndex } from '../../src/storagenode/blobIndex.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
@@ -288,6 +288,58 @@ describe('write path', () => {
     for await (const p of store.index.pendingWrites()) pending.push(p);
     expect(pending).toEqual([]);
     expect(await ids(store)).toEqual(['plain', 'racy']);
+  });
+
+  it('commits a group of received blobs with one marker batch, refusing alone one stored meanwhile', async () => {
+    const store = await openStore();
+    const markers = vi.spyOn(store.index, 'markPendingMany');
+    const bodies = ['alpha', 'beta', 'gamma'].map((s) => Buffer.from(s.repeat(1000)));
+    const received = [];
+    for (const [i, body] of bodies.entries()) {
+      const receipt = await store.receive(`grp-${i}`, Readable.from([body]), sha256Of(body), 1 << 20);
+      if (!receipt.ok || receipt.value.kind !== 'received') throw new Error('not received');
+      received.push(receipt.value.blob);
+    }
+    // Nothing is visible before the commit; then another writer stores grp-1 with other bytes.
+    expect(await ids(store)).toEqual([]);
+    expect(store.counters().reservedBytes).toBe(bodies.reduce((n, b) => n + b.length, 0));
+    expect((await write(store, 'grp-1', Buffer.from('other'))).ok).toBe(true);
+    markers.mockClear();
+
+    const outcomes = await store.commitReceived(received);
+    expect(outcomes.map((o) => (o.ok ? o.value.status : o.error.code))).toEqual([
+      'created',
+      'BlobConflict',
+      'created',
+    ]);
+    expect(markers.mock.calls.map(([writes]) => writes.map((w) => w.id))).toEqual([['grp-0', 'grp-2']]);
+    expect((await readAll(store, 'grp-0')).equals(bodies[0]!)).toBe(true);
+    expect((await readAll(store, 'grp-1')).toString()).toBe('other');
+    expect((await readAll(store, 'grp-2')).equals(bodies[2]!)).toBe(true);
+    const pending = [];
+    for await (const p of store.index.pendingWrites()) pending.push(p);
+    expect(pending).toEqual([]);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+    expect(store.counters()).toEqual({
+      blobCount: 3,
+      blobBytes: bodies[0]!.length + 5 + bodies[2]!.length,
+      reservedBytes: 0,
+    });
+  });
+
+  it('refuses a group naming one id twice, and a discarded blob leaves nothing', async () => {
+    const store = await openStore();
+    const receive = async (id: string, body: Buffer) => {
+      const receipt = await store.receive(id, Readable.from([body]), sha256Of(body), 1 << 20);
+      if (!receipt.ok || receipt.value.kind !== 'received') throw new Error('not received');
+      return receipt.value.blob;
+    };
+    const twice = [await receive('dup', Buffer.from('one')), await receive('dup', Buffer.from('two'))];
+    await expect(store.commitReceived(twice)).rejects.toThrow(/at most once/);
+    await store.discardReceived([await receive('dropped', Buffer.from('gone'))]);
+    expect(await ids(store)).toEqual([]);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+    expect(store.counters()).toEqual({ blobCount: 0, blobBytes: 0, reservedBytes: 0 });
   });
 
   it('refuses a body that does not hash to the expected sha256 without fsyncing it', async () => {
