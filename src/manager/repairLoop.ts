@@ -70,6 +70,10 @@ export interface PassReport {
   drained: string[];
 }
 
+function noOutcomes(): Record<RepairOutcome, number> {
+  return { healthy: 0, copied: 0, dropped: 0, trimmed: 0, unavailable: 0, noTarget: 0, failed: 0, skipped: 0 };
+}
+
 /** Objects one holder is to copy to one target. */
 interface CopyBatch {
   sourceId: string;
@@ -180,16 +184,7 @@ export class RepairLoop {
     this.updateGauges(work, byId);
     // Objects down to one live copy (or none) first: they are one failure away from loss.
     work.sort((a, b) => a.healthy.length - b.healthy.length);
-    const outcomes: Record<RepairOutcome, number> = {
-      healthy: 0,
-      copied: 0,
-      dropped: 0,
-      trimmed: 0,
-      unavailable: 0,
-      noTarget: 0,
-      failed: 0,
-      skipped: 0,
-    };
+    const outcomes = noOutcomes();
     // Objects short of a copy with a holder to copy from go in batches; the rest (drops, trims,
     // unavailable objects, and copies no target was found for) one at a time.
     const singles: Classified[] = [];
@@ -211,15 +206,20 @@ export class RepairLoop {
     const batchLane = async () => {
       while (nextBatch < batches.length && raft.isLeader() && !this.stopped) {
         const batch = batches[nextBatch++]!;
+        const counted = noOutcomes();
         try {
-          await this.runBatch(batch, outcomes);
+          await this.runBatch(batch, counted);
         } catch (err) {
-          // A table read failed: the tables still show the work.
+          // A table read failed: the tables still show the work. What the batch did before it
+          // stopped is already counted; only the rest counts as failed.
           this.deps.log.warn(
             { event: 'repair.batch_error', objects: batch.items.length, err: (err as Error).message },
             'repair batch failed; next pass retries',
           );
-          outcomes.failed += batch.items.length;
+          const done = Object.values(counted).reduce((a, b) => a + b, 0);
+          counted.failed += Math.max(0, batch.items.length - done);
+        } finally {
+          for (const key of Object.keys(counted) as RepairOutcome[]) outcomes[key] += counted[key];
         }
       }
     };

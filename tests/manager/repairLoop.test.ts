@@ -295,6 +295,26 @@ describe('RepairLoop', () => {
     for (let i = 0; i < 3; i++) expect((await s.sm.getObject(`held-${i}`))?.replicas).toEqual(['w1', 'w2']);
   });
 
+  it('counts each object of a batch once when a table read fails part-way through it', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (let i = 0; i < 3; i++) await putObject(s, `part-${i}`, ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    // The pass reads each object once to plan it; the batch reads it again before sending.
+    const reads = new Map<string, number>();
+    const metadata = Object.create(s.sm) as typeof s.sm;
+    metadata.getObject = async (id) => {
+      const n = (reads.get(id) ?? 0) + 1;
+      reads.set(id, n);
+      if (n === 2 && id === 'part-0') return null;
+      if (n === 2 && id === 'part-1') throw new Error('table read failed');
+      return s.sm.getObject(id);
+    };
+    const report = await repairLoop(s, { metadata }).pass();
+    expect(report?.outcomes).toMatchObject({ skipped: 1, failed: 2, copied: 0 });
+    expect(Object.values(report!.outcomes).reduce((a, b) => a + b, 0)).toBe(3);
+  });
+
   it('leaves an object whose every copy is on a down worker for later and reports it unavailable', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
