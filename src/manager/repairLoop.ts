@@ -71,7 +71,16 @@ export interface PassReport {
 }
 
 function noOutcomes(): Record<RepairOutcome, number> {
-  return { healthy: 0, copied: 0, dropped: 0, trimmed: 0, unavailable: 0, noTarget: 0, failed: 0, skipped: 0 };
+  return {
+    healthy: 0,
+    copied: 0,
+    dropped: 0,
+    trimmed: 0,
+    unavailable: 0,
+    noTarget: 0,
+    failed: 0,
+    skipped: 0,
+  };
 }
 
 /** Objects one holder is to copy to one target. */
