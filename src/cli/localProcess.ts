@@ -17,13 +17,16 @@ export interface ChildOptions {
 }
 
 /**
- * V8 heap flags for every manager and worker process (also in bin/imgvault.js's shebang). Without
- * them V8 sizes a ~17 MB heap's old generation so tightly that the request bodies in flight, which
- * count against the same limit, start a mark-compact every 70-100 ms under load: 30% of a worker's
- * CPU and ~4 ms of the ~9 ms a 1 MiB PUT cost (bench:worker, --trace-gc). Starting the old
- * generation at 64 MB leaves a handful of mark-compacts in a minute; the heap still shrinks back.
+ * V8 heap flags for every manager and worker process (also in bin/imgvault.js's shebang). V8 counts
+ * the request bodies in flight (ArrayBuffers outside its heap) against the old generation's limit,
+ * and with these small heaps (~20-30 MB live) its default limit sets off a mark-compact every
+ * 70-100 ms under load: 30% of a worker's CPU and ~4 ms of the ~9 ms a 1 MiB PUT cost (bench:worker,
+ * --trace-gc). 64 MB cured the workers, but not the leader, which holds each upload's bytes three
+ * times over (received, and read back for two workers): at 64 it still ran ~50 mark-compacts in
+ * 16 s of 1 MiB uploads at concurrency 8, at 128 four, and bench:upload measured 1.4 ms less leader
+ * CPU per upload (10.4-10.7 -> 8.8-9.8). The heap still shrinks back when idle.
  */
-export const HEAP_FLAGS: readonly string[] = ['--initial-old-space-size=64'];
+export const HEAP_FLAGS: readonly string[] = ['--initial-old-space-size=128'];
 
 /**
  * IMGVAULT_CHILD_NODE_ARGS (space-separated) is added to every child's node arguments: how a
