@@ -10,13 +10,20 @@ import { requireClusterSecret } from './clusterAuth.ts';
 import { jsonError } from './errors.ts';
 import { redirectToLeader } from './leaderRedirect.ts';
 
-export function adminRoutes(opts: { raft: RaftAccess; metadata: MetadataStateMachine; secret: string }) {
+export function adminRoutes(opts: {
+  raft: RaftAccess;
+  metadata: MetadataStateMachine;
+  secret: string;
+  /** Told once a drain is committed (the repair loop starts moving its objects at once). */
+  onDrain?: (nodeId: string) => void;
+}) {
   const app = new Hono();
   app.use('/v1/cluster/nodes/:id/drain', requireClusterSecret(opts.secret));
 
   app.post('/v1/cluster/nodes/:id/drain', async (c) => {
     try {
       const status = await startDrain(opts.raft, opts.metadata, c.req.param('id'));
+      opts.onDrain?.(c.req.param('id'));
       return c.json(status, 202);
     } catch (err) {
       if (err instanceof DrainError) {

@@ -22,6 +22,8 @@ export interface FailureDetectorDeps {
   /** How often the node table is checked; default a tenth of the down timeout, within 50..1000 ms. */
   checkIntervalMs?: number;
   now?: () => number;
+  /** Told of each down verdict once it is committed (the repair loop starts on it at once). */
+  onCondemned?: (nodeId: string) => void;
 }
 
 /**
@@ -87,6 +89,7 @@ export class FailureDetector {
         if (!result.ok) continue;
         condemned.push(node.nodeId);
         this.deps.metrics?.nodesMarkedDown.inc();
+        this.deps.onCondemned?.(node.nodeId);
         log.warn(
           { event: 'failure.node_down', nodeId: node.nodeId, silenceMs: silence, previous: result.previous },
           `worker ${node.nodeId} silent for ${silence} ms: marked down`,

@@ -50,6 +50,7 @@ export class FailureHandling {
       log,
       metrics: this.metrics,
       downAfterMs: config.downAfterMs,
+      onCondemned: () => this.repair.wake(),
     });
     this.reconciler = new RejoinReconciler({
       raft,
@@ -72,7 +73,12 @@ export class FailureHandling {
       reconcileBusy: () => this.reconciler.busy(),
       intervalMs: Math.min(1_000, Math.max(100, Math.floor(config.downAfterMs / 10))),
     });
-    this.routes = adminRoutes({ raft, metadata, secret: config.secret });
+    this.routes = adminRoutes({
+      raft,
+      metadata,
+      secret: config.secret,
+      onDrain: () => this.repair.wake(),
+    });
   }
 
   start(): void {

@@ -105,6 +105,9 @@ export class RepairLoop {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<PassReport | null> | null = null;
   private stopped = false;
+  private started = false;
+  /** A wake() came while a pass ran: the next pass starts as soon as this one ends. */
+  private wakeAfterPass = false;
   /** Objects already reported unavailable: logged once, not on every pass. */
   private readonly reportedUnavailable = new Set<string>();
   /** Where the backstop scan resumes. */
@@ -119,25 +122,46 @@ export class RepairLoop {
 
   start(): void {
     this.stopped = false;
+    this.started = true;
     this.schedule();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.started = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.running?.catch(() => {});
   }
 
-  private schedule(): void {
+  /**
+   * Runs a pass now rather than at the next tick: a down verdict or a drain just committed, and its
+   * objects should not wait up to an interval. A pass already running is followed at once by another.
+   */
+  wake(): void {
+    if (!this.started || this.stopped) return;
+    if (this.running) {
+      this.wakeAfterPass = true;
+      return;
+    }
+    if (this.timer) clearTimeout(this.timer);
+    this.schedule(0);
+  }
+
+  private schedule(delayMs = this.deps.intervalMs ?? 500): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
+      this.timer = null;
       void this.pass()
         .catch((err: unknown) =>
           this.deps.log.warn({ event: 'repair.pass_failed', err }, 'repair pass failed; next pass retries'),
         )
-        .finally(() => this.schedule());
-    }, this.deps.intervalMs ?? 500);
+        .finally(() => {
+          const again = this.wakeAfterPass;
+          this.wakeAfterPass = false;
+          this.schedule(again ? 0 : undefined);
+        });
+    }, delayMs);
     this.timer.unref();
   }
 

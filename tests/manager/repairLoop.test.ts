@@ -171,7 +171,7 @@ function repairLoop(s: Setup, deps: Partial<RepairLoopDeps> = {}): RepairLoop {
 }
 
 /** Condemns after 5 s of silence on the setup's clock. */
-function failureDetector(s: Setup): FailureDetector {
+function failureDetector(s: Setup, onCondemned?: (nodeId: string) => void): FailureDetector {
   return new FailureDetector({
     raft: s.raft,
     metadata: s.sm,
@@ -180,13 +180,15 @@ function failureDetector(s: Setup): FailureDetector {
     metrics: s.metrics,
     downAfterMs: 5_000,
     now: () => s.clock.now,
+    ...(onCondemned ? { onCondemned } : {}),
   });
 }
 
 describe('FailureDetector', () => {
   it('condemns a worker only after a full down timeout of silence counted from its own leadership', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
-    const detector = failureDetector(s);
+    const told: string[] = [];
+    const detector = failureDetector(s, (nodeId) => told.push(nodeId));
     // Silent for ages as far as the table goes, but this leader only started watching now.
     s.clock.now += 60_000;
     expect(await detector.check()).toEqual([]);
@@ -194,7 +196,9 @@ describe('FailureDetector', () => {
     s.liveness.heard({ nodeId: 'w2', diskUsed: 0, diskFree: 1, objectCount: 0, lastSeen: s.clock.now });
     expect(await detector.check()).toEqual([]);
     s.clock.now += 1_500;
+    expect(told).toEqual([]);
     expect(await detector.check()).toEqual(['w1']);
+    expect(told).toEqual(['w1']);
     expect((await s.sm.getNode('w1'))?.state).toBe('down');
     expect((await s.sm.getNode('w2'))?.state).toBe('up');
     expect(await metric(s, 'imgvault_nodes_marked_down_total')).toBe(1);
@@ -227,6 +231,25 @@ describe('RepairLoop', () => {
     const again = await repairLoop(s).pass();
     expect(again?.outcomes.copied).toBe(0);
     expect(await metric(s, 'imgvault_objects_under_replicated')).toBe(0);
+  });
+
+  it('starts a pass when woken instead of waiting out its interval', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (let i = 0; i < 3; i++) await putObject(s, `woken-${i}`, ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const loop = repairLoop(s, { intervalMs: 600_000 });
+    loop.wake(); // Not started: nothing runs.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await s.sm.objectsOnNode('w3')).items).toEqual([]);
+    loop.start();
+    cleanups.push(() => loop.stop());
+    loop.wake();
+    const deadline = Date.now() + 10_000;
+    while ((await s.sm.objectsOnNode('w3')).items.length < 3 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect((await s.sm.objectsOnNode('w3')).items).toHaveLength(3);
   });
 
   it('copies in batches: one copy-batch request and one entry per 32 objects, a failed copy falls back alone', async () => {
