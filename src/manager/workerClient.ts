@@ -53,6 +53,11 @@ export type CopyBatchOutcome =
   | { ok: true; sha256: string | null; size: number | null }
   | { ok: false; message: string };
 
+/** What a worker found reading its copy back (see workerApp's POST /blobs/:id/verify). */
+export type BlobVerdict =
+  | { state: 'intact'; size: number; sha256: string }
+  | { state: 'missing' | 'rotten' | 'changed' };
+
 export interface WorkerClientOptions {
   secret: string;
   /** Time allowed between two chunks of a transfer, and for headers; a stalled worker is abandoned. */
@@ -187,6 +192,22 @@ export class WorkerClient {
       `DELETE /blobs/${id} answered ${res.statusCode}`,
       res.statusCode,
     );
+  }
+
+  /**
+   * Has the worker read its copy of `id` back and hash it (POST /blobs/:id/verify): what its disk
+   * really holds, without the bytes crossing the network. A rotten copy is removed by the worker.
+   */
+  async verifyBlob(workerUrl: string, id: string): Promise<BlobVerdict> {
+    const res = await this.call('POST', workerUrl, `/blobs/${encodeURIComponent(id)}/verify`);
+    if (res.statusCode !== 200) throw await failure(workerUrl, `verify of ${id}`, res);
+    const answer = (await res.body.json().catch(() => null)) as Record<string, unknown> | null;
+    const state = answer?.state;
+    if (state === 'intact' && typeof answer?.size === 'number' && typeof answer.sha256 === 'string') {
+      return { state, size: answer.size, sha256: answer.sha256 };
+    }
+    if (state === 'missing' || state === 'rotten' || state === 'changed') return { state };
+    throw new WorkerCallError('Rejected', workerUrl, `verify of ${id} answered no verdict`);
   }
 
   /** Opens a download; the caller streams `body` and must consume or destroy it. */

@@ -312,6 +312,25 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     return c.body(null, 204);
   });
 
+  // Reads this worker's copy back and hashes it here, so a leader proving a copy (before it gives up
+  // another one) needs an answer, not the bytes. `intact`: the bytes hash to the index's sha256,
+  // which the answer names; `missing`: no such blob; `rotten`: they do not, and the blob is removed
+  // and reported lost, as a failed read-back of the scrubber is; `changed`: deleted or rewritten
+  // while it was read, which proves nothing.
+  app.post('/blobs/:id/verify', async (c) => {
+    const id = c.req.param('id');
+    if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
+    const stat = await store.stat(id);
+    if (!stat.ok) {
+      if (stat.error.code === 'BlobNotFound') return c.json({ id, state: 'missing' });
+      return fail(c, stat.error);
+    }
+    const { size, sha256 } = stat.value;
+    const verdict = await store.scrub({ id, size, sha256 });
+    if (verdict === 'intact') return c.json({ id, state: 'intact', size, sha256 });
+    return c.json({ id, state: verdict === 'lost' ? 'rotten' : 'changed' });
+  });
+
   /**
    * Streams this worker's copy of `id` to `target`'s PUT and waits for the target's answer. A copy
    * here with other bytes than `expected` (the caller's record) is not sent.

@@ -8,6 +8,7 @@ import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import type { StoreStats } from '../../src/storagenode/blobStore.ts';
 import {
   AUTH,
+  flipByte,
   type JsonAnswer,
   makeDataDir,
   patternStream,
@@ -356,6 +357,34 @@ describe('DELETE /blobs/:id', () => {
   });
 });
 
+describe('POST /blobs/:id/verify', () => {
+  it('reads the copy back: intact with its checksum, missing, or rotten and then removed and reported', async () => {
+    const w = await worker();
+    const body = Buffer.from('bytes to prove'.repeat(100));
+    await put(w, 'proved', body);
+    await put(w, 'rots', body);
+    await flipByte(w.store.blobPath('rots'), 3);
+    const lost: string[] = [];
+    w.store.onLost((id) => lost.push(id));
+    const verify = async (id: string) => {
+      const res = await request(`${w.url}/blobs/${id}/verify`, { method: 'POST', headers: AUTH });
+      return { status: res.statusCode, json: (await res.body.json()) as JsonAnswer };
+    };
+    expect(await verify('proved')).toEqual({
+      status: 200,
+      json: { id: 'proved', state: 'intact', size: body.length, sha256: sha256Of(body) },
+    });
+    expect(await verify('never-stored')).toEqual({
+      status: 200,
+      json: { id: 'never-stored', state: 'missing' },
+    });
+    expect(await verify('rots')).toEqual({ status: 200, json: { id: 'rots', state: 'rotten' } });
+    expect(lost).toEqual(['rots']);
+    expect((await w.store.stat('rots')).ok).toBe(false);
+    expect((await verify('..%2Fescape')).status).toBe(400);
+  });
+});
+
 describe('authentication', () => {
   it('refuses every route but /healthz without the cluster secret or with a wrong one', async () => {
     const w = await worker();
@@ -369,6 +398,7 @@ describe('authentication', () => {
       ['HEAD', '/blobs/secret-blob'],
       ['DELETE', '/blobs/secret-blob'],
       ['POST', '/blobs/secret-blob/copy-to'],
+      ['POST', '/blobs/secret-blob/verify'],
       ['GET', '/inventory'],
       ['GET', '/stats'],
       ['GET', '/metrics'],
