@@ -355,40 +355,55 @@ export class RejoinReconciler {
         return 'skipped';
       }
     }
-    const added = await proposeCommand(raft, { type: 'addReplica', id: line.id, nodeId });
-    if (!added.ok) {
-      log.warn(
-        { event: 'reconcile.readopt_refused', objectId: line.id, nodeId, code: added.code },
-        added.message,
-      );
-      return 'skipped';
-    }
     if (healthy.length < REPLICATION_FACTOR) {
+      const added = await proposeCommand(raft, { type: 'addReplica', id: line.id, nodeId });
+      if (!added.ok) {
+        log.warn(
+          { event: 'reconcile.readopt_refused', objectId: line.id, nodeId, code: added.code },
+          added.message,
+        );
+        return 'skipped';
+      }
       log.info(
         { event: 'reconcile.readopted', objectId: line.id, nodeId, replicas: added.object.replicas },
         'copy re-adopted instead of a new transfer',
       );
       return 'readopted';
     }
-    // Two healthy copies existed without this one: one of them replaced it while it was away.
-    // The copy that stays beside the returning one must be proved too; a copy found bad goes first.
-    const others = healthy.filter((n) => n !== nodeId && added.object.replicas.includes(n));
-    const proof = await this.provenCopies(line.id, others, nodes);
-    const victim = proof.bad[0] ?? proof.unknown[0] ?? this.pickExcess(added.object, nodeId, healthy, nodes);
+    // Two healthy copies exist without this one: one of them replaced it while it was away. The copy
+    // that stays beside the returning one must be proved too; a copy found bad goes first. Both are
+    // proved before anything commits, so the trade is one entry (replaceReplica), not two.
+    const proof = await this.provenCopies(line.id, healthy, nodes);
+    const victim = proof.bad[0] ?? proof.unknown[0] ?? this.pickExcess(object, nodeId, healthy, nodes);
     if (proof.good.filter((n) => n !== victim).length < REPLICATION_FACTOR - 1) {
+      const added = await proposeCommand(raft, { type: 'addReplica', id: line.id, nodeId });
+      if (!added.ok) {
+        log.warn(
+          { event: 'reconcile.readopt_refused', objectId: line.id, nodeId, code: added.code },
+          added.message,
+        );
+        return 'skipped';
+      }
       log.warn(
         { event: 'reconcile.excess_unproven', objectId: line.id, nodeId, proof },
         'returning copy re-adopted; the copy too many stays until the others are proved',
       );
       return 'readopted';
     }
-    const removed = await proposeCommand(raft, { type: 'removeReplica', id: line.id, nodeId: victim });
-    if (!removed.ok) {
+    const replaced = await proposeCommand(raft, {
+      type: 'replaceReplica',
+      id: line.id,
+      add: nodeId,
+      remove: victim,
+    });
+    if (!replaced.ok) {
+      // The record changed since it was read (the copy was listed, or the victim dropped,
+      // meanwhile): nothing was traded; the next rejoin decides again.
       log.warn(
-        { event: 'reconcile.excess_kept', objectId: line.id, nodeId: victim, code: removed.code },
-        removed.message,
+        { event: 'reconcile.readopt_refused', objectId: line.id, nodeId, victim, code: replaced.code },
+        replaced.message,
       );
-      return 'readopted';
+      return 'skipped';
     }
     const victimUrl = nodes.get(victim)?.url;
     if (victimUrl) {
@@ -407,7 +422,7 @@ export class RejoinReconciler {
         objectId: line.id,
         nodeId,
         removed: victim,
-        replicas: removed.object.replicas,
+        replicas: replaced.object.replicas,
       },
       'returning copy kept; the copy that replaced it removed',
     );

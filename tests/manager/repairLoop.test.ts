@@ -457,10 +457,23 @@ describe('RejoinReconciler', () => {
     const orphan = randomBytes(100);
     await s.client.putBlob(w1.url, 'orphan', sha256Of(orphan), orphan.length, Readable.from([orphan]));
 
-    const reconciler = reconcilerFor(s, { metrics: s.metrics, orphanGraceMs: 10_000 });
+    const proposed = new Map<string, string[]>();
+    const raft: RaftAccess = {
+      ...s.raft,
+      propose(data, requestId) {
+        const c = decodeCommand(data);
+        if (c.ok && 'id' in c.command)
+          proposed.set(c.command.id, [...(proposed.get(c.command.id) ?? []), c.command.type]);
+        return s.raft.propose(data, requestId);
+      },
+    };
+    const reconciler = reconcilerFor(s, { metrics: s.metrics, orphanGraceMs: 10_000, raft });
     const inventory: InventoryLine[] = [];
     for await (const e of w1.store.inventory()) inventory.push({ id: e.id, size: e.size, sha256: e.sha256 });
     const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
+    // The returning copy takes the replacement's place in one entry; a short object just gets it back.
+    expect(proposed.get('replaced')).toEqual(['replaceReplica']);
+    expect(proposed.get('short')).toEqual(['addReplica']);
     expect(summary).toMatchObject({
       excessRemoved: 1,
       readopted: 1,
