@@ -57,8 +57,12 @@ export interface RejoinReconcilerDeps {
 /** A worker's inventory lines in ascending id order, read anew at each call. */
 export type InventorySource = () => AsyncIterable<InventoryLine> | Iterable<InventoryLine>;
 
-/** Inventory lines reconciled at once. */
-const RECONCILE_CONCURRENCY = 8;
+/**
+ * Inventory lines reconciled at once. Each waits on read-backs and a commit, not on this process:
+ * bench:repair's rejoin of 1,000 copies took 6.7 s at 8, 4.9 s at 32 and 4.9 s at 64 (process
+ * start included). The same bound as --repair-concurrency's default.
+ */
+const RECONCILE_CONCURRENCY = 32;
 
 export type ReconcileDecision =
   | 'kept'
