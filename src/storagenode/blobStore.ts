@@ -336,8 +336,17 @@ export class BlobStore {
     }
   }
 
-  /** Opens a blob for reading; the file descriptor is taken now, so a later delete does not cut it. */
-  async openForRead(id: string, range?: ByteRange): Promise<StoreResult<BlobRead>> {
+  /**
+   * Opens a blob for reading; the file descriptor is taken now, so a later delete does not cut it.
+   * A whole-blob read is checked against the sha256 as it goes (see `verified`) unless `verify` is
+   * false: for a reader that checks the bytes itself and reports a mismatch back (a copy batch,
+   * whose target hashes every blob), so one rotten blob does not cut off the blobs after it.
+   */
+  async openForRead(
+    id: string,
+    range?: ByteRange,
+    options: { verify?: boolean } = {},
+  ): Promise<StoreResult<BlobRead>> {
     this.assertOpen();
     if (!isValidBlobId(id)) return invalidId(id);
     const record = await this.index.get(id);
@@ -368,7 +377,9 @@ export class BlobStore {
       return success({ id, record, start, end, stream: Readable.from([]) });
     }
     const stream = createReadStream('', { fd: file, start, end, highWaterMark: 256 * 1024 });
-    if (start !== 0 || end !== record.size - 1) return success({ id, record, start, end, stream });
+    if (start !== 0 || end !== record.size - 1 || options.verify === false) {
+      return success({ id, record, start, end, stream });
+    }
     return success({ id, record, start, end, stream: this.verified(id, record, stream) });
   }
 

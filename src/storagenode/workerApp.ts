@@ -453,10 +453,12 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       /** The blobs put in the body, in body order, with the record each was sent under. */
       const sent: { index: number; size: number; sha256: string }[] = [];
       // Each blob is opened only when the body reaches it: one descriptor and one read-ahead at a time.
+      // Sent as read, unchecked: the target hashes every blob against its header, and a mismatch it
+      // reports is checked here afterwards (scrub), so a rotten blob fails alone, not the batch.
       async function* frames(): AsyncGenerator<Buffer> {
         for (const [i, { id, sha256 }] of blobs.entries()) {
           const read = isValidBlobId(id)
-            ? await store.openForRead(id)
+            ? await store.openForRead(id, undefined, { verify: false })
             : failure<never>('InvalidBlobId', 'blob id does not match the id pattern');
           if (!read.ok) {
             refuse(i, read.error);
@@ -524,6 +526,11 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
               const code = typeof r.error?.code === 'string' ? r.error.code : null;
               const status =
                 code !== null && code in STATUS_BY_CODE ? STATUS_BY_CODE[code as StorageErrorCode] : null;
+              if (code === 'ChecksumMismatch') {
+                // What this worker sent did not hash to its own index: read it back; if it is rotten
+                // it is removed and reported lost, as a failed read-back of the scrubber is.
+                await store.scrub({ id, size, sha256 }).catch(() => {});
+              }
               refuse(
                 index,
                 new StorageError(

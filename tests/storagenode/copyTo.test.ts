@@ -5,6 +5,7 @@ import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   AUTH,
+  flipByte,
   type JsonAnswer,
   makeDataDir,
   patternStream,
@@ -310,6 +311,36 @@ describe('POST /blobs/copy-batch', () => {
     }
     expect((await b.store.stat('mismatch')).ok).toBe(false);
     expect(b.store.counters()).toMatchObject({ blobCount: 9 });
+  });
+
+  it('sends a rotten blob as it lies: only it fails, at the target, and the holder then removes it', async () => {
+    const a = await worker('a');
+    const b = await worker('b');
+    const shas: string[] = [];
+    for (let i = 0; i < 3; i++) shas.push(await putBlob(a, `rot-${i}`, 300_000, 50 + i));
+    await flipByte(a.store.blobPath('rot-1'), 1000);
+    const lost: string[] = [];
+    a.store.onLost((id) => lost.push(id));
+
+    const res = await copyBatch(a, {
+      target: b.url,
+      blobs: shas.map((sha256, i) => ({ id: `rot-${i}`, sha256 })),
+    });
+    expect(res.status).toBe(200);
+    const results = res.json.results as JsonAnswer[];
+    expect(results.map((r) => [r.id, r.ok])).toEqual([
+      ['rot-0', true],
+      ['rot-1', false],
+      ['rot-2', true],
+    ]);
+    expect(results[1]!.error).toMatchObject({ code: 'CopyTargetFailed', targetError: 'ChecksumMismatch' });
+    expect(lost).toEqual(['rot-1']);
+    expect((await a.store.stat('rot-1')).ok).toBe(false);
+    expect((await b.store.stat('rot-1')).ok).toBe(false);
+    for (const i of [0, 2]) {
+      const got = await request(`${b.url}/blobs/rot-${i}`, { headers: AUTH });
+      expect(await sha256Stream(got.body)).toEqual({ sha256: shas[i], size: 300_000 });
+    }
   });
 
   it('fails every blob when the target dies mid-batch; the target keeps only whole blobs', async () => {
