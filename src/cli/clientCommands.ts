@@ -2,7 +2,7 @@
 // follow the 307 a follower answers writes with, re-sending the body from the file.
 
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
@@ -167,10 +167,14 @@ export function registerClientCommands(program: Command): void {
       .argument('<id>', 'image id')
       .option('-o, --output <file>', 'write to this file instead of standard output'),
   ).action(async (id: string, flags: ClientFlags & { output?: string }) => {
+    // A download cut short must not leave a file that looks whole: it goes to a temp name first.
+    const partial = flags.output ? `${flags.output}.${process.pid}.part` : undefined;
     try {
       const res = await send(flags, 'GET', `/v1/images/${encodeURIComponent(id)}`, { expect: [200] });
-      await pipeline(res.body, flags.output ? createWriteStream(flags.output) : process.stdout);
+      await pipeline(res.body, partial ? createWriteStream(partial, { flags: 'wx' }) : process.stdout);
+      if (partial && flags.output) await rename(partial, flags.output);
     } catch (err) {
+      if (partial) await rm(partial, { force: true });
       fail(err);
     }
   });

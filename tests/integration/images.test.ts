@@ -1,11 +1,15 @@
 // The image API end to end, on real processes: three managers and three workers on 127.0.0.1.
 // Upload through a follower, read from every manager, both copies on distinct workers, identical
 // tables on every manager, the error statuses, a worker that refuses writes, kill -9 of the leader
-// in the middle of uploads, delete, and an image whose every copy is on a stopped worker.
+// in the middle of uploads, delete, the command-line client, and an image whose every copy is on a
+// stopped worker.
 
+import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ImageCluster, type ManagerProc, metric, pngImage, until } from './imageCluster.ts';
 
@@ -106,6 +110,30 @@ async function expectConsistent(): Promise<void> {
     });
     expect(await readdir(join(m.dataDir, 'staging'))).toEqual([]);
   }
+}
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+
+/** Runs `imgvault <args>` as a child process; killed after 30 s. */
+function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }
 
 beforeAll(async () => {
@@ -288,6 +316,66 @@ describe('images on a cluster of real processes', () => {
       expect((await cluster.workerBlob(cluster.worker(nodeId), id)).status).toBe(404);
     expect((await send('DELETE', `${leader.url}/v1/images/${id}`)).status).toBe(404);
     await expectConsistent();
+  });
+
+  it('works from the command line: upload a folder through a follower, ls, get, rm', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'imgvault-cli-'));
+    try {
+      const images = { 'a.png': pngImage(3_000), 'sub/b.png': pngImage(5_000) };
+      await mkdir(join(dir, 'sub'));
+      for (const [name, bytes] of Object.entries(images)) await writeFile(join(dir, name), bytes);
+      await writeFile(join(dir, 'notes.txt'), 'not an image');
+      const [follower] = await cluster.followers();
+      const leader = await cluster.leader();
+
+      // One file is refused: the others are stored, the summary says so, and the exit status is 1.
+      const up = await runCli(['upload', dir, '--url', follower!.url, '--concurrency', '2']);
+      expect(up.code).toBe(1);
+      expect(up.stderr).toMatch(/failed\t.*notes\.txt\t415 NotAnImage/);
+      expect(up.stderr).toContain('uploaded 2 of 3 files');
+      const ids = new Map(
+        up.stdout
+          .trim()
+          .split('\n')
+          .map((line) => line.split('\t') as [string, string])
+          .map(([id, file]) => [file.slice(dir.length + 1), id]),
+      );
+      expect([...ids.keys()].sort()).toEqual(['a.png', 'sub/b.png']);
+      for (const [name, bytes] of Object.entries(images)) stored.set(ids.get(name)!, bytes);
+
+      const ls = await runCli(['ls', '--url', leader.url]);
+      expect(ls.code).toBe(0);
+      const listed = ls.stdout
+        .trim()
+        .split('\n')
+        .map((line) => line.split('\t')[0]);
+      for (const id of ids.values()) expect(listed).toContain(id);
+
+      const out = join(dir, 'a-copy.png');
+      const got = await runCli(['get', ids.get('a.png')!, '-o', out, '--url', follower!.url]);
+      expect(got.code).toBe(0);
+      expect((await readFile(out)).equals(images['a.png'])).toBe(true);
+
+      const missing = await runCli([
+        'get',
+        'no-such-image',
+        '-o',
+        join(dir, 'none.png'),
+        '--url',
+        leader.url,
+      ]);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toContain('404 NotFound');
+      expect((await readdir(dir)).sort()).toEqual(['a-copy.png', 'a.png', 'notes.txt', 'sub']);
+
+      const rmB = await runCli(['rm', ids.get('sub/b.png')!, '--url', follower!.url]);
+      expect(rmB.code).toBe(0);
+      stored.delete(ids.get('sub/b.png')!);
+      expect((await get(`${leader.url}/v1/images/${ids.get('sub/b.png')}`)).status).toBe(404);
+      await expectConsistent();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('replaces a worker that refuses writes with another one, and counts the fallback', async () => {
