@@ -2,11 +2,12 @@
 // child processes on free 127.0.0.1 ports, in a temp folder with a generated cluster secret. Every
 // wait is bounded; close() kills whatever is still running and removes the folder.
 
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { crc32 } from 'node:zlib';
 import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import {
@@ -63,6 +64,31 @@ export async function metric(m: ManagerProc, series: string): Promise<number> {
 
 /** Thrown by a probe to end the wait at once (a process died): `until` retries every other error. */
 export class WaitAborted extends Error {}
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+
+/** Runs `imgvault <args>` as a child process; killed after 30 s. */
+export function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    // 'close', not 'exit': it comes after the last output has been read.
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
 
 /** Polls `probe` every 50 ms until it returns something truthy; throws after `timeoutMs`. */
 export async function until<T>(

@@ -4,14 +4,12 @@
 // in the middle of uploads, delete, the command-line client, and an image whose every copy is on a
 // stopped worker.
 
-import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ImageCluster, type ManagerProc, metric, pngImage, until } from './imageCluster.ts';
+import { ImageCluster, type ManagerProc, metric, pngImage, runCli, until } from './imageCluster.ts';
 
 const MAX_IMAGE_BYTES = 256 * 1024;
 
@@ -110,30 +108,6 @@ async function expectConsistent(): Promise<void> {
     });
     expect(await readdir(join(m.dataDir, 'staging'))).toEqual([]);
   }
-}
-
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
-
-/** Runs `imgvault <args>` as a child process; killed after 30 s. */
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
 }
 
 beforeAll(async () => {

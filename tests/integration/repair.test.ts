@@ -5,20 +5,25 @@
 // copies of an object down (503, then readable), `--rejoin wipe` (keeping a last copy), a drain
 // from the CLI, and a copy rotten on disk found by the scrubber.
 
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import { blobRelativePath } from '../../src/storagenode/blobId.ts';
 import { flipByte } from '../storagenode/workerHarness.ts';
-import { ImageCluster, type ManagerProc, metric, pngImage, until, type WorkerProc } from './imageCluster.ts';
+import {
+  ImageCluster,
+  type ManagerProc,
+  metric,
+  pngImage,
+  runCli,
+  until,
+  type WorkerProc,
+} from './imageCluster.ts';
 
 const DOWN_AFTER_MS = 5_000;
 const ORPHAN_GRACE_MS = 1_500;
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
 interface ImageJson {
   id: string;
@@ -360,33 +365,15 @@ describe('worker loss, repair and rejoin', () => {
   it('drains a worker from the CLI: every object moves off it, then it is drained', async () => {
     const w2 = cluster.worker('w2');
     expect((await holding(w2)).length).toBeGreaterThan(0);
-    const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
-      const child = spawn(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          MAIN,
-          'worker',
-          'drain',
-          'w2',
-          '--managers',
-          cluster.managers.map((m) => m.url).join(','),
-          '--secret-file',
-          cluster.secretFile,
-        ],
-        { stdio: ['ignore', 'pipe', 'inherit'] },
-      );
-      let stdout = '';
-      child.stdout.on('data', (d) => {
-        stdout += d;
-      });
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout });
-      });
-    });
+    const out = await runCli([
+      'worker',
+      'drain',
+      'w2',
+      '--managers',
+      cluster.managers.map((m) => m.url).join(','),
+      '--secret-file',
+      cluster.secretFile,
+    ]);
     expect(out.code).toBe(0);
     expect(JSON.parse(out.stdout).state).toBe('draining');
     await until('w2 drained', async () => (await nodes()).get('w2')?.tableState === 'drained', 20_000);
