@@ -4,7 +4,7 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE } from '../../src/storagenode/blobFrames.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
@@ -69,6 +69,19 @@ beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'imgvault-crash-'));
 });
 
+/** Workers this file started: a test that fails before its kill must not leave one running. */
+const started = new Set<ChildProcess>();
+
+afterEach(async () => {
+  for (const child of started) {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited(child, 5000);
+    }
+  }
+  started.clear();
+});
+
 afterAll(async () => {
   await manager.close();
   await rm(dataDir, { recursive: true, force: true });
@@ -81,6 +94,7 @@ async function startWorker(): Promise<{ child: ChildProcess & { stderrText: () =
     ['--id', 'w-crash', '--listen', '127.0.0.1:0', '--data', dataDir, '--managers', manager.url],
     { IMGVAULT_CLUSTER_SECRET: SECRET },
   );
+  started.add(child);
   const url = await until(
     async () => {
       if (child.exitCode !== null) throw new Error(`worker exited early: ${child.stderrText()}`);
