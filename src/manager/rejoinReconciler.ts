@@ -360,16 +360,10 @@ export class RejoinReconciler {
       }
     }
     if (healthy.length < REPLICATION_FACTOR) {
-      const added = await proposeCommand(raft, { type: 'addReplica', id: line.id, nodeId });
-      if (!added.ok) {
-        log.warn(
-          { event: 'reconcile.readopt_refused', objectId: line.id, nodeId, code: added.code },
-          added.message,
-        );
-        return 'skipped';
-      }
+      const added = await this.readopt(line.id, nodeId);
+      if (!added) return 'skipped';
       log.info(
-        { event: 'reconcile.readopted', objectId: line.id, nodeId, replicas: added.object.replicas },
+        { event: 'reconcile.readopted', objectId: line.id, nodeId, replicas: added.replicas },
         'copy re-adopted instead of a new transfer',
       );
       return 'readopted';
@@ -380,14 +374,7 @@ export class RejoinReconciler {
     const proof = await this.provenCopies(line.id, healthy, nodes);
     const victim = proof.bad[0] ?? proof.unknown[0] ?? this.pickExcess(object, nodeId, healthy, nodes);
     if (proof.good.filter((n) => n !== victim).length < REPLICATION_FACTOR - 1) {
-      const added = await proposeCommand(raft, { type: 'addReplica', id: line.id, nodeId });
-      if (!added.ok) {
-        log.warn(
-          { event: 'reconcile.readopt_refused', objectId: line.id, nodeId, code: added.code },
-          added.message,
-        );
-        return 'skipped';
-      }
+      if (!(await this.readopt(line.id, nodeId))) return 'skipped';
       log.warn(
         { event: 'reconcile.excess_unproven', objectId: line.id, nodeId, proof },
         'returning copy re-adopted; the copy too many stays until the others are proved',
@@ -431,6 +418,17 @@ export class RejoinReconciler {
       'returning copy kept; the copy that replaced it removed',
     );
     return 'excessRemoved';
+  }
+
+  /** Records the returning copy on `nodeId` (addReplica); null, logged, when the record refuses it. */
+  private async readopt(id: string, nodeId: string): Promise<ObjectView | null> {
+    const added = await proposeCommand(this.deps.raft, { type: 'addReplica', id, nodeId });
+    if (added.ok) return added.object;
+    this.deps.log.warn(
+      { event: 'reconcile.readopt_refused', objectId: id, nodeId, code: added.code },
+      added.message,
+    );
+    return null;
   }
 
   private async freshObject(id: string): Promise<ObjectView | null> {
