@@ -2,7 +2,9 @@
 // integration tests and the benchmarks do for managers and workers alike.
 
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 
 // Resolved here so the children load tsx from this checkout whatever their working directory.
@@ -47,14 +49,52 @@ export function spawnTypeScript(entry: string, args: string[], opts: ChildOption
   return child;
 }
 
-/** A port free on 127.0.0.1 right now, for a child that must know its address before it starts. */
+/**
+ * A port free on 127.0.0.1 right now, for a child that must know its address before it starts.
+ * Between this probe and the child's listen the port lies open, and a port from the kernel's
+ * ephemeral range can be handed in that gap to any process's outgoing connection or port-0 server:
+ * a parallel test file took one that way in CI (EADDRINUSE). So the port is drawn at random from
+ * below that range, where the kernel never hands one out on its own; only when that room is too
+ * small does it fall back to asking the kernel.
+ */
 export async function freePort(): Promise<number> {
+  const ephemeralLow = await ephemeralRangeStart();
+  if (ephemeralLow - UNASSIGNED_FLOOR >= 1_000) {
+    for (let attempt = 0; attempt < 64; attempt++) {
+      const port = UNASSIGNED_FLOOR + randomInt(ephemeralLow - UNASSIGNED_FLOOR);
+      if ((await listenOnce(port)) !== null) return port;
+    }
+  }
+  const port = await listenOnce(0);
+  if (port === null) throw new Error('no free port on 127.0.0.1');
+  return port;
+}
+
+// Below this sit the ports well-known services register; our children stay clear of them.
+const UNASSIGNED_FLOOR = 10_000;
+
+/** The first port of the kernel's ephemeral range: Linux's setting, else the IANA range (49152). */
+async function ephemeralRangeStart(): Promise<number> {
+  try {
+    const text = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8');
+    const low = Number.parseInt(text.trim().split(/\s+/)[0] ?? '', 10);
+    if (Number.isInteger(low) && low > 0) return low;
+  } catch {
+    // Not Linux: the IANA default that macOS and Windows follow.
+  }
+  return 49_152;
+}
+
+/** Listens on `port` (0: any) and closes again; the port it got, or null when it was taken. */
+function listenOnce(port: number): Promise<number | null> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
+    srv.once('error', (err: NodeJS.ErrnoException) =>
+      err.code === 'EADDRINUSE' || err.code === 'EACCES' ? resolve(null) : reject(err),
+    );
+    srv.listen(port, '127.0.0.1', () => {
+      const got = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(got));
     });
   });
 }
