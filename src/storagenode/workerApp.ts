@@ -458,13 +458,13 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       async function* frames(): AsyncGenerator<Buffer> {
         for (const [i, { id, sha256 }] of blobs.entries()) {
           const read = isValidBlobId(id)
-            ? await store.openForRead(id, undefined, { verify: false })
+            ? await store.openForCopy(id)
             : failure<never>('InvalidBlobId', 'blob id does not match the id pattern');
           if (!read.ok) {
             refuse(i, read.error);
             continue;
           }
-          const { record, stream } = read.value;
+          const { record, chunks, release } = read.value;
           try {
             if (sha256 !== undefined && record.sha256 !== sha256) {
               refuse(
@@ -477,12 +477,12 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
             }
             sent.push({ index: i, size: record.size, sha256: record.sha256 });
             yield encodeFrameHeader({ id, size: record.size, sha256: record.sha256 });
-            for await (const chunk of stream as AsyncIterable<Buffer>) {
+            for await (const chunk of chunks) {
               metrics.bytesOut.inc(chunk.length);
               yield chunk;
             }
           } finally {
-            stream.destroy();
+            await release();
           }
         }
       }

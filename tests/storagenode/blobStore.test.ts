@@ -125,6 +125,39 @@ describe('BlobStore', () => {
     expect(again.ok ? 'ok' : again.error.code).toBe('BlobNotFound');
   });
 
+  it('reads a blob for a copy in bounded reads, refuses one cut short on disk, and never keeps a descriptor', async () => {
+    const store = await openStore();
+    const openFds = async () => (await readdir('/proc/self/fd')).length;
+    // Larger than one read, so the copy takes two and comes back byte for byte.
+    const big = Buffer.alloc(1024 * 1024 + 5);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7) % 251;
+    expect((await write(store, 'c1', big)).ok).toBe(true);
+    expect((await write(store, 'c2', Buffer.from('short blob'))).ok).toBe(true);
+    const fdsBefore = await openFds();
+
+    const read = await store.openForCopy('c1');
+    if (!read.ok) throw read.error;
+    const chunks: Buffer[] = [];
+    for await (const chunk of read.value.chunks) chunks.push(chunk);
+    expect(chunks.map((c) => c.length)).toEqual([1024 * 1024, 5]);
+    expect(Buffer.concat(chunks).equals(big)).toBe(true);
+    expect(read.value.record).toEqual({ size: big.length, sha256: sha256Of(big) });
+
+    // Opened but never read (the copy refused it): release alone closes it, twice is harmless.
+    const unread = await store.openForCopy('c2');
+    if (!unread.ok) throw unread.error;
+    await unread.value.release();
+    await unread.value.release();
+
+    // A file shorter than its index entry is refused before a byte of it is sent.
+    await writeFile(path.join(dataDir, blobRelativePath('c2')), 'short');
+    const cut = await store.openForCopy('c2');
+    expect(cut.ok ? 'ok' : cut.error.code).toBe('Internal');
+    const missing = await store.openForCopy('nope');
+    expect(missing.ok ? 'ok' : missing.error.code).toBe('BlobNotFound');
+    expect(await openFds()).toBe(fdsBefore);
+  });
+
   it('refuses invalid ids before building any path', async () => {
     const store = await openStore();
     for (const id of ['..', '../../x', 'a/b', '']) {
