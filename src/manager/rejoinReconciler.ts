@@ -24,7 +24,7 @@ import type { ReadableStream as NodeWebStream } from 'node:stream/web';
 import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
 import { ndjsonLines } from '../api/ndjson.ts';
 import type { Logger } from '../logging.ts';
-import type { NodeView, ObjectView } from '../metadata/commands.ts';
+import { expectedOf, type NodeView, type ObjectView } from '../metadata/commands.ts';
 import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
 import { type CopyCheck, checkCopy } from './copyVerifier.ts';
@@ -296,7 +296,12 @@ export class RejoinReconciler {
       // must not cost a copy).
       if ((await checkCopy(workers, self.url, line.id, object)) !== 'bad') return 'skipped';
       if (listed) {
-        const removed = await proposeCommand(raft, { type: 'removeReplica', id: line.id, nodeId });
+        const removed = await proposeCommand(raft, {
+          type: 'removeReplica',
+          id: line.id,
+          nodeId,
+          expected: expectedOf(object),
+        });
         if (!removed.ok) {
           log.error(
             { event: 'reconcile.corrupt_last_copy', objectId: line.id, nodeId, code: removed.code },
@@ -360,7 +365,7 @@ export class RejoinReconciler {
       }
     }
     if (healthy.length < REPLICATION_FACTOR) {
-      const added = await this.readopt(line.id, nodeId);
+      const added = await this.readopt(object, nodeId);
       if (!added) return 'skipped';
       log.info(
         { event: 'reconcile.readopted', objectId: line.id, nodeId, replicas: added.replicas },
@@ -374,7 +379,7 @@ export class RejoinReconciler {
     const proof = await this.provenCopies(line.id, healthy, nodes);
     const victim = proof.bad[0] ?? proof.unknown[0] ?? this.pickExcess(object, nodeId, healthy, nodes);
     if (proof.good.filter((n) => n !== victim).length < REPLICATION_FACTOR - 1) {
-      if (!(await this.readopt(line.id, nodeId))) return 'skipped';
+      if (!(await this.readopt(object, nodeId))) return 'skipped';
       log.warn(
         { event: 'reconcile.excess_unproven', objectId: line.id, nodeId, proof },
         'returning copy re-adopted; the copy too many stays until the others are proved',
@@ -386,6 +391,7 @@ export class RejoinReconciler {
       id: line.id,
       add: nodeId,
       remove: victim,
+      expected: expectedOf(object),
     });
     if (!replaced.ok) {
       // The record changed since it was read (the copy was listed, or the victim dropped,
@@ -421,11 +427,16 @@ export class RejoinReconciler {
   }
 
   /** Records the returning copy on `nodeId` (addReplica); null, logged, when the record refuses it. */
-  private async readopt(id: string, nodeId: string): Promise<ObjectView | null> {
-    const added = await proposeCommand(this.deps.raft, { type: 'addReplica', id, nodeId });
+  private async readopt(object: ObjectView, nodeId: string): Promise<ObjectView | null> {
+    const added = await proposeCommand(this.deps.raft, {
+      type: 'addReplica',
+      id: object.id,
+      nodeId,
+      expected: expectedOf(object),
+    });
     if (added.ok) return added.object;
     this.deps.log.warn(
-      { event: 'reconcile.readopt_refused', objectId: id, nodeId, code: added.code },
+      { event: 'reconcile.readopt_refused', objectId: object.id, nodeId, code: added.code },
       added.message,
     );
     return null;
@@ -513,21 +524,34 @@ export class RejoinReconciler {
           ? (await this.provenCopies(pending.id, healthy, nodes)).good
           : [];
       if (proven.length < REPLICATION_FACTOR) {
-        // The object needs this copy more than the disk needs the space.
+        // The object needs this copy more than the disk needs the space, if it is a copy of this
+        // object: the id may have been deleted and uploaded again with other bytes since it was
+        // written. Its bytes are read back first; a copy of other bytes is of no use to anyone.
         this.orphans.delete(key);
         if (node.state !== 'up') return false;
-        const added = await proposeCommand(raft, {
-          type: 'addReplica',
-          id: pending.id,
-          nodeId: pending.nodeId,
-        });
-        if (added.ok) {
-          log.info(
-            { event: 'reconcile.stray_readopted', objectId: pending.id, nodeId: pending.nodeId },
-            'unrecorded copy re-adopted',
+        const check = await checkCopy(workers, node.url, pending.id, object);
+        if (check === 'unknown') {
+          log.warn(
+            { event: 'reconcile.stray_unproven', objectId: pending.id, nodeId: pending.nodeId },
+            'unrecorded copy could not be read back; neither re-adopted nor deleted',
           );
+          return false;
         }
-        return false;
+        if (check === 'good') {
+          const added = await proposeCommand(raft, {
+            type: 'addReplica',
+            id: pending.id,
+            nodeId: pending.nodeId,
+            expected: expectedOf(object),
+          });
+          if (added.ok) {
+            log.info(
+              { event: 'reconcile.stray_readopted', objectId: pending.id, nodeId: pending.nodeId },
+              'unrecorded copy re-adopted',
+            );
+          }
+          return false;
+        }
       }
     }
     await workers.deleteBlob(node.url, pending.id);
@@ -657,7 +681,12 @@ export class RejoinReconciler {
     } catch (err) {
       if ((err as { code?: string }).code !== 'NotFound') return 'skipped';
     }
-    const removed = await proposeCommand(raft, { type: 'removeReplica', id, nodeId });
+    const removed = await proposeCommand(raft, {
+      type: 'removeReplica',
+      id,
+      nodeId,
+      expected: expectedOf(object),
+    });
     if (!removed.ok) {
       log.error(
         { event: 'reconcile.last_copy_missing', objectId: id, nodeId, code: removed.code },

@@ -7,12 +7,13 @@
 
 import pRetry, { AbortError } from 'p-retry';
 import type { Logger } from '../logging.ts';
-import type {
-  NodeState,
-  NodeView,
-  ObjectView,
-  ReplicaChange,
-  ReplicaChangeResult,
+import {
+  expectedOf,
+  type NodeState,
+  type NodeView,
+  type ObjectView,
+  type ReplicaChange,
+  type ReplicaChangeResult,
 } from '../metadata/commands.ts';
 import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
@@ -451,8 +452,8 @@ export class RepairLoop {
     const changes: ReplicaChange[] = copied.map((c, i) => {
       const remove = removes[i];
       return remove
-        ? { type: 'replaceReplica', id: c.object.id, add: targetId, remove }
-        : { type: 'addReplica', id: c.object.id, nodeId: targetId };
+        ? { type: 'replaceReplica', id: c.object.id, add: targetId, remove, expected: expectedOf(c.object) }
+        : { type: 'addReplica', id: c.object.id, nodeId: targetId, expected: expectedOf(c.object) };
     });
     let results: ReplicaChangeResult[];
     try {
@@ -606,7 +607,12 @@ export class RepairLoop {
       }
       if (good < REPLICATION_FACTOR) {
         for (const n of bad) {
-          const result = await proposeCommand(raft, { type: 'removeReplica', id: c.object.id, nodeId: n });
+          const result = await proposeCommand(raft, {
+            type: 'removeReplica',
+            id: c.object.id,
+            nodeId: n,
+            expected: expectedOf(c.object),
+          });
           if (!result.ok) continue;
           log.warn(
             { event: 'repair.bad_copy_dropped', objectId: c.object.id, nodeId: n },
@@ -619,7 +625,12 @@ export class RepairLoop {
       }
     }
     for (const nodeId of c.leaving) {
-      const result = await proposeCommand(raft, { type: 'removeReplica', id: c.object.id, nodeId });
+      const result = await proposeCommand(raft, {
+        type: 'removeReplica',
+        id: c.object.id,
+        nodeId,
+        expected: expectedOf(c.object),
+      });
       if (!result.ok) continue;
       log.info(
         { event: 'repair.replica_dropped', objectId: c.object.id, nodeId },
@@ -675,7 +686,12 @@ export class RepairLoop {
     }
     // The read-backs took a while: a rejoin that started meanwhile may be removing a copy too.
     if (this.deps.reconcileBusy?.()) return 'skipped';
-    const result = await proposeCommand(raft, { type: 'removeReplica', id: c.object.id, nodeId: victim });
+    const result = await proposeCommand(raft, {
+      type: 'removeReplica',
+      id: c.object.id,
+      nodeId: victim,
+      expected: expectedOf(c.object),
+    });
     if (!result.ok) return 'skipped';
     log.info(
       {
@@ -769,8 +785,19 @@ export class RepairLoop {
     let refused: string | null = null;
     try {
       const result = stillLeaving
-        ? await proposeCommand(raft, { type: 'replaceReplica', id: object.id, add: target.nodeId, remove })
-        : await proposeCommand(raft, { type: 'addReplica', id: object.id, nodeId: target.nodeId });
+        ? await proposeCommand(raft, {
+            type: 'replaceReplica',
+            id: object.id,
+            add: target.nodeId,
+            remove,
+            expected: expectedOf(object),
+          })
+        : await proposeCommand(raft, {
+            type: 'addReplica',
+            id: object.id,
+            nodeId: target.nodeId,
+            expected: expectedOf(object),
+          });
       if (!result.ok) refused = `${result.code}: ${result.message}`;
     } catch (err) {
       // Outcome unknown (timeout, leadership lost): the entry may still commit, here or under the

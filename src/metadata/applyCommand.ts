@@ -11,6 +11,7 @@ import {
   type NodeRecord,
   type ObjectRecord,
   type ObjectView,
+  type Rejection,
   type ReplicaChange,
   type ReplicaChangeResult,
   reject,
@@ -90,6 +91,36 @@ async function readObject(tables: TableReader, id: string): Promise<ObjectRecord
 async function readNode(tables: TableReader, nodeId: string): Promise<NodeRecord | null> {
   const raw = await tables.get('nodes', nodeId);
   return raw === undefined ? null : decodeNode(raw);
+}
+
+/**
+ * The rejection for a replica change whose object is no longer the one its proposer decided on
+ * (see `expected` in commands.ts), or null when the change may go ahead.
+ */
+function changedSince(
+  id: string,
+  existing: ObjectRecord,
+  expected: { sha256: string; createdAt: number } | undefined,
+): Rejection<'ObjectChanged'> | null {
+  if (expected && (existing.sha256 !== expected.sha256 || existing.createdAt !== expected.createdAt)) {
+    return reject(
+      'ObjectChanged',
+      `object ${id} was deleted and uploaded again since this change was decided`,
+    );
+  }
+  return null;
+}
+
+/** A copy can only be gained on a node that is registered and not on its way out. */
+function unfitTarget(
+  nodeId: string,
+  node: NodeRecord | null,
+): Rejection<'NodeUnknown' | 'NodeLeaving'> | null {
+  if (node === null) return reject('NodeUnknown', `node ${nodeId} is not registered`);
+  if (node.state === 'down' || node.state === 'draining' || node.state === 'drained') {
+    return reject('NodeLeaving', `node ${nodeId} is ${node.state} and cannot take a replica`);
+  }
+  return null;
 }
 
 /** Nodes of `nodeIds` that are not in the node table, in the given order. */
@@ -250,15 +281,16 @@ async function addReplica(
 ): Promise<Plan<CommandResults['addReplica']>> {
   const existing = await readObject(tables, c.id);
   if (existing === null) return { ops: [], result: reject('ObjectNotFound', `object ${c.id} not found`) };
+  const changed = changedSince(c.id, existing, c.expected);
+  if (changed !== null) return { ops: [], result: changed };
   if (existing.replicas.includes(c.nodeId)) {
     return {
       ops: [],
       result: reject('ReplicaExists', `object ${c.id} already has a replica on ${c.nodeId}`),
     };
   }
-  if ((await readNode(tables, c.nodeId)) === null) {
-    return { ops: [], result: reject('NodeUnknown', `node ${c.nodeId} is not registered`) };
-  }
+  const unfit = unfitTarget(c.nodeId, await readNode(tables, c.nodeId));
+  if (unfit !== null) return { ops: [], result: unfit };
   if (existing.replicas.length >= MAX_REPLICAS) {
     return { ops: [], result: reject('TooManyReplicas', `object ${c.id} has ${MAX_REPLICAS} replicas`) };
   }
@@ -275,6 +307,8 @@ async function removeReplica(
 ): Promise<Plan<CommandResults['removeReplica']>> {
   const existing = await readObject(tables, c.id);
   if (existing === null) return { ops: [], result: reject('ObjectNotFound', `object ${c.id} not found`) };
+  const changed = changedSince(c.id, existing, c.expected);
+  if (changed !== null) return { ops: [], result: changed };
   if (!existing.replicas.includes(c.nodeId)) {
     return { ops: [], result: reject('ReplicaNotFound', `object ${c.id} has no replica on ${c.nodeId}`) };
   }
@@ -295,15 +329,16 @@ async function replaceReplica(
 ): Promise<Plan<CommandResults['replaceReplica']>> {
   const existing = await readObject(tables, c.id);
   if (existing === null) return { ops: [], result: reject('ObjectNotFound', `object ${c.id} not found`) };
+  const changed = changedSince(c.id, existing, c.expected);
+  if (changed !== null) return { ops: [], result: changed };
   if (!existing.replicas.includes(c.remove)) {
     return { ops: [], result: reject('ReplicaNotFound', `object ${c.id} has no replica on ${c.remove}`) };
   }
   if (existing.replicas.includes(c.add)) {
     return { ops: [], result: reject('ReplicaExists', `object ${c.id} already has a replica on ${c.add}`) };
   }
-  if ((await readNode(tables, c.add)) === null) {
-    return { ops: [], result: reject('NodeUnknown', `node ${c.add} is not registered`) };
-  }
+  const unfit = unfitTarget(c.add, await readNode(tables, c.add));
+  if (unfit !== null) return { ops: [], result: unfit };
   // In place, so a repaired primary's slot keeps its position in the placement order.
   const record: ObjectRecord = {
     ...existing,

@@ -111,11 +111,26 @@ export const deleteObjectSchema = z.strictObject({
   id: objectIdSchema,
 });
 
+/**
+ * The object a replica change was decided on, as its proposer read it. An id can be deleted and
+ * uploaded again (other bytes, or the same ones later) between that read and the commit: the change
+ * is then refused (ObjectChanged) rather than applied to an object it was never checked against.
+ * Optional only so that entries logged before it existed still apply; every proposer sets it.
+ */
+const expectedObjectSchema = z.strictObject({ sha256: sha256Schema, createdAt: timestampSchema });
+export type ExpectedObject = z.infer<typeof expectedObjectSchema>;
+
+/** What a replica change decided on `object` expects to find when it applies. */
+export function expectedOf(object: { sha256: string; createdAt: number }): ExpectedObject {
+  return { sha256: object.sha256, createdAt: object.createdAt };
+}
+
 export const addReplicaSchema = z.strictObject({
   type: z.literal('addReplica'),
   requestId,
   id: objectIdSchema,
   nodeId: nodeIdSchema,
+  expected: expectedObjectSchema.optional(),
 });
 
 export const removeReplicaSchema = z.strictObject({
@@ -123,6 +138,7 @@ export const removeReplicaSchema = z.strictObject({
   requestId,
   id: objectIdSchema,
   nodeId: nodeIdSchema,
+  expected: expectedObjectSchema.optional(),
 });
 
 /** Repair's commit: "copy made on `add`, dead copy on `remove` dropped", in one entry. */
@@ -133,6 +149,7 @@ export const replaceReplicaSchema = z
     id: objectIdSchema,
     add: nodeIdSchema,
     remove: nodeIdSchema,
+    expected: expectedObjectSchema.optional(),
   })
   .refine((c) => c.add !== c.remove, 'add and remove must differ');
 
@@ -267,7 +284,9 @@ export type RejectionCode =
   | 'ReplicaExists'
   | 'ReplicaNotFound'
   | 'LastReplica'
-  | 'TooManyReplicas';
+  | 'TooManyReplicas'
+  | 'ObjectChanged'
+  | 'NodeLeaving';
 
 export interface Rejection<C extends RejectionCode = RejectionCode> {
   ok: false;
@@ -286,13 +305,17 @@ export type RecordObjectResult =
 export type DeleteObjectResult = { ok: true; object: ObjectView } | Rejection<'ObjectNotFound'>;
 export type AddReplicaResult =
   | { ok: true; object: ObjectView }
-  | Rejection<'ObjectNotFound' | 'NodeUnknown' | 'ReplicaExists' | 'TooManyReplicas'>;
+  | Rejection<
+      'ObjectNotFound' | 'ObjectChanged' | 'NodeUnknown' | 'NodeLeaving' | 'ReplicaExists' | 'TooManyReplicas'
+    >;
 export type RemoveReplicaResult =
   | { ok: true; object: ObjectView }
-  | Rejection<'ObjectNotFound' | 'ReplicaNotFound' | 'LastReplica'>;
+  | Rejection<'ObjectNotFound' | 'ObjectChanged' | 'ReplicaNotFound' | 'LastReplica'>;
 export type ReplaceReplicaResult =
   | { ok: true; object: ObjectView }
-  | Rejection<'ObjectNotFound' | 'NodeUnknown' | 'ReplicaExists' | 'ReplicaNotFound'>;
+  | Rejection<
+      'ObjectNotFound' | 'ObjectChanged' | 'NodeUnknown' | 'NodeLeaving' | 'ReplicaExists' | 'ReplicaNotFound'
+    >;
 export type ReplicaChangeResult = AddReplicaResult | RemoveReplicaResult | ReplaceReplicaResult;
 /** One result per change, in the order of `changes`. */
 export type ReplicaChangesResult = { ok: true; results: ReplicaChangeResult[] };

@@ -552,6 +552,24 @@ describe('RejoinReconciler periodic sweep', () => {
   });
 });
 
+describe('RejoinReconciler and an id uploaded again', () => {
+  it('re-adopts no unrecorded copy of other bytes for a short object, and deletes it after the grace', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    const w3 = s.workers.get('w3')!;
+    // w3 kept a copy of an earlier object under this id; the id now names other bytes on w1 alone.
+    const earlier = randomBytes(200);
+    await s.client.putBlob(w3.url, 'again', sha256Of(earlier), earlier.length, Readable.from([earlier]));
+    await putObject(s, 'again', ['w1']);
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 2_000, secret: SECRET });
+    expect(await reconciler.sweepInventories()).toBe(1);
+    s.clock.now += 2_001;
+    expect(await reconciler.sweepOrphans()).toBe(1);
+    expect((await s.sm.getObject('again'))?.replicas).toEqual(['w1']);
+    expect((await w3.store.stat('again')).ok).toBe(false);
+  });
+});
+
 describe('RepairLoop copies too many', () => {
   it('trims an object at three copies back to two, but not while a rejoin is being reconciled', async () => {
     const s = await setup([

@@ -1,7 +1,15 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type Command, parseCommand, type ReplicaChange } from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
-import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd, SHA_B } from './metadataFixture.ts';
+import {
+  applyOne,
+  EntryLog,
+  MetadataFixture,
+  recordCmd,
+  registerCmd,
+  SHA_A,
+  SHA_B,
+} from './metadataFixture.ts';
 
 const fx = new MetadataFixture();
 let sm: MetadataStateMachine;
@@ -257,6 +265,63 @@ describe('replica changes', () => {
     await expectRejected({ type: 'replaceReplica', id: 'o', add: 'w2', remove: 'w3' }, 'ReplicaExists');
     await expectRejected({ type: 'replaceReplica', id: 'o', add: 'w9', remove: 'w3' }, 'NodeUnknown');
     await expectRejected({ type: 'replaceReplica', id: 'x', add: 'w1', remove: 'w3' }, 'ObjectNotFound');
+  });
+});
+
+describe('replica changes decided on an object that has changed since', () => {
+  const seen = { sha256: SHA_A, createdAt: 2000 };
+  beforeEach(() =>
+    setup(
+      registerCmd('w1'),
+      registerCmd('w2'),
+      registerCmd('w3'),
+      registerCmd('w4'),
+      recordCmd('o', ['w1', 'w2'], 10),
+      // The id is deleted and uploaded again, once with other bytes and once with the same ones.
+      { type: 'deleteObject', id: 'o' },
+      recordCmd('o', ['w2', 'w3'], 10, SHA_B),
+      recordCmd('same', ['w1', 'w2'], 10),
+      { type: 'deleteObject', id: 'same' },
+      { ...recordCmd('same', ['w2', 'w3'], 10), createdAt: 5000 },
+    ),
+  );
+
+  it('refuses every kind as ObjectChanged, and applies it when the object is the one it expects', async () => {
+    for (const id of ['o', 'same']) {
+      await expectRejected({ type: 'addReplica', id, nodeId: 'w4', expected: seen }, 'ObjectChanged');
+      await expectRejected({ type: 'removeReplica', id, nodeId: 'w2', expected: seen }, 'ObjectChanged');
+      await expectRejected(
+        { type: 'replaceReplica', id, add: 'w1', remove: 'w3', expected: seen },
+        'ObjectChanged',
+      );
+    }
+    const now = { sha256: SHA_B, createdAt: 2000 };
+    expect(
+      await applyOne(sm, log, { type: 'replaceReplica', id: 'o', add: 'w1', remove: 'w3', expected: now }),
+    ).toMatchObject({
+      ok: true,
+      object: { replicas: ['w2', 'w1'] },
+    });
+  });
+
+  it('gives a copy to no node that is down, draining or drained', async () => {
+    const now = { sha256: SHA_B, createdAt: 2000 };
+    for (const state of ['down', 'draining', 'drained'] as const) {
+      await setup({ type: 'markNodeState', nodeId: 'w4', state, at: 3000 });
+      await expectRejected({ type: 'addReplica', id: 'o', nodeId: 'w4', expected: now }, 'NodeLeaving');
+      await expectRejected(
+        { type: 'replaceReplica', id: 'o', add: 'w4', remove: 'w3', expected: now },
+        'NodeLeaving',
+      );
+    }
+    // Taking a copy away from such a node is what repair is for.
+    await setup({ type: 'markNodeState', nodeId: 'w3', state: 'down', at: 3000 });
+    await setup({ type: 'markNodeState', nodeId: 'w1', state: 'up', at: 3000 });
+    expect(
+      await applyOne(sm, log, { type: 'replaceReplica', id: 'o', add: 'w1', remove: 'w3', expected: now }),
+    ).toMatchObject({
+      ok: true,
+    });
   });
 });
 

@@ -21,12 +21,23 @@ const valid: Command[] = [
   { type: 'addReplica', id: 'img-1.png', nodeId: 'w3' },
   { type: 'removeReplica', id: 'img-1.png', nodeId: 'w3' },
   { type: 'replaceReplica', id: 'img-1.png', add: 'w3', remove: 'w1' },
+  {
+    type: 'replaceReplica',
+    id: 'img-1.png',
+    add: 'w3',
+    remove: 'w1',
+    expected: { sha256: 'c'.repeat(64), createdAt: 9 },
+  },
   { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: 7 },
 ];
 
 const base = recordCmd('ok', ['w1', 'w2']);
 const invalid: [string, unknown][] = [
   ['unknown type', { type: 'dropTables' }],
+  [
+    'replica change expecting a malformed sha256',
+    { type: 'addReplica', id: 'x', nodeId: 'w1', expected: { sha256: 'zz', createdAt: 1 } },
+  ],
   ['not an object', 'recordObject'],
   ['object id with a slash', { ...base, id: '../etc/passwd' }],
   ['object id starting with a dot', { ...base, id: '.hidden' }],
