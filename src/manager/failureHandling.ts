@@ -8,6 +8,7 @@ import type { Registry } from 'prom-client';
 import { adminRoutes } from '../api/adminRoutes.ts';
 import type { Logger } from '../logging.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
+import type { CopyLocks } from './copyLocks.ts';
 import { FailureDetector } from './failureDetector.ts';
 import type { RaftAccess } from './imageService.ts';
 import { RejoinReconciler } from './rejoinReconciler.ts';
@@ -38,10 +39,12 @@ export class FailureHandling {
     workers: WorkerClient;
     log: Logger;
     registry: Registry;
+    /** Shared with the upload path (ImageService): see copyLocks.ts. */
+    copies: CopyLocks;
     /** True while this manager's own upload of the id runs (its copies precede its record). */
     uploading?: (id: string) => boolean;
   }) {
-    const { config, raft, metadata, liveness, workers, log } = deps;
+    const { config, raft, metadata, liveness, workers, log, copies } = deps;
     this.metrics = new RepairMetrics(deps.registry);
     this.detector = new FailureDetector({
       raft,
@@ -57,6 +60,7 @@ export class FailureHandling {
       metadata,
       workers,
       log,
+      copies,
       metrics: this.metrics,
       orphanGraceMs: config.orphanGraceMs,
       secret: config.secret,
@@ -65,6 +69,7 @@ export class FailureHandling {
     this.repair = new RepairLoop({
       raft,
       metadata,
+      copies,
       liveness,
       workers,
       log,

@@ -10,6 +10,7 @@ import type { Logger } from '../logging.ts';
 import { OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
 import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
+import { type CopyLocks, deleteUnlistedCopy, type Release } from './copyLocks.ts';
 import { NoLiveWorker, replicateUpload } from './replicateUpload.ts';
 import type { StagingArea } from './stagingArea.ts';
 import type { UploadMetrics } from './uploadMetrics.ts';
@@ -57,6 +58,8 @@ export interface ImageServiceDeps {
   liveness: WorkerLiveness;
   log: Logger;
   maxImageBytes: number;
+  /** Shared with repair and rejoin: see copyLocks.ts. */
+  copies: CopyLocks;
   metrics?: UploadMetrics;
 }
 
@@ -169,6 +172,7 @@ export class ImageService {
     timer('stage');
     if (!stagedResult.ok) throw new ImageError(stagedResult.error.code, stagedResult.error.message);
     const staged = stagedResult.staged;
+    const held: Release[] = [];
     try {
       const existing = await metadata.getObject(id);
       if (existing) return this.sameBytesOrConflict(existing, staged.sha256);
@@ -190,6 +194,9 @@ export class ImageService {
             reserve: (nodeId, bytes) => this.deps.liveness.reservePlacement(nodeId, bytes),
           },
           onFallback: () => this.deps.metrics?.fallback(),
+          holdCopy: async (nodeId) => {
+            held.push(await this.deps.copies.hold(nodeId, id));
+          },
         });
       } catch (err) {
         if (err instanceof NoLiveWorker) {
@@ -222,6 +229,7 @@ export class ImageService {
       }
       throw new ImageError('CommitFailed', recorded.message);
     } finally {
+      for (const release of held) release();
       await staging.discard(staged.path);
     }
   }
@@ -322,7 +330,8 @@ export class ImageService {
       result.object.replicas.map(async (nodeId) => {
         const node = nodes.get(nodeId);
         if (!node) return;
-        await this.deps.workers.deleteBlob(node.url, id).catch((err: unknown) => {
+        // Waits for an upload of the id running now: it may be writing this very copy again.
+        await deleteUnlistedCopy(this.deps, node, id, { wait: true }).catch((err: unknown) => {
           this.deps.log.warn(
             { event: 'delete.copy_left', objectId: id, nodeId, err },
             'copy left for reconciliation to remove',

@@ -10,6 +10,7 @@ import { workerRoutes } from '../api/workerRoutes.ts';
 import type { RaftNode } from '../consensus/raftNode.ts';
 import type { Logger } from '../logging.ts';
 import { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
+import { CopyLocks } from './copyLocks.ts';
 import { FailureHandling } from './failureHandling.ts';
 import { ImageService } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
@@ -40,6 +41,8 @@ export async function openImagesMode(
   await InventorySpool.prepare(spoolDir);
   const workers = new WorkerClient({ secret: config.secret });
   const liveness = new WorkerLiveness({ suspectAfterMs: config.suspectAfterMs });
+  // One set for every path of this manager that records or deletes copies on workers.
+  const copies = new CopyLocks();
   let registry: WorkerRegistry | null = null;
   let failures: FailureHandling | null = null;
 
@@ -53,6 +56,7 @@ export async function openImagesMode(
         workers,
         liveness,
         log,
+        copies,
         maxImageBytes: config.maxImageBytes,
         metrics: uploadMetrics,
       });
@@ -63,6 +67,7 @@ export async function openImagesMode(
         liveness,
         workers,
         log,
+        copies,
         registry: metrics,
         // Copies of an upload in progress exist before its record commits: never orphans.
         uploading: (id) => images.isUploading(id),

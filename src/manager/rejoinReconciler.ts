@@ -27,6 +27,7 @@ import type { Logger } from '../logging.ts';
 import { expectedOf, type NodeView, type ObjectView } from '../metadata/commands.ts';
 import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
+import { type CopyLocks, deleteUnlistedCopy } from './copyLocks.ts';
 import { type CopyCheck, checkCopy } from './copyVerifier.ts';
 import type { RaftAccess } from './imageService.ts';
 import type { RepairMetrics } from './repairMetrics.ts';
@@ -38,6 +39,8 @@ export interface RejoinReconcilerDeps {
   metadata: MetadataStateMachine;
   workers: WorkerClient;
   log: Logger;
+  /** Shared with repair and the upload path: see copyLocks.ts. */
+  copies: CopyLocks;
   metrics?: RepairMetrics;
   orphanGraceMs: number;
   /** How often pending orphans are looked at again; default grace/4 within 100 ms..60 s. */
@@ -279,7 +282,26 @@ export class RejoinReconciler {
     return summary;
   }
 
+  /**
+   * Decides on the returning worker's copy of one inventory line, holding that copy throughout:
+   * another path acting on it (repair copying onto this worker, the sweep deleting it as a stray)
+   * leaves the line to the next rejoin or sweep.
+   */
   private async reconcileBlob(
+    self: NodeView,
+    line: InventoryLine,
+    nodes: Map<string, NodeView>,
+  ): Promise<ReconcileDecision> {
+    const release = this.deps.copies.tryHold(self.nodeId, line.id);
+    if (release === null) return 'skipped';
+    try {
+      return await this.reconcileHeldBlob(self, line, nodes);
+    } finally {
+      release();
+    }
+  }
+
+  private async reconcileHeldBlob(
     self: NodeView,
     line: InventoryLine,
     nodes: Map<string, NodeView>,
@@ -402,16 +424,14 @@ export class RejoinReconciler {
       );
       return 'skipped';
     }
-    const victimUrl = nodes.get(victim)?.url;
-    if (victimUrl) {
-      await workers
-        .deleteBlob(victimUrl, line.id)
-        .catch((err: unknown) =>
-          log.warn(
-            { event: 'reconcile.excess_delete_failed', objectId: line.id, nodeId: victim, err },
-            'excess copy left on disk; its next rejoin removes it',
-          ),
-        );
+    const victimNode = nodes.get(victim);
+    if (victimNode) {
+      await deleteUnlistedCopy(this.deps, victimNode, line.id).catch((err: unknown) =>
+        log.warn(
+          { event: 'reconcile.excess_delete_failed', objectId: line.id, nodeId: victim, err },
+          'excess copy left on disk; its next rejoin removes it',
+        ),
+      );
     }
     log.info(
       {
@@ -491,7 +511,7 @@ export class RejoinReconciler {
     const known = this.orphans.get(key);
     const firstSeen = known?.firstSeen ?? this.now();
     if (!known) this.orphans.set(key, { nodeId: self.nodeId, id, firstSeen });
-    if (this.now() - firstSeen >= this.deps.orphanGraceMs && (await this.deleteOrphan(key)))
+    if (this.now() - firstSeen >= this.deps.orphanGraceMs && (await this.deleteHeldOrphan(key)))
       return 'orphanDeleted';
     this.deps.log.info(
       { event: 'reconcile.orphan_pending', objectId: id, nodeId: self.nodeId, firstSeen },
@@ -500,8 +520,21 @@ export class RejoinReconciler {
     return 'orphanPending';
   }
 
-  /** Re-checks the table right before deleting: an upload may have committed its record since. */
+  /** Holds the copy, then `deleteHeldOrphan`; a copy another path is acting on waits for a later sweep. */
   private async deleteOrphan(key: string): Promise<boolean> {
+    const pending = this.orphans.get(key);
+    if (!pending) return false;
+    const release = this.deps.copies.tryHold(pending.nodeId, pending.id);
+    if (release === null) return false;
+    try {
+      return await this.deleteHeldOrphan(key);
+    } finally {
+      release();
+    }
+  }
+
+  /** Re-checks the table right before deleting: an upload may have committed its record since. */
+  private async deleteHeldOrphan(key: string): Promise<boolean> {
     const pending = this.orphans.get(key);
     if (!pending || !this.deps.raft.isLeader() || this.deps.uploading?.(pending.id)) return false;
     const { raft, metadata, workers, log } = this.deps;

@@ -17,6 +17,7 @@ import {
 } from '../metadata/commands.ts';
 import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
+import { type CopyLocks, deleteUnlistedCopy, type Release } from './copyLocks.ts';
 import { type CopyCheck, checkCopy } from './copyVerifier.ts';
 import type { RaftAccess } from './imageService.ts';
 import { type PlacementCandidate, rankTargets } from './placement.ts';
@@ -39,6 +40,8 @@ const BATCH_BYTES = 64 * 1024 * 1024;
 export interface RepairLoopDeps {
   raft: RaftAccess;
   metadata: MetadataStateMachine;
+  /** Shared with the reconciler and the upload path: see copyLocks.ts. */
+  copies: CopyLocks;
   liveness: WorkerLiveness;
   workers: WorkerClient;
   log: Logger;
@@ -337,13 +340,15 @@ export class RepairLoop {
    * each copy the target failed is tried on the next target alone (a fallback).
    */
   private async runBatch(batch: CopyBatch, outcomes: Record<RepairOutcome, number>): Promise<void> {
-    const { metadata, workers, log, metrics } = this.deps;
+    const { metadata } = this.deps;
     const nodes = await metadata.listNodes();
     const byId = new Map(nodes.map((n) => [n.nodeId, n]));
     const source = byId.get(batch.sourceId);
     const target = byId.get(batch.targetId);
     const send: Classified[] = [];
     const alone: string[] = [];
+    // Each copy on the target is held from before it is written until its commit has an outcome.
+    const held: Release[] = [];
     for (const planned of batch.items) {
       const object = await metadata.getObject(planned.object.id);
       if (!object) {
@@ -357,74 +362,105 @@ export class RepairLoop {
         c.healthy.length < REPLICATION_FACTOR &&
         c.sources.some((n) => n.nodeId === source.nodeId) &&
         this.rankTargetsFor(c, nodes, byId).some((t) => t.nodeId === target.nodeId);
-      if (fits) send.push(c);
-      else alone.push(object.id);
+      if (!fits) {
+        alone.push(object.id);
+        continue;
+      }
+      const release = this.deps.copies.tryHold(batch.targetId, object.id);
+      if (release === null) {
+        // Another path is acting on that very copy (deleting a stray of it, say): next pass.
+        outcomes.skipped += 1;
+        continue;
+      }
+      held.push(release);
+      send.push(c);
     }
-    if (send.length > 0 && source && target) {
-      metrics.started.inc(send.length);
-      const startedAt = this.now();
-      let answers: CopyBatchOutcome[];
-      try {
-        answers = await workers.copyBatch(
-          source.url,
-          target.url,
-          send.map((c) => ({ id: c.object.id, sha256: c.object.sha256 })),
-        );
-      } catch (err) {
-        // The holder could not run the batch at all: no target is to blame, so no fallback; the
-        // next pass plans these again (from another holder once this one stops serving).
-        metrics.failed.inc(send.length);
-        outcomes.failed += send.length;
-        log.warn(
-          {
-            event: 'repair.batch_failed',
-            source: source.nodeId,
-            target: target.nodeId,
-            objects: send.length,
-            err: (err as Error).message,
-          },
-          'holder could not run the copy batch; next pass retries',
-        );
-        answers = [];
+    const retry: Classified[] = [];
+    try {
+      if (send.length > 0 && source && target) {
+        retry.push(...(await this.copyBatch(send, source, target, byId, outcomes)));
       }
-      const copied: Classified[] = [];
-      const retry: Classified[] = [];
-      for (const [i, answer] of answers.entries()) {
-        const c = send[i]!;
-        if (!answer.ok) {
-          log.warn(
-            {
-              event: 'repair.target_failed',
-              objectId: c.object.id,
-              source: source.nodeId,
-              target: target.nodeId,
-              err: answer.message,
-            },
-            'repair target failed',
-          );
-          retry.push(c);
-        } else if (answer.sha256 !== c.object.sha256 || answer.size !== c.object.size) {
-          // As in copyOnce: the target checked the holder's claim, not the record.
-          metrics.failed.inc();
-          log.warn(
-            { event: 'repair.failed', objectId: c.object.id, source: source.nodeId },
-            `holder sent sha256 ${answer.sha256 ?? '?'} (${answer.size ?? '?'} bytes), record says ${c.object.sha256}`,
-          );
-          await this.deleteIfUnrecorded(c.object.id, c.object.sha256, target.nodeId, byId);
-          outcomes.failed += 1;
-        } else {
-          metrics.bytesCopied.inc(c.object.size);
-          copied.push(c);
-        }
-      }
-      if (copied.length > 0) await this.commitBatch(copied, target.nodeId, byId, startedAt, outcomes);
-      for (const c of retry) {
-        outcomes[
-          await this.copyOnce(c, nodes, byId, { failedTarget: target.nodeId }).catch(() => 'failed' as const)
-        ] += 1;
-      }
+    } finally {
+      for (const release of held) release();
+    }
+    for (const c of retry) {
+      outcomes[
+        await this.copyOnce(c, nodes, byId, { failedTarget: batch.targetId }).catch(() => 'failed' as const)
+      ] += 1;
     }
     for (const id of alone) outcomes[await this.repairOneLogged(id)] += 1;
+  }
+
+  /**
+   * Has `source` copy `send` to `target` in one request and commits the copies that arrived; the
+   * copies the target failed are returned, for a fallback each. The caller holds every copy.
+   */
+  private async copyBatch(
+    send: Classified[],
+    source: NodeView,
+    target: NodeView,
+    byId: Map<string, NodeView>,
+    outcomes: Record<RepairOutcome, number>,
+  ): Promise<Classified[]> {
+    const { workers, log, metrics } = this.deps;
+    metrics.started.inc(send.length);
+    const startedAt = this.now();
+    let answers: CopyBatchOutcome[];
+    try {
+      answers = await workers.copyBatch(
+        source.url,
+        target.url,
+        send.map((c) => ({ id: c.object.id, sha256: c.object.sha256 })),
+      );
+    } catch (err) {
+      // The holder could not run the batch at all: no target is to blame, so no fallback; the
+      // next pass plans these again (from another holder once this one stops serving).
+      metrics.failed.inc(send.length);
+      outcomes.failed += send.length;
+      log.warn(
+        {
+          event: 'repair.batch_failed',
+          source: source.nodeId,
+          target: target.nodeId,
+          objects: send.length,
+          err: (err as Error).message,
+        },
+        'holder could not run the copy batch; next pass retries',
+      );
+      answers = [];
+    }
+    const copied: Classified[] = [];
+    const retry: Classified[] = [];
+    for (const [i, answer] of answers.entries()) {
+      const c = send[i]!;
+      if (!answer.ok) {
+        log.warn(
+          {
+            event: 'repair.target_failed',
+            objectId: c.object.id,
+            source: source.nodeId,
+            target: target.nodeId,
+            err: answer.message,
+          },
+          'repair target failed',
+        );
+        retry.push(c);
+      } else if (answer.sha256 !== c.object.sha256 || answer.size !== c.object.size) {
+        // As in copyOnce: the target checked the holder's claim, not the record.
+        metrics.failed.inc();
+        log.warn(
+          { event: 'repair.failed', objectId: c.object.id, source: source.nodeId },
+          `holder sent sha256 ${answer.sha256 ?? '?'} (${answer.size ?? '?'} bytes), record says ${c.object.sha256}`,
+        );
+        await this.deleteIfUnrecorded(c.object.id, c.object.sha256, target.nodeId, byId);
+        outcomes.failed += 1;
+      } else {
+        metrics.bytesCopied.inc(c.object.size);
+        copied.push(c);
+      }
+    }
+    if (copied.length > 0) await this.commitBatch(copied, target.nodeId, byId, startedAt, outcomes);
+    return retry;
   }
 
   /** Records the batch's copies on `targetId` in one entry: one result per object. */
@@ -435,7 +471,7 @@ export class RepairLoop {
     startedAt: number,
     outcomes: Record<RepairOutcome, number>,
   ): Promise<void> {
-    const { raft, metadata, workers, log, metrics, liveness } = this.deps;
+    const { raft, metadata, log, metrics, liveness } = this.deps;
     // A node being replaced may have come back while the copies ran: then it keeps its copy.
     const leavingNow = new Map<string, NodeView | null>();
     for (const c of copied) {
@@ -502,7 +538,7 @@ export class RepairLoop {
       const removedNode = removed === null ? null : leavingNow.get(removed);
       if (removedNode && liveness.isServing(removedNode)) {
         // A draining node's copy is not needed once recorded elsewhere.
-        await workers.deleteBlob(removedNode.url, c.object.id).catch(() => {});
+        await deleteUnlistedCopy(this.deps, removedNode, c.object.id).catch(() => {});
       }
       outcomes.copied += 1;
     }
@@ -618,8 +654,8 @@ export class RepairLoop {
             { event: 'repair.bad_copy_dropped', objectId: c.object.id, nodeId: n },
             'recorded copy missing or wrong on its worker; dropped so repair makes a new one',
           );
-          const url = byId.get(n)?.url;
-          if (url) await workers.deleteBlob(url, c.object.id).catch(() => {});
+          const node = byId.get(n);
+          if (node) await deleteUnlistedCopy(this.deps, node, c.object.id).catch(() => {});
         }
         return bad.length > 0 ? 'dropped' : 'skipped';
       }
@@ -638,7 +674,7 @@ export class RepairLoop {
       );
       const node = byId.get(nodeId);
       if (node && this.deps.liveness.isServing(node)) {
-        await workers.deleteBlob(node.url, c.object.id).catch(() => {});
+        await deleteUnlistedCopy(this.deps, node, c.object.id).catch(() => {});
       }
     }
     return 'dropped';
@@ -702,8 +738,8 @@ export class RepairLoop {
       },
       'copy too many removed',
     );
-    const url = byId.get(victim)?.url;
-    if (url) await workers.deleteBlob(url, c.object.id).catch(() => {});
+    const victimNode = byId.get(victim);
+    if (victimNode) await deleteUnlistedCopy(this.deps, victimNode, c.object.id).catch(() => {});
     return 'trimmed';
   }
 
@@ -717,7 +753,7 @@ export class RepairLoop {
     byId: Map<string, NodeView>,
     options: { failedTarget?: string } = {},
   ): Promise<RepairOutcome> {
-    const { raft, workers, log, metrics, liveness } = this.deps;
+    const { workers, log, metrics, liveness } = this.deps;
     const { object } = c;
     const ranked = this.rankTargetsFor(c, nodes, byId, options.failedTarget).slice(0, MAX_TARGETS_PER_REPAIR);
     if (ranked.length === 0) {
@@ -725,11 +761,12 @@ export class RepairLoop {
       log.warn({ event: 'repair.no_target', objectId: object.id }, 'no live worker can take a copy');
       return 'noTarget';
     }
-    const remove = c.leaving[0];
     if (options.failedTarget === undefined) metrics.started.inc();
     else metrics.fallbacks.inc();
     const startedAt = this.now();
     let target: PlacementCandidate;
+    // The copy on the target is held from before it is written until its commit has an outcome.
+    const held: { release?: Release } = {};
     try {
       target = await pRetry(
         async (attempt) => {
@@ -738,16 +775,24 @@ export class RepairLoop {
           const targetUrl = byId.get(candidate.nodeId)?.url;
           const source = c.sources[(attempt - 1) % c.sources.length]!;
           if (!targetUrl) throw new Error(`target ${candidate.nodeId} has no url`);
-          liveness.reservePlacement(candidate.nodeId, object.size);
-          const sent = await workers.copyTo(source.url, object.id, targetUrl, object.sha256);
-          if (sent.sha256 !== object.sha256 || sent.size !== object.size) {
-            // The target checked the bytes against the holder's own claim, not the record: a
-            // holder with other bytes under this id would have made a copy of the wrong image.
-            await this.deleteIfUnrecorded(object.id, object.sha256, candidate.nodeId, byId);
-            throw new Error(
-              `holder ${source.nodeId} sent sha256 ${sent.sha256 ?? '?'} (${sent.size ?? '?'} bytes), record says ${object.sha256}`,
-            );
+          const release = this.deps.copies.tryHold(candidate.nodeId, object.id);
+          if (release === null) throw new Error(`another path is acting on the copy on ${candidate.nodeId}`);
+          try {
+            liveness.reservePlacement(candidate.nodeId, object.size);
+            const sent = await workers.copyTo(source.url, object.id, targetUrl, object.sha256);
+            if (sent.sha256 !== object.sha256 || sent.size !== object.size) {
+              // The target checked the bytes against the holder's own claim, not the record: a
+              // holder with other bytes under this id would have made a copy of the wrong image.
+              await this.deleteIfUnrecorded(object.id, object.sha256, candidate.nodeId, byId);
+              throw new Error(
+                `holder ${source.nodeId} sent sha256 ${sent.sha256 ?? '?'} (${sent.size ?? '?'} bytes), record says ${object.sha256}`,
+              );
+            }
+          } catch (err) {
+            release();
+            throw err;
           }
+          held.release = release;
           return candidate;
         },
         {
@@ -777,6 +822,23 @@ export class RepairLoop {
       );
       return 'failed';
     }
+    try {
+      return await this.recordCopy(c, target, byId, startedAt);
+    } finally {
+      held.release?.();
+    }
+  }
+
+  /** Commits the copy `copyOnce` made on `target`, which it holds. */
+  private async recordCopy(
+    c: Classified,
+    target: PlacementCandidate,
+    byId: Map<string, NodeView>,
+    startedAt: number,
+  ): Promise<RepairOutcome> {
+    const { raft, log, metrics, liveness } = this.deps;
+    const { object, leaving } = c;
+    const remove = leaving[0];
     metrics.bytesCopied.inc(object.size);
 
     // The node being replaced may have come back while the copy ran: then it keeps its copy.
@@ -838,11 +900,12 @@ export class RepairLoop {
     );
     if (stillLeaving && removeNow && liveness.isServing(removeNow)) {
       // A draining node's copy is not needed once recorded elsewhere.
-      await workers.deleteBlob(removeNow.url, object.id).catch(() => {});
+      await deleteUnlistedCopy(this.deps, removeNow, object.id).catch(() => {});
     }
     return 'copied';
   }
 
+  /** Removes a copy this repair made but could not record. The caller holds the copy. */
   private async deleteIfUnrecorded(
     id: string,
     sha256: string,

@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
+import { CopyLocks, deleteUnlistedCopy } from '../../src/manager/copyLocks.ts';
 import { FailureDetector } from '../../src/manager/failureDetector.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
 import { RejoinReconciler, type RejoinReconcilerDeps } from '../../src/manager/rejoinReconciler.ts';
@@ -67,6 +68,7 @@ interface Setup {
   registry: Registry;
   workers: Map<string, RunningWorker>;
   clock: { now: number };
+  copies: CopyLocks;
 }
 
 async function setup(specs: { id: string; zone?: string; quotaBytes?: number }[]): Promise<Setup> {
@@ -95,7 +97,7 @@ async function setup(specs: { id: string; zone?: string; quotaBytes?: number }[]
       at: clock.now,
     });
   }
-  return { sm, raft, client, liveness, metrics, registry, workers, clock };
+  return { sm, raft, client, liveness, metrics, registry, workers, clock, copies: new CopyLocks() };
 }
 
 /** Every worker heard just now; `diskUsed` (of 1 MB, default 10%) per worker decides the placement order. */
@@ -149,6 +151,7 @@ function reconcilerFor(
     raft: s.raft,
     metadata: s.sm,
     workers: s.client,
+    copies: s.copies,
     log,
     now: () => s.clock.now,
     ...deps,
@@ -160,6 +163,7 @@ function repairLoop(s: Setup, deps: Partial<RepairLoopDeps> = {}): RepairLoop {
   return new RepairLoop({
     raft: s.raft,
     metadata: s.sm,
+    copies: s.copies,
     liveness: s.liveness,
     workers: s.client,
     log,
@@ -601,6 +605,77 @@ async function rot(w: RunningWorker, id: string): Promise<void> {
   const { size } = await stat(file);
   await writeFile(file, randomBytes(size));
 }
+
+describe('copies held by one path at a time', () => {
+  it('CopyLocks: one holder per copy; hold waits for it, release is idempotent', async () => {
+    const locks = new CopyLocks();
+    const first = locks.tryHold('w1', 'a');
+    expect(first).not.toBeNull();
+    expect(locks.tryHold('w1', 'a')).toBeNull();
+    const other = locks.tryHold('w2', 'a');
+    expect(other).not.toBeNull();
+    let second: (() => void) | null = null;
+    const waiting = locks.hold('w1', 'a').then((r) => {
+      second = r;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(second).toBeNull();
+    first!();
+    first!();
+    await waiting;
+    expect(second).not.toBeNull();
+    expect(locks.tryHold('w1', 'a')).toBeNull();
+    second!();
+    other!();
+    expect(locks.size()).toBe(0);
+  });
+
+  it('deletes a copy only unheld and unlisted, reading the table under the hold', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    await putObject(s, 'x', ['w1', 'w2']);
+    const w3 = s.workers.get('w3')!;
+    const bytes = randomBytes(100);
+    await s.client.putBlob(w3.url, 'x', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    const deps = { copies: s.copies, metadata: s.sm, workers: s.client };
+    const node = (id: string) => ({ nodeId: id, url: s.workers.get(id)!.url });
+
+    expect(await deleteUnlistedCopy(deps, node('w1'), 'x')).toBe('listed');
+    expect((await s.workers.get('w1')!.store.stat('x')).ok).toBe(true);
+
+    // Another path holds w3's copy (a rejoin about to record it): no delete now, and a delete that
+    // waits finds it recorded once that path is done.
+    const release = s.copies.tryHold('w3', 'x')!;
+    expect(await deleteUnlistedCopy(deps, node('w3'), 'x')).toBe('busy');
+    const waited = deleteUnlistedCopy(deps, node('w3'), 'x', { wait: true });
+    await propose(s, { type: 'addReplica', id: 'x', nodeId: 'w3' });
+    release();
+    expect(await waited).toBe('listed');
+    expect((await w3.store.stat('x')).ok).toBe(true);
+
+    await propose(s, { type: 'removeReplica', id: 'x', nodeId: 'w3' });
+    expect(await deleteUnlistedCopy(deps, node('w3'), 'x')).toBe('deleted');
+    expect((await w3.store.stat('x')).ok).toBe(false);
+    expect(s.copies.size()).toBe(0);
+  });
+
+  it('repair leaves an object whose target copy another path holds to the next pass', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    await putObject(s, 'x', ['w1', 'w2']);
+    await s.workers.get('w1')!.stop();
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    // w3 is the only target; a rejoin or sweep is acting on w3's copy of x right now.
+    const release = s.copies.tryHold('w3', 'x')!;
+    const held = await repairLoop(s).pass();
+    expect(held?.outcomes.copied ?? 0).toBe(0);
+    expect((await s.workers.get('w3')!.store.stat('x')).ok).toBe(false);
+    release();
+    const next = await repairLoop(s).pass();
+    expect(next?.outcomes.copied).toBe(1);
+    expect((await s.sm.getObject('x'))?.replicas.sort()).toEqual(['w2', 'w3']);
+    expect(s.copies.size()).toBe(0);
+  });
+});
 
 describe('data-loss guards', () => {
   it('trims the copy whose bytes are wrong, never a good one, even when placement prefers otherwise', async () => {
