@@ -161,10 +161,16 @@ export class BlobStore {
     const root = path.resolve(dataDir);
     await fs.mkdir(path.join(root, 'blobs'), { recursive: true });
     await fs.mkdir(path.join(root, 'tmp'), { recursive: true });
-    await fsyncDir(root);
     await prepareTopFolders(path.join(root, 'blobs'));
     // Opening the index first takes LevelDB's LOCK: no other process works in this folder from here on.
     const index = await BlobIndex.open(path.join(root, 'index'));
+    // `blobs/`, `tmp/` and `index/` durable in the data folder before any blob is; and a new data
+    // folder's own name in its parent, as far as that parent can be opened to be synced.
+    await fsyncDir(root).catch(async (err: unknown) => {
+      await index.close();
+      throw err;
+    });
+    await fsyncDir(path.dirname(root)).catch(() => {});
     try {
       const report = await startupCheck(root, index, log);
       const store = new BlobStore(root, index, quotaBytes, log, report);
@@ -327,14 +333,23 @@ export class BlobStore {
     }
   }
 
-  /** Forgets received blobs not (or no longer) wanted: their reservations and temp files. */
+  /**
+   * Forgets received blobs not (or no longer) wanted: their reservations and temp files. Each is
+   * released whatever happens to the others; a temp file that cannot be removed now is removed by
+   * the next start-up check, and is logged.
+   */
   async discardReceived(blobs: readonly ReceivedBlob[]): Promise<void> {
     for (const blob of blobs) {
       if (blob.released) continue;
       blob.released = true;
       this.reservedBytes -= blob.record.size;
       await blob.synced.catch(() => {});
-      await releaseTemp(blob.temp);
+      await releaseTemp(blob.temp).catch((err: unknown) =>
+        this.log.error(
+          { event: 'storage.temp_left', objectId: blob.id, file: blob.temp.path, err },
+          'temp file could not be released; the next start-up removes it',
+        ),
+      );
     }
   }
 
@@ -640,8 +655,11 @@ export class BlobStore {
       // not wait for the disk, and a threadpool round trip costs two thread wake-ups, which on a
       // busy machine cost more than the calls themselves. The fsyncs go to the pool.
       try {
-        closeSync(await entry.blob.temp.opened);
+        const fd = await entry.blob.temp.opened;
+        // Marked first: close(2) frees the descriptor even when it reports an error, and a second
+        // close could hit a descriptor reused meanwhile by another file.
         entry.blob.temp.closed = true;
+        closeSync(fd);
         renameSync(entry.blob.temp.path, entry.finalPath);
         entry.blob.temp.renamed = true;
         renamed.push(entry);
@@ -836,6 +854,9 @@ async function startupCheck(root: string, index: BlobIndex, log: Logger): Promis
     }
     const onDisk = await hashFile(file);
     if (onDisk !== undefined && onDisk.size === write.size && onDisk.sha256 === write.sha256) {
+      // The crash may have come before the folder fsync that makes the name durable: done here,
+      // before the index vouches for the blob.
+      await fsyncDir(path.dirname(file));
       await index.put(write.id, { size: write.size, sha256: write.sha256 });
       report.pendingAdopted += 1;
       log.warn(
@@ -964,8 +985,9 @@ export type Receipt = { kind: 'received'; blob: ReceivedBlob } | { kind: 'stored
 async function releaseTemp(temp: TempFile): Promise<void> {
   if (!temp.closed) {
     const fd = await temp.opened.catch(() => undefined);
-    if (fd !== undefined) closeSync(fd);
+    // Marked first, as in commitLocked: never two closes of one descriptor.
     temp.closed = true;
+    if (fd !== undefined) closeSync(fd);
   }
   if (!temp.renamed) await removeQuietly(temp.path);
 }

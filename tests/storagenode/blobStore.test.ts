@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import fsp, { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -443,7 +443,20 @@ describe('start-up check', () => {
     await mkdir(path.dirname(torn), { recursive: true });
     await writeFile(torn, '01234');
 
+    // The crash may have come before the folder fsync that made the name durable: adopting the
+    // blob syncs its folder first (fsyncDir opens it).
+    const opened: string[] = [];
+    const realOpen = fsp.open.bind(fsp);
+    vi.spyOn(fsp, 'open').mockImplementation(((
+      p: string,
+      ...rest: Parameters<typeof fsp.open> extends [unknown, ...infer R] ? R : never
+    ) => {
+      opened.push(path.resolve(String(p)));
+      return realOpen(p, ...rest);
+    }) as typeof fsp.open);
     const store = await openStore();
+    vi.restoreAllMocks();
+    expect(opened).toContain(path.dirname(file));
     expect(store.startupReport).toMatchObject({ pendingAdopted: 1, pendingDropped: 2, blobCount: 1 });
     expect(await ids(store)).toEqual([id]);
     expect((await readAll(store, id)).equals(body)).toBe(true);
