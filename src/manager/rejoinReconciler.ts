@@ -157,20 +157,21 @@ export class RejoinReconciler {
     return noted;
   }
 
+  /**
+   * One worker's inventory against the table, both ways: blobs the table does not list there are
+   * noted as orphans or strays (deleted after their grace), and copies the table lists there that
+   * the inventory lacks are dropped once the worker confirms they are gone, as at a rejoin. That
+   * second half is what catches a rejoin's reconciliation cut short (a leader change, a failure):
+   * the worker does not register again for it.
+   */
   private async sweepOne(node: NodeView): Promise<number> {
-    const res = await fetch(new URL('/inventory', node.url), {
-      headers: { [CLUSTER_SECRET_HEADER]: this.deps.secret! },
-      signal: AbortSignal.timeout(60_000),
-    });
-    if (!res.ok || !res.body) throw new Error(`inventory answered ${res.status}`);
+    const startedAt = this.now();
     let noted = 0;
     // This node's pending orphans not listed again: gone from the worker, so moot. Tracked this
     // way round so memory follows the few orphans, not the inventory.
     const unseen = new Set<string>();
     for (const [key, o] of this.orphans) if (o.nodeId === node.nodeId) unseen.add(key);
-    for await (const text of ndjsonLines(Readable.fromWeb(res.body as NodeWebStream), 4096)) {
-      const line = JSON.parse(text) as InventoryLine;
-      if (typeof line.id !== 'string') continue;
+    for await (const line of this.inventoryOf(node)) {
       const key = `${node.nodeId}/${line.id}`;
       unseen.delete(key);
       const object = await this.deps.metadata.getObject(line.id);
@@ -188,7 +189,28 @@ export class RejoinReconciler {
       }
     }
     for (const key of unseen) this.orphans.delete(key);
+    const summary = emptySummary();
+    await this.reconcileLacking(node.nodeId, () => this.inventoryOf(node), startedAt, summary);
+    if (summary.missingDropped > 0) {
+      this.deps.log.warn(
+        { event: 'reconcile.sweep_missing', nodeId: node.nodeId, ...summary },
+        'recorded copies missing from their worker dropped; repair makes new ones',
+      );
+    }
     return noted;
+  }
+
+  /** A worker's inventory, streamed (GET /inventory, NDJSON in id order). */
+  private async *inventoryOf(node: NodeView): AsyncGenerator<InventoryLine> {
+    const res = await fetch(new URL('/inventory', node.url), {
+      headers: { [CLUSTER_SECRET_HEADER]: this.deps.secret! },
+      signal: AbortSignal.timeout(60_000),
+    });
+    if (!res.ok || !res.body) throw new Error(`inventory answered ${res.status}`);
+    for await (const text of ndjsonLines(Readable.fromWeb(res.body as NodeWebStream), 4096)) {
+      const line = JSON.parse(text) as InventoryLine;
+      if (typeof line.id === 'string') yield line;
+    }
   }
 
   /** A reconciliation is running or queued (the repair loop then leaves copies too many alone). */

@@ -556,6 +556,27 @@ describe('RejoinReconciler periodic sweep', () => {
   });
 });
 
+describe('RejoinReconciler periodic sweep, copies a worker lacks', () => {
+  it('drops a recorded copy its worker no longer holds (a rejoin cut short never looked), and repair restores it', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    await putObject(s, 'kept', ['w1', 'w2']);
+    const bytes = await putObject(s, 'lost', ['w1', 'w2']);
+    // w2 joined empty (or lost the blob) and its rejoin reconciliation never ran to the end.
+    await s.workers.get('w2')!.store.delete('lost');
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 60_000, secret: SECRET });
+    await reconciler.sweepInventories();
+    expect((await s.sm.getObject('lost'))?.replicas).toEqual(['w1']);
+    expect((await s.sm.getObject('kept'))?.replicas).toEqual(['w1', 'w2']);
+    expect((await repairLoop(s).pass())?.outcomes.copied).toBe(1);
+    const now = await s.sm.getObject('lost');
+    expect(now?.replicas).toHaveLength(2);
+    const copy = now!.replicas.find((n) => n !== 'w1')!;
+    const res = await s.client.getBlob(s.workers.get(copy)!.url, 'lost');
+    expect(sha256Of(Buffer.from(await res.body.arrayBuffer()))).toBe(sha256Of(bytes));
+  });
+});
+
 describe('RejoinReconciler and an id uploaded again', () => {
   it('re-adopts no unrecorded copy of other bytes for a short object, and deletes it after the grace', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
