@@ -626,11 +626,15 @@ export class RepairLoop {
   /** Two healthy copies exist: the record forgets the leaving ones (a draining node's copy is deleted). */
   private async dropLeaving(c: Classified, byId: Map<string, NodeView>): Promise<RepairOutcome> {
     const { raft, workers, log } = this.deps;
-    const deletes = c.leaving.some((n) => {
-      const node = byId.get(n);
-      return node !== undefined && this.deps.liveness.isServing(node);
-    });
-    if (deletes) {
+    // Decided once: a worker heard again while the copies below are read back is not one whose
+    // copy they were read back for.
+    const deleting = new Set(
+      c.leaving.filter((n) => {
+        const node = byId.get(n);
+        return node !== undefined && this.deps.liveness.isServing(node);
+      }),
+    );
+    if (deleting.size > 0) {
       // A leaving worker still serving (draining) loses its copy for good: the two that stay are
       // read back first. One found wrong leaves the record instead, and the next pass copies anew.
       const bad: string[] = [];
@@ -673,9 +677,8 @@ export class RepairLoop {
         'replica on a leaving worker dropped',
       );
       const node = byId.get(nodeId);
-      if (node && this.deps.liveness.isServing(node)) {
+      if (node && deleting.has(nodeId))
         await deleteUnlistedCopy(this.deps, node, c.object.id).catch(() => {});
-      }
     }
     return 'dropped';
   }
