@@ -701,12 +701,21 @@ export class BlobStore {
     // the markers.
     const kept = new Set(durable.map(({ blob }) => blob.id));
     const undone = going.filter(({ blob }) => !kept.has(blob.id));
+    // A marker is cleared only once its file's removal is durable: a removal lost to a power cut
+    // would otherwise bring back a file that neither the index nor a marker names.
+    const cleared: string[] = [];
     for (const { blob, finalPath, folder } of undone) {
-      if (!blob.temp.renamed) continue;
-      await removeQuietly(finalPath);
-      await fsyncDir(folder).catch(() => {});
+      if (blob.temp.renamed) {
+        try {
+          await removeQuietly(finalPath);
+          await fsyncDir(folder);
+        } catch {
+          continue;
+        }
+      }
+      cleared.push(blob.id);
     }
-    await this.index.clearPendingMany(undone.map(({ blob }) => blob.id)).catch(() => {});
+    await this.index.clearPendingMany(cleared).catch(() => {});
     return outcomes;
   }
 
@@ -909,7 +918,11 @@ async function startupCheck(root: string, index: BlobIndex, log: Logger): Promis
           { event: 'storage.corrupt_dropped', objectId: entry.id },
           'blob with the wrong size dropped',
         );
-        await removeQuietly(path.join(root, blobRelativePath(entry.id)));
+        // Durably gone before its entry is: a removal lost to a power cut would otherwise leave
+        // a file that nothing names.
+        const file = path.join(root, blobRelativePath(entry.id));
+        await removeQuietly(file);
+        await fsyncDir(path.dirname(file));
       }
     }
     await index.deleteMany(dropped);
