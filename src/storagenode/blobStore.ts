@@ -370,19 +370,9 @@ export class BlobStore {
         size: record.size,
       });
     }
-    let file: fs.FileHandle;
-    try {
-      file = await fs.open(this.blobPath(id), 'r');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return failure('BlobNotFound', `no blob ${id}`);
-      throw err;
-    }
-    const { size } = await file.stat();
-    if (size !== record.size) {
-      await file.close();
-      this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk: size });
-      return failure('Internal', `blob ${id} has ${size} bytes on disk but ${record.size} in the index`);
-    }
+    const opened = await this.openChecked(id, record);
+    if (!opened.ok) return opened;
+    const file = opened.value;
     if (end < start) {
       // Empty blob: createReadStream cannot express a zero-length range.
       await file.close();
@@ -407,29 +397,14 @@ export class BlobStore {
     if (!isValidBlobId(id)) return invalidId(id);
     const record = this.index.getSync(id);
     if (record === undefined) return failure('BlobNotFound', `no blob ${id}`);
-    let file: fs.FileHandle;
-    try {
-      file = await fs.open(this.blobPath(id), 'r');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return failure('BlobNotFound', `no blob ${id}`);
-      throw err;
-    }
+    const opened = await this.openChecked(id, record);
+    if (!opened.ok) return opened;
+    const file = opened.value;
     let released: Promise<void> | undefined;
     const release = () => {
       released ??= file.close();
       return released;
     };
-    try {
-      const { size } = await file.stat();
-      if (size !== record.size) {
-        this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk: size });
-        await release();
-        return failure('Internal', `blob ${id} has ${size} bytes on disk but ${record.size} in the index`);
-      }
-    } catch (err) {
-      await release();
-      throw err;
-    }
     const total = record.size;
     async function* chunks(): AsyncGenerator<Buffer> {
       try {
@@ -448,6 +423,27 @@ export class BlobStore {
       }
     }
     return success({ record, chunks: chunks(), release });
+  }
+
+  /** The blob's file, opened and checked against its index entry's size; closed again if not. */
+  private async openChecked(id: string, record: BlobRecord): Promise<StoreResult<fs.FileHandle>> {
+    let file: fs.FileHandle;
+    try {
+      file = await fs.open(this.blobPath(id), 'r');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return failure('BlobNotFound', `no blob ${id}`);
+      throw err;
+    }
+    try {
+      const { size } = await file.stat();
+      if (size === record.size) return success(file);
+      this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk: size });
+      await file.close();
+      return failure('Internal', `blob ${id} has ${size} bytes on disk but ${record.size} in the index`);
+    } catch (err) {
+      await file.close().catch(() => {});
+      throw err;
+    }
   }
 
   /**
