@@ -53,6 +53,18 @@ function mapError(c: Context, err: unknown): Response {
   return jsonError(c, status, err.code, err.message);
 }
 
+/**
+ * An id can be deleted and uploaded again with other bytes, so a cached image must be revalidated
+ * before each use; revalidation is cheap (a 304 from the record, see the GET route).
+ */
+const IMAGE_CACHE_CONTROL = 'private, no-cache';
+
+/** RFC 9110 If-None-Match (weak comparison): `*`, or a list of entity tags one of which is ours. */
+function etagListMatches(header: string, sha256: string): boolean {
+  if (header.trim() === '*') return true;
+  return header.split(',').some((tag) => tag.trim().replace(/^W\//, '') === `"${sha256}"`);
+}
+
 /** The upload body's chunks, read from the Node request itself (src/api/requestBody.ts). */
 function bodyOf(c: Context): AsyncIterable<Uint8Array> {
   return requestBody(c).chunks;
@@ -101,17 +113,39 @@ export function publicRoutes(images: ImageService): Hono {
   // Hono answers HEAD through the GET route; the worker is asked with HEAD so no bytes move.
   app.get('/v1/images/:id', async (c) => {
     try {
+      const id = c.req.param('id');
+      const ifNoneMatch = c.req.header('if-none-match');
+      if (ifNoneMatch !== undefined) {
+        // Revalidation is answered from the record alone: no worker is asked for bytes.
+        const object = await images.getMeta(id);
+        if (etagListMatches(ifNoneMatch, object.sha256)) {
+          return new Response(null, {
+            status: 304,
+            headers: { etag: `"${object.sha256}"`, 'cache-control': IMAGE_CACHE_CONTROL },
+          });
+        }
+      }
       const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
       const range = c.req.header('range');
-      const { object, response } = await images.open(c.req.param('id'), {
+      const { object, response } = await images.open(id, {
         method,
         ...(range ? { range } : {}),
       });
+      if (response.statusCode === 416) {
+        await response.body.dump();
+        c.header('content-range', `bytes */${object.size}`);
+        return jsonError(
+          c,
+          416,
+          'RangeNotSatisfiable',
+          `no byte of the requested range is in 0-${object.size - 1}`,
+        );
+      }
       const headers = new Headers({
         'content-type': object.contentType,
         etag: `"${object.sha256}"`,
         'accept-ranges': 'bytes',
-        'cache-control': 'private, max-age=31536000, immutable',
+        'cache-control': IMAGE_CACHE_CONTROL,
       });
       for (const name of ['content-length', 'content-range']) {
         const value = response.headers[name];

@@ -8,8 +8,9 @@
 //
 // So every path that records a copy on a worker holds that copy from before its bytes are written
 // or checked until its commit has an outcome. Every path that deletes a copy holds it and reads the
-// table again under the hold (`deleteUnlistedCopy`). The locks are leader-local: a new leader starts
-// with none held, and a request a deposed leader still had in flight is the window they leave open.
+// table again under the hold (`deleteUnlistedCopy`), as of everything committed. The locks are
+// leader-local: a new leader starts with none held. What they leave open is a delete a deposed
+// leader had already sent when it lost the lead.
 
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import type { WorkerClient } from './workerClient.ts';
@@ -63,12 +64,18 @@ export type CopyDeletion = 'deleted' | 'listed' | 'busy';
 
 /**
  * Deletes the copy of `id` on `node` unless the table lists it there (again), reading the table
- * under the hold, so no commit that records the copy can land between the read and the delete.
- * `wait`: wait for a path acting on the copy, instead of leaving it (`busy`) for a later sweep. A
- * failed delete rejects, with the copy released.
+ * under the hold, so no commit of this leader that records the copy can land between the read and
+ * the delete. The read is a ReadIndex read: it also proves this manager still leads, and covers
+ * what a newer leader committed. `wait`: wait for a path acting on the copy, instead of leaving it
+ * (`busy`) for a later sweep. A failed delete (or a lost leadership) rejects, with the copy released.
  */
 export async function deleteUnlistedCopy(
-  deps: { copies: CopyLocks; metadata: MetadataStateMachine; workers: WorkerClient },
+  deps: {
+    copies: CopyLocks;
+    metadata: MetadataStateMachine;
+    workers: WorkerClient;
+    raft: { readIndex(): Promise<void> };
+  },
   node: { nodeId: string; url: string },
   id: string,
   opts: { wait?: boolean } = {},
@@ -76,6 +83,7 @@ export async function deleteUnlistedCopy(
   const release = opts.wait ? await deps.copies.hold(node.nodeId, id) : deps.copies.tryHold(node.nodeId, id);
   if (release === null) return 'busy';
   try {
+    await deps.raft.readIndex();
     const object = await deps.metadata.getObject(id);
     if (object?.replicas.includes(node.nodeId)) return 'listed';
     await deps.workers.deleteBlob(node.url, id);

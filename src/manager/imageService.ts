@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { Dispatcher } from 'undici';
 import { RaftError } from '../consensus/raftNode.ts';
 import type { Logger } from '../logging.ts';
-import { OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
+import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
 import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
 import { type CopyLocks, deleteUnlistedCopy, type Release } from './copyLocks.ts';
@@ -174,8 +174,13 @@ export class ImageService {
     const staged = stagedResult.staged;
     const held: Release[] = [];
     try {
-      const existing = await metadata.getObject(id);
-      if (existing) return this.sameBytesOrConflict(existing, staged.sha256);
+      if (await metadata.getObject(id)) {
+        // A new leader's table may still lack entries the previous one committed (a delete of
+        // this id): only a read as of everything committed may answer without writing anything.
+        await this.deps.raft.readIndex().catch(raftFailure);
+        const existing = await metadata.getObject(id);
+        if (existing) return this.sameBytesOrConflict(existing, staged.sha256);
+      }
 
       const nodes = await metadata.listNodes();
       const urls = new Map(nodes.map((n) => [n.nodeId, n.url]));
@@ -279,19 +284,31 @@ export class ImageService {
     // Only the leader hears heartbeats: a follower's liveness view would call every worker suspect
     // once the suspect timeout has passed since it started, so a follower goes by the table alone
     // (a replica on a worker that died unnoticed fails fast and the next one is tried).
+    // The leader tries the workers it has heard from first and those it has not heard from lately
+    // last: silence is a suspicion, not a verdict, and a follower would try them.
     const leading = this.deps.raft.isLeader();
-    const serving = object.replicas
+    const listed = object.replicas
       .map((nodeId) => nodes.get(nodeId))
       .filter(
-        (n) =>
-          n !== undefined &&
-          (leading ? this.deps.liveness.isServing(n) : n.state === 'up' || n.state === 'draining'),
+        (n): n is NodeView =>
+          n !== undefined && (n.state === 'up' || n.state === 'suspect' || n.state === 'draining'),
       );
+    const serving = leading
+      ? [
+          ...listed.filter((n) => this.deps.liveness.isServing(n)),
+          ...listed.filter((n) => !this.deps.liveness.isServing(n)),
+        ]
+      : listed.filter((n) => n.state !== 'suspect');
     const failures: string[] = [];
     for (const node of serving) {
-      if (!node) continue;
       try {
         const response = await this.deps.workers.getBlob(node.url, id, opts);
+        const etag = response.headers.etag;
+        if (typeof etag === 'string' && etag !== `"${object.sha256}"`) {
+          // Other bytes under this id than the record's: never served as the image.
+          await response.body.dump();
+          throw new Error(`worker holds bytes with etag ${etag}, the record says "${object.sha256}"`);
+        }
         return { object, nodeId: node.nodeId, response };
       } catch (err) {
         failures.push(`${node.nodeId}: ${(err as Error).message}`);

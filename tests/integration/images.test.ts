@@ -179,6 +179,18 @@ describe('images on a cluster of real processes', () => {
       expect(part.headers.get('content-range')).toBe(`bytes 100-1099/${image.length}`);
       expect(part.bytes.equals(image.subarray(100, 1100))).toBe(true);
 
+      const beyond = await get(url, { range: `bytes=${image.length + 10}-` });
+      expect(beyond.status).toBe(416);
+      expect(beyond.headers.get('content-range')).toBe(`bytes */${image.length}`);
+      expect(errorCode(JSON.parse(beyond.bytes.toString()))).toBe('RangeNotSatisfiable');
+
+      // An id can name other bytes after a delete: caches revalidate, and get a 304 from the record.
+      expect(full.headers.get('cache-control')).toBe('private, no-cache');
+      const fresh = await get(url, { 'if-none-match': `"other", "${sha256(image)}"` });
+      expect(fresh.status).toBe(304);
+      expect(fresh.headers.get('etag')).toBe(`"${sha256(image)}"`);
+      expect((await get(url, { 'if-none-match': '"other"' })).status).toBe(200);
+
       const meta = await get(`${url}/meta`);
       expect(JSON.parse(meta.bytes.toString())).toEqual(created);
     }

@@ -657,7 +657,7 @@ describe('copies held by one path at a time', () => {
     const w3 = s.workers.get('w3')!;
     const bytes = randomBytes(100);
     await s.client.putBlob(w3.url, 'x', sha256Of(bytes), bytes.length, Readable.from([bytes]));
-    const deps = { copies: s.copies, metadata: s.sm, workers: s.client };
+    const deps = { copies: s.copies, metadata: s.sm, workers: s.client, raft: s.raft };
     const node = (id: string) => ({ nodeId: id, url: s.workers.get(id)!.url });
 
     expect(await deleteUnlistedCopy(deps, node('w1'), 'x')).toBe('listed');
@@ -674,6 +674,10 @@ describe('copies held by one path at a time', () => {
     expect((await w3.store.stat('x')).ok).toBe(true);
 
     await propose(s, { type: 'removeReplica', id: 'x', nodeId: 'w3' });
+    // A manager that can no longer prove it leads deletes nothing: a newer leader may list the copy.
+    const deposed = { ...deps, raft: { readIndex: () => Promise.reject(new Error('not the leader')) } };
+    await expect(deleteUnlistedCopy(deposed, node('w3'), 'x')).rejects.toThrow('not the leader');
+    expect((await w3.store.stat('x')).ok).toBe(true);
     expect(await deleteUnlistedCopy(deps, node('w3'), 'x')).toBe('deleted');
     expect((await w3.store.stat('x')).ok).toBe(false);
     expect(s.copies.size()).toBe(0);
