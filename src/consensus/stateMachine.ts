@@ -11,8 +11,8 @@ export interface AppliedResult {
 }
 
 /**
- * A deterministic state machine. The driver calls it from its single Ready loop only, so no two
- * calls ever overlap, and always with entries in log order.
+ * A deterministic state machine. The driver calls it from its single Ready loop only, always with
+ * entries in log order; the one overlap is a snapshot finishing while later entries are applied.
  *
  * Invariant: `appliedIndex()` only moves forward, and is recorded atomically with the changes it
  * covers, so after a restart the driver skips every entry at or below it and never applies one twice.
@@ -27,7 +27,12 @@ export interface StateMachine {
    * passed validation before it was proposed; a malformed one is recorded as an error result.
    */
   apply(entries: Entry[]): Promise<AppliedResult[]>;
-  /** Serialise the whole state as of `appliedIndex()`. */
+  /**
+   * Serialise the whole state as of `appliedIndex()` at the moment of the call: the state must be
+   * captured synchronously, before the call returns (a LevelDB snapshot, a copy), because the
+   * driver goes on applying entries, and may install a snapshot from the leader, while the returned
+   * promise settles. A large state is serialised off the Ready loop that way.
+   */
   snapshot(): Promise<string>;
   /** Replace the whole state with a snapshot's, taken at `index`. */
   restore(data: string, index: Index): Promise<void>;

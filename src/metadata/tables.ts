@@ -229,12 +229,17 @@ export class MetadataTables {
    * rows: a restore's flip can land between taking the snapshot and this object noticing it.
    */
   async view(): Promise<TablesView> {
+    return this.viewNow();
+  }
+
+  /** `view`, taken before this returns: nothing applied after the call is in it. */
+  private viewNow(): TablesView {
     const snap = this.db.snapshot();
     try {
       const generation = Number(this.db.getSync(META_GENERATION, { snapshot: snap }) ?? '0');
       return new TablesView(this.db, snap, generation);
     } catch (err) {
-      await snap.close();
+      void snap.close().catch(() => {});
       throw err;
     }
   }
@@ -278,10 +283,14 @@ export class MetadataTables {
 
   /**
    * The whole state as one string: every row of every table and the applied index, read from one
-   * LevelDB snapshot (so concurrent applies cannot tear it), streamed table by table.
+   * LevelDB snapshot taken before this returns (StateMachine.snapshot: the Raft node goes on
+   * applying while it is read), streamed table by table.
    */
-  async snapshot(): Promise<string> {
-    const view = await this.view();
+  snapshot(): Promise<string> {
+    return this.serialise(this.viewNow());
+  }
+
+  private async serialise(view: TablesView): Promise<string> {
     try {
       const hash = createHash('sha256');
       const parts: string[] = [

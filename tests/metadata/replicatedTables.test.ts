@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
 import { RaftNode } from '../../src/consensus/raftNode.ts';
 import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
@@ -16,6 +16,7 @@ import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import type { Command } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
+import { MetadataTables } from '../../src/metadata/tables.ts';
 import { recordCmd, registerCmd } from './metadataFixture.ts';
 
 const SECRET = 'metadata-test-secret-0123456789';
@@ -192,5 +193,38 @@ describe('metadata tables replicated by Raft', () => {
     expect(new Set(digests).size).toBe(1);
     expect(await follower.sm!.getObject('more-0')).toMatchObject({ replicas: ['w2', 'w1'] });
     expect((await follower.sm!.getNode('w3'))?.state).toBe('down');
+  });
+  it('builds a slow snapshot off the Raft loop: no election, and the snapshot holds its own index', async () => {
+    // Each snapshot takes 800 ms more to serialise after its state was captured: inside the loop
+    // that stopped heartbeats for 40 ticks, far past the election timeout.
+    const original = MetadataTables.prototype.snapshot;
+    const slow = vi.spyOn(MetadataTables.prototype, 'snapshot').mockImplementation(function (
+      this: MetadataTables,
+    ) {
+      const captured = original.call(this);
+      return new Promise((resolve) => setTimeout(resolve, 800)).then(() => captured);
+    });
+    try {
+      const before = await leader();
+      const term = before.node!.status().term;
+      const snapshotBefore = before.node!.status().snapshotIndex;
+      const follower = running().find((m) => m !== before)!;
+      await stop(follower);
+      // Proposals go on while the snapshots are being serialised.
+      for (let i = 0; i < 2 * SNAPSHOT_THRESHOLD; i++) await propose(recordCmd(`slow-${i}`, ['w1', 'w2'], i));
+      await until('the leader compacted its log again', async () =>
+        before.node!.status().snapshotIndex > snapshotBefore ? true : null,
+      );
+      expect(slow).toHaveBeenCalled();
+      expect(before.node!.isLeader()).toBe(true);
+      expect(before.node!.status().term).toBe(term);
+      // The follower catches up from a snapshot built while later entries were applied.
+      await start(follower);
+      const digests = await settledDigests();
+      expect(new Set(digests).size).toBe(1);
+      expect(before.node!.status().term).toBe(term);
+    } finally {
+      slow.mockRestore();
+    }
   });
 });
