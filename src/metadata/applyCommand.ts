@@ -111,13 +111,18 @@ function changedSince(
   return null;
 }
 
-/** A copy can only be gained on a node that is registered and not on its way out. */
+/**
+ * A copy can only be gained on a registered node, and (for changes that carry `expected`, the
+ * ones proposed since this check exists: older entries must apply as they did when logged) not on
+ * one that is down or drained. A draining node may still gain one: the drain moves it on.
+ */
 function unfitTarget(
   nodeId: string,
   node: NodeRecord | null,
+  checkState: boolean,
 ): Rejection<'NodeUnknown' | 'NodeLeaving'> | null {
   if (node === null) return reject('NodeUnknown', `node ${nodeId} is not registered`);
-  if (node.state === 'down' || node.state === 'draining' || node.state === 'drained') {
+  if (checkState && (node.state === 'down' || node.state === 'drained')) {
     return reject('NodeLeaving', `node ${nodeId} is ${node.state} and cannot take a replica`);
   }
   return null;
@@ -289,7 +294,7 @@ async function addReplica(
       result: reject('ReplicaExists', `object ${c.id} already has a replica on ${c.nodeId}`),
     };
   }
-  const unfit = unfitTarget(c.nodeId, await readNode(tables, c.nodeId));
+  const unfit = unfitTarget(c.nodeId, await readNode(tables, c.nodeId), c.expected !== undefined);
   if (unfit !== null) return { ops: [], result: unfit };
   if (existing.replicas.length >= MAX_REPLICAS) {
     return { ops: [], result: reject('TooManyReplicas', `object ${c.id} has ${MAX_REPLICAS} replicas`) };
@@ -337,7 +342,7 @@ async function replaceReplica(
   if (existing.replicas.includes(c.add)) {
     return { ops: [], result: reject('ReplicaExists', `object ${c.id} already has a replica on ${c.add}`) };
   }
-  const unfit = unfitTarget(c.add, await readNode(tables, c.add));
+  const unfit = unfitTarget(c.add, await readNode(tables, c.add), c.expected !== undefined);
   if (unfit !== null) return { ops: [], result: unfit };
   // In place, so a repaired primary's slot keeps its position in the placement order.
   const record: ObjectRecord = {
