@@ -169,6 +169,8 @@ export class RaftNode {
   private snapshotIndex: Index;
   /** A snapshot being built off the Ready loop (see maybeSnapshot), or null. */
   private snapshotTask: Promise<void> | null = null;
+  /** The applied index the last snapshot was started at, taken or not: a failed one waits as long. */
+  private snapshotStartedAt: Index = 0;
   /** The hard state as last written to the store, and a newer one not yet written (commit only). */
   private durableHardState: HardState;
   private unsavedHardState: HardState | null = null;
@@ -742,7 +744,7 @@ export class RaftNode {
   private async maybeSnapshot(): Promise<void> {
     if (this.snapshotTask !== null) return;
     const applied = this.sm.appliedIndex();
-    if (applied - this.snapshotIndex < this.opts.snapshotThreshold) return;
+    if (applied - Math.max(this.snapshotIndex, this.snapshotStartedAt) < this.opts.snapshotThreshold) return;
     if (applied > this.storage.lastIndex()) return;
     // After a restart the state machine may be ahead of the commit index on disk (see persist);
     // a snapshot must not claim more than the core knows committed.
@@ -753,6 +755,7 @@ export class RaftNode {
     // the loop goes on: built inside the loop, a large table stopped ticks, heartbeats and votes for
     // seconds (3.9 s at 200,000 images), long enough for the followers to elect a new leader.
     const state = this.sm.snapshot();
+    this.snapshotStartedAt = applied;
     this.snapshotTask = this.compactTo(
       applied,
       { voters: [...this.confState.voters], learners: [...this.confState.learners] },

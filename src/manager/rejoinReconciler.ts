@@ -105,6 +105,8 @@ export class RejoinReconciler {
   private timer: NodeJS.Timeout | null = null;
   private inventoryTimer: NodeJS.Timeout | null = null;
   private sweepingInventories = false;
+  /** Sweeps dropping copies their workers lack: busy, like a rejoin, for the repair loop's trims. */
+  private droppingMissing = 0;
   private readonly now: () => number;
 
   constructor(private readonly deps: RejoinReconcilerDeps) {
@@ -190,7 +192,12 @@ export class RejoinReconciler {
     }
     for (const key of unseen) this.orphans.delete(key);
     const summary = emptySummary();
-    await this.reconcileLacking(node.nodeId, () => this.inventoryOf(node), startedAt, summary);
+    this.droppingMissing += 1;
+    try {
+      await this.reconcileLacking(node.nodeId, () => this.inventoryOf(node), startedAt, summary);
+    } finally {
+      this.droppingMissing -= 1;
+    }
     if (summary.missingDropped > 0) {
       this.deps.log.warn(
         { event: 'reconcile.sweep_missing', nodeId: node.nodeId, ...summary },
@@ -215,7 +222,7 @@ export class RejoinReconciler {
 
   /** A reconciliation is running or queued (the repair loop then leaves copies too many alone). */
   busy(): boolean {
-    return this.perNode.size > 0;
+    return this.perNode.size > 0 || this.droppingMissing > 0;
   }
 
   pendingOrphans(): number {
@@ -347,10 +354,12 @@ export class RejoinReconciler {
           expected: expectedOf(object),
         });
         if (!removed.ok) {
-          log.error(
-            { event: 'reconcile.corrupt_last_copy', objectId: line.id, nodeId, code: removed.code },
-            'the only recorded copy has the wrong checksum; kept for an operator',
-          );
+          if (removed.code === 'LastReplica') {
+            log.error(
+              { event: 'reconcile.corrupt_last_copy', objectId: line.id, nodeId, code: removed.code },
+              'the only recorded copy has the wrong checksum; kept for an operator',
+            );
+          }
           return 'skipped';
         }
       } else {
@@ -743,10 +752,12 @@ export class RejoinReconciler {
       expected: expectedOf(object),
     });
     if (!removed.ok) {
-      log.error(
-        { event: 'reconcile.last_copy_missing', objectId: id, nodeId, code: removed.code },
-        'the only recorded copy is missing from its worker',
-      );
+      if (removed.code === 'LastReplica') {
+        log.error(
+          { event: 'reconcile.last_copy_missing', objectId: id, nodeId, code: removed.code },
+          'the only recorded copy is missing from its worker',
+        );
+      }
       return 'skipped';
     }
     log.warn(

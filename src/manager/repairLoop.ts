@@ -349,34 +349,34 @@ export class RepairLoop {
     const alone: string[] = [];
     // Each copy on the target is held from before it is written until its commit has an outcome.
     const held: Release[] = [];
-    for (const planned of batch.items) {
-      const object = await metadata.getObject(planned.object.id);
-      if (!object) {
-        outcomes.skipped += 1;
-        continue;
-      }
-      const c = this.classify(object, byId);
-      const fits =
-        source !== undefined &&
-        target !== undefined &&
-        c.healthy.length < REPLICATION_FACTOR &&
-        c.sources.some((n) => n.nodeId === source.nodeId) &&
-        this.rankTargetsFor(c, nodes, byId).some((t) => t.nodeId === target.nodeId);
-      if (!fits) {
-        alone.push(object.id);
-        continue;
-      }
-      const release = this.deps.copies.tryHold(batch.targetId, object.id);
-      if (release === null) {
-        // Another path is acting on that very copy (deleting a stray of it, say): next pass.
-        outcomes.skipped += 1;
-        continue;
-      }
-      held.push(release);
-      send.push(c);
-    }
     const retry: Classified[] = [];
     try {
+      for (const planned of batch.items) {
+        const object = await metadata.getObject(planned.object.id);
+        if (!object) {
+          outcomes.skipped += 1;
+          continue;
+        }
+        const c = this.classify(object, byId);
+        const fits =
+          source !== undefined &&
+          target !== undefined &&
+          c.healthy.length < REPLICATION_FACTOR &&
+          c.sources.some((n) => n.nodeId === source.nodeId) &&
+          this.rankTargetsFor(c, nodes, byId).some((t) => t.nodeId === target.nodeId);
+        if (!fits) {
+          alone.push(object.id);
+          continue;
+        }
+        const release = this.deps.copies.tryHold(batch.targetId, object.id);
+        if (release === null) {
+          // Another path is acting on that very copy (deleting a stray of it, say): next pass.
+          outcomes.skipped += 1;
+          continue;
+        }
+        held.push(release);
+        send.push(c);
+      }
       if (send.length > 0 && source && target) {
         retry.push(...(await this.copyBatch(send, source, target, byId, outcomes)));
       }

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { stat, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { Registry } from 'prom-client';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
 import { CopyLocks, deleteUnlistedCopy } from '../../src/manager/copyLocks.ts';
 import { FailureDetector } from '../../src/manager/failureDetector.ts';
@@ -681,6 +681,30 @@ describe('copies held by one path at a time', () => {
     expect(await deleteUnlistedCopy(deps, node('w3'), 'x')).toBe('deleted');
     expect((await w3.store.stat('x')).ok).toBe(false);
     expect(s.copies.size()).toBe(0);
+  });
+
+  it('repair lets go of every copy it held when a table read fails halfway through a batch', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    await putObject(s, 'a', ['w1', 'w2']);
+    await putObject(s, 'b', ['w1', 'w2']);
+    await s.workers.get('w1')!.stop();
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    // One batch (w2 to w3) for both; the batch's own read of b fails, after a is held.
+    const getObject = s.sm.getObject.bind(s.sm);
+    let readsOfB = 0;
+    const spy = vi.spyOn(s.sm, 'getObject').mockImplementation(async (id: string) => {
+      if (id === 'b' && ++readsOfB === 2) throw new Error('table read failed');
+      return getObject(id);
+    });
+    try {
+      const report = await repairLoop(s).pass();
+      expect(report?.outcomes.failed).toBeGreaterThan(0);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(s.copies.size()).toBe(0);
+    expect((await repairLoop(s).pass())?.outcomes.copied).toBe(2);
   });
 
   it('repair leaves an object whose target copy another path holds to the next pass', async () => {
