@@ -58,6 +58,8 @@ export interface RaftView {
   lastIndex: number;
   snapshotIndex: number;
   confState: { voters: string[]; learners: string[] };
+  /** On the leader: each peer's progress. */
+  peers?: Record<string, { match: number; next: number; state: string }>;
 }
 
 export async function fetchRaftView(url: string, timeoutMs = 1_000): Promise<RaftView | null> {

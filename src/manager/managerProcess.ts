@@ -10,6 +10,7 @@ import { HttpTransport } from '../consensus/transport/httpTransport.ts';
 import { raftRoutes } from '../consensus/transport/raftRoutes.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { KvStateMachine } from '../metadata/kvStateMachine.ts';
+import { refuseRebootstrap } from './bootstrapGuard.ts';
 import { openImagesMode } from './imagesMode.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { createManagerApp } from './managerServer.ts';
@@ -55,6 +56,8 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     },
   });
 
+  // A founder with an empty store is about to bootstrap: not if the cluster remembers it (data lost).
+  if (!config.join && store.lastIndex() === 0) await refuseRebootstrap(config.id, config.peers);
   node = await RaftNode.start({
     id: config.id,
     store,
@@ -150,7 +153,14 @@ async function handOverLeadership(node: RaftNode, log: Logger): Promise<void> {
 /** Runs a manager until SIGTERM/SIGINT, then shuts down cleanly and exits. */
 export async function runManagerProcess(config: ManagerConfig): Promise<void> {
   const log = createLogger('manager', { nodeId: config.id });
-  const manager = await startManager(config);
+  let manager: RunningManager;
+  try {
+    manager = await startManager(config);
+  } catch (err) {
+    log.fatal({ event: 'manager.start_failed', err }, 'manager could not start');
+    console.error(`imgvault manager ${config.id}: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  }
   const shutdown = (signal: string) => {
     log.info({ event: 'manager.shutdown', signal }, `received ${signal}, shutting down`);
     const force = setTimeout(() => process.exit(1), 10_000);

@@ -215,4 +215,35 @@ describe('a three-manager Raft cluster of real processes', () => {
     for (const [key, value] of acknowledged)
       expect(await get(lagging.url, key)).toEqual({ status: 200, value });
   });
+  it('refuses to restart a founding manager whose data folder was lost, naming the way back', async () => {
+    const leaderInfo = await waitForLeader(
+      procs.map((p) => p.url),
+      10_000,
+    );
+    const lost = procs.find((p) => p.id !== leaderInfo.id && p.child !== null)!;
+    await until(
+      'the leader has seen the follower acknowledge entries',
+      async () => ((await view(procs.find((p) => p.id === leaderInfo.id)!)).peers?.[lost.id]?.match ?? 0) > 1,
+      10_000,
+    );
+    await stopChild(lost.child!);
+    lost.child = null;
+    await rm(join(root, lost.id), { recursive: true, force: true });
+
+    start(lost);
+    const child = lost.child!;
+    const code = await Promise.race([
+      new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c))),
+      new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), 10_000)),
+    ]);
+    if (code === 'still running') await killChild(child);
+    lost.child = null;
+    expect(code).toBe(1);
+    const log = await readFile(join(root, `${lost.id}.log`), 'utf8');
+    expect(log).toContain('"event":"manager.start_failed"');
+    expect(log).toContain(`DELETE /v1/cluster/members/${lost.id}`);
+    // The other two go on committing.
+    const res = await put(procs.find((p) => p.id === leaderInfo.id)!.url, 'after-refusal', 'ok');
+    expect(res.status).toBe(200);
+  });
 });
