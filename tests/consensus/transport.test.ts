@@ -5,7 +5,7 @@ import { Hono } from 'hono';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import { HttpTransport, type HttpTransportOptions } from '../../src/consensus/transport/httpTransport.ts';
-import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
+import { RAFT_SNAPSHOT_HEADER, raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import type { Message } from '../../src/consensus/types.ts';
 
 const SECRET = 'test-cluster-secret';
@@ -35,6 +35,7 @@ async function startPeer(
     gate?: () => Promise<void>;
     selfId?: string;
     maxBodyBytes?: number;
+    maxSnapshotBodyBytes?: number;
     onMessage?: (msg: Message) => void;
     collectReplies?: (from: string) => Promise<string[]>;
   } = {},
@@ -58,6 +59,7 @@ async function startPeer(
       ...(opts.selfId ? { selfId: opts.selfId } : {}),
       ...(opts.collectReplies ? { collectReplies: opts.collectReplies } : {}),
       ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}),
+      ...(opts.maxSnapshotBodyBytes ? { maxSnapshotBodyBytes: opts.maxSnapshotBodyBytes } : {}),
     }),
   );
   const server = await new Promise<Server>((resolve) => {
@@ -279,6 +281,50 @@ describe('HttpTransport', () => {
         ['dead', false],
       ]),
     );
+  });
+
+  it('sends a snapshot larger than any other request may be, under its own limit, and drops one over it', async () => {
+    // Scaled down: other requests stop at 64 KiB here, snapshots at 1 MiB.
+    const b = await startPeer({ maxBodyBytes: 64 * 1024, maxSnapshotBodyBytes: 1024 * 1024, selfId: 'b' });
+    const statuses: boolean[] = [];
+    const t = transport({
+      peers: { b: b.url },
+      maxSnapshotBytes: 1024 * 1024,
+      onSnapshotStatus: (_p, ok) => statuses.push(ok),
+    });
+    const large = snap('b');
+    large.snapshot!.data = 'x'.repeat(300 * 1024);
+    t.send([large]);
+    await waitFor(() => statuses.length === 1, 3000, 'the large snapshot sent');
+    expect(statuses).toEqual([true]);
+    expect(b.received.map((r) => r.msg.snapshot?.data.length)).toEqual([300 * 1024]);
+
+    const tooLarge = snap('b');
+    tooLarge.snapshot!.data = 'x'.repeat(1100 * 1024);
+    t.send([tooLarge]);
+    await waitFor(() => statuses.length === 2, 3000, 'the oversized snapshot reported');
+    expect(statuses).toEqual([true, false]);
+    expect(t.stats().dropped).toBe(1);
+    expect(b.received).toHaveLength(1);
+
+    // The larger limit is for one MsgSnap alone, nothing else.
+    const marked = (body: string) =>
+      fetch(`${b.url}/raft/messages`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          [CLUSTER_SECRET_HEADER]: SECRET,
+          [RAFT_SNAPSHOT_HEADER]: '1',
+        },
+        body,
+      });
+    const beat = { ...heartbeat('b', 1), to: 'b', context: 'y'.repeat(100 * 1024) };
+    const smuggled = await marked(JSON.stringify({ messages: [beat] }));
+    expect(smuggled.status).toBe(400);
+    expect((await errorOf(smuggled)).code).toBe('BadMessage');
+    const unmarked = await post(b.url, JSON.stringify({ messages: [beat] }));
+    expect(unmarked.status).toBe(413);
+    expect(b.received).toHaveLength(1);
   });
 
   it('reports a wrong cluster secret as a failure, and follows setPeer / removePeer', async () => {

@@ -15,8 +15,8 @@ import { Pool } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../../api/clusterAuth.ts';
 import { createLogger, type Logger } from '../../logging.ts';
 import type { Message, NodeId } from '../types.ts';
-import { MAX_RAFT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';
-import { RAFT_MESSAGES_PATH, RAFT_REPLIES_HEADER } from './raftRoutes.ts';
+import { MAX_RAFT_BODY_BYTES, MAX_SNAPSHOT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';
+import { RAFT_MESSAGES_PATH, RAFT_REPLIES_HEADER, RAFT_SNAPSHOT_HEADER } from './raftRoutes.ts';
 
 export interface HttpTransportOptions {
   id: NodeId;
@@ -33,6 +33,8 @@ export interface HttpTransportOptions {
   maxQueuedMessages?: number;
   /** Per-peer queue bound, in bytes of JSON. */
   maxQueuedBytes?: number;
+  /** Largest MsgSnap sent, in bytes of JSON (default MAX_SNAPSHOT_BODY_BYTES less the envelope). */
+  maxSnapshotBytes?: number;
   /** Per-request bounds; a single larger message still goes, alone. */
   maxBatchMessages?: number;
   maxBatchBytes?: number;
@@ -83,6 +85,7 @@ interface Peer {
 const DEFAULTS = {
   maxQueuedMessages: 4096,
   maxQueuedBytes: 2 * MAX_RAFT_BODY_BYTES,
+  maxSnapshotBytes: MAX_SNAPSHOT_BODY_BYTES,
   maxBatchMessages: 512,
   maxBatchBytes: 4 * 1024 * 1024,
   requestTimeoutMs: 5_000,
@@ -207,26 +210,35 @@ export class HttpTransport {
   }
 
   private enqueue(peer: Peer, msg: Message): void {
-    const json = JSON.stringify(msg);
-    const bytes = Buffer.byteLength(json);
-    if (bytes + ENVELOPE_BYTES > MAX_RAFT_BODY_BYTES) {
+    const isSnapshot = msg.type === 'MsgSnap';
+    const limit = isSnapshot ? this.opts.maxSnapshotBytes : MAX_RAFT_BODY_BYTES;
+    let json: string | null = null;
+    try {
+      json = JSON.stringify(msg);
+    } catch {
+      // A RangeError: longer than the longest string V8 makes, so past any limit anyway.
+    }
+    const bytes = json === null ? Number.POSITIVE_INFINITY : Buffer.byteLength(json);
+    if (json === null || bytes + ENVELOPE_BYTES > limit) {
       // The peer would refuse it with 413; dropping here keeps the error local and visible.
       this.counters.dropped++;
       this.log.error(
-        { event: 'raft.transport.message_too_large', to: peer.id, type: msg.type, bytes },
+        { event: 'raft.transport.message_too_large', to: peer.id, type: msg.type, bytes, limit },
         'raft message exceeds the body limit',
       );
       this.reportLater(msg, false);
       return;
     }
     peer.queue.push({ msg, json, bytes });
-    peer.queuedBytes += bytes;
+    // A snapshot (one per peer at a time: the core waits for its report) is not held against the
+    // queue's byte bound, or a large one would push itself out.
+    if (!isSnapshot) peer.queuedBytes += bytes;
     while (peer.queue.length > this.opts.maxQueuedMessages || peer.queuedBytes > this.opts.maxQueuedBytes) {
       // Oldest first, sparing snapshots (expensive to regenerate); if only snapshots are left, the oldest goes.
       const victim = peer.queue.findIndex((q) => q.msg.type !== 'MsgSnap');
       const [gone] = peer.queue.splice(Math.max(victim, 0), 1);
       if (!gone) break;
-      peer.queuedBytes -= gone.bytes;
+      if (gone.msg.type !== 'MsgSnap') peer.queuedBytes -= gone.bytes;
       this.counters.dropped++;
       if (gone.msg.type === 'MsgSnap') this.reportLater(gone.msg, true);
     }
@@ -284,7 +296,7 @@ export class HttpTransport {
       }
     }
     const batch = peer.queue.splice(0, n);
-    for (const q of batch) peer.queuedBytes -= q.bytes;
+    for (const q of batch) if (q.msg.type !== 'MsgSnap') peer.queuedBytes -= q.bytes;
     return batch;
   }
 
@@ -366,7 +378,7 @@ export class HttpTransport {
         headers: {
           'content-type': 'application/json',
           [CLUSTER_SECRET_HEADER]: this.options.secret,
-          ...(isSnapshot ? {} : { [RAFT_REPLIES_HEADER]: '1' }),
+          ...(isSnapshot ? { [RAFT_SNAPSHOT_HEADER]: '1' } : { [RAFT_REPLIES_HEADER]: '1' }),
         },
         body,
         signal: abort.signal,

@@ -6,11 +6,13 @@ import { requireClusterSecret } from '../../api/clusterAuth.ts';
 import { BodyTooLarge, readBodyText } from '../../api/requestBody.ts';
 import { createLogger, type Logger } from '../../logging.ts';
 import type { Message, NodeId } from '../types.ts';
-import { MAX_RAFT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';
+import { MAX_RAFT_BODY_BYTES, MAX_SNAPSHOT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';
 
 export const RAFT_MESSAGES_PATH = '/raft/messages';
 /** Set by a sender that takes replies in the answer (`200 { messages }`) instead of a 204. */
 export const RAFT_REPLIES_HEADER = 'x-imgvault-raft-replies';
+/** Set on a request that carries one MsgSnap alone: its body may be up to MAX_SNAPSHOT_BODY_BYTES. */
+export const RAFT_SNAPSHOT_HEADER = 'x-imgvault-raft-snapshot';
 
 export interface RaftRoutesOptions {
   secret: string;
@@ -24,6 +26,8 @@ export interface RaftRoutesOptions {
   /** When set, a batch addressed to another node is refused (a stale peer URL after a membership change). */
   selfId?: NodeId;
   maxBodyBytes?: number;
+  /** The limit for a request marked with RAFT_SNAPSHOT_HEADER (default MAX_SNAPSHOT_BODY_BYTES). */
+  maxSnapshotBodyBytes?: number;
   log?: Logger;
 }
 
@@ -36,9 +40,13 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
   const app = new Hono();
 
   app.post(RAFT_MESSAGES_PATH, requireClusterSecret(options.secret), async (c) => {
+    const snapshot = c.req.header(RAFT_SNAPSHOT_HEADER) === '1';
+    const limit = snapshot
+      ? (options.maxSnapshotBodyBytes ?? MAX_SNAPSHOT_BODY_BYTES)
+      : (options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES);
     let raw: unknown;
     try {
-      raw = JSON.parse(await readBodyText(c, options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES));
+      raw = JSON.parse(await readBodyText(c, limit));
     } catch (err) {
       if (err instanceof BodyTooLarge) {
         log.warn({ event: 'raft.transport.bad_message', reason: 'too_large' }, 'raft batch too large');
@@ -61,6 +69,13 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
       return c.json(errorBody('BadMessage', issues.join('; ')), 400);
     }
     const { messages } = parsed.data;
+    if (snapshot && (messages.length !== 1 || messages[0]!.type !== 'MsgSnap')) {
+      log.warn(
+        { event: 'raft.transport.bad_message', reason: 'snapshot_batch' },
+        'snapshot request not one MsgSnap',
+      );
+      return c.json(errorBody('BadMessage', 'a snapshot request carries one MsgSnap and nothing else'), 400);
+    }
     const { selfId } = options;
     const misaddressed = selfId === undefined ? undefined : messages.find((m) => m.to !== selfId);
     if (misaddressed) {
