@@ -10,19 +10,32 @@ import { managerUrl, peersSpec, spawnManager, stopChild, waitForLeader } from '.
 import { spawnWorker, workerUrl } from './localWorkers.ts';
 
 /** Polls the leader's node table until `count` workers are registered and up; throws after timeoutMs. */
-async function waitForWorkers(leaderUrl: string, count: number, timeoutMs: number): Promise<number> {
+/**
+ * Waits until every worker answers its own /healthz and the leader counts `count` workers up. The
+ * table alone is not enough: after a restart it still says `up` from the previous run, before the
+ * workers have even started, and an image read then would fail.
+ */
+async function waitForWorkers(leaderUrl: string, workerUrls: string[], timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   let up = 0;
   while (Date.now() < deadline) {
     try {
+      const healthy = await Promise.all(
+        workerUrls.map((url) =>
+          fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
+            (res) => res.ok,
+            () => false,
+          ),
+        ),
+      );
       const res = await fetch(`${leaderUrl}/v1/cluster/nodes`, { signal: AbortSignal.timeout(1_000) });
       const body = (await res.json()) as { nodes: { state: string }[] };
       up = body.nodes.filter((n) => n.state === 'up').length;
-      if (up >= count) return up;
+      if (healthy.every(Boolean) && up >= workerUrls.length) return up;
     } catch {}
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`only ${up} of ${count} workers registered within ${timeoutMs} ms`);
+  throw new Error(`only ${up} of ${workerUrls.length} workers up within ${timeoutMs} ms`);
 }
 
 interface ClusterFlags {
@@ -155,7 +168,11 @@ export function registerClusterCommand(program: Command): void {
           console.log(`manager ${m.id}: ${managerUrl(m.port)}  (log: ${join(dataDir, `${m.id}.log`)})`);
         for (const w of workerIds)
           console.log(`worker  ${w.id}: ${workerUrl(w.port)}  (log: ${join(dataDir, `${w.id}.log`)})`);
-        const registered = await waitForWorkers(leader.url, workerCount, Number(flags.leaderTimeout));
+        const registered = await waitForWorkers(
+          leader.url,
+          workerIds.map((w) => workerUrl(w.port)),
+          Number(flags.leaderTimeout),
+        );
         console.log(
           `imgvault cluster ready: ${count} managers, ${registered} workers, leader ${leader.id} at ${leader.url} (term ${leader.term}); data in ${dataDir}`,
         );
