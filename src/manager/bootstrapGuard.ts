@@ -5,6 +5,7 @@
 // acknowledged (its match index), so a manager about to bootstrap asks its peers first. A peer
 // that cannot be reached teaches nothing: on a cold start of a new cluster none can be.
 
+import { fetchRaftView } from '../cli/localManagers.ts';
 import { bootstrapSnapshot } from '../consensus/core/index.ts';
 
 /** The index of the snapshot every founder starts from: entries past it were acknowledged. */
@@ -25,12 +26,6 @@ export class RebootstrapRefused extends Error {
   }
 }
 
-interface PeerRaftStatus {
-  id?: string;
-  role?: string;
-  peers?: Record<string, { match?: number }>;
-}
-
 /**
  * Throws RebootstrapRefused when a peer that leads reports that `selfId` acknowledged entries
  * beyond the bootstrap snapshot. Every peer is asked at once, each for at most `timeoutMs`.
@@ -43,21 +38,12 @@ export async function refuseRebootstrap(
   const answers = await Promise.all(
     Object.entries(peers)
       .filter(([id]) => id !== selfId)
-      .map(async ([, url]): Promise<PeerRaftStatus | null> => {
-        try {
-          const res = await fetch(new URL('/v1/cluster/raft', url), {
-            signal: AbortSignal.timeout(timeoutMs),
-          });
-          return res.ok ? ((await res.json()) as PeerRaftStatus) : null;
-        } catch {
-          return null;
-        }
-      }),
+      .map(([, url]) => fetchRaftView(url, timeoutMs)),
   );
   for (const status of answers) {
     const match = status?.peers?.[selfId]?.match ?? 0;
     if (status?.role === 'leader' && match > BOOTSTRAP_INDEX) {
-      throw new RebootstrapRefused(selfId, status.id ?? '?', match);
+      throw new RebootstrapRefused(selfId, status.id, match);
     }
   }
 }
