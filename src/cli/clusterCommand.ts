@@ -9,11 +9,10 @@ import type { Command } from 'commander';
 import { managerUrl, peersSpec, spawnManager, stopChild, waitForLeader } from './localManagers.ts';
 import { spawnWorker, workerUrl } from './localWorkers.ts';
 
-/** Polls the leader's node table until `count` workers are registered and up; throws after timeoutMs. */
 /**
- * Waits until every worker answers its own /healthz and the leader counts `count` workers up. The
+ * Waits until every worker answers its own /healthz and the leader counts them all up. The
  * table alone is not enough: after a restart it still says `up` from the previous run, before the
- * workers have even started, and an image read then would fail.
+ * workers have even started, and an image read then would fail. Throws after timeoutMs.
  */
 async function waitForWorkers(leaderUrl: string, workerUrls: string[], timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;
