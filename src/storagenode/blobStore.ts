@@ -164,14 +164,11 @@ export class BlobStore {
     await prepareTopFolders(path.join(root, 'blobs'));
     // Opening the index first takes LevelDB's LOCK: no other process works in this folder from here on.
     const index = await BlobIndex.open(path.join(root, 'index'));
-    // `blobs/`, `tmp/` and `index/` durable in the data folder before any blob is; and a new data
-    // folder's own name in its parent, as far as that parent can be opened to be synced.
-    await fsyncDir(root).catch(async (err: unknown) => {
-      await index.close();
-      throw err;
-    });
-    await fsyncDir(path.dirname(root)).catch(() => {});
     try {
+      // `blobs/`, `tmp/` and `index/` durable in the data folder before any blob is; and a new data
+      // folder's own name in its parent, as far as that parent can be opened to be synced.
+      await fsyncDir(root);
+      await fsyncDir(path.dirname(root)).catch(() => {});
       const report = await startupCheck(root, index, log);
       const store = new BlobStore(root, index, quotaBytes, log, report);
       store.blobCount = report.blobCount;
