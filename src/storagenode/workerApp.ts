@@ -239,14 +239,9 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
               onBytes: (n) => metrics.bytesIn.inc(n),
             })
           : failure<never>('InvalidBlobId', 'blob id does not match the id pattern');
-        const received = receipt.ok && receipt.value.kind === 'received' ? receipt.value.blob : undefined;
-        try {
-          // A blob refused early leaves bytes unread; a body cut short throws here.
-          await blob.skipRest();
-        } catch (err) {
-          if (received) await store.discardReceived([received]);
-          throw err;
-        }
+        // A blob refused early leaves bytes unread; a body cut short throws here. (A received or
+        // stored blob was read whole, so there is nothing left to skip and nothing to throw.)
+        await blob.skipRest();
         const slot = results.length;
         results.push(undefined);
         if (!receipt.ok) record(slot, id, receipt);
