@@ -79,16 +79,6 @@ export class BlobIndex {
     );
   }
 
-  /** Records many blobs in one synced batch (re-indexing, tools, tests). */
-  async putMany(entries: readonly BlobEntry[]): Promise<void> {
-    const ops = entries.map((e) => ({
-      type: 'put' as const,
-      key: BLOB + e.id,
-      value: { size: e.size, sha256: e.sha256 },
-    }));
-    await this.db.batch(ops, { sync: true });
-  }
-
   async delete(id: string): Promise<void> {
     await this.db.batch(
       [

@@ -392,7 +392,7 @@ describe('start-up check', () => {
     await write(store, 'kept', Buffer.from('kept bytes'));
     await write(store, 'lost', Buffer.from('bytes that vanish'));
     // Entries that point at no file at all, as left by a crash between unlink and index delete.
-    await store.index.putMany([
+    await store.index.record([
       { id: 'ghost-1', size: 5, sha256: 'a'.repeat(64) },
       { id: 'ghost-2', size: 7, sha256: 'b'.repeat(64) },
     ]);

@@ -35,7 +35,7 @@ describe('GET /inventory', () => {
     for (let start = 0; start < COUNT; start += 10_000) {
       const batch: BlobEntry[] = [];
       for (let i = start; i < start + 10_000; i++) batch.push({ id: idOf(i), size: i, sha256: shaOf(i) });
-      await w.store.index.putMany(batch);
+      await w.store.index.record(batch);
     }
 
     const baseline = await retainedBytes();
@@ -74,7 +74,7 @@ describe('GET /inventory', () => {
 
   it('resumes after a given id and refuses an invalid cursor', async () => {
     w = await startWorker(path.join(parent, 'data'));
-    await w.store.index.putMany([3, 1, 2].map((i) => ({ id: idOf(i), size: i, sha256: shaOf(i) })));
+    await w.store.index.record([3, 1, 2].map((i) => ({ id: idOf(i), size: i, sha256: shaOf(i) })));
     const res = await request(`${w.url}/inventory?after=${idOf(1)}`, { headers: AUTH });
     const ids = (await res.body.text())
       .trim()

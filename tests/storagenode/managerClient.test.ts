@@ -133,7 +133,7 @@ describe('registration', () => {
       size: i,
       sha256: createHash('sha256').update(String(i)).digest('hex'),
     }));
-    await store.index.putMany(entries);
+    await store.index.record(entries);
     const leader = await standIn();
     const follower = await standIn({ role: { kind: 'follower', leaderUrl: leader.url } });
 
