@@ -681,19 +681,17 @@ export class BlobStore {
         durable.map(({ blob }) => ({ id: blob.id, ...blob.record })),
         { sync: false },
       );
+      for (const { blob, slot } of durable) {
+        this.blobCount += 1;
+        this.blobBytes += blob.record.size;
+        outcomes[slot] = success({ status: 'created', id: blob.id, ...blob.record });
+      }
     } catch (err) {
       for (const { slot } of durable) fail(slot, err);
-      durable.length = 0;
-    }
-    for (const { blob, slot } of durable) {
-      this.blobCount += 1;
-      this.blobBytes += blob.record.size;
-      outcomes[slot] = success({ status: 'created', id: blob.id, ...blob.record });
     }
     // Leave nothing behind of what failed; if even this fails, the start-up check finishes it from
     // the markers.
-    const kept = new Set(durable.map(({ blob }) => blob.id));
-    const undone = going.filter(({ blob }) => !kept.has(blob.id));
+    const undone = going.filter(({ slot }) => !outcomes[slot]!.ok);
     // A marker is cleared only once its file's removal is durable: a removal lost to a power cut
     // would otherwise bring back a file that neither the index nor a marker names.
     const cleared: string[] = [];
