@@ -229,17 +229,14 @@ export class MetadataTables {
    * rows: a restore's flip can land between taking the snapshot and this object noticing it.
    */
   async view(): Promise<TablesView> {
-    return this.viewNow();
-  }
-
-  /** `view`, taken before this returns: nothing applied after the call is in it. */
-  private viewNow(): TablesView {
+    // Synchronous up to its return: the view is taken at the call, before the caller's next await
+    // (which `snapshot` relies on).
     const snap = this.db.snapshot();
     try {
       const generation = Number(this.db.getSync(META_GENERATION, { snapshot: snap }) ?? '0');
       return new TablesView(this.db, snap, generation);
     } catch (err) {
-      void snap.close().catch(() => {});
+      await snap.close();
       throw err;
     }
   }
@@ -286,11 +283,8 @@ export class MetadataTables {
    * LevelDB snapshot taken before this returns (StateMachine.snapshot: the Raft node goes on
    * applying while it is read), streamed table by table.
    */
-  snapshot(): Promise<string> {
-    return this.serialise(this.viewNow());
-  }
-
-  private async serialise(view: TablesView): Promise<string> {
+  async snapshot(): Promise<string> {
+    const view = await this.view();
     try {
       const hash = createHash('sha256');
       const parts: string[] = [
