@@ -115,13 +115,14 @@ export function publicRoutes(images: ImageService): Hono {
     try {
       const id = c.req.param('id');
       const ifNoneMatch = c.req.header('if-none-match');
+      let known: ObjectView | undefined;
       if (ifNoneMatch !== undefined) {
         // Revalidation is answered from the record alone: no worker is asked for bytes.
-        const object = await images.getMeta(id);
-        if (etagListMatches(ifNoneMatch, object.sha256)) {
+        known = await images.getMeta(id);
+        if (etagListMatches(ifNoneMatch, known.sha256)) {
           return new Response(null, {
             status: 304,
-            headers: { etag: `"${object.sha256}"`, 'cache-control': IMAGE_CACHE_CONTROL },
+            headers: { etag: `"${known.sha256}"`, 'cache-control': IMAGE_CACHE_CONTROL },
           });
         }
       }
@@ -130,6 +131,7 @@ export function publicRoutes(images: ImageService): Hono {
       const { object, response } = await images.open(id, {
         method,
         ...(range ? { range } : {}),
+        ...(known ? { object: known } : {}),
       });
       if (response.statusCode === 416) {
         await response.body.dump();

@@ -68,6 +68,12 @@ export interface UploadOutcome {
   object: ObjectView;
 }
 
+export interface OpenOptions {
+  method: 'GET' | 'HEAD';
+  range?: string;
+  object?: ObjectView;
+}
+
 export interface Download {
   object: ObjectView;
   nodeId: string;
@@ -266,8 +272,9 @@ export class ImageService {
   /**
    * Opens the bytes from a serving replica, primary first; a replica that fails before answering is
    * skipped for the next. Every replica on a down worker -> Unavailable (the bytes are not lost).
+   * `object`: the record, when the caller has just read it with `getMeta`; it is not read again.
    */
-  async open(id: string, opts: { method: 'GET' | 'HEAD'; range?: string }): Promise<Download> {
+  async open(id: string, opts: OpenOptions): Promise<Download> {
     try {
       const download = await this.openReplica(id, opts);
       this.deps.metrics?.download('ok');
@@ -278,8 +285,8 @@ export class ImageService {
     }
   }
 
-  private async openReplica(id: string, opts: { method: 'GET' | 'HEAD'; range?: string }): Promise<Download> {
-    const object = await this.getMeta(id);
+  private async openReplica(id: string, { object: known, ...opts }: OpenOptions): Promise<Download> {
+    const object = known ?? (await this.getMeta(id));
     const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
     // Only the leader hears heartbeats: a follower's liveness view would call every worker suspect
     // once the suspect timeout has passed since it started, so a follower goes by the table alone
