@@ -62,6 +62,11 @@ interface Queued {
   msg: Message;
   json: string;
   bytes: number;
+  /**
+   * What it counts against the queue's byte bound: its bytes, except for a snapshot (one per peer
+   * at a time: the core waits for its report), which a large one would otherwise push itself out of.
+   */
+  charged: number;
 }
 
 interface Peer {
@@ -229,16 +234,15 @@ export class HttpTransport {
       this.reportLater(msg, false);
       return;
     }
-    peer.queue.push({ msg, json, bytes });
-    // A snapshot (one per peer at a time: the core waits for its report) is not held against the
-    // queue's byte bound, or a large one would push itself out.
-    if (!isSnapshot) peer.queuedBytes += bytes;
+    const charged = isSnapshot ? 0 : bytes;
+    peer.queue.push({ msg, json, bytes, charged });
+    peer.queuedBytes += charged;
     while (peer.queue.length > this.opts.maxQueuedMessages || peer.queuedBytes > this.opts.maxQueuedBytes) {
       // Oldest first, sparing snapshots (expensive to regenerate); if only snapshots are left, the oldest goes.
       const victim = peer.queue.findIndex((q) => q.msg.type !== 'MsgSnap');
       const [gone] = peer.queue.splice(Math.max(victim, 0), 1);
       if (!gone) break;
-      if (gone.msg.type !== 'MsgSnap') peer.queuedBytes -= gone.bytes;
+      peer.queuedBytes -= gone.charged;
       this.counters.dropped++;
       if (gone.msg.type === 'MsgSnap') this.reportLater(gone.msg, true);
     }
@@ -296,7 +300,7 @@ export class HttpTransport {
       }
     }
     const batch = peer.queue.splice(0, n);
-    for (const q of batch) if (q.msg.type !== 'MsgSnap') peer.queuedBytes -= q.bytes;
+    for (const q of batch) peer.queuedBytes -= q.charged;
     return batch;
   }
 
