@@ -568,7 +568,7 @@ export class RejoinReconciler {
   private async deleteHeldOrphan(key: string): Promise<boolean> {
     const pending = this.orphans.get(key);
     if (!pending || !this.deps.raft.isLeader() || this.deps.uploading?.(pending.id)) return false;
-    const { raft, metadata, workers, log } = this.deps;
+    const { metadata, workers, log } = this.deps;
     // The table as of everything committed, so neither a record committed under another leader
     // and not applied here yet, nor a deposed leader's stale table, makes a recorded copy look
     // orphaned. An upload this leader is running right now has not committed: `uploading` covers it.
@@ -602,13 +602,7 @@ export class RejoinReconciler {
           return false;
         }
         if (check === 'good') {
-          const added = await proposeCommand(raft, {
-            type: 'addReplica',
-            id: pending.id,
-            nodeId: pending.nodeId,
-            expected: expectedOf(object),
-          });
-          if (added.ok) {
+          if (await this.readopt(object, pending.nodeId)) {
             log.info(
               { event: 'reconcile.stray_readopted', objectId: pending.id, nodeId: pending.nodeId },
               'unrecorded copy re-adopted',
