@@ -767,11 +767,10 @@ export class RepairLoop {
     if (options.failedTarget === undefined) metrics.started.inc();
     else metrics.fallbacks.inc();
     const startedAt = this.now();
-    let target: PlacementCandidate;
     // The copy on the target is held from before it is written until its commit has an outcome.
-    const held: { release?: Release } = {};
+    let held: { target: PlacementCandidate; release: Release };
     try {
-      target = await pRetry(
+      held = await pRetry(
         async (attempt) => {
           const candidate = ranked[attempt - 1];
           if (!candidate) throw new AbortError('no target left');
@@ -795,8 +794,7 @@ export class RepairLoop {
             release();
             throw err;
           }
-          held.release = release;
-          return candidate;
+          return { target: candidate, release };
         },
         {
           retries: ranked.length - 1,
@@ -826,9 +824,9 @@ export class RepairLoop {
       return 'failed';
     }
     try {
-      return await this.recordCopy(c, target, byId, startedAt);
+      return await this.recordCopy(c, held.target, byId, startedAt);
     } finally {
-      held.release?.();
+      held.release();
     }
   }
 
