@@ -204,6 +204,7 @@ export class RaftNode {
     saveSeconds: Histogram;
     readySeconds: Histogram;
     entriesApplied: Counter;
+    proposalsDropped: Counter<'reason'>;
   } | null;
 
   private constructor(
@@ -376,6 +377,7 @@ export class RaftNode {
     if (this.stopped) return Promise.reject(new RaftError('Stopped', 'raft node is stopped'));
     if (this.role !== 'leader') return Promise.reject(this.notLeader());
     if (this.proposals.size >= this.opts.maxPendingProposals) {
+      this.metrics?.proposalsDropped.inc({ reason: 'queue_full' });
       return Promise.reject(
         new RaftError('ProposalDropped', `${this.proposals.size} proposals already pending; retry later`),
       );
@@ -386,6 +388,7 @@ export class RaftNode {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.proposals.delete(requestId)) {
+          this.metrics?.proposalsDropped.inc({ reason: 'timeout' });
           reject(
             new RaftError(
               'Timeout',
@@ -397,7 +400,9 @@ export class RaftNode {
       this.proposals.set(requestId, { resolve, reject, timer });
       this.input(() => {
         const err = this.core.propose(data);
-        if (err !== null) this.failProposal(requestId, this.proposeError(err));
+        if (err === null) return;
+        this.metrics?.proposalsDropped.inc({ reason: 'refused' });
+        this.failProposal(requestId, this.proposeError(err));
       });
     });
   }
@@ -945,6 +950,7 @@ export class RaftNode {
     gauge('imgvault_raft_is_leader', '1 when this node is the leader', () =>
       this.role === 'leader' ? 1 : 0,
     );
+    gauge('imgvault_raft_proposals_pending', 'Proposals waiting to be applied', () => this.proposals.size);
     return {
       leaderChanges: new Counter({
         name: 'imgvault_raft_leader_changes_total',
@@ -966,6 +972,12 @@ export class RaftNode {
       entriesApplied: new Counter({
         name: 'imgvault_raft_entries_applied_total',
         help: 'Entries applied to the state machine',
+        registers: [registry],
+      }),
+      proposalsDropped: new Counter({
+        name: 'imgvault_raft_proposals_dropped_total',
+        help: 'Proposals answered with an error, by reason: queue_full, refused (by the core), timeout (may still commit)',
+        labelNames: ['reason'] as const,
         registers: [registry],
       }),
     };

@@ -275,12 +275,19 @@ export class ImageService {
    * `object`: the record, when the caller has just read it with `getMeta`; it is not read again.
    */
   async open(id: string, opts: OpenOptions): Promise<Download> {
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000;
     try {
       const download = await this.openReplica(id, opts);
-      this.deps.metrics?.download('ok');
+      this.deps.metrics?.download('ok', seconds());
+      const { statusCode, headers, body } = download.response;
+      const length = Number(headers['content-length']);
+      if (opts.method === 'GET' && statusCode < 300 && Number.isSafeInteger(length)) {
+        body.once('end', () => this.deps.metrics?.downloadSent(length));
+      }
       return download;
     } catch (err) {
-      this.deps.metrics?.download(outcomeOf(err));
+      this.deps.metrics?.download(outcomeOf(err), seconds());
       throw err;
     }
   }

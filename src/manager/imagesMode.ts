@@ -10,6 +10,7 @@ import { workerRoutes } from '../api/workerRoutes.ts';
 import type { RaftNode } from '../consensus/raftNode.ts';
 import type { Logger } from '../logging.ts';
 import { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
+import { registerClusterMetrics } from './clusterMetrics.ts';
 import { CopyLocks } from './copyLocks.ts';
 import { FailureHandling } from './failureHandling.ts';
 import { ImageService } from './imageService.ts';
@@ -36,6 +37,7 @@ export async function openImagesMode(
 ): Promise<ImagesMode> {
   const uploadMetrics = new UploadMetrics(metrics);
   const metadata = await MetadataStateMachine.open(join(config.dataDir, 'metadata'));
+  registerClusterMetrics(metrics, metadata);
   const staging = await StagingArea.open(join(config.dataDir, 'staging'));
   const spoolDir = join(config.dataDir, 'inventory-spool');
   await InventorySpool.prepare(spoolDir);

@@ -15,6 +15,8 @@ export class UploadMetrics {
   private readonly phaseSeconds: Histogram<'phase'>;
   private readonly fallbacks: Counter;
   private readonly downloads: Counter<'outcome'>;
+  private readonly downloadSeconds: Histogram<'outcome'>;
+  private readonly downloadBytes: Counter;
   private readonly deletes: Counter<'outcome'>;
 
   constructor(registry: Registry) {
@@ -56,6 +58,19 @@ export class UploadMetrics {
       labelNames: ['outcome'] as const,
       registers,
     });
+    this.downloadSeconds = new Histogram({
+      name: 'imgvault_download_duration_seconds',
+      help: 'Download time until the bytes start to flow (record read and a worker answering), by outcome.',
+      labelNames: ['outcome'] as const,
+      // Not the body transfer: its pace is the client's, not the cluster's.
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.downloadBytes = new Counter({
+      name: 'imgvault_download_bytes_total',
+      help: 'Image bytes of GET downloads whose body was sent to the end (ranges count their length).',
+      registers,
+    });
     this.deletes = new Counter({
       name: 'imgvault_deletes_total',
       help: 'Deletes answered by this manager as leader, by outcome (deleted or the error code).',
@@ -82,8 +97,13 @@ export class UploadMetrics {
     this.fallbacks.inc();
   }
 
-  download(outcome: string): void {
+  download(outcome: string, seconds: number): void {
     this.downloads.inc({ outcome });
+    this.downloadSeconds.observe({ outcome }, seconds);
+  }
+
+  downloadSent(bytes: number): void {
+    this.downloadBytes.inc(bytes);
   }
 
   delete(outcome: string): void {

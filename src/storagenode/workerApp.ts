@@ -100,6 +100,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   const copyTimeoutMs = options.copyTimeoutMs ?? 60_000;
   const metrics = createWorkerMetrics({
     readCounters: () => store.counters(),
+    readStats: () => store.stats(),
     collectDefault: options.collectDefaultMetrics ?? false,
   });
   store.onFsync((target, seconds) => metrics.fsyncSeconds.observe({ target }, seconds));

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { StoreStats } from './blobStore.ts';
 
 export interface WorkerMetrics {
   registry: Registry;
@@ -15,6 +16,8 @@ export interface WorkerMetrics {
 export interface WorkerMetricsOptions {
   /** Read at every scrape; the counters the blob store keeps anyway. */
   readCounters: () => { blobCount: number; blobBytes: number };
+  /** Read at every scrape for the filesystem figures; absent = no disk gauges. */
+  readStats?: () => Promise<StoreStats>;
   /** Process metrics (CPU, memory, event loop lag); off by default so tests can build many apps. */
   collectDefault?: boolean;
 }
@@ -41,6 +44,7 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
       this.set(readCounters().blobBytes);
     },
   });
+  if (options.readStats) registerDiskGauges(registry, options.readStats);
   return {
     registry,
     requests: new Counter({
@@ -90,4 +94,25 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
       registers,
     }),
   };
+}
+
+/** The filesystem under the data folder; a quota (if any) is in the worker's heartbeat, not here. */
+function registerDiskGauges(registry: Registry, readStats: () => Promise<StoreStats>): void {
+  const registers = [registry];
+  new Gauge({
+    name: 'imgvault_worker_disk_total_bytes',
+    help: 'Size of the filesystem holding the data folder.',
+    registers,
+    async collect() {
+      this.set((await readStats()).diskTotalBytes);
+    },
+  });
+  new Gauge({
+    name: 'imgvault_worker_disk_free_bytes',
+    help: 'Bytes of that filesystem still available to the worker.',
+    registers,
+    async collect() {
+      this.set((await readStats()).diskFreeBytes);
+    },
+  });
 }
