@@ -1,0 +1,100 @@
+// The Raft series of a manager's /metrics, on one real node (LevelDB log and state machine in a
+// temp folder): the figures follow the node, and a proposal refused for a full queue is counted.
+
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
+import { RaftError, RaftNode } from '../../src/consensus/raftNode.ts';
+import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
+import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+
+let root: string;
+let store: LevelLogStore;
+let kv: KvStateMachine;
+let transport: HttpTransport;
+let node: RaftNode;
+const registry = new Registry();
+
+async function sample(name: string): Promise<number | undefined> {
+  const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name);
+  return metric?.values[0]?.value;
+}
+
+async function dropped(reason: string): Promise<number> {
+  const metric = (await registry.getMetricsAsJSON()).find(
+    (m) => m.name === 'imgvault_raft_proposals_dropped_total',
+  );
+  return metric?.values.find((v) => v.labels.reason === reason)?.value ?? 0;
+}
+
+function put(key: string): Promise<unknown> {
+  const requestId = randomUUID();
+  return node.propose(JSON.stringify({ op: 'put', key, value: 'v', requestId }), requestId);
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'raft-metrics-'));
+  store = await LevelLogStore.open(join(root, 'raft'));
+  kv = await KvStateMachine.open(join(root, 'kv'));
+  transport = new HttpTransport({
+    id: 'n1',
+    secret: 'test-secret-0123456789abcdef',
+    onUnreachable: () => {},
+    onSnapshotStatus: () => {},
+    onReply: () => {},
+  });
+  node = await RaftNode.start({
+    id: 'n1',
+    store,
+    stateMachine: kv,
+    transport,
+    // Never contacted: a single voter elects itself.
+    initialMembers: { n1: 'http://127.0.0.1:9' },
+    tickMs: 20,
+    maxPendingProposals: 1,
+    metrics: registry,
+    onFatal: (err) => {
+      throw err;
+    },
+  });
+  const deadline = Date.now() + 10_000;
+  while (!node.isLeader()) {
+    if (Date.now() > deadline) throw new Error('a single voter did not elect itself within 10 s');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+});
+
+afterAll(async () => {
+  await node?.stop();
+  await transport?.close();
+  await store?.close();
+  await kv?.close();
+  await rm(root, { recursive: true, force: true });
+});
+
+it('reports the term, leadership, and commit, applied and last index as the node moves', async () => {
+  await put('a');
+  expect(await sample('imgvault_raft_is_leader')).toBe(1);
+  expect(await sample('imgvault_raft_term')).toBeGreaterThanOrEqual(1);
+  expect(await sample('imgvault_raft_leader_changes_total')).toBeGreaterThanOrEqual(1);
+  const applied = (await sample('imgvault_raft_applied_index')) ?? 0;
+  expect(applied).toBeGreaterThanOrEqual(1);
+  expect(await sample('imgvault_raft_commit_index')).toBeGreaterThanOrEqual(applied);
+  expect(await sample('imgvault_raft_last_index')).toBeGreaterThanOrEqual(applied);
+  expect(await sample('imgvault_raft_proposals_pending')).toBe(0);
+});
+
+it('counts a proposal refused because the pending queue is full, and not the one it let through', async () => {
+  const before = await dropped('queue_full');
+  const first = put('b');
+  const second = put('c');
+  await expect(second).rejects.toSatisfy((err) => err instanceof RaftError && err.code === 'ProposalDropped');
+  await first;
+  expect(await dropped('queue_full')).toBe(before + 1);
+  expect(await dropped('refused')).toBe(0);
+  expect(await dropped('timeout')).toBe(0);
+});
