@@ -263,6 +263,16 @@ function collectExprs(node: unknown, out: string[] = []): string[] {
   return out;
 }
 
+/** The rows of docs/metrics.md's tables: `| \`name\` | type | \`label\`, ... | meaning |`. */
+function documentedSeries(doc: string): Map<string, { type: string; labels: string[] }> {
+  const rows = new Map<string, { type: string; labels: string[] }>();
+  for (const m of doc.matchAll(/^\| `(imgvault_\w+)` \| (\w+) \| ([^|]*) \|/gm)) {
+    const labels = [...(m[3] as string).matchAll(/`(\w+)`/g)].map((l) => l[1] as string);
+    rows.set(m[1] as string, { type: m[2] as string, labels });
+  }
+  return rows;
+}
+
 describe('deploy/ and docs/ match the code', () => {
   it('the Grafana dashboard queries only series some process exposes', async () => {
     const families = await everyFamily();
@@ -275,6 +285,34 @@ describe('deploy/ and docs/ match the code', () => {
       return family === undefined || (family.type !== 'histogram' && !families.has(name));
     });
     expect([...new Set(unknown)]).toEqual([]);
+  });
+
+  it('the dashboard groups and selects only by labels the series or deploy/prometheus.yml carry', async () => {
+    const families = await everyFamily();
+    const config = await readFile(new URL('deploy/prometheus.yml', ROOT), 'utf8');
+    const known = new Set(['le', 'job', 'instance']);
+    for (const m of config.matchAll(/labels: \{ (\w+):/g)) known.add(m[1] as string);
+    for (const f of families.values()) {
+      for (const s of f.samples) for (const l of Object.keys(s.labels)) known.add(l);
+    }
+    // A labelled series with no event yet has no sample: its labels are those docs/metrics.md declares.
+    for (const row of documentedSeries(await readFile(new URL('docs/metrics.md', ROOT), 'utf8')).values()) {
+      for (const l of row.labels) known.add(l);
+    }
+    const dashboard = JSON.parse(await readFile(new URL('deploy/grafana-dashboard.json', ROOT), 'utf8'));
+    const used = new Set<string>();
+    for (const expr of collectExprs(dashboard.panels)) {
+      for (const m of expr.matchAll(/\b(?:by|without)\s*\(([^)]*)\)/g)) {
+        for (const l of (m[1] as string).split(',')) used.add(l.trim());
+      }
+      for (const m of expr.matchAll(/\{([^}]*)\}/g)) {
+        for (const l of (m[1] as string).matchAll(/(\w+)\s*=~?/g)) used.add(l[1] as string);
+      }
+    }
+    const legends = JSON.stringify(dashboard.panels).matchAll(/\{\{(\w+)\}\}/g);
+    for (const m of legends) used.add(m[1] as string);
+    expect(known.has('id')).toBe(true);
+    expect([...used].filter((l) => !known.has(l))).toEqual([]);
   });
 
   it('the dashboard is one importable Grafana dashboard: unique panel ids, a grid position, a query each', async () => {
@@ -299,12 +337,7 @@ describe('deploy/ and docs/ match the code', () => {
 
   it('docs/metrics.md lists every series the processes expose, with its type and labels, and no other', async () => {
     const families = await everyFamily();
-    const doc = await readFile(new URL('docs/metrics.md', ROOT), 'utf8');
-    const rows = new Map<string, { type: string; labels: string[] }>();
-    for (const m of doc.matchAll(/^\| `(imgvault_\w+)` \| (\w+) \| ([^|]*) \|/gm)) {
-      const labels = [...(m[3] as string).matchAll(/`(\w+)`/g)].map((l) => l[1] as string);
-      rows.set(m[1] as string, { type: m[2] as string, labels });
-    }
+    const rows = documentedSeries(await readFile(new URL('docs/metrics.md', ROOT), 'utf8'));
     const exposed = [...families.keys()].filter((name) => !DEFAULT_METRIC.test(name)).sort();
     expect([...rows.keys()].sort()).toEqual(exposed);
     for (const name of exposed) {
