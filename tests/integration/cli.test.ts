@@ -216,6 +216,8 @@ describe('imgvault command line on a live cluster', () => {
     const removed = await admin(['manager', 'remove', 'm3'], liveUrls);
     expect([removed.code, removed.stderr]).toEqual([0, '']);
     expect(removed.stdout).toContain('m3 removed; members: m1, m2');
+    const again = await admin(['manager', 'remove', 'm3'], liveUrls);
+    expect([again.code, again.stdout]).toEqual([0, expect.stringContaining('m3 is not a member')]);
 
     const port = await freePort();
     const m4Url = managerUrl(port);
