@@ -52,10 +52,13 @@ export function renderStatus(s: ClusterStatus): string {
               dash(m.lag),
               m.lastContactMs === null ? '-' : `${m.lastContactMs} ms ago`,
             ]
-          : [dash(m.id), m.url, `UNREACHABLE: ${m.error}`],
+          : [dash(m.id), m.url, 'UNREACHABLE'],
       ),
     ]),
   );
+  for (const m of s.managers) {
+    if (!m.reachable) out.push(`  ${m.id ?? m.url} could not be reached: ${m.error}`);
+  }
   out.push(
     '',
     `workers${s.observedFrom ? ` (as ${s.leader ? 'the leader' : s.observedFrom} sees them)` : ''}:`,
@@ -64,7 +67,7 @@ export function renderStatus(s: ClusterStatus): string {
     s.workers.length === 0
       ? '  none known'
       : table([
-          ['id', 'state', 'zone', 'disk used', 'disk free', 'objects', 'silent'],
+          ['id', 'state', 'zone', 'disk used', 'disk free', 'objects', 'last heard'],
           ...s.workers.map((w) => [
             w.id,
             w.state,
@@ -72,7 +75,7 @@ export function renderStatus(s: ClusterStatus): string {
             formatBytes(w.diskUsed),
             formatBytes(w.diskFree),
             String(w.objects),
-            w.silenceMs === null ? '-' : `${w.silenceMs} ms`,
+            w.silenceMs === null ? '-' : `${w.silenceMs} ms ago`,
           ]),
         ]),
   );
