@@ -1,9 +1,9 @@
-// Operator actions on the cluster (cluster secret required): draining a worker. A follower
-// redirects to the leader like any write.
+// Operator actions on the cluster (cluster secret required): draining a worker and taking a drain
+// back. A follower redirects to the leader like any write.
 
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { RaftError } from '../consensus/raftNode.ts';
-import { DrainError, drainStatus, startDrain } from '../manager/drain.ts';
+import { DrainError, type DrainStatus, drainStatus, startDrain, undrain } from '../manager/drain.ts';
 import { ImageError, type RaftAccess } from '../manager/imageService.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { requireClusterSecret } from './clusterAuth.ts';
@@ -18,28 +18,22 @@ export function adminRoutes(opts: {
   onDrain?: (nodeId: string) => void;
 }) {
   const app = new Hono();
-  app.use('/v1/cluster/nodes/:id/drain', requireClusterSecret(opts.secret));
+  const auth = requireClusterSecret(opts.secret);
+  app.use('/v1/cluster/nodes/:id/drain', auth);
+  app.use('/v1/cluster/nodes/:id/undrain', auth);
 
-  app.post('/v1/cluster/nodes/:id/drain', async (c) => {
-    try {
-      const status = await startDrain(opts.raft, opts.metadata, c.req.param('id'));
-      opts.onDrain?.(c.req.param('id'));
-      return c.json(status, 202);
-    } catch (err) {
-      if (err instanceof DrainError) {
-        const status = err.code === 'InvalidId' ? 400 : err.code === 'NodeUnknown' ? 404 : 409;
-        return jsonError(c, status, err.code, err.message);
-      }
-      if (err instanceof ImageError && err.code === 'NotLeader' && err.leaderUrl) {
-        return redirectToLeader(c, err.leaderUrl, err.message);
-      }
-      if (err instanceof ImageError || err instanceof RaftError) {
-        c.header('retry-after', '1');
-        return jsonError(c, 503, 'NoLeader', err.message);
-      }
-      throw err;
-    }
-  });
+  app.post('/v1/cluster/nodes/:id/drain', (c) =>
+    operatorAction(c, 202, async (id) => {
+      const status = await startDrain(opts.raft, opts.metadata, id);
+      opts.onDrain?.(id);
+      return status;
+    }),
+  );
+
+  // Undrain needs no wake-up: the node is no longer leaving, so the next pass simply finds nothing.
+  app.post('/v1/cluster/nodes/:id/undrain', (c) =>
+    operatorAction(c, 200, (id) => undrain(opts.raft, opts.metadata, id)),
+  );
 
   app.get('/v1/cluster/nodes/:id/drain', async (c) => {
     const status = await drainStatus(opts.metadata, c.req.param('id'));
@@ -48,4 +42,28 @@ export function adminRoutes(opts: {
   });
 
   return app;
+}
+
+/** Runs one drain action for the node in the path and maps its typed errors to HTTP. */
+async function operatorAction(
+  c: Context,
+  okStatus: 200 | 202,
+  action: (nodeId: string) => Promise<DrainStatus>,
+): Promise<Response> {
+  try {
+    return c.json(await action(c.req.param('id') ?? ''), okStatus);
+  } catch (err) {
+    if (err instanceof DrainError) {
+      const status = err.code === 'InvalidId' ? 400 : err.code === 'NodeUnknown' ? 404 : 409;
+      return jsonError(c, status, err.code, err.message);
+    }
+    if (err instanceof ImageError && err.code === 'NotLeader' && err.leaderUrl) {
+      return redirectToLeader(c, err.leaderUrl, err.message);
+    }
+    if (err instanceof ImageError || err instanceof RaftError) {
+      c.header('retry-after', '1');
+      return jsonError(c, 503, 'NoLeader', err.message);
+    }
+    throw err;
+  }
 }

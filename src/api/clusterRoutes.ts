@@ -1,14 +1,22 @@
 // Read-only ops views of the replicated tables: the node table (with the leader's liveness view
-// applied when this manager leads) and the seed's object-count and disk-usage tables.
+// applied when this manager leads) and the seed's object-count and disk-usage tables, with the
+// repair loop's view of what is short of copies.
 
 import { Hono } from 'hono';
+import type { RepairMetrics } from '../manager/repairMetrics.ts';
 import type { WorkerLiveness } from '../manager/workerLiveness.ts';
+import type { NodeState } from '../metadata/commands.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
+
+/** Workers whose copies repair or a drain still has to move (RepairLoop's LEAVING). */
+const LEAVING: ReadonlySet<NodeState> = new Set<NodeState>(['down', 'draining', 'drained']);
 
 export function clusterRoutes(opts: {
   metadata: MetadataStateMachine;
   liveness: WorkerLiveness;
   isLeader: () => boolean;
+  /** The repair loop's gauges: only the leader's are meaningful (followers hold zeros). */
+  repairMetrics?: Pick<RepairMetrics, 'underReplicated' | 'unavailable'>;
 }) {
   const app = new Hono();
 
@@ -37,12 +45,23 @@ export function clusterRoutes(opts: {
   });
 
   app.get('/v1/cluster/stats', async (c) => {
+    const leading = opts.isLeader();
     const stats = await opts.metadata.stats();
+    const nodes = await opts.metadata.listNodes();
+    const repairing = nodes
+      .filter((n) => LEAVING.has(n.state))
+      .reduce((sum, n) => sum + (stats.nodes[n.nodeId]?.objects ?? 0), 0);
+    const gauge = async (g: RepairMetrics['underReplicated'] | undefined) =>
+      leading && g ? ((await g.get()).values[0]?.value ?? 0) : null;
     return c.json({
       appliedIndex: stats.appliedIndex,
       objects: stats.objects,
       bytes: stats.bytes,
       nodes: stats.nodes,
+      observedByLeader: leading,
+      underReplicated: await gauge(opts.repairMetrics?.underReplicated),
+      unavailable: await gauge(opts.repairMetrics?.unavailable),
+      repairing,
     });
   });
 

@@ -1,9 +1,11 @@
 // The `imgvault` command. Each subcommand lives in its own file and registers itself here.
 
 import { Command } from 'commander';
+import { createRaftCommand } from './adminCommands.ts';
 import { registerClientCommands } from './clientCommands.ts';
 import { registerClusterCommand } from './clusterCommand.ts';
 import { registerManagerCommand } from './managerCommand.ts';
+import { registerStatusCommand } from './statusCommand.ts';
 import { registerWorkerCommand } from './workerCommand.ts';
 
 const program = new Command('imgvault').description(
@@ -13,5 +15,7 @@ registerManagerCommand(program);
 registerWorkerCommand(program);
 registerClusterCommand(program);
 registerClientCommands(program);
+registerStatusCommand(program);
+program.addCommand(createRaftCommand());
 
 await program.parseAsync(process.argv);

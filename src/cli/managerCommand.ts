@@ -1,11 +1,13 @@
-// `imgvault manager`: run one manager in the foreground.
+// `imgvault manager`: run one manager in the foreground; `manager add` / `manager remove` change
+// the membership of a running cluster (adminCommands.ts).
 
 import type { Command } from 'commander';
 import { loadManagerConfig, type ManagerFlags } from '../manager/managerConfig.ts';
 import { runManagerProcess } from '../manager/managerProcess.ts';
+import { addMembershipCommands } from './adminCommands.ts';
 
 export function registerManagerCommand(program: Command): void {
-  program
+  const manager = program
     .command('manager')
     .description('run one manager (Raft replica + API); flags fall back to IMGVAULT_* environment variables')
     .option('--id <id>', 'this manager id, e.g. m1 (IMGVAULT_MANAGER_ID)')
@@ -45,4 +47,5 @@ export function registerManagerCommand(program: Command): void {
       }
       await runManagerProcess(config);
     });
+  addMembershipCommands(manager);
 }

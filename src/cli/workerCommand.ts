@@ -1,6 +1,4 @@
-import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
 import {
   parseWorkerConfig,
   WORKER_CONFIG_FIELDS,
@@ -8,6 +6,7 @@ import {
   type WorkerFlags,
 } from '../storagenode/workerConfig.ts';
 import { EXIT_BAD_CONFIG, runWorkerProcess } from '../storagenode/workerProcess.ts';
+import { createDrainCommand, createUndrainCommand } from './adminCommands.ts';
 
 const F = WORKER_CONFIG_FIELDS;
 const help = (what: string, f: { env: string; defaultText: string }) =>
@@ -67,73 +66,12 @@ export function createWorkerCommand(): Command {
     });
 }
 
-/**
- * `imgvault worker drain <id>`: asks the leader to move every object off a worker. Follows the
- * followers' 307 to the leader (a bounded number of hops), keeping the cluster secret on the way.
- */
-export function createDrainCommand(): Command {
-  return new Command('drain')
-    .description(
-      'mark a worker draining: the leader moves every object it holds elsewhere, then marks it drained',
-    )
-    .argument('<id>', 'node id of the worker to drain')
-    .option('--managers <urls>', 'comma-separated manager URLs [env IMGVAULT_MANAGERS]')
-    .option('--secret-file <file>', 'file holding the cluster secret [or env IMGVAULT_CLUSTER_SECRET_FILE]')
-    .action(async (id: string, _opts: unknown, command: Command) => {
-      // `worker` itself declares --managers and --secret-file, so commander may hand them to it.
-      const opts = command.optsWithGlobals<{ managers?: string; secretFile?: string }>();
-      const managers = (opts.managers ?? process.env.IMGVAULT_MANAGERS ?? 'http://127.0.0.1:7001')
-        .split(',')
-        .map((m) => m.trim())
-        .filter(Boolean);
-      const secretFile = opts.secretFile ?? process.env.IMGVAULT_CLUSTER_SECRET_FILE;
-      const secret = secretFile
-        ? readFileSync(secretFile, 'utf8').trim()
-        : process.env.IMGVAULT_CLUSTER_SECRET;
-      if (!secret) {
-        process.stderr.write('imgvault worker drain: a cluster secret is required (--secret-file)\n');
-        process.exit(2);
-      }
-      const failures: string[] = [];
-      for (const manager of managers) {
-        let url = new URL(`/v1/cluster/nodes/${encodeURIComponent(id)}/drain`, manager).toString();
-        try {
-          for (let hop = 0; hop < 4; hop++) {
-            const res = await fetch(url, {
-              method: 'POST',
-              headers: { [CLUSTER_SECRET_HEADER]: secret },
-              redirect: 'manual',
-              signal: AbortSignal.timeout(10_000),
-            });
-            const location = res.headers.get('location');
-            if (res.status === 307 && location) {
-              url = location;
-              continue;
-            }
-            const text = await res.text();
-            if (res.ok) {
-              process.stdout.write(`${text}\n`);
-              process.exit(0);
-            }
-            if (res.status < 500) {
-              process.stderr.write(`imgvault worker drain: ${res.status} ${text}\n`);
-              process.exit(1);
-            }
-            failures.push(`${manager}: ${res.status} ${text}`);
-            break;
-          }
-        } catch (err) {
-          failures.push(`${manager}: ${(err as Error).message}`);
-        }
-      }
-      process.stderr.write(
-        `imgvault worker drain: no manager accepted the request:\n  ${failures.join('\n  ')}\n`,
-      );
-      process.exit(1);
-    });
-}
+/** `imgvault worker drain <id>`, kept here under its old name; it lives with the other admin commands. */
+export { createDrainCommand };
 
 /** Adds `worker` to the `imgvault` program, like the other register*Command functions. */
 export function registerWorkerCommand(program: Command): void {
-  program.addCommand(createWorkerCommand().addCommand(createDrainCommand()));
+  program.addCommand(
+    createWorkerCommand().addCommand(createDrainCommand()).addCommand(createUndrainCommand()),
+  );
 }

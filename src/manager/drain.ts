@@ -1,6 +1,8 @@
 // Draining a worker: an operator marks it `draining`; from then on placement never picks it, the
 // repair loop moves every object it holds to other workers (using it as a copy source while it
-// serves) and marks it `drained` once its node index is empty (RepairLoop.finishDrains).
+// serves) and marks it `drained` once its node index is empty (RepairLoop.finishDrains). A drain
+// started by mistake is taken back with `undrain`: the node is `up` again, so the repair loop no
+// longer counts it as leaving and placement may pick it; copies already moved off stay moved.
 
 import { NODE_ID_PATTERN, type NodeState } from '../metadata/commands.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
@@ -9,7 +11,7 @@ import { ImageError, type RaftAccess } from './imageService.ts';
 
 export class DrainError extends Error {
   constructor(
-    readonly code: 'InvalidId' | 'NodeUnknown' | 'NodeDown',
+    readonly code: 'InvalidId' | 'NodeUnknown' | 'NodeDown' | 'NotDraining',
     message: string,
   ) {
     super(message);
@@ -38,32 +40,58 @@ export async function drainStatus(
   return { nodeId, state: node.state, objectsLeft: await countObjects(metadata, nodeId) };
 }
 
+/** The leader's answer, or the error a follower or a leaderless manager gives instead. */
+function requireLeader(raft: RaftAccess): void {
+  if (raft.isLeader()) return;
+  const leader = raft.leaderInfo();
+  if (leader?.url) throw new ImageError('NotLeader', 'this manager is not the leader', leader.url);
+  throw new ImageError('NoLeader', 'no leader is known right now; retry shortly');
+}
+
+function checkId(nodeId: string): void {
+  if (!NODE_ID_PATTERN.test(nodeId)) throw new DrainError('InvalidId', `invalid node id ${nodeId}`);
+}
+
+async function markState(raft: RaftAccess, nodeId: string, state: NodeState): Promise<void> {
+  const result = await proposeCommand(raft, { type: 'markNodeState', nodeId, state, at: Date.now() });
+  if (!result.ok) throw new DrainError('NodeUnknown', result.message);
+}
+
 /** Commits `draining` (idempotent; a drained node stays drained). Leader only. */
 export async function startDrain(
   raft: RaftAccess,
   metadata: MetadataStateMachine,
   nodeId: string,
 ): Promise<DrainStatus> {
-  if (!NODE_ID_PATTERN.test(nodeId)) throw new DrainError('InvalidId', `invalid node id ${nodeId}`);
-  if (!raft.isLeader()) {
-    const leader = raft.leaderInfo();
-    if (leader?.url) throw new ImageError('NotLeader', 'this manager is not the leader', leader.url);
-    throw new ImageError('NoLeader', 'no leader is known right now; retry shortly');
-  }
+  checkId(nodeId);
+  requireLeader(raft);
   const node = await metadata.getNode(nodeId);
   if (!node) throw new DrainError('NodeUnknown', `node ${nodeId} is not registered`);
   if (node.state === 'down') {
     // Its copies are already being repaired elsewhere; draining needs a worker that can serve.
     throw new DrainError('NodeDown', `node ${nodeId} is down; its objects are repaired without a drain`);
   }
+  if (node.state !== 'draining' && node.state !== 'drained') await markState(raft, nodeId, 'draining');
+  return (await drainStatus(metadata, nodeId)) as DrainStatus;
+}
+
+/**
+ * Takes a drain back: commits `up` for a `draining` or `drained` node. Leader only. Any other
+ * state is refused (NotDraining): `up` would be a no-op, and turning a down node up is the
+ * failure detector's and the worker's own registration's business, not an operator's.
+ */
+export async function undrain(
+  raft: RaftAccess,
+  metadata: MetadataStateMachine,
+  nodeId: string,
+): Promise<DrainStatus> {
+  checkId(nodeId);
+  requireLeader(raft);
+  const node = await metadata.getNode(nodeId);
+  if (!node) throw new DrainError('NodeUnknown', `node ${nodeId} is not registered`);
   if (node.state !== 'draining' && node.state !== 'drained') {
-    const result = await proposeCommand(raft, {
-      type: 'markNodeState',
-      nodeId,
-      state: 'draining',
-      at: Date.now(),
-    });
-    if (!result.ok) throw new DrainError('NodeUnknown', result.message);
+    throw new DrainError('NotDraining', `node ${nodeId} is ${node.state}, not draining or drained`);
   }
+  await markState(raft, nodeId, 'up');
   return (await drainStatus(metadata, nodeId)) as DrainStatus;
 }

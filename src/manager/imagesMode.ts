@@ -90,7 +90,12 @@ export async function openImagesMode(
       return [
         publicRoutes(images),
         workerRoutes({ registry, secret: config.secret, heartbeatIntervalMs: config.heartbeatIntervalMs }),
-        clusterRoutes({ metadata, liveness, isLeader: () => node.isLeader() }),
+        clusterRoutes({
+          metadata,
+          liveness,
+          isLeader: () => node.isLeader(),
+          repairMetrics: failures.metrics,
+        }),
         failures.routes,
       ];
     },

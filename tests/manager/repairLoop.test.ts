@@ -9,6 +9,7 @@ import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
 import { CopyLocks, deleteUnlistedCopy } from '../../src/manager/copyLocks.ts';
+import { startDrain, undrain } from '../../src/manager/drain.ts';
 import { FailureDetector } from '../../src/manager/failureDetector.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
 import { RejoinReconciler, type RejoinReconcilerDeps } from '../../src/manager/rejoinReconciler.ts';
@@ -365,6 +366,20 @@ describe('RepairLoop', () => {
     expect((await s.sm.getNode('w1'))?.state).toBe('drained');
     expect((await s.workers.get('w1')!.store.stats()).blobCount).toBe(0);
   });
+  it('stops moving objects off a worker once its drain is taken back (undrain)', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (let i = 0; i < 3; i++) await putObject(s, `u-${i}`, ['w1', 'w2']);
+    await startDrain(s.raft, s.sm, 'w1');
+    await undrain(s.raft, s.sm, 'w1');
+    const report = await repairLoop(s).pass();
+    expect(report?.outcomes.copied).toBe(0);
+    expect(report?.drained).toEqual([]);
+    expect((await s.sm.getNode('w1'))?.state).toBe('up');
+    for (let i = 0; i < 3; i++) expect((await s.sm.getObject(`u-${i}`))?.replicas).toEqual(['w1', 'w2']);
+    expect((await s.workers.get('w1')!.store.stats()).blobCount).toBe(3);
+  });
+
   it('keeps a silent draining worker draining and copies its objects from the other holders', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     const detector = failureDetector(s);

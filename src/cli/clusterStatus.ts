@@ -1,0 +1,253 @@
+// What `imgvault status` knows about a cluster, gathered from every manager it can reach: each one's
+// own Raft view (GET /v1/cluster/raft), and from the leader (else any manager) the node table and
+// the object counters. A manager that does not answer is named, never fatal.
+
+import { request } from 'undici';
+
+/** Bound on one manager's answer: status must answer promptly even when a manager hangs. */
+const PROBE_TIMEOUT_MS = 3_000;
+
+interface RaftView {
+  id: string;
+  role: string;
+  term: number;
+  leader: { id: string; url: string | null } | null;
+  commit: number;
+  applied: number;
+  lastIndex: number;
+  members: Record<string, string>;
+  confState: { voters: string[]; learners: string[] };
+  peers?: Record<string, { match: number; lastContactMs: number | null; isLearner: boolean }>;
+}
+
+interface NodeRow {
+  id: string;
+  url: string;
+  zone: string;
+  state: string;
+  silenceMs: number | null;
+  diskUsed: number;
+  diskFree: number;
+  stored: { objects: number; bytes: number };
+}
+
+interface StatsView {
+  objects: number;
+  bytes: number;
+  observedByLeader?: boolean;
+  underReplicated?: number | null;
+  unavailable?: number | null;
+  repairing?: number;
+}
+
+export interface ManagerStatus {
+  id: string | null;
+  url: string;
+  reachable: boolean;
+  /** Why it could not be read, when unreachable. */
+  error: string | null;
+  role: string | null;
+  voter: boolean | null;
+  term: number | null;
+  leader: string | null;
+  commit: number | null;
+  applied: number | null;
+  lastIndex: number | null;
+  /** Entries the leader holds that this manager has not acknowledged (leader's view). */
+  lag: number | null;
+  /** Time since the leader last heard from it (leader's view). */
+  lastContactMs: number | null;
+}
+
+export interface WorkerStatus {
+  id: string;
+  url: string;
+  zone: string;
+  state: string;
+  silenceMs: number | null;
+  diskUsed: number;
+  diskFree: number;
+  objects: number;
+  bytes: number;
+}
+
+export interface ClusterStatus {
+  leader: { id: string; url: string | null; term: number } | null;
+  managers: ManagerStatus[];
+  unreachable: string[];
+  workers: WorkerStatus[];
+  /** Whose tables the workers and objects come from (the leader, when there is one). */
+  observedFrom: string | null;
+  objects: {
+    count: number;
+    bytes: number;
+    underReplicated: number | null;
+    unavailable: number | null;
+    repairing: number;
+  } | null;
+  problems: string[];
+  healthy: boolean;
+}
+
+async function getJson<T>(base: string, path: string, headers: Record<string, string>): Promise<T> {
+  const res = await request(new URL(path, base), {
+    headers,
+    headersTimeout: PROBE_TIMEOUT_MS,
+    bodyTimeout: PROBE_TIMEOUT_MS,
+    signal: AbortSignal.timeout(PROBE_TIMEOUT_MS * 2),
+  });
+  if (res.statusCode !== 200) {
+    const text = await res.body.text().catch(() => '');
+    throw new Error(`${res.statusCode} ${text.slice(0, 200)}`);
+  }
+  return (await res.body.json()) as T;
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
+}
+
+/** Raft views of `urls` and of every member they name, each asked once. */
+async function probeManagers(
+  urls: string[],
+  headers: Record<string, string>,
+): Promise<Map<string, RaftView | Error>> {
+  const seen = new Map<string, RaftView | Error>();
+  let round = [...new Set(urls)];
+  while (round.length > 0) {
+    const answers = await Promise.all(
+      round.map((u) =>
+        getJson<RaftView>(u, '/v1/cluster/raft', headers).catch((err: unknown) => new Error(describe(err))),
+      ),
+    );
+    round.forEach((u, i) => {
+      seen.set(u, answers[i]!);
+    });
+    const named = answers.flatMap((a) => (a instanceof Error ? [] : Object.values(a.members ?? {})));
+    round = [...new Set(named.map((u) => u.replace(/\/+$/, '')))].filter((u) => !seen.has(u));
+  }
+  return seen;
+}
+
+function managerRows(views: Map<string, RaftView | Error>, leader: RaftView | null): ManagerStatus[] {
+  const byUrl = new Map<string, string>();
+  for (const v of views.values()) {
+    if (v instanceof Error) continue;
+    for (const [id, url] of Object.entries(v.members ?? {})) byUrl.set(url.replace(/\/+$/, ''), id);
+  }
+  return [...views].map(([url, v]): ManagerStatus => {
+    if (v instanceof Error) {
+      return {
+        id: byUrl.get(url) ?? null,
+        url,
+        reachable: false,
+        error: v.message,
+        role: null,
+        voter: null,
+        term: null,
+        leader: null,
+        commit: null,
+        applied: null,
+        lastIndex: null,
+        lag: null,
+        lastContactMs: null,
+      };
+    }
+    const peer = leader?.peers?.[v.id];
+    const isLeader = leader !== null && leader.id === v.id;
+    return {
+      id: v.id,
+      url,
+      reachable: true,
+      error: null,
+      role: v.role,
+      voter: v.confState.voters.includes(v.id),
+      term: v.term,
+      leader: v.leader?.id ?? null,
+      commit: v.commit,
+      applied: v.applied,
+      lastIndex: v.lastIndex,
+      lag: isLeader ? 0 : peer && leader ? Math.max(0, leader.lastIndex - peer.match) : null,
+      lastContactMs: isLeader ? null : (peer?.lastContactMs ?? null),
+    };
+  });
+}
+
+/** The manager that leads in the highest term any reachable manager reports. */
+function findLeader(views: Map<string, RaftView | Error>): { view: RaftView; url: string } | null {
+  let best: { view: RaftView; url: string } | null = null;
+  for (const [url, v] of views) {
+    if (v instanceof Error || v.role !== 'leader') continue;
+    if (!best || v.term > best.view.term) best = { view: v, url };
+  }
+  return best;
+}
+
+export async function gatherStatus(urls: string[], headers: Record<string, string>): Promise<ClusterStatus> {
+  const views = await probeManagers(urls, headers);
+  const leader = findLeader(views);
+  const managers = managerRows(views, leader?.view ?? null).sort((a, b) =>
+    (a.id ?? a.url).localeCompare(b.id ?? b.url),
+  );
+  const reachable = managers.filter((m) => m.reachable).map((m) => m.url);
+  const sources = leader ? [leader.url, ...reachable.filter((u) => u !== leader.url)] : reachable;
+  let workers: WorkerStatus[] = [];
+  let objects: ClusterStatus['objects'] = null;
+  let observedFrom: string | null = null;
+  for (const source of sources) {
+    try {
+      const nodes = await getJson<{ nodes: NodeRow[] }>(source, '/v1/cluster/nodes', headers);
+      const stats = await getJson<StatsView>(source, '/v1/cluster/stats', headers);
+      workers = nodes.nodes.map((n) => ({
+        id: n.id,
+        url: n.url,
+        zone: n.zone,
+        state: n.state,
+        silenceMs: n.silenceMs,
+        diskUsed: n.diskUsed,
+        diskFree: n.diskFree,
+        objects: n.stored.objects,
+        bytes: n.stored.bytes,
+      }));
+      objects = {
+        count: stats.objects,
+        bytes: stats.bytes,
+        underReplicated: stats.underReplicated ?? null,
+        unavailable: stats.unavailable ?? null,
+        repairing: stats.repairing ?? 0,
+      };
+      observedFrom = source;
+      break;
+    } catch {}
+  }
+  const status: ClusterStatus = {
+    leader: leader ? { id: leader.view.id, url: leader.url, term: leader.view.term } : null,
+    managers,
+    unreachable: managers.filter((m) => !m.reachable).map((m) => m.url),
+    workers,
+    observedFrom,
+    objects,
+    problems: [],
+    healthy: false,
+  };
+  status.problems = problemsOf(status);
+  status.healthy = status.problems.length === 0;
+  return status;
+}
+
+function problemsOf(s: ClusterStatus): string[] {
+  const problems: string[] = [];
+  if (s.managers.every((m) => !m.reachable)) problems.push('no manager answered');
+  else if (!s.leader) problems.push('no leader: an election is running, or no majority of managers is up');
+  // A URL no reachable manager names as a member (an old --url entry) is listed, not a problem.
+  for (const m of s.managers) {
+    if (!m.reachable && m.id !== null) problems.push(`manager ${m.id} unreachable (${m.error})`);
+  }
+  for (const w of s.workers) {
+    if (w.state !== 'up' && w.state !== 'drained') problems.push(`worker ${w.id} is ${w.state}`);
+  }
+  if (s.objects?.underReplicated) problems.push(`${s.objects.underReplicated} objects under-replicated`);
+  if (s.objects?.unavailable) problems.push(`${s.objects.unavailable} objects unavailable`);
+  return problems;
+}
