@@ -11,7 +11,7 @@ import { ImageError, type RaftAccess } from './imageService.ts';
 
 export class DrainError extends Error {
   constructor(
-    readonly code: 'InvalidId' | 'NodeUnknown' | 'NodeDown' | 'NotDraining',
+    readonly code: 'InvalidId' | 'NodeUnknown' | 'NodeDown' | 'NotDraining' | 'StateChanged',
     message: string,
   ) {
     super(message);
@@ -52,9 +52,21 @@ function checkId(nodeId: string): void {
   if (!NODE_ID_PATTERN.test(nodeId)) throw new DrainError('InvalidId', `invalid node id ${nodeId}`);
 }
 
-async function markState(raft: RaftAccess, nodeId: string, state: NodeState): Promise<void> {
-  const result = await proposeCommand(raft, { type: 'markNodeState', nodeId, state, at: Date.now() });
-  if (!result.ok) throw new DrainError('NodeUnknown', result.message);
+/** Commits `state` only if the node is still `expected` then (another change may have landed since it was read). */
+async function markState(
+  raft: RaftAccess,
+  nodeId: string,
+  state: NodeState,
+  expected: NodeState,
+): Promise<void> {
+  const result = await proposeCommand(raft, {
+    type: 'markNodeState',
+    nodeId,
+    state,
+    expected,
+    at: Date.now(),
+  });
+  if (!result.ok) throw new DrainError(result.code, result.message);
 }
 
 /** Commits `draining` (idempotent; a drained node stays drained). Leader only. */
@@ -71,7 +83,8 @@ export async function startDrain(
     // Its copies are already being repaired elsewhere; draining needs a worker that can serve.
     throw new DrainError('NodeDown', `node ${nodeId} is down; its objects are repaired without a drain`);
   }
-  if (node.state !== 'draining' && node.state !== 'drained') await markState(raft, nodeId, 'draining');
+  if (node.state !== 'draining' && node.state !== 'drained')
+    await markState(raft, nodeId, 'draining', node.state);
   return (await drainStatus(metadata, nodeId)) as DrainStatus;
 }
 
@@ -92,6 +105,6 @@ export async function undrain(
   if (node.state !== 'draining' && node.state !== 'drained') {
     throw new DrainError('NotDraining', `node ${nodeId} is ${node.state}, not draining or drained`);
   }
-  await markState(raft, nodeId, 'up');
+  await markState(raft, nodeId, 'up', node.state);
   return (await drainStatus(metadata, nodeId)) as DrainStatus;
 }

@@ -943,6 +943,7 @@ export class RepairLoop {
         type: 'markNodeState',
         nodeId: node.nodeId,
         state: 'drained',
+        expected: 'draining',
         at: this.now(),
       }).catch(() => null);
       if (result?.ok) {

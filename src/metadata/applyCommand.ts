@@ -368,6 +368,12 @@ async function markNodeState(
   const existing = await readNode(tables, c.nodeId);
   if (existing === null)
     return { ops: [], result: reject('NodeUnknown', `node ${c.nodeId} is not registered`) };
+  if (c.expected !== undefined && existing.state !== c.expected) {
+    return {
+      ops: [],
+      result: reject('StateChanged', `node ${c.nodeId} is ${existing.state}, not ${c.expected}`),
+    };
+  }
   const changed = existing.state !== c.state;
   const node: NodeRecord = { ...existing, state: c.state, stateSince: changed ? c.at : existing.stateSince };
   return {

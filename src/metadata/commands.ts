@@ -180,6 +180,12 @@ export const markNodeStateSchema = z.strictObject({
   nodeId: nodeIdSchema,
   state: nodeStateSchema,
   at: timestampSchema,
+  /**
+   * The state the proposer decided on. When set and the node is in another state by the time the
+   * entry applies, the change is refused (StateChanged): a drain that finishes must not overwrite
+   * an undrain committed between its read and its commit. Entries without it apply as before.
+   */
+  expected: nodeStateSchema.optional(),
 });
 
 export const commandSchema = z.discriminatedUnion('type', [
@@ -286,7 +292,8 @@ export type RejectionCode =
   | 'LastReplica'
   | 'TooManyReplicas'
   | 'ObjectChanged'
-  | 'NodeLeaving';
+  | 'NodeLeaving'
+  | 'StateChanged';
 
 export interface Rejection<C extends RejectionCode = RejectionCode> {
   ok: false;
@@ -321,7 +328,7 @@ export type ReplicaChangeResult = AddReplicaResult | RemoveReplicaResult | Repla
 export type ReplicaChangesResult = { ok: true; results: ReplicaChangeResult[] };
 export type MarkNodeStateResult =
   | { ok: true; node: NodeView; previous: NodeState }
-  | Rejection<'NodeUnknown'>;
+  | Rejection<'NodeUnknown' | 'StateChanged'>;
 
 export interface CommandResults {
   registerWorker: RegisterWorkerResult;

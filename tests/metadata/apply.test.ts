@@ -110,6 +110,26 @@ describe('listNodes (served from a cache of the node table)', () => {
     expect((await sm.listNodes())[1]).toMatchObject({ nodeId: 'w2', state: 'down', stateSince: 3000 });
   });
 
+  it('refuses a state change whose expected state is no longer the node state (an undrain beats a finishing drain)', async () => {
+    await setup(registerCmd('w1', 1000), {
+      type: 'markNodeState',
+      nodeId: 'w1',
+      state: 'draining',
+      at: 2000,
+    });
+    // The drain decided 'drained' while w1 was draining; an undrain committed first.
+    await setup({ type: 'markNodeState', nodeId: 'w1', state: 'up', expected: 'draining', at: 3000 });
+    const late = await applyOne(sm, log, {
+      type: 'markNodeState',
+      nodeId: 'w1',
+      state: 'drained',
+      expected: 'draining',
+      at: 4000,
+    });
+    expect(late).toMatchObject({ ok: false, code: 'StateChanged' });
+    expect(await sm.getNode('w1')).toMatchObject({ state: 'up', stateSince: 3000 });
+  });
+
   it('hands out copies: a caller changing its answer does not change the next one', async () => {
     await setup(registerCmd('w1', 1000));
     const first = await sm.listNodes();
