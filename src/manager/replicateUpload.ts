@@ -56,7 +56,7 @@ export class NoLiveWorker extends Error {
 const REASON_TEXT: Record<NoLiveWorkerReason, (replica: string) => string> = {
   full: (r) => `no live worker has room for the ${r} copy`,
   unheard: (r) =>
-    `no worker has been heard from lately enough to take the ${r} copy (a leader just elected, or workers restarting); retry shortly`,
+    `no worker has been heard from lately enough to take the ${r} copy (a new leader, or workers restarting or unreachable); retry shortly`,
   noWorker: (r) => `no live worker can take the ${r} copy`,
   refused: (r) => `every live worker refused the ${r} copy`,
 };
