@@ -1,5 +1,6 @@
-// Internal routes the workers call (docs/worker-protocol.md). Cluster secret required; a follower
-// redirects to the leader like any write.
+// Internal routes the workers call (docs/worker-protocol.md). Cluster secret required. Every
+// manager takes heartbeats (the answer says whether it leads); a follower redirects the other
+// requests to the leader like any write.
 
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebStream } from 'node:stream/web';
@@ -95,8 +96,8 @@ export function workerRoutes(opts: {
       });
       const usage = workerUsageSchema.safeParse(raw);
       if (!usage.success) throw new BadRegistration(z.prettifyError(usage.error));
-      await opts.registry.heartbeat(usage.data);
-      return c.json({ heartbeatIntervalMs: opts.heartbeatIntervalMs });
+      const { leader } = await opts.registry.heartbeat(usage.data);
+      return c.json({ heartbeatIntervalMs: opts.heartbeatIntervalMs, leader });
     } catch (err) {
       return mapError(c, err);
     }

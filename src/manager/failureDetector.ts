@@ -1,8 +1,9 @@
-// The leader's down verdicts. Silence is measured by WorkerLiveness (in memory, per leader); the
+// The leader's down verdicts. Silence is measured by WorkerLiveness (in memory, per manager); the
 // verdict itself is a committed `markNodeState down`, so every manager agrees and a new leader
-// inherits it. A new leader resets its liveness view when it takes over: every worker then gets one
-// full down timeout from that moment before being condemned, so a failover never condemns a
-// worker whose heartbeats were going to the old leader.
+// inherits it. A new leader keeps what it heard as a follower (placement needs it at once) but
+// counts silence toward a verdict only from its own start (WorkerLiveness.downSilenceMs): every
+// worker gets one full down timeout from that moment, as this leader observes it, before being
+// condemned, so a failover never condemns a worker that could reach the old leader.
 
 import type { Logger } from '../logging.ts';
 import type { NodeState } from '../metadata/commands.ts';
@@ -66,9 +67,9 @@ export class FailureDetector {
       return [];
     }
     if (!this.leading) {
-      // Heartbeats heard before this leadership (or by the previous leader) say nothing now.
+      // A follower's observations never condemn on their own: the down clock starts now.
       this.leading = true;
-      liveness.reset();
+      liveness.startLeading();
       log.info({ event: 'failure.watching' }, 'leading: every worker gets a full down timeout from now');
       return [];
     }
@@ -77,7 +78,7 @@ export class FailureDetector {
     try {
       for (const node of await this.deps.metadata.listNodes()) {
         if (!CONDEMNABLE.has(node.state)) continue;
-        const silence = liveness.silenceMs(node.nodeId);
+        const silence = liveness.downSilenceMs(node.nodeId);
         if (silence <= this.deps.downAfterMs) continue;
         if (!raft.isLeader()) break;
         const result = await proposeCommand(raft, {

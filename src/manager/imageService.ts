@@ -295,24 +295,18 @@ export class ImageService {
   private async openReplica(id: string, { object: known, ...opts }: OpenOptions): Promise<Download> {
     const object = known ?? (await this.getMeta(id));
     const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
-    // Only the leader hears heartbeats: a follower's liveness view would call every worker suspect
-    // once the suspect timeout has passed since it started, so a follower goes by the table alone
-    // (a replica on a worker that died unnoticed fails fast and the next one is tried).
-    // The leader tries the workers it has heard from first and those it has not heard from lately
-    // last: silence is a suspicion, not a verdict, and a follower would try them.
-    const leading = this.deps.raft.isLeader();
+    // Every manager hears the workers' heartbeats, so any of them tries the workers it has heard
+    // from first and those it has not heard from lately last: silence is a suspicion, not a verdict.
     const listed = object.replicas
       .map((nodeId) => nodes.get(nodeId))
       .filter(
         (n): n is NodeView =>
           n !== undefined && (n.state === 'up' || n.state === 'suspect' || n.state === 'draining'),
       );
-    const serving = leading
-      ? [
-          ...listed.filter((n) => this.deps.liveness.isServing(n)),
-          ...listed.filter((n) => !this.deps.liveness.isServing(n)),
-        ]
-      : listed.filter((n) => n.state !== 'suspect');
+    const serving = [
+      ...listed.filter((n) => this.deps.liveness.isServing(n)),
+      ...listed.filter((n) => !this.deps.liveness.isServing(n)),
+    ];
     const failures: string[] = [];
     for (const node of serving) {
       try {

@@ -8,6 +8,11 @@ export interface PlacementCandidate {
   diskUsed: number;
   diskFree: number;
   objectCount: number;
+  /**
+   * This manager heard the worker within the suspect timeout, so its state and figures are
+   * current. Absent counts as heard (callers that keep no liveness view).
+   */
+  heard?: boolean;
 }
 
 export interface PlacementRequest {
@@ -52,4 +57,24 @@ export function rankTargets(
       a.objectCount - b.objectCount ||
       (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0),
   );
+}
+
+/**
+ * Why rankTargets found no target, decided from the same candidates, so the answer names the
+ * cause a client can act on:
+ * - `full`: workers known to be live (heard lately) exist, and none has room for the copy (507);
+ * - `unheard`: this manager has not heard enough workers lately to know (a leader just elected,
+ *   workers restarting): retry shortly (503);
+ * - `noWorker`: the table holds no worker that could take it (all down, draining or excluded).
+ */
+export type NoTargetReason = 'full' | 'unheard' | 'noWorker';
+
+export function whyNoTarget(nodes: Iterable<PlacementCandidate>, req: PlacementRequest = {}): NoTargetReason {
+  const open = [...nodes].filter((n) => !req.exclude?.has(n.nodeId));
+  const live = open.filter((n) => n.state === 'up');
+  if (live.length > 0) {
+    // Room is judged only on figures a recent heartbeat gave: an unheard worker's may be stale.
+    return live.every((n) => n.heard !== false) ? 'full' : 'unheard';
+  }
+  return open.some((n) => n.state === 'suspect') ? 'unheard' : 'noWorker';
 }

@@ -6,7 +6,7 @@
 import pRetry, { AbortError } from 'p-retry';
 import { readFileChunks } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
-import { type PlacementCandidate, rankTargets } from './placement.ts';
+import { type NoTargetReason, type PlacementCandidate, rankTargets, whyNoTarget } from './placement.ts';
 import type { StagedUpload } from './stagingArea.ts';
 import { WorkerCallError, type WorkerClient } from './workerClient.ts';
 
@@ -27,22 +27,44 @@ export interface WorkerDirectory {
   reserve?(nodeId: string, bytes: number): void;
 }
 
+/**
+ * Why a copy found no worker: `full` (507) only when the workers known to be live lack room;
+ * `unheard` when this manager has not heard from enough workers lately to know (retry);
+ * `noWorker` when no worker in the table could take it; `refused` when every target tried failed
+ * for another reason than room.
+ */
+export type NoLiveWorkerReason = NoTargetReason | 'refused';
+
 export class NoLiveWorker extends Error {
   readonly code = 'NoLiveWorker';
   constructor(
     readonly replica: 'primary' | 'secondary',
+    /** Each failed target as `nodeId (code)`: node ids only, never a worker's URL (this is public). */
     readonly failures: string[],
-    /** Live workers exist, but every one is out of room (none had space, or each answered 507). */
-    readonly full = false,
+    readonly reason: NoLiveWorkerReason,
   ) {
-    super(
-      full
-        ? `no live worker has room for the ${replica} copy${failures.length > 0 ? `: ${failures.join('; ')}` : ''}`
-        : failures.length === 0
-          ? `no live worker can take the ${replica} copy`
-          : `every live worker refused the ${replica} copy: ${failures.join('; ')}`,
-    );
+    const tried = failures.length > 0 ? `; tried ${failures.join(', ')}` : '';
+    super(`${REASON_TEXT[reason](replica)}${tried}`);
   }
+
+  /** Live workers exist, but every one is out of room (none had space, or each answered 507). */
+  get full(): boolean {
+    return this.reason === 'full';
+  }
+}
+
+const REASON_TEXT: Record<NoLiveWorkerReason, (replica: string) => string> = {
+  full: (r) => `no live worker has room for the ${r} copy`,
+  unheard: (r) =>
+    `no worker has been heard from lately enough to take the ${r} copy (a new leader, or workers restarting or unreachable); retry shortly`,
+  noWorker: (r) => `no live worker can take the ${r} copy`,
+  refused: (r) => `every live worker refused the ${r} copy`,
+};
+
+/** The reason once targets were tried: room only if every refusal was for room. */
+function reasonAfterFailures(refusedForRoom: number, failures: number, left: NoTargetReason | null) {
+  if (left === 'unheard') return 'unheard';
+  return refusedForRoom === failures ? 'full' : 'refused';
 }
 
 export interface ReplicateOptions {
@@ -84,18 +106,23 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
     secondary: undefined,
   };
   const failed = new Set<string>();
+  /** Why the last election of each copy found no target, decided from the candidates it ranked. */
+  const noTarget: Record<'primary' | 'secondary', NoTargetReason | null> = { primary: null, secondary: null };
   const other = (replica: 'primary' | 'secondary') =>
     current[replica === 'primary' ? 'secondary' : 'primary'];
 
   /** Elects a target for `replica` now (synchronously, so the two copies never pick one worker). */
   const elect = (replica: 'primary' | 'secondary'): PlacementCandidate | undefined => {
     const peer = other(replica);
-    const target = rankTargets(workers.candidates(), {
+    const candidates = workers.candidates();
+    const req = {
       exclude: new Set([...failed, ...(peer ? [peer.nodeId] : [])]),
       avoidZones: new Set(peer ? [peer.zone] : []),
       size: staged.size,
-    })[0];
+    };
+    const target = rankTargets(candidates, req)[0];
     current[replica] = target;
+    noTarget[replica] = target ? null : whyNoTarget(candidates, req);
     if (target) workers.reserve?.(target.nodeId, staged.size);
     return target;
   };
@@ -103,20 +130,17 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
   const placeCopy = async (replica: 'primary' | 'secondary') => {
     const failures: string[] = [];
     let refusedForRoom = 0;
-    /** Out of room rather than out of workers: every failure a 507, or up workers too full to rank. */
-    const full = () => {
-      if (failures.length > 0) return refusedForRoom === failures.length;
-      const peer = other(replica);
-      const exclude = new Set([...failed, ...(peer ? [peer.nodeId] : [])]);
-      return rankTargets(workers.candidates(), { exclude }).length > 0;
-    };
+    const reason = (): NoLiveWorkerReason =>
+      failures.length === 0
+        ? (noTarget[replica] ?? 'noWorker')
+        : reasonAfterFailures(refusedForRoom, failures.length, noTarget[replica]);
     let attempt = 0;
     return pRetry(
       async () => {
         // The first target was elected before either transfer started; later ones after a failure.
         const target = attempt++ === 0 ? current[replica] : elect(replica);
         const url = target && workers.urlOf(target.nodeId);
-        if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures, full()));
+        if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures, reason()));
         await opts.holdCopy?.(target.nodeId);
         const body = readFileChunks(staged.path, staged.size, STAGED_READ_BYTES);
         try {
@@ -128,9 +152,10 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
           return target;
         } catch (err) {
           if (!isTargetFailure(err)) throw new AbortError(err as Error);
+          const callError = err as WorkerCallError;
           failed.add(target.nodeId);
-          failures.push(`${target.nodeId}: ${(err as Error).message}`);
-          if ((err as WorkerCallError).status === 507) refusedForRoom += 1;
+          failures.push(`${target.nodeId} (${callError.status ?? callError.code})`);
+          if (callError.status === 507) refusedForRoom += 1;
           log.warn(
             { event: 'upload.copy_failed', objectId: id, nodeId: target.nodeId, replica, err },
             'copy failed',
@@ -145,7 +170,7 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
       // Fallback is to a different worker, so there is nothing to wait for between attempts.
       { retries: maxTargets - 1, minTimeout: 0, maxTimeout: 0, randomize: false },
     ).catch((err: unknown) => {
-      throw isTargetFailure(err) ? new NoLiveWorker(replica, failures, full()) : err;
+      throw isTargetFailure(err) ? new NoLiveWorker(replica, failures, reason()) : err;
     });
   };
 

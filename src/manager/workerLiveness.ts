@@ -1,7 +1,9 @@
-// The leader's own view of which workers are alive, from the heartbeats it receives. It is not
-// replicated: a new leader starts it empty and gives every worker one suspect timeout to be heard
-// from before doubting it, so a failover never condemns a healthy worker. Only verdicts that must
-// survive a failover (a node is down) go through Raft.
+// A manager's own view of which workers are alive, from the heartbeats it receives. Workers beat
+// every manager (as HDFS DataNodes report to the active and the standby NameNode), so a follower
+// keeps this view warm and a new leader places uploads from its first moment. It is not replicated
+// and only the leader acts on it. Only verdicts that must survive a failover (a node is down) go
+// through Raft, and those are damped: silence counts toward a down verdict only from the moment
+// this manager started leading (downSilenceMs), so a failover never condemns a healthy worker.
 
 import type { NodeState, NodeUsage, NodeView } from '../metadata/commands.ts';
 import type { PlacementCandidate } from './placement.ts';
@@ -18,20 +20,24 @@ export class WorkerLiveness {
   /** Copies this leader placed on a worker since its last heartbeat, which its figures lack. */
   private readonly placed = new Map<string, { bytes: number; count: number }>();
   private readonly now: () => number;
-  private watchingSince: number;
+  /** When this view began: a worker never heard is silent since then. */
+  private readonly watchingSince: number;
+  /** When this manager last started leading; down verdicts count silence from here at the earliest. */
+  private leadingSince: number;
 
   constructor(private readonly opts: LivenessOptions) {
     this.now = opts.now ?? Date.now;
     this.watchingSince = this.now();
+    this.leadingSince = this.watchingSince;
   }
 
-  /** Called when this manager becomes leader: earlier observations may be stale. */
-  reset(): void {
-    this.lastHeard.clear();
-    this.usage.clear();
-    this.pendingSummary.clear();
-    this.placed.clear();
-    this.watchingSince = this.now();
+  /**
+   * Called when this manager becomes leader: starts the down clock (downSilenceMs). What it heard
+   * as a follower stays: those heartbeats were real, recent evidence of life, which is what lets it
+   * place uploads at once.
+   */
+  startLeading(): void {
+    this.leadingSince = this.now();
   }
 
   /**
@@ -53,9 +59,25 @@ export class WorkerLiveness {
     this.placed.delete(usage.nodeId);
   }
 
-  /** Milliseconds since the worker was last heard from (or since this leader started watching). */
+  /** Milliseconds since this manager last heard the worker (or since it started watching). */
   silenceMs(nodeId: string): number {
     return this.now() - (this.lastHeard.get(nodeId) ?? this.watchingSince);
+  }
+
+  /**
+   * The silence a down verdict may count: at most the time since this manager started leading.
+   * Every worker gets one full down timeout from a leader's start, as observed by that leader, before
+   * it can be condemned; a follower's observations never condemn anyone on their own (a worker that
+   * could not reach this manager while it followed may have been beating the old leader all along).
+   */
+  downSilenceMs(nodeId: string): number {
+    return Math.min(this.silenceMs(nodeId), this.now() - this.leadingSince);
+  }
+
+  /** Heard by this manager within the suspect timeout. */
+  private heardLately(nodeId: string): boolean {
+    const heard = this.lastHeard.get(nodeId);
+    return heard !== undefined && this.now() - heard <= this.opts.suspectAfterMs;
   }
 
   /** The table's state, demoted to `suspect` when an `up` worker has been silent too long. */
@@ -76,16 +98,18 @@ export class WorkerLiveness {
   }
 
   /**
-   * Serving, and actually heard by this leader within the suspect timeout. Stricter than
-   * isServing, which gives every worker the benefit of the doubt for a while after a failover:
-   * what may destroy a copy (a wipe) must not count on a worker nobody has heard.
+   * Serving, and actually heard by this manager within the suspect timeout. Stricter than
+   * isServing, which gives a worker the benefit of the doubt for one suspect timeout after this
+   * manager starts: what may destroy a copy (a wipe) must not count on a worker nobody has heard.
    */
   isHeardServing(node: NodeView): boolean {
-    const heard = this.lastHeard.get(node.nodeId);
-    return heard !== undefined && this.now() - heard <= this.opts.suspectAfterMs && this.isServing(node);
+    return this.heardLately(node.nodeId) && this.isServing(node);
   }
 
-  /** Placement candidates: the table's nodes with liveness and the freshest usage figures applied. */
+  /**
+   * Placement candidates: the table's nodes with liveness and the freshest usage figures applied.
+   * `heard` tells figures from a recent heartbeat from the table's (possibly stale) ones.
+   */
   candidates(nodes: NodeView[]): PlacementCandidate[] {
     return nodes.map((n) => {
       const fresh = this.usage.get(n.nodeId);
@@ -94,6 +118,7 @@ export class WorkerLiveness {
         nodeId: n.nodeId,
         zone: n.zone,
         state: this.effectiveState(n),
+        heard: this.heardLately(n.nodeId),
         diskUsed: (fresh?.diskUsed ?? n.diskUsed) + placed.bytes,
         diskFree: Math.max(0, (fresh?.diskFree ?? n.diskFree) - placed.bytes),
         objectCount: (fresh?.objectCount ?? n.objectCount) + placed.count,

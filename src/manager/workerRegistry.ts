@@ -1,6 +1,7 @@
-// The leader's side of the worker protocol (docs/worker-protocol.md): registrations put a worker
-// in the replicated node table; heartbeats feed WorkerLiveness and, coalesced, the table's usage
-// figures (one heartbeatSummary entry per period, not one per heartbeat).
+// The managers' side of the worker protocol (docs/worker-protocol.md): registrations (leader only)
+// put a worker in the replicated node table; heartbeats, which every manager receives, feed its
+// WorkerLiveness and, coalesced by the leader, the table's usage figures (one heartbeatSummary
+// entry per period, not one per heartbeat).
 
 import { z } from 'zod';
 import type { Logger } from '../logging.ts';
@@ -220,13 +221,23 @@ export class WorkerRegistry {
     }
   }
 
-  async heartbeat(usage: WorkerUsage): Promise<void> {
-    this.requireLeader();
+  /**
+   * Every manager records heartbeats (a new leader starts warm); only the leader acts on them.
+   * Only the leader answers UnknownWorker, which makes the worker register again: a follower's
+   * table may lag a registration just committed, and re-registering on its word would resend the
+   * whole inventory for nothing. A follower records a worker its table knows and is not down, and
+   * ignores the rest (that worker learns the truth from the leader).
+   */
+  async heartbeat(usage: WorkerUsage): Promise<{ leader: boolean }> {
+    const leading = this.deps.raft.isLeader();
     const node = await this.deps.metadata.getNode(usage.id);
+    const known = node !== null && node.state !== 'down';
+    if (known) this.heard(usage);
+    if (!leading) return { leader: false };
     if (!node) throw new UnknownWorker(`worker ${usage.id} is not registered`);
     // A worker condemned while it was only cut off must register again: its inventory is reconciled.
-    if (node.state === 'down') throw new UnknownWorker(`worker ${usage.id} is marked down; register again`);
-    this.heard(usage);
+    if (!known) throw new UnknownWorker(`worker ${usage.id} is marked down; register again`);
+    return { leader: true };
   }
 
   /** Starts committing coalesced usage; harmless on a follower (it has nothing to summarise). */

@@ -7,8 +7,10 @@ import type { Logger } from '../logging.ts';
 
 /**
  * The worker's side of the worker <-> manager protocol (docs/worker-protocol.md): registration
- * with the full inventory at start-up, then heartbeats to the leader. Managers are found through
- * the configured list; a follower answers 307 with the leader's URL in `Location`.
+ * with the full inventory at start-up (to the leader), then heartbeats to every configured manager,
+ * so a follower that becomes leader already knows which workers live (as HDFS DataNodes report to
+ * the active and the standby NameNode). Requests that need the leader go to the known leader
+ * first; a follower answers them 307 with the leader's URL in `Location`.
  */
 
 export const REGISTER_PATH = '/internal/v1/workers/register';
@@ -104,6 +106,14 @@ class RoundFailedError extends Error {
   }
 }
 
+interface BeatLoop {
+  base: string;
+  timer?: NodeJS.Timeout;
+  inFlight?: Promise<void>;
+  /** When this manager stopped accepting beats; undefined while it accepts them. */
+  failingSince?: number;
+}
+
 interface ManagerAnswer {
   status: number;
   json: unknown;
@@ -152,10 +162,12 @@ export class ManagerClient {
   private intervalMs: number;
   private registered = false;
   private stopped = false;
-  private timer: NodeJS.Timeout | undefined;
-  private inFlight: Promise<void> | undefined;
+  /** One heartbeat loop per manager, each on its own timer: a slow manager delays no other. */
+  private beats: BeatLoop[] = [];
+  /** The registration round in progress after a leader forgot this worker, shared by every loop. */
+  private reregistering: Promise<void> | undefined;
+  private usageCache: { at: number; value: Promise<WorkerUsage> } | undefined;
   private readonly stopController = new AbortController();
-  private failingSince: number | undefined;
 
   constructor(opts: ManagerClientOptions) {
     if (opts.managers.length === 0) throw new Error('ManagerClient needs at least one manager URL');
@@ -284,62 +296,64 @@ export class ManagerClient {
     }
   }
 
-  /** Starts the heartbeat timer. Beats never overlap: the next is scheduled when one ends. */
+  /**
+   * Starts one heartbeat loop per manager. Beats to one manager never overlap (the next is
+   * scheduled when one ends), and each loop has its own timer and timeout, so a slow or dead
+   * manager never delays the beats to the others.
+   */
   startHeartbeats(): void {
-    if (this.stopped || this.timer !== undefined || this.inFlight !== undefined) return;
-    this.schedule(this.intervalMs);
+    if (this.stopped || this.beats.length > 0) return;
+    this.beats = this.opts.managers.map((base) => ({ base }));
+    for (const loop of this.beats) this.schedule(loop, this.intervalMs);
   }
 
   /** Stops heartbeats and any registration in progress; resolves once nothing is in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
-    this.timer = undefined;
+    for (const loop of this.beats) clearTimeout(loop.timer);
     this.stopController.abort(new Error('manager client stopped'));
-    await this.inFlight?.catch(() => {});
+    await Promise.all(this.beats.map((loop) => loop.inFlight?.catch(() => {})));
+    await this.reregistering?.catch(() => {});
     await this.agent.close().catch(() => {});
   }
 
-  private schedule(delayMs: number): void {
+  private schedule(loop: BeatLoop, delayMs: number): void {
     if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
+    loop.timer = setTimeout(() => {
+      loop.timer = undefined;
       const started = performance.now();
-      this.inFlight = this.tick().finally(() => {
-        this.inFlight = undefined;
-        this.schedule(Math.max(0, this.intervalMs - (performance.now() - started)));
+      loop.inFlight = this.tick(loop).finally(() => {
+        loop.inFlight = undefined;
+        this.schedule(loop, Math.max(0, this.intervalMs - (performance.now() - started)));
       });
     }, delayMs);
   }
 
-  /** One heartbeat; or, when a manager lost track of us, one registration round instead. */
-  private async tick(): Promise<void> {
+  /** One heartbeat to this loop's manager; or, while a leader has lost track of us, registration. */
+  private async tick(loop: BeatLoop): Promise<void> {
     try {
-      if (!this.registered) {
-        await this.registerRound();
-        this.log.info({ event: 'worker.reregistered', leader: this.leader }, 're-registered with the leader');
-      } else {
-        await this.heartbeatRound();
-      }
-      if (this.failingSince !== undefined) {
+      if (this.registered) await this.beat(loop.base);
+      else await this.reregister();
+      if (loop.failingSince !== undefined) {
         this.log.info(
-          {
-            event: 'worker.heartbeat_recovered',
-            leader: this.leader,
-            downMs: Date.now() - this.failingSince,
-          },
+          { event: 'worker.heartbeat_recovered', manager: loop.base, downMs: Date.now() - loop.failingSince },
           'manager reachable again',
         );
-        this.failingSince = undefined;
+        loop.failingSince = undefined;
       }
     } catch (err) {
       if (this.stopped) return;
-      // Warn once per outage; the rest of the streak goes to debug so a long outage stays readable.
-      const first = this.failingSince === undefined;
-      this.failingSince ??= Date.now();
+      // Warn once per outage of this manager; the rest of the streak goes to debug.
+      const first = loop.failingSince === undefined;
+      loop.failingSince ??= Date.now();
       this.log[first ? 'warn' : 'debug'](
-        { event: 'worker.heartbeat_failed', registered: this.registered, err: describe(err) },
-        'no manager accepted the heartbeat',
+        {
+          event: 'worker.heartbeat_failed',
+          manager: loop.base,
+          registered: this.registered,
+          err: describe(err),
+        },
+        'a manager did not accept the heartbeat',
       );
     }
   }
@@ -349,38 +363,54 @@ export class ManagerClient {
     return [this.leader, ...this.opts.managers.filter((m) => m !== this.leader)];
   }
 
-  private async heartbeatRound(): Promise<void> {
-    const usage = await this.opts.usage();
+  /** Usage figures, read once for the beats of one period to every manager. */
+  private currentUsage(): Promise<WorkerUsage> {
+    const now = performance.now();
+    if (!this.usageCache || now - this.usageCache.at > this.intervalMs / 2) {
+      const value = this.opts.usage();
+      value.catch(() => {
+        if (this.usageCache?.value === value) this.usageCache = undefined;
+      });
+      this.usageCache = { at: now, value };
+    }
+    return this.usageCache.value;
+  }
+
+  /**
+   * One heartbeat to `base`. Redirects are not followed: every manager takes heartbeats. A manager
+   * that says it leads becomes the known leader. Only a leader answers UnknownWorker (a follower's
+   * table may lag a registration), and that starts one registration round.
+   */
+  private async beat(base: string): Promise<void> {
+    const usage = await this.currentUsage();
     const body = JSON.stringify({ id: this.opts.workerId, ...usage });
     const timeoutMs = Math.min(this.opts.requestTimeoutMs, Math.max(1000, 2 * this.intervalMs));
-    let lastError: unknown;
-    for (const base of this.candidates()) {
-      if (this.stopped) return;
-      try {
-        const answer = await this.post(base, HEARTBEAT_PATH, () => body, 'application/json', timeoutMs);
-        if (answer.status === 404 && errorCodeOf(answer.json) === 'UnknownWorker') {
-          this.log.warn(
-            { event: 'worker.unknown_to_manager', manager: answer.managerBase },
-            'the leader does not know this worker; registering again',
-          );
-          this.adoptLeader(answer.managerBase);
-          this.registered = false;
-          await this.registerRound();
-          this.log.info(
-            { event: 'worker.reregistered', leader: this.leader },
-            're-registered with the leader',
-          );
-          return;
-        }
-        assertOk(answer, HEARTBEAT_PATH);
-        this.adoptLeader(answer.managerBase);
-        this.adoptInterval(answer.json);
-        return;
-      } catch (err) {
-        lastError = err;
-      }
+    const answer = await this.post(base, HEARTBEAT_PATH, () => body, 'application/json', timeoutMs, 0);
+    if (answer.status === 404 && errorCodeOf(answer.json) === 'UnknownWorker') {
+      this.log.warn(
+        { event: 'worker.unknown_to_manager', manager: base },
+        'the leader does not know this worker; registering again',
+      );
+      this.adoptLeader(base);
+      this.registered = false;
+      await this.reregister();
+      return;
     }
-    throw lastError;
+    assertOk(answer, HEARTBEAT_PATH);
+    if ((answer.json as { leader?: unknown } | null)?.leader === true) this.adoptLeader(base);
+    this.adoptInterval(answer.json);
+  }
+
+  /** One registration round, shared by every heartbeat loop that finds this worker unregistered. */
+  private reregister(): Promise<void> {
+    this.reregistering ??= this.registerRound()
+      .then(() => {
+        this.log.info({ event: 'worker.reregistered', leader: this.leader }, 're-registered with the leader');
+      })
+      .finally(() => {
+        this.reregistering = undefined;
+      });
+    return this.reregistering;
   }
 
   /** One registration try at every manager (leader first); throws RoundFailedError if all fail. */
@@ -434,8 +464,8 @@ export class ManagerClient {
   }
 
   /**
-   * POSTs to `base + path`, following up to MAX_REDIRECTS 307/308 answers (the body is rebuilt for
-   * each hop). A watchdog aborts the request after `timeoutMs` without progress: no bytes sent and
+   * POSTs to `base + path`, following up to `maxRedirects` 307/308 answers (the body is rebuilt for
+   * each hop); with 0, a redirect is returned as the answer. A watchdog aborts the request after `timeoutMs` without progress: no bytes sent and
    * no answer, so a manager that stops reading cannot hang the worker.
    */
   private async post(
@@ -444,6 +474,7 @@ export class ManagerClient {
     makeBody: (onProgress: () => void) => string | Readable,
     contentType: string,
     timeoutMs: number,
+    maxRedirects = MAX_REDIRECTS,
   ): Promise<ManagerAnswer> {
     let url = new URL(base + path);
     let managerBase = base;
@@ -472,7 +503,7 @@ export class ManagerClient {
           bodyTimeout: timeoutMs,
         });
         onProgress();
-        if (res.statusCode === 307 || res.statusCode === 308) {
+        if ((res.statusCode === 307 || res.statusCode === 308) && maxRedirects > 0) {
           await res.body.dump();
           const location = res.headers.location;
           if (typeof location !== 'string' || location.length === 0) {
@@ -482,8 +513,8 @@ export class ManagerClient {
               res.statusCode,
             );
           }
-          if (hop >= MAX_REDIRECTS) {
-            throw new ManagerRequestError(url.href, `more than ${MAX_REDIRECTS} redirects`, res.statusCode);
+          if (hop >= maxRedirects) {
+            throw new ManagerRequestError(url.href, `more than ${maxRedirects} redirects`, res.statusCode);
           }
           url = new URL(location, url);
           managerBase = baseOf(url, path);

@@ -120,7 +120,7 @@ describe('replicateUpload against real workers', () => {
     });
     await expect(attempt).rejects.toBeInstanceOf(NoLiveWorker);
     // Both copies are placed at once, so either may be the one left without a worker; the refusal is named.
-    await expect(attempt).rejects.toThrow(/full: /);
+    await expect(attempt).rejects.toThrow(/full \(507\)/);
     // The only other worker refused for room (507): the cluster is out of space, not of workers.
     await expect(attempt).rejects.toMatchObject({ full: true });
   });

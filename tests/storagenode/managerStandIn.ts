@@ -6,7 +6,8 @@ import { requireClusterSecret } from '../../src/api/clusterAuth.ts';
 /**
  * A minimal manager for worker tests and the worker benchmark: a real HTTP server on 127.0.0.1
  * that speaks the manager side of docs/worker-protocol.md and records what it receives. It can
- * play the leader, a follower (307 to the leader), or a manager with no leader yet (503).
+ * play the leader, a follower (307 to the leader), or a manager with no leader yet (503). Every
+ * role takes heartbeats, as a real manager does; only the leader says so and answers UnknownWorker.
  */
 
 export interface RecordedRegistration {
@@ -74,6 +75,7 @@ export async function startManagerStandIn(
   app.use('/internal/*', requireClusterSecret(secret));
   app.use('/internal/*', async (c, next) => {
     const r = state.role;
+    if (c.req.path === '/internal/v1/workers/heartbeat') return next();
     if (r.kind === 'follower') {
       state.deflected.push(c.req.path);
       return c.redirect(`${r.leaderUrl}${c.req.path}`, 307);
@@ -102,7 +104,8 @@ export async function startManagerStandIn(
   app.post('/internal/v1/workers/heartbeat', async (c) => {
     const body = (await c.req.json()) as Record<string, unknown>;
     const id = String(body.id);
-    if (forgotten.has(id) || !known.has(id)) {
+    const leader = state.role.kind === 'leader';
+    if (leader && (forgotten.has(id) || !known.has(id))) {
       return c.json({ error: { code: 'UnknownWorker', message: `worker ${id} is not registered` } }, 404);
     }
     activeHeartbeats += 1;
@@ -110,7 +113,7 @@ export async function startManagerStandIn(
     state.heartbeats.push({ at: performance.now(), body });
     try {
       if (options.heartbeatDelayMs) await new Promise((r) => setTimeout(r, options.heartbeatDelayMs));
-      return c.json({ leaderId: options.leaderId ?? 'm-standin' });
+      return c.json({ leaderId: options.leaderId ?? 'm-standin', leader });
     } finally {
       activeHeartbeats -= 1;
     }
