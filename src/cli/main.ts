@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { registerClientCommands } from './clientCommands.ts';
 import { registerClusterCommand } from './clusterCommand.ts';
+import { registerDrillCommand } from './drillCommand.ts';
 import { registerManagerCommand } from './managerCommand.ts';
 import { registerWorkerCommand } from './workerCommand.ts';
 
@@ -13,5 +14,6 @@ registerManagerCommand(program);
 registerWorkerCommand(program);
 registerClusterCommand(program);
 registerClientCommands(program);
+registerDrillCommand(program);
 
 await program.parseAsync(process.argv);
