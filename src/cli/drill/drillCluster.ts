@@ -48,14 +48,15 @@ export interface DrillClusterOptions {
 }
 
 /**
- * Settings for a drill: a worker is suspect after 0.6 s of silence and down after 2 s, so a worker
- * fault is repaired within seconds; orphans (bytes of uploads cut short) go after the minimum grace.
+ * Settings for a drill: a worker is suspect after 1 s of silence and down after 3 s, so a worker
+ * fault is repaired within seconds, yet a busy machine's late heartbeat does not condemn a live
+ * worker; orphans (bytes of uploads cut short) go after the minimum grace.
  */
 export const DRILL_MANAGER_ARGS = [
   '--suspect-after-ms',
-  '600',
+  '1000',
   '--down-after-ms',
-  '2000',
+  '3000',
   '--heartbeat-interval-ms',
   '200',
   '--usage-summary-ms',
@@ -219,17 +220,21 @@ export class DrillCluster {
     p.serving = true;
   }
 
-  /** Until the leader counts every running worker up. */
+  /**
+   * Until the leader has counted every running worker up (each at least once: on a busy machine a
+   * late heartbeat can make one look suspect for a moment, which is not what this waits for).
+   */
   async waitForWorkersUp(timeoutMs: number): Promise<void> {
-    const want = this.workers.filter((w) => w.child !== null).map((w) => w.id);
+    const want = new Set(this.workers.filter((w) => w.child !== null).map((w) => w.id));
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const leader = await this.leader(Math.max(1, deadline - Date.now()));
-      const up = await this.nodeStates(leader.url).catch(() => new Map<string, string>());
-      if (want.every((id) => up.get(id) === 'up')) return;
+      const states = await this.nodeStates(leader.url).catch(() => new Map<string, string>());
+      for (const [id, state] of states) if (state === 'up') want.delete(id);
+      if (want.size === 0) return;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`workers ${want.join(', ')} not all up within ${timeoutMs} ms`);
+    throw new Error(`workers ${[...want].join(', ')} not up within ${timeoutMs} ms`);
   }
 
   /** Worker id -> state as the given manager (the leader, for the liveness view) sees it. */

@@ -124,16 +124,17 @@ async function leaderPause(ctx: FaultContext): Promise<Fault> {
   await sleep(200);
   const resumedAt = Date.now();
   ctx.cluster.resume(old);
+  const steppedDown = until(
+    `${old.id} to step down`,
+    async () => ((await ctx.cluster.raftView(old))?.role === 'follower' ? Date.now() : null),
+    ctx.recoveryTimeoutMs,
+  );
   const answers = await Promise.all(reads);
   answers.forEach((res, i) => {
     if (res.status === 200)
       ctx.ledger.problems.push({ kind: 'stale', id: deleted[i]!, where: old.id, status: 200 });
   });
-  await until(
-    `${old.id} to step down`,
-    async () => ((await ctx.cluster.raftView(old))?.role === 'follower' ? true : null),
-    ctx.recoveryTimeoutMs,
-  );
+  const stepDownMs = (await steppedDown) - resumedAt;
   const statuses = answers.map((a) => String(a.status)).join(', ') || 'none (no delete was acknowledged)';
   return {
     ...t,
@@ -142,7 +143,7 @@ async function leaderPause(ctx: FaultContext): Promise<Fault> {
     notes: [
       `new leader ${next.id}; ${deleted.length} images deleted through it while ${old.id} was stopped`,
       `reads of those ids through ${old.id} on waking answered: ${statuses}`,
-      `${old.id} was a follower ${Date.now() - resumedAt} ms or less after SIGCONT`,
+      `${old.id} answered as a follower ${stepDownMs} ms after SIGCONT`,
     ],
   };
 }

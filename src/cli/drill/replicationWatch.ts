@@ -1,5 +1,5 @@
 // "Fully replicated": every object in the table at exactly 2 replicas, each on a worker the leader
-// sees up, none on a worker the drill took away; optionally also every running worker physically
+// sees serving, none on a worker the drill took away; optionally also every running worker physically
 // holding exactly the copies the table lists there (the excess copies of a returning worker gone).
 
 import { CLUSTER_SECRET_HEADER } from '../../api/clusterAuth.ts';
@@ -46,12 +46,15 @@ async function physicallyExact(cluster: DrillCluster, rows: ObjectRow[]): Promis
   return true;
 }
 
+/** Up, or suspect for a late heartbeat on a busy machine: not down, draining or drained. */
+const serving = (state: string | undefined) => state === 'up' || state === 'suspect';
+
 async function fullyReplicated(cluster: DrillCluster, avoid: string[], physical: boolean): Promise<boolean> {
   const leader = await cluster.leader(5_000);
   const states = await cluster.nodeStates(leader.url);
   const rows = await listObjects(leader.url);
   const placed = rows.every(
-    (o) => o.replicas.length === 2 && o.replicas.every((r) => states.get(r) === 'up' && !avoid.includes(r)),
+    (o) => o.replicas.length === 2 && o.replicas.every((r) => serving(states.get(r)) && !avoid.includes(r)),
   );
   return placed && (!physical || (await physicallyExact(cluster, rows)));
 }

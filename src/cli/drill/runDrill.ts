@@ -72,7 +72,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   const load = new LoadGenerator(ledger, {
     clients: opts.clients,
     pauseMs: opts.clientPauseMs,
-    requestTimeoutMs: 3_000,
+    requestTimeoutMs: 2_000,
     targets: () => cluster.runningUrls(),
   });
   const watch = new LeaderWatch(
