@@ -101,9 +101,11 @@ export class LoadGenerator {
       if (res.status === 200) this.ledger.problems.push({ kind: 'stale', id, where: 'load', status: 200 });
       return;
     }
-    this.ledger.record('read', res.status === 200, res.status);
-    // Only an image still acknowledged when the answer came (no delete sent meanwhile) must be there.
-    if (record.state !== 'acked') return;
+    // Only an image still acknowledged when the answer came (no delete sent meanwhile) must be
+    // there; a 404 for one whose delete raced the read is no failure.
+    const raced = record.state !== 'acked';
+    this.ledger.record('read', res.status === 200 || (raced && res.status === 404), res.status);
+    if (raced) return;
     if (res.status === 404) this.ledger.problems.push({ kind: 'missing', id, where: 'load', status: 404 });
     if (res.status === 200 && sha256Hex(res.body) !== record.sha256) {
       this.ledger.problems.push({ kind: 'corrupt', id, where: 'load', status: 200 });

@@ -68,6 +68,9 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
     logLevel: opts.logLevel,
     startTimeoutMs: 60_000,
   });
+  // Ctrl-C ends the drill, not the children: a SIGSTOPped manager would ignore the terminal's signal.
+  const interrupted = () => void cluster.stop().then(() => process.exit(130));
+  process.once('SIGINT', interrupted);
   const ledger = new DrillLedger();
   const load = new LoadGenerator(ledger, {
     clients: opts.clients,
@@ -132,6 +135,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
     report.ok = !drillFailed(report);
     return report;
   } finally {
+    process.off('SIGINT', interrupted);
     await cluster.stop();
     if (opts.dataDir === undefined && !opts.keepData) await cluster.removeData();
   }
