@@ -1,6 +1,7 @@
 // `imgvault drill <name>`: a failover drill against an embedded cluster the drill starts and stops
 // itself (its own folder and ports, never a running `npm start`), with a loss report.
 
+import { readdir } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { type DrillReport, formatReport } from './drill/drillReport.ts';
 import { DRILL_NAMES, type DrillName } from './drill/drillScenarios.ts';
@@ -76,6 +77,12 @@ export function registerDrillCommand(program: Command): void {
     .action(async (name: string, flags: DrillFlags) => {
       if (!(DRILL_NAMES as readonly string[]).includes(name)) {
         console.error(`imgvault drill: unknown drill "${name}"; one of: ${DRILL_NAMES.join(', ')}`);
+        process.exit(2);
+      }
+      // A drill wipes and kills what it started: never in the folder of another cluster.
+      const taken = flags.data === undefined ? [] : await readdir(flags.data).catch(() => []);
+      if (taken.length > 0) {
+        console.error(`imgvault drill: --data ${flags.data} is not empty; give a new or empty folder`);
         process.exit(2);
       }
       const basePort = port('--base-port', flags.basePort);
