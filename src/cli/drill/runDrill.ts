@@ -15,8 +15,8 @@ import {
   writeWindow,
 } from './drillReport.ts';
 import { type DrillName, FAULTS, type Fault } from './drillScenarios.ts';
-import { judgeReadings, readEverything } from './imageChecker.ts';
-import { firstNewTermCommitAt, LeaderWatch, noLeaderMs } from './leaderWatch.ts';
+import { type CheckResult, judgeReadings, readEverything } from './imageChecker.ts';
+import { firstNewTermCommitAt, type LeaderSample, LeaderWatch, noLeaderMs } from './leaderWatch.ts';
 import { LoadGenerator } from './loadGenerator.ts';
 
 export interface DrillOptions {
@@ -55,23 +55,8 @@ async function runOn(
   }
 }
 
-export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
-  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), `imgvault-drill-${opts.name}-`)));
-  const cluster = await DrillCluster.start({
-    dataDir,
-    ...(opts.basePort === undefined ? {} : { basePort: opts.basePort }),
-    ...(opts.workerBasePort === undefined ? {} : { workerBasePort: opts.workerBasePort }),
-    managers: 3,
-    workers: 3,
-    managerArgs: DRILL_MANAGER_ARGS,
-    workerArgs: DRILL_WORKER_ARGS,
-    logLevel: opts.logLevel,
-    startTimeoutMs: 60_000,
-  });
-  // Ctrl-C ends the drill, not the children: a SIGSTOPped manager would ignore the terminal's signal.
-  const interrupted = () => void cluster.stop().then(() => process.exit(130));
-  process.once('SIGINT', interrupted);
-  const ledger = new DrillLedger();
+/** Load, fault, load until writes succeed again, and the wait for full replication where it applies. */
+async function strike(cluster: DrillCluster, ledger: DrillLedger, opts: DrillOptions) {
   const load = new LoadGenerator(ledger, {
     clients: opts.clients,
     pauseMs: opts.clientPauseMs,
@@ -90,12 +75,8 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
     const loadStart = Date.now();
     load.start();
     await sleep(opts.durationMs / 3);
-    fault = await FAULTS[opts.name]({
-      cluster,
-      ledger,
-      recoveryTimeoutMs: opts.recoveryTimeoutMs,
-      pauseMs: opts.pauseMs,
-    });
+    const ctx = { cluster, ledger, recoveryTimeoutMs: opts.recoveryTimeoutMs, pauseMs: opts.pauseMs };
+    fault = await FAULTS[opts.name](ctx);
     await runOn(ledger, loadStart, fault, opts);
     await load.stop();
     if (fault.replicated) fullReplicationMs = (await fault.replicated) - fault.atEpoch;
@@ -105,6 +86,27 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
     await load.stop();
     await watch.stop();
   }
+  return { fault, error, fullReplicationMs, samples: watch.samples };
+}
+
+export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
+  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), `imgvault-drill-${opts.name}-`)));
+  const cluster = await DrillCluster.start({
+    dataDir,
+    ...(opts.basePort === undefined ? {} : { basePort: opts.basePort }),
+    ...(opts.workerBasePort === undefined ? {} : { workerBasePort: opts.workerBasePort }),
+    managers: 3,
+    workers: 3,
+    managerArgs: DRILL_MANAGER_ARGS,
+    workerArgs: DRILL_WORKER_ARGS,
+    logLevel: opts.logLevel,
+    startTimeoutMs: 60_000,
+  });
+  // Ctrl-C ends the drill, not the children: a SIGSTOPped manager would ignore the terminal's signal.
+  const interrupted = () => void cluster.stop().then(() => process.exit(130));
+  process.once('SIGINT', interrupted);
+  const ledger = new DrillLedger();
+  const { fault, error, fullReplicationMs, samples } = await strike(cluster, ledger, opts);
   try {
     await cluster.leader(opts.recoveryTimeoutMs);
     const managers = cluster.running();
@@ -115,23 +117,15 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
       Date.now() + opts.recoveryTimeoutMs,
     );
     const check = judgeReadings(expected, readings, ledger.problems);
-    const at = fault?.at ?? ledger.now();
-    const report: DrillReport = {
-      drill: opts.name,
-      ok: false,
-      fault: fault?.description ?? 'not struck',
-      faultAt: Math.round(at),
-      managersChecked: managers.map((m) => m.id),
-      ...checkFields(check),
-      noLeaderMs: noLeaderMs(watch.samples, at),
-      ...writeWindow(ledger.outcomes, at),
-      firstCommitMs: fault ? relative(firstNewTermCommitAt(watch.samples, at, fault.termBefore), at) : null,
-      failedByStatus: failedByStatus(ledger.outcomes),
+    const report = buildReport(opts.name, {
+      ledger,
+      samples,
+      fault,
+      check,
       fullReplicationMs,
-      requests: requestCounts(ledger.outcomes),
-      notes: fault?.notes ?? [],
-      ...(error === undefined ? {} : { error }),
-    };
+      error,
+    });
+    report.managersChecked = managers.map((m) => m.id);
     report.ok = !drillFailed(report);
     return report;
   } finally {
@@ -143,4 +137,34 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
 
 function relative(t: number | null, from: number): number | null {
   return t === null ? null : Math.round(t - from);
+}
+
+interface DrillRecord {
+  ledger: DrillLedger;
+  samples: LeaderSample[];
+  fault: Fault | null;
+  check: CheckResult;
+  fullReplicationMs: number | null;
+  error: string | undefined;
+}
+
+function buildReport(drill: string, r: DrillRecord): DrillReport {
+  const { ledger, samples, fault } = r;
+  const at = fault?.at ?? ledger.now();
+  return {
+    drill,
+    ok: false,
+    fault: fault?.description ?? 'not struck',
+    faultAt: Math.round(at),
+    managersChecked: [],
+    ...checkFields(r.check),
+    noLeaderMs: noLeaderMs(samples, at),
+    ...writeWindow(ledger.outcomes, at),
+    firstCommitMs: fault ? relative(firstNewTermCommitAt(samples, at, fault.termBefore), at) : null,
+    failedByStatus: failedByStatus(ledger.outcomes),
+    fullReplicationMs: r.fullReplicationMs,
+    requests: requestCounts(ledger.outcomes),
+    notes: fault?.notes ?? [],
+    ...(r.error === undefined ? {} : { error: r.error }),
+  };
 }
