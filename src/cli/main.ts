@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { createRaftCommand } from './adminCommands.ts';
 import { registerClientCommands } from './clientCommands.ts';
 import { registerClusterCommand } from './clusterCommand.ts';
+import { registerDrillCommand } from './drillCommand.ts';
 import { registerManagerCommand } from './managerCommand.ts';
 import { registerStatusCommand } from './statusCommand.ts';
 import { registerWorkerCommand } from './workerCommand.ts';
@@ -17,5 +18,6 @@ registerClusterCommand(program);
 registerClientCommands(program);
 registerStatusCommand(program);
 program.addCommand(createRaftCommand());
+registerDrillCommand(program);
 
 await program.parseAsync(process.argv);

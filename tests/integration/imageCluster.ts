@@ -67,8 +67,11 @@ export class WaitAborted extends Error {}
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
-/** Runs `imgvault <args>` as a child process; killed after 30 s. */
-export function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs `imgvault <args>` as a child process; killed after `timeoutMs` (30 s). */
+export function runCli(
+  args: string[],
+  timeoutMs = 30_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -81,7 +84,7 @@ export function runCli(args: string[]): Promise<{ code: number | null; stdout: s
     child.stderr.on('data', (d) => {
       stderr += d;
     });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     // 'close', not 'exit': it comes after the last output has been read.
     child.on('close', (code) => {
       clearTimeout(timer);
