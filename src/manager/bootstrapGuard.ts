@@ -106,10 +106,16 @@ async function identifyPeers(
   timeoutMs: number,
 ): Promise<PeerAnswer[]> {
   const others = Object.entries(peers).filter(([id]) => id !== selfId);
-  const views = await Promise.all(others.map(([, url]) => fetchRaftView(url, timeoutMs)));
+  // Every peer at once: a start must not wait one timeout per silent peer.
+  const asked = await Promise.all(
+    others.map(async ([id, url]) => {
+      const view = await fetchRaftView(url, timeoutMs);
+      const accepted = view?.id === id ? await secretAccepted(url, secret, timeoutMs) : null;
+      return { id, url, view, accepted };
+    }),
+  );
   const answers: PeerAnswer[] = [];
-  for (const [i, [id, url]] of others.entries()) {
-    const view = views[i];
+  for (const { id, url, view, accepted } of asked) {
     if (!view) continue;
     if (view.id !== id) {
       throw new StartRefused(
@@ -118,7 +124,7 @@ async function identifyPeers(
           'the peer list disagrees with the cluster that answers (wrong --peers or ports?)',
       );
     }
-    if ((await secretAccepted(url, secret, timeoutMs)) === false) {
+    if (accepted === false) {
       throw new StartRefused(
         'wrong_secret',
         `manager ${id} at ${url} refuses this manager's cluster secret: start it with the secret ` +
