@@ -72,6 +72,7 @@ interface ClusterFlags {
   workers: string;
   workerBasePort: string;
   leaderTimeout: string;
+  restart: boolean;
 }
 
 /** The cluster secret is generated once and kept beside the data, readable by its owner only. */
@@ -85,12 +86,20 @@ async function ensureClusterSecret(file: string): Promise<void> {
   await writeFile(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
 }
 
-function isAlive(pid: number): boolean {
+/**
+ * Whether `pid` is a running `imgvault cluster`. A pid file outlives a launcher that was killed,
+ * and its number may since belong to any process: where /proc tells, the command line decides.
+ */
+async function isLauncher(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').includes('cluster');
+  } catch {
+    return true;
   }
 }
 
@@ -102,7 +111,7 @@ async function claimDataFolder(dataDir: string): Promise<string | null> {
   const file = join(dataDir, 'cluster.pid');
   try {
     const pid = Number.parseInt(await readFile(file, 'utf8'), 10);
-    if (Number.isInteger(pid) && pid !== process.pid && isAlive(pid)) {
+    if (Number.isInteger(pid) && pid !== process.pid && (await isLauncher(pid))) {
       return `data folder ${dataDir} is in use by another imgvault cluster (pid ${pid}); stop it, or use another --data`;
     }
   } catch {}
@@ -132,6 +141,7 @@ interface Layout {
   members: { id: string; port: number }[];
   workers: { id: string; port: number }[];
   leaderTimeoutMs: number;
+  restart: boolean;
 }
 
 function parseLayout(flags: ClusterFlags): Layout | string {
@@ -152,6 +162,7 @@ function parseLayout(flags: ClusterFlags): Layout | string {
     members: Array.from({ length: count }, (_, i) => ({ id: `m${i + 1}`, port: basePort + i })),
     workers: Array.from({ length: workerCount }, (_, i) => ({ id: `w${i + 1}`, port: workerBasePort + i })),
     leaderTimeoutMs: Number(flags.leaderTimeout),
+    restart: flags.restart,
   };
 }
 
@@ -168,6 +179,7 @@ function superviseManagers(layout: Layout): SupervisedChild[] {
       pidFile: join(layout.dataDir, `${m.id}.pid`),
       logFile,
       say: warn,
+      restart: layout.restart,
       spawn: () =>
         spawnManager({
           id: m.id,
@@ -192,6 +204,7 @@ function superviseWorkers(layout: Layout, managerUrls: string[]): SupervisedChil
       pidFile: join(layout.dataDir, `${w.id}.pid`),
       logFile,
       say: warn,
+      restart: layout.restart,
       // Each worker gets its own zone label so the two copies of an image always land on two
       // different workers' disks.
       spawn: () =>
@@ -258,6 +271,7 @@ export function registerClusterCommand(program: Command): void {
     .option('--workers <n>', 'number of storage workers (0 runs the managers alone)', '3')
     .option('--worker-base-port <port>', 'port of the first worker; the others follow', '7101')
     .option('--leader-timeout <ms>', 'how long to wait for a leader, and then for the workers', '30000')
+    .option('--no-restart', 'leave a child that dies down (for drills that control their own faults)')
     .action(async (flags: ClusterFlags) => {
       const layout = parseLayout(flags);
       if (typeof layout === 'string') {
@@ -350,5 +364,7 @@ async function runCluster(layout: Layout): Promise<void> {
   say(
     `open access on 127.0.0.1 (no client tokens): try  curl -L --data-binary @photo.jpg ${urls[0]}/v1/images`,
   );
-  say(`pid files: ${join(dataDir, '<id>.pid')}; a child that dies is restarted`);
+  say(
+    `pid files: ${join(dataDir, '<id>.pid')}; a child that dies is ${layout.restart ? 'restarted' : 'left down (--no-restart)'}`,
+  );
 }

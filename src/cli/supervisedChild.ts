@@ -28,6 +28,8 @@ export interface SupervisedChildOptions {
   pidFile: string;
   logFile: string;
   policy?: RestartPolicy;
+  /** false: report an unexpected exit but leave the child down (a drill controls its own faults). */
+  restart?: boolean;
   /** Where the supervisor's one-line reports go (the launcher's stdout/stderr). */
   say: (line: string) => void;
 }
@@ -112,9 +114,14 @@ export class SupervisedChild {
     if (Date.now() - this.startedAt >= this.policy.stableAfterMs) this.restarts = 0;
     const delay = Math.min(this.policy.maxDelayMs, this.policy.firstDelayMs * 2 ** this.restarts);
     this.restarts += 1;
+    const what = `imgvault cluster: ${this.name} exited (${exit})${reason ? `: ${reason}` : ''}`;
+    if (this.opts.restart === false) {
+      this.opts.say(`${what}; not restarted (--no-restart; log ${this.opts.logFile})`);
+      this.onUnexpectedExit(reason, exit);
+      return;
+    }
     this.opts.say(
-      `imgvault cluster: ${this.name} exited (${exit})${reason ? `: ${reason}` : ''}; ` +
-        `restarting in ${formatDelay(delay)} (restart ${this.restarts}; log ${this.opts.logFile})`,
+      `${what}; restarting in ${formatDelay(delay)} (restart ${this.restarts}; log ${this.opts.logFile})`,
     );
     this.onUnexpectedExit(reason, exit);
     if (this.stopping) return;

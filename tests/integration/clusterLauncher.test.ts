@@ -191,7 +191,21 @@ describe('imgvault cluster', () => {
     const all = other.output() + (await logsOf(join(root, 'b')));
     expect(all).not.toMatch(/Remove it|DELETE \/v1\/cluster\/members/);
     // The running cluster is untouched.
-    await waitForLeader([`http://127.0.0.1:${basePort}`, `http://127.0.0.1:${basePort + 1}`], 10_000);
+    await waitForLeader(
+      [0, 1, 2].map((i) => `http://127.0.0.1:${basePort + i}`),
+      30_000,
+    );
+  }, 70_000);
+
+  it('a second launcher on the same data folder is refused, leaving the first one its pid file', async () => {
+    const other = start();
+    const code = await Promise.race([
+      other.exited,
+      new Promise((r) => setTimeout(() => r('timeout'), 60_000)),
+    ]);
+    expect(code).toBe(1);
+    expect(other.output()).toMatch(/data folder .* is in use by another imgvault cluster \(pid \d+\)/);
+    expect(Number.parseInt(await readFile(join(dataDir, 'cluster.pid'), 'utf8'), 10)).toBe(first.child.pid);
   }, 70_000);
 
   it('restarts a killed worker and a killed manager, with a new pid file each', async () => {
