@@ -94,6 +94,8 @@ export class SupervisedChild {
 
   async start(): Promise<void> {
     this.logOffset = await sizeOf(this.opts.logFile);
+    // A stop that came during that await finds no new child to stop: spawn none.
+    if (this.stopping) return;
     const proc = this.opts.spawn();
     this.proc = proc;
     this.startedAt = Date.now();
