@@ -15,8 +15,9 @@
 
 import { createServer } from 'node:net';
 import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
-import { fetchRaftView, type RaftView } from '../cli/localManagers.ts';
+
 import { bootstrapSnapshot } from '../consensus/core/index.ts';
+import { fetchRaftView, type RaftView } from './raftView.ts';
 
 /** The index of the snapshot every founder starts from: entries past it were acknowledged. */
 const BOOTSTRAP_INDEX = bootstrapSnapshot([]).metadata.index;
