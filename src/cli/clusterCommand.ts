@@ -282,6 +282,17 @@ export function registerClusterCommand(program: Command): void {
     });
 }
 
+/** Waits for the workers, warns about each one missing or drained; how many take images. */
+async function workersTakingImages(layout: Layout, leaderUrl: string): Promise<number> {
+  const presence = await waitForWorkers(
+    leaderUrl,
+    layout.workers.map((w) => ({ id: w.id, url: workerUrl(w.port) })),
+    layout.leaderTimeoutMs,
+  );
+  for (const line of describeMissing(presence)) warn(line);
+  return presence.filter((w) => w.healthy && w.state === 'up').length;
+}
+
 async function runCluster(layout: Layout): Promise<void> {
   const { dataDir } = layout;
   await mkdir(dataDir, { recursive: true });
@@ -309,8 +320,9 @@ async function runCluster(layout: Layout): Promise<void> {
     stopping = true;
     const began = Date.now();
     say('imgvault cluster: stopping...');
-    // Workers first: a manager then never sees a worker go silent mid-stop, and no upload is left
-    // half-placed. Then every manager at once, told the cluster is stopping (no handover).
+    // Workers first: they need no manager to stop, whereas managers gone first would leave them
+    // logging failed heartbeats. Then every manager at once, told the cluster is stopping, so no
+    // leader waits to hand over to a follower that is stopping too.
     await Promise.all(workers.map((w) => w.stop()));
     await Promise.all(managers.map((m) => m.stop()));
     await rm(join(dataDir, 'cluster.pid'), { force: true });
@@ -344,14 +356,8 @@ async function runCluster(layout: Layout): Promise<void> {
     say(`manager ${m.id}: ${managerUrl(m.port)}  (log: ${join(dataDir, `${m.id}.log`)})`);
   for (const w of layout.workers)
     say(`worker  ${w.id}: ${workerUrl(w.port)}  (log: ${join(dataDir, `${w.id}.log`)})`);
-  const presence = await waitForWorkers(
-    leader.url,
-    layout.workers.map((w) => ({ id: w.id, url: workerUrl(w.port) })),
-    layout.leaderTimeoutMs,
-  );
+  const usable = await workersTakingImages(layout, leader.url);
   if (stopping) return;
-  for (const line of describeMissing(presence)) warn(line);
-  const usable = presence.filter((w) => w.healthy && w.state === 'up').length;
   if (layout.workers.length > 0 && usable === 0) {
     warn(
       "imgvault cluster: stopped: no worker could start, so no image can be stored; see the workers' logs",
