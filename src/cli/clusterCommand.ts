@@ -1,40 +1,68 @@
 // `imgvault cluster` (what `npm start` runs): an embedded cluster on 127.0.0.1 as child processes,
 // data under one folder, so a restart with the same folder keeps everything.
+//
+// The launcher owns its children: each runs in its own process group (a terminal's Ctrl-C reaches
+// the launcher alone, which then stops workers, then managers, each with one control message), is
+// restarted with backoff if it dies on its own, and has its pid in `<data>/<id>.pid`.
 
-import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { managerUrl, peersSpec, spawnManager, stopChild, waitForLeader } from './localManagers.ts';
+import { checkPortFree, StartRefused } from '../manager/bootstrapGuard.ts';
+import { managerUrl, peersSpec, spawnManager, waitForLeader } from './localManagers.ts';
 import { spawnWorker, workerUrl } from './localWorkers.ts';
+import { SupervisedChild } from './supervisedChild.ts';
+
+interface WorkerPresence {
+  id: string;
+  healthy: boolean;
+  /** The leader's view of it: up, suspect, down, draining, drained, or absent (never registered). */
+  state: string | null;
+}
+
+async function workerPresence(
+  leaderUrl: string,
+  workers: { id: string; url: string }[],
+): Promise<WorkerPresence[]> {
+  const healthy = await Promise.all(
+    workers.map((w) =>
+      fetch(`${w.url}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
+        (res) => res.ok,
+        () => false,
+      ),
+    ),
+  );
+  let states = new Map<string, string>();
+  try {
+    const res = await fetch(`${leaderUrl}/v1/cluster/nodes`, { signal: AbortSignal.timeout(1_000) });
+    const body = (await res.json()) as { nodes: { id: string; state: string }[] };
+    states = new Map(body.nodes.map((n) => [n.id, n.state]));
+  } catch {}
+  return workers.map((w, i) => ({ id: w.id, healthy: healthy[i] ?? false, state: states.get(w.id) ?? null }));
+}
+
+// A worker that answers its own /healthz and that the leader no longer counts silent has started;
+// the table alone is not enough: after a restart it still says `up` from the previous run.
+const STARTED_STATES = new Set(['up', 'draining', 'drained']);
 
 /**
- * Waits until every worker answers its own /healthz and the leader counts them all up. The
- * table alone is not enough: after a restart it still says `up` from the previous run, before the
- * workers have even started, and an image read then would fail. Throws after timeoutMs.
+ * Waits, up to timeoutMs, for every worker to start; returns what it saw last, so the caller can
+ * start with what it has and name what is missing.
  */
-async function waitForWorkers(leaderUrl: string, workerUrls: string[], timeoutMs: number): Promise<number> {
+async function waitForWorkers(
+  leaderUrl: string,
+  workers: { id: string; url: string }[],
+  timeoutMs: number,
+): Promise<WorkerPresence[]> {
   const deadline = Date.now() + timeoutMs;
-  let up = 0;
+  let seen: WorkerPresence[] = [];
   while (Date.now() < deadline) {
-    try {
-      const healthy = await Promise.all(
-        workerUrls.map((url) =>
-          fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
-            (res) => res.ok,
-            () => false,
-          ),
-        ),
-      );
-      const res = await fetch(`${leaderUrl}/v1/cluster/nodes`, { signal: AbortSignal.timeout(1_000) });
-      const body = (await res.json()) as { nodes: { state: string }[] };
-      up = body.nodes.filter((n) => n.state === 'up').length;
-      if (healthy.every(Boolean) && up >= workerUrls.length) return up;
-    } catch {}
+    seen = await workerPresence(leaderUrl, workers);
+    if (seen.every((w) => w.healthy && w.state !== null && STARTED_STATES.has(w.state))) return seen;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`only ${up} of ${workerUrls.length} workers up within ${timeoutMs} ms`);
+  return seen;
 }
 
 interface ClusterFlags {
@@ -44,6 +72,7 @@ interface ClusterFlags {
   workers: string;
   workerBasePort: string;
   leaderTimeout: string;
+  restart: boolean;
 }
 
 /** The cluster secret is generated once and kept beside the data, readable by its owner only. */
@@ -57,130 +86,291 @@ async function ensureClusterSecret(file: string): Promise<void> {
   await writeFile(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
 }
 
+/**
+ * Whether `pid` is a running `imgvault cluster`. A pid file outlives a launcher that was killed,
+ * and its number may since belong to any process: where /proc tells, the command line decides.
+ */
+async function isLauncher(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').includes('cluster');
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Claims the data folder with `<data>/cluster.pid`; refuses (with a plain message) when another
+ * launcher that is still alive holds it: two clusters on one folder would share every store.
+ */
+async function claimDataFolder(dataDir: string): Promise<string | null> {
+  const file = join(dataDir, 'cluster.pid');
+  try {
+    const pid = Number.parseInt(await readFile(file, 'utf8'), 10);
+    if (Number.isInteger(pid) && pid !== process.pid && (await isLauncher(pid))) {
+      return `data folder ${dataDir} is in use by another imgvault cluster (pid ${pid}); stop it, or use another --data`;
+    }
+  } catch {}
+  await writeFile(file, `${process.pid}\n`);
+  return null;
+}
+
+async function firstTakenPort(layout: Layout): Promise<string | null> {
+  const all = [
+    ...layout.members.map((m) => ({ ...m, kind: 'manager', flag: '--base-port' })),
+    ...layout.workers.map((w) => ({ ...w, kind: 'worker', flag: '--worker-base-port' })),
+  ];
+  for (const p of all) {
+    try {
+      await checkPortFree('127.0.0.1', p.port);
+    } catch (err) {
+      if (!(err instanceof StartRefused)) throw err;
+      return `port ${p.port} (${p.kind} ${p.id}) on 127.0.0.1 is in use by another process (another imgvault cluster?): stop it, or choose other ports with ${p.flag}`;
+    }
+  }
+  return null;
+}
+
+interface Layout {
+  dataDir: string;
+  secretFile: string;
+  members: { id: string; port: number }[];
+  workers: { id: string; port: number }[];
+  leaderTimeoutMs: number;
+  restart: boolean;
+}
+
+function parseLayout(flags: ClusterFlags): Layout | string {
+  const count = Number(flags.managers);
+  const basePort = Number(flags.basePort);
+  const workerCount = Number(flags.workers);
+  const workerBasePort = Number(flags.workerBasePort);
+  if (!Number.isInteger(count) || count < 1 || count > 9) return '--managers must be 1..9';
+  if (!Number.isInteger(basePort) || basePort < 1 || basePort + count > 65_535)
+    return '--base-port is not a usable port';
+  if (!Number.isInteger(workerCount) || workerCount < 0 || workerCount > 32) return '--workers must be 0..32';
+  if (!Number.isInteger(workerBasePort) || workerBasePort < 1 || workerBasePort + workerCount > 65_535)
+    return '--worker-base-port is not a usable port';
+  const dataDir = resolve(flags.data);
+  return {
+    dataDir,
+    secretFile: join(dataDir, 'cluster-secret'),
+    members: Array.from({ length: count }, (_, i) => ({ id: `m${i + 1}`, port: basePort + i })),
+    workers: Array.from({ length: workerCount }, (_, i) => ({ id: `w${i + 1}`, port: workerBasePort + i })),
+    leaderTimeoutMs: Number(flags.leaderTimeout),
+    restart: flags.restart,
+  };
+}
+
+const say = (line: string) => console.log(line);
+const warn = (line: string) => console.error(line);
+
+function superviseManagers(layout: Layout): SupervisedChild[] {
+  const peers = peersSpec(layout.members);
+  return layout.members.map((m) => {
+    const logFile = join(layout.dataDir, `${m.id}.log`);
+    return new SupervisedChild({
+      kind: 'manager',
+      id: m.id,
+      pidFile: join(layout.dataDir, `${m.id}.pid`),
+      logFile,
+      say: warn,
+      restart: layout.restart,
+      spawn: () =>
+        spawnManager({
+          id: m.id,
+          port: m.port,
+          dataDir: join(layout.dataDir, m.id),
+          peers,
+          secretFile: layout.secretFile,
+          logFile,
+          detached: true,
+          ipc: true,
+        }),
+    });
+  });
+}
+
+function superviseWorkers(layout: Layout, managerUrls: string[]): SupervisedChild[] {
+  return layout.workers.map((w) => {
+    const logFile = join(layout.dataDir, `${w.id}.log`);
+    return new SupervisedChild({
+      kind: 'worker',
+      id: w.id,
+      pidFile: join(layout.dataDir, `${w.id}.pid`),
+      logFile,
+      say: warn,
+      restart: layout.restart,
+      // Each worker gets its own zone label so the two copies of an image always land on two
+      // different workers' disks.
+      spawn: () =>
+        spawnWorker({
+          id: w.id,
+          port: w.port,
+          dataDir: join(layout.dataDir, w.id),
+          managers: managerUrls,
+          secretFile: layout.secretFile,
+          zone: `zone-${w.id}`,
+          logFile,
+          detached: true,
+          ipc: true,
+        }),
+    });
+  });
+}
+
+/**
+ * Resolves with a one-line reason once a majority of the managers have failed to start (no leader
+ * can be elected then); each failure is also reported as it happens.
+ */
+function majorityFailed(managers: SupervisedChild[]): Promise<string> {
+  return new Promise((resolve) => {
+    const failed = new Map<string, string>();
+    for (const m of managers) {
+      m.onUnexpectedExit = (reason, exit) => {
+        failed.set(m.name, reason ?? exit);
+        if (failed.size > managers.length / 2) {
+          const [name, why] = [...failed.entries()][0]!;
+          resolve(`${name} could not start: ${why}`);
+        }
+      };
+    }
+  });
+}
+
+function describeMissing(workers: WorkerPresence[]): string[] {
+  const lines: string[] = [];
+  for (const w of workers) {
+    if (w.state === 'drained' || w.state === 'draining') {
+      lines.push(
+        `imgvault cluster: warning: worker ${w.id} is ${w.state}: it takes no new images ` +
+          `(imgvault worker undrain ${w.id} takes it back)`,
+      );
+    } else if (!w.healthy || w.state === null || !STARTED_STATES.has(w.state)) {
+      lines.push(
+        `imgvault cluster: warning: worker ${w.id} has not started (${w.healthy ? `leader sees it ${w.state ?? 'unregistered'}` : 'not answering'}); starting without it, see its log`,
+      );
+    }
+  }
+  return lines;
+}
+
 export function registerClusterCommand(program: Command): void {
   program
     .command('cluster')
-    .description('run an embedded cluster on 127.0.0.1 (managers as child processes); Ctrl-C stops it')
-    .option('--data <dir>', 'data folder (one sub-folder per process)', './data')
+    .description(
+      'run an embedded cluster on 127.0.0.1 (managers and workers as child processes, restarted if they die); Ctrl-C stops it',
+    )
+    .option('--data <dir>', 'data folder (one sub-folder, log and pid file per process)', './data')
     .option('--managers <n>', 'number of managers', '3')
     .option('--base-port <port>', 'port of the first manager; the others follow', '7001')
     .option('--workers <n>', 'number of storage workers (0 runs the managers alone)', '3')
     .option('--worker-base-port <port>', 'port of the first worker; the others follow', '7101')
-    .option('--leader-timeout <ms>', 'how long to wait for a leader', '30000')
+    .option('--leader-timeout <ms>', 'how long to wait for a leader, and then for the workers', '30000')
+    .option('--no-restart', 'leave a child that dies down (for drills that control their own faults)')
     .action(async (flags: ClusterFlags) => {
-      const count = Number(flags.managers);
-      const basePort = Number(flags.basePort);
-      if (!Number.isInteger(count) || count < 1 || count > 9) {
-        console.error('imgvault cluster: --managers must be 1..9');
+      const layout = parseLayout(flags);
+      if (typeof layout === 'string') {
+        warn(`imgvault cluster: ${layout}`);
         process.exit(2);
       }
-      if (!Number.isInteger(basePort) || basePort < 1 || basePort + count > 65_535) {
-        console.error('imgvault cluster: --base-port is not a usable port');
-        process.exit(2);
-      }
-      const workerCount = Number(flags.workers);
-      const workerBasePort = Number(flags.workerBasePort);
-      if (!Number.isInteger(workerCount) || workerCount < 0 || workerCount > 32) {
-        console.error('imgvault cluster: --workers must be 0..32');
-        process.exit(2);
-      }
-      if (!Number.isInteger(workerBasePort) || workerBasePort < 1 || workerBasePort + workerCount > 65_535) {
-        console.error('imgvault cluster: --worker-base-port is not a usable port');
-        process.exit(2);
-      }
-      const dataDir = resolve(flags.data);
-      await mkdir(dataDir, { recursive: true });
-      const secretFile = join(dataDir, 'cluster-secret');
-      await ensureClusterSecret(secretFile);
-
-      const members = Array.from({ length: count }, (_, i) => ({ id: `m${i + 1}`, port: basePort + i }));
-      const peers = peersSpec(members);
-      const children = new Map<string, ChildProcess>();
-      let stopping = false;
-
-      const stopAll = async (code: number) => {
-        if (stopping) return;
-        stopping = true;
-        console.log('imgvault cluster: stopping...');
-        await Promise.all([...children.values()].map((c) => stopChild(c, 10_000)));
-        console.log('imgvault cluster: stopped');
-        process.exit(code);
-      };
-      process.once('SIGINT', () => void stopAll(0));
-      process.once('SIGTERM', () => void stopAll(0));
-
-      for (const m of members) {
-        const child = spawnManager({
-          id: m.id,
-          port: m.port,
-          dataDir: join(dataDir, m.id),
-          peers,
-          secretFile,
-          logFile: join(dataDir, `${m.id}.log`),
-        });
-        child.once('exit', (code, signal) => {
-          if (!stopping) {
-            console.error(
-              `imgvault cluster: manager ${m.id} exited (${signal ?? `code ${code}`}); see ${join(dataDir, `${m.id}.log`)}`,
-            );
-          }
-        });
-        children.set(m.id, child);
-      }
-
-      const urls = members.map((m) => managerUrl(m.port));
-      try {
-        // A manager that dies while starting (a port in use, a bad data folder) ends the wait at once.
-        const died = new Promise<never>((_, reject) => {
-          for (const [id, child] of children) {
-            child.once('exit', () => reject(new Error(`manager ${id} exited before a leader was elected`)));
-          }
-        });
-        died.catch(() => {}); // exits after start-up are reported by the handlers above
-        const leader = await Promise.race([waitForLeader(urls, Number(flags.leaderTimeout)), died]);
-        // Workers register with the leader, so they start once there is one; each gets its own zone
-        // label so the two copies of an image always land on two different workers' disks.
-        const workerIds = Array.from({ length: workerCount }, (_, i) => ({
-          id: `w${i + 1}`,
-          port: workerBasePort + i,
-        }));
-        for (const w of workerIds) {
-          const logFile = join(dataDir, `${w.id}.log`);
-          const child = spawnWorker({
-            id: w.id,
-            port: w.port,
-            dataDir: join(dataDir, w.id),
-            managers: urls,
-            secretFile,
-            zone: `zone-${w.id}`,
-            logFile,
-          });
-          child.once('exit', (code, signal) => {
-            if (!stopping)
-              console.error(
-                `imgvault cluster: worker ${w.id} exited (${signal ?? `code ${code}`}); see ${logFile}`,
-              );
-          });
-          children.set(w.id, child);
-        }
-        for (const m of members)
-          console.log(`manager ${m.id}: ${managerUrl(m.port)}  (log: ${join(dataDir, `${m.id}.log`)})`);
-        for (const w of workerIds)
-          console.log(`worker  ${w.id}: ${workerUrl(w.port)}  (log: ${join(dataDir, `${w.id}.log`)})`);
-        const registered = await waitForWorkers(
-          leader.url,
-          workerIds.map((w) => workerUrl(w.port)),
-          Number(flags.leaderTimeout),
-        );
-        console.log(
-          `imgvault cluster ready: ${count} managers, ${registered} workers, leader ${leader.id} at ${leader.url} (term ${leader.term}); data in ${dataDir}`,
-        );
-        console.log(
-          `open access on 127.0.0.1 (no client tokens): try  curl -L --data-binary @photo.jpg ${urls[0]}/v1/images`,
-        );
-      } catch (err) {
-        console.error(`imgvault cluster: ${err instanceof Error ? err.message : String(err)}`);
-        await stopAll(1);
-      }
+      await runCluster(layout);
     });
+}
+
+/** Waits for the workers, warns about each one missing or drained; how many take images. */
+async function workersTakingImages(layout: Layout, leaderUrl: string): Promise<number> {
+  const presence = await waitForWorkers(
+    leaderUrl,
+    layout.workers.map((w) => ({ id: w.id, url: workerUrl(w.port) })),
+    layout.leaderTimeoutMs,
+  );
+  for (const line of describeMissing(presence)) warn(line);
+  return presence.filter((w) => w.healthy && w.state === 'up').length;
+}
+
+async function runCluster(layout: Layout): Promise<void> {
+  const { dataDir } = layout;
+  await mkdir(dataDir, { recursive: true });
+  const claimRefused = await claimDataFolder(dataDir);
+  if (claimRefused) {
+    warn(`imgvault cluster: stopped: ${claimRefused}`);
+    process.exit(1);
+  }
+  await ensureClusterSecret(layout.secretFile);
+  // Before any child starts: with a port taken, whatever answers there (another cluster's leader)
+  // would be mistaken for ours.
+  const portTaken = await firstTakenPort(layout);
+  if (portTaken) {
+    await rm(join(dataDir, 'cluster.pid'), { force: true });
+    warn(`imgvault cluster: stopped: ${portTaken}`);
+    process.exit(1);
+  }
+
+  const managers = superviseManagers(layout);
+  const urls = layout.members.map((m) => managerUrl(m.port));
+  const workers = superviseWorkers(layout, urls);
+  let stopping = false;
+  const stopAll = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    const began = Date.now();
+    say('imgvault cluster: stopping...');
+    // Workers first: they need no manager to stop, whereas managers gone first would leave them
+    // logging failed heartbeats. Then every manager at once, told the cluster is stopping, so no
+    // leader waits to hand over to a follower that is stopping too.
+    await Promise.all(workers.map((w) => w.stop()));
+    await Promise.all(managers.map((m) => m.stop()));
+    await rm(join(dataDir, 'cluster.pid'), { force: true });
+    say(`imgvault cluster: stopped in ${Date.now() - began} ms`);
+    process.exit(code);
+  };
+  const onSignal = () => {
+    if (!stopping) return void stopAll(0);
+    // A second signal: the operator will not wait.
+    for (const c of [...workers, ...managers]) c.kill();
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  for (const m of managers) await m.start();
+  const failed = majorityFailed(managers);
+  let leader: { id: string; url: string; term: number };
+  try {
+    leader = await Promise.race([
+      waitForLeader(urls, layout.leaderTimeoutMs),
+      failed.then((why) => Promise.reject(new Error(why))),
+    ]);
+  } catch (err) {
+    warn(`imgvault cluster: stopped: ${err instanceof Error ? err.message : String(err)}`);
+    return stopAll(1);
+  }
+  for (const m of managers) m.onUnexpectedExit = () => {};
+  for (const w of workers) await w.start();
+  for (const m of layout.members)
+    say(`manager ${m.id}: ${managerUrl(m.port)}  (log: ${join(dataDir, `${m.id}.log`)})`);
+  for (const w of layout.workers)
+    say(`worker  ${w.id}: ${workerUrl(w.port)}  (log: ${join(dataDir, `${w.id}.log`)})`);
+  const usable = await workersTakingImages(layout, leader.url);
+  if (stopping) return;
+  if (layout.workers.length > 0 && usable === 0) {
+    warn(
+      "imgvault cluster: stopped: no worker could start, so no image can be stored; see the workers' logs",
+    );
+    return stopAll(1);
+  }
+  say(
+    `imgvault cluster ready: ${layout.members.length} managers, ${usable} of ${layout.workers.length} workers taking images, leader ${leader.id} at ${leader.url} (term ${leader.term}); data in ${dataDir}`,
+  );
+  say(
+    `open access on 127.0.0.1 (no client tokens): try  curl -L --data-binary @photo.jpg ${urls[0]}/v1/images`,
+  );
+  say(
+    `pid files: ${join(dataDir, '<id>.pid')}; a child that dies is ${layout.restart ? 'restarted' : 'left down (--no-restart)'}`,
+  );
 }

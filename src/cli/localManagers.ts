@@ -3,6 +3,7 @@
 
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { fetchRaftView } from '../manager/raftView.ts';
 import { type ChildOptions, spawnTypeScript } from './localProcess.ts';
 
 const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
@@ -47,30 +48,7 @@ export function spawnManager(spec: LocalManagerSpec): ChildProcess {
   );
 }
 
-export interface RaftView {
-  id: string;
-  role: string;
-  term: number;
-  leader: { id: string; url: string | null } | null;
-  commit: number;
-  applied: number;
-  firstIndex: number;
-  lastIndex: number;
-  snapshotIndex: number;
-  confState: { voters: string[]; learners: string[] };
-  /** On the leader: each peer's progress. */
-  peers?: Record<string, { match: number; next: number; state: string }>;
-}
-
-export async function fetchRaftView(url: string, timeoutMs = 1_000): Promise<RaftView | null> {
-  try {
-    const res = await fetch(`${url}/v1/cluster/raft`, { signal: AbortSignal.timeout(timeoutMs) });
-    if (!res.ok) return null;
-    return (await res.json()) as RaftView;
-  } catch {
-    return null;
-  }
-}
+export { fetchRaftView, type RaftView } from '../manager/raftView.ts';
 
 /**
  * Polls until one of `urls` reports itself leader and every other answering manager agrees on it;

@@ -16,6 +16,13 @@ export interface ChildOptions {
   /** Appends the child's stdout and stderr (pino JSON) here; otherwise they are discarded. */
   logFile?: string;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Runs the child in its own process group, so a terminal's Ctrl-C (sent to the foreground
+   * group) reaches only the parent, which alone decides how its children stop.
+   */
+  detached?: boolean;
+  /** Opens a Node IPC channel to the child (see childControl.ts: how a launcher stops it). */
+  ipc?: boolean;
 }
 
 /**
@@ -41,8 +48,9 @@ export function spawnTypeScript(entry: string, args: string[], opts: ChildOption
   const out = opts.logFile ? openSync(opts.logFile, 'a') : 'ignore';
   const nodeArgs = [...HEAP_FLAGS, ...CHILD_NODE_ARGS, ...(opts.nodeArgs ?? [])];
   const child = spawn(process.execPath, [...nodeArgs, '--import', TSX, entry, ...args], {
-    stdio: ['ignore', out, out],
+    stdio: opts.ipc ? ['ignore', out, out, 'ipc'] : ['ignore', out, out],
     env: { ...process.env, ...opts.env },
+    detached: opts.detached ?? false,
   });
   // The child holds its own copy of the descriptor.
   if (typeof out === 'number') closeSync(out);

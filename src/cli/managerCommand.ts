@@ -2,41 +2,80 @@
 // the membership of a running cluster (adminCommands.ts).
 
 import type { Command } from 'commander';
-import { loadManagerConfig, type ManagerFlags } from '../manager/managerConfig.ts';
+import { loadManagerConfig, MANAGER_ENV, type ManagerFlags } from '../manager/managerConfig.ts';
 import { runManagerProcess } from '../manager/managerProcess.ts';
 import { addMembershipCommands } from './adminCommands.ts';
+
+/** A flag's help with the environment variable it falls back to. */
+const help = (what: string, flag: keyof typeof MANAGER_ENV) => `${what} [env ${MANAGER_ENV[flag]}]`;
 
 export function registerManagerCommand(program: Command): void {
   const manager = program
     .command('manager')
     .description('run one manager (Raft replica + API); flags fall back to IMGVAULT_* environment variables')
-    .option('--id <id>', 'this manager id, e.g. m1 (IMGVAULT_MANAGER_ID)')
-    .option('--listen <host:port>', 'address to listen on (default: this id in --peers)')
-    .option('--url <url>', 'URL peers and clients reach this manager at (default: from --peers or --listen)')
-    .option('--data <dir>', 'data directory (IMGVAULT_DATA)')
-    .option('--peers <list>', 'founding members, e.g. m1=http://127.0.0.1:7001,m2=... (IMGVAULT_PEERS)')
-    .option('--join', 'start with no membership and wait to be added to an existing cluster')
-    .option('--secret <secret>', 'cluster secret (prefer --secret-file or IMGVAULT_CLUSTER_SECRET)')
-    .option('--secret-file <file>', 'file holding the cluster secret (IMGVAULT_CLUSTER_SECRET_FILE)')
-    .option('--tick-ms <ms>', 'Raft tick interval in ms (default 50)')
-    .option('--election-tick <n>', 'ticks before an election (default 10)')
-    .option('--heartbeat-tick <n>', 'ticks between heartbeats (default 1)')
-    .option('--snapshot-threshold <n>', 'snapshot and compact every n applied entries (default 10000)')
+    .option('--id <id>', help('this manager id, e.g. m1', 'id'))
+    .option('--listen <host:port>', help('address to listen on (default: this id in --peers)', 'listen'))
+    .option(
+      '--url <url>',
+      help('URL peers and clients reach this manager at (default: from --peers or --listen)', 'url'),
+    )
+    .option('--data <dir>', help('data directory', 'data'))
+    .option('--peers <list>', help('founding members, e.g. m1=http://127.0.0.1:7001,m2=...', 'peers'))
+    .option(
+      '--join',
+      help('start with no membership and wait to be added to an existing cluster (env: 1 = on)', 'join'),
+    )
+    .option(
+      '--secret <secret>',
+      help('the cluster secret itself (prefer --secret-file: a flag shows in ps)', 'secret'),
+    )
+    .option('--secret-file <file>', help('file holding the cluster secret', 'secretFile'))
+    .option('--tick-ms <ms>', help('Raft tick interval in ms (default 50)', 'tickMs'))
+    .option('--election-tick <n>', help('ticks before an election (default 10)', 'electionTick'))
+    .option('--heartbeat-tick <n>', help('ticks between heartbeats (default 1)', 'heartbeatTick'))
+    .option(
+      '--snapshot-threshold <n>',
+      help('snapshot and compact every n applied entries (default 10000)', 'snapshotThreshold'),
+    )
     .option(
       '--mode <mode>',
-      'images (default) or kv: a bare replicated register for Raft benchmarks and drills',
+      help('images (default) or kv: a bare replicated register for Raft benchmarks and drills', 'mode'),
     )
-    .option('--client-tokens-file <file>', 'bearer tokens (one a line) clients must present; none = open API')
-    .option('--max-image-bytes <n>', 'largest accepted image in bytes (default 67108864 = 64 MiB)')
-    .option('--suspect-after-ms <ms>', 'a worker silent this long gets no new copies or reads (default 3000)')
-    .option('--down-after-ms <ms>', 'a worker silent this long is marked down and repaired (default 30000)')
+    .option(
+      '--client-tokens-file <file>',
+      help('bearer tokens (one a line) clients must present; none = open API', 'clientTokensFile'),
+    )
+    .option(
+      '--max-image-bytes <n>',
+      help('largest accepted image in bytes (default 67108864 = 64 MiB)', 'maxImageBytes'),
+    )
+    .option(
+      '--suspect-after-ms <ms>',
+      help('a worker silent this long gets no new copies or reads (default 3000)', 'suspectAfterMs'),
+    )
+    .option(
+      '--down-after-ms <ms>',
+      help('a worker silent this long is marked down and repaired (default 30000)', 'downAfterMs'),
+    )
     .option(
       '--orphan-grace-ms <ms>',
-      'unknown blobs on a rejoining worker are deleted after this long (default 3600000)',
+      help(
+        'unknown blobs on a rejoining worker are deleted after this long (default 3600000)',
+        'orphanGraceMs',
+      ),
     )
-    .option('--repair-concurrency <n>', 'worker-to-worker repair copies at once (default 32)')
-    .option('--heartbeat-interval-ms <ms>', 'heartbeat period asked of workers (default 1000)')
-    .option('--usage-summary-ms <ms>', 'how often worker usage is committed (default 5000)')
+    .option(
+      '--repair-concurrency <n>',
+      help('worker-to-worker repair copies at once (default 32)', 'repairConcurrency'),
+    )
+    .option(
+      '--heartbeat-interval-ms <ms>',
+      help('heartbeat period asked of workers (default 1000)', 'heartbeatIntervalMs'),
+    )
+    .option(
+      '--usage-summary-ms <ms>',
+      help('how often worker usage is committed (default 5000)', 'usageSummaryMs'),
+    )
     .action(async (flags: ManagerFlags) => {
       let config: ReturnType<typeof loadManagerConfig>;
       try {

@@ -1,23 +1,54 @@
+// Checks a manager makes before it joins in any Raft traffic, so that a misconfigured start ends
+// with one plain message naming its cause instead of a consequence of it.
+//
 // A founding manager that finds its Raft store empty bootstraps the cluster as new. That is right
 // the first time it starts. After its data folder was lost it is wrong: it would come back as a
 // voter with no memory of its votes or its log, and could help elect a leader that lacks committed
 // entries (which that leader then overwrites). The leader still remembers what the lost manager
 // acknowledged (its match index), so a manager about to bootstrap asks its peers first. A peer
 // that cannot be reached teaches nothing: on a cold start of a new cluster none can be.
+//
+// The advice that follows (remove the member) is destructive, so it is given only when the peer
+// that answered is certainly our cluster's leader: it answers as the id --peers names at that URL,
+// it accepts our cluster secret, and it counts us as a voter. Anything less is a configuration
+// mismatch, reported as such.
 
-import { fetchRaftView } from '../cli/localManagers.ts';
+import { createServer } from 'node:net';
+import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
+
 import { bootstrapSnapshot } from '../consensus/core/index.ts';
+import { fetchRaftView, type RaftView } from './raftView.ts';
 
 /** The index of the snapshot every founder starts from: entries past it were acknowledged. */
 const BOOTSTRAP_INDEX = bootstrapSnapshot([]).metadata.index;
 
-export class RebootstrapRefused extends Error {
+export type StartRefusalReason =
+  | 'port_in_use'
+  | 'data_in_use'
+  | 'wrong_secret'
+  | 'peer_mismatch'
+  | 'foreign_data'
+  | 'data_lost';
+
+/** A start-up refused for a known cause; `reason` is logged as is for tools to match. */
+export class StartRefused extends Error {
+  constructor(
+    readonly reason: StartRefusalReason,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StartRefused';
+  }
+}
+
+export class RebootstrapRefused extends StartRefused {
   constructor(
     readonly selfId: string,
     readonly leaderId: string,
     readonly match: number,
   ) {
     super(
+      'data_lost',
       `manager ${selfId} has an empty data folder, but leader ${leaderId} holds its acknowledgement of ` +
         `log index ${match}: its data was lost. Restarting it as a founder could lose committed writes. ` +
         `Remove it (DELETE /v1/cluster/members/${selfId}), then add it again and start it with --join.`,
@@ -26,24 +57,144 @@ export class RebootstrapRefused extends Error {
   }
 }
 
+/** Throws StartRefused('port_in_use') when host:port cannot be bound right now. */
+export async function checkPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  const error = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
+    const srv = createServer();
+    srv.once('error', (err: NodeJS.ErrnoException) => resolve(err));
+    srv.listen(port, host, () => srv.close(() => resolve(null)));
+  });
+  if (error?.code === 'EADDRINUSE') {
+    throw new StartRefused(
+      'port_in_use',
+      `port ${port} on ${host} is in use by another process (another imgvault cluster?): ` +
+        'stop it, or give this manager another port (--listen, or --base-port for imgvault cluster)',
+    );
+  }
+  if (error) throw new StartRefused('port_in_use', `cannot listen on ${host}:${port}: ${error.message}`);
+}
+
 /**
- * Throws RebootstrapRefused when a peer that leads reports that `selfId` acknowledged entries
- * beyond the bootstrap snapshot. Every peer is asked at once, each for at most `timeoutMs`.
+ * Whether `url` accepts `secret`: asked on a read-only admin route (a drain's status) that checks
+ * the secret first, so 401 means wrong and anything else right. null: no answer. (A kv-mode
+ * manager has no such route and answers 404: not a refusal, so the check passes.)
  */
-export async function refuseRebootstrap(
+async function secretAccepted(url: string, secret: string, timeoutMs: number): Promise<boolean | null> {
+  try {
+    const res = await fetch(`${url}/v1/cluster/nodes/secret-check/drain`, {
+      headers: { [CLUSTER_SECRET_HEADER]: secret },
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    await res.body?.cancel();
+    return res.status !== 401;
+  } catch {
+    return null;
+  }
+}
+
+interface PeerAnswer {
+  id: string;
+  url: string;
+  view: RaftView;
+}
+
+/** Asks every other listed peer who it is, and refuses a peer that is not who --peers says. */
+async function identifyPeers(
   selfId: string,
   peers: Record<string, string>,
-  timeoutMs = 2_000,
-): Promise<void> {
-  const answers = await Promise.all(
-    Object.entries(peers)
-      .filter(([id]) => id !== selfId)
-      .map(([, url]) => fetchRaftView(url, timeoutMs)),
+  secret: string,
+  timeoutMs: number,
+): Promise<PeerAnswer[]> {
+  const others = Object.entries(peers).filter(([id]) => id !== selfId);
+  // Every peer at once: a start must not wait one timeout per silent peer.
+  const asked = await Promise.all(
+    others.map(async ([id, url]) => {
+      const view = await fetchRaftView(url, timeoutMs);
+      const accepted = view?.id === id ? await secretAccepted(url, secret, timeoutMs) : null;
+      return { id, url, view, accepted };
+    }),
   );
-  for (const status of answers) {
-    const match = status?.peers?.[selfId]?.match ?? 0;
-    if (status?.role === 'leader' && match > BOOTSTRAP_INDEX) {
-      throw new RebootstrapRefused(selfId, status.id, match);
+  const answers: PeerAnswer[] = [];
+  for (const { id, url, view, accepted } of asked) {
+    if (!view) continue;
+    if (view.id !== id) {
+      throw new StartRefused(
+        'peer_mismatch',
+        `--peers names ${url} as manager ${id}, but the manager there is ${view.id}: ` +
+          'the peer list disagrees with the cluster that answers (wrong --peers or ports?)',
+      );
     }
+    if (accepted === false) {
+      throw new StartRefused(
+        'wrong_secret',
+        `manager ${id} at ${url} refuses this manager's cluster secret: start it with the secret ` +
+          'the cluster uses (--secret-file), or it is another cluster on these ports',
+      );
+    }
+    answers.push({ id, url, view });
+  }
+  return answers;
+}
+
+/**
+ * The checks before a manager starts its Raft node: every reachable peer is who --peers says and
+ * shares our secret; then, for a founder with an empty store, a leader of that cluster that
+ * remembers our acknowledgements refuses the re-bootstrap (RebootstrapRefused). Each peer is asked
+ * for at most `timeoutMs`.
+ */
+export async function checkPeersBeforeStart(opts: {
+  selfId: string;
+  peers: Record<string, string>;
+  secret: string;
+  emptyFounder: boolean;
+  timeoutMs?: number;
+}): Promise<void> {
+  const answers = await identifyPeers(opts.selfId, opts.peers, opts.secret, opts.timeoutMs ?? 2_000);
+  if (!opts.emptyFounder) return;
+  for (const { view } of answers) {
+    if (view.role !== 'leader') continue;
+    const match = view.peers?.[opts.selfId]?.match ?? 0;
+    if (!view.confState.voters.includes(opts.selfId)) {
+      throw new StartRefused(
+        'peer_mismatch',
+        `leader ${view.id} does not count ${opts.selfId} as a member (voters: ${view.confState.voters.join(', ')}): ` +
+          'the peer list disagrees with the cluster; to join it, start with --join after adding this manager',
+      );
+    }
+    if (match > BOOTSTRAP_INDEX) throw new RebootstrapRefused(opts.selfId, view.id, match);
+  }
+}
+
+/**
+ * After the store is open: a store that records this manager under another URL, or not as a
+ * member at all, belongs to another cluster (or another manager) than the one configured.
+ */
+export function checkStoredMembership(opts: {
+  selfId: string;
+  url: string;
+  dataDir: string;
+  members: Record<string, string>;
+}): void {
+  const { selfId, url, dataDir, members } = opts;
+  const ids = Object.keys(members);
+  if (ids.length === 0) return;
+  const stored = members[selfId];
+  const list = Object.entries(members)
+    .map(([id, u]) => `${id}=${u}`)
+    .join(',');
+  if (stored === undefined) {
+    throw new StartRefused(
+      'foreign_data',
+      `data folder ${dataDir} belongs to a cluster whose members are ${list}, which does not include ` +
+        `${selfId}: wrong --data or --id (or this manager was removed; start it with --join and an empty folder)`,
+    );
+  }
+  if (stored !== url) {
+    throw new StartRefused(
+      'foreign_data',
+      `data folder ${dataDir} records manager ${selfId} at ${stored}, but it is starting at ${url}: ` +
+        'this folder belongs to another cluster (wrong --data or ports?)',
+    );
   }
 }

@@ -130,11 +130,42 @@ function toInt(v: string | undefined): number | undefined {
   return n;
 }
 
-/** Flags win over the environment: IMGVAULT_MANAGER_ID, _LISTEN, _URL, _DATA, _PEERS, IMGVAULT_CLUSTER_SECRET(_FILE)... */
+/**
+ * The environment variable behind each flag (flags win over it). `imgvault manager --help` names
+ * them from this table, and loadManagerConfig reads them from it, so the two cannot drift.
+ */
+export const MANAGER_ENV = {
+  id: 'IMGVAULT_MANAGER_ID',
+  listen: 'IMGVAULT_MANAGER_LISTEN',
+  url: 'IMGVAULT_MANAGER_URL',
+  data: 'IMGVAULT_DATA',
+  peers: 'IMGVAULT_PEERS',
+  join: 'IMGVAULT_JOIN',
+  secret: 'IMGVAULT_CLUSTER_SECRET',
+  secretFile: 'IMGVAULT_CLUSTER_SECRET_FILE',
+  tickMs: 'IMGVAULT_RAFT_TICK_MS',
+  electionTick: 'IMGVAULT_RAFT_ELECTION_TICK',
+  heartbeatTick: 'IMGVAULT_RAFT_HEARTBEAT_TICK',
+  snapshotThreshold: 'IMGVAULT_RAFT_SNAPSHOT_THRESHOLD',
+  mode: 'IMGVAULT_MANAGER_MODE',
+  clientTokensFile: 'IMGVAULT_CLIENT_TOKENS_FILE',
+  maxImageBytes: 'IMGVAULT_MAX_IMAGE_BYTES',
+  suspectAfterMs: 'IMGVAULT_SUSPECT_AFTER_MS',
+  downAfterMs: 'IMGVAULT_DOWN_AFTER_MS',
+  orphanGraceMs: 'IMGVAULT_ORPHAN_GRACE_MS',
+  repairConcurrency: 'IMGVAULT_REPAIR_CONCURRENCY',
+  heartbeatIntervalMs: 'IMGVAULT_HEARTBEAT_INTERVAL_MS',
+  usageSummaryMs: 'IMGVAULT_USAGE_SUMMARY_MS',
+} as const satisfies Record<keyof ManagerFlags, string>;
+
+/** Flags win over the environment (MANAGER_ENV); `IMGVAULT_JOIN=1` is --join. */
 export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = process.env): ManagerConfig {
-  const id = flags.id ?? env.IMGVAULT_MANAGER_ID;
-  const peers = parsePeers(flags.peers ?? env.IMGVAULT_PEERS ?? '');
-  let listen = flags.listen ?? env.IMGVAULT_MANAGER_LISTEN;
+  const E = MANAGER_ENV;
+  const int = (name: keyof ManagerFlags & keyof typeof E) =>
+    toInt((flags[name] as string | undefined) ?? env[E[name]]);
+  const id = flags.id ?? env[E.id];
+  const peers = parsePeers(flags.peers ?? env[E.peers] ?? '');
+  let listen = flags.listen ?? env[E.listen];
   if (listen === undefined && id !== undefined && peers[id] !== undefined) listen = new URL(peers[id]).host;
   if (listen === undefined)
     throw new Error('--listen host:port is required when this manager is not in --peers');
@@ -142,39 +173,33 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
   if (colon <= 0) throw new Error(`--listen "${listen}" is not host:port`);
   const host = listen.slice(0, colon);
   const port = toInt(listen.slice(colon + 1));
-  const secretFile = flags.secretFile ?? env.IMGVAULT_CLUSTER_SECRET_FILE;
+  const secretFile = flags.secretFile ?? env[E.secretFile];
   const secret =
-    flags.secret ??
-    env.IMGVAULT_CLUSTER_SECRET ??
-    (secretFile ? readFileSync(secretFile, 'utf8').trim() : undefined);
+    flags.secret ?? env[E.secret] ?? (secretFile ? readFileSync(secretFile, 'utf8').trim() : undefined);
   if (secret === undefined)
-    throw new Error('a cluster secret is required (--secret-file, --secret or IMGVAULT_CLUSTER_SECRET)');
+    throw new Error(`a cluster secret is required (--secret-file, --secret or ${E.secret})`);
   const raw = {
     id,
     host,
     port,
-    url:
-      flags.url ??
-      env.IMGVAULT_MANAGER_URL ??
-      (id !== undefined ? peers[id] : undefined) ??
-      `http://${listen}`,
-    dataDir: flags.data ?? env.IMGVAULT_DATA,
+    url: flags.url ?? env[E.url] ?? (id !== undefined ? peers[id] : undefined) ?? `http://${listen}`,
+    dataDir: flags.data ?? env[E.data],
     peers,
-    join: flags.join ?? env.IMGVAULT_JOIN === '1',
+    join: flags.join ?? env[E.join] === '1',
     secret,
-    mode: flags.mode ?? env.IMGVAULT_MANAGER_MODE,
-    clientTokens: readTokens(flags.clientTokensFile ?? env.IMGVAULT_CLIENT_TOKENS_FILE),
-    maxImageBytes: toInt(flags.maxImageBytes ?? env.IMGVAULT_MAX_IMAGE_BYTES),
-    suspectAfterMs: toInt(flags.suspectAfterMs ?? env.IMGVAULT_SUSPECT_AFTER_MS),
-    downAfterMs: toInt(flags.downAfterMs ?? env.IMGVAULT_DOWN_AFTER_MS),
-    orphanGraceMs: toInt(flags.orphanGraceMs ?? env.IMGVAULT_ORPHAN_GRACE_MS),
-    repairConcurrency: toInt(flags.repairConcurrency ?? env.IMGVAULT_REPAIR_CONCURRENCY),
-    heartbeatIntervalMs: toInt(flags.heartbeatIntervalMs ?? env.IMGVAULT_HEARTBEAT_INTERVAL_MS),
-    usageSummaryMs: toInt(flags.usageSummaryMs ?? env.IMGVAULT_USAGE_SUMMARY_MS),
-    tickMs: toInt(flags.tickMs ?? env.IMGVAULT_RAFT_TICK_MS),
-    electionTick: toInt(flags.electionTick ?? env.IMGVAULT_RAFT_ELECTION_TICK),
-    heartbeatTick: toInt(flags.heartbeatTick ?? env.IMGVAULT_RAFT_HEARTBEAT_TICK),
-    snapshotThreshold: toInt(flags.snapshotThreshold ?? env.IMGVAULT_RAFT_SNAPSHOT_THRESHOLD),
+    mode: flags.mode ?? env[E.mode],
+    clientTokens: readTokens(flags.clientTokensFile ?? env[E.clientTokensFile]),
+    maxImageBytes: int('maxImageBytes'),
+    suspectAfterMs: int('suspectAfterMs'),
+    downAfterMs: int('downAfterMs'),
+    orphanGraceMs: int('orphanGraceMs'),
+    repairConcurrency: int('repairConcurrency'),
+    heartbeatIntervalMs: int('heartbeatIntervalMs'),
+    usageSummaryMs: int('usageSummaryMs'),
+    tickMs: int('tickMs'),
+    electionTick: int('electionTick'),
+    heartbeatTick: int('heartbeatTick'),
+    snapshotThreshold: int('snapshotThreshold'),
   };
   const parsed = managerConfigSchema.safeParse(raw);
   if (!parsed.success) {

@@ -4,13 +4,19 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { onLauncherStop } from '../childControl.ts';
 import { LevelLogStore } from '../consensus/levelLogStore.ts';
 import { RaftNode } from '../consensus/raftNode.ts';
 import { HttpTransport } from '../consensus/transport/httpTransport.ts';
 import { raftRoutes } from '../consensus/transport/raftRoutes.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { KvStateMachine } from '../metadata/kvStateMachine.ts';
-import { refuseRebootstrap } from './bootstrapGuard.ts';
+import {
+  checkPeersBeforeStart,
+  checkPortFree,
+  checkStoredMembership,
+  StartRefused,
+} from './bootstrapGuard.ts';
 import { openImagesMode } from './imagesMode.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { createManagerApp } from './managerServer.ts';
@@ -18,14 +24,20 @@ import { createManagerApp } from './managerServer.ts';
 export interface RunningManager {
   node: RaftNode;
   url: string;
-  /** Hands leadership over if it leads, stops serving, lets the Raft loop finish its Ready, closes every store. */
-  close(): Promise<void>;
+  /**
+   * Hands leadership over if it leads (unless `handOver` is false: the whole cluster is stopping,
+   * and the followers it would wait for are stopping too), stops serving, lets the Raft loop
+   * finish its Ready, closes every store.
+   */
+  close(opts?: { handOver?: boolean }): Promise<void>;
 }
 
 export async function startManager(config: ManagerConfig): Promise<RunningManager> {
   const log = createLogger('manager', { nodeId: config.id });
+  // Before anything else: with the port taken, any answer from "peers" may be another cluster's.
+  await checkPortFree(config.host, config.port);
   await mkdir(config.dataDir, { recursive: true });
-  const store = await LevelLogStore.open(join(config.dataDir, 'raft'));
+  const store = await openLogStore(config.dataDir);
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics });
   const kv = config.mode === 'kv' ? await KvStateMachine.open(join(config.dataDir, 'kv')) : null;
@@ -57,7 +69,20 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   });
 
   // A founder with an empty store is about to bootstrap: not if the cluster remembers it (data lost).
-  if (!config.join && store.lastIndex() === 0) await refuseRebootstrap(config.id, config.peers);
+  const emptyStore = store.lastIndex() === 0;
+  try {
+    await checkPeersBeforeStart({
+      selfId: config.id,
+      peers: config.peers,
+      secret: config.secret,
+      emptyFounder: !config.join && emptyStore,
+    });
+  } catch (err) {
+    await store.close();
+    await kv?.close();
+    await images?.close();
+    throw err;
+  }
   node = await RaftNode.start({
     id: config.id,
     store,
@@ -76,6 +101,23 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     },
   });
   const running = node;
+  if (!emptyStore) {
+    try {
+      checkStoredMembership({
+        selfId: config.id,
+        url: config.url,
+        dataDir: config.dataDir,
+        members: running.status().members,
+      });
+    } catch (err) {
+      await running.stop();
+      await transport.close();
+      await store.close();
+      await kv?.close();
+      await images?.close();
+      throw err;
+    }
+  }
 
   const app = createManagerApp({
     node: running,
@@ -89,7 +131,16 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port });
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new StartRefused(
+              'port_in_use',
+              `port ${config.port} on ${config.host} is in use by another process`,
+            )
+          : err,
+      ),
+    );
   });
   log.info(
     { event: 'manager.ready', url: config.url, dataDir: config.dataDir },
@@ -100,10 +151,10 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   return {
     node: running,
     url: config.url,
-    close() {
+    close(opts = {}) {
       closing ??= (async () => {
         // Before the server closes: the handover needs Raft traffic in both directions.
-        await handOverLeadership(running, log);
+        if (opts.handOver !== false) await handOverLeadership(running, log);
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           // Keep-alive connections would hold close() open; the node is stopping anyway.
@@ -150,22 +201,29 @@ async function handOverLeadership(node: RaftNode, log: Logger): Promise<void> {
   }
 }
 
-/** Runs a manager until SIGTERM/SIGINT, then shuts down cleanly and exits. */
+/**
+ * Runs a manager until SIGTERM/SIGINT (or its launcher's stop message), then shuts down cleanly
+ * and exits. A start-up failure prints one plain line to stderr (the launcher shows it) and exits 1.
+ */
 export async function runManagerProcess(config: ManagerConfig): Promise<void> {
   const log = createLogger('manager', { nodeId: config.id });
   let manager: RunningManager;
   try {
     manager = await startManager(config);
   } catch (err) {
-    log.fatal({ event: 'manager.start_failed', err }, 'manager could not start');
+    const reason = err instanceof StartRefused ? err.reason : 'error';
+    log.fatal({ event: 'manager.start_failed', reason, err }, 'manager could not start');
     console.error(`imgvault manager ${config.id}: ${err instanceof Error ? err.message : String(err)}`);
     process.exit(1);
   }
-  const shutdown = (signal: string) => {
-    log.info({ event: 'manager.shutdown', signal }, `received ${signal}, shutting down`);
+  let stopping = false;
+  const shutdown = (why: string, handOver: boolean) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ event: 'manager.shutdown', signal: why, handOver }, `${why}: shutting down`);
     const force = setTimeout(() => process.exit(1), 10_000);
     force.unref();
-    manager.close().then(
+    manager.close({ handOver }).then(
       () => process.exit(0),
       (err) => {
         log.error({ event: 'manager.shutdown_failed', err }, 'shutdown failed');
@@ -173,6 +231,23 @@ export async function runManagerProcess(config: ManagerConfig): Promise<void> {
       },
     );
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.once('SIGTERM', () => shutdown('SIGTERM', true));
+  process.once('SIGINT', () => shutdown('SIGINT', true));
+  onLauncherStop((why) => shutdown(why, false));
+}
+
+/** Opens the Raft log, naming the usual cause when LevelDB's lock is held by another process. */
+async function openLogStore(dataDir: string): Promise<LevelLogStore> {
+  try {
+    return await LevelLogStore.open(join(dataDir, 'raft'));
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause;
+    if (cause?.code === 'LEVEL_LOCKED') {
+      throw new StartRefused(
+        'data_in_use',
+        `data folder ${dataDir} is in use by another running manager (wrong --data, or it is still running)`,
+      );
+    }
+    throw err;
+  }
 }

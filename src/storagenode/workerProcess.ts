@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
+import { onLauncherStop } from '../childControl.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { BlobStore } from './blobStore.ts';
 import { LostCopyReporter } from './lostCopyReporter.ts';
@@ -230,11 +231,12 @@ function closeServer(server: Server, drainMs: number): Promise<void> {
 export async function runWorkerProcess(config: WorkerConfig, log?: Logger): Promise<number> {
   const logger = log ?? createLogger('worker', { nodeId: config.id });
   const worker = new WorkerProcess(config, logger);
-  let signalled: NodeJS.Signals | undefined;
+  let signalled: string | undefined;
   let onStopRequested!: () => void;
   const stopRequested = new Promise<void>((resolve) => (onStopRequested = resolve));
-  const onSignal = (signal: NodeJS.Signals) => {
+  const onSignal = (signal: NodeJS.Signals | 'cluster-stop' | 'launcher-gone') => {
     if (signalled) {
+      if (signal === 'cluster-stop' || signal === 'launcher-gone') return;
       // A second signal means the operator will not wait for the drain.
       logger.warn({ event: 'worker.forced_exit', signal }, 'second signal: exiting without draining');
       process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
@@ -246,6 +248,7 @@ export async function runWorkerProcess(config: WorkerConfig, log?: Logger): Prom
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  onLauncherStop(onSignal);
   try {
     try {
       await worker.start();
@@ -253,7 +256,9 @@ export async function runWorkerProcess(config: WorkerConfig, log?: Logger): Prom
       await worker.stop();
       if (signalled) return EXIT_OK;
       const message =
-        err instanceof NoManagerAnsweredError ? err.message : `start-up failed: ${describeError(err)}`;
+        err instanceof NoManagerAnsweredError
+          ? err.message
+          : `start-up failed: ${describeStartError(err, config)}`;
       logger.error({ event: 'worker.start_failed', err: message }, 'worker could not start');
       process.stderr.write(`imgvault worker ${config.id}: ${message}\n`);
       return EXIT_START_FAILED;
@@ -265,6 +270,14 @@ export async function runWorkerProcess(config: WorkerConfig, log?: Logger): Prom
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
   }
+}
+
+function describeStartError(err: unknown, config: WorkerConfig): string {
+  if ((err as { code?: unknown }).code === 'EADDRINUSE') {
+    const { host, port } = config.listen;
+    return `port ${port} on ${host} is in use by another process (another imgvault cluster?)`;
+  }
+  return describeError(err);
 }
 
 function describeError(err: unknown): string {

@@ -1,0 +1,168 @@
+// One manager or worker of `imgvault cluster`, kept running: started in its own process group
+// with a control channel (childControl.ts), restarted with bounded backoff when it dies on its
+// own, its pid kept in `<data>/<id>.pid` so an operator or a tool can signal exactly this process.
+
+import type { ChildProcess } from 'node:child_process';
+import { open, rm, stat, writeFile } from 'node:fs/promises';
+import { CLUSTER_STOP_MESSAGE } from '../childControl.ts';
+
+export interface RestartPolicy {
+  /** Delay before the first restart; it doubles with each restart in a row. */
+  firstDelayMs: number;
+  maxDelayMs: number;
+  /** A child that stayed up this long starts again from firstDelayMs. */
+  stableAfterMs: number;
+}
+
+export const DEFAULT_RESTART_POLICY: RestartPolicy = {
+  firstDelayMs: 1_000,
+  maxDelayMs: 30_000,
+  stableAfterMs: 60_000,
+};
+
+export interface SupervisedChildOptions {
+  kind: 'manager' | 'worker';
+  id: string;
+  /** Spawns the process; the supervisor adds nothing to its options. */
+  spawn: () => ChildProcess;
+  pidFile: string;
+  logFile: string;
+  policy?: RestartPolicy;
+  /** false: report an unexpected exit but leave the child down (a drill controls its own faults). */
+  restart?: boolean;
+  /** Where the supervisor's one-line reports go (the launcher's stdout/stderr). */
+  say: (line: string) => void;
+}
+
+/** What the child's last run said when it failed: its last plain stderr line, if any. */
+export async function lastStartError(logFile: string, fromByte: number): Promise<string | null> {
+  let text: string;
+  try {
+    const handle = await open(logFile, 'r');
+    try {
+      const { size } = await handle.stat();
+      const length = Math.min(size - fromByte, 64 * 1024);
+      if (length <= 0) return null;
+      const buf = Buffer.alloc(length);
+      await handle.read(buf, 0, length, size - length);
+      text = buf.toString('utf8');
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return null;
+  }
+  // Managers and workers print one `imgvault <kind> <id>: <why>` line to stderr when they fail.
+  const lines = text.split('\n').filter((l) => l.startsWith('imgvault '));
+  return lines.at(-1)?.replace(/^imgvault \w+ [^:]+: /, '') ?? null;
+}
+
+async function sizeOf(file: string): Promise<number> {
+  try {
+    return (await stat(file)).size;
+  } catch {
+    return 0;
+  }
+}
+
+export class SupervisedChild {
+  private proc: ChildProcess | null = null;
+  private stopping = false;
+  private restarts = 0;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private startedAt = 0;
+  private logOffset = 0;
+  private readonly policy: RestartPolicy;
+  /** Called after every unexpected exit, with the child's own reason when it printed one. */
+  onUnexpectedExit: (reason: string | null, exit: string) => void = () => {};
+
+  constructor(private readonly opts: SupervisedChildOptions) {
+    this.policy = opts.policy ?? DEFAULT_RESTART_POLICY;
+  }
+
+  get name(): string {
+    return `${this.opts.kind} ${this.opts.id}`;
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  get running(): boolean {
+    return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  async start(): Promise<void> {
+    this.logOffset = await sizeOf(this.opts.logFile);
+    // A stop that came during that await finds no new child to stop: spawn none.
+    if (this.stopping) return;
+    const proc = this.opts.spawn();
+    this.proc = proc;
+    this.startedAt = Date.now();
+    proc.once('exit', (code, signal) => void this.exited(proc, code, signal));
+    // A send to a child that just died fails asynchronously; the exit handler covers it.
+    proc.on('error', () => {});
+    if (proc.pid !== undefined) await writeFile(this.opts.pidFile, `${proc.pid}\n`);
+  }
+
+  private async exited(
+    proc: ChildProcess,
+    code: number | null,
+    signal: NodeJS.Signals | null,
+  ): Promise<void> {
+    if (this.stopping || proc !== this.proc) return;
+    const exit = signal ?? `exit code ${code}`;
+    const reason = await lastStartError(this.opts.logFile, this.logOffset);
+    if (Date.now() - this.startedAt >= this.policy.stableAfterMs) this.restarts = 0;
+    const delay = Math.min(this.policy.maxDelayMs, this.policy.firstDelayMs * 2 ** this.restarts);
+    this.restarts += 1;
+    const what = `imgvault cluster: ${this.name} exited (${exit})${reason ? `: ${reason}` : ''}`;
+    if (this.opts.restart === false) {
+      this.opts.say(`${what}; not restarted (--no-restart; log ${this.opts.logFile})`);
+      this.onUnexpectedExit(reason, exit);
+      return;
+    }
+    this.opts.say(
+      `${what}; restarting in ${formatDelay(delay)} (restart ${this.restarts}; log ${this.opts.logFile})`,
+    );
+    this.onUnexpectedExit(reason, exit);
+    if (this.stopping) return;
+    this.restartTimer = setTimeout(() => void this.restart(), delay);
+  }
+
+  private async restart(): Promise<void> {
+    if (this.stopping) return;
+    await this.start();
+    this.opts.say(`imgvault cluster: ${this.name} restarted (pid ${this.proc?.pid})`);
+  }
+
+  /**
+   * Asks the child to stop (the control message: no handover, the cluster is stopping), kills it
+   * if it has not exited within graceMs, and removes its pid file.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    const proc = this.proc;
+    if (proc && proc.exitCode === null && proc.signalCode === null) {
+      const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+      if (proc.connected) proc.send(CLUSTER_STOP_MESSAGE);
+      else proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(timer);
+    }
+    await rm(this.opts.pidFile, { force: true });
+  }
+
+  /** SIGKILL, for a second Ctrl-C: the operator will not wait. */
+  kill(): void {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    if (this.running) this.proc?.kill('SIGKILL');
+  }
+}
+
+function formatDelay(ms: number): string {
+  return ms % 1_000 === 0 ? `${ms / 1_000} s` : `${ms} ms`;
+}

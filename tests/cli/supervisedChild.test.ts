@@ -1,0 +1,88 @@
+// The launcher's restart policy with real child processes: a child that keeps failing is restarted
+// after 1x, 2x, 4x... the first delay up to the cap, each report naming the child's own reason;
+// its pid file names the running process and is gone after a stop.
+
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SupervisedChild } from '../../src/cli/supervisedChild.ts';
+
+let root: string;
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'supervised-'));
+});
+afterAll(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+function nodeChild(logFile: string, script: string) {
+  return () => {
+    const out = openSync(logFile, 'a');
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', out, out, 'ipc'] });
+    closeSync(out);
+    return child;
+  };
+}
+
+async function until(
+  what: string,
+  probe: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('SupervisedChild', () => {
+  it('restarts a failing child with doubling, capped delays and names its reason', async () => {
+    const lines: string[] = [];
+    const logFile = join(root, 'w9.log');
+    const child = new SupervisedChild({
+      kind: 'worker',
+      id: 'w9',
+      pidFile: join(root, 'w9.pid'),
+      logFile,
+      policy: { firstDelayMs: 50, maxDelayMs: 200, stableAfterMs: 60_000 },
+      say: (l) => lines.push(l),
+      spawn: nodeChild(logFile, 'console.error("imgvault worker w9: the disk is on fire"); process.exit(1)'),
+    });
+    await child.start();
+    const restarting = () => lines.filter((l) => l.includes('restarting in'));
+    await until('five restarts reported', () => restarting().length >= 5, 30_000);
+    await child.stop(5_000);
+    const delays = restarting().map((l) => /restarting in (\d+ m?s)/.exec(l)?.[1]);
+    expect(delays.slice(0, 5)).toEqual(['50 ms', '100 ms', '200 ms', '200 ms', '200 ms']);
+    for (const l of restarting()) expect(l).toContain('worker w9 exited (exit code 1): the disk is on fire;');
+    expect(existsSync(join(root, 'w9.pid'))).toBe(false);
+  }, 40_000);
+
+  it('keeps a pid file naming the running child, stops it with one message and removes the file', async () => {
+    const logFile = join(root, 'm9.log');
+    // Stops only on the launcher's message, as managers and workers do.
+    const script = `process.on('message', (m) => { if (m === 'imgvault:cluster-stop') process.exit(0); });`;
+    const child = new SupervisedChild({
+      kind: 'manager',
+      id: 'm9',
+      pidFile: join(root, 'm9.pid'),
+      logFile,
+      say: () => {},
+      spawn: nodeChild(logFile, script),
+    });
+    await child.start();
+    const pid = Number.parseInt(await readFile(join(root, 'm9.pid'), 'utf8'), 10);
+    expect(pid).toBe(child.pid);
+    expect(child.running).toBe(true);
+    const began = Date.now();
+    await child.stop(20_000);
+    // Well inside the grace: the message stopped it, not the SIGKILL after the grace.
+    expect(Date.now() - began).toBeLessThan(15_000);
+    expect(child.running).toBe(false);
+    expect(existsSync(join(root, 'm9.pid'))).toBe(false);
+  }, 40_000);
+});
