@@ -3,12 +3,14 @@
 //   raft <managerUrl>                      that manager's GET /v1/cluster/raft
 //   read <managerUrl> <token> <id>...      each image's status, size, sha256 and replicas, read
 //                                          through that manager; retried while it answers other
-//                                          than 200 (an election), for at most 120 s in all
+//                                          than 200 (an election), for at most 240 s in all: a worker
+//                                          cut off (not stopped) can hold one read for the 30 s a
+//                                          manager waits for a worker's answer
 
 import { createHash } from 'node:crypto';
 
 const [mode, url, ...rest] = process.argv.slice(2);
-const deadline = Date.now() + 120_000;
+const deadline = Date.now() + 240_000;
 
 async function getJson(path, headers = {}) {
   const res = await fetch(`${url}${path}`, { headers, signal: AbortSignal.timeout(60_000) });
