@@ -2,7 +2,9 @@
 // managers, three workers and a client a network namespace each on a private bridge, and runs the
 // systemd units' commands with the example env files. Upload through one manager host, cut the
 // leader's host off, read everything back byte for byte through another; then cut a worker host
-// off as well and read everything again. Needs root and iproute2; skips, saying why, without them.
+// off as well and read everything again. No host has a route beyond the private /24, and the root
+// namespace has no address on it. Needs root and iproute2; skips, saying why, without them.
+// IMGVAULT_KEEP_TEST_DATA=1 keeps the folder with the env files and each host's log.
 
 import { type ChildProcess, execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -20,6 +22,7 @@ const DEMO = join(REPO, 'deploy/hosts-demo.sh');
 const PROBE = fileURLToPath(new URL('./clientProbe.mjs', import.meta.url));
 const CLI = join(REPO, 'bin/imgvault.js');
 const PREFIX = `ivt-${process.pid}-${randomBytes(3).toString('hex')}`;
+const NET = `10.213.${20 + (process.pid % 200)}`;
 
 /** Why this machine cannot run the namespaces, or null when it can. */
 function skipReason(): string | null {
@@ -105,7 +108,7 @@ describe.skipIf(SKIP !== null)(`one process per host${SKIP ? ` (skipped: ${SKIP}
       env: {
         ...process.env,
         IVT_PREFIX: PREFIX,
-        IVT_NET: `10.213.${20 + (process.pid % 200)}`,
+        IVT_NET: NET,
         IVT_WORK: work,
         IVT_KEEP: '1',
         IMGVAULT_LOG_LEVEL: 'warn',
@@ -141,6 +144,19 @@ describe.skipIf(SKIP !== null)(`one process per host${SKIP ? ` (skipped: ${SKIP}
     const { stdout } = await run('ip', ['netns', 'list']);
     expect(stdout.split('\n').filter((l) => l.startsWith(PREFIX))).toEqual([]);
   }, 150_000);
+
+  it('keeps every host on the private /24 alone: no default route, nothing in the root namespace', async () => {
+    for (const host of ['m1', 'm2', 'm3', 'w1', 'w2', 'w3', 'c']) {
+      const { stdout } = await run('ip', ['-n', `${PREFIX}-${host}`, '-4', 'route', 'show'], {
+        timeout: 10_000,
+      });
+      expect(stdout.trim().split('\n'), host).toEqual([
+        expect.stringMatching(/^10\.213\.\d+\.0\/24 dev eth0 /),
+      ]);
+    }
+    const { stdout } = await run('ip', ['-4', 'addr', 'show'], { timeout: 10_000 });
+    expect(stdout).not.toContain(` ${NET}.`);
+  });
 
   it('uploads through one manager host and reads every image back through another after the leader host and then a worker host are cut off', async () => {
     const leader = (await raftOf(managerName('m1'))).leader?.id;
