@@ -89,7 +89,7 @@ export function registerClusterCommand(program: Command): void {
         process.exit(2);
       }
       const dataDir = resolve(flags.data);
-      await mkdir(dataDir, { recursive: true });
+      await mkdir(dataDir, { recursive: true, mode: 0o700 });
       const secretFile = join(dataDir, 'cluster-secret');
       await ensureClusterSecret(secretFile);
 

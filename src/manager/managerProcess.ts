@@ -8,6 +8,7 @@ import { LevelLogStore } from '../consensus/levelLogStore.ts';
 import { RaftNode } from '../consensus/raftNode.ts';
 import { HttpTransport } from '../consensus/transport/httpTransport.ts';
 import { raftRoutes } from '../consensus/transport/raftRoutes.ts';
+import { keepNewFilesPrivate } from '../fileWrites.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { KvStateMachine } from '../metadata/kvStateMachine.ts';
 import { refuseRebootstrap } from './bootstrapGuard.ts';
@@ -24,7 +25,7 @@ export interface RunningManager {
 
 export async function startManager(config: ManagerConfig): Promise<RunningManager> {
   const log = createLogger('manager', { nodeId: config.id });
-  await mkdir(config.dataDir, { recursive: true });
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const store = await LevelLogStore.open(join(config.dataDir, 'raft'));
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics });
@@ -152,6 +153,7 @@ async function handOverLeadership(node: RaftNode, log: Logger): Promise<void> {
 
 /** Runs a manager until SIGTERM/SIGINT, then shuts down cleanly and exits. */
 export async function runManagerProcess(config: ManagerConfig): Promise<void> {
+  keepNewFilesPrivate();
   const log = createLogger('manager', { nodeId: config.id });
   let manager: RunningManager;
   try {

@@ -3,10 +3,10 @@
 // transient: deleted once both replicas are confirmed, and swept at start-up after a crash.
 
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, rm } from 'node:fs/promises';
+import { open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileTypeFromBuffer } from 'file-type';
-import { writeBatched } from '../fileWrites.ts';
+import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 
 /** Image types we accept, by sniffed MIME type. SVG is refused: it is a script-capable document. */
 export const ACCEPTED_IMAGE_TYPES: ReadonlySet<string> = new Set([
@@ -48,7 +48,7 @@ export class StagingArea {
 
   /** Opens the folder and removes whatever a crash left behind: nothing staged outlives its request. */
   static async open(dir: string): Promise<StagingArea> {
-    await mkdir(dir, { recursive: true });
+    await makePrivateDir(dir);
     for (const name of await readdir(dir)) await rm(join(dir, name), { force: true, recursive: true });
     return new StagingArea(dir);
   }
@@ -76,7 +76,7 @@ export class StagingArea {
         yield chunk;
       }
     }
-    const opened = open(path, 'wx');
+    const opened = open(path, 'wx', PRIVATE_FILE_MODE);
     const fd = opened.then((f) => f.fd);
     // Awaited by writeBatched once the first batch is full; this keeps an early failure from
     // counting as an unhandled rejection meanwhile.
