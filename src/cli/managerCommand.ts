@@ -26,6 +26,27 @@ export function registerManagerCommand(program: Command): void {
     )
     .option('--client-tokens-file <file>', 'bearer tokens (one a line) clients must present; none = open API')
     .option('--max-image-bytes <n>', 'largest accepted image in bytes (default 67108864 = 64 MiB)')
+    .option('--max-uploads <n>', 'uploads in progress at once (IMGVAULT_MAX_UPLOADS, default 64)')
+    .option(
+      '--max-uploads-per-client <n>',
+      'uploads in progress for one token or address (IMGVAULT_MAX_UPLOADS_PER_CLIENT, default 16)',
+    )
+    .option(
+      '--max-staged-bytes <n>',
+      'bytes staged by uploads in progress (IMGVAULT_MAX_STAGED_BYTES, default 2 GiB)',
+    )
+    .option(
+      '--max-staged-bytes-per-client <n>',
+      'bytes staged for one token or address (IMGVAULT_MAX_STAGED_BYTES_PER_CLIENT, default 512 MiB)',
+    )
+    .option(
+      '--min-upload-rate <bytes/s>',
+      'slower upload bodies are cut with 408; 0 = never (IMGVAULT_MIN_UPLOAD_RATE, default 1024)',
+    )
+    .option(
+      '--upload-rate-window-ms <ms>',
+      'window --min-upload-rate is averaged over (IMGVAULT_UPLOAD_RATE_WINDOW_MS, default 60000)',
+    )
     .option('--suspect-after-ms <ms>', 'a worker silent this long gets no new copies or reads (default 3000)')
     .option('--down-after-ms <ms>', 'a worker silent this long is marked down and repaired (default 30000)')
     .option(

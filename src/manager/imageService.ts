@@ -5,6 +5,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type { Dispatcher } from 'undici';
+import { type MinimumRate, withMinimumRate } from '../api/requestBody.ts';
 import { RaftError } from '../consensus/raftNode.ts';
 import type { Logger } from '../logging.ts';
 import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
@@ -13,8 +14,9 @@ import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand
 import { type CopyLocks, deleteUnlistedCopy, type Release } from './copyLocks.ts';
 import { NoLiveWorker, replicateUpload } from './replicateUpload.ts';
 import type { StagingArea } from './stagingArea.ts';
+import type { UploadAdmission } from './uploadAdmission.ts';
 import type { UploadMetrics } from './uploadMetrics.ts';
-import type { WorkerClient } from './workerClient.ts';
+import { WorkerCallError, type WorkerClient } from './workerClient.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
 export type ImageErrorCode =
@@ -22,6 +24,9 @@ export type ImageErrorCode =
   | 'EmptyBody'
   | 'TooLarge'
   | 'NotAnImage'
+  | 'BodyTooSlow'
+  | 'TooManyUploads'
+  | 'StagingFull'
   | 'Conflict'
   | 'NotFound'
   | 'Unavailable'
@@ -61,6 +66,10 @@ export interface ImageServiceDeps {
   /** Shared with repair and rejoin: see copyLocks.ts. */
   copies: CopyLocks;
   metrics?: UploadMetrics;
+  /** Caps on uploads in progress and their staged bytes; none = unbounded (tools and tests). */
+  admission?: UploadAdmission;
+  /** The slowest upload body accepted; none = no minimum. */
+  minUploadRate?: MinimumRate;
 }
 
 export interface UploadOutcome {
@@ -83,6 +92,14 @@ export interface Download {
 /** The metrics label of a failure: its ImageError code, `Internal` for anything unexpected. */
 function outcomeOf(err: unknown): string {
   return err instanceof ImageError ? err.code : 'Internal';
+}
+
+/** NoLiveWorker's message without the failures it lists: those name internal addresses. */
+function publicNoWorker(err: NoLiveWorker): string {
+  if (err.full) return `no live worker has room for the ${err.replica} copy`;
+  return err.failures.length === 0
+    ? `no live worker can take the ${err.replica} copy`
+    : `every live worker refused the ${err.replica} copy (${err.failures.length} tried)`;
 }
 
 export function raftFailure(err: unknown): never {
@@ -130,12 +147,13 @@ export class ImageService {
    * `openBody` is called only once the upload is accepted for processing (valid id, leader, declared
    * size within the limit), so a refused request's body is never touched. `declaredLength` (the
    * Content-Length, when there is one) refuses an oversized upload before a byte of it is read;
-   * the staging limit still holds for bodies that lie or have no length.
+   * the staging limit still holds for bodies that lie or have no length. `client` (a token's or an
+   * address's key) is whom the per-client caps count the upload against.
    */
   async upload(
     id: string,
     openBody: () => AsyncIterable<Uint8Array>,
-    opts: { declaredLength?: number } = {},
+    opts: { declaredLength?: number; client?: string } = {},
   ): Promise<UploadOutcome> {
     const started = performance.now();
     const seconds = () => (performance.now() - started) / 1000;
@@ -145,8 +163,10 @@ export class ImageService {
       if (opts.declaredLength !== undefined && opts.declaredLength > this.deps.maxImageBytes) {
         throw new ImageError('TooLarge', `image exceeds the limit of ${this.deps.maxImageBytes} bytes`);
       }
+      const release = this.admit(opts.client ?? 'unknown', opts.declaredLength);
       const previous = this.inFlight.get(id);
-      const body = openBody();
+      const rate = this.deps.minUploadRate;
+      const body = rate ? withMinimumRate(openBody(), rate) : openBody();
       const run = (previous ?? Promise.resolve()).catch(() => {}).then(() => this.uploadExclusive(id, body));
       this.inFlight.set(id, run);
       let outcome: UploadOutcome;
@@ -154,6 +174,7 @@ export class ImageService {
         outcome = await run;
       } finally {
         if (this.inFlight.get(id) === run) this.inFlight.delete(id);
+        release();
       }
       this.deps.metrics?.upload(outcome.created ? 'created' : 'existing', seconds(), outcome.object.size);
       return outcome;
@@ -164,6 +185,22 @@ export class ImageService {
       }
       throw err;
     }
+  }
+
+  /**
+   * A slot and the staged bytes the upload may take (its declared length, else the size limit), or
+   * TooManyUploads / StagingFull naming the cap: refused before a byte of the body is read.
+   */
+  private admit(client: string, declaredLength: number | undefined): () => void {
+    const { admission } = this.deps;
+    if (!admission) return () => {};
+    const admitted = admission.admit(client, declaredLength ?? this.deps.maxImageBytes);
+    if (admitted.ok) return admitted.release;
+    this.deps.log.warn(
+      { event: 'upload.refused', cap: admitted.refusal.cap, client },
+      admitted.refusal.message,
+    );
+    throw new ImageError(admitted.refusal.code, admitted.refusal.message);
   }
 
   /** An upload of `id` is running here: its copies may be on workers before its record commits. */
@@ -211,7 +248,9 @@ export class ImageService {
         });
       } catch (err) {
         if (err instanceof NoLiveWorker) {
-          throw new ImageError(err.full ? 'InsufficientStorage' : 'NoLiveWorker', err.message);
+          // The failures name workers' URLs: for the operator's log, not for the client.
+          log.warn({ event: 'upload.no_worker', objectId: id, failures: err.failures }, err.message);
+          throw new ImageError(err.full ? 'InsufficientStorage' : 'NoLiveWorker', publicNoWorker(err));
         }
         throw err;
       }
@@ -325,7 +364,7 @@ export class ImageService {
         }
         return { object, nodeId: node.nodeId, response };
       } catch (err) {
-        failures.push(`${node.nodeId}: ${(err as Error).message}`);
+        failures.push(`${node.nodeId} (${err instanceof WorkerCallError ? err.code : 'bad answer'})`);
         this.deps.log.warn(
           { event: 'download.replica_failed', objectId: id, nodeId: node.nodeId, err },
           'replica failed',
