@@ -173,7 +173,7 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
       }
       const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
       const range = c.req.header('range');
-      const { object, response } = await images.open(id, {
+      const { object, response, body } = await images.open(id, {
         method,
         ...(range ? { range } : {}),
         ...(known ? { object: known } : {}),
@@ -203,7 +203,7 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
         await response.body.dump();
         return new Response(null, { status: response.statusCode, headers });
       }
-      const stream = Readable.toWeb(response.body) as unknown as ReadableStream;
+      const stream = Readable.toWeb(body) as unknown as ReadableStream;
       return new Response(stream, { status: response.statusCode, headers });
     } catch (err) {
       return mapError(c, err);

@@ -4,6 +4,7 @@
 // and the record is committed by a Raft majority.
 
 import { randomUUID } from 'node:crypto';
+import { pipeline, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { type MinimumRate, withMinimumRate } from '../api/requestBody.ts';
 import { RaftError } from '../consensus/raftNode.ts';
@@ -16,6 +17,12 @@ import { NoLiveWorker, replicateUpload } from './replicateUpload.ts';
 import type { StagingArea } from './stagingArea.ts';
 import type { UploadAdmission } from './uploadAdmission.ts';
 import type { UploadMetrics } from './uploadMetrics.ts';
+import {
+  CHECK_BEFORE_SEND_BYTES,
+  checkingStream,
+  ReadCheckFailed,
+  readWholeChecked,
+} from './verifiedRead.ts';
 import { WorkerCallError, type WorkerClient } from './workerClient.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
@@ -86,7 +93,10 @@ export interface OpenOptions {
 export interface Download {
   object: ObjectView;
   nodeId: string;
+  /** The worker's answer: its status and headers. Its body is for HEAD and 416 only (to dump). */
   response: Dispatcher.ResponseData;
+  /** What to send: a whole object's bytes are checked against the record (verifiedRead.ts). */
+  body: Readable;
 }
 
 /** The metrics label of a failure: its ImageError code, `Internal` for anything unexpected. */
@@ -319,10 +329,10 @@ export class ImageService {
     try {
       const download = await this.openReplica(id, opts);
       this.deps.metrics?.download('ok', seconds());
-      const { statusCode, headers, body } = download.response;
+      const { statusCode, headers } = download.response;
       const length = Number(headers['content-length']);
       if (opts.method === 'GET' && statusCode < 300 && Number.isSafeInteger(length)) {
-        body.once('end', () => this.deps.metrics?.downloadSent(length));
+        download.body.once('end', () => this.deps.metrics?.downloadSent(length));
       }
       return download;
     } catch (err) {
@@ -357,12 +367,15 @@ export class ImageService {
       try {
         const response = await this.deps.workers.getBlob(node.url, id, opts);
         const etag = response.headers.etag;
-        if (typeof etag === 'string' && etag !== `"${object.sha256}"`) {
-          // Other bytes under this id than the record's: never served as the image.
+        if (etag !== `"${object.sha256}"`) {
+          // Other bytes under this id than the record's (or no word of which): never served.
           await response.body.dump();
-          throw new Error(`worker holds bytes with etag ${etag}, the record says "${object.sha256}"`);
+          throw new ReadCheckFailed(
+            `worker answered etag ${String(etag)}, the record says "${object.sha256}"`,
+          );
         }
-        return { object, nodeId: node.nodeId, response };
+        const body = await this.checkedBody(object, node, response, opts.method);
+        return { object, nodeId: node.nodeId, response, body };
       } catch (err) {
         failures.push(`${node.nodeId} (${err instanceof WorkerCallError ? err.code : 'bad answer'})`);
         this.deps.log.warn(
@@ -376,6 +389,63 @@ export class ImageService {
       failures.length === 0
         ? `every replica of ${id} is on a worker that is down; it returns with them`
         : `no replica of ${id} could be read: ${failures.join('; ')}`,
+    );
+  }
+
+  /**
+   * The bytes of a whole-object GET, checked against the record: read whole and checked before
+   * anything is sent when small (a failure here moves on to the next replica), else checked as they
+   * stream (a failure cuts the answer). Range and HEAD answers pass as they are: a part of an object
+   * has no checksum of its own in the record.
+   */
+  private async checkedBody(
+    object: ObjectView,
+    node: NodeView,
+    response: Dispatcher.ResponseData,
+    method: 'GET' | 'HEAD',
+  ): Promise<Readable> {
+    if (method === 'HEAD' || response.statusCode !== 200) return response.body;
+    const report = (why: string) => this.reportBadCopy(object.id, node, why);
+    if (response.headers['content-length'] !== String(object.size)) {
+      await response.body.dump();
+      report(`the worker announced ${String(response.headers['content-length'])} bytes`);
+      throw new ReadCheckFailed(`worker announced ${String(response.headers['content-length'])} bytes`);
+    }
+    if (object.size <= CHECK_BEFORE_SEND_BYTES) {
+      try {
+        return Readable.from([await readWholeChecked(response.body, object)]);
+      } catch (err) {
+        response.body.destroy();
+        if (err instanceof ReadCheckFailed) report(err.message);
+        throw err;
+      }
+    }
+    const checking = checkingStream(object, report);
+    pipeline(response.body, checking, () => {});
+    return checking;
+  }
+
+  /**
+   * A copy whose bytes failed their check: its worker reads it back from disk (verify), removes it
+   * if rotten and reports it lost, and the leader's repair makes a new copy from the good replica.
+   */
+  private reportBadCopy(id: string, node: NodeView, why: string): void {
+    const { log } = this.deps;
+    log.warn(
+      { event: 'download.bad_copy', objectId: id, nodeId: node.nodeId, why },
+      'a copy failed its check',
+    );
+    this.deps.workers.verifyBlob(node.url, id).then(
+      (verdict) =>
+        log.warn(
+          { event: 'download.bad_copy_verified', objectId: id, nodeId: node.nodeId, verdict },
+          'copy checked by its worker',
+        ),
+      (err: unknown) =>
+        log.warn(
+          { event: 'download.bad_copy_unverified', objectId: id, nodeId: node.nodeId, err },
+          'copy could not be checked',
+        ),
     );
   }
 
