@@ -1,6 +1,5 @@
 // One manager process: config -> durable log + state machine + Raft driver + transport + HTTP.
 
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -8,7 +7,7 @@ import { LevelLogStore } from '../consensus/levelLogStore.ts';
 import { RaftNode } from '../consensus/raftNode.ts';
 import { HttpTransport } from '../consensus/transport/httpTransport.ts';
 import { raftRoutes } from '../consensus/transport/raftRoutes.ts';
-import { keepNewFilesPrivate } from '../fileWrites.ts';
+import { keepNewFilesPrivate, makePrivateDir } from '../fileWrites.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { KvStateMachine } from '../metadata/kvStateMachine.ts';
 import { refuseRebootstrap } from './bootstrapGuard.ts';
@@ -25,7 +24,7 @@ export interface RunningManager {
 
 export async function startManager(config: ManagerConfig): Promise<RunningManager> {
   const log = createLogger('manager', { nodeId: config.id });
-  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await makePrivateDir(config.dataDir);
   const store = await LevelLogStore.open(join(config.dataDir, 'raft'));
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics });
