@@ -3,6 +3,28 @@
 // staged uploads take this path.
 
 import { closeSync, openSync, readSync, writev } from 'node:fs';
+import { chmod, mkdir } from 'node:fs/promises';
+
+/**
+ * Service data (images, the Raft log and tables, staged uploads, logs) is the service user's alone:
+ * no other local user may read a photo or forge a log entry (docs/security.md).
+ */
+export const PRIVATE_DIR_MODE = 0o700;
+export const PRIVATE_FILE_MODE = 0o600;
+
+/**
+ * Makes every file and folder this process (and any child it starts) creates from now on private,
+ * whatever umask it was started with: LevelDB creates its files with no mode we could pass.
+ */
+export function keepNewFilesPrivate(): void {
+  process.umask(0o077);
+}
+
+/** `mkdir -p` of a private folder; a folder an earlier version left open is closed too. */
+export async function makePrivateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+  await chmod(dir, PRIVATE_DIR_MODE);
+}
 
 /**
  * Writes `source` to the file in batches of at least `batchBytes` as they arrive, through the

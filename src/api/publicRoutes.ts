@@ -2,13 +2,15 @@
 // error to one HTTP status. A follower answers writes with 307 to the leader's same URL, so
 // `curl -L --data-binary @cat.jpg http://<any manager>/v1/images` works.
 
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import type { HttpBindings } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { z } from 'zod';
 import { ImageError, type ImageErrorCode, type ImageService } from '../manager/imageService.ts';
 import type { ObjectView } from '../metadata/commands.ts';
-import { jsonError } from './errors.ts';
+import { jsonError, withoutAddresses } from './errors.ts';
 import { redirectToLeader } from './leaderRedirect.ts';
 import { requestBody } from './requestBody.ts';
 
@@ -17,6 +19,9 @@ const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode>
   EmptyBody: 400,
   TooLarge: 413,
   NotAnImage: 415,
+  BodyTooSlow: 408,
+  TooManyUploads: 503,
+  StagingFull: 503,
   Conflict: 409,
   NotFound: 404,
   Unavailable: 503,
@@ -25,6 +30,14 @@ const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode>
   NoLeader: 503,
   CommitFailed: 503,
 };
+
+const BODY_LEFT_UNREAD: ReadonlySet<ImageErrorCode> = new Set([
+  'TooLarge',
+  'NotAnImage',
+  'BodyTooSlow',
+  'TooManyUploads',
+  'StagingFull',
+]);
 
 const listQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
@@ -47,10 +60,10 @@ function mapError(c: Context, err: unknown): Response {
   if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);
   const status = err.code === 'NotLeader' ? 503 : STATUS[err.code];
   if (status === 503) c.header('retry-after', '1');
-  // The rest of an oversized body stays unread: a client must not send its next request on this
+  // The rest of a refused body stays unread: a client must not send its next request on this
   // connection, or it would reach a socket the server is about to close.
-  if (err.code === 'TooLarge') c.header('connection', 'close');
-  return jsonError(c, status, err.code, err.message);
+  if (BODY_LEFT_UNREAD.has(err.code)) c.header('connection', 'close');
+  return jsonError(c, status, err.code, withoutAddresses(err.message));
 }
 
 /**
@@ -59,10 +72,32 @@ function mapError(c: Context, err: unknown): Response {
  */
 const IMAGE_CACHE_CONTROL = 'private, no-cache';
 
+/**
+ * Bytes stored are whatever a client sent behind a valid magic number: a PNG header followed by
+ * HTML must never be sniffed into a page, nor run script if opened as a document.
+ */
+const IMAGE_SAFETY_HEADERS = {
+  'x-content-type-options': 'nosniff',
+  'content-security-policy': "default-src 'none'; sandbox",
+} as const;
+
 /** RFC 9110 If-None-Match (weak comparison): `*`, or a list of entity tags one of which is ours. */
 function etagListMatches(header: string, sha256: string): boolean {
   if (header.trim() === '*') return true;
   return header.split(',').some((tag) => tag.trim().replace(/^W\//, '') === `"${sha256}"`);
+}
+
+/**
+ * Whom the per-client upload caps count against: the bearer token when tokens are on (checked by
+ * the auth middleware; hashed, so no token sits in a map or a log), else the remote address.
+ */
+function clientOf(c: Context, byToken: boolean): string {
+  const auth = c.req.header('authorization');
+  if (byToken && auth?.startsWith('Bearer ')) {
+    return `token:${createHash('sha256').update(auth.slice('Bearer '.length).trim()).digest('hex').slice(0, 16)}`;
+  }
+  const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
+  return `address:${incoming?.socket.remoteAddress ?? 'unknown'}`;
 }
 
 /** The upload body's chunks, read from the Node request itself (src/api/requestBody.ts). */
@@ -70,7 +105,12 @@ function bodyOf(c: Context): AsyncIterable<Uint8Array> {
   return requestBody(c).chunks;
 }
 
-export function publicRoutes(images: ImageService): Hono {
+export interface PublicRoutesOptions {
+  /** Client tokens are on: the per-client upload caps count by token rather than by address. */
+  clientsByToken?: boolean;
+}
+
+export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {}): Hono {
   const app = new Hono();
 
   const upload = async (c: Context, id: string) => {
@@ -79,6 +119,7 @@ export function publicRoutes(images: ImageService): Hono {
       const declaredLength = length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined;
       const { created, object } = await images.upload(id, () => bodyOf(c), {
         ...(declaredLength !== undefined ? { declaredLength } : {}),
+        client: clientOf(c, opts.clientsByToken ?? false),
       });
       c.header('location', `/v1/images/${encodeURIComponent(object.id)}`);
       c.header('etag', `"${object.sha256}"`);
@@ -122,13 +163,17 @@ export function publicRoutes(images: ImageService): Hono {
         if (etagListMatches(ifNoneMatch, known.sha256)) {
           return new Response(null, {
             status: 304,
-            headers: { etag: `"${known.sha256}"`, 'cache-control': IMAGE_CACHE_CONTROL },
+            headers: {
+              etag: `"${known.sha256}"`,
+              'cache-control': IMAGE_CACHE_CONTROL,
+              ...IMAGE_SAFETY_HEADERS,
+            },
           });
         }
       }
       const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
       const range = c.req.header('range');
-      const { object, response } = await images.open(id, {
+      const { object, response, body } = await images.open(id, {
         method,
         ...(range ? { range } : {}),
         ...(known ? { object: known } : {}),
@@ -148,6 +193,7 @@ export function publicRoutes(images: ImageService): Hono {
         etag: `"${object.sha256}"`,
         'accept-ranges': 'bytes',
         'cache-control': IMAGE_CACHE_CONTROL,
+        ...IMAGE_SAFETY_HEADERS,
       });
       for (const name of ['content-length', 'content-range']) {
         const value = response.headers[name];
@@ -157,7 +203,7 @@ export function publicRoutes(images: ImageService): Hono {
         await response.body.dump();
         return new Response(null, { status: response.statusCode, headers });
       }
-      const stream = Readable.toWeb(response.body) as unknown as ReadableStream;
+      const stream = Readable.toWeb(body) as unknown as ReadableStream;
       return new Response(stream, { status: response.statusCode, headers });
     } catch (err) {
       return mapError(c, err);

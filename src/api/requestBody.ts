@@ -51,3 +51,77 @@ export async function readBodyText(c: Context, maxBytes: number): Promise<string
   }
   return Buffer.concat(parts, size).toString('utf8');
 }
+
+/** The slowest body an upload may send: fewer than `bytesPerSecond` on average over a window is cut. */
+export interface MinimumRate {
+  bytesPerSecond: number;
+  windowMs: number;
+}
+
+export class BodyTooSlow extends Error {
+  constructor(readonly rate: MinimumRate) {
+    super(
+      `the body arrived slower than ${rate.bytesPerSecond} bytes/s over ${rate.windowMs / 1000} s ` +
+        '(--min-upload-rate, --upload-rate-window-ms)',
+    );
+  }
+}
+
+const TIMED_OUT = Symbol('timedOut');
+
+/**
+ * `source`'s chunks, cut with BodyTooSlow as soon as a window of `windowMs` ends having brought
+ * fewer than bytesPerSecond x windowMs bytes. Windows follow each other from the first read, so a
+ * client that stalls holds its upload slot and staged file one to two windows at most, whatever
+ * trickle it keeps up. A pending read left behind by the cut is the server's to discard.
+ */
+export async function* withMinimumRate(
+  source: AsyncIterable<Uint8Array>,
+  rate: MinimumRate,
+): AsyncGenerator<Uint8Array> {
+  const iterator = source[Symbol.asyncIterator]();
+  const needed = (rate.bytesPerSecond * rate.windowMs) / 1000;
+  let windowEnds = performance.now() + rate.windowMs;
+  let inWindow = 0;
+  const windowOver = () => {
+    if (inWindow < needed) throw new BodyTooSlow(rate);
+    windowEnds += rate.windowMs;
+    inWindow = 0;
+  };
+  // A read still pending when the body is cut stays with the iterator: return() would wait for it.
+  let pending = false;
+  try {
+    for (;;) {
+      const next = iterator.next();
+      next.catch(() => {});
+      pending = true;
+      let result: IteratorResult<Uint8Array> | typeof TIMED_OUT;
+      for (;;) {
+        result = await raceTimer(next, windowEnds - performance.now());
+        if (result !== TIMED_OUT) break;
+        windowOver();
+      }
+      pending = false;
+      if (result.done) return;
+      inWindow += result.value.byteLength;
+      if (performance.now() >= windowEnds) windowOver();
+      yield result.value;
+    }
+  } finally {
+    if (!pending) await iterator.return?.();
+  }
+}
+
+async function raceTimer<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<typeof TIMED_OUT>((resolve) => {
+        timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

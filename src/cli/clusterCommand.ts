@@ -295,7 +295,7 @@ async function workersTakingImages(layout: Layout, leaderUrl: string): Promise<n
 
 async function runCluster(layout: Layout): Promise<void> {
   const { dataDir } = layout;
-  await mkdir(dataDir, { recursive: true });
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const claimRefused = await claimDataFolder(dataDir);
   if (claimRefused) {
     warn(`imgvault cluster: stopped: ${claimRefused}`);

@@ -45,7 +45,7 @@ export const HEAP_FLAGS: readonly string[] = ['--initial-old-space-size=128'];
 const CHILD_NODE_ARGS = (process.env.IMGVAULT_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 
 export function spawnTypeScript(entry: string, args: string[], opts: ChildOptions = {}): ChildProcess {
-  const out = opts.logFile ? openSync(opts.logFile, 'a') : 'ignore';
+  const out = opts.logFile ? openSync(opts.logFile, 'a', 0o600) : 'ignore';
   const nodeArgs = [...HEAP_FLAGS, ...CHILD_NODE_ARGS, ...(opts.nodeArgs ?? [])];
   const child = spawn(process.execPath, [...nodeArgs, '--import', TSX, entry, ...args], {
     stdio: opts.ipc ? ['ignore', out, out, 'ipc'] : ['ignore', out, out],

@@ -57,6 +57,27 @@ export function registerManagerCommand(program: Command): void {
       '--down-after-ms <ms>',
       help('a worker silent this long is marked down and repaired (default 30000)', 'downAfterMs'),
     )
+    .option('--max-uploads <n>', help('uploads in progress at once (default 64)', 'maxUploads'))
+    .option(
+      '--max-uploads-per-client <n>',
+      help('uploads in progress for one token or address (default 16)', 'maxUploadsPerClient'),
+    )
+    .option(
+      '--max-staged-bytes <n>',
+      help('bytes staged by uploads in progress (default 2147483648 = 2 GiB)', 'maxStagedBytes'),
+    )
+    .option(
+      '--max-staged-bytes-per-client <n>',
+      help('bytes staged for one token or address (default 536870912 = 512 MiB)', 'maxStagedBytesPerClient'),
+    )
+    .option(
+      '--min-upload-rate <bytes/s>',
+      help('slower upload bodies are cut with 408; 0 = never (default 1024)', 'minUploadRate'),
+    )
+    .option(
+      '--upload-rate-window-ms <ms>',
+      help('window --min-upload-rate is averaged over (default 60000)', 'uploadRateWindowMs'),
+    )
     .option(
       '--orphan-grace-ms <ms>',
       help(

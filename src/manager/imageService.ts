@@ -4,7 +4,9 @@
 // and the record is committed by a Raft majority.
 
 import { randomUUID } from 'node:crypto';
+import { pipeline, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import { type MinimumRate, withMinimumRate } from '../api/requestBody.ts';
 import { RaftError } from '../consensus/raftNode.ts';
 import type { Logger } from '../logging.ts';
 import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
@@ -13,8 +15,15 @@ import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand
 import { type CopyLocks, deleteUnlistedCopy, type Release } from './copyLocks.ts';
 import { NoLiveWorker, replicateUpload } from './replicateUpload.ts';
 import type { StagingArea } from './stagingArea.ts';
+import type { UploadAdmission } from './uploadAdmission.ts';
 import type { UploadMetrics } from './uploadMetrics.ts';
-import type { WorkerClient } from './workerClient.ts';
+import {
+  CHECK_BEFORE_SEND_BYTES,
+  checkingStream,
+  ReadCheckFailed,
+  readWholeChecked,
+} from './verifiedRead.ts';
+import { WorkerCallError, type WorkerClient } from './workerClient.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
 export type ImageErrorCode =
@@ -22,6 +31,9 @@ export type ImageErrorCode =
   | 'EmptyBody'
   | 'TooLarge'
   | 'NotAnImage'
+  | 'BodyTooSlow'
+  | 'TooManyUploads'
+  | 'StagingFull'
   | 'Conflict'
   | 'NotFound'
   | 'Unavailable'
@@ -61,6 +73,10 @@ export interface ImageServiceDeps {
   /** Shared with repair and rejoin: see copyLocks.ts. */
   copies: CopyLocks;
   metrics?: UploadMetrics;
+  /** Caps on uploads in progress and their staged bytes; none = unbounded (tools and tests). */
+  admission?: UploadAdmission;
+  /** The slowest upload body accepted; none = no minimum. */
+  minUploadRate?: MinimumRate;
 }
 
 export interface UploadOutcome {
@@ -77,12 +93,23 @@ export interface OpenOptions {
 export interface Download {
   object: ObjectView;
   nodeId: string;
+  /** The worker's answer: its status and headers. Its body is for HEAD and 416 only (to dump). */
   response: Dispatcher.ResponseData;
+  /** What to send: a whole object's bytes are checked against the record (verifiedRead.ts). */
+  body: Readable;
 }
 
 /** The metrics label of a failure: its ImageError code, `Internal` for anything unexpected. */
 function outcomeOf(err: unknown): string {
   return err instanceof ImageError ? err.code : 'Internal';
+}
+
+/** NoLiveWorker's message without the failures it lists: those name internal addresses. */
+function publicNoWorker(err: NoLiveWorker): string {
+  if (err.full) return `no live worker has room for the ${err.replica} copy`;
+  return err.failures.length === 0
+    ? `no live worker can take the ${err.replica} copy`
+    : `every live worker refused the ${err.replica} copy (${err.failures.length} tried)`;
 }
 
 export function raftFailure(err: unknown): never {
@@ -130,12 +157,13 @@ export class ImageService {
    * `openBody` is called only once the upload is accepted for processing (valid id, leader, declared
    * size within the limit), so a refused request's body is never touched. `declaredLength` (the
    * Content-Length, when there is one) refuses an oversized upload before a byte of it is read;
-   * the staging limit still holds for bodies that lie or have no length.
+   * the staging limit still holds for bodies that lie or have no length. `client` (a token's or an
+   * address's key) is whom the per-client caps count the upload against.
    */
   async upload(
     id: string,
     openBody: () => AsyncIterable<Uint8Array>,
-    opts: { declaredLength?: number } = {},
+    opts: { declaredLength?: number; client?: string } = {},
   ): Promise<UploadOutcome> {
     const started = performance.now();
     const seconds = () => (performance.now() - started) / 1000;
@@ -145,8 +173,10 @@ export class ImageService {
       if (opts.declaredLength !== undefined && opts.declaredLength > this.deps.maxImageBytes) {
         throw new ImageError('TooLarge', `image exceeds the limit of ${this.deps.maxImageBytes} bytes`);
       }
+      const release = this.admit(opts.client ?? 'unknown', opts.declaredLength);
       const previous = this.inFlight.get(id);
-      const body = openBody();
+      const rate = this.deps.minUploadRate;
+      const body = rate ? withMinimumRate(openBody(), rate) : openBody();
       const run = (previous ?? Promise.resolve()).catch(() => {}).then(() => this.uploadExclusive(id, body));
       this.inFlight.set(id, run);
       let outcome: UploadOutcome;
@@ -154,6 +184,7 @@ export class ImageService {
         outcome = await run;
       } finally {
         if (this.inFlight.get(id) === run) this.inFlight.delete(id);
+        release();
       }
       this.deps.metrics?.upload(outcome.created ? 'created' : 'existing', seconds(), outcome.object.size);
       return outcome;
@@ -164,6 +195,22 @@ export class ImageService {
       }
       throw err;
     }
+  }
+
+  /**
+   * A slot and the staged bytes the upload may take (its declared length, else the size limit), or
+   * TooManyUploads / StagingFull naming the cap: refused before a byte of the body is read.
+   */
+  private admit(client: string, declaredLength: number | undefined): () => void {
+    const { admission } = this.deps;
+    if (!admission) return () => {};
+    const admitted = admission.admit(client, declaredLength ?? this.deps.maxImageBytes);
+    if (admitted.ok) return admitted.release;
+    this.deps.log.warn(
+      { event: 'upload.refused', cap: admitted.refusal.cap, client },
+      admitted.refusal.message,
+    );
+    throw new ImageError(admitted.refusal.code, admitted.refusal.message);
   }
 
   /** An upload of `id` is running here: its copies may be on workers before its record commits. */
@@ -211,7 +258,9 @@ export class ImageService {
         });
       } catch (err) {
         if (err instanceof NoLiveWorker) {
-          throw new ImageError(err.full ? 'InsufficientStorage' : 'NoLiveWorker', err.message);
+          // The failures name workers' URLs: for the operator's log, not for the client.
+          log.warn({ event: 'upload.no_worker', objectId: id, failures: err.failures }, err.message);
+          throw new ImageError(err.full ? 'InsufficientStorage' : 'NoLiveWorker', publicNoWorker(err));
         }
         throw err;
       }
@@ -280,10 +329,10 @@ export class ImageService {
     try {
       const download = await this.openReplica(id, opts);
       this.deps.metrics?.download('ok', seconds());
-      const { statusCode, headers, body } = download.response;
+      const { statusCode, headers } = download.response;
       const length = Number(headers['content-length']);
       if (opts.method === 'GET' && statusCode < 300 && Number.isSafeInteger(length)) {
-        body.once('end', () => this.deps.metrics?.downloadSent(length));
+        download.body.once('end', () => this.deps.metrics?.downloadSent(length));
       }
       return download;
     } catch (err) {
@@ -312,14 +361,17 @@ export class ImageService {
       try {
         const response = await this.deps.workers.getBlob(node.url, id, opts);
         const etag = response.headers.etag;
-        if (typeof etag === 'string' && etag !== `"${object.sha256}"`) {
-          // Other bytes under this id than the record's: never served as the image.
+        if (etag !== `"${object.sha256}"`) {
+          // Other bytes under this id than the record's (or no word of which): never served.
           await response.body.dump();
-          throw new Error(`worker holds bytes with etag ${etag}, the record says "${object.sha256}"`);
+          throw new ReadCheckFailed(
+            `worker answered etag ${String(etag)}, the record says "${object.sha256}"`,
+          );
         }
-        return { object, nodeId: node.nodeId, response };
+        const body = await this.checkedBody(object, node, response, opts.method);
+        return { object, nodeId: node.nodeId, response, body };
       } catch (err) {
-        failures.push(`${node.nodeId}: ${(err as Error).message}`);
+        failures.push(`${node.nodeId} (${err instanceof WorkerCallError ? err.code : 'bad answer'})`);
         this.deps.log.warn(
           { event: 'download.replica_failed', objectId: id, nodeId: node.nodeId, err },
           'replica failed',
@@ -331,6 +383,63 @@ export class ImageService {
       failures.length === 0
         ? `every replica of ${id} is on a worker that is down; it returns with them`
         : `no replica of ${id} could be read: ${failures.join('; ')}`,
+    );
+  }
+
+  /**
+   * The bytes of a whole-object GET, checked against the record: read whole and checked before
+   * anything is sent when small (a failure here moves on to the next replica), else checked as they
+   * stream (a failure cuts the answer). Range and HEAD answers pass as they are: a part of an object
+   * has no checksum of its own in the record.
+   */
+  private async checkedBody(
+    object: ObjectView,
+    node: NodeView,
+    response: Dispatcher.ResponseData,
+    method: 'GET' | 'HEAD',
+  ): Promise<Readable> {
+    if (method === 'HEAD' || response.statusCode !== 200) return response.body;
+    const report = (why: string) => this.reportBadCopy(object.id, node, why);
+    if (response.headers['content-length'] !== String(object.size)) {
+      await response.body.dump();
+      report(`the worker announced ${String(response.headers['content-length'])} bytes`);
+      throw new ReadCheckFailed(`worker announced ${String(response.headers['content-length'])} bytes`);
+    }
+    if (object.size <= CHECK_BEFORE_SEND_BYTES) {
+      try {
+        return Readable.from([await readWholeChecked(response.body, object)]);
+      } catch (err) {
+        response.body.destroy();
+        if (err instanceof ReadCheckFailed) report(err.message);
+        throw err;
+      }
+    }
+    const checking = checkingStream(object, report);
+    pipeline(response.body, checking, () => {});
+    return checking;
+  }
+
+  /**
+   * A copy whose bytes failed their check: its worker reads it back from disk (verify), removes it
+   * if rotten and reports it lost, and the leader's repair makes a new copy from the good replica.
+   */
+  private reportBadCopy(id: string, node: NodeView, why: string): void {
+    const { log } = this.deps;
+    log.warn(
+      { event: 'download.bad_copy', objectId: id, nodeId: node.nodeId, why },
+      'a copy failed its check',
+    );
+    this.deps.workers.verifyBlob(node.url, id).then(
+      (verdict) =>
+        log.warn(
+          { event: 'download.bad_copy_verified', objectId: id, nodeId: node.nodeId, verdict },
+          'copy checked by its worker',
+        ),
+      (err: unknown) =>
+        log.warn(
+          { event: 'download.bad_copy_unverified', objectId: id, nodeId: node.nodeId, err },
+          'copy could not be checked',
+        ),
     );
   }
 

@@ -17,6 +17,7 @@ import { ImageService } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { StagingArea } from './stagingArea.ts';
+import { UploadAdmission } from './uploadAdmission.ts';
 import { UploadMetrics } from './uploadMetrics.ts';
 import { WorkerClient } from './workerClient.ts';
 import { WorkerLiveness } from './workerLiveness.ts';
@@ -61,6 +62,20 @@ export async function openImagesMode(
         copies,
         maxImageBytes: config.maxImageBytes,
         metrics: uploadMetrics,
+        admission: new UploadAdmission({
+          maxUploads: config.maxUploads,
+          maxUploadsPerClient: config.maxUploadsPerClient,
+          maxStagedBytes: config.maxStagedBytes,
+          maxStagedBytesPerClient: config.maxStagedBytesPerClient,
+        }),
+        ...(config.minUploadBytesPerSecond > 0
+          ? {
+              minUploadRate: {
+                bytesPerSecond: config.minUploadBytesPerSecond,
+                windowMs: config.uploadRateWindowMs,
+              },
+            }
+          : {}),
       });
       failures = new FailureHandling({
         config,
@@ -88,7 +103,7 @@ export async function openImagesMode(
       });
       registry.start();
       return [
-        publicRoutes(images),
+        publicRoutes(images, { clientsByToken: config.clientTokens.length > 0 }),
         workerRoutes({ registry, secret: config.secret, heartbeatIntervalMs: config.heartbeatIntervalMs }),
         clusterRoutes({
           metadata,

@@ -6,10 +6,11 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { ndjsonLines } from '../api/ndjson.ts';
+import { makePrivateDir, PRIVATE_FILE_MODE } from '../fileWrites.ts';
 import type { InventoryLine } from './workerRegistry.ts';
 
 /** An inventory line is far below this; a longer one in a spool file means the file is damaged. */
@@ -29,7 +30,7 @@ export class InventorySpool {
 
   /** Creates the folder and removes what a crash left in it. */
   static async prepare(dir: string): Promise<void> {
-    await mkdir(dir, { recursive: true });
+    await makePrivateDir(dir);
     for (const name of await readdir(dir)) await rm(join(dir, name), { force: true, recursive: true });
   }
 
@@ -43,7 +44,7 @@ export class InventorySpool {
     lines: AsyncIterable<InventoryLine>,
   ): Promise<InventorySpool> {
     const path = join(dir, `${nodeId}.${randomBytes(6).toString('hex')}.ndjson`);
-    const out = createWriteStream(path, { flags: 'wx' });
+    const out = createWriteStream(path, { flags: 'wx', mode: PRIVATE_FILE_MODE });
     // Settles once the file is written and closed, or at its first error, whenever that comes.
     const written = finished(out);
     written.catch(() => {});

@@ -61,6 +61,27 @@ export const managerConfigSchema = z
       .int()
       .min(1)
       .default(64 * 1024 * 1024),
+    /** Upload admission (uploadAdmission.ts, docs/security.md): uploads in progress, all clients. */
+    maxUploads: z.number().int().min(1).default(64),
+    /** Uploads in progress for one client (its token with tokens on, else its address). */
+    maxUploadsPerClient: z.number().int().min(1).default(16),
+    /** Staged bytes reserved by uploads in progress (Content-Length, else maxImageBytes each). */
+    maxStagedBytes: z
+      .number()
+      .int()
+      .min(1)
+      .default(2 * 1024 * 1024 * 1024),
+    maxStagedBytesPerClient: z
+      .number()
+      .int()
+      .min(1)
+      .default(512 * 1024 * 1024),
+    /**
+     * An upload body averaging less than this over a window is cut with 408. 1 KiB/s over a minute
+     * lets the slowest mobile link through and holds a slow-loris connection a minute or two.
+     */
+    minUploadBytesPerSecond: z.number().int().min(0).default(1024),
+    uploadRateWindowMs: z.number().int().min(100).default(60_000),
     /** A worker silent this long is no longer given new copies or asked for reads. */
     suspectAfterMs: z.number().int().min(100).default(3_000),
     /** A worker silent this long is marked down (committed) and its objects are repaired elsewhere. */
@@ -106,6 +127,12 @@ export interface ManagerFlags {
   mode?: string;
   clientTokensFile?: string;
   maxImageBytes?: string;
+  maxUploads?: string;
+  maxUploadsPerClient?: string;
+  maxStagedBytes?: string;
+  maxStagedBytesPerClient?: string;
+  minUploadRate?: string;
+  uploadRateWindowMs?: string;
   suspectAfterMs?: string;
   downAfterMs?: string;
   orphanGraceMs?: string;
@@ -150,6 +177,12 @@ export const MANAGER_ENV = {
   mode: 'IMGVAULT_MANAGER_MODE',
   clientTokensFile: 'IMGVAULT_CLIENT_TOKENS_FILE',
   maxImageBytes: 'IMGVAULT_MAX_IMAGE_BYTES',
+  maxUploads: 'IMGVAULT_MAX_UPLOADS',
+  maxUploadsPerClient: 'IMGVAULT_MAX_UPLOADS_PER_CLIENT',
+  maxStagedBytes: 'IMGVAULT_MAX_STAGED_BYTES',
+  maxStagedBytesPerClient: 'IMGVAULT_MAX_STAGED_BYTES_PER_CLIENT',
+  minUploadRate: 'IMGVAULT_MIN_UPLOAD_RATE',
+  uploadRateWindowMs: 'IMGVAULT_UPLOAD_RATE_WINDOW_MS',
   suspectAfterMs: 'IMGVAULT_SUSPECT_AFTER_MS',
   downAfterMs: 'IMGVAULT_DOWN_AFTER_MS',
   orphanGraceMs: 'IMGVAULT_ORPHAN_GRACE_MS',
@@ -190,6 +223,12 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     mode: flags.mode ?? env[E.mode],
     clientTokens: readTokens(flags.clientTokensFile ?? env[E.clientTokensFile]),
     maxImageBytes: int('maxImageBytes'),
+    maxUploads: int('maxUploads'),
+    maxUploadsPerClient: int('maxUploadsPerClient'),
+    maxStagedBytes: int('maxStagedBytes'),
+    maxStagedBytesPerClient: int('maxStagedBytesPerClient'),
+    minUploadBytesPerSecond: int('minUploadRate'),
+    uploadRateWindowMs: int('uploadRateWindowMs'),
     suspectAfterMs: int('suspectAfterMs'),
     downAfterMs: int('downAfterMs'),
     orphanGraceMs: int('orphanGraceMs'),

@@ -1,6 +1,5 @@
 // One manager process: config -> durable log + state machine + Raft driver + transport + HTTP.
 
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -9,6 +8,7 @@ import { LevelLogStore } from '../consensus/levelLogStore.ts';
 import { RaftNode } from '../consensus/raftNode.ts';
 import { HttpTransport } from '../consensus/transport/httpTransport.ts';
 import { raftRoutes } from '../consensus/transport/raftRoutes.ts';
+import { keepNewFilesPrivate, makePrivateDir } from '../fileWrites.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { KvStateMachine } from '../metadata/kvStateMachine.ts';
 import {
@@ -36,7 +36,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   const log = createLogger('manager', { nodeId: config.id });
   // Before anything else: with the port taken, any answer from "peers" may be another cluster's.
   await checkPortFree(config.host, config.port);
-  await mkdir(config.dataDir, { recursive: true });
+  await makePrivateDir(config.dataDir);
   const store = await openLogStore(config.dataDir);
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics });
@@ -206,6 +206,7 @@ async function handOverLeadership(node: RaftNode, log: Logger): Promise<void> {
  * and exits. A start-up failure prints one plain line to stderr (the launcher shows it) and exits 1.
  */
 export async function runManagerProcess(config: ManagerConfig): Promise<void> {
+  keepNewFilesPrivate();
   const log = createLogger('manager', { nodeId: config.id });
   let manager: RunningManager;
   try {

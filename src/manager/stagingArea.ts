@@ -1,12 +1,15 @@
 // The leader's staging folder: an upload is streamed here once, hashed and sniffed on the way,
 // before any worker sees it (the seed's "receives an image, saves it locally"). Staged files are
-// transient: deleted once both replicas are confirmed, and swept at start-up after a crash.
+// transient: deleted once both replicas are confirmed, and swept at start-up after a crash. The type
+// is sniffed from the first bytes, before any of them is written: a body that is no image is refused
+// having cost the leader a few KiB, not a staged file.
 
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, rm } from 'node:fs/promises';
+import { open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileTypeFromBuffer } from 'file-type';
-import { writeBatched } from '../fileWrites.ts';
+import { BodyTooSlow } from '../api/requestBody.ts';
+import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 
 /** Image types we accept, by sniffed MIME type. SVG is refused: it is a script-capable document. */
 export const ACCEPTED_IMAGE_TYPES: ReadonlySet<string> = new Set([
@@ -37,46 +40,67 @@ export type StageError =
   | { code: 'EmptyBody'; message: string }
   | { code: 'TooLarge'; message: string; limit: number }
   | { code: 'NotAnImage'; message: string }
+  | { code: 'BodyTooSlow'; message: string }
   | { code: 'InsufficientStorage'; message: string };
 
 export type StageResult = { ok: true; staged: StagedUpload } | { ok: false; error: StageError };
 
 class UploadTooLarge extends Error {}
 
+class NotAnImage extends Error {}
+
+/** The accepted image type of `head` (the body's first bytes), or NotAnImage. */
+async function sniffImageType(head: Uint8Array[]): Promise<string> {
+  const detected = await fileTypeFromBuffer(Buffer.concat(head).subarray(0, SNIFF_BYTES));
+  if (detected && ACCEPTED_IMAGE_TYPES.has(detected.mime)) return detected.mime;
+  throw new NotAnImage(
+    detected ? `${detected.mime} is not an accepted image type` : 'content is not a recognised image',
+  );
+}
+
 export class StagingArea {
   private constructor(readonly dir: string) {}
 
   /** Opens the folder and removes whatever a crash left behind: nothing staged outlives its request. */
   static async open(dir: string): Promise<StagingArea> {
-    await mkdir(dir, { recursive: true });
+    await makePrivateDir(dir);
     for (const name of await readdir(dir)) await rm(join(dir, name), { force: true, recursive: true });
     return new StagingArea(dir);
   }
 
   /**
-   * Streams `body` to a new staged file, computing size and sha256 and keeping the first bytes to
-   * sniff the type. Never holds more than two write batches plus SNIFF_BYTES in memory. On any
-   * refusal or failure the partial file is removed before returning or throwing.
+   * Streams `body` to a new staged file, computing size and sha256. The first SNIFF_BYTES (or the
+   * whole body, if shorter) are held until their type is known; nothing goes to the file before.
+   * Never holds more than two write batches plus SNIFF_BYTES and a chunk in memory. On any refusal
+   * or failure the partial file is removed before returning or throwing.
    */
   async stage(body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<StageResult> {
     const path = join(this.dir, `${randomUUID()}.part`);
     const hash = createHash('sha256');
-    const head: Uint8Array[] = [];
-    let headBytes = 0;
+    let held: Uint8Array[] | null = [];
+    let contentType = '';
     let size = 0;
     async function* meter(): AsyncGenerator<Uint8Array> {
       for await (const chunk of body) {
         size += chunk.byteLength;
         if (size > maxBytes) throw new UploadTooLarge();
         hash.update(chunk);
-        if (headBytes < SNIFF_BYTES) {
-          head.push(chunk.subarray(0, SNIFF_BYTES - headBytes));
-          headBytes += Math.min(chunk.byteLength, SNIFF_BYTES - headBytes);
+        if (held === null) {
+          yield chunk;
+          continue;
         }
-        yield chunk;
+        held.push(chunk);
+        if (size < SNIFF_BYTES) continue;
+        contentType = await sniffImageType(held);
+        yield* held;
+        held = null;
+      }
+      if (held !== null && size > 0) {
+        contentType = await sniffImageType(held);
+        yield* held;
       }
     }
-    const opened = open(path, 'wx');
+    const opened = open(path, 'wx', PRIVATE_FILE_MODE);
     const fd = opened.then((f) => f.fd);
     // Awaited by writeBatched once the first batch is full; this keeps an early failure from
     // counting as an unhandled rejection meanwhile.
@@ -95,6 +119,10 @@ export class StagingArea {
           error: { code: 'InsufficientStorage', message: "the leader's staging disk is full" },
         };
       }
+      if (err instanceof NotAnImage)
+        return { ok: false, error: { code: 'NotAnImage', message: err.message } };
+      if (err instanceof BodyTooSlow)
+        return { ok: false, error: { code: 'BodyTooSlow', message: err.message } };
       if (err instanceof UploadTooLarge) {
         return {
           ok: false,
@@ -111,15 +139,7 @@ export class StagingArea {
       await this.discard(path);
       return { ok: false, error: { code: 'EmptyBody', message: 'the request body is empty' } };
     }
-    const detected = await fileTypeFromBuffer(Buffer.concat(head));
-    if (!detected || !ACCEPTED_IMAGE_TYPES.has(detected.mime)) {
-      await this.discard(path);
-      const what = detected
-        ? `${detected.mime} is not an accepted image type`
-        : 'content is not a recognised image';
-      return { ok: false, error: { code: 'NotAnImage', message: what } };
-    }
-    return { ok: true, staged: { path, size, sha256: hash.digest('hex'), contentType: detected.mime } };
+    return { ok: true, staged: { path, size, sha256: hash.digest('hex'), contentType } };
   }
 
   async discard(path: string): Promise<void> {

@@ -5,7 +5,7 @@
 
 import { z } from 'zod';
 import type { Logger } from '../logging.ts';
-import { MAX_HEARTBEAT_NODES, NODE_ID_PATTERN } from '../metadata/commands.ts';
+import { MAX_HEARTBEAT_NODES, NODE_ID_PATTERN, objectIdSchema } from '../metadata/commands.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
 import { ImageError, type RaftAccess, raftFailure } from './imageService.ts';
@@ -32,7 +32,8 @@ export const registrationHeaderSchema = workerUsageSchema.extend({
 });
 
 export const inventoryLineSchema = z.object({
-  id: z.string().max(128),
+  // Ids become file names and keys on every path that handles them: the object id pattern, or no entry.
+  id: objectIdSchema,
   size: count,
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
 });
@@ -43,7 +44,7 @@ export const MAX_BLOB_LIST_IDS = 1_000;
 /** A worker's list of its blob ids: a wipe check, or a report of copies its scrubber removed. */
 export const blobListSchema = z.object({
   id: z.string().regex(NODE_ID_PATTERN, 'invalid worker id'),
-  blobs: z.array(z.string().min(1).max(128)).max(MAX_BLOB_LIST_IDS),
+  blobs: z.array(objectIdSchema).max(MAX_BLOB_LIST_IDS),
 });
 
 export type WorkerUsage = z.infer<typeof workerUsageSchema>;

@@ -208,7 +208,7 @@ export class MetadataTables {
   ) {}
 
   static async open(dir: string): Promise<MetadataTables> {
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     const db: Db = new ClassicLevel<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
     await db.open();
     const generation = Number((await db.get(META_GENERATION)) ?? '0');

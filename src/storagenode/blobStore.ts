@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { writeBatched } from '../fileWrites.ts';
+import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
@@ -159,8 +159,9 @@ export class BlobStore {
     }
     const log = options.logger ?? createLogger('blob-store');
     const root = path.resolve(dataDir);
-    await fs.mkdir(path.join(root, 'blobs'), { recursive: true });
-    await fs.mkdir(path.join(root, 'tmp'), { recursive: true });
+    await makePrivateDir(root);
+    await makePrivateDir(path.join(root, 'blobs'));
+    await makePrivateDir(path.join(root, 'tmp'));
     await prepareTopFolders(path.join(root, 'blobs'));
     // Opening the index first takes LevelDB's LOCK: no other process works in this folder from here on.
     const index = await BlobIndex.open(path.join(root, 'index'));
@@ -730,7 +731,7 @@ export class BlobStore {
     if (pending === undefined) {
       pending = (async () => {
         try {
-          mkdirSync(folder);
+          mkdirSync(folder, PRIVATE_DIR_MODE);
         } catch (err) {
           if (errnoCode(err) !== 'EEXIST') throw err;
         }
@@ -941,7 +942,7 @@ async function prepareTopFolders(blobsDir: string): Promise<void> {
   await Promise.all(
     missing.map(async (name) => {
       try {
-        await fs.mkdir(path.join(blobsDir, name));
+        await fs.mkdir(path.join(blobsDir, name), PRIVATE_DIR_MODE);
       } catch (err) {
         if (errnoCode(err) !== 'EEXIST') throw err;
       }
@@ -999,7 +1000,7 @@ async function releaseTemp(temp: TempFile): Promise<void> {
 /** Plain file descriptors (not FileHandle) so the PUT path can close them without a pool round trip. */
 function openForWrite(file: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    open(file, 'wx', (err, fd) => (err ? reject(err) : resolve(fd)));
+    open(file, 'wx', PRIVATE_FILE_MODE, (err, fd) => (err ? reject(err) : resolve(fd)));
   });
 }
 

@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { onLauncherStop } from '../childControl.ts';
+import { keepNewFilesPrivate } from '../fileWrites.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { BlobStore } from './blobStore.ts';
 import { LostCopyReporter } from './lostCopyReporter.ts';
@@ -229,6 +230,7 @@ function closeServer(server: Server, drainMs: number): Promise<void> {
  * reading a terminal or a container's output.
  */
 export async function runWorkerProcess(config: WorkerConfig, log?: Logger): Promise<number> {
+  keepNewFilesPrivate();
   const logger = log ?? createLogger('worker', { nodeId: config.id });
   const worker = new WorkerProcess(config, logger);
   let signalled: string | undefined;

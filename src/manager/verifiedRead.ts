@@ -1,0 +1,79 @@
+// A download's bytes are checked against the record before they are vouched for: a worker's disk
+// can rot and a worker can lie (its etag says nothing about what it streams). A small object is read
+// whole and checked before the first byte is sent, so a bad copy is replaced by the other replica; a
+// larger one is hashed as it streams, with its last chunk held back until the hash is known, so a
+// bad copy cuts the connection and a client never gets a whole-looking 200 of wrong bytes.
+
+import { createHash } from 'node:crypto';
+import { Transform } from 'node:stream';
+
+/** Whole objects this size or smaller are checked before the first byte is sent. */
+export const CHECK_BEFORE_SEND_BYTES = 1024 * 1024;
+
+export class ReadCheckFailed extends Error {
+  override readonly name = 'ReadCheckFailed';
+}
+
+export interface Expected {
+  size: number;
+  sha256: string;
+}
+
+function verdict(size: number, sha256: string, expected: Expected): string | null {
+  if (size !== expected.size) return `the copy has ${size} bytes, the record ${expected.size}`;
+  if (sha256 !== expected.sha256) return `the copy hashes to ${sha256}, the record says ${expected.sha256}`;
+  return null;
+}
+
+/** The whole body, once it is known to be the record's bytes; ReadCheckFailed otherwise. */
+export async function readWholeChecked(body: AsyncIterable<Uint8Array>, expected: Expected): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.byteLength;
+    if (size > expected.size)
+      throw new ReadCheckFailed(`the copy is longer than the record's ${expected.size} bytes`);
+    parts.push(Buffer.from(chunk));
+  }
+  const bytes = Buffer.concat(parts, size);
+  const wrong = verdict(size, createHash('sha256').update(bytes).digest('hex'), expected);
+  if (wrong) throw new ReadCheckFailed(wrong);
+  return bytes;
+}
+
+/**
+ * A pass-through that hashes what it passes and holds the latest chunk back: the last one is let
+ * through only once every byte matched, else the stream fails (and the answer with it) and
+ * `onMismatch` hears why.
+ */
+export function checkingStream(expected: Expected, onMismatch: (why: string) => void): Transform {
+  const hash = createHash('sha256');
+  let size = 0;
+  let held: Uint8Array | null = null;
+  const fail = (why: string) => {
+    onMismatch(why);
+    return new ReadCheckFailed(why);
+  };
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      size += chunk.byteLength;
+      if (size > expected.size) {
+        callback(fail(`the copy is longer than the record's ${expected.size} bytes`));
+        return;
+      }
+      hash.update(chunk);
+      if (held) this.push(held);
+      held = chunk;
+      callback();
+    },
+    flush(callback) {
+      const wrong = verdict(size, hash.digest('hex'), expected);
+      if (wrong) {
+        callback(fail(wrong));
+        return;
+      }
+      if (held) this.push(held);
+      callback();
+    },
+  });
+}

@@ -1,0 +1,232 @@
+// Upload admission on a real manager process (one manager, two workers): each cap is tried one past
+// its value and holds; a slow body is cut with 408, a non-image with 415 before the rest is sent;
+// no refused request leaves an object or a staged file behind.
+
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { ImageCluster, pngImage, until } from '../integration/imageCluster.ts';
+
+const TOKENS = {
+  a: 'token-a-0123456789abcdef',
+  b: 'token-b-0123456789abcdef',
+  c: 'token-c-0123456789abcdef',
+};
+const MAX_IMAGE = 200_000;
+let cluster: ImageCluster;
+let url: string;
+let stagingDir: string;
+let tokensDir: string;
+
+beforeAll(async () => {
+  tokensDir = await mkdtemp(join(tmpdir(), 'imgvault-tokens-'));
+  const tokensFile = join(tokensDir, 'tokens');
+  await writeFile(tokensFile, `${Object.values(TOKENS).join('\n')}\n`);
+  cluster = await ImageCluster.start({
+    managers: 1,
+    workers: 2,
+    name: 'admission',
+    managerArgs: [
+      ['--client-tokens-file', tokensFile],
+      ['--max-image-bytes', String(MAX_IMAGE)],
+      ['--max-uploads', '3'],
+      ['--max-uploads-per-client', '2'],
+      ['--max-staged-bytes', '500000'],
+      ['--max-staged-bytes-per-client', '300000'],
+      ['--min-upload-rate', '100'],
+      ['--upload-rate-window-ms', '3000'],
+    ].flat(),
+  });
+  const leader = await cluster.leader();
+  url = leader.url;
+  stagingDir = join(leader.dataDir, 'staging');
+}, 120_000);
+
+afterAll(async () => {
+  await cluster?.close();
+  await rm(tokensDir, { recursive: true, force: true });
+});
+
+interface Answer {
+  status: number;
+  headers: IncomingMessage['headers'];
+  body: string;
+}
+
+/**
+ * An upload that sends `first` and then, with `trickle`, 100 bytes every 250 ms (above the minimum
+ * rate, far from done): it holds its slot until `stop()`. `answer` settles when the manager answers.
+ */
+function openUpload(opts: { token: string; length?: number; first?: Buffer; trickle?: boolean }) {
+  const length = opts.length ?? 150_000;
+  const body = opts.first ?? pngImage(length).subarray(0, 4_200);
+  const req = httpRequest(`${url}/v1/images`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${opts.token}`,
+      'content-type': 'application/octet-stream',
+      ...(length > 0 ? { 'content-length': String(length) } : { 'transfer-encoding': 'chunked' }),
+    },
+  });
+  let sent = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const answer = new Promise<Answer>((resolve, reject) => {
+    req.on('response', (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => {
+        text += d;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+  answer.catch(() => {});
+  req.write(body);
+  sent += body.length;
+  if (opts.trickle) {
+    timer = setInterval(() => {
+      if (sent + 100 < length) {
+        req.write(Buffer.alloc(100, 7));
+        sent += 100;
+      }
+    }, 250);
+  }
+  return {
+    answer,
+    /** Gives up the upload: the manager sees the connection go. */
+    stop() {
+      clearInterval(timer);
+      req.destroy();
+    },
+    bodyBytesSent: () => sent,
+    length,
+  };
+}
+
+async function settle(answer: Promise<Answer>, ms = 15_000): Promise<Answer> {
+  return Promise.race([
+    answer,
+    new Promise<Answer>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)),
+  ]);
+}
+
+/** Waits until `token` holds no slot any more (a whole upload of it passes) and nothing is staged. */
+async function released(token: string) {
+  await until(
+    'upload slots released',
+    async () => {
+      const image = pngImage(1_000);
+      const res = await fetch(`${url}/v1/images`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}` },
+        body: image,
+        signal: AbortSignal.timeout(5_000),
+      });
+      if (res.status !== 201) return false;
+      const { id } = (await res.json()) as { id: string };
+      const del = await fetch(`${url}/v1/images/${id}`, {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${token}` },
+      });
+      return del.status === 204;
+    },
+    30_000,
+  );
+  await until('staging folder empty', async () => (await readdir(stagingDir)).length === 0, 10_000);
+}
+
+/** The refusal came before the client had sent its whole body. */
+function expectRefusedEarly(held: ReturnType<typeof openUpload>, answer: Answer, code: string, cap: string) {
+  expect(answer.status).toBe(503);
+  expect(answer.headers['retry-after']).toBeDefined();
+  const body = JSON.parse(answer.body) as { error: { code: string; message: string } };
+  expect(body.error.code).toBe(code);
+  expect(body.error.message).toContain(cap);
+  expect(held.bodyBytesSent()).toBeLessThan(held.length);
+}
+
+async function waitHeld(n: number) {
+  // A held upload has been admitted once its staged file exists (the sniff passed, bytes flow).
+  await until(`${n} uploads staging`, async () => (await readdir(stagingDir)).length >= n, 15_000);
+}
+
+it('refuses the third concurrent upload of one client, and the fourth of all clients, before their bodies', async () => {
+  const holders = [
+    openUpload({ token: TOKENS.a, trickle: true }),
+    openUpload({ token: TOKENS.a, trickle: true }),
+  ];
+  try {
+    await waitHeld(2);
+    const third = openUpload({ token: TOKENS.a, trickle: true });
+    holders.push(third);
+    expectRefusedEarly(third, await settle(third.answer), 'TooManyUploads', 'maxUploadsPerClient');
+
+    holders.push(openUpload({ token: TOKENS.b, trickle: true }));
+    await waitHeld(3);
+    const fourth = openUpload({ token: TOKENS.c, trickle: true });
+    holders.push(fourth);
+    expectRefusedEarly(fourth, await settle(fourth.answer), 'TooManyUploads', 'maxUploads ');
+  } finally {
+    for (const h of holders) h.stop();
+  }
+  await released(TOKENS.a);
+});
+
+it('refuses an upload whose staged bytes would pass the per-client or the total cap', async () => {
+  const holders = [openUpload({ token: TOKENS.c, length: 200_000, trickle: true })];
+  try {
+    await waitHeld(1);
+    const second = openUpload({ token: TOKENS.c, length: 150_000, trickle: true });
+    holders.push(second);
+    expectRefusedEarly(second, await settle(second.answer), 'StagingFull', 'maxStagedBytesPerClient');
+    // Without a Content-Length an upload reserves the image size limit.
+    const chunked = openUpload({ token: TOKENS.c, length: 0, first: pngImage(5_000), trickle: false });
+    holders.push(chunked);
+    const chunkedAnswer = await settle(chunked.answer);
+    expect(chunkedAnswer.status).toBe(503);
+    expect(chunkedAnswer.body).toContain('Content-Length');
+
+    holders.push(openUpload({ token: TOKENS.b, length: 200_000, trickle: true }));
+    await waitHeld(2);
+    const third = openUpload({ token: TOKENS.a, length: 150_000, trickle: true });
+    holders.push(third);
+    expectRefusedEarly(third, await settle(third.answer), 'StagingFull', 'maxStagedBytes ');
+  } finally {
+    for (const h of holders) h.stop();
+  }
+  await released(TOKENS.c);
+});
+
+it('cuts a body slower than the minimum rate with 408 and removes its staged file', async () => {
+  const started = Date.now();
+  const slow = openUpload({ token: TOKENS.a, trickle: false });
+  try {
+    const answer = await settle(slow.answer, 30_000);
+    expect(answer.status).toBe(408);
+    expect(JSON.parse(answer.body).error.code).toBe('BodyTooSlow');
+    // Two windows of 3 s at most: the one the first bytes came in, and the empty one after.
+    expect(Date.now() - started).toBeLessThan(20_000);
+  } finally {
+    slow.stop();
+  }
+  await until('staging folder empty', async () => (await readdir(stagingDir)).length === 0, 10_000);
+});
+
+it('refuses a body that is no image from its first bytes, before the rest is sent', async () => {
+  const text = openUpload({ token: TOKENS.a, first: Buffer.alloc(5_000, 'a'), trickle: true });
+  try {
+    const answer = await settle(text.answer);
+    expect(answer.status).toBe(415);
+    expect(JSON.parse(answer.body).error.code).toBe('NotAnImage');
+    expect(text.bodyBytesSent()).toBeLessThan(text.length);
+  } finally {
+    text.stop();
+  }
+  await until('staging folder empty', async () => (await readdir(stagingDir)).length === 0, 10_000);
+  const list = await fetch(`${url}/v1/images`, { headers: { authorization: `Bearer ${TOKENS.a}` } });
+  expect(((await list.json()) as { items: unknown[] }).items).toEqual([]);
+});
