@@ -16,6 +16,8 @@ export type ViolationKind =
   | 'state-machine-safety'
   | 'monotonicity'
   | 'linearizability'
+  /** A follower acknowledged an append it does not hold durably, or holds differently. */
+  | 'durable-ack'
   | 'liveness'
   /** The durable log store refused a write (LogStoreInvariantError): the core asked for something illegal. */
   | 'log-store'
@@ -85,6 +87,41 @@ export class Checker {
       this.fail(
         'election-safety',
         `${voter} granted its vote in term ${term} to both ${known} and ${candidate}`,
+      );
+    }
+  }
+
+  /**
+   * Figure 2: a follower answers an AppendEntries with success only once the entries are on its
+   * stable storage, and are the leader's (same term at the acknowledged index means same prefix,
+   * by Log Matching). The leader counts this answer towards a commit, so an answer that runs ahead
+   * of the disk, or vouches for a replaced entry, can commit what a majority does not hold.
+   * `leaderTerm` is the term the leader's own log has at `index`, when known. An answer produced
+   * in `ackTerm` and sent after the follower moved to a later term is left out: a newer leader may
+   * have replaced the entry meanwhile, and the stale term in the answer is what keeps it harmless.
+   */
+  onAppendAck(
+    follower: NodeId,
+    disk: SimDisk,
+    ackTerm: Term,
+    index: number,
+    leader: NodeId,
+    leaderTerm: Term | undefined,
+  ): void {
+    this.checks++;
+    if (disk.hardState.term !== ackTerm) return;
+    if (index > disk.lastIndex) {
+      this.fail(
+        'durable-ack',
+        `${follower} acknowledged index ${index} to ${leader} but its disk ends at ${disk.lastIndex}`,
+      );
+    }
+    if (leaderTerm === undefined || leaderTerm === 0 || index <= disk.snapshotIndex) return;
+    const held = disk.termAt(index);
+    if (held !== leaderTerm) {
+      this.fail(
+        'durable-ack',
+        `${follower} acknowledged index ${index} to ${leader}, whose entry there has term ${leaderTerm}, but its disk holds term ${held}`,
       );
     }
   }
