@@ -16,7 +16,7 @@ export type ViolationKind =
   | 'state-machine-safety'
   | 'monotonicity'
   | 'linearizability'
-  /** A follower acknowledged an append it does not hold durably, or holds differently. */
+  /** A vote or an append acknowledged before it was durable (or for an entry held differently). */
   | 'durable-ack'
   | 'liveness'
   /** The durable log store refused a write (LogStoreInvariantError): the core asked for something illegal. */
@@ -78,8 +78,17 @@ export class Checker {
   }
 
   /** A vote is on the wire: `voter` granted `candidate` its vote in `term`. */
-  onVoteGranted(voter: NodeId, candidate: NodeId, term: Term): void {
+  onVoteGranted(voter: NodeId, candidate: NodeId, term: Term, disk?: SimDisk): void {
     this.checks++;
+    // Figure 2 ("respond after updating stable storage"): a vote forgotten in a crash can be
+    // granted again, to another candidate of the same term. A grant sent after the voter moved on
+    // to a later term can never be repeated in its own term.
+    if (disk && disk.hardState.term <= term && disk.hardState.vote !== candidate) {
+      this.fail(
+        'durable-ack',
+        `${voter} granted its vote in term ${term} to ${candidate} but its disk holds term ${disk.hardState.term}, vote ${disk.hardState.vote ?? 'none'}`,
+      );
+    }
     const key = `${voter}@${term}`;
     const known = this.votes.get(key);
     if (known === undefined) this.votes.set(key, candidate);

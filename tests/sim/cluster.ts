@@ -51,7 +51,7 @@ export interface ClusterOptions {
 const MAX_DELIVERIES_PER_TICK = 5_000;
 
 /** Index 1 of every log: the bootstrap snapshot that holds the initial membership. */
-const BOOTSTRAP_DIGEST = chainDigest(0, { index: 1, term: 1, type: 'normal', data: '' });
+export const BOOTSTRAP_DIGEST = chainDigest(0, { index: 1, term: 1, type: 'normal', data: '' });
 
 export class Cluster implements HostEnv {
   now = 0;
@@ -126,7 +126,8 @@ export class Cluster implements HostEnv {
   }
 
   send(from: SimNode, msg: Message): void {
-    if (msg.type === 'MsgVoteResp' && !msg.reject) this.checker.onVoteGranted(msg.from, msg.to, msg.term);
+    if (msg.type === 'MsgVoteResp' && !msg.reject)
+      this.checker.onVoteGranted(msg.from, msg.to, msg.term, from.disk);
     if (msg.type === 'MsgAppResp' && !msg.reject) this.checkAck(from, msg);
     if (msg.type === 'MsgSnap') this.snapshotsSent++;
     const dropped = this.network.send(msg, this.now, from.incarnation);
@@ -319,7 +320,7 @@ export class Cluster implements HostEnv {
 const MESSAGE_CODES = new Map<MessageType, number>(MESSAGE_TYPES.map((t, i) => [t, i + 1]));
 
 /** The fields of a message that a replay must reproduce, as numbers for TraceDigest.addNumbers. */
-function messageFingerprint(now: number, m: Message, dropped: string | null): number[] {
+export function messageFingerprint(now: number, m: Message, dropped: string | null): number[] {
   const code = MESSAGE_CODES.get(m.type) ?? 0;
   const first = m.entries?.[0]?.index ?? 0;
   return [
