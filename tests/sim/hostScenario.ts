@@ -23,6 +23,7 @@ export interface HostRunOptions {
 
 interface HostProfile {
   crashRate: number;
+  restartRate: number;
   powerLossRate: number;
   pauseRate: number;
   partitionRate: number;
@@ -69,6 +70,7 @@ export class WriteHistory {
 function chooseProfile(rng: Prng): HostProfile {
   return {
     crashRate: rng.pick([0, 0.004, 0.01]),
+    restartRate: rng.pick([0, 0.005, 0.01]),
     powerLossRate: rng.pick([0, 0.002, 0.005]),
     pauseRate: rng.pick([0, 0.01, 0.03]),
     partitionRate: rng.pick([0, 0.01, 0.03]),
@@ -196,6 +198,7 @@ class HostDriver {
     const justVoted = w.tick - w.lastVoteAt <= 2;
     if (rng.chance(justVoted ? 20 * p.powerLossRate : p.powerLossRate)) await this.powerLoss();
     if (rng.chance(p.crashRate)) await this.crashOne();
+    if (rng.chance(p.restartRate)) await w.restartCleanly(rng.pick(w.nodes));
     if (rng.chance(p.pauseRate)) this.pauseOne();
     if (rng.chance(p.partitionRate)) this.partition();
     if (rng.chance(p.proposeRate)) this.propose();

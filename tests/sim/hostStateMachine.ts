@@ -1,6 +1,7 @@
 // The state machine the real driver applies into in the host simulation. Like the managers' tables
-// it is durable: it survives a crash with its applied index, so a restarted driver must skip the
-// entries it already holds (the path production takes; the core is not told `applied`). Each
+// it is durable across a clean stop, so a restarted driver must skip the entries it already holds
+// (the path production takes; the core is not told `applied`); after an unclean stop it starts
+// empty, as the managers' tables do (src/metadata/cleanStop.ts), and is rebuilt from the snapshot. Each
 // client write's request id is its value, so the driver resolves the waiting proposal with the
 // index it was applied at.
 
@@ -25,6 +26,11 @@ export class HostStateMachine implements StateMachine {
 
   get applied(): Index {
     return this.sm.applied;
+  }
+
+  /** What opening the tables after an unclean stop does: empty, applied index 0. */
+  wipe(): void {
+    this.sm = new SimStateMachine();
   }
 
   appliedIndex(): Index {

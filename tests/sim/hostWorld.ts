@@ -180,6 +180,25 @@ export class HostWorld {
     this.crashes++;
     await node.level?.close();
     node.level = null;
+    node.sm.wipe();
+  }
+
+  /**
+   * A graceful restart (an upgrade, an operator's restart): the driver stops once its write in
+   * flight is done, and the state machine keeps what it applied.
+   */
+  async restartCleanly(node: HostNode): Promise<void> {
+    if (!node.alive || node.paused || !node.raft || node.store?.writing) return;
+    this.trace(`${node.id} restarts cleanly`);
+    const stopped = node.raft.stop();
+    await this.settle();
+    await stopped;
+    node.alive = false;
+    if (node.clock) node.clock.alive = false;
+    node.raft = null;
+    await node.level?.close();
+    node.level = null;
+    await this.start(node);
   }
 
   pause(node: HostNode): void {
