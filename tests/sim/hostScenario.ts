@@ -30,6 +30,7 @@ interface HostProfile {
   proposeRate: number;
   readRate: number;
   transferRate: number;
+  confChangeRate: number;
 }
 
 /** Client writes as a history (Porcupine-style for a log): what was invoked, acknowledged, applied. */
@@ -77,6 +78,7 @@ function chooseProfile(rng: Prng): HostProfile {
     proposeRate: rng.pick([0.2, 0.5]),
     readRate: rng.pick([0.05, 0.2]),
     transferRate: rng.pick([0, 0.005]),
+    confChangeRate: rng.pick([0, 0.005, 0.01]),
   };
 }
 
@@ -152,7 +154,7 @@ export async function runHostSeed(options: HostRunOptions): Promise<RunResult> {
       snapshotsSent: world.snapshotsSent,
       messages: world.network.sent,
       reads: driver.reads,
-      confChanges: 0,
+      confChanges: driver.confChanges,
       checks: world.checker.checks,
     },
     profile: `host ${JSON.stringify(profile)}`,
@@ -162,6 +164,7 @@ export async function runHostSeed(options: HostRunOptions): Promise<RunResult> {
 class HostDriver {
   partitions = 0;
   reads = 0;
+  confChanges = 0;
   private writes = 0;
   private healAt = 0;
   private readonly restartAt = new Map<HostNode, number>();
@@ -180,6 +183,7 @@ class HostDriver {
     for (const [node, at] of this.restartAt) {
       if (w.tick < at) continue;
       this.restartAt.delete(node);
+      if (node.retired) continue;
       w.trace(
         `${node.id} restarts from disk (term ${node.disk.hardState.term}, vote ${node.disk.hardState.vote})`,
       );
@@ -198,17 +202,23 @@ class HostDriver {
     const justVoted = w.tick - w.lastVoteAt <= 2;
     if (rng.chance(justVoted ? 20 * p.powerLossRate : p.powerLossRate)) await this.powerLoss();
     if (rng.chance(p.crashRate)) await this.crashOne();
-    if (rng.chance(p.restartRate)) await w.restartCleanly(rng.pick(w.nodes));
+    if (rng.chance(p.restartRate)) await w.restartCleanly(rng.pick(w.current()));
     if (rng.chance(p.pauseRate)) this.pauseOne();
     if (rng.chance(p.partitionRate)) this.partition();
     if (rng.chance(p.proposeRate)) this.propose();
     if (rng.chance(p.readRate)) this.read();
     if (rng.chance(p.transferRate)) this.transfer();
+    if (rng.chance(p.confChangeRate)) await this.changeMembership();
     await w.settle();
   }
 
   private down(): number {
-    return this.world.nodes.filter((n) => !n.alive || n.paused).length;
+    return this.world.current().filter((n) => !n.alive || n.paused).length;
+  }
+
+  /** Bounded so a majority of the current members stays up and running. */
+  private mayStop(): boolean {
+    return this.down() < Math.floor((this.world.current().length - 1) / 2);
   }
 
   /** Every manager loses power at once; each comes back from its disk a little later. */
@@ -225,7 +235,7 @@ class HostDriver {
   /** Favours the leader and a node with a write in flight; at most a minority down or paused. */
   private async crashOne(): Promise<void> {
     const w = this.world;
-    if (this.down() >= Math.floor((w.nodes.length - 1) / 2)) return;
+    if (!this.mayStop()) return;
     const live = w.liveNodes().filter((n) => !n.paused);
     if (live.length === 0) return;
     const leader = w.leader();
@@ -245,7 +255,7 @@ class HostDriver {
   /** A stopped process (GC, SIGSTOP, a VM migration): the leader more often than not. */
   private pauseOne(): void {
     const w = this.world;
-    if (this.down() >= Math.floor((w.nodes.length - 1) / 2)) return;
+    if (!this.mayStop()) return;
     const running = w.liveNodes().filter((n) => !n.paused);
     if (running.length === 0) return;
     const leader = w.leader();
@@ -257,7 +267,7 @@ class HostDriver {
   private partition(): void {
     const w = this.world;
     const rng = w.rng;
-    const ids = w.nodes.map((n) => n.id);
+    const ids = w.current().map((n) => n.id);
     const leader = w.leader();
     const kind = rng.pick(['isolateLeader', 'minority', 'oneWay', 'oneWay'] as const);
     if (kind === 'oneWay') {
@@ -344,9 +354,46 @@ class HostDriver {
     const w = this.world;
     const leader = w.leader();
     if (!leader?.raft) return;
-    const to = w.rng.pick(w.nodes.filter((n) => n !== leader)).id;
+    const others = w.current().filter((n) => n !== leader);
+    if (others.length === 0) return;
+    const to = w.rng.pick(others).id;
     w.trace(`transfer leadership ${leader.id} -> ${to}`);
     leader.raft.transferLeadership(to).catch(() => {});
+  }
+
+  /**
+   * One single-server change through the driver's own API: add an empty manager (a learner the
+   * driver promotes once caught up) while the cluster has its founding size, else remove a voter.
+   */
+  private async changeMembership(): Promise<void> {
+    const w = this.world;
+    const leader = w.leader();
+    if (!leader?.raft) return;
+    const raft = leader.raft;
+    const { voters, learners } = raft.status().confState;
+    if (learners.length > 0) return;
+    this.confChanges++;
+    if (voters.length <= w.options.voters) {
+      const fresh = await w.addNode();
+      w.trace(`add member ${fresh.id} at ${leader.id}`);
+      raft.addMember(fresh.id, `http://${fresh.id}.sim`).then(
+        () => w.guard(() => w.trace(`${fresh.id} is a voter`)),
+        () => {},
+      );
+      return;
+    }
+    const target = w.rng.pick(voters.filter((v) => v !== leader.id));
+    const node = w.nodes.find((n) => n.id === target)!;
+    w.trace(`remove member ${target} at ${leader.id}`);
+    raft.removeMember(target).then(
+      () =>
+        w.retire(node).catch((err: unknown) =>
+          w.guard(() => {
+            throw err;
+          }),
+        ),
+      () => {},
+    );
   }
 
   /** Heal, resume and restart everything, then a fresh write must be applied on a majority. */
@@ -361,7 +408,7 @@ class HostDriver {
       reorderRate: 0,
       lateRate: 0,
     };
-    for (const node of w.nodes) {
+    for (const node of w.current()) {
       if (!node.alive) await w.start(node);
       else await w.resume(node);
     }
@@ -389,8 +436,9 @@ class HostDriver {
       }
       if (acked === null) continue;
       const index = acked;
-      const applied = w.nodes.filter((n) => n.alive && n.sm.applied >= index);
-      if (applied.length > w.nodes.length / 2) {
+      const voters = leader?.raft?.status().confState.voters ?? [];
+      const applied = w.nodes.filter((n) => voters.includes(n.id) && n.alive && n.sm.applied >= index);
+      if (voters.length > 0 && applied.length > voters.length / 2) {
         w.trace(`liveness ok: ${value} at ${index} applied on ${applied.map((n) => n.id).join(' ')}`);
         return;
       }

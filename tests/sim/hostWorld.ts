@@ -46,6 +46,8 @@ export class HostNode {
   /** Durable, like the managers' tables: survives crashes. */
   readonly sm: HostStateMachine;
   alive = false;
+  /** Removed from the cluster and shut down for good. */
+  retired = false;
   incarnation = 0;
   clock: NodeClock | null = null;
   store: SimLogStore | null = null;
@@ -62,6 +64,8 @@ export class HostNode {
   constructor(
     readonly id: NodeId,
     readonly skew: number,
+    /** A founding member bootstraps from initialMembers; a later one waits to be added. */
+    readonly founder: boolean,
     checker: Checker,
     observer: ApplyObserver,
   ) {
@@ -114,7 +118,7 @@ export class HostWorld {
     };
     const hardState = { term: 1, vote: null, commit: 1 };
     for (const [i, id] of ids.entries()) {
-      const node = new HostNode(id, this.options.skews[i] ?? 1, this.checker, this.observer);
+      const node = new HostNode(id, this.options.skews[i] ?? 1, true, this.checker, this.observer);
       node.disk.save({ snapshot, hardState });
       await node.sm.restore(image, 1);
       if (this.options.levelDb) {
@@ -150,13 +154,15 @@ export class HostWorld {
       store,
       stateMachine: node.sm,
       transport: this.transportFor(node, node.incarnation),
-      initialMembers: this.members,
+      initialMembers: node.founder ? this.members : null,
+      contactPeers: this.members,
       tickMs: TICK_MS,
       electionTick: ELECTION_TICK,
       heartbeatTick: 2,
       snapshotThreshold: this.options.snapshotThreshold,
       proposalTimeoutMs: 40 * ELECTION_TICK * TICK_MS,
       readTimeoutMs: 20 * ELECTION_TICK * TICK_MS,
+      membershipTimeoutMs: 40 * ELECTION_TICK * TICK_MS,
       random: (n) => random.int(n),
       clock,
       logger: SILENT,
@@ -199,6 +205,30 @@ export class HostWorld {
     await node.level?.close();
     node.level = null;
     await this.start(node);
+  }
+
+  /** A fresh, empty manager that waits to be added (it joins as a learner). */
+  async addNode(): Promise<HostNode> {
+    const id = `n${this.nodes.length + 1}`;
+    this.members[id] = `http://${id}.sim`;
+    const node = new HostNode(id, 1, false, this.checker, this.observer);
+    if (this.options.levelDb) node.folder = await mkdtemp(join(tmpdir(), `imgvault-sim-${id}-`));
+    this.nodes.push(node);
+    this.trace(`${id} boots empty`);
+    await this.start(node);
+    return node;
+  }
+
+  /** Once its removal is committed, the operator shuts the manager down for good. */
+  async retire(node: HostNode): Promise<void> {
+    if (node.retired) return;
+    await this.crash(node, 'retired');
+    node.retired = true;
+  }
+
+  /** Members not retired. */
+  current(): HostNode[] {
+    return this.nodes.filter((n) => !n.retired);
   }
 
   pause(node: HostNode): void {
