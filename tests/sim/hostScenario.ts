@@ -415,8 +415,9 @@ class HostDriver {
     this.restartAt.clear();
     this.resumeAt.clear();
     w.trace('liveness phase: faults stop, partitions heal, every node is up');
-    const value = `live-${seed}`;
     let acked: number | null = null;
+    let attempts = 0;
+    let value = '';
     let proposedAt = Number.NEGATIVE_INFINITY;
     const deadline = w.tick + budget;
     while (w.tick < deadline) {
@@ -424,12 +425,17 @@ class HostDriver {
       const leader = w.leader();
       if (acked === null && leader?.raft && w.tick - proposedAt > 10 * ELECTION_TICK) {
         proposedAt = w.tick;
+        // A retry is a new write: the simulated state machine does not deduplicate, so an earlier
+        // attempt that committed without an answer must not look like one write applied twice.
+        value = `live-${seed}-${++attempts}`;
         this.history.invoke(value);
-        leader.raft.propose(value, value).then(
+        const attempt = value;
+        leader.raft.propose(attempt, attempt).then(
           (index) =>
             w.guard(() => {
               acked = index as number;
-              this.history.ack(value, acked);
+              value = attempt;
+              this.history.ack(attempt, acked);
             }),
           () => {},
         );
