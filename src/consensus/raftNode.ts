@@ -4,10 +4,10 @@
 // a tick, a proposal) waits in an inbox and is fed in after advance(), so no await ever interleaves
 // two Ready cycles and no input lands between ready() and advance() (hashicorp/raft #695).
 
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createLogger, type Logger } from '../logging.ts';
-import type { ProposeError, RaftLogStore } from './api.ts';
+import type { ProposeError, RaftConfig, RaftLogStore } from './api.ts';
 import { bootstrapSnapshot, MemoryStorage, RaftCore } from './core/index.ts';
 import type { AppliedResult, StateMachine } from './stateMachine.ts';
 import type {
@@ -25,6 +25,35 @@ import type {
   Snapshot,
   Status,
 } from './types.ts';
+
+/** A timer handle from a `RaftClock`; only ever handed back to the same clock. */
+export type TimerHandle = unknown;
+
+/**
+ * Time for the driver: timers, the tick interval, the deferral that batches inputs into one Ready,
+ * and `now()` for contact ages. Production uses the process clock; the simulator injects virtual
+ * time so the same driver runs deterministically under skewed, paused and crashing nodes.
+ */
+export interface RaftClock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  clearTimeout(handle: TimerHandle): void;
+  setInterval(fn: () => void, ms: number): TimerHandle;
+  clearInterval(handle: TimerHandle): void;
+  /** Runs `fn` once the inputs of the current I/O phase have arrived. */
+  defer(fn: () => void): void;
+}
+
+export const systemClock: RaftClock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clearInterval: (h) => clearInterval(h as NodeJS.Timeout),
+  defer: (fn) => {
+    setImmediate(fn);
+  },
+};
 
 /** What the driver needs from a transport; `HttpTransport` provides it. */
 export interface RaftTransport {
@@ -88,6 +117,8 @@ export interface RaftNodeOptions {
   /** Bound, in bytes of entry data, on what the leader has appended but not yet committed. */
   maxUncommittedBytes?: number;
   random?: RandomInt;
+  /** Timers and time; the process clock unless a simulator injects its own. */
+  clock?: RaftClock;
   logger?: Logger;
   metrics?: Registry;
   /** Called when the Ready loop fails (e.g. the disk refuses a write): the node is stopped. */
@@ -104,21 +135,21 @@ export interface RaftNodeStatus extends Omit<Status, 'progress'> {
 interface PendingProposal {
   resolve: (result: unknown) => void;
   reject: (err: RaftError) => void;
-  timer: NodeJS.Timeout;
+  timer: TimerHandle;
 }
 
 interface ReadBatch {
   ctx: string;
   index: Index | null;
   waiters: { resolve: () => void; reject: (err: RaftError) => void }[];
-  timer: NodeJS.Timeout;
+  timer: TimerHandle;
 }
 
 interface ConditionWaiter {
   check: () => boolean;
   resolve: () => void;
   reject: (err: RaftError) => void;
-  timer: NodeJS.Timeout;
+  timer: TimerHandle;
 }
 
 // Snapshot data = JSON of the member URL map, a newline, then the state machine's own snapshot.
@@ -147,8 +178,8 @@ export class RaftNode {
   private readonly core: RaftCore;
   private readonly storage: MemoryStorage;
   private readonly store: RaftLogStore;
-  private readonly sm: StateMachine;
-  private readonly transport: RaftTransport;
+  protected readonly sm: StateMachine;
+  protected readonly transport: RaftTransport;
   private readonly log: Logger;
   private readonly opts: Required<
     Pick<
@@ -163,6 +194,8 @@ export class RaftNode {
     >
   >;
   private readonly onFatal: (err: unknown) => void;
+  private readonly clock: RaftClock;
+  private readonly random: RandomInt;
 
   private members: Map<NodeId, string>;
   private confState: ConfState;
@@ -172,8 +205,8 @@ export class RaftNode {
   /** The applied index the last snapshot was started at, taken or not: a failed one waits as long. */
   private snapshotStartedAt: Index = 0;
   /** The hard state as last written to the store, and a newer one not yet written (commit only). */
-  private durableHardState: HardState;
-  private unsavedHardState: HardState | null = null;
+  protected durableHardState: HardState;
+  protected unsavedHardState: HardState | null = null;
   private role: Role = 'follower';
   private leader: NodeId | null = null;
   private term = 0;
@@ -188,7 +221,7 @@ export class RaftNode {
   private sentThrough = 0;
   /** `repliesSent` callers, each waiting for the Ready numbered `after` (or an idle loop). */
   private replyWaiters: { after: number; resolve: () => void }[] = [];
-  private ticker: NodeJS.Timeout | null = null;
+  private ticker: TimerHandle | null = null;
   private ticks = 0;
 
   private readonly proposals = new Map<string, PendingProposal>();
@@ -207,7 +240,8 @@ export class RaftNode {
     proposalsDropped: Counter<'reason'>;
   } | null;
 
-  private constructor(
+  /** Protected so a simulator can plant a broken driver (a subclass) and prove its checks catch it. */
+  protected constructor(
     opts: RaftNodeOptions,
     core: RaftCore,
     storage: MemoryStorage,
@@ -231,6 +265,8 @@ export class RaftNode {
       promoteGap: opts.promoteGap ?? 100,
       maxPendingProposals: opts.maxPendingProposals ?? 10_000,
     };
+    this.clock = opts.clock ?? systemClock;
+    this.random = opts.random ?? ((n: number) => randomInt(n));
     this.onFatal =
       opts.onFatal ??
       ((err) => {
@@ -245,7 +281,7 @@ export class RaftNode {
 
   /**
    * Loads the durable log, restores the state machine if it is behind the last snapshot, and starts
-   * ticking. A founding member with an empty store first persists the bootstrap snapshot.
+   * ticking. Called on a subclass, it builds that subclass. A founding member with an empty store first persists the bootstrap snapshot.
    */
   static async start(opts: RaftNodeOptions): Promise<RaftNode> {
     const log = opts.logger ?? createLogger('raft', { nodeId: opts.id });
@@ -283,7 +319,8 @@ export class RaftNode {
     // `applied` is deliberately left at the snapshot: the core then hands out every committed entry
     // after it again, so conf changes the state machine had already applied are re-applied to the
     // core and the peer map (the driver skips them for the state machine itself).
-    const core = new RaftCore({
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the subclass start() was called on
+    const core = this.createCore({
       id: opts.id,
       storage,
       electionTick: opts.electionTick ?? 10,
@@ -293,9 +330,9 @@ export class RaftNode {
       checkQuorum: true,
       maxUncommittedEntriesSize: opts.maxUncommittedBytes ?? 64 * 1024 * 1024,
     });
-    const node = new RaftNode(opts, core, storage, members, effectiveSnapshot, hardState);
+    const node = new this(opts, core, storage, members, effectiveSnapshot, hardState);
     node.term = hardState.term;
-    node.ticker = setInterval(() => node.input(() => node.onTick()), node.opts.tickMs);
+    node.ticker = node.clock.setInterval(() => node.input(() => node.onTick()), node.opts.tickMs);
     node.scheduleReady();
     log.info(
       {
@@ -311,11 +348,16 @@ export class RaftNode {
     return node;
   }
 
+  /** The core this driver runs; a simulator's subclass may plant a broken one here. */
+  protected static createCore(config: RaftConfig): RaftCore {
+    return new RaftCore(config);
+  }
+
   // ---- inputs from the outside world -------------------------------------------------------
 
   /** A message from the transport. */
   receive(msg: Message): void {
-    this.lastContact.set(msg.from, Date.now());
+    this.lastContact.set(msg.from, this.clock.now());
     this.input(() => {
       try {
         this.core.step(msg);
@@ -339,10 +381,10 @@ export class RaftNode {
       const done = () => {
         if (settled) return;
         settled = true;
-        clearTimeout(timer);
+        this.clock.clearTimeout(timer);
         resolve();
       };
-      const timer = setTimeout(done, maxWaitMs);
+      const timer = this.clock.setTimeout(done, maxWaitMs);
       if (this.stopped) return done();
       // Inputs run in order: when this one runs, every message received before it has been stepped.
       this.input(() => this.replyWaiters.push({ after: this.readyTaken + 1, resolve: done }));
@@ -386,7 +428,7 @@ export class RaftNode {
       return Promise.reject(new RaftError('DuplicateRequest', `request ${requestId} is already pending`));
     }
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimeout(() => {
         if (this.proposals.delete(requestId)) {
           this.metrics?.proposalsDropped.inc({ reason: 'timeout' });
           reject(
@@ -418,12 +460,12 @@ export class RaftNode {
     return new Promise((resolve, reject) => {
       let batch = this.unsubmittedRead;
       if (batch === null) {
-        const ctx = randomBytes(8).toString('hex');
+        const ctx = this.readContext();
         const created: ReadBatch = {
           ctx,
           index: null,
           waiters: [],
-          timer: setTimeout(() => {
+          timer: this.clock.setTimeout(() => {
             if (this.reads.delete(ctx) || this.unsubmittedRead === created) {
               if (this.unsubmittedRead === created) this.unsubmittedRead = null;
               const err = new RaftError(
@@ -489,9 +531,18 @@ export class RaftNode {
     return wait.done;
   }
 
+  /** 64 random bits: a read context must not match a response meant for an earlier incarnation. */
+  private readContext(): string {
+    const half = () =>
+      this.random(2 ** 32)
+        .toString(16)
+        .padStart(8, '0');
+    return half() + half();
+  }
+
   status(): RaftNodeStatus {
     const s = this.core.status();
-    const now = Date.now();
+    const now = this.clock.now();
     let progress: RaftNodeStatus['progress'];
     if (s.progress) {
       progress = {};
@@ -530,7 +581,7 @@ export class RaftNode {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.ticker) clearInterval(this.ticker);
+    if (this.ticker) this.clock.clearInterval(this.ticker);
     await this.cycleDone;
     // The owner closes the store and the state machine next: a snapshot still reading them ends first.
     await this.snapshotTask;
@@ -555,11 +606,11 @@ export class RaftNode {
     this.scheduleReady();
   }
 
-  /** Deferred to setImmediate so inputs arriving in the same I/O phase share one Ready (one fsync). */
+  /** Deferred (setImmediate in production) so inputs arriving in the same I/O phase share one Ready (one fsync). */
   private scheduleReady(): void {
     if (this.readyScheduled || this.inCycle || this.stopped) return;
     this.readyScheduled = true;
-    setImmediate(() => {
+    this.clock.defer(() => {
       this.readyScheduled = false;
       if (!this.inCycle && !this.stopped) this.cycleDone = this.runReadyLoop();
     });
@@ -591,7 +642,7 @@ export class RaftNode {
   }
 
   /** The documented order: persist, then send, then apply; advance() follows in the caller. */
-  private async handleReady(rd: Ready): Promise<void> {
+  protected async handleReady(rd: Ready): Promise<void> {
     if (rd.softState) this.onSoftState(rd.softState.role, rd.softState.leader);
     if (rd.hardState) this.term = rd.hardState.term;
 
@@ -630,13 +681,13 @@ export class RaftNode {
   }
 
   /** True when the hard state waiting to be written changes the term or the vote. */
-  private mustSaveHardState(): boolean {
+  protected mustSaveHardState(): boolean {
     const hs = this.unsavedHardState;
     return hs !== null && (hs.term !== this.durableHardState.term || hs.vote !== this.durableHardState.vote);
   }
 
   /** One synced write of a snapshot, entries and the latest hard state not yet on disk. */
-  private async persist(entries: Entry[], snapshot?: Snapshot): Promise<void> {
+  protected async persist(entries: Entry[], snapshot?: Snapshot): Promise<void> {
     const hardState = this.unsavedHardState;
     const t0 = performance.now();
     await this.store.save({
@@ -683,8 +734,17 @@ export class RaftNode {
     this.checkWaiters();
   }
 
-  private async applyEntries(entries: Entry[]): Promise<void> {
-    const applied = this.sm.appliedIndex();
+  /**
+   * Entries at or below this index are already in the state machine and are not applied again:
+   * after a restart the core hands out every committed entry after the snapshot (see start), and
+   * the durable state machine may hold many of them.
+   */
+  protected appliedIndexToSkip(): Index {
+    return this.sm.appliedIndex();
+  }
+
+  protected async applyEntries(entries: Entry[]): Promise<void> {
+    const applied = this.appliedIndexToSkip();
     const fresh = entries[0]!.index > applied ? entries : entries.filter((e) => e.index > applied);
     let results: AppliedResult[] = [];
     if (fresh.length > 0) {
@@ -705,7 +765,7 @@ export class RaftNode {
       const p = this.proposals.get(r.requestId);
       if (p === undefined) continue;
       this.proposals.delete(r.requestId);
-      clearTimeout(p.timer);
+      this.clock.clearTimeout(p.timer);
       p.resolve(r.result);
     }
     if (confChanged) this.checkWaiters();
@@ -741,7 +801,7 @@ export class RaftNode {
     for (const [ctx, batch] of this.reads) {
       if (batch.index === null || batch.index > applied) continue;
       this.reads.delete(ctx);
-      clearTimeout(batch.timer);
+      this.clock.clearTimeout(batch.timer);
       for (const w of batch.waiters) w.resolve();
     }
   }
@@ -811,7 +871,7 @@ export class RaftNode {
   private maybePromoteLearners(): void {
     const s = this.core.status();
     if (!s.progress) return;
-    const now = Date.now();
+    const now = this.clock.now();
     for (const learner of this.confState.learners) {
       const p = s.progress[learner];
       // Caught up means: acknowledged in replicate state (it holds the snapshot or the log up to
@@ -850,7 +910,7 @@ export class RaftNode {
         check,
         resolve,
         reject,
-        timer: setTimeout(() => {
+        timer: this.clock.setTimeout(() => {
           this.waiters.delete(waiter);
           reject(
             new RaftError('Timeout', `${what} did not happen within ${this.opts.membershipTimeoutMs} ms`),
@@ -861,7 +921,7 @@ export class RaftNode {
     });
     const cancel = (err: RaftError) => {
       if (!this.waiters.delete(waiter)) return;
-      clearTimeout(waiter.timer);
+      this.clock.clearTimeout(waiter.timer);
       waiter.reject(err);
     };
     return { done, cancel };
@@ -871,7 +931,7 @@ export class RaftNode {
     for (const w of this.waiters) {
       if (!w.check()) continue;
       this.waiters.delete(w);
-      clearTimeout(w.timer);
+      this.clock.clearTimeout(w.timer);
       w.resolve();
     }
   }
@@ -880,7 +940,7 @@ export class RaftNode {
     const p = this.proposals.get(requestId);
     if (p === undefined) return;
     this.proposals.delete(requestId);
-    clearTimeout(p.timer);
+    this.clock.clearTimeout(p.timer);
     p.reject(err);
   }
 
@@ -900,19 +960,19 @@ export class RaftNode {
 
   private failEverything(err: RaftError): void {
     for (const p of this.proposals.values()) {
-      clearTimeout(p.timer);
+      this.clock.clearTimeout(p.timer);
       p.reject(err);
     }
     this.proposals.clear();
     const batches = [...this.reads.values(), ...(this.unsubmittedRead ? [this.unsubmittedRead] : [])];
     for (const b of batches) {
-      clearTimeout(b.timer);
+      this.clock.clearTimeout(b.timer);
       for (const w of b.waiters) w.reject(err);
     }
     this.reads.clear();
     this.unsubmittedRead = null;
     for (const w of this.waiters) {
-      clearTimeout(w.timer);
+      this.clock.clearTimeout(w.timer);
       w.reject(err);
     }
     this.waiters.clear();
@@ -921,7 +981,7 @@ export class RaftNode {
   private fatal(err: unknown): void {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.ticker) clearInterval(this.ticker);
+    if (this.ticker) this.clock.clearInterval(this.ticker);
     this.failEverything(new RaftError('Stopped', `raft node stopped: ${String(err)}`));
     this.onFatal(err);
   }

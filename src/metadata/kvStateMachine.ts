@@ -5,6 +5,7 @@ import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
 import type { AppliedResult, StateMachine } from '../consensus/stateMachine.ts';
 import type { Entry, Index } from '../consensus/types.ts';
+import { markCleanStop, takeCleanStopMarker } from './cleanStop.ts';
 
 export const KV_KEY_MAX = 256;
 export const KV_VALUE_MAX = 64 * 1024;
@@ -31,27 +32,32 @@ const VALUE_PREFIX = 'v:';
 
 /**
  * Durability: the map lives in its own LevelDB (`dir`), and every batch of applied entries is one
- * LevelDB batch holding both the changes and the new applied index, so the two can never disagree
- * after a crash. Those batches are not fsynced: the Raft log is the durable truth (synced before
- * anything is applied), so losing the tail of the applied state in a machine crash only means the
- * driver re-applies those entries from the log; and a log compaction keeps the snapshot it was cut
- * at, which the driver restores from whenever it is ahead of this database. Keeping the map out of
+ * LevelDB batch holding both the changes and the new applied index. Those batches are not fsynced:
+ * the Raft log is the durable truth (synced before anything is applied). A power cut may tear
+ * LevelDB's own log (keep a later batch, drop an earlier one), so after any unclean stop the map
+ * is emptied and the driver restores it from the last Raft snapshot and re-applies the log. Keeping the map out of
  * the log's database keeps the two stores' owners independent.
  */
 export class KvStateMachine implements StateMachine {
   private readonly map = new Map<string, string>();
   private applied: Index = 0;
 
-  private constructor(private readonly db: ClassicLevel<string, string>) {}
+  private constructor(
+    private readonly db: ClassicLevel<string, string>,
+    private readonly dir: string,
+  ) {}
 
+  /** After an unclean stop the map may be torn (cleanStop.ts): it is emptied and rebuilt from the Raft log. */
   static async open(dir: string): Promise<KvStateMachine> {
     const db = new ClassicLevel<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
     await db.open();
-    const sm = new KvStateMachine(db);
+    const sm = new KvStateMachine(db, dir);
     for await (const [key, value] of db.iterator()) {
       if (key === APPLIED_KEY) sm.applied = Number(value);
       else if (key.startsWith(VALUE_PREFIX)) sm.map.set(key.slice(VALUE_PREFIX.length), value);
     }
+    const clean = await takeCleanStopMarker(dir);
+    if (!clean && sm.applied > 0) await sm.restore('', 0);
     return sm;
   }
 
@@ -120,6 +126,7 @@ export class KvStateMachine implements StateMachine {
 
   async close(): Promise<void> {
     await this.db.close();
+    await markCleanStop(this.dir);
   }
 }
 

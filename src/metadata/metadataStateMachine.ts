@@ -6,6 +6,7 @@ import type { AppliedResult, StateMachine } from '../consensus/stateMachine.ts';
 import type { Entry, Index } from '../consensus/types.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { planCommand } from './applyCommand.ts';
+import { markCleanStop, takeCleanStopMarker } from './cleanStop.ts';
 import {
   type ApplyResult,
   decodeCommand,
@@ -89,11 +90,28 @@ export class MetadataStateMachine implements StateMachine {
   private constructor(
     private readonly tables: MetadataTables,
     private readonly log: Logger,
+    private readonly dir: string | null,
   ) {}
 
-  /** Opens (creating if needed) the tables in `dir`, a folder of the manager's data dir. */
+  /**
+   * Opens (creating if needed) the tables in `dir`, a folder of the manager's data dir. After an unclean stop (a crash or a power cut: see cleanStop.ts)
+   * they may be torn, so they are emptied down to applied index 0: the Raft driver then restores
+   * them from its last snapshot and re-applies the committed log after it, and the manager never
+   * serves tables that differ from the committed log.
+   */
   static async open(dir: string, log: Logger = createLogger('metadata')): Promise<MetadataStateMachine> {
-    return new MetadataStateMachine(await MetadataTables.open(dir), log);
+    const tables = await MetadataTables.open(dir);
+    const sm = new MetadataStateMachine(tables, log, dir);
+    const clean = await takeCleanStopMarker(dir);
+    const applied = tables.appliedIndex();
+    if (!clean && applied > 0) {
+      log.warn(
+        { event: 'metadata.rebuild_after_unclean_stop', applied },
+        'tables were not closed cleanly and may be torn: rebuilding them from the Raft snapshot and log',
+      );
+      await tables.restore('', 0);
+    }
+    return sm;
   }
 
   appliedIndex(): Index {
@@ -158,8 +176,9 @@ export class MetadataStateMachine implements StateMachine {
     return this.tables.digest();
   }
 
-  close(): Promise<void> {
-    return this.tables.close();
+  async close(): Promise<void> {
+    await this.tables.close();
+    if (this.dir !== null) await markCleanStop(this.dir);
   }
 
   // ---- Queries: local reads, not replicated ------------------------------------------------

@@ -16,6 +16,8 @@ export type ViolationKind =
   | 'state-machine-safety'
   | 'monotonicity'
   | 'linearizability'
+  /** A vote or an append acknowledged before it was durable (or for an entry held differently). */
+  | 'durable-ack'
   | 'liveness'
   /** The durable log store refused a write (LogStoreInvariantError): the core asked for something illegal. */
   | 'log-store'
@@ -76,8 +78,17 @@ export class Checker {
   }
 
   /** A vote is on the wire: `voter` granted `candidate` its vote in `term`. */
-  onVoteGranted(voter: NodeId, candidate: NodeId, term: Term): void {
+  onVoteGranted(voter: NodeId, candidate: NodeId, term: Term, disk?: SimDisk): void {
     this.checks++;
+    // Figure 2 ("respond after updating stable storage"): a vote forgotten in a crash can be
+    // granted again, to another candidate of the same term. A grant sent after the voter moved on
+    // to a later term can never be repeated in its own term.
+    if (disk && disk.hardState.term <= term && disk.hardState.vote !== candidate) {
+      this.fail(
+        'durable-ack',
+        `${voter} granted its vote in term ${term} to ${candidate} but its disk holds term ${disk.hardState.term}, vote ${disk.hardState.vote ?? 'none'}`,
+      );
+    }
     const key = `${voter}@${term}`;
     const known = this.votes.get(key);
     if (known === undefined) this.votes.set(key, candidate);
@@ -85,6 +96,41 @@ export class Checker {
       this.fail(
         'election-safety',
         `${voter} granted its vote in term ${term} to both ${known} and ${candidate}`,
+      );
+    }
+  }
+
+  /**
+   * Figure 2: a follower answers an AppendEntries with success only once the entries are on its
+   * stable storage, and are the leader's (same term at the acknowledged index means same prefix,
+   * by Log Matching). The leader counts this answer towards a commit, so an answer that runs ahead
+   * of the disk, or vouches for a replaced entry, can commit what a majority does not hold.
+   * `leaderTerm` is the term the leader's own log has at `index`, when known. An answer produced
+   * in `ackTerm` and sent after the follower moved to a later term is left out: a newer leader may
+   * have replaced the entry meanwhile, and the stale term in the answer is what keeps it harmless.
+   */
+  onAppendAck(
+    follower: NodeId,
+    disk: SimDisk,
+    ackTerm: Term,
+    index: number,
+    leader: NodeId,
+    leaderTerm: Term | undefined,
+  ): void {
+    this.checks++;
+    if (disk.hardState.term !== ackTerm) return;
+    if (index > disk.lastIndex) {
+      this.fail(
+        'durable-ack',
+        `${follower} acknowledged index ${index} to ${leader} but its disk ends at ${disk.lastIndex}`,
+      );
+    }
+    if (leaderTerm === undefined || leaderTerm === 0 || index <= disk.snapshotIndex) return;
+    const held = disk.termAt(index);
+    if (held !== leaderTerm) {
+      this.fail(
+        'durable-ack',
+        `${follower} acknowledged index ${index} to ${leader}, whose entry there has term ${leaderTerm}, but its disk holds term ${held}`,
       );
     }
   }

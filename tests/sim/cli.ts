@@ -1,25 +1,34 @@
-// `npm run sim -- --seeds N [--from S] [--verbose]`: run seeds S..S+N-1 of the deterministic Raft
-// simulation (tests/sim). Each failing seed is printed with its violation and the one command that
+// `npm run sim -- --seeds N [--host-seeds M] [--from S] [--verbose]`: run seeds S..S+N-1 of the
+// deterministic Raft simulation of the core (tests/sim), then seeds S..S+M-1 of the host
+// simulation, which runs the real RaftNode driver (default M: a tenth of N, at least one). Each failing seed is printed with its violation and the one command that
 // replays it; the last line is always `sim: <N> seeds, <V> violations`, and the exit code is 1 on
 // any violation. --verbose prints the run's event trace (messages as sent, role changes, crashes,
 // partitions, client operations, the violation). The broken variants the tests plant can be
-// replayed too: --core-variant, --host-order; --reorder-rate overrides the network's reordering.
+// replayed too: --core-variant, --host-order, --host-variant; --reorder-rate overrides the
+// network's reordering; --level-db runs every host seed over the real LevelLogStore.
 //
 // How a run works: scenario.ts (one seed = one run), cluster.ts (virtual time, nodes, faults),
 // simNode.ts (the host loop around RaftCore), simDisk.ts (MemoryLogStore as the durable disk),
 // simNetwork.ts (delays, drops, duplicates, reordering, partitions), checker.ts (the invariants).
+// Host runs: hostScenario.ts (one seed), hostWorld.ts (the real driver given virtual time,
+// virtualTime.ts, and a synced-write disk, hostStore.ts), hostVariants.ts (planted driver bugs).
 
 import { parseArgs } from 'node:util';
 import { CORE_VARIANTS, type CoreVariant } from './coreAdapter.ts';
+import { runHostSeed } from './hostScenario.ts';
+import { HOST_VARIANTS, type HostVariant } from './hostVariants.ts';
 import { runSeed } from './scenario.ts';
 import type { HostOrder } from './simNode.ts';
 
 const HOST_ORDERS: HostOrder[] = ['persistThenSend', 'sendThenPersist'];
 
-function main(): number {
+async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       seeds: { type: 'string', default: '100' },
+      'host-seeds': { type: 'string' },
+      'host-variant': { type: 'string', default: 'correct' },
+      'level-db': { type: 'boolean', default: false },
       from: { type: 'string', default: '1' },
       verbose: { type: 'boolean', default: false },
       'core-variant': { type: 'string', default: 'correct' },
@@ -29,7 +38,14 @@ function main(): number {
     },
     strict: true,
   });
-  const count = parsePositive(values.seeds, '--seeds');
+  const count = parseCount(values.seeds, '--seeds');
+  const hostCount =
+    values['host-seeds'] === undefined
+      ? Math.max(1, Math.floor(count / 10))
+      : parseCount(values['host-seeds'], '--host-seeds');
+  const hostVariant = values['host-variant'] as HostVariant;
+  if (!HOST_VARIANTS.includes(hostVariant))
+    throw new Error(`--host-variant must be one of ${HOST_VARIANTS.join(', ')}`);
   const from = parsePositive(values.from, '--from');
   const coreVariant = values['core-variant'] as CoreVariant;
   const hostOrder = values['host-order'] as HostOrder;
@@ -63,10 +79,38 @@ function main(): number {
       console.log(`  replay: npm run sim -- --seeds 1 --from ${seed} --verbose${extra}`);
     }
   }
+  const hostExtra =
+    (hostVariant !== 'correct' ? ` --host-variant ${hostVariant}` : '') +
+    (values['level-db'] ? ' --level-db' : '');
+  for (let seed = from; seed < from + hostCount; seed++) {
+    const result = await runHostSeed({
+      seed,
+      verbose: values.verbose,
+      variant: hostVariant,
+      ...(values['level-db'] ? { levelDb: true } : {}),
+    });
+    if (values.verbose) {
+      for (const line of result.trace) console.log(line);
+      console.log(`host seed ${seed}: trace hash ${result.traceHash}, stats ${JSON.stringify(result.stats)}`);
+    }
+    if (result.violation) {
+      violations++;
+      const v = result.violation;
+      console.log(`host seed ${seed}: ${v.kind} at tick ${v.tick}: ${v.message}`);
+      console.log(`  replay: npm run sim -- --seeds 0 --host-seeds 1 --from ${seed} --verbose${hostExtra}`);
+    }
+  }
   const seconds = (performance.now() - started) / 1000;
-  console.error(`(${count} seeds in ${seconds.toFixed(1)} s)`);
-  console.log(`sim: ${count} seeds, ${violations} violations`);
+  const total = count + hostCount;
+  console.error(`(${count} core and ${hostCount} host seeds in ${seconds.toFixed(1)} s)`);
+  console.log(`sim: ${total} seeds, ${violations} violations`);
   return violations > 0 ? 1 : 0;
+}
+
+function parseCount(text: string | undefined, flag: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${flag} must be a whole number, got ${text}`);
+  return n;
 }
 
 function parsePositive(text: string | undefined, flag: string): number {
@@ -75,4 +119,4 @@ function parsePositive(text: string | undefined, flag: string): number {
   return n;
 }
 
-process.exitCode = main();
+process.exitCode = await main();

@@ -33,6 +33,12 @@ export interface ClusterOptions {
   /** A synced write takes 0..diskLatencyMax ticks. */
   diskLatencyMax: number;
   /**
+   * Chance that a synced write stalls for one to three election timeouts (a disk flushing its
+   * cache, a saturated device): the node keeps receiving meanwhile, so a new leader's entries can
+   * replace ones whose write is still in flight.
+   */
+  diskStallRate: number;
+  /**
    * Chance of a crash at a point inside the handling of a Ready that changes the hard state or
    * answers a vote or an append (a tenth of it for other Readys): where a host that gets the
    * order wrong loses a vote or an acknowledged entry.
@@ -45,7 +51,7 @@ export interface ClusterOptions {
 const MAX_DELIVERIES_PER_TICK = 5_000;
 
 /** Index 1 of every log: the bootstrap snapshot that holds the initial membership. */
-const BOOTSTRAP_DIGEST = chainDigest(0, { index: 1, term: 1, type: 'normal', data: '' });
+export const BOOTSTRAP_DIGEST = chainDigest(0, { index: 1, term: 1, type: 'normal', data: '' });
 
 export class Cluster implements HostEnv {
   now = 0;
@@ -69,6 +75,7 @@ export class Cluster implements HostEnv {
   snapshotsSent = 0;
   crashes = 0;
   readyCrashRate: number;
+  diskStallRate: number;
   private readonly restartAt = new Map<SimNode, number>();
 
   constructor(readonly options: ClusterOptions) {
@@ -84,6 +91,7 @@ export class Cluster implements HostEnv {
     this.maxSizePerMsg = options.maxSizePerMsg;
     this.maxInflightMsgs = options.maxInflightMsgs;
     this.readyCrashRate = options.readyCrashRate;
+    this.diskStallRate = options.diskStallRate;
   }
 
   /** Boot `voters` nodes that share a bootstrap snapshot at index 1 holding the membership. */
@@ -105,6 +113,9 @@ export class Cluster implements HostEnv {
   // --- HostEnv ---
 
   diskLatency(): number {
+    if (this.diskStallRate > 0 && this.diskRng.chance(this.diskStallRate)) {
+      return this.diskRng.range(this.electionTick, 3 * this.electionTick);
+    }
     return this.options.diskLatencyMax === 0 ? 0 : this.diskRng.int(this.options.diskLatencyMax + 1);
   }
 
@@ -115,7 +126,9 @@ export class Cluster implements HostEnv {
   }
 
   send(from: SimNode, msg: Message): void {
-    if (msg.type === 'MsgVoteResp' && !msg.reject) this.checker.onVoteGranted(msg.from, msg.to, msg.term);
+    if (msg.type === 'MsgVoteResp' && !msg.reject)
+      this.checker.onVoteGranted(msg.from, msg.to, msg.term, from.disk);
+    if (msg.type === 'MsgAppResp' && !msg.reject) this.checkAck(from, msg);
     if (msg.type === 'MsgSnap') this.snapshotsSent++;
     const dropped = this.network.send(msg, this.now, from.incarnation);
     // Messages go into the digest as numbers (the hot path), so quiet and verbose runs hash alike.
@@ -128,6 +141,17 @@ export class Cluster implements HostEnv {
     } else if (dropped === 'drop' && msg.type === 'MsgSnap') {
       this.defer(() => this.reportToSender(msg, from.incarnation, false, false));
     }
+  }
+
+  /** The leader's own log is authoritative in its term: the ack must match it. */
+  private checkAck(from: SimNode, msg: Message): void {
+    const leader = this.nodes.get(msg.to);
+    const raft = leader?.alive ? leader.core.node.raft : undefined;
+    const leaderTerm =
+      raft && raft.role === 'leader' && raft.term === msg.term
+        ? raft.raftLog.term(msg.index ?? 0)
+        : undefined;
+    this.checker.onAppendAck(from.id, from.disk, msg.term, msg.index ?? 0, msg.to, leaderTerm);
   }
 
   onConfApplied(_node: SimNode, change: ConfChange, _confState: ConfState): void {
@@ -296,7 +320,7 @@ export class Cluster implements HostEnv {
 const MESSAGE_CODES = new Map<MessageType, number>(MESSAGE_TYPES.map((t, i) => [t, i + 1]));
 
 /** The fields of a message that a replay must reproduce, as numbers for TraceDigest.addNumbers. */
-function messageFingerprint(now: number, m: Message, dropped: string | null): number[] {
+export function messageFingerprint(now: number, m: Message, dropped: string | null): number[] {
   const code = MESSAGE_CODES.get(m.type) ?? 0;
   const first = m.entries?.[0]?.index ?? 0;
   return [

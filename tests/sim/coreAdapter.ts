@@ -5,6 +5,7 @@
 
 import type { CoreStorage, RaftConfig } from '../../src/consensus/api.ts';
 import { committedIndex, MemoryStorage, Raft, RaftCore, RaftLog } from '../../src/consensus/core/index.ts';
+import { Unstable } from '../../src/consensus/core/unstable.ts';
 import type {
   ConfChange,
   ConfState,
@@ -24,13 +25,17 @@ export type CoreVariant =
   | 'correct'
   | 'commitPreviousTermByCounting'
   | 'truncateMatchedEntries'
-  | 'readIndexWithoutQuorum';
+  | 'readIndexWithoutQuorum'
+  | 'commitBeyondLastNewEntry'
+  | 'stableToIgnoresTerm';
 
 export const CORE_VARIANTS: readonly CoreVariant[] = [
   'correct',
   'commitPreviousTermByCounting',
   'truncateMatchedEntries',
   'readIndexWithoutQuorum',
+  'commitBeyondLastNewEntry',
+  'stableToIgnoresTerm',
 ];
 
 export interface CoreParams {
@@ -82,6 +87,10 @@ function raftFactory(variant: CoreVariant): (config: RaftConfig) => Raft {
       return (c) => new TruncatingFollowerRaft(c);
     case 'readIndexWithoutQuorum':
       return (c) => new UnconfirmedReadRaft(c);
+    case 'commitBeyondLastNewEntry':
+      return (c) => new OvercommittingFollowerRaft(c);
+    case 'stableToIgnoresTerm':
+      return (c) => new CarelessStableRaft(c);
   }
 }
 
@@ -135,6 +144,48 @@ class TruncatingRaftLog extends RaftLog {
     if (ents.length > 0) this.unstable.truncateAndAppend(ents);
     this.commitTo(Math.min(committed, lastNew));
     return lastNew;
+  }
+}
+
+/**
+ * Bug (e), etcd TestLogMaybeAppend: the follower takes the leader's commit index as is instead of
+ * capping it at the last entry the MsgApp vouched for, so a stale tail of an old term beyond that
+ * entry (not yet overwritten by the leader) becomes committed and is applied.
+ */
+class OvercommittingFollowerRaft extends Raft {
+  protected override createLog(storage: CoreStorage): RaftLog {
+    return new OvercommittingRaftLog(storage);
+  }
+}
+
+export class OvercommittingRaftLog extends RaftLog {
+  override maybeAppend(index: Index, logTerm: Term, committed: Index, ents: Entry[]): Index | undefined {
+    const lastNew = super.maybeAppend(index, logTerm, committed, ents);
+    if (lastNew !== undefined) this.commitTo(Math.min(committed, this.lastIndex()));
+    return lastNew;
+  }
+}
+
+/**
+ * Bug (f), etcd log_unstable.go stableTo: advance() marks entries stable by index alone, so
+ * entries a new leader replaced while their Ready was being persisted are taken as durable and
+ * never handed to the host: the log on disk keeps the old term's entries the node acknowledged as
+ * the new ones.
+ */
+class CarelessStableRaft extends Raft {
+  protected override createLog(storage: CoreStorage): RaftLog {
+    const log = new RaftLog(storage);
+    const careless = new CarelessUnstable(log.unstable.offset);
+    (log as { unstable: Unstable }).unstable = careless;
+    return log;
+  }
+}
+
+export class CarelessUnstable extends Unstable {
+  override stableTo(i: Index, _t: Term): void {
+    if (i < this.offset || i >= this.offset + this.entries.length) return;
+    this.entries = this.entries.slice(i + 1 - this.offset);
+    this.offset = i + 1;
   }
 }
 

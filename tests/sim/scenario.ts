@@ -50,6 +50,7 @@ interface FaultProfile {
   maxInflightMsgs: number;
   faults: NetworkFaults;
   diskLatencyMax: number;
+  diskStallRate: number;
   crashRate: number;
   readyCrashRate: number;
   partitionRate: number;
@@ -99,6 +100,7 @@ function mixedProfile(rng: Prng): FaultProfile {
       lateDelay: rng.pick([10, 40]),
     },
     diskLatencyMax: rng.pick([0, 1, 2, 3]),
+    diskStallRate: rng.pick([0, 0, 0.01, 0.05]),
     crashRate: rng.pick([0, 0.004, 0.01, 0.03]),
     readyCrashRate: rng.pick([0, 0.02, 0.1]),
     partitionRate: rng.pick([0, 0.01, 0.03, 0.06]),
@@ -126,6 +128,7 @@ export function runSeed(options: RunOptions): RunResult {
     maxInflightMsgs: profile.maxInflightMsgs,
     faults: profile.faults,
     diskLatencyMax: profile.diskLatencyMax,
+    diskStallRate: profile.diskStallRate,
     readyCrashRate: profile.readyCrashRate,
     verbose: options.verbose ?? false,
   });
@@ -338,6 +341,7 @@ class Driver {
       lateDelay: 0,
     };
     c.readyCrashRate = 0;
+    c.diskStallRate = 0;
     for (const node of c.downNodes()) c.restart(node);
     c.trace('liveness phase: faults stop, partitions heal, every node is up');
     const value = `live-${seed}`;

@@ -37,6 +37,8 @@ export class SimNetwork {
   private readonly buckets = new Map<number, InFlight[]>();
   /** Partition group per node; nodes in different groups cannot talk. Absent = group 0. */
   private groups = new Map<NodeId, number>();
+  /** One-way cuts as `from>to`: messages from `from` to `to` are lost, the other way passes. */
+  private readonly oneWay = new Set<string>();
   /** Per link, the tick its last in-order message is due: later ones may not arrive before it. */
   private readonly linkTail = new Map<string, number>();
   private seq = 0;
@@ -106,8 +108,13 @@ export class SimNetwork {
     return { deliver, cut };
   }
 
+  /** Whether a message from `a` reaches `b` (one-way cuts make this asymmetric). */
   connected(a: NodeId, b: NodeId): boolean {
-    return (this.groups.get(a) ?? 0) === (this.groups.get(b) ?? 0);
+    return (this.groups.get(a) ?? 0) === (this.groups.get(b) ?? 0) && !this.oneWay.has(`${a}>${b}`);
+  }
+
+  cutOneWay(from: NodeId, to: NodeId): void {
+    this.oneWay.add(`${from}>${to}`);
   }
 
   partition(groups: NodeId[][]): void {
@@ -119,10 +126,11 @@ export class SimNetwork {
 
   heal(): void {
     this.groups = new Map();
+    this.oneWay.clear();
   }
 
   get partitioned(): boolean {
-    return this.groups.size > 0;
+    return this.groups.size > 0 || this.oneWay.size > 0;
   }
 
   /** Messages still waiting for their delivery tick. */

@@ -38,9 +38,14 @@ export class SimStateMachine {
   }
 }
 
+/**
+ * The image in a snapshot's data. The real driver prefixes it with a line holding the member map
+ * (raftNode.ts wrapSnapshot); the image itself never holds a newline.
+ */
 export function parseImage(data: string): StateMachineImage {
-  if (data === '') return { applied: 0, digest: EMPTY_LOG_DIGEST, writes: 0 };
-  const parsed = JSON.parse(data) as StateMachineImage;
+  const body = data.slice(data.indexOf('\n') + 1);
+  if (body === '') return { applied: 0, digest: EMPTY_LOG_DIGEST, writes: 0 };
+  const parsed = JSON.parse(body) as StateMachineImage;
   if (typeof parsed.applied !== 'number' || typeof parsed.digest !== 'number') {
     throw new Error(`simulator snapshot data is malformed: ${data}`);
   }
