@@ -76,6 +76,12 @@ export class NodeProxy {
     for (const c of this.conns) if (c.tainted) this.close(c);
   }
 
+  /** Back to a clean link from `source`; its connections that lost bytes are closed. */
+  clear(source: string): void {
+    this.faults.delete(source);
+    for (const c of this.conns) if (c.tainted && c.source === source) this.close(c);
+  }
+
   /** Closes every open connection at once. */
   resetAll(): void {
     for (const c of this.conns) this.close(c);
