@@ -7,7 +7,7 @@
 import { expect, it } from 'vitest';
 import { replayCommand, runChaos } from './chaosRun.ts';
 
-const FAULT_MS = 45_000;
+const FAULT_MS = 75_000;
 const seed = Number(process.env.IMGVAULT_CHAOS_SEED ?? Math.floor(Math.random() * 1_000_000));
 
 it(`survives a short chaos run with no lost image, stale read or divergence (seed ${seed})`, async () => {
