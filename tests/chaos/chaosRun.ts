@@ -29,6 +29,8 @@ export interface ChaosRunResult {
   faults: Record<string, number>;
   /** How many operations ended each way (created, conflict, unknown...). */
   outcomes: Record<string, number>;
+  /** Why operations ended unknown or reads got no answer (status and error code, or the fetch error). */
+  unknownReasons: Record<string, number>;
   /** The run's folder (logs and data), kept when there are violations. */
   root: string;
 }
@@ -82,6 +84,7 @@ export async function runChaos(opts: ChaosRunOptions): Promise<ChaosRunResult> {
       violations,
       faults: Object.fromEntries(nemesis.counts),
       outcomes: outcomes(workload.history),
+      unknownReasons: Object.fromEntries(workload.unknownReasons),
       root: cluster.root,
     };
     return result;

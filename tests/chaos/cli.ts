@@ -47,6 +47,10 @@ for (let seed = firstSeed; runs < maxRuns && (opts.runs !== undefined || Date.no
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');
   console.log(`  outcomes: ${seen}`);
+  const why = Object.entries(result.unknownReasons)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
+  console.log(`  no clear outcome: ${why || 'none'}`);
   if (result.violations.length > 0) {
     for (const v of result.violations.slice(0, 50)) console.log(`  ${v}`);
     console.log(`  logs and data: ${result.root}`);

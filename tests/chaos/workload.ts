@@ -60,6 +60,8 @@ export class Workload {
   /** Every id ever used, with its two candidate contents. */
   readonly ids = new Map<string, IdState>();
   readonly unexpected: string[] = [];
+  /** Why operations ended `unknown`: `PUT 503 NoLeader`, `DELETE timeout`... */
+  readonly unknownReasons = new Map<string, number>();
   private active: IdState[] = [];
   private nextId = 0;
   private stopping = false;
@@ -112,9 +114,26 @@ export class Workload {
         redirect: 'follow',
         signal: AbortSignal.timeout(this.opts.requestTimeoutMs),
       });
-    } catch {
+    } catch (err) {
+      this.noteUnknown(`${init.method} ${(err as Error).name}`);
       return null;
     }
+  }
+
+  private noteUnknown(reason: string): void {
+    this.unknownReasons.set(reason, (this.unknownReasons.get(reason) ?? 0) + 1);
+  }
+
+  /** Reads the body; for a 5xx notes its error code among the unknown reasons. */
+  private async drain(method: string, res: Response | null): Promise<void> {
+    if (res === null) return;
+    const text = await res.text().catch(() => '');
+    if (res.status < 500) return;
+    let code = '';
+    try {
+      code = (JSON.parse(text) as { error?: { code?: string } }).error?.code ?? '';
+    } catch {}
+    this.noteUnknown(`${method} ${res.status} ${code}`.trim());
   }
 
   async put(client: string, base: string, s: IdState, bytes: Buffer): Promise<void> {
@@ -122,7 +141,7 @@ export class Workload {
     const res = await this.request(`${base}/v1/images/${s.id}`, { method: 'PUT', body: bytes });
     const input: Input = { kind: 'put', sha256: sha256(bytes) };
     const status = res?.status ?? 0;
-    await res?.arrayBuffer().catch(() => undefined);
+    await this.drain('PUT', res);
     const output: Output =
       status === 201
         ? { kind: 'created' }
@@ -145,7 +164,7 @@ export class Workload {
       const body = await res.arrayBuffer().catch(() => null);
       if (body !== null) output = { kind: 'found', sha256: sha256(new Uint8Array(body)) };
     } else {
-      await res.arrayBuffer().catch(() => undefined);
+      await this.drain('GET', res);
       if (res.status === 404) output = { kind: 'notFound' };
       else if (res.status < 500) this.unexpected.push(`GET ${id}: ${res.status}`);
     }
@@ -157,7 +176,7 @@ export class Workload {
     const call = this.opts.now();
     const res = await this.request(`${base}/v1/images/${id}`, { method: 'DELETE' });
     const status = res?.status ?? 0;
-    await res?.arrayBuffer().catch(() => undefined);
+    await this.drain('DELETE', res);
     const output: Output =
       status === 204 ? { kind: 'deleted' } : status === 404 ? { kind: 'notFound' } : { kind: 'unknown' };
     if (status >= 400 && status < 500 && status !== 404) this.unexpected.push(`DELETE ${id}: ${status}`);
