@@ -2,6 +2,7 @@
 // true of the cluster's state (replicas, inventories, digests) and is polled until it is empty or
 // the bound runs out; historyProblems() judges what the clients saw, final reads included.
 
+import { waitForLeader } from '../../src/cli/localManagers.ts';
 import type { ChaosCluster } from './chaosCluster.ts';
 import { checkHistory, type Operation } from './linearizability.ts';
 
@@ -69,14 +70,21 @@ async function digestProblems(cluster: ChaosCluster): Promise<string[]> {
 /** Empty when the cluster has converged: every check of the state at rest passes. */
 export async function convergenceProblems(cluster: ChaosCluster): Promise<string[]> {
   const problems: string[] = [];
-  const base = cluster.managerUrls()[0]!;
+  // The leader's node table applies its own liveness view (a silent worker is `suspect`).
+  const base = (await waitForLeader(cluster.managerUrls(), 10_000)).url;
   const { nodes } = await getJson<{ nodes: { id: string; state: string }[] }>(`${base}/v1/cluster/nodes`);
   const up = new Set(nodes.filter((n) => n.state === 'up').map((n) => n.id));
   for (const w of cluster.workers()) if (!up.has(w.name)) problems.push(`worker ${w.name} not up`);
   const images = await listImages(base);
   const known = new Map(images.map((i) => [i.id, i]));
   const held = new Map<string, Map<string, string>>();
-  for (const w of cluster.workers()) held.set(w.name, await inventory(cluster, w.name));
+  for (const w of cluster.workers()) {
+    const blobs = await inventory(cluster, w.name).catch((err: Error) => {
+      problems.push(`inventory of ${w.name} unreadable: ${err.message}`);
+      return new Map<string, string>();
+    });
+    held.set(w.name, blobs);
+  }
   for (const img of images) {
     const distinct = new Set(img.replicas);
     if (img.replicas.length !== 2 || distinct.size !== 2)

@@ -37,6 +37,27 @@ export function seededPng(rng: Rng, size: number): Buffer {
   ]);
 }
 
+/**
+ * One request, following a follower's 307 by hand (up to 3 hops): Node's fetch fails to re-send a
+ * Buffer body on a redirect ("detached ArrayBuffer"), so each hop sends a fresh copy.
+ */
+export async function requestFollowingRedirects(
+  url: string,
+  init: { method: string; body?: Buffer },
+  timeoutMs: number,
+): Promise<Response> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  let target = url;
+  for (let hop = 0; ; hop++) {
+    const body = init.body ? new Uint8Array(init.body) : undefined;
+    const res = await fetch(target, { method: init.method, body, redirect: 'manual', signal });
+    const location = res.headers.get('location');
+    if ((res.status !== 307 && res.status !== 308) || location === null || hop >= 3) return res;
+    await res.arrayBuffer().catch(() => undefined);
+    target = new URL(location, target).href;
+  }
+}
+
 interface IdState {
   id: string;
   variants: [Buffer, Buffer];
@@ -107,13 +128,9 @@ export class Workload {
     this.history.push({ id, client, input, output, call, ret });
   }
 
-  private async request(url: string, init: RequestInit): Promise<Response | null> {
+  private async request(url: string, init: { method: string; body?: Buffer }): Promise<Response | null> {
     try {
-      return await fetch(url, {
-        ...init,
-        redirect: 'follow',
-        signal: AbortSignal.timeout(this.opts.requestTimeoutMs),
-      });
+      return await requestFollowingRedirects(url, init, this.opts.requestTimeoutMs);
     } catch (err) {
       this.noteUnknown(`${init.method} ${(err as Error).name}`);
       return null;
