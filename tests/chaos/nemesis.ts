@@ -82,6 +82,34 @@ export class Nemesis {
     this.active[slot] = null;
     this.opts.log(`heal ${fault.name} ${fault.target.name}`);
     await fault.heal();
+    await this.awaitRecovery(fault.target);
+  }
+
+  /**
+   * A healed process is still faulty until it is back in service (a restarted worker registered, a
+   * restarted manager following a leader): the slot stays taken until then, bounded, so a second
+   * fault never stacks on a process still recovering.
+   */
+  private async awaitRecovery(target: Proc): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      if (await this.recovered(target)) return;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    this.opts.log(`${target.name} not back in service within 30 s`);
+  }
+
+  private async recovered(target: Proc): Promise<boolean> {
+    if (target.kind === 'manager') {
+      const [view, leader] = await Promise.all([this.raftView(target), this.leader()]);
+      return leader !== null && view?.leader?.id === leader.name;
+    }
+    const leader = await this.leader();
+    if (!leader) return false;
+    const body = await fetch(`${leader.proxy.url}/v1/cluster/nodes`, { signal: AbortSignal.timeout(2_000) })
+      .then((r) => r.json() as Promise<{ nodes: { id: string; state: string }[] }>)
+      .catch(() => null);
+    return body?.nodes.some((n) => n.id === target.name && n.state === 'up') ?? false;
   }
 
   private async inject(slot: 'manager' | 'worker'): Promise<void> {
@@ -151,12 +179,15 @@ export class Nemesis {
     };
   }
 
+  private async raftView(m: Proc): Promise<{ role: string; leader: { id: string } | null } | null> {
+    return fetch(`${m.proxy.url}/v1/cluster/raft`, { signal: AbortSignal.timeout(1_000) })
+      .then((r) => r.json() as Promise<{ role: string; leader: { id: string } | null }>)
+      .catch(() => null);
+  }
+
   private async leader(): Promise<Proc | null> {
     for (const m of this.cluster.managers()) {
-      const view = await fetch(`${m.proxy.url}/v1/cluster/raft`, { signal: AbortSignal.timeout(1_000) })
-        .then((r) => r.json() as Promise<{ role: string }>)
-        .catch(() => null);
-      if (view?.role === 'leader') return m;
+      if ((await this.raftView(m))?.role === 'leader') return m;
     }
     return null;
   }
