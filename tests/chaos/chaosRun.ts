@@ -2,6 +2,8 @@
 // everything, wait (bounded) for the cluster to converge, read every id from every manager, and
 // judge the state at rest and the history. Shared by the vitest file and `npm run chaos`.
 
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ChaosCluster } from './chaosCluster.ts';
 import { convergenceProblems, historyProblems } from './checks.ts';
@@ -46,8 +48,13 @@ export async function runChaos(opts: ChaosRunOptions): Promise<ChaosRunResult> {
   const clientRng = rng.fork();
   const t0 = performance.now();
   const now = () => performance.now() - t0;
-  const stamp = (line: string) => log(`[seed ${opts.seed} +${(now() / 1000).toFixed(1)}s] ${line}`);
   const cluster = await ChaosCluster.start();
+  // The nemesis's timeline also goes to <root>/chaos.log, next to the processes' logs.
+  const stamp = (line: string) => {
+    const stamped = `[seed ${opts.seed} +${(now() / 1000).toFixed(1)}s] ${line}`;
+    appendFileSync(join(cluster.root, 'chaos.log'), `${stamped}\n`);
+    log(stamped);
+  };
   stamp(`cluster up in ${cluster.root}`);
   let result: ChaosRunResult | null = null;
   try {
