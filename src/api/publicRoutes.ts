@@ -2,7 +2,6 @@
 // error to one HTTP status. A follower answers writes with 307 to the leader's same URL, so
 // `curl -L --data-binary @cat.jpg http://<any manager>/v1/images` works.
 
-import { Readable } from 'node:stream';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { z } from 'zod';
@@ -11,6 +10,7 @@ import type { ObjectView } from '../metadata/commands.ts';
 import { jsonError } from './errors.ts';
 import { redirectToLeader } from './leaderRedirect.ts';
 import { requestBody } from './requestBody.ts';
+import { webStreamOf } from './webStream.ts';
 
 const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode> = {
   InvalidId: 400,
@@ -157,7 +157,7 @@ export function publicRoutes(images: ImageService): Hono {
         await response.body.dump();
         return new Response(null, { status: response.statusCode, headers });
       }
-      const stream = Readable.toWeb(response.body) as unknown as ReadableStream;
+      const stream = webStreamOf(response.body);
       return new Response(stream, { status: response.statusCode, headers });
     } catch (err) {
       return mapError(c, err);
