@@ -3,7 +3,6 @@
 // `curl -L --data-binary @cat.jpg http://<any manager>/v1/images` works.
 
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
 import type { HttpBindings } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -13,6 +12,7 @@ import type { ObjectView } from '../metadata/commands.ts';
 import { jsonError, withoutAddresses } from './errors.ts';
 import { redirectToLeader } from './leaderRedirect.ts';
 import { requestBody } from './requestBody.ts';
+import { webStreamOf } from './webStream.ts';
 
 const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode> = {
   InvalidId: 400,
@@ -203,7 +203,7 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
         await response.body.dump();
         return new Response(null, { status: response.statusCode, headers });
       }
-      const stream = Readable.toWeb(body) as unknown as ReadableStream;
+      const stream = webStreamOf(body);
       return new Response(stream, { status: response.statusCode, headers });
     } catch (err) {
       return mapError(c, err);
