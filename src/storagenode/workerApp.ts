@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { zValidator } from '@hono/zod-validator';
 import { type Context, Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
@@ -9,6 +9,7 @@ import { request as undiciRequest } from 'undici';
 import { z } from 'zod';
 import { CLUSTER_SECRET_HEADER, requireClusterSecret } from '../api/clusterAuth.ts';
 import { requestBody } from '../api/requestBody.ts';
+import { webStreamOf } from '../api/webStream.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE, FrameError, FrameReader } from './blobFrames.ts';
 import { isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
@@ -296,7 +297,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     if (!read.ok) return fail(c, read.error);
     const stream = read.value.stream;
     stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
-    return new Response(Readable.toWeb(stream) as ReadableStream<Uint8Array>, { status, headers });
+    return new Response(webStreamOf(stream), { status, headers });
   });
 
   app.delete('/blobs/:id', async (c) => {
