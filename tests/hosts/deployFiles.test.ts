@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { MANAGER_ENV } from '../../src/manager/managerConfig.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const read = (path: string) => readFileSync(join(REPO, path), 'utf8');
@@ -30,11 +31,9 @@ function envFile(role: Role): Map<string, string> {
 
 /** The variables each command reads, from its configuration module. */
 function varsRead(role: Role): Set<string> {
-  const [file, pattern] =
-    role === 'manager'
-      ? ['src/manager/managerConfig.ts', /env\.(IMGVAULT_[A-Z0-9_]+)/g]
-      : ['src/storagenode/workerConfig.ts', /'(IMGVAULT_[A-Z0-9_]+)'/g];
-  return new Set([...read(file).matchAll(pattern)].map((m) => m[1]!));
+  if (role === 'manager') return new Set(Object.values(MANAGER_ENV));
+  const pattern = /'(IMGVAULT_[A-Z0-9_]+)'/g;
+  return new Set([...read('src/storagenode/workerConfig.ts').matchAll(pattern)].map((m) => m[1]!));
 }
 
 /** Keys whose values name this very host (or its peers by host name): the rest are the same everywhere. */
