@@ -104,14 +104,6 @@ function outcomeOf(err: unknown): string {
   return err instanceof ImageError ? err.code : 'Internal';
 }
 
-/** NoLiveWorker's message without the failures it lists: those name internal addresses. */
-function publicNoWorker(err: NoLiveWorker): string {
-  if (err.full) return `no live worker has room for the ${err.replica} copy`;
-  return err.failures.length === 0
-    ? `no live worker can take the ${err.replica} copy`
-    : `every live worker refused the ${err.replica} copy (${err.failures.length} tried)`;
-}
-
 export function raftFailure(err: unknown): never {
   if (err instanceof RaftError) {
     if (err.code === 'NotLeader') {
@@ -260,7 +252,7 @@ export class ImageService {
         if (err instanceof NoLiveWorker) {
           // The failures name workers' URLs: for the operator's log, not for the client.
           log.warn({ event: 'upload.no_worker', objectId: id, failures: err.failures }, err.message);
-          throw new ImageError(err.full ? 'InsufficientStorage' : 'NoLiveWorker', publicNoWorker(err));
+          throw new ImageError(err.full ? 'InsufficientStorage' : 'NoLiveWorker', err.summary);
         }
         throw err;
       }

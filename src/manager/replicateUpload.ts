@@ -47,6 +47,12 @@ export class NoLiveWorker extends Error {
     super(`${REASON_TEXT[reason](replica)}${tried}`);
   }
 
+  /** The reason without the failures it lists, whose codes may carry a worker's detail. */
+  get summary(): string {
+    const tried = this.failures.length > 0 ? ` (${this.failures.length} tried)` : '';
+    return `${REASON_TEXT[this.reason](this.replica)}${tried}`;
+  }
+
   /** Live workers exist, but every one is out of room (none had space, or each answered 507). */
   get full(): boolean {
     return this.reason === 'full';
