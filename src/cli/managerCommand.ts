@@ -54,6 +54,13 @@ export function registerManagerCommand(program: Command): void {
       help('a worker silent this long gets no new copies or reads (default 3000)', 'suspectAfterMs'),
     )
     .option(
+      '--read-first-byte-timeout-ms <ms>',
+      help(
+        "a read waits this long for a worker's response headers, then tries the other replica (default 3000)",
+        'readFirstByteTimeoutMs',
+      ),
+    )
+    .option(
       '--down-after-ms <ms>',
       help('a worker silent this long is marked down and repaired (default 30000)', 'downAfterMs'),
     )

@@ -42,7 +42,10 @@ export async function openImagesMode(
   const staging = await StagingArea.open(join(config.dataDir, 'staging'));
   const spoolDir = join(config.dataDir, 'inventory-spool');
   await InventorySpool.prepare(spoolDir);
-  const workers = new WorkerClient({ secret: config.secret });
+  const workers = new WorkerClient({
+    secret: config.secret,
+    readFirstByteTimeoutMs: config.readFirstByteTimeoutMs,
+  });
   const liveness = new WorkerLiveness({ suspectAfterMs: config.suspectAfterMs });
   // One set for every path of this manager that records or deletes copies on workers.
   const copies = new CopyLocks();

@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS } from './workerClient.ts';
 
 export const memberIdSchema = z
   .string()
@@ -84,6 +85,13 @@ export const managerConfigSchema = z
     uploadRateWindowMs: z.number().int().min(100).default(60_000),
     /** A worker silent this long is no longer given new copies or asked for reads. */
     suspectAfterMs: z.number().int().min(100).default(3_000),
+    /**
+     * A read waits this long for a worker's response headers before trying the next replica: a
+     * worker cut off the network answers nothing, not even a refusal. Headers follow a stat and an
+     * open on the worker, whatever the image's size; 3 s (the suspect timeout) leaves a busy worker
+     * on a loaded machine ample room. The body, once it flows, has the long idle timeout.
+     */
+    readFirstByteTimeoutMs: z.number().int().min(100).default(DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS),
     /** A worker silent this long is marked down (committed) and its objects are repaired elsewhere. */
     downAfterMs: z.number().int().min(200).default(30_000),
     /** Blobs a rejoining worker holds that no record knows are deleted only once seen this long. */
@@ -134,6 +142,7 @@ export interface ManagerFlags {
   minUploadRate?: string;
   uploadRateWindowMs?: string;
   suspectAfterMs?: string;
+  readFirstByteTimeoutMs?: string;
   downAfterMs?: string;
   orphanGraceMs?: string;
   repairConcurrency?: string;
@@ -184,6 +193,7 @@ export const MANAGER_ENV = {
   minUploadRate: 'IMGVAULT_MIN_UPLOAD_RATE',
   uploadRateWindowMs: 'IMGVAULT_UPLOAD_RATE_WINDOW_MS',
   suspectAfterMs: 'IMGVAULT_SUSPECT_AFTER_MS',
+  readFirstByteTimeoutMs: 'IMGVAULT_READ_FIRST_BYTE_TIMEOUT_MS',
   downAfterMs: 'IMGVAULT_DOWN_AFTER_MS',
   orphanGraceMs: 'IMGVAULT_ORPHAN_GRACE_MS',
   repairConcurrency: 'IMGVAULT_REPAIR_CONCURRENCY',
@@ -230,6 +240,7 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     minUploadBytesPerSecond: int('minUploadRate'),
     uploadRateWindowMs: int('uploadRateWindowMs'),
     suspectAfterMs: int('suspectAfterMs'),
+    readFirstByteTimeoutMs: int('readFirstByteTimeoutMs'),
     downAfterMs: int('downAfterMs'),
     orphanGraceMs: int('orphanGraceMs'),
     repairConcurrency: int('repairConcurrency'),

@@ -62,14 +62,26 @@ export interface WorkerClientOptions {
   secret: string;
   /** Time allowed between two chunks of a transfer, and for headers; a stalled worker is abandoned. */
   idleTimeoutMs?: number;
+  /**
+   * A read's bound from sending the request (connecting included) to the worker's response headers.
+   * A host cut off the network sends no RST: without it a read waits out the idle timeout on a dead
+   * keep-alive connection before the next replica is tried. Once headers arrive, the body has the
+   * idle timeout again (large images on slow links).
+   */
+  readFirstByteTimeoutMs?: number;
 }
+
+/** A worker answers a GET's headers after a stat and an open: no work that grows with the image. */
+export const DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS = 3_000;
 
 export class WorkerClient {
   private readonly dispatcher: Agent;
   private readonly secret: string;
+  private readonly readFirstByteTimeoutMs: number;
 
   constructor(opts: WorkerClientOptions) {
     this.secret = opts.secret;
+    this.readFirstByteTimeoutMs = opts.readFirstByteTimeoutMs ?? DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS;
     const idle = opts.idleTimeoutMs ?? 30_000;
     this.dispatcher = new Agent({ headersTimeout: idle, bodyTimeout: idle, keepAliveTimeout: 10_000 });
   }
@@ -78,8 +90,16 @@ export class WorkerClient {
     method: Dispatcher.HttpMethod,
     workerUrl: string,
     path: string,
-    extra: { headers?: Record<string, string>; body?: Readable | AsyncIterable<Uint8Array> | string } = {},
+    extra: {
+      headers?: Record<string, string>;
+      body?: Readable | AsyncIterable<Uint8Array> | string;
+      /** Abort unless the response headers are in within this many ms. */
+      firstByteMs?: number;
+    } = {},
   ): Promise<Dispatcher.ResponseData> {
+    const abort = new AbortController();
+    const timer =
+      extra.firstByteMs === undefined ? undefined : setTimeout(() => abort.abort(), extra.firstByteMs);
     try {
       return await request(new URL(path, workerUrl), {
         method,
@@ -87,13 +107,14 @@ export class WorkerClient {
         headers: { [CLUSTER_SECRET_HEADER]: this.secret, ...extra.headers },
         // undici takes async iterables as bodies (docs/api/Dispatcher.md); its types lag behind.
         body: (extra.body ?? null) as Readable | string | null,
+        signal: abort.signal,
       });
     } catch (err) {
-      throw new WorkerCallError(
-        'Unreachable',
-        workerUrl,
-        `${method} ${path} on ${workerUrl} failed: ${String(err)}`,
-      );
+      const why = abort.signal.aborted ? `no response headers within ${extra.firstByteMs} ms` : String(err);
+      throw new WorkerCallError('Unreachable', workerUrl, `${method} ${path} on ${workerUrl} failed: ${why}`);
+    } finally {
+      // Cleared once headers are in: the body is bounded by the idle timeout alone.
+      clearTimeout(timer);
     }
   }
 
@@ -210,7 +231,10 @@ export class WorkerClient {
     throw new WorkerCallError('Rejected', workerUrl, `verify of ${id} answered no verdict`);
   }
 
-  /** Opens a download; the caller streams `body` and must consume or destroy it. */
+  /**
+   * Opens a download; the caller streams `body` and must consume or destroy it. A worker that has
+   * not answered its headers within the read's first-byte timeout fails as Unreachable.
+   */
   async getBlob(
     workerUrl: string,
     id: string,
@@ -219,6 +243,7 @@ export class WorkerClient {
     const headers: Record<string, string> = opts.range ? { range: opts.range } : {};
     const res = await this.call(opts.method ?? 'GET', workerUrl, `/blobs/${encodeURIComponent(id)}`, {
       headers,
+      firstByteMs: this.readFirstByteTimeoutMs,
     });
     if (res.statusCode === 200 || res.statusCode === 206 || res.statusCode === 416) return res;
     throw await failure(workerUrl, `GET /blobs/${id}`, res);

@@ -58,6 +58,7 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   minUploadRate: ['0', (c) => c.minUploadBytesPerSecond, 0],
   uploadRateWindowMs: ['5000', (c) => c.uploadRateWindowMs, 5_000],
   suspectAfterMs: ['1500', (c) => c.suspectAfterMs, 1500],
+  readFirstByteTimeoutMs: ['2500', (c) => c.readFirstByteTimeoutMs, 2_500],
   downAfterMs: ['45000', (c) => c.downAfterMs, 45_000],
   orphanGraceMs: ['5000', (c) => c.orphanGraceMs, 5_000],
   repairConcurrency: ['7', (c) => c.repairConcurrency, 7],
