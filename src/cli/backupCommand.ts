@@ -50,8 +50,8 @@ class Backup {
   private stopping = false;
   private done = 0;
   private bytesDone = 0;
-  /** sha256 -> the upload of that content running now: a second file with it waits, then names it. */
-  private readonly uploading = new Map<string, Promise<unknown>>();
+  /** sha256 -> the last store of that content started: a second file with it waits, then names it. */
+  private readonly uploading = new Map<string, Promise<Outcome>>();
 
   constructor(
     private readonly client: ClusterClient,
@@ -109,18 +109,21 @@ class Backup {
       await this.nameExisting(file, sha256);
       return 'unchanged';
     }
-    const running = this.uploading.get(sha256);
-    if (running) await running.catch(() => {});
-    if (await this.nameExisting(file, sha256)) return 'deduplicated';
-    const upload = this.upload(file, sha256);
-    this.uploading.set(sha256, upload);
+    // Files of the same content go one after the other: the second only names what the first sent.
+    const previous = this.uploading.get(sha256) ?? Promise.resolve();
+    const mine = previous.catch(() => {}).then(() => this.store(file, sha256, known !== undefined));
+    this.uploading.set(sha256, mine);
     try {
-      const deduplicated = await upload;
-      if (deduplicated) return 'deduplicated';
-      return known ? 'changed' : 'new';
+      return await mine;
     } finally {
-      this.uploading.delete(sha256);
+      if (this.uploading.get(sha256) === mine) this.uploading.delete(sha256);
     }
+  }
+
+  private async store(file: LocalFile, sha256: string, replacing: boolean): Promise<Outcome> {
+    if (await this.nameExisting(file, sha256)) return 'deduplicated';
+    if (await this.upload(file, sha256)) return 'deduplicated';
+    return replacing ? 'changed' : 'new';
   }
 
   /** Names content already stored (0 bytes sent); false when the cluster does not hold it. */

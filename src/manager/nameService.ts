@@ -63,7 +63,10 @@ export class NameService {
   ): Promise<PutOutcome> {
     this.validate(bucket, key);
     const { images } = this.deps;
-    const { object } = await images.upload(images.newId(), openBody, {
+    // With the sha256 announced, the id is a function of the content: a retry after a lost answer
+    // or a failover lands on the object its first attempt may have stored, never a second copy.
+    const id = opts.sha256 !== undefined ? `c${opts.sha256}` : images.newId();
+    const { object } = await images.upload(id, openBody, {
       ...(opts.declaredLength !== undefined ? { declaredLength: opts.declaredLength } : {}),
     });
     if (opts.sha256 !== undefined && object.sha256 !== opts.sha256) {
@@ -77,6 +80,11 @@ export class NameService {
   async putExisting(bucket: string, key: string, sha256: string, mtime: number): Promise<PutOutcome> {
     this.validate(bucket, key);
     this.deps.images.requireLeader();
+    // A miss costs no log entry. The leader's tables may lag its log: a wrong miss only makes the
+    // client send the bytes, which apply then deduplicates.
+    if ((await this.deps.metadata.contentObject(sha256)) === null) {
+      throw new NameError('ContentNotFound', `no stored content has sha256 ${sha256}`);
+    }
     return this.commit({ bucket, key, sha256, mtime });
   }
 

@@ -442,7 +442,8 @@ async function putName(
   c: CommandOf<'putName'>,
 ): Promise<Plan<CommandResults['putName']>> {
   // The content index wins over the proposed object: the same bytes are stored once.
-  const targetId = (await tables.get('content', c.sha256)) ?? c.objectId;
+  const indexed = await tables.get('content', c.sha256);
+  const targetId = indexed ?? c.objectId;
   const target = targetId === undefined ? null : await readObject(tables, targetId);
   if (targetId === undefined || target === null) {
     return { ops: [], result: reject('ContentNotFound', `no stored content has sha256 ${c.sha256}`) };
@@ -484,7 +485,7 @@ async function putName(
   const result = {
     ok: true as const,
     created: previous === null,
-    deduplicated: targetId !== c.objectId,
+    deduplicated: indexed !== undefined,
     name: nameView(c.bucket, c.key, record),
     released: planned.released[0] ?? null,
     unused,

@@ -416,7 +416,7 @@ export type MarkNodeStateResult =
   | Rejection<'NodeUnknown' | 'StateChanged'>;
 
 /**
- * `released`: the object the name pointed at before, now named by nothing (its proposer deletes
+ * `deduplicated`: the content was stored under a name already. `released`: the object the name pointed at before, now named by nothing (its proposer deletes
  * it through deleteObject). `unused`: the proposed `objectId`, not used because the same content
  * was already stored (its proposer deletes it too).
  */
