@@ -19,6 +19,7 @@ import {
   reject,
 } from './commands.ts';
 import {
+  CONTENT_COUNTER,
   type Counter,
   decodeCounter,
   decodeName,
@@ -403,28 +404,31 @@ function nameView(bucket: string, key: string, record: NameRecord): NameView {
  * leaves the refs and content tables and is reported released, for its proposer to delete.
  */
 class RefDeltas {
-  private readonly deltas = new Map<string, { delta: number; sha256: string }>();
+  private readonly deltas = new Map<string, { delta: number; sha256: string; size: number }>();
 
-  add(objectId: string, sha256: string, delta: number): void {
-    const d = this.deltas.get(objectId) ?? { delta: 0, sha256 };
+  add(objectId: string, content: { sha256: string; size: number }, delta: number): void {
+    const d = this.deltas.get(objectId) ?? { delta: 0, sha256: content.sha256, size: content.size };
     d.delta += delta;
     this.deltas.set(objectId, d);
   }
 
-  async plan(tables: TableReader): Promise<{ ops: TableOp[]; released: string[] }> {
+  /** Also counts named content (distinct objects) in `counters`: what names save is the difference. */
+  async plan(tables: TableReader, counters: CounterDeltas): Promise<{ ops: TableOp[]; released: string[] }> {
     const ids = [...this.deltas.keys()].sort();
     const current = await tables.getMany('refs', ids);
     const ops: TableOp[] = [];
     const released: string[] = [];
     for (const [i, objectId] of ids.entries()) {
-      const { delta, sha256 } = this.deltas.get(objectId)!;
+      const { delta, sha256, size } = this.deltas.get(objectId)!;
       if (delta === 0) continue;
       const stored = current[i];
       const was = stored === undefined ? 0 : decodeRefs(stored);
       const now = was + delta;
       if (now < 0) throw new Error(`metadata refs of ${objectId} would go negative (${now})`);
       const indexed = await tables.get('content', sha256);
+      if (was === 0) counters.add(CONTENT_COUNTER, 1, size);
       if (now === 0) {
+        counters.add(CONTENT_COUNTER, -1, -size);
         ops.push({ type: 'del', table: 'refs', key: objectId });
         if (indexed === objectId) ops.push({ type: 'del', table: 'content', key: sha256 });
         released.push(objectId);
@@ -466,11 +470,11 @@ async function putName(
     updatedAt: c.at,
   };
   const refs = new RefDeltas();
-  refs.add(targetId, target.sha256, 1);
-  if (previous !== null) refs.add(previous.objectId, previous.sha256, -1);
+  refs.add(targetId, target, 1);
+  if (previous !== null) refs.add(previous.objectId, previous, -1);
   const counters = new CounterDeltas();
   counters.add(NAMES_COUNTER, previous === null ? 1 : 0, target.size - (previous?.size ?? 0));
-  const planned = await refs.plan(tables);
+  const planned = await refs.plan(tables, counters);
   const unused =
     c.objectId !== undefined &&
     c.objectId !== targetId &&
@@ -504,10 +508,10 @@ async function deleteName(
   }
   const existing = decodeName(raw);
   const refs = new RefDeltas();
-  refs.add(existing.objectId, existing.sha256, -1);
+  refs.add(existing.objectId, existing, -1);
   const counters = new CounterDeltas();
   counters.add(NAMES_COUNTER, -1, -existing.size);
-  const planned = await refs.plan(tables);
+  const planned = await refs.plan(tables, counters);
   const ops: TableOp[] = [
     { type: 'del', table: 'names', key },
     ...planned.ops,

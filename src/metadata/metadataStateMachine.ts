@@ -26,6 +26,7 @@ import {
   type NamePage,
 } from './nameListing.ts';
 import {
+  CONTENT_COUNTER,
   type Counter,
   decodeCounter,
   decodeName,
@@ -300,10 +301,15 @@ export class MetadataStateMachine implements StateMachine {
     return (await this.tables.get('content', sha256)) ?? null;
   }
 
-  /** Names and the bytes they name (each name counted, so shared content counts once per name). */
-  async nameStats(): Promise<Counter> {
-    const raw = await this.tables.get('counters', NAMES_COUNTER);
-    return raw === undefined ? { objects: 0, bytes: 0 } : decodeCounter(raw);
+  /**
+   * `names`: how many names and the bytes they name (shared content once per name); `content`: the
+   * distinct objects they point at. names.bytes - content.bytes is what deduplication saves.
+   */
+  async nameStats(): Promise<{ names: Counter; content: Counter }> {
+    const [names, content] = await this.tables.getMany('counters', [NAMES_COUNTER, CONTENT_COUNTER]);
+    const decode = (raw: string | undefined) =>
+      raw === undefined ? { objects: 0, bytes: 0 } : decodeCounter(raw);
+    return { names: decode(names), content: decode(content) };
   }
 
   /**

@@ -11,6 +11,7 @@
 //   data/<gen:12>/c/total                 -> counters:  { objects, bytes } over all objects
 //   data/<gen:12>/c/node/<nodeId>         -> counters:  { objects, bytes } of the replicas on that node
 //   data/<gen:12>/c/names                 -> counters:  { objects: names, bytes: their sizes summed }
+//   data/<gen:12>/c/content               -> counters:  { objects, bytes } of the objects names point at
 //   data/<gen:12>/k/<bucket>/<key>        -> names:     NameRecord
 //   data/<gen:12>/r/<objectId>            -> refs:      { names } naming that object (no row: none)
 //   data/<gen:12>/h/<sha256>              -> content:   the object id named content with that sha256 is in
@@ -60,6 +61,7 @@ export const NODE_COUNTER_PREFIX = 'node/';
 export const nodeIndexKey = (nodeId: string, objectId: string): string => `${nodeId}/${objectId}`;
 export const nodeIndexPrefix = (nodeId: string): string => `${nodeId}/`;
 export const NAMES_COUNTER = 'names';
+export const CONTENT_COUNTER = 'content';
 export const nameKey = (bucket: string, key: string): string => `${bucket}/${key}`;
 export const bucketPrefix = (bucket: string): string => `${bucket}/`;
 

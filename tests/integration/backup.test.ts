@@ -135,6 +135,12 @@ describe('imgvault backup and restore', () => {
     const unique = new Map([...images.values()].map(({ bytes }) => [sha(bytes), bytes.length]));
     expect(s.bytesUploaded).toBe([...unique.values()].reduce((a, b) => a + b, 0));
     expect(await objectCount()).toBe(before + 48);
+    const leader = await cluster.leader();
+    const stats = (await (await fetch(`${leader.url}/v1/cluster/stats`)).json()) as { names: unknown };
+    const named = [...images.values()].reduce((n, i) => n + i.bytes.length, 0);
+    expect(stats.names).toEqual({ count: 50, bytes: named, storedBytes: named - 2100, savedBytes: 2100 });
+    const status = await runCli(['status', '--url', urls()]);
+    expect(status.stdout + status.stderr).toMatch(/names: 50 naming .*deduplication saves 2\.1 KiB/);
   }, 60_000);
 
   it('a second run over the unchanged folder uploads 0 bytes', async () => {

@@ -98,7 +98,10 @@ describe('putName and deleteName', () => {
       updatedAt: 6000,
     });
     expect(await sm.contentObject(SHA_A)).toBe('o1');
-    expect(await sm.nameStats()).toEqual({ objects: 3, bytes: 300 });
+    expect(await sm.nameStats()).toEqual({
+      names: { objects: 3, bytes: 300 },
+      content: { objects: 1, bytes: 100 },
+    });
   });
 
   it('refuses a name for content that is not stored, or an object with other bytes', async () => {
@@ -134,7 +137,10 @@ describe('putName and deleteName', () => {
       code: 'NameNotFound',
     });
     expect(await applyOne(sm, log, { type: 'deleteObject', id: 'o1' })).toMatchObject({ ok: true });
-    expect(await sm.nameStats()).toEqual({ objects: 0, bytes: 0 });
+    expect(await sm.nameStats()).toEqual({
+      names: { objects: 0, bytes: 0 },
+      content: { objects: 0, bytes: 0 },
+    });
   });
 
   it('repointing a name to other content releases the old content', async () => {
@@ -147,7 +153,10 @@ describe('putName and deleteName', () => {
       released: 'o1',
       name: { objectId: 'o2', mtime: 7000 },
     });
-    expect(await sm.nameStats()).toEqual({ objects: 1, bytes: 50 });
+    expect(await sm.nameStats()).toEqual({
+      names: { objects: 1, bytes: 50 },
+      content: { objects: 1, bytes: 50 },
+    });
     const touched = await applyOne(sm, log, putCmd('a.png', SHA_B, undefined, 8000));
     expect(touched).toMatchObject({ ok: true, released: null, name: { mtime: 8000 } });
   });
