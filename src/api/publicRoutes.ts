@@ -55,7 +55,7 @@ function toJson(o: ObjectView) {
   };
 }
 
-function mapError(c: Context, err: unknown): Response {
+export function mapError(c: Context, err: unknown): Response {
   if (!(err instanceof ImageError)) throw err;
   if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);
   const status = err.code === 'NotLeader' ? 503 : STATUS[err.code];

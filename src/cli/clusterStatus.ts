@@ -38,6 +38,15 @@ interface StatsView {
   underReplicated?: number | null;
   unavailable?: number | null;
   repairing?: number;
+  names?: NamesStatus;
+}
+
+/** Names (backup sets) and what storing their content once saves. */
+export interface NamesStatus {
+  count: number;
+  bytes: number;
+  storedBytes: number;
+  savedBytes: number;
 }
 
 export interface ManagerStatus {
@@ -84,6 +93,7 @@ export interface ClusterStatus {
     underReplicated: number | null;
     unavailable: number | null;
     repairing: number;
+    names?: NamesStatus;
   } | null;
   problems: string[];
   healthy: boolean;
@@ -216,6 +226,7 @@ export async function gatherStatus(urls: string[], headers: Record<string, strin
         underReplicated: stats.underReplicated ?? null,
         unavailable: stats.unavailable ?? null,
         repairing: stats.repairing ?? 0,
+        ...(stats.names ? { names: stats.names } : {}),
       };
       observedFrom = source;
       break;

@@ -2,10 +2,12 @@
 
 import { Command } from 'commander';
 import { createRaftCommand } from './adminCommands.ts';
+import { registerBackupCommand } from './backupCommand.ts';
 import { registerClientCommands } from './clientCommands.ts';
 import { registerClusterCommand } from './clusterCommand.ts';
 import { registerDrillCommand } from './drillCommand.ts';
 import { registerManagerCommand } from './managerCommand.ts';
+import { registerRestoreCommand } from './restoreCommand.ts';
 import { registerStatusCommand } from './statusCommand.ts';
 import { registerWorkerCommand } from './workerCommand.ts';
 
@@ -16,6 +18,8 @@ registerManagerCommand(program);
 registerWorkerCommand(program);
 registerClusterCommand(program);
 registerClientCommands(program);
+registerBackupCommand(program);
+registerRestoreCommand(program);
 registerStatusCommand(program);
 program.addCommand(createRaftCommand());
 registerDrillCommand(program);

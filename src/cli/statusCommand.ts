@@ -86,6 +86,12 @@ export function renderStatus(s: ClusterStatus): string {
       ? `objects: ${o.count} (${formatBytes(o.bytes)}); under-replicated ${dash(o.underReplicated)}, unavailable ${dash(o.unavailable)}, repairing ${o.repairing}`
       : 'objects: unknown (no manager answered)',
   );
+  if (o?.names && o.names.count > 0) {
+    const n = o.names;
+    out.push(
+      `names: ${n.count} naming ${formatBytes(n.bytes)}, stored once as ${formatBytes(n.storedBytes)} (deduplication saves ${formatBytes(n.savedBytes)})`,
+    );
+  }
   out.push('', s.healthy ? 'healthy' : `NOT HEALTHY:\n${s.problems.map((p) => `  - ${p}`).join('\n')}`);
   return out.join('\n');
 }

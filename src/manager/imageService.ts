@@ -450,7 +450,10 @@ export class ImageService {
     this.validateId(id);
     this.requireLeader();
     const result = await proposeCommand(this.deps.raft, { type: 'deleteObject', id }).catch(raftFailure);
-    if (!result.ok) throw new ImageError('NotFound', `no image with id ${id}`);
+    if (!result.ok) {
+      if (result.code === 'ObjectReferenced') throw new ImageError('Conflict', result.message);
+      throw new ImageError('NotFound', `no image with id ${id}`);
+    }
     const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
     await Promise.all(
       result.object.replicas.map(async (nodeId) => {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Hono } from 'hono';
 import type { Registry } from 'prom-client';
 import { clusterRoutes } from '../api/clusterRoutes.ts';
+import { nameRoutes } from '../api/nameRoutes.ts';
 import { publicRoutes } from '../api/publicRoutes.ts';
 import { workerRoutes } from '../api/workerRoutes.ts';
 import type { RaftNode } from '../consensus/raftNode.ts';
@@ -16,6 +17,7 @@ import { FailureHandling } from './failureHandling.ts';
 import { ImageService } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
 import type { ManagerConfig } from './managerConfig.ts';
+import { NameService } from './nameService.ts';
 import { StagingArea } from './stagingArea.ts';
 import { UploadAdmission } from './uploadAdmission.ts';
 import { UploadMetrics } from './uploadMetrics.ts';
@@ -105,8 +107,10 @@ export async function openImagesMode(
         summaryIntervalMs: config.usageSummaryMs,
       });
       registry.start();
+      const names = new NameService({ images, raft: node, metadata, log });
       return [
         publicRoutes(images, { clientsByToken: config.clientTokens.length > 0 }),
+        nameRoutes(names, images),
         workerRoutes({ registry, secret: config.secret, heartbeatIntervalMs: config.heartbeatIntervalMs }),
         clusterRoutes({
           metadata,

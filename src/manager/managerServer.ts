@@ -22,7 +22,7 @@ export interface ManagerAppDeps {
   kv?: KvStateMachine;
   /** Sub-apps mounted at the root (images mode: public, worker and cluster routes). */
   surfaces?: Hono[];
-  /** Bearer tokens required on /v1/images; empty = open. */
+  /** Bearer tokens required on /v1/images, /v1/buckets and /v1/content; empty = open. */
   clientTokens?: string[];
   secret: string;
   /** The Raft transport's receiving side (POST /raft/messages), mounted at the root. */
@@ -132,6 +132,8 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
   const clientAuth = requireClientToken(deps.clientTokens ?? []);
   app.use('/v1/images', clientAuth);
   app.use('/v1/images/*', clientAuth);
+  app.use('/v1/buckets/*', clientAuth);
+  app.use('/v1/content/*', clientAuth);
   for (const surface of deps.surfaces ?? []) app.route('/', surface);
 
   // Admin routes need the cluster secret; each names the middleware itself because a `use('*')` on

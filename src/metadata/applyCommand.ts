@@ -8,6 +8,8 @@ import {
   type CommandOf,
   type CommandResults,
   MAX_REPLICAS,
+  type NameRecord,
+  type NameView,
   type NodeRecord,
   type ObjectRecord,
   type ObjectView,
@@ -17,15 +19,22 @@ import {
   reject,
 } from './commands.ts';
 import {
+  CONTENT_COUNTER,
   type Counter,
   decodeCounter,
+  decodeName,
   decodeNode,
   decodeObject,
+  decodeRefs,
   encodeCounter,
+  encodeName,
   encodeNode,
   encodeObject,
+  encodeRefs,
   type MetadataTables,
+  NAMES_COUNTER,
   NODE_INDEX_VALUE,
+  nameKey,
   nodeCounterKey,
   nodeIndexKey,
   type Table,
@@ -269,6 +278,10 @@ async function deleteObject(
 ): Promise<Plan<CommandResults['deleteObject']>> {
   const existing = await readObject(tables, c.id);
   if (existing === null) return { ops: [], result: reject('ObjectNotFound', `object ${c.id} not found`) };
+  // A name never points at a missing object: content goes when its last name does (deleteName).
+  if ((await tables.get('refs', c.id)) !== undefined) {
+    return { ops: [], result: reject('ObjectReferenced', `object ${c.id} is the content of a name`) };
+  }
   const counters = new CounterDeltas();
   counters.add(TOTAL_COUNTER, -1, -existing.size);
   counters.replicas(existing.replicas, existing.size, -1);
@@ -382,6 +395,132 @@ async function markNodeState(
   };
 }
 
+function nameView(bucket: string, key: string, record: NameRecord): NameView {
+  return { bucket, key, ...record };
+}
+
+/**
+ * Reference counts of objects by names, changed by one command. An object whose count reaches 0
+ * leaves the refs and content tables and is reported released, for its proposer to delete.
+ */
+class RefDeltas {
+  private readonly deltas = new Map<string, { delta: number; sha256: string; size: number }>();
+
+  add(objectId: string, content: { sha256: string; size: number }, delta: number): void {
+    const d = this.deltas.get(objectId) ?? { delta: 0, sha256: content.sha256, size: content.size };
+    d.delta += delta;
+    this.deltas.set(objectId, d);
+  }
+
+  /** Also counts named content (distinct objects) in `counters`: what names save is the difference. */
+  async plan(tables: TableReader, counters: CounterDeltas): Promise<{ ops: TableOp[]; released: string[] }> {
+    const ids = [...this.deltas.keys()].sort();
+    const current = await tables.getMany('refs', ids);
+    const ops: TableOp[] = [];
+    const released: string[] = [];
+    for (const [i, objectId] of ids.entries()) {
+      const { delta, sha256, size } = this.deltas.get(objectId)!;
+      if (delta === 0) continue;
+      const stored = current[i];
+      const was = stored === undefined ? 0 : decodeRefs(stored);
+      const now = was + delta;
+      if (now < 0) throw new Error(`metadata refs of ${objectId} would go negative (${now})`);
+      const indexed = await tables.get('content', sha256);
+      if (was === 0) counters.add(CONTENT_COUNTER, 1, size);
+      if (now === 0) {
+        counters.add(CONTENT_COUNTER, -1, -size);
+        ops.push({ type: 'del', table: 'refs', key: objectId });
+        if (indexed === objectId) ops.push({ type: 'del', table: 'content', key: sha256 });
+        released.push(objectId);
+        continue;
+      }
+      ops.push({ type: 'put', table: 'refs', key: objectId, value: encodeRefs(now) });
+      if (indexed === undefined) ops.push({ type: 'put', table: 'content', key: sha256, value: objectId });
+    }
+    return { ops, released };
+  }
+}
+
+async function putName(
+  tables: TableReader,
+  c: CommandOf<'putName'>,
+): Promise<Plan<CommandResults['putName']>> {
+  // The content index wins over the proposed object: the same bytes are stored once.
+  const indexed = await tables.get('content', c.sha256);
+  const targetId = indexed ?? c.objectId;
+  const target = targetId === undefined ? null : await readObject(tables, targetId);
+  if (targetId === undefined || target === null) {
+    return { ops: [], result: reject('ContentNotFound', `no stored content has sha256 ${c.sha256}`) };
+  }
+  if (target.sha256 !== c.sha256) {
+    return {
+      ops: [],
+      result: reject('ObjectChanged', `object ${targetId} does not hold sha256 ${c.sha256}`),
+    };
+  }
+  const key = nameKey(c.bucket, c.key);
+  const rawPrevious = await tables.get('names', key);
+  const previous = rawPrevious === undefined ? null : decodeName(rawPrevious);
+  const record: NameRecord = {
+    objectId: targetId,
+    size: target.size,
+    sha256: target.sha256,
+    contentType: target.contentType,
+    mtime: c.mtime,
+    updatedAt: c.at,
+  };
+  const refs = new RefDeltas();
+  refs.add(targetId, target, 1);
+  if (previous !== null) refs.add(previous.objectId, previous, -1);
+  const counters = new CounterDeltas();
+  counters.add(NAMES_COUNTER, previous === null ? 1 : 0, target.size - (previous?.size ?? 0));
+  const planned = await refs.plan(tables, counters);
+  const unused =
+    c.objectId !== undefined &&
+    c.objectId !== targetId &&
+    (await tables.get('refs', c.objectId)) === undefined
+      ? c.objectId
+      : null;
+  const ops: TableOp[] = [
+    { type: 'put', table: 'names', key, value: encodeName(record) },
+    ...planned.ops,
+    ...(await counters.ops(tables)),
+  ];
+  const result = {
+    ok: true as const,
+    created: previous === null,
+    deduplicated: indexed !== undefined,
+    name: nameView(c.bucket, c.key, record),
+    released: planned.released[0] ?? null,
+    unused,
+  };
+  return { ops, result };
+}
+
+async function deleteName(
+  tables: TableReader,
+  c: CommandOf<'deleteName'>,
+): Promise<Plan<CommandResults['deleteName']>> {
+  const key = nameKey(c.bucket, c.key);
+  const raw = await tables.get('names', key);
+  if (raw === undefined) {
+    return { ops: [], result: reject('NameNotFound', `no key ${c.key} in bucket ${c.bucket}`) };
+  }
+  const existing = decodeName(raw);
+  const refs = new RefDeltas();
+  refs.add(existing.objectId, existing, -1);
+  const counters = new CounterDeltas();
+  counters.add(NAMES_COUNTER, -1, -existing.size);
+  const planned = await refs.plan(tables, counters);
+  const ops: TableOp[] = [
+    { type: 'del', table: 'names', key },
+    ...planned.ops,
+    ...(await counters.ops(tables)),
+  ];
+  const name = nameView(c.bucket, c.key, existing);
+  return { ops, result: { ok: true, name, released: planned.released[0] ?? null } };
+}
+
 /**
  * The tables as the ops planned so far would leave them, so the changes of one `replicaChanges`
  * entry each see the ones before it (several may touch the same node's counter row).
@@ -465,5 +604,9 @@ export async function planCommand(
       return replicaChanges(tables, c);
     case 'markNodeState':
       return markNodeState(tables, c);
+    case 'putName':
+      return putName(tables, c);
+    case 'deleteName':
+      return deleteName(tables, c);
   }
 }

@@ -188,6 +188,68 @@ export const markNodeStateSchema = z.strictObject({
   expected: nodeStateSchema.optional(),
 });
 
+// ---- Names: bucket + key -> content ---------------------------------------------------------
+
+/** A bucket (a backup set): S3's alphabet, so the same names serve an S3 endpoint. */
+export const BUCKET_PATTERN = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+/** Bound on a key, in UTF-8 bytes (S3's). */
+export const MAX_KEY_BYTES = 1024;
+
+/**
+ * Why `key` is not a valid name key, or null. Keys become paths on restore: no empty, `.` or `..`
+ * segment (so no leading, trailing or doubled `/`), no backslash, no control character (NUL
+ * included: keys are LevelDB keys and listing cursors rely on keys never holding one), and
+ * well-formed Unicode (a lone surrogate has no UTF-8 form, and LevelDB orders UTF-8 bytes).
+ */
+export function keyProblem(key: string): string | null {
+  if (key.length === 0) return 'key is empty';
+  if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) return `key exceeds ${MAX_KEY_BYTES} UTF-8 bytes`;
+  if (Buffer.from(key, 'utf8').toString('utf8') !== key) return 'key is not well-formed Unicode';
+  if (/\p{Cc}/u.test(key)) return 'key contains a control character';
+  if (key.includes('\\')) return "key contains '\\' (use '/' between folders)";
+  for (const segment of key.split('/')) {
+    if (segment === '') return "key has an empty segment (a leading, trailing or doubled '/')";
+    if (segment === '.' || segment === '..') return `key has a '${segment}' segment`;
+  }
+  return null;
+}
+
+export const bucketSchema = z
+  .string()
+  .regex(
+    BUCKET_PATTERN,
+    'bucket must be 3-63 characters of a-z, 0-9, . and -, starting and ending alphanumeric',
+  );
+export const nameKeySchema = z.string().superRefine((key, ctx) => {
+  const problem = keyProblem(key);
+  if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+/**
+ * Names `bucket/key` with the content whose sha256 is `sha256`. The content already stored under
+ * another name (the content index) wins over `objectId`, in apply, so two uploads of the same bytes
+ * racing each other still end as one stored object; `objectId` is then reported `unused` for its
+ * proposer to delete. Without `objectId` the content must already be stored (the dedup path).
+ */
+export const putNameSchema = z.strictObject({
+  type: z.literal('putName'),
+  requestId,
+  bucket: bucketSchema,
+  key: nameKeySchema,
+  sha256: sha256Schema,
+  objectId: objectIdSchema.optional(),
+  /** The file's modification time, kept for restore. */
+  mtime: timestampSchema,
+  at: timestampSchema,
+});
+
+export const deleteNameSchema = z.strictObject({
+  type: z.literal('deleteName'),
+  requestId,
+  bucket: bucketSchema,
+  key: nameKeySchema,
+});
+
 export const commandSchema = z.discriminatedUnion('type', [
   registerWorkerSchema,
   updateWorkerSchema,
@@ -199,6 +261,8 @@ export const commandSchema = z.discriminatedUnion('type', [
   replaceReplicaSchema,
   replicaChangesSchema,
   markNodeStateSchema,
+  putNameSchema,
+  deleteNameSchema,
 ]);
 
 export type Command = z.infer<typeof commandSchema>;
@@ -276,6 +340,22 @@ export interface NodeView extends NodeRecord {
   nodeId: string;
 }
 
+/** What a name holds: its content (by object id and sha256) and what a restore needs. */
+export interface NameRecord {
+  objectId: string;
+  size: number;
+  sha256: string;
+  contentType: string;
+  mtime: number;
+  /** Proposer time of the last put. */
+  updatedAt: number;
+}
+
+export interface NameView extends NameRecord {
+  bucket: string;
+  key: string;
+}
+
 // ---- Results --------------------------------------------------------------------------------
 
 /**
@@ -293,7 +373,10 @@ export type RejectionCode =
   | 'TooManyReplicas'
   | 'ObjectChanged'
   | 'NodeLeaving'
-  | 'StateChanged';
+  | 'StateChanged'
+  | 'ObjectReferenced'
+  | 'ContentNotFound'
+  | 'NameNotFound';
 
 export interface Rejection<C extends RejectionCode = RejectionCode> {
   ok: false;
@@ -309,7 +392,9 @@ export type RecordObjectResult =
   | { ok: true; created: boolean; object: ObjectView }
   | Rejection<'ObjectExists' | 'NodeUnknown'>;
 /** `replicas` are the nodes whose blob the caller should now delete. */
-export type DeleteObjectResult = { ok: true; object: ObjectView } | Rejection<'ObjectNotFound'>;
+export type DeleteObjectResult =
+  | { ok: true; object: ObjectView }
+  | Rejection<'ObjectNotFound' | 'ObjectReferenced'>;
 export type AddReplicaResult =
   | { ok: true; object: ObjectView }
   | Rejection<
@@ -330,6 +415,25 @@ export type MarkNodeStateResult =
   | { ok: true; node: NodeView; previous: NodeState }
   | Rejection<'NodeUnknown' | 'StateChanged'>;
 
+/**
+ * `deduplicated`: the content was stored under a name already. `released`: the object the name pointed at before, now named by nothing (its proposer deletes
+ * it through deleteObject). `unused`: the proposed `objectId`, not used because the same content
+ * was already stored (its proposer deletes it too).
+ */
+export type PutNameResult =
+  | {
+      ok: true;
+      created: boolean;
+      deduplicated: boolean;
+      name: NameView;
+      released: string | null;
+      unused: string | null;
+    }
+  | Rejection<'ContentNotFound' | 'ObjectChanged'>;
+export type DeleteNameResult =
+  | { ok: true; name: NameView; released: string | null }
+  | Rejection<'NameNotFound'>;
+
 export interface CommandResults {
   registerWorker: RegisterWorkerResult;
   updateWorker: UpdateWorkerResult;
@@ -341,6 +445,8 @@ export interface CommandResults {
   replaceReplica: ReplaceReplicaResult;
   replicaChanges: ReplicaChangesResult;
   markNodeState: MarkNodeStateResult;
+  putName: PutNameResult;
+  deleteName: DeleteNameResult;
 }
 
 export type ResultOf<T extends CommandType> = CommandResults[T];

@@ -9,19 +9,34 @@ import { planCommand } from './applyCommand.ts';
 import { markCleanStop, takeCleanStopMarker } from './cleanStop.ts';
 import {
   type ApplyResult,
+  BUCKET_PATTERN,
   decodeCommand,
+  keyProblem,
+  type NameView,
   NODE_ID_PATTERN,
   type NodeView,
   type ObjectView,
   reject,
 } from './commands.ts';
 import {
+  DELIMITER_PATTERN,
+  decodeCursor,
+  listNamePage,
+  MAX_NAME_PAGE,
+  type NameListOptions,
+  type NamePage,
+} from './nameListing.ts';
+import {
+  CONTENT_COUNTER,
   type Counter,
   decodeCounter,
+  decodeName,
   decodeNode,
   decodeObject,
   MetadataTables,
+  NAMES_COUNTER,
   NODE_COUNTER_PREFIX,
+  nameKey,
   nodeIndexPrefix,
   type TableDigest,
   TOTAL_COUNTER,
@@ -286,6 +301,54 @@ export class MetadataStateMachine implements StateMachine {
         nodes[key.slice(NODE_COUNTER_PREFIX.length)] = decodeCounter(value);
       }
       return { appliedIndex, objects: total.objects, bytes: total.bytes, nodes };
+    } finally {
+      await view.close();
+    }
+  }
+
+  // ---- Names ------------------------------------------------------------------------------
+
+  async getName(bucket: string, key: string): Promise<NameView | null> {
+    if (!BUCKET_PATTERN.test(bucket) || keyProblem(key) !== null) return null;
+    const raw = await this.tables.get('names', nameKey(bucket, key));
+    return raw === undefined ? null : { bucket, key, ...decodeName(raw) };
+  }
+
+  /** The object holding named content with this sha256, from the content index. */
+  async contentObject(sha256: string): Promise<string | null> {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) return null;
+    return (await this.tables.get('content', sha256)) ?? null;
+  }
+
+  /**
+   * `names`: how many names and the bytes they name (shared content once per name); `content`: the
+   * distinct objects they point at. names.bytes - content.bytes is what deduplication saves.
+   */
+  async nameStats(): Promise<{ names: Counter; content: Counter }> {
+    const [names, content] = await this.tables.getMany('counters', [NAMES_COUNTER, CONTENT_COUNTER]);
+    const decode = (raw: string | undefined) =>
+      raw === undefined ? { objects: 0, bytes: 0 } : decodeCounter(raw);
+    return { names: decode(names), content: decode(content) };
+  }
+
+  /**
+   * One page of a bucket's names in key order (see nameListing.ts). Throws RangeError on a
+   * malformed prefix, delimiter or cursor: callers validate those at their edge.
+   */
+  async listNames(bucket: string, opts: NameListOptions = {}): Promise<NamePage> {
+    if (!BUCKET_PATTERN.test(bucket)) throw new RangeError('invalid bucket');
+    if (opts.delimiter !== undefined && !DELIMITER_PATTERN.test(opts.delimiter)) {
+      throw new RangeError('delimiter must be 1-16 printable ASCII characters');
+    }
+    if (opts.prefix !== undefined && Buffer.from(opts.prefix, 'utf8').toString('utf8') !== opts.prefix) {
+      throw new RangeError('prefix is not well-formed Unicode');
+    }
+    const cursorKey = opts.cursor === undefined ? null : decodeCursor(opts.cursor);
+    if (opts.cursor !== undefined && cursorKey === null) throw new RangeError('invalid cursor');
+    const limit = clampLimit(opts.limit, MAX_NAME_PAGE, MAX_NAME_PAGE);
+    const view = await this.tables.view();
+    try {
+      return await listNamePage(view, bucket, { ...opts, limit, cursorKey });
     } finally {
       await view.close();
     }

@@ -10,8 +10,14 @@
 //   data/<gen:12>/x/<nodeId>/<objectId>   -> nodeIndex: {}   ("what does this node hold" is a range scan)
 //   data/<gen:12>/c/total                 -> counters:  { objects, bytes } over all objects
 //   data/<gen:12>/c/node/<nodeId>         -> counters:  { objects, bytes } of the replicas on that node
+//   data/<gen:12>/c/names                 -> counters:  { objects: names, bytes: their sizes summed }
+//   data/<gen:12>/c/content               -> counters:  { objects, bytes } of the objects names point at
+//   data/<gen:12>/k/<bucket>/<key>        -> names:     NameRecord
+//   data/<gen:12>/r/<objectId>            -> refs:      { names } naming that object (no row: none)
+//   data/<gen:12>/h/<sha256>              -> content:   the object id named content with that sha256 is in
 //
-// `/` is not in the id alphabet, so `<nodeId>/` is a prefix of exactly that node's index keys.
+// `/` is not in the id alphabet, so `<nodeId>/` is a prefix of exactly that node's index keys; nor
+// in the bucket alphabet, so `<bucket>/` is a prefix of exactly that bucket's names.
 //
 // Why generations: restoring a snapshot writes the new tables under generation g+1 in many
 // batches, then flips meta/generation and meta/applied in one synced batch, then clears
@@ -23,11 +29,20 @@ import { createHash, type Hash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
-import type { NodeRecord, ObjectRecord } from './commands.ts';
+import type { NameRecord, NodeRecord, ObjectRecord } from './commands.ts';
 
-export const TABLES = ['objects', 'nodes', 'nodeIndex', 'counters'] as const;
+// The name tables come last: a state without names digests as it did before they existed.
+export const TABLES = ['objects', 'nodes', 'nodeIndex', 'counters', 'names', 'refs', 'content'] as const;
 export type Table = (typeof TABLES)[number];
-const TABLE_TAG: Record<Table, string> = { objects: 'o', nodes: 'n', nodeIndex: 'x', counters: 'c' };
+const TABLE_TAG: Record<Table, string> = {
+  objects: 'o',
+  nodes: 'n',
+  nodeIndex: 'x',
+  counters: 'c',
+  names: 'k',
+  refs: 'r',
+  content: 'h',
+};
 
 const META_APPLIED = 'meta/applied';
 const META_GENERATION = 'meta/generation';
@@ -45,6 +60,10 @@ export const nodeCounterKey = (nodeId: string): string => `node/${nodeId}`;
 export const NODE_COUNTER_PREFIX = 'node/';
 export const nodeIndexKey = (nodeId: string, objectId: string): string => `${nodeId}/${objectId}`;
 export const nodeIndexPrefix = (nodeId: string): string => `${nodeId}/`;
+export const NAMES_COUNTER = 'names';
+export const CONTENT_COUNTER = 'content';
+export const nameKey = (bucket: string, key: string): string => `${bucket}/${key}`;
+export const bucketPrefix = (bucket: string): string => `${bucket}/`;
 
 function generationPrefix(gen: number): string {
   return `${DATA_ROOT}${String(gen).padStart(12, '0')}/`;
@@ -54,8 +73,11 @@ function tablePrefix(gen: number, table: Table): string {
   return `${generationPrefix(gen)}${TABLE_TAG[table]}/`;
 }
 
-/** The least string greater than every string that starts with `prefix` (all our keys are ASCII). */
-function prefixEnd(prefix: string): string {
+/**
+ * The least string greater than every string that starts with `prefix`, when its last character is
+ * ASCII (name keys are not: `TablesView.range` bounds those by a prefix check instead).
+ */
+export function prefixEnd(prefix: string): string {
   return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }
 
@@ -93,12 +115,27 @@ export function encodeCounter(c: Counter): string {
   return JSON.stringify({ objects: c.objects, bytes: c.bytes });
 }
 
+export function encodeName(r: NameRecord): string {
+  return JSON.stringify({
+    objectId: r.objectId,
+    size: r.size,
+    sha256: r.sha256,
+    contentType: r.contentType,
+    mtime: r.mtime,
+    updatedAt: r.updatedAt,
+  });
+}
+
+export const encodeRefs = (names: number): string => JSON.stringify({ names });
+
 export const NODE_INDEX_VALUE = '{}';
 
 // Values are only ever written by the codecs above, so decoding trusts their shape.
 export const decodeObject = (v: string): ObjectRecord => JSON.parse(v) as ObjectRecord;
 export const decodeNode = (v: string): NodeRecord => JSON.parse(v) as NodeRecord;
 export const decodeCounter = (v: string): Counter => JSON.parse(v) as Counter;
+export const decodeName = (v: string): NameRecord => JSON.parse(v) as NameRecord;
+export const decodeRefs = (v: string): number => (JSON.parse(v) as { names: number }).names;
 
 // ---- Digest ---------------------------------------------------------------------------------
 
@@ -122,6 +159,10 @@ const snapshotSchema = z.object({
     nodes: z.array(z.tuple([z.string(), z.string()])),
     nodeIndex: z.array(z.tuple([z.string(), z.string()])),
     counters: z.array(z.tuple([z.string(), z.string()])),
+    // Absent from snapshots cut before names existed.
+    names: z.array(z.tuple([z.string(), z.string()])).default([]),
+    refs: z.array(z.tuple([z.string(), z.string()])).default([]),
+    content: z.array(z.tuple([z.string(), z.string()])).default([]),
   }),
   sha256: z.string(),
 });
@@ -129,7 +170,7 @@ const snapshotSchema = z.object({
 type SnapshotContent = z.infer<typeof snapshotSchema>;
 
 function emptySnapshot(index: number): SnapshotContent {
-  const tables = { objects: [], nodes: [], nodeIndex: [], counters: [] };
+  const tables = { objects: [], nodes: [], nodeIndex: [], counters: [], names: [], refs: [], content: [] };
   return { format: SNAPSHOT_FORMAT, appliedIndex: index, tables, sha256: createHash('sha256').digest('hex') };
 }
 
@@ -186,6 +227,33 @@ export class TablesView {
     });
     try {
       for await (const [key, value] of it) yield [key.slice(base.length), value];
+    } finally {
+      await it.close();
+    }
+  }
+
+  /**
+   * Rows of `table` from `gte` on, in LevelDB's (UTF-8 byte) order, while their key starts with
+   * `prefix`; `gte` must not sort before `prefix`. For keys of any Unicode, where `scan`'s bound by
+   * character arithmetic would not hold.
+   */
+  async *range(
+    table: Table,
+    opts: { gte: string; prefix: string; limit?: number },
+  ): AsyncGenerator<[string, string]> {
+    const base = tablePrefix(this.generation, table);
+    const it = this.db.iterator({
+      gte: base + opts.gte,
+      lt: prefixEnd(base),
+      limit: opts.limit ?? Number.POSITIVE_INFINITY,
+      snapshot: this.snap,
+    });
+    try {
+      for await (const [key, value] of it) {
+        const relative = key.slice(base.length);
+        if (!relative.startsWith(opts.prefix)) return;
+        yield [relative, value];
+      }
     } finally {
       await it.close();
     }

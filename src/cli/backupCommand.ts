@@ -1,0 +1,264 @@
+// `imgvault backup <folder> [--set NAME]`: an incremental, resumable backup of a folder into a
+// backup set (a bucket of names). The server's names are the state: a file whose size and mtime
+// match its name is unchanged without being read; otherwise its sha256 decides, and content the
+// cluster already stores under any name is only named (0 bytes sent). A re-run after Ctrl-C or a
+// crash does what is left. Files deleted locally stay in the set until `--prune`.
+
+import { createReadStream } from 'node:fs';
+import type { Command } from 'commander';
+import { CONTENT_SHA256_HEADER, MTIME_HEADER, namePath } from '../api/nameHeaders.ts';
+import { keyProblem } from '../metadata/commands.ts';
+import { bearerHeaders, ClusterClient, ClusterRequestFailed, managerUrls } from './clusterClient.ts';
+import {
+  defaultSetName,
+  isImageFile,
+  type LocalFile,
+  listSet,
+  ProgressLine,
+  type RemoteName,
+  sha256OfFile,
+  walkFolder,
+} from './localTree.ts';
+
+export interface BackupSummary {
+  set: string;
+  new: number;
+  changed: number;
+  unchanged: number;
+  deduplicated: number;
+  skipped: number;
+  failed: number;
+  pruned: number;
+  bytesUploaded: number;
+  interrupted: boolean;
+}
+
+interface BackupFlags {
+  set?: string;
+  prune?: boolean;
+  json?: boolean;
+  allFiles?: boolean;
+  concurrency: string;
+  url?: string;
+  token?: string;
+}
+
+type Outcome = 'new' | 'changed' | 'unchanged' | 'deduplicated';
+
+class Backup {
+  readonly summary: BackupSummary;
+  private stopping = false;
+  private done = 0;
+  private bytesDone = 0;
+  /** sha256 -> the last store of that content started: a second file with it waits, then names it. */
+  private readonly uploading = new Map<string, Promise<Outcome>>();
+
+  constructor(
+    private readonly client: ClusterClient,
+    readonly set: string,
+    private readonly progress: ProgressLine,
+  ) {
+    this.summary = {
+      set,
+      new: 0,
+      changed: 0,
+      unchanged: 0,
+      deduplicated: 0,
+      skipped: 0,
+      failed: 0,
+      pruned: 0,
+      bytesUploaded: 0,
+      interrupted: false,
+    };
+  }
+
+  stop(): void {
+    this.stopping = true;
+    this.summary.interrupted = true;
+  }
+
+  async run(files: LocalFile[], remote: Map<string, RemoteName>, concurrency: number): Promise<void> {
+    const queue = [...files];
+    await Promise.all(
+      Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
+        for (let f = queue.shift(); f !== undefined && !this.stopping; f = queue.shift()) {
+          await this.one(f, remote.get(f.key));
+          this.done++;
+          this.bytesDone += f.size;
+          this.progress.update(this.done, this.bytesDone);
+        }
+      }),
+    );
+  }
+
+  private async one(file: LocalFile, known: RemoteName | undefined): Promise<void> {
+    try {
+      const outcome = await this.backUp(file, known);
+      this.summary[outcome]++;
+      if (outcome !== 'unchanged') this.progress.line(`${outcome}\t${file.key}`);
+    } catch (err) {
+      this.summary.failed++;
+      this.progress.line(`failed\t${file.key}\t${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  private async backUp(file: LocalFile, known: RemoteName | undefined): Promise<Outcome> {
+    if (known && known.size === file.size && known.mtime === file.mtime) return 'unchanged';
+    const sha256 = await sha256OfFile(file.path);
+    if (known && known.sha256 === sha256) {
+      await this.nameExisting(file, sha256);
+      return 'unchanged';
+    }
+    // Files of the same content go one after the other: the second only names what the first sent.
+    const previous = this.uploading.get(sha256) ?? Promise.resolve();
+    const mine = previous.catch(() => {}).then(() => this.store(file, sha256, known !== undefined));
+    this.uploading.set(sha256, mine);
+    try {
+      return await mine;
+    } finally {
+      if (this.uploading.get(sha256) === mine) this.uploading.delete(sha256);
+    }
+  }
+
+  private async store(file: LocalFile, sha256: string, replacing: boolean): Promise<Outcome> {
+    if (await this.nameExisting(file, sha256)) return 'deduplicated';
+    if (await this.upload(file, sha256)) return 'deduplicated';
+    return replacing ? 'changed' : 'new';
+  }
+
+  /** Names content already stored (0 bytes sent); false when the cluster does not hold it. */
+  private async nameExisting(file: LocalFile, sha256: string): Promise<boolean> {
+    const { res } = await this.client.request('PUT', namePath(this.set, file.key), {
+      headers: { 'content-length': '0', [CONTENT_SHA256_HEADER]: sha256, [MTIME_HEADER]: String(file.mtime) },
+      body: () => '',
+      expect: [200, 201, 404],
+    });
+    const body = (await res.body.json()) as { error?: { code: string } };
+    if (res.statusCode === 404 && body.error?.code !== 'ContentNotFound') {
+      throw new Error(`404 ${JSON.stringify(body)}`);
+    }
+    return res.statusCode !== 404;
+  }
+
+  /** Sends the bytes; true when the server found the content stored meanwhile. */
+  private async upload(file: LocalFile, sha256: string): Promise<boolean> {
+    const { res } = await this.client.request('PUT', namePath(this.set, file.key), {
+      headers: {
+        'content-length': String(file.size),
+        [CONTENT_SHA256_HEADER]: sha256,
+        [MTIME_HEADER]: String(file.mtime),
+      },
+      body: () => createReadStream(file.path),
+      expect: [200, 201],
+    });
+    const body = (await res.body.json()) as { deduplicated: boolean };
+    this.summary.bytesUploaded += file.size;
+    return body.deduplicated;
+  }
+
+  async prune(remote: Map<string, RemoteName>, local: Set<string>): Promise<void> {
+    for (const key of remote.keys()) {
+      if (this.stopping) return;
+      if (local.has(key)) continue;
+      try {
+        await this.client.request('DELETE', namePath(this.set, key), { expect: [204, 404] });
+        this.summary.pruned++;
+        this.progress.line(`pruned\t${key}`);
+      } catch (err) {
+        this.summary.failed++;
+        this.progress.line(`failed\t${key}\t${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  }
+}
+
+function printSummary(s: BackupSummary, json: boolean): void {
+  if (json) {
+    console.log(JSON.stringify(s));
+    return;
+  }
+  console.error(
+    `backup of set ${s.set}${s.interrupted ? ' (interrupted: run it again to finish)' : ''}: ` +
+      `${s.new} new, ${s.changed} changed, ${s.unchanged} unchanged, ${s.deduplicated} deduplicated, ` +
+      `${s.skipped} skipped, ${s.failed} failed, ${s.pruned} pruned; ${s.bytesUploaded} bytes uploaded`,
+  );
+}
+
+async function backupAction(folder: string, flags: BackupFlags): Promise<number> {
+  const set = flags.set ?? defaultSetName(folder);
+  if (!set) throw new Error(`cannot make a set name from ${folder}: pass --set NAME`);
+  const client = new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token));
+  const all = await walkFolder(folder);
+  const files: LocalFile[] = [];
+  let skipped = 0;
+  const progressOut = new ProgressLine(0, 0);
+  for (const f of all) {
+    const problem = keyProblem(f.key);
+    if ((!flags.allFiles && !isImageFile(f.key)) || problem !== null) {
+      skipped++;
+      progressOut.line(`skipped\t${f.key}\t${problem ?? 'not an image file (--all-files to include it)'}`);
+    } else files.push(f);
+  }
+  const remote = new Map((await listSet(client, set)).map((n) => [n.key, n]));
+  const progress = new ProgressLine(
+    files.length,
+    files.reduce((n, f) => n + f.size, 0),
+  );
+  const backup = new Backup(client, set, progress);
+  backup.summary.skipped = skipped;
+  let interrupts = 0;
+  const onInterrupt = () => {
+    interrupts++;
+    backup.stop();
+    if (interrupts > 1) {
+      // A second Ctrl-C does not wait for the uploads in flight.
+      progress.clear();
+      printSummary(backup.summary, flags.json === true);
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onInterrupt);
+  process.on('SIGTERM', onInterrupt);
+  try {
+    await backup.run(files, remote, Math.max(1, Math.min(64, Number(flags.concurrency) || 4)));
+    if (flags.prune) await backup.prune(remote, new Set(all.map((f) => f.key)));
+  } finally {
+    process.off('SIGINT', onInterrupt);
+    process.off('SIGTERM', onInterrupt);
+    progress.clear();
+  }
+  printSummary(backup.summary, flags.json === true);
+  if (backup.summary.interrupted) return 130;
+  return backup.summary.failed > 0 ? 1 : 0;
+}
+
+export function registerBackupCommand(program: Command): void {
+  program
+    .command('backup')
+    .description(
+      'back up a folder into a backup set: only new or changed files are sent (size and mtime, then ' +
+        'sha256), content the cluster already holds is only named; a re-run resumes. Files that are not ' +
+        'images (XMP/JSON sidecars, .AAE, .MOV) are skipped and counted unless --all-files',
+    )
+    .argument('<folder>', 'the folder to back up')
+    .option('--set <name>', 'the backup set (bucket); default: the folder name')
+    .option('--prune', 'remove from the set the names whose local file is gone')
+    .option('--all-files', 'also send files that are not images (the server refuses what it cannot store)')
+    .option('--json', 'print the summary as one JSON object on standard output')
+    .option('-c, --concurrency <n>', 'files in flight', '4')
+    .option(
+      '--url <urls>',
+      'managers of the cluster, comma-separated [env IMGVAULT_URL; default http://127.0.0.1:7001,7002,7003]',
+    )
+    .option('--token <token>', 'bearer token, when the cluster requires one [env IMGVAULT_TOKEN]')
+    .action(async (folder: string, flags: BackupFlags) => {
+      try {
+        process.exitCode = await backupAction(folder, flags);
+      } catch (err) {
+        const message =
+          err instanceof ClusterRequestFailed || err instanceof Error ? err.message : String(err);
+        console.error(`imgvault: ${message}`);
+        process.exitCode = 1;
+      }
+    });
+}

@@ -1,0 +1,178 @@
+// The manager's domain layer for names (bucket + key -> content): what the names API calls, with
+// no HTTP in sight. Bytes go through the image upload path; a name is one Raft command on top,
+// and content no name points at any more goes through the image delete path.
+
+import type { Logger } from '../logging.ts';
+import { BUCKET_PATTERN, keyProblem, type NameView, type PutNameResult } from '../metadata/commands.ts';
+import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
+import type { NameListOptions, NamePage } from '../metadata/nameListing.ts';
+import { proposeCommand } from '../metadata/proposeCommand.ts';
+import { ImageError, type ImageService, type RaftAccess, raftFailure } from './imageService.ts';
+
+export type NameErrorCode =
+  | 'InvalidName'
+  | 'InvalidQuery'
+  | 'NameNotFound'
+  | 'ContentNotFound'
+  | 'ChecksumMismatch';
+
+export class NameError extends Error {
+  constructor(
+    readonly code: NameErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'NameError';
+  }
+}
+
+export interface NameServiceDeps {
+  images: ImageService;
+  raft: RaftAccess;
+  metadata: MetadataStateMachine;
+  log: Logger;
+}
+
+export interface PutOutcome {
+  created: boolean;
+  deduplicated: boolean;
+  name: NameView;
+}
+
+export class NameService {
+  constructor(private readonly deps: NameServiceDeps) {}
+
+  validate(bucket: string, key: string): void {
+    if (!BUCKET_PATTERN.test(bucket)) {
+      throw new NameError('InvalidName', `bucket must match ${BUCKET_PATTERN.source}`);
+    }
+    const problem = keyProblem(key);
+    if (problem !== null) throw new NameError('InvalidName', problem);
+  }
+
+  /**
+   * Stores the body through the image upload path, then names it. When the same bytes are stored
+   * already the name points at them and the fresh copy is deleted again (decided in apply, so two
+   * racing uploads of one file still end as one object).
+   */
+  async putBytes(
+    bucket: string,
+    key: string,
+    openBody: () => AsyncIterable<Uint8Array>,
+    opts: { declaredLength?: number; mtime: number; sha256?: string },
+  ): Promise<PutOutcome> {
+    this.validate(bucket, key);
+    const { images } = this.deps;
+    // With the sha256 announced, the id is a function of the content: a retry after a lost answer
+    // or a failover lands on the object its first attempt may have stored, never a second copy.
+    const id = opts.sha256 !== undefined ? `c${opts.sha256}` : images.newId();
+    const { object } = await images.upload(id, openBody, {
+      ...(opts.declaredLength !== undefined ? { declaredLength: opts.declaredLength } : {}),
+    });
+    if (opts.sha256 !== undefined && object.sha256 !== opts.sha256) {
+      await this.discard(object.id);
+      throw new NameError('ChecksumMismatch', `the body's sha256 is ${object.sha256}, not ${opts.sha256}`);
+    }
+    return this.commit({ bucket, key, sha256: object.sha256, objectId: object.id, mtime: opts.mtime });
+  }
+
+  /** Names content already stored under another name: no byte moves. */
+  async putExisting(bucket: string, key: string, sha256: string, mtime: number): Promise<PutOutcome> {
+    this.validate(bucket, key);
+    this.deps.images.requireLeader();
+    // A miss costs no log entry. The leader's tables may lag its log: a wrong miss only makes the
+    // client send the bytes, which apply then deduplicates.
+    if ((await this.deps.metadata.contentObject(sha256)) === null) {
+      throw new NameError('ContentNotFound', `no stored content has sha256 ${sha256}`);
+    }
+    return this.commit({ bucket, key, sha256, mtime });
+  }
+
+  private async commit(c: {
+    bucket: string;
+    key: string;
+    sha256: string;
+    objectId?: string;
+    mtime: number;
+  }): Promise<PutOutcome> {
+    let result: PutNameResult;
+    try {
+      result = await proposeCommand(this.deps.raft, { type: 'putName', ...c, at: Date.now() });
+    } catch (err) {
+      // Not committed here (or not known to be): the fresh copy stays an unnamed object.
+      raftFailure(err);
+    }
+    if (!result.ok) {
+      if (c.objectId !== undefined) await this.discard(c.objectId);
+      throw new NameError(
+        result.code === 'ContentNotFound' ? 'ContentNotFound' : 'ChecksumMismatch',
+        result.message,
+      );
+    }
+    for (const id of [result.released, result.unused]) if (id !== null) await this.discard(id);
+    this.deps.log.info(
+      {
+        event: 'name.put',
+        bucket: c.bucket,
+        key: c.key,
+        objectId: result.name.objectId,
+        deduplicated: result.deduplicated,
+      },
+      'name stored',
+    );
+    return { created: result.created, deduplicated: result.deduplicated, name: result.name };
+  }
+
+  /** Linearizable, like ImageService.getMeta. */
+  async get(bucket: string, key: string): Promise<NameView> {
+    this.validate(bucket, key);
+    await this.deps.raft.readIndex().catch(raftFailure);
+    const name = await this.deps.metadata.getName(bucket, key);
+    if (name === null) throw new NameError('NameNotFound', `no key ${key} in bucket ${bucket}`);
+    return name;
+  }
+
+  async remove(bucket: string, key: string): Promise<void> {
+    this.validate(bucket, key);
+    this.deps.images.requireLeader();
+    const result = await proposeCommand(this.deps.raft, { type: 'deleteName', bucket, key }).catch(
+      raftFailure,
+    );
+    if (!result.ok) throw new NameError('NameNotFound', result.message);
+    if (result.released !== null) await this.discard(result.released);
+  }
+
+  async list(bucket: string, opts: NameListOptions): Promise<NamePage> {
+    if (!BUCKET_PATTERN.test(bucket))
+      throw new NameError('InvalidName', `bucket must match ${BUCKET_PATTERN.source}`);
+    await this.deps.raft.readIndex().catch(raftFailure);
+    try {
+      return await this.deps.metadata.listNames(bucket, opts);
+    } catch (err) {
+      if (err instanceof RangeError) throw new NameError('InvalidQuery', err.message);
+      throw err;
+    }
+  }
+
+  /** The object holding named content with this sha256, or null. */
+  async contentObject(sha256: string): Promise<string | null> {
+    await this.deps.raft.readIndex().catch(raftFailure);
+    return this.deps.metadata.contentObject(sha256);
+  }
+
+  /**
+   * Deletes content no name points at through the image delete path. A failure (leadership lost,
+   * a name put on it again meanwhile) leaves an unnamed object, never a name without content.
+   */
+  private async discard(objectId: string): Promise<void> {
+    try {
+      await this.deps.images.remove(objectId);
+    } catch (err) {
+      const code = err instanceof ImageError ? err.code : 'Internal';
+      this.deps.log.warn(
+        { event: 'name.content_left', objectId, code, err },
+        'unnamed content left in place',
+      );
+    }
+  }
+}
