@@ -3,14 +3,22 @@
 // opens /metrics and nothing else; the operator routes keep taking the cluster secret alone; and
 // `imgvault status --token` reads the whole cluster through the gate.
 
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
-import { killChild, managerUrl, spawnManager, waitForLeader } from '../../src/cli/localManagers.ts';
+import {
+  fetchRaftView,
+  killChild,
+  managerUrl,
+  peersSpec,
+  spawnManager,
+  waitForLeader,
+} from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
-import { ImageCluster, runCli } from '../integration/imageCluster.ts';
+import { ImageCluster, runCli, until } from '../integration/imageCluster.ts';
 
 const CLIENT = 'client-token-0123456789abcdef';
 const METRICS = 'metrics-token-0123456789abcdef';
@@ -105,37 +113,71 @@ describe('a manager with client tokens', () => {
   }, 150_000);
 });
 
-describe('a kv-mode manager with client tokens', () => {
-  it('refuses /v1/kv without a token and serves it with one', async () => {
-    const port = await freePort();
-    const kvUrl = managerUrl(port);
-    const child = spawnManager({
-      id: 'k1',
-      port,
-      dataDir: join(dir, 'k1'),
-      peers: `k1=${kvUrl}`,
+describe('kv-mode managers with client tokens', () => {
+  const kv: { id: string; port: number; child: ChildProcess | null }[] = [];
+  const spawnKv = (m: (typeof kv)[number], peers: string) => {
+    m.child = spawnManager({
+      id: m.id,
+      port: m.port,
+      dataDir: join(dir, m.id),
+      peers,
       secretFile: cluster.secretFile,
       args: ['--mode', 'kv', '--client-tokens-file', join(dir, 'tokens')],
-      logFile: join(dir, 'k1.log'),
+      logFile: join(dir, `${m.id}.log`),
       env: { IMGVAULT_LOG_LEVEL: 'warn' },
     });
-    try {
-      await waitForLeader([kvUrl], 60_000, bearer(CLIENT));
-      const put = (headers: Record<string, string>) =>
-        fetch(`${kvUrl}/v1/kv/a`, {
-          method: 'PUT',
-          headers: { ...headers, 'content-type': 'application/json' },
-          body: JSON.stringify({ value: 'x' }),
-          signal: AbortSignal.timeout(10_000),
-        });
-      expect((await put({})).status).toBe(401);
-      expect((await put(bearer(CLIENT))).status).toBe(200);
-      const read = (headers: Record<string, string>) =>
-        fetch(`${kvUrl}/v1/kv/a`, { headers, signal: AbortSignal.timeout(10_000) });
-      expect((await read({})).status).toBe(401);
-      expect(await (await read(bearer(CLIENT))).json()).toEqual({ key: 'a', value: 'x' });
-    } finally {
-      await killChild(child);
-    }
+  };
+  const urls = () => kv.map((m) => managerUrl(m.port));
+
+  beforeAll(async () => {
+    for (const id of ['k1', 'k2', 'k3']) kv.push({ id, port: await freePort(), child: null });
+    for (const m of kv) spawnKv(m, peersSpec(kv));
+    await waitForLeader(urls(), 60_000, bearer(CLIENT));
+  }, 90_000);
+
+  afterAll(async () => {
+    await Promise.all(kv.map((m) => (m.child ? killChild(m.child) : undefined)));
+  });
+
+  it('refuses /v1/kv without a token and serves it with one', async () => {
+    const { url: leader } = await waitForLeader(urls(), 60_000, bearer(CLIENT));
+    const put = (headers: Record<string, string>) =>
+      fetch(`${leader}/v1/kv/a`, {
+        method: 'PUT',
+        headers: { ...headers, 'content-type': 'application/json' },
+        body: JSON.stringify({ value: 'x' }),
+        signal: AbortSignal.timeout(10_000),
+      });
+    expect((await put({})).status).toBe(401);
+    expect((await put(bearer(CLIENT))).status).toBe(200);
+    const read = (headers: Record<string, string>) =>
+      fetch(`${leader}/v1/kv/a`, { headers, signal: AbortSignal.timeout(10_000) });
+    expect((await read({})).status).toBe(401);
+    expect(await (await read(bearer(CLIENT))).json()).toEqual({ key: 'a', value: 'x' });
+  }, 60_000);
+
+  it('still stops a founder whose data was lost: peers show it their Raft view for the secret', async () => {
+    const leader = await waitForLeader(urls(), 60_000, bearer(CLIENT));
+    const victim = kv.find((m) => m.id !== leader.id)!;
+    await until(
+      'the leader to hold the follower acknowledging entries',
+      async () =>
+        ((await fetchRaftView(leader.url, 1_000, bearer(CLIENT)))?.peers?.[victim.id]?.match ?? 0) > 1,
+      30_000,
+    );
+    await killChild(victim.child!);
+    victim.child = null;
+    await rm(join(dir, victim.id), { recursive: true, force: true });
+    spawnKv(victim, peersSpec(kv));
+    const child = victim.child as ChildProcess | null;
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${victim.id} still running after 60 s`)), 60_000);
+      child!.once('exit', (c) => {
+        clearTimeout(timer);
+        resolve(c);
+      });
+    });
+    expect(code).toBe(1);
+    expect(await readFile(join(dir, `${victim.id}.log`), 'utf8')).toContain('has an empty data folder');
   }, 120_000);
 });
