@@ -156,6 +156,17 @@ describe('kv-mode managers with client tokens', () => {
     expect(await (await read(bearer(CLIENT))).json()).toEqual({ key: 'a', value: 'x' });
   }, 60_000);
 
+  it('lets imgvault raft transfer-leader work with the cluster secret alone', async () => {
+    const leader = await waitForLeader(urls(), 60_000, bearer(CLIENT));
+    const target = kv.find((m) => m.id !== leader.id)!;
+    const r = await runCli(
+      ['raft', 'transfer-leader', target.id, '--url', urls().join(','), '--secret-file', cluster.secretFile],
+      60_000,
+    );
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect(r.stdout).toContain(`${target.id} leads now`);
+  }, 90_000);
+
   it('still stops a founder whose data was lost: peers show it their Raft view for the secret', async () => {
     const leader = await waitForLeader(urls(), 60_000, bearer(CLIENT));
     const victim = kv.find((m) => m.id !== leader.id)!;
