@@ -200,7 +200,8 @@ done
 # workers up; bounded (IVT_READY_TIMEOUT_S, default 120 s).
 ready_probe='
 const deadline = Date.now() + Number(process.argv[1]) * 1000;
-const get = async (url) => (await fetch(url, { signal: AbortSignal.timeout(2000) })).json();
+const headers = { authorization: `Bearer ${process.argv[2]}` };
+const get = async (url) => (await fetch(url, { headers, signal: AbortSignal.timeout(2000) })).json();
 for (;;) {
   try {
     const raft = await get("http://manager-1.internal:7001/v1/cluster/raft");
@@ -212,7 +213,8 @@ for (;;) {
   if (Date.now() > deadline) process.exit(1);
   await new Promise((r) => setTimeout(r, 250));
 }'
-ip netns exec "$PREFIX-c" node --input-type=module -e "$ready_probe" "${IVT_READY_TIMEOUT_S:-120}" ||
+ip netns exec "$PREFIX-c" node --input-type=module -e "$ready_probe" "${IVT_READY_TIMEOUT_S:-120}" \
+  "$(cat "$WORK/client-tokens")" ||
   die "no leader with three workers up within ${IVT_READY_TIMEOUT_S:-120} s; see $WORK/*.log"
 
 cat <<EOF

@@ -1,5 +1,22 @@
-import type { MiddlewareHandler } from 'hono';
-import { clusterSecretMatches } from './clusterAuth.ts';
+import type { Context, MiddlewareHandler } from 'hono';
+import { CLUSTER_SECRET_HEADER, clusterSecretMatches } from './clusterAuth.ts';
+
+/** The one route a metrics token opens. */
+export const METRICS_PATH = '/metrics';
+
+function presentedToken(c: Context): string | undefined {
+  const header = c.req.header('authorization') ?? '';
+  return header.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
+}
+
+function anyMatches(tokens: readonly string[], presented: string | undefined): boolean {
+  return presented !== undefined && tokens.some((t) => clusterSecretMatches(t, presented));
+}
+
+function unauthorized(c: Context): Response {
+  c.header('www-authenticate', 'Bearer realm="imgvault"');
+  return c.json({ error: { code: 'Unauthorized', message: 'a valid bearer token is required' } }, 401);
+}
 
 /**
  * Bearer-token check for the public API. With no tokens configured the API is open (the embedded
@@ -8,12 +25,37 @@ import { clusterSecretMatches } from './clusterAuth.ts';
 export function requireClientToken(tokens: readonly string[]): MiddlewareHandler {
   return async (c, next) => {
     if (tokens.length === 0) return next();
-    const header = c.req.header('authorization') ?? '';
-    const presented = header.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
-    if (presented === undefined || !tokens.some((t) => clusterSecretMatches(t, presented))) {
-      c.header('www-authenticate', 'Bearer realm="imgvault"');
-      return c.json({ error: { code: 'Unauthorized', message: 'a valid bearer token is required' } }, 401);
-    }
+    if (!anyMatches(tokens, presentedToken(c))) return unauthorized(c);
     await next();
+  };
+}
+
+export interface ClientGateOptions {
+  /** Client bearer tokens; none = every route but /metrics stays open. */
+  tokens: readonly string[];
+  /** Bearer tokens that open GET /metrics and nothing else (a Prometheus scrape credential). */
+  metricsTokens?: readonly string[];
+  /** Paths the gate lets through: /healthz, and routes that check the cluster secret themselves. */
+  open: (path: string) => boolean;
+  /** Paths where the cluster secret serves instead of a token (a manager reading a peer's state). */
+  secretPaths?: { secret: string; match: (path: string) => boolean };
+}
+
+/**
+ * One gate in front of a whole app: a route is closed unless `open` names it, so a route added
+ * later is guarded without anyone remembering to. /metrics takes a client or a metrics token and
+ * is closed as soon as either is configured; without any token nothing changes.
+ */
+export function clientGate(opts: ClientGateOptions): MiddlewareHandler {
+  const metricsTokens = [...opts.tokens, ...(opts.metricsTokens ?? [])];
+  return async (c, next) => {
+    const path = c.req.path;
+    if (opts.open(path)) return next();
+    const accepted = path === METRICS_PATH ? metricsTokens : opts.tokens;
+    if (accepted.length === 0) return next();
+    if (anyMatches(accepted, presentedToken(c))) return next();
+    const s = opts.secretPaths;
+    if (s?.match(path) && clusterSecretMatches(s.secret, c.req.header(CLUSTER_SECRET_HEADER))) return next();
+    return unauthorized(c);
   };
 }

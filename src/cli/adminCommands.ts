@@ -89,13 +89,16 @@ async function waitFor<T>(waitMs: number, probe: () => Promise<T | null>): Promi
   }
 }
 
-/** The leader's Raft view (the raft route is open; any manager tells where the leader is). */
+/**
+ * The leader's Raft view: any manager tells where the leader is. The raft route takes the cluster
+ * secret the admin client sends even when client tokens close it to everyone else.
+ */
 async function leaderView(client: ClusterClient): Promise<RaftView | null> {
   const any = await json<RaftView>(client, 'GET', '/v1/cluster/raft');
   if (any.role === 'leader') return any;
   if (!any.leader?.url) return null;
   return json<RaftView>(
-    new ClusterClient([any.leader.url], {}, { ...DEFAULT_RETRY, attempts: 1 }),
+    new ClusterClient([any.leader.url], client.headers, { ...DEFAULT_RETRY, attempts: 1 }),
     'GET',
     '/v1/cluster/raft',
   );

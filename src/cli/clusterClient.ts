@@ -181,7 +181,8 @@ export class ClusterClient {
 
   constructor(
     readonly urls: string[],
-    private readonly headers: Record<string, string> = {},
+    /** Sent on every request: a bearer token or the cluster secret. */
+    readonly headers: Record<string, string> = {},
     private readonly policy: RetryPolicy = DEFAULT_RETRY,
   ) {
     if (urls.length === 0) throw new Error('no manager URL');

@@ -57,10 +57,11 @@ export { fetchRaftView, type RaftView } from '../manager/raftView.ts';
 export async function waitForLeader(
   urls: string[],
   timeoutMs: number,
+  headers: Record<string, string> = {},
 ): Promise<{ id: string; url: string; term: number }> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const views = (await Promise.all(urls.map((u) => fetchRaftView(u, 500)))).map((v, i) => ({
+    const views = (await Promise.all(urls.map((u) => fetchRaftView(u, 500, headers)))).map((v, i) => ({
       v,
       url: urls[i]!,
     }));

@@ -43,7 +43,14 @@ export function registerManagerCommand(program: Command): void {
     )
     .option(
       '--client-tokens-file <file>',
-      help('bearer tokens (one a line) clients must present; none = open API', 'clientTokensFile'),
+      help(
+        'bearer tokens (one a line) clients must present on every route but /healthz; none = open',
+        'clientTokensFile',
+      ),
+    )
+    .option(
+      '--metrics-token-file <file>',
+      help('bearer tokens (one a line) that open /metrics and nothing else', 'metricsTokenFile'),
     )
     .option(
       '--max-image-bytes <n>',

@@ -110,7 +110,8 @@ async function identifyPeers(
   // Every peer at once: a start must not wait one timeout per silent peer.
   const asked = await Promise.all(
     others.map(async ([id, url]) => {
-      const view = await fetchRaftView(url, timeoutMs);
+      // With client tokens on, the secret is what opens a peer's Raft view to another manager.
+      const view = await fetchRaftView(url, timeoutMs, { [CLUSTER_SECRET_HEADER]: secret });
       const accepted = view?.id === id ? await secretAccepted(url, secret, timeoutMs) : null;
       return { id, url, view, accepted };
     }),

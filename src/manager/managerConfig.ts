@@ -54,8 +54,10 @@ export const managerConfigSchema = z
      * Raft drills without workers).
      */
     mode: z.enum(['images', 'kv']).default('images'),
-    /** Bearer tokens clients must present on /v1/images; empty = open API. */
+    /** Bearer tokens clients must present on every route but /healthz and the secret's; empty = open. */
     clientTokens: z.array(z.string().min(16, 'a client token must be at least 16 characters')).default([]),
+    /** Bearer tokens that open /metrics and nothing else (a Prometheus scrape credential). */
+    metricsTokens: z.array(z.string().min(16, 'a metrics token must be at least 16 characters')).default([]),
     /** Largest image accepted by an upload. */
     maxImageBytes: z
       .number()
@@ -134,6 +136,7 @@ export interface ManagerFlags {
   snapshotThreshold?: string;
   mode?: string;
   clientTokensFile?: string;
+  metricsTokenFile?: string;
   maxImageBytes?: string;
   maxUploads?: string;
   maxUploadsPerClient?: string;
@@ -185,6 +188,7 @@ export const MANAGER_ENV = {
   snapshotThreshold: 'IMGVAULT_RAFT_SNAPSHOT_THRESHOLD',
   mode: 'IMGVAULT_MANAGER_MODE',
   clientTokensFile: 'IMGVAULT_CLIENT_TOKENS_FILE',
+  metricsTokenFile: 'IMGVAULT_METRICS_TOKEN_FILE',
   maxImageBytes: 'IMGVAULT_MAX_IMAGE_BYTES',
   maxUploads: 'IMGVAULT_MAX_UPLOADS',
   maxUploadsPerClient: 'IMGVAULT_MAX_UPLOADS_PER_CLIENT',
@@ -232,6 +236,7 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     secret,
     mode: flags.mode ?? env[E.mode],
     clientTokens: readTokens(flags.clientTokensFile ?? env[E.clientTokensFile]),
+    metricsTokens: readTokens(flags.metricsTokenFile ?? env[E.metricsTokenFile]),
     maxImageBytes: int('maxImageBytes'),
     maxUploads: int('maxUploads'),
     maxUploadsPerClient: int('maxUploadsPerClient'),

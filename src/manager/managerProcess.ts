@@ -124,6 +124,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     ...(kv ? { kv } : {}),
     surfaces: images?.attach(running) ?? [],
     clientTokens: config.clientTokens,
+    metricsTokens: config.metricsTokens,
     secret: config.secret,
     raftApp,
     metrics,

@@ -9,7 +9,7 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
-import { requireClientToken } from '../api/clientAuth.ts';
+import { clientGate } from '../api/clientAuth.ts';
 import { requireClusterSecret } from '../api/clusterAuth.ts';
 import { BodyTooLarge, readBodyText } from '../api/requestBody.ts';
 import { RaftError, type RaftNode } from '../consensus/raftNode.ts';
@@ -22,13 +22,32 @@ export interface ManagerAppDeps {
   kv?: KvStateMachine;
   /** Sub-apps mounted at the root (images mode: public, worker and cluster routes). */
   surfaces?: Hono[];
-  /** Bearer tokens required on /v1/images, /v1/buckets and /v1/content; empty = open. */
+  /** Bearer tokens required on every route but the open ones (CLIENT_GATE_OPEN); empty = open. */
   clientTokens?: string[];
+  /** Bearer tokens that open /metrics only. */
+  metricsTokens?: string[];
   secret: string;
   /** The Raft transport's receiving side (POST /raft/messages), mounted at the root. */
   raftApp: Hono;
   metrics?: Registry;
 }
+
+/**
+ * What the client gate lets through: /healthz (probes carry no credential), and the routes that
+ * refuse a request without the cluster secret themselves: Raft traffic, the worker protocol and
+ * the operator actions. An operator holding the secret needs no client token besides: the secret
+ * already opens more than any token would.
+ */
+const CLIENT_GATE_OPEN: readonly RegExp[] = [
+  /^\/healthz$/,
+  /^\/raft\/messages$/,
+  /^\/internal\/v1\/workers\//,
+  /^\/v1\/cluster\/(transfer-leader|members(\/[^/]+)?)$/,
+  /^\/v1\/cluster\/nodes\/[^/]+\/(drain|undrain)$/,
+];
+
+/** A founding manager reads its peers' Raft view with the cluster secret (bootstrapGuard.ts). */
+const SECRET_READS: readonly RegExp[] = [/^\/v1\/cluster\/raft$/];
 
 function errorBody(code: string, message: string) {
   return { error: { code, message } };
@@ -84,6 +103,15 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
   });
   app.notFound((c) => c.json(errorBody('NotFound', `no route for ${c.req.method} ${c.req.path}`), 404));
 
+  app.use(
+    '*',
+    clientGate({
+      tokens: deps.clientTokens ?? [],
+      metricsTokens: deps.metricsTokens ?? [],
+      open: (path) => CLIENT_GATE_OPEN.some((r) => r.test(path)),
+      secretPaths: { secret: deps.secret, match: (path) => SECRET_READS.some((r) => r.test(path)) },
+    }),
+  );
   app.route('/', deps.raftApp);
 
   app.get('/healthz', (c) => c.json({ ok: true, id: node.id }));
@@ -129,15 +157,10 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
   });
 
   if (deps.kv) mountKvRoutes(app, node, deps.kv);
-  const clientAuth = requireClientToken(deps.clientTokens ?? []);
-  app.use('/v1/images', clientAuth);
-  app.use('/v1/images/*', clientAuth);
-  app.use('/v1/buckets/*', clientAuth);
-  app.use('/v1/content/*', clientAuth);
   for (const surface of deps.surfaces ?? []) app.route('/', surface);
 
   // Admin routes need the cluster secret; each names the middleware itself because a `use('*')` on
-  // a sub-app mounted at /v1/cluster would also guard the open GET /v1/cluster/raft.
+  // a sub-app mounted at /v1/cluster would also guard GET /v1/cluster/raft.
   const auth = requireClusterSecret(deps.secret);
   const admin = new Hono();
   admin.post(

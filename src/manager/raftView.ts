@@ -16,9 +16,14 @@ export interface RaftView {
   peers?: Record<string, { match: number; next: number; state: string }>;
 }
 
-export async function fetchRaftView(url: string, timeoutMs = 1_000): Promise<RaftView | null> {
+/** `headers`: a client token, or the cluster secret, when the manager requires one. */
+export async function fetchRaftView(
+  url: string,
+  timeoutMs = 1_000,
+  headers: Record<string, string> = {},
+): Promise<RaftView | null> {
   try {
-    const res = await fetch(`${url}/v1/cluster/raft`, { signal: AbortSignal.timeout(timeoutMs) });
+    const res = await fetch(`${url}/v1/cluster/raft`, { headers, signal: AbortSignal.timeout(timeoutMs) });
     if (!res.ok) return null;
     return (await res.json()) as RaftView;
   } catch {

@@ -20,6 +20,8 @@ const secretFile = join(dir, 'secret');
 writeFileSync(secretFile, 'a-secret-of-enough-length\n');
 const tokensFile = join(dir, 'tokens');
 writeFileSync(tokensFile, 'a-client-token-of-enough-length\n');
+const metricsTokenFile = join(dir, 'metrics-token');
+writeFileSync(metricsTokenFile, '# for Prometheus\na-metrics-token-of-enough-length\n');
 
 function managerCommand(): Command {
   const program = new Command();
@@ -50,6 +52,7 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   snapshotThreshold: ['77', (c) => c.snapshotThreshold, 77],
   mode: ['kv', (c) => c.mode, 'kv'],
   clientTokensFile: [tokensFile, (c) => c.clientTokens, ['a-client-token-of-enough-length']],
+  metricsTokenFile: [metricsTokenFile, (c) => c.metricsTokens, ['a-metrics-token-of-enough-length']],
   maxImageBytes: ['1234', (c) => c.maxImageBytes, 1234],
   maxUploads: ['9', (c) => c.maxUploads, 9],
   maxUploadsPerClient: ['3', (c) => c.maxUploadsPerClient, 3],

@@ -1,6 +1,6 @@
 // Runs on the client host of deploy/hosts-demo.sh (`ip netns exec <prefix>-c node clientProbe.mjs`),
 // plain JavaScript so it starts without a loader. Prints one JSON line.
-//   raft <managerUrl>                      that manager's GET /v1/cluster/raft
+//   raft <managerUrl> <token>              that manager's GET /v1/cluster/raft
 //   read <managerUrl> <token> <id>...      each image's status, size, sha256 and replicas, read
 //                                          through that manager; retried while it answers other
 //                                          than 200 (an election), for at most 240 s in all: a worker
@@ -42,7 +42,8 @@ async function readOne(id, headers) {
 }
 
 if (mode === 'raft') {
-  console.log(JSON.stringify((await getJson('/v1/cluster/raft')).json));
+  const [token] = rest;
+  console.log(JSON.stringify((await getJson('/v1/cluster/raft', { authorization: `Bearer ${token}` })).json));
 } else if (mode === 'read') {
   const [token, ...ids] = rest;
   const headers = { authorization: `Bearer ${token}` };
@@ -50,6 +51,6 @@ if (mode === 'raft') {
   for (const id of ids) out[id] = await readOne(id, headers);
   console.log(JSON.stringify(out));
 } else {
-  console.error(`usage: clientProbe.mjs raft <url> | read <url> <token> <id>...`);
+  console.error(`usage: clientProbe.mjs raft <url> <token> | read <url> <token> <id>...`);
   process.exit(2);
 }

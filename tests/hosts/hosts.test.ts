@@ -71,7 +71,7 @@ async function onClient(cmd: string, args: string[]): Promise<string> {
 }
 
 async function raftOf(manager: string): Promise<{ role: string; leader: { id: string } | null }> {
-  return JSON.parse(await onClient(process.execPath, [PROBE, 'raft', `http://${manager}:7001`]));
+  return JSON.parse(await onClient(process.execPath, [PROBE, 'raft', `http://${manager}:7001`, token]));
 }
 
 async function readAll(manager: string, ids: string[]): Promise<Record<string, ReadResult>> {

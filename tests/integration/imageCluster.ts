@@ -53,6 +53,8 @@ export interface ImageClusterOptions {
   startTimeoutMs?: number;
   /** Prefix of the temp folder's name. */
   name?: string;
+  /** Bearer token for the cluster's own probes, when managerArgs turn client tokens on. */
+  clientToken?: string;
 }
 
 /** One sample of a manager's /metrics; 0 when the series does not exist yet. */
@@ -186,6 +188,10 @@ export class ImageCluster {
     }
   }
 
+  authHeaders(): Record<string, string> {
+    return this.opts.clientToken ? { authorization: `Bearer ${this.opts.clientToken}` } : {};
+  }
+
   private env(): NodeJS.ProcessEnv {
     return { IMGVAULT_LOG_LEVEL: this.opts.logLevel ?? 'warn' };
   }
@@ -273,6 +279,7 @@ export class ImageCluster {
         waitForLeader(
           running.map((m) => m.url),
           timeoutMs,
+          this.authHeaders(),
         ),
         died,
       ]);
@@ -301,7 +308,10 @@ export class ImageCluster {
           }
         }
         const leader = await this.leader(timeoutMs);
-        const res = await fetch(`${leader.url}/v1/cluster/nodes`, { signal: AbortSignal.timeout(2_000) });
+        const res = await fetch(`${leader.url}/v1/cluster/nodes`, {
+          headers: this.authHeaders(),
+          signal: AbortSignal.timeout(2_000),
+        });
         const body = (await res.json()) as { nodes: { id: string; state: string }[] };
         const up = new Set(body.nodes.filter((n) => n.state === 'up').map((n) => n.id));
         return ids.every((id) => up.has(id));

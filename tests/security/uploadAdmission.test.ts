@@ -28,6 +28,7 @@ beforeAll(async () => {
     managers: 1,
     workers: 2,
     name: 'admission',
+    clientToken: TOKENS.c,
     managerArgs: [
       ['--client-tokens-file', tokensFile],
       ['--max-image-bytes', String(MAX_IMAGE)],
