@@ -3,7 +3,6 @@
 // NameService method, and map its typed error to one HTTP status; image errors (upload, read,
 // NotLeader's 307) map as on /v1/images.
 
-import { Readable } from 'node:stream';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { z } from 'zod';
@@ -12,8 +11,9 @@ import { NameError, type NameErrorCode, type NameService } from '../manager/name
 import type { NameView } from '../metadata/commands.ts';
 import { jsonError } from './errors.ts';
 import { CONTENT_SHA256_HEADER, MTIME_HEADER } from './nameHeaders.ts';
-import { mapError } from './publicRoutes.ts';
+import { IMAGE_SAFETY_HEADERS, mapError } from './publicRoutes.ts';
 import { requestBody } from './requestBody.ts';
+import { webStreamOf } from './webStream.ts';
 
 const STATUS: Record<NameErrorCode, ContentfulStatusCode> = {
   InvalidName: 400,
@@ -78,6 +78,7 @@ function nameHeaders(n: NameView): Headers {
     [MTIME_HEADER]: String(n.mtime),
     'accept-ranges': 'bytes',
     'cache-control': 'private, no-cache',
+    ...IMAGE_SAFETY_HEADERS,
   });
 }
 
@@ -114,7 +115,8 @@ async function read(c: Context, names: NameService, images: ImageService): Promi
     return new Response(null, { status: 200, headers });
   }
   const range = c.req.header('range');
-  const { object, response } = await images.open(name.objectId, {
+  // `body` is the checked stream (verifiedRead): the worker's raw response may be read already.
+  const { object, response, body } = await images.open(name.objectId, {
     method: 'GET',
     ...(range ? { range } : {}),
   });
@@ -132,10 +134,7 @@ async function read(c: Context, names: NameService, images: ImageService): Promi
     const value = response.headers[h];
     if (typeof value === 'string') headers.set(h, value);
   }
-  return new Response(Readable.toWeb(response.body) as unknown as ReadableStream, {
-    status: response.statusCode,
-    headers,
-  });
+  return new Response(webStreamOf(body), { status: response.statusCode, headers });
 }
 
 export function nameRoutes(names: NameService, images: ImageService): Hono {

@@ -76,7 +76,7 @@ const IMAGE_CACHE_CONTROL = 'private, no-cache';
  * Bytes stored are whatever a client sent behind a valid magic number: a PNG header followed by
  * HTML must never be sniffed into a page, nor run script if opened as a document.
  */
-const IMAGE_SAFETY_HEADERS = {
+export const IMAGE_SAFETY_HEADERS = {
   'x-content-type-options': 'nosniff',
   'content-security-policy': "default-src 'none'; sandbox",
 } as const;
