@@ -20,6 +20,8 @@ interface Answer {
 
 let cluster: ImageCluster;
 let startedAt: number;
+/** When every worker had registered (start() returns then); their beats to every manager follow. */
+let readyAt: number;
 
 beforeAll(async () => {
   startedAt = Date.now();
@@ -34,6 +36,7 @@ beforeAll(async () => {
       '60000',
     ],
   });
+  readyAt = Date.now();
 }, 90_000);
 
 afterAll(async () => {
@@ -103,8 +106,12 @@ function expectRideThrough(answers: Answer[]): void {
 }
 
 async function waitPastSuspectTimeout(): Promise<void> {
-  // A manager's view of a worker it never heard turns suspect this long after it starts.
-  const wait = startedAt + SUSPECT_MS + 1_000 - Date.now();
+  // A manager's view of a worker it never heard turns suspect this long after it starts. And a
+  // follower is warm only once it has heard each worker: the first beats after registration can
+  // reach a follower before the registration applies there (then they are not recorded), so give
+  // every worker two more beats. On a loaded machine the cluster's start can take longer than the
+  // suspect timeout, and a follower that had heard nobody yet would rightly answer 503.
+  const wait = Math.max(startedAt + SUSPECT_MS + 1_000, readyAt + 2 * HEARTBEAT_MS + 1_000) - Date.now();
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
 }
 
