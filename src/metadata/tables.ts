@@ -394,14 +394,17 @@ export class MetadataTables {
     let batch = this.db.batch();
     for (const table of TABLES) {
       const prefix = tablePrefix(next, table);
-      let previous: string | null = null;
+      let previous: Buffer | null = null;
       for (const [key, value] of snap.tables[table]) {
-        if (previous !== null && key <= previous) {
+        // LevelDB orders keys by their UTF-8 bytes; JavaScript's `<=` compares UTF-16 code units,
+        // and the two disagree when a character above U+FFFF meets one in U+E000-U+FFFF.
+        const bytes = Buffer.from(key, 'utf8');
+        if (previous !== null && Buffer.compare(bytes, previous) <= 0) {
           await batch.close();
           await this.db.clear({ gte: nextPrefix, lt: prefixEnd(nextPrefix) });
           throw new Error(`metadata snapshot: ${table} keys out of order at ${JSON.stringify(key)}`);
         }
-        previous = key;
+        previous = bytes;
         digestRow(hash, table, key, value);
         batch.put(prefix + key, value);
         if (batch.length >= RESTORE_BATCH_OPS) {

@@ -172,6 +172,16 @@ describe('putName and deleteName', () => {
     await replayed.apply(log.entries);
     expect((await replayed.tableDigest()).sha256).toBe((await sm.tableDigest()).sha256);
   });
+
+  it('restores keys in LevelDB byte order, where an emoji sorts after a fullwidth character', async () => {
+    // UTF-16 puts the emoji (a surrogate pair, 0xD83D...) before U+FF08; UTF-8 puts it after.
+    await withContent();
+    await setup(putCmd('photos/\u{FF08}1\u{FF09}.jpg', SHA_A, 'o1'), putCmd('photos/\u{1F600}.jpg', SHA_A));
+    const copy = await fx.machine();
+    await copy.restore(await sm.snapshot(), sm.appliedIndex());
+    expect(await copy.tableDigest()).toEqual(await sm.tableDigest());
+    expect(await copy.getName('photos', 'photos/\u{1F600}.jpg')).toMatchObject({ objectId: 'o1' });
+  });
 });
 
 describe('listNames', () => {
