@@ -11,7 +11,7 @@ import { NameError, type NameErrorCode, type NameService } from '../manager/name
 import type { NameView } from '../metadata/commands.ts';
 import { jsonError } from './errors.ts';
 import { CONTENT_SHA256_HEADER, MTIME_HEADER } from './nameHeaders.ts';
-import { IMAGE_SAFETY_HEADERS, mapError } from './publicRoutes.ts';
+import { clientOf, IMAGE_SAFETY_HEADERS, mapError } from './publicRoutes.ts';
 import { requestBody } from './requestBody.ts';
 import { webStreamOf } from './webStream.ts';
 
@@ -82,7 +82,7 @@ function nameHeaders(n: NameView): Headers {
   });
 }
 
-async function put(c: Context, names: NameService): Promise<Response> {
+async function put(c: Context, names: NameService, byToken: boolean): Promise<Response> {
   const bucket = c.req.param('bucket')!;
   const key = keyOf(c, 'keys');
   const mtime = mtimeOf(c);
@@ -97,6 +97,7 @@ async function put(c: Context, names: NameService): Promise<Response> {
       ? await names.putExisting(bucket, key, sha256, mtime)
       : await names.putBytes(bucket, key, () => requestBody(c).chunks, {
           mtime,
+          client: clientOf(c, byToken),
           ...(declaredLength !== undefined ? { declaredLength } : {}),
           ...(sha256 !== undefined ? { sha256 } : {}),
         });
@@ -137,7 +138,12 @@ async function read(c: Context, names: NameService, images: ImageService): Promi
   return new Response(webStreamOf(body), { status: response.statusCode, headers });
 }
 
-export function nameRoutes(names: NameService, images: ImageService): Hono {
+/** `clientsByToken`: upload caps count per bearer token (tokens on), else per address, as for images. */
+export function nameRoutes(
+  names: NameService,
+  images: ImageService,
+  opts: { clientsByToken?: boolean } = {},
+): Hono {
   const app = new Hono();
   const handle =
     (fn: (c: Context) => Promise<Response>) =>
@@ -151,7 +157,7 @@ export function nameRoutes(names: NameService, images: ImageService): Hono {
 
   app.put(
     '/v1/buckets/:bucket/keys/*',
-    handle((c) => put(c, names)),
+    handle((c) => put(c, names, opts.clientsByToken ?? false)),
   );
   // Hono answers HEAD through the GET route: HEAD is served from the record, no worker asked.
   app.get(

@@ -91,7 +91,7 @@ function etagListMatches(header: string, sha256: string): boolean {
  * Whom the per-client upload caps count against: the bearer token when tokens are on (checked by
  * the auth middleware; hashed, so no token sits in a map or a log), else the remote address.
  */
-function clientOf(c: Context, byToken: boolean): string {
+export function clientOf(c: Context, byToken: boolean): string {
   const auth = c.req.header('authorization');
   if (byToken && auth?.startsWith('Bearer ')) {
     return `token:${createHash('sha256').update(auth.slice('Bearer '.length).trim()).digest('hex').slice(0, 16)}`;

@@ -104,6 +104,9 @@ function outcomeOf(err: unknown): string {
   return err instanceof ImageError ? err.code : 'Internal';
 }
 
+/** The id of named content: `c` and its sha256 (nameService.ts). */
+export const CONTENT_ID_PATTERN = /^c[0-9a-f]{64}$/;
+
 export function raftFailure(err: unknown): never {
   if (err instanceof RaftError) {
     if (err.code === 'NotLeader') {
@@ -141,6 +144,16 @@ export class ImageService {
     }
   }
 
+  /**
+   * Ids of the form c<sha256> belong to named content (nameService.ts): an image stored there
+   * through the images API would be taken for, and later freed as, content a name owns.
+   */
+  private refuseContentId(id: string): void {
+    if (CONTENT_ID_PATTERN.test(id)) {
+      throw new ImageError('InvalidId', 'ids of the form c<sha256> are reserved for named content');
+    }
+  }
+
   newId(): string {
     return randomUUID();
   }
@@ -155,12 +168,13 @@ export class ImageService {
   async upload(
     id: string,
     openBody: () => AsyncIterable<Uint8Array>,
-    opts: { declaredLength?: number; client?: string } = {},
+    opts: { declaredLength?: number; client?: string; contentId?: boolean } = {},
   ): Promise<UploadOutcome> {
     const started = performance.now();
     const seconds = () => (performance.now() - started) / 1000;
     try {
       this.validateId(id);
+      if (!opts.contentId) this.refuseContentId(id);
       this.requireLeader();
       if (opts.declaredLength !== undefined && opts.declaredLength > this.deps.maxImageBytes) {
         throw new ImageError('TooLarge', `image exceeds the limit of ${this.deps.maxImageBytes} bytes`);

@@ -110,7 +110,7 @@ export async function openImagesMode(
       const names = new NameService({ images, raft: node, metadata, log });
       return [
         publicRoutes(images, { clientsByToken: config.clientTokens.length > 0 }),
-        nameRoutes(names, images),
+        nameRoutes(names, images, { clientsByToken: config.clientTokens.length > 0 }),
         workerRoutes({ registry, secret: config.secret, heartbeatIntervalMs: config.heartbeatIntervalMs }),
         clusterRoutes({
           metadata,

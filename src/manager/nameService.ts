@@ -59,18 +59,21 @@ export class NameService {
     bucket: string,
     key: string,
     openBody: () => AsyncIterable<Uint8Array>,
-    opts: { declaredLength?: number; mtime: number; sha256?: string },
+    opts: { declaredLength?: number; mtime: number; sha256?: string; client?: string },
   ): Promise<PutOutcome> {
     this.validate(bucket, key);
     const { images } = this.deps;
     // With the sha256 announced, the id is a function of the content: a retry after a lost answer
     // or a failover lands on the object its first attempt may have stored, never a second copy.
     const id = opts.sha256 !== undefined ? `c${opts.sha256}` : images.newId();
-    const { object } = await images.upload(id, openBody, {
+    const { created, object } = await images.upload(id, openBody, {
       ...(opts.declaredLength !== undefined ? { declaredLength: opts.declaredLength } : {}),
+      contentId: opts.sha256 !== undefined,
+      ...(opts.client !== undefined ? { client: opts.client } : {}),
     });
     if (opts.sha256 !== undefined && object.sha256 !== opts.sha256) {
-      await this.discard(object.id);
+      // Only what this call stored: an object already under that id is another upload's.
+      if (created) await this.discard(object.id);
       throw new NameError('ChecksumMismatch', `the body's sha256 is ${object.sha256}, not ${opts.sha256}`);
     }
     return this.commit({ bucket, key, sha256: object.sha256, objectId: object.id, mtime: opts.mtime });

@@ -238,6 +238,18 @@ describe('imgvault backup and restore', () => {
     expect((await content()).status).toBe(404);
     expect((await fetch(`${leader.url}/v1/images/${found.objectId}/meta`)).status).toBe(404);
   }, 30_000);
+
+  it('keeps content ids (c<sha256>) to names: the images API cannot store there', async () => {
+    const leader = await cluster.leader();
+    const bytes = pngImage(2_000);
+    const res = await fetch(`${leader.url}/v1/images/c${sha(bytes)}`, {
+      method: 'PUT',
+      body: bytes,
+      signal: AbortSignal.timeout(10_000),
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: { code: 'InvalidId' } });
+  }, 30_000);
 });
 
 describe('interrupted backups', () => {
