@@ -96,8 +96,8 @@ export function workerRoutes(opts: {
       });
       const usage = workerUsageSchema.safeParse(raw);
       if (!usage.success) throw new BadRegistration(z.prettifyError(usage.error));
-      const { leader } = await opts.registry.heartbeat(usage.data);
-      return c.json({ heartbeatIntervalMs: opts.heartbeatIntervalMs, leader });
+      const answer = await opts.registry.heartbeat(usage.data);
+      return c.json({ heartbeatIntervalMs: opts.heartbeatIntervalMs, ...answer });
     } catch (err) {
       return mapError(c, err);
     }

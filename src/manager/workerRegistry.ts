@@ -229,12 +229,19 @@ export class WorkerRegistry {
    * whole inventory for nothing. A follower records a worker its table knows and is not down, and
    * ignores the rest (that worker learns the truth from the leader).
    */
-  async heartbeat(usage: WorkerUsage): Promise<{ leader: boolean }> {
+  async heartbeat(usage: WorkerUsage): Promise<{ leader: boolean; leaderUrl?: string }> {
     const leading = this.deps.raft.isLeader();
     const node = await this.deps.metadata.getNode(usage.id);
     const known = node !== null && node.state !== 'down';
     if (known) this.heard(usage);
-    if (!leading) return { leader: false };
+    if (!leading) {
+      // `down` is a committed verdict, not a follower's lag: the worker must register again, and a
+      // worker that beats only followers would never hear it from the leader.
+      if (node?.state === 'down')
+        throw new UnknownWorker(`worker ${usage.id} is marked down; register again`);
+      const leaderUrl = this.deps.raft.leaderInfo()?.url;
+      return leaderUrl ? { leader: false, leaderUrl } : { leader: false };
+    }
     if (!node) throw new UnknownWorker(`worker ${usage.id} is not registered`);
     // A worker condemned while it was only cut off must register again: its inventory is reconciled.
     if (!known) throw new UnknownWorker(`worker ${usage.id} is marked down; register again`);

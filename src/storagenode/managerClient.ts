@@ -15,6 +15,8 @@ import type { Logger } from '../logging.ts';
 
 export const REGISTER_PATH = '/internal/v1/workers/register';
 export const HEARTBEAT_PATH = '/internal/v1/workers/heartbeat';
+/** Heartbeat loops at most: the configured managers and leaders learnt since. */
+const MAX_BEAT_LOOPS = 16;
 export const WIPE_CHECK_PATH = '/internal/v1/workers/wipe-check';
 export const LOST_COPIES_PATH = '/internal/v1/workers/lost-copies';
 
@@ -397,8 +399,30 @@ export class ManagerClient {
       return;
     }
     assertOk(answer, HEARTBEAT_PATH);
-    if ((answer.json as { leader?: unknown } | null)?.leader === true) this.adoptLeader(base);
+    const said = answer.json as { leader?: unknown; leaderUrl?: unknown } | null;
+    if (said?.leader === true) this.adoptLeader(base);
+    // A leader missing from --managers (one added after this worker started) hears us too.
+    else if (typeof said?.leaderUrl === 'string' && URL.canParse(said.leaderUrl))
+      this.beatAlso(said.leaderUrl);
     this.adoptInterval(answer.json);
+  }
+
+  /**
+   * Adds a heartbeat loop for a manager this worker was not configured with, once a manager names
+   * it as the leader: only the leader acts on liveness, and without our beats it would mark this
+   * worker down. Bounded: a cluster has a handful of managers.
+   */
+  private beatAlso(base: string): void {
+    const url = base.replace(/\/+$/, '');
+    if (this.stopped || this.beats.length === 0 || this.beats.some((loop) => loop.base === url)) return;
+    if (this.beats.length >= MAX_BEAT_LOOPS) return;
+    this.log.info(
+      { event: 'worker.beating_new_manager', manager: url },
+      'heartbeating a manager not in --managers',
+    );
+    const loop: BeatLoop = { base: url };
+    this.beats.push(loop);
+    this.schedule(loop, 0);
   }
 
   /** One registration round, shared by every heartbeat loop that finds this worker unregistered. */
@@ -453,6 +477,7 @@ export class ManagerClient {
   }
 
   private adoptLeader(base: string): void {
+    this.beatAlso(base);
     if (base === this.leader) return;
     this.log.info({ event: 'worker.leader_changed', from: this.leader, to: base }, 'following a new leader');
     this.leader = base;

@@ -214,6 +214,17 @@ describe('heartbeats', () => {
     expect(b.deflected).toEqual([]);
   });
 
+  it('also reach a leader missing from --managers, which the followers name (a manager added later)', async () => {
+    const added = await standIn({ knownWorkers: ['w1'] });
+    const f1 = await standIn({ role: { kind: 'follower', leaderUrl: added.url }, knownWorkers: ['w1'] });
+    const f2 = await standIn({ role: { kind: 'follower', leaderUrl: added.url }, knownWorkers: ['w1'] });
+    const c = client([f1.url, f2.url], { heartbeatIntervalMs: 100 });
+    await c.register();
+    c.startHeartbeats();
+    expect(await eventually(() => added.heartbeats.length >= 3, 3000)).toBe(true);
+    expect(f1.heartbeats.length).toBeGreaterThan(0);
+  });
+
   it('never wait on a slow manager: each manager has its own beat and timeout', async () => {
     const leader = await standIn({ knownWorkers: ['w1'] });
     const follower = await standIn({ role: { kind: 'follower', leaderUrl: leader.url } });

@@ -113,7 +113,12 @@ export async function startManagerStandIn(
     state.heartbeats.push({ at: performance.now(), body });
     try {
       if (options.heartbeatDelayMs) await new Promise((r) => setTimeout(r, options.heartbeatDelayMs));
-      return c.json({ leaderId: options.leaderId ?? 'm-standin', leader });
+      const r = state.role;
+      return c.json({
+        leaderId: options.leaderId ?? 'm-standin',
+        leader,
+        ...(r.kind === 'follower' ? { leaderUrl: r.leaderUrl } : {}),
+      });
     } finally {
       activeHeartbeats -= 1;
     }
