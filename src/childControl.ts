@@ -20,6 +20,11 @@ export function onLauncherStop(onStop: (why: 'cluster-stop' | 'launcher-gone') =
     called = true;
     onStop(why);
   };
+  if (!process.connected) {
+    // The launcher went before this listener was added (a slow start): 'disconnect' has fired.
+    setImmediate(() => once('launcher-gone'));
+    return;
+  }
   process.on('message', (msg) => {
     if (msg === CLUSTER_STOP_MESSAGE) once('cluster-stop');
   });

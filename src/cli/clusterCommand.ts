@@ -6,7 +6,7 @@
 // restarted with backoff if it dies on its own, and has its pid in `<data>/<id>.pid`.
 
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { checkPortFree, StartRefused } from '../manager/bootstrapGuard.ts';
@@ -180,6 +180,7 @@ function superviseManagers(layout: Layout): SupervisedChild[] {
       logFile,
       say: warn,
       restart: layout.restart,
+      refuseRestart: () => lostRaftLog(join(layout.dataDir, m.id), m.id),
       spawn: () =>
         spawnManager({
           id: m.id,
@@ -193,6 +194,18 @@ function superviseManagers(layout: Layout): SupervisedChild[] {
         }),
     });
   });
+}
+
+/**
+ * A manager that ran here has a Raft log under its folder. When it is gone, restarting the manager
+ * under its founding flags would bring back a voter with no log and no votes, which can help elect
+ * a leader that lacks committed entries, whatever the start-up guard can see (a leader elected
+ * since knows nothing of this manager's acknowledgements). It must be removed and added again.
+ */
+async function lostRaftLog(managerDir: string, id: string): Promise<string | null> {
+  const files = await readdir(join(managerDir, 'raft')).catch(() => [] as string[]);
+  if (files.length > 0) return null;
+  return `its Raft log (${join(managerDir, 'raft')}) is gone; a manager that lost its data must be removed and added again (imgvault manager remove ${id}, then --join; docs/operations.md, Membership)`;
 }
 
 function superviseWorkers(layout: Layout, managerUrls: string[]): SupervisedChild[] {

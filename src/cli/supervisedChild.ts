@@ -32,6 +32,11 @@ export interface SupervisedChildOptions {
   restart?: boolean;
   /** Where the supervisor's one-line reports go (the launcher's stdout/stderr). */
   say: (line: string) => void;
+  /**
+   * Asked before each restart: a reason not to (the child must not come back as it was started,
+   * e.g. a manager whose data folder is gone), or null.
+   */
+  refuseRestart?: () => Promise<string | null>;
 }
 
 /** What the child's last run said when it failed: its last plain stderr line, if any. */
@@ -122,6 +127,12 @@ export class SupervisedChild {
       this.onUnexpectedExit(reason, exit);
       return;
     }
+    const refused = (await this.opts.refuseRestart?.()) ?? null;
+    if (refused !== null) {
+      this.opts.say(`${what}; not restarted: ${refused}`);
+      this.onUnexpectedExit(reason, exit);
+      return;
+    }
     this.opts.say(
       `${what}; restarting in ${formatDelay(delay)} (restart ${this.restarts}; log ${this.opts.logFile})`,
     );
@@ -132,8 +143,13 @@ export class SupervisedChild {
 
   private async restart(): Promise<void> {
     if (this.stopping) return;
-    await this.start();
-    this.opts.say(`imgvault cluster: ${this.name} restarted (pid ${this.proc?.pid})`);
+    try {
+      await this.start();
+      this.opts.say(`imgvault cluster: ${this.name} restarted (pid ${this.proc?.pid})`);
+    } catch (err) {
+      // A launcher that dies here would leave the child it just spawned running unsupervised.
+      this.opts.say(`imgvault cluster: ${this.name} restart failed: ${(err as Error).message}`);
+    }
   }
 
   /**

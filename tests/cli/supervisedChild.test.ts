@@ -62,6 +62,32 @@ describe('SupervisedChild', () => {
     expect(existsSync(join(root, 'w9.pid'))).toBe(false);
   }, 40_000);
 
+  it('does not restart a child its refuseRestart check condemns (a manager whose Raft log is gone)', async () => {
+    const lines: string[] = [];
+    const logFile = join(root, 'm9.log');
+    let spawned = 0;
+    const spawnOne = nodeChild(logFile, 'process.exit(1)');
+    const child = new SupervisedChild({
+      kind: 'manager',
+      id: 'm9',
+      pidFile: join(root, 'm9.pid'),
+      logFile,
+      policy: { firstDelayMs: 20, maxDelayMs: 20, stableAfterMs: 60_000 },
+      say: (l) => lines.push(l),
+      refuseRestart: async () => 'its Raft log is gone',
+      spawn: () => {
+        spawned += 1;
+        return spawnOne();
+      },
+    });
+    await child.start();
+    await until('the refusal reported', () => lines.some((l) => l.includes('not restarted')), 10_000);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(spawned).toBe(1);
+    expect(lines.at(-1)).toContain('manager m9 exited (exit code 1); not restarted: its Raft log is gone');
+    await child.stop(5_000);
+  }, 20_000);
+
   it('keeps a pid file naming the running child, stops it with one message and removes the file', async () => {
     const logFile = join(root, 'm9.log');
     // Stops only on the launcher's message, as managers and workers do.
