@@ -106,6 +106,12 @@ async function deleteSome(ctx: FaultContext, via: DrillProc, n: number): Promise
       5_000,
     );
     ctx.ledger.record('delete', res.status === 204, res.status);
+    if (res.status === 404) {
+      // The one delete ever sent for this acknowledged image found it gone: a loss, as in the load.
+      ctx.ledger.setState(id, 'deleted');
+      ctx.ledger.problems.push({ kind: 'missing', id, where: `delete via ${via.id}`, status: 404 });
+      continue;
+    }
     ctx.ledger.setState(id, res.status === 204 ? 'deleted' : 'uncertain');
     if (res.status === 204) deleted.push(id);
   }
