@@ -85,6 +85,8 @@ export class FailureDetector {
           type: 'markNodeState',
           nodeId: node.nodeId,
           state: 'down',
+          // A drain committed since this read must not be overwritten by the verdict.
+          expected: node.state,
           at: this.now(),
         });
         if (!result.ok) continue;
