@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { ImageError, type ImageErrorCode, type ImageService } from '../manager/imageService.ts';
 import type { ObjectView } from '../metadata/commands.ts';
 import { jsonError, withoutAddresses } from './errors.ts';
+import { ifRangeMatches } from './ifRange.ts';
 import { redirectToLeader } from './leaderRedirect.ts';
 import { requestBody } from './requestBody.ts';
 import { webStreamOf } from './webStream.ts';
@@ -172,7 +173,13 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
         }
       }
       const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
-      const range = c.req.header('range');
+      let range = c.req.header('range');
+      const ifRange = c.req.header('if-range');
+      if (range !== undefined && ifRange !== undefined) {
+        // Opened through this same record below, so the bytes sent are the ones compared.
+        known ??= await images.getMeta(id);
+        if (!ifRangeMatches(ifRange, known.sha256)) range = undefined;
+      }
       const { object, response, body } = await images.open(id, {
         method,
         ...(range ? { range } : {}),
