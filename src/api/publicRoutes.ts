@@ -106,6 +106,23 @@ function bodyOf(c: Context): AsyncIterable<Uint8Array> {
   return requestBody(c).chunks;
 }
 
+/** What an HTML form or `curl -F` sends: the image is a part inside, and no parser reads parts here. */
+const FORM_BODY = /^\s*(multipart\/form-data|application\/x-www-form-urlencoded)\b/i;
+
+/** A 415 that says how to send the file, for a form body; undefined for any other body. */
+function refuseForm(c: Context): Response | undefined {
+  const form = FORM_BODY.exec(c.req.header('content-type') ?? '')?.[1];
+  if (form === undefined) return undefined;
+  c.header('connection', 'close');
+  return jsonError(
+    c,
+    415,
+    'UnsupportedMediaType',
+    `${form.toLowerCase()} bodies are not read: send the image itself as the body ` +
+      '(curl --data-binary @photo.jpg)',
+  );
+}
+
 export interface PublicRoutesOptions {
   /** Client tokens are on: the per-client upload caps count by token rather than by address. */
   clientsByToken?: boolean;
@@ -115,6 +132,8 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
   const app = new Hono();
 
   const upload = async (c: Context, id: string) => {
+    const refused = refuseForm(c);
+    if (refused) return refused;
     try {
       const length = c.req.header('content-length');
       const declaredLength = length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined;

@@ -1,7 +1,7 @@
 // Reads that resume and uploads that are large, on real processes with the default limits: If-Range
 // against an id or a name whose bytes changed answers the whole new image, never a range of it;
 // a 100 MiB image goes up and comes back streamed, without the leader holding it in memory; a TIFF
-// written as ImageMagick writes it is accepted over HTTP.
+// written as ImageMagick writes it is accepted over HTTP; a form upload is told how to send a file.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -97,6 +97,24 @@ describe('uploads', () => {
     const res = await send('PUT', `${leader.url}/v1/images/tiff-${Date.now()}`, tiff);
     expect(res.status).toBe(201);
     expect(res.json).toMatchObject({ contentType: 'image/tiff', sha256: sha256(tiff) });
+  });
+
+  it('refuses a form upload with 415 and says how to send the file', async () => {
+    const form = new FormData();
+    form.append('file', new Blob([pngImage(1_000)], { type: 'image/png' }), 'photo.png');
+    // Encoded first and sent in one piece: the answer comes before the body is read, and a body
+    // still being written then would meet a closed connection.
+    const encoded = new Response(form);
+    const res = await fetch(`${leader.url}/v1/images`, {
+      method: 'POST',
+      headers: { 'content-type': encoded.headers.get('content-type')! },
+      body: new Blob([await encoded.arrayBuffer()]),
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(res.status).toBe(415);
+    const json = (await res.json()) as { error: { code: string; message: string } };
+    expect(json.error.code).toBe('UnsupportedMediaType');
+    expect(json.error.message).toMatch(/^multipart\/form-data .*--data-binary/);
   });
 
   it('streams a 100 MiB image up and back without the leader holding it', async () => {
