@@ -27,6 +27,7 @@ export const ACCEPTED_IMAGE_TYPES: ReadonlySet<string> = new Set([
   'image/x-olympus-orf',
   'image/x-panasonic-rw2',
   'image/x-fujifilm-raf',
+  'image/x-sigma-x3f',
 ]);
 
 /**
@@ -53,6 +54,9 @@ const TIFF_MAGICS: ReadonlyArray<{ order: 'II' | 'MM'; magic: number; mime: stri
   { order: 'II', magic: 0x55, mime: 'image/x-panasonic-rw2' },
 ];
 
+/** Sigma's X3F RAW, which file-type does not know and is no TIFF: its "FOVb" file header. */
+const X3F_SIGNATURE = Buffer.from('FOVb', 'latin1');
+
 /** The TIFF-family type of an 8-byte header whose first IFD offset points past the header. */
 function tiffFamilyOf(head: Buffer): string | undefined {
   if (head.length < 8) return undefined;
@@ -75,5 +79,8 @@ export async function sniffImageType(head: Buffer, whole: boolean): Promise<Snif
   if (detected) return { ok: false, message: `${detected.mime} is not an accepted image type` };
   const tiff = whole ? undefined : tiffFamilyOf(prefix);
   if (tiff) return { ok: true, mime: tiff };
+  if (prefix.length >= 8 && prefix.subarray(0, 4).equals(X3F_SIGNATURE)) {
+    return { ok: true, mime: 'image/x-sigma-x3f' };
+  }
   return { ok: false, message: 'content is not a recognised image' };
 }

@@ -142,6 +142,7 @@ describe('StagingArea type detection', () => {
     ['RW2', rawPrefix(RW2), 'image/x-panasonic-rw2'],
     ['Panasonic RAW (IIU)', rawPrefix(RW1), 'image/x-panasonic-rw2'],
     ['RAF', rawPrefix(RAF), 'image/x-fujifilm-raf'],
+    ['X3F', rawPrefix([0x46, 0x4f, 0x56, 0x62, 0x00, 0x00, 0x02, 0x00]), 'image/x-sigma-x3f'],
     [
       'DNG',
       tiffFile({
