@@ -106,8 +106,12 @@ function bodyOf(c: Context): AsyncIterable<Uint8Array> {
   return requestBody(c).chunks;
 }
 
-/** What an HTML form or `curl -F` sends: the image is a part inside, and no parser reads parts here. */
-const FORM_BODY = /^\s*(multipart\/form-data|application\/x-www-form-urlencoded)\b/i;
+/**
+ * What an HTML form with a file or `curl -F` sends: the image is a part inside, and no parser reads
+ * parts here. Not application/x-www-form-urlencoded: `curl --data-binary @cat.jpg` labels raw bytes
+ * so by default.
+ */
+const FORM_BODY = /^\s*(multipart\/form-data)\b/i;
 
 /** A 415 that says how to send the file, for a form body; undefined for any other body. */
 function refuseForm(c: Context): Response | undefined {

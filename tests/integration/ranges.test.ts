@@ -117,6 +117,18 @@ describe('uploads', () => {
     expect(json.error.message).toMatch(/^multipart\/form-data .*--data-binary/);
   });
 
+  it('takes raw bytes labelled as curl --data-binary labels them', async () => {
+    const image = pngImage(2_000);
+    const res = await fetch(`${leader.url}/v1/images`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new Blob([image]),
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(res.status).toBe(201);
+    expect(await res.json()).toMatchObject({ contentType: 'image/png', sha256: sha256(image) });
+  });
+
   it('streams a 100 MiB image up and back without the leader holding it', async () => {
     const size = 100 * 1024 * 1024;
     const chunk = randomBytes(1024 * 1024);
