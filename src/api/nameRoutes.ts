@@ -10,6 +10,7 @@ import type { ImageService } from '../manager/imageService.ts';
 import { NameError, type NameErrorCode, type NameService } from '../manager/nameService.ts';
 import type { NameView } from '../metadata/commands.ts';
 import { jsonError } from './errors.ts';
+import { ifRangeMatches } from './ifRange.ts';
 import { CONTENT_SHA256_HEADER, MTIME_HEADER } from './nameHeaders.ts';
 import { clientOf, IMAGE_SAFETY_HEADERS, mapError } from './publicRoutes.ts';
 import { requestBody } from './requestBody.ts';
@@ -115,7 +116,9 @@ async function read(c: Context, names: NameService, images: ImageService): Promi
     headers.set('content-length', String(name.size));
     return new Response(null, { status: 200, headers });
   }
-  const range = c.req.header('range');
+  const ifRange = c.req.header('if-range');
+  const range =
+    ifRange === undefined || ifRangeMatches(ifRange, name.sha256) ? c.req.header('range') : undefined;
   // `body` is the checked stream (verifiedRead): the worker's raw response may be read already.
   const { object, response, body } = await images.open(name.objectId, {
     method: 'GET',

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { ImageError, type ImageErrorCode, type ImageService } from '../manager/imageService.ts';
 import type { ObjectView } from '../metadata/commands.ts';
 import { jsonError, withoutAddresses } from './errors.ts';
+import { ifRangeMatches } from './ifRange.ts';
 import { redirectToLeader } from './leaderRedirect.ts';
 import { requestBody } from './requestBody.ts';
 import { webStreamOf } from './webStream.ts';
@@ -105,6 +106,27 @@ function bodyOf(c: Context): AsyncIterable<Uint8Array> {
   return requestBody(c).chunks;
 }
 
+/**
+ * What an HTML form with a file or `curl -F` sends: the image is a part inside, and no parser reads
+ * parts here. Not application/x-www-form-urlencoded: `curl --data-binary @cat.jpg` labels raw bytes
+ * so by default.
+ */
+const FORM_BODY = /^\s*(multipart\/form-data)\b/i;
+
+/** A 415 that says how to send the file, for a form body; undefined for any other body. */
+function refuseForm(c: Context): Response | undefined {
+  const form = FORM_BODY.exec(c.req.header('content-type') ?? '')?.[1];
+  if (form === undefined) return undefined;
+  c.header('connection', 'close');
+  return jsonError(
+    c,
+    415,
+    'UnsupportedMediaType',
+    `${form.toLowerCase()} bodies are not read: send the image itself as the body ` +
+      '(curl --data-binary @photo.jpg)',
+  );
+}
+
 export interface PublicRoutesOptions {
   /** Client tokens are on: the per-client upload caps count by token rather than by address. */
   clientsByToken?: boolean;
@@ -114,6 +136,8 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
   const app = new Hono();
 
   const upload = async (c: Context, id: string) => {
+    const refused = refuseForm(c);
+    if (refused) return refused;
     try {
       const length = c.req.header('content-length');
       const declaredLength = length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined;
@@ -172,7 +196,13 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
         }
       }
       const method = c.req.method === 'HEAD' ? 'HEAD' : 'GET';
-      const range = c.req.header('range');
+      let range = c.req.header('range');
+      const ifRange = c.req.header('if-range');
+      if (range !== undefined && ifRange !== undefined) {
+        // Opened through this same record below, so the bytes sent are the ones compared.
+        known ??= await images.getMeta(id);
+        if (!ifRangeMatches(ifRange, known.sha256)) range = undefined;
+      }
       const { object, response, body } = await images.open(id, {
         method,
         ...(range ? { range } : {}),

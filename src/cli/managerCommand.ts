@@ -54,7 +54,7 @@ export function registerManagerCommand(program: Command): void {
     )
     .option(
       '--max-image-bytes <n>',
-      help('largest accepted image in bytes (default 67108864 = 64 MiB)', 'maxImageBytes'),
+      help('largest accepted image in bytes (default 1073741824 = 1 GiB)', 'maxImageBytes'),
     )
     .option(
       '--suspect-after-ms <ms>',
@@ -82,7 +82,7 @@ export function registerManagerCommand(program: Command): void {
     )
     .option(
       '--max-staged-bytes-per-client <n>',
-      help('bytes staged for one token or address (default 536870912 = 512 MiB)', 'maxStagedBytesPerClient'),
+      help('bytes staged for one token or address (default 1073741824 = 1 GiB)', 'maxStagedBytesPerClient'),
     )
     .option(
       '--min-upload-rate <bytes/s>',

@@ -58,12 +58,12 @@ export const managerConfigSchema = z
     clientTokens: z.array(z.string().min(16, 'a client token must be at least 16 characters')).default([]),
     /** Bearer tokens that open /metrics and nothing else (a Prometheus scrape credential). */
     metricsTokens: z.array(z.string().min(16, 'a metrics token must be at least 16 characters')).default([]),
-    /** Largest image accepted by an upload. */
+    /** Largest image accepted by an upload: 1 GiB holds photographers' RAW and medium-format files. */
     maxImageBytes: z
       .number()
       .int()
       .min(1)
-      .default(64 * 1024 * 1024),
+      .default(1024 * 1024 * 1024),
     /** Upload admission (uploadAdmission.ts, docs/security.md): uploads in progress, all clients. */
     maxUploads: z.number().int().min(1).default(64),
     /** Uploads in progress for one client (its token with tokens on, else its address). */
@@ -74,11 +74,15 @@ export const managerConfigSchema = z
       .int()
       .min(1)
       .default(2 * 1024 * 1024 * 1024),
+    /**
+     * One client may stage one image of the default maxImageBytes (1 GiB) at a time; with the total
+     * at 2 GiB, two clients can each send their largest image at once.
+     */
     maxStagedBytesPerClient: z
       .number()
       .int()
       .min(1)
-      .default(512 * 1024 * 1024),
+      .default(1024 * 1024 * 1024),
     /**
      * An upload body averaging less than this over a window is cut with 408. 1 KiB/s over a minute
      * lets the slowest mobile link through and holds a slow-loris connection a minute or two.

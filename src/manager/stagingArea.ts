@@ -7,25 +7,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileTypeFromBuffer } from 'file-type';
 import { BodyTooSlow } from '../api/requestBody.ts';
 import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
+import { SNIFF_BYTES, sniffImageType } from './imageTypes.ts';
 
-/** Image types we accept, by sniffed MIME type. SVG is refused: it is a script-capable document. */
-export const ACCEPTED_IMAGE_TYPES: ReadonlySet<string> = new Set([
-  'image/jpeg',
-  'image/png',
-  'image/gif',
-  'image/webp',
-  'image/avif',
-  'image/heic',
-  'image/heif',
-  'image/tiff',
-  'image/bmp',
-]);
+export { ACCEPTED_IMAGE_TYPES } from './imageTypes.ts';
 
-/** Enough leading bytes for file-type to recognise every accepted format. */
-const SNIFF_BYTES = 4100;
 /** Bytes gathered before one write to the staged file. */
 const WRITE_BATCH_BYTES = 256 * 1024;
 
@@ -50,12 +37,10 @@ class UploadTooLarge extends Error {}
 class NotAnImage extends Error {}
 
 /** The accepted image type of `head` (the body's first bytes), or NotAnImage. */
-async function sniffImageType(head: Uint8Array[]): Promise<string> {
-  const detected = await fileTypeFromBuffer(Buffer.concat(head).subarray(0, SNIFF_BYTES));
-  if (detected && ACCEPTED_IMAGE_TYPES.has(detected.mime)) return detected.mime;
-  throw new NotAnImage(
-    detected ? `${detected.mime} is not an accepted image type` : 'content is not a recognised image',
-  );
+async function acceptedType(head: Uint8Array[], whole: boolean): Promise<string> {
+  const sniffed = await sniffImageType(Buffer.concat(head), whole);
+  if (!sniffed.ok) throw new NotAnImage(sniffed.message);
+  return sniffed.mime;
 }
 
 export class StagingArea {
@@ -91,12 +76,12 @@ export class StagingArea {
         }
         held.push(chunk);
         if (size < SNIFF_BYTES) continue;
-        contentType = await sniffImageType(held);
+        contentType = await acceptedType(held, false);
         yield* held;
         held = null;
       }
       if (held !== null && size > 0) {
-        contentType = await sniffImageType(held);
+        contentType = await acceptedType(held, true);
         yield* held;
       }
     }

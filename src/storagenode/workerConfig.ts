@@ -87,7 +87,7 @@ export const WORKER_CONFIG_FIELDS: Record<Exclude<FieldName, 'clusterSecret'>, F
     env: 'IMGVAULT_CLUSTER_SECRET',
     defaultText: 'required',
   },
-  maxBlobBytes: { flag: '--max-blob-bytes', env: 'IMGVAULT_MAX_BLOB_BYTES', defaultText: '64MiB' },
+  maxBlobBytes: { flag: '--max-blob-bytes', env: 'IMGVAULT_MAX_BLOB_BYTES', defaultText: '1GiB' },
   quotaBytes: { flag: '--quota-bytes', env: 'IMGVAULT_QUOTA_BYTES', defaultText: 'none (the disk)' },
   registerAttempts: { flag: '--register-attempts', env: 'IMGVAULT_REGISTER_ATTEMPTS', defaultText: '10' },
   registerBackoffMs: {
@@ -260,6 +260,7 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
     clusterSecret = pick(undefined, env[F.clusterSecret.env]);
   }
 
+  const blobBytesGiven = pick(flags.maxBlobBytes, env[F.maxBlobBytes.env]);
   const raw: RawInput = {
     id: pick(flags.id, env[F.id.env]),
     listen: pick(flags.listen, env[F.listen.env]) ?? F.listen.defaultText,
@@ -267,7 +268,7 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
     managers: pick(flags.managers, env[F.managers.env]),
     zone: pick(flags.zone, env[F.zone.env]) ?? F.zone.defaultText,
     clusterSecret,
-    maxBlobBytes: pick(flags.maxBlobBytes, env[F.maxBlobBytes.env]) ?? F.maxBlobBytes.defaultText,
+    maxBlobBytes: blobBytesGiven ?? F.maxBlobBytes.defaultText,
     quotaBytes: pick(flags.quotaBytes, env[F.quotaBytes.env]),
     registerAttempts:
       pick(flags.registerAttempts, env[F.registerAttempts.env]) ?? F.registerAttempts.defaultText,
@@ -295,6 +296,11 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
   if (problems.length > 0 || !parsed.success) throw new WorkerConfigError(problems);
 
   const v = parsed.data;
+  // The default follows the managers' 1 GiB image limit; a smaller quota is not an error unless
+  // the operator asked for blobs larger than it.
+  if (blobBytesGiven === undefined && v.quotaBytes !== undefined) {
+    v.maxBlobBytes = Math.min(v.maxBlobBytes, v.quotaBytes);
+  }
   const wildcard = ['0.0.0.0', '::', ''].includes(v.listen.host);
   if (wildcard && v.advertiseUrl === undefined) {
     throw new WorkerConfigError([

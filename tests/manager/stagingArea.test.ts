@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { mountTmpfs, unmount } from '../storagenode/workerHarness.ts';
+import { type TiffOptions, tiffFile } from './tiffFiles.ts';
 
 // A real 1x1 PNG: the signature, IHDR, IDAT and IEND chunks.
 const PNG = Buffer.from(
@@ -78,6 +79,103 @@ describe('StagingArea', () => {
   it('sweeps files left by a crash when opened', async () => {
     await writeFile(join(dir, 'left-by-crash.part'), 'x');
     await StagingArea.open(dir);
+    expect(await readdir(dir)).toEqual([]);
+  });
+});
+
+/** A format's leading bytes (file-type's detection rules, from real files) then zeros past the sniff. */
+function rawPrefix(head: number[] | string): Buffer {
+  const start = typeof head === 'string' ? Buffer.from(head, 'latin1') : Buffer.from(head);
+  return Buffer.concat([start, Buffer.alloc(8192 - start.length)]);
+}
+
+const CR2 = [0x49, 0x49, 0x2a, 0x00, 0x10, 0x00, 0x00, 0x00, 0x43, 0x52, 0x02, 0x00];
+const NEF = [0x4d, 0x4d, 0x00, 0x2a, 0x00, 0x00, 0x00, 0x08, 0x00, 0x1c, 0x00, 0xfe];
+const CR3 = Buffer.concat([
+  Buffer.from([0x00, 0x00, 0x00, 0x18]),
+  Buffer.from('ftypcrx \0\0\0\x01crx isom', 'latin1'),
+]);
+const ORF = [0x49, 0x49, 0x52, 0x4f, 0x08, 0x00, 0x00, 0x00, 0x18];
+const ORF_RS = [0x49, 0x49, 0x52, 0x53, 0x08, 0x00, 0x00, 0x00];
+const RW2 = [0x49, 0x49, 0x55, 0x00, 0x18, 0x00, 0x00, 0x00, 0x88, 0xe7, 0x74, 0xd8];
+const RW1 = [0x49, 0x49, 0x55, 0x00, 0x08, 0x00, 0x00, 0x00];
+const RAF = 'FUJIFILMCCD-RAW 0201FF383501';
+const BYTE = 1;
+
+describe('StagingArea type detection', () => {
+  let dir: string;
+  let staging: StagingArea;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'imgvault-staging-types-'));
+    staging = await StagingArea.open(dir);
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function stagedType(bytes: Buffer): Promise<string> {
+    const result = await staging.stage(chunked(bytes, 64 * 1024), 8 * 1024 * 1024);
+    if (!result.ok) return result.error.code;
+    // Buffer.equals: a deep toEqual over 720 KB is needlessly slow.
+    expect((await readFile(result.staged.path)).equals(bytes)).toBe(true);
+    return result.staged.contentType;
+  }
+
+  it.each<[string, TiffOptions]>([
+    ['little-endian, IFD after the pixels', { order: 'II' }],
+    ['big-endian, IFD after the pixels', { order: 'MM' }],
+    ['little-endian LZW', { order: 'II', lzw: true }],
+    ['big-endian LZW', { order: 'MM', lzw: true }],
+    ['8-bit, IFD right after the header', { order: 'II', bitsPerSample: 8, ifdAt: 'front' }],
+  ])('accepts a 400x300 TIFF, %s', async (_name, opts) => {
+    const tiff = tiffFile(opts);
+    if (!opts.lzw && opts.bitsPerSample === undefined) expect(tiff.length).toBeGreaterThan(720_000);
+    expect(await stagedType(tiff)).toBe('image/tiff');
+  });
+
+  it.each([
+    ['CR2', rawPrefix(CR2), 'image/x-canon-cr2'],
+    ['CR3', rawPrefix(CR3.toString('latin1')), 'image/x-canon-cr3'],
+    ['NEF', rawPrefix(NEF), 'image/x-nikon-nef'],
+    ['ORF', rawPrefix(ORF), 'image/x-olympus-orf'],
+    ['ORF (IIRS)', rawPrefix(ORF_RS), 'image/x-olympus-orf'],
+    ['RW2', rawPrefix(RW2), 'image/x-panasonic-rw2'],
+    ['Panasonic RAW (IIU)', rawPrefix(RW1), 'image/x-panasonic-rw2'],
+    ['RAF', rawPrefix(RAF), 'image/x-fujifilm-raf'],
+    ['X3F', rawPrefix([0x46, 0x4f, 0x56, 0x62, 0x00, 0x00, 0x02, 0x00]), 'image/x-sigma-x3f'],
+    [
+      'DNG',
+      tiffFile({
+        order: 'II',
+        ifdAt: 'front',
+        extraTags: [{ tag: 50706, type: BYTE, count: 4, value: 0x0401 }],
+      }),
+      'image/x-adobe-dng',
+    ],
+    [
+      'ARW',
+      tiffFile({ order: 'II', ifdAt: 'front', extraTags: [{ tag: 50341, type: BYTE, count: 4, value: 0 }] }),
+      'image/x-sony-arw',
+    ],
+    ['PEF (a plain TIFF to file-type)', tiffFile({ order: 'MM', ifdAt: 'front' }), 'image/tiff'],
+    [
+      'DNG whose IFD is past the sniffed bytes',
+      tiffFile({ order: 'MM', extraTags: [{ tag: 50706, type: BYTE, count: 4, value: 0x01040000 }] }),
+      'image/tiff',
+    ],
+  ])('accepts %s', async (_name, bytes, mime) => {
+    expect(await stagedType(bytes)).toBe(mime);
+  });
+
+  it.each([
+    ['SVG', Buffer.from('<svg xmlns="http://www.w3.org/2000/svg">'.padEnd(8192, ' '))],
+    ['HTML', Buffer.from('<!doctype html><html><body>hi</body></html>'.padEnd(8192, ' '))],
+    ['zip', rawPrefix([0x50, 0x4b, 0x03, 0x04, 0x14, 0x00])],
+    ['PDF', Buffer.from('%PDF-1.7\n'.padEnd(8192, ' '))],
+    ['text after a TIFF byte order mark', Buffer.from('II hello, world'.padEnd(8192, ' '))],
+    ['a TIFF cut short before its IFD', tiffFile({ order: 'II' }).subarray(0, 4000)],
+  ])('refuses %s', async (_name, bytes) => {
+    expect(await stagedType(bytes)).toBe('NotAnImage');
     expect(await readdir(dir)).toEqual([]);
   });
 });

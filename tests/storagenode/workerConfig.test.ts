@@ -40,7 +40,7 @@ describe('worker configuration', () => {
       managers: ['http://127.0.0.1:7001'],
       zone: 'default',
       clusterSecret: 's3cret',
-      maxBlobBytes: 64 * 1024 * 1024,
+      maxBlobBytes: 1024 * 1024 * 1024,
       quotaBytes: undefined,
       registerAttempts: 10,
       registerBackoffMs: 500,
@@ -109,9 +109,17 @@ describe('worker configuration', () => {
     expect(advertisedUrl(c, 7101)).toBe('http://w1.internal:7101');
   });
 
-  it('refuses a quota smaller than the largest blob', () => {
-    const problems = problemsOf(() => parseWorkerConfig({ ...minimal, quotaBytes: '1MiB' }, secretEnv));
+  it('refuses a quota smaller than the largest blob asked for', () => {
+    const problems = problemsOf(() =>
+      parseWorkerConfig({ ...minimal, quotaBytes: '1MiB', maxBlobBytes: '2MiB' }, secretEnv),
+    );
     expect(problems[0]).toMatch(/^quotaBytes .*smaller than maxBlobBytes/);
+  });
+
+  it('lowers the default largest blob to a smaller quota', () => {
+    const c = parseWorkerConfig({ ...minimal, quotaBytes: '1MiB' }, secretEnv);
+    expect(c).toMatchObject({ maxBlobBytes: 1024 * 1024, quotaBytes: 1024 * 1024 });
+    expect(parseWorkerConfig({ ...minimal, quotaBytes: '2GiB' }, secretEnv).maxBlobBytes).toBe(1024 ** 3);
   });
 
   it('parses byte sizes with binary and decimal units', () => {
