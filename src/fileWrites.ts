@@ -3,7 +3,7 @@
 // staged uploads take this path.
 
 import { closeSync, openSync, readSync, writev } from 'node:fs';
-import { chmod, mkdir } from 'node:fs/promises';
+import { chmod, mkdir, open } from 'node:fs/promises';
 
 /**
  * Service data (images, the Raft log and tables, staged uploads, logs) is the service user's alone:
@@ -18,6 +18,16 @@ export const PRIVATE_FILE_MODE = 0o600;
  */
 export function keepNewFilesPrivate(): void {
   process.umask(0o077);
+}
+
+/** fsync of a file, or of a folder (which makes the names created or renamed in it durable). */
+export async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }
 
 /** `mkdir -p` of a private folder; a folder an earlier version left open is closed too. */

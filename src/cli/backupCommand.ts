@@ -200,6 +200,12 @@ async function backupAction(folder: string, flags: BackupFlags): Promise<number>
     } else files.push(f);
   }
   const remote = new Map((await listSet(client, set)).map((n) => [n.key, n]));
+  if (flags.prune && all.length === 0 && remote.size > 0) {
+    // An unmounted disk or a mistyped path walks to nothing: pruning would delete the whole set.
+    throw new Error(
+      `${folder} holds no files: refusing to --prune every name of set ${set} (is the folder mounted?)`,
+    );
+  }
   const progress = new ProgressLine(
     files.length,
     files.reduce((n, f) => n + f.size, 0),

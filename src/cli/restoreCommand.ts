@@ -12,6 +12,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { namePath } from '../api/nameHeaders.ts';
+import { fsyncPath } from '../fileWrites.ts';
 import { bearerHeaders, ClusterClient, managerUrls } from './clusterClient.ts';
 import { listSet, ProgressLine, pathOfKey, type RemoteName, sha256OfFile } from './localTree.ts';
 
@@ -139,7 +140,11 @@ class Restore {
         throw new Error(`downloaded bytes do not match the set (sha256 ${sha256}, ${size} bytes)`);
       }
       await utimes(partial, new Date(name.mtime), new Date(name.mtime));
+      // Durable before it counts as restored: a power cut must not leave an empty file under the
+      // final name, which a re-run would then take for a different local file.
+      await fsyncPath(partial);
       await rename(partial, path);
+      await fsyncPath(dirname(path));
     } finally {
       await rm(partial, { force: true });
     }

@@ -7,22 +7,14 @@
 // is written. A folder opened without the
 // marker may be torn, and its owner rebuilds it from the Raft snapshot and log.
 
-import { open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fsyncPath } from '../fileWrites.ts';
 
 const MARKER = 'IMGVAULT-CLEAN-STOP';
 
 function markerPath(dir: string): string {
   return join(dir, MARKER);
-}
-
-async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /** True if `dir` was closed cleanly since it was last opened; consumes the marker either way. */

@@ -143,6 +143,14 @@ describe('imgvault backup and restore', () => {
     expect(status.stdout + status.stderr).toMatch(/names: 50 naming .*deduplication saves 2\.1 KiB/);
   }, 60_000);
 
+  it('refuses to --prune a whole set from a folder that walks to nothing (an unmounted disk)', async () => {
+    const empty = join(root, 'unmounted');
+    await mkdir(empty, { recursive: true });
+    const r = await runCli(['backup', empty, '--set', 'trip', '--prune', '--json', '--url', urls()]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('refusing to --prune');
+  });
+
   it('a second run over the unchanged folder uploads 0 bytes', async () => {
     const s = await backup();
     expect(s).toMatchObject({
