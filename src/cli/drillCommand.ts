@@ -5,7 +5,6 @@ import { readdir } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { type DrillReport, formatReport } from './drill/drillReport.ts';
 import { DRILL_NAMES, type DrillName } from './drill/drillScenarios.ts';
-import { runDrill } from './drill/runDrill.ts';
 
 interface DrillFlags {
   data?: string;
@@ -87,6 +86,7 @@ export function registerDrillCommand(program: Command): void {
       }
       const basePort = port('--base-port', flags.basePort);
       const workerBasePort = port('--worker-base-port', flags.workerBasePort);
+      const { runDrill } = await import('./drill/runDrill.ts');
       const report = await runDrill({
         name: name as DrillName,
         ...(flags.data === undefined ? {} : { dataDir: flags.data }),

@@ -1,27 +1,7 @@
-// The `imgvault` command. Each subcommand lives in its own file and registers itself here.
+// The `imgvault` command. Each subcommand lives in its own file, listed in COMMAND_INDEX
+// (program.ts); a call loads only the one it runs.
 
-import { Command } from 'commander';
-import { createRaftCommand } from './adminCommands.ts';
-import { registerBackupCommand } from './backupCommand.ts';
-import { registerClientCommands } from './clientCommands.ts';
-import { registerClusterCommand } from './clusterCommand.ts';
-import { registerDrillCommand } from './drillCommand.ts';
-import { registerManagerCommand } from './managerCommand.ts';
-import { registerRestoreCommand } from './restoreCommand.ts';
-import { registerStatusCommand } from './statusCommand.ts';
-import { registerWorkerCommand } from './workerCommand.ts';
+import { programFor } from './program.ts';
 
-const program = new Command('imgvault').description(
-  'image backup store: managers (Raft) and storage workers',
-);
-registerManagerCommand(program);
-registerWorkerCommand(program);
-registerClusterCommand(program);
-registerClientCommands(program);
-registerBackupCommand(program);
-registerRestoreCommand(program);
-registerStatusCommand(program);
-program.addCommand(createRaftCommand());
-registerDrillCommand(program);
-
+const program = await programFor(process.argv.slice(2));
 await program.parseAsync(process.argv);

@@ -3,7 +3,6 @@
 
 import type { Command } from 'commander';
 import { loadManagerConfig, MANAGER_ENV, type ManagerFlags } from '../manager/managerConfig.ts';
-import { runManagerProcess } from '../manager/managerProcess.ts';
 import { addMembershipCommands } from './adminCommands.ts';
 
 /** A flag's help with the environment variable it falls back to. */
@@ -119,6 +118,8 @@ export function registerManagerCommand(program: Command): void {
         console.error(`imgvault manager: ${err instanceof Error ? err.message : String(err)}`);
         process.exit(2);
       }
+      // Loaded here, not at the top: `imgvault manager --help` need not load the whole manager.
+      const { runManagerProcess } = await import('../manager/managerProcess.ts');
       await runManagerProcess(config);
     });
   addMembershipCommands(manager);

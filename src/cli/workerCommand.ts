@@ -5,7 +5,6 @@ import {
   WorkerConfigError,
   type WorkerFlags,
 } from '../storagenode/workerConfig.ts';
-import { EXIT_BAD_CONFIG, runWorkerProcess } from '../storagenode/workerProcess.ts';
 import { createDrainCommand, createUndrainCommand } from './adminCommands.ts';
 
 const F = WORKER_CONFIG_FIELDS;
@@ -52,6 +51,8 @@ export function createWorkerCommand(): Command {
     )
     .option('--scrub-pause-ms <ms>', help('pause between two full scrub passes', F.scrubPauseMs))
     .action(async (opts: WorkerFlags) => {
+      // Loaded here, not at the top: `imgvault worker --help` need not load the whole worker.
+      const { EXIT_BAD_CONFIG, runWorkerProcess } = await import('../storagenode/workerProcess.ts');
       let config: ReturnType<typeof parseWorkerConfig>;
       try {
         config = parseWorkerConfig(opts, process.env);
