@@ -110,6 +110,9 @@ describe('a three-manager Raft cluster of real processes', () => {
       30_000,
     );
     expect(procs.map((p) => p.id)).toContain(leader.id);
+    // Two managers elect a leader without the third, which may still be starting: writes below go
+    // to all three.
+    for (const p of procs) await until(`${p.id} answering`, () => fetchRaftView(p.url, 2_000), 30_000);
     for (let i = 0; i < 10; i++) {
       const key = `before-kill-${i}`;
       const value = `v${i}-${randomBytes(4).toString('hex')}`;
