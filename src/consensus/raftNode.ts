@@ -244,6 +244,7 @@ export class RaftNode {
     readySeconds: Histogram;
     entriesApplied: Counter;
     proposalsDropped: Counter<'reason'>;
+    messagesRefused: Counter<'reason'>;
   } | null;
 
   /** Protected so a simulator can plant a broken driver (a subclass) and prove its checks catch it. */
@@ -386,6 +387,7 @@ export class RaftNode {
 
   /** Logs a refused message, once per sender and reason every REFUSAL_LOG_MS (a removed member keeps sending). */
   private noteRefused(msg: Message, why: Refusal): void {
+    this.metrics?.messagesRefused.inc({ reason: why });
     const key = `${why} ${msg.from}`;
     const now = this.clock.now();
     const last = this.refusalsLogged.get(key);
@@ -1048,6 +1050,12 @@ export class RaftNode {
     );
     gauge('imgvault_raft_proposals_pending', 'Proposals waiting to be applied', () => this.proposals.size);
     return {
+      messagesRefused: new Counter({
+        name: 'imgvault_raft_messages_refused_total',
+        help: 'Peer messages dropped before the Raft core, by reason (see messageFilter)',
+        labelNames: ['reason'] as const,
+        registers: [registry],
+      }),
       leaderChanges: new Counter({
         name: 'imgvault_raft_leader_changes_total',
         help: 'Times this node saw the leader change',

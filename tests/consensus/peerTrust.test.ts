@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
@@ -28,13 +29,14 @@ interface Member {
   kv: KvStateMachine;
   store: LevelLogStore;
   transport: HttpTransport;
+  metrics: Registry;
 }
 
 let root: string;
 const members: Member[] = [];
 
 async function listen(id: string): Promise<Member> {
-  const m = { id } as Member;
+  const m = { id, metrics: new Registry() } as Member;
   const app = raftRoutes({ secret: SECRET, selfId: id, onMessage: (msg) => m.node?.receive(msg) });
   await new Promise<void>((resolve) => {
     m.server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {
@@ -62,6 +64,7 @@ async function start(m: Member, initial: Record<string, string>): Promise<void> 
     transport: m.transport,
     initialMembers: initial,
     tickMs: TICK_MS,
+    metrics: m.metrics,
     onFatal: (err) => {
       throw err;
     },
@@ -154,7 +157,11 @@ describe('raft messages from a secret holder', () => {
       expect(status).toBe(403);
     }
     await stillServing(leader, term, 'after-m9');
-    for (const m of members) expect(m.kv.get('kept')).toBe('yes');
+    for (const m of members) {
+      expect(m.kv.get('kept')).toBe('yes');
+      const refused = await m.metrics.getSingleMetric('imgvault_raft_messages_refused_total')!.get();
+      expect(refused.values.find((v) => v.labels.reason === 'not_member')?.value).toBe(1);
+    }
   });
 
   it('refuses a term at the largest safe integer and one far beyond ours; the leader stays', async () => {
