@@ -23,6 +23,18 @@ describe('refusal', () => {
     expect(refusal({ ...msg('MsgSnap', 'n1', 7), to: 'n4' }, joining)).toBeNull();
   });
 
+  it('lets a member that missed membership changes, with no leader, hear the leader elected since', () => {
+    const stale: NodeView = { ...follower, leader: null };
+    expect(refusal(msg('MsgApp', 'n5', 9), stale)).toBeNull();
+    expect(refusal(msg('MsgSnap', 'n5', 7), stale)).toBeNull();
+    expect(refusal(msg('MsgApp', 'n5', 6), stale)).toBe('not_member');
+    expect(refusal(msg('MsgVote', 'n5', 9), stale)).toBe('not_member');
+    expect(refusal(msg('MsgApp', 'n5', 9), follower)).toBe('not_member');
+    const following: NodeView = { ...follower, term: 9, leader: 'n5' };
+    expect(refusal(msg('MsgApp', 'n5', 9), following)).toBeNull();
+    expect(refusal(msg('MsgReadIndexResp', 'n5', 9), following)).toBeNull();
+  });
+
   it('lets the leader hear a learner it has added', () => {
     const leader: NodeView = { id: 'n1', term: 7, leader: 'n1', members: new Set(['n1', 'n2', 'n3', 'n4']) };
     expect(refusal({ ...msg('MsgAppResp', 'n4', 7), to: 'n1' }, leader)).toBeNull();

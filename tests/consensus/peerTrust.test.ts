@@ -36,7 +36,7 @@ let root: string;
 const members: Member[] = [];
 
 async function listen(id: string): Promise<Member> {
-  const m = { id, metrics: new Registry() } as Member;
+  const m = { id } as Member;
   const app = raftRoutes({ secret: SECRET, selfId: id, onMessage: (msg) => m.node?.receive(msg) });
   await new Promise<void>((resolve) => {
     m.server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {
@@ -47,7 +47,12 @@ async function listen(id: string): Promise<Member> {
   return m;
 }
 
-async function start(m: Member, initial: Record<string, string>): Promise<void> {
+async function start(
+  m: Member,
+  initial: Record<string, string> | null,
+  contactPeers?: Record<string, string>,
+): Promise<void> {
+  m.metrics = new Registry();
   m.store = await LevelLogStore.open(join(root, m.id, 'raft'));
   m.kv = await KvStateMachine.open(join(root, m.id, 'kv'));
   m.transport = new HttpTransport({
@@ -63,6 +68,7 @@ async function start(m: Member, initial: Record<string, string>): Promise<void> 
     stateMachine: m.kv,
     transport: m.transport,
     initialMembers: initial,
+    ...(contactPeers ? { contactPeers } : {}),
     tickMs: TICK_MS,
     metrics: m.metrics,
     onFatal: (err) => {
@@ -85,12 +91,24 @@ async function until<T>(
   }
 }
 
-async function stableLeader(): Promise<Member> {
+const stopped = new Set<Member>();
+
+/** Waits until one of the running members leads and every other running one follows it. */
+async function stableLeader(among: Member[] = members): Promise<Member> {
   return until('a leader every node agrees on', () => {
-    const leaders = members.filter((m) => m.node.isLeader());
+    const running = among.filter((m) => !stopped.has(m));
+    const leaders = running.filter((m) => m.node.isLeader());
     if (leaders.length !== 1) return null;
-    return members.every((m) => m.node.leaderInfo()?.id === leaders[0]!.id) ? leaders[0]! : null;
+    return running.every((m) => m.node.leaderInfo()?.id === leaders[0]!.id) ? leaders[0]! : null;
   });
+}
+
+async function stop(m: Member): Promise<void> {
+  stopped.add(m);
+  await m.node.stop();
+  await m.transport.close();
+  await m.store.close();
+  await m.kv.close();
 }
 
 function put(m: Member, key: string, value: string) {
@@ -126,10 +144,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const m of members) {
-    await m.node?.stop();
-    await m.transport?.close();
-    await m.store?.close();
-    await m.kv?.close();
+    if (!stopped.has(m)) await stop(m);
     await new Promise((r) => m.server.close(r));
   }
   await rm(root, { recursive: true, force: true });
@@ -186,5 +201,45 @@ describe('raft messages from a secret holder', () => {
       await forge(a, { type: 'MsgApp', from: b.id, term, index: 0, logTerm: 0, entries: [], commit: 0 }),
     ).toBe(403);
     await stillServing(leader, term, 'after-timeout-now');
+  });
+
+  it('lets a member that missed the membership changes catch up from a leader it never knew', async () => {
+    const first = await stableLeader();
+    const away = members.find((m) => m !== first)!;
+    await stop(away);
+    // While it is away: t4 joins, takes the lead, and the old leader leaves.
+    const t4 = await listen('t4');
+    members.push(t4);
+    const contacts = Object.fromEntries(members.filter((m) => m !== t4).map((m) => [m.id, m.url]));
+    await start(t4, null, contacts);
+    await first.node.addMember('t4', t4.url);
+    await first.node.transferLeadership('t4');
+    expect((await stableLeader()).id).toBe('t4');
+    // The new leader refuses a change while it has not yet applied the previous one: retry.
+    for (let tries = 0; ; tries++) {
+      const removed = await t4.node.removeMember(first.id).then(
+        () => true,
+        (err: unknown) => {
+          if (tries >= 100 || !String(err).includes('still in progress')) throw err;
+          return false;
+        },
+      );
+      if (removed) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await stop(first);
+    await put(t4, 'while-away', 'yes');
+    expect(away.node.status().members.t4).toBeUndefined();
+    stopped.delete(away);
+    // Its peer list names the new leader (as a restarted manager's --peers would), so it can answer it.
+    await start(away, null, { [t4.id]: t4.url });
+    await until('the returning member holds the write', () => away.kv.get('while-away') === 'yes', 20_000);
+    expect(away.node.leaderInfo()?.id).toBe('t4');
+    expect(Object.keys(away.node.status().members).sort()).toEqual(
+      members
+        .filter((m) => m !== first)
+        .map((m) => m.id)
+        .sort(),
+    );
   });
 });

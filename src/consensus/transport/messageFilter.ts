@@ -32,7 +32,9 @@ export type Refusal = 'not_member' | 'term_jump' | 'not_leader' | 'self';
 export function refusal(msg: Message, view: NodeView): Refusal | null {
   if (msg.from === view.id) return 'self';
   // A node being added starts knowing no members: it must hear its leader before it knows who that is.
-  if (view.members.size > 0 && !view.members.has(msg.from)) return 'not_member';
+  if (view.members.size > 0 && !view.members.has(msg.from) && !mayBeUnknownLeader(msg, view)) {
+    return 'not_member';
+  }
   if (msg.term > view.term + MAX_TERM_JUMP) return 'term_jump';
   if (msg.type === 'MsgTimeoutNow') {
     return msg.term === view.term && msg.from === view.leader ? null : 'not_leader';
@@ -47,4 +49,15 @@ export function refusal(msg: Message, view: NodeView): Refusal | null {
     return 'not_leader';
   }
   return null;
+}
+
+/**
+ * A member that was down or cut off while the membership changed may not know the leader elected
+ * since: it must hear that leader's appends to learn the changes at all. It takes them only while
+ * it has no leader itself (a follower of a live leader, and the leader, never do), and not in an
+ * older term; then, all of that leader's messages, until the changes make it a member.
+ */
+function mayBeUnknownLeader(msg: Message, view: NodeView): boolean {
+  if (msg.from === view.leader) return true;
+  return view.leader === null && FROM_LEADER.has(msg.type) && msg.term >= view.term;
 }
