@@ -17,6 +17,7 @@ import {
   registrationHeaderSchema,
   UnknownWorker,
   type WorkerRegistry,
+  WorkerUrlConflict,
   workerUsageSchema,
 } from '../manager/workerRegistry.ts';
 import { requireClusterSecret } from './clusterAuth.ts';
@@ -53,6 +54,7 @@ function mapError(c: Context, err: unknown): Response {
   }
   if (err instanceof BodyTooLarge) return jsonError(c, 413, 'BodyTooLarge', err.message);
   if (err instanceof UnknownWorker) return jsonError(c, 404, 'UnknownWorker', err.message);
+  if (err instanceof WorkerUrlConflict) return jsonError(c, 409, 'WorkerUrlConflict', err.message);
   if (err instanceof InventoryTooLarge) return jsonError(c, 413, 'InventoryTooLarge', err.message);
   if (err instanceof ImageError) {
     if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);

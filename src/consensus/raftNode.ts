@@ -10,6 +10,7 @@ import { createLogger, type Logger } from '../logging.ts';
 import type { ProposeError, RaftConfig, RaftLogStore } from './api.ts';
 import { bootstrapSnapshot, MemoryStorage, RaftCore } from './core/index.ts';
 import type { AppliedResult, StateMachine } from './stateMachine.ts';
+import { type Refusal, refusal } from './transport/messageFilter.ts';
 import type {
   ConfChange,
   ConfState,
@@ -166,6 +167,9 @@ function unwrapSnapshot(data: string): { members: Record<NodeId, string>; state:
   return { members: JSON.parse(data.slice(0, nl)) as Record<NodeId, string>, state: data.slice(nl + 1) };
 }
 
+/** A refused message is logged at most once per sender and reason in this long. */
+const REFUSAL_LOG_MS = 10_000;
+
 const PROPOSE_ERROR_MESSAGES: Record<ProposeError, string> = {
   ProposalDropped: 'the proposal was dropped (leader busy or changing)',
   NotLeader: 'this node is not the leader',
@@ -231,6 +235,8 @@ export class RaftNode {
   private readonly waiters = new Set<ConditionWaiter>();
   private readonly lastContact = new Map<NodeId, number>();
   private readonly promotionProposedAt = new Map<NodeId, number>();
+  /** When a refused message was last logged, by reason and sender. */
+  private readonly refusalsLogged = new Map<string, number>();
 
   private readonly metrics: {
     leaderChanges: Counter;
@@ -238,6 +244,7 @@ export class RaftNode {
     readySeconds: Histogram;
     entriesApplied: Counter;
     proposalsDropped: Counter<'reason'>;
+    messagesRefused: Counter<'reason'>;
   } | null;
 
   /** Protected so a simulator can plant a broken driver (a subclass) and prove its checks catch it. */
@@ -355,8 +362,16 @@ export class RaftNode {
 
   // ---- inputs from the outside world -------------------------------------------------------
 
-  /** A message from the transport. */
-  receive(msg: Message): void {
+  /**
+   * A message from the transport. Returns false, and drops it, when it fails the checks in
+   * messageFilter (a non-member, a term far beyond ours, a leader's message from another member).
+   */
+  receive(msg: Message): boolean {
+    const why = refusal(msg, { id: this.id, term: this.term, leader: this.leader, members: this.members });
+    if (why !== null) {
+      this.noteRefused(msg, why);
+      return false;
+    }
     this.lastContact.set(msg.from, this.clock.now());
     this.input(() => {
       try {
@@ -367,6 +382,29 @@ export class RaftNode {
         this.fatal(err);
       }
     });
+    return true;
+  }
+
+  /** Logs a refused message, once per sender and reason every REFUSAL_LOG_MS (a removed member keeps sending). */
+  private noteRefused(msg: Message, why: Refusal): void {
+    this.metrics?.messagesRefused.inc({ reason: why });
+    const key = `${why} ${msg.from}`;
+    const now = this.clock.now();
+    const last = this.refusalsLogged.get(key);
+    if (last !== undefined && now - last < REFUSAL_LOG_MS) return;
+    if (this.refusalsLogged.size > 1_000) this.refusalsLogged.clear();
+    this.refusalsLogged.set(key, now);
+    this.log.warn(
+      {
+        event: 'raft.message_refused',
+        reason: why,
+        type: msg.type,
+        from: msg.from,
+        msgTerm: msg.term,
+        term: this.term,
+      },
+      `refused a raft ${msg.type} from ${msg.from}: ${why}`,
+    );
   }
 
   /**
@@ -1012,6 +1050,12 @@ export class RaftNode {
     );
     gauge('imgvault_raft_proposals_pending', 'Proposals waiting to be applied', () => this.proposals.size);
     return {
+      messagesRefused: new Counter({
+        name: 'imgvault_raft_messages_refused_total',
+        help: 'Peer messages dropped before the Raft core, by reason (see messageFilter)',
+        labelNames: ['reason'] as const,
+        registers: [registry],
+      }),
       leaderChanges: new Counter({
         name: 'imgvault_raft_leader_changes_total',
         help: 'Times this node saw the leader change',

@@ -118,7 +118,11 @@ export class WorkerClient {
     }
   }
 
-  /** Streams a blob to a worker; resolves once the worker has it fsynced under `id`. */
+  /**
+   * Streams a blob to a worker; resolves once the worker has it fsynced under `id`. The answer
+   * must name the checksum and size sent (the worker hashed what it stored): a 2xx without them,
+   * from something that took the bytes and kept none, is a failed copy, never a stored one.
+   */
   async putBlob(
     workerUrl: string,
     id: string,
@@ -131,7 +135,16 @@ export class WorkerClient {
       body,
     });
     if (res.statusCode === 201 || res.statusCode === 200) {
-      await res.body.dump();
+      const answer = (await res.body.json().catch(() => null)) as { sha256?: unknown; size?: unknown } | null;
+      if (answer?.sha256 !== sha256 || answer.size !== size) {
+        throw new WorkerCallError(
+          'Rejected',
+          workerUrl,
+          `PUT /blobs/${id} on ${workerUrl} answered ${res.statusCode} with sha256 ${String(answer?.sha256)} ` +
+            `(${String(answer?.size)} bytes), not the ${sha256} (${size} bytes) sent`,
+          res.statusCode,
+        );
+      }
       return res.statusCode === 201 ? 'created' : 'alreadyPresent';
     }
     throw await failure(workerUrl, `PUT /blobs/${id}`, res);

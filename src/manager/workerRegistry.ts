@@ -60,6 +60,15 @@ export class InventoryTooLarge extends Error {
   readonly code = 'InventoryTooLarge';
 }
 
+/**
+ * A registration names a worker id already recorded at another URL. The cluster secret does not
+ * prove which worker speaks, so a URL never moves on a worker's word: the records' copies would
+ * follow it to whoever answers there (docs/worker-protocol.md, "Moving a worker").
+ */
+export class WorkerUrlConflict extends Error {
+  readonly code = 'WorkerUrlConflict';
+}
+
 export interface WorkerRegistryDeps {
   raft: RaftAccess;
   metadata: MetadataStateMachine;
@@ -112,6 +121,22 @@ export class WorkerRegistry {
       objectCount: u.blobCount,
       lastSeen: Date.now(),
     });
+  }
+
+  private async refuseMovedUrl(header: RegistrationHeader): Promise<void> {
+    // Every committed registration applied: a stale table could miss the URL recorded last.
+    await this.deps.raft.readIndex().catch(raftFailure);
+    const known = await this.deps.metadata.getNode(header.id);
+    if (known === null || known.url === header.url) return;
+    this.deps.log.warn(
+      { event: 'worker.url_conflict', nodeId: header.id, recorded: known.url, offered: header.url },
+      'refused a registration that would move a worker to another URL',
+    );
+    throw new WorkerUrlConflict(
+      `worker ${header.id} is registered at another URL; a worker's URL does not change by registering: ` +
+        `restart it at its recorded URL, or have an operator drain it (imgvault worker drain ${header.id}) ` +
+        'and start the new one under a new id',
+    );
   }
 
   /**
@@ -179,6 +204,7 @@ export class WorkerRegistry {
     inventory: AsyncIterable<InventoryLine>,
   ): Promise<{ blobs: number }> {
     this.requireLeader();
+    await this.refuseMovedUrl(header);
     const inventoryStartedAt = Date.now();
     const spool = await InventorySpool.write(this.deps.spoolDir, header.id, bounded(inventory));
     let handedOver = false;

@@ -23,10 +23,16 @@ export const MAX_CONTEXT_CHARS = 64 * 1024;
 export const MAX_MEMBERS = 1_000;
 
 const count = z.number().int().nonnegative();
+/**
+ * The largest term a peer may name: its successor is still a safe integer, so a node that adopted
+ * it can campaign once more (the term-jump check in messageFilter keeps honest terms far below).
+ */
+export const MAX_TERM = Number.MAX_SAFE_INTEGER - 1;
+const term = count.max(MAX_TERM);
 const nodeId = z.string().min(1).max(MAX_NODE_ID_CHARS);
 
 export const entrySchema = z.object({
-  term: count,
+  term,
   index: count,
   type: z.enum(['normal', 'confChange']),
   data: z.string().max(MAX_ENTRY_DATA_CHARS),
@@ -35,7 +41,7 @@ export const entrySchema = z.object({
 export const snapshotSchema = z.object({
   metadata: z.object({
     index: count,
-    term: count,
+    term,
     confState: z.object({
       voters: z.array(nodeId).max(MAX_MEMBERS),
       learners: z.array(nodeId).max(MAX_MEMBERS),
@@ -48,8 +54,8 @@ export const messageSchema = z.object({
   type: z.enum(MESSAGE_TYPES),
   from: nodeId,
   to: nodeId,
-  term: count,
-  logTerm: count.optional(),
+  term,
+  logTerm: term.optional(),
   index: count.optional(),
   entries: z.array(entrySchema).max(MAX_ENTRIES_PER_MESSAGE).optional(),
   commit: count.optional(),

@@ -16,8 +16,12 @@ export const RAFT_SNAPSHOT_HEADER = 'x-imgvault-raft-snapshot';
 
 export interface RaftRoutesOptions {
   secret: string;
-  /** Called once per message, in the order the peer sent them. Must not block (the core's step is sync). */
-  onMessage: (msg: Message) => void;
+  /**
+   * Called once per message, in the order the peer sent them. Must not block (the core's step is
+   * sync). Returns false when the node refused the message (see messageFilter): the batch is then
+   * answered 403.
+   */
+  onMessage: (msg: Message) => unknown;
   /**
    * When set, and the sender asks for replies: waits (briefly) for the messages to be processed and
    * answers with what this node then has queued for the sender, as JSON texts of messages.
@@ -90,11 +94,21 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
       );
       return c.json(errorBody('WrongRecipient', `this is ${selfId}, not ${misaddressed.to}`), 400);
     }
+    let refused: Message | undefined;
     try {
-      for (const msg of messages) options.onMessage(msg);
+      for (const msg of messages) if (options.onMessage(msg) === false) refused ??= msg;
     } catch (err) {
       log.error({ event: 'raft.transport.deliver_failed', err }, 'raft message handler threw');
       return c.json(errorBody('InternalError', 'the node could not take the messages'), 500);
+    }
+    if (refused) {
+      return c.json(
+        errorBody(
+          'RefusedMessage',
+          `${selfId ?? 'this node'} refused ${refused.type} from ${refused.from} at term ${refused.term}: not a member, a term too far ahead, or not from the leader`,
+        ),
+        403,
+      );
     }
     const from = messages[0]!.from;
     if (

@@ -1,0 +1,245 @@
+// A peer that holds the cluster secret is still not trusted blindly: three in-process nodes over
+// real HTTP and LevelDB, and forged messages posted to their raft route as a secret holder would.
+
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type ServerType, serve } from '@hono/node-server';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
+import { RaftNode } from '../../src/consensus/raftNode.ts';
+import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
+import { MAX_TERM_JUMP } from '../../src/consensus/transport/messageFilter.ts';
+import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
+import type { Message } from '../../src/consensus/types.ts';
+import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+
+const SECRET = 'test-secret-peer-trust-0123456789';
+const TICK_MS = 20;
+
+interface Member {
+  id: string;
+  url: string;
+  server: ServerType;
+  node: RaftNode;
+  kv: KvStateMachine;
+  store: LevelLogStore;
+  transport: HttpTransport;
+  metrics: Registry;
+}
+
+let root: string;
+const members: Member[] = [];
+
+async function listen(id: string): Promise<Member> {
+  const m = { id } as Member;
+  const app = raftRoutes({ secret: SECRET, selfId: id, onMessage: (msg) => m.node?.receive(msg) });
+  await new Promise<void>((resolve) => {
+    m.server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {
+      m.url = `http://127.0.0.1:${info.port}`;
+      resolve();
+    });
+  });
+  return m;
+}
+
+async function start(
+  m: Member,
+  initial: Record<string, string> | null,
+  contactPeers?: Record<string, string>,
+): Promise<void> {
+  m.metrics = new Registry();
+  m.store = await LevelLogStore.open(join(root, m.id, 'raft'));
+  m.kv = await KvStateMachine.open(join(root, m.id, 'kv'));
+  m.transport = new HttpTransport({
+    id: m.id,
+    secret: SECRET,
+    onUnreachable: (peer) => m.node?.reportUnreachable(peer),
+    onSnapshotStatus: (peer, ok) => m.node?.reportSnapshot(peer, ok),
+    onReply: (msg) => m.node?.receive(msg),
+  });
+  m.node = await RaftNode.start({
+    id: m.id,
+    store: m.store,
+    stateMachine: m.kv,
+    transport: m.transport,
+    initialMembers: initial,
+    ...(contactPeers ? { contactPeers } : {}),
+    tickMs: TICK_MS,
+    metrics: m.metrics,
+    onFatal: (err) => {
+      throw err;
+    },
+  });
+}
+
+async function until<T>(
+  what: string,
+  probe: () => T | null | undefined | false,
+  timeoutMs = 10_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const stopped = new Set<Member>();
+
+/** Waits until one of the running members leads and every other running one follows it. */
+async function stableLeader(among: Member[] = members): Promise<Member> {
+  return until('a leader every node agrees on', () => {
+    const running = among.filter((m) => !stopped.has(m));
+    const leaders = running.filter((m) => m.node.isLeader());
+    if (leaders.length !== 1) return null;
+    return running.every((m) => m.node.leaderInfo()?.id === leaders[0]!.id) ? leaders[0]! : null;
+  });
+}
+
+async function stop(m: Member): Promise<void> {
+  stopped.add(m);
+  await m.node.stop();
+  await m.transport.close();
+  await m.store.close();
+  await m.kv.close();
+}
+
+function put(m: Member, key: string, value: string) {
+  const requestId = randomUUID();
+  return m.node.propose(JSON.stringify({ op: 'put', key, value, requestId }), requestId);
+}
+
+/** Posts a forged batch to `to` with the cluster secret, as any secret holder could. */
+async function forge(to: Member, msg: Omit<Message, 'to'>): Promise<number> {
+  const res = await fetch(`${to.url}/raft/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', [CLUSTER_SECRET_HEADER]: SECRET },
+    body: JSON.stringify({ messages: [{ ...msg, to: to.id }] }),
+  });
+  await res.text();
+  return res.status;
+}
+
+/** The cluster still has `leader` as its leader in `term`, and commits a write. */
+async function stillServing(leader: Member, term: number, key: string): Promise<void> {
+  await put(leader, key, 'ok');
+  const now = await stableLeader();
+  expect(now.id).toBe(leader.id);
+  expect(now.node.status().term).toBe(term);
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'peer-trust-'));
+  members.push(...(await Promise.all(['t1', 't2', 't3'].map(listen))));
+  const initial = Object.fromEntries(members.map((m) => [m.id, m.url]));
+  await Promise.all(members.map((m) => start(m, initial)));
+});
+
+afterAll(async () => {
+  for (const m of members) {
+    if (!stopped.has(m)) await stop(m);
+    await new Promise((r) => m.server.close(r));
+  }
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('raft messages from a secret holder', () => {
+  it('refuses an append from a non-member with a higher term, and applies nothing of it', async () => {
+    const leader = await stableLeader();
+    await put(leader, 'kept', 'yes');
+    const { term } = leader.node.status();
+    const follower = members.find((m) => m !== leader)!;
+    await until('the follower applied the write', () => follower.kv.get('kept') === 'yes');
+    const last = follower.store.lastIndex();
+    const data = JSON.stringify({ op: 'delete', key: 'kept', requestId: randomUUID() });
+    for (const target of members) {
+      const status = await forge(target, {
+        type: 'MsgApp',
+        from: 'm9',
+        term: term + 1,
+        index: last,
+        logTerm: term,
+        entries: [{ term: term + 1, index: last + 1, type: 'normal', data }],
+        commit: last + 1,
+      });
+      expect(status).toBe(403);
+    }
+    await stillServing(leader, term, 'after-m9');
+    for (const m of members) {
+      expect(m.kv.get('kept')).toBe('yes');
+      const refused = await m.metrics.getSingleMetric('imgvault_raft_messages_refused_total')!.get();
+      expect(refused.values.find((v) => v.labels.reason === 'not_member')?.value).toBe(1);
+    }
+  });
+
+  it('refuses a term at the largest safe integer and one far beyond ours; the leader stays', async () => {
+    const leader = await stableLeader();
+    const { term } = leader.node.status();
+    const follower = members.find((m) => m !== leader)!;
+    const other = members.find((m) => m !== leader && m !== follower)!;
+    const heartbeat = { type: 'MsgHeartbeat', from: other.id, commit: 0 } as const;
+    expect(await forge(follower, { ...heartbeat, term: Number.MAX_SAFE_INTEGER })).toBe(400);
+    expect(await forge(leader, { ...heartbeat, term: Number.MAX_SAFE_INTEGER })).toBe(400);
+    expect(await forge(follower, { ...heartbeat, term: term + 2 ** 30 })).toBe(403);
+    expect(await forge(leader, { ...heartbeat, term: term + MAX_TERM_JUMP + 1 })).toBe(403);
+    await stillServing(leader, term, 'after-huge-terms');
+  });
+
+  it('refuses a MsgTimeoutNow that does not come from the leader', async () => {
+    const leader = await stableLeader();
+    const { term } = leader.node.status();
+    const [a, b] = members.filter((m) => m !== leader) as [Member, Member];
+    expect(await forge(a, { type: 'MsgTimeoutNow', from: b.id, term })).toBe(403);
+    expect(
+      await forge(a, { type: 'MsgApp', from: b.id, term, index: 0, logTerm: 0, entries: [], commit: 0 }),
+    ).toBe(403);
+    await stillServing(leader, term, 'after-timeout-now');
+  });
+
+  it('lets a member that missed the membership changes catch up from a leader it never knew', async () => {
+    const first = await stableLeader();
+    const away = members.find((m) => m !== first)!;
+    await stop(away);
+    // While it is away: t4 joins, takes the lead, and the old leader leaves.
+    const t4 = await listen('t4');
+    members.push(t4);
+    const contacts = Object.fromEntries(members.filter((m) => m !== t4).map((m) => [m.id, m.url]));
+    await start(t4, null, contacts);
+    await first.node.addMember('t4', t4.url);
+    await first.node.transferLeadership('t4');
+    expect((await stableLeader()).id).toBe('t4');
+    // The new leader refuses a change while it has not yet applied the previous one: retry.
+    for (let tries = 0; ; tries++) {
+      const removed = await t4.node.removeMember(first.id).then(
+        () => true,
+        (err: unknown) => {
+          if (tries >= 100 || !String(err).includes('still in progress')) throw err;
+          return false;
+        },
+      );
+      if (removed) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await stop(first);
+    await put(t4, 'while-away', 'yes');
+    expect(away.node.status().members.t4).toBeUndefined();
+    stopped.delete(away);
+    // Its peer list names the new leader (as a restarted manager's --peers would), so it can answer it.
+    await start(away, null, { [t4.id]: t4.url });
+    await until('the returning member holds the write', () => away.kv.get('while-away') === 'yes', 20_000);
+    expect(away.node.leaderInfo()?.id).toBe('t4');
+    expect(Object.keys(away.node.status().members).sort()).toEqual(
+      members
+        .filter((m) => m !== first)
+        .map((m) => m.id)
+        .sort(),
+    );
+  });
+});
