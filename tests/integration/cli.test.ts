@@ -133,6 +133,9 @@ describe('imgvault command line on a live cluster', () => {
     const [down] = await cluster.followers();
     await cluster.killManager(down!);
     try {
+      // The two left agree on a leader first: if leadership had moved just before the kill, an
+      // election may still be running, which status would rightly report as "no leader".
+      await cluster.leader(20_000);
       const { code, status } = await statusJson();
       expect(code).toBe(3);
       expect(status.healthy).toBe(false);

@@ -19,6 +19,7 @@ import {
 } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
 import { spawnWorker, workerUrl } from '../../src/cli/localWorkers.ts';
+import { fetchRaftView } from '../../src/manager/raftView.ts';
 
 export interface ManagerProc {
   id: string;
@@ -273,16 +274,30 @@ export class ImageCluster {
       }
     });
     died.catch(() => {});
+    // waitForLeader returns once any manager names a leader; a manager just restarted may not be
+    // listening yet, and a test that then kills "a follower" could take the cluster's majority.
+    const agreed = async (): Promise<string> => {
+      await waitForLeader(
+        running.map((m) => m.url),
+        timeoutMs,
+        this.authHeaders(),
+      );
+      return until(
+        'every running manager to follow one leader',
+        async () => {
+          const views = await Promise.all(
+            running.map((m) => fetchRaftView(m.url, 1_000, this.authHeaders())),
+          );
+          const ids = new Set(views.map((v) => v?.leader?.id ?? null));
+          const [id] = ids;
+          return ids.size === 1 && id ? id : null;
+        },
+        timeoutMs,
+      );
+    };
     let found: { id: string };
     try {
-      found = await Promise.race([
-        waitForLeader(
-          running.map((m) => m.url),
-          timeoutMs,
-          this.authHeaders(),
-        ),
-        died,
-      ]);
+      found = { id: await Promise.race([agreed(), died]) };
     } finally {
       for (const off of detach) off();
     }
