@@ -3,7 +3,7 @@
 //    fixed time each: commits/s and p50/p99 latency.
 // 2. Failover, 5 times: kill -9 the leader, time until a PUT succeeds again (probes alternate
 //    over the survivors), restart the killed manager, let it catch up.
-// Compare with /work/shared/bench/etcd-anchor.sh run on the same machine.
+// Compare with ../shared/bench/etcd-anchor.sh run on the same machine.
 //   node --import tsx bench/raft.ts [--secs 5] [--warmup 1] [--repeats 5] [--conc 1,16,64]
 
 import type { ChildProcess } from 'node:child_process';

@@ -9,7 +9,7 @@
  * keep-alive connections. Beside it, this process writes the same payloads directly: temp file,
  * write, fsync, close, rename, fsync of the folder, with the same concurrency. Both sides always
  * write into new space (nothing is deleted until the end: freshly deleted space writes faster,
- * see /work/shared/bench/README.md) and alternate run by run, so neither gets the better disk.
+ * see ../shared/bench/README.md) and alternate run by run, so neither gets the better disk.
  * Figures: MiB/s of each side, their ratio, and CPU time per blob of the process doing the writes
  * (the worker process, all threads; this process for the raw side). A third side sends the same
  * PUTs to a bare node:http server (a child process) that only hashes the body: the cost of the
