@@ -5,20 +5,11 @@
 // with return +Infinity; a read that got no answer tells nothing and is left out.
 
 import { createHash } from 'node:crypto';
-import { crc32 } from 'node:zlib';
+import { pngChunk } from '../../src/cli/drill/pngImages.ts';
 import type { Input, Operation, Output } from './linearizability.ts';
 import type { Rng } from './rng.ts';
 
 export const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
-function pngChunk(type: string, data: Buffer): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(data.length, 0);
-  head.write(type, 4, 'latin1');
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])) >>> 0, 0);
-  return Buffer.concat([head, data, crc]);
-}
 
 /** A well-formed 1x1 grey PNG padded to about `size` bytes with seeded bytes in a private chunk. */
 export function seededPng(rng: Rng, size: number): Buffer {
