@@ -6,8 +6,8 @@
 
 import { createReadStream } from 'node:fs';
 import type { Command } from 'commander';
-import { CONTENT_SHA256_HEADER, MTIME_HEADER, namePath } from '../api/nameHeaders.ts';
 import { keyProblem } from '../metadata/commands.ts';
+import { CONTENT_SHA256_HEADER, MTIME_HEADER, namePath } from '../protocol/nameHeaders.ts';
 import { bearerHeaders, ClusterClient, ClusterRequestFailed, managerUrls } from './clusterClient.ts';
 import {
   defaultSetName,

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import pRetry, { AbortError } from 'p-retry';
 import { type Dispatcher, request } from 'undici';
-import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 
 /** The embedded cluster's managers (`imgvault cluster`). */
 export const DEFAULT_MANAGER_URLS = [

@@ -11,8 +11,8 @@ import { dirname } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { namePath } from '../api/nameHeaders.ts';
 import { fsyncPath } from '../fileWrites.ts';
+import { namePath } from '../protocol/nameHeaders.ts';
 import { bearerHeaders, ClusterClient, managerUrls } from './clusterClient.ts';
 import { listSet, ProgressLine, pathOfKey, type RemoteName, sha256OfFile } from './localTree.ts';
 

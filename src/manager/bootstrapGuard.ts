@@ -14,9 +14,8 @@
 // mismatch, reported as such.
 
 import { createServer } from 'node:net';
-import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
-
 import { bootstrapSnapshot } from '../consensus/core/index.ts';
+import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import { fetchRaftView, type RaftView } from './raftView.ts';
 
 /** The index of the snapshot every founder starts from: entries past it were acknowledged. */

@@ -5,11 +5,11 @@
 
 import type { Hono } from 'hono';
 import type { Registry } from 'prom-client';
-import { adminRoutes } from '../api/adminRoutes.ts';
 import type { Logger } from '../logging.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import type { CopyLocks } from './copyLocks.ts';
 import { FailureDetector } from './failureDetector.ts';
+import { adminRoutes } from './http/adminRoutes.ts';
 import type { RaftAccess } from './imageService.ts';
 import { RejoinReconciler } from './rejoinReconciler.ts';
 import { RepairLoop } from './repairLoop.ts';

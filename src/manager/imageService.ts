@@ -6,8 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import { pipeline, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { type MinimumRate, withMinimumRate } from '../api/requestBody.ts';
 import { RaftError } from '../consensus/raftNode.ts';
+import { type MinimumRate, withMinimumRate } from '../http/requestBody.ts';
 import type { Logger } from '../logging.ts';
 import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
 import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachine.ts';

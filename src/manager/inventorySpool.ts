@@ -9,8 +9,8 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
-import { ndjsonLines } from '../api/ndjson.ts';
 import { makePrivateDir, PRIVATE_FILE_MODE } from '../fileWrites.ts';
+import { ndjsonLines } from '../http/ndjson.ts';
 import type { InventoryLine } from './workerRegistry.ts';
 
 /** An inventory line is far below this; a longer one in a spool file means the file is damaged. */

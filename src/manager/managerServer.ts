@@ -9,10 +9,10 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
-import { clientGate } from '../api/clientAuth.ts';
-import { requireClusterSecret } from '../api/clusterAuth.ts';
-import { BodyTooLarge, readBodyText } from '../api/requestBody.ts';
 import { RaftError, type RaftNode } from '../consensus/raftNode.ts';
+import { clientGate } from '../http/clientAuth.ts';
+import { requireClusterSecret } from '../http/clusterAuth.ts';
+import { BodyTooLarge, readBodyText } from '../http/requestBody.ts';
 import { KV_VALUE_MAX, type KvStateMachine, kvKeySchema } from '../metadata/kvStateMachine.ts';
 import { memberIdSchema, memberUrlSchema } from './managerConfig.ts';
 

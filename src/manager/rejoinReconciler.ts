@@ -21,8 +21,8 @@
 
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebStream } from 'node:stream/web';
-import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
-import { ndjsonLines } from '../api/ndjson.ts';
+import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
+import { ndjsonLines } from '../http/ndjson.ts';
 import type { Logger } from '../logging.ts';
 import { expectedOf, type NodeView, type ObjectView } from '../metadata/commands.ts';
 import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';

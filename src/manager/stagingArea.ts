@@ -7,8 +7,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BodyTooSlow } from '../api/requestBody.ts';
 import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
+import { BodyTooSlow } from '../http/requestBody.ts';
 import { SNIFF_BYTES, sniffImageType } from './imageTypes.ts';
 
 export { ACCEPTED_IMAGE_TYPES } from './imageTypes.ts';

@@ -4,7 +4,7 @@
 
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
-import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 
 export type WorkerCallErrorCode =
   | 'Unreachable'

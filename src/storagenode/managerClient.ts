@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import pRetry, { AbortError } from 'p-retry';
 import { Agent, request } from 'undici';
 import { z } from 'zod';
-import { CLUSTER_SECRET_HEADER } from '../api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import type { Logger } from '../logging.ts';
 
 /**

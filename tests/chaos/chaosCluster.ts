@@ -8,10 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import { killChild, spawnManager, waitForLeader } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
 import { spawnWorker } from '../../src/cli/localWorkers.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { type LinkFaults, NodeProxy } from './nodeProxy.ts';
 import { connectionOwner } from './socketOwner.ts';
 

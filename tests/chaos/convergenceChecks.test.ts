@@ -2,7 +2,7 @@
 // planted orphan and a dead worker are each reported until the cluster repairs them.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { SHA256_HEADER } from '../../src/storagenode/workerApp.ts';
 import { ChaosCluster } from './chaosCluster.ts';
 import { convergenceProblems } from './checks.ts';

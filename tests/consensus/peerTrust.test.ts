@@ -9,13 +9,13 @@ import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
 import { RaftNode } from '../../src/consensus/raftNode.ts';
 import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
 import { MAX_TERM_JUMP } from '../../src/consensus/transport/messageFilter.ts';
 import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import type { Message } from '../../src/consensus/types.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 
 const SECRET = 'test-secret-peer-trust-0123456789';

@@ -3,10 +3,10 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import { HttpTransport, type HttpTransportOptions } from '../../src/consensus/transport/httpTransport.ts';
 import { RAFT_SNAPSHOT_HEADER, raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import type { Message } from '../../src/consensus/types.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 
 const SECRET = 'test-cluster-secret';
 

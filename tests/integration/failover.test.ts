@@ -5,7 +5,7 @@
 // wait for workers to find it (a cold liveness view) would refuse uploads for a visible while.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { ImageCluster, type ManagerProc, pngImage, until } from './imageCluster.ts';
 
 const HEARTBEAT_MS = 2_000;

@@ -8,7 +8,6 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import { pngChunk } from '../../src/cli/drill/pngImages.ts';
 import {
   killChild,
@@ -19,6 +18,7 @@ import {
 } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
 import { spawnWorker, workerUrl } from '../../src/cli/localWorkers.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { fetchRaftView } from '../../src/manager/raftView.ts';
 
 export interface ManagerProc {

@@ -6,10 +6,10 @@
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { afterEach, describe, expect, it } from 'vitest';
-import { publicRoutes } from '../../src/api/publicRoutes.ts';
 import { createLogger } from '../../src/logging.ts';
 import { CopyLocks } from '../../src/manager/copyLocks.ts';
 import { FailureDetector } from '../../src/manager/failureDetector.ts';
+import { publicRoutes } from '../../src/manager/http/publicRoutes.ts';
 import { ImageError, ImageService, type RaftAccess } from '../../src/manager/imageService.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';

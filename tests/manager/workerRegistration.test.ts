@@ -3,9 +3,9 @@
 // A real metadata state machine on LevelDB behind the real worker routes.
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
-import { workerRoutes } from '../../src/api/workerRoutes.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { createLogger } from '../../src/logging.ts';
+import { workerRoutes } from '../../src/manager/http/workerRoutes.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
 import { WorkerRegistry } from '../../src/manager/workerRegistry.ts';

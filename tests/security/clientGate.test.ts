@@ -8,7 +8,6 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import {
   fetchRaftView,
   killChild,
@@ -18,6 +17,7 @@ import {
   waitForLeader,
 } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { ImageCluster, runCli, until } from '../integration/imageCluster.ts';
 
 const CLIENT = 'client-token-0123456789abcdef';

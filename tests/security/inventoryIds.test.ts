@@ -5,8 +5,8 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
-import { workerRoutes } from '../../src/api/workerRoutes.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import { workerRoutes } from '../../src/manager/http/workerRoutes.ts';
 import { InventorySpool } from '../../src/manager/inventorySpool.ts';
 import type { InventoryLine, RegistrationHeader, WorkerRegistry } from '../../src/manager/workerRegistry.ts';
 

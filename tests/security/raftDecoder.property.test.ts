@@ -5,10 +5,10 @@
 
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
 import { messageBatchSchema, messageSchema } from '../../src/consensus/transport/messageSchema.ts';
 import { RAFT_MESSAGES_PATH, raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import { MESSAGE_TYPES, type Message } from '../../src/consensus/types.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { createLogger } from '../../src/logging.ts';
 
 const SECRET = 'raft-decoder-secret-0123456789';

@@ -5,7 +5,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE } from '../../src/storagenode/blobFrames.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
 import { SHA256_HEADER } from '../../src/storagenode/workerApp.ts';

@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { type ServerType, serve } from '@hono/node-server';
 import { Hono } from 'hono';
-import { requireClusterSecret } from '../../src/api/clusterAuth.ts';
+import { requireClusterSecret } from '../../src/http/clusterAuth.ts';
 
 /**
  * A minimal manager for worker tests and the worker benchmark: a real HTTP server on 127.0.0.1

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { serve } from '@hono/node-server';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { BlobStore, type BlobStoreOptions } from '../../src/storagenode/blobStore.ts';
 import { createWorkerApp, type WorkerApp } from '../../src/storagenode/workerApp.ts';
 

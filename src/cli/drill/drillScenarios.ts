@@ -3,7 +3,7 @@
 // replicated again. Every wait is bounded by the drill's recovery timeout.
 
 import { rm } from 'node:fs/promises';
-import { CLUSTER_SECRET_HEADER } from '../../api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../../http/clusterAuth.ts';
 import { peersSpec } from '../localManagers.ts';
 import type { DrillCluster, DrillProc } from './drillCluster.ts';
 import { drillRequest } from './drillHttp.ts';

@@ -2,7 +2,7 @@
 // sees serving, none on a worker the drill took away; optionally also every running worker physically
 // holding exactly the copies the table lists there (the excess copies of a returning worker gone).
 
-import { CLUSTER_SECRET_HEADER } from '../../api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../../http/clusterAuth.ts';
 import type { DrillCluster, DrillProc } from './drillCluster.ts';
 
 interface ObjectRow {

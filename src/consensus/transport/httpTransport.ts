@@ -12,7 +12,7 @@
 // 1866-1997 commits/s against 1527-1647, and at 64 about the same (3159-3421 against 3085-3312).
 
 import { Pool } from 'undici';
-import { CLUSTER_SECRET_HEADER } from '../../api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../../http/clusterAuth.ts';
 import { createLogger, type Logger } from '../../logging.ts';
 import type { Message, NodeId } from '../types.ts';
 import { MAX_RAFT_BODY_BYTES, MAX_SNAPSHOT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';

@@ -2,8 +2,8 @@
 // batch from one peer. The host mounts it with `app.route('/', raftRoutes(...))`.
 
 import { Hono } from 'hono';
-import { requireClusterSecret } from '../../api/clusterAuth.ts';
-import { BodyTooLarge, readBodyText } from '../../api/requestBody.ts';
+import { requireClusterSecret } from '../../http/clusterAuth.ts';
+import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
 import { createLogger, type Logger } from '../../logging.ts';
 import type { Message, NodeId } from '../types.ts';
 import { MAX_RAFT_BODY_BYTES, MAX_SNAPSHOT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';

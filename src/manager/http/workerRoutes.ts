@@ -6,8 +6,13 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebStream } from 'node:stream/web';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
-import { ImageError } from '../manager/imageService.ts';
-import { InventoryOutOfOrder } from '../manager/inventorySpool.ts';
+import { requireClusterSecret } from '../../http/clusterAuth.ts';
+import { jsonError } from '../../http/errors.ts';
+import { redirectToLeader } from '../../http/leaderRedirect.ts';
+import { NdjsonLineTooLong, ndjsonLines } from '../../http/ndjson.ts';
+import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
+import { ImageError } from '../imageService.ts';
+import { InventoryOutOfOrder } from '../inventorySpool.ts';
 import {
   type BlobList,
   blobListSchema,
@@ -19,12 +24,7 @@ import {
   type WorkerRegistry,
   WorkerUrlConflict,
   workerUsageSchema,
-} from '../manager/workerRegistry.ts';
-import { requireClusterSecret } from './clusterAuth.ts';
-import { jsonError } from './errors.ts';
-import { redirectToLeader } from './leaderRedirect.ts';
-import { NdjsonLineTooLong, ndjsonLines } from './ndjson.ts';
-import { BodyTooLarge, readBodyText } from './requestBody.ts';
+} from '../workerRegistry.ts';
 
 const MAX_LINE_BYTES = 4096;
 /** MAX_BLOB_LIST_IDS ids of up to 128 characters, quoted, with room to spare. */

@@ -2,13 +2,13 @@
 // back. A follower redirects to the leader like any write.
 
 import { type Context, Hono } from 'hono';
-import { RaftError } from '../consensus/raftNode.ts';
-import { DrainError, type DrainStatus, drainStatus, startDrain, undrain } from '../manager/drain.ts';
-import { ImageError, type RaftAccess } from '../manager/imageService.ts';
-import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
-import { requireClusterSecret } from './clusterAuth.ts';
-import { jsonError } from './errors.ts';
-import { redirectToLeader } from './leaderRedirect.ts';
+import { RaftError } from '../../consensus/raftNode.ts';
+import { requireClusterSecret } from '../../http/clusterAuth.ts';
+import { jsonError } from '../../http/errors.ts';
+import { redirectToLeader } from '../../http/leaderRedirect.ts';
+import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
+import { DrainError, type DrainStatus, drainStatus, startDrain, undrain } from '../drain.ts';
+import { ImageError, type RaftAccess } from '../imageService.ts';
 
 export function adminRoutes(opts: {
   raft: RaftAccess;

@@ -2,9 +2,9 @@
 // a one-member Raft stand-in that applies each proposal in order.
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { adminRoutes } from '../../src/api/adminRoutes.ts';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { DrainError, startDrain, undrain } from '../../src/manager/drain.ts';
+import { adminRoutes } from '../../src/manager/http/adminRoutes.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';

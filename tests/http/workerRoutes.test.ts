@@ -2,8 +2,8 @@
 // registry is asked.
 
 import { describe, expect, it } from 'vitest';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
-import { workerRoutes } from '../../src/api/workerRoutes.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import { workerRoutes } from '../../src/manager/http/workerRoutes.ts';
 import type { WorkerRegistry } from '../../src/manager/workerRegistry.ts';
 
 const SECRET = 'routes-secret';

@@ -7,13 +7,13 @@ import type { HttpBindings } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { z } from 'zod';
-import { ImageError, type ImageErrorCode, type ImageService } from '../manager/imageService.ts';
-import type { ObjectView } from '../metadata/commands.ts';
-import { jsonError, withoutAddresses } from './errors.ts';
-import { ifRangeMatches } from './ifRange.ts';
-import { redirectToLeader } from './leaderRedirect.ts';
-import { requestBody } from './requestBody.ts';
-import { webStreamOf } from './webStream.ts';
+import { jsonError, withoutAddresses } from '../../http/errors.ts';
+import { ifRangeMatches } from '../../http/ifRange.ts';
+import { redirectToLeader } from '../../http/leaderRedirect.ts';
+import { requestBody } from '../../http/requestBody.ts';
+import { webStreamOf } from '../../http/webStream.ts';
+import type { ObjectView } from '../../metadata/commands.ts';
+import { ImageError, type ImageErrorCode, type ImageService } from '../imageService.ts';
 
 const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode> = {
   InvalidId: 400,
@@ -101,7 +101,7 @@ export function clientOf(c: Context, byToken: boolean): string {
   return `address:${incoming?.socket.remoteAddress ?? 'unknown'}`;
 }
 
-/** The upload body's chunks, read from the Node request itself (src/api/requestBody.ts). */
+/** The upload body's chunks, read from the Node request itself (src/http/requestBody.ts). */
 function bodyOf(c: Context): AsyncIterable<Uint8Array> {
   return requestBody(c).chunks;
 }

@@ -3,10 +3,10 @@
 // repair loop's view of what is short of copies.
 
 import { Hono } from 'hono';
-import type { RepairMetrics } from '../manager/repairMetrics.ts';
-import type { WorkerLiveness } from '../manager/workerLiveness.ts';
-import type { NodeState } from '../metadata/commands.ts';
-import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
+import type { NodeState } from '../../metadata/commands.ts';
+import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
+import type { RepairMetrics } from '../repairMetrics.ts';
+import type { WorkerLiveness } from '../workerLiveness.ts';
 
 /** Workers whose copies repair or a drain still has to move (RepairLoop's LEAVING). */
 const LEAVING: ReadonlySet<NodeState> = new Set<NodeState>(['down', 'draining', 'drained']);

@@ -6,15 +6,15 @@
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { z } from 'zod';
-import type { ImageService } from '../manager/imageService.ts';
-import { NameError, type NameErrorCode, type NameService } from '../manager/nameService.ts';
-import type { NameView } from '../metadata/commands.ts';
-import { jsonError } from './errors.ts';
-import { ifRangeMatches } from './ifRange.ts';
-import { CONTENT_SHA256_HEADER, MTIME_HEADER } from './nameHeaders.ts';
+import { jsonError } from '../../http/errors.ts';
+import { ifRangeMatches } from '../../http/ifRange.ts';
+import { requestBody } from '../../http/requestBody.ts';
+import { webStreamOf } from '../../http/webStream.ts';
+import type { NameView } from '../../metadata/commands.ts';
+import { CONTENT_SHA256_HEADER, MTIME_HEADER } from '../../protocol/nameHeaders.ts';
+import type { ImageService } from '../imageService.ts';
+import { NameError, type NameErrorCode, type NameService } from '../nameService.ts';
 import { clientOf, IMAGE_SAFETY_HEADERS, mapError } from './publicRoutes.ts';
-import { requestBody } from './requestBody.ts';
-import { webStreamOf } from './webStream.ts';
 
 const STATUS: Record<NameErrorCode, ContentfulStatusCode> = {
   InvalidName: 400,

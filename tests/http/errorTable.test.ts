@@ -12,13 +12,13 @@ const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
 
 // Every file that builds a manager's HTTP answers.
 const MANAGER_SURFACES = [
-  'src/api/adminRoutes.ts',
-  'src/api/clientAuth.ts',
-  'src/api/clusterAuth.ts',
-  'src/api/clusterRoutes.ts',
-  'src/api/leaderRedirect.ts',
-  'src/api/publicRoutes.ts',
-  'src/api/workerRoutes.ts',
+  'src/manager/http/adminRoutes.ts',
+  'src/http/clientAuth.ts',
+  'src/http/clusterAuth.ts',
+  'src/manager/http/clusterRoutes.ts',
+  'src/http/leaderRedirect.ts',
+  'src/manager/http/publicRoutes.ts',
+  'src/manager/http/workerRoutes.ts',
   'src/manager/managerServer.ts',
   'src/consensus/transport/raftRoutes.ts',
 ];

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { describe, expect, it } from 'vitest';
-import { clientGate, requireClientToken } from '../../src/api/clientAuth.ts';
-import { CLUSTER_SECRET_HEADER } from '../../src/api/clusterAuth.ts';
+import { clientGate, requireClientToken } from '../../src/http/clientAuth.ts';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 
 function app(tokens: string[]) {
   const a = new Hono();
