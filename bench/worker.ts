@@ -159,7 +159,7 @@ function startWorker(dataDir: string, managerUrl: string): ChildProcess {
       ...nodeArgs,
       '--import',
       'tsx',
-      'src/storagenode/workerMain.ts',
+      'src/cli/workerMain.ts',
       '--id',
       'bench-w1',
       '--listen',

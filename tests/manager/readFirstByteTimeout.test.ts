@@ -134,7 +134,7 @@ async function workerProcess(): Promise<{ child: ChildProcess; url: string }> {
   const dataDir = await makeDataDir();
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', 'src/storagenode/workerMain.ts', '--id', 'w1', '--listen', '127.0.0.1:0'],
+    ['--import', 'tsx', 'src/cli/workerMain.ts', '--id', 'w1', '--listen', '127.0.0.1:0'],
     {
       cwd: resolve(import.meta.dirname, '../..'),
       env: {

@@ -36,7 +36,7 @@ function spawnWorker(
   args: string[],
   env: Record<string, string> = {},
 ): ChildProcess & { stderrText: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/storagenode/workerMain.ts', ...args], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/workerMain.ts', ...args], {
     cwd: REPO,
     env: { ...process.env, IMGVAULT_LOG_LEVEL: 'silent', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -39,7 +39,7 @@ async function deadManagerUrl(): Promise<string> {
 async function runWorkerMain(args: string[]): Promise<{ status: number | null; stderr: string }> {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', 'src/storagenode/workerMain.ts', '--listen', '127.0.0.1:0', ...args],
+    ['--import', 'tsx', 'src/cli/workerMain.ts', '--listen', '127.0.0.1:0', ...args],
     { cwd: REPO, env: { ...process.env, IMGVAULT_CLUSTER_SECRET: SECRET, IMGVAULT_LOG_LEVEL: 'silent' } },
   );
   let stderr = '';
