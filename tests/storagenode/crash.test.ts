@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import { SHA256_HEADER } from '../../src/protocol/workerHeaders.ts';
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE } from '../../src/storagenode/blobFrames.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
-import { SHA256_HEADER } from '../../src/storagenode/workerApp.ts';
 import { type ManagerStandIn, startManagerStandIn } from './managerStandIn.ts';
 
 /**
