@@ -24,7 +24,7 @@ import path from 'node:path';
 import { Agent, request } from 'undici';
 import { HEAP_FLAGS } from '../src/cli/localProcess.ts';
 import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
-import { SHA256_HEADER } from '../src/storagenode/workerApp.ts';
+import { SHA256_HEADER } from '../src/protocol/workerHeaders.ts';
 import { startManagerStandIn } from '../tests/storagenode/managerStandIn.ts';
 import { cpuSeconds } from './processCpu.ts';
 
@@ -159,7 +159,7 @@ function startWorker(dataDir: string, managerUrl: string): ChildProcess {
       ...nodeArgs,
       '--import',
       'tsx',
-      'src/storagenode/workerMain.ts',
+      'src/cli/workerMain.ts',
       '--id',
       'bench-w1',
       '--listen',

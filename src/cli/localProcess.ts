@@ -28,13 +28,10 @@ export interface ChildOptions {
 /**
  * V8 heap flags for every manager and worker process (also in bin/imgvault.js's shebang). V8 counts
  * the request bodies in flight (ArrayBuffers outside its heap) against the old generation's limit,
- * and with these small heaps (~20-30 MB live) its default limit sets off a mark-compact every
- * 70-100 ms under load: 30% of a worker's CPU and ~4 ms of the ~9 ms a 1 MiB PUT cost (bench:worker,
- * --trace-gc). 64 MB cured the workers, but not the leader, which holds each upload's bytes three
- * times over (received, and read back for two workers): at 64 it still ran ~50 mark-compacts in
- * 16 s of 1 MiB uploads at concurrency 8, at 128 four; bench:upload measured the leader's CPU per
- * upload at 10.4-10.7 ms with 64, 8.8-9.8 ms with 256 and 8.5 ms with 128, for ~20 MiB more RSS. The
- * heap still shrinks back when idle.
+ * and with these small heaps its default limit sets off mark-compacts every few dozen milliseconds
+ * under load. The leader holds each upload's bytes three times over (received, and read back for
+ * two workers), so it needs the larger start; 128 MB was the best of those measured
+ * (docs/measurements.md). The heap still shrinks back when idle.
  */
 export const HEAP_FLAGS: readonly string[] = ['--initial-old-space-size=128'];
 

@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { type ChildOptions, spawnTypeScript } from './localProcess.ts';
 
-const WORKER_MAIN = fileURLToPath(new URL('../storagenode/workerMain.ts', import.meta.url));
+const WORKER_MAIN = fileURLToPath(new URL('./workerMain.ts', import.meta.url));
 
 export interface LocalWorkerSpec extends ChildOptions {
   id: string;

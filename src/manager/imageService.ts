@@ -1,6 +1,6 @@
 // The manager's domain layer for images: what the public API calls, with no HTTP in sight.
-// Upload follows the seed's order: stage -> primary -> secondary -> one Raft command -> drop the
-// staged file -> answer. An upload is acknowledged only once both copies are fsynced on workers
+// Upload follows the order of docs/seed-flow.md: stage -> primary -> secondary -> one Raft command
+// -> drop the staged file -> answer. An upload is acknowledged only once both copies are fsynced on workers
 // and the record is committed by a Raft majority.
 
 import { randomUUID } from 'node:crypto';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { makePrivateDir, PRIVATE_FILE_MODE } from '../fileWrites.ts';
 import { ndjsonLines } from '../http/ndjson.ts';
-import type { InventoryLine } from './workerRegistry.ts';
+import type { InventoryLine } from '../protocol/workerSchemas.ts';
 
 /** An inventory line is far below this; a longer one in a spool file means the file is damaged. */
 const MAX_SPOOLED_LINE_BYTES = 4096;

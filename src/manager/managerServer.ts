@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { RaftError, type RaftNode } from '../consensus/raftNode.ts';
 import { clientGate } from '../http/clientAuth.ts';
 import { requireClusterSecret } from '../http/clusterAuth.ts';
+import { redirectToLeader } from '../http/leaderRedirect.ts';
 import { BodyTooLarge, readBodyText } from '../http/requestBody.ts';
 import { KV_VALUE_MAX, type KvStateMachine, kvKeySchema } from '../metadata/kvStateMachine.ts';
 import { memberIdSchema, memberUrlSchema } from './managerConfig.ts';
@@ -69,9 +70,7 @@ function raftErrorResponse(c: Context, err: RaftError, redirect: boolean): Respo
   switch (err.code) {
     case 'NotLeader': {
       if (redirect && err.leader?.url) {
-        const u = new URL(c.req.url);
-        c.header('Location', `${err.leader.url}${u.pathname}${u.search}`);
-        return c.json(errorBody('NotLeader', err.message), 307);
+        return redirectToLeader(c, err.leader.url, err.message);
       }
       c.header('Retry-After', '1');
       return c.json(errorBody(err.leader ? 'NotLeader' : 'NoLeader', err.message), 503);

@@ -1,5 +1,5 @@
-// The seed's happy path after staging: elect a primary, send the image, then elect a secondary and
-// send it there. A target that fails is replaced by the next-best live worker (p-retry with
+// The happy path of docs/seed-flow.md after staging: elect a primary, send the image, then elect a
+// secondary and send it there. A target that fails is replaced by the next-best live worker (p-retry with
 // fallback) before the upload is given up. Nothing here touches the object table: the caller
 // commits the record only once both copies are confirmed.
 
@@ -11,11 +11,9 @@ import type { StagedUpload } from './stagingArea.ts';
 import { WorkerCallError, type WorkerClient } from './workerClient.ts';
 
 /**
- * Read size for streaming the staged file to the workers. Measured with bench/upload.ts (1 MiB
- * images, concurrency 8): 256 KiB took the cluster's CPU per upload from 44 to 37-39 ms and the
- * leader's from 17 to 14.5 ms against the 64 KiB default, from fewer reads and socket writes;
- * 512 KiB did no better, nor did reading the file once for both copies (a tee). Memory stays
- * bounded: a few such chunks per copy in flight.
+ * Read size for streaming the staged file to the workers: larger than the 64 KiB default for fewer
+ * reads and socket writes (bench:upload, docs/measurements.md). Memory stays bounded: a few such
+ * chunks per copy in flight.
  */
 const STAGED_READ_BYTES = 256 * 1024;
 
@@ -81,7 +79,7 @@ export interface ReplicateOptions {
   log: Logger;
   /** Upper bound on targets tried for one copy; the live worker count bounds it too. */
   maxTargetsPerCopy?: number;
-  /** Called when a target failed and another is tried (the seed's fallback, counted in metrics). */
+  /** Called when a target failed and another is tried (docs/seed-flow.md's fallback, counted in metrics). */
   onFallback?: (nodeId: string, err: unknown) => void;
   /**
    * Awaited before a copy is sent to `nodeId`: the caller holds that copy until the upload's

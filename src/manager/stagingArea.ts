@@ -1,5 +1,5 @@
 // The leader's staging folder: an upload is streamed here once, hashed and sniffed on the way,
-// before any worker sees it (the seed's "receives an image, saves it locally"). Staged files are
+// before any worker sees it (docs/seed-flow.md: "receives an image, saves it locally"). Staged files are
 // transient: deleted once both replicas are confirmed, and swept at start-up after a crash. The type
 // is sniffed from the first bytes, before any of them is written: a body that is no image is refused
 // having cost the leader a few KiB, not a staged file.

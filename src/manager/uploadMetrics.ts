@@ -1,4 +1,4 @@
-// The seed's "fires metrics (success, failure, etc.)" for the image pipeline: what a Prometheus
+// docs/seed-flow.md's "fires metrics (success, failure, etc.)" for the image pipeline: what a Prometheus
 // scrape of a manager says about uploads, downloads and deletes it served while leader (downloads on
 // any manager). Outcomes are ImageError codes, so an alert can tell a full cluster (NoLiveWorker)
 // from a client mistake (NotAnImage) or a consensus hiccup (CommitFailed).

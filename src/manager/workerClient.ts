@@ -5,6 +5,8 @@
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
+import { SHA256_HEADER } from '../protocol/workerHeaders.ts';
+import { blobPath, COPY_BATCH_PATH, copyToPath, verifyPath } from '../protocol/workerPaths.ts';
 
 export type WorkerCallErrorCode =
   | 'Unreachable'
@@ -130,8 +132,8 @@ export class WorkerClient {
     size: number,
     body: Readable | AsyncIterable<Uint8Array>,
   ): Promise<'created' | 'alreadyPresent'> {
-    const res = await this.call('PUT', workerUrl, `/blobs/${encodeURIComponent(id)}`, {
-      headers: { 'x-imgvault-sha256': sha256, 'content-length': String(size) },
+    const res = await this.call('PUT', workerUrl, blobPath(id), {
+      headers: { [SHA256_HEADER]: sha256, 'content-length': String(size) },
       body,
     });
     if (res.statusCode === 201 || res.statusCode === 200) {
@@ -162,7 +164,7 @@ export class WorkerClient {
     targetUrl: string,
     expectedSha256?: string,
   ): Promise<{ sha256: string | null; size: number | null }> {
-    const res = await this.call('POST', holderUrl, `/blobs/${encodeURIComponent(id)}/copy-to`, {
+    const res = await this.call('POST', holderUrl, copyToPath(id), {
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ target: targetUrl, ...(expectedSha256 ? { sha256: expectedSha256 } : {}) }),
     });
@@ -186,7 +188,7 @@ export class WorkerClient {
     targetUrl: string,
     blobs: readonly { id: string; sha256: string }[],
   ): Promise<CopyBatchOutcome[]> {
-    const res = await this.call('POST', holderUrl, '/blobs/copy-batch', {
+    const res = await this.call('POST', holderUrl, COPY_BATCH_PATH, {
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ target: targetUrl, blobs }),
     });
@@ -217,7 +219,7 @@ export class WorkerClient {
 
   /** Deletes a copy; a copy that is already gone counts as deleted. */
   async deleteBlob(workerUrl: string, id: string): Promise<void> {
-    const res = await this.call('DELETE', workerUrl, `/blobs/${encodeURIComponent(id)}`);
+    const res = await this.call('DELETE', workerUrl, blobPath(id));
     await res.body.dump();
     if (res.statusCode === 204 || res.statusCode === 404) return;
     throw new WorkerCallError(
@@ -233,7 +235,7 @@ export class WorkerClient {
    * really holds, without the bytes crossing the network. A rotten copy is removed by the worker.
    */
   async verifyBlob(workerUrl: string, id: string): Promise<BlobVerdict> {
-    const res = await this.call('POST', workerUrl, `/blobs/${encodeURIComponent(id)}/verify`);
+    const res = await this.call('POST', workerUrl, verifyPath(id));
     if (res.statusCode !== 200) throw await failure(workerUrl, `verify of ${id}`, res);
     const answer = (await res.body.json().catch(() => null)) as Record<string, unknown> | null;
     const state = answer?.state;
@@ -254,7 +256,7 @@ export class WorkerClient {
     opts: { method?: 'GET' | 'HEAD'; range?: string } = {},
   ): Promise<Dispatcher.ResponseData> {
     const headers: Record<string, string> = opts.range ? { range: opts.range } : {};
-    const res = await this.call(opts.method ?? 'GET', workerUrl, `/blobs/${encodeURIComponent(id)}`, {
+    const res = await this.call(opts.method ?? 'GET', workerUrl, blobPath(id), {
       headers,
       firstByteMs: this.readFirstByteTimeoutMs,
     });

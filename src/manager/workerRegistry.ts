@@ -3,54 +3,47 @@
 // WorkerLiveness and, coalesced by the leader, the table's usage figures (one heartbeatSummary
 // entry per period, not one per heartbeat).
 
-import { z } from 'zod';
 import type { Logger } from '../logging.ts';
-import { MAX_HEARTBEAT_NODES, NODE_ID_PATTERN, objectIdSchema } from '../metadata/commands.ts';
+import { MAX_HEARTBEAT_NODES } from '../metadata/commands.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
+import {
+  type BlobList,
+  type Heartbeat,
+  heartbeatSchema,
+  type InventoryLine,
+  type RegistrationHeader,
+} from '../protocol/workerSchemas.ts';
 import { ImageError, type RaftAccess, raftFailure } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
-import type { RejoinReconciler } from './rejoinReconciler.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
-const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+export {
+  type BlobList,
+  blobListSchema,
+  type InventoryLine,
+  inventoryLineSchema,
+  MAX_BLOB_LIST_IDS,
+  type RegistrationHeader,
+  registrationHeaderSchema,
+} from '../protocol/workerSchemas.ts';
 
-export const workerUsageSchema = z.object({
-  id: z.string().regex(NODE_ID_PATTERN, 'invalid worker id'),
-  diskUsed: count,
-  diskFree: count,
-  blobCount: count,
-  blobBytes: count,
-});
+/** The heartbeat body, under the name the manager's code knows it by. */
+export const workerUsageSchema = heartbeatSchema;
+export type WorkerUsage = Heartbeat;
 
-export const registrationHeaderSchema = workerUsageSchema.extend({
-  url: z
-    .string()
-    .max(2048)
-    .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, 'url must be http(s)://host[:port]'),
-  zone: z.string().regex(NODE_ID_PATTERN, 'invalid zone'),
-});
-
-export const inventoryLineSchema = z.object({
-  // Ids become file names and keys on every path that handles them: the object id pattern, or no entry.
-  id: objectIdSchema,
-  size: count,
-  sha256: z.string().regex(/^[0-9a-f]{64}$/),
-});
-
-/** Blob ids one wipe check or lost-copies report may carry. */
-export const MAX_BLOB_LIST_IDS = 1_000;
-
-/** A worker's list of its blob ids: a wipe check, or a report of copies its scrubber removed. */
-export const blobListSchema = z.object({
-  id: z.string().regex(NODE_ID_PATTERN, 'invalid worker id'),
-  blobs: z.array(objectIdSchema).max(MAX_BLOB_LIST_IDS),
-});
-
-export type WorkerUsage = z.infer<typeof workerUsageSchema>;
-export type BlobList = z.infer<typeof blobListSchema>;
-export type RegistrationHeader = z.infer<typeof registrationHeaderSchema>;
-export type InventoryLine = z.infer<typeof inventoryLineSchema>;
+/**
+ * What registration asks of rejoin reconciliation (RejoinReconciler). Named here, by shape, so the
+ * reconciler, which reads InventoryLine from this module, is not imported back.
+ */
+export interface InventoryReconciler {
+  reconcile(
+    nodeId: string,
+    inventory: () => AsyncIterable<InventoryLine>,
+    inventoryStartedAt: number,
+  ): Promise<unknown>;
+  dropMissingCopy(nodeId: string, id: string): Promise<string>;
+}
 
 export class UnknownWorker extends Error {
   readonly code = 'UnknownWorker';
@@ -78,7 +71,7 @@ export interface WorkerRegistryDeps {
   /** How often the leader commits the usage heard since the last summary. */
   summaryIntervalMs: number;
   /** Compares a registering worker's inventory with the tables; absent = inventory only counted. */
-  reconciler?: RejoinReconciler;
+  reconciler?: InventoryReconciler;
   /** Folder where registration inventories are spooled until reconciled (InventorySpool). */
   spoolDir: string;
   /** True while this manager's own upload of the id runs (its copies precede its record). */

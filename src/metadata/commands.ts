@@ -7,18 +7,14 @@
 // function of (state, command), with no clock and no randomness, or the replicas would diverge.
 
 import { z } from 'zod';
+import { NODE_ID_PATTERN, nodeIdSchema, objectIdSchema } from '../protocol/ids.ts';
 
-/** Object ids end up in worker file names and URLs: a strict pattern, never a path. */
-export const OBJECT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-/** Node ids and zones end up in keys of the node index: the same alphabet, shorter. */
-export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+export { NODE_ID_PATTERN, nodeIdSchema, OBJECT_ID_PATTERN, objectIdSchema } from '../protocol/ids.ts';
 /** Bound on one object's replica list (the design keeps 2; repair may briefly hold one more). */
 export const MAX_REPLICAS = 8;
 /** Bound on the nodes one coalesced heartbeat summary carries. */
 export const MAX_HEARTBEAT_NODES = 1024;
 
-export const objectIdSchema = z.string().regex(OBJECT_ID_PATTERN, 'invalid object id');
-export const nodeIdSchema = z.string().regex(NODE_ID_PATTERN, 'invalid node id');
 const zoneSchema = z.string().regex(NODE_ID_PATTERN, 'invalid zone');
 /** Milliseconds since the Unix epoch, as read by the proposer's clock. */
 const timestampSchema = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);

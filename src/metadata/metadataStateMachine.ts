@@ -289,7 +289,7 @@ export class MetadataStateMachine implements StateMachine {
     }
   }
 
-  /** The counters table: the seed's object-count and disk-usage tables. */
+  /** The counters table: the object-count and disk-usage tables of docs/seed-flow.md. */
   async stats(): Promise<MetadataStats> {
     const view = await this.tables.view();
     try {

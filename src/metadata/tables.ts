@@ -182,8 +182,8 @@ type DbSnapshot = ReturnType<Db['snapshot']>;
  * was taken. Close it when done.
  *
  * Point reads here and in MetadataTables use getSync: LevelDB answers them from its memtable and
- * caches in about 2 µs, where an async get costs ~60 µs of CPU in its threadpool round trip
- * (measured on the 2-core CI machine); a repair or an upload makes a dozen such reads.
+ * caches, far cheaper than an async get's threadpool round trip (docs/measurements.md), and a
+ * repair or an upload makes a dozen such reads.
  */
 export class TablesView {
   constructor(

@@ -1,13 +1,12 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 
-/**
- * The same pattern the public API uses for image ids. It admits no `/`, `\`, NUL, leading `.` (so
- * neither `.` nor `..`) and at most 128 characters, so a valid id is always one safe file name.
- */
-export const BLOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+import { OBJECT_ID_PATTERN } from '../protocol/ids.ts';
 
-export const SHA256_HEX_PATTERN = /^[0-9a-f]{64}$/;
+export { SHA256_HEX_PATTERN } from '../protocol/ids.ts';
+
+/** A blob is stored under its object's id: one safe file name (protocol/ids.ts says why). */
+export const BLOB_ID_PATTERN = OBJECT_ID_PATTERN;
 
 export function isValidBlobId(id: unknown): id is string {
   return typeof id === 'string' && BLOB_ID_PATTERN.test(id);

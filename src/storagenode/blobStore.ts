@@ -78,10 +78,8 @@ export type FsyncListener = (target: FsyncTarget, seconds: number) => void;
 const STARTUP_STAT_BATCH = 256;
 /**
  * Body bytes are written as they arrive, gathered up to this size (a socket read gives up to
- * 64 KiB), with one write in the threadpool while the next batch arrives. Measured with
- * bench/worker.ts (1 MiB blobs), alternating: 256 KiB gave 52-55% of raw at concurrency 1 and
- * 62-63% at 8, with 5.6-7.1 ms of CPU per blob; 64 KiB gave 46-47% and 58-59%, with 6.6-7.5 ms.
- * (An earlier measurement favoured 64 KiB; it predates HEAP_FLAGS, when GC dominated.)
+ * 64 KiB), with one write in the threadpool while the next batch arrives. The size is bench:worker's
+ * (docs/measurements.md).
  */
 const WRITE_BATCH_BYTES = 256 * 1024;
 /** Bytes one read of `openForCopy` takes at most: bounds what one blob holds in memory. */

@@ -1,9 +1,17 @@
 import { Readable } from 'node:stream';
 import pRetry, { AbortError } from 'p-retry';
 import { Agent, request } from 'undici';
-import { z } from 'zod';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import type { Logger } from '../logging.ts';
+import { NDJSON_CONTENT_TYPE } from '../protocol/workerHeaders.ts';
+import { HEARTBEAT_PATH, LOST_COPIES_PATH, REGISTER_PATH, WIPE_CHECK_PATH } from '../protocol/workerPaths.ts';
+import {
+  type DiskUsage,
+  type InventoryLine,
+  type RegisterAnswer,
+  registerAnswerSchema,
+  wipeCheckAnswerSchema,
+} from '../protocol/workerSchemas.ts';
 
 /**
  * The worker's side of the worker <-> manager protocol (docs/worker-protocol.md): registration
@@ -13,12 +21,8 @@ import type { Logger } from '../logging.ts';
  * first; a follower answers them 307 with the leader's URL in `Location`.
  */
 
-export const REGISTER_PATH = '/internal/v1/workers/register';
-export const HEARTBEAT_PATH = '/internal/v1/workers/heartbeat';
 /** Heartbeat loops at most: the configured managers and leaders learnt since. */
 const MAX_BEAT_LOOPS = 16;
-export const WIPE_CHECK_PATH = '/internal/v1/workers/wipe-check';
-export const LOST_COPIES_PATH = '/internal/v1/workers/lost-copies';
 
 /**
  * Blob ids per lost-copies report (the leader accepts up to 1,000, MAX_BLOB_LIST_IDS). Small: the
@@ -31,18 +35,8 @@ const MAX_BACKOFF_MS = 10_000;
 /** Inventory lines are batched into chunks of about this size before they reach the socket. */
 const NDJSON_CHUNK_BYTES = 64 * 1024;
 
-export interface InventoryEntry {
-  id: string;
-  size: number;
-  sha256: string;
-}
-
-export interface WorkerUsage {
-  diskUsed: number;
-  diskFree: number;
-  blobCount: number;
-  blobBytes: number;
-}
+export type InventoryEntry = InventoryLine;
+export type WorkerUsage = DiskUsage;
 
 export interface ManagerClientOptions {
   workerId: string;
@@ -64,13 +58,7 @@ export interface ManagerClientOptions {
   logger: Logger;
 }
 
-const registerAnswerSchema = z.looseObject({
-  leaderId: z.string().optional(),
-  heartbeatIntervalMs: z.number().int().min(50).max(60_000).optional(),
-});
-export type RegisterAnswer = z.infer<typeof registerAnswerSchema>;
-
-const wipeCheckAnswerSchema = z.object({ keep: z.array(z.string()) });
+export type { RegisterAnswer };
 
 /** Registration (or a wipe check) gave up: no manager answered within the configured attempts. */
 export class NoManagerAnsweredError extends Error {
@@ -454,7 +442,7 @@ export class ManagerClient {
           base,
           REGISTER_PATH,
           (onProgress) => Readable.from(ndjsonChunks(header, this.opts.inventory(), onProgress)),
-          'application/x-ndjson',
+          NDJSON_CONTENT_TYPE,
           this.opts.requestTimeoutMs,
         );
         assertOk(answer, REGISTER_PATH);

@@ -6,11 +6,22 @@ import { routePath } from 'hono/route';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Registry } from 'prom-client';
 import { request as undiciRequest } from 'undici';
-import { z } from 'zod';
 import { CLUSTER_SECRET_HEADER, requireClusterSecret } from '../http/clusterAuth.ts';
 import { requestBody } from '../http/requestBody.ts';
 import { webStreamOf } from '../http/webStream.ts';
 import { createLogger, type Logger } from '../logging.ts';
+import { NDJSON_CONTENT_TYPE, SHA256_HEADER } from '../protocol/workerHeaders.ts';
+import {
+  BLOB_BATCH_PATH,
+  BLOB_ROUTE,
+  blobPath,
+  COPY_BATCH_PATH,
+  COPY_TO_ROUTE,
+  INVENTORY_PATH,
+  STATS_PATH,
+  VERIFY_ROUTE,
+} from '../protocol/workerPaths.ts';
+import { copyBatchBodySchema, copyToBodySchema, MAX_COPY_BATCH } from '../protocol/workerSchemas.ts';
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE, FrameError, FrameReader } from './blobFrames.ts';
 import { isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import type { BlobStore, ReceivedBlob, WriteOutcome } from './blobStore.ts';
@@ -23,9 +34,6 @@ import {
   success,
 } from './errors.ts';
 import { createWorkerMetrics, type WorkerMetrics } from './workerMetrics.ts';
-
-/** Header carrying the hex sha256 of a PUT body; the worker refuses bytes that do not hash to it. */
-export const SHA256_HEADER = 'x-imgvault-sha256';
 
 export interface WorkerAppOptions {
   store: BlobStore;
@@ -45,28 +53,11 @@ export interface WorkerApp {
   metrics: WorkerMetrics;
 }
 
-const copyToBody = z.object({
-  target: z.string().min(1).max(2048),
-  /** The checksum the caller's record holds; a copy here with other bytes is not sent. */
-  sha256: z.string().regex(SHA256_HEX_PATTERN).optional(),
-});
-
-/** Blobs one copy-batch request may name. */
-export const MAX_COPY_BATCH = 256;
 /**
  * Blobs of one batch body committed together. Bounds the temp files a batch holds open; the marker
  * sync it shares is then at most 1/32 of a blob's cost.
  */
 const BATCH_COMMIT_GROUP = 32;
-
-const copyBatchBody = z.object({
-  target: z.string().min(1).max(2048),
-  blobs: z
-    .array(z.object({ id: z.string().max(256), sha256: z.string().regex(SHA256_HEX_PATTERN).optional() }))
-    .min(1)
-    .max(MAX_COPY_BATCH)
-    .refine((blobs) => new Set(blobs.map((b) => b.id)).size === blobs.length, 'blob ids must be distinct'),
-});
 
 interface CopyDone {
   id: string;
@@ -139,20 +130,20 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     return c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType });
   });
 
-  app.get('/stats', async (c) => c.json(await store.stats()));
+  app.get(STATS_PATH, async (c) => c.json(await store.stats()));
 
-  app.get('/inventory', (c) => {
+  app.get(INVENTORY_PATH, (c) => {
     const after = c.req.query('after');
     if (after !== undefined && !isValidBlobId(after)) {
       return failWith(c, 'InvalidBlobId', '`after` must be a valid blob id');
     }
     return new Response(inventoryStream(store, after, log), {
       status: 200,
-      headers: { 'content-type': 'application/x-ndjson' },
+      headers: { 'content-type': NDJSON_CONTENT_TYPE },
     });
   });
 
-  app.put('/blobs/:id', async (c) => {
+  app.put(BLOB_ROUTE, async (c) => {
     const id = c.req.param('id');
     if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
     const sha256 = c.req.header(SHA256_HEADER)?.toLowerCase();
@@ -202,7 +193,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   // received and its fsync started while the next arrives, and a group shares one synced marker
   // batch and one index batch. One result per blob, in body order; the blobs received whole before
   // a body broke off are still committed and reported.
-  app.post('/blobs/batch', async (c) => {
+  app.post(BLOB_BATCH_PATH, async (c) => {
     const body = requestBody(c);
     const reader = new FrameReader(body.chunks);
     // A slot stays empty only while its blob waits in the group.
@@ -265,7 +256,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     return c.json({ results }, 200);
   });
 
-  app.get('/blobs/:id', async (c) => {
+  app.get(BLOB_ROUTE, async (c) => {
     const id = c.req.param('id');
     if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
     const stat = await store.stat(id);
@@ -300,7 +291,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     return new Response(webStreamOf(stream), { status, headers });
   });
 
-  app.delete('/blobs/:id', async (c) => {
+  app.delete(BLOB_ROUTE, async (c) => {
     const id = c.req.param('id');
     if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
     const result = await store.delete(id);
@@ -314,7 +305,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   // which the answer names; `missing`: no such blob; `rotten`: they do not, and the blob is removed
   // and reported lost, as a failed read-back of the scrubber is; `changed`: deleted or rewritten
   // while it was read, which proves nothing.
-  app.post('/blobs/:id/verify', async (c) => {
+  app.post(VERIFY_ROUTE, async (c) => {
     const id = c.req.param('id');
     if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
     const stat = await store.stat(id);
@@ -345,7 +336,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       return failure('BlobConflict', `this worker holds other bytes under ${id}`, { sha256: record.sha256 });
     }
     stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
-    const url = new URL(`blobs/${encodeURIComponent(id)}`, target);
+    const url = new URL(`.${blobPath(id)}`, target);
     const targetName = targetNameOf(target);
     try {
       const response = await undiciRequest(url, {
@@ -398,8 +389,8 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   };
 
   app.post(
-    '/blobs/:id/copy-to',
-    zValidator('json', copyToBody, (result, c) => {
+    COPY_TO_ROUTE,
+    zValidator('json', copyToBodySchema, (result, c) => {
       if (!result.success) {
         return failWith(
           c,
@@ -424,8 +415,8 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   // Many copies to one target in one request: repair sends a batch per (holder, target) pair, so
   // the leader makes one call, not one per object. Each blob succeeds or fails on its own.
   app.post(
-    '/blobs/copy-batch',
-    zValidator('json', copyBatchBody, (result, c) => {
+    COPY_BATCH_PATH,
+    zValidator('json', copyBatchBodySchema, (result, c) => {
       if (!result.success) {
         return failWith(
           c,
@@ -493,7 +484,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       };
       const frameBody = frames();
       try {
-        const response = await undiciRequest(new URL('blobs/batch', target), {
+        const response = await undiciRequest(new URL(`.${BLOB_BATCH_PATH}`, target), {
           method: 'POST',
           // undici takes async iterables as bodies (docs/api/Dispatcher.md); its types lag behind.
           body: frameBody as unknown as Readable,

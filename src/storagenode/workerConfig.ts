@@ -32,8 +32,8 @@ export interface WorkerConfig {
   advertiseUrl: string | undefined;
   /**
    * What a (re)starting worker does with the blobs it holds: `keep` registers with them and lets
-   * the leader reconcile (seed approach 2); `wipe` deletes them all first and joins empty
-   * (approach 1; repair restores any copy the tables still counted here).
+   * the leader reconcile (approach 2 of docs/seed-flow.md); `wipe` deletes them all first and joins
+   * empty (approach 1; repair restores any copy the tables still counted here).
    */
   rejoin: 'keep' | 'wipe';
   /** Read-back rate of the background scrubber, bytes per second; 0 turns it off. */

@@ -149,10 +149,10 @@ export class WorkerProcess {
   }
 
   /**
-   * `--rejoin wipe` (seed approach 1): before it registers, the worker deletes what it holds, so it
-   * joins empty. The leader is asked first, a batch at a time: a blob whose every other copy is on
-   * a worker that is down right now is kept (deleting it would lose the image) and rejoins as with
-   * `--rejoin keep`. If no manager answers, start-up fails before anything more is deleted.
+   * `--rejoin wipe` (approach 1 of docs/seed-flow.md): before it registers, the worker deletes what
+   * it holds, so it joins empty. The leader is asked first, a batch at a time: a blob whose every
+   * other copy is on a worker that is down right now is kept (deleting it would lose the image) and
+   * rejoins as with `--rejoin keep`. If no manager answers, start-up fails before anything more is deleted.
    */
   private async wipe(store: BlobStore, client: ManagerClient): Promise<void> {
     let deleted = 0;

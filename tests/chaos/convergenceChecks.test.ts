@@ -3,7 +3,8 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
-import { SHA256_HEADER } from '../../src/storagenode/workerApp.ts';
+import { SHA256_HEADER } from '../../src/protocol/workerHeaders.ts';
+import { until } from '../support/until.ts';
 import { ChaosCluster } from './chaosCluster.ts';
 import { convergenceProblems } from './checks.ts';
 import { Rng } from './rng.ts';
@@ -11,14 +12,6 @@ import { requestFollowingRedirects, seededPng, sha256 } from './workload.ts';
 
 let cluster: ChaosCluster;
 const rng = new Rng(5);
-
-async function until(what: string, probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 async function problems(): Promise<string[]> {
   return convergenceProblems(cluster);

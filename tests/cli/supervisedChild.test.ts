@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SupervisedChild } from '../../src/cli/supervisedChild.ts';
+import { until } from '../support/until.ts';
 
 let root: string;
 beforeAll(async () => {
@@ -25,18 +26,6 @@ function nodeChild(logFile: string, script: string) {
     closeSync(out);
     return child;
   };
-}
-
-async function until(
-  what: string,
-  probe: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe('SupervisedChild', () => {

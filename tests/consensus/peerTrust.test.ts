@@ -17,6 +17,7 @@ import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+import { until } from '../support/until.ts';
 
 const SECRET = 'test-secret-peer-trust-0123456789';
 const TICK_MS = 20;
@@ -75,20 +76,6 @@ async function start(
       throw err;
     },
   });
-}
-
-async function until<T>(
-  what: string,
-  probe: () => T | null | undefined | false,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 const stopped = new Set<Member>();

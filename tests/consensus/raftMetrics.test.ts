@@ -11,6 +11,7 @@ import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
 import { RaftError, RaftNode } from '../../src/consensus/raftNode.ts';
 import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+import { until } from '../support/until.ts';
 
 let root: string;
 let store: LevelLogStore;
@@ -61,11 +62,7 @@ beforeAll(async () => {
       throw err;
     },
   });
-  const deadline = Date.now() + 10_000;
-  while (!node.isLeader()) {
-    if (Date.now() > deadline) throw new Error('a single voter did not elect itself within 10 s');
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await until('a single voter to elect itself', () => node.isLeader(), 10_000);
 });
 
 afterAll(async () => {

@@ -13,6 +13,7 @@ import { RaftError, RaftNode } from '../../src/consensus/raftNode.ts';
 import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
 import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+import { until } from '../support/until.ts';
 
 const SECRET = 'test-secret-0123456789abcdef';
 const TICK_MS = 20;
@@ -109,20 +110,6 @@ async function stopNode(m: Member) {
 
 function running(): Member[] {
   return [...members.values()].filter((m) => m.node !== null);
-}
-
-async function until<T>(
-  what: string,
-  probe: () => T | undefined | null | false,
-  timeoutMs = 5_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 /** Waits until exactly one running node leads and every running node follows it. */

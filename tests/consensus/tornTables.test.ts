@@ -17,6 +17,7 @@ import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { MetadataTables, type TableDigest } from '../../src/metadata/tables.ts';
 import { recordCmd, registerCmd } from '../metadata/metadataFixture.ts';
+import { until } from '../support/until.ts';
 
 const MARKER = 'IMGVAULT-CLEAN-STOP';
 
@@ -60,14 +61,6 @@ async function stop(m: Manager): Promise<void> {
   await m.store.close();
   await m.sm.close();
   running = null;
-}
-
-async function until(what: string, probe: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 const history: Command[] = [

@@ -7,6 +7,7 @@ import { HttpTransport, type HttpTransportOptions } from '../../src/consensus/tr
 import { RAFT_SNAPSHOT_HEADER, raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import { until } from '../support/until.ts';
 
 const SECRET = 'test-cluster-secret';
 
@@ -88,14 +89,6 @@ function transport(opts: Partial<HttpTransportOptions> & { peers: Record<string,
   const t = new HttpTransport({ id: 'a', secret: SECRET, ...opts });
   cleanups.push(() => t.close());
   return t;
-}
-
-async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 function heartbeat(to: string, commit: number): Message {
@@ -187,20 +180,20 @@ describe('HttpTransport', () => {
       sent.push(heartbeat('b', i));
       t.send([sent.at(-1)!]);
     }
-    await waitFor(() => b.received.length === 55, 5000, '55 messages');
+    await until('55 messages', () => b.received.length === 55, 5000);
     for (let i = 56; i <= 80; i++) {
       sent.push(heartbeat('b', i));
       t.send([sent.at(-1)!]);
       if (i % 5 === 0) await new Promise((r) => setImmediate(r));
     }
-    await waitFor(() => b.received.length === 80, 5000, '80 messages');
+    await until('80 messages', () => b.received.length === 80, 5000);
     expect(b.received.map((r) => r.msg)).toEqual(sent);
     const perRequest = new Map<number, number>();
     for (const r of b.received) perRequest.set(r.request, (perRequest.get(r.request) ?? 0) + 1);
     expect(b.requests).toBeLessThan(80);
     expect(Math.max(...perRequest.values())).toBe(10);
     // The server takes the messages before the client has read its 204.
-    await waitFor(() => t.stats().sent === 80, 2000, 'sent counter');
+    await until('sent counter', () => t.stats().sent === 80, 2000);
     expect(t.stats()).toMatchObject({ sent: 80, dropped: 0, failed: 0, queued: 0 });
   });
 
@@ -214,13 +207,13 @@ describe('HttpTransport', () => {
     for (let round = 1; round <= 3; round++) {
       const started = Date.now();
       t.send([heartbeat('dead', round), heartbeat('live', round)]);
-      await waitFor(() => live.received.length === round, 1000, `live peer round ${round}`);
+      await until(`live peer round ${round}`, () => live.received.length === round, 1000);
       expect(Date.now() - started).toBeLessThan(1000);
     }
-    await waitFor(() => unreachable.length > 0, 2000, 'unreachable report');
+    await until('unreachable report', () => unreachable.length > 0, 2000);
     expect(new Set(unreachable)).toEqual(new Set(['dead']));
     expect(t.stats().failed).toBeGreaterThan(0);
-    await waitFor(() => t.stats().sent === 3, 2000, 'sent counter');
+    await until('sent counter', () => t.stats().sent === 3, 2000);
   });
 
   it('a slow peer does not block another; its queue stays bounded, dropping the oldest', async () => {
@@ -238,14 +231,14 @@ describe('HttpTransport', () => {
     const fast = await startPeer();
     const t = transport({ peers: { slow: slow.url, fast: fast.url }, maxQueuedMessages: 5 });
     t.send([heartbeat('slow', 1)]);
-    await waitFor(() => waiting === 1, 2000, 'slow peer to hold the first request');
+    await until('slow peer to hold the first request', () => waiting === 1, 2000);
     for (let i = 2; i <= 20; i++) t.send([heartbeat('slow', i)]);
     t.send([heartbeat('fast', 1), heartbeat('fast', 2), heartbeat('fast', 3)]);
-    await waitFor(() => fast.received.length === 3, 1000, 'fast peer while the slow one hangs');
+    await until('fast peer while the slow one hangs', () => fast.received.length === 3, 1000);
     expect(slow.received).toEqual([]);
     expect(t.stats()).toMatchObject({ dropped: 14, queued: 5 });
     release();
-    await waitFor(() => slow.received.length === 6, 5000, 'slow peer after release');
+    await until('slow peer after release', () => slow.received.length === 6, 5000);
     expect(slow.received.map((r) => r.msg.commit)).toEqual([1, 16, 17, 18, 19, 20]);
   });
 
@@ -258,7 +251,7 @@ describe('HttpTransport', () => {
       onUnreachable: (p) => unreachable.push(p),
     });
     t.send([heartbeat('b', 1)]);
-    await waitFor(() => unreachable.length === 1, 3000, 'timeout report');
+    await until('timeout report', () => unreachable.length === 1, 3000);
     expect(t.stats()).toMatchObject({ failed: 1, failedRequests: 1, sent: 0 });
   });
 
@@ -270,7 +263,7 @@ describe('HttpTransport', () => {
       onSnapshotStatus: (p, ok) => statuses.push([p, ok]),
     });
     t.send([heartbeat('b', 1), snap('b'), heartbeat('b', 2), snap('dead')]);
-    await waitFor(() => b.received.length === 3 && statuses.length === 2, 3000, 'snapshot outcomes');
+    await until('snapshot outcomes', () => b.received.length === 3 && statuses.length === 2, 3000);
     expect(b.received.map((r) => r.msg.type)).toEqual(['MsgHeartbeat', 'MsgSnap', 'MsgHeartbeat']);
     const [first, snapshot, last] = b.received;
     expect(snapshot!.request).not.toBe(first!.request);
@@ -295,14 +288,14 @@ describe('HttpTransport', () => {
     const large = snap('b');
     large.snapshot!.data = 'x'.repeat(300 * 1024);
     t.send([large]);
-    await waitFor(() => statuses.length === 1, 3000, 'the large snapshot sent');
+    await until('the large snapshot sent', () => statuses.length === 1, 3000);
     expect(statuses).toEqual([true]);
     expect(b.received.map((r) => r.msg.snapshot?.data.length)).toEqual([300 * 1024]);
 
     const tooLarge = snap('b');
     tooLarge.snapshot!.data = 'x'.repeat(1100 * 1024);
     t.send([tooLarge]);
-    await waitFor(() => statuses.length === 2, 3000, 'the oversized snapshot reported');
+    await until('the oversized snapshot reported', () => statuses.length === 2, 3000);
     expect(statuses).toEqual([true, false]);
     expect(t.stats().dropped).toBe(1);
     expect(b.received).toHaveLength(1);
@@ -337,19 +330,19 @@ describe('HttpTransport', () => {
       onUnreachable: (p) => unreachable.push(p),
     });
     wrong.send([heartbeat('b', 1)]);
-    await waitFor(() => unreachable.length === 1, 3000, 'unreachable on 401');
+    await until('unreachable on 401', () => unreachable.length === 1, 3000);
     expect(b.received).toEqual([]);
 
     const t = transport({ peers: {}, onUnreachable: (p) => unreachable.push(p) });
     t.send([heartbeat('b', 1)]);
-    await waitFor(() => unreachable.length === 2, 1000, 'unknown peer reported');
+    await until('unknown peer reported', () => unreachable.length === 2, 1000);
     t.setPeer('b', b.url);
     t.send([heartbeat('b', 2)]);
-    await waitFor(() => b.received.length === 1, 2000, 'b after setPeer');
+    await until('b after setPeer', () => b.received.length === 1, 2000);
     t.setPeer('b', c.url);
     t.send([heartbeat('b', 3)]);
-    await waitFor(() => c.received.length === 1, 2000, 'b at its new URL');
-    await waitFor(() => t.stats().sent === 2, 2000, 'sent counter');
+    await until('b at its new URL', () => c.received.length === 1, 2000);
+    await until('sent counter', () => t.stats().sent === 2, 2000);
     t.removePeer('b');
     t.send([heartbeat('b', 4)]);
     expect(t.stats()).toMatchObject({ sent: 2, dropped: 2 });
@@ -384,7 +377,7 @@ describe('HttpTransport', () => {
     const ta = transport({ peers: { b: b.url }, onReply: (msg) => replies.push(msg) });
 
     ta.send([heartbeat('b', 1)]);
-    await waitFor(() => replies.length === 1, 3000, 'the reply in the answer');
+    await until('the reply in the answer', () => replies.length === 1, 3000);
     expect(replies[0]).toMatchObject({ type: 'MsgHeartbeatResp', from: 'b', to: 'a', commit: 1 });
     expect(a.requests).toBe(0);
     expect(tb.stats()).toMatchObject({ sent: 1, queued: 0 });
@@ -393,7 +386,7 @@ describe('HttpTransport', () => {
     // follows in b's own request once the route let go.
     replyAfterMs = 150;
     ta.send([heartbeat('b', 2)]);
-    await waitFor(() => a.received.length === 1, 3000, 'the late reply in a request of its own');
+    await until('the late reply in a request of its own', () => a.received.length === 1, 3000);
     expect(a.received[0]!.msg).toMatchObject({ type: 'MsgHeartbeatResp', commit: 2 });
     expect(replies).toHaveLength(1);
   });

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fetchRaftView, waitForLeader } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import { until } from '../support/until.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const IDS = ['m1', 'm2', 'm3', 'w1', 'w2', 'w3'];
@@ -54,20 +55,6 @@ function launch(dataDir: string, basePort: number, workerBasePort: number): Laun
   child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, output: () => out, exited };
-}
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | null | undefined | false> | T | null | false,
-  timeoutMs: number,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 function portFree(port: number): Promise<boolean> {

@@ -20,6 +20,9 @@ import { freePort } from '../../src/cli/localProcess.ts';
 import { spawnWorker, workerUrl } from '../../src/cli/localWorkers.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { fetchRaftView } from '../../src/manager/raftView.ts';
+import { until, WaitAborted } from '../support/until.ts';
+
+export { until, WaitAborted };
 
 export interface ManagerProc {
   id: string;
@@ -65,9 +68,6 @@ export async function metric(m: ManagerProc, series: string): Promise<number> {
   return line ? Number(line.slice(series.length + 1)) : 0;
 }
 
-/** Thrown by a probe to end the wait at once (a process died): `until` retries every other error. */
-export class WaitAborted extends Error {}
-
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
 /** Runs `imgvault <args>` as a child process; killed after `timeoutMs` (30 s). */
@@ -94,24 +94,6 @@ export function runCli(
       resolve({ code, stdout, stderr });
     });
   });
-}
-
-/** Polls `probe` every 50 ms until it returns something truthy; throws after `timeoutMs`. */
-export async function until<T>(
-  what: string,
-  probe: () => Promise<T | null | undefined | false>,
-  timeoutMs: number,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe().catch((err: unknown) => {
-      if (err instanceof WaitAborted) throw err;
-      return null;
-    });
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /**

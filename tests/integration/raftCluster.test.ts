@@ -18,6 +18,7 @@ import {
   waitForLeader,
 } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
+import { until } from '../support/until.ts';
 
 const SNAPSHOT_THRESHOLD = 20;
 
@@ -45,20 +46,6 @@ function start(p: Proc): void {
     // The children inherit VITEST, which silences logs; the InstallSnapshot check reads them.
     env: { IMGVAULT_LOG_LEVEL: 'info' },
   });
-}
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | null | undefined | false>,
-  timeoutMs: number,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** PUT through any manager; fetch follows the 307 a follower answers with to the leader. */

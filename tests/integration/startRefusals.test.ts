@@ -20,6 +20,7 @@ import {
   waitForLeader,
 } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
+import { until } from '../support/until.ts';
 
 let root: string;
 let secretFile: string;
@@ -191,17 +192,3 @@ describe('a manager that cannot start says why', () => {
     expect(line).toContain(`DELETE /v1/cluster/members/${victim.id}`);
   });
 });
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | null | undefined | false>,
-  timeoutMs: number,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}

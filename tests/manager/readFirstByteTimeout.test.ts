@@ -1,12 +1,12 @@
 // A worker cut off the network answers nothing, not even a refusal: a read must give up on it
 // after the first-byte timeout and serve the other replica, not wait out the long idle timeout.
 
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
@@ -17,7 +17,15 @@ import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
 import { EntryLog, MetadataFixture } from '../metadata/metadataFixture.ts';
 import { startManagerStandIn } from '../storagenode/managerStandIn.ts';
-import { makeDataDir, removeDir, SECRET, sha256Of, startWorker } from '../storagenode/workerHarness.ts';
+import {
+  makeDataDir,
+  removeDir,
+  SECRET,
+  sha256Of,
+  spawnWorkerProcess,
+  startWorker,
+} from '../storagenode/workerHarness.ts';
+import { until, WaitAborted } from '../support/until.ts';
 
 const fx = new MetadataFixture();
 const cleanups: (() => Promise<void>)[] = [];
@@ -132,21 +140,11 @@ it('a read skips a replica whose worker never answers, within the first-byte tim
 async function workerProcess(): Promise<{ child: ChildProcess; url: string }> {
   const manager = await startManagerStandIn(SECRET, { heartbeatIntervalMs: 1000 });
   const dataDir = await makeDataDir();
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/storagenode/workerMain.ts', '--id', 'w1', '--listen', '127.0.0.1:0'],
-    {
-      cwd: resolve(import.meta.dirname, '../..'),
-      env: {
-        ...process.env,
-        IMGVAULT_LOG_LEVEL: 'silent',
-        IMGVAULT_CLUSTER_SECRET: SECRET,
-        IMGVAULT_DATA: dataDir,
-        IMGVAULT_MANAGERS: manager.url,
-      },
-      stdio: 'ignore',
-    },
-  );
+  const child = spawnWorkerProcess(['--id', 'w1', '--listen', '127.0.0.1:0'], {
+    IMGVAULT_CLUSTER_SECRET: SECRET,
+    IMGVAULT_DATA: dataDir,
+    IMGVAULT_MANAGERS: manager.url,
+  });
   const exited = new Promise<void>((done) => child.once('exit', () => done()));
   cleanups.push(async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -157,12 +155,14 @@ async function workerProcess(): Promise<{ child: ChildProcess; url: string }> {
     await manager.close();
     await removeDir(dataDir);
   });
-  const deadline = performance.now() + 30_000;
-  while (manager.registrations.length === 0) {
-    if (child.exitCode !== null) throw new Error('the worker exited before registering');
-    if (performance.now() > deadline) throw new Error('the worker did not register within 30 s');
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await until(
+    'the worker to register',
+    () => {
+      if (child.exitCode !== null) throw new WaitAborted('the worker exited before registering');
+      return manager.registrations.length > 0;
+    },
+    30_000,
+  );
   return { child, url: String(manager.registrations[0]!.header.url) };
 }
 

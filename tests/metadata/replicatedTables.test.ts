@@ -17,6 +17,7 @@ import type { Command } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { MetadataTables } from '../../src/metadata/tables.ts';
+import { until } from '../support/until.ts';
 import { recordCmd, registerCmd } from './metadataFixture.ts';
 
 const SECRET = 'metadata-test-secret-0123456789';
@@ -86,20 +87,6 @@ async function stop(m: Manager): Promise<void> {
   await m.sm?.close();
   m.node = null;
   m.sm = null;
-}
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | null> | T | null,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== null) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 const running = () => managers.filter((m) => m.node !== null);

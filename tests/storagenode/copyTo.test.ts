@@ -3,6 +3,7 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import path from 'node:path';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { until } from '../support/until.ts';
 import {
   AUTH,
   flipByte,
@@ -94,16 +95,6 @@ async function cuttingProxy(
   servers.push(server);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, cuts: () => cuts };
-}
-
-/** Polls `check` every 20 ms for at most `ms`; the last result decides. */
-async function eventually(check: () => Promise<boolean>, ms = 5000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return check();
 }
 
 describe('POST /blobs/:id/copy-to', () => {
@@ -225,7 +216,7 @@ describe('POST /blobs/:id/copy-to', () => {
     // file went with it and nothing is indexed.
     const abortedOnTarget = async () =>
       (await b.worker.metrics.errors.get()).values.find((v) => v.labels.kind === 'BodyAborted')?.value ?? 0;
-    expect(await eventually(async () => (await abortedOnTarget()) === 1)).toBe(true);
+    await until('(await abortedOnTarget()) === 1', async () => (await abortedOnTarget()) === 1, 5000);
     expect(await readdir(b.store.tmpDir)).toEqual([]);
     const held = await request(`${b.url}/blobs/interrupted`, { method: 'HEAD', headers: AUTH });
     expect(held.statusCode).toBe(404);
@@ -358,7 +349,7 @@ describe('POST /blobs/copy-batch', () => {
     // Two blobs fit in the first 700 kB; the third was cut: whole or absent, never partial.
     const abortedOnTarget = async () =>
       (await b.worker.metrics.errors.get()).values.find((v) => v.labels.kind === 'BodyAborted')?.value ?? 0;
-    expect(await eventually(async () => (await abortedOnTarget()) === 1)).toBe(true);
+    await until('(await abortedOnTarget()) === 1', async () => (await abortedOnTarget()) === 1, 5000);
     expect(await readdir(b.store.tmpDir)).toEqual([]);
     for (const id of ids) {
       const held = await b.store.stat(id);

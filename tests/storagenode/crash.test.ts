@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
@@ -6,10 +6,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import { SHA256_HEADER } from '../../src/protocol/workerHeaders.ts';
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE } from '../../src/storagenode/blobFrames.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
-import { SHA256_HEADER } from '../../src/storagenode/workerApp.ts';
+import { until, WaitAborted } from '../support/until.ts';
 import { type ManagerStandIn, startManagerStandIn } from './managerStandIn.ts';
+import { exitOf, spawnWorkerProcess } from './workerHarness.ts';
 
 /**
  * kill -9 of a real worker process in the middle of a PUT, or of a batch committed as a group:
@@ -18,46 +20,8 @@ import { type ManagerStandIn, startManagerStandIn } from './managerStandIn.ts';
  */
 
 const SECRET = 'crash-test-secret';
-const REPO = path.resolve(import.meta.dirname, '../..');
 const BLOB_BYTES = 4 * 1024 * 1024;
 const CHUNK = 256 * 1024;
-
-async function until<T>(probe: () => Promise<T | undefined>, ms: number, what: string): Promise<T> {
-  const deadline = performance.now() + ms;
-  while (performance.now() < deadline) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
-
-function spawnWorker(
-  args: string[],
-  env: Record<string, string> = {},
-): ChildProcess & { stderrText: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/storagenode/workerMain.ts', ...args], {
-    cwd: REPO,
-    env: { ...process.env, IMGVAULT_LOG_LEVEL: 'silent', ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  return Object.assign(child, { stderrText: () => stderr });
-}
-
-function exited(child: ChildProcess, ms: number): Promise<number | null> {
-  return new Promise((resolve, reject) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
-    const timer = setTimeout(() => reject(new Error(`worker did not exit within ${ms} ms`)), ms);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve(code);
-    });
-  });
-}
 
 let manager: ManagerStandIn;
 let dataDir: string;
@@ -76,7 +40,7 @@ afterEach(async () => {
   for (const child of started) {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
-      await exited(child, 5000);
+      await exitOf(child, 5000);
     }
   }
   started.clear();
@@ -90,18 +54,18 @@ afterAll(async () => {
 /** Starts a worker on the shared data folder and resolves once it has registered. */
 async function startWorker(): Promise<{ child: ChildProcess & { stderrText: () => string }; url: string }> {
   const before = manager.registrations.length;
-  const child = spawnWorker(
+  const child = spawnWorkerProcess(
     ['--id', 'w-crash', '--listen', '127.0.0.1:0', '--data', dataDir, '--managers', manager.url],
     { IMGVAULT_CLUSTER_SECRET: SECRET },
   );
   started.add(child);
   const url = await until(
+    'the worker to register',
     async () => {
-      if (child.exitCode !== null) throw new Error(`worker exited early: ${child.stderrText()}`);
+      if (child.exitCode !== null) throw new WaitAborted(`worker exited early: ${child.stderrText()}`);
       return manager.registrations[before]?.header.url as string | undefined;
     },
     20_000,
-    'the worker to register',
   );
   return { child, url };
 }
@@ -189,9 +153,9 @@ describe('kill -9 during a PUT', () => {
   it('after the headers, before any byte: the blob is absent and the temp file is removed', async () => {
     const { child, url } = await startWorker();
     const put = slowPut(url, 'crash-headers');
-    await until(async () => ((await tmpFiles()).length > 0 ? true : undefined), 5000, 'a temp file');
+    await until('a temp file', async () => ((await tmpFiles()).length > 0 ? true : undefined), 5000);
     child.kill('SIGKILL');
-    await exited(child, 5000);
+    await exitOf(child, 5000);
     put.req.destroy();
 
     const after = await inspectAfterCrash('crash-headers');
@@ -203,9 +167,9 @@ describe('kill -9 during a PUT', () => {
     const { child, url } = await startWorker();
     const put = slowPut(url, 'crash-half');
     await put.send(0, BLOB_BYTES / 2);
-    await until(async () => ((await tmpBytes()) >= BLOB_BYTES / 4 ? true : undefined), 5000, 'bytes on disk');
+    await until('bytes on disk', async () => ((await tmpBytes()) >= BLOB_BYTES / 4 ? true : undefined), 5000);
     child.kill('SIGKILL');
-    await exited(child, 5000);
+    await exitOf(child, 5000);
     put.req.destroy();
 
     const after = await inspectAfterCrash('crash-half');
@@ -223,7 +187,7 @@ describe('kill -9 during a PUT', () => {
       put.req.end();
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       child.kill('SIGKILL');
-      await exited(child, 5000);
+      await exitOf(child, 5000);
       put.req.destroy();
 
       const after = await inspectAfterCrash(id);
@@ -238,7 +202,7 @@ describe('kill -9 during a PUT', () => {
     put.req.end();
     expect(await put.answer).toBe(201);
     child.kill('SIGKILL');
-    await exited(child, 5000);
+    await exitOf(child, 5000);
 
     expect((await inspectAfterCrash('crash-acked')).state).toBe('whole');
 
@@ -256,7 +220,7 @@ describe('kill -9 during a PUT', () => {
       expect(registered.blobs.map((b) => b.id)).not.toContain('crash-half');
     } finally {
       again.child.kill('SIGTERM');
-      expect(await exited(again.child, 15_000)).toBe(0);
+      expect(await exitOf(again.child, 15_000)).toBe(0);
     }
   });
 });
@@ -338,11 +302,11 @@ describe('kill -9 during a batch (group commit)', () => {
     it(`${delayMs} ms after the last byte: every blob whole or absent, nothing half-done`, async () => {
       const { child, url } = await startWorker();
       const post = postBatch(url);
-      await until(async () => ((await tmpBytes()) >= allButLast ? true : undefined), 10_000, 'seven blobs');
+      await until('seven blobs', async () => ((await tmpBytes()) >= allButLast ? true : undefined), 10_000);
       post.finish();
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       child.kill('SIGKILL');
-      await exited(child, 5000);
+      await exitOf(child, 5000);
       post.req.destroy();
       // Whole or absent is checked blob by blob; which one depends on where the kill landed (runs
       // showed all absent, markers dropped, all adopted from their markers, and all committed).
@@ -356,18 +320,18 @@ describe('kill -9 during a batch (group commit)', () => {
     post.finish();
     expect(await post.answer).toBe(200);
     child.kill('SIGKILL');
-    await exited(child, 5000);
+    await exitOf(child, 5000);
     expect(await wholeAfterCrash()).toBe(blobs.length);
   });
 });
 
 describe('configuration', () => {
   it('refuses bad flags with a non-zero exit and a message naming each bad field', async () => {
-    const child = spawnWorker(
+    const child = spawnWorkerProcess(
       ['--id', 'bad id!', '--listen', 'nowhere', '--managers', 'ftp://m1', '--max-blob-bytes', '12parsecs'],
       { IMGVAULT_CLUSTER_SECRET: '', IMGVAULT_CLUSTER_SECRET_FILE: '' },
     );
-    const status = await exited(child, 20_000);
+    const status = await exitOf(child, 20_000);
     const stderr = child.stderrText();
 
     expect(status).toBe(2);

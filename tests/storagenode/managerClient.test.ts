@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,20 +12,11 @@ import {
   NoManagerAnsweredError,
 } from '../../src/storagenode/managerClient.ts';
 import { usageOf } from '../../src/storagenode/workerProcess.ts';
+import { until } from '../support/until.ts';
 import { type ManagerStandIn, startManagerStandIn } from './managerStandIn.ts';
+import { exitOf, spawnWorkerProcess } from './workerHarness.ts';
 
 const SECRET = 'test-cluster-secret';
-const REPO = path.resolve(import.meta.dirname, '../..');
-
-/** Polls `check` every 20 ms until it holds or `ms` pass; returns whether it held. */
-async function eventually(check: () => boolean, ms: number): Promise<boolean> {
-  const deadline = performance.now() + ms;
-  while (performance.now() < deadline) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return check();
-}
 
 /** A port nothing listens on: a stand-in that was started and closed again. */
 async function deadManagerUrl(): Promise<string> {
@@ -37,19 +27,12 @@ async function deadManagerUrl(): Promise<string> {
 
 /** Runs the worker's entry point with `args` until it exits (20 s at most); its status and stderr. */
 async function runWorkerMain(args: string[]): Promise<{ status: number | null; stderr: string }> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/storagenode/workerMain.ts', '--listen', '127.0.0.1:0', ...args],
-    { cwd: REPO, env: { ...process.env, IMGVAULT_CLUSTER_SECRET: SECRET, IMGVAULT_LOG_LEVEL: 'silent' } },
-  );
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
+  const child = spawnWorkerProcess(['--listen', '127.0.0.1:0', ...args], { IMGVAULT_CLUSTER_SECRET: SECRET });
+  const status = await exitOf(child, 20_000).catch((err: unknown) => {
+    child.kill('SIGKILL');
+    throw err;
   });
-  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  const status = await new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  clearTimeout(killer);
-  return { status, stderr };
+  return { status, stderr: child.stderrText() };
 }
 
 let dir: string;
@@ -146,7 +129,7 @@ describe('registration', () => {
     const m = await standIn({ role: { kind: 'noLeader' } });
     const c = client([m.url], { registerAttempts: 5 });
     const registering = c.register();
-    expect(await eventually(() => m.deflected.length >= 2, 5000)).toBe(true);
+    await until('m.deflected.length >= 2', () => m.deflected.length >= 2, 5000);
     m.role = { kind: 'leader' };
     await registering;
     expect(m.registrations).toHaveLength(1);
@@ -203,13 +186,17 @@ describe('heartbeats', () => {
     const c = client([a.url, b.url], { heartbeatIntervalMs: 100 });
     await c.register();
     c.startHeartbeats();
-    expect(await eventually(() => a.heartbeats.length >= 2 && b.heartbeats.length >= 2, 3000)).toBe(true);
+    await until(
+      'a.heartbeats.length >= 2 && b.heartbeats.length >= 2',
+      () => a.heartbeats.length >= 2 && b.heartbeats.length >= 2,
+      3000,
+    );
     expect(c.leaderUrl).toBe(a.url);
 
     await a.close();
     b.role = { kind: 'leader' };
 
-    expect(await eventually(() => c.leaderUrl === b.url, 3000)).toBe(true);
+    await until('c.leaderUrl === b.url', () => c.leaderUrl === b.url, 3000);
     expect(b.registrations).toHaveLength(0);
     expect(b.deflected).toEqual([]);
   });
@@ -221,7 +208,7 @@ describe('heartbeats', () => {
     const c = client([f1.url, f2.url], { heartbeatIntervalMs: 100 });
     await c.register();
     c.startHeartbeats();
-    expect(await eventually(() => added.heartbeats.length >= 3, 3000)).toBe(true);
+    await until('added.heartbeats.length >= 3', () => added.heartbeats.length >= 3, 3000);
     expect(f1.heartbeats.length).toBeGreaterThan(0);
   });
 
@@ -238,9 +225,11 @@ describe('heartbeats', () => {
     c.startHeartbeats();
 
     // A beat every ~100 ms: the stuck manager (tried first in the configured list) must not slow them.
-    expect(
-      await eventually(() => leader.heartbeats.length >= 6 && follower.heartbeats.length >= 6, 2500),
-    ).toBe(true);
+    await until(
+      'leader.heartbeats.length >= 6 && follower.heartbeats.length >= 6',
+      () => leader.heartbeats.length >= 6 && follower.heartbeats.length >= 6,
+      2500,
+    );
     expect(stuck.maxConcurrentHeartbeats).toBe(1);
   });
 
@@ -250,14 +239,14 @@ describe('heartbeats', () => {
     const c = client([a.url, b.url], { heartbeatIntervalMs: 100 });
     await c.register();
     c.startHeartbeats();
-    expect(await eventually(() => a.heartbeats.length >= 1, 3000)).toBe(true);
+    await until('a.heartbeats.length >= 1', () => a.heartbeats.length >= 1, 3000);
 
     a.role = { kind: 'follower', leaderUrl: b.url };
     b.role = { kind: 'leader' };
 
-    expect(await eventually(() => c.leaderUrl === b.url, 3000)).toBe(true);
+    await until('c.leaderUrl === b.url', () => c.leaderUrl === b.url, 3000);
     const beats = a.heartbeats.length;
-    expect(await eventually(() => a.heartbeats.length > beats, 3000)).toBe(true);
+    await until('a.heartbeats.length > beats', () => a.heartbeats.length > beats, 3000);
   });
 
   it('register again with the inventory when the leader answers UnknownWorker', async () => {
@@ -266,14 +255,14 @@ describe('heartbeats', () => {
     const c = client([m.url], { heartbeatIntervalMs: 100 });
     await c.register();
     c.startHeartbeats();
-    expect(await eventually(() => m.heartbeats.length >= 1, 3000)).toBe(true);
+    await until('m.heartbeats.length >= 1', () => m.heartbeats.length >= 1, 3000);
 
     m.forget('w1');
 
-    expect(await eventually(() => m.registrations.length === 2, 3000)).toBe(true);
+    await until('m.registrations.length === 2', () => m.registrations.length === 2, 3000);
     expect(m.registrations[1]!.blobs).toHaveLength(5);
     const beatsAfter = m.heartbeats.length;
-    expect(await eventually(() => m.heartbeats.length > beatsAfter, 3000)).toBe(true);
+    await until('m.heartbeats.length > beatsAfter', () => m.heartbeats.length > beatsAfter, 3000);
   });
 });
 

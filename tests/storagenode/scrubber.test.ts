@@ -12,6 +12,7 @@ import { createLogger } from '../../src/logging.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
 import { LostCopyReporter } from '../../src/storagenode/lostCopyReporter.ts';
 import { Scrubber } from '../../src/storagenode/scrubber.ts';
+import { until } from '../support/until.ts';
 import { flipByte } from './workerHarness.ts';
 
 const log = createLogger('scrubber-test', { level: 'silent' });
@@ -90,7 +91,7 @@ describe('Scrubber', () => {
       })(),
     ).rejects.toThrow(/does not match its sha256/);
     expect(received).toBeLessThan(600 * 1024);
-    await until(() => announced.length === 1);
+    await until('the loss announced', () => announced.length === 1);
     expect(announced).toEqual(['rotten-read']);
     expect((await store.stat('rotten-read')).ok).toBe(false);
   });
@@ -155,7 +156,7 @@ describe('LostCopyReporter', () => {
       expect(sent).toEqual([]);
       expect(reporter.unreported()).toEqual(['x1', 'x2']);
       refuse = false;
-      await until(() => sent.length === 1);
+      await until('the report sent', () => sent.length === 1);
       expect(sent).toEqual([['x1', 'x2']]);
       expect(reporter.unreported()).toEqual([]);
     } finally {
@@ -163,11 +164,3 @@ describe('LostCopyReporter', () => {
     }
   });
 });
-
-async function until(check: () => boolean, ms = 5_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -62,6 +62,39 @@ export async function startWorker(
       await store.close();
     },
   };
+}
+
+const REPO = path.resolve(import.meta.dirname, '../..');
+
+export type WorkerChild = ChildProcess & { stderrText: () => string };
+
+/**
+ * A real worker process (`src/cli/workerMain.ts <args>`, logs silenced unless `env` says otherwise),
+ * for what only a process shows: exit statuses, kill -9, SIGSTOP. Its stderr is kept for messages.
+ */
+export function spawnWorkerProcess(args: string[], env: Record<string, string> = {}): WorkerChild {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/workerMain.ts', ...args], {
+    cwd: REPO,
+    env: { ...process.env, IMGVAULT_LOG_LEVEL: 'silent', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return Object.assign(child, { stderrText: () => stderr });
+}
+
+/** The child's exit status once it has exited; rejects if that takes longer than `ms`. */
+export function exitOf(child: ChildProcess, ms: number): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
+    const timer = setTimeout(() => reject(new Error(`worker did not exit within ${ms} ms`)), ms);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
 }
 
 export function sha256Of(bytes: Uint8Array): string {

@@ -1,5 +1,5 @@
 // Read-only ops views of the replicated tables: the node table (with the leader's liveness view
-// applied when this manager leads) and the seed's object-count and disk-usage tables, with the
+// applied when this manager leads) and the object-count and disk-usage tables (docs/seed-flow.md), with the
 // repair loop's view of what is short of copies.
 
 import { Hono } from 'hono';

@@ -11,19 +11,28 @@ import { jsonError } from '../../http/errors.ts';
 import { redirectToLeader } from '../../http/leaderRedirect.ts';
 import { NdjsonLineTooLong, ndjsonLines } from '../../http/ndjson.ts';
 import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
-import { ImageError } from '../imageService.ts';
-import { InventoryOutOfOrder } from '../inventorySpool.ts';
+import {
+  HEARTBEAT_PATH,
+  LOST_COPIES_PATH,
+  REGISTER_PATH,
+  WIPE_CHECK_PATH,
+  WORKERS_PREFIX,
+} from '../../protocol/workerPaths.ts';
 import {
   type BlobList,
   blobListSchema,
+  heartbeatSchema,
   type InventoryLine,
-  InventoryTooLarge,
   inventoryLineSchema,
   registrationHeaderSchema,
+} from '../../protocol/workerSchemas.ts';
+import { ImageError } from '../imageService.ts';
+import { InventoryOutOfOrder } from '../inventorySpool.ts';
+import {
+  InventoryTooLarge,
   UnknownWorker,
   type WorkerRegistry,
   WorkerUrlConflict,
-  workerUsageSchema,
 } from '../workerRegistry.ts';
 
 const MAX_LINE_BYTES = 4096;
@@ -70,9 +79,9 @@ export function workerRoutes(opts: {
   heartbeatIntervalMs: number;
 }) {
   const app = new Hono();
-  app.use('/internal/v1/workers/*', requireClusterSecret(opts.secret));
+  app.use(`${WORKERS_PREFIX}/*`, requireClusterSecret(opts.secret));
 
-  app.post('/internal/v1/workers/register', async (c) => {
+  app.post(REGISTER_PATH, async (c) => {
     try {
       const web = c.req.raw.body;
       if (!web) throw new BadRegistration('the registration body is empty');
@@ -91,12 +100,12 @@ export function workerRoutes(opts: {
     }
   });
 
-  app.post('/internal/v1/workers/heartbeat', async (c) => {
+  app.post(HEARTBEAT_PATH, async (c) => {
     try {
       const raw = await c.req.json().catch(() => {
         throw new BadRegistration('heartbeat body is not JSON');
       });
-      const usage = workerUsageSchema.safeParse(raw);
+      const usage = heartbeatSchema.safeParse(raw);
       if (!usage.success) throw new BadRegistration(z.prettifyError(usage.error));
       const answer = await opts.registry.heartbeat(usage.data);
       return c.json({ heartbeatIntervalMs: opts.heartbeatIntervalMs, ...answer });
@@ -119,7 +128,7 @@ export function workerRoutes(opts: {
     return list.data;
   };
 
-  app.post('/internal/v1/workers/wipe-check', async (c) => {
+  app.post(WIPE_CHECK_PATH, async (c) => {
     try {
       return c.json(await opts.registry.wipeCheck(await blobList(c)));
     } catch (err) {
@@ -127,7 +136,7 @@ export function workerRoutes(opts: {
     }
   });
 
-  app.post('/internal/v1/workers/lost-copies', async (c) => {
+  app.post(LOST_COPIES_PATH, async (c) => {
     try {
       return c.json(await opts.registry.lostCopies(await blobList(c)));
     } catch (err) {
