@@ -1,5 +1,5 @@
 // Operator commands: leadership transfer, manager membership, worker drain and undrain. Each sends
-// the cluster secret through ClusterClient (so a follower's 307 and a dead manager are ridden
+// the operator credential (or the single cluster secret) through ClusterClient (so a follower's 307 and a dead manager are ridden
 // through), prints what it did, then waits, within a bound, for the outcome it asked for.
 
 import { Command } from 'commander';
@@ -40,7 +40,7 @@ function withAdminOptions(cmd: Command): Command {
     )
     .option(
       '--secret-file <file>',
-      'file holding the cluster secret [env IMGVAULT_CLUSTER_SECRET_FILE, or the secret in IMGVAULT_CLUSTER_SECRET; default ./data/cluster-secret]',
+      'file holding the operator credential (credentials init: operator/operator.credential) or the single cluster secret [env IMGVAULT_CLUSTER_SECRET_FILE, or the secret in IMGVAULT_CLUSTER_SECRET; default ./data/credentials/operator/operator.credential, else ./data/cluster-secret]',
     )
     .option('--wait-ms <ms>', `how long to wait for the outcome (default ${DEFAULT_WAIT_MS})`);
 }
@@ -90,8 +90,8 @@ async function waitFor<T>(waitMs: number, probe: () => Promise<T | null>): Promi
 }
 
 /**
- * The leader's Raft view: any manager tells where the leader is. The raft route takes the cluster
- * secret the admin client sends even when client tokens close it to everyone else.
+ * The leader's Raft view: any manager tells where the leader is. The raft view takes the operator
+ * credential the admin client sends even when client tokens close it to everyone else.
  */
 async function leaderView(client: ClusterClient): Promise<RaftView | null> {
   const any = await json<RaftView>(client, 'GET', '/v1/cluster/raft');
@@ -108,7 +108,9 @@ const membersOf = (v: RaftView) =>
   [...v.confState.voters, ...v.confState.learners.map((l) => `${l} (non-voter)`)].sort().join(', ');
 
 export function createRaftCommand(): Command {
-  const raft = new Command('raft').description('Raft operations on the managers (cluster secret required)');
+  const raft = new Command('raft').description(
+    'Raft operations on the managers (operator credential required)',
+  );
   withAdminOptions(
     raft
       .command('transfer-leader')

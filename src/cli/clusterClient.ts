@@ -3,7 +3,7 @@
 // a reset, a timeout or a 503 moves it on to the next manager after a bounded backoff (longer when
 // the manager asked for it with Retry-After), within a bound on attempts and on total time.
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import pRetry, { AbortError } from 'p-retry';
 import { type Dispatcher, request } from 'undici';
@@ -15,7 +15,9 @@ export const DEFAULT_MANAGER_URLS = [
   'http://127.0.0.1:7002',
   'http://127.0.0.1:7003',
 ];
-/** Where `imgvault cluster` keeps the secret, relative to the folder it runs in. */
+/** Where `imgvault cluster` keeps the operator credential, relative to the folder it runs in. */
+export const DEFAULT_OPERATOR_CREDENTIAL_FILE = './data/credentials/operator/operator.credential';
+/** Where `imgvault cluster` kept the single cluster secret before per-role credentials. */
 export const DEFAULT_SECRET_FILE = './data/cluster-secret';
 
 const MAX_REDIRECTS = 3;
@@ -124,14 +126,17 @@ export function bearerHeaders(token: string | undefined, env = process.env): Rec
 }
 
 /**
- * The operator's credential: `--secret-file`, else IMGVAULT_CLUSTER_SECRET_FILE, else the secret
- * itself in IMGVAULT_CLUSTER_SECRET, else the embedded cluster's file.
+ * The operator's credential (or the single cluster secret): `--secret-file`, else
+ * IMGVAULT_CLUSTER_SECRET_FILE, else the secret itself in IMGVAULT_CLUSTER_SECRET, else the
+ * embedded cluster's operator credential, else its single secret from before per-role credentials.
  */
 export function secretHeaders(secretFile: string | undefined, env = process.env): Record<string, string> {
   const file = secretFile ?? env.IMGVAULT_CLUSTER_SECRET_FILE;
   let secret: string | undefined;
   if (file) secret = readSecret(file);
   else if (env.IMGVAULT_CLUSTER_SECRET) secret = env.IMGVAULT_CLUSTER_SECRET;
+  else if (existsSync(DEFAULT_OPERATOR_CREDENTIAL_FILE))
+    secret = readSecret(DEFAULT_OPERATOR_CREDENTIAL_FILE);
   else secret = readSecret(DEFAULT_SECRET_FILE);
   if (!secret) throw new Error('the cluster secret is empty');
   return { [CLUSTER_SECRET_HEADER]: secret };
@@ -142,7 +147,7 @@ function readSecret(file: string): string {
     return readFileSync(file, 'utf8').trim();
   } catch (err) {
     throw new Error(
-      `cannot read the cluster secret from ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): pass --secret-file or set IMGVAULT_CLUSTER_SECRET_FILE`,
+      `cannot read the operator credential from ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): pass --secret-file or set IMGVAULT_CLUSTER_SECRET_FILE`,
     );
   }
 }

@@ -5,10 +5,10 @@
 // the launcher alone, which then stops workers, then managers, each with one control message), is
 // restarted with backoff if it dies on its own, and has its pid in `<data>/<id>.pid`.
 
-import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { ensureCredentialTree, managerDir, workerDir } from '../http/credentialFiles.ts';
 import { checkPortFree, StartRefused } from '../manager/bootstrapGuard.ts';
 import { managerUrl, peersSpec, spawnManager, waitForLeader } from './localManagers.ts';
 import { spawnWorker, workerUrl } from './localWorkers.ts';
@@ -75,17 +75,6 @@ interface ClusterFlags {
   restart: boolean;
 }
 
-/** The cluster secret is generated once and kept beside the data, readable by its owner only. */
-async function ensureClusterSecret(file: string): Promise<void> {
-  try {
-    const existing = (await readFile(file, 'utf8')).trim();
-    if (existing.length >= 16) return;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  await writeFile(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
-}
-
 /**
  * Whether `pid` is a running `imgvault cluster`. A pid file outlives a launcher that was killed,
  * and its number may since belong to any process: where /proc tells, the command line decides.
@@ -137,7 +126,8 @@ async function firstTakenPort(layout: Layout): Promise<string | null> {
 
 interface Layout {
   dataDir: string;
-  secretFile: string;
+  /** Every credential of the cluster (credentialFiles.ts), generated on the first start. */
+  credentialsDir: string;
   members: { id: string; port: number }[];
   workers: { id: string; port: number }[];
   leaderTimeoutMs: number;
@@ -158,7 +148,7 @@ function parseLayout(flags: ClusterFlags): Layout | string {
   const dataDir = resolve(flags.data);
   return {
     dataDir,
-    secretFile: join(dataDir, 'cluster-secret'),
+    credentialsDir: join(dataDir, 'credentials'),
     members: Array.from({ length: count }, (_, i) => ({ id: `m${i + 1}`, port: basePort + i })),
     workers: Array.from({ length: workerCount }, (_, i) => ({ id: `w${i + 1}`, port: workerBasePort + i })),
     leaderTimeoutMs: Number(flags.leaderTimeout),
@@ -187,7 +177,7 @@ function superviseManagers(layout: Layout): SupervisedChild[] {
           port: m.port,
           dataDir: join(layout.dataDir, m.id),
           peers,
-          secretFile: layout.secretFile,
+          credentialsDir: managerDir(layout.credentialsDir),
           logFile,
           detached: true,
           ipc: true,
@@ -226,7 +216,7 @@ function superviseWorkers(layout: Layout, managerUrls: string[]): SupervisedChil
           port: w.port,
           dataDir: join(layout.dataDir, w.id),
           managers: managerUrls,
-          secretFile: layout.secretFile,
+          credentialsDir: workerDir(layout.credentialsDir, w.id),
           zone: `zone-${w.id}`,
           logFile,
           detached: true,
@@ -314,7 +304,12 @@ async function runCluster(layout: Layout): Promise<void> {
     warn(`imgvault cluster: stopped: ${claimRefused}`);
     process.exit(1);
   }
-  await ensureClusterSecret(layout.secretFile);
+  // Per-role credentials, generated once; a folder from before them (a cluster-secret file) gets
+  // them on its next start, and the CLI finds the operator's there.
+  await ensureCredentialTree(
+    layout.credentialsDir,
+    layout.workers.map((w) => w.id),
+  );
   // Before any child starts: with a port taken, whatever answers there (another cluster's leader)
   // would be mistaken for ours.
   const portTaken = await firstTakenPort(layout);

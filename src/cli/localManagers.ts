@@ -14,7 +14,10 @@ export interface LocalManagerSpec extends ChildOptions {
   dataDir: string;
   /** `m1=http://127.0.0.1:7001,...` */
   peers: string;
-  secretFile: string;
+  /** The single cluster secret's file; ignored when credentialsDir is given. */
+  secretFile?: string;
+  /** The managers' folder of `imgvault credentials init` (per-role keys). */
+  credentialsDir?: string;
   /** Extra flags, e.g. ['--snapshot-threshold', '50']. */
   args?: string[];
 }
@@ -25,6 +28,13 @@ export function managerUrl(port: number): string {
 
 export function peersSpec(members: { id: string; port: number }[]): string {
   return members.map((m) => `${m.id}=${managerUrl(m.port)}`).join(',');
+}
+
+/** --credentials-dir when given, else --secret-file. */
+export function credentialFlags(spec: { secretFile?: string; credentialsDir?: string }): string[] {
+  if (spec.credentialsDir) return ['--credentials-dir', spec.credentialsDir];
+  if (spec.secretFile) return ['--secret-file', spec.secretFile];
+  throw new Error('a local process needs a secretFile or a credentialsDir');
 }
 
 export function spawnManager(spec: LocalManagerSpec): ChildProcess {
@@ -40,8 +50,7 @@ export function spawnManager(spec: LocalManagerSpec): ChildProcess {
       spec.dataDir,
       '--peers',
       spec.peers,
-      '--secret-file',
-      spec.secretFile,
+      ...credentialFlags(spec),
       ...(spec.args ?? []),
     ],
     spec,

@@ -3,6 +3,7 @@
 
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { credentialFlags } from './localManagers.ts';
 import { type ChildOptions, spawnTypeScript } from './localProcess.ts';
 
 const WORKER_MAIN = fileURLToPath(new URL('./workerMain.ts', import.meta.url));
@@ -13,7 +14,10 @@ export interface LocalWorkerSpec extends ChildOptions {
   dataDir: string;
   /** Manager base URLs. */
   managers: string[];
-  secretFile: string;
+  /** The single cluster secret's file; ignored when credentialsDir is given. */
+  secretFile?: string;
+  /** This worker's folder of `imgvault credentials init`. */
+  credentialsDir?: string;
   zone?: string;
   /** Extra flags, e.g. ['--quota-bytes', '1MiB']. */
   args?: string[];
@@ -35,8 +39,7 @@ export function spawnWorker(spec: LocalWorkerSpec): ChildProcess {
       spec.dataDir,
       '--managers',
       spec.managers.join(','),
-      '--secret-file',
-      spec.secretFile,
+      ...credentialFlags(spec),
       '--zone',
       spec.zone ?? 'default',
       ...(spec.args ?? []),

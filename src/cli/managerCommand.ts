@@ -28,7 +28,20 @@ export function registerManagerCommand(program: Command): void {
       '--secret <secret>',
       help('the cluster secret itself (prefer --secret-file: a flag shows in ps)', 'secret'),
     )
-    .option('--secret-file <file>', help('file holding the cluster secret', 'secretFile'))
+    .option(
+      '--secret-file <file>',
+      help(
+        'file holding the single cluster secret (every role one key; see --credentials-dir)',
+        'secretFile',
+      ),
+    )
+    .option(
+      '--credentials-dir <dir>',
+      help(
+        "the managers' folder of `imgvault credentials init` (raft, workers, access and operator keys): a credential per role; wins over the secret",
+        'credentialsDir',
+      ),
+    )
     .option('--tick-ms <ms>', help('Raft tick interval in ms (default 50)', 'tickMs'))
     .option('--election-tick <n>', help('ticks before an election (default 10)', 'electionTick'))
     .option('--heartbeat-tick <n>', help('ticks between heartbeats (default 1)', 'heartbeatTick'))
@@ -45,6 +58,13 @@ export function registerManagerCommand(program: Command): void {
       help(
         'bearer tokens (one a line) clients must present on every route but /healthz; none = open',
         'clientTokensFile',
+      ),
+    )
+    .option(
+      '--read-only-tokens-file <file>',
+      help(
+        'bearer tokens (one a line) that open GET and HEAD only: any write gets 403',
+        'readOnlyTokensFile',
       ),
     )
     .option(

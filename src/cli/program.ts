@@ -76,9 +76,15 @@ export const COMMAND_INDEX: Record<string, IndexEntry> = {
       'Exit status 0 healthy, 3 answered with problems, 1 no manager answered',
     load: async () => (await import('./statusCommand.ts')).registerStatusCommand,
   },
+  credentials: {
+    term: 'credentials',
+    description:
+      'generate the per-role credentials of a cluster: keys for the managers, one folder per worker, the operator credential',
+    load: async () => (await import('./credentialsCommand.ts')).registerCredentialsCommand,
+  },
   raft: {
     term: 'raft',
-    description: 'Raft operations on the managers (cluster secret required)',
+    description: 'Raft operations on the managers (operator credential required)',
     load: async () => {
       const { createRaftCommand } = await import('./adminCommands.ts');
       return (program) => program.addCommand(createRaftCommand());

@@ -26,7 +26,14 @@ export function createWorkerCommand(): Command {
     .option('--zone <zone>', help('failure zone', F.zone))
     .option(
       '--secret-file <file>',
-      'file holding the cluster secret [or env IMGVAULT_CLUSTER_SECRET_FILE, or the secret itself in IMGVAULT_CLUSTER_SECRET; required]',
+      'file holding the single cluster secret [or env IMGVAULT_CLUSTER_SECRET_FILE, or the secret itself in IMGVAULT_CLUSTER_SECRET; required without --credentials-dir]',
+    )
+    .option(
+      '--credentials-dir <dir>',
+      help(
+        "this worker's folder from `imgvault credentials init` (worker.credential, access.credential); wins over the secret",
+        F.accessCredential,
+      ),
     )
     .option('--max-blob-bytes <size>', help('largest blob accepted (e.g. 64MiB)', F.maxBlobBytes))
     .option('--quota-bytes <size>', help('total bytes this worker may hold', F.quotaBytes))

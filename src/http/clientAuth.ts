@@ -9,6 +9,9 @@ function presentedToken(c: Context): string | undefined {
   return header.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
 }
 
+/** Methods a read-only token may use: they change nothing. */
+const READ_METHODS = new Set(['GET', 'HEAD']);
+
 function anyMatches(tokens: readonly string[], presented: string | undefined): boolean {
   return presented !== undefined && tokens.some((t) => clusterSecretMatches(t, presented));
 }
@@ -30,15 +33,31 @@ export function requireClientToken(tokens: readonly string[]): MiddlewareHandler
   };
 }
 
+function readOnly(c: Context): Response {
+  return c.json(
+    {
+      error: {
+        code: 'ReadOnlyToken',
+        message: `this token is read-only: ${c.req.method} needs a read-write token`,
+      },
+    },
+    403,
+  );
+}
+
 export interface ClientGateOptions {
-  /** Client bearer tokens; none = every route but /metrics stays open. */
+  /** Client bearer tokens (read-write); none (and no read-only ones) = every route but /metrics stays open. */
   tokens: readonly string[];
+  /** Bearer tokens that open GET and HEAD requests only: anything else gets 403 `ReadOnlyToken`. */
+  readOnlyTokens?: readonly string[];
   /** Bearer tokens that open GET /metrics and nothing else (a Prometheus scrape credential). */
   metricsTokens?: readonly string[];
   /** Paths the gate lets through: /healthz, and routes that check the cluster secret themselves. */
   open: (path: string) => boolean;
   /** Paths where the cluster secret serves instead of a token (a manager reading a peer's state). */
   secretPaths?: { secret: string; match: (path: string) => boolean };
+  /** Like secretPaths, with the check of the presented credential left to the caller (per-role mode). */
+  credentialPaths?: { accepts: (presented: string | undefined) => boolean; match: (path: string) => boolean };
 }
 
 /**
@@ -47,15 +66,23 @@ export interface ClientGateOptions {
  * is closed as soon as either is configured; without any token nothing changes.
  */
 export function clientGate(opts: ClientGateOptions): MiddlewareHandler {
-  const metricsTokens = [...opts.tokens, ...(opts.metricsTokens ?? [])];
+  const readOnlyTokens = opts.readOnlyTokens ?? [];
+  const clientTokens = [...opts.tokens, ...readOnlyTokens];
+  const metricsTokens = [...clientTokens, ...(opts.metricsTokens ?? [])];
   return async (c, next) => {
     const path = c.req.path;
     if (opts.open(path)) return next();
-    const accepted = path === METRICS_PATH ? metricsTokens : opts.tokens;
+    const accepted = path === METRICS_PATH ? metricsTokens : clientTokens;
     if (accepted.length === 0) return next();
-    if (anyMatches(accepted, presentedToken(c))) return next();
+    const token = presentedToken(c);
+    if (anyMatches(accepted, token)) {
+      return READ_METHODS.has(c.req.method) || anyMatches(opts.tokens, token) ? next() : readOnly(c);
+    }
+    const presented = c.req.header(CLUSTER_SECRET_HEADER);
     const s = opts.secretPaths;
-    if (s?.match(path) && clusterSecretMatches(s.secret, c.req.header(CLUSTER_SECRET_HEADER))) return next();
+    if (s?.match(path) && clusterSecretMatches(s.secret, presented)) return next();
+    const p = opts.credentialPaths;
+    if (p?.match(path) && p.accepts(presented)) return next();
     return unauthorized(c);
   };
 }

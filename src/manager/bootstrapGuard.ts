@@ -15,6 +15,7 @@
 
 import { createServer } from 'node:net';
 import { bootstrapSnapshot } from '../consensus/core/index.ts';
+import { RAFT_MESSAGES_PATH } from '../consensus/transport/raftRoutes.ts';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import { fetchRaftView, type RaftView } from './raftView.ts';
 
@@ -75,14 +76,16 @@ export async function checkPortFree(host: string, port: number): Promise<void> {
 }
 
 /**
- * Whether `url` accepts `secret`: asked on a read-only admin route (a drain's status) that checks
- * the secret first, so 401 means wrong and anything else right. null: no answer. (A kv-mode
- * manager has no such route and answers 404: not a refusal, so the check passes.)
+ * Whether `url` accepts `secret` (our raft credential, or the single secret): an empty POST to the
+ * Raft route, which checks the credential before the body, so 401 means wrong and anything else
+ * (400 for the body) right. null: no answer.
  */
 async function secretAccepted(url: string, secret: string, timeoutMs: number): Promise<boolean | null> {
   try {
-    const res = await fetch(`${url}/v1/cluster/nodes/secret-check/drain`, {
-      headers: { [CLUSTER_SECRET_HEADER]: secret },
+    const res = await fetch(`${url}${RAFT_MESSAGES_PATH}`, {
+      method: 'POST',
+      headers: { [CLUSTER_SECRET_HEADER]: secret, 'content-type': 'application/json' },
+      body: '{}',
       signal: AbortSignal.timeout(timeoutMs),
     });
     await res.body?.cancel();

@@ -5,6 +5,7 @@
 
 import type { Hono } from 'hono';
 import type { Registry } from 'prom-client';
+import { credentialsOf, type ManagerCredentials } from '../http/credentials.ts';
 import type { Logger } from '../logging.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import type { CopyLocks } from './copyLocks.ts';
@@ -18,7 +19,9 @@ import type { WorkerClient } from './workerClient.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
 export interface FailureHandlingConfig {
-  secret: string;
+  /** The single cluster secret; `credentials` wins when given. */
+  secret?: string;
+  credentials?: ManagerCredentials;
   downAfterMs: number;
   orphanGraceMs: number;
   repairConcurrency: number;
@@ -63,7 +66,9 @@ export class FailureHandling {
       copies,
       metrics: this.metrics,
       orphanGraceMs: config.orphanGraceMs,
-      secret: config.secret,
+      // The reconciler reads inventories with the worker client's credentials: this only turns its
+      // periodic inventory sweep on.
+      secret: config.secret ?? 'per-role credentials',
       ...(deps.uploading ? { uploading: deps.uploading } : {}),
     });
     this.repair = new RepairLoop({
@@ -81,7 +86,7 @@ export class FailureHandling {
     this.routes = adminRoutes({
       raft,
       metadata,
-      secret: config.secret,
+      credentials: credentialsOf(config),
       onDrain: () => this.repair.wake(),
     });
   }

@@ -44,8 +44,18 @@ export async function openImagesMode(
   const staging = await StagingArea.open(join(config.dataDir, 'staging'));
   const spoolDir = join(config.dataDir, 'inventory-spool');
   await InventorySpool.prepare(spoolDir);
+  const { credentials } = config;
   const workers = new WorkerClient({
-    secret: config.secret,
+    credentialsFor: async (url) => {
+      if (credentials.single !== undefined) return { access: credentials.single, copy: credentials.single };
+      // A worker's URL never moves on its own word (WorkerUrlConflict), so its URL names its id.
+      const node = (await metadata.listNodes()).find((n) => n.url === url);
+      if (!node) return undefined;
+      return {
+        access: credentials.accessCredential(node.nodeId),
+        copy: credentials.copyCredential(node.nodeId),
+      };
+    },
     readFirstByteTimeoutMs: config.readFirstByteTimeoutMs,
   });
   const liveness = new WorkerLiveness({ suspectAfterMs: config.suspectAfterMs });
@@ -111,7 +121,7 @@ export async function openImagesMode(
       return [
         publicRoutes(images, { clientsByToken: config.clientTokens.length > 0 }),
         nameRoutes(names, images, { clientsByToken: config.clientTokens.length > 0 }),
-        workerRoutes({ registry, secret: config.secret, heartbeatIntervalMs: config.heartbeatIntervalMs }),
+        workerRoutes({ registry, credentials, heartbeatIntervalMs: config.heartbeatIntervalMs }),
         clusterRoutes({
           metadata,
           liveness,

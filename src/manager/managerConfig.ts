@@ -3,6 +3,8 @@
 
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { readManagerKeys } from '../http/credentialFiles.ts';
+import { ManagerCredentials } from '../http/credentials.ts';
 import { DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS } from './workerClient.ts';
 
 export const memberIdSchema = z
@@ -47,7 +49,13 @@ export const managerConfigSchema = z
     peers: z.record(memberIdSchema, memberUrlSchema),
     /** Start with an empty configuration and wait to be added by the leader (addMember). */
     join: z.boolean().default(false),
-    secret: z.string().min(16, 'the cluster secret must be at least 16 characters'),
+    /** The single cluster secret (every role one key); absent with --credentials-dir. */
+    secret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
+    /** What this manager checks and presents: per role (--credentials-dir), else the single secret. */
+    credentials: z.custom<ManagerCredentials>(
+      (v) => v instanceof ManagerCredentials,
+      'credentials are required',
+    ),
     /**
      * What the managers replicate: `images` (the object and node tables, the public image API and
      * the worker protocol) or `kv` (a bare key -> value register, for the consensus benchmark and
@@ -56,6 +64,10 @@ export const managerConfigSchema = z
     mode: z.enum(['images', 'kv']).default('images'),
     /** Bearer tokens clients must present on every route but /healthz and the secret's; empty = open. */
     clientTokens: z.array(z.string().min(16, 'a client token must be at least 16 characters')).default([]),
+    /** Bearer tokens that open GET and HEAD requests only. */
+    readOnlyTokens: z
+      .array(z.string().min(16, 'a read-only token must be at least 16 characters'))
+      .default([]),
     /** Bearer tokens that open /metrics and nothing else (a Prometheus scrape credential). */
     metricsTokens: z.array(z.string().min(16, 'a metrics token must be at least 16 characters')).default([]),
     /** Largest image accepted by an upload: 1 GiB holds photographers' RAW and medium-format files. */
@@ -155,6 +167,8 @@ export interface ManagerFlags {
   repairConcurrency?: string;
   heartbeatIntervalMs?: string;
   usageSummaryMs?: string;
+  credentialsDir?: string;
+  readOnlyTokensFile?: string;
 }
 
 /** One token per line; blank lines and lines starting with # are ignored. */
@@ -207,7 +221,40 @@ export const MANAGER_ENV = {
   repairConcurrency: 'IMGVAULT_REPAIR_CONCURRENCY',
   heartbeatIntervalMs: 'IMGVAULT_HEARTBEAT_INTERVAL_MS',
   usageSummaryMs: 'IMGVAULT_USAGE_SUMMARY_MS',
+  credentialsDir: 'IMGVAULT_CREDENTIALS_DIR',
+  readOnlyTokensFile: 'IMGVAULT_READ_ONLY_TOKENS_FILE',
 } as const satisfies Record<keyof ManagerFlags, string>;
+
+/**
+ * Per-role keys from --credentials-dir (docs/security.md), which win; else the single cluster
+ * secret, which gives every role the same key.
+ */
+function managerCredentials(
+  flags: ManagerFlags,
+  env: NodeJS.ProcessEnv,
+): { secret: string | undefined; credentials: ManagerCredentials } {
+  const E = MANAGER_ENV;
+  const dir = flags.credentialsDir ?? env[E.credentialsDir];
+  if (dir) {
+    try {
+      return { secret: undefined, credentials: ManagerCredentials.perRole(readManagerKeys(dir)) };
+    } catch (err) {
+      throw new Error(
+        `cannot read the manager credentials in ${dir} (--credentials-dir): ${(err as Error).message}`,
+      );
+    }
+  }
+  const secretFile = flags.secretFile ?? env[E.secretFile];
+  const secret =
+    flags.secret ?? env[E.secret] ?? (secretFile ? readFileSync(secretFile, 'utf8').trim() : undefined);
+  if (secret === undefined) {
+    throw new Error(
+      `credentials are required: --credentials-dir (per role), or a single cluster secret (--secret-file, --secret or ${E.secret})`,
+    );
+  }
+  // An empty secret fails the schema below with its message; this object is then never used.
+  return { secret, credentials: ManagerCredentials.singleSecret(secret || '-') };
+}
 
 /** Flags win over the environment (MANAGER_ENV); `IMGVAULT_JOIN=1` is --join. */
 export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = process.env): ManagerConfig {
@@ -224,11 +271,7 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
   if (colon <= 0) throw new Error(`--listen "${listen}" is not host:port`);
   const host = listen.slice(0, colon);
   const port = toInt(listen.slice(colon + 1));
-  const secretFile = flags.secretFile ?? env[E.secretFile];
-  const secret =
-    flags.secret ?? env[E.secret] ?? (secretFile ? readFileSync(secretFile, 'utf8').trim() : undefined);
-  if (secret === undefined)
-    throw new Error(`a cluster secret is required (--secret-file, --secret or ${E.secret})`);
+  const { secret, credentials } = managerCredentials(flags, env);
   const raw = {
     id,
     host,
@@ -238,8 +281,10 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     peers,
     join: flags.join ?? env[E.join] === '1',
     secret,
+    credentials,
     mode: flags.mode ?? env[E.mode],
     clientTokens: readTokens(flags.clientTokensFile ?? env[E.clientTokensFile]),
+    readOnlyTokens: readTokens(flags.readOnlyTokensFile ?? env[E.readOnlyTokensFile]),
     metricsTokens: readTokens(flags.metricsTokenFile ?? env[E.metricsTokenFile]),
     maxImageBytes: int('maxImageBytes'),
     maxUploads: int('maxUploads'),

@@ -50,7 +50,8 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   let node: RaftNode | null = null;
   const transport = new HttpTransport({
     id: config.id,
-    secret: config.secret,
+    // What it presents to its peers: its own raft credential (or the single secret).
+    secret: config.credentials.raftCredential(config.id),
     onUnreachable: (peer) => node?.reportUnreachable(peer),
     onSnapshotStatus: (peer, ok) => node?.reportSnapshot(peer, ok),
     onReply: (msg) => node?.receive(msg),
@@ -59,7 +60,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   // fsync); under a tick, so the peer's next heartbeat to us is never held back by it.
   const replyWaitMs = Math.max(1, Math.floor(config.tickMs / 2));
   const raftApp = raftRoutes({
-    secret: config.secret,
+    credentials: config.credentials,
     selfId: config.id,
     onMessage: (msg) => node?.receive(msg),
     collectReplies: (from) => {
@@ -74,7 +75,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     await checkPeersBeforeStart({
       selfId: config.id,
       peers: config.peers,
-      secret: config.secret,
+      secret: config.credentials.raftCredential(config.id),
       emptyFounder: !config.join && emptyStore,
     });
   } catch (err) {
@@ -124,8 +125,9 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     ...(kv ? { kv } : {}),
     surfaces: images?.attach(running) ?? [],
     clientTokens: config.clientTokens,
+    readOnlyTokens: config.readOnlyTokens,
     metricsTokens: config.metricsTokens,
-    secret: config.secret,
+    credentials: config.credentials,
     raftApp,
     metrics,
   });

@@ -11,7 +11,8 @@ import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { RaftError, type RaftNode } from '../consensus/raftNode.ts';
 import { clientGate } from '../http/clientAuth.ts';
-import { requireClusterSecret } from '../http/clusterAuth.ts';
+import { requireCredential } from '../http/clusterAuth.ts';
+import { credentialsOf, type ManagerCredentials } from '../http/credentials.ts';
 import { redirectToLeader } from '../http/leaderRedirect.ts';
 import { BodyTooLarge, readBodyText } from '../http/requestBody.ts';
 import { KV_VALUE_MAX, type KvStateMachine, kvKeySchema } from '../metadata/kvStateMachine.ts';
@@ -25,9 +26,14 @@ export interface ManagerAppDeps {
   surfaces?: Hono[];
   /** Bearer tokens required on every route but the open ones (CLIENT_GATE_OPEN); empty = open. */
   clientTokens?: string[];
+  /** Bearer tokens that open GET and HEAD only (a read-only client). */
+  readOnlyTokens?: string[];
   /** Bearer tokens that open /metrics only. */
   metricsTokens?: string[];
-  secret: string;
+  /** The single cluster secret; `credentials` wins when given. */
+  secret?: string;
+  /** Per-role credentials: raft for peers, operator for the admin routes. */
+  credentials?: ManagerCredentials;
   /** The Raft transport's receiving side (POST /raft/messages), mounted at the root. */
   raftApp: Hono;
   metrics?: Registry;
@@ -35,9 +41,8 @@ export interface ManagerAppDeps {
 
 /**
  * What the client gate lets through: /healthz (probes carry no credential), and the routes that
- * refuse a request without the cluster secret themselves: Raft traffic, the worker protocol and
- * the operator actions. An operator holding the secret needs no client token besides: the secret
- * already opens more than any token would.
+ * refuse a request without their role's credential themselves: Raft traffic (raft), the worker
+ * protocol (worker) and the operator actions (operator). An operator needs no client token besides.
  */
 const CLIENT_GATE_OPEN: readonly RegExp[] = [
   /^\/healthz$/,
@@ -47,7 +52,7 @@ const CLIENT_GATE_OPEN: readonly RegExp[] = [
   /^\/v1\/cluster\/nodes\/[^/]+\/(drain|undrain)$/,
 ];
 
-/** A founding manager reads its peers' Raft view with the cluster secret (bootstrapGuard.ts). */
+/** A founding manager reads its peers' Raft view with its raft credential (bootstrapGuard.ts); an operator too. */
 const SECRET_READS: readonly RegExp[] = [/^\/v1\/cluster\/raft$/];
 
 function errorBody(code: string, message: string) {
@@ -91,6 +96,7 @@ function raftErrorResponse(c: Context, err: RaftError, redirect: boolean): Respo
 
 export function createManagerApp(deps: ManagerAppDeps): Hono {
   const { node } = deps;
+  const credentials = credentialsOf(deps);
   const app = new Hono();
 
   app.onError((err, c) => {
@@ -106,9 +112,13 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
     '*',
     clientGate({
       tokens: deps.clientTokens ?? [],
+      readOnlyTokens: deps.readOnlyTokens ?? [],
       metricsTokens: deps.metricsTokens ?? [],
       open: (path) => CLIENT_GATE_OPEN.some((r) => r.test(path)),
-      secretPaths: { secret: deps.secret, match: (path) => SECRET_READS.some((r) => r.test(path)) },
+      credentialPaths: {
+        accepts: (presented) => credentials.authenticate(presented, ['raft', 'operator']) !== null,
+        match: (path) => SECRET_READS.some((r) => r.test(path)),
+      },
     }),
   );
   app.route('/', deps.raftApp);
@@ -158,9 +168,9 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
   if (deps.kv) mountKvRoutes(app, node, deps.kv);
   for (const surface of deps.surfaces ?? []) app.route('/', surface);
 
-  // Admin routes need the cluster secret; each names the middleware itself because a `use('*')` on
-  // a sub-app mounted at /v1/cluster would also guard GET /v1/cluster/raft.
-  const auth = requireClusterSecret(deps.secret);
+  // Admin routes need an operator credential; each names the middleware itself because a `use('*')`
+  // on a sub-app mounted at /v1/cluster would also guard GET /v1/cluster/raft.
+  const auth = requireCredential(credentials, ['operator']);
   const admin = new Hono();
   admin.post(
     '/transfer-leader',

@@ -21,7 +21,6 @@
 
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebStream } from 'node:stream/web';
-import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import { ndjsonLines } from '../http/ndjson.ts';
 import type { Logger } from '../logging.ts';
 import { expectedOf, type NodeView, type ObjectView } from '../metadata/commands.ts';
@@ -210,7 +209,7 @@ export class RejoinReconciler {
   /** A worker's inventory, streamed (GET /inventory, NDJSON in id order). */
   private async *inventoryOf(node: NodeView): AsyncGenerator<InventoryLine> {
     const res = await fetch(new URL('/inventory', node.url), {
-      headers: { [CLUSTER_SECRET_HEADER]: this.deps.secret! },
+      headers: await this.deps.workers.authHeaders(node.url),
       signal: AbortSignal.timeout(60_000),
     });
     if (!res.ok || !res.body) throw new Error(`inventory answered ${res.status}`);

@@ -1,10 +1,12 @@
 // The manager's side of the worker protocol (src/storagenode): bytes go to and between workers,
-// never through a Raft log. Every call carries the cluster secret; every failure comes back as a
+// never through a Raft log. Every call carries the worker's access credential (or the single cluster
+// secret); every failure comes back as a
 // WorkerCallError with a code the pipeline and repair loops can decide on.
 
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
+import { COPY_CREDENTIAL_HEADER } from '../http/credentials.ts';
 import { SHA256_HEADER } from '../protocol/workerHeaders.ts';
 import { blobPath, COPY_BATCH_PATH, copyToPath, verifyPath } from '../protocol/workerPaths.ts';
 
@@ -60,8 +62,17 @@ export type BlobVerdict =
   | { state: 'intact'; size: number; sha256: string }
   | { state: 'missing' | 'rotten' | 'changed' };
 
+/** What a manager presents to one worker, and what a holder presents to it when copying there. */
+export interface WorkerCallCredentials {
+  access: string;
+  copy: string;
+}
+
 export interface WorkerClientOptions {
-  secret: string;
+  /** The single cluster secret, sent to every worker; `credentialsFor` wins when given. */
+  secret?: string;
+  /** Per-role: the credentials of the worker at a URL; undefined for a URL no registered worker has. */
+  credentialsFor?: (workerUrl: string) => Promise<WorkerCallCredentials | undefined>;
   /** Time allowed between two chunks of a transfer, and for headers; a stalled worker is abandoned. */
   idleTimeoutMs?: number;
   /**
@@ -78,14 +89,29 @@ export const DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS = 3_000;
 
 export class WorkerClient {
   private readonly dispatcher: Agent;
-  private readonly secret: string;
+  private readonly credentialsFor: (workerUrl: string) => Promise<WorkerCallCredentials | undefined>;
   private readonly readFirstByteTimeoutMs: number;
 
   constructor(opts: WorkerClientOptions) {
-    this.secret = opts.secret;
+    const { secret } = opts;
+    if (opts.credentialsFor) this.credentialsFor = opts.credentialsFor;
+    else if (secret) this.credentialsFor = async () => ({ access: secret, copy: secret });
+    else throw new Error('WorkerClient: a cluster secret or credentialsFor is required');
     this.readFirstByteTimeoutMs = opts.readFirstByteTimeoutMs ?? DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS;
     const idle = opts.idleTimeoutMs ?? 30_000;
     this.dispatcher = new Agent({ headersTimeout: idle, bodyTimeout: idle, keepAliveTimeout: 10_000 });
+  }
+
+  /** The headers that open the worker at `workerUrl` (none for a URL no registered worker has). */
+  async authHeaders(workerUrl: string): Promise<Record<string, string>> {
+    const credentials = await this.credentialsFor(workerUrl);
+    return credentials ? { [CLUSTER_SECRET_HEADER]: credentials.access } : {};
+  }
+
+  /** The header a holder presents to the copy target at `targetUrl`. */
+  private async copyHeaders(targetUrl: string): Promise<Record<string, string>> {
+    const credentials = await this.credentialsFor(targetUrl);
+    return credentials ? { [COPY_CREDENTIAL_HEADER]: credentials.copy } : {};
   }
 
   private async call(
@@ -99,6 +125,7 @@ export class WorkerClient {
       firstByteMs?: number;
     } = {},
   ): Promise<Dispatcher.ResponseData> {
+    const auth = await this.authHeaders(workerUrl);
     const abort = new AbortController();
     const timer =
       extra.firstByteMs === undefined ? undefined : setTimeout(() => abort.abort(), extra.firstByteMs);
@@ -106,7 +133,7 @@ export class WorkerClient {
       return await request(new URL(path, workerUrl), {
         method,
         dispatcher: this.dispatcher,
-        headers: { [CLUSTER_SECRET_HEADER]: this.secret, ...extra.headers },
+        headers: { ...auth, ...extra.headers },
         // undici takes async iterables as bodies (docs/api/Dispatcher.md); its types lag behind.
         body: (extra.body ?? null) as Readable | string | null,
         signal: abort.signal,
@@ -165,7 +192,7 @@ export class WorkerClient {
     expectedSha256?: string,
   ): Promise<{ sha256: string | null; size: number | null }> {
     const res = await this.call('POST', holderUrl, copyToPath(id), {
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...(await this.copyHeaders(targetUrl)) },
       body: JSON.stringify({ target: targetUrl, ...(expectedSha256 ? { sha256: expectedSha256 } : {}) }),
     });
     if (res.statusCode === 200) {
@@ -189,7 +216,7 @@ export class WorkerClient {
     blobs: readonly { id: string; sha256: string }[],
   ): Promise<CopyBatchOutcome[]> {
     const res = await this.call('POST', holderUrl, COPY_BATCH_PATH, {
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...(await this.copyHeaders(targetUrl)) },
       body: JSON.stringify({ target: targetUrl, blobs }),
     });
     if (res.statusCode !== 200) throw await failure(holderUrl, `copy-batch to ${targetUrl}`, res);

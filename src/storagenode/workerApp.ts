@@ -6,7 +6,9 @@ import { routePath } from 'hono/route';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Registry } from 'prom-client';
 import { request as undiciRequest } from 'undici';
-import { CLUSTER_SECRET_HEADER, requireClusterSecret } from '../http/clusterAuth.ts';
+import { z } from 'zod';
+import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
+import { COPY_CREDENTIAL_HEADER, copyCredential, secretsEqual } from '../http/credentials.ts';
 import { requestBody } from '../http/requestBody.ts';
 import { webStreamOf } from '../http/webStream.ts';
 import { createLogger, type Logger } from '../logging.ts';
@@ -37,7 +39,13 @@ import { createWorkerMetrics, type WorkerMetrics } from './workerMetrics.ts';
 
 export interface WorkerAppOptions {
   store: BlobStore;
+  /** The single cluster secret: opens every route, and goes to copy targets. Unused with accessCredential. */
   secret: string;
+  /**
+   * Per-role mode: the credential managers present (opens every route); its copy credential opens
+   * the blob writes only (what a holder presents when a manager asks it to copy here).
+   */
+  accessCredential?: string | undefined;
   /** Bodies above this many bytes get 413, refused from content-length or as soon as counting crosses it. */
   maxBlobBytes: number;
   logger?: Logger;
@@ -78,10 +86,18 @@ export type CopyBatchResult =
   | ({ ok: true } & CopyDone)
   | { id: string; ok: false; error: { code: StorageErrorCode; message: string } & Record<string, unknown> };
 
+/** The routes a copy credential opens: a blob's PUT and the batch PUT, nothing that reads or deletes. */
+function isBlobWrite(method: string, path: string): boolean {
+  return (
+    (method === 'PUT' && /^\/blobs\/[^/]+$/.test(path)) || (method === 'POST' && path === BLOB_BATCH_PATH)
+  );
+}
+
 /**
  * The worker's HTTP surface. Handlers parse, call one BlobStore method and map its result; every
  * failure leaves as `{ error: { code, message } }` with the one status of its code. Only /healthz is
- * open; everything else needs the cluster secret.
+ * open; everything else needs the access credential (or the single cluster secret), but for the
+ * blob writes, which a copy credential opens too.
  */
 export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   const { store, secret, maxBlobBytes } = options;
@@ -119,12 +135,35 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
 
-  const auth = requireClusterSecret(secret);
+  const full = options.accessCredential ?? secret;
+  if (full.length === 0) throw new Error('the cluster secret or access credential must not be empty');
+  const copyOnly = options.accessCredential ? copyCredential(options.accessCredential) : undefined;
   app.use('*', async (c, next) => {
-    const refusal = await auth(c, next);
-    if (refusal instanceof Response) metrics.errors.inc({ kind: 'Unauthorized' });
-    return refusal;
+    const presented = c.req.header(CLUSTER_SECRET_HEADER);
+    if (secretsEqual(full, presented)) return next();
+    if (
+      copyOnly !== undefined &&
+      isBlobWrite(c.req.method, c.req.path) &&
+      secretsEqual(copyOnly, presented)
+    ) {
+      return next();
+    }
+    metrics.errors.inc({ kind: 'Unauthorized' });
+    return c.json(
+      { error: { code: 'Unauthorized', message: `missing or wrong ${CLUSTER_SECRET_HEADER} header` } },
+      401,
+    );
   });
+
+  /**
+   * What this worker presents to a copy target: the copy credential the manager sent for it, else
+   * (single-secret mode) the secret. Never its own access credential, which would open it to the target.
+   */
+  const targetAuth = (c: Context): Record<string, string> => {
+    const given = c.req.header(COPY_CREDENTIAL_HEADER);
+    if (given) return { [CLUSTER_SECRET_HEADER]: given };
+    return options.accessCredential ? {} : { [CLUSTER_SECRET_HEADER]: secret };
+  };
 
   app.get('/metrics', async (c) => {
     return c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType });
@@ -327,6 +366,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     id: string,
     expected: string | undefined,
     target: URL,
+    auth: Record<string, string>,
   ): Promise<StoreResult<CopyDone>> => {
     const read = await store.openForRead(id);
     if (!read.ok) return read;
@@ -344,7 +384,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
         body: stream,
         headers: {
           [SHA256_HEADER]: record.sha256,
-          [CLUSTER_SECRET_HEADER]: secret,
+          ...auth,
           'content-length': String(record.size),
           'content-type': 'application/octet-stream',
         },
@@ -407,7 +447,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       if (target === undefined) {
         return failWith(c, 'InvalidRequest', 'target must be an absolute http(s) URL without credentials');
       }
-      const copied = await copyBlob(id, body.sha256, target);
+      const copied = await copyBlob(id, body.sha256, target, targetAuth(c));
       return copied.ok ? c.json(copied.value, 200) : fail(c, copied.error);
     },
   );
@@ -432,6 +472,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
         return failWith(c, 'InvalidRequest', 'target must be an absolute http(s) URL without credentials');
       }
       const targetName = targetNameOf(target);
+      const auth = targetAuth(c);
       const { blobs } = body;
       const results: CopyBatchResult[] = new Array(blobs.length);
       const refuse = (i: number, error: StorageError) => {
@@ -488,7 +529,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
           method: 'POST',
           // undici takes async iterables as bodies (docs/api/Dispatcher.md); its types lag behind.
           body: frameBody as unknown as Readable,
-          headers: { [CLUSTER_SECRET_HEADER]: secret, 'content-type': FRAMES_CONTENT_TYPE },
+          headers: { ...auth, 'content-type': FRAMES_CONTENT_TYPE },
           headersTimeout: copyTimeoutMs,
           bodyTimeout: copyTimeoutMs,
         });

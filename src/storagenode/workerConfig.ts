@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import { readWorkerCredentials } from '../http/credentialFiles.ts';
 
 /**
  * The storage worker's whole configuration, parsed and validated once at start-up.
@@ -17,7 +18,13 @@ export interface WorkerConfig {
   /** Manager base URLs, tried in order to find the leader (never empty). */
   managers: string[];
   zone: string;
+  /** What this worker presents to the managers: its worker credential, or the single cluster secret. */
   clusterSecret: string;
+  /**
+   * Per-role mode (--credentials-dir): the access credential managers present to this worker (its
+   * copy credential derives from it). Undefined: the single cluster secret opens this worker.
+   */
+  accessCredential: string | undefined;
   maxBlobBytes: number;
   /** Bytes this worker may hold in total; undefined = limited only by the disk. */
   quotaBytes: number | undefined;
@@ -50,6 +57,7 @@ export interface WorkerFlags {
   managers?: string | undefined;
   zone?: string | undefined;
   secretFile?: string | undefined;
+  credentialsDir?: string | undefined;
   maxBlobBytes?: string | undefined;
   quotaBytes?: string | undefined;
   registerAttempts?: string | undefined;
@@ -86,6 +94,11 @@ export const WORKER_CONFIG_FIELDS: Record<Exclude<FieldName, 'clusterSecret'>, F
     flag: '--secret-file',
     env: 'IMGVAULT_CLUSTER_SECRET',
     defaultText: 'required',
+  },
+  accessCredential: {
+    flag: '--credentials-dir',
+    env: 'IMGVAULT_CREDENTIALS_DIR',
+    defaultText: 'none (the single cluster secret)',
   },
   maxBlobBytes: { flag: '--max-blob-bytes', env: 'IMGVAULT_MAX_BLOB_BYTES', defaultText: '1GiB' },
   quotaBytes: { flag: '--quota-bytes', env: 'IMGVAULT_QUOTA_BYTES', defaultText: 'none (the disk)' },
@@ -244,9 +257,20 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
   const F = WORKER_CONFIG_FIELDS;
 
   let clusterSecret: string | undefined;
+  let accessCredential: string | undefined;
   let secretFileUnreadable = false;
+  const credentialsDir = pick(flags.credentialsDir, env[F.accessCredential.env]);
   const secretFile = pick(flags.secretFile, env[SECRET_FILE_ENV]);
-  if (secretFile !== undefined) {
+  if (credentialsDir !== undefined) {
+    try {
+      const credentials = readWorkerCredentials(credentialsDir, pick(flags.id, env[F.id.env]) ?? '');
+      clusterSecret = credentials.own;
+      accessCredential = credentials.access;
+    } catch (err) {
+      secretFileUnreadable = true;
+      problems.push(`${describeField('accessCredential')}: ${(err as Error).message}`);
+    }
+  } else if (secretFile !== undefined) {
     try {
       // A trailing newline from `echo secret > file` is not part of the secret.
       clusterSecret = readFileSync(secretFile, 'utf8').trim();
@@ -320,6 +344,7 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
     managers: [...new Set(v.managers)],
     zone: v.zone,
     clusterSecret: v.clusterSecret,
+    accessCredential,
     maxBlobBytes: v.maxBlobBytes,
     quotaBytes: v.quotaBytes,
     registerAttempts: v.registerAttempts,

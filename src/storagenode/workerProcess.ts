@@ -89,6 +89,7 @@ export class WorkerProcess {
     const { app, metrics } = createWorkerApp({
       store: this.store,
       secret: config.clusterSecret,
+      accessCredential: config.accessCredential,
       maxBlobBytes: config.maxBlobBytes,
       logger: log,
       // One app per process here, so process metrics (CPU, heap, event loop lag) belong to it.

@@ -1,13 +1,15 @@
 // `imgvault manager --help` and `imgvault worker --help` name, for every flag, the environment
 // variable it falls back to, and that variable really sets the same field of the parsed config.
 
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { registerManagerCommand } from '../../src/cli/managerCommand.ts';
 import { createWorkerCommand } from '../../src/cli/workerCommand.ts';
+import { MANAGER_KEY_FILES } from '../../src/http/credentialFiles.ts';
+import { mintCredential } from '../../src/http/credentials.ts';
 import { loadManagerConfig, MANAGER_ENV, type ManagerConfig } from '../../src/manager/managerConfig.ts';
 import {
   parseWorkerConfig,
@@ -20,6 +22,18 @@ const secretFile = join(dir, 'secret');
 writeFileSync(secretFile, 'a-secret-of-enough-length\n');
 const tokensFile = join(dir, 'tokens');
 writeFileSync(tokensFile, 'a-client-token-of-enough-length\n');
+const readOnlyTokensFile = join(dir, 'read-only-tokens');
+writeFileSync(readOnlyTokensFile, 'a-read-only-token-of-enough-length\n');
+const keys = { raft: 'k-raft', workers: 'k-workers', access: 'k-access', operator: 'k-operator' };
+const credentialsDir = join(dir, 'manager');
+mkdirSync(credentialsDir);
+for (const [role, file] of Object.entries(MANAGER_KEY_FILES)) {
+  writeFileSync(join(credentialsDir, file), `${keys[role as keyof typeof keys]}\n`);
+}
+const workerCredentialsDir = join(dir, 'worker-w1');
+mkdirSync(workerCredentialsDir);
+writeFileSync(join(workerCredentialsDir, 'worker.credential'), mintCredential(keys.workers, 'worker', 'w1'));
+writeFileSync(join(workerCredentialsDir, 'access.credential'), mintCredential(keys.access, 'access', 'w1'));
 const metricsTokenFile = join(dir, 'metrics-token');
 writeFileSync(metricsTokenFile, '# for Prometheus\na-metrics-token-of-enough-length\n');
 
@@ -67,6 +81,12 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   repairConcurrency: ['7', (c) => c.repairConcurrency, 7],
   heartbeatIntervalMs: ['700', (c) => c.heartbeatIntervalMs, 700],
   usageSummaryMs: ['900', (c) => c.usageSummaryMs, 900],
+  credentialsDir: [
+    credentialsDir,
+    (c) => c.credentials.raftCredential('m1'),
+    mintCredential('k-raft', 'raft', 'm1'),
+  ],
+  readOnlyTokensFile: [readOnlyTokensFile, (c) => c.readOnlyTokens, ['a-read-only-token-of-enough-length']],
 };
 
 describe('imgvault manager --help', () => {
@@ -116,6 +136,11 @@ const WORKER_SAMPLES: Record<string, [string, (c: WorkerConfig) => unknown, unkn
   rejoin: ['wipe', (c) => c.rejoin, 'wipe'],
   scrubBytesPerSec: ['0', (c) => c.scrubBytesPerSec, 0],
   scrubPauseMs: ['1234', (c) => c.scrubPauseMs, 1234],
+  accessCredential: [
+    workerCredentialsDir,
+    (c) => c.accessCredential,
+    mintCredential('k-access', 'access', 'w1'),
+  ],
 };
 
 describe('imgvault worker --help', () => {

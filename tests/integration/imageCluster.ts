@@ -19,6 +19,17 @@ import {
 import { freePort } from '../../src/cli/localProcess.ts';
 import { spawnWorker, workerUrl } from '../../src/cli/localWorkers.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import {
+  ensureCredentialTree,
+  managerDir,
+  OPERATOR_CREDENTIAL_FILE,
+  operatorDir,
+  readManagerKeys,
+  readOperatorCredential,
+  readWorkerCredentials,
+  workerDir,
+  writeWorkerCredentials,
+} from '../../src/http/credentialFiles.ts';
 import { fetchRaftView } from '../../src/manager/raftView.ts';
 import { until, WaitAborted } from '../support/until.ts';
 
@@ -59,6 +70,11 @@ export interface ImageClusterOptions {
   name?: string;
   /** Bearer token for the cluster's own probes, when managerArgs turn client tokens on. */
   clientToken?: string;
+  /**
+   * A credential per role (`<root>/credentials`, as `imgvault credentials init` writes it) instead
+   * of the single cluster secret; `secret` and `secretFile` are then the operator's credential.
+   */
+  perRole?: boolean;
 }
 
 /** One sample of a manager's /metrics; 0 when the series does not exist yet. */
@@ -131,9 +147,15 @@ export class ImageCluster {
   /** Starts the managers, waits for a leader, then starts the workers and waits for them to be up. */
   static async start(opts: ImageClusterOptions = {}): Promise<ImageCluster> {
     const root = await mkdtemp(join(tmpdir(), `${opts.name ?? 'imagecluster'}-`));
-    const secret = randomBytes(32).toString('hex');
-    const secretFile = join(root, 'cluster-secret');
-    await writeFile(secretFile, secret, { mode: 0o600 });
+    let secret = randomBytes(32).toString('hex');
+    let secretFile = join(root, 'cluster-secret');
+    if (opts.perRole) {
+      await ensureCredentialTree(join(root, 'credentials'), []);
+      secretFile = join(operatorDir(join(root, 'credentials')), OPERATOR_CREDENTIAL_FILE);
+      secret = readOperatorCredential(join(root, 'credentials'));
+    } else {
+      await writeFile(secretFile, secret, { mode: 0o600 });
+    }
     const cluster = new ImageCluster(root, secretFile, secret, opts);
     try {
       for (let i = 1; i <= (opts.managers ?? 3); i++) {
@@ -162,6 +184,11 @@ export class ImageCluster {
     }
   }
 
+  /** Where a per-role cluster keeps its credentials (credentialFiles.ts layout). */
+  get credentialsRoot(): string {
+    return join(this.root, 'credentials');
+  }
+
   authHeaders(): Record<string, string> {
     return this.opts.clientToken ? { authorization: `Bearer ${this.opts.clientToken}` } : {};
   }
@@ -183,7 +210,9 @@ export class ImageCluster {
         port: m.port,
         dataDir: m.dataDir,
         peers: peersSpec(this.managers),
-        secretFile: this.secretFile,
+        ...(this.opts.perRole
+          ? { credentialsDir: managerDir(this.credentialsRoot) }
+          : { secretFile: this.secretFile }),
         args: this.opts.managerArgs ?? [],
         logFile: join(this.root, `${m.id}.log`),
         env: this.env(),
@@ -204,6 +233,13 @@ export class ImageCluster {
       child: null,
     };
     this.workers.push(w);
+    if (this.opts.perRole) {
+      await writeWorkerCredentials(
+        this.credentialsRoot,
+        readManagerKeys(managerDir(this.credentialsRoot)),
+        id,
+      );
+    }
     this.spawnWorker(w);
     return w;
   }
@@ -216,7 +252,9 @@ export class ImageCluster {
         port: w.port,
         dataDir: w.dataDir,
         managers: this.managers.map((m) => m.url),
-        secretFile: this.secretFile,
+        ...(this.opts.perRole
+          ? { credentialsDir: workerDir(this.credentialsRoot, w.id) }
+          : { secretFile: this.secretFile }),
         zone: w.zone,
         args: w.args,
         logFile: join(this.root, `${w.id}.log`),
@@ -325,10 +363,17 @@ export class ImageCluster {
     w.child = null;
   }
 
-  /** A worker's copy of a blob, read with the cluster secret as the managers do. */
+  /** What the managers present to worker `id`: its access credential, or the single secret. */
+  workerAccess(id: string): string {
+    return this.opts.perRole
+      ? readWorkerCredentials(workerDir(this.credentialsRoot, id), id).access
+      : this.secret;
+  }
+
+  /** A worker's copy of a blob, read with the credential the managers use. */
   async workerBlob(w: WorkerProc, id: string): Promise<{ status: number; bytes: Buffer }> {
     const res = await fetch(`${w.url}/blobs/${encodeURIComponent(id)}`, {
-      headers: { [CLUSTER_SECRET_HEADER]: this.secret },
+      headers: { [CLUSTER_SECRET_HEADER]: this.workerAccess(w.id) },
       signal: AbortSignal.timeout(5_000),
     });
     return { status: res.status, bytes: Buffer.from(await res.arrayBuffer()) };

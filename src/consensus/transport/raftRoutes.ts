@@ -2,7 +2,8 @@
 // batch from one peer. The host mounts it with `app.route('/', raftRoutes(...))`.
 
 import { Hono } from 'hono';
-import { requireClusterSecret } from '../../http/clusterAuth.ts';
+import { identityOf, mayActAs, requireCredential } from '../../http/clusterAuth.ts';
+import { credentialsOf, type ManagerCredentials } from '../../http/credentials.ts';
 import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
 import { createLogger, type Logger } from '../../logging.ts';
 import type { Message, NodeId } from '../types.ts';
@@ -15,7 +16,10 @@ export const RAFT_REPLIES_HEADER = 'x-imgvault-raft-replies';
 export const RAFT_SNAPSHOT_HEADER = 'x-imgvault-raft-snapshot';
 
 export interface RaftRoutesOptions {
-  secret: string;
+  /** The single cluster secret; `credentials` wins when given. */
+  secret?: string;
+  /** Per-role credentials: a raft credential names its member, and every message must be `from` it. */
+  credentials?: ManagerCredentials;
   /**
    * Called once per message, in the order the peer sent them. Must not block (the core's step is
    * sync). Returns false when the node refused the message (see messageFilter): the batch is then
@@ -43,7 +47,7 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
   const log = options.log ?? createLogger('raft-transport', options.selfId ? { nodeId: options.selfId } : {});
   const app = new Hono();
 
-  app.post(RAFT_MESSAGES_PATH, requireClusterSecret(options.secret), async (c) => {
+  app.post(RAFT_MESSAGES_PATH, requireCredential(credentialsOf(options), ['raft']), async (c) => {
     const snapshot = c.req.header(RAFT_SNAPSHOT_HEADER) === '1';
     const limit = snapshot
       ? (options.maxSnapshotBodyBytes ?? MAX_SNAPSHOT_BODY_BYTES)
@@ -93,6 +97,28 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
         'raft message for another node',
       );
       return c.json(errorBody('WrongRecipient', `this is ${selfId}, not ${misaddressed.to}`), 400);
+    }
+    const identity = identityOf(c);
+    const forged = messages.find((m) => !mayActAs(identity, m.from));
+    if (forged) {
+      log.warn(
+        {
+          event: 'raft.message_refused',
+          reason: 'sender_mismatch',
+          from: forged.from,
+          sender: identity?.id,
+          type: forged.type,
+          term: forged.term,
+        },
+        'raft message from another member than the credential names',
+      );
+      return c.json(
+        errorBody(
+          'ForgedSender',
+          `the credential names ${identity?.id}, the message says it is from ${forged.from}`,
+        ),
+        403,
+      );
     }
     let refused: Message | undefined;
     try {

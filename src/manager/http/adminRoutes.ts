@@ -1,9 +1,10 @@
-// Operator actions on the cluster (cluster secret required): draining a worker and taking a drain
+// Operator actions on the cluster (an operator credential, or the single cluster secret, required): draining a worker and taking a drain
 // back. A follower redirects to the leader like any write.
 
 import { type Context, Hono } from 'hono';
 import { RaftError } from '../../consensus/raftNode.ts';
-import { requireClusterSecret } from '../../http/clusterAuth.ts';
+import { requireCredential } from '../../http/clusterAuth.ts';
+import { credentialsOf, type ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
 import { redirectToLeader } from '../../http/leaderRedirect.ts';
 import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
@@ -13,12 +14,14 @@ import { ImageError, type RaftAccess } from '../imageService.ts';
 export function adminRoutes(opts: {
   raft: RaftAccess;
   metadata: MetadataStateMachine;
-  secret: string;
+  /** The single cluster secret; `credentials` wins when given. */
+  secret?: string;
+  credentials?: ManagerCredentials;
   /** Told once a drain is committed (the repair loop starts moving its objects at once). */
   onDrain?: (nodeId: string) => void;
 }) {
   const app = new Hono();
-  const auth = requireClusterSecret(opts.secret);
+  const auth = requireCredential(credentialsOf(opts), ['operator']);
   app.use('/v1/cluster/nodes/:id/drain', auth);
   app.use('/v1/cluster/nodes/:id/undrain', auth);
 

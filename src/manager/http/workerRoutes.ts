@@ -1,4 +1,5 @@
-// Internal routes the workers call (docs/worker-protocol.md). Cluster secret required. Every
+// Internal routes the workers call (docs/worker-protocol.md). A worker credential required, and a
+// worker speaks only as the id its credential names (or the single cluster secret). Every
 // manager takes heartbeats (the answer says whether it leads); a follower redirects the other
 // requests to the leader like any write.
 
@@ -6,7 +7,8 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebStream } from 'node:stream/web';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
-import { requireClusterSecret } from '../../http/clusterAuth.ts';
+import { identityOf, mayActAs, requireCredential } from '../../http/clusterAuth.ts';
+import { credentialsOf, type ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
 import { redirectToLeader } from '../../http/leaderRedirect.ts';
 import { NdjsonLineTooLong, ndjsonLines } from '../../http/ndjson.ts';
@@ -41,6 +43,17 @@ const BLOB_LIST_MAX_BYTES = 256 * 1024;
 
 class BadRegistration extends Error {}
 
+/** A worker credential naming another worker than the request does. */
+class WrongWorker extends Error {}
+
+/** Throws WrongWorker unless the request's credential may speak as worker `id`. */
+function checkSpeaker(c: Context, id: string): void {
+  const identity = identityOf(c);
+  if (!mayActAs(identity, id)) {
+    throw new WrongWorker(`the credential is worker ${identity?.id}'s; it cannot speak for worker ${id}`);
+  }
+}
+
 function parseLine<T>(schema: z.ZodType<T>, line: string, what: string): T {
   let raw: unknown;
   try {
@@ -61,6 +74,7 @@ function mapError(c: Context, err: unknown): Response {
   ) {
     return jsonError(c, 400, 'BadRegistration', err.message);
   }
+  if (err instanceof WrongWorker) return jsonError(c, 403, 'WrongWorker', err.message);
   if (err instanceof BodyTooLarge) return jsonError(c, 413, 'BodyTooLarge', err.message);
   if (err instanceof UnknownWorker) return jsonError(c, 404, 'UnknownWorker', err.message);
   if (err instanceof WorkerUrlConflict) return jsonError(c, 409, 'WorkerUrlConflict', err.message);
@@ -75,11 +89,13 @@ function mapError(c: Context, err: unknown): Response {
 
 export function workerRoutes(opts: {
   registry: WorkerRegistry;
-  secret: string;
+  /** The single cluster secret; `credentials` wins when given. */
+  secret?: string;
+  credentials?: ManagerCredentials;
   heartbeatIntervalMs: number;
 }) {
   const app = new Hono();
-  app.use(`${WORKERS_PREFIX}/*`, requireClusterSecret(opts.secret));
+  app.use(`${WORKERS_PREFIX}/*`, requireCredential(credentialsOf(opts), ['worker']));
 
   app.post(REGISTER_PATH, async (c) => {
     try {
@@ -89,6 +105,7 @@ export function workerRoutes(opts: {
       const first = await lines.next();
       if (first.done) throw new BadRegistration('the registration body is empty');
       const header = parseLine(registrationHeaderSchema, first.value, 'registration header');
+      checkSpeaker(c, header.id);
       const inventory = (async function* (): AsyncGenerator<InventoryLine> {
         let n = 1;
         for await (const line of lines) yield parseLine(inventoryLineSchema, line, `inventory line ${n++}`);
@@ -107,6 +124,7 @@ export function workerRoutes(opts: {
       });
       const usage = heartbeatSchema.safeParse(raw);
       if (!usage.success) throw new BadRegistration(z.prettifyError(usage.error));
+      checkSpeaker(c, usage.data.id);
       const answer = await opts.registry.heartbeat(usage.data);
       return c.json({ heartbeatIntervalMs: opts.heartbeatIntervalMs, ...answer });
     } catch (err) {
@@ -125,6 +143,7 @@ export function workerRoutes(opts: {
     }
     const list = blobListSchema.safeParse(raw);
     if (!list.success) throw new BadRegistration(z.prettifyError(list.error));
+    checkSpeaker(c, list.data.id);
     return list.data;
   };
 

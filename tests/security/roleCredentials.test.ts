@@ -1,0 +1,263 @@
+// A credential per role, on a real cluster started as `imgvault credentials init` lays it out: each
+// credential opens its own role's routes, only as the id it names, and nothing else. A read-only
+// client token reads and never writes.
+
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import {
+  managerDir,
+  readManagerKeys,
+  readWorkerCredentials,
+  workerDir,
+} from '../../src/http/credentialFiles.ts';
+import { COPY_CREDENTIAL_HEADER, mintCredential, type RoleKeys } from '../../src/http/credentials.ts';
+import { ImageCluster, type ManagerProc, pngImage, until } from '../integration/imageCluster.ts';
+
+const WRITER = 'read-write-token-0123456789abcdef';
+const READER = 'read-only-token-0123456789abcdef';
+
+let dir: string;
+let cluster: ImageCluster;
+let keys: RoleKeys;
+let leader: ManagerProc;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'imgvault-roles-'));
+  await writeFile(join(dir, 'tokens'), `${WRITER}\n`);
+  await writeFile(join(dir, 'read-only-tokens'), `${READER}\n`);
+  cluster = await ImageCluster.start({
+    managers: 3,
+    workers: 2,
+    name: 'role-credentials',
+    perRole: true,
+    clientToken: WRITER,
+    managerArgs: [
+      '--client-tokens-file',
+      join(dir, 'tokens'),
+      '--read-only-tokens-file',
+      join(dir, 'read-only-tokens'),
+    ],
+    startTimeoutMs: 90_000,
+  });
+  keys = readManagerKeys(managerDir(cluster.credentialsRoot));
+  leader = await cluster.leader(60_000);
+}, 180_000);
+
+afterAll(async () => {
+  await cluster?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const workerCredential = (id: string) =>
+  readWorkerCredentials(workerDir(cluster.credentialsRoot, id), id).own;
+
+async function call(
+  url: string,
+  method: string,
+  credential: string | undefined,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: { error?: { code?: string } } | null }> {
+  const res = await fetch(url, {
+    method,
+    headers: {
+      ...(credential === undefined ? {} : { [CLUSTER_SECRET_HEADER]: credential }),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...headers,
+    },
+    ...(body === undefined
+      ? {}
+      : { body: typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body) }),
+    redirect: 'manual',
+    signal: AbortSignal.timeout(15_000),
+  });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {}
+  return { status: res.status, json };
+}
+
+const usage = (id: string) => ({ id, diskUsed: 0, diskFree: 1e12, blobCount: 0, blobBytes: 0 });
+
+describe('a worker credential', () => {
+  it('is refused on the Raft and operator routes', async () => {
+    const w1 = workerCredential('w1');
+    const heartbeat = { type: 'MsgHeartbeat', from: 'm1', to: leader.id, term: 1, commit: 0 };
+    expect((await call(`${leader.url}/raft/messages`, 'POST', w1, { messages: [heartbeat] })).status).toBe(
+      401,
+    );
+    for (const [method, path, body] of [
+      ['POST', '/v1/cluster/nodes/w2/drain', undefined],
+      ['GET', '/v1/cluster/nodes/w2/drain', undefined],
+      ['POST', '/v1/cluster/transfer-leader', { to: 'm2' }],
+      ['POST', '/v1/cluster/members', { id: 'm9', url: 'http://127.0.0.1:1' }],
+      ['DELETE', '/v1/cluster/members/m3', undefined],
+    ] as const) {
+      const answer = await call(`${leader.url}${path}`, method, w1, body);
+      expect(answer.status, `${method} ${path}`).toBe(401);
+      expect(answer.json?.error?.code).toBe('Unauthorized');
+    }
+  });
+
+  it('speaks for its own worker only, and cannot register a new id', async () => {
+    const w1 = workerCredential('w1');
+    const own = await call(`${leader.url}/internal/v1/workers/heartbeat`, 'POST', w1, usage('w1'));
+    expect(own.status).toBe(200);
+    const other = await call(`${leader.url}/internal/v1/workers/heartbeat`, 'POST', w1, usage('w2'));
+    expect(other.status).toBe(403);
+    expect(other.json?.error?.code).toBe('WrongWorker');
+    const report = await call(`${leader.url}/internal/v1/workers/lost-copies`, 'POST', w1, {
+      id: 'w2',
+      blobs: [],
+    });
+    expect(report.status).toBe(403);
+    const evil = `${JSON.stringify({ ...usage('evil'), url: 'http://127.0.0.1:1', zone: 'z' })}\n`;
+    const register = await call(`${leader.url}/internal/v1/workers/register`, 'POST', w1, evil, {
+      'content-type': 'application/x-ndjson',
+    });
+    expect(register.status).toBe(403);
+    // A credential for the new id minted with any other key than the managers' is refused outright.
+    const forged = mintCredential('not-the-workers-key', 'worker', 'evil');
+    expect(
+      (await call(`${leader.url}/internal/v1/workers/heartbeat`, 'POST', forged, usage('evil'))).status,
+    ).toBe(401);
+    const nodes = await fetch(`${leader.url}/v1/cluster/nodes`, { headers: cluster.authHeaders() });
+    const ids = ((await nodes.json()) as { nodes: { id: string }[] }).nodes.map((n) => n.id);
+    expect(ids.sort()).toEqual(['w1', 'w2']);
+  });
+});
+
+describe('a raft credential', () => {
+  it('names its member: a message from another member is refused, and it opens no operator route', async () => {
+    const [a, b] = cluster.managers.filter((m) => m.id !== leader.id) as [ManagerProc, ManagerProc];
+    const asA = mintCredential(keys.raft, 'raft', a.id);
+    const view = (await (
+      await fetch(`${leader.url}/v1/cluster/raft`, { headers: cluster.authHeaders() })
+    ).json()) as { term: number };
+    // A heartbeat "from the leader" to b, sent with a's credential: the sender is not who it says.
+    const forged = { type: 'MsgHeartbeat', from: leader.id, to: b.id, term: view.term, commit: 0 };
+    const answer = await call(`${b.url}/raft/messages`, 'POST', asA, { messages: [forged] });
+    expect(answer.status).toBe(403);
+    expect(answer.json?.error?.code).toBe('ForgedSender');
+    // The same credential with a message from its own member passes the credential check.
+    const honest = { ...forged, from: a.id, type: 'MsgHeartbeatResp' };
+    expect((await call(`${b.url}/raft/messages`, 'POST', asA, { messages: [honest] })).status).not.toBe(401);
+    expect((await call(`${leader.url}/v1/cluster/transfer-leader`, 'POST', asA, { to: a.id })).status).toBe(
+      401,
+    );
+    // The leader kept its place.
+    expect((await cluster.leader(30_000)).id).toBe(leader.id);
+  });
+});
+
+describe('the manager -> worker credentials', () => {
+  it("open their own worker only; a worker's own credential opens no worker", async () => {
+    const [w1, w2] = cluster.workers as [(typeof cluster.workers)[0], (typeof cluster.workers)[0]];
+    expect((await call(`${w1.url}/stats`, 'GET', cluster.workerAccess('w1'))).status).toBe(200);
+    expect((await call(`${w2.url}/stats`, 'GET', cluster.workerAccess('w1'))).status).toBe(401);
+    expect((await call(`${w1.url}/stats`, 'GET', workerCredential('w1'))).status).toBe(401);
+    expect((await call(`${w2.url}/stats`, 'GET', workerCredential('w1'))).status).toBe(401);
+    expect((await call(`${w2.url}/stats`, 'GET', cluster.secret)).status).toBe(401);
+  });
+
+  it('let a holder copy to a target with the copy credential the manager hands it, which opens writes only', async () => {
+    const [w1, w2] = cluster.workers as [(typeof cluster.workers)[0], (typeof cluster.workers)[0]];
+    const bytes = pngImage(2_000);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const put = await call(`${w1.url}/blobs/copied-one`, 'PUT', cluster.workerAccess('w1'), bytes, {
+      'x-imgvault-sha256': sha256,
+      'content-type': 'application/octet-stream',
+    });
+    expect(put.status).toBe(201);
+    const copyTo = `${w1.url}/blobs/copied-one/copy-to`;
+    const without = await call(copyTo, 'POST', cluster.workerAccess('w1'), { target: w2.url });
+    expect(without.status).toBe(502);
+    const copyOfW2 = mintCredential(mintCredential(keys.access, 'access', 'w2'), 'copy', 'w2');
+    const copied = await call(
+      copyTo,
+      'POST',
+      cluster.workerAccess('w1'),
+      { target: w2.url },
+      {
+        [COPY_CREDENTIAL_HEADER]: copyOfW2,
+      },
+    );
+    expect(copied.status).toBe(200);
+    expect((await cluster.workerBlob(w2, 'copied-one')).bytes.equals(bytes)).toBe(true);
+    // What the holder learnt opens the target's writes, not its reads, deletes or lists.
+    expect((await call(`${w2.url}/blobs/copied-one`, 'GET', copyOfW2)).status).toBe(401);
+    expect((await call(`${w2.url}/blobs/copied-one`, 'DELETE', copyOfW2)).status).toBe(401);
+    expect((await call(`${w2.url}/inventory`, 'GET', copyOfW2)).status).toBe(401);
+  });
+
+  it('carry uploads to the workers end to end', async () => {
+    const bytes = pngImage(5_000);
+    const res = await fetch(`${leader.url}/v1/images/role-upload`, {
+      method: 'PUT',
+      headers: { ...cluster.authHeaders(), 'content-type': 'image/png' },
+      body: bytes,
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(res.status).toBe(201);
+    const got = await fetch(`${leader.url}/v1/images/role-upload`, { headers: cluster.authHeaders() });
+    expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+  });
+});
+
+describe('a read-only client token', () => {
+  it('reads, and gets a JSON 403 on any upload or delete, with nothing stored or removed', async () => {
+    const reader = { authorization: `Bearer ${READER}` };
+    const writer = cluster.authHeaders();
+    const bytes = pngImage(3_000);
+    const stored = await fetch(`${leader.url}/v1/images/kept-one`, {
+      method: 'PUT',
+      headers: { ...writer, 'content-type': 'image/png' },
+      body: bytes,
+    });
+    expect(stored.status).toBe(201);
+    for (const [method, path] of [
+      ['POST', '/v1/images'],
+      ['PUT', '/v1/images/read-only-upload'],
+      ['DELETE', '/v1/images/kept-one'],
+    ] as const) {
+      const answer = await call(
+        `${leader.url}${path}`,
+        method,
+        undefined,
+        method === 'DELETE' ? undefined : bytes,
+        {
+          ...reader,
+          'content-type': 'image/png',
+        },
+      );
+      expect(answer.status, `${method} ${path}`).toBe(403);
+      expect(answer.json?.error?.code).toBe('ReadOnlyToken');
+    }
+    const read = await fetch(`${leader.url}/v1/images/kept-one`, { headers: reader });
+    expect(read.status).toBe(200);
+    expect(Buffer.from(await read.arrayBuffer()).equals(bytes)).toBe(true);
+    expect((await fetch(`${leader.url}/v1/images/read-only-upload`, { headers: reader })).status).toBe(404);
+  });
+});
+
+describe('the operator credential', () => {
+  it('drains and takes back a worker', async () => {
+    const drain = await call(`${leader.url}/v1/cluster/nodes/w2/drain`, 'POST', cluster.secret);
+    expect(drain.status).toBe(202);
+    await until(
+      'w2 drain answered',
+      async () =>
+        (await call(`${leader.url}/v1/cluster/nodes/w2/drain`, 'GET', cluster.secret)).status === 200,
+      30_000,
+    );
+    expect((await call(`${leader.url}/v1/cluster/nodes/w2/undrain`, 'POST', cluster.secret)).status).toBe(
+      200,
+    );
+  });
+});
