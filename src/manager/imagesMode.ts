@@ -111,7 +111,12 @@ export async function openImagesMode(
       return [
         publicRoutes(images, { clientsByToken: config.clientTokens.length > 0 }),
         nameRoutes(names, images, { clientsByToken: config.clientTokens.length > 0 }),
-        workerRoutes({ registry, secret: config.secret, heartbeatIntervalMs: config.heartbeatIntervalMs }),
+        workerRoutes({
+          registry,
+          secret: config.secret,
+          heartbeatIntervalMs: config.heartbeatIntervalMs,
+          httpsOnly: config.tls?.server !== undefined,
+        }),
         clusterRoutes({
           metadata,
           liveness,

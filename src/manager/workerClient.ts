@@ -5,6 +5,7 @@
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
+import { internalConnect } from '../http/tls.ts';
 
 export type WorkerCallErrorCode =
   | 'Unreachable'
@@ -83,7 +84,12 @@ export class WorkerClient {
     this.secret = opts.secret;
     this.readFirstByteTimeoutMs = opts.readFirstByteTimeoutMs ?? DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS;
     const idle = opts.idleTimeoutMs ?? 30_000;
-    this.dispatcher = new Agent({ headersTimeout: idle, bodyTimeout: idle, keepAliveTimeout: 10_000 });
+    this.dispatcher = new Agent({
+      headersTimeout: idle,
+      bodyTimeout: idle,
+      keepAliveTimeout: 10_000,
+      connect: internalConnect(),
+    });
   }
 
   private async call(

@@ -3,6 +3,7 @@ import pRetry, { AbortError } from 'p-retry';
 import { Agent, request } from 'undici';
 import { z } from 'zod';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
+import { internalConnect } from '../http/tls.ts';
 import type { Logger } from '../logging.ts';
 
 /**
@@ -177,7 +178,10 @@ export class ManagerClient {
     this.log = opts.logger;
     this.leader = opts.managers[0]!;
     this.intervalMs = opts.heartbeatIntervalMs;
-    this.agent = new Agent({ connect: { timeout: opts.requestTimeoutMs }, keepAliveTimeout: 10_000 });
+    this.agent = new Agent({
+      connect: internalConnect({ timeout: opts.requestTimeoutMs }),
+      keepAliveTimeout: 10_000,
+    });
   }
 
   get leaderUrl(): string {

@@ -68,6 +68,8 @@ export function workerRoutes(opts: {
   registry: WorkerRegistry;
   secret: string;
   heartbeatIntervalMs: number;
+  /** This manager serves TLS: a worker must be reachable at an https:// URL (src/http/tls.ts). */
+  httpsOnly?: boolean;
 }) {
   const app = new Hono();
   app.use('/internal/v1/workers/*', requireClusterSecret(opts.secret));
@@ -80,6 +82,9 @@ export function workerRoutes(opts: {
       const first = await lines.next();
       if (first.done) throw new BadRegistration('the registration body is empty');
       const header = parseLine(registrationHeaderSchema, first.value, 'registration header');
+      if (opts.httpsOnly && !header.url.startsWith('https://')) {
+        throw new BadRegistration(`worker URL ${header.url} must be https:// (this cluster serves TLS)`);
+      }
       const inventory = (async function* (): AsyncGenerator<InventoryLine> {
         let n = 1;
         for await (const line of lines) yield parseLine(inventoryLineSchema, line, `inventory line ${n++}`);
