@@ -19,6 +19,7 @@ import {
 import { freePort } from '../../src/cli/localProcess.ts';
 import { spawnWorker, workerUrl } from '../../src/cli/localWorkers.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import { loadTlsFiles, useInternalTls } from '../../src/http/tls.ts';
 import { fetchRaftView } from '../../src/manager/raftView.ts';
 
 export interface ManagerProc {
@@ -56,6 +57,12 @@ export interface ImageClusterOptions {
   name?: string;
   /** Bearer token for the cluster's own probes, when managerArgs turn client tokens on. */
   clientToken?: string;
+  /**
+   * Every manager and worker serves HTTPS with this certificate (one for 127.0.0.1 does for all)
+   * and trusts this CA; URLs are https://. The test process trusts the CA too, from then on, so
+   * the cluster's probes and the test's own fetch calls reach it (tests/helpers/testCa.ts).
+   */
+  tls?: { caFile: string; certFile: string; keyFile: string };
 }
 
 /** One sample of a manager's /metrics; 0 when the series does not exist yet. */
@@ -153,13 +160,14 @@ export class ImageCluster {
     const secretFile = join(root, 'cluster-secret');
     await writeFile(secretFile, secret, { mode: 0o600 });
     const cluster = new ImageCluster(root, secretFile, secret, opts);
+    if (opts.tls) useInternalTls(loadTlsFiles({ caFile: opts.tls.caFile }));
     try {
       for (let i = 1; i <= (opts.managers ?? 3); i++) {
         const port = await freePort();
         cluster.managers.push({
           id: `m${i}`,
           port,
-          url: managerUrl(port),
+          url: cluster.https(managerUrl(port)),
           dataDir: join(root, `m${i}`),
           child: null,
         });
@@ -184,6 +192,17 @@ export class ImageCluster {
     return this.opts.clientToken ? { authorization: `Bearer ${this.opts.clientToken}` } : {};
   }
 
+  /** `url` with https:// when the cluster serves TLS. */
+  private https(url: string): string {
+    return this.opts.tls ? url.replace(/^http:/, 'https:') : url;
+  }
+
+  /** The TLS flags every manager and worker gets (none without `tls`). */
+  private tlsArgs(): string[] {
+    const t = this.opts.tls;
+    return t ? ['--tls-cert', t.certFile, '--tls-key', t.keyFile, '--tls-ca', t.caFile] : [];
+  }
+
   private env(): NodeJS.ProcessEnv {
     return { IMGVAULT_LOG_LEVEL: this.opts.logLevel ?? 'warn' };
   }
@@ -200,9 +219,11 @@ export class ImageCluster {
         id: m.id,
         port: m.port,
         dataDir: m.dataDir,
-        peers: peersSpec(this.managers),
+        peers: this.opts.tls
+          ? this.managers.map((p) => `${p.id}=${p.url}`).join(',')
+          : peersSpec(this.managers),
         secretFile: this.secretFile,
-        args: this.opts.managerArgs ?? [],
+        args: [...this.tlsArgs(), ...(this.opts.managerArgs ?? [])],
         logFile: join(this.root, `${m.id}.log`),
         env: this.env(),
       }),
@@ -215,7 +236,7 @@ export class ImageCluster {
     const w: WorkerProc = {
       id,
       port,
-      url: workerUrl(port),
+      url: this.https(workerUrl(port)),
       dataDir: join(this.root, id),
       zone,
       args,
@@ -236,7 +257,7 @@ export class ImageCluster {
         managers: this.managers.map((m) => m.url),
         secretFile: this.secretFile,
         zone: w.zone,
-        args: w.args,
+        args: [...this.tlsArgs(), ...w.args],
         logFile: join(this.root, `${w.id}.log`),
         env: this.env(),
       }),
