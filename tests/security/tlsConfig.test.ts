@@ -5,6 +5,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadTlsFiles, TlsConfigError } from '../../src/http/tls.ts';
+import { checkStoredMembership } from '../../src/manager/bootstrapGuard.ts';
 import { loadManagerConfig } from '../../src/manager/managerConfig.ts';
 import { advertisedUrl, parseWorkerConfig, WorkerConfigError } from '../../src/storagenode/workerConfig.ts';
 import { makeTestCa, OPENSSL, type TestCa } from '../helpers/testCa.ts';
@@ -143,4 +144,12 @@ describe.skipIf(skip)(`TLS files (${skip || 'openssl'})`, () => {
     expect(code).toBe(2);
     expect(stderr.trim()).toBe(`imgvault: --ca: cannot read the CA bundle ${missing} (ENOENT)`);
   });
+});
+
+it('a manager restarted with TLS on a folder recorded at its http URL is told it cannot switch in place', () => {
+  const check = (url: string) =>
+    checkStoredMembership({ selfId: 'm1', url, dataDir: '/d', members: { m1: 'http://127.0.0.1:7001' } });
+  expect(() => check('https://127.0.0.1:7001')).toThrow(/cannot switch between http and https in place/);
+  expect(() => check('https://127.0.0.1:7002')).toThrow(/belongs to another cluster/);
+  expect(() => check('http://127.0.0.1:7001')).not.toThrow();
 });
