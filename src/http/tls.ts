@@ -1,8 +1,9 @@
-// Optional TLS for every listener and every internal call (docs/security.md, "TLS"). A process
-// that serves HTTPS (`--tls-cert` + `--tls-key`) calls other processes over HTTPS only, trusting
-// the CA bundle of `--tls-ca` (else the system's roots). The trust is process-wide: one manager or
-// worker per process, and one place (`internalConnect`) builds the connection of every internal
-// client, so no client can be left behind talking plain HTTP or trusting another CA.
+// Optional TLS for every listener and every internal call (docs/security.md, "TLS on the wire";
+// how to turn it on: docs/operations.md, "TLS"). A process that serves HTTPS (`--tls-cert` +
+// `--tls-key`) calls other processes over HTTPS only, trusting the CA bundle of `--tls-ca` (else
+// the system's roots). The trust is process-wide: one manager or worker per process, and one place
+// (`internalConnect`) builds the connection of every internal client, so no client can be left
+// behind talking plain HTTP or trusting another CA.
 
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -102,7 +103,7 @@ export function loadTlsFiles(files: TlsFiles, now = new Date()): TlsSettings | u
   return settings.server === undefined && settings.ca === undefined ? undefined : settings;
 }
 
-/** With TLS on, a URL another process is reached at must be https: ('' when it is fine). */
+/** What is wrong with `url` for a process with these settings: plain http with TLS on; '' if nothing. */
 export function plainHttpProblem(settings: TlsSettings | undefined, what: string, url: string): string {
   if (settings?.server === undefined || url.startsWith('https://')) return '';
   return `${what} ${url} must be https:// when this process serves TLS (--tls-cert)`;
