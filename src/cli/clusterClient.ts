@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import pRetry, { AbortError } from 'p-retry';
 import { type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
+import { TlsConfigError, trustCaFile } from '../http/tls.ts';
 
 /** The embedded cluster's managers (`imgvault cluster`). */
 export const DEFAULT_MANAGER_URLS = [
@@ -118,6 +119,20 @@ export function parseUrls(list: string | undefined): string[] {
 export function managerUrls(flag: string | undefined, env = process.env): string[] {
   const urls = parseUrls(flag ?? env.IMGVAULT_URL);
   return urls.length > 0 ? urls : DEFAULT_MANAGER_URLS;
+}
+
+/**
+ * `--ca` / IMGVAULT_CA: every request of this process (ClusterClient, the status probes) trusts
+ * this CA bundle, and only it, for https:// URLs. Exits 2 with the reason when the file is unusable.
+ */
+export function trustCa(file: string): void {
+  try {
+    trustCaFile(file);
+  } catch (err) {
+    if (!(err instanceof TlsConfigError)) throw err;
+    process.stderr.write(`imgvault: --ca: ${err.message}\n`);
+    process.exit(2);
+  }
 }
 
 export function bearerHeaders(token: string | undefined, env = process.env): Record<string, string> {

@@ -9,6 +9,10 @@ import { fullProgram } from './program.ts';
 
 /** Variables no flag stands for; each IMGVAULT_* name in src/ must be documented somewhere here. */
 const PROCESS_ENV: [string, string][] = [
+  [
+    'IMGVAULT_CA',
+    'what `--ca <file>` (an option of the `imgvault` program, given before or after the command) falls back to: a PEM CA bundle every command trusts, and only it, for https:// manager URLs',
+  ],
   ['IMGVAULT_LOG_LEVEL', 'pino level of every process (default info; the drill passes its --log-level)'],
   [
     'IMGVAULT_CHILD_NODE_ARGS',

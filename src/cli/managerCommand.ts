@@ -130,6 +130,18 @@ export function registerManagerCommand(program: Command): void {
       '--usage-summary-ms <ms>',
       help('how often worker usage is committed (default 5000)', 'usageSummaryMs'),
     )
+    .option(
+      '--tls-cert <file>',
+      help('PEM certificate (chain) to serve HTTPS with; needs --tls-key (default: plain HTTP)', 'tlsCert'),
+    )
+    .option('--tls-key <file>', help('PEM private key of --tls-cert', 'tlsKey'))
+    .option(
+      '--tls-ca <file>',
+      help(
+        'PEM CA bundle trusted by calls to other managers and to workers (default: the system roots)',
+        'tlsCa',
+      ),
+    )
     .action(async (flags: ManagerFlags) => {
       let config: ReturnType<typeof loadManagerConfig>;
       try {

@@ -7,6 +7,9 @@ import { Command, Help } from 'commander';
 
 type Register = (program: Command) => void;
 
+/** The CLI's trusted CA when `--ca` is not given (a private CA signed the managers' certificates). */
+const CA_ENV = 'IMGVAULT_CA';
+
 interface IndexEntry {
   /** The line `imgvault --help` shows for it, as commander prints it for the real command. */
   term: string;
@@ -99,12 +102,22 @@ export const COMMAND_INDEX: Record<string, IndexEntry> = {
 };
 
 function bareProgram(): Command {
-  return new Command('imgvault').description('image backup store: managers (Raft) and storage workers');
+  return new Command('imgvault')
+    .description('image backup store: managers (Raft) and storage workers')
+    .option('--ca <file>', `PEM CA bundle to trust for https:// manager URLs [env ${CA_ENV}]`)
+    .hook('preAction', async (program) => {
+      const file = (program.opts() as { ca?: string }).ca ?? process.env[CA_ENV];
+      if (file) (await import('./clusterClient.ts')).trustCa(file);
+    });
 }
 
 /** The command `args` (process.argv without node and the script) runs, `help <command>` included. */
 export function commandNamed(args: readonly string[]): string | undefined {
-  const name = args[0] === 'help' ? args[1] : args[0];
+  // The program's own option may come first: `imgvault --ca ca.pem status`.
+  let rest = args;
+  if (rest[0] === '--ca') rest = rest.slice(2);
+  else if (rest[0]?.startsWith('--ca=')) rest = rest.slice(1);
+  const name = rest[0] === 'help' ? rest[1] : rest[0];
   return name !== undefined && Object.hasOwn(COMMAND_INDEX, name) ? name : undefined;
 }
 

@@ -57,6 +57,15 @@ export function createWorkerCommand(): Command {
       help('read-back rate of the background scrubber (0 = off)', F.scrubBytesPerSec),
     )
     .option('--scrub-pause-ms <ms>', help('pause between two full scrub passes', F.scrubPauseMs))
+    .option(
+      '--tls-cert <file>',
+      help('PEM certificate (chain) to serve HTTPS with; needs --tls-key', F.tlsCert),
+    )
+    .option('--tls-key <file>', help('PEM private key of --tls-cert', F.tlsKey))
+    .option(
+      '--tls-ca <file>',
+      help('PEM CA bundle trusted by calls to managers and to other workers', F.tlsCa),
+    )
     .action(async (opts: WorkerFlags) => {
       // Loaded here, not at the top: `imgvault worker --help` need not load the whole worker.
       const { EXIT_BAD_CONFIG, runWorkerProcess } = await import('../storagenode/workerProcess.ts');

@@ -193,6 +193,13 @@ export function checkStoredMembership(opts: {
         `${selfId}: wrong --data or --id (or this manager was removed; start it with --join and an empty folder)`,
     );
   }
+  if (stored !== url && stored.replace(/^https?:/, '') === url.replace(/^https?:/, '')) {
+    throw new StartRefused(
+      'foreign_data',
+      `data folder ${dataDir} records manager ${selfId} at ${stored}, but it is starting at ${url}: ` +
+        'a member cannot switch between http and https in place (docs/operations.md, "TLS")',
+    );
+  }
   if (stored !== url) {
     throw new StartRefused(
       'foreign_data',

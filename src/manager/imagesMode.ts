@@ -121,7 +121,12 @@ export async function openImagesMode(
       return [
         publicRoutes(images, { clientsByToken: config.clientTokens.length > 0 }),
         nameRoutes(names, images, { clientsByToken: config.clientTokens.length > 0 }),
-        workerRoutes({ registry, credentials, heartbeatIntervalMs: config.heartbeatIntervalMs }),
+        workerRoutes({
+          registry,
+          credentials,
+          heartbeatIntervalMs: config.heartbeatIntervalMs,
+          httpsOnly: config.tls?.server !== undefined,
+        }),
         clusterRoutes({
           metadata,
           liveness,

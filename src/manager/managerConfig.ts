@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { readManagerKeys } from '../http/credentialFiles.ts';
 import { ManagerCredentials } from '../http/credentials.ts';
+import { loadTlsFiles, plainHttpProblem, tlsSettingsSchema } from '../http/tls.ts';
 import { DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS } from './workerClient.ts';
 
 export const memberIdSchema = z
@@ -129,10 +130,20 @@ export const managerConfigSchema = z
     electionTick: z.number().int().min(2).max(1_000).default(10),
     heartbeatTick: z.number().int().min(1).max(1_000).default(1),
     snapshotThreshold: z.number().int().min(1).default(10_000),
+    /** HTTPS on the one listener and the CA internal calls trust (src/http/tls.ts); none = plain HTTP. */
+    tls: tlsSettingsSchema.optional(),
   })
   .refine((c) => c.heartbeatTick < c.electionTick, { message: 'heartbeatTick must be below electionTick' })
   .refine((c) => c.downAfterMs > c.suspectAfterMs, { message: 'downAfterMs must exceed suspectAfterMs' })
-  .refine((c) => c.join || c.id in c.peers, { message: 'a founding manager must be listed in --peers' });
+  .refine((c) => c.join || c.id in c.peers, { message: 'a founding manager must be listed in --peers' })
+  .superRefine((c, ctx) => {
+    // A manager serving TLS sends the cluster secret and Raft entries only over https.
+    const problems = [
+      plainHttpProblem(c.tls, "this manager's URL", c.url),
+      ...Object.entries(c.peers).map(([id, url]) => plainHttpProblem(c.tls, `peer ${id}`, url)),
+    ].filter(Boolean);
+    for (const message of problems) ctx.addIssue({ code: 'custom', message, path: ['tls'] });
+  });
 
 export type ManagerConfig = z.infer<typeof managerConfigSchema>;
 
@@ -169,6 +180,9 @@ export interface ManagerFlags {
   usageSummaryMs?: string;
   credentialsDir?: string;
   readOnlyTokensFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
 }
 
 /** One token per line; blank lines and lines starting with # are ignored. */
@@ -223,6 +237,9 @@ export const MANAGER_ENV = {
   usageSummaryMs: 'IMGVAULT_USAGE_SUMMARY_MS',
   credentialsDir: 'IMGVAULT_CREDENTIALS_DIR',
   readOnlyTokensFile: 'IMGVAULT_READ_ONLY_TOKENS_FILE',
+  tlsCert: 'IMGVAULT_TLS_CERT',
+  tlsKey: 'IMGVAULT_TLS_KEY',
+  tlsCa: 'IMGVAULT_TLS_CA',
 } as const satisfies Record<keyof ManagerFlags, string>;
 
 /**
@@ -272,11 +289,17 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
   const host = listen.slice(0, colon);
   const port = toInt(listen.slice(colon + 1));
   const { secret, credentials } = managerCredentials(flags, env);
+  const tls = loadTlsFiles({
+    certFile: flags.tlsCert ?? env[E.tlsCert],
+    keyFile: flags.tlsKey ?? env[E.tlsKey],
+    caFile: flags.tlsCa ?? env[E.tlsCa],
+  });
+  const scheme = tls?.server ? 'https' : 'http';
   const raw = {
     id,
     host,
     port,
-    url: flags.url ?? env[E.url] ?? (id !== undefined ? peers[id] : undefined) ?? `http://${listen}`,
+    url: flags.url ?? env[E.url] ?? (id !== undefined ? peers[id] : undefined) ?? `${scheme}://${listen}`,
     dataDir: flags.data ?? env[E.data],
     peers,
     join: flags.join ?? env[E.join] === '1',
@@ -304,6 +327,7 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     electionTick: int('electionTick'),
     heartbeatTick: int('heartbeatTick'),
     snapshotThreshold: int('snapshotThreshold'),
+    tls,
   };
   const parsed = managerConfigSchema.safeParse(raw);
   if (!parsed.success) {

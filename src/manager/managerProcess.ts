@@ -9,6 +9,7 @@ import { RaftNode } from '../consensus/raftNode.ts';
 import { HttpTransport } from '../consensus/transport/httpTransport.ts';
 import { raftRoutes } from '../consensus/transport/raftRoutes.ts';
 import { keepNewFilesPrivate, makePrivateDir } from '../fileWrites.ts';
+import { httpsServeOptions, useInternalTls } from '../http/tls.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { KvStateMachine } from '../metadata/kvStateMachine.ts';
 import {
@@ -34,6 +35,8 @@ export interface RunningManager {
 
 export async function startManager(config: ManagerConfig): Promise<RunningManager> {
   const log = createLogger('manager', { nodeId: config.id });
+  // Before any internal client (worker client, Raft transport, peer checks) is built.
+  useInternalTls(config.tls);
   // Before anything else: with the port taken, any answer from "peers" may be another cluster's.
   await checkPortFree(config.host, config.port);
   await makePrivateDir(config.dataDir);
@@ -130,8 +133,14 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     credentials: config.credentials,
     raftApp,
     metrics,
+    httpsOnly: config.tls?.server !== undefined,
   });
-  const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port });
+  const server = serve({
+    fetch: app.fetch,
+    hostname: config.host,
+    port: config.port,
+    ...httpsServeOptions(config.tls),
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', (err: NodeJS.ErrnoException) =>

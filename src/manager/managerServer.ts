@@ -37,6 +37,8 @@ export interface ManagerAppDeps {
   /** The Raft transport's receiving side (POST /raft/messages), mounted at the root. */
   raftApp: Hono;
   metrics?: Registry;
+  /** This manager serves TLS: a member added at a plain http:// URL is refused (src/http/tls.ts). */
+  httpsOnly?: boolean;
 }
 
 /**
@@ -188,6 +190,12 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
     zValidator('json', z.object({ id: memberIdSchema, url: memberUrlSchema }), badRequest),
     async (c) => {
       const { id, url } = c.req.valid('json');
+      if (deps.httpsOnly && !url.startsWith('https://')) {
+        return c.json(
+          errorBody('BadRequest', `member URL ${url} must be https:// (this cluster serves TLS)`),
+          400,
+        );
+      }
       await node.addMember(id, url);
       return c.json({ id, url, voter: true }, 200);
     },

@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import { COPY_CREDENTIAL_HEADER } from '../http/credentials.ts';
+import { internalConnect } from '../http/tls.ts';
 import { SHA256_HEADER } from '../protocol/workerHeaders.ts';
 import { blobPath, COPY_BATCH_PATH, copyToPath, verifyPath } from '../protocol/workerPaths.ts';
 
@@ -99,7 +100,12 @@ export class WorkerClient {
     else throw new Error('WorkerClient: a cluster secret or credentialsFor is required');
     this.readFirstByteTimeoutMs = opts.readFirstByteTimeoutMs ?? DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS;
     const idle = opts.idleTimeoutMs ?? 30_000;
-    this.dispatcher = new Agent({ headersTimeout: idle, bodyTimeout: idle, keepAliveTimeout: 10_000 });
+    this.dispatcher = new Agent({
+      headersTimeout: idle,
+      bodyTimeout: idle,
+      keepAliveTimeout: 10_000,
+      connect: internalConnect(),
+    });
   }
 
   /** The headers that open the worker at `workerUrl` (none for a URL no registered worker has). */

@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import pRetry, { AbortError } from 'p-retry';
 import { Agent, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
+import { internalConnect } from '../http/tls.ts';
 import type { Logger } from '../logging.ts';
 import { NDJSON_CONTENT_TYPE } from '../protocol/workerHeaders.ts';
 import { HEARTBEAT_PATH, LOST_COPIES_PATH, REGISTER_PATH, WIPE_CHECK_PATH } from '../protocol/workerPaths.ts';
@@ -165,7 +166,10 @@ export class ManagerClient {
     this.log = opts.logger;
     this.leader = opts.managers[0]!;
     this.intervalMs = opts.heartbeatIntervalMs;
-    this.agent = new Agent({ connect: { timeout: opts.requestTimeoutMs }, keepAliveTimeout: 10_000 });
+    this.agent = new Agent({
+      connect: internalConnect({ timeout: opts.requestTimeoutMs }),
+      keepAliveTimeout: 10_000,
+    });
   }
 
   get leaderUrl(): string {

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { readWorkerCredentials } from '../http/credentialFiles.ts';
+import { loadTlsFiles, plainHttpProblem, TlsConfigError, type TlsSettings } from '../http/tls.ts';
 
 /**
  * The storage worker's whole configuration, parsed and validated once at start-up.
@@ -47,6 +48,8 @@ export interface WorkerConfig {
   scrubBytesPerSec: number;
   /** Pause between two full scrub passes. */
   scrubPauseMs: number;
+  /** HTTPS on the listener and the CA internal calls trust (src/http/tls.ts); undefined = plain HTTP. */
+  tls: TlsSettings | undefined;
 }
 
 /** The raw text values a caller (CLI flags) may pass; undefined means "not given". */
@@ -68,9 +71,14 @@ export interface WorkerFlags {
   rejoin?: string | undefined;
   scrubBytesPerSec?: string | undefined;
   scrubPauseMs?: string | undefined;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+  tlsCa?: string | undefined;
 }
 
-type FieldName = keyof WorkerConfig | 'clusterSecret';
+/** The three files behind `tls`, each with its own flag. */
+type TlsFlagName = 'tlsCert' | 'tlsKey' | 'tlsCa';
+type FieldName = Exclude<keyof WorkerConfig, 'tls'> | TlsFlagName | 'clusterSecret';
 
 /** The secret may also come from a file named in the environment (what `imgvault cluster` passes). */
 const SECRET_FILE_ENV = 'IMGVAULT_CLUSTER_SECRET_FILE';
@@ -114,7 +122,11 @@ export const WORKER_CONFIG_FIELDS: Record<Exclude<FieldName, 'clusterSecret'>, F
     defaultText: '1000',
   },
   managerTimeoutMs: { flag: '--manager-timeout-ms', env: 'IMGVAULT_MANAGER_TIMEOUT_MS', defaultText: '5000' },
-  advertiseUrl: { flag: '--advertise-url', env: 'IMGVAULT_ADVERTISE_URL', defaultText: 'http://<listen>' },
+  advertiseUrl: {
+    flag: '--advertise-url',
+    env: 'IMGVAULT_ADVERTISE_URL',
+    defaultText: 'http://<listen> (https:// with --tls-cert)',
+  },
   rejoin: { flag: '--rejoin', env: 'IMGVAULT_REJOIN', defaultText: 'keep' },
   scrubBytesPerSec: {
     flag: '--scrub-bytes-per-sec',
@@ -122,6 +134,9 @@ export const WORKER_CONFIG_FIELDS: Record<Exclude<FieldName, 'clusterSecret'>, F
     defaultText: '16MiB',
   },
   scrubPauseMs: { flag: '--scrub-pause-ms', env: 'IMGVAULT_SCRUB_PAUSE_MS', defaultText: '3600000' },
+  tlsCert: { flag: '--tls-cert', env: 'IMGVAULT_TLS_CERT', defaultText: 'none (plain HTTP)' },
+  tlsKey: { flag: '--tls-key', env: 'IMGVAULT_TLS_KEY', defaultText: 'none' },
+  tlsCa: { flag: '--tls-ca', env: 'IMGVAULT_TLS_CA', defaultText: 'none (the system roots)' },
 };
 
 export class WorkerConfigError extends Error {
@@ -284,6 +299,18 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
     clusterSecret = pick(undefined, env[F.clusterSecret.env]);
   }
 
+  let tls: TlsSettings | undefined;
+  try {
+    tls = loadTlsFiles({
+      certFile: pick(flags.tlsCert, env[F.tlsCert.env]),
+      keyFile: pick(flags.tlsKey, env[F.tlsKey.env]),
+      caFile: pick(flags.tlsCa, env[F.tlsCa.env]),
+    });
+  } catch (err) {
+    if (!(err instanceof TlsConfigError)) throw err;
+    problems.push(`tls: ${err.message}`);
+  }
+
   const blobBytesGiven = pick(flags.maxBlobBytes, env[F.maxBlobBytes.env]);
   const raw: RawInput = {
     id: pick(flags.id, env[F.id.env]),
@@ -332,6 +359,12 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
         '(no one can reach a wildcard address)',
     ]);
   }
+  // A worker serving TLS sends the cluster secret and blobs only over https.
+  const plain = [
+    ...v.managers.map((url) => plainHttpProblem(tls, describeField('managers'), url)),
+    v.advertiseUrl === undefined ? '' : plainHttpProblem(tls, describeField('advertiseUrl'), v.advertiseUrl),
+  ].filter(Boolean);
+  if (plain.length > 0) throw new WorkerConfigError(plain);
   if (v.quotaBytes !== undefined && v.quotaBytes < v.maxBlobBytes) {
     throw new WorkerConfigError([
       `${describeField('quotaBytes')}: ${v.quotaBytes} is smaller than maxBlobBytes ${v.maxBlobBytes}`,
@@ -355,6 +388,7 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
     rejoin: v.rejoin,
     scrubBytesPerSec: v.scrubBytesPerSec,
     scrubPauseMs: v.scrubPauseMs,
+    tls,
   };
 }
 
@@ -362,5 +396,5 @@ export function parseWorkerConfig(flags: WorkerFlags, env: NodeJS.ProcessEnv = p
 export function advertisedUrl(config: WorkerConfig, boundPort: number): string {
   if (config.advertiseUrl !== undefined) return config.advertiseUrl;
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
-  return `http://${host}:${boundPort}`;
+  return `${config.tls?.server ? 'https' : 'http'}://${host}:${boundPort}`;
 }

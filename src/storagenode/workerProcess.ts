@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { onLauncherStop } from '../childControl.ts';
 import { keepNewFilesPrivate } from '../fileWrites.ts';
+import { httpsServeOptions, type TlsSettings, useInternalTls } from '../http/tls.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { BlobStore } from './blobStore.ts';
 import { LostCopyReporter } from './lostCopyReporter.ts';
@@ -76,6 +77,8 @@ export class WorkerProcess {
   /** Checks `stopping` after every await, so a stop during start-up closes exactly what was opened. */
   private async startInOrder(): Promise<void> {
     const { config, log } = this;
+    // Before any internal client (manager client, copy-to) is built.
+    useInternalTls(config.tls);
     log.info(
       { event: 'worker.starting', dataDir: config.dataDir, managers: config.managers, zone: config.zone },
       'worker starting',
@@ -95,7 +98,7 @@ export class WorkerProcess {
       // One app per process here, so process metrics (CPU, heap, event loop lag) belong to it.
       collectDefaultMetrics: true,
     });
-    this.server = await listen(app.fetch, config.listen.host, config.listen.port);
+    this.server = await listen(app.fetch, config.listen.host, config.listen.port, config.tls);
     const port = (this.server.address() as AddressInfo).port;
     this.boundUrl = advertisedUrl(config, port);
     log.info({ event: 'worker.listening', url: this.boundUrl, port }, 'worker listening');
@@ -202,9 +205,10 @@ function listen(
   fetch: Parameters<typeof serve>[0]['fetch'],
   hostname: string,
   port: number,
+  tls: TlsSettings | undefined,
 ): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch, hostname, port }, () => {
+    const server = serve({ fetch, hostname, port, ...httpsServeOptions(tls) }, () => {
       server.off('error', reject);
       resolve(server as Server);
     });

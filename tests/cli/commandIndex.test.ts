@@ -25,6 +25,8 @@ describe('the command index', () => {
   it('finds the command in `help <command>`, and none in a typo or a bare --help', () => {
     expect(commandNamed(['help', 'status'])).toBe('status');
     expect(commandNamed(['status', '--url', 'x'])).toBe('status');
+    expect(commandNamed(['--ca', 'ca.pem', 'status'])).toBe('status');
+    expect(commandNamed(['--ca=ca.pem', 'help', 'ls'])).toBe('ls');
     expect(commandNamed(['--help'])).toBeUndefined();
     expect(commandNamed(['stauts'])).toBeUndefined();
     expect(commandNamed(['toString'])).toBeUndefined();

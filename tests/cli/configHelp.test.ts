@@ -1,7 +1,7 @@
 // `imgvault manager --help` and `imgvault worker --help` name, for every flag, the environment
 // variable it falls back to, and that variable really sets the same field of the parsed config.
 
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -16,6 +16,7 @@ import {
   WORKER_CONFIG_FIELDS,
   type WorkerConfig,
 } from '../../src/storagenode/workerConfig.ts';
+import { makeTestCa, OPENSSL } from '../helpers/testCa.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'config-help-'));
 const secretFile = join(dir, 'secret');
@@ -36,6 +37,19 @@ writeFileSync(join(workerCredentialsDir, 'worker.credential'), mintCredential(ke
 writeFileSync(join(workerCredentialsDir, 'access.credential'), mintCredential(keys.access, 'access', 'w1'));
 const metricsTokenFile = join(dir, 'metrics-token');
 writeFileSync(metricsTokenFile, '# for Prometheus\na-metrics-token-of-enough-length\n');
+
+// The TLS variables need real files; without openssl their samples are skipped.
+const ca = OPENSSL === null ? null : await makeTestCa();
+const pem = (file: string | undefined) => (file === undefined ? undefined : readFileSync(file, 'utf8'));
+const TLS_KEYS = new Set(['tlsCert', 'tlsKey', 'tlsCa']);
+/** --tls-cert and --tls-key go together, and with them every URL is https. */
+function withTlsPartner(key: string, env: NodeJS.ProcessEnv, urlVars: string[]): void {
+  if (key === 'tlsCert') env.IMGVAULT_TLS_KEY = ca?.keyFile;
+  if (key === 'tlsKey') env.IMGVAULT_TLS_CERT = ca?.certFile;
+  if (key === 'tlsCert' || key === 'tlsKey') {
+    for (const v of urlVars) env[v] = env[v]?.replaceAll('http://', 'https://');
+  }
+}
 
 function managerCommand(): Command {
   const program = new Command();
@@ -87,6 +101,9 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
     mintCredential('k-raft', 'raft', 'm1'),
   ],
   readOnlyTokensFile: [readOnlyTokensFile, (c) => c.readOnlyTokens, ['a-read-only-token-of-enough-length']],
+  tlsCert: [ca?.certFile ?? '', (c) => c.tls?.server?.cert, pem(ca?.certFile)],
+  tlsKey: [ca?.keyFile ?? '', (c) => c.tls?.server?.key, pem(ca?.keyFile)],
+  tlsCa: [ca?.caFile ?? '', (c) => c.tls?.ca, pem(ca?.caFile)],
 };
 
 describe('imgvault manager --help', () => {
@@ -103,8 +120,10 @@ describe('imgvault manager --help', () => {
 
   it('each named variable sets its field', () => {
     for (const [key, name] of Object.entries(MANAGER_ENV) as [keyof typeof MANAGER_ENV, string][]) {
+      if (TLS_KEYS.has(key) && ca === null) continue;
       const [value, read, expected] = MANAGER_SAMPLES[key];
       const env: NodeJS.ProcessEnv = { ...MANAGER_BASE, [name]: value };
+      withTlsPartner(key, env, ['IMGVAULT_PEERS']);
       if (key === 'secretFile') delete env.IMGVAULT_CLUSTER_SECRET;
       if (key === 'id') env.IMGVAULT_PEERS = 'm2=http://127.0.0.1:7002';
       expect(read(loadManagerConfig({}, env)), name).toEqual(expected);
@@ -141,6 +160,9 @@ const WORKER_SAMPLES: Record<string, [string, (c: WorkerConfig) => unknown, unkn
     (c) => c.accessCredential,
     mintCredential('k-access', 'access', 'w1'),
   ],
+  tlsCert: [ca?.certFile ?? '', (c) => c.tls?.server?.cert, pem(ca?.certFile)],
+  tlsKey: [ca?.keyFile ?? '', (c) => c.tls?.server?.key, pem(ca?.keyFile)],
+  tlsCa: [ca?.caFile ?? '', (c) => c.tls?.ca, pem(ca?.caFile)],
 };
 
 describe('imgvault worker --help', () => {
@@ -158,8 +180,11 @@ describe('imgvault worker --help', () => {
 
   it('each named variable sets its field', () => {
     for (const [name, f] of fields) {
+      if (TLS_KEYS.has(name) && ca === null) continue;
       const [value, read, expected] = WORKER_SAMPLES[name]!;
-      expect(read(parseWorkerConfig({}, { ...WORKER_BASE, [f.env]: value })), f.env).toEqual(expected);
+      const env: NodeJS.ProcessEnv = { ...WORKER_BASE, [f.env]: value };
+      withTlsPartner(name, env, ['IMGVAULT_MANAGERS']);
+      expect(read(parseWorkerConfig({}, env)), f.env).toEqual(expected);
     }
   });
 });

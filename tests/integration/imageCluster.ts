@@ -30,6 +30,7 @@ import {
   workerDir,
   writeWorkerCredentials,
 } from '../../src/http/credentialFiles.ts';
+import { loadTlsFiles, useInternalTls } from '../../src/http/tls.ts';
 import { fetchRaftView } from '../../src/manager/raftView.ts';
 import { until, WaitAborted } from '../support/until.ts';
 
@@ -75,6 +76,12 @@ export interface ImageClusterOptions {
    * of the single cluster secret; `secret` and `secretFile` are then the operator's credential.
    */
   perRole?: boolean;
+  /**
+   * Every manager and worker serves HTTPS with this certificate (one for 127.0.0.1 does for all)
+   * and trusts this CA; URLs are https://. The test process trusts the CA too, from then on, so
+   * the cluster's probes and the test's own fetch calls reach it (tests/helpers/testCa.ts).
+   */
+  tls?: { caFile: string; certFile: string; keyFile: string };
 }
 
 /** One sample of a manager's /metrics; 0 when the series does not exist yet. */
@@ -157,13 +164,14 @@ export class ImageCluster {
       await writeFile(secretFile, secret, { mode: 0o600 });
     }
     const cluster = new ImageCluster(root, secretFile, secret, opts);
+    if (opts.tls) useInternalTls(loadTlsFiles({ caFile: opts.tls.caFile }));
     try {
       for (let i = 1; i <= (opts.managers ?? 3); i++) {
         const port = await freePort();
         cluster.managers.push({
           id: `m${i}`,
           port,
-          url: managerUrl(port),
+          url: cluster.https(managerUrl(port)),
           dataDir: join(root, `m${i}`),
           child: null,
         });
@@ -193,6 +201,17 @@ export class ImageCluster {
     return this.opts.clientToken ? { authorization: `Bearer ${this.opts.clientToken}` } : {};
   }
 
+  /** `url` with https:// when the cluster serves TLS. */
+  private https(url: string): string {
+    return this.opts.tls ? url.replace(/^http:/, 'https:') : url;
+  }
+
+  /** The TLS flags every manager and worker gets (none without `tls`). */
+  private tlsArgs(): string[] {
+    const t = this.opts.tls;
+    return t ? ['--tls-cert', t.certFile, '--tls-key', t.keyFile, '--tls-ca', t.caFile] : [];
+  }
+
   private env(): NodeJS.ProcessEnv {
     return { IMGVAULT_LOG_LEVEL: this.opts.logLevel ?? 'warn' };
   }
@@ -209,11 +228,13 @@ export class ImageCluster {
         id: m.id,
         port: m.port,
         dataDir: m.dataDir,
-        peers: peersSpec(this.managers),
+        peers: this.opts.tls
+          ? this.managers.map((p) => `${p.id}=${p.url}`).join(',')
+          : peersSpec(this.managers),
         ...(this.opts.perRole
           ? { credentialsDir: managerDir(this.credentialsRoot) }
           : { secretFile: this.secretFile }),
-        args: this.opts.managerArgs ?? [],
+        args: [...this.tlsArgs(), ...(this.opts.managerArgs ?? [])],
         logFile: join(this.root, `${m.id}.log`),
         env: this.env(),
       }),
@@ -226,7 +247,7 @@ export class ImageCluster {
     const w: WorkerProc = {
       id,
       port,
-      url: workerUrl(port),
+      url: this.https(workerUrl(port)),
       dataDir: join(this.root, id),
       zone,
       args,
@@ -256,7 +277,7 @@ export class ImageCluster {
           ? { credentialsDir: workerDir(this.credentialsRoot, w.id) }
           : { secretFile: this.secretFile }),
         zone: w.zone,
-        args: w.args,
+        args: [...this.tlsArgs(), ...w.args],
         logFile: join(this.root, `${w.id}.log`),
         env: this.env(),
       }),

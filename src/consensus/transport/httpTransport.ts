@@ -11,6 +11,7 @@
 
 import { Pool } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../../http/clusterAuth.ts';
+import { internalConnect } from '../../http/tls.ts';
 import { createLogger, type Logger } from '../../logging.ts';
 import type { Message, NodeId } from '../types.ts';
 import { MAX_RAFT_BODY_BYTES, MAX_SNAPSHOT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';
@@ -467,7 +468,8 @@ function parsePeerUrl(url: string): URL {
 function newPool(target: URL): Pool {
   // One connection: the sender loop has one request in flight at a time, which also keeps order.
   // undici's default keep-alive (4s, or the server's hint) stays under Node's server default (5s).
-  return new Pool(target.origin, { connections: 1, connectTimeout: 2_000 });
+  // The process's TLS trust (src/http/tls.ts) rides in the connector, the timeout with it.
+  return new Pool(target.origin, { connections: 1, connect: internalConnect({ timeout: 2_000 }) });
 }
 
 function pathFor(target: URL): string {

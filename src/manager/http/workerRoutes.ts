@@ -93,6 +93,8 @@ export function workerRoutes(opts: {
   secret?: string;
   credentials?: ManagerCredentials;
   heartbeatIntervalMs: number;
+  /** This manager serves TLS: a worker must be reachable at an https:// URL (src/http/tls.ts). */
+  httpsOnly?: boolean;
 }) {
   const app = new Hono();
   app.use(`${WORKERS_PREFIX}/*`, requireCredential(credentialsOf(opts), ['worker']));
@@ -106,6 +108,9 @@ export function workerRoutes(opts: {
       if (first.done) throw new BadRegistration('the registration body is empty');
       const header = parseLine(registrationHeaderSchema, first.value, 'registration header');
       checkSpeaker(c, header.id);
+      if (opts.httpsOnly && !header.url.startsWith('https://')) {
+        throw new BadRegistration(`worker URL ${header.url} must be https:// (this cluster serves TLS)`);
+      }
       const inventory = (async function* (): AsyncGenerator<InventoryLine> {
         let n = 1;
         for await (const line of lines) yield parseLine(inventoryLineSchema, line, `inventory line ${n++}`);
