@@ -1,11 +1,11 @@
 // `imgvault manager --help` and `imgvault worker --help` name, for every flag, the environment
 // variable it falls back to, and that variable really sets the same field of the parsed config.
 
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { registerManagerCommand } from '../../src/cli/managerCommand.ts';
 import { createWorkerCommand } from '../../src/cli/workerCommand.ts';
 import { MANAGER_KEY_FILES } from '../../src/http/credentialFiles.ts';
@@ -40,6 +40,9 @@ writeFileSync(metricsTokenFile, '# for Prometheus\na-metrics-token-of-enough-len
 
 // The TLS variables need real files; without openssl their samples are skipped.
 const ca = OPENSSL === null ? null : await makeTestCa();
+afterAll(() => {
+  if (ca) rmSync(ca.dir, { recursive: true, force: true });
+});
 const pem = (file: string | undefined) => (file === undefined ? undefined : readFileSync(file, 'utf8'));
 const TLS_KEYS = new Set(['tlsCert', 'tlsKey', 'tlsCa']);
 /** --tls-cert and --tls-key go together, and with them every URL is https. */

@@ -27,11 +27,13 @@ beforeAll(async () => {
     workers: 3,
     tls: ca,
     name: 'tls-cluster',
+    // Generous: other test files may be starting clusters of their own on the same cores.
+    startTimeoutMs: 90_000,
     // A killed worker is repaired within seconds (the repair copy is a worker-to-worker call).
     managerArgs: ['--heartbeat-interval-ms', '300', '--suspect-after-ms', '2000', '--down-after-ms', '4000'],
   });
   leader = await cluster.leader();
-}, 180_000);
+}, 240_000);
 
 afterAll(async () => {
   await cluster?.close();
