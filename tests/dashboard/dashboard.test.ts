@@ -54,6 +54,7 @@ describe.skipIf(CHROMIUM === undefined)('the dashboard (needs Chromium at /usr/b
     await writeFile(tokens, `${TOKEN}\n`);
     cluster = await ImageCluster.start({
       name: 'dashboard-test',
+      startTimeoutMs: 90_000,
       clientToken: TOKEN,
       managerArgs: [
         '--client-tokens-file',
@@ -81,7 +82,7 @@ describe.skipIf(CHROMIUM === undefined)('the dashboard (needs Chromium at /usr/b
     page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     origin = await cluster.leader();
     await page.goto(origin.url);
-  }, 180_000);
+  }, 300_000);
 
   afterAll(async () => {
     await browser?.close();

@@ -23,11 +23,12 @@ beforeAll(async () => {
     managers: 1,
     workers: 2,
     name: 'thumbnails',
+    startTimeoutMs: 90_000,
     clientToken: TOKEN,
     managerArgs: ['--client-tokens-file', join(tokensDir, 'tokens')],
   });
   manager = await cluster.leader();
-}, 120_000);
+}, 240_000);
 
 afterAll(async () => {
   await cluster?.close();

@@ -75,6 +75,9 @@ function managerRows(views, leader) {
     if (v instanceof Error) continue;
     for (const [id, url] of Object.entries(v.members ?? {})) idByUrl.set(trimSlash(url), id);
   }
+  // A manager reached under two names (the page's own address as localhost, its member URL as
+  // 127.0.0.1) is listed once: the name that answers, the member URL when both do.
+  const rank = (m) => (m.reachable ? 0 : 2) + (idByUrl.has(m.url) ? 0 : 1);
   return [...views]
     .map(([url, v]) => {
       if (v instanceof Error) return { id: idByUrl.get(url) ?? url, url, reachable: false, error: v.message };
@@ -93,6 +96,8 @@ function managerRows(views, leader) {
         lastContactMs: isLeader ? null : (peer?.lastContactMs ?? null),
       };
     })
+    .sort((a, b) => rank(a) - rank(b))
+    .filter((m, i, rows) => rows.findIndex((r) => r.id === m.id) === i)
     .sort((a, b) => a.id.localeCompare(b.id));
 }
 
