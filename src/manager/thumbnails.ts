@@ -5,7 +5,7 @@
 
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import sharp from 'sharp';
+import type { Sharp, SharpInput, SharpOptions } from 'sharp';
 import type { ImageService } from './imageService.ts';
 
 /** The longest side of a thumbnail, in pixels; smaller images are not enlarged. */
@@ -17,8 +17,18 @@ const MAX_CONCURRENT = 2;
 /** A decoded image larger than this (pixels) is refused rather than resized: a decompression bomb. */
 const MAX_INPUT_PIXELS = 100_000_000;
 
-// One libvips thread per image: the manager's cores belong to Raft and uploads first.
-sharp.concurrency(1);
+type SharpFactory = (input: SharpInput, options: SharpOptions) => Sharp;
+let loaded: Promise<SharpFactory> | undefined;
+
+/** sharp (libvips, tens of MB) is loaded on the first thumbnail: most managers never make one. */
+function loadSharp(): Promise<SharpFactory> {
+  loaded ??= import('sharp').then(({ default: sharp }) => {
+    // One libvips thread per image: the manager's cores belong to Raft and uploads first.
+    sharp.concurrency(1);
+    return sharp;
+  });
+  return loaded;
+}
 
 export class ThumbnailFailed extends Error {}
 
@@ -60,6 +70,7 @@ export class ThumbnailCache {
 
   private async make(id: string, file: string): Promise<Buffer> {
     const original = await this.download(id);
+    const sharp = await loadSharp();
     let bytes: Buffer;
     try {
       bytes = await sharp(original, { limitInputPixels: MAX_INPUT_PIXELS })
