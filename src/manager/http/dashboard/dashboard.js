@@ -149,20 +149,32 @@ function diff(before, now) {
     if (was === undefined) out.push(`worker ${w.id} registered (${w.state})`);
     else if (was !== w.state) out.push(`worker ${w.id}: ${was} → ${w.state}`);
   }
-  const count = (s, field) => (s.stats ? (s.stats[field] ?? 0) : 0);
-  if (count(before, 'repairing') === 0 && count(now, 'repairing') > 0)
-    out.push(`repair started: ${count(now, 'repairing')} copies to move`);
-  if (count(before, 'repairing') > 0 && count(now, 'repairing') === 0 && now.stats)
-    out.push('repair finished');
-  if (count(before, 'underReplicated') === 0 && count(now, 'underReplicated') > 0)
-    out.push(`${count(now, 'underReplicated')} objects under-replicated`);
-  if (
-    count(before, 'underReplicated') > 0 &&
-    count(now, 'underReplicated') === 0 &&
-    now.stats?.observedByLeader
-  )
-    out.push('every object has its copies again');
+  out.push(...countEvents(now));
   if (before.from !== now.from && now.from !== null) out.push(`reading the tables from ${now.from}`);
+  return out;
+}
+
+/**
+ * Repair counts as last known: only the leader knows them (null elsewhere, as during an election),
+ * so a change is judged against the last value a leader gave, not against a gap.
+ */
+const lastCount = { repairing: 0, underReplicated: 0 };
+
+function countEvents(now) {
+  const out = [];
+  const value = (field) => (now.stats?.observedByLeader ? (now.stats[field] ?? null) : null);
+  const repairing = value('repairing');
+  if (repairing !== null) {
+    if (lastCount.repairing === 0 && repairing > 0) out.push(`repair started: ${repairing} copies to move`);
+    if (lastCount.repairing > 0 && repairing === 0) out.push('repair finished');
+    lastCount.repairing = repairing;
+  }
+  const under = value('underReplicated');
+  if (under !== null) {
+    if (lastCount.underReplicated === 0 && under > 0) out.push(`${under} objects under-replicated`);
+    if (lastCount.underReplicated > 0 && under === 0) out.push('every object has its copies again');
+    lastCount.underReplicated = under;
+  }
   return out;
 }
 
