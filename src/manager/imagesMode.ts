@@ -122,7 +122,7 @@ export async function openImagesMode(
         }),
         failures.routes,
         dashboardRoutes({
-          thumbnails: new ThumbnailCache(join(config.dataDir, 'thumbnails'), images, config.maxImageBytes),
+          thumbnails: new ThumbnailCache(join(config.dataDir, 'thumbnails'), images),
         }),
       ];
     },

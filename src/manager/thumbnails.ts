@@ -16,6 +16,11 @@ export const THUMBNAIL_CONTENT_TYPE = 'image/webp';
 const MAX_CONCURRENT = 2;
 /** A decoded image larger than this (pixels) is refused rather than resized: a decompression bomb. */
 const MAX_INPUT_PIXELS = 100_000_000;
+/**
+ * The original is read into memory to be decoded: one larger than this gets no thumbnail, so the
+ * MAX_CONCURRENT thumbnails in the making hold at most 2 x 128 MiB, whatever --max-image-bytes allows.
+ */
+export const MAX_THUMBNAIL_SOURCE_BYTES = 128 * 1024 * 1024;
 
 type SharpFactory = (input: SharpInput, options: SharpOptions) => Sharp;
 let loaded: Promise<SharpFactory> | undefined;
@@ -43,11 +48,10 @@ export class ThumbnailCache {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
 
-  /** `dir` is made on the first thumbnail; `maxImageBytes` bounds what is read into memory. */
+  /** `dir` is made on the first thumbnail. */
   constructor(
     private readonly dir: string,
     private readonly images: ImageService,
-    private readonly maxImageBytes: number,
   ) {}
 
   /**
@@ -57,6 +61,11 @@ export class ThumbnailCache {
    */
   async get(id: string): Promise<Thumbnail> {
     const object = await this.images.getMeta(id);
+    if (object.size > MAX_THUMBNAIL_SOURCE_BYTES) {
+      throw new ThumbnailFailed(
+        `image ${id} is larger than ${MAX_THUMBNAIL_SOURCE_BYTES} bytes: no thumbnail`,
+      );
+    }
     const file = join(this.dir, `${object.sha256}-${THUMBNAIL_SIZE}.webp`);
     const cached = await readFile(file).catch(() => null);
     if (cached) return { bytes: cached, sha256: object.sha256 };
@@ -97,9 +106,11 @@ export class ThumbnailCache {
     let size = 0;
     for await (const chunk of body) {
       size += (chunk as Buffer).length;
-      if (size > this.maxImageBytes) {
+      if (size > MAX_THUMBNAIL_SOURCE_BYTES) {
         body.destroy();
-        throw new ThumbnailFailed(`image ${id} is larger than the largest image accepted`);
+        throw new ThumbnailFailed(
+          `image ${id} is larger than ${MAX_THUMBNAIL_SOURCE_BYTES} bytes: no thumbnail`,
+        );
       }
       chunks.push(chunk as Buffer);
     }
