@@ -6,20 +6,20 @@
  * Each case runs BENCH_RUNS times one after the other; the figures are the median wall time and the
  * median CPU time (user + system of the child, from /proc/self/stat's cutime/cstime, so a loaded
  * machine shows as wall time well above CPU time). `status` asks 127.0.0.1:9, where nothing
- * listens, so it fails at once and measures start-up, not a cluster. The lines before the CLI's
- * split its time: Node alone, Node with tsx's loader, then the CLI run through tsx. The last lines
- * run the same entry bundled ahead of time by esbuild (the one tsx ships) into a temp folder, with
- * the npm packages left as imports (resolved through a link to node_modules) and each command in its own chunk: what a build step would give.
+ * listens, so it fails at once and measures start-up, not a cluster. The first lines split the
+ * time: Node alone, Node with tsx's loader. Then the same calls twice: "before", the source run
+ * through tsx (what every call did before the ahead-of-time build, and what a checkout without
+ * dist/ still does), and "after", bin/imgvault.js on the build (scripts/build.mjs, run here first
+ * so the figures are for the current source).
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, symlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = path.join(ROOT, 'bin/imgvault.js');
+const SOURCE = path.join(ROOT, 'src/cli/main.ts');
 const RUNS = Number(process.env.BENCH_RUNS ?? 9);
 const HEAP = '--initial-old-space-size=128';
 const UNREACHABLE = ['status', '--url', 'http://127.0.0.1:9'];
@@ -64,56 +64,30 @@ function measure(c: Case): Timing {
   return t;
 }
 
-/** The CLI bundled by esbuild into `dir`; undefined (with the reason printed) when it cannot be built. */
-async function bundle(dir: string): Promise<string | undefined> {
-  try {
-    const esbuild = await import('esbuild');
-    await esbuild.build({
-      entryPoints: { main: path.join(ROOT, 'src/cli/main.ts') },
-      bundle: true,
-      splitting: true,
-      format: 'esm',
-      platform: 'node',
-      target: 'node20',
-      packages: 'external',
-      outdir: dir,
-      outExtension: { '.js': '.mjs' },
-      logLevel: 'error',
-    });
-    return path.join(dir, 'main.mjs');
-  } catch (err) {
-    console.log(`(no bundle: ${err instanceof Error ? err.message : String(err)})`);
-    return undefined;
-  }
-}
-
 async function main(): Promise<void> {
+  const built = spawnSync(process.execPath, [path.join(ROOT, 'scripts/build.mjs')], { stdio: 'inherit' });
+  if (built.status !== 0) throw new Error('npm run build failed');
   console.log(`imgvault start-up, median of ${RUNS} runs each`);
-  const cases: Case[] = [
+  const [node, tsx] = [
     { name: 'node -e 0', args: [HEAP, '-e', '0'] },
     { name: 'node --import tsx -e 0', args: [HEAP, '--import', 'tsx', '-e', '0'] },
-    { name: 'imgvault --help', args: [HEAP, BIN, '--help'], targetMs: 300 },
-    { name: 'imgvault status (no manager answers)', args: [HEAP, BIN, ...UNREACHABLE], targetMs: 500 },
-    { name: 'imgvault manager --help', args: [HEAP, BIN, 'manager', '--help'] },
-  ];
-  const [node, tsx] = cases.map(measure) as [Timing, Timing];
+  ].map(measure) as [Timing, Timing];
   console.log(
     `tsx's loader alone adds ${(tsx.cpuMs - node.cpuMs).toFixed(0)} ms cpu to node's ${node.cpuMs.toFixed(0)} ms, before any of the CLI loads`,
   );
-  const dir = await mkdtemp(path.join(tmpdir(), 'imgvault-bench-cli-'));
-  try {
-    // The bundle's bare imports (the npm packages) resolve through this link to the checkout's.
-    await symlink(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
-    const entry = await bundle(dir);
-    if (entry === undefined) return;
-    for (const c of [
-      { name: 'bundled: imgvault --help', args: [HEAP, entry, '--help'], targetMs: 300 },
-      { name: 'bundled: imgvault status (no manager)', args: [HEAP, entry, ...UNREACHABLE], targetMs: 500 },
-      { name: 'bundled: imgvault manager --help', args: [HEAP, entry, 'manager', '--help'] },
-    ])
-      measure(c);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+  const runs: [string, string[]][] = [
+    ['before (src through tsx)', [HEAP, '--import', 'tsx', SOURCE]],
+    ['after (bin/imgvault.js on dist/)', [HEAP, BIN]],
+  ];
+  for (const [label, run] of runs) {
+    console.log(label);
+    measure({ name: '  imgvault --help', args: [...run, '--help'], targetMs: 300 });
+    measure({
+      name: '  imgvault status (no manager answers)',
+      args: [...run, ...UNREACHABLE],
+      targetMs: 500,
+    });
+    measure({ name: '  imgvault manager --help', args: [...run, 'manager', '--help'] });
   }
 }
 

@@ -2,11 +2,8 @@
 // cluster integration test and the Raft benchmark, so all three start managers the same way.
 
 import type { ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { fetchRaftView } from '../manager/raftView.ts';
-import { type ChildOptions, spawnTypeScript } from './localProcess.ts';
-
-const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
+import { type ChildOptions, spawnEntry } from './localProcess.ts';
 
 export interface LocalManagerSpec extends ChildOptions {
   id: string;
@@ -38,8 +35,8 @@ export function credentialFlags(spec: { secretFile?: string; credentialsDir?: st
 }
 
 export function spawnManager(spec: LocalManagerSpec): ChildProcess {
-  return spawnTypeScript(
-    MAIN,
+  return spawnEntry(
+    'main',
     [
       'manager',
       '--id',

@@ -1,14 +1,30 @@
-// Starting one of our TypeScript entry points as a child process, as `imgvault cluster`, the
-// integration tests and the benchmarks do for managers and workers alike.
+// Starting one of our entry points as a child process, as `imgvault cluster`, the integration tests
+// and the benchmarks do for managers and workers alike: the ahead-of-time build's when this module
+// runs from it (dist/, see scripts/build.mjs), else the TypeScript source through tsx.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
 
-// Resolved here so the children load tsx from this checkout whatever their working directory.
-const TSX = import.meta.resolve('tsx');
+/** Resolved here so the children load tsx from this checkout whatever their working directory. */
+const tsxLoader = () => import.meta.resolve('tsx');
+
+/**
+ * Whether this module was bundled into dist/. Under tsx its URL is its own .ts file; in the build
+ * it is a chunk directly in dist/, beside the entries scripts/build.mjs writes.
+ */
+const BUILT = !import.meta.url.endsWith('.ts');
+
+/** The processes a launcher starts: the `imgvault` command, and one storage worker on its own. */
+export type CliEntry = 'main' | 'workerMain';
+
+const ENTRIES: Record<CliEntry, { source: string; built: string }> = {
+  main: { source: './main.ts', built: './main.mjs' },
+  workerMain: { source: './workerMain.ts', built: './workerMain.mjs' },
+};
 
 export interface ChildOptions {
   /** Extra arguments for node itself, e.g. ['--cpu-prof']. */
@@ -41,10 +57,22 @@ export const HEAP_FLAGS: readonly string[] = ['--initial-old-space-size=128'];
  */
 const CHILD_NODE_ARGS = (process.env.IMGVAULT_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 
+/** Runs `entry` as this process runs: built JavaScript from the build, TypeScript from the source. */
+export function spawnEntry(entry: CliEntry, args: string[], opts: ChildOptions = {}): ChildProcess {
+  const { source, built } = ENTRIES[entry];
+  if (!BUILT) return spawnTypeScript(fileURLToPath(new URL(source, import.meta.url)), args, opts);
+  return spawnNode([fileURLToPath(new URL(built, import.meta.url)), ...args], opts);
+}
+
+/** Runs a TypeScript file through tsx's loader. */
 export function spawnTypeScript(entry: string, args: string[], opts: ChildOptions = {}): ChildProcess {
+  return spawnNode(['--import', tsxLoader(), entry, ...args], opts);
+}
+
+function spawnNode(args: string[], opts: ChildOptions): ChildProcess {
   const out = opts.logFile ? openSync(opts.logFile, 'a', 0o600) : 'ignore';
   const nodeArgs = [...HEAP_FLAGS, ...CHILD_NODE_ARGS, ...(opts.nodeArgs ?? [])];
-  const child = spawn(process.execPath, [...nodeArgs, '--import', TSX, entry, ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, ...args], {
     stdio: opts.ipc ? ['ignore', out, out, 'ipc'] : ['ignore', out, out],
     env: { ...process.env, ...opts.env },
     detached: opts.detached ?? false,

@@ -2,11 +2,8 @@
 // the image integration tests and the upload benchmark.
 
 import type { ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { credentialFlags } from './localManagers.ts';
-import { type ChildOptions, spawnTypeScript } from './localProcess.ts';
-
-const WORKER_MAIN = fileURLToPath(new URL('./workerMain.ts', import.meta.url));
+import { type ChildOptions, spawnEntry } from './localProcess.ts';
 
 export interface LocalWorkerSpec extends ChildOptions {
   id: string;
@@ -28,8 +25,8 @@ export function workerUrl(port: number): string {
 }
 
 export function spawnWorker(spec: LocalWorkerSpec): ChildProcess {
-  return spawnTypeScript(
-    WORKER_MAIN,
+  return spawnEntry(
+    'workerMain',
     [
       '--id',
       spec.id,

@@ -1,7 +1,8 @@
 // The `imgvault` program, built so a call loads only the command it runs: `imgvault --help` lists
 // every command from COMMAND_INDEX without importing any of them, and `imgvault status` imports
-// statusCommand.ts alone, not the manager, the worker or the drill. (tsx transpiles each module it
-// loads, so an import at start-up costs far more than in compiled JavaScript.)
+// statusCommand.ts alone, not the manager, the worker or the drill. The ahead-of-time build
+// (scripts/build.mjs) keeps each of these dynamic imports a chunk of its own, so this holds for the
+// built command too; under tsx, which transpiles each module it loads, it matters even more.
 
 import { Command, Help } from 'commander';
 

@@ -11,6 +11,7 @@ import { registerClusterMetrics } from './clusterMetrics.ts';
 import { CopyLocks } from './copyLocks.ts';
 import { FailureHandling } from './failureHandling.ts';
 import { clusterRoutes } from './http/clusterRoutes.ts';
+import { dashboardRoutes } from './http/dashboardRoutes.ts';
 import { nameRoutes } from './http/nameRoutes.ts';
 import { publicRoutes } from './http/publicRoutes.ts';
 import { workerRoutes } from './http/workerRoutes.ts';
@@ -19,6 +20,7 @@ import { InventorySpool } from './inventorySpool.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { NameService } from './nameService.ts';
 import { StagingArea } from './stagingArea.ts';
+import { ThumbnailCache } from './thumbnails.ts';
 import { UploadAdmission } from './uploadAdmission.ts';
 import { UploadMetrics } from './uploadMetrics.ts';
 import { WorkerClient } from './workerClient.ts';
@@ -134,6 +136,9 @@ export async function openImagesMode(
           repairMetrics: failures.metrics,
         }),
         failures.routes,
+        dashboardRoutes({
+          thumbnails: new ThumbnailCache(join(config.dataDir, 'thumbnails'), images),
+        }),
       ];
     },
     async close() {

@@ -16,6 +16,7 @@ import { credentialsOf, type ManagerCredentials } from '../http/credentials.ts';
 import { redirectToLeader } from '../http/leaderRedirect.ts';
 import { BodyTooLarge, readBodyText } from '../http/requestBody.ts';
 import { KV_VALUE_MAX, type KvStateMachine, kvKeySchema } from '../metadata/kvStateMachine.ts';
+import { dashboardCors } from './http/dashboardCors.ts';
 import { memberIdSchema, memberUrlSchema } from './managerConfig.ts';
 
 export interface ManagerAppDeps {
@@ -48,6 +49,9 @@ export interface ManagerAppDeps {
  */
 const CLIENT_GATE_OPEN: readonly RegExp[] = [
   /^\/healthz$/,
+  // The dashboard's page and static files: no data in them (dashboardRoutes.ts).
+  /^\/$/,
+  /^\/dashboard\/[\w.-]+$/,
   /^\/raft\/messages$/,
   /^\/internal\/v1\/workers\//,
   /^\/v1\/cluster\/(transfer-leader|members(\/[^/]+)?)$/,
@@ -110,6 +114,10 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
   });
   app.notFound((c) => c.json(errorBody('NotFound', `no route for ${c.req.method} ${c.req.path}`), 404));
 
+  app.use(
+    '*',
+    dashboardCors(() => Object.values(node.status().members)),
+  );
   app.use(
     '*',
     clientGate({

@@ -16,6 +16,7 @@ const MANAGER_SURFACES = [
   'src/http/clientAuth.ts',
   'src/http/clusterAuth.ts',
   'src/manager/http/clusterRoutes.ts',
+  'src/manager/http/dashboardRoutes.ts',
   'src/http/leaderRedirect.ts',
   'src/manager/http/publicRoutes.ts',
   'src/manager/http/workerRoutes.ts',
