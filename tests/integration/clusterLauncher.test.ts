@@ -261,7 +261,9 @@ describe('imgvault cluster', () => {
     async () => {
       const again = start();
       await until('cluster ready', () => again.output().includes('imgvault cluster ready'), START_MS);
-      const secret = (await readFile(join(dataDir, 'credentials/operator/operator.credential'), 'utf8')).trim();
+      const secret = (
+        await readFile(join(dataDir, 'credentials/operator/operator.credential'), 'utf8')
+      ).trim();
       const leader = await waitForLeader(
         [0, 1, 2].map((i) => `http://127.0.0.1:${basePort + i}`),
         30_000,
