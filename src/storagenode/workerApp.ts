@@ -94,12 +94,6 @@ export type CopyBatchResult =
   | ({ ok: true } & CopyDone)
   | { id: string; ok: false; error: { code: StorageErrorCode; message: string } & Record<string, unknown> };
 
-/**
- * The worker's HTTP surface. Handlers parse, call one BlobStore method and map its result; every
- * failure leaves as `{ error: { code, message } }` with the one status of its code. Only /healthz is
- * open; everything else needs the access credential (or the single cluster secret), but for the
- * blob writes, which a copy credential opens too.
- */
 /** The routes a copy credential opens: a blob's PUT and the batch PUT, nothing that reads or deletes. */
 function isBlobWrite(method: string, path: string): boolean {
   return (
@@ -107,6 +101,12 @@ function isBlobWrite(method: string, path: string): boolean {
   );
 }
 
+/**
+ * The worker's HTTP surface. Handlers parse, call one BlobStore method and map its result; every
+ * failure leaves as `{ error: { code, message } }` with the one status of its code. Only /healthz is
+ * open; everything else needs the access credential (or the single cluster secret), but for the
+ * blob writes, which a copy credential opens too.
+ */
 export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   const { store, secret, maxBlobBytes } = options;
   if (!(Number.isSafeInteger(maxBlobBytes) && maxBlobBytes > 0)) {
