@@ -31,7 +31,7 @@ beforeAll(async () => {
   await writeFile(join(dir, 'read-only-tokens'), `${READER}\n`);
   cluster = await ImageCluster.start({
     managers: 3,
-    workers: 2,
+    workers: 3,
     name: 'role-credentials',
     perRole: true,
     clientToken: WRITER,
@@ -129,7 +129,7 @@ describe('a worker credential', () => {
     ).toBe(401);
     const nodes = await fetch(`${leader.url}/v1/cluster/nodes`, { headers: cluster.authHeaders() });
     const ids = ((await nodes.json()) as { nodes: { id: string }[] }).nodes.map((n) => n.id);
-    expect(ids.sort()).toEqual(['w1', 'w2']);
+    expect(ids.sort()).toEqual(['w1', 'w2', 'w3']);
   });
 });
 
@@ -247,17 +247,35 @@ describe('a read-only client token', () => {
 });
 
 describe('the operator credential', () => {
-  it('drains and takes back a worker', async () => {
-    const drain = await call(`${leader.url}/v1/cluster/nodes/w2/drain`, 'POST', cluster.secret);
+  it('drains a worker: repair moves its copies between workers with the copy credentials', async () => {
+    const holders = async () => {
+      const held = await Promise.all(
+        cluster.workers.map(async (w) =>
+          (await cluster.workerBlob(w, 'kept-one')).status === 200 ? w.id : null,
+        ),
+      );
+      return held.filter((id) => id !== null);
+    };
+    const before = await holders();
+    expect(before).toHaveLength(2);
+    const drained = before[0]!;
+    const drain = await call(`${leader.url}/v1/cluster/nodes/${drained}/drain`, 'POST', cluster.secret);
     expect(drain.status).toBe(202);
-    await until(
-      'w2 drain answered',
-      async () =>
-        (await call(`${leader.url}/v1/cluster/nodes/w2/drain`, 'GET', cluster.secret)).status === 200,
-      30_000,
-    );
-    expect((await call(`${leader.url}/v1/cluster/nodes/w2/undrain`, 'POST', cluster.secret)).status).toBe(
-      200,
-    );
-  });
+    const state = async () =>
+      (
+        (await call(`${leader.url}/v1/cluster/nodes/${drained}/drain`, 'GET', cluster.secret)).json as {
+          state?: string;
+        } | null
+      )?.state;
+    await until(`${drained} drained`, async () => (await state()) === 'drained', 90_000);
+    // The copy moved to the worker that had none: holder to target, with the target's copy credential.
+    const after = (await holders()).filter((id) => id !== drained);
+    expect(after).toHaveLength(2);
+    expect(after).not.toContain(drained);
+    const res = await fetch(`${leader.url}/v1/images/kept-one`, { headers: cluster.authHeaders() });
+    expect(res.status).toBe(200);
+    expect(
+      (await call(`${leader.url}/v1/cluster/nodes/${drained}/undrain`, 'POST', cluster.secret)).status,
+    ).toBe(200);
+  }, 120_000);
 });

@@ -47,7 +47,11 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
   const log = options.log ?? createLogger('raft-transport', options.selfId ? { nodeId: options.selfId } : {});
   const app = new Hono();
 
-  app.post(RAFT_MESSAGES_PATH, requireCredential(credentialsOf(options), ['raft']), async (c) => {
+  const auth = requireCredential(credentialsOf(options), ['raft']);
+  // A manager about to start asks its peers whether they take its credential (bootstrapGuard.ts).
+  app.get(RAFT_MESSAGES_PATH, auth, (c) => c.body(null, 204));
+
+  app.post(RAFT_MESSAGES_PATH, auth, async (c) => {
     const snapshot = c.req.header(RAFT_SNAPSHOT_HEADER) === '1';
     const limit = snapshot
       ? (options.maxSnapshotBodyBytes ?? MAX_SNAPSHOT_BODY_BYTES)
