@@ -27,7 +27,9 @@ export type CoreVariant =
   | 'truncateMatchedEntries'
   | 'readIndexWithoutQuorum'
   | 'commitBeyondLastNewEntry'
-  | 'stableToIgnoresTerm';
+  | 'stableToIgnoresTerm'
+  | 'leaderCountsUnsyncedEntries'
+  | 'sendsBeforeTermDurable';
 
 export const CORE_VARIANTS: readonly CoreVariant[] = [
   'correct',
@@ -36,6 +38,8 @@ export const CORE_VARIANTS: readonly CoreVariant[] = [
   'readIndexWithoutQuorum',
   'commitBeyondLastNewEntry',
   'stableToIgnoresTerm',
+  'leaderCountsUnsyncedEntries',
+  'sendsBeforeTermDurable',
 ];
 
 export interface CoreParams {
@@ -73,7 +77,8 @@ export function createCore(params: CoreParams): SimCore {
     preVote: true,
     checkQuorum: true,
   };
-  const node = new RaftCore(config, raftFactory(params.variant));
+  const Core = params.variant === 'sendsBeforeTermDurable' ? TermCarelessCore : RaftCore;
+  const node = new Core(config, raftFactory(params.variant));
   return { node, storage };
 }
 
@@ -91,6 +96,10 @@ function raftFactory(variant: CoreVariant): (config: RaftConfig) => Raft {
       return (c) => new OvercommittingFollowerRaft(c);
     case 'stableToIgnoresTerm':
       return (c) => new CarelessStableRaft(c);
+    case 'leaderCountsUnsyncedEntries':
+      return (c) => new SelfCountingRaft(c);
+    case 'sendsBeforeTermDurable':
+      return (c) => new Raft(c);
   }
 }
 
@@ -112,6 +121,33 @@ export function applyConfChange(core: SimCore, change: ConfChange): ConfState {
 }
 
 // --- Broken variants -----------------------------------------------------------------------------
+
+/**
+ * The leader counts its own entries toward a commit as soon as it appends them, while its appends
+ * (and the commit index they carry) leave before its write is durable: a crash of the leader can
+ * then forget an entry a follower or learner already applied.
+ */
+class SelfCountingRaft extends Raft {
+  override proposeEntries(entries: Entry[]) {
+    const err = super.proposeEntries(entries);
+    if (err === null && this.role === 'leader') {
+      this.prs.get(this.id)?.maybeUpdate(this.raftLog.lastIndex());
+      if (this.maybeCommit()) this.bcastAppend();
+    }
+    return err;
+  }
+}
+
+/**
+ * A leader's appends leave before the Ready is written even when that Ready also carries the
+ * election that made it leader: restarted in the old term, a single voter wins the same term again
+ * and writes other entries at the indexes its learner already holds.
+ */
+class TermCarelessCore extends RaftCore {
+  protected override maySendBeforePersist(m: Message): boolean {
+    return m.type === 'MsgApp' || m.type === 'MsgHeartbeat' || m.type === 'MsgSnap';
+  }
+}
 
 /**
  * Bug (a), Raft paper 5.4.2 / figure 8: the leader commits the highest index stored on a majority

@@ -191,7 +191,7 @@ export class Raft {
     const last = this.raftLog.lastIndex();
     for (const [id, pr] of this.prs) {
       const fresh = new Progress(last + 1, this.maxInflight, pr.isLearner);
-      if (id === this.id) fresh.match = last;
+      if (id === this.id) fresh.match = this.raftLog.durableLastIndex();
       this.prs.set(id, fresh);
     }
     this.pendingConfIndex = 0;
@@ -778,12 +778,22 @@ export class Raft {
     if (this.uncommittedSize > 0 && size > 0 && this.uncommittedSize + size > this.maxUncommittedSize)
       return false;
     this.uncommittedSize += size;
-    const last = this.raftLog.append(ents);
-    // The leader counts its own entry before it is durable (thesis 10.2.1): nothing it commits is
-    // applied or sent before the host persists this Ready, so this is safe and saves a round.
-    this.prs.get(this.id)?.maybeUpdate(last);
-    this.commitAndRelease();
+    this.raftLog.append(ents);
+    // The leader counts itself only once the host has made these entries durable (selfDurable),
+    // so its appends may go out while it is still writing them (thesis 10.2.1, etcd's async
+    // storage writes): a commit index it sends is then always held by a quorum's disks.
     return true;
+  }
+
+  /**
+   * Called by advance(): the host has persisted what the Ready carried, so the leader counts its
+   * own log up to what is now durable. A single voter commits only here.
+   */
+  selfDurable(): void {
+    if (this.role !== 'leader') return;
+    const self = this.prs.get(this.id);
+    if (self === undefined || !self.maybeUpdate(this.raftLog.durableLastIndex())) return;
+    if (this.commitAndRelease()) this.bcastAppend();
   }
 
   /** Proposal path shared by local and forwarded proposals. */
@@ -842,12 +852,10 @@ export class Raft {
   // ReadIndex
 
   private handleReadIndex(m: Message): void {
-    if (this.voters.size === 1 && this.voters.has(this.id)) {
-      this.respondToReadIndex(m, this.raftLog.committed);
-      return;
-    }
     // Thesis 6.4: the commit index is only known to be up to date once this leader has committed
-    // an entry of its own term; until then the read waits.
+    // an entry of its own term; until then the read waits. A single voter too: it commits its
+    // first entry only once that is durable, and a commit index it had not synced before a
+    // restart may lag what it had committed (and answered) before.
     if (!this.committedEntryInCurrentTerm()) {
       this.pendingReadIndexMessages.push(m);
       return;
@@ -856,6 +864,10 @@ export class Raft {
   }
 
   private startReadIndexRound(m: Message): void {
+    if (this.voters.size === 1 && this.voters.has(this.id)) {
+      this.respondToReadIndex(m, this.raftLog.committed);
+      return;
+    }
     const ctx = m.context ?? '';
     this.readOnly.addRequest(this.raftLog.committed, m);
     this.readOnly.recvAck(this.id, ctx);
@@ -950,7 +962,7 @@ export class Raft {
         // A new member counts as active so the leader may snapshot it and check-quorum is not
         // tripped by it before it had a chance to answer.
         fresh.recentActive = true;
-        if (id === this.id) fresh.match = next - 1;
+        if (id === this.id) fresh.match = this.raftLog.durableLastIndex();
         this.prs.set(id, fresh);
       } else {
         pr.isLearner = isLearner;
