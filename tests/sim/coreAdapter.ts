@@ -28,8 +28,7 @@ export type CoreVariant =
   | 'readIndexWithoutQuorum'
   | 'commitBeyondLastNewEntry'
   | 'stableToIgnoresTerm'
-  | 'leaderCountsUnsyncedEntries'
-  | 'sendsBeforeTermDurable';
+  | 'leaderCountsUnsyncedEntries';
 
 export const CORE_VARIANTS: readonly CoreVariant[] = [
   'correct',
@@ -39,7 +38,6 @@ export const CORE_VARIANTS: readonly CoreVariant[] = [
   'commitBeyondLastNewEntry',
   'stableToIgnoresTerm',
   'leaderCountsUnsyncedEntries',
-  'sendsBeforeTermDurable',
 ];
 
 export interface CoreParams {
@@ -77,8 +75,7 @@ export function createCore(params: CoreParams): SimCore {
     preVote: true,
     checkQuorum: true,
   };
-  const Core = params.variant === 'sendsBeforeTermDurable' ? TermCarelessCore : RaftCore;
-  const node = new Core(config, raftFactory(params.variant));
+  const node = new RaftCore(config, raftFactory(params.variant));
   return { node, storage };
 }
 
@@ -98,8 +95,6 @@ function raftFactory(variant: CoreVariant): (config: RaftConfig) => Raft {
       return (c) => new CarelessStableRaft(c);
     case 'leaderCountsUnsyncedEntries':
       return (c) => new SelfCountingRaft(c);
-    case 'sendsBeforeTermDurable':
-      return (c) => new Raft(c);
   }
 }
 
@@ -135,17 +130,6 @@ class SelfCountingRaft extends Raft {
       if (this.maybeCommit()) this.bcastAppend();
     }
     return err;
-  }
-}
-
-/**
- * A leader's appends leave before the Ready is written even when that Ready also carries the
- * election that made it leader: restarted in the old term, a single voter wins the same term again
- * and writes other entries at the indexes its learner already holds.
- */
-class TermCarelessCore extends RaftCore {
-  protected override maySendBeforePersist(m: Message): boolean {
-    return m.type === 'MsgApp' || m.type === 'MsgHeartbeat' || m.type === 'MsgSnap';
   }
 }
 

@@ -157,8 +157,16 @@ export class RaftCore implements RawNode {
       log.unstable.stableSnapTo(rd.snapshot.metadata.index);
       if (rd.snapshot.metadata.index > log.applied) log.applied = rd.snapshot.metadata.index;
     }
-    const lastEntry = rd.entries[rd.entries.length - 1];
-    if (lastEntry) log.unstable.stableTo(lastEntry.index, lastEntry.term);
+    // An input between ready() and advance() may have replaced a tail of what this Ready wrote (a
+    // new leader overwriting entries its predecessor sent and lost). The prefix that still matches
+    // by index and term is the same entries, now durable: mark that stable, or the next Ready would
+    // rewrite it, committed entries included.
+    for (let k = rd.entries.length - 1; k >= 0; k--) {
+      const e = rd.entries[k]!;
+      if (log.unstable.maybeTerm(e.index) !== e.term) continue;
+      log.unstable.stableTo(e.index, e.term);
+      break;
+    }
     this.raft.selfDurable();
     const lastApplied = rd.committedEntries[rd.committedEntries.length - 1];
     if (lastApplied) {
