@@ -10,7 +10,7 @@
 // Needs `hey` on the PATH.
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
@@ -35,6 +35,7 @@ const run = promisify(execFile);
 interface HeyResult {
   statuses: Record<string, number>;
   errors: number;
+  errorLines: string[];
   perSecond: number;
   p50Ms: number | null;
   p99Ms: number | null;
@@ -51,13 +52,42 @@ async function hey(url: string, file: string, n: number, c: number): Promise<Hey
   for (const m of stdout.matchAll(/\[(\d{3})\]\s+(\d+) responses/g)) statuses[m[1]!] = Number(m[2]);
   const errorSection = stdout.split('Error distribution:')[1] ?? '';
   let errors = 0;
-  for (const m of errorSection.matchAll(/^\s*\[(\d+)\]/gm)) errors += Number(m[1]);
+  const errorLines: string[] = [];
+  for (const m of errorSection.matchAll(/^\s*\[(\d+)\]\s*(.*)$/gm)) {
+    errors += Number(m[1]);
+    errorLines.push(`${m[1]}x ${m[2]!.slice(0, 160)}`);
+  }
   const pct = (p: number) => {
     const m = stdout.match(new RegExp(`${p}%+ in ([\\d.]+) secs`));
     return m ? +(Number(m[1]) * 1000).toFixed(1) : null;
   };
   const rps = stdout.match(/Requests\/sec:\s+([\d.]+)/);
-  return { statuses, errors, perSecond: rps ? Number(rps[1]) : 0, p50Ms: pct(50), p99Ms: pct(99) };
+  return {
+    statuses,
+    errors,
+    errorLines,
+    perSecond: rps ? Number(rps[1]) : 0,
+    p50Ms: pct(50),
+    p99Ms: pct(99),
+  };
+}
+
+/** The leader places images only once workers have heartbeated it: upload until one is stored. */
+async function untilUploadsWork(url: string, file: string): Promise<void> {
+  const body = await readFile(file);
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const res = await fetch(`${url}/v1/images`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/png' },
+      body,
+      signal: AbortSignal.timeout(10_000),
+    }).catch(() => null);
+    await res?.arrayBuffer().catch(() => {});
+    if (res?.status === 201) return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error('no upload succeeded within 60 s of the cluster starting');
 }
 
 async function leaderChanges(urls: string[]): Promise<{ total: number; terms: (number | null)[] }> {
@@ -118,8 +148,7 @@ async function main() {
   const cluster = await startCluster(root, basePort, workerBase);
   try {
     const leader = await waitForLeader(urls, 60_000);
-    // The workers heartbeat the leader before it places anything.
-    await new Promise((r) => setTimeout(r, 3_000));
+    await untilUploadsWork(leader.url, file);
     console.error(`cluster up: leader ${leader.id} at ${leader.url}; data in ${root}`);
     const base = await hey(
       `${leader.url}/v1/images`,

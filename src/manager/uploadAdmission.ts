@@ -16,6 +16,22 @@ export interface UploadLimits {
 
 export type AdmissionCap = keyof UploadLimits;
 
+/**
+ * A body refused for a cap on uploads in progress is left for Node to discard (it reads and drops
+ * the rest once the answer is sent) up to this declared length, and the connection stays open.
+ * Closing it instead resets a client still writing its body: under a burst, some clients then
+ * see a broken pipe rather than the 503 that tells them to retry. Larger or undeclared bodies are
+ * still cut off, so a refusal never costs more than this much reading.
+ */
+export const DISCARD_REFUSED_BODY_BYTES = 16 * 1024 * 1024;
+
+/** Whether a refused upload's unread body may be discarded on a kept connection (see above). */
+export function discardsRefusedBody(code: string, declaredLength: number | undefined): boolean {
+  return (
+    code === 'TooManyUploads' && declaredLength !== undefined && declaredLength <= DISCARD_REFUSED_BODY_BYTES
+  );
+}
+
 /** The flag that sets each cap, named in a refusal so an operator knows what to raise. */
 export const CAP_FLAGS: Record<AdmissionCap, string> = {
   maxUploads: '--max-uploads',

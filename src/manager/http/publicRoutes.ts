@@ -14,6 +14,7 @@ import { requestBody } from '../../http/requestBody.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { ObjectView } from '../../metadata/commands.ts';
 import { ImageError, type ImageErrorCode, type ImageService } from '../imageService.ts';
+import { discardsRefusedBody } from '../uploadAdmission.ts';
 
 const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode> = {
   InvalidId: 400,
@@ -63,8 +64,15 @@ export function mapError(c: Context, err: unknown): Response {
   if (status === 503) c.header('retry-after', '1');
   // The rest of a refused body stays unread: a client must not send its next request on this
   // connection, or it would reach a socket the server is about to close.
-  if (BODY_LEFT_UNREAD.has(err.code)) c.header('connection', 'close');
+  if (BODY_LEFT_UNREAD.has(err.code) && !discardsRefusedBody(err.code, declaredLengthOf(c))) {
+    c.header('connection', 'close');
+  }
   return jsonError(c, status, err.code, withoutAddresses(err.message));
+}
+
+function declaredLengthOf(c: Context): number | undefined {
+  const header = c.req.header('content-length');
+  return header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined;
 }
 
 /**
