@@ -16,48 +16,6 @@ export interface UploadLimits {
 
 export type AdmissionCap = keyof UploadLimits;
 
-/**
- * A body refused for a cap on uploads in progress is read and dropped before the 503 is sent, up
- * to this declared length and within DISCARD_REFUSED_BODY_MS, and the connection stays open.
- * Answering at once and closing instead resets a client still writing its body (as does leaving
- * the rest to the HTTP server, which gives a body only 500 ms): under a burst, clients then see a
- * broken pipe or an EOF rather than the 503 that tells them to retry. Larger or undeclared bodies
- * are still cut off, so a refusal never costs more than this much reading.
- */
-export const DISCARD_REFUSED_BODY_BYTES = 16 * 1024 * 1024;
-export const DISCARD_REFUSED_BODY_MS = 10_000;
-
-/** Whether a refused upload's body is worth reading to the end to keep its connection (see above). */
-export function discardsRefusedBody(code: string, declaredLength: number | undefined): boolean {
-  return (
-    code === 'TooManyUploads' && declaredLength !== undefined && declaredLength <= DISCARD_REFUSED_BODY_BYTES
-  );
-}
-
-/**
- * Reads and drops `chunks`; true once they ended within the byte and time bounds above. On false
- * the caller closes the connection, which also ends a read still waiting for a silent client.
- */
-export async function discardBody(chunks: AsyncIterable<Uint8Array>): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), DISCARD_REFUSED_BODY_MS);
-  });
-  const read = (async () => {
-    let bytes = 0;
-    for await (const chunk of chunks) {
-      bytes += chunk.length;
-      if (bytes > DISCARD_REFUSED_BODY_BYTES) return false;
-    }
-    return true;
-  })().catch(() => false);
-  try {
-    return await Promise.race([read, timedOut]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** The flag that sets each cap, named in a refusal so an operator knows what to raise. */
 export const CAP_FLAGS: Record<AdmissionCap, string> = {
   maxUploads: '--max-uploads',

@@ -14,7 +14,6 @@ import { requestBody } from '../../http/requestBody.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { ObjectView } from '../../metadata/commands.ts';
 import { ImageError, type ImageErrorCode, type ImageService } from '../imageService.ts';
-import { discardBody, discardsRefusedBody } from '../uploadAdmission.ts';
 
 const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode> = {
   InvalidId: 400,
@@ -57,14 +56,14 @@ function toJson(o: ObjectView) {
   };
 }
 
-export function mapError(c: Context, err: unknown, bodyReadWhole = false): Response {
+export function mapError(c: Context, err: unknown): Response {
   if (!(err instanceof ImageError)) throw err;
   if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);
   const status = err.code === 'NotLeader' ? 503 : STATUS[err.code];
   if (status === 503) c.header('retry-after', '1');
   // The rest of a refused body stays unread: a client must not send its next request on this
   // connection, or it would reach a socket the server is about to close.
-  if (BODY_LEFT_UNREAD.has(err.code) && !bodyReadWhole) c.header('connection', 'close');
+  if (BODY_LEFT_UNREAD.has(err.code)) c.header('connection', 'close');
   return jsonError(c, status, err.code, withoutAddresses(err.message));
 }
 
@@ -139,9 +138,9 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
   const upload = async (c: Context, id: string) => {
     const refused = refuseForm(c);
     if (refused) return refused;
-    const length = c.req.header('content-length');
-    const declaredLength = length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined;
     try {
+      const length = c.req.header('content-length');
+      const declaredLength = length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined;
       const { created, object } = await images.upload(id, () => bodyOf(c), {
         ...(declaredLength !== undefined ? { declaredLength } : {}),
         client: clientOf(c, opts.clientsByToken ?? false),
@@ -150,8 +149,7 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
       c.header('etag', `"${object.sha256}"`);
       return c.json(toJson(object), created ? 201 : 200);
     } catch (err) {
-      const discard = err instanceof ImageError && discardsRefusedBody(err.code, declaredLength);
-      return mapError(c, err, discard && (await discardBody(bodyOf(c)).catch(() => false)));
+      return mapError(c, err);
     }
   };
 
