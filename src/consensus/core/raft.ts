@@ -25,6 +25,7 @@ import type {
   Status,
   Term,
 } from '../types.ts';
+import { applyChangeToSets, confChangeValid, parseConfChange, replayConfChanges } from './confChange.ts';
 import { entriesSize } from './entrySize.ts';
 import { Progress } from './progress.ts';
 import { committedIndex, voteResult } from './quorum.ts';
@@ -42,17 +43,6 @@ function voteRespType(t: MessageType): MessageType {
 }
 
 /** Parses a confChange entry's data; undefined if it is not a well-formed ConfChange. */
-export function parseConfChange(data: string): ConfChange | undefined {
-  try {
-    const v = JSON.parse(data) as Partial<ConfChange> | null;
-    if (v === null || typeof v !== 'object' || typeof v.nodeId !== 'string') return undefined;
-    if (v.type !== 'addLearner' && v.type !== 'promote' && v.type !== 'remove') return undefined;
-    return v as ConfChange;
-  } catch {
-    return undefined;
-  }
-}
-
 export class Raft {
   readonly id: NodeId;
   term: Term = 0;
@@ -151,14 +141,7 @@ export class Raft {
     const from = storage.firstIndex();
     const to = Math.min(this.raftLog.applied, storage.lastIndex());
     if (to < from) return cs;
-    const voters = new Set(cs.voters);
-    const learners = new Set(cs.learners);
-    for (const e of storage.entries(from, to + 1, Number.POSITIVE_INFINITY)) {
-      if (e.type !== 'confChange') continue;
-      const cc = parseConfChange(e.data);
-      if (cc !== undefined) applyChangeToSets(voters, learners, cc);
-    }
-    return { voters: [...voters], learners: [...learners] };
+    return replayConfChanges(cs, storage.entries(from, to + 1, Number.POSITIVE_INFINITY));
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -836,16 +819,7 @@ export class Raft {
   }
 
   private confChangeValid(cc: ConfChange): boolean {
-    switch (cc.type) {
-      case 'addLearner':
-        return !this.voters.has(cc.nodeId) && !this.learners.has(cc.nodeId);
-      case 'promote':
-        return this.learners.has(cc.nodeId);
-      case 'remove':
-        // Removing the last voter would leave a cluster that can never elect a leader.
-        if (this.voters.has(cc.nodeId)) return this.voters.size > 1;
-        return this.learners.has(cc.nodeId);
-    }
+    return confChangeValid(this.voters, this.learners, cc);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1039,19 +1013,4 @@ function wellFormed(m: Message): boolean {
     }
   }
   return true;
-}
-
-function applyChangeToSets(voters: Set<NodeId>, learners: Set<NodeId>, cc: ConfChange): void {
-  switch (cc.type) {
-    case 'addLearner':
-      if (!voters.has(cc.nodeId)) learners.add(cc.nodeId);
-      return;
-    case 'promote':
-      if (learners.delete(cc.nodeId)) voters.add(cc.nodeId);
-      return;
-    case 'remove':
-      voters.delete(cc.nodeId);
-      learners.delete(cc.nodeId);
-      return;
-  }
 }
