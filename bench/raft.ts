@@ -3,14 +3,17 @@
 //    fixed time each: commits/s and p50/p99 latency.
 // 2. Failover, 5 times: kill -9 the leader, time until a PUT succeeds again (probes alternate
 //    over the survivors), restart the killed manager, let it catch up.
-// Compare with ../shared/bench/etcd-anchor.sh run on the same machine.
-//   node --import tsx bench/raft.ts [--secs 5] [--warmup 1] [--repeats 5] [--conc 1,16,64]
+// 3. Unless --no-etcd: ../shared/bench/etcd-anchor.sh (relative to this checkout; a 3-member etcd on
+//    the same machine), right after, and a table of imgvault beside etcd with their ratios.
+//   node --import tsx bench/raft.ts [--secs 5] [--warmup 1] [--repeats 5] [--conc 1,16,64] [--no-etcd]
 
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import {
@@ -33,8 +36,10 @@ const { values: args } = parseArgs({
     size: { type: 'string', default: '200' },
     keep: { type: 'boolean', default: false },
     'manager-args': { type: 'string', default: '' },
+    'no-etcd': { type: 'boolean', default: false },
   },
 });
+const ANCHOR = fileURLToPath(new URL('../../shared/bench/etcd-anchor.sh', import.meta.url));
 const SECS = Number(args.secs);
 const WARMUP = Number(args.warmup);
 const REPEATS = Number(args.repeats);
@@ -220,6 +225,71 @@ async function failover(procs: Proc[], start: (p: Proc) => void, rep: number) {
   };
 }
 
+interface EtcdFigures {
+  puts: Map<number, { puts_per_s: number; p50_ms: number; p99_ms: number }>;
+  failoverMs: number[];
+}
+
+/** The etcd anchor's figures from its JSON lines, or why there are none. */
+function etcdFigures(): EtcdFigures | string {
+  if (args['no-etcd']) return 'skipped (--no-etcd)';
+  if (!existsSync(ANCHOR)) return `not measured: ${ANCHOR} is not there`;
+  if (spawnSync('sh', ['-c', 'command -v etcd'], { stdio: 'ignore' }).status !== 0) {
+    return 'not measured: etcd is not installed here (../shared/bench/etcd-anchor.sh installs it when run as root)';
+  }
+  const out = execFileSync('bash', [ANCHOR], {
+    encoding: 'utf8',
+    timeout: 900_000,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const figures: EtcdFigures = { puts: new Map(), failoverMs: [] };
+  for (const line of out.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const r = JSON.parse(line) as Record<string, unknown>;
+    console.log(line);
+    if (r.bench === 'etcd-put') {
+      figures.puts.set(Number(r.conc), {
+        puts_per_s: Number(r.puts_per_s),
+        p50_ms: Number(r.p50_ms),
+        p99_ms: Number(r.p99_ms),
+      });
+    } else if (r.bench === 'etcd-failover' && typeof r.write_ok_after_kill_ms === 'number') {
+      figures.failoverMs.push(r.write_ok_after_kill_ms);
+    }
+  }
+  return figures;
+}
+
+const medianOf = (xs: number[]) =>
+  xs.length ? [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]! : null;
+
+function printBeside(
+  rows: { conc: number; puts_per_s: number; p50_ms: number; p99_ms: number }[],
+  failoverMedian: number | null,
+  etcd: EtcdFigures | string,
+): void {
+  if (typeof etcd === 'string') {
+    console.log(`etcd: ${etcd}`);
+    return;
+  }
+  const ratio = (a: number | null, b: number | null | undefined) =>
+    a !== null && b ? (a / b).toFixed(2) : '-';
+  console.log('\nbeside etcd, measured right after on this machine (ratio imgvault/etcd)');
+  console.log(
+    'concurrency  commits/s imgvault  etcd  ratio   p50 ms imgvault  etcd    p99 ms imgvault  etcd  ratio',
+  );
+  for (const r of rows) {
+    const e = etcd.puts.get(r.conc);
+    console.log(
+      `${String(r.conc).padStart(11)}  ${r.puts_per_s.toFixed(0).padStart(18)}  ${(e?.puts_per_s.toFixed(0) ?? '-').padStart(4)}  ${ratio(r.puts_per_s, e?.puts_per_s).padStart(5)}  ${r.p50_ms.toFixed(2).padStart(15)}  ${(e?.p50_ms.toFixed(2) ?? '-').padStart(5)}  ${r.p99_ms.toFixed(2).padStart(15)}  ${(e?.p99_ms.toFixed(2) ?? '-').padStart(5)}  ${ratio(r.p99_ms, e?.p99_ms).padStart(5)}`,
+    );
+  }
+  const etcdFailover = medianOf(etcd.failoverMs);
+  console.log(
+    `failover median, ms: imgvault ${failoverMedian ?? '-'}, etcd ${etcdFailover ?? '-'} (ratio ${ratio(failoverMedian, etcdFailover)})`,
+  );
+}
+
 async function main() {
   const root = await mkdtemp(join(tmpdir(), 'imgvault-bench-raft-'));
   const secretFile = join(root, 'cluster-secret');
@@ -279,11 +349,11 @@ async function main() {
       );
     }
     const times = failovers.map((f) => f.write_ok_after_kill_ms).filter((x): x is number => x !== null);
-    const sortedTimes = [...times].sort((a, b) => a - b);
-    const median = sortedTimes.length ? sortedTimes[Math.floor((sortedTimes.length - 1) / 2)]! : null;
+    const median = medianOf(times);
     console.log(
       `failover (kill -9 leader -> next successful PUT), ms: ${times.join(', ')}; median ${median}`,
     );
+    return { rows, median };
   } finally {
     clearTimeout(hardStop);
     await Promise.all(procs.map((p) => (p.child ? killChild(p.child) : undefined)));
@@ -292,4 +362,6 @@ async function main() {
   }
 }
 
-await main();
+const ours = await main();
+// The managers are stopped first: etcd then has the machine to itself, as imgvault had.
+printBeside(ours.rows, ours.median, etcdFigures());

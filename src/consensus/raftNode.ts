@@ -695,6 +695,8 @@ export class RaftNode {
         this.storage.setHardState(rd.hardState);
       }
     }
+    // A leader's appends go out now, and its own write overlaps the followers' (see Ready).
+    if (rd.messagesBeforePersist.length > 0) this.transport.send(rd.messagesBeforePersist);
     const messages = rd.messages;
     if (rd.snapshot !== undefined || rd.entries.length > 0 || this.mustSaveHardState()) {
       await this.persist(rd.entries, rd.snapshot);

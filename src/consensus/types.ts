@@ -116,6 +116,7 @@ export interface ReadState {
 
 /**
  * Everything the core wants done, handed out by `ready()`. The host must, in order:
+ * 0. send `messagesBeforePersist`, now or with `messages`;
  * 1. persist `snapshot`, `entries` and `hardState` in one synced write;
  * 2. send `messages`;
  * 3. apply `snapshot` (if any) then `committedEntries` to the state machine;
@@ -129,6 +130,13 @@ export interface Ready {
   entries: Entry[];
   snapshot?: Snapshot;
   committedEntries: Entry[];
+  /**
+   * A leader's MsgApp/MsgHeartbeat/MsgSnap in a term already durable: the host may send them
+   * before or while it persists this Ready, so the leader's write overlaps the followers' (thesis
+   * 10.2.1). Sending them with `messages` is always correct too.
+   */
+  messagesBeforePersist: Message[];
+  /** Sent only after this Ready is persisted: votes and acks promise what is on disk. */
   messages: Message[];
   readStates: ReadState[];
 }

@@ -21,9 +21,10 @@ function firstViolation(
   coreVariant: CoreVariant,
   hostOrder: HostOrder,
   kinds: ViolationKind[] = SAFETY,
+  singleVoter = false,
 ): RunResult | undefined {
   for (let seed = 1; seed <= SEED_BUDGET; seed++) {
-    const result = runSeed({ seed, coreVariant, hostOrder });
+    const result = runSeed({ seed, coreVariant, hostOrder, singleVoter });
     if (result.violation && kinds.includes(result.violation.kind)) return result;
   }
   return undefined;
@@ -65,7 +66,16 @@ describe('the simulator catches deliberately broken Raft', () => {
     ]);
   });
 
+  it('(g) a leader counting its own entries before they are durable, its appends sent while it writes them', () => {
+    const found = firstViolation('leaderCountsUnsyncedEntries', 'persistThenSend', SAFETY, true);
+    expect(found, `no safety violation in ${SEED_BUDGET} single-voter seeds`).toBeDefined();
+  });
+
   it('the same seeds with the correct core and host report nothing', () => {
     for (let seed = 1; seed <= 20; seed++) expect(runSeed({ seed }).violation).toBeNull();
+  });
+
+  it('a single voter with learners, the correct core and host, reports nothing', () => {
+    for (let seed = 1; seed <= 40; seed++) expect(runSeed({ seed, singleVoter: true }).violation).toBeNull();
   });
 });

@@ -5,7 +5,8 @@
 // any violation. --verbose prints the run's event trace (messages as sent, role changes, crashes,
 // partitions, client operations, the violation). The broken variants the tests plant can be
 // replayed too: --core-variant, --host-order, --host-variant; --reorder-rate overrides the
-// network's reordering; --level-db runs every host seed over the real LevelLogStore.
+// network's reordering; --level-db runs every host seed over the real LevelLogStore;
+// --single-voter runs the core seeds with one voter and learners that are never promoted.
 //
 // How a run works: scenario.ts (one seed = one run), cluster.ts (virtual time, nodes, faults),
 // simNode.ts (the host loop around RaftCore), simDisk.ts (MemoryLogStore as the durable disk),
@@ -35,6 +36,7 @@ async function main(): Promise<number> {
       'host-order': { type: 'string', default: 'persistThenSend' },
       ticks: { type: 'string' },
       'reorder-rate': { type: 'string' },
+      'single-voter': { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -62,12 +64,21 @@ async function main(): Promise<number> {
     (coreVariant !== 'correct' ? ` --core-variant ${coreVariant}` : '') +
     (hostOrder !== 'persistThenSend' ? ` --host-order ${hostOrder}` : '') +
     (ticks !== undefined ? ` --ticks ${ticks}` : '') +
-    (reorderRate !== undefined ? ` --reorder-rate ${reorderRate}` : '');
+    (reorderRate !== undefined ? ` --reorder-rate ${reorderRate}` : '') +
+    (values['single-voter'] ? ' --single-voter' : '');
 
   const started = performance.now();
   let violations = 0;
   for (let seed = from; seed < from + count; seed++) {
-    const result = runSeed({ seed, verbose: values.verbose, coreVariant, hostOrder, ticks, reorderRate });
+    const result = runSeed({
+      seed,
+      verbose: values.verbose,
+      coreVariant,
+      hostOrder,
+      ticks,
+      reorderRate,
+      singleVoter: values['single-voter'],
+    });
     if (values.verbose) {
       for (const line of result.trace) console.log(line);
       console.log(`seed ${seed}: trace hash ${result.traceHash}, stats ${JSON.stringify(result.stats)}`);

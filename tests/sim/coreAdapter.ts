@@ -27,7 +27,8 @@ export type CoreVariant =
   | 'truncateMatchedEntries'
   | 'readIndexWithoutQuorum'
   | 'commitBeyondLastNewEntry'
-  | 'stableToIgnoresTerm';
+  | 'stableToIgnoresTerm'
+  | 'leaderCountsUnsyncedEntries';
 
 export const CORE_VARIANTS: readonly CoreVariant[] = [
   'correct',
@@ -36,6 +37,7 @@ export const CORE_VARIANTS: readonly CoreVariant[] = [
   'readIndexWithoutQuorum',
   'commitBeyondLastNewEntry',
   'stableToIgnoresTerm',
+  'leaderCountsUnsyncedEntries',
 ];
 
 export interface CoreParams {
@@ -91,6 +93,8 @@ function raftFactory(variant: CoreVariant): (config: RaftConfig) => Raft {
       return (c) => new OvercommittingFollowerRaft(c);
     case 'stableToIgnoresTerm':
       return (c) => new CarelessStableRaft(c);
+    case 'leaderCountsUnsyncedEntries':
+      return (c) => new SelfCountingRaft(c);
   }
 }
 
@@ -112,6 +116,22 @@ export function applyConfChange(core: SimCore, change: ConfChange): ConfState {
 }
 
 // --- Broken variants -----------------------------------------------------------------------------
+
+/**
+ * The leader counts its own entries toward a commit as soon as it appends them, while its appends
+ * (and the commit index they carry) leave before its write is durable: a crash of the leader can
+ * then forget an entry a follower or learner already applied.
+ */
+class SelfCountingRaft extends Raft {
+  override proposeEntries(entries: Entry[]) {
+    const err = super.proposeEntries(entries);
+    if (err === null && this.role === 'leader') {
+      this.prs.get(this.id)?.maybeUpdate(this.raftLog.lastIndex());
+      if (this.maybeCommit()) this.bcastAppend();
+    }
+    return err;
+  }
+}
 
 /**
  * Bug (a), Raft paper 5.4.2 / figure 8: the leader commits the highest index stored on a majority

@@ -22,6 +22,11 @@ export interface RunOptions {
   livenessTicks?: number;
   /** Overrides the seed's chance that a message ignores its link's order (e.g. 1: no FIFO at all). */
   reorderRate?: number;
+  /**
+   * One voter and up to two learners that are never promoted: the voter commits alone, so its own
+   * write is all that makes a commit durable, while its appends reach the learners before it.
+   */
+  singleVoter?: boolean;
 }
 
 export interface RunResult {
@@ -114,9 +119,11 @@ function mixedProfile(rng: Prng): FaultProfile {
 
 export function runSeed(options: RunOptions): RunResult {
   const setup = new Prng(options.seed ^ 0x5eed);
-  const voters = setup.chance(0.5) ? 3 : 5;
+  const drawnVoters = setup.chance(0.5) ? 3 : 5;
+  const voters = options.singleVoter ? 1 : drawnVoters;
   const { family, profile } = chooseProfile(setup);
   if (options.reorderRate !== undefined) profile.faults.reorderRate = options.reorderRate;
+  if (options.singleVoter) profile.confChangeRate = Math.max(profile.confChangeRate, 0.02);
   const cluster = new Cluster({
     seed: options.seed,
     voters,
@@ -309,7 +316,10 @@ class Driver {
       return pr !== undefined && pr.match >= leader.status.commit - 2 && c.nodes.get(l)?.alive;
     });
     let change: { type: 'addLearner' | 'promote' | 'remove'; nodeId: string } | null = null;
-    if (caughtUp.length > 0 && voters.length < 6) change = { type: 'promote', nodeId: rng.pick(caughtUp) };
+    if (c.options.voters === 1) {
+      if (learners.length < 2) change = { type: 'addLearner', nodeId: c.addNode().id };
+    } else if (caughtUp.length > 0 && voters.length < 6)
+      change = { type: 'promote', nodeId: rng.pick(caughtUp) };
     else if (voters.length > 3 && rng.chance(0.6)) {
       const others = voters.filter((v) => v !== leader.node.id);
       change = { type: 'remove', nodeId: rng.chance(0.2) ? leader.node.id : rng.pick(others) };

@@ -245,6 +245,8 @@ export class SimNode {
         leaderTerm,
       };
       this.inflight = inflight;
+      // A leader's appends leave while its write is in flight, as the driver sends them.
+      for (const m of ready.messagesBeforePersist) this.env.send(this, m);
       if (this.env.hostOrder === 'sendThenPersist') {
         this.sendAll(ready);
         inflight.sent = true;

@@ -1,5 +1,11 @@
 // The deterministic Raft core: see docs/consensus.md and rawNode.ts for the host loop.
 
+export {
+  applyChangeToSets,
+  confChangeValid,
+  parseConfChange,
+  replayConfChanges,
+} from './confChange.ts';
 export { entriesSize, entrySize, limitSize } from './entrySize.ts';
 export { Inflights } from './inflights.ts';
 export {
@@ -14,7 +20,6 @@ export {
   CAMPAIGN_TRANSFER,
   DEFAULT_MAX_INFLIGHT_MSGS,
   DEFAULT_MAX_SIZE_PER_MSG,
-  parseConfChange,
   Raft,
 } from './raft.ts';
 export { RaftLog } from './raftLog.ts';

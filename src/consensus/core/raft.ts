@@ -25,6 +25,7 @@ import type {
   Status,
   Term,
 } from '../types.ts';
+import { applyChangeToSets, confChangeValid, parseConfChange, replayConfChanges } from './confChange.ts';
 import { entriesSize } from './entrySize.ts';
 import { Progress } from './progress.ts';
 import { committedIndex, voteResult } from './quorum.ts';
@@ -42,17 +43,6 @@ function voteRespType(t: MessageType): MessageType {
 }
 
 /** Parses a confChange entry's data; undefined if it is not a well-formed ConfChange. */
-export function parseConfChange(data: string): ConfChange | undefined {
-  try {
-    const v = JSON.parse(data) as Partial<ConfChange> | null;
-    if (v === null || typeof v !== 'object' || typeof v.nodeId !== 'string') return undefined;
-    if (v.type !== 'addLearner' && v.type !== 'promote' && v.type !== 'remove') return undefined;
-    return v as ConfChange;
-  } catch {
-    return undefined;
-  }
-}
-
 export class Raft {
   readonly id: NodeId;
   term: Term = 0;
@@ -151,14 +141,7 @@ export class Raft {
     const from = storage.firstIndex();
     const to = Math.min(this.raftLog.applied, storage.lastIndex());
     if (to < from) return cs;
-    const voters = new Set(cs.voters);
-    const learners = new Set(cs.learners);
-    for (const e of storage.entries(from, to + 1, Number.POSITIVE_INFINITY)) {
-      if (e.type !== 'confChange') continue;
-      const cc = parseConfChange(e.data);
-      if (cc !== undefined) applyChangeToSets(voters, learners, cc);
-    }
-    return { voters: [...voters], learners: [...learners] };
+    return replayConfChanges(cs, storage.entries(from, to + 1, Number.POSITIVE_INFINITY));
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -191,7 +174,7 @@ export class Raft {
     const last = this.raftLog.lastIndex();
     for (const [id, pr] of this.prs) {
       const fresh = new Progress(last + 1, this.maxInflight, pr.isLearner);
-      if (id === this.id) fresh.match = last;
+      if (id === this.id) fresh.match = this.raftLog.durableLastIndex();
       this.prs.set(id, fresh);
     }
     this.pendingConfIndex = 0;
@@ -778,12 +761,22 @@ export class Raft {
     if (this.uncommittedSize > 0 && size > 0 && this.uncommittedSize + size > this.maxUncommittedSize)
       return false;
     this.uncommittedSize += size;
-    const last = this.raftLog.append(ents);
-    // The leader counts its own entry before it is durable (thesis 10.2.1): nothing it commits is
-    // applied or sent before the host persists this Ready, so this is safe and saves a round.
-    this.prs.get(this.id)?.maybeUpdate(last);
-    this.commitAndRelease();
+    this.raftLog.append(ents);
+    // The leader counts itself only once the host has made these entries durable (selfDurable),
+    // so its appends may go out while it is still writing them (thesis 10.2.1, etcd's async
+    // storage writes): a commit index it sends is then always held by a quorum's disks.
     return true;
+  }
+
+  /**
+   * Called by advance(): the host has persisted what the Ready carried, so the leader counts its
+   * own log up to what is now durable. A single voter commits only here.
+   */
+  selfDurable(): void {
+    if (this.role !== 'leader') return;
+    const self = this.prs.get(this.id);
+    if (self === undefined || !self.maybeUpdate(this.raftLog.durableLastIndex())) return;
+    if (this.commitAndRelease()) this.bcastAppend();
   }
 
   /** Proposal path shared by local and forwarded proposals. */
@@ -826,28 +819,17 @@ export class Raft {
   }
 
   private confChangeValid(cc: ConfChange): boolean {
-    switch (cc.type) {
-      case 'addLearner':
-        return !this.voters.has(cc.nodeId) && !this.learners.has(cc.nodeId);
-      case 'promote':
-        return this.learners.has(cc.nodeId);
-      case 'remove':
-        // Removing the last voter would leave a cluster that can never elect a leader.
-        if (this.voters.has(cc.nodeId)) return this.voters.size > 1;
-        return this.learners.has(cc.nodeId);
-    }
+    return confChangeValid(this.voters, this.learners, cc);
   }
 
   // ---------------------------------------------------------------------------------------------
   // ReadIndex
 
   private handleReadIndex(m: Message): void {
-    if (this.voters.size === 1 && this.voters.has(this.id)) {
-      this.respondToReadIndex(m, this.raftLog.committed);
-      return;
-    }
     // Thesis 6.4: the commit index is only known to be up to date once this leader has committed
-    // an entry of its own term; until then the read waits.
+    // an entry of its own term; until then the read waits. A single voter too: it commits its
+    // first entry only once that is durable, and a commit index it had not synced before a
+    // restart may lag what it had committed (and answered) before.
     if (!this.committedEntryInCurrentTerm()) {
       this.pendingReadIndexMessages.push(m);
       return;
@@ -856,6 +838,10 @@ export class Raft {
   }
 
   private startReadIndexRound(m: Message): void {
+    if (this.voters.size === 1 && this.voters.has(this.id)) {
+      this.respondToReadIndex(m, this.raftLog.committed);
+      return;
+    }
     const ctx = m.context ?? '';
     this.readOnly.addRequest(this.raftLog.committed, m);
     this.readOnly.recvAck(this.id, ctx);
@@ -950,7 +936,7 @@ export class Raft {
         // A new member counts as active so the leader may snapshot it and check-quorum is not
         // tripped by it before it had a chance to answer.
         fresh.recentActive = true;
-        if (id === this.id) fresh.match = next - 1;
+        if (id === this.id) fresh.match = this.raftLog.durableLastIndex();
         this.prs.set(id, fresh);
       } else {
         pr.isLearner = isLearner;
@@ -1027,19 +1013,4 @@ function wellFormed(m: Message): boolean {
     }
   }
   return true;
-}
-
-function applyChangeToSets(voters: Set<NodeId>, learners: Set<NodeId>, cc: ConfChange): void {
-  switch (cc.type) {
-    case 'addLearner':
-      if (!voters.has(cc.nodeId)) learners.add(cc.nodeId);
-      return;
-    case 'promote':
-      if (learners.delete(cc.nodeId)) voters.add(cc.nodeId);
-      return;
-    case 'remove':
-      voters.delete(cc.nodeId);
-      learners.delete(cc.nodeId);
-      return;
-  }
 }

@@ -35,6 +35,14 @@ export class RaftLog {
     return this.unstable.maybeLastIndex() ?? this.storage.lastIndex();
   }
 
+  /**
+   * The last index of this log that is on stable storage: the storage holds only what is durable,
+   * and an entry it holds from `unstable.offset` on is being replaced by the unstable tail.
+   */
+  durableLastIndex(): Index {
+    return Math.min(this.storage.lastIndex(), this.unstable.offset - 1);
+  }
+
   lastTerm(): Term {
     return this.term(this.lastIndex());
   }

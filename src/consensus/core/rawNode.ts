@@ -9,6 +9,7 @@
 //        storage.append(rd.entries);
 //        if (rd.hardState) storage.setHardState(rd.hardState);
 //      (RaftCore never writes to the storage itself: the storage must only ever hold what is on disk.)
+//      rd.messagesBeforePersist may be sent before or while writing (a leader's appends);
 //   3. send rd.messages (call reportUnreachable / reportSnapshot as sends fail or finish);
 //   4. apply rd.snapshot (if any) then rd.committedEntries in order; for a `confChange` entry call
 //      core.applyConfChange(JSON.parse(entry.data)) as you apply it;
@@ -104,10 +105,16 @@ export class RaftCore implements RawNode {
   ready(): Ready {
     if (this.inFlight !== null) throw new Error('RaftCore.ready: the previous Ready was not advanced');
     const r = this.raft;
+    // The term this node has on disk: prevHardState is what the last advanced Ready persisted.
+    const durableTerm = this.prevHardState.term;
+    const early: Message[] = [];
+    const late: Message[] = [];
+    for (const m of r.msgs) (this.maySendBeforePersist(m, durableTerm) ? early : late).push(m);
     const rd: Ready = {
       entries: r.raftLog.unstableEntries(),
       committedEntries: r.raftLog.nextCommittedEntries(),
-      messages: r.msgs,
+      messagesBeforePersist: early,
+      messages: late,
       readStates: r.readStates,
     };
     r.msgs = [];
@@ -125,6 +132,20 @@ export class RaftCore implements RawNode {
     return rd;
   }
 
+  /**
+   * A leader's appends, heartbeats and snapshots need nothing of this Ready on disk (thesis
+   * 10.2.1): the leader counts itself toward a commit only once its write is durable (see
+   * Raft.selfDurable), and an entry it loses in a crash is one no quorum held. Their term must
+   * already be durable, though: a leader whose election is not yet on disk (a single voter elects
+   * itself within one Ready) could restart in the old term, win the same term again and send
+   * different entries at the same indexes to a follower or learner that kept the first ones.
+   * Everything else (votes, append and heartbeat answers) waits for the write.
+   */
+  protected maySendBeforePersist(m: Message, durableTerm: number): boolean {
+    if (m.term !== durableTerm) return false;
+    return m.type === 'MsgApp' || m.type === 'MsgHeartbeat' || m.type === 'MsgSnap';
+  }
+
   /** The host has persisted and applied everything the last Ready carried. */
   advance(): void {
     const rd = this.inFlight;
@@ -136,8 +157,17 @@ export class RaftCore implements RawNode {
       log.unstable.stableSnapTo(rd.snapshot.metadata.index);
       if (rd.snapshot.metadata.index > log.applied) log.applied = rd.snapshot.metadata.index;
     }
-    const lastEntry = rd.entries[rd.entries.length - 1];
-    if (lastEntry) log.unstable.stableTo(lastEntry.index, lastEntry.term);
+    // An input between ready() and advance() may have replaced a tail of what this Ready wrote (a
+    // new leader overwriting entries its predecessor sent and lost). The prefix that still matches
+    // by index and term is the same entries, now durable: mark that stable, or the next Ready would
+    // rewrite it, committed entries included.
+    for (let k = rd.entries.length - 1; k >= 0; k--) {
+      const e = rd.entries[k]!;
+      if (log.unstable.maybeTerm(e.index) !== e.term) continue;
+      log.unstable.stableTo(e.index, e.term);
+      break;
+    }
+    this.raft.selfDurable();
     const lastApplied = rd.committedEntries[rd.committedEntries.length - 1];
     if (lastApplied) {
       log.appliedTo(lastApplied.index);

@@ -164,7 +164,7 @@ export class Network {
     if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
     n.storage.append(rd.entries);
     if (rd.hardState) n.storage.setHardState(rd.hardState);
-    this.queue.push(...rd.messages);
+    this.queue.push(...rd.messagesBeforePersist, ...rd.messages);
     if (rd.snapshot) this.applySnapshot(n, rd.snapshot);
     for (const e of rd.committedEntries) this.applyEntry(n, e);
     n.readStates.push(...rd.readStates);
@@ -257,7 +257,7 @@ export class Network {
   drain(id: NodeId): Message[] {
     const out: Message[] = [];
     for (let rd = this.handleReady(id); rd; rd = this.handleReady(id)) {
-      out.push(...rd.messages);
+      out.push(...rd.messagesBeforePersist, ...rd.messages);
     }
     this.queue = this.queue.filter((m) => !out.includes(m));
     return out;

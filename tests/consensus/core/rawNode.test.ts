@@ -30,7 +30,8 @@ describe('Ready', () => {
     const quiet = n.handleReady('a')!;
     expect(quiet.softState).toBeUndefined();
     expect(quiet.hardState).toBeUndefined();
-    expect(quiet.messages.every((m) => m.type === 'MsgHeartbeat')).toBe(true);
+    expect(quiet.messages).toEqual([]);
+    expect(quiet.messagesBeforePersist.map((m) => m.type)).toEqual(['MsgHeartbeat', 'MsgHeartbeat']);
   });
 
   test('committed entries are handed out only once they have been persisted locally', () => {
@@ -46,12 +47,13 @@ describe('Ready', () => {
     expect(core.propose('x')).toBeNull();
     rd = core.ready();
     expect(rd.entries.map((e) => e.data)).toEqual(['x']);
-    // A single voter commits at once, but x is not durable yet, so it is not to be applied yet.
-    expect(rd.hardState?.commit).toBe(rd.entries[0]!.index);
+    // A single voter counts itself only once x is durable: not committed, not applied yet.
+    expect(rd.hardState).toBeUndefined();
     expect(rd.committedEntries).toEqual([]);
     storage.append(rd.entries);
     core.advance();
     rd = core.ready();
+    expect(rd.hardState?.commit).toBe(rd.committedEntries[0]!.index);
     expect(rd.committedEntries.map((e) => e.data)).toEqual(['x']);
     core.advance();
     expect(core.status()).toMatchObject({ applied: rd.committedEntries[0]!.index });
