@@ -5,9 +5,10 @@
 // stay are proved by their bytes, not by a claim. The worker hashes them where they lie
 // (POST /blobs/:id/verify): the leader gets the verdict, not the bytes.
 
+import type { CopyCheck } from './placement/plan.ts';
 import type { WorkerClient } from './workerClient.ts';
 
-export type CopyCheck = 'good' | 'bad' | 'unknown';
+export type { CopyCheck };
 
 /**
  * `good`: the worker's copy hashes to exactly the expected bytes; `bad`: it has no such blob, or

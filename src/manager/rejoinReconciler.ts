@@ -19,17 +19,21 @@
 // healthy copies exist elsewhere (e.g. a repair copy made by a leader that died before recording
 // it). A stray of an object short of copies is re-adopted instead.
 
-import { Readable } from 'node:stream';
-import type { ReadableStream as NodeWebStream } from 'node:stream/web';
-import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
-import { ndjsonLines } from '../http/ndjson.ts';
 import type { Logger } from '../logging.ts';
 import { expectedOf, type NodeView, type ObjectView } from '../metadata/commands.ts';
-import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
+import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
 import { type CopyLocks, deleteUnlistedCopy } from './copyLocks.ts';
-import { type CopyCheck, checkCopy } from './copyVerifier.ts';
+import { checkCopy } from './copyVerifier.ts';
 import type { RaftAccess } from './imageService.ts';
+import {
+  type CopyCheck,
+  type HeldCopyAction,
+  orphanDue,
+  planHeldCopy,
+  planMissing,
+  planStray,
+} from './placement/plan.ts';
 import type { RepairMetrics } from './repairMetrics.ts';
 import type { WorkerClient } from './workerClient.ts';
 import type { InventoryLine } from './workerRegistry.ts';
@@ -208,16 +212,8 @@ export class RejoinReconciler {
   }
 
   /** A worker's inventory, streamed (GET /inventory, NDJSON in id order). */
-  private async *inventoryOf(node: NodeView): AsyncGenerator<InventoryLine> {
-    const res = await fetch(new URL('/inventory', node.url), {
-      headers: { [CLUSTER_SECRET_HEADER]: this.deps.secret! },
-      signal: AbortSignal.timeout(60_000),
-    });
-    if (!res.ok || !res.body) throw new Error(`inventory answered ${res.status}`);
-    for await (const text of ndjsonLines(Readable.fromWeb(res.body as NodeWebStream), 4096)) {
-      const line = JSON.parse(text) as InventoryLine;
-      if (typeof line.id === 'string') yield line;
-    }
+  private inventoryOf(node: NodeView): AsyncGenerator<InventoryLine> {
+    return this.deps.workers.inventory(node.url);
   }
 
   /** A reconciliation is running or queued (the repair loop then leaves copies too many alone). */
@@ -335,113 +331,143 @@ export class RejoinReconciler {
     line: InventoryLine,
     nodes: Map<string, NodeView>,
   ): Promise<ReconcileDecision> {
-    const { raft, metadata, workers, log } = this.deps;
+    const object = await this.deps.metadata.getObject(line.id);
+    if (object) this.orphans.delete(`${self.nodeId}/${line.id}`);
+    const checks = new Map<string, CopyCheck>();
+    for (;;) {
+      const action = planHeldCopy(self, line, object, nodes, checks);
+      if (action.kind === 'readBack') {
+        await this.readBack(line.id, object!, action.nodeIds, nodes, checks);
+        continue;
+      }
+      return this.actOnHeldCopy(self, line, object!, action, nodes, checks);
+    }
+  }
+
+  private async actOnHeldCopy(
+    self: NodeView,
+    line: InventoryLine,
+    object: ObjectView,
+    action: Exclude<HeldCopyAction, { kind: 'readBack' }>,
+    nodes: Map<string, NodeView>,
+    checks: Map<string, CopyCheck>,
+  ): Promise<ReconcileDecision> {
+    const { workers, log } = this.deps;
     const nodeId = self.nodeId;
-    const object = await metadata.getObject(line.id);
-    if (!object) return this.orphan(self, line.id);
-    this.orphans.delete(`${nodeId}/${line.id}`);
-    const listed = object.replicas.includes(nodeId);
-
-    if (object.sha256 !== line.sha256 || object.size !== line.size) {
-      // The mismatch is the index's word; the bytes decide (a wrong index entry over right bytes
-      // must not cost a copy).
-      if ((await checkCopy(workers, self.url, line.id, object)) !== 'bad') return 'skipped';
-      if (listed) {
-        const removed = await proposeCommand(raft, {
-          type: 'removeReplica',
-          id: line.id,
-          nodeId,
-          expected: expectedOf(object),
-        });
-        if (!removed.ok) {
-          if (removed.code === 'LastReplica') {
-            log.error(
-              { event: 'reconcile.corrupt_last_copy', objectId: line.id, nodeId, code: removed.code },
-              'the only recorded copy has the wrong checksum; kept for an operator',
-            );
-          }
-          return 'skipped';
+    switch (action.kind) {
+      case 'orphan':
+        return this.orphan(self, line.id);
+      case 'kept':
+        return 'kept';
+      case 'skip':
+        if (action.reason === 'unproven' && self.state === 'up') {
+          log.warn(
+            {
+              event: 'reconcile.returning_copy_unproven',
+              objectId: line.id,
+              nodeId,
+              check: checks.get(nodeId),
+            },
+            'returning copy not re-adopted: its bytes could not be read',
+          );
         }
-      } else {
-        // No commit vouches for this delete: re-read the record as of everything committed (a
-        // deposed leader's table may predate the record these bytes belong to).
-        const now = await this.freshObject(line.id);
-        if (!now || now.replicas.includes(nodeId) || (now.sha256 === line.sha256 && now.size === line.size)) {
-          return 'skipped';
-        }
-      }
-      await workers.deleteBlob(self.url, line.id);
-      log.warn(
-        {
-          event: 'reconcile.corrupt_deleted',
-          objectId: line.id,
-          nodeId,
-          expected: object.sha256,
-          found: line.sha256,
-        },
-        'copy with a wrong checksum deleted',
-      );
-      return 'corruptDeleted';
-    }
-    if (listed) return 'kept';
-
-    const healthy = object.replicas.filter((n) => nodes.get(n)?.state === 'up');
-    if (self.state !== 'up' && healthy.length >= REPLICATION_FACTOR) {
-      // A draining worker's unlisted copy is not wanted: re-adopting it would only move it again.
-      // It goes only if the two recorded copies are proved by their bytes.
-      if ((await this.provenCopies(line.id, healthy, nodes)).good.length < REPLICATION_FACTOR)
         return 'skipped';
-      await workers.deleteBlob(self.url, line.id);
-      log.info(
-        { event: 'reconcile.excess_deleted', objectId: line.id, nodeId, state: self.state },
-        'unlisted copy on a worker being emptied deleted',
-      );
-      return 'excessRemoved';
-    }
-    if (healthy.length >= REPLICATION_FACTOR) {
-      // Re-adopting here means giving up a copy that is known good (it was written by repair,
-      // hash-checked by its worker on arrival) for this one, which only claims its checksum from
-      // its index: its bytes are read back first.
-      const check = await checkCopy(workers, self.url, line.id, object);
-      if (check !== 'good') {
-        log.warn(
-          { event: 'reconcile.returning_copy_unproven', objectId: line.id, nodeId, check },
-          'returning copy not re-adopted: its bytes do not match the record (or could not be read)',
+      case 'deleteCorrupt':
+        return this.deleteCorrupt(self, line, object, action.listed);
+      case 'deleteExcess':
+        await workers.deleteBlob(self.url, line.id);
+        log.info(
+          { event: 'reconcile.excess_deleted', objectId: line.id, nodeId, state: self.state },
+          'unlisted copy on a worker being emptied deleted',
         );
-        if (check === 'bad') {
-          const now = await this.freshObject(line.id);
-          if (!now || now.replicas.includes(nodeId) || now.sha256 !== object.sha256) return 'skipped';
-          await workers.deleteBlob(self.url, line.id);
-          return 'corruptDeleted';
+        return 'excessRemoved';
+      case 'readopt': {
+        const added = await this.readopt(object, nodeId);
+        if (!added) return 'skipped';
+        log.info(
+          { event: 'reconcile.readopted', objectId: line.id, nodeId, replicas: added.replicas },
+          'copy re-adopted instead of a new transfer',
+        );
+        return 'readopted';
+      }
+      case 'readoptOnly':
+        if (!(await this.readopt(object, nodeId))) return 'skipped';
+        log.warn(
+          {
+            event: 'reconcile.excess_unproven',
+            objectId: line.id,
+            nodeId,
+            checks: Object.fromEntries(checks),
+          },
+          'returning copy re-adopted; the copy too many stays until the others are proved',
+        );
+        return 'readopted';
+      case 'replace':
+        return this.tradeForReturning(self, line.id, object, action.remove, nodes);
+    }
+  }
+
+  /**
+   * A copy with other bytes than the record's: the record forgets it (unless it is the last one),
+   * then it is deleted. An unlisted one is deleted only after a look at the record as of everything
+   * committed (a deposed leader's table may predate the record these bytes belong to).
+   */
+  private async deleteCorrupt(
+    self: NodeView,
+    line: InventoryLine,
+    object: ObjectView,
+    listed: boolean,
+  ): Promise<ReconcileDecision> {
+    const { raft, workers, log } = this.deps;
+    const nodeId = self.nodeId;
+    if (listed) {
+      const removed = await proposeCommand(raft, {
+        type: 'removeReplica',
+        id: line.id,
+        nodeId,
+        expected: expectedOf(object),
+      });
+      if (!removed.ok) {
+        if (removed.code === 'LastReplica') {
+          log.error(
+            { event: 'reconcile.corrupt_last_copy', objectId: line.id, nodeId, code: removed.code },
+            'the only recorded copy has the wrong checksum; kept for an operator',
+          );
         }
         return 'skipped';
       }
+    } else {
+      const now = await this.freshObject(line.id);
+      if (!now || now.replicas.includes(nodeId) || now.sha256 !== object.sha256 || now.size !== object.size)
+        return 'skipped';
     }
-    if (healthy.length < REPLICATION_FACTOR) {
-      const added = await this.readopt(object, nodeId);
-      if (!added) return 'skipped';
-      log.info(
-        { event: 'reconcile.readopted', objectId: line.id, nodeId, replicas: added.replicas },
-        'copy re-adopted instead of a new transfer',
-      );
-      return 'readopted';
-    }
-    // Two healthy copies exist without this one: one of them replaced it while it was away. The copy
-    // that stays beside the returning one must be proved too; a copy found bad goes first. Both are
-    // proved before anything commits, so the trade is one entry (replaceReplica), not two.
-    const proof = await this.provenCopies(line.id, healthy, nodes);
-    const victim = proof.bad[0] ?? proof.unknown[0] ?? this.pickExcess(object, nodeId, healthy, nodes);
-    if (proof.good.filter((n) => n !== victim).length < REPLICATION_FACTOR - 1) {
-      if (!(await this.readopt(object, nodeId))) return 'skipped';
-      log.warn(
-        { event: 'reconcile.excess_unproven', objectId: line.id, nodeId, proof },
-        'returning copy re-adopted; the copy too many stays until the others are proved',
-      );
-      return 'readopted';
-    }
+    await workers.deleteBlob(self.url, line.id);
+    log.warn(
+      {
+        event: 'reconcile.corrupt_deleted',
+        objectId: line.id,
+        nodeId,
+        expected: object.sha256,
+        found: line.sha256,
+      },
+      'copy with a wrong checksum deleted',
+    );
+    return 'corruptDeleted';
+  }
+
+  /** Records the returning copy and forgets `victim`, the copy that replaced it, in one entry. */
+  private async tradeForReturning(
+    self: NodeView,
+    id: string,
+    object: ObjectView,
+    victim: string,
+    nodes: Map<string, NodeView>,
+  ): Promise<ReconcileDecision> {
+    const { raft, log } = this.deps;
+    const nodeId = self.nodeId;
     const replaced = await proposeCommand(raft, {
       type: 'replaceReplica',
-      id: line.id,
+      id,
       add: nodeId,
       remove: victim,
       expected: expectedOf(object),
@@ -450,16 +476,16 @@ export class RejoinReconciler {
       // The record changed since it was read (the copy was listed, or the victim dropped,
       // meanwhile): nothing was traded; the next rejoin decides again.
       log.warn(
-        { event: 'reconcile.readopt_refused', objectId: line.id, nodeId, victim, code: replaced.code },
+        { event: 'reconcile.readopt_refused', objectId: id, nodeId, victim, code: replaced.code },
         replaced.message,
       );
       return 'skipped';
     }
     const victimNode = nodes.get(victim);
     if (victimNode) {
-      await deleteUnlistedCopy(this.deps, victimNode, line.id).catch((err: unknown) =>
+      await deleteUnlistedCopy(this.deps, victimNode, id).catch((err: unknown) =>
         log.warn(
-          { event: 'reconcile.excess_delete_failed', objectId: line.id, nodeId: victim, err },
+          { event: 'reconcile.excess_delete_failed', objectId: id, nodeId: victim, err },
           'excess copy left on disk; its next rejoin removes it',
         ),
       );
@@ -467,7 +493,7 @@ export class RejoinReconciler {
     log.info(
       {
         event: 'reconcile.excess_removed',
-        objectId: line.id,
+        objectId: id,
         nodeId,
         removed: victim,
         replicas: replaced.object.replicas,
@@ -498,43 +524,18 @@ export class RejoinReconciler {
     return this.deps.metadata.getObject(id);
   }
 
-  /** Reads back the copies on `nodeIds` and sorts them by what their bytes show. */
-  private async provenCopies(
+  /** Has each copy on `nodeIds` read back by its worker, noting the verdicts in `checks`. */
+  private async readBack(
     id: string,
+    object: ObjectView,
     nodeIds: string[],
     nodes: Map<string, NodeView>,
-  ): Promise<{ good: string[]; bad: string[]; unknown: string[] }> {
-    const object = await this.deps.metadata.getObject(id);
-    const out = { good: [] as string[], bad: [] as string[], unknown: [] as string[] };
+    checks: Map<string, CopyCheck>,
+  ): Promise<void> {
     for (const n of nodeIds) {
       const url = nodes.get(n)?.url;
-      const check: CopyCheck =
-        object && url ? await checkCopy(this.deps.workers, url, id, object) : 'unknown';
-      out[check === 'good' ? 'good' : check === 'bad' ? 'bad' : 'unknown'].push(n);
+      checks.set(n, url ? await checkCopy(this.deps.workers, url, id, object) : 'unknown');
     }
-    return out;
-  }
-
-  /** Which healthy copy goes: keep the zones distinct when possible, then free the fullest worker. */
-  private pickExcess(
-    object: ObjectView,
-    keep: string,
-    healthy: string[],
-    nodes: Map<string, NodeView>,
-  ): string {
-    const keepZone = nodes.get(keep)?.zone;
-    const score = (n: string) => {
-      const node = nodes.get(n);
-      const sameZone = node?.zone === keepZone ? 1 : 0;
-      return [sameZone, node?.objectCount ?? 0] as const;
-    };
-    const candidates = healthy.filter((n) => n !== keep && object.replicas.includes(n));
-    candidates.sort((a, b) => {
-      const [za, ca] = score(a);
-      const [zb, cb] = score(b);
-      return zb - za || cb - ca || (a < b ? -1 : 1);
-    });
-    return candidates[0]!;
   }
 
   private async orphan(self: NodeView, id: string): Promise<ReconcileDecision> {
@@ -542,7 +543,7 @@ export class RejoinReconciler {
     const known = this.orphans.get(key);
     const firstSeen = known?.firstSeen ?? this.now();
     if (!known) this.orphans.set(key, { nodeId: self.nodeId, id, firstSeen });
-    if (this.now() - firstSeen >= this.deps.orphanGraceMs && (await this.deleteHeldOrphan(key)))
+    if (orphanDue(firstSeen, this.now(), this.deps.orphanGraceMs) && (await this.deleteHeldOrphan(key)))
       return 'orphanDeleted';
     this.deps.log.info(
       { event: 'reconcile.orphan_pending', objectId: id, nodeId: self.nodeId, firstSeen },
@@ -574,51 +575,32 @@ export class RejoinReconciler {
     // orphaned. An upload this leader is running right now has not committed: `uploading` covers it.
     const object = await this.freshObject(pending.id);
     const node = await metadata.getNode(pending.nodeId);
-    if (!node || object?.replicas.includes(pending.nodeId)) {
-      this.orphans.delete(key);
-      return false;
-    }
-    if (object) {
-      const nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
-      const healthy = object.replicas.filter((n) => nodes.get(n)?.state === 'up');
-      // An unrecorded copy may be the good one while a recorded one rotted: it goes only once
-      // two recorded copies are read back whole.
-      const proven =
-        healthy.length >= REPLICATION_FACTOR
-          ? (await this.provenCopies(pending.id, healthy, nodes)).good
-          : [];
-      if (proven.length < REPLICATION_FACTOR) {
-        // The object needs this copy more than the disk needs the space, if it is a copy of this
-        // object: the id may have been deleted and uploaded again with other bytes since it was
-        // written. Its bytes are read back first; a copy of other bytes is of no use to anyone.
-        this.orphans.delete(key);
-        if (node.state !== 'up') return false;
-        const check = await checkCopy(workers, node.url, pending.id, object);
-        if (check === 'unknown') {
-          log.warn(
-            { event: 'reconcile.stray_unproven', objectId: pending.id, nodeId: pending.nodeId },
-            'unrecorded copy could not be read back; neither re-adopted nor deleted',
-          );
-          return false;
-        }
-        if (check === 'good') {
-          if (await this.readopt(object, pending.nodeId)) {
-            log.info(
-              { event: 'reconcile.stray_readopted', objectId: pending.id, nodeId: pending.nodeId },
-              'unrecorded copy re-adopted',
-            );
-          }
-          return false;
-        }
+    const nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
+    const checks = new Map<string, CopyCheck>();
+    const logged = { objectId: pending.id, nodeId: pending.nodeId };
+    for (;;) {
+      const action = planStray(node, object, nodes, checks);
+      if (action.kind === 'readBack') {
+        await this.readBack(pending.id, object!, action.nodeIds, nodes, checks);
+        continue;
       }
+      if (action.kind !== 'delete') this.orphans.delete(key);
+      if (action.kind === 'unproven')
+        log.warn(
+          { event: 'reconcile.stray_unproven', ...logged },
+          'unrecorded copy could not be read back; neither re-adopted nor deleted',
+        );
+      if (action.kind === 'readopt' && (await this.readopt(object!, pending.nodeId)))
+        log.info({ event: 'reconcile.stray_readopted', ...logged }, 'unrecorded copy re-adopted');
+      if (action.kind !== 'delete') return false;
+      break;
     }
-    await workers.deleteBlob(node.url, pending.id);
+    await workers.deleteBlob(node!.url, pending.id);
     this.orphans.delete(key);
     log.info(
       {
         event: object ? 'reconcile.stray_deleted' : 'reconcile.orphan_deleted',
-        objectId: pending.id,
-        nodeId: pending.nodeId,
+        ...logged,
         firstSeen: pending.firstSeen,
       },
       object
@@ -692,7 +674,7 @@ export class RejoinReconciler {
     let deleted = 0;
     const now = this.now();
     for (const [key, o] of [...this.orphans]) {
-      if (now - o.firstSeen < this.deps.orphanGraceMs) continue;
+      if (!orphanDue(o.firstSeen, now, this.deps.orphanGraceMs)) continue;
       try {
         if (await this.deleteOrphan(key)) {
           deleted += 1;
@@ -727,23 +709,24 @@ export class RejoinReconciler {
   ): Promise<ReconcileDecision> {
     const { raft, metadata, workers, log } = this.deps;
     const object = await metadata.getObject(id);
-    // Recorded after the inventory was read: its copy may have landed after the listing.
-    if (!object || object.createdAt >= inventoryStartedAt) return 'skipped';
     const node = await metadata.getNode(nodeId);
-    if (!node) return 'skipped';
+    if (!node || planMissing(object, nodeId, inventoryStartedAt).kind === 'skip') return 'skipped';
     // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
-    try {
-      const res = await workers.getBlob(node.url, id, { method: 'HEAD' });
-      await res.body.dump();
-      return 'kept';
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'NotFound') return 'skipped';
-    }
+    const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
+      async (res) => {
+        await res.body.dump();
+        return 'yes' as const;
+      },
+      (err: unknown) =>
+        (err as { code?: string }).code === 'NotFound' ? ('no' as const) : ('unknown' as const),
+    );
+    const action = planMissing(object, nodeId, inventoryStartedAt, held);
+    if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
     const removed = await proposeCommand(raft, {
       type: 'removeReplica',
       id,
       nodeId,
-      expected: expectedOf(object),
+      expected: expectedOf(object!),
     });
     if (!removed.ok) {
       if (removed.code === 'LastReplica') {

@@ -9,7 +9,6 @@ import pRetry, { AbortError } from 'p-retry';
 import type { Logger } from '../logging.ts';
 import {
   expectedOf,
-  type NodeState,
   type NodeView,
   type ObjectView,
   type ReplicaChange,
@@ -18,15 +17,22 @@ import {
 import { type MetadataStateMachine, REPLICATION_FACTOR } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
 import { type CopyLocks, deleteUnlistedCopy, type Release } from './copyLocks.ts';
-import { type CopyCheck, checkCopy } from './copyVerifier.ts';
+import { checkCopy } from './copyVerifier.ts';
 import type { RaftAccess } from './imageService.ts';
+import {
+  type CopyCheck,
+  classify,
+  LEAVING,
+  needsRepair,
+  planRepair,
+  type RepairAction,
+  type Replicas,
+} from './placement/plan.ts';
 import { type PlacementCandidate, rankTargets } from './placement.ts';
 import type { RepairMetrics } from './repairMetrics.ts';
 import type { CopyBatchOutcome, WorkerClient } from './workerClient.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
-/** Nodes whose copies must move elsewhere. */
-const LEAVING: ReadonlySet<NodeState> = new Set<NodeState>(['down', 'draining', 'drained']);
 /** Targets one repair tries before leaving the object to the next pass. */
 const MAX_TARGETS_PER_REPAIR = 4;
 /**
@@ -95,14 +101,8 @@ interface CopyBatch {
   bytes: number;
 }
 
-interface Classified {
+interface Classified extends Replicas {
   object: ObjectView;
-  /** Replicas on nodes in state `up`. */
-  healthy: string[];
-  /** Replicas on nodes being left (down, draining, drained, or not in the table). */
-  leaving: string[];
-  /** Replicas a copy can be taken from right now: serving and recently heard. */
-  sources: NodeView[];
 }
 
 export class RepairLoop {
@@ -211,7 +211,7 @@ export class RepairLoop {
     for (const object of step.items) {
       if (ids.has(object.id)) continue;
       const c = this.classify(object, byId);
-      if (c.healthy.length !== REPLICATION_FACTOR || c.leaving.length > 0) work.push(c);
+      if (needsRepair(c)) work.push(c);
     }
     for (const id of ids) {
       const object = await metadata.getObject(id);
@@ -559,16 +559,7 @@ export class RepairLoop {
   }
 
   private classify(object: ObjectView, byId: Map<string, NodeView>): Classified {
-    const healthy: string[] = [];
-    const leaving: string[] = [];
-    const sources: NodeView[] = [];
-    for (const nodeId of object.replicas) {
-      const node = byId.get(nodeId);
-      if (!node || LEAVING.has(node.state)) leaving.push(nodeId);
-      else if (node.state === 'up') healthy.push(nodeId);
-      if (node && this.deps.liveness.isServing(node)) sources.push(node);
-    }
-    return { object, healthy, leaving, sources };
+    return { object, ...classify(object, byId, (n) => this.deps.liveness.isServing(n)) };
   }
 
   private updateGauges(work: Classified[], byId: Map<string, NodeView>): void {
@@ -594,145 +585,109 @@ export class RepairLoop {
   }
 
   /**
-   * Brings one object one step closer to the goal, from a fresh read of the tables: drops a
-   * replica on a leaving node when two healthy copies exist, else copies to one new target.
+   * Brings one object one step closer to the goal, from a fresh read of the tables, as the planner
+   * decides (placement/plan.ts: planRepair); read-backs it asks for are done and it decides again.
    */
   async repairOne(id: string): Promise<RepairOutcome> {
-    const { metadata, log } = this.deps;
-    const object = await metadata.getObject(id);
+    const object = await this.deps.metadata.getObject(id);
     if (!object) return 'skipped';
-    const nodes = await metadata.listNodes();
+    const nodes = await this.deps.metadata.listNodes();
     const byId = new Map(nodes.map((n) => [n.nodeId, n]));
     const c = this.classify(object, byId);
-    if (c.healthy.length >= REPLICATION_FACTOR) {
-      if (c.leaving.length > 0) return this.dropLeaving(c, byId);
-      if (c.healthy.length > REPLICATION_FACTOR) return this.trimExcess(c, byId);
-      return 'healthy';
-    }
-    if (c.sources.length === 0) {
-      if (!this.reportedUnavailable.has(id) && this.reportedUnavailable.size < 100_000) {
-        this.reportedUnavailable.add(id);
-        log.warn(
-          { event: 'repair.unavailable', objectId: id, replicas: object.replicas },
-          'no serving worker holds a copy; waiting for one to return',
-        );
+    // A rejoin's own excess removal (or a dropped missing copy) could combine with a trim to leave
+    // one copy: trims wait for it, before the read-backs and again after them.
+    const trimming = c.healthy.length > REPLICATION_FACTOR && c.leaving.length === 0;
+    if (trimming && this.deps.reconcileBusy?.()) return 'skipped';
+    // Decided once: a worker heard again while the copies are read back is not one whose copy
+    // they were read back for.
+    const deleting = c.leaving.filter((n) => {
+      const node = byId.get(n);
+      return node !== undefined && this.deps.liveness.isServing(node);
+    });
+    const checks = new Map<string, CopyCheck>();
+    for (;;) {
+      const action = planRepair(c, byId, deleting, checks);
+      switch (action.kind) {
+        case 'readBack':
+          for (const n of action.nodeIds) {
+            const url = byId.get(n)?.url;
+            checks.set(n, url ? await checkCopy(this.deps.workers, url, id, object) : 'unknown');
+          }
+          continue;
+        case 'healthy':
+          return 'healthy';
+        case 'unavailable':
+          this.reportUnavailable(object);
+          return 'unavailable';
+        case 'copy':
+          this.reportedUnavailable.delete(id);
+          return this.copyOnce(c, nodes, byId);
+        case 'remove':
+          return this.removeReplicas(c, action, byId);
+        case 'wait':
+          if (trimming)
+            this.deps.log.warn(
+              { event: 'repair.trim_unproven', objectId: id, checks: Object.fromEntries(checks) },
+              'copy too many kept: the copies that would stay could not all be read back',
+            );
+          return 'skipped';
+        case 'trim':
+          if (this.deps.reconcileBusy?.()) return 'skipped';
+          return this.trim(c, action.nodeId, byId);
       }
-      return 'unavailable';
     }
-    this.reportedUnavailable.delete(id);
-    return this.copyOnce(c, nodes, byId);
   }
 
-  /** Two healthy copies exist: the record forgets the leaving ones (a draining node's copy is deleted). */
-  private async dropLeaving(c: Classified, byId: Map<string, NodeView>): Promise<RepairOutcome> {
-    const { raft, workers, log } = this.deps;
-    // Decided once: a worker heard again while the copies below are read back is not one whose
-    // copy they were read back for.
-    const deleting = new Set(
-      c.leaving.filter((n) => {
-        const node = byId.get(n);
-        return node !== undefined && this.deps.liveness.isServing(node);
-      }),
+  private reportUnavailable(object: ObjectView): void {
+    if (this.reportedUnavailable.has(object.id) || this.reportedUnavailable.size >= 100_000) return;
+    this.reportedUnavailable.add(object.id);
+    this.deps.log.warn(
+      { event: 'repair.unavailable', objectId: object.id, replicas: object.replicas },
+      'no serving worker holds a copy; waiting for one to return',
     );
-    if (deleting.size > 0) {
-      // A leaving worker still serving (draining) loses its copy for good: the two that stay are
-      // read back first. One found wrong leaves the record instead, and the next pass copies anew.
-      const bad: string[] = [];
-      let good = 0;
-      for (const n of c.healthy) {
-        const url = byId.get(n)?.url;
-        const check = url ? await checkCopy(workers, url, c.object.id, c.object) : 'unknown';
-        if (check === 'good') good += 1;
-        else if (check === 'bad') bad.push(n);
-      }
-      if (good < REPLICATION_FACTOR) {
-        for (const n of bad) {
-          const result = await proposeCommand(raft, {
-            type: 'removeReplica',
-            id: c.object.id,
-            nodeId: n,
-            expected: expectedOf(c.object),
-          });
-          if (!result.ok) continue;
-          log.warn(
-            { event: 'repair.bad_copy_dropped', objectId: c.object.id, nodeId: n },
-            'recorded copy missing or wrong on its worker; dropped so repair makes a new one',
-          );
-          const node = byId.get(n);
-          if (node) await deleteUnlistedCopy(this.deps, node, c.object.id).catch(() => {});
-        }
-        return bad.length > 0 ? 'dropped' : 'skipped';
-      }
-    }
-    for (const nodeId of c.leaving) {
-      const result = await proposeCommand(raft, {
+  }
+
+  /** The record forgets the copies the planner named; those on nodes still serving are deleted. */
+  private async removeReplicas(
+    c: Classified,
+    action: Extract<RepairAction, { kind: 'remove' }>,
+    byId: Map<string, NodeView>,
+  ): Promise<RepairOutcome> {
+    for (const nodeId of action.nodeIds) {
+      const result = await proposeCommand(this.deps.raft, {
         type: 'removeReplica',
         id: c.object.id,
         nodeId,
         expected: expectedOf(c.object),
       });
       if (!result.ok) continue;
-      log.info(
-        { event: 'repair.replica_dropped', objectId: c.object.id, nodeId },
-        'replica on a leaving worker dropped',
-      );
+      if (action.reason === 'badCopy')
+        this.deps.log.warn(
+          { event: 'repair.bad_copy_dropped', objectId: c.object.id, nodeId },
+          'recorded copy missing or wrong on its worker; dropped so repair makes a new one',
+        );
+      else
+        this.deps.log.info(
+          { event: 'repair.replica_dropped', objectId: c.object.id, nodeId },
+          'replica on a leaving worker dropped',
+        );
       const node = byId.get(nodeId);
-      if (node && deleting.has(nodeId))
+      if (node && action.deleteFrom.includes(nodeId))
         await deleteUnlistedCopy(this.deps, node, c.object.id).catch(() => {});
     }
     return 'dropped';
   }
 
-  /**
-   * One copy too many: the record forgets one (keeping zones distinct, freeing the fullest
-   * worker) and its blob is deleted. Never while a rejoin is being reconciled, whose own excess
-   * removal (or a dropped missing copy) could otherwise combine with this one to leave one copy.
-   */
-  private async trimExcess(c: Classified, byId: Map<string, NodeView>): Promise<RepairOutcome> {
-    const { raft, workers, log } = this.deps;
-    if (this.deps.reconcileBusy?.()) return 'skipped';
-    const zoneCount = new Map<string, number>();
-    for (const n of c.healthy) {
-      const z = byId.get(n)?.zone ?? '';
-      zoneCount.set(z, (zoneCount.get(z) ?? 0) + 1);
-    }
-    // Least wanted first: a copy sharing its zone, then the fullest worker.
-    const ranked = [...c.healthy].sort((a, b) => {
-      const na = byId.get(a);
-      const nb = byId.get(b);
-      const sharedA = (zoneCount.get(na?.zone ?? '') ?? 0) > 1 ? 1 : 0;
-      const sharedB = (zoneCount.get(nb?.zone ?? '') ?? 0) > 1 ? 1 : 0;
-      return sharedB - sharedA || (nb?.objectCount ?? 0) - (na?.objectCount ?? 0) || (a < b ? 1 : -1);
-    });
-    // The record says every copy is there; only the bytes prove it. A copy found missing or wrong
-    // is the one to drop, and nothing is dropped unless two copies that stay were read back whole.
-    const checks = new Map<string, CopyCheck>();
-    for (const n of ranked) {
-      const url = byId.get(n)?.url;
-      checks.set(n, url ? await checkCopy(workers, url, c.object.id, c.object) : 'unknown');
-    }
-    const victim =
-      ranked.find((n) => checks.get(n) === 'bad') ??
-      ranked.find((n) => checks.get(n) === 'unknown') ??
-      ranked[0]!;
-    const provenKept = ranked.filter((n) => n !== victim && checks.get(n) === 'good').length;
-    if (provenKept < REPLICATION_FACTOR) {
-      log.warn(
-        { event: 'repair.trim_unproven', objectId: c.object.id, checks: Object.fromEntries(checks) },
-        'copy too many kept: the copies that would stay could not all be read back',
-      );
-      return 'skipped';
-    }
-    // The read-backs took a while: a rejoin that started meanwhile may be removing a copy too.
-    if (this.deps.reconcileBusy?.()) return 'skipped';
-    const result = await proposeCommand(raft, {
+  /** One copy too many: the record forgets the one on `victim` and its blob is deleted. */
+  private async trim(c: Classified, victim: string, byId: Map<string, NodeView>): Promise<RepairOutcome> {
+    const result = await proposeCommand(this.deps.raft, {
       type: 'removeReplica',
       id: c.object.id,
       nodeId: victim,
       expected: expectedOf(c.object),
     });
     if (!result.ok) return 'skipped';
-    log.info(
+    this.deps.log.info(
       {
         event: 'repair.excess_trimmed',
         objectId: c.object.id,
