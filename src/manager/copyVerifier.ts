@@ -32,3 +32,17 @@ export async function checkCopy(
   if (verdict.state !== 'intact') return 'unknown';
   return verdict.size === expected.size && verdict.sha256 === expected.sha256 ? 'good' : 'bad';
 }
+
+/** Has each copy on `nodeIds` read back by its worker, noting the verdicts in `checks`. */
+export async function readBack(
+  workers: WorkerClient,
+  object: { id: string; sha256: string; size: number },
+  nodeIds: readonly string[],
+  nodes: ReadonlyMap<string, { url: string }>,
+  checks: Map<string, CopyCheck>,
+): Promise<void> {
+  for (const n of nodeIds) {
+    const url = nodes.get(n)?.url;
+    checks.set(n, url ? await checkCopy(workers, url, object.id, object) : 'unknown');
+  }
+}

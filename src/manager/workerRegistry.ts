@@ -10,7 +10,7 @@ import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
 import { ImageError, type RaftAccess, raftFailure } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
-import type { RejoinReconciler } from './rejoinReconciler.ts';
+import type { PlacementReconciler } from './placement/reconciler.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
 
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
@@ -78,7 +78,7 @@ export interface WorkerRegistryDeps {
   /** How often the leader commits the usage heard since the last summary. */
   summaryIntervalMs: number;
   /** Compares a registering worker's inventory with the tables; absent = inventory only counted. */
-  reconciler?: RejoinReconciler;
+  reconciler?: Pick<PlacementReconciler, 'reconcile' | 'dropMissingCopy'>;
   /** Folder where registration inventories are spooled until reconciled (InventorySpool). */
   spoolDir: string;
   /** True while this manager's own upload of the id runs (its copies precede its record). */

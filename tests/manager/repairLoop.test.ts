@@ -12,8 +12,7 @@ import { CopyLocks, deleteUnlistedCopy } from '../../src/manager/copyLocks.ts';
 import { startDrain, undrain } from '../../src/manager/drain.ts';
 import { FailureDetector } from '../../src/manager/failureDetector.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
-import { RejoinReconciler, type RejoinReconcilerDeps } from '../../src/manager/rejoinReconciler.ts';
-import { RepairLoop, type RepairLoopDeps } from '../../src/manager/repairLoop.ts';
+import { PlacementReconciler, type PlacementReconcilerDeps } from '../../src/manager/placement/reconciler.ts';
 import { RepairMetrics } from '../../src/manager/repairMetrics.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
@@ -143,25 +142,9 @@ async function metric(s: Setup, name: string): Promise<number> {
   return m?.values.reduce((t, v) => t + v.value, 0) ?? 0;
 }
 
-/** A reconciler over the setup's Raft, tables, workers and clock; `deps` adds or replaces the rest. */
-function reconcilerFor(
-  s: Setup,
-  deps: Partial<RejoinReconcilerDeps> & Pick<RejoinReconcilerDeps, 'orphanGraceMs'>,
-): RejoinReconciler {
-  return new RejoinReconciler({
-    raft: s.raft,
-    metadata: s.sm,
-    workers: s.client,
-    copies: s.copies,
-    log,
-    now: () => s.clock.now,
-    ...deps,
-  });
-}
-
-/** A repair loop over the setup's Raft, tables, workers and clock; `deps` replaces any of them. */
-function repairLoop(s: Setup, deps: Partial<RepairLoopDeps> = {}): RepairLoop {
-  return new RepairLoop({
+/** The placement reconciler over the setup's Raft, tables, workers and clock; `deps` replaces any of them. */
+function placementFor(s: Setup, deps: Partial<PlacementReconcilerDeps> = {}): PlacementReconciler {
+  return new PlacementReconciler({
     raft: s.raft,
     metadata: s.sm,
     copies: s.copies,
@@ -170,9 +153,18 @@ function repairLoop(s: Setup, deps: Partial<RepairLoopDeps> = {}): RepairLoop {
     log,
     metrics: s.metrics,
     concurrency: 8,
+    orphanGraceMs: 10_000,
+    intervalMs: 500,
     now: () => s.clock.now,
     ...deps,
   });
+}
+
+const reconcilerFor = placementFor;
+
+/** The repair half of a placement reconciler (see placementFor). */
+function repairLoop(s: Setup, deps: Partial<PlacementReconcilerDeps> = {}) {
+  return placementFor(s, deps).repair;
 }
 
 /** Condemns after 5 s of silence on the setup's clock. */
@@ -243,7 +235,7 @@ describe('RepairLoop', () => {
     hearAll(s);
     for (let i = 0; i < 3; i++) await putObject(s, `woken-${i}`, ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
-    const loop = repairLoop(s, { intervalMs: 600_000 });
+    const loop = placementFor(s, { intervalMs: 600_000 });
     loop.wake(); // Not started: nothing runs.
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect((await s.sm.objectsOnNode('w3')).items).toEqual([]);
@@ -277,7 +269,8 @@ describe('RepairLoop', () => {
 
     const report = await repairLoop(s, { raft }).pass();
     expect(report?.outcomes.copied).toBe(40);
-    expect(proposed.sort()).toEqual(['replaceReplica', 'replicaChanges', 'replicaChanges']);
+    // Two batches and one fallback: an entry each.
+    expect(proposed).toEqual(['replicaChanges', 'replicaChanges', 'replicaChanges']);
     for (let i = 0; i < 40; i++) {
       expect((await s.sm.getObject(`obj-${i}`))?.replicas).toEqual([i === 7 ? 'w4' : 'w3', 'w2']);
     }
@@ -432,7 +425,7 @@ describe('RejoinReconciler', () => {
     const lacking = new Set([ids[0]!, ids[999]!, ids[1000]!, ids[2_299]!]);
     const inventory = ids.filter((id) => !lacking.has(id)).map((id) => ({ id, size: 10, sha256: sha }));
     const reconciler = reconcilerFor(s, { metrics: s.metrics, orphanGraceMs: 10_000 });
-    const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
+    const summary = await reconciler.inventories.reconcile('w1', () => inventory, s.clock.now);
     // w1 holds none of them really: only those its inventory lacked are asked about and dropped.
     expect(summary.missingDropped).toBe(4);
     expect(summary.kept).toBe(ids.length - 4);
@@ -489,7 +482,7 @@ describe('RejoinReconciler', () => {
     const reconciler = reconcilerFor(s, { metrics: s.metrics, orphanGraceMs: 10_000, raft });
     const inventory: InventoryLine[] = [];
     for await (const e of w1.store.inventory()) inventory.push({ id: e.id, size: e.size, sha256: e.sha256 });
-    const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
+    const summary = await reconciler.inventories.reconcile('w1', () => inventory, s.clock.now);
     // The returning copy takes the replacement's place in one entry; a short object just gets it back.
     expect(proposed.get('replaced')).toEqual(['replaceReplica']);
     expect(proposed.get('short')).toEqual(['addReplica']);
@@ -512,10 +505,10 @@ describe('RejoinReconciler', () => {
     expect((await s.sm.getObject('missing'))?.replicas).toEqual(['w2']);
 
     // The orphan survives until it has been known for the grace period.
-    expect(await reconciler.sweepOrphans()).toBe(0);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w1.store.stat('orphan')).ok).toBe(true);
     s.clock.now += 10_001;
-    expect(await reconciler.sweepOrphans()).toBe(1);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await w1.store.stat('orphan')).ok).toBe(false);
 
     // And repair restores the copies dropped as corrupt or missing.
@@ -532,7 +525,11 @@ describe('RejoinReconciler', () => {
     const bytes = randomBytes(300);
     await s.client.putBlob(w1.url, 'late', sha256Of(bytes), bytes.length, Readable.from([bytes]));
     const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000 });
-    await reconciler.reconcile('w1', () => [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
+    await reconciler.inventories.reconcile(
+      'w1',
+      () => [{ id: 'late', size: 300, sha256: sha256Of(bytes) }],
+      s.clock.now,
+    );
     await propose(s, {
       type: 'recordObject',
       id: 'late',
@@ -543,7 +540,7 @@ describe('RejoinReconciler', () => {
       replicas: ['w1'],
     });
     s.clock.now += 5_000;
-    expect(await reconciler.sweepOrphans()).toBe(0);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w1.store.stat('late')).ok).toBe(true);
   });
 });
@@ -558,12 +555,12 @@ describe('RejoinReconciler periodic sweep', () => {
     await s.client.putBlob(w3.url, 'healthy', sha256Of(healthy), healthy.length, Readable.from([healthy]));
     const short = await putObject(s, 'short', ['w1']);
     await s.client.putBlob(w3.url, 'short', sha256Of(short), short.length, Readable.from([short]));
-    const reconciler = reconcilerFor(s, { orphanGraceMs: 2_000, secret: SECRET });
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 2_000 });
     expect(await reconciler.sweepInventories()).toBe(2);
-    expect(await reconciler.sweepOrphans()).toBe(0);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w3.store.stat('healthy')).ok).toBe(true);
     s.clock.now += 2_001;
-    expect(await reconciler.sweepOrphans()).toBe(1);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await w3.store.stat('healthy')).ok).toBe(false);
     expect((await s.sm.getObject('healthy'))?.replicas).toEqual(['w1', 'w2']);
     expect((await s.sm.getObject('short'))?.replicas).toEqual(['w1', 'w3']);
@@ -579,7 +576,7 @@ describe('RejoinReconciler periodic sweep, copies a worker lacks', () => {
     const bytes = await putObject(s, 'lost', ['w1', 'w2']);
     // w2 joined empty (or lost the blob) and its rejoin reconciliation never ran to the end.
     await s.workers.get('w2')!.store.delete('lost');
-    const reconciler = reconcilerFor(s, { orphanGraceMs: 60_000, secret: SECRET });
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 60_000 });
     await reconciler.sweepInventories();
     expect((await s.sm.getObject('lost'))?.replicas).toEqual(['w1']);
     expect((await s.sm.getObject('kept'))?.replicas).toEqual(['w1', 'w2']);
@@ -601,17 +598,17 @@ describe('RejoinReconciler and an id uploaded again', () => {
     const earlier = randomBytes(200);
     await s.client.putBlob(w3.url, 'again', sha256Of(earlier), earlier.length, Readable.from([earlier]));
     await putObject(s, 'again', ['w1']);
-    const reconciler = reconcilerFor(s, { orphanGraceMs: 2_000, secret: SECRET });
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 2_000 });
     expect(await reconciler.sweepInventories()).toBe(1);
     s.clock.now += 2_001;
-    expect(await reconciler.sweepOrphans()).toBe(1);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await s.sm.getObject('again'))?.replicas).toEqual(['w1']);
     expect((await w3.store.stat('again')).ok).toBe(false);
   });
 });
 
 describe('RepairLoop copies too many', () => {
-  it('trims an object at three copies back to two, but not while a rejoin is being reconciled', async () => {
+  it('trims an object at three copies back to two, but not while another action on it is in flight', async () => {
     const s = await setup([
       { id: 'w1', zone: 'a' },
       { id: 'w2', zone: 'a' },
@@ -619,19 +616,21 @@ describe('RepairLoop copies too many', () => {
     ]);
     hearAll(s);
     await putObject(s, 'thrice', ['w1', 'w2', 'w3']);
-    let busy = true;
-    const loop = repairLoop(s, { concurrency: 2, reconcileBusy: () => busy });
-    expect((await loop.pass())?.outcomes.skipped).toBe(1);
+    const placement = placementFor(s, { concurrency: 2 });
+    // A rejoin deciding on a copy of the object (it may be removing one too) holds its slot.
+    const release = placement.slots.claim('thrice')!;
+    expect((await placement.repair.pass())?.outcomes.skipped).toBe(1);
     expect((await s.sm.getObject('thrice'))?.replicas).toHaveLength(3);
-    busy = false;
-    expect((await loop.pass())?.outcomes.trimmed).toBe(1);
+    release();
+    expect((await placement.repair.pass())?.outcomes.trimmed).toBe(1);
     const replicas = (await s.sm.getObject('thrice'))!.replicas;
     // Zones stay distinct: the copy removed is one of the two in zone a.
     expect(replicas).toHaveLength(2);
     expect(replicas).toContain('w3');
     const removed = ['w1', 'w2'].find((n) => !replicas.includes(n))!;
     expect((await s.workers.get(removed)!.store.stat('thrice')).ok).toBe(false);
-    expect((await loop.pass())?.outcomes.trimmed).toBe(0);
+    expect((await placement.repair.pass())?.outcomes.trimmed).toBe(0);
+    expect(placement.slots.size()).toBe(0);
   });
 });
 
@@ -783,7 +782,7 @@ describe('data-loss guards', () => {
     const inventory: InventoryLine[] = [];
     for await (const e of w1.store.inventory()) inventory.push({ id: e.id, size: e.size, sha256: e.sha256 });
     expect(inventory[0]?.sha256).toBe(sha256Of(bytes));
-    const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
+    const summary = await reconciler.inventories.reconcile('w1', () => inventory, s.clock.now);
     expect(summary.excessRemoved).toBe(0);
     expect((await s.sm.getObject('replaced'))?.replicas.sort()).toEqual(['w2', 'w3']);
     for (const n of ['w2', 'w3']) expect((await s.workers.get(n)!.store.stat('replaced')).ok).toBe(true);
@@ -837,9 +836,9 @@ describe('data-loss guards', () => {
     await s.client.putBlob(w1.url, 'stale', sha256Of(bytes), bytes.length, Readable.from([bytes]));
     const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000, uploading: (id) => id === 'slow' });
     const line = (id: string) => ({ id, size: 300, sha256: sha256Of(bytes) });
-    await reconciler.reconcile('w1', () => [line('slow'), line('stale')], s.clock.now);
+    await reconciler.inventories.reconcile('w1', () => [line('slow'), line('stale')], s.clock.now);
     s.clock.now += 60_000;
-    expect(await reconciler.sweepOrphans()).toBe(1);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await w1.store.stat('slow')).ok).toBe(true);
     expect((await w1.store.stat('stale')).ok).toBe(false);
   });
@@ -849,13 +848,13 @@ describe('data-loss guards', () => {
     hearAll(s);
     await putObject(s, 'obj', ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'down', at: s.clock.now });
-    // The replaceReplica entry is appended but the answer is lost: it commits after the timeout.
+    // The replica change is appended but the answer is lost: it commits after the timeout.
     const late: string[] = [];
     const raft: RaftAccess = {
       ...s.raft,
       propose(data, requestId) {
         const c = decodeCommand(data);
-        if (c.ok && c.command.type === 'replaceReplica') {
+        if (c.ok && c.command.type === 'replicaChanges') {
           late.push(data);
           return Promise.reject(new Error('Timeout: no answer in time'));
         }
@@ -898,9 +897,13 @@ describe('data-loss guards', () => {
       },
     };
     const reconciler = reconcilerFor(s, { raft, orphanGraceMs: 1_000 });
-    await reconciler.reconcile('w1', () => [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
+    await reconciler.inventories.reconcile(
+      'w1',
+      () => [{ id: 'late', size: 300, sha256: sha256Of(bytes) }],
+      s.clock.now,
+    );
     s.clock.now += 5_000;
-    expect(await reconciler.sweepOrphans()).toBe(0);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w1.store.stat('late')).ok).toBe(true);
   });
 });
