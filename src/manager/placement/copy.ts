@@ -4,59 +4,38 @@
 // every manager) cost more CPU than the copy itself. The caller holds each object's slot.
 
 import pRetry, { AbortError } from 'p-retry';
-import type { Logger } from '../../logging.ts';
 import { expectedOf, type NodeView, type ObjectView, type ReplicaChange } from '../../metadata/commands.ts';
-import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
-import { type CopyLocks, deleteUnlistedCopy, type Release } from '../copyLocks.ts';
-import type { RaftAccess } from '../imageService.ts';
+import { deleteUnlistedCopy, type Release } from '../copyLocks.ts';
 import type { PlacementCandidate } from '../placement.ts';
-import type { RepairMetrics } from '../repairMetrics.ts';
-import type { WorkerClient } from '../workerClient.ts';
-import type { WorkerLiveness } from '../workerLiveness.ts';
+import { counters, type ExecutorDeps } from './execute.ts';
 import { LEAVING, type Replicas } from './plan.ts';
 
 /** Targets one repair tries before leaving the object to the next pass. */
 export const MAX_TARGETS_PER_REPAIR = 4;
 
-export type RepairOutcome =
-  | 'healthy'
-  | 'copied'
-  | 'dropped'
-  | 'trimmed'
-  | 'unavailable'
-  | 'noTarget'
-  | 'failed'
-  | 'skipped';
-
+const OUTCOMES = [
+  'healthy',
+  'copied',
+  'dropped',
+  'trimmed',
+  'unavailable',
+  'noTarget',
+  'failed',
+  'skipped',
+] as const;
+export type RepairOutcome = (typeof OUTCOMES)[number];
 export type Outcomes = Record<RepairOutcome, number>;
 
 export function noOutcomes(): Outcomes {
-  return {
-    healthy: 0,
-    copied: 0,
-    dropped: 0,
-    trimmed: 0,
-    unavailable: 0,
-    noTarget: 0,
-    failed: 0,
-    skipped: 0,
-  };
+  return counters(OUTCOMES);
 }
 
 export interface Classified extends Replicas {
   object: ObjectView;
 }
 
-export interface CopyDeps {
-  raft: RaftAccess;
-  metadata: MetadataStateMachine;
-  copies: CopyLocks;
-  liveness: WorkerLiveness;
-  workers: WorkerClient;
-  log: Logger;
-  metrics: RepairMetrics;
-}
+export type CopyDeps = Omit<ExecutorDeps, 'slots' | 'now'>;
 
 /** What the holder says it sent, against the record: the target checked the holder's claim only. */
 function sentOther(sent: { sha256: string | null; size: number | null }, object: ObjectView): string | null {

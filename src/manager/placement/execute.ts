@@ -8,6 +8,34 @@
 // Against the upload and delete paths (which write or remove copies before or without a placement
 // decision) each copy is still held in CopyLocks (copyLocks.ts).
 
+import type { Logger } from '../../logging.ts';
+import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
+import type { CopyLocks } from '../copyLocks.ts';
+import type { RaftAccess } from '../imageService.ts';
+import type { RepairMetrics } from '../repairMetrics.ts';
+import type { WorkerClient } from '../workerClient.ts';
+import type { WorkerLiveness } from '../workerLiveness.ts';
+
+/** What every executor of placement actions acts through. */
+export interface ExecutorDeps {
+  raft: RaftAccess;
+  metadata: MetadataStateMachine;
+  /** Shared with the upload and delete paths: see copyLocks.ts. */
+  copies: CopyLocks;
+  /** One action per object at a time, shared by repair and rejoin. */
+  slots: ObjectSlots;
+  liveness: WorkerLiveness;
+  workers: WorkerClient;
+  log: Logger;
+  metrics: RepairMetrics;
+  now?: () => number;
+}
+
+/** A counter per kind of outcome, all at zero. */
+export function counters<K extends string>(kinds: readonly K[]): Record<K, number> {
+  return Object.fromEntries(kinds.map((k) => [k, 0])) as Record<K, number>;
+}
+
 /** Gives an object's slot back; calling it again does nothing. */
 export type Release = () => void;
 

@@ -6,26 +6,11 @@
 // directly in reaction to external events). Inventories, a rejoin's or the periodic sweep's, are
 // reconciled beside the repair pass, one per worker at a time.
 
-import type { Logger } from '../../logging.ts';
-import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
-import type { CopyLocks } from '../copyLocks.ts';
-import type { RaftAccess } from '../imageService.ts';
-import type { RepairMetrics } from '../repairMetrics.ts';
-import type { WorkerClient } from '../workerClient.ts';
-import type { WorkerLiveness } from '../workerLiveness.ts';
-import { ObjectSlots } from './execute.ts';
+import { type ExecutorDeps, ObjectSlots } from './execute.ts';
 import { emptySummary, InventoryReconciler, type InventorySource, type ReconcileSummary } from './rejoin.ts';
 import { type PassReport, Repairer } from './repair.ts';
 
-export interface PlacementReconcilerDeps {
-  raft: RaftAccess;
-  metadata: MetadataStateMachine;
-  liveness: WorkerLiveness;
-  workers: WorkerClient;
-  log: Logger;
-  metrics: RepairMetrics;
-  /** Shared with the upload and delete paths: see copyLocks.ts. */
-  copies: CopyLocks;
+export interface PlacementReconcilerDeps extends Omit<ExecutorDeps, 'slots'> {
   /** Copy batches in flight at once (--repair-concurrency). */
   concurrency: number;
   orphanGraceMs: number;
@@ -38,7 +23,6 @@ export interface PlacementReconcilerDeps {
   /** Objects one repair pass takes on at most; bytes one copy batch carries at most. */
   maxObjectsPerPass?: number;
   batchBytes?: number;
-  now?: () => number;
 }
 
 interface ObservedInventory {

@@ -9,16 +9,12 @@
 // FirstSeen), since an upload writes its blobs before it commits their record; never while this
 // manager's own upload of the id runs; and only after a fresh look at the table.
 
-import type { Logger } from '../../logging.ts';
 import { expectedOf, type NodeView, type ObjectView } from '../../metadata/commands.ts';
-import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
-import { type CopyLocks, deleteUnlistedCopy } from '../copyLocks.ts';
+import { deleteUnlistedCopy } from '../copyLocks.ts';
 import { readBack } from '../copyVerifier.ts';
-import type { RaftAccess } from '../imageService.ts';
-import type { RepairMetrics } from '../repairMetrics.ts';
-import type { InventoryEntry, WorkerClient } from '../workerClient.ts';
-import { type ObjectSlots, runLanes } from './execute.ts';
+import type { InventoryEntry } from '../workerClient.ts';
+import { counters, type ExecutorDeps, runLanes } from './execute.ts';
 import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
 import {
   type CopyCheck,
@@ -31,58 +27,36 @@ import {
 
 type InventoryLine = InventoryEntry;
 
-export interface InventoryReconcilerDeps {
-  raft: RaftAccess;
-  metadata: MetadataStateMachine;
-  workers: WorkerClient;
-  log: Logger;
-  /** Shared with the upload and delete paths: see copyLocks.ts. */
-  copies: CopyLocks;
-  /** One action per object at a time, shared with repair: see execute.ts. */
-  slots: ObjectSlots;
-  metrics?: RepairMetrics;
+export interface InventoryReconcilerDeps extends Omit<ExecutorDeps, 'liveness'> {
   orphanGraceMs: number;
   /**
    * True while this manager's own upload of the id runs: its copies are on workers before its
    * record commits, however long that takes, so the grace alone does not cover it.
    */
   uploading?: (id: string) => boolean;
-  now?: () => number;
 }
 
 /** A worker's inventory lines in ascending id order, read anew at each call. */
 export type InventorySource = () => AsyncIterable<InventoryLine> | Iterable<InventoryLine>;
 
-/**
- * Inventory lines reconciled at once. Each waits on read-backs and a commit, not on this process:
- * bench:repair's rejoin of 1,000 copies took 6.7 s at 8, 4.9 s at 32 and 4.9 s at 64 (process
- * start included). The same bound as --repair-concurrency's default.
- */
+/** Inventory lines reconciled at once: each waits on read-backs and a commit (docs/operations.md). */
 const RECONCILE_CONCURRENCY = 32;
 
-export type ReconcileDecision =
-  | 'kept'
-  | 'readopted'
-  | 'excessRemoved'
-  | 'corruptDeleted'
-  | 'orphanPending'
-  | 'orphanDeleted'
-  | 'missingDropped'
-  | 'skipped';
-
+const DECISIONS = [
+  'kept',
+  'readopted',
+  'excessRemoved',
+  'corruptDeleted',
+  'orphanPending',
+  'orphanDeleted',
+  'missingDropped',
+  'skipped',
+] as const;
+export type ReconcileDecision = (typeof DECISIONS)[number];
 export type ReconcileSummary = Record<ReconcileDecision, number>;
 
 export function emptySummary(): ReconcileSummary {
-  return {
-    kept: 0,
-    readopted: 0,
-    excessRemoved: 0,
-    corruptDeleted: 0,
-    orphanPending: 0,
-    orphanDeleted: 0,
-    missingDropped: 0,
-    skipped: 0,
-  };
+  return counters(DECISIONS);
 }
 
 export class InventoryReconciler {
@@ -93,13 +67,13 @@ export class InventoryReconciler {
     this.now = deps.now ?? Date.now;
   }
 
-  pendingOrphans(): number {
-    return this.seen.size();
-  }
-
-  private decided(summary: ReconcileSummary, d: ReconcileDecision): void {
+  /** Counts a decision; each that changed something is logged as `reconcile.<decision>`. */
+  private decided(summary: ReconcileSummary, d: ReconcileDecision, objectId: string, nodeId: string): void {
     summary[d] += 1;
-    this.deps.metrics?.reconcileDecisions.inc({ decision: d });
+    this.deps.metrics.reconcileDecisions.inc({ decision: d });
+    if (d === 'kept' || d === 'skipped') return;
+    const event = `reconcile.${d.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`;
+    this.deps.log.info({ event, objectId, nodeId }, `copy of ${objectId} on ${nodeId}: ${d}`);
   }
 
   /**
@@ -156,7 +130,7 @@ export class InventoryReconciler {
       // Node states steer decisions; re-read now and then, not for every blob.
       if (++taken % 256 === 0) nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
       const self = nodes.get(nodeId);
-      if (self) this.decided(summary, await this.reconcileLine(self, line, nodes));
+      if (self) this.decided(summary, await this.reconcileLine(self, line, nodes), line.id, nodeId);
     };
     try {
       await runLanes(RECONCILE_CONCURRENCY, next, decide, () => this.deps.raft.isLeader());
@@ -261,18 +235,12 @@ export class InventoryReconciler {
         return this.deleteCorrupt(self, line, object, action.listed);
       case 'deleteExcess':
         await this.deps.workers.deleteBlob(self.url, line.id);
-        log.info(
-          { event: 'reconcile.excess_deleted', ...at },
-          'unlisted copy on a worker being emptied deleted',
-        );
         return 'excessRemoved';
       case 'readopt':
       case 'readoptOnly': {
         const added = await this.change(object, { type: 'addReplica', id: object.id, nodeId: self.nodeId });
         if (!added) return 'skipped';
-        if (action.kind === 'readopt')
-          log.info({ event: 'reconcile.readopted', ...at, replicas: added.replicas }, 'copy re-adopted');
-        else
+        if (action.kind === 'readoptOnly')
           log.warn(
             { event: 'reconcile.excess_unproven', ...at },
             'copy too many kept until the others are proved',
@@ -290,7 +258,6 @@ export class InventoryReconciler {
    * committed (a deposed leader's table may predate the record these bytes belong to).
    */
   private async deleteCorrupt(self: NodeView, line: InventoryLine, object: ObjectView, listed: boolean) {
-    const at = { objectId: line.id, nodeId: self.nodeId };
     if (listed) {
       const change = { type: 'removeReplica', id: line.id, nodeId: self.nodeId } as const;
       if (!(await this.change(object, change, 'reconcile.corrupt_last_copy'))) return 'skipped';
@@ -305,18 +272,12 @@ export class InventoryReconciler {
         return 'skipped';
     }
     await this.deps.workers.deleteBlob(self.url, line.id);
-    const found = { expected: object.sha256, found: line.sha256 };
-    this.deps.log.warn(
-      { event: 'reconcile.corrupt_deleted', ...at, ...found },
-      'copy with a wrong checksum deleted',
-    );
     return 'corruptDeleted' as const;
   }
 
   /** Records the returning copy and forgets `victim`, the copy that replaced it, in one entry. */
   private async trade(self: NodeView, object: ObjectView, victim: string, nodes: Map<string, NodeView>) {
-    const { log } = this.deps;
-    const at = { objectId: object.id, nodeId: self.nodeId, removed: victim };
+    const at = { objectId: object.id, nodeId: victim };
     const traded = await this.change(object, {
       type: 'replaceReplica',
       id: object.id,
@@ -328,12 +289,11 @@ export class InventoryReconciler {
     const victimNode = nodes.get(victim);
     if (victimNode)
       await deleteUnlistedCopy(this.deps, victimNode, object.id).catch((err: unknown) =>
-        log.warn(
+        this.deps.log.warn(
           { event: 'reconcile.excess_delete_failed', ...at, err },
           'excess copy left; the sweep removes it',
         ),
       );
-    log.info({ event: 'reconcile.excess_removed', ...at, replicas: traded.replicas }, 'returning copy kept');
     return 'excessRemoved' as const;
   }
 
@@ -362,17 +322,9 @@ export class InventoryReconciler {
     return this.deps.metadata.getObject(id);
   }
 
-  private async orphan(self: NodeView, id: string): Promise<ReconcileDecision> {
-    const { firstSeen } = this.seen.note(self.nodeId, id, this.now());
-    if (
-      orphanDue(firstSeen, this.now(), this.deps.orphanGraceMs) &&
-      (await this.deleteStrayHeld(self.nodeId, id))
-    )
-      return 'orphanDeleted';
-    this.deps.log.info(
-      { event: 'reconcile.orphan_pending', objectId: id, nodeId: self.nodeId, firstSeen },
-      'blob unknown to the table; deleted after the grace period unless a record appears',
-    );
+  /** A blob no record knows: noted; sweepOrphans deletes it once its grace has passed. */
+  private orphan(self: NodeView, id: string): ReconcileDecision {
+    this.seen.note(self.nodeId, id, this.now());
     return 'orphanPending';
   }
 
@@ -386,7 +338,7 @@ export class InventoryReconciler {
       try {
         if (await this.holding(o.nodeId, o.id, () => this.deleteStrayHeld(o.nodeId, o.id), false)) {
           deleted += 1;
-          this.deps.metrics?.reconcileDecisions.inc({ decision: 'orphanDeleted' });
+          this.deps.metrics.reconcileDecisions.inc({ decision: 'orphanDeleted' });
         }
       } catch (err) {
         this.deps.log.warn(
@@ -472,7 +424,7 @@ export class InventoryReconciler {
         );
         return 'skipped' as const;
       });
-      this.decided(summary, decision);
+      this.decided(summary, decision, id, nodeId);
     }
   }
 
@@ -482,7 +434,7 @@ export class InventoryReconciler {
    */
   async dropMissingCopy(nodeId: string, id: string): Promise<ReconcileDecision> {
     const decision = await this.reconcileMissing(nodeId, id, Number.POSITIVE_INFINITY);
-    this.decided(emptySummary(), decision);
+    this.decided(emptySummary(), decision, id, nodeId);
     return decision;
   }
 
@@ -504,7 +456,7 @@ export class InventoryReconciler {
     id: string,
     inventoryStartedAt: number,
   ): Promise<ReconcileDecision> {
-    const { metadata, workers, log } = this.deps;
+    const { metadata, workers } = this.deps;
     const object = await metadata.getObject(id);
     const node = await metadata.getNode(nodeId);
     if (!node || planMissing(object, nodeId, inventoryStartedAt).kind === 'skip') return 'skipped';
@@ -520,11 +472,6 @@ export class InventoryReconciler {
     const action = planMissing(object, nodeId, inventoryStartedAt, held);
     if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
     const change = { type: 'removeReplica', id, nodeId } as const;
-    if (!(await this.change(object!, change, 'reconcile.last_copy_missing'))) return 'skipped';
-    log.warn(
-      { event: 'reconcile.missing_dropped', objectId: id, nodeId },
-      'recorded copy missing from the worker; dropped so repair makes a new one',
-    );
-    return 'missingDropped';
+    return (await this.change(object!, change, 'reconcile.last_copy_missing')) ? 'missingDropped' : 'skipped';
   }
 }

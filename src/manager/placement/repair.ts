@@ -10,15 +10,8 @@ import { proposeCommand } from '../../metadata/proposeCommand.ts';
 import { deleteUnlistedCopy, type Release } from '../copyLocks.ts';
 import { readBack } from '../copyVerifier.ts';
 import { type PlacementCandidate, rankTargets } from '../placement.ts';
-import {
-  type Classified,
-  Copier,
-  type CopyDeps,
-  noOutcomes,
-  type Outcomes,
-  type RepairOutcome,
-} from './copy.ts';
-import { type ObjectSlots, runLanes } from './execute.ts';
+import { type Classified, Copier, noOutcomes, type Outcomes, type RepairOutcome } from './copy.ts';
+import { type ExecutorDeps, runLanes } from './execute.ts';
 import { observeRepairWork } from './observe.ts';
 import { type CopyCheck, classify, needsRepair, planRepair, type RepairAction } from './plan.ts';
 
@@ -28,16 +21,13 @@ export type { RepairOutcome } from './copy.ts';
 const BATCH_OBJECTS = 32;
 const BATCH_BYTES = 64 * 1024 * 1024;
 
-export interface RepairDeps extends CopyDeps {
-  /** One action per object at a time, shared with rejoin: see execute.ts. */
-  slots: ObjectSlots;
+export interface RepairDeps extends ExecutorDeps {
   /** Copy batches in flight at once. */
   concurrency: number;
   /** Objects one pass takes on at most (bounds memory and the length of a pass). */
   maxObjectsPerPass?: number;
   /** Bytes one copy batch carries at most (default BATCH_BYTES). */
   batchBytes?: number;
-  now?: () => number;
 }
 
 export interface PassReport {
