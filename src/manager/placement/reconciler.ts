@@ -126,12 +126,19 @@ export class PlacementReconciler {
       this.nextOrphanSweepAt = now + Math.min(60_000, Math.max(100, Math.floor(this.deps.orphanGraceMs / 4)));
       await this.inventories.sweepOrphans().catch(() => {});
     }
+    const sweepEvery =
+      this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, this.deps.orphanGraceMs));
+    // The first sweep comes one interval after the start: a rejoin brings its own inventory.
+    if (this.nextSweepAt === 0) this.nextSweepAt = now + sweepEvery;
     if (this.sweep === null && now >= this.nextSweepAt) {
-      this.nextSweepAt =
-        now + (this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, this.deps.orphanGraceMs)));
-      this.sweep = this.sweepInventories().finally(() => {
-        this.sweep = null;
-      });
+      this.nextSweepAt = now + sweepEvery;
+      this.sweep = this.sweepInventories()
+        .catch((err: unknown) =>
+          this.deps.log.warn({ event: 'reconcile.sweep_failed', err }, 'next sweep retries'),
+        )
+        .finally(() => {
+          this.sweep = null;
+        });
     }
     return this.repair.pass();
   }
