@@ -5,9 +5,10 @@
 // stay are proved by their bytes, not by a claim. The worker hashes them where they lie
 // (POST /blobs/:id/verify): the leader gets the verdict, not the bytes.
 
+import type { CopyCheck } from './placement/plan.ts';
 import type { WorkerClient } from './workerClient.ts';
 
-export type CopyCheck = 'good' | 'bad' | 'unknown';
+export type { CopyCheck };
 
 /**
  * `good`: the worker's copy hashes to exactly the expected bytes; `bad`: it has no such blob, or
@@ -30,4 +31,18 @@ export async function checkCopy(
   if (verdict.state === 'missing') return 'bad';
   if (verdict.state !== 'intact') return 'unknown';
   return verdict.size === expected.size && verdict.sha256 === expected.sha256 ? 'good' : 'bad';
+}
+
+/** Has each copy on `nodeIds` read back by its worker, noting the verdicts in `checks`. */
+export async function readBack(
+  workers: WorkerClient,
+  object: { id: string; sha256: string; size: number },
+  nodeIds: readonly string[],
+  nodes: ReadonlyMap<string, { url: string }>,
+  checks: Map<string, CopyCheck>,
+): Promise<void> {
+  for (const n of nodeIds) {
+    const url = nodes.get(n)?.url;
+    checks.set(n, url ? await checkCopy(workers, url, object.id, object) : 'unknown');
+  }
 }

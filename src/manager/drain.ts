@@ -1,8 +1,8 @@
 // Draining a worker: an operator marks it `draining`; from then on placement never picks it, the
 // repair loop moves every object it holds to other workers (using it as a copy source while it
-// serves) and marks it `drained` once its node index is empty (RepairLoop.finishDrains). A drain
-// started by mistake is taken back with `undrain`: the node is `up` again, so the repair loop no
-// longer counts it as leaving and placement may pick it; copies already moved off stay moved.
+// serves) and marks it `drained` once its node index is empty (placement/repair.ts, finishDrains).
+// A drain started by mistake is taken back with `undrain`: the node is `up` again, so the repair
+// loop no longer counts it as leaving and placement may pick it; copies already moved off stay moved.
 
 import { NODE_ID_PATTERN, type NodeState } from '../metadata/commands.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';

@@ -1,7 +1,7 @@
 // The leader's failure-handling loops, built and started together: down verdicts
-// (FailureDetector), repair and draining (RepairLoop), rejoin reconciliation (RejoinReconciler),
-// their metrics, and the operator's drain route. Every loop runs on every manager and acts only
-// while it leads.
+// (FailureDetector), placement (PlacementReconciler: repair, draining, rejoin), their metrics, and
+// the operator's drain route. Every loop runs on every manager and acts only while it leads; a
+// down verdict or a drain only wakes the placement loop.
 
 import type { Hono } from 'hono';
 import type { Registry } from 'prom-client';
@@ -12,8 +12,7 @@ import type { CopyLocks } from './copyLocks.ts';
 import { FailureDetector } from './failureDetector.ts';
 import { adminRoutes } from './http/adminRoutes.ts';
 import type { RaftAccess } from './imageService.ts';
-import { RejoinReconciler } from './rejoinReconciler.ts';
-import { RepairLoop } from './repairLoop.ts';
+import { PlacementReconciler } from './placement/reconciler.ts';
 import { RepairMetrics } from './repairMetrics.ts';
 import type { WorkerClient } from './workerClient.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
@@ -30,8 +29,7 @@ export interface FailureHandlingConfig {
 export class FailureHandling {
   readonly metrics: RepairMetrics;
   readonly detector: FailureDetector;
-  readonly reconciler: RejoinReconciler;
-  readonly repair: RepairLoop;
+  readonly reconciler: PlacementReconciler;
   readonly routes: Hono;
 
   constructor(deps: {
@@ -56,50 +54,36 @@ export class FailureHandling {
       log,
       metrics: this.metrics,
       downAfterMs: config.downAfterMs,
-      onCondemned: () => this.repair.wake(),
+      onCondemned: () => this.reconciler.wake(),
     });
-    this.reconciler = new RejoinReconciler({
+    this.reconciler = new PlacementReconciler({
       raft,
       metadata,
-      workers,
-      log,
-      copies,
-      metrics: this.metrics,
-      orphanGraceMs: config.orphanGraceMs,
-      // The reconciler reads inventories with the worker client's credentials: this only turns its
-      // periodic inventory sweep on.
-      secret: config.secret ?? 'per-role credentials',
-      ...(deps.uploading ? { uploading: deps.uploading } : {}),
-    });
-    this.repair = new RepairLoop({
-      raft,
-      metadata,
-      copies,
       liveness,
       workers,
       log,
+      copies,
       metrics: this.metrics,
       concurrency: config.repairConcurrency,
-      reconcileBusy: () => this.reconciler.busy(),
+      orphanGraceMs: config.orphanGraceMs,
       intervalMs: Math.min(1_000, Math.max(100, Math.floor(config.downAfterMs / 10))),
+      ...(deps.uploading ? { uploading: deps.uploading } : {}),
     });
     this.routes = adminRoutes({
       raft,
       metadata,
       credentials: credentialsOf(config),
-      onDrain: () => this.repair.wake(),
+      onDrain: () => this.reconciler.wake(),
     });
   }
 
   start(): void {
     this.detector.start();
     this.reconciler.start();
-    this.repair.start();
   }
 
   async stop(): Promise<void> {
     this.detector.stop();
-    this.reconciler.stop();
-    await this.repair.stop();
+    await this.reconciler.stop();
   }
 }

@@ -118,7 +118,7 @@ export const managerConfigSchema = z
     orphanGraceMs: z.number().int().min(1_000, '--orphan-grace-ms must be at least 1000').default(3_600_000),
     /**
      * Worker-to-worker copies the leader keeps in flight: one per batch, a holder streaming up to 32
-     * objects to one target (see repairLoop.ts for the measurements). 32 restores redundancy fast
+     * objects to one target (docs/operations.md has the measurements). 32 restores redundancy fast
      * while leaving the workers room for uploads.
      */
     repairConcurrency: z.number().int().min(1).max(256).default(32),

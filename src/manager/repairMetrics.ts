@@ -1,6 +1,6 @@
 // Prometheus metrics of failure handling: repair, rejoin reconciliation and draining. Registered
 // on the manager's registry; only the leader moves them (followers report zeros and stale gauges
-// are reset when leadership is lost, see RepairLoop).
+// are reset when leadership is lost, see placement/repair.ts).
 
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 

@@ -7,9 +7,10 @@ import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import { COPY_CREDENTIAL_HEADER } from '../http/credentials.ts';
+import { ndjsonLines } from '../http/ndjson.ts';
 import { internalConnect } from '../http/tls.ts';
 import { SHA256_HEADER } from '../protocol/workerHeaders.ts';
-import { blobPath, COPY_BATCH_PATH, copyToPath, verifyPath } from '../protocol/workerPaths.ts';
+import { blobPath, COPY_BATCH_PATH, copyToPath, INVENTORY_PATH, verifyPath } from '../protocol/workerPaths.ts';
 
 export type WorkerCallErrorCode =
   | 'Unreachable'
@@ -84,6 +85,16 @@ export interface WorkerClientOptions {
    */
   readFirstByteTimeoutMs?: number;
 }
+
+/** One blob a worker holds, as its index says (an inventory line). */
+export interface InventoryEntry {
+  id: string;
+  size: number;
+  sha256: string;
+}
+
+/** An inventory line is far below this; a longer one is a broken stream. */
+const MAX_INVENTORY_LINE_BYTES = 4096;
 
 /** A worker answers a GET's headers after a stat and an open: no work that grows with the image. */
 export const DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS = 3_000;
@@ -295,6 +306,20 @@ export class WorkerClient {
     });
     if (res.statusCode === 200 || res.statusCode === 206 || res.statusCode === 416) return res;
     throw await failure(workerUrl, `GET /blobs/${id}`, res);
+  }
+
+  /**
+   * Streams the worker's inventory (GET /inventory, NDJSON in ascending id order). Lines without an
+   * id are passed over; the caller checks the order. Rejects when the worker cannot list.
+   */
+  async *inventory(workerUrl: string): AsyncGenerator<InventoryEntry> {
+    const res = await this.call('GET', workerUrl, INVENTORY_PATH);
+    if (res.statusCode !== 200) throw await failure(workerUrl, 'GET /inventory', res);
+    for await (const text of ndjsonLines(res.body, MAX_INVENTORY_LINE_BYTES)) {
+      const line = JSON.parse(text) as Partial<InventoryEntry>;
+      if (typeof line.id === 'string' && typeof line.size === 'number' && typeof line.sha256 === 'string')
+        yield { id: line.id, size: line.size, sha256: line.sha256 };
+    }
   }
 
   async close(): Promise<void> {

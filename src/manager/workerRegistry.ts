@@ -33,7 +33,7 @@ export const workerUsageSchema = heartbeatSchema;
 export type WorkerUsage = Heartbeat;
 
 /**
- * What registration asks of rejoin reconciliation (RejoinReconciler). Named here, by shape, so the
+ * What registration asks of the placement reconciler (placement/reconciler.ts). Named here, by shape, so the
  * reconciler, which reads InventoryLine from this module, is not imported back.
  */
 export interface InventoryReconciler {

@@ -204,9 +204,11 @@ beforeAll(async () => {
     ],
     // Scrub passes back to back, so a rotten copy is found within a second.
     workerArgs: ['--register-backoff-ms', '200', '--scrub-pause-ms', '200'],
+    // Seven processes starting at once on a loaded machine: generous, bounded.
+    startTimeoutMs: 90_000,
   });
   for (let i = 0; i < 16; i++) await upload(`img-${i}`);
-}, 90_000);
+}, 180_000);
 
 afterAll(async () => {
   await cluster?.close();

@@ -8,7 +8,7 @@ import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.t
 import type { RepairMetrics } from '../repairMetrics.ts';
 import type { WorkerLiveness } from '../workerLiveness.ts';
 
-/** Workers whose copies repair or a drain still has to move (RepairLoop's LEAVING). */
+/** Workers whose copies repair or a drain still has to move (plan.ts's LEAVING). */
 const LEAVING: ReadonlySet<NodeState> = new Set<NodeState>(['down', 'draining', 'drained']);
 
 export function clusterRoutes(opts: {

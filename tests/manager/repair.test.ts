@@ -1,193 +1,31 @@
-// The leader's failure handling against a real metadata state machine (a one-member log in place
-// of Raft, applying in order as the node driver does) and real workers in-process on 127.0.0.1:
-// down verdicts, repair with fallback, unavailable objects, and rejoin reconciliation.
+// Repair against real tables and real workers (placementFixture.ts): down verdicts, repair with
+// fallback and copy batches, unavailable objects, draining, trims, and the guards that keep a
+// repair from losing a copy. The planner's decisions have their own table-driven tests
+// (placementPlan.test.ts); rejoin has rejoin.test.ts.
 
 import { randomBytes } from 'node:crypto';
-import { stat, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createLogger } from '../../src/logging.ts';
 import { CopyLocks, deleteUnlistedCopy } from '../../src/manager/copyLocks.ts';
 import { startDrain, undrain } from '../../src/manager/drain.ts';
-import { FailureDetector } from '../../src/manager/failureDetector.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
-import { RejoinReconciler, type RejoinReconcilerDeps } from '../../src/manager/rejoinReconciler.ts';
-import { RepairLoop, type RepairLoopDeps } from '../../src/manager/repairLoop.ts';
-import { RepairMetrics } from '../../src/manager/repairMetrics.ts';
-import { WorkerClient } from '../../src/manager/workerClient.ts';
-import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
-import type { InventoryLine } from '../../src/manager/workerRegistry.ts';
-import { type Command, decodeCommand } from '../../src/metadata/commands.ts';
-import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
-import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
-import { EntryLog, MetadataFixture } from '../metadata/metadataFixture.ts';
+import { decodeCommand } from '../../src/metadata/commands.ts';
+import { sha256Of } from '../storagenode/workerHarness.ts';
 import {
-  makeDataDir,
-  type RunningWorker,
-  removeDir,
-  SECRET,
-  sha256Of,
-  startWorker,
-} from '../storagenode/workerHarness.ts';
+  cleanup,
+  failureDetector,
+  hearAll,
+  metric,
+  onCleanup,
+  placementFor,
+  propose,
+  putObject,
+  repairLoop,
+  rot,
+  setup,
+} from './placementFixture.ts';
 
-const log = createLogger('repair-test');
-const fx = new MetadataFixture();
-const cleanups: (() => Promise<void>)[] = [];
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-  await fx.cleanup();
-});
-
-/** One member that is always leader: append, apply in order, hand back the result. */
-function singleMemberRaft(sm: MetadataStateMachine): RaftAccess {
-  const entries = new EntryLog();
-  let tail: Promise<unknown> = Promise.resolve();
-  return {
-    isLeader: () => true,
-    leaderInfo: () => ({ id: 'm1', url: null }),
-    readIndex: async () => {},
-    propose(data, requestId) {
-      expect(decodeCommand(data).ok).toBe(true);
-      const run = tail.then(async () => {
-        const results = await sm.apply([entries.raw(data)]);
-        return results.find((r) => r.requestId === requestId)?.result;
-      });
-      tail = run.catch(() => {});
-      return run;
-    },
-  };
-}
-
-interface Setup {
-  sm: MetadataStateMachine;
-  raft: RaftAccess;
-  client: WorkerClient;
-  liveness: WorkerLiveness;
-  metrics: RepairMetrics;
-  registry: Registry;
-  workers: Map<string, RunningWorker>;
-  clock: { now: number };
-  copies: CopyLocks;
-}
-
-async function setup(specs: { id: string; zone?: string; quotaBytes?: number }[]): Promise<Setup> {
-  const sm = await fx.machine();
-  const raft = singleMemberRaft(sm);
-  const client = new WorkerClient({ secret: SECRET, idleTimeoutMs: 5_000 });
-  const clock = { now: Date.now() };
-  const liveness = new WorkerLiveness({ suspectAfterMs: 1_000, now: () => clock.now });
-  const registry = new Registry();
-  const metrics = new RepairMetrics(registry);
-  const workers = new Map<string, RunningWorker>();
-  cleanups.push(() => client.close());
-  for (const spec of specs) {
-    const dir = await makeDataDir();
-    const w = await startWorker(dir, spec.quotaBytes ? { quotaBytes: spec.quotaBytes } : {});
-    workers.set(spec.id, w);
-    cleanups.push(async () => {
-      await w.stop().catch(() => {});
-      await removeDir(dir);
-    });
-    await proposeCommand(raft, {
-      type: 'registerWorker',
-      nodeId: spec.id,
-      url: w.url,
-      zone: spec.zone ?? `zone-${spec.id}`,
-      at: clock.now,
-    });
-  }
-  return { sm, raft, client, liveness, metrics, registry, workers, clock, copies: new CopyLocks() };
-}
-
-/** Every worker heard just now; `diskUsed` (of 1 MB, default 10%) per worker decides the placement order. */
-function hearAll(s: Setup, diskUsed: Record<string, number> = {}): void {
-  for (const id of s.workers.keys()) {
-    const used = diskUsed[id] ?? 100_000;
-    s.liveness.heard({
-      nodeId: id,
-      diskUsed: used,
-      diskFree: 1_000_000 - used,
-      objectCount: 0,
-      lastSeen: s.clock.now,
-    });
-  }
-}
-
-async function putObject(s: Setup, id: string, replicas: string[], size = 2_000): Promise<Buffer> {
-  const bytes = randomBytes(size);
-  for (const nodeId of replicas) {
-    await s.client.putBlob(s.workers.get(nodeId)!.url, id, sha256Of(bytes), size, Readable.from([bytes]));
-  }
-  const recorded = await proposeCommand(s.raft, {
-    type: 'recordObject',
-    id,
-    size,
-    sha256: sha256Of(bytes),
-    contentType: 'image/png',
-    createdAt: s.clock.now - 60_000,
-    replicas,
-  });
-  expect(recorded.ok).toBe(true);
-  return bytes;
-}
-
-async function propose(s: Setup, c: Command) {
-  const r = await proposeCommand(s.raft, c);
-  expect(r.ok).toBe(true);
-}
-
-async function metric(s: Setup, name: string): Promise<number> {
-  const m = await s.registry.getSingleMetric(name)?.get();
-  return m?.values.reduce((t, v) => t + v.value, 0) ?? 0;
-}
-
-/** A reconciler over the setup's Raft, tables, workers and clock; `deps` adds or replaces the rest. */
-function reconcilerFor(
-  s: Setup,
-  deps: Partial<RejoinReconcilerDeps> & Pick<RejoinReconcilerDeps, 'orphanGraceMs'>,
-): RejoinReconciler {
-  return new RejoinReconciler({
-    raft: s.raft,
-    metadata: s.sm,
-    workers: s.client,
-    copies: s.copies,
-    log,
-    now: () => s.clock.now,
-    ...deps,
-  });
-}
-
-/** A repair loop over the setup's Raft, tables, workers and clock; `deps` replaces any of them. */
-function repairLoop(s: Setup, deps: Partial<RepairLoopDeps> = {}): RepairLoop {
-  return new RepairLoop({
-    raft: s.raft,
-    metadata: s.sm,
-    copies: s.copies,
-    liveness: s.liveness,
-    workers: s.client,
-    log,
-    metrics: s.metrics,
-    concurrency: 8,
-    now: () => s.clock.now,
-    ...deps,
-  });
-}
-
-/** Condemns after 5 s of silence on the setup's clock. */
-function failureDetector(s: Setup, onCondemned?: (nodeId: string) => void): FailureDetector {
-  return new FailureDetector({
-    raft: s.raft,
-    metadata: s.sm,
-    liveness: s.liveness,
-    log,
-    metrics: s.metrics,
-    downAfterMs: 5_000,
-    now: () => s.clock.now,
-    ...(onCondemned ? { onCondemned } : {}),
-  });
-}
+afterEach(cleanup);
 
 describe('FailureDetector', () => {
   it('condemns a worker only after a full down timeout of silence counted from its own leadership', async () => {
@@ -243,12 +81,12 @@ describe('RepairLoop', () => {
     hearAll(s);
     for (let i = 0; i < 3; i++) await putObject(s, `woken-${i}`, ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
-    const loop = repairLoop(s, { intervalMs: 600_000 });
+    const loop = placementFor(s, { intervalMs: 600_000 });
     loop.wake(); // Not started: nothing runs.
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect((await s.sm.objectsOnNode('w3')).items).toEqual([]);
     loop.start();
-    cleanups.push(() => loop.stop());
+    onCleanup(() => loop.stop());
     loop.wake();
     const deadline = Date.now() + 10_000;
     while ((await s.sm.objectsOnNode('w3')).items.length < 3 && Date.now() < deadline) {
@@ -277,7 +115,8 @@ describe('RepairLoop', () => {
 
     const report = await repairLoop(s, { raft }).pass();
     expect(report?.outcomes.copied).toBe(40);
-    expect(proposed.sort()).toEqual(['replaceReplica', 'replicaChanges', 'replicaChanges']);
+    // Two batches and one fallback: an entry each.
+    expect(proposed).toEqual(['replicaChanges', 'replicaChanges', 'replicaChanges']);
     for (let i = 0; i < 40; i++) {
       expect((await s.sm.getObject(`obj-${i}`))?.replicas).toEqual([i === 7 ? 'w4' : 'w3', 'w2']);
     }
@@ -411,207 +250,8 @@ describe('RepairLoop', () => {
   });
 });
 
-describe('RejoinReconciler', () => {
-  it('finds exactly the recorded copies an inventory lacks, across pages of the node index', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
-    hearAll(s);
-    const sha = 'a'.repeat(64);
-    const ids = Array.from({ length: 2_300 }, (_, i) => `many-${i.toString().padStart(5, '0')}`);
-    for (const id of ids) {
-      await propose(s, {
-        type: 'recordObject',
-        id,
-        size: 10,
-        sha256: sha,
-        contentType: 'image/png',
-        createdAt: s.clock.now - 60_000,
-        replicas: ['w1', 'w2'],
-      });
-    }
-    // The inventory lacks the first id, two at the border of the index's 1,000-id pages, and the last.
-    const lacking = new Set([ids[0]!, ids[999]!, ids[1000]!, ids[2_299]!]);
-    const inventory = ids.filter((id) => !lacking.has(id)).map((id) => ({ id, size: 10, sha256: sha }));
-    const reconciler = reconcilerFor(s, { metrics: s.metrics, orphanGraceMs: 10_000 });
-    const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
-    // w1 holds none of them really: only those its inventory lacked are asked about and dropped.
-    expect(summary.missingDropped).toBe(4);
-    expect(summary.kept).toBe(ids.length - 4);
-    for (const id of lacking) expect((await s.sm.getObject(id))?.replicas).toEqual(['w2']);
-    expect((await s.sm.getObject(ids[1]!))?.replicas).toEqual(['w1', 'w2']);
-  }, 60_000);
-
-  it('keeps exactly two copies, drops corrupt and missing ones, and deletes orphans only after the grace', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
-    hearAll(s);
-    const w1 = s.workers.get('w1')!;
-    // replaced: w1's copy was repaired onto w3 while w1 was away.
-    await putObject(s, 'replaced', ['w3', 'w2']);
-    const replacedRecord = await s.sm.getObject('replaced');
-    const replacedBytes = await s.client.getBlob(s.workers.get('w2')!.url, 'replaced');
-    await s.client.putBlob(
-      w1.url,
-      'replaced',
-      replacedRecord!.sha256,
-      replacedRecord!.size,
-      Readable.from([Buffer.from(await replacedBytes.body.arrayBuffer())]),
-    );
-    // short: one live copy, and w1 holds the bytes without the record saying so.
-    const shortBytes = await putObject(s, 'short', ['w2']);
-    await s.client.putBlob(
-      w1.url,
-      'short',
-      sha256Of(shortBytes),
-      shortBytes.length,
-      Readable.from([shortBytes]),
-    );
-    // corrupt: w1 holds other bytes under a recorded id.
-    await putObject(s, 'corrupt', ['w1', 'w2']);
-    const other = randomBytes(2_000);
-    await w1.store.delete('corrupt');
-    await s.client.putBlob(w1.url, 'corrupt', sha256Of(other), other.length, Readable.from([other]));
-    // missing: recorded on w1, not held there.
-    await putObject(s, 'missing', ['w1', 'w2']);
-    await w1.store.delete('missing');
-    // orphan: no record at all.
-    const orphan = randomBytes(100);
-    await s.client.putBlob(w1.url, 'orphan', sha256Of(orphan), orphan.length, Readable.from([orphan]));
-
-    const proposed = new Map<string, string[]>();
-    const raft: RaftAccess = {
-      ...s.raft,
-      propose(data, requestId) {
-        const c = decodeCommand(data);
-        if (c.ok && 'id' in c.command)
-          proposed.set(c.command.id, [...(proposed.get(c.command.id) ?? []), c.command.type]);
-        return s.raft.propose(data, requestId);
-      },
-    };
-    const reconciler = reconcilerFor(s, { metrics: s.metrics, orphanGraceMs: 10_000, raft });
-    const inventory: InventoryLine[] = [];
-    for await (const e of w1.store.inventory()) inventory.push({ id: e.id, size: e.size, sha256: e.sha256 });
-    const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
-    // The returning copy takes the replacement's place in one entry; a short object just gets it back.
-    expect(proposed.get('replaced')).toEqual(['replaceReplica']);
-    expect(proposed.get('short')).toEqual(['addReplica']);
-    expect(summary).toMatchObject({
-      excessRemoved: 1,
-      readopted: 1,
-      corruptDeleted: 1,
-      missingDropped: 1,
-      orphanPending: 1,
-    });
-
-    const replaced = await s.sm.getObject('replaced');
-    expect(replaced?.replicas).toHaveLength(2);
-    expect(replaced?.replicas).toContain('w1');
-    const removed = ['w2', 'w3'].find((n) => !replaced!.replicas.includes(n))!;
-    expect((await s.workers.get(removed)!.store.stat('replaced')).ok).toBe(false);
-    expect((await s.sm.getObject('short'))?.replicas.sort()).toEqual(['w1', 'w2']);
-    expect((await s.sm.getObject('corrupt'))?.replicas).toEqual(['w2']);
-    expect((await w1.store.stat('corrupt')).ok).toBe(false);
-    expect((await s.sm.getObject('missing'))?.replicas).toEqual(['w2']);
-
-    // The orphan survives until it has been known for the grace period.
-    expect(await reconciler.sweepOrphans()).toBe(0);
-    expect((await w1.store.stat('orphan')).ok).toBe(true);
-    s.clock.now += 10_001;
-    expect(await reconciler.sweepOrphans()).toBe(1);
-    expect((await w1.store.stat('orphan')).ok).toBe(false);
-
-    // And repair restores the copies dropped as corrupt or missing.
-    hearAll(s);
-    const report = await repairLoop(s).pass();
-    expect(report?.outcomes.copied).toBe(2);
-    for (const id of ['corrupt', 'missing']) expect((await s.sm.getObject(id))?.replicas).toHaveLength(2);
-  });
-
-  it('spares an orphan whose record committed during the grace period', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
-    hearAll(s);
-    const w1 = s.workers.get('w1')!;
-    const bytes = randomBytes(300);
-    await s.client.putBlob(w1.url, 'late', sha256Of(bytes), bytes.length, Readable.from([bytes]));
-    const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000 });
-    await reconciler.reconcile('w1', () => [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
-    await propose(s, {
-      type: 'recordObject',
-      id: 'late',
-      size: 300,
-      sha256: sha256Of(bytes),
-      contentType: 'image/png',
-      createdAt: s.clock.now,
-      replicas: ['w1'],
-    });
-    s.clock.now += 5_000;
-    expect(await reconciler.sweepOrphans()).toBe(0);
-    expect((await w1.store.stat('late')).ok).toBe(true);
-  });
-});
-
-describe('RejoinReconciler periodic sweep', () => {
-  it('deletes an unrecorded copy of a healthy object after the grace, and re-adopts one of a short object', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
-    hearAll(s);
-    const w3 = s.workers.get('w3')!;
-    // A repair copy made by a leader that died before recording it.
-    const healthy = await putObject(s, 'healthy', ['w1', 'w2']);
-    await s.client.putBlob(w3.url, 'healthy', sha256Of(healthy), healthy.length, Readable.from([healthy]));
-    const short = await putObject(s, 'short', ['w1']);
-    await s.client.putBlob(w3.url, 'short', sha256Of(short), short.length, Readable.from([short]));
-    const reconciler = reconcilerFor(s, { orphanGraceMs: 2_000, secret: SECRET });
-    expect(await reconciler.sweepInventories()).toBe(2);
-    expect(await reconciler.sweepOrphans()).toBe(0);
-    expect((await w3.store.stat('healthy')).ok).toBe(true);
-    s.clock.now += 2_001;
-    expect(await reconciler.sweepOrphans()).toBe(1);
-    expect((await w3.store.stat('healthy')).ok).toBe(false);
-    expect((await s.sm.getObject('healthy'))?.replicas).toEqual(['w1', 'w2']);
-    expect((await s.sm.getObject('short'))?.replicas).toEqual(['w1', 'w3']);
-    expect((await w3.store.stat('short')).ok).toBe(true);
-  });
-});
-
-describe('RejoinReconciler periodic sweep, copies a worker lacks', () => {
-  it('drops a recorded copy its worker no longer holds (a rejoin cut short never looked), and repair restores it', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
-    hearAll(s);
-    await putObject(s, 'kept', ['w1', 'w2']);
-    const bytes = await putObject(s, 'lost', ['w1', 'w2']);
-    // w2 joined empty (or lost the blob) and its rejoin reconciliation never ran to the end.
-    await s.workers.get('w2')!.store.delete('lost');
-    const reconciler = reconcilerFor(s, { orphanGraceMs: 60_000, secret: SECRET });
-    await reconciler.sweepInventories();
-    expect((await s.sm.getObject('lost'))?.replicas).toEqual(['w1']);
-    expect((await s.sm.getObject('kept'))?.replicas).toEqual(['w1', 'w2']);
-    expect((await repairLoop(s).pass())?.outcomes.copied).toBe(1);
-    const now = await s.sm.getObject('lost');
-    expect(now?.replicas).toHaveLength(2);
-    const copy = now!.replicas.find((n) => n !== 'w1')!;
-    const res = await s.client.getBlob(s.workers.get(copy)!.url, 'lost');
-    expect(sha256Of(Buffer.from(await res.body.arrayBuffer()))).toBe(sha256Of(bytes));
-  });
-});
-
-describe('RejoinReconciler and an id uploaded again', () => {
-  it('re-adopts no unrecorded copy of other bytes for a short object, and deletes it after the grace', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
-    hearAll(s);
-    const w3 = s.workers.get('w3')!;
-    // w3 kept a copy of an earlier object under this id; the id now names other bytes on w1 alone.
-    const earlier = randomBytes(200);
-    await s.client.putBlob(w3.url, 'again', sha256Of(earlier), earlier.length, Readable.from([earlier]));
-    await putObject(s, 'again', ['w1']);
-    const reconciler = reconcilerFor(s, { orphanGraceMs: 2_000, secret: SECRET });
-    expect(await reconciler.sweepInventories()).toBe(1);
-    s.clock.now += 2_001;
-    expect(await reconciler.sweepOrphans()).toBe(1);
-    expect((await s.sm.getObject('again'))?.replicas).toEqual(['w1']);
-    expect((await w3.store.stat('again')).ok).toBe(false);
-  });
-});
-
 describe('RepairLoop copies too many', () => {
-  it('trims an object at three copies back to two, but not while a rejoin is being reconciled', async () => {
+  it('trims an object at three copies back to two, but not while another action on it is in flight', async () => {
     const s = await setup([
       { id: 'w1', zone: 'a' },
       { id: 'w2', zone: 'a' },
@@ -619,28 +259,23 @@ describe('RepairLoop copies too many', () => {
     ]);
     hearAll(s);
     await putObject(s, 'thrice', ['w1', 'w2', 'w3']);
-    let busy = true;
-    const loop = repairLoop(s, { concurrency: 2, reconcileBusy: () => busy });
-    expect((await loop.pass())?.outcomes.skipped).toBe(1);
+    const placement = placementFor(s, { concurrency: 2 });
+    // A rejoin deciding on a copy of the object (it may be removing one too) holds its slot.
+    const release = placement.slots.claim('thrice')!;
+    expect((await placement.repair.pass())?.outcomes.skipped).toBe(1);
     expect((await s.sm.getObject('thrice'))?.replicas).toHaveLength(3);
-    busy = false;
-    expect((await loop.pass())?.outcomes.trimmed).toBe(1);
+    release();
+    expect((await placement.repair.pass())?.outcomes.trimmed).toBe(1);
     const replicas = (await s.sm.getObject('thrice'))!.replicas;
     // Zones stay distinct: the copy removed is one of the two in zone a.
     expect(replicas).toHaveLength(2);
     expect(replicas).toContain('w3');
     const removed = ['w1', 'w2'].find((n) => !replicas.includes(n))!;
     expect((await s.workers.get(removed)!.store.stat('thrice')).ok).toBe(false);
-    expect((await loop.pass())?.outcomes.trimmed).toBe(0);
+    expect((await placement.repair.pass())?.outcomes.trimmed).toBe(0);
+    expect(placement.slots.size()).toBe(0);
   });
 });
-
-/** Overwrites a blob's bytes on disk, same length, leaving the worker's index (and its claim) alone. */
-async function rot(w: RunningWorker, id: string): Promise<void> {
-  const file = w.store.blobPath(id);
-  const { size } = await stat(file);
-  await writeFile(file, randomBytes(size));
-}
 
 describe('copies held by one path at a time', () => {
   it('CopyLocks: one holder per copy; hold waits for it, release is idempotent', async () => {
@@ -741,7 +376,7 @@ describe('copies held by one path at a time', () => {
   });
 });
 
-describe('data-loss guards', () => {
+describe('repair data-loss guards', () => {
   it('trims the copy whose bytes are wrong, never a good one, even when placement prefers otherwise', async () => {
     const s = await setup([
       { id: 'w1', zone: 'a' },
@@ -769,24 +404,6 @@ describe('data-loss guards', () => {
     expect((await repairLoop(s).pass())?.outcomes.skipped).toBe(1);
     expect((await s.sm.getObject('thrice'))?.replicas).toHaveLength(3);
     expect((await s.workers.get('w3')!.store.stat('thrice')).ok).toBe(true);
-  });
-
-  it('on rejoin, does not trade a good replacement copy for a returning copy rotten on disk', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
-    hearAll(s);
-    const w1 = s.workers.get('w1')!;
-    const bytes = await putObject(s, 'replaced', ['w3', 'w2']);
-    await s.client.putBlob(w1.url, 'replaced', sha256Of(bytes), bytes.length, Readable.from([bytes]));
-    await rot(w1, 'replaced');
-    const reconciler = reconcilerFor(s, { orphanGraceMs: 10_000 });
-    // The inventory carries the index's claim, which still names the right checksum.
-    const inventory: InventoryLine[] = [];
-    for await (const e of w1.store.inventory()) inventory.push({ id: e.id, size: e.size, sha256: e.sha256 });
-    expect(inventory[0]?.sha256).toBe(sha256Of(bytes));
-    const summary = await reconciler.reconcile('w1', () => inventory, s.clock.now);
-    expect(summary.excessRemoved).toBe(0);
-    expect((await s.sm.getObject('replaced'))?.replicas.sort()).toEqual(['w2', 'w3']);
-    for (const n of ['w2', 'w3']) expect((await s.workers.get(n)!.store.stat('replaced')).ok).toBe(true);
   });
 
   it('does not record a repair copy made from a holder whose bytes are not the recorded ones', async () => {
@@ -828,34 +445,18 @@ describe('data-loss guards', () => {
     }
   });
 
-  it('never deletes the blob of an upload this manager is running, however long past the grace', async () => {
-    const s = await setup([{ id: 'w1' }]);
-    hearAll(s);
-    const w1 = s.workers.get('w1')!;
-    const bytes = randomBytes(300);
-    await s.client.putBlob(w1.url, 'slow', sha256Of(bytes), bytes.length, Readable.from([bytes]));
-    await s.client.putBlob(w1.url, 'stale', sha256Of(bytes), bytes.length, Readable.from([bytes]));
-    const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000, uploading: (id) => id === 'slow' });
-    const line = (id: string) => ({ id, size: 300, sha256: sha256Of(bytes) });
-    await reconciler.reconcile('w1', () => [line('slow'), line('stale')], s.clock.now);
-    s.clock.now += 60_000;
-    expect(await reconciler.sweepOrphans()).toBe(1);
-    expect((await w1.store.stat('slow')).ok).toBe(true);
-    expect((await w1.store.stat('stale')).ok).toBe(false);
-  });
-
   it('keeps a repair copy whose commit timed out, since the entry may still commit', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
     await putObject(s, 'obj', ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'down', at: s.clock.now });
-    // The replaceReplica entry is appended but the answer is lost: it commits after the timeout.
+    // The replica change is appended but the answer is lost: it commits after the timeout.
     const late: string[] = [];
     const raft: RaftAccess = {
       ...s.raft,
       propose(data, requestId) {
         const c = decodeCommand(data);
-        if (c.ok && c.command.type === 'replaceReplica') {
+        if (c.ok && c.command.type === 'replicaChanges') {
           late.push(data);
           return Promise.reject(new Error('Timeout: no answer in time'));
         }
@@ -870,37 +471,5 @@ describe('data-loss guards', () => {
     const replicas = (await s.sm.getObject('obj'))!.replicas;
     expect(replicas).toContain('w3');
     expect((await s.workers.get('w3')!.store.stat('obj')).ok).toBe(true);
-  });
-
-  it('re-reads the table as of everything committed before deleting an orphan', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
-    hearAll(s);
-    const w1 = s.workers.get('w1')!;
-    const bytes = randomBytes(300);
-    await s.client.putBlob(w1.url, 'late', sha256Of(bytes), bytes.length, Readable.from([bytes]));
-    // A record committed (under another leader) that this member has not applied yet; a
-    // linearizable read applies it before answering.
-    const unapplied: Command[] = [
-      {
-        type: 'recordObject',
-        id: 'late',
-        size: 300,
-        sha256: sha256Of(bytes),
-        contentType: 'image/png',
-        createdAt: s.clock.now,
-        replicas: ['w1'],
-      },
-    ];
-    const raft: RaftAccess = {
-      ...s.raft,
-      async readIndex() {
-        for (const c of unapplied.splice(0)) await proposeCommand(s.raft, c);
-      },
-    };
-    const reconciler = reconcilerFor(s, { raft, orphanGraceMs: 1_000 });
-    await reconciler.reconcile('w1', () => [{ id: 'late', size: 300, sha256: sha256Of(bytes) }], s.clock.now);
-    s.clock.now += 5_000;
-    expect(await reconciler.sweepOrphans()).toBe(0);
-    expect((await w1.store.stat('late')).ok).toBe(true);
   });
 });

@@ -1,0 +1,279 @@
+// Repair copies between workers and their commits, for one object or a copy batch alike: the
+// executor's `copy` action. A copy batch has one holder stream many blobs to one target in one
+// request, committed in one Raft entry: per object, a request to the holder and a Raft round (on
+// every manager) cost more CPU than the copy itself. The caller holds each object's slot.
+
+import pRetry, { AbortError } from 'p-retry';
+import { expectedOf, type NodeView, type ObjectView, type ReplicaChange } from '../../metadata/commands.ts';
+import { proposeCommand } from '../../metadata/proposeCommand.ts';
+import { deleteUnlistedCopy, type Release } from '../copyLocks.ts';
+import type { PlacementCandidate } from '../placement.ts';
+import { counters, type ExecutorDeps } from './execute.ts';
+import { LEAVING, type Replicas } from './plan.ts';
+
+/** Targets one repair tries before leaving the object to the next pass. */
+export const MAX_TARGETS_PER_REPAIR = 4;
+
+const OUTCOMES = [
+  'healthy',
+  'copied',
+  'dropped',
+  'trimmed',
+  'unavailable',
+  'noTarget',
+  'failed',
+  'skipped',
+] as const;
+export type RepairOutcome = (typeof OUTCOMES)[number];
+export type Outcomes = Record<RepairOutcome, number>;
+
+export function noOutcomes(): Outcomes {
+  return counters(OUTCOMES);
+}
+
+export interface Classified extends Replicas {
+  object: ObjectView;
+}
+
+export type CopyDeps = Omit<ExecutorDeps, 'slots' | 'now'>;
+
+/** What the holder says it sent, against the record: the target checked the holder's claim only. */
+function sentOther(sent: { sha256: string | null; size: number | null }, object: ObjectView): string | null {
+  if (sent.sha256 === object.sha256 && sent.size === object.size) return null;
+  return `holder sent sha256 ${sent.sha256 ?? '?'} (${sent.size ?? '?'} bytes), record says ${object.sha256}`;
+}
+
+export class Copier {
+  constructor(
+    private readonly deps: CopyDeps,
+    private readonly now: () => number,
+  ) {}
+
+  /**
+   * Copies `c` to the best of `ranked` that takes it, holder after holder, then commits it.
+   * `fallback`: a batch's target already failed this copy (and counted it started).
+   */
+  async copyOne(c: Classified, ranked: PlacementCandidate[], byId: Map<string, NodeView>, fallback = false) {
+    const { log, metrics } = this.deps;
+    const targets = ranked.slice(0, MAX_TARGETS_PER_REPAIR);
+    if (targets.length === 0) {
+      metrics.failed.inc();
+      log.warn({ event: 'repair.no_target', objectId: c.object.id }, 'no live worker can take a copy');
+      return 'noTarget' as const;
+    }
+    if (fallback) metrics.fallbacks.inc();
+    else metrics.started.inc();
+    const startedAt = this.now();
+    let held: { target: PlacementCandidate; release: Release };
+    try {
+      held = await pRetry((attempt) => this.copyTo(c, targets, attempt, byId), {
+        retries: targets.length - 1,
+        minTimeout: 20,
+        maxTimeout: 200,
+        onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
+          const target = targets[attemptNumber - 1]?.nodeId;
+          log.warn(
+            { event: 'repair.target_failed', objectId: c.object.id, target, retriesLeft, err: error.message },
+            'repair target failed',
+          );
+          if (retriesLeft > 0) metrics.fallbacks.inc();
+        },
+      });
+    } catch (err) {
+      metrics.failed.inc();
+      log.warn(
+        { event: 'repair.failed', objectId: c.object.id, err: (err as Error).message },
+        'no target took the copy; next pass retries',
+      );
+      return 'failed' as const;
+    }
+    try {
+      const outcomes = noOutcomes();
+      await this.commit([c], held.target.nodeId, byId, startedAt, outcomes);
+      return outcomes.copied > 0 ? ('copied' as const) : ('failed' as const);
+    } finally {
+      held.release();
+    }
+  }
+
+  /** One attempt: the copy on the target is held from before it is written until its commit ends. */
+  private async copyTo(
+    c: Classified,
+    targets: PlacementCandidate[],
+    attempt: number,
+    byId: Map<string, NodeView>,
+  ) {
+    const { object } = c;
+    const target = targets[attempt - 1];
+    if (!target) throw new AbortError('no target left');
+    const targetUrl = byId.get(target.nodeId)?.url;
+    const source = c.sources[(attempt - 1) % c.sources.length]!;
+    if (!targetUrl) throw new Error(`target ${target.nodeId} has no url`);
+    const release = this.deps.copies.tryHold(target.nodeId, object.id);
+    if (release === null) throw new Error(`another path is acting on the copy on ${target.nodeId}`);
+    try {
+      this.deps.liveness.reservePlacement(target.nodeId, object.size);
+      const wrong = sentOther(
+        await this.deps.workers.copyTo(source.url, object.id, targetUrl, object.sha256),
+        object,
+      );
+      if (wrong !== null) {
+        // A holder with other bytes under this id would have made a copy of the wrong image.
+        await this.deleteIfUnrecorded(object, target.nodeId, byId);
+        throw new Error(`${source.nodeId}: ${wrong}`);
+      }
+    } catch (err) {
+      release();
+      throw err;
+    }
+    return { target, release };
+  }
+
+  /**
+   * Has `source` copy `send` to `target` in one request and commits the copies that arrived; the
+   * copies the target failed are returned, for a fallback each. The caller holds every copy.
+   */
+  async copyBatch(
+    send: Classified[],
+    source: NodeView,
+    target: NodeView,
+    byId: Map<string, NodeView>,
+    out: Outcomes,
+  ) {
+    const { workers, log, metrics } = this.deps;
+    metrics.started.inc(send.length);
+    const startedAt = this.now();
+    const blobs = send.map((c) => ({ id: c.object.id, sha256: c.object.sha256 }));
+    const answers = await workers.copyBatch(source.url, target.url, blobs).catch((err: unknown) => {
+      // The holder could not run the batch at all: no target is to blame, so no fallback; the
+      // next pass plans these again (from another holder once this one stops serving).
+      metrics.failed.inc(send.length);
+      out.failed += send.length;
+      const logged = { source: source.nodeId, target: target.nodeId, objects: send.length };
+      log.warn(
+        { event: 'repair.batch_failed', ...logged, err: (err as Error).message },
+        'copy batch not run',
+      );
+      return [];
+    });
+    const copied: Classified[] = [];
+    const retry: Classified[] = [];
+    for (const [i, answer] of answers.entries()) {
+      const c = send[i]!;
+      const logged = { objectId: c.object.id, source: source.nodeId, target: target.nodeId };
+      const wrong = answer.ok ? sentOther(answer, c.object) : null;
+      if (!answer.ok) {
+        log.warn({ event: 'repair.target_failed', ...logged, err: answer.message }, 'repair target failed');
+        retry.push(c);
+      } else if (wrong !== null) {
+        metrics.failed.inc();
+        out.failed += 1;
+        log.warn({ event: 'repair.failed', ...logged }, wrong);
+        await this.deleteIfUnrecorded(c.object, target.nodeId, byId);
+      } else copied.push(c);
+    }
+    if (copied.length > 0) await this.commit(copied, target.nodeId, byId, startedAt, out);
+    return retry;
+  }
+
+  /**
+   * Records the copies made on `targetId` in one entry. A node being replaced that came back while
+   * the copies ran keeps its copy (the entry adds instead of replacing); a draining one serving
+   * loses its copy once the new one is recorded.
+   */
+  private async commit(
+    copied: Classified[],
+    targetId: string,
+    byId: Map<string, NodeView>,
+    startedAt: number,
+    out: Outcomes,
+  ): Promise<void> {
+    const { raft, log, metrics } = this.deps;
+    for (const c of copied) metrics.bytesCopied.inc(c.object.size);
+    const removes = await this.stillLeaving(copied);
+    const changes: ReplicaChange[] = copied.map((c, i) => {
+      const remove = removes[i]?.nodeId;
+      const expected = expectedOf(c.object);
+      return remove
+        ? { type: 'replaceReplica', id: c.object.id, add: targetId, remove, expected }
+        : { type: 'addReplica', id: c.object.id, nodeId: targetId, expected };
+    });
+    const results = await proposeCommand(raft, { type: 'replicaChanges', changes }).then(
+      (r) => r.results,
+      (err: unknown) => {
+        // Outcome unknown (timeout, leadership lost): the entry may still commit, here or under the
+        // next leader, and then the record names the target: its copy must stay. If it never
+        // commits, the copy is a stray the inventory sweep removes after the grace period.
+        metrics.failed.inc(copied.length);
+        out.failed += copied.length;
+        const err_ = (err as Error).message;
+        for (const c of copied)
+          log.warn(
+            { event: 'repair.commit_unknown', objectId: c.object.id, target: targetId, err: err_ },
+            'copy made, commit outcome unknown; copy kept',
+          );
+        return null;
+      },
+    );
+    for (const [i, c] of copied.entries()) {
+      const result = results?.[i];
+      if (!result) continue;
+      const logged = { objectId: c.object.id, target: targetId };
+      if (!result.ok) {
+        metrics.failed.inc();
+        out.failed += 1;
+        log.warn(
+          { event: 'repair.commit_failed', ...logged, err: `${result.code}: ${result.message}` },
+          'copy made but not recorded; next pass retries',
+        );
+        await this.deleteIfUnrecorded(c.object, targetId, byId);
+        continue;
+      }
+      metrics.succeeded.inc();
+      metrics.duration.observe((this.now() - startedAt) / 1000);
+      out.copied += 1;
+      const removed = removes[i] ?? null;
+      const fields = { ...logged, removed: removed?.nodeId ?? null, size: c.object.size };
+      log.info({ event: 'repair.copied', ...fields }, 'replica repaired');
+      if (removed?.node && this.deps.liveness.isServing(removed.node))
+        await deleteUnlistedCopy(this.deps, removed.node, c.object.id).catch(() => {});
+    }
+  }
+
+  /** For each copy, the node it replaces if that node is still leaving now (read afresh). */
+  private async stillLeaving(
+    copied: Classified[],
+  ): Promise<({ nodeId: string; node: NodeView | null } | null)[]> {
+    const out: ({ nodeId: string; node: NodeView | null } | null)[] = [];
+    const read = new Map<string, NodeView | null>();
+    for (const c of copied) {
+      const remove = c.leaving[0];
+      if (remove !== undefined && !read.has(remove))
+        read.set(remove, await this.deps.metadata.getNode(remove));
+      const node = remove === undefined ? null : (read.get(remove) ?? null);
+      const leaving = remove !== undefined && (node === null || LEAVING.has(node.state));
+      out.push(leaving ? { nodeId: remove, node } : null);
+    }
+    return out;
+  }
+
+  /** Removes a copy this repair made but could not record. The caller holds the copy. */
+  async deleteIfUnrecorded(object: ObjectView, nodeId: string, byId: Map<string, NodeView>): Promise<void> {
+    if (!this.deps.raft.isLeader()) return; // A new leader may still record this copy.
+    // A read covering everything committed, so a stale table on a deposed leader cannot say
+    // "unrecorded" about a copy the current leader has recorded.
+    if (
+      !(await this.deps.raft.readIndex().then(
+        () => true,
+        () => false,
+      ))
+    )
+      return;
+    const now = await this.deps.metadata.getObject(object.id);
+    // Object gone: an upload re-creating the id may be writing this very blob before it commits;
+    // the orphan sweep, with its grace period, decides instead.
+    if (!now || now.sha256 !== object.sha256 || now.replicas.includes(nodeId)) return;
+    const url = byId.get(nodeId)?.url;
+    if (url) await this.deps.workers.deleteBlob(url, object.id).catch(() => {});
+  }
+}

@@ -1,0 +1,477 @@
+// Rejoin, the executor's half for what workers hold: an inventory (a registering worker's, or one
+// the reconciler reads in its periodic sweep) against the tables, one line at a time as
+// plan.ts decides (planHeldCopy, planStray, planMissing), each line holding its object's slot
+// (execute.ts) and the worker's copy (copyLocks.ts, against the upload and delete paths). Every
+// decision is logged with the object id (`event: 'reconcile.*'`).
+//
+// Blobs no record lists (orphans, and strays: unlisted copies of recorded objects) are deleted
+// only after the orphan grace, counted from their first sighting on this leader (observe.ts,
+// FirstSeen), since an upload writes its blobs before it commits their record; never while this
+// manager's own upload of the id runs; and only after a fresh look at the table.
+
+import { expectedOf, type NodeView, type ObjectView } from '../../metadata/commands.ts';
+import { proposeCommand } from '../../metadata/proposeCommand.ts';
+import { deleteUnlistedCopy } from '../copyLocks.ts';
+import { readBack } from '../copyVerifier.ts';
+import type { InventoryEntry } from '../workerClient.ts';
+import { counters, type ExecutorDeps, runLanes } from './execute.ts';
+import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
+import {
+  type CopyCheck,
+  type HeldCopyAction,
+  orphanDue,
+  planHeldCopy,
+  planMissing,
+  planStray,
+} from './plan.ts';
+
+type InventoryLine = InventoryEntry;
+
+export interface InventoryReconcilerDeps extends Omit<ExecutorDeps, 'liveness'> {
+  orphanGraceMs: number;
+  /**
+   * True while this manager's own upload of the id runs: its copies are on workers before its
+   * record commits, however long that takes, so the grace alone does not cover it.
+   */
+  uploading?: (id: string) => boolean;
+}
+
+/** A worker's inventory lines in ascending id order, read anew at each call. */
+export type InventorySource = () => AsyncIterable<InventoryLine> | Iterable<InventoryLine>;
+
+/** Inventory lines reconciled at once: each waits on read-backs and a commit (docs/operations.md). */
+const RECONCILE_CONCURRENCY = 32;
+
+const DECISIONS = [
+  'kept',
+  'readopted',
+  'excessRemoved',
+  'corruptDeleted',
+  'orphanPending',
+  'orphanDeleted',
+  'missingDropped',
+  'skipped',
+] as const;
+export type ReconcileDecision = (typeof DECISIONS)[number];
+export type ReconcileSummary = Record<ReconcileDecision, number>;
+
+export function emptySummary(): ReconcileSummary {
+  return counters(DECISIONS);
+}
+
+export class InventoryReconciler {
+  private readonly seen = new FirstSeen();
+  private readonly now: () => number;
+
+  constructor(private readonly deps: InventoryReconcilerDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** Counts a decision; each that changed something is logged as `reconcile.<decision>`. */
+  private decided(summary: ReconcileSummary, d: ReconcileDecision, objectId: string, nodeId: string): void {
+    summary[d] += 1;
+    this.deps.metrics.reconcileDecisions.inc({ decision: d });
+    if (d === 'kept' || d === 'skipped') return;
+    const event = `reconcile.${d.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`;
+    this.deps.log.info({ event, objectId, nodeId }, `copy of ${objectId} on ${nodeId}: ${d}`);
+  }
+
+  /**
+   * A serving worker's inventory, read by the periodic sweep, against the table both ways: blobs
+   * the table does not list there are noted (deleted after their grace by sweepOrphans), and
+   * copies it lists there that the inventory lacks are dropped once the worker confirms they are
+   * gone. That second half catches a rejoin cut short (a leader change, a failure): the worker does
+   * not register again for it. Returns the blobs newly noted.
+   */
+  async sweepOne(node: NodeView): Promise<number> {
+    const startedAt = this.now();
+    let noted = 0;
+    // Sightings on this node not listed again are gone from the worker: moot. Tracked this way
+    // round so memory follows the few unrecorded blobs, not the inventory.
+    const unseen = new Set(this.seen.on(node.nodeId).map((s) => s.id));
+    for await (const line of this.deps.workers.inventory(node.url)) {
+      unseen.delete(line.id);
+      const object = await this.deps.metadata.getObject(line.id);
+      if (object?.replicas.includes(node.nodeId)) this.seen.forget(node.nodeId, line.id);
+      else if (this.seen.note(node.nodeId, line.id, this.now()).isNew) noted += 1;
+    }
+    for (const id of unseen) this.seen.forget(node.nodeId, id);
+    const summary = emptySummary();
+    await this.reconcileLacking(node.nodeId, () => this.deps.workers.inventory(node.url), startedAt, summary);
+    if (summary.missingDropped > 0) {
+      this.deps.log.warn(
+        { event: 'reconcile.sweep_missing', nodeId: node.nodeId, ...summary },
+        'recorded copies missing from their worker dropped; repair makes new ones',
+      );
+    }
+    return noted;
+  }
+
+  /**
+   * A registering worker's inventory against the tables: each line decided, then the recorded
+   * copies it lacks. `inventory` gives the lines in ascending id order, anew at each call (it is
+   * read twice). The caller runs one reconciliation per node at a time.
+   */
+  async reconcile(
+    nodeId: string,
+    inventory: InventorySource,
+    inventoryStartedAt: number,
+  ): Promise<ReconcileSummary> {
+    const { metadata, log } = this.deps;
+    const summary = emptySummary();
+    let nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
+    let taken = 0;
+    // One reader shared by the lanes: an async generator hands out its lines in order.
+    const lines = (async function* () {
+      yield* inventory();
+    })();
+    const next = async () => (await lines.next()).value as InventoryLine | undefined;
+    const decide = async (line: InventoryLine) => {
+      // Node states steer decisions; re-read now and then, not for every blob.
+      if (++taken % 256 === 0) nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
+      const self = nodes.get(nodeId);
+      if (self) this.decided(summary, await this.reconcileLine(self, line, nodes), line.id, nodeId);
+    };
+    try {
+      await runLanes(RECONCILE_CONCURRENCY, next, decide, () => this.deps.raft.isLeader());
+    } finally {
+      await lines.return(undefined);
+    }
+    if (!this.deps.raft.isLeader() || !(await metadata.getNode(nodeId))) return summary;
+    await this.reconcileLacking(nodeId, inventory, inventoryStartedAt, summary);
+    log.info({ event: 'reconcile.done', nodeId, ...summary }, `reconciled the inventory of ${nodeId}`);
+    return summary;
+  }
+
+  /**
+   * Decides on a worker's copy of one inventory line, holding its object's slot and the copy:
+   * another action on the object (a repair copying onto this worker, a stray being deleted) leaves
+   * the line to the next rejoin or sweep. One failed line does not stop the rest.
+   */
+  private async reconcileLine(
+    self: NodeView,
+    line: InventoryLine,
+    nodes: Map<string, NodeView>,
+  ): Promise<ReconcileDecision> {
+    try {
+      return await this.holding(
+        self.nodeId,
+        line.id,
+        () => this.reconcileHeldBlob(self, line, nodes),
+        'skipped',
+      );
+    } catch (err) {
+      this.deps.log.warn(
+        {
+          event: 'reconcile.blob_failed',
+          objectId: line.id,
+          nodeId: self.nodeId,
+          err: (err as Error).message,
+        },
+        'no decision for this copy',
+      );
+      return 'skipped';
+    }
+  }
+
+  /** Runs `act` holding the object's slot and the copy on `nodeId`; `busy` when another holds either. */
+  private async holding<T>(nodeId: string, id: string, act: () => Promise<T>, busy: T): Promise<T> {
+    return this.deps.slots.run(
+      id,
+      async () => {
+        const copy = this.deps.copies.tryHold(nodeId, id);
+        if (copy === null) return busy;
+        try {
+          return await act();
+        } finally {
+          copy();
+        }
+      },
+      busy,
+    );
+  }
+
+  private async reconcileHeldBlob(
+    self: NodeView,
+    line: InventoryLine,
+    nodes: Map<string, NodeView>,
+  ): Promise<ReconcileDecision> {
+    const object = await this.deps.metadata.getObject(line.id);
+    if (object) this.seen.forget(self.nodeId, line.id);
+    const checks = new Map<string, CopyCheck>();
+    for (;;) {
+      const action = planHeldCopy(self, line, object, nodes, checks);
+      if (action.kind === 'readBack') {
+        await readBack(this.deps.workers, object!, action.nodeIds, nodes, checks);
+        continue;
+      }
+      return this.actOnHeldCopy(self, line, object!, action, nodes, checks);
+    }
+  }
+
+  private async actOnHeldCopy(
+    self: NodeView,
+    line: InventoryLine,
+    object: ObjectView,
+    action: Exclude<HeldCopyAction, { kind: 'readBack' }>,
+    nodes: Map<string, NodeView>,
+    checks: Map<string, CopyCheck>,
+  ): Promise<ReconcileDecision> {
+    const { log } = this.deps;
+    const at = { objectId: line.id, nodeId: self.nodeId };
+    switch (action.kind) {
+      case 'orphan':
+        return this.orphan(self, line.id);
+      case 'kept':
+        return 'kept';
+      case 'skip':
+        if (action.reason === 'unproven' && self.state === 'up')
+          log.warn(
+            { event: 'reconcile.returning_copy_unproven', ...at, check: checks.get(self.nodeId) },
+            'returning copy not re-adopted: its bytes could not be read',
+          );
+        return 'skipped';
+      case 'deleteCorrupt':
+        return this.deleteCorrupt(self, line, object, action.listed);
+      case 'deleteExcess':
+        await this.deps.workers.deleteBlob(self.url, line.id);
+        return 'excessRemoved';
+      case 'readopt':
+      case 'readoptOnly': {
+        const added = await this.change(object, { type: 'addReplica', id: object.id, nodeId: self.nodeId });
+        if (!added) return 'skipped';
+        if (action.kind === 'readoptOnly')
+          log.warn(
+            { event: 'reconcile.excess_unproven', ...at },
+            'copy too many kept until the others are proved',
+          );
+        return 'readopted';
+      }
+      case 'replace':
+        return this.trade(self, object, action.remove, nodes);
+    }
+  }
+
+  /**
+   * A copy with other bytes than the record's: the record forgets it (unless it is the last one),
+   * then it is deleted. An unlisted one is deleted only after a look at the record as of everything
+   * committed (a deposed leader's table may predate the record these bytes belong to).
+   */
+  private async deleteCorrupt(self: NodeView, line: InventoryLine, object: ObjectView, listed: boolean) {
+    if (listed) {
+      const change = { type: 'removeReplica', id: line.id, nodeId: self.nodeId } as const;
+      if (!(await this.change(object, change, 'reconcile.corrupt_last_copy'))) return 'skipped';
+    } else {
+      const now = await this.freshObject(line.id);
+      if (
+        !now ||
+        now.replicas.includes(self.nodeId) ||
+        now.sha256 !== object.sha256 ||
+        now.size !== object.size
+      )
+        return 'skipped';
+    }
+    await this.deps.workers.deleteBlob(self.url, line.id);
+    return 'corruptDeleted' as const;
+  }
+
+  /** Records the returning copy and forgets `victim`, the copy that replaced it, in one entry. */
+  private async trade(self: NodeView, object: ObjectView, victim: string, nodes: Map<string, NodeView>) {
+    const at = { objectId: object.id, nodeId: victim };
+    const traded = await this.change(object, {
+      type: 'replaceReplica',
+      id: object.id,
+      add: self.nodeId,
+      remove: victim,
+    });
+    // Refused: the record changed since it was read; nothing was traded, the next rejoin decides again.
+    if (!traded) return 'skipped';
+    const victimNode = nodes.get(victim);
+    if (victimNode)
+      await deleteUnlistedCopy(this.deps, victimNode, object.id).catch((err: unknown) =>
+        this.deps.log.warn(
+          { event: 'reconcile.excess_delete_failed', ...at, err },
+          'excess copy left; the sweep removes it',
+        ),
+      );
+    return 'excessRemoved' as const;
+  }
+
+  /**
+   * Commits one replica change decided on `object` (refused if the id was deleted and uploaded
+   * again meanwhile); the object as changed, or null, logged, when the record refuses it.
+   */
+  private async change(
+    object: ObjectView,
+    change:
+      | { type: 'addReplica' | 'removeReplica'; id: string; nodeId: string }
+      | { type: 'replaceReplica'; id: string; add: string; remove: string },
+    lastCopyEvent = 'reconcile.last_copy_kept',
+  ): Promise<ObjectView | null> {
+    const result = await proposeCommand(this.deps.raft, { ...change, expected: expectedOf(object) });
+    if (result.ok) return result.object;
+    const at = { objectId: object.id, change: change.type, code: result.code };
+    if (result.code === 'LastReplica')
+      this.deps.log.error({ event: lastCopyEvent, ...at }, 'the only recorded copy is bad or missing; kept');
+    else this.deps.log.warn({ event: 'reconcile.change_refused', ...at }, result.message);
+    return null;
+  }
+
+  private async freshObject(id: string): Promise<ObjectView | null> {
+    await this.deps.raft.readIndex();
+    return this.deps.metadata.getObject(id);
+  }
+
+  /** A blob no record knows: noted; sweepOrphans deletes it once its grace has passed. */
+  private orphan(self: NodeView, id: string): ReconcileDecision {
+    this.seen.note(self.nodeId, id, this.now());
+    return 'orphanPending';
+  }
+
+  /** Deletes (or re-adopts) the unrecorded blobs whose grace has passed; returns those deleted. */
+  async sweepOrphans(): Promise<number> {
+    if (!this.deps.raft.isLeader()) return 0;
+    let deleted = 0;
+    const now = this.now();
+    for (const o of this.seen.all()) {
+      if (!orphanDue(o.firstSeen, now, this.deps.orphanGraceMs)) continue;
+      try {
+        if (await this.holding(o.nodeId, o.id, () => this.deleteStrayHeld(o.nodeId, o.id), false)) {
+          deleted += 1;
+          this.deps.metrics.reconcileDecisions.inc({ decision: 'orphanDeleted' });
+        }
+      } catch (err) {
+        this.deps.log.warn(
+          { event: 'reconcile.orphan_delete_failed', objectId: o.id, nodeId: o.nodeId, err },
+          'retried later',
+        );
+      }
+    }
+    return deleted;
+  }
+
+  /**
+   * An unrecorded blob past its grace, its slot and copy held: re-checks the table right before
+   * deleting (an upload may have committed its record since), then as planStray decides.
+   */
+  private async deleteStrayHeld(nodeId: string, id: string): Promise<boolean> {
+    const pending = this.seen.get(nodeId, id);
+    if (!pending || !this.deps.raft.isLeader() || this.deps.uploading?.(pending.id)) return false;
+    const { metadata, workers, log } = this.deps;
+    // The table as of everything committed, so neither a record committed under another leader
+    // and not applied here yet, nor a deposed leader's stale table, makes a recorded copy look
+    // orphaned. An upload this leader is running right now has not committed: `uploading` covers it.
+    const object = await this.freshObject(pending.id);
+    const node = await metadata.getNode(pending.nodeId);
+    const nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
+    const checks = new Map<string, CopyCheck>();
+    const logged = { objectId: pending.id, nodeId: pending.nodeId };
+    for (;;) {
+      const action = planStray(node, object, nodes, checks);
+      if (action.kind === 'readBack') {
+        await readBack(this.deps.workers, object!, action.nodeIds, nodes, checks);
+        continue;
+      }
+      if (action.kind !== 'delete') this.seen.forget(nodeId, id);
+      if (action.kind === 'unproven')
+        log.warn(
+          { event: 'reconcile.stray_unproven', ...logged },
+          'unrecorded copy could not be read back; neither re-adopted nor deleted',
+        );
+      if (action.kind === 'readopt' && (await this.change(object!, { type: 'addReplica', id, nodeId })))
+        log.info({ event: 'reconcile.stray_readopted', ...logged }, 'unrecorded copy re-adopted');
+      if (action.kind !== 'delete') return false;
+      break;
+    }
+    await workers.deleteBlob(node!.url, pending.id);
+    this.seen.forget(nodeId, id);
+    log.info(
+      {
+        event: object ? 'reconcile.stray_deleted' : 'reconcile.orphan_deleted',
+        ...logged,
+        firstSeen: pending.firstSeen,
+      },
+      object
+        ? 'unrecorded copy deleted after the grace period'
+        : 'orphan blob deleted after the grace period',
+    );
+    return true;
+  }
+
+  /**
+   * Copies the record lists on `nodeId` that the inventory lacks (observe.ts, lackedBy). An
+   * inventory out of order stops the search; the next rejoin or sweep looks again.
+   */
+  private async reconcileLacking(
+    nodeId: string,
+    inventory: InventorySource,
+    inventoryStartedAt: number,
+    summary: ReconcileSummary,
+  ): Promise<void> {
+    for await (const id of lackedBy(inventory(), objectsOn(this.deps.metadata, nodeId))) {
+      if (!this.deps.raft.isLeader()) return;
+      if (id === null) {
+        this.deps.log.warn(
+          { event: 'reconcile.inventory_unordered', nodeId },
+          'inventory not in id order: copies it lacks are left to the next rejoin',
+        );
+        return;
+      }
+      const decision = await this.reconcileMissing(nodeId, id, inventoryStartedAt).catch((err: unknown) => {
+        this.deps.log.warn(
+          { event: 'reconcile.missing_check_failed', objectId: id, nodeId, err: (err as Error).message },
+          'no decision for this copy',
+        );
+        return 'skipped' as const;
+      });
+      this.decided(summary, decision, id, nodeId);
+    }
+  }
+
+  /**
+   * A copy its worker reports lost (removed by its scrubber): dropped from the record once the
+   * worker confirms it does not hold it, like a copy a registration's inventory lacks.
+   */
+  async dropMissingCopy(nodeId: string, id: string): Promise<ReconcileDecision> {
+    const decision = await this.reconcileMissing(nodeId, id, Number.POSITIVE_INFINITY);
+    this.decided(emptySummary(), decision, id, nodeId);
+    return decision;
+  }
+
+  /** A recorded copy on `nodeId` its inventory lacked: dropped once the worker confirms (planMissing). */
+  private reconcileMissing(
+    nodeId: string,
+    id: string,
+    inventoryStartedAt: number,
+  ): Promise<ReconcileDecision> {
+    return this.deps.slots.run(
+      id,
+      () => this.reconcileMissingHeld(nodeId, id, inventoryStartedAt),
+      'skipped',
+    );
+  }
+
+  private async reconcileMissingHeld(
+    nodeId: string,
+    id: string,
+    inventoryStartedAt: number,
+  ): Promise<ReconcileDecision> {
+    const { metadata, workers } = this.deps;
+    const object = await metadata.getObject(id);
+    const node = await metadata.getNode(nodeId);
+    if (!node || planMissing(object, nodeId, inventoryStartedAt).kind === 'skip') return 'skipped';
+    // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
+    const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
+      async (res) => {
+        await res.body.dump();
+        return 'yes' as const;
+      },
+      (err: unknown) =>
+        (err as { code?: string }).code === 'NotFound' ? ('no' as const) : ('unknown' as const),
+    );
+    const action = planMissing(object, nodeId, inventoryStartedAt, held);
+    if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
+    const change = { type: 'removeReplica', id, nodeId } as const;
+    return (await this.change(object!, change, 'reconcile.last_copy_missing')) ? 'missingDropped' : 'skipped';
+  }
+}

@@ -1,0 +1,391 @@
+// Repair, the executor's half for recorded objects: a pass over the work the tables show
+// (observe.ts), each object planned (plan.ts: planRepair) and its action carried out, at most one
+// action per object at a time (execute.ts). Objects short of a copy with a holder to copy from go
+// in copy batches (copy.ts), an optimisation the planner does not see. Everything is found again
+// from the tables on the next pass: a new leader finds exactly the work the old one left.
+
+import { expectedOf, type NodeView, type ObjectView } from '../../metadata/commands.ts';
+import { REPLICATION_FACTOR } from '../../metadata/metadataStateMachine.ts';
+import { proposeCommand } from '../../metadata/proposeCommand.ts';
+import { deleteUnlistedCopy, type Release } from '../copyLocks.ts';
+import { readBack } from '../copyVerifier.ts';
+import { type PlacementCandidate, rankTargets } from '../placement.ts';
+import { type Classified, Copier, noOutcomes, type Outcomes, type RepairOutcome } from './copy.ts';
+import { type ExecutorDeps, runLanes } from './execute.ts';
+import { observeRepairWork } from './observe.ts';
+import { type CopyCheck, classify, needsRepair, planRepair, type RepairAction } from './plan.ts';
+
+export type { RepairOutcome } from './copy.ts';
+
+/** Bounds of one copy batch: the objects one holder copies to one target in one request. */
+const BATCH_OBJECTS = 32;
+const BATCH_BYTES = 64 * 1024 * 1024;
+
+export interface RepairDeps extends ExecutorDeps {
+  /** Copy batches in flight at once. */
+  concurrency: number;
+  /** Objects one pass takes on at most (bounds memory and the length of a pass). */
+  maxObjectsPerPass?: number;
+  /** Bytes one copy batch carries at most (default BATCH_BYTES). */
+  batchBytes?: number;
+}
+
+export interface PassReport {
+  examined: number;
+  outcomes: Outcomes;
+  drained: string[];
+}
+
+/** Objects one holder is to copy to one target. */
+interface CopyBatch {
+  sourceId: string;
+  targetId: string;
+  items: Classified[];
+  bytes: number;
+}
+
+export class Repairer {
+  /** Objects already reported unavailable: logged once, not on every pass. */
+  private readonly reportedUnavailable = new Set<string>();
+  /** Where the backstop scan resumes. */
+  private scanCursor: string | undefined;
+  private readonly now: () => number;
+  private readonly batchBytes: number;
+  private readonly copier: Copier;
+
+  constructor(private readonly deps: RepairDeps) {
+    this.now = deps.now ?? Date.now;
+    this.batchBytes = deps.batchBytes ?? BATCH_BYTES;
+    this.copier = new Copier(deps, this.now);
+  }
+
+  /** One pass over the difference between the tables and the goal; null when not leader. */
+  async pass(): Promise<PassReport | null> {
+    const { raft, metadata, metrics } = this.deps;
+    if (!raft.isLeader()) {
+      for (const gauge of [
+        metrics.underReplicated,
+        metrics.unavailable,
+        metrics.oldestUnderReplicatedSeconds,
+      ])
+        gauge.set(0);
+      return null;
+    }
+    const nodes = await metadata.listNodes();
+    const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+    const seen = await observeRepairWork(
+      metadata,
+      nodes,
+      this.scanCursor,
+      this.deps.maxObjectsPerPass ?? 2_000,
+    );
+    this.scanCursor = seen.cursor;
+    const work = seen.objects.map((o) => this.classify(o, byId)).filter(needsRepair);
+    this.updateGauges(work, byId);
+    // Objects down to one live copy (or none) first: they are one failure away from loss.
+    work.sort((a, b) => a.healthy.length - b.healthy.length);
+    const outcomes = noOutcomes();
+    const { batches, singles } = this.planBatches(work, nodes, byId, outcomes);
+    const go = () => raft.isLeader();
+    // A holder streams a batch's blobs one after the other: one copy in flight per batch, and
+    // `concurrency` batches at once (measured by bench:repair, docs/operations.md).
+    let b = 0;
+    await runLanes(
+      this.deps.concurrency,
+      () => batches[b++],
+      (batch) => this.runBatch(batch, outcomes),
+      go,
+    );
+    let s = 0;
+    await runLanes(
+      this.deps.concurrency,
+      () => singles[s++],
+      async (c) => {
+        outcomes[await this.repairLogged(c.object.id)] += 1;
+      },
+      go,
+    );
+    return { examined: work.length, outcomes, drained: await this.finishDrains() };
+  }
+
+  /**
+   * Objects short of a copy with a holder go in batches by (holder, target); the rest (drops,
+   * trims, unavailable objects, copies no target was found for) one at a time. A pass plans only
+   * what its batches carry at once (placement reserves room for each copy planned, so large
+   * objects would make every target look full); the rest waits for the next pass. Batches
+   * alternate between pairs, so those in flight spread over the workers.
+   */
+  private planBatches(work: Classified[], nodes: NodeView[], byId: Map<string, NodeView>, out: Outcomes) {
+    const byPair = new Map<string, CopyBatch[]>();
+    const singles: Classified[] = [];
+    let plannedBytes = 0;
+    for (const c of work) {
+      const target =
+        c.healthy.length < REPLICATION_FACTOR && c.sources.length > 0 && this.rankFor(c, nodes, byId)[0];
+      if (!target) singles.push(c);
+      else if (plannedBytes >= this.deps.concurrency * this.batchBytes) out.skipped += 1;
+      else {
+        plannedBytes += c.object.size;
+        // Spreads the next objects' targets as if this copy had landed already.
+        this.deps.liveness.reservePlacement(target.nodeId, c.object.size);
+        const sourceId = c.sources[0]!.nodeId;
+        const list = byPair.get(`${sourceId}\0${target.nodeId}`) ?? [];
+        byPair.set(`${sourceId}\0${target.nodeId}`, list);
+        let batch = list.at(-1);
+        if (!batch || batch.items.length >= BATCH_OBJECTS || batch.bytes + c.object.size > this.batchBytes) {
+          batch = { sourceId, targetId: target.nodeId, items: [], bytes: 0 };
+          list.push(batch);
+        }
+        batch.items.push(c);
+        batch.bytes += c.object.size;
+      }
+    }
+    const lists = [...byPair.values()];
+    const batches: CopyBatch[] = [];
+    for (let round = 0; lists.some((l) => l.length > round); round++)
+      for (const list of lists) if (list[round]) batches.push(list[round]!);
+    return { batches, singles };
+  }
+
+  /**
+   * One batch: each object, its slot held, is read afresh and goes ahead only if it still needs a
+   * copy, its holder still serves it and the target still fits; the rest are repaired alone. Each
+   * copy the target failed is tried on the next target alone (a fallback). Each outcome is
+   * counted once, also when a table read stops the batch part-way.
+   */
+  private async runBatch(batch: CopyBatch, outcomes: Outcomes): Promise<void> {
+    const out = noOutcomes();
+    const held: Release[] = [];
+    try {
+      const nodes = await this.deps.metadata.listNodes();
+      const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+      const source = byId.get(batch.sourceId);
+      const target = byId.get(batch.targetId);
+      const send: Classified[] = [];
+      const alone: string[] = [];
+      for (const planned of batch.items) {
+        const c = await this.claimFresh(planned.object.id, held, byId);
+        const fits =
+          c !== null &&
+          source !== undefined &&
+          c.healthy.length < REPLICATION_FACTOR &&
+          c.sources.some((n) => n.nodeId === source.nodeId) &&
+          this.rankFor(c, nodes, byId).some((t) => t.nodeId === batch.targetId);
+        // Each copy on the target is held too, from before it is written, against uploads and deletes.
+        const copy = fits ? this.deps.copies.tryHold(batch.targetId, c.object.id) : null;
+        if (copy !== null) held.push(copy);
+        if (c === null) out.skipped += 1;
+        else if (!fits) alone.push(c.object.id);
+        else if (copy === null) out.skipped += 1;
+        else send.push(c);
+      }
+      const retry =
+        send.length > 0 && source && target
+          ? await this.copier.copyBatch(send, source, target, byId, out)
+          : [];
+      for (const c of retry) {
+        const ranked = this.rankFor(c, nodes, byId, batch.targetId);
+        out[await this.copier.copyOne(c, ranked, byId, true).catch(() => 'failed' as const)] += 1;
+      }
+      for (const id of alone) out[await this.repairLogged(id, true)] += 1;
+    } catch (err) {
+      // A table read failed: the tables still show the work. Only what was not counted fails.
+      this.deps.log.warn(
+        { event: 'repair.batch_error', objects: batch.items.length, err: (err as Error).message },
+        'repair batch failed; next pass retries',
+      );
+      out.failed += Math.max(0, batch.items.length - Object.values(out).reduce((a, b) => a + b, 0));
+    } finally {
+      for (const release of held) release();
+      for (const key of Object.keys(out) as RepairOutcome[]) outcomes[key] += out[key];
+    }
+  }
+
+  /** Claims the object's slot (kept in `held`) and reads it afresh; null when busy or gone. */
+  private async claimFresh(
+    id: string,
+    held: Release[],
+    byId: Map<string, NodeView>,
+  ): Promise<Classified | null> {
+    const slot = this.deps.slots.claim(id);
+    if (slot === null) return null;
+    held.push(slot);
+    const object = await this.deps.metadata.getObject(id);
+    return object ? this.classify(object, byId) : null;
+  }
+
+  /** `held`: the caller holds the object's slot already. */
+  private async repairLogged(id: string, held = false): Promise<RepairOutcome> {
+    try {
+      return await (held ? this.repairHeld(id) : this.repairOne(id));
+    } catch (err) {
+      // A commit that failed (leadership lost, timeout): the tables still show the work.
+      this.deps.log.warn(
+        { event: 'repair.error', objectId: id, err: (err as Error).message },
+        'repair step failed; next pass retries',
+      );
+      return 'failed';
+    }
+  }
+
+  /** Brings one object one step closer to the goal, holding its slot; `skipped` when busy. */
+  repairOne(id: string): Promise<RepairOutcome> {
+    return this.deps.slots.run(id, () => this.repairHeld(id), 'skipped');
+  }
+
+  /** Plans from a fresh read of the tables and acts; read-backs asked for are done, then it plans again. */
+  private async repairHeld(id: string): Promise<RepairOutcome> {
+    const object = await this.deps.metadata.getObject(id);
+    if (!object) return 'skipped';
+    const nodes = await this.deps.metadata.listNodes();
+    const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+    const c = this.classify(object, byId);
+    // Decided once: a worker heard again while the copies are read back is not one whose copy
+    // they were read back for.
+    const deleting = c.leaving.filter((n) => {
+      const node = byId.get(n);
+      return node !== undefined && this.deps.liveness.isServing(node);
+    });
+    const checks = new Map<string, CopyCheck>();
+    for (;;) {
+      const action = planRepair(c, byId, deleting, checks);
+      if (action.kind !== 'readBack') return this.act(c, action, nodes, byId, checks);
+      await readBack(this.deps.workers, object, action.nodeIds, byId, checks);
+    }
+  }
+
+  private async act(
+    c: Classified,
+    action: Exclude<RepairAction, { kind: 'readBack' }>,
+    nodes: NodeView[],
+    byId: Map<string, NodeView>,
+    checks: Map<string, CopyCheck>,
+  ): Promise<RepairOutcome> {
+    const { object } = c;
+    if (action.kind !== 'unavailable') this.reportedUnavailable.delete(object.id);
+    switch (action.kind) {
+      case 'healthy':
+        return 'healthy';
+      case 'unavailable':
+        if (!this.reportedUnavailable.has(object.id) && this.reportedUnavailable.size < 100_000) {
+          this.reportedUnavailable.add(object.id);
+          this.deps.log.warn(
+            { event: 'repair.unavailable', objectId: object.id, replicas: object.replicas },
+            'no serving worker holds a copy; waiting for one to return',
+          );
+        }
+        return 'unavailable';
+      case 'copy':
+        return this.copier.copyOne(c, this.rankFor(c, nodes, byId), byId);
+      case 'remove':
+        return (await this.remove(c, action.nodeIds, action.deleteFrom, action.reason, byId)) ?? 'skipped';
+      case 'trim':
+        return (await this.remove(c, [action.nodeId], [action.nodeId], 'excess', byId))
+          ? 'trimmed'
+          : 'skipped';
+      case 'wait':
+        if (c.healthy.length > REPLICATION_FACTOR)
+          this.deps.log.warn(
+            { event: 'repair.trim_unproven', objectId: object.id, checks: Object.fromEntries(checks) },
+            'copy too many kept: the copies that would stay could not all be read back',
+          );
+        return 'skipped';
+    }
+  }
+
+  /** The record forgets the copies on `nodeIds`; those on `deleteFrom` are deleted once it has. */
+  private async remove(
+    c: Classified,
+    nodeIds: string[],
+    deleteFrom: string[],
+    reason: 'leaving' | 'badCopy' | 'excess',
+    byId: Map<string, NodeView>,
+  ): Promise<'dropped' | null> {
+    let removed = false;
+    for (const nodeId of nodeIds) {
+      const expected = expectedOf(c.object);
+      const result = await proposeCommand(this.deps.raft, {
+        type: 'removeReplica',
+        id: c.object.id,
+        nodeId,
+        expected,
+      });
+      if (!result.ok) continue;
+      removed = true;
+      const logged = { objectId: c.object.id, nodeId, replicas: result.object.replicas };
+      if (reason === 'badCopy')
+        this.deps.log.warn(
+          { event: 'repair.bad_copy_dropped', ...logged },
+          'recorded copy missing or wrong; dropped',
+        );
+      else if (reason === 'excess')
+        this.deps.log.info({ event: 'repair.excess_trimmed', ...logged }, 'copy too many removed');
+      else
+        this.deps.log.info(
+          { event: 'repair.replica_dropped', ...logged },
+          'replica on a leaving worker dropped',
+        );
+      const node = byId.get(nodeId);
+      if (node && deleteFrom.includes(nodeId))
+        await deleteUnlistedCopy(this.deps, node, c.object.id).catch(() => {});
+    }
+    return removed || reason !== 'excess' ? 'dropped' : null;
+  }
+
+  /** Targets for one more copy of `c`, best first: live, not holding it, other zones first. */
+  private rankFor(
+    c: Classified,
+    nodes: NodeView[],
+    byId: Map<string, NodeView>,
+    skip?: string,
+  ): PlacementCandidate[] {
+    return rankTargets(this.deps.liveness.candidates(nodes), {
+      exclude: new Set(skip === undefined ? c.object.replicas : [...c.object.replicas, skip]),
+      avoidZones: new Set(c.healthy.map((n) => byId.get(n)?.zone).filter((z) => z !== undefined)),
+      size: c.object.size,
+    });
+  }
+
+  private classify(object: ObjectView, byId: Map<string, NodeView>): Classified {
+    return { object, ...classify(object, byId, (n) => this.deps.liveness.isServing(n)) };
+  }
+
+  private updateGauges(work: Classified[], byId: Map<string, NodeView>): void {
+    const now = this.now();
+    let under = 0;
+    let oldest = 0;
+    for (const w of work) {
+      if (w.healthy.length >= REPLICATION_FACTOR) continue;
+      under += 1;
+      // Under-replicated since its copy's worker left (or since creation, whichever is later).
+      const left = Math.min(...w.leaving.map((n) => byId.get(n)?.stateSince ?? w.object.createdAt));
+      oldest = Math.max(oldest, now - Math.max(w.object.createdAt, Number.isFinite(left) ? left : 0));
+    }
+    this.deps.metrics.underReplicated.set(under);
+    this.deps.metrics.unavailable.set(work.filter((w) => w.sources.length === 0).length);
+    this.deps.metrics.oldestUnderReplicatedSeconds.set(oldest / 1000);
+  }
+
+  /** A draining node whose index is empty has nothing left: it becomes `drained`. */
+  private async finishDrains(): Promise<string[]> {
+    const { raft, metadata, log } = this.deps;
+    const drained: string[] = [];
+    for (const node of await metadata.listNodes()) {
+      if (node.state !== 'draining' || !raft.isLeader()) continue;
+      if ((await metadata.objectsOnNode(node.nodeId, { limit: 1 })).items.length > 0) continue;
+      const at = this.now();
+      const command = {
+        type: 'markNodeState',
+        nodeId: node.nodeId,
+        state: 'drained',
+        expected: 'draining',
+        at,
+      } as const;
+      if ((await proposeCommand(raft, command).catch(() => null))?.ok) {
+        drained.push(node.nodeId);
+        log.info({ event: 'drain.completed', nodeId: node.nodeId }, `worker ${node.nodeId} drained`);
+      }
+    }
+    return drained;
+  }
+}
