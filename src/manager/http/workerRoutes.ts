@@ -116,7 +116,16 @@ export function workerRoutes(opts: {
 
   /** A worker's list of blob ids (`{ id, blobs }`), read with a bound and checked. */
   const blobList = async (c: Context): Promise<BlobList> => {
-    return parseLine(blobListSchema, await readBodyText(c, BLOB_LIST_MAX_BYTES), 'the blob list');
+    const text = await readBodyText(c, BLOB_LIST_MAX_BYTES);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      throw new BadRegistration('body is not JSON');
+    }
+    const list = blobListSchema.safeParse(raw);
+    if (!list.success) throw new BadRegistration(z.prettifyError(list.error));
+    return list.data;
   };
 
   app.post(WIPE_CHECK_PATH, async (c) => {
