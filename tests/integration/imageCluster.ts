@@ -20,7 +20,7 @@ import { freePort } from '../../src/cli/localProcess.ts';
 import { spawnWorker, workerUrl } from '../../src/cli/localWorkers.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { fetchRaftView } from '../../src/manager/raftView.ts';
-import { until, WaitAborted } from '../support/until.ts';
+import { until, WaitAborted } from '../helpers/until.ts';
 
 export { until, WaitAborted };
 
