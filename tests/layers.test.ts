@@ -18,6 +18,7 @@ const BASE_TREE: Record<string, string[]> = {
   'src/consensus/raft.ts': [],
   'src/metadata/tables.ts': ['../consensus/raft.ts'],
   'src/protocol/wire.ts': [],
+  'src/logging.ts': [],
   'src/http/kit.ts': ['../protocol/wire.ts'],
   'src/manager/leader.ts': ['../metadata/tables.ts', '../http/kit.ts', '../protocol/wire.ts'],
   'src/manager/spool.ts': ['./leader.ts'],
@@ -69,6 +70,7 @@ it.each([
   ['consensus-is-the-bottom-layer', 'src/consensus/raft.ts', '../metadata/tables.ts'],
   ['kit-and-wire-import-no-layer', 'src/http/kit.ts', '../consensus/raft.ts'],
   ['kit-and-wire-import-no-layer', 'src/protocol/wire.ts', '../metadata/tables.ts'],
+  ['kit-and-wire-import-no-layer', 'src/logging.ts', './manager/leader.ts'],
   ['no-cycles', 'src/manager/leader.ts', './spool.ts'],
 ])('fails on %s (%s imports %s)', async (rule, file, to) => {
   const { code, output } = await cruise({ [file]: to });

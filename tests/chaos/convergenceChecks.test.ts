@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { SHA256_HEADER } from '../../src/protocol/workerHeaders.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 import { ChaosCluster } from './chaosCluster.ts';
 import { convergenceProblems } from './checks.ts';
 import { Rng } from './rng.ts';

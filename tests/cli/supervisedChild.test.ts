@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SupervisedChild } from '../../src/cli/supervisedChild.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 
 let root: string;
 beforeAll(async () => {

@@ -17,7 +17,7 @@ import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 
 const SECRET = 'test-secret-peer-trust-0123456789';
 const TICK_MS = 20;

@@ -11,7 +11,7 @@ import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
 import { RaftError, RaftNode } from '../../src/consensus/raftNode.ts';
 import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 
 let root: string;
 let store: LevelLogStore;

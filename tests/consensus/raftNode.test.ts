@@ -13,7 +13,7 @@ import { RaftError, RaftNode } from '../../src/consensus/raftNode.ts';
 import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
 import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 
 const SECRET = 'test-secret-0123456789abcdef';
 const TICK_MS = 20;

@@ -16,8 +16,8 @@ import type { Command } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { MetadataTables, type TableDigest } from '../../src/metadata/tables.ts';
+import { until } from '../helpers/until.ts';
 import { recordCmd, registerCmd } from '../metadata/metadataFixture.ts';
-import { until } from '../support/until.ts';
 
 const MARKER = 'IMGVAULT-CLEAN-STOP';
 

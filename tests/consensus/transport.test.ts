@@ -7,7 +7,7 @@ import { HttpTransport, type HttpTransportOptions } from '../../src/consensus/tr
 import { RAFT_SNAPSHOT_HEADER, raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 
 const SECRET = 'test-cluster-secret';
 

@@ -3,18 +3,14 @@
 // sent, a deleted folder comes back identical (sha256 and mtime), and restore leaves a different
 // local file alone without --force. Also the names API's listing and reference counting.
 
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackupSummary } from '../../src/cli/backupCommand.ts';
 import type { RestoreSummary } from '../../src/cli/restoreCommand.ts';
-import { ImageCluster, pngImage, runCli, until } from './imageCluster.ts';
-
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+import { ImageCluster, pngImage, runCli, spawnCli as spawnCliProcess, until } from './imageCluster.ts';
 
 let cluster: ImageCluster;
 let root: string;
@@ -60,28 +56,15 @@ async function objectCount(): Promise<number> {
   return count;
 }
 
-/** `imgvault <args>` as a child process this test can signal; resolves when it ends (bounded). */
+/** `imgvault <args>` as a child process; `linesDone` counts the files it has reported so far. */
 function spawnCli(args: string[], timeoutMs: number) {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => {
-    stdout += d;
-  });
-  child.stderr.on('data', (d) => {
-    stderr += d;
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-  const linesDone = () => stderr.split('\n').filter((l) => /^(new|deduplicated)\t/.test(l)).length;
-  return { child, done, linesDone };
+  const run = spawnCliProcess(args, timeoutMs);
+  const linesDone = () =>
+    run
+      .stderr()
+      .split('\n')
+      .filter((l) => /^(new|deduplicated)\t/.test(l)).length;
+  return { ...run, linesDone };
 }
 
 async function makeFolder(name: string, count: number): Promise<string> {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fetchRaftView, waitForLeader } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const IDS = ['m1', 'm2', 'm3', 'w1', 'w2', 'w3'];

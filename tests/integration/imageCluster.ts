@@ -32,7 +32,7 @@ import {
 } from '../../src/http/credentialFiles.ts';
 import { loadTlsFiles, useInternalTls } from '../../src/http/tls.ts';
 import { fetchRaftView } from '../../src/manager/raftView.ts';
-import { until, WaitAborted } from '../support/until.ts';
+import { until, WaitAborted } from '../helpers/until.ts';
 
 export { until, WaitAborted };
 
@@ -98,25 +98,34 @@ export function runCli(
   args: string[],
   timeoutMs = 30_000,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  return spawnCli(args, timeoutMs).done;
+}
+
+/**
+ * `imgvault <args>` as a child process a test can signal while it runs; `done` resolves when it
+ * has ended (SIGKILL after `timeoutMs`), `stderr()` is what it wrote so far.
+ */
+export function spawnCli(args: string[], timeoutMs: number) {
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     // 'close', not 'exit': it comes after the last output has been read.
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
   });
+  return { child, done, stderr: () => stderr };
 }
 
 /**

@@ -18,7 +18,7 @@ import {
   waitForLeader,
 } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 
 const SNAPSHOT_THRESHOLD = 20;
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InventoryOutOfOrder, InventorySpool } from '../../src/manager/inventorySpool.ts';
-import type { InventoryLine } from '../../src/manager/workerRegistry.ts';
+import type { InventoryLine } from '../../src/protocol/workerSchemas.ts';
 
 let dir: string;
 

@@ -15,6 +15,7 @@ import { ImageService } from '../../src/manager/imageService.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
+import { until, WaitAborted } from '../helpers/until.ts';
 import { EntryLog, MetadataFixture } from '../metadata/metadataFixture.ts';
 import { startManagerStandIn } from '../storagenode/managerStandIn.ts';
 import {
@@ -25,7 +26,6 @@ import {
   spawnWorkerProcess,
   startWorker,
 } from '../storagenode/workerHarness.ts';
-import { until, WaitAborted } from '../support/until.ts';
 
 const fx = new MetadataFixture();
 const cleanups: (() => Promise<void>)[] = [];

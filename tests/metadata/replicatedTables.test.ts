@@ -17,7 +17,7 @@ import type { Command } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { MetadataTables } from '../../src/metadata/tables.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 import { recordCmd, registerCmd } from './metadataFixture.ts';
 
 const SECRET = 'metadata-test-secret-0123456789';

@@ -3,7 +3,7 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import path from 'node:path';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 import {
   AUTH,
   flipByte,

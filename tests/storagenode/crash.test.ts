@@ -9,7 +9,7 @@ import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { SHA256_HEADER } from '../../src/protocol/workerHeaders.ts';
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE } from '../../src/storagenode/blobFrames.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
-import { until, WaitAborted } from '../support/until.ts';
+import { until, WaitAborted } from '../helpers/until.ts';
 import { type ManagerStandIn, startManagerStandIn } from './managerStandIn.ts';
 import { exitOf, spawnWorkerProcess } from './workerHarness.ts';
 

@@ -12,7 +12,7 @@ import {
   NoManagerAnsweredError,
 } from '../../src/storagenode/managerClient.ts';
 import { usageOf } from '../../src/storagenode/workerProcess.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 import { type ManagerStandIn, startManagerStandIn } from './managerStandIn.ts';
 import { exitOf, spawnWorkerProcess } from './workerHarness.ts';
 

@@ -12,7 +12,7 @@ import { createLogger } from '../../src/logging.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
 import { LostCopyReporter } from '../../src/storagenode/lostCopyReporter.ts';
 import { Scrubber } from '../../src/storagenode/scrubber.ts';
-import { until } from '../support/until.ts';
+import { until } from '../helpers/until.ts';
 import { flipByte } from './workerHarness.ts';
 
 const log = createLogger('scrubber-test', { level: 'silent' });

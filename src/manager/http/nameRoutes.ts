@@ -7,7 +7,7 @@ import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { z } from 'zod';
 import { jsonError } from '../../http/errors.ts';
-import { ifRangeMatches } from '../../http/ifRange.ts';
+import { ifRangeMatches, rangeNotSatisfiable } from '../../http/ifRange.ts';
 import { requestBody } from '../../http/requestBody.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { NameView } from '../../metadata/commands.ts';
@@ -126,13 +126,7 @@ async function read(c: Context, names: NameService, images: ImageService): Promi
   });
   if (response.statusCode === 416) {
     await response.body.dump();
-    c.header('content-range', `bytes */${object.size}`);
-    return jsonError(
-      c,
-      416,
-      'RangeNotSatisfiable',
-      `no byte of the requested range is in 0-${object.size - 1}`,
-    );
+    return rangeNotSatisfiable(c, object.size);
   }
   for (const h of ['content-length', 'content-range']) {
     const value = response.headers[h];

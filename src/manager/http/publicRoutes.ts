@@ -8,7 +8,7 @@ import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { z } from 'zod';
 import { jsonError, withoutAddresses } from '../../http/errors.ts';
-import { ifRangeMatches } from '../../http/ifRange.ts';
+import { ifRangeMatches, rangeNotSatisfiable } from '../../http/ifRange.ts';
 import { redirectToLeader } from '../../http/leaderRedirect.ts';
 import { requestBody } from '../../http/requestBody.ts';
 import { webStreamOf } from '../../http/webStream.ts';
@@ -210,13 +210,7 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
       });
       if (response.statusCode === 416) {
         await response.body.dump();
-        c.header('content-range', `bytes */${object.size}`);
-        return jsonError(
-          c,
-          416,
-          'RangeNotSatisfiable',
-          `no byte of the requested range is in 0-${object.size - 1}`,
-        );
+        return rangeNotSatisfiable(c, object.size);
       }
       const headers = new Headers({
         'content-type': object.contentType,
