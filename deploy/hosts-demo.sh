@@ -3,7 +3,9 @@
 # namespace of its own ("a host") with its own address on a private bridge, and runs exactly what
 # deploy/imgvault-manager.service and deploy/imgvault-worker.service run (their ExecStart=), with
 # the environment of deploy/manager.env.example and deploy/worker.env.example, changed only where
-# a host differs (its id, URL, zone, data folder, secret files). tests/hosts/hosts.test.ts runs
+# a host differs (its id, URL, zone, data folder, credentials folder). Credentials are per role, as
+# deploy/README.md makes them: `imgvault credentials init`, then each host gets only its own folder
+# (every manager the manager/ folder, worker wN only worker-wN/). tests/hosts/hosts.test.ts runs
 # this script and checks the cluster it brings up.
 #
 #   sudo deploy/hosts-demo.sh          bring the hosts up, print how to use them, stay until Ctrl-C
@@ -17,8 +19,8 @@
 #
 # Environment (all optional): IVT_PREFIX namespace prefix (default ivt-<pid>-<random>: `clean`
 # removes a prefix whose pid is gone), IVT_NET first three octets of the /24 (default 10.213.<n>),
-# IVT_WORK folder for data, env files and logs (default a new temp folder, removed at the end unless
-# IVT_KEEP=1), IMGVAULT_LOG_LEVEL (default info).
+# IVT_WORK folder for data, credentials, env files and logs (default a new temp folder, removed at
+# the end unless IVT_KEEP=1), IMGVAULT_LOG_LEVEL (default info).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -138,11 +140,21 @@ for h in "${HOSTS[@]}"; do
   printf '%s' "$hosts_file" >"/etc/netns/$ns/hosts"
 done
 
-# The cluster secret and one client token, as an operator makes them (deploy/README.md).
+# The credentials and one client token, as an operator makes them (deploy/README.md). The folders
+# under $WORK/credentials stay on "the operator's machine"; each host gets a copy of its own one.
 mkdir -p "$WORK"
-node -e 'console.log(require("crypto").randomBytes(32).toString("hex"))' >"$WORK/cluster-secret"
+"$REPO/bin/imgvault.js" credentials init --dir "$WORK/credentials" --managers m1,m2,m3 \
+  --workers w1,w2,w3 >"$WORK/credentials-init.log" ||
+  die "imgvault credentials init failed: $(cat "$WORK/credentials-init.log")"
 node -e 'console.log(require("crypto").randomBytes(24).toString("hex"))' >"$WORK/client-tokens"
-chmod 0600 "$WORK/cluster-secret" "$WORK/client-tokens"
+chmod 0600 "$WORK/client-tokens"
+
+# Host h's copy of one folder of credentials init (its /etc/imgvault/credentials).
+give_credentials() {
+  local h=$1 folder=$2
+  mkdir -p "$WORK/$h"
+  cp -a "$WORK/credentials/$folder" "$WORK/$h/credentials"
+}
 
 # What the unit runs, with /opt/imgvault being this checkout.
 exec_start() {
@@ -176,23 +188,23 @@ start() {
 }
 
 for i in 1 2 3; do
-  mkdir -p "$WORK/m$i"
+  give_credentials "m$i" manager
   render_env "$DEPLOY/manager.env.example" "$WORK/m$i/manager.env" \
     "IMGVAULT_MANAGER_ID=m$i" \
     "IMGVAULT_MANAGER_URL=http://manager-$i.internal:7001" \
     "IMGVAULT_DATA=$WORK/m$i/data" \
-    "IMGVAULT_CLUSTER_SECRET_FILE=$WORK/cluster-secret" \
+    "IMGVAULT_CREDENTIALS_DIR=$WORK/m$i/credentials" \
     "IMGVAULT_CLIENT_TOKENS_FILE=$WORK/client-tokens"
   start "m$i" manager "$WORK/m$i/manager.env"
 done
 for i in 1 2 3; do
-  mkdir -p "$WORK/w$i"
+  give_credentials "w$i" "worker-w$i"
   render_env "$DEPLOY/worker.env.example" "$WORK/w$i/worker.env" \
     "IMGVAULT_WORKER_ID=w$i" \
     "IMGVAULT_ADVERTISE_URL=http://worker-$i.internal:7101" \
     "IMGVAULT_DATA=$WORK/w$i/blobs" \
     "IMGVAULT_ZONE=rack-$i" \
-    "IMGVAULT_CLUSTER_SECRET_FILE=$WORK/cluster-secret"
+    "IMGVAULT_CREDENTIALS_DIR=$WORK/w$i/credentials"
   start "w$i" worker "$WORK/w$i/worker.env"
 done
 
@@ -222,6 +234,7 @@ hosts-demo: ready prefix=$PREFIX net=$NET.0/24 work=$WORK
   managers: http://manager-{1,2,3}.internal:7001 ($NET.11-13)   workers: $NET.21-23   client: $NET.100
   a shell on the client host:  ip netns exec $PREFIX-c bash
   upload from it:              $REPO/bin/imgvault.js upload --url http://manager-1.internal:7001 --token \$(cat $WORK/client-tokens) <files>
+  operator commands from it:   $REPO/bin/imgvault.js raft transfer-leader --url http://manager-1.internal:7001 --secret-file $WORK/credentials/operator/operator.credential m2
   cut a host off (m1..w3):     ip -n $SW link set m1 down      (and up again)
   logs:                        $WORK/<host>.log
 Ctrl-C removes everything.

@@ -3,10 +3,12 @@
 // manifests. No container engine or cluster runs here, so these checks hold the others to what the
 // namespace test runs: the same program and role, only variables the command reads, the example's
 // values wherever a host does not differ, the data where IMGVAULT_DATA says, /healthz on the
-// listen port. Plain text reading (no YAML library): the files are ours and kept regular.
+// listen port, and per-role credentials: each process gets only its own folder of `imgvault
+// credentials init` at IMGVAULT_CREDENTIALS_DIR, and no file falls back to the single cluster
+// secret. Plain text reading (no YAML library): the files are ours and kept regular.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +17,32 @@ import { MANAGER_ENV } from '../../src/manager/managerConfig.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const read = (path: string) => readFileSync(join(REPO, path), 'utf8');
+const CLI = join(REPO, 'bin/imgvault.js');
+
+/** The folder every process finds its credentials in (the env examples' IMGVAULT_CREDENTIALS_DIR). */
+const CREDENTIALS_DIR = '/etc/imgvault/credentials';
+/** The single-secret mode's variables and file: none of the deploy files may use them. */
+const SINGLE_SECRET = /IMGVAULT_CLUSTER_SECRET|cluster-secret/;
+const DEPLOY_FILES = [
+  'deploy/manager.env.example',
+  'deploy/worker.env.example',
+  'deploy/imgvault-manager.service',
+  'deploy/imgvault-worker.service',
+  'deploy/compose.yaml',
+  'deploy/hosts-demo.sh',
+  'deploy/k8s/kustomization.yaml',
+  'deploy/k8s/manager.yaml',
+  'deploy/k8s/worker.yaml',
+];
+
+/** Runs `imgvault credentials init` into `dir`, as the operator does (deploy/README.md). */
+function credentialsInit(dir: string, managers: string[], workers: string[]): void {
+  execFileSync(
+    CLI,
+    ['credentials', 'init', '--dir', dir, '--managers', managers.join(','), '--workers', workers.join(',')],
+    { stdio: 'pipe', timeout: 60_000 },
+  );
+}
 
 type Role = 'manager' | 'worker';
 const ROLES: Role[] = ['manager', 'worker'];
@@ -127,12 +155,50 @@ describe('deploy/ files', () => {
       expect(env.size).toBeGreaterThan(0);
       for (const key of env.keys()) expect(example.has(key), `${role}-${i} sets ${key}`).toBe(true);
       expect(service).toContain(`aliases: [${role}-${i}.internal]`);
-      expect(service).toContain(`:${example.get('IMGVAULT_DATA')}"]`);
+      expect(service).toMatch(new RegExp(`^ {6}- ${role}-${i}:${example.get('IMGVAULT_DATA')}$`, 'm'));
+      // Its own credentials folder only: every manager the manager/ one, worker wN its worker-wN/.
+      const folder = role === 'manager' ? 'manager' : `worker-${env.get('IMGVAULT_WORKER_ID')}`;
+      const mounts = [...service!.matchAll(/(\S+):\/etc\/imgvault\/credentials:ro$/gm)].map((m) => m[1]);
+      expect(mounts, `${role}-${i}`).toEqual([`./secrets/credentials/${folder}`]);
       // The host names the example's URLs use are the ones the aliases give.
       expect(example.get(HOST_KEYS[role][1]!)).toMatch(new RegExp(`^http://${role}-1\\.internal:`));
     }
     const secrets = /^secrets:\n((?: {2}.*\n)+)/m.exec(read('deploy/compose.yaml'))![1]!;
-    for (const name of ['cluster-secret', 'client-tokens']) expect(secrets).toContain(`  ${name}:\n`);
+    expect(secrets).toContain('  client-tokens:\n');
+  });
+
+  it.each(ROLES)('%s.env.example names the credentials folder and no single secret', (role) => {
+    const env = envFile(role);
+    expect(env.get('IMGVAULT_CREDENTIALS_DIR')).toBe(CREDENTIALS_DIR);
+    for (const key of env.keys()) expect(key).not.toMatch(SINGLE_SECRET);
+  });
+
+  it.each(DEPLOY_FILES)('%s does not go back to the single cluster secret', (file) => {
+    const lines = read(file)
+      .split('\n')
+      .filter((l) => SINGLE_SECRET.test(l));
+    expect(lines).toEqual([]);
+  });
+
+  it('every credentials folder compose mounts is one that credentials init makes for its ids', () => {
+    const blocks = composeBlocks();
+    const id = (role: Role, i: number) =>
+      composeEnvironment(blocks.get(`${role}-${i}`)!).get(
+        role === 'manager' ? 'IMGVAULT_MANAGER_ID' : 'IMGVAULT_WORKER_ID',
+      )!;
+    const dir = mkdtempSync(join(tmpdir(), 'imgvault-compose-creds-'));
+    try {
+      credentialsInit(
+        join(dir, 'credentials'),
+        [1, 2, 3].map((i) => id('manager', i)),
+        [1, 2, 3].map((i) => id('worker', i)),
+      );
+      const mounts = [...read('deploy/compose.yaml').matchAll(/\.\/secrets\/(credentials\/\S+):\/etc\//g)];
+      expect(mounts).toHaveLength(6);
+      for (const [, folder] of mounts) expect(statSync(join(dir, folder!)).isDirectory(), folder).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it.each(ROLES)(
@@ -152,9 +218,37 @@ describe('deploy/ files', () => {
       }
       expect(manifest).toContain(`mountPath: ${example.get('IMGVAULT_DATA')} }`);
       expect(manifest).toContain(`httpGet: { path: /healthz, port: ${listenPort(role)} }`);
-      expect(manifest).toContain('mountPath: /etc/imgvault, readOnly: true');
+      expect(env.get('IMGVAULT_CREDENTIALS_DIR')).toBe(CREDENTIALS_DIR);
     },
   );
+
+  it('the manager pods mount the manager keys and nothing of a worker', () => {
+    const manifest = read('deploy/k8s/manager.yaml');
+    expect(manifest).toContain(`{ name: credentials, mountPath: ${CREDENTIALS_DIR}, readOnly: true }`);
+    expect(manifest).toContain('secretName: imgvault-manager,');
+    expect(manifest).not.toContain('imgvault-workers');
+  });
+
+  it('each worker pod mounts only its own folder of the workers Secret, chosen by its pod name', () => {
+    const manifest = read('deploy/k8s/worker.yaml');
+    expect(manifest).toContain(
+      `- name: credentials\n${' '.repeat(14)}mountPath: ${CREDENTIALS_DIR}\n${' '.repeat(14)}subPathExpr: $(POD_NAME)\n`,
+    );
+    expect(manifest).toMatch(
+      /- name: POD_NAME\n\s+valueFrom: \{ fieldRef: \{ fieldPath: metadata\.name \} \}/,
+    );
+    expect(manifest).toContain('secretName: imgvault-workers\n');
+    expect(manifest).not.toContain('imgvault-manager\n');
+    const replicas = Number(/replicas: (\d+)/.exec(manifest)![1]);
+    const items = [...manifest.matchAll(/- \{ key: (\S+), path: (\S+) \}/g)].map((m) => [m[1], m[2]]);
+    const expected = Array.from({ length: replicas }, (_, i) =>
+      ['worker', 'access'].map((kind) => [
+        `imgvault-worker-${i}.${kind}.credential`,
+        `imgvault-worker-${i}/${kind}.credential`,
+      ]),
+    ).flat();
+    expect(items).toEqual(expected);
+  });
 });
 
 const hasCommand = (cmd: string, args: string[]) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
@@ -178,17 +272,35 @@ describe.skipIf(!hasCommand('systemd-analyze', ['--version']))('systemd units', 
 });
 
 describe.skipIf(!hasCommand('kubectl', ['version', '--client']))('Kubernetes manifests', () => {
-  it('render with kubectl kustomize into a Secret and two StatefulSets with headless Services', () => {
+  it('render with kubectl kustomize, from credentials init, into a Secret per role and two StatefulSets', () => {
     const dir = mkdtempSync(join(tmpdir(), 'imgvault-k8s-'));
     try {
       cpSync(join(REPO, 'deploy/k8s'), dir, { recursive: true });
-      writeFileSync(join(dir, 'secrets/cluster-secret'), 'a'.repeat(64));
+      const pods = (role: Role) => [0, 1, 2].map((i) => `imgvault-${role}-${i}`);
+      credentialsInit(join(dir, 'secrets/credentials'), pods('manager'), pods('worker'));
       writeFileSync(join(dir, 'secrets/client-tokens'), 'b'.repeat(48));
       const out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', timeout: 60_000 });
       expect(out.match(/^kind: StatefulSet$/gm)).toHaveLength(2);
-      expect(out.match(/^kind: Secret$/gm)).toHaveLength(1);
+      expect(out.match(/^kind: Secret$/gm)).toHaveLength(3);
       expect(out.match(/clusterIP: None/g)).toHaveLength(2);
-      expect(out).toContain('secretName: imgvault');
+      for (const name of ['imgvault-manager', 'imgvault-workers', 'imgvault-clients']) {
+        expect(out).toContain(`secretName: ${name}`);
+      }
+      // A Secret document with whitespace and YAML's `|` taken out: long base64 values are wrapped.
+      const secret = (name: string) => {
+        const docs = out.split(/^---$/m).filter((d) => /^kind: Secret$/m.test(d));
+        return docs.find((d) => d.includes(`  name: ${name}\n`))!.replace(/[\s|]+/g, '');
+      };
+      const b64 = (file: string) => readFileSync(join(dir, 'secrets/credentials', file)).toString('base64');
+      expect(secret('imgvault-manager')).toContain(`raft.key:${b64('manager/raft.key')}`);
+      expect(secret('imgvault-manager')).not.toContain('credential');
+      for (const pod of pods('worker')) {
+        for (const kind of ['worker', 'access']) {
+          const file = `${kind}.credential`;
+          expect(secret('imgvault-workers')).toContain(`${pod}.${file}:${b64(`worker-${pod}/${file}`)}`);
+        }
+      }
+      expect(secret('imgvault-workers')).not.toContain('.key:');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,14 +1,16 @@
 // The documented one-process-per-host deployment, beyond loopback: deploy/hosts-demo.sh gives three
 // managers, three workers and a client a network namespace each on a private bridge, and runs the
-// systemd units' commands with the example env files. Upload through one manager host, cut the
+// systemd units' commands with the example env files, each host holding only its own folder of
+// `imgvault credentials init`. The operator's credential moves leadership from the client host, a
+// worker's is refused there. Upload through one manager host, cut the
 // leader's host off, read everything back byte for byte through another; then cut a worker host
 // off as well and read everything again. No host has a route beyond the private /24, and the root
 // namespace has no address on it. Needs root and iproute2; skips, saying why, without them.
-// IMGVAULT_KEEP_TEST_DATA=1 keeps the folder with the env files and each host's log.
+// IMGVAULT_KEEP_TEST_DATA=1 keeps the folder with the credentials, env files and each host's log.
 
 import { type ChildProcess, execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -157,6 +159,56 @@ describe.skipIf(SKIP !== null)(`one process per host${SKIP ? ` (skipped: ${SKIP}
     const { stdout } = await run('ip', ['-4', 'addr', 'show'], { timeout: 10_000 });
     expect(stdout).not.toContain(` ${NET}.`);
   });
+
+  it('gives every host only its own credentials folder', async () => {
+    const managerKeys = ['access.key', 'operator.key', 'raft.key', 'workers.key'];
+    for (const host of ['m1', 'm2', 'm3']) {
+      expect((await readdir(join(work, host, 'credentials'))).sort(), host).toEqual(managerKeys);
+      const env = await readFile(join(work, host, 'manager.env'), 'utf8');
+      expect(env).toContain(`\nIMGVAULT_CREDENTIALS_DIR=${join(work, host, 'credentials')}\n`);
+      expect(env).not.toMatch(/^IMGVAULT_CLUSTER_SECRET/m);
+    }
+    for (const host of ['w1', 'w2', 'w3']) {
+      expect((await readdir(join(work, host, 'credentials'))).sort(), host).toEqual([
+        'access.credential',
+        'worker.credential',
+      ]);
+      const own = await readFile(join(work, host, 'credentials/worker.credential'), 'utf8');
+      expect(own.trim().startsWith(`worker.${host}.`), host).toBe(true);
+      const env = await readFile(join(work, host, 'worker.env'), 'utf8');
+      expect(env).toContain(`\nIMGVAULT_CREDENTIALS_DIR=${join(work, host, 'credentials')}\n`);
+      expect(env).not.toMatch(/^IMGVAULT_CLUSTER_SECRET/m);
+    }
+  });
+
+  it("moves leadership from the client host with the operator's credential, not with a worker's", async () => {
+    const leader = (await raftOf(managerName('m1'))).leader?.id;
+    expect(leader).toMatch(/^m[123]$/);
+    const target = ['m1', 'm2', 'm3'].find((m) => m !== leader) as string;
+    const transfer = (credential: string) =>
+      onClient(CLI, [
+        'raft',
+        'transfer-leader',
+        '--url',
+        ['m1', 'm2', 'm3'].map((m) => `http://${managerName(m)}:7001`).join(','),
+        '--secret-file',
+        credential,
+        '--wait-ms',
+        '60000',
+        target,
+      ]);
+    // Refused (401/403 named on stderr), not merely failing to reach a manager.
+    await expect(transfer(join(work, 'w1/credentials/worker.credential'))).rejects.toMatchObject({
+      stderr: expect.stringMatching(/\b40[13]\b/),
+    });
+    expect((await raftOf(managerName(target))).leader?.id).toBe(leader);
+    await transfer(join(work, 'credentials/operator/operator.credential'));
+    await until(
+      `${target} to lead`,
+      async () => (await raftOf(managerName(target))).leader?.id === target,
+      60_000,
+    );
+  }, 180_000);
 
   it('uploads through one manager host and reads every image back through another after the leader host and then a worker host are cut off', async () => {
     const leader = (await raftOf(managerName('m1'))).leader?.id;
