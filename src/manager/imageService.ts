@@ -277,6 +277,7 @@ export class ImageService {
         id,
         size: staged.size,
         sha256: staged.sha256,
+        crc32c: staged.crc32c,
         contentType: staged.contentType,
         createdAt: Date.now(),
         replicas: replicated.replicas,

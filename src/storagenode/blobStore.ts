@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
+import { CRC32C_HEX_PATTERN, Crc32c } from '../protocol/checksums.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
 import { failure, StorageError, type StoreResult, success } from './errors.ts';
@@ -24,6 +25,12 @@ export interface WriteOptions {
   declaredLength?: number;
   /** Called with the length of every body chunk as it is received (bytes-in metrics). */
   onBytes?: (bytes: number) => void;
+  /**
+   * The sender's CRC32C of the body: when given, the transfer is checked with it alone and the
+   * expected sha256 is recorded as the sender names it; without it, the body is hashed with sha256
+   * (a sender that predates CRC32C). Either way the blob's CRC32C is computed and indexed.
+   */
+  expectedCrc32c?: string;
 }
 
 export interface WriteOutcome {
@@ -32,6 +39,8 @@ export interface WriteOutcome {
   id: string;
   size: number;
   sha256: string;
+  /** Absent only for a retry of a blob stored before CRC32C was indexed, sent without one. */
+  crc32c?: string;
 }
 
 /** Inclusive byte range, already resolved against the blob's size. */
@@ -251,6 +260,10 @@ export class BlobStore {
     if (!SHA256_HEX_PATTERN.test(expected)) {
       return failure('InvalidRequest', 'the expected sha256 must be 64 hexadecimal characters');
     }
+    const expectedCrc = options.expectedCrc32c?.toLowerCase();
+    if (expectedCrc !== undefined && !CRC32C_HEX_PATTERN.test(expectedCrc)) {
+      return failure('InvalidRequest', 'the expected crc32c must be 8 hexadecimal characters');
+    }
     const { declaredLength } = options;
     if (declaredLength !== undefined && declaredLength > maxBytes) {
       return { ok: false, error: tooLarge(maxBytes) };
@@ -265,13 +278,13 @@ export class BlobStore {
     let handedOver = false;
     try {
       const existing = this.index.getSync(id);
-      if (existing !== undefined && existing.sha256 !== expected) {
+      if (existing !== undefined && !sameContent(existing, { sha256: expected, crc32c: expectedCrc })) {
         return failure('BlobConflict', `blob ${id} already exists with other bytes`, {
           sha256: existing.sha256,
         });
       }
       if (existing !== undefined) {
-        const retried = await this.verifyRetry(id, body, expected, maxBytes, options);
+        const retried = await this.verifyRetry(id, body, expected, expectedCrc, maxBytes, options);
         return retried.ok ? success({ kind: 'stored', outcome: retried.value }) : retried;
       }
       if (
@@ -281,23 +294,21 @@ export class BlobStore {
       ) {
         return { ok: false, error: overQuota(this.quotaBytes) };
       }
-      const meter = this.meter(maxBytes, options, (n) => {
+      const meter = this.meter(maxBytes, options, expectedCrc === undefined, (n) => {
         received += n;
         this.reservedBytes += n;
       });
       await writeBatched(temp.opened, meter.transform(body), WRITE_BATCH_BYTES);
-      const sha256 = meter.digest();
-      if (sha256 !== expected) {
-        return failure('ChecksumMismatch', `body hashes to ${sha256}, expected ${expected}`, {
-          actualSha256: sha256,
-        });
-      }
+      const sums = meter.digest();
+      const mismatch = checksumMismatch(sums, expected, expectedCrc);
+      if (mismatch) return { ok: false, error: mismatch };
       const fd = await temp.opened;
       // Started now rather than at commit: in a group, it runs while the next blob arrives.
       const synced = this.timedFsync('file', () => fsyncFd(fd));
       synced.catch(() => {});
       handedOver = true;
-      return success({ kind: 'received', blob: { id, record: { size: received, sha256 }, temp, synced } });
+      const record = { size: received, sha256: expected, crc32c: sums.crc32c };
+      return success({ kind: 'received', blob: { id, record, temp, synced } });
     } catch (err) {
       const known = asStorageError(err, this.quotaBytes);
       if (known) return { ok: false, error: known };
@@ -451,7 +462,7 @@ export class BlobStore {
    * blob is then read back once more under its lock and removed if it really is bad.
    */
   private verified(id: string, record: BlobRecord, source: Readable): Readable {
-    const hash = createHash('sha256');
+    const hash = contentHasher(record);
     let held: Buffer | undefined;
     const check = new CheckedRead({
       transform(chunk: Buffer, _encoding, done) {
@@ -462,14 +473,14 @@ export class BlobStore {
         done(null, previous);
       },
       flush: (done) => {
-        const actual = hash.digest('hex');
-        if (actual === record.sha256) return done(null, held);
+        const actual = hash.digest();
+        if (actual === hash.expected) return done(null, held);
         this.log.error(
-          { event: 'storage.read_mismatch', objectId: id, expected: record.sha256, actual },
-          'blob read back with other bytes than its sha256; read cut off',
+          { event: 'storage.read_mismatch', objectId: id, expected: hash.expected, actual },
+          'blob read back with other bytes than its checksum; read cut off',
         );
         void this.scrub({ id, ...record }).catch(() => {});
-        done(new StorageError('Internal', `blob ${id} does not match its sha256 on disk`));
+        done(new StorageError('Internal', `blob ${id} does not match its checksum on disk`));
       },
     });
     source.once('error', (err) => check.destroy(err));
@@ -506,10 +517,8 @@ export class BlobStore {
       const record = await this.index.get(expected.id);
       if (record === undefined || record.sha256 !== expected.sha256) return 'gone';
       const file = this.blobPath(expected.id);
-      const onDisk = await hashFile(file);
-      if (onDisk !== undefined && onDisk.size === record.size && onDisk.sha256 === record.sha256) {
-        return 'intact';
-      }
+      const onDisk = await hashFile(file, record);
+      if (onDisk !== undefined && onDisk.size === record.size && onDisk.matches) return 'intact';
       this.log.error(
         {
           event: 'storage.scrub_lost',
@@ -571,10 +580,11 @@ export class BlobStore {
     id: string,
     body: AsyncIterable<Uint8Array> | Readable,
     expected: string,
+    expectedCrc: string | undefined,
     maxBytes: number,
     options: WriteOptions,
   ): Promise<StoreResult<WriteOutcome>> {
-    const meter = this.meter(maxBytes, options, () => {}, false);
+    const meter = this.meter(maxBytes, options, expectedCrc === undefined, () => {}, false);
     try {
       await pipeline(meter.transform(body), async (source: AsyncIterable<Uint8Array>) => {
         for await (const _ of source);
@@ -584,21 +594,26 @@ export class BlobStore {
       if (known) return { ok: false, error: known };
       throw err;
     }
-    const sha256 = meter.digest();
-    if (sha256 !== expected) {
-      return failure('ChecksumMismatch', `body hashes to ${sha256}, expected ${expected}`, {
-        actualSha256: sha256,
-      });
-    }
+    const sums = meter.digest();
+    const mismatch = checksumMismatch(sums, expected, expectedCrc);
+    if (mismatch) return { ok: false, error: mismatch };
     return this.withLock(id, async () => {
       const current = await this.index.get(id);
-      if (current?.sha256 !== expected) {
+      if (current === undefined || !sameContent(current, { sha256: expected, crc32c: sums.crc32c })) {
         return failure<WriteOutcome>(
           'BlobConflict',
           `blob ${id} changed while its retry was verified; retry`,
         );
       }
-      return success({ status: 'unchanged' as const, id, size: current.size, sha256: current.sha256 });
+      // A blob stored before CRC32C was indexed holds the bytes of its sha256, as this body does.
+      const crc32c = current.crc32c ?? sums.crc32c;
+      return success({
+        status: 'unchanged' as const,
+        id,
+        size: current.size,
+        sha256: current.sha256,
+        crc32c,
+      });
     });
   }
 
@@ -614,12 +629,11 @@ export class BlobStore {
       const { id, record } = blob;
       const existing = this.index.getSync(id);
       if (existing !== undefined) {
-        outcomes[slot] =
-          existing.sha256 === record.sha256
-            ? success({ status: 'unchanged', id, size: existing.size, sha256: existing.sha256 })
-            : failure('BlobConflict', `blob ${id} already exists with other bytes`, {
-                sha256: existing.sha256,
-              });
+        outcomes[slot] = sameContent(existing, record)
+          ? success({ status: 'unchanged', id, ...existing, crc32c: existing.crc32c ?? record.crc32c })
+          : failure('BlobConflict', `blob ${id} already exists with other bytes`, {
+              sha256: existing.sha256,
+            });
       } else if (this.quotaBytes !== undefined && this.blobBytes + this.reservedBytes > this.quotaBytes) {
         outcomes[slot] = { ok: false, error: overQuota(this.quotaBytes) };
       } else {
@@ -752,10 +766,15 @@ export class BlobStore {
   private meter(
     maxBytes: number,
     options: WriteOptions,
+    withSha256: boolean,
     onReceived: (n: number) => void,
     countsAgainstQuota = true,
-  ): { transform: (source: AsyncIterable<Uint8Array>) => AsyncGenerator<Uint8Array>; digest: () => string } {
-    const hash = createHash('sha256');
+  ): {
+    transform: (source: AsyncIterable<Uint8Array>) => AsyncGenerator<Uint8Array>;
+    digest: () => BodySums;
+  } {
+    const sha = withSha256 ? createHash('sha256') : null;
+    const crc = new Crc32c();
     let total = 0;
     const store = this;
     async function* transform(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
@@ -781,7 +800,8 @@ export class BlobStore {
           ) {
             throw overQuota(store.quotaBytes);
           }
-          hash.update(chunk);
+          sha?.update(chunk);
+          crc.update(chunk);
           yield chunk;
         }
       } finally {
@@ -789,7 +809,7 @@ export class BlobStore {
         await iterator.return?.().catch(() => {});
       }
     }
-    return { transform, digest: () => hash.digest('hex') };
+    return { transform, digest: () => ({ sha256: sha?.digest('hex'), crc32c: crc.hex() }) };
   }
 
   private async timedFsync(target: FsyncTarget, run: () => Promise<void>): Promise<void> {
@@ -853,12 +873,12 @@ async function startupCheck(root: string, index: BlobIndex, log: Logger): Promis
       await index.clearPending(write.id);
       continue;
     }
-    const onDisk = await hashFile(file);
-    if (onDisk !== undefined && onDisk.size === write.size && onDisk.sha256 === write.sha256) {
+    const onDisk = await hashFile(file, write);
+    if (onDisk !== undefined && onDisk.size === write.size && onDisk.matches) {
       // The crash may have come before the folder fsync that makes the name durable: done here,
       // before the index vouches for the blob.
       await fsyncDir(path.dirname(file));
-      await index.put(write.id, { size: write.size, sha256: write.sha256 });
+      await index.put(write.id, write);
       report.pendingAdopted += 1;
       log.warn(
         { event: 'storage.pending_adopted', objectId: write.id },
@@ -1010,11 +1030,62 @@ function fsyncFd(fd: number): Promise<void> {
   });
 }
 
-async function hashFile(file: string): Promise<BlobRecord | undefined> {
-  const hash = createHash('sha256');
+/** What a body hashed to: its CRC32C always, its sha256 only when the sender gave no CRC32C. */
+interface BodySums {
+  sha256: string | undefined;
+  crc32c: string;
+}
+
+/** ChecksumMismatch unless the body matches the sender's CRC32C (when sent), else its sha256. */
+function checksumMismatch(sums: BodySums, sha256: string, crc32c: string | undefined): StorageError | null {
+  if (crc32c !== undefined) {
+    if (sums.crc32c === crc32c) return null;
+    return new StorageError('ChecksumMismatch', `body has crc32c ${sums.crc32c}, expected ${crc32c}`, {
+      actualCrc32c: sums.crc32c,
+    });
+  }
+  if (sums.sha256 === sha256) return null;
+  return new StorageError('ChecksumMismatch', `body hashes to ${sums.sha256}, expected ${sha256}`, {
+    actualSha256: sums.sha256,
+  });
+}
+
+/** Two records name the same bytes: the same sha256, and the same CRC32C where both have one. */
+function sameContent(
+  a: { sha256: string; crc32c?: string },
+  b: { sha256: string; crc32c?: string },
+): boolean {
+  return a.sha256 === b.sha256 && (a.crc32c === undefined || b.crc32c === undefined || a.crc32c === b.crc32c);
+}
+
+/**
+ * The check a stored blob's bytes are read back with: its CRC32C, or its sha256 for a blob
+ * indexed before CRC32C was.
+ */
+function contentHasher(record: BlobRecord): {
+  update(chunk: Uint8Array): void;
+  digest(): string;
+  expected: string;
+} {
+  if (record.crc32c !== undefined) {
+    const crc = new Crc32c();
+    return { update: (chunk) => crc.update(chunk), digest: () => crc.hex(), expected: record.crc32c };
+  }
+  const sha = createHash('sha256');
+  return { update: (chunk) => sha.update(chunk), digest: () => sha.digest('hex'), expected: record.sha256 };
+}
+
+/** The file's size and whether its bytes pass `record`'s check; undefined when there is no file. */
+async function hashFile(
+  file: string,
+  record: BlobRecord,
+): Promise<{ size: number; matches: boolean } | undefined> {
+  const hash = contentHasher(record);
   let size = 0;
   try {
-    for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
+    for await (const chunk of createReadStream(file, {
+      highWaterMark: 256 * 1024,
+    }) as AsyncIterable<Buffer>) {
       size += chunk.byteLength;
       hash.update(chunk);
     }
@@ -1022,7 +1093,7 @@ async function hashFile(file: string): Promise<BlobRecord | undefined> {
     if (errnoCode(err) === 'ENOENT') return undefined;
     throw err;
   }
-  return { size, sha256: hash.digest('hex') };
+  return { size, matches: hash.digest() === hash.expected };
 }
 
 /** fsyncDir for the PUT path: open and close on this thread, only the fsync in the pool (see commit). */

@@ -11,6 +11,7 @@ import { CLUSTER_SECRET_HEADER, requireClusterSecret } from '../http/clusterAuth
 import { requestBody } from '../http/requestBody.ts';
 import { webStreamOf } from '../http/webStream.ts';
 import { createLogger, type Logger } from '../logging.ts';
+import { CRC32C_HEADER, CRC32C_HEX_PATTERN } from '../protocol/checksums.ts';
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE, FrameError, FrameReader } from './blobFrames.ts';
 import { isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import type { BlobStore, ReceivedBlob, WriteOutcome } from './blobStore.ts';
@@ -24,7 +25,10 @@ import {
 } from './errors.ts';
 import { createWorkerMetrics, type WorkerMetrics } from './workerMetrics.ts';
 
-/** Header carrying the hex sha256 of a PUT body; the worker refuses bytes that do not hash to it. */
+/**
+ * Header carrying the hex sha256 of a PUT body: recorded as the blob's sha256 (its etag). The body
+ * is checked against it only when no CRC32C_HEADER comes with it; with one, against that.
+ */
 export const SHA256_HEADER = 'x-imgvault-sha256';
 
 export interface WorkerAppOptions {
@@ -159,6 +163,10 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     if (sha256 === undefined || !SHA256_HEX_PATTERN.test(sha256)) {
       return failWith(c, 'InvalidRequest', `the ${SHA256_HEADER} header must be 64 hexadecimal characters`);
     }
+    const crc32c = c.req.header(CRC32C_HEADER)?.toLowerCase();
+    if (crc32c !== undefined && !CRC32C_HEX_PATTERN.test(crc32c)) {
+      return failWith(c, 'InvalidRequest', `the ${CRC32C_HEADER} header must be 8 hexadecimal characters`);
+    }
     const lengthHeader = c.req.header('content-length');
     let declaredLength: number | undefined;
     if (lengthHeader !== undefined) {
@@ -181,6 +189,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     const result = await store.writeAtomically(id, body.chunks, sha256, maxBlobBytes, {
       declaredLength,
       onBytes: (n) => metrics.bytesIn.inc(n),
+      ...(crc32c === undefined ? {} : { expectedCrc32c: crc32c }),
     });
     if (!result.ok) {
       body.abandon();
@@ -194,7 +203,8 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     const { status, size } = result.value;
     if (status === 'created')
       log.debug({ event: 'storage.blob_written', objectId: id, size }, 'blob written');
-    return c.json({ id, size, sha256: result.value.sha256 }, status === 'created' ? 201 : 200);
+    const stored = { id, size, sha256: result.value.sha256, crc32c: result.value.crc32c };
+    return c.json(stored, status === 'created' ? 201 : 200);
   });
 
   // The receiving end of copy-batch: many blobs in one body (see blobFrames.ts), each stored with
@@ -232,13 +242,14 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       for (let header = await reader.header(); header !== null; header = await reader.header()) {
         if (results.length >= MAX_COPY_BATCH)
           return await refuse(`a batch carries at most ${MAX_COPY_BATCH} blobs`);
-        const { id, size, sha256 } = header;
+        const { id, size, sha256, crc32c } = header;
         if (group.length >= BATCH_COMMIT_GROUP || group.some((g) => g.blob.id === id)) await commitGroup();
         const blob = reader.body(size);
         const receipt = isValidBlobId(id)
           ? await store.receive(id, blob, sha256, maxBlobBytes, {
               declaredLength: size,
               onBytes: (n) => metrics.bytesIn.inc(n),
+              ...(crc32c === undefined ? {} : { expectedCrc32c: crc32c }),
             })
           : failure<never>('InvalidBlobId', 'blob id does not match the id pattern');
         // A blob refused early leaves bytes unread; a body cut short throws here. (A received or
@@ -353,6 +364,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
         body: stream,
         headers: {
           [SHA256_HEADER]: record.sha256,
+          ...(record.crc32c === undefined ? {} : { [CRC32C_HEADER]: record.crc32c }),
           [CLUSTER_SECRET_HEADER]: secret,
           'content-length': String(record.size),
           'content-type': 'application/octet-stream',
@@ -473,7 +485,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
               continue;
             }
             sent.push({ index: i, size: record.size, sha256: record.sha256 });
-            yield encodeFrameHeader({ id, size: record.size, sha256: record.sha256 });
+            yield encodeFrameHeader({ id, ...record });
             for await (const chunk of chunks) {
               metrics.bytesOut.inc(chunk.length);
               yield chunk;

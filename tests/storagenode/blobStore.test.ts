@@ -2,6 +2,7 @@ import fsp, { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { BLOB_ID_PATTERN, blobRelativePath, isValidBlobId } from '../../src/storagenode/blobId.ts';
 import { BlobIndex } from '../../src/storagenode/blobIndex.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
@@ -114,7 +115,7 @@ describe('BlobStore', () => {
     const body = Buffer.from('0123456789');
     expect(await write(store, 'n1', body)).toEqual({
       ok: true,
-      value: { status: 'created', id: 'n1', size: 10, sha256: sha256Of(body) },
+      value: { status: 'created', id: 'n1', size: 10, sha256: sha256Of(body), crc32c: crc32cHex(body) },
     });
     expect((await readAll(store, 'n1', { start: 3, end: 5 })).toString()).toBe('345');
     expect(store.counters()).toEqual({ blobCount: 1, blobBytes: 10, reservedBytes: 0 });
@@ -141,7 +142,7 @@ describe('BlobStore', () => {
     for await (const chunk of read.value.chunks) chunks.push(chunk);
     expect(chunks.map((c) => c.length)).toEqual([1024 * 1024, 5]);
     expect(Buffer.concat(chunks).equals(big)).toBe(true);
-    expect(read.value.record).toEqual({ size: big.length, sha256: sha256Of(big) });
+    expect(read.value.record).toEqual({ size: big.length, sha256: sha256Of(big), crc32c: crc32cHex(big) });
 
     // Opened but never read (the copy refused it): release alone closes it, twice is harmless.
     const unread = await store.openForCopy('c2');
@@ -383,6 +384,88 @@ describe('write path', () => {
     expect(res.ok ? 'ok' : res.error.code).toBe('ChecksumMismatch');
     expect(seen).toEqual([]);
     expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+});
+
+describe('checksums', () => {
+  const body = Buffer.from('bytes checked with CRC32C on the way in and at rest');
+
+  it('with a CRC32C, checks the body against it alone and records the sha256 as the sender names it', async () => {
+    const store = await openStore();
+    const label = sha256Of(body);
+    const written = await store.writeAtomically('crc', Readable.from([body]), label, 1 << 20, {
+      expectedCrc32c: crc32cHex(body),
+    });
+    expect(written).toEqual({
+      ok: true,
+      value: { status: 'created', id: 'crc', size: body.length, sha256: label, crc32c: crc32cHex(body) },
+    });
+    expect(await store.stat('crc')).toEqual({
+      ok: true,
+      value: { size: body.length, sha256: label, crc32c: crc32cHex(body) },
+    });
+    const wrong = await store.writeAtomically('crc-bad', Readable.from([body]), label, 1 << 20, {
+      expectedCrc32c: crc32cHex(Buffer.from('other bytes')),
+    });
+    expect(wrong.ok ? 'ok' : wrong.error.code).toBe('ChecksumMismatch');
+    expect(await ids(store)).toEqual(['crc']);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+    // A retry of the same bytes is verified by its CRC32C; other bytes under the id are refused.
+    const retry = await store.writeAtomically('crc', Readable.from([body]), label, 1 << 20, {
+      expectedCrc32c: crc32cHex(body),
+    });
+    expect(retry.ok && retry.value.status).toBe('unchanged');
+    const other = Buffer.from('other bytes, same label');
+    const conflict = await store.writeAtomically('crc', Readable.from([other]), label, 1 << 20, {
+      expectedCrc32c: crc32cHex(other),
+    });
+    expect(conflict.ok ? 'ok' : conflict.error.code).toBe('BlobConflict');
+  });
+
+  it('without a CRC32C, hashes the body with sha256 and still indexes its CRC32C', async () => {
+    const store = await openStore();
+    await write(store, 'old-sender', body);
+    expect(await store.stat('old-sender')).toEqual({
+      ok: true,
+      value: { size: body.length, sha256: sha256Of(body), crc32c: crc32cHex(body) },
+    });
+  });
+
+  it('reads and scrubs with the CRC32C: a flipped byte on disk cuts the read and loses the blob', async () => {
+    const store = await openStore();
+    await store.writeAtomically('rots', Readable.from([body]), sha256Of(body), 1 << 20, {
+      expectedCrc32c: crc32cHex(body),
+    });
+    const file = store.blobPath('rots');
+    const rotten = Buffer.from(body);
+    rotten[7]! ^= 0x01;
+    await writeFile(file, rotten);
+    await expect(readAll(store, 'rots')).rejects.toThrow(/checksum/);
+    // The cut-off read has its own read-back remove the blob; a scrub now finds it lost or gone.
+    const verdict = await store.scrub({ id: 'rots', size: body.length, sha256: sha256Of(body) });
+    expect(['lost', 'gone']).toContain(verdict);
+    expect(await ids(store)).toEqual([]);
+  });
+
+  it('checks a blob indexed before CRC32C with its sha256', async () => {
+    let store = await openStore();
+    await write(store, 'legacy', body);
+    await write(store, 'legacy-rotten', body);
+    // As an older worker indexed them: no crc32c.
+    await store.index.record([
+      { id: 'legacy', size: body.length, sha256: sha256Of(body) },
+      { id: 'legacy-rotten', size: body.length, sha256: sha256Of(body) },
+    ]);
+    await closeStore(store);
+    store = await openStore();
+    expect((await readAll(store, 'legacy')).equals(body)).toBe(true);
+    expect(await store.scrub({ id: 'legacy', size: body.length, sha256: sha256Of(body) })).toBe('intact');
+    const rotten = Buffer.from(body);
+    rotten[3]! ^= 0x40;
+    await writeFile(store.blobPath('legacy-rotten'), rotten);
+    expect(await store.scrub({ id: 'legacy-rotten', size: body.length, sha256: sha256Of(body) })).toBe(
+      'lost',
+    );
   });
 });
 

@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import { crc32cHex } from '../../src/protocol/checksums.ts';
 import type { StoreStats } from '../../src/storagenode/blobStore.ts';
 import {
   AUTH,
@@ -85,7 +86,7 @@ describe('PUT /blobs/:id', () => {
     const first = Buffer.from('the first version of the bytes');
     expect(await put(w, 'img-1', first)).toEqual({
       status: 201,
-      json: { id: 'img-1', size: first.length, sha256: sha256Of(first) },
+      json: { id: 'img-1', size: first.length, sha256: sha256Of(first), crc32c: crc32cHex(first) },
     });
     expect((await put(w, 'img-1', first)).status).toBe(200);
 
