@@ -1,15 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, fsync, mkdirSync, open, openSync, renameSync } from 'node:fs';
+import { closeSync, createReadStream, fsync, open, openSync, renameSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
+import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
 import { CRC32C_HEX_PATTERN, Crc32c } from '../protocol/checksums.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
+import { prepareBlobLayout } from './blobLayout.ts';
 import { failure, StorageError, type StoreResult, success } from './errors.ts';
 
 export type { BlobEntry, BlobRecord } from './blobIndex.ts';
@@ -71,6 +72,8 @@ export interface StoreStats {
 }
 
 export interface StartupReport {
+  /** Blobs moved from the earlier two-level folder layout (blobLayout.ts). */
+  migratedBlobs: number;
   tempFilesRemoved: number;
   pendingAdopted: number;
   pendingDropped: number;
@@ -95,18 +98,16 @@ const STARTUP_STAT_BATCH = 256;
 const WRITE_BATCH_BYTES = 256 * 1024;
 /** Bytes one read of `openForCopy` takes at most: bounds what one blob holds in memory. */
 const COPY_READ_BYTES = 1024 * 1024;
-/** Second-level fan-out folders: `blobs/ab/cd` for every ab, cd in 00..ff. */
-const FANOUT_FOLDERS = 256 * 256;
 
 /**
- * Blob bytes on local disk, one file per blob under `blobs/ab/cd/<id>`, plus a LevelDB index of
- * `{ id -> size, sha256 }` under `index/`. Durability protocol of a new blob:
+ * Blob bytes on local disk, one file per blob under `blobs/ab/<id>` (256 folders made when the data
+ * folder is set up: blobLayout.ts), plus a LevelDB index of `{ id -> size, sha256, crc32c }` under
+ * `index/`. Durability protocol of a new blob:
  *
  *   1. stream into `tmp/<id>.<random>.tmp` (same filesystem as `blobs/`, so rename is atomic),
- *      hashing and counting, writing each batch of WRITE_BATCH_BYTES as it arrives;
+ *      checksumming and counting, writing each batch of WRITE_BATCH_BYTES as it arrives;
  *   2. under the per-id lock, at the same time: fsync the file (started as soon as its last byte
- *      was written); record a pending-write marker (sync); create the blob's fan-out folder if
- *      this process has not seen it yet and fsync its parent;
+ *      was written); record a pending-write marker (sync);
  *   3. rename into place, fsync the blob's folder;
  *   4. index put WITHOUT sync, in the same batch that clears the marker; then answer.
  *
@@ -117,14 +118,14 @@ const FANOUT_FOLDERS = 256 * 256;
  * so everything below holds for every blob of a group.
  *
  * Why an acknowledged blob survives kill -9 or power loss: before the answer, the bytes are durable
- * (2, file fsync), the name is durable (3, and 2 made the folder itself durable), and the synced
+ * (2, file fsync), the name is durable (3; the folder itself was made durable at open), and the synced
  * marker, durable before the rename began, names the id with its size and sha256. If the unsynced
  * batch of 4 is lost, the start-up check finds the marker, hashes the file and adopts it. (A later
  * synced LevelDB write makes the batch durable anyway: the log is one file, synced whole.) The
  * marker is written under the per-id lock, so no other writer of the same id can overwrite or clear
  * it while this commit runs. Why a blob is whole or absent after a crash at any moment: the final
  * name only ever points at a file fsynced before the rename; a marker without a file at the final
- * name, or with one that does not hash to it, is dropped with that file; a temp file is removed.
+ * name, or with one that does not match its checksum, is dropped with that file; a temp file is removed.
  *
  * Delete: unlink, fsync the folder, THEN index delete (sync).
  *
@@ -145,13 +146,6 @@ export class BlobStore {
   /** Bytes received by writes still in flight, counted against the quota before they commit. */
   private reservedBytes = 0;
   private closed = false;
-  /**
-   * One bit per `blobs/ab/cd` folder this process has created or found AND made durable (fsync of
-   * `blobs/ab`): 8 KiB for all 65,536, so the parent is fsynced once per folder per process rather
-   * than for every blob, and a folder left by a crash between its mkdir and that fsync is synced too.
-   */
-  private readonly durableFolders = new Uint8Array(FANOUT_FOLDERS / 8);
-  private readonly foldersInProgress = new Map<number, Promise<void>>();
 
   private constructor(
     readonly dataDir: string,
@@ -171,15 +165,15 @@ export class BlobStore {
     await makePrivateDir(root);
     await makePrivateDir(path.join(root, 'blobs'));
     await makePrivateDir(path.join(root, 'tmp'));
-    await prepareTopFolders(path.join(root, 'blobs'));
     // Opening the index first takes LevelDB's LOCK: no other process works in this folder from here on.
     const index = await BlobIndex.open(path.join(root, 'index'));
     try {
+      const layout = await prepareBlobLayout(path.join(root, 'blobs'));
       // `blobs/`, `tmp/` and `index/` durable in the data folder before any blob is; and a new data
       // folder's own name in its parent, as far as that parent can be opened to be synced.
       await fsyncDir(root);
       await fsyncDir(path.dirname(root)).catch(() => {});
-      const report = await startupCheck(root, index, log);
+      const report = { ...(await startupCheck(root, index, log)), ...layout };
       const store = new BlobStore(root, index, quotaBytes, log, report);
       store.blobCount = report.blobCount;
       store.blobBytes = report.blobBytes;
@@ -644,11 +638,7 @@ export class BlobStore {
     if (going.length === 0) return outcomes;
 
     const marked = this.index.markPendingMany(going.map(({ blob }) => ({ id: blob.id, ...blob.record })));
-    const [markers, ...ready] = await Promise.allSettled([
-      marked,
-      // ensureFolder shares one attempt between the blobs of a folder.
-      ...going.map(({ blob, folder }) => Promise.all([blob.synced, this.ensureFolder(folder)])),
-    ]);
+    const [markers, ...ready] = await Promise.allSettled([marked, ...going.map(({ blob }) => blob.synced)]);
     const fail = (slot: number, err: unknown) => {
       outcomes[slot] = { ok: false, error: this.asWriteError(blobs[slot]!.id, err) };
     };
@@ -731,30 +721,6 @@ export class BlobStore {
     if (known) return known;
     this.log.error({ event: 'storage.commit_failed', objectId: id, err }, 'blob commit failed');
     return new StorageError('Internal', `storing blob ${id} failed: ${(err as Error).message}`);
-  }
-
-  /**
-   * Makes `blobs/ab/cd` exist durably: mkdir (an existing one is fine), then fsync `blobs/ab`, once
-   * per folder per process. Concurrent writers into the same new folder share one attempt; a failed
-   * attempt is forgotten so the next writer tries again.
-   */
-  private ensureFolder(folder: string): Promise<void> {
-    const slot = Number.parseInt(path.basename(path.dirname(folder)) + path.basename(folder), 16);
-    if ((this.durableFolders[slot >> 3]! & (1 << (slot & 7))) !== 0) return Promise.resolve();
-    let pending = this.foldersInProgress.get(slot);
-    if (pending === undefined) {
-      pending = (async () => {
-        try {
-          mkdirSync(folder, PRIVATE_DIR_MODE);
-        } catch (err) {
-          if (errnoCode(err) !== 'EEXIST') throw err;
-        }
-        await this.timedFsync('dir', () => fsyncDirFast(path.dirname(folder)));
-        this.durableFolders[slot >> 3]! |= 1 << (slot & 7);
-      })().finally(() => this.foldersInProgress.delete(slot));
-      this.foldersInProgress.set(slot, pending);
-    }
-    return pending;
   }
 
   /**
@@ -846,9 +812,13 @@ export class BlobStore {
   }
 }
 
-async function startupCheck(root: string, index: BlobIndex, log: Logger): Promise<StartupReport> {
+async function startupCheck(
+  root: string,
+  index: BlobIndex,
+  log: Logger,
+): Promise<Omit<StartupReport, 'migratedBlobs'>> {
   const started = Date.now();
-  const report: StartupReport = {
+  const report: Omit<StartupReport, 'migratedBlobs'> = {
     tempFilesRemoved: 0,
     pendingAdopted: 0,
     pendingDropped: 0,
@@ -947,28 +917,6 @@ async function startupCheck(root: string, index: BlobIndex, log: Logger): Promis
   await checkBatch();
   report.durationMs = Date.now() - started;
   return report;
-}
-
-/**
- * Creates the 256 `blobs/ab` folders up front (once per data folder; later opens find them), so a
- * write never has to make `blobs/` durable. Always fsyncs `blobs/`: it also covers folders created
- * by an earlier process that crashed before syncing them.
- */
-async function prepareTopFolders(blobsDir: string): Promise<void> {
-  const present = new Set(await fs.readdir(blobsDir));
-  const missing = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0')).filter(
-    (name) => !present.has(name),
-  );
-  await Promise.all(
-    missing.map(async (name) => {
-      try {
-        await fs.mkdir(path.join(blobsDir, name), PRIVATE_DIR_MODE);
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') throw err;
-      }
-    }),
-  );
-  await fsyncDir(blobsDir);
 }
 
 /** A verified whole-blob read; `bytesRead` like the file stream it wraps (bytes-out metrics). */

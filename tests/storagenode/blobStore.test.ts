@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { BLOB_ID_PATTERN, blobRelativePath, isValidBlobId } from '../../src/storagenode/blobId.ts';
 import { BlobIndex } from '../../src/storagenode/blobIndex.ts';
+import { LAYOUT_MARKER } from '../../src/storagenode/blobLayout.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
 import { resolveRange } from '../../src/storagenode/workerApp.ts';
 import { makeDataDir, removeDir, sha256Of } from './workerHarness.ts';
@@ -79,15 +80,15 @@ describe('blob ids', () => {
     expect(BLOB_ID_PATTERN.source).toBe('^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$');
   });
 
-  it('fans blobs out over two levels of 256 folders from the hash of the id', () => {
+  it('fans blobs out over one level of 256 folders from the hash of the id', () => {
     const rel = blobRelativePath('img-1');
-    expect(rel).toMatch(/^blobs\/[0-9a-f]{2}\/[0-9a-f]{2}\/img-1$/);
+    expect(rel).toMatch(/^blobs\/[0-9a-f]{2}\/img-1$/);
     expect(blobRelativePath('img-1')).toBe(rel);
     const folders = new Set(
-      Array.from({ length: 2000 }, (_, i) => path.dirname(blobRelativePath(`id-${i}`))),
+      Array.from({ length: 4000 }, (_, i) => path.dirname(blobRelativePath(`id-${i}`))),
     );
-    // 2000 ids over 65536 folders: nearly all distinct; a constant or one-level fan-out would not be.
-    expect(folders.size).toBeGreaterThan(1900);
+    // 4000 ids over 256 folders: every folder used; a constant fan-out would not be.
+    expect(folders.size).toBe(256);
     expect(() => blobRelativePath('../etc')).toThrow(/invalid blob id/);
   });
 });
@@ -233,51 +234,23 @@ describe('BlobStore', () => {
 });
 
 describe('write path', () => {
-  /** Ids whose blobs share one `blobs/ab/cd` folder, found by hashing candidates. */
-  function idsInOneFolder(count: number): string[] {
-    const byFolder = new Map<string, string[]>();
-    for (let i = 0; ; i++) {
-      const id = `same-${i}`;
-      const folder = path.dirname(blobRelativePath(id));
-      const list = byFolder.get(folder) ?? [];
-      list.push(id);
-      byFolder.set(folder, list);
-      if (list.length === count) return list;
-    }
-  }
-
-  it('creates the 256 top-level folders at open; a new folder has its parent fsynced once', async () => {
+  it('makes the 256 blob folders with the data folder; a new blob fsyncs only its file and its folder', async () => {
     const store = await openStore();
-    const top = await readdir(path.join(dataDir, 'blobs'));
+    const top = (await readdir(path.join(dataDir, 'blobs'))).filter((n) => n !== LAYOUT_MARKER);
     expect(top).toHaveLength(256);
     expect(top).toContain('00');
     expect(top).toContain('ff');
+    expect(await readdir(path.join(dataDir, 'blobs'))).toContain(LAYOUT_MARKER);
 
     const seen: string[] = [];
     store.onFsync((target) => seen.push(target));
-    const [first, second] = idsInOneFolder(2) as [string, string];
-    await write(store, first, Buffer.from('first'));
-    // The file, the new folder's parent, the folder itself.
-    expect(seen.filter((t) => t === 'file')).toHaveLength(1);
-    expect(seen.filter((t) => t === 'dir')).toHaveLength(2);
-    seen.length = 0;
-    await write(store, second, Buffer.from('second'));
-    // Same folder, already durable: only the file and the folder.
-    expect(seen.sort()).toEqual(['dir', 'file']);
-    expect((await readAll(store, second)).toString()).toBe('second');
-  });
-
-  it('a reopened store syncs a folder it finds again before its first new blob there', async () => {
-    const [first, second] = idsInOneFolder(2) as [string, string];
-    let store = await openStore();
-    await write(store, first, Buffer.from('first'));
-    await closeStore(store);
-    store = await openStore();
-    const seen: string[] = [];
-    store.onFsync((target) => seen.push(target));
-    await write(store, second, Buffer.from('second'));
-    // An earlier process may have crashed between the mkdir and the parent's fsync.
-    expect(seen.filter((t) => t === 'dir')).toHaveLength(2);
+    for (const id of ['first', 'second', 'third']) {
+      await write(store, id, Buffer.from(id));
+      expect(seen.sort(), id).toEqual(['dir', 'file']);
+      seen.length = 0;
+      expect((await readAll(store, id)).toString()).toBe(id);
+      expect(await readdir(path.dirname(store.blobPath(id)))).toContain(id);
+    }
   });
 
   it('stores bodies of many odd-sized chunks and of chunks larger than a write batch byte for byte', async () => {
