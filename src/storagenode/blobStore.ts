@@ -389,6 +389,44 @@ export class BlobStore {
   }
 
   /**
+   * A whole small blob in one buffer, checked against its index entry before it is handed out: one
+   * positional read instead of a stream, so a GET can answer with the buffer and a bad copy fails
+   * before its first byte is sent (and is read back under its lock and removed if really bad). For
+   * blobs up to `maxBytes`; a larger one is `tooLarge`, for the caller to stream (`openForRead`).
+   */
+  async readWhole(id: string, maxBytes: number): Promise<StoreResult<WholeBlob | 'tooLarge'>> {
+    this.assertOpen();
+    if (!isValidBlobId(id)) return invalidId(id);
+    const record = this.index.getSync(id);
+    if (record === undefined) return failure('BlobNotFound', `no blob ${id}`);
+    if (record.size > maxBytes) return success('tooLarge');
+    const opened = await this.openChecked(id, record);
+    if (!opened.ok) return opened;
+    const file = opened.value;
+    const bytes = Buffer.allocUnsafe(record.size);
+    try {
+      for (let position = 0; position < record.size; ) {
+        const { bytesRead } = await file.read(bytes, position, record.size - position, position);
+        if (bytesRead === 0)
+          return failure('Internal', `blob ${id} ended at byte ${position} of ${record.size}`);
+        position += bytesRead;
+      }
+    } finally {
+      await file.close();
+    }
+    const hash = contentHasher(record);
+    hash.update(bytes);
+    const actual = hash.digest();
+    if (actual === hash.expected) return success({ record, bytes });
+    this.log.error(
+      { event: 'storage.read_mismatch', objectId: id, expected: hash.expected, actual },
+      'blob read back with other bytes than its checksum; not sent',
+    );
+    void this.scrub({ id, ...record }).catch(() => {});
+    return failure('Internal', `blob ${id} does not match its checksum on disk`);
+  }
+
+  /**
    * A whole blob as stored, unchecked, for a copy batch: its target hashes every blob against the
    * header, and the holder scrubs what the target found wrong. Positional reads into fresh buffers
    * of up to COPY_READ_BYTES, without `openForRead`'s stream machinery, which cost twice the CPU
@@ -930,6 +968,12 @@ interface TempFile {
   opened: Promise<number>;
   closed: boolean;
   renamed: boolean;
+}
+
+/** A whole blob read and checked (see `readWhole`). */
+export interface WholeBlob {
+  record: BlobRecord;
+  bytes: Buffer;
 }
 
 /** A blob being read for a copy batch (see `openForCopy`). */

@@ -299,6 +299,30 @@ describe('GET and HEAD /blobs/:id', () => {
     expect(res.body.equals(body.subarray(start, end + 1))).toBe(true);
   });
 
+  it('checks a whole small blob before its first byte: a rotten copy answers 500, and is removed', async () => {
+    const w = await worker();
+    await put(w, 'rotten-small', body);
+    await flipByte(w.store.blobPath('rotten-small'), 500);
+    const res = await get(w, 'rotten-small');
+    expect(res.status).toBe(500);
+    expect(JSON.parse(res.body.toString()).error.message).toMatch(/does not match its checksum/);
+    const deadline = Date.now() + 10_000;
+    while ((await w.store.stat('rotten-small')).ok && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect((await get(w, 'rotten-small')).status).toBe(404);
+  });
+
+  it('streams a whole blob larger than a buffered read, checked as it goes', async () => {
+    const w = await worker();
+    const big = Buffer.alloc(3 * 1024 * 1024 + 17, 9);
+    await put(w, 'big-read', big);
+    const res = await get(w, 'big-read');
+    expect(res.status).toBe(200);
+    expect(res.body.equals(big)).toBe(true);
+    expect(res.headers.etag).toBe(`"${sha256Of(big)}"`);
+  });
+
   it('answers 416 with bytes */size to an unsatisfiable range', async () => {
     const w = await worker();
     await put(w, 'ranged', body);
