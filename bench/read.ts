@@ -9,11 +9,14 @@
  * and follower. Every body is compared byte for byte with what was uploaded. Printed: GETs/s,
  * p50/p99 latency, CPU time per GET of each process (user + system, all threads) and of the whole
  * cluster, and, when ../shared/bench/swift-bench.sh ran on this machine, the ratio to Swift's GET
- * of 1 MiB at the same concurrency (run them back to back: see bench/swiftAnchor.ts).
+ * of 1 MiB at the same concurrency (run them back to back: see bench/swiftAnchor.ts). Then, at
+ * concurrency 1, where a GET's time goes: the record alone (`/meta`: a ReadIndex round and a table
+ * read) and a worker's GET of the blob alone, beside the whole GET through the leader.
  */
 
 import { randomUUID } from 'node:crypto';
 import { Agent, request } from 'undici';
+import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
 import { ImageCluster, type ManagerProc, pngImage } from '../tests/integration/imageCluster.ts';
 import { cpuSeconds } from './processCpu.ts';
 import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
@@ -77,9 +80,65 @@ function combine(runs: RunResult[]): RunResult {
   };
 }
 
+/** p50 at concurrency 1 of the parts of a GET: the record alone, a worker's GET alone, the whole. */
+async function whereTheTimeGoes(
+  cluster: ImageCluster,
+  leader: ManagerProc,
+  agent: Agent,
+  ids: string[],
+  whole: (n: number) => Promise<void>,
+): Promise<void> {
+  const sample = ids.slice(0, 50);
+  const holder = new Map<string, string>();
+  for (const id of sample) {
+    const res = await request(`${leader.url}/v1/images/${id}/meta`, { dispatcher: agent });
+    const meta = (await res.body.json()) as { replicas: string[] };
+    const w = cluster.workers.find((x) => x.id === meta.replicas[0]);
+    if (w) holder.set(id, w.url);
+  }
+  const parts: [string, (n: number) => Promise<void>][] = [
+    [
+      'record only (GET /meta via the leader: ReadIndex + table read)',
+      async (n) => {
+        const res = await request(`${leader.url}/v1/images/${sample[n % sample.length]}/meta`, {
+          dispatcher: agent,
+        });
+        await res.body.dump();
+      },
+    ],
+    [
+      "a worker's GET alone (checked by the worker)",
+      async (n) => {
+        const id = sample[n % sample.length]!;
+        const res = await request(`${holder.get(id)}/blobs/${id}`, {
+          dispatcher: agent,
+          headers: { [CLUSTER_SECRET_HEADER]: cluster.secret },
+        });
+        const body = Buffer.from(await res.body.arrayBuffer());
+        if (res.statusCode !== 200 || body.length !== SIZE)
+          throw new Error(`worker GET answered ${res.statusCode}`);
+      },
+    ],
+    ['the whole GET via the leader', whole],
+  ];
+  console.log('\nwhere a GET of 1 MiB goes, concurrency 1:');
+  for (const [what, op] of parts) {
+    const r = await drive(1, SECS, [], op);
+    const sorted = r.latenciesMs.sort((a, b) => a - b);
+    console.log(
+      `  ${what}: p50 ${percentile(sorted, 50).toFixed(2)} ms, ${(r.ops / r.seconds).toFixed(0)}/s`,
+    );
+  }
+}
+
 async function main(): Promise<void> {
   console.log(`bench:read: starting 3 managers and 3 workers (${ROUNDS} x ${SECS} s per cell)...`);
-  const cluster = await ImageCluster.start({ name: 'imgvault-bench-read', managers: 3, workers: 3 });
+  const cluster = await ImageCluster.start({
+    name: 'imgvault-bench-read',
+    managers: 3,
+    workers: 3,
+    startTimeoutMs: 120_000,
+  });
   const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000, pipelining: 1 });
   try {
     const leader = await cluster.leader();
@@ -169,6 +228,7 @@ async function main(): Promise<void> {
     console.log(
       'target: >= 1.5x Swift GET at concurrency 1 and 8, through the leader and through a follower.',
     );
+    await whereTheTimeGoes(cluster, leader, agent, ids, get(leader));
   } finally {
     await agent.close();
     await cluster.close();

@@ -123,7 +123,12 @@ function fmt(n: number, digits = 1): string {
 
 async function main(): Promise<void> {
   console.log(`bench:upload: starting 3 managers and 3 workers (${ROUNDS} x ${SECS} s per side and cell)...`);
-  const cluster = await ImageCluster.start({ name: 'imgvault-bench-upload', managers: 3, workers: 3 });
+  const cluster = await ImageCluster.start({
+    name: 'imgvault-bench-upload',
+    managers: 3,
+    workers: 3,
+    startTimeoutMs: 120_000,
+  });
   const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000, pipelining: 1 });
   const rawDirs = ['a', 'b', 'c'].map((d) => path.join(cluster.root, 'raw', d));
   for (const d of rawDirs) await fs.mkdir(d, { recursive: true });
