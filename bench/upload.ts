@@ -9,9 +9,11 @@
  * this process does the minimum durable work of an upload directly: the same bytes written three times (temp file,
  * write, fsync, close, rename, fsync of the folder), the three in sequence, at the same
  * concurrency. Printed: uploads/s, MB/s, p50/p99 latency, the raw figures, their ratio, the CPU
- * time the cluster's processes spent per upload (steadier than throughput on a shared machine), and the
- * leader's resident memory (VmRSS) after each size, which must not grow with the image size since
- * uploads are streamed. Nothing is deleted until the end (freshly deleted space writes faster).
+ * time the cluster's processes spent per upload (steadier than throughput on a shared machine), in
+ * total and per process, the leader's resident memory (VmRSS) after each size, which must not grow
+ * with the image size since uploads are streamed, and, when ../shared/bench/swift-bench.sh ran on
+ * this machine, the ratio to Swift's PUT at the same size and concurrency (run them back to back:
+ * bench/swiftAnchor.ts). Nothing is deleted until the end (freshly deleted space writes faster).
  */
 
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -21,6 +23,7 @@ import path from 'node:path';
 import { Agent, request } from 'undici';
 import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
 import { cpuSeconds } from './processCpu.ts';
+import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
 
 const SECS = Number(process.env.BENCH_SECS ?? 4);
 /** Runs per side and cell, alternating which side goes first (the disk's speed drifts). */
@@ -120,11 +123,17 @@ function fmt(n: number, digits = 1): string {
 
 async function main(): Promise<void> {
   console.log(`bench:upload: starting 3 managers and 3 workers (${ROUNDS} x ${SECS} s per side and cell)...`);
-  const cluster = await ImageCluster.start({ name: 'imgvault-bench-upload', managers: 3, workers: 3 });
+  const cluster = await ImageCluster.start({
+    name: 'imgvault-bench-upload',
+    managers: 3,
+    workers: 3,
+    startTimeoutMs: 120_000,
+  });
   const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000, pipelining: 1 });
   const rawDirs = ['a', 'b', 'c'].map((d) => path.join(cluster.root, 'raw', d));
   for (const d of rawDirs) await fs.mkdir(d, { recursive: true });
   const rows: string[][] = [];
+  const perProcess: string[] = [];
   try {
     const leader = await cluster.leader();
     console.log(
@@ -152,17 +161,23 @@ async function main(): Promise<void> {
         return body.length;
       };
       await upload(0); // warm-up: connections, JIT
-      const pids = [...cluster.managers, ...cluster.workers].map((p) => p.child?.pid);
+      const procs = [...cluster.managers, ...cluster.workers];
+      const pids = procs.map((p) => p.child?.pid);
       const clusterCpu = () => pids.reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0);
       for (const concurrency of CONCURRENCY) {
         let clusterCpuSeconds = 0;
         let leaderCpuSeconds = 0;
+        const procCpuSeconds = pids.map(() => 0);
         const clusterRun = async (): Promise<RunResult> => {
           const cpu0 = clusterCpu();
           const leaderCpu0 = cpuSeconds(leader.child?.pid);
+          const each0 = pids.map(cpuSeconds);
           const result = await drive(concurrency, SECS, upload);
           clusterCpuSeconds += clusterCpu() - cpu0;
           leaderCpuSeconds += cpuSeconds(leader.child?.pid) - leaderCpu0;
+          pids.forEach((pid, i) => {
+            procCpuSeconds[i]! += cpuSeconds(pid) - each0[i]!;
+          });
           return result;
         };
         const ups: RunResult[] = [];
@@ -185,6 +200,11 @@ async function main(): Promise<void> {
         const rawSorted = base.latenciesMs.sort((a, b) => a - b);
         const upPerSec = up.ops / up.seconds;
         const rawPerSec = base.ops / base.seconds;
+        const swift = swiftCell(`swift PUT ${size.label.replace(' ', '')}`, concurrency);
+        perProcess.push(
+          `${size.label} c${concurrency}: ` +
+            procs.map((p, i) => `${p.id} ${fmt((procCpuSeconds[i]! * 1000) / up.ops, 2)}`).join(', '),
+        );
         rows.push([
           size.label,
           String(concurrency),
@@ -200,6 +220,8 @@ async function main(): Promise<void> {
           fmt(cpuMsPerUpload),
           fmt(leaderMsPerUpload),
           '',
+          swift ? fmt(swift.objPerSec) : '-',
+          ratioToSwift(upPerSec, swift),
         ]);
       }
       rows[rows.length - 1]![13] = leaderRssMiB(leader.child?.pid);
@@ -223,6 +245,8 @@ async function main(): Promise<void> {
     'CPU ms/upload',
     'leader CPU ms',
     'leader RSS MiB',
+    'Swift PUT/s',
+    'vs Swift',
   ];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
@@ -230,8 +254,11 @@ async function main(): Promise<void> {
   for (const r of rows) console.log(line(r));
   console.log(
     'raw = the same bytes written and fsynced three times in sequence (file, rename, folder fsync).\n' +
-      'CPU ms/upload = CPU time (user + system) of all 6 cluster processes per upload; leader CPU ms = its share.',
+      'CPU ms/upload = CPU time (user + system) of all 6 cluster processes per upload; leader CPU ms = its share.\n' +
+      'targets: >= 2x Swift at concurrency 8, >= 1.5x at 1; cluster CPU <= 10 ms per 1 MiB upload.',
   );
+  console.log('CPU ms per upload, per process:');
+  for (const line of perProcess) console.log(`  ${line}`);
 }
 
 main().catch((err: unknown) => {

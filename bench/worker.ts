@@ -11,9 +11,10 @@
  * write into new space (nothing is deleted until the end: freshly deleted space writes faster,
  * see ../shared/bench/README.md) and alternate run by run, so neither gets the better disk.
  * Figures: MiB/s of each side, their ratio, and CPU time per blob of the process doing the writes
- * (the worker process, all threads; this process for the raw side). A third side sends the same
- * PUTs to a bare node:http server (a child process) that only hashes the body: the cost of the
- * transfer alone. `ceiling` is the best ratio a worker could reach if a PUT cost nothing but that
+ * (the worker process, all threads; this process for the raw side). PUTs carry the sha256 and the
+ * CRC32C, as the manager sends them; the worker checks the CRC32C. A third side sends the same
+ * PUTs to a bare node:http server (a child process) that only computes the body's CRC32C: the cost
+ * of the transfer alone. `ceiling` is the best ratio a worker could reach if a PUT cost nothing but that
  * transfer followed by the raw side's fsync, rename and folder fsync.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -24,6 +25,7 @@ import path from 'node:path';
 import { Agent, request } from 'undici';
 import { HEAP_FLAGS } from '../src/cli/localProcess.ts';
 import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
+import { CRC32C_HEADER, crc32cHex } from '../src/protocol/checksums.ts';
 import { SHA256_HEADER } from '../src/protocol/workerHeaders.ts';
 import { startManagerStandIn } from '../tests/storagenode/managerStandIn.ts';
 import { cpuSeconds } from './processCpu.ts';
@@ -52,6 +54,7 @@ const MiB = 1024 * 1024;
 interface Payload {
   bytes: Buffer;
   sha256: string;
+  crc32c: string;
 }
 
 interface RunResult {
@@ -67,7 +70,7 @@ const payloads = new Map<number, Payload[]>(
     bytes,
     Array.from({ length: PAYLOADS_PER_SIZE }, () => {
       const b = randomBytes(bytes);
-      return { bytes: b, sha256: createHash('sha256').update(b).digest('hex') };
+      return { bytes: b, sha256: createHash('sha256').update(b).digest('hex'), crc32c: crc32cHex(b) };
     }),
   ]),
 );
@@ -123,15 +126,14 @@ async function rawWrite(dir: string, payload: Payload): Promise<void> {
   rawSyncMs += performance.now() - syncStarted;
 }
 
-// ---- transfer side: the same PUTs to a bare node:http server that hashes the body and drops it ----
+// ---- transfer side: the same PUTs to a bare node:http server that checksums the body and drops it ----
 
 const BARE_HTTP_SERVER = `
 const http = require('node:http');
-const { createHash } = require('node:crypto');
+const { crc32c } = require('@node-rs/crc32');
 const server = http.createServer(async (req, res) => {
-  const hash = createHash('sha256');
-  for await (const chunk of req) hash.update(chunk);
-  hash.digest('hex');
+  let crc = 0;
+  for await (const chunk of req) crc = crc32c(chunk, crc);
   res.writeHead(201, { 'content-type': 'application/json' }).end('{}');
 });
 server.listen(0, '127.0.0.1', () => console.log(server.address().port));
@@ -139,6 +141,7 @@ server.listen(0, '127.0.0.1', () => console.log(server.address().port));
 
 async function startBareHttp(): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, [...HEAP_FLAGS, '-e', BARE_HTTP_SERVER], {
+    cwd: REPO,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const port = await new Promise<string>((resolve, reject) => {
@@ -216,6 +219,7 @@ async function main(): Promise<void> {
           headers: {
             [CLUSTER_SECRET_HEADER]: SECRET,
             [SHA256_HEADER]: p.sha256,
+            [CRC32C_HEADER]: p.crc32c,
             'content-type': 'application/octet-stream',
           },
         });

@@ -97,6 +97,22 @@ export interface Download {
   response: Dispatcher.ResponseData;
   /** What to send: a whole object's bytes are checked against the record (verifiedRead.ts). */
   body: Readable;
+  /**
+   * The same bytes in one buffer, when a small whole object was read and checked before sending:
+   * an answer can be written from it directly (`body` is then left unread).
+   */
+  bytes?: Buffer;
+}
+
+/** Two reads of a record name the same object: same bytes, same creation (not deleted and made anew). */
+function sameObject(a: ObjectView, b: ObjectView): boolean {
+  return a.sha256 === b.sha256 && a.size === b.size && a.createdAt === b.createdAt;
+}
+
+/** Lets go of a download that will not be sent: its worker connection is freed. */
+function discardDownload(download: Download): void {
+  download.body.destroy();
+  download.response.body.destroy();
 }
 
 /** The metrics label of a failure: its ImageError code, `Internal` for anything unexpected. */
@@ -277,6 +293,7 @@ export class ImageService {
         id,
         size: staged.size,
         sha256: staged.sha256,
+        crc32c: staged.crc32c,
         contentType: staged.contentType,
         createdAt: Date.now(),
         replicas: replicated.replicas,
@@ -337,7 +354,8 @@ export class ImageService {
       this.deps.metrics?.download('ok', seconds());
       const { statusCode, headers } = download.response;
       const length = Number(headers['content-length']);
-      if (opts.method === 'GET' && statusCode < 300 && Number.isSafeInteger(length)) {
+      if (download.bytes) this.deps.metrics?.downloadSent(download.bytes.length);
+      else if (opts.method === 'GET' && statusCode < 300 && Number.isSafeInteger(length)) {
         download.body.once('end', () => this.deps.metrics?.downloadSent(length));
       }
       return download;
@@ -347,8 +365,48 @@ export class ImageService {
     }
   }
 
+  /**
+   * Linearizable like `getMeta`, but the ReadIndex round runs beside the worker read instead of
+   * before it: the bytes are read for this manager's own record of `id`, and handed out only if
+   * the record read once ReadIndex confirmed the table is the same object (same sha256, size and
+   * creation). Otherwise, or when that read failed (the local record may be stale), the object is
+   * opened again from the confirmed record. The bytes sent are always checked against a record
+   * that was current at some moment after the request arrived.
+   */
   private async openReplica(id: string, { object: known, ...opts }: OpenOptions): Promise<Download> {
-    const object = known ?? (await this.getMeta(id));
+    if (known) return this.openRecorded(known, opts);
+    this.validateId(id);
+    const local = await this.deps.metadata.getObject(id);
+    if (!local) return this.openRecorded(await this.getMeta(id), opts);
+    const confirmed = this.deps.raft.readIndex();
+    confirmed.catch(() => {});
+    let early: Download | undefined;
+    let earlyFailure: unknown;
+    try {
+      early = await this.openRecorded(local, opts);
+    } catch (err) {
+      earlyFailure = err;
+    }
+    try {
+      await confirmed.catch(raftFailure);
+    } catch (err) {
+      if (early) discardDownload(early);
+      throw err;
+    }
+    const current = await this.deps.metadata.getObject(id);
+    if (current && sameObject(current, local)) {
+      if (early) return early;
+      // The replicas were tried for the current record already: not again.
+      throw earlyFailure;
+    }
+    if (early) discardDownload(early);
+    if (!current) throw new ImageError('NotFound', `no image with id ${id}`);
+    return this.openRecorded(current, opts);
+  }
+
+  /** Opens the bytes of `object` (a record already read) from its replicas, primary first. */
+  private async openRecorded(object: ObjectView, opts: Omit<OpenOptions, 'object'>): Promise<Download> {
+    const id = object.id;
     const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
     // Every manager hears the workers' heartbeats, so any of them tries the workers it has heard
     // from first and those it has not heard from lately last: silence is a suspicion, not a verdict.
@@ -374,8 +432,8 @@ export class ImageService {
             `worker answered etag ${String(etag)}, the record says "${object.sha256}"`,
           );
         }
-        const body = await this.checkedBody(object, node, response, opts.method);
-        return { object, nodeId: node.nodeId, response, body };
+        const checked = await this.checkedBody(object, node, response, opts.method);
+        return { object, nodeId: node.nodeId, response, ...checked };
       } catch (err) {
         failures.push(`${node.nodeId} (${err instanceof WorkerCallError ? err.code : 'bad answer'})`);
         this.deps.log.warn(
@@ -403,8 +461,8 @@ export class ImageService {
     node: NodeView,
     response: Dispatcher.ResponseData,
     method: 'GET' | 'HEAD',
-  ): Promise<Readable> {
-    if (method === 'HEAD' || response.statusCode !== 200) return response.body;
+  ): Promise<{ body: Readable; bytes?: Buffer }> {
+    if (method === 'HEAD' || response.statusCode !== 200) return { body: response.body };
     const report = (why: string) => this.reportBadCopy(object.id, node, why);
     if (response.headers['content-length'] !== String(object.size)) {
       await response.body.dump();
@@ -413,7 +471,8 @@ export class ImageService {
     }
     if (object.size <= CHECK_BEFORE_SEND_BYTES) {
       try {
-        return Readable.from([await readWholeChecked(response.body, object)]);
+        const bytes = await readWholeChecked(response.body, object);
+        return { body: Readable.from([bytes]), bytes };
       } catch (err) {
         response.body.destroy();
         if (err instanceof ReadCheckFailed) report(err.message);
@@ -422,7 +481,7 @@ export class ImageService {
     }
     const checking = checkingStream(object, report);
     pipeline(response.body, checking, () => {});
-    return checking;
+    return { body: checking };
   }
 
   /**

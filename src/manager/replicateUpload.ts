@@ -148,7 +148,7 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
         await opts.holdCopy?.(target.nodeId);
         const body = readFileChunks(staged.path, staged.size, STAGED_READ_BYTES);
         try {
-          await client.putBlob(url, id, staged.sha256, staged.size, body);
+          await client.putBlob(url, id, staged.sha256, staged.size, body, staged.crc32c);
           log.info(
             { event: 'upload.copy_stored', objectId: id, nodeId: target.nodeId, replica },
             'copy stored',

@@ -9,6 +9,7 @@ import { open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import { BodyTooSlow } from '../http/requestBody.ts';
+import { Crc32c } from '../protocol/checksums.ts';
 import { SNIFF_BYTES, sniffImageType } from './imageTypes.ts';
 
 export { ACCEPTED_IMAGE_TYPES } from './imageTypes.ts';
@@ -20,6 +21,8 @@ export interface StagedUpload {
   path: string;
   size: number;
   sha256: string;
+  /** Of the same bytes, in the same pass: what the workers check their copies with. */
+  crc32c: string;
   contentType: string;
 }
 
@@ -54,7 +57,7 @@ export class StagingArea {
   }
 
   /**
-   * Streams `body` to a new staged file, computing size and sha256. The first SNIFF_BYTES (or the
+   * Streams `body` to a new staged file, computing size, sha256 and CRC32C. The first SNIFF_BYTES (or the
    * whole body, if shorter) are held until their type is known; nothing goes to the file before.
    * Never holds more than two write batches plus SNIFF_BYTES and a chunk in memory. On any refusal
    * or failure the partial file is removed before returning or throwing.
@@ -62,6 +65,7 @@ export class StagingArea {
   async stage(body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<StageResult> {
     const path = join(this.dir, `${randomUUID()}.part`);
     const hash = createHash('sha256');
+    const crc = new Crc32c();
     let held: Uint8Array[] | null = [];
     let contentType = '';
     let size = 0;
@@ -70,6 +74,7 @@ export class StagingArea {
         size += chunk.byteLength;
         if (size > maxBytes) throw new UploadTooLarge();
         hash.update(chunk);
+        crc.update(chunk);
         if (held === null) {
           yield chunk;
           continue;
@@ -124,7 +129,7 @@ export class StagingArea {
       await this.discard(path);
       return { ok: false, error: { code: 'EmptyBody', message: 'the request body is empty' } };
     }
-    return { ok: true, staged: { path, size, sha256: hash.digest('hex'), contentType } };
+    return { ok: true, staged: { path, size, sha256: hash.digest('hex'), crc32c: crc.hex(), contentType } };
   }
 
   async discard(path: string): Promise<void> {

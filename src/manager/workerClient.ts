@@ -9,8 +9,15 @@ import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import { COPY_CREDENTIAL_HEADER } from '../http/credentials.ts';
 import { ndjsonLines } from '../http/ndjson.ts';
 import { internalConnect } from '../http/tls.ts';
+import { CRC32C_HEADER } from '../protocol/checksums.ts';
 import { SHA256_HEADER } from '../protocol/workerHeaders.ts';
-import { blobPath, COPY_BATCH_PATH, copyToPath, INVENTORY_PATH, verifyPath } from '../protocol/workerPaths.ts';
+import {
+  blobPath,
+  COPY_BATCH_PATH,
+  copyToPath,
+  INVENTORY_PATH,
+  verifyPath,
+} from '../protocol/workerPaths.ts';
 
 export type WorkerCallErrorCode =
   | 'Unreachable'
@@ -165,9 +172,12 @@ export class WorkerClient {
   }
 
   /**
-   * Streams a blob to a worker; resolves once the worker has it fsynced under `id`. The answer
-   * must name the checksum and size sent (the worker hashed what it stored): a 2xx without them,
-   * from something that took the bytes and kept none, is a failed copy, never a stored one.
+   * Streams a blob to a worker; resolves once the worker has it fsynced under `id`. With `crc32c`,
+   * the worker checks the body against it instead of hashing it with sha256 (workerApp's PUT). The
+   * answer must name the checksums and size sent (the worker checked what it stored): a 2xx
+   * without them, from something that took the bytes and kept none, is a failed copy, never a
+   * stored one. (An answer without a crc32c comes from a worker that predates it and checked the
+   * sha256 itself.)
    */
   async putBlob(
     workerUrl: string,
@@ -175,14 +185,24 @@ export class WorkerClient {
     sha256: string,
     size: number,
     body: Readable | AsyncIterable<Uint8Array>,
+    crc32c?: string,
   ): Promise<'created' | 'alreadyPresent'> {
     const res = await this.call('PUT', workerUrl, blobPath(id), {
-      headers: { [SHA256_HEADER]: sha256, 'content-length': String(size) },
+      headers: {
+        [SHA256_HEADER]: sha256,
+        ...(crc32c === undefined ? {} : { [CRC32C_HEADER]: crc32c }),
+        'content-length': String(size),
+      },
       body,
     });
     if (res.statusCode === 201 || res.statusCode === 200) {
-      const answer = (await res.body.json().catch(() => null)) as { sha256?: unknown; size?: unknown } | null;
-      if (answer?.sha256 !== sha256 || answer.size !== size) {
+      const answer = (await res.body.json().catch(() => null)) as {
+        sha256?: unknown;
+        size?: unknown;
+        crc32c?: unknown;
+      } | null;
+      const crcAgrees = crc32c === undefined || answer?.crc32c === undefined || answer.crc32c === crc32c;
+      if (answer?.sha256 !== sha256 || answer.size !== size || !crcAgrees) {
         throw new WorkerCallError(
           'Rejected',
           workerUrl,

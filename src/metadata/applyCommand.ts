@@ -257,6 +257,7 @@ async function recordObject(
   const record: ObjectRecord = {
     size: c.size,
     sha256: c.sha256,
+    ...(c.crc32c === undefined ? {} : { crc32c: c.crc32c }),
     contentType: c.contentType,
     createdAt: c.createdAt,
     replicas: [...c.replicas],

@@ -7,6 +7,7 @@
 // function of (state, command), with no clock and no randomness, or the replicas would diverge.
 
 import { z } from 'zod';
+import { CRC32C_HEX_PATTERN } from '../protocol/checksums.ts';
 import { NODE_ID_PATTERN, nodeIdSchema, objectIdSchema } from '../protocol/ids.ts';
 
 export { NODE_ID_PATTERN, nodeIdSchema, OBJECT_ID_PATTERN, objectIdSchema } from '../protocol/ids.ts';
@@ -24,6 +25,8 @@ const workerUrlSchema = z
   .max(2048)
   .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, 'worker url must be http(s)://host[:port][/path]');
 const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'sha256 must be 64 lowercase hex digits');
+/** CRC32C (Castagnoli) of an object's bytes: what workers check transfers and copies with. */
+const crc32cSchema = z.string().regex(CRC32C_HEX_PATTERN, 'crc32c must be 8 lowercase hex digits');
 const contentTypeSchema = z
   .string()
   .max(127)
@@ -95,6 +98,8 @@ export const recordObjectSchema = z.strictObject({
   id: objectIdSchema,
   size: countSchema,
   sha256: sha256Schema,
+  /** Optional only so that entries logged before it existed still apply; uploads set it. */
+  crc32c: crc32cSchema.optional(),
   contentType: contentTypeSchema,
   createdAt: timestampSchema,
   /** In placement order: primary first. */
@@ -308,6 +313,11 @@ export function decodeCommand(data: string): DecodeCommandResult {
 export interface ObjectRecord {
   size: number;
   sha256: string;
+  /**
+   * CRC32C of the bytes (8 hex digits), what workers verify transfers and copies at rest with;
+   * absent on objects recorded before it existed.
+   */
+  crc32c?: string;
   contentType: string;
   createdAt: number;
   /** Placement order: primary first. */

@@ -95,6 +95,8 @@ export function encodeObject(r: ObjectRecord): string {
     contentType: r.contentType,
     createdAt: r.createdAt,
     replicas: r.replicas,
+    // Last and only when set: a record without one encodes to the same bytes as before it existed.
+    ...(r.crc32c === undefined ? {} : { crc32c: r.crc32c }),
   });
 }
 

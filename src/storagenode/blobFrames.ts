@@ -1,9 +1,10 @@
 // Many blobs in one request body, for worker-to-worker batch copies: per blob, one JSON header
-// line `{"id","size","sha256"}` and then exactly `size` bytes. One request carries a whole repair
+// line `{"id","size","sha256","crc32c"?}` and then exactly `size` bytes. One request carries a whole repair
 // batch, so the per-request cost (HTTP parsing, routing, the client's request set-up) is paid once
 // per batch rather than once per blob, on both workers.
 
 import { z } from 'zod';
+import { CRC32C_HEX_PATTERN } from '../protocol/checksums.ts';
 import { SHA256_HEX_PATTERN } from './blobId.ts';
 
 export const FRAMES_CONTENT_TYPE = 'application/x-imgvault-blob-frames';
@@ -14,6 +15,8 @@ export const frameHeaderSchema = z.strictObject({
   id: z.string().max(256),
   size: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
   sha256: z.string().regex(SHA256_HEX_PATTERN),
+  /** Checked instead of the sha256 when present (see CRC32C_HEADER). */
+  crc32c: z.string().regex(CRC32C_HEX_PATTERN).optional(),
 });
 export type FrameHeader = z.infer<typeof frameHeaderSchema>;
 

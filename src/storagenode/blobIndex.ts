@@ -3,7 +3,14 @@ import { ClassicLevel } from 'classic-level';
 /** What the worker knows about one stored blob without reading its bytes. */
 export interface BlobRecord {
   size: number;
+  /** The record's sha256, as the manager named it: served as the etag, never recomputed here. */
   sha256: string;
+  /**
+   * CRC32C of the bytes (8 hex digits), computed here as they arrived and checked against the
+   * sender's: what reads, the scrubber and copies check the bytes with. Absent on blobs stored
+   * before it existed, which are checked with their sha256 instead.
+   */
+  crc32c?: string;
 }
 
 export interface BlobEntry extends BlobRecord {
@@ -19,6 +26,13 @@ export interface PendingWrite extends BlobRecord {
   id: string;
 }
 
+/** The stored fields of a record, without an id or anything else the value carries. */
+function recordOf(r: BlobRecord): BlobRecord {
+  return r.crc32c === undefined
+    ? { size: r.size, sha256: r.sha256 }
+    : { size: r.size, sha256: r.sha256, crc32c: r.crc32c };
+}
+
 // Key spaces. Ids never contain `!`, and `"` is the byte after `!`, so [prefix, prefix") is one space.
 const BLOB = 'b!';
 const PENDING = 'p!';
@@ -27,7 +41,7 @@ const upperBound = (prefix: string): string => `${prefix.slice(0, -1)}"`;
 type Db = ClassicLevel<string, BlobRecord>;
 
 /**
- * `{ id -> size, sha256 }` in LevelDB (classic-level) under `<dataDir>/index`. LevelDB's LOCK file also
+ * `{ id -> size, sha256, crc32c }` in LevelDB (classic-level) under `<dataDir>/index`. LevelDB's LOCK file also
  * guarantees one process per data folder. Every mutation is written with `sync: true` except a `put`
  * the caller asks otherwise: BlobStore's commit, whose synced pending marker already makes the entry
  * recoverable (see BlobStore). An index that ran ahead of, or lagged behind, the disk is repaired by
@@ -56,7 +70,7 @@ export class BlobIndex {
    */
   getSync(id: string): BlobRecord | undefined {
     const value = this.db.getSync(BLOB + id);
-    return value === undefined ? undefined : { size: value.size, sha256: value.sha256 };
+    return value === undefined ? undefined : recordOf(value);
   }
 
   /**
@@ -72,7 +86,7 @@ export class BlobIndex {
   async record(entries: readonly BlobEntry[], options: { sync?: boolean } = {}): Promise<void> {
     await this.db.batch(
       entries.flatMap((e) => [
-        { type: 'put' as const, key: BLOB + e.id, value: { size: e.size, sha256: e.sha256 } },
+        { type: 'put' as const, key: BLOB + e.id, value: recordOf(e) },
         { type: 'del' as const, key: PENDING + e.id },
       ]),
       { sync: options.sync ?? true },
@@ -104,7 +118,7 @@ export class BlobIndex {
   async *entries(options: { after?: string } = {}): AsyncGenerator<BlobEntry> {
     const gt = options.after === undefined ? BLOB : BLOB + options.after;
     for await (const [key, value] of this.db.iterator({ gt, lt: upperBound(BLOB) })) {
-      yield { id: key.slice(BLOB.length), size: value.size, sha256: value.sha256 };
+      yield { id: key.slice(BLOB.length), ...recordOf(value) };
     }
   }
 
@@ -118,7 +132,7 @@ export class BlobIndex {
       writes.map((w) => ({
         type: 'put' as const,
         key: PENDING + w.id,
-        value: { size: w.size, sha256: w.sha256 },
+        value: recordOf(w),
       })),
       { sync: true },
     );
@@ -138,7 +152,7 @@ export class BlobIndex {
 
   async *pendingWrites(): AsyncGenerator<PendingWrite> {
     for await (const [key, value] of this.db.iterator({ gt: PENDING, lt: upperBound(PENDING) })) {
-      yield { id: key.slice(PENDING.length), size: value.size, sha256: value.sha256 };
+      yield { id: key.slice(PENDING.length), ...recordOf(value) };
     }
   }
 

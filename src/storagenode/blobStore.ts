@@ -1,14 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, fsync, mkdirSync, open, openSync, renameSync } from 'node:fs';
+import { closeSync, createReadStream, fsync, open, openSync, renameSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
+import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
+import { CRC32C_HEX_PATTERN, Crc32c } from '../protocol/checksums.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
+import { prepareBlobLayout } from './blobLayout.ts';
 import { failure, StorageError, type StoreResult, success } from './errors.ts';
 
 export type { BlobEntry, BlobRecord } from './blobIndex.ts';
@@ -24,6 +26,12 @@ export interface WriteOptions {
   declaredLength?: number;
   /** Called with the length of every body chunk as it is received (bytes-in metrics). */
   onBytes?: (bytes: number) => void;
+  /**
+   * The sender's CRC32C of the body: when given, the transfer is checked with it alone and the
+   * expected sha256 is recorded as the sender names it; without it, the body is hashed with sha256
+   * (a sender that predates CRC32C). Either way the blob's CRC32C is computed and indexed.
+   */
+  expectedCrc32c?: string;
 }
 
 export interface WriteOutcome {
@@ -32,6 +40,8 @@ export interface WriteOutcome {
   id: string;
   size: number;
   sha256: string;
+  /** Absent only for a retry of a blob stored before CRC32C was indexed, sent without one. */
+  crc32c?: string;
 }
 
 /** Inclusive byte range, already resolved against the blob's size. */
@@ -62,6 +72,8 @@ export interface StoreStats {
 }
 
 export interface StartupReport {
+  /** Blobs moved from the earlier two-level folder layout (blobLayout.ts). */
+  migratedBlobs: number;
   tempFilesRemoved: number;
   pendingAdopted: number;
   pendingDropped: number;
@@ -84,18 +96,16 @@ const STARTUP_STAT_BATCH = 256;
 const WRITE_BATCH_BYTES = 256 * 1024;
 /** Bytes one read of `openForCopy` takes at most: bounds what one blob holds in memory. */
 const COPY_READ_BYTES = 1024 * 1024;
-/** Second-level fan-out folders: `blobs/ab/cd` for every ab, cd in 00..ff. */
-const FANOUT_FOLDERS = 256 * 256;
 
 /**
- * Blob bytes on local disk, one file per blob under `blobs/ab/cd/<id>`, plus a LevelDB index of
- * `{ id -> size, sha256 }` under `index/`. Durability protocol of a new blob:
+ * Blob bytes on local disk, one file per blob under `blobs/ab/<id>` (256 folders made when the data
+ * folder is set up: blobLayout.ts), plus a LevelDB index of `{ id -> size, sha256, crc32c }` under
+ * `index/`. Durability protocol of a new blob:
  *
  *   1. stream into `tmp/<id>.<random>.tmp` (same filesystem as `blobs/`, so rename is atomic),
- *      hashing and counting, writing each batch of WRITE_BATCH_BYTES as it arrives;
+ *      checksumming and counting, writing each batch of WRITE_BATCH_BYTES as it arrives;
  *   2. under the per-id lock, at the same time: fsync the file (started as soon as its last byte
- *      was written); record a pending-write marker (sync); create the blob's fan-out folder if
- *      this process has not seen it yet and fsync its parent;
+ *      was written); record a pending-write marker (sync);
  *   3. rename into place, fsync the blob's folder;
  *   4. index put WITHOUT sync, in the same batch that clears the marker; then answer.
  *
@@ -106,14 +116,14 @@ const FANOUT_FOLDERS = 256 * 256;
  * so everything below holds for every blob of a group.
  *
  * Why an acknowledged blob survives kill -9 or power loss: before the answer, the bytes are durable
- * (2, file fsync), the name is durable (3, and 2 made the folder itself durable), and the synced
+ * (2, file fsync), the name is durable (3; the folder itself was made durable at open), and the synced
  * marker, durable before the rename began, names the id with its size and sha256. If the unsynced
  * batch of 4 is lost, the start-up check finds the marker, hashes the file and adopts it. (A later
  * synced LevelDB write makes the batch durable anyway: the log is one file, synced whole.) The
  * marker is written under the per-id lock, so no other writer of the same id can overwrite or clear
  * it while this commit runs. Why a blob is whole or absent after a crash at any moment: the final
  * name only ever points at a file fsynced before the rename; a marker without a file at the final
- * name, or with one that does not hash to it, is dropped with that file; a temp file is removed.
+ * name, or with one that does not match its checksum, is dropped with that file; a temp file is removed.
  *
  * Delete: unlink, fsync the folder, THEN index delete (sync).
  *
@@ -134,13 +144,6 @@ export class BlobStore {
   /** Bytes received by writes still in flight, counted against the quota before they commit. */
   private reservedBytes = 0;
   private closed = false;
-  /**
-   * One bit per `blobs/ab/cd` folder this process has created or found AND made durable (fsync of
-   * `blobs/ab`): 8 KiB for all 65,536, so the parent is fsynced once per folder per process rather
-   * than for every blob, and a folder left by a crash between its mkdir and that fsync is synced too.
-   */
-  private readonly durableFolders = new Uint8Array(FANOUT_FOLDERS / 8);
-  private readonly foldersInProgress = new Map<number, Promise<void>>();
 
   private constructor(
     readonly dataDir: string,
@@ -160,15 +163,15 @@ export class BlobStore {
     await makePrivateDir(root);
     await makePrivateDir(path.join(root, 'blobs'));
     await makePrivateDir(path.join(root, 'tmp'));
-    await prepareTopFolders(path.join(root, 'blobs'));
     // Opening the index first takes LevelDB's LOCK: no other process works in this folder from here on.
     const index = await BlobIndex.open(path.join(root, 'index'));
     try {
+      const layout = await prepareBlobLayout(path.join(root, 'blobs'));
       // `blobs/`, `tmp/` and `index/` durable in the data folder before any blob is; and a new data
       // folder's own name in its parent, as far as that parent can be opened to be synced.
       await fsyncDir(root);
       await fsyncDir(path.dirname(root)).catch(() => {});
-      const report = await startupCheck(root, index, log);
+      const report = { ...(await startupCheck(root, index, log)), ...layout };
       const store = new BlobStore(root, index, quotaBytes, log, report);
       store.blobCount = report.blobCount;
       store.blobBytes = report.blobBytes;
@@ -249,6 +252,10 @@ export class BlobStore {
     if (!SHA256_HEX_PATTERN.test(expected)) {
       return failure('InvalidRequest', 'the expected sha256 must be 64 hexadecimal characters');
     }
+    const expectedCrc = options.expectedCrc32c?.toLowerCase();
+    if (expectedCrc !== undefined && !CRC32C_HEX_PATTERN.test(expectedCrc)) {
+      return failure('InvalidRequest', 'the expected crc32c must be 8 hexadecimal characters');
+    }
     const { declaredLength } = options;
     if (declaredLength !== undefined && declaredLength > maxBytes) {
       return { ok: false, error: tooLarge(maxBytes) };
@@ -263,13 +270,13 @@ export class BlobStore {
     let handedOver = false;
     try {
       const existing = this.index.getSync(id);
-      if (existing !== undefined && existing.sha256 !== expected) {
+      if (existing !== undefined && !sameContent(existing, { sha256: expected, crc32c: expectedCrc })) {
         return failure('BlobConflict', `blob ${id} already exists with other bytes`, {
           sha256: existing.sha256,
         });
       }
       if (existing !== undefined) {
-        const retried = await this.verifyRetry(id, body, expected, maxBytes, options);
+        const retried = await this.verifyRetry(id, body, expected, expectedCrc, maxBytes, options);
         return retried.ok ? success({ kind: 'stored', outcome: retried.value }) : retried;
       }
       if (
@@ -279,23 +286,21 @@ export class BlobStore {
       ) {
         return { ok: false, error: overQuota(this.quotaBytes) };
       }
-      const meter = this.meter(maxBytes, options, (n) => {
+      const meter = this.meter(maxBytes, options, expectedCrc === undefined, (n) => {
         received += n;
         this.reservedBytes += n;
       });
       await writeBatched(temp.opened, meter.transform(body), WRITE_BATCH_BYTES);
-      const sha256 = meter.digest();
-      if (sha256 !== expected) {
-        return failure('ChecksumMismatch', `body hashes to ${sha256}, expected ${expected}`, {
-          actualSha256: sha256,
-        });
-      }
+      const sums = meter.digest();
+      const mismatch = checksumMismatch(sums, expected, expectedCrc);
+      if (mismatch) return { ok: false, error: mismatch };
       const fd = await temp.opened;
       // Started now rather than at commit: in a group, it runs while the next blob arrives.
       const synced = this.timedFsync('file', () => fsyncFd(fd));
       synced.catch(() => {});
       handedOver = true;
-      return success({ kind: 'received', blob: { id, record: { size: received, sha256 }, temp, synced } });
+      const record = { size: received, sha256: expected, crc32c: sums.crc32c };
+      return success({ kind: 'received', blob: { id, record, temp, synced } });
     } catch (err) {
       const known = asStorageError(err, this.quotaBytes);
       if (known) return { ok: false, error: known };
@@ -382,6 +387,44 @@ export class BlobStore {
   }
 
   /**
+   * A whole small blob in one buffer, checked against its index entry before it is handed out: one
+   * positional read instead of a stream, so a GET can answer with the buffer and a bad copy fails
+   * before its first byte is sent (and is read back under its lock and removed if really bad). For
+   * blobs up to `maxBytes`; a larger one is `tooLarge`, for the caller to stream (`openForRead`).
+   */
+  async readWhole(id: string, maxBytes: number): Promise<StoreResult<WholeBlob | 'tooLarge'>> {
+    this.assertOpen();
+    if (!isValidBlobId(id)) return invalidId(id);
+    const record = this.index.getSync(id);
+    if (record === undefined) return failure('BlobNotFound', `no blob ${id}`);
+    if (record.size > maxBytes) return success('tooLarge');
+    const opened = await this.openChecked(id, record);
+    if (!opened.ok) return opened;
+    const file = opened.value;
+    const bytes = Buffer.allocUnsafe(record.size);
+    try {
+      for (let position = 0; position < record.size; ) {
+        const { bytesRead } = await file.read(bytes, position, record.size - position, position);
+        if (bytesRead === 0)
+          return failure('Internal', `blob ${id} ended at byte ${position} of ${record.size}`);
+        position += bytesRead;
+      }
+    } finally {
+      await file.close();
+    }
+    const hash = contentHasher(record);
+    hash.update(bytes);
+    const actual = hash.digest();
+    if (actual === hash.expected) return success({ record, bytes });
+    this.log.error(
+      { event: 'storage.read_mismatch', objectId: id, expected: hash.expected, actual },
+      'blob read back with other bytes than its checksum; not sent',
+    );
+    void this.scrub({ id, ...record }).catch(() => {});
+    return failure('Internal', `blob ${id} does not match its checksum on disk`);
+  }
+
+  /**
    * A whole blob as stored, unchecked, for a copy batch: its target hashes every blob against the
    * header, and the holder scrubs what the target found wrong. Positional reads into fresh buffers
    * of up to COPY_READ_BYTES, without `openForRead`'s stream machinery, which cost twice the CPU
@@ -449,7 +492,7 @@ export class BlobStore {
    * blob is then read back once more under its lock and removed if it really is bad.
    */
   private verified(id: string, record: BlobRecord, source: Readable): Readable {
-    const hash = createHash('sha256');
+    const hash = contentHasher(record);
     let held: Buffer | undefined;
     const check = new CheckedRead({
       transform(chunk: Buffer, _encoding, done) {
@@ -460,14 +503,14 @@ export class BlobStore {
         done(null, previous);
       },
       flush: (done) => {
-        const actual = hash.digest('hex');
-        if (actual === record.sha256) return done(null, held);
+        const actual = hash.digest();
+        if (actual === hash.expected) return done(null, held);
         this.log.error(
-          { event: 'storage.read_mismatch', objectId: id, expected: record.sha256, actual },
-          'blob read back with other bytes than its sha256; read cut off',
+          { event: 'storage.read_mismatch', objectId: id, expected: hash.expected, actual },
+          'blob read back with other bytes than its checksum; read cut off',
         );
         void this.scrub({ id, ...record }).catch(() => {});
-        done(new StorageError('Internal', `blob ${id} does not match its sha256 on disk`));
+        done(new StorageError('Internal', `blob ${id} does not match its checksum on disk`));
       },
     });
     source.once('error', (err) => check.destroy(err));
@@ -504,10 +547,8 @@ export class BlobStore {
       const record = await this.index.get(expected.id);
       if (record === undefined || record.sha256 !== expected.sha256) return 'gone';
       const file = this.blobPath(expected.id);
-      const onDisk = await hashFile(file);
-      if (onDisk !== undefined && onDisk.size === record.size && onDisk.sha256 === record.sha256) {
-        return 'intact';
-      }
+      const onDisk = await hashFile(file, record);
+      if (onDisk !== undefined && onDisk.size === record.size && onDisk.matches) return 'intact';
       this.log.error(
         {
           event: 'storage.scrub_lost',
@@ -569,10 +610,11 @@ export class BlobStore {
     id: string,
     body: AsyncIterable<Uint8Array> | Readable,
     expected: string,
+    expectedCrc: string | undefined,
     maxBytes: number,
     options: WriteOptions,
   ): Promise<StoreResult<WriteOutcome>> {
-    const meter = this.meter(maxBytes, options, () => {}, false);
+    const meter = this.meter(maxBytes, options, expectedCrc === undefined, () => {}, false);
     try {
       await pipeline(meter.transform(body), async (source: AsyncIterable<Uint8Array>) => {
         for await (const _ of source);
@@ -582,21 +624,26 @@ export class BlobStore {
       if (known) return { ok: false, error: known };
       throw err;
     }
-    const sha256 = meter.digest();
-    if (sha256 !== expected) {
-      return failure('ChecksumMismatch', `body hashes to ${sha256}, expected ${expected}`, {
-        actualSha256: sha256,
-      });
-    }
+    const sums = meter.digest();
+    const mismatch = checksumMismatch(sums, expected, expectedCrc);
+    if (mismatch) return { ok: false, error: mismatch };
     return this.withLock(id, async () => {
       const current = await this.index.get(id);
-      if (current?.sha256 !== expected) {
+      if (current === undefined || !sameContent(current, { sha256: expected, crc32c: sums.crc32c })) {
         return failure<WriteOutcome>(
           'BlobConflict',
           `blob ${id} changed while its retry was verified; retry`,
         );
       }
-      return success({ status: 'unchanged' as const, id, size: current.size, sha256: current.sha256 });
+      // A blob stored before CRC32C was indexed holds the bytes of its sha256, as this body does.
+      const crc32c = current.crc32c ?? sums.crc32c;
+      return success({
+        status: 'unchanged' as const,
+        id,
+        size: current.size,
+        sha256: current.sha256,
+        crc32c,
+      });
     });
   }
 
@@ -612,12 +659,11 @@ export class BlobStore {
       const { id, record } = blob;
       const existing = this.index.getSync(id);
       if (existing !== undefined) {
-        outcomes[slot] =
-          existing.sha256 === record.sha256
-            ? success({ status: 'unchanged', id, size: existing.size, sha256: existing.sha256 })
-            : failure('BlobConflict', `blob ${id} already exists with other bytes`, {
-                sha256: existing.sha256,
-              });
+        outcomes[slot] = sameContent(existing, record)
+          ? success({ status: 'unchanged', id, ...existing, crc32c: existing.crc32c ?? record.crc32c })
+          : failure('BlobConflict', `blob ${id} already exists with other bytes`, {
+              sha256: existing.sha256,
+            });
       } else if (this.quotaBytes !== undefined && this.blobBytes + this.reservedBytes > this.quotaBytes) {
         outcomes[slot] = { ok: false, error: overQuota(this.quotaBytes) };
       } else {
@@ -628,11 +674,7 @@ export class BlobStore {
     if (going.length === 0) return outcomes;
 
     const marked = this.index.markPendingMany(going.map(({ blob }) => ({ id: blob.id, ...blob.record })));
-    const [markers, ...ready] = await Promise.allSettled([
-      marked,
-      // ensureFolder shares one attempt between the blobs of a folder.
-      ...going.map(({ blob, folder }) => Promise.all([blob.synced, this.ensureFolder(folder)])),
-    ]);
+    const [markers, ...ready] = await Promise.allSettled([marked, ...going.map(({ blob }) => blob.synced)]);
     const fail = (slot: number, err: unknown) => {
       outcomes[slot] = { ok: false, error: this.asWriteError(blobs[slot]!.id, err) };
     };
@@ -718,30 +760,6 @@ export class BlobStore {
   }
 
   /**
-   * Makes `blobs/ab/cd` exist durably: mkdir (an existing one is fine), then fsync `blobs/ab`, once
-   * per folder per process. Concurrent writers into the same new folder share one attempt; a failed
-   * attempt is forgotten so the next writer tries again.
-   */
-  private ensureFolder(folder: string): Promise<void> {
-    const slot = Number.parseInt(path.basename(path.dirname(folder)) + path.basename(folder), 16);
-    if ((this.durableFolders[slot >> 3]! & (1 << (slot & 7))) !== 0) return Promise.resolve();
-    let pending = this.foldersInProgress.get(slot);
-    if (pending === undefined) {
-      pending = (async () => {
-        try {
-          mkdirSync(folder, PRIVATE_DIR_MODE);
-        } catch (err) {
-          if (errnoCode(err) !== 'EEXIST') throw err;
-        }
-        await this.timedFsync('dir', () => fsyncDirFast(path.dirname(folder)));
-        this.durableFolders[slot >> 3]! |= 1 << (slot & 7);
-      })().finally(() => this.foldersInProgress.delete(slot));
-      this.foldersInProgress.set(slot, pending);
-    }
-    return pending;
-  }
-
-  /**
    * Reads the body, hashing and counting it, refusing it as soon as it crosses `maxBytes` or (when
    * `countsAgainstQuota`) the quota, so an over-limit body is never read whole. It is the pipeline's
    * source rather than a stage after the body, so a body that fails (client gone) surfaces here, as
@@ -750,10 +768,15 @@ export class BlobStore {
   private meter(
     maxBytes: number,
     options: WriteOptions,
+    withSha256: boolean,
     onReceived: (n: number) => void,
     countsAgainstQuota = true,
-  ): { transform: (source: AsyncIterable<Uint8Array>) => AsyncGenerator<Uint8Array>; digest: () => string } {
-    const hash = createHash('sha256');
+  ): {
+    transform: (source: AsyncIterable<Uint8Array>) => AsyncGenerator<Uint8Array>;
+    digest: () => BodySums;
+  } {
+    const sha = withSha256 ? createHash('sha256') : null;
+    const crc = new Crc32c();
     let total = 0;
     const store = this;
     async function* transform(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
@@ -779,7 +802,8 @@ export class BlobStore {
           ) {
             throw overQuota(store.quotaBytes);
           }
-          hash.update(chunk);
+          sha?.update(chunk);
+          crc.update(chunk);
           yield chunk;
         }
       } finally {
@@ -787,7 +811,7 @@ export class BlobStore {
         await iterator.return?.().catch(() => {});
       }
     }
-    return { transform, digest: () => hash.digest('hex') };
+    return { transform, digest: () => ({ sha256: sha?.digest('hex'), crc32c: crc.hex() }) };
   }
 
   private async timedFsync(target: FsyncTarget, run: () => Promise<void>): Promise<void> {
@@ -824,9 +848,13 @@ export class BlobStore {
   }
 }
 
-async function startupCheck(root: string, index: BlobIndex, log: Logger): Promise<StartupReport> {
+async function startupCheck(
+  root: string,
+  index: BlobIndex,
+  log: Logger,
+): Promise<Omit<StartupReport, 'migratedBlobs'>> {
   const started = Date.now();
-  const report: StartupReport = {
+  const report: Omit<StartupReport, 'migratedBlobs'> = {
     tempFilesRemoved: 0,
     pendingAdopted: 0,
     pendingDropped: 0,
@@ -851,12 +879,12 @@ async function startupCheck(root: string, index: BlobIndex, log: Logger): Promis
       await index.clearPending(write.id);
       continue;
     }
-    const onDisk = await hashFile(file);
-    if (onDisk !== undefined && onDisk.size === write.size && onDisk.sha256 === write.sha256) {
+    const onDisk = await hashFile(file, write);
+    if (onDisk !== undefined && onDisk.size === write.size && onDisk.matches) {
       // The crash may have come before the folder fsync that makes the name durable: done here,
       // before the index vouches for the blob.
       await fsyncDir(path.dirname(file));
-      await index.put(write.id, { size: write.size, sha256: write.sha256 });
+      await index.put(write.id, write);
       report.pendingAdopted += 1;
       log.warn(
         { event: 'storage.pending_adopted', objectId: write.id },
@@ -927,28 +955,6 @@ async function startupCheck(root: string, index: BlobIndex, log: Logger): Promis
   return report;
 }
 
-/**
- * Creates the 256 `blobs/ab` folders up front (once per data folder; later opens find them), so a
- * write never has to make `blobs/` durable. Always fsyncs `blobs/`: it also covers folders created
- * by an earlier process that crashed before syncing them.
- */
-async function prepareTopFolders(blobsDir: string): Promise<void> {
-  const present = new Set(await fs.readdir(blobsDir));
-  const missing = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0')).filter(
-    (name) => !present.has(name),
-  );
-  await Promise.all(
-    missing.map(async (name) => {
-      try {
-        await fs.mkdir(path.join(blobsDir, name), PRIVATE_DIR_MODE);
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') throw err;
-      }
-    }),
-  );
-  await fsyncDir(blobsDir);
-}
-
 /** A verified whole-blob read; `bytesRead` like the file stream it wraps (bytes-out metrics). */
 class CheckedRead extends Transform {
   bytesRead = 0;
@@ -960,6 +966,12 @@ interface TempFile {
   opened: Promise<number>;
   closed: boolean;
   renamed: boolean;
+}
+
+/** A whole blob read and checked (see `readWhole`). */
+export interface WholeBlob {
+  record: BlobRecord;
+  bytes: Buffer;
 }
 
 /** A blob being read for a copy batch (see `openForCopy`). */
@@ -1008,11 +1020,62 @@ function fsyncFd(fd: number): Promise<void> {
   });
 }
 
-async function hashFile(file: string): Promise<BlobRecord | undefined> {
-  const hash = createHash('sha256');
+/** What a body hashed to: its CRC32C always, its sha256 only when the sender gave no CRC32C. */
+interface BodySums {
+  sha256: string | undefined;
+  crc32c: string;
+}
+
+/** ChecksumMismatch unless the body matches the sender's CRC32C (when sent), else its sha256. */
+function checksumMismatch(sums: BodySums, sha256: string, crc32c: string | undefined): StorageError | null {
+  if (crc32c !== undefined) {
+    if (sums.crc32c === crc32c) return null;
+    return new StorageError('ChecksumMismatch', `body has crc32c ${sums.crc32c}, expected ${crc32c}`, {
+      actualCrc32c: sums.crc32c,
+    });
+  }
+  if (sums.sha256 === sha256) return null;
+  return new StorageError('ChecksumMismatch', `body hashes to ${sums.sha256}, expected ${sha256}`, {
+    actualSha256: sums.sha256,
+  });
+}
+
+/** Two records name the same bytes: the same sha256, and the same CRC32C where both have one. */
+function sameContent(
+  a: { sha256: string; crc32c?: string },
+  b: { sha256: string; crc32c?: string },
+): boolean {
+  return a.sha256 === b.sha256 && (a.crc32c === undefined || b.crc32c === undefined || a.crc32c === b.crc32c);
+}
+
+/**
+ * The check a stored blob's bytes are read back with: its CRC32C, or its sha256 for a blob
+ * indexed before CRC32C was.
+ */
+function contentHasher(record: BlobRecord): {
+  update(chunk: Uint8Array): void;
+  digest(): string;
+  expected: string;
+} {
+  if (record.crc32c !== undefined) {
+    const crc = new Crc32c();
+    return { update: (chunk) => crc.update(chunk), digest: () => crc.hex(), expected: record.crc32c };
+  }
+  const sha = createHash('sha256');
+  return { update: (chunk) => sha.update(chunk), digest: () => sha.digest('hex'), expected: record.sha256 };
+}
+
+/** The file's size and whether its bytes pass `record`'s check; undefined when there is no file. */
+async function hashFile(
+  file: string,
+  record: BlobRecord,
+): Promise<{ size: number; matches: boolean } | undefined> {
+  const hash = contentHasher(record);
   let size = 0;
   try {
-    for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
+    for await (const chunk of createReadStream(file, {
+      highWaterMark: 256 * 1024,
+    }) as AsyncIterable<Buffer>) {
       size += chunk.byteLength;
       hash.update(chunk);
     }
@@ -1020,7 +1083,7 @@ async function hashFile(file: string): Promise<BlobRecord | undefined> {
     if (errnoCode(err) === 'ENOENT') return undefined;
     throw err;
   }
-  return { size, sha256: hash.digest('hex') };
+  return { size, matches: hash.digest() === hash.expected };
 }
 
 /** fsyncDir for the PUT path: open and close on this thread, only the fsync in the pool (see commit). */

@@ -6,12 +6,12 @@ import { routePath } from 'hono/route';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Registry } from 'prom-client';
 import { request as undiciRequest } from 'undici';
-import { z } from 'zod';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import { COPY_CREDENTIAL_HEADER, copyCredential, secretsEqual } from '../http/credentials.ts';
 import { requestBody } from '../http/requestBody.ts';
 import { webStreamOf } from '../http/webStream.ts';
 import { createLogger, type Logger } from '../logging.ts';
+import { CRC32C_HEADER, CRC32C_HEX_PATTERN } from '../protocol/checksums.ts';
 import { NDJSON_CONTENT_TYPE, SHA256_HEADER } from '../protocol/workerHeaders.ts';
 import {
   BLOB_BATCH_PATH,
@@ -60,6 +60,12 @@ export interface WorkerApp {
   registry: Registry;
   metrics: WorkerMetrics;
 }
+
+/**
+ * Whole-blob GETs of blobs up to this size are read into one buffer and checked before the answer
+ * starts; larger ones stream, checked as they go (the last chunk held back).
+ */
+const WHOLE_READ_BYTES = 1024 * 1024;
 
 /**
  * Blobs of one batch body committed together. Bounds the temp files a batch holds open; the marker
@@ -189,6 +195,10 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     if (sha256 === undefined || !SHA256_HEX_PATTERN.test(sha256)) {
       return failWith(c, 'InvalidRequest', `the ${SHA256_HEADER} header must be 64 hexadecimal characters`);
     }
+    const crc32c = c.req.header(CRC32C_HEADER)?.toLowerCase();
+    if (crc32c !== undefined && !CRC32C_HEX_PATTERN.test(crc32c)) {
+      return failWith(c, 'InvalidRequest', `the ${CRC32C_HEADER} header must be 8 hexadecimal characters`);
+    }
     const lengthHeader = c.req.header('content-length');
     let declaredLength: number | undefined;
     if (lengthHeader !== undefined) {
@@ -211,6 +221,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     const result = await store.writeAtomically(id, body.chunks, sha256, maxBlobBytes, {
       declaredLength,
       onBytes: (n) => metrics.bytesIn.inc(n),
+      ...(crc32c === undefined ? {} : { expectedCrc32c: crc32c }),
     });
     if (!result.ok) {
       body.abandon();
@@ -224,7 +235,8 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     const { status, size } = result.value;
     if (status === 'created')
       log.debug({ event: 'storage.blob_written', objectId: id, size }, 'blob written');
-    return c.json({ id, size, sha256: result.value.sha256 }, status === 'created' ? 201 : 200);
+    const stored = { id, size, sha256: result.value.sha256, crc32c: result.value.crc32c };
+    return c.json(stored, status === 'created' ? 201 : 200);
   });
 
   // The receiving end of copy-batch: many blobs in one body (see blobFrames.ts), each stored with
@@ -262,13 +274,14 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       for (let header = await reader.header(); header !== null; header = await reader.header()) {
         if (results.length >= MAX_COPY_BATCH)
           return await refuse(`a batch carries at most ${MAX_COPY_BATCH} blobs`);
-        const { id, size, sha256 } = header;
+        const { id, size, sha256, crc32c } = header;
         if (group.length >= BATCH_COMMIT_GROUP || group.some((g) => g.blob.id === id)) await commitGroup();
         const blob = reader.body(size);
         const receipt = isValidBlobId(id)
           ? await store.receive(id, blob, sha256, maxBlobBytes, {
               declaredLength: size,
               onBytes: (n) => metrics.bytesIn.inc(n),
+              ...(crc32c === undefined ? {} : { expectedCrc32c: crc32c }),
             })
           : failure<never>('InvalidBlobId', 'blob id does not match the id pattern');
         // A blob refused early leaves bytes unread; a body cut short throws here. (A received or
@@ -323,6 +336,19 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     headers['content-length'] = String(end - start + 1);
     if (c.req.method === 'HEAD') return new Response(null, { status, headers });
 
+    if (range.kind === 'full') {
+      const whole = await store.readWhole(id, WHOLE_READ_BYTES);
+      if (!whole.ok) return fail(c, whole.error);
+      if (whole.value !== 'tooLarge') {
+        // What was read: the id may have been deleted and written anew since the stat above.
+        const { record, bytes } = whole.value;
+        headers.etag = `"${record.sha256}"`;
+        headers['content-length'] = String(record.size);
+        metrics.bytesOut.inc(record.size);
+        // A buffer body is written to the socket as it is (@hono/node-server), not through a stream.
+        return new Response(bytes, { status, headers });
+      }
+    }
     const read = await store.openForRead(id, range.kind === 'partial' ? { start, end } : undefined);
     if (!read.ok) return fail(c, read.error);
     const stream = read.value.stream;
@@ -385,6 +411,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
         headers: {
           [SHA256_HEADER]: record.sha256,
           ...auth,
+          ...(record.crc32c === undefined ? {} : { [CRC32C_HEADER]: record.crc32c }),
           'content-length': String(record.size),
           'content-type': 'application/octet-stream',
         },
@@ -505,7 +532,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
               continue;
             }
             sent.push({ index: i, size: record.size, sha256: record.sha256 });
-            yield encodeFrameHeader({ id, size: record.size, sha256: record.sha256 });
+            yield encodeFrameHeader({ id, ...record });
             for await (const chunk of chunks) {
               metrics.bytesOut.inc(chunk.length);
               yield chunk;

@@ -2,14 +2,17 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, expect, it } from 'vitest';
+import { Readable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
 import { CopyLocks } from '../../src/manager/copyLocks.ts';
 import { ImageError, ImageService } from '../../src/manager/imageService.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
+import type { Command } from '../../src/metadata/commands.ts';
 import { EntryLog, MetadataFixture, registerCmd } from '../metadata/metadataFixture.ts';
+import { makeDataDir, removeDir, SECRET, startWorker } from '../storagenode/workerHarness.ts';
 
 const fx = new MetadataFixture();
 const cleanups: (() => Promise<void>)[] = [];
@@ -73,4 +76,79 @@ it('a new leader answers for an existing id only from a table as of everything c
   );
   expect(reads).toBe(1);
   expect(await sm.getObject('cat')).toBeNull();
+});
+
+describe('reads: ReadIndex beside the worker read', () => {
+  const OTHER = Buffer.concat([PNG.subarray(0, 16), Buffer.alloc(300, 2)]);
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  const record = (bytes: Buffer, createdAt: number): Command => ({
+    type: 'recordObject',
+    id: 'cat',
+    size: bytes.length,
+    sha256: sha(bytes),
+    contentType: 'image/png',
+    createdAt,
+    replicas: ['w1'],
+  });
+
+  /** A service whose table holds `cat` on a real worker, and whose ReadIndex first applies `pending`. */
+  async function setup(pending: Command[]) {
+    const sm = await fx.machine();
+    const log = new EntryLog();
+    const dir = await makeDataDir();
+    const worker = await startWorker(dir);
+    const workers = new WorkerClient({ secret: SECRET });
+    cleanups.push(async () => {
+      await workers.close();
+      await worker.stop();
+      await removeDir(dir);
+    });
+    await workers.putBlob(worker.url, 'cat', sha(PNG), PNG.length, Readable.from([PNG]));
+    await sm.apply([
+      log.command({ type: 'registerWorker', nodeId: 'w1', url: worker.url, zone: 'z1', at: 1000 }),
+      log.command(record(PNG, 1)),
+    ]);
+    let reads = 0;
+    const raft = {
+      isLeader: () => true,
+      leaderInfo: () => ({ id: 'm1', url: null }),
+      readIndex: async () => {
+        reads += 1;
+        await sm.apply(pending.splice(0).map((c) => log.command(c)));
+      },
+      propose: () => Promise.reject(new Error('no proposal expected')),
+    };
+    const stagingDir = await mkdtemp(join(tmpdir(), 'imgvault-staging-'));
+    cleanups.push(() => rm(stagingDir, { recursive: true, force: true }));
+    const images = new ImageService({
+      raft,
+      metadata: sm,
+      staging: await StagingArea.open(stagingDir),
+      workers,
+      liveness: new WorkerLiveness({ suspectAfterMs: 1_000 }),
+      log: createLogger('test'),
+      maxImageBytes: 1 << 20,
+      copies: new CopyLocks(),
+    });
+    return { images, reads: () => reads };
+  }
+
+  it('serves the local record once ReadIndex confirmed it, with one round', async () => {
+    const { images, reads } = await setup([]);
+    const download = await images.open('cat', { method: 'GET' });
+    expect(download.bytes?.equals(PNG)).toBe(true);
+    expect(reads()).toBe(1);
+  });
+
+  it('never serves a record deleted before the read began, though its bytes were read', async () => {
+    const { images } = await setup([{ type: 'deleteObject', id: 'cat' }]);
+    await expect(images.open('cat', { method: 'GET' })).rejects.toMatchObject({ code: 'NotFound' });
+  });
+
+  it('checks the bytes against the confirmed record when the id was deleted and stored anew meanwhile', async () => {
+    const { images } = await setup([{ type: 'deleteObject', id: 'cat' }, record(OTHER, 2)]);
+    // The worker still holds the old bytes under `cat`: they were read for the local record, but
+    // the confirmed one names other bytes, so nothing is served rather than the old bytes.
+    await expect(images.open('cat', { method: 'GET' })).rejects.toMatchObject({ code: 'Unavailable' });
+  });
 });

@@ -7,6 +7,7 @@ import { type ServerType, serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WorkerCallError, WorkerClient } from '../../src/manager/workerClient.ts';
+import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { makeDataDir, removeDir, SECRET, sha256Of, startWorker } from '../storagenode/workerHarness.ts';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -51,6 +52,38 @@ describe('WorkerClient.putBlob', () => {
       await expect(put).rejects.toBeInstanceOf(WorkerCallError);
       await expect(put).rejects.toThrow(/not the [0-9a-f]{64}/);
     }
+  });
+
+  it('refuses a 2xx that names another crc32c than the one sent', async () => {
+    const url = await liar(
+      201,
+      JSON.stringify({ id: 'b1', size: BYTES.length, sha256: SHA, crc32c: '00000000' }),
+    );
+    const put = client().putBlob(url, 'b1', SHA, BYTES.length, Readable.from([BYTES]), crc32cHex(BYTES));
+    await expect(put).rejects.toBeInstanceOf(WorkerCallError);
+  });
+
+  it('a real worker checks the body against the crc32c sent and refuses other bytes', async () => {
+    const dir = await makeDataDir();
+    const worker = await startWorker(dir);
+    cleanups.push(async () => {
+      await worker.stop();
+      await removeDir(dir);
+    });
+    const c = client();
+    const crc = crc32cHex(BYTES);
+    const corrupted = Buffer.from(BYTES);
+    corrupted[0]! ^= 0x20;
+    const bad = c.putBlob(worker.url, 'b1', SHA, BYTES.length, Readable.from([corrupted]), crc);
+    await expect(bad).rejects.toMatchObject({ code: 'ChecksumMismatch', status: 422 });
+    expect(await c.putBlob(worker.url, 'b1', SHA, BYTES.length, Readable.from([BYTES]), crc)).toBe('created');
+    expect(await c.putBlob(worker.url, 'b1', SHA, BYTES.length, Readable.from([BYTES]), crc)).toBe(
+      'alreadyPresent',
+    );
+    expect(await worker.store.stat('b1')).toEqual({
+      ok: true,
+      value: { size: BYTES.length, sha256: SHA, crc32c: crc },
+    });
   });
 
   it('takes a real worker answer, created then already present', async () => {

@@ -7,6 +7,7 @@ import type { PlacementCandidate } from '../../src/manager/placement.ts';
 import { NoLiveWorker, replicateUpload } from '../../src/manager/replicateUpload.ts';
 import type { StagedUpload } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
+import { crc32cHex } from '../../src/protocol/checksums.ts';
 import {
   makeDataDir,
   type RunningWorker,
@@ -44,7 +45,13 @@ describe('replicateUpload against real workers', () => {
     dir = await mkdtemp(join(tmpdir(), 'imgvault-replicate-'));
     const path = join(dir, 'staged');
     await writeFile(path, bytes);
-    staged = { path, size: bytes.length, sha256: sha256Of(bytes), contentType: 'image/png' };
+    staged = {
+      path,
+      size: bytes.length,
+      sha256: sha256Of(bytes),
+      crc32c: crc32cHex(bytes),
+      contentType: 'image/png',
+    };
   });
 
   afterAll(async () => {

@@ -211,6 +211,17 @@ describe('recordObject', () => {
     await expectRejected(recordCmd('img', ['w1', 'w2'], 301), 'ObjectExists');
   });
 
+  it('keeps the crc32c an upload names, and records without one as they were', async () => {
+    const withCrc = await applyOne(sm, log, { ...recordCmd('new', ['w1', 'w2']), crc32c: '0badf00d' });
+    expect(withCrc).toMatchObject({ ok: true, object: { id: 'new', crc32c: '0badf00d' } });
+    expect(await sm.getObject('new')).toMatchObject({ crc32c: '0badf00d' });
+    // An entry logged before the field existed applies as it did then: no crc32c key at all.
+    const old = parseCommand(JSON.parse(JSON.stringify(recordCmd('old', ['w1', 'w2']))));
+    expect(old.ok).toBe(true);
+    await applyOne(sm, log, (old as { command: Command }).command);
+    expect(Object.keys((await sm.getObject('old'))!)).not.toContain('crc32c');
+  });
+
   it('refuses a replica on an unregistered node and writes nothing', async () => {
     await expectRejected(recordCmd('img', ['w1', 'w7']), 'NodeUnknown');
     expect(await sm.getObject('img')).toBeNull();

@@ -49,6 +49,8 @@ const invalid: [string, unknown][] = [
   ['too many replicas', { ...base, replicas: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'] }],
   ['upper-case sha256', { ...base, sha256: SHA_A.toUpperCase() }],
   ['short sha256', { ...base, sha256: 'abc' }],
+  ['upper-case crc32c', { ...base, crc32c: 'ABCDEF01' }],
+  ['crc32c as a number', { ...base, crc32c: 12345 }],
   ['negative size', { ...base, size: -1 }],
   ['fractional size', { ...base, size: 1.5 }],
   ['fractional timestamp', { ...base, createdAt: 1.5 }],

@@ -2,8 +2,10 @@ import fsp, { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { BLOB_ID_PATTERN, blobRelativePath, isValidBlobId } from '../../src/storagenode/blobId.ts';
 import { BlobIndex } from '../../src/storagenode/blobIndex.ts';
+import { LAYOUT_MARKER } from '../../src/storagenode/blobLayout.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
 import { resolveRange } from '../../src/storagenode/workerApp.ts';
 import { makeDataDir, removeDir, sha256Of } from './workerHarness.ts';
@@ -78,15 +80,15 @@ describe('blob ids', () => {
     expect(BLOB_ID_PATTERN.source).toBe('^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$');
   });
 
-  it('fans blobs out over two levels of 256 folders from the hash of the id', () => {
+  it('fans blobs out over one level of 256 folders from the hash of the id', () => {
     const rel = blobRelativePath('img-1');
-    expect(rel).toMatch(/^blobs\/[0-9a-f]{2}\/[0-9a-f]{2}\/img-1$/);
+    expect(rel).toMatch(/^blobs\/[0-9a-f]{2}\/img-1$/);
     expect(blobRelativePath('img-1')).toBe(rel);
     const folders = new Set(
-      Array.from({ length: 2000 }, (_, i) => path.dirname(blobRelativePath(`id-${i}`))),
+      Array.from({ length: 4000 }, (_, i) => path.dirname(blobRelativePath(`id-${i}`))),
     );
-    // 2000 ids over 65536 folders: nearly all distinct; a constant or one-level fan-out would not be.
-    expect(folders.size).toBeGreaterThan(1900);
+    // 4000 ids over 256 folders: every folder used; a constant fan-out would not be.
+    expect(folders.size).toBe(256);
     expect(() => blobRelativePath('../etc')).toThrow(/invalid blob id/);
   });
 });
@@ -114,7 +116,7 @@ describe('BlobStore', () => {
     const body = Buffer.from('0123456789');
     expect(await write(store, 'n1', body)).toEqual({
       ok: true,
-      value: { status: 'created', id: 'n1', size: 10, sha256: sha256Of(body) },
+      value: { status: 'created', id: 'n1', size: 10, sha256: sha256Of(body), crc32c: crc32cHex(body) },
     });
     expect((await readAll(store, 'n1', { start: 3, end: 5 })).toString()).toBe('345');
     expect(store.counters()).toEqual({ blobCount: 1, blobBytes: 10, reservedBytes: 0 });
@@ -141,7 +143,7 @@ describe('BlobStore', () => {
     for await (const chunk of read.value.chunks) chunks.push(chunk);
     expect(chunks.map((c) => c.length)).toEqual([1024 * 1024, 5]);
     expect(Buffer.concat(chunks).equals(big)).toBe(true);
-    expect(read.value.record).toEqual({ size: big.length, sha256: sha256Of(big) });
+    expect(read.value.record).toEqual({ size: big.length, sha256: sha256Of(big), crc32c: crc32cHex(big) });
 
     // Opened but never read (the copy refused it): release alone closes it, twice is harmless.
     const unread = await store.openForCopy('c2');
@@ -232,51 +234,23 @@ describe('BlobStore', () => {
 });
 
 describe('write path', () => {
-  /** Ids whose blobs share one `blobs/ab/cd` folder, found by hashing candidates. */
-  function idsInOneFolder(count: number): string[] {
-    const byFolder = new Map<string, string[]>();
-    for (let i = 0; ; i++) {
-      const id = `same-${i}`;
-      const folder = path.dirname(blobRelativePath(id));
-      const list = byFolder.get(folder) ?? [];
-      list.push(id);
-      byFolder.set(folder, list);
-      if (list.length === count) return list;
-    }
-  }
-
-  it('creates the 256 top-level folders at open; a new folder has its parent fsynced once', async () => {
+  it('makes the 256 blob folders with the data folder; a new blob fsyncs only its file and its folder', async () => {
     const store = await openStore();
-    const top = await readdir(path.join(dataDir, 'blobs'));
+    const top = (await readdir(path.join(dataDir, 'blobs'))).filter((n) => n !== LAYOUT_MARKER);
     expect(top).toHaveLength(256);
     expect(top).toContain('00');
     expect(top).toContain('ff');
+    expect(await readdir(path.join(dataDir, 'blobs'))).toContain(LAYOUT_MARKER);
 
     const seen: string[] = [];
     store.onFsync((target) => seen.push(target));
-    const [first, second] = idsInOneFolder(2) as [string, string];
-    await write(store, first, Buffer.from('first'));
-    // The file, the new folder's parent, the folder itself.
-    expect(seen.filter((t) => t === 'file')).toHaveLength(1);
-    expect(seen.filter((t) => t === 'dir')).toHaveLength(2);
-    seen.length = 0;
-    await write(store, second, Buffer.from('second'));
-    // Same folder, already durable: only the file and the folder.
-    expect(seen.sort()).toEqual(['dir', 'file']);
-    expect((await readAll(store, second)).toString()).toBe('second');
-  });
-
-  it('a reopened store syncs a folder it finds again before its first new blob there', async () => {
-    const [first, second] = idsInOneFolder(2) as [string, string];
-    let store = await openStore();
-    await write(store, first, Buffer.from('first'));
-    await closeStore(store);
-    store = await openStore();
-    const seen: string[] = [];
-    store.onFsync((target) => seen.push(target));
-    await write(store, second, Buffer.from('second'));
-    // An earlier process may have crashed between the mkdir and the parent's fsync.
-    expect(seen.filter((t) => t === 'dir')).toHaveLength(2);
+    for (const id of ['first', 'second', 'third']) {
+      await write(store, id, Buffer.from(id));
+      expect(seen.sort(), id).toEqual(['dir', 'file']);
+      seen.length = 0;
+      expect((await readAll(store, id)).toString()).toBe(id);
+      expect(await readdir(path.dirname(store.blobPath(id)))).toContain(id);
+    }
   });
 
   it('stores bodies of many odd-sized chunks and of chunks larger than a write batch byte for byte', async () => {
@@ -383,6 +357,88 @@ describe('write path', () => {
     expect(res.ok ? 'ok' : res.error.code).toBe('ChecksumMismatch');
     expect(seen).toEqual([]);
     expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+});
+
+describe('checksums', () => {
+  const body = Buffer.from('bytes checked with CRC32C on the way in and at rest');
+
+  it('with a CRC32C, checks the body against it alone and records the sha256 as the sender names it', async () => {
+    const store = await openStore();
+    const label = sha256Of(body);
+    const written = await store.writeAtomically('crc', Readable.from([body]), label, 1 << 20, {
+      expectedCrc32c: crc32cHex(body),
+    });
+    expect(written).toEqual({
+      ok: true,
+      value: { status: 'created', id: 'crc', size: body.length, sha256: label, crc32c: crc32cHex(body) },
+    });
+    expect(await store.stat('crc')).toEqual({
+      ok: true,
+      value: { size: body.length, sha256: label, crc32c: crc32cHex(body) },
+    });
+    const wrong = await store.writeAtomically('crc-bad', Readable.from([body]), label, 1 << 20, {
+      expectedCrc32c: crc32cHex(Buffer.from('other bytes')),
+    });
+    expect(wrong.ok ? 'ok' : wrong.error.code).toBe('ChecksumMismatch');
+    expect(await ids(store)).toEqual(['crc']);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+    // A retry of the same bytes is verified by its CRC32C; other bytes under the id are refused.
+    const retry = await store.writeAtomically('crc', Readable.from([body]), label, 1 << 20, {
+      expectedCrc32c: crc32cHex(body),
+    });
+    expect(retry.ok && retry.value.status).toBe('unchanged');
+    const other = Buffer.from('other bytes, same label');
+    const conflict = await store.writeAtomically('crc', Readable.from([other]), label, 1 << 20, {
+      expectedCrc32c: crc32cHex(other),
+    });
+    expect(conflict.ok ? 'ok' : conflict.error.code).toBe('BlobConflict');
+  });
+
+  it('without a CRC32C, hashes the body with sha256 and still indexes its CRC32C', async () => {
+    const store = await openStore();
+    await write(store, 'old-sender', body);
+    expect(await store.stat('old-sender')).toEqual({
+      ok: true,
+      value: { size: body.length, sha256: sha256Of(body), crc32c: crc32cHex(body) },
+    });
+  });
+
+  it('reads and scrubs with the CRC32C: a flipped byte on disk cuts the read and loses the blob', async () => {
+    const store = await openStore();
+    await store.writeAtomically('rots', Readable.from([body]), sha256Of(body), 1 << 20, {
+      expectedCrc32c: crc32cHex(body),
+    });
+    const file = store.blobPath('rots');
+    const rotten = Buffer.from(body);
+    rotten[7]! ^= 0x01;
+    await writeFile(file, rotten);
+    await expect(readAll(store, 'rots')).rejects.toThrow(/checksum/);
+    // The cut-off read has its own read-back remove the blob; a scrub now finds it lost or gone.
+    const verdict = await store.scrub({ id: 'rots', size: body.length, sha256: sha256Of(body) });
+    expect(['lost', 'gone']).toContain(verdict);
+    expect(await ids(store)).toEqual([]);
+  });
+
+  it('checks a blob indexed before CRC32C with its sha256', async () => {
+    let store = await openStore();
+    await write(store, 'legacy', body);
+    await write(store, 'legacy-rotten', body);
+    // As an older worker indexed them: no crc32c.
+    await store.index.record([
+      { id: 'legacy', size: body.length, sha256: sha256Of(body) },
+      { id: 'legacy-rotten', size: body.length, sha256: sha256Of(body) },
+    ]);
+    await closeStore(store);
+    store = await openStore();
+    expect((await readAll(store, 'legacy')).equals(body)).toBe(true);
+    expect(await store.scrub({ id: 'legacy', size: body.length, sha256: sha256Of(body) })).toBe('intact');
+    const rotten = Buffer.from(body);
+    rotten[3]! ^= 0x40;
+    await writeFile(store.blobPath('legacy-rotten'), rotten);
+    expect(await store.scrub({ id: 'legacy-rotten', size: body.length, sha256: sha256Of(body) })).toBe(
+      'lost',
+    );
   });
 });
 

@@ -107,7 +107,7 @@ describe('POST /blobs/:id/copy-to', () => {
     const first = await copy(a, 'copied', { target: b.url });
     expect(first).toEqual({
       status: 200,
-      json: { id: 'copied', target: b.url, targetStatus: 201, size, sha256 },
+      json: { id: 'copied', target: b.url, targetStatus: 201, size, sha256, crc32c: expect.any(String) },
     });
     const onB = await request(`${b.url}/blobs/copied`, { headers: AUTH });
     expect(onB.statusCode).toBe(200);

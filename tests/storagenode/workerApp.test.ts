@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import { crc32cHex } from '../../src/protocol/checksums.ts';
 import type { StoreStats } from '../../src/storagenode/blobStore.ts';
 import {
   AUTH,
@@ -85,7 +86,7 @@ describe('PUT /blobs/:id', () => {
     const first = Buffer.from('the first version of the bytes');
     expect(await put(w, 'img-1', first)).toEqual({
       status: 201,
-      json: { id: 'img-1', size: first.length, sha256: sha256Of(first) },
+      json: { id: 'img-1', size: first.length, sha256: sha256Of(first), crc32c: crc32cHex(first) },
     });
     expect((await put(w, 'img-1', first)).status).toBe(200);
 
@@ -296,6 +297,30 @@ describe('GET and HEAD /blobs/:id', () => {
     expect(res.headers['content-range']).toBe(`bytes ${start}-${end}/1000`);
     expect(res.headers['content-length']).toBe(String(end - start + 1));
     expect(res.body.equals(body.subarray(start, end + 1))).toBe(true);
+  });
+
+  it('checks a whole small blob before its first byte: a rotten copy answers 500, and is removed', async () => {
+    const w = await worker();
+    await put(w, 'rotten-small', body);
+    await flipByte(w.store.blobPath('rotten-small'), 500);
+    const res = await get(w, 'rotten-small');
+    expect(res.status).toBe(500);
+    expect(JSON.parse(res.body.toString()).error.message).toMatch(/does not match its checksum/);
+    const deadline = Date.now() + 10_000;
+    while ((await w.store.stat('rotten-small')).ok && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect((await get(w, 'rotten-small')).status).toBe(404);
+  });
+
+  it('streams a whole blob larger than a buffered read, checked as it goes', async () => {
+    const w = await worker();
+    const big = Buffer.alloc(3 * 1024 * 1024 + 17, 9);
+    await put(w, 'big-read', big);
+    const res = await get(w, 'big-read');
+    expect(res.status).toBe(200);
+    expect(res.body.equals(big)).toBe(true);
+    expect(res.headers.etag).toBe(`"${sha256Of(big)}"`);
   });
 
   it('answers 416 with bytes */size to an unsatisfiable range', async () => {

@@ -203,7 +203,7 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
         known ??= await images.getMeta(id);
         if (!ifRangeMatches(ifRange, known.sha256)) range = undefined;
       }
-      const { object, response, body } = await images.open(id, {
+      const { object, response, body, bytes } = await images.open(id, {
         method,
         ...(range ? { range } : {}),
         ...(known ? { object: known } : {}),
@@ -227,8 +227,8 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
         await response.body.dump();
         return new Response(null, { status: response.statusCode, headers });
       }
-      const stream = webStreamOf(body);
-      return new Response(stream, { status: response.statusCode, headers });
+      // A buffer is written to the socket as it is (@hono/node-server); a stream goes chunk by chunk.
+      return new Response(bytes ?? webStreamOf(body), { status: response.statusCode, headers });
     } catch (err) {
       return mapError(c, err);
     }

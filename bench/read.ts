@@ -1,0 +1,241 @@
+/**
+ * Whole-image GETs from an embedded cluster, through the leader and through a follower.
+ *
+ *   npm run bench:read        (BENCH_SECS=4 BENCH_ROUNDS=2 BENCH_OBJECTS=200 by default)
+ *
+ * Starts 3 managers and 3 workers as child processes (fresh temp folder, free ports), uploads
+ * BENCH_OBJECTS distinct 1 MiB PNG images, then GETs them back at concurrency 1 and 8 through
+ * undici keep-alive connections, BENCH_ROUNDS runs of BENCH_SECS each per cell, alternating leader
+ * and follower. Every body is compared byte for byte with what was uploaded. Printed: GETs/s,
+ * p50/p99 latency, CPU time per GET of each process (user + system, all threads) and of the whole
+ * cluster, and, when ../shared/bench/swift-bench.sh ran on this machine, the ratio to Swift's GET
+ * of 1 MiB at the same concurrency (run them back to back: see bench/swiftAnchor.ts). Then, at
+ * concurrency 1, where a GET's time goes: the record alone (`/meta`: a ReadIndex round and a table
+ * read) and a worker's GET of the blob alone, beside the whole GET through the leader.
+ */
+
+import { randomUUID } from 'node:crypto';
+import { Agent, request } from 'undici';
+import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
+import { ImageCluster, type ManagerProc, pngImage } from '../tests/integration/imageCluster.ts';
+import { cpuSeconds } from './processCpu.ts';
+import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
+
+const SECS = Number(process.env.BENCH_SECS ?? 4);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 200);
+const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8').split(',').map(Number);
+const SIZE = 1024 * 1024;
+const PAYLOADS = 8;
+
+interface RunResult {
+  ops: number;
+  seconds: number;
+  latenciesMs: number[];
+  /** CPU seconds per process (managers, then workers) spent during the run. */
+  cpu: number[];
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** `concurrency` closed loops of `op` until `secs` have passed. */
+async function drive(
+  concurrency: number,
+  secs: number,
+  pids: (number | undefined)[],
+  op: (n: number) => Promise<void>,
+): Promise<RunResult> {
+  const latenciesMs: number[] = [];
+  let seq = 0;
+  const cpu0 = pids.map(cpuSeconds);
+  const started = performance.now();
+  const end = started + secs * 1000;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        const t0 = performance.now();
+        await op(seq++);
+        latenciesMs.push(performance.now() - t0);
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    ops: latenciesMs.length,
+    seconds,
+    latenciesMs,
+    cpu: pids.map((pid, i) => cpuSeconds(pid) - cpu0[i]!),
+  };
+}
+
+function combine(runs: RunResult[]): RunResult {
+  return {
+    ops: runs.reduce((a, r) => a + r.ops, 0),
+    seconds: runs.reduce((a, r) => a + r.seconds, 0),
+    latenciesMs: runs.flatMap((r) => r.latenciesMs),
+    cpu: runs[0]!.cpu.map((_, i) => runs.reduce((a, r) => a + r.cpu[i]!, 0)),
+  };
+}
+
+/** p50 at concurrency 1 of the parts of a GET: the record alone, a worker's GET alone, the whole. */
+async function whereTheTimeGoes(
+  cluster: ImageCluster,
+  leader: ManagerProc,
+  agent: Agent,
+  ids: string[],
+  whole: (n: number) => Promise<void>,
+): Promise<void> {
+  const sample = ids.slice(0, 50);
+  const holder = new Map<string, string>();
+  for (const id of sample) {
+    const res = await request(`${leader.url}/v1/images/${id}/meta`, { dispatcher: agent });
+    const meta = (await res.body.json()) as { replicas: string[] };
+    const w = cluster.workers.find((x) => x.id === meta.replicas[0]);
+    if (w) holder.set(id, w.url);
+  }
+  const parts: [string, (n: number) => Promise<void>][] = [
+    [
+      'record only (GET /meta via the leader: ReadIndex + table read)',
+      async (n) => {
+        const res = await request(`${leader.url}/v1/images/${sample[n % sample.length]}/meta`, {
+          dispatcher: agent,
+        });
+        await res.body.dump();
+      },
+    ],
+    [
+      "a worker's GET alone (checked by the worker)",
+      async (n) => {
+        const id = sample[n % sample.length]!;
+        const res = await request(`${holder.get(id)}/blobs/${id}`, {
+          dispatcher: agent,
+          headers: { [CLUSTER_SECRET_HEADER]: cluster.secret },
+        });
+        const body = Buffer.from(await res.body.arrayBuffer());
+        if (res.statusCode !== 200 || body.length !== SIZE)
+          throw new Error(`worker GET answered ${res.statusCode}`);
+      },
+    ],
+    ['the whole GET via the leader', whole],
+  ];
+  console.log('\nwhere a GET of 1 MiB goes, concurrency 1:');
+  for (const [what, op] of parts) {
+    const r = await drive(1, SECS, [], op);
+    const sorted = r.latenciesMs.sort((a, b) => a - b);
+    console.log(
+      `  ${what}: p50 ${percentile(sorted, 50).toFixed(2)} ms, ${(r.ops / r.seconds).toFixed(0)}/s`,
+    );
+  }
+}
+
+async function main(): Promise<void> {
+  console.log(`bench:read: starting 3 managers and 3 workers (${ROUNDS} x ${SECS} s per cell)...`);
+  const cluster = await ImageCluster.start({
+    name: 'imgvault-bench-read',
+    managers: 3,
+    workers: 3,
+    startTimeoutMs: 120_000,
+  });
+  const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000, pipelining: 1 });
+  try {
+    const leader = await cluster.leader();
+    const follower = (await cluster.followers())[0]!;
+    const payloads = Array.from({ length: PAYLOADS }, () => pngImage(SIZE));
+    const ids = Array.from({ length: OBJECTS }, () => `bench-read-${randomUUID()}`);
+    const payloadOf = (i: number) => payloads[i % PAYLOADS]!;
+    process.stderr.write(`uploading ${OBJECTS} images of 1 MiB...\n`);
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, lane) => {
+        for (let i = lane; i < ids.length; i += 8) {
+          const res = await request(`${leader.url}/v1/images/${ids[i]}`, {
+            method: 'PUT',
+            body: payloadOf(i),
+            headers: { 'content-type': 'image/png' },
+            dispatcher: agent,
+          });
+          const text = await res.body.text();
+          if (res.statusCode !== 201)
+            throw new Error(`upload answered ${res.statusCode}: ${text.slice(0, 200)}`);
+        }
+      }),
+    );
+    const get = (via: ManagerProc) => async (n: number) => {
+      const i = (n * 7919) % ids.length;
+      const res = await request(`${via.url}/v1/images/${ids[i]}`, { dispatcher: agent });
+      const body = Buffer.from(await res.body.arrayBuffer());
+      if (res.statusCode !== 200)
+        throw new Error(`GET answered ${res.statusCode}: ${body.toString().slice(0, 200)}`);
+      if (!body.equals(payloadOf(i))) throw new Error(`GET of ${ids[i]} returned other bytes`);
+    };
+    const procs = [...cluster.managers, ...cluster.workers];
+    const pids = procs.map((p) => p.child?.pid);
+    await drive(8, 1, pids, get(leader)); // warm-up: connections, JIT
+    await drive(8, 1, pids, get(follower));
+    const rows: string[][] = [];
+    for (const concurrency of CONCURRENCY) {
+      const runs = new Map<ManagerProc, RunResult[]>([
+        [leader, []],
+        [follower, []],
+      ]);
+      for (let round = 0; round < ROUNDS; round++) {
+        const order = round % 2 === 0 ? [leader, follower] : [follower, leader];
+        for (const via of order) runs.get(via)!.push(await drive(concurrency, SECS, pids, get(via)));
+      }
+      const swift = swiftCell('swift GET 1MiB', concurrency);
+      for (const [via, list] of runs) {
+        const r = combine(list);
+        const sorted = r.latenciesMs.sort((a, b) => a - b);
+        const perSec = r.ops / r.seconds;
+        const perProc = procs.map((p, i) => `${p.id} ${((r.cpu[i]! * 1000) / r.ops).toFixed(2)}`).join(' ');
+        const total = r.cpu.reduce((a, b) => a + b, 0);
+        rows.push([
+          via === leader ? `leader ${via.id}` : `follower ${via.id}`,
+          String(concurrency),
+          String(r.ops),
+          perSec.toFixed(1),
+          percentile(sorted, 50).toFixed(1),
+          percentile(sorted, 99).toFixed(1),
+          ((total * 1000) / r.ops).toFixed(2),
+          swift ? `${swift.objPerSec} (p50 ${swift.p50Ms})` : '-',
+          ratioToSwift(perSec, swift),
+          perProc,
+        ]);
+      }
+    }
+    const header = [
+      'via',
+      'conc',
+      'GETs',
+      'GETs/s',
+      'p50 ms',
+      'p99 ms',
+      'CPU ms/GET',
+      'Swift GET/s',
+      'vs Swift',
+      'CPU ms/GET per process',
+    ];
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]) =>
+      cells.map((c, i) => (i === cells.length - 1 ? c : c.padStart(widths[i]!))).join('  ');
+    console.log(
+      `\nGET of 1 MiB images (${ROUNDS} x ${SECS} s per cell, every body compared with what was uploaded)`,
+    );
+    console.log(line(header));
+    for (const r of rows) console.log(line(r));
+    console.log(
+      'target: >= 1.5x Swift GET at concurrency 1 and 8, through the leader and through a follower.',
+    );
+    await whereTheTimeGoes(cluster, leader, agent, ids, get(leader));
+  } finally {
+    await agent.close();
+    await cluster.close();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
