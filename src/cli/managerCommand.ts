@@ -110,6 +110,10 @@ export function registerManagerCommand(program: Command): void {
       '--usage-summary-ms <ms>',
       help('how often worker usage is committed (default 5000)', 'usageSummaryMs'),
     )
+    .option(
+      '--s3-port <port>',
+      help('serve the S3-compatible endpoint on this port of the --listen host (default: none)', 's3Port'),
+    )
     .action(async (flags: ManagerFlags) => {
       let config: ReturnType<typeof loadManagerConfig>;
       try {

@@ -18,6 +18,9 @@ import { ImageService } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { NameService } from './nameService.ts';
+import { s3KeyRoutes } from './s3/s3KeyRoutes.ts';
+import { listenS3, type S3EndpointDeps, s3ForwardRoutes } from './s3/s3Server.ts';
+import { S3Spool } from './s3/s3Spool.ts';
 import { StagingArea } from './stagingArea.ts';
 import { UploadAdmission } from './uploadAdmission.ts';
 import { UploadMetrics } from './uploadMetrics.ts';
@@ -29,6 +32,8 @@ export interface ImagesMode {
   metadata: MetadataStateMachine;
   /** Called once the Raft node exists: builds the service layer and its HTTP surfaces. */
   attach(node: RaftNode): Hono[];
+  /** Starts the S3 endpoint when configured (after attach); its URL, or null. */
+  startS3(): Promise<string | null>;
   close(): Promise<void>;
 }
 
@@ -53,6 +58,10 @@ export async function openImagesMode(
   const copies = new CopyLocks();
   let registry: WorkerRegistry | null = null;
   let failures: FailureHandling | null = null;
+  const s3Spool = await S3Spool.open(join(config.dataDir, 's3-spool'));
+  let s3Deps: S3EndpointDeps | null = null;
+  let s3Listener: { close: () => Promise<void> } | null = null;
+  const s3Endpoint = config.s3Port === undefined ? null : `http://${config.host}:${config.s3Port}`;
 
   return {
     metadata,
@@ -108,7 +117,10 @@ export async function openImagesMode(
       });
       registry.start();
       const names = new NameService({ images, raft: node, metadata, log });
+      s3Deps = { names, images, spool: s3Spool, log, raft: node, metadata, secret: config.secret };
       return [
+        s3ForwardRoutes(s3Deps),
+        s3KeyRoutes({ raft: node, metadata, secret: config.secret, endpoint: s3Endpoint }),
         publicRoutes(images, { clientsByToken: config.clientTokens.length > 0 }),
         nameRoutes(names, images, { clientsByToken: config.clientTokens.length > 0 }),
         workerRoutes({ registry, secret: config.secret, heartbeatIntervalMs: config.heartbeatIntervalMs }),
@@ -121,7 +133,13 @@ export async function openImagesMode(
         failures.routes,
       ];
     },
+    async startS3() {
+      if (config.s3Port === undefined || s3Deps === null) return null;
+      s3Listener = await listenS3(s3Deps, config.host, config.s3Port);
+      return s3Endpoint;
+    },
     async close() {
+      await s3Listener?.close();
       registry?.stop();
       await failures?.stop();
       await workers.close();

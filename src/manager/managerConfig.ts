@@ -117,6 +117,8 @@ export const managerConfigSchema = z
     electionTick: z.number().int().min(2).max(1_000).default(10),
     heartbeatTick: z.number().int().min(1).max(1_000).default(1),
     snapshotThreshold: z.number().int().min(1).default(10_000),
+    /** Port of the S3-compatible endpoint on `host` (docs/s3.md); none when unset. */
+    s3Port: z.number().int().min(0).max(65_535).optional(),
   })
   .refine((c) => c.heartbeatTick < c.electionTick, { message: 'heartbeatTick must be below electionTick' })
   .refine((c) => c.downAfterMs > c.suspectAfterMs, { message: 'downAfterMs must exceed suspectAfterMs' })
@@ -155,6 +157,7 @@ export interface ManagerFlags {
   repairConcurrency?: string;
   heartbeatIntervalMs?: string;
   usageSummaryMs?: string;
+  s3Port?: string;
 }
 
 /** One token per line; blank lines and lines starting with # are ignored. */
@@ -207,6 +210,7 @@ export const MANAGER_ENV = {
   repairConcurrency: 'IMGVAULT_REPAIR_CONCURRENCY',
   heartbeatIntervalMs: 'IMGVAULT_HEARTBEAT_INTERVAL_MS',
   usageSummaryMs: 'IMGVAULT_USAGE_SUMMARY_MS',
+  s3Port: 'IMGVAULT_S3_PORT',
 } as const satisfies Record<keyof ManagerFlags, string>;
 
 /** Flags win over the environment (MANAGER_ENV); `IMGVAULT_JOIN=1` is --join. */
@@ -259,6 +263,7 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     electionTick: int('electionTick'),
     heartbeatTick: int('heartbeatTick'),
     snapshotThreshold: int('snapshotThreshold'),
+    s3Port: int('s3Port'),
   };
   const parsed = managerConfigSchema.safeParse(raw);
   if (!parsed.success) {

@@ -67,6 +67,7 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   repairConcurrency: ['7', (c) => c.repairConcurrency, 7],
   heartbeatIntervalMs: ['700', (c) => c.heartbeatIntervalMs, 700],
   usageSummaryMs: ['900', (c) => c.usageSummaryMs, 900],
+  s3Port: ['7201', (c) => c.s3Port, 7201],
 };
 
 describe('imgvault manager --help', () => {

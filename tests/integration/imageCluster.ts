@@ -27,6 +27,8 @@ export interface ManagerProc {
   url: string;
   dataDir: string;
   child: ChildProcess | null;
+  /** The S3 endpoint's port, when the cluster runs one (ImageClusterOptions.s3). */
+  s3Port?: number;
 }
 
 export interface WorkerProc {
@@ -54,6 +56,8 @@ export interface ImageClusterOptions {
   startTimeoutMs?: number;
   /** Prefix of the temp folder's name. */
   name?: string;
+  /** Run the S3 endpoint on every manager, each on a free port (ManagerProc.s3Port). */
+  s3?: boolean;
   /** Bearer token for the cluster's own probes, when managerArgs turn client tokens on. */
   clientToken?: string;
 }
@@ -162,6 +166,7 @@ export class ImageCluster {
           url: managerUrl(port),
           dataDir: join(root, `m${i}`),
           child: null,
+          ...(opts.s3 ? { s3Port: await freePort() } : {}),
         });
       }
       for (const m of cluster.managers) cluster.spawnManager(m);
@@ -202,7 +207,10 @@ export class ImageCluster {
         dataDir: m.dataDir,
         peers: peersSpec(this.managers),
         secretFile: this.secretFile,
-        args: this.opts.managerArgs ?? [],
+        args: [
+          ...(this.opts.managerArgs ?? []),
+          ...(m.s3Port !== undefined ? ['--s3-port', String(m.s3Port)] : []),
+        ],
         logFile: join(this.root, `${m.id}.log`),
         env: this.env(),
       }),
