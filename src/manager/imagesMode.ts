@@ -28,6 +28,9 @@ import { WorkerClient } from './workerClient.ts';
 import { WorkerLiveness } from './workerLiveness.ts';
 import { WorkerRegistry } from './workerRegistry.ts';
 
+/** How often the leader looks for named content no name took (NameService.sweepUnnamedContent). */
+const UNNAMED_SWEEP_MS = 10 * 60 * 1000;
+
 export interface ImagesMode {
   metadata: MetadataStateMachine;
   /** Called once the Raft node exists: builds the service layer and its HTTP surfaces. */
@@ -61,6 +64,7 @@ export async function openImagesMode(
   const s3Spool = await S3Spool.open(join(config.dataDir, 's3-spool'));
   let s3Deps: S3EndpointDeps | null = null;
   let s3Listener: { close: () => Promise<void> } | null = null;
+  let sweepTimer: NodeJS.Timeout | null = null;
   const s3Endpoint = config.s3Port === undefined ? null : `http://${config.host}:${config.s3Port}`;
 
   return {
@@ -118,6 +122,17 @@ export async function openImagesMode(
       registry.start();
       const names = new NameService({ images, raft: node, metadata, log });
       s3Deps = { names, images, spool: s3Spool, log, raft: node, metadata, secret: config.secret };
+      // Content uploaded for a name whose name commit never happened, and multipart uploads their
+      // clients gave up on: swept on the leader, after the orphan grace (an upload in progress is
+      // younger than that).
+      sweepTimer = setInterval(() => {
+        if (!node.isLeader()) return;
+        void names.sweepUnnamedContent(config.orphanGraceMs).catch((err: unknown) => {
+          log.warn({ event: 'name.sweep_failed', err }, 'unnamed content sweep failed');
+        });
+        void s3Spool.sweep().catch(() => {});
+      }, UNNAMED_SWEEP_MS);
+      sweepTimer.unref();
       return [
         s3ForwardRoutes(s3Deps),
         s3KeyRoutes({ raft: node, metadata, secret: config.secret, endpoint: s3Endpoint }),
@@ -139,6 +154,7 @@ export async function openImagesMode(
       return s3Endpoint;
     },
     async close() {
+      if (sweepTimer) clearInterval(sweepTimer);
       await s3Listener?.close();
       registry?.stop();
       await failures?.stop();

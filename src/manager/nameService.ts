@@ -223,6 +223,42 @@ export class NameService {
   }
 
   /**
+   * Deletes named content (ids `c<sha256>`) that no name took and that is older than `graceMs`:
+   * what an upload for a name leaves when its leader died between the object's commit and the
+   * name's. Walks the object table in bounded steps; a name committed meanwhile makes the delete
+   * fail in apply (ObjectReferenced), so nothing named is ever lost. Returns how many it deleted.
+   */
+  async sweepUnnamedContent(graceMs: number, now = Date.now()): Promise<number> {
+    const { images, metadata } = this.deps;
+    let after: string | undefined;
+    let deleted = 0;
+    for (let step = 0; step < 10_000; step++) {
+      if (!this.deps.raft.isLeader()) return deleted;
+      const page = await metadata.unnamedContent({
+        createdBefore: now - graceMs,
+        ...(after !== undefined ? { after } : {}),
+      });
+      for (const object of page.items) {
+        if (images.isUploading(object.id)) continue;
+        try {
+          await images.remove(object.id);
+          deleted++;
+          this.deps.log.info(
+            { event: 'name.unnamed_content_deleted', objectId: object.id },
+            'unnamed content deleted',
+          );
+        } catch (err) {
+          const code = err instanceof ImageError ? err.code : 'Internal';
+          this.deps.log.debug({ event: 'name.unnamed_content_kept', objectId: object.id, code }, 'kept');
+        }
+      }
+      if (page.next === null) return deleted;
+      after = page.next;
+    }
+    return deleted;
+  }
+
+  /**
    * Deletes content no name points at through the image delete path. A failure (leadership lost,
    * a name put on it again meanwhile) leaves an unnamed object, never a name without content.
    */
