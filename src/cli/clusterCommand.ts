@@ -71,6 +71,7 @@ interface ClusterFlags {
   basePort: string;
   workers: string;
   workerBasePort: string;
+  s3BasePort?: string;
   leaderTimeout: string;
   restart: boolean;
 }
@@ -112,6 +113,9 @@ async function firstTakenPort(layout: Layout): Promise<string | null> {
   const all = [
     ...layout.members.map((m) => ({ ...m, kind: 'manager', flag: '--base-port' })),
     ...layout.workers.map((w) => ({ ...w, kind: 'worker', flag: '--worker-base-port' })),
+    ...layout.members
+      .filter((m) => m.s3Port !== null)
+      .map((m) => ({ id: m.id, port: m.s3Port!, kind: 'S3 endpoint of manager', flag: '--s3-base-port' })),
   ];
   for (const p of all) {
     try {
@@ -128,7 +132,7 @@ interface Layout {
   dataDir: string;
   /** Every credential of the cluster (credentialFiles.ts), generated on the first start. */
   credentialsDir: string;
-  members: { id: string; port: number }[];
+  members: { id: string; port: number; s3Port: number | null }[];
   workers: { id: string; port: number }[];
   leaderTimeoutMs: number;
   restart: boolean;
@@ -145,11 +149,18 @@ function parseLayout(flags: ClusterFlags): Layout | string {
   if (!Number.isInteger(workerCount) || workerCount < 0 || workerCount > 32) return '--workers must be 0..32';
   if (!Number.isInteger(workerBasePort) || workerBasePort < 1 || workerBasePort + workerCount > 65_535)
     return '--worker-base-port is not a usable port';
+  const s3BasePort = flags.s3BasePort === undefined ? basePort + 200 : Number(flags.s3BasePort);
+  if (!Number.isInteger(s3BasePort) || s3BasePort < 0 || s3BasePort + count > 65_535)
+    return '--s3-base-port is not a usable port (0: no S3 endpoint)';
   const dataDir = resolve(flags.data);
   return {
     dataDir,
     credentialsDir: join(dataDir, 'credentials'),
-    members: Array.from({ length: count }, (_, i) => ({ id: `m${i + 1}`, port: basePort + i })),
+    members: Array.from({ length: count }, (_, i) => ({
+      id: `m${i + 1}`,
+      port: basePort + i,
+      s3Port: s3BasePort === 0 ? null : s3BasePort + i,
+    })),
     workers: Array.from({ length: workerCount }, (_, i) => ({ id: `w${i + 1}`, port: workerBasePort + i })),
     leaderTimeoutMs: Number(flags.leaderTimeout),
     restart: flags.restart,
@@ -157,6 +168,10 @@ function parseLayout(flags: ClusterFlags): Layout | string {
 }
 
 const say = (line: string) => console.log(line);
+
+function s3Endpoints(layout: Layout): string[] {
+  return layout.members.filter((m) => m.s3Port !== null).map((m) => `http://127.0.0.1:${m.s3Port}`);
+}
 const warn = (line: string) => console.error(line);
 
 function superviseManagers(layout: Layout): SupervisedChild[] {
@@ -178,6 +193,7 @@ function superviseManagers(layout: Layout): SupervisedChild[] {
           dataDir: join(layout.dataDir, m.id),
           peers,
           credentialsDir: managerDir(layout.credentialsDir),
+          ...(m.s3Port !== null ? { args: ['--s3-port', String(m.s3Port)] } : {}),
           logFile,
           detached: true,
           ipc: true,
@@ -273,6 +289,10 @@ export function registerClusterCommand(program: Command): void {
     .option('--base-port <port>', 'port of the first manager; the others follow', '7001')
     .option('--workers <n>', 'number of storage workers (0 runs the managers alone)', '3')
     .option('--worker-base-port <port>', 'port of the first worker; the others follow', '7101')
+    .option(
+      '--s3-base-port <port>',
+      "port of the first manager's S3 endpoint; the others follow (default: --base-port + 200; 0: none)",
+    )
     .option('--leader-timeout <ms>', 'how long to wait for a leader, and then for the workers', '30000')
     .option('--no-restart', 'leave a child that dies down (for drills that control their own faults)')
     .action(async (flags: ClusterFlags) => {
@@ -373,11 +393,17 @@ async function runCluster(layout: Layout): Promise<void> {
     return stopAll(1);
   }
   say(
-    `imgvault cluster ready: ${layout.members.length} managers, ${usable} of ${layout.workers.length} workers taking images, leader ${leader.id} at ${leader.url} (term ${leader.term}); data in ${dataDir}`,
+    `imgvault cluster ready: ${layout.members.length} managers, ${usable} of ${layout.workers.length} workers taking images, leader ${leader.id} at ${leader.url} (term ${leader.term}); ${s3Endpoints(layout).length > 0 ? `S3 endpoint ${s3Endpoints(layout)[0]}; ` : ''}data in ${dataDir}`,
   );
   say(
     `open access on 127.0.0.1 (no client tokens): try  curl -L --data-binary @photo.jpg ${urls[0]}/v1/images`,
   );
+  const s3 = s3Endpoints(layout);
+  if (s3.length > 0) {
+    say(
+      `S3 endpoint: ${s3[0]} (any manager's: ${s3.join(', ')}); create an access key with  imgvault s3 keys create`,
+    );
+  }
   say(
     `pid files: ${join(dataDir, '<id>.pid')}; a child that dies is ${layout.restart ? 'restarted' : 'left down (--no-restart)'}`,
   );

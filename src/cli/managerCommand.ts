@@ -142,6 +142,10 @@ export function registerManagerCommand(program: Command): void {
         'tlsCa',
       ),
     )
+    .option(
+      '--s3-port <port>',
+      help('serve the S3-compatible endpoint on this port of the --listen host (default: none)', 's3Port'),
+    )
     .action(async (flags: ManagerFlags) => {
       let config: ReturnType<typeof loadManagerConfig>;
       try {

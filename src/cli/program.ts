@@ -94,6 +94,14 @@ export const COMMAND_INDEX: Record<string, IndexEntry> = {
       return (program) => program.addCommand(createRaftCommand());
     },
   },
+  s3: {
+    term: 's3',
+    description: 'the S3-compatible endpoint: access keys (cluster secret required)',
+    load: async () => {
+      const { createS3Command } = await import('./s3Command.ts');
+      return (program) => program.addCommand(createS3Command());
+    },
+  },
   drill: {
     term: 'drill [options] <name>',
     description:

@@ -19,6 +19,9 @@ import { ImageService } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { NameService } from './nameService.ts';
+import { s3KeyRoutes } from './s3/s3KeyRoutes.ts';
+import { listenS3, type S3EndpointDeps, s3ForwardRoutes } from './s3/s3Server.ts';
+import { S3Spool } from './s3/s3Spool.ts';
 import { StagingArea } from './stagingArea.ts';
 import { ThumbnailCache } from './thumbnails.ts';
 import { UploadAdmission } from './uploadAdmission.ts';
@@ -27,10 +30,15 @@ import { WorkerClient } from './workerClient.ts';
 import { WorkerLiveness } from './workerLiveness.ts';
 import { WorkerRegistry } from './workerRegistry.ts';
 
+/** How often the leader looks for named content no name took (NameService.sweepUnnamedContent). */
+const UNNAMED_SWEEP_MS = 10 * 60 * 1000;
+
 export interface ImagesMode {
   metadata: MetadataStateMachine;
   /** Called once the Raft node exists: builds the service layer and its HTTP surfaces. */
   attach(node: RaftNode): Hono[];
+  /** Starts the S3 endpoint when configured (after attach); its URL, or null. */
+  startS3(): Promise<string | null>;
   close(): Promise<void>;
 }
 
@@ -65,6 +73,11 @@ export async function openImagesMode(
   const copies = new CopyLocks();
   let registry: WorkerRegistry | null = null;
   let failures: FailureHandling | null = null;
+  const s3Spool = await S3Spool.open(join(config.dataDir, 's3-spool'));
+  let s3Deps: S3EndpointDeps | null = null;
+  let s3Listener: { close: () => Promise<void> } | null = null;
+  let sweepTimer: NodeJS.Timeout | null = null;
+  const s3Endpoint = config.s3Port === undefined ? null : `http://${config.host}:${config.s3Port}`;
 
   return {
     metadata,
@@ -120,7 +133,21 @@ export async function openImagesMode(
       });
       registry.start();
       const names = new NameService({ images, raft: node, metadata, log });
+      s3Deps = { names, images, spool: s3Spool, log, raft: node, metadata, credentials, selfId: config.id };
+      // Content uploaded for a name whose name commit never happened, and multipart uploads their
+      // clients gave up on: swept on the leader, after the orphan grace (an upload in progress is
+      // younger than that).
+      sweepTimer = setInterval(() => {
+        if (!node.isLeader()) return;
+        void names.sweepUnnamedContent(config.orphanGraceMs).catch((err: unknown) => {
+          log.warn({ event: 'name.sweep_failed', err }, 'unnamed content sweep failed');
+        });
+        void s3Spool.sweep().catch(() => {});
+      }, UNNAMED_SWEEP_MS);
+      sweepTimer.unref();
       return [
+        s3ForwardRoutes(s3Deps),
+        s3KeyRoutes({ raft: node, metadata, credentials, endpoint: s3Endpoint }),
         publicRoutes(images, { clientsByToken: config.clientTokens.length > 0 }),
         nameRoutes(names, images, { clientsByToken: config.clientTokens.length > 0 }),
         workerRoutes({
@@ -141,7 +168,14 @@ export async function openImagesMode(
         }),
       ];
     },
+    async startS3() {
+      if (config.s3Port === undefined || s3Deps === null) return null;
+      s3Listener = await listenS3(s3Deps, config.host, config.s3Port);
+      return s3Endpoint;
+    },
     async close() {
+      if (sweepTimer) clearInterval(sweepTimer);
+      await s3Listener?.close();
       registry?.stop();
       await failures?.stop();
       await workers.close();

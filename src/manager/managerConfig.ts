@@ -132,6 +132,8 @@ export const managerConfigSchema = z
     snapshotThreshold: z.number().int().min(1).default(10_000),
     /** HTTPS on the one listener and the CA internal calls trust (src/http/tls.ts); none = plain HTTP. */
     tls: tlsSettingsSchema.optional(),
+    /** Port of the S3-compatible endpoint on `host` (docs/s3.md); none when unset. */
+    s3Port: z.number().int().min(0).max(65_535).optional(),
   })
   .refine((c) => c.heartbeatTick < c.electionTick, { message: 'heartbeatTick must be below electionTick' })
   .refine((c) => c.downAfterMs > c.suspectAfterMs, { message: 'downAfterMs must exceed suspectAfterMs' })
@@ -183,6 +185,7 @@ export interface ManagerFlags {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  s3Port?: string;
 }
 
 /** One token per line; blank lines and lines starting with # are ignored. */
@@ -240,6 +243,7 @@ export const MANAGER_ENV = {
   tlsCert: 'IMGVAULT_TLS_CERT',
   tlsKey: 'IMGVAULT_TLS_KEY',
   tlsCa: 'IMGVAULT_TLS_CA',
+  s3Port: 'IMGVAULT_S3_PORT',
 } as const satisfies Record<keyof ManagerFlags, string>;
 
 /**
@@ -328,6 +332,7 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     heartbeatTick: int('heartbeatTick'),
     snapshotThreshold: int('snapshotThreshold'),
     tls,
+    s3Port: int('s3Port'),
   };
   const parsed = managerConfigSchema.safeParse(raw);
   if (!parsed.success) {

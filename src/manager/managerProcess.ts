@@ -154,9 +154,10 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
       ),
     );
   });
+  const s3Url = (await images?.startS3()) ?? null;
   log.info(
-    { event: 'manager.ready', url: config.url, dataDir: config.dataDir },
-    `manager ${config.id} ready on ${config.url}`,
+    { event: 'manager.ready', url: config.url, dataDir: config.dataDir, s3Url },
+    `manager ${config.id} ready on ${config.url}${s3Url ? `, S3 on ${s3Url}` : ''}`,
   );
 
   let closing: Promise<void> | null = null;

@@ -56,6 +56,9 @@ const CLIENT_GATE_OPEN: readonly RegExp[] = [
   /^\/internal\/v1\/workers\//,
   /^\/v1\/cluster\/(transfer-leader|members(\/[^/]+)?)$/,
   /^\/v1\/cluster\/nodes\/[^/]+\/(drain|undrain)$/,
+  // S3 requests forwarded by a follower, and S3 key administration (src/manager/s3).
+  /^\/internal\/s3\//,
+  /^\/v1\/cluster\/s3\/keys(\/[^/]+)?$/,
 ];
 
 /** A founding manager reads its peers' Raft view with its raft credential (bootstrapGuard.ts); an operator too. */

@@ -14,7 +14,9 @@ export type NameErrorCode =
   | 'InvalidQuery'
   | 'NameNotFound'
   | 'ContentNotFound'
-  | 'ChecksumMismatch';
+  | 'ChecksumMismatch'
+  | 'BucketNotFound'
+  | 'BucketNotEmpty';
 
 export class NameError extends Error {
   constructor(
@@ -59,7 +61,7 @@ export class NameService {
     bucket: string,
     key: string,
     openBody: () => AsyncIterable<Uint8Array>,
-    opts: { declaredLength?: number; mtime: number; sha256?: string; client?: string },
+    opts: { declaredLength?: number; mtime: number; sha256?: string; client?: string; etag?: string },
   ): Promise<PutOutcome> {
     this.validate(bucket, key);
     const { images } = this.deps;
@@ -76,11 +78,24 @@ export class NameService {
       if (created) await this.discard(object.id);
       throw new NameError('ChecksumMismatch', `the body's sha256 is ${object.sha256}, not ${opts.sha256}`);
     }
-    return this.commit({ bucket, key, sha256: object.sha256, objectId: object.id, mtime: opts.mtime });
+    return this.commit({
+      bucket,
+      key,
+      sha256: object.sha256,
+      objectId: object.id,
+      mtime: opts.mtime,
+      ...(opts.etag !== undefined ? { etag: opts.etag } : {}),
+    });
   }
 
   /** Names content already stored under another name: no byte moves. */
-  async putExisting(bucket: string, key: string, sha256: string, mtime: number): Promise<PutOutcome> {
+  async putExisting(
+    bucket: string,
+    key: string,
+    sha256: string,
+    mtime: number,
+    etag?: string,
+  ): Promise<PutOutcome> {
     this.validate(bucket, key);
     this.deps.images.requireLeader();
     // A miss costs no log entry. The leader's tables may lag its log: a wrong miss only makes the
@@ -88,7 +103,7 @@ export class NameService {
     if ((await this.deps.metadata.contentObject(sha256)) === null) {
       throw new NameError('ContentNotFound', `no stored content has sha256 ${sha256}`);
     }
-    return this.commit({ bucket, key, sha256, mtime });
+    return this.commit({ bucket, key, sha256, mtime, ...(etag !== undefined ? { etag } : {}) });
   }
 
   private async commit(c: {
@@ -97,6 +112,7 @@ export class NameService {
     sha256: string;
     objectId?: string;
     mtime: number;
+    etag?: string;
   }): Promise<PutOutcome> {
     let result: PutNameResult;
     try {
@@ -157,10 +173,89 @@ export class NameService {
     }
   }
 
+  private validBucket(bucket: string): void {
+    if (!BUCKET_PATTERN.test(bucket))
+      throw new NameError('InvalidName', `bucket must match ${BUCKET_PATTERN.source}`);
+  }
+
+  /** `created: false` when the bucket existed already (created, or made by its names). */
+  async createBucket(bucket: string): Promise<{ created: boolean }> {
+    this.validBucket(bucket);
+    this.deps.images.requireLeader();
+    const result = await proposeCommand(this.deps.raft, {
+      type: 'createBucket',
+      bucket,
+      at: Date.now(),
+    }).catch(raftFailure);
+    this.deps.log.info({ event: 'bucket.create', bucket, created: result.created }, 'bucket created');
+    return { created: result.created };
+  }
+
+  async deleteBucket(bucket: string): Promise<void> {
+    this.validBucket(bucket);
+    this.deps.images.requireLeader();
+    const result = await proposeCommand(this.deps.raft, { type: 'deleteBucket', bucket }).catch(raftFailure);
+    if (!result.ok) throw new NameError(result.code, result.message);
+    this.deps.log.info({ event: 'bucket.delete', bucket }, 'bucket deleted');
+  }
+
+  /** Linearizable. */
+  async bucketExists(bucket: string): Promise<boolean> {
+    this.validBucket(bucket);
+    await this.deps.raft.readIndex().catch(raftFailure);
+    return this.deps.metadata.bucketExists(bucket);
+  }
+
+  /** Throws BucketNotFound unless the bucket exists (linearizable). */
+  async requireBucket(bucket: string): Promise<void> {
+    if (!(await this.bucketExists(bucket))) throw new NameError('BucketNotFound', `no bucket ${bucket}`);
+  }
+
+  async listBuckets(): Promise<{ bucket: string; createdAt: number }[]> {
+    await this.deps.raft.readIndex().catch(raftFailure);
+    return this.deps.metadata.listBuckets();
+  }
+
   /** The object holding named content with this sha256, or null. */
   async contentObject(sha256: string): Promise<string | null> {
     await this.deps.raft.readIndex().catch(raftFailure);
     return this.deps.metadata.contentObject(sha256);
+  }
+
+  /**
+   * Deletes named content (ids `c<sha256>`) that no name took and that is older than `graceMs`:
+   * what an upload for a name leaves when its leader died between the object's commit and the
+   * name's. Walks the object table in bounded steps; a name committed meanwhile makes the delete
+   * fail in apply (ObjectReferenced), so nothing named is ever lost. Returns how many it deleted.
+   */
+  async sweepUnnamedContent(graceMs: number, now = Date.now()): Promise<number> {
+    const { images, metadata } = this.deps;
+    let after: string | undefined;
+    let deleted = 0;
+    for (let step = 0; step < 10_000; step++) {
+      if (!this.deps.raft.isLeader()) return deleted;
+      const page = await metadata.unnamedContent({
+        createdBefore: now - graceMs,
+        ...(after !== undefined ? { after } : {}),
+      });
+      for (const object of page.items) {
+        if (images.isUploading(object.id)) continue;
+        try {
+          await images.remove(object.id);
+          deleted++;
+          this.deps.log.info(
+            { event: 'name.unnamed_content_deleted', objectId: object.id },
+            'unnamed content deleted',
+          );
+        } catch (err) {
+          const code = err instanceof ImageError ? err.code : 'Internal';
+          this.deps.log.debug({ event: 'name.unnamed_content_kept', objectId: object.id, code }, 'kept');
+        }
+      }
+      if (page.next === null) return deleted;
+      after = page.next;
+    }
+    return deleted;
   }
 
   /**

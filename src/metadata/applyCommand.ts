@@ -4,6 +4,13 @@
 // A command that does not fit the state plans no write and returns a rejection code.
 
 import {
+  type BucketTableReader,
+  createBucket,
+  deleteBucket,
+  deleteS3Key,
+  putS3Key,
+} from './applyBucketCommands.ts';
+import {
   type Command,
   type CommandOf,
   type CommandResults,
@@ -19,6 +26,7 @@ import {
   reject,
 } from './commands.ts';
 import {
+  bucketPrefix,
   CONTENT_COUNTER,
   type Counter,
   decodeCounter,
@@ -43,7 +51,7 @@ import {
 } from './tables.ts';
 
 /** What planning reads: point lookups only, so a plan can also be made against planned rows. */
-export type TableReader = Pick<MetadataTables, 'get' | 'getMany'>;
+export type TableReader = Pick<MetadataTables, 'get' | 'getMany' | 'hasKeyWithPrefix'>;
 
 export interface Plan<R> {
   ops: TableOp[];
@@ -469,6 +477,7 @@ async function putName(
     contentType: target.contentType,
     mtime: c.mtime,
     updatedAt: c.at,
+    ...(c.etag !== undefined ? { etag: c.etag } : {}),
   };
   const refs = new RefDeltas();
   refs.add(targetId, target, 1);
@@ -542,6 +551,11 @@ class PlannedTables implements TableReader {
     return this.base.get(table, key);
   }
 
+  /** Only replica changes are planned against planned rows, and they never touch names or buckets. */
+  hasKeyWithPrefix(table: Table, prefix: string): Promise<boolean> {
+    return this.base.hasKeyWithPrefix(table, prefix);
+  }
+
   async getMany(table: Table, keys: string[]): Promise<(string | undefined)[]> {
     const missing = keys.filter((k) => !this.planned.has(`${table}\0${k}`));
     const read = missing.length > 0 ? await this.base.getMany(table, missing) : [];
@@ -581,6 +595,13 @@ function planReplicaChange(tables: TableReader, c: ReplicaChange): Promise<Plan<
   }
 }
 
+function bucketReader(tables: TableReader): BucketTableReader {
+  return {
+    get: (table, key) => tables.get(table, key),
+    hasNameUnder: (bucket) => tables.hasKeyWithPrefix('names', bucketPrefix(bucket)),
+  };
+}
+
 /** Plans one validated command against the live tables. Writes nothing itself. */
 export async function planCommand(
   tables: TableReader,
@@ -609,5 +630,13 @@ export async function planCommand(
       return putName(tables, c);
     case 'deleteName':
       return deleteName(tables, c);
+    case 'createBucket':
+      return createBucket(bucketReader(tables), c);
+    case 'deleteBucket':
+      return deleteBucket(bucketReader(tables), c);
+    case 'putS3Key':
+      return putS3Key(bucketReader(tables), c);
+    case 'deleteS3Key':
+      return deleteS3Key(bucketReader(tables), c);
   }
 }

@@ -193,6 +193,8 @@ export const markNodeStateSchema = z.strictObject({
 
 /** A bucket (a backup set): S3's alphabet, so the same names serve an S3 endpoint. */
 export const BUCKET_PATTERN = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+/** S3's ETag forms: the MD5 of the bytes, or of the parts' MD5s with the part count. */
+export const ETAG_PATTERN = /^[0-9a-f]{32}(-[1-9][0-9]{0,4})?$/;
 /** Bound on a key, in UTF-8 bytes (S3's). */
 export const MAX_KEY_BYTES = 1024;
 
@@ -242,6 +244,8 @@ export const putNameSchema = z.strictObject({
   /** The file's modification time, kept for restore. */
   mtime: timestampSchema,
   at: timestampSchema,
+  /** S3's ETag of the content (the MD5 of a single PUT, `<md5>-<parts>` of a multipart upload). */
+  etag: z.string().regex(ETAG_PATTERN, 'etag must be an MD5 in hex, optionally -<parts>').optional(),
 });
 
 export const deleteNameSchema = z.strictObject({
@@ -249,6 +253,45 @@ export const deleteNameSchema = z.strictObject({
   requestId,
   bucket: bucketSchema,
   key: nameKeySchema,
+});
+
+/**
+ * A bucket exists once created, or while it holds a name (names put before buckets could be
+ * created still count): creating one that exists is a no-op that reports `created: false`.
+ */
+export const createBucketSchema = z.strictObject({
+  type: z.literal('createBucket'),
+  requestId,
+  bucket: bucketSchema,
+  at: timestampSchema,
+});
+
+/** Only an empty bucket goes: names are deleted one by one, through their own content release. */
+export const deleteBucketSchema = z.strictObject({
+  type: z.literal('deleteBucket'),
+  requestId,
+  bucket: bucketSchema,
+});
+
+// ---- S3 access keys -------------------------------------------------------------------------
+
+/** AWS's shape (e.g. `AKIA` + 16 characters): upper-case letters and digits. */
+export const ACCESS_KEY_ID_PATTERN = /^[A-Z0-9]{16,128}$/;
+/** SigV4 keys its HMAC with the secret itself, so the secret is kept as is (docs/s3.md). */
+export const SECRET_ACCESS_KEY_PATTERN = /^[A-Za-z0-9/+=_-]{16,128}$/;
+
+export const putS3KeySchema = z.strictObject({
+  type: z.literal('putS3Key'),
+  requestId,
+  accessKeyId: z.string().regex(ACCESS_KEY_ID_PATTERN, 'invalid access key id'),
+  secretAccessKey: z.string().regex(SECRET_ACCESS_KEY_PATTERN, 'invalid secret access key'),
+  at: timestampSchema,
+});
+
+export const deleteS3KeySchema = z.strictObject({
+  type: z.literal('deleteS3Key'),
+  requestId,
+  accessKeyId: z.string().regex(ACCESS_KEY_ID_PATTERN, 'invalid access key id'),
 });
 
 export const commandSchema = z.discriminatedUnion('type', [
@@ -264,6 +307,10 @@ export const commandSchema = z.discriminatedUnion('type', [
   markNodeStateSchema,
   putNameSchema,
   deleteNameSchema,
+  createBucketSchema,
+  deleteBucketSchema,
+  putS3KeySchema,
+  deleteS3KeySchema,
 ]);
 
 export type Command = z.infer<typeof commandSchema>;
@@ -355,6 +402,8 @@ export interface NameRecord {
   mtime: number;
   /** Proposer time of the last put. */
   updatedAt: number;
+  /** S3's ETag, when the put carried one (names put before S3 existed have none). */
+  etag?: string;
 }
 
 export interface NameView extends NameRecord {
@@ -382,7 +431,11 @@ export type RejectionCode =
   | 'StateChanged'
   | 'ObjectReferenced'
   | 'ContentNotFound'
-  | 'NameNotFound';
+  | 'NameNotFound'
+  | 'BucketNotFound'
+  | 'BucketNotEmpty'
+  | 'KeyExists'
+  | 'KeyNotFound';
 
 export interface Rejection<C extends RejectionCode = RejectionCode> {
   ok: false;
@@ -440,6 +493,17 @@ export type DeleteNameResult =
   | { ok: true; name: NameView; released: string | null }
   | Rejection<'NameNotFound'>;
 
+export type CreateBucketResult = { ok: true; created: boolean; bucket: string; createdAt: number };
+export type DeleteBucketResult = { ok: true } | Rejection<'BucketNotFound' | 'BucketNotEmpty'>;
+/** Putting the same id and secret again is a no-op; another secret under a taken id is refused. */
+export type PutS3KeyResult = { ok: true; created: boolean } | Rejection<'KeyExists'>;
+export type DeleteS3KeyResult = { ok: true } | Rejection<'KeyNotFound'>;
+
+export interface S3KeyRecord {
+  secretAccessKey: string;
+  createdAt: number;
+}
+
 export interface CommandResults {
   registerWorker: RegisterWorkerResult;
   updateWorker: UpdateWorkerResult;
@@ -453,6 +517,10 @@ export interface CommandResults {
   markNodeState: MarkNodeStateResult;
   putName: PutNameResult;
   deleteName: DeleteNameResult;
+  createBucket: CreateBucketResult;
+  deleteBucket: DeleteBucketResult;
+  putS3Key: PutS3KeyResult;
+  deleteS3Key: DeleteS3KeyResult;
 }
 
 export type ResultOf<T extends CommandType> = CommandResults[T];

@@ -8,6 +8,7 @@ import { createLogger, type Logger } from '../logging.ts';
 import { planCommand } from './applyCommand.ts';
 import { markCleanStop, takeCleanStopMarker } from './cleanStop.ts';
 import {
+  ACCESS_KEY_ID_PATTERN,
   type ApplyResult,
   BUCKET_PATTERN,
   decodeCommand,
@@ -17,6 +18,7 @@ import {
   type NodeView,
   type ObjectView,
   reject,
+  type S3KeyRecord,
 } from './commands.ts';
 import {
   DELIMITER_PATTERN,
@@ -27,17 +29,21 @@ import {
   type NamePage,
 } from './nameListing.ts';
 import {
+  bucketPrefix,
   CONTENT_COUNTER,
   type Counter,
+  decodeBucket,
   decodeCounter,
   decodeName,
   decodeNode,
   decodeObject,
+  decodeS3Key,
   MetadataTables,
   NAMES_COUNTER,
   NODE_COUNTER_PREFIX,
   nameKey,
   nodeIndexPrefix,
+  prefixEnd,
   type TableDigest,
   TOTAL_COUNTER,
 } from './tables.ts';
@@ -46,6 +52,10 @@ import {
 export const MAX_PAGE = 1000;
 /** Bound on the objects one under-replication scan step reads. */
 export const MAX_SCAN = 10_000;
+/** Bound on the buckets ListBuckets returns. */
+export const MAX_BUCKETS = 1000;
+/** The id of named content (nameService.ts): `c` and its sha256. */
+const CONTENT_ID = /^c[0-9a-f]{64}$/;
 /** The design keeps every object on two live workers. */
 export const REPLICATION_FACTOR = 2;
 
@@ -349,6 +359,106 @@ export class MetadataStateMachine implements StateMachine {
     const view = await this.tables.view();
     try {
       return await listNamePage(view, bucket, { ...opts, limit, cursorKey });
+    } finally {
+      await view.close();
+    }
+  }
+
+  // ---- Buckets and S3 keys -----------------------------------------------------------------
+
+  /** A bucket exists once created, or while it holds a name. */
+  async bucketExists(bucket: string): Promise<boolean> {
+    if (!BUCKET_PATTERN.test(bucket)) return false;
+    if ((await this.tables.get('buckets', bucket)) !== undefined) return true;
+    return this.tables.hasKeyWithPrefix('names', bucketPrefix(bucket));
+  }
+
+  /**
+   * Every bucket in name order, created ones with their creation time and the ones only names
+   * made with that of their first name in key order (a stand-in: S3 clients only show it). Bounded
+   * by MAX_BUCKETS; each bucket made by names costs one seek past its names.
+   */
+  async listBuckets(): Promise<{ bucket: string; createdAt: number }[]> {
+    const view = await this.tables.view();
+    try {
+      const found = new Map<string, number>();
+      for await (const [bucket, value] of view.scan('buckets', { limit: MAX_BUCKETS })) {
+        found.set(bucket, decodeBucket(value));
+      }
+      let gte = '';
+      while (found.size < MAX_BUCKETS) {
+        let next: [string, string] | undefined;
+        for await (const row of view.range('names', { gte, prefix: '', limit: 1 })) next = row;
+        if (next === undefined) break;
+        const bucket = next[0].slice(0, next[0].indexOf('/'));
+        if (!found.has(bucket)) found.set(bucket, decodeName(next[1]).updatedAt);
+        gte = prefixEnd(bucketPrefix(bucket));
+      }
+      return [...found.entries()]
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([bucket, createdAt]) => ({ bucket, createdAt }));
+    } finally {
+      await view.close();
+    }
+  }
+
+  async getS3Key(accessKeyId: string): Promise<S3KeyRecord | null> {
+    if (!ACCESS_KEY_ID_PATTERN.test(accessKeyId)) return null;
+    const raw = await this.tables.get('s3keys', accessKeyId);
+    return raw === undefined ? null : decodeS3Key(raw);
+  }
+
+  /** Access key ids with their creation time; never the secrets. */
+  async listS3Keys(): Promise<{ accessKeyId: string; createdAt: number }[]> {
+    const view = await this.tables.view();
+    try {
+      const keys: { accessKeyId: string; createdAt: number }[] = [];
+      for await (const [accessKeyId, value] of view.scan('s3keys', { limit: MAX_PAGE })) {
+        keys.push({ accessKeyId, createdAt: decodeS3Key(value).createdAt });
+      }
+      return keys;
+    } finally {
+      await view.close();
+    }
+  }
+
+  /**
+   * One bounded step of the sweep for named content no name took: objects with a content id
+   * (`c<sha256>`, reserved for names) that no name refers to and that were created before
+   * `createdBefore`. Such an object is what an upload for a name leaves when its name was never
+   * committed (its leader died between the two commits). `next` as in underReplicated.
+   */
+  async unnamedContent(opts: {
+    after?: string;
+    createdBefore: number;
+    scanLimit?: number;
+  }): Promise<Page<ObjectView>> {
+    const scanLimit = clampLimit(opts.scanLimit, 1000, MAX_SCAN);
+    const view = await this.tables.view();
+    try {
+      const items: ObjectView[] = [];
+      let lastId: string | null = null;
+      let scanned = 0;
+      let more = false;
+      const after = opts.after !== undefined && opts.after >= 'c' ? opts.after : undefined;
+      for await (const [id, value] of view.scan('objects', {
+        prefix: 'c',
+        ...(after !== undefined ? { after } : {}),
+        limit: scanLimit + 1,
+      })) {
+        if (scanned === scanLimit) {
+          more = true;
+          break;
+        }
+        scanned++;
+        lastId = id;
+        if (!CONTENT_ID.test(id)) continue;
+        const record = decodeObject(value);
+        if (record.createdAt >= opts.createdBefore) continue;
+        if ((await view.get('refs', id)) !== undefined) continue;
+        items.push({ id, ...record });
+      }
+      return { items, next: more ? lastId : null };
     } finally {
       await view.close();
     }

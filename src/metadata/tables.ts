@@ -15,6 +15,8 @@
 //   data/<gen:12>/k/<bucket>/<key>        -> names:     NameRecord
 //   data/<gen:12>/r/<objectId>            -> refs:      { names } naming that object (no row: none)
 //   data/<gen:12>/h/<sha256>              -> content:   the object id named content with that sha256 is in
+//   data/<gen:12>/b/<bucket>              -> buckets:   { createdAt } of a created bucket
+//   data/<gen:12>/s/<accessKeyId>         -> s3keys:    S3KeyRecord (the secret in clear: docs/s3.md)
 //
 // `/` is not in the id alphabet, so `<nodeId>/` is a prefix of exactly that node's index keys; nor
 // in the bucket alphabet, so `<bucket>/` is a prefix of exactly that bucket's names.
@@ -29,10 +31,20 @@ import { createHash, type Hash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
-import type { NameRecord, NodeRecord, ObjectRecord } from './commands.ts';
+import type { NameRecord, NodeRecord, ObjectRecord, S3KeyRecord } from './commands.ts';
 
-// The name tables come last: a state without names digests as it did before they existed.
-export const TABLES = ['objects', 'nodes', 'nodeIndex', 'counters', 'names', 'refs', 'content'] as const;
+// Newer tables come last: a state without their rows digests as it did before they existed.
+export const TABLES = [
+  'objects',
+  'nodes',
+  'nodeIndex',
+  'counters',
+  'names',
+  'refs',
+  'content',
+  'buckets',
+  's3keys',
+] as const;
 export type Table = (typeof TABLES)[number];
 const TABLE_TAG: Record<Table, string> = {
   objects: 'o',
@@ -42,6 +54,8 @@ const TABLE_TAG: Record<Table, string> = {
   names: 'k',
   refs: 'r',
   content: 'h',
+  buckets: 'b',
+  s3keys: 's',
 };
 
 const META_APPLIED = 'meta/applied';
@@ -125,7 +139,15 @@ export function encodeName(r: NameRecord): string {
     contentType: r.contentType,
     mtime: r.mtime,
     updatedAt: r.updatedAt,
+    // Absent, not null, when there is none: older records keep their exact bytes.
+    ...(r.etag !== undefined ? { etag: r.etag } : {}),
   });
+}
+
+export const encodeBucket = (createdAt: number): string => JSON.stringify({ createdAt });
+
+export function encodeS3Key(r: S3KeyRecord): string {
+  return JSON.stringify({ secretAccessKey: r.secretAccessKey, createdAt: r.createdAt });
 }
 
 export const encodeRefs = (names: number): string => JSON.stringify({ names });
@@ -138,6 +160,8 @@ export const decodeNode = (v: string): NodeRecord => JSON.parse(v) as NodeRecord
 export const decodeCounter = (v: string): Counter => JSON.parse(v) as Counter;
 export const decodeName = (v: string): NameRecord => JSON.parse(v) as NameRecord;
 export const decodeRefs = (v: string): number => (JSON.parse(v) as { names: number }).names;
+export const decodeBucket = (v: string): number => (JSON.parse(v) as { createdAt: number }).createdAt;
+export const decodeS3Key = (v: string): S3KeyRecord => JSON.parse(v) as S3KeyRecord;
 
 // ---- Digest ---------------------------------------------------------------------------------
 
@@ -165,6 +189,8 @@ const snapshotSchema = z.object({
     names: z.array(z.tuple([z.string(), z.string()])).default([]),
     refs: z.array(z.tuple([z.string(), z.string()])).default([]),
     content: z.array(z.tuple([z.string(), z.string()])).default([]),
+    buckets: z.array(z.tuple([z.string(), z.string()])).default([]),
+    s3keys: z.array(z.tuple([z.string(), z.string()])).default([]),
   }),
   sha256: z.string(),
 });
@@ -172,7 +198,17 @@ const snapshotSchema = z.object({
 type SnapshotContent = z.infer<typeof snapshotSchema>;
 
 function emptySnapshot(index: number): SnapshotContent {
-  const tables = { objects: [], nodes: [], nodeIndex: [], counters: [], names: [], refs: [], content: [] };
+  const tables = {
+    objects: [],
+    nodes: [],
+    nodeIndex: [],
+    counters: [],
+    names: [],
+    refs: [],
+    content: [],
+    buckets: [],
+    s3keys: [],
+  };
   return { format: SNAPSHOT_FORMAT, appliedIndex: index, tables, sha256: createHash('sha256').digest('hex') };
 }
 
@@ -319,6 +355,13 @@ export class MetadataTables {
   async getMany(table: Table, keys: string[]): Promise<(string | undefined)[]> {
     const prefix = tablePrefix(this.generation, table);
     return keys.map((k) => this.db.getSync(prefix + k));
+  }
+
+  /** Whether any live row of `table` has a key starting with `prefix` (ASCII-ended): one seek. */
+  async hasKeyWithPrefix(table: Table, prefix: string): Promise<boolean> {
+    const from = tablePrefix(this.generation, table) + prefix;
+    const keys = await this.db.keys({ gte: from, lt: prefixEnd(from), limit: 1 }).all();
+    return keys.length > 0;
   }
 
   /**

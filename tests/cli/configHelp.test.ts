@@ -107,6 +107,7 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   tlsCert: [ca?.certFile ?? '', (c) => c.tls?.server?.cert, pem(ca?.certFile)],
   tlsKey: [ca?.keyFile ?? '', (c) => c.tls?.server?.key, pem(ca?.keyFile)],
   tlsCa: [ca?.caFile ?? '', (c) => c.tls?.ca, pem(ca?.caFile)],
+  s3Port: ['7201', (c) => c.s3Port, 7201],
 };
 
 describe('imgvault manager --help', () => {

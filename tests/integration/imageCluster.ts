@@ -42,6 +42,8 @@ export interface ManagerProc {
   url: string;
   dataDir: string;
   child: ChildProcess | null;
+  /** The S3 endpoint's port, when the cluster runs one (ImageClusterOptions.s3). */
+  s3Port?: number;
 }
 
 export interface WorkerProc {
@@ -69,6 +71,8 @@ export interface ImageClusterOptions {
   startTimeoutMs?: number;
   /** Prefix of the temp folder's name. */
   name?: string;
+  /** Run the S3 endpoint on every manager, each on a free port (ManagerProc.s3Port). */
+  s3?: boolean;
   /** Bearer token for the cluster's own probes, when managerArgs turn client tokens on. */
   clientToken?: string;
   /**
@@ -183,6 +187,7 @@ export class ImageCluster {
           url: cluster.https(managerUrl(port)),
           dataDir: join(root, `m${i}`),
           child: null,
+          ...(opts.s3 ? { s3Port: await freePort() } : {}),
         });
       }
       for (const m of cluster.managers) cluster.spawnManager(m);
@@ -243,7 +248,11 @@ export class ImageCluster {
         ...(this.opts.perRole
           ? { credentialsDir: managerDir(this.credentialsRoot) }
           : { secretFile: this.secretFile }),
-        args: [...this.tlsArgs(), ...(this.opts.managerArgs ?? [])],
+        args: [
+          ...this.tlsArgs(),
+          ...(this.opts.managerArgs ?? []),
+          ...(m.s3Port !== undefined ? ['--s3-port', String(m.s3Port)] : []),
+        ],
         logFile: join(this.root, `${m.id}.log`),
         env: this.env(),
       }),

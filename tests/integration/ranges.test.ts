@@ -99,11 +99,11 @@ describe('uploads', () => {
     expect(res.json).toMatchObject({ contentType: 'image/tiff', sha256: sha256(tiff) });
   });
 
-  it('refuses a form upload with 415 and says how to send the file', async () => {
+  it('stores the file part of a form upload (curl -F), streamed; a form without a file is a 400', async () => {
+    const image = pngImage(1_000);
     const form = new FormData();
-    form.append('file', new Blob([pngImage(1_000)], { type: 'image/png' }), 'photo.png');
-    // Encoded first and sent in one piece: the answer comes before the body is read, and a body
-    // still being written then would meet a closed connection.
+    form.append('note', 'a field before the file');
+    form.append('file', new Blob([image], { type: 'image/png' }), 'photo.png');
     const encoded = new Response(form);
     const res = await fetch(`${leader.url}/v1/images`, {
       method: 'POST',
@@ -111,10 +111,25 @@ describe('uploads', () => {
       body: new Blob([await encoded.arrayBuffer()]),
       signal: AbortSignal.timeout(30_000),
     });
-    expect(res.status).toBe(415);
-    const json = (await res.json()) as { error: { code: string; message: string } };
-    expect(json.error.code).toBe('UnsupportedMediaType');
-    expect(json.error.message).toMatch(/^multipart\/form-data .*--data-binary/);
+    expect(res.status).toBe(201);
+    const json = (await res.json()) as { id: string; size: number; sha256: string };
+    expect(json).toMatchObject({ size: image.length, sha256: sha256(image) });
+    const back = await fetch(`${leader.url}/v1/images/${json.id}`, { signal: AbortSignal.timeout(30_000) });
+    expect(Buffer.from(await back.arrayBuffer()).equals(image)).toBe(true);
+
+    const empty = new FormData();
+    empty.append('note', 'no file here');
+    const noFile = new Response(empty);
+    const refused = await fetch(`${leader.url}/v1/images`, {
+      method: 'POST',
+      headers: { 'content-type': noFile.headers.get('content-type')! },
+      body: new Blob([await noFile.arrayBuffer()]),
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(refused.status).toBe(400);
+    const error = (await refused.json()) as { error: { code: string; message: string } };
+    expect(error.error.code).toBe('InvalidForm');
+    expect(error.error.message).toContain('curl -F file=@photo.jpg');
   });
 
   it('takes raw bytes labelled as curl --data-binary labels them', async () => {

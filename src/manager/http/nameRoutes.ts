@@ -22,6 +22,8 @@ const STATUS: Record<NameErrorCode, ContentfulStatusCode> = {
   NameNotFound: 404,
   ContentNotFound: 404,
   ChecksumMismatch: 422,
+  BucketNotFound: 404,
+  BucketNotEmpty: 409,
 };
 
 const listQuerySchema = z.object({
@@ -169,6 +171,32 @@ export function nameRoutes(
     '/v1/buckets/:bucket/keys/*',
     handle(async (c) => {
       await names.remove(c.req.param('bucket')!, keyOf(c, 'keys'));
+      return c.body(null, 204);
+    }),
+  );
+  app.get(
+    '/v1/buckets',
+    handle(async (c) =>
+      c.json({
+        buckets: (await names.listBuckets()).map((b) => ({
+          bucket: b.bucket,
+          createdAt: new Date(b.createdAt).toISOString(),
+        })),
+      }),
+    ),
+  );
+  app.put(
+    '/v1/buckets/:bucket',
+    handle(async (c) => {
+      const bucket = c.req.param('bucket')!;
+      const { created } = await names.createBucket(bucket);
+      return c.json({ bucket, created }, created ? 201 : 200);
+    }),
+  );
+  app.delete(
+    '/v1/buckets/:bucket',
+    handle(async (c) => {
+      await names.deleteBucket(c.req.param('bucket')!);
       return c.body(null, 204);
     }),
   );

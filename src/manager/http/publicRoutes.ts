@@ -14,6 +14,7 @@ import { requestBody } from '../../http/requestBody.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { ObjectView } from '../../metadata/commands.ts';
 import { ImageError, type ImageErrorCode, type ImageService } from '../imageService.ts';
+import { FormError, formFile } from './formUpload.ts';
 
 const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode> = {
   InvalidId: 400,
@@ -107,24 +108,36 @@ function bodyOf(c: Context): AsyncIterable<Uint8Array> {
 }
 
 /**
- * What an HTML form with a file or `curl -F` sends: the image is a part inside, and no parser reads
- * parts here. Not application/x-www-form-urlencoded: `curl --data-binary @cat.jpg` labels raw bytes
- * so by default.
+ * What an HTML form with a file or `curl -F` sends: the image is the form's file part
+ * (formUpload.ts). Not application/x-www-form-urlencoded: `curl --data-binary @cat.jpg` labels raw
+ * bytes so by default.
  */
-const FORM_BODY = /^\s*(multipart\/form-data)\b/i;
+const FORM_BODY = /^\s*multipart\/form-data\b/i;
 
-/** A 415 that says how to send the file, for a form body; undefined for any other body. */
-function refuseForm(c: Context): Response | undefined {
-  const form = FORM_BODY.exec(c.req.header('content-type') ?? '')?.[1];
-  if (form === undefined) return undefined;
-  c.header('connection', 'close');
-  return jsonError(
-    c,
-    415,
-    'UnsupportedMediaType',
-    `${form.toLowerCase()} bodies are not read: send the image itself as the body ` +
-      '(curl --data-binary @photo.jpg)',
-  );
+/**
+ * The upload's body and declared length: the raw body, or the file part of a form (whose length
+ * is not the image's). A form without a file part is answered here with a 400 naming the fix.
+ */
+async function uploadBody(
+  c: Context,
+  images: ImageService,
+): Promise<{ open: () => AsyncIterable<Uint8Array>; declaredLength?: number } | Response> {
+  const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
+  if (FORM_BODY.test(c.req.header('content-type') ?? '') && incoming) {
+    // A follower redirects before a byte of the form is parsed.
+    images.requireLeader();
+    try {
+      const file = await formFile(incoming);
+      return { open: () => file };
+    } catch (err) {
+      if (!(err instanceof FormError)) throw err;
+      c.header('connection', 'close');
+      return jsonError(c, 400, 'InvalidForm', err.message);
+    }
+  }
+  const length = c.req.header('content-length');
+  const declaredLength = length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined;
+  return { open: () => bodyOf(c), ...(declaredLength !== undefined ? { declaredLength } : {}) };
 }
 
 export interface PublicRoutesOptions {
@@ -136,13 +149,11 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
   const app = new Hono();
 
   const upload = async (c: Context, id: string) => {
-    const refused = refuseForm(c);
-    if (refused) return refused;
     try {
-      const length = c.req.header('content-length');
-      const declaredLength = length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined;
-      const { created, object } = await images.upload(id, () => bodyOf(c), {
-        ...(declaredLength !== undefined ? { declaredLength } : {}),
+      const body = await uploadBody(c, images);
+      if (body instanceof Response) return body;
+      const { created, object } = await images.upload(id, body.open, {
+        ...(body.declaredLength !== undefined ? { declaredLength: body.declaredLength } : {}),
         client: clientOf(c, opts.clientsByToken ?? false),
       });
       c.header('location', `/v1/images/${encodeURIComponent(object.id)}`);

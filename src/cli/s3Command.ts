@@ -1,0 +1,97 @@
+// `imgvault s3 keys create|list|delete`: S3 access keys, an operator action (the operator credential). The
+// secret access key is printed once, at creation; the cluster keeps it in its replicated tables
+// (docs/s3.md says what that means).
+
+import { Command } from 'commander';
+import { ClusterClient, DEFAULT_RETRY, managerUrls, secretHeaders } from './clusterClient.ts';
+
+const KEYS_PATH = '/v1/cluster/s3/keys';
+
+interface Flags {
+  url?: string;
+  secretFile?: string;
+  json?: boolean;
+}
+
+function withOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--url <urls>',
+      'managers, comma-separated [env IMGVAULT_URL; default http://127.0.0.1:7001,7002,7003]',
+    )
+    .option(
+      '--secret-file <file>',
+      'file holding the operator credential (credentials init: operator/operator.credential) or the single cluster secret [env IMGVAULT_CLUSTER_SECRET_FILE, or the secret in IMGVAULT_CLUSTER_SECRET; default ./data/credentials/operator/operator.credential, else ./data/cluster-secret]',
+    )
+    .option('--json', 'print one JSON object');
+}
+
+function clientOf(command: Command): { client: ClusterClient; flags: Flags } {
+  const flags = command.optsWithGlobals<Flags>();
+  return {
+    client: new ClusterClient(managerUrls(flags.url), secretHeaders(flags.secretFile), DEFAULT_RETRY),
+    flags,
+  };
+}
+
+function run<A extends unknown[]>(name: string, body: (...args: A) => Promise<void>) {
+  return async (...args: A) => {
+    try {
+      await body(...args);
+    } catch (err) {
+      console.error(`imgvault ${name}: ${err instanceof Error ? err.message : String(err)}`);
+      process.exit(1);
+    }
+  };
+}
+
+export function createS3Command(): Command {
+  const s3 = new Command('s3').description(
+    'the S3-compatible endpoint: access keys (operator credential required)',
+  );
+  const keys = s3.command('keys').description('S3 access keys');
+  withOptions(
+    keys.command('create').description('create an access key; prints its id, secret and the endpoint'),
+  ).action(
+    run('s3 keys create', async (_flags: unknown, command: Command) => {
+      const { client, flags } = clientOf(command);
+      // A retry after a lost answer can leave an unused key behind: `s3 keys list` shows it.
+      const { res } = await client.request('POST', KEYS_PATH, { expect: [201] });
+      const key = (await res.body.json()) as {
+        accessKeyId: string;
+        secretAccessKey: string;
+        endpoint: string | null;
+      };
+      if (flags.json) {
+        console.log(JSON.stringify(key));
+        return;
+      }
+      console.log(`accessKeyId:     ${key.accessKeyId}`);
+      console.log(`secretAccessKey: ${key.secretAccessKey}`);
+      console.log(
+        `endpoint:        ${key.endpoint ?? '(this manager runs no S3 endpoint: start it with --s3-port)'}`,
+      );
+      console.log('the secret is shown only now: keep it');
+    }),
+  );
+  withOptions(keys.command('list').description('list access key ids (never the secrets)')).action(
+    run('s3 keys list', async (_flags: unknown, command: Command) => {
+      const { client, flags } = clientOf(command);
+      const { res } = await client.request('GET', KEYS_PATH, { expect: [200] });
+      const body = (await res.body.json()) as { keys: { accessKeyId: string; createdAt: string }[] };
+      if (flags.json) console.log(JSON.stringify(body));
+      else for (const k of body.keys) console.log(`${k.accessKeyId}\t${k.createdAt}`);
+    }),
+  );
+  withOptions(keys.command('delete').description('delete an access key').argument('<accessKeyId>')).action(
+    run('s3 keys delete', async (id: string, _flags: unknown, command: Command) => {
+      const { client } = clientOf(command);
+      const { res } = await client.request('DELETE', `${KEYS_PATH}/${encodeURIComponent(id)}`, {
+        expect: [204, 404],
+      });
+      await res.body.dump();
+      console.log(res.statusCode === 204 ? `deleted ${id}` : `${id} does not exist`);
+    }),
+  );
+  return s3;
+}
