@@ -3,12 +3,13 @@
 //
 //   <root>/manager/          raft.key workers.key access.key operator.key  -> every manager host
 //   <root>/worker-<id>/      worker.credential access.credential           -> worker <id>'s host
+//                            metrics.credential                            -> its Prometheus (GET /metrics only)
 //   <root>/operator/         operator.credential                           -> the operator's machine
 
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { mintCredential, newKey, parseCredential, type RoleKeys } from './credentials.ts';
+import { metricsCredential, mintCredential, newKey, parseCredential, type RoleKeys } from './credentials.ts';
 
 export const MANAGER_KEY_FILES: Readonly<Record<keyof RoleKeys, string>> = {
   raft: 'raft.key',
@@ -18,6 +19,8 @@ export const MANAGER_KEY_FILES: Readonly<Record<keyof RoleKeys, string>> = {
 };
 export const WORKER_CREDENTIAL_FILE = 'worker.credential';
 export const ACCESS_CREDENTIAL_FILE = 'access.credential';
+/** What Prometheus presents to a worker: opens its GET /metrics and nothing else. */
+export const METRICS_CREDENTIAL_FILE = 'metrics.credential';
 export const OPERATOR_CREDENTIAL_FILE = 'operator.credential';
 /** The operator name `init` and the embedded cluster mint a credential for. */
 export const DEFAULT_OPERATOR = 'admin';
@@ -105,7 +108,9 @@ export async function writeWorkerCredentials(
   const dir = workerDir(root, id);
   await privateDir(dir);
   await writePrivate(join(dir, WORKER_CREDENTIAL_FILE), mintCredential(keys.workers, 'worker', id), replace);
-  await writePrivate(join(dir, ACCESS_CREDENTIAL_FILE), mintCredential(keys.access, 'access', id), replace);
+  const access = mintCredential(keys.access, 'access', id);
+  await writePrivate(join(dir, ACCESS_CREDENTIAL_FILE), access, replace);
+  await writePrivate(join(dir, METRICS_CREDENTIAL_FILE), metricsCredential(access), replace);
   return dir;
 }
 

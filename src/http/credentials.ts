@@ -14,7 +14,7 @@ export const CREDENTIAL_HEADER = 'x-imgvault-cluster-secret';
  */
 export const COPY_CREDENTIAL_HEADER = 'x-imgvault-copy-credential';
 
-export type CredentialRole = 'raft' | 'worker' | 'access' | 'copy' | 'operator';
+export type CredentialRole = 'raft' | 'worker' | 'access' | 'copy' | 'metrics' | 'operator';
 
 /**
  * Who a request proved to be: a role and the id its credential names, or `any` for the single
@@ -23,7 +23,7 @@ export type CredentialRole = 'raft' | 'worker' | 'access' | 'copy' | 'operator';
 export type Identity = { role: CredentialRole; id: string } | { role: 'any'; id: null };
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const ROLES: readonly CredentialRole[] = ['raft', 'worker', 'access', 'copy', 'operator'];
+const ROLES: readonly CredentialRole[] = ['raft', 'worker', 'access', 'copy', 'metrics', 'operator'];
 
 function mac(key: string, role: CredentialRole, id: string): string {
   return createHmac('sha256', key).update(`imgvault/${role}/${id}`).digest('base64url');
@@ -45,6 +45,16 @@ export function copyCredential(accessCredential: string): string {
   const parsed = parseCredential(accessCredential);
   if (parsed?.role !== 'access') throw new Error('not an access credential');
   return mintCredential(accessCredential, 'copy', parsed.id);
+}
+
+/**
+ * A worker's metrics credential, derived like the copy credential: it opens the worker's GET
+ * /metrics and nothing else, so a scraper holding it can neither read nor delete blobs.
+ */
+export function metricsCredential(accessCredential: string): string {
+  const parsed = parseCredential(accessCredential);
+  if (parsed?.role !== 'access') throw new Error('not an access credential');
+  return mintCredential(accessCredential, 'metrics', parsed.id);
 }
 
 /** Constant-time equality: both sides are hashed first, so the compare is of equal lengths. */
