@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { registerManagerCommand } from '../../src/cli/managerCommand.ts';
 import { createWorkerCommand } from '../../src/cli/workerCommand.ts';
 import { MANAGER_KEY_FILES } from '../../src/http/credentialFiles.ts';
-import { mintCredential } from '../../src/http/credentials.ts';
+import { mintCredential, mintRaftCredential } from '../../src/http/credentials.ts';
 import { loadManagerConfig, MANAGER_ENV, type ManagerConfig } from '../../src/manager/managerConfig.ts';
 import {
   parseWorkerConfig,
@@ -100,8 +100,8 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   usageSummaryMs: ['900', (c) => c.usageSummaryMs, 900],
   credentialsDir: [
     credentialsDir,
-    (c) => c.credentials.raftCredential('m1'),
-    mintCredential('k-raft', 'raft', 'm1'),
+    (c) => c.credentials.raftCredential('m1', 'm2'),
+    mintRaftCredential('k-raft', 'm1', 'm2'),
   ],
   readOnlyTokensFile: [readOnlyTokensFile, (c) => c.readOnlyTokens, ['a-read-only-token-of-enough-length']],
   tlsCert: [ca?.certFile ?? '', (c) => c.tls?.server?.cert, pem(ca?.certFile)],

@@ -4,6 +4,8 @@
 
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +16,12 @@ import {
   readWorkerCredentials,
   workerDir,
 } from '../../src/http/credentialFiles.ts';
-import { COPY_CREDENTIAL_HEADER, mintCredential, type RoleKeys } from '../../src/http/credentials.ts';
+import {
+  COPY_CREDENTIAL_HEADER,
+  mintCredential,
+  mintRaftCredential,
+  type RoleKeys,
+} from '../../src/http/credentials.ts';
 import { ImageCluster, type ManagerProc, pngImage, until } from '../integration/imageCluster.ts';
 
 const WRITER = 'read-write-token-0123456789abcdef';
@@ -136,7 +143,7 @@ describe('a worker credential', () => {
 describe('a raft credential', () => {
   it('names its member: a message from another member is refused, and it opens no operator route', async () => {
     const [a, b] = cluster.managers.filter((m) => m.id !== leader.id) as [ManagerProc, ManagerProc];
-    const asA = mintCredential(keys.raft, 'raft', a.id);
+    const asA = mintRaftCredential(keys.raft, a.id, b.id);
     const view = (await (
       await fetch(`${leader.url}/v1/cluster/raft`, { headers: cluster.authHeaders() })
     ).json()) as { term: number };
@@ -152,6 +159,44 @@ describe('a raft credential', () => {
       401,
     );
     // The leader kept its place.
+    expect((await cluster.leader(30_000)).id).toBe(leader.id);
+  });
+
+  it('names its receiver: what a manager sends to a member added at a hostile URL opens no other manager', async () => {
+    const seen: IncomingHttpHeaders[] = [];
+    const recorder = createServer((req, res) => {
+      seen.push(req.headers);
+      req.resume();
+      req.on('end', () => res.writeHead(204).end());
+    });
+    await new Promise<void>((resolve) => recorder.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(recorder.address() as AddressInfo).port}`;
+    let adding: Promise<unknown> = Promise.resolve();
+    try {
+      // The add resolves only once m9 has caught up, which a recorder never does: not awaited.
+      adding = call(`${leader.url}/v1/cluster/members`, 'POST', cluster.secret, {
+        id: 'm9',
+        url,
+      }).catch(() => null);
+      await until('the leader sends Raft traffic to m9', async () => seen.length > 0, 30_000);
+      const stolen = seen[0]?.[CLUSTER_SECRET_HEADER] as string;
+      expect(stolen).toBeTruthy();
+      const other = cluster.managers.find((m) => m.id !== leader.id) as ManagerProc;
+      const view = (await (
+        await fetch(`${leader.url}/v1/cluster/raft`, { headers: cluster.authHeaders() })
+      ).json()) as { term: number };
+      // Replayed to another manager as the leader's own: refused before any message is read.
+      const forged = { type: 'MsgHeartbeat', from: leader.id, to: other.id, term: view.term, commit: 0 };
+      const replay = await call(`${other.url}/raft/messages`, 'POST', stolen, { messages: [forged] });
+      expect(replay.status).toBe(401);
+    } finally {
+      await call(`${leader.url}/v1/cluster/members/m9`, 'DELETE', cluster.secret);
+      await adding;
+      await new Promise<void>((resolve) => {
+        recorder.close(() => resolve());
+        recorder.closeAllConnections();
+      });
+    }
     expect((await cluster.leader(30_000)).id).toBe(leader.id);
   });
 });

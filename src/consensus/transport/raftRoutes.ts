@@ -47,7 +47,10 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
   const log = options.log ?? createLogger('raft-transport', options.selfId ? { nodeId: options.selfId } : {});
   const app = new Hono();
 
-  app.post(RAFT_MESSAGES_PATH, requireCredential(credentialsOf(options), ['raft']), async (c) => {
+  // A raft credential counts only when it names this manager as its receiver.
+  const raft = requireCredential(credentialsOf(options), ['raft'], options.selfId);
+
+  app.post(RAFT_MESSAGES_PATH, raft, async (c) => {
     const snapshot = c.req.header(RAFT_SNAPSHOT_HEADER) === '1';
     const limit = snapshot
       ? (options.maxSnapshotBodyBytes ?? MAX_SNAPSHOT_BODY_BYTES)
