@@ -306,3 +306,20 @@ describe('the operator credential', () => {
     );
   });
 });
+
+describe('a URL another worker holds', () => {
+  it('is refused to a new id (409), which would otherwise be sent that worker’s credential', async () => {
+    const w2 = cluster.workers.find((w) => w.id === 'w2') as (typeof cluster.workers)[0];
+    const asW9 = mintCredential(keys.workers, 'worker', 'w9');
+    const header = `${JSON.stringify({ ...usage('w9'), url: w2.url, zone: 'z' })}\n`;
+    const register = await call(`${leader.url}/internal/v1/workers/register`, 'POST', asW9, header, {
+      'content-type': 'application/x-ndjson',
+    });
+    expect(register.status).toBe(409);
+    expect(register.json?.error?.code).toBe('WorkerUrlConflict');
+    expect(JSON.stringify(register.json)).toContain('w2');
+    const nodes = await fetch(`${leader.url}/v1/cluster/nodes`, { headers: cluster.authHeaders() });
+    const ids = ((await nodes.json()) as { nodes: { id: string }[] }).nodes.map((n) => n.id);
+    expect(ids.sort()).toEqual(['w1', 'w2']);
+  });
+});
