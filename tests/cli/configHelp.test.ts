@@ -25,11 +25,13 @@ const tokensFile = join(dir, 'tokens');
 writeFileSync(tokensFile, 'a-client-token-of-enough-length\n');
 const readOnlyTokensFile = join(dir, 'read-only-tokens');
 writeFileSync(readOnlyTokensFile, 'a-read-only-token-of-enough-length\n');
-const keys = { raft: 'k-raft', workers: 'k-workers', access: 'k-access', operator: 'k-operator' };
+const keys = Object.fromEntries(
+  ['raft', 'workers', 'access', 'operator'].map((role) => [role, `k-${role}-`.padEnd(40, 'x')]),
+) as { raft: string; workers: string; access: string; operator: string };
 const credentialsDir = join(dir, 'manager');
 mkdirSync(credentialsDir);
 for (const [role, file] of Object.entries(MANAGER_KEY_FILES)) {
-  writeFileSync(join(credentialsDir, file), `${keys[role as keyof typeof keys]}\n`);
+  writeFileSync(join(credentialsDir, file), `${keys[role as keyof typeof keys]}\n`, { mode: 0o600 });
 }
 const workerCredentialsDir = join(dir, 'worker-w1');
 mkdirSync(workerCredentialsDir);
@@ -101,7 +103,7 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   credentialsDir: [
     credentialsDir,
     (c) => c.credentials.raftCredential('m1', 'm2'),
-    mintRaftCredential('k-raft', 'm1', 'm2'),
+    mintRaftCredential(keys.raft, 'm1', 'm2'),
   ],
   readOnlyTokensFile: [readOnlyTokensFile, (c) => c.readOnlyTokens, ['a-read-only-token-of-enough-length']],
   tlsCert: [ca?.certFile ?? '', (c) => c.tls?.server?.cert, pem(ca?.certFile)],
@@ -161,7 +163,7 @@ const WORKER_SAMPLES: Record<string, [string, (c: WorkerConfig) => unknown, unkn
   accessCredential: [
     workerCredentialsDir,
     (c) => c.accessCredential,
-    mintCredential('k-access', 'access', 'w1'),
+    mintCredential(keys.access, 'access', 'w1'),
   ],
   tlsCert: [ca?.certFile ?? '', (c) => c.tls?.server?.cert, pem(ca?.certFile)],
   tlsKey: [ca?.keyFile ?? '', (c) => c.tls?.server?.key, pem(ca?.keyFile)],
