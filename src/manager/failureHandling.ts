@@ -66,9 +66,8 @@ export class FailureHandling {
       copies,
       metrics: this.metrics,
       orphanGraceMs: config.orphanGraceMs,
-      // The reconciler reads inventories with the worker client's credentials: this only turns its
-      // periodic inventory sweep on.
-      secret: config.secret ?? 'per-role credentials',
+      // It reads inventories with the worker client's credentials, whichever mode they are in.
+      inventorySweep: true,
       ...(deps.uploading ? { uploading: deps.uploading } : {}),
     });
     this.repair = new RepairLoop({

@@ -44,7 +44,9 @@ export interface RejoinReconcilerDeps {
   orphanGraceMs: number;
   /** How often pending orphans are looked at again; default grace/4 within 100 ms..60 s. */
   sweepIntervalMs?: number;
-  /** Cluster secret, for reading inventories in the periodic sweep; absent = no periodic sweep. */
+  /** Whether the periodic inventory sweep runs (it reads with the worker client's credentials). */
+  inventorySweep?: boolean;
+  /** The older switch: a cluster secret given = inventorySweep when that is not given. */
   secret?: string;
   /** How often every serving worker's inventory is swept; default the grace, within 1 s..10 min. */
   inventorySweepMs?: number;
@@ -117,7 +119,7 @@ export class RejoinReconciler {
       this.deps.sweepIntervalMs ?? Math.min(60_000, Math.max(100, Math.floor(this.deps.orphanGraceMs / 4)));
     this.timer = setInterval(() => void this.sweepOrphans().catch(() => {}), every);
     this.timer.unref();
-    if (this.deps.secret !== undefined) {
+    if (this.deps.inventorySweep ?? this.deps.secret !== undefined) {
       const sweep = this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, this.deps.orphanGraceMs));
       this.inventoryTimer = setInterval(() => void this.sweepInventories().catch(() => {}), sweep);
       this.inventoryTimer.unref();
@@ -137,7 +139,12 @@ export class RejoinReconciler {
    */
   async sweepInventories(): Promise<number> {
     const { raft, metadata, log } = this.deps;
-    if (this.sweepingInventories || !raft.isLeader() || this.deps.secret === undefined) return 0;
+    if (
+      this.sweepingInventories ||
+      !raft.isLeader() ||
+      !(this.deps.inventorySweep ?? this.deps.secret !== undefined)
+    )
+      return 0;
     this.sweepingInventories = true;
     let noted = 0;
     try {
