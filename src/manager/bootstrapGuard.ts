@@ -76,16 +76,14 @@ export async function checkPortFree(host: string, port: number): Promise<void> {
 }
 
 /**
- * Whether `url` accepts `secret` (our raft credential, or the single secret): an empty POST to the
- * Raft route, which checks the credential before the body, so 401 means wrong and anything else
- * (400 for the body) right. null: no answer.
+ * Whether `url` accepts `secret` (our raft credential for that peer, or the single secret): a GET
+ * of the Raft route, which only checks the credential, so 401 means wrong and anything else right
+ * (an older peer without the GET answers 404). null: no answer.
  */
 async function secretAccepted(url: string, secret: string, timeoutMs: number): Promise<boolean | null> {
   try {
     const res = await fetch(`${url}${RAFT_MESSAGES_PATH}`, {
-      method: 'POST',
-      headers: { [CLUSTER_SECRET_HEADER]: secret, 'content-type': 'application/json' },
-      body: '{}',
+      headers: { [CLUSTER_SECRET_HEADER]: secret },
       signal: AbortSignal.timeout(timeoutMs),
     });
     await res.body?.cancel();

@@ -3,7 +3,7 @@
 // client token reads and never writes.
 
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -91,6 +91,24 @@ async function call(
 }
 
 const usage = (id: string) => ({ id, diskUsed: 0, diskFree: 1e12, blobCount: 0, blobBytes: 0 });
+
+describe('the start of a manager', () => {
+  // Runs first: later tests send forged batches on purpose.
+  it("checks its peers' credentials without logging a malformed Raft batch on them", async () => {
+    for (const m of cluster.managers) {
+      const log = await readFile(join(cluster.root, `${m.id}.log`), 'utf8').catch(() => '');
+      expect(log, m.id).not.toContain('raft.transport.bad_message');
+    }
+    // The probe: a GET of the Raft route takes only the credential naming this manager.
+    const [a, b] = cluster.managers as [ManagerProc, ManagerProc];
+    expect(
+      (await call(`${b.url}/raft/messages`, 'GET', mintRaftCredential(keys.raft, a.id, b.id))).status,
+    ).toBe(204);
+    expect(
+      (await call(`${b.url}/raft/messages`, 'GET', mintRaftCredential(keys.raft, a.id, a.id))).status,
+    ).toBe(401);
+  });
+});
 
 describe('a worker credential', () => {
   it('is refused on the Raft and operator routes', async () => {

@@ -50,6 +50,10 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
   // A raft credential counts only when it names this manager as its receiver.
   const raft = requireCredential(credentialsOf(options), ['raft'], options.selfId);
 
+  // A starting manager's check that a peer takes its credential (bootstrapGuard.ts): 204 or 401,
+  // and nothing that looks like a malformed batch in the peer's log.
+  app.get(RAFT_MESSAGES_PATH, raft, (c) => c.body(null, 204));
+
   app.post(RAFT_MESSAGES_PATH, raft, async (c) => {
     const snapshot = c.req.header(RAFT_SNAPSHOT_HEADER) === '1';
     const limit = snapshot
