@@ -41,7 +41,7 @@ async function init(opts: { dir: string; managers?: string; workers?: string; op
   ];
   for (const id of workers) {
     lines.push(
-      `${await writeWorkerCredentials(root, keys, id)}/  -> worker ${id}'s host only: --credentials-dir`,
+      `${await writeWorkerCredentials(root, keys, id)}/  -> worker ${id}'s host only: --credentials-dir (its metrics.credential: Prometheus only)`,
     );
   }
   const operator = await writeOperatorCredential(root, keys, opts.operator);

@@ -30,14 +30,16 @@ const IDENTITY = 'imgvaultIdentity';
 
 /**
  * Refuses (401) a request whose credential is not one of `roles`' (or the single cluster secret);
- * the identity it proved is then read with identityOf, for routes that bind it to an id.
+ * the identity it proved is then read with identityOf, for routes that bind it to an id. `selfId`:
+ * the receiving manager, whom a raft credential must name.
  */
 export function requireCredential(
   credentials: ManagerCredentials,
   roles: readonly ('raft' | 'worker' | 'operator')[],
+  selfId?: string,
 ): MiddlewareHandler {
   return async (c, next) => {
-    const identity = credentials.authenticate(c.req.header(CLUSTER_SECRET_HEADER), roles);
+    const identity = credentials.authenticate(c.req.header(CLUSTER_SECRET_HEADER), roles, selfId);
     if (identity === null) return refuse(c, `${roles.join(' or ')} credential (${CLUSTER_SECRET_HEADER})`);
     c.set(IDENTITY as never, identity as never);
     await next();

@@ -1,4 +1,5 @@
-// A credential per role (docs/security.md, "Credentials per role"). Every credential is
+// A credential per role (docs/security.md, "Credentials per role"). Every credential but the Raft
+// one (mintRaftCredential, which also names its receiver) is
 // `<role>.<id>.<mac>`, mac = base64url(HMAC-SHA256(roleKey, "imgvault/<role>/<id>")): the holder of
 // a role's key mints and checks any id's credential, the holder of one credential speaks only as
 // that id. It travels in CREDENTIAL_HEADER, the header the single cluster secret always used, so a
@@ -14,7 +15,7 @@ export const CREDENTIAL_HEADER = 'x-imgvault-cluster-secret';
  */
 export const COPY_CREDENTIAL_HEADER = 'x-imgvault-copy-credential';
 
-export type CredentialRole = 'raft' | 'worker' | 'access' | 'copy' | 'operator';
+export type CredentialRole = 'raft' | 'worker' | 'access' | 'copy' | 'metrics' | 'operator';
 
 /**
  * Who a request proved to be: a role and the id its credential names, or `any` for the single
@@ -23,7 +24,7 @@ export type CredentialRole = 'raft' | 'worker' | 'access' | 'copy' | 'operator';
 export type Identity = { role: CredentialRole; id: string } | { role: 'any'; id: null };
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const ROLES: readonly CredentialRole[] = ['raft', 'worker', 'access', 'copy', 'operator'];
+const ROLES: readonly CredentialRole[] = ['raft', 'worker', 'access', 'copy', 'metrics', 'operator'];
 
 function mac(key: string, role: CredentialRole, id: string): string {
   return createHmac('sha256', key).update(`imgvault/${role}/${id}`).digest('base64url');
@@ -45,6 +46,49 @@ export function copyCredential(accessCredential: string): string {
   const parsed = parseCredential(accessCredential);
   if (parsed?.role !== 'access') throw new Error('not an access credential');
   return mintCredential(accessCredential, 'copy', parsed.id);
+}
+
+/**
+ * A Raft credential names its sender and its receiver: `raft.<from>:<to>.<mac>`, mac over
+ * "imgvault/raft/<from>/<to>" (ids never hold ':' or '/'). A manager that sends to a member added
+ * at a hostile URL hands over a credential only that member's id can be addressed with, never one
+ * another manager takes as coming from the sender.
+ */
+export function mintRaftCredential(key: string, from: string, to: string): string {
+  if (key.length === 0) throw new Error('the raft key is empty');
+  for (const id of [from, to]) {
+    if (!ID_PATTERN.test(id)) throw new Error(`"${id}" is not a valid id (${ID_PATTERN.source})`);
+  }
+  const raftMac = createHmac('sha256', key).update(`imgvault/raft/${from}/${to}`).digest('base64url');
+  return `raft.${from}:${to}.${raftMac}`;
+}
+
+/**
+ * The sender `presented` proves under `key` when addressed to `selfId` (to any receiver when
+ * `selfId` is undefined), or null.
+ */
+export function verifyRaftCredential(
+  key: string,
+  presented: string,
+  selfId: string | undefined,
+): string | null {
+  if (!presented.startsWith('raft.')) return null;
+  const names = presented.slice('raft.'.length, presented.lastIndexOf('.'));
+  const [from = '', to = '', ...rest] = names.split(':');
+  if (rest.length > 0) return null;
+  if (!ID_PATTERN.test(from) || !ID_PATTERN.test(to)) return null;
+  if (selfId !== undefined && to !== selfId) return null;
+  return secretsEqual(mintRaftCredential(key, from, to), presented) ? from : null;
+}
+
+/**
+ * A worker's metrics credential, derived like the copy credential: it opens the worker's GET
+ * /metrics and nothing else, so a scraper holding it can neither read nor delete blobs.
+ */
+export function metricsCredential(accessCredential: string): string {
+  const parsed = parseCredential(accessCredential);
+  if (parsed?.role !== 'access') throw new Error('not an access credential');
+  return mintCredential(accessCredential, 'metrics', parsed.id);
 }
 
 /** Constant-time equality: both sides are hashed first, so the compare is of equal lengths. */
@@ -84,7 +128,7 @@ export function newKey(): string {
 
 /** The keys a manager holds: one per role it checks or mints. */
 export interface RoleKeys {
-  /** Managers among themselves: member m presents mintCredential(raft, 'raft', m). */
+  /** Managers among themselves: member m presents mintRaftCredential(raft, m, receiver). */
   raft: string;
   /** Worker w presents mintCredential(workers, 'worker', w) to managers. */
   workers: string;
@@ -117,9 +161,9 @@ export class ManagerCredentials {
     );
   }
 
-  /** What this manager presents to its peers as member `selfId`. */
-  raftCredential(selfId: string): string {
-    return this.single ?? mintCredential(this.keys.raft, 'raft', selfId);
+  /** What this manager, member `selfId`, presents to member `to` (and to no other). */
+  raftCredential(selfId: string, to: string): string {
+    return this.single ?? mintRaftCredential(this.keys.raft, selfId, to);
   }
 
   /** What this manager presents to worker `workerId`. */
@@ -132,16 +176,25 @@ export class ManagerCredentials {
     return this.single ?? copyCredential(this.accessCredential(workerId));
   }
 
-  /** Who `presented` proves to be, for any of `roles`; null when it proves nothing. */
+  /**
+   * Who `presented` proves to be, for any of `roles`; null when it proves nothing. A raft
+   * credential counts only when addressed to `selfId` (the receiving manager); without `selfId`,
+   * addressed to anyone.
+   */
   authenticate(
     presented: string | undefined,
     roles: readonly ('raft' | 'worker' | 'operator')[],
+    selfId?: string,
   ): Identity | null {
     if (presented === undefined) return null;
     if (this.single !== undefined && secretsEqual(this.single, presented)) return { role: 'any', id: null };
     for (const role of roles) {
-      const key =
-        role === 'raft' ? this.keys.raft : role === 'worker' ? this.keys.workers : this.keys.operator;
+      if (role === 'raft') {
+        const from = verifyRaftCredential(this.keys.raft, presented, selfId);
+        if (from !== null) return { role, id: from };
+        continue;
+      }
+      const key = role === 'worker' ? this.keys.workers : this.keys.operator;
       const id = verifyCredential(key, role, presented);
       if (id !== null) return { role, id };
     }

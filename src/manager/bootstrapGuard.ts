@@ -76,9 +76,9 @@ export async function checkPortFree(host: string, port: number): Promise<void> {
 }
 
 /**
- * Whether `url` accepts `secret` (our raft credential, or the single secret): a GET of the Raft
- * route checks it and nothing else, so 401 means wrong and anything else right (a manager from
- * before that check answers 404: not a refusal). null: no answer.
+ * Whether `url` accepts `secret` (our raft credential for that peer, or the single secret): a GET
+ * of the Raft route, which only checks the credential, so 401 means wrong and anything else right
+ * (an older peer without the GET answers 404). null: no answer.
  */
 async function secretAccepted(url: string, secret: string, timeoutMs: number): Promise<boolean | null> {
   try {
@@ -103,13 +103,14 @@ interface PeerAnswer {
 async function identifyPeers(
   selfId: string,
   peers: Record<string, string>,
-  secret: string,
+  credentialFor: (peer: string) => string,
   timeoutMs: number,
 ): Promise<PeerAnswer[]> {
   const others = Object.entries(peers).filter(([id]) => id !== selfId);
   // Every peer at once: a start must not wait one timeout per silent peer.
   const asked = await Promise.all(
     others.map(async ([id, url]) => {
+      const secret = credentialFor(id);
       // With client tokens on, the secret is what opens a peer's Raft view to another manager.
       const view = await fetchRaftView(url, timeoutMs, { [CLUSTER_SECRET_HEADER]: secret });
       const accepted = view?.id === id ? await secretAccepted(url, secret, timeoutMs) : null;
@@ -148,10 +149,13 @@ export async function checkPeersBeforeStart(opts: {
   selfId: string;
   peers: Record<string, string>;
   secret: string;
+  /** What to present to `peer` instead of `secret` (a raft credential names its receiver). */
+  credentialFor?: (peer: string) => string;
   emptyFounder: boolean;
   timeoutMs?: number;
 }): Promise<void> {
-  const answers = await identifyPeers(opts.selfId, opts.peers, opts.secret, opts.timeoutMs ?? 2_000);
+  const credentialFor = opts.credentialFor ?? (() => opts.secret);
+  const answers = await identifyPeers(opts.selfId, opts.peers, credentialFor, opts.timeoutMs ?? 2_000);
   if (!opts.emptyFounder) return;
   for (const { view } of answers) {
     if (view.role !== 'leader') continue;

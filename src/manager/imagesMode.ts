@@ -6,6 +6,7 @@ import type { Hono } from 'hono';
 import type { Registry } from 'prom-client';
 import type { RaftNode } from '../consensus/raftNode.ts';
 import type { Logger } from '../logging.ts';
+import type { NodeView } from '../metadata/commands.ts';
 import { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { registerClusterMetrics } from './clusterMetrics.ts';
 import { CopyLocks } from './copyLocks.ts';
@@ -42,6 +43,19 @@ export interface ImagesMode {
   close(): Promise<void>;
 }
 
+/**
+ * The worker a URL names. A URL names one worker (WorkerUrlConflict: a worker's URL never moves on
+ * its own word, and a new id takes a URL only from a drained worker or a down one with no copies),
+ * so among several the one still in service is meant; with none or several in service, no one is:
+ * never guess, a wrong guess sends one worker's credential to another.
+ */
+export function workerAtUrl(nodes: readonly NodeView[], url: string): string | undefined {
+  const at = nodes.filter((n) => n.url === url);
+  if (at.length <= 1) return at[0]?.nodeId;
+  const serving = at.filter((n) => n.state !== 'drained' && n.state !== 'down');
+  return serving.length === 1 ? serving[0]?.nodeId : undefined;
+}
+
 /** `metrics` is the manager's Prometheus registry: image and worker metrics register there. */
 export async function openImagesMode(
   config: ManagerConfig,
@@ -58,12 +72,11 @@ export async function openImagesMode(
   const workers = new WorkerClient({
     credentialsFor: async (url) => {
       if (credentials.single !== undefined) return { access: credentials.single, copy: credentials.single };
-      // A worker's URL never moves on its own word (WorkerUrlConflict), so its URL names its id.
-      const node = (await metadata.listNodes()).find((n) => n.url === url);
-      if (!node) return undefined;
+      const nodeId = workerAtUrl(await metadata.listNodes(), url);
+      if (nodeId === undefined) return undefined;
       return {
-        access: credentials.accessCredential(node.nodeId),
-        copy: credentials.copyCredential(node.nodeId),
+        access: credentials.accessCredential(nodeId),
+        copy: credentials.copyCredential(nodeId),
       };
     },
     readFirstByteTimeoutMs: config.readFirstByteTimeoutMs,

@@ -53,8 +53,9 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   let node: RaftNode | null = null;
   const transport = new HttpTransport({
     id: config.id,
-    // What it presents to its peers: its own raft credential (or the single secret).
-    secret: config.credentials.raftCredential(config.id),
+    // What it presents to its peers: its raft credential naming that peer (or the single secret).
+    secret: config.credentials.raftCredential(config.id, config.id),
+    credentialFor: (peer) => config.credentials.raftCredential(config.id, peer),
     onUnreachable: (peer) => node?.reportUnreachable(peer),
     onSnapshotStatus: (peer, ok) => node?.reportSnapshot(peer, ok),
     onReply: (msg) => node?.receive(msg),
@@ -78,7 +79,8 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     await checkPeersBeforeStart({
       selfId: config.id,
       peers: config.peers,
-      secret: config.credentials.raftCredential(config.id),
+      secret: config.credentials.raftCredential(config.id, config.id),
+      credentialFor: (peer) => config.credentials.raftCredential(config.id, peer),
       emptyFounder: !config.join && emptyStore,
     });
   } catch (err) {

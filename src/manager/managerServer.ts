@@ -129,7 +129,7 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
       metricsTokens: deps.metricsTokens ?? [],
       open: (path) => CLIENT_GATE_OPEN.some((r) => r.test(path)),
       credentialPaths: {
-        accepts: (presented) => credentials.authenticate(presented, ['raft', 'operator']) !== null,
+        accepts: (presented) => credentials.authenticate(presented, ['raft', 'operator'], node.id) !== null,
         match: (path) => SECRET_READS.some((r) => r.test(path)),
       },
     }),

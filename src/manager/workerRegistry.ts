@@ -133,6 +133,30 @@ export class WorkerRegistry {
   }
 
   /**
+   * A URL names one worker: managers find a worker's access credential by its URL, so a new id at a
+   * URL another id still holds would be sent the other's credential and refused for ever. Only a
+   * drained worker, or a down one that holds no copy, gives its URL up.
+   */
+  private async refuseTakenUrl(header: RegistrationHeader): Promise<void> {
+    for (const other of await this.deps.metadata.listNodes()) {
+      if (other.nodeId === header.id || other.url !== header.url || other.state === 'drained') continue;
+      if (other.state === 'down') {
+        const held = await this.deps.metadata.objectsOnNode(other.nodeId, { limit: 1 });
+        if (held.items.length === 0) continue;
+      }
+      this.deps.log.warn(
+        { event: 'worker.url_conflict', nodeId: header.id, holder: other.nodeId, url: header.url },
+        'refused a registration at a URL another worker holds',
+      );
+      throw new WorkerUrlConflict(
+        `${header.url} is registered to worker ${other.nodeId} (${other.state}); a new id cannot take it ` +
+          `until ${other.nodeId} is drained (imgvault worker drain ${other.nodeId}) or down with no copies: ` +
+          `restart ${other.nodeId} there, or start worker ${header.id} at another URL`,
+      );
+    }
+  }
+
+  /**
    * `--rejoin wipe` asks before it deletes: of the blobs a worker wants to wipe, those it must
    * keep because no other copy can be read right now (every other replica of the record is on a
    * worker this leader has not heard from lately), and those of uploads this leader is running.
@@ -198,6 +222,7 @@ export class WorkerRegistry {
   ): Promise<{ blobs: number }> {
     this.requireLeader();
     await this.refuseMovedUrl(header);
+    await this.refuseTakenUrl(header);
     const inventoryStartedAt = Date.now();
     const spool = await InventorySpool.write(this.deps.spoolDir, header.id, bounded(inventory));
     let handedOver = false;

@@ -7,7 +7,12 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Registry } from 'prom-client';
 import { request as undiciRequest } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
-import { COPY_CREDENTIAL_HEADER, copyCredential, secretsEqual } from '../http/credentials.ts';
+import {
+  COPY_CREDENTIAL_HEADER,
+  copyCredential,
+  metricsCredential,
+  secretsEqual,
+} from '../http/credentials.ts';
 import { requestBody } from '../http/requestBody.ts';
 import { webStreamOf } from '../http/webStream.ts';
 import { createLogger, type Logger } from '../logging.ts';
@@ -103,7 +108,7 @@ function isBlobWrite(method: string, path: string): boolean {
  * The worker's HTTP surface. Handlers parse, call one BlobStore method and map its result; every
  * failure leaves as `{ error: { code, message } }` with the one status of its code. Only /healthz is
  * open; everything else needs the access credential (or the single cluster secret), but for the
- * blob writes, which a copy credential opens too.
+ * blob writes, which a copy credential opens too, and GET /metrics, which a metrics credential opens.
  */
 export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   const { store, secret, maxBlobBytes } = options;
@@ -144,6 +149,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   const full = options.accessCredential ?? secret;
   if (full.length === 0) throw new Error('the cluster secret or access credential must not be empty');
   const copyOnly = options.accessCredential ? copyCredential(options.accessCredential) : undefined;
+  const metricsOnly = options.accessCredential ? metricsCredential(options.accessCredential) : undefined;
   app.use('*', async (c, next) => {
     const presented = c.req.header(CLUSTER_SECRET_HEADER);
     if (secretsEqual(full, presented)) return next();
@@ -151,6 +157,14 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       copyOnly !== undefined &&
       isBlobWrite(c.req.method, c.req.path) &&
       secretsEqual(copyOnly, presented)
+    ) {
+      return next();
+    }
+    if (
+      metricsOnly !== undefined &&
+      c.req.method === 'GET' &&
+      c.req.path === '/metrics' &&
+      secretsEqual(metricsOnly, presented)
     ) {
       return next();
     }

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { registerManagerCommand } from '../../src/cli/managerCommand.ts';
 import { createWorkerCommand } from '../../src/cli/workerCommand.ts';
 import { MANAGER_KEY_FILES } from '../../src/http/credentialFiles.ts';
-import { mintCredential } from '../../src/http/credentials.ts';
+import { mintCredential, mintRaftCredential } from '../../src/http/credentials.ts';
 import { loadManagerConfig, MANAGER_ENV, type ManagerConfig } from '../../src/manager/managerConfig.ts';
 import {
   parseWorkerConfig,
@@ -25,11 +25,13 @@ const tokensFile = join(dir, 'tokens');
 writeFileSync(tokensFile, 'a-client-token-of-enough-length\n');
 const readOnlyTokensFile = join(dir, 'read-only-tokens');
 writeFileSync(readOnlyTokensFile, 'a-read-only-token-of-enough-length\n');
-const keys = { raft: 'k-raft', workers: 'k-workers', access: 'k-access', operator: 'k-operator' };
+const keys = Object.fromEntries(
+  ['raft', 'workers', 'access', 'operator'].map((role) => [role, `k-${role}-`.padEnd(40, 'x')]),
+) as { raft: string; workers: string; access: string; operator: string };
 const credentialsDir = join(dir, 'manager');
 mkdirSync(credentialsDir);
 for (const [role, file] of Object.entries(MANAGER_KEY_FILES)) {
-  writeFileSync(join(credentialsDir, file), `${keys[role as keyof typeof keys]}\n`);
+  writeFileSync(join(credentialsDir, file), `${keys[role as keyof typeof keys]}\n`, { mode: 0o600 });
 }
 const workerCredentialsDir = join(dir, 'worker-w1');
 mkdirSync(workerCredentialsDir);
@@ -100,8 +102,8 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   usageSummaryMs: ['900', (c) => c.usageSummaryMs, 900],
   credentialsDir: [
     credentialsDir,
-    (c) => c.credentials.raftCredential('m1'),
-    mintCredential('k-raft', 'raft', 'm1'),
+    (c) => c.credentials.raftCredential('m1', 'm2'),
+    mintRaftCredential(keys.raft, 'm1', 'm2'),
   ],
   readOnlyTokensFile: [readOnlyTokensFile, (c) => c.readOnlyTokens, ['a-read-only-token-of-enough-length']],
   tlsCert: [ca?.certFile ?? '', (c) => c.tls?.server?.cert, pem(ca?.certFile)],
@@ -162,7 +164,7 @@ const WORKER_SAMPLES: Record<string, [string, (c: WorkerConfig) => unknown, unkn
   accessCredential: [
     workerCredentialsDir,
     (c) => c.accessCredential,
-    mintCredential('k-access', 'access', 'w1'),
+    mintCredential(keys.access, 'access', 'w1'),
   ],
   tlsCert: [ca?.certFile ?? '', (c) => c.tls?.server?.cert, pem(ca?.certFile)],
   tlsKey: [ca?.keyFile ?? '', (c) => c.tls?.server?.key, pem(ca?.keyFile)],

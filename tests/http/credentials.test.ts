@@ -23,10 +23,10 @@ describe('credentials', () => {
   });
 
   it('prove nothing once changed, renamed or cut', () => {
-    const r = perRole.raftCredential('m1');
+    const r = perRole.raftCredential('m1', 'm2');
     const flipped = `${r.slice(0, -1)}${r.endsWith('A') ? 'B' : 'A'}`;
     expect(perRole.authenticate(flipped, ['raft'])).toBeNull();
-    expect(perRole.authenticate(r.replace('.m1.', '.m2.'), ['raft'])).toBeNull();
+    expect(perRole.authenticate(r.replace('.m1:', '.m3:'), ['raft'])).toBeNull();
     expect(perRole.authenticate(r.slice(0, 10), ['raft'])).toBeNull();
     expect(perRole.authenticate(undefined, ['raft'])).toBeNull();
     expect(perRole.authenticate('', ['raft'])).toBeNull();
@@ -36,13 +36,13 @@ describe('credentials', () => {
     const access = perRole.accessCredential('w1');
     expect(perRole.copyCredential('w1')).toBe(copyCredential(access));
     expect(perRole.copyCredential('w1')).not.toBe(perRole.copyCredential('w2'));
-    expect(() => copyCredential(perRole.raftCredential('m1'))).toThrow(/not an access credential/);
+    expect(() => copyCredential(perRole.raftCredential('m1', 'm2'))).toThrow(/not an access credential/);
   });
 
   it('take the single secret as every role, naming no one, and send it as is', () => {
     const single = ManagerCredentials.singleSecret('one-secret-for-everything');
     expect(single.authenticate('one-secret-for-everything', ['operator'])).toEqual({ role: 'any', id: null });
-    expect(single.raftCredential('m1')).toBe('one-secret-for-everything');
+    expect(single.raftCredential('m1', 'm2')).toBe('one-secret-for-everything');
     expect(single.accessCredential('w1')).toBe('one-secret-for-everything');
     expect(perRole.authenticate('one-secret-for-everything', ['operator'])).toBeNull();
   });

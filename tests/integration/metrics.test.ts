@@ -365,6 +365,6 @@ describe('deploy/ and docs/ match the code', () => {
     const expected = [0, 1, 2].flatMap((i) => [basePort + i, workerPort + i]).sort();
     expect(targets).toEqual(expected);
     expect(config).toContain(`${CLUSTER_SECRET_HEADER}:`);
-    expect(config).toContain('data/credentials/worker-w1/access.credential');
+    expect(config).toContain('data/credentials/worker-w1/metrics.credential');
   });
 });

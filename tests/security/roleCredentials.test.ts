@@ -3,7 +3,9 @@
 // client token reads and never writes.
 
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +16,12 @@ import {
   readWorkerCredentials,
   workerDir,
 } from '../../src/http/credentialFiles.ts';
-import { COPY_CREDENTIAL_HEADER, mintCredential, type RoleKeys } from '../../src/http/credentials.ts';
+import {
+  COPY_CREDENTIAL_HEADER,
+  mintCredential,
+  mintRaftCredential,
+  type RoleKeys,
+} from '../../src/http/credentials.ts';
 import { ImageCluster, type ManagerProc, pngImage, until } from '../integration/imageCluster.ts';
 
 const WRITER = 'read-write-token-0123456789abcdef';
@@ -85,6 +92,24 @@ async function call(
 
 const usage = (id: string) => ({ id, diskUsed: 0, diskFree: 1e12, blobCount: 0, blobBytes: 0 });
 
+describe('the start of a manager', () => {
+  // Runs first: later tests send forged batches on purpose.
+  it("checks its peers' credentials without logging a malformed Raft batch on them", async () => {
+    for (const m of cluster.managers) {
+      const log = await readFile(join(cluster.root, `${m.id}.log`), 'utf8').catch(() => '');
+      expect(log, m.id).not.toContain('raft.transport.bad_message');
+    }
+    // The probe: a GET of the Raft route takes only the credential naming this manager.
+    const [a, b] = cluster.managers as [ManagerProc, ManagerProc];
+    expect(
+      (await call(`${b.url}/raft/messages`, 'GET', mintRaftCredential(keys.raft, a.id, b.id))).status,
+    ).toBe(204);
+    expect(
+      (await call(`${b.url}/raft/messages`, 'GET', mintRaftCredential(keys.raft, a.id, a.id))).status,
+    ).toBe(401);
+  });
+});
+
 describe('a worker credential', () => {
   it('is refused on the Raft and operator routes', async () => {
     const w1 = workerCredential('w1');
@@ -136,7 +161,7 @@ describe('a worker credential', () => {
 describe('a raft credential', () => {
   it('names its member: a message from another member is refused, and it opens no operator route', async () => {
     const [a, b] = cluster.managers.filter((m) => m.id !== leader.id) as [ManagerProc, ManagerProc];
-    const asA = mintCredential(keys.raft, 'raft', a.id);
+    const asA = mintRaftCredential(keys.raft, a.id, b.id);
     const view = (await (
       await fetch(`${leader.url}/v1/cluster/raft`, { headers: cluster.authHeaders() })
     ).json()) as { term: number };
@@ -152,6 +177,44 @@ describe('a raft credential', () => {
       401,
     );
     // The leader kept its place.
+    expect((await cluster.leader(30_000)).id).toBe(leader.id);
+  });
+
+  it('names its receiver: what a manager sends to a member added at a hostile URL opens no other manager', async () => {
+    const seen: IncomingHttpHeaders[] = [];
+    const recorder = createServer((req, res) => {
+      seen.push(req.headers);
+      req.resume();
+      req.on('end', () => res.writeHead(204).end());
+    });
+    await new Promise<void>((resolve) => recorder.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(recorder.address() as AddressInfo).port}`;
+    let adding: Promise<unknown> = Promise.resolve();
+    try {
+      // The add resolves only once m9 has caught up, which a recorder never does: not awaited.
+      adding = call(`${leader.url}/v1/cluster/members`, 'POST', cluster.secret, {
+        id: 'm9',
+        url,
+      }).catch(() => null);
+      await until('the leader sends Raft traffic to m9', async () => seen.length > 0, 30_000);
+      const stolen = seen[0]?.[CLUSTER_SECRET_HEADER] as string;
+      expect(stolen).toBeTruthy();
+      const other = cluster.managers.find((m) => m.id !== leader.id) as ManagerProc;
+      const view = (await (
+        await fetch(`${leader.url}/v1/cluster/raft`, { headers: cluster.authHeaders() })
+      ).json()) as { term: number };
+      // Replayed to another manager as the leader's own: refused before any message is read.
+      const forged = { type: 'MsgHeartbeat', from: leader.id, to: other.id, term: view.term, commit: 0 };
+      const replay = await call(`${other.url}/raft/messages`, 'POST', stolen, { messages: [forged] });
+      expect(replay.status).toBe(401);
+    } finally {
+      await call(`${leader.url}/v1/cluster/members/m9`, 'DELETE', cluster.secret);
+      await adding;
+      await new Promise<void>((resolve) => {
+        recorder.close(() => resolve());
+        recorder.closeAllConnections();
+      });
+    }
     expect((await cluster.leader(30_000)).id).toBe(leader.id);
   });
 });
@@ -278,4 +341,21 @@ describe('the operator credential', () => {
       (await call(`${leader.url}/v1/cluster/nodes/${drained}/undrain`, 'POST', cluster.secret)).status,
     ).toBe(200);
   }, 120_000);
+});
+
+describe('a URL another worker holds', () => {
+  it('is refused to a new id (409), which would otherwise be sent that worker’s credential', async () => {
+    const w2 = cluster.workers.find((w) => w.id === 'w2') as (typeof cluster.workers)[0];
+    const asW9 = mintCredential(keys.workers, 'worker', 'w9');
+    const header = `${JSON.stringify({ ...usage('w9'), url: w2.url, zone: 'z' })}\n`;
+    const register = await call(`${leader.url}/internal/v1/workers/register`, 'POST', asW9, header, {
+      'content-type': 'application/x-ndjson',
+    });
+    expect(register.status).toBe(409);
+    expect(register.json?.error?.code).toBe('WorkerUrlConflict');
+    expect(JSON.stringify(register.json)).toContain('w2');
+    const nodes = await fetch(`${leader.url}/v1/cluster/nodes`, { headers: cluster.authHeaders() });
+    const ids = ((await nodes.json()) as { nodes: { id: string }[] }).nodes.map((n) => n.id);
+    expect(ids.sort()).toEqual(['w1', 'w2']);
+  });
 });

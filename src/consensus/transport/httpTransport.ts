@@ -20,6 +20,8 @@ import { RAFT_MESSAGES_PATH, RAFT_REPLIES_HEADER, RAFT_SNAPSHOT_HEADER } from '.
 export interface HttpTransportOptions {
   id: NodeId;
   secret: string;
+  /** What to present to `peer` instead of `secret` (a raft credential names its receiver). */
+  credentialFor?: (peer: NodeId) => string;
   /** peerId -> base URL, e.g. `http://127.0.0.1:7001`. */
   peers?: Record<NodeId, string>;
   /** A request to this peer failed: the core moves the peer to probe (etcd's ReportUnreachable). */
@@ -380,7 +382,7 @@ export class HttpTransport {
         method: 'POST',
         headers: {
           'content-type': 'application/json',
-          [CLUSTER_SECRET_HEADER]: this.options.secret,
+          [CLUSTER_SECRET_HEADER]: this.options.credentialFor?.(peer.id) ?? this.options.secret,
           ...(isSnapshot ? { [RAFT_SNAPSHOT_HEADER]: '1' } : { [RAFT_REPLIES_HEADER]: '1' }),
         },
         body,

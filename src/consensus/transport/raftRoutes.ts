@@ -47,11 +47,14 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
   const log = options.log ?? createLogger('raft-transport', options.selfId ? { nodeId: options.selfId } : {});
   const app = new Hono();
 
-  const auth = requireCredential(credentialsOf(options), ['raft']);
-  // A manager about to start asks its peers whether they take its credential (bootstrapGuard.ts).
-  app.get(RAFT_MESSAGES_PATH, auth, (c) => c.body(null, 204));
+  // A raft credential counts only when it names this manager as its receiver.
+  const raft = requireCredential(credentialsOf(options), ['raft'], options.selfId);
 
-  app.post(RAFT_MESSAGES_PATH, auth, async (c) => {
+  // A starting manager's check that a peer takes its credential (bootstrapGuard.ts): 204 or 401,
+  // and nothing that looks like a malformed batch in the peer's log.
+  app.get(RAFT_MESSAGES_PATH, raft, (c) => c.body(null, 204));
+
+  app.post(RAFT_MESSAGES_PATH, raft, async (c) => {
     const snapshot = c.req.header(RAFT_SNAPSHOT_HEADER) === '1';
     const limit = snapshot
       ? (options.maxSnapshotBodyBytes ?? MAX_SNAPSHOT_BODY_BYTES)

@@ -118,7 +118,7 @@ async function forward(deps: S3EndpointDeps, req: S3Request, rawUrl: string): Pr
   try {
     res = await request(`${leader.url}${S3_FORWARD_PREFIX}${rawUrl}`, {
       method: req.method as 'GET',
-      headers: forwardHeaders(req, deps.credentials.raftCredential(deps.selfId)),
+      headers: forwardHeaders(req, deps.credentials.raftCredential(deps.selfId, leader.id)),
       ...(req.body !== null ? { body: Readable.from(req.body) } : {}),
       headersTimeout: 120_000,
       bodyTimeout: 120_000,
@@ -175,7 +175,7 @@ export function s3ForwardRoutes(deps: S3EndpointDeps): Hono {
     const incoming = (c.env as { incoming: IncomingMessage }).incoming;
     const requestId = c.req.header(REQUEST_ID_HEADER) ?? randomBytes(8).toString('hex').toUpperCase();
     const { rawPath, rawQuery } = splitUrl((incoming.url ?? '').slice(S3_FORWARD_PREFIX.length));
-    if (deps.credentials.authenticate(c.req.header(CLUSTER_SECRET_HEADER), ['raft']) === null) {
+    if (deps.credentials.authenticate(c.req.header(CLUSTER_SECRET_HEADER), ['raft'], deps.selfId) === null) {
       return failure(
         new S3Error('AccessDenied', "forwarded S3 requests need a manager's raft credential"),
         rawPath,
