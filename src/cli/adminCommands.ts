@@ -3,7 +3,13 @@
 // through), prints what it did, then waits, within a bound, for the outcome it asked for.
 
 import { Command } from 'commander';
-import { ClusterClient, DEFAULT_RETRY, managerUrls, secretHeaders } from './clusterClient.ts';
+import {
+  ClusterClient,
+  DEFAULT_RETRY,
+  managerUrls,
+  secretHeaders,
+  withOperatorOptions,
+} from './clusterClient.ts';
 
 interface AdminFlags {
   url?: string;
@@ -33,16 +39,10 @@ interface DrainStatus {
 }
 
 function withAdminOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '--url <urls>',
-      'managers, comma-separated [env IMGVAULT_URL; default http://127.0.0.1:7001,7002,7003]',
-    )
-    .option(
-      '--secret-file <file>',
-      'file holding the operator credential (credentials init: operator/operator.credential) or the single cluster secret [env IMGVAULT_CLUSTER_SECRET_FILE, or the secret in IMGVAULT_CLUSTER_SECRET; default ./data/credentials/operator/operator.credential, else ./data/cluster-secret]',
-    )
-    .option('--wait-ms <ms>', `how long to wait for the outcome (default ${DEFAULT_WAIT_MS})`);
+  return withOperatorOptions(cmd).option(
+    '--wait-ms <ms>',
+    `how long to wait for the outcome (default ${DEFAULT_WAIT_MS})`,
+  );
 }
 
 /** Flags may land on a parent that declares the same names (`manager --url`, `worker --managers`). */

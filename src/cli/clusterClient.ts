@@ -5,6 +5,7 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
+import type { Command } from 'commander';
 import pRetry, { AbortError } from 'p-retry';
 import { type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
@@ -286,4 +287,17 @@ export class ClusterClient {
     }
     throw new Retryable(`more than ${MAX_REDIRECTS} redirects: is leadership changing?`, 0, null, null);
   }
+}
+
+/** The flags every operator command takes: which managers, and the operator credential (secretHeaders). */
+export function withOperatorOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--url <urls>',
+      'managers, comma-separated [env IMGVAULT_URL; default http://127.0.0.1:7001,7002,7003]',
+    )
+    .option(
+      '--secret-file <file>',
+      'file holding the operator credential (credentials init: operator/operator.credential) or the single cluster secret [env IMGVAULT_CLUSTER_SECRET_FILE, or the secret in IMGVAULT_CLUSTER_SECRET; default ./data/credentials/operator/operator.credential, else ./data/cluster-secret]',
+    );
 }

@@ -3,7 +3,13 @@
 // (docs/s3.md says what that means).
 
 import { Command } from 'commander';
-import { ClusterClient, DEFAULT_RETRY, managerUrls, secretHeaders } from './clusterClient.ts';
+import {
+  ClusterClient,
+  DEFAULT_RETRY,
+  managerUrls,
+  secretHeaders,
+  withOperatorOptions,
+} from './clusterClient.ts';
 
 const KEYS_PATH = '/v1/cluster/s3/keys';
 
@@ -14,16 +20,7 @@ interface Flags {
 }
 
 function withOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '--url <urls>',
-      'managers, comma-separated [env IMGVAULT_URL; default http://127.0.0.1:7001,7002,7003]',
-    )
-    .option(
-      '--secret-file <file>',
-      'file holding the operator credential (credentials init: operator/operator.credential) or the single cluster secret [env IMGVAULT_CLUSTER_SECRET_FILE, or the secret in IMGVAULT_CLUSTER_SECRET; default ./data/credentials/operator/operator.credential, else ./data/cluster-secret]',
-    )
-    .option('--json', 'print one JSON object');
+  return withOperatorOptions(cmd).option('--json', 'print one JSON object');
 }
 
 function clientOf(command: Command): { client: ClusterClient; flags: Flags } {
