@@ -96,7 +96,7 @@ export const COMMAND_INDEX: Record<string, IndexEntry> = {
   },
   s3: {
     term: 's3',
-    description: 'the S3-compatible endpoint: access keys (cluster secret required)',
+    description: 'the S3-compatible endpoint: access keys (operator credential required)',
     load: async () => {
       const { createS3Command } = await import('./s3Command.ts');
       return (program) => program.addCommand(createS3Command());
