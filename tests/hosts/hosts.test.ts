@@ -171,6 +171,7 @@ describe.skipIf(SKIP !== null)(`one process per host${SKIP ? ` (skipped: ${SKIP}
     for (const host of ['w1', 'w2', 'w3']) {
       expect((await readdir(join(work, host, 'credentials'))).sort(), host).toEqual([
         'access.credential',
+        'metrics.credential',
         'worker.credential',
       ]);
       const own = await readFile(join(work, host, 'credentials/worker.credential'), 'utf8');

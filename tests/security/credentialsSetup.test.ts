@@ -79,6 +79,7 @@ describe('imgvault credentials', () => {
         ...['w1', 'w2', 'w3'].flatMap((w) => [
           `worker-${w}`,
           `worker-${w}/access.credential`,
+          `worker-${w}/metrics.credential`,
           `worker-${w}/worker.credential`,
         ]),
       ].sort(),

@@ -356,6 +356,7 @@ describe('a URL another worker holds', () => {
     expect(JSON.stringify(register.json)).toContain('w2');
     const nodes = await fetch(`${leader.url}/v1/cluster/nodes`, { headers: cluster.authHeaders() });
     const ids = ((await nodes.json()) as { nodes: { id: string }[] }).nodes.map((n) => n.id);
-    expect(ids.sort()).toEqual(['w1', 'w2']);
+    expect(ids.sort()).toEqual(cluster.workers.map((w) => w.id).sort());
+    expect(ids).not.toContain('w9');
   });
 });
