@@ -3,6 +3,8 @@
 // copies, strays, and the guards that keep an upload's or a recorded copy from being deleted.
 
 import { randomBytes } from 'node:crypto';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
@@ -13,6 +15,7 @@ import { sha256Of } from '../storagenode/workerHarness.ts';
 import {
   cleanup,
   hearAll,
+  onCleanup,
   placementFor,
   propose,
   putObject,
@@ -129,6 +132,7 @@ describe('RejoinReconciler', () => {
     expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w1.store.stat('orphan')).ok).toBe(true);
     s.clock.now += 10_001;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await w1.store.stat('orphan')).ok).toBe(false);
 
@@ -161,6 +165,7 @@ describe('RejoinReconciler', () => {
       replicas: ['w1'],
     });
     s.clock.now += 5_000;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w1.store.stat('late')).ok).toBe(true);
   });
@@ -181,6 +186,7 @@ describe('RejoinReconciler periodic sweep', () => {
     expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w3.store.stat('healthy')).ok).toBe(true);
     s.clock.now += 2_001;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await w3.store.stat('healthy')).ok).toBe(false);
     expect((await s.sm.getObject('healthy'))?.replicas).toEqual(['w1', 'w2']);
@@ -222,6 +228,7 @@ describe('RejoinReconciler and an id uploaded again', () => {
     const reconciler = reconcilerFor(s, { orphanGraceMs: 2_000 });
     expect(await reconciler.sweepInventories()).toBe(1);
     s.clock.now += 2_001;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await s.sm.getObject('again'))?.replicas).toEqual(['w1']);
     expect((await w3.store.stat('again')).ok).toBe(false);
@@ -258,6 +265,7 @@ describe('rejoin data-loss guards', () => {
     const line = (id: string) => ({ id, size: 300, sha256: sha256Of(bytes) });
     await reconciler.inventories.reconcile('w1', () => [line('slow'), line('stale')], s.clock.now);
     s.clock.now += 60_000;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await w1.store.stat('slow')).ok).toBe(true);
     expect((await w1.store.stat('stale')).ok).toBe(false);
@@ -295,7 +303,100 @@ describe('rejoin data-loss guards', () => {
       s.clock.now,
     );
     s.clock.now += 5_000;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w1.store.stat('late')).ok).toBe(true);
+  });
+});
+
+/** An HTTP server on 127.0.0.1 that holds every request unanswered until `answer()`. */
+async function holdingServer() {
+  const held: { method: string; res: ServerResponse }[] = [];
+  let ended = 0;
+  const server = createServer((req, res) => {
+    req.resume();
+    res.on('close', () => {
+      ended += 1;
+    });
+    held.push({ method: req.method ?? '', res });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const answer = () => {
+    for (const h of held.splice(0)) h.res.writeHead(204).end();
+  };
+  onCleanup(async () => {
+    answer();
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url, held, answer, ended: () => ended };
+}
+
+/** Waits (bounded) until `cond` holds. */
+async function until(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('the orphan sweep beside repair', () => {
+  it('keeps due sightings on a worker not serving for when it serves again', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
+    hearAll(s);
+    const w1 = s.workers.get('w1')!;
+    const bytes = randomBytes(100);
+    await s.client.putBlob(w1.url, 'orphan', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000 });
+    const line = { id: 'orphan', size: 100, sha256: sha256Of(bytes) };
+    expect((await reconciler.inventories.reconcile('w1', () => [line], s.clock.now)).orphanPending).toBe(1);
+    // w1 goes silent and is condemned: its delete would only wait for a timeout.
+    s.clock.now += 60_000;
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    expect(await reconciler.inventories.sweepOrphans()).toBe(0);
+    expect((await w1.store.stat('orphan')).ok).toBe(true);
+    // Back and heard: the sighting was kept, and its grace long passed.
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'up', at: s.clock.now });
+    hearAll(s);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(1);
+    expect((await w1.store.stat('orphan')).ok).toBe(false);
+  });
+
+  it("repairs a down worker's objects while an orphan delete on another worker hangs", async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    const hanging = await holdingServer();
+    await propose(s, {
+      type: 'registerWorker',
+      nodeId: 'w4',
+      url: hanging.url,
+      zone: 'zone-w4',
+      at: s.clock.now,
+    });
+    hearAll(s);
+    await putObject(s, 'x', ['w1', 'w2']);
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000 });
+    const line = { id: 'orphan', size: 100, sha256: 'b'.repeat(64) };
+    expect((await reconciler.inventories.reconcile('w4', () => [line], s.clock.now)).orphanPending).toBe(1);
+    s.clock.now += 5_000;
+    hearAll(s);
+    s.liveness.heard({
+      nodeId: 'w4',
+      diskUsed: 900_000,
+      diskFree: 100_000,
+      objectCount: 1,
+      lastSeen: s.clock.now,
+    });
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const report = await reconciler.pass();
+    // The pass did not wait for the orphan's delete: it is still unanswered (or not sent yet).
+    expect(hanging.ended()).toBe(0);
+    expect(report?.outcomes.copied).toBe(1);
+    expect((await s.sm.getObject('x'))?.replicas).not.toContain('w1');
+    // The sweep beside it goes on: its delete arrives, and ends once answered.
+    await until(() => hanging.held.some((h) => h.method === 'DELETE'), 'the orphan delete');
+    hanging.answer();
+    await until(() => hanging.ended() > 0, 'the delete answered');
   });
 });

@@ -27,7 +27,7 @@ import {
 
 type InventoryLine = InventoryEntry;
 
-export interface InventoryReconcilerDeps extends Omit<ExecutorDeps, 'liveness'> {
+export interface InventoryReconcilerDeps extends ExecutorDeps {
   orphanGraceMs: number;
   /**
    * True while this manager's own upload of the id runs: its copies are on workers before its
@@ -41,6 +41,9 @@ export type InventorySource = () => AsyncIterable<InventoryLine> | Iterable<Inve
 
 /** Inventory lines reconciled at once: each waits on read-backs and a commit (docs/operations.md). */
 const RECONCILE_CONCURRENCY = 32;
+
+/** Due sightings one orphan sweep acts on at most: each waits on read-backs and a delete. */
+export const ORPHANS_PER_SWEEP = 64;
 
 const DECISIONS = [
   'kept',
@@ -328,13 +331,26 @@ export class InventoryReconciler {
     return 'orphanPending';
   }
 
-  /** Deletes (or re-adopts) the unrecorded blobs whose grace has passed; returns those deleted. */
+  /**
+   * Deletes (or re-adopts) the unrecorded blobs whose grace has passed, at most ORPHANS_PER_SWEEP of
+   * them; returns those deleted. Sightings on a worker not serving wait for it: its delete would
+   * only wait for a timeout. One acted on goes to the back of the line, so a few that keep failing
+   * do not hold up the rest.
+   */
   async sweepOrphans(): Promise<number> {
     if (!this.deps.raft.isLeader()) return 0;
+    const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
     let deleted = 0;
+    let taken = 0;
     const now = this.now();
     for (const o of this.seen.all()) {
+      if (taken >= ORPHANS_PER_SWEEP) break;
       if (!orphanDue(o.firstSeen, now, this.deps.orphanGraceMs)) continue;
+      const node = nodes.get(o.nodeId);
+      // A node gone from the table is not skipped: deleteStrayHeld forgets its sightings.
+      if (node && !this.deps.liveness.isServing(node)) continue;
+      taken += 1;
+      this.seen.requeue(o.nodeId, o.id);
       try {
         if (await this.holding(o.nodeId, o.id, () => this.deleteStrayHeld(o.nodeId, o.id), false)) {
           deleted += 1;
