@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
+import type { WorkerClient } from '../../src/manager/workerClient.ts';
 import type { InventoryLine } from '../../src/manager/workerRegistry.ts';
 import { type Command, decodeCommand } from '../../src/metadata/commands.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
@@ -398,5 +399,76 @@ describe('the orphan sweep beside repair', () => {
     await until(() => hanging.held.some((h) => h.method === 'DELETE'), 'the orphan delete');
     hanging.answer();
     await until(() => hanging.ended() > 0, 'the delete answered');
+  });
+});
+
+describe('rejoin, an excess copy re-adopted meanwhile', () => {
+  it('keeps a returning copy the record lists again by the time of its delete', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    const w1 = s.workers.get('w1')!;
+    const bytes = await putObject(s, 'back', ['w2', 'w3']);
+    await s.client.putBlob(w1.url, 'back', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    // w1 is draining: its unlisted copy is excess once the two recorded copies read back whole.
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
+    const record = (await s.sm.getObject('back'))!;
+    // Committed elsewhere meanwhile (not applied here yet): the copy is listed again.
+    const unapplied: Command[] = [
+      {
+        type: 'addReplica',
+        id: 'back',
+        nodeId: 'w1',
+        expected: { sha256: record.sha256, createdAt: record.createdAt },
+      },
+    ];
+    let readIndexes = 0;
+    const raft: RaftAccess = {
+      ...s.raft,
+      async readIndex() {
+        readIndexes += 1;
+        for (const c of unapplied.splice(0)) expect((await proposeCommand(s.raft, c)).ok).toBe(true);
+      },
+    };
+    const reconciler = reconcilerFor(s, { raft, orphanGraceMs: 10_000 });
+    const summary = await reconciler.inventories.reconcile(
+      'w1',
+      () => [{ id: 'back', size: bytes.length, sha256: sha256Of(bytes) }],
+      s.clock.now,
+    );
+    expect(readIndexes).toBeGreaterThan(0);
+    expect(summary.excessRemoved).toBe(0);
+    expect((await s.sm.getObject('back'))?.replicas).toContain('w1');
+    expect((await w1.store.stat('back')).ok).toBe(true);
+  });
+});
+
+describe('the orphan sweep, a stray re-adopted during its read-backs', () => {
+  it('keeps a stray copy the record lists by the time of its delete', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    const w3 = s.workers.get('w3')!;
+    const bytes = await putObject(s, 'held', ['w1', 'w2']);
+    await s.client.putBlob(w3.url, 'held', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    const record = (await s.sm.getObject('held'))!;
+    // While the recorded copies are read back, the stray is recorded (another path re-adopted it).
+    let readopted = false;
+    const workers = Object.assign(Object.create(s.client) as WorkerClient, {
+      async verifyBlob(url: string, id: string) {
+        if (!readopted) {
+          readopted = true;
+          const expected = { sha256: record.sha256, createdAt: record.createdAt };
+          await propose(s, { type: 'addReplica', id: 'held', nodeId: 'w3', expected });
+        }
+        return s.client.verifyBlob(url, id);
+      },
+    });
+    const reconciler = reconcilerFor(s, { workers, orphanGraceMs: 1_000 });
+    expect(await reconciler.sweepInventories()).toBe(1);
+    s.clock.now += 2_000;
+    hearAll(s);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(0);
+    expect(readopted).toBe(true);
+    expect((await s.sm.getObject('held'))?.replicas).toContain('w3');
+    expect((await w3.store.stat('held')).ok).toBe(true);
   });
 });
