@@ -8,9 +8,9 @@
 //
 // So every path that records a copy on a worker holds that copy from before its bytes are written
 // or checked until its commit has an outcome. Every path that deletes a copy holds it and reads the
-// table again under the hold (`deleteUnlistedCopy`), as of everything committed. The locks are
-// leader-local: a new leader starts with none held. What they leave open is a delete a deposed
-// leader had already sent when it lost the lead.
+// table again under the hold (`deleteUnlistedCopy`, or `deleteHeldUnlistedCopy` for a copy it
+// already holds), as of everything committed. The locks are leader-local: a new leader starts with
+// none held. What they leave open is a delete a deposed leader had already sent when it lost the lead.
 
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import type { WorkerClient } from './workerClient.ts';
@@ -62,6 +62,13 @@ function keyOf(nodeId: string, id: string): string {
 
 export type CopyDeletion = 'deleted' | 'listed' | 'busy';
 
+interface CopyDeletionDeps {
+  copies: CopyLocks;
+  metadata: MetadataStateMachine;
+  workers: WorkerClient;
+  raft: { readIndex(): Promise<void> };
+}
+
 /**
  * Deletes the copy of `id` on `node` unless the table lists it there (again), reading the table
  * under the hold, so no commit of this leader that records the copy can land between the read and
@@ -70,12 +77,7 @@ export type CopyDeletion = 'deleted' | 'listed' | 'busy';
  * (`busy`) for a later sweep. A failed delete (or a lost leadership) rejects, with the copy released.
  */
 export async function deleteUnlistedCopy(
-  deps: {
-    copies: CopyLocks;
-    metadata: MetadataStateMachine;
-    workers: WorkerClient;
-    raft: { readIndex(): Promise<void> };
-  },
+  deps: CopyDeletionDeps,
   node: { nodeId: string; url: string },
   id: string,
   opts: { wait?: boolean } = {},
@@ -83,12 +85,21 @@ export async function deleteUnlistedCopy(
   const release = opts.wait ? await deps.copies.hold(node.nodeId, id) : deps.copies.tryHold(node.nodeId, id);
   if (release === null) return 'busy';
   try {
-    await deps.raft.readIndex();
-    const object = await deps.metadata.getObject(id);
-    if (object?.replicas.includes(node.nodeId)) return 'listed';
-    await deps.workers.deleteBlob(node.url, id);
-    return 'deleted';
+    return await deleteHeldUnlistedCopy(deps, node, id);
   } finally {
     release();
   }
+}
+
+/** deleteUnlistedCopy for a copy the caller already holds (and keeps holding). */
+export async function deleteHeldUnlistedCopy(
+  deps: Omit<CopyDeletionDeps, 'copies'>,
+  node: { nodeId: string; url: string },
+  id: string,
+): Promise<Exclude<CopyDeletion, 'busy'>> {
+  await deps.raft.readIndex();
+  const object = await deps.metadata.getObject(id);
+  if (object?.replicas.includes(node.nodeId)) return 'listed';
+  await deps.workers.deleteBlob(node.url, id);
+  return 'deleted';
 }

@@ -3,9 +3,12 @@
 // copies, strays, and the guards that keep an upload's or a recorded copy from being deleted.
 
 import { randomBytes } from 'node:crypto';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
+import type { WorkerClient } from '../../src/manager/workerClient.ts';
 import type { InventoryLine } from '../../src/manager/workerRegistry.ts';
 import { type Command, decodeCommand } from '../../src/metadata/commands.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
@@ -13,6 +16,7 @@ import { sha256Of } from '../storagenode/workerHarness.ts';
 import {
   cleanup,
   hearAll,
+  onCleanup,
   placementFor,
   propose,
   putObject,
@@ -129,6 +133,7 @@ describe('RejoinReconciler', () => {
     expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w1.store.stat('orphan')).ok).toBe(true);
     s.clock.now += 10_001;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await w1.store.stat('orphan')).ok).toBe(false);
 
@@ -161,6 +166,7 @@ describe('RejoinReconciler', () => {
       replicas: ['w1'],
     });
     s.clock.now += 5_000;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w1.store.stat('late')).ok).toBe(true);
   });
@@ -181,6 +187,7 @@ describe('RejoinReconciler periodic sweep', () => {
     expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w3.store.stat('healthy')).ok).toBe(true);
     s.clock.now += 2_001;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await w3.store.stat('healthy')).ok).toBe(false);
     expect((await s.sm.getObject('healthy'))?.replicas).toEqual(['w1', 'w2']);
@@ -222,6 +229,7 @@ describe('RejoinReconciler and an id uploaded again', () => {
     const reconciler = reconcilerFor(s, { orphanGraceMs: 2_000 });
     expect(await reconciler.sweepInventories()).toBe(1);
     s.clock.now += 2_001;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await s.sm.getObject('again'))?.replicas).toEqual(['w1']);
     expect((await w3.store.stat('again')).ok).toBe(false);
@@ -258,6 +266,7 @@ describe('rejoin data-loss guards', () => {
     const line = (id: string) => ({ id, size: 300, sha256: sha256Of(bytes) });
     await reconciler.inventories.reconcile('w1', () => [line('slow'), line('stale')], s.clock.now);
     s.clock.now += 60_000;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(1);
     expect((await w1.store.stat('slow')).ok).toBe(true);
     expect((await w1.store.stat('stale')).ok).toBe(false);
@@ -295,7 +304,171 @@ describe('rejoin data-loss guards', () => {
       s.clock.now,
     );
     s.clock.now += 5_000;
+    hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(0);
     expect((await w1.store.stat('late')).ok).toBe(true);
+  });
+});
+
+/** An HTTP server on 127.0.0.1 that holds every request unanswered until `answer()`. */
+async function holdingServer() {
+  const held: { method: string; res: ServerResponse }[] = [];
+  let ended = 0;
+  const server = createServer((req, res) => {
+    req.resume();
+    res.on('close', () => {
+      ended += 1;
+    });
+    held.push({ method: req.method ?? '', res });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const answer = () => {
+    for (const h of held.splice(0)) h.res.writeHead(204).end();
+  };
+  onCleanup(async () => {
+    answer();
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url, held, answer, ended: () => ended };
+}
+
+/** Waits (bounded) until `cond` holds. */
+async function until(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('the orphan sweep beside repair', () => {
+  it('keeps due sightings on a worker not serving for when it serves again', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
+    hearAll(s);
+    const w1 = s.workers.get('w1')!;
+    const bytes = randomBytes(100);
+    await s.client.putBlob(w1.url, 'orphan', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000 });
+    const line = { id: 'orphan', size: 100, sha256: sha256Of(bytes) };
+    expect((await reconciler.inventories.reconcile('w1', () => [line], s.clock.now)).orphanPending).toBe(1);
+    // w1 goes silent and is condemned: its delete would only wait for a timeout.
+    s.clock.now += 60_000;
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    expect(await reconciler.inventories.sweepOrphans()).toBe(0);
+    expect((await w1.store.stat('orphan')).ok).toBe(true);
+    // Back and heard: the sighting was kept, and its grace long passed.
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'up', at: s.clock.now });
+    hearAll(s);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(1);
+    expect((await w1.store.stat('orphan')).ok).toBe(false);
+  });
+
+  it("repairs a down worker's objects while an orphan delete on another worker hangs", async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    const hanging = await holdingServer();
+    await propose(s, {
+      type: 'registerWorker',
+      nodeId: 'w4',
+      url: hanging.url,
+      zone: 'zone-w4',
+      at: s.clock.now,
+    });
+    hearAll(s);
+    await putObject(s, 'x', ['w1', 'w2']);
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000 });
+    const line = { id: 'orphan', size: 100, sha256: 'b'.repeat(64) };
+    expect((await reconciler.inventories.reconcile('w4', () => [line], s.clock.now)).orphanPending).toBe(1);
+    s.clock.now += 5_000;
+    hearAll(s);
+    s.liveness.heard({
+      nodeId: 'w4',
+      diskUsed: 900_000,
+      diskFree: 100_000,
+      objectCount: 1,
+      lastSeen: s.clock.now,
+    });
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const report = await reconciler.pass();
+    // The pass did not wait for the orphan's delete: it is still unanswered (or not sent yet).
+    expect(hanging.ended()).toBe(0);
+    expect(report?.outcomes.copied).toBe(1);
+    expect((await s.sm.getObject('x'))?.replicas).not.toContain('w1');
+    // The sweep beside it goes on: its delete arrives, and ends once answered.
+    await until(() => hanging.held.some((h) => h.method === 'DELETE'), 'the orphan delete');
+    hanging.answer();
+    await until(() => hanging.ended() > 0, 'the delete answered');
+  });
+});
+
+describe('rejoin, an excess copy re-adopted meanwhile', () => {
+  it('keeps a returning copy the record lists again by the time of its delete', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    const w1 = s.workers.get('w1')!;
+    const bytes = await putObject(s, 'back', ['w2', 'w3']);
+    await s.client.putBlob(w1.url, 'back', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    // w1 is draining: its unlisted copy is excess once the two recorded copies read back whole.
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
+    const record = (await s.sm.getObject('back'))!;
+    // Committed elsewhere meanwhile (not applied here yet): the copy is listed again.
+    const unapplied: Command[] = [
+      {
+        type: 'addReplica',
+        id: 'back',
+        nodeId: 'w1',
+        expected: { sha256: record.sha256, createdAt: record.createdAt },
+      },
+    ];
+    let readIndexes = 0;
+    const raft: RaftAccess = {
+      ...s.raft,
+      async readIndex() {
+        readIndexes += 1;
+        for (const c of unapplied.splice(0)) expect((await proposeCommand(s.raft, c)).ok).toBe(true);
+      },
+    };
+    const reconciler = reconcilerFor(s, { raft, orphanGraceMs: 10_000 });
+    const summary = await reconciler.inventories.reconcile(
+      'w1',
+      () => [{ id: 'back', size: bytes.length, sha256: sha256Of(bytes) }],
+      s.clock.now,
+    );
+    expect(readIndexes).toBeGreaterThan(0);
+    expect(summary.excessRemoved).toBe(0);
+    expect((await s.sm.getObject('back'))?.replicas).toContain('w1');
+    expect((await w1.store.stat('back')).ok).toBe(true);
+  });
+});
+
+describe('the orphan sweep, a stray re-adopted during its read-backs', () => {
+  it('keeps a stray copy the record lists by the time of its delete', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    const w3 = s.workers.get('w3')!;
+    const bytes = await putObject(s, 'held', ['w1', 'w2']);
+    await s.client.putBlob(w3.url, 'held', sha256Of(bytes), bytes.length, Readable.from([bytes]));
+    const record = (await s.sm.getObject('held'))!;
+    // While the recorded copies are read back, the stray is recorded (another path re-adopted it).
+    let readopted = false;
+    const workers = Object.assign(Object.create(s.client) as WorkerClient, {
+      async verifyBlob(url: string, id: string) {
+        if (!readopted) {
+          readopted = true;
+          const expected = { sha256: record.sha256, createdAt: record.createdAt };
+          await propose(s, { type: 'addReplica', id: 'held', nodeId: 'w3', expected });
+        }
+        return s.client.verifyBlob(url, id);
+      },
+    });
+    const reconciler = reconcilerFor(s, { workers, orphanGraceMs: 1_000 });
+    expect(await reconciler.sweepInventories()).toBe(1);
+    s.clock.now += 2_000;
+    hearAll(s);
+    expect(await reconciler.inventories.sweepOrphans()).toBe(0);
+    expect(readopted).toBe(true);
+    expect((await s.sm.getObject('held'))?.replicas).toContain('w3');
+    expect((await w3.store.stat('held')).ok).toBe(true);
   });
 });

@@ -98,6 +98,14 @@ export class FirstSeen {
     this.seen.delete(`${nodeId}/${id}`);
   }
 
+  /** Moves a sighting to the back of all(), keeping when it was first seen. */
+  requeue(nodeId: string, id: string): void {
+    const known = this.seen.get(`${nodeId}/${id}`);
+    if (!known) return;
+    this.seen.delete(`${nodeId}/${id}`);
+    this.seen.set(`${nodeId}/${id}`, known);
+  }
+
   get(nodeId: string, id: string): Sighting | undefined {
     return this.seen.get(`${nodeId}/${id}`);
   }

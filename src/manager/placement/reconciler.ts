@@ -4,7 +4,8 @@
 // Nothing outside decides: a down verdict, a drain, or a worker registering with its inventory
 // ("a new inventory was observed") only wakes the loop (TigerBeetle's rule: don't do things
 // directly in reaction to external events). Inventories, a rejoin's or the periodic sweep's, are
-// reconciled beside the repair pass, one per worker at a time.
+// reconciled beside the repair pass, one per worker at a time, and so are the orphan deletes:
+// repair, which restores a down worker's objects to two copies, never waits on either.
 
 import { type ExecutorDeps, ObjectSlots } from './execute.ts';
 import { emptySummary, InventoryReconciler, type InventorySource, type ReconcileSummary } from './rejoin.ts';
@@ -35,11 +36,12 @@ export class PlacementReconciler {
   readonly slots = new ObjectSlots();
   readonly repair: Repairer;
   readonly inventories: InventoryReconciler;
-  /** Inventories observed and not yet reconciled, by worker: the newest one wins. */
+  /** Inventories observed and not yet reconciled, by worker, reconciled oldest first. */
   private readonly observed = new Map<string, ObservedInventory[]>();
   /** Workers whose inventory is being reconciled now. */
   private readonly reconciling = new Set<string>();
   private sweep: Promise<unknown> | null = null;
+  private orphans: Promise<unknown> | null = null;
   private nextSweepAt = 0;
   private nextOrphanSweepAt = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -122,9 +124,17 @@ export class PlacementReconciler {
     }
     for (const nodeId of this.observed.keys()) this.startRejoin(nodeId);
     const now = (this.deps.now ?? Date.now)();
-    if (now >= this.nextOrphanSweepAt) {
+    // Beside the pass, not before it: the repair of a down worker's objects must not wait on deletes.
+    if (this.orphans === null && now >= this.nextOrphanSweepAt) {
       this.nextOrphanSweepAt = now + Math.min(60_000, Math.max(100, Math.floor(this.deps.orphanGraceMs / 4)));
-      await this.inventories.sweepOrphans().catch(() => {});
+      this.orphans = this.inventories
+        .sweepOrphans()
+        .catch((err: unknown) =>
+          this.deps.log.warn({ event: 'reconcile.orphan_sweep_failed', err }, 'next sweep retries'),
+        )
+        .finally(() => {
+          this.orphans = null;
+        });
     }
     const sweepEvery =
       this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, this.deps.orphanGraceMs));

@@ -11,7 +11,7 @@
 
 import { expectedOf, type NodeView, type ObjectView } from '../../metadata/commands.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
-import { deleteUnlistedCopy } from '../copyLocks.ts';
+import { deleteHeldUnlistedCopy, deleteUnlistedCopy } from '../copyLocks.ts';
 import { readBack } from '../copyVerifier.ts';
 import type { InventoryEntry } from '../workerClient.ts';
 import { counters, type ExecutorDeps, runLanes } from './execute.ts';
@@ -27,7 +27,7 @@ import {
 
 type InventoryLine = InventoryEntry;
 
-export interface InventoryReconcilerDeps extends Omit<ExecutorDeps, 'liveness'> {
+export interface InventoryReconcilerDeps extends ExecutorDeps {
   orphanGraceMs: number;
   /**
    * True while this manager's own upload of the id runs: its copies are on workers before its
@@ -41,6 +41,9 @@ export type InventorySource = () => AsyncIterable<InventoryLine> | Iterable<Inve
 
 /** Inventory lines reconciled at once: each waits on read-backs and a commit (docs/operations.md). */
 const RECONCILE_CONCURRENCY = 32;
+
+/** Due sightings one orphan sweep acts on at most: each waits on read-backs and a delete. */
+export const ORPHANS_PER_SWEEP = 64;
 
 const DECISIONS = [
   'kept',
@@ -234,8 +237,10 @@ export class InventoryReconciler {
       case 'deleteCorrupt':
         return this.deleteCorrupt(self, line, object, action.listed);
       case 'deleteExcess':
-        await this.deps.workers.deleteBlob(self.url, line.id);
-        return 'excessRemoved';
+        // The line holds the copy; the read under the hold proves the lead and sees a re-adoption.
+        return (await deleteHeldUnlistedCopy(this.deps, self, line.id)) === 'deleted'
+          ? 'excessRemoved'
+          : 'kept';
       case 'readopt':
       case 'readoptOnly': {
         const added = await this.change(object, { type: 'addReplica', id: object.id, nodeId: self.nodeId });
@@ -328,13 +333,26 @@ export class InventoryReconciler {
     return 'orphanPending';
   }
 
-  /** Deletes (or re-adopts) the unrecorded blobs whose grace has passed; returns those deleted. */
+  /**
+   * Deletes (or re-adopts) the unrecorded blobs whose grace has passed, at most ORPHANS_PER_SWEEP of
+   * them; returns those deleted. Sightings on a worker not serving wait for it: its delete would
+   * only wait for a timeout. One acted on goes to the back of the line, so a few that keep failing
+   * do not hold up the rest.
+   */
   async sweepOrphans(): Promise<number> {
     if (!this.deps.raft.isLeader()) return 0;
+    const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
     let deleted = 0;
+    let taken = 0;
     const now = this.now();
     for (const o of this.seen.all()) {
+      if (taken >= ORPHANS_PER_SWEEP) break;
       if (!orphanDue(o.firstSeen, now, this.deps.orphanGraceMs)) continue;
+      const node = nodes.get(o.nodeId);
+      // A node gone from the table is not skipped: deleteStrayHeld forgets its sightings.
+      if (node && !this.deps.liveness.isServing(node)) continue;
+      taken += 1;
+      this.seen.requeue(o.nodeId, o.id);
       try {
         if (await this.holding(o.nodeId, o.id, () => this.deleteStrayHeld(o.nodeId, o.id), false)) {
           deleted += 1;
@@ -351,17 +369,14 @@ export class InventoryReconciler {
   }
 
   /**
-   * An unrecorded blob past its grace, its slot and copy held: re-checks the table right before
-   * deleting (an upload may have committed its record since), then as planStray decides.
+   * An unrecorded blob past its grace, its slot and copy held: as planStray decides, and a delete
+   * only if the table, read afresh after the read-backs, still says what the plan was made on.
    */
   private async deleteStrayHeld(nodeId: string, id: string): Promise<boolean> {
     const pending = this.seen.get(nodeId, id);
     if (!pending || !this.deps.raft.isLeader() || this.deps.uploading?.(pending.id)) return false;
     const { metadata, workers, log } = this.deps;
-    // The table as of everything committed, so neither a record committed under another leader
-    // and not applied here yet, nor a deposed leader's stale table, makes a recorded copy look
-    // orphaned. An upload this leader is running right now has not committed: `uploading` covers it.
-    const object = await this.freshObject(pending.id);
+    const object = await metadata.getObject(pending.id);
     const node = await metadata.getNode(pending.nodeId);
     const nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
     const checks = new Map<string, CopyCheck>();
@@ -383,6 +398,11 @@ export class InventoryReconciler {
       if (action.kind !== 'delete') return false;
       break;
     }
+    // The table as of everything committed, read last, so neither a record committed under another
+    // leader and not applied here yet, nor one committed during the read-backs, nor a deposed
+    // leader's stale table, makes a recorded copy look orphaned. Changed: the next sweep plans again.
+    // An upload this leader is running right now has not committed: `uploading` covers it.
+    if (!sameRecord(object, await this.freshObject(pending.id))) return false;
     await workers.deleteBlob(node!.url, pending.id);
     this.seen.forget(nodeId, id);
     log.info(
@@ -474,4 +494,15 @@ export class InventoryReconciler {
     const change = { type: 'removeReplica', id, nodeId } as const;
     return (await this.change(object!, change, 'reconcile.last_copy_missing')) ? 'missingDropped' : 'skipped';
   }
+}
+
+/** The same record of an object (or none both times): a plan made on `a` still holds for `b`. */
+function sameRecord(a: ObjectView | null, b: ObjectView | null): boolean {
+  if (a === null || b === null) return a === b;
+  return (
+    a.sha256 === b.sha256 &&
+    a.size === b.size &&
+    a.createdAt === b.createdAt &&
+    a.replicas.join('\0') === b.replicas.join('\0')
+  );
 }
