@@ -7,8 +7,17 @@ import { join, relative } from 'node:path';
 import { ImageCluster, runCli } from '../integration/imageCluster.ts';
 import { CONVERT, run, type S3Key } from './s3Tools.ts';
 
-export async function startS3Cluster(name: string): Promise<{ cluster: ImageCluster; key: S3Key }> {
-  const cluster = await ImageCluster.start({ s3: true, name, startTimeoutMs: 150_000 });
+/** `perRole`: a credential per role (the key is created with the operator's), else the single secret. */
+export async function startS3Cluster(
+  name: string,
+  opts: { perRole?: boolean } = {},
+): Promise<{ cluster: ImageCluster; key: S3Key }> {
+  const cluster = await ImageCluster.start({
+    s3: true,
+    name,
+    startTimeoutMs: 150_000,
+    ...(opts.perRole ? { perRole: true } : {}),
+  });
   const created = await runCli([
     's3',
     'keys',
