@@ -18,7 +18,7 @@ import { randomUUID } from 'node:crypto';
 import { Agent, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
 import { ImageCluster, type ManagerProc, pngImage } from '../tests/integration/imageCluster.ts';
-import { cpuSeconds } from './processCpu.ts';
+import { combine, drive, percentile, type RunResult } from './closedLoop.ts';
 import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
 
 const SECS = Number(process.env.BENCH_SECS ?? 4);
@@ -27,58 +27,6 @@ const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 200);
 const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8').split(',').map(Number);
 const SIZE = 1024 * 1024;
 const PAYLOADS = 8;
-
-interface RunResult {
-  ops: number;
-  seconds: number;
-  latenciesMs: number[];
-  /** CPU seconds per process (managers, then workers) spent during the run. */
-  cpu: number[];
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-/** `concurrency` closed loops of `op` until `secs` have passed. */
-async function drive(
-  concurrency: number,
-  secs: number,
-  pids: (number | undefined)[],
-  op: (n: number) => Promise<void>,
-): Promise<RunResult> {
-  const latenciesMs: number[] = [];
-  let seq = 0;
-  const cpu0 = pids.map(cpuSeconds);
-  const started = performance.now();
-  const end = started + secs * 1000;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        const t0 = performance.now();
-        await op(seq++);
-        latenciesMs.push(performance.now() - t0);
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  return {
-    ops: latenciesMs.length,
-    seconds,
-    latenciesMs,
-    cpu: pids.map((pid, i) => cpuSeconds(pid) - cpu0[i]!),
-  };
-}
-
-function combine(runs: RunResult[]): RunResult {
-  return {
-    ops: runs.reduce((a, r) => a + r.ops, 0),
-    seconds: runs.reduce((a, r) => a + r.seconds, 0),
-    latenciesMs: runs.flatMap((r) => r.latenciesMs),
-    cpu: runs[0]!.cpu.map((_, i) => runs.reduce((a, r) => a + r.cpu[i]!, 0)),
-  };
-}
 
 /** p50 at concurrency 1 of the parts of a GET: the record alone, a worker's GET alone, the whole. */
 async function whereTheTimeGoes(
@@ -123,7 +71,7 @@ async function whereTheTimeGoes(
   ];
   console.log('\nwhere a GET of 1 MiB goes, concurrency 1:');
   for (const [what, op] of parts) {
-    const r = await drive(1, SECS, [], op);
+    const r = await drive(1, SECS, op);
     const sorted = r.latenciesMs.sort((a, b) => a - b);
     console.log(
       `  ${what}: p50 ${percentile(sorted, 50).toFixed(2)} ms, ${(r.ops / r.seconds).toFixed(0)}/s`,
@@ -172,8 +120,8 @@ async function main(): Promise<void> {
     };
     const procs = [...cluster.managers, ...cluster.workers];
     const pids = procs.map((p) => p.child?.pid);
-    await drive(8, 1, pids, get(leader)); // warm-up: connections, JIT
-    await drive(8, 1, pids, get(follower));
+    await drive(8, 1, get(leader), pids); // warm-up: connections, JIT
+    await drive(8, 1, get(follower), pids);
     const rows: string[][] = [];
     for (const concurrency of CONCURRENCY) {
       const runs = new Map<ManagerProc, RunResult[]>([
@@ -182,7 +130,7 @@ async function main(): Promise<void> {
       ]);
       for (let round = 0; round < ROUNDS; round++) {
         const order = round % 2 === 0 ? [leader, follower] : [follower, leader];
-        for (const via of order) runs.get(via)!.push(await drive(concurrency, SECS, pids, get(via)));
+        for (const via of order) runs.get(via)!.push(await drive(concurrency, SECS, get(via), pids));
       }
       const swift = swiftCell('swift GET 1MiB', concurrency);
       for (const [via, list] of runs) {

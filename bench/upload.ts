@@ -22,6 +22,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
+import { combine, drive, percentile, type RunResult } from './closedLoop.ts';
 import { cpuSeconds } from './processCpu.ts';
 import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
 
@@ -40,52 +41,6 @@ const SIZES = ALL_SIZES.filter(
 const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8').split(',').map(Number);
 const PAYLOADS_PER_SIZE = 8;
 const MB = 1_000_000;
-
-interface RunResult {
-  ops: number;
-  bytes: number;
-  seconds: number;
-  latenciesMs: number[];
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-/** `concurrency` loops doing `op` back to back until `secs` have passed. */
-async function drive(
-  concurrency: number,
-  secs: number,
-  op: (n: number) => Promise<number>,
-): Promise<RunResult> {
-  const latenciesMs: number[] = [];
-  let bytes = 0;
-  let seq = 0;
-  const started = performance.now();
-  const end = started + secs * 1000;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        const t0 = performance.now();
-        const n = await op(seq++);
-        bytes += n;
-        latenciesMs.push(performance.now() - t0);
-      }
-    }),
-  );
-  return { ops: latenciesMs.length, bytes, seconds: (performance.now() - started) / 1000, latenciesMs };
-}
-
-/** Several runs of one side as if they were one. */
-function combine(runs: RunResult[]): RunResult {
-  return {
-    ops: runs.reduce((a, r) => a + r.ops, 0),
-    bytes: runs.reduce((a, r) => a + r.bytes, 0),
-    seconds: runs.reduce((a, r) => a + r.seconds, 0),
-    latenciesMs: runs.flatMap((r) => r.latenciesMs),
-  };
-}
 
 async function fsyncDir(dir: string): Promise<void> {
   const handle = await fs.open(dir, 'r');
