@@ -7,6 +7,7 @@ import {
   ClusterClient,
   DEFAULT_RETRY,
   managerUrls,
+  runOperatorAction,
   secretHeaders,
   withOperatorOptions,
 } from './clusterClient.ts';
@@ -51,17 +52,6 @@ function adminSetup(command: Command): { client: ClusterClient; waitMs: number }
   const urls = managerUrls(flags.url ?? flags.managers ?? process.env.IMGVAULT_MANAGERS);
   const waitMs = Math.max(0, Number(flags.waitMs ?? DEFAULT_WAIT_MS) || 0);
   return { client: new ClusterClient(urls, secretHeaders(flags.secretFile), ADMIN_RETRY), waitMs };
-}
-
-function run<A extends unknown[]>(name: string, body: (...args: A) => Promise<void>) {
-  return async (...args: A) => {
-    try {
-      await body(...args);
-    } catch (err) {
-      console.error(`imgvault ${name}: ${err instanceof Error ? err.message : String(err)}`);
-      process.exit(1);
-    }
-  };
 }
 
 async function json<T>(
@@ -117,7 +107,7 @@ export function createRaftCommand(): Command {
       .description('hand leadership to another voting manager, then wait until it leads')
       .argument('<id>', 'manager id to lead, e.g. m2'),
   ).action(
-    run('raft transfer-leader', async (id: string, _flags: unknown, command: Command) => {
+    runOperatorAction('raft transfer-leader', async (id: string, _flags: unknown, command: Command) => {
       const { client, waitMs } = adminSetup(command);
       console.log(`asking the leader to hand leadership to ${id}`);
       await json(client, 'POST', '/v1/cluster/transfer-leader', { to: id });
@@ -142,7 +132,7 @@ export function addMembershipCommands(manager: Command): void {
       .argument('<id>', 'id of the new manager, e.g. m4')
       .argument('<url>', 'URL the others reach it at, e.g. http://10.0.0.4:7001'),
   ).action(
-    run('manager add', async (id: string, url: string, _flags: unknown, command: Command) => {
+    runOperatorAction('manager add', async (id: string, url: string, _flags: unknown, command: Command) => {
       const { client, waitMs } = adminSetup(command);
       console.log(`adding ${id} (${url}) as a non-voter; the leader promotes it once it has caught up`);
       await json(client, 'POST', '/v1/cluster/members', { id, url });
@@ -161,7 +151,7 @@ export function addMembershipCommands(manager: Command): void {
       .description('remove a manager from the Raft membership (a dead one too); waits until it is gone')
       .argument('<id>', 'id of the manager to remove'),
   ).action(
-    run('manager remove', async (id: string, _flags: unknown, command: Command) => {
+    runOperatorAction('manager remove', async (id: string, _flags: unknown, command: Command) => {
       const { client, waitMs } = adminSetup(command);
       console.log(`removing ${id} from the managers`);
       const { res } = await client.request('DELETE', `/v1/cluster/members/${encodeURIComponent(id)}`, {
@@ -192,7 +182,7 @@ export function createDrainCommand(): Command {
       .argument('<id>', 'node id of the worker to drain')
       .option('--managers <urls>', 'old name of --url [env IMGVAULT_MANAGERS]'),
   ).action(
-    run('worker drain', async (id: string, _flags: unknown, command: Command) => {
+    runOperatorAction('worker drain', async (id: string, _flags: unknown, command: Command) => {
       const { client, waitMs } = adminSetup(command);
       const path = `/v1/cluster/nodes/${encodeURIComponent(id)}/drain`;
       const started = await json<DrainStatus>(client, 'POST', path);
@@ -215,7 +205,7 @@ export function createUndrainCommand(): Command {
       )
       .argument('<id>', 'node id of the worker'),
   ).action(
-    run('worker undrain', async (id: string, _flags: unknown, command: Command) => {
+    runOperatorAction('worker undrain', async (id: string, _flags: unknown, command: Command) => {
       const { client } = adminSetup(command);
       const s = await json<DrainStatus>(
         client,

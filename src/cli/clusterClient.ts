@@ -301,3 +301,15 @@ export function withOperatorOptions(cmd: Command): Command {
       'file holding the operator credential (credentials init: operator/operator.credential) or the single cluster secret [env IMGVAULT_CLUSTER_SECRET_FILE, or the secret in IMGVAULT_CLUSTER_SECRET; default ./data/credentials/operator/operator.credential, else ./data/cluster-secret]',
     );
 }
+
+/** An operator command's action: its error becomes one line naming the command, and exit status 1. */
+export function runOperatorAction<A extends unknown[]>(name: string, body: (...args: A) => Promise<void>) {
+  return async (...args: A) => {
+    try {
+      await body(...args);
+    } catch (err) {
+      console.error(`imgvault ${name}: ${err instanceof Error ? err.message : String(err)}`);
+      process.exit(1);
+    }
+  };
+}

@@ -7,6 +7,7 @@ import {
   ClusterClient,
   DEFAULT_RETRY,
   managerUrls,
+  runOperatorAction,
   secretHeaders,
   withOperatorOptions,
 } from './clusterClient.ts';
@@ -31,17 +32,6 @@ function clientOf(command: Command): { client: ClusterClient; flags: Flags } {
   };
 }
 
-function run<A extends unknown[]>(name: string, body: (...args: A) => Promise<void>) {
-  return async (...args: A) => {
-    try {
-      await body(...args);
-    } catch (err) {
-      console.error(`imgvault ${name}: ${err instanceof Error ? err.message : String(err)}`);
-      process.exit(1);
-    }
-  };
-}
-
 export function createS3Command(): Command {
   const s3 = new Command('s3').description(
     'the S3-compatible endpoint: access keys (operator credential required)',
@@ -50,7 +40,7 @@ export function createS3Command(): Command {
   withOptions(
     keys.command('create').description('create an access key; prints its id, secret and the endpoint'),
   ).action(
-    run('s3 keys create', async (_flags: unknown, command: Command) => {
+    runOperatorAction('s3 keys create', async (_flags: unknown, command: Command) => {
       const { client, flags } = clientOf(command);
       // A retry after a lost answer can leave an unused key behind: `s3 keys list` shows it.
       const { res } = await client.request('POST', KEYS_PATH, { expect: [201] });
@@ -72,7 +62,7 @@ export function createS3Command(): Command {
     }),
   );
   withOptions(keys.command('list').description('list access key ids (never the secrets)')).action(
-    run('s3 keys list', async (_flags: unknown, command: Command) => {
+    runOperatorAction('s3 keys list', async (_flags: unknown, command: Command) => {
       const { client, flags } = clientOf(command);
       const { res } = await client.request('GET', KEYS_PATH, { expect: [200] });
       const body = (await res.body.json()) as { keys: { accessKeyId: string; createdAt: string }[] };
@@ -81,7 +71,7 @@ export function createS3Command(): Command {
     }),
   );
   withOptions(keys.command('delete').description('delete an access key').argument('<accessKeyId>')).action(
-    run('s3 keys delete', async (id: string, _flags: unknown, command: Command) => {
+    runOperatorAction('s3 keys delete', async (id: string, _flags: unknown, command: Command) => {
       const { client } = clientOf(command);
       const { res } = await client.request('DELETE', `${KEYS_PATH}/${encodeURIComponent(id)}`, {
         expect: [204, 404],
