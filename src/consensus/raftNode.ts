@@ -3,14 +3,26 @@
 // serialized Ready loop. Anything that reaches the core while a Ready is being handled (a message,
 // a tick, a proposal) waits in an inbox and is fed in after advance(), so no await ever interleaves
 // two Ready cycles and no input lands between ready() and advance() (hashicorp/raft #695).
+//
+// The driver composes one module per concern (node/): pending proposals, ReadIndex batching,
+// membership, condition waiters, metrics and status. What stays here is the loop and the snapshots.
 
 import { randomInt } from 'node:crypto';
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { createLogger, type Logger } from '../logging.ts';
 import type { ProposeError, RaftConfig, RaftLogStore } from './api.ts';
 import { bootstrapSnapshot, MemoryStorage, RaftCore } from './core/index.ts';
+import { type RaftClock, systemClock, type TimerHandle } from './node/clock.ts';
+import { ConditionWaiters } from './node/conditionWaiters.ts';
+import { Membership } from './node/membership.ts';
+import { type NodeMetrics, registerNodeMetrics } from './node/nodeMetrics.ts';
+import { nodeStatus, PeerContacts, type RaftNodeStatus } from './node/nodeStatus.ts';
+import { PendingProposals } from './node/pendingProposals.ts';
+import { notLeaderError, proposeRefusal, RaftError, stoppedError } from './node/raftError.ts';
+import { ReadIndexBatcher } from './node/readIndexBatcher.ts';
+import { RefusalLog } from './node/refusalLog.ts';
 import type { AppliedResult, StateMachine } from './stateMachine.ts';
-import { type Refusal, refusal } from './transport/messageFilter.ts';
+import { refusal } from './transport/messageFilter.ts';
 import type {
   ConfChange,
   ConfState,
@@ -19,42 +31,15 @@ import type {
   Index,
   Message,
   NodeId,
-  ProgressStatus,
   RandomInt,
   Ready,
   Role,
   Snapshot,
-  Status,
 } from './types.ts';
 
-/** A timer handle from a `RaftClock`; only ever handed back to the same clock. */
-export type TimerHandle = unknown;
-
-/**
- * Time for the driver: timers, the tick interval, the deferral that batches inputs into one Ready,
- * and `now()` for contact ages. Production uses the process clock; the simulator injects virtual
- * time so the same driver runs deterministically under skewed, paused and crashing nodes.
- */
-export interface RaftClock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): TimerHandle;
-  clearTimeout(handle: TimerHandle): void;
-  setInterval(fn: () => void, ms: number): TimerHandle;
-  clearInterval(handle: TimerHandle): void;
-  /** Runs `fn` once the inputs of the current I/O phase have arrived. */
-  defer(fn: () => void): void;
-}
-
-export const systemClock: RaftClock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-  setInterval: (fn, ms) => setInterval(fn, ms),
-  clearInterval: (h) => clearInterval(h as NodeJS.Timeout),
-  defer: (fn) => {
-    setImmediate(fn);
-  },
-};
+export { type RaftClock, systemClock, type TimerHandle } from './node/clock.ts';
+export type { RaftNodeStatus } from './node/nodeStatus.ts';
+export { RaftError, type RaftErrorCode } from './node/raftError.ts';
 
 /** What the driver needs from a transport; `HttpTransport` provides it. */
 export interface RaftTransport {
@@ -62,29 +47,6 @@ export interface RaftTransport {
   send(messages: Message[]): void;
   setPeer(id: NodeId, url: string): void;
   removePeer(id: NodeId): void;
-}
-
-export type RaftErrorCode =
-  | 'NotLeader'
-  | 'ProposalDropped'
-  | 'ConfChangeInProgress'
-  | 'TransferInProgress'
-  | 'Timeout'
-  | 'Stopped'
-  | 'DuplicateRequest'
-  | 'InvalidMember';
-
-/** Every failure the driver reports is one of these, so the HTTP layer maps a code to one status. */
-export class RaftError extends Error {
-  constructor(
-    readonly code: RaftErrorCode,
-    message: string,
-    /** Set on NotLeader: the leader this node knows of, if any, for a redirect. */
-    readonly leader: { id: NodeId; url: string | null } | null = null,
-  ) {
-    super(message);
-    this.name = 'RaftError';
-  }
 }
 
 export interface RaftNodeOptions {
@@ -126,33 +88,6 @@ export interface RaftNodeOptions {
   onFatal?: (err: unknown) => void;
 }
 
-export interface RaftNodeStatus extends Omit<Status, 'progress'> {
-  leaderUrl: string | null;
-  members: Record<NodeId, string>;
-  /** Only on the leader; lastContactMs is the time since this node last heard from the peer. */
-  progress?: Record<NodeId, ProgressStatus & { lastContactMs: number | null }>;
-}
-
-interface PendingProposal {
-  resolve: (result: unknown) => void;
-  reject: (err: RaftError) => void;
-  timer: TimerHandle;
-}
-
-interface ReadBatch {
-  ctx: string;
-  index: Index | null;
-  waiters: { resolve: () => void; reject: (err: RaftError) => void }[];
-  timer: TimerHandle;
-}
-
-interface ConditionWaiter {
-  check: () => boolean;
-  resolve: () => void;
-  reject: (err: RaftError) => void;
-  timer: TimerHandle;
-}
-
 // Snapshot data = JSON of the member URL map, a newline, then the state machine's own snapshot.
 // The URLs travel with the snapshot because the conf-change entries that carried them may be
 // compacted away; JSON.stringify never emits a raw newline, so the first one is the separator.
@@ -166,16 +101,6 @@ function unwrapSnapshot(data: string): { members: Record<NodeId, string>; state:
   if (nl < 0) throw new Error('raft snapshot data has no member map');
   return { members: JSON.parse(data.slice(0, nl)) as Record<NodeId, string>, state: data.slice(nl + 1) };
 }
-
-/** A refused message is logged at most once per sender and reason in this long. */
-const REFUSAL_LOG_MS = 10_000;
-
-const PROPOSE_ERROR_MESSAGES: Record<ProposeError, string> = {
-  ProposalDropped: 'the proposal was dropped (leader busy or changing)',
-  NotLeader: 'this node is not the leader',
-  ConfChangeInProgress: 'another membership change is still in progress',
-  TransferInProgress: 'a leadership transfer is in progress',
-};
 
 export class RaftNode {
   readonly id: NodeId;
@@ -201,8 +126,7 @@ export class RaftNode {
   private readonly clock: RaftClock;
   private readonly random: RandomInt;
 
-  private members: Map<NodeId, string>;
-  private confState: ConfState;
+  private readonly membership: Membership;
   private snapshotIndex: Index;
   /** A snapshot being built off the Ready loop (see maybeSnapshot), or null. */
   private snapshotTask: Promise<void> | null = null;
@@ -228,24 +152,12 @@ export class RaftNode {
   private ticker: TimerHandle | null = null;
   private ticks = 0;
 
-  private readonly proposals = new Map<string, PendingProposal>();
-  private readonly reads = new Map<string, ReadBatch>();
-  /** Reads that arrived since the last ReadIndex request went into the core; they share the next. */
-  private unsubmittedRead: ReadBatch | null = null;
-  private readonly waiters = new Set<ConditionWaiter>();
-  private readonly lastContact = new Map<NodeId, number>();
-  private readonly promotionProposedAt = new Map<NodeId, number>();
-  /** When a refused message was last logged, by reason and sender. */
-  private readonly refusalsLogged = new Map<string, number>();
-
-  private readonly metrics: {
-    leaderChanges: Counter;
-    saveSeconds: Histogram;
-    readySeconds: Histogram;
-    entriesApplied: Counter;
-    proposalsDropped: Counter<'reason'>;
-    messagesRefused: Counter<'reason'>;
-  } | null;
+  private readonly proposals: PendingProposals;
+  private readonly reads: ReadIndexBatcher;
+  private readonly conditions: ConditionWaiters;
+  private readonly contacts = new PeerContacts();
+  private readonly refusals: RefusalLog;
+  private readonly metrics: NodeMetrics | null;
 
   /** Protected so a simulator can plant a broken driver (a subclass) and prove its checks catch it. */
   protected constructor(
@@ -279,11 +191,52 @@ export class RaftNode {
       ((err) => {
         this.log.fatal({ event: 'raft.fatal', err }, 'raft node stopped after a fatal error');
       });
-    this.members = members;
-    this.confState = snapshot.metadata.confState;
+    this.membership = new Membership(
+      this.id,
+      members,
+      snapshot.metadata.confState,
+      this.transport,
+      this.log,
+      this.opts.promoteGap,
+    );
     this.snapshotIndex = snapshot.metadata.index;
     this.durableHardState = hardState;
     this.metrics = opts.metrics ? this.registerMetrics(opts.metrics) : null;
+    this.proposals = new PendingProposals({
+      clock: this.clock,
+      timeoutMs: this.opts.proposalTimeoutMs,
+      max: this.opts.maxPendingProposals,
+      onDropped: (reason) => this.metrics?.proposalsDropped.inc({ reason }),
+    });
+    this.reads = new ReadIndexBatcher({
+      clock: this.clock,
+      random: this.random,
+      timeoutMs: this.opts.readTimeoutMs,
+      input: (fn) => this.input(fn),
+      requestReadIndex: (ctx) => this.core.readIndex(ctx),
+    });
+    this.conditions = new ConditionWaiters(this.clock, this.opts.membershipTimeoutMs);
+    this.refusals = new RefusalLog(this.clock, this.log, (why) =>
+      this.metrics?.messagesRefused.inc({ reason: why }),
+    );
+  }
+
+  // The snapshot code (start, installSnapshot, maybeSnapshot) reads and replaces the membership it
+  // carries under these two names.
+  private get members(): Map<NodeId, string> {
+    return this.membership.urls;
+  }
+
+  private set members(urls: Map<NodeId, string>) {
+    this.membership.urls = urls;
+  }
+
+  private get confState(): ConfState {
+    return this.membership.confState;
+  }
+
+  private set confState(cs: ConfState) {
+    this.membership.confState = cs;
   }
 
   /**
@@ -369,10 +322,10 @@ export class RaftNode {
   receive(msg: Message): boolean {
     const why = refusal(msg, { id: this.id, term: this.term, leader: this.leader, members: this.members });
     if (why !== null) {
-      this.noteRefused(msg, why);
+      this.refusals.note(msg, why, this.term);
       return false;
     }
-    this.lastContact.set(msg.from, this.clock.now());
+    this.contacts.heard(msg.from, this.clock.now());
     this.input(() => {
       try {
         this.core.step(msg);
@@ -383,28 +336,6 @@ export class RaftNode {
       }
     });
     return true;
-  }
-
-  /** Logs a refused message, once per sender and reason every REFUSAL_LOG_MS (a removed member keeps sending). */
-  private noteRefused(msg: Message, why: Refusal): void {
-    this.metrics?.messagesRefused.inc({ reason: why });
-    const key = `${why} ${msg.from}`;
-    const now = this.clock.now();
-    const last = this.refusalsLogged.get(key);
-    if (last !== undefined && now - last < REFUSAL_LOG_MS) return;
-    if (this.refusalsLogged.size > 1_000) this.refusalsLogged.clear();
-    this.refusalsLogged.set(key, now);
-    this.log.warn(
-      {
-        event: 'raft.message_refused',
-        reason: why,
-        type: msg.type,
-        from: msg.from,
-        msgTerm: msg.term,
-        term: this.term,
-      },
-      `refused a raft ${msg.type} from ${msg.from}: ${why}`,
-    );
   }
 
   /**
@@ -454,37 +385,16 @@ export class RaftNode {
    * with NotLeader (carrying the leader, if known) so the caller can redirect.
    */
   propose(data: string, requestId: string): Promise<unknown> {
-    if (this.stopped) return Promise.reject(new RaftError('Stopped', 'raft node is stopped'));
+    if (this.stopped) return Promise.reject(stoppedError());
     if (this.role !== 'leader') return Promise.reject(this.notLeader());
-    if (this.proposals.size >= this.opts.maxPendingProposals) {
-      this.metrics?.proposalsDropped.inc({ reason: 'queue_full' });
-      return Promise.reject(
-        new RaftError('ProposalDropped', `${this.proposals.size} proposals already pending; retry later`),
-      );
-    }
-    if (this.proposals.has(requestId)) {
-      return Promise.reject(new RaftError('DuplicateRequest', `request ${requestId} is already pending`));
-    }
-    return new Promise((resolve, reject) => {
-      const timer = this.clock.setTimeout(() => {
-        if (this.proposals.delete(requestId)) {
-          this.metrics?.proposalsDropped.inc({ reason: 'timeout' });
-          reject(
-            new RaftError(
-              'Timeout',
-              `proposal ${requestId} not applied within ${this.opts.proposalTimeoutMs} ms`,
-            ),
-          );
-        }
-      }, this.opts.proposalTimeoutMs);
-      this.proposals.set(requestId, { resolve, reject, timer });
-      this.input(() => {
-        const err = this.core.propose(data);
-        if (err === null) return;
-        this.metrics?.proposalsDropped.inc({ reason: 'refused' });
-        this.failProposal(requestId, this.proposeError(err));
-      });
+    const refused = this.proposals.admit(requestId);
+    if (refused !== null) return Promise.reject(refused);
+    const result = this.proposals.track(requestId);
+    this.input(() => {
+      const err = this.core.propose(data);
+      if (err !== null) this.proposals.refused(requestId, this.proposeError(err));
     });
+    return result;
   }
 
   /**
@@ -493,66 +403,34 @@ export class RaftNode {
    * applied up to it. Works on followers too (the core forwards the request to the leader).
    */
   readIndex(): Promise<void> {
-    if (this.stopped) return Promise.reject(new RaftError('Stopped', 'raft node is stopped'));
+    if (this.stopped) return Promise.reject(stoppedError());
     if (this.leader === null) return Promise.reject(this.notLeader());
-    return new Promise((resolve, reject) => {
-      let batch = this.unsubmittedRead;
-      if (batch === null) {
-        const ctx = this.readContext();
-        const created: ReadBatch = {
-          ctx,
-          index: null,
-          waiters: [],
-          timer: this.clock.setTimeout(() => {
-            if (this.reads.delete(ctx) || this.unsubmittedRead === created) {
-              if (this.unsubmittedRead === created) this.unsubmittedRead = null;
-              const err = new RaftError(
-                'Timeout',
-                `read index not confirmed within ${this.opts.readTimeoutMs} ms`,
-              );
-              for (const w of created.waiters) w.reject(err);
-            }
-          }, this.opts.readTimeoutMs),
-        };
-        batch = created;
-        this.unsubmittedRead = created;
-        this.input(() => {
-          if (this.unsubmittedRead === created) this.unsubmittedRead = null;
-          this.reads.set(created.ctx, created);
-          this.core.readIndex(created.ctx);
-        });
-      }
-      batch.waiters.push({ resolve, reject });
-    });
+    return this.reads.wait();
   }
 
   /** Asks the leader to hand over to `to`; resolves when this node sees `to` as leader. */
   transferLeadership(to: NodeId): Promise<void> {
-    if (this.stopped) return Promise.reject(new RaftError('Stopped', 'raft node is stopped'));
-    if (!this.confState.voters.includes(to)) {
+    if (this.stopped) return Promise.reject(stoppedError());
+    if (!this.membership.isVoter(to)) {
       return Promise.reject(new RaftError('InvalidMember', `${to} is not a voting member`));
     }
     if (this.leader === to) return Promise.resolve();
     if (this.role !== 'leader') return Promise.reject(this.notLeader());
-    const wait = this.waitFor(() => this.leader === to, `leadership transfer to ${to}`);
+    const wait = this.conditions.waitFor(() => this.leader === to, `leadership transfer to ${to}`);
     this.input(() => this.core.transferLeadership(to));
     return wait.done;
   }
 
   /**
    * Adds a member: first as a learner that receives the log without voting, then, once it has
-   * caught up (see maybePromoteLearners), as a voter. Resolves when it is a voter.
+   * caught up (see Membership.promoteCaughtUp), as a voter. Resolves when it is a voter.
    */
   async addMember(id: NodeId, url: string): Promise<void> {
-    if (this.stopped) throw new RaftError('Stopped', 'raft node is stopped');
-    if (!/^https?:\/\/[^\s/]+$/.test(url)) throw new RaftError('InvalidMember', `bad member URL ${url}`);
-    if (this.confState.voters.includes(id)) {
-      if (this.members.get(id) === url) return;
-      throw new RaftError('InvalidMember', `${id} is already a member with URL ${this.members.get(id)}`);
-    }
+    if (this.stopped) throw stoppedError();
+    if (this.membership.alreadyVoter(id, url)) return;
     if (this.role !== 'leader') throw this.notLeader();
-    const wait = this.waitFor(() => this.confState.voters.includes(id), `promotion of ${id}`);
-    if (!this.confState.learners.includes(id)) {
+    const wait = this.conditions.waitFor(() => this.membership.isVoter(id), `promotion of ${id}`);
+    if (!this.membership.isLearner(id)) {
       this.proposeConfChange({ type: 'addLearner', nodeId: id, context: url }, wait.cancel);
     }
     return wait.done;
@@ -560,52 +438,28 @@ export class RaftNode {
 
   /** Removes a member (voter or learner); resolves once the removal is applied here. */
   async removeMember(id: NodeId): Promise<void> {
-    if (this.stopped) throw new RaftError('Stopped', 'raft node is stopped');
-    const isMember = () => this.confState.voters.includes(id) || this.confState.learners.includes(id);
-    if (!isMember()) return;
+    if (this.stopped) throw stoppedError();
+    if (!this.membership.isMember(id)) return;
     if (this.role !== 'leader') throw this.notLeader();
-    const wait = this.waitFor(() => !isMember(), `removal of ${id}`);
+    const wait = this.conditions.waitFor(() => !this.membership.isMember(id), `removal of ${id}`);
     this.proposeConfChange({ type: 'remove', nodeId: id }, wait.cancel);
     return wait.done;
   }
 
-  /** 64 random bits: a read context must not match a response meant for an earlier incarnation. */
-  private readContext(): string {
-    const half = () =>
-      this.random(2 ** 32)
-        .toString(16)
-        .padStart(8, '0');
-    return half() + half();
-  }
-
   status(): RaftNodeStatus {
-    const s = this.core.status();
-    const now = this.clock.now();
-    let progress: RaftNodeStatus['progress'];
-    if (s.progress) {
-      progress = {};
-      for (const [peer, p] of Object.entries(s.progress)) {
-        const seen = this.lastContact.get(peer);
-        progress[peer] = {
-          ...p,
-          lastContactMs: peer === this.id ? 0 : seen === undefined ? null : now - seen,
-        };
-      }
-    }
-    const { progress: _, ...rest } = s;
-    return {
-      ...rest,
+    return nodeStatus(this.core.status(), {
+      self: this.id,
+      now: this.clock.now(),
       applied: this.sm.appliedIndex(),
       snapshotIndex: this.snapshotIndex,
-      leaderUrl: s.leader === null ? null : (this.members.get(s.leader) ?? null),
-      members: Object.fromEntries(this.members),
-      ...(progress ? { progress } : {}),
-    };
+      members: this.members,
+      contacts: this.contacts,
+    });
   }
 
   /** The leader as last seen in a Ready (cheap; no status() walk). */
   leaderInfo(): { id: NodeId; url: string | null } | null {
-    return this.leader === null ? null : { id: this.leader, url: this.members.get(this.leader) ?? null };
+    return this.leader === null ? null : { id: this.leader, url: this.membership.urlOf(this.leader) };
   }
 
   isLeader(): boolean {
@@ -712,10 +566,7 @@ export class RaftNode {
     if (rd.snapshot) await this.installSnapshot(rd.snapshot);
     if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
 
-    for (const rs of rd.readStates) {
-      const batch = this.reads.get(rs.context);
-      if (batch) batch.index = rs.index;
-    }
+    this.reads.confirmed(rd.readStates);
     this.resolveReads();
     await this.maybeSnapshot();
   }
@@ -795,55 +646,17 @@ export class RaftNode {
     // the core's membership starts from the snapshot and must replay them.
     let confChanged = false;
     for (const e of entries) {
-      if (e.type === 'confChange') {
-        this.applyConfChange(JSON.parse(e.data) as ConfChange, e.index);
-        confChanged = true;
-      }
+      if (e.type !== 'confChange') continue;
+      const cc = JSON.parse(e.data) as ConfChange;
+      this.membership.applied(cc, e.index, this.core.applyConfChange(cc));
+      confChanged = true;
     }
-    for (const r of results) {
-      if (r.requestId === null) continue;
-      const p = this.proposals.get(r.requestId);
-      if (p === undefined) continue;
-      this.proposals.delete(r.requestId);
-      this.clock.clearTimeout(p.timer);
-      p.resolve(r.result);
-    }
+    this.proposals.applied(results);
     if (confChanged) this.checkWaiters();
   }
 
-  private applyConfChange(cc: ConfChange, index: Index): void {
-    this.confState = this.core.applyConfChange(cc);
-    if (cc.type === 'addLearner' && cc.context) {
-      this.members.set(cc.nodeId, cc.context);
-      if (cc.nodeId !== this.id) this.transport.setPeer(cc.nodeId, cc.context);
-    } else if (cc.type === 'remove') {
-      this.members.delete(cc.nodeId);
-      this.promotionProposedAt.delete(cc.nodeId);
-      if (cc.nodeId !== this.id) this.transport.removePeer(cc.nodeId);
-    }
-    this.log.info(
-      {
-        event: 'raft.conf_change_applied',
-        index,
-        change: cc.type,
-        member: cc.nodeId,
-        confState: this.confState,
-      },
-      `membership change ${cc.type} ${cc.nodeId}`,
-    );
-    if (cc.type === 'remove' && cc.nodeId === this.id) {
-      this.log.warn({ event: 'raft.removed_self', index }, 'this node was removed from the cluster');
-    }
-  }
-
   private resolveReads(): void {
-    const applied = this.sm.appliedIndex();
-    for (const [ctx, batch] of this.reads) {
-      if (batch.index === null || batch.index > applied) continue;
-      this.reads.delete(ctx);
-      this.clock.clearTimeout(batch.timer);
-      for (const w of batch.waiters) w.resolve();
-    }
+    this.reads.release(this.sm.appliedIndex());
   }
 
   private async maybeSnapshot(): Promise<void> {
@@ -902,28 +715,10 @@ export class RaftNode {
   private onTick(): void {
     this.core.tick();
     this.ticks++;
+    // Every fourth tick is often enough to notice a learner that caught up, and spares a status walk.
     if (this.role === 'leader' && this.ticks % 4 === 0 && this.confState.learners.length > 0) {
-      this.maybePromoteLearners();
-    }
-  }
-
-  /** Learners become voters once they are close enough that promoting them cannot stall commits. */
-  private maybePromoteLearners(): void {
-    const s = this.core.status();
-    if (!s.progress) return;
-    const now = this.clock.now();
-    for (const learner of this.confState.learners) {
-      const p = s.progress[learner];
-      // Caught up means: acknowledged in replicate state (it holds the snapshot or the log up to
-      // `match`), and close to the end, so that counting it cannot stall commits.
-      if (p?.state !== 'replicate' || p.match === 0 || p.match + this.opts.promoteGap < s.lastIndex) continue;
-      const last = this.promotionProposedAt.get(learner);
-      if (last !== undefined && now - last < 2_000) continue;
-      this.promotionProposedAt.set(learner, now);
-      const err = this.core.proposeConfChange({ type: 'promote', nodeId: learner });
-      this.log.info(
-        { event: 'raft.promote_proposed', member: learner, match: p.match, lastIndex: s.lastIndex, err },
-        `proposing promotion of learner ${learner}`,
+      this.membership.promoteCaughtUp(this.core.status(), this.clock.now(), (cc) =>
+        this.core.proposeConfChange(cc),
       );
     }
   }
@@ -938,84 +733,23 @@ export class RaftNode {
     });
   }
 
-  /** A condition to wait for, checked after every role change, conf change and snapshot. */
-  private waitFor(
-    check: () => boolean,
-    what: string,
-  ): { done: Promise<void>; cancel: (err: RaftError) => void } {
-    if (check()) return { done: Promise.resolve(), cancel: () => {} };
-    let waiter!: ConditionWaiter;
-    const done = new Promise<void>((resolve, reject) => {
-      waiter = {
-        check,
-        resolve,
-        reject,
-        timer: this.clock.setTimeout(() => {
-          this.waiters.delete(waiter);
-          reject(
-            new RaftError('Timeout', `${what} did not happen within ${this.opts.membershipTimeoutMs} ms`),
-          );
-        }, this.opts.membershipTimeoutMs),
-      };
-      this.waiters.add(waiter);
-    });
-    const cancel = (err: RaftError) => {
-      if (!this.waiters.delete(waiter)) return;
-      this.clock.clearTimeout(waiter.timer);
-      waiter.reject(err);
-    };
-    return { done, cancel };
-  }
-
+  /** Role changes, conf changes and snapshot installs are what the condition waiters wait for. */
   private checkWaiters(): void {
-    for (const w of this.waiters) {
-      if (!w.check()) continue;
-      this.waiters.delete(w);
-      this.clock.clearTimeout(w.timer);
-      w.resolve();
-    }
-  }
-
-  private failProposal(requestId: string, err: RaftError): void {
-    const p = this.proposals.get(requestId);
-    if (p === undefined) return;
-    this.proposals.delete(requestId);
-    this.clock.clearTimeout(p.timer);
-    p.reject(err);
+    this.conditions.recheck();
   }
 
   private proposeError(err: ProposeError): RaftError {
-    if (err === 'NotLeader') return this.notLeader();
-    return new RaftError(err, PROPOSE_ERROR_MESSAGES[err]);
+    return proposeRefusal(err, () => this.leaderInfo());
   }
 
   private notLeader(): RaftError {
-    const leader = this.leaderInfo();
-    return new RaftError(
-      'NotLeader',
-      leader ? `not the leader; the leader is ${leader.id}` : 'not the leader, and no leader is known',
-      leader,
-    );
+    return notLeaderError(this.leaderInfo());
   }
 
   private failEverything(err: RaftError): void {
-    for (const p of this.proposals.values()) {
-      this.clock.clearTimeout(p.timer);
-      p.reject(err);
-    }
-    this.proposals.clear();
-    const batches = [...this.reads.values(), ...(this.unsubmittedRead ? [this.unsubmittedRead] : [])];
-    for (const b of batches) {
-      this.clock.clearTimeout(b.timer);
-      for (const w of b.waiters) w.reject(err);
-    }
-    this.reads.clear();
-    this.unsubmittedRead = null;
-    for (const w of this.waiters) {
-      this.clock.clearTimeout(w.timer);
-      w.reject(err);
-    }
-    this.waiters.clear();
+    this.proposals.failAll(err);
+    this.reads.failAll(err);
+    this.conditions.failAll(err);
   }
 
   private fatal(err: unknown): void {
@@ -1026,66 +760,15 @@ export class RaftNode {
     this.onFatal(err);
   }
 
-  private registerMetrics(registry: Registry) {
-    const gauge = (name: string, help: string, read: () => number) =>
-      new Gauge({
-        name,
-        help,
-        registers: [registry],
-        collect() {
-          this.set(read());
-        },
-      });
-    gauge('imgvault_raft_term', 'Current Raft term', () => this.term);
-    gauge(
-      'imgvault_raft_commit_index',
-      'Highest log index known committed',
-      () => (this.unsavedHardState ?? this.durableHardState).commit,
-    );
-    gauge('imgvault_raft_applied_index', 'Highest log index applied to the state machine', () =>
-      this.sm.appliedIndex(),
-    );
-    gauge('imgvault_raft_last_index', 'Last index in the durable log', () => this.storage.lastIndex());
-    gauge('imgvault_raft_snapshot_index', 'Index of the latest snapshot', () => this.snapshotIndex);
-    gauge('imgvault_raft_is_leader', '1 when this node is the leader', () =>
-      this.role === 'leader' ? 1 : 0,
-    );
-    gauge('imgvault_raft_proposals_pending', 'Proposals waiting to be applied', () => this.proposals.size);
-    return {
-      messagesRefused: new Counter({
-        name: 'imgvault_raft_messages_refused_total',
-        help: 'Peer messages dropped before the Raft core, by reason (see messageFilter)',
-        labelNames: ['reason'] as const,
-        registers: [registry],
-      }),
-      leaderChanges: new Counter({
-        name: 'imgvault_raft_leader_changes_total',
-        help: 'Times this node saw the leader change',
-        registers: [registry],
-      }),
-      saveSeconds: new Histogram({
-        name: 'imgvault_raft_save_seconds',
-        help: 'Latency of one synced Ready write (entries + hard state)',
-        buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
-        registers: [registry],
-      }),
-      readySeconds: new Histogram({
-        name: 'imgvault_raft_ready_seconds',
-        help: 'Duration of one whole Ready cycle (persist, send, apply)',
-        buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
-        registers: [registry],
-      }),
-      entriesApplied: new Counter({
-        name: 'imgvault_raft_entries_applied_total',
-        help: 'Entries applied to the state machine',
-        registers: [registry],
-      }),
-      proposalsDropped: new Counter({
-        name: 'imgvault_raft_proposals_dropped_total',
-        help: 'Proposals answered with an error, by reason: queue_full, refused (by the core), timeout (may still commit)',
-        labelNames: ['reason'] as const,
-        registers: [registry],
-      }),
-    };
+  private registerMetrics(registry: Registry): NodeMetrics {
+    return registerNodeMetrics(registry, {
+      term: () => this.term,
+      commitIndex: () => (this.unsavedHardState ?? this.durableHardState).commit,
+      appliedIndex: () => this.sm.appliedIndex(),
+      lastIndex: () => this.storage.lastIndex(),
+      snapshotIndex: () => this.snapshotIndex,
+      isLeader: () => this.role === 'leader',
+      proposalsPending: () => this.proposals.size,
+    });
   }
 }

@@ -27,7 +27,7 @@ const MANAGER_SURFACES = [
 // Unions whose members reach a manager's answer unchanged (`jsonError(c, status, err.code, ...)`).
 const MANAGER_UNIONS: [file: string, start: RegExp][] = [
   ['src/manager/imageService.ts', /export type ImageErrorCode =/],
-  ['src/consensus/raftNode.ts', /export type RaftErrorCode =/],
+  ['src/consensus/node/raftError.ts', /export type RaftErrorCode =/],
   ['src/manager/drain.ts', /readonly code:/],
 ];
 
