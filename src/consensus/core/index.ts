@@ -2,9 +2,14 @@
 
 export {
   applyChangeToSets,
+  type ConfChangeLeader,
   confChangeValid,
+  leaderAfterConfChange,
   parseConfChange,
+  refuseConfChanges,
   replayConfChanges,
+  switchConfig,
+  withConfChange,
 } from './confChange.ts';
 export { entriesSize, entrySize, limitSize } from './entrySize.ts';
 export { Inflights } from './inflights.ts';

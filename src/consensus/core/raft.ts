@@ -25,7 +25,14 @@ import type {
   Status,
   Term,
 } from '../types.ts';
-import { applyChangeToSets, confChangeValid, parseConfChange, replayConfChanges } from './confChange.ts';
+import {
+  type ConfChangeLeader,
+  leaderAfterConfChange,
+  refuseConfChanges,
+  replayConfChanges,
+  switchConfig,
+  withConfChange,
+} from './confChange.ts';
 import { entriesSize } from './entrySize.ts';
 import { Progress } from './progress.ts';
 import { committedIndex, voteResult } from './quorum.ts';
@@ -42,7 +49,7 @@ function voteRespType(t: MessageType): MessageType {
   return t === 'MsgPreVote' ? 'MsgPreVoteResp' : 'MsgVoteResp';
 }
 
-/** Parses a confChange entry's data; undefined if it is not a well-formed ConfChange. */
+/** One Raft peer (etcd's `raft` struct); RaftCore (rawNode.ts) is the host's API to it. */
 export class Raft {
   readonly id: NodeId;
   term: Term = 0;
@@ -791,24 +798,14 @@ export class Raft {
     // A leader that applied its own removal must not extend the log.
     if (!this.prs.has(this.id)) return 'ProposalDropped';
     if (this.leadTransferee !== null) return 'TransferInProgress';
-    let confChanges = 0;
-    for (const e of entries) {
-      if (e.type !== 'confChange') continue;
-      const cc = parseConfChange(e.data);
-      if (cc === undefined) return 'ProposalDropped';
-      // A second change in the same batch (a forwarded MsgProp may carry several) would be pending
-      // alongside the first, and was validated against a membership the first one changes.
-      confChanges++;
-      if (
-        confChanges > 1 ||
-        this.pendingConfIndex > this.raftLog.applied ||
-        !this.committedEntryInCurrentTerm()
-      ) {
-        return 'ConfChangeInProgress';
-      }
-      // An invalid change is dropped like etcd drops it; ProposeError has no finer code for it.
-      if (!this.confChangeValid(cc)) return 'ProposalDropped';
-    }
+    // Until this leader commits an entry of its own term, a change of a predecessor may be pending.
+    const refused = refuseConfChanges(
+      entries,
+      this.voters,
+      this.learners,
+      () => this.pendingConfIndex > this.raftLog.applied || !this.committedEntryInCurrentTerm(),
+    );
+    if (refused !== null) return refused;
     const first = this.raftLog.lastIndex() + 1;
     if (!this.appendEntries(entries)) return 'ProposalDropped';
     entries.forEach((e, i) => {
@@ -816,10 +813,6 @@ export class Raft {
     });
     this.bcastAppend();
     return null;
-  }
-
-  private confChangeValid(cc: ConfChange): boolean {
-    return confChangeValid(this.voters, this.learners, cc);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -894,54 +887,42 @@ export class Raft {
    * quorum changes immediately, so the commit index is rechecked.
    */
   applyConfChange(cc: ConfChange): ConfState {
-    const voters = new Set(this.voters);
-    const learners = new Set(this.learners);
-    applyChangeToSets(voters, learners, cc);
-    const known = new Set(this.prs.keys());
-    this.restoreConfig({ voters: [...voters], learners: [...learners] });
+    const before = new Set(this.prs.keys());
+    this.restoreConfig(withConfChange(this.voters, this.learners, cc));
     const cs = this.confState();
-    if (this.role !== 'leader') return cs;
-    if (!this.prs.has(this.id)) {
-      // Removed leader (thesis 4.2.2): let followers learn the final commit index, then step down.
-      this.bcastHeartbeat();
-      this.becomeFollower(this.term, null);
-      return cs;
-    }
-    if (this.commitAndRelease()) {
-      this.bcastAppend();
-    } else {
-      // Probe newly added members now rather than at the next heartbeat. A new progress starts at
-      // next = lastIndex + 1, so it has nothing to send unless the probe may be empty.
-      for (const id of this.sortedPeers()) this.maybeSendAppend(id, !known.has(id));
-    }
-    if (this.leadTransferee !== null && !this.voters.has(this.leadTransferee)) this.abortLeaderTransfer();
+    if (this.role === 'leader') leaderAfterConfChange(this.confChangeLeader(), before);
     return cs;
+  }
+
+  /** The leader's side of an applied conf change, as confChange.ts drives it. */
+  private confChangeLeader(): ConfChangeLeader {
+    return {
+      self: this.id,
+      isMember: (id) => this.prs.has(id),
+      isVoter: (id) => this.voters.has(id),
+      transferee: () => this.leadTransferee,
+      stepDown: () => {
+        this.bcastHeartbeat();
+        this.becomeFollower(this.term, null);
+      },
+      commit: () => this.commitAndRelease(),
+      broadcastAppend: () => this.bcastAppend(),
+      peers: () => this.sortedPeers(),
+      sendAppend: (to, sendIfEmpty) => {
+        this.maybeSendAppend(to, sendIfEmpty);
+      },
+      abortTransfer: () => this.abortLeaderTransfer(),
+    };
   }
 
   /** Replaces the membership by `cs`, keeping the progress of members that stay. */
   private restoreConfig(cs: ConfState): void {
-    this.voters.clear();
-    this.learners.clear();
-    for (const v of cs.voters) this.voters.add(v);
-    for (const l of cs.learners) if (!this.voters.has(l)) this.learners.add(l);
-    const next = this.raftLog.lastIndex() + 1;
-    for (const id of [...this.prs.keys()]) {
-      if (!this.voters.has(id) && !this.learners.has(id)) this.prs.delete(id);
-    }
-    for (const id of [...this.voters, ...this.learners]) {
-      const isLearner = this.learners.has(id);
-      const pr = this.prs.get(id);
-      if (pr === undefined) {
-        const fresh = new Progress(next, this.maxInflight, isLearner);
-        // A new member counts as active so the leader may snapshot it and check-quorum is not
-        // tripped by it before it had a chance to answer.
-        fresh.recentActive = true;
-        if (id === this.id) fresh.match = this.raftLog.durableLastIndex();
-        this.prs.set(id, fresh);
-      } else {
-        pr.isLearner = isLearner;
-      }
-    }
+    switchConfig(this, cs, {
+      next: this.raftLog.lastIndex() + 1,
+      maxInflight: this.maxInflight,
+      self: this.id,
+      selfMatch: () => this.raftLog.durableLastIndex(),
+    });
   }
 
   confState(): ConfState {

@@ -1,11 +1,13 @@
 // The membership rules of confChange.ts, apart from Raft: which changes are valid against a
-// membership, how one applies, and that replaying a stretch of log twice changes nothing more.
+// membership, which proposals may carry one, how one applies, and that replaying a stretch of log
+// twice changes nothing more.
 
 import { describe, expect, test } from 'vitest';
 import {
   applyChangeToSets,
   confChangeValid,
   parseConfChange,
+  refuseConfChanges,
   replayConfChanges,
 } from '../../../src/consensus/core/index.ts';
 import type { ConfChange, Entry } from '../../../src/consensus/types.ts';
@@ -59,5 +61,26 @@ describe('conf changes', () => {
     });
     const twice = replayConfChanges(once, log);
     expect(twice.voters.sort()).toEqual(['b', 'c']);
+  });
+
+  test('a proposal may carry one valid change, and only while no other may be pending', () => {
+    const voters = new Set(['a', 'b']);
+    const learners = new Set<string>();
+    const add = entryOf(5, { type: 'addLearner', nodeId: 'c' });
+    let asked = 0;
+    const idle = () => {
+      asked++;
+      return false;
+    };
+    expect(refuseConfChanges([entryOf(4, 'x')], voters, learners, idle)).toBeNull();
+    expect(asked).toBe(0);
+    expect(refuseConfChanges([entryOf(4, 'x'), add], voters, learners, idle)).toBeNull();
+    expect(refuseConfChanges([add], voters, learners, () => true)).toBe('ConfChangeInProgress');
+    const promote = entryOf(6, { type: 'promote', nodeId: 'c' });
+    expect(refuseConfChanges([add, promote], voters, learners, idle)).toBe('ConfChangeInProgress');
+    const removeLast = entryOf(5, { type: 'remove', nodeId: 'a' });
+    expect(refuseConfChanges([removeLast], new Set(['a']), learners, idle)).toBe('ProposalDropped');
+    const garbled = { index: 5, term: 1, type: 'confChange' as const, data: '{' };
+    expect(refuseConfChanges([garbled], voters, learners, idle)).toBe('ProposalDropped');
   });
 });

@@ -137,4 +137,34 @@ describe('membership', () => {
     expect(n.trace.filter((m) => m.to === 'c' && m.from === 'a')).toEqual([]);
     expect(n.node('b').applied).toEqual(['x']);
   });
+
+  test('a leader that applies its own removal steps down, and the others go on without it', () => {
+    const n = elected();
+    const a = n.core('a');
+    expect(a.proposeConfChange({ type: 'remove', nodeId: 'a' })).toBeNull();
+    const removal = a.status().lastIndex;
+    n.stabilize();
+    expect(a.status().role).toBe('follower');
+    for (const id of ['b', 'c']) {
+      expect(n.core(id).status().commit).toBeGreaterThanOrEqual(removal);
+      expect(n.core(id).status().confState).toEqual({ voters: ['b', 'c'], learners: [] });
+    }
+    n.tickAll(30);
+    expect(n.leaders()).toHaveLength(1);
+    expect(n.leaders()).not.toContain('a');
+  });
+
+  test('removing the node leadership is being transferred to abandons the transfer', () => {
+    const n = elected();
+    const a = n.core('a');
+    n.isolate('c');
+    n.propose('a', 'x');
+    expect(a.proposeConfChange({ type: 'remove', nodeId: 'c' })).toBeNull();
+    // c lags (isolated), so the transfer waits for it to catch up.
+    a.transferLeadership('c');
+    n.stabilize();
+    expect(a.status().confState.voters).toEqual(['a', 'b']);
+    expect(a.status().leadTransferee).toBeNull();
+    expect(a.propose('y')).toBeNull();
+  });
 });
