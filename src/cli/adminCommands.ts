@@ -3,6 +3,7 @@
 // through), prints what it did, then waits, within a bound, for the outcome it asked for.
 
 import { Command } from 'commander';
+import { parseRaftView, type RaftView } from '../protocol/raftView.ts';
 import {
   ClusterClient,
   DEFAULT_RETRY,
@@ -23,15 +24,6 @@ interface AdminFlags {
 /** The leader answers membership and transfer requests only once done (up to 30 s): wait longer. */
 const ADMIN_RETRY = { ...DEFAULT_RETRY, headersTimeoutMs: 45_000, totalMs: 120_000 };
 const DEFAULT_WAIT_MS = 60_000;
-
-interface RaftView {
-  id: string;
-  role: string;
-  term: number;
-  leader: { id: string; url: string | null } | null;
-  confState: { voters: string[]; learners: string[] };
-  members: Record<string, string>;
-}
 
 interface DrainStatus {
   nodeId: string;
@@ -84,14 +76,11 @@ async function waitFor<T>(waitMs: number, probe: () => Promise<T | null>): Promi
  * credential the admin client sends even when client tokens close it to everyone else.
  */
 async function leaderView(client: ClusterClient): Promise<RaftView | null> {
-  const any = await json<RaftView>(client, 'GET', '/v1/cluster/raft');
+  const any = parseRaftView(await json<unknown>(client, 'GET', '/v1/cluster/raft'));
   if (any.role === 'leader') return any;
   if (!any.leader?.url) return null;
-  return json<RaftView>(
-    new ClusterClient([any.leader.url], client.headers, { ...DEFAULT_RETRY, attempts: 1 }),
-    'GET',
-    '/v1/cluster/raft',
-  );
+  const leader = new ClusterClient([any.leader.url], client.headers, { ...DEFAULT_RETRY, attempts: 1 });
+  return parseRaftView(await json<unknown>(leader, 'GET', '/v1/cluster/raft'));
 }
 
 const membersOf = (v: RaftView) =>

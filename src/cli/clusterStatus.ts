@@ -3,22 +3,10 @@
 // the object counters. A manager that does not answer is named, never fatal.
 
 import { request } from 'undici';
+import { parseRaftView, type RaftView } from '../protocol/raftView.ts';
 
 /** Bound on one manager's answer: status must answer promptly even when a manager hangs. */
 const PROBE_TIMEOUT_MS = 3_000;
-
-interface RaftView {
-  id: string;
-  role: string;
-  term: number;
-  leader: { id: string; url: string | null } | null;
-  commit: number;
-  applied: number;
-  lastIndex: number;
-  members: Record<string, string>;
-  confState: { voters: string[]; learners: string[] };
-  peers?: Record<string, { match: number; lastContactMs: number | null; isLearner: boolean }>;
-}
 
 interface NodeRow {
   id: string;
@@ -128,13 +116,15 @@ async function probeManagers(
   while (round.length > 0) {
     const answers = await Promise.all(
       round.map((u) =>
-        getJson<RaftView>(u, '/v1/cluster/raft', headers).catch((err: unknown) => new Error(describe(err))),
+        getJson<unknown>(u, '/v1/cluster/raft', headers)
+          .then(parseRaftView)
+          .catch((err: unknown) => new Error(describe(err))),
       ),
     );
     round.forEach((u, i) => {
       seen.set(u, answers[i]!);
     });
-    const named = answers.flatMap((a) => (a instanceof Error ? [] : Object.values(a.members ?? {})));
+    const named = answers.flatMap((a) => (a instanceof Error ? [] : Object.values(a.members)));
     round = [...new Set(named.map((u) => u.replace(/\/+$/, '')))].filter((u) => !seen.has(u));
   }
   return seen;
@@ -144,7 +134,7 @@ function managerRows(views: Map<string, RaftView | Error>, leader: RaftView | nu
   const byUrl = new Map<string, string>();
   for (const v of views.values()) {
     if (v instanceof Error) continue;
-    for (const [id, url] of Object.entries(v.members ?? {})) byUrl.set(url.replace(/\/+$/, ''), id);
+    for (const [id, url] of Object.entries(v.members)) byUrl.set(url.replace(/\/+$/, ''), id);
   }
   return [...views].map(([url, v]): ManagerStatus => {
     if (v instanceof Error) {

@@ -18,6 +18,7 @@ import { BodyTooLarge, readBodyText } from '../http/requestBody.ts';
 import { KV_VALUE_MAX, type KvStateMachine, kvKeySchema } from '../metadata/kvStateMachine.ts';
 import { dashboardCors } from './http/dashboardCors.ts';
 import { memberIdSchema, memberUrlSchema } from './managerConfig.ts';
+import { raftViewOf } from './raftView.ts';
 
 export interface ManagerAppDeps {
   node: RaftNode;
@@ -145,38 +146,7 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
     );
   }
 
-  app.get('/v1/cluster/raft', (c) => {
-    const s = node.status();
-    return c.json({
-      id: s.id,
-      role: s.role,
-      term: s.term,
-      leader: s.leader === null ? null : { id: s.leader, url: s.leaderUrl },
-      commit: s.commit,
-      applied: s.applied,
-      firstIndex: s.firstIndex,
-      lastIndex: s.lastIndex,
-      snapshotIndex: s.snapshotIndex,
-      confState: s.confState,
-      members: s.members,
-      ...(s.progress
-        ? {
-            peers: Object.fromEntries(
-              Object.entries(s.progress).map(([id, p]) => [
-                id,
-                {
-                  match: p.match,
-                  next: p.next,
-                  state: p.state,
-                  isLearner: p.isLearner,
-                  lastContactMs: p.lastContactMs,
-                },
-              ]),
-            ),
-          }
-        : {}),
-    });
-  });
+  app.get('/v1/cluster/raft', (c) => c.json(raftViewOf(node.status())));
 
   if (deps.kv) mountKvRoutes(app, node, deps.kv);
   for (const surface of deps.surfaces ?? []) app.route('/', surface);

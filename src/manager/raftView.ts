@@ -1,22 +1,47 @@
-// A manager's `GET /v1/cluster/raft` answer as its callers read it: other managers (the start-up
-// guard), the launcher and the tools. Here, below the CLI, so a manager needs nothing from cli/.
+// A manager's `GET /v1/cluster/raft` answer (its schema is protocol/raftView.ts): how a manager
+// builds it from its node's status, and how other managers (the start-up guard) and the tools read
+// one. Here, below the CLI, so a manager needs nothing from cli/.
 
-export interface RaftView {
-  id: string;
-  role: string;
-  term: number;
-  leader: { id: string; url: string | null } | null;
-  commit: number;
-  applied: number;
-  firstIndex: number;
-  lastIndex: number;
-  snapshotIndex: number;
-  confState: { voters: string[]; learners: string[] };
-  /** On the leader: each peer's progress. */
-  peers?: Record<string, { match: number; next: number; state: string }>;
+import type { RaftNodeStatus } from '../consensus/raftNode.ts';
+import { parseRaftView, type RaftView } from '../protocol/raftView.ts';
+
+export type { RaftView } from '../protocol/raftView.ts';
+
+export function raftViewOf(s: RaftNodeStatus): RaftView {
+  const view: RaftView = {
+    id: s.id,
+    role: s.role,
+    term: s.term,
+    leader: s.leader === null ? null : { id: s.leader, url: s.leaderUrl },
+    commit: s.commit,
+    applied: s.applied,
+    firstIndex: s.firstIndex,
+    lastIndex: s.lastIndex,
+    snapshotIndex: s.snapshotIndex,
+    confState: s.confState,
+    members: s.members,
+  };
+  if (s.progress) {
+    view.peers = Object.fromEntries(
+      Object.entries(s.progress).map(([id, p]) => [
+        id,
+        {
+          match: p.match,
+          next: p.next,
+          state: p.state,
+          isLearner: p.isLearner,
+          lastContactMs: p.lastContactMs,
+        },
+      ]),
+    );
+  }
+  return view;
 }
 
-/** `headers`: a client token, or the cluster secret, when the manager requires one. */
+/**
+ * `url`'s raft view, or null when it does not answer in `timeoutMs` or answers something else.
+ * `headers`: a client token, or the cluster secret, when the manager requires one.
+ */
 export async function fetchRaftView(
   url: string,
   timeoutMs = 1_000,
@@ -25,7 +50,7 @@ export async function fetchRaftView(
   try {
     const res = await fetch(`${url}/v1/cluster/raft`, { headers, signal: AbortSignal.timeout(timeoutMs) });
     if (!res.ok) return null;
-    return (await res.json()) as RaftView;
+    return parseRaftView(await res.json());
   } catch {
     return null;
   }
