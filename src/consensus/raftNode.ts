@@ -5,7 +5,8 @@
 // two Ready cycles and no input lands between ready() and advance() (hashicorp/raft #695).
 //
 // The driver composes one module per concern (node/): pending proposals, ReadIndex batching,
-// membership, condition waiters, metrics and status. What stays here is the loop and the snapshots.
+// membership, condition waiters, metrics and status. What stays here is the loop, the snapshots,
+// and the public API, which checks a call against the node's state and hands it to those modules.
 
 import { randomInt } from 'node:crypto';
 import type { Registry } from 'prom-client';
