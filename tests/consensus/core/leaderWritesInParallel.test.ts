@@ -134,4 +134,25 @@ describe('the leader writes its own log in parallel with replicating it', () => 
       true,
     );
   });
+
+  test("a follower whose write is in flight answers its leader's heartbeat at once", () => {
+    const n = new Network(['a', 'b', 'c']);
+    n.campaign('a');
+    n.stabilize();
+    const a = n.core('a');
+    const b = n.core('b');
+    expect(a.propose('x')).toBeNull();
+    const append = a.ready().messagesBeforePersist.find((m) => m.type === 'MsgApp' && m.to === 'b')!;
+    b.step(append);
+    const inFlight = b.ready();
+    expect(inFlight.entries.map((e) => e.data)).toEqual(['x']);
+    a.tick();
+    const beat = a.takeHeartbeats().find((m) => m.to === 'b')!;
+    b.step(beat);
+    expect(b.takeHeartbeats().map((m) => [m.type, m.to, m.term])).toEqual([
+      ['MsgHeartbeatResp', 'a', beat.term],
+    ]);
+    // The append's answer still waits for the write.
+    expect(inFlight.messages.map((m) => m.type)).toEqual(['MsgAppResp']);
+  });
 });
