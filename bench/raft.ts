@@ -1,6 +1,6 @@
 // Raft benchmark (npm run bench:raft): three real manager processes on loopback with fresh data.
 // 1. Closed-loop clients PUT ~200-byte values to the leader at concurrency 1, 16 and 64, for a
-//    fixed time each: commits/s and p50/p99 latency.
+//    fixed time each: commits/s, p50/p99 latency, and each manager's CPU per commit.
 // 2. Failover, 5 times: kill -9 the leader, time until a PUT succeeds again (probes alternate
 //    over the survivors), restart the killed manager, let it catch up.
 // 3. Unless --no-etcd: ../shared/bench/etcd-anchor.sh (relative to this checkout; a 3-member etcd on
@@ -130,6 +130,7 @@ async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
   return {
     bench: 'imgvault-raft-put',
     conc,
+    leader: procs.find((p) => p.url === leaderUrl)?.id ?? null,
     secs: SECS,
     value_bytes: VALUE_BYTES,
     puts: n,
@@ -151,6 +152,10 @@ async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
       ? +((d('imgvault_raft_ready_seconds_sum') / readies) * 1000).toFixed(3)
       : null,
     cpu_s_per_manager: Object.fromEntries(procs.map((p, i) => [p.id, cpu[i]])),
+    // The figure to compare across runs on a shared machine: throughput there is noise.
+    cpu_ms_per_commit: Object.fromEntries(
+      procs.map((p, i) => [p.id, n ? +(((cpu[i] ?? 0) * 1000) / n).toFixed(3) : null]),
+    ),
   };
 }
 

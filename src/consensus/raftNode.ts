@@ -152,6 +152,8 @@ export class RaftNode {
   private replyWaiters: { after: number; resolve: () => void }[] = [];
   private ticker: TimerHandle | null = null;
   private ticks = 0;
+  /** Heartbeats stepped ahead of the inbox (onTickTimer). */
+  private beatsStepped = 0;
 
   private readonly proposals: PendingProposals;
   private readonly reads: ReadIndexBatcher;
@@ -293,7 +295,7 @@ export class RaftNode {
     });
     const node = new this(opts, core, storage, members, effectiveSnapshot, hardState);
     node.term = hardState.term;
-    node.ticker = node.clock.setInterval(() => node.input(() => node.onTick()), node.opts.tickMs);
+    node.ticker = node.clock.setInterval(() => node.onTickTimer(), node.opts.tickMs);
     node.scheduleReady();
     log.info(
       {
@@ -327,6 +329,11 @@ export class RaftNode {
       return false;
     }
     this.contacts.heard(msg.from, this.clock.now());
+    if (this.inCycle && this.isHeartbeatNow(msg)) {
+      if (msg.type === 'MsgHeartbeat') this.beatsStepped++;
+      this.stepDuringCycle(() => this.core.step(msg));
+      return true;
+    }
     this.input(() => {
       try {
         this.core.step(msg);
@@ -711,6 +718,50 @@ export class RaftNode {
       { event: 'raft.snapshot_taken', index, bytes: data.length },
       'snapshot taken, log compacted',
     );
+  }
+
+  /**
+   * Heartbeats keep their timing while a Ready is being handled (a synced write under a burst of
+   * uploads can outlast an election timeout): a leader's tick, a follower's heartbeat from its
+   * leader and the leader's answer to one are stepped at once (the core takes inputs between
+   * ready() and advance()), and the heartbeats and answers they make go out at once
+   * (RaftCore.takeHeartbeats). Had the ticks run while the answers waited, check-quorum would
+   * depose a leader that is merely slow. Every other input waits in the inbox.
+   */
+  private onTickTimer(): void {
+    if (this.stopped) return;
+    if (this.inCycle && this.core.raft.role === 'leader') {
+      this.stepDuringCycle(() => {
+        this.core.tick();
+        this.ticks++;
+      });
+      return;
+    }
+    // A tick that waited while a heartbeat was stepped ahead of it is spent: in arrival order, the
+    // heartbeat would have reset the election timer after it.
+    const beats = this.beatsStepped;
+    this.input(() => {
+      if (this.beatsStepped === beats) this.onTick();
+    });
+  }
+
+  /** A heartbeat (or its answer) in our term, between this node as a follower and its leader. */
+  private isHeartbeatNow(msg: Message): boolean {
+    const r = this.core.raft;
+    if (msg.term !== r.term) return false;
+    if (msg.type === 'MsgHeartbeat') return r.role === 'follower' && msg.from === r.lead;
+    return msg.type === 'MsgHeartbeatResp' && r.role === 'leader';
+  }
+
+  private stepDuringCycle(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.fatal(err);
+      return;
+    }
+    const beats = this.core.takeHeartbeats();
+    if (beats.length > 0) this.transport.send(beats);
   }
 
   private onTick(): void {

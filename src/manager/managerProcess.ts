@@ -60,17 +60,12 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     onSnapshotStatus: (peer, ok) => node?.reportSnapshot(peer, ok),
     onReply: (msg) => node?.receive(msg),
   });
-  // A peer's request waits this long at most for its replies (an append's answer waits on our
-  // fsync); under a tick, so the peer's next heartbeat to us is never held back by it.
-  const replyWaitMs = Math.max(1, Math.floor(config.tickMs / 2));
   const raftApp = raftRoutes({
     credentials: config.credentials,
     selfId: config.id,
     onMessage: (msg) => node?.receive(msg),
-    collectReplies: (from) => {
-      const n = node;
-      return n ? transport.collectReplies(from, () => n.repliesSent(replyWaitMs)) : Promise.resolve([]);
-    },
+    // A peer's stream to us is also our way back to it (a follower answers on its leader's stream).
+    attachReplySink: (from, sink) => transport.attachReplySink(from, sink),
   });
 
   // A founder with an empty store is about to bootstrap: not if the cluster remembers it (data lost).

@@ -53,7 +53,7 @@ const CLIENT_GATE_OPEN: readonly RegExp[] = [
   // The dashboard's page and static files: no data in them (dashboardRoutes.ts).
   /^\/$/,
   /^\/dashboard\/[\w.-]+$/,
-  /^\/raft\/messages$/,
+  /^\/raft\/(messages|stream)$/,
   /^\/internal\/v1\/workers\//,
   /^\/v1\/cluster\/(transfer-leader|members(\/[^/]+)?)$/,
   /^\/v1\/cluster\/nodes\/[^/]+\/(drain|undrain)$/,

@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 // A peer that holds the cluster secret is still not trusted blindly: three in-process nodes over
 // real HTTP and LevelDB, and forged messages posted to their raft route as a secret holder would.
 
@@ -132,7 +133,11 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const m of members) {
     if (!stopped.has(m)) await stop(m);
-    await new Promise((r) => m.server.close(r));
+    // A peer's Raft stream is a request in progress, which close() waits for (as managerProcess does).
+    await new Promise((r) => {
+      m.server.close(r);
+      (m.server as Server).closeAllConnections();
+    });
   }
   await rm(root, { recursive: true, force: true });
 });

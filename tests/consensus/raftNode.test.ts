@@ -47,17 +47,12 @@ async function listen(id: string): Promise<Member> {
     transport: null,
     replies: 0,
   };
-  // Wired as managerProcess wires it: replies travel back in the answers to the requests.
+  // Wired as managerProcess wires it: a peer's stream to this node carries the replies back.
   const app = raftRoutes({
     secret: SECRET,
     selfId: id,
     onMessage: (msg) => m.node?.receive(msg),
-    collectReplies: (from) => {
-      const { node, transport } = m;
-      return node && transport
-        ? transport.collectReplies(from, () => node.repliesSent(TICK_MS / 2))
-        : Promise.resolve([]);
-    },
+    attachReplySink: (from, sink) => (m.transport ? m.transport.attachReplySink(from, sink) : null),
   });
   await new Promise<void>((resolve) => {
     m.server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {

@@ -4,7 +4,14 @@ import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HttpTransport, type HttpTransportOptions } from '../../src/consensus/transport/httpTransport.ts';
-import { RAFT_SNAPSHOT_HEADER, raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
+import { encodeMessageFrame } from '../../src/consensus/transport/messageCodec.ts';
+import {
+  RAFT_FROM_HEADER,
+  RAFT_SNAPSHOT_HEADER,
+  RAFT_STREAM_PATH,
+  type RaftRoutesOptions,
+  raftRoutes,
+} from '../../src/consensus/transport/raftRoutes.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { until } from '../helpers/until.ts';
@@ -38,7 +45,7 @@ async function startPeer(
     maxBodyBytes?: number;
     maxSnapshotBodyBytes?: number;
     onMessage?: (msg: Message) => void;
-    collectReplies?: (from: string) => Promise<string[]>;
+    attachReplySink?: RaftRoutesOptions['attachReplySink'];
   } = {},
 ): Promise<PeerServer> {
   const peer: PeerServer = { url: '', received: [], requests: 0, close: async () => {} };
@@ -58,7 +65,7 @@ async function startPeer(
         opts.onMessage?.(msg);
       },
       ...(opts.selfId ? { selfId: opts.selfId } : {}),
-      ...(opts.collectReplies ? { collectReplies: opts.collectReplies } : {}),
+      ...(opts.attachReplySink ? { attachReplySink: opts.attachReplySink } : {}),
       ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}),
       ...(opts.maxSnapshotBodyBytes ? { maxSnapshotBodyBytes: opts.maxSnapshotBodyBytes } : {}),
     }),
@@ -171,8 +178,86 @@ describe('raftRoutes', () => {
   });
 });
 
+async function openStream(url: string, body: Buffer, from = 'a', secret = SECRET): Promise<Response> {
+  return fetch(`${url}${RAFT_STREAM_PATH}`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/octet-stream',
+      [CLUSTER_SECRET_HEADER]: secret,
+      [RAFT_FROM_HEADER]: from,
+    },
+    body,
+  });
+}
+
+describe('the raft stream route', () => {
+  it('refuses a stream without the credential (401), or that names no sender (400)', async () => {
+    const peer = await startPeer({ selfId: 'b' });
+    const frame = encodeMessageFrame(heartbeat('b', 1));
+    const res = await openStream(peer.url, frame, 'a', 'wrong-secret');
+    expect(res.status).toBe(401);
+    const unnamed = await fetch(`${peer.url}${RAFT_STREAM_PATH}`, {
+      method: 'POST',
+      headers: { [CLUSTER_SECRET_HEADER]: SECRET },
+      body: frame,
+    });
+    expect(unnamed.status).toBe(400);
+    expect(peer.received).toEqual([]);
+  });
+
+  it('answers a malformed first frame with a 400 JSON error, and hands on nothing', async () => {
+    const peer = await startPeer({ selfId: 'b' });
+    const good = encodeMessageFrame(heartbeat('b', 1));
+    const badLength = Buffer.from(good);
+    badLength.writeUInt32LE(0xffffffff, 0);
+    const badType = Buffer.from(good);
+    badType[5] = 200;
+    const badTerm = Buffer.from(good);
+    badTerm.writeDoubleLE(-1, good.length - 8);
+    const trailing = Buffer.concat([good.subarray(0, 4), good.subarray(4), Buffer.from([0])]);
+    trailing.writeUInt32LE(good.length - 4 + 1, 0);
+    for (const body of [
+      badLength,
+      badType,
+      badTerm,
+      trailing,
+      good.subarray(0, 9),
+      Buffer.from('{"messages":[]}'),
+    ]) {
+      const res = await openStream(peer.url, body);
+      expect(res.status).toBe(400);
+      expect((await errorOf(res)).code).toBe('BadFrame');
+    }
+    const forged = await openStream(peer.url, encodeMessageFrame({ ...heartbeat('b', 1), from: 'c' }));
+    expect(forged.status).toBe(403);
+    expect((await errorOf(forged)).code).toBe('ForgedSender');
+    const misaddressed = await openStream(peer.url, encodeMessageFrame(heartbeat('c', 1)));
+    expect(misaddressed.status).toBe(400);
+    expect((await errorOf(misaddressed)).code).toBe('WrongRecipient');
+    expect(peer.received).toEqual([]);
+  });
+
+  it('ends a stream at its first bad frame with an error frame; what came before was handed on, nothing after', async () => {
+    const peer = await startPeer({ selfId: 'b' });
+    const bad = encodeMessageFrame(heartbeat('b', 2));
+    bad[6] = 32; // a reject value without reject
+    const body = Buffer.concat([
+      encodeMessageFrame(heartbeat('b', 1)),
+      bad,
+      encodeMessageFrame(heartbeat('b', 3)),
+    ]);
+    const res = await openStream(peer.url, body);
+    expect(res.status).toBe(200);
+    const answer = Buffer.from(await res.arrayBuffer());
+    expect(answer[4]).toBe(2);
+    const error = JSON.parse(answer.subarray(5, 4 + answer.readUInt32LE(0)).toString('utf8'));
+    expect(error.error.code).toBe('BadFrame');
+    expect(peer.received.map((r) => r.msg.commit)).toEqual([1]);
+  });
+});
+
 describe('HttpTransport', () => {
-  it('delivers each peer its messages in order, batching what queued up meanwhile', async () => {
+  it('delivers each peer its messages in order, all on one long-lived stream', async () => {
     const b = await startPeer();
     const t = transport({ peers: { b: b.url }, maxBatchMessages: 10 });
     const sent: Message[] = [];
@@ -188,11 +273,7 @@ describe('HttpTransport', () => {
     }
     await until('80 messages', () => b.received.length === 80, 5000);
     expect(b.received.map((r) => r.msg)).toEqual(sent);
-    const perRequest = new Map<number, number>();
-    for (const r of b.received) perRequest.set(r.request, (perRequest.get(r.request) ?? 0) + 1);
-    expect(b.requests).toBeLessThan(80);
-    expect(Math.max(...perRequest.values())).toBe(10);
-    // The server takes the messages before the client has read its 204.
+    expect(b.requests).toBe(1);
     await until('sent counter', () => t.stats().sent === 80, 2000);
     expect(t.stats()).toMatchObject({ sent: 80, dropped: 0, failed: 0, queued: 0 });
   });
@@ -216,7 +297,7 @@ describe('HttpTransport', () => {
     await until('sent counter', () => t.stats().sent === 3, 2000);
   });
 
-  it('a slow peer does not block another; its queue stays bounded, dropping the oldest', async () => {
+  it('a slow peer does not block another', async () => {
     let release!: () => void;
     const released = new Promise<void>((r) => {
       release = r;
@@ -229,20 +310,33 @@ describe('HttpTransport', () => {
       },
     });
     const fast = await startPeer();
-    const t = transport({ peers: { slow: slow.url, fast: fast.url }, maxQueuedMessages: 5 });
+    const t = transport({ peers: { slow: slow.url, fast: fast.url } });
     t.send([heartbeat('slow', 1)]);
-    await until('slow peer to hold the first request', () => waiting === 1, 2000);
+    await until('slow peer to hold the stream', () => waiting === 1, 2000);
     for (let i = 2; i <= 20; i++) t.send([heartbeat('slow', i)]);
     t.send([heartbeat('fast', 1), heartbeat('fast', 2), heartbeat('fast', 3)]);
     await until('fast peer while the slow one hangs', () => fast.received.length === 3, 1000);
     expect(slow.received).toEqual([]);
-    expect(t.stats()).toMatchObject({ dropped: 14, queued: 5 });
     release();
-    await until('slow peer after release', () => slow.received.length === 6, 5000);
-    expect(slow.received.map((r) => r.msg.commit)).toEqual([1, 16, 17, 18, 19, 20]);
+    await until('slow peer after release', () => slow.received.length === 20, 5000);
+    expect(slow.received.map((r) => r.msg.commit)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
   });
 
-  it('times out a request that gets no answer and reports the peer unreachable', async () => {
+  it('keeps what waits for an unreachable peer bounded, dropping the oldest', async () => {
+    const unreachable: string[] = [];
+    const t = transport({
+      peers: { b: await deadUrl() },
+      maxQueuedMessages: 5,
+      backoffMinMs: 60_000,
+      onUnreachable: (p) => unreachable.push(p),
+    });
+    t.send([heartbeat('b', 1)]);
+    await until('the first stream failed', () => unreachable.length === 1, 3000);
+    for (let i = 2; i <= 20; i++) t.send([heartbeat('b', i)]);
+    expect(t.stats()).toMatchObject({ dropped: 14, queued: 5, failed: 1, failedRequests: 1 });
+  });
+
+  it('times out a stream that gets no answer and reports the peer unreachable', async () => {
     const hung = await startPeer({ gate: () => new Promise(() => {}) });
     const unreachable: string[] = [];
     const t = transport({
@@ -264,10 +358,11 @@ describe('HttpTransport', () => {
     });
     t.send([heartbeat('b', 1), snap('b'), heartbeat('b', 2), snap('dead')]);
     await until('snapshot outcomes', () => b.received.length === 3 && statuses.length === 2, 3000);
-    expect(b.received.map((r) => r.msg.type)).toEqual(['MsgHeartbeat', 'MsgSnap', 'MsgHeartbeat']);
-    const [first, snapshot, last] = b.received;
-    expect(snapshot!.request).not.toBe(first!.request);
-    expect(snapshot!.request).not.toBe(last!.request);
+    const beats = b.received.filter((r) => r.msg.type === 'MsgHeartbeat');
+    const snapshot = b.received.find((r) => r.msg.type === 'MsgSnap');
+    expect(beats.map((r) => r.msg.commit)).toEqual([1, 2]);
+    expect(beats[0]!.request).toBe(beats[1]!.request);
+    expect(snapshot!.request).not.toBe(beats[0]!.request);
     expect(new Map(statuses)).toEqual(
       new Map([
         ['b', true],
@@ -350,44 +445,42 @@ describe('HttpTransport', () => {
     expect(c.received.map((r) => r.msg.commit)).toEqual([3]);
   });
 
-  it("carries a peer's replies back in the answer to our request, not in a request of its own", async () => {
-    // Node b answers each heartbeat after `replyAfterMs` (as a node answers an append after its
-    // fsync); its route waits up to 40 ms for that answer before replying to the request.
-    let replyAfterMs = 5;
+  it("carries a peer's replies back on the response of our stream, not on a stream of its own", async () => {
     let tb: HttpTransport | null = null;
-    let unanswered = 0;
     const b = await startPeer({
       selfId: 'b',
-      onMessage: (msg) => {
-        unanswered += 1;
-        setTimeout(() => {
-          tb!.send([{ type: 'MsgHeartbeatResp', from: 'b', to: 'a', term: 1, commit: msg.commit ?? 0 }]);
-          unanswered -= 1;
-        }, replyAfterMs);
-      },
-      collectReplies: (from) =>
-        tb!.collectReplies(from, async () => {
-          const deadline = Date.now() + 40;
-          while (unanswered > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
-        }),
+      onMessage: (msg) =>
+        tb!.send([{ type: 'MsgHeartbeatResp', from: 'b', to: 'a', term: 1, commit: msg.commit ?? 0 }]),
+      attachReplySink: (from, sink) => tb!.attachReplySink(from, sink),
     });
     const replies: Message[] = [];
     const a = await startPeer({ selfId: 'a' });
     tb = transport({ id: 'b', peers: { a: a.url } });
     const ta = transport({ peers: { b: b.url }, onReply: (msg) => replies.push(msg) });
 
-    ta.send([heartbeat('b', 1)]);
-    await until('the reply in the answer', () => replies.length === 1, 3000);
-    expect(replies[0]).toMatchObject({ type: 'MsgHeartbeatResp', from: 'b', to: 'a', commit: 1 });
+    for (let i = 1; i <= 3; i++) {
+      ta.send([heartbeat('b', i)]);
+      await until(`reply ${i} on the stream`, () => replies.length === i, 3000);
+    }
+    expect(replies.map((r) => [r.type, r.from, r.to, r.commit])).toEqual([
+      ['MsgHeartbeatResp', 'b', 'a', 1],
+      ['MsgHeartbeatResp', 'b', 'a', 2],
+      ['MsgHeartbeatResp', 'b', 'a', 3],
+    ]);
     expect(a.requests).toBe(0);
-    expect(tb.stats()).toMatchObject({ sent: 1, queued: 0 });
+    expect(b.requests).toBe(1);
+    expect(tb.stats()).toMatchObject({ sent: 3, queued: 0 });
 
-    // An answer slower than the route waits: the request is answered without it, and the reply
-    // follows in b's own request once the route let go.
-    replyAfterMs = 150;
-    ta.send([heartbeat('b', 2)]);
-    await until('the late reply in a request of its own', () => a.received.length === 1, 3000);
-    expect(a.received[0]!.msg).toMatchObject({ type: 'MsgHeartbeatResp', commit: 2 });
-    expect(replies).toHaveLength(1);
+    // Once a's stream is gone, b's messages for a go on a stream of b's own.
+    await ta.close();
+    await until(
+      'b let go of the closed stream',
+      () => {
+        tb!.send([{ type: 'MsgHeartbeatResp', from: 'b', to: 'a', term: 1, commit: 9 }]);
+        return a.received.length > 0;
+      },
+      3000,
+    );
+    expect(a.received[0]!.msg).toMatchObject({ type: 'MsgHeartbeatResp', from: 'b', commit: 9 });
   });
 });

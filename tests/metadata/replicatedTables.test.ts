@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 // The metadata state machine under the real Raft driver: three in-process managers, each with its
 // own LevelDB log and tables in a temp folder, talking over real HTTP on 127.0.0.1. The tables
 // must end byte for byte identical on every manager, including one that was down while the log
@@ -130,7 +131,11 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const m of managers) {
     await stop(m);
-    await new Promise((r) => m.server.close(r));
+    // A peer's Raft stream is a request in progress, which close() waits for (as managerProcess does).
+    await new Promise((r) => {
+      m.server.close(r);
+      (m.server as Server).closeAllConnections();
+    });
   }
   await rm(root, { recursive: true, force: true });
 });

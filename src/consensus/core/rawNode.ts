@@ -146,6 +146,27 @@ export class RaftCore implements RawNode {
     return m.type === 'MsgApp' || m.type === 'MsgHeartbeat' || m.type === 'MsgSnap';
   }
 
+  /**
+   * The heartbeats and heartbeat answers made since the Ready in flight was handed out (a tick or
+   * a heartbeat stepped between ready() and advance()), taken out of the next Ready so the host
+   * sends them while that Ready's write is still going on: a slow fsync must not hold a leader's
+   * heartbeats, or its followers' answers, back past an election timeout (etcd sends both from its
+   * raft loop while its storage writes; neither claims anything about the log). Only those of the
+   * durable term, for the reason maySendBeforePersist gives.
+   */
+  takeHeartbeats(): Message[] {
+    const r = this.raft;
+    const durableTerm = this.prevHardState.term;
+    const beats: Message[] = [];
+    const rest: Message[] = [];
+    for (const m of r.msgs) {
+      const beat = m.type === 'MsgHeartbeat' || m.type === 'MsgHeartbeatResp';
+      (beat && m.term === durableTerm ? beats : rest).push(m);
+    }
+    if (beats.length > 0) r.msgs = rest;
+    return beats;
+  }
+
   /** The host has persisted and applied everything the last Ready carried. */
   advance(): void {
     const rd = this.inFlight;

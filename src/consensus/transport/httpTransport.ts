@@ -1,21 +1,29 @@
-// Client side of the manager<->manager transport. send() only enqueues: each peer has its own
-// bounded queue, its own sender loop and its own keep-alive connection, so a dead or slow peer
-// never delays the others. A request carries everything queued for that peer at that moment (up
-// to a count/byte bound); a failed batch is dropped, not retried, because Raft recovers lost
-// messages itself (heartbeats, probes) and the core is told via onUnreachable.
+// Client side of the manager<->manager transport. send() only enqueues or writes: each peer has
+// its own bounded queue and its own connections, so a dead or slow peer never delays the others.
 //
-// Replies ride back in answers: the route serving a peer's request holds that peer's sender loop
-// while the request's messages are processed (`collectReplies`), then answers with what was
-// queued for the peer meanwhile. Followers thus answer appends and heartbeats without requests of
-// their own: fewer requests, less CPU per commit (docs/measurements.md).
+// Every message but a snapshot travels as a binary frame (messageCodec.ts) on a stream: when the
+// peer has a stream open to us, on that stream's response (a follower answers its leader on the
+// leader's own stream); else on our own long-lived stream to the peer (outboundStream.ts), opened
+// when there is something to send, reopened after a failure with backoff. Frames are not retried:
+// Raft recovers lost messages itself (heartbeats, probes), and the core is told via onUnreachable.
+// A MsgSnap goes alone in a JSON request of its own (`post`), as it always has.
 
-import { Pool } from 'undici';
+import { Client, Pool } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../../http/clusterAuth.ts';
 import { internalConnect } from '../../http/tls.ts';
 import { createLogger, type Logger } from '../../logging.ts';
 import type { Message, NodeId } from '../types.ts';
+import type { ReplySink } from './inboundStream.ts';
+import { decodeMessage, encodeMessageFrame, FrameError, isFramed, MAX_FRAME_BYTES } from './messageCodec.ts';
 import { MAX_RAFT_BODY_BYTES, MAX_SNAPSHOT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';
-import { RAFT_MESSAGES_PATH, RAFT_REPLIES_HEADER, RAFT_SNAPSHOT_HEADER } from './raftRoutes.ts';
+import { OutboundStream } from './outboundStream.ts';
+import {
+  RAFT_FROM_HEADER,
+  RAFT_MESSAGES_PATH,
+  RAFT_REPLIES_HEADER,
+  RAFT_SNAPSHOT_HEADER,
+  RAFT_STREAM_PATH,
+} from './raftRoutes.ts';
 
 export interface HttpTransportOptions {
   id: NodeId;
@@ -28,18 +36,21 @@ export interface HttpTransportOptions {
   onUnreachable?: (peer: NodeId) => void;
   /** How sending a MsgSnap ended (etcd's ReportSnapshot). */
   onSnapshotStatus?: (peer: NodeId, ok: boolean) => void;
-  /** A message a peer sent back in the answer to our request (see `collectReplies`). */
+  /** A message a peer sent us on the response of our stream (or of a snapshot request). */
   onReply?: (msg: Message) => void;
   /** Per-peer queue bound, in messages. */
   maxQueuedMessages?: number;
-  /** Per-peer queue bound, in bytes of JSON. */
+  /** Per-peer queue bound, in bytes (of frames, or of JSON for a snapshot). */
   maxQueuedBytes?: number;
   /** Largest MsgSnap sent, in bytes of JSON (default MAX_SNAPSHOT_BODY_BYTES less the envelope). */
   maxSnapshotBytes?: number;
-  /** Per-request bounds; a single larger message still goes, alone. */
+  /** Bounds on one write to a stream (or one snapshot request); a single larger message still goes, alone. */
   maxBatchMessages?: number;
   maxBatchBytes?: number;
+  /** How long a stream's answer headers, or a peer that takes no more bytes, may keep us waiting. */
   requestTimeoutMs?: number;
+  /** A stream ends after this long, and the next one starts (a server may cap a request's life). */
+  streamMaxAgeMs?: number;
   snapshotTimeoutMs?: number;
   backoffMinMs?: number;
   backoffMaxMs?: number;
@@ -47,13 +58,13 @@ export interface HttpTransportOptions {
 }
 
 export interface TransportStats {
-  /** Messages the peer accepted (2xx). */
+  /** Messages written to a stream, or in a snapshot request the peer accepted (2xx). */
   sent: number;
   /** Messages discarded before any attempt: queue full, unknown or removed peer, oversized. */
   dropped: number;
-  /** Messages in requests that failed (network error, timeout, non-2xx). */
+  /** Messages in failed snapshot requests, or queued for a stream that failed. */
   failed: number;
-  /** Requests that failed. */
+  /** Streams and snapshot requests that failed. */
   failedRequests: number;
   /** Messages waiting in all queues now. */
   queued: number;
@@ -75,6 +86,23 @@ interface Peer {
   url: string;
   pool: Pool;
   path: string;
+  /** The stream's own connection (a Pool's one connection is the snapshot requests'). */
+  streamClient: Client;
+  streamPath: string;
+  /** Frames waiting for the stream, oldest first. */
+  frames: Buffer[];
+  frameBytes: number;
+  stream: OutboundStream | null;
+  /** Set while a failed stream backs off; the next stream starts when it fires. */
+  streamBackoff: NodeJS.Timeout | null;
+  streamBackoffMs: number;
+  /** Frames written to a stream the peer has not yet taken (no answer headers yet). */
+  unconfirmed: number;
+  /** The stream's answer headers came: what it carries counts as sent. */
+  streamOpen: boolean;
+  /** The response of the peer's stream to us, while it lasts: our frames for it go there first. */
+  sink: ReplySink | null;
+  /** Snapshot requests waiting, oldest first. */
   queue: Queued[];
   queuedBytes: number;
   /** Resolves the sender loop's wait for work or for the end of a backoff. */
@@ -84,8 +112,6 @@ interface Peer {
   failing: boolean;
   inFlight: AbortController | null;
   loop: Promise<void>;
-  /** Requests from this peer waiting to carry our replies back (`collectReplies`): the loop holds off. */
-  holds: number;
 }
 
 const DEFAULTS = {
@@ -95,6 +121,7 @@ const DEFAULTS = {
   maxBatchMessages: 512,
   maxBatchBytes: 4 * 1024 * 1024,
   requestTimeoutMs: 5_000,
+  streamMaxAgeMs: 60_000,
   snapshotTimeoutMs: 60_000,
   backoffMinMs: 50,
   backoffMaxMs: 1_000,
@@ -144,17 +171,33 @@ export class HttpTransport {
     if (existing) {
       if (existing.url === url) return;
       const old = existing.pool;
+      const oldClient = existing.streamClient;
       existing.url = url;
       existing.pool = newPool(target);
-      existing.path = pathFor(target);
+      existing.path = pathFor(target, RAFT_MESSAGES_PATH);
+      existing.streamClient = newStreamClient(target);
+      existing.streamPath = pathFor(target, RAFT_STREAM_PATH);
+      existing.stream?.fail(new Error('peer moved'));
+      existing.stream = null;
       old.close().catch(() => {});
+      oldClient.destroy().catch(() => {});
       return;
     }
     const peer: Peer = {
       id,
       url,
       pool: newPool(target),
-      path: pathFor(target),
+      path: pathFor(target, RAFT_MESSAGES_PATH),
+      streamClient: newStreamClient(target),
+      streamPath: pathFor(target, RAFT_STREAM_PATH),
+      frames: [],
+      frameBytes: 0,
+      stream: null,
+      streamBackoff: null,
+      streamBackoffMs: 0,
+      unconfirmed: 0,
+      streamOpen: false,
+      sink: null,
       queue: [],
       queuedBytes: 0,
       wake: null,
@@ -162,7 +205,6 @@ export class HttpTransport {
       failing: false,
       inFlight: null,
       loop: Promise.resolve(),
-      holds: 0,
     };
     this.peers.set(id, peer);
     peer.loop = this.runSender(peer).catch((err) => {
@@ -174,14 +216,17 @@ export class HttpTransport {
     const peer = this.peers.get(id);
     if (!peer) return;
     this.peers.delete(id);
-    this.counters.dropped += peer.queue.length;
+    this.counters.dropped += peer.queue.length + peer.frames.length;
     peer.queue = [];
     peer.queuedBytes = 0;
+    peer.frames = [];
+    peer.frameBytes = 0;
     this.stopPeer(peer);
   }
 
-  /** Enqueues messages, each for its `to` peer; never waits and never throws. */
+  /** Sends or enqueues messages, each for its `to` peer; never waits and never throws. */
   send(messages: Message[]): void {
+    const framed = new Map<Peer, Buffer[]>();
     for (const msg of messages) {
       const peer = this.peers.get(msg.to);
       if (this.closed || !peer) {
@@ -195,14 +240,193 @@ export class HttpTransport {
         }
         continue;
       }
-      this.enqueue(peer, msg);
+      if (!isFramed(msg)) {
+        this.enqueue(peer, msg);
+        continue;
+      }
+      const frame = this.frameOf(peer, msg);
+      if (frame === null) continue;
+      const list = framed.get(peer);
+      if (list) list.push(frame);
+      else framed.set(peer, [frame]);
     }
+    for (const [peer, frames] of framed) this.sendFrames(peer, frames);
+  }
+
+  /**
+   * Takes the response of `from`'s stream to us as the way to send it frames, until the returned
+   * function is called (the stream ended). Frames still waiting for our own stream go there now.
+   * Null once closed: the stream is refused, so a stopping node holds no peer's connection open.
+   */
+  attachReplySink(from: NodeId, sink: ReplySink): (() => void) | null {
+    if (this.closed) return null;
+    const peer = this.peers.get(from);
+    if (!peer) return () => {};
+    peer.sink = sink;
+    if (peer.stream === null && peer.frames.length > 0) {
+      const n = peer.frames.length;
+      if (sink.write(Buffer.concat(peer.frames, peer.frameBytes))) {
+        this.counters.sent += n;
+        peer.frames = [];
+        peer.frameBytes = 0;
+      }
+    }
+    return () => {
+      if (peer.sink === sink) peer.sink = null;
+    };
   }
 
   stats(): TransportStats {
     let queued = 0;
-    for (const p of this.peers.values()) queued += p.queue.length;
+    for (const p of this.peers.values()) queued += p.queue.length + p.frames.length;
     return { ...this.counters, queued };
+  }
+
+  /** The frame for `msg`, or null (counted, logged, reported) when none can be made or it is too large. */
+  private frameOf(peer: Peer, msg: Message): Buffer | null {
+    let frame: Buffer | null = null;
+    try {
+      frame = encodeMessageFrame(msg);
+    } catch {
+      // A RangeError: larger than the largest Buffer, so past any limit anyway.
+    }
+    if (frame !== null && frame.length - 4 <= MAX_FRAME_BYTES) return frame;
+    this.counters.dropped++;
+    this.log.error(
+      {
+        event: 'raft.transport.message_too_large',
+        to: peer.id,
+        type: msg.type,
+        bytes: frame?.length ?? null,
+        limit: MAX_FRAME_BYTES,
+      },
+      'raft message exceeds the frame limit',
+    );
+    this.reportLater(msg, false);
+    return null;
+  }
+
+  /** One Ready's frames for a peer: on its stream to us if it has one and keeps up, else on ours. */
+  private sendFrames(peer: Peer, frames: Buffer[]): void {
+    if (peer.frames.length === 0 && peer.sink !== null) {
+      const bytes = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
+      if (peer.sink.write(bytes)) {
+        this.counters.sent += frames.length;
+        return;
+      }
+    }
+    for (const f of frames) {
+      peer.frames.push(f);
+      peer.frameBytes += f.length;
+    }
+    while (peer.frames.length > this.opts.maxQueuedMessages || peer.frameBytes > this.opts.maxQueuedBytes) {
+      peer.frameBytes -= peer.frames.shift()!.length;
+      this.counters.dropped++;
+    }
+    this.startStream(peer);
+  }
+
+  /** Starts the stream to `peer` if it has none and is not backing off; else wakes the one there is. */
+  private startStream(peer: Peer): void {
+    if (peer.stream !== null) {
+      if (!peer.stream.isEnded) {
+        peer.stream.kick();
+        return;
+      }
+      // An ending stream (its maximum age) still drains its answer; the next one queues behind it.
+    }
+    if (peer.stopped || this.closed || peer.streamBackoff !== null || peer.frames.length === 0) return;
+    const stream = new OutboundStream({
+      client: peer.streamClient,
+      path: peer.streamPath,
+      headers: {
+        'content-type': 'application/octet-stream',
+        [CLUSTER_SECRET_HEADER]: this.options.credentialFor?.(peer.id) ?? this.options.secret,
+        [RAFT_FROM_HEADER]: this.options.id,
+      },
+      pull: () => this.pullFrames(peer),
+      onOpen: () => this.streamOpened(peer),
+      onFrame: (body) => this.onStreamFrame(peer, body),
+      timeoutMs: this.opts.requestTimeoutMs,
+      maxAgeMs: this.opts.streamMaxAgeMs,
+    });
+    peer.stream = stream;
+    peer.streamOpen = false;
+    stream.closed.then((error) => this.streamClosed(peer, stream, error));
+  }
+
+  /** Up to one batch of the queued frames, as one buffer. */
+  private pullFrames(peer: Peer): Buffer | null {
+    if (peer.frames.length === 0) return null;
+    let n = 0;
+    let bytes = 0;
+    while (n < peer.frames.length && n < this.opts.maxBatchMessages) {
+      const len = peer.frames[n]!.length;
+      if (n > 0 && bytes + len > this.opts.maxBatchBytes) break;
+      bytes += len;
+      n++;
+    }
+    const taken = peer.frames.splice(0, n);
+    peer.frameBytes -= bytes;
+    if (peer.streamOpen) this.counters.sent += n;
+    else peer.unconfirmed += n;
+    return n === 1 ? taken[0]! : Buffer.concat(taken, bytes);
+  }
+
+  private streamOpened(peer: Peer): void {
+    peer.streamOpen = true;
+    this.counters.sent += peer.unconfirmed;
+    peer.unconfirmed = 0;
+    peer.streamBackoffMs = 0;
+    if (peer.failing) {
+      peer.failing = false;
+      this.log.info({ event: 'raft.transport.peer_recovered', peer: peer.id }, 'peer reachable again');
+    }
+  }
+
+  private streamClosed(peer: Peer, stream: OutboundStream, error: string | null): void {
+    // A stream replaced meanwhile (the peer moved; a stream past its age) answers for nothing.
+    if (peer.stream !== stream) return;
+    peer.stream = null;
+    peer.streamOpen = false;
+    if (peer.stopped || this.closed) return;
+    if (error === null) {
+      this.startStream(peer);
+      return;
+    }
+    // What waited for this stream is stale by the time a next one is up: Raft resends what matters.
+    this.counters.failed += peer.frames.length + peer.unconfirmed;
+    peer.unconfirmed = 0;
+    this.counters.failedRequests++;
+    peer.frames = [];
+    peer.frameBytes = 0;
+    if (!peer.failing) {
+      peer.failing = true;
+      this.log.warn(
+        { event: 'raft.transport.send_failed', peer: peer.id, url: peer.url, err: error },
+        'raft stream to peer failed',
+      );
+    }
+    this.notifyUnreachable(peer.id);
+    const o = this.opts;
+    peer.streamBackoffMs = Math.min(o.backoffMaxMs, Math.max(o.backoffMinMs, peer.streamBackoffMs * 2));
+    peer.streamBackoff = setTimeout(() => {
+      peer.streamBackoff = null;
+      this.startStream(peer);
+    }, peer.streamBackoffMs);
+  }
+
+  /** A frame on our stream's response: checked like any message from that peer, then delivered. */
+  private onStreamFrame(peer: Peer, body: Buffer): void {
+    let msg: Message;
+    try {
+      msg = decodeMessage(body);
+    } catch (err) {
+      const reason = err instanceof FrameError ? err.message : String(err);
+      this.log.warn({ event: 'raft.transport.bad_reply', peer: peer.id, reason }, 'invalid frame from peer');
+      return;
+    }
+    this.deliverReply(peer, msg);
   }
 
   /** Stops every sender loop, aborts requests in flight and closes the connections. */
@@ -247,7 +471,7 @@ export class HttpTransport {
       this.counters.dropped++;
       if (gone.msg.type === 'MsgSnap') this.reportLater(gone.msg, true);
     }
-    if (peer.holds === 0) peer.wake?.();
+    peer.wake?.();
   }
 
   /** Reports a message that never left: as unreachable, and as a failed snapshot for MsgSnap. */
@@ -258,32 +482,6 @@ export class HttpTransport {
       if (!knownPeer) this.notifyUnreachable(msg.to);
       if (msg.type === 'MsgSnap') this.notifySnapshot(msg.to, false);
     });
-  }
-
-  /**
-   * Answers a request from `peerId` with our replies to it: runs `processed` (which resolves once
-   * the request's messages have been handled and their replies queued, or after a short bound),
-   * then takes what is queued for that peer (up to one request's worth, never a MsgSnap) as the
-   * JSON of each message. Meanwhile the peer's sender loop holds off, so the replies travel back in
-   * the answer instead of in a request of their own.
-   */
-  async collectReplies(peerId: NodeId, processed: () => Promise<void>): Promise<string[]> {
-    const peer = this.peers.get(peerId);
-    if (!peer) return [];
-    peer.holds += 1;
-    try {
-      await processed();
-    } finally {
-      peer.holds -= 1;
-    }
-    let replies: string[] = [];
-    if (peer.queue[0] !== undefined && peer.queue[0].msg.type !== 'MsgSnap' && !peer.stopped) {
-      const batch = this.takeBatch(peer);
-      this.counters.sent += batch.length;
-      replies = batch.map((q) => q.json);
-    }
-    if (peer.holds === 0 && peer.queue.length > 0) peer.wake?.();
-    return replies;
   }
 
   /** Takes the next request's worth from the head of the queue: a MsgSnap alone, else a batch. */
@@ -308,7 +506,7 @@ export class HttpTransport {
   private async runSender(peer: Peer): Promise<void> {
     let backoff = 0;
     while (!peer.stopped) {
-      if (peer.queue.length === 0 || peer.holds > 0) {
+      if (peer.queue.length === 0) {
         await this.pause(peer, null);
         continue;
       }
@@ -420,19 +618,21 @@ export class HttpTransport {
       this.log.warn({ event: 'raft.transport.bad_reply', peer: peer.id }, 'invalid replies from peer');
       return;
     }
-    for (const msg of parsed.data.messages) {
-      if (msg.from !== peer.id || msg.to !== this.options.id) {
-        this.log.warn(
-          { event: 'raft.transport.bad_reply', peer: peer.id, from: msg.from, to: msg.to },
-          'reply not from the peer asked, or not for this node',
-        );
-        continue;
-      }
-      try {
-        this.options.onReply?.(msg);
-      } catch (err) {
-        this.log.error({ event: 'raft.transport.callback_failed', peer: peer.id, err }, 'onReply threw');
-      }
+    for (const msg of parsed.data.messages) this.deliverReply(peer, msg);
+  }
+
+  private deliverReply(peer: Peer, msg: Message): void {
+    if (msg.from !== peer.id || msg.to !== this.options.id) {
+      this.log.warn(
+        { event: 'raft.transport.bad_reply', peer: peer.id, from: msg.from, to: msg.to },
+        'reply not from the peer asked, or not for this node',
+      );
+      return;
+    }
+    try {
+      this.options.onReply?.(msg);
+    } catch (err) {
+      this.log.error({ event: 'raft.transport.callback_failed', peer: peer.id, err }, 'onReply threw');
     }
   }
 
@@ -457,7 +657,13 @@ export class HttpTransport {
     peer.stopped = true;
     peer.inFlight?.abort(new Error('transport stopped'));
     peer.wake?.();
+    peer.stream?.fail(new Error('transport stopped'));
+    if (peer.streamBackoff !== null) clearTimeout(peer.streamBackoff);
+    peer.streamBackoff = null;
+    peer.sink?.close();
+    peer.sink = null;
     peer.pool.destroy().catch(() => {});
+    peer.streamClient.destroy().catch(() => {});
   }
 }
 
@@ -474,6 +680,11 @@ function newPool(target: URL): Pool {
   return new Pool(target.origin, { connections: 1, connect: internalConnect({ timeout: 2_000 }) });
 }
 
-function pathFor(target: URL): string {
-  return `${target.pathname.replace(/\/+$/, '')}${RAFT_MESSAGES_PATH}`;
+function newStreamClient(target: URL): Client {
+  // One stream at a time; a stream at its maximum age drains before the next one starts.
+  return new Client(target.origin, { connect: internalConnect({ timeout: 2_000 }), keepAliveTimeout: 4_000 });
+}
+
+function pathFor(target: URL, route: string): string {
+  return `${target.pathname.replace(/\/+$/, '')}${route}`;
 }

@@ -1,15 +1,23 @@
-// Server side of the manager<->manager transport: `POST /raft/messages` with `{ messages }`, one
-// batch from one peer. The host mounts it with `app.route('/', raftRoutes(...))`.
+// Server side of the manager<->manager transport. `POST /raft/stream`: a peer's long-lived stream
+// of binary frames (inboundStream.ts), the way every message but a snapshot travels.
+// `POST /raft/messages` with `{ messages }` as JSON: one batch from one peer, which is how a MsgSnap
+// travels (alone, under RAFT_SNAPSHOT_HEADER). The host mounts both with `app.route('/', raftRoutes(...))`.
 
+import type { HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { Hono } from 'hono';
 import { identityOf, mayActAs, requireCredential } from '../../http/clusterAuth.ts';
 import { credentialsOf, type ManagerCredentials } from '../../http/credentials.ts';
 import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
 import { createLogger, type Logger } from '../../logging.ts';
 import type { Message, NodeId } from '../types.ts';
+import { type ReplySink, serveInboundStream } from './inboundStream.ts';
 import { MAX_RAFT_BODY_BYTES, MAX_SNAPSHOT_BODY_BYTES, messageBatchSchema } from './messageSchema.ts';
 
 export const RAFT_MESSAGES_PATH = '/raft/messages';
+export const RAFT_STREAM_PATH = '/raft/stream';
+/** The member opening a stream: every frame on it must be `from` this id, which the credential must name. */
+export const RAFT_FROM_HEADER = 'x-imgvault-raft-from';
 /** Set by a sender that takes replies in the answer (`200 { messages }`) instead of a 204. */
 export const RAFT_REPLIES_HEADER = 'x-imgvault-raft-replies';
 /** Set on a request that carries one MsgSnap alone: its body may be up to MAX_SNAPSHOT_BODY_BYTES. */
@@ -31,6 +39,14 @@ export interface RaftRoutesOptions {
    * answers with what this node then has queued for the sender, as JSON texts of messages.
    */
   collectReplies?: (from: NodeId) => Promise<string[]>;
+  /**
+   * Offers the response of `from`'s stream as the way back to it (HttpTransport.attachReplySink);
+   * returns how to withdraw it, or null when the node takes no streams (stopping: answered 503).
+   * Without it, streams carry messages one way only.
+   */
+  attachReplySink?: (from: NodeId, sink: ReplySink) => (() => void) | null;
+  /** Bytes a stream's response may hold unsent before replies on it are refused. */
+  maxUnsentReplyBytes?: number;
   /** When set, a batch addressed to another node is refused (a stale peer URL after a membership change). */
   selfId?: NodeId;
   maxBodyBytes?: number;
@@ -53,6 +69,37 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
   // A starting manager's check that a peer takes its credential (bootstrapGuard.ts): 204 or 401,
   // and nothing that looks like a malformed batch in the peer's log.
   app.get(RAFT_MESSAGES_PATH, raft, (c) => c.body(null, 204));
+
+  app.post(RAFT_STREAM_PATH, raft, (c) => {
+    const env = c.env as Partial<HttpBindings> | undefined;
+    if (!env?.incoming || !env.outgoing) {
+      return c.json(errorBody('StreamUnsupported', 'raft streams need a Node HTTP server'), 501);
+    }
+    const from = c.req.header(RAFT_FROM_HEADER);
+    if (!from)
+      return c.json(errorBody('BadRequest', `a stream names its sender in ${RAFT_FROM_HEADER}`), 400);
+    const identity = identityOf(c);
+    if (!mayActAs(identity, from)) {
+      log.warn(
+        { event: 'raft.message_refused', reason: 'sender_mismatch', from, sender: identity?.id },
+        'raft stream from another member than the credential names',
+      );
+      return c.json(
+        errorBody('ForgedSender', `the credential names ${identity?.id}, the stream says it is from ${from}`),
+        403,
+      );
+    }
+    serveInboundStream(env.incoming, env.outgoing, {
+      from,
+      ...(options.selfId !== undefined ? { selfId: options.selfId } : {}),
+      onMessage: options.onMessage,
+      ...(options.attachReplySink ? { attachSink: options.attachReplySink } : {}),
+      maxUnsentReplyBytes: options.maxUnsentReplyBytes ?? 4 * 1024 * 1024,
+      maxFrameBytes: options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES,
+      log,
+    });
+    return RESPONSE_ALREADY_SENT;
+  });
 
   app.post(RAFT_MESSAGES_PATH, raft, async (c) => {
     const snapshot = c.req.header(RAFT_SNAPSHOT_HEADER) === '1';

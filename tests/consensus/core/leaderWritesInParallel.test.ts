@@ -102,4 +102,57 @@ describe('the leader writes its own log in parallel with replicating it', () => 
     a.advance();
     expect(a.status().commit).toBe(x);
   });
+
+  test('a leader ticking while its write is in flight sends its heartbeats at once, of its durable term only', () => {
+    const n = new Network(['a', 'b', 'c']);
+    n.campaign('a');
+    n.stabilize();
+    const a = n.core('a');
+    expect(a.propose('x')).toBeNull();
+    const rd = a.ready();
+    a.tick();
+    const beats = a.takeHeartbeats();
+    expect(beats.map((m) => [m.type, m.to, m.term])).toEqual([
+      ['MsgHeartbeat', 'b', rd.messagesBeforePersist[0]!.term],
+      ['MsgHeartbeat', 'c', rd.messagesBeforePersist[0]!.term],
+    ]);
+    persist(n.node('a').storage, rd);
+    a.advance();
+    expect(a.ready().messagesBeforePersist.filter((m) => m.type === 'MsgHeartbeat')).toEqual([]);
+
+    // An election not yet on disk: its heartbeats wait for the write, as its appends do.
+    const { core, storage } = singleVoterWithLearner();
+    core.campaign();
+    const first = core.ready();
+    expect(first.hardState?.term).toBe(2);
+    core.tick();
+    expect(core.takeHeartbeats()).toEqual([]);
+    persist(storage, first);
+    core.advance();
+    core.tick();
+    expect(core.ready().messagesBeforePersist.some((m) => m.type === 'MsgHeartbeat' && m.to === 'l')).toBe(
+      true,
+    );
+  });
+
+  test("a follower whose write is in flight answers its leader's heartbeat at once", () => {
+    const n = new Network(['a', 'b', 'c']);
+    n.campaign('a');
+    n.stabilize();
+    const a = n.core('a');
+    const b = n.core('b');
+    expect(a.propose('x')).toBeNull();
+    const append = a.ready().messagesBeforePersist.find((m) => m.type === 'MsgApp' && m.to === 'b')!;
+    b.step(append);
+    const inFlight = b.ready();
+    expect(inFlight.entries.map((e) => e.data)).toEqual(['x']);
+    a.tick();
+    const beat = a.takeHeartbeats().find((m) => m.to === 'b')!;
+    b.step(beat);
+    expect(b.takeHeartbeats().map((m) => [m.type, m.to, m.term])).toEqual([
+      ['MsgHeartbeatResp', 'a', beat.term],
+    ]);
+    // The append's answer still waits for the write.
+    expect(inFlight.messages.map((m) => m.type)).toEqual(['MsgAppResp']);
+  });
 });

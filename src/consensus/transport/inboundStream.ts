@@ -1,0 +1,138 @@
+// The receiving end of a peer's Raft stream (`POST /raft/stream`): frames in on the request body,
+// each checked (messageCodec) and handed to the node in order; this node's messages for that peer
+// go back as frames on the response, for as long as the stream lasts. The response's headers wait
+// for the first good frame, so a stream that starts malformed is answered with a plain 400 JSON
+// error; a bad frame later ends the stream with an error frame. Either way the bad frame and all
+// after it never reach the node.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from '../../logging.ts';
+import type { Message, NodeId } from '../types.ts';
+import {
+  decodeMessage,
+  encodeErrorFrame,
+  FRAME_MESSAGE,
+  FrameError,
+  FrameSplitter,
+  MAX_FRAME_BYTES,
+} from './messageCodec.ts';
+
+/** Where a node's messages for a peer go when that peer has a stream open to it. */
+export interface ReplySink {
+  /** Writes frames; false (and nothing written) when the stream is gone or too far behind. */
+  write(frames: Buffer): boolean;
+  /** Ends the stream (this node is stopping); its sender sees a clean end. */
+  close(): void;
+}
+
+export interface InboundStreamOptions {
+  /** Who opened the stream, as its credential proved (or, under the single secret, as it says). */
+  from: NodeId;
+  selfId?: NodeId;
+  onMessage: (msg: Message) => unknown;
+  /** Offers the response as a way back to `from`; returns how to withdraw it, or null to refuse the stream (stopping). */
+  attachSink?: (from: NodeId, sink: ReplySink) => (() => void) | null;
+  /** Bytes the response may hold unsent before further replies are refused (backpressure). */
+  maxUnsentReplyBytes: number;
+  maxFrameBytes?: number;
+  log: Logger;
+}
+
+export function serveInboundStream(
+  incoming: IncomingMessage,
+  outgoing: ServerResponse,
+  opts: InboundStreamOptions,
+): void {
+  const splitter = new FrameSplitter(opts.maxFrameBytes ?? MAX_FRAME_BYTES);
+  let started = false;
+  let done = false;
+  let detach: (() => void) | null = null;
+
+  const finish = () => {
+    done = true;
+    detach?.();
+    detach = null;
+  };
+  const fail = (status: number, code: string, message: string) => {
+    opts.log.warn({ event: 'raft.transport.bad_message', reason: code, from: opts.from, message }, message);
+    finish();
+    incoming.off('data', onData);
+    if (started) {
+      outgoing.end(encodeErrorFrame(code, message), () => incoming.destroy());
+      return;
+    }
+    const body = JSON.stringify({ error: { code, message } });
+    outgoing.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+    outgoing.end(body, () => incoming.destroy());
+  };
+  const start = (): boolean => {
+    const sink: ReplySink = {
+      write: (frames) => {
+        if (done || outgoing.writableLength > opts.maxUnsentReplyBytes) return false;
+        outgoing.write(frames);
+        return true;
+      },
+      close: () => {
+        if (done) return;
+        finish();
+        incoming.off('data', onData);
+        outgoing.end();
+      },
+    };
+    const attached = opts.attachSink ? opts.attachSink(opts.from, sink) : () => {};
+    if (attached === null) {
+      fail(503, 'ShuttingDown', 'this node is stopping');
+      return false;
+    }
+    detach = attached;
+    started = true;
+    outgoing.writeHead(200, { 'content-type': 'application/octet-stream' });
+    outgoing.flushHeaders();
+    return true;
+  };
+  const take = (body: Buffer): boolean => {
+    const msg = decodeMessage(body);
+    if (opts.selfId !== undefined && msg.to !== opts.selfId) {
+      fail(400, 'WrongRecipient', `this is ${opts.selfId}, not ${msg.to}`);
+      return false;
+    }
+    if (msg.from !== opts.from) {
+      fail(403, 'ForgedSender', `the stream is from ${opts.from}, the message says it is from ${msg.from}`);
+      return false;
+    }
+    if (!started && !start()) return false;
+    // A refused message (messageFilter) is dropped and logged by the node; the stream goes on.
+    opts.onMessage(msg);
+    return true;
+  };
+  function onData(chunk: Buffer): void {
+    if (done) return;
+    splitter.push(chunk);
+    try {
+      for (let f = splitter.next(); f !== null; f = splitter.next()) {
+        if (f.kind !== FRAME_MESSAGE) {
+          fail(400, 'BadFrame', 'only message frames may be sent');
+          return;
+        }
+        if (!take(f.body)) return;
+      }
+    } catch (err) {
+      if (err instanceof FrameError) {
+        fail(400, 'BadFrame', err.message);
+        return;
+      }
+      opts.log.error({ event: 'raft.transport.deliver_failed', err }, 'raft message handler threw');
+      fail(500, 'InternalError', 'the node could not take the messages');
+    }
+  }
+
+  incoming.on('data', onData);
+  incoming.on('end', () => {
+    if (done) return;
+    finish();
+    if (started) outgoing.end();
+    else fail(400, 'BadFrame', 'the stream ended before its first frame');
+  });
+  incoming.on('error', finish);
+  outgoing.on('close', finish);
+}
