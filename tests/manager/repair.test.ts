@@ -395,6 +395,36 @@ describe('repair data-loss guards', () => {
     }
   });
 
+  it('refuses a trim planned on a record its predecessor changed since, and plans again', async () => {
+    const s = await setup([
+      { id: 'w1', zone: 'a' },
+      { id: 'w2', zone: 'a' },
+      { id: 'w3', zone: 'b' },
+    ]);
+    hearAll(s);
+    await putObject(s, 'thrice', ['w1', 'w2', 'w3']);
+    // A new leader plans on a table that has not applied its predecessor's trim of w3: that entry
+    // commits just before this leader's own change.
+    let predecessor: (() => Promise<void>) | null = async () => {
+      await propose(s, { type: 'removeReplica', id: 'thrice', nodeId: 'w3' });
+      await s.workers.get('w3')!.store.delete('thrice');
+    };
+    const raft: RaftAccess = {
+      ...s.raft,
+      async propose(data, requestId) {
+        const first = predecessor;
+        predecessor = null;
+        await first?.();
+        return s.raft.propose(data, requestId);
+      },
+    };
+    const loop = repairLoop(s, { raft });
+    expect((await loop.pass())?.outcomes).toMatchObject({ trimmed: 0, skipped: 1 });
+    expect((await s.sm.getObject('thrice'))?.replicas.sort()).toEqual(['w1', 'w2']);
+    for (const n of ['w1', 'w2']) expect((await s.workers.get(n)!.store.stat('thrice')).ok).toBe(true);
+    expect((await loop.pass())?.examined).toBe(0);
+  });
+
   it('keeps three copies when two good ones cannot be proved', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);

@@ -302,8 +302,10 @@ export class Repairer {
     byId: Map<string, NodeView>,
   ): Promise<'dropped' | null> {
     let removed = false;
+    // Each removal is planned on the record as the one before left it.
+    let planned = c.object;
     for (const nodeId of nodeIds) {
-      const expected = expectedOf(c.object);
+      const expected = expectedOf(planned);
       const result = await proposeCommand(this.deps.raft, {
         type: 'removeReplica',
         id: c.object.id,
@@ -312,6 +314,7 @@ export class Repairer {
       });
       if (!result.ok) continue;
       removed = true;
+      planned = result.object;
       const logged = { objectId: c.object.id, nodeId, replicas: result.object.replicas };
       if (reason === 'badCopy')
         this.deps.log.warn(
