@@ -194,6 +194,34 @@ describe('RepairLoop', () => {
     expect((await s.sm.getObject('lonely'))?.replicas).toEqual(['w1', 'w2']);
   });
 
+  it('repairs the objects with a live copy on two down workers while more than a pass takes on have none', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }, { id: 'w4' }]);
+    hearAll(s);
+    const record = (id: string, replicas: string[]) =>
+      propose(s, {
+        type: 'recordObject',
+        id,
+        size: 10,
+        sha256: sha256Of(Buffer.from(id)),
+        contentType: 'image/png',
+        createdAt: s.clock.now,
+        replicas,
+      });
+    // Both copies on the two workers that go down, first in both their indexes: nothing to copy from.
+    for (let i = 0; i < 6; i++) await record(`a-${i}`, ['w1', 'w2']);
+    // More healthy objects than one step of the backstop's walk over the object table takes.
+    for (let i = 0; i < 1_000; i++) await record(`m-${i}`, ['w3', 'w4']);
+    await putObject(s, 'z-0', ['w1', 'w3']);
+    await putObject(s, 'z-1', ['w2', 'w4']);
+    for (const nodeId of ['w1', 'w2'])
+      await propose(s, { type: 'markNodeState', nodeId, state: 'down', at: s.clock.now });
+    // Six objects without a copy to repair from on each, more than the four a pass takes on.
+    await repairLoop(s, { maxObjectsPerPass: 4 }).pass();
+    expect((await s.sm.getObject('z-0'))?.replicas.sort()).toEqual(['w3', 'w4']);
+    expect((await s.sm.getObject('z-1'))?.replicas.sort()).toEqual(['w3', 'w4']);
+    expect((await s.sm.getObject('a-0'))?.replicas).toEqual(['w1', 'w2']);
+  });
+
   it('drains a worker: copies from it, records the new copy, deletes its copy, marks it drained', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);

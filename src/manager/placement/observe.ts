@@ -18,33 +18,90 @@ export async function* objectsOn(metadata: MetadataStateMachine, nodeId: string)
   } while (after !== undefined);
 }
 
+/** Index entries a pass reads on leaving nodes, per object it may take on. */
+const READS_PER_OBJECT = 4;
+
 /**
- * The objects a repair pass looks at: every object on a down, draining or drained node (a range
- * scan per node), up to `limit`, then one step of the walk over the object table from `cursor` (a
- * backstop: objects short of copies for any other reason, or with a copy too many). A new leader
- * finds the same work by reading the same tables.
+ * The objects a repair pass looks at: those on down, draining or drained nodes (a range scan of
+ * each node's index), then one step of the walk over the object table (a backstop: objects short
+ * of copies for any other reason, or with a copy too many). A new leader finds the same work by
+ * reading the same tables.
+ *
+ * Each leaving node's scan resumes where the last pass left it and wraps round at the end of its
+ * index, and an object no serving worker holds (one on two down workers) takes no place among the
+ * `limit` objects a pass takes on, only a read: so such objects, looked at once a round, never keep
+ * the objects behind them, which do have a copy to repair from, waiting for the backstop.
  */
-export async function observeRepairWork(
-  metadata: MetadataStateMachine,
-  nodes: NodeView[],
-  cursor: string | undefined,
-  limit: number,
-): Promise<{ objects: ObjectView[]; cursor: string | undefined }> {
-  const ids = new Set<string>();
-  for (const node of nodes.filter((n) => LEAVING.has(n.state))) {
-    for await (const id of objectsOn(metadata, node.nodeId)) {
-      ids.add(id);
-      if (ids.size >= limit) break;
+export class RepairWalk {
+  /** Where each leaving node's scan resumes; where the backstop resumes. */
+  private readonly after = new Map<string, string>();
+  private backstop: string | undefined;
+
+  constructor(private readonly metadata: MetadataStateMachine) {}
+
+  /** `hasSource`: a serving worker holds a copy of the object. */
+  async step(
+    nodes: NodeView[],
+    limit: number,
+    hasSource: (object: ObjectView) => boolean,
+  ): Promise<ObjectView[]> {
+    const leaving = nodes.filter((n) => LEAVING.has(n.state)).map((n) => n.nodeId);
+    for (const nodeId of this.after.keys()) if (!leaving.includes(nodeId)) this.after.delete(nodeId);
+    const taken = new Map<string, ObjectView>();
+    let room = limit;
+    let reads = limit * READS_PER_OBJECT;
+    for (const [i, nodeId] of leaving.entries()) {
+      const left = leaving.length - i;
+      const share = await this.scan(nodeId, Math.ceil(room / left), Math.ceil(reads / left), {
+        taken,
+        hasSource,
+      });
+      room -= share.took;
+      reads -= share.read;
     }
-    if (ids.size >= limit) break;
+    const step = await this.metadata.listObjects({
+      ...(this.backstop ? { after: this.backstop } : {}),
+      limit: 1000,
+    });
+    this.backstop = step.next ?? undefined;
+    return [...taken.values(), ...step.items.filter((o) => !taken.has(o.id))];
   }
-  const step = await metadata.listObjects({ ...(cursor ? { after: cursor } : {}), limit: 1000 });
-  const objects = step.items.filter((o) => !ids.has(o.id));
-  for (const id of ids) {
-    const object = await metadata.getObject(id);
-    if (object) objects.push(object);
+
+  /** Up to `room` objects with a source (and those without) on `nodeId`, in at most `reads` reads. */
+  private async scan(
+    nodeId: string,
+    room: number,
+    reads: number,
+    into: { taken: Map<string, ObjectView>; hasSource: (object: ObjectView) => boolean },
+  ) {
+    const { taken, hasSource } = into;
+    let took = 0;
+    let read = 0;
+    let after = this.after.get(nodeId);
+    while (took < room && read < reads) {
+      const page = await this.metadata.objectsOnNode(nodeId, {
+        limit: Math.min(1000, reads - read),
+        ...(after ? { after } : {}),
+      });
+      let whole = true;
+      for (const id of page.items) {
+        whole = took < room;
+        if (!whole) break;
+        read += 1;
+        after = id;
+        const object = taken.has(id) ? null : await this.metadata.getObject(id);
+        if (object) taken.set(id, object);
+        if (object && hasSource(object)) took += 1;
+      }
+      if (whole && page.next === null) {
+        after = undefined; // The end of the index: the next pass starts a new round.
+        break;
+      }
+    }
+    if (after === undefined) this.after.delete(nodeId);
+    else this.after.set(nodeId, after);
+    return { took, read };
   }
-  return { objects, cursor: step.next ?? undefined };
 }
 
 /**

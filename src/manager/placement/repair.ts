@@ -12,7 +12,7 @@ import { readBack } from '../copyVerifier.ts';
 import { type PlacementCandidate, rankTargets } from '../placement.ts';
 import { type Classified, Copier, noOutcomes, type Outcomes, type RepairOutcome } from './copy.ts';
 import { type ExecutorDeps, runLanes } from './execute.ts';
-import { observeRepairWork } from './observe.ts';
+import { RepairWalk } from './observe.ts';
 import { type CopyCheck, classify, needsRepair, planRepair, type RepairAction } from './plan.ts';
 
 export type { RepairOutcome } from './copy.ts';
@@ -47,8 +47,7 @@ interface CopyBatch {
 export class Repairer {
   /** Objects already reported unavailable: logged once, not on every pass. */
   private readonly reportedUnavailable = new Set<string>();
-  /** Where the backstop scan resumes. */
-  private scanCursor: string | undefined;
+  private readonly walk: RepairWalk;
   private readonly now: () => number;
   private readonly batchBytes: number;
   private readonly copier: Copier;
@@ -57,6 +56,7 @@ export class Repairer {
     this.now = deps.now ?? Date.now;
     this.batchBytes = deps.batchBytes ?? BATCH_BYTES;
     this.copier = new Copier(deps, this.now);
+    this.walk = new RepairWalk(deps.metadata);
   }
 
   /** One pass over the difference between the tables and the goal; null when not leader. */
@@ -73,14 +73,12 @@ export class Repairer {
     }
     const nodes = await metadata.listNodes();
     const byId = new Map(nodes.map((n) => [n.nodeId, n]));
-    const seen = await observeRepairWork(
-      metadata,
+    const objects = await this.walk.step(
       nodes,
-      this.scanCursor,
       this.deps.maxObjectsPerPass ?? 2_000,
+      (o) => this.classify(o, byId).sources.length > 0,
     );
-    this.scanCursor = seen.cursor;
-    const work = seen.objects.map((o) => this.classify(o, byId)).filter(needsRepair);
+    const work = objects.map((o) => this.classify(o, byId)).filter(needsRepair);
     this.updateGauges(work, byId);
     // Objects down to one live copy (or none) first: they are one failure away from loss.
     work.sort((a, b) => a.healthy.length - b.healthy.length);
