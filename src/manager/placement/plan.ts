@@ -13,7 +13,7 @@
 import type { NodeState, NodeView, ObjectView } from '../../metadata/commands.ts';
 import { REPLICATION_FACTOR } from '../../metadata/metadataStateMachine.ts';
 
-/** A copy's bytes as its worker hashed them: see copyVerifier.ts. */
+/** A copy's bytes as its worker hashed them: see checkCopy in execute.ts. */
 export type CopyCheck = 'good' | 'bad' | 'unknown';
 export type Checks = ReadonlyMap<string, CopyCheck>;
 export type Nodes = ReadonlyMap<string, NodeView>;

@@ -7,11 +7,12 @@
 // reconciled beside the repair pass, one per worker at a time, and so are the orphan deletes:
 // repair, which restores a down worker's objects to two copies, never waits on either.
 
-import { type ExecutorDeps, ObjectSlots } from './execute.ts';
+import type { ExecutorDeps } from './execute.ts';
 import { emptySummary, InventoryReconciler, type InventorySource, type ReconcileSummary } from './rejoin.ts';
 import { type PassReport, Repairer } from './repair.ts';
+import type { ObjectSlots } from './slots.ts';
 
-export interface PlacementReconcilerDeps extends Omit<ExecutorDeps, 'slots'> {
+export interface PlacementReconcilerDeps extends ExecutorDeps {
   /** Copy batches in flight at once (--repair-concurrency). */
   concurrency: number;
   orphanGraceMs: number;
@@ -19,8 +20,6 @@ export interface PlacementReconcilerDeps extends Omit<ExecutorDeps, 'slots'> {
   intervalMs: number;
   /** How often every serving worker's inventory is read; default the grace, within 1 s..10 min. */
   inventorySweepMs?: number;
-  /** True while this manager's own upload of the id runs (its copies precede its record). */
-  uploading?: (id: string) => boolean;
   /** Objects one repair pass takes on at most; bytes one copy batch carries at most. */
   maxObjectsPerPass?: number;
   batchBytes?: number;
@@ -33,7 +32,7 @@ interface ObservedInventory {
 }
 
 export class PlacementReconciler {
-  readonly slots = new ObjectSlots();
+  readonly slots: ObjectSlots;
   readonly repair: Repairer;
   readonly inventories: InventoryReconciler;
   /** Inventories observed and not yet reconciled, by worker, reconciled oldest first. */
@@ -51,9 +50,9 @@ export class PlacementReconciler {
   private wakeAfterPass = false;
 
   constructor(private readonly deps: PlacementReconcilerDeps) {
-    const shared = { ...deps, slots: this.slots };
-    this.repair = new Repairer(shared);
-    this.inventories = new InventoryReconciler(shared);
+    this.slots = deps.slots;
+    this.repair = new Repairer(deps);
+    this.inventories = new InventoryReconciler(deps);
   }
 
   start(): void {

@@ -4,16 +4,15 @@
 // in copy batches (copy.ts), an optimisation the planner does not see. Everything is found again
 // from the tables on the next pass: a new leader finds exactly the work the old one left.
 
-import { expectedOf, type NodeView, type ObjectView } from '../../metadata/commands.ts';
+import type { NodeView, ObjectView } from '../../metadata/commands.ts';
 import { REPLICATION_FACTOR } from '../../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
-import { deleteUnlistedCopy, type Release } from '../copyLocks.ts';
-import { readBack } from '../copyVerifier.ts';
 import { type PlacementCandidate, rankTargets } from '../placement.ts';
 import { type Classified, Copier, noOutcomes, type Outcomes, type RepairOutcome } from './copy.ts';
-import { type ExecutorDeps, runLanes } from './execute.ts';
+import { commitChange, type ExecutorDeps, nodesById, planReadingBack, runLanes } from './execute.ts';
 import { RepairWalk } from './observe.ts';
-import { type CopyCheck, classify, needsRepair, planRepair, type RepairAction } from './plan.ts';
+import { type Checks, classify, needsRepair, planRepair, type RepairAction } from './plan.ts';
+import { deleteCopy, type Release } from './slots.ts';
 
 export type { RepairOutcome } from './copy.ts';
 
@@ -29,6 +28,13 @@ export interface RepairDeps extends ExecutorDeps {
   /** Bytes one copy batch carries at most (default BATCH_BYTES). */
   batchBytes?: number;
 }
+
+/** How each reason to forget a copy is logged. */
+const REMOVED = {
+  leaving: ['repair.replica_dropped', 'replica on a leaving worker dropped'],
+  badCopy: ['repair.bad_copy_dropped', 'recorded copy missing or wrong; dropped'],
+  excess: ['repair.excess_trimmed', 'copy too many removed'],
+} as const;
 
 export interface PassReport {
   examined: number;
@@ -155,8 +161,8 @@ export class Repairer {
     const out = noOutcomes();
     const held: Release[] = [];
     try {
-      const nodes = await this.deps.metadata.listNodes();
-      const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+      const byId = await nodesById(this.deps.metadata);
+      const nodes = [...byId.values()];
       const source = byId.get(batch.sourceId);
       const target = byId.get(batch.targetId);
       const send: Classified[] = [];
@@ -169,12 +175,8 @@ export class Repairer {
           c.healthy.length < REPLICATION_FACTOR &&
           c.sources.some((n) => n.nodeId === source.nodeId) &&
           this.rankFor(c, nodes, byId).some((t) => t.nodeId === batch.targetId);
-        // Each copy on the target is held too, from before it is written, against uploads and deletes.
-        const copy = fits ? this.deps.copies.tryHold(batch.targetId, c.object.id) : null;
-        if (copy !== null) held.push(copy);
         if (c === null) out.skipped += 1;
         else if (!fits) alone.push(c.object.id);
-        else if (copy === null) out.skipped += 1;
         else send.push(c);
       }
       const retry =
@@ -231,12 +233,11 @@ export class Repairer {
     return this.deps.slots.run(id, () => this.repairHeld(id), 'skipped');
   }
 
-  /** Plans from a fresh read of the tables and acts; read-backs asked for are done, then it plans again. */
+  /** Plans from a fresh read of the tables (and the read-backs the plan asks for), then acts. */
   private async repairHeld(id: string): Promise<RepairOutcome> {
     const object = await this.deps.metadata.getObject(id);
     if (!object) return 'skipped';
-    const nodes = await this.deps.metadata.listNodes();
-    const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+    const byId = await nodesById(this.deps.metadata);
     const c = this.classify(object, byId);
     // Decided once: a worker heard again while the copies are read back is not one whose copy
     // they were read back for.
@@ -244,20 +245,17 @@ export class Repairer {
       const node = byId.get(n);
       return node !== undefined && this.deps.liveness.isServing(node);
     });
-    const checks = new Map<string, CopyCheck>();
-    for (;;) {
-      const action = planRepair(c, byId, deleting, checks);
-      if (action.kind !== 'readBack') return this.act(c, action, nodes, byId, checks);
-      await readBack(this.deps.workers, object, action.nodeIds, byId, checks);
-    }
+    const { action, checks } = await planReadingBack(this.deps.workers, object, byId, (checks) =>
+      planRepair(c, byId, deleting, checks),
+    );
+    return this.act(c, action, byId, checks);
   }
 
   private async act(
     c: Classified,
     action: Exclude<RepairAction, { kind: 'readBack' }>,
-    nodes: NodeView[],
     byId: Map<string, NodeView>,
-    checks: Map<string, CopyCheck>,
+    checks: Checks,
   ): Promise<RepairOutcome> {
     const { object } = c;
     if (action.kind !== 'unavailable') this.reportedUnavailable.delete(object.id);
@@ -274,7 +272,7 @@ export class Repairer {
         }
         return 'unavailable';
       case 'copy':
-        return this.copier.copyOne(c, this.rankFor(c, nodes, byId), byId);
+        return this.copier.copyOne(c, this.rankFor(c, [...byId.values()], byId), byId);
       case 'remove':
         return (await this.remove(c, action.nodeIds, action.deleteFrom, action.reason, byId)) ?? 'skipped';
       case 'trim':
@@ -296,39 +294,25 @@ export class Repairer {
     c: Classified,
     nodeIds: string[],
     deleteFrom: string[],
-    reason: 'leaving' | 'badCopy' | 'excess',
+    reason: keyof typeof REMOVED,
     byId: Map<string, NodeView>,
   ): Promise<'dropped' | null> {
     let removed = false;
     // Each removal is planned on the record as the one before left it.
     let planned = c.object;
     for (const nodeId of nodeIds) {
-      const expected = expectedOf(planned);
-      const result = await proposeCommand(this.deps.raft, {
-        type: 'removeReplica',
-        id: c.object.id,
-        nodeId,
-        expected,
-      });
-      if (!result.ok) continue;
+      const change = { type: 'removeReplica', id: planned.id, nodeId } as const;
+      const changed = await commitChange(this.deps, planned, change);
+      if (!changed) continue;
       removed = true;
-      planned = result.object;
-      const logged = { objectId: c.object.id, nodeId, replicas: result.object.replicas };
-      if (reason === 'badCopy')
-        this.deps.log.warn(
-          { event: 'repair.bad_copy_dropped', ...logged },
-          'recorded copy missing or wrong; dropped',
-        );
-      else if (reason === 'excess')
-        this.deps.log.info({ event: 'repair.excess_trimmed', ...logged }, 'copy too many removed');
-      else
-        this.deps.log.info(
-          { event: 'repair.replica_dropped', ...logged },
-          'replica on a leaving worker dropped',
-        );
+      planned = changed;
+      const [event, message] = REMOVED[reason];
+      const logged = { event, objectId: c.object.id, nodeId, replicas: changed.replicas };
+      if (reason === 'badCopy') this.deps.log.warn(logged, message);
+      else this.deps.log.info(logged, message);
       const node = byId.get(nodeId);
       if (node && deleteFrom.includes(nodeId))
-        await deleteUnlistedCopy(this.deps, node, c.object.id).catch(() => {});
+        await deleteCopy(this.deps, node, c.object.id).catch(() => false);
     }
     return removed || reason !== 'excess' ? 'dropped' : null;
   }
