@@ -8,7 +8,7 @@ import pRetry, { AbortError } from 'p-retry';
 import { expectedOf, type NodeView, type ObjectView, type ReplicaChange } from '../../metadata/commands.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
 import type { PlacementCandidate } from '../placement.ts';
-import { counters, type ExecutorDeps } from './execute.ts';
+import { counters, type ExecutorDeps, nodesById } from './execute.ts';
 import { LEAVING, type Replicas } from './plan.ts';
 import { deleteCopy } from './slots.ts';
 
@@ -137,8 +137,7 @@ export class Copier {
     const answers = await workers.copyBatch(source.url, target.url, blobs).catch((err: unknown) => {
       // The holder could not run the batch at all: no target is to blame, so no fallback; the
       // next pass plans these again (from another holder once this one stops serving).
-      metrics.failed.inc(send.length);
-      out.failed += send.length;
+      this.failed(out, send.length);
       const logged = { source: source.nodeId, target: target.nodeId, objects: send.length };
       log.warn(
         { event: 'repair.batch_failed', ...logged, err: (err as Error).message },
@@ -156,8 +155,7 @@ export class Copier {
         log.warn({ event: 'repair.target_failed', ...logged, err: answer.message }, 'repair target failed');
         retry.push(c);
       } else if (wrong !== null) {
-        metrics.failed.inc();
-        out.failed += 1;
+        this.failed(out);
         log.warn({ event: 'repair.failed', ...logged }, wrong);
         await this.deleteIfUnrecorded(c.object, target.nodeId, byId);
       } else copied.push(c);
@@ -194,8 +192,7 @@ export class Copier {
         // Outcome unknown (timeout, leadership lost): the entry may still commit, here or under the
         // next leader, and then the record names the target: its copy must stay. If it never
         // commits, the copy is a stray the inventory sweep removes after the grace period.
-        metrics.failed.inc(copied.length);
-        out.failed += copied.length;
+        this.failed(out, copied.length);
         const err_ = (err as Error).message;
         for (const c of copied)
           log.warn(
@@ -210,8 +207,7 @@ export class Copier {
       if (!result) continue;
       const logged = { objectId: c.object.id, target: targetId };
       if (!result.ok) {
-        metrics.failed.inc();
-        out.failed += 1;
+        this.failed(out);
         log.warn(
           { event: 'repair.commit_failed', ...logged, err: `${result.code}: ${result.message}` },
           'copy made but not recorded; next pass retries',
@@ -231,20 +227,19 @@ export class Copier {
   }
 
   /** For each copy, the node it replaces if that node is still leaving now (read afresh). */
-  private async stillLeaving(
-    copied: Classified[],
-  ): Promise<({ nodeId: string; node: NodeView | null } | null)[]> {
-    const out: ({ nodeId: string; node: NodeView | null } | null)[] = [];
-    const read = new Map<string, NodeView | null>();
-    for (const c of copied) {
-      const remove = c.leaving[0];
-      if (remove !== undefined && !read.has(remove))
-        read.set(remove, await this.deps.metadata.getNode(remove));
-      const node = remove === undefined ? null : (read.get(remove) ?? null);
-      const leaving = remove !== undefined && (node === null || LEAVING.has(node.state));
-      out.push(leaving ? { nodeId: remove, node } : null);
-    }
-    return out;
+  private async stillLeaving(copied: Classified[]) {
+    const nodes = await nodesById(this.deps.metadata);
+    return copied.map((c) => {
+      const nodeId = c.leaving[0];
+      const node = nodeId === undefined ? undefined : nodes.get(nodeId);
+      return nodeId !== undefined && (!node || LEAVING.has(node.state)) ? { nodeId, node } : null;
+    });
+  }
+
+  /** Counts `n` repairs failed. */
+  private failed(out: Outcomes, n = 1): void {
+    this.deps.metrics.failed.inc(n);
+    out.failed += n;
   }
 
   /** Removes a copy this repair made but could not record. */

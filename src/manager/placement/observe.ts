@@ -143,12 +143,11 @@ interface Sighting {
 export class FirstSeen {
   private readonly seen = new Map<string, Sighting>();
 
-  /** Notes a sighting; returns when the blob was first seen (now, if this is the first). */
-  note(nodeId: string, id: string, now: number): { firstSeen: number; isNew: boolean } {
-    const known = this.seen.get(`${nodeId}/${id}`);
-    if (known) return { firstSeen: known.firstSeen, isNew: false };
+  /** Notes a sighting unless one is noted already; true if this is the first. */
+  note(nodeId: string, id: string, now: number): boolean {
+    if (this.seen.has(`${nodeId}/${id}`)) return false;
     this.seen.set(`${nodeId}/${id}`, { nodeId, id, firstSeen: now });
-    return { firstSeen: now, isNew: true };
+    return true;
   }
 
   forget(nodeId: string, id: string): void {
@@ -156,27 +155,18 @@ export class FirstSeen {
   }
 
   /** Moves a sighting to the back of all(), keeping when it was first seen. */
-  requeue(nodeId: string, id: string): void {
-    const known = this.seen.get(`${nodeId}/${id}`);
-    if (!known) return;
-    this.seen.delete(`${nodeId}/${id}`);
-    this.seen.set(`${nodeId}/${id}`, known);
+  requeue(s: Sighting): void {
+    this.forget(s.nodeId, s.id);
+    this.seen.set(`${s.nodeId}/${s.id}`, s);
   }
 
   get(nodeId: string, id: string): Sighting | undefined {
     return this.seen.get(`${nodeId}/${id}`);
   }
 
-  /** The sightings on `nodeId`, to drop those a fresh inventory no longer lists. */
-  on(nodeId: string): Sighting[] {
-    return [...this.seen.values()].filter((s) => s.nodeId === nodeId);
-  }
-
-  all(): Sighting[] {
-    return [...this.seen.values()];
-  }
-
-  size(): number {
-    return this.seen.size;
+  /** The sightings, oldest noted or requeued first; only those on `nodeId` if given. */
+  all(nodeId?: string): Sighting[] {
+    const all = [...this.seen.values()];
+    return nodeId === undefined ? all : all.filter((s) => s.nodeId === nodeId);
   }
 }

@@ -85,12 +85,12 @@ export class InventoryReconciler {
     let noted = 0;
     // Sightings on this node not listed again are gone from the worker: moot. Tracked this way
     // round so memory follows the few unrecorded blobs, not the inventory.
-    const unseen = new Set(this.seen.on(node.nodeId).map((s) => s.id));
+    const unseen = new Set(this.seen.all(node.nodeId).map((s) => s.id));
     for await (const line of this.deps.workers.inventory(node.url)) {
       unseen.delete(line.id);
       const object = await this.deps.metadata.getObject(line.id);
       if (object?.replicas.includes(node.nodeId)) this.seen.forget(node.nodeId, line.id);
-      else if (this.seen.note(node.nodeId, line.id, this.now()).isNew) noted += 1;
+      else if (this.seen.note(node.nodeId, line.id, this.now())) noted += 1;
     }
     for (const id of unseen) this.seen.forget(node.nodeId, id);
     const summary = emptySummary();
@@ -278,7 +278,7 @@ export class InventoryReconciler {
       // A node gone from the table is not skipped: deleteStrayHeld forgets its sightings.
       if (node && !this.deps.liveness.isServing(node)) continue;
       taken += 1;
-      this.seen.requeue(o.nodeId, o.id);
+      this.seen.requeue(o);
       try {
         if (await this.deps.slots.run(o.id, () => this.deleteStrayHeld(o.nodeId, o.id), false)) {
           deleted += 1;
@@ -378,41 +378,27 @@ export class InventoryReconciler {
   }
 
   /** A recorded copy on `nodeId` its inventory lacked: dropped once the worker confirms (planMissing). */
-  private reconcileMissing(
-    nodeId: string,
-    id: string,
-    inventoryStartedAt: number,
-  ): Promise<ReconcileDecision> {
-    return this.deps.slots.run(
-      id,
-      () => this.reconcileMissingHeld(nodeId, id, inventoryStartedAt),
-      'skipped',
-    );
-  }
-
-  private async reconcileMissingHeld(
-    nodeId: string,
-    id: string,
-    inventoryStartedAt: number,
-  ): Promise<ReconcileDecision> {
-    const { metadata, workers } = this.deps;
-    const object = await metadata.getObject(id);
-    const node = await metadata.getNode(nodeId);
-    if (!node || planMissing(object, nodeId, inventoryStartedAt).kind === 'skip') return 'skipped';
-    // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
-    const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
-      async (res) => {
-        await res.body.dump();
-        return 'yes' as const;
-      },
-      (err: unknown) =>
-        (err as { code?: string }).code === 'NotFound' ? ('no' as const) : ('unknown' as const),
-    );
-    const action = planMissing(object, nodeId, inventoryStartedAt, held);
-    if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
-    const change = { type: 'removeReplica', id, nodeId } as const;
-    const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
-    return dropped ? 'missingDropped' : 'skipped';
+  private async reconcileMissing(nodeId: string, id: string, listedAt: number): Promise<ReconcileDecision> {
+    const release = this.deps.slots.claim(id);
+    if (release === null) return 'skipped';
+    try {
+      const { metadata, workers } = this.deps;
+      const object = await metadata.getObject(id);
+      const node = await metadata.getNode(nodeId);
+      if (!node || planMissing(object, nodeId, listedAt).kind === 'skip') return 'skipped';
+      // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
+      const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
+        (res) => res.body.dump().then(() => 'yes' as const),
+        (err: unknown) => ((err as { code?: string }).code === 'NotFound' ? 'no' : 'unknown'),
+      );
+      const action = planMissing(object, nodeId, listedAt, held);
+      if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
+      const change = { type: 'removeReplica', id, nodeId } as const;
+      const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
+      return dropped ? 'missingDropped' : 'skipped';
+    } finally {
+      release();
+    }
   }
 }
 
