@@ -11,8 +11,8 @@ import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { FailureDetector } from './failureDetector.ts';
 import { adminRoutes } from './http/adminRoutes.ts';
 import type { RaftAccess } from './imageService.ts';
+import type { ObjectSlots } from './placement/execute.ts';
 import { PlacementReconciler } from './placement/reconciler.ts';
-import type { ObjectSlots } from './placement/slots.ts';
 import { RepairMetrics } from './repairMetrics.ts';
 import type { WorkerClient } from './workerClient.ts';
 import type { WorkerLiveness } from './workerLiveness.ts';
@@ -40,7 +40,7 @@ export class FailureHandling {
     workers: WorkerClient;
     log: Logger;
     registry: Registry;
-    /** Shared with the upload and delete paths (ImageService): see placement/slots.ts. */
+    /** Shared with the upload and delete paths (ImageService): see placement/execute.ts. */
     slots: ObjectSlots;
   }) {
     const { config, raft, metadata, liveness, workers, log, slots } = deps;

@@ -12,7 +12,7 @@ import type { Logger } from '../logging.ts';
 import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
 import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
-import { deleteCopy, type ObjectSlots, type Release } from './placement/slots.ts';
+import { deleteCopy, type ObjectSlots, type Release } from './placement/execute.ts';
 import { NoLiveWorker, replicateUpload } from './replicateUpload.ts';
 import type { StagingArea } from './stagingArea.ts';
 import type { UploadAdmission } from './uploadAdmission.ts';
@@ -70,7 +70,7 @@ export interface ImageServiceDeps {
   liveness: WorkerLiveness;
   log: Logger;
   maxImageBytes: number;
-  /** One action per object id, shared with repair and rejoin: see placement/slots.ts. */
+  /** One action per object id, shared with repair and rejoin: see placement/execute.ts. */
   slots: ObjectSlots;
   metrics?: UploadMetrics;
   /** Caps on uploads in progress and their staged bytes; none = unbounded (tools and tests). */

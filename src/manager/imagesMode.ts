@@ -19,7 +19,7 @@ import { ImageService } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { NameService } from './nameService.ts';
-import { ObjectSlots } from './placement/slots.ts';
+import { ObjectSlots } from './placement/execute.ts';
 import { s3KeyRoutes } from './s3/s3KeyRoutes.ts';
 import { listenS3, type S3EndpointDeps, s3ForwardRoutes } from './s3/s3Server.ts';
 import { S3Spool } from './s3/s3Spool.ts';

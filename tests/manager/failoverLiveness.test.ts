@@ -10,7 +10,7 @@ import { createLogger } from '../../src/logging.ts';
 import { FailureDetector } from '../../src/manager/failureDetector.ts';
 import { publicRoutes } from '../../src/manager/http/publicRoutes.ts';
 import { ImageError, ImageService, type RaftAccess } from '../../src/manager/imageService.ts';
-import { ObjectSlots } from '../../src/manager/placement/slots.ts';
+import { ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';

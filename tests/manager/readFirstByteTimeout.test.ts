@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { afterEach, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
 import { ImageService } from '../../src/manager/imageService.ts';
-import { ObjectSlots } from '../../src/manager/placement/slots.ts';
+import { ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { startDrain, undrain } from '../../src/manager/drain.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
-import { deleteCopy, ObjectSlots } from '../../src/manager/placement/slots.ts';
+import { deleteCopy, ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { decodeCommand } from '../../src/metadata/commands.ts';
 import { sha256Of } from '../storagenode/workerHarness.ts';
 import {

@@ -8,9 +8,8 @@ import pRetry, { AbortError } from 'p-retry';
 import { expectedOf, type NodeView, type ObjectView, type ReplicaChange } from '../../metadata/commands.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
 import type { PlacementCandidate } from '../placement.ts';
-import { counters, type ExecutorDeps, nodesById } from './execute.ts';
+import { counters, deleteCopy, type ExecutorDeps, nodesById } from './execute.ts';
 import { LEAVING, type Replicas } from './plan.ts';
-import { deleteCopy } from './slots.ts';
 
 /** Targets one repair tries before leaving the object to the next pass. */
 export const MAX_TARGETS_PER_REPAIR = 4;

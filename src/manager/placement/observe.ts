@@ -8,9 +8,12 @@ import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.t
 import type { InventoryEntry } from '../workerClient.ts';
 import { LEAVING } from './plan.ts';
 
-/** The recorded copies on `nodeId`, in ascending id order, a page of the node index at a time. */
-export async function* objectsOn(metadata: MetadataStateMachine, nodeId: string): AsyncGenerator<string> {
-  let after: string | undefined;
+/** The recorded copies on `nodeId` (after `after`), in ascending id order, a page at a time. */
+export async function* objectsOn(
+  metadata: MetadataStateMachine,
+  nodeId: string,
+  after?: string,
+): AsyncGenerator<string> {
   do {
     const page = await metadata.objectsOnNode(nodeId, { limit: 1000, ...(after ? { after } : {}) });
     yield* page.items;
@@ -78,26 +81,18 @@ export class RepairWalk {
     let took = 0;
     let read = 0;
     let after = this.after.get(nodeId);
-    while (took < room && read < reads) {
-      const page = await this.metadata.objectsOnNode(nodeId, {
-        limit: Math.min(1000, reads - read),
-        ...(after ? { after } : {}),
-      });
-      let whole = true;
-      for (const id of page.items) {
-        whole = took < room;
-        if (!whole) break;
-        read += 1;
-        after = id;
-        const object = taken.has(id) ? null : await this.metadata.getObject(id);
-        if (object) taken.set(id, object);
-        if (object && hasSource(object)) took += 1;
-      }
-      if (whole && page.next === null) {
-        after = undefined; // The end of the index: the next pass starts a new round.
-        break;
-      }
+    let round = true;
+    for await (const id of objectsOn(this.metadata, nodeId, after)) {
+      round = took < room && read < reads;
+      if (!round) break;
+      read += 1;
+      after = id;
+      const object = taken.has(id) ? null : await this.metadata.getObject(id);
+      if (object) taken.set(id, object);
+      if (object && hasSource(object)) took += 1;
     }
+    // The end of the index: the next pass starts a new round.
+    if (round) after = undefined;
     if (after === undefined) this.after.delete(nodeId);
     else this.after.set(nodeId, after);
     return { took, read };

@@ -7,10 +7,9 @@
 // reconciled beside the repair pass, one per worker at a time, and so are the orphan deletes:
 // repair, which restores a down worker's objects to two copies, never waits on either.
 
-import type { ExecutorDeps } from './execute.ts';
+import type { ExecutorDeps, ObjectSlots } from './execute.ts';
 import { emptySummary, InventoryReconciler, type InventorySource, type ReconcileSummary } from './rejoin.ts';
 import { type PassReport, Repairer } from './repair.ts';
-import type { ObjectSlots } from './slots.ts';
 
 export interface PlacementReconcilerDeps extends ExecutorDeps {
   /** Copy batches in flight at once (--repair-concurrency). */

@@ -15,6 +15,7 @@ import type { InventoryEntry } from '../workerClient.ts';
 import {
   commitChange,
   counters,
+  deleteCopy,
   type ExecutorDeps,
   nodesById,
   planReadingBack,
@@ -22,7 +23,6 @@ import {
 } from './execute.ts';
 import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
 import { type Checks, type HeldCopyAction, orphanDue, planHeldCopy, planMissing, planStray } from './plan.ts';
-import { deleteCopy } from './slots.ts';
 
 type InventoryLine = InventoryEntry;
 

@@ -9,10 +9,17 @@ import { REPLICATION_FACTOR } from '../../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
 import { type PlacementCandidate, rankTargets } from '../placement.ts';
 import { type Classified, Copier, noOutcomes, type Outcomes, type RepairOutcome } from './copy.ts';
-import { commitChange, type ExecutorDeps, nodesById, planReadingBack, runLanes } from './execute.ts';
+import {
+  commitChange,
+  deleteCopy,
+  type ExecutorDeps,
+  nodesById,
+  planReadingBack,
+  type Release,
+  runLanes,
+} from './execute.ts';
 import { RepairWalk } from './observe.ts';
 import { type Checks, classify, needsRepair, planRepair, type RepairAction } from './plan.ts';
-import { deleteCopy, type Release } from './slots.ts';
 
 export type { RepairOutcome } from './copy.ts';
 
@@ -67,18 +74,13 @@ export class Repairer {
 
   /** One pass over the difference between the tables and the goal; null when not leader. */
   async pass(): Promise<PassReport | null> {
-    const { raft, metadata, metrics } = this.deps;
+    const { raft, metadata } = this.deps;
     if (!raft.isLeader()) {
-      for (const gauge of [
-        metrics.underReplicated,
-        metrics.unavailable,
-        metrics.oldestUnderReplicatedSeconds,
-      ])
-        gauge.set(0);
+      this.updateGauges([], new Map());
       return null;
     }
-    const nodes = await metadata.listNodes();
-    const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+    const byId = await nodesById(metadata);
+    const nodes = [...byId.values()];
     const objects = await this.walk.step(
       nodes,
       this.deps.maxObjectsPerPass ?? 2_000,
@@ -93,19 +95,12 @@ export class Repairer {
     const go = () => raft.isLeader();
     // A holder streams a batch's blobs one after the other: one copy in flight per batch, and
     // `concurrency` batches at once (measured by bench:repair, docs/operations.md).
-    let b = 0;
+    await runLanes(this.deps.concurrency, batches, (batch) => this.runBatch(batch, outcomes), go);
     await runLanes(
       this.deps.concurrency,
-      () => batches[b++],
-      (batch) => this.runBatch(batch, outcomes),
-      go,
-    );
-    let s = 0;
-    await runLanes(
-      this.deps.concurrency,
-      () => singles[s++],
+      singles,
       async (c) => {
-        outcomes[await this.repairLogged(c.object.id)] += 1;
+        outcomes[await this.repairOne(c.object.id)] += 1;
       },
       go,
     );
@@ -187,7 +182,7 @@ export class Repairer {
         const ranked = this.rankFor(c, nodes, byId, batch.targetId);
         out[await this.copier.copyOne(c, ranked, byId, true).catch(() => 'failed' as const)] += 1;
       }
-      for (const id of alone) out[await this.repairLogged(id, true)] += 1;
+      for (const id of alone) out[await this.repairHeld(id)] += 1;
     } catch (err) {
       // A table read failed: the tables still show the work. Only what was not counted fails.
       this.deps.log.warn(
@@ -214,20 +209,6 @@ export class Repairer {
     return object ? this.classify(object, byId) : null;
   }
 
-  /** `held`: the caller holds the object's slot already. */
-  private async repairLogged(id: string, held = false): Promise<RepairOutcome> {
-    try {
-      return await (held ? this.repairHeld(id) : this.repairOne(id));
-    } catch (err) {
-      // A commit that failed (leadership lost, timeout): the tables still show the work.
-      this.deps.log.warn(
-        { event: 'repair.error', objectId: id, err: (err as Error).message },
-        'repair step failed; next pass retries',
-      );
-      return 'failed';
-    }
-  }
-
   /** Brings one object one step closer to the goal, holding its slot; `skipped` when busy. */
   repairOne(id: string): Promise<RepairOutcome> {
     return this.deps.slots.run(id, () => this.repairHeld(id), 'skipped');
@@ -235,20 +216,27 @@ export class Repairer {
 
   /** Plans from a fresh read of the tables (and the read-backs the plan asks for), then acts. */
   private async repairHeld(id: string): Promise<RepairOutcome> {
-    const object = await this.deps.metadata.getObject(id);
-    if (!object) return 'skipped';
-    const byId = await nodesById(this.deps.metadata);
-    const c = this.classify(object, byId);
-    // Decided once: a worker heard again while the copies are read back is not one whose copy
-    // they were read back for.
-    const deleting = c.leaving.filter((n) => {
-      const node = byId.get(n);
-      return node !== undefined && this.deps.liveness.isServing(node);
-    });
-    const { action, checks } = await planReadingBack(this.deps.workers, object, byId, (checks) =>
-      planRepair(c, byId, deleting, checks),
-    );
-    return this.act(c, action, byId, checks);
+    try {
+      const object = await this.deps.metadata.getObject(id);
+      if (!object) return 'skipped';
+      const byId = await nodesById(this.deps.metadata);
+      const c = this.classify(object, byId);
+      // Decided once: a worker heard again while the copies are read back is not one whose copy
+      // they were read back for.
+      const deleting = c.leaving.filter((n) => {
+        const node = byId.get(n);
+        return node !== undefined && this.deps.liveness.isServing(node);
+      });
+      const { action, checks } = await planReadingBack(this.deps.workers, object, byId, (checks) =>
+        planRepair(c, byId, deleting, checks),
+      );
+      return await this.act(c, action, byId, checks);
+    } catch (err) {
+      // A commit that failed (leadership lost, timeout): the tables still show the work.
+      const at = { objectId: id, err: (err as Error).message };
+      this.deps.log.warn({ event: 'repair.error', ...at }, 'repair step failed; next pass retries');
+      return 'failed';
+    }
   }
 
   private async act(
