@@ -8,10 +8,10 @@ import type { Registry } from 'prom-client';
 import { credentialsOf, type ManagerCredentials } from '../http/credentials.ts';
 import type { Logger } from '../logging.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
-import type { CopyLocks } from './copyLocks.ts';
 import { FailureDetector } from './failureDetector.ts';
 import { adminRoutes } from './http/adminRoutes.ts';
 import type { RaftAccess } from './imageService.ts';
+import type { ObjectSlots } from './placement/execute.ts';
 import { PlacementReconciler } from './placement/reconciler.ts';
 import { RepairMetrics } from './repairMetrics.ts';
 import type { WorkerClient } from './workerClient.ts';
@@ -40,12 +40,10 @@ export class FailureHandling {
     workers: WorkerClient;
     log: Logger;
     registry: Registry;
-    /** Shared with the upload path (ImageService): see copyLocks.ts. */
-    copies: CopyLocks;
-    /** True while this manager's own upload of the id runs (its copies precede its record). */
-    uploading?: (id: string) => boolean;
+    /** Shared with the upload and delete paths (ImageService): see placement/execute.ts. */
+    slots: ObjectSlots;
   }) {
-    const { config, raft, metadata, liveness, workers, log, copies } = deps;
+    const { config, raft, metadata, liveness, workers, log, slots } = deps;
     this.metrics = new RepairMetrics(deps.registry);
     this.detector = new FailureDetector({
       raft,
@@ -62,12 +60,11 @@ export class FailureHandling {
       liveness,
       workers,
       log,
-      copies,
+      slots,
       metrics: this.metrics,
       concurrency: config.repairConcurrency,
       orphanGraceMs: config.orphanGraceMs,
       intervalMs: Math.min(1_000, Math.max(100, Math.floor(config.downAfterMs / 10))),
-      ...(deps.uploading ? { uploading: deps.uploading } : {}),
     });
     this.routes = adminRoutes({
       raft,

@@ -12,7 +12,7 @@ import type { Logger } from '../logging.ts';
 import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
 import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
-import { type CopyLocks, deleteUnlistedCopy, type Release } from './copyLocks.ts';
+import { deleteCopy, type ObjectSlots, type Release } from './placement/execute.ts';
 import { NoLiveWorker, replicateUpload } from './replicateUpload.ts';
 import type { StagingArea } from './stagingArea.ts';
 import type { UploadAdmission } from './uploadAdmission.ts';
@@ -70,8 +70,8 @@ export interface ImageServiceDeps {
   liveness: WorkerLiveness;
   log: Logger;
   maxImageBytes: number;
-  /** Shared with repair and rejoin: see copyLocks.ts. */
-  copies: CopyLocks;
+  /** One action per object id, shared with repair and rejoin: see placement/execute.ts. */
+  slots: ObjectSlots;
   metrics?: UploadMetrics;
   /** Caps on uploads in progress and their staged bytes; none = unbounded (tools and tests). */
   admission?: UploadAdmission;
@@ -260,6 +260,7 @@ export class ImageService {
       const nodes = await metadata.listNodes();
       const urls = new Map(nodes.map((n) => [n.nodeId, n.url]));
       let replicated: Awaited<ReturnType<typeof replicateUpload>>;
+      held.push(await this.deps.slots.hold(id));
       try {
         timer('skip');
         replicated = await replicateUpload({
@@ -274,9 +275,6 @@ export class ImageService {
             reserve: (nodeId, bytes) => this.deps.liveness.reservePlacement(nodeId, bytes),
           },
           onFallback: () => this.deps.metrics?.fallback(),
-          holdCopy: async (nodeId) => {
-            held.push(await this.deps.copies.hold(nodeId, id));
-          },
         });
       } catch (err) {
         if (err instanceof NoLiveWorker) {
@@ -528,19 +526,20 @@ export class ImageService {
       throw new ImageError('NotFound', `no image with id ${id}`);
     }
     const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
+    // Waits for an upload of the id running now: it may be writing this very copy again.
+    const release = await this.deps.slots.hold(id);
     await Promise.all(
       result.object.replicas.map(async (nodeId) => {
         const node = nodes.get(nodeId);
         if (!node) return;
-        // Waits for an upload of the id running now: it may be writing this very copy again.
-        await deleteUnlistedCopy(this.deps, node, id, { wait: true }).catch((err: unknown) => {
+        await deleteCopy(this.deps, node, id).catch((err: unknown) => {
           this.deps.log.warn(
             { event: 'delete.copy_left', objectId: id, nodeId, err },
             'copy left for reconciliation to remove',
           );
         });
       }),
-    );
+    ).finally(release);
     this.deps.log.info({ event: 'delete.committed', objectId: id }, 'image deleted');
   }
 

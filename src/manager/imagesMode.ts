@@ -9,7 +9,6 @@ import type { Logger } from '../logging.ts';
 import type { NodeView } from '../metadata/commands.ts';
 import { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { registerClusterMetrics } from './clusterMetrics.ts';
-import { CopyLocks } from './copyLocks.ts';
 import { FailureHandling } from './failureHandling.ts';
 import { clusterRoutes } from './http/clusterRoutes.ts';
 import { dashboardRoutes } from './http/dashboardRoutes.ts';
@@ -20,6 +19,7 @@ import { ImageService } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { NameService } from './nameService.ts';
+import { ObjectSlots } from './placement/execute.ts';
 import { s3KeyRoutes } from './s3/s3KeyRoutes.ts';
 import { listenS3, type S3EndpointDeps, s3ForwardRoutes } from './s3/s3Server.ts';
 import { S3Spool } from './s3/s3Spool.ts';
@@ -83,7 +83,7 @@ export async function openImagesMode(
   });
   const liveness = new WorkerLiveness({ suspectAfterMs: config.suspectAfterMs });
   // One set for every path of this manager that records or deletes copies on workers.
-  const copies = new CopyLocks();
+  const slots = new ObjectSlots();
   let registry: WorkerRegistry | null = null;
   let failures: FailureHandling | null = null;
   const s3Spool = await S3Spool.open(join(config.dataDir, 's3-spool'));
@@ -102,7 +102,7 @@ export async function openImagesMode(
         workers,
         liveness,
         log,
-        copies,
+        slots,
         maxImageBytes: config.maxImageBytes,
         metrics: uploadMetrics,
         admission: new UploadAdmission({
@@ -127,10 +127,8 @@ export async function openImagesMode(
         liveness,
         workers,
         log,
-        copies,
+        slots,
         registry: metrics,
-        // Copies of an upload in progress exist before its record commits: never orphans.
-        uploading: (id) => images.isUploading(id),
       });
       failures.start();
       registry = new WorkerRegistry({

@@ -81,11 +81,6 @@ export interface ReplicateOptions {
   maxTargetsPerCopy?: number;
   /** Called when a target failed and another is tried (docs/seed-flow.md's fallback, counted in metrics). */
   onFallback?: (nodeId: string, err: unknown) => void;
-  /**
-   * Awaited before a copy is sent to `nodeId`: the caller holds that copy until the upload's
-   * record has an outcome, so no delete of an old copy of the id lands after this one (copyLocks.ts).
-   */
-  holdCopy?: (nodeId: string) => Promise<void>;
 }
 
 // A failed upload leaves the copies it already made: deleting them here could race a concurrent
@@ -145,7 +140,6 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
         const target = attempt++ === 0 ? current[replica] : elect(replica);
         const url = target && workers.urlOf(target.nodeId);
         if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures, reason()));
-        await opts.holdCopy?.(target.nodeId);
         const body = readFileChunks(staged.path, staged.size, STAGED_READ_BYTES);
         try {
           await client.putBlob(url, id, staged.sha256, staged.size, body, staged.crc32c);

@@ -14,6 +14,7 @@ import {
   type Command,
   type CommandOf,
   type CommandResults,
+  type ExpectedObject,
   MAX_REPLICAS,
   type NameRecord,
   type NameView,
@@ -117,15 +118,28 @@ async function readNode(tables: TableReader, nodeId: string): Promise<NodeRecord
 function changedSince(
   id: string,
   existing: ObjectRecord,
-  expected: { sha256: string; createdAt: number } | undefined,
+  expected: ExpectedObject | undefined,
 ): Rejection<'ObjectChanged'> | null {
-  if (expected && (existing.sha256 !== expected.sha256 || existing.createdAt !== expected.createdAt)) {
+  if (!expected) return null;
+  if (existing.sha256 !== expected.sha256 || existing.createdAt !== expected.createdAt) {
     return reject(
       'ObjectChanged',
       `object ${id} was deleted and uploaded again since this change was decided`,
     );
   }
+  const planned = expected.replicas;
+  if (planned && !sameNodes(planned, existing.replicas)) {
+    return reject(
+      'ObjectChanged',
+      `object ${id} is on ${existing.replicas.join(', ')}, not on ${planned.join(', ')} as planned`,
+    );
+  }
   return null;
+}
+
+/** The same nodes, in any order (a replica list holds each node once). */
+function sameNodes(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((n) => b.includes(n));
 }
 
 /**

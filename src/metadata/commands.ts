@@ -114,16 +114,26 @@ export const deleteObjectSchema = z.strictObject({
 
 /**
  * The object a replica change was decided on, as its proposer read it. An id can be deleted and
- * uploaded again (other bytes, or the same ones later) between that read and the commit: the change
- * is then refused (ObjectChanged) rather than applied to an object it was never checked against.
- * Optional only so that entries logged before it existed still apply; every proposer sets it.
+ * uploaded again (other bytes, or the same ones later) between that read and the commit, and its
+ * copies can change under the plan (a new leader plans on a table that has not yet applied its
+ * predecessor's last entries): the change is then refused (ObjectChanged) rather than applied to an
+ * object it was never checked against, and the next pass plans again. Optional (and `replicas`
+ * within it) only so that entries logged before they existed still apply; every proposer sets both.
  */
-const expectedObjectSchema = z.strictObject({ sha256: sha256Schema, createdAt: timestampSchema });
+const expectedObjectSchema = z.strictObject({
+  sha256: sha256Schema,
+  createdAt: timestampSchema,
+  replicas: replicaListSchema.optional(),
+});
 export type ExpectedObject = z.infer<typeof expectedObjectSchema>;
 
 /** What a replica change decided on `object` expects to find when it applies. */
-export function expectedOf(object: { sha256: string; createdAt: number }): ExpectedObject {
-  return { sha256: object.sha256, createdAt: object.createdAt };
+export function expectedOf(object: {
+  sha256: string;
+  createdAt: number;
+  replicas: readonly string[];
+}): ExpectedObject {
+  return { sha256: object.sha256, createdAt: object.createdAt, replicas: [...object.replicas] };
 }
 
 export const addReplicaSchema = z.strictObject({

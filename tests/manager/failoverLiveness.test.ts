@@ -7,10 +7,10 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
-import { CopyLocks } from '../../src/manager/copyLocks.ts';
 import { FailureDetector } from '../../src/manager/failureDetector.ts';
 import { publicRoutes } from '../../src/manager/http/publicRoutes.ts';
 import { ImageError, ImageService, type RaftAccess } from '../../src/manager/imageService.ts';
+import { ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
@@ -110,7 +110,7 @@ async function follower(workerIds: string[]): Promise<Manager> {
     liveness,
     log,
     maxImageBytes: 1 << 20,
-    copies: new CopyLocks(),
+    slots: new ObjectSlots(),
   });
   const detector = new FailureDetector({
     raft,

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
-import { CopyLocks } from '../../src/manager/copyLocks.ts';
 import { ImageError, ImageService } from '../../src/manager/imageService.ts';
+import { ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
@@ -64,7 +64,7 @@ it('a new leader answers for an existing id only from a table as of everything c
     liveness: new WorkerLiveness({ suspectAfterMs: 1_000 }),
     log: createLogger('test'),
     maxImageBytes: 1 << 20,
-    copies: new CopyLocks(),
+    slots: new ObjectSlots(),
   });
   // Not "200, already stored" from the deleted record: the upload goes on to place new copies,
   // and here no worker has been heard to take them.
@@ -128,7 +128,7 @@ describe('reads: ReadIndex beside the worker read', () => {
       liveness: new WorkerLiveness({ suspectAfterMs: 1_000 }),
       log: createLogger('test'),
       maxImageBytes: 1 << 20,
-      copies: new CopyLocks(),
+      slots: new ObjectSlots(),
     });
     return { images, reads: () => reads };
   }

@@ -8,9 +8,9 @@ import { Readable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { expect } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
-import { CopyLocks } from '../../src/manager/copyLocks.ts';
 import { FailureDetector } from '../../src/manager/failureDetector.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
+import { ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { PlacementReconciler, type PlacementReconcilerDeps } from '../../src/manager/placement/reconciler.ts';
 import { RepairMetrics } from '../../src/manager/repairMetrics.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
@@ -72,7 +72,7 @@ export interface Setup {
   registry: Registry;
   workers: Map<string, RunningWorker>;
   clock: { now: number };
-  copies: CopyLocks;
+  slots: ObjectSlots;
 }
 
 export async function setup(specs: { id: string; zone?: string; quotaBytes?: number }[]): Promise<Setup> {
@@ -101,7 +101,7 @@ export async function setup(specs: { id: string; zone?: string; quotaBytes?: num
       at: clock.now,
     });
   }
-  return { sm, raft, client, liveness, metrics, registry, workers, clock, copies: new CopyLocks() };
+  return { sm, raft, client, liveness, metrics, registry, workers, clock, slots: new ObjectSlots() };
 }
 
 /** Every worker heard just now; `diskUsed` (of 1 MB, default 10%) per worker decides the placement order. */
@@ -151,7 +151,7 @@ export function placementFor(s: Setup, deps: Partial<PlacementReconcilerDeps> = 
   return new PlacementReconciler({
     raft: s.raft,
     metadata: s.sm,
-    copies: s.copies,
+    slots: s.slots,
     liveness: s.liveness,
     workers: s.client,
     log,

@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
-import { CopyLocks } from '../../src/manager/copyLocks.ts';
 import { ImageService } from '../../src/manager/imageService.ts';
+import { ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
@@ -98,7 +98,7 @@ async function imagesWithPrimaryOn(primaryUrl: string, workers: WorkerClient): P
     liveness: new WorkerLiveness({ suspectAfterMs: 1_000 }),
     log: createLogger('test'),
     maxImageBytes: 1 << 20,
-    copies: new CopyLocks(),
+    slots: new ObjectSlots(),
   });
 }
 

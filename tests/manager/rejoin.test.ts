@@ -262,9 +262,12 @@ describe('rejoin data-loss guards', () => {
     const bytes = randomBytes(300);
     await s.client.putBlob(w1.url, 'slow', sha256Of(bytes), bytes.length, Readable.from([bytes]));
     await s.client.putBlob(w1.url, 'stale', sha256Of(bytes), bytes.length, Readable.from([bytes]));
-    const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000, uploading: (id) => id === 'slow' });
+    const reconciler = reconcilerFor(s, { orphanGraceMs: 1_000 });
     const line = (id: string) => ({ id, size: 300, sha256: sha256Of(bytes) });
     await reconciler.inventories.reconcile('w1', () => [line('slow'), line('stale')], s.clock.now);
+    // An upload of `slow` (a client retrying) holds its slot until its record has an outcome.
+    onCleanup(async () => release());
+    const release = await s.slots.hold('slow');
     s.clock.now += 60_000;
     hearAll(s);
     expect(await reconciler.inventories.sweepOrphans()).toBe(1);

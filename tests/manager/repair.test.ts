@@ -6,9 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { CopyLocks, deleteUnlistedCopy } from '../../src/manager/copyLocks.ts';
 import { startDrain, undrain } from '../../src/manager/drain.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
+import { deleteCopy, ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { decodeCommand } from '../../src/metadata/commands.ts';
 import { sha256Of } from '../storagenode/workerHarness.ts';
 import {
@@ -194,6 +194,34 @@ describe('RepairLoop', () => {
     expect((await s.sm.getObject('lonely'))?.replicas).toEqual(['w1', 'w2']);
   });
 
+  it('repairs the objects with a live copy on two down workers while more than a pass takes on have none', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }, { id: 'w4' }]);
+    hearAll(s);
+    const record = (id: string, replicas: string[]) =>
+      propose(s, {
+        type: 'recordObject',
+        id,
+        size: 10,
+        sha256: sha256Of(Buffer.from(id)),
+        contentType: 'image/png',
+        createdAt: s.clock.now,
+        replicas,
+      });
+    // Both copies on the two workers that go down, first in both their indexes: nothing to copy from.
+    for (let i = 0; i < 6; i++) await record(`a-${i}`, ['w1', 'w2']);
+    // More healthy objects than one step of the backstop's walk over the object table takes.
+    for (let i = 0; i < 1_000; i++) await record(`m-${i}`, ['w3', 'w4']);
+    await putObject(s, 'z-0', ['w1', 'w3']);
+    await putObject(s, 'z-1', ['w2', 'w4']);
+    for (const nodeId of ['w1', 'w2'])
+      await propose(s, { type: 'markNodeState', nodeId, state: 'down', at: s.clock.now });
+    // Six objects without a copy to repair from on each, more than the four a pass takes on.
+    await repairLoop(s, { maxObjectsPerPass: 4 }).pass();
+    expect((await s.sm.getObject('z-0'))?.replicas.sort()).toEqual(['w3', 'w4']);
+    expect((await s.sm.getObject('z-1'))?.replicas.sort()).toEqual(['w3', 'w4']);
+    expect((await s.sm.getObject('a-0'))?.replicas).toEqual(['w1', 'w2']);
+  });
+
   it('drains a worker: copies from it, records the new copy, deletes its copy, marks it drained', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
@@ -277,16 +305,16 @@ describe('RepairLoop copies too many', () => {
   });
 });
 
-describe('copies held by one path at a time', () => {
-  it('CopyLocks: one holder per copy; hold waits for it, release is idempotent', async () => {
-    const locks = new CopyLocks();
-    const first = locks.tryHold('w1', 'a');
+describe('one action per object at a time', () => {
+  it('ObjectSlots: one holder per object; hold waits for it, release is idempotent', async () => {
+    const slots = new ObjectSlots();
+    const first = slots.claim('a');
     expect(first).not.toBeNull();
-    expect(locks.tryHold('w1', 'a')).toBeNull();
-    const other = locks.tryHold('w2', 'a');
+    expect(slots.claim('a')).toBeNull();
+    const other = slots.claim('b');
     expect(other).not.toBeNull();
     let second: (() => void) | null = null;
-    const waiting = locks.hold('w1', 'a').then((r) => {
+    const waiting = slots.hold('a').then((r) => {
       second = r;
     });
     await new Promise((r) => setTimeout(r, 20));
@@ -295,45 +323,48 @@ describe('copies held by one path at a time', () => {
     first!();
     await waiting;
     expect(second).not.toBeNull();
-    expect(locks.tryHold('w1', 'a')).toBeNull();
+    expect(slots.claim('a')).toBeNull();
     second!();
     other!();
-    expect(locks.size()).toBe(0);
+    expect(slots.size()).toBe(0);
   });
 
-  it('deletes a copy only unheld and unlisted, reading the table under the hold', async () => {
+  it('deletes a copy only unlisted, reading the table as of everything committed', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     await putObject(s, 'x', ['w1', 'w2']);
     const w3 = s.workers.get('w3')!;
     const bytes = randomBytes(100);
     await s.client.putBlob(w3.url, 'x', sha256Of(bytes), bytes.length, Readable.from([bytes]));
-    const deps = { copies: s.copies, metadata: s.sm, workers: s.client, raft: s.raft };
+    const deps = { metadata: s.sm, workers: s.client, raft: s.raft };
     const node = (id: string) => ({ nodeId: id, url: s.workers.get(id)!.url });
 
-    expect(await deleteUnlistedCopy(deps, node('w1'), 'x')).toBe('listed');
+    expect(await deleteCopy(deps, node('w1'), 'x')).toBe(false);
     expect((await s.workers.get('w1')!.store.stat('x')).ok).toBe(true);
 
-    // Another path holds w3's copy (a rejoin about to record it): no delete now, and a delete that
-    // waits finds it recorded once that path is done.
-    const release = s.copies.tryHold('w3', 'x')!;
-    expect(await deleteUnlistedCopy(deps, node('w3'), 'x')).toBe('busy');
-    const waited = deleteUnlistedCopy(deps, node('w3'), 'x', { wait: true });
+    // Another path holds the object (a rejoin about to record w3's copy): a delete waits for it and
+    // then finds the copy recorded.
+    const release = s.slots.claim('x')!;
+    const waited = s.slots.hold('x').then(async (mine) => {
+      const deleted = await deleteCopy(deps, node('w3'), 'x');
+      mine();
+      return deleted;
+    });
     await propose(s, { type: 'addReplica', id: 'x', nodeId: 'w3' });
     release();
-    expect(await waited).toBe('listed');
+    expect(await waited).toBe(false);
     expect((await w3.store.stat('x')).ok).toBe(true);
 
     await propose(s, { type: 'removeReplica', id: 'x', nodeId: 'w3' });
     // A manager that can no longer prove it leads deletes nothing: a newer leader may list the copy.
     const deposed = { ...deps, raft: { readIndex: () => Promise.reject(new Error('not the leader')) } };
-    await expect(deleteUnlistedCopy(deposed, node('w3'), 'x')).rejects.toThrow('not the leader');
+    await expect(deleteCopy(deposed, node('w3'), 'x')).rejects.toThrow('not the leader');
     expect((await w3.store.stat('x')).ok).toBe(true);
-    expect(await deleteUnlistedCopy(deps, node('w3'), 'x')).toBe('deleted');
+    expect(await deleteCopy(deps, node('w3'), 'x')).toBe(true);
     expect((await w3.store.stat('x')).ok).toBe(false);
-    expect(s.copies.size()).toBe(0);
+    expect(s.slots.size()).toBe(0);
   });
 
-  it('repair lets go of every copy it held when a table read fails halfway through a batch', async () => {
+  it('repair lets go of every object it held when a table read fails halfway through a batch', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
     await putObject(s, 'a', ['w1', 'w2']);
@@ -353,18 +384,18 @@ describe('copies held by one path at a time', () => {
     } finally {
       spy.mockRestore();
     }
-    expect(s.copies.size()).toBe(0);
+    expect(s.slots.size()).toBe(0);
     expect((await repairLoop(s).pass())?.outcomes.copied).toBe(2);
   });
 
-  it('repair leaves an object whose target copy another path holds to the next pass', async () => {
+  it('repair leaves an object an upload or a delete is acting on to the next pass', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
     await putObject(s, 'x', ['w1', 'w2']);
     await s.workers.get('w1')!.stop();
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
-    // w3 is the only target; a rejoin or sweep is acting on w3's copy of x right now.
-    const release = s.copies.tryHold('w3', 'x')!;
+    // w3 is the only target; an upload of x (retried by its client) holds the object right now.
+    const release = await s.slots.hold('x');
     const held = await repairLoop(s).pass();
     expect(held?.outcomes.copied ?? 0).toBe(0);
     expect((await s.workers.get('w3')!.store.stat('x')).ok).toBe(false);
@@ -372,7 +403,7 @@ describe('copies held by one path at a time', () => {
     const next = await repairLoop(s).pass();
     expect(next?.outcomes.copied).toBe(1);
     expect((await s.sm.getObject('x'))?.replicas.sort()).toEqual(['w2', 'w3']);
-    expect(s.copies.size()).toBe(0);
+    expect(s.slots.size()).toBe(0);
   });
 });
 
@@ -393,6 +424,36 @@ describe('repair data-loss guards', () => {
       const res = await s.client.getBlob(s.workers.get(n)!.url, 'thrice');
       expect(sha256Of(Buffer.from(await res.body.arrayBuffer()))).toBe(sha256Of(bytes));
     }
+  });
+
+  it('refuses a trim planned on a record its predecessor changed since, and plans again', async () => {
+    const s = await setup([
+      { id: 'w1', zone: 'a' },
+      { id: 'w2', zone: 'a' },
+      { id: 'w3', zone: 'b' },
+    ]);
+    hearAll(s);
+    await putObject(s, 'thrice', ['w1', 'w2', 'w3']);
+    // A new leader plans on a table that has not applied its predecessor's trim of w3: that entry
+    // commits just before this leader's own change.
+    let predecessor: (() => Promise<void>) | null = async () => {
+      await propose(s, { type: 'removeReplica', id: 'thrice', nodeId: 'w3' });
+      await s.workers.get('w3')!.store.delete('thrice');
+    };
+    const raft: RaftAccess = {
+      ...s.raft,
+      async propose(data, requestId) {
+        const first = predecessor;
+        predecessor = null;
+        await first?.();
+        return s.raft.propose(data, requestId);
+      },
+    };
+    const loop = repairLoop(s, { raft });
+    expect((await loop.pass())?.outcomes).toMatchObject({ trimmed: 0, skipped: 1 });
+    expect((await s.sm.getObject('thrice'))?.replicas.sort()).toEqual(['w1', 'w2']);
+    for (const n of ['w1', 'w2']) expect((await s.workers.get(n)!.store.stat('thrice')).ok).toBe(true);
+    expect((await loop.pass())?.examined).toBe(0);
   });
 
   it('keeps three copies when two good ones cannot be proved', async () => {

@@ -335,6 +335,32 @@ describe('replica changes decided on an object that has changed since', () => {
     });
   });
 
+  it('refuses a change planned on other copies than the record lists, whatever their order', async () => {
+    // `same` is on w2 and w3; the change was planned when it was on w1 too.
+    const planned = { sha256: SHA_A, createdAt: 5000, replicas: ['w1', 'w2', 'w3'] };
+    await expectRejected(
+      { type: 'removeReplica', id: 'same', nodeId: 'w2', expected: planned },
+      'ObjectChanged',
+    );
+    await expectRejected(
+      { type: 'replaceReplica', id: 'same', add: 'w4', remove: 'w2', expected: planned },
+      'ObjectChanged',
+    );
+    await expectRejected(
+      { type: 'addReplica', id: 'same', nodeId: 'w4', expected: planned },
+      'ObjectChanged',
+    );
+    const current = { ...planned, replicas: ['w3', 'w2'] };
+    expect(
+      await applyOne(sm, log, { type: 'addReplica', id: 'same', nodeId: 'w4', expected: current }),
+    ).toMatchObject({ ok: true, object: { replicas: ['w2', 'w3', 'w4'] } });
+    // An entry logged before `expected` carried the copies applies as it did then.
+    const unlisted = { sha256: SHA_A, createdAt: 5000 };
+    expect(
+      await applyOne(sm, log, { type: 'removeReplica', id: 'same', nodeId: 'w4', expected: unlisted }),
+    ).toMatchObject({ ok: true, object: { replicas: ['w2', 'w3'] } });
+  });
+
   it('gives a copy to no node that is down or drained, but applies an entry logged before the check as it was', async () => {
     const now = { sha256: SHA_B, createdAt: 2000 };
     for (const state of ['down', 'drained'] as const) {

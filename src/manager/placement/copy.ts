@@ -1,14 +1,14 @@
 // Repair copies between workers and their commits, for one object or a copy batch alike: the
 // executor's `copy` action. A copy batch has one holder stream many blobs to one target in one
 // request, committed in one Raft entry: per object, a request to the holder and a Raft round (on
-// every manager) cost more CPU than the copy itself. The caller holds each object's slot.
+// every manager) cost more CPU than the copy itself. The caller holds each object's slot, from
+// before its copy is written until its commit has an outcome.
 
 import pRetry, { AbortError } from 'p-retry';
 import { expectedOf, type NodeView, type ObjectView, type ReplicaChange } from '../../metadata/commands.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
-import { deleteUnlistedCopy, type Release } from '../copyLocks.ts';
 import type { PlacementCandidate } from '../placement.ts';
-import { counters, type ExecutorDeps } from './execute.ts';
+import { counters, deleteCopy, type ExecutorDeps, nodesById } from './execute.ts';
 import { LEAVING, type Replicas } from './plan.ts';
 
 /** Targets one repair tries before leaving the object to the next pass. */
@@ -64,9 +64,9 @@ export class Copier {
     if (fallback) metrics.fallbacks.inc();
     else metrics.started.inc();
     const startedAt = this.now();
-    let held: { target: PlacementCandidate; release: Release };
+    let target: PlacementCandidate;
     try {
-      held = await pRetry((attempt) => this.copyTo(c, targets, attempt, byId), {
+      target = await pRetry((attempt) => this.copyTo(c, targets, attempt, byId), {
         retries: targets.length - 1,
         minTimeout: 20,
         maxTimeout: 200,
@@ -87,51 +87,40 @@ export class Copier {
       );
       return 'failed' as const;
     }
-    try {
-      const outcomes = noOutcomes();
-      await this.commit([c], held.target.nodeId, byId, startedAt, outcomes);
-      return outcomes.copied > 0 ? ('copied' as const) : ('failed' as const);
-    } finally {
-      held.release();
-    }
+    const outcomes = noOutcomes();
+    await this.commit([c], target.nodeId, byId, startedAt, outcomes);
+    return outcomes.copied > 0 ? ('copied' as const) : ('failed' as const);
   }
 
-  /** One attempt: the copy on the target is held from before it is written until its commit ends. */
+  /** One attempt: the copy to the attempt's target, from the holders in turn. */
   private async copyTo(
     c: Classified,
     targets: PlacementCandidate[],
     attempt: number,
     byId: Map<string, NodeView>,
-  ) {
+  ): Promise<PlacementCandidate> {
     const { object } = c;
     const target = targets[attempt - 1];
     if (!target) throw new AbortError('no target left');
     const targetUrl = byId.get(target.nodeId)?.url;
     const source = c.sources[(attempt - 1) % c.sources.length]!;
     if (!targetUrl) throw new Error(`target ${target.nodeId} has no url`);
-    const release = this.deps.copies.tryHold(target.nodeId, object.id);
-    if (release === null) throw new Error(`another path is acting on the copy on ${target.nodeId}`);
-    try {
-      this.deps.liveness.reservePlacement(target.nodeId, object.size);
-      const wrong = sentOther(
-        await this.deps.workers.copyTo(source.url, object.id, targetUrl, object.sha256),
-        object,
-      );
-      if (wrong !== null) {
-        // A holder with other bytes under this id would have made a copy of the wrong image.
-        await this.deleteIfUnrecorded(object, target.nodeId, byId);
-        throw new Error(`${source.nodeId}: ${wrong}`);
-      }
-    } catch (err) {
-      release();
-      throw err;
+    this.deps.liveness.reservePlacement(target.nodeId, object.size);
+    const wrong = sentOther(
+      await this.deps.workers.copyTo(source.url, object.id, targetUrl, object.sha256),
+      object,
+    );
+    if (wrong !== null) {
+      // A holder with other bytes under this id would have made a copy of the wrong image.
+      await this.deleteIfUnrecorded(object, target.nodeId, byId);
+      throw new Error(`${source.nodeId}: ${wrong}`);
     }
-    return { target, release };
+    return target;
   }
 
   /**
    * Has `source` copy `send` to `target` in one request and commits the copies that arrived; the
-   * copies the target failed are returned, for a fallback each. The caller holds every copy.
+   * copies the target failed are returned, for a fallback each.
    */
   async copyBatch(
     send: Classified[],
@@ -147,8 +136,7 @@ export class Copier {
     const answers = await workers.copyBatch(source.url, target.url, blobs).catch((err: unknown) => {
       // The holder could not run the batch at all: no target is to blame, so no fallback; the
       // next pass plans these again (from another holder once this one stops serving).
-      metrics.failed.inc(send.length);
-      out.failed += send.length;
+      this.failed(out, send.length);
       const logged = { source: source.nodeId, target: target.nodeId, objects: send.length };
       log.warn(
         { event: 'repair.batch_failed', ...logged, err: (err as Error).message },
@@ -166,8 +154,7 @@ export class Copier {
         log.warn({ event: 'repair.target_failed', ...logged, err: answer.message }, 'repair target failed');
         retry.push(c);
       } else if (wrong !== null) {
-        metrics.failed.inc();
-        out.failed += 1;
+        this.failed(out);
         log.warn({ event: 'repair.failed', ...logged }, wrong);
         await this.deleteIfUnrecorded(c.object, target.nodeId, byId);
       } else copied.push(c);
@@ -204,8 +191,7 @@ export class Copier {
         // Outcome unknown (timeout, leadership lost): the entry may still commit, here or under the
         // next leader, and then the record names the target: its copy must stay. If it never
         // commits, the copy is a stray the inventory sweep removes after the grace period.
-        metrics.failed.inc(copied.length);
-        out.failed += copied.length;
+        this.failed(out, copied.length);
         const err_ = (err as Error).message;
         for (const c of copied)
           log.warn(
@@ -220,8 +206,7 @@ export class Copier {
       if (!result) continue;
       const logged = { objectId: c.object.id, target: targetId };
       if (!result.ok) {
-        metrics.failed.inc();
-        out.failed += 1;
+        this.failed(out);
         log.warn(
           { event: 'repair.commit_failed', ...logged, err: `${result.code}: ${result.message}` },
           'copy made but not recorded; next pass retries',
@@ -236,44 +221,34 @@ export class Copier {
       const fields = { ...logged, removed: removed?.nodeId ?? null, size: c.object.size };
       log.info({ event: 'repair.copied', ...fields }, 'replica repaired');
       if (removed?.node && this.deps.liveness.isServing(removed.node))
-        await deleteUnlistedCopy(this.deps, removed.node, c.object.id).catch(() => {});
+        await deleteCopy(this.deps, removed.node, c.object.id).catch(() => false);
     }
   }
 
   /** For each copy, the node it replaces if that node is still leaving now (read afresh). */
-  private async stillLeaving(
-    copied: Classified[],
-  ): Promise<({ nodeId: string; node: NodeView | null } | null)[]> {
-    const out: ({ nodeId: string; node: NodeView | null } | null)[] = [];
-    const read = new Map<string, NodeView | null>();
-    for (const c of copied) {
-      const remove = c.leaving[0];
-      if (remove !== undefined && !read.has(remove))
-        read.set(remove, await this.deps.metadata.getNode(remove));
-      const node = remove === undefined ? null : (read.get(remove) ?? null);
-      const leaving = remove !== undefined && (node === null || LEAVING.has(node.state));
-      out.push(leaving ? { nodeId: remove, node } : null);
-    }
-    return out;
+  private async stillLeaving(copied: Classified[]) {
+    const nodes = await nodesById(this.deps.metadata);
+    return copied.map((c) => {
+      const nodeId = c.leaving[0];
+      const node = nodeId === undefined ? undefined : nodes.get(nodeId);
+      return nodeId !== undefined && (!node || LEAVING.has(node.state)) ? { nodeId, node } : null;
+    });
   }
 
-  /** Removes a copy this repair made but could not record. The caller holds the copy. */
+  /** Counts `n` repairs failed. */
+  private failed(out: Outcomes, n = 1): void {
+    this.deps.metrics.failed.inc(n);
+    out.failed += n;
+  }
+
+  /** Removes a copy this repair made but could not record. */
   async deleteIfUnrecorded(object: ObjectView, nodeId: string, byId: Map<string, NodeView>): Promise<void> {
-    if (!this.deps.raft.isLeader()) return; // A new leader may still record this copy.
-    // A read covering everything committed, so a stale table on a deposed leader cannot say
-    // "unrecorded" about a copy the current leader has recorded.
-    if (
-      !(await this.deps.raft.readIndex().then(
-        () => true,
-        () => false,
-      ))
-    )
-      return;
-    const now = await this.deps.metadata.getObject(object.id);
+    const node = byId.get(nodeId);
+    if (!node || !this.deps.raft.isLeader()) return; // A new leader may still record this copy.
     // Object gone: an upload re-creating the id may be writing this very blob before it commits;
     // the orphan sweep, with its grace period, decides instead.
-    if (!now || now.sha256 !== object.sha256 || now.replicas.includes(nodeId)) return;
-    const url = byId.get(nodeId)?.url;
-    if (url) await this.deps.workers.deleteBlob(url, object.id).catch(() => {});
+    const unrecorded = (now: ObjectView | null) =>
+      now !== null && now.sha256 === object.sha256 && !now.replicas.includes(nodeId);
+    await deleteCopy(this.deps, node, object.id, unrecorded).catch(() => false);
   }
 }

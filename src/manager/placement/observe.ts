@@ -8,9 +8,12 @@ import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.t
 import type { InventoryEntry } from '../workerClient.ts';
 import { LEAVING } from './plan.ts';
 
-/** The recorded copies on `nodeId`, in ascending id order, a page of the node index at a time. */
-export async function* objectsOn(metadata: MetadataStateMachine, nodeId: string): AsyncGenerator<string> {
-  let after: string | undefined;
+/** The recorded copies on `nodeId` (after `after`), in ascending id order, a page at a time. */
+export async function* objectsOn(
+  metadata: MetadataStateMachine,
+  nodeId: string,
+  after?: string,
+): AsyncGenerator<string> {
   do {
     const page = await metadata.objectsOnNode(nodeId, { limit: 1000, ...(after ? { after } : {}) });
     yield* page.items;
@@ -18,33 +21,82 @@ export async function* objectsOn(metadata: MetadataStateMachine, nodeId: string)
   } while (after !== undefined);
 }
 
+/** Index entries a pass reads on leaving nodes, per object it may take on. */
+const READS_PER_OBJECT = 4;
+
 /**
- * The objects a repair pass looks at: every object on a down, draining or drained node (a range
- * scan per node), up to `limit`, then one step of the walk over the object table from `cursor` (a
- * backstop: objects short of copies for any other reason, or with a copy too many). A new leader
- * finds the same work by reading the same tables.
+ * The objects a repair pass looks at: those on down, draining or drained nodes (a range scan of
+ * each node's index), then one step of the walk over the object table (a backstop: objects short
+ * of copies for any other reason, or with a copy too many). A new leader finds the same work by
+ * reading the same tables.
+ *
+ * Each leaving node's scan resumes where the last pass left it and wraps round at the end of its
+ * index, and an object no serving worker holds (one on two down workers) takes no place among the
+ * `limit` objects a pass takes on, only a read: so such objects, looked at once a round, never keep
+ * the objects behind them, which do have a copy to repair from, waiting for the backstop.
  */
-export async function observeRepairWork(
-  metadata: MetadataStateMachine,
-  nodes: NodeView[],
-  cursor: string | undefined,
-  limit: number,
-): Promise<{ objects: ObjectView[]; cursor: string | undefined }> {
-  const ids = new Set<string>();
-  for (const node of nodes.filter((n) => LEAVING.has(n.state))) {
-    for await (const id of objectsOn(metadata, node.nodeId)) {
-      ids.add(id);
-      if (ids.size >= limit) break;
+export class RepairWalk {
+  /** Where each leaving node's scan resumes; where the backstop resumes. */
+  private readonly after = new Map<string, string>();
+  private backstop: string | undefined;
+
+  constructor(private readonly metadata: MetadataStateMachine) {}
+
+  /** `hasSource`: a serving worker holds a copy of the object. */
+  async step(
+    nodes: NodeView[],
+    limit: number,
+    hasSource: (object: ObjectView) => boolean,
+  ): Promise<ObjectView[]> {
+    const leaving = nodes.filter((n) => LEAVING.has(n.state)).map((n) => n.nodeId);
+    for (const nodeId of this.after.keys()) if (!leaving.includes(nodeId)) this.after.delete(nodeId);
+    const taken = new Map<string, ObjectView>();
+    let room = limit;
+    let reads = limit * READS_PER_OBJECT;
+    for (const [i, nodeId] of leaving.entries()) {
+      const left = leaving.length - i;
+      const share = await this.scan(nodeId, Math.ceil(room / left), Math.ceil(reads / left), {
+        taken,
+        hasSource,
+      });
+      room -= share.took;
+      reads -= share.read;
     }
-    if (ids.size >= limit) break;
+    const step = await this.metadata.listObjects({
+      ...(this.backstop ? { after: this.backstop } : {}),
+      limit: 1000,
+    });
+    this.backstop = step.next ?? undefined;
+    return [...taken.values(), ...step.items.filter((o) => !taken.has(o.id))];
   }
-  const step = await metadata.listObjects({ ...(cursor ? { after: cursor } : {}), limit: 1000 });
-  const objects = step.items.filter((o) => !ids.has(o.id));
-  for (const id of ids) {
-    const object = await metadata.getObject(id);
-    if (object) objects.push(object);
+
+  /** Up to `room` objects with a source (and those without) on `nodeId`, in at most `reads` reads. */
+  private async scan(
+    nodeId: string,
+    room: number,
+    reads: number,
+    into: { taken: Map<string, ObjectView>; hasSource: (object: ObjectView) => boolean },
+  ) {
+    const { taken, hasSource } = into;
+    let took = 0;
+    let read = 0;
+    let after = this.after.get(nodeId);
+    let round = true;
+    for await (const id of objectsOn(this.metadata, nodeId, after)) {
+      round = took < room && read < reads;
+      if (!round) break;
+      read += 1;
+      after = id;
+      const object = taken.has(id) ? null : await this.metadata.getObject(id);
+      if (object) taken.set(id, object);
+      if (object && hasSource(object)) took += 1;
+    }
+    // The end of the index: the next pass starts a new round.
+    if (round) after = undefined;
+    if (after === undefined) this.after.delete(nodeId);
+    else this.after.set(nodeId, after);
+    return { took, read };
   }
-  return { objects, cursor: step.next ?? undefined };
 }
 
 /**
@@ -86,12 +138,11 @@ interface Sighting {
 export class FirstSeen {
   private readonly seen = new Map<string, Sighting>();
 
-  /** Notes a sighting; returns when the blob was first seen (now, if this is the first). */
-  note(nodeId: string, id: string, now: number): { firstSeen: number; isNew: boolean } {
-    const known = this.seen.get(`${nodeId}/${id}`);
-    if (known) return { firstSeen: known.firstSeen, isNew: false };
+  /** Notes a sighting unless one is noted already; true if this is the first. */
+  note(nodeId: string, id: string, now: number): boolean {
+    if (this.seen.has(`${nodeId}/${id}`)) return false;
     this.seen.set(`${nodeId}/${id}`, { nodeId, id, firstSeen: now });
-    return { firstSeen: now, isNew: true };
+    return true;
   }
 
   forget(nodeId: string, id: string): void {
@@ -99,27 +150,18 @@ export class FirstSeen {
   }
 
   /** Moves a sighting to the back of all(), keeping when it was first seen. */
-  requeue(nodeId: string, id: string): void {
-    const known = this.seen.get(`${nodeId}/${id}`);
-    if (!known) return;
-    this.seen.delete(`${nodeId}/${id}`);
-    this.seen.set(`${nodeId}/${id}`, known);
+  requeue(s: Sighting): void {
+    this.forget(s.nodeId, s.id);
+    this.seen.set(`${s.nodeId}/${s.id}`, s);
   }
 
   get(nodeId: string, id: string): Sighting | undefined {
     return this.seen.get(`${nodeId}/${id}`);
   }
 
-  /** The sightings on `nodeId`, to drop those a fresh inventory no longer lists. */
-  on(nodeId: string): Sighting[] {
-    return [...this.seen.values()].filter((s) => s.nodeId === nodeId);
-  }
-
-  all(): Sighting[] {
-    return [...this.seen.values()];
-  }
-
-  size(): number {
-    return this.seen.size;
+  /** The sightings, oldest noted or requeued first; only those on `nodeId` if given. */
+  all(nodeId?: string): Sighting[] {
+    const all = [...this.seen.values()];
+    return nodeId === undefined ? all : all.filter((s) => s.nodeId === nodeId);
   }
 }

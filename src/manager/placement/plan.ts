@@ -13,7 +13,7 @@
 import type { NodeState, NodeView, ObjectView } from '../../metadata/commands.ts';
 import { REPLICATION_FACTOR } from '../../metadata/metadataStateMachine.ts';
 
-/** A copy's bytes as its worker hashed them: see copyVerifier.ts. */
+/** A copy's bytes as its worker hashed them: see checkCopy in execute.ts. */
 export type CopyCheck = 'good' | 'bad' | 'unknown';
 export type Checks = ReadonlyMap<string, CopyCheck>;
 export type Nodes = ReadonlyMap<string, NodeView>;
@@ -73,6 +73,15 @@ function goodAmong(nodeIds: readonly string[], checks: Checks): string[] {
   return nodeIds.filter((n) => checks.get(n) === 'good');
 }
 
+/** The copy of `ranked` to give up: one found wrong, else one unread, else the least wanted. */
+function victimOf(ranked: readonly string[], checks: Checks): string {
+  return (
+    ranked.find((n) => checks.get(n) === 'bad') ??
+    ranked.find((n) => checks.get(n) === 'unknown') ??
+    ranked[0]!
+  );
+}
+
 export type RepairAction =
   | { kind: 'healthy' }
   /** No serving worker holds a copy: wait for one to return. */
@@ -129,10 +138,7 @@ function planTrim(r: Replicas, nodes: Nodes, checks: Checks): RepairAction {
   const ranked = rankExcess(r.healthy, r.healthy, nodes);
   const ask = readBackFirst(ranked, checks);
   if (ask) return ask;
-  const victim =
-    ranked.find((n) => checks.get(n) === 'bad') ??
-    ranked.find((n) => checks.get(n) === 'unknown') ??
-    ranked[0]!;
+  const victim = victimOf(ranked, checks);
   const kept = goodAmong(
     ranked.filter((n) => n !== victim),
     checks,
@@ -210,10 +216,7 @@ export function planHeldCopy(
 function planTrade(self: string, healthy: string[], nodes: Nodes, checks: Checks): HeldCopyAction {
   const ask = readBackFirst(healthy, checks);
   if (ask) return ask;
-  const victim =
-    healthy.find((n) => checks.get(n) === 'bad') ??
-    healthy.find((n) => checks.get(n) === 'unknown') ??
-    rankExcess([...healthy, self], healthy, nodes)[0]!;
+  const victim = victimOf(rankExcess([...healthy, self], healthy, nodes), checks);
   const kept = goodAmong(
     healthy.filter((n) => n !== victim),
     checks,

@@ -7,11 +7,11 @@
 // reconciled beside the repair pass, one per worker at a time, and so are the orphan deletes:
 // repair, which restores a down worker's objects to two copies, never waits on either.
 
-import { type ExecutorDeps, ObjectSlots } from './execute.ts';
+import type { ExecutorDeps, ObjectSlots } from './execute.ts';
 import { emptySummary, InventoryReconciler, type InventorySource, type ReconcileSummary } from './rejoin.ts';
 import { type PassReport, Repairer } from './repair.ts';
 
-export interface PlacementReconcilerDeps extends Omit<ExecutorDeps, 'slots'> {
+export interface PlacementReconcilerDeps extends ExecutorDeps {
   /** Copy batches in flight at once (--repair-concurrency). */
   concurrency: number;
   orphanGraceMs: number;
@@ -19,31 +19,36 @@ export interface PlacementReconcilerDeps extends Omit<ExecutorDeps, 'slots'> {
   intervalMs: number;
   /** How often every serving worker's inventory is read; default the grace, within 1 s..10 min. */
   inventorySweepMs?: number;
-  /** True while this manager's own upload of the id runs (its copies precede its record). */
-  uploading?: (id: string) => boolean;
   /** Objects one repair pass takes on at most; bytes one copy batch carries at most. */
   maxObjectsPerPass?: number;
   batchBytes?: number;
 }
 
 interface ObservedInventory {
+  nodeId: string;
   source: InventorySource;
   startedAt: number;
   done: (summary: ReconcileSummary) => void;
 }
 
+/** A task run beside the passes every so often, never two runs at once. */
+interface Sideline {
+  /** When it is next due; NaN: one period after the first pass. */
+  dueAt: number;
+  running: boolean;
+}
+
 export class PlacementReconciler {
-  readonly slots = new ObjectSlots();
+  readonly slots: ObjectSlots;
   readonly repair: Repairer;
   readonly inventories: InventoryReconciler;
-  /** Inventories observed and not yet reconciled, by worker, reconciled oldest first. */
-  private readonly observed = new Map<string, ObservedInventory[]>();
-  /** Workers whose inventory is being reconciled now. */
+  /** Inventories observed and not yet reconciled, oldest first. */
+  private observed: ObservedInventory[] = [];
+  /** Workers whose inventory is being reconciled now: one at a time per worker. */
   private readonly reconciling = new Set<string>();
-  private sweep: Promise<unknown> | null = null;
-  private orphans: Promise<unknown> | null = null;
-  private nextSweepAt = 0;
-  private nextOrphanSweepAt = 0;
+  private readonly orphanSweep: Sideline = { dueAt: 0, running: false };
+  /** A rejoin brings its own inventory: the first sweep of them all waits a period. */
+  private readonly inventorySweep: Sideline = { dueAt: Number.NaN, running: false };
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<unknown> | null = null;
   private started = false;
@@ -51,9 +56,9 @@ export class PlacementReconciler {
   private wakeAfterPass = false;
 
   constructor(private readonly deps: PlacementReconcilerDeps) {
-    const shared = { ...deps, slots: this.slots };
-    this.repair = new Repairer(shared);
-    this.inventories = new InventoryReconciler(shared);
+    this.slots = deps.slots;
+    this.repair = new Repairer(deps);
+    this.inventories = new InventoryReconciler(deps);
   }
 
   start(): void {
@@ -86,8 +91,7 @@ export class PlacementReconciler {
    */
   reconcile(nodeId: string, source: InventorySource, startedAt: number): Promise<ReconcileSummary> {
     return new Promise((done) => {
-      const queue = this.observed.get(nodeId) ?? [];
-      this.observed.set(nodeId, [...queue, { source, startedAt, done }]);
+      this.observed.push({ nodeId, source, startedAt, done });
       if (!this.started) this.dropObserved();
       this.wake();
     });
@@ -116,91 +120,83 @@ export class PlacementReconciler {
     this.timer.unref();
   }
 
-  /** One pass: starts what inventories are due beside it, then repairs what the tables show. */
+  /**
+   * One pass: starts the inventories and sweeps that are due beside it (not before it: the repair
+   * of a down worker's objects must not wait on deletes), then repairs what the tables show.
+   */
   async pass(): Promise<PassReport | null> {
     if (!this.deps.raft.isLeader()) {
       this.dropObserved();
       return this.repair.pass();
     }
-    for (const nodeId of this.observed.keys()) this.startRejoin(nodeId);
-    const now = (this.deps.now ?? Date.now)();
-    // Beside the pass, not before it: the repair of a down worker's objects must not wait on deletes.
-    if (this.orphans === null && now >= this.nextOrphanSweepAt) {
-      this.nextOrphanSweepAt = now + Math.min(60_000, Math.max(100, Math.floor(this.deps.orphanGraceMs / 4)));
-      this.orphans = this.inventories
-        .sweepOrphans()
-        .catch((err: unknown) =>
-          this.deps.log.warn({ event: 'reconcile.orphan_sweep_failed', err }, 'next sweep retries'),
-        )
-        .finally(() => {
-          this.orphans = null;
-        });
-    }
-    const sweepEvery =
-      this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, this.deps.orphanGraceMs));
-    // The first sweep comes one interval after the start: a rejoin brings its own inventory.
-    if (this.nextSweepAt === 0) this.nextSweepAt = now + sweepEvery;
-    if (this.sweep === null && now >= this.nextSweepAt) {
-      this.nextSweepAt = now + sweepEvery;
-      this.sweep = this.sweepInventories()
-        .catch((err: unknown) =>
-          this.deps.log.warn({ event: 'reconcile.sweep_failed', err }, 'next sweep retries'),
-        )
-        .finally(() => {
-          this.sweep = null;
-        });
-    }
+    for (const observed of [...this.observed]) this.startRejoin(observed);
+    const grace = this.deps.orphanGraceMs;
+    const orphansEvery = Math.min(60_000, Math.max(100, Math.floor(grace / 4)));
+    this.beside(this.orphanSweep, orphansEvery, 'reconcile.orphan_sweep_failed', () =>
+      this.inventories.sweepOrphans(),
+    );
+    const sweepEvery = this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, grace));
+    this.beside(this.inventorySweep, sweepEvery, 'reconcile.sweep_failed', () => this.sweepInventories());
     return this.repair.pass();
   }
 
-  /** Reconciles the oldest inventory observed for `nodeId` unless one of it is running already. */
-  private startRejoin(nodeId: string): void {
-    const queue = this.observed.get(nodeId);
-    const next = queue?.shift();
-    if (!next || this.reconciling.has(nodeId)) {
-      if (next) queue!.unshift(next);
-      return;
-    }
-    if (queue!.length === 0) this.observed.delete(nodeId);
+  /** Starts `task` if `line` is due and not running; `failed` is logged if it fails. */
+  private beside(line: Sideline, everyMs: number, failed: string, task: () => Promise<unknown>): void {
+    const now = (this.deps.now ?? Date.now)();
+    if (Number.isNaN(line.dueAt)) line.dueAt = now + everyMs;
+    if (line.running || now < line.dueAt) return;
+    line.dueAt = now + everyMs;
+    line.running = true;
+    void task()
+      .catch((err: unknown) => this.deps.log.warn({ event: failed, err }, 'next sweep retries'))
+      .finally(() => {
+        line.running = false;
+      });
+  }
+
+  /** Reconciles an observed inventory unless one of its worker's is being reconciled already. */
+  private startRejoin(observed: ObservedInventory): void {
+    const { nodeId, source, startedAt, done } = observed;
+    if (this.reconciling.has(nodeId)) return;
+    this.observed = this.observed.filter((o) => o !== observed);
     this.reconciling.add(nodeId);
     void this.inventories
-      .reconcile(nodeId, next.source, next.startedAt)
+      .reconcile(nodeId, source, startedAt)
       .catch((err: unknown) => {
-        this.deps.log.warn(
-          { event: 'reconcile.failed', nodeId, err },
-          'reconciliation stopped; the sweep retries',
-        );
+        const message = 'reconciliation stopped; the sweep retries';
+        this.deps.log.warn({ event: 'reconcile.failed', nodeId, err }, message);
         return emptySummary();
       })
       .then((summary) => {
         this.reconciling.delete(nodeId);
-        next.done(summary);
+        done(summary);
         this.wake();
       });
   }
 
   /** Not leading (or stopped): observed inventories are let go; a leader's sweep finds their work. */
   private dropObserved(): void {
-    for (const queue of this.observed.values()) for (const o of queue) o.done(emptySummary());
-    this.observed.clear();
+    for (const o of this.observed.splice(0)) o.done(emptySummary());
   }
 
-  /** Every serving `up` worker's inventory (not one being reconciled), one worker at a time. */
+  /**
+   * Every serving `up` worker's inventory (not one being reconciled), one worker at a time. A
+   * failure leaves the worker to the next sweep.
+   */
   async sweepInventories(): Promise<number> {
     let noted = 0;
     for (const node of await this.deps.metadata.listNodes()) {
       if (node.state !== 'up' || this.reconciling.has(node.nodeId) || !this.deps.raft.isLeader()) continue;
       this.reconciling.add(node.nodeId);
-      try {
-        noted += await this.inventories.sweepOne(node);
-      } catch (err) {
+      noted += await this.inventories.sweepOne(node).catch((err: unknown) => {
+        const at = { nodeId: node.nodeId, err: (err as Error).message };
         this.deps.log.debug(
-          { event: 'reconcile.sweep_failed', nodeId: node.nodeId, err: (err as Error).message },
+          { event: 'reconcile.sweep_failed', ...at },
           'inventory not read; next sweep retries',
         );
-      } finally {
-        this.reconciling.delete(node.nodeId);
-      }
+        return 0;
+      });
+      this.reconciling.delete(node.nodeId);
     }
     return noted;
   }

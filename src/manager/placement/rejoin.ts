@@ -1,39 +1,33 @@
 // Rejoin, the executor's half for what workers hold: an inventory (a registering worker's, or one
 // the reconciler reads in its periodic sweep) against the tables, one line at a time as
 // plan.ts decides (planHeldCopy, planStray, planMissing), each line holding its object's slot
-// (execute.ts) and the worker's copy (copyLocks.ts, against the upload and delete paths). Every
-// decision is logged with the object id (`event: 'reconcile.*'`).
+// (execute.ts), which the upload and delete paths hold too. Every decision is logged with the object
+// id (`event: 'reconcile.*'`).
 //
 // Blobs no record lists (orphans, and strays: unlisted copies of recorded objects) are deleted
 // only after the orphan grace, counted from their first sighting on this leader (observe.ts,
 // FirstSeen), since an upload writes its blobs before it commits their record; never while this
-// manager's own upload of the id runs; and only after a fresh look at the table.
+// manager's own upload of the id runs (it holds the object's slot); and only after a fresh look at
+// the table.
 
-import { expectedOf, type NodeView, type ObjectView } from '../../metadata/commands.ts';
-import { proposeCommand } from '../../metadata/proposeCommand.ts';
-import { deleteHeldUnlistedCopy, deleteUnlistedCopy } from '../copyLocks.ts';
-import { readBack } from '../copyVerifier.ts';
+import type { NodeView, ObjectView } from '../../metadata/commands.ts';
 import type { InventoryEntry } from '../workerClient.ts';
-import { counters, type ExecutorDeps, runLanes } from './execute.ts';
-import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
 import {
-  type CopyCheck,
-  type HeldCopyAction,
-  orphanDue,
-  planHeldCopy,
-  planMissing,
-  planStray,
-} from './plan.ts';
+  commitChange,
+  counters,
+  deleteCopy,
+  type ExecutorDeps,
+  nodesById,
+  planReadingBack,
+  runLanes,
+} from './execute.ts';
+import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
+import { type Checks, type HeldCopyAction, orphanDue, planHeldCopy, planMissing, planStray } from './plan.ts';
 
 type InventoryLine = InventoryEntry;
 
 export interface InventoryReconcilerDeps extends ExecutorDeps {
   orphanGraceMs: number;
-  /**
-   * True while this manager's own upload of the id runs: its copies are on workers before its
-   * record commits, however long that takes, so the grace alone does not cover it.
-   */
-  uploading?: (id: string) => boolean;
 }
 
 /** A worker's inventory lines in ascending id order, read anew at each call. */
@@ -91,12 +85,12 @@ export class InventoryReconciler {
     let noted = 0;
     // Sightings on this node not listed again are gone from the worker: moot. Tracked this way
     // round so memory follows the few unrecorded blobs, not the inventory.
-    const unseen = new Set(this.seen.on(node.nodeId).map((s) => s.id));
+    const unseen = new Set(this.seen.all(node.nodeId).map((s) => s.id));
     for await (const line of this.deps.workers.inventory(node.url)) {
       unseen.delete(line.id);
       const object = await this.deps.metadata.getObject(line.id);
       if (object?.replicas.includes(node.nodeId)) this.seen.forget(node.nodeId, line.id);
-      else if (this.seen.note(node.nodeId, line.id, this.now()).isNew) noted += 1;
+      else if (this.seen.note(node.nodeId, line.id, this.now())) noted += 1;
     }
     for (const id of unseen) this.seen.forget(node.nodeId, id);
     const summary = emptySummary();
@@ -122,7 +116,7 @@ export class InventoryReconciler {
   ): Promise<ReconcileSummary> {
     const { metadata, log } = this.deps;
     const summary = emptySummary();
-    let nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
+    let nodes = await nodesById(metadata);
     let taken = 0;
     // One reader shared by the lanes: an async generator hands out its lines in order.
     const lines = (async function* () {
@@ -131,7 +125,7 @@ export class InventoryReconciler {
     const next = async () => (await lines.next()).value as InventoryLine | undefined;
     const decide = async (line: InventoryLine) => {
       // Node states steer decisions; re-read now and then, not for every blob.
-      if (++taken % 256 === 0) nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
+      if (++taken % 256 === 0) nodes = await nodesById(metadata);
       const self = nodes.get(nodeId);
       if (self) this.decided(summary, await this.reconcileLine(self, line, nodes), line.id, nodeId);
     };
@@ -147,9 +141,9 @@ export class InventoryReconciler {
   }
 
   /**
-   * Decides on a worker's copy of one inventory line, holding its object's slot and the copy:
-   * another action on the object (a repair copying onto this worker, a stray being deleted) leaves
-   * the line to the next rejoin or sweep. One failed line does not stop the rest.
+   * Decides on a worker's copy of one inventory line, holding its object's slot: another action on
+   * the object (a repair copying onto this worker, a stray being deleted, an upload) leaves the line
+   * to the next rejoin or sweep. One failed line does not stop the rest.
    */
   private async reconcileLine(
     self: NodeView,
@@ -157,41 +151,12 @@ export class InventoryReconciler {
     nodes: Map<string, NodeView>,
   ): Promise<ReconcileDecision> {
     try {
-      return await this.holding(
-        self.nodeId,
-        line.id,
-        () => this.reconcileHeldBlob(self, line, nodes),
-        'skipped',
-      );
+      return await this.deps.slots.run(line.id, () => this.reconcileHeldBlob(self, line, nodes), 'skipped');
     } catch (err) {
-      this.deps.log.warn(
-        {
-          event: 'reconcile.blob_failed',
-          objectId: line.id,
-          nodeId: self.nodeId,
-          err: (err as Error).message,
-        },
-        'no decision for this copy',
-      );
+      const at = { objectId: line.id, nodeId: self.nodeId, err: (err as Error).message };
+      this.deps.log.warn({ event: 'reconcile.blob_failed', ...at }, 'no decision for this copy');
       return 'skipped';
     }
-  }
-
-  /** Runs `act` holding the object's slot and the copy on `nodeId`; `busy` when another holds either. */
-  private async holding<T>(nodeId: string, id: string, act: () => Promise<T>, busy: T): Promise<T> {
-    return this.deps.slots.run(
-      id,
-      async () => {
-        const copy = this.deps.copies.tryHold(nodeId, id);
-        if (copy === null) return busy;
-        try {
-          return await act();
-        } finally {
-          copy();
-        }
-      },
-      busy,
-    );
   }
 
   private async reconcileHeldBlob(
@@ -201,30 +166,23 @@ export class InventoryReconciler {
   ): Promise<ReconcileDecision> {
     const object = await this.deps.metadata.getObject(line.id);
     if (object) this.seen.forget(self.nodeId, line.id);
-    const checks = new Map<string, CopyCheck>();
-    for (;;) {
-      const action = planHeldCopy(self, line, object, nodes, checks);
-      if (action.kind === 'readBack') {
-        await readBack(this.deps.workers, object!, action.nodeIds, nodes, checks);
-        continue;
-      }
-      return this.actOnHeldCopy(self, line, object!, action, nodes, checks);
-    }
+    const { action, checks } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
+      planHeldCopy(self, line, object, nodes, checks),
+    );
+    if (action.kind === 'orphan') return this.orphan(self, line.id);
+    return this.actOnHeldCopy(self, object!, action, nodes, checks);
   }
 
   private async actOnHeldCopy(
     self: NodeView,
-    line: InventoryLine,
     object: ObjectView,
-    action: Exclude<HeldCopyAction, { kind: 'readBack' }>,
+    action: Exclude<HeldCopyAction, { kind: 'readBack' | 'orphan' }>,
     nodes: Map<string, NodeView>,
-    checks: Map<string, CopyCheck>,
+    checks: Checks,
   ): Promise<ReconcileDecision> {
     const { log } = this.deps;
-    const at = { objectId: line.id, nodeId: self.nodeId };
+    const at = { objectId: object.id, nodeId: self.nodeId };
     switch (action.kind) {
-      case 'orphan':
-        return this.orphan(self, line.id);
       case 'kept':
         return 'kept';
       case 'skip':
@@ -235,15 +193,17 @@ export class InventoryReconciler {
           );
         return 'skipped';
       case 'deleteCorrupt':
-        return this.deleteCorrupt(self, line, object, action.listed);
+        return this.deleteCorrupt(self, object, action.listed);
       case 'deleteExcess':
-        // The line holds the copy; the read under the hold proves the lead and sees a re-adoption.
-        return (await deleteHeldUnlistedCopy(this.deps, self, line.id)) === 'deleted'
-          ? 'excessRemoved'
-          : 'kept';
+        // The read under the slot proves the lead and sees a re-adoption.
+        return (await deleteCopy(this.deps, self, object.id)) ? 'excessRemoved' : 'kept';
       case 'readopt':
       case 'readoptOnly': {
-        const added = await this.change(object, { type: 'addReplica', id: object.id, nodeId: self.nodeId });
+        const added = await commitChange(this.deps, object, {
+          type: 'addReplica',
+          id: object.id,
+          nodeId: self.nodeId,
+        });
         if (!added) return 'skipped';
         if (action.kind === 'readoptOnly')
           log.warn(
@@ -262,69 +222,35 @@ export class InventoryReconciler {
    * then it is deleted. An unlisted one is deleted only after a look at the record as of everything
    * committed (a deposed leader's table may predate the record these bytes belong to).
    */
-  private async deleteCorrupt(self: NodeView, line: InventoryLine, object: ObjectView, listed: boolean) {
+  private async deleteCorrupt(self: NodeView, object: ObjectView, listed: boolean) {
     if (listed) {
-      const change = { type: 'removeReplica', id: line.id, nodeId: self.nodeId } as const;
-      if (!(await this.change(object, change, 'reconcile.corrupt_last_copy'))) return 'skipped';
-    } else {
-      const now = await this.freshObject(line.id);
-      if (
-        !now ||
-        now.replicas.includes(self.nodeId) ||
-        now.sha256 !== object.sha256 ||
-        now.size !== object.size
-      )
-        return 'skipped';
+      const change = { type: 'removeReplica', id: object.id, nodeId: self.nodeId } as const;
+      if (!(await commitChange(this.deps, object, change, 'reconcile.corrupt_last_copy'))) return 'skipped';
+      await this.deps.workers.deleteBlob(self.url, object.id);
+      return 'corruptDeleted';
     }
-    await this.deps.workers.deleteBlob(self.url, line.id);
-    return 'corruptDeleted' as const;
+    const stillWrong = (now: ObjectView | null) =>
+      now !== null &&
+      !now.replicas.includes(self.nodeId) &&
+      now.sha256 === object.sha256 &&
+      now.size === object.size;
+    return (await deleteCopy(this.deps, self, object.id, stillWrong)) ? 'corruptDeleted' : 'skipped';
   }
 
   /** Records the returning copy and forgets `victim`, the copy that replaced it, in one entry. */
   private async trade(self: NodeView, object: ObjectView, victim: string, nodes: Map<string, NodeView>) {
-    const at = { objectId: object.id, nodeId: victim };
-    const traded = await this.change(object, {
-      type: 'replaceReplica',
-      id: object.id,
-      add: self.nodeId,
-      remove: victim,
-    });
+    const change = { type: 'replaceReplica', id: object.id, add: self.nodeId, remove: victim } as const;
     // Refused: the record changed since it was read; nothing was traded, the next rejoin decides again.
-    if (!traded) return 'skipped';
+    if (!(await commitChange(this.deps, object, change))) return 'skipped';
     const victimNode = nodes.get(victim);
     if (victimNode)
-      await deleteUnlistedCopy(this.deps, victimNode, object.id).catch((err: unknown) =>
+      await deleteCopy(this.deps, victimNode, object.id).catch((err: unknown) =>
         this.deps.log.warn(
-          { event: 'reconcile.excess_delete_failed', ...at, err },
+          { event: 'reconcile.excess_delete_failed', objectId: object.id, nodeId: victim, err },
           'excess copy left; the sweep removes it',
         ),
       );
     return 'excessRemoved' as const;
-  }
-
-  /**
-   * Commits one replica change decided on `object` (refused if the id was deleted and uploaded
-   * again meanwhile); the object as changed, or null, logged, when the record refuses it.
-   */
-  private async change(
-    object: ObjectView,
-    change:
-      | { type: 'addReplica' | 'removeReplica'; id: string; nodeId: string }
-      | { type: 'replaceReplica'; id: string; add: string; remove: string },
-    lastCopyEvent = 'reconcile.last_copy_kept',
-  ): Promise<ObjectView | null> {
-    const result = await proposeCommand(this.deps.raft, { ...change, expected: expectedOf(object) });
-    if (result.ok) return result.object;
-    const at = { objectId: object.id, change: change.type, code: result.code };
-    if (result.code === 'LastReplica')
-      this.deps.log.error({ event: lastCopyEvent, ...at }, 'the only recorded copy is bad or missing; kept');
-    else this.deps.log.warn({ event: 'reconcile.change_refused', ...at }, result.message);
-    return null;
-  }
-
-  private async freshObject(id: string): Promise<ObjectView | null> {
-    await this.deps.raft.readIndex();
-    return this.deps.metadata.getObject(id);
   }
 
   /** A blob no record knows: noted; sweepOrphans deletes it once its grace has passed. */
@@ -341,7 +267,7 @@ export class InventoryReconciler {
    */
   async sweepOrphans(): Promise<number> {
     if (!this.deps.raft.isLeader()) return 0;
-    const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
+    const nodes = await nodesById(this.deps.metadata);
     let deleted = 0;
     let taken = 0;
     const now = this.now();
@@ -352,9 +278,9 @@ export class InventoryReconciler {
       // A node gone from the table is not skipped: deleteStrayHeld forgets its sightings.
       if (node && !this.deps.liveness.isServing(node)) continue;
       taken += 1;
-      this.seen.requeue(o.nodeId, o.id);
+      this.seen.requeue(o);
       try {
-        if (await this.holding(o.nodeId, o.id, () => this.deleteStrayHeld(o.nodeId, o.id), false)) {
+        if (await this.deps.slots.run(o.id, () => this.deleteStrayHeld(o.nodeId, o.id), false)) {
           deleted += 1;
           this.deps.metrics.reconcileDecisions.inc({ decision: 'orphanDeleted' });
         }
@@ -369,51 +295,44 @@ export class InventoryReconciler {
   }
 
   /**
-   * An unrecorded blob past its grace, its slot and copy held: as planStray decides, and a delete
-   * only if the table, read afresh after the read-backs, still says what the plan was made on.
+   * An unrecorded blob past its grace, its slot held (an upload of the id running here holds it
+   * from before its first copy until its record commits): as planStray decides, and a delete only if
+   * the table, read afresh after the read-backs, still says what the plan was made on.
    */
   private async deleteStrayHeld(nodeId: string, id: string): Promise<boolean> {
     const pending = this.seen.get(nodeId, id);
-    if (!pending || !this.deps.raft.isLeader() || this.deps.uploading?.(pending.id)) return false;
-    const { metadata, workers, log } = this.deps;
-    const object = await metadata.getObject(pending.id);
-    const node = await metadata.getNode(pending.nodeId);
-    const nodes = new Map((await metadata.listNodes()).map((n) => [n.nodeId, n]));
-    const checks = new Map<string, CopyCheck>();
-    const logged = { objectId: pending.id, nodeId: pending.nodeId };
-    for (;;) {
-      const action = planStray(node, object, nodes, checks);
-      if (action.kind === 'readBack') {
-        await readBack(this.deps.workers, object!, action.nodeIds, nodes, checks);
-        continue;
-      }
-      if (action.kind !== 'delete') this.seen.forget(nodeId, id);
+    if (!pending || !this.deps.raft.isLeader()) return false;
+    const { metadata, log } = this.deps;
+    const object = await metadata.getObject(id);
+    const node = await metadata.getNode(nodeId);
+    const nodes = await nodesById(metadata);
+    const { action } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
+      planStray(node, object, nodes, checks),
+    );
+    const logged = { objectId: id, nodeId };
+    if (action.kind !== 'delete') {
+      this.seen.forget(nodeId, id);
       if (action.kind === 'unproven')
         log.warn(
           { event: 'reconcile.stray_unproven', ...logged },
           'unrecorded copy could not be read back; neither re-adopted nor deleted',
         );
-      if (action.kind === 'readopt' && (await this.change(object!, { type: 'addReplica', id, nodeId })))
+      if (
+        action.kind === 'readopt' &&
+        (await commitChange(this.deps, object!, { type: 'addReplica', id, nodeId }))
+      )
         log.info({ event: 'reconcile.stray_readopted', ...logged }, 'unrecorded copy re-adopted');
-      if (action.kind !== 'delete') return false;
-      break;
+      return false;
     }
     // The table as of everything committed, read last, so neither a record committed under another
     // leader and not applied here yet, nor one committed during the read-backs, nor a deposed
     // leader's stale table, makes a recorded copy look orphaned. Changed: the next sweep plans again.
-    // An upload this leader is running right now has not committed: `uploading` covers it.
-    if (!sameRecord(object, await this.freshObject(pending.id))) return false;
-    await workers.deleteBlob(node!.url, pending.id);
+    if (!(await deleteCopy(this.deps, node!, id, (fresh) => sameRecord(object, fresh)))) return false;
     this.seen.forget(nodeId, id);
+    const event = object ? 'reconcile.stray_deleted' : 'reconcile.orphan_deleted';
     log.info(
-      {
-        event: object ? 'reconcile.stray_deleted' : 'reconcile.orphan_deleted',
-        ...logged,
-        firstSeen: pending.firstSeen,
-      },
-      object
-        ? 'unrecorded copy deleted after the grace period'
-        : 'orphan blob deleted after the grace period',
+      { event, ...logged, firstSeen: pending.firstSeen },
+      `${object ? 'unrecorded copy' : 'orphan blob'} deleted after the grace period`,
     );
     return true;
   }
@@ -459,40 +378,27 @@ export class InventoryReconciler {
   }
 
   /** A recorded copy on `nodeId` its inventory lacked: dropped once the worker confirms (planMissing). */
-  private reconcileMissing(
-    nodeId: string,
-    id: string,
-    inventoryStartedAt: number,
-  ): Promise<ReconcileDecision> {
-    return this.deps.slots.run(
-      id,
-      () => this.reconcileMissingHeld(nodeId, id, inventoryStartedAt),
-      'skipped',
-    );
-  }
-
-  private async reconcileMissingHeld(
-    nodeId: string,
-    id: string,
-    inventoryStartedAt: number,
-  ): Promise<ReconcileDecision> {
-    const { metadata, workers } = this.deps;
-    const object = await metadata.getObject(id);
-    const node = await metadata.getNode(nodeId);
-    if (!node || planMissing(object, nodeId, inventoryStartedAt).kind === 'skip') return 'skipped';
-    // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
-    const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
-      async (res) => {
-        await res.body.dump();
-        return 'yes' as const;
-      },
-      (err: unknown) =>
-        (err as { code?: string }).code === 'NotFound' ? ('no' as const) : ('unknown' as const),
-    );
-    const action = planMissing(object, nodeId, inventoryStartedAt, held);
-    if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
-    const change = { type: 'removeReplica', id, nodeId } as const;
-    return (await this.change(object!, change, 'reconcile.last_copy_missing')) ? 'missingDropped' : 'skipped';
+  private async reconcileMissing(nodeId: string, id: string, listedAt: number): Promise<ReconcileDecision> {
+    const release = this.deps.slots.claim(id);
+    if (release === null) return 'skipped';
+    try {
+      const { metadata, workers } = this.deps;
+      const object = await metadata.getObject(id);
+      const node = await metadata.getNode(nodeId);
+      if (!node || planMissing(object, nodeId, listedAt).kind === 'skip') return 'skipped';
+      // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
+      const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
+        (res) => res.body.dump().then(() => 'yes' as const),
+        (err: unknown) => ((err as { code?: string }).code === 'NotFound' ? 'no' : 'unknown'),
+      );
+      const action = planMissing(object, nodeId, listedAt, held);
+      if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
+      const change = { type: 'removeReplica', id, nodeId } as const;
+      const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
+      return dropped ? 'missingDropped' : 'skipped';
+    } finally {
+      release();
+    }
   }
 }
 

@@ -4,16 +4,22 @@
 // in copy batches (copy.ts), an optimisation the planner does not see. Everything is found again
 // from the tables on the next pass: a new leader finds exactly the work the old one left.
 
-import { expectedOf, type NodeView, type ObjectView } from '../../metadata/commands.ts';
+import type { NodeView, ObjectView } from '../../metadata/commands.ts';
 import { REPLICATION_FACTOR } from '../../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
-import { deleteUnlistedCopy, type Release } from '../copyLocks.ts';
-import { readBack } from '../copyVerifier.ts';
 import { type PlacementCandidate, rankTargets } from '../placement.ts';
 import { type Classified, Copier, noOutcomes, type Outcomes, type RepairOutcome } from './copy.ts';
-import { type ExecutorDeps, runLanes } from './execute.ts';
-import { observeRepairWork } from './observe.ts';
-import { type CopyCheck, classify, needsRepair, planRepair, type RepairAction } from './plan.ts';
+import {
+  commitChange,
+  deleteCopy,
+  type ExecutorDeps,
+  nodesById,
+  planReadingBack,
+  type Release,
+  runLanes,
+} from './execute.ts';
+import { RepairWalk } from './observe.ts';
+import { type Checks, classify, needsRepair, planRepair, type RepairAction } from './plan.ts';
 
 export type { RepairOutcome } from './copy.ts';
 
@@ -29,6 +35,13 @@ export interface RepairDeps extends ExecutorDeps {
   /** Bytes one copy batch carries at most (default BATCH_BYTES). */
   batchBytes?: number;
 }
+
+/** How each reason to forget a copy is logged. */
+const REMOVED = {
+  leaving: ['repair.replica_dropped', 'replica on a leaving worker dropped'],
+  badCopy: ['repair.bad_copy_dropped', 'recorded copy missing or wrong; dropped'],
+  excess: ['repair.excess_trimmed', 'copy too many removed'],
+} as const;
 
 export interface PassReport {
   examined: number;
@@ -47,8 +60,7 @@ interface CopyBatch {
 export class Repairer {
   /** Objects already reported unavailable: logged once, not on every pass. */
   private readonly reportedUnavailable = new Set<string>();
-  /** Where the backstop scan resumes. */
-  private scanCursor: string | undefined;
+  private readonly walk: RepairWalk;
   private readonly now: () => number;
   private readonly batchBytes: number;
   private readonly copier: Copier;
@@ -57,30 +69,24 @@ export class Repairer {
     this.now = deps.now ?? Date.now;
     this.batchBytes = deps.batchBytes ?? BATCH_BYTES;
     this.copier = new Copier(deps, this.now);
+    this.walk = new RepairWalk(deps.metadata);
   }
 
   /** One pass over the difference between the tables and the goal; null when not leader. */
   async pass(): Promise<PassReport | null> {
-    const { raft, metadata, metrics } = this.deps;
+    const { raft, metadata } = this.deps;
     if (!raft.isLeader()) {
-      for (const gauge of [
-        metrics.underReplicated,
-        metrics.unavailable,
-        metrics.oldestUnderReplicatedSeconds,
-      ])
-        gauge.set(0);
+      this.updateGauges([], new Map());
       return null;
     }
-    const nodes = await metadata.listNodes();
-    const byId = new Map(nodes.map((n) => [n.nodeId, n]));
-    const seen = await observeRepairWork(
-      metadata,
+    const byId = await nodesById(metadata);
+    const nodes = [...byId.values()];
+    const objects = await this.walk.step(
       nodes,
-      this.scanCursor,
       this.deps.maxObjectsPerPass ?? 2_000,
+      (o) => this.classify(o, byId).sources.length > 0,
     );
-    this.scanCursor = seen.cursor;
-    const work = seen.objects.map((o) => this.classify(o, byId)).filter(needsRepair);
+    const work = objects.map((o) => this.classify(o, byId)).filter(needsRepair);
     this.updateGauges(work, byId);
     // Objects down to one live copy (or none) first: they are one failure away from loss.
     work.sort((a, b) => a.healthy.length - b.healthy.length);
@@ -89,19 +95,12 @@ export class Repairer {
     const go = () => raft.isLeader();
     // A holder streams a batch's blobs one after the other: one copy in flight per batch, and
     // `concurrency` batches at once (measured by bench:repair, docs/operations.md).
-    let b = 0;
+    await runLanes(this.deps.concurrency, batches, (batch) => this.runBatch(batch, outcomes), go);
     await runLanes(
       this.deps.concurrency,
-      () => batches[b++],
-      (batch) => this.runBatch(batch, outcomes),
-      go,
-    );
-    let s = 0;
-    await runLanes(
-      this.deps.concurrency,
-      () => singles[s++],
+      singles,
       async (c) => {
-        outcomes[await this.repairLogged(c.object.id)] += 1;
+        outcomes[await this.repairOne(c.object.id)] += 1;
       },
       go,
     );
@@ -157,8 +156,8 @@ export class Repairer {
     const out = noOutcomes();
     const held: Release[] = [];
     try {
-      const nodes = await this.deps.metadata.listNodes();
-      const byId = new Map(nodes.map((n) => [n.nodeId, n]));
+      const byId = await nodesById(this.deps.metadata);
+      const nodes = [...byId.values()];
       const source = byId.get(batch.sourceId);
       const target = byId.get(batch.targetId);
       const send: Classified[] = [];
@@ -171,12 +170,8 @@ export class Repairer {
           c.healthy.length < REPLICATION_FACTOR &&
           c.sources.some((n) => n.nodeId === source.nodeId) &&
           this.rankFor(c, nodes, byId).some((t) => t.nodeId === batch.targetId);
-        // Each copy on the target is held too, from before it is written, against uploads and deletes.
-        const copy = fits ? this.deps.copies.tryHold(batch.targetId, c.object.id) : null;
-        if (copy !== null) held.push(copy);
         if (c === null) out.skipped += 1;
         else if (!fits) alone.push(c.object.id);
-        else if (copy === null) out.skipped += 1;
         else send.push(c);
       }
       const retry =
@@ -187,7 +182,7 @@ export class Repairer {
         const ranked = this.rankFor(c, nodes, byId, batch.targetId);
         out[await this.copier.copyOne(c, ranked, byId, true).catch(() => 'failed' as const)] += 1;
       }
-      for (const id of alone) out[await this.repairLogged(id, true)] += 1;
+      for (const id of alone) out[await this.repairHeld(id)] += 1;
     } catch (err) {
       // A table read failed: the tables still show the work. Only what was not counted fails.
       this.deps.log.warn(
@@ -214,52 +209,41 @@ export class Repairer {
     return object ? this.classify(object, byId) : null;
   }
 
-  /** `held`: the caller holds the object's slot already. */
-  private async repairLogged(id: string, held = false): Promise<RepairOutcome> {
-    try {
-      return await (held ? this.repairHeld(id) : this.repairOne(id));
-    } catch (err) {
-      // A commit that failed (leadership lost, timeout): the tables still show the work.
-      this.deps.log.warn(
-        { event: 'repair.error', objectId: id, err: (err as Error).message },
-        'repair step failed; next pass retries',
-      );
-      return 'failed';
-    }
-  }
-
   /** Brings one object one step closer to the goal, holding its slot; `skipped` when busy. */
   repairOne(id: string): Promise<RepairOutcome> {
     return this.deps.slots.run(id, () => this.repairHeld(id), 'skipped');
   }
 
-  /** Plans from a fresh read of the tables and acts; read-backs asked for are done, then it plans again. */
+  /** Plans from a fresh read of the tables (and the read-backs the plan asks for), then acts. */
   private async repairHeld(id: string): Promise<RepairOutcome> {
-    const object = await this.deps.metadata.getObject(id);
-    if (!object) return 'skipped';
-    const nodes = await this.deps.metadata.listNodes();
-    const byId = new Map(nodes.map((n) => [n.nodeId, n]));
-    const c = this.classify(object, byId);
-    // Decided once: a worker heard again while the copies are read back is not one whose copy
-    // they were read back for.
-    const deleting = c.leaving.filter((n) => {
-      const node = byId.get(n);
-      return node !== undefined && this.deps.liveness.isServing(node);
-    });
-    const checks = new Map<string, CopyCheck>();
-    for (;;) {
-      const action = planRepair(c, byId, deleting, checks);
-      if (action.kind !== 'readBack') return this.act(c, action, nodes, byId, checks);
-      await readBack(this.deps.workers, object, action.nodeIds, byId, checks);
+    try {
+      const object = await this.deps.metadata.getObject(id);
+      if (!object) return 'skipped';
+      const byId = await nodesById(this.deps.metadata);
+      const c = this.classify(object, byId);
+      // Decided once: a worker heard again while the copies are read back is not one whose copy
+      // they were read back for.
+      const deleting = c.leaving.filter((n) => {
+        const node = byId.get(n);
+        return node !== undefined && this.deps.liveness.isServing(node);
+      });
+      const { action, checks } = await planReadingBack(this.deps.workers, object, byId, (checks) =>
+        planRepair(c, byId, deleting, checks),
+      );
+      return await this.act(c, action, byId, checks);
+    } catch (err) {
+      // A commit that failed (leadership lost, timeout): the tables still show the work.
+      const at = { objectId: id, err: (err as Error).message };
+      this.deps.log.warn({ event: 'repair.error', ...at }, 'repair step failed; next pass retries');
+      return 'failed';
     }
   }
 
   private async act(
     c: Classified,
     action: Exclude<RepairAction, { kind: 'readBack' }>,
-    nodes: NodeView[],
     byId: Map<string, NodeView>,
-    checks: Map<string, CopyCheck>,
+    checks: Checks,
   ): Promise<RepairOutcome> {
     const { object } = c;
     if (action.kind !== 'unavailable') this.reportedUnavailable.delete(object.id);
@@ -276,7 +260,7 @@ export class Repairer {
         }
         return 'unavailable';
       case 'copy':
-        return this.copier.copyOne(c, this.rankFor(c, nodes, byId), byId);
+        return this.copier.copyOne(c, this.rankFor(c, [...byId.values()], byId), byId);
       case 'remove':
         return (await this.remove(c, action.nodeIds, action.deleteFrom, action.reason, byId)) ?? 'skipped';
       case 'trim':
@@ -298,36 +282,25 @@ export class Repairer {
     c: Classified,
     nodeIds: string[],
     deleteFrom: string[],
-    reason: 'leaving' | 'badCopy' | 'excess',
+    reason: keyof typeof REMOVED,
     byId: Map<string, NodeView>,
   ): Promise<'dropped' | null> {
     let removed = false;
+    // Each removal is planned on the record as the one before left it.
+    let planned = c.object;
     for (const nodeId of nodeIds) {
-      const expected = expectedOf(c.object);
-      const result = await proposeCommand(this.deps.raft, {
-        type: 'removeReplica',
-        id: c.object.id,
-        nodeId,
-        expected,
-      });
-      if (!result.ok) continue;
+      const change = { type: 'removeReplica', id: planned.id, nodeId } as const;
+      const changed = await commitChange(this.deps, planned, change);
+      if (!changed) continue;
       removed = true;
-      const logged = { objectId: c.object.id, nodeId, replicas: result.object.replicas };
-      if (reason === 'badCopy')
-        this.deps.log.warn(
-          { event: 'repair.bad_copy_dropped', ...logged },
-          'recorded copy missing or wrong; dropped',
-        );
-      else if (reason === 'excess')
-        this.deps.log.info({ event: 'repair.excess_trimmed', ...logged }, 'copy too many removed');
-      else
-        this.deps.log.info(
-          { event: 'repair.replica_dropped', ...logged },
-          'replica on a leaving worker dropped',
-        );
+      planned = changed;
+      const [event, message] = REMOVED[reason];
+      const logged = { event, objectId: c.object.id, nodeId, replicas: changed.replicas };
+      if (reason === 'badCopy') this.deps.log.warn(logged, message);
+      else this.deps.log.info(logged, message);
       const node = byId.get(nodeId);
       if (node && deleteFrom.includes(nodeId))
-        await deleteUnlistedCopy(this.deps, node, c.object.id).catch(() => {});
+        await deleteCopy(this.deps, node, c.object.id).catch(() => false);
     }
     return removed || reason !== 'excess' ? 'dropped' : null;
   }
