@@ -76,9 +76,10 @@ export class BlobIndex {
   }
 
   /**
-   * Records a blob and clears its pending-write marker in one batch, synced unless `sync: false`.
+   * Records a blob and clears any pending-write marker of it in one batch, synced unless `sync: false`.
    * Unsynced, the batch still reaches the OS at once (it survives kill -9) and becomes durable with
-   * the next synced write; only a power loss before then can drop it, and then the marker remains.
+   * the next synced write; only a power loss before then can drop it, and then the blob file's
+   * trailer lets the next start index it again (BlobStore).
    */
   async put(id: string, record: BlobRecord, options: { sync?: boolean } = {}): Promise<void> {
     await this.record([{ id, ...record }], options);

@@ -335,7 +335,7 @@ export class BlobStore {
 
   /**
    * The second half: makes received blobs durable and visible together, each exactly as a write of
-   * its own would (see the class comment), but with one synced marker batch, the folder fsyncs side
+   * its own would (see the class comment), but with the folder fsyncs side
    * by side and one index batch for the whole group. One outcome per blob, in order; every temp file
    * is gone afterwards. The ids must be distinct.
    */
