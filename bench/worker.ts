@@ -266,6 +266,7 @@ async function main(): Promise<void> {
         'worker blobs/s',
         'raw CPU ms/blob',
         'worker CPU ms/blob',
+        'worker CPU ms/MiB',
         'HTTP-only MiB/s',
         'HTTP-only CPU ms/blob',
         'ceiling',
@@ -315,6 +316,7 @@ async function main(): Promise<void> {
           (w.ops / w.seconds).toFixed(0),
           ((r.cpu / r.ops) * 1000).toFixed(2),
           ((w.cpu / w.ops) * 1000).toFixed(2),
+          ((w.cpu / (w.bytes / MiB)) * 1000).toFixed(2),
           (h.bytes / MiB / h.seconds).toFixed(1),
           ((h.cpu / h.ops) * 1000).toFixed(2),
           `${(ceiling * 100).toFixed(0)}%`,
@@ -328,6 +330,8 @@ async function main(): Promise<void> {
           ratio,
           rawCpuMsPerBlob: (r.cpu / r.ops) * 1000,
           workerCpuMsPerBlob: (w.cpu / w.ops) * 1000,
+          workerCpuMsPerMiB: (w.cpu / (w.bytes / MiB)) * 1000,
+          rawCpuMsPerMiB: (r.cpu / (r.bytes / MiB)) * 1000,
           httpOnlyMiBs: h.bytes / MiB / h.seconds,
           httpOnlyCpuMsPerBlob: (h.cpu / h.ops) * 1000,
           ceiling,
@@ -345,6 +349,13 @@ async function main(): Promise<void> {
       .filter((s) => s.size === MiB)
       .map((s) => `c${s.conc} ${((s.ratio as number) * 100).toFixed(0)}%`);
     console.log(`\ntarget: worker >= 80% of raw for 1 MiB blobs -> ${oneMiB.join(', ')}`);
+    const perMiB = summary
+      .filter((s) => s.size === MiB)
+      .map(
+        (s) =>
+          `c${s.conc} worker ${(s.workerCpuMsPerMiB as number).toFixed(2)} ms, raw ${(s.rawCpuMsPerMiB as number).toFixed(2)} ms`,
+      );
+    if (perMiB.length > 0) console.log(`CPU per MiB written, 1 MiB blobs -> ${perMiB.join('; ')}`);
     for (const s of summary) console.log(JSON.stringify(s));
   } finally {
     await agent.close();

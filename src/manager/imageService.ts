@@ -374,10 +374,17 @@ export class ImageService {
   private async openReplica(id: string, { object: known, ...opts }: OpenOptions): Promise<Download> {
     if (known) return this.openRecorded(known, opts);
     this.validateId(id);
-    const local = await this.deps.metadata.getObject(id);
-    if (!local) return this.openRecorded(await this.getMeta(id), opts);
+    // Started first: on a follower it is a round trip to the leader and one of the leader's own,
+    // which this read's table look-up need not wait for.
     const confirmed = this.deps.raft.readIndex();
     confirmed.catch(() => {});
+    const local = await this.deps.metadata.getObject(id);
+    if (!local) {
+      await confirmed.catch(raftFailure);
+      const object = await this.deps.metadata.getObject(id);
+      if (!object) throw new ImageError('NotFound', `no image with id ${id}`);
+      return this.openRecorded(object, opts);
+    }
     let early: Download | undefined;
     let earlyFailure: unknown;
     try {

@@ -79,6 +79,7 @@ export async function openImagesMode(
         copy: credentials.copyCredential(nodeId),
       };
     },
+    credentialsVersion: () => metadata.nodeTableVersion(),
     readFirstByteTimeoutMs: config.readFirstByteTimeoutMs,
   });
   const liveness = new WorkerLiveness({ suspectAfterMs: config.suspectAfterMs });

@@ -27,16 +27,19 @@ function verdict(size: number, sha256: string, expected: Expected): string | nul
 
 /** The whole body, once it is known to be the record's bytes; ReadCheckFailed otherwise. */
 export async function readWholeChecked(body: AsyncIterable<Uint8Array>, expected: Expected): Promise<Buffer> {
-  const parts: Buffer[] = [];
+  // One copy, into a buffer of the record's size, hashed as it fills: the worker's chunks are not
+  // kept (their memory may be the socket's), and are not gathered and joined again either.
+  const bytes = Buffer.allocUnsafe(expected.size);
+  const hash = createHash('sha256');
   let size = 0;
   for await (const chunk of body) {
-    size += chunk.byteLength;
-    if (size > expected.size)
+    if (size + chunk.byteLength > expected.size)
       throw new ReadCheckFailed(`the copy is longer than the record's ${expected.size} bytes`);
-    parts.push(Buffer.from(chunk));
+    bytes.set(chunk, size);
+    hash.update(chunk);
+    size += chunk.byteLength;
   }
-  const bytes = Buffer.concat(parts, size);
-  const wrong = verdict(size, createHash('sha256').update(bytes).digest('hex'), expected);
+  const wrong = verdict(size, hash.digest('hex'), expected);
   if (wrong) throw new ReadCheckFailed(wrong);
   return bytes;
 }

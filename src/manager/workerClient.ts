@@ -82,8 +82,23 @@ export interface WorkerClientOptions {
   secret?: string;
   /** Per-role: the credentials of the worker at a URL; undefined for a URL no registered worker has. */
   credentialsFor?: (workerUrl: string) => Promise<WorkerCallCredentials | undefined>;
+  /**
+   * Changes whenever what `credentialsFor` answers may change (the node table's version): its
+   * answers are kept per URL until then, instead of looked up on every call. Without it, every
+   * call asks `credentialsFor`.
+   */
+  credentialsVersion?: () => number;
   /** Time allowed between two chunks of a transfer, and for headers; a stalled worker is abandoned. */
   idleTimeoutMs?: number;
+  /** Time allowed to open a connection to a worker. */
+  connectTimeoutMs?: number;
+  /**
+   * A blob PUT's bound on the worker's answer: from the request, kept alive by every write the
+   * worker's socket held back (so a big body that keeps moving never runs into it) and restarted
+   * when the last byte is sent. A worker cut off the network answers no RST: without this bound a
+   * write to it waits out the idle timeout before the next target is tried.
+   */
+  putAnswerTimeoutMs?: number;
   /**
    * A read's bound from sending the request (connecting included) to the worker's response headers.
    * A host cut off the network sends no RST: without it a read waits out the idle timeout on a dead
@@ -105,25 +120,57 @@ const MAX_INVENTORY_LINE_BYTES = 4096;
 
 /** A worker answers a GET's headers after a stat and an open: no work that grows with the image. */
 export const DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS = 3_000;
+/** A connect to a worker on a live host takes a round trip. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+/** A worker answers a PUT after its file and folder fsyncs: seconds only on a disk in trouble. */
+export const DEFAULT_PUT_ANSWER_TIMEOUT_MS = 10_000;
 
 export class WorkerClient {
   private readonly dispatcher: Agent;
-  private readonly credentialsFor: (workerUrl: string) => Promise<WorkerCallCredentials | undefined>;
+  private readonly lookUpCredentials: (workerUrl: string) => Promise<WorkerCallCredentials | undefined>;
+  private readonly credentialsVersion: (() => number) | undefined;
+  /** `lookUpCredentials`' answers, as of `cachedVersion`. */
+  private readonly cachedCredentials = new Map<string, WorkerCallCredentials | undefined>();
+  private cachedVersion = Number.NaN;
   private readonly readFirstByteTimeoutMs: number;
+  private readonly putAnswerTimeoutMs: number;
 
   constructor(opts: WorkerClientOptions) {
     const { secret } = opts;
-    if (opts.credentialsFor) this.credentialsFor = opts.credentialsFor;
-    else if (secret) this.credentialsFor = async () => ({ access: secret, copy: secret });
+    if (opts.credentialsFor) this.lookUpCredentials = opts.credentialsFor;
+    else if (secret) this.lookUpCredentials = async () => ({ access: secret, copy: secret });
     else throw new Error('WorkerClient: a cluster secret or credentialsFor is required');
+    this.credentialsVersion = opts.credentialsFor ? opts.credentialsVersion : undefined;
     this.readFirstByteTimeoutMs = opts.readFirstByteTimeoutMs ?? DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS;
+    this.putAnswerTimeoutMs = opts.putAnswerTimeoutMs ?? DEFAULT_PUT_ANSWER_TIMEOUT_MS;
     const idle = opts.idleTimeoutMs ?? 30_000;
     this.dispatcher = new Agent({
       headersTimeout: idle,
       bodyTimeout: idle,
       keepAliveTimeout: 10_000,
-      connect: internalConnect(),
+      connect: internalConnect({ timeout: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS }),
     });
+  }
+
+  /**
+   * The credentials for `workerUrl`: kept from an earlier call while `credentialsVersion` is
+   * unchanged. An answer whose look-up overlapped a change of the table is used once, not kept.
+   */
+  private async credentialsFor(workerUrl: string): Promise<WorkerCallCredentials | undefined> {
+    const version = this.credentialsVersion?.();
+    if (version === undefined) return this.lookUpCredentials(workerUrl);
+    if (version === this.cachedVersion && this.cachedCredentials.has(workerUrl)) {
+      return this.cachedCredentials.get(workerUrl);
+    }
+    const credentials = await this.lookUpCredentials(workerUrl);
+    // Kept only if the table did not change during the look-up.
+    if (this.credentialsVersion?.() !== version) return credentials;
+    if (version !== this.cachedVersion) {
+      this.cachedCredentials.clear();
+      this.cachedVersion = version;
+    }
+    this.cachedCredentials.set(workerUrl, credentials);
+    return credentials;
   }
 
   /** The headers that open the worker at `workerUrl` (none for a URL no registered worker has). */
@@ -147,6 +194,8 @@ export class WorkerClient {
       body?: Readable | AsyncIterable<Uint8Array> | string;
       /** Abort unless the response headers are in within this many ms. */
       firstByteMs?: number;
+      /** undici's headers timeout for this request (see putAnswerTimeoutMs), instead of the idle one. */
+      headersTimeout?: number;
     } = {},
   ): Promise<Dispatcher.ResponseData> {
     const auth = await this.authHeaders(workerUrl);
@@ -161,6 +210,7 @@ export class WorkerClient {
         // undici takes async iterables as bodies (docs/api/Dispatcher.md); its types lag behind.
         body: (extra.body ?? null) as Readable | string | null,
         signal: abort.signal,
+        ...(extra.headersTimeout === undefined ? {} : { headersTimeout: extra.headersTimeout }),
       });
     } catch (err) {
       const why = abort.signal.aborted ? `no response headers within ${extra.firstByteMs} ms` : String(err);
@@ -194,6 +244,7 @@ export class WorkerClient {
         'content-length': String(size),
       },
       body,
+      headersTimeout: this.putAnswerTimeoutMs,
     });
     if (res.statusCode === 201 || res.statusCode === 200) {
       const answer = (await res.body.json().catch(() => null)) as {

@@ -283,6 +283,11 @@ export class MetadataStateMachine implements StateMachine {
     return (await this.nodesCache).map((n) => ({ ...n }));
   }
 
+  /** Changes with every change to the node table: a key for caches of what is derived from it. */
+  nodeTableVersion(): number {
+    return this.nodesVersion;
+  }
+
   private forgetNodes(): void {
     this.nodesVersion += 1;
     this.nodesCache = null;

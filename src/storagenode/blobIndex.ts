@@ -18,9 +18,9 @@ export interface BlobEntry extends BlobRecord {
 }
 
 /**
- * A write that was about to be renamed into place. It is recorded (sync) before the rename and cleared
- * in the same batch that records the blob, so after a crash the start-up check only has to look at
- * these ids to find a renamed file that has no index entry yet.
+ * A write that was about to be renamed into place, as workers recorded it (sync) before blob files
+ * carried a trailer (blobTrailer.ts). No longer written; the start-up check still finishes the ones
+ * a crash of such a worker left, so a data folder of that version opens as it would have.
  */
 export interface PendingWrite extends BlobRecord {
   id: string;
@@ -36,6 +36,8 @@ function recordOf(r: BlobRecord): BlobRecord {
 // Key spaces. Ids never contain `!`, and `"` is the byte after `!`, so [prefix, prefix") is one space.
 const BLOB = 'b!';
 const PENDING = 'p!';
+/** Present while the store is closed after a clean stop: see `takeCleanStop`. */
+const CLEAN_STOP = 's!clean-stop';
 const upperBound = (prefix: string): string => `${prefix.slice(0, -1)}"`;
 
 type Db = ClassicLevel<string, BlobRecord>;
@@ -43,7 +45,7 @@ type Db = ClassicLevel<string, BlobRecord>;
 /**
  * `{ id -> size, sha256, crc32c }` in LevelDB (classic-level) under `<dataDir>/index`. LevelDB's LOCK file also
  * guarantees one process per data folder. Every mutation is written with `sync: true` except a `put`
- * the caller asks otherwise: BlobStore's commit, whose synced pending marker already makes the entry
+ * the caller asks otherwise: BlobStore's commit, whose blob file's trailer makes the entry
  * recoverable (see BlobStore). An index that ran ahead of, or lagged behind, the disk is repaired by
  * the start-up check in BlobStore.
  */
@@ -74,9 +76,10 @@ export class BlobIndex {
   }
 
   /**
-   * Records a blob and clears its pending-write marker in one batch, synced unless `sync: false`.
+   * Records a blob and clears any pending-write marker of it in one batch, synced unless `sync: false`.
    * Unsynced, the batch still reaches the OS at once (it survives kill -9) and becomes durable with
-   * the next synced write; only a power loss before then can drop it, and then the marker remains.
+   * the next synced write; only a power loss before then can drop it, and then the blob file's
+   * trailer lets the next start index it again (BlobStore).
    */
   async put(id: string, record: BlobRecord, options: { sync?: boolean } = {}): Promise<void> {
     await this.record([{ id, ...record }], options);
@@ -148,6 +151,22 @@ export class BlobIndex {
       ids.map((id) => ({ type: 'del' as const, key: PENDING + id })),
       { sync: true },
     );
+  }
+
+  /**
+   * Whether the store was last closed cleanly, and from now on not: the flag is removed with a
+   * synced write, so an unsynced entry written after this call can only be lost (power cut) with
+   * the flag already gone, and the next start knows to look for blob files it does not index.
+   */
+  async takeCleanStop(): Promise<boolean> {
+    const clean = (await this.db.get(CLEAN_STOP, { valueEncoding: 'utf8' })) !== undefined;
+    await this.db.del(CLEAN_STOP, { sync: true });
+    return clean;
+  }
+
+  /** Records a clean stop, synced: every entry written before it is durable with it. */
+  async markCleanStop(): Promise<void> {
+    await this.db.put(CLEAN_STOP, 'clean' as unknown as BlobRecord, { sync: true });
   }
 
   async *pendingWrites(): AsyncGenerator<PendingWrite> {

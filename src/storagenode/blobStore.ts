@@ -11,7 +11,9 @@ import { CRC32C_HEX_PATTERN, Crc32c } from '../protocol/checksums.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
 import { prepareBlobLayout } from './blobLayout.ts';
+import { encodeTrailer, fitsRecord } from './blobTrailer.ts';
 import { failure, StorageError, type StoreResult, success } from './errors.ts';
+import { adoptUnindexedBlobs } from './unindexedBlobs.ts';
 
 export type { BlobEntry, BlobRecord } from './blobIndex.ts';
 
@@ -74,6 +76,12 @@ export interface StoreStats {
 export interface StartupReport {
   /** Blobs moved from the earlier two-level folder layout (blobLayout.ts). */
   migratedBlobs: number;
+  /** The store was closed cleanly last time; if not, the folders were walked (unindexedBlobs.ts). */
+  cleanStop: boolean;
+  /** Blob files the index lacked, checked against their trailer and indexed again. */
+  unindexedAdopted: number;
+  /** Blob files the index lacked whose trailer or bytes did not check out: removed. */
+  unindexedRemoved: number;
   tempFilesRemoved: number;
   pendingAdopted: number;
   pendingDropped: number;
@@ -99,41 +107,43 @@ const COPY_READ_BYTES = 1024 * 1024;
 
 /**
  * Blob bytes on local disk, one file per blob under `blobs/ab/<id>` (256 folders made when the data
- * folder is set up: blobLayout.ts), plus a LevelDB index of `{ id -> size, sha256, crc32c }` under
- * `index/`. Durability protocol of a new blob:
+ * folder is set up: blobLayout.ts), each file the blob's bytes followed by a trailer naming its size,
+ * CRC32C and sha256 (blobTrailer.ts), plus a LevelDB index of `{ id -> size, sha256, crc32c }` under
+ * `index/`. Durability protocol of a new blob, two fsyncs as a bare durable write has:
  *
  *   1. stream into `tmp/<id>.<random>.tmp` (same filesystem as `blobs/`, so rename is atomic),
- *      checksumming and counting, writing each batch of WRITE_BATCH_BYTES as it arrives;
- *   2. under the per-id lock, at the same time: fsync the file (started as soon as its last byte
- *      was written); record a pending-write marker (sync);
- *   3. rename into place, fsync the blob's folder;
- *   4. index put WITHOUT sync, in the same batch that clears the marker; then answer.
+ *      checksumming and counting, writing each batch of WRITE_BATCH_BYTES as it arrives; once the
+ *      body checks out, its trailer goes into the last batch;
+ *   2. fsync the file (started as soon as its last byte was written);
+ *   3. under the per-id lock: rename into place, fsync the blob's folder;
+ *   4. index put WITHOUT sync; then answer.
  *
- * `writeAtomically` is steps 1-4 for one blob. `receive` (1) and `commitReceived` (2-4) split them
+ * `writeAtomically` is steps 1-4 for one blob. `receive` (1-2) and `commitReceived` (3-4) split them
  * for a group of blobs (a copy batch): each blob's step 1 and file fsync run while the next one
- * arrives, and the group takes all its ids' locks and shares one marker batch, the folder fsyncs
- * (side by side, one per folder) and one index batch. Each blob's own order of steps is unchanged,
- * so everything below holds for every blob of a group.
+ * arrives, and the group takes all its ids' locks and shares the folder fsyncs (side by side, one
+ * per folder) and one index batch. Each blob's own order of steps is unchanged, so everything below
+ * holds for every blob of a group.
  *
- * Why an acknowledged blob survives kill -9 or power loss: before the answer, the bytes are durable
- * (2, file fsync), the name is durable (3; the folder itself was made durable at open), and the synced
- * marker, durable before the rename began, names the id with its size and sha256. If the unsynced
- * batch of 4 is lost, the start-up check finds the marker, hashes the file and adopts it. (A later
- * synced LevelDB write makes the batch durable anyway: the log is one file, synced whole.) The
- * marker is written under the per-id lock, so no other writer of the same id can overwrite or clear
- * it while this commit runs. Why a blob is whole or absent after a crash at any moment: the final
- * name only ever points at a file fsynced before the rename; a marker without a file at the final
- * name, or with one that does not match its checksum, is dropped with that file; a temp file is removed.
+ * Why an acknowledged blob survives kill -9 or power loss: before the answer, the bytes and their
+ * trailer are durable (2), and so is the name (3; the folder itself was made durable at open). The
+ * unsynced index batch of 4 reaches the OS at once, so kill -9 cannot lose it; a power cut can, but
+ * only after the open that preceded it removed the clean-stop flag with a synced write
+ * (BlobIndex.takeCleanStop). The next start then finds no flag and walks the blob folders: a file the
+ * index lacks whose trailer is intact and whose bytes match it is indexed again (unindexedBlobs.ts).
+ * (A later synced LevelDB write makes the batch durable anyway: the log is one file, synced whole.)
+ * Why a blob is whole or absent after a crash at any moment: the final name only ever points at a
+ * file fsynced, trailer included, before the rename; a temp file is removed; a file whose trailer or
+ * bytes do not check out is removed, never indexed.
  *
  * Delete: unlink, fsync the folder, THEN index delete (sync).
  *
  * The start-up check (in `open`) repairs every crash window: it empties `tmp/` (a crash in 1 or 2);
- * for each pending marker it adopts the renamed file if it hashes to the recorded sha256, otherwise
- * drops marker and file (a crash in 2-4, or after 4 before the log reached the disk); and it drops
- * index entries whose file is missing (a crash between unlink and index delete, or a file lost under
- * us) or has the wrong size. A blob file with neither an index entry nor a pending marker cannot be
- * produced by this protocol and is NOT adopted (that would mean walking every folder at each start);
- * reconciliation sees it never.
+ * after an unclean stop it indexes the blob files a lost index batch left unnamed (a power cut after
+ * 3); it finishes the pending-write markers a worker of the previous version left (that version
+ * synced a marker beside the file instead of a trailer); and it drops index entries whose file is
+ * missing (a crash between unlink and index delete, or a file lost under us) or has a size that fits
+ * neither layout. Files written before trailers are read as they are: a file of exactly the indexed
+ * size has no trailer.
  */
 export class BlobStore {
   private readonly locks = new Map<string, Promise<void>>();
@@ -144,6 +154,8 @@ export class BlobStore {
   /** Bytes received by writes still in flight, counted against the quota before they commit. */
   private reservedBytes = 0;
   private closed = false;
+  /** A failed commit left a file at its final name: the next start must walk (see commitLocked). */
+  private leftFiles = false;
 
   private constructor(
     readonly dataDir: string,
@@ -171,7 +183,8 @@ export class BlobStore {
       // folder's own name in its parent, as far as that parent can be opened to be synced.
       await fsyncDir(root);
       await fsyncDir(path.dirname(root)).catch(() => {});
-      const report = { ...(await startupCheck(root, index, log)), ...layout };
+      const cleanStop = await index.takeCleanStop();
+      const report = { ...(await startupCheck(root, index, cleanStop, log)), ...layout };
       const store = new BlobStore(root, index, quotaBytes, log, report);
       store.blobCount = report.blobCount;
       store.blobBytes = report.blobBytes;
@@ -290,16 +303,23 @@ export class BlobStore {
         received += n;
         this.reservedBytes += n;
       });
-      await writeBatched(temp.opened, meter.transform(body), WRITE_BATCH_BYTES);
-      const sums = meter.digest();
-      const mismatch = checksumMismatch(sums, expected, expectedCrc);
-      if (mismatch) return { ok: false, error: mismatch };
+      let crc32c = '';
+      // The trailer rides in the last write batch, once the body has checked out: no extra write.
+      async function* sealed(): AsyncGenerator<Uint8Array> {
+        yield* meter.transform(body);
+        const sums = meter.digest();
+        const mismatch = checksumMismatch(sums, expected, expectedCrc);
+        if (mismatch) throw mismatch;
+        crc32c = sums.crc32c;
+        yield encodeTrailer({ size: received, sha256: expected, crc32c });
+      }
+      await writeBatched(temp.opened, sealed(), WRITE_BATCH_BYTES);
       const fd = await temp.opened;
       // Started now rather than at commit: in a group, it runs while the next blob arrives.
       const synced = this.timedFsync('file', () => fsyncFd(fd));
       synced.catch(() => {});
       handedOver = true;
-      const record = { size: received, sha256: expected, crc32c: sums.crc32c };
+      const record = { size: received, sha256: expected, crc32c };
       return success({ kind: 'received', blob: { id, record, temp, synced } });
     } catch (err) {
       const known = asStorageError(err, this.quotaBytes);
@@ -315,7 +335,7 @@ export class BlobStore {
 
   /**
    * The second half: makes received blobs durable and visible together, each exactly as a write of
-   * its own would (see the class comment), but with one synced marker batch, the folder fsyncs side
+   * its own would (see the class comment), but with the folder fsyncs side
    * by side and one index batch for the whole group. One outcome per blob, in order; every temp file
    * is gone afterwards. The ids must be distinct.
    */
@@ -475,7 +495,7 @@ export class BlobStore {
     }
     try {
       const { size } = await file.stat();
-      if (size === record.size) return success(file);
+      if (fitsRecord(size, record)) return success(file);
       this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk: size });
       await file.close();
       return failure('Internal', `blob ${id} has ${size} bytes on disk but ${record.size} in the index`);
@@ -593,12 +613,19 @@ export class BlobStore {
     };
   }
 
-  /** Waits for writes and deletes holding a lock, then closes the index. */
+  /**
+   * Waits for writes and deletes holding a lock, records the clean stop (which makes every unsynced
+   * index entry durable with it), then closes the index.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.locks.values()]);
-    await this.index.close();
+    try {
+      if (!this.leftFiles) await this.index.markCleanStop();
+    } finally {
+      await this.index.close();
+    }
   }
 
   private assertOpen(): void {
@@ -649,7 +676,7 @@ export class BlobStore {
 
   /**
    * Under the ids' locks: the index is the truth about whether an id exists. A refusal here (the id
-   * was stored meanwhile by a concurrent PUT, the quota filled) costs no marker. Everything the
+   * was stored meanwhile by a concurrent PUT, the quota filled) costs no rename. Everything the
    * renames need runs side by side, so the answer waits for the slowest step, not for their sum.
    */
   private async commitLocked(blobs: readonly ReceivedBlob[]): Promise<StoreResult<WriteOutcome>[]> {
@@ -673,14 +700,13 @@ export class BlobStore {
     }
     if (going.length === 0) return outcomes;
 
-    const marked = this.index.markPendingMany(going.map(({ blob }) => ({ id: blob.id, ...blob.record })));
-    const [markers, ...ready] = await Promise.allSettled([marked, ...going.map(({ blob }) => blob.synced)]);
+    const ready = await Promise.allSettled(going.map(({ blob }) => blob.synced));
     const fail = (slot: number, err: unknown) => {
       outcomes[slot] = { ok: false, error: this.asWriteError(blobs[slot]!.id, err) };
     };
     const renamed: typeof going = [];
     for (const [k, entry] of going.entries()) {
-      const step = markers!.status === 'rejected' ? markers! : ready[k]!;
+      const step = ready[k]!;
       if (step.status === 'rejected') {
         fail(entry.slot, step.reason);
         continue;
@@ -717,7 +743,7 @@ export class BlobStore {
       return step.status === 'fulfilled';
     });
     try {
-      // No sync: the markers synced above make these entries recoverable (see the class comment).
+      // No sync: each file's trailer makes its entry recoverable (see the class comment).
       await this.index.record(
         durable.map(({ blob }) => ({ id: blob.id, ...blob.record })),
         { sync: false },
@@ -730,24 +756,22 @@ export class BlobStore {
     } catch (err) {
       for (const { slot } of durable) fail(slot, err);
     }
-    // Leave nothing behind of what failed; if even this fails, the start-up check finishes it from
-    // the markers.
-    const undone = going.filter(({ slot }) => !outcomes[slot]!.ok);
-    // A marker is cleared only once its file's removal is durable: a removal lost to a power cut
-    // would otherwise bring back a file that neither the index nor a marker names.
-    const cleared: string[] = [];
-    for (const { blob, finalPath, folder } of undone) {
-      if (blob.temp.renamed) {
-        try {
-          await removeQuietly(finalPath);
-          await fsyncDir(folder);
-        } catch {
-          continue;
-        }
+    // Leave nothing behind of what failed. A file that cannot be removed keeps the next start from
+    // counting as clean, so its walk indexes it (an orphan to reconciliation) instead of leaving it
+    // unnamed on disk.
+    for (const { blob, finalPath, folder, slot } of going) {
+      if (outcomes[slot]!.ok || !blob.temp.renamed) continue;
+      try {
+        await removeQuietly(finalPath);
+        await fsyncDir(folder);
+      } catch (err) {
+        this.leftFiles = true;
+        this.log.error(
+          { event: 'storage.commit_leftover', objectId: blob.id, err },
+          'failed blob left in place',
+        );
       }
-      cleared.push(blob.id);
     }
-    await this.index.clearPendingMany(cleared).catch(() => {});
     return outcomes;
   }
 
@@ -851,10 +875,14 @@ export class BlobStore {
 async function startupCheck(
   root: string,
   index: BlobIndex,
+  cleanStop: boolean,
   log: Logger,
 ): Promise<Omit<StartupReport, 'migratedBlobs'>> {
   const started = Date.now();
   const report: Omit<StartupReport, 'migratedBlobs'> = {
+    cleanStop,
+    unindexedAdopted: 0,
+    unindexedRemoved: 0,
     tempFilesRemoved: 0,
     pendingAdopted: 0,
     pendingDropped: 0,
@@ -870,35 +898,8 @@ async function startupCheck(
     report.tempFilesRemoved += 1;
   }
   if (report.tempFilesRemoved > 0) await fsyncDir(tmpDir);
-
-  const pending = [];
-  for await (const write of index.pendingWrites()) pending.push(write);
-  for (const write of pending) {
-    const file = path.join(root, blobRelativePath(write.id));
-    if ((await index.get(write.id)) !== undefined) {
-      await index.clearPending(write.id);
-      continue;
-    }
-    const onDisk = await hashFile(file, write);
-    if (onDisk !== undefined && onDisk.size === write.size && onDisk.matches) {
-      // The crash may have come before the folder fsync that makes the name durable: done here,
-      // before the index vouches for the blob.
-      await fsyncDir(path.dirname(file));
-      await index.put(write.id, write);
-      report.pendingAdopted += 1;
-      log.warn(
-        { event: 'storage.pending_adopted', objectId: write.id },
-        'adopted a blob renamed before a crash',
-      );
-    } else {
-      if (onDisk !== undefined) {
-        await removeQuietly(file);
-        await fsyncDir(path.dirname(file));
-      }
-      await index.clearPending(write.id);
-      report.pendingDropped += 1;
-    }
-  }
+  await finishPendingMarkers(root, index, log, report);
+  if (!cleanStop) Object.assign(report, await adoptUnindexedBlobs(path.join(root, 'blobs'), index, log));
 
   // The iterator reads a snapshot, so dropping entries while it runs is safe.
   let batch: BlobEntry[] = [];
@@ -908,7 +909,7 @@ async function startupCheck(
         const file = path.join(root, blobRelativePath(entry.id));
         try {
           const { size } = await fs.stat(file);
-          return size === entry.size ? 'ok' : 'corrupt';
+          return fitsRecord(size, entry) ? 'ok' : 'corrupt';
         } catch (err) {
           if (errnoCode(err) === 'ENOENT') return 'missing';
           throw err;
@@ -953,6 +954,46 @@ async function startupCheck(
   await checkBatch();
   report.durationMs = Date.now() - started;
   return report;
+}
+
+/**
+ * Pending-write markers a worker of the previous version left (it synced one before each rename):
+ * a renamed file that hashes to its marker is indexed, anything else is dropped with its file.
+ */
+async function finishPendingMarkers(
+  root: string,
+  index: BlobIndex,
+  log: Logger,
+  report: { pendingAdopted: number; pendingDropped: number },
+): Promise<void> {
+  const pending = [];
+  for await (const write of index.pendingWrites()) pending.push(write);
+  for (const write of pending) {
+    const file = path.join(root, blobRelativePath(write.id));
+    if ((await index.get(write.id)) !== undefined) {
+      await index.clearPending(write.id);
+      continue;
+    }
+    const onDisk = await hashFile(file, write);
+    if (onDisk !== undefined && onDisk.size === write.size && onDisk.matches) {
+      // The crash may have come before the folder fsync that makes the name durable: done here,
+      // before the index vouches for the blob.
+      await fsyncDir(path.dirname(file));
+      await index.put(write.id, write);
+      report.pendingAdopted += 1;
+      log.warn(
+        { event: 'storage.pending_adopted', objectId: write.id },
+        'adopted a blob renamed before a crash',
+      );
+    } else {
+      if (onDisk !== undefined) {
+        await removeQuietly(file);
+        await fsyncDir(path.dirname(file));
+      }
+      await index.clearPending(write.id);
+      report.pendingDropped += 1;
+    }
+  }
 }
 
 /** A verified whole-blob read; `bytesRead` like the file stream it wraps (bytes-out metrics). */
@@ -1065,7 +1106,10 @@ function contentHasher(record: BlobRecord): {
   return { update: (chunk) => sha.update(chunk), digest: () => sha.digest('hex'), expected: record.sha256 };
 }
 
-/** The file's size and whether its bytes pass `record`'s check; undefined when there is no file. */
+/**
+ * The size of the blob's bytes in `file` and whether they pass `record`'s check (a trailer after them
+ * is not hashed); undefined when there is no file. A file that fits neither layout reports its size.
+ */
 async function hashFile(
   file: string,
   record: BlobRecord,
@@ -1073,11 +1117,17 @@ async function hashFile(
   const hash = contentHasher(record);
   let size = 0;
   try {
-    for await (const chunk of createReadStream(file, {
-      highWaterMark: 256 * 1024,
-    }) as AsyncIterable<Buffer>) {
-      size += chunk.byteLength;
-      hash.update(chunk);
+    const fileSize = (await fs.stat(file)).size;
+    if (!fitsRecord(fileSize, record)) return { size: fileSize, matches: false };
+    if (record.size > 0) {
+      for await (const chunk of createReadStream(file, {
+        start: 0,
+        end: record.size - 1,
+        highWaterMark: 256 * 1024,
+      }) as AsyncIterable<Buffer>) {
+        size += chunk.byteLength;
+        hash.update(chunk);
+      }
     }
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return undefined;

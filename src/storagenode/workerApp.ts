@@ -73,8 +73,8 @@ export interface WorkerApp {
 const WHOLE_READ_BYTES = 1024 * 1024;
 
 /**
- * Blobs of one batch body committed together. Bounds the temp files a batch holds open; the marker
- * sync it shares is then at most 1/32 of a blob's cost.
+ * Blobs of one batch body committed together. Bounds the temp files a batch holds open; the folder
+ * fsyncs and the index batch it shares are then at most 1/32 of a blob's cost each.
  */
 const BATCH_COMMIT_GROUP = 32;
 
@@ -255,8 +255,8 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
 
   // The receiving end of copy-batch: many blobs in one body (see blobFrames.ts), each stored with
   // the guarantees of a PUT. They are committed in groups (BATCH_COMMIT_GROUP): each blob is
-  // received and its fsync started while the next arrives, and a group shares one synced marker
-  // batch and one index batch. One result per blob, in body order; the blobs received whole before
+  // received and its fsync started while the next arrives, and a group shares its folder fsyncs and
+  // one index batch. One result per blob, in body order; the blobs received whole before
   // a body broke off are still committed and reported.
   app.post(BLOB_BATCH_PATH, async (c) => {
     const body = requestBody(c);

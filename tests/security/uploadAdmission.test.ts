@@ -3,7 +3,7 @@
 // no refused request leaves an object or a staged file behind.
 
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -108,10 +108,10 @@ function openUpload(opts: { token: string; length?: number; first?: Buffer; tric
   };
 }
 
-async function settle(answer: Promise<Answer>, ms = 15_000): Promise<Answer> {
+async function settle<T extends Answer>(answer: Promise<T>, ms = 15_000): Promise<T> {
   return Promise.race([
     answer,
-    new Promise<Answer>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)),
+    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)),
   ]);
 }
 
@@ -200,6 +200,57 @@ it('refuses an upload whose staged bytes would pass the per-client or the total 
     for (const h of holders) h.stop();
   }
   await released(TOKENS.c);
+});
+
+it('reads the whole body of a refused upload sent at once, so its client reads the 503 on a connection it can use again', async () => {
+  const holders = [
+    openUpload({ token: TOKENS.a, trickle: true }),
+    openUpload({ token: TOKENS.a, trickle: true }),
+  ];
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    await waitHeld(2);
+    const image = pngImage(150_000);
+    const send = (method: string, body?: Buffer) =>
+      new Promise<Answer & { reused: boolean }>((resolve, reject) => {
+        const req = httpRequest(`${url}/v1/images`, {
+          method,
+          agent,
+          headers: {
+            authorization: `Bearer ${TOKENS.a}`,
+            ...(body ? { 'content-length': String(body.length) } : {}),
+          },
+        });
+        req.on('response', (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d) => {
+            text += d;
+          });
+          res.on('end', () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body: text,
+              reused: req.reusedSocket,
+            }),
+          );
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    const refused = await settle(send('POST', image));
+    expect(refused.status).toBe(503);
+    expect(JSON.parse(refused.body).error.code).toBe('TooManyUploads');
+    expect(refused.headers.connection).not.toBe('close');
+    const next = await settle(send('GET'));
+    expect(next.status).toBe(200);
+    expect(next.reused).toBe(true);
+  } finally {
+    agent.destroy();
+    for (const h of holders) h.stop();
+  }
+  await released(TOKENS.a);
 });
 
 it('cuts a body slower than the minimum rate with 408 and removes its staged file', async () => {

@@ -170,7 +170,7 @@ describe('POST /blobs/batch', () => {
   });
 
   it('commits in groups of 32, and commits a group early when its id comes again', async () => {
-    const markers = vi.spyOn(w.store.index, 'markPendingMany');
+    const groups = vi.spyOn(w.store.index, 'record');
     const blobs: Blob[] = Array.from({ length: 71 }, (_, i) => ({
       id: `g-${i}`,
       bytes: randomBytes(1000 + i),
@@ -181,8 +181,8 @@ describe('POST /blobs/batch', () => {
     const results = res.json.results as JsonAnswer[];
     expect(results.map((r) => r.id)).toEqual(blobs.map((b) => b.id));
     expect(results.map((r) => r.status)).toEqual(blobs.map((_, i) => (i === 10 ? 200 : 201)));
-    // Blobs 0-9, then 11-42, then 43-70: one synced marker batch each.
-    expect(markers.mock.calls.map(([writes]) => writes.length)).toEqual([10, 32, 28]);
+    // Blobs 0-9, then 11-42, then 43-70: one index batch each.
+    expect(groups.mock.calls.map(([entries]) => entries.length)).toEqual([10, 32, 28]);
     for (const b of blobs) {
       const got = await request(`${w.url}/blobs/${b.id}`, { headers: AUTH });
       expect(Buffer.from(await got.body.arrayBuffer()).equals(b.bytes)).toBe(true);

@@ -123,6 +123,8 @@ async function inspectAfterCrash(
 ): Promise<{ state: 'whole' | 'absent'; tempFilesRemoved: number }> {
   const store = await BlobStore.open(dataDir);
   try {
+    // A killed worker left no clean-stop flag: this start walked the folders for unindexed blobs.
+    expect(store.startupReport.cleanStop).toBe(false);
     expect(await tmpFiles()).toEqual([]);
     const found = await store.stat(id);
     const fileExists = await stat(store.blobPath(id)).then(
@@ -177,7 +179,7 @@ describe('kill -9 during a PUT', () => {
     expect(after.tempFilesRemoved).toBeGreaterThanOrEqual(1);
   });
 
-  // The whole body is sent: the kill lands somewhere in fsync / pending marker / rename / index.
+  // The whole body is sent: the kill lands somewhere in fsync / rename / folder fsync / index.
   for (const delayMs of [0, 8]) {
     it(`${delayMs} ms after the last byte: the blob is whole or absent, never partial`, async () => {
       const id = `crash-end-${delayMs}`;
@@ -227,7 +229,7 @@ describe('kill -9 during a PUT', () => {
 
 describe('kill -9 during a batch (group commit)', () => {
   // Eight blobs in one /blobs/batch body: one group. The kill lands in receiving, in the group's
-  // fsyncs, marker batch, renames, folder fsyncs or index batch, or after the answer.
+  // fsyncs, renames, folder fsyncs or index batch, or after the answer.
   const blobs = Array.from({ length: 8 }, (_, i) => {
     const bytes = randomBytes(256 * 1024 + i);
     return { id: `batch-crash-${i}`, bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
@@ -296,7 +298,7 @@ describe('kill -9 during a batch (group commit)', () => {
 
   const allButLast = blobs.slice(0, -1).reduce((n, b) => n + b.bytes.length, 0);
   // The last byte is held back until the first seven blobs sit in their temp files; the kill then
-  // comes 0-12 ms after it, in the last blob's write, the group's fsyncs, its marker batch, the
+  // comes 0-12 ms after it, in the last blob's write, the group's fsyncs, the
   // renames, the folder fsyncs or the index batch.
   for (const delayMs of [0, 2, 4, 6, 8, 12]) {
     it(`${delayMs} ms after the last byte: every blob whole or absent, nothing half-done`, async () => {
@@ -309,7 +311,7 @@ describe('kill -9 during a batch (group commit)', () => {
       await exitOf(child, 5000);
       post.req.destroy();
       // Whole or absent is checked blob by blob; which one depends on where the kill landed (runs
-      // showed all absent, markers dropped, all adopted from their markers, and all committed).
+      // showed all absent, all indexed again after the walk, and all committed).
       await wholeAfterCrash();
     });
   }

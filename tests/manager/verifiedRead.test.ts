@@ -1,0 +1,35 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { ReadCheckFailed, readWholeChecked } from '../../src/manager/verifiedRead.ts';
+
+const bytes = randomBytes(300_000);
+const expected = { size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+
+async function* chunksOf(b: Buffer, size = 65_536): AsyncGenerator<Buffer> {
+  for (let at = 0; at < b.length; at += size) yield b.subarray(at, at + size);
+}
+
+describe('readWholeChecked', () => {
+  it("hands out the record's bytes, whatever the chunking", async () => {
+    for (const size of [1, 4_096, 65_536, bytes.length]) {
+      const got = await readWholeChecked(chunksOf(bytes, size === 1 ? 99_999 : size), expected);
+      expect(got.equals(bytes)).toBe(true);
+    }
+  });
+
+  it('refuses a copy that is longer, shorter or other bytes', async () => {
+    const longer = Buffer.concat([bytes, Buffer.from('x')]);
+    await expect(readWholeChecked(chunksOf(longer), expected)).rejects.toThrow(/longer/);
+    await expect(readWholeChecked(chunksOf(bytes.subarray(1)), expected)).rejects.toThrow(
+      /bytes, the record/,
+    );
+    const flipped = Buffer.from(bytes);
+    flipped[1234]! ^= 0x01;
+    await expect(readWholeChecked(chunksOf(flipped), expected)).rejects.toBeInstanceOf(ReadCheckFailed);
+  });
+
+  it('reads an empty object', async () => {
+    const empty = { size: 0, sha256: createHash('sha256').digest('hex') };
+    expect((await readWholeChecked(chunksOf(Buffer.alloc(0)), empty)).length).toBe(0);
+  });
+});
