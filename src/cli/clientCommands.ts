@@ -7,7 +7,8 @@ import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { bearerHeaders, ClusterClient, managerUrls } from './clusterClient.ts';
+import { bearerHeaders, ClusterClient, managerUrls, withClientOptions } from './clusterClient.ts';
+import { concurrencyOf } from './fileTransfer.ts';
 
 interface ClientFlags {
   url?: string;
@@ -37,15 +38,6 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
-function withClientOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '--url <urls>',
-      'managers of the cluster, comma-separated; tried in turn when one is down [env IMGVAULT_URL; default http://127.0.0.1:7001,7002,7003]',
-    )
-    .option('--token <token>', 'bearer token, when the cluster requires one [env IMGVAULT_TOKEN]');
-}
-
 export function registerClientCommands(program: Command): void {
   withClientOptions(
     program
@@ -59,7 +51,7 @@ export function registerClientCommands(program: Command): void {
   ).action(async (paths: string[], flags: ClientFlags & { concurrency: string }) => {
     const files = await collectFiles(paths).catch(fail);
     const client = clientOrFail(flags);
-    const concurrency = Math.max(1, Math.min(64, Number(flags.concurrency) || 4));
+    const concurrency = concurrencyOf(flags);
     const tally = { done: 0, failed: 0, retried: 0, bytes: 0 };
     const started = Date.now();
     const queue = [...files];

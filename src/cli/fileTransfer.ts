@@ -1,0 +1,112 @@
+// What `imgvault backup` and `imgvault restore` share: files moved a few at a time behind one
+// progress line, a Ctrl-C (or SIGTERM) that stops at the next file, and a second one that prints the
+// summary and exits without waiting for the files in flight; the exit status the summary earns.
+
+import type { Command } from 'commander';
+import { withClientOptions } from './clusterClient.ts';
+import type { ProgressLine } from './localTree.ts';
+
+export interface TransferSummary {
+  failed: number;
+  interrupted: boolean;
+}
+
+export interface TransferFlags {
+  json?: boolean;
+  concurrency: string;
+  url?: string;
+  token?: string;
+}
+
+/** The flags a transfer command takes after its own: summary as JSON, files in flight, cluster. */
+export function withTransferOptions(cmd: Command): Command {
+  return withClientOptions(
+    cmd
+      .option('--json', 'print the summary as one JSON object on standard output')
+      .option('-c, --concurrency <n>', 'files in flight', '4'),
+  );
+}
+
+/** `--concurrency` bounded to 1..64 (4 when it is not a number). */
+export function concurrencyOf(flags: { concurrency: string }): number {
+  return Math.max(1, Math.min(64, Number(flags.concurrency) || 4));
+}
+
+export abstract class FileTransfer<T extends { size: number }, S extends TransferSummary> {
+  protected stopping = false;
+  private done = 0;
+  private bytesDone = 0;
+
+  constructor(
+    readonly summary: S,
+    protected readonly progress: ProgressLine,
+  ) {}
+
+  /** Moves one file; its failure is counted by `failed`, never thrown. */
+  protected abstract one(item: T): Promise<void>;
+
+  stop(): void {
+    this.stopping = true;
+    this.summary.interrupted = true;
+  }
+
+  async run(items: readonly T[], concurrency: number): Promise<void> {
+    const queue = [...items];
+    await Promise.all(
+      Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
+        for (let item = queue.shift(); item !== undefined && !this.stopping; item = queue.shift()) {
+          await this.one(item);
+          this.done++;
+          this.bytesDone += item.size;
+          this.progress.update(this.done, this.bytesDone);
+        }
+      }),
+    );
+  }
+
+  protected failed(key: string, err: unknown): void {
+    this.summary.failed++;
+    this.progress.line(`failed\t${key}\t${err instanceof Error ? err.message : String(err)}`);
+  }
+
+  /**
+   * Runs `work` with the signals stopping this transfer, then reports the summary; the exit status:
+   * 130 when interrupted, 1 when a file failed, else 0.
+   */
+  async interruptible(work: () => Promise<void>, report: (summary: S) => void): Promise<number> {
+    let interrupts = 0;
+    const onInterrupt = () => {
+      interrupts++;
+      this.stop();
+      if (interrupts > 1) {
+        this.progress.clear();
+        report(this.summary);
+        process.exit(130);
+      }
+    };
+    process.on('SIGINT', onInterrupt);
+    process.on('SIGTERM', onInterrupt);
+    try {
+      await work();
+    } finally {
+      process.off('SIGINT', onInterrupt);
+      process.off('SIGTERM', onInterrupt);
+      this.progress.clear();
+    }
+    report(this.summary);
+    if (this.summary.interrupted) return 130;
+    return this.summary.failed > 0 ? 1 : 0;
+  }
+}
+
+/** A transfer command's action: its error becomes one line and exit status 1. */
+export function runTransferAction<A extends unknown[]>(body: (...args: A) => Promise<number>) {
+  return async (...args: A) => {
+    try {
+      process.exitCode = await body(...args);
+    } catch (err) {
+      console.error(`imgvault: ${err instanceof Error ? err.message : String(err)}`);
+      process.exitCode = 1;
+    }
+  };
+}
