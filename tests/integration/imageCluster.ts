@@ -76,6 +76,12 @@ export interface ImageClusterOptions {
   /** Bearer token for the cluster's own probes, when managerArgs turn client tokens on. */
   clientToken?: string;
   /**
+   * Bearer tokens every manager takes, written to files under the cluster's folder (`tokenFile`)
+   * and passed as --client-tokens-file, --read-only-tokens-file and --metrics-token-file; the
+   * cluster's own probes use the first client token unless `clientToken` names another.
+   */
+  tokens?: { client: string[]; readOnly?: string[]; metrics?: string };
+  /**
    * A credential per role (`<root>/credentials`, as `imgvault credentials init` writes it) instead
    * of the single cluster secret; `secret` and `secretFile` are then the operator's credential.
    */
@@ -179,6 +185,7 @@ export class ImageCluster {
     const cluster = new ImageCluster(root, secretFile, secret, opts);
     if (opts.tls) useInternalTls(loadTlsFiles({ caFile: opts.tls.caFile }));
     try {
+      await cluster.writeTokenFiles();
       for (let i = 1; i <= (opts.managers ?? 3); i++) {
         const port = await freePort();
         cluster.managers.push({
@@ -211,8 +218,32 @@ export class ImageCluster {
     return join(this.root, 'credentials');
   }
 
+  /** Where the file of `tokens[kind]` is (ImageClusterOptions.tokens). */
+  tokenFile(kind: keyof NonNullable<ImageClusterOptions['tokens']>): string {
+    return join(this.root, `${kind}-tokens`);
+  }
+
+  private async writeTokenFiles(): Promise<void> {
+    for (const [kind, tokens] of Object.entries(this.opts.tokens ?? {})) {
+      const lines = typeof tokens === 'string' ? [tokens] : tokens;
+      await writeFile(this.tokenFile(kind as 'client'), `${lines.join('\n')}\n`, { mode: 0o600 });
+    }
+  }
+
+  /** The flags of `tokens` (none without it). */
+  private tokenArgs(): string[] {
+    const t = this.opts.tokens;
+    if (!t) return [];
+    return [
+      ...['--client-tokens-file', this.tokenFile('client')],
+      ...(t.readOnly ? ['--read-only-tokens-file', this.tokenFile('readOnly')] : []),
+      ...(t.metrics ? ['--metrics-token-file', this.tokenFile('metrics')] : []),
+    ];
+  }
+
   authHeaders(): Record<string, string> {
-    return this.opts.clientToken ? { authorization: `Bearer ${this.opts.clientToken}` } : {};
+    const token = this.opts.clientToken ?? this.opts.tokens?.client[0];
+    return token ? { authorization: `Bearer ${token}` } : {};
   }
 
   /** `url` with https:// when the cluster serves TLS. */
@@ -250,6 +281,7 @@ export class ImageCluster {
           : { secretFile: this.secretFile }),
         args: [
           ...this.tlsArgs(),
+          ...this.tokenArgs(),
           ...(this.opts.managerArgs ?? []),
           ...(m.s3Port !== undefined ? ['--s3-port', String(m.s3Port)] : []),
         ],
