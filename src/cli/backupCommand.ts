@@ -8,7 +8,7 @@ import { createReadStream } from 'node:fs';
 import type { Command } from 'commander';
 import { keyProblem } from '../metadata/commands.ts';
 import { CONTENT_SHA256_HEADER, MTIME_HEADER, namePath } from '../protocol/nameHeaders.ts';
-import { bearerHeaders, ClusterClient, managerUrls } from './clusterClient.ts';
+import { type ClusterClient, tokenClient } from './clusterClient.ts';
 import {
   concurrencyOf,
   FileTransfer,
@@ -155,22 +155,18 @@ class Backup extends FileTransfer<LocalFile, BackupSummary> {
   }
 }
 
-function printSummary(s: BackupSummary, json: boolean): void {
-  if (json) {
-    console.log(JSON.stringify(s));
-    return;
-  }
-  console.error(
+function describeSummary(s: BackupSummary): string {
+  return (
     `backup of set ${s.set}${s.interrupted ? ' (interrupted: run it again to finish)' : ''}: ` +
-      `${s.new} new, ${s.changed} changed, ${s.unchanged} unchanged, ${s.deduplicated} deduplicated, ` +
-      `${s.skipped} skipped, ${s.failed} failed, ${s.pruned} pruned; ${s.bytesUploaded} bytes uploaded`,
+    `${s.new} new, ${s.changed} changed, ${s.unchanged} unchanged, ${s.deduplicated} deduplicated, ` +
+    `${s.skipped} skipped, ${s.failed} failed, ${s.pruned} pruned; ${s.bytesUploaded} bytes uploaded`
   );
 }
 
 async function backupAction(folder: string, flags: BackupFlags): Promise<number> {
   const set = flags.set ?? defaultSetName(folder);
   if (!set) throw new Error(`cannot make a set name from ${folder}: pass --set NAME`);
-  const client = new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token));
+  const client = tokenClient(flags);
   const all = await walkFolder(folder);
   const files: LocalFile[] = [];
   let skipped = 0;
@@ -189,10 +185,7 @@ async function backupAction(folder: string, flags: BackupFlags): Promise<number>
       `${folder} holds no files: refusing to --prune every name of set ${set} (is the folder mounted?)`,
     );
   }
-  const progress = new ProgressLine(
-    files.length,
-    files.reduce((n, f) => n + f.size, 0),
-  );
+  const progress = ProgressLine.over(files);
   const backup = new Backup(client, set, remote, progress);
   backup.summary.skipped = skipped;
   return backup.interruptible(
@@ -200,7 +193,8 @@ async function backupAction(folder: string, flags: BackupFlags): Promise<number>
       await backup.run(files, concurrencyOf(flags));
       if (flags.prune) await backup.prune(remote, new Set(all.map((f) => f.key)));
     },
-    (summary) => printSummary(summary, flags.json === true),
+    flags.json === true,
+    describeSummary,
   );
 }
 

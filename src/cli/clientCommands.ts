@@ -7,16 +7,12 @@ import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { bearerHeaders, ClusterClient, managerUrls, withClientOptions } from './clusterClient.ts';
+import { type ClusterClient, tokenClient, withClientOptions } from './clusterClient.ts';
 import { concurrencyOf } from './fileTransfer.ts';
 
 interface ClientFlags {
   url?: string;
   token?: string;
-}
-
-function clientFor(flags: ClientFlags): ClusterClient {
-  return new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token));
 }
 
 async function collectFiles(paths: string[]): Promise<string[]> {
@@ -142,7 +138,7 @@ export function registerClientCommands(program: Command): void {
 
 function clientOrFail(flags: ClientFlags): ClusterClient {
   try {
-    return clientFor(flags);
+    return tokenClient(flags);
   } catch (err) {
     fail(err);
   }

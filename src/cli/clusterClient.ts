@@ -289,6 +289,11 @@ export class ClusterClient {
   }
 }
 
+/** The client of a client command: the managers of --url, the bearer token of --token. */
+export function tokenClient(flags: { url?: string; token?: string }): ClusterClient {
+  return new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token));
+}
+
 /** The flags every client command takes: which managers, and the bearer token (bearerHeaders). */
 export function withClientOptions(cmd: Command): Command {
   return cmd

@@ -69,18 +69,28 @@ export abstract class FileTransfer<T extends { size: number }, S extends Transfe
     this.progress.line(`failed\t${key}\t${err instanceof Error ? err.message : String(err)}`);
   }
 
+  /** The summary on standard output as one JSON object, or `describe`d on standard error. */
+  private report(json: boolean, describe: (summary: S) => string): void {
+    if (json) console.log(JSON.stringify(this.summary));
+    else console.error(describe(this.summary));
+  }
+
   /**
    * Runs `work` with the signals stopping this transfer, then reports the summary; the exit status:
    * 130 when interrupted, 1 when a file failed, else 0.
    */
-  async interruptible(work: () => Promise<void>, report: (summary: S) => void): Promise<number> {
+  async interruptible(
+    work: () => Promise<void>,
+    json: boolean,
+    describe: (summary: S) => string,
+  ): Promise<number> {
     let interrupts = 0;
     const onInterrupt = () => {
       interrupts++;
       this.stop();
       if (interrupts > 1) {
         this.progress.clear();
-        report(this.summary);
+        this.report(json, describe);
         process.exit(130);
       }
     };
@@ -93,7 +103,7 @@ export abstract class FileTransfer<T extends { size: number }, S extends Transfe
       process.off('SIGTERM', onInterrupt);
       this.progress.clear();
     }
-    report(this.summary);
+    this.report(json, describe);
     if (this.summary.interrupted) return 130;
     return this.summary.failed > 0 ? 1 : 0;
   }

@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { fsyncPath } from '../fileWrites.ts';
 import { namePath } from '../protocol/nameHeaders.ts';
-import { bearerHeaders, ClusterClient, managerUrls } from './clusterClient.ts';
+import { type ClusterClient, tokenClient } from './clusterClient.ts';
 import {
   concurrencyOf,
   FileTransfer,
@@ -132,32 +132,26 @@ class Restore extends FileTransfer<RemoteName, RestoreSummary> {
   }
 }
 
-function printSummary(s: RestoreSummary, json: boolean): void {
-  if (json) {
-    console.log(JSON.stringify(s));
-    return;
-  }
-  console.error(
+function describeSummary(s: RestoreSummary): string {
+  return (
     `restore of set ${s.set}${s.interrupted ? ' (interrupted: run it again to finish)' : ''}: ` +
-      `${s.restored} restored, ${s.verified} verified, ${s.unchanged} unchanged, ${s.failed} failed ` +
-      `(${s.conflicts} conflicts); ${s.bytesDownloaded} bytes downloaded`,
+    `${s.restored} restored, ${s.verified} verified, ${s.unchanged} unchanged, ${s.failed} failed ` +
+    `(${s.conflicts} conflicts); ${s.bytesDownloaded} bytes downloaded`
   );
 }
 
 async function restoreAction(set: string, folder: string, flags: RestoreFlags): Promise<number> {
-  const client = new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token));
+  const client = tokenClient(flags);
   const names = (await listSet(client, set)).filter((n) => !flags.prefix || n.key.startsWith(flags.prefix));
-  const progress = new ProgressLine(
-    names.length,
-    names.reduce((n, f) => n + f.size, 0),
-  );
+  const progress = ProgressLine.over(names);
   const restore = new Restore(client, set, folder, flags.force === true, progress);
   return restore.interruptible(
     async () => {
       await mkdir(folder, { recursive: true });
       await restore.run(names, concurrencyOf(flags));
     },
-    (summary) => printSummary(summary, flags.json === true),
+    flags.json === true,
+    describeSummary,
   );
 }
 
