@@ -16,7 +16,7 @@ import {
   spawnManager,
   waitForLeader,
 } from '../../src/cli/localManagers.ts';
-import { freePort } from '../../src/cli/localProcess.ts';
+import { freePort, type LocalProcessSpec } from '../../src/cli/localProcess.ts';
 import { spawnWorker, workerUrl } from '../../src/cli/localWorkers.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import {
@@ -261,6 +261,18 @@ export class ImageCluster {
     return { IMGVAULT_LOG_LEVEL: this.opts.logLevel ?? 'warn' };
   }
 
+  /** What every child starts with: its identity and folder, its credential (`roleDir` per role), its log. */
+  private processSpec(p: ManagerProc | WorkerProc, roleDir: string): LocalProcessSpec {
+    return {
+      id: p.id,
+      port: p.port,
+      dataDir: p.dataDir,
+      ...(this.opts.perRole ? { credentialsDir: roleDir } : { secretFile: this.secretFile }),
+      logFile: join(this.root, `${p.id}.log`),
+      env: this.env(),
+    };
+  }
+
   private watch(child: ChildProcess): ChildProcess {
     this.exits.push(child);
     return child;
@@ -270,23 +282,16 @@ export class ImageCluster {
     if (m.child) throw new Error(`manager ${m.id} is already running`);
     m.child = this.watch(
       spawnManager({
-        id: m.id,
-        port: m.port,
-        dataDir: m.dataDir,
+        ...this.processSpec(m, managerDir(this.credentialsRoot)),
         peers: this.opts.tls
           ? this.managers.map((p) => `${p.id}=${p.url}`).join(',')
           : peersSpec(this.managers),
-        ...(this.opts.perRole
-          ? { credentialsDir: managerDir(this.credentialsRoot) }
-          : { secretFile: this.secretFile }),
         args: [
           ...this.tlsArgs(),
           ...this.tokenArgs(),
           ...(this.opts.managerArgs ?? []),
           ...(m.s3Port !== undefined ? ['--s3-port', String(m.s3Port)] : []),
         ],
-        logFile: join(this.root, `${m.id}.log`),
-        env: this.env(),
       }),
     );
   }
@@ -319,17 +324,10 @@ export class ImageCluster {
     if (w.child) throw new Error(`worker ${w.id} is already running`);
     w.child = this.watch(
       spawnWorker({
-        id: w.id,
-        port: w.port,
-        dataDir: w.dataDir,
+        ...this.processSpec(w, workerDir(this.credentialsRoot, w.id)),
         managers: this.managers.map((m) => m.url),
-        ...(this.opts.perRole
-          ? { credentialsDir: workerDir(this.credentialsRoot, w.id) }
-          : { secretFile: this.secretFile }),
         zone: w.zone,
         args: [...this.tlsArgs(), ...w.args],
-        logFile: join(this.root, `${w.id}.log`),
-        env: this.env(),
       }),
     );
   }
