@@ -9,13 +9,7 @@ import type { Command } from 'commander';
 import { keyProblem } from '../metadata/commands.ts';
 import { CONTENT_SHA256_HEADER, MTIME_HEADER, namePath } from '../protocol/nameHeaders.ts';
 import { type ClusterClient, tokenClient } from './clusterClient.ts';
-import {
-  concurrencyOf,
-  FileTransfer,
-  runTransferAction,
-  type TransferFlags,
-  withTransferOptions,
-} from './fileTransfer.ts';
+import { concurrencyOf, FileTransfer, type TransferFlags, transferCommand } from './fileTransfer.ts';
 import {
   defaultSetName,
   isImageFile,
@@ -210,5 +204,5 @@ export function registerBackupCommand(program: Command): void {
     .option('--set <name>', 'the backup set (bucket); default: the folder name')
     .option('--prune', 'remove from the set the names whose local file is gone')
     .option('--all-files', 'also send files that are not images (the server refuses what it cannot store)');
-  withTransferOptions(backup).action(runTransferAction(backupAction));
+  transferCommand(backup, backupAction);
 }

@@ -18,13 +18,26 @@ export interface TransferFlags {
   token?: string;
 }
 
-/** The flags a transfer command takes after its own: summary as JSON, files in flight, cluster. */
-export function withTransferOptions(cmd: Command): Command {
+/**
+ * Completes a transfer command: after its own flags, the summary as JSON, files in flight and the
+ * cluster's; its action's error becomes one line and exit status 1.
+ */
+export function transferCommand<A extends unknown[]>(
+  cmd: Command,
+  action: (...args: A) => Promise<number>,
+): Command {
   return withClientOptions(
     cmd
       .option('--json', 'print the summary as one JSON object on standard output')
       .option('-c, --concurrency <n>', 'files in flight', '4'),
-  );
+  ).action(async (...args: A) => {
+    try {
+      process.exitCode = await action(...args);
+    } catch (err) {
+      console.error(`imgvault: ${err instanceof Error ? err.message : String(err)}`);
+      process.exitCode = 1;
+    }
+  });
 }
 
 /** `--concurrency` bounded to 1..64 (4 when it is not a number). */
@@ -107,16 +120,4 @@ export abstract class FileTransfer<T extends { size: number }, S extends Transfe
     if (this.summary.interrupted) return 130;
     return this.summary.failed > 0 ? 1 : 0;
   }
-}
-
-/** A transfer command's action: its error becomes one line and exit status 1. */
-export function runTransferAction<A extends unknown[]>(body: (...args: A) => Promise<number>) {
-  return async (...args: A) => {
-    try {
-      process.exitCode = await body(...args);
-    } catch (err) {
-      console.error(`imgvault: ${err instanceof Error ? err.message : String(err)}`);
-      process.exitCode = 1;
-    }
-  };
 }

@@ -14,13 +14,7 @@ import type { Command } from 'commander';
 import { fsyncPath } from '../fileWrites.ts';
 import { namePath } from '../protocol/nameHeaders.ts';
 import { type ClusterClient, tokenClient } from './clusterClient.ts';
-import {
-  concurrencyOf,
-  FileTransfer,
-  runTransferAction,
-  type TransferFlags,
-  withTransferOptions,
-} from './fileTransfer.ts';
+import { concurrencyOf, FileTransfer, type TransferFlags, transferCommand } from './fileTransfer.ts';
 import { listSet, ProgressLine, pathOfKey, type RemoteName, sha256OfFile } from './localTree.ts';
 
 export interface RestoreSummary {
@@ -167,5 +161,5 @@ export function registerRestoreCommand(program: Command): void {
     .argument('<folder>', 'where to recreate the tree (created if missing)')
     .option('--prefix <prefix>', 'only the keys that start with this')
     .option('--force', 'overwrite local files whose content differs from the set');
-  withTransferOptions(restore).action(runTransferAction(restoreAction));
+  transferCommand(restore, restoreAction);
 }
