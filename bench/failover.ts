@@ -5,12 +5,10 @@
 // to this checkout, in the same run when etcd is installed.
 //   node --import tsx bench/failover.ts [--repeats 10] [--duration 4] [--clients 3] [--no-etcd]
 
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { DrillReport } from '../src/cli/drill/drillReport.ts';
 import { runDrill } from '../src/cli/drill/runDrill.ts';
+import { etcdAnchorLines } from './etcdAnchor.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -20,8 +18,6 @@ const { values: args } = parseArgs({
     'no-etcd': { type: 'boolean', default: false },
   },
 });
-
-const ANCHOR = fileURLToPath(new URL('../../shared/bench/etcd-anchor.sh', import.meta.url));
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -64,19 +60,9 @@ async function imgvaultRuns(): Promise<DrillReport[]> {
 
 /** etcd's leader-kill -> next put (ms) from the anchor script's JSON lines, or why there are none. */
 function etcdRuns(): number[] | string {
-  if (args['no-etcd']) return 'skipped (--no-etcd)';
-  if (!existsSync(ANCHOR)) return `not measured: ${ANCHOR} is not there`;
-  if (spawnSync('sh', ['-c', 'command -v etcd'], { stdio: 'ignore' }).status !== 0) {
-    return 'not measured: etcd is not installed here (../shared/bench/etcd-anchor.sh installs Debian etcd-server when run as root)';
-  }
-  const out = execFileSync('bash', [ANCHOR], {
-    encoding: 'utf8',
-    timeout: 600_000,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const runs = out
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
+  const lines = etcdAnchorLines(args['no-etcd'] === true, 600_000);
+  if (typeof lines === 'string') return lines;
+  const runs = lines
     .map((l) => JSON.parse(l) as { bench?: string; write_ok_after_kill_ms?: number | null })
     .filter((r) => r.bench === 'etcd-failover' && typeof r.write_ok_after_kill_ms === 'number')
     .map((r) => r.write_ok_after_kill_ms as number);

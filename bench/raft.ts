@@ -7,13 +7,11 @@
 //    the same machine), right after, and a table of imgvault beside etcd with their ratios.
 //   node --import tsx bench/raft.ts [--secs 5] [--warmup 1] [--repeats 5] [--conc 1,16,64] [--no-etcd]
 
-import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import {
@@ -25,6 +23,7 @@ import {
   waitForLeader,
 } from '../src/cli/localManagers.ts';
 import { freePort } from '../src/cli/localProcess.ts';
+import { etcdAnchorLines } from './etcdAnchor.ts';
 import { cpuSeconds } from './processCpu.ts';
 
 const { values: args } = parseArgs({
@@ -39,7 +38,6 @@ const { values: args } = parseArgs({
     'no-etcd': { type: 'boolean', default: false },
   },
 });
-const ANCHOR = fileURLToPath(new URL('../../shared/bench/etcd-anchor.sh', import.meta.url));
 const SECS = Number(args.secs);
 const WARMUP = Number(args.warmup);
 const REPEATS = Number(args.repeats);
@@ -237,19 +235,10 @@ interface EtcdFigures {
 
 /** The etcd anchor's figures from its JSON lines, or why there are none. */
 function etcdFigures(): EtcdFigures | string {
-  if (args['no-etcd']) return 'skipped (--no-etcd)';
-  if (!existsSync(ANCHOR)) return `not measured: ${ANCHOR} is not there`;
-  if (spawnSync('sh', ['-c', 'command -v etcd'], { stdio: 'ignore' }).status !== 0) {
-    return 'not measured: etcd is not installed here (../shared/bench/etcd-anchor.sh installs it when run as root)';
-  }
-  const out = execFileSync('bash', [ANCHOR], {
-    encoding: 'utf8',
-    timeout: 900_000,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const lines = etcdAnchorLines(args['no-etcd'] === true, 900_000);
+  if (typeof lines === 'string') return lines;
   const figures: EtcdFigures = { puts: new Map(), failoverMs: [] };
-  for (const line of out.split('\n')) {
-    if (!line.startsWith('{')) continue;
+  for (const line of lines) {
     const r = JSON.parse(line) as Record<string, unknown>;
     console.log(line);
     if (r.bench === 'etcd-put') {

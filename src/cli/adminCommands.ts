@@ -83,6 +83,18 @@ async function leaderView(client: ClusterClient): Promise<RaftView | null> {
   return parseRaftView(await json<unknown>(leader, 'GET', '/v1/cluster/raft'));
 }
 
+/** The leader's Raft view once `holds` it (polled); null once `waitMs` has passed. */
+function leaderViewWhen(
+  client: ClusterClient,
+  waitMs: number,
+  holds: (view: RaftView) => boolean,
+): Promise<RaftView | null> {
+  return waitFor(waitMs, async () => {
+    const view = await leaderView(client);
+    return view && holds(view) ? view : null;
+  });
+}
+
 const membersOf = (v: RaftView) =>
   [...v.confState.voters, ...v.confState.learners.map((l) => `${l} (non-voter)`)].sort().join(', ');
 
@@ -100,10 +112,7 @@ export function createRaftCommand(): Command {
       const { client, waitMs } = adminSetup(command);
       console.log(`asking the leader to hand leadership to ${id}`);
       await json(client, 'POST', '/v1/cluster/transfer-leader', { to: id });
-      const led = await waitFor(waitMs, async () => {
-        const v = await leaderView(client);
-        return v?.id === id ? v : null;
-      });
+      const led = await leaderViewWhen(client, waitMs, (v) => v.id === id);
       if (!led) throw new Error(`${id} was asked to lead but does not lead after ${waitMs} ms`);
       console.log(`${id} leads now (term ${led.term})`);
     }),
@@ -125,10 +134,7 @@ export function addMembershipCommands(manager: Command): void {
       const { client, waitMs } = adminSetup(command);
       console.log(`adding ${id} (${url}) as a non-voter; the leader promotes it once it has caught up`);
       await json(client, 'POST', '/v1/cluster/members', { id, url });
-      const v = await waitFor(waitMs, async () => {
-        const view = await leaderView(client);
-        return view?.confState.voters.includes(id) ? view : null;
-      });
+      const v = await leaderViewWhen(client, waitMs, (view) => view.confState.voters.includes(id));
       if (!v) throw new Error(`${id} was added but is not a voter after ${waitMs} ms`);
       console.log(`${id} caught up and is a voter; members: ${membersOf(v)}`);
     }),
@@ -150,11 +156,8 @@ export function addMembershipCommands(manager: Command): void {
       // 404: not a member (any more). The goal is reached either way, also when a retry follows an
       // attempt whose answer was lost after it removed the member.
       if (res.statusCode === 404) console.log(`${id} is not a member`);
-      const v = await waitFor(waitMs, async () => {
-        const view = await leaderView(client);
-        if (!view) return null;
-        const { voters, learners } = view.confState;
-        return voters.includes(id) || learners.includes(id) ? null : view;
+      const v = await leaderViewWhen(client, waitMs, ({ confState: { voters, learners } }) => {
+        return !voters.includes(id) && !learners.includes(id);
       });
       if (!v) throw new Error(`${id} is still a member after ${waitMs} ms`);
       console.log(`${id} removed; members: ${membersOf(v)}`);

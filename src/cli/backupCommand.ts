@@ -8,7 +8,8 @@ import { createReadStream } from 'node:fs';
 import type { Command } from 'commander';
 import { keyProblem } from '../metadata/commands.ts';
 import { CONTENT_SHA256_HEADER, MTIME_HEADER, namePath } from '../protocol/nameHeaders.ts';
-import { bearerHeaders, ClusterClient, ClusterRequestFailed, managerUrls } from './clusterClient.ts';
+import { type ClusterClient, tokenClient } from './clusterClient.ts';
+import { concurrencyOf, FileTransfer, type TransferFlags, transferCommand } from './fileTransfer.ts';
 import {
   defaultSetName,
   isImageFile,
@@ -33,72 +34,49 @@ export interface BackupSummary {
   interrupted: boolean;
 }
 
-interface BackupFlags {
+interface BackupFlags extends TransferFlags {
   set?: string;
   prune?: boolean;
-  json?: boolean;
   allFiles?: boolean;
-  concurrency: string;
-  url?: string;
-  token?: string;
 }
 
 type Outcome = 'new' | 'changed' | 'unchanged' | 'deduplicated';
 
-class Backup {
-  readonly summary: BackupSummary;
-  private stopping = false;
-  private done = 0;
-  private bytesDone = 0;
+class Backup extends FileTransfer<LocalFile, BackupSummary> {
   /** sha256 -> the last store of that content started: a second file with it waits, then names it. */
   private readonly uploading = new Map<string, Promise<Outcome>>();
 
   constructor(
     private readonly client: ClusterClient,
     readonly set: string,
-    private readonly progress: ProgressLine,
+    /** What the set holds already, by key: what each file is compared with. */
+    private readonly remote: Map<string, RemoteName>,
+    progress: ProgressLine,
   ) {
-    this.summary = {
-      set,
-      new: 0,
-      changed: 0,
-      unchanged: 0,
-      deduplicated: 0,
-      skipped: 0,
-      failed: 0,
-      pruned: 0,
-      bytesUploaded: 0,
-      interrupted: false,
-    };
-  }
-
-  stop(): void {
-    this.stopping = true;
-    this.summary.interrupted = true;
-  }
-
-  async run(files: LocalFile[], remote: Map<string, RemoteName>, concurrency: number): Promise<void> {
-    const queue = [...files];
-    await Promise.all(
-      Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
-        for (let f = queue.shift(); f !== undefined && !this.stopping; f = queue.shift()) {
-          await this.one(f, remote.get(f.key));
-          this.done++;
-          this.bytesDone += f.size;
-          this.progress.update(this.done, this.bytesDone);
-        }
-      }),
+    super(
+      {
+        set,
+        new: 0,
+        changed: 0,
+        unchanged: 0,
+        deduplicated: 0,
+        skipped: 0,
+        failed: 0,
+        pruned: 0,
+        bytesUploaded: 0,
+        interrupted: false,
+      },
+      progress,
     );
   }
 
-  private async one(file: LocalFile, known: RemoteName | undefined): Promise<void> {
+  protected async one(file: LocalFile): Promise<void> {
     try {
-      const outcome = await this.backUp(file, known);
+      const outcome = await this.backUp(file, this.remote.get(file.key));
       this.summary[outcome]++;
       if (outcome !== 'unchanged') this.progress.line(`${outcome}\t${file.key}`);
     } catch (err) {
-      this.summary.failed++;
-      this.progress.line(`failed\t${file.key}\t${err instanceof Error ? err.message : String(err)}`);
+      this.failed(file.key, err);
     }
   }
 
@@ -165,29 +143,24 @@ class Backup {
         this.summary.pruned++;
         this.progress.line(`pruned\t${key}`);
       } catch (err) {
-        this.summary.failed++;
-        this.progress.line(`failed\t${key}\t${err instanceof Error ? err.message : String(err)}`);
+        this.failed(key, err);
       }
     }
   }
 }
 
-function printSummary(s: BackupSummary, json: boolean): void {
-  if (json) {
-    console.log(JSON.stringify(s));
-    return;
-  }
-  console.error(
+function describeSummary(s: BackupSummary): string {
+  return (
     `backup of set ${s.set}${s.interrupted ? ' (interrupted: run it again to finish)' : ''}: ` +
-      `${s.new} new, ${s.changed} changed, ${s.unchanged} unchanged, ${s.deduplicated} deduplicated, ` +
-      `${s.skipped} skipped, ${s.failed} failed, ${s.pruned} pruned; ${s.bytesUploaded} bytes uploaded`,
+    `${s.new} new, ${s.changed} changed, ${s.unchanged} unchanged, ${s.deduplicated} deduplicated, ` +
+    `${s.skipped} skipped, ${s.failed} failed, ${s.pruned} pruned; ${s.bytesUploaded} bytes uploaded`
   );
 }
 
 async function backupAction(folder: string, flags: BackupFlags): Promise<number> {
   const set = flags.set ?? defaultSetName(folder);
   if (!set) throw new Error(`cannot make a set name from ${folder}: pass --set NAME`);
-  const client = new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token));
+  const client = tokenClient(flags);
   const all = await walkFolder(folder);
   const files: LocalFile[] = [];
   let skipped = 0;
@@ -206,40 +179,21 @@ async function backupAction(folder: string, flags: BackupFlags): Promise<number>
       `${folder} holds no files: refusing to --prune every name of set ${set} (is the folder mounted?)`,
     );
   }
-  const progress = new ProgressLine(
-    files.length,
-    files.reduce((n, f) => n + f.size, 0),
-  );
-  const backup = new Backup(client, set, progress);
+  const progress = ProgressLine.over(files);
+  const backup = new Backup(client, set, remote, progress);
   backup.summary.skipped = skipped;
-  let interrupts = 0;
-  const onInterrupt = () => {
-    interrupts++;
-    backup.stop();
-    if (interrupts > 1) {
-      // A second Ctrl-C does not wait for the uploads in flight.
-      progress.clear();
-      printSummary(backup.summary, flags.json === true);
-      process.exit(130);
-    }
-  };
-  process.on('SIGINT', onInterrupt);
-  process.on('SIGTERM', onInterrupt);
-  try {
-    await backup.run(files, remote, Math.max(1, Math.min(64, Number(flags.concurrency) || 4)));
-    if (flags.prune) await backup.prune(remote, new Set(all.map((f) => f.key)));
-  } finally {
-    process.off('SIGINT', onInterrupt);
-    process.off('SIGTERM', onInterrupt);
-    progress.clear();
-  }
-  printSummary(backup.summary, flags.json === true);
-  if (backup.summary.interrupted) return 130;
-  return backup.summary.failed > 0 ? 1 : 0;
+  return backup.interruptible(
+    async () => {
+      await backup.run(files, concurrencyOf(flags));
+      if (flags.prune) await backup.prune(remote, new Set(all.map((f) => f.key)));
+    },
+    flags.json === true,
+    describeSummary,
+  );
 }
 
 export function registerBackupCommand(program: Command): void {
-  program
+  const backup = program
     .command('backup')
     .description(
       'back up a folder into a backup set: only new or changed files are sent (size and mtime, then ' +
@@ -249,22 +203,6 @@ export function registerBackupCommand(program: Command): void {
     .argument('<folder>', 'the folder to back up')
     .option('--set <name>', 'the backup set (bucket); default: the folder name')
     .option('--prune', 'remove from the set the names whose local file is gone')
-    .option('--all-files', 'also send files that are not images (the server refuses what it cannot store)')
-    .option('--json', 'print the summary as one JSON object on standard output')
-    .option('-c, --concurrency <n>', 'files in flight', '4')
-    .option(
-      '--url <urls>',
-      'managers of the cluster, comma-separated [env IMGVAULT_URL; default http://127.0.0.1:7001,7002,7003]',
-    )
-    .option('--token <token>', 'bearer token, when the cluster requires one [env IMGVAULT_TOKEN]')
-    .action(async (folder: string, flags: BackupFlags) => {
-      try {
-        process.exitCode = await backupAction(folder, flags);
-      } catch (err) {
-        const message =
-          err instanceof ClusterRequestFailed || err instanceof Error ? err.message : String(err);
-        console.error(`imgvault: ${message}`);
-        process.exitCode = 1;
-      }
-    });
+    .option('--all-files', 'also send files that are not images (the server refuses what it cannot store)');
+  transferCommand(backup, backupAction);
 }

@@ -7,15 +7,12 @@ import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { bearerHeaders, ClusterClient, managerUrls } from './clusterClient.ts';
+import { type ClusterClient, tokenClient, withClientOptions } from './clusterClient.ts';
+import { concurrencyOf } from './fileTransfer.ts';
 
 interface ClientFlags {
   url?: string;
   token?: string;
-}
-
-function clientFor(flags: ClientFlags): ClusterClient {
-  return new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token));
 }
 
 async function collectFiles(paths: string[]): Promise<string[]> {
@@ -37,15 +34,6 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
-function withClientOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '--url <urls>',
-      'managers of the cluster, comma-separated; tried in turn when one is down [env IMGVAULT_URL; default http://127.0.0.1:7001,7002,7003]',
-    )
-    .option('--token <token>', 'bearer token, when the cluster requires one [env IMGVAULT_TOKEN]');
-}
-
 export function registerClientCommands(program: Command): void {
   withClientOptions(
     program
@@ -59,7 +47,7 @@ export function registerClientCommands(program: Command): void {
   ).action(async (paths: string[], flags: ClientFlags & { concurrency: string }) => {
     const files = await collectFiles(paths).catch(fail);
     const client = clientOrFail(flags);
-    const concurrency = Math.max(1, Math.min(64, Number(flags.concurrency) || 4));
+    const concurrency = concurrencyOf(flags);
     const tally = { done: 0, failed: 0, retried: 0, bytes: 0 };
     const started = Date.now();
     const queue = [...files];
@@ -150,7 +138,7 @@ export function registerClientCommands(program: Command): void {
 
 function clientOrFail(flags: ClientFlags): ClusterClient {
   try {
-    return clientFor(flags);
+    return tokenClient(flags);
   } catch (err) {
     fail(err);
   }

@@ -289,6 +289,21 @@ export class ClusterClient {
   }
 }
 
+/** The client of a client command: the managers of --url, the bearer token of --token. */
+export function tokenClient(flags: { url?: string; token?: string }): ClusterClient {
+  return new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token));
+}
+
+/** The flags every client command takes: which managers, and the bearer token (bearerHeaders). */
+export function withClientOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--url <urls>',
+      'managers of the cluster, comma-separated; tried in turn when one is down [env IMGVAULT_URL; default http://127.0.0.1:7001,7002,7003]',
+    )
+    .option('--token <token>', 'bearer token, when the cluster requires one [env IMGVAULT_TOKEN]');
+}
+
 /** The flags every operator command takes: which managers, and the operator credential (secretHeaders). */
 export function withOperatorOptions(cmd: Command): Command {
   return cmd

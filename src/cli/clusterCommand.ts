@@ -12,7 +12,7 @@ import { ensureCredentialTree, managerDir, workerDir } from '../http/credentialF
 import { checkPortFree, StartRefused } from '../manager/bootstrapGuard.ts';
 import { managerUrl, peersSpec, spawnManager, waitForLeader } from './localManagers.ts';
 import { spawnWorker, workerUrl } from './localWorkers.ts';
-import { SupervisedChild } from './supervisedChild.ts';
+import { SupervisedChild, type SupervisedChildOptions } from './supervisedChild.ts';
 
 interface WorkerPresence {
   id: string;
@@ -174,17 +174,24 @@ function s3Endpoints(layout: Layout): string[] {
 }
 const warn = (line: string) => console.error(line);
 
+/** What every child of the launcher shares: its pid file and log in the data folder, the restart choice. */
+function supervision(layout: Layout, kind: SupervisedChildOptions['kind'], id: string) {
+  return {
+    kind,
+    id,
+    pidFile: join(layout.dataDir, `${id}.pid`),
+    logFile: join(layout.dataDir, `${id}.log`),
+    say: warn,
+    restart: layout.restart,
+  };
+}
+
 function superviseManagers(layout: Layout): SupervisedChild[] {
   const peers = peersSpec(layout.members);
   return layout.members.map((m) => {
-    const logFile = join(layout.dataDir, `${m.id}.log`);
+    const common = supervision(layout, 'manager', m.id);
     return new SupervisedChild({
-      kind: 'manager',
-      id: m.id,
-      pidFile: join(layout.dataDir, `${m.id}.pid`),
-      logFile,
-      say: warn,
-      restart: layout.restart,
+      ...common,
       refuseRestart: () => lostRaftLog(join(layout.dataDir, m.id), m.id),
       spawn: () =>
         spawnManager({
@@ -194,7 +201,7 @@ function superviseManagers(layout: Layout): SupervisedChild[] {
           peers,
           credentialsDir: managerDir(layout.credentialsDir),
           ...(m.s3Port !== null ? { args: ['--s3-port', String(m.s3Port)] } : {}),
-          logFile,
+          logFile: common.logFile,
           detached: true,
           ipc: true,
         }),
@@ -216,14 +223,9 @@ async function lostRaftLog(managerDir: string, id: string): Promise<string | nul
 
 function superviseWorkers(layout: Layout, managerUrls: string[]): SupervisedChild[] {
   return layout.workers.map((w) => {
-    const logFile = join(layout.dataDir, `${w.id}.log`);
+    const common = supervision(layout, 'worker', w.id);
     return new SupervisedChild({
-      kind: 'worker',
-      id: w.id,
-      pidFile: join(layout.dataDir, `${w.id}.pid`),
-      logFile,
-      say: warn,
-      restart: layout.restart,
+      ...common,
       // Each worker gets its own zone label so the two copies of an image always land on two
       // different workers' disks.
       spawn: () =>
@@ -234,7 +236,7 @@ function superviseWorkers(layout: Layout, managerUrls: string[]): SupervisedChil
           managers: managerUrls,
           credentialsDir: workerDir(layout.credentialsDir, w.id),
           zone: `zone-${w.id}`,
-          logFile,
+          logFile: common.logFile,
           detached: true,
           ipc: true,
         }),

@@ -3,53 +3,23 @@
 
 import type { ChildProcess } from 'node:child_process';
 import { fetchRaftView } from '../manager/raftView.ts';
-import { type ChildOptions, spawnEntry } from './localProcess.ts';
+import { type LocalProcessSpec, localProcessFlags, localUrl, spawnEntry } from './localProcess.ts';
 
-export interface LocalManagerSpec extends ChildOptions {
-  id: string;
-  port: number;
-  dataDir: string;
+export interface LocalManagerSpec extends LocalProcessSpec {
   /** `m1=http://127.0.0.1:7001,...` */
   peers: string;
-  /** The single cluster secret's file; ignored when credentialsDir is given. */
-  secretFile?: string;
-  /** The managers' folder of `imgvault credentials init` (per-role keys). */
-  credentialsDir?: string;
-  /** Extra flags, e.g. ['--snapshot-threshold', '50']. */
-  args?: string[];
 }
 
-export function managerUrl(port: number): string {
-  return `http://127.0.0.1:${port}`;
-}
+export const managerUrl = localUrl;
 
 export function peersSpec(members: { id: string; port: number }[]): string {
   return members.map((m) => `${m.id}=${managerUrl(m.port)}`).join(',');
 }
 
-/** --credentials-dir when given, else --secret-file. */
-export function credentialFlags(spec: { secretFile?: string; credentialsDir?: string }): string[] {
-  if (spec.credentialsDir) return ['--credentials-dir', spec.credentialsDir];
-  if (spec.secretFile) return ['--secret-file', spec.secretFile];
-  throw new Error('a local process needs a secretFile or a credentialsDir');
-}
-
 export function spawnManager(spec: LocalManagerSpec): ChildProcess {
   return spawnEntry(
     'main',
-    [
-      'manager',
-      '--id',
-      spec.id,
-      '--listen',
-      `127.0.0.1:${spec.port}`,
-      '--data',
-      spec.dataDir,
-      '--peers',
-      spec.peers,
-      ...credentialFlags(spec),
-      ...(spec.args ?? []),
-    ],
+    ['manager', ...localProcessFlags(spec), '--peers', spec.peers, ...(spec.args ?? [])],
     spec,
   );
 }

@@ -41,6 +41,43 @@ export interface ChildOptions {
   ipc?: boolean;
 }
 
+/** What a local manager or worker is started as: who, where it listens, its folder, its credential. */
+export interface LocalProcessSpec extends ChildOptions {
+  id: string;
+  port: number;
+  dataDir: string;
+  /** The single cluster secret's file; ignored when credentialsDir is given. */
+  secretFile?: string;
+  /** Its folder of `imgvault credentials init`. */
+  credentialsDir?: string;
+  /** Extra flags, e.g. ['--quota-bytes', '1MiB']. */
+  args?: string[];
+}
+
+export function localUrl(port: number): string {
+  return `http://127.0.0.1:${port}`;
+}
+
+/** --credentials-dir when given, else --secret-file. */
+export function credentialFlags(spec: { secretFile?: string; credentialsDir?: string }): string[] {
+  if (spec.credentialsDir) return ['--credentials-dir', spec.credentialsDir];
+  if (spec.secretFile) return ['--secret-file', spec.secretFile];
+  throw new Error('a local process needs a secretFile or a credentialsDir');
+}
+
+/** The flags every local manager and worker starts with: id, address on 127.0.0.1, folder, credential. */
+export function localProcessFlags(spec: LocalProcessSpec): string[] {
+  return [
+    '--id',
+    spec.id,
+    '--listen',
+    `127.0.0.1:${spec.port}`,
+    '--data',
+    spec.dataDir,
+    ...credentialFlags(spec),
+  ];
+}
+
 /**
  * V8 heap flags for every manager and worker process (also in bin/imgvault.js's shebang). V8 counts
  * the request bodies in flight (ArrayBuffers outside its heap) against the old generation's limit,

@@ -135,6 +135,14 @@ export class ProgressLine {
     readonly tty = process.stderr.isTTY === true,
   ) {}
 
+  /** A progress line over these files. */
+  static over(files: readonly { size: number }[]): ProgressLine {
+    return new ProgressLine(
+      files.length,
+      files.reduce((n, f) => n + f.size, 0),
+    );
+  }
+
   update(files: number, bytes: number, force = false): void {
     if (!this.tty) return;
     const now = Date.now();

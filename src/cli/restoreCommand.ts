@@ -13,7 +13,8 @@ import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { fsyncPath } from '../fileWrites.ts';
 import { namePath } from '../protocol/nameHeaders.ts';
-import { bearerHeaders, ClusterClient, managerUrls } from './clusterClient.ts';
+import { type ClusterClient, tokenClient } from './clusterClient.ts';
+import { concurrencyOf, FileTransfer, type TransferFlags, transferCommand } from './fileTransfer.ts';
 import { listSet, ProgressLine, pathOfKey, type RemoteName, sha256OfFile } from './localTree.ts';
 
 export interface RestoreSummary {
@@ -30,62 +31,37 @@ export interface RestoreSummary {
   interrupted: boolean;
 }
 
-interface RestoreFlags {
+interface RestoreFlags extends TransferFlags {
   prefix?: string;
   force?: boolean;
-  json?: boolean;
-  concurrency: string;
-  url?: string;
-  token?: string;
 }
 
 class Conflict extends Error {}
 
-class Restore {
-  readonly summary: RestoreSummary;
-  private stopping = false;
-  private done = 0;
-  private bytesDone = 0;
-
+class Restore extends FileTransfer<RemoteName, RestoreSummary> {
   constructor(
     private readonly client: ClusterClient,
     private readonly set: string,
     private readonly root: string,
     private readonly force: boolean,
-    private readonly progress: ProgressLine,
+    progress: ProgressLine,
   ) {
-    this.summary = {
-      set,
-      restored: 0,
-      verified: 0,
-      unchanged: 0,
-      conflicts: 0,
-      failed: 0,
-      bytesDownloaded: 0,
-      interrupted: false,
-    };
-  }
-
-  stop(): void {
-    this.stopping = true;
-    this.summary.interrupted = true;
-  }
-
-  async run(names: RemoteName[], concurrency: number): Promise<void> {
-    const queue = [...names];
-    await Promise.all(
-      Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
-        for (let n = queue.shift(); n !== undefined && !this.stopping; n = queue.shift()) {
-          await this.one(n);
-          this.done++;
-          this.bytesDone += n.size;
-          this.progress.update(this.done, this.bytesDone);
-        }
-      }),
+    super(
+      {
+        set,
+        restored: 0,
+        verified: 0,
+        unchanged: 0,
+        conflicts: 0,
+        failed: 0,
+        bytesDownloaded: 0,
+        interrupted: false,
+      },
+      progress,
     );
   }
 
-  private async one(name: RemoteName): Promise<void> {
+  protected async one(name: RemoteName): Promise<void> {
     try {
       const path = pathOfKey(this.root, name.key);
       if (path === null) throw new Error('the key cannot be a path under the folder');
@@ -99,9 +75,8 @@ class Restore {
       this.summary.verified++;
       this.progress.line(`restored\t${name.key}`);
     } catch (err) {
-      this.summary.failed++;
       if (err instanceof Conflict) this.summary.conflicts++;
-      this.progress.line(`failed\t${name.key}\t${err instanceof Error ? err.message : String(err)}`);
+      this.failed(name.key, err);
     }
   }
 
@@ -151,53 +126,31 @@ class Restore {
   }
 }
 
-function printSummary(s: RestoreSummary, json: boolean): void {
-  if (json) {
-    console.log(JSON.stringify(s));
-    return;
-  }
-  console.error(
+function describeSummary(s: RestoreSummary): string {
+  return (
     `restore of set ${s.set}${s.interrupted ? ' (interrupted: run it again to finish)' : ''}: ` +
-      `${s.restored} restored, ${s.verified} verified, ${s.unchanged} unchanged, ${s.failed} failed ` +
-      `(${s.conflicts} conflicts); ${s.bytesDownloaded} bytes downloaded`,
+    `${s.restored} restored, ${s.verified} verified, ${s.unchanged} unchanged, ${s.failed} failed ` +
+    `(${s.conflicts} conflicts); ${s.bytesDownloaded} bytes downloaded`
   );
 }
 
 async function restoreAction(set: string, folder: string, flags: RestoreFlags): Promise<number> {
-  const client = new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token));
+  const client = tokenClient(flags);
   const names = (await listSet(client, set)).filter((n) => !flags.prefix || n.key.startsWith(flags.prefix));
-  const progress = new ProgressLine(
-    names.length,
-    names.reduce((n, f) => n + f.size, 0),
-  );
+  const progress = ProgressLine.over(names);
   const restore = new Restore(client, set, folder, flags.force === true, progress);
-  let interrupts = 0;
-  const onInterrupt = () => {
-    interrupts++;
-    restore.stop();
-    if (interrupts > 1) {
-      progress.clear();
-      printSummary(restore.summary, flags.json === true);
-      process.exit(130);
-    }
-  };
-  process.on('SIGINT', onInterrupt);
-  process.on('SIGTERM', onInterrupt);
-  try {
-    await mkdir(folder, { recursive: true });
-    await restore.run(names, Math.max(1, Math.min(64, Number(flags.concurrency) || 4)));
-  } finally {
-    process.off('SIGINT', onInterrupt);
-    process.off('SIGTERM', onInterrupt);
-    progress.clear();
-  }
-  printSummary(restore.summary, flags.json === true);
-  if (restore.summary.interrupted) return 130;
-  return restore.summary.failed > 0 ? 1 : 0;
+  return restore.interruptible(
+    async () => {
+      await mkdir(folder, { recursive: true });
+      await restore.run(names, concurrencyOf(flags));
+    },
+    flags.json === true,
+    describeSummary,
+  );
 }
 
 export function registerRestoreCommand(program: Command): void {
-  program
+  const restore = program
     .command('restore')
     .description(
       'restore a backup set into a folder, byte for byte with modification times; every file is ' +
@@ -207,20 +160,6 @@ export function registerRestoreCommand(program: Command): void {
     .argument('<set>', 'the backup set (bucket)')
     .argument('<folder>', 'where to recreate the tree (created if missing)')
     .option('--prefix <prefix>', 'only the keys that start with this')
-    .option('--force', 'overwrite local files whose content differs from the set')
-    .option('--json', 'print the summary as one JSON object on standard output')
-    .option('-c, --concurrency <n>', 'files in flight', '4')
-    .option(
-      '--url <urls>',
-      'managers of the cluster, comma-separated [env IMGVAULT_URL; default http://127.0.0.1:7001,7002,7003]',
-    )
-    .option('--token <token>', 'bearer token, when the cluster requires one [env IMGVAULT_TOKEN]')
-    .action(async (set: string, folder: string, flags: RestoreFlags) => {
-      try {
-        process.exitCode = await restoreAction(set, folder, flags);
-      } catch (err) {
-        console.error(`imgvault: ${err instanceof Error ? err.message : String(err)}`);
-        process.exitCode = 1;
-      }
-    });
+    .option('--force', 'overwrite local files whose content differs from the set');
+  transferCommand(restore, restoreAction);
 }

@@ -3,6 +3,7 @@
 // (docs/s3.md says what that means).
 
 import { Command } from 'commander';
+import { S3_KEYS_PATH } from '../protocol/s3KeyPaths.ts';
 import {
   ClusterClient,
   DEFAULT_RETRY,
@@ -11,8 +12,6 @@ import {
   secretHeaders,
   withOperatorOptions,
 } from './clusterClient.ts';
-
-const KEYS_PATH = '/v1/cluster/s3/keys';
 
 interface Flags {
   url?: string;
@@ -43,7 +42,7 @@ export function createS3Command(): Command {
     runOperatorAction('s3 keys create', async (_flags: unknown, command: Command) => {
       const { client, flags } = clientOf(command);
       // A retry after a lost answer can leave an unused key behind: `s3 keys list` shows it.
-      const { res } = await client.request('POST', KEYS_PATH, { expect: [201] });
+      const { res } = await client.request('POST', S3_KEYS_PATH, { expect: [201] });
       const key = (await res.body.json()) as {
         accessKeyId: string;
         secretAccessKey: string;
@@ -64,7 +63,7 @@ export function createS3Command(): Command {
   withOptions(keys.command('list').description('list access key ids (never the secrets)')).action(
     runOperatorAction('s3 keys list', async (_flags: unknown, command: Command) => {
       const { client, flags } = clientOf(command);
-      const { res } = await client.request('GET', KEYS_PATH, { expect: [200] });
+      const { res } = await client.request('GET', S3_KEYS_PATH, { expect: [200] });
       const body = (await res.body.json()) as { keys: { accessKeyId: string; createdAt: string }[] };
       if (flags.json) console.log(JSON.stringify(body));
       else for (const k of body.keys) console.log(`${k.accessKeyId}\t${k.createdAt}`);
@@ -73,7 +72,7 @@ export function createS3Command(): Command {
   withOptions(keys.command('delete').description('delete an access key').argument('<accessKeyId>')).action(
     runOperatorAction('s3 keys delete', async (id: string, _flags: unknown, command: Command) => {
       const { client } = clientOf(command);
-      const { res } = await client.request('DELETE', `${KEYS_PATH}/${encodeURIComponent(id)}`, {
+      const { res } = await client.request('DELETE', `${S3_KEYS_PATH}/${encodeURIComponent(id)}`, {
         expect: [204, 404],
       });
       await res.body.dump();

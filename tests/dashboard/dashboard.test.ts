@@ -5,7 +5,7 @@
 // new leader. Screenshots go to a temp folder (its path is printed), never into the checkout.
 
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
@@ -44,26 +44,15 @@ let browser: Browser | undefined;
 let page: Page;
 let shots: string;
 let origin: ManagerProc;
-let tokensDir: string | undefined;
 const KEYS = ['trip/beach.jpg', 'trip/hills.jpg', 'trip/night.png'];
 
 describe.skipIf(CHROMIUM === undefined)('the dashboard (needs Chromium at /usr/bin/chromium)', () => {
   beforeAll(async () => {
-    tokensDir = await mkdtemp(join(tmpdir(), 'imgvault-dashboard-tokens-'));
-    const tokens = join(tokensDir, 'tokens');
-    await writeFile(tokens, `${TOKEN}\n`);
     cluster = await ImageCluster.start({
       name: 'dashboard-test',
       startTimeoutMs: 90_000,
-      clientToken: TOKEN,
-      managerArgs: [
-        '--client-tokens-file',
-        tokens,
-        '--suspect-after-ms',
-        String(SUSPECT_AFTER_MS),
-        '--down-after-ms',
-        String(DOWN_AFTER_MS),
-      ],
+      tokens: { client: [TOKEN] },
+      managerArgs: ['--suspect-after-ms', String(SUSPECT_AFTER_MS), '--down-after-ms', String(DOWN_AFTER_MS)],
     });
     for (const [i, key] of KEYS.entries()) {
       const body = await gradient(640 + i * 80, 480, i * 70, key.endsWith('.png') ? 'png' : 'jpeg');
@@ -87,7 +76,6 @@ describe.skipIf(CHROMIUM === undefined)('the dashboard (needs Chromium at /usr/b
   afterAll(async () => {
     await browser?.close();
     await cluster?.close();
-    if (tokensDir) await rm(tokensDir, { recursive: true, force: true });
   });
 
   const rowState = (worker: string) =>

@@ -3,8 +3,7 @@
 // its etag, refused without a token (while the dashboard page itself is open), 404 for an image that
 // does not exist or was deleted, 422 for bytes that sniff as an image but do not decode.
 
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,25 +13,20 @@ import { ImageCluster, type ManagerProc, pngImage } from '../integration/imageCl
 const TOKEN = 'thumbnail-client-token-0123456789';
 let cluster: ImageCluster;
 let manager: ManagerProc;
-let tokensDir: string | undefined;
 
 beforeAll(async () => {
-  tokensDir = await mkdtemp(join(tmpdir(), 'imgvault-thumbnail-tokens-'));
-  await writeFile(join(tokensDir, 'tokens'), `${TOKEN}\n`);
   cluster = await ImageCluster.start({
     managers: 1,
     workers: 2,
     name: 'thumbnails',
     startTimeoutMs: 90_000,
-    clientToken: TOKEN,
-    managerArgs: ['--client-tokens-file', join(tokensDir, 'tokens')],
+    tokens: { client: [TOKEN] },
   });
   manager = await cluster.leader();
 }, 240_000);
 
 afterAll(async () => {
   await cluster?.close();
-  if (tokensDir) await rm(tokensDir, { recursive: true, force: true });
 });
 
 async function upload(body: Buffer): Promise<string> {

@@ -105,6 +105,15 @@ function expectRideThrough(answers: Answer[]): void {
   expect(answers.filter((a) => a.status === 201).length).toBeGreaterThan(0);
 }
 
+/** The new leader places the first upload it gets, and the load rode through the change. */
+async function expectTakeover(leader: ManagerProc, load: ReturnType<typeof uploadLoad>): Promise<void> {
+  const first = await upload(leader);
+  await new Promise((r) => setTimeout(r, 1_000));
+  await load.stop();
+  expect(first).toMatchObject({ status: 201 });
+  expectRideThrough(load.answers);
+}
+
 async function waitPastSuspectTimeout(): Promise<void> {
   // A manager's view of a worker it never heard turns suspect this long after it starts. And a
   // follower is warm only once it has heard each worker: the first beats after registration can
@@ -132,12 +141,7 @@ describe('uploads through a change of leader', () => {
     expect(res.status).toBe(200);
     const leader = await newLeader(old);
     expect(leader).toBe(to);
-    const first = await upload(leader);
-    await new Promise((r) => setTimeout(r, 1_000));
-    await load.stop();
-
-    expect(first).toMatchObject({ status: 201 });
-    expectRideThrough(load.answers);
+    await expectTakeover(leader, load);
   }, 90_000);
 
   it('kill -9 of the leader: no 507, and the new leader places the first upload it gets', async () => {
@@ -149,11 +153,6 @@ describe('uploads through a change of leader', () => {
 
     await cluster.killManager(old);
     const leader = await newLeader(old);
-    const first = await upload(leader);
-    await new Promise((r) => setTimeout(r, 1_000));
-    await load.stop();
-
-    expect(first).toMatchObject({ status: 201 });
-    expectRideThrough(load.answers);
+    await expectTakeover(leader, load);
   }, 90_000);
 });

@@ -16,7 +16,7 @@ import {
   spawnManager,
   waitForLeader,
 } from '../../src/cli/localManagers.ts';
-import { freePort } from '../../src/cli/localProcess.ts';
+import { freePort, type LocalProcessSpec } from '../../src/cli/localProcess.ts';
 import { spawnWorker, workerUrl } from '../../src/cli/localWorkers.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import {
@@ -75,6 +75,12 @@ export interface ImageClusterOptions {
   s3?: boolean;
   /** Bearer token for the cluster's own probes, when managerArgs turn client tokens on. */
   clientToken?: string;
+  /**
+   * Bearer tokens every manager takes, written to files under the cluster's folder (`tokenFile`)
+   * and passed as --client-tokens-file, --read-only-tokens-file and --metrics-token-file; the
+   * cluster's own probes use the first client token unless `clientToken` names another.
+   */
+  tokens?: { client: string[]; readOnly?: string[]; metrics?: string };
   /**
    * A credential per role (`<root>/credentials`, as `imgvault credentials init` writes it) instead
    * of the single cluster secret; `secret` and `secretFile` are then the operator's credential.
@@ -179,6 +185,7 @@ export class ImageCluster {
     const cluster = new ImageCluster(root, secretFile, secret, opts);
     if (opts.tls) useInternalTls(loadTlsFiles({ caFile: opts.tls.caFile }));
     try {
+      await cluster.writeTokenFiles();
       for (let i = 1; i <= (opts.managers ?? 3); i++) {
         const port = await freePort();
         cluster.managers.push({
@@ -211,8 +218,32 @@ export class ImageCluster {
     return join(this.root, 'credentials');
   }
 
+  /** Where the file of `tokens[kind]` is (ImageClusterOptions.tokens). */
+  tokenFile(kind: keyof NonNullable<ImageClusterOptions['tokens']>): string {
+    return join(this.root, `${kind}-tokens`);
+  }
+
+  private async writeTokenFiles(): Promise<void> {
+    for (const [kind, tokens] of Object.entries(this.opts.tokens ?? {})) {
+      const lines = typeof tokens === 'string' ? [tokens] : tokens;
+      await writeFile(this.tokenFile(kind as 'client'), `${lines.join('\n')}\n`, { mode: 0o600 });
+    }
+  }
+
+  /** The flags of `tokens` (none without it). */
+  private tokenArgs(): string[] {
+    const t = this.opts.tokens;
+    if (!t) return [];
+    return [
+      ...['--client-tokens-file', this.tokenFile('client')],
+      ...(t.readOnly ? ['--read-only-tokens-file', this.tokenFile('readOnly')] : []),
+      ...(t.metrics ? ['--metrics-token-file', this.tokenFile('metrics')] : []),
+    ];
+  }
+
   authHeaders(): Record<string, string> {
-    return this.opts.clientToken ? { authorization: `Bearer ${this.opts.clientToken}` } : {};
+    const token = this.opts.clientToken ?? this.opts.tokens?.client[0];
+    return token ? { authorization: `Bearer ${token}` } : {};
   }
 
   /** `url` with https:// when the cluster serves TLS. */
@@ -230,6 +261,18 @@ export class ImageCluster {
     return { IMGVAULT_LOG_LEVEL: this.opts.logLevel ?? 'warn' };
   }
 
+  /** What every child starts with: its identity and folder, its credential (`roleDir` per role), its log. */
+  private processSpec(p: ManagerProc | WorkerProc, roleDir: string): LocalProcessSpec {
+    return {
+      id: p.id,
+      port: p.port,
+      dataDir: p.dataDir,
+      ...(this.opts.perRole ? { credentialsDir: roleDir } : { secretFile: this.secretFile }),
+      logFile: join(this.root, `${p.id}.log`),
+      env: this.env(),
+    };
+  }
+
   private watch(child: ChildProcess): ChildProcess {
     this.exits.push(child);
     return child;
@@ -239,22 +282,16 @@ export class ImageCluster {
     if (m.child) throw new Error(`manager ${m.id} is already running`);
     m.child = this.watch(
       spawnManager({
-        id: m.id,
-        port: m.port,
-        dataDir: m.dataDir,
+        ...this.processSpec(m, managerDir(this.credentialsRoot)),
         peers: this.opts.tls
           ? this.managers.map((p) => `${p.id}=${p.url}`).join(',')
           : peersSpec(this.managers),
-        ...(this.opts.perRole
-          ? { credentialsDir: managerDir(this.credentialsRoot) }
-          : { secretFile: this.secretFile }),
         args: [
           ...this.tlsArgs(),
+          ...this.tokenArgs(),
           ...(this.opts.managerArgs ?? []),
           ...(m.s3Port !== undefined ? ['--s3-port', String(m.s3Port)] : []),
         ],
-        logFile: join(this.root, `${m.id}.log`),
-        env: this.env(),
       }),
     );
   }
@@ -287,17 +324,10 @@ export class ImageCluster {
     if (w.child) throw new Error(`worker ${w.id} is already running`);
     w.child = this.watch(
       spawnWorker({
-        id: w.id,
-        port: w.port,
-        dataDir: w.dataDir,
+        ...this.processSpec(w, workerDir(this.credentialsRoot, w.id)),
         managers: this.managers.map((m) => m.url),
-        ...(this.opts.perRole
-          ? { credentialsDir: workerDir(this.credentialsRoot, w.id) }
-          : { secretFile: this.secretFile }),
         zone: w.zone,
         args: [...this.tlsArgs(), ...w.args],
-        logFile: join(this.root, `${w.id}.log`),
-        env: this.env(),
       }),
     );
   }

@@ -4,7 +4,7 @@
 // `imgvault status --token` reads the whole cluster through the gate.
 
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,17 +36,11 @@ let url: string;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'imgvault-gate-'));
-  await writeFile(join(dir, 'tokens'), `${CLIENT}\n`);
-  await writeFile(join(dir, 'metrics-token'), `${METRICS}\n`);
   cluster = await ImageCluster.start({
     managers: 1,
     workers: 2,
     name: 'client-gate',
-    clientToken: CLIENT,
-    managerArgs: [
-      ['--client-tokens-file', join(dir, 'tokens')],
-      ['--metrics-token-file', join(dir, 'metrics-token')],
-    ].flat(),
+    tokens: { client: [CLIENT], metrics: METRICS },
   });
   url = (await cluster.leader()).url;
 }, 120_000);
@@ -122,7 +116,7 @@ describe('kv-mode managers with client tokens', () => {
       dataDir: join(dir, m.id),
       peers,
       secretFile: cluster.secretFile,
-      args: ['--mode', 'kv', '--client-tokens-file', join(dir, 'tokens')],
+      args: ['--mode', 'kv', '--client-tokens-file', cluster.tokenFile('client')],
       logFile: join(dir, `${m.id}.log`),
       env: { IMGVAULT_LOG_LEVEL: 'warn' },
     });

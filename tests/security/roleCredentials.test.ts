@@ -3,10 +3,9 @@
 // client token reads and never writes.
 
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
@@ -27,27 +26,17 @@ import { ImageCluster, type ManagerProc, pngImage, until } from '../integration/
 const WRITER = 'read-write-token-0123456789abcdef';
 const READER = 'read-only-token-0123456789abcdef';
 
-let dir: string;
 let cluster: ImageCluster;
 let keys: RoleKeys;
 let leader: ManagerProc;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'imgvault-roles-'));
-  await writeFile(join(dir, 'tokens'), `${WRITER}\n`);
-  await writeFile(join(dir, 'read-only-tokens'), `${READER}\n`);
   cluster = await ImageCluster.start({
     managers: 3,
     workers: 3,
     name: 'role-credentials',
     perRole: true,
-    clientToken: WRITER,
-    managerArgs: [
-      '--client-tokens-file',
-      join(dir, 'tokens'),
-      '--read-only-tokens-file',
-      join(dir, 'read-only-tokens'),
-    ],
+    tokens: { client: [WRITER], readOnly: [READER] },
     startTimeoutMs: 90_000,
   });
   keys = readManagerKeys(managerDir(cluster.credentialsRoot));
@@ -56,7 +45,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await cluster?.close();
-  if (dir) await rm(dir, { recursive: true, force: true });
 });
 
 const workerCredential = (id: string) =>

@@ -2,9 +2,8 @@
 // its value and holds; a slow body is cut with 408, a non-image with 415 before the rest is sent;
 // no refused request leaves an object or a staged file behind.
 
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ImageCluster, pngImage, until } from '../integration/imageCluster.ts';
@@ -18,19 +17,15 @@ const MAX_IMAGE = 200_000;
 let cluster: ImageCluster;
 let url: string;
 let stagingDir: string;
-let tokensDir: string;
 
 beforeAll(async () => {
-  tokensDir = await mkdtemp(join(tmpdir(), 'imgvault-tokens-'));
-  const tokensFile = join(tokensDir, 'tokens');
-  await writeFile(tokensFile, `${Object.values(TOKENS).join('\n')}\n`);
   cluster = await ImageCluster.start({
     managers: 1,
     workers: 2,
     name: 'admission',
+    tokens: { client: Object.values(TOKENS) },
     clientToken: TOKENS.c,
     managerArgs: [
-      ['--client-tokens-file', tokensFile],
       ['--max-image-bytes', String(MAX_IMAGE)],
       ['--max-uploads', '3'],
       ['--max-uploads-per-client', '2'],
@@ -47,7 +42,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await cluster?.close();
-  await rm(tokensDir, { recursive: true, force: true });
 });
 
 interface Answer {

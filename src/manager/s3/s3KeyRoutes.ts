@@ -7,12 +7,13 @@ import { type Context, Hono } from 'hono';
 import { requireCredential } from '../../http/clusterAuth.ts';
 import type { ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
+import { redirectToLeader } from '../../http/leaderRedirect.ts';
 import { ACCESS_KEY_ID_PATTERN } from '../../metadata/commands.ts';
 import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
+import { S3_KEYS_PATH } from '../../protocol/s3KeyPaths.ts';
 import { ImageError, type RaftAccess, raftFailure } from '../imageService.ts';
 
-export const S3_KEYS_PATH = '/v1/cluster/s3/keys';
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
 export interface S3KeyRouteDeps {
@@ -31,10 +32,7 @@ function newAccessKeyId(): string {
 function leaderOnly(c: Context, raft: RaftAccess): Response | null {
   if (raft.isLeader()) return null;
   const leader = raft.leaderInfo();
-  if (leader?.url) {
-    c.header('location', `${leader.url}${new URL(c.req.url).pathname}`);
-    return jsonError(c, 307, 'NotLeader', 'this manager is not the leader');
-  }
+  if (leader?.url) return redirectToLeader(c, leader.url, 'this manager is not the leader');
   c.header('retry-after', '1');
   return jsonError(c, 503, 'NoLeader', 'no leader is known right now; retry shortly');
 }

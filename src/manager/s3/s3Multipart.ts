@@ -11,26 +11,29 @@ import {
   multipartEtag,
   noBody,
   type ObjectDeps,
+  type ObjectOperation,
   readAll,
+  requireWritableName,
   storeSpooled,
   xmlResponse,
 } from './s3Objects.ts';
 import { queryValue, type S3Request } from './s3Request.ts';
-import { fileChunks, MAX_PARTS } from './s3Spool.ts';
+import { fileChunks, MAX_PARTS, type UploadInfo } from './s3Spool.ts';
 import { el, elements, isoTime, S3_NS, xmlUnescape } from './s3Xml.ts';
 
-function uploadIdOf(req: S3Request): string {
-  return queryValue(req.query, 'uploadId') ?? '';
-}
-
-export async function createUpload(
+/** The upload the request's `uploadId` names, checked to be one of this bucket and key. */
+async function namedUpload(
   deps: ObjectDeps,
   req: S3Request,
   bucket: string,
   key: string,
-): Promise<Response> {
-  deps.names.validate(bucket, key);
-  await deps.names.requireBucket(bucket);
+): Promise<{ uploadId: string; info: UploadInfo }> {
+  const uploadId = queryValue(req.query, 'uploadId') ?? '';
+  return { uploadId, info: await deps.spool.info(uploadId, bucket, key) };
+}
+
+export const createUpload: ObjectOperation = async (deps, req, bucket, key) => {
+  await requireWritableName(deps, bucket, key);
   deps.images.requireLeader();
   const uploadId = await deps.spool.create({
     bucket,
@@ -42,16 +45,10 @@ export async function createUpload(
     `<InitiateMultipartUploadResult xmlns="${S3_NS}">${el('Bucket', bucket)}${el('Key', key)}` +
       `${el('UploadId', uploadId)}</InitiateMultipartUploadResult>`,
   );
-}
+};
 
-export async function uploadPart(
-  deps: ObjectDeps,
-  req: S3Request,
-  bucket: string,
-  key: string,
-): Promise<Response> {
-  const uploadId = uploadIdOf(req);
-  await deps.spool.info(uploadId, bucket, key);
+export const uploadPart: ObjectOperation = async (deps, req, bucket, key) => {
+  const { uploadId } = await namedUpload(deps, req, bucket, key);
   const raw = queryValue(req.query, 'partNumber') ?? '';
   const partNumber = /^\d{1,5}$/.test(raw) ? Number(raw) : 0;
   if (partNumber < 1 || partNumber > MAX_PARTS) {
@@ -70,16 +67,10 @@ export async function uploadPart(
     throw err;
   }
   return new Response(null, { status: 200, headers: { etag: `"${spooled.md5}"` } });
-}
+};
 
-export async function listParts(
-  deps: ObjectDeps,
-  req: S3Request,
-  bucket: string,
-  key: string,
-): Promise<Response> {
-  const uploadId = uploadIdOf(req);
-  await deps.spool.info(uploadId, bucket, key);
+export const listParts: ObjectOperation = async (deps, req, bucket, key) => {
+  const { uploadId } = await namedUpload(deps, req, bucket, key);
   const parts = (await deps.spool.parts(uploadId))
     .map(
       (p) =>
@@ -91,19 +82,13 @@ export async function listParts(
     `<ListPartsResult xmlns="${S3_NS}">${el('Bucket', bucket)}${el('Key', key)}${el('UploadId', uploadId)}` +
       `${el('StorageClass', 'STANDARD')}${el('MaxParts', MAX_PARTS)}${el('IsTruncated', false)}${parts}</ListPartsResult>`,
   );
-}
+};
 
-export async function abortUpload(
-  deps: ObjectDeps,
-  req: S3Request,
-  bucket: string,
-  key: string,
-): Promise<Response> {
-  const uploadId = uploadIdOf(req);
-  await deps.spool.info(uploadId, bucket, key);
+export const abortUpload: ObjectOperation = async (deps, req, bucket, key) => {
+  const { uploadId } = await namedUpload(deps, req, bucket, key);
   await deps.spool.remove(uploadId);
   return new Response(null, { status: 204 });
-}
+};
 
 /** The parts Complete names, in order, each matching a part uploaded with that ETag. */
 async function chosenParts(deps: ObjectDeps, uploadId: string, xml: string) {
@@ -128,14 +113,8 @@ async function chosenParts(deps: ObjectDeps, uploadId: string, xml: string) {
   });
 }
 
-export async function completeUpload(
-  deps: ObjectDeps,
-  req: S3Request,
-  bucket: string,
-  key: string,
-): Promise<Response> {
-  const uploadId = uploadIdOf(req);
-  const info = await deps.spool.info(uploadId, bucket, key);
+export const completeUpload: ObjectOperation = async (deps, req, bucket, key) => {
+  const { uploadId, info } = await namedUpload(deps, req, bucket, key);
   const parts = await chosenParts(deps, uploadId, await readAll(req.body, MAX_XML_BODY));
   const size = parts.reduce((n, p) => n + p.size, 0);
   if (size > deps.images.maxImageBytes) {
@@ -155,7 +134,7 @@ export async function completeUpload(
     `<CompleteMultipartUploadResult xmlns="${S3_NS}">${el('Bucket', bucket)}${el('Key', key)}` +
       `${el('ETag', `"${etagOf(outcome.name)}"`)}</CompleteMultipartUploadResult>`,
   );
-}
+};
 
 async function sha256Of(paths: string[]): Promise<string> {
   const hash = createHash('sha256');

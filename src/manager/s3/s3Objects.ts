@@ -19,6 +19,20 @@ export interface ObjectDeps {
   spool: S3Spool;
 }
 
+/** What the router calls for a request on one object name (s3Router.ts objectOperation). */
+export type ObjectOperation = (
+  deps: ObjectDeps,
+  req: S3Request,
+  bucket: string,
+  key: string,
+) => Promise<Response>;
+
+/** A name a PutObject or CreateMultipartUpload may write: valid, in a bucket that exists. */
+export async function requireWritableName(deps: ObjectDeps, bucket: string, key: string): Promise<void> {
+  deps.names.validate(bucket, key);
+  await deps.names.requireBucket(bucket);
+}
+
 /** Bound on a DeleteObjects or CompleteMultipartUpload request body. */
 export const MAX_XML_BODY = 2 * 1024 * 1024;
 
@@ -105,14 +119,8 @@ export async function storeSpooled(
   });
 }
 
-export async function putObject(
-  deps: ObjectDeps,
-  req: S3Request,
-  bucket: string,
-  key: string,
-): Promise<Response> {
-  deps.names.validate(bucket, key);
-  await deps.names.requireBucket(bucket);
+export const putObject: ObjectOperation = async (deps, req, bucket, key) => {
+  await requireWritableName(deps, bucket, key);
   const spooled = await deps.spool.spoolBody(req.body ?? noBody(), deps.images.maxImageBytes);
   try {
     checkDigests(req, spooled);
@@ -127,14 +135,9 @@ export async function putObject(
   } finally {
     await deps.spool.discard(spooled.path);
   }
-}
+};
 
-export async function getObject(
-  deps: ObjectDeps,
-  req: S3Request,
-  bucket: string,
-  key: string,
-): Promise<Response> {
+export const getObject: ObjectOperation = async (deps, req, bucket, key) => {
   const name = await deps.names.get(bucket, key);
   const headers = objectHeaders(name);
   if (req.method === 'HEAD') {
@@ -157,7 +160,7 @@ export async function getObject(
     if (typeof value === 'string') headers.set(h, value);
   }
   return new Response(webStreamOf(body), { status: response.statusCode, headers });
-}
+};
 
 export async function deleteObject(deps: ObjectDeps, bucket: string, key: string): Promise<Response> {
   try {
@@ -205,12 +208,7 @@ function copySource(value: string): { bucket: string; key: string } {
   return { bucket, key };
 }
 
-export async function copyObject(
-  deps: ObjectDeps,
-  req: S3Request,
-  bucket: string,
-  key: string,
-): Promise<Response> {
+export const copyObject: ObjectOperation = async (deps, req, bucket, key) => {
   deps.names.validate(bucket, key);
   const src = copySource(req.headers.get('x-amz-copy-source')!);
   const replace = (req.headers.get('x-amz-metadata-directive') ?? 'COPY').toUpperCase() === 'REPLACE';
@@ -228,7 +226,7 @@ export async function copyObject(
     `<CopyObjectResult xmlns="${S3_NS}">${el('LastModified', isoTime(outcome.name.mtime))}` +
       `${el('ETag', `"${etagOf(outcome.name)}"`)}</CopyObjectResult>`,
   );
-}
+};
 
 /** S3's multipart ETag: the MD5 of the parts' binary MD5s, then `-<part count>`. */
 export function multipartEtag(partMd5s: readonly string[]): string {
