@@ -113,18 +113,18 @@ export class SnapshotFolder {
   }
 
   /**
-   * The file's bytes from `from` on. With `from` 0 the read is checked: a size or sha256 that is not
+   * The file's bytes `from`..`to`. A read of the whole file is checked: a size or sha256 that is not
    * the descriptor's throws at the end, before the consumer sees the stream end (a state machine's
    * `restoreChunks` then keeps its old state).
    */
-  async *read(ref: SnapshotFileRef, from = 0): AsyncGenerator<Buffer> {
+  async *read(ref: SnapshotFileRef, from = 0, to = ref.size): AsyncGenerator<Buffer> {
     const path = this.pathOf(ref);
-    const hash = from === 0 ? createHash('sha256') : null;
+    const hash = from === 0 && to === ref.size ? createHash('sha256') : null;
     const fh = await open(path, 'r');
     try {
       let position = from;
-      while (position < ref.size) {
-        const chunk = Buffer.allocUnsafe(Math.min(SNAPSHOT_READ_CHUNK_BYTES, ref.size - position));
+      while (position < to) {
+        const chunk = Buffer.allocUnsafe(Math.min(SNAPSHOT_READ_CHUNK_BYTES, to - position));
         const { bytesRead } = await fh.read(chunk, 0, chunk.length, position);
         if (bytesRead === 0) throw new Error(`snapshot file ${path} ends at byte ${position} of ${ref.size}`);
         position += bytesRead;
