@@ -90,7 +90,15 @@ export class SnapshotFolder {
     );
     const hash = createHash('sha256');
     let size = 0;
-    const fh = await open(tmp, 'w', PRIVATE_FILE_MODE);
+    let fh: Awaited<ReturnType<typeof open>>;
+    try {
+      fh = await open(tmp, 'w', PRIVATE_FILE_MODE);
+    } catch (err) {
+      // The state was captured when `chunks` was made (a LevelDB snapshot): starting and ending
+      // the stream releases it.
+      for await (const _ of chunks) break;
+      throw err;
+    }
     try {
       for await (const chunk of chunks) {
         hash.update(chunk);
