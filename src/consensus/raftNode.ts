@@ -22,6 +22,14 @@ import { PendingProposals } from './node/pendingProposals.ts';
 import { notLeaderError, proposeRefusal, RaftError, stoppedError } from './node/raftError.ts';
 import { ReadIndexBatcher } from './node/readIndexBatcher.ts';
 import { RefusalLog } from './node/refusalLog.ts';
+import type { SnapshotFileRef, SnapshotFolder } from './snapshotFiles.ts';
+import {
+  captureSnapshot,
+  missingSnapshotFile,
+  restoreSnapshot,
+  unwrapSnapshot,
+  wrapSnapshot,
+} from './snapshots.ts';
 import type { AppliedResult, StateMachine } from './stateMachine.ts';
 import { refusal } from './transport/messageFilter.ts';
 import type {
@@ -70,6 +78,11 @@ export interface RaftNodeOptions {
   heartbeatTick?: number;
   /** Take a snapshot and compact the log every this many applied entries. */
   snapshotThreshold?: number;
+  /**
+   * Where snapshots are written as files (snapshots.ts): the Raft log and MsgSnap then carry only
+   * their descriptor. Without one, snapshots are inline strings (the simulator, small tests).
+   */
+  snapshotFolder?: SnapshotFolder;
   proposalTimeoutMs?: number;
   readTimeoutMs?: number;
   /** How long addMember/removeMember/transferLeadership wait for their effect. */
@@ -87,20 +100,6 @@ export interface RaftNodeOptions {
   metrics?: Registry;
   /** Called when the Ready loop fails (e.g. the disk refuses a write): the node is stopped. */
   onFatal?: (err: unknown) => void;
-}
-
-// Snapshot data = JSON of the member URL map, a newline, then the state machine's own snapshot.
-// The URLs travel with the snapshot because the conf-change entries that carried them may be
-// compacted away; JSON.stringify never emits a raw newline, so the first one is the separator.
-function wrapSnapshot(members: Map<NodeId, string>, state: string): string {
-  return `${JSON.stringify(Object.fromEntries(members))}\n${state}`;
-}
-
-function unwrapSnapshot(data: string): { members: Record<NodeId, string>; state: string } {
-  if (data === '') return { members: {}, state: '' };
-  const nl = data.indexOf('\n');
-  if (nl < 0) throw new Error('raft snapshot data has no member map');
-  return { members: JSON.parse(data.slice(0, nl)) as Record<NodeId, string>, state: data.slice(nl + 1) };
 }
 
 export class RaftNode {
@@ -129,6 +128,7 @@ export class RaftNode {
 
   private readonly membership: Membership;
   private snapshotIndex: Index;
+  private readonly snapshotFolder: SnapshotFolder | null;
   /** A snapshot being built off the Ready loop (see maybeSnapshot), or null. */
   private snapshotTask: Promise<void> | null = null;
   /** The applied index the last snapshot was started at, taken or not: a failed one waits as long. */
@@ -203,6 +203,7 @@ export class RaftNode {
       this.opts.promoteGap,
     );
     this.snapshotIndex = snapshot.metadata.index;
+    this.snapshotFolder = opts.snapshotFolder ?? null;
     this.durableHardState = hardState;
     this.metrics = opts.metrics ? this.registerMetrics(opts.metrics) : null;
     this.proposals = new PendingProposals({
@@ -269,11 +270,17 @@ export class RaftNode {
     storage.setHardState(hardState);
     storage.append(loaded.entries);
     const effectiveSnapshot = storage.snapshot();
-    const { members: snapMembers, state } = unwrapSnapshot(effectiveSnapshot.data);
-    const members = new Map(Object.entries(snapMembers));
+    let { members: snapMembers } = unwrapSnapshot(effectiveSnapshot.data);
     if (effectiveSnapshot.metadata.index > opts.stateMachine.appliedIndex()) {
-      await opts.stateMachine.restore(state, effectiveSnapshot.metadata.index);
+      const folder = opts.snapshotFolder ?? null;
+      ({ members: snapMembers } = await restoreSnapshot(
+        opts.stateMachine,
+        folder,
+        effectiveSnapshot.data,
+        effectiveSnapshot.metadata.index,
+      ));
     }
+    const members = new Map(Object.entries(snapMembers));
     for (const [id, url] of members) if (id !== opts.id) opts.transport.setPeer(id, url);
     for (const [id, url] of Object.entries(opts.contactPeers ?? {})) {
       if (id !== opts.id && !members.has(id)) opts.transport.setPeer(id, url);
@@ -326,6 +333,14 @@ export class RaftNode {
     const why = refusal(msg, { id: this.id, term: this.term, leader: this.leader, members: this.members });
     if (why !== null) {
       this.refusals.note(msg, why, this.term);
+      return false;
+    }
+    const missing = missingSnapshotFile(msg, this.snapshotFolder);
+    if (missing !== null) {
+      this.log.warn(
+        { event: 'raft.snapshot_refused', from: msg.from, index: msg.snapshot?.metadata.index },
+        missing,
+      );
       return false;
     }
     this.contacts.heard(msg.from, this.clock.now());
@@ -618,8 +633,10 @@ export class RaftNode {
   }
 
   private async installSnapshot(snap: Snapshot): Promise<void> {
-    const { members, state } = unwrapSnapshot(snap.data);
-    await this.sm.restore(state, snap.metadata.index);
+    const folder = this.snapshotFolder;
+    const { members, file } = await restoreSnapshot(this.sm, folder, snap.data, snap.metadata.index);
+    // persist() recorded this snapshot before it was installed: older files are no longer needed.
+    if (file !== null) await folder?.removeOlderThan(file);
     this.snapshotIndex = snap.metadata.index;
     this.confState = snap.metadata.confState;
     for (const id of this.members.keys())
@@ -680,13 +697,17 @@ export class RaftNode {
     // The state is captured now, between two applies (StateMachine.snapshot), and serialised while
     // the loop goes on: built inside the loop, a large table stopped ticks, heartbeats and votes for
     // seconds (3.9 s at 200,000 images), long enough for the followers to elect a new leader.
-    const state = this.sm.snapshot();
+    const finish = captureSnapshot(
+      this.sm,
+      this.snapshotFolder,
+      { index: applied, term: this.storage.term(applied) },
+      new Map(this.members),
+    );
     this.snapshotStartedAt = applied;
     this.snapshotTask = this.compactTo(
       applied,
       { voters: [...this.confState.voters], learners: [...this.confState.learners] },
-      new Map(this.members),
-      state,
+      finish,
     )
       .catch((err: unknown) =>
         this.log.error(
@@ -703,10 +724,9 @@ export class RaftNode {
   private async compactTo(
     index: Index,
     confState: ConfState,
-    members: Map<NodeId, string>,
-    state: Promise<string>,
+    finish: () => Promise<{ data: string; file: SnapshotFileRef | null }>,
   ): Promise<void> {
-    const data = wrapSnapshot(members, await state);
+    const { data, file } = await finish();
     // A snapshot installed from the leader meanwhile already covers this one.
     if (this.stopped || index <= this.snapshotIndex) return;
     const snap = this.storage.createSnapshot(index, confState, data);
@@ -714,8 +734,9 @@ export class RaftNode {
     await this.store.compact(snap);
     this.storage.compact(index);
     this.snapshotIndex = Math.max(this.snapshotIndex, index);
+    if (file !== null) await this.snapshotFolder?.removeOlderThan(file);
     this.log.info(
-      { event: 'raft.snapshot_taken', index, bytes: data.length },
+      { event: 'raft.snapshot_taken', index, bytes: file?.size ?? data.length },
       'snapshot taken, log compacted',
     );
   }

@@ -36,5 +36,18 @@ export interface StateMachine {
   snapshot(): Promise<string>;
   /** Replace the whole state with a snapshot's, taken at `index`. */
   restore(data: string, index: Index): Promise<void>;
+  /**
+   * The streamed form of `snapshot`, for a state too large for one string: the state is captured
+   * before the call returns, as there, and handed out as chunks of bounded size; the caller
+   * iterates it to its end (which releases what the capture holds). Without it, the driver wraps
+   * `snapshot` (src/consensus/snapshots.ts).
+   */
+  snapshotChunks?(): AsyncIterable<Uint8Array>;
+  /**
+   * The streamed form of `restore`: consumes `chunks` (what `snapshotChunks` wrote) and makes the new
+   * state live only after the whole stream was read and checked. When `chunks` throws (a digest
+   * the driver checks at the end of the file, a read error), the old state stays as it was.
+   */
+  restoreChunks?(chunks: AsyncIterable<Uint8Array>, index: Index): Promise<void>;
   close(): Promise<void>;
 }

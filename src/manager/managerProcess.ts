@@ -6,8 +6,11 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { onLauncherStop } from '../childControl.ts';
 import { LevelLogStore } from '../consensus/levelLogStore.ts';
 import { RaftNode } from '../consensus/raftNode.ts';
+import { SnapshotFolder } from '../consensus/snapshotFiles.ts';
 import { HttpTransport } from '../consensus/transport/httpTransport.ts';
 import { raftRoutes } from '../consensus/transport/raftRoutes.ts';
+import { snapshotRoutes } from '../consensus/transport/snapshotRoutes.ts';
+import { SnapshotSender } from '../consensus/transport/snapshotSender.ts';
 import { keepNewFilesPrivate, makePrivateDir } from '../fileWrites.ts';
 import { httpsServeOptions, useInternalTls } from '../http/tls.ts';
 import { createLogger, type Logger } from '../logging.ts';
@@ -41,6 +44,8 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   await checkPortFree(config.host, config.port);
   await makePrivateDir(config.dataDir);
   const store = await openLogStore(config.dataDir);
+  // Snapshot files beside the log (src/consensus/snapshotFiles.ts); the log holds their descriptors.
+  const snapshotFolder = await SnapshotFolder.open(join(config.dataDir, 'snapshots'));
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics });
   const kv = config.mode === 'kv' ? await KvStateMachine.open(join(config.dataDir, 'kv')) : null;
@@ -51,6 +56,13 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   // The transport and the node refer to each other; messages that arrive before the node exists
   // are dropped (Raft retransmits).
   let node: RaftNode | null = null;
+  const snapshotSender = new SnapshotSender({
+    id: config.id,
+    folder: snapshotFolder,
+    secret: config.credentials.raftCredential(config.id, config.id),
+    credentialFor: (peer) => config.credentials.raftCredential(config.id, peer),
+    onSnapshotStatus: (peer, ok) => node?.reportSnapshot(peer, ok),
+  });
   const transport = new HttpTransport({
     id: config.id,
     // What it presents to its peers: its raft credential naming that peer (or the single secret).
@@ -58,6 +70,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     credentialFor: (peer) => config.credentials.raftCredential(config.id, peer),
     onUnreachable: (peer) => node?.reportUnreachable(peer),
     onSnapshotStatus: (peer, ok) => node?.reportSnapshot(peer, ok),
+    sendSnapshot: (msg, url) => snapshotSender.send(msg, url),
     onReply: (msg) => node?.receive(msg),
   });
   const raftApp = raftRoutes({
@@ -67,6 +80,15 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     // A peer's stream to us is also our way back to it (a follower answers on its leader's stream).
     attachReplySink: (from, sink) => transport.attachReplySink(from, sink),
   });
+  raftApp.route(
+    '/',
+    snapshotRoutes({
+      credentials: config.credentials,
+      selfId: config.id,
+      folder: snapshotFolder,
+      onMessage: (msg) => node?.receive(msg) ?? false,
+    }),
+  );
 
   // A founder with an empty store is about to bootstrap: not if the cluster remembers it (data lost).
   const emptyStore = store.lastIndex() === 0;
@@ -95,6 +117,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     electionTick: config.electionTick,
     heartbeatTick: config.heartbeatTick,
     snapshotThreshold: config.snapshotThreshold,
+    snapshotFolder,
     metrics,
     onFatal: (err) => {
       log.fatal({ event: 'manager.raft_fatal', err }, 'raft loop failed; exiting');
@@ -171,6 +194,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
           (server as { closeAllConnections?: () => void }).closeAllConnections?.();
         });
         await running.stop();
+        snapshotSender.close();
         await transport.close();
         await store.close();
         await kv?.close();

@@ -54,6 +54,7 @@ const CLIENT_GATE_OPEN: readonly RegExp[] = [
   /^\/$/,
   /^\/dashboard\/[\w.-]+$/,
   /^\/raft\/(messages|stream)$/,
+  /^\/raft\/snapshot(\/message)?$/,
   /^\/internal\/v1\/workers\//,
   /^\/v1\/cluster\/(transfer-leader|members(\/[^/]+)?)$/,
   /^\/v1\/cluster\/nodes\/[^/]+\/(drain|undrain)$/,

@@ -196,6 +196,19 @@ export class MetadataStateMachine implements StateMachine {
     this.log.info({ event: 'metadata.snapshot_restored', index }, 'metadata tables restored from snapshot');
   }
 
+  snapshotChunks(): AsyncIterable<Uint8Array> {
+    return this.tables.snapshotChunks();
+  }
+
+  async restoreChunks(chunks: AsyncIterable<Uint8Array>, index: Index): Promise<void> {
+    await this.tables.restoreChunks(chunks, index);
+    this.forgetNodes();
+    this.log.info(
+      { event: 'metadata.snapshot_restored', index },
+      'metadata tables restored from a streamed snapshot',
+    );
+  }
+
   /** sha256 over every row of every table, with the applied index it describes. */
   tableDigest(): Promise<TableDigest> {
     return this.tables.digest();

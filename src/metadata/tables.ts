@@ -32,6 +32,7 @@ import { mkdir } from 'node:fs/promises';
 import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
 import type { NameRecord, NodeRecord, ObjectRecord, S3KeyRecord } from './commands.ts';
+import { headerLine, parseHeader, parseLine, splitLines, trailerLine } from './snapshotStream.ts';
 
 // Newer tables come last: a state without their rows digests as it did before they existed.
 export const TABLES = [
@@ -62,6 +63,12 @@ const META_APPLIED = 'meta/applied';
 const META_GENERATION = 'meta/generation';
 const DATA_ROOT = 'data/';
 const SNAPSHOT_FORMAT = 'imgvault.metadata/1';
+/** The streamed form (`snapshotChunks`): a header line, one line per row, a trailer line. */
+export const STREAM_FORMAT = 'imgvault.metadata/2';
+/** Bytes a streamed snapshot gathers before it hands out a chunk. */
+const STREAM_CHUNK_BYTES = 1024 * 1024;
+/** Longest line a streamed snapshot may hold: rows are far smaller (keys <= 1 KiB, small JSON values). */
+const MAX_STREAM_LINE_BYTES = 4 * 1024 * 1024;
 /** Ops per LevelDB batch while a restore writes the new generation. */
 const RESTORE_BATCH_OPS = 1000;
 
@@ -165,10 +172,14 @@ export const decodeS3Key = (v: string): S3KeyRecord => JSON.parse(v) as S3KeyRec
 
 // ---- Digest ---------------------------------------------------------------------------------
 
+// JSON framing makes the byte stream unambiguous whatever the keys and values contain. The same
+// line is a row of a streamed snapshot, so that stream's rows digest to `digest()` of the tables.
+function rowLine(table: Table, key: string, value: string): string {
+  return `${JSON.stringify([table, key, value])}\n`;
+}
+
 function digestRow(hash: Hash, table: Table, key: string, value: string): void {
-  // JSON framing makes the byte stream unambiguous whatever the keys and values contain.
-  hash.update(JSON.stringify([table, key, value]));
-  hash.update('\n');
+  hash.update(rowLine(table, key, value));
 }
 
 export interface TableDigest {
@@ -302,6 +313,94 @@ export class TablesView {
   }
 }
 
+const TABLE_ORDER = new Map<string, number>(TABLES.map((t, i) => [t, i]));
+
+/**
+ * Writes a snapshot's rows into a generation that is not live yet, in batches, checking on the way
+ * what installing a corrupt state would need: known tables in TABLES order, keys strictly
+ * increasing in LevelDB's order within a table, and (at `finish`) the digest over every row.
+ */
+class GenerationWriter {
+  rows = 0;
+  private readonly hash = createHash('sha256');
+  private batch: ReturnType<Db['batch']>;
+  private tableIndex = -1;
+  private previous: Buffer | null = null;
+
+  constructor(
+    private readonly db: Db,
+    readonly generation: number,
+  ) {
+    this.batch = db.batch();
+  }
+
+  async put(table: string, key: string, value: string): Promise<void> {
+    const order = TABLE_ORDER.get(table);
+    if (order === undefined) throw new Error(`metadata snapshot: unknown table ${JSON.stringify(table)}`);
+    if (order < this.tableIndex) throw new Error(`metadata snapshot: table ${table} out of order`);
+    if (order > this.tableIndex) {
+      this.tableIndex = order;
+      this.previous = null;
+    }
+    // LevelDB orders keys by their UTF-8 bytes; JavaScript's `<=` compares UTF-16 code units,
+    // and the two disagree when a character above U+FFFF meets one in U+E000-U+FFFF.
+    const bytes = Buffer.from(key, 'utf8');
+    if (this.previous !== null && Buffer.compare(bytes, this.previous) <= 0) {
+      throw new Error(`metadata snapshot: ${table} keys out of order at ${JSON.stringify(key)}`);
+    }
+    this.previous = bytes;
+    digestRow(this.hash, table as Table, key, value);
+    this.rows += 1;
+    this.batch.put(tablePrefix(this.generation, table as Table) + key, value);
+    if (this.batch.length >= RESTORE_BATCH_OPS) {
+      await this.batch.write();
+      this.batch = this.db.batch();
+    }
+  }
+
+  async finish(sha256: string): Promise<void> {
+    await this.batch.write();
+    if (this.hash.digest('hex') !== sha256)
+      throw new Error('metadata snapshot: rows do not match the snapshot digest');
+  }
+
+  /** Drops what was written: the live generation never saw it. */
+  async abandon(): Promise<void> {
+    await this.batch.close().catch(() => {});
+    const prefix = generationPrefix(this.generation);
+    await this.db.clear({ gte: prefix, lt: prefixEnd(prefix) });
+  }
+}
+
+/** The chunks of a streamed snapshot of `opened` (closed when the stream ends or is dropped). */
+async function* streamView(opened: Promise<TablesView>, chunkBytes: number): AsyncGenerator<Buffer> {
+  const view = await opened;
+  try {
+    const hash = createHash('sha256');
+    let rows = 0;
+    let parts: string[] = [headerLine(await view.appliedIndex(), STREAM_FORMAT)];
+    let pending = 0;
+    for (const table of TABLES) {
+      for await (const [key, value] of view.scan(table)) {
+        const line = rowLine(table, key, value);
+        hash.update(line);
+        rows += 1;
+        parts.push(line);
+        pending += line.length;
+        if (pending >= chunkBytes) {
+          yield Buffer.from(parts.join(''), 'utf8');
+          parts = [];
+          pending = 0;
+        }
+      }
+    }
+    parts.push(trailerLine(rows, hash.digest('hex')));
+    yield Buffer.from(parts.join(''), 'utf8');
+  } finally {
+    await view.close();
+  }
+}
+
 /**
  * The storage half of the metadata state machine: generations, batches carrying the applied
  * index, snapshots, restore and digest. It knows nothing of the commands.
@@ -421,6 +520,14 @@ export class MetadataTables {
   }
 
   /**
+   * The whole state as a stream of chunks (snapshotStream.ts), read from one LevelDB snapshot
+   * taken before this returns, like `snapshot`; at most about `chunkBytes` is held at a time.
+   */
+  snapshotChunks(chunkBytes = STREAM_CHUNK_BYTES): AsyncIterable<Buffer> {
+    return streamView(this.view(), chunkBytes);
+  }
+
+  /**
    * Replaces every table with the snapshot's content and sets the applied index to `index`, all
    * or nothing across crashes (see the generation scheme at the top of this file). Throws on a
    * snapshot that is malformed, out of key order, taken at another index or whose rows do not
@@ -432,38 +539,62 @@ export class MetadataTables {
     if (snap.appliedIndex !== index) {
       throw new Error(`metadata snapshot is at index ${snap.appliedIndex}, restore asked for ${index}`);
     }
-    const next = this.generation + 1;
-    const nextPrefix = generationPrefix(next);
-    await this.db.clear({ gte: nextPrefix, lt: prefixEnd(nextPrefix) });
-    const hash = createHash('sha256');
-    let batch = this.db.batch();
-    for (const table of TABLES) {
-      const prefix = tablePrefix(next, table);
-      let previous: Buffer | null = null;
-      for (const [key, value] of snap.tables[table]) {
-        // LevelDB orders keys by their UTF-8 bytes; JavaScript's `<=` compares UTF-16 code units,
-        // and the two disagree when a character above U+FFFF meets one in U+E000-U+FFFF.
-        const bytes = Buffer.from(key, 'utf8');
-        if (previous !== null && Buffer.compare(bytes, previous) <= 0) {
-          await batch.close();
-          await this.db.clear({ gte: nextPrefix, lt: prefixEnd(nextPrefix) });
-          throw new Error(`metadata snapshot: ${table} keys out of order at ${JSON.stringify(key)}`);
-        }
-        previous = bytes;
-        digestRow(hash, table, key, value);
-        batch.put(prefix + key, value);
-        if (batch.length >= RESTORE_BATCH_OPS) {
-          await batch.write();
-          batch = this.db.batch();
-        }
+    const next = await this.beginGeneration();
+    try {
+      for (const table of TABLES)
+        for (const [key, value] of snap.tables[table]) await next.put(table, key, value);
+      await next.finish(snap.sha256);
+    } catch (err) {
+      await next.abandon();
+      throw err;
+    }
+    await this.flip(next.generation, index);
+  }
+
+  /**
+   * `restore` from a streamed snapshot (snapshotStream.ts), a line at a time: memory stays bounded
+   * whatever its size. The new generation becomes live only after the trailer's digest matched;
+   * a stream that fails, ends early or lies leaves the live tables as they were.
+   */
+  async restoreChunks(chunks: AsyncIterable<Uint8Array>, index: number): Promise<void> {
+    const lines = splitLines(chunks, MAX_STREAM_LINE_BYTES);
+    const next = await this.beginGeneration();
+    try {
+      const header = parseHeader((await lines.next()).value ?? undefined);
+      if (header.format !== STREAM_FORMAT)
+        throw new Error(`metadata snapshot: unknown format ${header.format}`);
+      if (header.appliedIndex !== index) {
+        throw new Error(`metadata snapshot is at index ${header.appliedIndex}, restore asked for ${index}`);
       }
+      let trailer: { rows: number; sha256: string } | null = null;
+      for await (const line of lines) {
+        if (trailer !== null) throw new Error('metadata snapshot: data after the trailer');
+        const parsed = parseLine(line);
+        if (parsed.kind === 'trailer') trailer = parsed;
+        else await next.put(parsed.table, parsed.key, parsed.value);
+      }
+      if (trailer === null) throw new Error('metadata snapshot: stream ended before its trailer');
+      if (trailer.rows !== next.rows)
+        throw new Error('metadata snapshot: row count does not match the trailer');
+      await next.finish(trailer.sha256);
+    } catch (err) {
+      await lines.return(undefined);
+      await next.abandon();
+      throw err;
     }
-    await batch.write();
-    if (hash.digest('hex') !== snap.sha256) {
-      await this.db.clear({ gte: nextPrefix, lt: prefixEnd(nextPrefix) });
-      throw new Error('metadata snapshot: rows do not match the snapshot digest');
-    }
-    // The flip: from here on the new generation is the state, even across a power loss.
+    await this.flip(next.generation, index);
+  }
+
+  /** Clears generation g+1 (leftovers of an earlier attempt) and returns a writer into it. */
+  private async beginGeneration(): Promise<GenerationWriter> {
+    const next = this.generation + 1;
+    const prefix = generationPrefix(next);
+    await this.db.clear({ gte: prefix, lt: prefixEnd(prefix) });
+    return new GenerationWriter(this.db, next);
+  }
+
+  /** From here on the new generation is the state, even across a power loss; then the old one goes. */
+  private async flip(next: number, index: number): Promise<void> {
     await this.db.batch(
       [
         { type: 'put', key: META_GENERATION, value: String(next) },

@@ -59,6 +59,8 @@ const path = fc.oneof(
     '/v1/cluster/raft',
     '/healthz',
     '/raft/messages',
+    '/raft/snapshot',
+    '/raft/snapshot/message',
     '/internal/v1/workers/register',
   ),
   segment.map((s) => `/${s}`),

@@ -36,6 +36,11 @@ export interface HttpTransportOptions {
   onUnreachable?: (peer: NodeId) => void;
   /** How sending a MsgSnap ended (etcd's ReportSnapshot). */
   onSnapshotStatus?: (peer: NodeId, ok: boolean) => void;
+  /**
+   * Offered every MsgSnap for a known peer first: true when it took it (a snapshot file sent on its
+   * own path: snapshotSender.ts), false to send it here (the inline form).
+   */
+  sendSnapshot?: (msg: Message, peerUrl: string) => boolean;
   /** A message a peer sent us on the response of our stream (or of a snapshot request). */
   onReply?: (msg: Message) => void;
   /** Per-peer queue bound, in messages. */
@@ -240,6 +245,7 @@ export class HttpTransport {
         }
         continue;
       }
+      if (msg.type === 'MsgSnap' && this.options.sendSnapshot?.(msg, peer.url)) continue;
       if (!isFramed(msg)) {
         this.enqueue(peer, msg);
         continue;
