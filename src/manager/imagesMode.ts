@@ -12,6 +12,7 @@ import { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { registerClusterMetrics } from './clusterMetrics.ts';
 import { CopyLocks } from './copyLocks.ts';
 import { FailureHandling } from './failureHandling.ts';
+import { bulkRecordRoutes } from './http/bulkRecordRoutes.ts';
 import { clusterRoutes } from './http/clusterRoutes.ts';
 import { dashboardRoutes } from './http/dashboardRoutes.ts';
 import { nameRoutes } from './http/nameRoutes.ts';
@@ -168,6 +169,7 @@ export async function openImagesMode(
       }, UNNAMED_SWEEP_MS);
       sweepTimer.unref();
       return [
+        ...(config.bulkRecordLoad ? [bulkRecordRoutes({ raft: grouped, credentials })] : []),
         s3ForwardRoutes(s3Deps),
         s3KeyRoutes({ raft: node, metadata, credentials, endpoint: s3Endpoint }),
         publicRoutes(images, { clientsByToken: config.clientTokens.length > 0 }),
