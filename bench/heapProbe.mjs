@@ -7,19 +7,18 @@
 import { renameSync, writeFileSync } from 'node:fs';
 
 const dir = process.env.IMGVAULT_HEAP_PROBE_DIR;
+/** SIGUSR2's default action ends the process: the bench signals a pid only once this file exists. */
+function write(sample) {
+  const file = `${dir}/${process.pid}.json`;
+  writeFileSync(`${file}.tmp`, JSON.stringify(sample));
+  renameSync(`${file}.tmp`, file);
+}
+
 if (dir && typeof globalThis.gc === 'function') {
   process.on('SIGUSR2', () => {
     globalThis.gc();
     const m = process.memoryUsage();
-    const file = `${dir}/${process.pid}.json`;
-    const sample = {
-      at: Date.now(),
-      heapUsed: m.heapUsed,
-      heapTotal: m.heapTotal,
-      external: m.external,
-      rss: m.rss,
-    };
-    writeFileSync(`${file}.tmp`, JSON.stringify(sample));
-    renameSync(`${file}.tmp`, file);
+    write({ at: Date.now(), heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, rss: m.rss });
   });
+  write({ at: 0 });
 }

@@ -26,6 +26,7 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { managerUrl, peersSpec, spawnManager } from '../src/cli/localManagers.ts';
 import { freePort } from '../src/cli/localProcess.ts';
 import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
@@ -235,7 +236,7 @@ async function folderBytes(dir: string): Promise<number> {
  * each under blobs/ab/<id> and its index entry (size 0, the sha256 the record carries).
  */
 async function writeWorkerBlobs(dataDir: string, count: number): Promise<void> {
-  const store = await BlobStore.open(dataDir);
+  const store = await BlobStore.open(dataDir, { logger: pino({ level: 'silent' }) });
   try {
     const BATCH = 10_000;
     for (let from = 0; from < count; from += BATCH) {

@@ -48,6 +48,9 @@ async function rssMiB(pid: number): Promise<number> {
 
 /** Asks `pid` for a full GC and its heap used afterwards (bounded wait for the answer). */
 async function heapAfterGcMiB(pid: number): Promise<number | null> {
+  const file = join(probeDir, `${pid}.json`);
+  // Not yet loaded in a process still starting: SIGUSR2 would end it.
+  if ((await readFile(file, 'utf8').catch(() => null)) === null) return null;
   const asked = Date.now();
   try {
     process.kill(pid, 'SIGUSR2');
@@ -56,7 +59,7 @@ async function heapAfterGcMiB(pid: number): Promise<number | null> {
   }
   const deadline = asked + 10_000;
   while (Date.now() < deadline) {
-    const raw = await readFile(join(probeDir, `${pid}.json`), 'utf8').catch(() => null);
+    const raw = await readFile(file, 'utf8').catch(() => null);
     if (raw !== null) {
       const sample = JSON.parse(raw) as { at: number; heapUsed: number };
       if (sample.at >= asked) return sample.heapUsed / MiB;
