@@ -1,7 +1,7 @@
 /**
  * Memory under steady load, on a cluster of real processes.
  *
- *   npm run bench:soak -- --minutes N        (default 15)
+ *   npm run bench:soak -- --minutes N [--snapshot-threshold E]     (default 15 min; E: managers' flag)
  *
  * 3 managers and 3 workers; 4 clients together upload about 13 images/s (PUT of 20-80 KiB PNGs),
  * read one of their images back and check its bytes after each upload, and delete about half of
@@ -23,11 +23,15 @@ const probeDir = await mkdtemp(join(tmpdir(), 'imgvault-soak-heap-'));
 process.env.IMGVAULT_CHILD_NODE_ARGS = `--expose-gc --import ${fileURLToPath(new URL('./heapProbe.mjs', import.meta.url))}`;
 process.env.IMGVAULT_HEAP_PROBE_DIR = probeDir;
 const { ImageCluster, pngImage } = await import('../tests/integration/imageCluster.ts');
+const { CLUSTER_SECRET_HEADER } = await import('../src/http/clusterAuth.ts');
 type Cluster = Awaited<ReturnType<typeof ImageCluster.start>>;
 
 const minutesFlag = process.argv.indexOf('--minutes');
 const MINUTES = minutesFlag >= 0 ? Number(process.argv[minutesFlag + 1]) : 15;
 if (!(MINUTES > 0)) throw new Error('--minutes must be a positive number');
+const thresholdFlag = process.argv.indexOf('--snapshot-threshold');
+/** Managers' --snapshot-threshold: the Raft log kept in memory between compactions (default 10,000). */
+const SNAPSHOT_THRESHOLD = thresholdFlag >= 0 ? process.argv[thresholdFlag + 1] : undefined;
 const CLIENTS = 4;
 const UPLOADS_PER_SECOND = 13;
 const KILL_EVERY_MS = 3 * 60_000;
@@ -193,12 +197,29 @@ async function sampleAll(cluster: Cluster): Promise<Map<string, ProcessSample>> 
   return out;
 }
 
-function printSample(minute: number, samples: Map<string, ProcessSample>, clients: Clients): void {
+/** Entries of the leader's Raft log since its last snapshot: what each manager holds in memory. */
+async function logEntries(cluster: Cluster): Promise<number | null> {
+  const leader = await cluster.leader().catch(() => null);
+  if (!leader) return null;
+  const res = await fetch(`${leader.url}/v1/cluster/raft`, {
+    headers: { [CLUSTER_SECRET_HEADER]: cluster.secret },
+    signal: AbortSignal.timeout(5_000),
+  }).catch(() => null);
+  const view = (await res?.json().catch(() => null)) as { lastIndex: number; snapshotIndex: number } | null;
+  return view ? view.lastIndex - view.snapshotIndex : null;
+}
+
+function printSample(
+  minute: number,
+  samples: Map<string, ProcessSample>,
+  clients: Clients,
+  log: number | null,
+): void {
   const cells = [...samples].map(
     ([name, s]) => `${name} ${s.rssMiB.toFixed(0)}/${s.heapAfterGcMiB?.toFixed(1) ?? '?'}`,
   );
   console.log(
-    `min ${String(minute).padStart(3)}  ${cells.join('  ')}   uploads ${clients.uploads} held ${clients.held.size}`,
+    `min ${String(minute).padStart(3)}  ${cells.join('  ')}   uploads ${clients.uploads} held ${clients.held.size} raft log ${log ?? '?'}`,
   );
 }
 
@@ -214,6 +235,7 @@ const cluster = await ImageCluster.start({
   managers: 3,
   workers: 3,
   startTimeoutMs: 120_000,
+  ...(SNAPSHOT_THRESHOLD ? { managerArgs: ['--snapshot-threshold', SNAPSHOT_THRESHOLD] } : {}),
 });
 try {
   console.log(
@@ -226,14 +248,16 @@ try {
   let minute = 0;
   let kills = 0;
   const timers = (async () => {
-    printSample(0, await sampleAll(cluster), clients);
+    printSample(0, await sampleAll(cluster), clients, await logEntries(cluster));
     while (Date.now() < end) {
       const nextMinute = start + (minute + 1) * 60_000;
       const nextKill = start + (kills + 1) * KILL_EVERY_MS;
       const at = Math.min(nextMinute, nextKill, end);
       await new Promise((r) => setTimeout(r, Math.max(0, at - Date.now())));
       if (Date.now() >= nextKill && nextKill < end) await killAndRestart(cluster, kills++);
-      if (Date.now() >= nextMinute) printSample(++minute, await sampleAll(cluster), clients);
+      if (Date.now() >= nextMinute) {
+        printSample(++minute, await sampleAll(cluster), clients, await logEntries(cluster));
+      }
     }
   })();
   await Promise.all([load, timers]);
