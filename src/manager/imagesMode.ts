@@ -97,7 +97,7 @@ export async function openImagesMode(
   return {
     metadata,
     attach(node) {
-      // Uploads' and names' records that arrive together share a Raft entry (batchProposer.ts).
+      // Uploads', names' and repair's commands that arrive together share a Raft entry (batchProposer.ts).
       const batcher = new BatchProposer(node);
       const grouped: RaftAccess = {
         propose: (data, requestId) => batcher.propose(data, requestId),
@@ -132,7 +132,7 @@ export async function openImagesMode(
       });
       failures = new FailureHandling({
         config,
-        raft: node,
+        raft: grouped,
         metadata,
         liveness,
         workers,
