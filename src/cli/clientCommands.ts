@@ -29,6 +29,40 @@ async function collectFiles(paths: string[]): Promise<string[]> {
   return files;
 }
 
+/** The server's bound on one page of `GET /v1/images`. */
+const MAX_LS_PAGE = 1000;
+
+interface ImagePage {
+  items: { id: string; size: number; contentType: string; createdAt: string; replicas: string[] }[];
+  next: string | null;
+}
+
+function lsLine(o: ImagePage['items'][number]): string {
+  return `${o.id}\t${o.size}\t${o.contentType}\t${o.createdAt}\t${o.replicas.join(',')}\n`;
+}
+
+/**
+ * Writes to standard output and waits while it is full: a listing of millions of images read
+ * slowly (a pipe to a pager) holds one page in memory, not the whole listing. A reader that went
+ * away (`| head`) ends the command quietly.
+ */
+function writeOut(text: string): Promise<void> {
+  if (text === '') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      if (err.code === 'EPIPE') process.exit(0);
+      reject(err);
+    };
+    process.stdout.once('error', onError);
+    const done = (): void => {
+      process.stdout.off('error', onError);
+      resolve();
+    };
+    if (process.stdout.write(text)) done();
+    else process.stdout.once('drain', done);
+  });
+}
+
 function fail(err: unknown): never {
   console.error(`imgvault: ${err instanceof Error ? err.message : String(err)}`);
   process.exit(1);
@@ -91,25 +125,23 @@ export function registerClientCommands(program: Command): void {
     program
       .command('ls')
       .description(
-        'list images in id order (ids sort as strings, not by upload time): id, size, type, created, replicas',
+        'list images in id order (ids sort as strings, not by upload time): id, size, type, created, replicas; printed page by page as they arrive',
       )
-      .option('--limit <n>', 'at most this many', '1000'),
-  ).action(async (flags: ClientFlags & { limit: string }) => {
+      .option('--limit <n>', 'at most this many', '1000')
+      .option('--all', 'every image, however many (ignores --limit)')
+      .option('--page-size <n>', `images asked for per request, 1..${MAX_LS_PAGE}`, String(MAX_LS_PAGE)),
+  ).action(async (flags: ClientFlags & { limit: string; all?: boolean; pageSize: string }) => {
     const client = clientOrFail(flags);
+    const pageSize = Math.min(MAX_LS_PAGE, Math.max(1, Number(flags.pageSize) || MAX_LS_PAGE));
     try {
-      let remaining = Math.max(1, Number(flags.limit) || 1000);
+      let remaining = flags.all ? Number.POSITIVE_INFINITY : Math.max(1, Number(flags.limit) || 1000);
       let after: string | null = null;
       do {
-        const query = new URLSearchParams({ limit: String(Math.min(remaining, 1000)) });
+        const query = new URLSearchParams({ limit: String(Math.min(remaining, pageSize)) });
         if (after) query.set('after', after);
         const { res } = await client.request('GET', `/v1/images?${query}`, { expect: [200] });
-        const page = (await res.body.json()) as {
-          items: { id: string; size: number; contentType: string; createdAt: string; replicas: string[] }[];
-          next: string | null;
-        };
-        for (const o of page.items) {
-          console.log(`${o.id}\t${o.size}\t${o.contentType}\t${o.createdAt}\t${o.replicas.join(',')}`);
-        }
+        const page = (await res.body.json()) as ImagePage;
+        await writeOut(page.items.map(lsLine).join(''));
         remaining -= page.items.length;
         after = page.next;
       } while (after && remaining > 0);

@@ -146,6 +146,13 @@ export function registerManagerCommand(program: Command): void {
       '--s3-port <port>',
       help('serve the S3-compatible endpoint on this port of the --listen host (default: none)', 's3Port'),
     )
+    .option(
+      '--bulk-record-load',
+      help(
+        'benchmarks only: accept image records without their bytes at POST /v1/cluster/bulk-records (operator credential)',
+        'bulkRecordLoad',
+      ),
+    )
     .action(async (flags: ManagerFlags) => {
       let config: ReturnType<typeof loadManagerConfig>;
       try {

@@ -6,16 +6,18 @@ import type { Hono } from 'hono';
 import type { Registry } from 'prom-client';
 import type { RaftNode } from '../consensus/raftNode.ts';
 import type { Logger } from '../logging.ts';
+import { BatchProposer } from '../metadata/batchProposer.ts';
 import type { NodeView } from '../metadata/commands.ts';
 import { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { registerClusterMetrics } from './clusterMetrics.ts';
 import { FailureHandling } from './failureHandling.ts';
+import { bulkRecordRoutes } from './http/bulkRecordRoutes.ts';
 import { clusterRoutes } from './http/clusterRoutes.ts';
 import { dashboardRoutes } from './http/dashboardRoutes.ts';
 import { nameRoutes } from './http/nameRoutes.ts';
 import { publicRoutes } from './http/publicRoutes.ts';
 import { workerRoutes } from './http/workerRoutes.ts';
-import { ImageService } from './imageService.ts';
+import { ImageService, type RaftAccess } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { NameService } from './nameService.ts';
@@ -96,8 +98,16 @@ export async function openImagesMode(
   return {
     metadata,
     attach(node) {
+      // Uploads', names' and repair's commands that arrive together share a Raft entry (batchProposer.ts).
+      const batcher = new BatchProposer(node);
+      const grouped: RaftAccess = {
+        propose: (data, requestId) => batcher.propose(data, requestId),
+        isLeader: () => node.isLeader(),
+        leaderInfo: () => node.leaderInfo(),
+        readIndex: () => node.readIndex(),
+      };
       const images = new ImageService({
-        raft: node,
+        raft: grouped,
         metadata,
         staging,
         workers,
@@ -123,7 +133,7 @@ export async function openImagesMode(
       });
       failures = new FailureHandling({
         config,
-        raft: node,
+        raft: grouped,
         metadata,
         liveness,
         workers,
@@ -144,7 +154,7 @@ export async function openImagesMode(
         summaryIntervalMs: config.usageSummaryMs,
       });
       registry.start();
-      const names = new NameService({ images, raft: node, metadata, log });
+      const names = new NameService({ images, raft: grouped, metadata, log });
       s3Deps = { names, images, spool: s3Spool, log, raft: node, metadata, credentials, selfId: config.id };
       // Content uploaded for a name whose name commit never happened, and multipart uploads their
       // clients gave up on: swept on the leader, after the orphan grace (an upload in progress is
@@ -158,6 +168,7 @@ export async function openImagesMode(
       }, UNNAMED_SWEEP_MS);
       sweepTimer.unref();
       return [
+        ...(config.bulkRecordLoad ? [bulkRecordRoutes({ raft: grouped, credentials })] : []),
         s3ForwardRoutes(s3Deps),
         s3KeyRoutes({ raft: node, metadata, credentials, endpoint: s3Endpoint }),
         publicRoutes(images, { clientsByToken: config.clientTokens.length > 0 }),

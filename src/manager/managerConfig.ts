@@ -134,6 +134,12 @@ export const managerConfigSchema = z
     tls: tlsSettingsSchema.optional(),
     /** Port of the S3-compatible endpoint on `host` (docs/s3.md); none when unset. */
     s3Port: z.number().int().min(0).max(65_535).optional(),
+    /**
+     * Serves POST /v1/cluster/bulk-records (operator credential): image records committed without
+     * their bytes, for `npm run bench:scale`. Never on in service: such records name copies no
+     * worker holds.
+     */
+    bulkRecordLoad: z.boolean().default(false),
   })
   .refine((c) => c.heartbeatTick < c.electionTick, { message: 'heartbeatTick must be below electionTick' })
   .refine((c) => c.downAfterMs > c.suspectAfterMs, { message: 'downAfterMs must exceed suspectAfterMs' })
@@ -186,6 +192,7 @@ export interface ManagerFlags {
   tlsKey?: string;
   tlsCa?: string;
   s3Port?: string;
+  bulkRecordLoad?: boolean;
 }
 
 /** One token per line; blank lines and lines starting with # are ignored. */
@@ -244,6 +251,7 @@ export const MANAGER_ENV = {
   tlsKey: 'IMGVAULT_TLS_KEY',
   tlsCa: 'IMGVAULT_TLS_CA',
   s3Port: 'IMGVAULT_S3_PORT',
+  bulkRecordLoad: 'IMGVAULT_BULK_RECORD_LOAD',
 } as const satisfies Record<keyof ManagerFlags, string>;
 
 /**
@@ -333,6 +341,7 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     snapshotThreshold: int('snapshotThreshold'),
     tls,
     s3Port: int('s3Port'),
+    bulkRecordLoad: flags.bulkRecordLoad ?? env[E.bulkRecordLoad] === '1',
   };
   const parsed = managerConfigSchema.safeParse(raw);
   if (!parsed.success) {

@@ -11,7 +11,10 @@ import {
   putS3Key,
 } from './applyBucketCommands.ts';
 import {
+  BATCHABLE_TYPES,
+  type BatchableType,
   type Command,
+  type CommandBatchResult,
   type CommandOf,
   type CommandResults,
   type ExpectedObject,
@@ -21,6 +24,7 @@ import {
   type NodeRecord,
   type ObjectRecord,
   type ObjectView,
+  parseCommand,
   type Rejection,
   type ReplicaChange,
   type ReplicaChangeResult,
@@ -546,8 +550,8 @@ async function deleteName(
 }
 
 /**
- * The tables as the ops planned so far would leave them, so the changes of one `replicaChanges`
- * entry each see the ones before it (several may touch the same node's counter row).
+ * The tables as the ops planned so far would leave them, so the changes of one `replicaChanges` or
+ * `commandBatch` entry each see the ones before it (several may touch the same counter row).
  */
 class PlannedTables implements TableReader {
   /** `table\0key` -> value, or null for a planned delete. */
@@ -565,7 +569,7 @@ class PlannedTables implements TableReader {
     return this.base.get(table, key);
   }
 
-  /** Only replica changes are planned against planned rows, and they never touch names or buckets. */
+  /** Only grouped commands are planned against planned rows, and none of them reads a prefix. */
   hasKeyWithPrefix(table: Table, prefix: string): Promise<boolean> {
     return this.base.hasKeyWithPrefix(table, prefix);
   }
@@ -607,6 +611,40 @@ function planReplicaChange(tables: TableReader, c: ReplicaChange): Promise<Plan<
     case 'replaceReplica':
       return replaceReplica(tables, c);
   }
+}
+
+function isBatchable(c: Command): c is Extract<Command, { type: BatchableType }> {
+  return (BATCHABLE_TYPES as readonly string[]).includes(c.type);
+}
+
+/**
+ * Each inner command is parsed and planned as if it were an entry of its own, against the rows
+ * the ones before it planned; one that is invalid or does not fit is its own rejection and plans
+ * no write, so it fails no other.
+ */
+async function commandBatch(
+  tables: TableReader,
+  c: CommandOf<'commandBatch'>,
+): Promise<Plan<CommandResults['commandBatch']>> {
+  const planned = new PlannedTables(tables);
+  const ops: TableOp[] = [];
+  const results: CommandBatchResult['results'] = [];
+  for (const raw of c.commands) {
+    const parsed = parseCommand(raw);
+    if (!parsed.ok) {
+      results.push(reject('InvalidCommand', parsed.message));
+      continue;
+    }
+    if (!isBatchable(parsed.command)) {
+      results.push(reject('InvalidCommand', `a ${parsed.command.type} command cannot be grouped`));
+      continue;
+    }
+    const plan = await planCommand(planned, parsed.command);
+    planned.add(plan.ops);
+    ops.push(...plan.ops);
+    results.push(plan.result as CommandResults[BatchableType]);
+  }
+  return { ops, result: { ok: true, results } };
 }
 
 function bucketReader(tables: TableReader): BucketTableReader {
@@ -652,5 +690,7 @@ export async function planCommand(
       return putS3Key(bucketReader(tables), c);
     case 'deleteS3Key':
       return deleteS3Key(bucketReader(tables), c);
+    case 'commandBatch':
+      return commandBatch(tables, c);
   }
 }

@@ -304,6 +304,44 @@ export const deleteS3KeySchema = z.strictObject({
   accessKeyId: z.string().regex(ACCESS_KEY_ID_PATTERN, 'invalid access key id'),
 });
 
+// ---- Grouped commands ---------------------------------------------------------------------
+
+/** Bounds on one `commandBatch` entry: the commands it groups, and its data in UTF-16 units. */
+export const MAX_BATCH_COMMANDS = 256;
+export const MAX_BATCH_CHARS = 1024 * 1024;
+
+/**
+ * Commands a batch may group. The bucket and key commands stay out: they are rare, and one reads a
+ * prefix range (BucketNotEmpty) that rows planned earlier in the same batch would not show.
+ */
+export const BATCHABLE_TYPES = [
+  'registerWorker',
+  'updateWorker',
+  'heartbeatSummary',
+  'recordObject',
+  'deleteObject',
+  'addReplica',
+  'removeReplica',
+  'replaceReplica',
+  'replicaChanges',
+  'markNodeState',
+  'putName',
+  'deleteName',
+] as const;
+export type BatchableType = (typeof BATCHABLE_TYPES)[number];
+
+/**
+ * Commands of many callers that reached the leader together, in one entry: one Raft round and one
+ * table write for all of them. The inner commands stay unparsed here and are validated one by one
+ * when applied, so one the schema refuses becomes an `InvalidCommand` result of its own and the
+ * others still apply (each in order, seeing the ones before it).
+ */
+export const commandBatchSchema = z.strictObject({
+  type: z.literal('commandBatch'),
+  requestId,
+  commands: z.array(z.unknown()).min(1).max(MAX_BATCH_COMMANDS),
+});
+
 export const commandSchema = z.discriminatedUnion('type', [
   registerWorkerSchema,
   updateWorkerSchema,
@@ -321,6 +359,7 @@ export const commandSchema = z.discriminatedUnion('type', [
   deleteBucketSchema,
   putS3KeySchema,
   deleteS3KeySchema,
+  commandBatchSchema,
 ]);
 
 export type Command = z.infer<typeof commandSchema>;
@@ -514,6 +553,12 @@ export interface S3KeyRecord {
   createdAt: number;
 }
 
+/** One result per inner command, in order: what that command alone would have returned. */
+export type CommandBatchResult = {
+  ok: true;
+  results: (CommandResults[BatchableType] | Rejection<'InvalidCommand'>)[];
+};
+
 export interface CommandResults {
   registerWorker: RegisterWorkerResult;
   updateWorker: UpdateWorkerResult;
@@ -531,6 +576,7 @@ export interface CommandResults {
   deleteBucket: DeleteBucketResult;
   putS3Key: PutS3KeyResult;
   deleteS3Key: DeleteS3KeyResult;
+  commandBatch: CommandBatchResult;
 }
 
 export type ResultOf<T extends CommandType> = CommandResults[T];

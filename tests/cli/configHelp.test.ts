@@ -77,6 +77,7 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   data: ['/tmp/y', (c) => c.dataDir, '/tmp/y'],
   peers: ['m1=http://127.0.0.1:7001,m2=http://127.0.0.1:7002', (c) => Object.keys(c.peers), ['m1', 'm2']],
   join: ['1', (c) => c.join, true],
+  bulkRecordLoad: ['1', (c) => c.bulkRecordLoad, true],
   secret: ['another-secret-of-length', (c) => c.secret, 'another-secret-of-length'],
   secretFile: [secretFile, (c) => c.secret, 'a-secret-of-enough-length'],
   tickMs: ['40', (c) => c.tickMs, 40],

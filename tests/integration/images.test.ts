@@ -336,6 +336,11 @@ describe('images on a cluster of real processes', () => {
         .split('\n')
         .map((line) => line.split('\t')[0]);
       for (const id of ids.values()) expect(listed).toContain(id);
+      // Paged through one image a request, the whole listing comes out, in id order.
+      const paged = await runCli(['ls', '--all', '--page-size', '1', '--url', leader.url]);
+      expect(paged.code).toBe(0);
+      expect(paged.stdout).toBe(ls.stdout);
+      expect(listed.length).toBeGreaterThan(1);
 
       const out = join(dir, 'a-copy.png');
       const got = await runCli(['get', ids.get('a.png')!, '-o', out, '--url', follower!.url]);

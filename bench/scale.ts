@@ -1,0 +1,473 @@
+/**
+ * How cost grows with the number of images, on a cluster of real processes.
+ *
+ *   npm run bench:scale -- [--images 1000000,10000000] [--worker-blobs 1000000]
+ *                          [--baseline 10000] [--snapshot-threshold 2000] [--phase-timeout-min 30]
+ *
+ * Per N (default 10 million), and first at --baseline images (the latency reference): starts 3
+ * managers (with --bulk-record-load, an operator-only route that commits image records without
+ * their bytes through the real Raft and apply path) and 3 workers, which register and are then
+ * stopped, so nothing reads or writes bytes and repair has nothing to do (down verdicts come after
+ * a day; the records stay on workers in state up). Then it measures:
+ *   - load: N records in requests of 1,000 (4 in flight), grouped into Raft entries by the batch
+ *     proposer; records/s, manager CPU per 1,000 records, and manager disk bytes per image;
+ *   - p50 / p99 of a page of 1,000 from GET /v1/images (random cursor) and of GET /v1/images/:id/meta;
+ *   - a follower's restart (SIGTERM, start again, applied back at the leader's commit);
+ *   - a worker holding --worker-blobs blobs (files and index written here in its on-disk layout,
+ *     with matching records on it and on a stopped worker) restarting: time to register, and the
+ *     leader's time to reconcile its inventory (its `reconcile.done` log line);
+ *   - a new manager joining (the normal member-add path) and catching up by snapshot (the log is
+ *     compacted every --snapshot-threshold entries), with the peak RSS (VmHWM) of the leader, which
+ *     sends the snapshot, and of the new manager. A join that does not finish within the phase
+ *     timeout is reported as such, not waited for.
+ * Every wait is bounded by --phase-timeout-min.
+ */
+
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { managerUrl, peersSpec, spawnManager } from '../src/cli/localManagers.ts';
+import { freePort } from '../src/cli/localProcess.ts';
+import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
+import { blobRelativePath } from '../src/storagenode/blobId.ts';
+import { BlobStore } from '../src/storagenode/blobStore.ts';
+import { ImageCluster, type ManagerProc, until } from '../tests/integration/imageCluster.ts';
+import { percentile } from './closedLoop.ts';
+import { cpuSeconds } from './processCpu.ts';
+
+interface Options {
+  images: number[];
+  workerBlobs: number;
+  baseline: number;
+  snapshotThreshold: number;
+  phaseTimeoutMs: number;
+}
+
+function parseOptions(argv: string[]): Options {
+  const value = (flag: string, fallback: string): string => {
+    const i = argv.indexOf(flag);
+    return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
+  };
+  const positive = (flag: string, fallback: string): number => {
+    const n = Number(value(flag, fallback));
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer`);
+    return n;
+  };
+  const images = value('--images', '10000000').split(',').map(Number);
+  if (images.some((n) => !Number.isInteger(n) || n < 1)) throw new Error('--images takes N[,N...]');
+  return {
+    images,
+    workerBlobs: positive('--worker-blobs', '1000000'),
+    baseline: positive('--baseline', '10000'),
+    snapshotThreshold: positive('--snapshot-threshold', '2000'),
+    phaseTimeoutMs: positive('--phase-timeout-min', '30') * 60_000,
+  };
+}
+
+const RECORDS_PER_REQUEST = 1000;
+const REQUESTS_IN_FLIGHT = 4;
+/** The s-records' nominal size: what the counters add up (no bytes exist). */
+const RECORD_SIZE = 250_000;
+
+const recordId = (prefix: 's' | 'b', i: number): string => `${prefix}${String(i).padStart(10, '0')}`;
+const shaOf = (id: string): string => createHash('sha256').update(id).digest('hex');
+
+interface Row {
+  images: number;
+  loadRate: number;
+  cpuMsPer1000: number;
+  diskBytesPerImage: number;
+  listP50: number;
+  listP99: number;
+  metaP50: number;
+  metaP99: number;
+  managerRestartMs: number;
+  workerBlobs: number;
+  workerRegisterMs: number;
+  reconcileMs: number | string;
+  join: string;
+  senderPeakMiB: number;
+  receiverPeakMiB: number;
+}
+
+class Bench {
+  private readonly headers: Record<string, string>;
+
+  constructor(
+    private readonly cluster: ImageCluster,
+    private readonly opts: Options,
+  ) {
+    this.headers = { [CLUSTER_SECRET_HEADER]: cluster.secret };
+  }
+
+  async json<T>(url: string, init: RequestInit = {}): Promise<{ status: number; body: T }> {
+    const res = await fetch(url, {
+      ...init,
+      headers: { ...this.headers, 'content-type': 'application/json' },
+      redirect: 'manual',
+      signal: AbortSignal.timeout(120_000),
+    });
+    return { status: res.status, body: (await res.json().catch(() => null)) as T };
+  }
+
+  /** N records: ids s... on w1+w2, and the last `blobs` of them (ids b...) on w3+w1. */
+  async load(n: number, blobs: number): Promise<void> {
+    let next = 0;
+    const send = async (): Promise<void> => {
+      while (next < n) {
+        const from = next;
+        next = Math.min(n, next + RECORDS_PER_REQUEST);
+        await this.sendRecords(from, next, n - blobs);
+      }
+    };
+    await Promise.all(Array.from({ length: REQUESTS_IN_FLIGHT }, send));
+  }
+
+  private async sendRecords(from: number, to: number, firstBlob: number): Promise<void> {
+    const createdAt = Date.now();
+    const records: string[] = [];
+    for (let i = from; i < to; i++) {
+      const blob = i >= firstBlob;
+      const id = blob ? recordId('b', i - firstBlob) : recordId('s', i);
+      const size = blob ? 0 : RECORD_SIZE;
+      const replicas = blob ? '["w3","w1"]' : '["w1","w2"]';
+      records.push(
+        `{"type":"recordObject","id":"${id}","size":${size},"sha256":"${shaOf(id)}","contentType":"image/jpeg","createdAt":${createdAt},"replicas":${replicas}}`,
+      );
+    }
+    const body = `{"records":[${records.join(',')}]}`;
+    const deadline = Date.now() + this.opts.phaseTimeoutMs;
+    for (;;) {
+      const leader = await this.cluster.leader(this.opts.phaseTimeoutMs);
+      const res = await this.json<{ created: number; existing: number; rejected: unknown[] }>(
+        `${leader.url}/v1/cluster/bulk-records`,
+        { method: 'POST', body },
+      ).catch((err: unknown) => ({ status: 0, body: String(err) }));
+      if (res.status === 200 && typeof res.body === 'object') {
+        const b = res.body as { created: number; existing: number; rejected: unknown[] };
+        if (b.rejected.length > 0)
+          throw new Error(`records refused: ${JSON.stringify(b.rejected.slice(0, 3))}`);
+        return;
+      }
+      if (Date.now() > deadline)
+        throw new Error(`bulk records not accepted: ${res.status} ${JSON.stringify(res.body)}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  async latency(m: ManagerProc, n: number, blobs: number): Promise<{ list: number[]; meta: number[] }> {
+    const ids = (count: number) =>
+      Array.from({ length: count }, () => {
+        const i = Math.floor(Math.random() * n);
+        return i >= n - blobs ? recordId('b', i - (n - blobs)) : recordId('s', i);
+      });
+    const list: number[] = [];
+    for (const after of ids(100)) {
+      const t = performance.now();
+      const res = await this.json<{ items: unknown[] }>(`${m.url}/v1/images?limit=1000&after=${after}`);
+      if (res.status !== 200) throw new Error(`list answered ${res.status}`);
+      list.push(performance.now() - t);
+    }
+    const meta: number[] = [];
+    for (const id of ids(500)) {
+      const t = performance.now();
+      const res = await this.json(`${m.url}/v1/images/${id}/meta`);
+      if (res.status !== 200) throw new Error(`meta of ${id} answered ${res.status}`);
+      meta.push(performance.now() - t);
+    }
+    return { list, meta };
+  }
+
+  async raftView(m: { url: string }): Promise<{ commit: number; applied: number; role: string }> {
+    const res = await this.json<{ commit: number; applied: number; role: string }>(
+      `${m.url}/v1/cluster/raft`,
+    );
+    if (res.status !== 200) throw new Error(`raft view answered ${res.status}`);
+    return res.body;
+  }
+
+  /** SIGTERM a follower, start it again: ms until it has applied the leader's commit of then. */
+  async restartManager(): Promise<number> {
+    const [follower] = await this.cluster.followers();
+    const target = (await this.raftView(await this.cluster.leader())).commit;
+    await stopGently(follower!.child!);
+    follower!.child = null;
+    const t = performance.now();
+    this.cluster.spawnManager(follower!);
+    await until(
+      `${follower!.id} caught up after restart`,
+      async () => (await this.raftView(follower!)).applied >= target,
+      this.opts.phaseTimeoutMs,
+    );
+    return performance.now() - t;
+  }
+}
+
+function stopGently(child: import('node:child_process').ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  return exited.finally(() => clearTimeout(timer));
+}
+
+/** Peak RSS (VmHWM) of a process in MiB; `reset` first zeroes it (clear_refs 5). */
+async function peakRssMiB(pid: number | undefined, reset = false): Promise<number> {
+  if (pid === undefined) return 0;
+  if (reset) await writeFile(`/proc/${pid}/clear_refs`, '5').catch(() => {});
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return kb / 1024;
+}
+
+async function folderBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = join(dir, entry.name);
+    if (entry.isDirectory()) total += await folderBytes(p);
+    else if (entry.isFile()) total += (await stat(p)).size;
+  }
+  return total;
+}
+
+/**
+ * `count` blobs b... in a stopped worker's data folder, as its store keeps them: an empty file
+ * each under blobs/ab/<id> and its index entry (size 0, the sha256 the record carries).
+ */
+async function writeWorkerBlobs(dataDir: string, count: number): Promise<void> {
+  const store = await BlobStore.open(dataDir, { logger: pino({ level: 'silent' }) });
+  try {
+    const BATCH = 10_000;
+    for (let from = 0; from < count; from += BATCH) {
+      const entries = [];
+      for (let i = from; i < Math.min(count, from + BATCH); i++) {
+        const id = recordId('b', i);
+        entries.push({ id, size: 0, sha256: shaOf(id) });
+      }
+      await Promise.all(entries.map((e) => writeFile(join(dataDir, blobRelativePath(e.id)), '')));
+      await store.index.record(entries, { sync: false });
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+/** ms from `since` (epoch ms) to the leader's `reconcile.done` line for `nodeId`, or null. */
+async function reconcileDoneAfter(logFile: string, nodeId: string, since: number): Promise<number | null> {
+  const text = await readFile(logFile, 'utf8').catch(() => '');
+  for (const line of text.split('\n')) {
+    if (!line.includes('"reconcile.done"') || !line.includes(`"nodeId":"${nodeId}"`)) continue;
+    const time = Number(/"time":(\d+)/.exec(line)?.[1]);
+    if (time >= since) return time - since;
+  }
+  return null;
+}
+
+interface JoinOutcome {
+  result: string;
+  senderPeakMiB: number;
+  receiverPeakMiB: number;
+}
+
+/** Adds m4 through the normal member-add path and waits, bounded, until it has caught up. */
+async function joinManager(
+  bench: Bench,
+  cluster: ImageCluster,
+  managerArgs: string[],
+  timeoutMs: number,
+): Promise<JoinOutcome> {
+  const leader = await cluster.leader();
+  await peakRssMiB(leader.child?.pid, true);
+  const port = await freePort();
+  const url = managerUrl(port);
+  const m4 = spawnManager({
+    id: 'm4',
+    port,
+    dataDir: join(cluster.root, 'm4'),
+    peers: peersSpec(cluster.managers),
+    secretFile: cluster.secretFile,
+    args: ['--join', ...managerArgs],
+    logFile: join(cluster.root, 'm4.log'),
+    env: { IMGVAULT_LOG_LEVEL: 'warn' },
+  });
+  const started = performance.now();
+  let result: string;
+  try {
+    await until('m4 answering', async () => (await fetch(`${url}/healthz`)).ok, 60_000);
+    const deadline = Date.now() + timeoutMs;
+    let voter = false;
+    while (!voter && Date.now() < deadline) {
+      const res = await bench
+        .json(`${leader.url}/v1/cluster/members`, { method: 'POST', body: JSON.stringify({ id: 'm4', url }) })
+        .catch(() => ({ status: 0 }));
+      voter = res.status === 200;
+      if (!voter) await new Promise((r) => setTimeout(r, 1_000));
+    }
+    const target = (await bench.raftView(leader)).commit;
+    let applied = 0;
+    while (voter && Date.now() < deadline) {
+      applied = (await bench.raftView({ url }).catch(() => ({ applied: 0 }))).applied;
+      if (applied >= target) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const secs = ((performance.now() - started) / 1000).toFixed(1);
+    result =
+      voter && applied >= target
+        ? `${secs} s`
+        : `FAILED: not caught up within ${timeoutMs / 60_000} min (voter ${voter}, applied ${applied} of ${target})`;
+    return {
+      result,
+      senderPeakMiB: await peakRssMiB(leader.child?.pid),
+      receiverPeakMiB: await peakRssMiB(m4.pid),
+    };
+  } finally {
+    await stopGently(m4);
+  }
+}
+
+async function workerRestart(
+  cluster: ImageCluster,
+  blobs: number,
+  timeoutMs: number,
+): Promise<{ registerMs: number; reconcileMs: number | string }> {
+  const w3 = cluster.worker('w3');
+  await writeWorkerBlobs(w3.dataDir, blobs);
+  const leader = await cluster.leader();
+  const since = Date.now();
+  const t = performance.now();
+  cluster.spawnWorker(w3);
+  await cluster.waitForWorkersUp(['w3'], timeoutMs);
+  const registerMs = performance.now() - t;
+  const logFile = join(cluster.root, `${leader.id}.log`);
+  let reconcileMs: number | string = `FAILED: no reconcile.done within ${timeoutMs / 60_000} min`;
+  await until(
+    'w3 reconciled',
+    async () => {
+      const ms = await reconcileDoneAfter(logFile, 'w3', since);
+      if (ms !== null) reconcileMs = ms;
+      return ms !== null;
+    },
+    timeoutMs,
+  ).catch(() => {});
+  return { registerMs, reconcileMs };
+}
+
+async function runOne(n: number, opts: Options): Promise<Row> {
+  const blobs = Math.min(opts.workerBlobs, n);
+  const managerArgs = [
+    '--bulk-record-load',
+    '--down-after-ms',
+    '86400000',
+    '--orphan-grace-ms',
+    '86400000',
+    '--snapshot-threshold',
+    String(opts.snapshotThreshold),
+  ];
+  const cluster = await ImageCluster.start({
+    name: 'imgvault-bench-scale',
+    logLevel: 'info',
+    managerArgs,
+    startTimeoutMs: 120_000,
+  });
+  try {
+    // Registered, then stopped: their records stay on workers in state up, and no byte moves.
+    for (const w of cluster.workers) {
+      await stopGently(w.child!);
+      w.child = null;
+    }
+    const bench = new Bench(cluster, opts);
+    const cpu = () => cluster.managers.reduce((s, m) => s + cpuSeconds(m.child?.pid), 0);
+    const cpu0 = cpu();
+    const t0 = performance.now();
+    await bench.load(n, blobs);
+    const loadMs = performance.now() - t0;
+    const cpuMsPer1000 = ((cpu() - cpu0) * 1000 * 1000) / n;
+    progress(`N=${n}: loaded in ${(loadMs / 1000).toFixed(1)} s`);
+    const leader = await cluster.leader();
+    const commit = (await bench.raftView(leader)).commit;
+    await until(
+      'every manager applied the load',
+      async () => {
+        for (const m of cluster.running()) if ((await bench.raftView(m)).applied < commit) return false;
+        return true;
+      },
+      opts.phaseTimeoutMs,
+    );
+    let disk = 0;
+    for (const m of cluster.managers) disk += await folderBytes(m.dataDir);
+    const { list, meta } = await bench.latency(leader, n, blobs);
+    list.sort((a, b) => a - b);
+    meta.sort((a, b) => a - b);
+    progress(`N=${n}: latency measured`);
+    const managerRestartMs = await bench.restartManager();
+    progress(`N=${n}: manager restarted`);
+    const worker = await workerRestart(cluster, blobs, opts.phaseTimeoutMs);
+    progress(`N=${n}: worker restarted`);
+    const joined = await joinManager(bench, cluster, managerArgs, opts.phaseTimeoutMs);
+    progress(`N=${n}: join ${joined.result}`);
+    return {
+      images: n,
+      loadRate: n / (loadMs / 1000),
+      cpuMsPer1000,
+      diskBytesPerImage: disk / cluster.managers.length / n,
+      listP50: percentile(list, 50),
+      listP99: percentile(list, 99),
+      metaP50: percentile(meta, 50),
+      metaP99: percentile(meta, 99),
+      managerRestartMs,
+      workerBlobs: blobs,
+      workerRegisterMs: worker.registerMs,
+      reconcileMs: worker.reconcileMs,
+      join: joined.result,
+      senderPeakMiB: joined.senderPeakMiB,
+      receiverPeakMiB: joined.receiverPeakMiB,
+    };
+  } finally {
+    await cluster.close();
+  }
+}
+
+function progress(message: string): void {
+  process.stderr.write(`[${new Date().toISOString()}] ${message}\n`);
+}
+
+function printRows(rows: Row[]): void {
+  const ms = (v: number | string) => (typeof v === 'number' ? `${v.toFixed(1)} ms` : v);
+  const lines: [string, (r: Row) => string][] = [
+    ['images', (r) => r.images.toLocaleString('en-US')],
+    ['load rate (records/s)', (r) => r.loadRate.toFixed(0)],
+    ['manager CPU per 1,000 records', (r) => `${r.cpuMsPer1000.toFixed(0)} ms`],
+    ['manager disk bytes per image', (r) => r.diskBytesPerImage.toFixed(0)],
+    ['GET /v1/images page of 1,000 p50', (r) => ms(r.listP50)],
+    ['GET /v1/images page of 1,000 p99', (r) => ms(r.listP99)],
+    ['GET /v1/images/:id/meta p50', (r) => ms(r.metaP50)],
+    ['GET /v1/images/:id/meta p99', (r) => ms(r.metaP99)],
+    ['manager restart (to caught up)', (r) => ms(r.managerRestartMs)],
+    ['worker blobs', (r) => r.workerBlobs.toLocaleString('en-US')],
+    ['worker restart (to registered, up)', (r) => ms(r.workerRegisterMs)],
+    ['leader reconcile of its inventory', (r) => ms(r.reconcileMs)],
+    ['new manager join + catch-up', (r) => r.join],
+    ['  sender (leader) peak RSS', (r) => `${r.senderPeakMiB.toFixed(0)} MiB`],
+    ['  receiver (new manager) peak RSS', (r) => `${r.receiverPeakMiB.toFixed(0)} MiB`],
+  ];
+  const width = Math.max(...lines.map(([label]) => label.length));
+  for (const [label, cell] of lines) {
+    console.log(`${label.padEnd(width)}  ${rows.map((r) => cell(r).padStart(16)).join('  ')}`);
+  }
+}
+
+const opts = parseOptions(process.argv.slice(2));
+const sizes = [...new Set([opts.baseline, ...opts.images])].sort((a, b) => a - b);
+console.log(
+  `bench:scale: ${sizes.join(', ')} images, worker blobs ${opts.workerBlobs}, snapshot every ${opts.snapshotThreshold} entries, load average ${(await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')}`,
+);
+const rows: Row[] = [];
+for (const n of sizes) {
+  try {
+    rows.push(await runOne(n, opts));
+  } catch (err) {
+    console.log(`N=${n}: FAILED: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+printRows(rows);

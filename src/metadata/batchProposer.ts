@@ -1,0 +1,130 @@
+// Groups the commands that reach the leader while its previous proposal is in flight into one
+// `commandBatch` entry, so the metadata commit rate is not the ceiling of the upload rate: under
+// load each Raft round (one fsync, one replication, one table write) carries many callers' commands
+// instead of one. A caller alone still gets an entry of its own, with no added wait.
+
+import { randomUUID } from 'node:crypto';
+import { RaftError } from '../consensus/raftNode.ts';
+import { BATCHABLE_TYPES, MAX_BATCH_CHARS, MAX_BATCH_COMMANDS } from './commands.ts';
+import type { CommandProposer } from './proposeCommand.ts';
+
+export interface BatchProposerOptions {
+  /** Commands in one entry, 2..MAX_BATCH_COMMANDS. */
+  maxCommands?: number;
+  /** Entry data in UTF-16 units, at most MAX_BATCH_CHARS. */
+  maxChars?: number;
+  /** Commands waiting for the proposal in flight; beyond it propose() fails with ProposalDropped. */
+  maxQueued?: number;
+}
+
+interface Waiting {
+  data: string;
+  requestId: string;
+  resolve: (result: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
+/** What `{"type":"commandBatch","requestId":"<uuid>","commands":[` and `]}` take. */
+const BATCH_OVERHEAD_CHARS = 128;
+const BATCHABLE = new Set<string>(BATCHABLE_TYPES);
+/** `encodeCommand` writes the parsed value, whose first key is the schema's first: `type`. */
+const LEADING_TYPE = /^\{"type":"([A-Za-z]+)"/;
+
+/** True when `data` (an encoded command) may go into a batch; anything else is proposed alone. */
+function groupable(data: string, maxChars: number): boolean {
+  const type = LEADING_TYPE.exec(data)?.[1];
+  return type !== undefined && BATCHABLE.has(type) && data.length + BATCH_OVERHEAD_CHARS <= maxChars;
+}
+
+/**
+ * A `CommandProposer` in front of the Raft node: `proposeCommand(batcher, command)` works as with
+ * the node itself, and each caller still resolves only once its own command is committed and
+ * applied, with its own result (a rejected command rejects its caller alone).
+ */
+export class BatchProposer implements CommandProposer {
+  private readonly maxCommands: number;
+  private readonly maxChars: number;
+  private readonly maxQueued: number;
+  private readonly queue: Waiting[] = [];
+  private sending = false;
+  private scheduled = false;
+
+  constructor(
+    private readonly node: CommandProposer,
+    options: BatchProposerOptions = {},
+  ) {
+    this.maxCommands = Math.min(MAX_BATCH_COMMANDS, Math.max(2, options.maxCommands ?? MAX_BATCH_COMMANDS));
+    this.maxChars = Math.min(MAX_BATCH_CHARS, options.maxChars ?? MAX_BATCH_CHARS);
+    this.maxQueued = options.maxQueued ?? 4 * MAX_BATCH_COMMANDS;
+  }
+
+  propose(data: string, requestId: string): Promise<unknown> {
+    if (!groupable(data, this.maxChars)) return this.node.propose(data, requestId);
+    if (this.queue.length >= this.maxQueued) {
+      return Promise.reject(
+        new RaftError('ProposalDropped', `${this.queue.length} commands already wait to be proposed`),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.queue.push({ data, requestId, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Flushes on the next turn, so commands arriving in the same turn share an entry. */
+  private schedule(): void {
+    if (this.sending || this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    if (this.sending || this.queue.length === 0) return;
+    this.sending = true;
+    void this.send(this.take()).finally(() => {
+      this.sending = false;
+      if (this.queue.length > 0) this.schedule();
+    });
+  }
+
+  /** The longest prefix of the queue within both bounds (never empty). */
+  private take(): Waiting[] {
+    let chars = BATCH_OVERHEAD_CHARS;
+    let n = 0;
+    while (n < this.queue.length && n < this.maxCommands) {
+      const next = this.queue[n]!.data.length + 1;
+      if (n > 0 && chars + next > this.maxChars) break;
+      chars += next;
+      n += 1;
+    }
+    return this.queue.splice(0, n);
+  }
+
+  private async send(group: Waiting[]): Promise<void> {
+    if (group.length === 1) {
+      const [only] = group as [Waiting];
+      await this.node.propose(only.data, only.requestId).then(only.resolve, only.reject);
+      return;
+    }
+    const requestId = randomUUID();
+    const data = `{"type":"commandBatch","requestId":"${requestId}","commands":[${group.map((w) => w.data).join(',')}]}`;
+    let result: unknown;
+    try {
+      result = await this.node.propose(data, requestId);
+    } catch (err) {
+      for (const w of group) w.reject(err);
+      return;
+    }
+    const results = (result as { ok?: boolean; results?: unknown[] }).results;
+    if (!Array.isArray(results) || results.length !== group.length) {
+      // The whole entry was refused (it cannot be, for data built here from validated commands):
+      // every caller gets that refusal as its command's result.
+      for (const w of group) w.resolve(result);
+      return;
+    }
+    for (const [i, w] of group.entries()) w.resolve(results[i]);
+  }
+}

@@ -1,0 +1,168 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { RaftError } from '../../src/consensus/raftNode.ts';
+import { BatchProposer } from '../../src/metadata/batchProposer.ts';
+import { type Command, decodeCommand, MAX_BATCH_COMMANDS } from '../../src/metadata/commands.ts';
+import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
+import { type CommandProposer, proposeCommand } from '../../src/metadata/proposeCommand.ts';
+import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd } from './metadataFixture.ts';
+
+const fx = new MetadataFixture();
+afterEach(() => fx.cleanup());
+
+/**
+ * A one-member log in place of the Raft driver (as in proposeCommand.test.ts): each proposal is one
+ * entry, applied a turn later, so proposals made meanwhile find the previous one in flight.
+ */
+class OneMemberLog implements CommandProposer {
+  readonly log = new EntryLog();
+  readonly entryTypes: string[] = [];
+  failNext: Error | null = null;
+
+  constructor(private readonly sm: MetadataStateMachine) {}
+
+  async propose(data: string, requestId: string): Promise<unknown> {
+    await new Promise((resolve) => setImmediate(resolve));
+    if (this.failNext) {
+      const err = this.failNext;
+      this.failNext = null;
+      throw err;
+    }
+    const decoded = decodeCommand(data);
+    this.entryTypes.push(decoded.ok ? decoded.command.type : 'invalid');
+    const results = await this.sm.apply([this.log.raw(data)]);
+    return results.find((r) => r.requestId === requestId)?.result;
+  }
+}
+
+async function withWorkers(): Promise<{ sm: MetadataStateMachine; node: OneMemberLog }> {
+  const sm = await fx.machine();
+  const node = new OneMemberLog(sm);
+  await proposeCommand(node, registerCmd('w1'));
+  await proposeCommand(node, registerCmd('w2'));
+  node.entryTypes.length = 0;
+  return { sm, node };
+}
+
+describe('BatchProposer', () => {
+  it('lands concurrent proposals in fewer entries, each caller getting its own result', async () => {
+    const { sm, node } = await withWorkers();
+    const batcher = new BatchProposer(node);
+    const n = 50;
+    const results = await Promise.all(
+      Array.from({ length: n }, (_, i) => proposeCommand(batcher, recordCmd(`img${i}`, ['w1', 'w2'], i + 1))),
+    );
+    results.forEach((r, i) => {
+      expect(r).toMatchObject({ ok: true, created: true, object: { id: `img${i}`, size: i + 1 } });
+    });
+    expect(node.entryTypes.length).toBeLessThan(n);
+    expect(node.entryTypes).toContain('commandBatch');
+    expect((await sm.stats()).objects).toBe(n);
+    expect((await sm.getObject('img7'))?.size).toBe(8);
+  });
+
+  it('refuses a command that does not fit alone, the others in its entry still apply', async () => {
+    const { sm, node } = await withWorkers();
+    const batcher = new BatchProposer(node);
+    await proposeCommand(batcher, recordCmd('taken', ['w1', 'w2'], 5));
+    node.entryTypes.length = 0;
+    const [a, clash, unknownNode, b] = await Promise.all([
+      proposeCommand(batcher, recordCmd('a', ['w1', 'w2'])),
+      proposeCommand(batcher, recordCmd('taken', ['w1', 'w2'], 6)),
+      proposeCommand(batcher, recordCmd('c', ['w1', 'w9'])),
+      proposeCommand(batcher, { type: 'deleteObject', id: 'taken' }),
+    ]);
+    expect(node.entryTypes).toEqual(['commandBatch']);
+    expect(a).toMatchObject({ ok: true, created: true });
+    expect(clash).toMatchObject({ ok: false, code: 'ObjectExists' });
+    expect(unknownNode).toMatchObject({ ok: false, code: 'NodeUnknown' });
+    expect(b).toMatchObject({ ok: true, object: { id: 'taken' } });
+    expect(await sm.getObject('c')).toBeNull();
+    expect((await sm.stats()).objects).toBe(1);
+  });
+
+  it('an invalid command is refused to its caller alone, before it reaches the log', async () => {
+    const { node } = await withWorkers();
+    const batcher = new BatchProposer(node);
+    const good = proposeCommand(batcher, recordCmd('ok', ['w1', 'w2']));
+    const bad = proposeCommand(batcher, { type: 'deleteObject', id: '../../x' });
+    await expect(bad).rejects.toThrow();
+    await expect(good).resolves.toMatchObject({ ok: true, created: true });
+  });
+
+  it('fails every caller of an entry that was not committed with the driver error', async () => {
+    const { sm, node } = await withWorkers();
+    const batcher = new BatchProposer(node);
+    await proposeCommand(batcher, recordCmd('first', ['w1', 'w2']));
+    node.failNext = new RaftError('NotLeader', 'not the leader');
+    const calls = ['x', 'y', 'z'].map((id) => proposeCommand(batcher, recordCmd(id, ['w1', 'w2'])));
+    for (const call of calls) await expect(call).rejects.toMatchObject({ code: 'NotLeader' });
+    expect(await sm.getObject('x')).toBeNull();
+    // The next proposal goes through: a failed entry does not wedge the queue.
+    await expect(proposeCommand(batcher, recordCmd('x', ['w1', 'w2']))).resolves.toMatchObject({ ok: true });
+  });
+
+  it('keeps each entry within its bounds in commands and characters', async () => {
+    const { node } = await withWorkers();
+    const batcher = new BatchProposer(node, { maxCommands: 8, maxChars: 2000 });
+    const results = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => proposeCommand(batcher, recordCmd(`b${i}`, ['w1', 'w2']))),
+    );
+    expect(results.every((r) => r.ok)).toBe(true);
+    for (const entry of node.log.entries) {
+      expect(entry.data.length).toBeLessThanOrEqual(2000);
+      const decoded = decodeCommand(entry.data);
+      if (decoded.ok && decoded.command.type === 'commandBatch') {
+        expect(decoded.command.commands.length).toBeLessThanOrEqual(8);
+      }
+    }
+    expect(MAX_BATCH_COMMANDS).toBeGreaterThanOrEqual(8);
+  });
+});
+
+describe('commandBatch apply', () => {
+  const before: Command[] = [registerCmd('w1'), registerCmd('w2'), recordCmd('a', ['w1', 'w2'], 10)];
+  const inner: unknown[] = [
+    recordCmd('b', ['w1', 'w2'], 20),
+    { type: 'deleteObject', id: 'a' },
+    { type: 'deleteObject', id: 'a' },
+    { type: 'recordObject', id: 'bad id!' },
+    { type: 'createBucket', bucket: 'photos', at: 1 },
+    { type: 'replaceReplica', id: 'b', add: 'w1', remove: 'w2' },
+  ];
+
+  it('gives one result per inner command: an invalid or ungroupable one refused alone', async () => {
+    const sm = await fx.machine();
+    const log = new EntryLog();
+    for (const c of before) await applyOne(sm, log, c);
+    const result = await applyOne(sm, log, { type: 'commandBatch', commands: inner });
+    expect(result).toEqual({
+      ok: true,
+      results: [
+        expect.objectContaining({ ok: true, created: true }),
+        expect.objectContaining({ ok: true, object: expect.objectContaining({ id: 'a' }) }),
+        expect.objectContaining({ ok: false, code: 'ObjectNotFound' }),
+        expect.objectContaining({ ok: false, code: 'InvalidCommand' }),
+        expect.objectContaining({ ok: false, code: 'InvalidCommand' }),
+        expect.objectContaining({ ok: false, code: 'ReplicaExists' }),
+      ],
+    });
+  });
+
+  it('is deterministic and leaves the tables as the valid commands in entries of their own would', async () => {
+    const digests: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const sm = await fx.machine();
+      const log = new EntryLog();
+      for (const c of before) await applyOne(sm, log, c);
+      await applyOne(sm, log, { type: 'commandBatch', commands: inner });
+      digests.push((await sm.tableDigest()).sha256);
+    }
+    const separate = await fx.machine();
+    const separateLog = new EntryLog();
+    for (const c of [...before, ...inner.slice(0, 3), inner[5]] as Command[]) {
+      await applyOne(separate, separateLog, c);
+    }
+    expect(digests[1]).toBe(digests[0]);
+    expect((await separate.tableDigest()).sha256).toBe(digests[0]);
+  });
+});
