@@ -88,7 +88,13 @@ export function snapshotRoutes(options: SnapshotRoutesOptions): Hono {
   app.get(RAFT_SNAPSHOT_PATH, raft, async (c) => {
     const found = fileOf(c, fileQuery);
     if (found.refusal !== null) return found.refusal;
-    return c.json({ received: await options.folder.received(found.ref) });
+    try {
+      return c.json({ received: await options.folder.received(found.ref) });
+    } catch (err) {
+      // A whole `.part` that did not match its digest was removed: the sender starts over.
+      if (err instanceof SnapshotFileError) return c.json({ received: err.received });
+      throw err;
+    }
   });
 
   app.put(RAFT_SNAPSHOT_PATH, raft, async (c) => {
