@@ -9,11 +9,12 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createLogger, type Logger } from '../logging.ts';
 import type { ProposeError, RaftConfig, RaftLogStore } from './api.ts';
 import { bootstrapSnapshot, MemoryStorage, RaftCore } from './core/index.ts';
-import type { SnapshotFileRef, SnapshotFolder } from './snapshotFiles.ts';
+import { type SnapshotFileRef, type SnapshotFolder, snapshotFileName } from './snapshotFiles.ts';
 import {
   captureSnapshot,
   missingSnapshotFile,
   restoreSnapshot,
+  snapshotFileOf,
   unwrapSnapshot,
   wrapSnapshot,
 } from './snapshots.ts';
@@ -907,7 +908,13 @@ export class RaftNode {
   ): Promise<void> {
     const { data, file } = await finish();
     // A snapshot installed from the leader meanwhile already covers this one.
-    if (this.stopped || index <= this.snapshotIndex) return;
+    if (this.stopped || index <= this.snapshotIndex) {
+      // Never recorded, and newer than what is: removeOlderThan would keep it for good.
+      const recorded = snapshotFileOf(this.storage.snapshot().data);
+      if (file !== null && (recorded === null || snapshotFileName(recorded) !== snapshotFileName(file)))
+        await this.snapshotFolder?.discard(file);
+      return;
+    }
     const snap = this.storage.createSnapshot(index, confState, data);
     // The store serialises this with the loop's writes, and refuses it if a newer snapshot landed.
     await this.store.compact(snap);

@@ -326,6 +326,14 @@ export class SnapshotFolder {
     this.complete.set(snapshotFileName(ref), ref.size);
   }
 
+  /** Removes a complete file that was never recorded (unless it is being sent). */
+  async discard(ref: SnapshotFileRef): Promise<void> {
+    const name = snapshotFileName(ref);
+    if (this.pinned.has(name)) return;
+    this.complete.delete(name);
+    await rm(join(this.dir, name), { force: true });
+  }
+
   /**
    * Removes the complete files older than `kept` (the snapshot just recorded in the Raft log),
    * except those being sent (`pin`), and the incoming ones not newer: nothing newer goes, since it

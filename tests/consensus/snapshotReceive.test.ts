@@ -261,4 +261,21 @@ describe('snapshot transfer failures', () => {
     expect(folder.holds({ ...file, sha256: flipped })).toBe(false);
     expect((await SnapshotFolder.open(join(root, 'f'))).holds(file)).toBe(true);
   });
+
+  it('answers a piece without a content-length with 411', async () => {
+    root = await mkdtemp(join(tmpdir(), 'imgvault-snaprecv-'));
+    const bytes = randomBytes(1000);
+    const file = refOf(7, bytes);
+    const r = await serveRoutes(await SnapshotFolder.open(join(root, 'follower')));
+    const q = `from=m1&index=7&term=2&size=1000&sha256=${file.sha256}&offset=0`;
+    // A streamed body goes out chunked, with no content-length.
+    const res = await fetch(`${r.url}${RAFT_SNAPSHOT_PATH}?${q}`, {
+      method: 'PUT',
+      headers: { [CLUSTER_SECRET_HEADER]: SECRET, 'content-type': 'application/octet-stream' },
+      body: new Blob([bytes]).stream(),
+      duplex: 'half',
+    } as RequestInit);
+    expect(res.status).toBe(411);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('LengthRequired');
+  });
 });
