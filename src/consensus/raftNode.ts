@@ -209,6 +209,8 @@ export class RaftNode {
   private snapshotTask: Promise<void> | null = null;
   /** The applied index the last snapshot was started at, taken or not: a failed one waits as long. */
   private snapshotStartedAt: Index = 0;
+  /** The recorded snapshot's file is missing (see start): take one at the next applied entry. */
+  private snapshotDue = false;
   /** The hard state as last written to the store, and a newer one not yet written (commit only). */
   protected durableHardState: HardState;
   protected unsavedHardState: HardState | null = null;
@@ -347,6 +349,15 @@ export class RaftNode {
     });
     const node = new this(opts, core, storage, members, effectiveSnapshot, hardState);
     node.term = hardState.term;
+    const recordedFile = snapshotFileOf(effectiveSnapshot.data);
+    if (recordedFile !== null && !node.snapshotFolder?.holds(recordedFile)) {
+      // As leader this node could send no follower a snapshot until the next one is taken.
+      log.error(
+        { event: 'raft.snapshot_file_missing', index: recordedFile.index, sha256: recordedFile.sha256 },
+        'the recorded snapshot file is not in the snapshot folder; taking a new snapshot now',
+      );
+      node.snapshotDue = true;
+    }
     node.ticker = node.clock.setInterval(() => node.input(() => node.onTick()), node.opts.tickMs);
     node.scheduleReady();
     log.info(
@@ -867,7 +878,8 @@ export class RaftNode {
   private async maybeSnapshot(): Promise<void> {
     if (this.snapshotTask !== null) return;
     const applied = this.sm.appliedIndex();
-    if (applied - Math.max(this.snapshotIndex, this.snapshotStartedAt) < this.opts.snapshotThreshold) return;
+    const since = applied - Math.max(this.snapshotIndex, this.snapshotStartedAt);
+    if (since < (this.snapshotDue ? 1 : this.opts.snapshotThreshold)) return;
     if (applied > this.storage.lastIndex()) return;
     // After a restart the state machine may be ahead of the commit index on disk (see persist);
     // a snapshot must not claim more than the core knows committed.
@@ -884,6 +896,7 @@ export class RaftNode {
       new Map(this.members),
     );
     this.snapshotStartedAt = applied;
+    this.snapshotDue = false;
     this.snapshotTask = this.compactTo(
       applied,
       { voters: [...this.confState.voters], learners: [...this.confState.learners] },
