@@ -142,7 +142,14 @@ export class SnapshotFolder {
     );
     const hash = createHash('sha256');
     let size = 0;
-    const fh = await open(tmp, 'w', PRIVATE_FILE_MODE);
+    let fh: FileHandle;
+    try {
+      fh = await open(tmp, 'w', PRIVATE_FILE_MODE);
+    } catch (err) {
+      // Returned unread, the source releases what it holds (a LevelDB snapshot, say).
+      await chunks[Symbol.asyncIterator]().return?.();
+      throw err;
+    }
     try {
       for await (const chunk of chunks) {
         hash.update(chunk);
