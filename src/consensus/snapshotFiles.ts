@@ -245,6 +245,12 @@ export class SnapshotFolder {
       (s) => s.size,
       () => null,
     );
+    if (held !== null && held > ref.size) {
+      // Not a prefix of this file: the sender starts over.
+      this.partHashes.delete(part);
+      await rm(part, { force: true });
+      return 0;
+    }
     if ((held ?? 0) !== ref.size) return held ?? 0;
     if (held === null) await this.startPart(ref);
     await this.completePart(ref, part);

@@ -151,6 +151,19 @@ describe('snapshot transfer failures', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  it('removes a .part longer than the file it is named for', async () => {
+    root = await mkdtemp(join(tmpdir(), 'imgvault-snaprecv-'));
+    const bytes = randomBytes(1000);
+    const file = refOf(7, bytes);
+    const dir = join(root, 'follower');
+    await SnapshotFolder.open(dir);
+    await writeFile(join(dir, partName(file)), randomBytes(1500));
+    const folder = await SnapshotFolder.open(dir);
+    expect(await folder.received(file)).toBe(0);
+    expect(await folder.append(file, 0, pieces(bytes), PIECE)).toBe(1000);
+    expect(folder.holds(file)).toBe(true);
+  });
+
   it('sends and delivers a 0-byte snapshot', async () => {
     root = await mkdtemp(join(tmpdir(), 'imgvault-snaprecv-'));
     const leader = await SnapshotFolder.open(join(root, 'leader'));
