@@ -22,11 +22,12 @@ import { PendingProposals } from './node/pendingProposals.ts';
 import { notLeaderError, proposeRefusal, RaftError, stoppedError } from './node/raftError.ts';
 import { ReadIndexBatcher } from './node/readIndexBatcher.ts';
 import { RefusalLog } from './node/refusalLog.ts';
-import type { SnapshotFileRef, SnapshotFolder } from './snapshotFiles.ts';
+import { type SnapshotFileRef, type SnapshotFolder, snapshotFileName } from './snapshotFiles.ts';
 import {
   captureSnapshot,
   missingSnapshotFile,
   restoreSnapshot,
+  snapshotFileOf,
   unwrapSnapshot,
   wrapSnapshot,
 } from './snapshots.ts';
@@ -133,6 +134,8 @@ export class RaftNode {
   private snapshotTask: Promise<void> | null = null;
   /** The applied index the last snapshot was started at, taken or not: a failed one waits as long. */
   private snapshotStartedAt: Index = 0;
+  /** The recorded snapshot's file is missing (see start): take one at the next applied entry. */
+  private snapshotDue = false;
   /** The hard state as last written to the store, and a newer one not yet written (commit only). */
   protected durableHardState: HardState;
   protected unsavedHardState: HardState | null = null;
@@ -302,6 +305,15 @@ export class RaftNode {
     });
     const node = new this(opts, core, storage, members, effectiveSnapshot, hardState);
     node.term = hardState.term;
+    const recordedFile = snapshotFileOf(effectiveSnapshot.data);
+    if (recordedFile !== null && !node.snapshotFolder?.holds(recordedFile)) {
+      // As leader this node could send no follower a snapshot until the next one is taken.
+      log.error(
+        { event: 'raft.snapshot_file_missing', index: recordedFile.index, sha256: recordedFile.sha256 },
+        'the recorded snapshot file is not in the snapshot folder; taking a new snapshot now',
+      );
+      node.snapshotDue = true;
+    }
     node.ticker = node.clock.setInterval(() => node.onTickTimer(), node.opts.tickMs);
     node.scheduleReady();
     log.info(
@@ -687,7 +699,8 @@ export class RaftNode {
   private async maybeSnapshot(): Promise<void> {
     if (this.snapshotTask !== null) return;
     const applied = this.sm.appliedIndex();
-    if (applied - Math.max(this.snapshotIndex, this.snapshotStartedAt) < this.opts.snapshotThreshold) return;
+    const since = applied - Math.max(this.snapshotIndex, this.snapshotStartedAt);
+    if (since < (this.snapshotDue ? 1 : this.opts.snapshotThreshold)) return;
     if (applied > this.storage.lastIndex()) return;
     // After a restart the state machine may be ahead of the commit index on disk (see persist);
     // a snapshot must not claim more than the core knows committed.
@@ -704,6 +717,7 @@ export class RaftNode {
       new Map(this.members),
     );
     this.snapshotStartedAt = applied;
+    this.snapshotDue = false;
     this.snapshotTask = this.compactTo(
       applied,
       { voters: [...this.confState.voters], learners: [...this.confState.learners] },
@@ -728,7 +742,13 @@ export class RaftNode {
   ): Promise<void> {
     const { data, file } = await finish();
     // A snapshot installed from the leader meanwhile already covers this one.
-    if (this.stopped || index <= this.snapshotIndex) return;
+    if (this.stopped || index <= this.snapshotIndex) {
+      // Never recorded, and newer than what is: removeOlderThan would keep it for good.
+      const recorded = snapshotFileOf(this.storage.snapshot().data);
+      if (file !== null && (recorded === null || snapshotFileName(recorded) !== snapshotFileName(file)))
+        await this.snapshotFolder?.discard(file);
+      return;
+    }
     const snap = this.storage.createSnapshot(index, confState, data);
     // The store serialises this with the loop's writes, and refuses it if a newer snapshot landed.
     await this.store.compact(snap);

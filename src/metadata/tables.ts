@@ -523,8 +523,33 @@ export class MetadataTables {
    * The whole state as a stream of chunks (snapshotStream.ts), read from one LevelDB snapshot
    * taken before this returns, like `snapshot`; at most about `chunkBytes` is held at a time.
    */
-  snapshotChunks(chunkBytes = STREAM_CHUNK_BYTES): AsyncIterable<Buffer> {
-    return streamView(this.view(), chunkBytes);
+  snapshotChunks(chunkBytes = STREAM_CHUNK_BYTES): AsyncIterableIterator<Buffer> {
+    const opened = this.view();
+    const rows = streamView(opened, chunkBytes);
+    let started = false;
+    // A generator returned before its first next() never runs its body, so its finally would not
+    // close the view: a consumer that fails before reading (the temp file would not open) returns it.
+    const closeUnstarted = async (): Promise<void> => {
+      if (started) return;
+      started = true;
+      await (await opened).close();
+    };
+    const stream: AsyncIterableIterator<Buffer> = {
+      next: () => {
+        started = true;
+        return rows.next();
+      },
+      return: async (value?: unknown) => {
+        await closeUnstarted();
+        return rows.return(value);
+      },
+      throw: async (err?: unknown) => {
+        await closeUnstarted();
+        return rows.throw(err);
+      },
+      [Symbol.asyncIterator]: () => stream,
+    };
+    return stream;
   }
 
   /**

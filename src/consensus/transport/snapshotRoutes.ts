@@ -5,7 +5,8 @@
 //   GET  /raft/snapshot?from&index&term&size&sha256          -> 200 { received }  bytes held
 //   PUT  /raft/snapshot?from&index&term&size&sha256&offset   body: bytes offset.. (one piece)
 //                                                            -> 200 { received }; 409 OffsetMismatch
-//                                                               { received }; 422 DigestMismatch
+//                                                               { received }; 422 DigestMismatch;
+//                                                               411 without a content-length
 //   POST /raft/snapshot/message  { message }                 -> 204; 409 SnapshotMissing; 403 refused
 //
 // Authenticated like /raft/messages: a raft credential naming this manager as its receiver (or the
@@ -88,13 +89,24 @@ export function snapshotRoutes(options: SnapshotRoutesOptions): Hono {
   app.get(RAFT_SNAPSHOT_PATH, raft, async (c) => {
     const found = fileOf(c, fileQuery);
     if (found.refusal !== null) return found.refusal;
-    return c.json({ received: await options.folder.received(found.ref) });
+    try {
+      return c.json({ received: await options.folder.received(found.ref) });
+    } catch (err) {
+      // A whole `.part` that did not match its digest was removed: the sender starts over.
+      if (err instanceof SnapshotFileError) return c.json({ received: err.received });
+      throw err;
+    }
   });
 
   app.put(RAFT_SNAPSHOT_PATH, raft, async (c) => {
     const found = fileOf(c, pieceQuery);
     if (found.refusal !== null) return found.refusal;
-    const declared = Number(c.req.header('content-length') ?? Number.NaN);
+    const length = c.req.header('content-length');
+    if (length === undefined) {
+      c.header('connection', 'close');
+      return c.json(errorBody('LengthRequired', 'a piece carries a content-length'), 411);
+    }
+    const declared = Number(length);
     if (!(declared <= maxPiece)) {
       c.header('connection', 'close');
       return c.json(

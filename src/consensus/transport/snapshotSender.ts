@@ -5,12 +5,13 @@
 // (reportSnapshot). After a cut the next attempt asks the follower how many bytes it holds and goes
 // on from there. Memory: one read chunk of the file at a time, whatever its size.
 
+import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../../http/clusterAuth.ts';
 import { internalConnect } from '../../http/tls.ts';
 import { createLogger, type Logger } from '../../logging.ts';
-import type { SnapshotFileRef, SnapshotFolder } from '../snapshotFiles.ts';
+import { readRange, type SnapshotFileRef, type SnapshotFolder } from '../snapshotFiles.ts';
 import { snapshotFileOf } from '../snapshots.ts';
 import type { Message, NodeId } from '../types.ts';
 import {
@@ -89,6 +90,22 @@ export class SnapshotSender {
     const base = target.pathname.replace(/\/+$/, '');
     const pool = new Pool(target.origin, { connections: 1, connect: internalConnect({ timeout: 2_000 }) });
     const started = Date.now();
+    // One handle for the whole transfer, and the file pinned: a snapshot taken or installed
+    // meanwhile removes older files, and a transfer that reopened its file per piece would fail on
+    // every attempt and leave the follower a useless partial file.
+    const release = this.options.folder.pin(file);
+    let fh: FileHandle;
+    try {
+      fh = await this.options.folder.openComplete(file);
+    } catch (err) {
+      release();
+      await pool.destroy().catch(() => {});
+      this.log.warn(
+        { event: 'raft.snapshot_send_failed', peer: msg.to, index: file.index, err: String(err) },
+        'snapshot file not readable; the leader tries again later',
+      );
+      return false;
+    }
     let failures = 0;
     // The most bytes the follower ever held: an attempt that moved past it made progress. A
     // follower that refused the whole file (digest) starts over at 0 and never passes it again.
@@ -97,7 +114,7 @@ export class SnapshotSender {
       for (;;) {
         const before = progress.best;
         try {
-          await this.push(pool, base, msg, file, signal, progress);
+          await this.push(pool, base, msg, { ref: file, fh }, signal, progress);
           this.log.info(
             {
               event: 'raft.snapshot_sent',
@@ -125,6 +142,8 @@ export class SnapshotSender {
       }
     } finally {
       await pool.destroy().catch(() => {});
+      await fh.close().catch(() => {});
+      release();
     }
   }
 
@@ -133,10 +152,11 @@ export class SnapshotSender {
     pool: Pool,
     base: string,
     msg: Message,
-    file: SnapshotFileRef,
+    source: { ref: SnapshotFileRef; fh: FileHandle },
     signal: AbortSignal,
     progress: { best: number },
   ): Promise<void> {
+    const file = source.ref;
     const query = `from=${encodeURIComponent(this.options.id)}&index=${file.index}&term=${file.term}&size=${file.size}&sha256=${file.sha256}`;
     let offset = (
       await this.request<{ received: number }>(
@@ -150,7 +170,7 @@ export class SnapshotSender {
     const piece = Math.min(this.options.pieceBytes ?? 8 * 1024 * 1024, MAX_SNAPSHOT_PIECE_BYTES);
     while (offset < file.size) {
       const end = Math.min(file.size, offset + piece);
-      const body = Readable.from(this.options.folder.read(file, offset, end));
+      const body = Readable.from(readRange(source.fh, this.options.folder.pathOf(file), offset, end));
       const answer = await this.request<{ received: number }>(
         pool,
         msg.to,
@@ -159,6 +179,10 @@ export class SnapshotSender {
         `${base}${RAFT_SNAPSHOT_PATH}?${query}&offset=${offset}`,
         { body, length: end - offset },
       );
+      // A follower that answers without taking a byte would be asked again forever: count it as a
+      // failed attempt instead.
+      if (answer.received <= offset)
+        throw new TransferFailed(`the follower took no byte of the piece at ${offset}`);
       progress.best = Math.max(progress.best, answer.received);
       offset = answer.received;
     }
