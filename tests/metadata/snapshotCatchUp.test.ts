@@ -4,6 +4,7 @@
 // Real LevelDB in temp folders and real HTTP on 127.0.0.1, managers in this process.
 
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -146,7 +147,11 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const m of managers) {
     await stop(m);
-    await new Promise<void>((resolve) => m.server.close(() => resolve()));
+    // A peer's Raft stream is a request in progress, which close() waits for (as managerProcess does).
+    await new Promise<void>((resolve) => {
+      m.server.close(() => resolve());
+      (m.server as Server).closeAllConnections();
+    });
   }
   await rm(root, { recursive: true, force: true });
 });
