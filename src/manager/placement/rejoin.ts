@@ -24,14 +24,12 @@ import {
 import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
 import { type Checks, type HeldCopyAction, orphanDue, planHeldCopy, planMissing, planStray } from './plan.ts';
 
-type InventoryLine = InventoryEntry;
-
 export interface InventoryReconcilerDeps extends ExecutorDeps {
   orphanGraceMs: number;
 }
 
 /** A worker's inventory lines in ascending id order, read anew at each call. */
-export type InventorySource = () => AsyncIterable<InventoryLine> | Iterable<InventoryLine>;
+export type InventorySource = () => AsyncIterable<InventoryEntry> | Iterable<InventoryEntry>;
 
 /** Inventory lines reconciled at once: each waits on read-backs and a commit (docs/operations.md). */
 const RECONCILE_CONCURRENCY = 32;
@@ -122,8 +120,8 @@ export class InventoryReconciler {
     const lines = (async function* () {
       yield* inventory();
     })();
-    const next = async () => (await lines.next()).value as InventoryLine | undefined;
-    const decide = async (line: InventoryLine) => {
+    const next = async () => (await lines.next()).value as InventoryEntry | undefined;
+    const decide = async (line: InventoryEntry) => {
       // Node states steer decisions; re-read now and then, not for every blob.
       if (++taken % 256 === 0) nodes = await nodesById(metadata);
       const self = nodes.get(nodeId);
@@ -147,30 +145,27 @@ export class InventoryReconciler {
    */
   private async reconcileLine(
     self: NodeView,
-    line: InventoryLine,
+    line: InventoryEntry,
     nodes: Map<string, NodeView>,
   ): Promise<ReconcileDecision> {
+    const held = async (): Promise<ReconcileDecision> => {
+      const object = await this.deps.metadata.getObject(line.id);
+      if (object) this.seen.forget(self.nodeId, line.id);
+      const { action, checks } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
+        planHeldCopy(self, line, object, nodes, checks),
+      );
+      if (action.kind !== 'orphan') return this.actOnHeldCopy(self, object!, action, nodes, checks);
+      // A blob no record knows: noted; sweepOrphans deletes it once its grace has passed.
+      this.seen.note(self.nodeId, line.id, this.now());
+      return 'orphanPending';
+    };
     try {
-      return await this.deps.slots.run(line.id, () => this.reconcileHeldBlob(self, line, nodes), 'skipped');
+      return await this.deps.slots.run(line.id, held, 'skipped');
     } catch (err) {
       const at = { objectId: line.id, nodeId: self.nodeId, err: (err as Error).message };
       this.deps.log.warn({ event: 'reconcile.blob_failed', ...at }, 'no decision for this copy');
       return 'skipped';
     }
-  }
-
-  private async reconcileHeldBlob(
-    self: NodeView,
-    line: InventoryLine,
-    nodes: Map<string, NodeView>,
-  ): Promise<ReconcileDecision> {
-    const object = await this.deps.metadata.getObject(line.id);
-    if (object) this.seen.forget(self.nodeId, line.id);
-    const { action, checks } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
-      planHeldCopy(self, line, object, nodes, checks),
-    );
-    if (action.kind === 'orphan') return this.orphan(self, line.id);
-    return this.actOnHeldCopy(self, object!, action, nodes, checks);
   }
 
   private async actOnHeldCopy(
@@ -251,12 +246,6 @@ export class InventoryReconciler {
         ),
       );
     return 'excessRemoved' as const;
-  }
-
-  /** A blob no record knows: noted; sweepOrphans deletes it once its grace has passed. */
-  private orphan(self: NodeView, id: string): ReconcileDecision {
-    this.seen.note(self.nodeId, id, this.now());
-    return 'orphanPending';
   }
 
   /**
@@ -378,27 +367,27 @@ export class InventoryReconciler {
   }
 
   /** A recorded copy on `nodeId` its inventory lacked: dropped once the worker confirms (planMissing). */
-  private async reconcileMissing(nodeId: string, id: string, listedAt: number): Promise<ReconcileDecision> {
-    const release = this.deps.slots.claim(id);
-    if (release === null) return 'skipped';
-    try {
-      const { metadata, workers } = this.deps;
-      const object = await metadata.getObject(id);
-      const node = await metadata.getNode(nodeId);
-      if (!node || planMissing(object, nodeId, listedAt).kind === 'skip') return 'skipped';
-      // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
-      const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
-        (res) => res.body.dump().then(() => 'yes' as const),
-        (err: unknown) => ((err as { code?: string }).code === 'NotFound' ? 'no' : 'unknown'),
-      );
-      const action = planMissing(object, nodeId, listedAt, held);
-      if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
-      const change = { type: 'removeReplica', id, nodeId } as const;
-      const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
-      return dropped ? 'missingDropped' : 'skipped';
-    } finally {
-      release();
-    }
+  private reconcileMissing(nodeId: string, id: string, listedAt: number): Promise<ReconcileDecision> {
+    return this.deps.slots.run(
+      id,
+      async () => {
+        const { metadata, workers } = this.deps;
+        const object = await metadata.getObject(id);
+        const node = await metadata.getNode(nodeId);
+        if (!node || planMissing(object, nodeId, listedAt).kind === 'skip') return 'skipped';
+        // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
+        const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
+          (res) => res.body.dump().then(() => 'yes' as const),
+          (err: unknown) => ((err as { code?: string }).code === 'NotFound' ? 'no' : 'unknown'),
+        );
+        const action = planMissing(object, nodeId, listedAt, held);
+        if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
+        const change = { type: 'removeReplica', id, nodeId } as const;
+        const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
+        return dropped ? 'missingDropped' : 'skipped';
+      },
+      'skipped',
+    );
   }
 }
 

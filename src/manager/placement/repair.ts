@@ -163,7 +163,10 @@ export class Repairer {
       const send: Classified[] = [];
       const alone: string[] = [];
       for (const planned of batch.items) {
-        const c = await this.claimFresh(planned.object.id, held, byId);
+        const slot = this.deps.slots.claim(planned.object.id);
+        if (slot) held.push(slot);
+        const object = slot && (await this.deps.metadata.getObject(planned.object.id));
+        const c = object ? this.classify(object, byId) : null;
         const fits =
           c !== null &&
           source !== undefined &&
@@ -194,19 +197,6 @@ export class Repairer {
       for (const release of held) release();
       for (const key of Object.keys(out) as RepairOutcome[]) outcomes[key] += out[key];
     }
-  }
-
-  /** Claims the object's slot (kept in `held`) and reads it afresh; null when busy or gone. */
-  private async claimFresh(
-    id: string,
-    held: Release[],
-    byId: Map<string, NodeView>,
-  ): Promise<Classified | null> {
-    const slot = this.deps.slots.claim(id);
-    if (slot === null) return null;
-    held.push(slot);
-    const object = await this.deps.metadata.getObject(id);
-    return object ? this.classify(object, byId) : null;
   }
 
   /** Brings one object one step closer to the goal, holding its slot; `skipped` when busy. */
