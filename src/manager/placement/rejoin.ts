@@ -20,9 +20,18 @@ import {
   nodesById,
   planReadingBack,
   runLanes,
+  unlistedIn,
 } from './execute.ts';
 import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
-import { type Checks, type HeldCopyAction, orphanDue, planHeldCopy, planMissing, planStray } from './plan.ts';
+import {
+  type Checks,
+  type HeldCopyAction,
+  type Nodes,
+  orphanDue,
+  planHeldCopy,
+  planMissing,
+  planStray,
+} from './plan.ts';
 
 export interface InventoryReconcilerDeps extends ExecutorDeps {
   orphanGraceMs: number;
@@ -50,9 +59,7 @@ const DECISIONS = [
 export type ReconcileDecision = (typeof DECISIONS)[number];
 export type ReconcileSummary = Record<ReconcileDecision, number>;
 
-export function emptySummary(): ReconcileSummary {
-  return counters(DECISIONS);
-}
+export const emptySummary = (): ReconcileSummary => counters(DECISIONS);
 
 export class InventoryReconciler {
   private readonly seen = new FirstSeen();
@@ -146,7 +153,7 @@ export class InventoryReconciler {
   private async reconcileLine(
     self: NodeView,
     line: InventoryEntry,
-    nodes: Map<string, NodeView>,
+    nodes: Nodes,
   ): Promise<ReconcileDecision> {
     const held = async (): Promise<ReconcileDecision> => {
       const object = await this.deps.metadata.getObject(line.id);
@@ -172,7 +179,7 @@ export class InventoryReconciler {
     self: NodeView,
     object: ObjectView,
     action: Exclude<HeldCopyAction, { kind: 'readBack' | 'orphan' }>,
-    nodes: Map<string, NodeView>,
+    nodes: Nodes,
     checks: Checks,
   ): Promise<ReconcileDecision> {
     const { log } = this.deps;
@@ -224,16 +231,12 @@ export class InventoryReconciler {
       await this.deps.workers.deleteBlob(self.url, object.id);
       return 'corruptDeleted';
     }
-    const stillWrong = (now: ObjectView | null) =>
-      now !== null &&
-      !now.replicas.includes(self.nodeId) &&
-      now.sha256 === object.sha256 &&
-      now.size === object.size;
-    return (await deleteCopy(this.deps, self, object.id, stillWrong)) ? 'corruptDeleted' : 'skipped';
+    const deleted = await deleteCopy(this.deps, self, object.id, unlistedIn(object, self.nodeId));
+    return deleted ? 'corruptDeleted' : 'skipped';
   }
 
   /** Records the returning copy and forgets `victim`, the copy that replaced it, in one entry. */
-  private async trade(self: NodeView, object: ObjectView, victim: string, nodes: Map<string, NodeView>) {
+  private async trade(self: NodeView, object: ObjectView, victim: string, nodes: Nodes) {
     const change = { type: 'replaceReplica', id: object.id, add: self.nodeId, remove: victim } as const;
     // Refused: the record changed since it was read; nothing was traded, the next rejoin decides again.
     if (!(await commitChange(this.deps, object, change))) return 'skipped';
