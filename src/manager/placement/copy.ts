@@ -60,7 +60,7 @@ export class Copier {
     if (fallback) metrics.fallbacks.inc();
     else metrics.started.inc();
     const startedAt = this.now();
-    let target: PlacementCandidate;
+    let target: NodeView;
     try {
       // Attempt n goes to the n-th target, from the holders in turn.
       const attempt = (n: number) =>
@@ -87,31 +87,31 @@ export class Copier {
       return 'failed' as const;
     }
     const outcomes = noOutcomes();
-    await this.commit([c], target.nodeId, byId, startedAt, outcomes);
+    await this.commit([c], target, startedAt, outcomes);
     return outcomes.copied > 0 ? ('copied' as const) : ('failed' as const);
   }
 
   /** One attempt: the copy to `target` from `source`. */
   private async copyTo(c: Classified, target: PlacementCandidate, source: NodeView, byId: Nodes) {
     const { object } = c;
-    const targetUrl = byId.get(target.nodeId)?.url;
-    if (!targetUrl) throw new Error(`target ${target.nodeId} has no url`);
+    const node = byId.get(target.nodeId);
+    if (!node?.url) throw new Error(`target ${target.nodeId} has no url`);
     this.deps.liveness.reservePlacement(target.nodeId, object.size);
-    const sent = await this.deps.workers.copyTo(source.url, object.id, targetUrl, object.sha256);
+    const sent = await this.deps.workers.copyTo(source.url, object.id, node.url, object.sha256);
     const wrong = sentOther(sent, object);
     if (wrong !== null) {
       // A holder with other bytes under this id would have made a copy of the wrong image.
-      await this.deleteIfUnrecorded(object, target.nodeId, byId);
+      await this.deleteIfUnrecorded(object, node);
       throw new Error(`${source.nodeId}: ${wrong}`);
     }
-    return target;
+    return node;
   }
 
   /**
    * Has `source` copy `send` to `target` in one request and commits the copies that arrived; the
    * copies the target failed are returned, for a fallback each.
    */
-  async copyBatch(send: Classified[], source: NodeView, target: NodeView, byId: Nodes, out: Outcomes) {
+  async copyBatch(send: Classified[], source: NodeView, target: NodeView, out: Outcomes) {
     const { workers, log, metrics } = this.deps;
     metrics.started.inc(send.length);
     const startedAt = this.now();
@@ -139,25 +139,20 @@ export class Copier {
       } else if (wrong !== null) {
         this.failed(out);
         log.warn({ event: 'repair.failed', ...logged }, wrong);
-        await this.deleteIfUnrecorded(c.object, target.nodeId, byId);
+        await this.deleteIfUnrecorded(c.object, target);
       } else copied.push(c);
     }
-    if (copied.length > 0) await this.commit(copied, target.nodeId, byId, startedAt, out);
+    if (copied.length > 0) await this.commit(copied, target, startedAt, out);
     return retry;
   }
 
   /**
-   * Records the copies made on `targetId` in one entry. A node being replaced that came back while
+   * Records the copies made on `target` in one entry. A node being replaced that came back while
    * the copies ran keeps its copy (the entry adds instead of replacing); a draining one serving
    * loses its copy once the new one is recorded.
    */
-  private async commit(
-    copied: Classified[],
-    targetId: string,
-    byId: Nodes,
-    startedAt: number,
-    out: Outcomes,
-  ): Promise<void> {
+  private async commit(copied: Classified[], target: NodeView, startedAt: number, out: Outcomes) {
+    const targetId = target.nodeId;
     const { raft, log, metrics } = this.deps;
     for (const c of copied) metrics.bytesCopied.inc(c.object.size);
     const removes = await this.stillLeaving(copied);
@@ -194,7 +189,7 @@ export class Copier {
           { event: 'repair.commit_failed', ...logged, err: `${result.code}: ${result.message}` },
           'copy made but not recorded; next pass retries',
         );
-        await this.deleteIfUnrecorded(c.object, targetId, byId);
+        await this.deleteIfUnrecorded(c.object, target);
         continue;
       }
       metrics.succeeded.inc();
@@ -225,11 +220,10 @@ export class Copier {
   }
 
   /** Removes a copy this repair made but could not record. */
-  async deleteIfUnrecorded(object: ObjectView, nodeId: string, byId: Nodes): Promise<void> {
-    const node = byId.get(nodeId);
-    if (!node || !this.deps.raft.isLeader()) return; // A new leader may still record this copy.
+  private async deleteIfUnrecorded(object: ObjectView, node: NodeView): Promise<void> {
+    if (!this.deps.raft.isLeader()) return; // A new leader may still record this copy.
     // Object gone: an upload re-creating the id may be writing this very blob before it commits;
     // the orphan sweep, with its grace period, decides instead.
-    await deleteCopy(this.deps, node, object.id, unlistedIn(object, nodeId)).catch(() => false);
+    await deleteCopy(this.deps, node, object.id, unlistedIn(object, node.nodeId)).catch(() => false);
   }
 }

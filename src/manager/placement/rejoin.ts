@@ -114,11 +114,7 @@ export class InventoryReconciler {
    * copies it lacks. `inventory` gives the lines in ascending id order, anew at each call (it is
    * read twice). The caller runs one reconciliation per node at a time.
    */
-  async reconcile(
-    nodeId: string,
-    inventory: InventorySource,
-    inventoryStartedAt: number,
-  ): Promise<ReconcileSummary> {
+  async reconcile(nodeId: string, inventory: InventorySource, startedAt: number): Promise<ReconcileSummary> {
     const { metadata, log } = this.deps;
     const summary = emptySummary();
     let nodes = await nodesById(metadata);
@@ -140,7 +136,7 @@ export class InventoryReconciler {
       await lines.return(undefined);
     }
     if (!this.deps.raft.isLeader() || !(await metadata.getNode(nodeId))) return summary;
-    await this.reconcileLacking(nodeId, inventory, inventoryStartedAt, summary);
+    await this.reconcileLacking(nodeId, inventory, startedAt, summary);
     log.info({ event: 'reconcile.done', nodeId, ...summary }, `reconciled the inventory of ${nodeId}`);
     return summary;
   }
@@ -150,11 +146,7 @@ export class InventoryReconciler {
    * the object (a repair copying onto this worker, a stray being deleted, an upload) leaves the line
    * to the next rejoin or sweep. One failed line does not stop the rest.
    */
-  private async reconcileLine(
-    self: NodeView,
-    line: InventoryEntry,
-    nodes: Nodes,
-  ): Promise<ReconcileDecision> {
+  private async reconcileLine(self: NodeView, line: InventoryEntry, nodes: Nodes) {
     const held = async (): Promise<ReconcileDecision> => {
       const object = await this.deps.metadata.getObject(line.id);
       if (object) this.seen.forget(self.nodeId, line.id);
@@ -201,12 +193,8 @@ export class InventoryReconciler {
         return (await deleteCopy(this.deps, self, object.id)) ? 'excessRemoved' : 'kept';
       case 'readopt':
       case 'readoptOnly': {
-        const added = await commitChange(this.deps, object, {
-          type: 'addReplica',
-          id: object.id,
-          nodeId: self.nodeId,
-        });
-        if (!added) return 'skipped';
+        const readopt = { type: 'addReplica', id: object.id, nodeId: self.nodeId } as const;
+        if (!(await commitChange(this.deps, object, readopt))) return 'skipped';
         if (action.kind === 'readoptOnly')
           log.warn(
             { event: 'reconcile.excess_unproven', ...at },
@@ -309,10 +297,8 @@ export class InventoryReconciler {
           { event: 'reconcile.stray_unproven', ...logged },
           'unrecorded copy could not be read back; neither re-adopted nor deleted',
         );
-      if (
-        action.kind === 'readopt' &&
-        (await commitChange(this.deps, object!, { type: 'addReplica', id, nodeId }))
-      )
+      const readopt = { type: 'addReplica', id, nodeId } as const;
+      if (action.kind === 'readopt' && (await commitChange(this.deps, object!, readopt)))
         log.info({ event: 'reconcile.stray_readopted', ...logged }, 'unrecorded copy re-adopted');
       return false;
     }

@@ -174,9 +174,7 @@ export class Repairer {
         else send.push(c);
       }
       const retry =
-        send.length > 0 && source && target
-          ? await this.copier.copyBatch(send, source, target, byId, out)
-          : [];
+        send.length > 0 && source && target ? await this.copier.copyBatch(send, source, target, out) : [];
       for (const c of retry) {
         const ranked = this.rankFor(c, byId, batch.targetId);
         out[await this.copier.copyOne(c, ranked, byId, true).catch(() => 'failed' as const)] += 1;
