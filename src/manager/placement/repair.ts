@@ -26,7 +26,7 @@ const BATCH_OBJECTS = 32;
 const BATCH_BYTES = 64 * 1024 * 1024;
 
 export interface RepairDeps extends ExecutorDeps {
-  /** Copy batches in flight at once. */
+  /** Copy batches in flight at once (--repair-concurrency). */
   concurrency: number;
   /** Objects one pass takes on at most (bounds memory and the length of a pass). */
   maxObjectsPerPass?: number;
