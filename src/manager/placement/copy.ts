@@ -4,12 +4,12 @@
 // every manager) cost more CPU than the copy itself. The caller holds each object's slot, from
 // before its copy is written until its commit has an outcome.
 
-import pRetry, { AbortError } from 'p-retry';
+import pRetry from 'p-retry';
 import { expectedOf, type NodeView, type ObjectView, type ReplicaChange } from '../../metadata/commands.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
 import type { PlacementCandidate } from '../placement.ts';
-import { counters, deleteCopy, type ExecutorDeps, nodesById } from './execute.ts';
-import { LEAVING, type Replicas } from './plan.ts';
+import { counters, deleteCopy, type ExecutorDeps, nodesById, unlistedIn } from './execute.ts';
+import { LEAVING, type Nodes, type Replicas } from './plan.ts';
 
 /** Targets one repair tries before leaving the object to the next pass. */
 export const MAX_TARGETS_PER_REPAIR = 4;
@@ -27,15 +27,11 @@ const OUTCOMES = [
 export type RepairOutcome = (typeof OUTCOMES)[number];
 export type Outcomes = Record<RepairOutcome, number>;
 
-export function noOutcomes(): Outcomes {
-  return counters(OUTCOMES);
-}
+export const noOutcomes = (): Outcomes => counters(OUTCOMES);
 
 export interface Classified extends Replicas {
   object: ObjectView;
 }
-
-export type CopyDeps = Omit<ExecutorDeps, 'slots' | 'now'>;
 
 /** What the holder says it sent, against the record: the target checked the holder's claim only. */
 function sentOther(sent: { sha256: string | null; size: number | null }, object: ObjectView): string | null {
@@ -45,7 +41,7 @@ function sentOther(sent: { sha256: string | null; size: number | null }, object:
 
 export class Copier {
   constructor(
-    private readonly deps: CopyDeps,
+    private readonly deps: ExecutorDeps,
     private readonly now: () => number,
   ) {}
 
@@ -53,7 +49,7 @@ export class Copier {
    * Copies `c` to the best of `ranked` that takes it, holder after holder, then commits it.
    * `fallback`: a batch's target already failed this copy (and counted it started).
    */
-  async copyOne(c: Classified, ranked: PlacementCandidate[], byId: Map<string, NodeView>, fallback = false) {
+  async copyOne(c: Classified, ranked: PlacementCandidate[], byId: Nodes, fallback = false) {
     const { log, metrics } = this.deps;
     const targets = ranked.slice(0, MAX_TARGETS_PER_REPAIR);
     if (targets.length === 0) {
@@ -64,9 +60,12 @@ export class Copier {
     if (fallback) metrics.fallbacks.inc();
     else metrics.started.inc();
     const startedAt = this.now();
-    let target: PlacementCandidate;
+    let target: NodeView;
     try {
-      target = await pRetry((attempt) => this.copyTo(c, targets, attempt, byId), {
+      // Attempt n goes to the n-th target, from the holders in turn.
+      const attempt = (n: number) =>
+        this.copyTo(c, targets[n - 1]!, c.sources[(n - 1) % c.sources.length]!, byId);
+      target = await pRetry(attempt, {
         retries: targets.length - 1,
         minTimeout: 20,
         maxTimeout: 200,
@@ -88,47 +87,31 @@ export class Copier {
       return 'failed' as const;
     }
     const outcomes = noOutcomes();
-    await this.commit([c], target.nodeId, byId, startedAt, outcomes);
+    await this.commit([c], target, startedAt, outcomes);
     return outcomes.copied > 0 ? ('copied' as const) : ('failed' as const);
   }
 
-  /** One attempt: the copy to the attempt's target, from the holders in turn. */
-  private async copyTo(
-    c: Classified,
-    targets: PlacementCandidate[],
-    attempt: number,
-    byId: Map<string, NodeView>,
-  ): Promise<PlacementCandidate> {
+  /** One attempt: the copy to `target` from `source`. */
+  private async copyTo(c: Classified, target: PlacementCandidate, source: NodeView, byId: Nodes) {
     const { object } = c;
-    const target = targets[attempt - 1];
-    if (!target) throw new AbortError('no target left');
-    const targetUrl = byId.get(target.nodeId)?.url;
-    const source = c.sources[(attempt - 1) % c.sources.length]!;
-    if (!targetUrl) throw new Error(`target ${target.nodeId} has no url`);
+    const node = byId.get(target.nodeId);
+    if (!node?.url) throw new Error(`target ${target.nodeId} has no url`);
     this.deps.liveness.reservePlacement(target.nodeId, object.size);
-    const wrong = sentOther(
-      await this.deps.workers.copyTo(source.url, object.id, targetUrl, object.sha256),
-      object,
-    );
+    const sent = await this.deps.workers.copyTo(source.url, object.id, node.url, object.sha256);
+    const wrong = sentOther(sent, object);
     if (wrong !== null) {
       // A holder with other bytes under this id would have made a copy of the wrong image.
-      await this.deleteIfUnrecorded(object, target.nodeId, byId);
+      await this.deleteIfUnrecorded(object, node);
       throw new Error(`${source.nodeId}: ${wrong}`);
     }
-    return target;
+    return node;
   }
 
   /**
    * Has `source` copy `send` to `target` in one request and commits the copies that arrived; the
    * copies the target failed are returned, for a fallback each.
    */
-  async copyBatch(
-    send: Classified[],
-    source: NodeView,
-    target: NodeView,
-    byId: Map<string, NodeView>,
-    out: Outcomes,
-  ) {
+  async copyBatch(send: Classified[], source: NodeView, target: NodeView, out: Outcomes) {
     const { workers, log, metrics } = this.deps;
     metrics.started.inc(send.length);
     const startedAt = this.now();
@@ -156,25 +139,20 @@ export class Copier {
       } else if (wrong !== null) {
         this.failed(out);
         log.warn({ event: 'repair.failed', ...logged }, wrong);
-        await this.deleteIfUnrecorded(c.object, target.nodeId, byId);
+        await this.deleteIfUnrecorded(c.object, target);
       } else copied.push(c);
     }
-    if (copied.length > 0) await this.commit(copied, target.nodeId, byId, startedAt, out);
+    if (copied.length > 0) await this.commit(copied, target, startedAt, out);
     return retry;
   }
 
   /**
-   * Records the copies made on `targetId` in one entry. A node being replaced that came back while
+   * Records the copies made on `target` in one entry. A node being replaced that came back while
    * the copies ran keeps its copy (the entry adds instead of replacing); a draining one serving
    * loses its copy once the new one is recorded.
    */
-  private async commit(
-    copied: Classified[],
-    targetId: string,
-    byId: Map<string, NodeView>,
-    startedAt: number,
-    out: Outcomes,
-  ): Promise<void> {
+  private async commit(copied: Classified[], target: NodeView, startedAt: number, out: Outcomes) {
+    const targetId = target.nodeId;
     const { raft, log, metrics } = this.deps;
     for (const c of copied) metrics.bytesCopied.inc(c.object.size);
     const removes = await this.stillLeaving(copied);
@@ -211,7 +189,7 @@ export class Copier {
           { event: 'repair.commit_failed', ...logged, err: `${result.code}: ${result.message}` },
           'copy made but not recorded; next pass retries',
         );
-        await this.deleteIfUnrecorded(c.object, targetId, byId);
+        await this.deleteIfUnrecorded(c.object, target);
         continue;
       }
       metrics.succeeded.inc();
@@ -242,13 +220,10 @@ export class Copier {
   }
 
   /** Removes a copy this repair made but could not record. */
-  async deleteIfUnrecorded(object: ObjectView, nodeId: string, byId: Map<string, NodeView>): Promise<void> {
-    const node = byId.get(nodeId);
-    if (!node || !this.deps.raft.isLeader()) return; // A new leader may still record this copy.
+  private async deleteIfUnrecorded(object: ObjectView, node: NodeView): Promise<void> {
+    if (!this.deps.raft.isLeader()) return; // A new leader may still record this copy.
     // Object gone: an upload re-creating the id may be writing this very blob before it commits;
     // the orphan sweep, with its grace period, decides instead.
-    const unrecorded = (now: ObjectView | null) =>
-      now !== null && now.sha256 === object.sha256 && !now.replicas.includes(nodeId);
-    await deleteCopy(this.deps, node, object.id, unrecorded).catch(() => false);
+    await deleteCopy(this.deps, node, object.id, unlistedIn(object, node.nodeId)).catch(() => false);
   }
 }

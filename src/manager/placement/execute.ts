@@ -20,7 +20,7 @@ import { type CommandProposer, proposeCommand } from '../../metadata/proposeComm
 import type { RepairMetrics } from '../repairMetrics.ts';
 import type { WorkerClient } from '../workerClient.ts';
 import type { WorkerLiveness } from '../workerLiveness.ts';
-import type { Checks, CopyCheck } from './plan.ts';
+import type { Checks, CopyCheck, Nodes } from './plan.ts';
 
 /** What placement needs of the Raft node (the manager's RaftAccess). */
 export interface PlacementRaft extends CommandProposer {
@@ -129,7 +129,7 @@ type ReadBack = { kind: 'readBack'; nodeIds: string[] };
 export async function planReadingBack<A extends { kind: string }>(
   workers: WorkerClient,
   object: ObjectView | null,
-  nodes: ReadonlyMap<string, NodeView>,
+  nodes: Nodes,
   plan: (checks: Checks) => A | ReadBack,
 ): Promise<{ action: Exclude<A, ReadBack>; checks: Checks }> {
   const checks = new Map<string, CopyCheck>();
@@ -176,6 +176,10 @@ export async function deleteCopy(
   await deps.workers.deleteBlob(node.url, id);
   return true;
 }
+
+/** For deleteCopy: the record still has `object`'s bytes and does not list the copy on `nodeId`. */
+export const unlistedIn = (object: ObjectView, nodeId: string) => (fresh: ObjectView | null) =>
+  fresh?.sha256 === object.sha256 && fresh.size === object.size && !fresh.replicas.includes(nodeId);
 
 /**
  * Commits one replica change decided on `object` (refused if the record changed since, see

@@ -7,21 +7,21 @@
 // reconciled beside the repair pass, one per worker at a time, and so are the orphan deletes:
 // repair, which restores a down worker's objects to two copies, never waits on either.
 
-import type { ExecutorDeps, ObjectSlots } from './execute.ts';
-import { emptySummary, InventoryReconciler, type InventorySource, type ReconcileSummary } from './rejoin.ts';
-import { type PassReport, Repairer } from './repair.ts';
+import type { ObjectSlots } from './execute.ts';
+import {
+  emptySummary,
+  InventoryReconciler,
+  type InventoryReconcilerDeps,
+  type InventorySource,
+  type ReconcileSummary,
+} from './rejoin.ts';
+import { type PassReport, type RepairDeps, Repairer } from './repair.ts';
 
-export interface PlacementReconcilerDeps extends ExecutorDeps {
-  /** Copy batches in flight at once (--repair-concurrency). */
-  concurrency: number;
-  orphanGraceMs: number;
+export interface PlacementReconcilerDeps extends RepairDeps, InventoryReconcilerDeps {
   /** Pause between two passes. */
   intervalMs: number;
   /** How often every serving worker's inventory is read; default the grace, within 1 s..10 min. */
   inventorySweepMs?: number;
-  /** Objects one repair pass takes on at most; bytes one copy batch carries at most. */
-  maxObjectsPerPass?: number;
-  batchBytes?: number;
 }
 
 interface ObservedInventory {

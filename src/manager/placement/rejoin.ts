@@ -20,18 +20,25 @@ import {
   nodesById,
   planReadingBack,
   runLanes,
+  unlistedIn,
 } from './execute.ts';
 import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
-import { type Checks, type HeldCopyAction, orphanDue, planHeldCopy, planMissing, planStray } from './plan.ts';
-
-type InventoryLine = InventoryEntry;
+import {
+  type Checks,
+  type HeldCopyAction,
+  type Nodes,
+  orphanDue,
+  planHeldCopy,
+  planMissing,
+  planStray,
+} from './plan.ts';
 
 export interface InventoryReconcilerDeps extends ExecutorDeps {
   orphanGraceMs: number;
 }
 
 /** A worker's inventory lines in ascending id order, read anew at each call. */
-export type InventorySource = () => AsyncIterable<InventoryLine> | Iterable<InventoryLine>;
+export type InventorySource = () => AsyncIterable<InventoryEntry> | Iterable<InventoryEntry>;
 
 /** Inventory lines reconciled at once: each waits on read-backs and a commit (docs/operations.md). */
 const RECONCILE_CONCURRENCY = 32;
@@ -52,9 +59,7 @@ const DECISIONS = [
 export type ReconcileDecision = (typeof DECISIONS)[number];
 export type ReconcileSummary = Record<ReconcileDecision, number>;
 
-export function emptySummary(): ReconcileSummary {
-  return counters(DECISIONS);
-}
+export const emptySummary = (): ReconcileSummary => counters(DECISIONS);
 
 export class InventoryReconciler {
   private readonly seen = new FirstSeen();
@@ -109,11 +114,7 @@ export class InventoryReconciler {
    * copies it lacks. `inventory` gives the lines in ascending id order, anew at each call (it is
    * read twice). The caller runs one reconciliation per node at a time.
    */
-  async reconcile(
-    nodeId: string,
-    inventory: InventorySource,
-    inventoryStartedAt: number,
-  ): Promise<ReconcileSummary> {
+  async reconcile(nodeId: string, inventory: InventorySource, startedAt: number): Promise<ReconcileSummary> {
     const { metadata, log } = this.deps;
     const summary = emptySummary();
     let nodes = await nodesById(metadata);
@@ -122,8 +123,8 @@ export class InventoryReconciler {
     const lines = (async function* () {
       yield* inventory();
     })();
-    const next = async () => (await lines.next()).value as InventoryLine | undefined;
-    const decide = async (line: InventoryLine) => {
+    const next = async () => (await lines.next()).value as InventoryEntry | undefined;
+    const decide = async (line: InventoryEntry) => {
       // Node states steer decisions; re-read now and then, not for every blob.
       if (++taken % 256 === 0) nodes = await nodesById(metadata);
       const self = nodes.get(nodeId);
@@ -135,7 +136,7 @@ export class InventoryReconciler {
       await lines.return(undefined);
     }
     if (!this.deps.raft.isLeader() || !(await metadata.getNode(nodeId))) return summary;
-    await this.reconcileLacking(nodeId, inventory, inventoryStartedAt, summary);
+    await this.reconcileLacking(nodeId, inventory, startedAt, summary);
     log.info({ event: 'reconcile.done', nodeId, ...summary }, `reconciled the inventory of ${nodeId}`);
     return summary;
   }
@@ -145,13 +146,20 @@ export class InventoryReconciler {
    * the object (a repair copying onto this worker, a stray being deleted, an upload) leaves the line
    * to the next rejoin or sweep. One failed line does not stop the rest.
    */
-  private async reconcileLine(
-    self: NodeView,
-    line: InventoryLine,
-    nodes: Map<string, NodeView>,
-  ): Promise<ReconcileDecision> {
+  private async reconcileLine(self: NodeView, line: InventoryEntry, nodes: Nodes) {
+    const held = async (): Promise<ReconcileDecision> => {
+      const object = await this.deps.metadata.getObject(line.id);
+      if (object) this.seen.forget(self.nodeId, line.id);
+      const { action, checks } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
+        planHeldCopy(self, line, object, nodes, checks),
+      );
+      if (action.kind !== 'orphan') return this.actOnHeldCopy(self, object!, action, nodes, checks);
+      // A blob no record knows: noted; sweepOrphans deletes it once its grace has passed.
+      this.seen.note(self.nodeId, line.id, this.now());
+      return 'orphanPending';
+    };
     try {
-      return await this.deps.slots.run(line.id, () => this.reconcileHeldBlob(self, line, nodes), 'skipped');
+      return await this.deps.slots.run(line.id, held, 'skipped');
     } catch (err) {
       const at = { objectId: line.id, nodeId: self.nodeId, err: (err as Error).message };
       this.deps.log.warn({ event: 'reconcile.blob_failed', ...at }, 'no decision for this copy');
@@ -159,25 +167,11 @@ export class InventoryReconciler {
     }
   }
 
-  private async reconcileHeldBlob(
-    self: NodeView,
-    line: InventoryLine,
-    nodes: Map<string, NodeView>,
-  ): Promise<ReconcileDecision> {
-    const object = await this.deps.metadata.getObject(line.id);
-    if (object) this.seen.forget(self.nodeId, line.id);
-    const { action, checks } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
-      planHeldCopy(self, line, object, nodes, checks),
-    );
-    if (action.kind === 'orphan') return this.orphan(self, line.id);
-    return this.actOnHeldCopy(self, object!, action, nodes, checks);
-  }
-
   private async actOnHeldCopy(
     self: NodeView,
     object: ObjectView,
     action: Exclude<HeldCopyAction, { kind: 'readBack' | 'orphan' }>,
-    nodes: Map<string, NodeView>,
+    nodes: Nodes,
     checks: Checks,
   ): Promise<ReconcileDecision> {
     const { log } = this.deps;
@@ -199,12 +193,8 @@ export class InventoryReconciler {
         return (await deleteCopy(this.deps, self, object.id)) ? 'excessRemoved' : 'kept';
       case 'readopt':
       case 'readoptOnly': {
-        const added = await commitChange(this.deps, object, {
-          type: 'addReplica',
-          id: object.id,
-          nodeId: self.nodeId,
-        });
-        if (!added) return 'skipped';
+        const readopt = { type: 'addReplica', id: object.id, nodeId: self.nodeId } as const;
+        if (!(await commitChange(this.deps, object, readopt))) return 'skipped';
         if (action.kind === 'readoptOnly')
           log.warn(
             { event: 'reconcile.excess_unproven', ...at },
@@ -229,16 +219,12 @@ export class InventoryReconciler {
       await this.deps.workers.deleteBlob(self.url, object.id);
       return 'corruptDeleted';
     }
-    const stillWrong = (now: ObjectView | null) =>
-      now !== null &&
-      !now.replicas.includes(self.nodeId) &&
-      now.sha256 === object.sha256 &&
-      now.size === object.size;
-    return (await deleteCopy(this.deps, self, object.id, stillWrong)) ? 'corruptDeleted' : 'skipped';
+    const deleted = await deleteCopy(this.deps, self, object.id, unlistedIn(object, self.nodeId));
+    return deleted ? 'corruptDeleted' : 'skipped';
   }
 
   /** Records the returning copy and forgets `victim`, the copy that replaced it, in one entry. */
-  private async trade(self: NodeView, object: ObjectView, victim: string, nodes: Map<string, NodeView>) {
+  private async trade(self: NodeView, object: ObjectView, victim: string, nodes: Nodes) {
     const change = { type: 'replaceReplica', id: object.id, add: self.nodeId, remove: victim } as const;
     // Refused: the record changed since it was read; nothing was traded, the next rejoin decides again.
     if (!(await commitChange(this.deps, object, change))) return 'skipped';
@@ -251,12 +237,6 @@ export class InventoryReconciler {
         ),
       );
     return 'excessRemoved' as const;
-  }
-
-  /** A blob no record knows: noted; sweepOrphans deletes it once its grace has passed. */
-  private orphan(self: NodeView, id: string): ReconcileDecision {
-    this.seen.note(self.nodeId, id, this.now());
-    return 'orphanPending';
   }
 
   /**
@@ -317,10 +297,8 @@ export class InventoryReconciler {
           { event: 'reconcile.stray_unproven', ...logged },
           'unrecorded copy could not be read back; neither re-adopted nor deleted',
         );
-      if (
-        action.kind === 'readopt' &&
-        (await commitChange(this.deps, object!, { type: 'addReplica', id, nodeId }))
-      )
+      const readopt = { type: 'addReplica', id, nodeId } as const;
+      if (action.kind === 'readopt' && (await commitChange(this.deps, object!, readopt)))
         log.info({ event: 'reconcile.stray_readopted', ...logged }, 'unrecorded copy re-adopted');
       return false;
     }
@@ -378,27 +356,27 @@ export class InventoryReconciler {
   }
 
   /** A recorded copy on `nodeId` its inventory lacked: dropped once the worker confirms (planMissing). */
-  private async reconcileMissing(nodeId: string, id: string, listedAt: number): Promise<ReconcileDecision> {
-    const release = this.deps.slots.claim(id);
-    if (release === null) return 'skipped';
-    try {
-      const { metadata, workers } = this.deps;
-      const object = await metadata.getObject(id);
-      const node = await metadata.getNode(nodeId);
-      if (!node || planMissing(object, nodeId, listedAt).kind === 'skip') return 'skipped';
-      // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
-      const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
-        (res) => res.body.dump().then(() => 'yes' as const),
-        (err: unknown) => ((err as { code?: string }).code === 'NotFound' ? 'no' : 'unknown'),
-      );
-      const action = planMissing(object, nodeId, listedAt, held);
-      if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
-      const change = { type: 'removeReplica', id, nodeId } as const;
-      const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
-      return dropped ? 'missingDropped' : 'skipped';
-    } finally {
-      release();
-    }
+  private reconcileMissing(nodeId: string, id: string, listedAt: number): Promise<ReconcileDecision> {
+    return this.deps.slots.run(
+      id,
+      async () => {
+        const { metadata, workers } = this.deps;
+        const object = await metadata.getObject(id);
+        const node = await metadata.getNode(nodeId);
+        if (!node || planMissing(object, nodeId, listedAt).kind === 'skip') return 'skipped';
+        // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
+        const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
+          (res) => res.body.dump().then(() => 'yes' as const),
+          (err: unknown) => ((err as { code?: string }).code === 'NotFound' ? 'no' : 'unknown'),
+        );
+        const action = planMissing(object, nodeId, listedAt, held);
+        if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
+        const change = { type: 'removeReplica', id, nodeId } as const;
+        const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
+        return dropped ? 'missingDropped' : 'skipped';
+      },
+      'skipped',
+    );
   }
 }
 

@@ -4,7 +4,7 @@
 // in copy batches (copy.ts), an optimisation the planner does not see. Everything is found again
 // from the tables on the next pass: a new leader finds exactly the work the old one left.
 
-import type { NodeView, ObjectView } from '../../metadata/commands.ts';
+import type { ObjectView } from '../../metadata/commands.ts';
 import { REPLICATION_FACTOR } from '../../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
 import { type PlacementCandidate, rankTargets } from '../placement.ts';
@@ -19,16 +19,14 @@ import {
   runLanes,
 } from './execute.ts';
 import { RepairWalk } from './observe.ts';
-import { type Checks, classify, needsRepair, planRepair, type RepairAction } from './plan.ts';
-
-export type { RepairOutcome } from './copy.ts';
+import { type Checks, classify, type Nodes, needsRepair, planRepair, type RepairAction } from './plan.ts';
 
 /** Bounds of one copy batch: the objects one holder copies to one target in one request. */
 const BATCH_OBJECTS = 32;
 const BATCH_BYTES = 64 * 1024 * 1024;
 
 export interface RepairDeps extends ExecutorDeps {
-  /** Copy batches in flight at once. */
+  /** Copy batches in flight at once (--repair-concurrency). */
   concurrency: number;
   /** Objects one pass takes on at most (bounds memory and the length of a pass). */
   maxObjectsPerPass?: number;
@@ -80,9 +78,8 @@ export class Repairer {
       return null;
     }
     const byId = await nodesById(metadata);
-    const nodes = [...byId.values()];
     const objects = await this.walk.step(
-      nodes,
+      [...byId.values()],
       this.deps.maxObjectsPerPass ?? 2_000,
       (o) => this.classify(o, byId).sources.length > 0,
     );
@@ -91,7 +88,7 @@ export class Repairer {
     // Objects down to one live copy (or none) first: they are one failure away from loss.
     work.sort((a, b) => a.healthy.length - b.healthy.length);
     const outcomes = noOutcomes();
-    const { batches, singles } = this.planBatches(work, nodes, byId, outcomes);
+    const { batches, singles } = this.planBatches(work, byId, outcomes);
     const go = () => raft.isLeader();
     // A holder streams a batch's blobs one after the other: one copy in flight per batch, and
     // `concurrency` batches at once (measured by bench:repair, docs/operations.md).
@@ -114,13 +111,13 @@ export class Repairer {
    * objects would make every target look full); the rest waits for the next pass. Batches
    * alternate between pairs, so those in flight spread over the workers.
    */
-  private planBatches(work: Classified[], nodes: NodeView[], byId: Map<string, NodeView>, out: Outcomes) {
+  private planBatches(work: Classified[], byId: Nodes, out: Outcomes) {
     const byPair = new Map<string, CopyBatch[]>();
     const singles: Classified[] = [];
     let plannedBytes = 0;
     for (const c of work) {
       const target =
-        c.healthy.length < REPLICATION_FACTOR && c.sources.length > 0 && this.rankFor(c, nodes, byId)[0];
+        c.healthy.length < REPLICATION_FACTOR && c.sources.length > 0 && this.rankFor(c, byId)[0];
       if (!target) singles.push(c);
       else if (plannedBytes >= this.deps.concurrency * this.batchBytes) out.skipped += 1;
       else {
@@ -157,29 +154,29 @@ export class Repairer {
     const held: Release[] = [];
     try {
       const byId = await nodesById(this.deps.metadata);
-      const nodes = [...byId.values()];
       const source = byId.get(batch.sourceId);
       const target = byId.get(batch.targetId);
       const send: Classified[] = [];
       const alone: string[] = [];
       for (const planned of batch.items) {
-        const c = await this.claimFresh(planned.object.id, held, byId);
+        const slot = this.deps.slots.claim(planned.object.id);
+        if (slot) held.push(slot);
+        const object = slot && (await this.deps.metadata.getObject(planned.object.id));
+        const c = object ? this.classify(object, byId) : null;
         const fits =
           c !== null &&
           source !== undefined &&
           c.healthy.length < REPLICATION_FACTOR &&
           c.sources.some((n) => n.nodeId === source.nodeId) &&
-          this.rankFor(c, nodes, byId).some((t) => t.nodeId === batch.targetId);
+          this.rankFor(c, byId).some((t) => t.nodeId === batch.targetId);
         if (c === null) out.skipped += 1;
         else if (!fits) alone.push(c.object.id);
         else send.push(c);
       }
       const retry =
-        send.length > 0 && source && target
-          ? await this.copier.copyBatch(send, source, target, byId, out)
-          : [];
+        send.length > 0 && source && target ? await this.copier.copyBatch(send, source, target, out) : [];
       for (const c of retry) {
-        const ranked = this.rankFor(c, nodes, byId, batch.targetId);
+        const ranked = this.rankFor(c, byId, batch.targetId);
         out[await this.copier.copyOne(c, ranked, byId, true).catch(() => 'failed' as const)] += 1;
       }
       for (const id of alone) out[await this.repairHeld(id)] += 1;
@@ -194,19 +191,6 @@ export class Repairer {
       for (const release of held) release();
       for (const key of Object.keys(out) as RepairOutcome[]) outcomes[key] += out[key];
     }
-  }
-
-  /** Claims the object's slot (kept in `held`) and reads it afresh; null when busy or gone. */
-  private async claimFresh(
-    id: string,
-    held: Release[],
-    byId: Map<string, NodeView>,
-  ): Promise<Classified | null> {
-    const slot = this.deps.slots.claim(id);
-    if (slot === null) return null;
-    held.push(slot);
-    const object = await this.deps.metadata.getObject(id);
-    return object ? this.classify(object, byId) : null;
   }
 
   /** Brings one object one step closer to the goal, holding its slot; `skipped` when busy. */
@@ -242,7 +226,7 @@ export class Repairer {
   private async act(
     c: Classified,
     action: Exclude<RepairAction, { kind: 'readBack' }>,
-    byId: Map<string, NodeView>,
+    byId: Nodes,
     checks: Checks,
   ): Promise<RepairOutcome> {
     const { object } = c;
@@ -260,7 +244,7 @@ export class Repairer {
         }
         return 'unavailable';
       case 'copy':
-        return this.copier.copyOne(c, this.rankFor(c, [...byId.values()], byId), byId);
+        return this.copier.copyOne(c, this.rankFor(c, byId), byId);
       case 'remove':
         return (await this.remove(c, action.nodeIds, action.deleteFrom, action.reason, byId)) ?? 'skipped';
       case 'trim':
@@ -283,7 +267,7 @@ export class Repairer {
     nodeIds: string[],
     deleteFrom: string[],
     reason: keyof typeof REMOVED,
-    byId: Map<string, NodeView>,
+    byId: Nodes,
   ): Promise<'dropped' | null> {
     let removed = false;
     // Each removal is planned on the record as the one before left it.
@@ -306,24 +290,19 @@ export class Repairer {
   }
 
   /** Targets for one more copy of `c`, best first: live, not holding it, other zones first. */
-  private rankFor(
-    c: Classified,
-    nodes: NodeView[],
-    byId: Map<string, NodeView>,
-    skip?: string,
-  ): PlacementCandidate[] {
-    return rankTargets(this.deps.liveness.candidates(nodes), {
+  private rankFor(c: Classified, byId: Nodes, skip?: string): PlacementCandidate[] {
+    return rankTargets(this.deps.liveness.candidates([...byId.values()]), {
       exclude: new Set(skip === undefined ? c.object.replicas : [...c.object.replicas, skip]),
       avoidZones: new Set(c.healthy.map((n) => byId.get(n)?.zone).filter((z) => z !== undefined)),
       size: c.object.size,
     });
   }
 
-  private classify(object: ObjectView, byId: Map<string, NodeView>): Classified {
+  private classify(object: ObjectView, byId: Nodes): Classified {
     return { object, ...classify(object, byId, (n) => this.deps.liveness.isServing(n)) };
   }
 
-  private updateGauges(work: Classified[], byId: Map<string, NodeView>): void {
+  private updateGauges(work: Classified[], byId: Nodes): void {
     const now = this.now();
     let under = 0;
     let oldest = 0;
