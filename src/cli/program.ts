@@ -52,7 +52,7 @@ export const COMMAND_INDEX: Record<string, IndexEntry> = {
   ls: {
     term: 'ls [options]',
     description:
-      'list images in id order (ids sort as strings, not by upload time): id, size, type, created, replicas',
+      'list images in id order (ids sort as strings, not by upload time): id, size, type, created, replicas; printed page by page as they arrive',
     load: clientCommands,
   },
   rm: { term: 'rm [options] <id>', description: 'delete an image', load: clientCommands },
