@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -152,6 +152,20 @@ describe('start after an unclean stop', () => {
     expect((await store.stat('bare')).ok).toBe(false);
     const read = await store.openForRead('cut');
     expect(read.ok).toBe(false);
+  });
+
+  it('skips what is not a regular file, however it is named, and still opens', async () => {
+    let store = await openStore();
+    await put(store, 'kept', Buffer.from('kept bytes'));
+    await closeStore(store);
+    await loseIndexEntries(['kept']);
+    await mkdir(fileOf('dirnamed'));
+    await writeFile(path.join(fileOf('dirnamed'), 'inside'), 'not a blob');
+
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ unindexedAdopted: 1, unindexedRemoved: 0, blobCount: 1 });
+    expect((await stat(fileOf('dirnamed'))).isDirectory()).toBe(true);
+    expect((await store.stat('dirnamed')).ok).toBe(false);
   });
 
   it('does not walk the folders after a clean stop', async () => {
