@@ -3,6 +3,7 @@ import { mkdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { takeCleanStopMarker } from '../../src/metadata/cleanStop.ts';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { blobRelativePath } from '../../src/storagenode/blobId.ts';
 import { BlobIndex } from '../../src/storagenode/blobIndex.ts';
@@ -60,10 +61,10 @@ async function loseIndexEntries(ids: string[]): Promise<void> {
   const index = await BlobIndex.open(path.join(dataDir, 'index'));
   try {
     await index.deleteMany(ids);
-    await index.takeCleanStop();
   } finally {
     await index.close();
   }
+  await takeCleanStopMarker(path.join(dataDir, 'index'));
 }
 
 const fileOf = (id: string) => path.join(dataDir, blobRelativePath(id));
@@ -178,6 +179,57 @@ describe('start after an unclean stop', () => {
 
     store = await openStore();
     expect(store.startupReport).toMatchObject({ cleanStop: true, unindexedAdopted: 0, blobCount: 0 });
+  });
+});
+
+describe('clean stop', () => {
+  it('is a marker file: without it the next start walks, whatever the index holds', async () => {
+    let store = await openStore();
+    await put(store, 'kept', Buffer.from('kept bytes'));
+    await closeStore(store);
+    const index = await BlobIndex.open(path.join(dataDir, 'index'));
+    await index.deleteMany(['kept']);
+    await index.close();
+    expect(await takeCleanStopMarker(path.join(dataDir, 'index'))).toBe(true);
+
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ cleanStop: false, unindexedAdopted: 1, blobCount: 1 });
+  });
+
+  it('still reads the flag a worker of the previous version kept in the index', async () => {
+    let store = await openStore();
+    await put(store, 'planted', Buffer.from('planted bytes'));
+    await closeStore(store);
+    await takeCleanStopMarker(path.join(dataDir, 'index'));
+    const index = await BlobIndex.open(path.join(dataDir, 'index'));
+    await index.deleteMany(['planted']);
+    await index.markCleanStop();
+    await index.close();
+
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ cleanStop: true, unindexedAdopted: 0, blobCount: 0 });
+    await closeStore(store);
+    await takeCleanStopMarker(path.join(dataDir, 'index'));
+    // Consumed: without the new marker either, the next start walks.
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ cleanStop: false, unindexedAdopted: 1, blobCount: 1 });
+  });
+
+  it('refuses a group commit once close began, and indexes nothing of it', async () => {
+    let store = await openStore();
+    const body = Buffer.from('late bytes');
+    const r = await store.receive('late', Readable.from([body]), sha256Of(body), 1 << 20, {
+      expectedCrc32c: crc32cHex(body),
+    });
+    if (!r.ok || r.value.kind !== 'received') throw new Error('receive failed');
+    open.splice(open.indexOf(store), 1);
+    const closing = store.close();
+    await expect(store.commitReceived([r.value.blob])).rejects.toThrow(/closed/);
+    await closing;
+
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ cleanStop: true, blobCount: 0, tempFilesRemoved: 0 });
+    await expect(stat(fileOf('late'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
 
