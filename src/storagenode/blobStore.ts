@@ -12,7 +12,7 @@ import { CRC32C_HEX_PATTERN, Crc32c } from '../protocol/checksums.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
 import { prepareBlobLayout } from './blobLayout.ts';
-import { encodeTrailer, fitsRecord } from './blobTrailer.ts';
+import { encodeTrailer, fitsRecord, readTrailer, TRAILER_BYTES } from './blobTrailer.ts';
 import { failure, StorageError, type StoreResult, success } from './errors.ts';
 import { adoptUnindexedBlobs } from './unindexedBlobs.ts';
 
@@ -575,7 +575,10 @@ export class BlobStore {
       if (record === undefined || record.sha256 !== expected.sha256) return 'gone';
       const file = this.blobPath(expected.id);
       const onDisk = await hashFile(file, record);
-      if (onDisk !== undefined && onDisk.size === record.size && onDisk.matches) return 'intact';
+      if (onDisk !== undefined && onDisk.size === record.size && onDisk.matches) {
+        await this.resealIfDamaged(expected.id, file, record);
+        return 'intact';
+      }
       this.log.error(
         {
           event: 'storage.scrub_lost',
@@ -595,6 +598,38 @@ export class BlobStore {
       for (const listener of this.lostListeners) listener(expected.id);
       return 'lost';
     });
+  }
+
+  /**
+   * A file whose bytes checked out but whose trailer no longer names them gets a new trailer: the
+   * unclean-start walk would otherwise leave it unindexed if its entry were ever lost. Rewritten as
+   * a new file (temp, fsync, rename, folder fsync) so a crash leaves the old file or the new one.
+   */
+  private async resealIfDamaged(id: string, file: string, record: BlobRecord): Promise<void> {
+    if (record.crc32c === undefined) return;
+    const sealed = { size: record.size, sha256: record.sha256, crc32c: record.crc32c };
+    const { fileSize, record: found } = readTrailer(file);
+    if (fileSize !== record.size + TRAILER_BYTES) return;
+    if (found && sameTrailer(found, sealed)) return;
+    this.log.warn(
+      { event: 'storage.scrub_trailer_resealed', objectId: id, found: found ?? 'no intact trailer' },
+      'blob bytes intact but its trailer damaged; trailer rewritten',
+    );
+    const temp = path.join(this.tmpDir, `${id}.${randomBytes(8).toString('hex')}.tmp`);
+    try {
+      await fs.copyFile(file, temp);
+      const handle = await fs.open(temp, 'r+');
+      try {
+        await handle.write(encodeTrailer(sealed), 0, TRAILER_BYTES, record.size);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(temp, file);
+    } finally {
+      await fs.rm(temp, { force: true });
+    }
+    await this.timedFsync('dir', () => fsyncDir(path.dirname(file)));
   }
 
   /** Every blob in id order, from a LevelDB snapshot, in bounded memory. */
@@ -877,6 +912,10 @@ export class BlobStore {
       if (this.locks.get(id) === tail) this.locks.delete(id);
     }
   }
+}
+
+function sameTrailer(a: Required<BlobRecord>, b: Required<BlobRecord>): boolean {
+  return a.size === b.size && a.sha256 === b.sha256 && a.crc32c === b.crc32c;
 }
 
 async function startupCheck(

@@ -182,6 +182,31 @@ describe('start after an unclean stop', () => {
   });
 });
 
+describe('scrub', () => {
+  it('rewrites a damaged trailer behind intact bytes, so a lost entry can still be found again', async () => {
+    let store = await openStore();
+    const body = randomBytes(30_000);
+    await put(store, 'resealed', body);
+    const damaged = await readFile(fileOf('resealed'));
+    damaged[damaged.length - 10]! ^= 0x40;
+    await writeFile(fileOf('resealed'), damaged);
+
+    expect(await store.scrub({ id: 'resealed', size: body.length, sha256: sha256Of(body) })).toBe('intact');
+    const file = await readFile(fileOf('resealed'));
+    expect(file.subarray(0, body.length).equals(body)).toBe(true);
+    expect(decodeTrailer(file.subarray(body.length))).toEqual({
+      size: body.length,
+      sha256: sha256Of(body),
+      crc32c: crc32cHex(body),
+    });
+    await closeStore(store);
+    await loseIndexEntries(['resealed']);
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ unindexedAdopted: 1, blobCount: 1 });
+    expect((await readAll(store, 'resealed')).equals(body)).toBe(true);
+  });
+});
+
 describe('clean stop', () => {
   it('is a marker file: without it the next start walks, whatever the index holds', async () => {
     let store = await openStore();
