@@ -100,6 +100,12 @@ export interface WorkerClientOptions {
    */
   putAnswerTimeoutMs?: number;
   /**
+   * The disk speed a worker's fsync of a PUT body is allowed to go at: the answer bound grows by
+   * the body's size at this pace (see putAnswerBoundMs), so a large blob on a slow disk is not
+   * abandoned while the worker is still making it durable.
+   */
+  putAnswerBytesPerSecond?: number;
+  /**
    * A read's bound from sending the request (connecting included) to the worker's response headers.
    * A host cut off the network sends no RST: without it a read waits out the idle timeout on a dead
    * keep-alive connection before the next replica is tried. Once headers arrive, the body has the
@@ -124,6 +130,13 @@ export const DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS = 3_000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 /** A worker answers a PUT after its file and folder fsyncs: seconds only on a disk in trouble. */
 export const DEFAULT_PUT_ANSWER_TIMEOUT_MS = 10_000;
+/** A slow disk's write-back pace: a 1 GiB body's fsync may take ~20 s on it. */
+export const DEFAULT_PUT_ANSWER_BYTES_PER_SECOND = 50_000_000;
+
+/** A PUT's answer bound for a body of `size` bytes: the base, plus its fsync at `bytesPerSecond`. */
+export function putAnswerBoundMs(size: number, baseMs: number, bytesPerSecond: number): number {
+  return baseMs + Math.ceil((size / bytesPerSecond) * 1000);
+}
 
 export class WorkerClient {
   private readonly dispatcher: Agent;
@@ -134,6 +147,7 @@ export class WorkerClient {
   private cachedVersion = Number.NaN;
   private readonly readFirstByteTimeoutMs: number;
   private readonly putAnswerTimeoutMs: number;
+  private readonly putAnswerBytesPerSecond: number;
 
   constructor(opts: WorkerClientOptions) {
     const { secret } = opts;
@@ -143,6 +157,7 @@ export class WorkerClient {
     this.credentialsVersion = opts.credentialsFor ? opts.credentialsVersion : undefined;
     this.readFirstByteTimeoutMs = opts.readFirstByteTimeoutMs ?? DEFAULT_READ_FIRST_BYTE_TIMEOUT_MS;
     this.putAnswerTimeoutMs = opts.putAnswerTimeoutMs ?? DEFAULT_PUT_ANSWER_TIMEOUT_MS;
+    this.putAnswerBytesPerSecond = opts.putAnswerBytesPerSecond ?? DEFAULT_PUT_ANSWER_BYTES_PER_SECOND;
     const idle = opts.idleTimeoutMs ?? 30_000;
     this.dispatcher = new Agent({
       headersTimeout: idle,
@@ -244,7 +259,7 @@ export class WorkerClient {
         'content-length': String(size),
       },
       body,
-      headersTimeout: this.putAnswerTimeoutMs,
+      headersTimeout: putAnswerBoundMs(size, this.putAnswerTimeoutMs, this.putAnswerBytesPerSecond),
     });
     if (res.statusCode === 201 || res.statusCode === 200) {
       const answer = (await res.body.json().catch(() => null)) as {

@@ -36,7 +36,10 @@ function recordOf(r: BlobRecord): BlobRecord {
 // Key spaces. Ids never contain `!`, and `"` is the byte after `!`, so [prefix, prefix") is one space.
 const BLOB = 'b!';
 const PENDING = 'p!';
-/** Present while the store is closed after a clean stop: see `takeCleanStop`. */
+/**
+ * The clean-stop flag workers of the previous version kept in the index; the store now keeps a
+ * marker file beside it instead (BlobStore.close) and only reads and removes this one.
+ */
 const CLEAN_STOP = 's!clean-stop';
 const upperBound = (prefix: string): string => `${prefix.slice(0, -1)}"`;
 
@@ -154,9 +157,8 @@ export class BlobIndex {
   }
 
   /**
-   * Whether the store was last closed cleanly, and from now on not: the flag is removed with a
-   * synced write, so an unsynced entry written after this call can only be lost (power cut) with
-   * the flag already gone, and the next start knows to look for blob files it does not index.
+   * Whether a worker of the previous version left its clean-stop flag, and from now on not: the
+   * flag is removed with a synced write.
    */
   async takeCleanStop(): Promise<boolean> {
     const clean = (await this.db.get(CLEAN_STOP, { valueEncoding: 'utf8' })) !== undefined;
@@ -164,7 +166,10 @@ export class BlobIndex {
     return clean;
   }
 
-  /** Records a clean stop, synced: every entry written before it is durable with it. */
+  /**
+   * The previous version's clean-stop flag, kept for tools and tests of such data folders. Not
+   * enough on its own: entries of a log LevelDB switched away from may not be durable with it.
+   */
   async markCleanStop(): Promise<void> {
     await this.db.put(CLEAN_STOP, 'clean' as unknown as BlobRecord, { sync: true });
   }

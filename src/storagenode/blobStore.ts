@@ -7,11 +7,12 @@ import { pipeline } from 'node:stream/promises';
 import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
+import { markCleanStop, takeCleanStopMarker } from '../metadata/cleanStop.ts';
 import { CRC32C_HEX_PATTERN, Crc32c } from '../protocol/checksums.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
 import { prepareBlobLayout } from './blobLayout.ts';
-import { encodeTrailer, fitsRecord } from './blobTrailer.ts';
+import { encodeTrailer, fitsRecord, readTrailer, TRAILER_BYTES } from './blobTrailer.ts';
 import { failure, StorageError, type StoreResult, success } from './errors.ts';
 import { adoptUnindexedBlobs } from './unindexedBlobs.ts';
 
@@ -127,8 +128,9 @@ const COPY_READ_BYTES = 1024 * 1024;
  * Why an acknowledged blob survives kill -9 or power loss: before the answer, the bytes and their
  * trailer are durable (2), and so is the name (3; the folder itself was made durable at open). The
  * unsynced index batch of 4 reaches the OS at once, so kill -9 cannot lose it; a power cut can, but
- * only after the open that preceded it removed the clean-stop flag with a synced write
- * (BlobIndex.takeCleanStop). The next start then finds no flag and walks the blob folders: a file the
+ * only after the open that preceded it durably removed the clean-stop marker (a file a clean close
+ * writes into `index/` once the closed index's files are fsynced: metadata/cleanStop.ts). The next
+ * start then finds no marker and walks the blob folders: a file the
  * index lacks whose trailer is intact and whose bytes match it is indexed again (unindexedBlobs.ts).
  * (A later synced LevelDB write makes the batch durable anyway: the log is one file, synced whole.)
  * Why a blob is whole or absent after a crash at any moment: the final name only ever points at a
@@ -183,7 +185,10 @@ export class BlobStore {
       // folder's own name in its parent, as far as that parent can be opened to be synced.
       await fsyncDir(root);
       await fsyncDir(path.dirname(root)).catch(() => {});
-      const cleanStop = await index.takeCleanStop();
+      // The marker file first, then the flag a worker of the previous version kept in the index:
+      // both consumed durably before the first unsynced entry can be written.
+      const marked = await takeCleanStopMarker(path.join(root, 'index'));
+      const cleanStop = (await index.takeCleanStop()) || marked;
       const report = { ...(await startupCheck(root, index, cleanStop, log)), ...layout };
       const store = new BlobStore(root, index, quotaBytes, log, report);
       store.blobCount = report.blobCount;
@@ -340,10 +345,12 @@ export class BlobStore {
    * is gone afterwards. The ids must be distinct.
    */
   async commitReceived(blobs: readonly ReceivedBlob[]): Promise<StoreResult<WriteOutcome>[]> {
-    if (new Set(blobs.map((b) => b.id)).size !== blobs.length) {
+    // Nothing is indexed once close began: its clean stop vouches for the entries it waited for.
+    if (this.closed || new Set(blobs.map((b) => b.id)).size !== blobs.length) {
       await this.discardReceived(blobs);
-      throw new Error('a group commit takes each id at most once');
+      throw new Error(this.closed ? 'blob store is closed' : 'a group commit takes each id at most once');
     }
+    // Synchronously from the check above to the first lock taken, which close() waits for.
     try {
       return await this.withLocks(
         blobs.map((b) => b.id),
@@ -568,7 +575,10 @@ export class BlobStore {
       if (record === undefined || record.sha256 !== expected.sha256) return 'gone';
       const file = this.blobPath(expected.id);
       const onDisk = await hashFile(file, record);
-      if (onDisk !== undefined && onDisk.size === record.size && onDisk.matches) return 'intact';
+      if (onDisk !== undefined && onDisk.size === record.size && onDisk.matches) {
+        await this.resealIfDamaged(expected.id, file, record);
+        return 'intact';
+      }
       this.log.error(
         {
           event: 'storage.scrub_lost',
@@ -588,6 +598,38 @@ export class BlobStore {
       for (const listener of this.lostListeners) listener(expected.id);
       return 'lost';
     });
+  }
+
+  /**
+   * A file whose bytes checked out but whose trailer no longer names them gets a new trailer: the
+   * unclean-start walk would otherwise leave it unindexed if its entry were ever lost. Rewritten as
+   * a new file (temp, fsync, rename, folder fsync) so a crash leaves the old file or the new one.
+   */
+  private async resealIfDamaged(id: string, file: string, record: BlobRecord): Promise<void> {
+    if (record.crc32c === undefined) return;
+    const sealed = { size: record.size, sha256: record.sha256, crc32c: record.crc32c };
+    const { fileSize, record: found } = readTrailer(file);
+    if (fileSize !== record.size + TRAILER_BYTES) return;
+    if (found && sameTrailer(found, sealed)) return;
+    this.log.warn(
+      { event: 'storage.scrub_trailer_resealed', objectId: id, found: found ?? 'no intact trailer' },
+      'blob bytes intact but its trailer damaged; trailer rewritten',
+    );
+    const temp = path.join(this.tmpDir, `${id}.${randomBytes(8).toString('hex')}.tmp`);
+    try {
+      await fs.copyFile(file, temp);
+      const handle = await fs.open(temp, 'r+');
+      try {
+        await handle.write(encodeTrailer(sealed), 0, TRAILER_BYTES, record.size);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(temp, file);
+    } finally {
+      await fs.rm(temp, { force: true });
+    }
+    await this.timedFsync('dir', () => fsyncDir(path.dirname(file)));
   }
 
   /** Every blob in id order, from a LevelDB snapshot, in bounded memory. */
@@ -614,18 +656,18 @@ export class BlobStore {
   }
 
   /**
-   * Waits for writes and deletes holding a lock, records the clean stop (which makes every unsynced
-   * index entry durable with it), then closes the index.
+   * Waits for writes and deletes holding a lock (a group commit not yet begun is refused from now
+   * on), closes the index, then records the clean stop: a marker file in the index folder, written
+   * after every file of the closed index is fsynced. A synced LevelDB write would not do: a log
+   * LevelDB switched away from was closed without fsync, its entries durable only once a flush
+   * that close does not wait for has run.
    */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.locks.values()]);
-    try {
-      if (!this.leftFiles) await this.index.markCleanStop();
-    } finally {
-      await this.index.close();
-    }
+    await this.index.close();
+    if (!this.leftFiles) await markCleanStop(path.join(this.dataDir, 'index'));
   }
 
   private assertOpen(): void {
@@ -870,6 +912,10 @@ export class BlobStore {
       if (this.locks.get(id) === tail) this.locks.delete(id);
     }
   }
+}
+
+function sameTrailer(a: Required<BlobRecord>, b: Required<BlobRecord>): boolean {
+  return a.size === b.size && a.sha256 === b.sha256 && a.crc32c === b.crc32c;
 }
 
 async function startupCheck(

@@ -21,9 +21,12 @@ export interface UnindexedReport {
 /**
  * Indexes every blob file under `blobsDir` the index lacks whose trailer is intact and whose bytes
  * match it (its folder fsynced first: the crash may have come before the rename was made durable),
- * and removes those whose bytes do not match their trailer. A file without an intact trailer is left
- * alone, logged: nothing vouches for its bytes, and no crash of this protocol leaves one (every
- * file is fsynced, trailer included, before its rename). An unindexed file is never served.
+ * and removes those whose bytes do not match their trailer. Only that is removed: the walk is the
+ * only way back to a blob whose index entry a power cut lost, so a file that cannot be read now
+ * (EIO, EMFILE, EACCES) is left for the next unclean start, logged, and so is a file without an
+ * intact trailer (nothing vouches for its bytes, and no crash of this protocol leaves one: every
+ * file is fsynced, trailer included, before its rename). Anything but a regular file is skipped.
+ * An unindexed file is never served.
  */
 export async function adoptUnindexedBlobs(
   blobsDir: string,
@@ -37,10 +40,18 @@ export async function adoptUnindexedBlobs(
   for (const folder of folders) {
     const found: BlobEntry[] = [];
     let removed = false;
-    for (const name of await fs.readdir(folder)) {
-      if (!isValidBlobId(name) || index.getSync(name) !== undefined) continue;
+    for (const entry of await fs.readdir(folder, { withFileTypes: true })) {
+      const name = entry.name;
+      if (!entry.isFile() || !isValidBlobId(name) || index.getSync(name) !== undefined) continue;
       const file = path.join(folder, name);
-      const verdict = await checkAgainstTrailer(file);
+      const verdict = await checkAgainstTrailer(file).catch((err: unknown) => {
+        log.error(
+          { event: 'storage.unindexed_unreadable', objectId: name, err },
+          'blob file with no index entry could not be read; left for the next unclean start',
+        );
+        return 'unreadable' as const;
+      });
+      if (verdict === 'unreadable') continue;
       if (verdict === 'noTrailer') {
         log.warn(
           { event: 'storage.unindexed_unknown', objectId: name },
@@ -73,17 +84,14 @@ export async function adoptUnindexedBlobs(
   return report;
 }
 
-/** The record a file's intact trailer names, if its bytes match it. */
+/**
+ * The record a file's intact trailer names, if its bytes match it; 'bad' only when they were read
+ * whole and do not. Throws on an I/O error: that says nothing about the bytes.
+ */
 async function checkAgainstTrailer(
   file: string,
 ): Promise<{ size: number; sha256: string; crc32c: string } | 'noTrailer' | 'bad'> {
-  let trailer: ReturnType<typeof readTrailer>;
-  try {
-    trailer = readTrailer(file);
-  } catch {
-    return 'bad';
-  }
-  const { record } = trailer;
+  const { record } = readTrailer(file);
   if (record === null) return 'noTrailer';
   const crc = new Crc32c();
   if (record.size > 0) {

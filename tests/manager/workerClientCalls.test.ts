@@ -8,7 +8,13 @@ import type { AddressInfo, Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
-import { WorkerCallError, WorkerClient } from '../../src/manager/workerClient.ts';
+import {
+  DEFAULT_PUT_ANSWER_BYTES_PER_SECOND,
+  DEFAULT_PUT_ANSWER_TIMEOUT_MS,
+  putAnswerBoundMs,
+  WorkerCallError,
+  WorkerClient,
+} from '../../src/manager/workerClient.ts';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -101,6 +107,31 @@ describe('PUT answer timeout', () => {
     await expect(put).rejects.toMatchObject({ code: 'Unreachable' });
     // Far below the idle timeout; generous above the 500 ms for a loaded machine.
     expect(performance.now() - started).toBeLessThan(30_000);
+  });
+
+  it('grows with the body: a worker still syncing a large blob is waited for', async () => {
+    // The worker answers 1.5 s after the body, past the 300 ms base; at 16 KiB/s the 64 KiB body
+    // adds 4 s to the bound.
+    const url = await standIn(async (req, res) => {
+      let size = 0;
+      for await (const chunk of req as AsyncIterable<Buffer>) size += chunk.length;
+      await new Promise((r) => setTimeout(r, 1_500));
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ sha256, size }));
+    });
+    const workers = client({ secret: 's', putAnswerTimeoutMs: 300, putAnswerBytesPerSecond: 16 * 1024 });
+    await expect(workers.putBlob(url, 'slow', sha256, body.length, Readable.from([body]))).resolves.toBe(
+      'created',
+    );
+  });
+
+  it('allows a 1 GiB body its fsync on a slow disk by default', () => {
+    const gib = 1024 ** 3;
+    const bound = putAnswerBoundMs(gib, DEFAULT_PUT_ANSWER_TIMEOUT_MS, DEFAULT_PUT_ANSWER_BYTES_PER_SECOND);
+    expect(bound).toBeGreaterThan(DEFAULT_PUT_ANSWER_TIMEOUT_MS + 20_000);
+    expect(putAnswerBoundMs(0, DEFAULT_PUT_ANSWER_TIMEOUT_MS, DEFAULT_PUT_ANSWER_BYTES_PER_SECOND)).toBe(
+      DEFAULT_PUT_ANSWER_TIMEOUT_MS,
+    );
   });
 
   it('does not cut a big body that keeps moving past the timeout', async () => {

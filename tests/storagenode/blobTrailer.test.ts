@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { takeCleanStopMarker } from '../../src/metadata/cleanStop.ts';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { blobRelativePath } from '../../src/storagenode/blobId.ts';
 import { BlobIndex } from '../../src/storagenode/blobIndex.ts';
@@ -60,10 +61,10 @@ async function loseIndexEntries(ids: string[]): Promise<void> {
   const index = await BlobIndex.open(path.join(dataDir, 'index'));
   try {
     await index.deleteMany(ids);
-    await index.takeCleanStop();
   } finally {
     await index.close();
   }
+  await takeCleanStopMarker(path.join(dataDir, 'index'));
 }
 
 const fileOf = (id: string) => path.join(dataDir, blobRelativePath(id));
@@ -154,6 +155,20 @@ describe('start after an unclean stop', () => {
     expect(read.ok).toBe(false);
   });
 
+  it('skips what is not a regular file, however it is named, and still opens', async () => {
+    let store = await openStore();
+    await put(store, 'kept', Buffer.from('kept bytes'));
+    await closeStore(store);
+    await loseIndexEntries(['kept']);
+    await mkdir(fileOf('dirnamed'));
+    await writeFile(path.join(fileOf('dirnamed'), 'inside'), 'not a blob');
+
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ unindexedAdopted: 1, unindexedRemoved: 0, blobCount: 1 });
+    expect((await stat(fileOf('dirnamed'))).isDirectory()).toBe(true);
+    expect((await store.stat('dirnamed')).ok).toBe(false);
+  });
+
   it('does not walk the folders after a clean stop', async () => {
     let store = await openStore();
     await put(store, 'planted', Buffer.from('planted bytes'));
@@ -164,6 +179,82 @@ describe('start after an unclean stop', () => {
 
     store = await openStore();
     expect(store.startupReport).toMatchObject({ cleanStop: true, unindexedAdopted: 0, blobCount: 0 });
+  });
+});
+
+describe('scrub', () => {
+  it('rewrites a damaged trailer behind intact bytes, so a lost entry can still be found again', async () => {
+    let store = await openStore();
+    const body = randomBytes(30_000);
+    await put(store, 'resealed', body);
+    const damaged = await readFile(fileOf('resealed'));
+    damaged[damaged.length - 10]! ^= 0x40;
+    await writeFile(fileOf('resealed'), damaged);
+
+    expect(await store.scrub({ id: 'resealed', size: body.length, sha256: sha256Of(body) })).toBe('intact');
+    const file = await readFile(fileOf('resealed'));
+    expect(file.subarray(0, body.length).equals(body)).toBe(true);
+    expect(decodeTrailer(file.subarray(body.length))).toEqual({
+      size: body.length,
+      sha256: sha256Of(body),
+      crc32c: crc32cHex(body),
+    });
+    await closeStore(store);
+    await loseIndexEntries(['resealed']);
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ unindexedAdopted: 1, blobCount: 1 });
+    expect((await readAll(store, 'resealed')).equals(body)).toBe(true);
+  });
+});
+
+describe('clean stop', () => {
+  it('is a marker file: without it the next start walks, whatever the index holds', async () => {
+    let store = await openStore();
+    await put(store, 'kept', Buffer.from('kept bytes'));
+    await closeStore(store);
+    const index = await BlobIndex.open(path.join(dataDir, 'index'));
+    await index.deleteMany(['kept']);
+    await index.close();
+    expect(await takeCleanStopMarker(path.join(dataDir, 'index'))).toBe(true);
+
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ cleanStop: false, unindexedAdopted: 1, blobCount: 1 });
+  });
+
+  it('still reads the flag a worker of the previous version kept in the index', async () => {
+    let store = await openStore();
+    await put(store, 'planted', Buffer.from('planted bytes'));
+    await closeStore(store);
+    await takeCleanStopMarker(path.join(dataDir, 'index'));
+    const index = await BlobIndex.open(path.join(dataDir, 'index'));
+    await index.deleteMany(['planted']);
+    await index.markCleanStop();
+    await index.close();
+
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ cleanStop: true, unindexedAdopted: 0, blobCount: 0 });
+    await closeStore(store);
+    await takeCleanStopMarker(path.join(dataDir, 'index'));
+    // Consumed: without the new marker either, the next start walks.
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ cleanStop: false, unindexedAdopted: 1, blobCount: 1 });
+  });
+
+  it('refuses a group commit once close began, and indexes nothing of it', async () => {
+    let store = await openStore();
+    const body = Buffer.from('late bytes');
+    const r = await store.receive('late', Readable.from([body]), sha256Of(body), 1 << 20, {
+      expectedCrc32c: crc32cHex(body),
+    });
+    if (!r.ok || r.value.kind !== 'received') throw new Error('receive failed');
+    open.splice(open.indexOf(store), 1);
+    const closing = store.close();
+    await expect(store.commitReceived([r.value.blob])).rejects.toThrow(/closed/);
+    await closing;
+
+    store = await openStore();
+    expect(store.startupReport).toMatchObject({ cleanStop: true, blobCount: 0, tempFilesRemoved: 0 });
+    await expect(stat(fileOf('late'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
 

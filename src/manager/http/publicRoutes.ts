@@ -15,6 +15,7 @@ import { webStreamOf } from '../../http/webStream.ts';
 import type { ObjectView } from '../../metadata/commands.ts';
 import { ImageError, type ImageErrorCode, type ImageService } from '../imageService.ts';
 import { FormError, formFile } from './formUpload.ts';
+import { RefusedBodyDrain } from './refusedBodyDrain.ts';
 
 const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode> = {
   InvalidId: 400,
@@ -71,41 +72,19 @@ export function mapError(c: Context, err: unknown, opts: { bodyRead?: boolean } 
 
 /** Refusals by the admission caps: nothing of the body was read, and the client may well retry. */
 const ADMISSION_REFUSALS: ReadonlySet<ImageErrorCode> = new Set(['TooManyUploads', 'StagingFull']);
-/** A refused body up to this size is read and dropped before the 503 (drainRefusedBody). */
-const DRAIN_REFUSED_MAX_BYTES = 16 * 1024 * 1024;
-/** ...if it arrives within this long; a slower one is answered with the connection closed. */
-const DRAIN_REFUSED_MS = 2_000;
+/** One per process: its budget bounds the refused bytes all public servers read at once. */
+const refusedBodies = new RefusedBodyDrain();
 
 /**
- * Reads and drops the body of an upload the admission caps refused, when it declared a length up to
- * DRAIN_REFUSED_MAX_BYTES and arrives within DRAIN_REFUSED_MS: the 503 then goes out on a connection
- * that stays usable. Answered with the body still coming, a client that is still writing it meets a
- * closed socket (EPIPE, ECONNRESET) instead of reading the 503 (hey under bench:overload did). The
- * slot is not held meanwhile. False when the body was not (or not wholly) read.
+ * Reads and drops the body of an upload the admission caps refused, within refusedBodyDrain.ts's
+ * bounds, so the 503 goes out on a connection that stays usable. The slot is not held meanwhile.
+ * False when the body was not (or not wholly) read: the 503 then closes the connection.
  */
 async function drainRefusedBody(c: Context): Promise<boolean> {
   const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
   const length = Number(c.req.header('content-length') ?? Number.NaN);
-  if (!incoming || !Number.isSafeInteger(length) || length > DRAIN_REFUSED_MAX_BYTES) return false;
-  if (FORM_BODY.test(c.req.header('content-type') ?? '') || incoming.readableFlowing !== null) return false;
-  if (incoming.readableEnded) return true;
-  return new Promise<boolean>((resolve) => {
-    const done = (read: boolean) => {
-      clearTimeout(timer);
-      incoming.off('end', onEnd);
-      incoming.off('error', onFail);
-      incoming.off('close', onFail);
-      if (!read) incoming.pause();
-      resolve(read);
-    };
-    const onEnd = () => done(true);
-    const onFail = () => done(incoming.readableEnded);
-    const timer = setTimeout(() => done(false), DRAIN_REFUSED_MS);
-    incoming.on('end', onEnd);
-    incoming.on('error', onFail);
-    incoming.on('close', onFail);
-    incoming.resume();
-  });
+  if (!incoming || FORM_BODY.test(c.req.header('content-type') ?? '')) return false;
+  return refusedBodies.drain(incoming, length);
 }
 
 /**
