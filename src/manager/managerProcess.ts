@@ -51,7 +51,10 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   // The transport and the node refer to each other; messages that arrive before the node exists
   // are dropped (Raft retransmits).
   let node: RaftNode | null = null;
+  // Two of the longest election timeouts: a peer that still listens answers heartbeats well within.
+  const idleTimeoutMs = 4 * config.electionTick * config.tickMs;
   const transport = new HttpTransport({
+    idleTimeoutMs,
     id: config.id,
     // What it presents to its peers: its raft credential naming that peer (or the single secret).
     secret: config.credentials.raftCredential(config.id, config.id),
@@ -63,6 +66,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   const raftApp = raftRoutes({
     credentials: config.credentials,
     selfId: config.id,
+    idleTimeoutMs,
     onMessage: (msg) => node?.receive(msg),
     // A peer's stream to us is also our way back to it (a follower answers on its leader's stream).
     attachReplySink: (from, sink) => transport.attachReplySink(from, sink),

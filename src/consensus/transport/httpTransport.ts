@@ -49,6 +49,11 @@ export interface HttpTransportOptions {
   maxBatchBytes?: number;
   /** How long a stream's answer headers, or a peer that takes no more bytes, may keep us waiting. */
   requestTimeoutMs?: number;
+  /**
+   * Frames sent on a stream (or on a peer's stream's response) and nothing heard back for this
+   * long: the stream fails. About two election timeouts: a follower answers every heartbeat.
+   */
+  idleTimeoutMs?: number;
   /** A stream ends after this long, and the next one starts (a server may cap a request's life). */
   streamMaxAgeMs?: number;
   snapshotTimeoutMs?: number;
@@ -121,6 +126,7 @@ const DEFAULTS = {
   maxBatchMessages: 512,
   maxBatchBytes: 4 * 1024 * 1024,
   requestTimeoutMs: 5_000,
+  idleTimeoutMs: 2_000,
   streamMaxAgeMs: 60_000,
   snapshotTimeoutMs: 60_000,
   backoffMinMs: 50,
@@ -333,6 +339,8 @@ export class HttpTransport {
         peer.stream.kick();
         return;
       }
+      // A failed stream is not replaced: streamClosed reports it and backs off first.
+      if (peer.stream.isFailed) return;
       // An ending stream (its maximum age) still drains its answer; the next one queues behind it.
     }
     if (peer.stopped || this.closed || peer.streamBackoff !== null || peer.frames.length === 0) return;
@@ -348,6 +356,7 @@ export class HttpTransport {
       onOpen: () => this.streamOpened(peer),
       onFrame: (body) => this.onStreamFrame(peer, body),
       timeoutMs: this.opts.requestTimeoutMs,
+      idleTimeoutMs: this.opts.idleTimeoutMs,
       maxAgeMs: this.opts.streamMaxAgeMs,
     });
     peer.stream = stream;
@@ -385,8 +394,15 @@ export class HttpTransport {
   }
 
   private streamClosed(peer: Peer, stream: OutboundStream, error: string | null): void {
-    // A stream replaced meanwhile (the peer moved; a stream past its age) answers for nothing.
-    if (peer.stream !== stream) return;
+    if (peer.stream !== stream) {
+      // Replaced meanwhile (the peer moved; a stream past its age): its successor owns the queue and
+      // the backoff, but a failure (an ended stream that never finished) still reaches the core.
+      if (error !== null && !peer.stopped && !this.closed) {
+        this.counters.failedRequests++;
+        this.notifyUnreachable(peer.id);
+      }
+      return;
+    }
     peer.stream = null;
     peer.streamOpen = false;
     if (peer.stopped || this.closed) return;

@@ -4,6 +4,11 @@
 // for the first good frame, so a stream that starts malformed is answered with a plain 400 JSON
 // error; a bad frame later ends the stream with an error frame. Either way the bad frame and all
 // after it never reach the node.
+//
+// A network that drops bytes without closing shows no error here either: replies written into a
+// dead socket succeed until the backlog limit. So a stream on which replies went out and nothing
+// came in for `idleTimeoutMs` is dropped (a leader sends heartbeats, a follower answers them: a peer
+// that still listens is always heard), and this node's messages for the peer take another way.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../../logging.ts';
@@ -34,6 +39,8 @@ export interface InboundStreamOptions {
   attachSink?: (from: NodeId, sink: ReplySink) => (() => void) | null;
   /** Bytes the response may hold unsent before further replies are refused (backpressure). */
   maxUnsentReplyBytes: number;
+  /** Replies written and nothing received for this long: the stream is dropped. */
+  idleTimeoutMs: number;
   maxFrameBytes?: number;
   log: Logger;
 }
@@ -47,11 +54,41 @@ export function serveInboundStream(
   let started = false;
   let done = false;
   let detach: (() => void) | null = null;
+  let unanswered = false;
+  let heardSinceCheck = false;
+  let idleTimer: NodeJS.Timeout | null = null;
 
   const finish = () => {
     done = true;
     detach?.();
     detach = null;
+    if (idleTimer !== null) clearTimeout(idleTimer);
+    idleTimer = null;
+  };
+  // Drops the stream within one to two idle periods of the first unanswered reply.
+  const checkIdle = () => {
+    idleTimer = null;
+    if (done || !unanswered) return;
+    if (!heardSinceCheck) {
+      opts.log.warn(
+        { event: 'raft.transport.stream_idle', from: opts.from, idleMs: opts.idleTimeoutMs },
+        'replies sent on a raft stream and nothing heard back: dropping it',
+      );
+      finish();
+      incoming.off('data', onData);
+      outgoing.destroy();
+      return;
+    }
+    heardSinceCheck = false;
+    idleTimer = setTimeout(checkIdle, opts.idleTimeoutMs);
+    idleTimer.unref();
+  };
+  const awaitAnswer = () => {
+    unanswered = true;
+    if (idleTimer !== null) return;
+    heardSinceCheck = false;
+    idleTimer = setTimeout(checkIdle, opts.idleTimeoutMs);
+    idleTimer.unref();
   };
   const fail = (status: number, code: string, message: string) => {
     opts.log.warn({ event: 'raft.transport.bad_message', reason: code, from: opts.from, message }, message);
@@ -70,6 +107,7 @@ export function serveInboundStream(
       write: (frames) => {
         if (done || outgoing.writableLength > opts.maxUnsentReplyBytes) return false;
         outgoing.write(frames);
+        awaitAnswer();
         return true;
       },
       close: () => {
@@ -107,6 +145,8 @@ export function serveInboundStream(
   };
   function onData(chunk: Buffer): void {
     if (done) return;
+    unanswered = false;
+    heardSinceCheck = true;
     splitter.push(chunk);
     try {
       for (let f = splitter.next(); f !== null; f = splitter.next()) {

@@ -4,6 +4,11 @@
 // Readable's read()), so a slow peer backs frames up into that queue, where the oldest are dropped,
 // never into memory without bound. A stream ends itself after `maxAgeMs`: a server may cap how long
 // one request lasts, and a fresh stream every minute costs nothing.
+//
+// A network that drops bytes without closing anything shows no error: the stream fails when frames
+// went out and nothing came back for `idleTimeoutMs` (a follower answers every heartbeat on this
+// stream, so a peer that still listens is always heard), and a stream that ended may drain its
+// answer for `timeoutMs` at most, since it holds the Client's one connection meanwhile.
 
 import { Readable } from 'node:stream';
 import type { Client } from 'undici';
@@ -21,6 +26,8 @@ export interface OutboundStreamOptions {
   onFrame: (body: Buffer) => void;
   /** How long the response headers, or a socket that takes no more bytes, may keep us waiting. */
   timeoutMs: number;
+  /** Frames sent and nothing heard back for this long: the peer or the path is gone. */
+  idleTimeoutMs: number;
   maxAgeMs: number;
   maxFrameBytes?: number;
 }
@@ -31,6 +38,12 @@ export class OutboundStream {
   private readonly body: Readable;
   private wantsData = false;
   private ended = false;
+  private failed = false;
+  /** Frames went out since the peer was last heard. */
+  private unanswered = false;
+  private heardSinceCheck = false;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private drainTimer: NodeJS.Timeout | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
   private readonly ageTimer: NodeJS.Timeout;
   private readonly abort = new AbortController();
@@ -68,10 +81,19 @@ export class OutboundStream {
     this.clearStall();
     clearTimeout(this.ageTimer);
     this.body.push(null);
+    if (!this.failed) {
+      this.drainTimer = setTimeout(
+        () => this.fail(new Error(`the ended stream did not finish within ${this.opts.timeoutMs}ms`)),
+        this.opts.timeoutMs,
+      );
+      this.drainTimer.unref();
+    }
   }
 
   /** Ends the stream at once, dropping whatever is in flight. */
   fail(reason: Error): void {
+    if (this.failed) return;
+    this.failed = true;
     this.end();
     this.abort.abort(reason);
   }
@@ -80,12 +102,45 @@ export class OutboundStream {
     return this.ended;
   }
 
+  /** Failed, as opposed to ending at its age: its `closed` reports why, and it is not replaced before. */
+  get isFailed(): boolean {
+    return this.failed;
+  }
+
   private flush(): void {
     while (this.wantsData && !this.ended) {
       const bytes = this.opts.pull();
       if (bytes === null) return;
       this.wantsData = this.body.push(bytes);
+      this.awaitAnswer();
     }
+  }
+
+  private awaitAnswer(): void {
+    this.unanswered = true;
+    if (this.idleTimer === null) {
+      this.heardSinceCheck = false;
+      this.idleTimer = setTimeout(() => this.checkIdle(), this.opts.idleTimeoutMs);
+      this.idleTimer.unref();
+    }
+  }
+
+  private heard(): void {
+    this.unanswered = false;
+    this.heardSinceCheck = true;
+  }
+
+  // Fails within one to two idle periods of the first unanswered frame, with one timer per period.
+  private checkIdle(): void {
+    this.idleTimer = null;
+    if (this.ended || !this.unanswered) return;
+    if (!this.heardSinceCheck) {
+      this.fail(new Error(`frames sent and nothing heard back for ${this.opts.idleTimeoutMs}ms`));
+      return;
+    }
+    this.heardSinceCheck = false;
+    this.idleTimer = setTimeout(() => this.checkIdle(), this.opts.idleTimeoutMs);
+    this.idleTimer.unref();
   }
 
   private clearStall(): void {
@@ -121,6 +176,8 @@ export class OutboundStream {
     } finally {
       clearTimeout(noAnswer);
       this.end();
+      if (this.drainTimer !== null) clearTimeout(this.drainTimer);
+      if (this.idleTimer !== null) clearTimeout(this.idleTimer);
       this.body.destroy();
     }
   }
@@ -130,6 +187,7 @@ export class OutboundStream {
     try {
       for await (const chunk of body) {
         splitter.push(chunk);
+        this.heard();
         for (let f = splitter.next(); f !== null; f = splitter.next()) {
           if (f.kind !== FRAME_MESSAGE) return `peer ended the stream: ${f.body.toString('utf8', 0, 300)}`;
           this.opts.onFrame(f.body);

@@ -47,6 +47,8 @@ export interface RaftRoutesOptions {
   attachReplySink?: (from: NodeId, sink: ReplySink) => (() => void) | null;
   /** Bytes a stream's response may hold unsent before replies on it are refused. */
   maxUnsentReplyBytes?: number;
+  /** Replies sent on a stream and nothing received on it for this long: it is dropped (default 2 s). */
+  idleTimeoutMs?: number;
   /** When set, a batch addressed to another node is refused (a stale peer URL after a membership change). */
   selfId?: NodeId;
   maxBodyBytes?: number;
@@ -95,6 +97,7 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
       onMessage: options.onMessage,
       ...(options.attachReplySink ? { attachSink: options.attachReplySink } : {}),
       maxUnsentReplyBytes: options.maxUnsentReplyBytes ?? 4 * 1024 * 1024,
+      idleTimeoutMs: options.idleTimeoutMs ?? 2_000,
       maxFrameBytes: options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES,
       log,
     });
