@@ -323,6 +323,8 @@ export class RaftNode {
    * messageFilter (a non-member, a term far beyond ours, a leader's message from another member).
    */
   receive(msg: Message): boolean {
+    // Dropped like any input once stopped (input() takes none), the heartbeat shortcut included.
+    if (this.stopped) return true;
     const why = refusal(msg, { id: this.id, term: this.term, leader: this.leader, members: this.members });
     if (why !== null) {
       this.refusals.note(msg, why, this.term);
@@ -754,6 +756,8 @@ export class RaftNode {
   }
 
   private stepDuringCycle(fn: () => void): void {
+    // A node stopping drains its last cycle: nothing more is stepped or sent.
+    if (this.stopped) return;
     try {
       fn();
     } catch (err) {
