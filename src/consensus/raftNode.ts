@@ -103,6 +103,9 @@ function unwrapSnapshot(data: string): { members: Record<NodeId, string>; state:
   return { members: JSON.parse(data.slice(0, nl)) as Record<NodeId, string>, state: data.slice(nl + 1) };
 }
 
+/** String.prototype.isWellFormed (Node 20; ES2024, past the lib this project compiles against). */
+type WellFormedCheck = { isWellFormed(): boolean };
+
 export class RaftNode {
   readonly id: NodeId;
   private readonly core: RaftCore;
@@ -397,6 +400,13 @@ export class RaftNode {
   propose(data: string, requestId: string): Promise<unknown> {
     if (this.stopped) return Promise.reject(stoppedError());
     if (this.role !== 'leader') return Promise.reject(this.notLeader());
+    // The wire carries entries as UTF-8, which turns a lone surrogate into U+FFFD: the followers
+    // would store other bytes than the leader.
+    if (!(data as unknown as WellFormedCheck).isWellFormed()) {
+      return Promise.reject(
+        new RaftError('InvalidProposal', 'the proposal is not well-formed UTF-16 (a lone surrogate)'),
+      );
+    }
     const refused = this.proposals.admit(requestId);
     if (refused !== null) return Promise.reject(refused);
     const result = this.proposals.track(requestId);
