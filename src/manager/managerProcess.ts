@@ -67,6 +67,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     credentials: config.credentials,
     selfId: config.id,
     idleTimeoutMs,
+    peerHeard: { note: (from) => transport.noteHeard(from), count: (from) => transport.heardCount(from) },
     onMessage: (msg) => node?.receive(msg),
     // A peer's stream to us is also our way back to it (a follower answers on its leader's stream).
     attachReplySink: (from, sink) => transport.attachReplySink(from, sink),

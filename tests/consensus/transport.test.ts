@@ -484,3 +484,22 @@ describe('HttpTransport', () => {
     expect(a.received[0]!.msg).toMatchObject({ type: 'MsgHeartbeatResp', from: 'b', commit: 9 });
   });
 });
+
+describe('HttpTransport reconnect pacing', () => {
+  it('backs off from a peer that takes a stream and then refuses a frame on it, not reconnecting at once', async () => {
+    const b = await startPeer({ selfId: 'b' });
+    const unreachable: string[] = [];
+    const t = transport({ peers: { b: b.url }, onUnreachable: (p) => unreachable.push(p) });
+    // Each stream opens on a good frame, then ends at a frame whose sender is not the stream's.
+    const forged: Message = { ...heartbeat('b', 2), from: 'z' };
+    const sending = setInterval(() => t.send([heartbeat('b', 1), forged]), 10);
+    cleanups.push(async () => clearInterval(sending));
+    await until('the first refusal', () => unreachable.length >= 1, 3000);
+    const first = b.requests;
+    await new Promise((r) => setTimeout(r, 2000));
+    clearInterval(sending);
+    // Backing off 50, 100, 200, 400, 800 ms: a handful of streams in 2 s, not one every 50 ms.
+    expect(b.requests - first).toBeLessThanOrEqual(8);
+    expect(b.requests - first).toBeGreaterThanOrEqual(2);
+  });
+});

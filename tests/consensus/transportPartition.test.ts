@@ -72,11 +72,23 @@ async function startNode(
   id: string,
   onMessage: (msg: Message) => void,
   attach: (from: string, sink: Parameters<HttpTransport['attachReplySink']>[1]) => (() => void) | null,
+  transport: () => HttpTransport | null,
 ): Promise<string> {
   const app = new Hono();
   app.route(
     '/',
-    raftRoutes({ secret: SECRET, selfId: id, onMessage, attachReplySink: attach, idleTimeoutMs: 1000 }),
+    raftRoutes({
+      secret: SECRET,
+      selfId: id,
+      onMessage,
+      attachReplySink: attach,
+      idleTimeoutMs: 1000,
+      // As a manager wires it: what the node's transport heard from the peer counts too.
+      peerHeard: {
+        note: (from) => transport()?.noteHeard(from),
+        count: (from) => transport()?.heardCount(from) ?? 0,
+      },
+    }),
   );
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server));
@@ -113,11 +125,13 @@ describe('HttpTransport across a network that drops bytes without closing', () =
           detach?.();
         };
       },
+      () => tb,
     );
     const aUrl = await startNode(
       'a',
       () => {},
       () => () => {},
+      () => null,
     );
     const proxy = await startProxy(bUrl);
     tb = new HttpTransport({ id: 'b', secret: SECRET, peers: { a: aUrl }, idleTimeoutMs: 1000 });

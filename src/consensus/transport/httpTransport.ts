@@ -101,12 +101,16 @@ interface Peer {
   /** Set while a failed stream backs off; the next stream starts when it fires. */
   streamBackoff: NodeJS.Timeout | null;
   streamBackoffMs: number;
+  /** When the current stream's answer headers came (Date.now()), or null before. */
+  streamOpenedAt: number | null;
   /** Frames written to a stream the peer has not yet taken (no answer headers yet). */
   unconfirmed: number;
   /** The stream's answer headers came: what it carries counts as sent. */
   streamOpen: boolean;
   /** The response of the peer's stream to us, while it lasts: our frames for it go there first. */
   sink: ReplySink | null;
+  /** Times this peer was heard on any path (our stream's response, its stream to us): the idle checks. */
+  heard: number;
   /** Snapshot requests waiting, oldest first. */
   queue: Queued[];
   queuedBytes: number;
@@ -201,9 +205,11 @@ export class HttpTransport {
       stream: null,
       streamBackoff: null,
       streamBackoffMs: 0,
+      streamOpenedAt: null,
       unconfirmed: 0,
       streamOpen: false,
       sink: null,
+      heard: 0,
       queue: [],
       queuedBytes: 0,
       wake: null,
@@ -282,6 +288,16 @@ export class HttpTransport {
     };
   }
 
+  /** The peer was heard on a path the transport does not see (its stream to us: raftRoutes' peerHeard). */
+  noteHeard(from: NodeId): void {
+    const peer = this.peers.get(from);
+    if (peer) peer.heard++;
+  }
+
+  heardCount(from: NodeId): number {
+    return this.peers.get(from)?.heard ?? 0;
+  }
+
   stats(): TransportStats {
     let queued = 0;
     for (const p of this.peers.values()) queued += p.queue.length + p.frames.length;
@@ -357,6 +373,7 @@ export class HttpTransport {
       onFrame: (body) => this.onStreamFrame(peer, body),
       timeoutMs: this.opts.requestTimeoutMs,
       idleTimeoutMs: this.opts.idleTimeoutMs,
+      heardCount: () => peer.heard,
       maxAgeMs: this.opts.streamMaxAgeMs,
     });
     peer.stream = stream;
@@ -386,7 +403,9 @@ export class HttpTransport {
     peer.streamOpen = true;
     this.counters.sent += peer.unconfirmed;
     peer.unconfirmed = 0;
-    peer.streamBackoffMs = 0;
+    // The backoff resets only once the stream has lived (streamClosed): a peer that takes a stream
+    // and refuses a later frame would otherwise get a new stream every backoffMinMs.
+    peer.streamOpenedAt = Date.now();
     if (peer.failing) {
       peer.failing = false;
       this.log.info({ event: 'raft.transport.peer_recovered', peer: peer.id }, 'peer reachable again');
@@ -405,6 +424,9 @@ export class HttpTransport {
     }
     peer.stream = null;
     peer.streamOpen = false;
+    const lived = peer.streamOpenedAt === null ? 0 : Date.now() - peer.streamOpenedAt;
+    peer.streamOpenedAt = null;
+    if (lived >= this.opts.backoffMaxMs) peer.streamBackoffMs = 0;
     if (peer.stopped || this.closed) return;
     if (error === null) {
       this.startStream(peer);
@@ -434,6 +456,7 @@ export class HttpTransport {
 
   /** A frame on our stream's response: checked like any message from that peer, then delivered. */
   private onStreamFrame(peer: Peer, body: Buffer): void {
+    peer.heard++;
     let msg: Message;
     try {
       msg = decodeMessage(body);

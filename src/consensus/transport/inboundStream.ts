@@ -39,8 +39,15 @@ export interface InboundStreamOptions {
   attachSink?: (from: NodeId, sink: ReplySink) => (() => void) | null;
   /** Bytes the response may hold unsent before further replies are refused (backpressure). */
   maxUnsentReplyBytes: number;
-  /** Replies written and nothing received for this long: the stream is dropped. */
+  /** Replies written and nothing heard from the peer for this long: the stream is dropped. */
   idleTimeoutMs: number;
+  /** Counts the peer as heard (a chunk came on this stream), for the checks on other paths to it. */
+  noteHeard?: () => void;
+  /**
+   * How many times the peer was heard so far on any path (it may answer on a stream of its own
+   * to us); by default the chunks on this stream.
+   */
+  heardCount?: () => number;
   maxFrameBytes?: number;
   log: Logger;
 }
@@ -55,8 +62,11 @@ export function serveInboundStream(
   let done = false;
   let detach: (() => void) | null = null;
   let unanswered = false;
-  let heardSinceCheck = false;
+  let sentSinceCheck = false;
+  let framesHeard = 0;
+  let heardMark = 0;
   let idleTimer: NodeJS.Timeout | null = null;
+  const heardCount = () => opts.heardCount?.() ?? framesHeard;
 
   const finish = () => {
     done = true;
@@ -68,8 +78,9 @@ export function serveInboundStream(
   // Drops the stream within one to two idle periods of the first unanswered reply.
   const checkIdle = () => {
     idleTimer = null;
-    if (done || !unanswered) return;
-    if (!heardSinceCheck) {
+    if (done) return;
+    const heard = heardCount();
+    if (heard === heardMark) {
       opts.log.warn(
         { event: 'raft.transport.stream_idle', from: opts.from, idleMs: opts.idleTimeoutMs },
         'replies sent on a raft stream and nothing heard back: dropping it',
@@ -79,14 +90,21 @@ export function serveInboundStream(
       outgoing.destroy();
       return;
     }
-    heardSinceCheck = false;
+    unanswered = sentSinceCheck;
+    if (!unanswered) return;
+    sentSinceCheck = false;
+    heardMark = heard;
     idleTimer = setTimeout(checkIdle, opts.idleTimeoutMs);
     idleTimer.unref();
   };
   const awaitAnswer = () => {
+    if (unanswered) {
+      sentSinceCheck = true;
+      return;
+    }
     unanswered = true;
-    if (idleTimer !== null) return;
-    heardSinceCheck = false;
+    sentSinceCheck = false;
+    heardMark = heardCount();
     idleTimer = setTimeout(checkIdle, opts.idleTimeoutMs);
     idleTimer.unref();
   };
@@ -145,8 +163,8 @@ export function serveInboundStream(
   };
   function onData(chunk: Buffer): void {
     if (done) return;
-    unanswered = false;
-    heardSinceCheck = true;
+    framesHeard++;
+    opts.noteHeard?.();
     splitter.push(chunk);
     try {
       for (let f = splitter.next(); f !== null; f = splitter.next()) {

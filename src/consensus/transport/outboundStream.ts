@@ -28,6 +28,11 @@ export interface OutboundStreamOptions {
   timeoutMs: number;
   /** Frames sent and nothing heard back for this long: the peer or the path is gone. */
   idleTimeoutMs: number;
+  /**
+   * How many times the peer was heard so far, on any path (its answers may come on its own stream
+   * to us); by default the frames on this stream's response.
+   */
+  heardCount?: () => number;
   maxAgeMs: number;
   maxFrameBytes?: number;
 }
@@ -39,9 +44,13 @@ export class OutboundStream {
   private wantsData = false;
   private ended = false;
   private failed = false;
-  /** Frames went out since the peer was last heard. */
+  /** Frames went out, and the idle check runs. */
   private unanswered = false;
-  private heardSinceCheck = false;
+  private sentSinceCheck = false;
+  /** The peer's heard count when the current idle period began. */
+  private heardMark = 0;
+  /** Frames on this stream's response, when the caller counts nothing more (no `heardCount`). */
+  private framesHeard = 0;
   private idleTimer: NodeJS.Timeout | null = null;
   private drainTimer: NodeJS.Timeout | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
@@ -117,28 +126,34 @@ export class OutboundStream {
   }
 
   private awaitAnswer(): void {
-    this.unanswered = true;
-    if (this.idleTimer === null) {
-      this.heardSinceCheck = false;
-      this.idleTimer = setTimeout(() => this.checkIdle(), this.opts.idleTimeoutMs);
-      this.idleTimer.unref();
+    if (this.unanswered) {
+      this.sentSinceCheck = true;
+      return;
     }
+    this.unanswered = true;
+    this.sentSinceCheck = false;
+    this.heardMark = this.heardCount();
+    this.idleTimer = setTimeout(() => this.checkIdle(), this.opts.idleTimeoutMs);
+    this.idleTimer.unref();
   }
 
-  private heard(): void {
-    this.unanswered = false;
-    this.heardSinceCheck = true;
+  private heardCount(): number {
+    return this.opts.heardCount?.() ?? this.framesHeard;
   }
 
   // Fails within one to two idle periods of the first unanswered frame, with one timer per period.
   private checkIdle(): void {
     this.idleTimer = null;
-    if (this.ended || !this.unanswered) return;
-    if (!this.heardSinceCheck) {
+    if (this.ended) return;
+    const heard = this.heardCount();
+    if (heard === this.heardMark) {
       this.fail(new Error(`frames sent and nothing heard back for ${this.opts.idleTimeoutMs}ms`));
       return;
     }
-    this.heardSinceCheck = false;
+    this.unanswered = this.sentSinceCheck;
+    if (!this.unanswered) return;
+    this.sentSinceCheck = false;
+    this.heardMark = heard;
     this.idleTimer = setTimeout(() => this.checkIdle(), this.opts.idleTimeoutMs);
     this.idleTimer.unref();
   }
@@ -187,7 +202,7 @@ export class OutboundStream {
     try {
       for await (const chunk of body) {
         splitter.push(chunk);
-        this.heard();
+        this.framesHeard++;
         for (let f = splitter.next(); f !== null; f = splitter.next()) {
           if (f.kind !== FRAME_MESSAGE) return `peer ended the stream: ${f.body.toString('utf8', 0, 300)}`;
           this.opts.onFrame(f.body);

@@ -47,14 +47,23 @@ export interface RaftRoutesOptions {
   attachReplySink?: (from: NodeId, sink: ReplySink) => (() => void) | null;
   /** Bytes a stream's response may hold unsent before replies on it are refused. */
   maxUnsentReplyBytes?: number;
-  /** Replies sent on a stream and nothing received on it for this long: it is dropped (default 2 s). */
+  /** Replies sent on a stream and nothing heard from its peer for this long: it is dropped (default 2 s). */
   idleTimeoutMs?: number;
+  /**
+   * What this node heard from each peer on any path (HttpTransport.noteHeard / heardCount): a peer
+   * may answer on a stream of its own instead of on ours, and is alive all the same.
+   */
+  peerHeard?: { note: (from: NodeId) => void; count: (from: NodeId) => number };
   /** When set, a batch addressed to another node is refused (a stale peer URL after a membership change). */
   selfId?: NodeId;
   maxBodyBytes?: number;
   /** The limit for a request marked with RAFT_SNAPSHOT_HEADER (default MAX_SNAPSHOT_BODY_BYTES). */
   maxSnapshotBodyBytes?: number;
   log?: Logger;
+}
+
+function peerHeardOf(peerHeard: NonNullable<RaftRoutesOptions['peerHeard']>, from: NodeId) {
+  return { noteHeard: () => peerHeard.note(from), heardCount: () => peerHeard.count(from) };
 }
 
 function errorBody(code: string, message: string) {
@@ -98,6 +107,7 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
       ...(options.attachReplySink ? { attachSink: options.attachReplySink } : {}),
       maxUnsentReplyBytes: options.maxUnsentReplyBytes ?? 4 * 1024 * 1024,
       idleTimeoutMs: options.idleTimeoutMs ?? 2_000,
+      ...(options.peerHeard ? peerHeardOf(options.peerHeard, from) : {}),
       maxFrameBytes: options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES,
       log,
     });
