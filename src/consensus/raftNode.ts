@@ -148,11 +148,6 @@ export class RaftNode {
   private readyScheduled = false;
   private stopped = false;
   private cycleDone: Promise<void> = Promise.resolve();
-  /** Readies taken from the core so far; the one numbered `n` has sent its messages once `sentThrough >= n`. */
-  private readyTaken = 0;
-  private sentThrough = 0;
-  /** `repliesSent` callers, each waiting for the Ready numbered `after` (or an idle loop). */
-  private replyWaiters: { after: number; resolve: () => void }[] = [];
   private ticker: TimerHandle | null = null;
   private ticks = 0;
   /** Heartbeats stepped ahead of the inbox (onTickTimer). */
@@ -351,39 +346,6 @@ export class RaftNode {
     return true;
   }
 
-  /**
-   * Resolves once the messages received so far have been stepped and the Ready carrying what they
-   * produced (e.g. an append's response, after its fsync) has handed its messages to the transport;
-   * or when nothing more comes of them; or after `maxWaitMs`. The transport route waits on this to
-   * send a peer's replies back in the answer to its request, instead of in a request of its own.
-   */
-  repliesSent(maxWaitMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      let settled = false;
-      const done = () => {
-        if (settled) return;
-        settled = true;
-        this.clock.clearTimeout(timer);
-        resolve();
-      };
-      const timer = this.clock.setTimeout(done, maxWaitMs);
-      if (this.stopped) return done();
-      // Inputs run in order: when this one runs, every message received before it has been stepped.
-      this.input(() => this.replyWaiters.push({ after: this.readyTaken + 1, resolve: done }));
-    });
-  }
-
-  /** Wakes the `repliesSent` callers whose Ready has sent its messages, or all of them. */
-  private wakeReplyWaiters(all: boolean): void {
-    if (this.replyWaiters.length === 0) return;
-    const waiting: typeof this.replyWaiters = [];
-    for (const w of this.replyWaiters) {
-      if (all || w.after <= this.sentThrough) w.resolve();
-      else waiting.push(w);
-    }
-    this.replyWaiters = waiting;
-  }
-
   reportUnreachable(peer: NodeId): void {
     this.input(() => this.core.reportUnreachable(peer));
   }
@@ -537,7 +499,6 @@ export class RaftNode {
         for (const fn of inbox) fn();
         if (!this.core.hasReady()) break;
         const rd = this.core.ready();
-        this.readyTaken += 1;
         const t0 = performance.now();
         await this.handleReady(rd);
         this.core.advance();
@@ -547,8 +508,6 @@ export class RaftNode {
       this.fatal(err);
     } finally {
       this.inCycle = false;
-      // No Ready is left: whatever the waiters' messages produced has gone out already.
-      if (this.inbox.length === 0 || this.stopped) this.wakeReplyWaiters(true);
     }
     if (this.inbox.length > 0) this.scheduleReady();
   }
@@ -580,8 +539,6 @@ export class RaftNode {
     }
 
     if (messages.length > 0) this.transport.send(messages);
-    this.sentThrough = this.readyTaken;
-    this.wakeReplyWaiters(false);
 
     if (rd.snapshot) await this.installSnapshot(rd.snapshot);
     if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);

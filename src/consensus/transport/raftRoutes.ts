@@ -18,7 +18,7 @@ export const RAFT_MESSAGES_PATH = '/raft/messages';
 export const RAFT_STREAM_PATH = '/raft/stream';
 /** The member opening a stream: every frame on it must be `from` this id, which the credential must name. */
 export const RAFT_FROM_HEADER = 'x-imgvault-raft-from';
-/** Set by a sender that takes replies in the answer (`200 { messages }`) instead of a 204. */
+/** Named by older senders asking for replies in the answer; a receiver ignores it and answers 204. */
 export const RAFT_REPLIES_HEADER = 'x-imgvault-raft-replies';
 /** Set on a request that carries one MsgSnap alone: its body may be up to MAX_SNAPSHOT_BODY_BYTES. */
 export const RAFT_SNAPSHOT_HEADER = 'x-imgvault-raft-snapshot';
@@ -34,11 +34,6 @@ export interface RaftRoutesOptions {
    * answered 403.
    */
   onMessage: (msg: Message) => unknown;
-  /**
-   * When set, and the sender asks for replies: waits (briefly) for the messages to be processed and
-   * answers with what this node then has queued for the sender, as JSON texts of messages.
-   */
-  collectReplies?: (from: NodeId) => Promise<string[]>;
   /**
    * Offers the response of `from`'s stream as the way back to it (HttpTransport.attachReplySink);
    * returns how to withdraw it, or null when the node takes no streams (stopping: answered 503).
@@ -202,17 +197,6 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
         ),
         403,
       );
-    }
-    const from = messages[0]!.from;
-    if (
-      options.collectReplies &&
-      c.req.header(RAFT_REPLIES_HEADER) === '1' &&
-      messages.every((m) => m.from === from)
-    ) {
-      const replies = await options.collectReplies(from);
-      if (replies.length > 0) {
-        return c.body(`{"messages":[${replies.join(',')}]}`, 200, { 'content-type': 'application/json' });
-      }
     }
     return c.body(null, 204);
   });
