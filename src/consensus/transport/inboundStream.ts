@@ -121,10 +121,13 @@ export function serveInboundStream(
     outgoing.end(body, () => incoming.destroy());
   };
   const start = (): boolean => {
+    // Frames the node hands over while attaching (what waited for this peer) follow the headers.
+    let early: Buffer[] | null = [];
     const sink: ReplySink = {
       write: (frames) => {
         if (done || outgoing.writableLength > opts.maxUnsentReplyBytes) return false;
-        outgoing.write(frames);
+        if (early !== null) early.push(frames);
+        else outgoing.write(frames);
         awaitAnswer();
         return true;
       },
@@ -144,6 +147,8 @@ export function serveInboundStream(
     started = true;
     outgoing.writeHead(200, { 'content-type': 'application/octet-stream' });
     outgoing.flushHeaders();
+    for (const frames of early) outgoing.write(frames);
+    early = null;
     return true;
   };
   const take = (body: Buffer): boolean => {
