@@ -22,6 +22,13 @@ import {
   MAX_FRAME_BYTES,
 } from './messageCodec.ts';
 
+/**
+ * On a stream's `200`: this receiver sends its messages for the sender back on the response, so a
+ * sender that hears nothing there may take the path as dead. (Before the stream, a sender asked
+ * with it for replies in the answer to a JSON batch; a receiver now ignores it there.)
+ */
+export const RAFT_REPLIES_HEADER = 'x-imgvault-raft-replies';
+
 /** Where a node's messages for a peer go when that peer has a stream open to it. */
 export interface ReplySink {
   /** Writes frames; false (and nothing written) when the stream is gone or too far behind. */
@@ -39,7 +46,7 @@ export interface InboundStreamOptions {
   attachSink?: (from: NodeId, sink: ReplySink) => (() => void) | null;
   /** Bytes the response may hold unsent before further replies are refused (backpressure). */
   maxUnsentReplyBytes: number;
-  /** Replies written and nothing heard from the peer for this long: the stream is dropped. */
+  /** Replies written and nothing heard from the peer for this long: the stream is dropped (with `heardCount` only). */
   idleTimeoutMs: number;
   /** Counts the peer as heard (a chunk came on this stream), for the checks on other paths to it. */
   noteHeard?: () => void;
@@ -128,7 +135,8 @@ export function serveInboundStream(
         if (done || outgoing.writableLength > opts.maxUnsentReplyBytes) return false;
         if (early !== null) early.push(frames);
         else outgoing.write(frames);
-        awaitAnswer();
+        // Only a node that knows what it heard from the peer on every path can call a stream dead.
+        if (opts.heardCount) awaitAnswer();
         return true;
       },
       close: () => {
@@ -145,7 +153,10 @@ export function serveInboundStream(
     }
     detach = attached;
     started = true;
-    outgoing.writeHead(200, { 'content-type': 'application/octet-stream' });
+    outgoing.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      ...(opts.attachSink ? { [RAFT_REPLIES_HEADER]: '1' } : {}),
+    });
     outgoing.flushHeaders();
     for (const frames of early) outgoing.write(frames);
     early = null;

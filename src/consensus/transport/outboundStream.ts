@@ -12,6 +12,7 @@
 
 import { Readable } from 'node:stream';
 import type { Client } from 'undici';
+import { RAFT_REPLIES_HEADER } from './inboundStream.ts';
 import { FRAME_MESSAGE, FrameError, FrameSplitter, MAX_FRAME_BYTES } from './messageCodec.ts';
 
 export interface OutboundStreamOptions {
@@ -46,6 +47,8 @@ export class OutboundStream {
   private failed = false;
   /** Frames went out, and the idle check runs. */
   private unanswered = false;
+  /** The peer said it answers on this stream (RAFT_REPLIES_HEADER): silence then means a dead path. */
+  private answersHere = false;
   private sentSinceCheck = false;
   /** The peer's heard count when the current idle period began. */
   private heardMark = 0;
@@ -121,7 +124,7 @@ export class OutboundStream {
       const bytes = this.opts.pull();
       if (bytes === null) return;
       this.wantsData = this.body.push(bytes);
-      this.awaitAnswer();
+      if (this.answersHere) this.awaitAnswer();
     }
   }
 
@@ -183,6 +186,7 @@ export class OutboundStream {
         const text = (await res.body.text()).slice(0, 200);
         return `HTTP ${res.statusCode}: ${text}`;
       }
+      this.answersHere = res.headers[RAFT_REPLIES_HEADER] === '1';
       this.opts.onOpen();
       return await this.readFrames(res.body);
     } catch (err) {

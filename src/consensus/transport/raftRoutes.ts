@@ -18,8 +18,7 @@ export const RAFT_MESSAGES_PATH = '/raft/messages';
 export const RAFT_STREAM_PATH = '/raft/stream';
 /** The member opening a stream: every frame on it must be `from` this id, which the credential must name. */
 export const RAFT_FROM_HEADER = 'x-imgvault-raft-from';
-/** Named by older senders asking for replies in the answer; a receiver ignores it and answers 204. */
-export const RAFT_REPLIES_HEADER = 'x-imgvault-raft-replies';
+export { RAFT_REPLIES_HEADER } from './inboundStream.ts';
 /** Set on a request that carries one MsgSnap alone: its body may be up to MAX_SNAPSHOT_BODY_BYTES. */
 export const RAFT_SNAPSHOT_HEADER = 'x-imgvault-raft-snapshot';
 
@@ -42,7 +41,7 @@ export interface RaftRoutesOptions {
   attachReplySink?: (from: NodeId, sink: ReplySink) => (() => void) | null;
   /** Bytes a stream's response may hold unsent before replies on it are refused. */
   maxUnsentReplyBytes?: number;
-  /** Replies sent on a stream and nothing heard from its peer for this long: it is dropped (default 2 s). */
+  /** Replies sent on a stream and nothing heard from its peer for this long: it is dropped (default 2 s; needs peerHeard). */
   idleTimeoutMs?: number;
   /**
    * What this node heard from each peer on any path (HttpTransport.noteHeard / heardCount): a peer
