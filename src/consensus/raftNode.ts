@@ -103,6 +103,9 @@ export interface RaftNodeOptions {
   onFatal?: (err: unknown) => void;
 }
 
+/** String.prototype.isWellFormed (Node 20; ES2024, past the lib this project compiles against). */
+type WellFormedCheck = { isWellFormed(): boolean };
+
 export class RaftNode {
   readonly id: NodeId;
   private readonly core: RaftCore;
@@ -148,11 +151,6 @@ export class RaftNode {
   private readyScheduled = false;
   private stopped = false;
   private cycleDone: Promise<void> = Promise.resolve();
-  /** Readies taken from the core so far; the one numbered `n` has sent its messages once `sentThrough >= n`. */
-  private readyTaken = 0;
-  private sentThrough = 0;
-  /** `repliesSent` callers, each waiting for the Ready numbered `after` (or an idle loop). */
-  private replyWaiters: { after: number; resolve: () => void }[] = [];
   private ticker: TimerHandle | null = null;
   private ticks = 0;
   /** Heartbeats stepped ahead of the inbox (onTickTimer). */
@@ -342,6 +340,8 @@ export class RaftNode {
    * messageFilter (a non-member, a term far beyond ours, a leader's message from another member).
    */
   receive(msg: Message): boolean {
+    // Dropped like any input once stopped (input() takes none), the heartbeat shortcut included.
+    if (this.stopped) return true;
     const why = refusal(msg, { id: this.id, term: this.term, leader: this.leader, members: this.members });
     if (why !== null) {
       this.refusals.note(msg, why, this.term);
@@ -373,39 +373,6 @@ export class RaftNode {
     return true;
   }
 
-  /**
-   * Resolves once the messages received so far have been stepped and the Ready carrying what they
-   * produced (e.g. an append's response, after its fsync) has handed its messages to the transport;
-   * or when nothing more comes of them; or after `maxWaitMs`. The transport route waits on this to
-   * send a peer's replies back in the answer to its request, instead of in a request of its own.
-   */
-  repliesSent(maxWaitMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      let settled = false;
-      const done = () => {
-        if (settled) return;
-        settled = true;
-        this.clock.clearTimeout(timer);
-        resolve();
-      };
-      const timer = this.clock.setTimeout(done, maxWaitMs);
-      if (this.stopped) return done();
-      // Inputs run in order: when this one runs, every message received before it has been stepped.
-      this.input(() => this.replyWaiters.push({ after: this.readyTaken + 1, resolve: done }));
-    });
-  }
-
-  /** Wakes the `repliesSent` callers whose Ready has sent its messages, or all of them. */
-  private wakeReplyWaiters(all: boolean): void {
-    if (this.replyWaiters.length === 0) return;
-    const waiting: typeof this.replyWaiters = [];
-    for (const w of this.replyWaiters) {
-      if (all || w.after <= this.sentThrough) w.resolve();
-      else waiting.push(w);
-    }
-    this.replyWaiters = waiting;
-  }
-
   reportUnreachable(peer: NodeId): void {
     this.input(() => this.core.reportUnreachable(peer));
   }
@@ -422,6 +389,13 @@ export class RaftNode {
   propose(data: string, requestId: string): Promise<unknown> {
     if (this.stopped) return Promise.reject(stoppedError());
     if (this.role !== 'leader') return Promise.reject(this.notLeader());
+    // The wire carries entries as UTF-8, which turns a lone surrogate into U+FFFD: the followers
+    // would store other bytes than the leader.
+    if (!(data as unknown as WellFormedCheck).isWellFormed()) {
+      return Promise.reject(
+        new RaftError('InvalidProposal', 'the proposal is not well-formed UTF-16 (a lone surrogate)'),
+      );
+    }
     const refused = this.proposals.admit(requestId);
     if (refused !== null) return Promise.reject(refused);
     const result = this.proposals.track(requestId);
@@ -552,7 +526,6 @@ export class RaftNode {
         for (const fn of inbox) fn();
         if (!this.core.hasReady()) break;
         const rd = this.core.ready();
-        this.readyTaken += 1;
         const t0 = performance.now();
         await this.handleReady(rd);
         this.core.advance();
@@ -562,8 +535,6 @@ export class RaftNode {
       this.fatal(err);
     } finally {
       this.inCycle = false;
-      // No Ready is left: whatever the waiters' messages produced has gone out already.
-      if (this.inbox.length === 0 || this.stopped) this.wakeReplyWaiters(true);
     }
     if (this.inbox.length > 0) this.scheduleReady();
   }
@@ -595,8 +566,6 @@ export class RaftNode {
     }
 
     if (messages.length > 0) this.transport.send(messages);
-    this.sentThrough = this.readyTaken;
-    this.wakeReplyWaiters(false);
 
     if (rd.snapshot) await this.installSnapshot(rd.snapshot);
     if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
@@ -795,6 +764,8 @@ export class RaftNode {
   }
 
   private stepDuringCycle(fn: () => void): void {
+    // A node stopping drains its last cycle: nothing more is stepped or sent.
+    if (this.stopped) return;
     try {
       fn();
     } catch (err) {

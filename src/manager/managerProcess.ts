@@ -63,7 +63,10 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     credentialFor: (peer) => config.credentials.raftCredential(config.id, peer),
     onSnapshotStatus: (peer, ok) => node?.reportSnapshot(peer, ok),
   });
+  // Two of the longest election timeouts: a peer that still listens answers heartbeats well within.
+  const idleTimeoutMs = 4 * config.electionTick * config.tickMs;
   const transport = new HttpTransport({
+    idleTimeoutMs,
     id: config.id,
     // What it presents to its peers: its raft credential naming that peer (or the single secret).
     secret: config.credentials.raftCredential(config.id, config.id),
@@ -76,6 +79,8 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   const raftApp = raftRoutes({
     credentials: config.credentials,
     selfId: config.id,
+    idleTimeoutMs,
+    peerHeard: { note: (from) => transport.noteHeard(from), count: (from) => transport.heardCount(from) },
     onMessage: (msg) => node?.receive(msg),
     // A peer's stream to us is also our way back to it (a follower answers on its leader's stream).
     attachReplySink: (from, sink) => transport.attachReplySink(from, sink),

@@ -103,6 +103,7 @@ function raftErrorResponse(c: Context, err: RaftError, redirect: boolean): Respo
     case 'DuplicateRequest':
       return c.json(errorBody(err.code, err.message), 409);
     case 'InvalidMember':
+    case 'InvalidProposal':
       return c.json(errorBody(err.code, err.message), 400);
   }
 }

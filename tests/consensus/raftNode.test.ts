@@ -164,6 +164,17 @@ describe('RaftNode over HTTP and LevelDB', () => {
     expect((err as RaftError).leader).toEqual({ id: leader.id, url: leader.url });
   });
 
+  it('refuses a proposal that is not well-formed UTF-16, which the wire could not carry unchanged', async () => {
+    const leader = await stableLeader();
+    const requestId = randomUUID();
+    // A lone surrogate: UTF-8 on the wire would turn it into U+FFFD on the followers only.
+    const data = `{"op":"put","key":"lone","value":"x\ud800","requestId":"${requestId}"}`;
+    const err = await leader.node!.propose(data, requestId).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RaftError);
+    expect((err as RaftError).code).toBe('InvalidProposal');
+    expect(running().every((m) => m.kv!.get('lone') === undefined)).toBe(true);
+  });
+
   it('serves read-your-writes from a follower through ReadIndex', async () => {
     const leader = await stableLeader();
     const followers = running().filter((m) => m !== leader);

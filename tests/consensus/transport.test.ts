@@ -484,3 +484,57 @@ describe('HttpTransport', () => {
     expect(a.received[0]!.msg).toMatchObject({ type: 'MsgHeartbeatResp', from: 'b', commit: 9 });
   });
 });
+
+describe('HttpTransport reconnect pacing', () => {
+  it('backs off from a peer that takes a stream and then refuses a frame on it, not reconnecting at once', async () => {
+    const b = await startPeer({ selfId: 'b' });
+    const unreachable: string[] = [];
+    const t = transport({ peers: { b: b.url }, onUnreachable: (p) => unreachable.push(p) });
+    // Each stream opens on a good frame, then ends at a frame whose sender is not the stream's.
+    const forged: Message = { ...heartbeat('b', 2), from: 'z' };
+    const sending = setInterval(() => t.send([heartbeat('b', 1), forged]), 10);
+    cleanups.push(async () => clearInterval(sending));
+    await until('the first refusal', () => unreachable.length >= 1, 3000);
+    const first = b.requests;
+    await new Promise((r) => setTimeout(r, 2000));
+    clearInterval(sending);
+    // Backing off 50, 100, 200, 400, 800 ms: a handful of streams in 2 s, not one every 50 ms.
+    expect(b.requests - first).toBeLessThanOrEqual(8);
+    expect(b.requests - first).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('HttpTransport, frames waiting when a peer opens its stream', () => {
+  it('sends them on that stream, after its answer headers', async () => {
+    let tb: HttpTransport | null = null;
+    const b = await startPeer({
+      selfId: 'b',
+      attachReplySink: (from, sink) => tb!.attachReplySink(from, sink),
+    });
+    const bUnreachable: string[] = [];
+    // b's own stream to a cannot open (nothing listens there) and backs off: its next frame waits.
+    tb = transport({
+      id: 'b',
+      peers: { a: await deadUrl() },
+      backoffMinMs: 30_000,
+      onUnreachable: (p) => bUnreachable.push(p),
+    });
+    const fromB = (commit: number): Message => ({
+      type: 'MsgHeartbeatResp',
+      from: 'b',
+      to: 'a',
+      term: 1,
+      commit,
+    });
+    tb.send([fromB(1)]);
+    await until('b backing off from a', () => bUnreachable.length === 1, 3000);
+    tb.send([fromB(2)]);
+    expect(tb.stats().queued).toBe(1);
+    const replies: Message[] = [];
+    const ta = transport({ peers: { b: b.url }, onReply: (msg) => replies.push(msg) });
+    ta.send([heartbeat('b', 1)]);
+    await until('the waiting frame on a stream', () => replies.length === 1, 3000);
+    expect(replies[0]).toMatchObject({ from: 'b', commit: 2 });
+    expect(b.received.map((r) => r.msg.commit)).toEqual([1]);
+  });
+});

@@ -8,6 +8,14 @@ import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  encodeMessageFrame,
+  FRAME_ERROR,
+  FrameSplitter,
+  MAX_FRAME_BYTES,
+} from '../../src/consensus/transport/messageCodec.ts';
+import { RAFT_FROM_HEADER } from '../../src/consensus/transport/raftRoutes.ts';
+import type { Message } from '../../src/consensus/types.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import {
   managerDir,
@@ -165,6 +173,37 @@ describe('a raft credential', () => {
       401,
     );
     // The leader kept its place.
+    expect((await cluster.leader(30_000)).id).toBe(leader.id);
+  });
+
+  it('names its member on a stream too: a later frame from another member ends the stream, ForgedSender', async () => {
+    const [a, b] = cluster.managers.filter((m) => m.id !== leader.id) as [ManagerProc, ManagerProc];
+    const asA = mintRaftCredential(keys.raft, a.id, b.id);
+    const view = (await (
+      await fetch(`${leader.url}/v1/cluster/raft`, { headers: cluster.authHeaders() })
+    ).json()) as { term: number };
+    // The first frame is a's own and opens the stream; the second claims to be the leader's.
+    const honest: Message = { type: 'MsgHeartbeatResp', from: a.id, to: b.id, term: view.term, commit: 0 };
+    const forged: Message = { type: 'MsgHeartbeat', from: leader.id, to: b.id, term: view.term, commit: 0 };
+    const res = await fetch(`${b.url}/raft/stream`, {
+      method: 'POST',
+      headers: {
+        [CLUSTER_SECRET_HEADER]: asA,
+        [RAFT_FROM_HEADER]: a.id,
+        'content-type': 'application/octet-stream',
+      },
+      body: Buffer.concat([encodeMessageFrame(honest), encodeMessageFrame(forged)]),
+      signal: AbortSignal.timeout(15_000),
+    });
+    expect(res.status).toBe(200);
+    const splitter = new FrameSplitter(MAX_FRAME_BYTES);
+    splitter.push(Buffer.from(await res.arrayBuffer()));
+    const errors: { error: { code: string } }[] = [];
+    for (let f = splitter.next(); f !== null; f = splitter.next()) {
+      if (f.kind === FRAME_ERROR) errors.push(JSON.parse(f.body.toString('utf8')));
+    }
+    expect(errors.map((e) => e.error.code)).toEqual(['ForgedSender']);
+    // The forged heartbeat reached no node: the leader kept its place.
     expect((await cluster.leader(30_000)).id).toBe(leader.id);
   });
 

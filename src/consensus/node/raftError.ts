@@ -12,7 +12,8 @@ export type RaftErrorCode =
   | 'Timeout'
   | 'Stopped'
   | 'DuplicateRequest'
-  | 'InvalidMember';
+  | 'InvalidMember'
+  | 'InvalidProposal';
 
 export class RaftError extends Error {
   constructor(

@@ -54,6 +54,11 @@ export interface HttpTransportOptions {
   maxBatchBytes?: number;
   /** How long a stream's answer headers, or a peer that takes no more bytes, may keep us waiting. */
   requestTimeoutMs?: number;
+  /**
+   * Frames sent on a stream (or on a peer's stream's response) and nothing heard back for this
+   * long: the stream fails. About two election timeouts: a follower answers every heartbeat.
+   */
+  idleTimeoutMs?: number;
   /** A stream ends after this long, and the next one starts (a server may cap a request's life). */
   streamMaxAgeMs?: number;
   snapshotTimeoutMs?: number;
@@ -101,12 +106,16 @@ interface Peer {
   /** Set while a failed stream backs off; the next stream starts when it fires. */
   streamBackoff: NodeJS.Timeout | null;
   streamBackoffMs: number;
+  /** When the current stream's answer headers came (Date.now()), or null before. */
+  streamOpenedAt: number | null;
   /** Frames written to a stream the peer has not yet taken (no answer headers yet). */
   unconfirmed: number;
   /** The stream's answer headers came: what it carries counts as sent. */
   streamOpen: boolean;
   /** The response of the peer's stream to us, while it lasts: our frames for it go there first. */
   sink: ReplySink | null;
+  /** Times this peer was heard on any path (our stream's response, its stream to us): the idle checks. */
+  heard: number;
   /** Snapshot requests waiting, oldest first. */
   queue: Queued[];
   queuedBytes: number;
@@ -126,6 +135,7 @@ const DEFAULTS = {
   maxBatchMessages: 512,
   maxBatchBytes: 4 * 1024 * 1024,
   requestTimeoutMs: 5_000,
+  idleTimeoutMs: 2_000,
   streamMaxAgeMs: 60_000,
   snapshotTimeoutMs: 60_000,
   backoffMinMs: 50,
@@ -200,9 +210,11 @@ export class HttpTransport {
       stream: null,
       streamBackoff: null,
       streamBackoffMs: 0,
+      streamOpenedAt: null,
       unconfirmed: 0,
       streamOpen: false,
       sink: null,
+      heard: 0,
       queue: [],
       queuedBytes: 0,
       wake: null,
@@ -282,6 +294,16 @@ export class HttpTransport {
     };
   }
 
+  /** The peer was heard on a path the transport does not see (its stream to us: raftRoutes' peerHeard). */
+  noteHeard(from: NodeId): void {
+    const peer = this.peers.get(from);
+    if (peer) peer.heard++;
+  }
+
+  heardCount(from: NodeId): number {
+    return this.peers.get(from)?.heard ?? 0;
+  }
+
   stats(): TransportStats {
     let queued = 0;
     for (const p of this.peers.values()) queued += p.queue.length + p.frames.length;
@@ -339,6 +361,8 @@ export class HttpTransport {
         peer.stream.kick();
         return;
       }
+      // A failed stream is not replaced: streamClosed reports it and backs off first.
+      if (peer.stream.isFailed) return;
       // An ending stream (its maximum age) still drains its answer; the next one queues behind it.
     }
     if (peer.stopped || this.closed || peer.streamBackoff !== null || peer.frames.length === 0) return;
@@ -354,6 +378,8 @@ export class HttpTransport {
       onOpen: () => this.streamOpened(peer),
       onFrame: (body) => this.onStreamFrame(peer, body),
       timeoutMs: this.opts.requestTimeoutMs,
+      idleTimeoutMs: this.opts.idleTimeoutMs,
+      heardCount: () => peer.heard,
       maxAgeMs: this.opts.streamMaxAgeMs,
     });
     peer.stream = stream;
@@ -383,7 +409,9 @@ export class HttpTransport {
     peer.streamOpen = true;
     this.counters.sent += peer.unconfirmed;
     peer.unconfirmed = 0;
-    peer.streamBackoffMs = 0;
+    // The backoff resets only once the stream has lived (streamClosed): a peer that takes a stream
+    // and refuses a later frame would otherwise get a new stream every backoffMinMs.
+    peer.streamOpenedAt = Date.now();
     if (peer.failing) {
       peer.failing = false;
       this.log.info({ event: 'raft.transport.peer_recovered', peer: peer.id }, 'peer reachable again');
@@ -391,10 +419,20 @@ export class HttpTransport {
   }
 
   private streamClosed(peer: Peer, stream: OutboundStream, error: string | null): void {
-    // A stream replaced meanwhile (the peer moved; a stream past its age) answers for nothing.
-    if (peer.stream !== stream) return;
+    if (peer.stream !== stream) {
+      // Replaced meanwhile (the peer moved; a stream past its age): its successor owns the queue and
+      // the backoff, but a failure (an ended stream that never finished) still reaches the core.
+      if (error !== null && !peer.stopped && !this.closed) {
+        this.counters.failedRequests++;
+        this.notifyUnreachable(peer.id);
+      }
+      return;
+    }
     peer.stream = null;
     peer.streamOpen = false;
+    const lived = peer.streamOpenedAt === null ? 0 : Date.now() - peer.streamOpenedAt;
+    peer.streamOpenedAt = null;
+    if (lived >= this.opts.backoffMaxMs) peer.streamBackoffMs = 0;
     if (peer.stopped || this.closed) return;
     if (error === null) {
       this.startStream(peer);
@@ -424,6 +462,7 @@ export class HttpTransport {
 
   /** A frame on our stream's response: checked like any message from that peer, then delivered. */
   private onStreamFrame(peer: Peer, body: Buffer): void {
+    peer.heard++;
     let msg: Message;
     try {
       msg = decodeMessage(body);

@@ -4,6 +4,11 @@
 // for the first good frame, so a stream that starts malformed is answered with a plain 400 JSON
 // error; a bad frame later ends the stream with an error frame. Either way the bad frame and all
 // after it never reach the node.
+//
+// A network that drops bytes without closing shows no error here either: replies written into a
+// dead socket succeed until the backlog limit. So a stream on which replies went out and nothing
+// came in for `idleTimeoutMs` is dropped (a leader sends heartbeats, a follower answers them: a peer
+// that still listens is always heard), and this node's messages for the peer take another way.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../../logging.ts';
@@ -16,6 +21,13 @@ import {
   FrameSplitter,
   MAX_FRAME_BYTES,
 } from './messageCodec.ts';
+
+/**
+ * On a stream's `200`: this receiver sends its messages for the sender back on the response, so a
+ * sender that hears nothing there may take the path as dead. (Before the stream, a sender asked
+ * with it for replies in the answer to a JSON batch; a receiver now ignores it there.)
+ */
+export const RAFT_REPLIES_HEADER = 'x-imgvault-raft-replies';
 
 /** Where a node's messages for a peer go when that peer has a stream open to it. */
 export interface ReplySink {
@@ -34,6 +46,15 @@ export interface InboundStreamOptions {
   attachSink?: (from: NodeId, sink: ReplySink) => (() => void) | null;
   /** Bytes the response may hold unsent before further replies are refused (backpressure). */
   maxUnsentReplyBytes: number;
+  /** Replies written and nothing heard from the peer for this long: the stream is dropped (with `heardCount` only). */
+  idleTimeoutMs: number;
+  /** Counts the peer as heard (a chunk came on this stream), for the checks on other paths to it. */
+  noteHeard?: () => void;
+  /**
+   * How many times the peer was heard so far on any path (it may answer on a stream of its own
+   * to us); by default the chunks on this stream.
+   */
+  heardCount?: () => number;
   maxFrameBytes?: number;
   log: Logger;
 }
@@ -47,11 +68,52 @@ export function serveInboundStream(
   let started = false;
   let done = false;
   let detach: (() => void) | null = null;
+  let unanswered = false;
+  let sentSinceCheck = false;
+  let framesHeard = 0;
+  let heardMark = 0;
+  let idleTimer: NodeJS.Timeout | null = null;
+  const heardCount = () => opts.heardCount?.() ?? framesHeard;
 
   const finish = () => {
     done = true;
     detach?.();
     detach = null;
+    if (idleTimer !== null) clearTimeout(idleTimer);
+    idleTimer = null;
+  };
+  // Drops the stream within one to two idle periods of the first unanswered reply.
+  const checkIdle = () => {
+    idleTimer = null;
+    if (done) return;
+    const heard = heardCount();
+    if (heard === heardMark) {
+      opts.log.warn(
+        { event: 'raft.transport.stream_idle', from: opts.from, idleMs: opts.idleTimeoutMs },
+        'replies sent on a raft stream and nothing heard back: dropping it',
+      );
+      finish();
+      incoming.off('data', onData);
+      outgoing.destroy();
+      return;
+    }
+    unanswered = sentSinceCheck;
+    if (!unanswered) return;
+    sentSinceCheck = false;
+    heardMark = heard;
+    idleTimer = setTimeout(checkIdle, opts.idleTimeoutMs);
+    idleTimer.unref();
+  };
+  const awaitAnswer = () => {
+    if (unanswered) {
+      sentSinceCheck = true;
+      return;
+    }
+    unanswered = true;
+    sentSinceCheck = false;
+    heardMark = heardCount();
+    idleTimer = setTimeout(checkIdle, opts.idleTimeoutMs);
+    idleTimer.unref();
   };
   const fail = (status: number, code: string, message: string) => {
     opts.log.warn({ event: 'raft.transport.bad_message', reason: code, from: opts.from, message }, message);
@@ -66,10 +128,15 @@ export function serveInboundStream(
     outgoing.end(body, () => incoming.destroy());
   };
   const start = (): boolean => {
+    // Frames the node hands over while attaching (what waited for this peer) follow the headers.
+    let early: Buffer[] | null = [];
     const sink: ReplySink = {
       write: (frames) => {
         if (done || outgoing.writableLength > opts.maxUnsentReplyBytes) return false;
-        outgoing.write(frames);
+        if (early !== null) early.push(frames);
+        else outgoing.write(frames);
+        // Only a node that knows what it heard from the peer on every path can call a stream dead.
+        if (opts.heardCount) awaitAnswer();
         return true;
       },
       close: () => {
@@ -86,8 +153,13 @@ export function serveInboundStream(
     }
     detach = attached;
     started = true;
-    outgoing.writeHead(200, { 'content-type': 'application/octet-stream' });
+    outgoing.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      ...(opts.attachSink ? { [RAFT_REPLIES_HEADER]: '1' } : {}),
+    });
     outgoing.flushHeaders();
+    for (const frames of early) outgoing.write(frames);
+    early = null;
     return true;
   };
   const take = (body: Buffer): boolean => {
@@ -107,6 +179,8 @@ export function serveInboundStream(
   };
   function onData(chunk: Buffer): void {
     if (done) return;
+    framesHeard++;
+    opts.noteHeard?.();
     splitter.push(chunk);
     try {
       for (let f = splitter.next(); f !== null; f = splitter.next()) {

@@ -4,9 +4,15 @@
 // Readable's read()), so a slow peer backs frames up into that queue, where the oldest are dropped,
 // never into memory without bound. A stream ends itself after `maxAgeMs`: a server may cap how long
 // one request lasts, and a fresh stream every minute costs nothing.
+//
+// A network that drops bytes without closing anything shows no error: the stream fails when frames
+// went out and nothing came back for `idleTimeoutMs` (a follower answers every heartbeat on this
+// stream, so a peer that still listens is always heard), and a stream that ended may drain its
+// answer for `timeoutMs` at most, since it holds the Client's one connection meanwhile.
 
 import { Readable } from 'node:stream';
 import type { Client } from 'undici';
+import { RAFT_REPLIES_HEADER } from './inboundStream.ts';
 import { FRAME_MESSAGE, FrameError, FrameSplitter, MAX_FRAME_BYTES } from './messageCodec.ts';
 
 export interface OutboundStreamOptions {
@@ -21,6 +27,13 @@ export interface OutboundStreamOptions {
   onFrame: (body: Buffer) => void;
   /** How long the response headers, or a socket that takes no more bytes, may keep us waiting. */
   timeoutMs: number;
+  /** Frames sent and nothing heard back for this long: the peer or the path is gone. */
+  idleTimeoutMs: number;
+  /**
+   * How many times the peer was heard so far, on any path (its answers may come on its own stream
+   * to us); by default the frames on this stream's response.
+   */
+  heardCount?: () => number;
   maxAgeMs: number;
   maxFrameBytes?: number;
 }
@@ -31,6 +44,18 @@ export class OutboundStream {
   private readonly body: Readable;
   private wantsData = false;
   private ended = false;
+  private failed = false;
+  /** Frames went out, and the idle check runs. */
+  private unanswered = false;
+  /** The peer said it answers on this stream (RAFT_REPLIES_HEADER): silence then means a dead path. */
+  private answersHere = false;
+  private sentSinceCheck = false;
+  /** The peer's heard count when the current idle period began. */
+  private heardMark = 0;
+  /** Frames on this stream's response, when the caller counts nothing more (no `heardCount`). */
+  private framesHeard = 0;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private drainTimer: NodeJS.Timeout | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
   private readonly ageTimer: NodeJS.Timeout;
   private readonly abort = new AbortController();
@@ -68,10 +93,19 @@ export class OutboundStream {
     this.clearStall();
     clearTimeout(this.ageTimer);
     this.body.push(null);
+    if (!this.failed) {
+      this.drainTimer = setTimeout(
+        () => this.fail(new Error(`the ended stream did not finish within ${this.opts.timeoutMs}ms`)),
+        this.opts.timeoutMs,
+      );
+      this.drainTimer.unref();
+    }
   }
 
   /** Ends the stream at once, dropping whatever is in flight. */
   fail(reason: Error): void {
+    if (this.failed) return;
+    this.failed = true;
     this.end();
     this.abort.abort(reason);
   }
@@ -80,12 +114,51 @@ export class OutboundStream {
     return this.ended;
   }
 
+  /** Failed, as opposed to ending at its age: its `closed` reports why, and it is not replaced before. */
+  get isFailed(): boolean {
+    return this.failed;
+  }
+
   private flush(): void {
     while (this.wantsData && !this.ended) {
       const bytes = this.opts.pull();
       if (bytes === null) return;
       this.wantsData = this.body.push(bytes);
+      if (this.answersHere) this.awaitAnswer();
     }
+  }
+
+  private awaitAnswer(): void {
+    if (this.unanswered) {
+      this.sentSinceCheck = true;
+      return;
+    }
+    this.unanswered = true;
+    this.sentSinceCheck = false;
+    this.heardMark = this.heardCount();
+    this.idleTimer = setTimeout(() => this.checkIdle(), this.opts.idleTimeoutMs);
+    this.idleTimer.unref();
+  }
+
+  private heardCount(): number {
+    return this.opts.heardCount?.() ?? this.framesHeard;
+  }
+
+  // Fails within one to two idle periods of the first unanswered frame, with one timer per period.
+  private checkIdle(): void {
+    this.idleTimer = null;
+    if (this.ended) return;
+    const heard = this.heardCount();
+    if (heard === this.heardMark) {
+      this.fail(new Error(`frames sent and nothing heard back for ${this.opts.idleTimeoutMs}ms`));
+      return;
+    }
+    this.unanswered = this.sentSinceCheck;
+    if (!this.unanswered) return;
+    this.sentSinceCheck = false;
+    this.heardMark = heard;
+    this.idleTimer = setTimeout(() => this.checkIdle(), this.opts.idleTimeoutMs);
+    this.idleTimer.unref();
   }
 
   private clearStall(): void {
@@ -113,6 +186,7 @@ export class OutboundStream {
         const text = (await res.body.text()).slice(0, 200);
         return `HTTP ${res.statusCode}: ${text}`;
       }
+      this.answersHere = res.headers[RAFT_REPLIES_HEADER] === '1';
       this.opts.onOpen();
       return await this.readFrames(res.body);
     } catch (err) {
@@ -121,6 +195,8 @@ export class OutboundStream {
     } finally {
       clearTimeout(noAnswer);
       this.end();
+      if (this.drainTimer !== null) clearTimeout(this.drainTimer);
+      if (this.idleTimer !== null) clearTimeout(this.idleTimer);
       this.body.destroy();
     }
   }
@@ -130,6 +206,7 @@ export class OutboundStream {
     try {
       for await (const chunk of body) {
         splitter.push(chunk);
+        this.framesHeard++;
         for (let f = splitter.next(); f !== null; f = splitter.next()) {
           if (f.kind !== FRAME_MESSAGE) return `peer ended the stream: ${f.body.toString('utf8', 0, 300)}`;
           this.opts.onFrame(f.body);

@@ -18,8 +18,7 @@ export const RAFT_MESSAGES_PATH = '/raft/messages';
 export const RAFT_STREAM_PATH = '/raft/stream';
 /** The member opening a stream: every frame on it must be `from` this id, which the credential must name. */
 export const RAFT_FROM_HEADER = 'x-imgvault-raft-from';
-/** Set by a sender that takes replies in the answer (`200 { messages }`) instead of a 204. */
-export const RAFT_REPLIES_HEADER = 'x-imgvault-raft-replies';
+export { RAFT_REPLIES_HEADER } from './inboundStream.ts';
 /** Set on a request that carries one MsgSnap alone: its body may be up to MAX_SNAPSHOT_BODY_BYTES. */
 export const RAFT_SNAPSHOT_HEADER = 'x-imgvault-raft-snapshot';
 
@@ -35,11 +34,6 @@ export interface RaftRoutesOptions {
    */
   onMessage: (msg: Message) => unknown;
   /**
-   * When set, and the sender asks for replies: waits (briefly) for the messages to be processed and
-   * answers with what this node then has queued for the sender, as JSON texts of messages.
-   */
-  collectReplies?: (from: NodeId) => Promise<string[]>;
-  /**
    * Offers the response of `from`'s stream as the way back to it (HttpTransport.attachReplySink);
    * returns how to withdraw it, or null when the node takes no streams (stopping: answered 503).
    * Without it, streams carry messages one way only.
@@ -47,12 +41,23 @@ export interface RaftRoutesOptions {
   attachReplySink?: (from: NodeId, sink: ReplySink) => (() => void) | null;
   /** Bytes a stream's response may hold unsent before replies on it are refused. */
   maxUnsentReplyBytes?: number;
+  /** Replies sent on a stream and nothing heard from its peer for this long: it is dropped (default 2 s; needs peerHeard). */
+  idleTimeoutMs?: number;
+  /**
+   * What this node heard from each peer on any path (HttpTransport.noteHeard / heardCount): a peer
+   * may answer on a stream of its own instead of on ours, and is alive all the same.
+   */
+  peerHeard?: { note: (from: NodeId) => void; count: (from: NodeId) => number };
   /** When set, a batch addressed to another node is refused (a stale peer URL after a membership change). */
   selfId?: NodeId;
   maxBodyBytes?: number;
   /** The limit for a request marked with RAFT_SNAPSHOT_HEADER (default MAX_SNAPSHOT_BODY_BYTES). */
   maxSnapshotBodyBytes?: number;
   log?: Logger;
+}
+
+function peerHeardOf(peerHeard: NonNullable<RaftRoutesOptions['peerHeard']>, from: NodeId) {
+  return { noteHeard: () => peerHeard.note(from), heardCount: () => peerHeard.count(from) };
 }
 
 function errorBody(code: string, message: string) {
@@ -95,6 +100,8 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
       onMessage: options.onMessage,
       ...(options.attachReplySink ? { attachSink: options.attachReplySink } : {}),
       maxUnsentReplyBytes: options.maxUnsentReplyBytes ?? 4 * 1024 * 1024,
+      idleTimeoutMs: options.idleTimeoutMs ?? 2_000,
+      ...(options.peerHeard ? peerHeardOf(options.peerHeard, from) : {}),
       maxFrameBytes: options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES,
       log,
     });
@@ -189,17 +196,6 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
         ),
         403,
       );
-    }
-    const from = messages[0]!.from;
-    if (
-      options.collectReplies &&
-      c.req.header(RAFT_REPLIES_HEADER) === '1' &&
-      messages.every((m) => m.from === from)
-    ) {
-      const replies = await options.collectReplies(from);
-      if (replies.length > 0) {
-        return c.body(`{"messages":[${replies.join(',')}]}`, 200, { 'content-type': 'application/json' });
-      }
     }
     return c.body(null, 204);
   });
