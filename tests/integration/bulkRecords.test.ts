@@ -2,6 +2,8 @@
 // with --bulk-record-load, only to an operator, through the leader, each record with its own result.
 
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import {
@@ -67,6 +69,8 @@ describe('bulk records', () => {
     expect((await post(leader.url, { records }, null)).status).toBe(401);
     expect((await post(leader.url, { records: [{ id: '../x' }] }, cluster.secret)).status).toBe(400);
     const [follower] = await cluster.followers();
+    const logged = await readFile(join(cluster.root, `${leader.id}.log`), 'utf8');
+    expect(logged).toContain('"bulk_records.enabled"');
     const redirected = await post(follower!.url, { records }, cluster.secret);
     expect(redirected.status).toBe(307);
     expect(redirected.location).toContain(leader.url);
