@@ -21,7 +21,16 @@ class OneMemberLog implements CommandProposer {
 
   constructor(private readonly sm: MetadataStateMachine) {}
 
-  async propose(data: string, requestId: string): Promise<unknown> {
+  /** Entries are applied one after another, in the order proposed, as a log does. */
+  private tail: Promise<unknown> = Promise.resolve();
+
+  propose(data: string, requestId: string): Promise<unknown> {
+    const next = this.tail.then(() => this.append(data, requestId));
+    this.tail = next.catch(() => {});
+    return next;
+  }
+
+  private async append(data: string, requestId: string): Promise<unknown> {
     await new Promise((resolve) => setImmediate(resolve));
     if (this.failNext) {
       const err = this.failNext;
