@@ -32,7 +32,10 @@ const cell = (text: string) => text.replaceAll('|', '\\|').replaceAll('\n', ' ')
 
 /** The variables an option falls back to: from the config tables, else the ones its help names. */
 function envOf(path: string, o: Option): string[] {
-  if (path === 'manager') return [MANAGER_ENV[o.attributeName() as keyof typeof MANAGER_ENV]];
+  if (path === 'manager') {
+    const name: string | undefined = MANAGER_ENV[o.attributeName() as keyof typeof MANAGER_ENV];
+    return name === undefined ? [] : [name];
+  }
   if (path === 'worker') {
     const field = Object.values(WORKER_CONFIG_FIELDS).find((f) => f.flag === o.long);
     if (field !== undefined && o.long !== '--secret-file') return [field.env];

@@ -148,10 +148,7 @@ export function registerManagerCommand(program: Command): void {
     )
     .option(
       '--bulk-record-load',
-      help(
-        'benchmarks only: accept image records without their bytes at POST /v1/cluster/bulk-records (operator credential)',
-        'bulkRecordLoad',
-      ),
+      'benchmarks only: accept image records without their bytes at POST /v1/cluster/bulk-records (operator credential); a flag only, no environment variable sets it',
     )
     .action(async (flags: ManagerFlags) => {
       let config: ReturnType<typeof loadManagerConfig>;

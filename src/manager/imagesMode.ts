@@ -167,6 +167,12 @@ export async function openImagesMode(
         void s3Spool.sweep().catch(() => {});
       }, UNNAMED_SWEEP_MS);
       sweepTimer.unref();
+      if (config.bulkRecordLoad) {
+        log.warn(
+          { event: 'bulk_records.enabled' },
+          '--bulk-record-load is on: an operator can commit image records whose bytes no worker holds (benchmarks only)',
+        );
+      }
       return [
         ...(config.bulkRecordLoad ? [bulkRecordRoutes({ raft: grouped, credentials })] : []),
         s3ForwardRoutes(s3Deps),

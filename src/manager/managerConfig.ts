@@ -212,6 +212,13 @@ function toInt(v: string | undefined): number | undefined {
 }
 
 /**
+ * Flags with no environment variable: a switch only a benchmark may turn on must not reach a
+ * manager by inheritance (local clusters pass their environment to every child).
+ */
+export const MANAGER_FLAG_ONLY = ['bulkRecordLoad'] as const;
+type ManagerFlagOnly = (typeof MANAGER_FLAG_ONLY)[number];
+
+/**
  * The environment variable behind each flag (flags win over it). `imgvault manager --help` names
  * them from this table, and loadManagerConfig reads them from it, so the two cannot drift.
  */
@@ -251,8 +258,7 @@ export const MANAGER_ENV = {
   tlsKey: 'IMGVAULT_TLS_KEY',
   tlsCa: 'IMGVAULT_TLS_CA',
   s3Port: 'IMGVAULT_S3_PORT',
-  bulkRecordLoad: 'IMGVAULT_BULK_RECORD_LOAD',
-} as const satisfies Record<keyof ManagerFlags, string>;
+} as const satisfies Record<Exclude<keyof ManagerFlags, ManagerFlagOnly>, string>;
 
 /**
  * Per-role keys from --credentials-dir (docs/security.md), which win; else the single cluster
@@ -341,7 +347,7 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     snapshotThreshold: int('snapshotThreshold'),
     tls,
     s3Port: int('s3Port'),
-    bulkRecordLoad: flags.bulkRecordLoad ?? env[E.bulkRecordLoad] === '1',
+    bulkRecordLoad: flags.bulkRecordLoad ?? false,
   };
   const parsed = managerConfigSchema.safeParse(raw);
   if (!parsed.success) {

@@ -13,7 +13,11 @@ export interface BatchProposerOptions {
   maxCommands?: number;
   /** Entry data in UTF-16 units, at most MAX_BATCH_CHARS. */
   maxChars?: number;
-  /** Commands waiting for the proposal in flight; beyond it propose() fails with ProposalDropped. */
+  /**
+   * Commands waiting for the proposal in flight; beyond it propose() fails with ProposalDropped.
+   * Uploads, names, repair and the bulk route share it, so the default leaves room for a burst of
+   * them beside a bulk window; a recordObject is under 1 KiB, so a full queue of them is a few MiB.
+   */
   maxQueued?: number;
 }
 
@@ -26,14 +30,28 @@ interface Waiting {
 
 /** What `{"type":"commandBatch","requestId":"<uuid>","commands":[` and `]}` take. */
 const BATCH_OVERHEAD_CHARS = 128;
+/** Sixteen full entries: a burst far above one request's window of bulk records, and uploads beside it. */
+export const DEFAULT_MAX_QUEUED = 16 * MAX_BATCH_COMMANDS;
 const BATCHABLE = new Set<string>(BATCHABLE_TYPES);
 /** `encodeCommand` writes the parsed value, whose first key is the schema's first: `type`. */
 const LEADING_TYPE = /^\{"type":"([A-Za-z]+)"/;
 
-/** True when `data` (an encoded command) may go into a batch; anything else is proposed alone. */
+/**
+ * True when `data` (an encoded command) may go into a batch; anything else is proposed alone.
+ * It must be one JSON value: spliced into the batch, text that does not parse would make the whole
+ * entry unreadable, and every caller in it would wait for a result that never comes.
+ */
 function groupable(data: string, maxChars: number): boolean {
   const type = LEADING_TYPE.exec(data)?.[1];
-  return type !== undefined && BATCHABLE.has(type) && data.length + BATCH_OVERHEAD_CHARS <= maxChars;
+  if (type === undefined || !BATCHABLE.has(type) || data.length + BATCH_OVERHEAD_CHARS > maxChars) {
+    return false;
+  }
+  try {
+    JSON.parse(data);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -55,7 +73,7 @@ export class BatchProposer implements CommandProposer {
   ) {
     this.maxCommands = Math.min(MAX_BATCH_COMMANDS, Math.max(2, options.maxCommands ?? MAX_BATCH_COMMANDS));
     this.maxChars = Math.min(MAX_BATCH_CHARS, options.maxChars ?? MAX_BATCH_CHARS);
-    this.maxQueued = options.maxQueued ?? 4 * MAX_BATCH_COMMANDS;
+    this.maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED;
   }
 
   propose(data: string, requestId: string): Promise<unknown> {

@@ -2,8 +2,17 @@
 // with --bulk-record-load, only to an operator, through the leader, each record with its own result.
 
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import {
+  managerDir,
+  readManagerKeys,
+  readWorkerCredentials,
+  workerDir,
+} from '../../src/http/credentialFiles.ts';
+import { mintRaftCredential } from '../../src/http/credentials.ts';
 import { ImageCluster } from './imageCluster.ts';
 
 let cluster: ImageCluster;
@@ -12,9 +21,11 @@ beforeAll(async () => {
   cluster = await ImageCluster.start({
     name: 'bulk-records-test',
     workers: 2,
+    perRole: true,
     managerArgs: ['--bulk-record-load'],
+    startTimeoutMs: 90_000,
   });
-}, 120_000);
+}, 180_000);
 
 afterAll(async () => {
   await cluster?.close();
@@ -25,13 +36,13 @@ function record(id: string, replicas = ['w1', 'w2']) {
   return { type: 'recordObject', id, size: 10, sha256, contentType: 'image/png', createdAt: 1, replicas };
 }
 
-async function post(url: string, body: unknown, secret: string | null) {
+async function post(url: string, body: unknown, secret: string | null, timeoutMs = 30_000) {
   const res = await fetch(`${url}/v1/cluster/bulk-records`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(secret ? { [CLUSTER_SECRET_HEADER]: secret } : {}) },
     body: JSON.stringify(body),
     redirect: 'manual',
-    signal: AbortSignal.timeout(30_000),
+    signal: AbortSignal.timeout(timeoutMs),
   });
   return {
     status: res.status,
@@ -58,8 +69,61 @@ describe('bulk records', () => {
     expect((await post(leader.url, { records }, null)).status).toBe(401);
     expect((await post(leader.url, { records: [{ id: '../x' }] }, cluster.secret)).status).toBe(400);
     const [follower] = await cluster.followers();
+    const logged = await readFile(join(cluster.root, `${leader.id}.log`), 'utf8');
+    expect(logged).toContain('"bulk_records.enabled"');
     const redirected = await post(follower!.url, { records }, cluster.secret);
     expect(redirected.status).toBe(307);
     expect(redirected.location).toContain(leader.url);
   }, 60_000);
+
+  it('refuses a worker and a raft credential as any operator route does (401)', async () => {
+    const leader = await cluster.leader();
+    const [follower] = await cluster.followers();
+    const records = [record('by-someone-else')];
+    const worker = readWorkerCredentials(workerDir(cluster.credentialsRoot, 'w1'), 'w1').own;
+    expect(await post(leader.url, { records }, worker)).toMatchObject({
+      status: 401,
+      body: { error: { code: 'Unauthorized' } },
+    });
+    const keys = readManagerKeys(managerDir(cluster.credentialsRoot));
+    const raft = mintRaftCredential(keys.raft, follower!.id, leader.id);
+    expect(await post(leader.url, { records }, raft)).toMatchObject({
+      status: 401,
+      body: { error: { code: 'Unauthorized' } },
+    });
+    expect((await fetch(`${leader.url}/v1/images/by-someone-else/meta`)).status).toBe(404);
+  }, 60_000);
+
+  it('gives every record of requests larger than the batch queue its own outcome', async () => {
+    // 4 requests of 1,000 at once: more records than the batch proposer queues (each request
+    // proposes one window at a time), yet every one is committed and none refused.
+    const leader = await cluster.leader();
+    const answers = await Promise.all(
+      [0, 1, 2, 3].map((k) =>
+        post(
+          leader.url,
+          { records: Array.from({ length: 1000 }, (_, i) => record(`q${k}-${i}`)) },
+          cluster.secret,
+          120_000,
+        ),
+      ),
+    );
+    for (const a of answers) expect(a).toMatchObject({ status: 200, body: { created: 1000, rejected: [] } });
+    expect((await fetch(`${leader.url}/v1/images/q3-999/meta`)).status).toBe(200);
+  }, 180_000);
+});
+
+describe('bulk records without --bulk-record-load', () => {
+  let plain: ImageCluster | undefined;
+  afterAll(async () => {
+    await plain?.close();
+  });
+
+  it('is not served', async () => {
+    plain = await ImageCluster.start({ name: 'bulk-records-off', managers: 1, workers: 0 });
+    const leader = await plain.leader();
+    const res = await post(leader.url, { records: [record('x')] }, plain.secret);
+    expect(res.status).toBe(404);
+    expect((await fetch(`${leader.url}/v1/images/x/meta`)).status).toBe(404);
+  }, 120_000);
 });

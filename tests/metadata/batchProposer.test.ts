@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
 import { BatchProposer } from '../../src/metadata/batchProposer.ts';
@@ -20,7 +21,16 @@ class OneMemberLog implements CommandProposer {
 
   constructor(private readonly sm: MetadataStateMachine) {}
 
-  async propose(data: string, requestId: string): Promise<unknown> {
+  /** Entries are applied one after another, in the order proposed, as a log does. */
+  private tail: Promise<unknown> = Promise.resolve();
+
+  propose(data: string, requestId: string): Promise<unknown> {
+    const next = this.tail.then(() => this.append(data, requestId));
+    this.tail = next.catch(() => {});
+    return next;
+  }
+
+  private async append(data: string, requestId: string): Promise<unknown> {
     await new Promise((resolve) => setImmediate(resolve));
     if (this.failNext) {
       const err = this.failNext;
@@ -80,13 +90,28 @@ describe('BatchProposer', () => {
     expect((await sm.stats()).objects).toBe(1);
   });
 
-  it('an invalid command is refused to its caller alone, before it reaches the log', async () => {
-    const { node } = await withWorkers();
+  it('an invalid command is refused to its caller alone, the others in its entry still apply', async () => {
+    const { sm, node } = await withWorkers();
     const batcher = new BatchProposer(node);
     const good = proposeCommand(batcher, recordCmd('ok', ['w1', 'w2']));
-    const bad = proposeCommand(batcher, { type: 'deleteObject', id: '../../x' });
-    await expect(bad).rejects.toThrow();
+    const badId = randomUUID();
+    const bad = batcher.propose(`{"type":"deleteObject","requestId":"${badId}","id":"../../x"}`, badId);
+    await expect(bad).resolves.toMatchObject({ ok: false, code: 'InvalidCommand' });
     await expect(good).resolves.toMatchObject({ ok: true, created: true });
+    expect(node.entryTypes).toEqual(['commandBatch']);
+    expect((await sm.getObject('ok'))?.id).toBe('ok');
+  });
+
+  it('proposes text that does not parse alone, so it cannot spoil the entry of the others', async () => {
+    const { sm, node } = await withWorkers();
+    const batcher = new BatchProposer(node);
+    const good = proposeCommand(batcher, recordCmd('ok', ['w1', 'w2']));
+    const badId = randomUUID();
+    const bad = batcher.propose(`{"type":"deleteObject","requestId":"${badId}","id":`, badId);
+    await expect(good).resolves.toMatchObject({ ok: true, created: true });
+    await bad.catch(() => {});
+    expect([...node.entryTypes].sort()).toEqual(['invalid', 'recordObject']);
+    expect((await sm.getObject('ok'))?.id).toBe('ok');
   });
 
   it('fails every caller of an entry that was not committed with the driver error', async () => {

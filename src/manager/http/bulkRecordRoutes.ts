@@ -6,17 +6,23 @@
 
 import { Hono } from 'hono';
 import { z } from 'zod';
+import { RaftError } from '../../consensus/raftNode.ts';
 import { requireCredential } from '../../http/clusterAuth.ts';
 import type { ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
 import { redirectToLeader } from '../../http/leaderRedirect.ts';
 import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
-import { recordObjectSchema } from '../../metadata/commands.ts';
+import { MAX_BATCH_COMMANDS, recordObjectSchema } from '../../metadata/commands.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
-import { ImageError, type RaftAccess, raftFailure } from '../imageService.ts';
+import type { RaftAccess } from '../imageService.ts';
 
 /** Records one request carries: a few Raft entries' worth (commandBatch groups up to 256). */
 export const MAX_BULK_RECORDS = 1000;
+/**
+ * Records proposed at once: one commandBatch entry's worth, so a request never holds more than that
+ * in the batch proposer's queue, which uploads, names and repair share with it.
+ */
+export const BULK_WINDOW = MAX_BATCH_COMMANDS;
 const MAX_BULK_BODY_BYTES = 2 * 1024 * 1024;
 
 const bulkSchema = z.strictObject({
@@ -43,33 +49,46 @@ export function bulkRecordRoutes(deps: { raft: RaftAccess; credentials: ManagerC
       return jsonError(c, 400, 'BadRequest', 'body is not valid JSON');
     }
     if (!parsed.success) return jsonError(c, 400, 'BadRequest', z.prettifyError(parsed.error));
-    try {
-      return c.json(await recordAll(deps.raft, parsed.data.records));
-    } catch (err) {
-      if (err instanceof ImageError && err.code === 'NotLeader' && err.leaderUrl) {
-        return redirectToLeader(c, err.leaderUrl, err.message);
-      }
-      if (err instanceof ImageError) {
-        c.header('retry-after', '1');
-        return jsonError(c, 503, err.code, err.message);
-      }
-      throw err;
+    if (!deps.raft.isLeader()) {
+      const leader = deps.raft.leaderInfo();
+      if (leader?.url) return redirectToLeader(c, leader.url, 'this manager is not the leader');
+      c.header('retry-after', '1');
+      return jsonError(c, 503, 'NoLeader', 'no leader is known right now; retry shortly');
     }
+    return c.json(await recordAll(deps.raft, parsed.data.records));
   });
   return app;
 }
 
-/** Proposes every record at once: the batch proposer groups them into a few entries. */
-async function recordAll(
-  raft: RaftAccess,
-  records: z.infer<typeof bulkSchema>['records'],
-): Promise<BulkRecordOutcome> {
-  const results = await Promise.all(records.map((r) => proposeCommand(raft, r).catch(raftFailure)));
+type BulkRecord = z.infer<typeof bulkSchema>['records'][number];
+
+/**
+ * Proposes the records in windows of BULK_WINDOW, each awaited before the next: the batch proposer
+ * groups a window into one entry. Every record gets its own outcome, a Raft failure included (one
+ * not committed here is `rejected` with the driver's code, e.g. NotLeader, and may be sent again).
+ */
+async function recordAll(raft: RaftAccess, records: BulkRecord[]): Promise<BulkRecordOutcome> {
   const outcome: BulkRecordOutcome = { created: 0, existing: 0, rejected: [] };
-  for (const [i, r] of results.entries()) {
-    if (r.ok && r.created) outcome.created += 1;
-    else if (r.ok) outcome.existing += 1;
-    else outcome.rejected.push({ id: records[i]!.id, code: r.code });
+  for (let from = 0; from < records.length; from += BULK_WINDOW) {
+    const window = records.slice(from, from + BULK_WINDOW);
+    const results = await Promise.all(window.map((r) => recordOne(raft, r)));
+    for (const [i, r] of results.entries()) {
+      if (r.ok && r.created) outcome.created += 1;
+      else if (r.ok) outcome.existing += 1;
+      else outcome.rejected.push({ id: window[i]!.id, code: r.code });
+    }
   }
   return outcome;
+}
+
+async function recordOne(
+  raft: RaftAccess,
+  record: BulkRecord,
+): Promise<{ ok: true; created: boolean } | { ok: false; code: string }> {
+  try {
+    return await proposeCommand(raft, record);
+  } catch (err) {
+    if (err instanceof RaftError) return { ok: false, code: err.code };
+    throw err;
+  }
 }
