@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
+import { fsyncPath, makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
 import { markCleanStop, takeCleanStopMarker } from '../metadata/cleanStop.ts';
@@ -183,8 +183,8 @@ export class BlobStore {
       const layout = await prepareBlobLayout(path.join(root, 'blobs'));
       // `blobs/`, `tmp/` and `index/` durable in the data folder before any blob is; and a new data
       // folder's own name in its parent, as far as that parent can be opened to be synced.
-      await fsyncDir(root);
-      await fsyncDir(path.dirname(root)).catch(() => {});
+      await fsyncPath(root);
+      await fsyncPath(path.dirname(root)).catch(() => {});
       // The marker file first, then the flag a worker of the previous version kept in the index:
       // both consumed durably before the first unsynced entry can be written.
       const marked = await takeCleanStopMarker(path.join(root, 'index'));
@@ -553,7 +553,7 @@ export class BlobStore {
       if (record === undefined) return failure('BlobNotFound', `no blob ${id}`);
       const file = this.blobPath(id);
       await removeQuietly(file);
-      await this.timedFsync('dir', () => fsyncDir(path.dirname(file)));
+      await this.timedFsync('dir', () => fsyncPath(path.dirname(file)));
       await this.index.delete(id);
       this.blobCount -= 1;
       this.blobBytes -= record.size;
@@ -590,7 +590,7 @@ export class BlobStore {
       );
       if (onDisk !== undefined) {
         await removeQuietly(file);
-        await this.timedFsync('dir', () => fsyncDir(path.dirname(file)));
+        await this.timedFsync('dir', () => fsyncPath(path.dirname(file)));
       }
       await this.index.delete(expected.id);
       this.blobCount -= 1;
@@ -629,7 +629,7 @@ export class BlobStore {
     } finally {
       await fs.rm(temp, { force: true });
     }
-    await this.timedFsync('dir', () => fsyncDir(path.dirname(file)));
+    await this.timedFsync('dir', () => fsyncPath(path.dirname(file)));
   }
 
   /** Every blob in id order, from a LevelDB snapshot, in bounded memory. */
@@ -805,7 +805,7 @@ export class BlobStore {
       if (outcomes[slot]!.ok || !blob.temp.renamed) continue;
       try {
         await removeQuietly(finalPath);
-        await fsyncDir(folder);
+        await fsyncPath(folder);
       } catch (err) {
         this.leftFiles = true;
         this.log.error(
@@ -943,7 +943,7 @@ async function startupCheck(
     await fs.rm(path.join(tmpDir, name), { force: true, recursive: true });
     report.tempFilesRemoved += 1;
   }
-  if (report.tempFilesRemoved > 0) await fsyncDir(tmpDir);
+  if (report.tempFilesRemoved > 0) await fsyncPath(tmpDir);
   await finishPendingMarkers(root, index, log, report);
   if (!cleanStop) Object.assign(report, await adoptUnindexedBlobs(path.join(root, 'blobs'), index, log));
 
@@ -987,7 +987,7 @@ async function startupCheck(
         // a file that nothing names.
         const file = path.join(root, blobRelativePath(entry.id));
         await removeQuietly(file);
-        await fsyncDir(path.dirname(file));
+        await fsyncPath(path.dirname(file));
       }
     }
     await index.deleteMany(dropped);
@@ -1024,7 +1024,7 @@ async function finishPendingMarkers(
     if (onDisk !== undefined && onDisk.size === write.size && onDisk.matches) {
       // The crash may have come before the folder fsync that makes the name durable: done here,
       // before the index vouches for the blob.
-      await fsyncDir(path.dirname(file));
+      await fsyncPath(path.dirname(file));
       await index.put(write.id, write);
       report.pendingAdopted += 1;
       log.warn(
@@ -1034,7 +1034,7 @@ async function finishPendingMarkers(
     } else {
       if (onDisk !== undefined) {
         await removeQuietly(file);
-        await fsyncDir(path.dirname(file));
+        await fsyncPath(path.dirname(file));
       }
       await index.clearPending(write.id);
       report.pendingDropped += 1;
@@ -1196,15 +1196,6 @@ function fsyncDirFast(dir: string): Promise<void> {
       else resolve();
     });
   });
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 async function removeQuietly(file: string): Promise<void> {

@@ -7,6 +7,7 @@
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { fsyncPath } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { Crc32c } from '../protocol/checksums.ts';
 import { isValidBlobId } from './blobId.ts';
@@ -70,7 +71,7 @@ export async function adoptUnindexedBlobs(
       }
     }
     if (found.length === 0 && !removed) continue;
-    await fsyncFolder(folder);
+    await fsyncPath(folder);
     if (found.length === 0) continue;
     await index.record(found, { sync: true });
     report.unindexedAdopted += found.length;
@@ -104,13 +105,4 @@ async function checkAgainstTrailer(
     }
   }
   return crc.hex() === record.crc32c ? record : 'bad';
-}
-
-async function fsyncFolder(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
