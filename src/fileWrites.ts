@@ -3,7 +3,7 @@
 // staged uploads take this path.
 
 import { closeSync, openSync, readSync, writev } from 'node:fs';
-import { chmod, mkdir, open } from 'node:fs/promises';
+import fsp, { chmod, mkdir } from 'node:fs/promises';
 
 /**
  * Service data (images, the Raft log and tables, staged uploads, logs) is the service user's alone:
@@ -22,7 +22,7 @@ export function keepNewFilesPrivate(): void {
 
 /** fsync of a file, or of a folder (which makes the names created or renamed in it durable). */
 export async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
+  const fh = await fsp.open(path, 'r');
   try {
     await fh.sync();
   } finally {

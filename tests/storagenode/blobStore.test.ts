@@ -502,7 +502,7 @@ describe('start-up check', () => {
     await writeFile(torn, '01234');
 
     // The crash may have come before the folder fsync that made the name durable: adopting the
-    // blob syncs its folder first (fsyncDir opens it).
+    // blob syncs its folder first (fsyncPath opens it).
     const opened: string[] = [];
     const realOpen = fsp.open.bind(fsp);
     vi.spyOn(fsp, 'open').mockImplementation(((
