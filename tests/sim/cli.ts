@@ -23,6 +23,20 @@ import type { HostOrder } from './simNode.ts';
 
 const HOST_ORDERS: HostOrder[] = ['persistThenSend', 'sendThenPersist'];
 
+const USAGE = `usage: npm run sim -- [options]
+  --seeds N            core seeds to run (default 100)
+  --host-seeds M       host seeds, the real RaftNode driver (default: a tenth of N, at least 1)
+  --from S             first seed (default 1)
+  --verbose            print each run's event trace
+  --single-voter       core seeds with one voter and learners that are never promoted
+  --level-db           host seeds over the real LevelLogStore
+  --ticks T            ticks per run
+  --reorder-rate R     the network's reordering rate, 0..1
+  --core-variant V     a planted core bug: ${CORE_VARIANTS.join(', ')}
+  --host-order O       ${HOST_ORDERS.join(', ')}
+  --host-variant V     a planted driver bug: ${HOST_VARIANTS.join(', ')}
+The last line is always \`sim: <N> seeds, <V> violations\`; the exit code is 1 on any violation.`;
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -37,9 +51,14 @@ async function main(): Promise<number> {
       ticks: { type: 'string' },
       'reorder-rate': { type: 'string' },
       'single-voter': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
   });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
   const count = parseCount(values.seeds, '--seeds');
   const hostCount =
     values['host-seeds'] === undefined
