@@ -12,7 +12,7 @@ import { CRC32C_HEX_PATTERN, Crc32c } from '../protocol/checksums.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
 import { prepareBlobLayout } from './blobLayout.ts';
-import { encodeTrailer, fitsRecord, readTrailer, TRAILER_BYTES } from './blobTrailer.ts';
+import { encodeTrailer, fitsRecord, hashBlobBytes, readTrailer, TRAILER_BYTES } from './blobTrailer.ts';
 import { failure, StorageError, type StoreResult, success } from './errors.ts';
 import { adoptUnindexedBlobs } from './unindexedBlobs.ts';
 
@@ -1161,20 +1161,11 @@ async function hashFile(
   record: BlobRecord,
 ): Promise<{ size: number; matches: boolean } | undefined> {
   const hash = contentHasher(record);
-  let size = 0;
+  let size: number;
   try {
     const fileSize = (await fs.stat(file)).size;
     if (!fitsRecord(fileSize, record)) return { size: fileSize, matches: false };
-    if (record.size > 0) {
-      for await (const chunk of createReadStream(file, {
-        start: 0,
-        end: record.size - 1,
-        highWaterMark: 256 * 1024,
-      }) as AsyncIterable<Buffer>) {
-        size += chunk.byteLength;
-        hash.update(chunk);
-      }
-    }
+    size = await hashBlobBytes(file, record.size, hash);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return undefined;
     throw err;

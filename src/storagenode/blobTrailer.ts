@@ -6,7 +6,7 @@
 // trailer after them, so every read of a blob's bytes reads at the same offsets as before; a file
 // without a trailer (`size` bytes exactly) was written before trailers existed and is still read.
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
 import { crc32c } from '@node-rs/crc32';
 import type { BlobRecord } from './blobIndex.ts';
 
@@ -60,4 +60,27 @@ export function readTrailer(file: string): { fileSize: number; record: Required<
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Feeds the blob's bytes, the first `size` of `file` (a trailer after them is not read), to `hasher`
+ * in order and returns how many it read: fewer than `size` when the file is shorter.
+ */
+export async function hashBlobBytes(
+  file: string,
+  size: number,
+  hasher: { update(chunk: Uint8Array): unknown },
+): Promise<number> {
+  // createReadStream cannot express an empty range (end: -1 reads the whole file).
+  if (size === 0) return 0;
+  let read = 0;
+  for await (const chunk of createReadStream(file, {
+    start: 0,
+    end: size - 1,
+    highWaterMark: 256 * 1024,
+  }) as AsyncIterable<Buffer>) {
+    read += chunk.byteLength;
+    hasher.update(chunk);
+  }
+  return read;
 }

@@ -4,7 +4,6 @@
 // file that would read back wrong is never served. One readdir per blob folder and one index lookup
 // per name, about the cost of the stat per entry every start already pays.
 
-import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fsyncPath } from '../fileWrites.ts';
@@ -12,7 +11,7 @@ import type { Logger } from '../logging.ts';
 import { Crc32c } from '../protocol/checksums.ts';
 import { isValidBlobId } from './blobId.ts';
 import type { BlobEntry, BlobIndex } from './blobIndex.ts';
-import { readTrailer } from './blobTrailer.ts';
+import { hashBlobBytes, readTrailer } from './blobTrailer.ts';
 
 export interface UnindexedReport {
   unindexedAdopted: number;
@@ -95,14 +94,6 @@ async function checkAgainstTrailer(
   const { record } = readTrailer(file);
   if (record === null) return 'noTrailer';
   const crc = new Crc32c();
-  if (record.size > 0) {
-    for await (const chunk of createReadStream(file, {
-      start: 0,
-      end: record.size - 1,
-      highWaterMark: 256 * 1024,
-    }) as AsyncIterable<Buffer>) {
-      crc.update(chunk);
-    }
-  }
+  await hashBlobBytes(file, record.size, crc);
   return crc.hex() === record.crc32c ? record : 'bad';
 }
