@@ -1,102 +1,40 @@
-import type { Server } from 'node:http';
 // A peer that holds the cluster secret is still not trusted blindly: three in-process nodes over
 // real HTTP and LevelDB, and forged messages posted to their raft route as a secret holder would.
 
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ServerType, serve } from '@hono/node-server';
-import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
-import { RaftNode } from '../../src/consensus/raftNode.ts';
-import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
 import { MAX_TERM_JUMP } from '../../src/consensus/transport/messageFilter.ts';
-import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+import {
+  type ClusterSetup,
+  closeAll,
+  InProcessManager,
+  memberUrls,
+  startCluster,
+} from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 
 const SECRET = 'test-secret-peer-trust-0123456789';
-const TICK_MS = 20;
 
-interface Member {
-  id: string;
-  url: string;
-  server: ServerType;
-  node: RaftNode;
-  kv: KvStateMachine;
-  store: LevelLogStore;
-  transport: HttpTransport;
-  metrics: Registry;
-}
+type Member = InProcessManager<KvStateMachine>;
 
 let root: string;
+let setup: ClusterSetup<KvStateMachine>;
 const members: Member[] = [];
-
-async function listen(id: string): Promise<Member> {
-  const m = { id } as Member;
-  const app = raftRoutes({ secret: SECRET, selfId: id, onMessage: (msg) => m.node?.receive(msg) });
-  await new Promise<void>((resolve) => {
-    m.server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {
-      m.url = `http://127.0.0.1:${info.port}`;
-      resolve();
-    });
-  });
-  return m;
-}
-
-async function start(
-  m: Member,
-  initial: Record<string, string> | null,
-  contactPeers?: Record<string, string>,
-): Promise<void> {
-  m.metrics = new Registry();
-  m.store = await LevelLogStore.open(join(root, m.id, 'raft'));
-  m.kv = await KvStateMachine.open(join(root, m.id, 'kv'));
-  m.transport = new HttpTransport({
-    id: m.id,
-    secret: SECRET,
-    onUnreachable: (peer) => m.node?.reportUnreachable(peer),
-    onSnapshotStatus: (peer, ok) => m.node?.reportSnapshot(peer, ok),
-    onReply: (msg) => m.node?.receive(msg),
-  });
-  m.node = await RaftNode.start({
-    id: m.id,
-    store: m.store,
-    stateMachine: m.kv,
-    transport: m.transport,
-    initialMembers: initial,
-    ...(contactPeers ? { contactPeers } : {}),
-    tickMs: TICK_MS,
-    metrics: m.metrics,
-    onFatal: (err) => {
-      throw err;
-    },
-  });
-}
-
-const stopped = new Set<Member>();
 
 /** Waits until one of the running members leads and every other running one follows it. */
 async function stableLeader(among: Member[] = members): Promise<Member> {
   return until('a leader every node agrees on', () => {
-    const running = among.filter((m) => !stopped.has(m));
+    const running = among.filter((m) => m.running);
     const leaders = running.filter((m) => m.node.isLeader());
     if (leaders.length !== 1) return null;
     return running.every((m) => m.node.leaderInfo()?.id === leaders[0]!.id) ? leaders[0]! : null;
   });
-}
-
-async function stop(m: Member): Promise<void> {
-  stopped.add(m);
-  await m.node.stop();
-  await m.transport.close();
-  await m.store.close();
-  await m.kv.close();
 }
 
 function put(m: Member, key: string, value: string) {
@@ -125,20 +63,24 @@ async function stillServing(leader: Member, term: number, key: string): Promise<
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'peer-trust-'));
-  members.push(...(await Promise.all(['t1', 't2', 't3'].map(listen))));
-  const initial = Object.fromEntries(members.map((m) => [m.id, m.url]));
-  await Promise.all(members.map((m) => start(m, initial)));
+  setup = {
+    secret: SECRET,
+    root,
+    openStateMachine: (dir) => KvStateMachine.open(join(dir, 'kv')),
+    node: {
+      tickMs: 20,
+      onFatal: (err) => {
+        throw err;
+      },
+    },
+    replies: true,
+    metrics: true,
+  };
+  members.push(...(await startCluster(['t1', 't2', 't3'], setup)));
 });
 
 afterAll(async () => {
-  for (const m of members) {
-    if (!stopped.has(m)) await stop(m);
-    // A peer's Raft stream is a request in progress, which close() waits for (as managerProcess does).
-    await new Promise((r) => {
-      m.server.close(r);
-      (m.server as Server).closeAllConnections();
-    });
-  }
+  await closeAll(members);
   await rm(root, { recursive: true, force: true });
 });
 
@@ -148,7 +90,7 @@ describe('raft messages from a secret holder', () => {
     await put(leader, 'kept', 'yes');
     const { term } = leader.node.status();
     const follower = members.find((m) => m !== leader)!;
-    await until('the follower applied the write', () => follower.kv.get('kept') === 'yes');
+    await until('the follower applied the write', () => follower.sm.get('kept') === 'yes');
     const last = follower.store.lastIndex();
     const data = JSON.stringify({ op: 'delete', key: 'kept', requestId: randomUUID() });
     for (const target of members) {
@@ -165,7 +107,7 @@ describe('raft messages from a secret holder', () => {
     }
     await stillServing(leader, term, 'after-m9');
     for (const m of members) {
-      expect(m.kv.get('kept')).toBe('yes');
+      expect(m.sm.get('kept')).toBe('yes');
       const refused = await m.metrics.getSingleMetric('imgvault_raft_messages_refused_total')!.get();
       expect(refused.values.find((v) => v.labels.reason === 'not_member')?.value).toBe(1);
     }
@@ -198,12 +140,12 @@ describe('raft messages from a secret holder', () => {
   it('lets a member that missed the membership changes catch up from a leader it never knew', async () => {
     const first = await stableLeader();
     const away = members.find((m) => m !== first)!;
-    await stop(away);
+    await away.stop();
     // While it is away: t4 joins, takes the lead, and the old leader leaves.
-    const t4 = await listen('t4');
+    const t4 = await InProcessManager.listen('t4', setup);
+    const contacts = memberUrls(members);
     members.push(t4);
-    const contacts = Object.fromEntries(members.filter((m) => m !== t4).map((m) => [m.id, m.url]));
-    await start(t4, null, contacts);
+    await t4.start(null, contacts);
     await first.node.addMember('t4', t4.url);
     await first.node.transferLeadership('t4');
     expect((await stableLeader()).id).toBe('t4');
@@ -219,13 +161,12 @@ describe('raft messages from a secret holder', () => {
       if (removed) break;
       await new Promise((r) => setTimeout(r, 50));
     }
-    await stop(first);
+    await first.stop();
     await put(t4, 'while-away', 'yes');
     expect(away.node.status().members.t4).toBeUndefined();
-    stopped.delete(away);
     // Its peer list names the new leader (as a restarted manager's --peers would), so it can answer it.
-    await start(away, null, { [t4.id]: t4.url });
-    await until('the returning member holds the write', () => away.kv.get('while-away') === 'yes', 20_000);
+    await away.start(null, { [t4.id]: t4.url });
+    await until('the returning member holds the write', () => away.sm.get('while-away') === 'yes', 20_000);
     expect(away.node.leaderInfo()?.id).toBe('t4');
     const expected = members
       .filter((m) => m !== first)

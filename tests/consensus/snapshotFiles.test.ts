@@ -18,22 +18,21 @@ import type { Message } from '../../src/consensus/types.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
+import {
+  CLEAN_STOP_MARKER,
+  type SoleManager,
+  startSoleManager,
+  stopSoleManager,
+} from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 import { recordCmd, registerCmd } from '../metadata/metadataFixture.ts';
 
-const MARKER = 'IMGVAULT-CLEAN-STOP';
 const SECRET = 'snapshot-files-secret-0123456789';
 const THRESHOLD = 20;
 const noPeers: RaftTransport = { send: () => {}, setPeer: () => {}, removePeer: () => {} };
 
-interface Manager {
-  node: RaftNode;
-  store: LevelLogStore;
-  sm: MetadataStateMachine;
-}
-
 let root: string | null = null;
-let running: Manager | null = null;
+let running: SoleManager | null = null;
 
 afterEach(async () => {
   if (running) await stop(running);
@@ -41,32 +40,19 @@ afterEach(async () => {
   root = null;
 });
 
-async function start(dir: string, withFolder = true): Promise<Manager> {
-  const store = await LevelLogStore.open(join(dir, 'raft'));
-  const sm = await MetadataStateMachine.open(join(dir, 'metadata'));
-  const node = await RaftNode.start({
-    id: 'm1',
-    store,
-    stateMachine: sm,
-    transport: noPeers,
-    initialMembers: { m1: 'http://127.0.0.1:1' },
-    tickMs: 10,
-    snapshotThreshold: THRESHOLD,
-    ...(withFolder ? { snapshotFolder: await SnapshotFolder.open(join(dir, 'snapshots')) } : {}),
-  });
-  running = { node, store, sm };
-  await until('leadership', () => node.isLeader());
-  return running;
+async function start(dir: string, snapshotFiles = true): Promise<SoleManager> {
+  const m = await startSoleManager(dir, { snapshotThreshold: THRESHOLD, snapshotFiles });
+  running = m;
+  await until('leadership', () => m.node.isLeader());
+  return m;
 }
 
-async function stop(m: Manager): Promise<void> {
+async function stop(m: SoleManager): Promise<void> {
   running = null;
-  await m.node.stop();
-  await m.store.close();
-  await m.sm.close();
+  await stopSoleManager(m);
 }
 
-async function records(m: Manager, from: number, count: number): Promise<void> {
+async function records(m: SoleManager, from: number, count: number): Promise<void> {
   for (let i = from; i < from + count; i++)
     await proposeCommand(m.node, recordCmd(`img-${i}`, ['w1', 'w2'], i));
 }
@@ -97,7 +83,7 @@ describe('snapshots as files', () => {
     expect(names).toContain(snapshotFileName(file!));
 
     // An unclean stop: the tables are emptied and rebuilt from the file and the log after it.
-    await rm(join(root, 'metadata', MARKER));
+    await rm(join(root, 'metadata', CLEAN_STOP_MARKER));
     const again = await start(root);
     await until('the tables rebuilt', () => again.sm.appliedIndex() >= digest.appliedIndex);
     expect((await again.sm.tableDigest()).sha256).toBe(digest.sha256);
@@ -112,7 +98,7 @@ describe('snapshots as files', () => {
     await until('an inline snapshot', () => old.node.status().snapshotIndex > THRESHOLD);
     const digest = await old.sm.tableDigest();
     await stop(old);
-    await rm(join(root, 'metadata', MARKER));
+    await rm(join(root, 'metadata', CLEAN_STOP_MARKER));
 
     const m = await start(root);
     await until('the tables rebuilt', () => m.sm.appliedIndex() >= digest.appliedIndex);

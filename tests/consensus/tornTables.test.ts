@@ -10,28 +10,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
-import { RaftNode, type RaftTransport } from '../../src/consensus/raftNode.ts';
 import type { Command } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { MetadataTables, type TableDigest } from '../../src/metadata/tables.ts';
+import {
+  CLEAN_STOP_MARKER,
+  type SoleManager,
+  startSoleManager,
+  stopSoleManager,
+} from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 import { recordCmd, registerCmd } from '../metadata/metadataFixture.ts';
 
-const MARKER = 'IMGVAULT-CLEAN-STOP';
-
-// A one-manager cluster: it leads alone and never sends a message.
-const noPeers: RaftTransport = { send: () => {}, setPeer: () => {}, removePeer: () => {} };
-
-interface Manager {
-  node: RaftNode;
-  store: LevelLogStore;
-  sm: MetadataStateMachine;
-}
-
 let root: string | null = null;
-let running: Manager | null = null;
+let running: SoleManager | null = null;
 
 afterEach(async () => {
   if (running) await stop(running);
@@ -40,26 +33,13 @@ afterEach(async () => {
   root = null;
 });
 
-async function start(dir: string): Promise<Manager> {
-  const store = await LevelLogStore.open(join(dir, 'raft'));
-  const sm = await MetadataStateMachine.open(join(dir, 'metadata'));
-  const node = await RaftNode.start({
-    id: 'm1',
-    store,
-    stateMachine: sm,
-    transport: noPeers,
-    initialMembers: { m1: 'http://127.0.0.1:1' },
-    tickMs: 10,
-    snapshotThreshold: 4,
-  });
-  running = { node, store, sm };
+async function start(dir: string): Promise<SoleManager> {
+  running = await startSoleManager(dir, { snapshotThreshold: 4 });
   return running;
 }
 
-async function stop(m: Manager): Promise<void> {
-  await m.node.stop();
-  await m.store.close();
-  await m.sm.close();
+async function stop(m: SoleManager): Promise<void> {
+  await stopSoleManager(m);
   running = null;
 }
 
@@ -110,7 +90,7 @@ describe('a manager whose tables were torn by a power cut', () => {
     const before = await buildManager(root);
 
     // A power cut leaves no clean-stop marker, and a torn LevelDB log drops an earlier batch.
-    await rm(join(tablesDir, MARKER));
+    await rm(join(tablesDir, CLEAN_STOP_MARKER));
     await tearTables(tablesDir);
     const torn = await digestOf(tablesDir);
     expect(torn.appliedIndex).toBe(before.appliedIndex);
@@ -127,13 +107,13 @@ describe('a manager whose tables were torn by a power cut', () => {
     root = await mkdtemp(join(tmpdir(), 'imgvault-torn-'));
     const tablesDir = join(root, 'metadata');
     const before = await buildManager(root);
-    expect((await stat(join(tablesDir, MARKER))).isFile()).toBe(true);
+    expect((await stat(join(tablesDir, CLEAN_STOP_MARKER))).isFile()).toBe(true);
 
     const sm = await MetadataStateMachine.open(tablesDir);
     expect(sm.appliedIndex()).toBe(before.appliedIndex);
     expect((await sm.tableDigest()).sha256).toBe(before.sha256);
     // Opening consumed the marker: a crash from here on is an unclean stop.
-    await expect(stat(join(tablesDir, MARKER))).rejects.toThrow();
+    await expect(stat(join(tablesDir, CLEAN_STOP_MARKER))).rejects.toThrow();
     await sm.close();
   });
 });

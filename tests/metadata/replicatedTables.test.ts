@@ -1,99 +1,40 @@
-import type { Server } from 'node:http';
 // The metadata state machine under the real Raft driver: three in-process managers, each with its
 // own LevelDB log and tables in a temp folder, talking over real HTTP on 127.0.0.1. The tables
 // must end byte for byte identical on every manager, including one that was down while the log
 // was compacted past it and catches up from a snapshot.
 
 import { mkdtemp, rm } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ServerType, serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
-import { RaftNode } from '../../src/consensus/raftNode.ts';
-import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
-import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import type { Command } from '../../src/metadata/commands.ts';
-import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
+import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { MetadataTables } from '../../src/metadata/tables.ts';
+import {
+  closeAll,
+  type InProcessManager,
+  memberUrls,
+  openMetadata,
+  startCluster,
+} from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 import { recordCmd, registerCmd } from './metadataFixture.ts';
 
-const SECRET = 'metadata-test-secret-0123456789';
-const TICK_MS = 20;
 const SNAPSHOT_THRESHOLD = 25;
 
-interface Manager {
-  id: string;
-  dir: string;
-  url: string;
-  server: ServerType;
-  node: RaftNode | null;
-  sm: MetadataStateMachine | null;
-  store: LevelLogStore | null;
-  transport: HttpTransport | null;
-}
+type Manager = InProcessManager<MetadataStateMachine>;
 
 let root: string;
-let initial: Record<string, string>;
-const managers: Manager[] = [];
+let managers: Manager[] = [];
 
-async function listen(id: string): Promise<Manager> {
-  const m: Manager = {
-    id,
-    dir: join(root, id),
-    url: '',
-    server: null!,
-    node: null,
-    sm: null,
-    store: null,
-    transport: null,
-  };
-  const app = raftRoutes({ secret: SECRET, selfId: id, onMessage: (msg) => m.node?.receive(msg) });
-  await new Promise<void>((resolve) => {
-    m.server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {
-      m.url = `http://127.0.0.1:${info.port}`;
-      resolve();
-    });
-  });
-  return m;
-}
+/** Starts a stopped manager again, as a founder of the same cluster. */
+const restart = (m: Manager) => m.start(memberUrls(managers));
 
-async function start(m: Manager): Promise<void> {
-  m.store = await LevelLogStore.open(join(m.dir, 'raft'));
-  m.sm = await MetadataStateMachine.open(join(m.dir, 'metadata'));
-  m.transport = new HttpTransport({
-    id: m.id,
-    secret: SECRET,
-    onUnreachable: (peer) => m.node?.reportUnreachable(peer),
-    onSnapshotStatus: (peer, ok) => m.node?.reportSnapshot(peer, ok),
-  });
-  m.node = await RaftNode.start({
-    id: m.id,
-    store: m.store,
-    stateMachine: m.sm,
-    transport: m.transport,
-    initialMembers: initial,
-    tickMs: TICK_MS,
-    snapshotThreshold: SNAPSHOT_THRESHOLD,
-  });
-}
-
-async function stop(m: Manager): Promise<void> {
-  await m.node?.stop();
-  await m.transport?.close();
-  await m.store?.close();
-  await m.sm?.close();
-  m.node = null;
-  m.sm = null;
-}
-
-const running = () => managers.filter((m) => m.node !== null);
+const running = () => managers.filter((m) => m.running);
 
 function leader(): Promise<Manager> {
-  return until('a leader', () => running().find((m) => m.node!.isLeader()) ?? null);
+  return until('a leader', () => running().find((m) => m.node.isLeader()) ?? null);
 }
 
 /** Proposes on the current leader, retrying once the leadership settles if it moved meanwhile. */
@@ -101,7 +42,7 @@ async function propose(command: Command): Promise<unknown> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const m = await leader();
     try {
-      return await proposeCommand(m.node!, command);
+      return await proposeCommand(m.node, command);
     } catch (err) {
       if (attempt === 4) throw err;
     }
@@ -113,8 +54,8 @@ async function propose(command: Command): Promise<unknown> {
 async function settledDigests(): Promise<string[]> {
   return until('every manager at the same applied index', async () => {
     const ms = running();
-    const digests = await Promise.all(ms.map((m) => m.sm!.tableDigest()));
-    const target = Math.max(...ms.map((m) => m.node!.status().commit));
+    const digests = await Promise.all(ms.map((m) => m.sm.tableDigest()));
+    const target = Math.max(...ms.map((m) => m.node.status().commit));
     return digests.every((d) => d.appliedIndex >= target && d.appliedIndex === digests[0]!.appliedIndex)
       ? digests.map((d) => d.sha256)
       : null;
@@ -123,20 +64,16 @@ async function settledDigests(): Promise<string[]> {
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'imgvault-metadata-raft-'));
-  managers.push(...(await Promise.all(['m1', 'm2', 'm3'].map(listen))));
-  initial = Object.fromEntries(managers.map((m) => [m.id, m.url]));
-  await Promise.all(managers.map(start));
+  managers = await startCluster(['m1', 'm2', 'm3'], {
+    secret: 'metadata-test-secret-0123456789',
+    root,
+    openStateMachine: openMetadata,
+    node: { tickMs: 20, snapshotThreshold: SNAPSHOT_THRESHOLD },
+  });
 });
 
 afterAll(async () => {
-  for (const m of managers) {
-    await stop(m);
-    // A peer's Raft stream is a request in progress, which close() waits for (as managerProcess does).
-    await new Promise((r) => {
-      m.server.close(r);
-      (m.server as Server).closeAllConnections();
-    });
-  }
+  await closeAll(managers);
   await rm(root, { recursive: true, force: true });
 });
 
@@ -157,13 +94,13 @@ describe('metadata tables replicated by Raft', () => {
     });
     const digests = await settledDigests();
     expect(new Set(digests).size).toBe(1);
-    for (const m of running()) expect((await m.sm!.stats()).objects).toBe(10);
+    for (const m of running()) expect((await m.sm.stats()).objects).toBe(10);
   });
 
   it('a manager that was down while the log was compacted catches up to identical tables', async () => {
-    const follower = running().find((m) => !m.node!.isLeader())!;
-    const stoppedAt = follower.sm!.appliedIndex();
-    await stop(follower);
+    const follower = running().find((m) => !m.node.isLeader())!;
+    const stoppedAt = follower.sm.appliedIndex();
+    await follower.stop();
     // Enough entries for the leader to snapshot and compact past what the follower holds.
     for (let i = 0; i < SNAPSHOT_THRESHOLD + 10; i++) {
       await propose(
@@ -173,18 +110,18 @@ describe('metadata tables replicated by Raft', () => {
     await propose({ type: 'replaceReplica', id: 'more-0', add: 'w1', remove: 'w3' });
     await propose({ type: 'markNodeState', nodeId: 'w3', state: 'down', at: 99_000 });
     const compacted = await until('the leader compacted its log', async () => {
-      const s = (await leader()).node!.status();
+      const s = (await leader()).node.status();
       return s.snapshotIndex > SNAPSHOT_THRESHOLD ? s.snapshotIndex : null;
     });
     // The entries after `stoppedAt` are gone from the leader's log: only a snapshot can catch up.
     expect(compacted).toBeGreaterThan(stoppedAt + 1);
 
-    await start(follower);
+    await restart(follower);
     const digests = await settledDigests();
     expect(running()).toHaveLength(3);
     expect(new Set(digests).size).toBe(1);
-    expect(await follower.sm!.getObject('more-0')).toMatchObject({ replicas: ['w2', 'w1'] });
-    expect((await follower.sm!.getNode('w3'))?.state).toBe('down');
+    expect(await follower.sm.getObject('more-0')).toMatchObject({ replicas: ['w2', 'w1'] });
+    expect((await follower.sm.getNode('w3'))?.state).toBe('down');
   });
   it('builds a slow snapshot off the Raft loop: no election, and the snapshot holds its own index', async () => {
     // Each snapshot takes 800 ms more to serialise after its state was captured: inside the loop
@@ -198,23 +135,23 @@ describe('metadata tables replicated by Raft', () => {
     });
     try {
       const before = await leader();
-      const term = before.node!.status().term;
-      const snapshotBefore = before.node!.status().snapshotIndex;
+      const term = before.node.status().term;
+      const snapshotBefore = before.node.status().snapshotIndex;
       const follower = running().find((m) => m !== before)!;
-      await stop(follower);
+      await follower.stop();
       // Proposals go on while the snapshots are being serialised.
       for (let i = 0; i < 2 * SNAPSHOT_THRESHOLD; i++) await propose(recordCmd(`slow-${i}`, ['w1', 'w2'], i));
       await until('the leader compacted its log again', async () =>
-        before.node!.status().snapshotIndex > snapshotBefore ? true : null,
+        before.node.status().snapshotIndex > snapshotBefore ? true : null,
       );
       expect(slow).toHaveBeenCalled();
-      expect(before.node!.isLeader()).toBe(true);
-      expect(before.node!.status().term).toBe(term);
+      expect(before.node.isLeader()).toBe(true);
+      expect(before.node.status().term).toBe(term);
       // The follower catches up from a snapshot built while later entries were applied.
-      await start(follower);
+      await restart(follower);
       const digests = await settledDigests();
       expect(new Set(digests).size).toBe(1);
-      expect(before.node!.status().term).toBe(term);
+      expect(before.node.status().term).toBe(term);
     } finally {
       slow.mockRestore();
     }

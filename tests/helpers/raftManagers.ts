@@ -1,0 +1,252 @@
+// Raft managers in the test's own process, with real parts: each keeps its LevelDB log and its
+// state machine under its own folder, and a cluster's managers talk over real HTTP on 127.0.0.1.
+
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { type ServerType, serve } from '@hono/node-server';
+import { Registry } from 'prom-client';
+import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
+import { RaftNode, type RaftNodeOptions, type RaftTransport } from '../../src/consensus/raftNode.ts';
+import { SnapshotFolder } from '../../src/consensus/snapshotFiles.ts';
+import type { StateMachine } from '../../src/consensus/stateMachine.ts';
+import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
+import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
+import { snapshotRoutes } from '../../src/consensus/transport/snapshotRoutes.ts';
+import { SnapshotSender } from '../../src/consensus/transport/snapshotSender.ts';
+import type { Message } from '../../src/consensus/types.ts';
+import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
+
+/** The file a clean stop leaves in the tables' folder (src/metadata/cleanStop.ts). */
+export const CLEAN_STOP_MARKER = 'IMGVAULT-CLEAN-STOP';
+
+type ClosableStateMachine = StateMachine & { close(): Promise<void> };
+
+/** What every manager of one cluster shares. */
+export interface ClusterSetup<SM extends ClosableStateMachine> {
+  secret: string;
+  /** Each manager keeps its files under root/<id>. */
+  root: string;
+  /** Opens the state machine in a manager's folder. */
+  openStateMachine(dir: string): Promise<SM>;
+  /** Passed to every RaftNode.start (tickMs, snapshotThreshold, onFatal...). */
+  node?: Partial<Omit<RaftNodeOptions, 'id' | 'store' | 'stateMachine' | 'transport' | 'initialMembers'>>;
+  /** Snapshots as files, streamed on their own route in pieces of this size (else inline). */
+  snapshotPieceBytes?: number;
+  /** False drops a message on arrival (a test's network cut). */
+  accept?: (to: string, msg: Message) => boolean;
+  /** Deliver the messages a peer sends back on the response of our requests, as managerProcess does. */
+  replies?: boolean;
+  /** A fresh metrics registry for each start. */
+  metrics?: boolean;
+}
+
+/** One manager: its server listens from creation, its node runs between start() and stop(). */
+export class InProcessManager<SM extends ClosableStateMachine> {
+  url = '';
+  server: ServerType | null = null;
+  /** The snapshot pieces (PUTs on the snapshot route) this manager received. */
+  snapshotPieces = 0;
+  /** Between start() and stop(). */
+  running = false;
+  private parts: {
+    node: RaftNode;
+    sm: SM;
+    store: LevelLogStore;
+    transport: HttpTransport;
+    sender: SnapshotSender | null;
+    metrics: Registry | undefined;
+  } | null = null;
+
+  private constructor(
+    readonly id: string,
+    readonly dir: string,
+    private readonly setup: ClusterSetup<SM>,
+    /** One folder for the routes and the node, as in a manager process. */
+    private readonly folder: SnapshotFolder | null,
+  ) {}
+
+  /** A manager whose server listens on a free port: its URL is known before any node starts. */
+  static async listen<SM extends ClosableStateMachine>(
+    id: string,
+    setup: ClusterSetup<SM>,
+  ): Promise<InProcessManager<SM>> {
+    const dir = join(setup.root, id);
+    const folder =
+      setup.snapshotPieceBytes === undefined ? null : await SnapshotFolder.open(join(dir, 'snapshots'));
+    const m = new InProcessManager(id, dir, setup, folder);
+    // The routes answer 403 when the node refuses (false); a message the cut drops is answered as taken.
+    const cut = (msg: Message) => setup.accept !== undefined && !setup.accept(id, msg);
+    const onMessage = (msg: Message) => (cut(msg) || !m.running ? undefined : m.parts?.node.receive(msg));
+    const app = raftRoutes({ secret: setup.secret, selfId: id, onMessage });
+    if (folder) {
+      app.use('/raft/snapshot', async (c, next) => {
+        if (c.req.method === 'PUT') m.snapshotPieces += 1;
+        await next();
+      });
+      app.route(
+        '/',
+        snapshotRoutes({
+          secret: setup.secret,
+          selfId: id,
+          folder,
+          onMessage: (msg) => (cut(msg) ? undefined : m.running ? m.parts!.node.receive(msg) : false),
+        }),
+      );
+    }
+    await new Promise<void>((resolve) => {
+      m.server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {
+        m.url = `http://127.0.0.1:${info.port}`;
+        resolve();
+      });
+    });
+    return m;
+  }
+
+  /** The parts of the last start: a stopped node still answers status() with what it last knew. */
+  private get started() {
+    if (this.parts === null) throw new Error(`manager ${this.id} was never started`);
+    return this.parts;
+  }
+
+  get node(): RaftNode {
+    return this.started.node;
+  }
+
+  get sm(): SM {
+    return this.started.sm;
+  }
+
+  get store(): LevelLogStore {
+    return this.started.store;
+  }
+
+  get metrics(): Registry {
+    const { metrics } = this.started;
+    if (!metrics) throw new Error(`manager ${this.id} was started without metrics`);
+    return metrics;
+  }
+
+  /** Opens its log and state machine and starts its node: a founder, or a joiner (null). */
+  async start(initialMembers: Record<string, string> | null, contactPeers?: Record<string, string>) {
+    const { setup, folder } = this;
+    const store = await LevelLogStore.open(join(this.dir, 'raft'));
+    const sm = await setup.openStateMachine(this.dir);
+    const metrics = setup.metrics ? new Registry() : undefined;
+    // The transport's callbacks reach the node of this start once it exists.
+    let node: RaftNode | null = null;
+    const reportSnapshot = (peer: string, ok: boolean) => node?.reportSnapshot(peer, ok);
+    const sender = folder
+      ? new SnapshotSender({
+          id: this.id,
+          folder,
+          secret: setup.secret,
+          pieceBytes: setup.snapshotPieceBytes,
+          onSnapshotStatus: reportSnapshot,
+        })
+      : null;
+    const transport = new HttpTransport({
+      id: this.id,
+      secret: setup.secret,
+      onUnreachable: (peer) => node?.reportUnreachable(peer),
+      onSnapshotStatus: reportSnapshot,
+      ...(sender ? { sendSnapshot: (msg: Message, url: string) => sender.send(msg, url) } : {}),
+      ...(setup.replies ? { onReply: (msg: Message) => node?.receive(msg) } : {}),
+    });
+    node = await RaftNode.start({
+      ...setup.node,
+      id: this.id,
+      store,
+      stateMachine: sm,
+      transport,
+      initialMembers,
+      ...(contactPeers ? { contactPeers } : {}),
+      ...(folder ? { snapshotFolder: folder } : {}),
+      ...(metrics ? { metrics } : {}),
+    });
+    this.parts = { node, sm, store, transport, sender, metrics };
+    this.running = true;
+  }
+
+  /** Stops its node and closes its files; the server keeps listening (a restart keeps the URL). */
+  async stop(): Promise<void> {
+    const parts = this.parts;
+    if (!this.running || parts === null) return;
+    this.running = false;
+    await parts.node.stop();
+    parts.sender?.close();
+    await parts.transport.close();
+    await parts.store.close();
+    await parts.sm.close();
+  }
+
+  /** Stops it and closes its server. */
+  async close(): Promise<void> {
+    await this.stop();
+    const server = this.server;
+    if (!server) return;
+    // A peer's Raft stream is a request in progress, which close() waits for (as managerProcess does).
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      (server as Server).closeAllConnections();
+    });
+  }
+}
+
+/** Managers that listen, then start together as the founders of one cluster. */
+export async function startCluster<SM extends ClosableStateMachine>(
+  ids: string[],
+  setup: ClusterSetup<SM>,
+): Promise<InProcessManager<SM>[]> {
+  const managers = await Promise.all(ids.map((id) => InProcessManager.listen(id, setup)));
+  const founders = memberUrls(managers);
+  await Promise.all(managers.map((m) => m.start(founders)));
+  return managers;
+}
+
+/** id -> URL of the managers given. */
+export function memberUrls(managers: InProcessManager<ClosableStateMachine>[]): Record<string, string> {
+  return Object.fromEntries(managers.map((m) => [m.id, m.url]));
+}
+
+export async function closeAll(managers: InProcessManager<ClosableStateMachine>[]): Promise<void> {
+  for (const m of managers) await m.close();
+}
+
+/** The metadata state machine in a manager's folder. */
+export const openMetadata = (dir: string) => MetadataStateMachine.open(join(dir, 'metadata'));
+
+/** A one-manager cluster: it leads alone and never sends a message. */
+const noPeers: RaftTransport = { send: () => {}, setPeer: () => {}, removePeer: () => {} };
+
+export interface SoleManager {
+  node: RaftNode;
+  store: LevelLogStore;
+  sm: MetadataStateMachine;
+}
+
+/** Starts a one-manager cluster on the metadata tables in `dir`; snapshots as files with `snapshotFiles`. */
+export async function startSoleManager(
+  dir: string,
+  options: { snapshotThreshold: number; snapshotFiles?: boolean },
+): Promise<SoleManager> {
+  const store = await LevelLogStore.open(join(dir, 'raft'));
+  const sm = await openMetadata(dir);
+  const node = await RaftNode.start({
+    id: 'm1',
+    store,
+    stateMachine: sm,
+    transport: noPeers,
+    initialMembers: { m1: 'http://127.0.0.1:1' },
+    tickMs: 10,
+    snapshotThreshold: options.snapshotThreshold,
+    ...(options.snapshotFiles ? { snapshotFolder: await SnapshotFolder.open(join(dir, 'snapshots')) } : {}),
+  });
+  return { node, store, sm };
+}
+
+export async function stopSoleManager(m: SoleManager): Promise<void> {
+  await m.node.stop();
+  await m.store.close();
+  await m.sm.close();
+}
