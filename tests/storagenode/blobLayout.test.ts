@@ -6,40 +6,21 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LAYOUT_MARKER } from '../../src/storagenode/blobLayout.ts';
-import { BlobStore } from '../../src/storagenode/blobStore.ts';
-import { makeDataDir, removeDir, sha256Of } from './workerHarness.ts';
+import type { BlobStore } from '../../src/storagenode/blobStore.ts';
+import { sha256Of, useBlobStoreFolder } from './workerHarness.ts';
 
-let dataDir: string;
-const open: BlobStore[] = [];
-
-beforeEach(async () => {
-  dataDir = await makeDataDir();
-});
-
-afterEach(async () => {
-  for (const store of open.splice(0)) await store.close();
-  await removeDir(dataDir);
-});
-
-async function openStore(): Promise<BlobStore> {
-  const store = await BlobStore.open(dataDir);
-  open.push(store);
-  return store;
-}
-
-async function closeStore(store: BlobStore): Promise<void> {
-  open.splice(open.indexOf(store), 1);
-  await store.close();
-}
+const folder = useBlobStoreFolder();
+const openStore = folder.open;
+const closeStore = folder.close;
 
 const hashOf = (id: string) => createHash('sha256').update(id).digest('hex');
 
 /** Where the two-level layout kept a blob: `blobs/ab/cd/<id>`. */
 const oldPath = (id: string) => {
   const h = hashOf(id);
-  return path.join(dataDir, 'blobs', h.slice(0, 2), h.slice(2, 4), id);
+  return path.join(folder.dataDir, 'blobs', h.slice(0, 2), h.slice(2, 4), id);
 };
 
 /**
@@ -69,14 +50,14 @@ async function oldLayoutFolder(bodies: Map<string, Buffer>): Promise<void> {
     await mkdir(path.dirname(oldPath(id)), { recursive: true });
     await rename(current[k]!, oldPath(id));
   }
-  await rm(path.join(dataDir, 'blobs', LAYOUT_MARKER));
+  await rm(path.join(folder.dataDir, 'blobs', LAYOUT_MARKER));
 }
 
 async function subfolders(): Promise<string[]> {
   const found: string[] = [];
-  for (const top of await readdir(path.join(dataDir, 'blobs'), { withFileTypes: true })) {
+  for (const top of await readdir(path.join(folder.dataDir, 'blobs'), { withFileTypes: true })) {
     if (!top.isDirectory()) continue;
-    for (const e of await readdir(path.join(dataDir, 'blobs', top.name), { withFileTypes: true })) {
+    for (const e of await readdir(path.join(folder.dataDir, 'blobs', top.name), { withFileTypes: true })) {
       if (e.isDirectory()) found.push(`${top.name}/${e.name}`);
     }
   }
@@ -109,7 +90,7 @@ describe('blob folder layout', () => {
       blobCount: ids.length,
     });
     expect(await subfolders()).toEqual([]);
-    expect(await readdir(path.join(dataDir, 'blobs'))).toContain(LAYOUT_MARKER);
+    expect(await readdir(path.join(folder.dataDir, 'blobs'))).toContain(LAYOUT_MARKER);
     await expectAllReadBack(store, bodies);
     await closeStore(store);
 

@@ -1,37 +1,18 @@
 import fsp, { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { BLOB_ID_PATTERN, blobRelativePath, isValidBlobId } from '../../src/storagenode/blobId.ts';
 import { BlobIndex } from '../../src/storagenode/blobIndex.ts';
 import { LAYOUT_MARKER } from '../../src/storagenode/blobLayout.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
 import { resolveRange } from '../../src/storagenode/workerApp.ts';
-import { makeDataDir, removeDir, sha256Of } from './workerHarness.ts';
+import { sha256Of, useBlobStoreFolder } from './workerHarness.ts';
 
-let dataDir: string;
-const open: BlobStore[] = [];
-
-beforeEach(async () => {
-  dataDir = await makeDataDir();
-});
-
-afterEach(async () => {
-  for (const store of open.splice(0)) await store.close();
-  await removeDir(dataDir);
-});
-
-async function openStore(options: { quotaBytes?: number } = {}): Promise<BlobStore> {
-  const store = await BlobStore.open(dataDir, options);
-  open.push(store);
-  return store;
-}
-
-async function closeStore(store: BlobStore): Promise<void> {
-  open.splice(open.indexOf(store), 1);
-  await store.close();
-}
+const folder = useBlobStoreFolder();
+const openStore = folder.open;
+const closeStore = folder.close;
 
 async function write(store: BlobStore, id: string, body: Buffer, maxBytes = 1 << 30) {
   return store.writeAtomically(id, Readable.from([body]), sha256Of(body), maxBytes);
@@ -152,7 +133,7 @@ describe('BlobStore', () => {
     await unread.value.release();
 
     // A file shorter than its index entry is refused before a byte of it is sent.
-    await writeFile(path.join(dataDir, blobRelativePath('c2')), 'short');
+    await writeFile(path.join(folder.dataDir, blobRelativePath('c2')), 'short');
     const cut = await store.openForCopy('c2');
     expect(cut.ok ? 'ok' : cut.error.code).toBe('Internal');
     const missing = await store.openForCopy('nope');
@@ -236,11 +217,11 @@ describe('BlobStore', () => {
 describe('write path', () => {
   it('makes the 256 blob folders with the data folder; a new blob fsyncs only its file and its folder', async () => {
     const store = await openStore();
-    const top = (await readdir(path.join(dataDir, 'blobs'))).filter((n) => n !== LAYOUT_MARKER);
+    const top = (await readdir(path.join(folder.dataDir, 'blobs'))).filter((n) => n !== LAYOUT_MARKER);
     expect(top).toHaveLength(256);
     expect(top).toContain('00');
     expect(top).toContain('ff');
-    expect(await readdir(path.join(dataDir, 'blobs'))).toContain(LAYOUT_MARKER);
+    expect(await readdir(path.join(folder.dataDir, 'blobs'))).toContain(LAYOUT_MARKER);
 
     const seen: string[] = [];
     store.onFsync((target) => seen.push(target));
@@ -457,8 +438,8 @@ describe('start-up check', () => {
     const lostFile = store.blobPath('lost');
     await closeStore(store);
     await (await import('node:fs/promises')).rm(lostFile);
-    await writeFile(path.join(dataDir, 'tmp', 'crashed.0011223344556677.tmp'), 'half a blob');
-    await writeFile(path.join(dataDir, 'tmp', 'other.tmp'), 'another half');
+    await writeFile(path.join(folder.dataDir, 'tmp', 'crashed.0011223344556677.tmp'), 'half a blob');
+    await writeFile(path.join(folder.dataDir, 'tmp', 'other.tmp'), 'another half');
 
     store = await openStore();
     expect(store.startupReport).toMatchObject({
@@ -488,16 +469,16 @@ describe('start-up check', () => {
   it('adopts a blob renamed into place before a crash kept its index entry from being written', async () => {
     const body = Buffer.from('renamed but not yet indexed');
     const id = 'crash-after-rename';
-    await mkdir(dataDir, { recursive: true });
-    const index = await BlobIndex.open(path.join(dataDir, 'index'));
+    await mkdir(folder.dataDir, { recursive: true });
+    const index = await BlobIndex.open(path.join(folder.dataDir, 'index'));
     await index.markPending({ id, size: body.length, sha256: sha256Of(body) });
     await index.markPending({ id: 'crash-before-rename', size: 3, sha256: sha256Of(Buffer.from('abc')) });
     await index.markPending({ id: 'crash-torn', size: 10, sha256: sha256Of(Buffer.from('0123456789')) });
     await index.close();
-    const file = path.join(dataDir, blobRelativePath(id));
+    const file = path.join(folder.dataDir, blobRelativePath(id));
     await mkdir(path.dirname(file), { recursive: true });
     await writeFile(file, body);
-    const torn = path.join(dataDir, blobRelativePath('crash-torn'));
+    const torn = path.join(folder.dataDir, blobRelativePath('crash-torn'));
     await mkdir(path.dirname(torn), { recursive: true });
     await writeFile(torn, '01234');
 
@@ -543,6 +524,6 @@ describe('start-up check', () => {
 
   it('refuses a second store on the same data folder', async () => {
     await openStore();
-    await expect(BlobStore.open(dataDir)).rejects.toThrow();
+    await expect(BlobStore.open(folder.dataDir)).rejects.toThrow();
   });
 });

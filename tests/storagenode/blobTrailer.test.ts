@@ -2,14 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { takeCleanStopMarker } from '../../src/metadata/cleanStop.ts';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { blobRelativePath } from '../../src/storagenode/blobId.ts';
 import { BlobIndex } from '../../src/storagenode/blobIndex.ts';
-import { BlobStore } from '../../src/storagenode/blobStore.ts';
+import type { BlobStore } from '../../src/storagenode/blobStore.ts';
 import { decodeTrailer, encodeTrailer, TRAILER_BYTES } from '../../src/storagenode/blobTrailer.ts';
-import { makeDataDir, removeDir, sha256Of } from './workerHarness.ts';
+import { sha256Of, useBlobStoreFolder } from './workerHarness.ts';
 
 /**
  * The write protocol without a synced marker: each blob file carries a trailer, and a start after an
@@ -18,28 +18,9 @@ import { makeDataDir, removeDir, sha256Of } from './workerHarness.ts';
  * store, which is what the disk holds after one that came between the answer and the next sync.
  */
 
-let dataDir: string;
-const open: BlobStore[] = [];
-
-beforeEach(async () => {
-  dataDir = await makeDataDir();
-});
-
-afterEach(async () => {
-  for (const store of open.splice(0)) await store.close();
-  await removeDir(dataDir);
-});
-
-async function openStore(): Promise<BlobStore> {
-  const store = await BlobStore.open(dataDir);
-  open.push(store);
-  return store;
-}
-
-async function closeStore(store: BlobStore): Promise<void> {
-  open.splice(open.indexOf(store), 1);
-  await store.close();
-}
+const folder = useBlobStoreFolder();
+const openStore = folder.open;
+const closeStore = folder.close;
 
 async function put(store: BlobStore, id: string, body: Buffer): Promise<void> {
   const res = await store.writeAtomically(id, Readable.from([body]), sha256Of(body), 1 << 30, {
@@ -58,16 +39,16 @@ async function readAll(store: BlobStore, id: string): Promise<Buffer> {
 
 /** What a power cut after the answers leaves: the files, without their unsynced index entries. */
 async function loseIndexEntries(ids: string[]): Promise<void> {
-  const index = await BlobIndex.open(path.join(dataDir, 'index'));
+  const index = await BlobIndex.open(path.join(folder.dataDir, 'index'));
   try {
     await index.deleteMany(ids);
   } finally {
     await index.close();
   }
-  await takeCleanStopMarker(path.join(dataDir, 'index'));
+  await takeCleanStopMarker(path.join(folder.dataDir, 'index'));
 }
 
-const fileOf = (id: string) => path.join(dataDir, blobRelativePath(id));
+const fileOf = (id: string) => path.join(folder.dataDir, blobRelativePath(id));
 
 describe('blob trailer', () => {
   it('follows the bytes in every file written, naming their size and checksums', async () => {
@@ -173,7 +154,7 @@ describe('start after an unclean stop', () => {
     let store = await openStore();
     await put(store, 'planted', Buffer.from('planted bytes'));
     await closeStore(store);
-    const index = await BlobIndex.open(path.join(dataDir, 'index'));
+    const index = await BlobIndex.open(path.join(folder.dataDir, 'index'));
     await index.deleteMany(['planted']);
     await index.close();
 
@@ -212,10 +193,10 @@ describe('clean stop', () => {
     let store = await openStore();
     await put(store, 'kept', Buffer.from('kept bytes'));
     await closeStore(store);
-    const index = await BlobIndex.open(path.join(dataDir, 'index'));
+    const index = await BlobIndex.open(path.join(folder.dataDir, 'index'));
     await index.deleteMany(['kept']);
     await index.close();
-    expect(await takeCleanStopMarker(path.join(dataDir, 'index'))).toBe(true);
+    expect(await takeCleanStopMarker(path.join(folder.dataDir, 'index'))).toBe(true);
 
     store = await openStore();
     expect(store.startupReport).toMatchObject({ cleanStop: false, unindexedAdopted: 1, blobCount: 1 });
@@ -225,8 +206,8 @@ describe('clean stop', () => {
     let store = await openStore();
     await put(store, 'planted', Buffer.from('planted bytes'));
     await closeStore(store);
-    await takeCleanStopMarker(path.join(dataDir, 'index'));
-    const index = await BlobIndex.open(path.join(dataDir, 'index'));
+    await takeCleanStopMarker(path.join(folder.dataDir, 'index'));
+    const index = await BlobIndex.open(path.join(folder.dataDir, 'index'));
     await index.deleteMany(['planted']);
     await index.markCleanStop();
     await index.close();
@@ -234,7 +215,7 @@ describe('clean stop', () => {
     store = await openStore();
     expect(store.startupReport).toMatchObject({ cleanStop: true, unindexedAdopted: 0, blobCount: 0 });
     await closeStore(store);
-    await takeCleanStopMarker(path.join(dataDir, 'index'));
+    await takeCleanStopMarker(path.join(folder.dataDir, 'index'));
     // Consumed: without the new marker either, the next start walks.
     store = await openStore();
     expect(store.startupReport).toMatchObject({ cleanStop: false, unindexedAdopted: 1, blobCount: 1 });
@@ -247,7 +228,7 @@ describe('clean stop', () => {
       expectedCrc32c: crc32cHex(body),
     });
     if (!r.ok || r.value.kind !== 'received') throw new Error('receive failed');
-    open.splice(open.indexOf(store), 1);
+    folder.disown(store);
     const closing = store.close();
     await expect(store.commitReceived([r.value.blob])).rejects.toThrow(/closed/);
     await closing;

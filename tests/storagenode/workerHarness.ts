@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { serve } from '@hono/node-server';
+import { afterEach, beforeEach } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { BlobStore, type BlobStoreOptions } from '../../src/storagenode/blobStore.ts';
 import { createWorkerApp, type WorkerApp } from '../../src/storagenode/workerApp.ts';
@@ -31,6 +32,47 @@ export async function makeDataDir(): Promise<string> {
 
 export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
+}
+
+export interface BlobStoreFolder {
+  /** This test's data folder. */
+  readonly dataDir: string;
+  /** Opens a store on it, closed after the test unless closed before. */
+  open(options?: BlobStoreOptions): Promise<BlobStore>;
+  close(store: BlobStore): Promise<void>;
+  /** Leaves `store` to the test, which closes it itself. */
+  disown(store: BlobStore): void;
+}
+
+/** Registers hooks that give each test of the file a fresh data folder, then close its stores and remove it. */
+export function useBlobStoreFolder(): BlobStoreFolder {
+  let dataDir = '';
+  const open: BlobStore[] = [];
+  beforeEach(async () => {
+    dataDir = await makeDataDir();
+  });
+  afterEach(async () => {
+    for (const store of open.splice(0)) await store.close();
+    await removeDir(dataDir);
+  });
+  const disown = (store: BlobStore) => {
+    open.splice(open.indexOf(store), 1);
+  };
+  return {
+    get dataDir() {
+      return dataDir;
+    },
+    async open(options = {}) {
+      const store = await BlobStore.open(dataDir, options);
+      open.push(store);
+      return store;
+    },
+    async close(store) {
+      disown(store);
+      await store.close();
+    },
+    disown,
+  };
 }
 
 /** A real worker: BlobStore on a real folder, the Hono app on 127.0.0.1, an OS-chosen port. */
