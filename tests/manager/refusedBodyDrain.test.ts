@@ -2,10 +2,10 @@
 // read to its end (the connection stays usable); one over the per-body cap, or one that would pass
 // the process-wide budget while other drains hold it, is answered at once with the connection closed.
 
-import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { request } from 'node:http';
 import { afterEach, expect, it } from 'vitest';
 import { RefusedBodyDrain } from '../../src/manager/http/refusedBodyDrain.ts';
+import { listenOnLoopback } from '../helpers/loopbackServer.ts';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -14,22 +14,13 @@ afterEach(async () => {
 
 /** A server refusing every request with 503, after draining its body through `drain` if it can. */
 async function refusingServer(drain: RefusedBodyDrain): Promise<string> {
-  const sockets = new Set<Socket>();
-  const server: Server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
+  const server = await listenOnLoopback(async (req, res) => {
     const read = await drain.drain(req, Number(req.headers['content-length'] ?? Number.NaN));
     res.writeHead(503, read ? {} : { connection: 'close' });
     res.end(JSON.stringify({ read }));
   });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  cleanups.push(server.close);
+  return server.url;
 }
 
 interface Sent {

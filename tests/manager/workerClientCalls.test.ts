@@ -3,8 +3,7 @@
 // timeout, while a big body that keeps moving is never cut by it.
 
 import { createHash } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
@@ -15,6 +14,7 @@ import {
   WorkerCallError,
   WorkerClient,
 } from '../../src/manager/workerClient.ts';
+import { listenOnLoopback } from '../helpers/loopbackServer.ts';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -23,18 +23,9 @@ afterEach(async () => {
 
 /** A stand-in worker on 127.0.0.1 answering with `handle`; its URL. */
 async function standIn(handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
-  const sockets = new Set<Socket>();
-  const server: Server = createServer(handle);
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const server = await listenOnLoopback(handle);
+  cleanups.push(server.close);
+  return server.url;
 }
 
 function client(opts: ConstructorParameters<typeof WorkerClient>[0]): WorkerClient {
