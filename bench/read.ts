@@ -15,10 +15,11 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { Agent, request } from 'undici';
+import { type Agent, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
-import { ImageCluster, type ManagerProc, pngImage } from '../tests/integration/imageCluster.ts';
+import { type ImageCluster, type ManagerProc, pngImage } from '../tests/integration/imageCluster.ts';
 import { combine, drive, percentile, type RunResult } from './closedLoop.ts';
+import { startImageBenchCluster } from './imageBenchCluster.ts';
 import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
 
 const SECS = Number(process.env.BENCH_SECS ?? 4);
@@ -81,13 +82,8 @@ async function whereTheTimeGoes(
 
 async function main(): Promise<void> {
   console.log(`bench:read: starting 3 managers and 3 workers (${ROUNDS} x ${SECS} s per cell)...`);
-  const cluster = await ImageCluster.start({
-    name: 'imgvault-bench-read',
-    managers: 3,
-    workers: 3,
-    startTimeoutMs: 120_000,
-  });
-  const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000, pipelining: 1 });
+  const bench = await startImageBenchCluster('imgvault-bench-read');
+  const { cluster, agent } = bench;
   try {
     const leader = await cluster.leader();
     const follower = (await cluster.followers())[0]!;
@@ -178,8 +174,7 @@ async function main(): Promise<void> {
     );
     await whereTheTimeGoes(cluster, leader, agent, ids, get(leader));
   } finally {
-    await agent.close();
-    await cluster.close();
+    await bench.close();
   }
 }
 

@@ -20,9 +20,10 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Agent, request } from 'undici';
-import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
+import { request } from 'undici';
+import { pngImage } from '../tests/integration/imageCluster.ts';
 import { combine, drive, percentile, type RunResult } from './closedLoop.ts';
+import { startImageBenchCluster } from './imageBenchCluster.ts';
 import { cpuSeconds } from './processCpu.ts';
 import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
 
@@ -78,13 +79,8 @@ function fmt(n: number, digits = 1): string {
 
 async function main(): Promise<void> {
   console.log(`bench:upload: starting 3 managers and 3 workers (${ROUNDS} x ${SECS} s per side and cell)...`);
-  const cluster = await ImageCluster.start({
-    name: 'imgvault-bench-upload',
-    managers: 3,
-    workers: 3,
-    startTimeoutMs: 120_000,
-  });
-  const agent = new Agent({ connections: 16, keepAliveTimeout: 30_000, pipelining: 1 });
+  const bench = await startImageBenchCluster('imgvault-bench-upload');
+  const { cluster, agent } = bench;
   const rawDirs = ['a', 'b', 'c'].map((d) => path.join(cluster.root, 'raw', d));
   for (const d of rawDirs) await fs.mkdir(d, { recursive: true });
   const rows: string[][] = [];
@@ -182,8 +178,7 @@ async function main(): Promise<void> {
       rows[rows.length - 1]![13] = leaderRssMiB(leader.child?.pid);
     }
   } finally {
-    await agent.close();
-    await cluster.close();
+    await bench.close();
   }
   const header = [
     'size',
