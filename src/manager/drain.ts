@@ -4,7 +4,7 @@
 // A drain started by mistake is taken back with `undrain`: the node is `up` again, so the repair
 // loop no longer counts it as leaving and placement may pick it; copies already moved off stay moved.
 
-import { NODE_ID_PATTERN, type NodeState } from '../metadata/commands.ts';
+import { NODE_ID_PATTERN, type NodeState, type NodeView } from '../metadata/commands.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
 import { ImageError, type RaftAccess } from './imageService.ts';
@@ -48,9 +48,20 @@ function requireLeader(raft: RaftAccess): void {
   throw new ImageError('NoLeader', 'no leader is known right now; retry shortly');
 }
 
-function checkId(nodeId: string): void {
+/** The registered node `nodeId` names, read on the leader: what a drain or an undrain starts from. */
+async function nodeToChange(
+  raft: RaftAccess,
+  metadata: MetadataStateMachine,
+  nodeId: string,
+): Promise<NodeView> {
   if (!NODE_ID_PATTERN.test(nodeId)) throw new DrainError('InvalidId', `invalid node id ${nodeId}`);
+  requireLeader(raft);
+  const node = await metadata.getNode(nodeId);
+  if (!node) throw new DrainError('NodeUnknown', `node ${nodeId} is not registered`);
+  return node;
 }
+
+const leaving = (state: NodeState) => state === 'draining' || state === 'drained';
 
 /** Commits `state` only if the node is still `expected` then (another change may have landed since it was read). */
 async function markState(
@@ -75,16 +86,12 @@ export async function startDrain(
   metadata: MetadataStateMachine,
   nodeId: string,
 ): Promise<DrainStatus> {
-  checkId(nodeId);
-  requireLeader(raft);
-  const node = await metadata.getNode(nodeId);
-  if (!node) throw new DrainError('NodeUnknown', `node ${nodeId} is not registered`);
+  const node = await nodeToChange(raft, metadata, nodeId);
   if (node.state === 'down') {
     // Its copies are already being repaired elsewhere; draining needs a worker that can serve.
     throw new DrainError('NodeDown', `node ${nodeId} is down; its objects are repaired without a drain`);
   }
-  if (node.state !== 'draining' && node.state !== 'drained')
-    await markState(raft, nodeId, 'draining', node.state);
+  if (!leaving(node.state)) await markState(raft, nodeId, 'draining', node.state);
   return (await drainStatus(metadata, nodeId)) as DrainStatus;
 }
 
@@ -98,11 +105,8 @@ export async function undrain(
   metadata: MetadataStateMachine,
   nodeId: string,
 ): Promise<DrainStatus> {
-  checkId(nodeId);
-  requireLeader(raft);
-  const node = await metadata.getNode(nodeId);
-  if (!node) throw new DrainError('NodeUnknown', `node ${nodeId} is not registered`);
-  if (node.state !== 'draining' && node.state !== 'drained') {
+  const node = await nodeToChange(raft, metadata, nodeId);
+  if (!leaving(node.state)) {
     throw new DrainError('NotDraining', `node ${nodeId} is ${node.state}, not draining or drained`);
   }
   await markState(raft, nodeId, 'up', node.state);
