@@ -7,17 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
-import { RaftError, RaftNode } from '../../src/consensus/raftNode.ts';
-import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
+import { RaftError } from '../../src/consensus/raftNode.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+import { type SoleManager, startSoleManager, stopSoleManager } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 
 let root: string;
-let store: LevelLogStore;
-let kv: KvStateMachine;
-let transport: HttpTransport;
-let node: RaftNode;
+let manager: SoleManager<KvStateMachine> | undefined;
 const registry = new Registry();
 
 async function sample(name: string): Promise<number | undefined> {
@@ -34,42 +30,28 @@ async function dropped(reason: string): Promise<number> {
 
 function put(key: string): Promise<unknown> {
   const requestId = randomUUID();
-  return node.propose(JSON.stringify({ op: 'put', key, value: 'v', requestId }), requestId);
+  return manager!.node.propose(JSON.stringify({ op: 'put', key, value: 'v', requestId }), requestId);
 }
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'raft-metrics-'));
-  store = await LevelLogStore.open(join(root, 'raft'));
-  kv = await KvStateMachine.open(join(root, 'kv'));
-  transport = new HttpTransport({
-    id: 'n1',
-    secret: 'test-secret-0123456789abcdef',
-    onUnreachable: () => {},
-    onSnapshotStatus: () => {},
-    onReply: () => {},
-  });
-  node = await RaftNode.start({
-    id: 'n1',
-    store,
-    stateMachine: kv,
-    transport,
-    // Never contacted: a single voter elects itself.
-    initialMembers: { n1: 'http://127.0.0.1:9' },
-    tickMs: 20,
-    maxPendingProposals: 1,
-    metrics: registry,
-    onFatal: (err) => {
-      throw err;
+  manager = await startSoleManager(root, {
+    openStateMachine: (dir) => KvStateMachine.open(join(dir, 'kv')),
+    node: {
+      tickMs: 20,
+      maxPendingProposals: 1,
+      metrics: registry,
+      onFatal: (err) => {
+        throw err;
+      },
     },
   });
+  const { node } = manager;
   await until('a single voter to elect itself', () => node.isLeader(), 10_000);
 });
 
 afterAll(async () => {
-  await node?.stop();
-  await transport?.close();
-  await store?.close();
-  await kv?.close();
+  if (manager) await stopSoleManager(manager);
   await rm(root, { recursive: true, force: true });
 });
 

@@ -20,6 +20,7 @@ import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import {
   CLEAN_STOP_MARKER,
+  openMetadata,
   type SoleManager,
   startSoleManager,
   stopSoleManager,
@@ -41,7 +42,11 @@ afterEach(async () => {
 });
 
 async function start(dir: string, snapshotFiles = true): Promise<SoleManager> {
-  const m = await startSoleManager(dir, { snapshotThreshold: THRESHOLD, snapshotFiles });
+  const m = await startSoleManager(dir, {
+    openStateMachine: openMetadata,
+    node: { snapshotThreshold: THRESHOLD },
+    snapshotFiles,
+  });
   running = m;
   await until('leadership', () => m.node.isLeader());
   return m;

@@ -16,6 +16,7 @@ import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { MetadataTables, type TableDigest } from '../../src/metadata/tables.ts';
 import {
   CLEAN_STOP_MARKER,
+  openMetadata,
   type SoleManager,
   startSoleManager,
   stopSoleManager,
@@ -34,7 +35,7 @@ afterEach(async () => {
 });
 
 async function start(dir: string): Promise<SoleManager> {
-  running = await startSoleManager(dir, { snapshotThreshold: 4 });
+  running = await startSoleManager(dir, { openStateMachine: openMetadata, node: { snapshotThreshold: 4 } });
   return running;
 }
 

@@ -219,33 +219,44 @@ export const openMetadata = (dir: string) => MetadataStateMachine.open(join(dir,
 /** A one-manager cluster: it leads alone and never sends a message. */
 const noPeers: RaftTransport = { send: () => {}, setPeer: () => {}, removePeer: () => {} };
 
-export interface SoleManager {
+/** The member map of a one-manager cluster; its URL is never contacted. */
+export const SOLE_MEMBERS = { m1: 'http://127.0.0.1:1' };
+
+export interface SoleManager<SM extends ClosableStateMachine = MetadataStateMachine> {
   node: RaftNode;
   store: LevelLogStore;
-  sm: MetadataStateMachine;
+  sm: SM;
 }
 
-/** Starts a one-manager cluster on the metadata tables in `dir`; snapshots as files with `snapshotFiles`. */
-export async function startSoleManager(
+export interface SoleManagerOptions<SM extends ClosableStateMachine> {
+  openStateMachine(dir: string): Promise<SM>;
+  /** Passed to RaftNode.start (snapshotThreshold, metrics, maxPendingProposals...); tickMs 10 unless given. */
+  node?: Partial<Omit<RaftNodeOptions, 'id' | 'store' | 'stateMachine' | 'transport' | 'initialMembers'>>;
+  /** Snapshots as files in dir/snapshots (else inline). */
+  snapshotFiles?: boolean;
+}
+
+/** Starts a one-manager cluster on the log and state machine in `dir`. */
+export async function startSoleManager<SM extends ClosableStateMachine>(
   dir: string,
-  options: { snapshotThreshold: number; snapshotFiles?: boolean },
-): Promise<SoleManager> {
+  options: SoleManagerOptions<SM>,
+): Promise<SoleManager<SM>> {
   const store = await LevelLogStore.open(join(dir, 'raft'));
-  const sm = await openMetadata(dir);
+  const sm = await options.openStateMachine(dir);
   const node = await RaftNode.start({
+    tickMs: 10,
+    ...options.node,
     id: 'm1',
     store,
     stateMachine: sm,
     transport: noPeers,
-    initialMembers: { m1: 'http://127.0.0.1:1' },
-    tickMs: 10,
-    snapshotThreshold: options.snapshotThreshold,
+    initialMembers: SOLE_MEMBERS,
     ...(options.snapshotFiles ? { snapshotFolder: await SnapshotFolder.open(join(dir, 'snapshots')) } : {}),
   });
   return { node, store, sm };
 }
 
-export async function stopSoleManager(m: SoleManager): Promise<void> {
+export async function stopSoleManager(m: SoleManager<ClosableStateMachine>): Promise<void> {
   await m.node.stop();
   await m.store.close();
   await m.sm.close();
