@@ -4,106 +4,47 @@
 
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ServerType, serve } from '@hono/node-server';
-import { Hono } from 'hono';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SnapshotFolder } from '../../src/consensus/snapshotFiles.ts';
-import { describeSnapshot } from '../../src/consensus/snapshots.ts';
-import { RAFT_SNAPSHOT_MESSAGE_PATH, snapshotRoutes } from '../../src/consensus/transport/snapshotRoutes.ts';
-import { SnapshotSender } from '../../src/consensus/transport/snapshotSender.ts';
+import { RAFT_SNAPSHOT_MESSAGE_PATH } from '../../src/consensus/transport/snapshotRoutes.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { until } from '../helpers/until.ts';
+import {
+  chunksOf,
+  PIECE,
+  type SnapshotReceiver,
+  SnapshotTransferRig,
+  snapshotMessage,
+} from './snapshotTransferRig.ts';
 
 const SECRET = 'snapshot-transfer-secret-0123456789';
-const PIECE = 256 * 1024;
+const rig = new SnapshotTransferRig(SECRET);
 
 let root: string;
-let server: ServerType | null = null;
-const senders: SnapshotSender[] = [];
 
 afterEach(async () => {
-  for (const s of senders.splice(0)) s.close();
-  if (server) await new Promise<void>((resolve) => server!.close(() => resolve()));
-  server = null;
+  await rig.close();
   await rm(root, { recursive: true, force: true });
 });
 
-interface Receiver {
-  url: string;
+interface Receiver extends SnapshotReceiver {
   folder: SnapshotFolder;
-  delivered: Message[];
-  /** Offsets of the PUTs, in arrival order. */
-  offsets: number[];
 }
 
 async function receiver(putDelayMs = 0): Promise<Receiver> {
   const folder = await SnapshotFolder.open(join(root, 'receiver'));
-  const r: Receiver = { url: '', folder, delivered: [], offsets: [] };
-  const app = new Hono();
-  app.use('*', async (c, next) => {
-    if (c.req.method === 'PUT') {
-      r.offsets.push(Number(c.req.query('offset')));
-      await new Promise((resolve) => setTimeout(resolve, putDelayMs));
-    }
-    await next();
-  });
-  app.route(
-    '/',
-    snapshotRoutes({ secret: SECRET, selfId: 'm2', folder, onMessage: (msg) => r.delivered.push(msg) > 0 }),
-  );
-  await new Promise<void>((resolve) => {
-    server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {
-      r.url = `http://127.0.0.1:${info.port}`;
-      resolve();
-    });
-  });
-  return r;
+  return { ...(await rig.receiver(folder, { putDelayMs })), folder };
 }
 
 /** A 4 MiB snapshot file in the leader's folder and the MsgSnap naming it. */
 async function leaderFile(): Promise<{ folder: SnapshotFolder; msg: Message; bytes: Buffer }> {
   const folder = await SnapshotFolder.open(join(root, 'leader'));
   const bytes = randomBytes(4 * 1024 * 1024);
-  const file = await folder.write(
-    42,
-    3,
-    (async function* () {
-      for (let at = 0; at < bytes.length; at += 100_000) yield bytes.subarray(at, at + 100_000);
-    })(),
-  );
-  const members = new Map([
-    ['m1', 'http://127.0.0.1:1'],
-    ['m2', 'http://127.0.0.1:2'],
-  ]);
-  const msg: Message = {
-    type: 'MsgSnap',
-    from: 'm1',
-    to: 'm2',
-    term: 3,
-    snapshot: {
-      metadata: { index: 42, term: 3, confState: { voters: ['m1', 'm2'], learners: [] } },
-      data: describeSnapshot(members, file),
-    },
-  };
-  return { folder, msg, bytes };
-}
-
-function sender(folder: SnapshotFolder, statuses: boolean[], secret = SECRET): SnapshotSender {
-  const s = new SnapshotSender({
-    id: 'm1',
-    folder,
-    secret,
-    pieceBytes: PIECE,
-    maxAttempts: 3,
-    retryDelayMs: 20,
-    onSnapshotStatus: (_peer, ok) => statuses.push(ok),
-  });
-  senders.push(s);
-  return s;
+  const file = await folder.write(42, 3, chunksOf(bytes));
+  return { folder, msg: snapshotMessage(file), bytes };
 }
 
 describe('snapshot transfer', () => {
@@ -112,7 +53,7 @@ describe('snapshot transfer', () => {
     const r = await receiver();
     const { folder, msg, bytes } = await leaderFile();
     const statuses: boolean[] = [];
-    expect(sender(folder, statuses).send(msg, r.url)).toBe(true);
+    expect(rig.sender(folder, statuses).send(msg, r.url)).toBe(true);
     await until('the transfer ended', () => statuses.length > 0, 30_000);
     expect(statuses).toEqual([true]);
     expect(r.offsets).toHaveLength(bytes.length / PIECE);
@@ -126,21 +67,21 @@ describe('snapshot transfer', () => {
     root = await mkdtemp(join(tmpdir(), 'imgvault-snapxfer-'));
     const { folder, msg } = await leaderFile();
     const inline = { ...msg, snapshot: { ...msg.snapshot!, data: '{"m1":"x"}\n' } };
-    expect(sender(folder, []).send(inline, 'http://127.0.0.1:1')).toBe(false);
+    expect(rig.sender(folder, []).send(inline, 'http://127.0.0.1:1')).toBe(false);
   });
 
   it('resumes after a cut from the bytes the follower holds', async () => {
     root = await mkdtemp(join(tmpdir(), 'imgvault-snapxfer-'));
     const r = await receiver(30);
     const { folder, msg, bytes } = await leaderFile();
-    const first = sender(folder, []);
+    const first = rig.sender(folder, []);
     first.send(msg, r.url);
     await until('a few pieces arrived', () => r.offsets.length >= 4, 30_000);
     // The cut: the sender stops with a piece in flight (closing aborts its request mid-stream).
     first.close();
     const cutAt = r.offsets.length;
     const statuses: boolean[] = [];
-    sender(folder, statuses).send(msg, r.url);
+    rig.sender(folder, statuses).send(msg, r.url);
     await until('the resumed transfer ended', () => statuses.length > 0, 30_000);
     expect(statuses).toEqual([true]);
     const resumedFrom = r.offsets[cutAt]!;
@@ -167,7 +108,7 @@ describe('snapshot transfer', () => {
     const forged = { ...msg, snapshot: { ...msg.snapshot!, data: lying } };
     const statuses: boolean[] = [];
     const reopened = await SnapshotFolder.open(join(root, 'leader'));
-    sender(reopened, statuses).send(forged, r.url);
+    rig.sender(reopened, statuses).send(forged, r.url);
     await until('the transfer ended', () => statuses.length > 0, 30_000);
     expect(statuses).toEqual([false]);
     expect(r.delivered).toHaveLength(0);
