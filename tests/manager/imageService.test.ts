@@ -1,18 +1,12 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createLogger } from '../../src/logging.ts';
-import { ImageError, ImageService } from '../../src/manager/imageService.ts';
-import { ObjectSlots } from '../../src/manager/placement/execute.ts';
-import { StagingArea } from '../../src/manager/stagingArea.ts';
+import { ImageError } from '../../src/manager/imageService.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
-import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
 import type { Command } from '../../src/metadata/commands.ts';
 import { EntryLog, MetadataFixture, registerCmd } from '../metadata/metadataFixture.ts';
 import { makeDataDir, removeDir, SECRET, startWorker } from '../storagenode/workerHarness.ts';
+import { readingImageService } from './readingImageService.ts';
 
 const fx = new MetadataFixture();
 const cleanups: (() => Promise<void>)[] = [];
@@ -41,30 +35,19 @@ it('a new leader answers for an existing id only from a table as of everything c
   // The previous leader committed the delete; this one has not applied it yet.
   const committedDelete = log.command({ type: 'deleteObject', id: 'cat' });
   let reads = 0;
-  const raft = {
-    isLeader: () => true,
-    leaderInfo: () => ({ id: 'm2', url: null }),
+  const workers = new WorkerClient({ secret: 'test-secret' });
+  const { images, removeStaging } = await readingImageService({
+    metadata: sm,
+    workers,
+    leaderId: 'm2',
     readIndex: async () => {
       reads += 1;
       await sm.apply([committedDelete]);
     },
-    propose: () => Promise.reject(new Error('no proposal expected')),
-  };
-  const stagingDir = await mkdtemp(join(tmpdir(), 'imgvault-staging-'));
-  const workers = new WorkerClient({ secret: 'test-secret' });
+  });
   cleanups.push(async () => {
     await workers.close();
-    await rm(stagingDir, { recursive: true, force: true });
-  });
-  const images = new ImageService({
-    raft,
-    metadata: sm,
-    staging: await StagingArea.open(stagingDir),
-    workers,
-    liveness: new WorkerLiveness({ suspectAfterMs: 1_000 }),
-    log: createLogger('test'),
-    maxImageBytes: 1 << 20,
-    slots: new ObjectSlots(),
+    await removeStaging();
   });
   // Not "200, already stored" from the deleted record: the upload goes on to place new copies,
   // and here no worker has been heard to take them.
@@ -109,27 +92,15 @@ describe('reads: ReadIndex beside the worker read', () => {
       log.command(record(PNG, 1)),
     ]);
     let reads = 0;
-    const raft = {
-      isLeader: () => true,
-      leaderInfo: () => ({ id: 'm1', url: null }),
+    const { images, removeStaging } = await readingImageService({
+      metadata: sm,
+      workers,
       readIndex: async () => {
         reads += 1;
         await sm.apply(pending.splice(0).map((c) => log.command(c)));
       },
-      propose: () => Promise.reject(new Error('no proposal expected')),
-    };
-    const stagingDir = await mkdtemp(join(tmpdir(), 'imgvault-staging-'));
-    cleanups.push(() => rm(stagingDir, { recursive: true, force: true }));
-    const images = new ImageService({
-      raft,
-      metadata: sm,
-      staging: await StagingArea.open(stagingDir),
-      workers,
-      liveness: new WorkerLiveness({ suspectAfterMs: 1_000 }),
-      log: createLogger('test'),
-      maxImageBytes: 1 << 20,
-      slots: new ObjectSlots(),
     });
+    cleanups.push(removeStaging);
     return { images, reads: () => reads };
   }
 

@@ -2,19 +2,12 @@
 // after the first-byte timeout and serve the other replica, not wait out the long idle timeout.
 
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, expect, it } from 'vitest';
-import { createLogger } from '../../src/logging.ts';
-import { ImageService } from '../../src/manager/imageService.ts';
-import { ObjectSlots } from '../../src/manager/placement/execute.ts';
-import { StagingArea } from '../../src/manager/stagingArea.ts';
+import type { ImageService } from '../../src/manager/imageService.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
-import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
 import { until, WaitAborted } from '../helpers/until.ts';
 import { EntryLog, MetadataFixture } from '../metadata/metadataFixture.ts';
 import { startManagerStandIn } from '../storagenode/managerStandIn.ts';
@@ -26,6 +19,7 @@ import {
   spawnWorkerProcess,
   startWorker,
 } from '../storagenode/workerHarness.ts';
+import { readingImageService } from './readingImageService.ts';
 
 const fx = new MetadataFixture();
 const cleanups: (() => Promise<void>)[] = [];
@@ -61,11 +55,9 @@ async function silentServer(): Promise<string> {
 async function imagesWithPrimaryOn(primaryUrl: string, workers: WorkerClient): Promise<ImageService> {
   const dataDir = await makeDataDir();
   const healthy = await startWorker(dataDir);
-  const stagingDir = await mkdtemp(join(tmpdir(), 'imgvault-staging-'));
   cleanups.push(async () => {
     await healthy.stop();
     await removeDir(dataDir);
-    await rm(stagingDir, { recursive: true, force: true });
   });
   await workers.putBlob(healthy.url, 'cat', sha256Of(PNG), PNG.length, Readable.from([PNG]));
   const sm = await fx.machine();
@@ -85,21 +77,9 @@ async function imagesWithPrimaryOn(primaryUrl: string, workers: WorkerClient): P
       replicas: ['w1', 'w2'],
     }),
   ]);
-  return new ImageService({
-    raft: {
-      isLeader: () => true,
-      leaderInfo: () => ({ id: 'm1', url: null }),
-      readIndex: async () => {},
-      propose: () => Promise.reject(new Error('no proposal expected')),
-    },
-    metadata: sm,
-    staging: await StagingArea.open(stagingDir),
-    workers,
-    liveness: new WorkerLiveness({ suspectAfterMs: 1_000 }),
-    log: createLogger('test'),
-    maxImageBytes: 1 << 20,
-    slots: new ObjectSlots(),
-  });
+  const { images, removeStaging } = await readingImageService({ metadata: sm, workers });
+  cleanups.push(removeStaging);
+  return images;
 }
 
 /** Reads `cat` whole: which worker served it, its bytes, and the seconds the read took. */
