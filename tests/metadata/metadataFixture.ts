@@ -3,6 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import type { Entry } from '../../src/consensus/types.ts';
 import { type Command, type CommandOf, encodeCommand } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
@@ -27,6 +28,21 @@ export class MetadataFixture {
   async close(sm: MetadataStateMachine): Promise<void> {
     this.open.delete(sm);
     await sm.close();
+  }
+
+  /**
+   * What replication promises of `sm`: another machine fed `entries` one at a time, and a third
+   * restored from `sm`'s snapshot, each end with tables byte for byte `sm`'s. Returns the restored one.
+   */
+  async expectReplicasAgree(sm: MetadataStateMachine, entries: Entry[]): Promise<MetadataStateMachine> {
+    const other = await this.machine();
+    for (const e of entries) await other.apply([e]);
+    const digest = await sm.tableDigest();
+    expect(await other.tableDigest()).toEqual(digest);
+    const restored = await this.machine();
+    await restored.restore(await sm.snapshot(), sm.appliedIndex());
+    expect(await restored.tableDigest()).toEqual(digest);
+    return restored;
   }
 
   async cleanup(): Promise<void> {
