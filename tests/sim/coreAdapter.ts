@@ -214,9 +214,14 @@ export class CarelessUnstable extends Unstable {
  * confirming it still leads, so a deposed leader that has not heard of its successor serves stale
  * reads.
  */
-class UnconfirmedReadRaft extends Raft {
+export class UnconfirmedReadRaft extends Raft {
+  /** Whether this leader answers a ReadIndex now, from its commit index (this bug: always). */
+  protected answersReadAtOnce(): boolean {
+    return true;
+  }
+
   override step(m: Message): void {
-    if (m.type !== 'MsgReadIndex' || this.role !== 'leader') {
+    if (m.type !== 'MsgReadIndex' || this.role !== 'leader' || !this.answersReadAtOnce()) {
       super.step(m);
       return;
     }

@@ -2,9 +2,10 @@
 // the host simulation catches it for the reason it was planted.
 
 import type { RaftConfig } from '../../src/consensus/api.ts';
-import { Raft, RaftCore } from '../../src/consensus/core/index.ts';
+import { RaftCore } from '../../src/consensus/core/index.ts';
 import { RaftNode } from '../../src/consensus/raftNode.ts';
-import type { Index, Message, Ready } from '../../src/consensus/types.ts';
+import type { Index, Ready } from '../../src/consensus/types.ts';
+import { UnconfirmedReadRaft } from './coreAdapter.ts';
 
 export type HostVariant =
   | 'correct'
@@ -70,23 +71,8 @@ class LeaseReadNode extends RaftNode {
   }
 }
 
-class LeaseReadRaft extends Raft {
-  override step(m: Message): void {
-    if (m.type !== 'MsgReadIndex' || this.role !== 'leader' || !this.committedEntryInCurrentTerm()) {
-      super.step(m);
-      return;
-    }
-    const index = this.raftLog.committed;
-    const context = m.context ?? '';
-    if (m.from === this.id) this.readStates.push({ index, context });
-    else
-      this.msgs.push({
-        type: 'MsgReadIndexResp',
-        from: this.id,
-        to: m.from,
-        term: this.term,
-        index,
-        context,
-      });
+class LeaseReadRaft extends UnconfirmedReadRaft {
+  protected override answersReadAtOnce(): boolean {
+    return this.committedEntryInCurrentTerm();
   }
 }
