@@ -3,145 +3,72 @@
 
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ServerType, serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
-import { RaftError, RaftNode } from '../../src/consensus/raftNode.ts';
-import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
-import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
+import { RaftError } from '../../src/consensus/raftNode.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+import {
+  type ClusterSetup,
+  closeAll,
+  InProcessManager,
+  memberUrls,
+  startCluster,
+} from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 
-const SECRET = 'test-secret-0123456789abcdef';
-const TICK_MS = 20;
-
-interface Member {
-  id: string;
-  dir: string;
-  url: string;
-  server: ServerType;
-  node: RaftNode | null;
-  kv: KvStateMachine | null;
-  store: LevelLogStore | null;
-  transport: HttpTransport | null;
-  /** Messages that reached this node in the answer to one of its own requests. */
-  replies: number;
-}
+type Member = InProcessManager<KvStateMachine>;
 
 let root: string;
+let setup: ClusterSetup<KvStateMachine>;
 const members = new Map<string, Member>();
 
-/** A server on an ephemeral port first: the node's URL must be known before the cluster starts. */
-async function listen(id: string): Promise<Member> {
-  const m: Member = {
-    id,
-    dir: join(root, id),
-    url: '',
-    server: null!,
-    node: null,
-    kv: null,
-    store: null,
-    transport: null,
-    replies: 0,
-  };
-  // Wired as managerProcess wires it: a peer's stream to this node carries the replies back.
-  const app = raftRoutes({
-    secret: SECRET,
-    selfId: id,
-    onMessage: (msg) => m.node?.receive(msg),
-    attachReplySink: (from, sink) => (m.transport ? m.transport.attachReplySink(from, sink) : null),
-  });
-  await new Promise<void>((resolve) => {
-    m.server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, (info: AddressInfo) => {
-      m.url = `http://127.0.0.1:${info.port}`;
-      resolve();
-    });
-  });
-  members.set(id, m);
-  return m;
-}
-
-async function startNode(
-  m: Member,
-  initialMembers: Record<string, string> | null,
-  contactPeers?: Record<string, string>,
-) {
-  m.store = await LevelLogStore.open(join(m.dir, 'raft'));
-  m.kv = await KvStateMachine.open(join(m.dir, 'kv'));
-  m.transport = new HttpTransport({
-    id: m.id,
-    secret: SECRET,
-    onUnreachable: (peer) => m.node?.reportUnreachable(peer),
-    onSnapshotStatus: (peer, ok) => m.node?.reportSnapshot(peer, ok),
-    onReply: (msg) => {
-      m.replies += 1;
-      m.node?.receive(msg);
-    },
-  });
-  m.node = await RaftNode.start({
-    id: m.id,
-    store: m.store,
-    stateMachine: m.kv,
-    transport: m.transport,
-    initialMembers,
-    ...(contactPeers ? { contactPeers } : {}),
-    tickMs: TICK_MS,
-    onFatal: (err) => {
-      throw err;
-    },
-  });
-}
-
-async function stopNode(m: Member) {
-  await m.node?.stop();
-  await m.transport?.close();
-  await m.store?.close();
-  await m.kv?.close();
-  m.node = null;
-}
-
 function running(): Member[] {
-  return [...members.values()].filter((m) => m.node !== null);
+  return [...members.values()].filter((m) => m.running);
 }
 
 /** Waits until exactly one running node leads and every running node follows it. */
 async function stableLeader(): Promise<Member> {
   return until('a leader every node agrees on', () => {
     const nodes = running();
-    const leaders = nodes.filter((m) => m.node!.isLeader());
+    const leaders = nodes.filter((m) => m.node.isLeader());
     if (leaders.length !== 1) return null;
     const id = leaders[0]!.id;
-    return nodes.every((m) => m.node!.leaderInfo()?.id === id) ? leaders[0]! : null;
+    return nodes.every((m) => m.node.leaderInfo()?.id === id) ? leaders[0]! : null;
   });
 }
 
 function put(m: Member, key: string, value: string) {
   const requestId = randomUUID();
-  return m.node!.propose(JSON.stringify({ op: 'put', key, value, requestId }), requestId);
+  return m.node.propose(JSON.stringify({ op: 'put', key, value, requestId }), requestId);
 }
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'raftnode-'));
-  const founders = await Promise.all(['n1', 'n2', 'n3'].map(listen));
-  const initial = Object.fromEntries(founders.map((m) => [m.id, m.url]));
-  await Promise.all(founders.map((m) => startNode(m, initial)));
+  setup = {
+    secret: 'test-secret-0123456789abcdef',
+    root,
+    openStateMachine: (dir) => KvStateMachine.open(join(dir, 'kv')),
+    node: {
+      tickMs: 20,
+      onFatal: (err) => {
+        throw err;
+      },
+    },
+    replies: true,
+  };
+  for (const m of await startCluster(['n1', 'n2', 'n3'], setup)) members.set(m.id, m);
 });
 
 afterAll(async () => {
-  for (const m of members.values()) {
-    await stopNode(m);
-    await new Promise((r) => m.server.close(r));
-  }
+  await closeAll([...members.values()]);
   await rm(root, { recursive: true, force: true });
 });
 
 describe('RaftNode over HTTP and LevelDB', () => {
   it('elects one leader that every node follows', async () => {
     const leader = await stableLeader();
-    expect(leader.node!.status().confState.voters.sort()).toEqual(['n1', 'n2', 'n3']);
+    expect(leader.node.status().confState.voters.sort()).toEqual(['n1', 'n2', 'n3']);
   });
 
   it('commits a proposal on every node and answers the proposer with the apply result', async () => {
@@ -149,10 +76,10 @@ describe('RaftNode over HTTP and LevelDB', () => {
     const result = (await put(leader, 'alpha', 'one')) as { key: string; index: number };
     expect(result.key).toBe('alpha');
     await until('every node applied the put', () =>
-      running().every((m) => m.kv!.get('alpha') === 'one' && m.kv!.appliedIndex() >= result.index),
+      running().every((m) => m.sm.get('alpha') === 'one' && m.sm.appliedIndex() >= result.index),
     );
     // The followers' answers to its appends and heartbeats reached the leader inside its own requests.
-    expect(leader.replies).toBeGreaterThan(0);
+    expect(leader.repliesReceived).toBeGreaterThan(0);
   });
 
   it('refuses a proposal on a follower with NotLeader naming the leader', async () => {
@@ -169,10 +96,10 @@ describe('RaftNode over HTTP and LevelDB', () => {
     const requestId = randomUUID();
     // A lone surrogate: UTF-8 on the wire would turn it into U+FFFD on the followers only.
     const data = `{"op":"put","key":"lone","value":"x\ud800","requestId":"${requestId}"}`;
-    const err = await leader.node!.propose(data, requestId).catch((e: unknown) => e);
+    const err = await leader.node.propose(data, requestId).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RaftError);
     expect((err as RaftError).code).toBe('InvalidProposal');
-    expect(running().every((m) => m.kv!.get('lone') === undefined)).toBe(true);
+    expect(running().every((m) => m.sm.get('lone') === undefined)).toBe(true);
   });
 
   it('serves read-your-writes from a follower through ReadIndex', async () => {
@@ -181,8 +108,8 @@ describe('RaftNode over HTTP and LevelDB', () => {
     for (let i = 0; i < 20; i++) {
       await put(leader, 'counter', String(i));
       const f = followers[i % followers.length]!;
-      await f.node!.readIndex();
-      expect(f.kv!.get('counter')).toBe(String(i));
+      await f.node.readIndex();
+      expect(f.sm.get('counter')).toBe(String(i));
     }
   });
 
@@ -194,14 +121,14 @@ describe('RaftNode over HTTP and LevelDB', () => {
     const indexes = new Set(results.map((r) => r.index));
     expect(indexes.size).toBe(200);
     const last = Math.max(...indexes);
-    await until('all nodes applied the batch', () => running().every((m) => m.kv!.appliedIndex() >= last));
-    for (const m of running()) for (let i = 0; i < 200; i++) expect(m.kv!.get(`k${i}`)).toBe(`v${i}`);
+    await until('all nodes applied the batch', () => running().every((m) => m.sm.appliedIndex() >= last));
+    for (const m of running()) for (let i = 0; i < 200; i++) expect(m.sm.get(`k${i}`)).toBe(`v${i}`);
   });
 
   it('transfers leadership to a chosen follower', async () => {
     const leader = await stableLeader();
     const target = running().find((m) => m !== leader)!;
-    await leader.node!.transferLeadership(target.id);
+    await leader.node.transferLeadership(target.id);
     const now = await stableLeader();
     expect(now.id).toBe(target.id);
     await put(now, 'after-transfer', 'yes');
@@ -209,46 +136,47 @@ describe('RaftNode over HTTP and LevelDB', () => {
 
   it('adds a fourth member as a learner and promotes it once caught up', async () => {
     const leader = await stableLeader();
-    const n4 = await listen('n4');
-    const founders = Object.fromEntries(['n1', 'n2', 'n3'].map((id) => [id, members.get(id)!.url]));
-    await startNode(n4, null, founders);
-    expect(n4.node!.status().confState.voters).toEqual([]);
-    await leader.node!.addMember('n4', n4.url);
-    const status = leader.node!.status();
+    const founders = memberUrls(['n1', 'n2', 'n3'].map((id) => members.get(id)!));
+    const n4 = await InProcessManager.listen('n4', setup);
+    members.set(n4.id, n4);
+    await n4.start(null, founders);
+    expect(n4.node.status().confState.voters).toEqual([]);
+    await leader.node.addMember('n4', n4.url);
+    const status = leader.node.status();
     expect(status.confState.voters.sort()).toEqual(['n1', 'n2', 'n3', 'n4']);
     expect(status.confState.learners).toEqual([]);
-    await until('n4 holds the data written before it joined', () => n4.kv!.get('k199') === 'v199');
+    await until('n4 holds the data written before it joined', () => n4.sm.get('k199') === 'v199');
     await put(leader, 'with-four', '4');
-    await n4.node!.readIndex();
-    expect(n4.kv!.get('with-four')).toBe('4');
-    expect(n4.node!.status().members.n1).toBe(members.get('n1')!.url);
+    await n4.node.readIndex();
+    expect(n4.sm.get('with-four')).toBe('4');
+    expect(n4.node.status().members.n1).toBe(members.get('n1')!.url);
   });
 
   it('removes a member and keeps committing without it', async () => {
     const leader = await stableLeader();
     const victim = running().find((m) => m !== leader && m.id !== 'n4')!;
-    await leader.node!.removeMember(victim.id);
-    expect(leader.node!.status().confState.voters).not.toContain(victim.id);
-    await stopNode(victim);
+    await leader.node.removeMember(victim.id);
+    expect(leader.node.status().confState.voters).not.toContain(victim.id);
+    await victim.stop();
     const now = await stableLeader();
     await put(now, 'after-remove', 'ok');
     for (const m of running()) {
-      await m.node!.readIndex();
-      expect(m.kv!.get('after-remove')).toBe('ok');
+      await m.node.readIndex();
+      expect(m.sm.get('after-remove')).toBe('ok');
     }
   });
 
   it('restarts a node from its LevelDB without applying anything twice', async () => {
     const leader = await stableLeader();
     const follower = running().find((m) => m !== leader)!;
-    const appliedBefore = follower.kv!.appliedIndex();
-    await stopNode(follower);
+    const appliedBefore = follower.sm.appliedIndex();
+    await follower.stop();
     await put(leader, 'while-down', 'missed');
-    await startNode(follower, null);
-    expect(follower.kv!.appliedIndex()).toBeGreaterThanOrEqual(appliedBefore);
-    await until('the restarted node hears from the leader', () => follower.node!.leaderInfo());
-    await follower.node!.readIndex();
-    expect(follower.kv!.get('while-down')).toBe('missed');
-    expect(follower.kv!.get('k0')).toBe('v0');
+    await follower.start(null);
+    expect(follower.sm.appliedIndex()).toBeGreaterThanOrEqual(appliedBefore);
+    await until('the restarted node hears from the leader', () => follower.node.leaderInfo());
+    await follower.node.readIndex();
+    expect(follower.sm.get('while-down')).toBe('missed');
+    expect(follower.sm.get('k0')).toBe('v0');
   });
 });

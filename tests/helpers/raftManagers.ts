@@ -11,6 +11,7 @@ import { RaftNode, type RaftNodeOptions, type RaftTransport } from '../../src/co
 import { SnapshotFolder } from '../../src/consensus/snapshotFiles.ts';
 import type { StateMachine } from '../../src/consensus/stateMachine.ts';
 import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
+import type { ReplySink } from '../../src/consensus/transport/inboundStream.ts';
 import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import { snapshotRoutes } from '../../src/consensus/transport/snapshotRoutes.ts';
 import { SnapshotSender } from '../../src/consensus/transport/snapshotSender.ts';
@@ -35,7 +36,11 @@ export interface ClusterSetup<SM extends ClosableStateMachine> {
   snapshotPieceBytes?: number;
   /** False drops a message on arrival (a test's network cut). */
   accept?: (to: string, msg: Message) => boolean;
-  /** Deliver the messages a peer sends back on the response of our requests, as managerProcess does. */
+  /**
+   * Wired as managerProcess wires it: a peer's stream to this manager carries this manager's
+   * messages back to that peer (attachReplySink), and what comes back on our own requests'
+   * responses is delivered to the node (onReply).
+   */
   replies?: boolean;
   /** A fresh metrics registry for each start. */
   metrics?: boolean;
@@ -49,6 +54,8 @@ export class InProcessManager<SM extends ClosableStateMachine> {
   snapshotPieces = 0;
   /** Between start() and stop(). */
   running = false;
+  /** Messages that reached this manager in the response to one of its own requests. */
+  repliesReceived = 0;
   private parts: {
     node: RaftNode;
     sm: SM;
@@ -78,7 +85,14 @@ export class InProcessManager<SM extends ClosableStateMachine> {
     // The routes answer 403 when the node refuses (false); a message the cut drops is answered as taken.
     const cut = (msg: Message) => setup.accept !== undefined && !setup.accept(id, msg);
     const onMessage = (msg: Message) => (cut(msg) || !m.running ? undefined : m.parts?.node.receive(msg));
-    const app = raftRoutes({ secret: setup.secret, selfId: id, onMessage });
+    const attachReplySink = (from: string, sink: ReplySink) =>
+      m.running ? m.started.transport.attachReplySink(from, sink) : null;
+    const app = raftRoutes({
+      secret: setup.secret,
+      selfId: id,
+      onMessage,
+      ...(setup.replies ? { attachReplySink } : {}),
+    });
     if (folder) {
       app.use('/raft/snapshot', async (c, next) => {
         if (c.req.method === 'PUT') m.snapshotPieces += 1;
@@ -151,7 +165,14 @@ export class InProcessManager<SM extends ClosableStateMachine> {
       onUnreachable: (peer) => node?.reportUnreachable(peer),
       onSnapshotStatus: reportSnapshot,
       ...(sender ? { sendSnapshot: (msg: Message, url: string) => sender.send(msg, url) } : {}),
-      ...(setup.replies ? { onReply: (msg: Message) => node?.receive(msg) } : {}),
+      ...(setup.replies
+        ? {
+            onReply: (msg: Message) => {
+              this.repliesReceived += 1;
+              node?.receive(msg);
+            },
+          }
+        : {}),
     });
     node = await RaftNode.start({
       ...setup.node,
