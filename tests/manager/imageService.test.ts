@@ -5,7 +5,7 @@ import { ImageError } from '../../src/manager/imageService.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import type { Command } from '../../src/metadata/commands.ts';
 import { EntryLog, MetadataFixture, registerCmd } from '../metadata/metadataFixture.ts';
-import { makeDataDir, removeDir, SECRET, startWorker } from '../storagenode/workerHarness.ts';
+import { SECRET, startTempWorker } from '../storagenode/workerHarness.ts';
 import { readingImageService } from './readingImageService.ts';
 
 const fx = new MetadataFixture();
@@ -78,14 +78,9 @@ describe('reads: ReadIndex beside the worker read', () => {
   async function setup(pending: Command[]) {
     const sm = await fx.machine();
     const log = new EntryLog();
-    const dir = await makeDataDir();
-    const worker = await startWorker(dir);
     const workers = new WorkerClient({ secret: SECRET });
-    cleanups.push(async () => {
-      await workers.close();
-      await worker.stop();
-      await removeDir(dir);
-    });
+    cleanups.push(() => workers.close());
+    const worker = await startTempWorker((undo) => cleanups.push(undo));
     await workers.putBlob(worker.url, 'cat', sha(PNG), PNG.length, Readable.from([PNG]));
     await sm.apply([
       log.command({ type: 'registerWorker', nodeId: 'w1', url: worker.url, zone: 'z1', at: 1000 }),

@@ -8,7 +8,7 @@ import { Hono } from 'hono';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WorkerCallError, WorkerClient } from '../../src/manager/workerClient.ts';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
-import { makeDataDir, removeDir, SECRET, sha256Of, startWorker } from '../storagenode/workerHarness.ts';
+import { SECRET, sha256Of, startTempWorker } from '../storagenode/workerHarness.ts';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -64,12 +64,7 @@ describe('WorkerClient.putBlob', () => {
   });
 
   it('a real worker checks the body against the crc32c sent and refuses other bytes', async () => {
-    const dir = await makeDataDir();
-    const worker = await startWorker(dir);
-    cleanups.push(async () => {
-      await worker.stop();
-      await removeDir(dir);
-    });
+    const worker = await startTempWorker((undo) => cleanups.push(undo));
     const c = client();
     const crc = crc32cHex(BYTES);
     const corrupted = Buffer.from(BYTES);
@@ -87,12 +82,7 @@ describe('WorkerClient.putBlob', () => {
   });
 
   it('takes a real worker answer, created then already present', async () => {
-    const dir = await makeDataDir();
-    const worker = await startWorker(dir);
-    cleanups.push(async () => {
-      await worker.stop();
-      await removeDir(dir);
-    });
+    const worker = await startTempWorker((undo) => cleanups.push(undo));
     const c = client();
     expect(await c.putBlob(worker.url, 'b1', SHA, BYTES.length, Readable.from([BYTES]))).toBe('created');
     expect(await c.putBlob(worker.url, 'b1', SHA, BYTES.length, Readable.from([BYTES]))).toBe(

@@ -17,7 +17,7 @@ import {
   SECRET,
   sha256Of,
   spawnWorkerProcess,
-  startWorker,
+  startTempWorker,
 } from '../storagenode/workerHarness.ts';
 import { readingImageService } from './readingImageService.ts';
 
@@ -53,12 +53,7 @@ async function silentServer(): Promise<string> {
  * worker has been heard) and its secondary on a real in-process worker holding the right bytes.
  */
 async function imagesWithPrimaryOn(primaryUrl: string, workers: WorkerClient): Promise<ImageService> {
-  const dataDir = await makeDataDir();
-  const healthy = await startWorker(dataDir);
-  cleanups.push(async () => {
-    await healthy.stop();
-    await removeDir(dataDir);
-  });
+  const healthy = await startTempWorker((undo) => cleanups.push(undo));
   await workers.putBlob(healthy.url, 'cat', sha256Of(PNG), PNG.length, Readable.from([PNG]));
   const sm = await fx.machine();
   const log = new EntryLog();

@@ -75,6 +75,19 @@ export function useBlobStoreFolder(): BlobStoreFolder {
   };
 }
 
+/** startWorker on a fresh data folder; `onCleanup` is handed what stops it and removes the folder. */
+export async function startTempWorker(
+  onCleanup: (undo: () => Promise<void>) => void,
+): Promise<RunningWorker> {
+  const dir = await makeDataDir();
+  const worker = await startWorker(dir);
+  onCleanup(async () => {
+    await worker.stop();
+    await removeDir(dir);
+  });
+  return worker;
+}
+
 /** A real worker: BlobStore on a real folder, the Hono app on 127.0.0.1, an OS-chosen port. */
 export async function startWorker(
   dataDir: string,
