@@ -9,12 +9,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_TERM_JUMP } from '../../src/consensus/transport/messageFilter.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
-import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+import type { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import {
   type ClusterSetup,
   closeAll,
   InProcessManager,
   memberUrls,
+  openKv,
+  proposePut,
+  stableLeader,
   startCluster,
 } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
@@ -26,21 +29,6 @@ type Member = InProcessManager<KvStateMachine>;
 let root: string;
 let setup: ClusterSetup<KvStateMachine>;
 const members: Member[] = [];
-
-/** Waits until one of the running members leads and every other running one follows it. */
-async function stableLeader(among: Member[] = members): Promise<Member> {
-  return until('a leader every node agrees on', () => {
-    const running = among.filter((m) => m.running);
-    const leaders = running.filter((m) => m.node.isLeader());
-    if (leaders.length !== 1) return null;
-    return running.every((m) => m.node.leaderInfo()?.id === leaders[0]!.id) ? leaders[0]! : null;
-  });
-}
-
-function put(m: Member, key: string, value: string) {
-  const requestId = randomUUID();
-  return m.node.propose(JSON.stringify({ op: 'put', key, value, requestId }), requestId);
-}
 
 /** Posts a forged batch to `to` with the cluster secret, as any secret holder could. */
 async function forge(to: Member, msg: Omit<Message, 'to'>): Promise<number> {
@@ -55,8 +43,8 @@ async function forge(to: Member, msg: Omit<Message, 'to'>): Promise<number> {
 
 /** The cluster still has `leader` as its leader in `term`, and commits a write. */
 async function stillServing(leader: Member, term: number, key: string): Promise<void> {
-  await put(leader, key, 'ok');
-  const now = await stableLeader();
+  await proposePut(leader.node, key, 'ok');
+  const now = await stableLeader(members);
   expect(now.id).toBe(leader.id);
   expect(now.node.status().term).toBe(term);
 }
@@ -66,7 +54,7 @@ beforeAll(async () => {
   setup = {
     secret: SECRET,
     root,
-    openStateMachine: (dir) => KvStateMachine.open(join(dir, 'kv')),
+    openStateMachine: openKv,
     node: {
       tickMs: 20,
       onFatal: (err) => {
@@ -86,8 +74,8 @@ afterAll(async () => {
 
 describe('raft messages from a secret holder', () => {
   it('refuses an append from a non-member with a higher term, and applies nothing of it', async () => {
-    const leader = await stableLeader();
-    await put(leader, 'kept', 'yes');
+    const leader = await stableLeader(members);
+    await proposePut(leader.node, 'kept', 'yes');
     const { term } = leader.node.status();
     const follower = members.find((m) => m !== leader)!;
     await until('the follower applied the write', () => follower.sm.get('kept') === 'yes');
@@ -114,7 +102,7 @@ describe('raft messages from a secret holder', () => {
   });
 
   it('refuses a term at the largest safe integer and one far beyond ours; the leader stays', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(members);
     const { term } = leader.node.status();
     const follower = members.find((m) => m !== leader)!;
     const other = members.find((m) => m !== leader && m !== follower)!;
@@ -127,7 +115,7 @@ describe('raft messages from a secret holder', () => {
   });
 
   it('refuses a MsgTimeoutNow that does not come from the leader', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(members);
     const { term } = leader.node.status();
     const [a, b] = members.filter((m) => m !== leader) as [Member, Member];
     expect(await forge(a, { type: 'MsgTimeoutNow', from: b.id, term })).toBe(403);
@@ -138,7 +126,7 @@ describe('raft messages from a secret holder', () => {
   });
 
   it('lets a member that missed the membership changes catch up from a leader it never knew', async () => {
-    const first = await stableLeader();
+    const first = await stableLeader(members);
     const away = members.find((m) => m !== first)!;
     await away.stop();
     // While it is away: t4 joins, takes the lead, and the old leader leaves.
@@ -148,7 +136,7 @@ describe('raft messages from a secret holder', () => {
     await t4.start(null, contacts);
     await first.node.addMember('t4', t4.url);
     await first.node.transferLeadership('t4');
-    expect((await stableLeader()).id).toBe('t4');
+    expect((await stableLeader(members)).id).toBe('t4');
     // The new leader refuses a change while it has not yet applied the previous one: retry.
     for (let tries = 0; ; tries++) {
       const removed = await t4.node.removeMember(first.id).then(
@@ -162,7 +150,7 @@ describe('raft messages from a secret holder', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     await first.stop();
-    await put(t4, 'while-away', 'yes');
+    await proposePut(t4.node, 'while-away', 'yes');
     expect(away.node.status().members.t4).toBeUndefined();
     // Its peer list names the new leader (as a restarted manager's --peers would), so it can answer it.
     await away.start(null, { [t4.id]: t4.url });

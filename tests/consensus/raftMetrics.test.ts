@@ -1,15 +1,20 @@
 // The Raft series of a manager's /metrics, on one real node (LevelDB log and state machine in a
 // temp folder): the figures follow the node, and a proposal refused for a full queue is counted.
 
-import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
-import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
-import { type SoleManager, startSoleManager, stopSoleManager } from '../helpers/raftManagers.ts';
+import type { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+import {
+  openKv,
+  proposePut,
+  type SoleManager,
+  startSoleManager,
+  stopSoleManager,
+} from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 
 let root: string;
@@ -28,15 +33,12 @@ async function dropped(reason: string): Promise<number> {
   return metric?.values.find((v) => v.labels.reason === reason)?.value ?? 0;
 }
 
-function put(key: string): Promise<unknown> {
-  const requestId = randomUUID();
-  return manager!.node.propose(JSON.stringify({ op: 'put', key, value: 'v', requestId }), requestId);
-}
+const put = (key: string) => proposePut(manager!.node, key, 'v');
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'raft-metrics-'));
   manager = await startSoleManager(root, {
-    openStateMachine: (dir) => KvStateMachine.open(join(dir, 'kv')),
+    openStateMachine: openKv,
     node: {
       tickMs: 20,
       maxPendingProposals: 1,

@@ -7,12 +7,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
-import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+import type { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import {
   type ClusterSetup,
   closeAll,
   InProcessManager,
   memberUrls,
+  openKv,
+  proposePut,
+  stableLeader,
   startCluster,
 } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
@@ -27,28 +30,12 @@ function running(): Member[] {
   return [...members.values()].filter((m) => m.running);
 }
 
-/** Waits until exactly one running node leads and every running node follows it. */
-async function stableLeader(): Promise<Member> {
-  return until('a leader every node agrees on', () => {
-    const nodes = running();
-    const leaders = nodes.filter((m) => m.node.isLeader());
-    if (leaders.length !== 1) return null;
-    const id = leaders[0]!.id;
-    return nodes.every((m) => m.node.leaderInfo()?.id === id) ? leaders[0]! : null;
-  });
-}
-
-function put(m: Member, key: string, value: string) {
-  const requestId = randomUUID();
-  return m.node.propose(JSON.stringify({ op: 'put', key, value, requestId }), requestId);
-}
-
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'raftnode-'));
   setup = {
     secret: 'test-secret-0123456789abcdef',
     root,
-    openStateMachine: (dir) => KvStateMachine.open(join(dir, 'kv')),
+    openStateMachine: openKv,
     node: {
       tickMs: 20,
       onFatal: (err) => {
@@ -67,13 +54,13 @@ afterAll(async () => {
 
 describe('RaftNode over HTTP and LevelDB', () => {
   it('elects one leader that every node follows', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(running());
     expect(leader.node.status().confState.voters.sort()).toEqual(['n1', 'n2', 'n3']);
   });
 
   it('commits a proposal on every node and answers the proposer with the apply result', async () => {
-    const leader = await stableLeader();
-    const result = (await put(leader, 'alpha', 'one')) as { key: string; index: number };
+    const leader = await stableLeader(running());
+    const result = (await proposePut(leader.node, 'alpha', 'one')) as { key: string; index: number };
     expect(result.key).toBe('alpha');
     await until('every node applied the put', () =>
       running().every((m) => m.sm.get('alpha') === 'one' && m.sm.appliedIndex() >= result.index),
@@ -83,16 +70,16 @@ describe('RaftNode over HTTP and LevelDB', () => {
   });
 
   it('refuses a proposal on a follower with NotLeader naming the leader', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(running());
     const follower = running().find((m) => m !== leader)!;
-    const err = await put(follower, 'beta', 'x').catch((e: unknown) => e);
+    const err = await proposePut(follower.node, 'beta', 'x').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RaftError);
     expect((err as RaftError).code).toBe('NotLeader');
     expect((err as RaftError).leader).toEqual({ id: leader.id, url: leader.url });
   });
 
   it('refuses a proposal that is not well-formed UTF-16, which the wire could not carry unchanged', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(running());
     const requestId = randomUUID();
     // A lone surrogate: UTF-8 on the wire would turn it into U+FFFD on the followers only.
     const data = `{"op":"put","key":"lone","value":"x\ud800","requestId":"${requestId}"}`;
@@ -103,10 +90,10 @@ describe('RaftNode over HTTP and LevelDB', () => {
   });
 
   it('serves read-your-writes from a follower through ReadIndex', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(running());
     const followers = running().filter((m) => m !== leader);
     for (let i = 0; i < 20; i++) {
-      await put(leader, 'counter', String(i));
+      await proposePut(leader.node, 'counter', String(i));
       const f = followers[i % followers.length]!;
       await f.node.readIndex();
       expect(f.sm.get('counter')).toBe(String(i));
@@ -114,9 +101,12 @@ describe('RaftNode over HTTP and LevelDB', () => {
   });
 
   it('batches many concurrent proposals and applies them all, in one order everywhere', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(running());
     const results = await Promise.all(
-      Array.from({ length: 200 }, (_, i) => put(leader, `k${i}`, `v${i}`) as Promise<{ index: number }>),
+      Array.from(
+        { length: 200 },
+        (_, i) => proposePut(leader.node, `k${i}`, `v${i}`) as Promise<{ index: number }>,
+      ),
     );
     const indexes = new Set(results.map((r) => r.index));
     expect(indexes.size).toBe(200);
@@ -126,16 +116,16 @@ describe('RaftNode over HTTP and LevelDB', () => {
   });
 
   it('transfers leadership to a chosen follower', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(running());
     const target = running().find((m) => m !== leader)!;
     await leader.node.transferLeadership(target.id);
-    const now = await stableLeader();
+    const now = await stableLeader(running());
     expect(now.id).toBe(target.id);
-    await put(now, 'after-transfer', 'yes');
+    await proposePut(now.node, 'after-transfer', 'yes');
   });
 
   it('adds a fourth member as a learner and promotes it once caught up', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(running());
     const founders = memberUrls(['n1', 'n2', 'n3'].map((id) => members.get(id)!));
     const n4 = await InProcessManager.listen('n4', setup);
     members.set(n4.id, n4);
@@ -146,20 +136,20 @@ describe('RaftNode over HTTP and LevelDB', () => {
     expect(status.confState.voters.sort()).toEqual(['n1', 'n2', 'n3', 'n4']);
     expect(status.confState.learners).toEqual([]);
     await until('n4 holds the data written before it joined', () => n4.sm.get('k199') === 'v199');
-    await put(leader, 'with-four', '4');
+    await proposePut(leader.node, 'with-four', '4');
     await n4.node.readIndex();
     expect(n4.sm.get('with-four')).toBe('4');
     expect(n4.node.status().members.n1).toBe(members.get('n1')!.url);
   });
 
   it('removes a member and keeps committing without it', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(running());
     const victim = running().find((m) => m !== leader && m.id !== 'n4')!;
     await leader.node.removeMember(victim.id);
     expect(leader.node.status().confState.voters).not.toContain(victim.id);
     await victim.stop();
-    const now = await stableLeader();
-    await put(now, 'after-remove', 'ok');
+    const now = await stableLeader(running());
+    await proposePut(now.node, 'after-remove', 'ok');
     for (const m of running()) {
       await m.node.readIndex();
       expect(m.sm.get('after-remove')).toBe('ok');
@@ -167,11 +157,11 @@ describe('RaftNode over HTTP and LevelDB', () => {
   });
 
   it('restarts a node from its LevelDB without applying anything twice', async () => {
-    const leader = await stableLeader();
+    const leader = await stableLeader(running());
     const follower = running().find((m) => m !== leader)!;
     const appliedBefore = follower.sm.appliedIndex();
     await follower.stop();
-    await put(leader, 'while-down', 'missed');
+    await proposePut(leader.node, 'while-down', 'missed');
     await follower.start(null);
     expect(follower.sm.appliedIndex()).toBeGreaterThanOrEqual(appliedBefore);
     await until('the restarted node hears from the leader', () => follower.node.leaderInfo());

@@ -1,6 +1,7 @@
 // Raft managers in the test's own process, with real parts: each keeps its LevelDB log and its
 // state machine under its own folder, and a cluster's managers talk over real HTTP on 127.0.0.1.
 
+import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -16,7 +17,9 @@ import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import { snapshotRoutes } from '../../src/consensus/transport/snapshotRoutes.ts';
 import { SnapshotSender } from '../../src/consensus/transport/snapshotSender.ts';
 import type { Message } from '../../src/consensus/types.ts';
+import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
+import { until } from './until.ts';
 
 /** The file a clean stop leaves in the tables' folder (src/metadata/cleanStop.ts). */
 export const CLEAN_STOP_MARKER = 'IMGVAULT-CLEAN-STOP';
@@ -233,6 +236,28 @@ export function memberUrls(managers: InProcessManager<ClosableStateMachine>[]): 
 export async function closeAll(managers: InProcessManager<ClosableStateMachine>[]): Promise<void> {
   for (const m of managers) await m.close();
 }
+
+/** Waits until exactly one running manager leads and every running one follows it. */
+export function stableLeader<SM extends ClosableStateMachine>(
+  managers: readonly InProcessManager<SM>[],
+): Promise<InProcessManager<SM>> {
+  return until('a leader every node agrees on', () => {
+    const running = managers.filter((m) => m.running);
+    const leaders = running.filter((m) => m.node.isLeader());
+    if (leaders.length !== 1) return null;
+    const leader = leaders[0]!;
+    return running.every((m) => m.node.leaderInfo()?.id === leader.id) ? leader : null;
+  });
+}
+
+/** Proposes a put of the KV state machine on `node`: its apply result, once applied there. */
+export function proposePut(node: RaftNode, key: string, value: string): Promise<unknown> {
+  const requestId = randomUUID();
+  return node.propose(JSON.stringify({ op: 'put', key, value, requestId }), requestId);
+}
+
+/** The KV state machine (the test's stand-in for the tables) in a manager's folder. */
+export const openKv = (dir: string) => KvStateMachine.open(join(dir, 'kv'));
 
 /** The metadata state machine in a manager's folder. */
 export const openMetadata = (dir: string) => MetadataStateMachine.open(join(dir, 'metadata'));

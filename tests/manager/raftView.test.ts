@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { raftViewOf } from '../../src/manager/raftView.ts';
-import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
+import type { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import { parseRaftView } from '../../src/protocol/raftView.ts';
-import { type SoleManager, startSoleManager, stopSoleManager } from '../helpers/raftManagers.ts';
+import { openKv, type SoleManager, startSoleManager, stopSoleManager } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 
 let root: string;
@@ -19,7 +19,7 @@ const status = () => manager!.node.status();
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'raft-view-'));
   manager = await startSoleManager(root, {
-    openStateMachine: (dir) => KvStateMachine.open(join(dir, 'kv')),
+    openStateMachine: openKv,
     node: {
       tickMs: 20,
       onFatal: (err) => {
