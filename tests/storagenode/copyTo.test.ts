@@ -1,6 +1,5 @@
 import { readdir } from 'node:fs/promises';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
-import path from 'node:path';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { until } from '../helpers/until.ts';
@@ -8,36 +7,26 @@ import {
   AUTH,
   flipByte,
   type JsonAnswer,
-  makeDataDir,
   patternStream,
   type RunningWorker,
-  removeDir,
   sha256Of,
   sha256Stream,
-  startWorker,
+  type startWorker,
+  useWorkerFolder,
 } from './workerHarness.ts';
 
-let parent: string;
-let running: RunningWorker[] = [];
+const folder = useWorkerFolder();
+const worker = (name: string, options: Parameters<typeof startWorker>[1] = {}) => folder.start(name, options);
 let servers: Server[] = [];
 
-beforeEach(async () => {
-  parent = await makeDataDir();
-  running = [];
+beforeEach(() => {
   servers = [];
 });
 
+// Runs before the folder's hook (after-hooks run last registered first): servers, then workers.
 afterEach(async () => {
   for (const s of servers) await new Promise<void>((resolve) => s.close(() => resolve()));
-  for (const w of running) await w.stop();
-  await removeDir(parent);
 });
-
-async function worker(name: string, options: Parameters<typeof startWorker>[1] = {}): Promise<RunningWorker> {
-  const w = await startWorker(path.join(parent, name), options);
-  running.push(w);
-  return w;
-}
 
 async function putBlob(w: RunningWorker, id: string, size: number, seed: number): Promise<string> {
   const { sha256 } = await sha256Stream(patternStream(size, seed));

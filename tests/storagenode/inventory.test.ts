@@ -1,29 +1,10 @@
 import { createHash } from 'node:crypto';
-import path from 'node:path';
 import { request } from 'undici';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { BlobEntry } from '../../src/storagenode/blobIndex.ts';
-import {
-  AUTH,
-  makeDataDir,
-  type RunningWorker,
-  removeDir,
-  retainedBytes,
-  startWorker,
-} from './workerHarness.ts';
+import { AUTH, retainedBytes, useWorkerFolder } from './workerHarness.ts';
 
-let parent: string;
-let w: RunningWorker | undefined;
-
-beforeEach(async () => {
-  parent = await makeDataDir();
-});
-
-afterEach(async () => {
-  await w?.stop();
-  w = undefined;
-  await removeDir(parent);
-});
+const folder = useWorkerFolder();
 
 const COUNT = 100_000;
 const idOf = (i: number): string => `inv-${String(i).padStart(7, '0')}`;
@@ -31,7 +12,7 @@ const shaOf = (i: number): string => createHash('sha256').update(String(i)).dige
 
 describe('GET /inventory', () => {
   it('streams 100,000 entries as NDJSON in id order, in bounded memory', async () => {
-    w = await startWorker(path.join(parent, 'data'));
+    const w = await folder.start('data');
     for (let start = 0; start < COUNT; start += 10_000) {
       const batch: BlobEntry[] = [];
       for (let i = start; i < start + 10_000; i++) batch.push({ id: idOf(i), size: i, sha256: shaOf(i) });
@@ -73,7 +54,7 @@ describe('GET /inventory', () => {
   }, 60_000);
 
   it('resumes after a given id and refuses an invalid cursor', async () => {
-    w = await startWorker(path.join(parent, 'data'));
+    const w = await folder.start('data');
     await w.store.index.record([3, 1, 2].map((i) => ({ id: idOf(i), size: i, sha256: shaOf(i) })));
     const res = await request(`${w.url}/inventory?after=${idOf(1)}`, { headers: AUTH });
     const ids = (await res.body.text())
@@ -84,13 +65,9 @@ describe('GET /inventory', () => {
     const bad = await request(`${w.url}/inventory?after=..%2F`, { headers: AUTH });
     expect(bad.statusCode).toBe(400);
     await bad.body.dump();
-    const empty = await startWorker(path.join(parent, 'empty'));
-    try {
-      const none = await request(`${empty.url}/inventory`, { headers: AUTH });
-      expect(none.statusCode).toBe(200);
-      expect(await none.body.text()).toBe('');
-    } finally {
-      await empty.stop();
-    }
+    const empty = await folder.start('empty');
+    const none = await request(`${empty.url}/inventory`, { headers: AUTH });
+    expect(none.statusCode).toBe(200);
+    expect(await none.body.text()).toBe('');
   });
 });

@@ -3,7 +3,7 @@ import { request as httpRequest } from 'node:http';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
 import type { StoreStats } from '../../src/storagenode/blobStore.ts';
@@ -11,36 +11,19 @@ import {
   AUTH,
   flipByte,
   type JsonAnswer,
-  makeDataDir,
   patternStream,
   type RunningWorker,
-  removeDir,
   retainedBytes,
   sha256Of,
   sha256Stream,
-  startWorker,
+  type startWorker,
+  useWorkerFolder,
 } from './workerHarness.ts';
 
 const SHA = 'x-imgvault-sha256';
 
-let parent: string;
-let running: RunningWorker[] = [];
-
-beforeEach(async () => {
-  parent = await makeDataDir();
-  running = [];
-});
-
-afterEach(async () => {
-  for (const w of running) await w.stop();
-  await removeDir(parent);
-});
-
-async function worker(options: Parameters<typeof startWorker>[1] = {}): Promise<RunningWorker> {
-  const w = await startWorker(path.join(parent, 'data'), options);
-  running.push(w);
-  return w;
-}
+const folder = useWorkerFolder();
+const worker = (options: Parameters<typeof startWorker>[1] = {}) => folder.start('data', options);
 
 async function put(w: RunningWorker, id: string, body: Buffer, sha = sha256Of(body)) {
   const res = await request(`${w.url}/blobs/${id}`, {
@@ -491,7 +474,7 @@ describe('hostile ids', () => {
     expect((await rawPut(w, `/blobs/${'a'.repeat(128)}`)).valueOf()).toBe(201);
     expect(await inventoryIds(w)).toEqual(['a'.repeat(128)]);
     // The data folder's parent holds only the data folder; the data folder only its three parts.
-    expect(await readdir(parent)).toEqual(['data']);
+    expect(await readdir(folder.parent)).toEqual(['data']);
     expect((await readdir(w.dataDir)).sort()).toEqual(['blobs', 'index', 'tmp']);
     expect(await tmpFiles(w)).toEqual([]);
   });
@@ -533,8 +516,7 @@ describe('stats and metrics', () => {
 
   it('keeps a separate registry per app instance', async () => {
     const a = await worker();
-    const b = await startWorker(path.join(parent, 'data-b'));
-    running.push(b);
+    const b = await folder.start('data-b');
     await put(a, 'only-in-a', Buffer.from('a'));
     expect(metricValue(await metricsText(b), 'imgvault_worker_bytes_received_total')).toBe(0);
     expect(metricValue(await metricsText(a), 'imgvault_worker_bytes_received_total')).toBe(1);

@@ -75,6 +75,36 @@ export function useBlobStoreFolder(): BlobStoreFolder {
   };
 }
 
+export interface WorkerFolder {
+  /** This test's folder: each worker keeps its data in a folder below it. */
+  readonly parent: string;
+  /** A worker on parent/<name>, stopped after the test. */
+  start(name: string, options?: Parameters<typeof startWorker>[1]): Promise<RunningWorker>;
+}
+
+/** Registers hooks that give each test of the file a fresh folder, then stop its workers and remove it. */
+export function useWorkerFolder(): WorkerFolder {
+  let parent = '';
+  const running: RunningWorker[] = [];
+  beforeEach(async () => {
+    parent = await makeDataDir();
+  });
+  afterEach(async () => {
+    for (const w of running.splice(0)) await w.stop();
+    await removeDir(parent);
+  });
+  return {
+    get parent() {
+      return parent;
+    },
+    async start(name, options = {}) {
+      const w = await startWorker(path.join(parent, name), options);
+      running.push(w);
+      return w;
+    },
+  };
+}
+
 /** startWorker on a fresh data folder; `onCleanup` is handed what stops it and removes the folder. */
 export async function startTempWorker(
   onCleanup: (undo: () => Promise<void>) => void,
