@@ -14,8 +14,8 @@ import {
   type ClusterSetup,
   closeAll,
   InProcessManager,
+  kvCluster,
   memberUrls,
-  openKv,
   proposePut,
   stableLeader,
   startCluster,
@@ -51,19 +51,7 @@ async function stillServing(leader: Member, term: number, key: string): Promise<
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'peer-trust-'));
-  setup = {
-    secret: SECRET,
-    root,
-    openStateMachine: openKv,
-    node: {
-      tickMs: 20,
-      onFatal: (err) => {
-        throw err;
-      },
-    },
-    replies: true,
-    metrics: true,
-  };
+  setup = { ...kvCluster(root, SECRET), metrics: true };
   members.push(...(await startCluster(['t1', 't2', 't3'], setup)));
 });
 

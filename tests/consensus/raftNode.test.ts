@@ -12,8 +12,8 @@ import {
   type ClusterSetup,
   closeAll,
   InProcessManager,
+  kvCluster,
   memberUrls,
-  openKv,
   proposePut,
   stableLeader,
   startCluster,
@@ -32,18 +32,7 @@ function running(): Member[] {
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'raftnode-'));
-  setup = {
-    secret: 'test-secret-0123456789abcdef',
-    root,
-    openStateMachine: openKv,
-    node: {
-      tickMs: 20,
-      onFatal: (err) => {
-        throw err;
-      },
-    },
-    replies: true,
-  };
+  setup = kvCluster(root, 'test-secret-0123456789abcdef');
   for (const m of await startCluster(['n1', 'n2', 'n3'], setup)) members.set(m.id, m);
 });
 

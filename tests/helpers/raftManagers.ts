@@ -259,6 +259,22 @@ export function proposePut(node: RaftNode, key: string, value: string): Promise<
 /** The KV state machine (the test's stand-in for the tables) in a manager's folder. */
 export const openKv = (dir: string) => KvStateMachine.open(join(dir, 'kv'));
 
+/** A cluster of KV managers as the driver tests run it: 20 ms ticks, replies wired, a fatal error thrown. */
+export function kvCluster(root: string, secret: string): ClusterSetup<KvStateMachine> {
+  return {
+    secret,
+    root,
+    openStateMachine: openKv,
+    node: {
+      tickMs: 20,
+      onFatal: (err) => {
+        throw err;
+      },
+    },
+    replies: true,
+  };
+}
+
 /** The metadata state machine in a manager's folder. */
 export const openMetadata = (dir: string) => MetadataStateMachine.open(join(dir, 'metadata'));
 
