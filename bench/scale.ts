@@ -246,7 +246,7 @@ class Bench {
       const before = busy();
       await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
       const cores = (busy() - before) / (SETTLE_WINDOW_MS / 1000);
-      if (process.env.SCALE_DEBUG) progress(`settle: ${cores.toFixed(2)} cores`);
+      progress(`managers busy: ${cores.toFixed(2)} cores over ${SETTLE_WINDOW_MS / 1000} s`);
       quiet = cores < SETTLED_CORES ? quiet + 1 : 0;
     }
     return performance.now() - t;
