@@ -11,7 +11,10 @@
  * a day; the records stay on workers in state up). Then it measures:
  *   - load: N records in requests of 1,000 (2 in flight), grouped into Raft entries by the batch
  *     proposer; records/s, manager CPU per 1,000 records, and manager disk bytes per image;
- *   - p50 / p99 of a page of 1,000 from GET /v1/images (random cursor) and of GET /v1/images/:id/meta;
+ *   - p50 / p99 of a page of 1,000 from GET /v1/images (random cursor, every page full) and of
+ *     GET /v1/images/:id/meta (random id), after a warm-up: first as soon as the load is applied,
+ *     then, the figures of record, once the managers are quiet (the load's snapshots and LevelDB
+ *     compactions done; the wait is printed), with the leader's CPU per read;
  *   - a follower's restart (SIGTERM, start again, applied back at the leader's commit);
  *   - a worker holding --worker-blobs blobs (files and index written here in its on-disk layout,
  *     with matching records on it and on a stopped worker) restarting: time to register, and the
@@ -73,8 +76,46 @@ const RETRYABLE = new Set(['NotLeader', 'ProposalDropped', 'Timeout', 'Stopped',
 /** The s-records' nominal size: what the counters add up (no bytes exist). */
 const RECORD_SIZE = 250_000;
 
+/** Reads timed per size, after warm-up reads that are not. */
+const LIST_SAMPLES = 200;
+const META_SAMPLES = 1000;
+const LIST_WARMUP = 10;
+const META_WARMUP = 50;
+/**
+ * The managers count as quiet below this many cores busy (all three together) over a window: idle,
+ * they use a few per cent (heartbeats, the repair pass); a snapshot or a compaction takes a core.
+ */
+const SETTLED_CORES = 0.25;
+const SETTLE_WINDOW_MS = 2_000;
+/** Longest wait for quiet managers: past it the reads are measured anyway (the wait shows it). */
+const SETTLE_LIMIT_MS = 5 * 60_000;
+
 const recordId = (prefix: 's' | 'b', i: number): string => `${prefix}${String(i).padStart(10, '0')}`;
 const shaOf = (id: string): string => createHash('sha256').update(id).digest('hex');
+
+interface Latency {
+  list: number[];
+  listCpuMs: number;
+  meta: number[];
+  metaCpuMs: number;
+}
+
+/** Each read in turn: wall ms of each, sorted, and the manager's CPU ms per read. */
+async function timedReads(
+  m: ManagerProc,
+  args: string[],
+  read: (arg: string) => Promise<void>,
+): Promise<{ ms: number[]; cpuMs: number }> {
+  const ms: number[] = [];
+  const cpu0 = cpuSeconds(m.child?.pid);
+  for (const arg of args) {
+    const t = performance.now();
+    await read(arg);
+    ms.push(performance.now() - t);
+  }
+  const cpuMs = ((cpuSeconds(m.child?.pid) - cpu0) * 1000) / args.length;
+  return { ms: ms.sort((a, b) => a - b), cpuMs };
+}
 
 interface Row {
   images: number;
@@ -83,8 +124,13 @@ interface Row {
   diskBytesPerImage: number;
   listP50: number;
   listP99: number;
+  listCpuMs: number;
   metaP50: number;
   metaP99: number;
+  metaCpuMs: number;
+  settleMs: number;
+  /** p50 / p99 of both reads measured as soon as the load was applied, before `settle`. */
+  early: string;
   managerRestartMs: number;
   workerBlobs: number;
   workerRegisterMs: number;
@@ -160,27 +206,50 @@ class Bench {
     }
   }
 
-  async latency(m: ManagerProc, n: number, blobs: number): Promise<{ list: number[]; meta: number[] }> {
-    const ids = (count: number) =>
-      Array.from({ length: count }, () => {
-        const i = Math.floor(Math.random() * n);
-        return i >= n - blobs ? recordId('b', i - (n - blobs)) : recordId('s', i);
-      });
-    const list: number[] = [];
-    for (const after of ids(100)) {
-      const t = performance.now();
+  /**
+   * Latency of the reads, measured once the cluster is quiet (see `settle`), after a warm-up; the
+   * list cursors end a page short of the last id, so every page holds 1,000 whatever N. Also the
+   * leader's CPU per read, which the other work on a shared machine does not inflate.
+   */
+  async latency(m: ManagerProc, n: number, blobs: number): Promise<Latency> {
+    const idAt = (i: number) => (i >= n - blobs ? recordId('b', i - (n - blobs)) : recordId('s', i));
+    const ids = (count: number, below: number) =>
+      Array.from({ length: count }, () => idAt(Math.floor(Math.random() * below)));
+    const listPage = async (after: string) => {
       const res = await this.json<{ items: unknown[] }>(`${m.url}/v1/images?limit=1000&after=${after}`);
       if (res.status !== 200) throw new Error(`list answered ${res.status}`);
-      list.push(performance.now() - t);
-    }
-    const meta: number[] = [];
-    for (const id of ids(500)) {
-      const t = performance.now();
+    };
+    const meta = async (id: string) => {
       const res = await this.json(`${m.url}/v1/images/${id}/meta`);
       if (res.status !== 200) throw new Error(`meta of ${id} answered ${res.status}`);
-      meta.push(performance.now() - t);
+    };
+    const pages = Math.max(1, n - 1000);
+    for (const after of ids(LIST_WARMUP, pages)) await listPage(after);
+    for (const id of ids(META_WARMUP, n)) await meta(id);
+    const list = await timedReads(m, ids(LIST_SAMPLES, pages), listPage);
+    const metaReads = await timedReads(m, ids(META_SAMPLES, n), meta);
+    return { list: list.ms, listCpuMs: list.cpuMs, meta: metaReads.ms, metaCpuMs: metaReads.cpuMs };
+  }
+
+  /**
+   * Waits (bounded) until the managers' CPU over a window is under SETTLED_CORES, twice in a row:
+   * a bulk load leaves snapshots being written and LevelDB compactions running on every manager
+   * for a while, work that grows with N and that a cluster past its load no longer does. Measured
+   * beside it, the reads at 1M timed that tail (docs/operations.md, "Listing at scale").
+   */
+  async settle(): Promise<number> {
+    const t = performance.now();
+    const busy = () => this.cluster.running().reduce((s, m) => s + cpuSeconds(m.child?.pid), 0);
+    let quiet = 0;
+    const limit = Math.min(SETTLE_LIMIT_MS, this.opts.phaseTimeoutMs);
+    while (quiet < 2 && performance.now() - t < limit) {
+      const before = busy();
+      await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
+      const cores = (busy() - before) / (SETTLE_WINDOW_MS / 1000);
+      progress(`managers busy: ${cores.toFixed(2)} cores over ${SETTLE_WINDOW_MS / 1000} s`);
+      quiet = cores < SETTLED_CORES ? quiet + 1 : 0;
     }
-    return { list, meta };
+    return performance.now() - t;
   }
 
   async raftView(m: { url: string }): Promise<{ commit: number; applied: number; role: string }> {
@@ -230,7 +299,8 @@ async function folderBytes(dir: string): Promise<number> {
   for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
     const p = join(dir, entry.name);
     if (entry.isDirectory()) total += await folderBytes(p);
-    else if (entry.isFile()) total += (await stat(p)).size;
+    // A LevelDB compaction may delete a table file between the listing and its stat.
+    else if (entry.isFile()) total += (await stat(p).catch(() => ({ size: 0 }))).size;
   }
   return total;
 }
@@ -400,9 +470,10 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     );
     let disk = 0;
     for (const m of cluster.managers) disk += await folderBytes(m.dataDir);
-    const { list, meta } = await bench.latency(leader, n, blobs);
-    list.sort((a, b) => a - b);
-    meta.sort((a, b) => a - b);
+    const early = await bench.latency(leader, n, blobs);
+    const settleMs = await bench.settle();
+    progress(`N=${n}: managers quiet after ${(settleMs / 1000).toFixed(1)} s`);
+    const { list, listCpuMs, meta, metaCpuMs } = await bench.latency(leader, n, blobs);
     progress(`N=${n}: latency measured`);
     const managerRestartMs = await bench.restartManager();
     progress(`N=${n}: manager restarted`);
@@ -417,8 +488,12 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       diskBytesPerImage: disk / cluster.managers.length / n,
       listP50: percentile(list, 50),
       listP99: percentile(list, 99),
+      listCpuMs,
       metaP50: percentile(meta, 50),
       metaP99: percentile(meta, 99),
+      metaCpuMs,
+      settleMs,
+      early: [early.list, early.meta].map((v) => `${pair(v)} ms`).join(', '),
       managerRestartMs,
       workerBlobs: blobs,
       workerRegisterMs: worker.registerMs,
@@ -432,6 +507,11 @@ async function runOne(n: number, opts: Options): Promise<Row> {
   }
 }
 
+/** "p50 / p99" of sorted wall times. */
+function pair(sorted: number[]): string {
+  return `${percentile(sorted, 50).toFixed(1)} / ${percentile(sorted, 99).toFixed(1)}`;
+}
+
 function progress(message: string): void {
   process.stderr.write(`[${new Date().toISOString()}] ${message}\n`);
 }
@@ -443,10 +523,14 @@ function printRows(rows: Row[]): void {
     ['load rate (records/s)', (r) => r.loadRate.toFixed(0)],
     ['manager CPU per 1,000 records', (r) => `${r.cpuMsPer1000.toFixed(0)} ms`],
     ['manager disk bytes per image', (r) => r.diskBytesPerImage.toFixed(0)],
+    ['list / meta p50 / p99 right after the load', (r) => r.early],
+    ['managers quiet after the load', (r) => ms(r.settleMs)],
     ['GET /v1/images page of 1,000 p50', (r) => ms(r.listP50)],
     ['GET /v1/images page of 1,000 p99', (r) => ms(r.listP99)],
+    ['  leader CPU per page', (r) => ms(r.listCpuMs)],
     ['GET /v1/images/:id/meta p50', (r) => ms(r.metaP50)],
     ['GET /v1/images/:id/meta p99', (r) => ms(r.metaP99)],
+    ['  leader CPU per meta read', (r) => ms(r.metaCpuMs)],
     ['manager restart (to caught up)', (r) => ms(r.managerRestartMs)],
     ['worker blobs', (r) => r.workerBlobs.toLocaleString('en-US')],
     ['worker restart (to registered, up)', (r) => ms(r.workerRegisterMs)],

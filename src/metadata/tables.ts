@@ -69,6 +69,15 @@ export const STREAM_FORMAT = 'imgvault.metadata/2';
 const STREAM_CHUNK_BYTES = 1024 * 1024;
 /** Longest line a streamed snapshot may hold: rows are far smaller (keys <= 1 KiB, small JSON values). */
 const MAX_STREAM_LINE_BYTES = 4 * 1024 * 1024;
+/**
+ * Rows, and bytes, one `scan` read hands over at most. A page of 1,000 objects (about 250 KiB)
+ * then comes back in one read: with classic-level's default (16 KiB a read) it took some twenty
+ * thread-pool round trips, each waiting its turn of the event loop behind whatever else the
+ * manager was doing (docs/operations.md, "Listing at scale"). `range` keeps the default: it stops
+ * at the end of a prefix, and a large read would fetch rows past it for nothing.
+ */
+const READ_BATCH_ROWS = 1024;
+const READ_BATCH_BYTES = 1024 * 1024;
 /** Ops per LevelDB batch while a restore writes the new generation. */
 const RESTORE_BATCH_OPS = 1000;
 
@@ -273,9 +282,16 @@ export class TablesView {
       ...range,
       limit: opts.limit ?? Number.POSITIVE_INFINITY,
       snapshot: this.snap,
+      highWaterMarkBytes: READ_BATCH_BYTES,
     });
     try {
-      for await (const [key, value] of it) yield [key.slice(base.length), value];
+      for (
+        let rows = await it.nextv(READ_BATCH_ROWS);
+        rows.length > 0;
+        rows = await it.nextv(READ_BATCH_ROWS)
+      ) {
+        for (const [key, value] of rows) yield [key.slice(base.length), value];
+      }
     } finally {
       await it.close();
     }
