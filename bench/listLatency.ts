@@ -8,7 +8,7 @@
 // manager's is while it writes one), and after the tables were reopened (what a manager restart
 // leaves). CPU time per read is printed beside the wall time, except beside the snapshots.
 //
-//   node --import tsx bench/listLatency.ts [--images 10000,1000000] [--pages 300] [--metas 5000]
+//   npm run bench:listlat -- [--images 10000,1000000] [--pages 300] [--metas 5000]
 
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
