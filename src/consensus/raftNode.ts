@@ -539,10 +539,7 @@ export class RaftNode {
     if (this.inbox.length > 0) this.scheduleReady();
   }
 
-  /**
-   * The documented order (RaftCore): persist, then send, then apply, with the apply of committed
-   * entries overlapping the write of new ones; advance() follows in the caller.
-   */
+  /** The documented order: persist, then send, then apply; advance() follows in the caller. */
   protected async handleReady(rd: Ready): Promise<void> {
     if (rd.softState) this.onSoftState(rd.softState.role, rd.softState.leader);
     if (rd.hardState) this.term = rd.hardState.term;
@@ -560,11 +557,6 @@ export class RaftNode {
     }
     // A leader's appends go out now, and its own write overlaps the followers' (see Ready).
     if (rd.messagesBeforePersist.length > 0) this.transport.send(rd.messagesBeforePersist);
-    // Committed entries are durable here already (the core hands out only what the storage holds),
-    // so applying them, and answering their proposals, need not wait for this Ready's write (etcd
-    // applies beside its raft loop likewise).
-    const overlap = rd.snapshot === undefined && rd.committedEntries.length > 0 && rd.entries.length > 0;
-    const applying = overlap ? this.startApply(rd.committedEntries) : null;
     const messages = rd.messages;
     if (rd.snapshot !== undefined || rd.entries.length > 0 || this.mustSaveHardState()) {
       await this.persist(rd.entries, rd.snapshot);
@@ -576,19 +568,11 @@ export class RaftNode {
     if (messages.length > 0) this.transport.send(messages);
 
     if (rd.snapshot) await this.installSnapshot(rd.snapshot);
-    if (applying !== null) await applying;
-    else if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
+    if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
 
     this.reads.confirmed(rd.readStates);
     this.resolveReads();
     await this.maybeSnapshot();
-  }
-
-  /** Starts applying `entries`; a failure surfaces where the caller awaits it, not as unhandled. */
-  private startApply(entries: Entry[]): Promise<void> {
-    const applying = this.applyEntries(entries);
-    applying.catch(() => {});
-    return applying;
   }
 
   /** True when the hard state waiting to be written changes the term or the vote. */
