@@ -36,8 +36,23 @@ const { values: args } = parseArgs({
     keep: { type: 'boolean', default: false },
     'manager-args': { type: 'string', default: '' },
     'no-etcd': { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false },
   },
 });
+if (args.help) {
+  console.log(`usage: npm run bench:raft -- [options]
+  --secs S            measured seconds per concurrency (default 5)
+  --warmup W          unmeasured seconds before each (default 1)
+  --repeats N         leader kills for the failover figure (default 5; 0 skips it)
+  --conc LIST         closed-loop client concurrencies, comma-separated (default 1,16,64)
+  --size B            value bytes per PUT (default 200)
+  --manager-args "A"  extra arguments for each manager process
+  --keep              keep the managers' data folder
+  --no-etcd           skip the etcd anchor run after
+Per concurrency it prints one JSON line: commits/s, p50/p99 latency, the leader's Ready cycles
+(entries per Ready, average save and Ready time) and each manager's CPU, in all and per commit.`);
+  process.exit(0);
+}
 const SECS = Number(args.secs);
 const WARMUP = Number(args.warmup);
 const REPEATS = Number(args.repeats);
