@@ -3,14 +3,16 @@
  *
  *   npm run bench:scale -- [--images 1000000,10000000] [--worker-blobs 1000000]
  *                          [--baseline 10000] [--snapshot-threshold 2000] [--phase-timeout-min 30]
+ *                          [--in-flight 2] [--load-only]
  *
  * Per N (default 10 million), and first at --baseline images (the latency reference): starts 3
  * managers (with --bulk-record-load, an operator-only route that commits image records without
  * their bytes through the real Raft and apply path) and 3 workers, which register and are then
  * stopped, so nothing reads or writes bytes and repair has nothing to do (down verdicts come after
  * a day; the records stay on workers in state up). Then it measures:
- *   - load: N records in requests of 1,000 (2 in flight), grouped into Raft entries by the batch
- *     proposer; records/s, manager CPU per 1,000 records, and manager disk bytes per image;
+ *   - load: N records in requests of 1,000 (--in-flight of them at once), grouped into Raft entries
+ *     by the batch proposer; records/s, manager CPU per 1,000 records (all, the leader's, each
+ *     follower's), and manager disk bytes per image; --load-only stops there;
  *   - p50 / p99 of a page of 1,000 from GET /v1/images (random cursor) and of GET /v1/images/:id/meta;
  *   - a follower's restart (SIGTERM, start again, applied back at the leader's commit);
  *   - a worker holding --worker-blobs blobs (files and index written here in its on-disk layout,
@@ -42,6 +44,9 @@ interface Options {
   baseline: number;
   snapshotThreshold: number;
   phaseTimeoutMs: number;
+  /** Only the load (and every manager applying it): the quick loop for the apply path's cost. */
+  loadOnly: boolean;
+  requestsInFlight: number;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -62,6 +67,8 @@ function parseOptions(argv: string[]): Options {
     baseline: positive('--baseline', '10000'),
     snapshotThreshold: positive('--snapshot-threshold', '2000'),
     phaseTimeoutMs: positive('--phase-timeout-min', '30') * 60_000,
+    loadOnly: argv.includes('--load-only'),
+    requestsInFlight: positive('--in-flight', String(REQUESTS_IN_FLIGHT)),
   };
 }
 
@@ -80,6 +87,9 @@ interface Row {
   images: number;
   loadRate: number;
   cpuMsPer1000: number;
+  /** The same, of the manager that led at the end of the load and of each follower. */
+  leaderCpuMsPer1000: number;
+  followerCpuMsPer1000: number[];
   diskBytesPerImage: number;
   listP50: number;
   listP99: number;
@@ -124,7 +134,7 @@ class Bench {
         await this.sendRecords(from, next, n - blobs);
       }
     };
-    await Promise.all(Array.from({ length: REQUESTS_IN_FLIGHT }, send));
+    await Promise.all(Array.from({ length: this.opts.requestsInFlight }, send));
   }
 
   private async sendRecords(from: number, to: number, firstBlob: number): Promise<void> {
@@ -357,6 +367,21 @@ async function workerRestart(
   return { registerMs, reconcileMs };
 }
 
+/** The figures a --load-only run does not measure. */
+const SKIPPED = {
+  listP50: Number.NaN,
+  listP99: Number.NaN,
+  metaP50: Number.NaN,
+  metaP99: Number.NaN,
+  managerRestartMs: Number.NaN,
+  workerBlobs: 0,
+  workerRegisterMs: Number.NaN,
+  reconcileMs: Number.NaN,
+  join: 'skipped',
+  senderPeakMiB: Number.NaN,
+  receiverPeakMiB: Number.NaN,
+};
+
 async function runOne(n: number, opts: Options): Promise<Row> {
   const blobs = Math.min(opts.workerBlobs, n);
   const managerArgs = [
@@ -381,14 +406,16 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       w.child = null;
     }
     const bench = new Bench(cluster, opts);
-    const cpu = () => cluster.managers.reduce((s, m) => s + cpuSeconds(m.child?.pid), 0);
+    const cpu = () => cluster.managers.map((m) => cpuSeconds(m.child?.pid));
     const cpu0 = cpu();
     const t0 = performance.now();
     await bench.load(n, blobs);
     const loadMs = performance.now() - t0;
-    const cpuMsPer1000 = ((cpu() - cpu0) * 1000 * 1000) / n;
+    const perManager = cpu().map((s, i) => ((s - cpu0[i]!) * 1000 * 1000) / n);
+    const cpuMsPer1000 = perManager.reduce((a, b) => a + b, 0);
     progress(`N=${n}: loaded in ${(loadMs / 1000).toFixed(1)} s`);
     const leader = await cluster.leader();
+    const leaderAt = cluster.managers.indexOf(leader);
     const commit = (await bench.raftView(leader)).commit;
     await until(
       'every manager applied the load',
@@ -400,6 +427,15 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     );
     let disk = 0;
     for (const m of cluster.managers) disk += await folderBytes(m.dataDir);
+    const load = {
+      images: n,
+      loadRate: n / (loadMs / 1000),
+      cpuMsPer1000,
+      leaderCpuMsPer1000: perManager[leaderAt] ?? 0,
+      followerCpuMsPer1000: perManager.filter((_, i) => i !== leaderAt),
+      diskBytesPerImage: disk / cluster.managers.length / n,
+    };
+    if (opts.loadOnly) return { ...load, ...SKIPPED };
     const { list, meta } = await bench.latency(leader, n, blobs);
     list.sort((a, b) => a - b);
     meta.sort((a, b) => a - b);
@@ -411,10 +447,7 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     const joined = await joinManager(bench, cluster, managerArgs, opts.phaseTimeoutMs);
     progress(`N=${n}: join ${joined.result}`);
     return {
-      images: n,
-      loadRate: n / (loadMs / 1000),
-      cpuMsPer1000,
-      diskBytesPerImage: disk / cluster.managers.length / n,
+      ...load,
       listP50: percentile(list, 50),
       listP99: percentile(list, 99),
       metaP50: percentile(meta, 50),
@@ -436,12 +469,14 @@ function progress(message: string): void {
   process.stderr.write(`[${new Date().toISOString()}] ${message}\n`);
 }
 
-function printRows(rows: Row[]): void {
+function printRows(rows: Row[], loadOnly: boolean): void {
   const ms = (v: number | string) => (typeof v === 'number' ? `${v.toFixed(1)} ms` : v);
   const lines: [string, (r: Row) => string][] = [
     ['images', (r) => r.images.toLocaleString('en-US')],
     ['load rate (records/s)', (r) => r.loadRate.toFixed(0)],
     ['manager CPU per 1,000 records', (r) => `${r.cpuMsPer1000.toFixed(0)} ms`],
+    ['  leader', (r) => `${r.leaderCpuMsPer1000.toFixed(0)} ms`],
+    ['  followers', (r) => `${r.followerCpuMsPer1000.map((v) => v.toFixed(0)).join(' / ')} ms`],
     ['manager disk bytes per image', (r) => r.diskBytesPerImage.toFixed(0)],
     ['GET /v1/images page of 1,000 p50', (r) => ms(r.listP50)],
     ['GET /v1/images page of 1,000 p99', (r) => ms(r.listP99)],
@@ -455,8 +490,9 @@ function printRows(rows: Row[]): void {
     ['  sender (leader) peak RSS', (r) => `${r.senderPeakMiB.toFixed(0)} MiB`],
     ['  receiver (new manager) peak RSS', (r) => `${r.receiverPeakMiB.toFixed(0)} MiB`],
   ];
-  const width = Math.max(...lines.map(([label]) => label.length));
-  for (const [label, cell] of lines) {
+  const shown = loadOnly ? lines.slice(0, 6) : lines;
+  const width = Math.max(...shown.map(([label]) => label.length));
+  for (const [label, cell] of shown) {
     console.log(`${label.padEnd(width)}  ${rows.map((r) => cell(r).padStart(16)).join('  ')}`);
   }
 }
@@ -474,4 +510,4 @@ for (const n of sizes) {
     console.log(`N=${n}: FAILED: ${err instanceof Error ? err.message : String(err)}`);
   }
 }
-printRows(rows);
+printRows(rows, opts.loadOnly);
