@@ -552,21 +552,38 @@ async function deleteName(
 /**
  * The tables as the ops planned so far would leave them, so the changes of one `replicaChanges` or
  * `commandBatch` entry each see the ones before it (several may touch the same counter row).
+ * Rows read from the base are kept for the rest of the entry: nothing writes the tables while an
+ * entry is planned, so a second read would return the same value (a batch of uploads reads the
+ * same node rows once, not once per upload).
  */
 class PlannedTables implements TableReader {
-  /** `table\0key` -> value, or null for a planned delete. */
-  private readonly planned = new Map<string, string | null>();
+  /** `table\0key` -> the last op planned on that row. */
+  private readonly planned = new Map<string, TableOp>();
+  /** `table\0key` -> the base's value, for rows read and not planned since. */
+  private readonly read = new Map<string, string | undefined>();
 
   constructor(private readonly base: TableReader) {}
 
   add(ops: readonly TableOp[]): void {
-    for (const op of ops) this.planned.set(`${op.table}\0${op.key}`, op.type === 'put' ? op.value : null);
+    for (const op of ops) this.planned.set(`${op.table}\0${op.key}`, op);
+  }
+
+  /**
+   * One op per row, the last planned: the state a LevelDB batch of every planned op, applied in
+   * order, leaves (in the order the rows were first planned, so the same on every replica).
+   */
+  ops(): TableOp[] {
+    return [...this.planned.values()];
+  }
+
+  private plannedValue(table: Table, key: string): string | null | undefined {
+    const op = this.planned.get(`${table}\0${key}`);
+    if (op === undefined) return undefined;
+    return op.type === 'put' ? op.value : null;
   }
 
   async get(table: Table, key: string): Promise<string | undefined> {
-    const v = this.planned.get(`${table}\0${key}`);
-    if (v !== undefined) return v ?? undefined;
-    return this.base.get(table, key);
+    return (await this.getMany(table, [key]))[0];
   }
 
   /** Only grouped commands are planned against planned rows, and none of them reads a prefix. */
@@ -575,12 +592,17 @@ class PlannedTables implements TableReader {
   }
 
   async getMany(table: Table, keys: string[]): Promise<(string | undefined)[]> {
-    const missing = keys.filter((k) => !this.planned.has(`${table}\0${k}`));
-    const read = missing.length > 0 ? await this.base.getMany(table, missing) : [];
-    const fromBase = new Map(missing.map((k, i) => [k, read[i]]));
+    const missing = keys.filter((k) => {
+      const at = `${table}\0${k}`;
+      return !this.planned.has(at) && !this.read.has(at);
+    });
+    if (missing.length > 0) {
+      const values = await this.base.getMany(table, missing);
+      for (const [i, k] of missing.entries()) this.read.set(`${table}\0${k}`, values[i]);
+    }
     return keys.map((k) => {
-      const v = this.planned.get(`${table}\0${k}`);
-      return v === undefined ? fromBase.get(k) : (v ?? undefined);
+      const v = this.plannedValue(table, k);
+      return v === undefined ? this.read.get(`${table}\0${k}`) : (v ?? undefined);
     });
   }
 }
@@ -590,16 +612,13 @@ async function replicaChanges(
   c: CommandOf<'replicaChanges'>,
 ): Promise<Plan<CommandResults['replicaChanges']>> {
   const planned = new PlannedTables(tables);
-  const ops: TableOp[] = [];
   const results: ReplicaChangeResult[] = [];
   for (const change of c.changes) {
     const plan = await planReplicaChange(planned, change);
     planned.add(plan.ops);
-    ops.push(...plan.ops);
     results.push(plan.result);
   }
-  // LevelDB applies a batch in order, so a row planned twice ends at its last value.
-  return { ops, result: { ok: true, results } };
+  return { ops: planned.ops(), result: { ok: true, results } };
 }
 
 function planReplicaChange(tables: TableReader, c: ReplicaChange): Promise<Plan<ReplicaChangeResult>> {
@@ -627,7 +646,6 @@ async function commandBatch(
   c: CommandOf<'commandBatch'>,
 ): Promise<Plan<CommandResults['commandBatch']>> {
   const planned = new PlannedTables(tables);
-  const ops: TableOp[] = [];
   const results: CommandBatchResult['results'] = [];
   for (const raw of c.commands) {
     const parsed = parseCommand(raw);
@@ -641,10 +659,9 @@ async function commandBatch(
     }
     const plan = await planCommand(planned, parsed.command);
     planned.add(plan.ops);
-    ops.push(...plan.ops);
     results.push(plan.result as CommandResults[BatchableType]);
   }
-  return { ops, result: { ok: true, results } };
+  return { ops: planned.ops(), result: { ok: true, results } };
 }
 
 function bucketReader(tables: TableReader): BucketTableReader {

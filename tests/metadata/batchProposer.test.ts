@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
+import { planCommand } from '../../src/metadata/applyCommand.ts';
 import { BatchProposer } from '../../src/metadata/batchProposer.ts';
 import { type Command, decodeCommand, MAX_BATCH_COMMANDS } from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../../src/metadata/proposeCommand.ts';
+import { MetadataTables } from '../../src/metadata/tables.ts';
 import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd } from './metadataFixture.ts';
 
 const fx = new MetadataFixture();
@@ -189,5 +191,42 @@ describe('commandBatch apply', () => {
     }
     expect(digests[1]).toBe(digests[0]);
     expect((await separate.tableDigest()).sha256).toBe(digests[0]);
+  });
+
+  it('writes each row it touches once, at its last value, as separate entries would leave it', async () => {
+    const uploads: Command[] = [
+      ...Array.from({ length: 20 }, (_, i) => recordCmd(`u${i}`, ['w1', 'w2'], 10 + i)),
+      { type: 'deleteObject', id: 'u3' },
+      recordCmd('u3', ['w2', 'w1'], 99),
+      { type: 'deleteObject', id: 'a' },
+    ];
+    const dir = await fx.folder();
+    const tables = await MetadataTables.open(dir);
+    const log = new EntryLog();
+    try {
+      for (const [i, c] of before.entries()) {
+        const plan = await planCommand(tables, { ...c, requestId: randomUUID() });
+        await tables.write(plan.ops, i + 1);
+      }
+      const plan = await planCommand(tables, {
+        type: 'commandBatch',
+        requestId: randomUUID(),
+        commands: uploads,
+      });
+      const rows = plan.ops.map((op) => `${op.table}/${op.key}`);
+      expect(new Set(rows).size).toBe(rows.length);
+      expect(rows.filter((r) => r.startsWith('counters/'))).toHaveLength(3);
+      expect(plan.ops).toContainEqual({ type: 'del', table: 'objects', key: 'a' });
+    } finally {
+      await tables.close();
+    }
+    const batched = await fx.machine();
+    for (const c of before) await applyOne(batched, log, c);
+    await applyOne(batched, log, { type: 'commandBatch', commands: uploads });
+    const separate = await fx.machine();
+    const separateLog = new EntryLog();
+    for (const c of [...before, ...uploads]) await applyOne(separate, separateLog, c);
+    expect((await batched.tableDigest()).sha256).toBe((await separate.tableDigest()).sha256);
+    expect(await batched.getObject('u3')).toMatchObject({ size: 99, replicas: ['w2', 'w1'] });
   });
 });
