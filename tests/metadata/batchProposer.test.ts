@@ -20,6 +20,9 @@ class OneMemberLog implements CommandProposer {
   readonly log = new EntryLog();
   readonly entryTypes: string[] = [];
   failNext: Error | null = null;
+  /** Proposals made and not yet answered, now and at most. */
+  pending = 0;
+  maxPending = 0;
 
   constructor(private readonly sm: MetadataStateMachine) {}
 
@@ -27,7 +30,13 @@ class OneMemberLog implements CommandProposer {
   private tail: Promise<unknown> = Promise.resolve();
 
   propose(data: string, requestId: string): Promise<unknown> {
-    const next = this.tail.then(() => this.append(data, requestId));
+    this.pending += 1;
+    this.maxPending = Math.max(this.maxPending, this.pending);
+    const next = this.tail
+      .then(() => this.append(data, requestId))
+      .finally(() => {
+        this.pending -= 1;
+      });
     this.tail = next.catch(() => {});
     return next;
   }
@@ -126,6 +135,40 @@ describe('BatchProposer', () => {
     expect(await sm.getObject('x')).toBeNull();
     // The next proposal goes through: a failed entry does not wedge the queue.
     await expect(proposeCommand(batcher, recordCmd('x', ['w1', 'w2']))).resolves.toMatchObject({ ok: true });
+  });
+
+  it('proposes full entries beside the one in flight, up to its bound, and a partial one after them', async () => {
+    const { sm, node } = await withWorkers();
+    const batcher = new BatchProposer(node, { maxCommands: 4, maxInFlight: 3 });
+    const results = await Promise.all(
+      Array.from({ length: 22 }, (_, i) => proposeCommand(batcher, recordCmd(`f${i}`, ['w1', 'w2']))),
+    );
+    expect(results.every((r) => r.ok && r.created)).toBe(true);
+    expect(node.maxPending).toBe(3);
+    const entries = node.log.entries.slice(2).map((e) => {
+      const decoded = decodeCommand(e.data);
+      if (!decoded.ok || decoded.command.type !== 'commandBatch') throw new Error('expected a commandBatch');
+      return decoded.command.commands.map((c) => (c as { id: string }).id);
+    });
+    expect(entries.map((ids) => ids.length)).toEqual([4, 4, 4, 4, 4, 2]);
+    // In the log in the order they were proposed.
+    expect(entries.flat()).toEqual(Array.from({ length: 22 }, (_, i) => `f${i}`));
+    expect((await sm.stats()).objects).toBe(22);
+  });
+
+  it('lets a partial entry wait for the one in flight, gathering what comes meanwhile', async () => {
+    const { node } = await withWorkers();
+    const batcher = new BatchProposer(node, { maxCommands: 8, maxInFlight: 4 });
+    const first = Array.from({ length: 3 }, (_, i) =>
+      proposeCommand(batcher, recordCmd(`p${i}`, ['w1', 'w2'])),
+    );
+    await new Promise((r) => setImmediate(r));
+    const later = Array.from({ length: 3 }, (_, i) =>
+      proposeCommand(batcher, recordCmd(`q${i}`, ['w1', 'w2'])),
+    );
+    await Promise.all([...first, ...later]);
+    expect(node.maxPending).toBe(1);
+    expect(node.entryTypes).toEqual(['commandBatch', 'commandBatch']);
   });
 
   it('keeps each entry within its bounds in commands and characters', async () => {
