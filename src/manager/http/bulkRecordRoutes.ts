@@ -4,6 +4,7 @@
 // name copies that no worker holds, which is what a benchmark of the tables wants and what a
 // cluster in service must never have.
 
+import { randomUUID } from 'node:crypto';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { RaftError } from '../../consensus/raftNode.ts';
@@ -12,8 +13,7 @@ import type { ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
 import { redirectToLeader } from '../../http/leaderRedirect.ts';
 import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
-import { recordObjectSchema } from '../../metadata/commands.ts';
-import { proposeCommand } from '../../metadata/proposeCommand.ts';
+import { type ResultOf, recordObjectSchema } from '../../metadata/commands.ts';
 import type { RaftAccess } from '../imageService.ts';
 
 /**
@@ -77,12 +77,20 @@ async function recordAll(raft: RaftAccess, records: BulkRecord[]): Promise<BulkR
   return outcome;
 }
 
+/**
+ * The record was validated against recordObjectSchema (less the request id) when the body was
+ * parsed, so its entry is written here rather than by `proposeCommand`, which would validate it
+ * again: the parsed value holds only the schema's keys, and `type` leads as the batch proposer needs.
+ */
 async function recordOne(
   raft: RaftAccess,
   record: BulkRecord,
 ): Promise<{ ok: true; created: boolean } | { ok: false; code: string }> {
+  const requestId = randomUUID();
   try {
-    return await proposeCommand(raft, record);
+    const { type, ...fields } = record;
+    const data = JSON.stringify({ type, requestId, ...fields });
+    return (await raft.propose(data, requestId)) as ResultOf<'recordObject'>;
   } catch (err) {
     if (err instanceof RaftError) return { ok: false, code: err.code };
     throw err;
