@@ -12,7 +12,9 @@
  * a day; the records stay on workers in state up). Then it measures:
  *   - load: N records in requests of 1,000 (--in-flight of them at once), grouped into Raft entries
  *     by the batch proposer; records/s, manager CPU per 1,000 records (all, the leader's, each
- *     follower's), and manager disk bytes per image; --load-only stops there;
+ *     follower's), manager disk bytes per image, and the leader's RSS split into anonymous pages
+ *     (JS heap with the in-memory Raft log, malloc) and file pages (LevelDB's mmap of its table
+ *     files); --load-only stops there;
  *   - p50 / p99 of a page of 1,000 from GET /v1/images (random cursor) and of GET /v1/images/:id/meta;
  *   - a follower's restart (SIGTERM, start again, applied back at the leader's commit);
  *   - a worker holding --worker-blobs blobs (files and index written here in its on-disk layout,
@@ -20,7 +22,7 @@
  *     leader's time to reconcile its inventory (its `reconcile.done` log line);
  *   - a new manager joining (the normal member-add path) and catching up by snapshot (the log is
  *     compacted every --snapshot-threshold entries), with the peak RSS (VmHWM) of the leader, which
- *     sends the snapshot, and of the new manager. A join that does not finish within the phase
+ *     sends the snapshot (and its RSS split after the join), and of the new manager. A join that does not finish within the phase
  *     timeout is reported as such, not waited for.
  * Every wait is bounded by --phase-timeout-min.
  */
@@ -102,6 +104,8 @@ interface Row {
   join: string;
   senderPeakMiB: number;
   receiverPeakMiB: number;
+  leaderAfterLoad: RssSplit;
+  senderAfterJoin: RssSplit;
 }
 
 class Bench {
@@ -235,6 +239,19 @@ async function peakRssMiB(pid: number | undefined, reset = false): Promise<numbe
   return kb / 1024;
 }
 
+interface RssSplit {
+  /** Anonymous memory: the JS heap (the in-memory Raft log among it), malloc (LevelDB's caches). */
+  anonMiB: number;
+  /** File pages mapped and touched: LevelDB reads its table files through mmap. */
+  fileMiB: number;
+}
+
+async function rssSplit(pid: number | undefined): Promise<RssSplit> {
+  const status = pid === undefined ? '' : await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { anonMiB: kb('RssAnon') / 1024, fileMiB: kb('RssFile') / 1024 };
+}
+
 async function folderBytes(dir: string): Promise<number> {
   let total = 0;
   for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
@@ -282,6 +299,7 @@ interface JoinOutcome {
   result: string;
   senderPeakMiB: number;
   receiverPeakMiB: number;
+  senderAfterJoin: RssSplit;
 }
 
 /** Adds m4 through the normal member-add path and waits, bounded, until it has caught up. */
@@ -334,6 +352,7 @@ async function joinManager(
       result,
       senderPeakMiB: await peakRssMiB(leader.child?.pid),
       receiverPeakMiB: await peakRssMiB(m4.pid),
+      senderAfterJoin: await rssSplit(leader.child?.pid),
     };
   } finally {
     await stopGently(m4);
@@ -380,6 +399,7 @@ const SKIPPED = {
   join: 'skipped',
   senderPeakMiB: Number.NaN,
   receiverPeakMiB: Number.NaN,
+  senderAfterJoin: { anonMiB: Number.NaN, fileMiB: Number.NaN },
 };
 
 async function runOne(n: number, opts: Options): Promise<Row> {
@@ -434,6 +454,7 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       leaderCpuMsPer1000: perManager[leaderAt] ?? 0,
       followerCpuMsPer1000: perManager.filter((_, i) => i !== leaderAt),
       diskBytesPerImage: disk / cluster.managers.length / n,
+      leaderAfterLoad: await rssSplit(leader.child?.pid),
     };
     if (opts.loadOnly) return { ...load, ...SKIPPED };
     const { list, meta } = await bench.latency(leader, n, blobs);
@@ -459,6 +480,7 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       join: joined.result,
       senderPeakMiB: joined.senderPeakMiB,
       receiverPeakMiB: joined.receiverPeakMiB,
+      senderAfterJoin: joined.senderAfterJoin,
     };
   } finally {
     await cluster.close();
@@ -471,6 +493,7 @@ function progress(message: string): void {
 
 function printRows(rows: Row[], loadOnly: boolean): void {
   const ms = (v: number | string) => (typeof v === 'number' ? `${v.toFixed(1)} ms` : v);
+  const split = (v: RssSplit) => `${v.anonMiB.toFixed(0)} / ${v.fileMiB.toFixed(0)} MiB`;
   const lines: [string, (r: Row) => string][] = [
     ['images', (r) => r.images.toLocaleString('en-US')],
     ['load rate (records/s)', (r) => r.loadRate.toFixed(0)],
@@ -478,6 +501,7 @@ function printRows(rows: Row[], loadOnly: boolean): void {
     ['  leader', (r) => `${r.leaderCpuMsPer1000.toFixed(0)} ms`],
     ['  followers', (r) => `${r.followerCpuMsPer1000.map((v) => v.toFixed(0)).join(' / ')} ms`],
     ['manager disk bytes per image', (r) => r.diskBytesPerImage.toFixed(0)],
+    ['leader RSS after the load, anon / file', (r) => split(r.leaderAfterLoad)],
     ['GET /v1/images page of 1,000 p50', (r) => ms(r.listP50)],
     ['GET /v1/images page of 1,000 p99', (r) => ms(r.listP99)],
     ['GET /v1/images/:id/meta p50', (r) => ms(r.metaP50)],
@@ -489,8 +513,9 @@ function printRows(rows: Row[], loadOnly: boolean): void {
     ['new manager join + catch-up', (r) => r.join],
     ['  sender (leader) peak RSS', (r) => `${r.senderPeakMiB.toFixed(0)} MiB`],
     ['  receiver (new manager) peak RSS', (r) => `${r.receiverPeakMiB.toFixed(0)} MiB`],
+    ['  sender RSS after it, anon / file', (r) => split(r.senderAfterJoin)],
   ];
-  const shown = loadOnly ? lines.slice(0, 6) : lines;
+  const shown = loadOnly ? lines.slice(0, 7) : lines;
   const width = Math.max(...shown.map(([label]) => label.length));
   for (const [label, cell] of shown) {
     console.log(`${label.padEnd(width)}  ${rows.map((r) => cell(r).padStart(16)).join('  ')}`);
