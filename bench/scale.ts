@@ -3,14 +3,18 @@
  *
  *   npm run bench:scale -- [--images 1000000,10000000] [--worker-blobs 1000000]
  *                          [--baseline 10000] [--snapshot-threshold 2000] [--phase-timeout-min 30]
+ *                          [--in-flight 2] [--load-only]
  *
  * Per N (default 10 million), and first at --baseline images (the latency reference): starts 3
  * managers (with --bulk-record-load, an operator-only route that commits image records without
  * their bytes through the real Raft and apply path) and 3 workers, which register and are then
  * stopped, so nothing reads or writes bytes and repair has nothing to do (down verdicts come after
  * a day; the records stay on workers in state up). Then it measures:
- *   - load: N records in requests of 1,000 (2 in flight), grouped into Raft entries by the batch
- *     proposer; records/s, manager CPU per 1,000 records, and manager disk bytes per image;
+ *   - load: N records in requests of 1,000 (--in-flight of them at once), grouped into Raft entries
+ *     by the batch proposer; records/s, manager CPU per 1,000 records (all, the leader's, each
+ *     follower's), manager disk bytes per image, and the leader's RSS split into anonymous pages
+ *     (JS heap with the in-memory Raft log, malloc) and file pages (LevelDB's mmap of its table
+ *     files); --load-only stops there;
  *   - p50 / p99 of a page of 1,000 from GET /v1/images (random cursor, every page full) and of
  *     GET /v1/images/:id/meta (random id), after a warm-up: first as soon as the load is applied,
  *     then, the figures of record, once the managers are quiet (the load's snapshots and LevelDB
@@ -21,7 +25,7 @@
  *     leader's time to reconcile its inventory (its `reconcile.done` log line);
  *   - a new manager joining (the normal member-add path) and catching up by snapshot (the log is
  *     compacted every --snapshot-threshold entries), with the peak RSS (VmHWM) of the leader, which
- *     sends the snapshot, and of the new manager. A join that does not finish within the phase
+ *     sends the snapshot (and its RSS split after the join), and of the new manager. A join that does not finish within the phase
  *     timeout is reported as such, not waited for.
  * Every wait is bounded by --phase-timeout-min.
  */
@@ -45,6 +49,9 @@ interface Options {
   baseline: number;
   snapshotThreshold: number;
   phaseTimeoutMs: number;
+  /** Only the load (and every manager applying it): the quick loop for the apply path's cost. */
+  loadOnly: boolean;
+  requestsInFlight: number;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -65,6 +72,8 @@ function parseOptions(argv: string[]): Options {
     baseline: positive('--baseline', '10000'),
     snapshotThreshold: positive('--snapshot-threshold', '2000'),
     phaseTimeoutMs: positive('--phase-timeout-min', '30') * 60_000,
+    loadOnly: argv.includes('--load-only'),
+    requestsInFlight: positive('--in-flight', String(REQUESTS_IN_FLIGHT)),
   };
 }
 
@@ -121,6 +130,9 @@ interface Row {
   images: number;
   loadRate: number;
   cpuMsPer1000: number;
+  /** The same, of the manager that led at the end of the load and of each follower. */
+  leaderCpuMsPer1000: number;
+  followerCpuMsPer1000: number[];
   diskBytesPerImage: number;
   listP50: number;
   listP99: number;
@@ -138,6 +150,8 @@ interface Row {
   join: string;
   senderPeakMiB: number;
   receiverPeakMiB: number;
+  leaderAfterLoad: RssSplit;
+  senderAfterJoin: RssSplit;
 }
 
 class Bench {
@@ -170,7 +184,7 @@ class Bench {
         await this.sendRecords(from, next, n - blobs);
       }
     };
-    await Promise.all(Array.from({ length: REQUESTS_IN_FLIGHT }, send));
+    await Promise.all(Array.from({ length: this.opts.requestsInFlight }, send));
   }
 
   private async sendRecords(from: number, to: number, firstBlob: number): Promise<void> {
@@ -294,6 +308,19 @@ async function peakRssMiB(pid: number | undefined, reset = false): Promise<numbe
   return kb / 1024;
 }
 
+interface RssSplit {
+  /** Anonymous memory: the JS heap (the in-memory Raft log among it), malloc (LevelDB's caches). */
+  anonMiB: number;
+  /** File pages mapped and touched: LevelDB reads its table files through mmap. */
+  fileMiB: number;
+}
+
+async function rssSplit(pid: number | undefined): Promise<RssSplit> {
+  const status = pid === undefined ? '' : await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { anonMiB: kb('RssAnon') / 1024, fileMiB: kb('RssFile') / 1024 };
+}
+
 async function folderBytes(dir: string): Promise<number> {
   let total = 0;
   for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
@@ -342,6 +369,7 @@ interface JoinOutcome {
   result: string;
   senderPeakMiB: number;
   receiverPeakMiB: number;
+  senderAfterJoin: RssSplit;
 }
 
 /** Adds m4 through the normal member-add path and waits, bounded, until it has caught up. */
@@ -394,6 +422,7 @@ async function joinManager(
       result,
       senderPeakMiB: await peakRssMiB(leader.child?.pid),
       receiverPeakMiB: await peakRssMiB(m4.pid),
+      senderAfterJoin: await rssSplit(leader.child?.pid),
     };
   } finally {
     await stopGently(m4);
@@ -427,6 +456,26 @@ async function workerRestart(
   return { registerMs, reconcileMs };
 }
 
+/** The figures a --load-only run does not measure. */
+const SKIPPED = {
+  listP50: Number.NaN,
+  listP99: Number.NaN,
+  metaP50: Number.NaN,
+  metaP99: Number.NaN,
+  managerRestartMs: Number.NaN,
+  workerBlobs: 0,
+  workerRegisterMs: Number.NaN,
+  reconcileMs: Number.NaN,
+  join: 'skipped',
+  senderPeakMiB: Number.NaN,
+  receiverPeakMiB: Number.NaN,
+  senderAfterJoin: { anonMiB: Number.NaN, fileMiB: Number.NaN },
+  listCpuMs: Number.NaN,
+  metaCpuMs: Number.NaN,
+  settleMs: Number.NaN,
+  early: 'skipped',
+};
+
 async function runOne(n: number, opts: Options): Promise<Row> {
   const blobs = Math.min(opts.workerBlobs, n);
   const managerArgs = [
@@ -451,14 +500,16 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       w.child = null;
     }
     const bench = new Bench(cluster, opts);
-    const cpu = () => cluster.managers.reduce((s, m) => s + cpuSeconds(m.child?.pid), 0);
+    const cpu = () => cluster.managers.map((m) => cpuSeconds(m.child?.pid));
     const cpu0 = cpu();
     const t0 = performance.now();
     await bench.load(n, blobs);
     const loadMs = performance.now() - t0;
-    const cpuMsPer1000 = ((cpu() - cpu0) * 1000 * 1000) / n;
+    const perManager = cpu().map((s, i) => ((s - cpu0[i]!) * 1000 * 1000) / n);
+    const cpuMsPer1000 = perManager.reduce((a, b) => a + b, 0);
     progress(`N=${n}: loaded in ${(loadMs / 1000).toFixed(1)} s`);
     const leader = await cluster.leader();
+    const leaderAt = cluster.managers.indexOf(leader);
     const commit = (await bench.raftView(leader)).commit;
     await until(
       'every manager applied the load',
@@ -470,6 +521,16 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     );
     let disk = 0;
     for (const m of cluster.managers) disk += await folderBytes(m.dataDir);
+    const load = {
+      images: n,
+      loadRate: n / (loadMs / 1000),
+      cpuMsPer1000,
+      leaderCpuMsPer1000: perManager[leaderAt] ?? 0,
+      followerCpuMsPer1000: perManager.filter((_, i) => i !== leaderAt),
+      diskBytesPerImage: disk / cluster.managers.length / n,
+      leaderAfterLoad: await rssSplit(leader.child?.pid),
+    };
+    if (opts.loadOnly) return { ...load, ...SKIPPED };
     const early = await bench.latency(leader, n, blobs);
     const settleMs = await bench.settle();
     progress(`N=${n}: managers quiet after ${(settleMs / 1000).toFixed(1)} s`);
@@ -482,10 +543,7 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     const joined = await joinManager(bench, cluster, managerArgs, opts.phaseTimeoutMs);
     progress(`N=${n}: join ${joined.result}`);
     return {
-      images: n,
-      loadRate: n / (loadMs / 1000),
-      cpuMsPer1000,
-      diskBytesPerImage: disk / cluster.managers.length / n,
+      ...load,
       listP50: percentile(list, 50),
       listP99: percentile(list, 99),
       listCpuMs,
@@ -501,6 +559,7 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       join: joined.result,
       senderPeakMiB: joined.senderPeakMiB,
       receiverPeakMiB: joined.receiverPeakMiB,
+      senderAfterJoin: joined.senderAfterJoin,
     };
   } finally {
     await cluster.close();
@@ -516,15 +575,19 @@ function progress(message: string): void {
   process.stderr.write(`[${new Date().toISOString()}] ${message}\n`);
 }
 
-function printRows(rows: Row[]): void {
+function printRows(rows: Row[], loadOnly: boolean): void {
   const ms = (v: number | string) => (typeof v === 'number' ? `${v.toFixed(1)} ms` : v);
+  const split = (v: RssSplit) => `${v.anonMiB.toFixed(0)} / ${v.fileMiB.toFixed(0)} MiB`;
   const lines: [string, (r: Row) => string][] = [
     ['images', (r) => r.images.toLocaleString('en-US')],
     ['load rate (records/s)', (r) => r.loadRate.toFixed(0)],
     ['manager CPU per 1,000 records', (r) => `${r.cpuMsPer1000.toFixed(0)} ms`],
+    ['  leader', (r) => `${r.leaderCpuMsPer1000.toFixed(0)} ms`],
+    ['  followers', (r) => `${r.followerCpuMsPer1000.map((v) => v.toFixed(0)).join(' / ')} ms`],
     ['manager disk bytes per image', (r) => r.diskBytesPerImage.toFixed(0)],
     ['list / meta p50 / p99 right after the load', (r) => r.early],
     ['managers quiet after the load', (r) => ms(r.settleMs)],
+    ['leader RSS after the load, anon / file', (r) => split(r.leaderAfterLoad)],
     ['GET /v1/images page of 1,000 p50', (r) => ms(r.listP50)],
     ['GET /v1/images page of 1,000 p99', (r) => ms(r.listP99)],
     ['  leader CPU per page', (r) => ms(r.listCpuMs)],
@@ -538,9 +601,11 @@ function printRows(rows: Row[]): void {
     ['new manager join + catch-up', (r) => r.join],
     ['  sender (leader) peak RSS', (r) => `${r.senderPeakMiB.toFixed(0)} MiB`],
     ['  receiver (new manager) peak RSS', (r) => `${r.receiverPeakMiB.toFixed(0)} MiB`],
+    ['  sender RSS after it, anon / file', (r) => split(r.senderAfterJoin)],
   ];
-  const width = Math.max(...lines.map(([label]) => label.length));
-  for (const [label, cell] of lines) {
+  const shown = loadOnly ? lines.slice(0, 7) : lines;
+  const width = Math.max(...shown.map(([label]) => label.length));
+  for (const [label, cell] of shown) {
     console.log(`${label.padEnd(width)}  ${rows.map((r) => cell(r).padStart(16)).join('  ')}`);
   }
 }
@@ -558,4 +623,4 @@ for (const n of sizes) {
     console.log(`N=${n}: FAILED: ${err instanceof Error ? err.message : String(err)}`);
   }
 }
-printRows(rows);
+printRows(rows, opts.loadOnly);

@@ -63,6 +63,16 @@ export interface Plan<R> {
   result: R;
 }
 
+function addCounter(key: string, was: Counter, d: Counter): Counter {
+  const now = { objects: was.objects + d.objects, bytes: was.bytes + d.bytes };
+  if (now.objects < 0 || now.bytes < 0) {
+    // The planner only subtracts what it added for rows it found: a negative counter means
+    // the tables were corrupted, and writing on would spread the damage.
+    throw new Error(`metadata counter ${key} would go negative (${JSON.stringify(now)})`);
+  }
+  return now;
+}
+
 /** Counter changes of one command, turned into absolute rows once all are known. */
 class CounterDeltas {
   private readonly deltas = new Map<string, Counter>();
@@ -81,18 +91,17 @@ class CounterDeltas {
 
   async ops(tables: TableReader): Promise<TableOp[]> {
     const keys = [...this.deltas.keys()].sort();
+    if (tables instanceof PlannedTables) {
+      await tables.planCounters(keys.map((key) => [key, this.deltas.get(key)!]));
+      return [];
+    }
     const current = await tables.getMany('counters', keys);
     const ops: TableOp[] = [];
     keys.forEach((key, i) => {
       const d = this.deltas.get(key)!;
       const stored = current[i];
       const was = stored === undefined ? { objects: 0, bytes: 0 } : decodeCounter(stored);
-      const now = { objects: was.objects + d.objects, bytes: was.bytes + d.bytes };
-      if (now.objects < 0 || now.bytes < 0) {
-        // The planner only subtracts what it added for rows it found: a negative counter means
-        // the tables were corrupted, and writing on would spread the damage.
-        throw new Error(`metadata counter ${key} would go negative (${JSON.stringify(now)})`);
-      }
+      const now = addCounter(key, was, d);
       // A zero counter is no row at all, so counters never depend on history, only on the state.
       if (now.objects === 0 && now.bytes === 0) ops.push({ type: 'del', table: 'counters', key });
       else ops.push({ type: 'put', table: 'counters', key, value: encodeCounter(now) });
@@ -552,21 +561,67 @@ async function deleteName(
 /**
  * The tables as the ops planned so far would leave them, so the changes of one `replicaChanges` or
  * `commandBatch` entry each see the ones before it (several may touch the same counter row).
+ * Rows read from the base are kept for the rest of the entry: nothing writes the tables while an
+ * entry is planned, so a second read would return the same value (a batch of uploads reads the
+ * same node rows once, not once per upload). Counter rows are kept decoded and encoded once, in
+ * `ops()`: every upload of a batch changes the same few.
  */
 class PlannedTables implements TableReader {
-  /** `table\0key` -> value, or null for a planned delete. */
-  private readonly planned = new Map<string, string | null>();
+  /** Per table, key -> the last op planned on that row (counters excepted). */
+  private readonly planned = new Map<Table, Map<string, TableOp>>();
+  /** Per table, key -> the base's value, for rows read and not planned since. */
+  private readonly read = new Map<Table, Map<string, string | undefined>>();
+  /** Counter rows planned, key -> value (zero: no row). */
+  private readonly counters = new Map<string, Counter>();
 
   constructor(private readonly base: TableReader) {}
 
+  private static rows<V>(maps: Map<Table, Map<string, V>>, table: Table): Map<string, V> {
+    let rows = maps.get(table);
+    if (rows === undefined) {
+      rows = new Map();
+      maps.set(table, rows);
+    }
+    return rows;
+  }
+
   add(ops: readonly TableOp[]): void {
-    for (const op of ops) this.planned.set(`${op.table}\0${op.key}`, op.type === 'put' ? op.value : null);
+    for (const op of ops) {
+      if (op.table === 'counters') {
+        this.counters.set(op.key, op.type === 'put' ? decodeCounter(op.value) : { objects: 0, bytes: 0 });
+      } else {
+        PlannedTables.rows(this.planned, op.table).set(op.key, op);
+      }
+    }
+  }
+
+  /** Adds `deltas` to the counter rows, in the given order (CounterDeltas sorts them). */
+  async planCounters(deltas: readonly [string, Counter][]): Promise<void> {
+    const unread = deltas.map(([key]) => key).filter((key) => !this.counters.has(key));
+    const stored = unread.length > 0 ? await this.getMany('counters', unread) : [];
+    for (const [i, key] of unread.entries()) {
+      const raw = stored[i];
+      this.counters.set(key, raw === undefined ? { objects: 0, bytes: 0 } : decodeCounter(raw));
+    }
+    for (const [key, d] of deltas) this.counters.set(key, addCounter(key, this.counters.get(key)!, d));
+  }
+
+  /**
+   * One op per row, the last planned: the state a LevelDB batch of every planned op, applied in
+   * order, leaves (in the order the rows were first planned, so the same on every replica).
+   */
+  ops(): TableOp[] {
+    const ops: TableOp[] = [];
+    for (const rows of this.planned.values()) for (const op of rows.values()) ops.push(op);
+    for (const [key, c] of this.counters) {
+      if (c.objects === 0 && c.bytes === 0) ops.push({ type: 'del', table: 'counters', key });
+      else ops.push({ type: 'put', table: 'counters', key, value: encodeCounter(c) });
+    }
+    return ops;
   }
 
   async get(table: Table, key: string): Promise<string | undefined> {
-    const v = this.planned.get(`${table}\0${key}`);
-    if (v !== undefined) return v ?? undefined;
-    return this.base.get(table, key);
+    return (await this.getMany(table, [key]))[0];
   }
 
   /** Only grouped commands are planned against planned rows, and none of them reads a prefix. */
@@ -575,13 +630,29 @@ class PlannedTables implements TableReader {
   }
 
   async getMany(table: Table, keys: string[]): Promise<(string | undefined)[]> {
-    const missing = keys.filter((k) => !this.planned.has(`${table}\0${k}`));
-    const read = missing.length > 0 ? await this.base.getMany(table, missing) : [];
-    const fromBase = new Map(missing.map((k, i) => [k, read[i]]));
-    return keys.map((k) => {
-      const v = this.planned.get(`${table}\0${k}`);
-      return v === undefined ? fromBase.get(k) : (v ?? undefined);
-    });
+    const planned = this.planned.get(table);
+    const read = PlannedTables.rows(this.read, table);
+    const missing: string[] = [];
+    for (const k of keys) {
+      if (!planned?.has(k) && !read.has(k) && !(table === 'counters' && this.counters.has(k)))
+        missing.push(k);
+    }
+    if (missing.length > 0) {
+      const values = await this.base.getMany(table, missing);
+      for (const [i, k] of missing.entries()) read.set(k, values[i]);
+    }
+    return keys.map((k) => this.current(table, k));
+  }
+
+  /** A row as planned, else as read from the base (which getMany did first). */
+  private current(table: Table, key: string): string | undefined {
+    if (table === 'counters') {
+      const c = this.counters.get(key);
+      if (c !== undefined) return c.objects === 0 && c.bytes === 0 ? undefined : encodeCounter(c);
+    }
+    const op = this.planned.get(table)?.get(key);
+    if (op !== undefined) return op.type === 'put' ? op.value : undefined;
+    return this.read.get(table)?.get(key);
   }
 }
 
@@ -590,16 +661,13 @@ async function replicaChanges(
   c: CommandOf<'replicaChanges'>,
 ): Promise<Plan<CommandResults['replicaChanges']>> {
   const planned = new PlannedTables(tables);
-  const ops: TableOp[] = [];
   const results: ReplicaChangeResult[] = [];
   for (const change of c.changes) {
     const plan = await planReplicaChange(planned, change);
     planned.add(plan.ops);
-    ops.push(...plan.ops);
     results.push(plan.result);
   }
-  // LevelDB applies a batch in order, so a row planned twice ends at its last value.
-  return { ops, result: { ok: true, results } };
+  return { ops: planned.ops(), result: { ok: true, results } };
 }
 
 function planReplicaChange(tables: TableReader, c: ReplicaChange): Promise<Plan<ReplicaChangeResult>> {
@@ -627,7 +695,6 @@ async function commandBatch(
   c: CommandOf<'commandBatch'>,
 ): Promise<Plan<CommandResults['commandBatch']>> {
   const planned = new PlannedTables(tables);
-  const ops: TableOp[] = [];
   const results: CommandBatchResult['results'] = [];
   for (const raw of c.commands) {
     const parsed = parseCommand(raw);
@@ -641,10 +708,9 @@ async function commandBatch(
     }
     const plan = await planCommand(planned, parsed.command);
     planned.add(plan.ops);
-    ops.push(...plan.ops);
     results.push(plan.result as CommandResults[BatchableType]);
   }
-  return { ops, result: { ok: true, results } };
+  return { ops: planned.ops(), result: { ok: true, results } };
 }
 
 function bucketReader(tables: TableReader): BucketTableReader {

@@ -1,7 +1,9 @@
 // Groups the commands that reach the leader while its previous proposal is in flight into one
 // `commandBatch` entry, so the metadata commit rate is not the ceiling of the upload rate: under
 // load each Raft round (one fsync, one replication, one table write) carries many callers' commands
-// instead of one. A caller alone still gets an entry of its own, with no added wait.
+// instead of one. A caller alone still gets an entry of its own, with no added wait. A full entry
+// does not wait for the one in flight either (up to maxInFlight of them): under a burst (a bulk
+// load, a repair wave) the Raft rounds overlap instead of following one another.
 
 import { randomUUID } from 'node:crypto';
 import { RaftError } from '../consensus/raftNode.ts';
@@ -19,6 +21,8 @@ export interface BatchProposerOptions {
    * them beside a bulk window; a recordObject is under 1 KiB, so a full queue of them is a few MiB.
    */
   maxQueued?: number;
+  /** Proposals in flight at once, at least 1; only full entries are proposed beside another. */
+  maxInFlight?: number;
 }
 
 interface Waiting {
@@ -32,6 +36,8 @@ interface Waiting {
 const BATCH_OVERHEAD_CHARS = 128;
 /** Sixteen full entries: a burst far above one request's window of bulk records, and uploads beside it. */
 export const DEFAULT_MAX_QUEUED = 16 * MAX_BATCH_COMMANDS;
+/** Full entries in flight at once: enough to overlap the fsync, replication and apply of a round. */
+export const DEFAULT_MAX_IN_FLIGHT = 4;
 const BATCHABLE = new Set<string>(BATCHABLE_TYPES);
 /** `encodeCommand` writes the parsed value, whose first key is the schema's first: `type`. */
 const LEADING_TYPE = /^\{"type":"([A-Za-z]+)"/;
@@ -63,8 +69,11 @@ export class BatchProposer implements CommandProposer {
   private readonly maxCommands: number;
   private readonly maxChars: number;
   private readonly maxQueued: number;
+  private readonly maxInFlight: number;
   private readonly queue: Waiting[] = [];
-  private sending = false;
+  /** UTF-16 units of the queued commands' data, each with its separator. */
+  private queuedChars = 0;
+  private inFlight = 0;
   private scheduled = false;
 
   constructor(
@@ -74,6 +83,7 @@ export class BatchProposer implements CommandProposer {
     this.maxCommands = Math.min(MAX_BATCH_COMMANDS, Math.max(2, options.maxCommands ?? MAX_BATCH_COMMANDS));
     this.maxChars = Math.min(MAX_BATCH_CHARS, options.maxChars ?? MAX_BATCH_CHARS);
     this.maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED;
+    this.maxInFlight = Math.max(1, options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
   }
 
   propose(data: string, requestId: string): Promise<unknown> {
@@ -85,13 +95,14 @@ export class BatchProposer implements CommandProposer {
     }
     return new Promise((resolve, reject) => {
       this.queue.push({ data, requestId, resolve, reject });
+      this.queuedChars += data.length + 1;
       this.schedule();
     });
   }
 
   /** Flushes on the next turn, so commands arriving in the same turn share an entry. */
   private schedule(): void {
-    if (this.sending || this.scheduled) return;
+    if (this.scheduled || !this.mayPropose()) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
@@ -99,13 +110,25 @@ export class BatchProposer implements CommandProposer {
     });
   }
 
+  /**
+   * Whether the queue's head may be proposed now: always when nothing is in flight; beside a
+   * proposal in flight only as a full entry (a partial one waits and gathers more commands).
+   */
+  private mayPropose(): boolean {
+    if (this.queue.length === 0) return false;
+    if (this.inFlight === 0) return true;
+    if (this.inFlight >= this.maxInFlight) return false;
+    return this.queue.length >= this.maxCommands || this.queuedChars + BATCH_OVERHEAD_CHARS > this.maxChars;
+  }
+
   private flush(): void {
-    if (this.sending || this.queue.length === 0) return;
-    this.sending = true;
-    void this.send(this.take()).finally(() => {
-      this.sending = false;
-      if (this.queue.length > 0) this.schedule();
-    });
+    while (this.mayPropose()) {
+      this.inFlight += 1;
+      void this.send(this.take()).finally(() => {
+        this.inFlight -= 1;
+        this.schedule();
+      });
+    }
   }
 
   /** The longest prefix of the queue within both bounds (never empty). */
@@ -118,6 +141,7 @@ export class BatchProposer implements CommandProposer {
       chars += next;
       n += 1;
     }
+    this.queuedChars -= chars - BATCH_OVERHEAD_CHARS;
     return this.queue.splice(0, n);
   }
 

@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
+import { planCommand } from '../../src/metadata/applyCommand.ts';
 import { BatchProposer } from '../../src/metadata/batchProposer.ts';
 import { type Command, decodeCommand, MAX_BATCH_COMMANDS } from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../../src/metadata/proposeCommand.ts';
+import { MetadataTables } from '../../src/metadata/tables.ts';
 import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd } from './metadataFixture.ts';
 
 const fx = new MetadataFixture();
@@ -18,6 +20,9 @@ class OneMemberLog implements CommandProposer {
   readonly log = new EntryLog();
   readonly entryTypes: string[] = [];
   failNext: Error | null = null;
+  /** Proposals made and not yet answered, now and at most. */
+  pending = 0;
+  maxPending = 0;
 
   constructor(private readonly sm: MetadataStateMachine) {}
 
@@ -25,7 +30,13 @@ class OneMemberLog implements CommandProposer {
   private tail: Promise<unknown> = Promise.resolve();
 
   propose(data: string, requestId: string): Promise<unknown> {
-    const next = this.tail.then(() => this.append(data, requestId));
+    this.pending += 1;
+    this.maxPending = Math.max(this.maxPending, this.pending);
+    const next = this.tail
+      .then(() => this.append(data, requestId))
+      .finally(() => {
+        this.pending -= 1;
+      });
     this.tail = next.catch(() => {});
     return next;
   }
@@ -126,6 +137,40 @@ describe('BatchProposer', () => {
     await expect(proposeCommand(batcher, recordCmd('x', ['w1', 'w2']))).resolves.toMatchObject({ ok: true });
   });
 
+  it('proposes full entries beside the one in flight, up to its bound, and a partial one after them', async () => {
+    const { sm, node } = await withWorkers();
+    const batcher = new BatchProposer(node, { maxCommands: 4, maxInFlight: 3 });
+    const results = await Promise.all(
+      Array.from({ length: 22 }, (_, i) => proposeCommand(batcher, recordCmd(`f${i}`, ['w1', 'w2']))),
+    );
+    expect(results.every((r) => r.ok && r.created)).toBe(true);
+    expect(node.maxPending).toBe(3);
+    const entries = node.log.entries.slice(2).map((e) => {
+      const decoded = decodeCommand(e.data);
+      if (!decoded.ok || decoded.command.type !== 'commandBatch') throw new Error('expected a commandBatch');
+      return decoded.command.commands.map((c) => (c as { id: string }).id);
+    });
+    expect(entries.map((ids) => ids.length)).toEqual([4, 4, 4, 4, 4, 2]);
+    // In the log in the order they were proposed.
+    expect(entries.flat()).toEqual(Array.from({ length: 22 }, (_, i) => `f${i}`));
+    expect((await sm.stats()).objects).toBe(22);
+  });
+
+  it('lets a partial entry wait for the one in flight, gathering what comes meanwhile', async () => {
+    const { node } = await withWorkers();
+    const batcher = new BatchProposer(node, { maxCommands: 8, maxInFlight: 4 });
+    const first = Array.from({ length: 3 }, (_, i) =>
+      proposeCommand(batcher, recordCmd(`p${i}`, ['w1', 'w2'])),
+    );
+    await new Promise((r) => setImmediate(r));
+    const later = Array.from({ length: 3 }, (_, i) =>
+      proposeCommand(batcher, recordCmd(`q${i}`, ['w1', 'w2'])),
+    );
+    await Promise.all([...first, ...later]);
+    expect(node.maxPending).toBe(1);
+    expect(node.entryTypes).toEqual(['commandBatch', 'commandBatch']);
+  });
+
   it('keeps each entry within its bounds in commands and characters', async () => {
     const { node } = await withWorkers();
     const batcher = new BatchProposer(node, { maxCommands: 8, maxChars: 2000 });
@@ -189,5 +234,42 @@ describe('commandBatch apply', () => {
     }
     expect(digests[1]).toBe(digests[0]);
     expect((await separate.tableDigest()).sha256).toBe(digests[0]);
+  });
+
+  it('writes each row it touches once, at its last value, as separate entries would leave it', async () => {
+    const uploads: Command[] = [
+      ...Array.from({ length: 20 }, (_, i) => recordCmd(`u${i}`, ['w1', 'w2'], 10 + i)),
+      { type: 'deleteObject', id: 'u3' },
+      recordCmd('u3', ['w2', 'w1'], 99),
+      { type: 'deleteObject', id: 'a' },
+    ];
+    const dir = await fx.folder();
+    const tables = await MetadataTables.open(dir);
+    const log = new EntryLog();
+    try {
+      for (const [i, c] of before.entries()) {
+        const plan = await planCommand(tables, { ...c, requestId: randomUUID() });
+        await tables.write(plan.ops, i + 1);
+      }
+      const plan = await planCommand(tables, {
+        type: 'commandBatch',
+        requestId: randomUUID(),
+        commands: uploads,
+      });
+      const rows = plan.ops.map((op) => `${op.table}/${op.key}`);
+      expect(new Set(rows).size).toBe(rows.length);
+      expect(rows.filter((r) => r.startsWith('counters/'))).toHaveLength(3);
+      expect(plan.ops).toContainEqual({ type: 'del', table: 'objects', key: 'a' });
+    } finally {
+      await tables.close();
+    }
+    const batched = await fx.machine();
+    for (const c of before) await applyOne(batched, log, c);
+    await applyOne(batched, log, { type: 'commandBatch', commands: uploads });
+    const separate = await fx.machine();
+    const separateLog = new EntryLog();
+    for (const c of [...before, ...uploads]) await applyOne(separate, separateLog, c);
+    expect((await batched.tableDigest()).sha256).toBe((await separate.tableDigest()).sha256);
+    expect(await batched.getObject('u3')).toMatchObject({ size: 99, replicas: ['w2', 'w1'] });
   });
 });

@@ -4,6 +4,7 @@
 // name copies that no worker holds, which is what a benchmark of the tables wants and what a
 // cluster in service must never have.
 
+import { randomUUID } from 'node:crypto';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { RaftError } from '../../consensus/raftNode.ts';
@@ -12,17 +13,15 @@ import type { ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
 import { redirectToLeader } from '../../http/leaderRedirect.ts';
 import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
-import { MAX_BATCH_COMMANDS, recordObjectSchema } from '../../metadata/commands.ts';
-import { proposeCommand } from '../../metadata/proposeCommand.ts';
+import { type ResultOf, recordObjectSchema } from '../../metadata/commands.ts';
 import type { RaftAccess } from '../imageService.ts';
 
-/** Records one request carries: a few Raft entries' worth (commandBatch groups up to 256). */
-export const MAX_BULK_RECORDS = 1000;
 /**
- * Records proposed at once: one commandBatch entry's worth, so a request never holds more than that
- * in the batch proposer's queue, which uploads, names and repair share with it.
+ * Records one request carries, all proposed at once: a few Raft entries' worth (commandBatch groups
+ * up to 256), which the batch proposer keeps in flight together. It is a quarter of that
+ * proposer's queue (DEFAULT_MAX_QUEUED), which uploads, names and repair share with it.
  */
-export const BULK_WINDOW = MAX_BATCH_COMMANDS;
+export const MAX_BULK_RECORDS = 1000;
 const MAX_BULK_BODY_BYTES = 2 * 1024 * 1024;
 
 const bulkSchema = z.strictObject({
@@ -63,30 +62,35 @@ export function bulkRecordRoutes(deps: { raft: RaftAccess; credentials: ManagerC
 type BulkRecord = z.infer<typeof bulkSchema>['records'][number];
 
 /**
- * Proposes the records in windows of BULK_WINDOW, each awaited before the next: the batch proposer
- * groups a window into one entry. Every record gets its own outcome, a Raft failure included (one
- * not committed here is `rejected` with the driver's code, e.g. NotLeader, and may be sent again).
+ * Proposes every record at once: the batch proposer groups them into full entries and keeps several
+ * in flight. Every record gets its own outcome, a Raft failure included (one not committed here is
+ * `rejected` with the driver's code, e.g. NotLeader or ProposalDropped, and may be sent again).
  */
 async function recordAll(raft: RaftAccess, records: BulkRecord[]): Promise<BulkRecordOutcome> {
   const outcome: BulkRecordOutcome = { created: 0, existing: 0, rejected: [] };
-  for (let from = 0; from < records.length; from += BULK_WINDOW) {
-    const window = records.slice(from, from + BULK_WINDOW);
-    const results = await Promise.all(window.map((r) => recordOne(raft, r)));
-    for (const [i, r] of results.entries()) {
-      if (r.ok && r.created) outcome.created += 1;
-      else if (r.ok) outcome.existing += 1;
-      else outcome.rejected.push({ id: window[i]!.id, code: r.code });
-    }
+  const results = await Promise.all(records.map((r) => recordOne(raft, r)));
+  for (const [i, r] of results.entries()) {
+    if (r.ok && r.created) outcome.created += 1;
+    else if (r.ok) outcome.existing += 1;
+    else outcome.rejected.push({ id: records[i]!.id, code: r.code });
   }
   return outcome;
 }
 
+/**
+ * The record was validated against recordObjectSchema (less the request id) when the body was
+ * parsed, so its entry is written here rather than by `proposeCommand`, which would validate it
+ * again: the parsed value holds only the schema's keys, and `type` leads as the batch proposer needs.
+ */
 async function recordOne(
   raft: RaftAccess,
   record: BulkRecord,
 ): Promise<{ ok: true; created: boolean } | { ok: false; code: string }> {
+  const requestId = randomUUID();
   try {
-    return await proposeCommand(raft, record);
+    const { type, ...fields } = record;
+    const data = JSON.stringify({ type, requestId, ...fields });
+    return (await raft.propose(data, requestId)) as ResultOf<'recordObject'>;
   } catch (err) {
     if (err instanceof RaftError) return { ok: false, code: err.code };
     throw err;
