@@ -123,7 +123,8 @@ describe('RepairLoop', () => {
     const batchRequests = (await s.workers.get('w2')!.worker.metrics.requests.get()).values
       .filter((v) => v.labels.route === '/blobs/copy-batch')
       .reduce((t, v) => t + v.value, 0);
-    expect(batchRequests).toBe(2);
+    // The fallback is a batch of one.
+    expect(batchRequests).toBe(3);
     expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(1);
     expect(await metric(s, 'imgvault_repairs_started_total')).toBe(40);
     expect(await metric(s, 'imgvault_repairs_succeeded_total')).toBe(40);
@@ -162,12 +163,47 @@ describe('RepairLoop', () => {
     for (let i = 0; i < 3; i++) expect((await s.sm.getObject(`held-${i}`))?.replicas).toEqual(['w1', 'w2']);
   });
 
-  it('counts each object of a batch once when a table read fails part-way through it', async () => {
+  it('copies from another holder, to the same target, when a holder could not run the batch', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    const bytes = await putObject(s, 'moved', ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
+    // w1, the first holder, stops answering before the leader notices: it still looks serving.
+    await s.workers.get('w1')!.stop();
+    const report = await repairLoop(s).pass();
+    expect(report?.outcomes).toMatchObject({ copied: 1, failed: 0 });
+    expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(0);
+    expect((await s.sm.getObject('moved'))?.replicas.sort()).toEqual(['w2', 'w3']);
+    const copy = await s.client.getBlob(s.workers.get('w3')!.url, 'moved');
+    expect(sha256Of(Buffer.from(await copy.body.arrayBuffer()))).toBe(sha256Of(bytes));
+  });
+
+  it('after a failed copy, tries the next target from the next holder', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }, { id: 'w4' }]);
+    hearAll(s, { w4: 500_000 });
+    const bytes = await putObject(s, 'turn', ['w1', 'w2']);
+    // w1, the first holder, holds other bytes under the id: it refuses to send them.
+    const other = randomBytes(2_000);
+    const w1 = s.workers.get('w1')!;
+    await w1.store.delete('turn');
+    await s.client.putBlob(w1.url, 'turn', sha256Of(other), other.length, Readable.from([other]));
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
+    const report = await repairLoop(s).pass();
+    expect(report?.outcomes).toMatchObject({ copied: 1, failed: 0 });
+    expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(1);
+    // w3, the first target, got nothing from w1; w4, the next, got w2's copy.
+    expect((await s.sm.getObject('turn'))?.replicas.sort()).toEqual(['w2', 'w4']);
+    expect((await s.workers.get('w3')!.store.stat('turn')).ok).toBe(false);
+    const copy = await s.client.getBlob(s.workers.get('w4')!.url, 'turn');
+    expect(sha256Of(Buffer.from(await copy.body.arrayBuffer()))).toBe(sha256Of(bytes));
+  });
+
+  it('counts each object once when a table read fails for some: the others are still copied', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
     for (let i = 0; i < 3; i++) await putObject(s, `part-${i}`, ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
-    // The pass reads each object once to plan it; the batch reads it again before sending.
+    // The walk reads each object once to find it; the pass reads it again, under its slot, to plan it.
     const reads = new Map<string, number>();
     const metadata = Object.create(s.sm) as typeof s.sm;
     metadata.getObject = async (id) => {
@@ -178,7 +214,8 @@ describe('RepairLoop', () => {
       return s.sm.getObject(id);
     };
     const report = await repairLoop(s, { metadata }).pass();
-    expect(report?.outcomes).toMatchObject({ skipped: 1, failed: 2, copied: 0 });
+    expect(report?.outcomes).toMatchObject({ skipped: 1, failed: 1, copied: 1 });
+    expect((await s.sm.getObject('part-2'))?.replicas).toEqual(['w3', 'w2']);
     expect(Object.values(report!.outcomes).reduce((a, b) => a + b, 0)).toBe(3);
   });
 
@@ -364,14 +401,14 @@ describe('one action per object at a time', () => {
     expect(s.slots.size()).toBe(0);
   });
 
-  it('repair lets go of every object it held when a table read fails halfway through a batch', async () => {
+  it('repair lets go of every object it held when a table read fails halfway through a pass', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
     await putObject(s, 'a', ['w1', 'w2']);
     await putObject(s, 'b', ['w1', 'w2']);
     await s.workers.get('w1')!.stop();
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
-    // One batch (w2 to w3) for both; the batch's own read of b fails, after a is held.
+    // One batch (w2 to w3) for both; the pass's own read of b fails, while a is held.
     const getObject = s.sm.getObject.bind(s.sm);
     let readsOfB = 0;
     const spy = vi.spyOn(s.sm, 'getObject').mockImplementation(async (id: string) => {
@@ -380,12 +417,13 @@ describe('one action per object at a time', () => {
     });
     try {
       const report = await repairLoop(s).pass();
-      expect(report?.outcomes.failed).toBeGreaterThan(0);
+      expect(report?.outcomes).toMatchObject({ failed: 1, copied: 1 });
     } finally {
       spy.mockRestore();
     }
     expect(s.slots.size()).toBe(0);
-    expect((await repairLoop(s).pass())?.outcomes.copied).toBe(2);
+    expect((await repairLoop(s).pass())?.outcomes.copied).toBe(1);
+    for (const id of ['a', 'b']) expect((await s.sm.getObject(id))?.replicas.sort()).toEqual(['w2', 'w3']);
   });
 
   it('repair leaves an object an upload or a delete is acting on to the next pass', async () => {
