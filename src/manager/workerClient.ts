@@ -363,6 +363,14 @@ export class WorkerClient {
     throw await failure(workerUrl, `GET /blobs/${id}`, res);
   }
 
+  /** Whether the worker holds `id` now (HEAD /blobs/:id); `unknown` when it could not say. */
+  async holds(workerUrl: string, id: string): Promise<'yes' | 'no' | 'unknown'> {
+    return this.getBlob(workerUrl, id, { method: 'HEAD' }).then(
+      (res) => res.body.dump().then(() => 'yes' as const),
+      (err: unknown) => ((err as { code?: string }).code === 'NotFound' ? 'no' : 'unknown'),
+    );
+  }
+
   /**
    * Streams the worker's inventory (GET /inventory, NDJSON in ascending id order). Lines without an
    * id are passed over; the caller checks the order. Rejects when the worker cannot list.

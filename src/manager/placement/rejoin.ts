@@ -334,14 +334,7 @@ export class InventoryReconciler {
         );
         return;
       }
-      const decision = await this.reconcileMissing(nodeId, id, inventoryStartedAt).catch((err: unknown) => {
-        this.deps.log.warn(
-          { event: 'reconcile.missing_check_failed', objectId: id, nodeId, err: (err as Error).message },
-          'no decision for this copy',
-        );
-        return 'skipped' as const;
-      });
-      this.decided(summary, decision, id, nodeId);
+      await this.reconcileMissing(nodeId, id, inventoryStartedAt, summary);
     }
   }
 
@@ -349,34 +342,34 @@ export class InventoryReconciler {
    * A copy its worker reports lost (removed by its scrubber): dropped from the record once the
    * worker confirms it does not hold it, like a copy a registration's inventory lacks.
    */
-  async dropMissingCopy(nodeId: string, id: string): Promise<ReconcileDecision> {
-    const decision = await this.reconcileMissing(nodeId, id, Number.POSITIVE_INFINITY);
-    this.decided(emptySummary(), decision, id, nodeId);
-    return decision;
+  dropMissingCopy(nodeId: string, id: string): Promise<ReconcileDecision> {
+    return this.reconcileMissing(nodeId, id, Number.POSITIVE_INFINITY, emptySummary());
   }
 
-  /** A recorded copy on `nodeId` its inventory lacked: dropped once the worker confirms (planMissing). */
-  private reconcileMissing(nodeId: string, id: string, listedAt: number): Promise<ReconcileDecision> {
-    return this.deps.slots.run(
-      id,
-      async () => {
-        const { metadata, workers } = this.deps;
-        const object = await metadata.getObject(id);
-        const node = await metadata.getNode(nodeId);
-        if (!node || planMissing(object, nodeId, listedAt).kind === 'skip') return 'skipped';
-        // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
-        const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
-          (res) => res.body.dump().then(() => 'yes' as const),
-          (err: unknown) => ((err as { code?: string }).code === 'NotFound' ? 'no' : 'unknown'),
-        );
-        const action = planMissing(object, nodeId, listedAt, held);
-        if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
-        const change = { type: 'removeReplica', id, nodeId } as const;
-        const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
-        return dropped ? 'missingDropped' : 'skipped';
-      },
-      'skipped',
-    );
+  /**
+   * A recorded copy on `nodeId` its inventory lacked: dropped once the worker confirms (planMissing).
+   * A failure decides nothing; the next rejoin or sweep looks again.
+   */
+  private async reconcileMissing(nodeId: string, id: string, listedAt: number, summary: ReconcileSummary) {
+    const decide = async (): Promise<ReconcileDecision> => {
+      const { metadata, workers } = this.deps;
+      const object = await metadata.getObject(id);
+      const node = await metadata.getNode(nodeId);
+      if (!node || planMissing(object, nodeId, listedAt).kind === 'skip') return 'skipped';
+      // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
+      const action = planMissing(object, nodeId, listedAt, await workers.holds(node.url, id));
+      if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
+      const change = { type: 'removeReplica', id, nodeId } as const;
+      const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
+      return dropped ? 'missingDropped' : 'skipped';
+    };
+    const decision = await this.deps.slots.run(id, decide, 'skipped').catch((err: unknown) => {
+      const at = { objectId: id, nodeId, err: (err as Error).message };
+      this.deps.log.warn({ event: 'reconcile.missing_check_failed', ...at }, 'no decision for this copy');
+      return 'skipped' as const;
+    });
+    this.decided(summary, decision, id, nodeId);
+    return decision;
   }
 }
 
