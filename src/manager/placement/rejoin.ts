@@ -69,13 +69,29 @@ export class InventoryReconciler {
     this.now = deps.now ?? Date.now;
   }
 
-  /** Counts a decision; each that changed something is logged as `reconcile.<decision>`. */
-  private decided(summary: ReconcileSummary, d: ReconcileDecision, objectId: string, nodeId: string): void {
+  /**
+   * Decides on the copy of `id` on `nodeId` holding the object's slot: another action on the object
+   * (a repair copying onto this worker, a stray being deleted, an upload) leaves it to the next rejoin
+   * or sweep (`skipped`), and so does a failure. Counts the decision; each that changed something is
+   * logged as `reconcile.<decision>`.
+   */
+  private async decide(
+    summary: ReconcileSummary,
+    nodeId: string,
+    id: string,
+    act: () => Promise<ReconcileDecision>,
+  ): Promise<ReconcileDecision> {
+    const d = await this.deps.slots.run(id, act, 'skipped').catch((err: unknown) => {
+      const at = { objectId: id, nodeId, err: (err as Error).message };
+      this.deps.log.warn({ event: 'reconcile.blob_failed', ...at }, 'no decision for this copy');
+      return 'skipped' as const;
+    });
     summary[d] += 1;
     this.deps.metrics.reconcileDecisions.inc({ decision: d });
-    if (d === 'kept' || d === 'skipped') return;
+    if (d === 'kept' || d === 'skipped') return d;
     const event = `reconcile.${d.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`;
-    this.deps.log.info({ event, objectId, nodeId }, `copy of ${objectId} on ${nodeId}: ${d}`);
+    this.deps.log.info({ event, objectId: id, nodeId }, `copy of ${id} on ${nodeId}: ${d}`);
+    return d;
   }
 
   /**
@@ -124,14 +140,14 @@ export class InventoryReconciler {
       yield* inventory();
     })();
     const next = async () => (await lines.next()).value as InventoryEntry | undefined;
-    const decide = async (line: InventoryEntry) => {
+    const decideLine = async (line: InventoryEntry) => {
       // Node states steer decisions; re-read now and then, not for every blob.
       if (++taken % 256 === 0) nodes = await nodesById(metadata);
       const self = nodes.get(nodeId);
-      if (self) this.decided(summary, await this.reconcileLine(self, line, nodes), line.id, nodeId);
+      if (self) await this.decide(summary, nodeId, line.id, () => this.reconcileLine(self, line, nodes));
     };
     try {
-      await runLanes(RECONCILE_CONCURRENCY, next, decide, () => this.deps.raft.isLeader());
+      await runLanes(RECONCILE_CONCURRENCY, next, decideLine, () => this.deps.raft.isLeader());
     } finally {
       await lines.return(undefined);
     }
@@ -141,30 +157,21 @@ export class InventoryReconciler {
     return summary;
   }
 
-  /**
-   * Decides on a worker's copy of one inventory line, holding its object's slot: another action on
-   * the object (a repair copying onto this worker, a stray being deleted, an upload) leaves the line
-   * to the next rejoin or sweep. One failed line does not stop the rest.
-   */
-  private async reconcileLine(self: NodeView, line: InventoryEntry, nodes: Nodes) {
-    const held = async (): Promise<ReconcileDecision> => {
-      const object = await this.deps.metadata.getObject(line.id);
-      if (object) this.seen.forget(self.nodeId, line.id);
-      const { action, checks } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
-        planHeldCopy(self, line, object, nodes, checks),
-      );
-      if (action.kind !== 'orphan') return this.actOnHeldCopy(self, object!, action, nodes, checks);
-      // A blob no record knows: noted; sweepOrphans deletes it once its grace has passed.
-      this.seen.note(self.nodeId, line.id, this.now());
-      return 'orphanPending';
-    };
-    try {
-      return await this.deps.slots.run(line.id, held, 'skipped');
-    } catch (err) {
-      const at = { objectId: line.id, nodeId: self.nodeId, err: (err as Error).message };
-      this.deps.log.warn({ event: 'reconcile.blob_failed', ...at }, 'no decision for this copy');
-      return 'skipped';
-    }
+  /** A worker's copy of one inventory line, its object's slot held (see decide). */
+  private async reconcileLine(
+    self: NodeView,
+    line: InventoryEntry,
+    nodes: Nodes,
+  ): Promise<ReconcileDecision> {
+    const object = await this.deps.metadata.getObject(line.id);
+    if (object) this.seen.forget(self.nodeId, line.id);
+    const { action, checks } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
+      planHeldCopy(self, line, object, nodes, checks),
+    );
+    if (action.kind !== 'orphan') return this.actOnHeldCopy(self, object!, action, nodes, checks);
+    // A blob no record knows: noted; sweepOrphans deletes it once its grace has passed.
+    this.seen.note(self.nodeId, line.id, this.now());
+    return 'orphanPending';
   }
 
   private async actOnHeldCopy(
@@ -248,30 +255,20 @@ export class InventoryReconciler {
   async sweepOrphans(): Promise<number> {
     if (!this.deps.raft.isLeader()) return 0;
     const nodes = await nodesById(this.deps.metadata);
-    let deleted = 0;
-    let taken = 0;
     const now = this.now();
-    for (const o of this.seen.all()) {
-      if (taken >= ORPHANS_PER_SWEEP) break;
-      if (!orphanDue(o.firstSeen, now, this.deps.orphanGraceMs)) continue;
+    const due = this.seen.all().filter((o) => {
       const node = nodes.get(o.nodeId);
-      // A node gone from the table is not skipped: deleteStrayHeld forgets its sightings.
-      if (node && !this.deps.liveness.isServing(node)) continue;
-      taken += 1;
+      // A node gone from the table is not skipped: actOnStray forgets its sightings.
+      return (
+        orphanDue(o.firstSeen, now, this.deps.orphanGraceMs) && (!node || this.deps.liveness.isServing(node))
+      );
+    });
+    const summary = emptySummary();
+    for (const o of due.slice(0, ORPHANS_PER_SWEEP)) {
       this.seen.requeue(o);
-      try {
-        if (await this.deps.slots.run(o.id, () => this.deleteStrayHeld(o.nodeId, o.id), false)) {
-          deleted += 1;
-          this.deps.metrics.reconcileDecisions.inc({ decision: 'orphanDeleted' });
-        }
-      } catch (err) {
-        this.deps.log.warn(
-          { event: 'reconcile.orphan_delete_failed', objectId: o.id, nodeId: o.nodeId, err },
-          'retried later',
-        );
-      }
+      await this.decide(summary, o.nodeId, o.id, () => this.actOnStray(o.nodeId, o.id));
     }
-    return deleted;
+    return summary.orphanDeleted;
   }
 
   /**
@@ -279,9 +276,8 @@ export class InventoryReconciler {
    * from before its first copy until its record commits): as planStray decides, and a delete only if
    * the table, read afresh after the read-backs, still says what the plan was made on.
    */
-  private async deleteStrayHeld(nodeId: string, id: string): Promise<boolean> {
-    const pending = this.seen.get(nodeId, id);
-    if (!pending || !this.deps.raft.isLeader()) return false;
+  private async actOnStray(nodeId: string, id: string): Promise<ReconcileDecision> {
+    if (!this.seen.get(nodeId, id) || !this.deps.raft.isLeader()) return 'skipped';
     const { metadata, log } = this.deps;
     const object = await metadata.getObject(id);
     const node = await metadata.getNode(nodeId);
@@ -289,30 +285,23 @@ export class InventoryReconciler {
     const { action } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
       planStray(node, object, nodes, checks),
     );
-    const logged = { objectId: id, nodeId };
-    if (action.kind !== 'delete') {
-      this.seen.forget(nodeId, id);
-      if (action.kind === 'unproven')
-        log.warn(
-          { event: 'reconcile.stray_unproven', ...logged },
-          'unrecorded copy could not be read back; neither re-adopted nor deleted',
-        );
+    if (action.kind !== 'delete') this.seen.forget(nodeId, id);
+    if (action.kind === 'unproven')
+      log.warn(
+        { event: 'reconcile.stray_unproven', objectId: id, nodeId },
+        'unrecorded copy could not be read back; neither re-adopted nor deleted',
+      );
+    if (action.kind === 'readopt') {
       const readopt = { type: 'addReplica', id, nodeId } as const;
-      if (action.kind === 'readopt' && (await commitChange(this.deps, object!, readopt)))
-        log.info({ event: 'reconcile.stray_readopted', ...logged }, 'unrecorded copy re-adopted');
-      return false;
+      return (await commitChange(this.deps, object!, readopt)) ? 'readopted' : 'skipped';
     }
+    if (action.kind !== 'delete') return 'skipped';
     // The table as of everything committed, read last, so neither a record committed under another
     // leader and not applied here yet, nor one committed during the read-backs, nor a deposed
     // leader's stale table, makes a recorded copy look orphaned. Changed: the next sweep plans again.
-    if (!(await deleteCopy(this.deps, node!, id, (fresh) => sameRecord(object, fresh)))) return false;
+    if (!(await deleteCopy(this.deps, node!, id, (fresh) => sameRecord(object, fresh)))) return 'skipped';
     this.seen.forget(nodeId, id);
-    const event = object ? 'reconcile.stray_deleted' : 'reconcile.orphan_deleted';
-    log.info(
-      { event, ...logged, firstSeen: pending.firstSeen },
-      `${object ? 'unrecorded copy' : 'orphan blob'} deleted after the grace period`,
-    );
-    return true;
+    return 'orphanDeleted';
   }
 
   /**
@@ -346,12 +335,9 @@ export class InventoryReconciler {
     return this.reconcileMissing(nodeId, id, Number.POSITIVE_INFINITY, emptySummary());
   }
 
-  /**
-   * A recorded copy on `nodeId` its inventory lacked: dropped once the worker confirms (planMissing).
-   * A failure decides nothing; the next rejoin or sweep looks again.
-   */
-  private async reconcileMissing(nodeId: string, id: string, listedAt: number, summary: ReconcileSummary) {
-    const decide = async (): Promise<ReconcileDecision> => {
+  /** A recorded copy on `nodeId` its inventory lacked: dropped once the worker confirms (planMissing). */
+  private reconcileMissing(nodeId: string, id: string, listedAt: number, summary: ReconcileSummary) {
+    return this.decide(summary, nodeId, id, async () => {
       const { metadata, workers } = this.deps;
       const object = await metadata.getObject(id);
       const node = await metadata.getNode(nodeId);
@@ -362,14 +348,7 @@ export class InventoryReconciler {
       const change = { type: 'removeReplica', id, nodeId } as const;
       const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
       return dropped ? 'missingDropped' : 'skipped';
-    };
-    const decision = await this.deps.slots.run(id, decide, 'skipped').catch((err: unknown) => {
-      const at = { objectId: id, nodeId, err: (err as Error).message };
-      this.deps.log.warn({ event: 'reconcile.missing_check_failed', ...at }, 'no decision for this copy');
-      return 'skipped' as const;
     });
-    this.decided(summary, decision, id, nodeId);
-    return decision;
   }
 }
 
