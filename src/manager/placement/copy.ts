@@ -89,7 +89,7 @@ export class Copier {
    * its next target (a fallback) from its next holder, until they run out of targets or holders.
    */
   async copy(jobs: CopyJob[], out: Outcomes): Promise<void> {
-    const { raft, metrics, log } = this.deps;
+    const { raft, metrics } = this.deps;
     metrics.started.inc(jobs.length);
     const startedAt = this.now();
     while (jobs.length > 0 && raft.isLeader()) {
@@ -100,20 +100,13 @@ export class Copier {
       await runLanes(this.bounds.concurrency, batchesOf(jobs, this.bounds.batchBytes), send, () =>
         raft.isLeader(),
       );
-      jobs = again.filter((j) => j.holders.length > 0 && j.attempt < j.targets.length);
-      for (const j of again.filter((j) => !jobs.includes(j))) {
-        this.failed(out);
-        log.warn(
-          { event: 'repair.failed', objectId: j.c.object.id },
-          'no target took the copy; next pass retries',
-        );
-      }
+      jobs = again;
     }
   }
 
   /**
    * One copy batch: its holder copies its blobs to its target in one request, and the copies that
-   * arrived are committed. Returns the jobs to try again.
+   * arrived are committed. Returns the jobs that have another attempt left, counting the rest failed.
    */
   private async send(batch: CopyJob[], startedAt: number, out: Outcomes): Promise<CopyJob[]> {
     const { workers, log, metrics, liveness } = this.deps;
@@ -124,35 +117,35 @@ export class Copier {
     const answers = await workers.copyBatch(holder.url, target.url, blobs).catch((err: unknown) => {
       // The holder could not run the request: no target is to blame, so the same target is tried
       // from the jobs' other holders, if they have any.
-      log.warn(
-        { event: 'repair.batch_failed', ...logged, objects: batch.length, err: (err as Error).message },
-        'copy batch not run',
-      );
+      const at = { ...logged, objects: batch.length, err: (err as Error).message };
+      log.warn({ event: 'repair.batch_failed', ...at }, 'copy batch not run');
       for (const j of batch) j.holders = j.holders.filter((h) => h !== holder);
       return null;
     });
-    if (answers === null) return batch;
     const copied: Classified[] = [];
     const again: CopyJob[] = [];
-    for (const [i, answer] of answers.entries()) {
-      const job = batch[i]!;
-      const wrong = answer.ok ? sentOther(answer, job.c.object) : answer.message;
-      if (wrong === null) {
+    for (const [i, job] of batch.entries()) {
+      const answer = answers?.[i];
+      const wrong = !answer ? null : answer.ok ? sentOther(answer, job.c.object) : answer.message;
+      if (answer?.ok && wrong === null) {
         copied.push(job.c);
         continue;
       }
-      log.warn(
-        { event: 'repair.target_failed', objectId: job.c.object.id, ...logged, err: wrong },
-        'repair target failed',
-      );
-      // A holder with other bytes under this id made a copy of the wrong image.
-      if (answer.ok) await this.deleteIfUnrecorded(job.c.object, target);
-      const next = job.targets[++job.attempt];
-      if (next) {
-        metrics.fallbacks.inc();
-        liveness.reservePlacement(next.nodeId, job.c.object.size);
+      if (answer) {
+        const at = { objectId: job.c.object.id, ...logged, err: wrong };
+        log.warn({ event: 'repair.target_failed', ...at }, 'repair target failed');
+        // A holder with other bytes under this id made a copy of the wrong image.
+        if (answer.ok) await this.deleteIfUnrecorded(job.c.object, target);
+        const next = job.targets[++job.attempt];
+        if (next) metrics.fallbacks.inc();
+        if (next) liveness.reservePlacement(next.nodeId, job.c.object.size);
       }
-      again.push(job);
+      if (job.holders.length > 0 && job.attempt < job.targets.length) again.push(job);
+      else {
+        this.failed(out);
+        const at = { objectId: job.c.object.id, ...logged };
+        log.warn({ event: 'repair.failed', ...at }, 'no target took the copy; next pass retries');
+      }
     }
     if (copied.length > 0) await this.commit(copied, target, startedAt, out);
     return again;
@@ -167,7 +160,13 @@ export class Copier {
     const targetId = target.nodeId;
     const { raft, log, metrics } = this.deps;
     for (const c of copied) metrics.bytesCopied.inc(c.object.size);
-    const removes = await this.stillLeaving(copied);
+    // The node each copy replaces, if it is still leaving now (read afresh).
+    const nodes = await nodesById(this.deps.metadata);
+    const removes = copied.map((c) => {
+      const nodeId = c.leaving[0];
+      const node = nodeId === undefined ? undefined : nodes.get(nodeId);
+      return nodeId !== undefined && (!node || LEAVING.has(node.state)) ? { nodeId, node } : null;
+    });
     const changes: ReplicaChange[] = copied.map((c, i) => {
       const remove = removes[i]?.nodeId;
       const expected = expectedOf(c.object);
@@ -213,16 +212,6 @@ export class Copier {
       if (removed?.node && this.deps.liveness.isServing(removed.node))
         await deleteCopy(this.deps, removed.node, c.object.id).catch(() => false);
     }
-  }
-
-  /** For each copy, the node it replaces if that node is still leaving now (read afresh). */
-  private async stillLeaving(copied: Classified[]) {
-    const nodes = await nodesById(this.deps.metadata);
-    return copied.map((c) => {
-      const nodeId = c.leaving[0];
-      const node = nodeId === undefined ? undefined : nodes.get(nodeId);
-      return nodeId !== undefined && (!node || LEAVING.has(node.state)) ? { nodeId, node } : null;
-    });
   }
 
   /** Counts `n` repairs failed. */

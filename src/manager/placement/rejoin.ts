@@ -230,19 +230,16 @@ export class InventoryReconciler {
     return deleted ? 'corruptDeleted' : 'skipped';
   }
 
-  /** Records the returning copy and forgets `victim`, the copy that replaced it, in one entry. */
+  /**
+   * Records the returning copy and forgets `victim`, the copy that replaced it, in one entry. A
+   * delete that fails leaves a stray the sweep removes.
+   */
   private async trade(self: NodeView, object: ObjectView, victim: string, nodes: Nodes) {
     const change = { type: 'replaceReplica', id: object.id, add: self.nodeId, remove: victim } as const;
     // Refused: the record changed since it was read; nothing was traded, the next rejoin decides again.
     if (!(await commitChange(this.deps, object, change))) return 'skipped';
     const victimNode = nodes.get(victim);
-    if (victimNode)
-      await deleteCopy(this.deps, victimNode, object.id).catch((err: unknown) =>
-        this.deps.log.warn(
-          { event: 'reconcile.excess_delete_failed', objectId: object.id, nodeId: victim, err },
-          'excess copy left; the sweep removes it',
-        ),
-      );
+    if (victimNode) await deleteCopy(this.deps, victimNode, object.id).catch(() => false);
     return 'excessRemoved' as const;
   }
 

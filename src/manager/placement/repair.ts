@@ -209,7 +209,8 @@ export class Repairer {
         }
         return 'unavailable';
       case 'remove':
-        return (await this.remove(c, action.nodeIds, action.deleteFrom, action.reason, byId)) ?? 'skipped';
+        await this.remove(c, action.nodeIds, action.deleteFrom, action.reason, byId);
+        return 'dropped';
       case 'trim':
         return (await this.remove(c, [action.nodeId], [action.nodeId], 'excess', byId))
           ? 'trimmed'
@@ -224,14 +225,17 @@ export class Repairer {
     }
   }
 
-  /** The record forgets the copies on `nodeIds`; those on `deleteFrom` are deleted once it has. */
+  /**
+   * The record forgets the copies on `nodeIds`; those on `deleteFrom` are deleted once it has.
+   * False when the record refused every removal.
+   */
   private async remove(
     c: Classified,
     nodeIds: string[],
     deleteFrom: string[],
     reason: keyof typeof REMOVED,
     byId: Nodes,
-  ): Promise<'dropped' | null> {
+  ): Promise<boolean> {
     let removed = false;
     // Each removal is planned on the record as the one before left it.
     let planned = c.object;
@@ -249,7 +253,7 @@ export class Repairer {
       if (node && deleteFrom.includes(nodeId))
         await deleteCopy(this.deps, node, c.object.id).catch(() => false);
     }
-    return removed || reason !== 'excess' ? 'dropped' : null;
+    return removed;
   }
 
   private classify(object: ObjectView, byId: Nodes): Classified {
