@@ -515,7 +515,7 @@ describe('repair data-loss guards', () => {
     await w1.store.delete('obj');
     await s.client.putBlob(w1.url, 'obj', sha256Of(other), other.length, Readable.from([other]));
     await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'down', at: s.clock.now });
-    expect(await repairLoop(s).repairOne('obj')).toBe('failed');
+    expect((await repairLoop(s).pass())?.outcomes).toMatchObject({ copied: 0, failed: 1 });
     expect((await s.sm.getObject('obj'))?.replicas).toEqual(['w1', 'w2']);
     expect((await s.workers.get('w3')!.store.stat('obj')).ok).toBe(false);
   });
@@ -563,7 +563,7 @@ describe('repair data-loss guards', () => {
       },
     };
     const loop = repairLoop(s, { raft, concurrency: 1 });
-    expect(await loop.repairOne('obj')).toBe('failed');
+    expect((await loop.pass())?.outcomes).toMatchObject({ copied: 0, failed: 1 });
     expect(late).toHaveLength(1);
     // The entry commits after all (the result goes to nobody: its caller gave up).
     await s.raft.propose(late[0]!, 'nobody-waits');

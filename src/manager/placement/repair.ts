@@ -91,37 +91,21 @@ export class Repairer {
     this.updateGauges(work, byId);
     // Objects down to one live copy (or none) first: they are one failure away from loss.
     work.sort((a, b) => a.healthy.length - b.healthy.length);
+    // Each object is planned from a fresh read under its slot and acted on; the copies planned are
+    // then made together, their slots held from their plan until their outcome.
     const outcomes = noOutcomes();
-    await this.repair(
-      work.map((c) => c.object.id),
-      outcomes,
-    );
-    return { examined: work.length, outcomes, drained: await this.finishDrains() };
-  }
-
-  /** Brings one object one step closer to the goal (see repair); `skipped` when another action holds it. */
-  async repairOne(id: string): Promise<RepairOutcome> {
-    const out = noOutcomes();
-    await this.repair([id], out);
-    return (Object.keys(out) as RepairOutcome[]).find((k) => out[k] > 0) ?? 'skipped';
-  }
-
-  /**
-   * Plans each object (`concurrency` at once) from a fresh read under its slot and acts on it; the
-   * copies planned are then made together, their slots held from their plan until their outcome.
-   */
-  private async repair(ids: string[], out: Outcomes): Promise<void> {
     const planned: Planned = { jobs: [], held: [], bytes: 0 };
-    const step = async (id: string) => {
-      const outcome = await this.step(id, planned);
-      if (outcome !== null) out[outcome] += 1;
+    const step = async (c: Classified) => {
+      const outcome = await this.step(c.object.id, planned);
+      if (outcome !== null) outcomes[outcome] += 1;
     };
     try {
-      await runLanes(this.deps.concurrency, ids, step, () => this.deps.raft.isLeader());
-      await this.copier.copy(planned.jobs, out);
+      await runLanes(this.deps.concurrency, work, step, () => raft.isLeader());
+      await this.copier.copy(planned.jobs, outcomes);
     } finally {
       for (const release of planned.held) release();
     }
+    return { examined: work.length, outcomes, drained: await this.finishDrains() };
   }
 
   /** Plans from a fresh read of the tables (and the read-backs the plan asks for), then acts; null: a copy planned. */
