@@ -23,15 +23,7 @@ import {
   unlistedIn,
 } from './execute.ts';
 import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
-import {
-  type Checks,
-  type HeldCopyAction,
-  type Nodes,
-  orphanDue,
-  planHeldCopy,
-  planMissing,
-  planStray,
-} from './plan.ts';
+import { type Nodes, orphanDue, planHeldCopy, planMissing, planStray } from './plan.ts';
 
 export interface InventoryReconcilerDeps extends ExecutorDeps {
   orphanGraceMs: number;
@@ -157,7 +149,7 @@ export class InventoryReconciler {
     return summary;
   }
 
-  /** A worker's copy of one inventory line, its object's slot held (see decide). */
+  /** A worker's copy of one inventory line against the record, its object's slot held (see decide). */
   private async reconcileLine(
     self: NodeView,
     line: InventoryEntry,
@@ -168,21 +160,13 @@ export class InventoryReconciler {
     const { action, checks } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
       planHeldCopy(self, line, object, nodes, checks),
     );
-    if (action.kind !== 'orphan') return this.actOnHeldCopy(self, object!, action, nodes, checks);
-    // A blob no record knows: noted; sweepOrphans deletes it once its grace has passed.
-    this.seen.note(self.nodeId, line.id, this.now());
-    return 'orphanPending';
-  }
-
-  private async actOnHeldCopy(
-    self: NodeView,
-    object: ObjectView,
-    action: Exclude<HeldCopyAction, { kind: 'readBack' | 'orphan' }>,
-    nodes: Nodes,
-    checks: Checks,
-  ): Promise<ReconcileDecision> {
+    if (action.kind === 'orphan' || !object) {
+      // A blob no record knows: noted; sweepOrphans deletes it once its grace has passed.
+      this.seen.note(self.nodeId, line.id, this.now());
+      return 'orphanPending';
+    }
     const { log } = this.deps;
-    const at = { objectId: object.id, nodeId: self.nodeId };
+    const at = { objectId: line.id, nodeId: self.nodeId };
     switch (action.kind) {
       case 'kept':
         return 'kept';
