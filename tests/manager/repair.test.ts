@@ -167,15 +167,22 @@ describe('RepairLoop', () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
     const bytes = await putObject(s, 'moved', ['w1', 'w2']);
+    await putObject(s, 'moved-too', ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
     // w1, the first holder, stops answering before the leader notices: it still looks serving.
     await s.workers.get('w1')!.stop();
     const report = await repairLoop(s).pass();
-    expect(report?.outcomes).toMatchObject({ copied: 1, failed: 0 });
+    expect(report?.outcomes).toMatchObject({ copied: 2, failed: 0 });
     expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(0);
     expect((await s.sm.getObject('moved'))?.replicas.sort()).toEqual(['w2', 'w3']);
+    expect((await s.sm.getObject('moved-too'))?.replicas.sort()).toEqual(['w2', 'w3']);
     const copy = await s.client.getBlob(s.workers.get('w3')!.url, 'moved');
     expect(sha256Of(Buffer.from(await copy.body.arrayBuffer()))).toBe(sha256Of(bytes));
+    // Every job of the failed batch gives up w1 at once: w2 serves both copies in one request.
+    const batchRequests = (await s.workers.get('w2')!.worker.metrics.requests.get()).values
+      .filter((v) => v.labels.route === '/blobs/copy-batch')
+      .reduce((t, v) => t + v.value, 0);
+    expect(batchRequests).toBe(1);
   });
 
   it('after a failed copy, tries the next target from the next holder', async () => {

@@ -119,7 +119,7 @@ export class Copier {
       // from the jobs' other holders, if they have any.
       const at = { ...logged, objects: batch.length, err: (err as Error).message };
       log.warn({ event: 'repair.batch_failed', ...at }, 'copy batch not run');
-      for (const j of batch) j.holders = j.holders.filter((h) => h !== holder);
+      for (const j of batch) j.holders = j.holders.filter((h) => h.nodeId !== holder.nodeId);
       return null;
     });
     const copied: Classified[] = [];
