@@ -405,6 +405,26 @@ describe('the orphan sweep beside repair', () => {
   });
 });
 
+describe('inventories observed by the loop', () => {
+  it('reconciles two queued inventories of one worker one after the other, and resolves both', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
+    hearAll(s);
+    const loop = reconcilerFor(s, { intervalMs: 60_000 });
+    loop.start();
+    onCleanup(() => loop.stop());
+    const read: number[] = [];
+    const source = (n: number) => () => {
+      read.push(n);
+      return [];
+    };
+    // Both queued before a pass runs: the second waits for the first, then is reconciled too.
+    let resolved = 0;
+    for (const n of [1, 2]) void loop.reconcile('w1', source(n), s.clock.now).then(() => resolved++);
+    await until(() => resolved === 2, 'both inventories reconciled');
+    expect(new Set(read)).toEqual(new Set([1, 2]));
+  });
+});
+
 describe('rejoin, an excess copy re-adopted meanwhile', () => {
   it('keeps a returning copy the record lists again by the time of its delete', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);

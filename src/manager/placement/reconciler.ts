@@ -118,7 +118,9 @@ export class PlacementReconciler {
       this.dropObserved();
       return this.repair.pass();
     }
-    for (const o of this.observed.filter((o) => !this.running.has(o.nodeId))) {
+    for (const o of [...this.observed]) {
+      // Checked as each starts: a second inventory of one worker waits for the first to be done.
+      if (this.running.has(o.nodeId)) continue;
       this.observed = this.observed.filter((other) => other !== o);
       // A rejoin done wakes the loop: repair may have copies to make, or none to make any more.
       this.beside(o.nodeId, 'reconcile.failed', () =>
