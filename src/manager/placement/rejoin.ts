@@ -47,6 +47,7 @@ const DECISIONS = [
   'orphanDeleted',
   'missingDropped',
   'skipped',
+  'failed',
 ] as const;
 export type ReconcileDecision = (typeof DECISIONS)[number];
 export type ReconcileSummary = Record<ReconcileDecision, number>;
@@ -64,8 +65,8 @@ export class InventoryReconciler {
   /**
    * Decides on the copy of `id` on `nodeId` holding the object's slot: another action on the object
    * (a repair copying onto this worker, a stray being deleted, an upload) leaves it to the next rejoin
-   * or sweep (`skipped`), and so does a failure. Counts the decision; each that changed something is
-   * logged as `reconcile.<decision>`.
+   * or sweep (`skipped`), and so does a failure (`failed`). Counts the decision; each that changed
+   * something is logged as `reconcile.<decision>`.
    */
   private async decide(
     summary: ReconcileSummary,
@@ -76,11 +77,11 @@ export class InventoryReconciler {
     const d = await this.deps.slots.run(id, act, 'skipped').catch((err: unknown) => {
       const at = { objectId: id, nodeId, err: (err as Error).message };
       this.deps.log.warn({ event: 'reconcile.blob_failed', ...at }, 'no decision for this copy');
-      return 'skipped' as const;
+      return 'failed' as const;
     });
     summary[d] += 1;
     this.deps.metrics.reconcileDecisions.inc({ decision: d });
-    if (d === 'kept' || d === 'skipped') return d;
+    if (d === 'kept' || d === 'skipped' || d === 'failed') return d;
     const event = `reconcile.${d.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`;
     this.deps.log.info({ event, objectId: id, nodeId }, `copy of ${id} on ${nodeId}: ${d}`);
     return d;
