@@ -10,6 +10,7 @@ import { startDrain, undrain } from '../../src/manager/drain.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
 import { deleteCopy, ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { decodeCommand } from '../../src/metadata/commands.ts';
+import { until } from '../helpers/until.ts';
 import { sha256Of } from '../storagenode/workerHarness.ts';
 import {
   cleanup,
@@ -431,6 +432,37 @@ describe('one action per object at a time', () => {
     expect(s.slots.size()).toBe(0);
     expect((await repairLoop(s).pass())?.outcomes.copied).toBe(1);
     for (const id of ['a', 'b']) expect((await s.sm.getObject(id))?.replicas.sort()).toEqual(['w2', 'w3']);
+  });
+
+  it("repair gives an object back once its copy's batch has an outcome, not at the end of the pass", async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (const id of ['a', 'b']) await putObject(s, id, ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    // Two batches of one object each (2,000 bytes a batch); the second batch's entry waits.
+    let entries = 0;
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    onCleanup(async () => open());
+    const raft: RaftAccess = {
+      ...s.raft,
+      async propose(data, requestId) {
+        const c = decodeCommand(data);
+        if (c.ok && c.command.type === 'replicaChanges' && ++entries === 2) await gate;
+        return s.raft.propose(data, requestId);
+      },
+    };
+    const pass = repairLoop(s, { raft, concurrency: 2, batchBytes: 2_000 }).pass();
+    const copied = await until('one copy recorded', async () => {
+      for (const id of ['a', 'b']) if ((await s.sm.getObject(id))?.replicas.includes('w3')) return id;
+      return null;
+    });
+    // A delete of that object holds its slot now, while the pass still waits on the other batch.
+    const release = await until('the slot of the copied object', () => s.slots.claim(copied));
+    release();
+    open();
+    expect((await pass)?.outcomes.copied).toBe(2);
+    expect(s.slots.size()).toBe(0);
   });
 
   it('repair leaves an object an upload or a delete is acting on to the next pass', async () => {

@@ -2,8 +2,9 @@
 // one path: copy jobs are grouped by (holder, target) into copy batches, in each of which one
 // holder streams many blobs to one target in one request, committed in one Raft entry (per object,
 // a request to the holder and a Raft round on every manager cost more CPU than the copy itself).
-// One copy is a batch of one. The caller holds each job's object slot from before its plan until
-// the copier returns, when every job's commit has an outcome.
+// One copy is a batch of one. Each job holds its object's slot from before its plan until its
+// commit has an outcome or it is given up (the copier releases it then: a delete of the object waits
+// for its own batch, not for the whole pass).
 
 import { expectedOf, type NodeView, type ObjectView, type ReplicaChange } from '../../metadata/commands.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
@@ -43,6 +44,8 @@ export interface CopyJob {
   /** At most MAX_TARGETS_PER_REPAIR, best first, the first one reserved by the planner. */
   targets: NodeView[];
   attempt: number;
+  /** Gives back the object's slot, held since the plan (execute.ts, Release). */
+  release: () => void;
 }
 
 /** What the holder says it sent, against the record: the target checked the holder's claim only. */
@@ -148,6 +151,7 @@ export class Copier {
       }
     }
     if (copied.length > 0) await this.commit(copied, target, startedAt, out);
+    for (const j of batch) if (!again.includes(j)) j.release();
     return again;
   }
 

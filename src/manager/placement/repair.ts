@@ -52,10 +52,9 @@ export interface PassReport {
   drained: string[];
 }
 
-/** The copies planned so far, and the slots of their objects, held until the copier is done. */
+/** The copies planned so far, each holding its object's slot until the copier gives it back. */
 interface Planned {
   jobs: CopyJob[];
-  held: Release[];
   bytes: number;
 }
 
@@ -94,7 +93,7 @@ export class Repairer {
     // Each object is planned from a fresh read under its slot and acted on; the copies planned are
     // then made together, their slots held from their plan until their outcome.
     const outcomes = noOutcomes();
-    const planned: Planned = { jobs: [], held: [], bytes: 0 };
+    const planned: Planned = { jobs: [], bytes: 0 };
     const step = async (c: Classified) => {
       const outcome = await this.step(c.object.id, planned);
       if (outcome !== null) outcomes[outcome] += 1;
@@ -103,7 +102,8 @@ export class Repairer {
       await runLanes(this.deps.concurrency, work, step, () => raft.isLeader());
       await this.copier.copy(planned.jobs, outcomes);
     } finally {
-      for (const release of planned.held) release();
+      // Jobs the copier never finished (leadership lost) hold their slot still.
+      for (const job of planned.jobs) job.release();
     }
     return { examined: work.length, outcomes, drained: await this.finishDrains() };
   }
@@ -128,7 +128,7 @@ export class Repairer {
         planRepair(c, byId, deleting, checks),
       );
       if (action.kind !== 'copy') return await this.act(c, action, byId, checks);
-      const outcome = this.planCopy(c, byId, planned);
+      const outcome = this.planCopy(c, byId, planned, release);
       queued = outcome === null;
       return outcome;
     } catch (err) {
@@ -137,8 +137,7 @@ export class Repairer {
       this.deps.log.warn({ event: 'repair.error', ...at }, 'repair step failed; next pass retries');
       return 'failed';
     } finally {
-      if (queued) planned.held.push(release);
-      else release();
+      if (!queued) release();
     }
   }
 
@@ -147,7 +146,7 @@ export class Repairer {
    * batch that runs at once: placement reserves room for each copy planned, so large objects would
    * make every target look full; the rest waits for the next pass.
    */
-  private planCopy(c: Classified, byId: Nodes, planned: Planned): RepairOutcome | null {
+  private planCopy(c: Classified, byId: Nodes, planned: Planned, release: Release): RepairOutcome | null {
     const { object } = c;
     if (planned.bytes >= this.deps.concurrency * this.batchBytes) return 'skipped';
     const targets = rankTargets(this.deps.liveness.candidates([...byId.values()]), {
@@ -168,7 +167,7 @@ export class Repairer {
     // Spreads the next objects' targets as if this copy had landed already.
     this.deps.liveness.reservePlacement(targets[0]!.nodeId, object.size);
     planned.bytes += object.size;
-    planned.jobs.push({ c, holders: [...c.sources], targets, attempt: 0 });
+    planned.jobs.push({ c, holders: [...c.sources], targets, attempt: 0, release });
     return null;
   }
 
