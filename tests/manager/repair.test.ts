@@ -465,6 +465,52 @@ describe('one action per object at a time', () => {
     expect(s.slots.size()).toBe(0);
   });
 
+  it('a batch whose commit throws is counted failed; the batches still running keep their slots', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (const id of ['a', 'b']) await putObject(s, id, ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    // Two batches of one object each. Once both are copied, the first commit waits at its entry and
+    // the second one's table read fails.
+    let copying = false;
+    onCleanup(async () => {
+      vi.restoreAllMocks();
+    });
+    const copyBatch = s.client.copyBatch.bind(s.client);
+    vi.spyOn(s.client, 'copyBatch').mockImplementation((...args) => {
+      copying = true;
+      return copyBatch(...args);
+    });
+    let commitReads = 0;
+    const listNodes = s.sm.listNodes.bind(s.sm);
+    vi.spyOn(s.sm, 'listNodes').mockImplementation(async () => {
+      if (copying && ++commitReads === 2) throw new Error('table read failed');
+      return listNodes();
+    });
+    let waiting: string | undefined;
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    onCleanup(async () => open());
+    const raft: RaftAccess = {
+      ...s.raft,
+      async propose(data, requestId) {
+        const c = decodeCommand(data);
+        if (c.ok && c.command.type === 'replicaChanges') {
+          waiting = c.command.changes[0]!.id;
+          await gate;
+        }
+        return s.raft.propose(data, requestId);
+      },
+    };
+    const pass = repairLoop(s, { raft, concurrency: 2, batchBytes: 2_000 }).pass();
+    const held = await until('a commit waiting, the other failed', () => commitReads >= 2 && waiting);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.slots.claim(held)).toBeNull();
+    open();
+    expect((await pass)?.outcomes).toMatchObject({ copied: 1, failed: 1 });
+    expect(s.slots.size()).toBe(0);
+  });
+
   it('repair leaves an object an upload or a delete is acting on to the next pass', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);

@@ -150,7 +150,14 @@ export class Copier {
         log.warn({ event: 'repair.failed', ...at }, 'no target took the copy; next pass retries');
       }
     }
-    if (copied.length > 0) await this.commit(copied, target, startedAt, out);
+    // The commit proposes nothing if its table read fails: those copies are strays the sweep removes.
+    // Caught here, so one batch never ends the copier while other batches (and their slots) run.
+    if (copied.length > 0)
+      await this.commit(copied, target, startedAt, out).catch((err: unknown) => {
+        this.failed(out, copied.length);
+        const at = { ...logged, objects: copied.length, err: (err as Error).message };
+        log.warn({ event: 'repair.commit_failed', ...at }, 'copies made but not recorded; next pass retries');
+      });
     for (const j of batch) if (!again.includes(j)) j.release();
     return again;
   }
@@ -200,10 +207,8 @@ export class Copier {
       const logged = { objectId: c.object.id, target: targetId };
       if (!result.ok) {
         this.failed(out);
-        log.warn(
-          { event: 'repair.commit_failed', ...logged, err: `${result.code}: ${result.message}` },
-          'copy made but not recorded; next pass retries',
-        );
+        const at = { ...logged, err: `${result.code}: ${result.message}` };
+        log.warn({ event: 'repair.commit_failed', ...at }, 'copy made but not recorded; next pass retries');
         await this.deleteIfUnrecorded(c.object, target);
         continue;
       }
