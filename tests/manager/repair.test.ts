@@ -4,6 +4,8 @@
 // (placementPlan.test.ts); rejoin has rejoin.test.ts.
 
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { startDrain, undrain } from '../../src/manager/drain.ts';
@@ -603,6 +605,59 @@ describe('repair data-loss guards', () => {
     expect((await repairLoop(s).pass())?.outcomes).toMatchObject({ copied: 0, failed: 1 });
     expect((await s.sm.getObject('obj'))?.replicas).toEqual(['w1', 'w2']);
     expect((await s.workers.get('w3')!.store.stat('obj')).ok).toBe(false);
+  });
+
+  it('asks a holder that sent other bytes for no further copy: the next targets get the other holder', async () => {
+    const s = await setup([{ id: 'w2' }, { id: 'w3' }, { id: 'w4' }, { id: 'w5' }]);
+    // w1 answers copy-batch as a worker that ignores the sha256 asked for: it sends other bytes.
+    let asked = 0;
+    const w1 = createServer((req, res) => {
+      asked += 1;
+      req.resume().on('end', () => {
+        const result = {
+          id: 'obj',
+          ok: true,
+          target: 'w',
+          targetStatus: 201,
+          size: 2_000,
+          sha256: 'c'.repeat(64),
+        };
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ results: [result] }));
+      });
+    });
+    await new Promise<void>((resolve) => w1.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise((resolve) => w1.close(() => resolve())));
+    const url = `http://127.0.0.1:${(w1.address() as AddressInfo).port}`;
+    await propose(s, { type: 'registerWorker', nodeId: 'w1', url, zone: 'zone-w1', at: s.clock.now });
+    hearAll(s, { w3: 100_000, w4: 200_000, w5: 300_000 });
+    s.liveness.heard({
+      nodeId: 'w1',
+      diskUsed: 900_000,
+      diskFree: 100_000,
+      objectCount: 1,
+      lastSeen: s.clock.now,
+    });
+    const bytes = randomBytes(2_000);
+    await s.client.putBlob(s.workers.get('w2')!.url, 'obj', sha256Of(bytes), 2_000, Readable.from([bytes]));
+    await propose(s, {
+      type: 'recordObject',
+      id: 'obj',
+      size: 2_000,
+      sha256: sha256Of(bytes),
+      contentType: 'image/png',
+      createdAt: s.clock.now - 60_000,
+      replicas: ['w1', 'w2'],
+    });
+    // w4, the second target, refuses the copy: it holds other bytes under the id.
+    const other = randomBytes(2_000);
+    await s.client.putBlob(s.workers.get('w4')!.url, 'obj', sha256Of(other), 2_000, Readable.from([other]));
+    await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'draining', at: s.clock.now });
+    // w3 from w1 (other bytes), w4 from w2 (refused), then w5 from w2 again, not from w1.
+    expect((await repairLoop(s).pass())?.outcomes).toMatchObject({ copied: 1, failed: 0 });
+    expect(asked).toBe(1);
+    expect((await s.sm.getObject('obj'))?.replicas).toContain('w5');
+    const copy = await s.client.getBlob(s.workers.get('w5')!.url, 'obj');
+    expect(sha256Of(Buffer.from(await copy.body.arrayBuffer()))).toBe(sha256Of(bytes));
   });
 
   it('does not delete a draining copy while a recorded copy that stays is rotten', async () => {

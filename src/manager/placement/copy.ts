@@ -137,8 +137,10 @@ export class Copier {
       if (answer) {
         const at = { objectId: job.c.object.id, ...logged, err: wrong };
         log.warn({ event: 'repair.target_failed', ...at }, 'repair target failed');
-        // A holder with other bytes under this id made a copy of the wrong image.
+        // A holder with other bytes under this id made a copy of the wrong image: it is removed,
+        // and that holder is not asked for this object again.
         if (answer.ok) await this.deleteIfUnrecorded(job.c.object, target);
+        if (answer.ok) job.holders = job.holders.filter((h) => h.nodeId !== holder.nodeId);
         const next = job.targets[++job.attempt];
         if (next) metrics.fallbacks.inc();
         if (next) liveness.reservePlacement(next.nodeId, job.c.object.size);
