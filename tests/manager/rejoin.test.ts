@@ -200,6 +200,20 @@ describe('RejoinReconciler periodic sweep', () => {
   });
 });
 
+describe('RejoinReconciler periodic sweep, a worker named like a sweep', () => {
+  it('sweeps a worker whose id is the name of a sweep', async () => {
+    const s = await setup([{ id: 'inventories' }, { id: 'w2' }]);
+    hearAll(s);
+    await putObject(s, 'x', ['inventories', 'w2']);
+    await s.workers.get('inventories')!.store.delete('x');
+    const loop = reconcilerFor(s, { inventorySweepMs: 1_000 });
+    await loop.pass();
+    s.clock.now += 2_000;
+    await loop.pass();
+    await until(async () => !(await s.sm.getObject('x'))?.replicas.includes('inventories'), 'x dropped');
+  });
+});
+
 describe('RejoinReconciler periodic sweep, copies a worker lacks', () => {
   it('drops a recorded copy its worker no longer holds (a rejoin cut short never looked), and repair restores it', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);

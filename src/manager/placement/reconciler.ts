@@ -32,12 +32,13 @@ export class PlacementReconciler {
   /** Inventories observed and not yet reconciled, oldest first. */
   private observed: ObservedInventory[] = [];
   /**
-   * What runs beside the passes, never twice at once: the two sweeps by name, and each worker
-   * whose inventory is being reconciled (a rejoin or its sweep) by node id.
+   * What runs beside the passes, never twice at once: the two sweeps by name (a colon first: no
+   * node id starts with one), and each worker whose inventory is being reconciled (a rejoin or its
+   * sweep) by node id.
    */
   private readonly running = new Set<string>();
   /** When each sweep is next due; a rejoin brings its own inventory: the first sweep of them all waits a period. */
-  private readonly due = new Map<string, number>([['orphans', 0]]);
+  private readonly due = new Map<string, number>([[':orphans', 0]]);
   private timer: NodeJS.Timeout | null = null;
   private pending: Promise<unknown> | null = null;
   private started = false;
@@ -131,10 +132,10 @@ export class PlacementReconciler {
       );
     }
     const grace = this.deps.orphanGraceMs;
-    if (this.isDue('orphans', Math.min(60_000, Math.max(100, Math.floor(grace / 4)))))
-      this.beside('orphans', 'reconcile.orphan_sweep_failed', () => this.inventories.sweepOrphans());
-    if (this.isDue('inventories', this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, grace))))
-      this.beside('inventories', 'reconcile.sweep_failed', () => this.sweepInventories());
+    if (this.isDue(':orphans', Math.min(60_000, Math.max(100, Math.floor(grace / 4)))))
+      this.beside(':orphans', 'reconcile.orphan_sweep_failed', () => this.inventories.sweepOrphans());
+    if (this.isDue(':inventories', this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, grace))))
+      this.beside(':inventories', 'reconcile.sweep_failed', () => this.sweepInventories());
     return this.repair.pass();
   }
 
