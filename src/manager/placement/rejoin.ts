@@ -45,6 +45,8 @@ const DECISIONS = [
   'corruptDeleted',
   'orphanPending',
   'orphanDeleted',
+  'strayDeleted',
+  'strayReadopted',
   'missingDropped',
   'skipped',
   'failed',
@@ -66,13 +68,14 @@ export class InventoryReconciler {
    * Decides on the copy of `id` on `nodeId` holding the object's slot: another action on the object
    * (a repair copying onto this worker, a stray being deleted, an upload) leaves it to the next rejoin
    * or sweep (`skipped`), and so does a failure (`failed`). Counts the decision; each that changed
-   * something is logged as `reconcile.<decision>`.
+   * something is logged as `reconcile.<decision>`, with `logged` beside the ids.
    */
   private async decide(
     summary: ReconcileSummary,
     nodeId: string,
     id: string,
     act: () => Promise<ReconcileDecision>,
+    logged: object = {},
   ): Promise<ReconcileDecision> {
     const d = await this.deps.slots.run(id, act, 'skipped').catch((err: unknown) => {
       const at = { objectId: id, nodeId, err: (err as Error).message };
@@ -83,7 +86,7 @@ export class InventoryReconciler {
     this.deps.metrics.reconcileDecisions.inc({ decision: d });
     if (d === 'kept' || d === 'skipped' || d === 'failed') return d;
     const event = `reconcile.${d.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`;
-    this.deps.log.info({ event, objectId: id, nodeId }, `copy of ${id} on ${nodeId}: ${d}`);
+    this.deps.log.info({ event, objectId: id, nodeId, ...logged }, `copy of ${id} on ${nodeId}: ${d}`);
     return d;
   }
 
@@ -224,7 +227,14 @@ export class InventoryReconciler {
     // Refused: the record changed since it was read; nothing was traded, the next rejoin decides again.
     if (!(await commitChange(this.deps, object, change))) return 'skipped';
     const victimNode = nodes.get(victim);
-    if (victimNode) await deleteCopy(this.deps, victimNode, object.id).catch(() => false);
+    if (victimNode)
+      await deleteCopy(this.deps, victimNode, object.id).catch((err: unknown) => {
+        const at = { objectId: object.id, nodeId: victim, err: (err as Error).message };
+        this.deps.log.warn(
+          { event: 'reconcile.excess_delete_failed', ...at },
+          'excess copy left for the sweep',
+        );
+      });
     return 'excessRemoved' as const;
   }
 
@@ -248,9 +258,10 @@ export class InventoryReconciler {
     const summary = emptySummary();
     for (const o of due.slice(0, ORPHANS_PER_SWEEP)) {
       this.seen.requeue(o);
-      await this.decide(summary, o.nodeId, o.id, () => this.actOnStray(o.nodeId, o.id));
+      const firstSeen = { firstSeen: o.firstSeen };
+      await this.decide(summary, o.nodeId, o.id, () => this.actOnStray(o.nodeId, o.id), firstSeen);
     }
-    return summary.orphanDeleted;
+    return summary.orphanDeleted + summary.strayDeleted;
   }
 
   /**
@@ -275,7 +286,7 @@ export class InventoryReconciler {
       );
     if (action.kind === 'readopt') {
       const readopt = { type: 'addReplica', id, nodeId } as const;
-      return (await commitChange(this.deps, object!, readopt)) ? 'readopted' : 'skipped';
+      return (await commitChange(this.deps, object!, readopt)) ? 'strayReadopted' : 'skipped';
     }
     if (action.kind !== 'delete') return 'skipped';
     // The table as of everything committed, read last, so neither a record committed under another
@@ -283,7 +294,7 @@ export class InventoryReconciler {
     // leader's stale table, makes a recorded copy look orphaned. Changed: the next sweep plans again.
     if (!(await deleteCopy(this.deps, node!, id, (fresh) => sameRecord(object, fresh)))) return 'skipped';
     this.seen.forget(nodeId, id);
-    return 'orphanDeleted';
+    return object ? 'strayDeleted' : 'orphanDeleted';
   }
 
   /**
