@@ -194,12 +194,10 @@ export class Copier {
         // next leader, and then the record names the target: its copy must stay. If it never
         // commits, the copy is a stray the inventory sweep removes after the grace period.
         this.failed(out, copied.length);
-        const err_ = (err as Error).message;
-        for (const c of copied)
-          log.warn(
-            { event: 'repair.commit_unknown', objectId: c.object.id, target: targetId, err: err_ },
-            'copy made, commit outcome unknown; copy kept',
-          );
+        for (const c of copied) {
+          const at = { objectId: c.object.id, target: targetId, err: (err as Error).message };
+          log.warn({ event: 'repair.commit_unknown', ...at }, 'copy made, commit outcome unknown; copy kept');
+        }
         return null;
       },
     );

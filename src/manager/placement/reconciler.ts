@@ -168,16 +168,14 @@ export class PlacementReconciler {
    * failure leaves the worker to the next sweep.
    */
   async sweepInventories(): Promise<number> {
+    const { metadata, raft, log } = this.deps;
     let noted = 0;
-    for (const node of await this.deps.metadata.listNodes()) {
-      if (node.state !== 'up' || this.running.has(node.nodeId) || !this.deps.raft.isLeader()) continue;
+    for (const node of await metadata.listNodes()) {
+      if (node.state !== 'up' || this.running.has(node.nodeId) || !raft.isLeader()) continue;
       this.running.add(node.nodeId);
       noted += await this.inventories.sweepOne(node).catch((err: unknown) => {
         const at = { nodeId: node.nodeId, err: (err as Error).message };
-        this.deps.log.debug(
-          { event: 'reconcile.sweep_failed', ...at },
-          'inventory not read; next sweep retries',
-        );
+        log.debug({ event: 'reconcile.sweep_failed', ...at }, 'inventory not read; next sweep retries');
         return 0;
       });
       this.running.delete(node.nodeId);

@@ -10,7 +10,8 @@
 // manager's own upload of the id runs (it holds the object's slot); and only after a fresh look at
 // the table.
 
-import type { NodeView, ObjectView } from '../../metadata/commands.ts';
+import { isDeepStrictEqual } from 'node:util';
+import { expectedOf, type NodeView, type ObjectView } from '../../metadata/commands.ts';
 import type { InventoryEntry } from '../workerClient.ts';
 import {
   commitChange,
@@ -345,13 +346,7 @@ export class InventoryReconciler {
   }
 }
 
-/** The same record of an object (or none both times): a plan made on `a` still holds for `b`. */
+/** The same record (or none both times), as `expected` compares it: a plan made on `a` holds for `b`. */
 function sameRecord(a: ObjectView | null, b: ObjectView | null): boolean {
-  if (a === null || b === null) return a === b;
-  return (
-    a.sha256 === b.sha256 &&
-    a.size === b.size &&
-    a.createdAt === b.createdAt &&
-    a.replicas.join('\0') === b.replicas.join('\0')
-  );
+  return isDeepStrictEqual(a && expectedOf(a), b && expectedOf(b));
 }

@@ -158,10 +158,7 @@ export class Repairer {
       .slice(0, MAX_TARGETS_PER_REPAIR);
     if (targets.length === 0) {
       this.deps.metrics.failed.inc();
-      this.deps.log.warn(
-        { event: 'repair.no_target', objectId: object.id },
-        'no live worker can take a copy',
-      );
+      this.deps.log.warn({ event: 'repair.no_target', objectId: object.id }, 'no live worker takes a copy');
       return 'noTarget';
     }
     // Spreads the next objects' targets as if this copy had landed already.
@@ -263,20 +260,14 @@ export class Repairer {
   private async finishDrains(): Promise<string[]> {
     const { raft, metadata, log } = this.deps;
     const drained: string[] = [];
-    for (const node of await metadata.listNodes()) {
-      if (node.state !== 'draining' || !raft.isLeader()) continue;
-      if ((await metadata.objectsOnNode(node.nodeId, { limit: 1 })).items.length > 0) continue;
+    for (const { nodeId, state } of await metadata.listNodes()) {
+      if (state !== 'draining' || !raft.isLeader()) continue;
+      if ((await metadata.objectsOnNode(nodeId, { limit: 1 })).items.length > 0) continue;
       const at = this.now();
-      const command = {
-        type: 'markNodeState',
-        nodeId: node.nodeId,
-        state: 'drained',
-        expected: 'draining',
-        at,
-      } as const;
+      const command = { type: 'markNodeState', nodeId, state: 'drained', expected: 'draining', at } as const;
       if ((await proposeCommand(raft, command).catch(() => null))?.ok) {
-        drained.push(node.nodeId);
-        log.info({ event: 'drain.completed', nodeId: node.nodeId }, `worker ${node.nodeId} drained`);
+        drained.push(nodeId);
+        log.info({ event: 'drain.completed', nodeId }, `worker ${nodeId} drained`);
       }
     }
     return drained;
