@@ -94,11 +94,10 @@ export class Copier {
   async copy(jobs: CopyJob[], out: Outcomes): Promise<void> {
     const { raft, metrics } = this.deps;
     metrics.started.inc(jobs.length);
-    const startedAt = this.now();
     while (jobs.length > 0 && raft.isLeader()) {
       const again: CopyJob[] = [];
       const send = async (batch: CopyJob[]) => {
-        again.push(...(await this.send(batch, startedAt, out)));
+        again.push(...(await this.send(batch, out)));
       };
       await runLanes(this.bounds.concurrency, batchesOf(jobs, this.bounds.batchBytes), send, () =>
         raft.isLeader(),
@@ -111,8 +110,10 @@ export class Copier {
    * One copy batch: its holder copies its blobs to its target in one request, and the copies that
    * arrived are committed. Returns the jobs that have another attempt left, counting the rest failed.
    */
-  private async send(batch: CopyJob[], startedAt: number, out: Outcomes): Promise<CopyJob[]> {
+  private async send(batch: CopyJob[], out: Outcomes): Promise<CopyJob[]> {
     const { workers, log, metrics, liveness } = this.deps;
+    // A copy's duration runs from its batch's request, not from the start of the copy phase.
+    const startedAt = this.now();
     const holder = holderOf(batch[0]!);
     const target = batch[0]!.targets[batch[0]!.attempt]!;
     const logged = { source: holder.nodeId, target: target.nodeId };
