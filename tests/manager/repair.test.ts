@@ -596,7 +596,7 @@ describe('repair data-loss guards', () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
     await putObject(s, 'obj', ['w1', 'w2']);
-    // w1 holds other bytes under the id, consistently indexed: copy-to would pass the target's check.
+    // w1 holds other bytes under the id, consistently indexed: a copy would pass the target's check.
     const other = randomBytes(2_000);
     const w1 = s.workers.get('w1')!;
     await w1.store.delete('obj');
