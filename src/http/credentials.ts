@@ -10,7 +10,7 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 /** The header every internal request carries its credential (or the single cluster secret) in. */
 export const CREDENTIAL_HEADER = 'x-imgvault-cluster-secret';
 /**
- * Set by a manager on a copy-to / copy-batch request: the target worker's copy credential, which
+ * Set by a manager on a copy-batch request: the target worker's copy credential, which
  * the holder presents to the target. It opens the target's blob writes and nothing else.
  */
 export const COPY_CREDENTIAL_HEADER = 'x-imgvault-copy-credential';

@@ -72,7 +72,7 @@ export class RepairMetrics {
     });
     this.reconcileDecisions = new Counter({
       name: 'imgvault_reconcile_decisions_total',
-      help: 'Rejoin reconciliation decisions, by kind',
+      help: 'Reconciliation decisions on the copies workers hold (rejoins, missing copies, strays past their grace), by kind',
       labelNames: ['decision'],
       registers,
     });

@@ -11,13 +11,7 @@ import { ndjsonLines } from '../http/ndjson.ts';
 import { internalConnect } from '../http/tls.ts';
 import { CRC32C_HEADER } from '../protocol/checksums.ts';
 import { SHA256_HEADER } from '../protocol/workerHeaders.ts';
-import {
-  blobPath,
-  COPY_BATCH_PATH,
-  copyToPath,
-  INVENTORY_PATH,
-  verifyPath,
-} from '../protocol/workerPaths.ts';
+import { blobPath, COPY_BATCH_PATH, INVENTORY_PATH, verifyPath } from '../protocol/workerPaths.ts';
 
 export type WorkerCallErrorCode =
   | 'Unreachable'
@@ -283,35 +277,10 @@ export class WorkerClient {
   }
 
   /**
-   * The holder sends its copy to the target, which hash-checks it against the checksum the holder
-   * sent: the holder's index entry. With `expectedSha256` (the record's), a holder whose copy has
-   * other bytes refuses (409) instead of sending. Resolves with the checksum and size sent (null
-   * if the holder did not say), for the caller to compare with the record.
-   */
-  async copyTo(
-    holderUrl: string,
-    id: string,
-    targetUrl: string,
-    expectedSha256?: string,
-  ): Promise<{ sha256: string | null; size: number | null }> {
-    const res = await this.call('POST', holderUrl, copyToPath(id), {
-      headers: { 'content-type': 'application/json', ...(await this.copyHeaders(targetUrl)) },
-      body: JSON.stringify({ target: targetUrl, ...(expectedSha256 ? { sha256: expectedSha256 } : {}) }),
-    });
-    if (res.statusCode === 200) {
-      const answer = (await res.body.json().catch(() => null)) as { sha256?: unknown; size?: unknown } | null;
-      return {
-        sha256: typeof answer?.sha256 === 'string' ? answer.sha256 : null,
-        size: typeof answer?.size === 'number' ? answer.size : null,
-      };
-    }
-    throw await failure(holderUrl, `copy-to of ${id} to ${targetUrl}`, res);
-  }
-
-  /**
-   * copy-to for many blobs of one holder to one target, in one request. Resolves with one result
-   * per blob, in order: a blob the holder or the target refused fails alone. Rejects when the
-   * holder could not run the batch at all.
+   * The holder sends its copies of `blobs` to the target in one request; the target hash-checks each
+   * against the checksum the holder sent (its index entry), and a holder whose copy has other bytes
+   * than `sha256` (the record's) refuses it. Resolves with one result per blob, in order: a blob the
+   * holder or the target refused fails alone. Rejects when the holder could not run the batch at all.
    */
   async copyBatch(
     holderUrl: string,
@@ -392,6 +361,14 @@ export class WorkerClient {
     });
     if (res.statusCode === 200 || res.statusCode === 206 || res.statusCode === 416) return res;
     throw await failure(workerUrl, `GET /blobs/${id}`, res);
+  }
+
+  /** Whether the worker holds `id` now (HEAD /blobs/:id); `unknown` when it could not say. */
+  async holds(workerUrl: string, id: string): Promise<'yes' | 'no' | 'unknown'> {
+    return this.getBlob(workerUrl, id, { method: 'HEAD' }).then(
+      (res) => res.body.dump().then(() => 'yes' as const),
+      (err: unknown) => ((err as { code?: string }).code === 'NotFound' ? 'no' : 'unknown'),
+    );
   }
 
   /**

@@ -194,19 +194,26 @@ export class WorkerRegistry {
    * A worker's scrubber removed these copies (they failed their read-back): each record stops
    * counting that copy, after the worker itself confirms it no longer holds it, so repair makes a
    * new one. A last copy stays recorded (and logged) rather than leave the object without any.
+   * A drop that failed (a commit timed out) fails the report: the worker reports it again, since
+   * until then the record counts a copy that no longer exists.
    */
   async lostCopies(list: BlobList): Promise<{ dropped: number }> {
     this.requireLeader();
     const reconciler = this.deps.reconciler;
     if (!reconciler) return { dropped: 0 };
     let dropped = 0;
+    let failed = 0;
     for (const id of new Set(list.blobs)) {
-      if ((await reconciler.dropMissingCopy(list.id, id)) === 'missingDropped') dropped += 1;
+      const decision = await reconciler.dropMissingCopy(list.id, id);
+      if (decision === 'missingDropped') dropped += 1;
+      if (decision === 'failed') failed += 1;
     }
     this.deps.log.warn(
-      { event: 'worker.copies_lost', nodeId: list.id, reported: list.blobs.length, dropped },
+      { event: 'worker.copies_lost', nodeId: list.id, reported: list.blobs.length, dropped, failed },
       'a worker reported copies that failed their read-back',
     );
+    if (failed > 0)
+      throw new ImageError('CommitFailed', `${failed} lost copies not dropped; report them again`);
     return { dropped };
   }
 

@@ -13,7 +13,6 @@ export const LOST_COPIES_PATH = `${WORKERS_PREFIX}/lost-copies`;
 export const INVENTORY_PATH = '/inventory';
 export const STATS_PATH = '/stats';
 export const BLOB_ROUTE = '/blobs/:id';
-export const COPY_TO_ROUTE = '/blobs/:id/copy-to';
 export const VERIFY_ROUTE = '/blobs/:id/verify';
 /** Many blobs of one holder copied to one target (repair's batches). */
 export const COPY_BATCH_PATH = '/blobs/copy-batch';
@@ -21,5 +20,4 @@ export const COPY_BATCH_PATH = '/blobs/copy-batch';
 export const BLOB_BATCH_PATH = '/blobs/batch';
 
 export const blobPath = (id: string): string => `/blobs/${encodeURIComponent(id)}`;
-export const copyToPath = (id: string): string => `${blobPath(id)}/copy-to`;
 export const verifyPath = (id: string): string => `${blobPath(id)}/verify`;

@@ -54,13 +54,6 @@ export const registerAnswerSchema = z.looseObject({
 /** The manager's answer to a wipe check: the listed blobs the worker must keep. */
 export const wipeCheckAnswerSchema = z.object({ keep: z.array(z.string()) });
 
-/** POST COPY_TO_ROUTE: send one blob to another worker. */
-export const copyToBodySchema = z.object({
-  target: z.string().min(1).max(2048),
-  /** The checksum the caller's record holds; a copy here with other bytes is not sent. */
-  sha256: z.string().regex(SHA256_HEX_PATTERN).optional(),
-});
-
 /** Blobs one copy-batch request may name. */
 export const MAX_COPY_BATCH = 256;
 

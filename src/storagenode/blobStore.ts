@@ -515,7 +515,7 @@ export class BlobStore {
   /**
    * A whole-blob read that checks the bytes as they go: the last chunk is held back until the
    * sha256 of everything before it is known, and a mismatch ends the stream with an error instead,
-   * so a reader (a GET, a copy-to target) sees a cut-off body, never a complete wrong one. The
+   * so a reader (a GET's client) sees a cut-off body, never a complete wrong one. The
    * blob is then read back once more under its lock and removed if it really is bad.
    */
   private verified(id: string, record: BlobRecord, source: Readable): Readable {

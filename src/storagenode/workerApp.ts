@@ -21,14 +21,12 @@ import { NDJSON_CONTENT_TYPE, SHA256_HEADER } from '../protocol/workerHeaders.ts
 import {
   BLOB_BATCH_PATH,
   BLOB_ROUTE,
-  blobPath,
   COPY_BATCH_PATH,
-  COPY_TO_ROUTE,
   INVENTORY_PATH,
   STATS_PATH,
   VERIFY_ROUTE,
 } from '../protocol/workerPaths.ts';
-import { copyBatchBodySchema, copyToBodySchema, MAX_COPY_BATCH } from '../protocol/workerSchemas.ts';
+import { copyBatchBodySchema, MAX_COPY_BATCH } from '../protocol/workerSchemas.ts';
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE, FrameError, FrameReader } from './blobFrames.ts';
 import { isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import type { BlobStore, ReceivedBlob, WriteOutcome } from './blobStore.ts';
@@ -54,7 +52,7 @@ export interface WorkerAppOptions {
   /** Bodies above this many bytes get 413, refused from content-length or as soon as counting crosses it. */
   maxBlobBytes: number;
   logger?: Logger;
-  /** copy-to: how long the target may take to answer, and to accept each chunk (default 60 s). */
+  /** copy-batch: how long the target may take to answer, and to accept each chunk (default 60 s). */
   copyTimeoutMs?: number;
   /** Process metrics in /metrics (default false: one process may host several apps in tests). */
   collectDefaultMetrics?: boolean;
@@ -397,101 +395,6 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     if (verdict === 'intact') return c.json({ id, state: 'intact', size, sha256 });
     return c.json({ id, state: verdict === 'lost' ? 'rotten' : 'changed' });
   });
-
-  /**
-   * Streams this worker's copy of `id` to `target`'s PUT and waits for the target's answer. A copy
-   * here with other bytes than `expected` (the caller's record) is not sent.
-   */
-  const copyBlob = async (
-    id: string,
-    expected: string | undefined,
-    target: URL,
-    auth: Record<string, string>,
-  ): Promise<StoreResult<CopyDone>> => {
-    const read = await store.openForRead(id);
-    if (!read.ok) return read;
-    const { record, stream } = read.value;
-    if (expected !== undefined && record.sha256 !== expected) {
-      stream.destroy();
-      return failure('BlobConflict', `this worker holds other bytes under ${id}`, { sha256: record.sha256 });
-    }
-    stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
-    const url = new URL(`.${blobPath(id)}`, target);
-    const targetName = targetNameOf(target);
-    try {
-      const response = await undiciRequest(url, {
-        method: 'PUT',
-        body: stream,
-        headers: {
-          [SHA256_HEADER]: record.sha256,
-          ...auth,
-          ...(record.crc32c === undefined ? {} : { [CRC32C_HEADER]: record.crc32c }),
-          'content-length': String(record.size),
-          'content-type': 'application/octet-stream',
-        },
-        headersTimeout: copyTimeoutMs,
-        bodyTimeout: copyTimeoutMs,
-      });
-      const answer = await readSmallBody(response.body, 16 * 1024);
-      if (response.statusCode === 200 || response.statusCode === 201) {
-        log.debug(
-          { event: 'storage.copy_done', objectId: id, target: targetName, targetStatus: response.statusCode },
-          'blob copied',
-        );
-        return success({ id, target: targetName, targetStatus: response.statusCode, ...record });
-      }
-      log.warn(
-        {
-          event: 'storage.copy_refused',
-          objectId: id,
-          target: targetName,
-          targetStatus: response.statusCode,
-        },
-        'copy target refused the blob',
-      );
-      return failure('CopyTargetFailed', `target ${targetName} answered ${response.statusCode}`, {
-        target: targetName,
-        targetStatus: response.statusCode,
-        targetError: errorCodeOf(answer),
-      });
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      log.warn(
-        { event: 'storage.copy_failed', objectId: id, target: targetName, err: message },
-        'copy failed',
-      );
-      return failure('CopyTargetFailed', `copy to ${targetName} failed: ${message}`, {
-        target: targetName,
-        targetStatus: null,
-      });
-    } finally {
-      stream.destroy();
-    }
-  };
-
-  app.post(
-    COPY_TO_ROUTE,
-    zValidator('json', copyToBodySchema, (result, c) => {
-      if (!result.success) {
-        return failWith(
-          c,
-          'InvalidRequest',
-          'the body must be JSON { "target": "<worker base URL>", "sha256"?: "<64 hex>" }',
-        );
-      }
-    }),
-    async (c) => {
-      const id = c.req.param('id');
-      if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
-      const body = c.req.valid('json');
-      const target = parseTargetUrl(body.target);
-      if (target === undefined) {
-        return failWith(c, 'InvalidRequest', 'target must be an absolute http(s) URL without credentials');
-      }
-      const copied = await copyBlob(id, body.sha256, target, targetAuth(c));
-      return copied.ok ? c.json(copied.value, 200) : fail(c, copied.error);
-    },
-  );
 
   // Many copies to one target in one request: repair sends a batch per (holder, target) pair, so
   // the leader makes one call, not one per object. Each blob succeeds or fails on its own.

@@ -67,7 +67,7 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
     }),
     bytesOut: new Counter({
       name: 'imgvault_worker_bytes_sent_total',
-      help: 'Blob bytes sent, by GET /blobs/:id and by copy-to.',
+      help: 'Blob bytes sent, by GET /blobs/:id and by copy-batch.',
       registers,
     }),
     errors: new Counter({

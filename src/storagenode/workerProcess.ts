@@ -77,7 +77,7 @@ export class WorkerProcess {
   /** Checks `stopping` after every await, so a stop during start-up closes exactly what was opened. */
   private async startInOrder(): Promise<void> {
     const { config, log } = this;
-    // Before any internal client (manager client, copy-to) is built.
+    // Before any internal client (manager client, copy-batch) is built.
     useInternalTls(config.tls);
     log.info(
       { event: 'worker.starting', dataDir: config.dataDir, managers: config.managers, zone: config.zone },

@@ -7,15 +7,19 @@ import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
+import { workerRoutes } from '../../src/manager/http/workerRoutes.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
 import type { WorkerClient } from '../../src/manager/workerClient.ts';
-import type { InventoryLine } from '../../src/manager/workerRegistry.ts';
+import { type InventoryLine, WorkerRegistry } from '../../src/manager/workerRegistry.ts';
 import { type Command, decodeCommand } from '../../src/metadata/commands.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
-import { sha256Of } from '../storagenode/workerHarness.ts';
+import { LOST_COPIES_PATH } from '../../src/protocol/workerPaths.ts';
+import { makeDataDir, removeDir, SECRET, sha256Of } from '../storagenode/workerHarness.ts';
 import {
   cleanup,
   hearAll,
+  log,
   onCleanup,
   placementFor,
   propose,
@@ -193,6 +197,20 @@ describe('RejoinReconciler periodic sweep', () => {
     expect((await s.sm.getObject('healthy'))?.replicas).toEqual(['w1', 'w2']);
     expect((await s.sm.getObject('short'))?.replicas).toEqual(['w1', 'w3']);
     expect((await w3.store.stat('short')).ok).toBe(true);
+  });
+});
+
+describe('RejoinReconciler periodic sweep, a worker named like a sweep', () => {
+  it('sweeps a worker whose id is the name of a sweep', async () => {
+    const s = await setup([{ id: 'inventories' }, { id: 'w2' }]);
+    hearAll(s);
+    await putObject(s, 'x', ['inventories', 'w2']);
+    await s.workers.get('inventories')!.store.delete('x');
+    const loop = reconcilerFor(s, { inventorySweepMs: 1_000 });
+    await loop.pass();
+    s.clock.now += 2_000;
+    await loop.pass();
+    await until(async () => !(await s.sm.getObject('x'))?.replicas.includes('inventories'), 'x dropped');
   });
 });
 
@@ -402,6 +420,68 @@ describe('the orphan sweep beside repair', () => {
     await until(() => hanging.held.some((h) => h.method === 'DELETE'), 'the orphan delete');
     hanging.answer();
     await until(() => hanging.ended() > 0, 'the delete answered');
+  });
+});
+
+describe('inventories observed by the loop', () => {
+  it('reconciles two queued inventories of one worker one after the other, and resolves both', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
+    hearAll(s);
+    const loop = reconcilerFor(s, { intervalMs: 60_000 });
+    loop.start();
+    onCleanup(() => loop.stop());
+    const read: number[] = [];
+    const source = (n: number) => () => {
+      read.push(n);
+      return [];
+    };
+    // Both queued before a pass runs: the second waits for the first, then is reconciled too.
+    let resolved = 0;
+    for (const n of [1, 2]) void loop.reconcile('w1', source(n), s.clock.now).then(() => resolved++);
+    await until(() => resolved === 2, 'both inventories reconciled');
+    expect(new Set(read)).toEqual(new Set([1, 2]));
+  });
+});
+
+describe('copies a worker reports lost', () => {
+  it('answers a report whose drop could not be decided with an error, so the worker reports it again', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
+    hearAll(s);
+    await putObject(s, 'lost', ['w1', 'w2']);
+    await s.workers.get('w1')!.store.delete('lost');
+    // The drop's commit fails once (a timeout, a lost leadership), then goes through.
+    let failing = true;
+    const raft: RaftAccess = {
+      ...s.raft,
+      propose: (data, requestId) =>
+        failing ? Promise.reject(new Error('commit timed out')) : s.raft.propose(data, requestId),
+    };
+    const spoolDir = await makeDataDir();
+    onCleanup(() => removeDir(spoolDir));
+    const registry = new WorkerRegistry({
+      raft,
+      metadata: s.sm,
+      liveness: s.liveness,
+      log,
+      heartbeatIntervalMs: 1_000,
+      summaryIntervalMs: 5_000,
+      spoolDir,
+      reconciler: reconcilerFor(s, { raft }),
+    });
+    const app = workerRoutes({ registry, secret: SECRET, heartbeatIntervalMs: 1_000 });
+    const report = () =>
+      app.request(`http://127.0.0.1${LOST_COPIES_PATH}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', [CLUSTER_SECRET_HEADER]: SECRET },
+        body: JSON.stringify({ id: 'w1', blobs: ['lost'] }),
+      });
+    expect((await report()).status).toBe(503);
+    expect((await s.sm.getObject('lost'))?.replicas).toEqual(['w1', 'w2']);
+    failing = false;
+    const again = await report();
+    expect(again.status).toBe(200);
+    expect(await again.json()).toEqual({ dropped: 1 });
+    expect((await s.sm.getObject('lost'))?.replicas).toEqual(['w2']);
   });
 });
 

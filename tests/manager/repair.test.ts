@@ -4,12 +4,15 @@
 // (placementPlan.test.ts); rejoin has rejoin.test.ts.
 
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { startDrain, undrain } from '../../src/manager/drain.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
 import { deleteCopy, ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { decodeCommand } from '../../src/metadata/commands.ts';
+import { until } from '../helpers/until.ts';
 import { sha256Of } from '../storagenode/workerHarness.ts';
 import {
   cleanup,
@@ -123,7 +126,8 @@ describe('RepairLoop', () => {
     const batchRequests = (await s.workers.get('w2')!.worker.metrics.requests.get()).values
       .filter((v) => v.labels.route === '/blobs/copy-batch')
       .reduce((t, v) => t + v.value, 0);
-    expect(batchRequests).toBe(2);
+    // The fallback is a batch of one.
+    expect(batchRequests).toBe(3);
     expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(1);
     expect(await metric(s, 'imgvault_repairs_started_total')).toBe(40);
     expect(await metric(s, 'imgvault_repairs_succeeded_total')).toBe(40);
@@ -162,12 +166,54 @@ describe('RepairLoop', () => {
     for (let i = 0; i < 3; i++) expect((await s.sm.getObject(`held-${i}`))?.replicas).toEqual(['w1', 'w2']);
   });
 
-  it('counts each object of a batch once when a table read fails part-way through it', async () => {
+  it('copies from another holder, to the same target, when a holder could not run the batch', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    const bytes = await putObject(s, 'moved', ['w1', 'w2']);
+    await putObject(s, 'moved-too', ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
+    // w1, the first holder, stops answering before the leader notices: it still looks serving.
+    await s.workers.get('w1')!.stop();
+    const report = await repairLoop(s).pass();
+    expect(report?.outcomes).toMatchObject({ copied: 2, failed: 0 });
+    expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(0);
+    expect((await s.sm.getObject('moved'))?.replicas.sort()).toEqual(['w2', 'w3']);
+    expect((await s.sm.getObject('moved-too'))?.replicas.sort()).toEqual(['w2', 'w3']);
+    const copy = await s.client.getBlob(s.workers.get('w3')!.url, 'moved');
+    expect(sha256Of(Buffer.from(await copy.body.arrayBuffer()))).toBe(sha256Of(bytes));
+    // Every job of the failed batch gives up w1 at once: w2 serves both copies in one request.
+    const batchRequests = (await s.workers.get('w2')!.worker.metrics.requests.get()).values
+      .filter((v) => v.labels.route === '/blobs/copy-batch')
+      .reduce((t, v) => t + v.value, 0);
+    expect(batchRequests).toBe(1);
+  });
+
+  it('after a failed copy, tries the next target from the next holder', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }, { id: 'w4' }]);
+    hearAll(s, { w4: 500_000 });
+    const bytes = await putObject(s, 'turn', ['w1', 'w2']);
+    // w1, the first holder, holds other bytes under the id: it refuses to send them.
+    const other = randomBytes(2_000);
+    const w1 = s.workers.get('w1')!;
+    await w1.store.delete('turn');
+    await s.client.putBlob(w1.url, 'turn', sha256Of(other), other.length, Readable.from([other]));
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
+    const report = await repairLoop(s).pass();
+    expect(report?.outcomes).toMatchObject({ copied: 1, failed: 0 });
+    expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(1);
+    // w3, the first target, got nothing from w1; w4, the next, got w2's copy.
+    expect((await s.sm.getObject('turn'))?.replicas.sort()).toEqual(['w2', 'w4']);
+    expect((await s.workers.get('w3')!.store.stat('turn')).ok).toBe(false);
+    const copy = await s.client.getBlob(s.workers.get('w4')!.url, 'turn');
+    expect(sha256Of(Buffer.from(await copy.body.arrayBuffer()))).toBe(sha256Of(bytes));
+  });
+
+  it('counts each object once when a table read fails for some: the others are still copied', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
     for (let i = 0; i < 3; i++) await putObject(s, `part-${i}`, ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
-    // The pass reads each object once to plan it; the batch reads it again before sending.
+    // The walk reads each object once to find it; the pass reads it again, under its slot, to plan it.
     const reads = new Map<string, number>();
     const metadata = Object.create(s.sm) as typeof s.sm;
     metadata.getObject = async (id) => {
@@ -178,7 +224,8 @@ describe('RepairLoop', () => {
       return s.sm.getObject(id);
     };
     const report = await repairLoop(s, { metadata }).pass();
-    expect(report?.outcomes).toMatchObject({ skipped: 1, failed: 2, copied: 0 });
+    expect(report?.outcomes).toMatchObject({ skipped: 1, failed: 1, copied: 1 });
+    expect((await s.sm.getObject('part-2'))?.replicas).toEqual(['w3', 'w2']);
     expect(Object.values(report!.outcomes).reduce((a, b) => a + b, 0)).toBe(3);
   });
 
@@ -364,14 +411,14 @@ describe('one action per object at a time', () => {
     expect(s.slots.size()).toBe(0);
   });
 
-  it('repair lets go of every object it held when a table read fails halfway through a batch', async () => {
+  it('repair lets go of every object it held when a table read fails halfway through a pass', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
     await putObject(s, 'a', ['w1', 'w2']);
     await putObject(s, 'b', ['w1', 'w2']);
     await s.workers.get('w1')!.stop();
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
-    // One batch (w2 to w3) for both; the batch's own read of b fails, after a is held.
+    // One batch (w2 to w3) for both; the pass's own read of b fails, while a is held.
     const getObject = s.sm.getObject.bind(s.sm);
     let readsOfB = 0;
     const spy = vi.spyOn(s.sm, 'getObject').mockImplementation(async (id: string) => {
@@ -380,12 +427,90 @@ describe('one action per object at a time', () => {
     });
     try {
       const report = await repairLoop(s).pass();
-      expect(report?.outcomes.failed).toBeGreaterThan(0);
+      expect(report?.outcomes).toMatchObject({ failed: 1, copied: 1 });
     } finally {
       spy.mockRestore();
     }
     expect(s.slots.size()).toBe(0);
-    expect((await repairLoop(s).pass())?.outcomes.copied).toBe(2);
+    expect((await repairLoop(s).pass())?.outcomes.copied).toBe(1);
+    for (const id of ['a', 'b']) expect((await s.sm.getObject(id))?.replicas.sort()).toEqual(['w2', 'w3']);
+  });
+
+  it("repair gives an object back once its copy's batch has an outcome, not at the end of the pass", async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (const id of ['a', 'b']) await putObject(s, id, ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    // Two batches of one object each (2,000 bytes a batch); the second batch's entry waits.
+    let entries = 0;
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    onCleanup(async () => open());
+    const raft: RaftAccess = {
+      ...s.raft,
+      async propose(data, requestId) {
+        const c = decodeCommand(data);
+        if (c.ok && c.command.type === 'replicaChanges' && ++entries === 2) await gate;
+        return s.raft.propose(data, requestId);
+      },
+    };
+    const pass = repairLoop(s, { raft, concurrency: 2, batchBytes: 2_000 }).pass();
+    const copied = await until('one copy recorded', async () => {
+      for (const id of ['a', 'b']) if ((await s.sm.getObject(id))?.replicas.includes('w3')) return id;
+      return null;
+    });
+    // A delete of that object holds its slot now, while the pass still waits on the other batch.
+    const release = await until('the slot of the copied object', () => s.slots.claim(copied));
+    release();
+    open();
+    expect((await pass)?.outcomes.copied).toBe(2);
+    expect(s.slots.size()).toBe(0);
+  });
+
+  it('a batch whose commit throws is counted failed; the batches still running keep their slots', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (const id of ['a', 'b']) await putObject(s, id, ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    // Two batches of one object each. Once both are copied, the first commit waits at its entry and
+    // the second one's table read fails.
+    let copying = false;
+    onCleanup(async () => {
+      vi.restoreAllMocks();
+    });
+    const copyBatch = s.client.copyBatch.bind(s.client);
+    vi.spyOn(s.client, 'copyBatch').mockImplementation((...args) => {
+      copying = true;
+      return copyBatch(...args);
+    });
+    let commitReads = 0;
+    const listNodes = s.sm.listNodes.bind(s.sm);
+    vi.spyOn(s.sm, 'listNodes').mockImplementation(async () => {
+      if (copying && ++commitReads === 2) throw new Error('table read failed');
+      return listNodes();
+    });
+    let waiting: string | undefined;
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    onCleanup(async () => open());
+    const raft: RaftAccess = {
+      ...s.raft,
+      async propose(data, requestId) {
+        const c = decodeCommand(data);
+        if (c.ok && c.command.type === 'replicaChanges') {
+          waiting = c.command.changes[0]!.id;
+          await gate;
+        }
+        return s.raft.propose(data, requestId);
+      },
+    };
+    const pass = repairLoop(s, { raft, concurrency: 2, batchBytes: 2_000 }).pass();
+    const held = await until('a commit waiting, the other failed', () => commitReads >= 2 && waiting);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.slots.claim(held)).toBeNull();
+    open();
+    expect((await pass)?.outcomes).toMatchObject({ copied: 1, failed: 1 });
+    expect(s.slots.size()).toBe(0);
   });
 
   it('repair leaves an object an upload or a delete is acting on to the next pass', async () => {
@@ -471,15 +596,68 @@ describe('repair data-loss guards', () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
     await putObject(s, 'obj', ['w1', 'w2']);
-    // w1 holds other bytes under the id, consistently indexed: copy-to would pass the target's check.
+    // w1 holds other bytes under the id, consistently indexed: a copy would pass the target's check.
     const other = randomBytes(2_000);
     const w1 = s.workers.get('w1')!;
     await w1.store.delete('obj');
     await s.client.putBlob(w1.url, 'obj', sha256Of(other), other.length, Readable.from([other]));
     await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'down', at: s.clock.now });
-    expect(await repairLoop(s).repairOne('obj')).toBe('failed');
+    expect((await repairLoop(s).pass())?.outcomes).toMatchObject({ copied: 0, failed: 1 });
     expect((await s.sm.getObject('obj'))?.replicas).toEqual(['w1', 'w2']);
     expect((await s.workers.get('w3')!.store.stat('obj')).ok).toBe(false);
+  });
+
+  it('asks a holder that sent other bytes for no further copy: the next targets get the other holder', async () => {
+    const s = await setup([{ id: 'w2' }, { id: 'w3' }, { id: 'w4' }, { id: 'w5' }]);
+    // w1 answers copy-batch as a worker that ignores the sha256 asked for: it sends other bytes.
+    let asked = 0;
+    const w1 = createServer((req, res) => {
+      asked += 1;
+      req.resume().on('end', () => {
+        const result = {
+          id: 'obj',
+          ok: true,
+          target: 'w',
+          targetStatus: 201,
+          size: 2_000,
+          sha256: 'c'.repeat(64),
+        };
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ results: [result] }));
+      });
+    });
+    await new Promise<void>((resolve) => w1.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise((resolve) => w1.close(() => resolve())));
+    const url = `http://127.0.0.1:${(w1.address() as AddressInfo).port}`;
+    await propose(s, { type: 'registerWorker', nodeId: 'w1', url, zone: 'zone-w1', at: s.clock.now });
+    hearAll(s, { w3: 100_000, w4: 200_000, w5: 300_000 });
+    s.liveness.heard({
+      nodeId: 'w1',
+      diskUsed: 900_000,
+      diskFree: 100_000,
+      objectCount: 1,
+      lastSeen: s.clock.now,
+    });
+    const bytes = randomBytes(2_000);
+    await s.client.putBlob(s.workers.get('w2')!.url, 'obj', sha256Of(bytes), 2_000, Readable.from([bytes]));
+    await propose(s, {
+      type: 'recordObject',
+      id: 'obj',
+      size: 2_000,
+      sha256: sha256Of(bytes),
+      contentType: 'image/png',
+      createdAt: s.clock.now - 60_000,
+      replicas: ['w1', 'w2'],
+    });
+    // w4, the second target, refuses the copy: it holds other bytes under the id.
+    const other = randomBytes(2_000);
+    await s.client.putBlob(s.workers.get('w4')!.url, 'obj', sha256Of(other), 2_000, Readable.from([other]));
+    await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'draining', at: s.clock.now });
+    // w3 from w1 (other bytes), w4 from w2 (refused), then w5 from w2 again, not from w1.
+    expect((await repairLoop(s).pass())?.outcomes).toMatchObject({ copied: 1, failed: 0 });
+    expect(asked).toBe(1);
+    expect((await s.sm.getObject('obj'))?.replicas).toContain('w5');
+    const copy = await s.client.getBlob(s.workers.get('w5')!.url, 'obj');
+    expect(sha256Of(Buffer.from(await copy.body.arrayBuffer()))).toBe(sha256Of(bytes));
   });
 
   it('does not delete a draining copy while a recorded copy that stays is rotten', async () => {
@@ -525,7 +703,7 @@ describe('repair data-loss guards', () => {
       },
     };
     const loop = repairLoop(s, { raft, concurrency: 1 });
-    expect(await loop.repairOne('obj')).toBe('failed');
+    expect((await loop.pass())?.outcomes).toMatchObject({ copied: 0, failed: 1 });
     expect(late).toHaveLength(1);
     // The entry commits after all (the result goes to nobody: its caller gave up).
     await s.raft.propose(late[0]!, 'nobody-waits');

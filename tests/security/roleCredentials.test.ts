@@ -265,20 +265,19 @@ describe('the manager -> worker credentials', () => {
       'content-type': 'application/octet-stream',
     });
     expect(put.status).toBe(201);
-    const copyTo = `${w1.url}/blobs/copied-one/copy-to`;
-    const without = await call(copyTo, 'POST', cluster.workerAccess('w1'), { target: w2.url });
-    expect(without.status).toBe(502);
+    const copyBatch = `${w1.url}/blobs/copy-batch`;
+    const batch = { target: w2.url, blobs: [{ id: 'copied-one', sha256 }] };
+    const resultOf = (answer: { json: unknown }) =>
+      (answer.json as { results: { ok: boolean }[] }).results[0];
+    const without = await call(copyBatch, 'POST', cluster.workerAccess('w1'), batch);
+    expect(without.status).toBe(200);
+    expect(resultOf(without)).toMatchObject({ ok: false, error: { code: 'CopyTargetFailed' } });
     const copyOfW2 = mintCredential(mintCredential(keys.access, 'access', 'w2'), 'copy', 'w2');
-    const copied = await call(
-      copyTo,
-      'POST',
-      cluster.workerAccess('w1'),
-      { target: w2.url },
-      {
-        [COPY_CREDENTIAL_HEADER]: copyOfW2,
-      },
-    );
+    const copied = await call(copyBatch, 'POST', cluster.workerAccess('w1'), batch, {
+      [COPY_CREDENTIAL_HEADER]: copyOfW2,
+    });
     expect(copied.status).toBe(200);
+    expect(resultOf(copied)).toMatchObject({ ok: true });
     expect((await cluster.workerBlob(w2, 'copied-one')).bytes.equals(bytes)).toBe(true);
     // What the holder learnt opens the target's writes, not its reads, deletes or lists.
     expect((await call(`${w2.url}/blobs/copied-one`, 'GET', copyOfW2)).status).toBe(401);

@@ -405,7 +405,7 @@ describe('authentication', () => {
       ['GET', '/blobs/secret-blob'],
       ['HEAD', '/blobs/secret-blob'],
       ['DELETE', '/blobs/secret-blob'],
-      ['POST', '/blobs/secret-blob/copy-to'],
+      ['POST', '/blobs/copy-batch'],
       ['POST', '/blobs/secret-blob/verify'],
       ['GET', '/inventory'],
       ['GET', '/stats'],

@@ -1,18 +1,21 @@
-// Repair copies between workers and their commits, for one object or a copy batch alike: the
-// executor's `copy` action. A copy batch has one holder stream many blobs to one target in one
-// request, committed in one Raft entry: per object, a request to the holder and a Raft round (on
-// every manager) cost more CPU than the copy itself. The caller holds each object's slot, from
-// before its copy is written until its commit has an outcome.
+// Repair copies between workers and their commits: the executor's `copy` action. Every copy takes
+// one path: copy jobs are grouped by (holder, target) into copy batches, in each of which one
+// holder streams many blobs to one target in one request, committed in one Raft entry (per object,
+// a request to the holder and a Raft round on every manager cost more CPU than the copy itself).
+// One copy is a batch of one. Each job holds its object's slot from before its plan until its
+// commit has an outcome or it is given up (the copier releases it then: a delete of the object waits
+// for its own batch, not for the whole pass).
 
-import pRetry from 'p-retry';
 import { expectedOf, type NodeView, type ObjectView, type ReplicaChange } from '../../metadata/commands.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
-import type { PlacementCandidate } from '../placement.ts';
-import { counters, deleteCopy, type ExecutorDeps, nodesById, unlistedIn } from './execute.ts';
-import { LEAVING, type Nodes, type Replicas } from './plan.ts';
+import { counters, deleteCopy, type ExecutorDeps, nodesById, runLanes, unlistedIn } from './execute.ts';
+import { LEAVING, type Replicas } from './plan.ts';
 
 /** Targets one repair tries before leaving the object to the next pass. */
 export const MAX_TARGETS_PER_REPAIR = 4;
+/** Bounds of one copy batch: the objects one holder copies to one target in one request. */
+const BATCH_OBJECTS = 32;
+export const BATCH_BYTES = 64 * 1024 * 1024;
 
 const OUTCOMES = [
   'healthy',
@@ -33,117 +36,133 @@ export interface Classified extends Replicas {
   object: ObjectView;
 }
 
+/** One object to copy: attempt n goes to `targets[n]` from `holders[n % holders.length]`. */
+export interface CopyJob {
+  c: Classified;
+  /** Serving holders; one that could not run a request is not asked again for this job. */
+  holders: NodeView[];
+  /** At most MAX_TARGETS_PER_REPAIR, best first, the first one reserved by the planner. */
+  targets: NodeView[];
+  attempt: number;
+  /** Gives back the object's slot, held since the plan (execute.ts, Release). */
+  release: () => void;
+}
+
 /** What the holder says it sent, against the record: the target checked the holder's claim only. */
 function sentOther(sent: { sha256: string | null; size: number | null }, object: ObjectView): string | null {
   if (sent.sha256 === object.sha256 && sent.size === object.size) return null;
   return `holder sent sha256 ${sent.sha256 ?? '?'} (${sent.size ?? '?'} bytes), record says ${object.sha256}`;
 }
 
+const holderOf = (j: CopyJob) => j.holders[j.attempt % j.holders.length]!;
+
+/**
+ * The jobs in copy batches by (holder, target) of their attempt, at most BATCH_OBJECTS and
+ * `batchBytes` each, alternating between pairs so the batches in flight spread over the workers.
+ */
+function batchesOf(jobs: CopyJob[], batchBytes: number): CopyJob[][] {
+  const byPair = new Map<string, CopyJob[][]>();
+  for (const j of jobs) {
+    const key = `${holderOf(j).nodeId}\0${j.targets[j.attempt]!.nodeId}`;
+    const list = byPair.get(key) ?? [];
+    byPair.set(key, list);
+    const last = list.at(-1);
+    const bytes = (last ?? []).reduce((t, o) => t + o.c.object.size, j.c.object.size);
+    if (last && last.length < BATCH_OBJECTS && bytes <= batchBytes) last.push(j);
+    else list.push([j]);
+  }
+  const lists = [...byPair.values()];
+  const batches: CopyJob[][] = [];
+  for (let round = 0; lists.some((l) => l.length > round); round++)
+    for (const list of lists) if (list[round]) batches.push(list[round]!);
+  return batches;
+}
+
 export class Copier {
   constructor(
     private readonly deps: ExecutorDeps,
+    private readonly bounds: { concurrency: number; batchBytes: number },
     private readonly now: () => number,
   ) {}
 
   /**
-   * Copies `c` to the best of `ranked` that takes it, holder after holder, then commits it.
-   * `fallback`: a batch's target already failed this copy (and counted it started).
+   * Copies each job's object to the first of its targets that takes it, and commits the copies.
+   * A holder streams a batch's blobs one after the other: `concurrency` batches run at once
+   * (measured by bench:repair, docs/operations.md). The copies that failed then go again, each to
+   * its next target (a fallback) from its next holder, until they run out of targets or holders.
    */
-  async copyOne(c: Classified, ranked: PlacementCandidate[], byId: Nodes, fallback = false) {
-    const { log, metrics } = this.deps;
-    const targets = ranked.slice(0, MAX_TARGETS_PER_REPAIR);
-    if (targets.length === 0) {
-      metrics.failed.inc();
-      log.warn({ event: 'repair.no_target', objectId: c.object.id }, 'no live worker can take a copy');
-      return 'noTarget' as const;
-    }
-    if (fallback) metrics.fallbacks.inc();
-    else metrics.started.inc();
-    const startedAt = this.now();
-    let target: NodeView;
-    try {
-      // Attempt n goes to the n-th target, from the holders in turn.
-      const attempt = (n: number) =>
-        this.copyTo(c, targets[n - 1]!, c.sources[(n - 1) % c.sources.length]!, byId);
-      target = await pRetry(attempt, {
-        retries: targets.length - 1,
-        minTimeout: 20,
-        maxTimeout: 200,
-        onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
-          const target = targets[attemptNumber - 1]?.nodeId;
-          log.warn(
-            { event: 'repair.target_failed', objectId: c.object.id, target, retriesLeft, err: error.message },
-            'repair target failed',
-          );
-          if (retriesLeft > 0) metrics.fallbacks.inc();
-        },
-      });
-    } catch (err) {
-      metrics.failed.inc();
-      log.warn(
-        { event: 'repair.failed', objectId: c.object.id, err: (err as Error).message },
-        'no target took the copy; next pass retries',
+  async copy(jobs: CopyJob[], out: Outcomes): Promise<void> {
+    const { raft, metrics } = this.deps;
+    metrics.started.inc(jobs.length);
+    while (jobs.length > 0 && raft.isLeader()) {
+      const again: CopyJob[] = [];
+      const send = async (batch: CopyJob[]) => {
+        again.push(...(await this.send(batch, out)));
+      };
+      await runLanes(this.bounds.concurrency, batchesOf(jobs, this.bounds.batchBytes), send, () =>
+        raft.isLeader(),
       );
-      return 'failed' as const;
+      jobs = again;
     }
-    const outcomes = noOutcomes();
-    await this.commit([c], target, startedAt, outcomes);
-    return outcomes.copied > 0 ? ('copied' as const) : ('failed' as const);
-  }
-
-  /** One attempt: the copy to `target` from `source`. */
-  private async copyTo(c: Classified, target: PlacementCandidate, source: NodeView, byId: Nodes) {
-    const { object } = c;
-    const node = byId.get(target.nodeId);
-    if (!node?.url) throw new Error(`target ${target.nodeId} has no url`);
-    this.deps.liveness.reservePlacement(target.nodeId, object.size);
-    const sent = await this.deps.workers.copyTo(source.url, object.id, node.url, object.sha256);
-    const wrong = sentOther(sent, object);
-    if (wrong !== null) {
-      // A holder with other bytes under this id would have made a copy of the wrong image.
-      await this.deleteIfUnrecorded(object, node);
-      throw new Error(`${source.nodeId}: ${wrong}`);
-    }
-    return node;
   }
 
   /**
-   * Has `source` copy `send` to `target` in one request and commits the copies that arrived; the
-   * copies the target failed are returned, for a fallback each.
+   * One copy batch: its holder copies its blobs to its target in one request, and the copies that
+   * arrived are committed. Returns the jobs that have another attempt left, counting the rest failed.
    */
-  async copyBatch(send: Classified[], source: NodeView, target: NodeView, out: Outcomes) {
-    const { workers, log, metrics } = this.deps;
-    metrics.started.inc(send.length);
+  private async send(batch: CopyJob[], out: Outcomes): Promise<CopyJob[]> {
+    const { workers, log, metrics, liveness } = this.deps;
+    // A copy's duration runs from its batch's request, not from the start of the copy phase.
     const startedAt = this.now();
-    const blobs = send.map((c) => ({ id: c.object.id, sha256: c.object.sha256 }));
-    const answers = await workers.copyBatch(source.url, target.url, blobs).catch((err: unknown) => {
-      // The holder could not run the batch at all: no target is to blame, so no fallback; the
-      // next pass plans these again (from another holder once this one stops serving).
-      this.failed(out, send.length);
-      const logged = { source: source.nodeId, target: target.nodeId, objects: send.length };
-      log.warn(
-        { event: 'repair.batch_failed', ...logged, err: (err as Error).message },
-        'copy batch not run',
-      );
-      return [];
+    const holder = holderOf(batch[0]!);
+    const target = batch[0]!.targets[batch[0]!.attempt]!;
+    const logged = { source: holder.nodeId, target: target.nodeId };
+    const blobs = batch.map(({ c }) => ({ id: c.object.id, sha256: c.object.sha256 }));
+    const answers = await workers.copyBatch(holder.url, target.url, blobs).catch((err: unknown) => {
+      // The holder could not run the request: no target is to blame, so the same target is tried
+      // from the jobs' other holders, if they have any.
+      const at = { ...logged, objects: batch.length, err: (err as Error).message };
+      log.warn({ event: 'repair.batch_failed', ...at }, 'copy batch not run');
+      for (const j of batch) j.holders = j.holders.filter((h) => h.nodeId !== holder.nodeId);
+      return null;
     });
     const copied: Classified[] = [];
-    const retry: Classified[] = [];
-    for (const [i, answer] of answers.entries()) {
-      const c = send[i]!;
-      const logged = { objectId: c.object.id, source: source.nodeId, target: target.nodeId };
-      const wrong = answer.ok ? sentOther(answer, c.object) : null;
-      if (!answer.ok) {
-        log.warn({ event: 'repair.target_failed', ...logged, err: answer.message }, 'repair target failed');
-        retry.push(c);
-      } else if (wrong !== null) {
+    const again: CopyJob[] = [];
+    for (const [i, job] of batch.entries()) {
+      const answer = answers?.[i];
+      const wrong = !answer ? null : answer.ok ? sentOther(answer, job.c.object) : answer.message;
+      if (answer?.ok && wrong === null) {
+        copied.push(job.c);
+        continue;
+      }
+      if (answer) {
+        const at = { objectId: job.c.object.id, ...logged, err: wrong };
+        log.warn({ event: 'repair.target_failed', ...at }, 'repair target failed');
+        // A holder with other bytes under this id made a copy of the wrong image: it is removed,
+        // and that holder is not asked for this object again.
+        if (answer.ok) await this.deleteIfUnrecorded(job.c.object, target);
+        if (answer.ok) job.holders = job.holders.filter((h) => h.nodeId !== holder.nodeId);
+        const next = job.targets[++job.attempt];
+        if (next) metrics.fallbacks.inc();
+        if (next) liveness.reservePlacement(next.nodeId, job.c.object.size);
+      }
+      if (job.holders.length > 0 && job.attempt < job.targets.length) again.push(job);
+      else {
         this.failed(out);
-        log.warn({ event: 'repair.failed', ...logged }, wrong);
-        await this.deleteIfUnrecorded(c.object, target);
-      } else copied.push(c);
+        const at = { objectId: job.c.object.id, ...logged };
+        log.warn({ event: 'repair.failed', ...at }, 'no target took the copy; next pass retries');
+      }
     }
-    if (copied.length > 0) await this.commit(copied, target, startedAt, out);
-    return retry;
+    // The commit proposes nothing if its table read fails: those copies are strays the sweep removes.
+    // Caught here, so one batch never ends the copier while other batches (and their slots) run.
+    if (copied.length > 0)
+      await this.commit(copied, target, startedAt, out).catch((err: unknown) => {
+        this.failed(out, copied.length);
+        const at = { ...logged, objects: copied.length, err: (err as Error).message };
+        log.warn({ event: 'repair.commit_failed', ...at }, 'copies made but not recorded; next pass retries');
+      });
+    for (const j of batch) if (!again.includes(j)) j.release();
+    return again;
   }
 
   /**
@@ -155,7 +174,13 @@ export class Copier {
     const targetId = target.nodeId;
     const { raft, log, metrics } = this.deps;
     for (const c of copied) metrics.bytesCopied.inc(c.object.size);
-    const removes = await this.stillLeaving(copied);
+    // The node each copy replaces, if it is still leaving now (read afresh).
+    const nodes = await nodesById(this.deps.metadata);
+    const removes = copied.map((c) => {
+      const nodeId = c.leaving[0];
+      const node = nodeId === undefined ? undefined : nodes.get(nodeId);
+      return nodeId !== undefined && (!node || LEAVING.has(node.state)) ? { nodeId, node } : null;
+    });
     const changes: ReplicaChange[] = copied.map((c, i) => {
       const remove = removes[i]?.nodeId;
       const expected = expectedOf(c.object);
@@ -170,12 +195,10 @@ export class Copier {
         // next leader, and then the record names the target: its copy must stay. If it never
         // commits, the copy is a stray the inventory sweep removes after the grace period.
         this.failed(out, copied.length);
-        const err_ = (err as Error).message;
-        for (const c of copied)
-          log.warn(
-            { event: 'repair.commit_unknown', objectId: c.object.id, target: targetId, err: err_ },
-            'copy made, commit outcome unknown; copy kept',
-          );
+        for (const c of copied) {
+          const at = { objectId: c.object.id, target: targetId, err: (err as Error).message };
+          log.warn({ event: 'repair.commit_unknown', ...at }, 'copy made, commit outcome unknown; copy kept');
+        }
         return null;
       },
     );
@@ -185,10 +208,8 @@ export class Copier {
       const logged = { objectId: c.object.id, target: targetId };
       if (!result.ok) {
         this.failed(out);
-        log.warn(
-          { event: 'repair.commit_failed', ...logged, err: `${result.code}: ${result.message}` },
-          'copy made but not recorded; next pass retries',
-        );
+        const at = { ...logged, err: `${result.code}: ${result.message}` };
+        log.warn({ event: 'repair.commit_failed', ...at }, 'copy made but not recorded; next pass retries');
         await this.deleteIfUnrecorded(c.object, target);
         continue;
       }
@@ -201,16 +222,6 @@ export class Copier {
       if (removed?.node && this.deps.liveness.isServing(removed.node))
         await deleteCopy(this.deps, removed.node, c.object.id).catch(() => false);
     }
-  }
-
-  /** For each copy, the node it replaces if that node is still leaving now (read afresh). */
-  private async stillLeaving(copied: Classified[]) {
-    const nodes = await nodesById(this.deps.metadata);
-    return copied.map((c) => {
-      const nodeId = c.leaving[0];
-      const node = nodeId === undefined ? undefined : nodes.get(nodeId);
-      return nodeId !== undefined && (!node || LEAVING.has(node.state)) ? { nodeId, node } : null;
-    });
   }
 
   /** Counts `n` repairs failed. */

@@ -54,13 +54,28 @@ export class RepairWalk {
     let room = limit;
     let reads = limit * READS_PER_OBJECT;
     for (const [i, nodeId] of leaving.entries()) {
+      // Each node scans up to an even share of the room (objects with a source) and reads left.
       const left = leaving.length - i;
-      const share = await this.scan(nodeId, Math.ceil(room / left), Math.ceil(reads / left), {
-        taken,
-        hasSource,
-      });
-      room -= share.took;
-      reads -= share.read;
+      const myRoom = Math.ceil(room / left);
+      const myReads = Math.ceil(reads / left);
+      let took = 0;
+      let read = 0;
+      let after = this.after.get(nodeId);
+      let round = true;
+      for await (const id of objectsOn(this.metadata, nodeId, after)) {
+        round = took < myRoom && read < myReads;
+        if (!round) break;
+        read += 1;
+        after = id;
+        const object = taken.has(id) ? null : await this.metadata.getObject(id);
+        if (object) taken.set(id, object);
+        if (object && hasSource(object)) took += 1;
+      }
+      // The end of the index: the next pass starts a new round.
+      if (round || after === undefined) this.after.delete(nodeId);
+      else this.after.set(nodeId, after);
+      room -= took;
+      reads -= read;
     }
     const step = await this.metadata.listObjects({
       ...(this.backstop ? { after: this.backstop } : {}),
@@ -68,34 +83,6 @@ export class RepairWalk {
     });
     this.backstop = step.next ?? undefined;
     return [...taken.values(), ...step.items.filter((o) => !taken.has(o.id))];
-  }
-
-  /** Up to `room` objects with a source (and those without) on `nodeId`, in at most `reads` reads. */
-  private async scan(
-    nodeId: string,
-    room: number,
-    reads: number,
-    into: { taken: Map<string, ObjectView>; hasSource: (object: ObjectView) => boolean },
-  ) {
-    const { taken, hasSource } = into;
-    let took = 0;
-    let read = 0;
-    let after = this.after.get(nodeId);
-    let round = true;
-    for await (const id of objectsOn(this.metadata, nodeId, after)) {
-      round = took < room && read < reads;
-      if (!round) break;
-      read += 1;
-      after = id;
-      const object = taken.has(id) ? null : await this.metadata.getObject(id);
-      if (object) taken.set(id, object);
-      if (object && hasSource(object)) took += 1;
-    }
-    // The end of the index: the next pass starts a new round.
-    if (round) after = undefined;
-    if (after === undefined) this.after.delete(nodeId);
-    else this.after.set(nodeId, after);
-    return { took, read };
   }
 }
 

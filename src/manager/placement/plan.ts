@@ -61,10 +61,7 @@ export function rankExcess(copies: readonly string[], candidates: readonly strin
 }
 
 /** The first of `nodeIds` not yet read back, as the action to take; null once all are. */
-function readBackFirst(
-  nodeIds: readonly string[],
-  checks: Checks,
-): { kind: 'readBack'; nodeIds: string[] } | null {
+function readBackFirst(nodeIds: readonly string[], checks: Checks): ReadBack | null {
   const missing = nodeIds.filter((n) => !checks.has(n));
   return missing.length > 0 ? { kind: 'readBack', nodeIds: missing } : null;
 }
@@ -73,13 +70,29 @@ function goodAmong(nodeIds: readonly string[], checks: Checks): string[] {
   return nodeIds.filter((n) => checks.get(n) === 'good');
 }
 
-/** The copy of `ranked` to give up: one found wrong, else one unread, else the least wanted. */
-function victimOf(ranked: readonly string[], checks: Checks): string {
-  return (
+type ReadBack = { kind: 'readBack'; nodeIds: string[] };
+
+/**
+ * The copy of `candidates` to give up, once all are read back: one found wrong, else one unread,
+ * else the least wanted (rankExcess among `copies`). `proven`: `keep` of the others were read
+ * back whole.
+ */
+function victimAmong(
+  copies: readonly string[],
+  candidates: readonly string[],
+  nodes: Nodes,
+  checks: Checks,
+  keep: number,
+): ReadBack | { victim: string; proven: boolean } {
+  const ranked = rankExcess(copies, candidates, nodes);
+  const ask = readBackFirst(ranked, checks);
+  if (ask) return ask;
+  const victim =
     ranked.find((n) => checks.get(n) === 'bad') ??
     ranked.find((n) => checks.get(n) === 'unknown') ??
-    ranked[0]!
-  );
+    ranked[0]!;
+  const others = ranked.filter((n) => n !== victim);
+  return { victim, proven: goodAmong(others, checks).length >= keep };
 }
 
 export type RepairAction =
@@ -135,16 +148,9 @@ function planDropLeaving(r: Replicas, deleting: readonly string[], checks: Check
 
 /** One copy too many: a copy found wrong goes first, then one unread, then the least wanted. */
 function planTrim(r: Replicas, nodes: Nodes, checks: Checks): RepairAction {
-  const ranked = rankExcess(r.healthy, r.healthy, nodes);
-  const ask = readBackFirst(ranked, checks);
-  if (ask) return ask;
-  const victim = victimOf(ranked, checks);
-  const kept = goodAmong(
-    ranked.filter((n) => n !== victim),
-    checks,
-  );
-  if (kept.length < REPLICATION_FACTOR) return { kind: 'wait', reason: 'unproven' };
-  return { kind: 'trim', nodeId: victim };
+  const v = victimAmong(r.healthy, r.healthy, nodes, checks, REPLICATION_FACTOR);
+  if ('kind' in v) return v;
+  return v.proven ? { kind: 'trim', nodeId: v.victim } : { kind: 'wait', reason: 'unproven' };
 }
 
 /** A blob a worker reported holding (an inventory line). */
@@ -214,15 +220,9 @@ export function planHeldCopy(
 
 /** A proven returning copy beside two healthy ones: one of those replaced it while it was away. */
 function planTrade(self: string, healthy: string[], nodes: Nodes, checks: Checks): HeldCopyAction {
-  const ask = readBackFirst(healthy, checks);
-  if (ask) return ask;
-  const victim = victimOf(rankExcess([...healthy, self], healthy, nodes), checks);
-  const kept = goodAmong(
-    healthy.filter((n) => n !== victim),
-    checks,
-  );
-  if (kept.length < REPLICATION_FACTOR - 1) return { kind: 'readoptOnly' };
-  return { kind: 'replace', remove: victim };
+  const v = victimAmong([...healthy, self], healthy, nodes, checks, REPLICATION_FACTOR - 1);
+  if ('kind' in v) return v;
+  return v.proven ? { kind: 'replace', remove: v.victim } : { kind: 'readoptOnly' };
 }
 
 export type StrayAction =

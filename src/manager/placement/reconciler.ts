@@ -8,13 +8,7 @@
 // repair, which restores a down worker's objects to two copies, never waits on either.
 
 import type { ObjectSlots } from './execute.ts';
-import {
-  emptySummary,
-  InventoryReconciler,
-  type InventoryReconcilerDeps,
-  type InventorySource,
-  type ReconcileSummary,
-} from './rejoin.ts';
+import { InventoryReconciler, type InventoryReconcilerDeps, type InventorySource } from './rejoin.ts';
 import { type PassReport, type RepairDeps, Repairer } from './repair.ts';
 
 export interface PlacementReconcilerDeps extends RepairDeps, InventoryReconcilerDeps {
@@ -28,14 +22,7 @@ interface ObservedInventory {
   nodeId: string;
   source: InventorySource;
   startedAt: number;
-  done: (summary: ReconcileSummary) => void;
-}
-
-/** A task run beside the passes every so often, never two runs at once. */
-interface Sideline {
-  /** When it is next due; NaN: one period after the first pass. */
-  dueAt: number;
-  running: boolean;
+  done: () => void;
 }
 
 export class PlacementReconciler {
@@ -44,13 +31,16 @@ export class PlacementReconciler {
   readonly inventories: InventoryReconciler;
   /** Inventories observed and not yet reconciled, oldest first. */
   private observed: ObservedInventory[] = [];
-  /** Workers whose inventory is being reconciled now: one at a time per worker. */
-  private readonly reconciling = new Set<string>();
-  private readonly orphanSweep: Sideline = { dueAt: 0, running: false };
-  /** A rejoin brings its own inventory: the first sweep of them all waits a period. */
-  private readonly inventorySweep: Sideline = { dueAt: Number.NaN, running: false };
+  /**
+   * What runs beside the passes, never twice at once: the two sweeps by name (a colon first: no
+   * node id starts with one), and each worker whose inventory is being reconciled (a rejoin or its
+   * sweep) by node id.
+   */
+  private readonly running = new Set<string>();
+  /** When each sweep is next due; a rejoin brings its own inventory: the first sweep of them all waits a period. */
+  private readonly due = new Map<string, number>([[':orphans', 0]]);
   private timer: NodeJS.Timeout | null = null;
-  private running: Promise<unknown> | null = null;
+  private pending: Promise<unknown> | null = null;
   private started = false;
   /** A wake() came while a pass ran: the next pass starts as soon as this one ends. */
   private wakeAfterPass = false;
@@ -70,14 +60,14 @@ export class PlacementReconciler {
     this.started = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    await this.running?.catch(() => {});
+    await this.pending?.catch(() => {});
     this.dropObserved();
   }
 
   /** Runs a pass now rather than at the next tick; a pass already running is followed by another. */
   wake(): void {
     if (!this.started) return;
-    if (this.running) {
+    if (this.pending) {
       this.wakeAfterPass = true;
       return;
     }
@@ -86,10 +76,10 @@ export class PlacementReconciler {
   }
 
   /**
-   * A worker registered with this inventory: it is queued and the loop woken. Resolves with the
-   * reconciliation's summary once it ran, or an empty one if this manager stopped leading first.
+   * A worker registered with this inventory: it is queued and the loop woken. Resolves once it was
+   * reconciled, or let go because this manager stopped leading first.
    */
-  reconcile(nodeId: string, source: InventorySource, startedAt: number): Promise<ReconcileSummary> {
+  reconcile(nodeId: string, source: InventorySource, startedAt: number): Promise<void> {
     return new Promise((done) => {
       this.observed.push({ nodeId, source, startedAt, done });
       if (!this.started) this.dropObserved();
@@ -106,12 +96,12 @@ export class PlacementReconciler {
     if (!this.started) return;
     this.timer = setTimeout(() => {
       this.timer = null;
-      this.running = this.pass()
+      this.pending = this.pass()
         .catch((err: unknown) =>
           this.deps.log.warn({ event: 'repair.pass_failed', err }, 'repair pass failed; next pass retries'),
         )
         .finally(() => {
-          this.running = null;
+          this.pending = null;
           const again = this.wakeAfterPass;
           this.wakeAfterPass = false;
           this.schedule(again ? 0 : this.deps.intervalMs);
@@ -129,54 +119,48 @@ export class PlacementReconciler {
       this.dropObserved();
       return this.repair.pass();
     }
-    for (const observed of [...this.observed]) this.startRejoin(observed);
+    for (const o of [...this.observed]) {
+      // Checked as each starts: a second inventory of one worker waits for the first to be done.
+      if (this.running.has(o.nodeId)) continue;
+      this.observed = this.observed.filter((other) => other !== o);
+      // A rejoin done wakes the loop: repair may have copies to make, or none to make any more.
+      this.beside(o.nodeId, 'reconcile.failed', () =>
+        this.inventories.reconcile(o.nodeId, o.source, o.startedAt).finally(() => {
+          o.done();
+          this.wake();
+        }),
+      );
+    }
     const grace = this.deps.orphanGraceMs;
-    const orphansEvery = Math.min(60_000, Math.max(100, Math.floor(grace / 4)));
-    this.beside(this.orphanSweep, orphansEvery, 'reconcile.orphan_sweep_failed', () =>
-      this.inventories.sweepOrphans(),
-    );
-    const sweepEvery = this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, grace));
-    this.beside(this.inventorySweep, sweepEvery, 'reconcile.sweep_failed', () => this.sweepInventories());
+    if (this.isDue(':orphans', Math.min(60_000, Math.max(100, Math.floor(grace / 4)))))
+      this.beside(':orphans', 'reconcile.orphan_sweep_failed', () => this.inventories.sweepOrphans());
+    if (this.isDue(':inventories', this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, grace))))
+      this.beside(':inventories', 'reconcile.sweep_failed', () => this.sweepInventories());
     return this.repair.pass();
   }
 
-  /** Starts `task` if `line` is due and not running; `failed` is logged if it fails. */
-  private beside(line: Sideline, everyMs: number, failed: string, task: () => Promise<unknown>): void {
+  /** Whether sweep `name` is due and not running; if so, it is next due `everyMs` from now. */
+  private isDue(name: string, everyMs: number): boolean {
     const now = (this.deps.now ?? Date.now)();
-    if (Number.isNaN(line.dueAt)) line.dueAt = now + everyMs;
-    if (line.running || now < line.dueAt) return;
-    line.dueAt = now + everyMs;
-    line.running = true;
-    void task()
-      .catch((err: unknown) => this.deps.log.warn({ event: failed, err }, 'next sweep retries'))
-      .finally(() => {
-        line.running = false;
-      });
+    const due = this.due.get(name) ?? now + everyMs;
+    this.due.set(name, due);
+    if (this.running.has(name) || now < due) return false;
+    this.due.set(name, now + everyMs);
+    return true;
   }
 
-  /** Reconciles an observed inventory unless one of its worker's is being reconciled already. */
-  private startRejoin(observed: ObservedInventory): void {
-    const { nodeId, source, startedAt, done } = observed;
-    if (this.reconciling.has(nodeId)) return;
-    this.observed = this.observed.filter((o) => o !== observed);
-    this.reconciling.add(nodeId);
-    void this.inventories
-      .reconcile(nodeId, source, startedAt)
-      .catch((err: unknown) => {
-        const message = 'reconciliation stopped; the sweep retries';
-        this.deps.log.warn({ event: 'reconcile.failed', nodeId, err }, message);
-        return emptySummary();
-      })
-      .then((summary) => {
-        this.reconciling.delete(nodeId);
-        done(summary);
-        this.wake();
-      });
+  /** Runs `task` beside the passes unless `key` runs already; `failed` is logged if it fails. */
+  private beside(key: string, failed: string, task: () => Promise<unknown>): void {
+    if (this.running.has(key)) return;
+    this.running.add(key);
+    void task()
+      .catch((err: unknown) => this.deps.log.warn({ event: failed, key, err }, 'the next sweep retries'))
+      .finally(() => this.running.delete(key));
   }
 
   /** Not leading (or stopped): observed inventories are let go; a leader's sweep finds their work. */
   private dropObserved(): void {
-    for (const o of this.observed.splice(0)) o.done(emptySummary());
+    for (const o of this.observed.splice(0)) o.done();
   }
 
   /**
@@ -184,19 +168,17 @@ export class PlacementReconciler {
    * failure leaves the worker to the next sweep.
    */
   async sweepInventories(): Promise<number> {
+    const { metadata, raft, log } = this.deps;
     let noted = 0;
-    for (const node of await this.deps.metadata.listNodes()) {
-      if (node.state !== 'up' || this.reconciling.has(node.nodeId) || !this.deps.raft.isLeader()) continue;
-      this.reconciling.add(node.nodeId);
+    for (const node of await metadata.listNodes()) {
+      if (node.state !== 'up' || this.running.has(node.nodeId) || !raft.isLeader()) continue;
+      this.running.add(node.nodeId);
       noted += await this.inventories.sweepOne(node).catch((err: unknown) => {
         const at = { nodeId: node.nodeId, err: (err as Error).message };
-        this.deps.log.debug(
-          { event: 'reconcile.sweep_failed', ...at },
-          'inventory not read; next sweep retries',
-        );
+        log.debug({ event: 'reconcile.sweep_failed', ...at }, 'inventory not read; next sweep retries');
         return 0;
       });
-      this.reconciling.delete(node.nodeId);
+      this.running.delete(node.nodeId);
     }
     return noted;
   }

@@ -10,7 +10,8 @@
 // manager's own upload of the id runs (it holds the object's slot); and only after a fresh look at
 // the table.
 
-import type { NodeView, ObjectView } from '../../metadata/commands.ts';
+import { isDeepStrictEqual } from 'node:util';
+import { expectedOf, type NodeView, type ObjectView } from '../../metadata/commands.ts';
 import type { InventoryEntry } from '../workerClient.ts';
 import {
   commitChange,
@@ -23,15 +24,7 @@ import {
   unlistedIn,
 } from './execute.ts';
 import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
-import {
-  type Checks,
-  type HeldCopyAction,
-  type Nodes,
-  orphanDue,
-  planHeldCopy,
-  planMissing,
-  planStray,
-} from './plan.ts';
+import { type Nodes, orphanDue, planHeldCopy, planMissing, planStray } from './plan.ts';
 
 export interface InventoryReconcilerDeps extends ExecutorDeps {
   orphanGraceMs: number;
@@ -53,8 +46,11 @@ const DECISIONS = [
   'corruptDeleted',
   'orphanPending',
   'orphanDeleted',
+  'strayDeleted',
+  'strayReadopted',
   'missingDropped',
   'skipped',
+  'failed',
 ] as const;
 export type ReconcileDecision = (typeof DECISIONS)[number];
 export type ReconcileSummary = Record<ReconcileDecision, number>;
@@ -69,13 +65,30 @@ export class InventoryReconciler {
     this.now = deps.now ?? Date.now;
   }
 
-  /** Counts a decision; each that changed something is logged as `reconcile.<decision>`. */
-  private decided(summary: ReconcileSummary, d: ReconcileDecision, objectId: string, nodeId: string): void {
+  /**
+   * Decides on the copy of `id` on `nodeId` holding the object's slot: another action on the object
+   * (a repair copying onto this worker, a stray being deleted, an upload) leaves it to the next rejoin
+   * or sweep (`skipped`), and so does a failure (`failed`). Counts the decision; each that changed
+   * something is logged as `reconcile.<decision>`, with `logged` beside the ids.
+   */
+  private async decide(
+    summary: ReconcileSummary,
+    nodeId: string,
+    id: string,
+    act: () => Promise<ReconcileDecision>,
+    logged: object = {},
+  ): Promise<ReconcileDecision> {
+    const d = await this.deps.slots.run(id, act, 'skipped').catch((err: unknown) => {
+      const at = { objectId: id, nodeId, err: (err as Error).message };
+      this.deps.log.warn({ event: 'reconcile.blob_failed', ...at }, 'no decision for this copy');
+      return 'failed' as const;
+    });
     summary[d] += 1;
     this.deps.metrics.reconcileDecisions.inc({ decision: d });
-    if (d === 'kept' || d === 'skipped') return;
+    if (d === 'kept' || d === 'skipped' || d === 'failed') return d;
     const event = `reconcile.${d.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`;
-    this.deps.log.info({ event, objectId, nodeId }, `copy of ${objectId} on ${nodeId}: ${d}`);
+    this.deps.log.info({ event, objectId: id, nodeId, ...logged }, `copy of ${id} on ${nodeId}: ${d}`);
+    return d;
   }
 
   /**
@@ -124,14 +137,14 @@ export class InventoryReconciler {
       yield* inventory();
     })();
     const next = async () => (await lines.next()).value as InventoryEntry | undefined;
-    const decide = async (line: InventoryEntry) => {
+    const decideLine = async (line: InventoryEntry) => {
       // Node states steer decisions; re-read now and then, not for every blob.
       if (++taken % 256 === 0) nodes = await nodesById(metadata);
       const self = nodes.get(nodeId);
-      if (self) this.decided(summary, await this.reconcileLine(self, line, nodes), line.id, nodeId);
+      if (self) await this.decide(summary, nodeId, line.id, () => this.reconcileLine(self, line, nodes));
     };
     try {
-      await runLanes(RECONCILE_CONCURRENCY, next, decide, () => this.deps.raft.isLeader());
+      await runLanes(RECONCILE_CONCURRENCY, next, decideLine, () => this.deps.raft.isLeader());
     } finally {
       await lines.return(undefined);
     }
@@ -141,41 +154,24 @@ export class InventoryReconciler {
     return summary;
   }
 
-  /**
-   * Decides on a worker's copy of one inventory line, holding its object's slot: another action on
-   * the object (a repair copying onto this worker, a stray being deleted, an upload) leaves the line
-   * to the next rejoin or sweep. One failed line does not stop the rest.
-   */
-  private async reconcileLine(self: NodeView, line: InventoryEntry, nodes: Nodes) {
-    const held = async (): Promise<ReconcileDecision> => {
-      const object = await this.deps.metadata.getObject(line.id);
-      if (object) this.seen.forget(self.nodeId, line.id);
-      const { action, checks } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
-        planHeldCopy(self, line, object, nodes, checks),
-      );
-      if (action.kind !== 'orphan') return this.actOnHeldCopy(self, object!, action, nodes, checks);
+  /** A worker's copy of one inventory line against the record, its object's slot held (see decide). */
+  private async reconcileLine(
+    self: NodeView,
+    line: InventoryEntry,
+    nodes: Nodes,
+  ): Promise<ReconcileDecision> {
+    const object = await this.deps.metadata.getObject(line.id);
+    if (object) this.seen.forget(self.nodeId, line.id);
+    const { action, checks } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
+      planHeldCopy(self, line, object, nodes, checks),
+    );
+    if (action.kind === 'orphan' || !object) {
       // A blob no record knows: noted; sweepOrphans deletes it once its grace has passed.
       this.seen.note(self.nodeId, line.id, this.now());
       return 'orphanPending';
-    };
-    try {
-      return await this.deps.slots.run(line.id, held, 'skipped');
-    } catch (err) {
-      const at = { objectId: line.id, nodeId: self.nodeId, err: (err as Error).message };
-      this.deps.log.warn({ event: 'reconcile.blob_failed', ...at }, 'no decision for this copy');
-      return 'skipped';
     }
-  }
-
-  private async actOnHeldCopy(
-    self: NodeView,
-    object: ObjectView,
-    action: Exclude<HeldCopyAction, { kind: 'readBack' | 'orphan' }>,
-    nodes: Nodes,
-    checks: Checks,
-  ): Promise<ReconcileDecision> {
     const { log } = this.deps;
-    const at = { objectId: object.id, nodeId: self.nodeId };
+    const at = { objectId: line.id, nodeId: self.nodeId };
     switch (action.kind) {
       case 'kept':
         return 'kept';
@@ -223,19 +219,23 @@ export class InventoryReconciler {
     return deleted ? 'corruptDeleted' : 'skipped';
   }
 
-  /** Records the returning copy and forgets `victim`, the copy that replaced it, in one entry. */
+  /**
+   * Records the returning copy and forgets `victim`, the copy that replaced it, in one entry. A
+   * delete that fails leaves a stray the sweep removes.
+   */
   private async trade(self: NodeView, object: ObjectView, victim: string, nodes: Nodes) {
     const change = { type: 'replaceReplica', id: object.id, add: self.nodeId, remove: victim } as const;
     // Refused: the record changed since it was read; nothing was traded, the next rejoin decides again.
     if (!(await commitChange(this.deps, object, change))) return 'skipped';
     const victimNode = nodes.get(victim);
     if (victimNode)
-      await deleteCopy(this.deps, victimNode, object.id).catch((err: unknown) =>
+      await deleteCopy(this.deps, victimNode, object.id).catch((err: unknown) => {
+        const at = { objectId: object.id, nodeId: victim, err: (err as Error).message };
         this.deps.log.warn(
-          { event: 'reconcile.excess_delete_failed', objectId: object.id, nodeId: victim, err },
-          'excess copy left; the sweep removes it',
-        ),
-      );
+          { event: 'reconcile.excess_delete_failed', ...at },
+          'excess copy left for the sweep',
+        );
+      });
     return 'excessRemoved' as const;
   }
 
@@ -248,30 +248,21 @@ export class InventoryReconciler {
   async sweepOrphans(): Promise<number> {
     if (!this.deps.raft.isLeader()) return 0;
     const nodes = await nodesById(this.deps.metadata);
-    let deleted = 0;
-    let taken = 0;
     const now = this.now();
-    for (const o of this.seen.all()) {
-      if (taken >= ORPHANS_PER_SWEEP) break;
-      if (!orphanDue(o.firstSeen, now, this.deps.orphanGraceMs)) continue;
+    const due = this.seen.all().filter((o) => {
       const node = nodes.get(o.nodeId);
-      // A node gone from the table is not skipped: deleteStrayHeld forgets its sightings.
-      if (node && !this.deps.liveness.isServing(node)) continue;
-      taken += 1;
+      // A node gone from the table is not skipped: actOnStray forgets its sightings.
+      return (
+        orphanDue(o.firstSeen, now, this.deps.orphanGraceMs) && (!node || this.deps.liveness.isServing(node))
+      );
+    });
+    const summary = emptySummary();
+    for (const o of due.slice(0, ORPHANS_PER_SWEEP)) {
       this.seen.requeue(o);
-      try {
-        if (await this.deps.slots.run(o.id, () => this.deleteStrayHeld(o.nodeId, o.id), false)) {
-          deleted += 1;
-          this.deps.metrics.reconcileDecisions.inc({ decision: 'orphanDeleted' });
-        }
-      } catch (err) {
-        this.deps.log.warn(
-          { event: 'reconcile.orphan_delete_failed', objectId: o.id, nodeId: o.nodeId, err },
-          'retried later',
-        );
-      }
+      const firstSeen = { firstSeen: o.firstSeen };
+      await this.decide(summary, o.nodeId, o.id, () => this.actOnStray(o.nodeId, o.id), firstSeen);
     }
-    return deleted;
+    return summary.orphanDeleted + summary.strayDeleted;
   }
 
   /**
@@ -279,9 +270,8 @@ export class InventoryReconciler {
    * from before its first copy until its record commits): as planStray decides, and a delete only if
    * the table, read afresh after the read-backs, still says what the plan was made on.
    */
-  private async deleteStrayHeld(nodeId: string, id: string): Promise<boolean> {
-    const pending = this.seen.get(nodeId, id);
-    if (!pending || !this.deps.raft.isLeader()) return false;
+  private async actOnStray(nodeId: string, id: string): Promise<ReconcileDecision> {
+    if (!this.seen.get(nodeId, id) || !this.deps.raft.isLeader()) return 'skipped';
     const { metadata, log } = this.deps;
     const object = await metadata.getObject(id);
     const node = await metadata.getNode(nodeId);
@@ -289,30 +279,23 @@ export class InventoryReconciler {
     const { action } = await planReadingBack(this.deps.workers, object, nodes, (checks) =>
       planStray(node, object, nodes, checks),
     );
-    const logged = { objectId: id, nodeId };
-    if (action.kind !== 'delete') {
-      this.seen.forget(nodeId, id);
-      if (action.kind === 'unproven')
-        log.warn(
-          { event: 'reconcile.stray_unproven', ...logged },
-          'unrecorded copy could not be read back; neither re-adopted nor deleted',
-        );
+    if (action.kind !== 'delete') this.seen.forget(nodeId, id);
+    if (action.kind === 'unproven')
+      log.warn(
+        { event: 'reconcile.stray_unproven', objectId: id, nodeId },
+        'unrecorded copy could not be read back; neither re-adopted nor deleted',
+      );
+    if (action.kind === 'readopt') {
       const readopt = { type: 'addReplica', id, nodeId } as const;
-      if (action.kind === 'readopt' && (await commitChange(this.deps, object!, readopt)))
-        log.info({ event: 'reconcile.stray_readopted', ...logged }, 'unrecorded copy re-adopted');
-      return false;
+      return (await commitChange(this.deps, object!, readopt)) ? 'strayReadopted' : 'skipped';
     }
+    if (action.kind !== 'delete') return 'skipped';
     // The table as of everything committed, read last, so neither a record committed under another
     // leader and not applied here yet, nor one committed during the read-backs, nor a deposed
     // leader's stale table, makes a recorded copy look orphaned. Changed: the next sweep plans again.
-    if (!(await deleteCopy(this.deps, node!, id, (fresh) => sameRecord(object, fresh)))) return false;
+    if (!(await deleteCopy(this.deps, node!, id, (fresh) => sameRecord(object, fresh)))) return 'skipped';
     this.seen.forget(nodeId, id);
-    const event = object ? 'reconcile.stray_deleted' : 'reconcile.orphan_deleted';
-    log.info(
-      { event, ...logged, firstSeen: pending.firstSeen },
-      `${object ? 'unrecorded copy' : 'orphan blob'} deleted after the grace period`,
-    );
-    return true;
+    return object ? 'strayDeleted' : 'orphanDeleted';
   }
 
   /**
@@ -334,14 +317,7 @@ export class InventoryReconciler {
         );
         return;
       }
-      const decision = await this.reconcileMissing(nodeId, id, inventoryStartedAt).catch((err: unknown) => {
-        this.deps.log.warn(
-          { event: 'reconcile.missing_check_failed', objectId: id, nodeId, err: (err as Error).message },
-          'no decision for this copy',
-        );
-        return 'skipped' as const;
-      });
-      this.decided(summary, decision, id, nodeId);
+      await this.reconcileMissing(nodeId, id, inventoryStartedAt, summary);
     }
   }
 
@@ -349,44 +325,28 @@ export class InventoryReconciler {
    * A copy its worker reports lost (removed by its scrubber): dropped from the record once the
    * worker confirms it does not hold it, like a copy a registration's inventory lacks.
    */
-  async dropMissingCopy(nodeId: string, id: string): Promise<ReconcileDecision> {
-    const decision = await this.reconcileMissing(nodeId, id, Number.POSITIVE_INFINITY);
-    this.decided(emptySummary(), decision, id, nodeId);
-    return decision;
+  dropMissingCopy(nodeId: string, id: string): Promise<ReconcileDecision> {
+    return this.reconcileMissing(nodeId, id, Number.POSITIVE_INFINITY, emptySummary());
   }
 
   /** A recorded copy on `nodeId` its inventory lacked: dropped once the worker confirms (planMissing). */
-  private reconcileMissing(nodeId: string, id: string, listedAt: number): Promise<ReconcileDecision> {
-    return this.deps.slots.run(
-      id,
-      async () => {
-        const { metadata, workers } = this.deps;
-        const object = await metadata.getObject(id);
-        const node = await metadata.getNode(nodeId);
-        if (!node || planMissing(object, nodeId, listedAt).kind === 'skip') return 'skipped';
-        // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
-        const held = await workers.getBlob(node.url, id, { method: 'HEAD' }).then(
-          (res) => res.body.dump().then(() => 'yes' as const),
-          (err: unknown) => ((err as { code?: string }).code === 'NotFound' ? 'no' : 'unknown'),
-        );
-        const action = planMissing(object, nodeId, listedAt, held);
-        if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
-        const change = { type: 'removeReplica', id, nodeId } as const;
-        const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
-        return dropped ? 'missingDropped' : 'skipped';
-      },
-      'skipped',
-    );
+  private reconcileMissing(nodeId: string, id: string, listedAt: number, summary: ReconcileSummary) {
+    return this.decide(summary, nodeId, id, async () => {
+      const { metadata, workers } = this.deps;
+      const object = await metadata.getObject(id);
+      const node = await metadata.getNode(nodeId);
+      if (!node || planMissing(object, nodeId, listedAt).kind === 'skip') return 'skipped';
+      // The copy may have arrived after the listing (a repair to this node): ask the worker itself.
+      const action = planMissing(object, nodeId, listedAt, await workers.holds(node.url, id));
+      if (action.kind !== 'drop') return action.kind === 'kept' ? 'kept' : 'skipped';
+      const change = { type: 'removeReplica', id, nodeId } as const;
+      const dropped = await commitChange(this.deps, object!, change, 'reconcile.last_copy_missing');
+      return dropped ? 'missingDropped' : 'skipped';
+    });
   }
 }
 
-/** The same record of an object (or none both times): a plan made on `a` still holds for `b`. */
+/** The same record (or none both times), as `expected` compares it: a plan made on `a` holds for `b`. */
 function sameRecord(a: ObjectView | null, b: ObjectView | null): boolean {
-  if (a === null || b === null) return a === b;
-  return (
-    a.sha256 === b.sha256 &&
-    a.size === b.size &&
-    a.createdAt === b.createdAt &&
-    a.replicas.join('\0') === b.replicas.join('\0')
-  );
+  return isDeepStrictEqual(a && expectedOf(a), b && expectedOf(b));
 }

@@ -9,7 +9,6 @@ import {
   type JsonAnswer,
   patternStream,
   type RunningWorker,
-  sha256Of,
   sha256Stream,
   type startWorker,
   useWorkerFolder,
@@ -38,15 +37,6 @@ async function putBlob(w: RunningWorker, id: string, size: number, seed: number)
   expect(res.statusCode).toBe(201);
   await res.body.dump();
   return sha256;
-}
-
-async function copy(from: RunningWorker, id: string, body: unknown) {
-  const res = await request(`${from.url}/blobs/${id}/copy-to`, {
-    method: 'POST',
-    body: JSON.stringify(body),
-    headers: { ...AUTH, 'content-type': 'application/json' },
-  });
-  return { status: res.statusCode, json: (await res.body.json()) as JsonAnswer };
 }
 
 /**
@@ -85,156 +75,6 @@ async function cuttingProxy(
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, cuts: () => cuts };
 }
-
-describe('POST /blobs/:id/copy-to', () => {
-  it('streams a blob to another worker, which then serves the same bytes; a repeat is idempotent', async () => {
-    const a = await worker('a');
-    const b = await worker('b');
-    const size = 3 * 1024 * 1024 + 17;
-    const sha256 = await putBlob(a, 'copied', size, 11);
-
-    const first = await copy(a, 'copied', { target: b.url });
-    expect(first).toEqual({
-      status: 200,
-      json: { id: 'copied', target: b.url, targetStatus: 201, size, sha256, crc32c: expect.any(String) },
-    });
-    const onB = await request(`${b.url}/blobs/copied`, { headers: AUTH });
-    expect(onB.statusCode).toBe(200);
-    expect(await sha256Stream(onB.body)).toEqual({ sha256, size });
-    expect(b.store.counters()).toMatchObject({ blobCount: 1, blobBytes: size });
-
-    const again = await copy(a, 'copied', { target: `${b.url}/` });
-    expect(again.status).toBe(200);
-    expect(again.json.targetStatus).toBe(200);
-  });
-
-  it('answers 404 for a blob it does not hold, without contacting the target', async () => {
-    const a = await worker('a');
-    const b = await worker('b');
-    const res = await copy(a, 'absent', { target: b.url });
-    expect(res.status).toBe(404);
-    expect(res.json.error.code).toBe('BlobNotFound');
-    const inv = await request(`${b.url}/metrics`, { headers: AUTH });
-    expect(await inv.body.text()).not.toContain('method="PUT"');
-  });
-
-  it('refuses with 409, sending nothing, when its copy is not the checksum the caller expects', async () => {
-    const a = await worker('a');
-    const b = await worker('b');
-    const held = await putBlob(a, 'other-bytes', 4096, 7);
-    const res = await copy(a, 'other-bytes', { target: b.url, sha256: 'f'.repeat(64) });
-    expect(res.status).toBe(409);
-    expect(res.json.error.code).toBe('BlobConflict');
-    expect((await b.store.stat('other-bytes')).ok).toBe(false);
-    // The expected checksum given and right: the copy goes ahead.
-    const ok = await copy(a, 'other-bytes', { target: b.url, sha256: held });
-    expect(ok.status).toBe(200);
-    expect((await b.store.stat('other-bytes')).ok).toBe(true);
-  });
-
-  it('validates the target URL', async () => {
-    const a = await worker('a');
-    await putBlob(a, 'blob', 10, 1);
-    for (const body of [
-      {},
-      { target: '' },
-      { target: 'not a url' },
-      { target: 'ftp://127.0.0.1/' },
-      { target: 'file:///etc/passwd' },
-      { target: 'http://user:pw@127.0.0.1:1/' },
-      { target: 42 },
-    ]) {
-      const res = await copy(a, 'blob', body);
-      expect(res.status, JSON.stringify(body)).toBe(400);
-      expect(res.json.error.code).toBe('InvalidRequest');
-    }
-    const notJson = await request(`${a.url}/blobs/blob/copy-to`, {
-      method: 'POST',
-      body: 'target=http://x',
-      headers: { ...AUTH, 'content-type': 'application/json' },
-    });
-    expect(notJson.statusCode).toBe(400);
-    await notJson.body.dump();
-  });
-
-  it('answers 502 naming the status of a target that refuses the blob', async () => {
-    const a = await worker('a');
-    const small = await worker('small', { maxBlobBytes: 1000 });
-    const otherSecret = await worker('other', { secret: 'some-other-cluster' });
-    await putBlob(a, 'refused', 5000, 3);
-
-    const tooBig = await copy(a, 'refused', { target: small.url });
-    expect(tooBig.status).toBe(502);
-    expect(tooBig.json.error).toMatchObject({
-      code: 'CopyTargetFailed',
-      target: small.url,
-      targetStatus: 413,
-      targetError: 'PayloadTooLarge',
-    });
-
-    const unauthorised = await copy(a, 'refused', { target: otherSecret.url });
-    expect(unauthorised.status).toBe(502);
-    expect(unauthorised.json.error).toMatchObject({ targetStatus: 401, targetError: 'Unauthorized' });
-  });
-
-  it('answers 502 when the target cannot be reached', async () => {
-    const a = await worker('a');
-    await putBlob(a, 'lonely', 100, 4);
-    const closed = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', () => resolve()));
-    const port = (closed.address() as AddressInfo).port;
-    await new Promise<void>((resolve) => closed.close(() => resolve()));
-    const res = await copy(a, 'lonely', { target: `http://127.0.0.1:${port}` });
-    expect(res.status).toBe(502);
-    expect(res.json.error).toMatchObject({ code: 'CopyTargetFailed', targetStatus: null });
-  });
-
-  it('answers 502 when the target dies mid-stream, and the target keeps nothing', async () => {
-    const a = await worker('a');
-    const b = await worker('b');
-    const size = 8 * 1024 * 1024;
-    await putBlob(a, 'interrupted', size, 5);
-    const proxy = await cuttingProxy(b.port, 512 * 1024);
-
-    const res = await copy(a, 'interrupted', { target: proxy.url });
-    expect(res.status).toBe(502);
-    expect(res.json.error).toMatchObject({ code: 'CopyTargetFailed', targetStatus: null, target: proxy.url });
-    expect(proxy.cuts()).toBe(1);
-
-    // The target saw the body end early (its handler answered BodyAborted to nobody): its temp
-    // file went with it and nothing is indexed.
-    const abortedOnTarget = async () =>
-      (await b.worker.metrics.errors.get()).values.find((v) => v.labels.kind === 'BodyAborted')?.value ?? 0;
-    await until('(await abortedOnTarget()) === 1', async () => (await abortedOnTarget()) === 1, 5000);
-    expect(await readdir(b.store.tmpDir)).toEqual([]);
-    const held = await request(`${b.url}/blobs/interrupted`, { method: 'HEAD', headers: AUTH });
-    expect(held.statusCode).toBe(404);
-    await held.body.dump();
-    expect(b.store.counters()).toMatchObject({ blobCount: 0, blobBytes: 0, reservedBytes: 0 });
-
-    // The source still holds its copy and can copy it once the path is healthy.
-    const retry = await copy(a, 'interrupted', { target: b.url });
-    expect(retry.status).toBe(200);
-    expect(retry.json.targetStatus).toBe(201);
-  });
-
-  it('copies a small blob whose id needs no escaping but uses every allowed character', async () => {
-    const a = await worker('a');
-    const b = await worker('b');
-    const id = 'Az09._-x';
-    const body = Buffer.from('tiny');
-    const put = await request(`${a.url}/blobs/${id}`, {
-      method: 'PUT',
-      body,
-      headers: { ...AUTH, 'x-imgvault-sha256': sha256Of(body) },
-    });
-    expect(put.statusCode).toBe(201);
-    await put.body.dump();
-    expect((await copy(a, id, { target: b.url })).status).toBe(200);
-    const got = await request(`${b.url}/blobs/${id}`, { headers: AUTH });
-    expect(Buffer.from(await got.body.arrayBuffer()).toString()).toBe('tiny');
-  });
-});
 
 async function copyBatch(from: RunningWorker, body: unknown) {
   const res = await request(`${from.url}/blobs/copy-batch`, {
@@ -349,6 +189,31 @@ describe('POST /blobs/copy-batch', () => {
 
     const retry = await copyBatch(a, { target: b.url, blobs: ids.map((id) => ({ id })) });
     expect((retry.json.results as JsonAnswer[]).every((r) => r.ok === true)).toBe(true);
+  });
+
+  it('validates the target URL', async () => {
+    const a = await worker('a');
+    await putBlob(a, 'blob', 10, 1);
+    for (const target of [
+      undefined,
+      '',
+      'not a url',
+      'ftp://127.0.0.1/',
+      'file:///etc/passwd',
+      'http://user:pw@127.0.0.1:1/',
+      42,
+    ]) {
+      const res = await copyBatch(a, { target, blobs: [{ id: 'blob' }] });
+      expect(res.status, JSON.stringify(target)).toBe(400);
+      expect(res.json.error.code).toBe('InvalidRequest');
+    }
+    const notJson = await request(`${a.url}/blobs/copy-batch`, {
+      method: 'POST',
+      body: 'target=http://x',
+      headers: { ...AUTH, 'content-type': 'application/json' },
+    });
+    expect(notJson.statusCode).toBe(400);
+    await notJson.body.dump();
   });
 
   it('reports a target that refuses or cannot be reached on every blob, and validates the body', async () => {
