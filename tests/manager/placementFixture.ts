@@ -165,7 +165,7 @@ export function placementFor(s: Setup, deps: Partial<PlacementReconcilerDeps> = 
 }
 
 /** The repair half of a placement reconciler (see placementFor). */
-export function repairLoop(s: Setup, deps: Partial<PlacementReconcilerDeps> = {}) {
+export function placementLoop(s: Setup, deps: Partial<PlacementReconcilerDeps> = {}) {
   return placementFor(s, deps).repair;
 }
 

@@ -24,7 +24,7 @@ import {
   placementFor,
   propose,
   putObject,
-  repairLoop,
+  placementLoop,
   rot,
   setup,
 } from './placementFixture.ts';
@@ -143,7 +143,7 @@ describe('RejoinReconciler', () => {
 
     // And repair restores the copies dropped as corrupt or missing.
     hearAll(s);
-    const report = await repairLoop(s).pass();
+    const report = await placementLoop(s).pass();
     expect(report?.outcomes.copied).toBe(2);
     for (const id of ['corrupt', 'missing']) expect((await s.sm.getObject(id))?.replicas).toHaveLength(2);
   });
@@ -226,7 +226,7 @@ describe('RejoinReconciler periodic sweep, copies a worker lacks', () => {
     await reconciler.sweepInventories();
     expect((await s.sm.getObject('lost'))?.replicas).toEqual(['w1']);
     expect((await s.sm.getObject('kept'))?.replicas).toEqual(['w1', 'w2']);
-    expect((await repairLoop(s).pass())?.outcomes.copied).toBe(1);
+    expect((await placementLoop(s).pass())?.outcomes.copied).toBe(1);
     const now = await s.sm.getObject('lost');
     expect(now?.replicas).toHaveLength(2);
     const copy = now!.replicas.find((n) => n !== 'w1')!;

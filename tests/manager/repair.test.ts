@@ -23,7 +23,7 @@ import {
   placementFor,
   propose,
   putObject,
-  repairLoop,
+  placementLoop,
   rot,
   setup,
 } from './placementFixture.ts';
@@ -61,7 +61,7 @@ describe('RepairLoop', () => {
     await s.workers.get('w1')!.stop();
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
 
-    const report = await repairLoop(s).pass();
+    const report = await placementLoop(s).pass();
     expect(report?.outcomes.copied).toBe(6);
     for (const [id, bytes] of objects) {
       const o = await s.sm.getObject(id);
@@ -74,7 +74,7 @@ describe('RepairLoop', () => {
     expect(await metric(s, 'imgvault_repairs_succeeded_total')).toBe(6);
     expect(await metric(s, 'imgvault_repair_bytes_copied_total')).toBe(6 * 2_000);
     // Level-triggered: the next pass finds nothing left to do.
-    const again = await repairLoop(s).pass();
+    const again = await placementLoop(s).pass();
     expect(again?.outcomes.copied).toBe(0);
     expect(await metric(s, 'imgvault_objects_under_replicated')).toBe(0);
   });
@@ -116,7 +116,7 @@ describe('RepairLoop', () => {
       },
     };
 
-    const report = await repairLoop(s, { raft }).pass();
+    const report = await placementLoop(s, { raft }).pass();
     expect(report?.outcomes.copied).toBe(40);
     // Two batches and one fallback: an entry each.
     expect(proposed).toEqual(['replicaChanges', 'replicaChanges', 'replicaChanges']);
@@ -143,7 +143,7 @@ describe('RepairLoop', () => {
     hearAll(s);
     for (let i = 0; i < 6; i++) await putObject(s, `big-${i}`, ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
-    const loop = repairLoop(s, { concurrency: 1, batchBytes: 5_000 });
+    const loop = placementLoop(s, { concurrency: 1, batchBytes: 5_000 });
     // One batch in flight of at most 5000 bytes: a pass plans 6000 bytes (three 2000-byte objects).
     const first = await loop.pass();
     expect(first?.outcomes).toMatchObject({ copied: 3, skipped: 3 });
@@ -159,7 +159,7 @@ describe('RepairLoop', () => {
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
     // w2 stops answering before the leader notices: it still looks like a serving holder.
     await s.workers.get('w2')!.stop();
-    const report = await repairLoop(s).pass();
+    const report = await placementLoop(s).pass();
     expect(report?.outcomes).toMatchObject({ copied: 0, failed: 3 });
     expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(0);
     expect(await metric(s, 'imgvault_repairs_failed_total')).toBe(3);
@@ -174,7 +174,7 @@ describe('RepairLoop', () => {
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
     // w1, the first holder, stops answering before the leader notices: it still looks serving.
     await s.workers.get('w1')!.stop();
-    const report = await repairLoop(s).pass();
+    const report = await placementLoop(s).pass();
     expect(report?.outcomes).toMatchObject({ copied: 2, failed: 0 });
     expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(0);
     expect((await s.sm.getObject('moved'))?.replicas.sort()).toEqual(['w2', 'w3']);
@@ -198,7 +198,7 @@ describe('RepairLoop', () => {
     await w1.store.delete('turn');
     await s.client.putBlob(w1.url, 'turn', sha256Of(other), other.length, Readable.from([other]));
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
-    const report = await repairLoop(s).pass();
+    const report = await placementLoop(s).pass();
     expect(report?.outcomes).toMatchObject({ copied: 1, failed: 0 });
     expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(1);
     // w3, the first target, got nothing from w1; w4, the next, got w2's copy.
@@ -223,7 +223,7 @@ describe('RepairLoop', () => {
       if (n === 2 && id === 'part-1') throw new Error('table read failed');
       return s.sm.getObject(id);
     };
-    const report = await repairLoop(s, { metadata }).pass();
+    const report = await placementLoop(s, { metadata }).pass();
     expect(report?.outcomes).toMatchObject({ skipped: 1, failed: 1, copied: 1 });
     expect((await s.sm.getObject('part-2'))?.replicas).toEqual(['w3', 'w2']);
     expect(Object.values(report!.outcomes).reduce((a, b) => a + b, 0)).toBe(3);
@@ -235,7 +235,7 @@ describe('RepairLoop', () => {
     await putObject(s, 'lonely', ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
     await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'down', at: s.clock.now });
-    const report = await repairLoop(s).pass();
+    const report = await placementLoop(s).pass();
     expect(report?.outcomes.unavailable).toBe(1);
     expect(await metric(s, 'imgvault_objects_unavailable')).toBe(1);
     expect((await s.sm.getObject('lonely'))?.replicas).toEqual(['w1', 'w2']);
@@ -263,7 +263,7 @@ describe('RepairLoop', () => {
     for (const nodeId of ['w1', 'w2'])
       await propose(s, { type: 'markNodeState', nodeId, state: 'down', at: s.clock.now });
     // Six objects without a copy to repair from on each, more than the four a pass takes on.
-    await repairLoop(s, { maxObjectsPerPass: 4 }).pass();
+    await placementLoop(s, { maxObjectsPerPass: 4 }).pass();
     expect((await s.sm.getObject('z-0'))?.replicas.sort()).toEqual(['w3', 'w4']);
     expect((await s.sm.getObject('z-1'))?.replicas.sort()).toEqual(['w3', 'w4']);
     expect((await s.sm.getObject('a-0'))?.replicas).toEqual(['w1', 'w2']);
@@ -274,7 +274,7 @@ describe('RepairLoop', () => {
     hearAll(s);
     for (let i = 0; i < 3; i++) await putObject(s, `d-${i}`, ['w1', 'w2']);
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
-    const report = await repairLoop(s).pass();
+    const report = await placementLoop(s).pass();
     expect(report?.outcomes.copied).toBe(3);
     expect(report?.drained).toEqual(['w1']);
     expect((await s.sm.getNode('w1'))?.state).toBe('drained');
@@ -286,7 +286,7 @@ describe('RepairLoop', () => {
     for (let i = 0; i < 3; i++) await putObject(s, `u-${i}`, ['w1', 'w2']);
     await startDrain(s.raft, s.sm, 'w1');
     await undrain(s.raft, s.sm, 'w1');
-    const report = await repairLoop(s).pass();
+    const report = await placementLoop(s).pass();
     expect(report?.outcomes.copied).toBe(0);
     expect(report?.drained).toEqual([]);
     expect((await s.sm.getNode('w1'))?.state).toBe('up');
@@ -315,7 +315,7 @@ describe('RepairLoop', () => {
 
     expect(await detector.check()).toEqual([]);
     expect((await s.sm.getNode('w1'))?.state).toBe('draining');
-    const report = await repairLoop(s).pass();
+    const report = await placementLoop(s).pass();
     expect(report?.outcomes.copied).toBe(1);
     expect(report?.drained).toEqual(['w1']);
     const object = await s.sm.getObject('silent-drain');
@@ -426,13 +426,13 @@ describe('one action per object at a time', () => {
       return getObject(id);
     });
     try {
-      const report = await repairLoop(s).pass();
+      const report = await placementLoop(s).pass();
       expect(report?.outcomes).toMatchObject({ failed: 1, copied: 1 });
     } finally {
       spy.mockRestore();
     }
     expect(s.slots.size()).toBe(0);
-    expect((await repairLoop(s).pass())?.outcomes.copied).toBe(1);
+    expect((await placementLoop(s).pass())?.outcomes.copied).toBe(1);
     for (const id of ['a', 'b']) expect((await s.sm.getObject(id))?.replicas.sort()).toEqual(['w2', 'w3']);
   });
 
@@ -454,7 +454,7 @@ describe('one action per object at a time', () => {
         return s.raft.propose(data, requestId);
       },
     };
-    const pass = repairLoop(s, { raft, concurrency: 2, batchBytes: 2_000 }).pass();
+    const pass = placementLoop(s, { raft, concurrency: 2, batchBytes: 2_000 }).pass();
     const copied = await until('one copy recorded', async () => {
       for (const id of ['a', 'b']) if ((await s.sm.getObject(id))?.replicas.includes('w3')) return id;
       return null;
@@ -504,7 +504,7 @@ describe('one action per object at a time', () => {
         return s.raft.propose(data, requestId);
       },
     };
-    const pass = repairLoop(s, { raft, concurrency: 2, batchBytes: 2_000 }).pass();
+    const pass = placementLoop(s, { raft, concurrency: 2, batchBytes: 2_000 }).pass();
     const held = await until('a commit waiting, the other failed', () => commitReads >= 2 && waiting);
     await new Promise((r) => setTimeout(r, 50));
     expect(s.slots.claim(held)).toBeNull();
@@ -521,11 +521,11 @@ describe('one action per object at a time', () => {
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
     // w3 is the only target; an upload of x (retried by its client) holds the object right now.
     const release = await s.slots.hold('x');
-    const held = await repairLoop(s).pass();
+    const held = await placementLoop(s).pass();
     expect(held?.outcomes.copied ?? 0).toBe(0);
     expect((await s.workers.get('w3')!.store.stat('x')).ok).toBe(false);
     release();
-    const next = await repairLoop(s).pass();
+    const next = await placementLoop(s).pass();
     expect(next?.outcomes.copied).toBe(1);
     expect((await s.sm.getObject('x'))?.replicas.sort()).toEqual(['w2', 'w3']);
     expect(s.slots.size()).toBe(0);
@@ -543,7 +543,7 @@ describe('repair data-loss guards', () => {
     const bytes = await putObject(s, 'thrice', ['w1', 'w2', 'w3']);
     // Placement alone would drop w1 or w2 (zone a twice) and keep w3, the rotten one.
     await rot(s.workers.get('w3')!, 'thrice');
-    expect((await repairLoop(s).pass())?.outcomes.trimmed).toBe(1);
+    expect((await placementLoop(s).pass())?.outcomes.trimmed).toBe(1);
     expect((await s.sm.getObject('thrice'))?.replicas.sort()).toEqual(['w1', 'w2']);
     for (const n of ['w1', 'w2']) {
       const res = await s.client.getBlob(s.workers.get(n)!.url, 'thrice');
@@ -574,7 +574,7 @@ describe('repair data-loss guards', () => {
         return s.raft.propose(data, requestId);
       },
     };
-    const loop = repairLoop(s, { raft });
+    const loop = placementLoop(s, { raft });
     expect((await loop.pass())?.outcomes).toMatchObject({ trimmed: 0, skipped: 1 });
     expect((await s.sm.getObject('thrice'))?.replicas.sort()).toEqual(['w1', 'w2']);
     for (const n of ['w1', 'w2']) expect((await s.workers.get(n)!.store.stat('thrice')).ok).toBe(true);
@@ -587,7 +587,7 @@ describe('repair data-loss guards', () => {
     await putObject(s, 'thrice', ['w1', 'w2', 'w3']);
     await rot(s.workers.get('w1')!, 'thrice');
     await rot(s.workers.get('w2')!, 'thrice');
-    expect((await repairLoop(s).pass())?.outcomes.skipped).toBe(1);
+    expect((await placementLoop(s).pass())?.outcomes.skipped).toBe(1);
     expect((await s.sm.getObject('thrice'))?.replicas).toHaveLength(3);
     expect((await s.workers.get('w3')!.store.stat('thrice')).ok).toBe(true);
   });
@@ -602,7 +602,7 @@ describe('repair data-loss guards', () => {
     await w1.store.delete('obj');
     await s.client.putBlob(w1.url, 'obj', sha256Of(other), other.length, Readable.from([other]));
     await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'down', at: s.clock.now });
-    expect((await repairLoop(s).pass())?.outcomes).toMatchObject({ copied: 0, failed: 1 });
+    expect((await placementLoop(s).pass())?.outcomes).toMatchObject({ copied: 0, failed: 1 });
     expect((await s.sm.getObject('obj'))?.replicas).toEqual(['w1', 'w2']);
     expect((await s.workers.get('w3')!.store.stat('obj')).ok).toBe(false);
   });
@@ -653,7 +653,7 @@ describe('repair data-loss guards', () => {
     await s.client.putBlob(s.workers.get('w4')!.url, 'obj', sha256Of(other), 2_000, Readable.from([other]));
     await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'draining', at: s.clock.now });
     // w3 from w1 (other bytes), w4 from w2 (refused), then w5 from w2 again, not from w1.
-    expect((await repairLoop(s).pass())?.outcomes).toMatchObject({ copied: 1, failed: 0 });
+    expect((await placementLoop(s).pass())?.outcomes).toMatchObject({ copied: 1, failed: 0 });
     expect(asked).toBe(1);
     expect((await s.sm.getObject('obj'))?.replicas).toContain('w5');
     const copy = await s.client.getBlob(s.workers.get('w5')!.url, 'obj');
@@ -666,7 +666,7 @@ describe('repair data-loss guards', () => {
     const bytes = await putObject(s, 'obj', ['w1', 'w2', 'w3']);
     await rot(s.workers.get('w2')!, 'obj');
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
-    const loop = repairLoop(s);
+    const loop = placementLoop(s);
     // w2's own read check cuts off its rotten copy and removes it, so a pass may first only learn
     // that; a few passes settle it.
     for (let i = 0; i < 6; i++) {
@@ -702,7 +702,7 @@ describe('repair data-loss guards', () => {
         return s.raft.propose(data, requestId);
       },
     };
-    const loop = repairLoop(s, { raft, concurrency: 1 });
+    const loop = placementLoop(s, { raft, concurrency: 1 });
     expect((await loop.pass())?.outcomes).toMatchObject({ copied: 0, failed: 1 });
     expect(late).toHaveLength(1);
     // The entry commits after all (the result goes to nobody: its caller gave up).
