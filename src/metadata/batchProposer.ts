@@ -17,8 +17,9 @@ export interface BatchProposerOptions {
   maxChars?: number;
   /**
    * Commands waiting for the proposal in flight; beyond it propose() fails with ProposalDropped.
-   * Uploads, names, repair and the bulk route share it, so the default leaves room for a burst of
-   * them beside a bulk window; a recordObject is under 1 KiB, so a full queue of them is a few MiB.
+   * Uploads, names, repair and the bulk route share it; the bulk route takes at most half of the
+   * default (bulkRecordRoutes.ts), leaving room for a burst of the others beside a bulk load. A
+   * recordObject is under 1 KiB, so a full queue of them is a few MiB.
    */
   maxQueued?: number;
   /** Proposals in flight at once, at least 1; only full entries are proposed beside another. */
@@ -34,7 +35,7 @@ interface Waiting {
 
 /** What `{"type":"commandBatch","requestId":"<uuid>","commands":[` and `]}` take. */
 const BATCH_OVERHEAD_CHARS = 128;
-/** Sixteen full entries: a burst far above one request's window of bulk records, and uploads beside it. */
+/** Sixteen full entries: the bulk route's share of eight, and a burst of uploads beside it. */
 export const DEFAULT_MAX_QUEUED = 16 * MAX_BATCH_COMMANDS;
 /** Full entries in flight at once: enough to overlap the fsync, replication and apply of a round. */
 export const DEFAULT_MAX_IN_FLIGHT = 4;
