@@ -23,6 +23,8 @@ class OneMemberLog implements CommandProposer {
   /** Proposals made and not yet answered, now and at most. */
   pending = 0;
   maxPending = 0;
+  /** Each proposal's data and the entries applied when it was made. */
+  readonly proposed: { data: string; applied: number }[] = [];
 
   constructor(private readonly sm: MetadataStateMachine) {}
 
@@ -30,6 +32,7 @@ class OneMemberLog implements CommandProposer {
   private tail: Promise<unknown> = Promise.resolve();
 
   propose(data: string, requestId: string): Promise<unknown> {
+    this.proposed.push({ data, applied: this.log.entries.length });
     this.pending += 1;
     this.maxPending = Math.max(this.maxPending, this.pending);
     const next = this.tail
@@ -169,6 +172,24 @@ describe('BatchProposer', () => {
     await Promise.all([...first, ...later]);
     expect(node.maxPending).toBe(1);
     expect(node.entryTypes).toEqual(['commandBatch', 'commandBatch']);
+  });
+
+  it('proposes a lone command beside full entries in flight once one of them ends, not all', async () => {
+    const { node } = await withWorkers();
+    const batcher = new BatchProposer(node, { maxCommands: 4, maxInFlight: 4 });
+    const before = node.log.entries.length;
+    // Twelve fill three entries, proposed at once; the thirteenth is alone, a partial entry.
+    const calls = Array.from({ length: 13 }, (_, i) =>
+      proposeCommand(batcher, recordCmd(`l${i}`, ['w1', 'w2'])),
+    );
+    const results = await Promise.all(calls);
+    expect(results.every((r) => r.ok && r.created)).toBe(true);
+    const lone = node.proposed.find((p) => p.data.includes('"id":"l12"'));
+    expect(lone?.data).toMatch(/^\{"type":"recordObject"/);
+    expect(node.proposed.filter((p) => p.applied === before)).toHaveLength(3);
+    // Proposed once the first full entry was applied, before the last of the three was.
+    expect(lone!.applied - before).toBeGreaterThanOrEqual(1);
+    expect(lone!.applied - before).toBeLessThan(3);
   });
 
   it('keeps each entry within its bounds in commands and characters', async () => {
