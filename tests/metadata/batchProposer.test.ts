@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
-import { planCommand } from '../../src/metadata/applyCommand.ts';
+import { PlannedTables, planCommand } from '../../src/metadata/applyCommand.ts';
 import { BatchProposer } from '../../src/metadata/batchProposer.ts';
 import { type Command, decodeCommand, MAX_BATCH_COMMANDS } from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../../src/metadata/proposeCommand.ts';
-import { MetadataTables } from '../../src/metadata/tables.ts';
+import { decodeCounter, MetadataTables, nodeCounterKey, TOTAL_COUNTER } from '../../src/metadata/tables.ts';
 import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd } from './metadataFixture.ts';
 
 const fx = new MetadataFixture();
@@ -292,5 +292,34 @@ describe('commandBatch apply', () => {
     for (const c of [...before, ...uploads]) await applyOne(separate, separateLog, c);
     expect((await batched.tableDigest()).sha256).toBe((await separate.tableDigest()).sha256);
     expect(await batched.getObject('u3')).toMatchObject({ size: 99, replicas: ['w2', 'w1'] });
+  });
+
+  it("changes planned counters only when the plan's ops are added, as any other row", async () => {
+    const tables = await MetadataTables.open(await fx.folder());
+    try {
+      for (const [i, c] of before.entries()) {
+        const plan = await planCommand(tables, { ...c, requestId: randomUUID() });
+        await tables.write(plan.ops, i + 1);
+      }
+      const planned = new PlannedTables(tables);
+      const counters = [TOTAL_COUNTER, nodeCounterKey('w1')];
+      const was = await planned.getMany('counters', counters);
+      // A plan not added, as a planner would leave one it turned into a rejection.
+      const plan = await planCommand(planned, {
+        ...recordCmd('n', ['w1', 'w2'], 7),
+        requestId: randomUUID(),
+      });
+      expect(plan.result).toMatchObject({ ok: true, created: true });
+      expect(await planned.getMany('counters', counters)).toEqual(was);
+      expect(planned.ops()).toEqual([]);
+      planned.add(plan.ops);
+      const now = await planned.getMany('counters', counters);
+      expect(now.map((raw) => decodeCounter(raw!))).toEqual([
+        { objects: 2, bytes: 17 },
+        { objects: 2, bytes: 17 },
+      ]);
+    } finally {
+      await tables.close();
+    }
   });
 });
