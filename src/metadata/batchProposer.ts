@@ -18,7 +18,7 @@ export interface BatchProposerOptions {
   /** Entry data in UTF-16 units, at most MAX_BATCH_CHARS. */
   maxChars?: number;
   /**
-   * Commands waiting for the proposal in flight; beyond it propose() fails with ProposalDropped.
+   * Commands waiting behind the proposals in flight; beyond it propose() fails with ProposalDropped.
    * Uploads, names, repair and the bulk route share it; the bulk route takes at most half of the
    * default (bulkRecordRoutes.ts), leaving room for a burst of the others beside a bulk load. A
    * recordObject is under 1 KiB, so a full queue of them is a few MiB.
@@ -44,7 +44,7 @@ interface Waiting {
 const BATCH_OVERHEAD_CHARS = 128;
 /** Sixteen full entries: the bulk route's share of eight, and a burst of uploads beside it. */
 export const DEFAULT_MAX_QUEUED = 16 * MAX_BATCH_COMMANDS;
-/** Full entries in flight at once: enough to overlap the fsync, replication and apply of a round. */
+/** Proposals in flight at once, in all: enough to overlap the fsync, replication and apply of a round. */
 export const DEFAULT_MAX_IN_FLIGHT = 4;
 const BATCHABLE = new Set<string>(BATCHABLE_TYPES);
 /** `encodeCommand` writes the parsed value, whose first key is the schema's first: `type`. */
