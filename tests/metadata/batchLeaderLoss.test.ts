@@ -72,25 +72,33 @@ it('fails every caller of the entry in flight and of those queued, none told app
 
 type Outcome = { ok: true; result: { ok: boolean } } | { ok: false; err: unknown };
 
-/** Proposes `n` records through a batch proposer on the leader, then cuts the leader off. */
-async function proposeAndCut(prefix: string, n: number, cutWhen: (outcomes: (Outcome | null)[]) => boolean) {
+/**
+ * Proposes `n` records through a batch proposer on the leader and cuts the leader off: at once
+ * ('start', before any entry goes out) or as the first caller is answered ('firstAnswer').
+ */
+async function proposeAndCut(prefix: string, n: number, cutAt: 'start' | 'firstAnswer') {
   const old = await until('a leader', () => managers.find((m) => m.node.isLeader()) ?? null, 30_000);
   await proposeCommand(old.node, registerCmd('w1'));
   await proposeCommand(old.node, registerCmd('w2'));
   const batcher = new BatchProposer(old.node);
   const outcomes: (Outcome | null)[] = Array.from({ length: n }, () => null);
+  let cut = false;
+  const cutOff = () => {
+    cut = true;
+    isolated = old.id;
+  };
+  const answered = (i: number, o: Outcome) => {
+    outcomes[i] = o;
+    if (cutAt === 'firstAnswer' && !cut) cutOff();
+  };
   const calls = Array.from({ length: n }, (_, i) =>
     proposeCommand(batcher, recordCmd(`${prefix}${i}`, ['w1', 'w2'])).then(
-      (result) => {
-        outcomes[i] = { ok: true, result };
-      },
-      (err: unknown) => {
-        outcomes[i] = { ok: false, err };
-      },
+      (result) => answered(i, { ok: true, result }),
+      (err: unknown) => answered(i, { ok: false, err }),
     ),
   );
-  await until('the moment to cut the leader off', () => cutWhen(outcomes), 30_000);
-  isolated = old.id;
+  if (cutAt === 'start') cutOff();
+  await until('the leader cut off', () => cut, 30_000);
   const others = managers.filter((m) => m !== old);
   const next = await until('a new leader', () => others.find((m) => m.node.isLeader()) ?? null, 30_000);
   isolated = null;
@@ -121,14 +129,14 @@ async function expectToldMatchesTables(prefix: string, outcomes: Outcome[]): Pro
 
 it('with four full entries in flight and more queued, fails every caller when the leader is cut off', async () => {
   const n = DEFAULT_MAX_IN_FLIGHT * MAX_BATCH_COMMANDS + 60;
-  const outcomes = await proposeAndCut('cut', n, () => true);
+  const outcomes = await proposeAndCut('cut', n, 'start');
   expect(await expectToldMatchesTables('cut', outcomes)).toBe(0);
 }, 90_000);
 
 it('tells applied exactly the callers whose records every manager holds when the leader steps down mid-burst', async () => {
   const n = DEFAULT_MAX_IN_FLIGHT * MAX_BATCH_COMMANDS + 60;
-  // Cut off once the first entry's callers are answered: later entries are in flight or queued.
-  const outcomes = await proposeAndCut('mid', n, (seen) => seen.some((o) => o !== null));
+  // Cut off as the first entry's callers are answered: later entries are in flight or queued.
+  const outcomes = await proposeAndCut('mid', n, 'firstAnswer');
   const told = await expectToldMatchesTables('mid', outcomes);
   expect(told).toBeGreaterThan(0);
   expect(told).toBeLessThan(n);
