@@ -127,6 +127,8 @@ export class RaftNode {
     >
   >;
   private readonly onFatal: (err: unknown) => void;
+  /** An election timeout: how long the core keeps a leadership transfer before abandoning it. */
+  private readonly transferRetryMs: number;
   private readonly clock: RaftClock;
   private readonly random: RandomInt;
 
@@ -189,6 +191,7 @@ export class RaftNode {
       maxPendingProposals: opts.maxPendingProposals ?? 10_000,
     };
     this.clock = opts.clock ?? systemClock;
+    this.transferRetryMs = this.opts.tickMs * (opts.electionTick ?? 10);
     this.random = opts.random ?? ((n: number) => randomInt(n));
     this.onFatal =
       opts.onFatal ??
@@ -427,7 +430,13 @@ export class RaftNode {
     if (this.role !== 'leader') return Promise.reject(this.notLeader());
     const wait = this.conditions.waitFor(() => this.leader === to, `leadership transfer to ${to}`);
     this.input(() => this.core.transferLeadership(to));
-    return wait.done;
+    // The transferee ignores MsgTimeoutNow while a committed conf change is unapplied there (as
+    // etcd's hup), e.g. just after its own promotion, and the leader abandons a transfer after an
+    // election timeout: ask again each election timeout while this node leads and time remains.
+    const retry = this.clock.setInterval(() => {
+      if (this.role === 'leader' && this.leader !== to) this.input(() => this.core.transferLeadership(to));
+    }, this.transferRetryMs);
+    return wait.done.finally(() => this.clock.clearInterval(retry));
   }
 
   /**
