@@ -106,6 +106,9 @@ export interface RaftNodeOptions {
 /** String.prototype.isWellFormed (Node 20; ES2024, past the lib this project compiles against). */
 type WellFormedCheck = { isWellFormed(): boolean };
 
+/** Times a leadership transfer is asked again, an election timeout apart (transferLeadership). */
+const TRANSFER_RETRIES = 3;
+
 export class RaftNode {
   readonly id: NodeId;
   private readonly core: RaftCore;
@@ -432,9 +435,14 @@ export class RaftNode {
     this.input(() => this.core.transferLeadership(to));
     // The transferee ignores MsgTimeoutNow while a committed conf change is unapplied there (as
     // etcd's hup), e.g. just after its own promotion, and the leader abandons a transfer after an
-    // election timeout: ask again each election timeout while this node leads and time remains.
+    // election timeout: ask again each election timeout while this node leads, a few times only,
+    // since the leader refuses proposals while it transfers and a transferee that is down would
+    // otherwise keep writes refused for the whole wait.
+    let retries = TRANSFER_RETRIES;
     const retry = this.clock.setInterval(() => {
-      if (this.role === 'leader' && this.leader !== to) this.input(() => this.core.transferLeadership(to));
+      if (retries <= 0 || this.role !== 'leader' || this.leader === to) return;
+      retries -= 1;
+      this.input(() => this.core.transferLeadership(to));
     }, this.transferRetryMs);
     return wait.done.finally(() => this.clock.clearInterval(retry));
   }

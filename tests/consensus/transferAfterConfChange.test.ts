@@ -107,3 +107,32 @@ it('completes a transfer the transferee first ignored for a committed, unapplied
   expect(await transfer).toBe('done');
   expect((await stableLeader(managers)).id).toBe(to.id);
 }, 60_000);
+
+it('takes writes again within a few election timeouts of a transfer to a member that is down', async () => {
+  const leader = await stableLeader(managers);
+  const down = managers.find((m) => m !== leader) as InProcessManager<KvStateMachine>;
+  cutOff = down.id;
+  try {
+    const started = Date.now();
+    const transfer = leader.node.transferLeadership(down.id).then(
+      () => 'done',
+      (err: unknown) => String(err),
+    );
+    // The leader refuses proposals while it transfers; asked again without end, it would refuse
+    // some in every election timeout (200 ms here) until the transfer's wait (6 s) ran out. Past
+    // the few times it asks again, every write is taken.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    let refused = 0;
+    let n = 0;
+    while (Date.now() - started < 5_000) {
+      await proposePut(leader.node, `during-${n++}`, '1').catch(() => {
+        refused += 1;
+      });
+    }
+    expect(n).toBeGreaterThan(0);
+    expect(refused).toBe(0);
+    expect(await transfer).not.toBe('done');
+  } finally {
+    cutOff = null;
+  }
+}, 60_000);
