@@ -106,6 +106,9 @@ export interface RaftNodeOptions {
 /** String.prototype.isWellFormed (Node 20; ES2024, past the lib this project compiles against). */
 type WellFormedCheck = { isWellFormed(): boolean };
 
+/** Times a leadership transfer is asked again, an election timeout apart (transferLeadership). */
+const TRANSFER_RETRIES = 3;
+
 export class RaftNode {
   readonly id: NodeId;
   private readonly core: RaftCore;
@@ -127,6 +130,8 @@ export class RaftNode {
     >
   >;
   private readonly onFatal: (err: unknown) => void;
+  /** An election timeout: how long the core keeps a leadership transfer before abandoning it. */
+  private readonly transferRetryMs: number;
   private readonly clock: RaftClock;
   private readonly random: RandomInt;
 
@@ -189,6 +194,7 @@ export class RaftNode {
       maxPendingProposals: opts.maxPendingProposals ?? 10_000,
     };
     this.clock = opts.clock ?? systemClock;
+    this.transferRetryMs = this.opts.tickMs * (opts.electionTick ?? 10);
     this.random = opts.random ?? ((n: number) => randomInt(n));
     this.onFatal =
       opts.onFatal ??
@@ -427,7 +433,18 @@ export class RaftNode {
     if (this.role !== 'leader') return Promise.reject(this.notLeader());
     const wait = this.conditions.waitFor(() => this.leader === to, `leadership transfer to ${to}`);
     this.input(() => this.core.transferLeadership(to));
-    return wait.done;
+    // The transferee ignores MsgTimeoutNow while a committed conf change is unapplied there (as
+    // etcd's hup), e.g. just after its own promotion, and the leader abandons a transfer after an
+    // election timeout: ask again each election timeout while this node leads, a few times only,
+    // since the leader refuses proposals while it transfers and a transferee that is down would
+    // otherwise keep writes refused for the whole wait.
+    let retries = TRANSFER_RETRIES;
+    const retry = this.clock.setInterval(() => {
+      if (retries <= 0 || this.role !== 'leader' || this.leader === to) return;
+      retries -= 1;
+      this.input(() => this.core.transferLeadership(to));
+    }, this.transferRetryMs);
+    return wait.done.finally(() => this.clock.clearInterval(retry));
   }
 
   /**

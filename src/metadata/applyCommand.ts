@@ -91,23 +91,21 @@ class CounterDeltas {
 
   async ops(tables: TableReader): Promise<TableOp[]> {
     const keys = [...this.deltas.keys()].sort();
-    if (tables instanceof PlannedTables) {
-      await tables.planCounters(keys.map((key) => [key, this.deltas.get(key)!]));
-      return [];
-    }
+    if (tables instanceof PlannedTables)
+      return tables.counterOps(keys.map((key) => [key, this.deltas.get(key)!]));
     const current = await tables.getMany('counters', keys);
-    const ops: TableOp[] = [];
-    keys.forEach((key, i) => {
-      const d = this.deltas.get(key)!;
+    return keys.map((key, i) => {
       const stored = current[i];
       const was = stored === undefined ? { objects: 0, bytes: 0 } : decodeCounter(stored);
-      const now = addCounter(key, was, d);
-      // A zero counter is no row at all, so counters never depend on history, only on the state.
-      if (now.objects === 0 && now.bytes === 0) ops.push({ type: 'del', table: 'counters', key });
-      else ops.push({ type: 'put', table: 'counters', key, value: encodeCounter(now) });
+      return counterOp(key, addCounter(key, was, this.deltas.get(key)!));
     });
-    return ops;
   }
+}
+
+/** A zero counter is no row at all, so counters never depend on history, only on the state. */
+function counterOp(key: string, now: Counter): TableOp {
+  if (now.objects === 0 && now.bytes === 0) return { type: 'del', table: 'counters', key };
+  return { type: 'put', table: 'counters', key, value: encodeCounter(now) };
 }
 
 function objectView(id: string, record: ObjectRecord): ObjectView {
@@ -563,16 +561,19 @@ async function deleteName(
  * `commandBatch` entry each see the ones before it (several may touch the same counter row).
  * Rows read from the base are kept for the rest of the entry: nothing writes the tables while an
  * entry is planned, so a second read would return the same value (a batch of uploads reads the
- * same node rows once, not once per upload). Counter rows are kept decoded and encoded once, in
- * `ops()`: every upload of a batch changes the same few.
+ * same node rows once, not once per upload). Counter rows are kept decoded (add() takes a counter
+ * op's value as counterOps() computed it) and written once, by `ops()`: every upload of a batch
+ * changes the same few.
  */
-class PlannedTables implements TableReader {
+export class PlannedTables implements TableReader {
   /** Per table, key -> the last op planned on that row (counters excepted). */
   private readonly planned = new Map<Table, Map<string, TableOp>>();
   /** Per table, key -> the base's value, for rows read and not planned since. */
   private readonly read = new Map<Table, Map<string, string | undefined>>();
   /** Counter rows planned, key -> value (zero: no row). */
   private readonly counters = new Map<string, Counter>();
+  /** The value of each counter op counterOps() handed out, so that add() need not decode it. */
+  private readonly staged = new WeakMap<TableOp, Counter>();
 
   constructor(private readonly base: TableReader) {}
 
@@ -588,22 +589,39 @@ class PlannedTables implements TableReader {
   add(ops: readonly TableOp[]): void {
     for (const op of ops) {
       if (op.table === 'counters') {
-        this.counters.set(op.key, op.type === 'put' ? decodeCounter(op.value) : { objects: 0, bytes: 0 });
+        const staged = this.staged.get(op);
+        this.counters.set(
+          op.key,
+          staged ?? (op.type === 'put' ? decodeCounter(op.value) : { objects: 0, bytes: 0 }),
+        );
       } else {
         PlannedTables.rows(this.planned, op.table).set(op.key, op);
       }
     }
   }
 
-  /** Adds `deltas` to the counter rows, in the given order (CounterDeltas sorts them). */
-  async planCounters(deltas: readonly [string, Counter][]): Promise<void> {
-    const unread = deltas.map(([key]) => key).filter((key) => !this.counters.has(key));
-    const stored = unread.length > 0 ? await this.getMany('counters', unread) : [];
-    for (const [i, key] of unread.entries()) {
-      const raw = stored[i];
-      this.counters.set(key, raw === undefined ? { objects: 0, bytes: 0 } : decodeCounter(raw));
+  /**
+   * The ops that add `deltas` to the counter rows, in the given order (CounterDeltas sorts them).
+   * They change nothing here until add() is given them, as any other op: a plan that drops them
+   * (a rejection) leaves the counters as they were, as its entry of its own would.
+   */
+  async counterOps(deltas: readonly [string, Counter][]): Promise<TableOp[]> {
+    const keys = deltas.map(([key]) => key);
+    const unread = keys.filter((key) => !this.counters.has(key));
+    const stored = new Map<string, string | undefined>();
+    if (unread.length > 0) {
+      const values = await this.getMany('counters', unread);
+      for (const [i, key] of unread.entries()) stored.set(key, values[i]);
     }
-    for (const [key, d] of deltas) this.counters.set(key, addCounter(key, this.counters.get(key)!, d));
+    return deltas.map(([key, d]) => {
+      const raw = stored.get(key);
+      const was =
+        this.counters.get(key) ?? (raw === undefined ? { objects: 0, bytes: 0 } : decodeCounter(raw));
+      const now = addCounter(key, was, d);
+      const op = counterOp(key, now);
+      this.staged.set(op, now);
+      return op;
+    });
   }
 
   /**
@@ -613,10 +631,7 @@ class PlannedTables implements TableReader {
   ops(): TableOp[] {
     const ops: TableOp[] = [];
     for (const rows of this.planned.values()) for (const op of rows.values()) ops.push(op);
-    for (const [key, c] of this.counters) {
-      if (c.objects === 0 && c.bytes === 0) ops.push({ type: 'del', table: 'counters', key });
-      else ops.push({ type: 'put', table: 'counters', key, value: encodeCounter(c) });
-    }
+    for (const [key, c] of this.counters) ops.push(counterOp(key, c));
     return ops;
   }
 

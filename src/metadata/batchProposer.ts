@@ -2,8 +2,10 @@
 // `commandBatch` entry, so the metadata commit rate is not the ceiling of the upload rate: under
 // load each Raft round (one fsync, one replication, one table write) carries many callers' commands
 // instead of one. A caller alone still gets an entry of its own, with no added wait. A full entry
-// does not wait for the one in flight either (up to maxInFlight of them): under a burst (a bulk
-// load, a repair wave) the Raft rounds overlap instead of following one another.
+// does not wait for the one in flight either (up to maxInFlight in flight in all): under a burst (a
+// bulk load, a repair wave) the Raft rounds overlap instead of following one another. A partial
+// entry waits one round at most: it goes as soon as a proposal in flight ends and a slot is free,
+// not once all of them have ended.
 
 import { randomUUID } from 'node:crypto';
 import { RaftError } from '../consensus/raftNode.ts';
@@ -16,27 +18,33 @@ export interface BatchProposerOptions {
   /** Entry data in UTF-16 units, at most MAX_BATCH_CHARS. */
   maxChars?: number;
   /**
-   * Commands waiting for the proposal in flight; beyond it propose() fails with ProposalDropped.
-   * Uploads, names, repair and the bulk route share it, so the default leaves room for a burst of
-   * them beside a bulk window; a recordObject is under 1 KiB, so a full queue of them is a few MiB.
+   * Commands waiting behind the proposals in flight; beyond it propose() fails with ProposalDropped.
+   * Uploads, names, repair and the bulk route share it; the bulk route takes at most half of the
+   * default (bulkRecordRoutes.ts), leaving room for a burst of the others beside a bulk load. A
+   * recordObject is under 1 KiB, so a full queue of them is a few MiB.
    */
   maxQueued?: number;
-  /** Proposals in flight at once, at least 1; only full entries are proposed beside another. */
+  /**
+   * Proposals in flight at once in all, at least 1; beside another goes a full entry, or a partial
+   * one whose oldest command has seen a proposal end since it came.
+   */
   maxInFlight?: number;
 }
 
 interface Waiting {
   data: string;
   requestId: string;
+  /** `ended` when it was queued: the proposals that had ended by then. */
+  since: number;
   resolve: (result: unknown) => void;
   reject: (err: unknown) => void;
 }
 
 /** What `{"type":"commandBatch","requestId":"<uuid>","commands":[` and `]}` take. */
 const BATCH_OVERHEAD_CHARS = 128;
-/** Sixteen full entries: a burst far above one request's window of bulk records, and uploads beside it. */
+/** Sixteen full entries: the bulk route's share of eight, and a burst of uploads beside it. */
 export const DEFAULT_MAX_QUEUED = 16 * MAX_BATCH_COMMANDS;
-/** Full entries in flight at once: enough to overlap the fsync, replication and apply of a round. */
+/** Proposals in flight at once, in all: enough to overlap the fsync, replication and apply of a round. */
 export const DEFAULT_MAX_IN_FLIGHT = 4;
 const BATCHABLE = new Set<string>(BATCHABLE_TYPES);
 /** `encodeCommand` writes the parsed value, whose first key is the schema's first: `type`. */
@@ -74,6 +82,8 @@ export class BatchProposer implements CommandProposer {
   /** UTF-16 units of the queued commands' data, each with its separator. */
   private queuedChars = 0;
   private inFlight = 0;
+  /** Proposals ended so far (committed or failed): one more each round. */
+  private ended = 0;
   private scheduled = false;
 
   constructor(
@@ -94,7 +104,7 @@ export class BatchProposer implements CommandProposer {
       );
     }
     return new Promise((resolve, reject) => {
-      this.queue.push({ data, requestId, resolve, reject });
+      this.queue.push({ data, requestId, since: this.ended, resolve, reject });
       this.queuedChars += data.length + 1;
       this.schedule();
     });
@@ -112,12 +122,14 @@ export class BatchProposer implements CommandProposer {
 
   /**
    * Whether the queue's head may be proposed now: always when nothing is in flight; beside a
-   * proposal in flight only as a full entry (a partial one waits and gathers more commands).
+   * proposal in flight as a full entry, or as a partial one whose oldest command has waited a round
+   * (a proposal ended since it came): it gathered what came meanwhile and need not wait for the rest.
    */
   private mayPropose(): boolean {
     if (this.queue.length === 0) return false;
     if (this.inFlight === 0) return true;
     if (this.inFlight >= this.maxInFlight) return false;
+    if (this.queue[0]!.since < this.ended) return true;
     return this.queue.length >= this.maxCommands || this.queuedChars + BATCH_OVERHEAD_CHARS > this.maxChars;
   }
 
@@ -126,6 +138,7 @@ export class BatchProposer implements CommandProposer {
       this.inFlight += 1;
       void this.send(this.take()).finally(() => {
         this.inFlight -= 1;
+        this.ended += 1;
         this.schedule();
       });
     }

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
-import { planCommand } from '../../src/metadata/applyCommand.ts';
+import { PlannedTables, planCommand } from '../../src/metadata/applyCommand.ts';
 import { BatchProposer } from '../../src/metadata/batchProposer.ts';
 import { type Command, decodeCommand, MAX_BATCH_COMMANDS } from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../../src/metadata/proposeCommand.ts';
-import { MetadataTables } from '../../src/metadata/tables.ts';
+import { decodeCounter, MetadataTables, nodeCounterKey, TOTAL_COUNTER } from '../../src/metadata/tables.ts';
 import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd } from './metadataFixture.ts';
 
 const fx = new MetadataFixture();
@@ -23,6 +23,8 @@ class OneMemberLog implements CommandProposer {
   /** Proposals made and not yet answered, now and at most. */
   pending = 0;
   maxPending = 0;
+  /** Each proposal's data and the entries applied when it was made. */
+  readonly proposed: { data: string; applied: number }[] = [];
 
   constructor(private readonly sm: MetadataStateMachine) {}
 
@@ -30,6 +32,7 @@ class OneMemberLog implements CommandProposer {
   private tail: Promise<unknown> = Promise.resolve();
 
   propose(data: string, requestId: string): Promise<unknown> {
+    this.proposed.push({ data, applied: this.log.entries.length });
     this.pending += 1;
     this.maxPending = Math.max(this.maxPending, this.pending);
     const next = this.tail
@@ -171,6 +174,24 @@ describe('BatchProposer', () => {
     expect(node.entryTypes).toEqual(['commandBatch', 'commandBatch']);
   });
 
+  it('proposes a lone command beside full entries in flight once one of them ends, not all', async () => {
+    const { node } = await withWorkers();
+    const batcher = new BatchProposer(node, { maxCommands: 4, maxInFlight: 4 });
+    const before = node.log.entries.length;
+    // Twelve fill three entries, proposed at once; the thirteenth is alone, a partial entry.
+    const calls = Array.from({ length: 13 }, (_, i) =>
+      proposeCommand(batcher, recordCmd(`l${i}`, ['w1', 'w2'])),
+    );
+    const results = await Promise.all(calls);
+    expect(results.every((r) => r.ok && r.created)).toBe(true);
+    const lone = node.proposed.find((p) => p.data.includes('"id":"l12"'));
+    expect(lone?.data).toMatch(/^\{"type":"recordObject"/);
+    expect(node.proposed.filter((p) => p.applied === before)).toHaveLength(3);
+    // Proposed once the first full entry was applied, before the last of the three was.
+    expect(lone!.applied - before).toBeGreaterThanOrEqual(1);
+    expect(lone!.applied - before).toBeLessThan(3);
+  });
+
   it('keeps each entry within its bounds in commands and characters', async () => {
     const { node } = await withWorkers();
     const batcher = new BatchProposer(node, { maxCommands: 8, maxChars: 2000 });
@@ -271,5 +292,34 @@ describe('commandBatch apply', () => {
     for (const c of [...before, ...uploads]) await applyOne(separate, separateLog, c);
     expect((await batched.tableDigest()).sha256).toBe((await separate.tableDigest()).sha256);
     expect(await batched.getObject('u3')).toMatchObject({ size: 99, replicas: ['w2', 'w1'] });
+  });
+
+  it("changes planned counters only when the plan's ops are added, as any other row", async () => {
+    const tables = await MetadataTables.open(await fx.folder());
+    try {
+      for (const [i, c] of before.entries()) {
+        const plan = await planCommand(tables, { ...c, requestId: randomUUID() });
+        await tables.write(plan.ops, i + 1);
+      }
+      const planned = new PlannedTables(tables);
+      const counters = [TOTAL_COUNTER, nodeCounterKey('w1')];
+      const was = await planned.getMany('counters', counters);
+      // A plan not added, as a planner would leave one it turned into a rejection.
+      const plan = await planCommand(planned, {
+        ...recordCmd('n', ['w1', 'w2'], 7),
+        requestId: randomUUID(),
+      });
+      expect(plan.result).toMatchObject({ ok: true, created: true });
+      expect(await planned.getMany('counters', counters)).toEqual(was);
+      expect(planned.ops()).toEqual([]);
+      planned.add(plan.ops);
+      const now = await planned.getMany('counters', counters);
+      expect(now.map((raw) => decodeCounter(raw!))).toEqual([
+        { objects: 2, bytes: 17 },
+        { objects: 2, bytes: 17 },
+      ]);
+    } finally {
+      await tables.close();
+    }
   });
 });

@@ -13,15 +13,22 @@ import type { ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
 import { redirectToLeader } from '../../http/leaderRedirect.ts';
 import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
+import { DEFAULT_MAX_QUEUED } from '../../metadata/batchProposer.ts';
 import { type ResultOf, recordObjectSchema } from '../../metadata/commands.ts';
 import type { RaftAccess } from '../imageService.ts';
 
 /**
- * Records one request carries, all proposed at once: a few Raft entries' worth (commandBatch groups
- * up to 256), which the batch proposer keeps in flight together. It is a quarter of that
- * proposer's queue (DEFAULT_MAX_QUEUED), which uploads, names and repair share with it.
+ * Records one request carries: a few Raft entries' worth (commandBatch groups up to 256), which the
+ * batch proposer keeps in flight together.
  */
 export const MAX_BULK_RECORDS = 1000;
+/**
+ * Records of all bulk requests together proposed and not yet answered: half the batch proposer's
+ * queue (DEFAULT_MAX_QUEUED), which uploads, names and repair share with the bulk route. A record
+ * beyond it waits for room rather than failing, so concurrent bulk requests cannot fill that queue
+ * and have an upload beside them dropped (ProposalDropped).
+ */
+export const BULK_QUEUE_SHARE = DEFAULT_MAX_QUEUED / 2;
 const MAX_BULK_BODY_BYTES = 2 * 1024 * 1024;
 
 const bulkSchema = z.strictObject({
@@ -37,8 +44,35 @@ export interface BulkRecordOutcome {
   rejected: { id: string; code: string }[];
 }
 
-export function bulkRecordRoutes(deps: { raft: RaftAccess; credentials: ManagerCredentials }) {
+/** Slots counted across requests, handed out in the order asked (FIFO). */
+class Budget {
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private free: number) {}
+
+  async acquire(): Promise<void> {
+    if (this.free > 0) {
+      this.free -= 1;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free += 1;
+  }
+}
+
+export function bulkRecordRoutes(deps: {
+  raft: RaftAccess;
+  credentials: ManagerCredentials;
+  /** Bulk records proposed at once across requests; BULK_QUEUE_SHARE by default. */
+  queueShare?: number;
+}) {
   const app = new Hono();
+  const budget = new Budget(Math.max(1, deps.queueShare ?? BULK_QUEUE_SHARE));
   app.post('/v1/cluster/bulk-records', requireCredential(deps.credentials, ['operator']), async (c) => {
     let parsed: z.ZodSafeParseResult<z.infer<typeof bulkSchema>>;
     try {
@@ -54,7 +88,7 @@ export function bulkRecordRoutes(deps: { raft: RaftAccess; credentials: ManagerC
       c.header('retry-after', '1');
       return jsonError(c, 503, 'NoLeader', 'no leader is known right now; retry shortly');
     }
-    return c.json(await recordAll(deps.raft, parsed.data.records));
+    return c.json(await recordAll(deps.raft, budget, parsed.data.records));
   });
   return app;
 }
@@ -62,13 +96,26 @@ export function bulkRecordRoutes(deps: { raft: RaftAccess; credentials: ManagerC
 type BulkRecord = z.infer<typeof bulkSchema>['records'][number];
 
 /**
- * Proposes every record at once: the batch proposer groups them into full entries and keeps several
- * in flight. Every record gets its own outcome, a Raft failure included (one not committed here is
+ * Proposes every record as the shared budget allows: the batch proposer groups them into full
+ * entries and keeps several in flight. Every record gets its own outcome, a Raft failure included (one not committed here is
  * `rejected` with the driver's code, e.g. NotLeader or ProposalDropped, and may be sent again).
  */
-async function recordAll(raft: RaftAccess, records: BulkRecord[]): Promise<BulkRecordOutcome> {
+async function recordAll(
+  raft: RaftAccess,
+  budget: Budget,
+  records: BulkRecord[],
+): Promise<BulkRecordOutcome> {
   const outcome: BulkRecordOutcome = { created: 0, existing: 0, rejected: [] };
-  const results = await Promise.all(records.map((r) => recordOne(raft, r)));
+  const results = await Promise.all(
+    records.map(async (r) => {
+      await budget.acquire();
+      try {
+        return await recordOne(raft, r);
+      } finally {
+        budget.release();
+      }
+    }),
+  );
   for (const [i, r] of results.entries()) {
     if (r.ok && r.created) outcome.created += 1;
     else if (r.ok) outcome.existing += 1;
