@@ -35,6 +35,12 @@ export interface WriteOptions {
    * (a sender that predates CRC32C). Either way the blob's CRC32C is computed and indexed.
    */
   expectedCrc32c?: string;
+  /**
+   * The sender's checksums, known only once the body is read (a PUT with a checksum trailer,
+   * src/protocol/checksumTrailer.ts): called then, it takes the place of the expected sha256 and
+   * CRC32C. An existing blob of the id is compared with them at commit, not before the body.
+   */
+  sumsAfterBody?: () => { sha256: string; crc32c: string };
 }
 
 export interface WriteOutcome {
@@ -266,8 +272,9 @@ export class BlobStore {
   ): Promise<StoreResult<Receipt>> {
     this.assertOpen();
     if (!isValidBlobId(id)) return invalidId(id);
+    const deferred = options.sumsAfterBody;
     const expected = expectedSha256.toLowerCase();
-    if (!SHA256_HEX_PATTERN.test(expected)) {
+    if (deferred === undefined && !SHA256_HEX_PATTERN.test(expected)) {
       return failure('InvalidRequest', 'the expected sha256 must be 64 hexadecimal characters');
     }
     const expectedCrc = options.expectedCrc32c?.toLowerCase();
@@ -287,7 +294,7 @@ export class BlobStore {
     let received = 0;
     let handedOver = false;
     try {
-      const existing = this.index.getSync(id);
+      const existing = deferred === undefined ? this.index.getSync(id) : undefined;
       if (existing !== undefined && !sameContent(existing, { sha256: expected, crc32c: expectedCrc })) {
         return failure('BlobConflict', `blob ${id} already exists with other bytes`, {
           sha256: existing.sha256,
@@ -304,19 +311,23 @@ export class BlobStore {
       ) {
         return { ok: false, error: overQuota(this.quotaBytes) };
       }
-      const meter = this.meter(maxBytes, options, expectedCrc === undefined, (n) => {
+      const withSha256 = deferred === undefined && expectedCrc === undefined;
+      const meter = this.meter(maxBytes, options, withSha256, (n) => {
         received += n;
         this.reservedBytes += n;
       });
       let crc32c = '';
+      let sha256 = expected;
       // The trailer rides in the last write batch, once the body has checked out: no extra write.
       async function* sealed(): AsyncGenerator<Uint8Array> {
         yield* meter.transform(body);
         const sums = meter.digest();
-        const mismatch = checksumMismatch(sums, expected, expectedCrc);
+        const claimed = deferred ? claimedAfterBody(deferred) : { sha256: expected, crc32c: expectedCrc };
+        const mismatch = checksumMismatch(sums, claimed.sha256, claimed.crc32c);
         if (mismatch) throw mismatch;
         crc32c = sums.crc32c;
-        yield encodeTrailer({ size: received, sha256: expected, crc32c });
+        sha256 = claimed.sha256;
+        yield encodeTrailer({ size: received, sha256, crc32c });
       }
       await writeBatched(temp.opened, sealed(), WRITE_BATCH_BYTES);
       const fd = await temp.opened;
@@ -324,7 +335,7 @@ export class BlobStore {
       const synced = this.timedFsync('file', () => fsyncFd(fd));
       synced.catch(() => {});
       handedOver = true;
-      const record = { size: received, sha256: expected, crc32c };
+      const record = { size: received, sha256, crc32c };
       return success({ kind: 'received', blob: { id, record, temp, synced } });
     } catch (err) {
       const known = asStorageError(err, this.quotaBytes);
@@ -1125,6 +1136,21 @@ function checksumMismatch(sums: BodySums, sha256: string, crc32c: string | undef
   return new StorageError('ChecksumMismatch', `body hashes to ${sums.sha256}, expected ${sha256}`, {
     actualSha256: sums.sha256,
   });
+}
+
+/** The checksums a sender gave after its body, or InvalidRequest naming why there are none. */
+function claimedAfterBody(sums: () => { sha256: string; crc32c: string }): {
+  sha256: string;
+  crc32c: string;
+} {
+  try {
+    return sums();
+  } catch (err) {
+    throw new StorageError(
+      'InvalidRequest',
+      `the body's checksum trailer is unreadable: ${(err as Error).message}`,
+    );
+  }
 }
 
 /** Two records name the same bytes: the same sha256, and the same CRC32C where both have one. */
