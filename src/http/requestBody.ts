@@ -73,7 +73,8 @@ const TIMED_OUT = Symbol('timedOut');
  * `source`'s chunks, cut with BodyTooSlow as soon as a window of `windowMs` ends having brought
  * fewer than bytesPerSecond x windowMs bytes. Windows follow each other from the first read, so a
  * client that stalls holds its upload slot and staged file one to two windows at most, whatever
- * trickle it keeps up. A pending read left behind by the cut is the server's to discard.
+ * trickle it keeps up. One timer a window, not one a read: a read waiting when it fires is woken
+ * to judge the window. A pending read left behind by the cut is the server's to discard.
  */
 export async function* withMinimumRate(
   source: AsyncIterable<Uint8Array>,
@@ -83,21 +84,41 @@ export async function* withMinimumRate(
   const needed = (rate.bytesPerSecond * rate.windowMs) / 1000;
   let windowEnds = performance.now() + rate.windowMs;
   let inWindow = 0;
+  let wakeReader: ((value: typeof TIMED_OUT) => void) | null = null;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    timer = setTimeout(
+      () => {
+        timer = undefined;
+        wakeReader?.(TIMED_OUT);
+      },
+      Math.max(0, windowEnds - performance.now()),
+    );
+  };
   const windowOver = () => {
     if (inWindow < needed) throw new BodyTooSlow(rate);
     windowEnds += rate.windowMs;
     inWindow = 0;
+    clearTimeout(timer);
+    arm();
   };
+  arm();
   // A read still pending when the body is cut stays with the iterator: return() would wait for it.
   let pending = false;
   try {
     for (;;) {
+      // The window's timer fired while no read waited: judge it before waiting again.
+      if (timer === undefined) windowOver();
       const next = iterator.next();
       next.catch(() => {});
       pending = true;
       let result: IteratorResult<Uint8Array> | typeof TIMED_OUT;
       for (;;) {
-        result = await raceTimer(next, windowEnds - performance.now());
+        result = await new Promise<IteratorResult<Uint8Array> | typeof TIMED_OUT>((resolve, reject) => {
+          wakeReader = resolve;
+          next.then(resolve, reject);
+        });
+        wakeReader = null;
         if (result !== TIMED_OUT) break;
         windowOver();
       }
@@ -108,20 +129,7 @@ export async function* withMinimumRate(
       yield result.value;
     }
   } finally {
-    if (!pending) await iterator.return?.();
-  }
-}
-
-async function raceTimer<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<typeof TIMED_OUT>((resolve) => {
-        timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
-      }),
-    ]);
-  } finally {
     clearTimeout(timer);
+    if (!pending) await iterator.return?.();
   }
 }

@@ -18,6 +18,8 @@ export { ACCEPTED_IMAGE_TYPES } from './imageTypes.ts';
 
 /** Bytes gathered before one write to the staged file. */
 const WRITE_BATCH_BYTES = 256 * 1024;
+/** Bytes of a teed body gathered before they are handed to the copies and the staged file. */
+const FORWARD_BATCH_BYTES = 256 * 1024;
 
 export interface StagedUpload {
   path: string;
@@ -167,7 +169,8 @@ export class StagingArea {
   /**
    * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and a staged file at
    * once, hashing as it goes. The first SNIFF_BYTES are read and their type checked before this
-   * returns: a refused body reaches no consumer. Memory: the head, and ChunkFanOut's depth a branch.
+   * returns: a refused body reaches no consumer. Memory: a forward batch being gathered, and
+   * ChunkFanOut's depth of batches a branch (the branches share them).
    */
   async tee(
     body: AsyncIterable<Uint8Array>,
@@ -206,17 +209,29 @@ export class StagingArea {
       throw err;
     }
     let sums: { sha256: string; crc32c: string } | null = null;
+    // Socket-sized chunks are gathered into FORWARD_BATCH_BYTES: a quarter of the writes to each
+    // worker's socket and of the trips through the fan-out, for one copy of the bytes.
+    let batch: Uint8Array[] = [...head];
+    let batched = received;
+    const flush = () => {
+      const out = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+      batch = [];
+      batched = 0;
+      return out;
+    };
     async function* whole(): AsyncGenerator<Uint8Array> {
       let finished = ended;
       try {
-        yield* head;
         while (!finished) {
+          if (batched >= FORWARD_BATCH_BYTES) yield flush();
           const next = await iterator.next();
           finished = next.done === true;
           if (next.done) break;
           take(next.value);
-          yield next.value;
+          batch.push(next.value);
+          batched += next.value.byteLength;
         }
+        if (batched > 0) yield flush();
       } finally {
         if (!finished) await iterator.return?.()?.catch(() => {});
       }
