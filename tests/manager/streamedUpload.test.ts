@@ -6,6 +6,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
 import type { PlacementCandidate } from '../../src/manager/placement.ts';
@@ -222,4 +223,34 @@ it('fails a body longer than the Content-Length it announced, before any copy is
   await expect(teed.staged).rejects.not.toBeInstanceOf(StageFailed);
   expect(await readdir(stagingDir)).toEqual([]);
   for (const id of ['w1', 'w2']) expect((await blobOn(workers[id]!, 'tee-long')).status).toBe(404);
+});
+
+it('keeps the copies of a body slower than the answer timeout, and replaces a worker that never answers', async () => {
+  const patient = new WorkerClient({ secret: SECRET, idleTimeoutMs: 10_000, putAnswerTimeoutMs: 2_000 });
+  cleanups.push(() => patient.close());
+  // Takes every byte, answers nothing: only the bound from the last byte ends its copy.
+  const silent = await listenOnLoopback((req) => req.resume());
+  cleanups.push(() => silent.close());
+  const bytes = image(600_000, 6);
+  const fallbacks: string[] = [];
+  const teed = await tee(
+    chunksOf(bytes, async (offset) => {
+      if (offset > 0) await sleep(600);
+    }),
+    bytes.length,
+  );
+  const result = await replicateUpload({
+    id: 'tee-slow',
+    teed,
+    workers: directory({ w1: silent.url }),
+    client: patient,
+    log,
+    onFallback: (nodeId) => fallbacks.push(nodeId),
+  });
+  // The body took over 5 s, more than twice the answer timeout: the secondary's copy stood.
+  expect(fallbacks).toEqual(['w1']);
+  expect(result.replicas).toEqual(['w3', 'w2']);
+  for (const id of ['w2', 'w3'])
+    expect((await blobOn(workers[id]!, 'tee-slow')).bytes.equals(bytes)).toBe(true);
+  await staging.discard((await teed.staged).path);
 });
