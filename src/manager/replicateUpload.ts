@@ -1,5 +1,6 @@
-// The happy path of docs/seed-flow.md after staging: elect a primary, send the image, then elect a
-// secondary and send it there. A target that fails is replaced by the next-best live worker (p-retry with
+// The happy path of docs/seed-flow.md after the type check: elect a primary, send the image, then
+// elect a secondary and send it there (both at once, while the body arrives when it is teed,
+// else from the staged file). A target that fails is replaced by the next-best live worker (p-retry with
 // fallback) before the upload is given up. Nothing here touches the object table: the caller
 // commits the record only once both copies are confirmed.
 
@@ -151,7 +152,7 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
   const size = 'staged' in opts ? opts.staged.size : opts.teed.size;
   const send = copySender(opts);
   const maxTargets = opts.maxTargetsPerCopy ?? 5;
-  // Both copies stream from the staged file at once: the secondary is elected beside the primary
+  // Both copies are sent at once: the secondary is elected beside the primary
   // (another worker, another zone when there is one) instead of after it, which halves the time an
   // upload waits on worker fsyncs. Nothing is acknowledged until both are confirmed, as before.
   const current: Record<'primary' | 'secondary', PlacementCandidate | undefined> = {
