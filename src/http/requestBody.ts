@@ -71,10 +71,14 @@ const TIMED_OUT = Symbol('timedOut');
 
 /**
  * `source`'s chunks, cut with BodyTooSlow as soon as a window of `windowMs` ends having brought
- * fewer than bytesPerSecond x windowMs bytes. Windows follow each other from the first read, so a
- * client that stalls holds its upload slot and staged file one to two windows at most, whatever
- * trickle it keeps up. One timer a window, not one a read: a read waiting when it fires is woken
- * to judge the window. A pending read left behind by the cut is the server's to discard.
+ * fewer than bytesPerSecond x windowMs bytes. A client is judged only on time spent reading from it:
+ * while the consumer holds a chunk (a worker or the disk not taking the bytes yet), the window's end
+ * moves back by that time, so a slow consumer never cuts a body as BodyTooSlow. Windows follow each
+ * other from the first read, so a client that stalls holds its upload slot and staged file one to
+ * two windows of reading at most, whatever trickle it keeps up. One timer a window, not one a read:
+ * a read waiting when it fires is woken to judge the window (or, if the window's end moved back,
+ * the timer is set again for the rest). A pending read left behind by the cut is the server's to
+ * discard.
  */
 export async function* withMinimumRate(
   source: AsyncIterable<Uint8Array>,
@@ -96,6 +100,8 @@ export async function* withMinimumRate(
     );
   };
   const windowOver = () => {
+    // The timer fired before an end that held chunks moved back: wait for the rest of the window.
+    if (performance.now() < windowEnds) return arm();
     if (inWindow < needed) throw new BodyTooSlow(rate);
     windowEnds += rate.windowMs;
     inWindow = 0;
@@ -126,7 +132,9 @@ export async function* withMinimumRate(
       if (result.done) return;
       inWindow += result.value.byteLength;
       if (performance.now() >= windowEnds) windowOver();
+      const handedOut = performance.now();
       yield result.value;
+      windowEnds += performance.now() - handedOut;
     }
   } finally {
     clearTimeout(timer);

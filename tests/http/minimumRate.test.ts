@@ -1,4 +1,5 @@
-// withMinimumRate: one timer a window judges it, whether a read is waiting when it fires or not.
+// withMinimumRate: one timer a window judges it, whether a read is waiting when it fires or not,
+// counting only time spent reading from the client.
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect, it } from 'vitest';
@@ -34,13 +35,30 @@ it('cuts a body that stalls while a read waits, within two windows', async () =>
   expect(performance.now() - started).toBeLessThan(5_000);
 });
 
-it('judges a window that ended while the consumer held the last chunk', async () => {
-  async function* trickle() {
+it('judges a client only on time spent reading from it, not while the consumer holds a chunk', async () => {
+  async function* prompt() {
     yield Buffer.alloc(100);
     yield Buffer.alloc(100);
   }
+  // Each hold is longer than a window; the client answered every read at once.
+  let chunks = 0;
+  for await (const _ of withMinimumRate(prompt(), RATE)) {
+    chunks += 1;
+    await sleep(300);
+  }
+  expect(chunks).toBe(2);
+});
+
+it('still cuts a client that stalls between reads a slow consumer makes', async () => {
+  const started = performance.now();
+  async function* stalls() {
+    yield Buffer.alloc(100);
+    await sleep(60_000);
+    yield Buffer.alloc(1);
+  }
   const cut = (async () => {
-    for await (const _ of withMinimumRate(trickle(), RATE)) await sleep(300);
+    for await (const _ of withMinimumRate(stalls(), RATE)) await sleep(300);
   })();
   await expect(cut).rejects.toBeInstanceOf(BodyTooSlow);
+  expect(performance.now() - started).toBeLessThan(5_000);
 });
