@@ -2,7 +2,23 @@
 // workers and the staging file), with backpressure: a chunk is read from the source only when
 // every branch still attached has fewer than `depth` chunks waiting, so the slowest consumer paces
 // the read and memory stays at `depth` chunks a branch. A consumer that stops (its request failed
-// or answered) is detached and no longer waited for.
+// or answered) is detached and no longer waited for. A branch given a stall limit that holds the
+// read back longer than it is failed and detached: one slow copy does not stall the others and the
+// client (its caller replaces that copy from elsewhere).
+
+/** A branch that held the source's read back longer than its stall limit (ChunkFanOut). */
+export class BranchStalled extends Error {
+  constructor(readonly stallMs: number) {
+    super(`the copy took no bytes for ${stallMs} ms while the body waited on it`);
+    this.name = 'BranchStalled';
+  }
+}
+
+export interface StallLimit {
+  ms: number;
+  /** The branches it applies to; the others are waited for however long they take. */
+  branches: number;
+}
 
 class Branch implements AsyncIterableIterator<Uint8Array> {
   readonly queue: Uint8Array[] = [];
@@ -79,10 +95,15 @@ export class ChunkFanOut {
   /** Settles once the source is read to its end (resolves) or failed or was aborted (rejects). */
   readonly done: Promise<void>;
 
+  /**
+   * `stall`: the first `stall.branches` branches are failed with BranchStalled and detached once
+   * the read has waited `stall.ms` on them with their queue full.
+   */
   constructor(
     source: AsyncIterable<Uint8Array>,
     count: number,
     private readonly depth = 2,
+    private readonly stall?: StallLimit,
   ) {
     const changed = () => {
       const wake = this.wake;
@@ -114,16 +135,40 @@ export class ChunkFanOut {
     wake?.();
   }
 
+  private anyFull(): boolean {
+    return this.branches.some((b) => !b.detached && b.queue.length >= this.depth);
+  }
+
+  /** Waits until every attached branch has room, failing the stall-limited ones that stay full. */
+  private async whileAnyFull(): Promise<void> {
+    if (this.aborted || !this.anyFull()) return;
+    const stall = this.stall;
+    const timer =
+      stall &&
+      setTimeout(() => {
+        for (const b of this.branches.slice(0, stall.branches)) {
+          if (b.detached || b.queue.length < this.depth) continue;
+          b.fail(new BranchStalled(stall.ms));
+          b.detach();
+        }
+      }, stall.ms);
+    try {
+      while (!this.aborted && this.anyFull()) {
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+        });
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private async pump(source: AsyncIterable<Uint8Array>): Promise<void> {
     try {
       for await (const chunk of source) {
         if (this.aborted) break;
         for (const b of this.branches) b.push(chunk);
-        while (!this.aborted && this.branches.some((b) => !b.detached && b.queue.length >= this.depth)) {
-          await new Promise<void>((resolve) => {
-            this.wake = resolve;
-          });
-        }
+        await this.whileAnyFull();
         if (this.aborted) break;
       }
     } catch (err) {

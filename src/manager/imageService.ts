@@ -314,7 +314,11 @@ export class ImageService {
   ): Promise<UploadOutcome> {
     const { metadata, staging } = this.deps;
     const started = performance.now();
-    const teedResult = await staging.tee(body, this.deps.maxImageBytes, declaredLength, 2);
+    // A copy whose worker holds the body back half a rate window is failed and replaced from the
+    // staged file: a slow worker must not hold the client (nor its upload slot) with it.
+    const rate = this.deps.minUploadRate;
+    const copyStallMs = rate && rate.windowMs / 2;
+    const teedResult = await staging.tee(body, this.deps.maxImageBytes, declaredLength, 2, copyStallMs);
     if (!teedResult.ok) throw new ImageError(teedResult.error.code, teedResult.error.message);
     const { teed } = teedResult;
     let bodyIn = started;

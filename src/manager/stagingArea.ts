@@ -170,13 +170,16 @@ export class StagingArea {
    * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and a staged file at
    * once, hashing as it goes. The first SNIFF_BYTES are read and their type checked before this
    * returns: a refused body reaches no consumer. Memory: a forward batch being gathered, and
-   * ChunkFanOut's depth of batches a branch (the branches share them).
+   * ChunkFanOut's depth of batches a branch (the branches share them). `copyStallMs`: a copy that
+   * holds the body back this long fails (BranchStalled, from its branch) and stops being waited
+   * for, so the body and the other copies go on; the staged file is waited for always.
    */
   async tee(
     body: AsyncIterable<Uint8Array>,
     maxBytes: number,
     size: number,
     copies: number,
+    copyStallMs?: number,
   ): Promise<TeeResult> {
     const iterator = body[Symbol.asyncIterator]();
     const hash = createHash('sha256');
@@ -238,7 +241,8 @@ export class StagingArea {
       if (received !== size) throw new LengthMismatch(`the body ended at ${received} of its ${size} bytes`);
       sums = { sha256: hash.digest('hex'), crc32c: crc.hex() };
     }
-    const fan = new ChunkFanOut(whole(), copies + 1);
+    const stall = copyStallMs === undefined ? undefined : { ms: copyStallMs, branches: copies };
+    const fan = new ChunkFanOut(whole(), copies + 1, undefined, stall);
     const path = join(this.dir, `${randomUUID()}.part`);
     const written = this.writeBranch(path, fan.branch(copies));
     written.catch((err: unknown) => fan.abort(err));
