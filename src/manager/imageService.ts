@@ -33,6 +33,7 @@ export type ImageErrorCode =
   | 'TooLarge'
   | 'NotAnImage'
   | 'BodyTooSlow'
+  | 'LengthMismatch'
   | 'TooManyUploads'
   | 'StagingFull'
   | 'Conflict'

@@ -35,6 +35,7 @@ export type StageError =
   | { code: 'TooLarge'; message: string; limit: number }
   | { code: 'NotAnImage'; message: string }
   | { code: 'BodyTooSlow'; message: string }
+  | { code: 'LengthMismatch'; message: string }
   | { code: 'InsufficientStorage'; message: string };
 
 export type StageResult = { ok: true; staged: StagedUpload } | { ok: false; error: StageError };
@@ -42,6 +43,9 @@ export type StageResult = { ok: true; staged: StagedUpload } | { ok: false; erro
 class UploadTooLarge extends Error {}
 
 class NotAnImage extends Error {}
+
+/** The body did not carry the bytes its Content-Length announced. */
+class LengthMismatch extends Error {}
 
 /** The accepted image type of `head` (the body's first bytes), or NotAnImage. */
 async function acceptedType(head: Uint8Array[], whole: boolean): Promise<string> {
@@ -57,6 +61,7 @@ function stageError(err: unknown, maxBytes: number): StageError | null {
   }
   if (err instanceof NotAnImage) return { code: 'NotAnImage', message: err.message };
   if (err instanceof BodyTooSlow) return { code: 'BodyTooSlow', message: err.message };
+  if (err instanceof LengthMismatch) return { code: 'LengthMismatch', message: err.message };
   if (err instanceof UploadTooLarge) {
     return { code: 'TooLarge', message: `image exceeds the limit of ${maxBytes} bytes`, limit: maxBytes };
   }
@@ -94,9 +99,6 @@ export interface TeedUpload {
 }
 
 export type TeeResult = { ok: true; teed: TeedUpload } | { ok: false; error: StageError };
-
-/** The body did not carry the bytes its Content-Length announced. */
-class LengthMismatch extends Error {}
 
 export class StagingArea {
   private constructor(readonly dir: string) {}

@@ -220,7 +220,9 @@ it('fails a body longer than the Content-Length it announced, before any copy is
   await expect(replicateUpload({ id: 'tee-long', teed, workers: directory(), client, log })).rejects.toThrow(
     /longer/,
   );
-  await expect(teed.staged).rejects.not.toBeInstanceOf(StageFailed);
+  // A client's fault, answered 400 LengthMismatch, not an internal error.
+  await expect(teed.staged).rejects.toMatchObject({ error: { code: 'LengthMismatch' } });
+  await expect(teed.staged).rejects.toBeInstanceOf(StageFailed);
   expect(await readdir(stagingDir)).toEqual([]);
   for (const id of ['w1', 'w2']) expect((await blobOn(workers[id]!, 'tee-long')).status).toBe(404);
 });
