@@ -2,7 +2,7 @@
 // counting only time spent reading from the client.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import { expect, it } from 'vitest';
+import { expect, it, vi } from 'vitest';
 import { BodyTooSlow, withMinimumRate } from '../../src/http/requestBody.ts';
 
 const RATE = { bytesPerSecond: 10_000, windowMs: 200 };
@@ -61,4 +61,21 @@ it('still cuts a client that stalls between reads a slow consumer makes', async 
   })();
   await expect(cut).rejects.toBeInstanceOf(BodyTooSlow);
   expect(performance.now() - started).toBeLessThan(5_000);
+});
+
+it('sets one timer a window, not one a read', async () => {
+  async function* quick() {
+    for (let i = 0; i < 50; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      yield Buffer.alloc(1_000);
+    }
+  }
+  const timers = vi.spyOn(globalThis, 'setTimeout');
+  try {
+    // 50 reads well inside one 60 s window.
+    expect(await drain(withMinimumRate(quick(), { bytesPerSecond: 1, windowMs: 60_000 }))).toBe(50_000);
+    expect(timers.mock.calls.length).toBeLessThanOrEqual(2);
+  } finally {
+    timers.mockRestore();
+  }
 });
