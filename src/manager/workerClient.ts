@@ -298,6 +298,9 @@ export class WorkerClient {
         'content-length': String(size + CHECKSUM_TRAILER_BYTES),
       },
       body: withTrailer(),
+      // Does not cut a slow client's body: while the body is being written, undici 7 acts on a
+      // headers timeout only if the socket waits for a drain (the worker stopped reading), and it
+      // restarts the timeout when the body's last byte is written (client-h1.js, onParserTimeout).
       headersTimeout: putAnswerBoundMs(size, this.putAnswerTimeoutMs, this.putAnswerBytesPerSecond),
     });
     if (res.statusCode !== 201 && res.statusCode !== 200)
