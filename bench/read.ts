@@ -22,6 +22,19 @@ import { combine, drive, percentile, type RunResult } from './closedLoop.ts';
 import { startImageBenchCluster } from './imageBenchCluster.ts';
 import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
 
+if (process.argv.includes('--help') || process.argv.includes('-h')) {
+  console.log(`npm run bench:read [-- --help]
+
+Uploads BENCH_OBJECTS 1 MiB PNG images to an embedded cluster (3 managers, 3 workers), then GETs
+them back through the leader and through a follower, alternating, and prints GETs/s, p50/p99 ms,
+the CPU per GET of each process and of the cluster, the ratio to Swift's GET when
+../shared/bench/swift-bench.sh ran on this machine, and where a GET's time goes at concurrency 1.
+
+Environment: BENCH_SECS=4, BENCH_ROUNDS=2, BENCH_OBJECTS=200, BENCH_CONCURRENCY=1,8;
+IMGVAULT_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof" profiles every cluster process.`);
+  process.exit(0);
+}
+
 const SECS = Number(process.env.BENCH_SECS ?? 4);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 200);

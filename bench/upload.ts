@@ -27,6 +27,28 @@ import { startImageBenchCluster } from './imageBenchCluster.ts';
 import { cpuSeconds } from './processCpu.ts';
 import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
 
+const USAGE = `npm run bench:upload [-- --help]
+
+Starts 3 managers and 3 workers (fresh temp folder, free ports) and PUTs PNG images to the leader,
+alternating with the raw durable writes of the same bytes, then prints per size and concurrency:
+uploads/s, MB/s, p50/p99 ms, the raw figures and the ratio, the CPU (user + system, all threads)
+of the 6 cluster processes per upload and the leader's share, the leader's RSS, and the ratio to
+Swift's PUT when ../shared/bench/swift-bench.sh ran on this machine; then the CPU per upload of
+each process (managers m1-m3, the leader marked, workers w1-w3).
+
+Environment:
+  BENCH_SECS=4            seconds per run
+  BENCH_ROUNDS=2          runs per side and cell, alternating which side goes first
+  BENCH_SIZES=100KiB,1MiB,8MiB   sizes to run
+  BENCH_CONCURRENCY=1,8   concurrencies to run
+  IMGVAULT_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof"   profiles every cluster process
+Targets (issue 17): >= 2x Swift at concurrency 8, >= 1.5x at 1; cluster CPU <= 10 ms per 1 MiB upload.`;
+
+if (process.argv.includes('--help') || process.argv.includes('-h')) {
+  console.log(USAGE);
+  process.exit(0);
+}
+
 const SECS = Number(process.env.BENCH_SECS ?? 4);
 /** Runs per side and cell, alternating which side goes first (the disk's speed drifts). */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -154,7 +176,12 @@ async function main(): Promise<void> {
         const swift = swiftCell(`swift PUT ${size.label.replace(' ', '')}`, concurrency);
         perProcess.push(
           `${size.label} c${concurrency}: ` +
-            procs.map((p, i) => `${p.id} ${fmt((procCpuSeconds[i]! * 1000) / up.ops, 2)}`).join(', '),
+            procs
+              .map((p, i) => {
+                const label = p === leader ? `${p.id} (leader)` : p.id;
+                return `${label} ${fmt((procCpuSeconds[i]! * 1000) / up.ops, 2)}`;
+              })
+              .join(', '),
         );
         rows.push([
           size.label,

@@ -71,9 +71,14 @@ const TIMED_OUT = Symbol('timedOut');
 
 /**
  * `source`'s chunks, cut with BodyTooSlow as soon as a window of `windowMs` ends having brought
- * fewer than bytesPerSecond x windowMs bytes. Windows follow each other from the first read, so a
- * client that stalls holds its upload slot and staged file one to two windows at most, whatever
- * trickle it keeps up. A pending read left behind by the cut is the server's to discard.
+ * fewer than bytesPerSecond x windowMs bytes. A client is judged only on time spent reading from it:
+ * while the consumer holds a chunk (a worker or the disk not taking the bytes yet), the window's end
+ * moves back by that time, so a slow consumer never cuts a body as BodyTooSlow. Windows follow each
+ * other from the first read, so a client that stalls holds its upload slot and staged file one to
+ * two windows of reading at most, whatever trickle it keeps up. One timer a window, not one a read:
+ * a read waiting when it fires is woken to judge the window (or, if the window's end moved back,
+ * the timer is set again for the rest). A pending read left behind by the cut is the server's to
+ * discard.
  */
 export async function* withMinimumRate(
   source: AsyncIterable<Uint8Array>,
@@ -83,21 +88,43 @@ export async function* withMinimumRate(
   const needed = (rate.bytesPerSecond * rate.windowMs) / 1000;
   let windowEnds = performance.now() + rate.windowMs;
   let inWindow = 0;
+  let wakeReader: ((value: typeof TIMED_OUT) => void) | null = null;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    timer = setTimeout(
+      () => {
+        timer = undefined;
+        wakeReader?.(TIMED_OUT);
+      },
+      Math.max(0, windowEnds - performance.now()),
+    );
+  };
   const windowOver = () => {
+    // The timer fired before an end that held chunks moved back: wait for the rest of the window.
+    if (performance.now() < windowEnds) return arm();
     if (inWindow < needed) throw new BodyTooSlow(rate);
     windowEnds += rate.windowMs;
     inWindow = 0;
+    clearTimeout(timer);
+    arm();
   };
+  arm();
   // A read still pending when the body is cut stays with the iterator: return() would wait for it.
   let pending = false;
   try {
     for (;;) {
+      // The window's timer fired while no read waited: judge it before waiting again.
+      if (timer === undefined) windowOver();
       const next = iterator.next();
       next.catch(() => {});
       pending = true;
       let result: IteratorResult<Uint8Array> | typeof TIMED_OUT;
       for (;;) {
-        result = await raceTimer(next, windowEnds - performance.now());
+        result = await new Promise<IteratorResult<Uint8Array> | typeof TIMED_OUT>((resolve, reject) => {
+          wakeReader = resolve;
+          next.then(resolve, reject);
+        });
+        wakeReader = null;
         if (result !== TIMED_OUT) break;
         windowOver();
       }
@@ -105,23 +132,12 @@ export async function* withMinimumRate(
       if (result.done) return;
       inWindow += result.value.byteLength;
       if (performance.now() >= windowEnds) windowOver();
+      const handedOut = performance.now();
       yield result.value;
+      windowEnds += performance.now() - handedOut;
     }
   } finally {
-    if (!pending) await iterator.return?.();
-  }
-}
-
-async function raceTimer<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<typeof TIMED_OUT>((resolve) => {
-        timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
-      }),
-    ]);
-  } finally {
     clearTimeout(timer);
+    if (!pending) await iterator.return?.();
   }
 }

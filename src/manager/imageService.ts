@@ -1,7 +1,8 @@
 // The manager's domain layer for images: what the public API calls, with no HTTP in sight.
-// Upload follows the order of docs/seed-flow.md: stage -> primary -> secondary -> one Raft command
-// -> drop the staged file -> answer. An upload is acknowledged only once both copies are fsynced on workers
-// and the record is committed by a Raft majority.
+// Upload follows docs/seed-flow.md: sniff -> primary and secondary (sent while the body arrives, and
+// staged beside them for a replacement target) -> one Raft command -> drop the staged file -> answer.
+// An upload is acknowledged only once both copies are fsynced on workers and the record is committed
+// by a Raft majority.
 
 import { randomUUID } from 'node:crypto';
 import { pipeline, Readable } from 'node:stream';
@@ -13,8 +14,8 @@ import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/c
 import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
 import { deleteCopy, type ObjectSlots, type Release } from './placement/execute.ts';
-import { NoLiveWorker, replicateUpload } from './replicateUpload.ts';
-import type { StagingArea } from './stagingArea.ts';
+import { NoLiveWorker, type Replicated, replicateUpload } from './replicateUpload.ts';
+import { type StagedUpload, StageFailed, type StagingArea } from './stagingArea.ts';
 import type { UploadAdmission } from './uploadAdmission.ts';
 import type { UploadMetrics } from './uploadMetrics.ts';
 import {
@@ -32,6 +33,7 @@ export type ImageErrorCode =
   | 'TooLarge'
   | 'NotAnImage'
   | 'BodyTooSlow'
+  | 'LengthMismatch'
   | 'TooManyUploads'
   | 'StagingFull'
   | 'Conflict'
@@ -102,6 +104,11 @@ export interface Download {
    * an answer can be written from it directly (`body` is then left unread).
    */
   bytes?: Buffer;
+}
+
+/** A teed body's refusal as the client's error; an unexpected failure as it is. */
+function stageFailure(err: unknown): unknown {
+  return err instanceof StageFailed ? new ImageError(err.error.code, err.error.message) : err;
 }
 
 /** Two reads of a record name the same object: same bytes, same creation (not deleted and made anew). */
@@ -199,7 +206,9 @@ export class ImageService {
       const previous = this.inFlight.get(id);
       const rate = this.deps.minUploadRate;
       const body = rate ? withMinimumRate(openBody(), rate) : openBody();
-      const run = (previous ?? Promise.resolve()).catch(() => {}).then(() => this.uploadExclusive(id, body));
+      const run = (previous ?? Promise.resolve())
+        .catch(() => {})
+        .then(() => this.uploadExclusive(id, body, opts.declaredLength));
       this.inFlight.set(id, run);
       let outcome: UploadOutcome;
       try {
@@ -240,8 +249,24 @@ export class ImageService {
     return this.inFlight.has(id);
   }
 
-  private async uploadExclusive(id: string, body: AsyncIterable<Uint8Array>): Promise<UploadOutcome> {
-    const { metadata, staging, log } = this.deps;
+  /**
+   * A body of known length for an id this leader has no record of is forwarded to the workers as it
+   * arrives (uploadTeed); otherwise (no Content-Length, or an existing id whose bytes must be
+   * compared first) it is staged whole before any worker sees it.
+   */
+  private async uploadExclusive(
+    id: string,
+    body: AsyncIterable<Uint8Array>,
+    declaredLength: number | undefined,
+  ): Promise<UploadOutcome> {
+    if (declaredLength === undefined || (await this.deps.metadata.getObject(id))) {
+      return this.uploadStaged(id, body);
+    }
+    return this.uploadTeed(id, body, declaredLength);
+  }
+
+  private async uploadStaged(id: string, body: AsyncIterable<Uint8Array>): Promise<UploadOutcome> {
+    const { metadata, staging } = this.deps;
     const timer = this.phaseTimer();
     const stagedResult = await staging.stage(body, this.deps.maxImageBytes);
     timer('stage');
@@ -258,61 +283,136 @@ export class ImageService {
       }
 
       const nodes = await metadata.listNodes();
-      const urls = new Map(nodes.map((n) => [n.nodeId, n.url]));
-      let replicated: Awaited<ReturnType<typeof replicateUpload>>;
+      let replicated: Replicated;
       held.push(await this.deps.slots.hold(id));
       try {
         timer('skip');
-        replicated = await replicateUpload({
-          id,
-          staged,
-          client: this.deps.workers,
-          log,
-          workers: {
-            // Fresh at every election: the placements of uploads running beside this one count.
-            candidates: () => this.deps.liveness.candidates(nodes),
-            urlOf: (nodeId) => urls.get(nodeId),
-            reserve: (nodeId, bytes) => this.deps.liveness.reservePlacement(nodeId, bytes),
-          },
-          onFallback: () => this.deps.metrics?.fallback(),
-        });
+        replicated = await replicateUpload({ id, staged, ...this.replicateContext(nodes) });
       } catch (err) {
-        if (err instanceof NoLiveWorker) {
-          // The failures name workers' URLs: for the operator's log, not for the client.
-          log.warn({ event: 'upload.no_worker', objectId: id, failures: err.failures }, err.message);
-          throw new ImageError(err.full ? 'InsufficientStorage' : 'NoLiveWorker', err.summary);
-        }
-        throw err;
+        throw this.noWorkerFailure(id, err);
       }
-
       timer('replicate');
-      const recorded = await proposeCommand(this.deps.raft, {
-        type: 'recordObject',
-        id,
-        size: staged.size,
-        sha256: staged.sha256,
-        crc32c: staged.crc32c,
-        contentType: staged.contentType,
-        createdAt: Date.now(),
-        replicas: replicated.replicas,
-      }).catch(raftFailure);
+      const outcome = await this.record(id, staged, replicated);
       timer('commit');
-      if (recorded.ok) {
-        log.info(
-          { event: 'upload.committed', objectId: id, replicas: recorded.object.replicas, size: staged.size },
-          'image stored',
-        );
-        return { created: recorded.created, object: recorded.object };
-      }
-      if (recorded.code === 'ObjectExists') {
-        const now = await metadata.getObject(id);
-        if (now) return this.sameBytesOrConflict(now, staged.sha256);
-      }
-      throw new ImageError('CommitFailed', recorded.message);
+      return outcome;
     } finally {
       for (const release of held) release();
       await staging.discard(staged.path);
     }
+  }
+
+  /**
+   * The streamed tee: once the body's first bytes are an accepted image, its chunks go to both
+   * chosen workers at once, hashed on the way and written to the staging file only so that a target
+   * that fails can be replaced from it. The record is proposed once both copies are fsynced and their
+   * workers named the leader's checksums; a body that fails fails the upload, and every copy it
+   * started is aborted before its worker keeps it.
+   */
+  private async uploadTeed(
+    id: string,
+    body: AsyncIterable<Uint8Array>,
+    declaredLength: number,
+  ): Promise<UploadOutcome> {
+    const { metadata, staging } = this.deps;
+    const started = performance.now();
+    // A copy whose worker holds the body back half a rate window is failed and replaced from the
+    // staged file: a slow worker must not hold the client (nor its upload slot) with it.
+    const rate = this.deps.minUploadRate;
+    const copyStallMs = rate && rate.windowMs / 2;
+    const teedResult = await staging.tee(body, this.deps.maxImageBytes, declaredLength, 2, copyStallMs);
+    if (!teedResult.ok) throw new ImageError(teedResult.error.code, teedResult.error.message);
+    const { teed } = teedResult;
+    let bodyIn = started;
+    teed.staged.then(
+      () => (bodyIn = performance.now()),
+      () => {},
+    );
+    const held: Release[] = [];
+    try {
+      const nodes = await metadata.listNodes();
+      held.push(await this.deps.slots.hold(id));
+      let replicated: Replicated;
+      try {
+        replicated = await replicateUpload({ id, teed, ...this.replicateContext(nodes) });
+      } catch (err) {
+        teed.abort(err);
+        // A body that failed first is the reason, whatever the copies then did.
+        const failure = await teed.staged.then(
+          () => err,
+          (reason: unknown) => reason,
+        );
+        throw failure instanceof StageFailed ? stageFailure(failure) : this.noWorkerFailure(id, failure);
+      }
+      const staged = await teed.staged.catch((err: unknown) => {
+        throw stageFailure(err);
+      });
+      const replicatedAt = performance.now();
+      this.deps.metrics?.phase('stage', (bodyIn - started) / 1000);
+      this.deps.metrics?.phase('replicate', (replicatedAt - bodyIn) / 1000);
+      const outcome = await this.record(id, staged, replicated);
+      this.deps.metrics?.phase('commit', (performance.now() - replicatedAt) / 1000);
+      return outcome;
+    } catch (err) {
+      teed.abort(err);
+      throw err;
+    } finally {
+      for (const release of held) release();
+      await teed.staged.then(
+        (staged) => staging.discard(staged.path),
+        () => {},
+      );
+    }
+  }
+
+  /** How replicateUpload reaches the workers of `nodes` (the node table read for this upload). */
+  private replicateContext(nodes: NodeView[]) {
+    const urls = new Map(nodes.map((n) => [n.nodeId, n.url]));
+    return {
+      client: this.deps.workers,
+      log: this.deps.log,
+      workers: {
+        // Fresh at every election: the placements of uploads running beside this one count.
+        candidates: () => this.deps.liveness.candidates(nodes),
+        urlOf: (nodeId: string) => urls.get(nodeId),
+        reserve: (nodeId: string, bytes: number) => this.deps.liveness.reservePlacement(nodeId, bytes),
+      },
+      onFallback: () => this.deps.metrics?.fallback(),
+    };
+  }
+
+  /** A copy that found no worker as the client's error; anything else as it is. */
+  private noWorkerFailure(id: string, err: unknown): unknown {
+    if (!(err instanceof NoLiveWorker)) return err;
+    // The failures name workers' URLs: for the operator's log, not for the client.
+    this.deps.log.warn({ event: 'upload.no_worker', objectId: id, failures: err.failures }, err.message);
+    return new ImageError(err.full ? 'InsufficientStorage' : 'NoLiveWorker', err.summary);
+  }
+
+  /** Commits the record of an upload whose copies are confirmed. */
+  private async record(id: string, staged: StagedUpload, replicated: Replicated): Promise<UploadOutcome> {
+    const { metadata, log } = this.deps;
+    const recorded = await proposeCommand(this.deps.raft, {
+      type: 'recordObject',
+      id,
+      size: staged.size,
+      sha256: staged.sha256,
+      crc32c: staged.crc32c,
+      contentType: staged.contentType,
+      createdAt: Date.now(),
+      replicas: replicated.replicas,
+    }).catch(raftFailure);
+    if (recorded.ok) {
+      log.info(
+        { event: 'upload.committed', objectId: id, replicas: recorded.object.replicas, size: staged.size },
+        'image stored',
+      );
+      return { created: recorded.created, object: recorded.object };
+    }
+    if (recorded.code === 'ObjectExists') {
+      const now = await metadata.getObject(id);
+      if (now) return this.sameBytesOrConflict(now, staged.sha256);
+    }
+    throw new ImageError('CommitFailed', recorded.message);
   }
 
   /** Reports the time since the previous call under `phase` (`skip` only restarts the clock). */

@@ -1,5 +1,6 @@
-// The happy path of docs/seed-flow.md after staging: elect a primary, send the image, then elect a
-// secondary and send it there. A target that fails is replaced by the next-best live worker (p-retry with
+// The happy path of docs/seed-flow.md after the type check: elect a primary, send the image, then
+// elect a secondary and send it there (both at once, while the body arrives when it is teed,
+// else from the staged file). A target that fails is replaced by the next-best live worker (p-retry with
 // fallback) before the upload is given up. Nothing here touches the object table: the caller
 // commits the record only once both copies are confirmed.
 
@@ -7,7 +8,7 @@ import pRetry, { AbortError } from 'p-retry';
 import { readFileChunks } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { type NoTargetReason, type PlacementCandidate, rankTargets, whyNoTarget } from './placement.ts';
-import type { StagedUpload } from './stagingArea.ts';
+import type { StagedUpload, TeedUpload } from './stagingArea.ts';
 import { WorkerCallError, type WorkerClient } from './workerClient.ts';
 
 /**
@@ -71,9 +72,8 @@ function reasonAfterFailures(refusedForRoom: number, failures: number, left: NoT
   return refusedForRoom === failures ? 'full' : 'refused';
 }
 
-export interface ReplicateOptions {
+interface ReplicateCommon {
   id: string;
-  staged: StagedUpload;
   workers: WorkerDirectory;
   client: WorkerClient;
   log: Logger;
@@ -82,6 +82,24 @@ export interface ReplicateOptions {
   /** Called when a target failed and another is tried (docs/seed-flow.md's fallback, counted in metrics). */
   onFallback?: (nodeId: string, err: unknown) => void;
 }
+
+/** Copies sent from a staged file, whole before they start. */
+export interface FromStaged extends ReplicateCommon {
+  staged: StagedUpload;
+}
+
+/**
+ * Copies sent while the body arrives: each copy's first target gets the body's chunks from its
+ * branch of the tee; a target that fails is replaced by the next, sent from the staged file once
+ * the body is whole.
+ */
+export interface FromTee extends ReplicateCommon {
+  teed: TeedUpload;
+}
+
+export type ReplicateOptions = FromStaged | FromTee;
+
+const REPLICAS = ['primary', 'secondary'] as const;
 
 // A failed upload leaves the copies it already made: deleting them here could race a concurrent
 // upload of the same bytes under another leader. Reconciliation removes orphans after a grace period.
@@ -94,10 +112,47 @@ function isTargetFailure(err: unknown): boolean {
   return err instanceof WorkerCallError;
 }
 
+/** What a target of `replica` is sent: its branch of the tee on the first try, else the staged file. */
+function copySender(opts: ReplicateOptions) {
+  const { id, client } = opts;
+  const fromFile = async (url: string, staged: StagedUpload) => {
+    const body = readFileChunks(staged.path, staged.size, STAGED_READ_BYTES);
+    try {
+      await client.putBlob(url, id, staged.sha256, staged.size, body, staged.crc32c);
+    } finally {
+      // Closes the staged file if the request ended before its body was read to the end.
+      await body.return(undefined);
+    }
+  };
+  if ('staged' in opts) return (url: string) => fromFile(url, opts.staged);
+  const { teed } = opts;
+  const streamed = new Set<string>();
+  return async (url: string, replica: 'primary' | 'secondary') => {
+    const branch = REPLICAS.indexOf(replica);
+    if (!streamed.has(replica)) {
+      streamed.add(replica);
+      try {
+        await client.putBlobStreamed(url, id, teed.size, teed.copies[branch]!, teed.sums);
+        return;
+      } catch (err) {
+        teed.detach(branch);
+        // A body that failed is the upload's failure, not this target's: no fallback.
+        await teed.staged.catch((bodyFailure: unknown) => {
+          throw new AbortError(bodyFailure as Error);
+        });
+        throw err;
+      }
+    }
+    await fromFile(url, await teed.staged);
+  };
+}
+
 export async function replicateUpload(opts: ReplicateOptions): Promise<Replicated> {
-  const { id, staged, workers, client, log } = opts;
+  const { id, workers, log } = opts;
+  const size = 'staged' in opts ? opts.staged.size : opts.teed.size;
+  const send = copySender(opts);
   const maxTargets = opts.maxTargetsPerCopy ?? 5;
-  // Both copies stream from the staged file at once: the secondary is elected beside the primary
+  // Both copies are sent at once: the secondary is elected beside the primary
   // (another worker, another zone when there is one) instead of after it, which halves the time an
   // upload waits on worker fsyncs. Nothing is acknowledged until both are confirmed, as before.
   const current: Record<'primary' | 'secondary', PlacementCandidate | undefined> = {
@@ -117,12 +172,12 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
     const req = {
       exclude: new Set([...failed, ...(peer ? [peer.nodeId] : [])]),
       avoidZones: new Set(peer ? [peer.zone] : []),
-      size: staged.size,
+      size,
     };
     const target = rankTargets(candidates, req)[0];
     current[replica] = target;
     noTarget[replica] = target ? null : whyNoTarget(candidates, req);
-    if (target) workers.reserve?.(target.nodeId, staged.size);
+    if (target) workers.reserve?.(target.nodeId, size);
     return target;
   };
 
@@ -140,15 +195,15 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
         const target = attempt++ === 0 ? current[replica] : elect(replica);
         const url = target && workers.urlOf(target.nodeId);
         if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures, reason()));
-        const body = readFileChunks(staged.path, staged.size, STAGED_READ_BYTES);
         try {
-          await client.putBlob(url, id, staged.sha256, staged.size, body, staged.crc32c);
+          await send(url, replica);
           log.info(
             { event: 'upload.copy_stored', objectId: id, nodeId: target.nodeId, replica },
             'copy stored',
           );
           return target;
         } catch (err) {
+          if (err instanceof AbortError) throw err;
           if (!isTargetFailure(err)) throw new AbortError(err as Error);
           const callError = err as WorkerCallError;
           failed.add(target.nodeId);
@@ -160,16 +215,18 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
           );
           opts.onFallback?.(target.nodeId, err);
           throw err;
-        } finally {
-          // Closes the staged file if the request ended before its body was read to the end.
-          await body.return(undefined);
         }
       },
       // Fallback is to a different worker, so there is nothing to wait for between attempts.
       { retries: maxTargets - 1, minTimeout: 0, maxTimeout: 0, randomize: false },
-    ).catch((err: unknown) => {
-      throw isTargetFailure(err) ? new NoLiveWorker(replica, failures, reason()) : err;
-    });
+    )
+      .catch((err: unknown) => {
+        throw isTargetFailure(err) ? new NoLiveWorker(replica, failures, reason()) : err;
+      })
+      .finally(() => {
+        // A copy that gave up, or never had a target, must not hold the tee back.
+        if ('teed' in opts) opts.teed.detach(REPLICAS.indexOf(replica));
+      });
   };
 
   elect('primary');

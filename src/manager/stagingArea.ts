@@ -1,21 +1,25 @@
-// The leader's staging folder: an upload is streamed here once, hashed and sniffed on the way,
-// before any worker sees it (docs/seed-flow.md: "receives an image, saves it locally"). Staged files are
+// The leader's staging folder: an upload is streamed here once, hashed and sniffed on the way
+// (docs/seed-flow.md: "receives an image, saves it locally"), either before any worker sees it
+// (`stage`) or beside the copies forwarded as it arrives (`tee`). Staged files are
 // transient: deleted once both replicas are confirmed, and swept at start-up after a crash. The type
 // is sniffed from the first bytes, before any of them is written: a body that is no image is refused
 // having cost the leader a few KiB, not a staged file.
 
 import { createHash, randomUUID } from 'node:crypto';
-import { open, readdir, rm } from 'node:fs/promises';
+import { open, readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import { BodyTooSlow } from '../http/requestBody.ts';
 import { Crc32c } from '../protocol/checksums.ts';
+import { ChunkFanOut } from './chunkFanOut.ts';
 import { SNIFF_BYTES, sniffImageType } from './imageTypes.ts';
 
 export { ACCEPTED_IMAGE_TYPES } from './imageTypes.ts';
 
 /** Bytes gathered before one write to the staged file. */
 const WRITE_BATCH_BYTES = 256 * 1024;
+/** Bytes of a teed body gathered before they are handed to the copies and the staged file. */
+const FORWARD_BATCH_BYTES = 256 * 1024;
 
 export interface StagedUpload {
   path: string;
@@ -31,6 +35,7 @@ export type StageError =
   | { code: 'TooLarge'; message: string; limit: number }
   | { code: 'NotAnImage'; message: string }
   | { code: 'BodyTooSlow'; message: string }
+  | { code: 'LengthMismatch'; message: string }
   | { code: 'InsufficientStorage'; message: string };
 
 export type StageResult = { ok: true; staged: StagedUpload } | { ok: false; error: StageError };
@@ -39,12 +44,61 @@ class UploadTooLarge extends Error {}
 
 class NotAnImage extends Error {}
 
+/** The body did not carry the bytes its Content-Length announced. */
+class LengthMismatch extends Error {}
+
 /** The accepted image type of `head` (the body's first bytes), or NotAnImage. */
 async function acceptedType(head: Uint8Array[], whole: boolean): Promise<string> {
   const sniffed = await sniffImageType(Buffer.concat(head), whole);
   if (!sniffed.ok) throw new NotAnImage(sniffed.message);
   return sniffed.mime;
 }
+
+/** The refusal `err` stands for, or null for an unexpected failure. */
+function stageError(err: unknown, maxBytes: number): StageError | null {
+  if ((err as { code?: unknown }).code === 'ENOSPC') {
+    return { code: 'InsufficientStorage', message: "the leader's staging disk is full" };
+  }
+  if (err instanceof NotAnImage) return { code: 'NotAnImage', message: err.message };
+  if (err instanceof BodyTooSlow) return { code: 'BodyTooSlow', message: err.message };
+  if (err instanceof LengthMismatch) return { code: 'LengthMismatch', message: err.message };
+  if (err instanceof UploadTooLarge) {
+    return { code: 'TooLarge', message: `image exceeds the limit of ${maxBytes} bytes`, limit: maxBytes };
+  }
+  return null;
+}
+
+/** A teed upload's body was refused after its copies started (TeedUpload.staged). */
+export class StageFailed extends Error {
+  constructor(readonly error: StageError) {
+    super(error.message);
+    this.name = 'StageFailed';
+  }
+}
+
+/**
+ * An upload forwarded as it arrives (StagingArea.tee): each copy reads the body's chunks from its
+ * branch while the staging file gets them too, for a copy whose first target fails.
+ */
+export interface TeedUpload {
+  contentType: string;
+  size: number;
+  /** One a copy: the body's chunks as they arrive; it ends when the body has, whole. */
+  copies: AsyncIterableIterator<Uint8Array>[];
+  /** Stops feeding (and waiting for) the copy `i`, whose request ended. */
+  detach(i: number): void;
+  /** The body's checksums: available once the copies' branches have ended. */
+  sums(): { sha256: string; crc32c: string };
+  /**
+   * The staged file once the whole body is in; rejects with StageFailed (or the body's own
+   * error) after removing the file. The caller discards a staged file it got.
+   */
+  staged: Promise<StagedUpload>;
+  /** Stops reading the body: every copy's branch and `staged` fail with `reason`. */
+  abort(reason: unknown): void;
+}
+
+export type TeeResult = { ok: true; teed: TeedUpload } | { ok: false; error: StageError };
 
 export class StagingArea {
   private constructor(readonly dir: string) {}
@@ -103,26 +157,8 @@ export class StagingArea {
       }
     } catch (err) {
       await this.discard(path);
-      if ((err as { code?: unknown }).code === 'ENOSPC') {
-        return {
-          ok: false,
-          error: { code: 'InsufficientStorage', message: "the leader's staging disk is full" },
-        };
-      }
-      if (err instanceof NotAnImage)
-        return { ok: false, error: { code: 'NotAnImage', message: err.message } };
-      if (err instanceof BodyTooSlow)
-        return { ok: false, error: { code: 'BodyTooSlow', message: err.message } };
-      if (err instanceof UploadTooLarge) {
-        return {
-          ok: false,
-          error: {
-            code: 'TooLarge',
-            message: `image exceeds the limit of ${maxBytes} bytes`,
-            limit: maxBytes,
-          },
-        };
-      }
+      const error = stageError(err, maxBytes);
+      if (error) return { ok: false, error };
       throw err;
     }
     if (size === 0) {
@@ -132,7 +168,130 @@ export class StagingArea {
     return { ok: true, staged: { path, size, sha256: hash.digest('hex'), crc32c: crc.hex(), contentType } };
   }
 
+  /**
+   * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and a staged file at
+   * once, hashing as it goes. The first SNIFF_BYTES are read and their type checked before this
+   * returns: a refused body reaches no consumer. Memory: a forward batch being gathered, and
+   * ChunkFanOut's depth of batches a branch (the branches share them). `copyStallMs`: a copy that
+   * holds the body back this long fails (BranchStalled, from its branch) and stops being waited
+   * for, so the body and the other copies go on; the staged file is waited for always.
+   */
+  async tee(
+    body: AsyncIterable<Uint8Array>,
+    maxBytes: number,
+    size: number,
+    copies: number,
+    copyStallMs?: number,
+  ): Promise<TeeResult> {
+    const iterator = body[Symbol.asyncIterator]();
+    const hash = createHash('sha256');
+    const crc = new Crc32c();
+    let received = 0;
+    const take = (chunk: Uint8Array) => {
+      received += chunk.byteLength;
+      if (received > maxBytes) throw new UploadTooLarge();
+      if (received > size) throw new LengthMismatch(`the body is longer than its ${size} bytes`);
+      hash.update(chunk);
+      crc.update(chunk);
+    };
+    const head: Uint8Array[] = [];
+    let ended = false;
+    let contentType: string;
+    try {
+      while (received < SNIFF_BYTES && !ended) {
+        const next = await iterator.next();
+        if (next.done) ended = true;
+        else head.push(next.value);
+        if (!next.done) take(next.value);
+      }
+      if (received === 0)
+        return { ok: false, error: { code: 'EmptyBody', message: 'the request body is empty' } };
+      contentType = await acceptedType(head, ended);
+    } catch (err) {
+      await iterator.return?.()?.catch(() => {});
+      const error = stageError(err, maxBytes);
+      if (error) return { ok: false, error };
+      throw err;
+    }
+    let sums: { sha256: string; crc32c: string } | null = null;
+    // Socket-sized chunks are gathered into FORWARD_BATCH_BYTES: a quarter of the writes to each
+    // worker's socket and of the trips through the fan-out, for one copy of the bytes.
+    let batch: Uint8Array[] = [...head];
+    let batched = received;
+    const flush = () => {
+      const out = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+      batch = [];
+      batched = 0;
+      return out;
+    };
+    async function* whole(): AsyncGenerator<Uint8Array> {
+      let finished = ended;
+      try {
+        while (!finished) {
+          if (batched >= FORWARD_BATCH_BYTES) yield flush();
+          const next = await iterator.next();
+          finished = next.done === true;
+          if (next.done) break;
+          take(next.value);
+          batch.push(next.value);
+          batched += next.value.byteLength;
+        }
+        if (batched > 0) yield flush();
+      } finally {
+        if (!finished) await iterator.return?.()?.catch(() => {});
+      }
+      if (received !== size) throw new LengthMismatch(`the body ended at ${received} of its ${size} bytes`);
+      sums = { sha256: hash.digest('hex'), crc32c: crc.hex() };
+    }
+    const stall = copyStallMs === undefined ? undefined : { ms: copyStallMs, branches: copies };
+    const fan = new ChunkFanOut(whole(), copies + 1, undefined, stall);
+    const path = join(this.dir, `${randomUUID()}.part`);
+    const written = this.writeBranch(path, fan.branch(copies));
+    written.catch((err: unknown) => fan.abort(err));
+    const staged = Promise.all([fan.done, written]).then(
+      (): StagedUpload => ({ path, size, contentType, ...sums! }),
+      async (err: unknown) => {
+        await Promise.allSettled([fan.done, written]);
+        await this.discard(path);
+        const error = stageError(err, maxBytes);
+        throw error ? new StageFailed(error) : err;
+      },
+    );
+    staged.catch(() => {});
+    const teed: TeedUpload = {
+      contentType,
+      size,
+      copies: Array.from({ length: copies }, (_, i) => fan.branch(i)),
+      detach: (i) => fan.detach(i),
+      sums: () => {
+        if (!sums) throw new Error('the checksums of an upload are known only once its body ended');
+        return sums;
+      },
+      staged,
+      abort: (reason) => fan.abort(reason),
+    };
+    return { ok: true, teed };
+  }
+
+  /** Writes a branch's chunks to a new, unsynced staged file, closed whatever happens. */
+  private async writeBranch(path: string, chunks: AsyncIterable<Uint8Array>): Promise<void> {
+    const opened = open(path, 'wx', PRIVATE_FILE_MODE);
+    opened.catch(() => {});
+    try {
+      await writeBatched(
+        opened.then((f) => f.fd),
+        chunks,
+        WRITE_BATCH_BYTES,
+      );
+    } finally {
+      await (await opened.catch(() => null))?.close();
+    }
+  }
+
+  /** Removes a staged file, if there is one: a bare unlink (rm's lstat first is a second round trip). */
   async discard(path: string): Promise<void> {
-    await rm(path, { force: true });
+    await unlink(path).catch((err: unknown) => {
+      if ((err as { code?: unknown }).code !== 'ENOENT') throw err;
+    });
   }
 }

@@ -42,7 +42,7 @@ export class UploadMetrics {
     });
     this.phaseSeconds = new Histogram({
       name: 'imgvault_upload_phase_seconds',
-      help: 'Time of each step of an upload: stage (body to the staging file), replicate (both worker copies), commit (the Raft record).',
+      help: 'Time of each step of an upload: stage (body to the staging file, or in whole when forwarded as it arrives), replicate (both worker copies confirmed, after that), commit (the Raft record).',
       labelNames: ['phase'] as const,
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,

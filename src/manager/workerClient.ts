@@ -10,6 +10,13 @@ import { COPY_CREDENTIAL_HEADER } from '../http/credentials.ts';
 import { ndjsonLines } from '../http/ndjson.ts';
 import { internalConnect } from '../http/tls.ts';
 import { CRC32C_HEADER } from '../protocol/checksums.ts';
+import {
+  type BlobSums,
+  CHECKSUM_TRAILER_BYTES,
+  CHECKSUMS_HEADER,
+  encodeChecksumTrailer,
+  TRAILING_CHECKSUMS,
+} from '../protocol/checksumTrailer.ts';
 import { SHA256_HEADER } from '../protocol/workerHeaders.ts';
 import { blobPath, COPY_BATCH_PATH, INVENTORY_PATH, verifyPath } from '../protocol/workerPaths.ts';
 
@@ -256,24 +263,84 @@ export class WorkerClient {
       headersTimeout: putAnswerBoundMs(size, this.putAnswerTimeoutMs, this.putAnswerBytesPerSecond),
     });
     if (res.statusCode === 201 || res.statusCode === 200) {
-      const answer = (await res.body.json().catch(() => null)) as {
-        sha256?: unknown;
-        size?: unknown;
-        crc32c?: unknown;
-      } | null;
-      const crcAgrees = crc32c === undefined || answer?.crc32c === undefined || answer.crc32c === crc32c;
-      if (answer?.sha256 !== sha256 || answer.size !== size || !crcAgrees) {
-        throw new WorkerCallError(
-          'Rejected',
-          workerUrl,
-          `PUT /blobs/${id} on ${workerUrl} answered ${res.statusCode} with sha256 ${String(answer?.sha256)} ` +
-            `(${String(answer?.size)} bytes), not the ${sha256} (${size} bytes) sent`,
-          res.statusCode,
-        );
-      }
+      await this.checkPutAnswer(workerUrl, id, res, sha256, size, crc32c, false);
       return res.statusCode === 201 ? 'created' : 'alreadyPresent';
     }
     throw await failure(workerUrl, `PUT /blobs/${id}`, res);
+  }
+
+  /**
+   * putBlob for a body whose checksums are known only once it has been read whole (an upload
+   * forwarded as it arrives): the body of `size` bytes goes out followed by the checksum trailer
+   * (src/protocol/checksumTrailer.ts) that `sums` gives once the body ended. The worker checks the
+   * bytes against the trailer's CRC32C, and its answer must name the same sums and size.
+   */
+  async putBlobStreamed(
+    workerUrl: string,
+    id: string,
+    size: number,
+    body: AsyncIterable<Uint8Array>,
+    sums: () => BlobSums,
+  ): Promise<'created' | 'alreadyPresent'> {
+    async function* withTrailer(): AsyncGenerator<Uint8Array> {
+      yield* body;
+      yield encodeChecksumTrailer(sums());
+    }
+    const res = await this.call('PUT', workerUrl, blobPath(id), {
+      headers: {
+        [CHECKSUMS_HEADER]: TRAILING_CHECKSUMS,
+        'content-length': String(size + CHECKSUM_TRAILER_BYTES),
+      },
+      body: withTrailer(),
+      // Does not cut a slow client's body: while the body is being written, undici 7 acts on a
+      // headers timeout only if the socket waits for a drain (the worker stopped reading), and it
+      // restarts the timeout when the body's last byte is written (client-h1.js, onParserTimeout).
+      headersTimeout: putAnswerBoundMs(size, this.putAnswerTimeoutMs, this.putAnswerBytesPerSecond),
+    });
+    if (res.statusCode !== 201 && res.statusCode !== 200)
+      throw await failure(workerUrl, `PUT /blobs/${id}`, res);
+    let sent: BlobSums;
+    try {
+      sent = sums();
+    } catch {
+      // A 2xx before the trailer went out: the worker cannot have checked the bytes.
+      await res.body.dump();
+      throw new WorkerCallError('Rejected', workerUrl, `PUT /blobs/${id} answered before its body was sent`);
+    }
+    await this.checkPutAnswer(workerUrl, id, res, sent.sha256, size, sent.crc32c, true);
+    return res.statusCode === 201 ? 'created' : 'alreadyPresent';
+  }
+
+  /**
+   * A 2xx PUT answer must name the checksums and size sent (the worker checked what it stored).
+   * `crcRequired`: an answer without a crc32c is a failed copy too (only a worker that
+   * understood the trailer may answer 2xx to one).
+   */
+  private async checkPutAnswer(
+    workerUrl: string,
+    id: string,
+    res: Dispatcher.ResponseData,
+    sha256: string,
+    size: number,
+    crc32c: string | undefined,
+    crcRequired: boolean,
+  ): Promise<void> {
+    const answer = (await res.body.json().catch(() => null)) as {
+      sha256?: unknown;
+      size?: unknown;
+      crc32c?: unknown;
+    } | null;
+    const crcAgrees =
+      crc32c === undefined || (answer?.crc32c === undefined && !crcRequired) || answer?.crc32c === crc32c;
+    if (answer?.sha256 === sha256 && answer.size === size && crcAgrees) return;
+    throw new WorkerCallError(
+      'Rejected',
+      workerUrl,
+      `PUT /blobs/${id} on ${workerUrl} answered ${res.statusCode} with sha256 ${String(answer?.sha256)} ` +
+        `crc32c ${String(answer?.crc32c)} (${String(answer?.size)} bytes), not the ${sha256} ` +
+        `crc32c ${String(crc32c)} (${size} bytes) sent`,
+      res.statusCode,
+    );
   }
 
   /**

@@ -35,6 +35,13 @@ export interface WriteOptions {
    * (a sender that predates CRC32C). Either way the blob's CRC32C is computed and indexed.
    */
   expectedCrc32c?: string;
+  /**
+   * The sender's checksums, known only once the body is read (a PUT with a checksum trailer,
+   * src/protocol/checksumTrailer.ts): called then, it takes the place of the expected sha256 and
+   * CRC32C. A blob the store already holds under the id is verified against them as a retry is
+   * (read and checked, nothing written, no quota asked); a blob stored meanwhile, at commit.
+   */
+  sumsAfterBody?: () => { sha256: string; crc32c: string };
 }
 
 export interface WriteOutcome {
@@ -266,8 +273,9 @@ export class BlobStore {
   ): Promise<StoreResult<Receipt>> {
     this.assertOpen();
     if (!isValidBlobId(id)) return invalidId(id);
+    const deferred = options.sumsAfterBody;
     const expected = expectedSha256.toLowerCase();
-    if (!SHA256_HEX_PATTERN.test(expected)) {
+    if (deferred === undefined && !SHA256_HEX_PATTERN.test(expected)) {
       return failure('InvalidRequest', 'the expected sha256 must be 64 hexadecimal characters');
     }
     const expectedCrc = options.expectedCrc32c?.toLowerCase();
@@ -288,13 +296,13 @@ export class BlobStore {
     let handedOver = false;
     try {
       const existing = this.index.getSync(id);
-      if (existing !== undefined && !sameContent(existing, { sha256: expected, crc32c: expectedCrc })) {
-        return failure('BlobConflict', `blob ${id} already exists with other bytes`, {
-          sha256: existing.sha256,
-        });
+      const claimed = () =>
+        deferred ? claimedAfterBody(deferred) : { sha256: expected, crc32c: expectedCrc };
+      if (existing !== undefined && deferred === undefined && !sameContent(existing, claimed())) {
+        return conflict(id, existing);
       }
       if (existing !== undefined) {
-        const retried = await this.verifyRetry(id, body, expected, expectedCrc, maxBytes, options);
+        const retried = await this.verifyRetry(id, body, existing, claimed, maxBytes, options);
         return retried.ok ? success({ kind: 'stored', outcome: retried.value }) : retried;
       }
       if (
@@ -304,19 +312,23 @@ export class BlobStore {
       ) {
         return { ok: false, error: overQuota(this.quotaBytes) };
       }
-      const meter = this.meter(maxBytes, options, expectedCrc === undefined, (n) => {
+      const withSha256 = deferred === undefined && expectedCrc === undefined;
+      const meter = this.meter(maxBytes, options, withSha256, (n) => {
         received += n;
         this.reservedBytes += n;
       });
       let crc32c = '';
+      let sha256 = expected;
       // The trailer rides in the last write batch, once the body has checked out: no extra write.
       async function* sealed(): AsyncGenerator<Uint8Array> {
         yield* meter.transform(body);
         const sums = meter.digest();
-        const mismatch = checksumMismatch(sums, expected, expectedCrc);
+        const sent = claimed();
+        const mismatch = checksumMismatch(sums, sent.sha256, sent.crc32c);
         if (mismatch) throw mismatch;
         crc32c = sums.crc32c;
-        yield encodeTrailer({ size: received, sha256: expected, crc32c });
+        sha256 = sent.sha256;
+        yield encodeTrailer({ size: received, sha256, crc32c });
       }
       await writeBatched(temp.opened, sealed(), WRITE_BATCH_BYTES);
       const fd = await temp.opened;
@@ -324,7 +336,7 @@ export class BlobStore {
       const synced = this.timedFsync('file', () => fsyncFd(fd));
       synced.catch(() => {});
       handedOver = true;
-      const record = { size: received, sha256: expected, crc32c };
+      const record = { size: received, sha256, crc32c };
       return success({ kind: 'received', blob: { id, record, temp, synced } });
     } catch (err) {
       const known = asStorageError(err, this.quotaBytes);
@@ -678,24 +690,30 @@ export class BlobStore {
   private async verifyRetry(
     id: string,
     body: AsyncIterable<Uint8Array> | Readable,
-    expected: string,
-    expectedCrc: string | undefined,
+    existing: BlobRecord,
+    claimed: () => { sha256: string; crc32c: string | undefined },
     maxBytes: number,
     options: WriteOptions,
   ): Promise<StoreResult<WriteOutcome>> {
-    const meter = this.meter(maxBytes, options, expectedCrc === undefined, () => {}, false);
+    // Checked against the CRC32C when one is sent (before or after the body), else the sha256.
+    const withSha256 = options.sumsAfterBody === undefined && options.expectedCrc32c === undefined;
+    const meter = this.meter(maxBytes, options, withSha256, () => {}, false);
+    let sent: { sha256: string; crc32c: string | undefined };
     try {
       await pipeline(meter.transform(body), async (source: AsyncIterable<Uint8Array>) => {
         for await (const _ of source);
       });
+      sent = claimed();
     } catch (err) {
       const known = asStorageError(err, this.quotaBytes);
       if (known) return { ok: false, error: known };
       throw err;
     }
     const sums = meter.digest();
-    const mismatch = checksumMismatch(sums, expected, expectedCrc);
+    const mismatch = checksumMismatch(sums, sent.sha256, sent.crc32c);
     if (mismatch) return { ok: false, error: mismatch };
+    if (!sameContent(existing, sent)) return conflict(id, existing);
+    const expected = sent.sha256;
     return this.withLock(id, async () => {
       const current = await this.index.get(id);
       if (current === undefined || !sameContent(current, { sha256: expected, crc32c: sums.crc32c })) {
@@ -1125,6 +1143,26 @@ function checksumMismatch(sums: BodySums, sha256: string, crc32c: string | undef
   return new StorageError('ChecksumMismatch', `body hashes to ${sums.sha256}, expected ${sha256}`, {
     actualSha256: sums.sha256,
   });
+}
+
+/** A write of other bytes under an id the store holds. */
+function conflict<T>(id: string, existing: BlobRecord): StoreResult<T> {
+  return failure('BlobConflict', `blob ${id} already exists with other bytes`, { sha256: existing.sha256 });
+}
+
+/** The checksums a sender gave after its body, or InvalidRequest naming why there are none. */
+function claimedAfterBody(sums: () => { sha256: string; crc32c: string }): {
+  sha256: string;
+  crc32c: string;
+} {
+  try {
+    return sums();
+  } catch (err) {
+    throw new StorageError(
+      'InvalidRequest',
+      `the body's checksum trailer is unreadable: ${(err as Error).message}`,
+    );
+  }
 }
 
 /** Two records name the same bytes: the same sha256, and the same CRC32C where both have one. */

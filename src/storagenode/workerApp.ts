@@ -17,6 +17,12 @@ import { requestBody } from '../http/requestBody.ts';
 import { webStreamOf } from '../http/webStream.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { CRC32C_HEADER, CRC32C_HEX_PATTERN } from '../protocol/checksums.ts';
+import {
+  CHECKSUM_TRAILER_BYTES,
+  CHECKSUMS_HEADER,
+  splitChecksumTrailer,
+  TRAILING_CHECKSUMS,
+} from '../protocol/checksumTrailer.ts';
 import { NDJSON_CONTENT_TYPE, SHA256_HEADER } from '../protocol/workerHeaders.ts';
 import {
   BLOB_BATCH_PATH,
@@ -203,8 +209,9 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   app.put(BLOB_ROUTE, async (c) => {
     const id = c.req.param('id');
     if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
-    const sha256 = c.req.header(SHA256_HEADER)?.toLowerCase();
-    if (sha256 === undefined || !SHA256_HEX_PATTERN.test(sha256)) {
+    const trailing = c.req.header(CHECKSUMS_HEADER) === TRAILING_CHECKSUMS;
+    const sha256 = trailing ? '' : c.req.header(SHA256_HEADER)?.toLowerCase();
+    if (sha256 === undefined || (!trailing && !SHA256_HEX_PATTERN.test(sha256))) {
       return failWith(c, 'InvalidRequest', `the ${SHA256_HEADER} header must be 64 hexadecimal characters`);
     }
     const crc32c = c.req.header(CRC32C_HEADER)?.toLowerCase();
@@ -213,10 +220,19 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     }
     const lengthHeader = c.req.header('content-length');
     let declaredLength: number | undefined;
+    if (trailing && lengthHeader === undefined) {
+      return failWith(c, 'InvalidRequest', 'a body with a checksum trailer needs a content-length');
+    }
     if (lengthHeader !== undefined) {
-      declaredLength = Number(lengthHeader);
-      if (!/^\d+$/.test(lengthHeader) || !Number.isSafeInteger(declaredLength)) {
-        return failWith(c, 'InvalidRequest', 'content-length must be a non-negative integer');
+      declaredLength = Number(lengthHeader) - (trailing ? CHECKSUM_TRAILER_BYTES : 0);
+      if (!/^\d+$/.test(lengthHeader) || !Number.isSafeInteger(declaredLength) || declaredLength < 0) {
+        return failWith(
+          c,
+          'InvalidRequest',
+          trailing
+            ? `content-length must count the blob and its ${CHECKSUM_TRAILER_BYTES}-byte checksum trailer`
+            : 'content-length must be a non-negative integer',
+        );
       }
       if (declaredLength > maxBlobBytes) {
         // Not a byte read; close the connection rather than drain a body we refused.
@@ -230,10 +246,12 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
       }
     }
     const body = requestBody(c);
-    const result = await store.writeAtomically(id, body.chunks, sha256, maxBlobBytes, {
+    const split = trailing ? splitChecksumTrailer(body.chunks, declaredLength ?? 0) : undefined;
+    const result = await store.writeAtomically(id, split?.bytes ?? body.chunks, sha256, maxBlobBytes, {
       declaredLength,
       onBytes: (n) => metrics.bytesIn.inc(n),
       ...(crc32c === undefined ? {} : { expectedCrc32c: crc32c }),
+      ...(split === undefined ? {} : { sumsAfterBody: split.sums }),
     });
     if (!result.ok) {
       body.abandon();

@@ -22,9 +22,9 @@ import {
   log,
   onCleanup,
   placementFor,
+  placementLoop,
   propose,
   putObject,
-  placementLoop,
   rot,
   setup,
 } from './placementFixture.ts';

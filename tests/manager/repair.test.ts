@@ -21,9 +21,9 @@ import {
   metric,
   onCleanup,
   placementFor,
+  placementLoop,
   propose,
   putObject,
-  placementLoop,
   rot,
   setup,
 } from './placementFixture.ts';

@@ -3,7 +3,10 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { withMinimumRate } from '../../src/http/requestBody.ts';
+import { BranchStalled } from '../../src/manager/chunkFanOut.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { mountTmpfs, unmount } from '../storagenode/workerHarness.ts';
 import { type TiffOptions, tiffFile } from './tiffFiles.ts';
@@ -177,6 +180,44 @@ describe('StagingArea type detection', () => {
   ])('refuses %s', async (_name, bytes) => {
     expect(await stagedType(bytes)).toBe('NotAnImage');
     expect(await readdir(dir)).toEqual([]);
+  });
+});
+
+describe('StagingArea.tee with a copy that stops reading', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'imgvault-staging-tee-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Reads `copy` to its end, pausing `pauseMs` after its first chunk; resolves with the bytes. */
+  async function read(copy: AsyncIterable<Uint8Array>, pauseMs = 0): Promise<number> {
+    let bytes = 0;
+    for await (const chunk of copy) {
+      if (bytes === 0) await sleep(pauseMs);
+      bytes += chunk.byteLength;
+    }
+    return bytes;
+  }
+
+  it('fails the stalled copy, not the client, and stages the body whole', async () => {
+    const staging = await StagingArea.open(dir);
+    const body = Buffer.concat([PNG, Buffer.alloc(2 * 1024 * 1024 - PNG.length, 7)]);
+    // The client sends everything at once; a window of 300 ms asks 300 bytes of it.
+    const fast = withMinimumRate(chunked(body, 64 * 1024), { bytesPerSecond: 1_000, windowMs: 300 });
+    const result = await staging.tee(fast, 1 << 26, body.length, 2, 150);
+    if (!result.ok) throw new Error(result.error.message);
+    const { teed } = result;
+    const [prompt, stalled] = await Promise.allSettled([read(teed.copies[0]!), read(teed.copies[1]!, 1_000)]);
+    const staged = await teed.staged;
+    expect(staged.size).toBe(body.length);
+    expect(staged.sha256).toBe(createHash('sha256').update(body).digest('hex'));
+    expect(prompt).toEqual({ status: 'fulfilled', value: body.length });
+    expect(stalled.status).toBe('rejected');
+    if (stalled.status === 'rejected') expect(stalled.reason).toBeInstanceOf(BranchStalled);
+    await staging.discard(staged.path);
   });
 });
 

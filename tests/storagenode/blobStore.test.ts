@@ -187,6 +187,32 @@ describe('BlobStore', () => {
     expect(await readdir(store.tmpDir)).toEqual([]);
   });
 
+  it('verifies a trailing-checksum copy of a blob it holds without asking the quota for room', async () => {
+    const store = await openStore({ quotaBytes: 150_000 });
+    const held = Buffer.alloc(100_000, 3);
+    expect((await write(store, 'held', held)).ok).toBe(true);
+    const sums = { sha256: sha256Of(held), crc32c: crc32cHex(held) };
+    const again = (bytes: Buffer, sent = sums) =>
+      store.writeAtomically('held', Readable.from([bytes]), '', 1 << 20, {
+        declaredLength: bytes.length,
+        sumsAfterBody: () => sent,
+      });
+    // A second 100 KB would not fit the quota: the copy it already has must still answer unchanged.
+    const same = await again(held);
+    expect(same.ok && same.value).toMatchObject({
+      status: 'unchanged',
+      sha256: sums.sha256,
+      crc32c: sums.crc32c,
+    });
+    const other = Buffer.alloc(100_000, 4);
+    const conflict = await again(other, { sha256: sha256Of(other), crc32c: crc32cHex(other) });
+    expect(!conflict.ok && conflict.error.code).toBe('BlobConflict');
+    const bent = await again(held, { sha256: sums.sha256, crc32c: '00000000' });
+    expect(!bent.ok && bent.error.code).toBe('ChecksumMismatch');
+    expect(store.counters()).toMatchObject({ blobCount: 1, blobBytes: held.length, reservedBytes: 0 });
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+
   it('counts in-flight writes against the quota so two concurrent writes cannot both overflow it', async () => {
     const store = await openStore({ quotaBytes: 150_000 });
     const a = Buffer.alloc(100_000, 1);

@@ -23,6 +23,7 @@ const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode>
   TooLarge: 413,
   NotAnImage: 415,
   BodyTooSlow: 408,
+  LengthMismatch: 400,
   TooManyUploads: 503,
   StagingFull: 503,
   Conflict: 409,
@@ -38,6 +39,7 @@ const BODY_LEFT_UNREAD: ReadonlySet<ImageErrorCode> = new Set([
   'TooLarge',
   'NotAnImage',
   'BodyTooSlow',
+  'LengthMismatch',
   'TooManyUploads',
   'StagingFull',
 ]);

@@ -12,6 +12,7 @@ const FROM_IMAGE: Record<ImageErrorCode, S3ErrorCode> = {
   TooLarge: 'EntityTooLarge',
   NotAnImage: 'NotAnImage',
   BodyTooSlow: 'IncompleteBody',
+  LengthMismatch: 'IncompleteBody',
   TooManyUploads: 'SlowDown',
   StagingFull: 'SlowDown',
   Conflict: 'InternalError',
