@@ -15,7 +15,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Entry } from '../src/consensus/types.ts';
-import { type Command, encodeCommand, type ObjectView } from '../src/metadata/commands.ts';
+import { toJson } from '../src/manager/http/publicRoutes.ts';
+import { type Command, encodeCommand } from '../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../src/metadata/metadataStateMachine.ts';
 import { percentile } from './closedLoop.ts';
 
@@ -84,18 +85,6 @@ async function fill(sm: MetadataStateMachine, n: number): Promise<void> {
   }
 }
 
-/** What the routes send (publicRoutes.ts `toJson`), serialized as `c.json` does. */
-function toJson(o: ObjectView) {
-  return {
-    id: o.id,
-    size: o.size,
-    sha256: o.sha256,
-    contentType: o.contentType,
-    createdAt: new Date(o.createdAt).toISOString(),
-    replicas: o.replicas,
-  };
-}
-
 interface Sample {
   p50: number;
   p99: number;
@@ -136,8 +125,8 @@ async function measure(
     JSON.stringify(toJson(object));
   };
   // Warm-up: the first reads pay for compiling the code, whatever the size.
-  for (let i = 0; i < 20; i++) await listPage(listAfter[i]!);
-  for (let i = 0; i < 200; i++) await meta(metaIds[i]!);
+  for (const after of listAfter.slice(0, 20)) await listPage(after);
+  for (const id of metaIds.slice(0, 200)) await meta(id);
   return {
     list: await timed(opts.pages, (i) => listPage(listAfter[i]!)),
     meta: await timed(opts.metas, (i) => meta(metaIds[i]!)),

@@ -49,7 +49,8 @@ const listQuerySchema = z.object({
   after: z.string().max(128).optional(),
 });
 
-function toJson(o: ObjectView) {
+/** An object as the API answers it (and `npm run bench:listlat` serializes it). */
+export function toJson(o: ObjectView) {
   return {
     id: o.id,
     size: o.size,
