@@ -16,20 +16,9 @@ import {
   sha256Of,
   startWorker,
 } from '../storagenode/workerHarness.ts';
+import { candidate } from './uploadCandidates.ts';
 
 const log = createLogger('test');
-
-/** `usedPercent`: how full the worker's disk looks, 0..100. */
-function candidate(nodeId: string, zone: string, usedPercent = 0): PlacementCandidate {
-  return {
-    nodeId,
-    zone,
-    state: 'up',
-    diskUsed: usedPercent * 1e10,
-    diskFree: (100 - usedPercent) * 1e10,
-    objectCount: 0,
-  };
-}
 
 describe('replicateUpload against real workers', () => {
   const workers: Record<string, RunningWorker> = {};

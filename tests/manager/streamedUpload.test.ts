@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { createLogger } from '../../src/logging.ts';
-import type { PlacementCandidate } from '../../src/manager/placement.ts';
 import { replicateUpload } from '../../src/manager/replicateUpload.ts';
 import { StageFailed, StagingArea, type TeedUpload } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
@@ -17,6 +16,7 @@ import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { listenOnLoopback } from '../helpers/loopbackServer.ts';
 import { until } from '../helpers/until.ts';
 import { AUTH, type RunningWorker, SECRET, sha256Of, startTempWorker } from '../storagenode/workerHarness.ts';
+import { candidate } from './uploadCandidates.ts';
 
 const log = createLogger('test');
 const PNG_HEAD = Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex');
@@ -27,17 +27,6 @@ function image(size: number, seed: number): Buffer {
   for (let i = 0; i < size; i++) bytes[i] = (i * 31 + seed) & 0xff;
   PNG_HEAD.copy(bytes, 0);
   return bytes;
-}
-
-function candidate(nodeId: string, zone: string, usedPercent: number): PlacementCandidate {
-  return {
-    nodeId,
-    zone,
-    state: 'up',
-    diskUsed: usedPercent * 1e10,
-    diskFree: (100 - usedPercent) * 1e10,
-    objectCount: 0,
-  };
 }
 
 /** `bytes` in CHUNK pieces; `after(offset)` runs before the piece at `offset` is handed out. */
