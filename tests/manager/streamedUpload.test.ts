@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, expect, it } from 'vitest';
+import { withMinimumRate } from '../../src/http/requestBody.ts';
 import { createLogger } from '../../src/logging.ts';
 import { replicateUpload } from '../../src/manager/replicateUpload.ts';
 import { StageFailed, StagingArea, type TeedUpload } from '../../src/manager/stagingArea.ts';
@@ -244,4 +245,43 @@ it('keeps the copies of a body slower than the answer timeout, and replaces a wo
   for (const id of ['w2', 'w3'])
     expect((await blobOn(workers[id]!, 'tee-slow')).bytes.equals(bytes)).toBe(true);
   await staging.discard((await teed.staged).path);
+});
+
+it('reads the body whole while a worker stops reading, then replaces that copy', async () => {
+  // An answer bound far past the test: only the stall limit frees the body from the stuck worker.
+  const patient = new WorkerClient({ secret: SECRET, idleTimeoutMs: 120_000, putAnswerTimeoutMs: 120_000 });
+  cleanups.push(() => patient.close());
+  // Reads the headers, then nothing: its socket fills and the copy's writes wait for a drain.
+  const stuck = await listenOnLoopback((req) => req.pause());
+  cleanups.push(() => stuck.close());
+  const bytes = image(12 * 1024 * 1024, 7);
+  const fallbacks: string[] = [];
+  // The client sends at once; a 300 ms window asks 300 bytes of it.
+  const body = withMinimumRate(chunksOf(bytes), { bytesPerSecond: 1_000, windowMs: 300 });
+  const result = await staging.tee(body, 1 << 26, bytes.length, 2, 150);
+  if (!result.ok) throw new Error(result.error.message);
+  const { teed } = result;
+  const replicated = replicateUpload({
+    id: 'tee-stuck',
+    teed,
+    workers: directory({ w1: stuck.url }),
+    client: patient,
+    log,
+    onFallback: (nodeId) => fallbacks.push(nodeId),
+  });
+  replicated.catch(() => {});
+  const patience = new AbortController();
+  const held = sleep(20_000, undefined, { signal: patience.signal }).then(() => {
+    throw new Error('the body was held back by the stuck worker');
+  });
+  held.catch(() => {});
+  const staged = await Promise.race([teed.staged, held]).finally(() => patience.abort());
+  expect(staged.sha256).toBe(sha256Of(bytes));
+  // The stuck worker's copy ends when its connection does; it is placed on w3 from the staged file.
+  await stuck.close();
+  expect((await replicated).replicas).toEqual(['w3', 'w2']);
+  expect(fallbacks).toEqual(['w1']);
+  for (const id of ['w2', 'w3'])
+    expect((await blobOn(workers[id]!, 'tee-stuck')).bytes.equals(bytes)).toBe(true);
+  await staging.discard(staged.path);
 });
