@@ -3,6 +3,7 @@
  *
  *   npm run bench:scale -- [--images 1000000,10000000] [--worker-blobs 1000000]
  *                          [--baseline 10000] [--snapshot-threshold 2000] [--phase-timeout-min 30]
+ *                          [--load-only]
  *
  * Per N (default 10 million), and first at --baseline images (the latency reference): starts 3
  * managers (with --bulk-record-load, an operator-only route that commits image records without
@@ -10,7 +11,11 @@
  * stopped, so nothing reads or writes bytes and repair has nothing to do (down verdicts come after
  * a day; the records stay on workers in state up). Then it measures:
  *   - load: N records in requests of 1,000 (2 in flight), grouped into Raft entries by the batch
- *     proposer; records/s, manager CPU per 1,000 records, and manager disk bytes per image;
+ *     proposer; records/s, manager CPU per 1,000 records, manager disk bytes per image, and the
+ *     leader's peak RSS (VmHWM) during the load (its in-memory Raft log is bounded by the
+ *     compaction every --snapshot-threshold entries or 64 MiB of entries, whichever comes first;
+ *     compacting writes no snapshot file, one is built only for the joining manager below);
+ *     with --load-only, nothing else is measured;
  *   - p50 / p99 of a page of 1,000 from GET /v1/images (random cursor, every page full) and of
  *     GET /v1/images/:id/meta (random id), after a warm-up: first as soon as the load is applied,
  *     then, the figures of record, once the managers are quiet (the load's snapshots and LevelDB
@@ -45,6 +50,7 @@ interface Options {
   baseline: number;
   snapshotThreshold: number;
   phaseTimeoutMs: number;
+  loadOnly: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -65,6 +71,7 @@ function parseOptions(argv: string[]): Options {
     baseline: positive('--baseline', '10000'),
     snapshotThreshold: positive('--snapshot-threshold', '2000'),
     phaseTimeoutMs: positive('--phase-timeout-min', '30') * 60_000,
+    loadOnly: argv.includes('--load-only'),
   };
 }
 
@@ -122,6 +129,7 @@ interface Row {
   loadRate: number;
   cpuMsPer1000: number;
   diskBytesPerImage: number;
+  loadLeaderPeakMiB: number;
   listP50: number;
   listP99: number;
   listCpuMs: number;
@@ -139,6 +147,25 @@ interface Row {
   senderPeakMiB: number;
   receiverPeakMiB: number;
 }
+
+/** The row's figures past the load, with --load-only. */
+const NOT_MEASURED = {
+  listP50: Number.NaN,
+  listP99: Number.NaN,
+  listCpuMs: Number.NaN,
+  metaP50: Number.NaN,
+  metaP99: Number.NaN,
+  metaCpuMs: Number.NaN,
+  settleMs: Number.NaN,
+  early: '-',
+  managerRestartMs: Number.NaN,
+  workerBlobs: 0,
+  workerRegisterMs: Number.NaN,
+  reconcileMs: '-',
+  join: '-',
+  senderPeakMiB: Number.NaN,
+  receiverPeakMiB: Number.NaN,
+};
 
 class Bench {
   private readonly headers: Record<string, string>;
@@ -452,6 +479,8 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     }
     const bench = new Bench(cluster, opts);
     const cpu = () => cluster.managers.reduce((s, m) => s + cpuSeconds(m.child?.pid), 0);
+    const loadLeader = await cluster.leader();
+    await peakRssMiB(loadLeader.child?.pid, true);
     const cpu0 = cpu();
     const t0 = performance.now();
     await bench.load(n, blobs);
@@ -470,6 +499,14 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     );
     let disk = 0;
     for (const m of cluster.managers) disk += await folderBytes(m.dataDir);
+    const loaded = {
+      images: n,
+      loadRate: n / (loadMs / 1000),
+      cpuMsPer1000,
+      diskBytesPerImage: disk / cluster.managers.length / n,
+      loadLeaderPeakMiB: await peakRssMiB(loadLeader.child?.pid),
+    };
+    if (opts.loadOnly) return { ...loaded, ...NOT_MEASURED };
     const early = await bench.latency(leader, n, blobs);
     const settleMs = await bench.settle();
     progress(`N=${n}: managers quiet after ${(settleMs / 1000).toFixed(1)} s`);
@@ -482,10 +519,7 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     const joined = await joinManager(bench, cluster, managerArgs, opts.phaseTimeoutMs);
     progress(`N=${n}: join ${joined.result}`);
     return {
-      images: n,
-      loadRate: n / (loadMs / 1000),
-      cpuMsPer1000,
-      diskBytesPerImage: disk / cluster.managers.length / n,
+      ...loaded,
       listP50: percentile(list, 50),
       listP99: percentile(list, 99),
       listCpuMs,
@@ -523,6 +557,7 @@ function printRows(rows: Row[]): void {
     ['load rate (records/s)', (r) => r.loadRate.toFixed(0)],
     ['manager CPU per 1,000 records', (r) => `${r.cpuMsPer1000.toFixed(0)} ms`],
     ['manager disk bytes per image', (r) => r.diskBytesPerImage.toFixed(0)],
+    ['leader peak RSS during the load', (r) => `${r.loadLeaderPeakMiB.toFixed(0)} MiB`],
     ['list / meta p50 / p99 right after the load', (r) => r.early],
     ['managers quiet after the load', (r) => ms(r.settleMs)],
     ['GET /v1/images page of 1,000 p50', (r) => ms(r.listP50)],
@@ -540,7 +575,8 @@ function printRows(rows: Row[]): void {
     ['  receiver (new manager) peak RSS', (r) => `${r.receiverPeakMiB.toFixed(0)} MiB`],
   ];
   const width = Math.max(...lines.map(([label]) => label.length));
-  for (const [label, cell] of lines) {
+  const shown = opts.loadOnly ? lines.slice(0, 5) : lines;
+  for (const [label, cell] of shown) {
     console.log(`${label.padEnd(width)}  ${rows.map((r) => cell(r).padStart(16)).join('  ')}`);
   }
 }

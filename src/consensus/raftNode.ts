@@ -792,9 +792,14 @@ export class RaftNode {
    * A crash before it leaves the whole log; after it, the tables hold the compacted entries.
    */
   private compactWithoutFile(applied: Index): void {
-    this.snapshotStartedAt = applied;
     const index = this.compactionPoint(applied);
-    if (index <= this.snapshotIndex) return;
+    if (index <= this.snapshotIndex) {
+      this.snapshotStartedAt = applied;
+      return;
+    }
+    // The core hears of the entries just applied at advance(): the next Ready compacts.
+    if (index > this.core.status().applied) return;
+    this.snapshotStartedAt = applied;
     // Membership as of `applied`, which is that of `index`: no conf change lies between them.
     const confState = { voters: [...this.confState.voters], learners: [...this.confState.learners] };
     const data = describeTablesSnapshot(new Map(this.members));
@@ -832,22 +837,24 @@ export class RaftNode {
   /**
    * The index to compact at: behind `applied` by at most snapshotCatchUpEntries entries and
    * snapshotCatchUpBytes bytes, and by one entry at least (a follower needing a file then finds
-   * `applied` above the snapshot: see maybeSnapshot); never before a conf change after it, so the
-   * current membership is that of the compaction point.
+   * `applied` above the snapshot: see maybeSnapshot); with no conf change after it, so the current
+   * membership is that of the compaction point (once the core has seen it applied: after a
+   * restart the state machine is ahead of the conf changes replayed to the core, see start).
+   * 0 when there is none.
    */
   private compactionPoint(applied: Index): Index {
-    const keep = this.opts.snapshotCatchUpEntries;
+    const keep = Math.max(1, this.opts.snapshotCatchUpEntries);
     const lo = Math.max(this.storage.firstIndex(), applied - keep + 1);
-    if (lo > applied) return applied - 1;
+    if (lo > applied) return 0;
     const entries = this.storage.entries(lo, applied + 1, Number.MAX_SAFE_INTEGER);
     let bytes = 0;
     for (let i = entries.length - 1; i >= 0; i--) {
       const e = entries[i]!;
-      if (e.type === 'confChange') return Math.min(e.index, applied - 1);
+      if (e.type === 'confChange') return e.index < applied ? e.index : 0;
       bytes += e.data.length;
       if (bytes > this.opts.snapshotCatchUpBytes) return Math.min(e.index, applied - 1);
     }
-    return Math.min(lo - 1, applied - 1);
+    return lo - 1;
   }
 
   /** Counts the data of the entries applied since the last count (the byte budget's measure). */
