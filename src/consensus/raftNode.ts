@@ -165,6 +165,8 @@ export class RaftNode {
   private compactsWithoutFile = false;
   /** A follower needs a snapshot and the recorded one names no file: build one (maybeSnapshot). */
   private fileWanted = false;
+  /** The snapshot being built (snapshotTask) is a file a follower wanted: it will be sent. */
+  private buildingWantedFile = false;
   /** Bytes of entry data in the log after the snapshot, counted up to `countedTo` (countLog). */
   private logBytes = 0;
   private countedTo: Index = 0;
@@ -729,6 +731,7 @@ export class RaftNode {
       this.compactWithoutFile(applied);
       return;
     }
+    this.buildingWantedFile = this.fileWanted;
     this.fileWanted = false;
     // The state is captured now, between two applies (StateMachine.snapshot), and serialised while
     // the loop goes on: built inside the loop, a large table stopped ticks, heartbeats and votes for
@@ -754,6 +757,7 @@ export class RaftNode {
       )
       .finally(() => {
         this.snapshotTask = null;
+        this.buildingWantedFile = false;
       });
   }
 
@@ -828,7 +832,7 @@ export class RaftNode {
     this.logCompacted();
     // No file older than the compaction serves a follower: the entries after it are gone.
     await this.snapshotFolder?.removeBefore(index);
-    this.log.debug(
+    this.log.info(
       { event: 'raft.log_compacted', index, logBytes: this.logBytes },
       'log compacted without a file',
     );
@@ -886,6 +890,8 @@ export class RaftNode {
       send: (messages) => {
         if (!messages.some(held)) return transport.send(messages);
         for (const m of messages.filter(held)) this.reportSnapshot(m.to, false);
+        // The core probes again while the file is built: that file is the one it will send.
+        if (this.buildingWantedFile) return this.sendRest(transport, messages, held);
         if (!this.fileWanted) {
           this.log.info(
             { event: 'raft.snapshot_file_wanted', to: messages.filter(held).map((m) => m.to) },
@@ -893,12 +899,16 @@ export class RaftNode {
           );
         }
         this.fileWanted = true;
-        const rest = messages.filter((m) => !held(m));
-        if (rest.length > 0) transport.send(rest);
+        this.sendRest(transport, messages, held);
       },
       setPeer: (id, url) => transport.setPeer(id, url),
       removePeer: (id) => transport.removePeer(id),
     };
+  }
+
+  private sendRest(transport: RaftTransport, messages: Message[], held: (m: Message) => boolean): void {
+    const rest = messages.filter((m) => !held(m));
+    if (rest.length > 0) transport.send(rest);
   }
 
   /**
