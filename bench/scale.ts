@@ -12,9 +12,11 @@
  * a day; the records stay on workers in state up). Then it measures:
  *   - load: N records in requests of 1,000 (--in-flight of them at once), grouped into Raft entries
  *     by the batch proposer; records/s, manager CPU per 1,000 records (all, the leader's, each
- *     follower's), manager disk bytes per image, and the leader's RSS split into anonymous pages
- *     (JS heap with the in-memory Raft log, malloc) and file pages (LevelDB's mmap of its table
- *     files); --load-only stops there;
+ *     follower's), manager disk bytes per image, the leader's peak RSS (VmHWM) during the load
+ *     (its in-memory Raft log is bounded by the compaction every --snapshot-threshold entries or
+ *     64 MiB of entries, whichever comes first; compacting writes no snapshot file, one is built
+ *     only for the joining manager below) and its RSS after it split into anonymous pages (JS
+ *     heap, malloc) and file pages (LevelDB's mmap of its table files); --load-only stops there;
  *   - p50 / p99 of a page of 1,000 from GET /v1/images (random cursor, every page full) and of
  *     GET /v1/images/:id/meta (random id), after a warm-up: first as soon as the load is applied,
  *     then, the figures of record, once the managers are quiet (the load's snapshots and LevelDB
@@ -134,6 +136,7 @@ interface Row {
   leaderCpuMsPer1000: number;
   followerCpuMsPer1000: number[];
   diskBytesPerImage: number;
+  loadLeaderPeakMiB: number;
   listP50: number;
   listP99: number;
   listCpuMs: number;
@@ -501,6 +504,8 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     }
     const bench = new Bench(cluster, opts);
     const cpu = () => cluster.managers.map((m) => cpuSeconds(m.child?.pid));
+    const loadLeader = await cluster.leader();
+    await peakRssMiB(loadLeader.child?.pid, true);
     const cpu0 = cpu();
     const t0 = performance.now();
     await bench.load(n, blobs);
@@ -528,6 +533,7 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       leaderCpuMsPer1000: perManager[leaderAt] ?? 0,
       followerCpuMsPer1000: perManager.filter((_, i) => i !== leaderAt),
       diskBytesPerImage: disk / cluster.managers.length / n,
+      loadLeaderPeakMiB: await peakRssMiB(loadLeader.child?.pid),
       leaderAfterLoad: await rssSplit(leader.child?.pid),
     };
     if (opts.loadOnly) return { ...load, ...SKIPPED };
@@ -585,9 +591,10 @@ function printRows(rows: Row[], loadOnly: boolean): void {
     ['  leader', (r) => `${r.leaderCpuMsPer1000.toFixed(0)} ms`],
     ['  followers', (r) => `${r.followerCpuMsPer1000.map((v) => v.toFixed(0)).join(' / ')} ms`],
     ['manager disk bytes per image', (r) => r.diskBytesPerImage.toFixed(0)],
+    ['leader peak RSS during the load', (r) => `${r.loadLeaderPeakMiB.toFixed(0)} MiB`],
+    ['leader RSS after the load, anon / file', (r) => split(r.leaderAfterLoad)],
     ['list / meta p50 / p99 right after the load', (r) => r.early],
     ['managers quiet after the load', (r) => ms(r.settleMs)],
-    ['leader RSS after the load, anon / file', (r) => split(r.leaderAfterLoad)],
     ['GET /v1/images page of 1,000 p50', (r) => ms(r.listP50)],
     ['GET /v1/images page of 1,000 p99', (r) => ms(r.listP99)],
     ['  leader CPU per page', (r) => ms(r.listCpuMs)],
@@ -603,7 +610,7 @@ function printRows(rows: Row[], loadOnly: boolean): void {
     ['  receiver (new manager) peak RSS', (r) => `${r.receiverPeakMiB.toFixed(0)} MiB`],
     ['  sender RSS after it, anon / file', (r) => split(r.senderAfterJoin)],
   ];
-  const shown = loadOnly ? lines.slice(0, 7) : lines;
+  const shown = loadOnly ? lines.slice(0, 8) : lines;
   const width = Math.max(...shown.map(([label]) => label.length));
   for (const [label, cell] of shown) {
     console.log(`${label.padEnd(width)}  ${rows.map((r) => cell(r).padStart(16)).join('  ')}`);

@@ -47,7 +47,10 @@ export function registerManagerCommand(program: Command): void {
     .option('--heartbeat-tick <n>', help('ticks between heartbeats (default 1)', 'heartbeatTick'))
     .option(
       '--snapshot-threshold <n>',
-      help('snapshot and compact every n applied entries (default 10000)', 'snapshotThreshold'),
+      help(
+        'compact the Raft log every n applied entries, or at 64 MiB of entries (a snapshot file is written only for a follower that needs one; default 10000)',
+        'snapshotThreshold',
+      ),
     )
     .option(
       '--mode <mode>',

@@ -25,6 +25,8 @@ import { RefusalLog } from './node/refusalLog.ts';
 import { type SnapshotFileRef, type SnapshotFolder, snapshotFileName } from './snapshotFiles.ts';
 import {
   captureSnapshot,
+  describeTablesSnapshot,
+  isTablesSnapshot,
   missingSnapshotFile,
   restoreSnapshot,
   snapshotFileOf,
@@ -77,8 +79,25 @@ export interface RaftNodeOptions {
   tickMs?: number;
   electionTick?: number;
   heartbeatTick?: number;
-  /** Take a snapshot and compact the log every this many applied entries. */
+  /**
+   * Compact the log every this many applied entries. With a state machine that keeps its state
+   * durably (StateMachine.syncApplied) and a snapshot folder, compacting writes no file (a file is
+   * built only when a follower needs one: maybeSnapshot); else each compaction takes a snapshot.
+   */
   snapshotThreshold?: number;
+  /**
+   * Compact also once the applied entries in the log hold this many bytes of data (default
+   * 64 MiB), so the log's memory stays bounded whatever the entries' size. Only when compacting
+   * writes no file.
+   */
+  logBudgetBytes?: number;
+  /**
+   * Entries kept behind a compaction that writes no file, so a follower a little behind catches up
+   * from the log rather than a snapshot (etcd's SnapshotCatchUpEntries): at most this many
+   * (default 5,000) and this many bytes of data (default 16 MiB).
+   */
+  snapshotCatchUpEntries?: number;
+  snapshotCatchUpBytes?: number;
   /**
    * Where snapshots are written as files (snapshots.ts): the Raft log and MsgSnap then carry only
    * their descriptor. Without one, snapshots are inline strings (the simulator, small tests).
@@ -122,6 +141,9 @@ export class RaftNode {
       RaftNodeOptions,
       | 'tickMs'
       | 'snapshotThreshold'
+      | 'logBudgetBytes'
+      | 'snapshotCatchUpEntries'
+      | 'snapshotCatchUpBytes'
       | 'proposalTimeoutMs'
       | 'readTimeoutMs'
       | 'membershipTimeoutMs'
@@ -144,6 +166,15 @@ export class RaftNode {
   private snapshotStartedAt: Index = 0;
   /** The recorded snapshot's file is missing (see start): take one at the next applied entry. */
   private snapshotDue = false;
+  /** Compacting writes no file (see start and maybeSnapshot). */
+  private compactsWithoutFile = false;
+  /** A follower needs a snapshot and the recorded one names no file: build one (maybeSnapshot). */
+  private fileWanted = false;
+  /** The snapshot being built (snapshotTask) is a file a follower wanted: it will be sent. */
+  private buildingWantedFile = false;
+  /** Bytes of entry data in the log after the snapshot, counted up to `countedTo` (countLog). */
+  private logBytes = 0;
+  private countedTo: Index = 0;
   /** The hard state as last written to the store, and a newer one not yet written (commit only). */
   protected durableHardState: HardState;
   protected unsavedHardState: HardState | null = null;
@@ -182,11 +213,14 @@ export class RaftNode {
     this.storage = storage;
     this.store = opts.store;
     this.sm = opts.stateMachine;
-    this.transport = opts.transport;
+    this.transport = this.holdingTablesSnapshots(opts.transport);
     this.log = opts.logger ?? createLogger('raft', { nodeId: opts.id });
     this.opts = {
       tickMs: opts.tickMs ?? 50,
       snapshotThreshold: opts.snapshotThreshold ?? 10_000,
+      logBudgetBytes: opts.logBudgetBytes ?? 64 * 1024 * 1024,
+      snapshotCatchUpEntries: opts.snapshotCatchUpEntries ?? 5_000,
+      snapshotCatchUpBytes: opts.snapshotCatchUpBytes ?? 16 * 1024 * 1024,
       proposalTimeoutMs: opts.proposalTimeoutMs ?? 5_000,
       readTimeoutMs: opts.readTimeoutMs ?? 5_000,
       membershipTimeoutMs: opts.membershipTimeoutMs ?? 30_000,
@@ -210,6 +244,7 @@ export class RaftNode {
       this.opts.promoteGap,
     );
     this.snapshotIndex = snapshot.metadata.index;
+    this.countedTo = snapshot.metadata.index;
     this.snapshotFolder = opts.snapshotFolder ?? null;
     this.durableHardState = hardState;
     this.metrics = opts.metrics ? this.registerMetrics(opts.metrics) : null;
@@ -309,6 +344,10 @@ export class RaftNode {
     });
     const node = new this(opts, core, storage, members, effectiveSnapshot, hardState);
     node.term = hardState.term;
+    // A state machine that answers syncApplied keeps its state durably: the log is compacted
+    // without a file, and a file is built only for a follower that needs one.
+    node.compactsWithoutFile =
+      node.snapshotFolder !== null && ((await opts.stateMachine.syncApplied?.()) ?? null) !== null;
     const recordedFile = snapshotFileOf(effectiveSnapshot.data);
     if (recordedFile !== null && !node.snapshotFolder?.holds(recordedFile)) {
       // As leader this node could send no follower a snapshot until the next one is taken.
@@ -636,6 +675,7 @@ export class RaftNode {
     // persist() recorded this snapshot before it was installed: older files are no longer needed.
     if (file !== null) await folder?.removeOlderThan(file);
     this.snapshotIndex = snap.metadata.index;
+    this.logCompacted();
     this.confState = snap.metadata.confState;
     for (const id of this.members.keys())
       if (!(id in members) && id !== this.id) this.transport.removePeer(id);
@@ -682,17 +722,34 @@ export class RaftNode {
     this.reads.release(this.sm.appliedIndex());
   }
 
+  /**
+   * Compacts the log when it is due (every snapshotThreshold applied entries, or past the byte
+   * budget when compacting writes no file), and builds a snapshot file when one is missing or a
+   * follower needs one (etcd v3: the state is the backend, a file is made only to send it).
+   */
   private async maybeSnapshot(): Promise<void> {
     if (this.snapshotTask !== null) return;
     const applied = this.sm.appliedIndex();
+    if (this.compactsWithoutFile) this.countLog(applied);
+    const wantsFile = this.snapshotDue || this.fileWanted;
     const since = applied - Math.max(this.snapshotIndex, this.snapshotStartedAt);
-    if (since < (this.snapshotDue ? 1 : this.opts.snapshotThreshold)) return;
+    const due = wantsFile
+      ? applied > this.snapshotIndex
+      : since >= this.opts.snapshotThreshold ||
+        (this.compactsWithoutFile && since > 0 && this.logBytes >= this.opts.logBudgetBytes);
+    if (!due) return;
     if (applied > this.storage.lastIndex()) return;
     // After a restart the state machine may be ahead of the commit index on disk (see persist);
     // a snapshot must not claim more than the core knows committed.
     if (applied > (this.unsavedHardState ?? this.durableHardState).commit) return;
     // The store refuses to compact past the commit index it holds: write the deferred one first.
     if (this.unsavedHardState !== null && this.durableHardState.commit < applied) await this.persist([]);
+    if (this.compactsWithoutFile && !wantsFile) {
+      this.compactWithoutFile(applied);
+      return;
+    }
+    this.buildingWantedFile = this.fileWanted;
+    this.fileWanted = false;
     // The state is captured now, between two applies (StateMachine.snapshot), and serialised while
     // the loop goes on: built inside the loop, a large table stopped ticks, heartbeats and votes for
     // seconds (3.9 s at 200,000 images), long enough for the followers to elect a new leader.
@@ -717,6 +774,7 @@ export class RaftNode {
       )
       .finally(() => {
         this.snapshotTask = null;
+        this.buildingWantedFile = false;
       });
   }
 
@@ -740,11 +798,134 @@ export class RaftNode {
     await this.store.compact(snap);
     this.storage.compact(index);
     this.snapshotIndex = Math.max(this.snapshotIndex, index);
+    this.logCompacted();
     if (file !== null) await this.snapshotFolder?.removeOlderThan(file);
     this.log.info(
       { event: 'raft.snapshot_taken', index, bytes: file?.size ?? data.length },
       'snapshot taken, log compacted',
     );
+  }
+
+  /**
+   * Compacts the log some entries behind `applied` (compactionPoint) without writing the state
+   * anywhere: once the state machine has made everything applied durable (syncApplied), the
+   * snapshot's metadata (the tables form) and the truncation are one synced write of the store.
+   * A crash before it leaves the whole log; after it, the tables hold the compacted entries.
+   */
+  private compactWithoutFile(applied: Index): void {
+    const index = this.compactionPoint(applied);
+    if (index <= this.snapshotIndex) {
+      this.snapshotStartedAt = applied;
+      return;
+    }
+    // The core hears of the entries just applied at advance(): the next Ready compacts.
+    if (index > this.core.status().applied) return;
+    this.snapshotStartedAt = applied;
+    // Membership as of `applied`, which is that of `index`: no conf change lies between them.
+    const confState = { voters: [...this.confState.voters], learners: [...this.confState.learners] };
+    const data = describeTablesSnapshot(new Map(this.members));
+    this.snapshotTask = this.truncateTo(index, confState, data)
+      .catch((err: unknown) =>
+        this.log.error(
+          { event: 'raft.compaction_failed', index, err },
+          'log not compacted; the next compaction is tried after more entries',
+        ),
+      )
+      .finally(() => {
+        this.snapshotTask = null;
+      });
+  }
+
+  private async truncateTo(index: Index, confState: ConfState, data: string): Promise<void> {
+    const durable = await this.sm.syncApplied?.();
+    if (durable === undefined || durable === null || durable < index) {
+      throw new Error(`the state machine made only index ${durable} durable, not ${index}`);
+    }
+    if (this.stopped || index <= this.snapshotIndex) return;
+    const snap = this.storage.createSnapshot(index, confState, data);
+    await this.store.compact(snap);
+    this.storage.compact(index);
+    this.snapshotIndex = Math.max(this.snapshotIndex, index);
+    this.logCompacted();
+    // No file older than the compaction serves a follower: the entries after it are gone.
+    await this.snapshotFolder?.removeBefore(index);
+    this.log.info(
+      { event: 'raft.log_compacted', index, logBytes: this.logBytes },
+      'log compacted without a file',
+    );
+  }
+
+  /**
+   * The index to compact at: behind `applied` by at most snapshotCatchUpEntries entries and
+   * snapshotCatchUpBytes bytes, and by one entry at least (a follower needing a file then finds
+   * `applied` above the snapshot: see maybeSnapshot); with no conf change after it, so the current
+   * membership is that of the compaction point (once the core has seen it applied: after a
+   * restart the state machine is ahead of the conf changes replayed to the core, see start).
+   * 0 when there is none.
+   */
+  private compactionPoint(applied: Index): Index {
+    const keep = Math.max(1, this.opts.snapshotCatchUpEntries);
+    const lo = Math.max(this.storage.firstIndex(), applied - keep + 1);
+    if (lo > applied) return 0;
+    const entries = this.storage.entries(lo, applied + 1, Number.MAX_SAFE_INTEGER);
+    let bytes = 0;
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const e = entries[i]!;
+      if (e.type === 'confChange') return e.index < applied ? e.index : 0;
+      bytes += e.data.length;
+      if (bytes > this.opts.snapshotCatchUpBytes) return Math.min(e.index, applied - 1);
+    }
+    return lo - 1;
+  }
+
+  /** Counts the data of the entries applied since the last count (the byte budget's measure). */
+  private countLog(applied: Index): void {
+    const from = Math.max(this.countedTo, this.storage.firstIndex() - 1);
+    const to = Math.min(applied, this.storage.lastIndex());
+    if (to <= from) return;
+    for (const e of this.storage.entries(from + 1, to + 1, Number.MAX_SAFE_INTEGER))
+      this.logBytes += e.data.length;
+    this.countedTo = to;
+  }
+
+  /** After a compaction or an installed snapshot: counts what the log still holds. */
+  private logCompacted(): void {
+    this.logBytes = 0;
+    this.countedTo = this.storage.firstIndex() - 1;
+    if (this.compactsWithoutFile) this.countLog(this.sm.appliedIndex());
+  }
+
+  /**
+   * The transport, less the MsgSnaps whose snapshot is the tables form: such a snapshot holds no
+   * state to send. The core hears the snapshot failed (it probes the follower again later, as etcd's
+   * leader does on ErrSnapshotTemporarilyUnavailable) and maybeSnapshot builds a file meanwhile.
+   */
+  private holdingTablesSnapshots(transport: RaftTransport): RaftTransport {
+    const held = (m: Message): boolean =>
+      m.type === 'MsgSnap' && m.snapshot !== undefined && isTablesSnapshot(m.snapshot.data);
+    return {
+      send: (messages) => {
+        if (!messages.some(held)) return transport.send(messages);
+        for (const m of messages.filter(held)) this.reportSnapshot(m.to, false);
+        // The core probes again while the file is built: that file is the one it will send.
+        if (this.buildingWantedFile) return this.sendRest(transport, messages, held);
+        if (!this.fileWanted) {
+          this.log.info(
+            { event: 'raft.snapshot_file_wanted', to: messages.filter(held).map((m) => m.to) },
+            'a follower needs a snapshot: building a snapshot file',
+          );
+        }
+        this.fileWanted = true;
+        this.sendRest(transport, messages, held);
+      },
+      setPeer: (id, url) => transport.setPeer(id, url),
+      removePeer: (id) => transport.removePeer(id),
+    };
+  }
+
+  private sendRest(transport: RaftTransport, messages: Message[], held: (m: Message) => boolean): void {
+    const rest = messages.filter((m) => !held(m));
+    if (rest.length > 0) transport.send(rest);
   }
 
   /**

@@ -353,12 +353,19 @@ export class SnapshotFolder {
    * may be about to be recorded.
    */
   async removeOlderThan(kept: SnapshotFileRef): Promise<void> {
-    const keptName = snapshotFileName(kept);
+    await this.removeBefore(kept.index, snapshotFileName(kept));
+  }
+
+  /**
+   * Removes the complete files below `index` and the incoming ones not above it (except those being
+   * sent, and `keptName`): the log was compacted at `index`, and no file older serves a follower.
+   */
+  async removeBefore(index: Index, keptName: string | null = null): Promise<void> {
     for (const name of await readdir(this.dir)) {
       const m = NAME.exec(name);
       if (m === null || name === keptName || m[4] === 'tmp' || this.pinned.has(name)) continue;
-      const index = Number.parseInt(m[1]!, 16);
-      if (index < kept.index || (m[4] === 'part' && index <= kept.index)) {
+      const at = Number.parseInt(m[1]!, 16);
+      if (at < index || (m[4] === 'part' && at <= index)) {
         this.complete.delete(name);
         this.partHashes.delete(join(this.dir, name));
         await rm(join(this.dir, name), { force: true });

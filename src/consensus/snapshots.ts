@@ -8,6 +8,10 @@
 //   snapshot file (snapshotFiles.ts) by index, term, size and sha256. The core, the log store and
 //   MsgSnap then carry a few hundred bytes whatever the state's size; the bytes travel apart
 //   (transport/snapshotSender.ts) and are in the receiver's folder before its core sees the MsgSnap.
+// - tables: the line `imgvault.snapshot-tables/1`, then JSON of the member map. Written when the log
+//   is compacted without a file (maybeSnapshot in raftNode.ts): the state is this node's own state
+//   machine, durable at an applied index at or above the snapshot's (StateMachine.syncApplied). It
+//   restores nothing and is never sent: a leader that must send it builds a file first.
 // The URLs travel with the snapshot because the conf-change entries that carried them may be
 // compacted away; JSON.stringify never emits a raw newline, so the first one is the separator.
 
@@ -17,10 +21,13 @@ import type { StateMachine } from './stateMachine.ts';
 import type { Index, Message, NodeId, Term } from './types.ts';
 
 const FILE_FORM = 'imgvault.snapshot-file/1';
+const TABLES_FORM = 'imgvault.snapshot-tables/1';
 
 export type SnapshotContent =
   | { members: Record<NodeId, string>; state: string; file: null }
-  | { members: Record<NodeId, string>; state: null; file: SnapshotFileRef };
+  | { members: Record<NodeId, string>; state: null; file: SnapshotFileRef }
+  /** The tables form: the state machine itself holds the state. */
+  | { members: Record<NodeId, string>; state: null; file: null };
 
 const descriptorSchema = z.object({
   members: z.record(z.string(), z.string()),
@@ -40,10 +47,23 @@ export function describeSnapshot(members: Map<NodeId, string>, file: SnapshotFil
   return `${FILE_FORM}\n${JSON.stringify({ members: Object.fromEntries(members), file })}`;
 }
 
+/** The tables form: the data of a log compacted without a file. */
+export function describeTablesSnapshot(members: Map<NodeId, string>): string {
+  return `${TABLES_FORM}\n${JSON.stringify(Object.fromEntries(members))}`;
+}
+
+/** Whether `data` is the tables form (no state of its own: never sent, never restored). */
+export function isTablesSnapshot(data: string): boolean {
+  return data.startsWith(`${TABLES_FORM}\n`);
+}
+
 export function unwrapSnapshot(data: string): SnapshotContent {
   if (data === '') return { members: {}, state: '', file: null };
   const nl = data.indexOf('\n');
   if (nl < 0) throw new Error('raft snapshot data has no member map');
+  if (data.slice(0, nl) === TABLES_FORM) {
+    return { members: JSON.parse(data.slice(nl + 1)) as Record<NodeId, string>, state: null, file: null };
+  }
   if (data.slice(0, nl) === FILE_FORM) {
     const parsed = descriptorSchema.safeParse(JSON.parse(data.slice(nl + 1)));
     if (!parsed.success) throw new Error('raft snapshot descriptor is malformed');
@@ -73,6 +93,7 @@ export function snapshotFileOf(data: string): SnapshotFileRef | null {
  */
 export function missingSnapshotFile(msg: Message, folder: SnapshotFolder | null): string | null {
   if (msg.type !== 'MsgSnap' || msg.snapshot === undefined) return null;
+  if (isTablesSnapshot(msg.snapshot.data)) return 'snapshot names no file (the tables form)';
   const file = snapshotFileOf(msg.snapshot.data);
   if (file === null) {
     return msg.snapshot.data.startsWith(`${FILE_FORM}\n`) ? 'malformed snapshot descriptor' : null;
@@ -117,8 +138,15 @@ export async function restoreSnapshot(
   index: Index,
 ): Promise<SnapshotContent> {
   const content = unwrapSnapshot(data);
+  if (content.file === null && content.state === null) {
+    // Compacted only after syncApplied covered `index`: a state machine behind it lost writes.
+    if (sm.appliedIndex() >= index) return content;
+    throw new Error(
+      `the log was compacted at ${index} without a snapshot file, but the state machine holds only up to ${sm.appliedIndex()}`,
+    );
+  }
   if (content.file === null) {
-    await sm.restore(content.state, index);
+    await sm.restore(content.state ?? '', index);
     return content;
   }
   const { file } = content;

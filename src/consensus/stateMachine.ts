@@ -49,5 +49,13 @@ export interface StateMachine {
    * the driver checks at the end of the file, a read error), the old state stays as it was.
    */
   restoreChunks?(chunks: AsyncIterable<Uint8Array>, index: Index): Promise<void>;
+  /**
+   * Makes every change applied so far durable (a synced write) and returns the applied index that
+   * covers, or null when this state machine does not keep its state durably in order. When it does,
+   * the driver compacts its log without writing the state to a snapshot file (raftNode.ts,
+   * maybeSnapshot): the state machine is then the only copy of the compacted entries, so it must
+   * never lose or tear a write once this returned (and never after an unclean stop either).
+   */
+  syncApplied?(): Promise<Index | null>;
   close(): Promise<void>;
 }

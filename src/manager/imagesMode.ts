@@ -65,7 +65,10 @@ export async function openImagesMode(
   metrics: Registry,
 ): Promise<ImagesMode> {
   const uploadMetrics = new UploadMetrics(metrics);
-  const metadata = await MetadataStateMachine.open(join(config.dataDir, 'metadata'));
+  // Synced writes: the Raft log is compacted without writing the tables to a snapshot file.
+  const metadata = await MetadataStateMachine.open(join(config.dataDir, 'metadata'), undefined, {
+    syncedWrites: true,
+  });
   registerClusterMetrics(metrics, metadata);
   const staging = await StagingArea.open(join(config.dataDir, 'staging'));
   const spoolDir = join(config.dataDir, 'inventory-spool');

@@ -102,6 +102,15 @@ function clampLimit(limit: number | undefined, fallback: number, max: number): n
   return Math.min(max, Math.max(1, Math.floor(limit)));
 }
 
+export interface MetadataOpenOptions {
+  /**
+   * Fsync every table write, so the tables are never torn and the Raft driver may compact its log
+   * without writing them to a snapshot file (StateMachine.syncApplied). A manager with a snapshot
+   * folder opens its tables this way.
+   */
+  syncedWrites?: boolean;
+}
+
 export class MetadataStateMachine implements StateMachine {
   /**
    * The node table, read once and kept until an applied entry or a restore changes it. Every
@@ -111,6 +120,7 @@ export class MetadataStateMachine implements StateMachine {
   private nodesCache: Promise<NodeView[]> | null = null;
   /** Bumped by every change to the node table: a read that overlapped one is not cached. */
   private nodesVersion = 0;
+  private syncedWrites = false;
 
   private constructor(
     private readonly tables: MetadataTables,
@@ -119,28 +129,52 @@ export class MetadataStateMachine implements StateMachine {
   ) {}
 
   /**
-   * Opens (creating if needed) the tables in `dir`, a folder of the manager's data dir. After an unclean stop (a crash or a power cut: see cleanStop.ts)
-   * they may be torn, so they are emptied down to applied index 0: the Raft driver then restores
-   * them from its last snapshot and re-applies the committed log after it, and the manager never
-   * serves tables that differ from the committed log.
+   * Opens (creating if needed) the tables in `dir`, a folder of the manager's data dir. After an
+   * unclean stop (a crash or a power cut: see cleanStop.ts) tables written without synced writes
+   * may be torn, so they are emptied down to applied index 0: the Raft driver then restores them
+   * from its last snapshot and re-applies the committed log after it, and the manager never serves
+   * tables that differ from the committed log. Tables last written with synced writes are kept.
    */
-  static async open(dir: string, log: Logger = createLogger('metadata')): Promise<MetadataStateMachine> {
+  static async open(
+    dir: string,
+    log: Logger = createLogger('metadata'),
+    opts: MetadataOpenOptions = {},
+  ): Promise<MetadataStateMachine> {
     const tables = await MetadataTables.open(dir);
     const sm = new MetadataStateMachine(tables, log, dir);
     const clean = await takeCleanStopMarker(dir);
     const applied = tables.appliedIndex();
-    if (!clean && applied > 0) {
+    // Tables whose every batch was fsynced cannot be torn: they hold exactly what they claim.
+    const torn = !clean && applied > 0 && !(await tables.writesWereSynced());
+    if (!torn && !clean && applied > 0) {
+      log.info(
+        { event: 'metadata.kept_after_unclean_stop', applied },
+        'synced tables kept after an unclean stop',
+      );
+    }
+    if (torn) {
       log.warn(
         { event: 'metadata.rebuild_after_unclean_stop', applied },
         'tables were not closed cleanly and may be torn: rebuilding them from the Raft snapshot and log',
       );
       await tables.restore('', 0);
     }
+    // After the rebuild: a crash during it must find the marker still absent.
+    await tables.syncWrites(opts.syncedWrites === true);
+    sm.syncedWrites = opts.syncedWrites === true;
     return sm;
   }
 
   appliedIndex(): Index {
     return this.tables.appliedIndex();
+  }
+
+  /**
+   * StateMachine.syncApplied: only with synced writes (MetadataOpenOptions), else null and the
+   * driver keeps writing snapshot files.
+   */
+  async syncApplied(): Promise<Index | null> {
+    return this.syncedWrites ? this.tables.syncApplied() : null;
   }
 
   /**

@@ -61,6 +61,14 @@ const TABLE_TAG: Record<Table, string> = {
 
 const META_APPLIED = 'meta/applied';
 const META_GENERATION = 'meta/generation';
+/**
+ * Present while every table write is fsynced (`syncWrites`): the tables are then never torn (each
+ * batch is durable before the next is written, and LevelDB drops only a torn last record), so an
+ * unclean stop need not rebuild them (metadataStateMachine.ts).
+ */
+const META_SYNCED_WRITES = 'meta/synced-writes';
+/** Written by `syncApplied`: a synced write makes every earlier write durable. */
+const META_SYNCED = 'meta/synced';
 const DATA_ROOT = 'data/';
 const SNAPSHOT_FORMAT = 'imgvault.metadata/1';
 /** The streamed form (`snapshotChunks`): a header line, one line per row, a trailer line. */
@@ -422,6 +430,9 @@ async function* streamView(opened: Promise<TablesView>, chunkBytes: number): Asy
  * index, snapshots, restore and digest. It knows nothing of the commands.
  */
 export class MetadataTables {
+  /** Whether `write` fsyncs each batch (see META_SYNCED_WRITES). */
+  private synced = false;
+
   private constructor(
     private readonly db: Db,
     private generation: number,
@@ -443,6 +454,31 @@ export class MetadataTables {
 
   appliedIndex(): number {
     return this.applied;
+  }
+
+  /** Whether the tables were written with `syncWrites(true)` since that was last turned off. */
+  async writesWereSynced(): Promise<boolean> {
+    return (await this.db.get(META_SYNCED_WRITES)) !== undefined;
+  }
+
+  /**
+   * Turns fsyncing of every later `write` on or off, and records it durably: on, the marker is
+   * written only after a synced write made every earlier batch durable; off, it is removed first.
+   */
+  async syncWrites(on: boolean): Promise<void> {
+    if (on) await this.db.put(META_SYNCED_WRITES, '1', { sync: true });
+    else await this.db.del(META_SYNCED_WRITES, { sync: true });
+    this.synced = on;
+  }
+
+  /**
+   * Makes every write that completed before the call durable (one synced LevelDB write: its log is
+   * fsynced with all the records before it) and returns the applied index they cover.
+   */
+  async syncApplied(): Promise<number> {
+    const applied = this.applied;
+    await this.db.put(META_SYNCED, String(applied), { sync: true });
+    return applied;
   }
 
   /**
@@ -489,7 +525,9 @@ export class MetadataTables {
    * the recovered tables are exactly the state at the recovered applied index, and the driver
    * re-applies the rest from the log. Before the log is compacted past an index the driver keeps
    * the snapshot cut there and restores from it if this store is behind it (see
-   * src/consensus/stateMachine.ts). Syncing here would add an fsync per command for nothing.
+   * src/consensus/stateMachine.ts). A manager that compacts its log without writing a snapshot
+   * file (`syncWrites(true)`) fsyncs each batch instead: the tables are then its only copy of the
+   * compacted state, and must never be torn.
    */
   async write(ops: TableOp[], appliedIndex: number): Promise<void> {
     if (appliedIndex <= this.applied) {
@@ -502,7 +540,7 @@ export class MetadataTables {
       else batch.del(key);
     }
     batch.put(META_APPLIED, String(appliedIndex));
-    await batch.write();
+    await batch.write(this.synced ? { sync: true } : {});
     this.applied = appliedIndex;
   }
 
