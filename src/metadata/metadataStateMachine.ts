@@ -144,7 +144,7 @@ export class MetadataStateMachine implements StateMachine {
     const sm = new MetadataStateMachine(tables, log, dir);
     const clean = await takeCleanStopMarker(dir);
     const applied = tables.appliedIndex();
-    // Tables whose every batch was fsynced cannot be torn: they hold exactly what they claim.
+    // Tables whose every batch was fsynced (tables.ts, META_SYNCED_WRITES) cannot be torn.
     const torn = !clean && applied > 0 && !(await tables.writesWereSynced());
     if (!torn && !clean && applied > 0) {
       log.info(

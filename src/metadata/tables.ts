@@ -62,12 +62,18 @@ const TABLE_TAG: Record<Table, string> = {
 const META_APPLIED = 'meta/applied';
 const META_GENERATION = 'meta/generation';
 /**
- * Present while every table write is fsynced (`syncWrites`): the tables are then never torn (each
- * batch is durable before the next is written, and LevelDB drops only a torn last record), so an
- * unclean stop need not rebuild them (metadataStateMachine.ts).
+ * Present while every table write is fsynced (`syncWrites`): the batches of `write`, of a
+ * restore's new generation and the deletes clearing a generation that is not live. The tables are
+ * then never torn (each batch is durable before the next is written, and LevelDB drops only a
+ * torn last record), so an unclean stop need not rebuild them (metadataStateMachine.ts).
+ *
+ * Every batch must be synced itself: a synced write fsyncs only LevelDB's current log file.
+ * LevelDB closes the previous log at a memtable switch without an fsync, so an unsynced batch
+ * written before the switch may be lost in a power cut while a synced one written after it is
+ * kept (it is durable only once that memtable reached a table file, which nothing waits for).
  */
 const META_SYNCED_WRITES = 'meta/synced-writes';
-/** Written by `syncApplied`: a synced write makes every earlier write durable. */
+/** Written by `syncApplied`, synced: it orders that call after every write completed before it. */
 const META_SYNCED = 'meta/synced';
 const DATA_ROOT = 'data/';
 const SNAPSHOT_FORMAT = 'imgvault.metadata/1';
@@ -354,6 +360,8 @@ class GenerationWriter {
   constructor(
     private readonly db: Db,
     readonly generation: number,
+    /** Fsync each batch (META_SYNCED_WRITES): the generation may become live without a rebuild. */
+    private readonly sync: boolean,
   ) {
     this.batch = db.batch();
   }
@@ -377,13 +385,13 @@ class GenerationWriter {
     this.rows += 1;
     this.batch.put(tablePrefix(this.generation, table as Table) + key, value);
     if (this.batch.length >= RESTORE_BATCH_OPS) {
-      await this.batch.write();
+      await this.batch.write({ sync: this.sync });
       this.batch = this.db.batch();
     }
   }
 
   async finish(sha256: string): Promise<void> {
-    await this.batch.write();
+    await this.batch.write({ sync: this.sync });
     if (this.hash.digest('hex') !== sha256)
       throw new Error('metadata snapshot: rows do not match the snapshot digest');
   }
@@ -392,7 +400,24 @@ class GenerationWriter {
   async abandon(): Promise<void> {
     await this.batch.close().catch(() => {});
     const prefix = generationPrefix(this.generation);
-    await this.db.clear({ gte: prefix, lt: prefixEnd(prefix) });
+    await clearDurably(this.db, prefix, prefixEnd(prefix));
+  }
+}
+
+/**
+ * Deletes the rows in [gte, lt) in synced batches. LevelDB's own clear never syncs, and its
+ * deletes could come undone in a power cut even after later synced writes (META_SYNCED_WRITES):
+ * rows of a generation that is not live must be gone for good before a restore writes that
+ * generation again, or they would come back inside it once it is live. Free when there are none.
+ */
+async function clearDurably(db: Db, gte: string, lt: string): Promise<void> {
+  for (;;) {
+    const keys = await db.keys({ gte, lt, limit: RESTORE_BATCH_OPS }).all();
+    if (keys.length === 0) return;
+    await db.batch(
+      keys.map((key) => ({ type: 'del' as const, key })),
+      { sync: true },
+    );
   }
 }
 
@@ -447,8 +472,9 @@ export class MetadataTables {
     const applied = Number((await db.get(META_APPLIED)) ?? '0');
     // Leftovers of an interrupted restore (a newer generation) or of its cleanup (an older one).
     const live = generationPrefix(generation);
+    // Older ones can never be written again; newer ones will be, so their rows go durably.
     await db.clear({ gte: DATA_ROOT, lt: live });
-    await db.clear({ gte: prefixEnd(live), lt: prefixEnd(DATA_ROOT) });
+    await clearDurably(db, prefixEnd(live), prefixEnd(DATA_ROOT));
     return new MetadataTables(db, generation, applied);
   }
 
@@ -462,8 +488,9 @@ export class MetadataTables {
   }
 
   /**
-   * Turns fsyncing of every later `write` on or off, and records it durably: on, the marker is
-   * written only after a synced write made every earlier batch durable; off, it is removed first.
+   * Turns fsyncing of every later write on or off, and records it durably: off, the marker is
+   * removed first. On is set at open (metadataStateMachine.ts), when every earlier batch is
+   * durable: LevelDB's open writes what it recovered from its logs to a synced table file.
    */
   async syncWrites(on: boolean): Promise<void> {
     if (on) await this.db.put(META_SYNCED_WRITES, '1', { sync: true });
@@ -472,8 +499,9 @@ export class MetadataTables {
   }
 
   /**
-   * Makes every write that completed before the call durable (one synced LevelDB write: its log is
-   * fsynced with all the records before it) and returns the applied index they cover.
+   * The applied index, once every write that completed before the call is durable. Only with
+   * synced writes on (`syncWrites`), where each batch was fsynced on its own: one synced write
+   * here would not make earlier unsynced batches durable (see META_SYNCED_WRITES).
    */
   async syncApplied(): Promise<number> {
     const applied = this.applied;
@@ -668,8 +696,8 @@ export class MetadataTables {
   private async beginGeneration(): Promise<GenerationWriter> {
     const next = this.generation + 1;
     const prefix = generationPrefix(next);
-    await this.db.clear({ gte: prefix, lt: prefixEnd(prefix) });
-    return new GenerationWriter(this.db, next);
+    await clearDurably(this.db, prefix, prefixEnd(prefix));
+    return new GenerationWriter(this.db, next, this.synced);
   }
 
   /** From here on the new generation is the state, even across a power loss; then the old one goes. */
