@@ -421,6 +421,56 @@ async function clearDurably(db: Db, gte: string, lt: string): Promise<void> {
   }
 }
 
+const rowId = (table: Table, key: string): string => `${table}\0${key}`;
+
+/**
+ * The rows of several commands gathered for one `MetadataTables.write`, and a reader of the tables
+ * as they will be once it is written: a command planned against it reads what it would have read
+ * had each command before it been written in a batch of its own (applyCommand.ts, TableReader).
+ */
+export class PendingWrites {
+  readonly ops: TableOp[] = [];
+  /** The last value planned for each row, null for a delete. */
+  private readonly rows = new Map<string, string | null>();
+
+  constructor(private readonly tables: MetadataTables) {}
+
+  /** LevelDB applies a batch in order, so a row planned twice ends at its last value, as here. */
+  add(ops: readonly TableOp[]): void {
+    for (const op of ops) {
+      this.ops.push(op);
+      this.rows.set(rowId(op.table, op.key), op.type === 'put' ? op.value : null);
+    }
+  }
+
+  async get(table: Table, key: string): Promise<string | undefined> {
+    const planned = this.rows.get(rowId(table, key));
+    return planned === undefined ? this.tables.get(table, key) : (planned ?? undefined);
+  }
+
+  async getMany(table: Table, keys: string[]): Promise<(string | undefined)[]> {
+    const live = await this.tables.getMany(table, keys);
+    return keys.map((key, i) => {
+      const planned = this.rows.get(rowId(table, key));
+      return planned === undefined ? live[i] : (planned ?? undefined);
+    });
+  }
+
+  /** A planned put under the prefix, or a live row under it that no planned delete removes. */
+  async hasKeyWithPrefix(table: Table, prefix: string): Promise<boolean> {
+    const start = rowId(table, prefix);
+    let deletes = 0;
+    for (const [id, value] of this.rows) {
+      if (!id.startsWith(start)) continue;
+      if (value !== null) return true;
+      deletes += 1;
+    }
+    // Among the first deletes + 1 live rows, at least one survives unless all were deleted.
+    const live = await this.tables.keysWithPrefix(table, prefix, deletes + 1);
+    return live.some((key) => this.rows.get(rowId(table, key)) !== null);
+  }
+}
+
 /** The chunks of a streamed snapshot of `opened` (closed when the stream ends or is dropped). */
 async function* streamView(opened: Promise<TablesView>, chunkBytes: number): AsyncGenerator<Buffer> {
   const view = await opened;
@@ -538,14 +588,21 @@ export class MetadataTables {
 
   /** Whether any live row of `table` has a key starting with `prefix` (ASCII-ended): one seek. */
   async hasKeyWithPrefix(table: Table, prefix: string): Promise<boolean> {
-    const from = tablePrefix(this.generation, table) + prefix;
-    const keys = await this.db.keys({ gte: from, lt: prefixEnd(from), limit: 1 }).all();
-    return keys.length > 0;
+    return (await this.keysWithPrefix(table, prefix, 1)).length > 0;
+  }
+
+  /** The first `limit` keys (relative to the table) of live rows starting with `prefix` (ASCII-ended). */
+  async keysWithPrefix(table: Table, prefix: string, limit: number): Promise<string[]> {
+    const base = tablePrefix(this.generation, table);
+    const from = base + prefix;
+    const keys = await this.db.keys({ gte: from, lt: prefixEnd(from), limit }).all();
+    return keys.map((key) => key.slice(base.length));
   }
 
   /**
    * Records `ops` and the new applied index in ONE LevelDB batch, so the tables and the index that
-   * says what they contain can never disagree after a crash.
+   * says what they contain can never disagree after a crash. The state machine writes all the
+   * entries of one apply call in one such batch (PendingWrites).
    *
    * Not fsynced, on purpose: the Raft log is the durable truth and is synced before any entry is
    * applied. A process crash loses nothing (the batch is in the OS's page cache); a machine crash
@@ -554,8 +611,8 @@ export class MetadataTables {
    * re-applies the rest from the log. Before the log is compacted past an index the driver keeps
    * the snapshot cut there and restores from it if this store is behind it (see
    * src/consensus/stateMachine.ts). A manager that compacts its log without writing a snapshot
-   * file (`syncWrites(true)`) fsyncs each batch instead: the tables are then its only copy of the
-   * compacted state, and must never be torn.
+   * file (`syncWrites(true)`) fsyncs each batch instead, one per apply call: the tables are then
+   * its only copy of the compacted state, and must never be torn.
    */
   async write(ops: TableOp[], appliedIndex: number): Promise<void> {
     if (appliedIndex <= this.applied) {

@@ -9,16 +9,27 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { Command } from '../../src/metadata/commands.ts';
+import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { MetadataTables, type TableOp } from '../../src/metadata/tables.ts';
+import { EntryLog, recordCmd, registerCmd, SHA_A, SHA_B } from './metadataFixture.ts';
 
 const folders: string[] = [];
-const opened: MetadataTables[] = [];
+const opened: (MetadataTables | MetadataStateMachine)[] = [];
 
 afterEach(async () => {
   vi.restoreAllMocks();
   for (const t of opened.splice(0)) await t.close();
   for (const dir of folders.splice(0)) await rm(dir, { recursive: true, force: true });
 });
+
+async function openMachine(): Promise<MetadataStateMachine> {
+  const dir = await mkdtemp(join(tmpdir(), 'imgvault-synced-'));
+  folders.push(dir);
+  const sm = await MetadataStateMachine.open(dir, undefined, { syncedWrites: true });
+  opened.push(sm);
+  return sm;
+}
 
 async function openTables(synced: boolean): Promise<MetadataTables> {
   const dir = await mkdtemp(join(tmpdir(), 'imgvault-synced-'));
@@ -125,5 +136,80 @@ describe('tables with synced writes', () => {
     // The row batches are not synced; the flip is.
     expect(seen.filter((b) => !b.sync).length).toBeGreaterThanOrEqual(2);
     expect(seen.filter((b) => b.sync).length).toBe(1);
+  });
+});
+
+const putName = (bucket: string, key: string, sha256: string, objectId?: string): Command => ({
+  type: 'putName',
+  bucket,
+  key,
+  sha256,
+  ...(objectId ? { objectId } : {}),
+  mtime: 5000,
+  at: 6000,
+});
+
+/**
+ * Commands that read what the ones before them in the same call wrote: a bucket emptied and
+ * deleted, one refused while a name is still in it, content named then released, a node registered
+ * and then holding an object, an undecodable entry and entries without a command among them.
+ */
+function readsItsOwnWrites(log: EntryLog) {
+  const bucket = (type: 'createBucket' | 'deleteBucket', name: string): Command =>
+    type === 'createBucket' ? { type, bucket: name, at: 7000 } : { type, bucket: name };
+  return [
+    log.command(registerCmd('w1')),
+    log.command(registerCmd('w2')),
+    log.command(recordCmd(`c${SHA_A}`, ['w1', 'w2'], 100, SHA_A)),
+    log.command(recordCmd(`c${SHA_B}`, ['w1', 'w2'], 200, SHA_B)),
+    log.command(bucket('createBucket', 'photos')),
+    log.command(putName('photos', 'a.png', SHA_A, `c${SHA_A}`)),
+    log.command(putName('photos', 'b.png', SHA_B, `c${SHA_B}`)),
+    log.empty(),
+    log.command(bucket('deleteBucket', 'photos')),
+    log.command({ type: 'deleteName', bucket: 'photos', key: 'a.png' }),
+    log.raw('{"type":"noSuchCommand"}'),
+    log.command({ type: 'deleteName', bucket: 'photos', key: 'b.png' }),
+    log.command({ type: 'deleteObject', id: `c${SHA_B}` }),
+    log.command(bucket('deleteBucket', 'photos')),
+    log.confChange(),
+    log.command(bucket('deleteBucket', 'photos')),
+    log.command(putName('raw', 'x', SHA_A)),
+    log.command(bucket('createBucket', 'raw')),
+  ];
+}
+
+describe('an apply call with synced writes', () => {
+  it('writes all its entries in one synced batch, with the tables and results of one at a time', async () => {
+    const log = new EntryLog();
+    const entries = readsItsOwnWrites(log);
+    const oneByOne = await openMachine();
+    const expected = [];
+    for (const entry of entries) expected.push(...(await oneByOne.apply([entry])));
+
+    let results: typeof expected = [];
+    // Whole, and split where the second call deletes names and a bucket the first one wrote.
+    for (const calls of [[entries], [entries.slice(0, 8), entries.slice(8)]]) {
+      const together = await openMachine();
+      const seen = await watchBatches();
+      results = [];
+      for (const call of calls) results.push(...(await together.apply(call)));
+      vi.restoreAllMocks();
+      expect(seen.filter((b) => b.ops > 0)).toEqual(
+        calls.map(() => ({ sync: true, ops: expect.any(Number) })),
+      );
+      expect(results).toEqual(expected);
+      expect(together.appliedIndex()).toBe(entries.length);
+      expect(await together.tableDigest()).toEqual(await oneByOne.tableDigest());
+      expect((await together.listNodes()).map((n) => n.nodeId)).toEqual(['w1', 'w2']);
+    }
+    // The sequence met both outcomes of the checks that read earlier writes, or it tested little.
+    const codes = results.map(({ result }) => {
+      const r = result as { ok: boolean; code?: string };
+      return r.ok ? 'ok' : r.code;
+    });
+    expect(codes).toContain('BucketNotEmpty');
+    expect(codes).toContain('BucketNotFound');
+    expect(codes).toContain('InvalidCommand');
   });
 });
