@@ -90,6 +90,34 @@ describe('a manager that compacts its log without a snapshot file', () => {
   });
 });
 
+describe('compaction under bursts', () => {
+  it('goes on when every Ready holds more entries than the catch-up window', async () => {
+    root = await mkdtemp(join(tmpdir(), 'imgvault-lazy-burst-'));
+    // A sole manager's only Readies are the bursts' (ticks send nothing): tens of entries each,
+    // against a window of 2.
+    const m = await startSoleManager(root, {
+      openStateMachine: openSynced,
+      snapshotFiles: true,
+      node: { snapshotThreshold: 20, snapshotCatchUpEntries: 2 },
+    });
+    sole = m;
+    await until('leadership', () => m.node.isLeader());
+    await proposeCommand(m.node, registerCmd('w1', 1000, 'zA'));
+    await proposeCommand(m.node, registerCmd('w2', 1000, 'zB'));
+    // Proposals keep coming without waiting for results, so each Ready commits the previous
+    // one's tens of entries: there is never a Ready with at most 2 committed entries.
+    const pending: Promise<unknown>[] = [];
+    for (let burst = 0; burst < 15; burst++) {
+      for (let i = 0; i < 40; i++)
+        pending.push(proposeCommand(m.node, recordCmd(`img-${burst}-${i}`, ['w1', 'w2'], i)));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await Promise.all(pending);
+    await until('the log compacted', () => m.node.status().snapshotIndex > 100, 30_000);
+    expect(isTablesSnapshot((await m.store.load()).snapshot!.data)).toBe(true);
+  });
+});
+
 describe('the log store and the tables around a compaction', () => {
   it('lose nothing when a crash comes between the synced applied index and the truncation', async () => {
     root = await mkdtemp(join(tmpdir(), 'imgvault-lazy-store-'));
