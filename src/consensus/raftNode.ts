@@ -53,6 +53,10 @@ export { type RaftClock, systemClock, type TimerHandle } from './node/clock.ts';
 export type { RaftNodeStatus } from './node/nodeStatus.ts';
 export { RaftError, type RaftErrorCode } from './node/raftError.ts';
 
+/** The first wait after a failed build of a snapshot file a follower wants, and the longest. */
+const FILE_RETRY_MIN_MS = 1_000;
+const FILE_RETRY_MAX_MS = 60_000;
+
 /** What the driver needs from a transport; `HttpTransport` provides it. */
 export interface RaftTransport {
   /** Queue messages for delivery; never blocks, never throws on an unreachable peer. */
@@ -172,6 +176,13 @@ export class RaftNode {
   private fileWanted = false;
   /** The snapshot being built (snapshotTask) is a file a follower wanted: it will be sent. */
   private buildingWantedFile = false;
+  /**
+   * After a failed build of a wanted file, none is tried before this time (clock ms): the core
+   * probes the follower about every heartbeat, and each probe would start another build.
+   */
+  private fileRetryAt = 0;
+  /** The wait after the next failed build: doubles from FILE_RETRY_MIN_MS to FILE_RETRY_MAX_MS. */
+  private fileRetryMs = FILE_RETRY_MIN_MS;
   /** Bytes of entry data in the log after the snapshot, counted up to `countedTo` (countLog). */
   private logBytes = 0;
   private countedTo: Index = 0;
@@ -731,7 +742,8 @@ export class RaftNode {
     if (this.snapshotTask !== null) return;
     const applied = this.sm.appliedIndex();
     if (this.compactsWithoutFile) this.countLog(applied);
-    const wantsFile = this.snapshotDue || this.fileWanted;
+    const onDemand = this.fileWanted && this.clock.now() >= this.fileRetryAt;
+    const wantsFile = this.snapshotDue || onDemand;
     const since = applied - Math.max(this.snapshotIndex, this.snapshotStartedAt);
     const due = wantsFile
       ? applied > this.snapshotIndex
@@ -766,16 +778,30 @@ export class RaftNode {
       { voters: [...this.confState.voters], learners: [...this.confState.learners] },
       finish,
     )
-      .catch((err: unknown) =>
+      .then(() => {
+        this.fileRetryMs = FILE_RETRY_MIN_MS;
+      })
+      .catch((err: unknown) => {
+        if (onDemand) this.backOffFileBuild();
         this.log.error(
-          { event: 'raft.snapshot_failed', index: applied, err },
-          'snapshot not taken; the next one is tried after more entries',
-        ),
-      )
+          {
+            event: 'raft.snapshot_failed',
+            index: applied,
+            err,
+            retryMs: onDemand ? this.fileRetryMs : undefined,
+          },
+          'snapshot not taken; the next one is tried after more entries, or a wait if a follower wants it',
+        );
+      })
       .finally(() => {
         this.snapshotTask = null;
         this.buildingWantedFile = false;
       });
+  }
+
+  private backOffFileBuild(): void {
+    this.fileRetryAt = this.clock.now() + this.fileRetryMs;
+    this.fileRetryMs = Math.min(2 * this.fileRetryMs, FILE_RETRY_MAX_MS);
   }
 
   /** Finishes a snapshot `maybeSnapshot` captured at `index`, unless a newer one came meanwhile. */
@@ -796,7 +822,8 @@ export class RaftNode {
     const snap = this.storage.createSnapshot(index, confState, data);
     // The store serialises this with the loop's writes, and refuses it if a newer snapshot landed.
     await this.store.compact(snap);
-    this.storage.compact(index);
+    // A file built on demand keeps the catch-up window in memory for followers a little behind.
+    this.storage.compact(this.compactsWithoutFile ? this.compactionPoint(index) : index);
     this.snapshotIndex = Math.max(this.snapshotIndex, index);
     this.logCompacted();
     if (file !== null) await this.snapshotFolder?.removeOlderThan(file);
@@ -813,13 +840,18 @@ export class RaftNode {
    * A crash before it leaves the whole log; after it, the tables hold the compacted entries.
    */
   private compactWithoutFile(applied: Index): void {
-    const index = this.compactionPoint(applied);
+    const coreApplied = this.core.status().applied;
+    let index = this.compactionPoint(applied);
+    // The core hears of the entries just applied at advance(). A point past what it has seen (one
+    // Ready larger than the catch-up window) moves back to it, unless a conf change lies between:
+    // waiting for a Ready small enough could wait for good.
+    if (index > coreApplied && !this.confChangeIn(coreApplied, index)) index = coreApplied;
     if (index <= this.snapshotIndex) {
       this.snapshotStartedAt = applied;
       return;
     }
-    // The core hears of the entries just applied at advance(): the next Ready compacts.
-    if (index > this.core.status().applied) return;
+    // A conf change the core has not applied yet: the next Ready compacts.
+    if (index > coreApplied) return;
     this.snapshotStartedAt = applied;
     // Membership as of `applied`, which is that of `index`: no conf change lies between them.
     const confState = { voters: [...this.confState.voters], learners: [...this.confState.learners] };
@@ -876,6 +908,13 @@ export class RaftNode {
       if (bytes > this.opts.snapshotCatchUpBytes) return Math.min(e.index, applied - 1);
     }
     return lo - 1;
+  }
+
+  /** Whether an entry in (from, to] of the log in memory is a conf change. */
+  private confChangeIn(from: Index, to: Index): boolean {
+    const lo = Math.max(from + 1, this.storage.firstIndex());
+    if (lo > to) return false;
+    return this.storage.entries(lo, to + 1, Number.MAX_SAFE_INTEGER).some((e) => e.type === 'confChange');
   }
 
   /** Counts the data of the entries applied since the last count (the byte budget's measure). */

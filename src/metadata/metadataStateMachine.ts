@@ -43,6 +43,7 @@ import {
   NODE_COUNTER_PREFIX,
   nameKey,
   nodeIndexPrefix,
+  PendingWrites,
   prefixEnd,
   type TableDigest,
   TOTAL_COUNTER,
@@ -56,6 +57,8 @@ export const MAX_SCAN = 10_000;
 export const MAX_BUCKETS = 1000;
 /** The id of named content (nameService.ts): `c` and its sha256. */
 const CONTENT_ID = /^c[0-9a-f]{64}$/;
+/** Rows one apply batch gathers before it is written (a Ready of many large entries). */
+const MAX_PENDING_OPS = 10_000;
 /** The design keeps every object on two live workers. */
 export const REPLICATION_FACTOR = 2;
 
@@ -144,7 +147,7 @@ export class MetadataStateMachine implements StateMachine {
     const sm = new MetadataStateMachine(tables, log, dir);
     const clean = await takeCleanStopMarker(dir);
     const applied = tables.appliedIndex();
-    // Tables whose every batch was fsynced cannot be torn: they hold exactly what they claim.
+    // Tables whose every batch was fsynced (tables.ts, META_SYNCED_WRITES) cannot be torn.
     const torn = !clean && applied > 0 && !(await tables.writesWereSynced());
     if (!torn && !clean && applied > 0) {
       log.info(
@@ -178,15 +181,18 @@ export class MetadataStateMachine implements StateMachine {
   }
 
   /**
-   * Applies each command entry in its own batch, together with its index (see
-   * MetadataTables.write for why that batch is not fsynced). Entries without a command (the
-   * leader's empty entry, conf changes) change no table: their index is recorded with the next
-   * command's batch, or in one batch at the end.
+   * Applies the entries (one Ready's committed entries) in ONE batch with the last one's index,
+   * each command planned against the rows of those before it (PendingWrites), so the tables and
+   * results are those of applying them one by one, for one fsync with synced writes where a batch
+   * per entry cost one each (see MetadataTables.write for why the batch is otherwise not fsynced).
+   * Past MAX_PENDING_OPS rows a batch is written early, bounding its memory. Entries without a
+   * command (the leader's empty entry, conf changes) change no table, but their index is recorded.
    */
   async apply(entries: Entry[]): Promise<AppliedResult[]> {
     const results: AppliedResult[] = [];
     let applied = this.tables.appliedIndex();
-    let recorded = applied;
+    let pending = new PendingWrites(this.tables);
+    let nodesChanged = false;
     for (const entry of entries) {
       if (entry.index !== applied + 1) {
         throw new Error(`metadata: entry ${entry.index} applied out of order (expected ${applied + 1})`);
@@ -197,17 +203,19 @@ export class MetadataStateMachine implements StateMachine {
       let result: ApplyResult;
       let requestId: string | null;
       if (decoded.ok) {
-        const plan = await planCommand(this.tables, decoded.command);
-        await this.tables.write(plan.ops, entry.index);
-        if (plan.ops.some((op) => op.table === 'nodes')) this.forgetNodes();
+        const plan = await planCommand(pending, decoded.command);
+        pending.add(plan.ops);
+        nodesChanged ||= plan.ops.some((op) => op.table === 'nodes');
         result = plan.result;
         requestId = decoded.command.requestId ?? null;
       } else {
-        await this.tables.write([], entry.index);
         result = reject('InvalidCommand', decoded.message);
         requestId = decoded.requestId;
       }
-      recorded = entry.index;
+      if (pending.ops.length >= MAX_PENDING_OPS) {
+        await this.tables.write(pending.ops, applied);
+        pending = new PendingWrites(this.tables);
+      }
       if (!result.ok) {
         this.log.debug(
           { event: 'metadata.command_rejected', index: entry.index, code: result.code, requestId },
@@ -216,7 +224,9 @@ export class MetadataStateMachine implements StateMachine {
       }
       results.push({ index: entry.index, requestId, result });
     }
-    if (applied > recorded) await this.tables.write([], applied);
+    if (applied > this.tables.appliedIndex()) await this.tables.write(pending.ops, applied);
+    // After the write: a node table read that overlapped it is not cached (listNodes).
+    if (nodesChanged) this.forgetNodes();
     return results;
   }
 

@@ -62,12 +62,18 @@ const TABLE_TAG: Record<Table, string> = {
 const META_APPLIED = 'meta/applied';
 const META_GENERATION = 'meta/generation';
 /**
- * Present while every table write is fsynced (`syncWrites`): the tables are then never torn (each
- * batch is durable before the next is written, and LevelDB drops only a torn last record), so an
- * unclean stop need not rebuild them (metadataStateMachine.ts).
+ * Present while every table write is fsynced (`syncWrites`): the batches of `write`, of a
+ * restore's new generation and the deletes clearing a generation that is not live. The tables are
+ * then never torn (each batch is durable before the next is written, and LevelDB drops only a
+ * torn last record), so an unclean stop need not rebuild them (metadataStateMachine.ts).
+ *
+ * Every batch must be synced itself: a synced write fsyncs only LevelDB's current log file.
+ * LevelDB closes the previous log at a memtable switch without an fsync, so an unsynced batch
+ * written before the switch may be lost in a power cut while a synced one written after it is
+ * kept (it is durable only once that memtable reached a table file, which nothing waits for).
  */
 const META_SYNCED_WRITES = 'meta/synced-writes';
-/** Written by `syncApplied`: a synced write makes every earlier write durable. */
+/** Written by `syncApplied`, synced: it orders that call after every write completed before it. */
 const META_SYNCED = 'meta/synced';
 const DATA_ROOT = 'data/';
 const SNAPSHOT_FORMAT = 'imgvault.metadata/1';
@@ -354,6 +360,8 @@ class GenerationWriter {
   constructor(
     private readonly db: Db,
     readonly generation: number,
+    /** Fsync each batch (META_SYNCED_WRITES): the generation may become live without a rebuild. */
+    private readonly sync: boolean,
   ) {
     this.batch = db.batch();
   }
@@ -377,13 +385,13 @@ class GenerationWriter {
     this.rows += 1;
     this.batch.put(tablePrefix(this.generation, table as Table) + key, value);
     if (this.batch.length >= RESTORE_BATCH_OPS) {
-      await this.batch.write();
+      await this.batch.write({ sync: this.sync });
       this.batch = this.db.batch();
     }
   }
 
   async finish(sha256: string): Promise<void> {
-    await this.batch.write();
+    await this.batch.write({ sync: this.sync });
     if (this.hash.digest('hex') !== sha256)
       throw new Error('metadata snapshot: rows do not match the snapshot digest');
   }
@@ -392,7 +400,74 @@ class GenerationWriter {
   async abandon(): Promise<void> {
     await this.batch.close().catch(() => {});
     const prefix = generationPrefix(this.generation);
-    await this.db.clear({ gte: prefix, lt: prefixEnd(prefix) });
+    await clearDurably(this.db, prefix, prefixEnd(prefix));
+  }
+}
+
+/**
+ * Deletes the rows in [gte, lt) in synced batches. LevelDB's own clear never syncs, and its
+ * deletes could come undone in a power cut even after later synced writes (META_SYNCED_WRITES):
+ * rows of a generation that is not live must be gone for good before a restore writes that
+ * generation again, or they would come back inside it once it is live. Free when there are none.
+ */
+async function clearDurably(db: Db, gte: string, lt: string): Promise<void> {
+  for (;;) {
+    const keys = await db.keys({ gte, lt, limit: RESTORE_BATCH_OPS }).all();
+    if (keys.length === 0) return;
+    await db.batch(
+      keys.map((key) => ({ type: 'del' as const, key })),
+      { sync: true },
+    );
+  }
+}
+
+const rowId = (table: Table, key: string): string => `${table}\0${key}`;
+
+/**
+ * The rows of several commands gathered for one `MetadataTables.write`, and a reader of the tables
+ * as they will be once it is written: a command planned against it reads what it would have read
+ * had each command before it been written in a batch of its own (applyCommand.ts, TableReader).
+ */
+export class PendingWrites {
+  readonly ops: TableOp[] = [];
+  /** The last value planned for each row, null for a delete. */
+  private readonly rows = new Map<string, string | null>();
+
+  constructor(private readonly tables: MetadataTables) {}
+
+  /** LevelDB applies a batch in order, so a row planned twice ends at its last value, as here. */
+  add(ops: readonly TableOp[]): void {
+    for (const op of ops) {
+      this.ops.push(op);
+      this.rows.set(rowId(op.table, op.key), op.type === 'put' ? op.value : null);
+    }
+  }
+
+  async get(table: Table, key: string): Promise<string | undefined> {
+    const planned = this.rows.get(rowId(table, key));
+    return planned === undefined ? this.tables.get(table, key) : (planned ?? undefined);
+  }
+
+  async getMany(table: Table, keys: string[]): Promise<(string | undefined)[]> {
+    const live = await this.tables.getMany(table, keys);
+    return keys.map((key, i) => {
+      const planned = this.rows.get(rowId(table, key));
+      return planned === undefined ? live[i] : (planned ?? undefined);
+    });
+  }
+
+  /** A planned put under the prefix, or a live row under it that no planned delete removes. */
+  async hasKeyWithPrefix(table: Table, prefix: string): Promise<boolean> {
+    const start = rowId(table, prefix);
+    let deletes = 0;
+    for (const [id, value] of this.rows) {
+      if (!id.startsWith(start)) continue;
+      if (value !== null) return true;
+      deletes += 1;
+    }
+    // Among the first deletes + 1 live rows, at least one survives unless all were deleted.
+    const live = await this.tables.keysWithPrefix(table, prefix, deletes + 1);
+    return live.some((key) => this.rows.get(rowId(table, key)) !== null);
   }
 }
 
@@ -447,8 +522,9 @@ export class MetadataTables {
     const applied = Number((await db.get(META_APPLIED)) ?? '0');
     // Leftovers of an interrupted restore (a newer generation) or of its cleanup (an older one).
     const live = generationPrefix(generation);
+    // Older ones can never be written again; newer ones will be, so their rows go durably.
     await db.clear({ gte: DATA_ROOT, lt: live });
-    await db.clear({ gte: prefixEnd(live), lt: prefixEnd(DATA_ROOT) });
+    await clearDurably(db, prefixEnd(live), prefixEnd(DATA_ROOT));
     return new MetadataTables(db, generation, applied);
   }
 
@@ -462,8 +538,9 @@ export class MetadataTables {
   }
 
   /**
-   * Turns fsyncing of every later `write` on or off, and records it durably: on, the marker is
-   * written only after a synced write made every earlier batch durable; off, it is removed first.
+   * Turns fsyncing of every later write on or off, and records it durably: off, the marker is
+   * removed first. On is set at open (metadataStateMachine.ts), when every earlier batch is
+   * durable: LevelDB's open writes what it recovered from its logs to a synced table file.
    */
   async syncWrites(on: boolean): Promise<void> {
     if (on) await this.db.put(META_SYNCED_WRITES, '1', { sync: true });
@@ -472,8 +549,9 @@ export class MetadataTables {
   }
 
   /**
-   * Makes every write that completed before the call durable (one synced LevelDB write: its log is
-   * fsynced with all the records before it) and returns the applied index they cover.
+   * The applied index, once every write that completed before the call is durable. Only with
+   * synced writes on (`syncWrites`), where each batch was fsynced on its own: one synced write
+   * here would not make earlier unsynced batches durable (see META_SYNCED_WRITES).
    */
   async syncApplied(): Promise<number> {
     const applied = this.applied;
@@ -510,14 +588,21 @@ export class MetadataTables {
 
   /** Whether any live row of `table` has a key starting with `prefix` (ASCII-ended): one seek. */
   async hasKeyWithPrefix(table: Table, prefix: string): Promise<boolean> {
-    const from = tablePrefix(this.generation, table) + prefix;
-    const keys = await this.db.keys({ gte: from, lt: prefixEnd(from), limit: 1 }).all();
-    return keys.length > 0;
+    return (await this.keysWithPrefix(table, prefix, 1)).length > 0;
+  }
+
+  /** The first `limit` keys (relative to the table) of live rows starting with `prefix` (ASCII-ended). */
+  async keysWithPrefix(table: Table, prefix: string, limit: number): Promise<string[]> {
+    const base = tablePrefix(this.generation, table);
+    const from = base + prefix;
+    const keys = await this.db.keys({ gte: from, lt: prefixEnd(from), limit }).all();
+    return keys.map((key) => key.slice(base.length));
   }
 
   /**
    * Records `ops` and the new applied index in ONE LevelDB batch, so the tables and the index that
-   * says what they contain can never disagree after a crash.
+   * says what they contain can never disagree after a crash. The state machine writes all the
+   * entries of one apply call in one such batch (PendingWrites).
    *
    * Not fsynced, on purpose: the Raft log is the durable truth and is synced before any entry is
    * applied. A process crash loses nothing (the batch is in the OS's page cache); a machine crash
@@ -526,8 +611,8 @@ export class MetadataTables {
    * re-applies the rest from the log. Before the log is compacted past an index the driver keeps
    * the snapshot cut there and restores from it if this store is behind it (see
    * src/consensus/stateMachine.ts). A manager that compacts its log without writing a snapshot
-   * file (`syncWrites(true)`) fsyncs each batch instead: the tables are then its only copy of the
-   * compacted state, and must never be torn.
+   * file (`syncWrites(true)`) fsyncs each batch instead, one per apply call: the tables are then
+   * its only copy of the compacted state, and must never be torn.
    */
   async write(ops: TableOp[], appliedIndex: number): Promise<void> {
     if (appliedIndex <= this.applied) {
@@ -668,8 +753,8 @@ export class MetadataTables {
   private async beginGeneration(): Promise<GenerationWriter> {
     const next = this.generation + 1;
     const prefix = generationPrefix(next);
-    await this.db.clear({ gte: prefix, lt: prefixEnd(prefix) });
-    return new GenerationWriter(this.db, next);
+    await clearDurably(this.db, prefix, prefixEnd(prefix));
+    return new GenerationWriter(this.db, next, this.synced);
   }
 
   /** From here on the new generation is the state, even across a power loss; then the old one goes. */
