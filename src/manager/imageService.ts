@@ -202,7 +202,7 @@ export class ImageService {
       if (opts.declaredLength !== undefined && opts.declaredLength > this.deps.maxImageBytes) {
         throw new ImageError('TooLarge', `image exceeds the limit of ${this.deps.maxImageBytes} bytes`);
       }
-      const release = this.admit(opts.client ?? 'unknown', opts.declaredLength);
+      const release = await this.admit(opts.client ?? 'unknown', opts.declaredLength);
       const previous = this.inFlight.get(id);
       const rate = this.deps.minUploadRate;
       const body = rate ? withMinimumRate(openBody(), rate) : openBody();
@@ -230,13 +230,21 @@ export class ImageService {
 
   /**
    * A slot and the staged bytes the upload may take (its declared length, else the size limit), or
-   * TooManyUploads / StagingFull naming the cap: refused before a byte of the body is read.
+   * TooManyUploads / StagingFull naming the cap, after waiting for room (uploadAdmission.ts):
+   * refused before a byte of the body is read.
    */
-  private admit(client: string, declaredLength: number | undefined): () => void {
+  private async admit(client: string, declaredLength: number | undefined): Promise<() => void> {
     const { admission } = this.deps;
     if (!admission) return () => {};
-    const admitted = admission.admit(client, declaredLength ?? this.deps.maxImageBytes);
-    if (admitted.ok) return admitted.release;
+    const admitted = await admission.acquire(client, declaredLength ?? this.deps.maxImageBytes);
+    if (admitted.ok) {
+      // Leadership may have moved while the upload waited for room.
+      if (!this.deps.raft.isLeader()) {
+        admitted.release();
+        this.requireLeader();
+      }
+      return admitted.release;
+    }
     this.deps.log.warn(
       { event: 'upload.refused', cap: admitted.refusal.cap, client },
       admitted.refusal.message,
