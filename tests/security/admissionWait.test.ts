@@ -18,8 +18,12 @@ it('admits a waiting upload when a slot frees, in arrival order', async () => {
   const first = await admission.acquire('a', 10);
   const second = await admission.acquire('a', 10);
   const order: string[] = [];
-  const third = admission.acquire('a', 10).then((a) => (order.push('third'), a));
-  const fourth = admission.acquire('a', 10).then((a) => (order.push('fourth'), a));
+  const noted = (name: string) => (a: Admission) => {
+    order.push(name);
+    return a;
+  };
+  const third = admission.acquire('a', 10).then(noted('third'));
+  const fourth = admission.acquire('a', 10).then(noted('fourth'));
   expect(admission.waiting()).toBe(2);
   release(first);
   expect((await third).ok).toBe(true);

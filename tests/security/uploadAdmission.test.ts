@@ -173,7 +173,7 @@ it('refuses the third concurrent upload of one client, and the fourth of all cli
   await released(TOKENS.a);
 });
 
-it('admits an upload waiting over its client cap as soon as one of that client\'s uploads ends', async () => {
+it("admits an upload waiting over its client cap as soon as one of that client's uploads ends", async () => {
   const holders = [
     openUpload({ token: TOKENS.a, trickle: true }),
     openUpload({ token: TOKENS.a, trickle: true }),
