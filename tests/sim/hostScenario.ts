@@ -445,6 +445,7 @@ class HostDriver {
       reorderRate: 0,
       lateRate: 0,
     };
+    w.fileFailRate = 0;
     for (const node of w.current()) {
       if (!node.alive) await w.start(node);
       else await w.resume(node);

@@ -20,7 +20,7 @@ export class HostStateMachine implements StateMachine {
   protected sm = new SimStateMachine();
 
   constructor(
-    protected readonly id: string,
+    private readonly id: string,
     private readonly checker: Checker,
     private readonly observer: ApplyObserver,
   ) {}

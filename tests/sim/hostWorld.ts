@@ -154,6 +154,8 @@ export class HostWorld {
   private fatal: unknown = null;
   crashes = 0;
   snapshotsSent = 0;
+  /** Share of snapshot file writes that fail; the liveness phase sets it to 0. */
+  fileFailRate: number;
   /** Local compactions completed (the tables form counted apart). */
   compactions = { file: 0, inline: 0, tables: 0 };
   /** The last tick a vote was granted: the nemesis aims power cuts just after elections. */
@@ -169,11 +171,12 @@ export class HostWorld {
     this.nodeRng = root.fork(3);
     this.network = new SimNetwork(root.fork(4), options.faults);
     this.fileRng = root.fork(5);
+    this.fileFailRate = options.lazy?.fileFailRate ?? 0;
   }
 
   /** Whether the snapshot file write starting now fails (drawn at its start). */
   fileWriteFails(): boolean {
-    const rate = this.options.lazy?.fileFailRate ?? 0;
+    const rate = this.fileFailRate;
     return rate > 0 && this.fileRng.chance(rate);
   }
 
