@@ -3,14 +3,9 @@
 // whole and checked before the first byte is sent, so a bad copy is replaced by the other replica; a
 // larger one is hashed as it streams, with its last chunk held back until the hash is known, so a
 // bad copy cuts the connection and a client never gets a whole-looking 200 of wrong bytes.
-// The check is the record's CRC32C when it carries one, as between every other pair of processes
-// (src/protocol/checksums.ts): it catches what disks, sockets and bugs do to bytes at a quarter of
-// sha256's CPU, and sha256 is not recomputed on every hop. A record made before CRC32C was recorded
-// is checked by its sha256.
 
 import { createHash } from 'node:crypto';
 import { Transform } from 'node:stream';
-import { Crc32c } from '../protocol/checksums.ts';
 
 /** Whole objects this size or smaller are checked before the first byte is sent. */
 export const CHECK_BEFORE_SEND_BYTES = 1024 * 1024;
@@ -22,40 +17,12 @@ export class ReadCheckFailed extends Error {
 export interface Expected {
   size: number;
   sha256: string;
-  crc32c?: string;
 }
 
-interface Checksum {
-  update(chunk: Uint8Array): void;
-  /** Why the bytes hashed are not the record's, or null when they are. */
-  mismatch(): string | null;
-}
-
-function checksumFor(expected: Expected): Checksum {
-  const want = expected.crc32c;
-  if (want !== undefined) {
-    const crc = new Crc32c();
-    return {
-      update: (chunk) => crc.update(chunk),
-      mismatch: () => {
-        const got = crc.hex();
-        return got === want ? null : `the copy's crc32c is ${got}, the record says ${want}`;
-      },
-    };
-  }
-  const hash = createHash('sha256');
-  return {
-    update: (chunk) => hash.update(chunk),
-    mismatch: () => {
-      const got = hash.digest('hex');
-      return got === expected.sha256 ? null : `the copy hashes to ${got}, the record says ${expected.sha256}`;
-    },
-  };
-}
-
-function verdict(size: number, checksum: Checksum, expected: Expected): string | null {
+function verdict(size: number, sha256: string, expected: Expected): string | null {
   if (size !== expected.size) return `the copy has ${size} bytes, the record ${expected.size}`;
-  return checksum.mismatch();
+  if (sha256 !== expected.sha256) return `the copy hashes to ${sha256}, the record says ${expected.sha256}`;
+  return null;
 }
 
 /** The whole body, once it is known to be the record's bytes; ReadCheckFailed otherwise. */
@@ -63,16 +30,16 @@ export async function readWholeChecked(body: AsyncIterable<Uint8Array>, expected
   // One copy, into a buffer of the record's size, hashed as it fills: the worker's chunks are not
   // kept (their memory may be the socket's), and are not gathered and joined again either.
   const bytes = Buffer.allocUnsafe(expected.size);
-  const checksum = checksumFor(expected);
+  const hash = createHash('sha256');
   let size = 0;
   for await (const chunk of body) {
     if (size + chunk.byteLength > expected.size)
       throw new ReadCheckFailed(`the copy is longer than the record's ${expected.size} bytes`);
     bytes.set(chunk, size);
-    checksum.update(chunk);
+    hash.update(chunk);
     size += chunk.byteLength;
   }
-  const wrong = verdict(size, checksum, expected);
+  const wrong = verdict(size, hash.digest('hex'), expected);
   if (wrong) throw new ReadCheckFailed(wrong);
   return bytes;
 }
@@ -83,7 +50,7 @@ export async function readWholeChecked(body: AsyncIterable<Uint8Array>, expected
  * `onMismatch` hears why.
  */
 export function checkingStream(expected: Expected, onMismatch: (why: string) => void): Transform {
-  const checksum = checksumFor(expected);
+  const hash = createHash('sha256');
   let size = 0;
   let held: Uint8Array | null = null;
   const fail = (why: string) => {
@@ -97,13 +64,13 @@ export function checkingStream(expected: Expected, onMismatch: (why: string) => 
         callback(fail(`the copy is longer than the record's ${expected.size} bytes`));
         return;
       }
-      checksum.update(chunk);
+      hash.update(chunk);
       if (held) this.push(held);
       held = chunk;
       callback();
     },
     flush(callback) {
-      const wrong = verdict(size, checksum, expected);
+      const wrong = verdict(size, hash.digest('hex'), expected);
       if (wrong) {
         callback(fail(wrong));
         return;

@@ -4,7 +4,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ImageError } from '../../src/manager/imageService.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
 import type { Command } from '../../src/metadata/commands.ts';
-import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { EntryLog, MetadataFixture, registerCmd } from '../metadata/metadataFixture.ts';
 import { SECRET, startTempWorker } from '../storagenode/workerHarness.ts';
 import { readingImageService } from './readingImageService.ts';
@@ -65,7 +64,7 @@ it('a new leader answers for an existing id only from a table as of everything c
 describe('reads: ReadIndex beside the worker read', () => {
   const OTHER = Buffer.concat([PNG.subarray(0, 16), Buffer.alloc(300, 2)]);
   const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-  const record = (bytes: Buffer, createdAt: number): Extract<Command, { type: 'recordObject' }> => ({
+  const record = (bytes: Buffer, createdAt: number): Command => ({
     type: 'recordObject',
     id: 'cat',
     size: bytes.length,
@@ -117,14 +116,5 @@ describe('reads: ReadIndex beside the worker read', () => {
     // The worker still holds the old bytes under `cat`: they were read for the local record, but
     // the confirmed one names other bytes, so nothing is served rather than the old bytes.
     await expect(images.open('cat', { method: 'GET' })).rejects.toMatchObject({ code: 'Unavailable' });
-  });
-
-  it("checks the bytes against the record's CRC32C when it carries one", async () => {
-    const withCrc = (crc32c: string, createdAt: number): Command => ({ ...record(PNG, createdAt), crc32c });
-    const right = await setup([{ type: 'deleteObject', id: 'cat' }, withCrc(crc32cHex(PNG), 2)]);
-    expect((await right.images.open('cat', { method: 'GET' })).bytes?.equals(PNG)).toBe(true);
-    // Same sha256 (the worker's etag agrees) but the CRC32C of other bytes: never served.
-    const wrong = await setup([{ type: 'deleteObject', id: 'cat' }, withCrc(crc32cHex(OTHER), 3)]);
-    await expect(wrong.images.open('cat', { method: 'GET' })).rejects.toMatchObject({ code: 'Unavailable' });
   });
 });
