@@ -23,6 +23,7 @@ import {
   splitChecksumTrailer,
   TRAILING_CHECKSUMS,
 } from '../protocol/checksumTrailer.ts';
+import { READ_LINK_ROUTE } from '../protocol/readLink.ts';
 import { NDJSON_CONTENT_TYPE, SHA256_HEADER } from '../protocol/workerHeaders.ts';
 import {
   BLOB_BATCH_PATH,
@@ -44,6 +45,7 @@ import {
   type StoreResult,
   success,
 } from './errors.ts';
+import { serveReadLink } from './readLinkRoute.ts';
 import { createWorkerMetrics, type WorkerMetrics } from './workerMetrics.ts';
 
 export interface WorkerAppOptions {
@@ -152,6 +154,11 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
 
   const full = options.accessCredential ?? secret;
   if (full.length === 0) throw new Error('the cluster secret or access credential must not be empty');
+  // Opened by a manager's signed link instead of the credential: the link is the authority.
+  app.get(READ_LINK_ROUTE, (c) =>
+    serveReadLink(c, { store, credential: full, metrics, wholeReadBytes: WHOLE_READ_BYTES }),
+  );
+
   const copyOnly = options.accessCredential ? copyCredential(options.accessCredential) : undefined;
   const metricsOnly = options.accessCredential ? metricsCredential(options.accessCredential) : undefined;
   app.use('*', async (c, next) => {
