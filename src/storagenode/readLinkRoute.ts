@@ -40,13 +40,13 @@ export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Res
   }
   const { claims } = verified;
   const elsewhere = (why: string): Response => {
-    metrics.errors.inc({ kind: 'ReadLinkPassedOn' });
     if (claims.next) {
       return new Response(null, {
         status: 307,
         headers: { location: claims.next, 'cache-control': 'no-store' },
       });
     }
+    metrics.errors.inc({ kind: 'Unavailable' });
     return c.json(
       { error: { code: 'Unavailable', message: `no copy of ${id} could be served: ${why}` } },
       503,
