@@ -532,9 +532,13 @@ export class ImageService {
   /**
    * A direct-read link for `object` (a record read with `getMeta`, so linearizable): to its first
    * serving replica, which sends the client on to the next one's link when its copy cannot be
-   * served (protocol/readLink.ts). Undefined when no replica's worker can be linked to.
+   * served (protocol/readLink.ts). Undefined when no replica's worker can be linked to, or none has
+   * been heard from lately: the caller then reads through this manager, which answers for a copy it
+   * cannot reach (503) instead of leaving the client at a worker that does not answer.
    */
   async readLink(object: ObjectView, now = Date.now()): Promise<string | undefined> {
+    const replicas = await this.servingReplicas(object);
+    if (!replicas[0] || !this.deps.liveness.isServing(replicas[0])) return undefined;
     const claims = {
       id: object.id,
       size: object.size,
@@ -544,7 +548,7 @@ export class ImageService {
       exp: now + READ_LINK_TTL_MS,
     };
     let link: string | undefined;
-    for (const node of (await this.servingReplicas(object)).reverse()) {
+    for (const node of replicas.reverse()) {
       const next = link;
       link = (await this.deps.workers.readLink(node.url, { ...claims, ...(next ? { next } : {}) })) ?? next;
     }

@@ -527,5 +527,18 @@ describe('images on a cluster of real processes', () => {
       ]);
       expect((await get(`${m.url}/v1/images/${id}/meta`)).status).toBe(200);
     }
+    // A direct read is not sent to workers no manager hears from: the manager answers the 503.
+    await until(
+      'a direct read answered by the manager once the workers are silent',
+      async () => {
+        const res = await fetch(`${leader.url}/v1/images/${id}?direct=1`, {
+          redirect: 'manual',
+          signal: AbortSignal.timeout(10_000),
+        });
+        await res.body?.cancel();
+        return res.status === 503 ? true : null;
+      },
+      60_000,
+    );
   });
 });
