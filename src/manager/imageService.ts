@@ -13,6 +13,7 @@ import type { Logger } from '../logging.ts';
 import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
 import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
+import { READ_LINK_TTL_MS } from '../protocol/readLink.ts';
 import { deleteCopy, type ObjectSlots, type Release } from './placement/execute.ts';
 import { NoLiveWorker, type Replicated, replicateUpload } from './replicateUpload.ts';
 import { type StagedUpload, StageFailed, type StagingArea } from './stagingArea.ts';
@@ -517,22 +518,55 @@ export class ImageService {
     return this.openRecorded(current, opts);
   }
 
-  /** Opens the bytes of `object` (a record already read) from its replicas, primary first. */
-  private async openRecorded(object: ObjectView, opts: Omit<OpenOptions, 'object'>): Promise<Download> {
-    const id = object.id;
+  /**
+   * The workers to read `object` from, in order: every manager hears the workers' heartbeats, so
+   * any of them tries the workers it has heard from first and those it has not heard from lately
+   * last: silence is a suspicion, not a verdict.
+   */
+  private async servingReplicas(object: ObjectView): Promise<NodeView[]> {
     const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
-    // Every manager hears the workers' heartbeats, so any of them tries the workers it has heard
-    // from first and those it has not heard from lately last: silence is a suspicion, not a verdict.
     const listed = object.replicas
       .map((nodeId) => nodes.get(nodeId))
       .filter(
         (n): n is NodeView =>
           n !== undefined && (n.state === 'up' || n.state === 'suspect' || n.state === 'draining'),
       );
-    const serving = [
+    return [
       ...listed.filter((n) => this.deps.liveness.isServing(n)),
       ...listed.filter((n) => !this.deps.liveness.isServing(n)),
     ];
+  }
+
+  /**
+   * A direct-read link for `object` (a record read with `getMeta`, so linearizable): to its first
+   * serving replica, which sends the client on to the next one's link when its copy cannot be
+   * served (protocol/readLink.ts). Undefined when no replica's worker can be linked to, or none has
+   * been heard from lately: the caller then reads through this manager, which answers for a copy it
+   * cannot reach (503) instead of leaving the client at a worker that does not answer.
+   */
+  async readLink(object: ObjectView, now = Date.now()): Promise<string | undefined> {
+    const replicas = await this.servingReplicas(object);
+    if (!replicas[0] || !this.deps.liveness.isServing(replicas[0])) return undefined;
+    const claims = {
+      id: object.id,
+      size: object.size,
+      sha256: object.sha256,
+      ...(object.crc32c === undefined ? {} : { crc32c: object.crc32c }),
+      contentType: object.contentType,
+      exp: now + READ_LINK_TTL_MS,
+    };
+    let link: string | undefined;
+    for (const node of replicas.reverse()) {
+      const next = link;
+      link = (await this.deps.workers.readLink(node.url, { ...claims, ...(next ? { next } : {}) })) ?? next;
+    }
+    return link;
+  }
+
+  /** Opens the bytes of `object` (a record already read) from its replicas, primary first. */
+  private async openRecorded(object: ObjectView, opts: Omit<OpenOptions, 'object'>): Promise<Download> {
+    const id = object.id;
+    const serving = await this.servingReplicas(object);
     const failures: string[] = [];
     for (const node of serving) {
       try {
