@@ -28,7 +28,9 @@
  *   - a new manager joining (the normal member-add path) and catching up by snapshot (the log is
  *     compacted every --snapshot-threshold entries), with the peak RSS (VmHWM) of the leader, which
  *     sends the snapshot (and its RSS split after the join), and of the new manager. A join that does not finish within the phase
- *     timeout is reported as such, not waited for.
+ *     timeout is reported as such, not waited for. Both peaks are printed against the 512 MiB
+ *     target, with each one's highest anonymous and file RSS (sampled every second) and its JS
+ *     heap after a full GC (bench/heapProbe.mjs, loaded into every child).
  * Every wait is bounded by --phase-timeout-min.
  */
 
