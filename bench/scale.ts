@@ -28,7 +28,9 @@
  *   - a new manager joining (the normal member-add path) and catching up by snapshot (the log is
  *     compacted every --snapshot-threshold entries), with the peak RSS (VmHWM) of the leader, which
  *     sends the snapshot (and its RSS split after the join), and of the new manager. A join that does not finish within the phase
- *     timeout is reported as such, not waited for.
+ *     timeout is reported as such, not waited for. Both peaks are printed against the 512 MiB
+ *     target, with each one's highest anonymous and file RSS (sampled every second) and its JS
+ *     heap after a full GC (bench/heapProbe.mjs, loaded into every child).
  * Every wait is bounded by --phase-timeout-min.
  */
 
@@ -43,6 +45,7 @@ import { blobRelativePath } from '../src/storagenode/blobId.ts';
 import { BlobStore } from '../src/storagenode/blobStore.ts';
 import { ImageCluster, type ManagerProc, until } from '../tests/integration/imageCluster.ts';
 import { percentile } from './closedLoop.ts';
+import { heapAfterGcMiB, loadHeapProbeInChildren, removeHeapProbeDir } from './heapProbeClient.ts';
 import { cpuSeconds } from './processCpu.ts';
 
 interface Options {
@@ -154,7 +157,11 @@ interface Row {
   senderPeakMiB: number;
   receiverPeakMiB: number;
   leaderAfterLoad: RssSplit;
+  /** JS heap used after a full GC (heapProbe.mjs), right after the load's split above. */
+  leaderHeapAfterLoadMiB: number;
   senderAfterJoin: RssSplit;
+  sender: JoinMemory;
+  receiver: JoinMemory;
 }
 
 class Bench {
@@ -324,6 +331,58 @@ async function rssSplit(pid: number | undefined): Promise<RssSplit> {
   return { anonMiB: kb('RssAnon') / 1024, fileMiB: kb('RssFile') / 1024 };
 }
 
+/** The issue's target for the sender's and the receiver's peak RSS during a join at 10M images. */
+const JOIN_RSS_TARGET_MiB = 512;
+
+/** A process's memory during the join: the highest anonymous and file RSS seen, and its heap after. */
+interface JoinMemory {
+  peakAnonMiB: number;
+  peakFileMiB: number;
+  heapAfterGcMiB: number;
+}
+
+const NO_JOIN_MEMORY: JoinMemory = {
+  peakAnonMiB: Number.NaN,
+  peakFileMiB: Number.NaN,
+  heapAfterGcMiB: Number.NaN,
+};
+
+/**
+ * Samples processes' RSS split every second: VmHWM gives the peak of the sum, not which part made
+ * it (anonymous: JS heap and malloc; file: LevelDB's mapped table files).
+ */
+class RssSampler {
+  private readonly peaks = new Map<number, RssSplit>();
+  private readonly timer = setInterval(() => void this.sample(), 1_000);
+
+  watch(pid: number | undefined): void {
+    if (pid !== undefined && !this.peaks.has(pid)) this.peaks.set(pid, { anonMiB: 0, fileMiB: 0 });
+  }
+
+  private async sample(): Promise<void> {
+    for (const [pid, peak] of this.peaks) {
+      const now = await rssSplit(pid);
+      peak.anonMiB = Math.max(peak.anonMiB, now.anonMiB);
+      peak.fileMiB = Math.max(peak.fileMiB, now.fileMiB);
+    }
+  }
+
+  async memory(pid: number | undefined): Promise<JoinMemory> {
+    if (pid === undefined) return NO_JOIN_MEMORY;
+    await this.sample();
+    const peak = this.peaks.get(pid) ?? { anonMiB: Number.NaN, fileMiB: Number.NaN };
+    return {
+      peakAnonMiB: peak.anonMiB,
+      peakFileMiB: peak.fileMiB,
+      heapAfterGcMiB: await heapAfterGcMiB(pid),
+    };
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
 async function folderBytes(dir: string): Promise<number> {
   let total = 0;
   for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
@@ -373,6 +432,8 @@ interface JoinOutcome {
   senderPeakMiB: number;
   receiverPeakMiB: number;
   senderAfterJoin: RssSplit;
+  sender: JoinMemory;
+  receiver: JoinMemory;
 }
 
 /** Adds m4 through the normal member-add path and waits, bounded, until it has caught up. */
@@ -384,6 +445,8 @@ async function joinManager(
 ): Promise<JoinOutcome> {
   const leader = await cluster.leader();
   await peakRssMiB(leader.child?.pid, true);
+  const rss = new RssSampler();
+  rss.watch(leader.child?.pid);
   const port = await freePort();
   const url = managerUrl(port);
   const m4 = spawnManager({
@@ -396,6 +459,7 @@ async function joinManager(
     logFile: join(cluster.root, 'm4.log'),
     env: { IMGVAULT_LOG_LEVEL: 'warn' },
   });
+  rss.watch(m4.pid);
   const started = performance.now();
   let result: string;
   try {
@@ -426,8 +490,11 @@ async function joinManager(
       senderPeakMiB: await peakRssMiB(leader.child?.pid),
       receiverPeakMiB: await peakRssMiB(m4.pid),
       senderAfterJoin: await rssSplit(leader.child?.pid),
+      sender: await rss.memory(leader.child?.pid),
+      receiver: await rss.memory(m4.pid),
     };
   } finally {
+    rss.stop();
     await stopGently(m4);
   }
 }
@@ -473,6 +540,8 @@ const SKIPPED = {
   senderPeakMiB: Number.NaN,
   receiverPeakMiB: Number.NaN,
   senderAfterJoin: { anonMiB: Number.NaN, fileMiB: Number.NaN },
+  sender: NO_JOIN_MEMORY,
+  receiver: NO_JOIN_MEMORY,
   listCpuMs: Number.NaN,
   metaCpuMs: Number.NaN,
   settleMs: Number.NaN,
@@ -535,6 +604,7 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       diskBytesPerImage: disk / cluster.managers.length / n,
       loadLeaderPeakMiB: await peakRssMiB(loadLeader.child?.pid),
       leaderAfterLoad: await rssSplit(leader.child?.pid),
+      leaderHeapAfterLoadMiB: await heapAfterGcMiB(leader.child?.pid),
     };
     if (opts.loadOnly) return { ...load, ...SKIPPED };
     const early = await bench.latency(leader, n, blobs);
@@ -566,6 +636,8 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       senderPeakMiB: joined.senderPeakMiB,
       receiverPeakMiB: joined.receiverPeakMiB,
       senderAfterJoin: joined.senderAfterJoin,
+      sender: joined.sender,
+      receiver: joined.receiver,
     };
   } finally {
     await cluster.close();
@@ -584,6 +656,10 @@ function progress(message: string): void {
 function printRows(rows: Row[], loadOnly: boolean): void {
   const ms = (v: number | string) => (typeof v === 'number' ? `${v.toFixed(1)} ms` : v);
   const split = (v: RssSplit) => `${v.anonMiB.toFixed(0)} / ${v.fileMiB.toFixed(0)} MiB`;
+  const mib = (v: number) => `${v.toFixed(0)} MiB`;
+  const target = (v: number) =>
+    Number.isNaN(v) ? 'n/a' : `${mib(v)} ${v < JOIN_RSS_TARGET_MiB ? 'ok' : 'OVER'}`;
+  const peaks = (v: JoinMemory) => `${v.peakAnonMiB.toFixed(0)} / ${v.peakFileMiB.toFixed(0)} MiB`;
   const lines: [string, (r: Row) => string][] = [
     ['images', (r) => r.images.toLocaleString('en-US')],
     ['load rate (records/s)', (r) => r.loadRate.toFixed(0)],
@@ -593,6 +669,7 @@ function printRows(rows: Row[], loadOnly: boolean): void {
     ['manager disk bytes per image', (r) => r.diskBytesPerImage.toFixed(0)],
     ['leader peak RSS during the load', (r) => `${r.loadLeaderPeakMiB.toFixed(0)} MiB`],
     ['leader RSS after the load, anon / file', (r) => split(r.leaderAfterLoad)],
+    ['  its JS heap after a full GC', (r) => mib(r.leaderHeapAfterLoadMiB)],
     ['list / meta p50 / p99 right after the load', (r) => r.early],
     ['managers quiet after the load', (r) => ms(r.settleMs)],
     ['GET /v1/images page of 1,000 p50', (r) => ms(r.listP50)],
@@ -606,11 +683,15 @@ function printRows(rows: Row[], loadOnly: boolean): void {
     ['worker restart (to registered, up)', (r) => ms(r.workerRegisterMs)],
     ['leader reconcile of its inventory', (r) => ms(r.reconcileMs)],
     ['new manager join + catch-up', (r) => r.join],
-    ['  sender (leader) peak RSS', (r) => `${r.senderPeakMiB.toFixed(0)} MiB`],
-    ['  receiver (new manager) peak RSS', (r) => `${r.receiverPeakMiB.toFixed(0)} MiB`],
-    ['  sender RSS after it, anon / file', (r) => split(r.senderAfterJoin)],
+    [`  sender (leader) peak RSS (VmHWM), target < ${JOIN_RSS_TARGET_MiB}`, (r) => target(r.senderPeakMiB)],
+    ['    peak anon / peak file (1 s samples)', (r) => peaks(r.sender)],
+    ['    RSS after the join, anon / file', (r) => split(r.senderAfterJoin)],
+    ['    JS heap after a full GC, after it', (r) => mib(r.sender.heapAfterGcMiB)],
+    [`  receiver (new manager) peak RSS, target < ${JOIN_RSS_TARGET_MiB}`, (r) => target(r.receiverPeakMiB)],
+    ['    peak anon / peak file (1 s samples)', (r) => peaks(r.receiver)],
+    ['    JS heap after a full GC, after it', (r) => mib(r.receiver.heapAfterGcMiB)],
   ];
-  const shown = loadOnly ? lines.slice(0, 8) : lines;
+  const shown = loadOnly ? lines.slice(0, 9) : lines;
   const width = Math.max(...shown.map(([label]) => label.length));
   for (const [label, cell] of shown) {
     console.log(`${label.padEnd(width)}  ${rows.map((r) => cell(r).padStart(16)).join('  ')}`);
@@ -618,6 +699,7 @@ function printRows(rows: Row[], loadOnly: boolean): void {
 }
 
 const opts = parseOptions(process.argv.slice(2));
+loadHeapProbeInChildren();
 const sizes = [...new Set([opts.baseline, ...opts.images])].sort((a, b) => a - b);
 console.log(
   `bench:scale: ${sizes.join(', ')} images, worker blobs ${opts.workerBlobs}, snapshot every ${opts.snapshotThreshold} entries, load average ${(await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')}`,
@@ -630,4 +712,5 @@ for (const n of sizes) {
     console.log(`N=${n}: FAILED: ${err instanceof Error ? err.message : String(err)}`);
   }
 }
+removeHeapProbeDir();
 printRows(rows, opts.loadOnly);

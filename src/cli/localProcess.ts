@@ -90,9 +90,20 @@ export const HEAP_FLAGS: readonly string[] = ['--initial-old-space-size=128'];
 
 /**
  * IMGVAULT_CHILD_NODE_ARGS (space-separated) is added to every child's node arguments: how a
- * benchmark's whole cluster is profiled (`--cpu-prof --cpu-prof-dir=prof`), which NODE_OPTIONS refuses.
+ * benchmark's whole cluster is profiled (`--cpu-prof --cpu-prof-dir=prof`), which NODE_OPTIONS
+ * refuses. Read at each spawn, so a benchmark may set it after importing this module.
  */
-const CHILD_NODE_ARGS = (process.env.IMGVAULT_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+function childNodeArgs(): string[] {
+  return (process.env.IMGVAULT_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+}
+
+/**
+ * glibc gives threads that allocate at once their own malloc arenas (up to 8 per core), and each
+ * arena keeps the memory freed into it: LevelDB's compaction thread and libuv's pool threads
+ * spread a loaded manager's native memory over a dozen of them. Two arenas keep less of it idle
+ * (docs/operations.md, "Manager memory"); the caller's environment wins if it sets its own.
+ */
+export const CHILD_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
 
 /** Runs `entry` as this process runs: built JavaScript from the build, TypeScript from the source. */
 export function spawnEntry(entry: CliEntry, args: string[], opts: ChildOptions = {}): ChildProcess {
@@ -108,10 +119,10 @@ export function spawnTypeScript(entry: string, args: string[], opts: ChildOption
 
 function spawnNode(args: string[], opts: ChildOptions): ChildProcess {
   const out = opts.logFile ? openSync(opts.logFile, 'a', 0o600) : 'ignore';
-  const nodeArgs = [...HEAP_FLAGS, ...CHILD_NODE_ARGS, ...(opts.nodeArgs ?? [])];
+  const nodeArgs = [...HEAP_FLAGS, ...childNodeArgs(), ...(opts.nodeArgs ?? [])];
   const child = spawn(process.execPath, [...nodeArgs, ...args], {
     stdio: opts.ipc ? ['ignore', out, out, 'ipc'] : ['ignore', out, out],
-    env: { ...process.env, ...opts.env },
+    env: { ...CHILD_ENV, ...process.env, ...opts.env },
     detached: opts.detached ?? false,
   });
   // The child holds its own copy of the descriptor.

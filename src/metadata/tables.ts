@@ -247,6 +247,18 @@ function emptySnapshot(index: number): SnapshotContent {
 }
 
 type Db = ClassicLevel<string, string>;
+
+/**
+ * LevelDB reads its table files through mmap and unmaps one only when it leaves the table cache,
+ * which keeps maxOpenFiles - 10 files (leveldb db_impl.cc, env_posix.cc). Every page a read touches
+ * counts in the process's RSS while its file stays mapped, and a full scan (a snapshot file's
+ * build, the digest check) touches every page of every file: with the default of 1000 the mapped
+ * pages grow with the table, about 1 GiB at 10 million images. 74 is LevelDB's floor: 64 files of
+ * at most 2 MiB (maxFileSize), so at most 128 MiB mapped. A point read whose file left the cache
+ * opens and maps it again, tens of microseconds (docs/operations.md, "Manager memory").
+ */
+export const TABLE_FILES_OPEN = 74;
+
 type DbSnapshot = ReturnType<Db['snapshot']>;
 
 /**
@@ -516,7 +528,11 @@ export class MetadataTables {
 
   static async open(dir: string): Promise<MetadataTables> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const db: Db = new ClassicLevel<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+    const db: Db = new ClassicLevel<string, string>(dir, {
+      keyEncoding: 'utf8',
+      valueEncoding: 'utf8',
+      maxOpenFiles: TABLE_FILES_OPEN,
+    });
     await db.open();
     const generation = Number((await db.get(META_GENERATION)) ?? '0');
     const applied = Number((await db.get(META_APPLIED)) ?? '0');
