@@ -59,6 +59,14 @@ export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Res
     'cache-control': IMAGE_CACHE_CONTROL,
     ...IMAGE_SAFETY_HEADERS,
   };
+  // Hono answers HEAD through this GET handler and drops the body unread: a body opened here would
+  // hold its file open until GC and count bytes never sent. The index alone answers.
+  if (c.req.method === 'HEAD') {
+    const stat = await store.stat(id);
+    if (!stat.ok) return elsewhere(stat.error.message);
+    const wrong = otherBytes(stat.value, claims);
+    return wrong ? elsewhere(wrong) : new Response(null, { status: 200, headers });
+  }
   if (claims.size <= deps.wholeReadBytes) {
     const whole = await store.readWhole(id, deps.wholeReadBytes);
     if (!whole.ok) return elsewhere(whole.error.message);

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readdir, readlink } from 'node:fs/promises';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
@@ -21,6 +23,22 @@ async function put(w: RunningWorker, id: string, body: Buffer): Promise<void> {
 async function fetchLink(url: string) {
   const res = await request(url);
   return { status: res.statusCode, headers: res.headers, body: Buffer.from(await res.body.arrayBuffer()) };
+}
+
+/** imgvault_worker_bytes_out_total of `w`. */
+async function bytesOut(w: RunningWorker): Promise<number> {
+  return (await w.worker.metrics.bytesOut.get()).values[0]?.value ?? 0;
+}
+
+/** How many of this process's file descriptors are open on `file` (Linux; 0 where /proc is absent). */
+async function openFdsOn(file: string): Promise<number> {
+  if (!existsSync('/proc/self/fd')) return 0;
+  let count = 0;
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target === file) count += 1;
+  }
+  return count;
 }
 
 function claimsOf(id: string, body: Buffer, extra: Partial<ReadLinkClaims> = {}): ReadLinkClaims {
@@ -55,6 +73,33 @@ describe('direct reads through a signed link', () => {
     const big = await fetchLink(readLinkUrl(w.url, SECRET, claimsOf('big', large)));
     expect(big.status).toBe(200);
     expect(big.body.equals(large)).toBe(true);
+  });
+
+  it('answers HEAD from the index: no bytes read or counted, no file left open', async () => {
+    const w = await folder.start('a');
+    await put(w, 'img', small);
+    await put(w, 'big', large);
+    const before = await bytesOut(w);
+    for (const [id, body] of [
+      ['img', small],
+      ['big', large],
+    ] as const) {
+      const link = readLinkUrl(w.url, SECRET, claimsOf(id, body));
+      for (let i = 0; i < 20; i++) {
+        const res = await request(link, { method: 'HEAD' });
+        await res.body.dump();
+        expect(res.statusCode).toBe(200);
+        expect(res.headers['content-length']).toBe(String(body.length));
+        expect(res.headers.etag).toBe(`"${sha256Of(body)}"`);
+      }
+    }
+    expect(await bytesOut(w)).toBe(before);
+    expect(await openFdsOn(w.store.blobPath('big'))).toBe(0);
+    // A HEAD whose copy is not the link's is sent on as a GET would be.
+    const other = randomBytes(small.length);
+    const head = await request(readLinkUrl(w.url, SECRET, claimsOf('img', other)), { method: 'HEAD' });
+    await head.body.dump();
+    expect(head.statusCode).toBe(503);
   });
 
   it('refuses a link signed with another key, altered, expired or for another id', async () => {
