@@ -156,7 +156,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   if (full.length === 0) throw new Error('the cluster secret or access credential must not be empty');
   // Opened by a manager's signed link instead of the credential: the link is the authority.
   app.get(READ_LINK_ROUTE, (c) =>
-    serveReadLink(c, { store, credential: full, metrics, wholeReadBytes: WHOLE_READ_BYTES }),
+    serveReadLink(c, { store, credential: full, metrics, log, wholeReadBytes: WHOLE_READ_BYTES }),
   );
 
   const copyOnly = options.accessCredential ? copyCredential(options.accessCredential) : undefined;

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readdir, readlink } from 'node:fs/promises';
+import { readdir, readlink, rm, symlink } from 'node:fs/promises';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
@@ -157,5 +157,31 @@ describe('direct reads through a signed link', () => {
     const last = await fetchLink(readLinkUrl(a.url, SECRET, claimsOf('img', small)));
     expect(last.status).toBe(503);
     expect(JSON.parse(last.body.toString()).error.code).toBe('Unavailable');
+  });
+
+  it('sends the client on when the copy cannot be read at all (ELOOP), or answers 503, never 500', async () => {
+    const a = await folder.start('a');
+    const b = await folder.start('b');
+    await put(b, 'img', small);
+    await put(b, 'big', large);
+    for (const [id, body] of [
+      ['img', small],
+      ['big', large],
+    ] as const) {
+      await put(a, id, body);
+      // A file that cannot be opened for a reason other than its absence: a symlink to itself.
+      const file = a.store.blobPath(id);
+      await rm(file);
+      await symlink(file, file);
+      const next = readLinkUrl(b.url, SECRET, claimsOf(id, body));
+      const sent = await fetchLink(readLinkUrl(a.url, SECRET, claimsOf(id, body, { next })));
+      expect(sent.status, id).toBe(307);
+      expect(sent.headers.location).toBe(next);
+      const followed = await fetchLink(next);
+      expect(followed.body.equals(body)).toBe(true);
+      const last = await fetchLink(readLinkUrl(a.url, SECRET, claimsOf(id, body)));
+      expect(last.status, id).toBe(503);
+      expect(JSON.parse(last.body.toString()).error.code).toBe('Unavailable');
+    }
   });
 });
