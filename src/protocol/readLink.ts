@@ -17,6 +17,13 @@ export const READ_LINK_QUERY = 't';
 /** How long a link is good for: enough to follow a redirect, not enough to be worth sharing. */
 export const READ_LINK_TTL_MS = 60_000;
 
+/**
+ * How far a manager's clock may run ahead of a worker's before the worker refuses its links as
+ * expiring too late: the expiry is the manager's wall clock, checked against the worker's, so
+ * without this bound a manager whose clock is ahead would mint links good for as long as it is ahead.
+ */
+export const READ_LINK_CLOCK_SLACK_MS = 5 * 60_000;
+
 const claimsSchema = z.object({
   id: z.string().min(1).max(200),
   size: z.number().int().nonnegative(),
@@ -73,6 +80,18 @@ export function verifyReadLink(
   if (!parsed.success) return { ok: false, why: 'the link token is malformed' };
   const claims = parsed.data;
   if (claims.id !== id) return { ok: false, why: `the link is for another image than ${id}` };
-  if (claims.exp < now) return { ok: false, why: 'the link has expired; ask the manager again' };
+  if (claims.exp < now) {
+    const late = Math.ceil((now - claims.exp) / 1000);
+    return { ok: false, why: `the link expired ${late} s ago; ask the manager again` };
+  }
+  if (claims.exp > now + READ_LINK_TTL_MS + READ_LINK_CLOCK_SLACK_MS) {
+    const ahead = Math.ceil((claims.exp - now) / 1000);
+    return {
+      ok: false,
+      why:
+        `the link expires in ${ahead} s, later than the ${READ_LINK_TTL_MS / 1000} s a link is good for ` +
+        `plus ${READ_LINK_CLOCK_SLACK_MS / 1000} s of clock slack: the manager's and this worker's clocks disagree`,
+    };
+  }
   return { ok: true, claims };
 }

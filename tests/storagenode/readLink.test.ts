@@ -4,7 +4,12 @@ import { readdir, readlink, rm, symlink } from 'node:fs/promises';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
-import { type ReadLinkClaims, readLinkUrl } from '../../src/protocol/readLink.ts';
+import {
+  READ_LINK_CLOCK_SLACK_MS,
+  READ_LINK_TTL_MS,
+  type ReadLinkClaims,
+  readLinkUrl,
+} from '../../src/protocol/readLink.ts';
 import { AUTH, flipByte, type RunningWorker, SECRET, sha256Of, useWorkerFolder } from './workerHarness.ts';
 
 const folder = useWorkerFolder();
@@ -125,6 +130,23 @@ describe('direct reads through a signed link', () => {
       expect(res.status, url).toBe(401);
       expect(JSON.parse(res.body.toString()).error.code).toBe('Unauthorized');
     }
+  });
+
+  it("refuses a link expiring further ahead than the TTL plus the clock slack (a manager's clock ahead)", async () => {
+    const w = await folder.start('a');
+    await put(w, 'img', small);
+    const exp = (ms: number) => readLinkUrl(w.url, SECRET, claimsOf('img', small, { exp: Date.now() + ms }));
+    const far = await fetchLink(exp(3_600_000));
+    expect(far.status).toBe(401);
+    const { error } = JSON.parse(far.body.toString());
+    expect(error.code).toBe('Unauthorized');
+    expect(error.message).toMatch(/expires in \d+ s.*clocks disagree/);
+    // Within the slack, a link made by a manager whose clock is somewhat ahead is still served.
+    const within = await fetchLink(exp(READ_LINK_TTL_MS + READ_LINK_CLOCK_SLACK_MS - 30_000));
+    expect(within.status).toBe(200);
+    const expired = await fetchLink(exp(-5_000));
+    expect(expired.status).toBe(401);
+    expect(JSON.parse(expired.body.toString()).error.message).toMatch(/expired \d+ s ago/);
   });
 
   it('sends the client on to the other copy when this one is missing, rotten or of other bytes', async () => {
