@@ -4,6 +4,7 @@
 // other copy's link, or told no copy could be served. A larger blob streams, checked as it goes,
 // and a copy that fails cuts the answer.
 
+import type { Readable } from 'node:stream';
 import type { Context } from 'hono';
 import { webStreamOf } from '../http/webStream.ts';
 import type { Logger } from '../logging.ts';
@@ -48,6 +49,10 @@ async function readCopy<T>(
     log.error({ event: 'storage.request_failed', err, objectId: id }, 'direct read of a copy failed');
     return failure('Internal', `this copy could not be read: ${err instanceof Error ? err.message : err}`);
   }
+}
+
+function bytesReadOf(stream: Readable): number {
+  return 'bytesRead' in stream && typeof stream.bytesRead === 'number' ? stream.bytesRead : 0;
 }
 
 export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Response> {
@@ -106,6 +111,8 @@ export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Res
     read.value.stream.destroy();
     return elsewhere(wrong);
   }
-  metrics.bytesOut.inc(claims.size);
-  return new Response(webStreamOf(read.value.stream), { status: 200, headers });
+  // What was read when the stream ends, as the /blobs route counts: a cut transfer counts its part.
+  const stream = read.value.stream;
+  stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
+  return new Response(webStreamOf(stream), { status: 200, headers });
 }

@@ -206,4 +206,33 @@ describe('direct reads through a signed link', () => {
       expect(JSON.parse(last.body.toString()).error.code).toBe('Unavailable');
     }
   });
+
+  it('counts what a streamed link read took from disk: all of a whole one, part of a cut one', async () => {
+    const w = await folder.start('a');
+    const huge = randomBytes(32 * 1024 * 1024);
+    await put(w, 'big', large);
+    await put(w, 'huge', huge);
+    const before = await bytesOut(w);
+    const whole = await fetchLink(readLinkUrl(w.url, SECRET, claimsOf('big', large)));
+    expect(whole.body.equals(large)).toBe(true);
+    await waitFor(async () => (await bytesOut(w)) === before + large.length);
+
+    const afterWhole = await bytesOut(w);
+    const cut = await request(readLinkUrl(w.url, SECRET, claimsOf('huge', huge)));
+    expect(cut.statusCode).toBe(200);
+    for await (const _chunk of cut.body) break;
+    await waitFor(async () => (await bytesOut(w)) > afterWhole);
+    const counted = (await bytesOut(w)) - afterWhole;
+    expect(counted).toBeGreaterThan(0);
+    expect(counted).toBeLessThan(huge.length);
+  });
 });
+
+/** Waits, up to 20 s, until `check` holds. */
+async function waitFor(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met within 20 s');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
