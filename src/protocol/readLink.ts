@@ -2,9 +2,10 @@
 // that asked for it with a short-lived link to a worker holding a copy, so the bytes go from the
 // worker's disk to the client without passing through the manager. The link carries the record
 // (size, sha256, CRC32C, content type), an expiry and, optionally, the other copy's link, and is
-// signed with a key only the managers and that worker hold (derived from the worker's access
-// credential): the worker serves the blob only if its copy is the record's bytes, checked before
-// the first byte is sent, and otherwise redirects to the other copy's link.
+// signed with the worker's access credential, which only the managers and that worker hold (the
+// cluster secret in single-secret mode, which every worker holds): the worker serves the blob only
+// if its copy is the record's bytes, checked before the first byte is sent, and otherwise redirects
+// to the other copy's link. The expiry is the manager's wall clock, checked against the worker's.
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
@@ -56,7 +57,7 @@ export function readLinkUrl(workerUrl: string, credential: string, claims: ReadL
   return url.toString();
 }
 
-/** The claims of a token this worker signed for `id` and that has not expired; else why not. */
+/** The claims of a token signed with this worker's credential for `id` and that has not expired; else why not. */
 export function verifyReadLink(
   credential: string,
   token: string | undefined,

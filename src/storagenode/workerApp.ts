@@ -112,9 +112,10 @@ function isBlobWrite(method: string, path: string): boolean {
 
 /**
  * The worker's HTTP surface. Handlers parse, call one BlobStore method and map its result; every
- * failure leaves as `{ error: { code, message } }` with the one status of its code. Only /healthz is
- * open; everything else needs the access credential (or the single cluster secret), but for the
- * blob writes, which a copy credential opens too, and GET /metrics, which a metrics credential opens.
+ * failure leaves as `{ error: { code, message } }` with the one status of its code. Only /healthz and
+ * GET /direct/:id, which a manager's signed link opens (readLinkRoute.ts), are open; everything else
+ * needs the access credential (or the single cluster secret), but for the blob writes, which a copy
+ * credential opens too, and GET /metrics, which a metrics credential opens.
  */
 export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   const { store, secret, maxBlobBytes } = options;
