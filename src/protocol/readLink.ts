@@ -2,9 +2,10 @@
 // that asked for it with a short-lived link to a worker holding a copy, so the bytes go from the
 // worker's disk to the client without passing through the manager. The link carries the record
 // (size, sha256, CRC32C, content type), an expiry and, optionally, the other copy's link, and is
-// signed with a key only the managers and that worker hold (derived from the worker's access
-// credential): the worker serves the blob only if its copy is the record's bytes, checked before
-// the first byte is sent, and otherwise redirects to the other copy's link.
+// signed with the worker's access credential, which only the managers and that worker hold (the
+// cluster secret in single-secret mode, which every worker holds): the worker serves the blob only
+// if its copy is the record's bytes, checked before the first byte is sent, and otherwise redirects
+// to the other copy's link. The expiry is the manager's wall clock, checked against the worker's.
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
@@ -16,6 +17,13 @@ export const READ_LINK_QUERY = 't';
 
 /** How long a link is good for: enough to follow a redirect, not enough to be worth sharing. */
 export const READ_LINK_TTL_MS = 60_000;
+
+/**
+ * How far a manager's clock may run ahead of a worker's before the worker refuses its links as
+ * expiring too late: the expiry is the manager's wall clock, checked against the worker's, so
+ * without this bound a manager whose clock is ahead would mint links good for as long as it is ahead.
+ */
+export const READ_LINK_CLOCK_SLACK_MS = 5 * 60_000;
 
 const claimsSchema = z.object({
   id: z.string().min(1).max(200),
@@ -49,7 +57,7 @@ export function readLinkUrl(workerUrl: string, credential: string, claims: ReadL
   return url.toString();
 }
 
-/** The claims of a token this worker signed for `id` and that has not expired; else why not. */
+/** The claims of a token signed with this worker's credential for `id` and that has not expired; else why not. */
 export function verifyReadLink(
   credential: string,
   token: string | undefined,
@@ -73,6 +81,18 @@ export function verifyReadLink(
   if (!parsed.success) return { ok: false, why: 'the link token is malformed' };
   const claims = parsed.data;
   if (claims.id !== id) return { ok: false, why: `the link is for another image than ${id}` };
-  if (claims.exp < now) return { ok: false, why: 'the link has expired; ask the manager again' };
+  if (claims.exp < now) {
+    const late = Math.ceil((now - claims.exp) / 1000);
+    return { ok: false, why: `the link expired ${late} s ago; ask the manager again` };
+  }
+  if (claims.exp > now + READ_LINK_TTL_MS + READ_LINK_CLOCK_SLACK_MS) {
+    const ahead = Math.ceil((claims.exp - now) / 1000);
+    return {
+      ok: false,
+      why:
+        `the link expires in ${ahead} s, later than the ${READ_LINK_TTL_MS / 1000} s a link is good for ` +
+        `plus ${READ_LINK_CLOCK_SLACK_MS / 1000} s of clock slack: the manager's and this worker's clocks disagree`,
+    };
+  }
   return { ok: true, claims };
 }

@@ -4,12 +4,15 @@
 // other copy's link, or told no copy could be served. A larger blob streams, checked as it goes,
 // and a copy that fails cuts the answer.
 
+import type { Readable } from 'node:stream';
 import type { Context } from 'hono';
 import { webStreamOf } from '../http/webStream.ts';
+import type { Logger } from '../logging.ts';
 import { IMAGE_CACHE_CONTROL, IMAGE_SAFETY_HEADERS } from '../protocol/imageHeaders.ts';
 import { READ_LINK_QUERY, type ReadLinkClaims, verifyReadLink } from '../protocol/readLink.ts';
 import type { BlobRecord } from './blobIndex.ts';
 import type { BlobStore } from './blobStore.ts';
+import { failure, type StoreResult } from './errors.ts';
 import type { WorkerMetrics } from './workerMetrics.ts';
 
 export interface ReadLinkDeps {
@@ -17,6 +20,7 @@ export interface ReadLinkDeps {
   /** This worker's access credential (or the single secret): what managers sign its links with. */
   credential: string;
   metrics: WorkerMetrics;
+  log: Logger;
   /** Blobs up to this size are read whole and checked before the answer starts. */
   wholeReadBytes: number;
 }
@@ -30,8 +34,29 @@ function otherBytes(record: BlobRecord, claims: ReadLinkClaims): string | null {
   return null;
 }
 
+/**
+ * `read`, with a throw (EIO, ELOOP, ...: anything but the store's own refusals) made a failure: a copy
+ * that cannot be read is what the other copy's link is for, so it must not end as a 500.
+ */
+async function readCopy<T>(
+  read: () => Promise<StoreResult<T>>,
+  log: Logger,
+  id: string,
+): Promise<StoreResult<T>> {
+  try {
+    return await read();
+  } catch (err) {
+    log.error({ event: 'storage.request_failed', err, objectId: id }, 'direct read of a copy failed');
+    return failure('Internal', `this copy could not be read: ${err instanceof Error ? err.message : err}`);
+  }
+}
+
+function bytesReadOf(stream: Readable): number {
+  return 'bytesRead' in stream && typeof stream.bytesRead === 'number' ? stream.bytesRead : 0;
+}
+
 export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Response> {
-  const { store, metrics } = deps;
+  const { store, metrics, log } = deps;
   const id = c.req.param('id') ?? '';
   const verified = verifyReadLink(deps.credential, c.req.query(READ_LINK_QUERY), id, Date.now());
   if (!verified.ok) {
@@ -59,8 +84,16 @@ export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Res
     'cache-control': IMAGE_CACHE_CONTROL,
     ...IMAGE_SAFETY_HEADERS,
   };
+  // Hono answers HEAD through this GET handler and drops the body unread: a body opened here would
+  // hold its file open until GC and count bytes never sent. The index alone answers.
+  if (c.req.method === 'HEAD') {
+    const stat = await readCopy(() => store.stat(id), log, id);
+    if (!stat.ok) return elsewhere(stat.error.message);
+    const wrong = otherBytes(stat.value, claims);
+    return wrong ? elsewhere(wrong) : new Response(null, { status: 200, headers });
+  }
   if (claims.size <= deps.wholeReadBytes) {
-    const whole = await store.readWhole(id, deps.wholeReadBytes);
+    const whole = await readCopy(() => store.readWhole(id, deps.wholeReadBytes), log, id);
     if (!whole.ok) return elsewhere(whole.error.message);
     if (whole.value === 'tooLarge')
       return elsewhere(`this copy is larger than the record's ${claims.size} bytes`);
@@ -71,13 +104,15 @@ export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Res
     return new Response(whole.value.bytes, { status: 200, headers });
   }
   // Checked as it streams against the worker's record, which must be the link's.
-  const read = await store.openForRead(id);
+  const read = await readCopy(() => store.openForRead(id), log, id);
   if (!read.ok) return elsewhere(read.error.message);
   const wrong = otherBytes(read.value.record, claims);
   if (wrong) {
     read.value.stream.destroy();
     return elsewhere(wrong);
   }
-  metrics.bytesOut.inc(claims.size);
-  return new Response(webStreamOf(read.value.stream), { status: 200, headers });
+  // What was read when the stream ends, as the /blobs route counts: a cut transfer counts its part.
+  const stream = read.value.stream;
+  stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
+  return new Response(webStreamOf(stream), { status: 200, headers });
 }

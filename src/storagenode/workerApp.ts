@@ -112,9 +112,10 @@ function isBlobWrite(method: string, path: string): boolean {
 
 /**
  * The worker's HTTP surface. Handlers parse, call one BlobStore method and map its result; every
- * failure leaves as `{ error: { code, message } }` with the one status of its code. Only /healthz is
- * open; everything else needs the access credential (or the single cluster secret), but for the
- * blob writes, which a copy credential opens too, and GET /metrics, which a metrics credential opens.
+ * failure leaves as `{ error: { code, message } }` with the one status of its code. Only /healthz and
+ * GET /direct/:id, which a manager's signed link opens (readLinkRoute.ts), are open; everything else
+ * needs the access credential (or the single cluster secret), but for the blob writes, which a copy
+ * credential opens too, and GET /metrics, which a metrics credential opens.
  */
 export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   const { store, secret, maxBlobBytes } = options;
@@ -156,7 +157,7 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   if (full.length === 0) throw new Error('the cluster secret or access credential must not be empty');
   // Opened by a manager's signed link instead of the credential: the link is the authority.
   app.get(READ_LINK_ROUTE, (c) =>
-    serveReadLink(c, { store, credential: full, metrics, wholeReadBytes: WHOLE_READ_BYTES }),
+    serveReadLink(c, { store, credential: full, metrics, log, wholeReadBytes: WHOLE_READ_BYTES }),
   );
 
   const copyOnly = options.accessCredential ? copyCredential(options.accessCredential) : undefined;

@@ -1,8 +1,15 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readdir, readlink, rm, symlink } from 'node:fs/promises';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
-import { type ReadLinkClaims, readLinkUrl } from '../../src/protocol/readLink.ts';
+import {
+  READ_LINK_CLOCK_SLACK_MS,
+  READ_LINK_TTL_MS,
+  type ReadLinkClaims,
+  readLinkUrl,
+} from '../../src/protocol/readLink.ts';
 import { AUTH, flipByte, type RunningWorker, SECRET, sha256Of, useWorkerFolder } from './workerHarness.ts';
 
 const folder = useWorkerFolder();
@@ -21,6 +28,22 @@ async function put(w: RunningWorker, id: string, body: Buffer): Promise<void> {
 async function fetchLink(url: string) {
   const res = await request(url);
   return { status: res.statusCode, headers: res.headers, body: Buffer.from(await res.body.arrayBuffer()) };
+}
+
+/** imgvault_worker_bytes_out_total of `w`. */
+async function bytesOut(w: RunningWorker): Promise<number> {
+  return (await w.worker.metrics.bytesOut.get()).values[0]?.value ?? 0;
+}
+
+/** How many of this process's file descriptors are open on `file` (Linux; 0 where /proc is absent). */
+async function openFdsOn(file: string): Promise<number> {
+  if (!existsSync('/proc/self/fd')) return 0;
+  let count = 0;
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target === file) count += 1;
+  }
+  return count;
 }
 
 function claimsOf(id: string, body: Buffer, extra: Partial<ReadLinkClaims> = {}): ReadLinkClaims {
@@ -57,6 +80,33 @@ describe('direct reads through a signed link', () => {
     expect(big.body.equals(large)).toBe(true);
   });
 
+  it('answers HEAD from the index: no bytes read or counted, no file left open', async () => {
+    const w = await folder.start('a');
+    await put(w, 'img', small);
+    await put(w, 'big', large);
+    const before = await bytesOut(w);
+    for (const [id, body] of [
+      ['img', small],
+      ['big', large],
+    ] as const) {
+      const link = readLinkUrl(w.url, SECRET, claimsOf(id, body));
+      for (let i = 0; i < 20; i++) {
+        const res = await request(link, { method: 'HEAD' });
+        await res.body.dump();
+        expect(res.statusCode).toBe(200);
+        expect(res.headers['content-length']).toBe(String(body.length));
+        expect(res.headers.etag).toBe(`"${sha256Of(body)}"`);
+      }
+    }
+    expect(await bytesOut(w)).toBe(before);
+    expect(await openFdsOn(w.store.blobPath('big'))).toBe(0);
+    // A HEAD whose copy is not the link's is sent on as a GET would be.
+    const other = randomBytes(small.length);
+    const head = await request(readLinkUrl(w.url, SECRET, claimsOf('img', other)), { method: 'HEAD' });
+    await head.body.dump();
+    expect(head.statusCode).toBe(503);
+  });
+
   it('refuses a link signed with another key, altered, expired or for another id', async () => {
     const w = await folder.start('a');
     await put(w, 'img', small);
@@ -80,6 +130,23 @@ describe('direct reads through a signed link', () => {
       expect(res.status, url).toBe(401);
       expect(JSON.parse(res.body.toString()).error.code).toBe('Unauthorized');
     }
+  });
+
+  it("refuses a link expiring further ahead than the TTL plus the clock slack (a manager's clock ahead)", async () => {
+    const w = await folder.start('a');
+    await put(w, 'img', small);
+    const exp = (ms: number) => readLinkUrl(w.url, SECRET, claimsOf('img', small, { exp: Date.now() + ms }));
+    const far = await fetchLink(exp(3_600_000));
+    expect(far.status).toBe(401);
+    const { error } = JSON.parse(far.body.toString());
+    expect(error.code).toBe('Unauthorized');
+    expect(error.message).toMatch(/expires in \d+ s.*clocks disagree/);
+    // Within the slack, a link made by a manager whose clock is somewhat ahead is still served.
+    const within = await fetchLink(exp(READ_LINK_TTL_MS + READ_LINK_CLOCK_SLACK_MS - 30_000));
+    expect(within.status).toBe(200);
+    const expired = await fetchLink(exp(-5_000));
+    expect(expired.status).toBe(401);
+    expect(JSON.parse(expired.body.toString()).error.message).toMatch(/expired \d+ s ago/);
   });
 
   it('sends the client on to the other copy when this one is missing, rotten or of other bytes', async () => {
@@ -113,4 +180,82 @@ describe('direct reads through a signed link', () => {
     expect(last.status).toBe(503);
     expect(JSON.parse(last.body.toString()).error.code).toBe('Unavailable');
   });
+
+  it('sends the client on when the copy cannot be read at all (ELOOP), or answers 503, never 500', async () => {
+    const a = await folder.start('a');
+    const b = await folder.start('b');
+    await put(b, 'img', small);
+    await put(b, 'big', large);
+    for (const [id, body] of [
+      ['img', small],
+      ['big', large],
+    ] as const) {
+      await put(a, id, body);
+      // A file that cannot be opened for a reason other than its absence: a symlink to itself.
+      const file = a.store.blobPath(id);
+      await rm(file);
+      await symlink(file, file);
+      const next = readLinkUrl(b.url, SECRET, claimsOf(id, body));
+      const sent = await fetchLink(readLinkUrl(a.url, SECRET, claimsOf(id, body, { next })));
+      expect(sent.status, id).toBe(307);
+      expect(sent.headers.location).toBe(next);
+      const followed = await fetchLink(next);
+      expect(followed.body.equals(body)).toBe(true);
+      const last = await fetchLink(readLinkUrl(a.url, SECRET, claimsOf(id, body)));
+      expect(last.status, id).toBe(503);
+      expect(JSON.parse(last.body.toString()).error.code).toBe('Unavailable');
+    }
+  });
+
+  it("streams a large copy only if it is the link's: other bytes are sent on, rotten ones cut off", async () => {
+    const a = await folder.start('a');
+    const b = await folder.start('b');
+    await put(b, 'big', large);
+    const next = readLinkUrl(b.url, SECRET, claimsOf('big', large));
+    const other = Buffer.from(large);
+    other[5]! ^= 1;
+    await put(a, 'big', other);
+    const sent = await fetchLink(readLinkUrl(a.url, SECRET, claimsOf('big', large, { next })));
+    expect(sent.status).toBe(307);
+    expect(sent.headers.location).toBe(next);
+
+    // The record's bytes, rotten on disk since: the last chunk is held back, so never a whole body.
+    await flipByte(b.store.blobPath('big'), large.length - 10);
+    const rotten = await request(readLinkUrl(b.url, SECRET, claimsOf('big', large)));
+    expect(rotten.statusCode).toBe(200);
+    const received = await rotten.body.arrayBuffer().then(
+      (body) => Buffer.from(body),
+      () => undefined,
+    );
+    expect(received === undefined || received.length < large.length).toBe(true);
+  });
+
+  it('counts what a streamed link read took from disk: all of a whole one, part of a cut one', async () => {
+    const w = await folder.start('a');
+    const huge = randomBytes(32 * 1024 * 1024);
+    await put(w, 'big', large);
+    await put(w, 'huge', huge);
+    const before = await bytesOut(w);
+    const whole = await fetchLink(readLinkUrl(w.url, SECRET, claimsOf('big', large)));
+    expect(whole.body.equals(large)).toBe(true);
+    await waitFor(async () => (await bytesOut(w)) === before + large.length);
+
+    const afterWhole = await bytesOut(w);
+    const cut = await request(readLinkUrl(w.url, SECRET, claimsOf('huge', huge)));
+    expect(cut.statusCode).toBe(200);
+    for await (const _chunk of cut.body) break;
+    await waitFor(async () => (await bytesOut(w)) > afterWhole);
+    const counted = (await bytesOut(w)) - afterWhole;
+    expect(counted).toBeGreaterThan(0);
+    expect(counted).toBeLessThan(huge.length);
+  });
 });
+
+/** Waits, up to 20 s, until `check` holds. */
+async function waitFor(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met within 20 s');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
