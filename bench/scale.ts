@@ -109,6 +109,11 @@ const SETTLE_LIMIT_MS = 5 * 60_000;
 
 const recordId = (prefix: 's' | 'b', i: number): string => `${prefix}${String(i).padStart(10, '0')}`;
 const shaOf = (id: string): string => createHash('sha256').update(id).digest('hex');
+/**
+ * The worker's blobs are empty files, and their records say so: the worker's scrubber reads every
+ * blob back against its sha256, and would remove (and report lost) a blob whose bytes disagree.
+ */
+const EMPTY_SHA = shaOf('');
 
 interface Latency {
   list: number[];
@@ -203,7 +208,7 @@ class Bench {
       const size = blob ? 0 : RECORD_SIZE;
       const replicas = blob ? '["w3","w1"]' : '["w1","w2"]';
       records.push(
-        `{"type":"recordObject","id":"${id}","size":${size},"sha256":"${shaOf(id)}","contentType":"image/jpeg","createdAt":${createdAt},"replicas":${replicas}}`,
+        `{"type":"recordObject","id":"${id}","size":${size},"sha256":"${blob ? EMPTY_SHA : shaOf(id)}","contentType":"image/jpeg","createdAt":${createdAt},"replicas":${replicas}}`,
       );
     }
     const body = `{"records":[${records.join(',')}]}`;
@@ -341,7 +346,7 @@ async function folderBytes(dir: string): Promise<number> {
 
 /**
  * `count` blobs b... in a stopped worker's data folder, as its store keeps them: an empty file
- * each under blobs/ab/<id> and its index entry (size 0, the sha256 the record carries).
+ * each under blobs/ab/<id> and its index entry (size 0, the sha256 of no bytes, as its record).
  */
 async function writeWorkerBlobs(dataDir: string, count: number): Promise<void> {
   const store = await BlobStore.open(dataDir, { logger: pino({ level: 'silent' }) });
@@ -351,7 +356,7 @@ async function writeWorkerBlobs(dataDir: string, count: number): Promise<void> {
       const entries = [];
       for (let i = from; i < Math.min(count, from + BATCH); i++) {
         const id = recordId('b', i);
-        entries.push({ id, size: 0, sha256: shaOf(id) });
+        entries.push({ id, size: 0, sha256: EMPTY_SHA });
       }
       await Promise.all(entries.map((e) => writeFile(join(dataDir, blobRelativePath(e.id)), '')));
       await store.index.record(entries, { sync: false });
