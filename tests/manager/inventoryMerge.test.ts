@@ -3,6 +3,8 @@
 // of the worker's inventory, no lookup per line) and a rejoin (lines looked up a batch at a time,
 // only the others decided one by one). Real tables, real workers on 127.0.0.1.
 
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { compareInventory } from '../../src/manager/placement/observe.ts';
 import { cleanup, hearAll, metric, placementFor, propose, type Setup, setup } from './placementFixture.ts';
@@ -110,3 +112,44 @@ describe('a rejoin past a batch', () => {
     expect(await metric(s, 'imgvault_reconcile_decisions_total')).toBe(ids.length);
   }, 120_000);
 });
+
+describe('the pace of the periodic sweep', () => {
+  it("waits three times a sweep's length after it before the next, past the configured period", async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
+    hearAll(s);
+    const lines: { event?: string; durationMs?: number; nextDueAt?: number }[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        for (const text of String(chunk).split('\n')) if (text) lines.push(JSON.parse(text));
+        done();
+      },
+    });
+    const loop = placementFor(s, { inventorySweepMs: 1_000, log: pino({ level: 'info' }, sink) });
+    const sweeps = () => lines.filter((l) => l.event === 'reconcile.sweep_done');
+    const t0 = s.clock.now;
+    await loop.pass();
+    // Not due yet: the first sweep comes a period after the first pass.
+    s.clock.now = t0 + 1_000;
+    const pass = loop.pass();
+    // The sweep started with the pass above and ends 10 s later, as the clock goes.
+    s.clock.now = t0 + 11_000;
+    await pass;
+    await until(() => sweeps().length === 1, 'the first sweep done');
+    expect(sweeps()[0]).toMatchObject({ durationMs: 10_000, nextDueAt: t0 + 41_000 });
+    s.clock.now = t0 + 40_999;
+    await loop.pass();
+    s.clock.now = t0 + 41_000;
+    await loop.pass();
+    await until(() => sweeps().length === 2, 'the second sweep done');
+    // One started at 40,999 ms would show here instead: 1 ms long, next due at 41,999 ms.
+    expect(sweeps()[1]).toMatchObject({ durationMs: 0, nextDueAt: t0 + 42_000 });
+  }, 60_000);
+});
+
+async function until(check: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -173,8 +173,10 @@ export class PlacementReconciler {
       return await this.sweepInventories();
     } finally {
       const ended = now();
-      const rested = ended + SWEEP_REST * (ended - started);
-      this.due.set(':inventories', Math.max(this.due.get(':inventories') ?? 0, rested));
+      const nextDueAt = Math.max(this.due.get(':inventories') ?? 0, ended + SWEEP_REST * (ended - started));
+      this.due.set(':inventories', nextDueAt);
+      const at = { durationMs: ended - started, nextDueAt };
+      this.deps.log.info({ event: 'reconcile.sweep_done', ...at }, 'inventory sweep of every worker done');
     }
   }
 
