@@ -3,7 +3,7 @@
  *
  *   npm run bench:scale -- [--images 1000000,10000000] [--worker-blobs 1000000]
  *                          [--baseline 10000] [--snapshot-threshold 2000] [--phase-timeout-min 30]
- *                          [--in-flight 2] [--load-only]
+ *                          [--in-flight 2] [--load-only | --worker-only]
  *
  * Per N (default 10 million), and first at --baseline images (the latency reference): starts 3
  * managers (with --bulk-record-load, an operator-only route that commits image records without
@@ -23,8 +23,11 @@
  *     compactions done; the wait is printed), with the leader's CPU per read;
  *   - a follower's restart (SIGTERM, start again, applied back at the leader's commit);
  *   - a worker holding --worker-blobs blobs (files and index written here in its on-disk layout,
- *     with matching records on it and on a stopped worker) restarting: time to register, and the
- *     leader's time to reconcile its inventory (its `reconcile.done` log line);
+ *     with matching records on it and on a stopped worker) restarting: time to register (its
+ *     `worker.registered` line: the table says `up` throughout), and the leader's time to
+ *     reconcile its inventory (its `worker.registered` to its `reconcile.done` line), with the
+ *     worker's and the leader's peak RSS and CPU seconds from the spawn to reconcile done;
+ *     --worker-only runs the load and this phase alone (--baseline N with --images N: one size);
  *   - a new manager joining (the normal member-add path) and catching up by snapshot (the log is
  *     compacted every --snapshot-threshold entries), with the peak RSS (VmHWM) of the leader, which
  *     sends the snapshot (and its RSS split after the join), and of the new manager. A join that does not finish within the phase
@@ -56,6 +59,8 @@ interface Options {
   phaseTimeoutMs: number;
   /** Only the load (and every manager applying it): the quick loop for the apply path's cost. */
   loadOnly: boolean;
+  /** The load, then only the worker's restart (no reads, manager restart or join). */
+  workerOnly: boolean;
   requestsInFlight: number;
 }
 
@@ -78,6 +83,7 @@ function parseOptions(argv: string[]): Options {
     snapshotThreshold: positive('--snapshot-threshold', '2000'),
     phaseTimeoutMs: positive('--phase-timeout-min', '30') * 60_000,
     loadOnly: argv.includes('--load-only'),
+    workerOnly: argv.includes('--worker-only'),
     requestsInFlight: positive('--in-flight', String(REQUESTS_IN_FLIGHT)),
   };
 }
@@ -106,6 +112,11 @@ const SETTLE_LIMIT_MS = 5 * 60_000;
 
 const recordId = (prefix: 's' | 'b', i: number): string => `${prefix}${String(i).padStart(10, '0')}`;
 const shaOf = (id: string): string => createHash('sha256').update(id).digest('hex');
+/**
+ * The worker's blobs are empty files, and their records say so: the worker's scrubber reads every
+ * blob back against its sha256, and would remove (and report lost) a blob whose bytes disagree.
+ */
+const EMPTY_SHA = shaOf('');
 
 interface Latency {
   list: number[];
@@ -150,9 +161,7 @@ interface Row {
   /** p50 / p99 of both reads measured as soon as the load was applied, before `settle`. */
   early: string;
   managerRestartMs: number;
-  workerBlobs: number;
-  workerRegisterMs: number;
-  reconcileMs: number | string;
+  worker: WorkerPhase | null;
   join: string;
   senderPeakMiB: number;
   receiverPeakMiB: number;
@@ -206,7 +215,7 @@ class Bench {
       const size = blob ? 0 : RECORD_SIZE;
       const replicas = blob ? '["w3","w1"]' : '["w1","w2"]';
       records.push(
-        `{"type":"recordObject","id":"${id}","size":${size},"sha256":"${shaOf(id)}","contentType":"image/jpeg","createdAt":${createdAt},"replicas":${replicas}}`,
+        `{"type":"recordObject","id":"${id}","size":${size},"sha256":"${blob ? EMPTY_SHA : shaOf(id)}","contentType":"image/jpeg","createdAt":${createdAt},"replicas":${replicas}}`,
       );
     }
     const body = `{"records":[${records.join(',')}]}`;
@@ -396,7 +405,7 @@ async function folderBytes(dir: string): Promise<number> {
 
 /**
  * `count` blobs b... in a stopped worker's data folder, as its store keeps them: an empty file
- * each under blobs/ab/<id> and its index entry (size 0, the sha256 the record carries).
+ * each under blobs/ab/<id> and its index entry (size 0, the sha256 of no bytes, as its record).
  */
 async function writeWorkerBlobs(dataDir: string, count: number): Promise<void> {
   const store = await BlobStore.open(dataDir, { logger: pino({ level: 'silent' }) });
@@ -406,7 +415,7 @@ async function writeWorkerBlobs(dataDir: string, count: number): Promise<void> {
       const entries = [];
       for (let i = from; i < Math.min(count, from + BATCH); i++) {
         const id = recordId('b', i);
-        entries.push({ id, size: 0, sha256: shaOf(id) });
+        entries.push({ id, size: 0, sha256: EMPTY_SHA });
       }
       await Promise.all(entries.map((e) => writeFile(join(dataDir, blobRelativePath(e.id)), '')));
       await store.index.record(entries, { sync: false });
@@ -416,13 +425,22 @@ async function writeWorkerBlobs(dataDir: string, count: number): Promise<void> {
   }
 }
 
-/** ms from `since` (epoch ms) to the leader's `reconcile.done` line for `nodeId`, or null. */
-async function reconcileDoneAfter(logFile: string, nodeId: string, since: number): Promise<number | null> {
+/**
+ * ms from `since` (epoch ms) to the first log line of `event` (with `"nodeId":"<nodeId>"` when
+ * given) in `logFile`, with the line; null if none yet.
+ */
+async function loggedAfter(
+  logFile: string,
+  event: string,
+  since: number,
+  nodeId?: string,
+): Promise<{ ms: number; line: string } | null> {
   const text = await readFile(logFile, 'utf8').catch(() => '');
   for (const line of text.split('\n')) {
-    if (!line.includes('"reconcile.done"') || !line.includes(`"nodeId":"${nodeId}"`)) continue;
+    if (!line.includes(`"event":"${event}"`)) continue;
+    if (nodeId !== undefined && !line.includes(`"nodeId":"${nodeId}"`)) continue;
     const time = Number(/"time":(\d+)/.exec(line)?.[1]);
-    if (time >= since) return time - since;
+    if (time >= since) return { ms: time - since, line };
   }
   return null;
 }
@@ -499,31 +517,78 @@ async function joinManager(
   }
 }
 
-async function workerRestart(
-  cluster: ImageCluster,
-  blobs: number,
-  timeoutMs: number,
-): Promise<{ registerMs: number; reconcileMs: number | string }> {
+interface WorkerPhase {
+  blobs: number;
+  /** Writing the blob files and index entries into the stopped worker's folder. */
+  fixtureMs: number;
+  /** The worker's start-up check of its store (its `storage.startup_check` line). */
+  startupCheckMs: number | string;
+  /** Spawn to the worker's own `worker.registered` line (the leader answered its registration). */
+  registerMs: number | string;
+  /** The leader's `worker.registered` line to its `reconcile.done` line for the worker. */
+  reconcileMs: number | string;
+  /** Peak RSS (VmHWM) from spawn to reconcile done: the worker's, and the leader's (reset first). */
+  workerPeakMiB: number;
+  leaderPeakMiB: number;
+  /** CPU seconds from spawn to reconcile done. */
+  workerCpuS: number;
+  leaderCpuS: number;
+}
+
+/**
+ * w3, stopped and still `up` in the table (down verdicts come after a day), is given `blobs` blobs
+ * and started again: the times are read from the worker's and the leader's logs, since the table
+ * says `up` throughout.
+ */
+async function workerRestart(cluster: ImageCluster, blobs: number, timeoutMs: number): Promise<WorkerPhase> {
   const w3 = cluster.worker('w3');
+  const t0 = performance.now();
   await writeWorkerBlobs(w3.dataDir, blobs);
+  const fixtureMs = performance.now() - t0;
+  progress(`${blobs} blobs written in ${(fixtureMs / 1000).toFixed(1)} s`);
   const leader = await cluster.leader();
+  const leaderPid = leader.child?.pid;
+  await peakRssMiB(leaderPid, true);
+  const leaderCpu0 = cpuSeconds(leaderPid);
   const since = Date.now();
-  const t = performance.now();
   cluster.spawnWorker(w3);
-  await cluster.waitForWorkersUp(['w3'], timeoutMs);
-  const registerMs = performance.now() - t;
-  const logFile = join(cluster.root, `${leader.id}.log`);
-  let reconcileMs: number | string = `FAILED: no reconcile.done within ${timeoutMs / 60_000} min`;
+  const workerPid = w3.child?.pid;
+  const workerLog = join(cluster.root, 'w3.log');
+  const leaderLog = join(cluster.root, `${leader.id}.log`);
+  const failed = `FAILED: not within ${timeoutMs / 60_000} min`;
+  let registerMs: number | string = failed;
+  let reconcileMs: number | string = failed;
+  let startupCheckMs: number | string = failed;
+  let workerPeakMiB = 0;
+  let workerCpuS = 0;
   await until(
-    'w3 reconciled',
+    'w3 registered and reconciled',
     async () => {
-      const ms = await reconcileDoneAfter(logFile, 'w3', since);
-      if (ms !== null) reconcileMs = ms;
-      return ms !== null;
+      // Sampled while it runs: a worker that exits takes its counters with it.
+      workerPeakMiB = Math.max(workerPeakMiB, await peakRssMiB(workerPid));
+      workerCpuS = Math.max(workerCpuS, cpuSeconds(workerPid));
+      const check = await loggedAfter(workerLog, 'storage.startup_check', since);
+      if (check) startupCheckMs = Number(/"durationMs":(\d+)/.exec(check.line)?.[1]);
+      const registered = await loggedAfter(workerLog, 'worker.registered', since);
+      if (registered) registerMs = registered.ms;
+      const recorded = await loggedAfter(leaderLog, 'worker.registered', since, 'w3');
+      const done = await loggedAfter(leaderLog, 'reconcile.done', since, 'w3');
+      if (done && recorded) reconcileMs = done.ms - recorded.ms;
+      return done !== null;
     },
     timeoutMs,
   ).catch(() => {});
-  return { registerMs, reconcileMs };
+  return {
+    blobs,
+    fixtureMs,
+    startupCheckMs,
+    registerMs,
+    reconcileMs,
+    workerPeakMiB,
+    leaderPeakMiB: await peakRssMiB(leaderPid),
+    workerCpuS,
+    leaderCpuS: cpuSeconds(leaderPid) - leaderCpu0,
+  };
 }
 
 /** The figures a --load-only run does not measure. */
@@ -533,9 +598,7 @@ const SKIPPED = {
   metaP50: Number.NaN,
   metaP99: Number.NaN,
   managerRestartMs: Number.NaN,
-  workerBlobs: 0,
-  workerRegisterMs: Number.NaN,
-  reconcileMs: Number.NaN,
+  worker: null,
   join: 'skipped',
   senderPeakMiB: Number.NaN,
   receiverPeakMiB: Number.NaN,
@@ -607,6 +670,8 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       leaderHeapAfterLoadMiB: await heapAfterGcMiB(leader.child?.pid),
     };
     if (opts.loadOnly) return { ...load, ...SKIPPED };
+    if (opts.workerOnly)
+      return { ...load, ...SKIPPED, worker: await workerRestart(cluster, blobs, opts.phaseTimeoutMs) };
     const early = await bench.latency(leader, n, blobs);
     const settleMs = await bench.settle();
     progress(`N=${n}: managers quiet after ${(settleMs / 1000).toFixed(1)} s`);
@@ -629,9 +694,7 @@ async function runOne(n: number, opts: Options): Promise<Row> {
       settleMs,
       early: [early.list, early.meta].map((v) => `${pair(v)} ms`).join(', '),
       managerRestartMs,
-      workerBlobs: blobs,
-      workerRegisterMs: worker.registerMs,
-      reconcileMs: worker.reconcileMs,
+      worker,
       join: joined.result,
       senderPeakMiB: joined.senderPeakMiB,
       receiverPeakMiB: joined.receiverPeakMiB,
@@ -644,6 +707,27 @@ async function runOne(n: number, opts: Options): Promise<Row> {
   }
 }
 
+/** The worker phase's lines of the table (`-` where it did not run). */
+function workerLines(ms: (v: number | string) => string): [string, (r: Row) => string][] {
+  const w = (cell: (w: WorkerPhase) => string) => (r: Row) => (r.worker ? cell(r.worker) : '-');
+  const mib = (v: number) => `${v.toFixed(0)} MiB`;
+  return [
+    ['worker blobs', w((v) => v.blobs.toLocaleString('en-US'))],
+    ['  fixture written (files + index)', w((v) => ms(v.fixtureMs))],
+    ['  worker start-up check', w((v) => ms(v.startupCheckMs))],
+    ['worker restart (to registered)', w((v) => ms(v.registerMs))],
+    ['leader reconcile of its inventory', w((v) => ms(v.reconcileMs))],
+    [
+      '  worker / leader peak RSS to reconciled',
+      w((v) => `${mib(v.workerPeakMiB)} / ${mib(v.leaderPeakMiB)}`),
+    ],
+    [
+      '  worker / leader CPU to reconciled',
+      w((v) => `${v.workerCpuS.toFixed(1)} / ${v.leaderCpuS.toFixed(1)} s`),
+    ],
+  ];
+}
+
 /** "p50 / p99" of sorted wall times. */
 function pair(sorted: number[]): string {
   return `${percentile(sorted, 50).toFixed(1)} / ${percentile(sorted, 99).toFixed(1)}`;
@@ -653,7 +737,7 @@ function progress(message: string): void {
   process.stderr.write(`[${new Date().toISOString()}] ${message}\n`);
 }
 
-function printRows(rows: Row[], loadOnly: boolean): void {
+function printRows(rows: Row[], opts: Options): void {
   const ms = (v: number | string) => (typeof v === 'number' ? `${v.toFixed(1)} ms` : v);
   const split = (v: RssSplit) => `${v.anonMiB.toFixed(0)} / ${v.fileMiB.toFixed(0)} MiB`;
   const mib = (v: number) => `${v.toFixed(0)} MiB`;
@@ -679,9 +763,7 @@ function printRows(rows: Row[], loadOnly: boolean): void {
     ['GET /v1/images/:id/meta p99', (r) => ms(r.metaP99)],
     ['  leader CPU per meta read', (r) => ms(r.metaCpuMs)],
     ['manager restart (to caught up)', (r) => ms(r.managerRestartMs)],
-    ['worker blobs', (r) => r.workerBlobs.toLocaleString('en-US')],
-    ['worker restart (to registered, up)', (r) => ms(r.workerRegisterMs)],
-    ['leader reconcile of its inventory', (r) => ms(r.reconcileMs)],
+    ...workerLines(ms),
     ['new manager join + catch-up', (r) => r.join],
     [`  sender (leader) peak RSS (VmHWM), target < ${JOIN_RSS_TARGET_MiB}`, (r) => target(r.senderPeakMiB)],
     ['    peak anon / peak file (1 s samples)', (r) => peaks(r.sender)],
@@ -691,7 +773,8 @@ function printRows(rows: Row[], loadOnly: boolean): void {
     ['    peak anon / peak file (1 s samples)', (r) => peaks(r.receiver)],
     ['    JS heap after a full GC, after it', (r) => mib(r.receiver.heapAfterGcMiB)],
   ];
-  const shown = loadOnly ? lines.slice(0, 9) : lines;
+  const load = lines.slice(0, 9);
+  const shown = opts.loadOnly ? load : opts.workerOnly ? [...load, ...workerLines(ms)] : lines;
   const width = Math.max(...shown.map(([label]) => label.length));
   for (const [label, cell] of shown) {
     console.log(`${label.padEnd(width)}  ${rows.map((r) => cell(r).padStart(16)).join('  ')}`);
@@ -713,4 +796,4 @@ for (const n of sizes) {
   }
 }
 removeHeapProbeDir();
-printRows(rows, opts.loadOnly);
+printRows(rows, opts);

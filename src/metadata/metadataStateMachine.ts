@@ -270,6 +270,12 @@ export class MetadataStateMachine implements StateMachine {
     return raw === undefined ? null : { id, ...decodeObject(raw) };
   }
 
+  /** Several objects in one LevelDB read, null where there is none (a rejoin's batch of lines). */
+  async getObjects(ids: readonly string[]): Promise<(ObjectView | null)[]> {
+    const raws = await this.tables.getMany('objects', [...ids]);
+    return raws.map((raw, i) => (raw === undefined ? null : { id: ids[i]!, ...decodeObject(raw) }));
+  }
+
   /** Objects in id order. */
   async listObjects(opts: PageOptions = {}): Promise<Page<ObjectView>> {
     const limit = clampLimit(opts.limit, 100, MAX_PAGE);

@@ -86,6 +86,64 @@ export class RepairWalk {
   }
 }
 
+/** One step of comparing an inventory with the recorded copies on its worker (compareInventory). */
+export type Compared =
+  /** A line whose copy the record lists on this worker. */
+  | { kind: 'listed'; line: InventoryEntry }
+  /** A line the record does not list on this worker: an orphan or a stray. */
+  | { kind: 'unlisted'; line: InventoryEntry }
+  /** A copy the record lists on this worker that the inventory lacks. */
+  | { kind: 'lacking'; id: string }
+  /** The inventory is out of id order: nothing after this can be trusted; the last step. */
+  | { kind: 'unordered' };
+
+/**
+ * An inventory (ascending) against the ids recorded on its worker (ascending), each side read
+ * once, in a merge: bounded memory and no lookup per line, whatever the number of blobs.
+ */
+export async function* compareInventory(
+  inventory: AsyncIterable<InventoryEntry> | Iterable<InventoryEntry>,
+  recorded: AsyncIterable<string>,
+): AsyncGenerator<Compared> {
+  const held = (async function* () {
+    yield* inventory;
+  })();
+  const ids = recorded[Symbol.asyncIterator]();
+  let previous: string | undefined;
+  const nextLine = async (): Promise<InventoryEntry | null | 'unordered'> => {
+    const r = await held.next();
+    if (r.done) return null;
+    if (previous !== undefined && r.value.id <= previous) return 'unordered';
+    previous = r.value.id;
+    return r.value;
+  };
+  try {
+    let line = await nextLine();
+    let id = await ids.next();
+    for (;;) {
+      if (line === 'unordered') {
+        yield { kind: 'unordered' };
+        return;
+      }
+      if (line === null && id.done) return;
+      if (line !== null && (id.done || line.id < id.value)) {
+        yield { kind: 'unlisted', line };
+        line = await nextLine();
+      } else if (line === null || line.id > id.value!) {
+        yield { kind: 'lacking', id: id.value! };
+        id = await ids.next();
+      } else {
+        yield { kind: 'listed', line };
+        line = await nextLine();
+        id = await ids.next();
+      }
+    }
+  } finally {
+    await held.return(undefined);
+    await ids.return?.(undefined);
+  }
+}
+
 /**
  * The ids listed in `recorded` (ascending) that `inventory` (ascending) lacks: a merge of the two
  * in bounded memory. Yields `null` and stops when the inventory is out of order.

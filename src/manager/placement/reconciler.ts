@@ -18,6 +18,9 @@ export interface PlacementReconcilerDeps extends RepairDeps, InventoryReconciler
   inventorySweepMs?: number;
 }
 
+/** A leader rests this many times a sweep's length before the next: sweeps take at most 1/4 of its time. */
+const SWEEP_REST = 3;
+
 interface ObservedInventory {
   nodeId: string;
   source: InventorySource;
@@ -135,7 +138,7 @@ export class PlacementReconciler {
     if (this.isDue(':orphans', Math.min(60_000, Math.max(100, Math.floor(grace / 4)))))
       this.beside(':orphans', 'reconcile.orphan_sweep_failed', () => this.inventories.sweepOrphans());
     if (this.isDue(':inventories', this.deps.inventorySweepMs ?? Math.min(600_000, Math.max(1_000, grace))))
-      this.beside(':inventories', 'reconcile.sweep_failed', () => this.sweepInventories());
+      this.beside(':inventories', 'reconcile.sweep_failed', () => this.pacedSweep());
     return this.repair.pass();
   }
 
@@ -156,6 +159,25 @@ export class PlacementReconciler {
     void task()
       .catch((err: unknown) => this.deps.log.warn({ event: failed, key, err }, 'the next sweep retries'))
       .finally(() => this.running.delete(key));
+  }
+
+  /**
+   * sweepInventories, the next one due no sooner than SWEEP_REST times its length after it ends:
+   * a sweep's cost grows with the blobs every worker holds, and past the period it would otherwise
+   * run back to back; the period stretches instead (docs/operations.md, "Worker restart").
+   */
+  private async pacedSweep(): Promise<number> {
+    const now = this.deps.now ?? Date.now;
+    const started = now();
+    try {
+      return await this.sweepInventories();
+    } finally {
+      const ended = now();
+      const nextDueAt = Math.max(this.due.get(':inventories') ?? 0, ended + SWEEP_REST * (ended - started));
+      this.due.set(':inventories', nextDueAt);
+      const at = { durationMs: ended - started, nextDueAt };
+      this.deps.log.info({ event: 'reconcile.sweep_done', ...at }, 'inventory sweep of every worker done');
+    }
   }
 
   /** Not leading (or stopped): observed inventories are let go; a leader's sweep finds their work. */

@@ -23,7 +23,7 @@ import {
   runLanes,
   unlistedIn,
 } from './execute.ts';
-import { FirstSeen, lackedBy, objectsOn } from './observe.ts';
+import { compareInventory, FirstSeen, lackedBy, objectsOn } from './observe.ts';
 import { type Nodes, orphanDue, planHeldCopy, planMissing, planStray } from './plan.ts';
 
 export interface InventoryReconcilerDeps extends ExecutorDeps {
@@ -35,6 +35,9 @@ export type InventorySource = () => AsyncIterable<InventoryEntry> | Iterable<Inv
 
 /** Inventory lines reconciled at once: each waits on read-backs and a commit (docs/operations.md). */
 const RECONCILE_CONCURRENCY = 32;
+
+/** Inventory lines read, and looked up in the table, at once by a rejoin: memory stays this size. */
+const RECONCILE_BATCH = 512;
 
 /** Due sightings one orphan sweep acts on at most: each waits on read-backs and a delete. */
 export const ORPHANS_PER_SWEEP = 64;
@@ -92,34 +95,55 @@ export class InventoryReconciler {
   }
 
   /**
-   * A serving worker's inventory, read by the periodic sweep, against the table both ways: blobs
-   * the table does not list there are noted (deleted after their grace by sweepOrphans), and
-   * copies it lists there that the inventory lacks are dropped once the worker confirms they are
-   * gone. That second half catches a rejoin cut short (a leader change, a failure): the worker does
-   * not register again for it. Returns the blobs newly noted.
+   * A serving worker's inventory, read by the periodic sweep, against the table both ways in one
+   * merge with the node's index (compareInventory): blobs the table does not list there are noted
+   * (deleted after their grace by sweepOrphans), and copies it lists there that the inventory lacks
+   * are dropped once the worker confirms they are gone. That second half catches a rejoin cut
+   * short (a leader change, a failure): the worker does not register again for it. The inventory
+   * is read once and no line costs a lookup. Returns the blobs newly noted.
    */
   async sweepOne(node: NodeView): Promise<number> {
     const startedAt = this.now();
+    const { nodeId } = node;
     let noted = 0;
     // Sightings on this node not listed again are gone from the worker: moot. Tracked this way
     // round so memory follows the few unrecorded blobs, not the inventory.
-    const unseen = new Set(this.seen.all(node.nodeId).map((s) => s.id));
-    for await (const line of this.deps.workers.inventory(node.url)) {
-      unseen.delete(line.id);
-      const object = await this.deps.metadata.getObject(line.id);
-      if (object?.replicas.includes(node.nodeId)) this.seen.forget(node.nodeId, line.id);
-      else if (this.seen.note(node.nodeId, line.id, this.now())) noted += 1;
-    }
-    for (const id of unseen) this.seen.forget(node.nodeId, id);
+    const unseen = new Set(this.seen.all(nodeId).map((s) => s.id));
     const summary = emptySummary();
-    await this.reconcileLacking(node.nodeId, () => this.deps.workers.inventory(node.url), startedAt, summary);
+    let whole = true;
+    const compared = compareInventory(
+      this.deps.workers.inventory(node.url),
+      objectsOn(this.deps.metadata, nodeId),
+    );
+    for await (const c of compared) {
+      if (c.kind === 'unordered' || !this.deps.raft.isLeader()) {
+        if (c.kind === 'unordered') this.logUnordered(nodeId);
+        whole = false;
+        break;
+      }
+      if (c.kind === 'lacking') {
+        await this.reconcileMissing(nodeId, c.id, startedAt, summary);
+        continue;
+      }
+      unseen.delete(c.line.id);
+      if (c.kind === 'listed') this.seen.forget(nodeId, c.line.id);
+      else if (this.seen.note(nodeId, c.line.id, this.now())) noted += 1;
+    }
+    if (whole) for (const id of unseen) this.seen.forget(nodeId, id);
     if (summary.missingDropped > 0) {
       this.deps.log.warn(
-        { event: 'reconcile.sweep_missing', nodeId: node.nodeId, ...summary },
+        { event: 'reconcile.sweep_missing', nodeId, ...summary },
         'recorded copies missing from their worker dropped; repair makes new ones',
       );
     }
     return noted;
+  }
+
+  private logUnordered(nodeId: string): void {
+    this.deps.log.warn(
+      { event: 'reconcile.inventory_unordered', nodeId },
+      'inventory not in id order: copies it lacks are left to the next rejoin',
+    );
   }
 
   /**
@@ -130,21 +154,29 @@ export class InventoryReconciler {
   async reconcile(nodeId: string, inventory: InventorySource, startedAt: number): Promise<ReconcileSummary> {
     const { metadata, log } = this.deps;
     const summary = emptySummary();
-    let nodes = await nodesById(metadata);
-    let taken = 0;
-    // One reader shared by the lanes: an async generator hands out its lines in order.
     const lines = (async function* () {
       yield* inventory();
     })();
-    const next = async () => (await lines.next()).value as InventoryEntry | undefined;
-    const decideLine = async (line: InventoryEntry) => {
-      // Node states steer decisions; re-read now and then, not for every blob.
-      if (++taken % 256 === 0) nodes = await nodesById(metadata);
-      const self = nodes.get(nodeId);
-      if (self) await this.decide(summary, nodeId, line.id, () => this.reconcileLine(self, line, nodes));
-    };
     try {
-      await runLanes(RECONCILE_CONCURRENCY, next, decideLine, () => this.deps.raft.isLeader());
+      for (;;) {
+        const batch: InventoryEntry[] = [];
+        while (batch.length < RECONCILE_BATCH) {
+          const r = await lines.next();
+          if (r.done) break;
+          batch.push(r.value);
+        }
+        if (batch.length === 0 || !this.deps.raft.isLeader()) break;
+        // Node states steer decisions: read once a batch, not for every blob.
+        const nodes = await nodesById(metadata);
+        const self = nodes.get(nodeId);
+        if (!self) break;
+        const rest = await this.keepListed(self, batch);
+        const decideLine = (line: InventoryEntry) =>
+          this.decide(summary, nodeId, line.id, () => this.reconcileLine(self, line, nodes)).then(() => {});
+        await runLanes(RECONCILE_CONCURRENCY, rest, decideLine, () => this.deps.raft.isLeader());
+        summary.kept += batch.length - rest.length;
+        if (batch.length < RECONCILE_BATCH) break;
+      }
     } finally {
       await lines.return(undefined);
     }
@@ -152,6 +184,26 @@ export class InventoryReconciler {
     await this.reconcileLacking(nodeId, inventory, startedAt, summary);
     log.info({ event: 'reconcile.done', nodeId, ...summary }, `reconciled the inventory of ${nodeId}`);
     return summary;
+  }
+
+  /**
+   * The lines of `batch` whose copy the record lists on `self` with the line's size and sha256,
+   * read in one lookup for the batch: kept, which changes nothing, so no slot is needed (an action
+   * on the object meanwhile decides on its own read). Returns the other lines, to be decided one
+   * by one under their slot (reconcileLine).
+   */
+  private async keepListed(self: NodeView, batch: InventoryEntry[]): Promise<InventoryEntry[]> {
+    const objects = await this.deps.metadata.getObjects(batch.map((l) => l.id));
+    const rest: InventoryEntry[] = [];
+    batch.forEach((line, i) => {
+      const o = objects[i];
+      if (o?.replicas.includes(self.nodeId) && o.size === line.size && o.sha256 === line.sha256)
+        this.seen.forget(self.nodeId, line.id);
+      else rest.push(line);
+    });
+    const kept = batch.length - rest.length;
+    if (kept > 0) this.deps.metrics.reconcileDecisions.inc({ decision: 'kept' }, kept);
+    return rest;
   }
 
   /** A worker's copy of one inventory line against the record, its object's slot held (see decide). */
@@ -311,10 +363,7 @@ export class InventoryReconciler {
     for await (const id of lackedBy(inventory(), objectsOn(this.deps.metadata, nodeId))) {
       if (!this.deps.raft.isLeader()) return;
       if (id === null) {
-        this.deps.log.warn(
-          { event: 'reconcile.inventory_unordered', nodeId },
-          'inventory not in id order: copies it lacks are left to the next rejoin',
-        );
+        this.logUnordered(nodeId);
         return;
       }
       await this.reconcileMissing(nodeId, id, inventoryStartedAt, summary);
