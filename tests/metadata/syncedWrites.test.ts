@@ -34,7 +34,8 @@ async function openMachine(): Promise<MetadataStateMachine> {
 async function openTables(synced: boolean): Promise<MetadataTables> {
   const dir = await mkdtemp(join(tmpdir(), 'imgvault-synced-'));
   folders.push(dir);
-  const tables = await MetadataTables.open(dir);
+  // Batches of a few hundred rows, so the restores below write several.
+  const tables = await MetadataTables.open(dir, { restoreBatchBytes: 16 * 1024 });
   opened.push(tables);
   await tables.syncWrites(synced);
   return tables;
@@ -84,7 +85,7 @@ describe('tables with synced writes', () => {
     const source = await openTables(false);
     await source.write(objectRows(2500), 7);
     const streamed: Buffer[] = [];
-    for await (const chunk of source.snapshotChunks(64 * 1024)) streamed.push(chunk);
+    for await (const chunk of source.snapshotChunks(8 * 1024)) streamed.push(chunk);
     const whole = await source.snapshot();
     const expected = await source.digest();
 
@@ -98,7 +99,7 @@ describe('tables with synced writes', () => {
       await restore(target);
       vi.restoreAllMocks();
       expect(await target.digest()).toEqual(expected);
-      // 2,500 rows in batches of at most 1,000, then the flip: every one fsynced.
+      // 2,500 rows in batches of 16 KiB, then the flip: every one fsynced.
       expect(seen.filter((b) => b.ops > 0).length).toBeGreaterThanOrEqual(4);
       expect(seen.filter((b) => !b.sync && b.ops > 0)).toEqual([]);
     }
@@ -117,8 +118,8 @@ describe('tables with synced writes', () => {
     }
     const seen = await watchBatches();
     await expect(target.restoreChunks(cutShort(), 5)).rejects.toThrow('connection lost');
-    // At least one batch of 1,000 rows written, then deleted again: all of it synced.
-    expect(seen.filter((b) => b.ops === 1000).length).toBeGreaterThanOrEqual(2);
+    // Batches of rows written, then deleted again: all of it synced.
+    expect(seen.filter((b) => b.ops > 0).length).toBeGreaterThanOrEqual(2);
     expect(seen.filter((b) => !b.sync && b.ops > 0)).toEqual([]);
     expect(target.appliedIndex()).toBe(0);
     await target.restoreChunks(replay(streamed), 5);
