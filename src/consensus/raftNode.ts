@@ -56,6 +56,8 @@ export { RaftError, type RaftErrorCode } from './node/raftError.ts';
 /** The first wait after a failed build of a snapshot file a follower wants, and the longest. */
 const FILE_RETRY_MIN_MS = 1_000;
 const FILE_RETRY_MAX_MS = 60_000;
+/** The log kept behind a file built on demand (heldFileIndex) may hold this many log budgets. */
+const FILE_HOLD_BUDGETS = 4;
 
 /** What the driver needs from a transport; `HttpTransport` provides it. */
 export interface RaftTransport {
@@ -166,6 +168,19 @@ export class RaftNode {
   private readonly snapshotFolder: SnapshotFolder | null;
   /** A snapshot being built off the Ready loop (see maybeSnapshot), or null. */
   private snapshotTask: Promise<void> | null = null;
+  /**
+   * The leader's snapshots being installed off the Ready loop, in order (startInstall), or null.
+   * Until one ends the core hands out no committed entry after it (RaftCore.snapshotApplied).
+   */
+  private installing: Promise<void> | null = null;
+  /** The Ready being handled started an install: advance() must not count its snapshot applied. */
+  private installStarted = false;
+  /**
+   * The index of the last file built on demand, kept in the log while a member the leader sent it
+   * to has not reached it (heldFileIndex), so that member goes on from the log once the file is
+   * installed instead of needing another file; 0 when none.
+   */
+  private fileHold: Index = 0;
   /** The applied index the last snapshot was started at, taken or not: a failed one waits as long. */
   private snapshotStartedAt: Index = 0;
   /** The recorded snapshot's file is missing (see start): take one at the next applied entry. */
@@ -553,6 +568,7 @@ export class RaftNode {
     await this.cycleDone;
     // The owner closes the store and the state machine next: a snapshot still reading them ends first.
     await this.snapshotTask;
+    await this.installing?.catch(() => {});
     this.failEverything(new RaftError('Stopped', 'raft node stopped'));
     this.log.info({ event: 'raft.stopped' }, 'raft node stopped');
   }
@@ -594,8 +610,9 @@ export class RaftNode {
         if (!this.core.hasReady()) break;
         const rd = this.core.ready();
         const t0 = performance.now();
+        this.installStarted = false;
         await this.handleReady(rd);
-        this.core.advance();
+        this.core.advance({ snapshotApplied: !this.installStarted });
         this.metrics?.readySeconds.observe((performance.now() - t0) / 1000);
       }
     } catch (err) {
@@ -634,12 +651,13 @@ export class RaftNode {
 
     if (messages.length > 0) this.transport.send(messages);
 
-    if (rd.snapshot) await this.installSnapshot(rd.snapshot);
+    if (rd.snapshot) this.startInstall(rd.snapshot);
     if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
 
     this.reads.confirmed(rd.readStates);
     this.resolveReads();
-    await this.maybeSnapshot();
+    // The state machine is behind the log until the install ends: nothing to compact or build.
+    if (this.installing === null) await this.maybeSnapshot();
   }
 
   /** True when the hard state waiting to be written changes the term or the vote. */
@@ -680,23 +698,62 @@ export class RaftNode {
     this.checkWaiters();
   }
 
-  private async installSnapshot(snap: Snapshot): Promise<void> {
-    const folder = this.snapshotFolder;
-    const { members, file } = await restoreSnapshot(this.sm, folder, snap.data, snap.metadata.index);
-    // persist() recorded this snapshot before it was installed: older files are no longer needed.
-    if (file !== null) await folder?.removeOlderThan(file);
+  /**
+   * Installs a snapshot from the leader, already persisted, off the Ready loop: restoring millions
+   * of rows takes minutes, and a loop held that long answered no vote and ticked no timer. The
+   * membership it carries is taken at once (the core already holds it); the state machine's state
+   * when the install ends, and only then does the core hand out the entries after it. Installs
+   * run one after another, in the order the snapshots came.
+   */
+  private startInstall(snap: Snapshot): void {
+    this.installStarted = true;
+    const { members } = unwrapSnapshot(snap.data);
     this.snapshotIndex = snap.metadata.index;
-    this.logCompacted();
     this.confState = snap.metadata.confState;
     for (const id of this.members.keys())
       if (!(id in members) && id !== this.id) this.transport.removePeer(id);
     this.members = new Map(Object.entries(members));
     for (const [id, url] of this.members) if (id !== this.id) this.transport.setPeer(id, url);
+    this.checkWaiters();
+    const run = (this.installing ?? Promise.resolve()).then(() => this.installSnapshot(snap));
+    this.installing = run;
+    run.then(
+      () =>
+        this.input(() => {
+          if (this.installing === run) this.installing = null;
+          this.core.snapshotApplied(snap.metadata.index);
+          this.logCompacted();
+          this.checkWaiters();
+        }),
+      (err: unknown) => this.fatal(err),
+    );
+  }
+
+  private async installSnapshot(snap: Snapshot): Promise<void> {
+    if (this.stopped) return;
+    const folder = this.snapshotFolder;
+    const { index, term } = snap.metadata;
+    const file = snapshotFileOf(snap.data);
+    const t0 = this.clock.now();
     this.log.info(
-      { event: 'raft.snapshot_installed', index: snap.metadata.index, term: snap.metadata.term },
+      { event: 'raft.snapshot_install_started', index, term, bytes: file?.size },
+      'installing a snapshot from the leader',
+    );
+    await restoreSnapshot(this.sm, folder, snap.data, index);
+    // persist() recorded this snapshot before it was installed: older files are no longer needed.
+    if (file !== null) await folder?.removeOlderThan(file);
+    this.log.info(
+      {
+        event: 'raft.snapshot_installed',
+        index,
+        term,
+        bytes: file?.size,
+        ms: this.clock.now() - t0,
+        applied: this.sm.appliedIndex(),
+        lastIndex: this.storage.lastIndex(),
+      },
       'installed a snapshot from the leader',
     );
-    this.checkWaiters();
   }
 
   /**
@@ -773,10 +830,18 @@ export class RaftNode {
     );
     this.snapshotStartedAt = applied;
     this.snapshotDue = false;
+    const wanted = this.buildingWantedFile;
+    if (wanted) {
+      this.log.info(
+        { event: 'raft.snapshot_file_build_started', index: applied },
+        'building a snapshot file for a follower',
+      );
+    }
     this.snapshotTask = this.compactTo(
       applied,
       { voters: [...this.confState.voters], learners: [...this.confState.learners] },
       finish,
+      wanted,
     )
       .then(() => {
         this.fileRetryMs = FILE_RETRY_MIN_MS;
@@ -809,7 +874,9 @@ export class RaftNode {
     index: Index,
     confState: ConfState,
     finish: () => Promise<{ data: string; file: SnapshotFileRef | null }>,
+    wanted = false,
   ): Promise<void> {
+    const t0 = this.clock.now();
     const { data, file } = await finish();
     // A snapshot installed from the leader meanwhile already covers this one.
     if (this.stopped || index <= this.snapshotIndex) {
@@ -825,10 +892,17 @@ export class RaftNode {
     // A file built on demand keeps the catch-up window in memory for followers a little behind.
     this.storage.compact(this.compactsWithoutFile ? this.compactionPoint(index) : index);
     this.snapshotIndex = Math.max(this.snapshotIndex, index);
+    if (wanted) this.fileHold = index;
     this.logCompacted();
     if (file !== null) await this.snapshotFolder?.removeOlderThan(file);
     this.log.info(
-      { event: 'raft.snapshot_taken', index, bytes: file?.size ?? data.length },
+      {
+        event: 'raft.snapshot_taken',
+        index,
+        bytes: file?.size ?? data.length,
+        ms: this.clock.now() - t0,
+        onDemand: wanted,
+      },
       'snapshot taken, log compacted',
     );
   }
@@ -846,6 +920,15 @@ export class RaftNode {
     // Ready larger than the catch-up window) moves back to it, unless a conf change lies between:
     // waiting for a Ready small enough could wait for good.
     if (index > coreApplied && !this.confChangeIn(coreApplied, index)) index = coreApplied;
+    const held = this.heldFileIndex();
+    if (index > held) {
+      // The membership recorded is the current one: it must be that of the point compacted at.
+      if (this.confChangeIn(held, applied)) {
+        this.snapshotStartedAt = applied;
+        return;
+      }
+      index = held;
+    }
     if (index <= this.snapshotIndex) {
       this.snapshotStartedAt = applied;
       return;
@@ -910,6 +993,30 @@ export class RaftNode {
     return lo - 1;
   }
 
+  /**
+   * The last index compaction may reach while a file built on demand is in use (fileHold): that
+   * file's, until every member the leader tracks has reached it (a member installing it then goes
+   * on from the log, not from yet another file: etcd keeps its catch-up entries behind the
+   * snapshot it sends for the same reason). Given up past FILE_HOLD_BUDGETS times the log budget
+   * of entries kept, so a member that never comes back does not grow the log without bound.
+   */
+  private heldFileIndex(): Index {
+    if (this.fileHold === 0) return Number.MAX_SAFE_INTEGER;
+    const progress = this.core.status().progress;
+    const behind =
+      progress !== undefined &&
+      Object.entries(progress).some(([id, pr]) => id !== this.id && pr.match < this.fileHold);
+    if (behind && this.logBytes <= FILE_HOLD_BUDGETS * this.opts.logBudgetBytes) return this.fileHold;
+    if (behind) {
+      this.log.warn(
+        { event: 'raft.snapshot_file_hold_released', index: this.fileHold, logBytes: this.logBytes },
+        'the log kept for a member installing a snapshot file grew too large: compacting past it',
+      );
+    }
+    this.fileHold = 0;
+    return Number.MAX_SAFE_INTEGER;
+  }
+
   /** Whether an entry in (from, to] of the log in memory is a conf change. */
   private confChangeIn(from: Index, to: Index): boolean {
     const lo = Math.max(from + 1, this.storage.firstIndex());
@@ -950,7 +1057,12 @@ export class RaftNode {
         if (this.buildingWantedFile) return this.sendRest(transport, messages, held);
         if (!this.fileWanted) {
           this.log.info(
-            { event: 'raft.snapshot_file_wanted', to: messages.filter(held).map((m) => m.to) },
+            {
+              event: 'raft.snapshot_file_wanted',
+              to: messages.filter(held).map((m) => m.to),
+              firstIndex: this.storage.firstIndex(),
+              applied: this.sm.appliedIndex(),
+            },
             'a follower needs a snapshot: building a snapshot file',
           );
         }

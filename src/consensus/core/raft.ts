@@ -247,6 +247,8 @@ export class Raft {
     if (this.role === 'leader') return;
     if (!this.promotable()) return;
     if (this.hasUnappliedConfChanges()) return;
+    // A node still installing a snapshot would lead with a state machine behind its own log.
+    if (this.raftLog.snapshotUnapplied()) return;
     if (this.preVote && !transfer) this.campaign('pre', false);
     else this.campaign('election', transfer);
   }
