@@ -16,10 +16,19 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { envConfiguredBench } from './usage.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = path.join(ROOT, 'bin/imgvault.js');
 const SOURCE = path.join(ROOT, 'src/cli/main.ts');
+envConfiguredBench(`npm run bench:cli
+
+Start-up time of the imgvault command (wall and CPU, medians): Node alone, Node with tsx, then
+\`imgvault --help\`, a \`status\` no manager answers and \`imgvault manager --help\`, from the source
+and from the build (built first).
+
+Environment: BENCH_RUNS=9 (runs of each case).`);
+
 const RUNS = Number(process.env.BENCH_RUNS ?? 9);
 const HEAP = '--initial-old-space-size=128';
 const UNREACHABLE = ['status', '--url', 'http://127.0.0.1:9'];

@@ -16,8 +16,18 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '4' },
     clients: { type: 'string', default: '3' },
     'no-etcd': { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
   },
 });
+if (args.help) {
+  console.log(`npm run bench:failover [-- --repeats 10] [--duration 4] [--clients 3] [--no-etcd]
+
+Runs \`imgvault drill leader-kill\` --repeats times, each on a fresh embedded cluster under
+--clients clients' upload/read/delete load for --duration seconds around the kill, and prints the
+time from the kill to the first acknowledged upload and to the first entry a new leader committed,
+beside etcd's failover from ../shared/bench/etcd-anchor.sh (skipped with --no-etcd).`);
+  process.exit(0);
+}
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);

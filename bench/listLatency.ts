@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import type { Entry } from '../src/consensus/types.ts';
 import { toJson } from '../src/manager/http/publicRoutes.ts';
 import { type Command, encodeCommand } from '../src/metadata/commands.ts';
@@ -27,19 +28,32 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  const value = (flag: string, fallback: string): string => {
-    const i = argv.indexOf(flag);
-    return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
-  };
-  const counts = (flag: string, fallback: string): number[] => {
-    const list = value(flag, fallback).split(',').map(Number);
-    if (list.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`${flag} takes N[,N...]`);
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      images: { type: 'string', default: '10000,1000000' },
+      pages: { type: 'string', default: '300' },
+      metas: { type: 'string', default: '5000' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(`npm run bench:listlat -- [--images 10000,1000000] [--pages 300] [--metas 5000]
+
+Fills metadata tables in this process through the real apply path to each --images size, then
+times --pages pages of 1,000 and --metas record reads (wall and CPU): after the load, beside
+snapshots streamed back to back, and after the tables were reopened.`);
+    process.exit(0);
+  }
+  const counts = (flag: string, text: string): number[] => {
+    const list = text.split(',').map(Number);
+    if (list.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--${flag} takes N[,N...]`);
     return list;
   };
   return {
-    images: counts('--images', '10000,1000000'),
-    pages: counts('--pages', '300')[0]!,
-    metas: counts('--metas', '5000')[0]!,
+    images: counts('images', values.images),
+    pages: counts('pages', values.pages)[0]!,
+    metas: counts('metas', values.metas)[0]!,
   };
 }
 

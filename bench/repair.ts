@@ -23,6 +23,17 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
 import { cpuSeconds } from './processCpu.ts';
+import { envConfiguredBench } from './usage.ts';
+
+envConfiguredBench(`npm run bench:repair
+
+Uploads BENCH_OBJECTS PNG images of BENCH_SIZE_KIB to an embedded cluster (3 managers, 4 workers),
+kills a worker and prints detection, repair and rejoin times, the repair rate and the CPU per
+repaired object of the cluster and of each process.
+
+Environment: BENCH_OBJECTS=2000, BENCH_SIZE_KIB=256, BENCH_DOWN_MS=2000 (the managers'
+--down-after-ms); BENCH_MARKS=1 prints the kill and repaired instants (monotonic µs);
+IMGVAULT_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof" profiles every cluster process.`);
 
 const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 2_000);
 const SIZE = Number(process.env.BENCH_SIZE_KIB ?? 256) * 1024;

@@ -17,6 +17,28 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const { values: args } = parseArgs({
+  options: {
+    minutes: { type: 'string', default: '15' },
+    'snapshot-threshold': { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+if (args.help) {
+  console.log(`npm run bench:soak [-- --minutes 15] [--snapshot-threshold E]
+
+3 managers and 3 workers under 4 clients uploading ~13 images/s, reading each back and deleting
+about half; a worker SIGKILLed and restarted every 3 minutes. Prints each process's RSS and heap
+used after a full GC every minute, and at the end reads back every acknowledged image (lost: 0).
+--snapshot-threshold is passed to the managers (the Raft log kept in memory between compactions).`);
+  process.exit(0);
+}
+const MINUTES = Number(args.minutes);
+if (!(MINUTES > 0)) throw new Error('--minutes must be a positive number');
+/** Managers' --snapshot-threshold: the Raft log kept in memory between compactions (default 10,000). */
+const SNAPSHOT_THRESHOLD = args['snapshot-threshold'];
 
 const probeDir = await mkdtemp(join(tmpdir(), 'imgvault-soak-heap-'));
 // Read by src/cli/localProcess.ts when it is first imported: set before the dynamic import below.
@@ -26,12 +48,6 @@ const { ImageCluster, pngImage } = await import('../tests/integration/imageClust
 const { CLUSTER_SECRET_HEADER } = await import('../src/http/clusterAuth.ts');
 type Cluster = Awaited<ReturnType<typeof ImageCluster.start>>;
 
-const minutesFlag = process.argv.indexOf('--minutes');
-const MINUTES = minutesFlag >= 0 ? Number(process.argv[minutesFlag + 1]) : 15;
-if (!(MINUTES > 0)) throw new Error('--minutes must be a positive number');
-const thresholdFlag = process.argv.indexOf('--snapshot-threshold');
-/** Managers' --snapshot-threshold: the Raft log kept in memory between compactions (default 10,000). */
-const SNAPSHOT_THRESHOLD = thresholdFlag >= 0 ? process.argv[thresholdFlag + 1] : undefined;
 const CLIENTS = 4;
 const UPLOADS_PER_SECOND = 13;
 const KILL_EVERY_MS = 3 * 60_000;

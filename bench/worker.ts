@@ -29,6 +29,17 @@ import { CRC32C_HEADER, crc32cHex } from '../src/protocol/checksums.ts';
 import { SHA256_HEADER } from '../src/protocol/workerHeaders.ts';
 import { startManagerStandIn } from '../tests/storagenode/managerStandIn.ts';
 import { cpuSeconds } from './processCpu.ts';
+import { envConfiguredBench } from './usage.ts';
+
+envConfiguredBench(`npm run bench:worker
+
+One worker process takes PUTs of 100 KiB, 1 MiB and 8 MiB blobs at concurrency 1 and 8, beside
+the raw durable write of the same payloads (temp file, fsync, rename, folder fsync) and a bare HTTP
+server that only checksums the body; prints MiB/s of each side, the worker's share of raw and the
+CPU per blob.
+
+Environment: BENCH_SECS=2, BENCH_ROUNDS=2, BENCH_SIZES=100KiB,1MiB,8MiB (a subset);
+BENCH_PROFILE=1 profiles the worker (BENCH_PROFILE_DIR, default prof/).`);
 
 const SECS = Number(process.env.BENCH_SECS ?? 2);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);

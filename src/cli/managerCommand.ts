@@ -99,6 +99,17 @@ export function registerManagerCommand(program: Command): void {
       help('uploads in progress for one token or address (default 16)', 'maxUploadsPerClient'),
     )
     .option(
+      '--upload-wait-ms <ms>',
+      help(
+        'how long an upload over a cap waits for room before its 503 (default 5000; 0: at once)',
+        'uploadWaitMs',
+      ),
+    )
+    .option(
+      '--max-waiting-uploads <n>',
+      help('uploads waiting for room at once, all clients (default 256)', 'maxWaitingUploads'),
+    )
+    .option(
       '--max-staged-bytes <n>',
       help('bytes staged by uploads in progress (default 2147483648 = 2 GiB)', 'maxStagedBytes'),
     )

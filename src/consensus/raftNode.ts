@@ -471,6 +471,16 @@ export class RaftNode {
     if (refused !== null) return Promise.reject(refused);
     const result = this.proposals.track(requestId);
     this.input(() => {
+      // The core may have stepped down since the check above (a newer term arrived, and the next
+      // Ready tells the driver): it would forward the proposal as a MsgProp, which a network that
+      // delivers a message twice appends twice (host simulation seed 150). Refused, as on a follower.
+      if (this.core.raft.role !== 'leader') {
+        const lead = this.core.raft.lead;
+        const known =
+          lead === null || lead === this.id ? null : { id: lead, url: this.membership.urlOf(lead) };
+        this.proposals.refused(requestId, notLeaderError(known));
+        return;
+      }
       const err = this.core.propose(data);
       if (err !== null) this.proposals.refused(requestId, this.proposeError(err));
     });

@@ -13,6 +13,7 @@ import type { Logger } from '../logging.ts';
 import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
 import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
+import { READ_LINK_TTL_MS } from '../protocol/readLink.ts';
 import { deleteCopy, type ObjectSlots, type Release } from './placement/execute.ts';
 import { NoLiveWorker, type Replicated, replicateUpload } from './replicateUpload.ts';
 import { type StagedUpload, StageFailed, type StagingArea } from './stagingArea.ts';
@@ -202,7 +203,7 @@ export class ImageService {
       if (opts.declaredLength !== undefined && opts.declaredLength > this.deps.maxImageBytes) {
         throw new ImageError('TooLarge', `image exceeds the limit of ${this.deps.maxImageBytes} bytes`);
       }
-      const release = this.admit(opts.client ?? 'unknown', opts.declaredLength);
+      const release = await this.admit(opts.client ?? 'unknown', opts.declaredLength);
       const previous = this.inFlight.get(id);
       const rate = this.deps.minUploadRate;
       const body = rate ? withMinimumRate(openBody(), rate) : openBody();
@@ -230,13 +231,21 @@ export class ImageService {
 
   /**
    * A slot and the staged bytes the upload may take (its declared length, else the size limit), or
-   * TooManyUploads / StagingFull naming the cap: refused before a byte of the body is read.
+   * TooManyUploads / StagingFull naming the cap, after waiting for room (uploadAdmission.ts):
+   * refused before a byte of the body is read.
    */
-  private admit(client: string, declaredLength: number | undefined): () => void {
+  private async admit(client: string, declaredLength: number | undefined): Promise<() => void> {
     const { admission } = this.deps;
     if (!admission) return () => {};
-    const admitted = admission.admit(client, declaredLength ?? this.deps.maxImageBytes);
-    if (admitted.ok) return admitted.release;
+    const admitted = await admission.acquire(client, declaredLength ?? this.deps.maxImageBytes);
+    if (admitted.ok) {
+      // Leadership may have moved while the upload waited for room.
+      if (!this.deps.raft.isLeader()) {
+        admitted.release();
+        this.requireLeader();
+      }
+      return admitted.release;
+    }
     this.deps.log.warn(
       { event: 'upload.refused', cap: admitted.refusal.cap, client },
       admitted.refusal.message,
@@ -509,22 +518,55 @@ export class ImageService {
     return this.openRecorded(current, opts);
   }
 
-  /** Opens the bytes of `object` (a record already read) from its replicas, primary first. */
-  private async openRecorded(object: ObjectView, opts: Omit<OpenOptions, 'object'>): Promise<Download> {
-    const id = object.id;
+  /**
+   * The workers to read `object` from, in order: every manager hears the workers' heartbeats, so
+   * any of them tries the workers it has heard from first and those it has not heard from lately
+   * last: silence is a suspicion, not a verdict.
+   */
+  private async servingReplicas(object: ObjectView): Promise<NodeView[]> {
     const nodes = new Map((await this.deps.metadata.listNodes()).map((n) => [n.nodeId, n]));
-    // Every manager hears the workers' heartbeats, so any of them tries the workers it has heard
-    // from first and those it has not heard from lately last: silence is a suspicion, not a verdict.
     const listed = object.replicas
       .map((nodeId) => nodes.get(nodeId))
       .filter(
         (n): n is NodeView =>
           n !== undefined && (n.state === 'up' || n.state === 'suspect' || n.state === 'draining'),
       );
-    const serving = [
+    return [
       ...listed.filter((n) => this.deps.liveness.isServing(n)),
       ...listed.filter((n) => !this.deps.liveness.isServing(n)),
     ];
+  }
+
+  /**
+   * A direct-read link for `object` (a record read with `getMeta`, so linearizable): to its first
+   * serving replica, which sends the client on to the next one's link when its copy cannot be
+   * served (protocol/readLink.ts). Undefined when no replica's worker can be linked to, or none has
+   * been heard from lately: the caller then reads through this manager, which answers for a copy it
+   * cannot reach (503) instead of leaving the client at a worker that does not answer.
+   */
+  async readLink(object: ObjectView, now = Date.now()): Promise<string | undefined> {
+    const replicas = await this.servingReplicas(object);
+    if (!replicas[0] || !this.deps.liveness.isServing(replicas[0])) return undefined;
+    const claims = {
+      id: object.id,
+      size: object.size,
+      sha256: object.sha256,
+      ...(object.crc32c === undefined ? {} : { crc32c: object.crc32c }),
+      contentType: object.contentType,
+      exp: now + READ_LINK_TTL_MS,
+    };
+    let link: string | undefined;
+    for (const node of replicas.reverse()) {
+      const next = link;
+      link = (await this.deps.workers.readLink(node.url, { ...claims, ...(next ? { next } : {}) })) ?? next;
+    }
+    return link;
+  }
+
+  /** Opens the bytes of `object` (a record already read) from its replicas, primary first. */
+  private async openRecorded(object: ObjectView, opts: Omit<OpenOptions, 'object'>): Promise<Download> {
+    const id = object.id;
+    const serving = await this.servingReplicas(object);
     const failures: string[] = [];
     for (const node of serving) {
       try {

@@ -119,12 +119,15 @@ export async function openImagesMode(
         slots,
         maxImageBytes: config.maxImageBytes,
         metrics: uploadMetrics,
-        admission: new UploadAdmission({
-          maxUploads: config.maxUploads,
-          maxUploadsPerClient: config.maxUploadsPerClient,
-          maxStagedBytes: config.maxStagedBytes,
-          maxStagedBytesPerClient: config.maxStagedBytesPerClient,
-        }),
+        admission: new UploadAdmission(
+          {
+            maxUploads: config.maxUploads,
+            maxUploadsPerClient: config.maxUploadsPerClient,
+            maxStagedBytes: config.maxStagedBytes,
+            maxStagedBytesPerClient: config.maxStagedBytesPerClient,
+          },
+          { waitMs: config.uploadWaitMs, maxWaiting: config.maxWaitingUploads },
+        ),
         ...(config.minUploadBytesPerSecond > 0
           ? {
               minUploadRate: {

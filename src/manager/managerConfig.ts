@@ -81,6 +81,13 @@ export const managerConfigSchema = z
     maxUploads: z.number().int().min(1).default(64),
     /** Uploads in progress for one client (its token with tokens on, else its address). */
     maxUploadsPerClient: z.number().int().min(1).default(16),
+    /**
+     * How long an upload over a cap waits for room, its body unread, before its 503: a burst is
+     * served at the caps' pace instead of spending the leader on refusals (uploadAdmission.ts).
+     */
+    uploadWaitMs: z.number().int().min(0).default(5_000),
+    /** Uploads waiting for room at once, all clients; each holds a socket, not a slot. */
+    maxWaitingUploads: z.number().int().min(0).default(256),
     /** Staged bytes reserved by uploads in progress (Content-Length, else maxImageBytes each). */
     maxStagedBytes: z
       .number()
@@ -175,6 +182,8 @@ export interface ManagerFlags {
   maxImageBytes?: string;
   maxUploads?: string;
   maxUploadsPerClient?: string;
+  uploadWaitMs?: string;
+  maxWaitingUploads?: string;
   maxStagedBytes?: string;
   maxStagedBytesPerClient?: string;
   minUploadRate?: string;
@@ -241,6 +250,8 @@ export const MANAGER_ENV = {
   maxImageBytes: 'IMGVAULT_MAX_IMAGE_BYTES',
   maxUploads: 'IMGVAULT_MAX_UPLOADS',
   maxUploadsPerClient: 'IMGVAULT_MAX_UPLOADS_PER_CLIENT',
+  uploadWaitMs: 'IMGVAULT_UPLOAD_WAIT_MS',
+  maxWaitingUploads: 'IMGVAULT_MAX_WAITING_UPLOADS',
   maxStagedBytes: 'IMGVAULT_MAX_STAGED_BYTES',
   maxStagedBytesPerClient: 'IMGVAULT_MAX_STAGED_BYTES_PER_CLIENT',
   minUploadRate: 'IMGVAULT_MIN_UPLOAD_RATE',
@@ -330,6 +341,8 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     maxImageBytes: int('maxImageBytes'),
     maxUploads: int('maxUploads'),
     maxUploadsPerClient: int('maxUploadsPerClient'),
+    uploadWaitMs: int('uploadWaitMs'),
+    maxWaitingUploads: int('maxWaitingUploads'),
     maxStagedBytes: int('maxStagedBytes'),
     maxStagedBytesPerClient: int('maxStagedBytesPerClient'),
     minUploadBytesPerSecond: int('minUploadRate'),

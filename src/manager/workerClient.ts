@@ -17,6 +17,7 @@ import {
   encodeChecksumTrailer,
   TRAILING_CHECKSUMS,
 } from '../protocol/checksumTrailer.ts';
+import { type ReadLinkClaims, readLinkUrl } from '../protocol/readLink.ts';
 import { SHA256_HEADER } from '../protocol/workerHeaders.ts';
 import { blobPath, COPY_BATCH_PATH, INVENTORY_PATH, verifyPath } from '../protocol/workerPaths.ts';
 
@@ -428,6 +429,15 @@ export class WorkerClient {
     });
     if (res.statusCode === 200 || res.statusCode === 206 || res.statusCode === 416) return res;
     throw await failure(workerUrl, `GET /blobs/${id}`, res);
+  }
+
+  /**
+   * A signed direct-read link to `claims.id` on the worker at `workerUrl` (protocol/readLink.ts),
+   * signed with that worker's access credential; undefined for a URL no registered worker has.
+   */
+  async readLink(workerUrl: string, claims: ReadLinkClaims): Promise<string | undefined> {
+    const credentials = await this.credentialsFor(workerUrl);
+    return credentials ? readLinkUrl(workerUrl, credentials.access, claims) : undefined;
   }
 
   /** Whether the worker holds `id` now (HEAD /blobs/:id); `unknown` when it could not say. */

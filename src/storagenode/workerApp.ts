@@ -23,6 +23,7 @@ import {
   splitChecksumTrailer,
   TRAILING_CHECKSUMS,
 } from '../protocol/checksumTrailer.ts';
+import { READ_LINK_ROUTE } from '../protocol/readLink.ts';
 import { NDJSON_CONTENT_TYPE, SHA256_HEADER } from '../protocol/workerHeaders.ts';
 import {
   BLOB_BATCH_PATH,
@@ -35,7 +36,7 @@ import {
 import { copyBatchBodySchema, MAX_COPY_BATCH } from '../protocol/workerSchemas.ts';
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE, FrameError, FrameReader } from './blobFrames.ts';
 import { isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
-import type { BlobStore, ReceivedBlob, WriteOutcome } from './blobStore.ts';
+import type { BlobStore, ReceivedBlob, WholeBlob, WriteOutcome } from './blobStore.ts';
 import {
   failure,
   STATUS_BY_CODE,
@@ -44,6 +45,7 @@ import {
   type StoreResult,
   success,
 } from './errors.ts';
+import { serveReadLink } from './readLinkRoute.ts';
 import { createWorkerMetrics, type WorkerMetrics } from './workerMetrics.ts';
 
 export interface WorkerAppOptions {
@@ -152,6 +154,11 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
 
   const full = options.accessCredential ?? secret;
   if (full.length === 0) throw new Error('the cluster secret or access credential must not be empty');
+  // Opened by a manager's signed link instead of the credential: the link is the authority.
+  app.get(READ_LINK_ROUTE, (c) =>
+    serveReadLink(c, { store, credential: full, metrics, wholeReadBytes: WHOLE_READ_BYTES }),
+  );
+
   const copyOnly = options.accessCredential ? copyCredential(options.accessCredential) : undefined;
   const metricsOnly = options.accessCredential ? metricsCredential(options.accessCredential) : undefined;
   app.use('*', async (c, next) => {
@@ -341,6 +348,12 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   app.get(BLOB_ROUTE, async (c) => {
     const id = c.req.param('id');
     if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
+    if (c.req.method === 'GET' && c.req.header('range') === undefined) {
+      // The common read, a whole small blob: its index entry is read once, by readWhole.
+      const whole = await store.readWhole(id, WHOLE_READ_BYTES);
+      if (!whole.ok) return fail(c, whole.error);
+      if (whole.value !== 'tooLarge') return wholeBlobAnswer(whole.value);
+    }
     const stat = await store.stat(id);
     if (!stat.ok) return fail(c, stat.error);
     const { size, sha256 } = stat.value;
@@ -369,15 +382,8 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     if (range.kind === 'full') {
       const whole = await store.readWhole(id, WHOLE_READ_BYTES);
       if (!whole.ok) return fail(c, whole.error);
-      if (whole.value !== 'tooLarge') {
-        // What was read: the id may have been deleted and written anew since the stat above.
-        const { record, bytes } = whole.value;
-        headers.etag = `"${record.sha256}"`;
-        headers['content-length'] = String(record.size);
-        metrics.bytesOut.inc(record.size);
-        // A buffer body is written to the socket as it is (@hono/node-server), not through a stream.
-        return new Response(bytes, { status, headers });
-      }
+      // What was read: the id may have been deleted and written anew since the stat above.
+      if (whole.value !== 'tooLarge') return wholeBlobAnswer(whole.value);
     }
     const read = await store.openForRead(id, range.kind === 'partial' ? { start, end } : undefined);
     if (!read.ok) return fail(c, read.error);
@@ -385,6 +391,20 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     stream.once('close', () => metrics.bytesOut.inc(bytesReadOf(stream)));
     return new Response(webStreamOf(stream), { status, headers });
   });
+
+  const wholeBlobAnswer = ({ record, bytes }: WholeBlob): Response => {
+    metrics.bytesOut.inc(record.size);
+    // A buffer body is written to the socket as it is (@hono/node-server), not through a stream.
+    return new Response(bytes, {
+      status: 200,
+      headers: {
+        'accept-ranges': 'bytes',
+        etag: `"${record.sha256}"`,
+        'content-type': 'application/octet-stream',
+        'content-length': String(record.size),
+      },
+    });
+  };
 
   app.delete(BLOB_ROUTE, async (c) => {
     const id = c.req.param('id');

@@ -94,6 +94,8 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   maxImageBytes: ['1234', (c) => c.maxImageBytes, 1234],
   maxUploads: ['9', (c) => c.maxUploads, 9],
   maxUploadsPerClient: ['3', (c) => c.maxUploadsPerClient, 3],
+  uploadWaitMs: ['250', (c) => c.uploadWaitMs, 250],
+  maxWaitingUploads: ['12', (c) => c.maxWaitingUploads, 12],
   maxStagedBytes: ['1048576', (c) => c.maxStagedBytes, 1_048_576],
   maxStagedBytesPerClient: ['65536', (c) => c.maxStagedBytesPerClient, 65_536],
   minUploadRate: ['0', (c) => c.minUploadBytesPerSecond, 0],

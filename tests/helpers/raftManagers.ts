@@ -19,6 +19,7 @@ import { SnapshotSender } from '../../src/consensus/transport/snapshotSender.ts'
 import type { Message } from '../../src/consensus/types.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
+import type { TableDigest } from '../../src/metadata/tables.ts';
 import { until } from './until.ts';
 
 /** The file a clean stop leaves in the tables' folder (src/metadata/cleanStop.ts). */
@@ -277,6 +278,25 @@ export function kvCluster(root: string, secret: string): ClusterSetup<KvStateMac
 
 /** The metadata state machine in a manager's folder. */
 export const openMetadata = (dir: string) => MetadataStateMachine.open(join(dir, 'metadata'));
+
+/**
+ * Waits until every manager's tables are at the same applied index and returns their digests, read
+ * together (a manager still applying would be compared at another index). The caller asserts they
+ * agree: one sha256 for all.
+ */
+export function agreedDigests(
+  managers: readonly InProcessManager<MetadataStateMachine>[],
+  timeoutMs = 60_000,
+): Promise<TableDigest[]> {
+  return until(
+    'every manager at the same applied index',
+    async () => {
+      const all = await Promise.all(managers.map((m) => m.sm.tableDigest()));
+      return all.every((d) => d.appliedIndex === all[0]!.appliedIndex) ? all : null;
+    },
+    timeoutMs,
+  );
+}
 
 /** A one-manager cluster: it leads alone and never sends a message. */
 const noPeers: RaftTransport = { send: () => {}, setPeer: () => {}, removePeer: () => {} };

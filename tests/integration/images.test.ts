@@ -9,6 +9,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { ImageCluster, type ManagerProc, metric, pngImage, runCli, until } from './imageCluster.ts';
 
 const MAX_IMAGE_BYTES = 256 * 1024;
@@ -469,6 +470,47 @@ describe('images on a cluster of real processes', () => {
     }
   }, 60_000);
 
+  it('serves ?direct=1 by a redirect to a worker, which sends the bytes or the client on to the other copy', async () => {
+    const leader = await cluster.leader();
+    const image = pngImage(30_000);
+    const res = await send('POST', `${leader.url}/v1/images`, image);
+    expect(res.status).toBe(201);
+    const { id, replicas } = res.json as ImageJson;
+    const [primary, secondary] = replicas.map((nodeId) => cluster.worker(nodeId));
+    for (const m of cluster.running()) {
+      const redirect = await fetch(`${m.url}/v1/images/${id}?direct=1`, {
+        redirect: 'manual',
+        signal: AbortSignal.timeout(10_000),
+      });
+      expect(redirect.status).toBe(307);
+      expect(redirect.headers.get('location')?.startsWith(`${primary!.url}/direct/${id}?`)).toBe(true);
+      const followed = await get(`${m.url}/v1/images/${id}?direct=1`);
+      expect(followed.status).toBe(200);
+      expect(followed.bytes.equals(image)).toBe(true);
+      expect(followed.headers.get('etag')).toBe(`"${sha256(image)}"`);
+      expect(followed.headers.get('content-type')).toBe('image/png');
+      // A range is answered by the manager, as without ?direct.
+      const part = await get(`${m.url}/v1/images/${id}?direct=1`, { range: 'bytes=0-99' });
+      expect(part.status).toBe(206);
+    }
+    // The primary's copy gone: its worker sends the client on to the secondary's link.
+    const removed = await fetch(`${primary!.url}/blobs/${id}`, {
+      method: 'DELETE',
+      headers: { [CLUSTER_SECRET_HEADER]: cluster.workerAccess(primary!.id) },
+    });
+    expect(removed.status).toBe(204);
+    const hop = await fetch(`${leader.url}/v1/images/${id}?direct=1`, { redirect: 'manual' });
+    const fallback = await fetch(String(hop.headers.get('location')), { redirect: 'manual' });
+    expect(fallback.status).toBe(307);
+    expect(fallback.headers.get('location')?.startsWith(`${secondary!.url}/direct/${id}?`)).toBe(true);
+    await fallback.body?.cancel();
+    const whole = await get(`${leader.url}/v1/images/${id}?direct=1`);
+    expect(whole.status).toBe(200);
+    expect(whole.bytes.equals(image)).toBe(true);
+    expect((await send('DELETE', `${leader.url}/v1/images/${id}`)).status).toBe(204);
+    expect((await get(`${leader.url}/v1/images/${id}?direct=1`)).status).toBe(404);
+  });
+
   it('answers 503 Unavailable, not 404, when both copies are on stopped workers', async () => {
     const leader = await cluster.leader();
     const image = pngImage(6_000);
@@ -485,5 +527,18 @@ describe('images on a cluster of real processes', () => {
       ]);
       expect((await get(`${m.url}/v1/images/${id}/meta`)).status).toBe(200);
     }
+    // A direct read is not sent to workers no manager hears from: the manager answers the 503.
+    await until(
+      'a direct read answered by the manager once the workers are silent',
+      async () => {
+        const res = await fetch(`${leader.url}/v1/images/${id}?direct=1`, {
+          redirect: 'manual',
+          signal: AbortSignal.timeout(10_000),
+        });
+        await res.body?.cancel();
+        return res.status === 503 ? true : null;
+      },
+      60_000,
+    );
   });
 });

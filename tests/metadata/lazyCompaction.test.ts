@@ -19,6 +19,7 @@ import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { MetadataTables } from '../../src/metadata/tables.ts';
 import {
+  agreedDigests,
   CLEAN_STOP_MARKER,
   type ClusterSetup,
   closeAll,
@@ -273,14 +274,7 @@ describe('a manager joining a cluster that compacted without files', () => {
     // for followers a little behind (nothing was proposed since: no compaction came after it).
     const { firstIndex, snapshotIndex, role } = before.node.status();
     if (role === 'leader') expect(firstIndex).toBeLessThanOrEqual(snapshotIndex);
-    const digests = await until(
-      'every manager at the same applied index',
-      async () => {
-        const all = await Promise.all(managers.map((m) => m.sm.tableDigest()));
-        return all.every((d) => d.appliedIndex === all[0]!.appliedIndex) ? all : null;
-      },
-      60_000,
-    );
+    const digests = await agreedDigests(managers);
     expect(new Set(digests.map((d) => d.sha256)).size).toBe(1);
     expect(await joiner.sm.getObject('img-0')).not.toBeNull();
   }, 300_000);

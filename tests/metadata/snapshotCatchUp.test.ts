@@ -11,6 +11,7 @@ import type { Command } from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import {
+  agreedDigests,
   type ClusterSetup,
   closeAll,
   InProcessManager,
@@ -91,14 +92,7 @@ describe('a manager joining a cluster with a large table', () => {
 
     expect(joiner.node.status().snapshotIndex).toBeGreaterThan(RECORDS / 2);
     expect(joiner.snapshotPieces).toBeGreaterThan(10);
-    const digests = await until(
-      'every manager at the same applied index',
-      async () => {
-        const all = await Promise.all(managers.map((m) => m.sm.tableDigest()));
-        return all.every((d) => d.appliedIndex === all[0]!.appliedIndex) ? all : null;
-      },
-      60_000,
-    );
+    const digests = await agreedDigests(managers);
     expect(new Set(digests.map((d) => d.sha256)).size).toBe(1);
     expect(await joiner.sm.getObject('img-000000')).not.toBeNull();
     // Once the received snapshot is recorded, the joiner keeps one file and no partial one.

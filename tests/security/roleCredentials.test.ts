@@ -297,6 +297,32 @@ describe('the manager -> worker credentials', () => {
     const got = await fetch(`${leader.url}/v1/images/role-upload`, { headers: cluster.authHeaders() });
     expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
   });
+
+  it('sign direct-read links a worker checks with its access credential, good at that worker only', async () => {
+    const bytes = pngImage(4_000);
+    const put = await fetch(`${leader.url}/v1/images/role-direct`, {
+      method: 'PUT',
+      headers: { ...cluster.authHeaders(), 'content-type': 'image/png' },
+      body: bytes,
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(put.status).toBe(201);
+    const redirect = await fetch(`${leader.url}/v1/images/role-direct?direct=1`, {
+      headers: cluster.authHeaders(),
+      redirect: 'manual',
+    });
+    expect(redirect.status).toBe(307);
+    const link = new URL(String(redirect.headers.get('location')));
+    // No client token and no cluster credential: the link alone opens the worker's copy.
+    const direct = await fetch(link, { redirect: 'manual' });
+    expect(direct.status).toBe(200);
+    expect(Buffer.from(await direct.arrayBuffer()).equals(bytes)).toBe(true);
+    // The same link presented at another worker is not signed for it.
+    const other = cluster.workers.find((w) => !link.href.startsWith(w.url))!;
+    const elsewhere = await fetch(`${other.url}${link.pathname}${link.search}`);
+    expect(elsewhere.status).toBe(401);
+    await elsewhere.body?.cancel();
+  });
 });
 
 describe('a read-only client token', () => {

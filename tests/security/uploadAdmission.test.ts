@@ -29,6 +29,8 @@ beforeAll(async () => {
       ['--max-image-bytes', String(MAX_IMAGE)],
       ['--max-uploads', '3'],
       ['--max-uploads-per-client', '2'],
+      // Short, so that the refusals below come soon; the wait itself is tested on its own.
+      ['--upload-wait-ms', '1000'],
       ['--max-staged-bytes', '500000'],
       ['--max-staged-bytes-per-client', '300000'],
       ['--min-upload-rate', '100'],
@@ -165,6 +167,34 @@ it('refuses the third concurrent upload of one client, and the fourth of all cli
     const fourth = openUpload({ token: TOKENS.c, trickle: true });
     holders.push(fourth);
     expectRefusedEarly(fourth, await settle(fourth.answer), 'TooManyUploads', 'maxUploads ');
+  } finally {
+    for (const h of holders) h.stop();
+  }
+  await released(TOKENS.a);
+});
+
+it("admits an upload waiting over its client cap as soon as one of that client's uploads ends", async () => {
+  const holders = [
+    openUpload({ token: TOKENS.a, trickle: true }),
+    openUpload({ token: TOKENS.a, trickle: true }),
+  ];
+  try {
+    await waitHeld(2);
+    const image = pngImage(20_000);
+    const waiting = openUpload({ token: TOKENS.a, length: image.length, first: image });
+    holders.push(waiting);
+    // Still waiting after half the wait: its answer has not come.
+    const early = await Promise.race([waiting.answer, new Promise((r) => setTimeout(() => r(null), 500))]);
+    expect(early).toBeNull();
+    holders[0]!.stop();
+    const answer = await settle(waiting.answer);
+    expect(answer.status).toBe(201);
+    const { id } = JSON.parse(answer.body) as { id: string };
+    const del = await fetch(`${url}/v1/images/${id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${TOKENS.a}` },
+    });
+    expect(del.status).toBe(204);
   } finally {
     for (const h of holders) h.stop();
   }

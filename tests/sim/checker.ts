@@ -300,10 +300,20 @@ export class Checker {
   }
 
   /** The state machine and the log it came from must agree at the applied index. */
-  onLocalSnapshot(id: NodeId, index: number, smDigest: number, logDigest: number | undefined): void {
-    if (logDigest !== undefined && logDigest !== smDigest) {
+  onLocalSnapshot(
+    id: NodeId,
+    index: number,
+    smDigest: number | undefined,
+    logDigest: number | undefined,
+  ): void {
+    if (logDigest !== undefined && smDigest !== undefined && logDigest !== smDigest) {
       this.fail('state-machine-safety', `${id}'s state machine at ${index} differs from its own log`);
     }
+  }
+
+  /** The digest of the applied prefix ending at `index`, as the first replica to apply it held it. */
+  appliedDigestAt(index: number): number | undefined {
+    return this.appliedDigests.get(index);
   }
 
   ackedIndex(value: string): number | undefined {

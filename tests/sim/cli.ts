@@ -6,22 +6,26 @@
 // partitions, client operations, the violation). The broken variants the tests plant can be
 // replayed too: --core-variant, --host-order, --host-variant; --reorder-rate overrides the
 // network's reordering; --level-db runs every host seed over the real LevelLogStore;
-// --single-voter runs the core seeds with one voter and learners that are never promoted.
+// --snapshots runs every host seed in one snapshot mode (else by seed: half lazy, the managers'
+// way); --single-voter runs the core seeds with one voter and learners that are never promoted.
 //
 // How a run works: scenario.ts (one seed = one run), cluster.ts (virtual time, nodes, faults),
 // simNode.ts (the host loop around RaftCore), simDisk.ts (MemoryLogStore as the durable disk),
 // simNetwork.ts (delays, drops, duplicates, reordering, partitions), checker.ts (the invariants).
 // Host runs: hostScenario.ts (one seed), hostWorld.ts (the real driver given virtual time,
-// virtualTime.ts, and a synced-write disk, hostStore.ts), hostVariants.ts (planted driver bugs).
+// virtualTime.ts, and a synced-write disk, hostStore.ts), hostStateMachine.ts (tables, durable or
+// not), hostFiles.ts (the snapshot folder), hostVariants.ts (planted driver bugs).
 
 import { parseArgs } from 'node:util';
 import { CORE_VARIANTS, type CoreVariant } from './coreAdapter.ts';
 import { runHostSeed } from './hostScenario.ts';
 import { HOST_VARIANTS, type HostVariant } from './hostVariants.ts';
+import type { SnapshotMode } from './hostWorld.ts';
 import { runSeed } from './scenario.ts';
 import type { HostOrder } from './simNode.ts';
 
 const HOST_ORDERS: HostOrder[] = ['persistThenSend', 'sendThenPersist'];
+const SNAPSHOT_MODES: SnapshotMode[] = ['inline', 'files', 'lazy'];
 
 const USAGE = `usage: npm run sim -- [options]
   --seeds N            core seeds to run (default 100)
@@ -30,6 +34,8 @@ const USAGE = `usage: npm run sim -- [options]
   --verbose            print each run's event trace
   --single-voter       core seeds with one voter and learners that are never promoted
   --level-db           host seeds over the real LevelLogStore
+  --snapshots M        every host seed in one snapshot mode: ${SNAPSHOT_MODES.join(', ')}
+                       (default by seed: lazy, inline, lazy, files)
   --ticks T            ticks per run
   --reorder-rate R     the network's reordering rate, 0..1
   --core-variant V     a planted core bug: ${CORE_VARIANTS.join(', ')}
@@ -44,6 +50,7 @@ async function main(): Promise<number> {
       'host-seeds': { type: 'string' },
       'host-variant': { type: 'string', default: 'correct' },
       'level-db': { type: 'boolean', default: false },
+      snapshots: { type: 'string' },
       from: { type: 'string', default: '1' },
       verbose: { type: 'boolean', default: false },
       'core-variant': { type: 'string', default: 'correct' },
@@ -67,6 +74,9 @@ async function main(): Promise<number> {
   const hostVariant = values['host-variant'] as HostVariant;
   if (!HOST_VARIANTS.includes(hostVariant))
     throw new Error(`--host-variant must be one of ${HOST_VARIANTS.join(', ')}`);
+  const snapshots = values.snapshots as SnapshotMode | undefined;
+  if (snapshots !== undefined && !SNAPSHOT_MODES.includes(snapshots))
+    throw new Error(`--snapshots must be one of ${SNAPSHOT_MODES.join(', ')}`);
   const from = parsePositive(values.from, '--from');
   const coreVariant = values['core-variant'] as CoreVariant;
   const hostOrder = values['host-order'] as HostOrder;
@@ -111,13 +121,15 @@ async function main(): Promise<number> {
   }
   const hostExtra =
     (hostVariant !== 'correct' ? ` --host-variant ${hostVariant}` : '') +
-    (values['level-db'] ? ' --level-db' : '');
+    (values['level-db'] ? ' --level-db' : '') +
+    (snapshots !== undefined ? ` --snapshots ${snapshots}` : '');
   for (let seed = from; seed < from + hostCount; seed++) {
     const result = await runHostSeed({
       seed,
       verbose: values.verbose,
       variant: hostVariant,
       ...(values['level-db'] ? { levelDb: true } : {}),
+      ...(snapshots !== undefined ? { snapshots } : {}),
     });
     if (values.verbose) {
       for (const line of result.trace) console.log(line);

@@ -1,13 +1,15 @@
 // One seed of the host simulation: the real RaftNode on every manager (hostWorld.ts) under client
 // writes and reads, crashes that lose unsynced writes, whole-cluster power loss, paused processes
 // that resume with stale state, skewed tick rates, partitions (also one-way), leadership transfers
-// and log compaction; then a liveness phase. Client writes are checked as a history: each
+// and log compaction (inline snapshots, a file at each compaction, or, in half the seeds, the
+// managers' way: no file, durable tables, a file built only for a follower that needs one, with
+// small catch-up windows and log budgets and snapshot file writes that fail); then a liveness phase. Client writes are checked as a history: each
 // acknowledged write applied once, at one index, in an order consistent with real time.
 
 import type { RaftNode } from '../../src/consensus/raftNode.ts';
 import { SafetyViolation, type Violation } from './checker.ts';
 import type { HostVariant } from './hostVariants.ts';
-import { ELECTION_TICK, type HostNode, HostWorld } from './hostWorld.ts';
+import { ELECTION_TICK, type HostNode, HostWorld, type LazyOptions, type SnapshotMode } from './hostWorld.ts';
 import { Prng } from './prng.ts';
 import type { RunResult } from './scenario.ts';
 
@@ -17,6 +19,8 @@ export interface HostRunOptions {
   verbose?: boolean;
   /** Run over the real LevelLogStore (default: every fifth seed). */
   levelDb?: boolean;
+  /** How snapshots are kept (default by seed: lazy for half, files and inline for a quarter each). */
+  snapshots?: SnapshotMode;
   ticks?: number;
   livenessTicks?: number;
 }
@@ -68,6 +72,24 @@ export class WriteHistory {
   }
 }
 
+const SNAPSHOT_MODES: readonly SnapshotMode[] = ['lazy', 'inline', 'lazy', 'files'];
+
+/**
+ * Compaction settings far below the defaults (5,000 entries and 16 MiB of catch-up window, a 64 MiB
+ * budget), so that in a run of a few hundred entries the log is compacted often, by count and by
+ * bytes, and a follower a few entries behind already needs a file.
+ */
+function chooseLazy(rng: Prng, planted: boolean): LazyOptions & { threshold: number } {
+  return {
+    threshold: rng.pick([5, 12, 30, 10_000]),
+    durability: planted ? 'onSync' : rng.pick(['batches', 'onSync'] as const),
+    catchUpEntries: rng.pick([1, 3, 10, 40]),
+    catchUpBytes: rng.pick([16, 200, 16 * 1024 * 1024]),
+    logBudgetBytes: rng.pick([24, 100, 64 * 1024 * 1024]),
+    fileFailRate: rng.pick([0, 0, 0.1, 0.25]),
+  };
+}
+
 function chooseProfile(rng: Prng): HostProfile {
   return {
     crashRate: rng.pick([0, 0.004, 0.01]),
@@ -98,27 +120,40 @@ export async function runHostSeed(options: HostRunOptions): Promise<RunResult> {
     lateDelay: 20,
   };
   const levelDb = options.levelDb ?? options.seed % 5 === 0;
+  const variant = options.variant ?? 'correct';
+  const snapshots =
+    variant === 'syncAppliedEarly' ? 'lazy' : (options.snapshots ?? SNAPSHOT_MODES[options.seed % 4]!);
+  // Drawn apart from the profile above, which every mode shares.
+  const lazy = chooseLazy(new Prng(options.seed ^ 0x1a2e), variant === 'syncAppliedEarly');
   let history: WriteHistory | null = null;
   const world = new HostWorld(
     {
       seed: options.seed,
       voters,
-      variant: options.variant ?? 'correct',
+      variant,
       faults,
       diskLatencyMax: setup.pick([0, 1, 2, 3]),
       skews,
-      snapshotThreshold: setup.pick([8, 30, 10_000]),
+      snapshotThreshold: snapshots === 'lazy' ? lazy.threshold : setup.pick([8, 30, 10_000]),
+      snapshots,
+      ...(snapshots === 'lazy' ? { lazy } : {}),
       levelDb,
       verbose: options.verbose ?? false,
     },
-    { onWriteApplied: (node, value, index) => history?.onApplied(node, value, index) },
+    {
+      onWriteApplied: (node, value, index) => {
+        // In the verbose trace only: the trace hash stays that of the quiet run.
+        if (options.verbose) world.lines.push(`${world.tick} ${node} applies ${value} at ${index}`);
+        history?.onApplied(node, value, index);
+      },
+    },
   );
   history = new WriteHistory((m) => world.checker.fail('linearizability', m));
   const driver = new HostDriver(world, profile, history);
   const ticks = options.ticks ?? 400;
   let violation: Violation | null = null;
   world.trace(
-    `host seed ${options.seed}: ${voters} voters, skews ${skews.join(' ')}, ${levelDb ? 'LevelDB' : 'memory'} disks, ${JSON.stringify(profile)} ${JSON.stringify(faults)}`,
+    `host seed ${options.seed}: ${voters} voters, skews ${skews.join(' ')}, ${levelDb ? 'LevelDB' : 'memory'} disks, ${snapshots} snapshots${snapshots === 'lazy' ? ` ${JSON.stringify(lazy)}` : ''}, ${JSON.stringify(profile)} ${JSON.stringify(faults)}`,
   );
   try {
     await world.bootstrap();
@@ -152,6 +187,8 @@ export async function runHostSeed(options: HostRunOptions): Promise<RunResult> {
       crashes: world.crashes,
       partitions: driver.partitions,
       snapshotsSent: world.snapshotsSent,
+      compactions: world.compactions,
+      filesBuilt: world.filesBuilt(),
       messages: world.network.sent,
       reads: driver.reads,
       confChanges: driver.confChanges,
@@ -408,6 +445,7 @@ class HostDriver {
       reorderRate: 0,
       lateRate: 0,
     };
+    w.fileFailRate = 0;
     for (const node of w.current()) {
       if (!node.alive) await w.start(node);
       else await w.resume(node);

@@ -1,9 +1,10 @@
 // The state machine the real driver applies into in the host simulation. Like the managers' tables
 // it is durable across a clean stop, so a restarted driver must skip the entries it already holds
 // (the path production takes; the core is not told `applied`); after an unclean stop it starts
-// empty, as the managers' tables do (src/metadata/cleanStop.ts), and is rebuilt from the snapshot. Each
-// client write's request id is its value, so the driver resolves the waiting proposal with the
-// index it was applied at.
+// empty, as the managers' tables without synced writes do (src/metadata/cleanStop.ts), and is
+// rebuilt from the snapshot. DurableHostStateMachine is the tables with synced writes, which answer
+// syncApplied, so the driver compacts its log without a snapshot file. Each client write's request
+// id is its value, so the driver resolves the waiting proposal with the index it was applied at.
 
 import type { AppliedResult, StateMachine } from '../../src/consensus/stateMachine.ts';
 import type { Entry, Index } from '../../src/consensus/types.ts';
@@ -16,7 +17,7 @@ export interface ApplyObserver {
 }
 
 export class HostStateMachine implements StateMachine {
-  private sm = new SimStateMachine();
+  protected sm = new SimStateMachine();
 
   constructor(
     private readonly id: string,
@@ -29,9 +30,12 @@ export class HostStateMachine implements StateMachine {
   }
 
   /** What opening the tables after an unclean stop does: empty, applied index 0. */
-  wipe(): void {
+  afterUncleanStop(): void {
     this.sm = new SimStateMachine();
   }
+
+  /** A clean stop closes the tables: what they hold stays. */
+  afterCleanStop(): void {}
 
   appliedIndex(): Index {
     return this.sm.applied;
@@ -75,4 +79,73 @@ export class HostStateMachine implements StateMachine {
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * How the durable state machine's writes reach its disk: `batches`, as the managers' tables with
+ * synced writes (every apply batch and restore is one synced write, and a crash during one loses it
+ * whole); `onSync`, the least the contract allows (StateMachine.syncApplied): changes stay in memory
+ * until a syncApplied's synced write, and an unclean stop loses every change after the last one.
+ */
+export type DurabilityMode = 'batches' | 'onSync';
+
+/** The node's disk, as the state machine sees it: a synced write, done by `perform` when it completes. */
+export type SyncedWrite = (perform: () => void) => Promise<void>;
+
+/**
+ * The tables with synced writes. What survives an unclean stop is what a completed synced write
+ * made durable, never more. With `lies`, syncApplied answers the applied index without making it
+ * durable (a planted bug: the driver then compacts away entries a power cut takes from the tables).
+ */
+export class DurableHostStateMachine extends HostStateMachine {
+  private durable = new SimStateMachine().serialize();
+  /** The applied index of what survives an unclean stop. */
+  durableApplied: Index = 0;
+
+  constructor(
+    id: string,
+    checker: Checker,
+    observer: ApplyObserver,
+    private readonly mode: DurabilityMode,
+    private readonly write: SyncedWrite,
+    private readonly lies = false,
+  ) {
+    super(id, checker, observer);
+  }
+
+  override async apply(entries: Entry[]): Promise<AppliedResult[]> {
+    const results = await super.apply(entries);
+    if (this.mode === 'batches') await this.sync();
+    return results;
+  }
+
+  override async restore(data: string, index: Index): Promise<void> {
+    await super.restore(data, index);
+    if (this.mode === 'batches') await this.sync();
+  }
+
+  async syncApplied(): Promise<Index> {
+    const applied = this.sm.applied;
+    if (!this.lies) await this.sync();
+    return applied;
+  }
+
+  override afterUncleanStop(): void {
+    this.sm = SimStateMachine.restore(this.durable);
+  }
+
+  override afterCleanStop(): void {
+    this.durable = this.sm.serialize();
+    this.durableApplied = this.sm.applied;
+  }
+
+  /** One synced write of the whole state as it is now. */
+  private async sync(): Promise<void> {
+    const image = this.sm.serialize();
+    const applied = this.sm.applied;
+    await this.write(() => {
+      this.durable = image;
+      this.durableApplied = applied;
+    });
+  }
 }

@@ -1,7 +1,8 @@
 // The log store the real driver writes to in the host simulation. Every save or compact is one
 // synced batch that takes a drawn number of ticks; the simulator completes it at its due tick
 // (never while the node is paused), and a crash before then loses it whole, as a power cut loses
-// an fsync in progress. Completed writes go to the node's SimDisk (the checker's mirror, with the
+// an fsync in progress. The node's other synced writes (its state machine's, its snapshot files)
+// queue on the same device (`synced`), in the order they were issued. Completed writes go to the node's SimDisk (the checker's mirror, with the
 // MemoryLogStore rules) and, for a share of seeds, to a real LevelLogStore on a temp folder: the
 // real store is written only when the write completes, and awaited before anything else happens,
 // so its asynchronous I/O cannot reorder a run and each seed replays exactly.
@@ -16,17 +17,31 @@ import { parseImage } from './stateMachine.ts';
 
 type Write =
   | { kind: 'save'; update: { hardState?: HardState; entries?: Entry[]; snapshot?: Snapshot } }
-  | { kind: 'compact'; snapshot: Snapshot };
+  | { kind: 'compact'; snapshot: Snapshot }
+  /** Another synced write on this device: `perform` makes it durable, or throws (the write failed). */
+  | { kind: 'other'; perform: () => void };
 
 interface PendingWrite {
   at: number;
   write: Write;
   resolve: () => void;
+  reject: (err: unknown) => void;
 }
+
+/**
+ * The digest of the state a locally taken snapshot holds (the checker compares it with the log's
+ * at the snapshot's index), or undefined when the simulator cannot tell.
+ */
+export type SnapshotState = (snapshot: Snapshot) => number | undefined;
 
 export class SimLogStore implements RaftLogStore {
   private pending: PendingWrite[] = [];
   syncs = 0;
+  /**
+   * While the driver starts, its writes (a snapshot restored into synced tables, a syncApplied)
+   * complete at once: nothing else happens on the node meanwhile, and the simulator awaits the start.
+   */
+  starting = true;
 
   constructor(
     private readonly id: string,
@@ -35,6 +50,7 @@ export class SimLogStore implements RaftLogStore {
     private readonly checker: Checker,
     /** The current tick and the ticks the next write takes. */
     private readonly clock: { tick(): number; latency(): number },
+    private readonly stateOf: SnapshotState = (snap) => parseImage(snap.data).digest,
   ) {}
 
   async load(): Promise<{ hardState: HardState; snapshot: Snapshot | null; entries: Entry[] }> {
@@ -57,6 +73,11 @@ export class SimLogStore implements RaftLogStore {
 
   async close(): Promise<void> {}
 
+  /** Another synced write on this node's disk, done by `perform` when it completes (never if a crash comes first). */
+  synced(perform: () => void): Promise<void> {
+    return this.enqueue({ kind: 'other', perform });
+  }
+
   get writing(): boolean {
     return this.pending.length > 0;
   }
@@ -65,9 +86,7 @@ export class SimLogStore implements RaftLogStore {
   async completeDue(afterEach: () => Promise<void>): Promise<void> {
     while (this.pending.length > 0 && this.pending[0]!.at <= this.clock.tick()) {
       const w = this.pending.shift()!;
-      await this.perform(w.write);
-      this.syncs++;
-      w.resolve();
+      await this.complete(w);
       await afterEach();
     }
   }
@@ -81,10 +100,36 @@ export class SimLogStore implements RaftLogStore {
     // Writes to one device complete in the order they were issued.
     const last = this.pending[this.pending.length - 1]?.at ?? 0;
     const at = Math.max(last, this.clock.tick() + this.clock.latency());
-    return new Promise((resolve) => this.pending.push({ at, write, resolve }));
+    return new Promise((resolve, reject) => {
+      const w = { at, write, resolve, reject };
+      if (this.starting && this.pending.length === 0) void this.complete(w);
+      else this.pending.push(w);
+    });
   }
 
-  private async perform(write: Write): Promise<void> {
+  private async complete(w: PendingWrite): Promise<void> {
+    let failed: { err: unknown } | null = null;
+    if (w.write.kind === 'other') {
+      try {
+        w.write.perform();
+      } catch (err) {
+        failed = { err };
+      }
+    } else if (w.write.kind === 'compact' && w.write.snapshot.metadata.index <= this.disk.snapshotIndex) {
+      // A snapshot from the leader landed while this compaction waited its turn: the store refuses
+      // it, as LevelLogStore does, and the driver drops it (raftNode.ts, compactTo and truncateTo).
+      failed = {
+        err: new LogStoreInvariantError(
+          `compact: snapshot ${w.write.snapshot.metadata.index} is not beyond the stored snapshot ${this.disk.snapshotIndex}`,
+        ),
+      };
+    } else await this.perform(w.write);
+    this.syncs++;
+    if (failed === null) w.resolve();
+    else w.reject(failed.err);
+  }
+
+  private async perform(write: Exclude<Write, { kind: 'other' }>): Promise<void> {
     try {
       if (write.kind === 'save') {
         const before = { ...this.disk.hardState };
@@ -93,8 +138,7 @@ export class SimLogStore implements RaftLogStore {
         await this.level?.save(write.update);
       } else {
         const index = write.snapshot.metadata.index;
-        const smDigest = parseImage(write.snapshot.data).digest;
-        this.checker.onLocalSnapshot(this.id, index, smDigest, this.disk.digestAt(index));
+        this.checker.onLocalSnapshot(this.id, index, this.stateOf(write.snapshot), this.disk.digestAt(index));
         this.disk.compact(write.snapshot);
         await this.level?.compact(write.snapshot);
       }

@@ -39,6 +39,16 @@ describe('the host simulation catches deliberately broken drivers', () => {
     ).not.toBeNull();
   }, 120_000);
 
+  it('a state machine that answers syncApplied before its write is durable (the log compacted without a file)', async () => {
+    expect(
+      await firstCatch(
+        'syncAppliedEarly',
+        'state-machine-safety',
+        /compacted its log at \d+ without a file while its state machine had made only \d+ durable/,
+      ),
+    ).not.toBeNull();
+  }, 120_000);
+
   it('a leader answering ReadIndex on a lease, without a heartbeat quorum (paused and skewed nodes)', async () => {
     expect(await firstCatch('leaseRead', 'linearizability', /served read/)).not.toBeNull();
   }, 300_000);

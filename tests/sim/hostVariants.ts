@@ -12,7 +12,9 @@ export type HostVariant =
   | 'sendBeforePersist'
   | 'voteNotSynced'
   | 'reapplyAfterRestart'
-  | 'leaseRead';
+  | 'leaseRead'
+  /** Not the driver: the state machine answers syncApplied before its write is durable (hostStateMachine.ts). */
+  | 'syncAppliedEarly';
 
 export const HOST_VARIANTS: readonly HostVariant[] = [
   'correct',
@@ -20,6 +22,7 @@ export const HOST_VARIANTS: readonly HostVariant[] = [
   'voteNotSynced',
   'reapplyAfterRestart',
   'leaseRead',
+  'syncAppliedEarly',
 ];
 
 export function driverClass(variant: HostVariant): typeof RaftNode {
@@ -34,6 +37,8 @@ export function driverClass(variant: HostVariant): typeof RaftNode {
       return ReapplyingNode;
     case 'leaseRead':
       return LeaseReadNode;
+    case 'syncAppliedEarly':
+      return RaftNode;
   }
 }
 

@@ -1,6 +1,7 @@
 // The world of the host simulation: the real RaftNode driver (src/consensus/raftNode.ts) on every
 // manager, given virtual time (virtualTime.ts), a simulated network (simNetwork.ts), a synced-write
-// disk (hostStore.ts, optionally over the real LevelLogStore) and a durable state machine. The
+// disk (hostStore.ts, optionally over the real LevelLogStore), a durable state machine and, in the
+// `files` and `lazy` snapshot modes, a snapshot folder (hostFiles.ts). The
 // simulator owns every callback the drivers schedule and runs them one at a time; after each, it
 // lets the drivers' promise chains settle (a macrotask turn drains every microtask) before the
 // next, so a seed replays exactly.
@@ -11,11 +12,18 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
 import type { RaftNode, RaftTransport } from '../../src/consensus/raftNode.ts';
-import type { Message, NodeId } from '../../src/consensus/types.ts';
+import { isTablesSnapshot, snapshotFileOf } from '../../src/consensus/snapshots.ts';
+import type { Message, NodeId, Snapshot } from '../../src/consensus/types.ts';
 import { Checker, SafetyViolation } from './checker.ts';
 import { BOOTSTRAP_DIGEST, describe, messageFingerprint } from './cluster.ts';
 import { TraceDigest } from './digest.ts';
-import { type ApplyObserver, HostStateMachine } from './hostStateMachine.ts';
+import { FileBytes, SimSnapshotFolder } from './hostFiles.ts';
+import {
+  type ApplyObserver,
+  type DurabilityMode,
+  DurableHostStateMachine,
+  HostStateMachine,
+} from './hostStateMachine.ts';
 import { SimLogStore } from './hostStore.ts';
 import { driverClass, type HostVariant } from './hostVariants.ts';
 import { Prng } from './prng.ts';
@@ -27,6 +35,25 @@ export const TICK_MS = 10;
 export const ELECTION_TICK = 10;
 const SILENT = pino({ level: 'silent' });
 
+/**
+ * How snapshots are kept: `inline` (no snapshot folder: the state in the Raft log, as in small
+ * tests); `files` (a snapshot folder, a file at every compaction: a state machine without
+ * syncApplied); `lazy` (a snapshot folder and a state machine answering syncApplied, as every
+ * manager runs: the log is compacted without a file, and a file is built only for a follower that
+ * needs one).
+ */
+export type SnapshotMode = 'inline' | 'files' | 'lazy';
+
+/** The driver's compaction settings and the disk faults of the `lazy` mode, small so they bite often. */
+export interface LazyOptions {
+  durability: DurabilityMode;
+  catchUpEntries: number;
+  catchUpBytes: number;
+  logBudgetBytes: number;
+  /** Share of snapshot file writes that fail (a full disk). */
+  fileFailRate: number;
+}
+
 export interface WorldOptions {
   seed: number;
   voters: number;
@@ -36,15 +63,21 @@ export interface WorldOptions {
   /** Per node, virtual ms per ms of its timers (1 = true time). */
   skews: number[];
   snapshotThreshold: number;
+  /** Default `inline`. */
+  snapshots?: SnapshotMode;
+  /** The driver's defaults unless given. */
+  lazy?: LazyOptions;
   /** Run the nodes over the real LevelLogStore in temp folders. */
   levelDb: boolean;
   verbose: boolean;
 }
 
 export class HostNode {
-  readonly disk = new SimDisk();
+  readonly disk: SimDisk;
   /** Durable, like the managers' tables: survives crashes. */
   readonly sm: HostStateMachine;
+  /** The snapshot folder (durable), in the `files` and `lazy` modes. */
+  readonly files: SimSnapshotFolder | null;
   alive = false;
   /** Removed from the cluster and shut down for good. */
   retired = false;
@@ -66,10 +99,36 @@ export class HostNode {
     readonly skew: number,
     /** A founding member bootstraps from initialMembers; a later one waits to be added. */
     readonly founder: boolean,
-    checker: Checker,
-    observer: ApplyObserver,
+    world: HostWorld,
   ) {
-    this.sm = new HostStateMachine(id, checker, observer);
+    const { checker, options, fileBytes } = world;
+    const mode = options.snapshots ?? 'inline';
+    this.disk = new SimDisk((data) => fileBytes.digestOf(data));
+    const write = (perform: () => void) => this.device().synced(perform);
+    this.sm =
+      mode === 'lazy'
+        ? new DurableHostStateMachine(
+            id,
+            checker,
+            world.observer,
+            options.lazy?.durability ?? 'batches',
+            write,
+            options.variant === 'syncAppliedEarly',
+          )
+        : new HostStateMachine(id, checker, world.observer);
+    this.files =
+      mode === 'inline'
+        ? null
+        : new SimSnapshotFolder(id, fileBytes, () => ({
+            synced: write,
+            fails: () => world.fileWriteFails(),
+          }));
+  }
+
+  /** The disk of the running incarnation. */
+  private device(): SimLogStore {
+    if (this.store === null) throw new Error(`${this.id} writes with no disk`);
+    return this.store;
   }
 
   get paused(): boolean {
@@ -86,24 +145,39 @@ export class HostWorld {
   readonly digest = new TraceDigest();
   readonly lines: string[] = [];
   readonly rng: Prng;
+  /** Every snapshot file written, by sha256. */
+  readonly fileBytes = new FileBytes();
   private readonly diskRng: Prng;
+  private readonly fileRng: Prng;
   private readonly nodeRng: Prng;
   private readonly members: Record<NodeId, string> = {};
   private fatal: unknown = null;
   crashes = 0;
   snapshotsSent = 0;
+  /** Share of snapshot file writes that fail; the liveness phase sets it to 0. */
+  fileFailRate: number;
+  /** Local compactions completed (the tables form counted apart). */
+  compactions = { file: 0, inline: 0, tables: 0 };
   /** The last tick a vote was granted: the nemesis aims power cuts just after elections. */
   lastVoteAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly options: WorldOptions,
-    private readonly observer: ApplyObserver,
+    readonly observer: ApplyObserver,
   ) {
     const root = new Prng(options.seed);
     this.rng = root.fork(1);
     this.diskRng = root.fork(2);
     this.nodeRng = root.fork(3);
     this.network = new SimNetwork(root.fork(4), options.faults);
+    this.fileRng = root.fork(5);
+    this.fileFailRate = options.lazy?.fileFailRate ?? 0;
+  }
+
+  /** Whether the snapshot file write starting now fails (drawn at its start). */
+  fileWriteFails(): boolean {
+    const rate = this.fileFailRate;
+    return rate > 0 && this.fileRng.chance(rate);
   }
 
   /** Every founder's disk starts with the bootstrap snapshot at index 1, as `RaftNode.start` writes it. */
@@ -118,9 +192,10 @@ export class HostWorld {
     };
     const hardState = { term: 1, vote: null, commit: 1 };
     for (const [i, id] of ids.entries()) {
-      const node = new HostNode(id, this.options.skews[i] ?? 1, true, this.checker, this.observer);
+      const node = new HostNode(id, this.options.skews[i] ?? 1, true, this);
       node.disk.save({ snapshot, hardState });
-      await node.sm.restore(image, 1);
+      // Durable tables start empty: the driver restores the bootstrap snapshot, with a synced write.
+      if (!(node.sm instanceof DurableHostStateMachine)) await node.sm.restore(image, 1);
       if (this.options.levelDb) {
         node.folder = await mkdtemp(join(tmpdir(), `imgvault-sim-${id}-`));
         const level = await LevelLogStore.open(node.folder);
@@ -142,13 +217,18 @@ export class HostWorld {
     node.lastCommit = 0;
     if (node.folder !== null) node.level = await LevelLogStore.open(node.folder);
     const clock = new NodeClock(this.time, node.skew);
-    const store = new SimLogStore(node.id, node.disk, node.level, this.checker, {
-      tick: () => this.tick,
-      latency: () => this.diskLatency(),
-    });
+    const store = new SimLogStore(
+      node.id,
+      node.disk,
+      node.level,
+      this.checker,
+      { tick: () => this.tick, latency: () => this.diskLatency() },
+      (snap) => this.snapshotState(node, snap),
+    );
     node.clock = clock;
     node.store = store;
     const random = this.nodeRng.fork(this.nodeRng.int(1 << 30));
+    const lazy = this.options.lazy;
     node.raft = await driverClass(this.options.variant).start({
       id: node.id,
       store,
@@ -160,6 +240,14 @@ export class HostWorld {
       electionTick: ELECTION_TICK,
       heartbeatTick: 2,
       snapshotThreshold: this.options.snapshotThreshold,
+      ...(node.files ? { snapshotFolder: node.files.asFolder() } : {}),
+      ...(lazy
+        ? {
+            logBudgetBytes: lazy.logBudgetBytes,
+            snapshotCatchUpEntries: lazy.catchUpEntries,
+            snapshotCatchUpBytes: lazy.catchUpBytes,
+          }
+        : {}),
       proposalTimeoutMs: 40 * ELECTION_TICK * TICK_MS,
       readTimeoutMs: 20 * ELECTION_TICK * TICK_MS,
       membershipTimeoutMs: 40 * ELECTION_TICK * TICK_MS,
@@ -170,7 +258,29 @@ export class HostWorld {
         this.fatal ??= err;
       },
     });
+    store.starting = false;
     await this.settle();
+  }
+
+  /**
+   * The digest of the state a locally taken snapshot holds. The tables form holds none: the state
+   * machine is the only copy of the entries it compacts, so it must have made them durable.
+   */
+  private snapshotState(node: HostNode, snap: Snapshot): number | undefined {
+    if (!isTablesSnapshot(snap.data)) {
+      this.compactions[snapshotFileOf(snap.data) === null ? 'inline' : 'file']++;
+      return this.fileBytes.digestOf(snap.data);
+    }
+    this.compactions.tables++;
+    const index = snap.metadata.index;
+    const durable = node.sm instanceof DurableHostStateMachine ? node.sm.durableApplied : 0;
+    if (durable < index) {
+      this.checker.fail(
+        'state-machine-safety',
+        `${node.id} compacted its log at ${index} without a file while its state machine had made only ${durable} durable`,
+      );
+    }
+    return this.checker.appliedDigestAt(index);
   }
 
   /** Power loss: unsynced writes are gone, the process with everything it had in memory. */
@@ -186,7 +296,7 @@ export class HostWorld {
     this.crashes++;
     await node.level?.close();
     node.level = null;
-    node.sm.wipe();
+    node.sm.afterUncleanStop();
   }
 
   /**
@@ -202,6 +312,7 @@ export class HostWorld {
     node.alive = false;
     if (node.clock) node.clock.alive = false;
     node.raft = null;
+    node.sm.afterCleanStop();
     await node.level?.close();
     node.level = null;
     await this.start(node);
@@ -211,7 +322,7 @@ export class HostWorld {
   async addNode(): Promise<HostNode> {
     const id = `n${this.nodes.length + 1}`;
     this.members[id] = `http://${id}.sim`;
-    const node = new HostNode(id, 1, false, this.checker, this.observer);
+    const node = new HostNode(id, 1, false, this);
     if (this.options.levelDb) node.folder = await mkdtemp(join(tmpdir(), `imgvault-sim-${id}-`));
     this.nodes.push(node);
     this.trace(`${id} boots empty`);
@@ -267,6 +378,17 @@ export class HostWorld {
     for (const f of cut) if (f.msg.type === 'MsgSnap') this.reportSnapshot(f, false);
     await this.settle();
     for (const node of this.nodes) this.observe(node);
+  }
+
+  /** Snapshot files written, and failed writes. */
+  filesBuilt(): { built: number; failed: number } {
+    let built = 0;
+    let failed = 0;
+    for (const n of this.nodes) {
+      built += n.files?.built ?? 0;
+      failed += n.files?.failed ?? 0;
+    }
+    return { built, failed };
   }
 
   liveNodes(): HostNode[] {
@@ -352,7 +474,16 @@ export class HostWorld {
       this.lastVoteAt = this.tick;
     }
     if (msg.type === 'MsgAppResp' && !msg.reject) this.checkAck(from, msg);
-    if (msg.type === 'MsgSnap') this.snapshotsSent++;
+    if (msg.type === 'MsgSnap') {
+      this.snapshotsSent++;
+      // The real sender streams the file from its folder before the MsgSnap: none, no transfer.
+      const file = snapshotFileOf(msg.snapshot?.data ?? '');
+      if (file !== null && !from.files?.holds(file)) {
+        this.trace(`${from.id} has no file for its snapshot at ${file.index} to ${msg.to}`);
+        from.raft?.reportSnapshot(msg.to, false);
+        return;
+      }
+    }
     const dropped = this.network.send(msg, this.tick, from.incarnation);
     this.digest.addNumbers(messageFingerprint(this.tick, msg, dropped));
     if (this.options.verbose)
@@ -380,8 +511,10 @@ export class HostWorld {
       dest.held.push(f);
       return;
     }
-    dest.raft.receive(f.msg);
-    if (f.msg.type === 'MsgSnap') this.reportSnapshot(f, true);
+    const file = f.msg.type === 'MsgSnap' ? snapshotFileOf(f.msg.snapshot?.data ?? '') : null;
+    if (file !== null) dest.files?.receive(file);
+    const taken = dest.raft.receive(f.msg);
+    if (f.msg.type === 'MsgSnap') this.reportSnapshot(f, taken);
     await this.settle();
   }
 

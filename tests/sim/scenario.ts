@@ -46,6 +46,10 @@ export interface RunResult {
     reads: number;
     confChanges: number;
     checks: number;
+    /** Host seeds: local compactions by the form of snapshot they recorded. */
+    compactions?: { file: number; inline: number; tables: number };
+    /** Host seeds with a snapshot folder: files written, and writes that failed. */
+    filesBuilt?: { built: number; failed: number };
   };
   profile: string;
 }

@@ -39,6 +39,11 @@ export class SimDisk {
   /** Mirror of the stored entries, contiguous from snapshotIndex + 1. */
   log: StoredEntry[] = [];
 
+  constructor(
+    /** The state digest a received snapshot's data holds (a host reads a snapshot file's bytes). */
+    private readonly imageDigest: (data: string) => number = (data) => parseImage(data).digest,
+  ) {}
+
   get snapshotIndex(): number {
     return this.snapshot?.metadata.index ?? 0;
   }
@@ -79,7 +84,7 @@ export class SimDisk {
       if (!keepLater) effect.removed.push(...this.log);
       this.log = keepLater ? this.log.slice(index - this.snapshotIndex) : [];
       this.snapshot = cloneSnapshot(update.snapshot);
-      this.snapshotDigest = parseImage(update.snapshot.data).digest;
+      this.snapshotDigest = this.imageDigest(update.snapshot.data);
       effect.snapshotInstalled = true;
     }
     const entries = update.entries ?? [];

@@ -13,6 +13,7 @@ import { redirectToLeader } from '../../http/leaderRedirect.ts';
 import { requestBody } from '../../http/requestBody.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { ObjectView } from '../../metadata/commands.ts';
+import { IMAGE_CACHE_CONTROL, IMAGE_SAFETY_HEADERS } from '../../protocol/imageHeaders.ts';
 import { ImageError, type ImageErrorCode, type ImageService } from '../imageService.ts';
 import { FormError, formFile } from './formUpload.ts';
 import { RefusedBodyDrain } from './refusedBodyDrain.ts';
@@ -90,20 +91,10 @@ async function drainRefusedBody(c: Context): Promise<boolean> {
   return refusedBodies.drain(incoming, length);
 }
 
-/**
- * An id can be deleted and uploaded again with other bytes, so a cached image must be revalidated
- * before each use; revalidation is cheap (a 304 from the record, see the GET route).
- */
-const IMAGE_CACHE_CONTROL = 'private, no-cache';
+export { IMAGE_SAFETY_HEADERS };
 
-/**
- * Bytes stored are whatever a client sent behind a valid magic number: a PNG header followed by
- * HTML must never be sniffed into a page, nor run script if opened as a document.
- */
-export const IMAGE_SAFETY_HEADERS = {
-  'x-content-type-options': 'nosniff',
-  'content-security-policy': "default-src 'none'; sandbox",
-} as const;
+/** `GET /v1/images/:id?direct=1`: answered with a redirect to a worker's signed link (docs/api.md). */
+const DIRECT_QUERY = 'direct';
 
 /** RFC 9110 If-None-Match (weak comparison): `*`, or a list of entity tags one of which is ours. */
 function etagListMatches(header: string, sha256: string): boolean {
@@ -236,6 +227,17 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
         // Opened through this same record below, so the bytes sent are the ones compared.
         known ??= await images.getMeta(id);
         if (!ifRangeMatches(ifRange, known.sha256)) range = undefined;
+      }
+      if (method === 'GET' && range === undefined && c.req.query(DIRECT_QUERY) === '1') {
+        // Opted into: the bytes go from a worker straight to the client (protocol/readLink.ts).
+        known ??= await images.getMeta(id);
+        const location = await images.readLink(known);
+        if (location) {
+          return new Response(null, {
+            status: 307,
+            headers: { location, etag: `"${known.sha256}"`, 'cache-control': 'no-store' },
+          });
+        }
       }
       const { object, response, body, bytes } = await images.open(id, {
         method,

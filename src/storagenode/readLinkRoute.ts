@@ -1,0 +1,83 @@
+// A direct read (protocol/readLink.ts): a client sent here by a manager's signed link gets this
+// worker's copy only if it is the record's bytes the link names, checked before the first byte is
+// sent for a blob read whole (as a GET through the manager is); otherwise it is sent on to the
+// other copy's link, or told no copy could be served. A larger blob streams, checked as it goes,
+// and a copy that fails cuts the answer.
+
+import type { Context } from 'hono';
+import { webStreamOf } from '../http/webStream.ts';
+import { IMAGE_CACHE_CONTROL, IMAGE_SAFETY_HEADERS } from '../protocol/imageHeaders.ts';
+import { READ_LINK_QUERY, type ReadLinkClaims, verifyReadLink } from '../protocol/readLink.ts';
+import type { BlobRecord } from './blobIndex.ts';
+import type { BlobStore } from './blobStore.ts';
+import type { WorkerMetrics } from './workerMetrics.ts';
+
+export interface ReadLinkDeps {
+  store: BlobStore;
+  /** This worker's access credential (or the single secret): what managers sign its links with. */
+  credential: string;
+  metrics: WorkerMetrics;
+  /** Blobs up to this size are read whole and checked before the answer starts. */
+  wholeReadBytes: number;
+}
+
+/** Why this copy is not the record's bytes the link names, or null when it is. */
+function otherBytes(record: BlobRecord, claims: ReadLinkClaims): string | null {
+  if (record.size !== claims.size) return `this copy has ${record.size} bytes, the record ${claims.size}`;
+  if (record.sha256 !== claims.sha256) return 'this copy is of other bytes than the record';
+  if (record.crc32c !== undefined && claims.crc32c !== undefined && record.crc32c !== claims.crc32c)
+    return 'this copy has another crc32c than the record';
+  return null;
+}
+
+export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Response> {
+  const { store, metrics } = deps;
+  const id = c.req.param('id') ?? '';
+  const verified = verifyReadLink(deps.credential, c.req.query(READ_LINK_QUERY), id, Date.now());
+  if (!verified.ok) {
+    metrics.errors.inc({ kind: 'Unauthorized' });
+    return c.json({ error: { code: 'Unauthorized', message: verified.why } }, 401);
+  }
+  const { claims } = verified;
+  const elsewhere = (why: string): Response => {
+    if (claims.next) {
+      return new Response(null, {
+        status: 307,
+        headers: { location: claims.next, 'cache-control': 'no-store' },
+      });
+    }
+    metrics.errors.inc({ kind: 'Unavailable' });
+    return c.json(
+      { error: { code: 'Unavailable', message: `no copy of ${id} could be served: ${why}` } },
+      503,
+    );
+  };
+  const headers: Record<string, string> = {
+    'content-type': claims.contentType,
+    'content-length': String(claims.size),
+    etag: `"${claims.sha256}"`,
+    'cache-control': IMAGE_CACHE_CONTROL,
+    ...IMAGE_SAFETY_HEADERS,
+  };
+  if (claims.size <= deps.wholeReadBytes) {
+    const whole = await store.readWhole(id, deps.wholeReadBytes);
+    if (!whole.ok) return elsewhere(whole.error.message);
+    if (whole.value === 'tooLarge')
+      return elsewhere(`this copy is larger than the record's ${claims.size} bytes`);
+    // What was read, checked against its checksum by readWhole, is what is compared with the link.
+    const wrong = otherBytes(whole.value.record, claims);
+    if (wrong) return elsewhere(wrong);
+    metrics.bytesOut.inc(claims.size);
+    return new Response(whole.value.bytes, { status: 200, headers });
+  }
+  // Checked as it streams against the worker's record, which must be the link's.
+  const read = await store.openForRead(id);
+  if (!read.ok) return elsewhere(read.error.message);
+  const wrong = otherBytes(read.value.record, claims);
+  if (wrong) {
+    read.value.stream.destroy();
+    return elsewhere(wrong);
+  }
+  metrics.bytesOut.inc(claims.size);
+  return new Response(webStreamOf(read.value.stream), { status: 200, headers });
+}
