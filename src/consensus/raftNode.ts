@@ -930,7 +930,7 @@ export class RaftNode {
     // Ready larger than the catch-up window) moves back to it, unless a conf change lies between:
     // waiting for a Ready small enough could wait for good.
     if (index > coreApplied && !this.confChangeIn(coreApplied, index)) index = coreApplied;
-    const held = this.heldFileIndex();
+    const held = this.heldFileIndex(index);
     if (index > held) {
       // The membership recorded is the current one: it must be that of the point compacted at.
       if (this.confChangeIn(held, applied)) {
@@ -1004,27 +1004,41 @@ export class RaftNode {
   }
 
   /**
-   * The last index compaction may reach while a file built on demand is in use (fileHold): that
-   * file's, until every member the leader tracks has reached it (a member installing it then goes
-   * on from the log, not from yet another file: etcd keeps its catch-up entries behind the
-   * snapshot it sends for the same reason). Given up past FILE_HOLD_BUDGETS times the log budget
-   * of entries kept, so a member that never comes back does not grow the log without bound.
+   * The last index compaction may reach while a file built on demand is in use (fileHold): the
+   * file's, or the least match of the members the leader tracks if that is further, until that
+   * least match has passed `point`, where compaction would otherwise cut. A member that has just
+   * acknowledged the file holds nothing after it yet; cutting at `point` then would send it
+   * another file instead of the log (etcd keeps its catch-up entries behind the snapshot it sends
+   * for the same reason). Given up past FILE_HOLD_BUDGETS times the log budget of entries kept, so
+   * a member that never comes back does not grow the log without bound.
    */
-  private heldFileIndex(): Index {
+  private heldFileIndex(point: Index): Index {
     if (this.fileHold === 0) return Number.MAX_SAFE_INTEGER;
-    const progress = this.core.status().progress;
-    const behind =
-      progress !== undefined &&
-      Object.entries(progress).some(([id, pr]) => id !== this.id && pr.match < this.fileHold);
-    if (behind && this.logBytes <= FILE_HOLD_BUDGETS * this.opts.logBudgetBytes) return this.fileHold;
-    if (behind) {
+    const least = this.leastFollowerMatch();
+    // A point at or behind the snapshot compacts nothing: no reason to decide yet.
+    if (least < point || point <= this.snapshotIndex) {
+      if (this.logBytes <= FILE_HOLD_BUDGETS * this.opts.logBudgetBytes)
+        return Math.max(this.fileHold, least);
       this.log.warn(
-        { event: 'raft.snapshot_file_hold_released', index: this.fileHold, logBytes: this.logBytes },
-        'the log kept for a member installing a snapshot file grew too large: compacting past it',
+        {
+          event: 'raft.snapshot_file_hold_released',
+          index: this.fileHold,
+          match: least,
+          logBytes: this.logBytes,
+        },
+        'the log kept for a member catching up from a snapshot file grew too large: compacting past it',
       );
     }
     this.fileHold = 0;
     return Number.MAX_SAFE_INTEGER;
+  }
+
+  /** The least match of the other members the leader tracks (MAX_SAFE_INTEGER when none). */
+  private leastFollowerMatch(): Index {
+    let least = Number.MAX_SAFE_INTEGER;
+    for (const [id, pr] of Object.entries(this.core.status().progress ?? {}))
+      if (id !== this.id) least = Math.min(least, pr.match);
+    return least;
   }
 
   /** Whether an entry in (from, to] of the log in memory is a conf change. */

@@ -184,3 +184,62 @@ describe('a snapshot file that takes long to reach the joiner', () => {
     await sameTables();
   }, 300_000);
 });
+
+describe('a joiner whose appends after the file lag while writes go on', () => {
+  it('goes on from the log the leader kept, not from a second file', async () => {
+    const events = eventLog();
+    // The MsgSnap is held back as above; once it is through, the joiner's appends are held back
+    // too (a long log to stream after the file) while the leader writes more than its compaction
+    // threshold: its match is the file's index, not past the point a compaction would cut at.
+    let holdSnapshot = true;
+    let holdAppends = false;
+    let snapshotDelivered = false;
+    const { leader, joiner, urls, propose } = await compactedCluster({
+      name: 'lagging-appends',
+      openStateMachine: (dir) =>
+        MetadataStateMachine.open(join(dir, 'metadata'), undefined, { syncedWrites: true }),
+      accept: (to: string, msg: Message) => {
+        if (to !== 'm4') return true;
+        if (msg.type === 'MsgSnap') {
+          if (!holdSnapshot && !snapshotDelivered) {
+            snapshotDelivered = true;
+            holdAppends = true;
+          }
+          return !holdSnapshot;
+        }
+        return !(msg.type === 'MsgApp' && holdAppends);
+      },
+      node: { tickMs: 20, snapshotThreshold: 50, snapshotCatchUpEntries: 10, logger: events.logger },
+      snapshotPieceBytes: 64 * 1024,
+    });
+    await joiner.start(null, urls);
+    const adding = leader.node.addMember('m4', joiner.url);
+    adding.catch(() => {});
+    await until('the file built', () => events.count('raft.snapshot_taken') > 0, 60_000);
+    const fileAt = leader.node.status().snapshotIndex;
+    for (let at = 300; at < 600; at += 50) {
+      await propose(Array.from({ length: 50 }, (_, i) => recordCmd(`img-${at + i}`, ['w1', 'w2'], at + i)));
+    }
+    expect(leader.node.status().firstIndex).toBeLessThanOrEqual(fileAt + 1);
+
+    holdSnapshot = false;
+    await until(
+      'the joiner acknowledged the file',
+      () => (leader.node.status().progress?.m4?.match ?? 0) >= fileAt,
+      60_000,
+    );
+    for (let at = 600; at < 700; at += 10) {
+      await propose(Array.from({ length: 10 }, (_, i) => recordCmd(`img-${at + i}`, ['w1', 'w2'], at + i)));
+    }
+    // The joiner has nothing after the file yet: the log after it must still be there.
+    expect(leader.node.status().firstIndex).toBeLessThanOrEqual(fileAt + 1);
+    holdAppends = false;
+    await adding;
+    const target = leader.node.status().commit;
+    await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
+    expect(events.count('raft.snapshot_file_build_started')).toBe(1);
+    expect(events.count('raft.snapshot_installed')).toBe(1);
+    expect(events.count('raft.snapshot_file_hold_released')).toBe(0);
+    await sameTables();
+  }, 300_000);
+});
