@@ -243,3 +243,54 @@ describe('a joiner whose appends after the file lag while writes go on', () => {
     await sameTables();
   }, 300_000);
 });
+
+describe('a voter installing a snapshot file', () => {
+  it('can be elected: a leadership transfer to it succeeds, and reads on it wait for the install', async () => {
+    const install = gate();
+    let installing = false;
+    // m3 hears nothing while the others write and compact: it comes back needing a file.
+    let cut = true;
+    const { leader, joiner, propose } = await compactedCluster({
+      name: 'installing-leader',
+      accept: (to: string) => !(to === 'm3' && cut),
+      openStateMachine: async (dir) => {
+        const sm = await MetadataStateMachine.open(join(dir, 'metadata'), undefined, { syncedWrites: true });
+        if (dir.endsWith('m3')) {
+          const restore = sm.restoreChunks.bind(sm);
+          sm.restoreChunks = async (chunks, index) => {
+            installing = true;
+            await install.wait;
+            return restore(chunks, index);
+          };
+        }
+        return sm;
+      },
+      node: { tickMs: 20, snapshotThreshold: 50, snapshotCatchUpEntries: 10 },
+      snapshotPieceBytes: 64 * 1024,
+    });
+    // No joiner here: the member installing is a founder.
+    await closeAll(managers.splice(managers.indexOf(joiner), 1));
+    const m3 = managers.find((m) => m.node.id === 'm3')!;
+    cut = false;
+    await until('the install started', () => installing, 60_000);
+    await propose([recordCmd('during-install', ['w1', 'w2'], 1)]);
+    await until('m3 holds the log', () => m3.node.status().lastIndex >= leader.node.status().lastIndex);
+
+    // A graceful handover (or the most up-to-date voter after a crash) picks it: it must lead.
+    await leader.node.transferLeadership('m3');
+    await until('m3 leads', () => m3.node.isLeader(), 30_000);
+    expect(m3.sm.appliedIndex()).toBeLessThan(m3.node.status().snapshotIndex);
+    let read = false;
+    const reading = m3.node.readIndex().then(() => {
+      read = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(read).toBe(false);
+
+    install.open();
+    await reading;
+    expect(await m3.sm.getObject('during-install')).not.toBeNull();
+    await proposeCommand(m3.node, recordCmd('after-install', ['w1', 'w2'], 2));
+    await sameTables();
+  }, 300_000);
+});

@@ -246,9 +246,11 @@ export class Raft {
   hup(transfer: boolean): void {
     if (this.role === 'leader') return;
     if (!this.promotable()) return;
+    // A node still installing a snapshot campaigns, as etcd's does once the snapshot is persisted
+    // (promotable): refusing would leave a cluster whose most up-to-date voter installs without a
+    // leader for the whole install. As a leader it hands out nothing after the snapshot until it
+    // is installed, and ReadIndex waits for the state machine, so a leader behind is only slow.
     if (this.hasUnappliedConfChanges()) return;
-    // A node still installing a snapshot would lead with a state machine behind its own log.
-    if (this.raftLog.snapshotUnapplied()) return;
     if (this.preVote && !transfer) this.campaign('pre', false);
     else this.campaign('election', transfer);
   }
