@@ -181,6 +181,12 @@ export class RaftNode {
    * installed instead of needing another file; 0 when none.
    */
   private fileHold: Index = 0;
+  /**
+   * The indexes of the conf changes in the log in memory, ascending (noteConfChanges): the
+   * compaction checks for one between two points at every Ready, and scanning the log kept behind
+   * a file built on demand (hundreds of thousands of entries) each time was quadratic.
+   */
+  private confChangeIndexes: Index[] = [];
   /** The applied index the last snapshot was started at, taken or not: a failed one waits as long. */
   private snapshotStartedAt: Index = 0;
   /** The recorded snapshot's file is missing (see start): take one at the next applied entry. */
@@ -237,6 +243,9 @@ export class RaftNode {
     this.id = opts.id;
     this.core = core;
     this.storage = storage;
+    this.noteConfChanges(
+      storage.entries(storage.firstIndex(), storage.lastIndex() + 1, Number.MAX_SAFE_INTEGER),
+    );
     this.store = opts.store;
     this.sm = opts.stateMachine;
     this.transport = this.holdingTablesSnapshots(opts.transport);
@@ -655,7 +664,10 @@ export class RaftNode {
     if (rd.snapshot !== undefined || rd.entries.length > 0 || this.mustSaveHardState()) {
       await this.persist(rd.entries, rd.snapshot);
       if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
-      if (rd.entries.length > 0) this.storage.append(rd.entries);
+      if (rd.entries.length > 0) {
+        this.storage.append(rd.entries);
+        this.noteConfChanges(rd.entries);
+      }
       this.storage.setHardState(this.durableHardState);
     }
 
@@ -1044,8 +1056,16 @@ export class RaftNode {
   /** Whether an entry in (from, to] of the log in memory is a conf change. */
   private confChangeIn(from: Index, to: Index): boolean {
     const lo = Math.max(from + 1, this.storage.firstIndex());
-    if (lo > to) return false;
-    return this.storage.entries(lo, to + 1, Number.MAX_SAFE_INTEGER).some((e) => e.type === 'confChange');
+    return this.confChangeIndexes.some((i) => i >= lo && i <= to);
+  }
+
+  /** Entries appended to the log in memory: they replace any from their first index on. */
+  private noteConfChanges(entries: Entry[]): void {
+    if (entries.length === 0) return;
+    const first = this.storage.firstIndex();
+    const kept = this.confChangeIndexes.filter((i) => i >= first && i < entries[0]!.index);
+    for (const e of entries) if (e.type === 'confChange') kept.push(e.index);
+    this.confChangeIndexes = kept;
   }
 
   /** Counts the data of the entries applied since the last count (the byte budget's measure). */

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { MemoryStorage } from '../../src/consensus/core/memoryStorage.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import type { Command } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
@@ -228,11 +229,24 @@ describe('a joiner whose appends after the file lag while writes go on', () => {
       () => (leader.node.status().progress?.m4?.match ?? 0) >= fileAt,
       60_000,
     );
+    // The entries the leader's driver (not its core, which sends them) reads from the log in
+    // memory kept for the joiner: none at each Ready (the compaction's conf change check once
+    // scanned it whole, quadratic in the log kept).
+    const storage = (leader.node as unknown as { storage: MemoryStorage }).storage;
+    const entries = storage.entries.bind(storage);
+    let readBehind = 0;
+    storage.entries = (lo, hi, maxSize) => {
+      const got = entries(lo, hi, maxSize);
+      if (lo <= fileAt + 1 && !new Error().stack?.includes('RaftLog.')) readBehind += got.length;
+      return got;
+    };
     for (let at = 600; at < 700; at += 10) {
       await propose(Array.from({ length: 10 }, (_, i) => recordCmd(`img-${at + i}`, ['w1', 'w2'], at + i)));
     }
     // The joiner has nothing after the file yet: the log after it must still be there.
     expect(leader.node.status().firstIndex).toBeLessThanOrEqual(fileAt + 1);
+    storage.entries = entries;
+    expect(readBehind).toBe(0);
     holdAppends = false;
     await adding;
     const target = leader.node.status().commit;
