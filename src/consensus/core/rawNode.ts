@@ -205,10 +205,17 @@ export class RaftCore implements RawNode {
     }
   }
 
-  /** The host has installed the snapshot at `index` that an earlier advance() left unapplied. */
+  /**
+   * The host has installed the snapshot at `index` that an earlier advance() left unapplied. An
+   * index past the log's snapshot would skip committed entries never handed out: refused.
+   */
   snapshotApplied(index: Index): void {
     const log = this.raft.raftLog;
-    if (index > log.applied) log.applied = Math.min(index, log.committed);
+    const snapshotIndex = log.firstIndex() - 1;
+    if (index > snapshotIndex) {
+      throw new Error(`RaftCore.snapshotApplied: ${index} is past the log's snapshot at ${snapshotIndex}`);
+    }
+    if (index > log.applied) log.applied = index;
   }
 
   reportUnreachable(to: NodeId): void {

@@ -114,6 +114,10 @@ describe('snapshot catch-up', () => {
     expect(c.core.status().role).toBe('leader');
     expect(c.appliedIndex).toBe(appliedBefore);
 
+    // An index past the snapshot would skip entries never handed out.
+    expect(() => c.core.snapshotApplied(snap!.snapshot!.metadata.index + 5)).toThrow(
+      /past the log's snapshot/,
+    );
     c.applied = JSON.parse(snap!.snapshot!.data) as string[];
     c.appliedIndex = snap!.snapshot!.metadata.index;
     c.core.snapshotApplied(snap!.snapshot!.metadata.index);
