@@ -434,7 +434,13 @@ class GenerationWriter {
     const batch = this.batch;
     this.batch = this.db.batch();
     this.batchBytes = 0;
-    await this.writing;
+    try {
+      await this.writing;
+    } catch (err) {
+      // Out of this.batch already: abandon() would not close it.
+      await batch.close().catch(() => {});
+      throw err;
+    }
     const write = batch.write({ sync: this.sync });
     // Awaited by the next flush or by finish; until then a failure must not go unhandled.
     write.catch(() => {});
