@@ -33,7 +33,10 @@
  *     sends the snapshot (and its RSS split after the join), and of the new manager. A join that does not finish within the phase
  *     timeout is reported as such, not waited for. Both peaks are printed against the 512 MiB
  *     target, with each one's highest anonymous and file RSS (sampled every second) and its JS
- *     heap after a full GC (bench/heapProbe.mjs, loaded into every child).
+ *     heap after a full GC (bench/heapProbe.mjs, loaded into every child). Its snapshot phases are
+ *     printed from the managers' logs (file wanted, build, transfer, install: time from the join's
+ *     start, index, bytes, ms), so a slow join shows where its time went and whether a second file
+ *     was wanted.
  * Every wait is bounded by --phase-timeout-min.
  */
 
@@ -469,8 +472,53 @@ async function loggedAfter(
   return null;
 }
 
+/** The snapshot events of a join, in the order they happen (raftNode.ts, snapshotSender.ts). */
+const JOIN_EVENTS = [
+  'raft.snapshot_file_wanted',
+  'raft.snapshot_file_build_started',
+  'raft.snapshot_taken',
+  'raft.snapshot_send_started',
+  'raft.snapshot_sent',
+  'raft.snapshot_received',
+  'raft.snapshot_install_started',
+  'raft.snapshot_installed',
+  'raft.snapshot_file_hold_released',
+];
+
+/**
+ * The join's snapshot phases from the managers' logs since `since` (epoch ms): each event with its
+ * time from the start of the join and what it carries (index, bytes, ms, applied...), so a slow
+ * join shows whether the build, the transfer or the install took the time, and whether a second
+ * file was wanted.
+ */
+async function joinPhases(root: string, ids: string[], since: number): Promise<string[]> {
+  const events: { time: number; line: string }[] = [];
+  for (const id of ids) {
+    const text = await readFile(join(root, `${id}.log`), 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      if (!line.includes('"raft.snapshot_')) continue;
+      let e: Record<string, unknown>;
+      try {
+        e = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        continue;
+      }
+      const time = Number(e.time);
+      if (!JOIN_EVENTS.includes(String(e.event)) || !(time >= since)) continue;
+      const fields = ['index', 'bytes', 'offset', 'ms', 'applied', 'firstIndex', 'lastIndex', 'onDemand']
+        .filter((k) => e[k] !== undefined)
+        .map((k) => `${k} ${k === 'bytes' ? `${(Number(e[k]) / 2 ** 20).toFixed(0)} MiB` : String(e[k])}`);
+      const at = `+${((time - since) / 1000).toFixed(1)} s`.padStart(9);
+      events.push({ time, line: `${at}  ${id}  ${String(e.event).slice(5)}  ${fields.join(', ')}` });
+    }
+  }
+  return events.sort((a, b) => a.time - b.time).map((e) => e.line);
+}
+
 interface JoinOutcome {
   result: string;
+  /** The snapshot events of the join (joinPhases). */
+  phases: string[];
   senderPeakMiB: number;
   receiverPeakMiB: number;
   senderAfterJoin: RssSplit;
@@ -499,10 +547,12 @@ async function joinManager(
     secretFile: cluster.secretFile,
     args: ['--join', ...managerArgs],
     logFile: join(cluster.root, 'm4.log'),
-    env: { IMGVAULT_LOG_LEVEL: 'warn' },
+    // Info: its install events are the join's last phases (joinPhases).
+    env: { IMGVAULT_LOG_LEVEL: 'info' },
   });
   rss.watch(m4.pid);
   const started = performance.now();
+  const startedAt = Date.now();
   let result: string;
   try {
     await until('m4 answering', async () => (await fetch(`${url}/healthz`)).ok, 60_000);
@@ -527,8 +577,10 @@ async function joinManager(
       voter && applied >= target
         ? `${secs} s`
         : `FAILED: not caught up within ${timeoutMs / 60_000} min (voter ${voter}, applied ${applied} of ${target})`;
+    const ids = [...cluster.managers.map((m) => m.id), 'm4'];
     return {
       result,
+      phases: await joinPhases(cluster.root, ids, startedAt),
       senderPeakMiB: await peakRssMiB(leader.child?.pid),
       receiverPeakMiB: await peakRssMiB(m4.pid),
       senderAfterJoin: await rssSplit(leader.child?.pid),
@@ -707,6 +759,8 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     progress(`N=${n}: worker restarted`);
     const joined = await joinManager(bench, cluster, managerArgs, opts.phaseTimeoutMs);
     progress(`N=${n}: join ${joined.result}`);
+    console.log(`N=${n}: join phases (time from the join's start, manager, event):`);
+    for (const line of joined.phases) console.log(`  ${line}`);
     return {
       ...load,
       listP50: percentile(list, 50),

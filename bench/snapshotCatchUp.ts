@@ -21,6 +21,8 @@ import { MetadataStateMachine } from '../src/metadata/metadataStateMachine.ts';
 import { encodeObject, MetadataTables, type TableOp } from '../src/metadata/tables.ts';
 
 const SECRET = 'bench-snapshot-secret-0123456789abcdef';
+/** --unsynced: the receiver's tables without synced writes (a manager syncs each batch). */
+const SYNCED = !process.argv.includes('--unsynced');
 const MiB = 1024 * 1024;
 const peakMiB = () => (process.resourceUsage().maxRSS / 1024).toFixed(0);
 
@@ -95,7 +97,10 @@ async function sender(dir: string, url: string): Promise<void> {
 
 async function receiver(dir: string): Promise<void> {
   const folder = await SnapshotFolder.open(join(dir, 'snapshots'));
-  const sm = await MetadataStateMachine.open(join(dir, 'metadata'));
+  // As a manager opens them: every batch fsynced (its log is compacted without a file).
+  const sm = await MetadataStateMachine.open(join(dir, 'metadata'), undefined, {
+    syncedWrites: SYNCED,
+  });
   const app = snapshotRoutes({
     secret: SECRET,
     selfId: 'm2',
@@ -129,7 +134,7 @@ function child(role: string, ...args: string[]) {
 async function main(): Promise<void> {
   const images = Number(process.argv[process.argv.indexOf('--images') + 1] ?? 200_000) || 200_000;
   const root = await mkdtemp(join(tmpdir(), 'imgvault-bench-snap-'));
-  const rx = child('receiver', join(root, 'rx'));
+  const rx = child('receiver', join(root, 'rx'), ...(SYNCED ? [] : ['--unsynced']));
   try {
     const url = await new Promise<string>((resolve) =>
       rx.on('message', (m: { role: string; url?: string }) => m.role === 'listening' && resolve(m.url!)),

@@ -78,7 +78,10 @@ export interface RawNode {
   campaign(): void;
   hasReady(): boolean;
   ready(): Ready;
-  advance(): void;
+  /** `snapshotApplied` false: the Ready's snapshot is persisted, not yet installed (snapshotApplied). */
+  advance(options?: { snapshotApplied?: boolean }): void;
+  /** The host installed the snapshot a deferred advance() left; committed entries after it follow. */
+  snapshotApplied(index: Index): void;
   /** The host reports that a message to `to` could not be delivered. */
   reportUnreachable(to: NodeId): void;
   /** The host reports how sending a snapshot to `to` ended. */

@@ -56,6 +56,8 @@ export { RaftError, type RaftErrorCode } from './node/raftError.ts';
 /** The first wait after a failed build of a snapshot file a follower wants, and the longest. */
 const FILE_RETRY_MIN_MS = 1_000;
 const FILE_RETRY_MAX_MS = 60_000;
+/** The log kept behind a file built on demand (heldFileIndex) may hold this many log budgets. */
+const FILE_HOLD_BUDGETS = 4;
 
 /** What the driver needs from a transport; `HttpTransport` provides it. */
 export interface RaftTransport {
@@ -166,6 +168,25 @@ export class RaftNode {
   private readonly snapshotFolder: SnapshotFolder | null;
   /** A snapshot being built off the Ready loop (see maybeSnapshot), or null. */
   private snapshotTask: Promise<void> | null = null;
+  /**
+   * The leader's snapshots being installed off the Ready loop, in order (startInstall), or null.
+   * Until one ends the core hands out no committed entry after it (RaftCore.snapshotApplied).
+   */
+  private installing: Promise<void> | null = null;
+  /** The Ready being handled started an install: advance() must not count its snapshot applied. */
+  private installStarted = false;
+  /**
+   * The index of the last file built on demand, kept in the log while a member the leader sent it
+   * to has not reached it (heldFileIndex), so that member goes on from the log once the file is
+   * installed instead of needing another file; 0 when none.
+   */
+  private fileHold: Index = 0;
+  /**
+   * The indexes of the conf changes in the log in memory, ascending (noteConfChanges): the
+   * compaction checks for one between two points at every Ready, and scanning the log kept behind
+   * a file built on demand (hundreds of thousands of entries) each time was quadratic.
+   */
+  private confChangeIndexes: Index[] = [];
   /** The applied index the last snapshot was started at, taken or not: a failed one waits as long. */
   private snapshotStartedAt: Index = 0;
   /** The recorded snapshot's file is missing (see start): take one at the next applied entry. */
@@ -222,6 +243,9 @@ export class RaftNode {
     this.id = opts.id;
     this.core = core;
     this.storage = storage;
+    this.noteConfChanges(
+      storage.entries(storage.firstIndex(), storage.lastIndex() + 1, Number.MAX_SAFE_INTEGER),
+    );
     this.store = opts.store;
     this.sm = opts.stateMachine;
     this.transport = this.holdingTablesSnapshots(opts.transport);
@@ -563,6 +587,7 @@ export class RaftNode {
     await this.cycleDone;
     // The owner closes the store and the state machine next: a snapshot still reading them ends first.
     await this.snapshotTask;
+    await this.installing?.catch(() => {});
     this.failEverything(new RaftError('Stopped', 'raft node stopped'));
     this.log.info({ event: 'raft.stopped' }, 'raft node stopped');
   }
@@ -604,8 +629,9 @@ export class RaftNode {
         if (!this.core.hasReady()) break;
         const rd = this.core.ready();
         const t0 = performance.now();
+        this.installStarted = false;
         await this.handleReady(rd);
-        this.core.advance();
+        this.core.advance({ snapshotApplied: !this.installStarted });
         this.metrics?.readySeconds.observe((performance.now() - t0) / 1000);
       }
     } catch (err) {
@@ -638,18 +664,22 @@ export class RaftNode {
     if (rd.snapshot !== undefined || rd.entries.length > 0 || this.mustSaveHardState()) {
       await this.persist(rd.entries, rd.snapshot);
       if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
-      if (rd.entries.length > 0) this.storage.append(rd.entries);
+      if (rd.entries.length > 0) {
+        this.storage.append(rd.entries);
+        this.noteConfChanges(rd.entries);
+      }
       this.storage.setHardState(this.durableHardState);
     }
 
     if (messages.length > 0) this.transport.send(messages);
 
-    if (rd.snapshot) await this.installSnapshot(rd.snapshot);
+    if (rd.snapshot) this.startInstall(rd.snapshot);
     if (rd.committedEntries.length > 0) await this.applyEntries(rd.committedEntries);
 
     this.reads.confirmed(rd.readStates);
     this.resolveReads();
-    await this.maybeSnapshot();
+    // The state machine is behind the log until the install ends: nothing to compact or build.
+    if (this.installing === null) await this.maybeSnapshot();
   }
 
   /** True when the hard state waiting to be written changes the term or the vote. */
@@ -690,23 +720,62 @@ export class RaftNode {
     this.checkWaiters();
   }
 
-  private async installSnapshot(snap: Snapshot): Promise<void> {
-    const folder = this.snapshotFolder;
-    const { members, file } = await restoreSnapshot(this.sm, folder, snap.data, snap.metadata.index);
-    // persist() recorded this snapshot before it was installed: older files are no longer needed.
-    if (file !== null) await folder?.removeOlderThan(file);
+  /**
+   * Installs a snapshot from the leader, already persisted, off the Ready loop: restoring millions
+   * of rows takes minutes, and a loop held that long answered no vote and ticked no timer. The
+   * membership it carries is taken at once (the core already holds it); the state machine's state
+   * when the install ends, and only then does the core hand out the entries after it. Installs
+   * run one after another, in the order the snapshots came.
+   */
+  private startInstall(snap: Snapshot): void {
+    this.installStarted = true;
+    const { members } = unwrapSnapshot(snap.data);
     this.snapshotIndex = snap.metadata.index;
-    this.logCompacted();
     this.confState = snap.metadata.confState;
     for (const id of this.members.keys())
       if (!(id in members) && id !== this.id) this.transport.removePeer(id);
     this.members = new Map(Object.entries(members));
     for (const [id, url] of this.members) if (id !== this.id) this.transport.setPeer(id, url);
+    this.checkWaiters();
+    const run = (this.installing ?? Promise.resolve()).then(() => this.installSnapshot(snap));
+    this.installing = run;
+    run.then(
+      () =>
+        this.input(() => {
+          if (this.installing === run) this.installing = null;
+          this.core.snapshotApplied(snap.metadata.index);
+          this.logCompacted();
+          this.checkWaiters();
+        }),
+      (err: unknown) => this.fatal(err),
+    );
+  }
+
+  private async installSnapshot(snap: Snapshot): Promise<void> {
+    if (this.stopped) return;
+    const folder = this.snapshotFolder;
+    const { index, term } = snap.metadata;
+    const file = snapshotFileOf(snap.data);
+    const t0 = this.clock.now();
     this.log.info(
-      { event: 'raft.snapshot_installed', index: snap.metadata.index, term: snap.metadata.term },
+      { event: 'raft.snapshot_install_started', index, term, bytes: file?.size },
+      'installing a snapshot from the leader',
+    );
+    await restoreSnapshot(this.sm, folder, snap.data, index);
+    // persist() recorded this snapshot before it was installed: older files are no longer needed.
+    if (file !== null) await folder?.removeOlderThan(file);
+    this.log.info(
+      {
+        event: 'raft.snapshot_installed',
+        index,
+        term,
+        bytes: file?.size,
+        ms: this.clock.now() - t0,
+        applied: this.sm.appliedIndex(),
+        lastIndex: this.storage.lastIndex(),
+      },
       'installed a snapshot from the leader',
     );
-    this.checkWaiters();
   }
 
   /**
@@ -783,10 +852,18 @@ export class RaftNode {
     );
     this.snapshotStartedAt = applied;
     this.snapshotDue = false;
+    const wanted = this.buildingWantedFile;
+    if (wanted) {
+      this.log.info(
+        { event: 'raft.snapshot_file_build_started', index: applied },
+        'building a snapshot file for a follower',
+      );
+    }
     this.snapshotTask = this.compactTo(
       applied,
       { voters: [...this.confState.voters], learners: [...this.confState.learners] },
       finish,
+      wanted,
     )
       .then(() => {
         this.fileRetryMs = FILE_RETRY_MIN_MS;
@@ -819,7 +896,9 @@ export class RaftNode {
     index: Index,
     confState: ConfState,
     finish: () => Promise<{ data: string; file: SnapshotFileRef | null }>,
+    wanted = false,
   ): Promise<void> {
+    const t0 = this.clock.now();
     const { data, file } = await finish();
     // A snapshot installed from the leader meanwhile already covers this one.
     if (this.stopped || index <= this.snapshotIndex) {
@@ -835,10 +914,17 @@ export class RaftNode {
     // A file built on demand keeps the catch-up window in memory for followers a little behind.
     this.storage.compact(this.compactsWithoutFile ? this.compactionPoint(index) : index);
     this.snapshotIndex = Math.max(this.snapshotIndex, index);
+    if (wanted) this.fileHold = index;
     this.logCompacted();
     if (file !== null) await this.snapshotFolder?.removeOlderThan(file);
     this.log.info(
-      { event: 'raft.snapshot_taken', index, bytes: file?.size ?? data.length },
+      {
+        event: 'raft.snapshot_taken',
+        index,
+        bytes: file?.size ?? data.length,
+        ms: this.clock.now() - t0,
+        onDemand: wanted,
+      },
       'snapshot taken, log compacted',
     );
   }
@@ -856,6 +942,15 @@ export class RaftNode {
     // Ready larger than the catch-up window) moves back to it, unless a conf change lies between:
     // waiting for a Ready small enough could wait for good.
     if (index > coreApplied && !this.confChangeIn(coreApplied, index)) index = coreApplied;
+    const held = this.heldFileIndex(index);
+    if (index > held) {
+      // The membership recorded is the current one: it must be that of the point compacted at.
+      if (this.confChangeIn(held, applied)) {
+        this.snapshotStartedAt = applied;
+        return;
+      }
+      index = held;
+    }
     if (index <= this.snapshotIndex) {
       this.snapshotStartedAt = applied;
       return;
@@ -920,11 +1015,57 @@ export class RaftNode {
     return lo - 1;
   }
 
+  /**
+   * The last index compaction may reach while a file built on demand is in use (fileHold): the
+   * file's, or the least match of the members the leader tracks if that is further, until that
+   * least match has passed `point`, where compaction would otherwise cut. A member that has just
+   * acknowledged the file holds nothing after it yet; cutting at `point` then would send it
+   * another file instead of the log (etcd keeps its catch-up entries behind the snapshot it sends
+   * for the same reason). Given up past FILE_HOLD_BUDGETS times the log budget of entries kept, so
+   * a member that never comes back does not grow the log without bound.
+   */
+  private heldFileIndex(point: Index): Index {
+    if (this.fileHold === 0) return Number.MAX_SAFE_INTEGER;
+    const least = this.leastFollowerMatch();
+    // A point at or behind the snapshot compacts nothing: no reason to decide yet.
+    if (least < point || point <= this.snapshotIndex) {
+      if (this.logBytes <= FILE_HOLD_BUDGETS * this.opts.logBudgetBytes)
+        return Math.max(this.fileHold, least);
+      this.log.warn(
+        {
+          event: 'raft.snapshot_file_hold_released',
+          index: this.fileHold,
+          match: least,
+          logBytes: this.logBytes,
+        },
+        'the log kept for a member catching up from a snapshot file grew too large: compacting past it',
+      );
+    }
+    this.fileHold = 0;
+    return Number.MAX_SAFE_INTEGER;
+  }
+
+  /** The least match of the other members the leader tracks (MAX_SAFE_INTEGER when none). */
+  private leastFollowerMatch(): Index {
+    let least = Number.MAX_SAFE_INTEGER;
+    for (const [id, pr] of Object.entries(this.core.status().progress ?? {}))
+      if (id !== this.id) least = Math.min(least, pr.match);
+    return least;
+  }
+
   /** Whether an entry in (from, to] of the log in memory is a conf change. */
   private confChangeIn(from: Index, to: Index): boolean {
     const lo = Math.max(from + 1, this.storage.firstIndex());
-    if (lo > to) return false;
-    return this.storage.entries(lo, to + 1, Number.MAX_SAFE_INTEGER).some((e) => e.type === 'confChange');
+    return this.confChangeIndexes.some((i) => i >= lo && i <= to);
+  }
+
+  /** Entries appended to the log in memory: they replace any from their first index on. */
+  private noteConfChanges(entries: Entry[]): void {
+    if (entries.length === 0) return;
+    const first = this.storage.firstIndex();
+    const kept = this.confChangeIndexes.filter((i) => i >= first && i < entries[0]!.index);
+    for (const e of entries) if (e.type === 'confChange') kept.push(e.index);
+    this.confChangeIndexes = kept;
   }
 
   /** Counts the data of the entries applied since the last count (the byte budget's measure). */
@@ -960,7 +1101,12 @@ export class RaftNode {
         if (this.buildingWantedFile) return this.sendRest(transport, messages, held);
         if (!this.fileWanted) {
           this.log.info(
-            { event: 'raft.snapshot_file_wanted', to: messages.filter(held).map((m) => m.to) },
+            {
+              event: 'raft.snapshot_file_wanted',
+              to: messages.filter(held).map((m) => m.to),
+              firstIndex: this.storage.firstIndex(),
+              applied: this.sm.appliedIndex(),
+            },
             'a follower needs a snapshot: building a snapshot file',
           );
         }

@@ -32,7 +32,7 @@ import { mkdir } from 'node:fs/promises';
 import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
 import type { NameRecord, NodeRecord, ObjectRecord, S3KeyRecord } from './commands.ts';
-import { headerLine, parseHeader, parseLine, splitLines, trailerLine } from './snapshotStream.ts';
+import { headerLine, parseHeader, parseLine, splitLineBatches, trailerLine } from './snapshotStream.ts';
 
 // Newer tables come last: a state without their rows digests as it did before they existed.
 export const TABLES = [
@@ -92,8 +92,14 @@ const MAX_STREAM_LINE_BYTES = 4 * 1024 * 1024;
  */
 const READ_BATCH_ROWS = 1024;
 const READ_BATCH_BYTES = 1024 * 1024;
-/** Ops per LevelDB batch while a restore writes the new generation. */
+/** Deletes per LevelDB batch while a generation that is not live is cleared. */
 const RESTORE_BATCH_OPS = 1000;
+/**
+ * Bytes of rows per LevelDB batch while a restore writes the new generation: each batch is one
+ * fsync with synced writes, and at 1,000 rows a batch the fsyncs of ten million images' rows
+ * (30 million) took longer than everything else the install did.
+ */
+const RESTORE_BATCH_BYTES = 4 * 1024 * 1024;
 
 export type TableOp =
   | { type: 'put'; table: Table; key: string; value: string }
@@ -297,6 +303,17 @@ export class TablesView {
     table: Table,
     opts: { prefix?: string; after?: string; limit?: number } = {},
   ): AsyncGenerator<[string, string]> {
+    for await (const rows of this.scanBatches(table, opts)) yield* rows;
+  }
+
+  /**
+   * `scan`, the rows of each LevelDB read handed out together: a whole table streamed row by row
+   * (a snapshot of millions) spent more on an await per row than on the row.
+   */
+  async *scanBatches(
+    table: Table,
+    opts: { prefix?: string; after?: string; limit?: number } = {},
+  ): AsyncGenerator<[string, string][]> {
     const base = tablePrefix(this.generation, table);
     const from = base + (opts.prefix ?? '');
     const lt = opts.prefix ? prefixEnd(from) : prefixEnd(base);
@@ -316,7 +333,7 @@ export class TablesView {
         rows.length > 0;
         rows = await it.nextv(READ_BATCH_ROWS)
       ) {
-        for (const [key, value] of rows) yield [key.slice(base.length), value];
+        yield rows.map(([key, value]): [string, string] => [key.slice(base.length), value]);
       }
     } finally {
       await it.close();
@@ -361,11 +378,18 @@ const TABLE_ORDER = new Map<string, number>(TABLES.map((t, i) => [t, i]));
  * Writes a snapshot's rows into a generation that is not live yet, in batches, checking on the way
  * what installing a corrupt state would need: known tables in TABLES order, keys strictly
  * increasing in LevelDB's order within a table, and (at `finish`) the digest over every row.
+ *
+ * Rows are added synchronously (`add`); `flush` hands a full batch to LevelDB and returns at once
+ * unless the previous batch is still being written, so parsing the next rows overlaps the write
+ * (and, with synced writes, its fsync) of the last ones. Batches are written one after another,
+ * in order: all of them are durable before `finish` returns, hence before the flip.
  */
 class GenerationWriter {
   rows = 0;
   private readonly hash = createHash('sha256');
   private batch: ReturnType<Db['batch']>;
+  private batchBytes = 0;
+  private writing: Promise<void> | null = null;
   private tableIndex = -1;
   private previous: Buffer | null = null;
 
@@ -374,11 +398,21 @@ class GenerationWriter {
     readonly generation: number,
     /** Fsync each batch (META_SYNCED_WRITES): the generation may become live without a rebuild. */
     private readonly sync: boolean,
+    private readonly batchLimit: number,
   ) {
     this.batch = db.batch();
   }
 
-  async put(table: string, key: string, value: string): Promise<void> {
+  /** Whether the batch being gathered is due to be written (`flush`). */
+  get full(): boolean {
+    return this.batchBytes >= this.batchLimit;
+  }
+
+  /**
+   * Adds a row; `line`, when given, is its row line as received without the newline (a line of
+   * a streamed snapshot), digested as it is instead of being built again from the row.
+   */
+  add(table: string, key: string, value: string, line?: string): void {
     const order = TABLE_ORDER.get(table);
     if (order === undefined) throw new Error(`metadata snapshot: unknown table ${JSON.stringify(table)}`);
     if (order < this.tableIndex) throw new Error(`metadata snapshot: table ${table} out of order`);
@@ -393,23 +427,48 @@ class GenerationWriter {
       throw new Error(`metadata snapshot: ${table} keys out of order at ${JSON.stringify(key)}`);
     }
     this.previous = bytes;
-    digestRow(this.hash, table as Table, key, value);
+    if (line === undefined) digestRow(this.hash, table as Table, key, value);
+    else this.hash.update(`${line}\n`);
     this.rows += 1;
-    this.batch.put(tablePrefix(this.generation, table as Table) + key, value);
-    if (this.batch.length >= RESTORE_BATCH_OPS) {
-      await this.batch.write({ sync: this.sync });
-      this.batch = this.db.batch();
+    const fullKey = tablePrefix(this.generation, table as Table) + key;
+    this.batch.put(fullKey, value);
+    this.batchBytes += fullKey.length + value.length;
+  }
+
+  async put(table: string, key: string, value: string): Promise<void> {
+    this.add(table, key, value);
+    if (this.full) await this.flush();
+  }
+
+  /** Starts writing the gathered rows, once the previous batch is written. */
+  async flush(): Promise<void> {
+    if (this.batch.length === 0) return;
+    const batch = this.batch;
+    this.batch = this.db.batch();
+    this.batchBytes = 0;
+    try {
+      await this.writing;
+    } catch (err) {
+      // Out of this.batch already: abandon() would not close it.
+      await batch.close().catch(() => {});
+      throw err;
     }
+    const write = batch.write({ sync: this.sync });
+    // Awaited by the next flush or by finish; until then a failure must not go unhandled.
+    write.catch(() => {});
+    this.writing = write;
   }
 
   async finish(sha256: string): Promise<void> {
-    await this.batch.write({ sync: this.sync });
+    await this.flush();
+    await this.writing;
     if (this.hash.digest('hex') !== sha256)
       throw new Error('metadata snapshot: rows do not match the snapshot digest');
   }
 
   /** Drops what was written: the live generation never saw it. */
   async abandon(): Promise<void> {
+    await this.writing?.catch(() => {});
     await this.batch.close().catch(() => {});
     const prefix = generationPrefix(this.generation);
     await clearDurably(this.db, prefix, prefixEnd(prefix));
@@ -492,16 +551,18 @@ async function* streamView(opened: Promise<TablesView>, chunkBytes: number): Asy
     let parts: string[] = [headerLine(await view.appliedIndex(), STREAM_FORMAT)];
     let pending = 0;
     for (const table of TABLES) {
-      for await (const [key, value] of view.scan(table)) {
-        const line = rowLine(table, key, value);
-        hash.update(line);
-        rows += 1;
-        parts.push(line);
-        pending += line.length;
-        if (pending >= chunkBytes) {
-          yield Buffer.from(parts.join(''), 'utf8');
-          parts = [];
-          pending = 0;
+      for await (const batch of view.scanBatches(table)) {
+        for (const [key, value] of batch) {
+          const line = rowLine(table, key, value);
+          hash.update(line);
+          rows += 1;
+          parts.push(line);
+          pending += line.length;
+          if (pending >= chunkBytes) {
+            yield Buffer.from(parts.join(''), 'utf8');
+            parts = [];
+            pending = 0;
+          }
         }
       }
     }
@@ -524,9 +585,11 @@ export class MetadataTables {
     private readonly db: Db,
     private generation: number,
     private applied: number,
+    private readonly restoreBatchBytes: number,
   ) {}
 
-  static async open(dir: string): Promise<MetadataTables> {
+  /** `restoreBatchBytes`: bytes of rows per batch a restore writes (tests make it small). */
+  static async open(dir: string, options: { restoreBatchBytes?: number } = {}): Promise<MetadataTables> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const db: Db = new ClassicLevel<string, string>(dir, {
       keyEncoding: 'utf8',
@@ -541,7 +604,7 @@ export class MetadataTables {
     // Older ones can never be written again; newer ones will be, so their rows go durably.
     await db.clear({ gte: DATA_ROOT, lt: live });
     await clearDurably(db, prefixEnd(live), prefixEnd(DATA_ROOT));
-    return new MetadataTables(db, generation, applied);
+    return new MetadataTables(db, generation, applied, options.restoreBatchBytes ?? RESTORE_BATCH_BYTES);
   }
 
   appliedIndex(): number {
@@ -737,28 +800,39 @@ export class MetadataTables {
    * a stream that fails, ends early or lies leaves the live tables as they were.
    */
   async restoreChunks(chunks: AsyncIterable<Uint8Array>, index: number): Promise<void> {
-    const lines = splitLines(chunks, MAX_STREAM_LINE_BYTES);
+    // The lines of a chunk at a time: an await per row cost more than the row's own work.
+    const batches = splitLineBatches(chunks, MAX_STREAM_LINE_BYTES);
     const next = await this.beginGeneration();
     try {
-      const header = parseHeader((await lines.next()).value ?? undefined);
-      if (header.format !== STREAM_FORMAT)
-        throw new Error(`metadata snapshot: unknown format ${header.format}`);
-      if (header.appliedIndex !== index) {
-        throw new Error(`metadata snapshot is at index ${header.appliedIndex}, restore asked for ${index}`);
-      }
+      let header: { format: string; appliedIndex: number } | null = null;
       let trailer: { rows: number; sha256: string } | null = null;
-      for await (const line of lines) {
-        if (trailer !== null) throw new Error('metadata snapshot: data after the trailer');
-        const parsed = parseLine(line);
-        if (parsed.kind === 'trailer') trailer = parsed;
-        else await next.put(parsed.table, parsed.key, parsed.value);
+      for await (const lines of batches) {
+        for (const line of lines) {
+          if (header === null) {
+            header = parseHeader(line);
+            if (header.format !== STREAM_FORMAT)
+              throw new Error(`metadata snapshot: unknown format ${header.format}`);
+            if (header.appliedIndex !== index) {
+              throw new Error(
+                `metadata snapshot is at index ${header.appliedIndex}, restore asked for ${index}`,
+              );
+            }
+            continue;
+          }
+          if (trailer !== null) throw new Error('metadata snapshot: data after the trailer');
+          const parsed = parseLine(line);
+          if (parsed.kind === 'trailer') trailer = parsed;
+          else next.add(parsed.table, parsed.key, parsed.value, line);
+        }
+        if (next.full) await next.flush();
       }
+      if (header === null) parseHeader(undefined);
       if (trailer === null) throw new Error('metadata snapshot: stream ended before its trailer');
       if (trailer.rows !== next.rows)
         throw new Error('metadata snapshot: row count does not match the trailer');
       await next.finish(trailer.sha256);
     } catch (err) {
-      await lines.return(undefined);
+      await batches.return(undefined);
       await next.abandon();
       throw err;
     }
@@ -770,7 +844,7 @@ export class MetadataTables {
     const next = this.generation + 1;
     const prefix = generationPrefix(next);
     await clearDurably(this.db, prefix, prefixEnd(prefix));
-    return new GenerationWriter(this.db, next, this.synced);
+    return new GenerationWriter(this.db, next, this.synced, this.restoreBatchBytes);
   }
 
   /** From here on the new generation is the state, even across a power loss; then the old one goes. */

@@ -246,6 +246,10 @@ export class Raft {
   hup(transfer: boolean): void {
     if (this.role === 'leader') return;
     if (!this.promotable()) return;
+    // A node still installing a snapshot campaigns, as etcd's does once the snapshot is persisted
+    // (promotable): refusing would leave a cluster whose most up-to-date voter installs without a
+    // leader for the whole install. As a leader it hands out nothing after the snapshot until it
+    // is installed, and ReadIndex waits for the state machine, so a leader behind is only slow.
     if (this.hasUnappliedConfChanges()) return;
     if (this.preVote && !transfer) this.campaign('pre', false);
     else this.campaign('election', transfer);

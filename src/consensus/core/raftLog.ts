@@ -195,11 +195,19 @@ export class RaftLog {
   }
 
   /**
+   * A snapshot is durable but the host has not applied it yet (RaftCore.advance with
+   * snapshotApplied false): the entries after it wait until it is (RaftCore.snapshotApplied).
+   */
+  snapshotUnapplied(): boolean {
+    return this.applied < this.firstIndex() - 1;
+  }
+
+  /**
    * Committed entries not yet applied, limited to those already durable: applying an entry the
    * host has not persisted could let a crash forget something the state machine has acted on.
    */
   nextCommittedEntries(): Entry[] {
-    if (this.unstable.snapshot !== null) return [];
+    if (this.unstable.snapshot !== null || this.snapshotUnapplied()) return [];
     const hi = Math.min(this.committed, this.unstable.offset - 1);
     const lo = Math.max(this.applied + 1, this.firstIndex());
     if (hi < lo) return [];
@@ -207,7 +215,7 @@ export class RaftLog {
   }
 
   hasNextCommittedEntries(): boolean {
-    if (this.unstable.snapshot !== null) return false;
+    if (this.unstable.snapshot !== null || this.snapshotUnapplied()) return false;
     const hi = Math.min(this.committed, this.unstable.offset - 1);
     return hi > this.applied;
   }

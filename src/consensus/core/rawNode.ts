@@ -23,6 +23,7 @@ import type {
   ConfChange,
   ConfState,
   HardState,
+  Index,
   Message,
   NodeId,
   Ready,
@@ -167,8 +168,14 @@ export class RaftCore implements RawNode {
     return beats;
   }
 
-  /** The host has persisted and applied everything the last Ready carried. */
-  advance(): void {
+  /**
+   * The host has persisted and applied everything the last Ready carried. With `snapshotApplied`
+   * false, its snapshot is persisted but still being installed (a large one takes minutes, and the
+   * host keeps ticking, answering heartbeats and voting meanwhile): no committed entry after it is
+   * handed out until the host calls snapshotApplied (etcd applies a snapshot on its own goroutine
+   * the same way, its raft loop running on).
+   */
+  advance(options: { snapshotApplied?: boolean } = {}): void {
     const rd = this.inFlight;
     if (rd === null) throw new Error('RaftCore.advance: no Ready in flight');
     this.inFlight = null;
@@ -176,7 +183,7 @@ export class RaftCore implements RawNode {
     if (rd.hardState) this.prevHardState = rd.hardState;
     if (rd.snapshot) {
       log.unstable.stableSnapTo(rd.snapshot.metadata.index);
-      if (rd.snapshot.metadata.index > log.applied) log.applied = rd.snapshot.metadata.index;
+      if (options.snapshotApplied !== false) this.snapshotApplied(rd.snapshot.metadata.index);
     }
     // An input between ready() and advance() may have replaced a tail of what this Ready wrote (a
     // new leader overwriting entries its predecessor sent and lost). The prefix that still matches
@@ -196,6 +203,19 @@ export class RaftCore implements RawNode {
         this.raft.uncommittedSize = Math.max(0, this.raft.uncommittedSize - entriesSize(rd.committedEntries));
       }
     }
+  }
+
+  /**
+   * The host has installed the snapshot at `index` that an earlier advance() left unapplied. An
+   * index past the log's snapshot would skip committed entries never handed out: refused.
+   */
+  snapshotApplied(index: Index): void {
+    const log = this.raft.raftLog;
+    const snapshotIndex = log.firstIndex() - 1;
+    if (index > snapshotIndex) {
+      throw new Error(`RaftCore.snapshotApplied: ${index} is past the log's snapshot at ${snapshotIndex}`);
+    }
+    if (index > log.applied) log.applied = index;
   }
 
   reportUnreachable(to: NodeId): void {

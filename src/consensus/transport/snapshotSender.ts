@@ -167,6 +167,10 @@ export class SnapshotSender {
         `${base}${RAFT_SNAPSHOT_PATH}?${query}`,
       )
     ).received;
+    this.log.info(
+      { event: 'raft.snapshot_send_started', peer: msg.to, index: file.index, bytes: file.size, offset },
+      'sending a snapshot file',
+    );
     const piece = Math.min(this.options.pieceBytes ?? 8 * 1024 * 1024, MAX_SNAPSHOT_PIECE_BYTES);
     while (offset < file.size) {
       const end = Math.min(file.size, offset + piece);

@@ -84,6 +84,48 @@ describe('snapshot catch-up', () => {
     expect(n.node('c').applied.at(-1)).toBe('tail');
   });
 
+  test('a snapshot advanced as not yet applied holds back the entries after it, not a campaign', () => {
+    const n = laggingFollower();
+    n.propose('a', 'tail');
+    n.heal();
+    n.core('a').tick();
+    const [snap] = stabilizeHoldingSnapshots(n);
+    const c = n.node('c');
+    const appliedBefore = c.appliedIndex;
+    c.core.step(snap!);
+    // The host persists and mirrors the snapshot, then installs it on its own (raftNode.ts).
+    const rd = c.core.ready();
+    c.storage.applySnapshot(rd.snapshot!);
+    if (rd.hardState) c.storage.setHardState(rd.hardState);
+    n.queue.push(...rd.messagesBeforePersist, ...rd.messages);
+    c.core.advance({ snapshotApplied: false });
+    n.stabilize();
+    // The log after the snapshot arrived and is committed, but nothing after it is handed out.
+    expect(c.core.status()).toMatchObject({
+      lastIndex: n.core('a').status().lastIndex,
+      commit: n.core('a').status().commit,
+    });
+    expect(c.appliedIndex).toBe(appliedBefore);
+    expect(c.core.hasReady()).toBe(false);
+    // A leadership transfer to it works (it campaigns), and as the leader it hands out nothing
+    // after the snapshot either.
+    n.core('a').transferLeadership('c');
+    n.stabilize();
+    expect(c.core.status().role).toBe('leader');
+    expect(c.appliedIndex).toBe(appliedBefore);
+
+    // An index past the snapshot would skip entries never handed out.
+    expect(() => c.core.snapshotApplied(snap!.snapshot!.metadata.index + 5)).toThrow(
+      /past the log's snapshot/,
+    );
+    c.applied = JSON.parse(snap!.snapshot!.data) as string[];
+    c.appliedIndex = snap!.snapshot!.metadata.index;
+    c.core.snapshotApplied(snap!.snapshot!.metadata.index);
+    n.stabilize();
+    expect(c.applied).toContain('tail');
+    expect(c.appliedIndex).toBe(c.core.status().commit);
+  });
+
   test('a follower restarted after installing a snapshot resumes from it', () => {
     const n = laggingFollower();
     n.heal();
