@@ -6,7 +6,7 @@
 
 import { expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
-import { ELECTION_TICK, type HostNode, HostWorld } from './hostWorld.ts';
+import { CALM_NETWORK, ELECTION_TICK, type HostNode, HostWorld } from './hostWorld.ts';
 
 it('a leader deposed before its proposal reaches the core refuses it, never forwards it', async () => {
   const world = new HostWorld(
@@ -14,15 +14,7 @@ it('a leader deposed before its proposal reaches the core refuses it, never forw
       seed: 150,
       voters: 3,
       variant: 'correct',
-      faults: {
-        dropRate: 0,
-        duplicateRate: 0,
-        minDelay: 1,
-        maxDelay: 1,
-        reorderRate: 0,
-        lateRate: 0,
-        lateDelay: 20,
-      },
+      faults: CALM_NETWORK,
       diskLatencyMax: 0,
       skews: [1, 1, 1],
       snapshotThreshold: 10_000,

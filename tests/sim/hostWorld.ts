@@ -42,6 +42,17 @@ const SILENT = pino({ level: 'silent' });
  * manager runs: the log is compacted without a file, and a file is built only for a follower that
  * needs one).
  */
+/** A network that delivers every message once, in order, a tick later: for tests of one scenario. */
+export const CALM_NETWORK: NetworkFaults = {
+  dropRate: 0,
+  duplicateRate: 0,
+  minDelay: 1,
+  maxDelay: 1,
+  reorderRate: 0,
+  lateRate: 0,
+  lateDelay: 20,
+};
+
 export type SnapshotMode = 'inline' | 'files' | 'lazy';
 
 /** The driver's compaction settings and the disk faults of the `lazy` mode, small so they bite often. */

@@ -5,7 +5,7 @@
 // timeouts, with writes proposed throughout.
 
 import { expect, it } from 'vitest';
-import { ELECTION_TICK, HostWorld } from './hostWorld.ts';
+import { CALM_NETWORK, ELECTION_TICK, HostWorld } from './hostWorld.ts';
 
 it('a leader whose synced writes outlast an election timeout keeps its followers and its term', async () => {
   const world = new HostWorld(
@@ -13,15 +13,7 @@ it('a leader whose synced writes outlast an election timeout keeps its followers
       seed: 17,
       voters: 3,
       variant: 'correct',
-      faults: {
-        dropRate: 0,
-        duplicateRate: 0,
-        minDelay: 1,
-        maxDelay: 1,
-        reorderRate: 0,
-        lateRate: 0,
-        lateDelay: 20,
-      },
+      faults: CALM_NETWORK,
       diskLatencyMax: 3 * ELECTION_TICK,
       skews: [1, 1, 1],
       snapshotThreshold: 10_000,
