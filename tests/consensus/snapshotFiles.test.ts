@@ -196,7 +196,12 @@ describe('snapshots as files', () => {
       // With the file in place the same message goes through and is installed.
       await folder.write(at, 1, elsewhere.read(file));
       expect((await post()).status).toBe(204);
-      await until('the snapshot installed', () => node.status().snapshotIndex === at, 30_000);
+      // Installed off the Ready loop: the snapshot is held first, applied once its install ends.
+      await until(
+        'the snapshot installed',
+        () => node.status().snapshotIndex === at && node.status().applied >= at,
+        30_000,
+      );
       expect((await sm.tableDigest()).sha256).toBe((await source.sm.tableDigest()).sha256);
     } finally {
       await new Promise<void>((resolve) => server.close(() => resolve()));

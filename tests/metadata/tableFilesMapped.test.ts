@@ -70,6 +70,9 @@ describe.runIf(process.platform === 'linux')('table files mapped by a full scan'
     }
     expect(rows).toBe(ROWS);
     expect(mostMapped).toBeGreaterThan(0);
-    expect(mostMapped).toBeLessThanOrEqual(CACHED_TABLE_FILES);
+    // A table evicted from the cache stays mapped while an iterator still reads it, and a
+    // background compaction opens its inputs and output through the same cache: a file or two
+    // over the cache's size for a moment (65 seen), against every table file without the bound.
+    expect(mostMapped).toBeLessThanOrEqual(CACHED_TABLE_FILES + 2);
   });
 });
