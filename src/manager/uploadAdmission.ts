@@ -100,7 +100,7 @@ export class UploadAdmission {
     });
   }
 
-  /** Uploads waiting for room now, for metrics and tests. */
+  /** Uploads waiting for room now (tests read it). */
   waiting(): number {
     return this.waiters.length;
   }
