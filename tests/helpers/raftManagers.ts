@@ -17,8 +17,10 @@ import { raftRoutes } from '../../src/consensus/transport/raftRoutes.ts';
 import { snapshotRoutes } from '../../src/consensus/transport/snapshotRoutes.ts';
 import { SnapshotSender } from '../../src/consensus/transport/snapshotSender.ts';
 import type { Message } from '../../src/consensus/types.ts';
+import type { Command } from '../../src/metadata/commands.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
+import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import type { TableDigest } from '../../src/metadata/tables.ts';
 import { until } from './until.ts';
 
@@ -296,6 +298,29 @@ export function agreedDigests(
     },
     timeoutMs,
   );
+}
+
+/** The running manager that leads now, waiting up to 30 s for one. */
+export function runningLeader<SM extends ClosableStateMachine>(
+  managers: readonly InProcessManager<SM>[],
+): Promise<InProcessManager<SM>> {
+  return until('a leader', () => managers.find((m) => m.running && m.node.isLeader()) ?? null, 30_000);
+}
+
+/** Proposes on the current leader, again on the next one if leadership moved meanwhile (a loaded machine). */
+export async function proposeOnLeader(
+  managers: readonly InProcessManager<MetadataStateMachine>[],
+  command: Command,
+): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await proposeCommand((await runningLeader(managers)).node, command);
+      return;
+    } catch (err) {
+      if (attempt === 20) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100 * Math.min(attempt + 1, 10)));
+    }
+  }
 }
 
 /** A one-manager cluster: it leads alone and never sends a message. */

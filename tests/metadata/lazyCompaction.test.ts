@@ -25,6 +25,8 @@ import {
   closeAll,
   InProcessManager,
   memberUrls,
+  proposeOnLeader,
+  runningLeader,
   SOLE_MEMBERS,
   type SoleManager,
   startSoleManager,
@@ -237,19 +239,8 @@ describe('a manager joining a cluster that compacted without files', () => {
     managers.push(...(await Promise.all(['m1', 'm2', 'm3'].map((id) => InProcessManager.listen(id, setup)))));
     const founders = memberUrls(managers);
     await Promise.all(managers.map((m) => m.start(founders, founders)));
-    const leader = () =>
-      until('a leader', () => managers.find((m) => m.running && m.node.isLeader()) ?? null, 30_000);
-    const propose = async (command: Command): Promise<void> => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await proposeCommand((await leader()).node, command);
-          return;
-        } catch (err) {
-          if (attempt === 20) throw err;
-          await new Promise((resolve) => setTimeout(resolve, 100 * Math.min(attempt + 1, 10)));
-        }
-      }
-    };
+    const leader = () => runningLeader(managers);
+    const propose = (command: Command) => proposeOnLeader(managers, command);
     await propose(registerCmd('w1', 1000, 'zA'));
     await propose(registerCmd('w2', 1000, 'zB'));
     for (let at = 0; at < 600; at += 50) {

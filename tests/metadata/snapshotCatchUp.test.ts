@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Command } from '../../src/metadata/commands.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
-import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import {
   agreedDigests,
   type ClusterSetup,
@@ -17,6 +16,8 @@ import {
   InProcessManager,
   memberUrls,
   openMetadata,
+  proposeOnLeader,
+  runningLeader,
 } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 import { recordCmd, registerCmd } from './metadataFixture.ts';
@@ -29,21 +30,8 @@ let setup: ClusterSetup<MetadataStateMachine>;
 let founders: Record<string, string>;
 const managers: InProcessManager<MetadataStateMachine>[] = [];
 
-const leader = () =>
-  until('a leader', () => managers.find((m) => m.running && m.node.isLeader()) ?? null, 30_000);
-
-/** Proposes on the current leader, again on the next one if leadership moved meanwhile (a loaded machine). */
-async function propose(command: Command): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await proposeCommand((await leader()).node, command);
-      return;
-    } catch (err) {
-      if (attempt === 20) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 100 * Math.min(attempt + 1, 10)));
-    }
-  }
-}
+const leader = () => runningLeader(managers);
+const propose = (command: Command) => proposeOnLeader(managers, command);
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'imgvault-snap-catchup-'));
