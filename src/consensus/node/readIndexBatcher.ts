@@ -30,8 +30,21 @@ export class ReadIndexBatcher {
   private readonly submitted = new Map<string, ReadBatch>();
   /** Reads that arrived since the last request went into the core; they share the next. */
   private unsubmitted: ReadBatch | null = null;
+  /**
+   * 64 random bits drawn once, then a count: a read context must not match a response meant for
+   * an earlier incarnation, and drawing the bits for every batch showed in the leader's profile.
+   */
+  private readonly contextPrefix: string;
+  private contextsMade = 0;
 
-  constructor(private readonly opts: ReadIndexBatcherOptions) {}
+  constructor(private readonly opts: ReadIndexBatcherOptions) {
+    const half = () =>
+      opts
+        .random(2 ** 32)
+        .toString(16)
+        .padStart(8, '0');
+    this.contextPrefix = half() + half();
+  }
 
   /** Resolves once a read may be served from the local state machine. */
   wait(): Promise<void> {
@@ -94,13 +107,8 @@ export class ReadIndexBatcher {
     for (const w of batch.waiters) w.reject(err);
   }
 
-  /** 64 random bits: a read context must not match a response meant for an earlier incarnation. */
   private readContext(): string {
-    const half = () =>
-      this.opts
-        .random(2 ** 32)
-        .toString(16)
-        .padStart(8, '0');
-    return half() + half();
+    this.contextsMade += 1;
+    return `${this.contextPrefix}-${this.contextsMade.toString(36)}`;
   }
 }

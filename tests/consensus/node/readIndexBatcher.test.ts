@@ -57,6 +57,27 @@ describe('ReadIndexBatcher', () => {
     expect(await later()).toBe('pending');
   });
 
+  test('contexts differ between batches and between incarnations drawing different bits', () => {
+    const contexts = (firstDraw: number) => {
+      let draw = firstDraw;
+      const requested: string[] = [];
+      const reads = new ReadIndexBatcher({
+        clock: new NodeClock(new VirtualTime(), 1),
+        random: () => draw++,
+        timeoutMs: 1_000,
+        input: (fn) => fn(),
+        requestReadIndex: (ctx) => requested.push(ctx),
+      });
+      for (const read of [reads.wait(), reads.wait()]) read.catch(() => {});
+      reads.failAll(new RaftError('Stopped', 'test over'));
+      return requested;
+    };
+    const before = contexts(0);
+    const after = contexts(7);
+    expect(new Set(before).size).toBe(2);
+    expect(after.some((ctx) => before.includes(ctx))).toBe(false);
+  });
+
   test('a confirmed read waits until this node has applied up to the confirmed index', async () => {
     const { reads, requested, runInputs } = setup();
     const read = watch(reads.wait());
