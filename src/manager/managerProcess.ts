@@ -22,6 +22,7 @@ import {
   StartRefused,
 } from './bootstrapGuard.ts';
 import { openImagesMode } from './imagesMode.ts';
+import { LeaderWait, leaderQuietMs, liveLeaderOf } from './leaderWait.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { createManagerApp } from './managerServer.ts';
 
@@ -148,10 +149,15 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     }
   }
 
+  const leaderWait = new LeaderWait(() => liveLeaderOf(running, leaderQuietMs(config)), {
+    waitMs: config.leaderWaitMs,
+    maxWaiting: config.maxWaitingForLeader,
+  });
   const app = createManagerApp({
     node: running,
     ...(kv ? { kv } : {}),
-    surfaces: images?.attach(running) ?? [],
+    surfaces: images?.attach(running, leaderWait) ?? [],
+    leaderWait,
     clientTokens: config.clientTokens,
     readOnlyTokens: config.readOnlyTokens,
     metricsTokens: config.metricsTokens,
