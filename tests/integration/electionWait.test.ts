@@ -83,8 +83,11 @@ describe('uploads to the survivors right after kill -9 of the leader', () => {
     const dead = await cluster.leader();
     const survivors = cluster.running().filter((m) => m !== dead);
     // The followers know the leader and have heard it: a 307 to it goes out at once.
-    const before = await upload(survivors[0]!);
-    expect(before.at(-1)?.status).toBe(201);
+    await until(
+      'an upload through a follower',
+      async () => (await upload(survivors[0]!)).at(-1)?.status === 201,
+      30_000,
+    );
 
     await cluster.killManager(dead);
     // Right away, several at once on each survivor, then one after another for a while.
