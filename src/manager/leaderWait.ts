@@ -6,6 +6,8 @@
 // leader is known, then goes there or is served here. Bounded in time and in number: past either
 // bound it is answered 503 with Retry-After, as the upload admission does (uploadAdmission.ts).
 
+import { Counter, Gauge, type Registry } from 'prom-client';
+
 /** The leader known and alive: this node, or another heard from lately. */
 export type LiveLeader = { self: true } | { self: false; id: string; url: string };
 
@@ -28,15 +30,37 @@ interface Waiter {
   settle: (outcome: LeaderWaitOutcome) => void;
 }
 
+/** How a wait ended: a live leader came, the wait ran out, or the queue was full (docs/metrics.md). */
+type WaitEnd = 'leader' | 'timeout' | 'full';
+
 export class LeaderWait {
   private readonly waiters = new Set<Waiter>();
   private poller: NodeJS.Timeout | null = null;
+  private readonly ends: Counter<'outcome'> | null = null;
 
   constructor(
     /** The leader as this node sees it now, or null while none is known and alive. */
     readonly liveLeader: () => LiveLeader | null,
     readonly limits: LeaderWaitLimits,
-  ) {}
+    metrics?: Registry,
+  ) {
+    if (!metrics) return;
+    this.ends = new Counter({
+      name: 'imgvault_leader_waits_total',
+      help: 'Requests that needed the leader while no live leader was known, by how their wait ended',
+      labelNames: ['outcome'],
+      registers: [metrics],
+    });
+    const waiters = this.waiters;
+    new Gauge({
+      name: 'imgvault_leader_waiting',
+      help: 'Requests held now until a live leader is known',
+      registers: [metrics],
+      collect() {
+        this.set(waiters.size);
+      },
+    });
+  }
 
   /** Requests waiting now (tests and metrics read it). */
   waiting(): number {
@@ -54,6 +78,7 @@ export class LeaderWait {
     if (now !== null) return Promise.resolve({ ok: true, leader: now });
     if (performance.now() >= deadline) return Promise.resolve(this.timedOut());
     if (this.waiters.size >= this.limits.maxWaiting) {
+      this.ends?.inc({ outcome: 'full' satisfies WaitEnd });
       return Promise.resolve({
         ok: false,
         reason: 'full',
@@ -65,6 +90,8 @@ export class LeaderWait {
         deadline,
         settle: (outcome) => {
           this.waiters.delete(waiter);
+          const end: WaitEnd = outcome.ok ? 'leader' : outcome.reason;
+          this.ends?.inc({ outcome: end });
           resolve(outcome);
         },
       };

@@ -153,10 +153,11 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     }
   }
 
-  const leaderWait = new LeaderWait(() => liveLeaderOf(running, leaderQuietMs(config)), {
-    waitMs: config.leaderWaitMs,
-    maxWaiting: config.maxWaitingForLeader,
-  });
+  const leaderWait = new LeaderWait(
+    () => liveLeaderOf(running, leaderQuietMs(config)),
+    { waitMs: config.leaderWaitMs, maxWaiting: config.maxWaitingForLeader },
+    metrics,
+  );
   const app = createManagerApp({
     node: running,
     ...(kv ? { kv } : {}),

@@ -6,6 +6,7 @@
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { noLeaderKnown, redirectToLeader } from '../../src/http/leaderRedirect.ts';
 import { readBodyText } from '../../src/http/requestBody.ts';
@@ -33,7 +34,14 @@ const view = {
     return this.leader === null ? null : performance.now() - this.heardAt;
   },
 };
-const wait = new LeaderWait(() => liveLeaderOf(view, QUIET_MS), { waitMs: WAIT_MS, maxWaiting: 2 });
+const metrics = new Registry();
+const wait = new LeaderWait(() => liveLeaderOf(view, QUIET_MS), { waitMs: WAIT_MS, maxWaiting: 2 }, metrics);
+
+/** imgvault_leader_waits_total by outcome. */
+async function waitEnds(): Promise<Record<string, number>> {
+  const { values } = await metrics.getSingleMetric('imgvault_leader_waits_total')!.get();
+  return Object.fromEntries(values.map((v) => [String(v.labels.outcome), v.value]));
+}
 
 let server: ReturnType<typeof serve>;
 let url: string;
@@ -102,6 +110,7 @@ describe('a request that needs the leader', () => {
     expect(res.status).toBe(307);
     expect(res.headers.get('location')).toBe(`${OLD_LEADER}/v1/things?q=1`);
     expect(json.error?.code).toBe('NotLeader');
+    expect(await waitEnds()).toEqual({});
   });
 
   it('waits while its leader is silent, then goes to the leader heard from next', async () => {
@@ -111,6 +120,7 @@ describe('a request that needs the leader', () => {
     expect(answer.res.headers.get('location')).toBe(`${NEW_LEADER}/v1/things?q=1`);
     expect(answer.res.headers.get('retry-after')).toBeNull();
     expect(wait.waiting()).toBe(0);
+    expect(await waitEnds()).toEqual({ leader: 1 });
   });
 
   it('is served here, body and all, when this node comes to lead while it waits', async () => {
@@ -135,6 +145,7 @@ describe('a request that needs the leader', () => {
     expect(json.error?.message).toContain(`${WAIT_MS} ms`);
     expect(ms).toBeGreaterThanOrEqual(WAIT_MS - 50);
     expect(wait.waiting()).toBe(0);
+    expect((await waitEnds()).timeout).toBe(1);
   });
 
   it('is answered 503 at once when as many requests as allowed already wait', async () => {
@@ -153,5 +164,6 @@ describe('a request that needs the leader', () => {
     expect(wait.waiting()).toBe(2);
     heardLately(NEW_LEADER);
     for (const answer of await Promise.all(held)) expect(answer.res.status).toBe(307);
+    expect(await waitEnds()).toEqual({ leader: 4, timeout: 1, full: 1 });
   });
 });
