@@ -53,6 +53,17 @@ export function registerManagerCommand(program: Command): void {
       ),
     )
     .option(
+      '--leader-wait-ms <ms>',
+      help(
+        'how long a follower holds a request that needs the leader, while no leader is known to be alive (an election), before its 503; then it redirects it to the new leader or serves it (default 2500; 0: at once)',
+        'leaderWaitMs',
+      ),
+    )
+    .option(
+      '--max-waiting-for-leader <n>',
+      help('requests waiting for a live leader at once, all clients (default 256)', 'maxWaitingForLeader'),
+    )
+    .option(
       '--mode <mode>',
       help('images (default) or kv: a bare replicated register for Raft benchmarks and drills', 'mode'),
     )

@@ -577,6 +577,27 @@ export class RaftNode {
   }
 
   /**
+   * Milliseconds since a message from the leader this node knows passed receive()'s checks: 0 on
+   * the leader itself, null with no leader known, none heard from it, or none since a path to it
+   * closed (notePeerLost). A leader heard from within a few heartbeats is alive; one silent for
+   * longer may be dead while no election has started yet, and a follower should not send clients
+   * to it (src/manager/leaderWait.ts).
+   */
+  leaderSilenceMs(): number | null {
+    if (this.leader === null) return null;
+    if (this.leader === this.id) return 0;
+    return this.contacts.silenceMs(this.leader, this.clock.now());
+  }
+
+  /**
+   * The transport saw a connection to `peer` end or fail (a process killed outright closes its
+   * sockets at once): until heard from again it counts as silent. Raft itself ignores this.
+   */
+  notePeerLost(peer: NodeId): void {
+    this.contacts.lost(peer, this.clock.now());
+  }
+
+  /**
    * Stops ticking and taking input, lets the Ready cycle in progress finish (so nothing is half
    * written), and fails every waiter. The caller closes the transport, store and state machine.
    */

@@ -19,6 +19,7 @@ import { publicRoutes } from './http/publicRoutes.ts';
 import { workerRoutes } from './http/workerRoutes.ts';
 import { ImageService, type RaftAccess } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
+import type { LeaderWait } from './leaderWait.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { NameService } from './nameService.ts';
 import { ObjectSlots } from './placement/execute.ts';
@@ -38,8 +39,11 @@ const UNNAMED_SWEEP_MS = 10 * 60 * 1000;
 
 export interface ImagesMode {
   metadata: MetadataStateMachine;
-  /** Called once the Raft node exists: builds the service layer and its HTTP surfaces. */
-  attach(node: RaftNode): Hono[];
+  /**
+   * Called once the Raft node exists: builds the service layer and its HTTP surfaces. `leaderWait`:
+   * the S3 endpoint of a follower forwards only to a live leader (leaderWait.ts).
+   */
+  attach(node: RaftNode, leaderWait?: LeaderWait): Hono[];
   /** Starts the S3 endpoint when configured (after attach); its URL, or null. */
   startS3(): Promise<string | null>;
   close(): Promise<void>;
@@ -100,7 +104,7 @@ export async function openImagesMode(
 
   return {
     metadata,
-    attach(node) {
+    attach(node, leaderWait) {
       // Uploads', names' and repair's commands that arrive together share a Raft entry (batchProposer.ts).
       const batcher = new BatchProposer(node);
       const grouped: RaftAccess = {
@@ -161,7 +165,17 @@ export async function openImagesMode(
       });
       registry.start();
       const names = new NameService({ images, raft: grouped, metadata, log });
-      s3Deps = { names, images, spool: s3Spool, log, raft: node, metadata, credentials, selfId: config.id };
+      s3Deps = {
+        names,
+        images,
+        spool: s3Spool,
+        log,
+        raft: node,
+        metadata,
+        credentials,
+        selfId: config.id,
+        ...(leaderWait ? { leaderWait } : {}),
+      };
       // Content uploaded for a name whose name commit never happened, and multipart uploads their
       // clients gave up on: swept on the leader, after the orphan grace (an upload in progress is
       // younger than that).

@@ -137,6 +137,13 @@ export const managerConfigSchema = z
     electionTick: z.number().int().min(2).max(1_000).default(10),
     heartbeatTick: z.number().int().min(1).max(1_000).default(1),
     snapshotThreshold: z.number().int().min(1).default(10_000),
+    /**
+     * How long a request that needs the leader waits, its body unread, for a leader known to be
+     * alive before its 503 (leaderWait.ts): a failover's election takes well under a second.
+     */
+    leaderWaitMs: z.number().int().min(0).max(60_000).default(2_500),
+    /** Requests waiting for a live leader at once, all clients; past it a 503 at once. */
+    maxWaitingForLeader: z.number().int().min(0).default(256),
     /** HTTPS on the one listener and the CA internal calls trust (src/http/tls.ts); none = plain HTTP. */
     tls: tlsSettingsSchema.optional(),
     /** Port of the S3-compatible endpoint on `host` (docs/s3.md); none when unset. */
@@ -176,6 +183,8 @@ export interface ManagerFlags {
   electionTick?: string;
   heartbeatTick?: string;
   snapshotThreshold?: string;
+  leaderWaitMs?: string;
+  maxWaitingForLeader?: string;
   mode?: string;
   clientTokensFile?: string;
   metricsTokenFile?: string;
@@ -244,6 +253,8 @@ export const MANAGER_ENV = {
   electionTick: 'IMGVAULT_RAFT_ELECTION_TICK',
   heartbeatTick: 'IMGVAULT_RAFT_HEARTBEAT_TICK',
   snapshotThreshold: 'IMGVAULT_RAFT_SNAPSHOT_THRESHOLD',
+  leaderWaitMs: 'IMGVAULT_LEADER_WAIT_MS',
+  maxWaitingForLeader: 'IMGVAULT_MAX_WAITING_FOR_LEADER',
   mode: 'IMGVAULT_MANAGER_MODE',
   clientTokensFile: 'IMGVAULT_CLIENT_TOKENS_FILE',
   metricsTokenFile: 'IMGVAULT_METRICS_TOKEN_FILE',
@@ -358,6 +369,8 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     electionTick: int('electionTick'),
     heartbeatTick: int('heartbeatTick'),
     snapshotThreshold: int('snapshotThreshold'),
+    leaderWaitMs: int('leaderWaitMs'),
+    maxWaitingForLeader: int('maxWaitingForLeader'),
     tls,
     s3Port: int('s3Port'),
     bulkRecordLoad: flags.bulkRecordLoad ?? false,

@@ -22,6 +22,7 @@ import {
   StartRefused,
 } from './bootstrapGuard.ts';
 import { openImagesMode } from './imagesMode.ts';
+import { LeaderWait, leaderQuietMs, liveLeaderOf } from './leaderWait.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { createManagerApp } from './managerServer.ts';
 
@@ -71,7 +72,10 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     // What it presents to its peers: its raft credential naming that peer (or the single secret).
     secret: config.credentials.raftCredential(config.id, config.id),
     credentialFor: (peer) => config.credentials.raftCredential(config.id, peer),
-    onUnreachable: (peer) => node?.reportUnreachable(peer),
+    onUnreachable: (peer) => {
+      node?.reportUnreachable(peer);
+      node?.notePeerLost(peer);
+    },
     onSnapshotStatus: (peer, ok) => node?.reportSnapshot(peer, ok),
     sendSnapshot: (msg, url) => snapshotSender.send(msg, url),
     onReply: (msg) => node?.receive(msg),
@@ -82,6 +86,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     idleTimeoutMs,
     peerHeard: { note: (from) => transport.noteHeard(from), count: (from) => transport.heardCount(from) },
     onMessage: (msg) => node?.receive(msg),
+    onStreamEnd: (from) => node?.notePeerLost(from),
     // A peer's stream to us is also our way back to it (a follower answers on its leader's stream).
     attachReplySink: (from, sink) => transport.attachReplySink(from, sink),
   });
@@ -148,10 +153,16 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     }
   }
 
+  const leaderWait = new LeaderWait(
+    () => liveLeaderOf(running, leaderQuietMs(config)),
+    { waitMs: config.leaderWaitMs, maxWaiting: config.maxWaitingForLeader },
+    metrics,
+  );
   const app = createManagerApp({
     node: running,
     ...(kv ? { kv } : {}),
-    surfaces: images?.attach(running) ?? [],
+    surfaces: images?.attach(running, leaderWait) ?? [],
+    leaderWait,
     clientTokens: config.clientTokens,
     readOnlyTokens: config.readOnlyTokens,
     metricsTokens: config.metricsTokens,

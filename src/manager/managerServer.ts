@@ -13,10 +13,12 @@ import { RaftError, type RaftNode } from '../consensus/raftNode.ts';
 import { clientGate } from '../http/clientAuth.ts';
 import { requireCredential } from '../http/clusterAuth.ts';
 import { credentialsOf, type ManagerCredentials } from '../http/credentials.ts';
-import { redirectToLeader } from '../http/leaderRedirect.ts';
+import { noLeaderKnown, redirectToLeader } from '../http/leaderRedirect.ts';
 import { BodyTooLarge, readBodyText } from '../http/requestBody.ts';
 import { KV_VALUE_MAX, type KvStateMachine, kvKeySchema } from '../metadata/kvStateMachine.ts';
+import { awaitLiveLeader } from './http/awaitLiveLeader.ts';
 import { dashboardCors } from './http/dashboardCors.ts';
+import type { LeaderWait } from './leaderWait.ts';
 import { memberIdSchema, memberUrlSchema } from './managerConfig.ts';
 import { raftViewOf } from './raftView.ts';
 
@@ -41,6 +43,11 @@ export interface ManagerAppDeps {
   metrics?: Registry;
   /** This manager serves TLS: a member added at a plain http:// URL is refused (src/http/tls.ts). */
   httpsOnly?: boolean;
+  /**
+   * Requests that need the leader wait for a live one before they are redirected (awaitLiveLeader.ts);
+   * without it they are redirected to the leader this node knows, alive or not.
+   */
+  leaderWait?: LeaderWait;
 }
 
 /**
@@ -90,6 +97,7 @@ function raftErrorResponse(c: Context, err: RaftError, redirect: boolean): Respo
       if (redirect && err.leader?.url) {
         return redirectToLeader(c, err.leader.url, err.message);
       }
+      if (redirect && !err.leader) return noLeaderKnown(c, err.message);
       c.header('Retry-After', '1');
       return c.json(errorBody(err.leader ? 'NotLeader' : 'NoLeader', err.message), 503);
     }
@@ -139,6 +147,7 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
       },
     }),
   );
+  if (deps.leaderWait) app.use('*', awaitLiveLeader(deps.leaderWait, app));
   app.route('/', deps.raftApp);
 
   app.get('/healthz', (c) => c.json({ ok: true, id: node.id }));

@@ -88,6 +88,8 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   electionTick: ['12', (c) => c.electionTick, 12],
   heartbeatTick: ['2', (c) => c.heartbeatTick, 2],
   snapshotThreshold: ['77', (c) => c.snapshotThreshold, 77],
+  leaderWaitMs: ['900', (c) => c.leaderWaitMs, 900],
+  maxWaitingForLeader: ['7', (c) => c.maxWaitingForLeader, 7],
   mode: ['kv', (c) => c.mode, 'kv'],
   clientTokensFile: [tokensFile, (c) => c.clientTokens, ['a-client-token-of-enough-length']],
   metricsTokenFile: [metricsTokenFile, (c) => c.metricsTokens, ['a-metrics-token-of-enough-length']],

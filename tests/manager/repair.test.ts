@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { startDrain, undrain } from '../../src/manager/drain.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
 import { deleteCopy, ObjectSlots } from '../../src/manager/placement/execute.ts';
-import { decodeCommand } from '../../src/metadata/commands.ts';
+import { type CommandOf, decodeCommand } from '../../src/metadata/commands.ts';
 import { until } from '../helpers/until.ts';
 import { sha256Of } from '../storagenode/workerHarness.ts';
 import {
@@ -25,10 +25,39 @@ import {
   propose,
   putObject,
   rot,
+  type Setup,
   setup,
 } from './placementFixture.ts';
 
 afterEach(cleanup);
+
+/** Objects a and b on w1 and w2, w1 down, w3 free: a pass copies both to w3 (one batch each at 2,000 bytes). */
+async function twoToRepair(): Promise<Setup> {
+  const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+  hearAll(s);
+  for (const id of ['a', 'b']) await putObject(s, id, ['w1', 'w2']);
+  await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+  return s;
+}
+
+/** `s.raft`, but a `replicaChanges` entry that `holds` picks waits until `open()` (at cleanup at the latest). */
+function gatedRaft(
+  s: Setup,
+  holds: (command: CommandOf<'replicaChanges'>) => boolean,
+): { raft: RaftAccess; open: () => void } {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  onCleanup(async () => open());
+  const raft: RaftAccess = {
+    ...s.raft,
+    async propose(data, requestId) {
+      const c = decodeCommand(data);
+      if (c.ok && c.command.type === 'replicaChanges' && holds(c.command)) await gate;
+      return s.raft.propose(data, requestId);
+    },
+  };
+  return { raft, open };
+}
 
 describe('FailureDetector', () => {
   it('condemns a worker only after a full down timeout of silence counted from its own leadership', async () => {
@@ -437,23 +466,10 @@ describe('one action per object at a time', () => {
   });
 
   it("repair gives an object back once its copy's batch has an outcome, not at the end of the pass", async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
-    hearAll(s);
-    for (const id of ['a', 'b']) await putObject(s, id, ['w1', 'w2']);
-    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const s = await twoToRepair();
     // Two batches of one object each (2,000 bytes a batch); the second batch's entry waits.
     let entries = 0;
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => (open = resolve));
-    onCleanup(async () => open());
-    const raft: RaftAccess = {
-      ...s.raft,
-      async propose(data, requestId) {
-        const c = decodeCommand(data);
-        if (c.ok && c.command.type === 'replicaChanges' && ++entries === 2) await gate;
-        return s.raft.propose(data, requestId);
-      },
-    };
+    const { raft, open } = gatedRaft(s, () => ++entries === 2);
     const pass = placementLoop(s, { raft, concurrency: 2, batchBytes: 2_000 }).pass();
     const copied = await until('one copy recorded', async () => {
       for (const id of ['a', 'b']) if ((await s.sm.getObject(id))?.replicas.includes('w3')) return id;
@@ -468,10 +484,7 @@ describe('one action per object at a time', () => {
   });
 
   it('a batch whose commit throws is counted failed; the batches still running keep their slots', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
-    hearAll(s);
-    for (const id of ['a', 'b']) await putObject(s, id, ['w1', 'w2']);
-    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const s = await twoToRepair();
     // Two batches of one object each. Once both are copied, the first commit waits at its entry and
     // the second one's table read fails.
     let copying = false;
@@ -490,20 +503,10 @@ describe('one action per object at a time', () => {
       return listNodes();
     });
     let waiting: string | undefined;
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => (open = resolve));
-    onCleanup(async () => open());
-    const raft: RaftAccess = {
-      ...s.raft,
-      async propose(data, requestId) {
-        const c = decodeCommand(data);
-        if (c.ok && c.command.type === 'replicaChanges') {
-          waiting = c.command.changes[0]!.id;
-          await gate;
-        }
-        return s.raft.propose(data, requestId);
-      },
-    };
+    const { raft, open } = gatedRaft(s, (command) => {
+      waiting = command.changes[0]!.id;
+      return true;
+    });
     const pass = placementLoop(s, { raft, concurrency: 2, batchBytes: 2_000 }).pass();
     const held = await until('a commit waiting, the other failed', () => commitReads >= 2 && waiting);
     await new Promise((r) => setTimeout(r, 50));

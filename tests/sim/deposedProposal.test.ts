@@ -6,23 +6,10 @@
 
 import { expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
-import { CALM_NETWORK, ELECTION_TICK, type HostNode, HostWorld } from './hostWorld.ts';
+import { CALM_WORLD, ELECTION_TICK, type HostNode, HostWorld } from './hostWorld.ts';
 
 it('a leader deposed before its proposal reaches the core refuses it, never forwards it', async () => {
-  const world = new HostWorld(
-    {
-      seed: 150,
-      voters: 3,
-      variant: 'correct',
-      faults: CALM_NETWORK,
-      diskLatencyMax: 0,
-      skews: [1, 1, 1],
-      snapshotThreshold: 10_000,
-      levelDb: false,
-      verbose: false,
-    },
-    { onWriteApplied: () => {} },
-  );
+  const world = new HostWorld({ ...CALM_WORLD, seed: 150, diskLatencyMax: 0 }, { onWriteApplied: () => {} });
   try {
     await world.bootstrap();
     let leader: HostNode | null = null;

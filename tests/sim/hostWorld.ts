@@ -53,6 +53,20 @@ export const CALM_NETWORK: NetworkFaults = {
   lateDelay: 20,
 };
 
+/**
+ * Three voters of the correct driver on CALM_NETWORK, in memory, with true-time clocks and no
+ * compaction to speak of: for tests of one scenario, which add their seed and disk latency.
+ */
+export const CALM_WORLD: Omit<WorldOptions, 'seed' | 'diskLatencyMax'> = {
+  voters: 3,
+  variant: 'correct',
+  faults: CALM_NETWORK,
+  skews: [1, 1, 1],
+  snapshotThreshold: 10_000,
+  levelDb: false,
+  verbose: false,
+};
+
 export type SnapshotMode = 'inline' | 'files' | 'lazy';
 
 /** The driver's compaction settings and the disk faults of the `lazy` mode, small so they bite often. */

@@ -5,21 +5,11 @@
 // timeouts, with writes proposed throughout.
 
 import { expect, it } from 'vitest';
-import { CALM_NETWORK, ELECTION_TICK, HostWorld } from './hostWorld.ts';
+import { CALM_WORLD, ELECTION_TICK, HostWorld } from './hostWorld.ts';
 
 it('a leader whose synced writes outlast an election timeout keeps its followers and its term', async () => {
   const world = new HostWorld(
-    {
-      seed: 17,
-      voters: 3,
-      variant: 'correct',
-      faults: CALM_NETWORK,
-      diskLatencyMax: 3 * ELECTION_TICK,
-      skews: [1, 1, 1],
-      snapshotThreshold: 10_000,
-      levelDb: false,
-      verbose: false,
-    },
+    { ...CALM_WORLD, seed: 17, diskLatencyMax: 3 * ELECTION_TICK },
     { onWriteApplied: () => {} },
   );
   try {

@@ -14,9 +14,23 @@ export interface RaftNodeStatus extends Omit<Status, 'progress'> {
 /** When each peer was last heard from (any message that passed the checks in receive). */
 export class PeerContacts {
   private readonly lastHeard = new Map<NodeId, number>();
+  private readonly lastLost = new Map<NodeId, number>();
 
   heard(peer: NodeId, now: number): void {
     this.lastHeard.set(peer, now);
+  }
+
+  /** A path to `peer` closed or failed: it is silent until heard from again. */
+  lost(peer: NodeId, now: number): void {
+    this.lastLost.set(peer, now);
+  }
+
+  /** Milliseconds since `peer` was last heard from, or null if never, or not since a path to it was lost. */
+  silenceMs(peer: NodeId, now: number): number | null {
+    const seen = this.lastHeard.get(peer);
+    const lost = this.lastLost.get(peer);
+    if (seen === undefined || (lost !== undefined && lost >= seen)) return null;
+    return now - seen;
   }
 
   /** Milliseconds since `peer` was last heard from, or null if never. */

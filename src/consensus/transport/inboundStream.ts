@@ -56,6 +56,8 @@ export interface InboundStreamOptions {
    */
   heardCount?: () => number;
   maxFrameBytes?: number;
+  /** Called once when the stream ends, however it ends: a peer killed outright shows here first. */
+  onEnd?: () => void;
   log: Logger;
 }
 
@@ -76,11 +78,13 @@ export function serveInboundStream(
   const heardCount = () => opts.heardCount?.() ?? framesHeard;
 
   const finish = () => {
+    if (done) return;
     done = true;
     detach?.();
     detach = null;
     if (idleTimer !== null) clearTimeout(idleTimer);
     idleTimer = null;
+    opts.onEnd?.();
   };
   // Drops the stream within one to two idle periods of the first unanswered reply.
   const checkIdle = () => {

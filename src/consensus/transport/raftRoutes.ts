@@ -48,6 +48,11 @@ export interface RaftRoutesOptions {
    * may answer on a stream of its own instead of on ours, and is alive all the same.
    */
   peerHeard?: { note: (from: NodeId) => void; count: (from: NodeId) => number };
+  /**
+   * Called when a peer's stream to this node ends (HttpTransport.streamClosed reports the streams
+   * this node opens): a leader killed outright ends its streams at once, long before an election.
+   */
+  onStreamEnd?: (from: NodeId) => void;
   /** When set, a batch addressed to another node is refused (a stale peer URL after a membership change). */
   selfId?: NodeId;
   maxBodyBytes?: number;
@@ -103,6 +108,7 @@ export function raftRoutes(options: RaftRoutesOptions): Hono {
       idleTimeoutMs: options.idleTimeoutMs ?? 2_000,
       ...(options.peerHeard ? peerHeardOf(options.peerHeard, from) : {}),
       maxFrameBytes: options.maxBodyBytes ?? MAX_RAFT_BODY_BYTES,
+      ...(options.onStreamEnd ? { onEnd: () => options.onStreamEnd?.(from) } : {}),
       log,
     });
     return RESPONSE_ALREADY_SENT;

@@ -6,7 +6,7 @@ import { RaftError } from '../../consensus/raftNode.ts';
 import { requireCredential } from '../../http/clusterAuth.ts';
 import { credentialsOf, type ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
-import { redirectToLeader } from '../../http/leaderRedirect.ts';
+import { noLeaderKnown, redirectToLeader } from '../../http/leaderRedirect.ts';
 import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
 import { DrainError, type DrainStatus, drainStatus, startDrain, undrain } from '../drain.ts';
 import { ImageError, type RaftAccess } from '../imageService.ts';
@@ -62,6 +62,12 @@ async function operatorAction(
     }
     if (err instanceof ImageError && err.code === 'NotLeader' && err.leaderUrl) {
       return redirectToLeader(c, err.leaderUrl, err.message);
+    }
+    if (
+      (err instanceof ImageError && (err.code === 'NotLeader' || err.code === 'NoLeader')) ||
+      (err instanceof RaftError && err.code === 'NotLeader')
+    ) {
+      return noLeaderKnown(c, err.message);
     }
     if (err instanceof ImageError || err instanceof RaftError) {
       c.header('retry-after', '1');

@@ -11,7 +11,7 @@ import { RaftError } from '../../consensus/raftNode.ts';
 import { requireCredential } from '../../http/clusterAuth.ts';
 import type { ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
-import { redirectToLeader } from '../../http/leaderRedirect.ts';
+import { noLeaderKnown, redirectToLeader } from '../../http/leaderRedirect.ts';
 import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
 import { DEFAULT_MAX_QUEUED } from '../../metadata/batchProposer.ts';
 import { type ResultOf, recordObjectSchema } from '../../metadata/commands.ts';
@@ -85,8 +85,7 @@ export function bulkRecordRoutes(deps: {
     if (!deps.raft.isLeader()) {
       const leader = deps.raft.leaderInfo();
       if (leader?.url) return redirectToLeader(c, leader.url, 'this manager is not the leader');
-      c.header('retry-after', '1');
-      return jsonError(c, 503, 'NoLeader', 'no leader is known right now; retry shortly');
+      return noLeaderKnown(c, 'no leader is known right now; retry shortly');
     }
     return c.json(await recordAll(deps.raft, budget, parsed.data.records));
   });

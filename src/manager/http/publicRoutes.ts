@@ -9,7 +9,7 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { z } from 'zod';
 import { jsonError, withoutAddresses } from '../../http/errors.ts';
 import { ifRangeMatches, rangeNotSatisfiable } from '../../http/ifRange.ts';
-import { redirectToLeader } from '../../http/leaderRedirect.ts';
+import { noLeaderKnown, redirectToLeader } from '../../http/leaderRedirect.ts';
 import { requestBody } from '../../http/requestBody.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { ObjectView } from '../../metadata/commands.ts';
@@ -66,7 +66,9 @@ export function toJson(o: ObjectView) {
 export function mapError(c: Context, err: unknown, opts: { bodyRead?: boolean } = {}): Response {
   if (!(err instanceof ImageError)) throw err;
   if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);
-  const status = err.code === 'NotLeader' ? 503 : STATUS[err.code];
+  if (err.code === 'NotLeader' || err.code === 'NoLeader')
+    return noLeaderKnown(c, withoutAddresses(err.message));
+  const status = STATUS[err.code];
   if (status === 503) c.header('retry-after', '1');
   // The rest of a refused body stays unread: a client must not send its next request on this
   // connection, or it would reach a socket the server is about to close.

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { identityOf, mayActAs, requireCredential } from '../../http/clusterAuth.ts';
 import { credentialsOf, type ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
-import { redirectToLeader } from '../../http/leaderRedirect.ts';
+import { noLeaderKnown, redirectToLeader } from '../../http/leaderRedirect.ts';
 import { NdjsonLineTooLong, ndjsonLines } from '../../http/ndjson.ts';
 import { BodyTooLarge, readBodyText } from '../../http/requestBody.ts';
 import {
@@ -81,8 +81,9 @@ function mapError(c: Context, err: unknown): Response {
   if (err instanceof InventoryTooLarge) return jsonError(c, 413, 'InventoryTooLarge', err.message);
   if (err instanceof ImageError) {
     if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);
+    if (err.code === 'NotLeader' || err.code === 'NoLeader') return noLeaderKnown(c, err.message);
     c.header('retry-after', '1');
-    return jsonError(c, 503, err.code === 'NotLeader' ? 'NoLeader' : err.code, err.message);
+    return jsonError(c, 503, err.code, err.message);
   }
   throw err;
 }

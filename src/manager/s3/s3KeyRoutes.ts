@@ -7,7 +7,7 @@ import { type Context, Hono } from 'hono';
 import { requireCredential } from '../../http/clusterAuth.ts';
 import type { ManagerCredentials } from '../../http/credentials.ts';
 import { jsonError } from '../../http/errors.ts';
-import { redirectToLeader } from '../../http/leaderRedirect.ts';
+import { noLeaderKnown, redirectToLeader } from '../../http/leaderRedirect.ts';
 import { ACCESS_KEY_ID_PATTERN } from '../../metadata/commands.ts';
 import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../metadata/proposeCommand.ts';
@@ -33,8 +33,7 @@ function leaderOnly(c: Context, raft: RaftAccess): Response | null {
   if (raft.isLeader()) return null;
   const leader = raft.leaderInfo();
   if (leader?.url) return redirectToLeader(c, leader.url, 'this manager is not the leader');
-  c.header('retry-after', '1');
-  return jsonError(c, 503, 'NoLeader', 'no leader is known right now; retry shortly');
+  return noLeaderKnown(c, 'no leader is known right now; retry shortly');
 }
 
 export function s3KeyRoutes(deps: S3KeyRouteDeps): Hono {

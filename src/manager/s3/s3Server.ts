@@ -16,6 +16,7 @@ import type { ManagerCredentials } from '../../http/credentials.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
 import { type RaftAccess, raftFailure } from '../imageService.ts';
+import type { LeaderWait, LiveLeader } from '../leaderWait.ts';
 import { decodeAwsChunked } from './awsChunked.ts';
 import { errorResponse, S3Error } from './s3Errors.ts';
 import { type S3Request, splitPath } from './s3Request.ts';
@@ -43,6 +44,8 @@ export interface S3EndpointDeps extends S3Deps {
   /** What this manager presents when it forwards to the leader, and checks when forwarded to. */
   credentials: ManagerCredentials;
   selfId: string;
+  /** A follower forwards only to a leader known to be alive, waiting for one (leaderWait.ts). */
+  leaderWait?: LeaderWait;
 }
 
 function headersOf(incoming: IncomingMessage): Headers {
@@ -110,10 +113,28 @@ function forwardHeaders(req: S3Request, credential: string): Record<string, stri
   return out;
 }
 
-/** Sends the verified request to the leader's main port and relays its answer. */
-async function forward(deps: S3EndpointDeps, req: S3Request, rawUrl: string): Promise<Response> {
+/**
+ * Where a follower's request goes: with a LeaderWait, a leader known to be alive (this node, if it
+ * came to lead meanwhile), after waiting for one; else the leader this node knows.
+ */
+async function leaderToServe(deps: S3EndpointDeps): Promise<LiveLeader> {
+  if (deps.leaderWait) {
+    const outcome = await deps.leaderWait.until(deps.leaderWait.deadlineFromNow());
+    if (!outcome.ok) throw new S3Error('ServiceUnavailable', outcome.message);
+    return outcome.leader;
+  }
   const leader = deps.raft.leaderInfo();
   if (!leader?.url) throw new S3Error('ServiceUnavailable', 'no leader is known right now; retry shortly');
+  return { self: false, id: leader.id, url: leader.url };
+}
+
+/** Sends the verified request to the leader's main port and relays its answer. */
+async function forward(
+  deps: S3EndpointDeps,
+  req: S3Request,
+  rawUrl: string,
+  leader: { id: string; url: string },
+): Promise<Response> {
   let res: Awaited<ReturnType<typeof request>>;
   try {
     res = await request(`${leader.url}${S3_FORWARD_PREFIX}${rawUrl}`, {
@@ -160,7 +181,9 @@ export function s3EdgeApp(deps: S3EndpointDeps): Hono {
     }
     if (deps.raft.isLeader()) return runS3Request(deps, req);
     try {
-      return await forward(deps, req, incoming.url ?? '/');
+      const leader = await leaderToServe(deps);
+      if (leader.self) return runS3Request(deps, req);
+      return await forward(deps, req, incoming.url ?? '/', leader);
     } catch (err) {
       return failure(err, req.resource, requestId, req.method);
     }

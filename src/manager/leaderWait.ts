@@ -1,0 +1,147 @@
+// A follower sends writes to the leader (a 307, or the S3 endpoint's forward). Right after the
+// leader dies, the follower still names it for up to an election timeout, until it notices: a
+// client it redirects there meets a refused connection, though a live manager answered it. So a
+// request that needs the leader, while the leader is not known to be alive (this node, or one heard
+// from within a few heartbeats), waits, its body unread so TCP holds the client back, until a live
+// leader is known, then goes there or is served here. Bounded in time and in number: past either
+// bound it is answered 503 with Retry-After, as the upload admission does (uploadAdmission.ts).
+
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+/** The leader known and alive: this node, or another heard from lately. */
+export type LiveLeader = { self: true } | { self: false; id: string; url: string };
+
+export interface LeaderWaitLimits {
+  /** How long a request waits for a live leader before its 503; 0 answers at once. */
+  waitMs: number;
+  /** Requests waiting at once; past it a request is answered 503 at once. */
+  maxWaiting: number;
+}
+
+export type LeaderWaitOutcome =
+  | { ok: true; leader: LiveLeader }
+  | { ok: false; reason: 'timeout' | 'full'; message: string };
+
+/** How often waiting requests look at the leader again: a fraction of a heartbeat. */
+const POLL_MS = 20;
+
+interface Waiter {
+  deadline: number;
+  settle: (outcome: LeaderWaitOutcome) => void;
+}
+
+/** How a wait ended: a live leader came, the wait ran out, or the queue was full (docs/metrics.md). */
+type WaitEnd = 'leader' | 'timeout' | 'full';
+
+export class LeaderWait {
+  private readonly waiters = new Set<Waiter>();
+  private poller: NodeJS.Timeout | null = null;
+  private readonly ends: Counter<'outcome'> | null = null;
+
+  constructor(
+    /** The leader as this node sees it now, or null while none is known and alive. */
+    readonly liveLeader: () => LiveLeader | null,
+    readonly limits: LeaderWaitLimits,
+    metrics?: Registry,
+  ) {
+    if (!metrics) return;
+    this.ends = new Counter({
+      name: 'imgvault_leader_waits_total',
+      help: 'Requests that needed the leader while no live leader was known, by how their wait ended',
+      labelNames: ['outcome'],
+      registers: [metrics],
+    });
+    const waiters = this.waiters;
+    new Gauge({
+      name: 'imgvault_leader_waiting',
+      help: 'Requests held now until a live leader is known',
+      registers: [metrics],
+      collect() {
+        this.set(waiters.size);
+      },
+    });
+  }
+
+  /** Requests waiting now (tests and metrics read it). */
+  waiting(): number {
+    return this.waiters.size;
+  }
+
+  /** The moment a wait starting now gives up (performance.now() time): passes of one request share it. */
+  deadlineFromNow(): number {
+    return performance.now() + this.limits.waitMs;
+  }
+
+  /** A live leader now, or once one is, before `deadline`; refused at once when the queue is full. */
+  until(deadline: number): Promise<LeaderWaitOutcome> {
+    const now = this.liveLeader();
+    if (now !== null) return Promise.resolve({ ok: true, leader: now });
+    if (performance.now() >= deadline) return Promise.resolve(this.timedOut());
+    if (this.waiters.size >= this.limits.maxWaiting) {
+      this.ends?.inc({ outcome: 'full' satisfies WaitEnd });
+      return Promise.resolve({
+        ok: false,
+        reason: 'full',
+        message: `no leader is known to be alive (an election may be under way) and ${this.waiters.size} requests already wait for one; retry shortly`,
+      });
+    }
+    return new Promise((resolve) => {
+      const waiter: Waiter = {
+        deadline,
+        settle: (outcome) => {
+          this.waiters.delete(waiter);
+          const end: WaitEnd = outcome.ok ? 'leader' : outcome.reason;
+          this.ends?.inc({ outcome: end });
+          resolve(outcome);
+        },
+      };
+      this.waiters.add(waiter);
+      this.poller ??= setInterval(() => this.look(), POLL_MS);
+    });
+  }
+
+  private look(): void {
+    const leader = this.liveLeader();
+    const now = performance.now();
+    for (const waiter of [...this.waiters]) {
+      if (leader !== null) waiter.settle({ ok: true, leader });
+      else if (now >= waiter.deadline) waiter.settle(this.timedOut());
+    }
+    if (this.waiters.size === 0 && this.poller !== null) {
+      clearInterval(this.poller);
+      this.poller = null;
+    }
+  }
+
+  private timedOut(): LeaderWaitOutcome {
+    return {
+      ok: false,
+      reason: 'timeout',
+      message: `no leader is known to be alive after waiting ${this.limits.waitMs} ms (an election may be under way); retry shortly`,
+    };
+  }
+}
+
+/** What liveLeaderOf reads of the Raft node (RaftNode provides it). */
+export interface LeaderView {
+  isLeader(): boolean;
+  leaderInfo(): { id: string; url: string | null } | null;
+  leaderSilenceMs(): number | null;
+}
+
+/**
+ * A leader is alive when heard from within `quietMs`: a few heartbeat intervals, well under the
+ * election timeout, so a dead one stops being named within a fraction of the election.
+ */
+export function liveLeaderOf(raft: LeaderView, quietMs: number): LiveLeader | null {
+  if (raft.isLeader()) return { self: true };
+  const leader = raft.leaderInfo();
+  const silence = raft.leaderSilenceMs();
+  if (!leader?.url || silence === null || silence > quietMs) return null;
+  return { self: false, id: leader.id, url: leader.url };
+}
+
+/** Four heartbeats, and at most half the shortest election timeout. */
+export function leaderQuietMs(raft: { tickMs: number; heartbeatTick: number; electionTick: number }): number {
+  return Math.min(4 * raft.heartbeatTick, raft.electionTick / 2) * raft.tickMs;
+}

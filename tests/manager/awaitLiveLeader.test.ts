@@ -1,0 +1,169 @@
+// A request that needs the leader, on a manager whose leader is not known to be alive, waits for a
+// live one (leaderWait.ts, awaitLiveLeader.ts): on a real HTTP server, with the leader as a Raft node
+// would show it (who leads, how long since it was heard) set by the test. The handler answers as the
+// manager's routes do: serves when this node leads, else redirectToLeader or noLeaderKnown.
+
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { Hono } from 'hono';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { noLeaderKnown, redirectToLeader } from '../../src/http/leaderRedirect.ts';
+import { readBodyText } from '../../src/http/requestBody.ts';
+import { awaitLiveLeader } from '../../src/manager/http/awaitLiveLeader.ts';
+import { LeaderWait, liveLeaderOf } from '../../src/manager/leaderWait.ts';
+
+const QUIET_MS = 200;
+const WAIT_MS = 2_000;
+const OLD_LEADER = 'http://127.0.0.1:9';
+const NEW_LEADER = 'http://127.0.0.1:10';
+
+/** The Raft node's view of its leader, as liveLeaderOf reads it. */
+const view = {
+  leads: false,
+  leader: null as { id: string; url: string } | null,
+  heardAt: 0,
+  isLeader() {
+    return this.leads;
+  },
+  leaderInfo() {
+    return this.leads ? null : this.leader;
+  },
+  leaderSilenceMs() {
+    if (this.leads) return 0;
+    return this.leader === null ? null : performance.now() - this.heardAt;
+  },
+};
+const metrics = new Registry();
+const wait = new LeaderWait(() => liveLeaderOf(view, QUIET_MS), { waitMs: WAIT_MS, maxWaiting: 2 }, metrics);
+
+/** imgvault_leader_waits_total by outcome. */
+async function waitEnds(): Promise<Record<string, number>> {
+  const { values } = await metrics.getSingleMetric('imgvault_leader_waits_total')!.get();
+  return Object.fromEntries(values.map((v) => [String(v.labels.outcome), v.value]));
+}
+
+let server: ReturnType<typeof serve>;
+let url: string;
+
+beforeAll(async () => {
+  const app = new Hono();
+  app.use('*', awaitLiveLeader(wait, app));
+  app.post('/v1/things', async (c) => {
+    if (view.isLeader()) return c.json({ served: (await readBodyText(c, 1 << 20)).length }, 201);
+    const leader = view.leaderInfo();
+    if (leader) return redirectToLeader(c, leader.url, 'this manager is not the leader');
+    return noLeaderKnown(c, 'no leader is known right now; retry shortly');
+  });
+  server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+beforeEach(() => {
+  view.leads = false;
+  view.leader = null;
+});
+
+function heardLately(leaderUrl: string): void {
+  view.leader = { id: leaderUrl === OLD_LEADER ? 'm1' : 'm2', url: leaderUrl };
+  view.heardAt = performance.now();
+}
+
+function wentQuiet(leaderUrl: string): void {
+  heardLately(leaderUrl);
+  view.heardAt = performance.now() - 10 * QUIET_MS;
+}
+
+async function post(body = 'x'.repeat(10_000)) {
+  const started = performance.now();
+  const res = await fetch(`${url}/v1/things?q=1`, {
+    method: 'POST',
+    body,
+    redirect: 'manual',
+    signal: AbortSignal.timeout(15_000),
+  });
+  const json = (await res.json()) as { served?: number; error?: { code: string; message: string } };
+  return { res, json, ms: performance.now() - started };
+}
+
+/** Runs `change` once `wait` holds a request. */
+function whenWaiting(change: () => void): Promise<void> {
+  return new Promise((resolve) => {
+    const look = setInterval(() => {
+      if (wait.waiting() === 0) return;
+      clearInterval(look);
+      change();
+      resolve();
+    }, 5);
+  });
+}
+
+describe('a request that needs the leader', () => {
+  it('is redirected at once to a leader heard from lately', async () => {
+    heardLately(OLD_LEADER);
+    const { res, json } = await post();
+    expect(res.status).toBe(307);
+    expect(res.headers.get('location')).toBe(`${OLD_LEADER}/v1/things?q=1`);
+    expect(json.error?.code).toBe('NotLeader');
+    expect(await waitEnds()).toEqual({});
+  });
+
+  it('waits while its leader is silent, then goes to the leader heard from next', async () => {
+    wentQuiet(OLD_LEADER);
+    const [answer] = await Promise.all([post(), whenWaiting(() => heardLately(NEW_LEADER))]);
+    expect(answer.res.status).toBe(307);
+    expect(answer.res.headers.get('location')).toBe(`${NEW_LEADER}/v1/things?q=1`);
+    expect(answer.res.headers.get('retry-after')).toBeNull();
+    expect(wait.waiting()).toBe(0);
+    expect(await waitEnds()).toEqual({ leader: 1 });
+  });
+
+  it('is served here, body and all, when this node comes to lead while it waits', async () => {
+    const [answer] = await Promise.all([
+      post('y'.repeat(50_000)),
+      whenWaiting(() => {
+        view.leads = true;
+      }),
+    ]);
+    expect(answer.res.status).toBe(201);
+    expect(answer.json.served).toBe(50_000);
+    expect(answer.res.headers.get('location')).toBeNull();
+  });
+
+  it('is answered 503 with Retry-After once the wait ends without a live leader', async () => {
+    wentQuiet(OLD_LEADER);
+    const { res, json, ms } = await post();
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect(res.headers.get('location')).toBeNull();
+    expect(json.error?.code).toBe('NoLeader');
+    expect(json.error?.message).toContain(`${WAIT_MS} ms`);
+    expect(ms).toBeGreaterThanOrEqual(WAIT_MS - 50);
+    expect(wait.waiting()).toBe(0);
+    expect((await waitEnds()).timeout).toBe(1);
+  });
+
+  it('is answered 503 at once when as many requests as allowed already wait', async () => {
+    const held = [post(), post()];
+    await new Promise<void>((resolve) => {
+      const look = setInterval(() => {
+        if (wait.waiting() < 2) return;
+        clearInterval(look);
+        resolve();
+      }, 5);
+    });
+    const refused = await post();
+    expect(refused.res.status).toBe(503);
+    expect(refused.res.headers.get('retry-after')).toBe('1');
+    expect(refused.json.error?.message).toContain('2 requests already wait');
+    expect(wait.waiting()).toBe(2);
+    heardLately(NEW_LEADER);
+    for (const answer of await Promise.all(held)) expect(answer.res.status).toBe(307);
+    expect(await waitEnds()).toEqual({ leader: 4, timeout: 1, full: 1 });
+  });
+});

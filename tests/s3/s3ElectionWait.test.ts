@@ -1,0 +1,99 @@
+// kill -9 of the leader, then S3 PutObject requests signed as a client signs them, sent right away
+// to the surviving managers' S3 endpoints: a follower forwards only to a live leader (waiting for
+// one, src/manager/leaderWait.ts), so each ends in 200 or in 503 with Retry-After after the wait,
+// never in the 503 of a forward to the dead leader ("the leader did not answer").
+
+import { createHash } from 'node:crypto';
+import { Hash } from '@smithy/hash-node';
+import { SignatureV4 } from '@smithy/signature-v4';
+import { request } from 'undici';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type ImageCluster, pngImage, until } from '../integration/imageCluster.ts';
+import { startS3Cluster } from './s3Fixture.ts';
+import type { S3Key } from './s3Tools.ts';
+
+let cluster: ImageCluster | undefined;
+
+afterAll(async () => {
+  await cluster?.close();
+});
+
+const image = pngImage(4_096);
+
+interface Answer {
+  status: number;
+  retryAfter: string | null;
+  body: string;
+}
+
+/** A request to the S3 endpoint on `port`, signed with `key` (SigV4, path style). */
+async function s3(key: S3Key, port: number, method: string, path: string, body?: Buffer): Promise<Answer> {
+  const signer = new SignatureV4({
+    credentials: key,
+    region: 'us-east-1',
+    service: 's3',
+    sha256: Hash.bind(null, 'sha256'),
+    uriEscapePath: false,
+  });
+  const payload = createHash('sha256')
+    .update(body ?? Buffer.alloc(0))
+    .digest('hex');
+  const req = await signer.sign({
+    method,
+    protocol: 'http:',
+    hostname: '127.0.0.1',
+    port,
+    path,
+    query: {},
+    headers: {
+      host: `127.0.0.1:${port}`,
+      'x-amz-content-sha256': payload,
+      ...(body ? { 'content-type': 'image/png', 'content-length': String(body.length) } : {}),
+    },
+  });
+  const res = await request(`http://127.0.0.1:${port}${path}`, {
+    method: method as 'PUT',
+    headers: req.headers as Record<string, string>,
+    ...(body ? { body } : {}),
+    headersTimeout: 30_000,
+    bodyTimeout: 30_000,
+  });
+  const retryAfter = res.headers['retry-after'];
+  return {
+    status: res.statusCode,
+    retryAfter: typeof retryAfter === 'string' ? retryAfter : null,
+    body: await res.body.text(),
+  };
+}
+
+describe('S3 PutObject to the survivors right after kill -9 of the leader', () => {
+  it('ends in 200 or in 503 with Retry-After, never forwarded to the dead leader', async () => {
+    const started = await startS3Cluster('s3-election-wait');
+    cluster = started.cluster;
+    const { key } = started;
+    const dead = await cluster.leader();
+    const survivors = cluster.managers.filter((m) => m !== dead);
+    await until('the bucket', async () =>
+      [200, 409].includes((await s3(key, dead.s3Port!, 'PUT', '/held')).status),
+    );
+    await until(
+      'a PutObject through a follower',
+      async () => (await s3(key, survivors[0]!.s3Port!, 'PUT', '/held/first.png', image)).status === 200,
+      30_000,
+    );
+
+    await cluster.killManager(dead);
+    const answers = await Promise.all(
+      survivors.flatMap((m, i) =>
+        [0, 1].map((j) => s3(key, m.s3Port!, 'PUT', `/held/m${i}-${j}.png`, image)),
+      ),
+    );
+
+    const wrong = answers.filter(
+      (a) =>
+        !(a.status === 200 || (a.status === 503 && a.retryAfter !== null)) ||
+        a.body.includes('did not answer'),
+    );
+    expect(wrong).toEqual([]);
+  }, 240_000);
+});
