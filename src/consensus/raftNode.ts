@@ -839,6 +839,8 @@ export class RaftNode {
       this.compactWithoutFile(applied);
       return;
     }
+    // The capture below must hold exactly `applied`: the last apply's write may still be running.
+    await this.sm.flush?.();
     this.buildingWantedFile = this.fileWanted;
     this.fileWanted = false;
     // The state is captured now, between two applies (StateMachine.snapshot), and serialised while

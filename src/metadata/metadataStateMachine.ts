@@ -168,8 +168,14 @@ export class MetadataStateMachine implements StateMachine {
     return sm;
   }
 
+  /** Every read of the tables called from now on sees at least this index's state (`apply`). */
   appliedIndex(): Index {
     return this.tables.appliedIndex();
+  }
+
+  /** StateMachine.flush: the last apply's batch is written. */
+  flush(): Promise<void> {
+    return this.tables.landed();
   }
 
   /**
@@ -187,6 +193,11 @@ export class MetadataStateMachine implements StateMachine {
    * per entry cost one each (see MetadataTables.write for why the batch is otherwise not fsynced).
    * Past MAX_PENDING_OPS rows a batch is written early, bounding its memory. Entries without a
    * command (the leader's empty entry, conf changes) change no table, but their index is recorded.
+   *
+   * Returns once the last batch is started, not written (MetadataTables.writeBehind): the results
+   * go to the clients while the (synced) write runs, and the next apply is planned meanwhile. No
+   * read called after the return sees the tables without the batch: point reads answer its rows
+   * from memory, scans wait for the write. So an answered command is visible to every later read.
    */
   async apply(entries: Entry[]): Promise<AppliedResult[]> {
     const results: AppliedResult[] = [];
@@ -224,8 +235,9 @@ export class MetadataStateMachine implements StateMachine {
       }
       results.push({ index: entry.index, requestId, result });
     }
-    if (applied > this.tables.appliedIndex()) await this.tables.write(pending.ops, applied);
-    // After the write: a node table read that overlapped it is not cached (listNodes).
+    if (applied > this.tables.appliedIndex()) await this.tables.writeBehind(pending, applied);
+    // Once the batch is started: a node table read called before is not cached (listNodes), and
+    // one called after waits for the write (MetadataTables.view).
     if (nodesChanged) this.forgetNodes();
     return results;
   }
