@@ -41,6 +41,10 @@ const VALUE_PREFIX = 'v:';
 export class KvStateMachine implements StateMachine {
   private readonly map = new Map<string, string>();
   private applied: Index = 0;
+  /** The last apply's batch while LevelDB writes it (see apply). */
+  private writing: Promise<void> | null = null;
+  /** Why a batch failed: every later apply throws it. */
+  private writeFailure: unknown = null;
 
   private constructor(
     private readonly db: ClassicLevel<string, string>,
@@ -73,8 +77,15 @@ export class KvStateMachine implements StateMachine {
     return this.map.size;
   }
 
+  /**
+   * Returns once the batch is started, not written: reads are served from the map, which already
+   * holds it, and the batch exists only so a clean restart need not replay the log (etcd answers
+   * once bbolt is changed in memory, its backend commits in the background). One batch at a time,
+   * in order: this waits for the previous one first.
+   */
   async apply(entries: Entry[]): Promise<AppliedResult[]> {
     if (entries.length === 0) return [];
+    await this.flush();
     const ops: { type: 'put'; key: string; value: string }[] = [];
     const results: AppliedResult[] = [];
     let expected = this.applied + 1;
@@ -100,9 +111,24 @@ export class KvStateMachine implements StateMachine {
     }
     const last = entries[entries.length - 1]!.index;
     ops.push({ type: 'put', key: APPLIED_KEY, value: String(last) });
-    await this.db.batch(ops);
+    const writing = this.db.batch(ops).then(
+      () => {},
+      (err: unknown) => {
+        this.writeFailure = err;
+      },
+    );
+    this.writing = writing;
+    void writing.finally(() => {
+      if (this.writing === writing) this.writing = null;
+    });
     this.applied = last;
     return results;
+  }
+
+  /** StateMachine.flush: the last apply's batch is written; throws if a batch failed. */
+  async flush(): Promise<void> {
+    if (this.writing !== null) await this.writing;
+    if (this.writeFailure !== null) throw this.writeFailure;
   }
 
   async snapshot(): Promise<string> {
@@ -112,6 +138,7 @@ export class KvStateMachine implements StateMachine {
   async restore(data: string, index: Index): Promise<void> {
     // '' is the empty state of a founding member's bootstrap snapshot.
     const parsed = data === '' ? { applied: 0, kv: {} } : snapshotSchema.parse(JSON.parse(data));
+    await this.flush();
     // One batch deletes the old state and writes the new, so a crash never leaves a mixture.
     const ops: ({ type: 'del'; key: string } | { type: 'put'; key: string; value: string })[] = [];
     for (const key of this.map.keys()) ops.push({ type: 'del', key: VALUE_PREFIX + key });
@@ -125,6 +152,7 @@ export class KvStateMachine implements StateMachine {
   }
 
   async close(): Promise<void> {
+    if (this.writing !== null) await this.writing;
     await this.db.close();
     await markCleanStop(this.dir);
   }
