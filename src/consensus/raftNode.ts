@@ -393,6 +393,8 @@ export class RaftNode {
       node.snapshotDue = true;
     }
     node.ticker = node.clock.setInterval(() => node.onTickTimer(), node.opts.tickMs);
+    // A write the state machine finished behind its answers failed: stop as an apply that threw does.
+    opts.stateMachine.onWriteFailure?.((err) => node.fatal(err));
     node.scheduleReady();
     log.info(
       {

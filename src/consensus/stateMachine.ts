@@ -44,6 +44,12 @@ export interface StateMachine {
    * before `snapshot`, which must capture exactly `appliedIndex()` at the call.
    */
   flush?(): Promise<void>;
+  /**
+   * For such a state machine: `onFailure` is called once when a write that `apply` returned before
+   * fails (at once if one already did). The driver stops on it as if `apply` had thrown: a failed
+   * write would otherwise surface only at the next apply, which an idle leader may never get.
+   */
+  onWriteFailure?(onFailure: (err: unknown) => void): void;
   /** Replace the whole state with a snapshot's, taken at `index`. */
   restore(data: string, index: Index): Promise<void>;
   /**

@@ -5,6 +5,7 @@ import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
 import type { AppliedResult, StateMachine } from '../consensus/stateMachine.ts';
 import type { Entry, Index } from '../consensus/types.ts';
+import { createLogger, type Logger } from '../logging.ts';
 import { markCleanStop, takeCleanStopMarker } from './cleanStop.ts';
 
 export const KV_KEY_MAX = 256;
@@ -43,19 +44,22 @@ export class KvStateMachine implements StateMachine {
   private applied: Index = 0;
   /** The last apply's batch while LevelDB writes it (see apply). */
   private writing: Promise<void> | null = null;
-  /** Why a batch failed: every later apply throws it. */
+  /** Why a batch failed: every later apply throws it, and close marks no clean stop. */
   private writeFailure: unknown = null;
+  /** StateMachine.onWriteFailure's listener: the Raft driver, which stops on it. */
+  private failureListener: ((err: unknown) => void) | null = null;
 
   private constructor(
     private readonly db: ClassicLevel<string, string>,
     private readonly dir: string,
+    private readonly log: Logger,
   ) {}
 
   /** After an unclean stop the map may be torn (cleanStop.ts): it is emptied and rebuilt from the Raft log. */
-  static async open(dir: string): Promise<KvStateMachine> {
+  static async open(dir: string, log: Logger = createLogger('kv')): Promise<KvStateMachine> {
     const db = new ClassicLevel<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
     await db.open();
-    const sm = new KvStateMachine(db, dir);
+    const sm = new KvStateMachine(db, dir, log);
     for await (const [key, value] of db.iterator()) {
       if (key === APPLIED_KEY) sm.applied = Number(value);
       else if (key.startsWith(VALUE_PREFIX)) sm.map.set(key.slice(VALUE_PREFIX.length), value);
@@ -113,9 +117,7 @@ export class KvStateMachine implements StateMachine {
     ops.push({ type: 'put', key: APPLIED_KEY, value: String(last) });
     const writing = this.db.batch(ops).then(
       () => {},
-      (err: unknown) => {
-        this.writeFailure = err;
-      },
+      (err: unknown) => this.writeFailed(err ?? new Error('kv: a batch write failed')),
     );
     this.writing = writing;
     void writing.finally(() => {
@@ -129,6 +131,21 @@ export class KvStateMachine implements StateMachine {
   async flush(): Promise<void> {
     if (this.writing !== null) await this.writing;
     if (this.writeFailure !== null) throw this.writeFailure;
+  }
+
+  /** StateMachine.onWriteFailure: a batch `apply` returned before failed. */
+  onWriteFailure(onFailure: (err: unknown) => void): void {
+    this.failureListener = onFailure;
+    if (this.writeFailure !== null) onFailure(this.writeFailure);
+  }
+
+  private writeFailed(err: unknown): void {
+    this.writeFailure = err;
+    this.log.error(
+      { event: 'kv.write_failed', err, applied: this.applied },
+      'a kv batch failed after its entries were answered: the Raft driver stops',
+    );
+    this.failureListener?.(err);
   }
 
   async snapshot(): Promise<string> {
@@ -154,7 +171,8 @@ export class KvStateMachine implements StateMachine {
   async close(): Promise<void> {
     if (this.writing !== null) await this.writing;
     await this.db.close();
-    await markCleanStop(this.dir);
+    // A failed batch may have left a torn record behind: the map is rebuilt at the next open.
+    if (this.writeFailure === null) await markCleanStop(this.dir);
   }
 }
 

@@ -124,6 +124,8 @@ export class MetadataStateMachine implements StateMachine {
   /** Bumped by every change to the node table: a read that overlapped one is not cached. */
   private nodesVersion = 0;
   private syncedWrites = false;
+  /** StateMachine.onWriteFailure's listener: the Raft driver, which stops on it. */
+  private failureListener: ((err: unknown) => void) | null = null;
 
   private constructor(
     private readonly tables: MetadataTables,
@@ -145,6 +147,7 @@ export class MetadataStateMachine implements StateMachine {
   ): Promise<MetadataStateMachine> {
     const tables = await MetadataTables.open(dir);
     const sm = new MetadataStateMachine(tables, log, dir);
+    tables.onWriteFailure((err) => sm.writeFailed(err));
     const clean = await takeCleanStopMarker(dir);
     const applied = tables.appliedIndex();
     // Tables whose every batch was fsynced (tables.ts, META_SYNCED_WRITES) cannot be torn.
@@ -176,6 +179,21 @@ export class MetadataStateMachine implements StateMachine {
   /** StateMachine.flush: the last apply's batch is written. */
   flush(): Promise<void> {
     return this.tables.landed();
+  }
+
+  /** StateMachine.onWriteFailure: a batch `apply` returned before failed. */
+  onWriteFailure(onFailure: (err: unknown) => void): void {
+    this.failureListener = onFailure;
+    const failed = this.tables.failedWrite();
+    if (failed !== null) onFailure(failed);
+  }
+
+  private writeFailed(err: unknown): void {
+    this.log.error(
+      { event: 'metadata.write_failed', err, applied: this.tables.appliedIndex() },
+      'a table batch failed after its entries were answered: every later read fails, and the Raft driver stops',
+    );
+    this.failureListener?.(err);
   }
 
   /**
@@ -272,7 +290,8 @@ export class MetadataStateMachine implements StateMachine {
 
   async close(): Promise<void> {
     await this.tables.close();
-    if (this.dir !== null) await markCleanStop(this.dir);
+    // A failed batch may have left a torn record behind: the tables are rebuilt at the next open.
+    if (this.dir !== null && this.tables.failedWrite() === null) await markCleanStop(this.dir);
   }
 
   // ---- Queries: local reads, not replicated ------------------------------------------------

@@ -593,6 +593,8 @@ export class MetadataTables {
   private landing: { rows: ReadonlyMap<string, string | null>; done: Promise<void> } | null = null;
   /** Why a batch written behind failed: every later read and write throws it. */
   private writeFailure: unknown = null;
+  /** Told when a batch written behind fails (onWriteFailure). */
+  private failureListener: ((err: unknown) => void) | null = null;
 
   private constructor(
     private readonly db: Db,
@@ -632,6 +634,17 @@ export class MetadataTables {
   async landed(): Promise<void> {
     if (this.landing !== null) await this.landing.done;
     if (this.writeFailure !== null) throw this.writeFailure;
+  }
+
+  /** Calls `listener` once when a batch written behind fails, at once if one already did. */
+  onWriteFailure(listener: (err: unknown) => void): void {
+    this.failureListener = listener;
+    if (this.writeFailure !== null) listener(this.writeFailure);
+  }
+
+  /** Why a batch written behind failed, or null: after one the tables may be torn (no clean stop). */
+  failedWrite(): unknown {
+    return this.writeFailure;
   }
 
   /** Whether the tables were written with `syncWrites(true)` since that was last turned off. */
@@ -744,7 +757,8 @@ export class MetadataTables {
    * reads answer the batch's rows from `pending` and every other read waits (`landed`), so no read
    * called after this returned sees the tables without the batch. What the caller answers from it
    * may go out before the batch is on disk: the Raft log holds the entries, and syncApplied, which
-   * waits, bounds what the log may drop. If the write fails, every later read and write throws.
+   * waits, bounds what the log may drop. If the write fails, every later read and write throws,
+   * and the `onWriteFailure` listener is told at once.
    */
   async writeBehind(pending: PendingWrites, appliedIndex: number): Promise<void> {
     await this.landed();
@@ -755,7 +769,8 @@ export class MetadataTables {
       done: written.then(
         () => {},
         (err: unknown) => {
-          this.writeFailure = err;
+          this.writeFailure = err ?? new Error('metadata tables: a batch write failed');
+          this.failureListener?.(this.writeFailure);
         },
       ),
     };

@@ -7,7 +7,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { ClassicLevel } from 'classic-level';
+import { type Logger, pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
@@ -17,18 +19,24 @@ import {
   closeAll,
   type InProcessManager,
   runningLeader,
+  type SoleManager,
   startCluster,
+  startSoleManager,
+  stopSoleManager,
 } from '../helpers/raftManagers.ts';
+import { until } from '../helpers/until.ts';
 import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd } from './metadataFixture.ts';
 
 const fx = new MetadataFixture();
 const folders: string[] = [];
 const opened: MetadataStateMachine[] = [];
 const managers: InProcessManager<MetadataStateMachine>[] = [];
+const soles: SoleManager[] = [];
 
 afterEach(async () => {
   vi.restoreAllMocks();
   await closeAll(managers.splice(0));
+  for (const m of soles.splice(0)) await stopSoleManager(m);
   for (const sm of opened.splice(0)) await sm.close();
   for (const dir of folders.splice(0)) await rm(dir, { recursive: true, force: true });
   await fx.cleanup();
@@ -181,6 +189,62 @@ describe('apply answers before its batch is written', () => {
   });
 });
 
+/** The `event` of every line `log` writes, in order. */
+function eventLog(): { log: Logger; events: string[] } {
+  const events: string[] = [];
+  const sink = new Writable({
+    write(line: Buffer, _encoding, done) {
+      events.push(String((JSON.parse(line.toString()) as { event?: string }).event));
+      done();
+    },
+  });
+  return { log: pino(sink), events };
+}
+
+describe('a batch whose write fails after its entries were answered', () => {
+  it('logs the failure and stops the Raft driver at once, though no further entry comes', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'imgvault-behind-fatal-'));
+    folders.push(dir);
+    const { log, events } = eventLog();
+    const fatal: unknown[] = [];
+    const m = await startSoleManager(dir, {
+      openStateMachine: (d) => MetadataStateMachine.open(join(d, 'metadata'), log, { syncedWrites: true }),
+      node: { onFatal: (err) => fatal.push(err) },
+    });
+    soles.push(m);
+    await until('leadership', () => m.node.isLeader());
+    await proposeCommand(m.node, registerCmd('w1'));
+    await m.sm.flush();
+    const proto = await chainedBatch();
+    vi.spyOn(proto, '_write').mockRejectedValueOnce(new Error('disk gone'));
+    // Answered before its batch is written; then nothing more is proposed.
+    await proposeCommand(m.node, recordCmd('o1', ['w1']));
+    await until('the driver stopped', () => fatal.length > 0, 30_000);
+    expect(String(fatal[0])).toContain('disk gone');
+    expect(events).toContain('metadata.write_failed');
+    await expect(proposeCommand(m.node, recordCmd('o2', ['w1']))).rejects.toThrow(/stopped/);
+  }, 60_000);
+
+  it('leaves no clean-stop marker, so unsynced tables are rebuilt at the next open', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'imgvault-behind-unclean-'));
+    folders.push(dir);
+    const sm = await MetadataStateMachine.open(dir);
+    const log = new EntryLog();
+    await applyOne(sm, log, registerCmd('w1'));
+    await sm.flush();
+    const proto = await chainedBatch();
+    vi.spyOn(proto, '_write').mockRejectedValueOnce(new Error('disk gone'));
+    await applyOne(sm, log, recordCmd('o1', ['w1']));
+    await expect(sm.flush()).rejects.toThrow('disk gone');
+    await sm.close();
+    vi.restoreAllMocks();
+    const reopened = await MetadataStateMachine.open(dir);
+    opened.push(reopened);
+    expect(reopened.appliedIndex()).toBe(0);
+    expect((await reopened.listNodes()).map((n) => n.nodeId)).toEqual([]);
+  });
+});
+
 describe('managers whose tables are written behind their answers', () => {
   it('see every answered command at once on the leader, and after ReadIndex on a follower', async () => {
     const root = await mkdtemp(join(tmpdir(), 'imgvault-behind-cluster-'));
@@ -222,6 +286,13 @@ describe('managers whose tables are written behind their answers', () => {
   }, 120_000);
 });
 
+const put = (index: number, key: string) => ({
+  term: 1,
+  index,
+  type: 'normal' as const,
+  data: JSON.stringify({ op: 'put', key, value: `v${index}`, requestId: `r${index}` }),
+});
+
 describe('the KV state machine (bench:raft, drills)', () => {
   it('answers from its map before the batch is written, and a clean stop keeps every answered put', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'imgvault-behind-kv-'));
@@ -232,12 +303,6 @@ describe('the KV state machine (bench:raft, drills)', () => {
     const gates: (() => void)[] = [];
     vi.spyOn(proto, '_batch').mockImplementation(function (this: unknown, ops, options) {
       return new Promise<void>((resolve) => gates.push(resolve)).then(() => write.call(this, ops, options));
-    });
-    const put = (index: number, key: string) => ({
-      term: 1,
-      index,
-      type: 'normal' as const,
-      data: JSON.stringify({ op: 'put', key, value: `v${index}`, requestId: `r${index}` }),
     });
     expect(await kv.apply([put(1, 'a')])).toEqual([
       { index: 1, requestId: 'r1', result: { key: 'a', index: 1 } },
@@ -255,6 +320,28 @@ describe('the KV state machine (bench:raft, drills)', () => {
     await kv.close();
     kv = await KvStateMachine.open(dir);
     expect([kv.get('a'), kv.get('b'), kv.appliedIndex()]).toEqual(['v1', 'v2', 2]);
+    await kv.close();
+  });
+
+  it('reports a failed batch at once, and leaves no clean-stop marker, so the map is rebuilt', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'imgvault-behind-kv-'));
+    folders.push(dir);
+    const { log, events } = eventLog();
+    let kv = await KvStateMachine.open(dir, log);
+    const failures: unknown[] = [];
+    kv.onWriteFailure((err) => failures.push(err));
+    await kv.apply([put(1, 'a')]);
+    await kv.flush();
+    vi.spyOn(arrayBatch(), '_batch').mockRejectedValueOnce(new Error('disk gone'));
+    await kv.apply([put(2, 'b')]);
+    await until('the failure reported', () => failures.length > 0);
+    expect(String(failures[0])).toContain('disk gone');
+    expect(events).toContain('kv.write_failed');
+    await expect(kv.flush()).rejects.toThrow('disk gone');
+    await kv.close();
+    vi.restoreAllMocks();
+    kv = await KvStateMachine.open(dir);
+    expect([kv.get('a'), kv.appliedIndex()]).toEqual([undefined, 0]);
     await kv.close();
   });
 });
