@@ -664,13 +664,16 @@ export class MetadataTables {
   }
 
   /**
-   * The applied index, once every write that completed before the call is durable. Only with
+   * The applied index at the call, once its batch (and every earlier one) is written and durable,
+   * though `writeBehind` may have started a later batch meanwhile. Only with
    * synced writes on (`syncWrites`), where each batch was fsynced on its own: one synced write
    * here would not make earlier unsynced batches durable (see META_SYNCED_WRITES).
    */
   async syncApplied(): Promise<number> {
-    await this.landed();
+    // Read before waiting: the batch in flight ends at exactly this index, and a batch started
+    // while this waits (writeBehind's waiter resumes first) is not written yet.
     const applied = this.applied;
+    await this.landed();
     await this.db.put(META_SYNCED, String(applied), { sync: true });
     return applied;
   }

@@ -11,6 +11,7 @@ import { Writable } from 'node:stream';
 import { ClassicLevel } from 'classic-level';
 import { type Logger, pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { CommandOf } from '../../src/metadata/commands.ts';
 import { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
@@ -25,15 +26,18 @@ import {
   stopSoleManager,
 } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
-import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd } from './metadataFixture.ts';
+import { applyOne, EntryLog, MetadataFixture, recordCmd, registerCmd, SHA_A } from './metadataFixture.ts';
 
 const fx = new MetadataFixture();
 const folders: string[] = [];
 const opened: MetadataStateMachine[] = [];
 const managers: InProcessManager<MetadataStateMachine>[] = [];
 const soles: SoleManager[] = [];
+/** Releases of held writes: a test that fails while holding one must not hang the cleanup. */
+const releases: (() => void)[] = [];
 
 afterEach(async () => {
+  for (const release of releases.splice(0)) release();
   vi.restoreAllMocks();
   await closeAll(managers.splice(0));
   for (const m of soles.splice(0)) await stopSoleManager(m);
@@ -80,18 +84,36 @@ async function holdWrites(): Promise<{ held: () => number; release: () => void }
     if (!holding) return write.call(this, options);
     return new Promise<void>((resolve) => gates.push(resolve)).then(() => write.call(this, options));
   });
-  return {
-    held: () => gates.length,
-    release: () => {
-      holding = false;
-      for (const open of gates.splice(0)) open();
-    },
+  const release = () => {
+    holding = false;
+    for (const open of gates.splice(0)) open();
   };
+  releases.push(release);
+  return { held: () => gates.length, release };
 }
 
 const turns = async (n: number): Promise<void> => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
+
+/**
+ * Whether `p` settles within a few turns of the event loop and then 300 ms: time for a synced
+ * LevelDB write that does not wait for the held batch to end, even on a loaded machine.
+ */
+async function settles(p: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  p.then(
+    () => {
+      settled = true;
+    },
+    () => {
+      settled = true;
+    },
+  );
+  await turns(5);
+  await new Promise((r) => setTimeout(r, 300));
+  return settled;
+}
 
 describe('apply answers before its batch is written', () => {
   it('every read called after apply returned sees the batch, point reads and scans alike', async () => {
@@ -127,6 +149,50 @@ describe('apply answers before its batch is written', () => {
     expect(buckets.map((b) => b.bucket)).toEqual(['photos']);
     expect(synced).toBe(log.lastIndex);
     expect(digest.appliedIndex).toBe(log.lastIndex);
+  });
+
+  it('a prefix seek waits for the batch: a bucket made only by a name in it exists', async () => {
+    const sm = await openMachine();
+    const log = new EntryLog();
+    await applyOne(sm, log, registerCmd('w1'));
+    await applyOne(sm, log, recordCmd('o1', ['w1']));
+    const gate = await holdWrites();
+    // No bucket row: only the seek over the names says the bucket exists.
+    const named: CommandOf<'putName'> = {
+      type: 'putName',
+      bucket: 'albums',
+      key: 'k1',
+      sha256: SHA_A,
+      objectId: 'o1',
+      mtime: 1,
+      at: 2,
+    };
+    expect(await applyOne(sm, log, named)).toMatchObject({ ok: true });
+    expect(gate.held()).toBe(1);
+    const exists = sm.bucketExists('albums');
+    expect(await settles(exists)).toBe(false);
+    gate.release();
+    expect(await exists).toBe(true);
+  });
+
+  it('syncApplied waits for the batch being written, and claims no batch started after its call', async () => {
+    const sm = await openMachine();
+    const log = new EntryLog();
+    await applyOne(sm, log, registerCmd('w1'));
+    const gate = await holdWrites();
+    await applyOne(sm, log, recordCmd('o1', ['w1']));
+    const written = log.lastIndex;
+    // The next apply waits for the held batch (writeBehind), its waiter registered first.
+    const next = sm.apply([log.command(recordCmd('o2', ['w1']))]);
+    await turns(5);
+    const synced = sm.syncApplied();
+    expect(await settles(synced)).toBe(false);
+    gate.release();
+    // The next batch starts as the held one lands, before syncApplied resumes: it is not covered.
+    expect(await synced).toBe(written);
+    await next;
+    await sm.flush();
+    expect(await sm.syncApplied()).toBe(log.lastIndex);
   });
 
   it('a delete answered before its write lands is gone for point reads', async () => {
