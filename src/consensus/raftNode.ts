@@ -393,6 +393,8 @@ export class RaftNode {
       node.snapshotDue = true;
     }
     node.ticker = node.clock.setInterval(() => node.onTickTimer(), node.opts.tickMs);
+    // A write the state machine finished behind its answers failed: stop as an apply that threw does.
+    opts.stateMachine.onWriteFailure?.((err) => node.fatal(err));
     node.scheduleReady();
     log.info(
       {
@@ -860,6 +862,8 @@ export class RaftNode {
       this.compactWithoutFile(applied);
       return;
     }
+    // The capture below must hold exactly `applied`: the last apply's write may still be running.
+    await this.sm.flush?.();
     this.buildingWantedFile = this.fileWanted;
     this.fileWanted = false;
     // The state is captured now, between two applies (StateMachine.snapshot), and serialised while

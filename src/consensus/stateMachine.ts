@@ -18,7 +18,11 @@ export interface AppliedResult {
  * covers, so after a restart the driver skips every entry at or below it and never applies one twice.
  */
 export interface StateMachine {
-  /** The last index whose effect is recorded (0 when empty). */
+  /**
+   * The last index applied (0 when empty): every read of the state called from now on sees its
+   * effect, though its write may still be running (see `flush`). After a restart, the last index
+   * whose effect was recorded.
+   */
   appliedIndex(): Index;
   /**
    * Apply committed entries, all above `appliedIndex()` and consecutive. Every entry advances the
@@ -34,6 +38,18 @@ export interface StateMachine {
    * promise settles. A large state is serialised off the Ready loop that way.
    */
   snapshot(): Promise<string>;
+  /**
+   * Waits until everything applied so far is written, for a state machine whose `apply` returns
+   * before its write ends (the metadata tables: MetadataStateMachine.apply). The driver calls it
+   * before `snapshot`, which must capture exactly `appliedIndex()` at the call.
+   */
+  flush?(): Promise<void>;
+  /**
+   * For such a state machine: `onFailure` is called once when a write that `apply` returned before
+   * fails (at once if one already did). The driver stops on it as if `apply` had thrown: a failed
+   * write would otherwise surface only at the next apply, which an idle leader may never get.
+   */
+  onWriteFailure?(onFailure: (err: unknown) => void): void;
   /** Replace the whole state with a snapshot's, taken at `index`. */
   restore(data: string, index: Index): Promise<void>;
   /**

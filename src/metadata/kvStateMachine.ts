@@ -5,6 +5,7 @@ import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
 import type { AppliedResult, StateMachine } from '../consensus/stateMachine.ts';
 import type { Entry, Index } from '../consensus/types.ts';
+import { createLogger, type Logger } from '../logging.ts';
 import { markCleanStop, takeCleanStopMarker } from './cleanStop.ts';
 
 export const KV_KEY_MAX = 256;
@@ -41,17 +42,24 @@ const VALUE_PREFIX = 'v:';
 export class KvStateMachine implements StateMachine {
   private readonly map = new Map<string, string>();
   private applied: Index = 0;
+  /** The last apply's batch while LevelDB writes it (see apply). */
+  private writing: Promise<void> | null = null;
+  /** Why a batch failed: every later apply throws it, and close marks no clean stop. */
+  private writeFailure: unknown = null;
+  /** StateMachine.onWriteFailure's listener: the Raft driver, which stops on it. */
+  private failureListener: ((err: unknown) => void) | null = null;
 
   private constructor(
     private readonly db: ClassicLevel<string, string>,
     private readonly dir: string,
+    private readonly log: Logger,
   ) {}
 
   /** After an unclean stop the map may be torn (cleanStop.ts): it is emptied and rebuilt from the Raft log. */
-  static async open(dir: string): Promise<KvStateMachine> {
+  static async open(dir: string, log: Logger = createLogger('kv')): Promise<KvStateMachine> {
     const db = new ClassicLevel<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
     await db.open();
-    const sm = new KvStateMachine(db, dir);
+    const sm = new KvStateMachine(db, dir, log);
     for await (const [key, value] of db.iterator()) {
       if (key === APPLIED_KEY) sm.applied = Number(value);
       else if (key.startsWith(VALUE_PREFIX)) sm.map.set(key.slice(VALUE_PREFIX.length), value);
@@ -73,8 +81,15 @@ export class KvStateMachine implements StateMachine {
     return this.map.size;
   }
 
+  /**
+   * Returns once the batch is started, not written: reads are served from the map, which already
+   * holds it, and the batch exists only so a clean restart need not replay the log (etcd answers
+   * once bbolt is changed in memory, its backend commits in the background). One batch at a time,
+   * in order: this waits for the previous one first.
+   */
   async apply(entries: Entry[]): Promise<AppliedResult[]> {
     if (entries.length === 0) return [];
+    await this.flush();
     const ops: { type: 'put'; key: string; value: string }[] = [];
     const results: AppliedResult[] = [];
     let expected = this.applied + 1;
@@ -100,9 +115,37 @@ export class KvStateMachine implements StateMachine {
     }
     const last = entries[entries.length - 1]!.index;
     ops.push({ type: 'put', key: APPLIED_KEY, value: String(last) });
-    await this.db.batch(ops);
+    const writing = this.db.batch(ops).then(
+      () => {},
+      (err: unknown) => this.writeFailed(err ?? new Error('kv: a batch write failed')),
+    );
+    this.writing = writing;
+    void writing.finally(() => {
+      if (this.writing === writing) this.writing = null;
+    });
     this.applied = last;
     return results;
+  }
+
+  /** StateMachine.flush: the last apply's batch is written; throws if a batch failed. */
+  async flush(): Promise<void> {
+    if (this.writing !== null) await this.writing;
+    if (this.writeFailure !== null) throw this.writeFailure;
+  }
+
+  /** StateMachine.onWriteFailure: a batch `apply` returned before failed. */
+  onWriteFailure(onFailure: (err: unknown) => void): void {
+    this.failureListener = onFailure;
+    if (this.writeFailure !== null) onFailure(this.writeFailure);
+  }
+
+  private writeFailed(err: unknown): void {
+    this.writeFailure = err;
+    this.log.error(
+      { event: 'kv.write_failed', err, applied: this.applied },
+      'a kv batch failed after its entries were answered: the Raft driver stops',
+    );
+    this.failureListener?.(err);
   }
 
   async snapshot(): Promise<string> {
@@ -112,6 +155,7 @@ export class KvStateMachine implements StateMachine {
   async restore(data: string, index: Index): Promise<void> {
     // '' is the empty state of a founding member's bootstrap snapshot.
     const parsed = data === '' ? { applied: 0, kv: {} } : snapshotSchema.parse(JSON.parse(data));
+    await this.flush();
     // One batch deletes the old state and writes the new, so a crash never leaves a mixture.
     const ops: ({ type: 'del'; key: string } | { type: 'put'; key: string; value: string })[] = [];
     for (const key of this.map.keys()) ops.push({ type: 'del', key: VALUE_PREFIX + key });
@@ -125,8 +169,10 @@ export class KvStateMachine implements StateMachine {
   }
 
   async close(): Promise<void> {
+    if (this.writing !== null) await this.writing;
     await this.db.close();
-    await markCleanStop(this.dir);
+    // A failed batch may have left a torn record behind: the map is rebuilt at the next open.
+    if (this.writeFailure === null) await markCleanStop(this.dir);
   }
 }
 

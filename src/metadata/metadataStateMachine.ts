@@ -124,6 +124,8 @@ export class MetadataStateMachine implements StateMachine {
   /** Bumped by every change to the node table: a read that overlapped one is not cached. */
   private nodesVersion = 0;
   private syncedWrites = false;
+  /** StateMachine.onWriteFailure's listener: the Raft driver, which stops on it. */
+  private failureListener: ((err: unknown) => void) | null = null;
 
   private constructor(
     private readonly tables: MetadataTables,
@@ -145,6 +147,7 @@ export class MetadataStateMachine implements StateMachine {
   ): Promise<MetadataStateMachine> {
     const tables = await MetadataTables.open(dir);
     const sm = new MetadataStateMachine(tables, log, dir);
+    tables.onWriteFailure((err) => sm.writeFailed(err));
     const clean = await takeCleanStopMarker(dir);
     const applied = tables.appliedIndex();
     // Tables whose every batch was fsynced (tables.ts, META_SYNCED_WRITES) cannot be torn.
@@ -168,8 +171,29 @@ export class MetadataStateMachine implements StateMachine {
     return sm;
   }
 
+  /** Every read of the tables called from now on sees at least this index's state (`apply`). */
   appliedIndex(): Index {
     return this.tables.appliedIndex();
+  }
+
+  /** StateMachine.flush: the last apply's batch is written. */
+  flush(): Promise<void> {
+    return this.tables.landed();
+  }
+
+  /** StateMachine.onWriteFailure: a batch `apply` returned before failed. */
+  onWriteFailure(onFailure: (err: unknown) => void): void {
+    this.failureListener = onFailure;
+    const failed = this.tables.failedWrite();
+    if (failed !== null) onFailure(failed);
+  }
+
+  private writeFailed(err: unknown): void {
+    this.log.error(
+      { event: 'metadata.write_failed', err, applied: this.tables.appliedIndex() },
+      'a table batch failed after its entries were answered: every later read fails, and the Raft driver stops',
+    );
+    this.failureListener?.(err);
   }
 
   /**
@@ -187,6 +211,11 @@ export class MetadataStateMachine implements StateMachine {
    * per entry cost one each (see MetadataTables.write for why the batch is otherwise not fsynced).
    * Past MAX_PENDING_OPS rows a batch is written early, bounding its memory. Entries without a
    * command (the leader's empty entry, conf changes) change no table, but their index is recorded.
+   *
+   * Returns once the last batch is started, not written (MetadataTables.writeBehind): the results
+   * go to the clients while the (synced) write runs, and the next apply is planned meanwhile. No
+   * read called after the return sees the tables without the batch: point reads answer its rows
+   * from memory, scans wait for the write. So an answered command is visible to every later read.
    */
   async apply(entries: Entry[]): Promise<AppliedResult[]> {
     const results: AppliedResult[] = [];
@@ -224,8 +253,9 @@ export class MetadataStateMachine implements StateMachine {
       }
       results.push({ index: entry.index, requestId, result });
     }
-    if (applied > this.tables.appliedIndex()) await this.tables.write(pending.ops, applied);
-    // After the write: a node table read that overlapped it is not cached (listNodes).
+    if (applied > this.tables.appliedIndex()) await this.tables.writeBehind(pending, applied);
+    // Once the batch is started: a node table read called before is not cached (listNodes), and
+    // one called after waits for the write (MetadataTables.view).
     if (nodesChanged) this.forgetNodes();
     return results;
   }
@@ -260,7 +290,8 @@ export class MetadataStateMachine implements StateMachine {
 
   async close(): Promise<void> {
     await this.tables.close();
-    if (this.dir !== null) await markCleanStop(this.dir);
+    // A failed batch may have left a torn record behind: the tables are rebuilt at the next open.
+    if (this.dir !== null && this.tables.failedWrite() === null) await markCleanStop(this.dir);
   }
 
   // ---- Queries: local reads, not replicated ------------------------------------------------

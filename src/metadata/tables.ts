@@ -506,6 +506,11 @@ export class PendingWrites {
 
   constructor(private readonly tables: MetadataTables) {}
 
+  /** The last value planned for each row (by rowId), what `MetadataTables.writeBehind` serves reads from. */
+  get plannedRows(): ReadonlyMap<string, string | null> {
+    return this.rows;
+  }
+
   /** LevelDB applies a batch in order, so a row planned twice ends at its last value, as here. */
   add(ops: readonly TableOp[]): void {
     for (const op of ops) {
@@ -580,6 +585,16 @@ async function* streamView(opened: Promise<TablesView>, chunkBytes: number): Asy
 export class MetadataTables {
   /** Whether `write` fsyncs each batch (see META_SYNCED_WRITES). */
   private synced = false;
+  /**
+   * The batch `writeBehind` started, until its write ends: its rows (by rowId, null for a delete),
+   * which point reads answer from meanwhile, and the end of its write, which every other read and
+   * write waits for. At most one at a time.
+   */
+  private landing: { rows: ReadonlyMap<string, string | null>; done: Promise<void> } | null = null;
+  /** Why a batch written behind failed: every later read and write throws it. */
+  private writeFailure: unknown = null;
+  /** Told when a batch written behind fails (onWriteFailure). */
+  private failureListener: ((err: unknown) => void) | null = null;
 
   private constructor(
     private readonly db: Db,
@@ -607,8 +622,29 @@ export class MetadataTables {
     return new MetadataTables(db, generation, applied, options.restoreBatchBytes ?? RESTORE_BATCH_BYTES);
   }
 
+  /**
+   * The index of the last batch written or being written (writeBehind): every read called from
+   * now on sees at least its rows.
+   */
   appliedIndex(): number {
     return this.applied;
+  }
+
+  /** Waits until the batch `writeBehind` started, if any, is written; throws if that write failed. */
+  async landed(): Promise<void> {
+    if (this.landing !== null) await this.landing.done;
+    if (this.writeFailure !== null) throw this.writeFailure;
+  }
+
+  /** Calls `listener` once when a batch written behind fails, at once if one already did. */
+  onWriteFailure(listener: (err: unknown) => void): void {
+    this.failureListener = listener;
+    if (this.writeFailure !== null) listener(this.writeFailure);
+  }
+
+  /** Why a batch written behind failed, or null: after one the tables may be torn (no clean stop). */
+  failedWrite(): unknown {
+    return this.writeFailure;
   }
 
   /** Whether the tables were written with `syncWrites(true)` since that was last turned off. */
@@ -628,12 +664,16 @@ export class MetadataTables {
   }
 
   /**
-   * The applied index, once every write that completed before the call is durable. Only with
+   * The applied index at the call, once its batch (and every earlier one) is written and durable,
+   * though `writeBehind` may have started a later batch meanwhile. Only with
    * synced writes on (`syncWrites`), where each batch was fsynced on its own: one synced write
    * here would not make earlier unsynced batches durable (see META_SYNCED_WRITES).
    */
   async syncApplied(): Promise<number> {
+    // Read before waiting: the batch in flight ends at exactly this index, and a batch started
+    // while this waits (writeBehind's waiter resumes first) is not written yet.
     const applied = this.applied;
+    await this.landed();
     await this.db.put(META_SYNCED, String(applied), { sync: true });
     return applied;
   }
@@ -643,8 +683,10 @@ export class MetadataTables {
    * rows: a restore's flip can land between taking the snapshot and this object noticing it.
    */
   async view(): Promise<TablesView> {
-    // Synchronous up to its return: the view is taken at the call, before the caller's next await
-    // (which `snapshot` relies on).
+    // After the batch written behind, if any: a scan cannot be overlaid with its rows.
+    if (this.landing !== null || this.writeFailure !== null) await this.landed();
+    // Synchronous up to its return when no batch is being written: the view is taken at the call,
+    // before the caller's next await (which `snapshot` relies on).
     const snap = this.db.snapshot();
     try {
       const generation = Number(this.db.getSync(META_GENERATION, { snapshot: snap }) ?? '0');
@@ -655,14 +697,26 @@ export class MetadataTables {
     }
   }
 
-  /** Point read of the live state (no snapshot needed for one key). */
+  /**
+   * Point read of the live state (no snapshot needed for one key). A row of the batch being
+   * written behind is answered from that batch: LevelDB holds either the state before it or the
+   * one after, and the rows it does not touch are the same in both.
+   */
   async get(table: Table, key: string): Promise<string | undefined> {
+    if (this.writeFailure !== null) throw this.writeFailure;
+    const landing = this.landing?.rows.get(rowId(table, key));
+    if (landing !== undefined) return landing ?? undefined;
     return this.db.getSync(tablePrefix(this.generation, table) + key);
   }
 
   async getMany(table: Table, keys: string[]): Promise<(string | undefined)[]> {
+    if (this.writeFailure !== null) throw this.writeFailure;
     const prefix = tablePrefix(this.generation, table);
-    return keys.map((k) => this.db.getSync(prefix + k));
+    const rows = this.landing?.rows;
+    return keys.map((k) => {
+      const landing = rows?.get(rowId(table, k));
+      return landing !== undefined ? (landing ?? undefined) : this.db.getSync(prefix + k);
+    });
   }
 
   /** Whether any live row of `table` has a key starting with `prefix` (ASCII-ended): one seek. */
@@ -672,6 +726,7 @@ export class MetadataTables {
 
   /** The first `limit` keys (relative to the table) of live rows starting with `prefix` (ASCII-ended). */
   async keysWithPrefix(table: Table, prefix: string, limit: number): Promise<string[]> {
+    await this.landed();
     const base = tablePrefix(this.generation, table);
     const from = base + prefix;
     const keys = await this.db.keys({ gte: from, lt: prefixEnd(from), limit }).all();
@@ -694,6 +749,41 @@ export class MetadataTables {
    * its only copy of the compacted state, and must never be torn.
    */
   async write(ops: TableOp[], appliedIndex: number): Promise<void> {
+    await this.landed();
+    await this.startBatch(ops, appliedIndex);
+    this.applied = appliedIndex;
+  }
+
+  /**
+   * `write`, returning once the batch is started rather than written (after the previous one is
+   * written: one at a time, in order). `appliedIndex()` moves at once; until the write ends, point
+   * reads answer the batch's rows from `pending` and every other read waits (`landed`), so no read
+   * called after this returned sees the tables without the batch. What the caller answers from it
+   * may go out before the batch is on disk: the Raft log holds the entries, and syncApplied, which
+   * waits, bounds what the log may drop. If the write fails, every later read and write throws,
+   * and the `onWriteFailure` listener is told at once.
+   */
+  async writeBehind(pending: PendingWrites, appliedIndex: number): Promise<void> {
+    await this.landed();
+    const written = this.startBatch(pending.ops, appliedIndex);
+    this.applied = appliedIndex;
+    const landing = {
+      rows: pending.plannedRows,
+      done: written.then(
+        () => {},
+        (err: unknown) => {
+          this.writeFailure = err ?? new Error('metadata tables: a batch write failed');
+          this.failureListener?.(this.writeFailure);
+        },
+      ),
+    };
+    this.landing = landing;
+    void landing.done.finally(() => {
+      if (this.landing === landing) this.landing = null;
+    });
+  }
+
+  private startBatch(ops: readonly TableOp[], appliedIndex: number): Promise<void> {
     if (appliedIndex <= this.applied) {
       throw new Error(`metadata tables: applied index must grow (${this.applied} -> ${appliedIndex})`);
     }
@@ -704,8 +794,7 @@ export class MetadataTables {
       else batch.del(key);
     }
     batch.put(META_APPLIED, String(appliedIndex));
-    await batch.write(this.synced ? { sync: true } : {});
-    this.applied = appliedIndex;
+    return batch.write(this.synced ? { sync: true } : {});
   }
 
   /**
@@ -777,6 +866,7 @@ export class MetadataTables {
    * match its digest: installing a corrupt state would be worse than stopping.
    */
   async restore(data: string, index: number): Promise<void> {
+    await this.landed();
     // '' is the state of a cluster's bootstrap snapshot (src/consensus/raftNode.ts): no rows.
     const snap = data === '' ? emptySnapshot(index) : snapshotSchema.parse(JSON.parse(data));
     if (snap.appliedIndex !== index) {
@@ -800,6 +890,7 @@ export class MetadataTables {
    * a stream that fails, ends early or lies leaves the live tables as they were.
    */
   async restoreChunks(chunks: AsyncIterable<Uint8Array>, index: number): Promise<void> {
+    await this.landed();
     // The lines of a chunk at a time: an await per row cost more than the row's own work.
     const batches = splitLineBatches(chunks, MAX_STREAM_LINE_BYTES);
     const next = await this.beginGeneration();
@@ -877,6 +968,7 @@ export class MetadataTables {
   }
 
   async close(): Promise<void> {
+    if (this.landing !== null) await this.landing.done;
     await this.db.close();
   }
 }
