@@ -49,7 +49,10 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   const snapshotFolder = await SnapshotFolder.open(join(config.dataDir, 'snapshots'));
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics });
-  const kv = config.mode === 'kv' ? await KvStateMachine.open(join(config.dataDir, 'kv')) : null;
+  const kv =
+    config.mode === 'kv'
+      ? await KvStateMachine.open(join(config.dataDir, 'kv'), createLogger('kv', { nodeId: config.id }))
+      : null;
   const images = config.mode === 'images' ? await openImagesMode(config, log, metrics) : null;
   const stateMachine = kv ?? images?.metadata;
   if (!stateMachine) throw new Error(`unknown manager mode ${config.mode}`);
