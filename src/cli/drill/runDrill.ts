@@ -60,7 +60,9 @@ async function strike(cluster: DrillCluster, ledger: DrillLedger, opts: DrillOpt
   const load = new LoadGenerator(ledger, {
     clients: opts.clients,
     pauseMs: opts.clientPauseMs,
-    requestTimeoutMs: 2_000,
+    // Above a follower's default --leader-wait-ms (2.5 s): a request held through an election is
+    // answered, not abandoned by the drill.
+    requestTimeoutMs: 5_000,
     targets: () => cluster.runningUrls(),
   });
   const watch = new LeaderWatch(
