@@ -253,6 +253,7 @@ function emptySnapshot(index: number): SnapshotContent {
 }
 
 type Db = ClassicLevel<string, string>;
+type BatchOp = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
 
 /**
  * LevelDB reads its table files through mmap and unmaps one only when it leaves the table cache,
@@ -755,14 +756,15 @@ export class MetadataTables {
     if (appliedIndex <= this.applied) {
       throw new Error(`metadata tables: applied index must grow (${this.applied} -> ${appliedIndex})`);
     }
-    const batch = this.db.batch();
-    for (const op of ops) {
+    // An array, not a chained batch: classic-level frees a chained batch's native copy of the rows
+    // only when V8 collects its object, promoted by then, so under load the batches of every apply
+    // piled up outside the heap until a full collection; an array batch is freed once written.
+    const batch: BatchOp[] = ops.map((op) => {
       const key = tablePrefix(this.generation, op.table) + op.key;
-      if (op.type === 'put') batch.put(key, op.value);
-      else batch.del(key);
-    }
-    batch.put(META_APPLIED, String(appliedIndex));
-    await batch.write(this.synced ? { sync: true } : {});
+      return op.type === 'put' ? { type: 'put', key, value: op.value } : { type: 'del', key };
+    });
+    batch.push({ type: 'put', key: META_APPLIED, value: String(appliedIndex) });
+    await this.db.batch(batch, this.synced ? { sync: true } : {});
     this.applied = appliedIndex;
   }
 
