@@ -31,6 +31,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
+import { WrittenBatches } from './batchMemory.ts';
 import type { NameRecord, NodeRecord, ObjectRecord, S3KeyRecord } from './commands.ts';
 import { headerLine, parseHeader, parseLine, splitLineBatches, trailerLine } from './snapshotStream.ts';
 
@@ -100,6 +101,12 @@ const RESTORE_BATCH_OPS = 1000;
  * (30 million) took longer than everything else the install did.
  */
 const RESTORE_BATCH_BYTES = 4 * 1024 * 1024;
+/**
+ * Bytes of rows a restore writes between two full garbage collections, which release the written
+ * batches' native copies (batchMemory.ts): each costs tens of milliseconds, about a hundred of them
+ * at ten million images.
+ */
+const RESTORE_RELEASE_BYTES = 32 * 1024 * 1024;
 
 export type TableOp =
   | { type: 'put'; table: Table; key: string; value: string }
@@ -383,7 +390,8 @@ const TABLE_ORDER = new Map<string, number>(TABLES.map((t, i) => [t, i]));
  * Rows are added synchronously (`add`); `flush` hands a full batch to LevelDB and returns at once
  * unless the previous batch is still being written, so parsing the next rows overlaps the write
  * (and, with synced writes, its fsync) of the last ones. Batches are written one after another,
- * in order: all of them are durable before `finish` returns, hence before the flip.
+ * in order: all of them are durable before `finish` returns, hence before the flip. A written
+ * batch's native copy of its rows is released by a full collection every RESTORE_RELEASE_BYTES.
  */
 class GenerationWriter {
   rows = 0;
@@ -391,6 +399,9 @@ class GenerationWriter {
   private batch: ReturnType<Db['batch']>;
   private batchBytes = 0;
   private writing: Promise<void> | null = null;
+  /** Bytes of the batch `writing` writes. */
+  private writingBytes = 0;
+  private readonly written = new WrittenBatches(RESTORE_RELEASE_BYTES);
   private tableIndex = -1;
   private previous: Buffer | null = null;
 
@@ -445,6 +456,7 @@ class GenerationWriter {
   async flush(): Promise<void> {
     if (this.batch.length === 0) return;
     const batch = this.batch;
+    const bytes = this.batchBytes;
     this.batch = this.db.batch();
     this.batchBytes = 0;
     try {
@@ -454,6 +466,9 @@ class GenerationWriter {
       await batch.close().catch(() => {});
       throw err;
     }
+    // The batch awaited is written, and nothing refers to it any more.
+    this.written.written(this.writingBytes);
+    this.writingBytes = bytes;
     const write = batch.write({ sync: this.sync });
     // Awaited by the next flush or by finish; until then a failure must not go unhandled.
     write.catch(() => {});
