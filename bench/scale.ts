@@ -33,7 +33,9 @@
  *     sends the snapshot (and its RSS split after the join), and of the new manager. A join that does not finish within the phase
  *     timeout is reported as such, not waited for. Both peaks are printed against the 512 MiB
  *     target, with each one's highest anonymous and file RSS (sampled every second) and its JS
- *     heap after a full GC (bench/heapProbe.mjs, loaded into every child). Its snapshot phases are
+ *     heap after a full GC (bench/heapProbe.mjs, loaded into every child), and what that memory held
+ *     by part (V8's heap committed per space, external memory, the anonymous rest: malloc) before,
+ *     at the highest sample of and after the join, from the managers' /metrics. Its snapshot phases are
  *     printed from the managers' logs (file wanted, build, transfer, install: time from the join's
  *     start, index, bytes, ms), so a slow join shows where its time went and whether a second file
  *     was wanted.
