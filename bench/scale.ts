@@ -33,7 +33,9 @@
  *     sends the snapshot (and its RSS split after the join), and of the new manager. A join that does not finish within the phase
  *     timeout is reported as such, not waited for. Both peaks are printed against the 512 MiB
  *     target, with each one's highest anonymous and file RSS (sampled every second) and its JS
- *     heap after a full GC (bench/heapProbe.mjs, loaded into every child). Its snapshot phases are
+ *     heap after a full GC (bench/heapProbe.mjs, loaded into every child), and what that memory held
+ *     by part (V8's heap committed per space, external memory, the anonymous rest: malloc) before,
+ *     at the highest sample of and after the join, from the managers' /metrics. Its snapshot phases are
  *     printed from the managers' logs (file wanted, build, transfer, install: time from the join's
  *     start, index, bytes, ms), so a slow join shows where its time went and whether a second file
  *     was wanted.
@@ -370,17 +372,63 @@ async function rssSplit(pid: number | undefined): Promise<RssSplit> {
 /** The issue's target for the sender's and the receiver's peak RSS during a join at 10M images. */
 const JOIN_RSS_TARGET_MiB = 512;
 
+/**
+ * What a manager's anonymous memory holds by its own count (prom-client's default metrics on its
+ * /metrics, MiB): V8's heap committed and used, per space, and the external memory (Buffers).
+ * The anonymous RSS beyond heap and external is malloc: LevelDB's caches, memtables, arenas.
+ */
+interface HeapBreakdown {
+  committed: number;
+  used: number;
+  external: number;
+  /** Committed per V8 space (old, new, large_object, code...), the empty ones left out. */
+  spaces: Record<string, number>;
+}
+
+async function heapBreakdown(url: string): Promise<HeapBreakdown | null> {
+  const text = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })
+    .then((r) => (r.ok ? r.text() : ''))
+    .catch(() => '');
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]) / 2 ** 20;
+  if (text === '') return null;
+  const spaces: Record<string, number> = {};
+  for (const m of text.matchAll(/^nodejs_heap_space_size_total_bytes\{space="(\w+)"\} (\S+)$/gm)) {
+    const mib = Number(m[2]) / 2 ** 20;
+    if (mib >= 0.5) spaces[m[1]!] = mib;
+  }
+  return {
+    committed: value('nodejs_heap_size_total_bytes'),
+    used: value('nodejs_heap_size_used_bytes'),
+    external: value('nodejs_external_memory_bytes'),
+    spaces,
+  };
+}
+
+/** "anon A / file F MiB: heap C committed (U used; old .., new ..), external E, malloc and the rest R". */
+function describeMemory(split: RssSplit, heap: HeapBreakdown | null): string {
+  const head = `anon ${split.anonMiB.toFixed(0)} / file ${split.fileMiB.toFixed(0)} MiB`;
+  if (heap === null) return `${head} (no /metrics)`;
+  const spaces = Object.entries(heap.spaces)
+    .map(([space, mib]) => `${space} ${mib.toFixed(0)}`)
+    .join(', ');
+  const rest = split.anonMiB - heap.committed - heap.external;
+  return `${head}: V8 heap ${heap.committed.toFixed(0)} committed (${heap.used.toFixed(0)} used; ${spaces}), external ${heap.external.toFixed(0)}, anon beyond both (malloc) ${rest.toFixed(0)}`;
+}
+
 /** A process's memory during the join: the highest anonymous and file RSS seen, and its heap after. */
 interface JoinMemory {
   peakAnonMiB: number;
   peakFileMiB: number;
   heapAfterGcMiB: number;
+  /** At the 1 s sample of the highest RSS (anon + file): describeMemory, when the pid has a URL. */
+  atPeak: string;
 }
 
 const NO_JOIN_MEMORY: JoinMemory = {
   peakAnonMiB: Number.NaN,
   peakFileMiB: Number.NaN,
   heapAfterGcMiB: Number.NaN,
+  atPeak: '-',
 };
 
 /**
@@ -389,10 +437,14 @@ const NO_JOIN_MEMORY: JoinMemory = {
  */
 class RssSampler {
   private readonly peaks = new Map<number, RssSplit>();
+  /** Per pid given a URL: the highest anon + file sample and what its heap held then. */
+  private readonly atPeak = new Map<number, { url: string; total: number; text: string }>();
   private readonly timer = setInterval(() => void this.sample(), 1_000);
 
-  watch(pid: number | undefined): void {
+  /** `url`: the manager's, whose /metrics says what its heap held at its highest sample. */
+  watch(pid: number | undefined, url?: string): void {
     if (pid !== undefined && !this.peaks.has(pid)) this.peaks.set(pid, { anonMiB: 0, fileMiB: 0 });
+    if (pid !== undefined && url !== undefined) this.atPeak.set(pid, { url, total: 0, text: '-' });
   }
 
   private async sample(): Promise<void> {
@@ -400,6 +452,11 @@ class RssSampler {
       const now = await rssSplit(pid);
       peak.anonMiB = Math.max(peak.anonMiB, now.anonMiB);
       peak.fileMiB = Math.max(peak.fileMiB, now.fileMiB);
+      const best = this.atPeak.get(pid);
+      if (best !== undefined && now.anonMiB + now.fileMiB > best.total) {
+        best.total = now.anonMiB + now.fileMiB;
+        best.text = describeMemory(now, await heapBreakdown(best.url));
+      }
     }
   }
 
@@ -411,6 +468,7 @@ class RssSampler {
       peakAnonMiB: peak.anonMiB,
       peakFileMiB: peak.fileMiB,
       heapAfterGcMiB: await heapAfterGcMiB(pid),
+      atPeak: this.atPeak.get(pid)?.text ?? '-',
     };
   }
 
@@ -519,6 +577,8 @@ interface JoinOutcome {
   result: string;
   /** The snapshot events of the join (joinPhases). */
   phases: string[];
+  /** The sender's memory by part before, at the peak of and after the join; the receiver's at its peak. */
+  memory: string[];
   senderPeakMiB: number;
   receiverPeakMiB: number;
   senderAfterJoin: RssSplit;
@@ -534,9 +594,10 @@ async function joinManager(
   timeoutMs: number,
 ): Promise<JoinOutcome> {
   const leader = await cluster.leader();
+  const before = describeMemory(await rssSplit(leader.child?.pid), await heapBreakdown(leader.url));
   await peakRssMiB(leader.child?.pid, true);
   const rss = new RssSampler();
-  rss.watch(leader.child?.pid);
+  rss.watch(leader.child?.pid, leader.url);
   const port = await freePort();
   const url = managerUrl(port);
   const m4 = spawnManager({
@@ -550,7 +611,7 @@ async function joinManager(
     // Info: its install events are the join's last phases (joinPhases).
     env: { IMGVAULT_LOG_LEVEL: 'info' },
   });
-  rss.watch(m4.pid);
+  rss.watch(m4.pid, url);
   const started = performance.now();
   const startedAt = Date.now();
   let result: string;
@@ -578,14 +639,23 @@ async function joinManager(
         ? `${secs} s`
         : `FAILED: not caught up within ${timeoutMs / 60_000} min (voter ${voter}, applied ${applied} of ${target})`;
     const ids = [...cluster.managers.map((m) => m.id), 'm4'];
+    const after = describeMemory(await rssSplit(leader.child?.pid), await heapBreakdown(leader.url));
+    const sender = await rss.memory(leader.child?.pid);
+    const receiver = await rss.memory(m4.pid);
     return {
       result,
       phases: await joinPhases(cluster.root, ids, startedAt),
+      memory: [
+        `sender before the join:  ${before}`,
+        `sender at its peak:      ${sender.atPeak}`,
+        `sender after the join:   ${after}`,
+        `receiver at its peak:    ${receiver.atPeak}`,
+      ],
       senderPeakMiB: await peakRssMiB(leader.child?.pid),
       receiverPeakMiB: await peakRssMiB(m4.pid),
       senderAfterJoin: await rssSplit(leader.child?.pid),
-      sender: await rss.memory(leader.child?.pid),
-      receiver: await rss.memory(m4.pid),
+      sender,
+      receiver,
     };
   } finally {
     rss.stop();
@@ -761,6 +831,8 @@ async function runOne(n: number, opts: Options): Promise<Row> {
     progress(`N=${n}: join ${joined.result}`);
     console.log(`N=${n}: join phases (time from the join's start, manager, event):`);
     for (const line of joined.phases) console.log(`  ${line}`);
+    console.log(`N=${n}: join memory (MiB; 1 s samples, V8 and external from /metrics):`);
+    for (const line of joined.memory) console.log(`  ${line}`);
     return {
       ...load,
       listP50: percentile(list, 50),

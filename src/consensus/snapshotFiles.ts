@@ -133,7 +133,8 @@ export class SnapshotFolder {
 
   /**
    * Writes `chunks` (an own snapshot at `index`, `term`) to a temp file, hashing on the way, fsyncs
-   * it, renames it to its final name and fsyncs the folder. Memory: one chunk at a time.
+   * it, renames it to its final name and fsyncs the folder. Memory: one chunk at a time. Done with
+   * each chunk before it asks for the next: a source may hand out one buffer written over.
    */
   async write(index: Index, term: Term, chunks: AsyncIterable<Uint8Array>): Promise<SnapshotFileRef> {
     const tmp = join(

@@ -123,7 +123,8 @@ export function captureSnapshot(
     const state = sm.snapshot();
     return async () => ({ data: wrapSnapshot(members, await state), file: null });
   }
-  const chunks = sm.snapshotChunks?.() ?? chunksOf(sm.snapshot());
+  // SnapshotFolder.write is done with a chunk (hashed and written) before it asks for the next.
+  const chunks = sm.snapshotChunks?.({ transient: true }) ?? chunksOf(sm.snapshot());
   return async () => {
     const file = await folder.write(at.index, at.term, chunks);
     return { data: describeSnapshot(members, file), file };

@@ -56,9 +56,10 @@ export interface StateMachine {
    * The streamed form of `snapshot`, for a state too large for one string: the state is captured
    * before the call returns, as there, and handed out as chunks of bounded size; the caller
    * iterates it to its end (which releases what the capture holds). Without it, the driver wraps
-   * `snapshot` (src/consensus/snapshots.ts).
+   * `snapshot` (src/consensus/snapshots.ts). `transient`: the caller is done with each chunk before
+   * it asks for the next, so the same buffer may be handed out each time, written over.
    */
-  snapshotChunks?(): AsyncIterable<Uint8Array>;
+  snapshotChunks?(opts?: { transient?: boolean }): AsyncIterable<Uint8Array>;
   /**
    * The streamed form of `restore`: consumes `chunks` (what `snapshotChunks` wrote) and makes the new
    * state live only after the whole stream was read and checked. When `chunks` throws (a digest

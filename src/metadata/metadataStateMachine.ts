@@ -270,8 +270,8 @@ export class MetadataStateMachine implements StateMachine {
     this.log.info({ event: 'metadata.snapshot_restored', index }, 'metadata tables restored from snapshot');
   }
 
-  snapshotChunks(): AsyncIterable<Uint8Array> {
-    return this.tables.snapshotChunks();
+  snapshotChunks(opts: { transient?: boolean } = {}): AsyncIterable<Uint8Array> {
+    return this.tables.snapshotChunks(undefined, opts);
   }
 
   async restoreChunks(chunks: AsyncIterable<Uint8Array>, index: Index): Promise<void> {

@@ -31,6 +31,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
+import { WrittenBatches } from './batchMemory.ts';
 import type { NameRecord, NodeRecord, ObjectRecord, S3KeyRecord } from './commands.ts';
 import { headerLine, parseHeader, parseLine, splitLineBatches, trailerLine } from './snapshotStream.ts';
 
@@ -100,6 +101,12 @@ const RESTORE_BATCH_OPS = 1000;
  * (30 million) took longer than everything else the install did.
  */
 const RESTORE_BATCH_BYTES = 4 * 1024 * 1024;
+/**
+ * Bytes of rows a restore writes between two full garbage collections, which release the written
+ * batches' native copies (batchMemory.ts): each costs tens of milliseconds, about a hundred of them
+ * at ten million images.
+ */
+const RESTORE_RELEASE_BYTES = 32 * 1024 * 1024;
 
 export type TableOp =
   | { type: 'put'; table: Table; key: string; value: string }
@@ -382,7 +389,8 @@ const TABLE_ORDER = new Map<string, number>(TABLES.map((t, i) => [t, i]));
  * Rows are added synchronously (`add`); `flush` hands a full batch to LevelDB and returns at once
  * unless the previous batch is still being written, so parsing the next rows overlaps the write
  * (and, with synced writes, its fsync) of the last ones. Batches are written one after another,
- * in order: all of them are durable before `finish` returns, hence before the flip.
+ * in order: all of them are durable before `finish` returns, hence before the flip. A written
+ * batch's native copy of its rows is released by a full collection every RESTORE_RELEASE_BYTES.
  */
 class GenerationWriter {
   rows = 0;
@@ -390,6 +398,9 @@ class GenerationWriter {
   private batch: ReturnType<Db['batch']>;
   private batchBytes = 0;
   private writing: Promise<void> | null = null;
+  /** Bytes of the batch `writing` writes. */
+  private writingBytes = 0;
+  private readonly written = new WrittenBatches(RESTORE_RELEASE_BYTES);
   private tableIndex = -1;
   private previous: Buffer | null = null;
 
@@ -444,6 +455,7 @@ class GenerationWriter {
   async flush(): Promise<void> {
     if (this.batch.length === 0) return;
     const batch = this.batch;
+    const bytes = this.batchBytes;
     this.batch = this.db.batch();
     this.batchBytes = 0;
     try {
@@ -453,6 +465,9 @@ class GenerationWriter {
       await batch.close().catch(() => {});
       throw err;
     }
+    // The batch awaited is written, and nothing refers to it any more.
+    this.written.written(this.writingBytes);
+    this.writingBytes = bytes;
     const write = batch.write({ sync: this.sync });
     // Awaited by the next flush or by finish; until then a failure must not go unhandled.
     write.catch(() => {});
@@ -547,32 +562,90 @@ export class PendingWrites {
   }
 }
 
+/**
+ * Row lines written straight into one buffer, reused for the whole stream. A chunk gathered as
+ * strings, or in a buffer of its own, lived across the LevelDB reads that filled it, so V8 moved it
+ * to the old generation, where it stayed as garbage until a full collection: at 10 million images
+ * a leader's heap and external memory grew by some 170 MiB while it built a file
+ * (docs/operations.md, "Manager memory").
+ */
+class ChunkFiller {
+  private buf: Buffer;
+  private used = 0;
+
+  /** `transient`: `take` hands out this buffer itself, written over by the next chunk. */
+  constructor(
+    private readonly chunkBytes: number,
+    private readonly transient: boolean,
+  ) {
+    this.buf = Buffer.allocUnsafeSlow(chunkBytes + 64 * 1024);
+  }
+
+  /** Appends `line`. */
+  add(line: string): void {
+    // A UTF-16 unit is at most 3 bytes of UTF-8: only a line that may not fit is measured.
+    if (this.used + 3 * line.length > this.buf.length) {
+      const need = this.used + Buffer.byteLength(line, 'utf8');
+      if (need > this.buf.length) this.grow(need);
+    }
+    this.used += this.buf.write(line, this.used, 'utf8');
+  }
+
+  get full(): boolean {
+    return this.used >= this.chunkBytes;
+  }
+
+  /** The bytes since the last `take`: a copy, or the buffer itself when transient. */
+  take(): Buffer {
+    const chunk = this.transient
+      ? this.buf.subarray(0, this.used)
+      : Buffer.from(this.buf.subarray(0, this.used));
+    this.used = 0;
+    return chunk;
+  }
+
+  /** The bytes `from`.. the end, not copied: valid until the next `add`. */
+  view(from: number): Buffer {
+    return this.buf.subarray(from, this.used);
+  }
+
+  private grow(need: number): void {
+    const bigger = Buffer.allocUnsafeSlow(Math.max(need, 2 * this.buf.length));
+    this.buf.copy(bigger, 0, 0, this.used);
+    this.buf = bigger;
+  }
+}
+
 /** The chunks of a streamed snapshot of `opened` (closed when the stream ends or is dropped). */
-async function* streamView(opened: Promise<TablesView>, chunkBytes: number): AsyncGenerator<Buffer> {
+async function* streamView(
+  opened: Promise<TablesView>,
+  chunkBytes: number,
+  transient: boolean,
+): AsyncGenerator<Buffer> {
   const view = await opened;
   try {
     const hash = createHash('sha256');
     let rows = 0;
-    let parts: string[] = [headerLine(await view.appliedIndex(), STREAM_FORMAT)];
-    let pending = 0;
+    const out = new ChunkFiller(chunkBytes, transient);
+    out.add(headerLine(await view.appliedIndex(), STREAM_FORMAT));
+    // The row lines are hashed as the bytes written, a chunk's worth at a time (same digest).
+    let hashedTo = out.view(0).length;
     for (const table of TABLES) {
       for await (const batch of view.scanBatches(table)) {
         for (const [key, value] of batch) {
-          const line = rowLine(table, key, value);
-          hash.update(line);
+          out.add(rowLine(table, key, value));
           rows += 1;
-          parts.push(line);
-          pending += line.length;
-          if (pending >= chunkBytes) {
-            yield Buffer.from(parts.join(''), 'utf8');
-            parts = [];
-            pending = 0;
+          if (out.full) {
+            hash.update(out.view(hashedTo));
+            hashedTo = 0;
+            yield out.take();
           }
         }
       }
     }
-    parts.push(trailerLine(rows, hash.digest('hex')));
-    yield Buffer.from(parts.join(''), 'utf8');
+    hash.update(out.view(hashedTo));
+    out.add(trailerLine(rows, hash.digest('hex')));
+    yield out.take();
   } finally {
     await view.close();
   }
@@ -829,10 +902,15 @@ export class MetadataTables {
   /**
    * The whole state as a stream of chunks (snapshotStream.ts), read from one LevelDB snapshot
    * taken before this returns, like `snapshot`; at most about `chunkBytes` is held at a time.
+   * `transient`: every chunk is the same buffer, written over once the next is asked for, for a
+   * consumer done with each chunk by then (a file write): nothing is left for V8 to collect.
    */
-  snapshotChunks(chunkBytes = STREAM_CHUNK_BYTES): AsyncIterableIterator<Buffer> {
+  snapshotChunks(
+    chunkBytes = STREAM_CHUNK_BYTES,
+    opts: { transient?: boolean } = {},
+  ): AsyncIterableIterator<Buffer> {
     const opened = this.view();
-    const rows = streamView(opened, chunkBytes);
+    const rows = streamView(opened, chunkBytes, opts.transient ?? false);
     let started = false;
     // A generator returned before its first next() never runs its body, so its finally would not
     // close the view: a consumer that fails before reading (the temp file would not open) returns it.

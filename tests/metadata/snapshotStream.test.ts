@@ -79,6 +79,42 @@ describe('streamed metadata snapshots', () => {
     expect(await target.get('objects', 'old-00000000')).toBeUndefined();
   });
 
+  it('writes the same file from one buffer written over (transient) as from a buffer per chunk', async () => {
+    const source = await tables();
+    await fill(source, 3_000, 5);
+    // Rows longer than a chunk and than the buffer's slack, in several UTF-8 widths.
+    const long = (c: string, n: number) => JSON.stringify({ note: c.repeat(n) });
+    await source.write(
+      [
+        { type: 'put', table: 'names', key: 'b/é-long', value: long('é', 90_000) },
+        { type: 'put', table: 'names', key: 'b/z-long', value: long('z', 200_000) },
+        { type: 'put', table: 'names', key: 'b/😀-long', value: long('😀', 40_000) },
+      ],
+      6,
+    );
+    const snaps = await SnapshotFolder.open(join(await folder(), 'snapshots'));
+    const chunkBytes = 16 * 1024;
+    const seen = new Set<ArrayBufferLike>();
+    const sizes: number[] = [];
+    async function* noting(chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+      for await (const c of chunks) {
+        seen.add(c.buffer);
+        sizes.push(c.byteLength);
+        yield c;
+      }
+    }
+    const fresh = await snaps.write(6, 1, source.snapshotChunks(chunkBytes));
+    const reused = await snaps.write(6, 2, noting(source.snapshotChunks(chunkBytes, { transient: true })));
+    expect({ size: reused.size, sha256: reused.sha256 }).toEqual({ size: fresh.size, sha256: fresh.sha256 });
+    expect(sizes.length).toBeGreaterThan(20);
+    // One buffer for the rows that fit, a larger one once a long row did not: never one per chunk.
+    expect(seen.size).toBeLessThanOrEqual(3);
+
+    const target = await tables();
+    await target.restoreChunks(snaps.read(reused), 6);
+    expect(await target.digest()).toEqual(await source.digest());
+  });
+
   it('refuses a file whose bytes do not match its digest, and keeps the old state', async () => {
     const source = await tables();
     await fill(source, 5_000, 9);
