@@ -31,9 +31,10 @@ const USAGE = `npm run bench:snapshot -- [--images N] [--unsynced] [--keep DIR] 
 A snapshot of N object records (default 200,000; three rows each) written to a file by a sender,
 sent over the snapshot route and installed by a receiver, both run as a manager is (heap flags and
 MALLOC_ARENA_MAX of src/cli/localProcess.ts). Prints the sender's write and send times and peak RSS,
-and the receiver's install time, peak RSS (VmHWM), its split at the highest RSS sampled (anonymous:
-V8 heap committed, external buffers, other native memory such as LevelDB's; file pages) and the
-peak of each part, and its JS heap after a full GC once installed.
+and the receiver's install time and CPU time (all its threads, LevelDB's among them), peak RSS
+(VmHWM), its split at the highest RSS sampled (anonymous: V8 heap committed, external buffers,
+other native memory such as LevelDB's; file pages) and the peak of each part, and its JS heap after
+a full GC once installed.
 
   --images N   records in the sender's tables
   --unsynced   the receiver's tables without a fsync per batch (a manager syncs each)
@@ -186,8 +187,11 @@ async function receiver(dir: string, synced: boolean, trace: boolean): Promise<v
     folder,
     onMessage: (msg) => {
       const t0 = performance.now();
+      const cpu0 = process.cpuUsage();
       void restoreSnapshot(sm, folder, msg.snapshot!.data, msg.snapshot!.metadata.index).then(async () => {
         const installMs = Math.round(performance.now() - t0);
+        const cpu = process.cpuUsage(cpu0);
+        const installCpuMs = Math.round((cpu.user + cpu.system) / 1000);
         const memory = sampler!.stop();
         const heapAfterGc = heapAfterGcMiB();
         const digest = await sm.tableDigest();
@@ -195,6 +199,7 @@ async function receiver(dir: string, synced: boolean, trace: boolean): Promise<v
         process.send?.({
           role: 'receiver',
           installMs,
+          installCpuMs,
           appliedIndex: digest.appliedIndex,
           peakMiB: peakMiB(),
           heapAfterGc,
@@ -242,7 +247,9 @@ async function senderTables(root: string, images: number, kept: boolean): Promis
 
 function printReceiver(rx: Record<string, unknown>): void {
   const { atPeak, peaks } = rx as { atPeak: MemorySample; peaks: MemorySample };
-  console.log(`  receiver: install ${rx.installMs} ms, peak RSS ${rx.peakMiB} MiB (VmHWM)`);
+  console.log(
+    `  receiver: install ${rx.installMs} ms (CPU ${rx.installCpuMs} ms, every thread), peak RSS ${rx.peakMiB} MiB (VmHWM)`,
+  );
   console.log(`    at its highest sample (${(atPeak.atMs / 1000).toFixed(0)} s): ${describe(atPeak)}`);
   console.log(`    peak of each part:           ${describe(peaks)}`);
   console.log(`    JS heap after a full GC, installed: ${rx.heapAfterGc} MiB`);

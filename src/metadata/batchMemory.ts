@@ -5,10 +5,10 @@
 // binding.cc FinalizeBatch), and to V8 that object is a few hundred bytes whatever the batch holds.
 // A batch lives through the scavenges of its own gathering and writing, so it is promoted and waits
 // for a full collection, which a restore (short-lived garbage, a small heap) seldom causes: the
-// written batches piled up outside the heap, 278 MiB of a 2M-image install's 490 MiB peak RSS
-// (docs/operations.md, "Manager memory"). The strings a restore decodes its chunks into (1 MiB
-// each, in V8's large-object space) wait for the same collection. Collecting after every so many
-// bytes written bounds both, for a few tens of milliseconds per collection.
+// written batches piled up outside the heap, growing with the snapshot (docs/operations.md,
+// "Manager memory"). The strings a restore decodes its chunks into (1 MiB each, in V8's
+// large-object space) wait for the same collection. Collecting after every so many bytes written
+// bounds both, for a few tens of milliseconds per collection.
 
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
