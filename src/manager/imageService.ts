@@ -306,14 +306,14 @@ export class ImageService {
       return outcome;
     } finally {
       for (const release of held) release();
-      await staging.discard(staged.path);
+      await staging.release(staged);
     }
   }
 
   /**
    * The streamed tee: once the body's first bytes are an accepted image, its chunks go to both
-   * chosen workers at once, hashed on the way and written to the staging file only so that a target
-   * that fails can be replaced from it. The record is proposed once both copies are fsynced and their
+   * chosen workers at once, hashed on the way and kept (in memory within the staging area's budget,
+   * else in a staged file) only so that a target that fails can be replaced from it. The record is proposed once both copies are fsynced and their
    * workers named the leader's checksums; a body that fails fails the upload, and every copy it
    * started is aborted before its worker keeps it.
    */
@@ -367,7 +367,7 @@ export class ImageService {
     } finally {
       for (const release of held) release();
       await teed.staged.then(
-        (staged) => staging.discard(staged.path),
+        (staged) => staging.release(staged),
         () => {},
       );
     }
