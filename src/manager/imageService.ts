@@ -337,12 +337,25 @@ export class ImageService {
       () => {},
     );
     const held: Release[] = [];
+    // Each copy stored at its first target: every request that was sent the body read all of it.
+    let sentCleanly = false;
     try {
       const nodes = await metadata.listNodes();
       held.push(await this.deps.slots.hold(id));
       let replicated: Replicated;
       try {
-        replicated = await replicateUpload({ id, teed, ...this.replicateContext(nodes) });
+        const context = this.replicateContext(nodes);
+        let fellBack = false;
+        replicated = await replicateUpload({
+          id,
+          teed,
+          ...context,
+          onFallback: () => {
+            fellBack = true;
+            context.onFallback();
+          },
+        });
+        sentCleanly = !fellBack;
       } catch (err) {
         teed.abort(err);
         // A body that failed first is the reason, whatever the copies then did.
@@ -367,7 +380,7 @@ export class ImageService {
     } finally {
       for (const release of held) release();
       await teed.staged.then(
-        (staged) => staging.release(staged),
+        (staged) => staging.release(staged, { reuse: sentCleanly }),
         () => {},
       );
     }

@@ -14,6 +14,7 @@ import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.t
 import { BodyTooSlow } from '../http/requestBody.ts';
 import { Crc32c } from '../protocol/checksums.ts';
 import { ChunkFanOut } from './chunkFanOut.ts';
+import { HeldBody, SLAB_BYTES, SlabPool } from './heldBodies.ts';
 import { SNIFF_BYTES, sniffImageType } from './imageTypes.ts';
 
 export { ACCEPTED_IMAGE_TYPES } from './imageTypes.ts';
@@ -85,6 +86,26 @@ function stageError(err: unknown, maxBytes: number): StageError | null {
   return null;
 }
 
+/** Cuts socket-sized chunks into batches of FORWARD_BATCH_BYTES (a body forwarded, not held). */
+function concatBatches(): { add(chunk: Uint8Array): Uint8Array[]; end(): Uint8Array | null } {
+  let batch: Uint8Array[] = [];
+  let batched = 0;
+  const flush = () => {
+    const out = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+    batch = [];
+    batched = 0;
+    return out;
+  };
+  return {
+    add(chunk) {
+      batch.push(chunk);
+      batched += chunk.byteLength;
+      return batched >= FORWARD_BATCH_BYTES ? [flush()] : [];
+    },
+    end: () => (batched > 0 ? flush() : null),
+  };
+}
+
 /** A teed upload's body was refused after its copies started (TeedUpload.staged). */
 export class StageFailed extends Error {
   constructor(readonly error: StageError) {
@@ -120,13 +141,16 @@ export type TeeResult = { ok: true; teed: TeedUpload } | { ok: false; error: Sta
 export class StagingArea {
   /** Bytes of the bodies held in memory now (their sizes, reserved when their tee began). */
   private memoryHeld = 0;
-  /** The memory-held uploads not yet released, each counted once in memoryHeld. */
-  private readonly inMemory = new WeakSet<readonly Uint8Array[]>();
+  /** The memory-held uploads not yet released (by their chunks), each counted once in memoryHeld. */
+  private readonly inMemory = new WeakMap<readonly Uint8Array[], HeldBody>();
+  private readonly slabs: SlabPool;
 
   private constructor(
     readonly dir: string,
     private readonly memoryBytes: number,
-  ) {}
+  ) {
+    this.slabs = new SlabPool(Math.floor(memoryBytes / SLAB_BYTES));
+  }
 
   /** Opens the folder and removes whatever a crash left behind: nothing staged outlives its request. */
   static async open(dir: string, opts: StagingOptions = {}): Promise<StagingArea> {
@@ -245,30 +269,20 @@ export class StagingArea {
     }
     let sums: { sha256: string; crc32c: string } | null = null;
     const held = this.holdInMemory(size);
-    // Socket-sized chunks are gathered into FORWARD_BATCH_BYTES: a quarter of the writes to each
-    // worker's socket and of the trips through the fan-out, for one copy of the bytes.
-    let batch: Uint8Array[] = [...head];
-    let batched = received;
-    const flush = () => {
-      const out = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
-      batch = [];
-      batched = 0;
-      held?.push(out);
-      return out;
-    };
+    const gather = held ?? concatBatches();
     async function* whole(): AsyncGenerator<Uint8Array> {
       let finished = ended;
       try {
+        for (const chunk of head) yield* gather.add(chunk);
         while (!finished) {
-          if (batched >= FORWARD_BATCH_BYTES) yield flush();
           const next = await iterator.next();
           finished = next.done === true;
           if (next.done) break;
           take(next.value);
-          batch.push(next.value);
-          batched += next.value.byteLength;
+          yield* gather.add(next.value);
         }
-        if (batched > 0) yield flush();
+        const last = gather.end();
+        if (last) yield last;
       } finally {
         if (!finished) await iterator.return?.()?.catch(() => {});
       }
@@ -284,9 +298,9 @@ export class StagingArea {
     let staged: Promise<StagedUpload>;
     if (held) {
       staged = fan.done.then(
-        (): StagedUpload => ({ path: null, chunks: held, size, contentType, ...sums! }),
+        (): StagedUpload => ({ path: null, chunks: held.chunks, size, contentType, ...sums! }),
         (err: unknown) => {
-          this.releaseMemory(held, size);
+          this.releaseMemory(held.chunks, size, false);
           throw failed(err);
         },
       );
@@ -319,23 +333,37 @@ export class StagingArea {
     return { ok: true, teed };
   }
 
-  /** A list for the chunks of a body of `size` bytes, reserved in the budget; null if it does not fit. */
-  private holdInMemory(size: number): Uint8Array[] | null {
+  /** Room for a body of `size` bytes, reserved in the budget; null if it does not fit. */
+  private holdInMemory(size: number): HeldBody | null {
     if (this.memoryHeld + size > this.memoryBytes) return null;
     this.memoryHeld += size;
-    const held: Uint8Array[] = [];
-    this.inMemory.add(held);
+    const held = new HeldBody(this.slabs);
+    this.inMemory.set(held.chunks, held);
     return held;
   }
 
-  private releaseMemory(held: readonly Uint8Array[], size: number): void {
-    if (this.inMemory.delete(held)) this.memoryHeld -= size;
+  private releaseMemory(chunks: readonly Uint8Array[], size: number, reuse: boolean): void {
+    const held = this.inMemory.get(chunks);
+    if (!held) return;
+    this.inMemory.delete(chunks);
+    this.memoryHeld -= size;
+    if (reuse) this.slabs.give(held.slabs);
   }
 
-  /** Lets go of staged bytes: removes the file, or returns a memory-held body's room. Idempotent. */
-  async release(staged: StagedUpload): Promise<void> {
-    if (staged.path === null) this.releaseMemory(staged.chunks, staged.size);
+  /**
+   * Lets go of staged bytes: removes the file, or returns a memory-held body's room. Idempotent.
+   * `reuse`: every request that was sent the body's slabs has answered after reading all of it (its
+   * copies were stored at their first targets), so no socket still holds one and they may carry
+   * the next body. Otherwise they are left to the garbage collector.
+   */
+  async release(staged: StagedUpload, opts: { reuse?: boolean } = {}): Promise<void> {
+    if (staged.path === null) this.releaseMemory(staged.chunks, staged.size, opts.reuse ?? false);
     else await this.discard(staged.path);
+  }
+
+  /** Slabs kept for the next held bodies. */
+  get spareSlabs(): number {
+    return this.slabs.spareCount;
   }
 
   /** Writes a branch's chunks to a new, unsynced staged file, closed whatever happens. */

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { withMinimumRate } from '../../src/http/requestBody.ts';
 import { BranchStalled } from '../../src/manager/chunkFanOut.ts';
+import { SLAB_BYTES } from '../../src/manager/heldBodies.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { mountTmpfs, unmount } from '../storagenode/workerHarness.ts';
 import { type TiffOptions, tiffFile } from './tiffFiles.ts';
@@ -256,6 +257,31 @@ describe('StagingArea.tee within its memory budget', () => {
     await staging.release(filed);
     expect(staging.heldInMemory).toBe(0);
     expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('reuses the slabs of a body sent cleanly for the next one, and never those of another', async () => {
+    const staging = await StagingArea.open(dir, { memoryBytes: 4 << 20 });
+    const tee = async (bytes: Buffer, chunk: number) => {
+      const result = await staging.tee(chunked(bytes, chunk), 1 << 26, bytes.length, 1);
+      if (!result.ok) throw new Error('refused');
+      const parts: Buffer[] = [];
+      for await (const part of result.teed.copies[0]!) parts.push(Buffer.from(part));
+      const staged = await result.teed.staged;
+      expect(Buffer.concat(parts).equals(bytes)).toBe(true);
+      expect(Buffer.concat(staged.chunks ?? []).equals(bytes)).toBe(true);
+      return staged;
+    };
+    // 3 slabs of 256 KiB and a part of one, from chunks that straddle the slabs' edges.
+    const first = await tee(body(SLAB_BYTES * 3 + 1_000), 100_000);
+    await staging.release(first, { reuse: true });
+    expect(staging.spareSlabs).toBe(4);
+    const second = body(SLAB_BYTES * 2);
+    second.fill(9, PNG.length);
+    const again = await tee(second, SLAB_BYTES + 7);
+    expect(staging.spareSlabs).toBe(2);
+    await staging.release(again);
+    expect(staging.spareSlabs).toBe(2);
+    expect(staging.heldInMemory).toBe(0);
   });
 
   it('gives the room of a body that fails back, and refuses it as a file would be', async () => {
