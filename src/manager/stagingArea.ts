@@ -4,8 +4,9 @@
 // transient: deleted once both replicas are confirmed, and swept at start-up after a crash. The type
 // is sniffed from the first bytes, before any of them is written: a body that is no image is refused
 // having cost the leader a few KiB, not a staged file. A teed body that fits the memory budget is
-// held as its chunks instead of a file: the file was never synced, so it kept nothing a crash would
-// not lose too, and creating, writing and unlinking it cost the leader a tenth of its CPU per upload.
+// held in reused slabs (heldBodies.ts) instead of a file: the file was never synced, so it kept
+// nothing a crash would not lose too, and creating, writing and unlinking it cost the leader a
+// tenth of its CPU per upload (docs/measurements.md).
 
 import { createHash, randomUUID } from 'node:crypto';
 import { open, readdir, rm, unlink } from 'node:fs/promises';
