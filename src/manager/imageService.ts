@@ -312,10 +312,11 @@ export class ImageService {
 
   /**
    * The streamed tee: once the body's first bytes are an accepted image, its chunks go to both
-   * chosen workers at once, hashed on the way and kept (in memory within the staging area's budget,
-   * else in a staged file) only so that a target that fails can be replaced from it. The record is proposed once both copies are fsynced and their
-   * workers named the leader's checksums; a body that fails fails the upload, and every copy it
-   * started is aborted before its worker keeps it.
+   * chosen workers at once, hashed on the way and kept (in memory within the staging area's
+   * budget, else in a staged file) only so that a target that fails can be replaced from it. The
+   * record is proposed once both copies are fsynced and their workers named the leader's
+   * checksums; a body that fails fails the upload, and every copy it started is aborted before its
+   * worker keeps it.
    */
   private async uploadTeed(
     id: string,

@@ -224,12 +224,14 @@ export class StagingArea {
   }
 
   /**
-   * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and a staged file at
-   * once, hashing as it goes. The first SNIFF_BYTES are read and their type checked before this
-   * returns: a refused body reaches no consumer. Memory: a forward batch being gathered, and
-   * ChunkFanOut's depth of batches a branch (the branches share them). `copyStallMs`: a copy that
-   * holds the body back this long fails (BranchStalled, from its branch) and stops being waited
-   * for, so the body and the other copies go on; the staged file is waited for always.
+   * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and keeps it, hashing
+   * as it goes: held in slabs when `size` fits what is left of the memory budget, else written to
+   * a staged file. The first SNIFF_BYTES are read and their type checked before this returns: a
+   * refused body reaches no consumer. Memory: a held body whole (within the budget); else a
+   * forward batch being gathered, and ChunkFanOut's depth of batches a branch (the branches share
+   * them). `copyStallMs`: a copy that holds the body back this long fails (BranchStalled, from its
+   * branch) and stops being waited for, so the body and the other copies go on; the staged file is
+   * waited for always.
    */
   async tee(
     body: AsyncIterable<Uint8Array>,
