@@ -41,6 +41,7 @@ Environment:
   BENCH_ROUNDS=2          runs per side and cell, alternating which side goes first
   BENCH_SIZES=100KiB,1MiB,8MiB   sizes to run
   BENCH_CONCURRENCY=1,8   concurrencies to run
+  BENCH_WARMUP_SECS=3     seconds of unmeasured uploads per size first (V8 compiles the hot paths)
   IMGVAULT_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof"   profiles every cluster process
 Targets (issue 17): >= 2x Swift at concurrency 8, >= 1.5x at 1; cluster CPU <= 10 ms per 1 MiB upload.`;
 
@@ -62,6 +63,13 @@ const SIZES = ALL_SIZES.filter(
   (s) => !process.env.BENCH_SIZES || process.env.BENCH_SIZES.split(',').includes(s.label.replace(' ', '')),
 );
 const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8').split(',').map(Number);
+/**
+ * Uploads at each size's first concurrency before anything is measured: one upload opens the
+ * connections, but V8 is still compiling the hot paths for seconds after (a profile of the first
+ * 6 s of 1 MiB uploads at concurrency 8 put 11-24% of every process's CPU in its optimizing
+ * compiler), which a long-running cluster does not pay per upload.
+ */
+const WARMUP_SECS = Number(process.env.BENCH_WARMUP_SECS ?? 3);
 const PAYLOADS_PER_SIZE = 8;
 const MB = 1_000_000;
 
@@ -133,7 +141,8 @@ async function main(): Promise<void> {
         for (const dir of rawDirs) await writeDurably(dir, name, body);
         return body.length;
       };
-      await upload(0); // warm-up: connections, JIT
+      await upload(0); // connections
+      await drive(CONCURRENCY[0] ?? 1, WARMUP_SECS, upload); // JIT (WARMUP_SECS)
       const procs = [...cluster.managers, ...cluster.workers];
       const pids = procs.map((p) => p.child?.pid);
       const clusterCpu = () => pids.reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0);

@@ -129,6 +129,13 @@ export function registerManagerCommand(program: Command): void {
       help('bytes staged for one token or address (default 1073741824 = 1 GiB)', 'maxStagedBytesPerClient'),
     )
     .option(
+      '--staging-memory-bytes <n>',
+      help(
+        'bytes of uploads held in memory instead of staged files (default 67108864 = 64 MiB; 0: files only)',
+        'stagingMemoryBytes',
+      ),
+    )
+    .option(
       '--min-upload-rate <bytes/s>',
       help('slower upload bodies are cut with 408; 0 = never (default 1024)', 'minUploadRate'),
     )

@@ -306,16 +306,17 @@ export class ImageService {
       return outcome;
     } finally {
       for (const release of held) release();
-      await staging.discard(staged.path);
+      await staging.release(staged);
     }
   }
 
   /**
    * The streamed tee: once the body's first bytes are an accepted image, its chunks go to both
-   * chosen workers at once, hashed on the way and written to the staging file only so that a target
-   * that fails can be replaced from it. The record is proposed once both copies are fsynced and their
-   * workers named the leader's checksums; a body that fails fails the upload, and every copy it
-   * started is aborted before its worker keeps it.
+   * chosen workers at once, hashed on the way and kept (in memory within the staging area's
+   * budget, else in a staged file) only so that a target that fails can be replaced from it. The
+   * record is proposed once both copies are fsynced and their workers named the leader's
+   * checksums; a body that fails fails the upload, and every copy it started is aborted before its
+   * worker keeps it.
    */
   private async uploadTeed(
     id: string,
@@ -337,12 +338,25 @@ export class ImageService {
       () => {},
     );
     const held: Release[] = [];
+    // Each copy stored at its first target: every request that was sent the body read all of it.
+    let sentCleanly = false;
     try {
       const nodes = await metadata.listNodes();
       held.push(await this.deps.slots.hold(id));
       let replicated: Replicated;
       try {
-        replicated = await replicateUpload({ id, teed, ...this.replicateContext(nodes) });
+        const context = this.replicateContext(nodes);
+        let fellBack = false;
+        replicated = await replicateUpload({
+          id,
+          teed,
+          ...context,
+          onFallback: () => {
+            fellBack = true;
+            context.onFallback();
+          },
+        });
+        sentCleanly = !fellBack;
       } catch (err) {
         teed.abort(err);
         // A body that failed first is the reason, whatever the copies then did.
@@ -367,7 +381,7 @@ export class ImageService {
     } finally {
       for (const release of held) release();
       await teed.staged.then(
-        (staged) => staging.discard(staged.path),
+        (staged) => staging.release(staged, { reuse: sentCleanly }),
         () => {},
       );
     }

@@ -74,7 +74,9 @@ export async function openImagesMode(
     syncedWrites: true,
   });
   registerClusterMetrics(metrics, metadata);
-  const staging = await StagingArea.open(join(config.dataDir, 'staging'));
+  const staging = await StagingArea.open(join(config.dataDir, 'staging'), {
+    memoryBytes: config.stagingMemoryBytes,
+  });
   const spoolDir = join(config.dataDir, 'inventory-spool');
   await InventorySpool.prepare(spoolDir);
   const { credentials } = config;

@@ -77,6 +77,15 @@ export const managerConfigSchema = z
       .int()
       .min(1)
       .default(1024 * 1024 * 1024),
+    /**
+     * Bytes of uploads the leader holds in memory at once instead of writing them to a staged file
+     * (a body forwarded as it arrives, kept for a replacement target; stagingArea.ts). 0: files only.
+     */
+    stagingMemoryBytes: z
+      .number()
+      .int()
+      .min(0)
+      .default(64 * 1024 * 1024),
     /** Upload admission (uploadAdmission.ts, docs/security.md): uploads in progress, all clients. */
     maxUploads: z.number().int().min(1).default(64),
     /** Uploads in progress for one client (its token with tokens on, else its address). */
@@ -195,6 +204,7 @@ export interface ManagerFlags {
   maxWaitingUploads?: string;
   maxStagedBytes?: string;
   maxStagedBytesPerClient?: string;
+  stagingMemoryBytes?: string;
   minUploadRate?: string;
   uploadRateWindowMs?: string;
   suspectAfterMs?: string;
@@ -265,6 +275,7 @@ export const MANAGER_ENV = {
   maxWaitingUploads: 'IMGVAULT_MAX_WAITING_UPLOADS',
   maxStagedBytes: 'IMGVAULT_MAX_STAGED_BYTES',
   maxStagedBytesPerClient: 'IMGVAULT_MAX_STAGED_BYTES_PER_CLIENT',
+  stagingMemoryBytes: 'IMGVAULT_STAGING_MEMORY_BYTES',
   minUploadRate: 'IMGVAULT_MIN_UPLOAD_RATE',
   uploadRateWindowMs: 'IMGVAULT_UPLOAD_RATE_WINDOW_MS',
   suspectAfterMs: 'IMGVAULT_SUSPECT_AFTER_MS',
@@ -356,6 +367,7 @@ export function loadManagerConfig(flags: ManagerFlags, env: NodeJS.ProcessEnv = 
     maxWaitingUploads: int('maxWaitingUploads'),
     maxStagedBytes: int('maxStagedBytes'),
     maxStagedBytesPerClient: int('maxStagedBytesPerClient'),
+    stagingMemoryBytes: int('stagingMemoryBytes'),
     minUploadBytesPerSecond: int('minUploadRate'),
     uploadRateWindowMs: int('uploadRateWindowMs'),
     suspectAfterMs: int('suspectAfterMs'),

@@ -90,8 +90,8 @@ export interface FromStaged extends ReplicateCommon {
 
 /**
  * Copies sent while the body arrives: each copy's first target gets the body's chunks from its
- * branch of the tee; a target that fails is replaced by the next, sent from the staged file once
- * the body is whole.
+ * branch of the tee; a target that fails is replaced by the next, sent from the staged bytes (a
+ * file, or the chunks held in memory) once the body is whole.
  */
 export interface FromTee extends ReplicateCommon {
   teed: TeedUpload;
@@ -112,11 +112,19 @@ function isTargetFailure(err: unknown): boolean {
   return err instanceof WorkerCallError;
 }
 
+/** A memory-held body's chunks, as the request body a staged file's would be. */
+async function* heldChunks(chunks: readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
+  yield* chunks;
+}
+
 /** What a target of `replica` is sent: its branch of the tee on the first try, else the staged file. */
 function copySender(opts: ReplicateOptions) {
   const { id, client } = opts;
   const fromFile = async (url: string, staged: StagedUpload) => {
-    const body = readFileChunks(staged.path, staged.size, STAGED_READ_BYTES);
+    const body =
+      staged.path === null
+        ? heldChunks(staged.chunks)
+        : readFileChunks(staged.path, staged.size, STAGED_READ_BYTES);
     try {
       await client.putBlob(url, id, staged.sha256, staged.size, body, staged.crc32c);
     } finally {

@@ -3,7 +3,10 @@
 // (`stage`) or beside the copies forwarded as it arrives (`tee`). Staged files are
 // transient: deleted once both replicas are confirmed, and swept at start-up after a crash. The type
 // is sniffed from the first bytes, before any of them is written: a body that is no image is refused
-// having cost the leader a few KiB, not a staged file.
+// having cost the leader a few KiB, not a staged file. A teed body that fits the memory budget is
+// held in reused slabs (heldBodies.ts) instead of a file: the file was never synced, so it kept
+// nothing a crash would not lose too, and creating, writing and unlinking it cost the leader a
+// tenth of its CPU per upload (docs/measurements.md).
 
 import { createHash, randomUUID } from 'node:crypto';
 import { open, readdir, rm, unlink } from 'node:fs/promises';
@@ -12,6 +15,7 @@ import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.t
 import { BodyTooSlow } from '../http/requestBody.ts';
 import { Crc32c } from '../protocol/checksums.ts';
 import { ChunkFanOut } from './chunkFanOut.ts';
+import { HeldBody, SLAB_BYTES, SlabPool } from './heldBodies.ts';
 import { SNIFF_BYTES, sniffImageType } from './imageTypes.ts';
 
 export { ACCEPTED_IMAGE_TYPES } from './imageTypes.ts';
@@ -21,13 +25,28 @@ const WRITE_BATCH_BYTES = 256 * 1024;
 /** Bytes of a teed body gathered before they are handed to the copies and the staged file. */
 const FORWARD_BATCH_BYTES = 256 * 1024;
 
-export interface StagedUpload {
-  path: string;
+/** Where a staged upload's bytes are: a file, or (a teed body within the memory budget) its chunks. */
+export type StagedBytes =
+  | { path: string; chunks?: undefined }
+  | { path: null; chunks: readonly Uint8Array[] };
+
+export type StagedUpload = StagedBytes & {
   size: number;
   sha256: string;
   /** Of the same bytes, in the same pass: what the workers check their copies with. */
   crc32c: string;
   contentType: string;
+};
+
+/** What `stage` makes: always a file. */
+export type StagedFile = StagedUpload & { path: string };
+
+export interface StagingOptions {
+  /**
+   * Bytes of teed bodies held in memory at once, all uploads (their Content-Lengths): a body that
+   * does not fit is written to a staged file. 0: every body goes to a file.
+   */
+  memoryBytes?: number;
 }
 
 export type StageError =
@@ -38,7 +57,7 @@ export type StageError =
   | { code: 'LengthMismatch'; message: string }
   | { code: 'InsufficientStorage'; message: string };
 
-export type StageResult = { ok: true; staged: StagedUpload } | { ok: false; error: StageError };
+export type StageResult = { ok: true; staged: StagedFile } | { ok: false; error: StageError };
 
 class UploadTooLarge extends Error {}
 
@@ -68,6 +87,26 @@ function stageError(err: unknown, maxBytes: number): StageError | null {
   return null;
 }
 
+/** Cuts socket-sized chunks into batches of FORWARD_BATCH_BYTES (a body forwarded, not held). */
+function concatBatches(): { add(chunk: Uint8Array): Uint8Array[]; end(): Uint8Array | null } {
+  let batch: Uint8Array[] = [];
+  let batched = 0;
+  const flush = () => {
+    const out = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+    batch = [];
+    batched = 0;
+    return out;
+  };
+  return {
+    add(chunk) {
+      batch.push(chunk);
+      batched += chunk.byteLength;
+      return batched >= FORWARD_BATCH_BYTES ? [flush()] : [];
+    },
+    end: () => (batched > 0 ? flush() : null),
+  };
+}
+
 /** A teed upload's body was refused after its copies started (TeedUpload.staged). */
 export class StageFailed extends Error {
   constructor(readonly error: StageError) {
@@ -90,8 +129,8 @@ export interface TeedUpload {
   /** The body's checksums: available once the copies' branches have ended. */
   sums(): { sha256: string; crc32c: string };
   /**
-   * The staged file once the whole body is in; rejects with StageFailed (or the body's own
-   * error) after removing the file. The caller discards a staged file it got.
+   * The staged bytes once the whole body is in; rejects with StageFailed (or the body's own
+   * error) after removing the file. The caller releases what it got (StagingArea.release).
    */
   staged: Promise<StagedUpload>;
   /** Stops reading the body: every copy's branch and `staged` fail with `reason`. */
@@ -101,13 +140,29 @@ export interface TeedUpload {
 export type TeeResult = { ok: true; teed: TeedUpload } | { ok: false; error: StageError };
 
 export class StagingArea {
-  private constructor(readonly dir: string) {}
+  /** Bytes of the bodies held in memory now (their sizes, reserved when their tee began). */
+  private memoryHeld = 0;
+  /** The memory-held uploads not yet released (by their chunks), each counted once in memoryHeld. */
+  private readonly inMemory = new WeakMap<readonly Uint8Array[], HeldBody>();
+  private readonly slabs: SlabPool;
+
+  private constructor(
+    readonly dir: string,
+    private readonly memoryBytes: number,
+  ) {
+    this.slabs = new SlabPool(Math.floor(memoryBytes / SLAB_BYTES));
+  }
 
   /** Opens the folder and removes whatever a crash left behind: nothing staged outlives its request. */
-  static async open(dir: string): Promise<StagingArea> {
+  static async open(dir: string, opts: StagingOptions = {}): Promise<StagingArea> {
     await makePrivateDir(dir);
     for (const name of await readdir(dir)) await rm(join(dir, name), { force: true, recursive: true });
-    return new StagingArea(dir);
+    return new StagingArea(dir, opts.memoryBytes ?? 0);
+  }
+
+  /** Bytes of teed bodies held in memory right now. */
+  get heldInMemory(): number {
+    return this.memoryHeld;
   }
 
   /**
@@ -169,12 +224,14 @@ export class StagingArea {
   }
 
   /**
-   * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and a staged file at
-   * once, hashing as it goes. The first SNIFF_BYTES are read and their type checked before this
-   * returns: a refused body reaches no consumer. Memory: a forward batch being gathered, and
-   * ChunkFanOut's depth of batches a branch (the branches share them). `copyStallMs`: a copy that
-   * holds the body back this long fails (BranchStalled, from its branch) and stops being waited
-   * for, so the body and the other copies go on; the staged file is waited for always.
+   * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and keeps it, hashing
+   * as it goes: held in slabs when `size` fits what is left of the memory budget, else written to
+   * a staged file. The first SNIFF_BYTES are read and their type checked before this returns: a
+   * refused body reaches no consumer. Memory: a held body whole (within the budget); else a
+   * forward batch being gathered, and ChunkFanOut's depth of batches a branch (the branches share
+   * them). `copyStallMs`: a copy that holds the body back this long fails (BranchStalled, from its
+   * branch) and stops being waited for, so the body and the other copies go on; the staged file is
+   * waited for always.
    */
   async tee(
     body: AsyncIterable<Uint8Array>,
@@ -214,29 +271,21 @@ export class StagingArea {
       throw err;
     }
     let sums: { sha256: string; crc32c: string } | null = null;
-    // Socket-sized chunks are gathered into FORWARD_BATCH_BYTES: a quarter of the writes to each
-    // worker's socket and of the trips through the fan-out, for one copy of the bytes.
-    let batch: Uint8Array[] = [...head];
-    let batched = received;
-    const flush = () => {
-      const out = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
-      batch = [];
-      batched = 0;
-      return out;
-    };
+    const held = this.holdInMemory(size);
+    const gather = held ?? concatBatches();
     async function* whole(): AsyncGenerator<Uint8Array> {
       let finished = ended;
       try {
+        for (const chunk of head) yield* gather.add(chunk);
         while (!finished) {
-          if (batched >= FORWARD_BATCH_BYTES) yield flush();
           const next = await iterator.next();
           finished = next.done === true;
           if (next.done) break;
           take(next.value);
-          batch.push(next.value);
-          batched += next.value.byteLength;
+          yield* gather.add(next.value);
         }
-        if (batched > 0) yield flush();
+        const last = gather.end();
+        if (last) yield last;
       } finally {
         if (!finished) await iterator.return?.()?.catch(() => {});
       }
@@ -244,19 +293,33 @@ export class StagingArea {
       sums = { sha256: hash.digest('hex'), crc32c: crc.hex() };
     }
     const stall = copyStallMs === undefined ? undefined : { ms: copyStallMs, branches: copies };
-    const fan = new ChunkFanOut(whole(), copies + 1, undefined, stall);
-    const path = join(this.dir, `${randomUUID()}.part`);
-    const written = this.writeBranch(path, fan.branch(copies));
-    written.catch((err: unknown) => fan.abort(err));
-    const staged = Promise.all([fan.done, written]).then(
-      (): StagedUpload => ({ path, size, contentType, ...sums! }),
-      async (err: unknown) => {
-        await Promise.allSettled([fan.done, written]);
-        await this.discard(path);
-        const error = stageError(err, maxBytes);
-        throw error ? new StageFailed(error) : err;
-      },
-    );
+    const fan = new ChunkFanOut(whole(), held ? copies : copies + 1, undefined, stall);
+    const failed = (err: unknown) => {
+      const error = stageError(err, maxBytes);
+      return error ? new StageFailed(error) : err;
+    };
+    let staged: Promise<StagedUpload>;
+    if (held) {
+      staged = fan.done.then(
+        (): StagedUpload => ({ path: null, chunks: held.chunks, size, contentType, ...sums! }),
+        (err: unknown) => {
+          this.releaseMemory(held.chunks, size, false);
+          throw failed(err);
+        },
+      );
+    } else {
+      const path = join(this.dir, `${randomUUID()}.part`);
+      const written = this.writeBranch(path, fan.branch(copies));
+      written.catch((err: unknown) => fan.abort(err));
+      staged = Promise.all([fan.done, written]).then(
+        (): StagedUpload => ({ path, size, contentType, ...sums! }),
+        async (err: unknown) => {
+          await Promise.allSettled([fan.done, written]);
+          await this.discard(path);
+          throw failed(err);
+        },
+      );
+    }
     staged.catch(() => {});
     const teed: TeedUpload = {
       contentType,
@@ -271,6 +334,39 @@ export class StagingArea {
       abort: (reason) => fan.abort(reason),
     };
     return { ok: true, teed };
+  }
+
+  /** Room for a body of `size` bytes, reserved in the budget; null if it does not fit. */
+  private holdInMemory(size: number): HeldBody | null {
+    if (this.memoryHeld + size > this.memoryBytes) return null;
+    this.memoryHeld += size;
+    const held = new HeldBody(this.slabs);
+    this.inMemory.set(held.chunks, held);
+    return held;
+  }
+
+  private releaseMemory(chunks: readonly Uint8Array[], size: number, reuse: boolean): void {
+    const held = this.inMemory.get(chunks);
+    if (!held) return;
+    this.inMemory.delete(chunks);
+    this.memoryHeld -= size;
+    if (reuse) this.slabs.give(held.slabs);
+  }
+
+  /**
+   * Lets go of staged bytes: removes the file, or returns a memory-held body's room. Idempotent.
+   * `reuse`: every request that was sent the body's slabs has answered after reading all of it (its
+   * copies were stored at their first targets), so no socket still holds one and they may carry
+   * the next body. Otherwise they are left to the garbage collector.
+   */
+  async release(staged: StagedUpload, opts: { reuse?: boolean } = {}): Promise<void> {
+    if (staged.path === null) this.releaseMemory(staged.chunks, staged.size, opts.reuse ?? false);
+    else await this.discard(staged.path);
+  }
+
+  /** Slabs kept for the next held bodies. */
+  get spareSlabs(): number {
+    return this.slabs.spareCount;
   }
 
   /** Writes a branch's chunks to a new, unsynced staged file, closed whatever happens. */

@@ -100,6 +100,7 @@ const MANAGER_SAMPLES: Record<keyof typeof MANAGER_ENV, [string, (c: ManagerConf
   maxWaitingUploads: ['12', (c) => c.maxWaitingUploads, 12],
   maxStagedBytes: ['1048576', (c) => c.maxStagedBytes, 1_048_576],
   maxStagedBytesPerClient: ['65536', (c) => c.maxStagedBytesPerClient, 65_536],
+  stagingMemoryBytes: ['0', (c) => c.stagingMemoryBytes, 0],
   minUploadRate: ['0', (c) => c.minUploadBytesPerSecond, 0],
   uploadRateWindowMs: ['5000', (c) => c.uploadRateWindowMs, 5_000],
   suspectAfterMs: ['1500', (c) => c.suspectAfterMs, 1500],

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { withMinimumRate } from '../../src/http/requestBody.ts';
 import { BranchStalled } from '../../src/manager/chunkFanOut.ts';
+import { SLAB_BYTES } from '../../src/manager/heldBodies.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { mountTmpfs, unmount } from '../storagenode/workerHarness.ts';
 import { type TiffOptions, tiffFile } from './tiffFiles.ts';
@@ -217,7 +218,81 @@ describe('StagingArea.tee with a copy that stops reading', () => {
     expect(prompt).toEqual({ status: 'fulfilled', value: body.length });
     expect(stalled.status).toBe('rejected');
     if (stalled.status === 'rejected') expect(stalled.reason).toBeInstanceOf(BranchStalled);
-    await staging.discard(staged.path);
+    await staging.release(staged);
+  });
+});
+
+describe('StagingArea.tee within its memory budget', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'imgvault-staging-memory-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const body = (size: number) => Buffer.concat([PNG, Buffer.alloc(size - PNG.length, 5)]);
+  const drain = async (copy: AsyncIterable<Uint8Array>) => {
+    for await (const _ of copy);
+  };
+
+  it('holds a body that fits in memory, a body past the budget in a file, and frees both', async () => {
+    const staging = await StagingArea.open(dir, { memoryBytes: 1_500_000 });
+    const small = body(1_000_000);
+    const large = body(600_000);
+    const first = await staging.tee(chunked(small, 64 * 1024), 1 << 26, small.length, 1);
+    const second = await staging.tee(chunked(large, 64 * 1024), 1 << 26, large.length, 1);
+    if (!first.ok || !second.ok) throw new Error('refused');
+    await Promise.all([drain(first.teed.copies[0]!), drain(second.teed.copies[0]!)]);
+    const held = await first.teed.staged;
+    const filed = await second.teed.staged;
+    expect(held.path).toBeNull();
+    expect(Buffer.concat(held.chunks ?? []).equals(small)).toBe(true);
+    expect(held.sha256).toBe(createHash('sha256').update(small).digest('hex'));
+    expect(staging.heldInMemory).toBe(small.length);
+    expect(filed.path).not.toBeNull();
+    expect((await readFile(filed.path!)).equals(large)).toBe(true);
+    await staging.release(held);
+    await staging.release(held);
+    await staging.release(filed);
+    expect(staging.heldInMemory).toBe(0);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('reuses the slabs of a body sent cleanly for the next one, and never those of another', async () => {
+    const staging = await StagingArea.open(dir, { memoryBytes: 4 << 20 });
+    const tee = async (bytes: Buffer, chunk: number) => {
+      const result = await staging.tee(chunked(bytes, chunk), 1 << 26, bytes.length, 1);
+      if (!result.ok) throw new Error('refused');
+      const parts: Buffer[] = [];
+      for await (const part of result.teed.copies[0]!) parts.push(Buffer.from(part));
+      const staged = await result.teed.staged;
+      expect(Buffer.concat(parts).equals(bytes)).toBe(true);
+      expect(Buffer.concat(staged.chunks ?? []).equals(bytes)).toBe(true);
+      return staged;
+    };
+    // 3 slabs of 256 KiB and a part of one, from chunks that straddle the slabs' edges.
+    const first = await tee(body(SLAB_BYTES * 3 + 1_000), 100_000);
+    await staging.release(first, { reuse: true });
+    expect(staging.spareSlabs).toBe(4);
+    const second = body(SLAB_BYTES * 2);
+    second.fill(9, PNG.length);
+    const again = await tee(second, SLAB_BYTES + 7);
+    expect(staging.spareSlabs).toBe(2);
+    await staging.release(again);
+    expect(staging.spareSlabs).toBe(2);
+    expect(staging.heldInMemory).toBe(0);
+  });
+
+  it('gives the room of a body that fails back, and refuses it as a file would be', async () => {
+    const staging = await StagingArea.open(dir, { memoryBytes: 1 << 20 });
+    const short = body(300_000);
+    const result = await staging.tee(chunked(short, 64 * 1024), 1 << 26, short.length + 1, 1);
+    if (!result.ok) throw new Error('refused');
+    await drain(result.teed.copies[0]!).catch(() => {});
+    await expect(result.teed.staged).rejects.toMatchObject({ error: { code: 'LengthMismatch' } });
+    expect(staging.heldInMemory).toBe(0);
+    expect(await readdir(dir)).toEqual([]);
   });
 });
 

@@ -95,7 +95,7 @@ it('stores the bytes of the upload on both workers while it arrives, checked by 
     expect(copy.bytes.equals(bytes)).toBe(true);
   }
   expect((await blobOn(workers.w3!, 'tee-both')).status).toBe(404);
-  await staging.discard(staged.path);
+  await staging.release(staged);
   expect(await readdir(stagingDir)).toEqual([]);
 });
 
@@ -120,7 +120,35 @@ it('replaces a worker that fails mid-stream by the next target, sent from the st
   expect(result.replicas).toEqual(['w3', 'w2']);
   for (const id of ['w2', 'w3'])
     expect((await blobOn(workers[id]!, 'tee-failover')).bytes.equals(bytes)).toBe(true);
-  await staging.discard((await teed.staged).path);
+  await staging.release(await teed.staged);
+});
+
+it('replaces a failed worker from the body held in memory, and gives its room back', async () => {
+  const inMemory = await StagingArea.open(stagingDir, { memoryBytes: 4_000_000 });
+  const bytes = image(2_000_000, 5);
+  const result = await inMemory.tee(
+    chunksOf(bytes, async (offset) => {
+      if (offset === 8 * CHUNK) await workers.w1!.stop();
+    }),
+    1 << 26,
+    bytes.length,
+    2,
+  );
+  if (!result.ok) throw new Error(result.error.message);
+  expect(inMemory.heldInMemory).toBe(bytes.length);
+  const replicated = await replicateUpload({
+    id: 'tee-memory',
+    teed: result.teed,
+    workers: directory(),
+    client,
+    log,
+  });
+  expect(replicated.replicas).toEqual(['w3', 'w2']);
+  for (const id of ['w2', 'w3'])
+    expect((await blobOn(workers[id]!, 'tee-memory')).bytes.equals(bytes)).toBe(true);
+  expect(await readdir(stagingDir)).toEqual([]);
+  await inMemory.release(await result.teed.staged);
+  expect(inMemory.heldInMemory).toBe(0);
 });
 
 /**
@@ -161,7 +189,7 @@ it('does not count a copy whose worker answers another CRC32C, and places it els
   expect((await blobOn(workers.w1!, 'tee-lie')).status).toBe(200);
   for (const id of ['w2', 'w3'])
     expect((await blobOn(workers[id]!, 'tee-lie')).bytes.equals(bytes)).toBe(true);
-  await staging.discard((await teed.staged).path);
+  await staging.release(await teed.staged);
 });
 
 it('fails an upload whose body is cut short, leaving no copy and no staged file', async () => {
@@ -244,7 +272,7 @@ it('keeps the copies of a body slower than the answer timeout, and replaces a wo
   expect(result.replicas).toEqual(['w3', 'w2']);
   for (const id of ['w2', 'w3'])
     expect((await blobOn(workers[id]!, 'tee-slow')).bytes.equals(bytes)).toBe(true);
-  await staging.discard((await teed.staged).path);
+  await staging.release(await teed.staged);
 });
 
 it('reads the body whole while a worker stops reading, then replaces that copy', async () => {
@@ -283,5 +311,5 @@ it('reads the body whole while a worker stops reading, then replaces that copy',
   expect(fallbacks).toEqual(['w1']);
   for (const id of ['w2', 'w3'])
     expect((await blobOn(workers[id]!, 'tee-stuck')).bytes.equals(bytes)).toBe(true);
-  await staging.discard(staged.path);
+  await staging.release(staged);
 });

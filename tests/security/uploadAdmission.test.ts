@@ -35,6 +35,8 @@ beforeAll(async () => {
       ['--max-staged-bytes-per-client', '300000'],
       ['--min-upload-rate', '100'],
       ['--upload-rate-window-ms', '3000'],
+      // Every upload gets a staged file: waitHeld sees an admitted upload by it.
+      ['--staging-memory-bytes', '0'],
     ].flat(),
   });
   const leader = await cluster.leader();
