@@ -42,13 +42,15 @@
  * Every wait is bounded by --phase-timeout-min.
  */
 
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { managerUrl, peersSpec, spawnManager } from '../src/cli/localManagers.ts';
-import { freePort } from '../src/cli/localProcess.ts';
+import { CHILDREN_FROM_BUILD_ENV, freePort } from '../src/cli/localProcess.ts';
 import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
 import { blobRelativePath } from '../src/storagenode/blobId.ts';
 import { BlobStore } from '../src/storagenode/blobStore.ts';
@@ -68,6 +70,8 @@ interface Options {
   /** The load, then only the worker's restart (no reads, manager restart or join). */
   workerOnly: boolean;
   requestsInFlight: number;
+  /** Children through tsx from src/ rather than from a fresh build in dist/. */
+  fromSource: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -82,14 +86,17 @@ function parseOptions(argv: string[]): Options {
       'in-flight': { type: 'string', default: String(REQUESTS_IN_FLIGHT) },
       'load-only': { type: 'boolean', default: false },
       'worker-only': { type: 'boolean', default: false },
+      'from-source': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
     console.log(`npm run bench:scale -- [--images 1000000,10000000] [--worker-blobs 1000000]
   [--baseline 10000] [--snapshot-threshold 2000] [--phase-timeout-min 30] [--in-flight 2]
-  [--load-only | --worker-only]
+  [--load-only | --worker-only] [--from-source]
 
+Managers and workers run from the build in dist/ (built first, as a deployment runs them);
+--from-source runs them through tsx's loader instead, which costs each 30-50 MiB more memory.
 Loads N image records (default 10 million) through the real Raft and apply path of 3 managers,
 after --baseline images as the latency reference, and prints per N: the load rate, manager CPU per
 1,000 records and disk bytes per image, list and meta latency, a follower's restart, a worker with
@@ -114,6 +121,7 @@ sender's and the receiver's peak RSS against 512 MiB. Every wait is bounded by
     loadOnly: values['load-only'],
     workerOnly: values['worker-only'],
     requestsInFlight: positive('in-flight'),
+    fromSource: values['from-source'],
   };
 }
 
@@ -932,6 +940,13 @@ function printRows(rows: Row[], opts: Options): void {
 }
 
 const opts = parseOptions(process.argv.slice(2));
+if (!opts.fromSource) {
+  // The memory targets are a deployed manager's, which runs the build (localProcess.ts).
+  execFileSync(process.execPath, [fileURLToPath(new URL('../scripts/build.mjs', import.meta.url))], {
+    stdio: 'inherit',
+  });
+  process.env[CHILDREN_FROM_BUILD_ENV] = '1';
+}
 loadHeapProbeInChildren();
 const sizes = [...new Set([opts.baseline, ...opts.images])].sort((a, b) => a - b);
 console.log(

@@ -6,8 +6,9 @@ import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawnTypeScript } from '../../src/cli/localProcess.ts';
+import { CHILDREN_FROM_BUILD_ENV, spawnEntry, spawnTypeScript } from '../../src/cli/localProcess.ts';
 
 const folders: string[] = [];
 
@@ -55,6 +56,24 @@ describe('the environment of a launched child', () => {
     } finally {
       if (before === undefined) delete process.env.IMGVAULT_CHILD_NODE_ARGS;
       else process.env.IMGVAULT_CHILD_NODE_ARGS = before;
+    }
+  });
+
+  it('runs the build in dist/ when asked to, without tsx', { timeout: 90_000 }, async () => {
+    const before = process.env[CHILDREN_FROM_BUILD_ENV];
+    process.env[CHILDREN_FROM_BUILD_ENV] = '1';
+    try {
+      const child = spawnEntry('main', ['--help']);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      const [code] = (await once(child, 'exit')) as [number | null];
+      clearTimeout(timer);
+      // npm ci builds dist/ ("prepare"), so the entry exists wherever the suite runs.
+      expect(code).toBe(0);
+      expect(child.spawnargs).toContain(fileURLToPath(new URL('../../dist/main.mjs', import.meta.url)));
+      expect(child.spawnargs.join(' ')).not.toContain('tsx');
+    } finally {
+      if (before === undefined) delete process.env[CHILDREN_FROM_BUILD_ENV];
+      else process.env[CHILDREN_FROM_BUILD_ENV] = before;
     }
   });
 });
