@@ -30,13 +30,22 @@ export class SlabPool {
   }
 }
 
+/** The memory a body of `size` bytes pins: whole slabs, however little of the last it fills. */
+export function slabBytesFor(size: number): number {
+  return Math.ceil(size / SLAB_BYTES) * SLAB_BYTES;
+}
+
 /** One body copied into slabs: `chunks` are its bytes in order, each a whole slab but the last. */
 export class HeldBody {
   readonly slabs: Buffer[] = [];
   readonly chunks: Uint8Array[] = [];
   private fill = SLAB_BYTES;
 
-  constructor(private readonly pool: SlabPool) {}
+  /** `reserved`: what the body counts in its budget, slabBytesFor its size. */
+  constructor(
+    private readonly pool: SlabPool,
+    readonly reserved: number,
+  ) {}
 
   /** Copies `chunk` in; answers the slabs it filled, to forward in order. */
   add(chunk: Uint8Array): Uint8Array[] {

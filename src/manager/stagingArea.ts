@@ -15,7 +15,7 @@ import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.t
 import { BodyTooSlow } from '../http/requestBody.ts';
 import { Crc32c } from '../protocol/checksums.ts';
 import { ChunkFanOut } from './chunkFanOut.ts';
-import { HeldBody, SLAB_BYTES, SlabPool } from './heldBodies.ts';
+import { HeldBody, SLAB_BYTES, SlabPool, slabBytesFor } from './heldBodies.ts';
 import { SNIFF_BYTES, sniffImageType } from './imageTypes.ts';
 
 export { ACCEPTED_IMAGE_TYPES } from './imageTypes.ts';
@@ -140,7 +140,10 @@ export interface TeedUpload {
 export type TeeResult = { ok: true; teed: TeedUpload } | { ok: false; error: StageError };
 
 export class StagingArea {
-  /** Bytes of the bodies held in memory now (their sizes, reserved when their tee began). */
+  /**
+   * Bytes of the bodies held in memory now, reserved when their tee began: whole slabs each, as a
+   * body pins them (a 20 KB body counting its size would pin 13 times what it counts).
+   */
   private memoryHeld = 0;
   /** The memory-held uploads not yet released (by their chunks), each counted once in memoryHeld. */
   private readonly inMemory = new WeakMap<readonly Uint8Array[], HeldBody>();
@@ -303,7 +306,7 @@ export class StagingArea {
       staged = fan.done.then(
         (): StagedUpload => ({ path: null, chunks: held.chunks, size, contentType, ...sums! }),
         (err: unknown) => {
-          this.releaseMemory(held.chunks, size, false);
+          this.releaseMemory(held.chunks, false);
           throw failed(err);
         },
       );
@@ -336,20 +339,21 @@ export class StagingArea {
     return { ok: true, teed };
   }
 
-  /** Room for a body of `size` bytes, reserved in the budget; null if it does not fit. */
+  /** Room for a body of `size` bytes (its whole slabs), reserved in the budget; null if it does not fit. */
   private holdInMemory(size: number): HeldBody | null {
-    if (this.memoryHeld + size > this.memoryBytes) return null;
-    this.memoryHeld += size;
-    const held = new HeldBody(this.slabs);
+    const reserved = slabBytesFor(size);
+    if (this.memoryHeld + reserved > this.memoryBytes) return null;
+    this.memoryHeld += reserved;
+    const held = new HeldBody(this.slabs, reserved);
     this.inMemory.set(held.chunks, held);
     return held;
   }
 
-  private releaseMemory(chunks: readonly Uint8Array[], size: number, reuse: boolean): void {
+  private releaseMemory(chunks: readonly Uint8Array[], reuse: boolean): void {
     const held = this.inMemory.get(chunks);
     if (!held) return;
     this.inMemory.delete(chunks);
-    this.memoryHeld -= size;
+    this.memoryHeld -= held.reserved;
     if (reuse) this.slabs.give(held.slabs);
   }
 
@@ -360,7 +364,7 @@ export class StagingArea {
    * the next body. Otherwise they are left to the garbage collector.
    */
   async release(staged: StagedUpload, opts: { reuse?: boolean } = {}): Promise<void> {
-    if (staged.path === null) this.releaseMemory(staged.chunks, staged.size, opts.reuse ?? false);
+    if (staged.path === null) this.releaseMemory(staged.chunks, opts.reuse ?? false);
     else await this.discard(staged.path);
   }
 

@@ -249,7 +249,7 @@ describe('StagingArea.tee within its memory budget', () => {
     expect(held.path).toBeNull();
     expect(Buffer.concat(held.chunks ?? []).equals(small)).toBe(true);
     expect(held.sha256).toBe(createHash('sha256').update(small).digest('hex'));
-    expect(staging.heldInMemory).toBe(small.length);
+    expect(staging.heldInMemory).toBe(4 * SLAB_BYTES);
     expect(filed.path).not.toBeNull();
     expect((await readFile(filed.path!)).equals(large)).toBe(true);
     await staging.release(held);
@@ -257,6 +257,23 @@ describe('StagingArea.tee within its memory budget', () => {
     await staging.release(filed);
     expect(staging.heldInMemory).toBe(0);
     expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('counts the whole slabs a small body pins, so the budget bounds the memory held', async () => {
+    const staging = await StagingArea.open(dir, { memoryBytes: 2 * SLAB_BYTES });
+    const bodies = [body(20_000), body(20_000), body(20_000)];
+    const teed = [];
+    for (const bytes of bodies) {
+      const result = await staging.tee(chunked(bytes, 8 * 1024), 1 << 26, bytes.length, 1);
+      if (!result.ok) throw new Error('refused');
+      teed.push(result.teed);
+    }
+    await Promise.all(teed.map((t) => drain(t.copies[0]!)));
+    const staged = await Promise.all(teed.map((t) => t.staged));
+    expect(staged.map((s) => s.path === null)).toEqual([true, true, false]);
+    expect(staging.heldInMemory).toBe(2 * SLAB_BYTES);
+    for (const s of staged) await staging.release(s);
+    expect(staging.heldInMemory).toBe(0);
   });
 
   it('reuses the slabs of a body sent cleanly for the next one, and never those of another', async () => {

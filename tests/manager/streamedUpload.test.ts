@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { withMinimumRate } from '../../src/http/requestBody.ts';
 import { createLogger } from '../../src/logging.ts';
+import { SLAB_BYTES } from '../../src/manager/heldBodies.ts';
 import { replicateUpload } from '../../src/manager/replicateUpload.ts';
 import { StageFailed, StagingArea, type TeedUpload } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
@@ -135,7 +136,8 @@ it('replaces a failed worker from the body held in memory, and gives its room ba
     2,
   );
   if (!result.ok) throw new Error(result.error.message);
-  expect(inMemory.heldInMemory).toBe(bytes.length);
+  // 2,000,000 bytes pin 8 whole slabs of 256 KiB, and count as much.
+  expect(inMemory.heldInMemory).toBe(8 * SLAB_BYTES);
   const replicated = await replicateUpload({
     id: 'tee-memory',
     teed: result.teed,
