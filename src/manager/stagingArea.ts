@@ -117,7 +117,8 @@ export class StageFailed extends Error {
 
 /**
  * An upload forwarded as it arrives (StagingArea.tee): each copy reads the body's chunks from its
- * branch while the staging file gets them too, for a copy whose first target fails.
+ * branch while the body is kept too (in memory slabs, or a staging file past the memory budget),
+ * for a copy whose first target fails.
  */
 export interface TeedUpload {
   contentType: string;
