@@ -1,11 +1,24 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ImageError } from '../../src/manager/imageService.ts';
+import { createLogger } from '../../src/logging.ts';
+import { SLAB_BYTES } from '../../src/manager/heldBodies.ts';
+import { ImageError, ImageService } from '../../src/manager/imageService.ts';
+import { ObjectSlots } from '../../src/manager/placement/execute.ts';
+import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
+import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
 import type { Command } from '../../src/metadata/commands.ts';
 import { EntryLog, MetadataFixture, registerCmd } from '../metadata/metadataFixture.ts';
-import { SECRET, startTempWorker } from '../storagenode/workerHarness.ts';
+import {
+  AUTH,
+  makeDataDir,
+  type RunningWorker,
+  removeDir,
+  SECRET,
+  startTempWorker,
+  startWorker,
+} from '../storagenode/workerHarness.ts';
 import { readingImageService } from './readingImageService.ts';
 
 const fx = new MetadataFixture();
@@ -116,5 +129,123 @@ describe('reads: ReadIndex beside the worker read', () => {
     // The worker still holds the old bytes under `cat`: they were read for the local record, but
     // the confirmed one names other bytes, so nothing is served rather than the old bytes.
     await expect(images.open('cat', { method: 'GET' })).rejects.toMatchObject({ code: 'Unavailable' });
+  });
+});
+
+describe('uploads held in memory: slabs reused only after a clean send', () => {
+  // Three real workers in three zones. `full` has a 1 KiB quota: a copy sent to it is refused with
+  // 507 while its body streams, so the copy falls back to the third worker.
+  const ZONES = { full: 'z1', b: 'z2', c: 'z3' } as const;
+  const image = (size: number, seed: number) => {
+    const bytes = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) bytes[i] = (i * 31 + seed) & 0xff;
+    PNG.copy(bytes, 0, 0, 16);
+    return bytes;
+  };
+
+  async function setup() {
+    const sm = await fx.machine();
+    const log = new EntryLog();
+    const running: Record<string, RunningWorker> = {};
+    for (const id of Object.keys(ZONES) as (keyof typeof ZONES)[]) {
+      const dir = await makeDataDir();
+      const worker = await startWorker(dir, id === 'full' ? { quotaBytes: 1024 } : {});
+      cleanups.push(async () => {
+        await worker.stop();
+        await removeDir(dir);
+      });
+      running[id] = worker;
+      await sm.apply([
+        log.command({ type: 'registerWorker', nodeId: id, url: worker.url, zone: ZONES[id], at: 1 }),
+      ]);
+    }
+    const stagingDir = await makeDataDir();
+    const workers = new WorkerClient({ secret: SECRET });
+    cleanups.push(async () => {
+      await workers.close();
+      await removeDir(stagingDir);
+    });
+    const staging = await StagingArea.open(stagingDir, { memoryBytes: 16 * SLAB_BYTES });
+    const liveness = new WorkerLiveness({ suspectAfterMs: 60_000 });
+    // Proposals apply in order, as a leader's log would.
+    let tail: Promise<unknown> = Promise.resolve();
+    const images = new ImageService({
+      raft: {
+        isLeader: () => true,
+        leaderInfo: () => ({ id: 'm1', url: null }),
+        readIndex: async () => {},
+        propose(data, requestId) {
+          const run = tail.then(async () => {
+            const results = await sm.apply([log.raw(data)]);
+            return results.find((r) => r.requestId === requestId)?.result;
+          });
+          tail = run.catch(() => {});
+          return run;
+        },
+      },
+      metadata: sm,
+      staging,
+      workers,
+      liveness,
+      log: createLogger('test'),
+      maxImageBytes: 1 << 24,
+      slots: new ObjectSlots(),
+    });
+    const GB = 1e9;
+    /** Heartbeats that rank the workers by how used their disks are, in percent (placement.ts). */
+    const beat = (usedPercent: Record<keyof typeof ZONES, number>) => {
+      for (const [nodeId, used] of Object.entries(usedPercent))
+        liveness.heard({
+          nodeId,
+          diskUsed: used * GB,
+          diskFree: (100 - used) * GB,
+          objectCount: 0,
+          lastSeen: Date.now(),
+        });
+    };
+    const upload = (bytes: Buffer) =>
+      images.upload(
+        images.newId(),
+        async function* () {
+          for (let at = 0; at < bytes.length; at += 64 * 1024) yield bytes.subarray(at, at + 64 * 1024);
+        },
+        { declaredLength: bytes.length },
+      );
+    const blobOn = async (nodeId: string, id: string) => {
+      const res = await fetch(`${running[nodeId]!.url}/blobs/${id}`, { headers: AUTH });
+      return Buffer.from(await res.arrayBuffer());
+    };
+    return { staging, beat, upload, blobOn };
+  }
+
+  it('keeps the slabs of a body that fell back out of the pool, reuses a clean one, and mixes no bytes', async () => {
+    const { staging, beat, upload, blobOn } = await setup();
+    // The full worker looks emptiest, so it is a first target and refuses its copy mid-body.
+    beat({ full: 0, b: 10, c: 50 });
+    const fallenBack = image(3 * SLAB_BYTES + 1_000, 1);
+    const first = await upload(fallenBack);
+    // c, ranked last, holds a copy only as the replacement of the full worker's.
+    expect([...first.object.replicas].sort()).toEqual(['b', 'c']);
+    for (const nodeId of ['b', 'c'])
+      expect((await blobOn(nodeId, first.object.id)).equals(fallenBack)).toBe(true);
+    expect(staging.spareSlabs).toBe(0);
+    expect(staging.heldInMemory).toBe(0);
+
+    // Now the full worker looks fullest: both copies are stored at their first targets.
+    beat({ full: 90, b: 10, c: 50 });
+    const clean = await upload(image(3 * SLAB_BYTES + 1_000, 2));
+    expect([...clean.object.replicas].sort()).toEqual(['b', 'c']);
+    expect(staging.spareSlabs).toBe(4);
+
+    // Two bodies at once, on reused slabs and new ones: each arrives whole and unmixed on both.
+    beat({ full: 90, b: 10, c: 50 });
+    const bodies = [image(5 * SLAB_BYTES + 7, 3), image(4 * SLAB_BYTES + 300, 4)];
+    const both = await Promise.all(bodies.map((bytes) => upload(bytes)));
+    for (const [i, outcome] of both.entries()) {
+      expect([...outcome.object.replicas].sort()).toEqual(['b', 'c']);
+      for (const nodeId of ['b', 'c'])
+        expect((await blobOn(nodeId, outcome.object.id)).equals(bodies[i]!)).toBe(true);
+    }
+    expect(staging.heldInMemory).toBe(0);
   });
 });
