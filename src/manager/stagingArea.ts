@@ -229,8 +229,8 @@ export class StagingArea {
 
   /**
    * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and keeps it, hashing
-   * as it goes: held in slabs when `size` fits what is left of the memory budget, else written to
-   * a staged file. The first SNIFF_BYTES are read and their type checked before this returns: a
+   * as it goes: held in slabs when they (whole: slabBytesFor) fit what is left of the memory
+   * budget, else written to a staged file. The first SNIFF_BYTES are read and their type checked before this returns: a
    * refused body reaches no consumer. Memory: a held body whole (within the budget); else a
    * forward batch being gathered, and ChunkFanOut's depth of batches a branch (the branches share
    * them). `copyStallMs`: a copy that holds the body back this long fails (BranchStalled, from its
