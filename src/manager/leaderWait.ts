@@ -20,7 +20,7 @@ export interface LeaderWaitLimits {
 
 export type LeaderWaitOutcome =
   | { ok: true; leader: LiveLeader }
-  | { ok: false; reason: 'timeout' | 'full'; message: string };
+  | { ok: false; reason: 'timeout' | 'full' | 'gone'; message: string };
 
 /** How often waiting requests look at the leader again: a fraction of a heartbeat. */
 const POLL_MS = 20;
@@ -30,8 +30,13 @@ interface Waiter {
   settle: (outcome: LeaderWaitOutcome) => void;
 }
 
-/** How a wait ended: a live leader came, the wait ran out, or the queue was full (docs/metrics.md). */
-type WaitEnd = 'leader' | 'timeout' | 'full';
+/**
+ * How a wait ended: a live leader came, the wait ran out, the queue was full, or the client hung up
+ * (docs/metrics.md).
+ */
+type WaitEnd = 'leader' | 'timeout' | 'full' | 'gone';
+
+const GONE: LeaderWaitOutcome = { ok: false, reason: 'gone', message: 'the client closed the connection' };
 
 export class LeaderWait {
   private readonly waiters = new Set<Waiter>();
@@ -72,10 +77,14 @@ export class LeaderWait {
     return performance.now() + this.limits.waitMs;
   }
 
-  /** A live leader now, or once one is, before `deadline`; refused at once when the queue is full. */
-  until(deadline: number): Promise<LeaderWaitOutcome> {
+  /**
+   * A live leader now, or once one is, before `deadline`; refused at once when the queue is full.
+   * `gone` (the client hung up) frees the place at once: an abandoned request holds no slot.
+   */
+  until(deadline: number, gone?: AbortSignal): Promise<LeaderWaitOutcome> {
     const now = this.liveLeader();
     if (now !== null) return Promise.resolve({ ok: true, leader: now });
+    if (gone?.aborted) return Promise.resolve(GONE);
     if (performance.now() >= deadline) return Promise.resolve(this.timedOut());
     if (this.waiters.size >= this.limits.maxWaiting) {
       this.ends?.inc({ outcome: 'full' satisfies WaitEnd });
@@ -89,12 +98,15 @@ export class LeaderWait {
       const waiter: Waiter = {
         deadline,
         settle: (outcome) => {
-          this.waiters.delete(waiter);
+          if (!this.waiters.delete(waiter)) return;
+          gone?.removeEventListener('abort', hungUp);
           const end: WaitEnd = outcome.ok ? 'leader' : outcome.reason;
           this.ends?.inc({ outcome: end });
           resolve(outcome);
         },
       };
+      const hungUp = () => waiter.settle(GONE);
+      gone?.addEventListener('abort', hungUp, { once: true });
       this.waiters.add(waiter);
       this.poller ??= setInterval(() => this.look(), POLL_MS);
     });

@@ -45,11 +45,14 @@ async function waitEnds(): Promise<Record<string, number>> {
 
 let server: ReturnType<typeof serve>;
 let url: string;
+/** Runs of the handler, first runs and runs again alike. */
+let runs = 0;
 
 beforeAll(async () => {
   const app = new Hono();
   app.use('*', awaitLiveLeader(wait, app));
   app.post('/v1/things', async (c) => {
+    runs++;
     if (view.isLeader()) return c.json({ served: (await readBodyText(c, 1 << 20)).length }, 201);
     const leader = view.leaderInfo();
     if (leader) return redirectToLeader(c, leader.url, 'this manager is not the leader');
@@ -79,16 +82,20 @@ function wentQuiet(leaderUrl: string): void {
   view.heardAt = performance.now() - 10 * QUIET_MS;
 }
 
-async function post(body = 'x'.repeat(10_000)) {
+async function post(body = 'x'.repeat(10_000), signal = AbortSignal.timeout(15_000)) {
   const started = performance.now();
-  const res = await fetch(`${url}/v1/things?q=1`, {
-    method: 'POST',
-    body,
-    redirect: 'manual',
-    signal: AbortSignal.timeout(15_000),
-  });
+  const res = await fetch(`${url}/v1/things?q=1`, { method: 'POST', body, redirect: 'manual', signal });
   const json = (await res.json()) as { served?: number; error?: { code: string; message: string } };
   return { res, json, ms: performance.now() - started };
+}
+
+/** Resolves once `wait` holds `count` requests; fails past a generous bound. */
+async function holding(count: number): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (wait.waiting() !== count) {
+    if (performance.now() > deadline) throw new Error(`${wait.waiting()} requests held, not ${count}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
 }
 
 /** Runs `change` once `wait` holds a request. */
@@ -165,5 +172,28 @@ describe('a request that needs the leader', () => {
     heardLately(NEW_LEADER);
     for (const answer of await Promise.all(held)) expect(answer.res.status).toBe(307);
     expect(await waitEnds()).toEqual({ leader: 4, timeout: 1, full: 1 });
+  });
+
+  it('frees its place and is not run again when its client hangs up while held', async () => {
+    wentQuiet(OLD_LEADER);
+    const before = { ...(await waitEnds()) };
+    runs = 0;
+    const hangUps = [new AbortController(), new AbortController()];
+    const abandoned = hangUps.map((hangUp) => post(undefined, hangUp.signal).catch((err: Error) => err.name));
+    await holding(2);
+    for (const hangUp of hangUps) hangUp.abort();
+    expect(await Promise.all(abandoned)).toEqual(['AbortError', 'AbortError']);
+    await holding(0);
+    const live = post();
+    await holding(1);
+    heardLately(NEW_LEADER);
+    const answer = await live;
+    expect(answer.res.status).toBe(307);
+    expect(answer.res.headers.get('location')).toBe(`${NEW_LEADER}/v1/things?q=1`);
+    // Two first runs of the abandoned requests, the live one's first run and its run once a leader lived.
+    expect(runs).toBe(4);
+    const ends = await waitEnds();
+    expect((ends.gone ?? 0) - (before.gone ?? 0)).toBe(2);
+    expect((ends.full ?? 0) - (before.full ?? 0)).toBe(0);
   });
 });

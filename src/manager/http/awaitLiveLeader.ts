@@ -7,6 +7,7 @@
 
 import type { HttpBindings } from '@hono/node-server';
 import type { Context, MiddlewareHandler } from 'hono';
+import { clientGoneSignal } from '../../http/clientGone.ts';
 import { leaderLocation, takeLeaderAnswer } from '../../http/leaderRedirect.ts';
 import type { LeaderWait, LiveLeader } from '../leaderWait.ts';
 
@@ -28,9 +29,12 @@ export function awaitLiveLeader(wait: LeaderWait, app: Dispatcher): MiddlewareHa
     await next();
     if (!takeLeaderAnswer(raw)) return;
     const deadline = wait.deadlineFromNow();
+    const gone = clientGoneSignal(c.env);
     for (let run = 1; ; run++) {
       if (answerStands(c.res, wait.liveLeader())) return;
-      const outcome = await wait.until(deadline);
+      const outcome = await wait.until(deadline, gone);
+      // Nobody reads the answer: running the request again would only cost work.
+      if (gone?.aborted) return;
       if (!outcome.ok) {
         replaceResponse(c, errorAnswer(503, 'NoLeader', outcome.message, { 'retry-after': '1' }));
         return;
