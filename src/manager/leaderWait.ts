@@ -153,7 +153,5 @@ export function liveLeaderOf(raft: LeaderView, quietMs: number): LiveLeader | nu
   return { self: false, id: leader.id, url: leader.url };
 }
 
-/** Four heartbeats, and at most half the shortest election timeout. */
-export function leaderQuietMs(raft: { tickMs: number; heartbeatTick: number; electionTick: number }): number {
-  return Math.min(4 * raft.heartbeatTick, raft.electionTick / 2) * raft.tickMs;
-}
+/** The same limit the Raft node uses to refuse a read while its leader is silent. */
+export { leaderQuietMs } from '../consensus/node/leaderQuiet.ts';
