@@ -20,7 +20,7 @@ export interface LeaderWaitLimits {
 
 export type LeaderWaitOutcome =
   | { ok: true; leader: LiveLeader }
-  | { ok: false; reason: 'timeout' | 'full' | 'gone'; message: string };
+  | { ok: false; reason: 'timeout' | 'full' | 'gone' | 'stopping'; message: string };
 
 /** How often waiting requests look at the leader again: a fraction of a heartbeat. */
 const POLL_MS = 20;
@@ -31,16 +31,22 @@ interface Waiter {
 }
 
 /**
- * How a wait ended: a live leader came, the wait ran out, the queue was full, or the client hung up
- * (docs/metrics.md).
+ * How a wait ended: a live leader came, the wait ran out, the queue was full, the client hung up,
+ * or the manager is stopping (docs/metrics.md).
  */
-type WaitEnd = 'leader' | 'timeout' | 'full' | 'gone';
+type WaitEnd = 'leader' | 'timeout' | 'full' | 'gone' | 'stopping';
 
 const GONE: LeaderWaitOutcome = { ok: false, reason: 'gone', message: 'the client closed the connection' };
+const STOPPING: LeaderWaitOutcome = {
+  ok: false,
+  reason: 'stopping',
+  message: 'this manager is stopping and no leader is known to be alive; retry shortly',
+};
 
 export class LeaderWait {
   private readonly waiters = new Set<Waiter>();
   private poller: NodeJS.Timeout | null = null;
+  private closed = false;
   private readonly ends: Counter<'outcome'> | null = null;
 
   constructor(
@@ -85,6 +91,7 @@ export class LeaderWait {
     const now = this.liveLeader();
     if (now !== null) return Promise.resolve({ ok: true, leader: now });
     if (gone?.aborted) return Promise.resolve(GONE);
+    if (this.closed) return Promise.resolve(STOPPING);
     if (performance.now() >= deadline) return Promise.resolve(this.timedOut());
     if (this.waiters.size >= this.limits.maxWaiting) {
       this.ends?.inc({ outcome: 'full' satisfies WaitEnd });
@@ -108,8 +115,19 @@ export class LeaderWait {
       const hungUp = () => waiter.settle(GONE);
       gone?.addEventListener('abort', hungUp, { once: true });
       this.waiters.add(waiter);
-      this.poller ??= setInterval(() => this.look(), POLL_MS);
+      if (this.poller === null) {
+        this.poller = setInterval(() => this.look(), POLL_MS);
+        // Held requests keep their own sockets open; the poller alone must not hold a process up.
+        this.poller.unref();
+      }
     });
+  }
+
+  /** The manager is stopping: every held request is answered now, and later ones at once. */
+  close(): void {
+    this.closed = true;
+    for (const waiter of [...this.waiters]) waiter.settle(STOPPING);
+    this.stopPolling();
   }
 
   private look(): void {
@@ -119,10 +137,13 @@ export class LeaderWait {
       if (leader !== null) waiter.settle({ ok: true, leader });
       else if (now >= waiter.deadline) waiter.settle(this.timedOut());
     }
-    if (this.waiters.size === 0 && this.poller !== null) {
-      clearInterval(this.poller);
-      this.poller = null;
-    }
+    if (this.waiters.size === 0) this.stopPolling();
+  }
+
+  private stopPolling(): void {
+    if (this.poller === null) return;
+    clearInterval(this.poller);
+    this.poller = null;
   }
 
   private timedOut(): LeaderWaitOutcome {

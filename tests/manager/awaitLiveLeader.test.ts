@@ -196,4 +196,39 @@ describe('a request that needs the leader', () => {
     expect((ends.gone ?? 0) - (before.gone ?? 0)).toBe(2);
     expect((ends.full ?? 0) - (before.full ?? 0)).toBe(0);
   });
+
+  it('is answered 503 at once when the manager stops while it is held, as is any later one', async () => {
+    // A wait of its own, far longer than the test: only close() can end it in time.
+    const stopping = new LeaderWait(() => null, { waitMs: 60_000, maxWaiting: 4 });
+    const app = new Hono();
+    app.use('*', awaitLiveLeader(stopping, app));
+    app.post('/v1/things', (c) => noLeaderKnown(c, 'no leader is known right now; retry shortly'));
+    const own = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
+    await new Promise<void>((resolve) => own.once('listening', () => resolve()));
+    try {
+      const held = fetch(`http://127.0.0.1:${(own.address() as AddressInfo).port}/v1/things`, {
+        method: 'POST',
+        body: 'x',
+        signal: AbortSignal.timeout(15_000),
+      });
+      const deadline = performance.now() + 10_000;
+      while (stopping.waiting() === 0 && performance.now() < deadline)
+        await new Promise((r) => setTimeout(r, 5));
+      expect(stopping.waiting()).toBe(1);
+      stopping.close();
+      const res = await held;
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      const json = (await res.json()) as { error: { code: string; message: string } };
+      expect(json.error.code).toBe('NoLeader');
+      expect(json.error.message).toContain('stopping');
+      expect(stopping.waiting()).toBe(0);
+      expect(await stopping.until(stopping.deadlineFromNow())).toMatchObject({
+        ok: false,
+        reason: 'stopping',
+      });
+    } finally {
+      await new Promise<void>((resolve) => own.close(() => resolve()));
+    }
+  });
 });
