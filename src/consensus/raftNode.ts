@@ -586,6 +586,11 @@ export class RaftNode {
     return this.leader === null ? null : { id: this.leader, url: this.membership.urlOf(this.leader) };
   }
 
+  /** Whether this node is in the configuration (a voter or a learner); false once removed. */
+  isMember(): boolean {
+    return this.membership.isMember(this.id);
+  }
+
   isLeader(): boolean {
     return this.role === 'leader';
   }

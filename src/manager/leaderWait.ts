@@ -54,6 +54,12 @@ export class LeaderWait {
     readonly liveLeader: () => LiveLeader | null,
     readonly limits: LeaderWaitLimits,
     metrics?: Registry,
+    /**
+     * Whether this node is in the cluster's configuration. A removed member that still runs keeps
+     * naming a leader that no longer talks to it: it answers as it did before the wait existed
+     * (a 307 to that leader, which then serves the client) rather than hold every request.
+     */
+    private readonly isMember: () => boolean = () => true,
   ) {
     if (!metrics) return;
     this.ends = new Counter({
@@ -71,6 +77,11 @@ export class LeaderWait {
         this.set(waiters.size);
       },
     });
+  }
+
+  /** Whether requests here wait for a live leader at all (not on a removed member). */
+  holds(): boolean {
+    return this.isMember();
   }
 
   /** Requests waiting now (tests and metrics read it). */

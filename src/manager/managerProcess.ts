@@ -160,6 +160,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     () => liveLeaderOf(running, leaderQuietMs(config)),
     { waitMs: config.leaderWaitMs, maxWaiting: config.maxWaitingForLeader },
     metrics,
+    () => running.isMember(),
   );
   const app = createManagerApp({
     node: running,

@@ -231,4 +231,36 @@ describe('a request that needs the leader', () => {
       await new Promise<void>((resolve) => own.close(() => resolve()));
     }
   });
+
+  it('is not held on a removed member: its answer goes out at once, as before', async () => {
+    // Removed, it still names the leader it last heard, which no longer talks to it.
+    wentQuiet(OLD_LEADER);
+    const removed = new LeaderWait(
+      () => liveLeaderOf(view, QUIET_MS),
+      { waitMs: WAIT_MS, maxWaiting: 4 },
+      undefined,
+      () => false,
+    );
+    const app = new Hono();
+    app.use('*', awaitLiveLeader(removed, app));
+    app.post('/v1/things', (c) =>
+      redirectToLeader(c, view.leaderInfo()!.url, 'this manager is not the leader'),
+    );
+    const own = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
+    await new Promise<void>((resolve) => own.once('listening', () => resolve()));
+    try {
+      const held = fetch(`http://127.0.0.1:${(own.address() as AddressInfo).port}/v1/things`, {
+        method: 'POST',
+        body: 'x',
+        redirect: 'manual',
+        signal: AbortSignal.timeout(15_000),
+      });
+      const res = await held;
+      expect(res.status).toBe(307);
+      expect(res.headers.get('location')).toBe(`${OLD_LEADER}/v1/things`);
+      expect(removed.waiting()).toBe(0);
+    } finally {
+      await new Promise<void>((resolve) => own.close(() => resolve()));
+    }
+  });
 });

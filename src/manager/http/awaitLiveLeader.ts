@@ -27,7 +27,7 @@ export function awaitLiveLeader(wait: LeaderWait, app: Dispatcher): MiddlewareHa
     const raw = c.req.raw;
     if (runningAgain.has(raw)) return next();
     await next();
-    if (!takeLeaderAnswer(raw)) return;
+    if (!takeLeaderAnswer(raw) || !wait.holds()) return;
     const deadline = wait.deadlineFromNow();
     const gone = clientGoneSignal(c.env);
     for (let run = 1; ; run++) {

@@ -119,7 +119,7 @@ function forwardHeaders(req: S3Request, credential: string): Record<string, stri
  * came to lead meanwhile), after waiting for one; else the leader this node knows.
  */
 async function leaderToServe(deps: S3EndpointDeps, gone?: AbortSignal): Promise<LiveLeader> {
-  if (deps.leaderWait) {
+  if (deps.leaderWait?.holds()) {
     const outcome = await deps.leaderWait.until(deps.leaderWait.deadlineFromNow(), gone);
     if (!outcome.ok) throw new S3Error('ServiceUnavailable', outcome.message);
     return outcome.leader;
