@@ -3,6 +3,7 @@
 // would show it (who leads, how long since it was heard) set by the test. The handler answers as the
 // manager's routes do: serves when this node leads, else redirectToLeader or noLeaderKnown.
 
+import { request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -56,6 +57,11 @@ beforeAll(async () => {
     if (view.isLeader()) return c.json({ served: (await readBodyText(c, 1 << 20)).length }, 201);
     const leader = view.leaderInfo();
     if (leader) return redirectToLeader(c, leader.url, 'this manager is not the leader');
+    return noLeaderKnown(c, 'no leader is known right now; retry shortly');
+  });
+  // Takes hold of the body before a byte of it came, then finds it needs the leader.
+  app.post('/v1/eager', (c) => {
+    void c.req.raw.body?.getReader().read();
     return noLeaderKnown(c, 'no leader is known right now; retry shortly');
   });
   server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
@@ -262,5 +268,31 @@ describe('a request that needs the leader', () => {
     } finally {
       await new Promise<void>((resolve) => own.close(() => resolve()));
     }
+  });
+
+  it('is sent to the live leader, not run again, when a consumer took its body before a byte came', async () => {
+    const { port } = new URL(url);
+    const req = httpRequest({
+      host: '127.0.0.1',
+      port,
+      method: 'POST',
+      path: '/v1/eager',
+      headers: { 'content-length': '4' },
+    });
+    const answer = new Promise<{ status: number; location: string | undefined }>((resolve, reject) => {
+      req.on('response', (res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, location: res.headers.location });
+      });
+      req.on('error', reject);
+    });
+    // The headers go out; the body waits until the request is held.
+    req.flushHeaders();
+    await holding(1);
+    view.leads = true;
+    const { status, location } = await answer;
+    req.destroy();
+    expect(status).toBe(307);
+    expect(location).toBe(`${url}/v1/eager`);
   });
 });

@@ -61,10 +61,15 @@ function answerStands(res: Response, live: LiveLeader | null): boolean {
   return location !== null && URL.canParse(location) && new URL(location).origin === new URL(live.url).origin;
 }
 
-/** Nothing of the body was read: the request can run again. */
+/**
+ * Nothing of the body was read, nor will be by a consumer already attached (a stream handed out
+ * before its first chunk came has not read yet, but would take what comes): the request can run again.
+ */
 function bodyUnread(c: Context): boolean {
   const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
-  return incoming ? !incoming.readableDidRead : !c.req.raw.bodyUsed;
+  if (!incoming) return !c.req.raw.bodyUsed;
+  const consumers = incoming.listenerCount('data') + incoming.listenerCount('readable');
+  return !incoming.readableDidRead && incoming.readableFlowing === null && consumers === 0;
 }
 
 /** A request that cannot run again (its body was read) is sent to the live leader, even this one. */
