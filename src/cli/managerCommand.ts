@@ -55,7 +55,7 @@ export function registerManagerCommand(program: Command): void {
     .option(
       '--leader-wait-ms <ms>',
       help(
-        'how long a follower holds a request that needs the leader, while no leader is known to be alive (an election), before its 503; then it redirects it to the new leader or serves it (default 2500; 0: at once)',
+        'how long a follower holds a request that needs the leader, while no leader is known to be alive (an election), before its 503; then it redirects it to the new leader or serves it; 0: at once (default 2500)',
         'leaderWaitMs',
       ),
     )
@@ -112,7 +112,7 @@ export function registerManagerCommand(program: Command): void {
     .option(
       '--upload-wait-ms <ms>',
       help(
-        'how long an upload over a cap waits for room before its 503 (default 5000; 0: at once)',
+        'how long an upload over a cap waits for room before its 503; 0: at once (default 5000)',
         'uploadWaitMs',
       ),
     )

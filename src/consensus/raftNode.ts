@@ -15,6 +15,7 @@ import type { ProposeError, RaftConfig, RaftLogStore } from './api.ts';
 import { bootstrapSnapshot, MemoryStorage, RaftCore } from './core/index.ts';
 import { type RaftClock, systemClock, type TimerHandle } from './node/clock.ts';
 import { ConditionWaiters } from './node/conditionWaiters.ts';
+import { leaderQuietMs } from './node/leaderQuiet.ts';
 import { Membership } from './node/membership.ts';
 import { type NodeMetrics, registerNodeMetrics } from './node/nodeMetrics.ts';
 import { nodeStatus, PeerContacts, type RaftNodeStatus } from './node/nodeStatus.ts';
@@ -160,6 +161,8 @@ export class RaftNode {
   private readonly onFatal: (err: unknown) => void;
   /** An election timeout: how long the core keeps a leadership transfer before abandoning it. */
   private readonly transferRetryMs: number;
+  /** Silence after which this node's leader no longer counts as alive (leaderQuiet.ts). */
+  private readonly leaderQuietMs: number;
   private readonly clock: RaftClock;
   private readonly random: RandomInt;
 
@@ -264,6 +267,11 @@ export class RaftNode {
     };
     this.clock = opts.clock ?? systemClock;
     this.transferRetryMs = this.opts.tickMs * (opts.electionTick ?? 10);
+    this.leaderQuietMs = leaderQuietMs({
+      tickMs: this.opts.tickMs,
+      heartbeatTick: opts.heartbeatTick ?? 1,
+      electionTick: opts.electionTick ?? 10,
+    });
     this.random = opts.random ?? ((n: number) => randomInt(n));
     this.onFatal =
       opts.onFatal ??
@@ -502,10 +510,14 @@ export class RaftNode {
    * Resolves once a linearizable read may be served from the local state machine: the leader has
    * confirmed its leadership at some commit index (ReadIndex, Raft thesis 6.4) and this node has
    * applied up to it. Works on followers too (the core forwards the request to the leader).
+   * Refused at once (NotLeader, no leader) while the leader is not known to be alive: right after
+   * it dies the follower still names it until its election timeout, and a read sent to it would
+   * wait out readTimeoutMs for an answer that never comes. The caller retries once a leader lives.
    */
   readIndex(): Promise<void> {
     if (this.stopped) return Promise.reject(stoppedError());
-    if (this.leader === null) return Promise.reject(this.notLeader());
+    const silence = this.leaderSilenceMs();
+    if (silence === null || silence > this.leaderQuietMs) return Promise.reject(notLeaderError(null));
     return this.reads.wait();
   }
 
@@ -574,6 +586,11 @@ export class RaftNode {
     return this.leader === null ? null : { id: this.leader, url: this.membership.urlOf(this.leader) };
   }
 
+  /** Whether this node is in the configuration (a voter or a learner); false once removed. */
+  isMember(): boolean {
+    return this.membership.isMember(this.id);
+  }
+
   isLeader(): boolean {
     return this.role === 'leader';
   }
@@ -597,6 +614,12 @@ export class RaftNode {
    */
   notePeerLost(peer: NodeId): void {
     this.contacts.lost(peer, this.clock.now());
+    // Reads forwarded to a leader that is gone get no answer: fail them now, not at their timeout.
+    if (peer === this.leader && this.role !== 'leader') this.failReads();
+  }
+
+  private failReads(): void {
+    if (this.reads.pending()) this.reads.failAll(notLeaderError(null));
   }
 
   /**
@@ -738,8 +761,11 @@ export class RaftNode {
     if (role === 'leader' && this.role !== 'leader') {
       this.log.info({ event: 'raft.became_leader', term: this.core.status().term }, 'became leader');
     }
+    // The core drops the read requests it forwarded to, or held as, the old leader: no answer comes.
+    const lostReads = this.leader !== null && leader !== this.leader;
     this.role = role;
     this.leader = leader;
+    if (lostReads) this.failReads();
     this.checkWaiters();
   }
 

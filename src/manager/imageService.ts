@@ -128,6 +128,11 @@ function outcomeOf(err: unknown): string {
   return err instanceof ImageError ? err.code : 'Internal';
 }
 
+/** "Go to the leader" or "no leader known": not this manager's outcome to count (docs/metrics.md). */
+function isLeaderAnswer(err: unknown): boolean {
+  return err instanceof ImageError && (err.code === 'NotLeader' || err.code === 'NoLeader');
+}
+
 /** The id of named content: `c` and its sha256 (nameService.ts). */
 export const CONTENT_ID_PATTERN = /^c[0-9a-f]{64}$/;
 
@@ -221,8 +226,10 @@ export class ImageService {
       this.deps.metrics?.upload(outcome.created ? 'created' : 'existing', seconds(), outcome.object.size);
       return outcome;
     } catch (err) {
-      // A redirect to the leader is not an upload; the leader counts the one it serves.
-      if (!(err instanceof ImageError && err.code === 'NotLeader')) {
+      // A redirect to the leader is not an upload; the leader counts the one it serves. Nor is a
+      // "no leader": the request is held and run again (awaitLiveLeader.ts), and a final 503 is
+      // counted as imgvault_leader_waits_total.
+      if (!isLeaderAnswer(err)) {
         this.deps.metrics?.upload(outcomeOf(err), seconds(), 0);
       }
       throw err;
@@ -675,7 +682,7 @@ export class ImageService {
       await this.removeCommitted(id);
       this.deps.metrics?.delete('deleted');
     } catch (err) {
-      if (!(err instanceof ImageError && err.code === 'NotLeader')) this.deps.metrics?.delete(outcomeOf(err));
+      if (!isLeaderAnswer(err)) this.deps.metrics?.delete(outcomeOf(err));
       throw err;
     }
   }

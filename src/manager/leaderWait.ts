@@ -20,7 +20,7 @@ export interface LeaderWaitLimits {
 
 export type LeaderWaitOutcome =
   | { ok: true; leader: LiveLeader }
-  | { ok: false; reason: 'timeout' | 'full'; message: string };
+  | { ok: false; reason: 'timeout' | 'full' | 'gone' | 'stopping'; message: string };
 
 /** How often waiting requests look at the leader again: a fraction of a heartbeat. */
 const POLL_MS = 20;
@@ -30,12 +30,23 @@ interface Waiter {
   settle: (outcome: LeaderWaitOutcome) => void;
 }
 
-/** How a wait ended: a live leader came, the wait ran out, or the queue was full (docs/metrics.md). */
-type WaitEnd = 'leader' | 'timeout' | 'full';
+/**
+ * How a wait ended: a live leader came, the wait ran out, the queue was full, the client hung up,
+ * or the manager is stopping (docs/metrics.md).
+ */
+type WaitEnd = 'leader' | 'timeout' | 'full' | 'gone' | 'stopping';
+
+const GONE: LeaderWaitOutcome = { ok: false, reason: 'gone', message: 'the client closed the connection' };
+const STOPPING: LeaderWaitOutcome = {
+  ok: false,
+  reason: 'stopping',
+  message: 'this manager is stopping and no leader is known to be alive; retry shortly',
+};
 
 export class LeaderWait {
   private readonly waiters = new Set<Waiter>();
   private poller: NodeJS.Timeout | null = null;
+  private closed = false;
   private readonly ends: Counter<'outcome'> | null = null;
 
   constructor(
@@ -43,6 +54,12 @@ export class LeaderWait {
     readonly liveLeader: () => LiveLeader | null,
     readonly limits: LeaderWaitLimits,
     metrics?: Registry,
+    /**
+     * Whether this node is in the cluster's configuration. A removed member that still runs keeps
+     * naming a leader that no longer talks to it: it answers as it did before the wait existed
+     * (a 307 to that leader, which then serves the client) rather than hold every request.
+     */
+    private readonly isMember: () => boolean = () => true,
   ) {
     if (!metrics) return;
     this.ends = new Counter({
@@ -62,6 +79,11 @@ export class LeaderWait {
     });
   }
 
+  /** Whether requests here wait for a live leader at all (not on a removed member). */
+  holds(): boolean {
+    return this.isMember();
+  }
+
   /** Requests waiting now (tests and metrics read it). */
   waiting(): number {
     return this.waiters.size;
@@ -72,10 +94,15 @@ export class LeaderWait {
     return performance.now() + this.limits.waitMs;
   }
 
-  /** A live leader now, or once one is, before `deadline`; refused at once when the queue is full. */
-  until(deadline: number): Promise<LeaderWaitOutcome> {
+  /**
+   * A live leader now, or once one is, before `deadline`; refused at once when the queue is full.
+   * `gone` (the client hung up) frees the place at once: an abandoned request holds no slot.
+   */
+  until(deadline: number, gone?: AbortSignal): Promise<LeaderWaitOutcome> {
     const now = this.liveLeader();
     if (now !== null) return Promise.resolve({ ok: true, leader: now });
+    if (gone?.aborted) return Promise.resolve(GONE);
+    if (this.closed) return Promise.resolve(STOPPING);
     if (performance.now() >= deadline) return Promise.resolve(this.timedOut());
     if (this.waiters.size >= this.limits.maxWaiting) {
       this.ends?.inc({ outcome: 'full' satisfies WaitEnd });
@@ -89,15 +116,29 @@ export class LeaderWait {
       const waiter: Waiter = {
         deadline,
         settle: (outcome) => {
-          this.waiters.delete(waiter);
+          if (!this.waiters.delete(waiter)) return;
+          gone?.removeEventListener('abort', hungUp);
           const end: WaitEnd = outcome.ok ? 'leader' : outcome.reason;
           this.ends?.inc({ outcome: end });
           resolve(outcome);
         },
       };
+      const hungUp = () => waiter.settle(GONE);
+      gone?.addEventListener('abort', hungUp, { once: true });
       this.waiters.add(waiter);
-      this.poller ??= setInterval(() => this.look(), POLL_MS);
+      if (this.poller === null) {
+        this.poller = setInterval(() => this.look(), POLL_MS);
+        // Held requests keep their own sockets open; the poller alone must not hold a process up.
+        this.poller.unref();
+      }
     });
+  }
+
+  /** The manager is stopping: every held request is answered now, and later ones at once. */
+  close(): void {
+    this.closed = true;
+    for (const waiter of [...this.waiters]) waiter.settle(STOPPING);
+    this.stopPolling();
   }
 
   private look(): void {
@@ -107,10 +148,13 @@ export class LeaderWait {
       if (leader !== null) waiter.settle({ ok: true, leader });
       else if (now >= waiter.deadline) waiter.settle(this.timedOut());
     }
-    if (this.waiters.size === 0 && this.poller !== null) {
-      clearInterval(this.poller);
-      this.poller = null;
-    }
+    if (this.waiters.size === 0) this.stopPolling();
+  }
+
+  private stopPolling(): void {
+    if (this.poller === null) return;
+    clearInterval(this.poller);
+    this.poller = null;
   }
 
   private timedOut(): LeaderWaitOutcome {
@@ -141,7 +185,5 @@ export function liveLeaderOf(raft: LeaderView, quietMs: number): LiveLeader | nu
   return { self: false, id: leader.id, url: leader.url };
 }
 
-/** Four heartbeats, and at most half the shortest election timeout. */
-export function leaderQuietMs(raft: { tickMs: number; heartbeatTick: number; electionTick: number }): number {
-  return Math.min(4 * raft.heartbeatTick, raft.electionTick / 2) * raft.tickMs;
-}
+/** The same limit the Raft node uses to refuse a read while its leader is silent. */
+export { leaderQuietMs } from '../consensus/node/leaderQuiet.ts';

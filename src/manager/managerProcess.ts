@@ -160,6 +160,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     () => liveLeaderOf(running, leaderQuietMs(config)),
     { waitMs: config.leaderWaitMs, maxWaiting: config.maxWaitingForLeader },
     metrics,
+    () => running.isMember(),
   );
   const app = createManagerApp({
     node: running,
@@ -207,6 +208,8 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
       closing ??= (async () => {
         // Before the server closes: the handover needs Raft traffic in both directions.
         if (opts.handOver !== false) await handOverLeadership(running, log);
+        // Held requests get their 503 while their sockets are still open, and nothing polls on.
+        leaderWait.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           // Keep-alive connections would hold close() open; the node is stopping anyway.

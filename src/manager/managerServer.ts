@@ -97,7 +97,8 @@ function raftErrorResponse(c: Context, err: RaftError, redirect: boolean): Respo
       if (redirect && err.leader?.url) {
         return redirectToLeader(c, err.leader.url, err.message);
       }
-      if (redirect && !err.leader) return noLeaderKnown(c, err.message);
+      // Marked for the wait for a live leader (awaitLiveLeader.ts), reads as well as writes.
+      if (!err.leader) return noLeaderKnown(c, err.message);
       c.header('Retry-After', '1');
       return c.json(errorBody(err.leader ? 'NotLeader' : 'NoLeader', err.message), 503);
     }

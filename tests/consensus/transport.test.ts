@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import { request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -46,6 +46,7 @@ async function startPeer(
     maxSnapshotBodyBytes?: number;
     onMessage?: (msg: Message) => void;
     attachReplySink?: RaftRoutesOptions['attachReplySink'];
+    onStreamEnd?: RaftRoutesOptions['onStreamEnd'];
   } = {},
 ): Promise<PeerServer> {
   const peer: PeerServer = { url: '', received: [], requests: 0, close: async () => {} };
@@ -66,6 +67,7 @@ async function startPeer(
       },
       ...(opts.selfId ? { selfId: opts.selfId } : {}),
       ...(opts.attachReplySink ? { attachReplySink: opts.attachReplySink } : {}),
+      ...(opts.onStreamEnd ? { onStreamEnd: opts.onStreamEnd } : {}),
       ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}),
       ...(opts.maxSnapshotBodyBytes ? { maxSnapshotBodyBytes: opts.maxSnapshotBodyBytes } : {}),
     }),
@@ -253,6 +255,38 @@ describe('the raft stream route', () => {
     const error = JSON.parse(answer.subarray(5, 4 + answer.readUInt32LE(0)).toString('utf8'));
     expect(error.error.code).toBe('BadFrame');
     expect(peer.received.map((r) => r.msg.commit)).toEqual([1]);
+  });
+});
+
+describe('the end of a raft stream', () => {
+  it('is no loss of the peer when the stream ends cleanly (a rotation), but is when its socket breaks', async () => {
+    const lost: string[] = [];
+    const peer = await startPeer({ selfId: 'b', onStreamEnd: (from) => lost.push(from) });
+    const clean = await openStream(peer.url, encodeMessageFrame(heartbeat('b', 1)));
+    expect(clean.status).toBe(200);
+    await clean.arrayBuffer();
+    expect(peer.received).toHaveLength(1);
+    expect(lost).toEqual([]);
+
+    const { port } = new URL(peer.url);
+    const broken = httpRequest({
+      host: '127.0.0.1',
+      port,
+      method: 'POST',
+      path: RAFT_STREAM_PATH,
+      headers: {
+        'content-type': 'application/octet-stream',
+        [CLUSTER_SECRET_HEADER]: SECRET,
+        [RAFT_FROM_HEADER]: 'a',
+      },
+    });
+    broken.on('error', () => {});
+    broken.write(encodeMessageFrame(heartbeat('b', 2)));
+    await until('the frame of the second stream', () => peer.received.length === 2, 5000);
+    expect(lost).toEqual([]);
+    broken.destroy();
+    await until('the broken stream reported', () => lost.length === 1, 5000);
+    expect(lost).toEqual(['a']);
   });
 });
 

@@ -13,6 +13,8 @@ interface ReadBatch {
   index: Index | null;
   waiters: { resolve: () => void; reject: (err: RaftError) => void }[];
   timer: TimerHandle;
+  /** Failed before its request reached the core: the request is not made. */
+  failed: boolean;
 }
 
 export interface ReadIndexBatcherOptions {
@@ -72,9 +74,16 @@ export class ReadIndexBatcher {
     }
   }
 
+  /** Whether any read waits. */
+  pending(): boolean {
+    return this.unsubmitted !== null || this.submitted.size > 0;
+  }
+
+  /** Fails every read waiting; a confirmation that comes later for one of them is ignored. */
   failAll(err: RaftError): void {
     const batches = [...this.submitted.values(), ...(this.unsubmitted ? [this.unsubmitted] : [])];
     for (const b of batches) {
+      b.failed = true;
       this.opts.clock.clearTimeout(b.timer);
       for (const w of b.waiters) w.reject(err);
     }
@@ -89,10 +98,12 @@ export class ReadIndexBatcher {
       index: null,
       waiters: [],
       timer: this.opts.clock.setTimeout(() => this.expire(created), this.opts.timeoutMs),
+      failed: false,
     };
     this.unsubmitted = created;
     this.opts.input(() => {
       if (this.unsubmitted === created) this.unsubmitted = null;
+      if (created.failed) return;
       this.submitted.set(created.ctx, created);
       this.opts.requestReadIndex(created.ctx);
     });

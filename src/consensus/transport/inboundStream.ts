@@ -56,7 +56,12 @@ export interface InboundStreamOptions {
    */
   heardCount?: () => number;
   maxFrameBytes?: number;
-  /** Called once when the stream ends, however it ends: a peer killed outright shows here first. */
+  /**
+   * Called once when the stream breaks: an error, the connection closed before the body ended, the
+   * idle drop, or a bad frame. A peer killed outright shows here first. A clean end is not a loss:
+   * the leader ends each stream on purpose (outboundStream.ts, rotation), and its next stream may
+   * already deliver frames, so counting that end as lost would mark a live leader silent.
+   */
   onEnd?: () => void;
   log: Logger;
 }
@@ -77,14 +82,14 @@ export function serveInboundStream(
   let idleTimer: NodeJS.Timeout | null = null;
   const heardCount = () => opts.heardCount?.() ?? framesHeard;
 
-  const finish = () => {
+  const finish = (broken: boolean) => {
     if (done) return;
     done = true;
     detach?.();
     detach = null;
     if (idleTimer !== null) clearTimeout(idleTimer);
     idleTimer = null;
-    opts.onEnd?.();
+    if (broken) opts.onEnd?.();
   };
   // Drops the stream within one to two idle periods of the first unanswered reply.
   const checkIdle = () => {
@@ -96,7 +101,7 @@ export function serveInboundStream(
         { event: 'raft.transport.stream_idle', from: opts.from, idleMs: opts.idleTimeoutMs },
         'replies sent on a raft stream and nothing heard back: dropping it',
       );
-      finish();
+      finish(true);
       incoming.off('data', onData);
       outgoing.destroy();
       return;
@@ -121,7 +126,7 @@ export function serveInboundStream(
   };
   const fail = (status: number, code: string, message: string) => {
     opts.log.warn({ event: 'raft.transport.bad_message', reason: code, from: opts.from, message }, message);
-    finish();
+    finish(true);
     incoming.off('data', onData);
     if (started) {
       outgoing.end(encodeErrorFrame(code, message), () => incoming.destroy());
@@ -145,7 +150,7 @@ export function serveInboundStream(
       },
       close: () => {
         if (done) return;
-        finish();
+        finish(false);
         incoming.off('data', onData);
         outgoing.end();
       },
@@ -207,10 +212,10 @@ export function serveInboundStream(
   incoming.on('data', onData);
   incoming.on('end', () => {
     if (done) return;
-    finish();
+    finish(false);
     if (started) outgoing.end();
     else fail(400, 'BadFrame', 'the stream ended before its first frame');
   });
-  incoming.on('error', finish);
-  outgoing.on('close', finish);
+  incoming.on('error', () => finish(true));
+  outgoing.on('close', () => finish(true));
 }

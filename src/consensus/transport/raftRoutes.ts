@@ -49,8 +49,9 @@ export interface RaftRoutesOptions {
    */
   peerHeard?: { note: (from: NodeId) => void; count: (from: NodeId) => number };
   /**
-   * Called when a peer's stream to this node ends (HttpTransport.streamClosed reports the streams
-   * this node opens): a leader killed outright ends its streams at once, long before an election.
+   * Called when a peer's stream to this node breaks, not when it ends cleanly (inboundStream.ts
+   * onEnd; HttpTransport.streamClosed reports the streams this node opens): a leader killed
+   * outright breaks its streams at once, long before an election.
    */
   onStreamEnd?: (from: NodeId) => void;
   /** When set, a batch addressed to another node is refused (a stale peer URL after a membership change). */

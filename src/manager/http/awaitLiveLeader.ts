@@ -7,6 +7,7 @@
 
 import type { HttpBindings } from '@hono/node-server';
 import type { Context, MiddlewareHandler } from 'hono';
+import { clientGoneSignal } from '../../http/clientGone.ts';
 import { leaderLocation, takeLeaderAnswer } from '../../http/leaderRedirect.ts';
 import type { LeaderWait, LiveLeader } from '../leaderWait.ts';
 
@@ -26,11 +27,14 @@ export function awaitLiveLeader(wait: LeaderWait, app: Dispatcher): MiddlewareHa
     const raw = c.req.raw;
     if (runningAgain.has(raw)) return next();
     await next();
-    if (!takeLeaderAnswer(raw)) return;
+    if (!takeLeaderAnswer(raw) || !wait.holds()) return;
     const deadline = wait.deadlineFromNow();
+    const gone = clientGoneSignal(c.env);
     for (let run = 1; ; run++) {
       if (answerStands(c.res, wait.liveLeader())) return;
-      const outcome = await wait.until(deadline);
+      const outcome = await wait.until(deadline, gone);
+      // Nobody reads the answer: running the request again would only cost work.
+      if (gone?.aborted) return;
       if (!outcome.ok) {
         replaceResponse(c, errorAnswer(503, 'NoLeader', outcome.message, { 'retry-after': '1' }));
         return;
@@ -57,10 +61,15 @@ function answerStands(res: Response, live: LiveLeader | null): boolean {
   return location !== null && URL.canParse(location) && new URL(location).origin === new URL(live.url).origin;
 }
 
-/** Nothing of the body was read: the request can run again. */
+/**
+ * Nothing of the body was read, nor will be by a consumer already attached (a stream handed out
+ * before its first chunk came has not read yet, but would take what comes): the request can run again.
+ */
 function bodyUnread(c: Context): boolean {
   const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
-  return incoming ? !incoming.readableDidRead : !c.req.raw.bodyUsed;
+  if (!incoming) return !c.req.raw.bodyUsed;
+  const consumers = incoming.listenerCount('data') + incoming.listenerCount('readable');
+  return !incoming.readableDidRead && incoming.readableFlowing === null && consumers === 0;
 }
 
 /** A request that cannot run again (its body was read) is sent to the live leader, even this one. */

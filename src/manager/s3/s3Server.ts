@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 import { serve } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import { request } from 'undici';
+import { clientGoneSignal } from '../../http/clientGone.ts';
 import { CLUSTER_SECRET_HEADER } from '../../http/clusterAuth.ts';
 import type { ManagerCredentials } from '../../http/credentials.ts';
 import { webStreamOf } from '../../http/webStream.ts';
@@ -117,9 +118,9 @@ function forwardHeaders(req: S3Request, credential: string): Record<string, stri
  * Where a follower's request goes: with a LeaderWait, a leader known to be alive (this node, if it
  * came to lead meanwhile), after waiting for one; else the leader this node knows.
  */
-async function leaderToServe(deps: S3EndpointDeps): Promise<LiveLeader> {
-  if (deps.leaderWait) {
-    const outcome = await deps.leaderWait.until(deps.leaderWait.deadlineFromNow());
+async function leaderToServe(deps: S3EndpointDeps, gone?: AbortSignal): Promise<LiveLeader> {
+  if (deps.leaderWait?.holds()) {
+    const outcome = await deps.leaderWait.until(deps.leaderWait.deadlineFromNow(), gone);
     if (!outcome.ok) throw new S3Error('ServiceUnavailable', outcome.message);
     return outcome.leader;
   }
@@ -181,7 +182,10 @@ export function s3EdgeApp(deps: S3EndpointDeps): Hono {
     }
     if (deps.raft.isLeader()) return runS3Request(deps, req);
     try {
-      const leader = await leaderToServe(deps);
+      const gone = clientGoneSignal(c.env);
+      const leader = await leaderToServe(deps, gone);
+      // The client hung up while held: serving or forwarding it would only cost work.
+      if (gone?.aborted) throw new S3Error('ServiceUnavailable', 'the client closed the connection');
       if (leader.self) return runS3Request(deps, req);
       return await forward(deps, req, incoming.url ?? '/', leader);
     } catch (err) {
