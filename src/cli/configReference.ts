@@ -18,6 +18,10 @@ const PROCESS_ENV: [string, string][] = [
     'IMGVAULT_CHILD_NODE_ARGS',
     'extra node arguments (space-separated) for every child process `cluster`, the drills and the benchmarks start, e.g. --cpu-prof',
   ],
+  [
+    'IMGVAULT_CHILDREN_FROM_BUILD',
+    '1: a launcher run from the TypeScript source (a benchmark) starts its children from the build in dist/ all the same, as a deployment runs them (bench:scale sets it after building)',
+  ],
 ];
 
 const HEADER = `# Configuration reference
