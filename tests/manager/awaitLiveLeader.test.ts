@@ -6,7 +6,7 @@
 import { request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { noLeaderKnown, redirectToLeader } from '../../src/http/leaderRedirect.ts';
@@ -42,6 +42,24 @@ const wait = new LeaderWait(() => liveLeaderOf(view, QUIET_MS), { waitMs: WAIT_M
 async function waitEnds(): Promise<Record<string, number>> {
   const { values } = await metrics.getSingleMetric('imgvault_leader_waits_total')!.get();
   return Object.fromEntries(values.map((v) => [String(v.labels.outcome), v.value]));
+}
+
+/** A server of its own for `leaderWait`, whose one route answers with `answer`; `run` gets its URL. */
+async function withOwnServer(
+  leaderWait: LeaderWait,
+  answer: (c: Context) => Response,
+  run: (thingsUrl: string) => Promise<void>,
+): Promise<void> {
+  const app = new Hono();
+  app.use('*', awaitLiveLeader(leaderWait, app));
+  app.post('/v1/things', answer);
+  const own = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
+  await new Promise<void>((resolve) => own.once('listening', () => resolve()));
+  try {
+    await run(`http://127.0.0.1:${(own.address() as AddressInfo).port}/v1/things`);
+  } finally {
+    await new Promise<void>((resolve) => own.close(() => resolve()));
+  }
 }
 
 let server: ReturnType<typeof serve>;
@@ -206,13 +224,9 @@ describe('a request that needs the leader', () => {
   it('is answered 503 at once when the manager stops while it is held, as is any later one', async () => {
     // A wait of its own, far longer than the test: only close() can end it in time.
     const stopping = new LeaderWait(() => null, { waitMs: 60_000, maxWaiting: 4 });
-    const app = new Hono();
-    app.use('*', awaitLiveLeader(stopping, app));
-    app.post('/v1/things', (c) => noLeaderKnown(c, 'no leader is known right now; retry shortly'));
-    const own = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
-    await new Promise<void>((resolve) => own.once('listening', () => resolve()));
-    try {
-      const held = fetch(`http://127.0.0.1:${(own.address() as AddressInfo).port}/v1/things`, {
+    const noLeader = (c: Context) => noLeaderKnown(c, 'no leader is known right now; retry shortly');
+    await withOwnServer(stopping, noLeader, async (thingsUrl) => {
+      const held = fetch(thingsUrl, {
         method: 'POST',
         body: 'x',
         signal: AbortSignal.timeout(15_000),
@@ -233,9 +247,7 @@ describe('a request that needs the leader', () => {
         ok: false,
         reason: 'stopping',
       });
-    } finally {
-      await new Promise<void>((resolve) => own.close(() => resolve()));
-    }
+    });
   });
 
   it('is not held on a removed member: its answer goes out at once, as before', async () => {
@@ -247,15 +259,10 @@ describe('a request that needs the leader', () => {
       undefined,
       () => false,
     );
-    const app = new Hono();
-    app.use('*', awaitLiveLeader(removed, app));
-    app.post('/v1/things', (c) =>
-      redirectToLeader(c, view.leaderInfo()!.url, 'this manager is not the leader'),
-    );
-    const own = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
-    await new Promise<void>((resolve) => own.once('listening', () => resolve()));
-    try {
-      const held = fetch(`http://127.0.0.1:${(own.address() as AddressInfo).port}/v1/things`, {
+    const toLeader = (c: Context) =>
+      redirectToLeader(c, view.leaderInfo()!.url, 'this manager is not the leader');
+    await withOwnServer(removed, toLeader, async (thingsUrl) => {
+      const held = fetch(thingsUrl, {
         method: 'POST',
         body: 'x',
         redirect: 'manual',
@@ -265,9 +272,7 @@ describe('a request that needs the leader', () => {
       expect(res.status).toBe(307);
       expect(res.headers.get('location')).toBe(`${OLD_LEADER}/v1/things`);
       expect(removed.waiting()).toBe(0);
-    } finally {
-      await new Promise<void>((resolve) => own.close(() => resolve()));
-    }
+    });
   });
 
   it('is sent to the live leader, not run again, when a consumer took its body before a byte came', async () => {
