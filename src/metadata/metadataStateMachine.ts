@@ -6,6 +6,7 @@ import type { AppliedResult, StateMachine } from '../consensus/stateMachine.ts';
 import type { Entry, Index } from '../consensus/types.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { planCommand } from './applyCommand.ts';
+import { collectGarbage } from './batchMemory.ts';
 import { markCleanStop, takeCleanStopMarker } from './cleanStop.ts';
 import {
   ACCESS_KEY_ID_PATTERN,
@@ -270,7 +271,15 @@ export class MetadataStateMachine implements StateMachine {
     this.log.info({ event: 'metadata.snapshot_restored', index }, 'metadata tables restored from snapshot');
   }
 
+  /**
+   * A file's build starts with a full collection: a leader that has taken a long load holds far
+   * more heap than it uses (the Raft log's entries, freed from the front, leave old-space pages
+   * partly used), which V8 gives back only after a mark-compact, and the build's reads and
+   * writes come on top of it (docs/operations.md, "Measured at 10M a third time"). One pause of
+   * the loop, for a build that is rare (a new member, a follower behind the compacted log).
+   */
   snapshotChunks(opts: { transient?: boolean } = {}): AsyncIterable<Uint8Array> {
+    collectGarbage();
     return this.tables.snapshotChunks(undefined, opts);
   }
 
