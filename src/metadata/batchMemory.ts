@@ -34,8 +34,6 @@ function exposedGc(): () => void {
  */
 export class WrittenBatches {
   private unreleased = 0;
-  /** Full collections made so far. */
-  collections = 0;
 
   constructor(private readonly budget: number) {}
 
@@ -44,7 +42,6 @@ export class WrittenBatches {
     this.unreleased += bytes;
     if (this.unreleased < this.budget) return;
     this.unreleased = 0;
-    this.collections += 1;
     collectGarbage();
   }
 }
