@@ -3,9 +3,17 @@
 // no refused request leaves an object or a staged file behind.
 
 import { readdir } from 'node:fs/promises';
-import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import {
+  type Answer,
+  expectRefusedEarly,
+  type HeldUploadOptions,
+  holdUpload,
+  settle,
+  slotsFree,
+} from '../helpers/heldUploads.ts';
 import { ImageCluster, pngImage, until } from '../integration/imageCluster.ts';
 
 const TOKENS = {
@@ -48,104 +56,12 @@ afterAll(async () => {
   await cluster?.close();
 });
 
-interface Answer {
-  status: number;
-  headers: IncomingMessage['headers'];
-  body: string;
-}
-
-/**
- * An upload that sends `first` and then, with `trickle`, 100 bytes every 250 ms (above the minimum
- * rate, far from done): it holds its slot until `stop()`. `answer` settles when the manager answers.
- */
-function openUpload(opts: { token: string; length?: number; first?: Buffer; trickle?: boolean }) {
-  const length = opts.length ?? 150_000;
-  const body = opts.first ?? pngImage(length).subarray(0, 4_200);
-  const req = httpRequest(`${url}/v1/images`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${opts.token}`,
-      'content-type': 'application/octet-stream',
-      ...(length > 0 ? { 'content-length': String(length) } : { 'transfer-encoding': 'chunked' }),
-    },
-  });
-  let sent = 0;
-  let timer: NodeJS.Timeout | undefined;
-  const answer = new Promise<Answer>((resolve, reject) => {
-    req.on('response', (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => {
-        text += d;
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-  });
-  answer.catch(() => {});
-  req.write(body);
-  sent += body.length;
-  if (opts.trickle) {
-    timer = setInterval(() => {
-      if (sent + 100 < length) {
-        req.write(Buffer.alloc(100, 7));
-        sent += 100;
-      }
-    }, 250);
-  }
-  return {
-    answer,
-    /** Gives up the upload: the manager sees the connection go. */
-    stop() {
-      clearInterval(timer);
-      req.destroy();
-    },
-    bodyBytesSent: () => sent,
-    length,
-  };
-}
-
-async function settle<T extends Answer>(answer: Promise<T>, ms = 15_000): Promise<T> {
-  return Promise.race([
-    answer,
-    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)),
-  ]);
-}
+const openUpload = (opts: HeldUploadOptions) => holdUpload(url, opts);
 
 /** Waits until `token` holds no slot any more (a whole upload of it passes) and nothing is staged. */
 async function released(token: string) {
-  await until(
-    'upload slots released',
-    async () => {
-      const image = pngImage(1_000);
-      const res = await fetch(`${url}/v1/images`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}` },
-        body: image,
-        signal: AbortSignal.timeout(5_000),
-      });
-      if (res.status !== 201) return false;
-      const { id } = (await res.json()) as { id: string };
-      const del = await fetch(`${url}/v1/images/${id}`, {
-        method: 'DELETE',
-        headers: { authorization: `Bearer ${token}` },
-      });
-      return del.status === 204;
-    },
-    30_000,
-  );
+  await slotsFree(url, token);
   await until('staging folder empty', async () => (await readdir(stagingDir)).length === 0, 10_000);
-}
-
-/** The refusal came before the client had sent its whole body. */
-function expectRefusedEarly(held: ReturnType<typeof openUpload>, answer: Answer, code: string, cap: string) {
-  expect(answer.status).toBe(503);
-  expect(answer.headers['retry-after']).toBeDefined();
-  const body = JSON.parse(answer.body) as { error: { code: string; message: string } };
-  expect(body.error.code).toBe(code);
-  expect(body.error.message).toContain(cap);
-  expect(held.bodyBytesSent()).toBeLessThan(held.length);
 }
 
 async function waitHeld(n: number) {
