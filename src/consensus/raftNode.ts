@@ -161,8 +161,11 @@ export class RaftNode {
   private readonly onFatal: (err: unknown) => void;
   /** An election timeout: how long the core keeps a leadership transfer before abandoning it. */
   private readonly transferRetryMs: number;
-  /** Silence after which this node's leader no longer counts as alive (leaderQuiet.ts). */
-  private readonly leaderQuietMs: number;
+  /**
+   * Silence after which this node's leader no longer counts as alive (leaderQuiet.ts): reads here
+   * are refused past it, and the manager's requests wait for a live leader by the same measure.
+   */
+  readonly leaderQuietMs: number;
   private readonly clock: RaftClock;
   private readonly random: RandomInt;
 

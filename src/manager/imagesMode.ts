@@ -29,7 +29,7 @@ import { S3Spool } from './s3/s3Spool.ts';
 import { StagingArea } from './stagingArea.ts';
 import { ThumbnailCache } from './thumbnails.ts';
 import { UploadAdmission } from './uploadAdmission.ts';
-import { UploadMetrics } from './uploadMetrics.ts';
+import { registerStagingMemoryMetrics, UploadMetrics } from './uploadMetrics.ts';
 import { WorkerClient } from './workerClient.ts';
 import { WorkerLiveness } from './workerLiveness.ts';
 import { WorkerRegistry } from './workerRegistry.ts';
@@ -77,6 +77,7 @@ export async function openImagesMode(
   const staging = await StagingArea.open(join(config.dataDir, 'staging'), {
     memoryBytes: config.stagingMemoryBytes,
   });
+  registerStagingMemoryMetrics(metrics, staging, config.stagingMemoryBytes);
   const spoolDir = join(config.dataDir, 'inventory-spool');
   await InventorySpool.prepare(spoolDir);
   const { credentials } = config;

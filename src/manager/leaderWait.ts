@@ -184,6 +184,3 @@ export function liveLeaderOf(raft: LeaderView, quietMs: number): LiveLeader | nu
   if (!leader?.url || silence === null || silence > quietMs) return null;
   return { self: false, id: leader.id, url: leader.url };
 }
-
-/** The same limit the Raft node uses to refuse a read while its leader is silent. */
-export { leaderQuietMs } from '../consensus/node/leaderQuiet.ts';

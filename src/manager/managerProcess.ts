@@ -22,7 +22,7 @@ import {
   StartRefused,
 } from './bootstrapGuard.ts';
 import { openImagesMode } from './imagesMode.ts';
-import { LeaderWait, leaderQuietMs, liveLeaderOf } from './leaderWait.ts';
+import { LeaderWait, liveLeaderOf } from './leaderWait.ts';
 import type { ManagerConfig } from './managerConfig.ts';
 import { createManagerApp } from './managerServer.ts';
 
@@ -157,7 +157,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
   }
 
   const leaderWait = new LeaderWait(
-    () => liveLeaderOf(running, leaderQuietMs(config)),
+    () => liveLeaderOf(running, running.leaderQuietMs),
     { waitMs: config.leaderWaitMs, maxWaiting: config.maxWaitingForLeader },
     metrics,
     () => running.isMember(),

@@ -3,7 +3,8 @@
 // any manager). Outcomes are ImageError codes, so an alert can tell a full cluster (NoLiveWorker)
 // from a client mistake (NotAnImage) or a consensus hiccup (CommitFailed).
 
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { SLAB_BYTES } from './heldBodies.ts';
 
 /** An upload's outcome label: `created`, `existing` (same id, same bytes) or an error code. */
 export type UploadOutcomeLabel = 'created' | 'existing' | string;
@@ -109,4 +110,44 @@ export class UploadMetrics {
   delete(outcome: string): void {
     this.deletes.inc({ outcome });
   }
+}
+
+/** What the staging memory gauges read of the staging area (StagingArea) at each scrape. */
+export interface StagingMemoryView {
+  readonly heldInMemory: number;
+  readonly spareSlabs: number;
+}
+
+/**
+ * The memory the leader holds upload bodies in (stagingArea.ts, heldBodies.ts): held against its
+ * limit tells how close uploads are to being staged in files instead, and the spare slabs are
+ * memory the leader keeps in its RSS while no upload holds it.
+ */
+export function registerStagingMemoryMetrics(
+  registry: Registry,
+  staging: StagingMemoryView,
+  limitBytes: number,
+): void {
+  const registers = [registry];
+  new Gauge({
+    name: 'imgvault_staging_memory_bytes',
+    help: 'Bytes of upload bodies held in memory now (whole 256 KiB slabs, reserved for the Content-Length when the upload starts), for a copy that must be sent again.',
+    registers,
+    collect() {
+      this.set(staging.heldInMemory);
+    },
+  });
+  new Gauge({
+    name: 'imgvault_staging_memory_limit_bytes',
+    help: 'The most upload bodies held in memory at once (--staging-memory-bytes); a body that does not fit goes to a staged file.',
+    registers,
+  }).set(limitBytes);
+  new Gauge({
+    name: 'imgvault_staging_memory_spare_bytes',
+    help: 'Slabs no upload holds now, kept for the next bodies: memory in the RSS, not in imgvault_staging_memory_bytes.',
+    registers,
+    collect() {
+      this.set(staging.spareSlabs * SLAB_BYTES);
+    },
+  });
 }

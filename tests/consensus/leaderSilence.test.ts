@@ -5,6 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { liveLeaderOf } from '../../src/manager/leaderWait.ts';
 import type { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import {
   closeAll,
@@ -46,4 +47,18 @@ it('is 0 on the leader, short on a follower, and unknown from a lost path to the
   expect(follower.node.leaderSilenceMs()).toBeNull();
   await until('the leader heard again', () => follower.node.leaderSilenceMs() !== null);
   expect(follower.node.leaderInfo()?.id).toBe(leader.id);
+});
+
+it('counts its leader alive by the same silence past which it refuses reads (leaderQuietMs)', async () => {
+  const leader = await stableLeader(managers);
+  const follower = managers.find((m) => m !== leader)!;
+  const quiet = follower.node.leaderQuietMs;
+  // kvCluster's 20 ms tick, one-tick heartbeats, 10-tick elections: four heartbeats, under half an election.
+  expect(quiet).toBe(80);
+  const live = await until('the leader live by that measure', () => liveLeaderOf(follower.node, quiet));
+  expect(live).toEqual({ self: false, id: leader.id, url: leader.url });
+  follower.node.notePeerLost(leader.id);
+  const read = follower.node.readIndex();
+  expect(liveLeaderOf(follower.node, quiet)).toBeNull();
+  await expect(read).rejects.toThrow();
 });

@@ -7,7 +7,8 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { compareInventory } from '../../src/manager/placement/observe.ts';
-import { cleanup, hearAll, metric, placementFor, propose, type Setup, setup } from './placementFixture.ts';
+import { recordObjects } from '../helpers/recordedObjects.ts';
+import { cleanup, hearAll, metric, placementFor, type Setup, setup } from './placementFixture.ts';
 
 afterEach(cleanup);
 
@@ -19,19 +20,8 @@ async function* ascending(ids: string[]): AsyncGenerator<string> {
   yield* ids;
 }
 
-async function record(s: Setup, ids: string[], replicas: string[]): Promise<void> {
-  for (const id of ids) {
-    await propose(s, {
-      type: 'recordObject',
-      id,
-      size: 10,
-      sha256: SHA,
-      contentType: 'image/png',
-      createdAt: s.clock.now - 60_000,
-      replicas,
-    });
-  }
-}
+const record = (s: Setup, ids: string[], replicas: string[]) =>
+  recordObjects(s.raft, ids, { replicas, createdAt: s.clock.now - 60_000, sha256: SHA });
 
 describe('compareInventory', () => {
   it('sorts every line and every recorded id into listed, unlisted and lacking, in id order', async () => {

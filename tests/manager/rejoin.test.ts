@@ -15,6 +15,7 @@ import { type InventoryLine, WorkerRegistry } from '../../src/manager/workerRegi
 import { type Command, decodeCommand } from '../../src/metadata/commands.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { LOST_COPIES_PATH } from '../../src/protocol/workerPaths.ts';
+import { recordObjects } from '../helpers/recordedObjects.ts';
 import { makeDataDir, removeDir, SECRET, sha256Of } from '../storagenode/workerHarness.ts';
 import {
   cleanup,
@@ -39,17 +40,11 @@ describe('RejoinReconciler', () => {
     hearAll(s);
     const sha = 'a'.repeat(64);
     const ids = Array.from({ length: 2_300 }, (_, i) => `many-${i.toString().padStart(5, '0')}`);
-    for (const id of ids) {
-      await propose(s, {
-        type: 'recordObject',
-        id,
-        size: 10,
-        sha256: sha,
-        contentType: 'image/png',
-        createdAt: s.clock.now - 60_000,
-        replicas: ['w1', 'w2'],
-      });
-    }
+    await recordObjects(s.raft, ids, {
+      replicas: ['w1', 'w2'],
+      createdAt: s.clock.now - 60_000,
+      sha256: sha,
+    });
     // The inventory lacks the first id, two at the border of the index's 1,000-id pages, and the last.
     const lacking = new Set([ids[0]!, ids[999]!, ids[1000]!, ids[2_299]!]);
     const inventory = ids.filter((id) => !lacking.has(id)).map((id) => ({ id, size: 10, sha256: sha }));

@@ -3,205 +3,61 @@
 // no refused request leaves an object or a staged file behind.
 
 import { readdir } from 'node:fs/promises';
-import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { join } from 'node:path';
+import { Agent, request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { ImageCluster, pngImage, until } from '../integration/imageCluster.ts';
+import {
+  type Answer,
+  expectRefusedEarly,
+  type HeldUploadOptions,
+  holdUpload,
+  settle,
+} from '../helpers/heldUploads.ts';
+import { pngImage, until } from '../integration/imageCluster.ts';
+import {
+  type AdmissionCluster,
+  admitsWaitingUpload,
+  refusesPastUploadCaps,
+  released as releasedIn,
+  startAdmissionCluster,
+  TOKENS,
+  waitHeld as waitHeldIn,
+} from './admissionFixture.ts';
 
-const TOKENS = {
-  a: 'token-a-0123456789abcdef',
-  b: 'token-b-0123456789abcdef',
-  c: 'token-c-0123456789abcdef',
-};
 const MAX_IMAGE = 200_000;
-let cluster: ImageCluster;
+let ac: AdmissionCluster;
 let url: string;
 let stagingDir: string;
 
 beforeAll(async () => {
-  cluster = await ImageCluster.start({
-    managers: 1,
-    workers: 2,
+  ac = await startAdmissionCluster({
     name: 'admission',
-    tokens: { client: Object.values(TOKENS) },
-    clientToken: TOKENS.c,
-    managerArgs: [
+    args: [
       ['--max-image-bytes', String(MAX_IMAGE)],
-      ['--max-uploads', '3'],
-      ['--max-uploads-per-client', '2'],
-      // Short, so that the refusals below come soon; the wait itself is tested on its own.
-      ['--upload-wait-ms', '1000'],
       ['--max-staged-bytes', '500000'],
       ['--max-staged-bytes-per-client', '300000'],
       ['--min-upload-rate', '100'],
       ['--upload-rate-window-ms', '3000'],
-      // Every upload gets a staged file: waitHeld sees an admitted upload by it.
+      // Every upload gets a staged file: an admitted upload shows by it.
       ['--staging-memory-bytes', '0'],
-    ].flat(),
+    ],
+    inMemory: false,
   });
-  const leader = await cluster.leader();
-  url = leader.url;
-  stagingDir = join(leader.dataDir, 'staging');
+  ({ url, stagingDir } = ac);
 }, 120_000);
 
 afterAll(async () => {
-  await cluster?.close();
+  await ac?.cluster.close();
 });
 
-interface Answer {
-  status: number;
-  headers: IncomingMessage['headers'];
-  body: string;
-}
+const openUpload = (opts: HeldUploadOptions) => holdUpload(url, opts);
+const released = (token: string) => releasedIn(ac, token);
+const waitHeld = (n: number) => waitHeldIn(ac, n);
 
-/**
- * An upload that sends `first` and then, with `trickle`, 100 bytes every 250 ms (above the minimum
- * rate, far from done): it holds its slot until `stop()`. `answer` settles when the manager answers.
- */
-function openUpload(opts: { token: string; length?: number; first?: Buffer; trickle?: boolean }) {
-  const length = opts.length ?? 150_000;
-  const body = opts.first ?? pngImage(length).subarray(0, 4_200);
-  const req = httpRequest(`${url}/v1/images`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${opts.token}`,
-      'content-type': 'application/octet-stream',
-      ...(length > 0 ? { 'content-length': String(length) } : { 'transfer-encoding': 'chunked' }),
-    },
-  });
-  let sent = 0;
-  let timer: NodeJS.Timeout | undefined;
-  const answer = new Promise<Answer>((resolve, reject) => {
-    req.on('response', (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => {
-        text += d;
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-  });
-  answer.catch(() => {});
-  req.write(body);
-  sent += body.length;
-  if (opts.trickle) {
-    timer = setInterval(() => {
-      if (sent + 100 < length) {
-        req.write(Buffer.alloc(100, 7));
-        sent += 100;
-      }
-    }, 250);
-  }
-  return {
-    answer,
-    /** Gives up the upload: the manager sees the connection go. */
-    stop() {
-      clearInterval(timer);
-      req.destroy();
-    },
-    bodyBytesSent: () => sent,
-    length,
-  };
-}
+it('refuses the third concurrent upload of one client, and the fourth of all clients, before their bodies', () =>
+  refusesPastUploadCaps(ac));
 
-async function settle<T extends Answer>(answer: Promise<T>, ms = 15_000): Promise<T> {
-  return Promise.race([
-    answer,
-    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)),
-  ]);
-}
-
-/** Waits until `token` holds no slot any more (a whole upload of it passes) and nothing is staged. */
-async function released(token: string) {
-  await until(
-    'upload slots released',
-    async () => {
-      const image = pngImage(1_000);
-      const res = await fetch(`${url}/v1/images`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}` },
-        body: image,
-        signal: AbortSignal.timeout(5_000),
-      });
-      if (res.status !== 201) return false;
-      const { id } = (await res.json()) as { id: string };
-      const del = await fetch(`${url}/v1/images/${id}`, {
-        method: 'DELETE',
-        headers: { authorization: `Bearer ${token}` },
-      });
-      return del.status === 204;
-    },
-    30_000,
-  );
-  await until('staging folder empty', async () => (await readdir(stagingDir)).length === 0, 10_000);
-}
-
-/** The refusal came before the client had sent its whole body. */
-function expectRefusedEarly(held: ReturnType<typeof openUpload>, answer: Answer, code: string, cap: string) {
-  expect(answer.status).toBe(503);
-  expect(answer.headers['retry-after']).toBeDefined();
-  const body = JSON.parse(answer.body) as { error: { code: string; message: string } };
-  expect(body.error.code).toBe(code);
-  expect(body.error.message).toContain(cap);
-  expect(held.bodyBytesSent()).toBeLessThan(held.length);
-}
-
-async function waitHeld(n: number) {
-  // A held upload has been admitted once its staged file exists (the sniff passed, bytes flow).
-  await until(`${n} uploads staging`, async () => (await readdir(stagingDir)).length >= n, 15_000);
-}
-
-it('refuses the third concurrent upload of one client, and the fourth of all clients, before their bodies', async () => {
-  const holders = [
-    openUpload({ token: TOKENS.a, trickle: true }),
-    openUpload({ token: TOKENS.a, trickle: true }),
-  ];
-  try {
-    await waitHeld(2);
-    const third = openUpload({ token: TOKENS.a, trickle: true });
-    holders.push(third);
-    expectRefusedEarly(third, await settle(third.answer), 'TooManyUploads', 'maxUploadsPerClient');
-
-    holders.push(openUpload({ token: TOKENS.b, trickle: true }));
-    await waitHeld(3);
-    const fourth = openUpload({ token: TOKENS.c, trickle: true });
-    holders.push(fourth);
-    expectRefusedEarly(fourth, await settle(fourth.answer), 'TooManyUploads', 'maxUploads ');
-  } finally {
-    for (const h of holders) h.stop();
-  }
-  await released(TOKENS.a);
-});
-
-it("admits an upload waiting over its client cap as soon as one of that client's uploads ends", async () => {
-  const holders = [
-    openUpload({ token: TOKENS.a, trickle: true }),
-    openUpload({ token: TOKENS.a, trickle: true }),
-  ];
-  try {
-    await waitHeld(2);
-    const image = pngImage(20_000);
-    const waiting = openUpload({ token: TOKENS.a, length: image.length, first: image });
-    holders.push(waiting);
-    // Still waiting after half the wait: its answer has not come.
-    const early = await Promise.race([waiting.answer, new Promise((r) => setTimeout(() => r(null), 500))]);
-    expect(early).toBeNull();
-    holders[0]!.stop();
-    const answer = await settle(waiting.answer);
-    expect(answer.status).toBe(201);
-    const { id } = JSON.parse(answer.body) as { id: string };
-    const del = await fetch(`${url}/v1/images/${id}`, {
-      method: 'DELETE',
-      headers: { authorization: `Bearer ${TOKENS.a}` },
-    });
-    expect(del.status).toBe(204);
-  } finally {
-    for (const h of holders) h.stop();
-  }
-  await released(TOKENS.a);
-});
+it("admits an upload waiting over its client cap as soon as one of that client's uploads ends", () =>
+  admitsWaitingUpload(ac));
 
 it('refuses an upload whose staged bytes would pass the per-client or the total cap', async () => {
   const holders = [openUpload({ token: TOKENS.c, length: 200_000, trickle: true })];
