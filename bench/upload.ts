@@ -13,7 +13,8 @@
  * total and per process, the leader's resident memory (VmRSS) after each size, which must not grow
  * with the image size since uploads are streamed, and, when ../shared/bench/swift-bench.sh ran on
  * this machine, the ratio to Swift's PUT at the same size and concurrency (run them back to back:
- * bench/swiftAnchor.ts). Nothing is deleted until the end (freshly deleted space writes faster).
+ * bench/swiftAnchor.ts), and the leader's upload phases per upload (its /metrics histograms).
+ * Nothing is deleted until the end (freshly deleted space writes faster).
  */
 
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -34,7 +35,8 @@ alternating with the raw durable writes of the same bytes, then prints per size 
 uploads/s, MB/s, p50/p99 ms, the raw figures and the ratio, the CPU (user + system, all threads)
 of the 6 cluster processes per upload and the leader's share, the leader's RSS, and the ratio to
 Swift's PUT when ../shared/bench/swift-bench.sh ran on this machine; then the CPU per upload of
-each process (managers m1-m3, the leader marked, workers w1-w3).
+each process (managers m1-m3, the leader marked, workers w1-w3), and where the leader saw each
+upload's time go: the body coming in, both copies confirmed after it, the Raft record (mean ms).
 
 Environment:
   BENCH_SECS=4            seconds per run
@@ -103,6 +105,28 @@ function leaderRssMiB(pid: number | undefined): string {
   return (kib / 1024).toFixed(0);
 }
 
+/** The leader's upload phase histograms (docs/metrics.md): their sums (s) and counts, by series. */
+const PHASE_SERIES = [
+  ['body', 'imgvault_upload_phase_seconds', 'stage'],
+  ['copies', 'imgvault_upload_phase_seconds', 'replicate'],
+  ['commit', 'imgvault_upload_phase_seconds', 'commit'],
+  ['whole', 'imgvault_upload_duration_seconds', 'created'],
+] as const;
+
+async function phaseTotals(url: string): Promise<Map<string, number>> {
+  const res = await request(`${url}/metrics`);
+  const text = await res.body.text();
+  const totals = new Map<string, number>();
+  for (const [name, series, label] of PHASE_SERIES) {
+    for (const part of ['sum', 'count'] as const) {
+      const prefix = `${series}_${part}{${series.endsWith('phase_seconds') ? 'phase' : 'outcome'}="${label}"} `;
+      const line = text.split('\n').find((l) => l.startsWith(prefix));
+      totals.set(`${name}.${part}`, line ? Number(line.slice(prefix.length)) : 0);
+    }
+  }
+  return totals;
+}
+
 function fmt(n: number, digits = 1): string {
   return Number.isFinite(n) ? n.toFixed(digits) : '-';
 }
@@ -115,6 +139,7 @@ async function main(): Promise<void> {
   for (const d of rawDirs) await fs.mkdir(d, { recursive: true });
   const rows: string[][] = [];
   const perProcess: string[] = [];
+  const leaderPhases: string[] = [];
   try {
     const leader = await cluster.leader();
     console.log(
@@ -150,11 +175,15 @@ async function main(): Promise<void> {
         let clusterCpuSeconds = 0;
         let leaderCpuSeconds = 0;
         const procCpuSeconds = pids.map(() => 0);
+        const phases = new Map<string, number>();
         const clusterRun = async (): Promise<RunResult> => {
           const cpu0 = clusterCpu();
           const leaderCpu0 = cpuSeconds(leader.child?.pid);
           const each0 = pids.map(cpuSeconds);
+          const phases0 = await phaseTotals(leader.url);
           const result = await drive(concurrency, SECS, upload);
+          for (const [k, v] of await phaseTotals(leader.url))
+            phases.set(k, (phases.get(k) ?? 0) + v - phases0.get(k)!);
           clusterCpuSeconds += clusterCpu() - cpu0;
           leaderCpuSeconds += cpuSeconds(leader.child?.pid) - leaderCpu0;
           pids.forEach((pid, i) => {
@@ -183,6 +212,12 @@ async function main(): Promise<void> {
         const upPerSec = up.ops / up.seconds;
         const rawPerSec = base.ops / base.seconds;
         const swift = swiftCell(`swift PUT ${size.label.replace(' ', '')}`, concurrency);
+        const meanMs = (name: string) =>
+          fmt((1000 * (phases.get(`${name}.sum`) ?? 0)) / (phases.get(`${name}.count`) ?? 0), 2);
+        leaderPhases.push(
+          `${size.label} c${concurrency}: ${meanMs('whole')} = body in ${meanMs('body')}, then both copies ` +
+            `${meanMs('copies')}, then the record ${meanMs('commit')} (the rest: the answer, admission)`,
+        );
         perProcess.push(
           `${size.label} c${concurrency}: ` +
             procs
@@ -245,6 +280,8 @@ async function main(): Promise<void> {
   );
   console.log('CPU ms per upload, per process:');
   for (const line of perProcess) console.log(`  ${line}`);
+  console.log("The leader's own view, mean ms per upload (its upload phase histograms):");
+  for (const line of leaderPhases) console.log(`  ${line}`);
 }
 
 main().catch((err: unknown) => {

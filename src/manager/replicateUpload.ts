@@ -205,7 +205,8 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
         if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures, reason()));
         try {
           await send(url, replica);
-          log.info(
+          // Debug: upload.committed names both replicas once, at info, for every upload.
+          log.debug(
             { event: 'upload.copy_stored', objectId: id, nodeId: target.nodeId, replica },
             'copy stored',
           );
