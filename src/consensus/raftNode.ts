@@ -1277,6 +1277,7 @@ export class RaftNode {
       snapshotIndex: () => this.snapshotIndex,
       isLeader: () => this.role === 'leader',
       proposalsPending: () => this.proposals.size,
+      logMemoryBytes: () => this.logBytes,
     });
   }
 }
