@@ -2,8 +2,9 @@
 // writes (many rows sent in small pieces, and an install that ends only once the leader has
 // committed more after the file than the log it may keep in memory), and still the joiner ends
 // with the leader's tables, every acknowledged record is on it, and the leader's log in memory
-// stays under its bound the whole time. Real LevelDB in temp folders, real HTTP on 127.0.0.1,
-// managers in this process.
+// stays within its budget the whole time: the log kept after the file for the joiner is on disk.
+// Past snapshotHoldBytes of it the hold is given up and the joiner needs another file. Real
+// LevelDB in temp folders, real HTTP on 127.0.0.1, managers in this process.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -96,101 +97,112 @@ async function sameTables(): Promise<void> {
   expect(new Set(digests.map((d) => d.sha256)).size).toBe(1);
 }
 
-describe('a manager joining by snapshot while records keep being committed', () => {
-  it('catches up, loses nothing acknowledged, and the leader keeps its log in memory bounded', async () => {
-    const events = eventLog();
-    root = await mkdtemp(join(tmpdir(), 'imgvault-join-writes-'));
-    let writer: Writer | null = null;
-    let bytesAtInstall = 0;
-    const installs: number[] = [];
-    const setup: ClusterSetup<MetadataStateMachine> = {
-      secret: SECRET,
-      root,
-      metrics: true,
-      // Small pieces of many rows: the file takes many round trips to arrive.
-      snapshotPieceBytes: 16 * 1024,
-      openStateMachine: async (dir) => {
-        const sm = await MetadataStateMachine.open(join(dir, 'metadata'), undefined, { syncedWrites: true });
-        if (dir.endsWith('m4')) {
-          // The install ends only once the leader has committed, after the file, several times what
-          // its log in memory may hold: as a ten-million-row install outlasts minutes of writes.
-          const restore = sm.restoreChunks.bind(sm);
-          sm.restoreChunks = async (chunks, index) => {
-            installs.push(index);
-            // Only the first: a later file (the hold given up) installs at its own pace.
-            if (installs.length > 1) return restore(chunks, index);
-            const w = writer!;
-            bytesAtInstall = w.ackedBytes;
-            await until(
-              'writes past the hold bound',
-              () => w.stopped || w.ackedBytes - bytesAtInstall > INSTALL_BUDGETS * BUDGET,
-              120_000,
-            );
-            return restore(chunks, index);
-          };
-        }
-        return sm;
-      },
-      node: {
-        tickMs: 20,
-        snapshotThreshold: 50,
-        snapshotCatchUpEntries: 10,
-        logBudgetBytes: BUDGET,
-        snapshotHoldBytes: 4 * INSTALL_BUDGETS * BUDGET,
-        membershipTimeoutMs: 300_000,
-        logger: events.logger,
-      },
-    };
-    const founders = await Promise.all(['m1', 'm2', 'm3'].map((id) => InProcessManager.listen(id, setup)));
-    managers.push(...founders);
-    const urls = memberUrls(founders);
-    await Promise.all(founders.map((m) => m.start(urls, urls)));
-    const leader = await until('a leader', () => founders.find((m) => m.node.isLeader()) ?? null, 30_000);
-    const propose = (commands: Command[]) => Promise.all(commands.map((c) => proposeCommand(leader.node, c)));
-    await propose([registerCmd('w1', 1000, 'zA'), registerCmd('w2', 1000, 'zB')]);
-    for (let at = 0; at < PRELOAD; at += 100) {
-      await propose(Array.from({ length: 100 }, (_, i) => recordCmd(`img-${at + i}`, ['w1', 'w2'], at + i)));
-    }
-    await until('the leader compacted', () => leader.node.status().snapshotIndex > PRELOAD / 2);
+/**
+ * Three founders loaded with PRELOAD records, then a fourth joining by file while a writer goes on;
+ * `follow`: the writes go on until the joiner has followed them after its install, else they stop
+ * once it is installed. Returns once every manager has the same tables.
+ */
+async function joinWhileWriting(holdBytes: number, follow: boolean) {
+  const events = eventLog();
+  root = await mkdtemp(join(tmpdir(), 'imgvault-join-writes-'));
+  let writer: Writer | null = null;
+  let bytesAtInstall = 0;
+  const installs: number[] = [];
+  const setup: ClusterSetup<MetadataStateMachine> = {
+    secret: SECRET,
+    root,
+    metrics: true,
+    // Small pieces of many rows: the file takes many round trips to arrive.
+    snapshotPieceBytes: 16 * 1024,
+    openStateMachine: async (dir) => {
+      const sm = await MetadataStateMachine.open(join(dir, 'metadata'), undefined, { syncedWrites: true });
+      if (dir.endsWith('m4')) {
+        // The install ends only once the leader has committed, after the file, several times what
+        // its log in memory may hold: as a ten-million-row install outlasts minutes of writes.
+        const restore = sm.restoreChunks.bind(sm);
+        sm.restoreChunks = async (chunks, index) => {
+          installs.push(index);
+          // Only the first: a later file (the hold given up) installs at its own pace.
+          if (installs.length > 1) return restore(chunks, index);
+          const w = writer!;
+          bytesAtInstall = w.ackedBytes;
+          await until(
+            'writes past the hold bound',
+            () => w.stopped || w.ackedBytes - bytesAtInstall > INSTALL_BUDGETS * BUDGET,
+            120_000,
+          );
+          return restore(chunks, index);
+        };
+      }
+      return sm;
+    },
+    node: {
+      tickMs: 20,
+      snapshotThreshold: 50,
+      snapshotCatchUpEntries: 10,
+      logBudgetBytes: BUDGET,
+      snapshotHoldBytes: holdBytes,
+      membershipTimeoutMs: 300_000,
+      logger: events.logger,
+    },
+  };
+  const founders = await Promise.all(['m1', 'm2', 'm3'].map((id) => InProcessManager.listen(id, setup)));
+  managers.push(...founders);
+  const urls = memberUrls(founders);
+  await Promise.all(founders.map((m) => m.start(urls, urls)));
+  const leader = await until('a leader', () => founders.find((m) => m.node.isLeader()) ?? null, 30_000);
+  const propose = (commands: Command[]) => Promise.all(commands.map((c) => proposeCommand(leader.node, c)));
+  await propose([registerCmd('w1', 1000, 'zA'), registerCmd('w2', 1000, 'zB')]);
+  for (let at = 0; at < PRELOAD; at += 100) {
+    await propose(Array.from({ length: 100 }, (_, i) => recordCmd(`img-${at + i}`, ['w1', 'w2'], at + i)));
+  }
+  await until('the leader compacted', () => leader.node.status().snapshotIndex > PRELOAD / 2);
 
-    const w = new Writer(() => leader);
-    writer = w;
-    w.start();
-    let maxHeld = 0;
-    const sampling = setInterval(() => {
-      logMemoryBytes(leader).then((b) => {
-        maxHeld = Math.max(maxHeld, b);
-      });
-    }, 5);
-    let adding: Promise<void> = Promise.resolve();
-    try {
-      const joiner = await InProcessManager.listen('m4', setup);
-      managers.push(joiner);
-      await joiner.start(null, urls);
-      // Promotion waits for the install: the add is awaited once the joiner has it.
-      adding = leader.node.addMember('m4', joiner.url);
-      adding.catch(() => {});
-      await until(
-        'the joiner installed',
-        () => joiner.sm.appliedIndex() >= (installs[0] ?? Infinity),
-        180_000,
-      );
-      // It goes on from the log the leader kept after the file, while the writes go on.
-      const during = w.acked.length;
+  const w = new Writer(() => leader);
+  writer = w;
+  w.start();
+  let maxHeld = 0;
+  const sampling = setInterval(() => {
+    logMemoryBytes(leader).then((b) => {
+      maxHeld = Math.max(maxHeld, b);
+    });
+  }, 5);
+  let adding: Promise<void> = Promise.resolve();
+  try {
+    const joiner = await InProcessManager.listen('m4', setup);
+    managers.push(joiner);
+    await joiner.start(null, urls);
+    // Promotion waits for the install: the add is awaited once the joiner has it.
+    adding = leader.node.addMember('m4', joiner.url);
+    adding.catch(() => {});
+    await until('the joiner installed', () => joiner.sm.appliedIndex() >= (installs[0] ?? Infinity), 180_000);
+    // It goes on from the log the leader kept after the file, while the writes go on.
+    const during = w.acked.length;
+    if (follow) {
       await until(
         'the joiner follows the writes',
         () => w.acked.length > during + 50 && joiner.sm.appliedIndex() >= leader.node.status().commit - 100,
         120_000,
       );
-    } finally {
-      await w.stop();
-      clearInterval(sampling);
     }
-    await adding;
-    const joiner = managers.find((m) => m.id === 'm4')!;
-    const target = leader.node.status().commit;
-    await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
-    await sameTables();
+  } finally {
+    await w.stop();
+    clearInterval(sampling);
+  }
+  await adding;
+  const joiner = managers.find((m) => m.id === 'm4')!;
+  const target = leader.node.status().commit;
+  await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
+  await sameTables();
+  return { events, installs, maxHeld, w, bytesAtInstall, joiner };
+}
+
+describe('a manager joining by snapshot while records keep being committed', () => {
+  it('catches up, loses nothing acknowledged, and the leader keeps its log in memory bounded', async () => {
+    const { events, installs, maxHeld, w, bytesAtInstall, joiner } = await joinWhileWriting(
+      4 * INSTALL_BUDGETS * BUDGET,
+      true,
+    );
     // The install overlapped writes larger than the hold bound, and nothing acknowledged is missing.
     expect(w.ackedBytes - bytesAtInstall).toBeGreaterThan(INSTALL_BUDGETS * BUDGET);
     for (const id of w.acked) expect(await joiner.sm.getObject(id), id).not.toBeNull();
@@ -203,6 +215,14 @@ describe('a manager joining by snapshot while records keep being committed', () 
     // crosses one, and the entries applied while it runs wait for the next), a quarter of the log
     // it kept on disk for the joiner.
     expect(maxHeld).toBeGreaterThan(0);
+    expect(maxHeld).toBeLessThanOrEqual((INSTALL_BUDGETS / 4) * BUDGET);
+  }, 400_000);
+
+  it('needs another file once the log kept on disk passes snapshotHoldBytes, and still loses nothing', async () => {
+    const { events, installs, maxHeld, w, joiner } = await joinWhileWriting(2 * BUDGET, false);
+    expect(events.count('raft.snapshot_file_hold_released')).toBeGreaterThan(0);
+    expect(installs.length).toBeGreaterThan(1);
+    for (const id of w.acked) expect(await joiner.sm.getObject(id), id).not.toBeNull();
     expect(maxHeld).toBeLessThanOrEqual((INSTALL_BUDGETS / 4) * BUDGET);
   }, 400_000);
 });
