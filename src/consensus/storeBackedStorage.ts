@@ -47,7 +47,7 @@ export class StoreBackedStorage implements CoreStorage {
 
   /**
    * Called before a write that drops the store's log up to `snapshot`'s index (a compaction, a
-   * snapshot from the leader): from now on the core is not sent there. The term of that index is
+   * snapshot from the leader): from now on the core reads nothing there. The term of that index is
    * kept, as the core asks the term before its first index and the write may land any moment.
    */
   dropThrough(snapshot: Snapshot): void {
