@@ -106,4 +106,11 @@ export interface RaftLogStore {
   /** Log compaction: keep `snapshot` (taken locally) and drop entries up to its index. */
   compact(snapshot: Snapshot): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Optional reads that answer at once from what the store holds now (the stored entries in
+   * [lo, hi), at most maxSize bytes of data but at least one; the term of a stored entry). With
+   * them the driver keeps the log behind a snapshot file on disk only (storeBackedStorage.ts).
+   */
+  entriesSync?(lo: Index, hi: Index, maxSize: number): Entry[];
+  termSync?(index: Index): number;
 }

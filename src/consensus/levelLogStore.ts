@@ -4,7 +4,8 @@
 //   'm'                           -> JSON SnapshotMetadata
 //   's'                           -> snapshot data
 // Every save/compact is one `batch(..., { sync: true })`, so a crash leaves either all of it or
-// none of it on disk. Only the log's bounds live in memory, never the entries.
+// none of it on disk. Only the log's bounds live in memory, never the entries; entriesSync reads
+// them back one by one for a leader that keeps its log behind a snapshot file on disk only.
 
 import { ClassicLevel } from 'classic-level';
 import type { RaftLogStore } from './api.ts';
@@ -116,6 +117,29 @@ export class LevelLogStore implements RaftLogStore {
 
   lastIndex(): Index {
     return this.bounds.lastIndex;
+  }
+
+  /** Point reads of the stored log (classic-level's getSync): see RaftLogStore.entriesSync. */
+  entriesSync(lo: Index, hi: Index, maxSize: number): Entry[] {
+    const entries: Entry[] = [];
+    let size = 0;
+    for (let i = lo; i < hi; i++) {
+      const e = this.entrySync(i);
+      size += e.data.length;
+      if (entries.length > 0 && size > maxSize) break;
+      entries.push(e);
+    }
+    return entries;
+  }
+
+  termSync(index: Index): Term {
+    return this.entrySync(index).term;
+  }
+
+  private entrySync(index: Index): Entry {
+    const value = this.db.getSync(entryKey(index));
+    if (value === undefined) throw new LogStoreInvariantError(`entry ${index} is not in the store`);
+    return JSON.parse(value) as Entry;
   }
 
   private async termAt(index: Index): Promise<Term | undefined> {

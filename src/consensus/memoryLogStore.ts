@@ -3,6 +3,7 @@
 // would be: a simulated crash keeps every save that was called and loses none of it partly.
 
 import type { RaftLogStore } from './api.ts';
+import { limitSize } from './core/index.ts';
 import {
   checkLoaded,
   EMPTY_BOUNDS,
@@ -83,6 +84,24 @@ export class MemoryLogStore implements RaftLogStore {
 
   lastIndex(): Index {
     return this.bounds.lastIndex;
+  }
+
+  entriesSync(lo: Index, hi: Index, maxSize: number): Entry[] {
+    this.checkOpen();
+    const first = firstIndexOf(this.bounds);
+    if (lo < first || hi > this.bounds.lastIndex + 1) {
+      throw new Error(`memory log store holds [${first}, ${this.bounds.lastIndex}], not [${lo}, ${hi})`);
+    }
+    return limitSize(
+      this.entries.slice(lo - first, hi - first).map((e) => ({ ...e })),
+      maxSize,
+    );
+  }
+
+  termSync(index: Index): Term {
+    const term = this.termAt(index);
+    if (term === undefined) throw new Error(`memory log store does not hold entry ${index}`);
+    return term;
   }
 
   private termAt(index: Index): Term | undefined {

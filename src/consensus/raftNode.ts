@@ -12,7 +12,7 @@ import { randomInt } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import { createLogger, type Logger } from '../logging.ts';
 import type { ProposeError, RaftConfig, RaftLogStore } from './api.ts';
-import { bootstrapSnapshot, MemoryStorage, RaftCore } from './core/index.ts';
+import { bootstrapSnapshot, entriesSize, MemoryStorage, RaftCore } from './core/index.ts';
 import { type RaftClock, systemClock, type TimerHandle } from './node/clock.ts';
 import { CommitNotices } from './node/commitNotices.ts';
 import { ConditionWaiters } from './node/conditionWaiters.ts';
@@ -36,6 +36,7 @@ import {
   wrapSnapshot,
 } from './snapshots.ts';
 import type { AppliedResult, StateMachine } from './stateMachine.ts';
+import { StoreBackedStorage, type SyncLogReader } from './storeBackedStorage.ts';
 import { refusal } from './transport/messageFilter.ts';
 import type {
   ConfChange,
@@ -58,7 +59,11 @@ export { RaftError, type RaftErrorCode } from './node/raftError.ts';
 /** The first wait after a failed build of a snapshot file a follower wants, and the longest. */
 const FILE_RETRY_MIN_MS = 1_000;
 const FILE_RETRY_MAX_MS = 60_000;
-/** The log kept behind a file built on demand (heldFileIndex) may hold this many log budgets. */
+/**
+ * The log kept in memory behind a file built on demand (heldFileIndex) may hold this many log
+ * budgets, when the store cannot be read synchronously; else it is kept on disk only, up to
+ * snapshotHoldBytes (storeBackedStorage.ts).
+ */
 const FILE_HOLD_BUDGETS = 4;
 
 /** What the driver needs from a transport; `HttpTransport` provides it. */
@@ -99,6 +104,12 @@ export interface RaftNodeOptions {
    * writes no file.
    */
   logBudgetBytes?: number;
+  /**
+   * Bytes of entry data the store may keep behind the log in memory for a member catching up from
+   * a snapshot file built for it (default 512 MiB): past it the member needs another file. Disk,
+   * not memory, unless the leader restarts meanwhile (its log is loaded whole).
+   */
+  snapshotHoldBytes?: number;
   /**
    * Entries kept behind a compaction that writes no file, so a follower a little behind catches up
    * from the log rather than a snapshot (etcd's SnapshotCatchUpEntries): at most this many
@@ -145,6 +156,10 @@ export class RaftNode {
   readonly id: NodeId;
   private readonly core: RaftCore;
   private readonly storage: MemoryStorage;
+  /** What the core reads: `storage`, and the store's log behind it (fileHold) once compacted past. */
+  private readonly coreStorage: StoreBackedStorage;
+  /** Bytes of entry data the store keeps behind the log in memory for a file's member (fileHold). */
+  private storeOnlyBytes = 0;
   private readonly store: RaftLogStore;
   protected readonly sm: StateMachine;
   protected readonly transport: RaftTransport;
@@ -155,6 +170,7 @@ export class RaftNode {
       | 'tickMs'
       | 'snapshotThreshold'
       | 'logBudgetBytes'
+      | 'snapshotHoldBytes'
       | 'snapshotCatchUpEntries'
       | 'snapshotCatchUpBytes'
       | 'proposalTimeoutMs'
@@ -252,10 +268,12 @@ export class RaftNode {
     members: Map<NodeId, string>,
     snapshot: Snapshot,
     hardState: HardState,
+    coreStorage = new StoreBackedStorage(storage, null),
   ) {
     this.id = opts.id;
     this.core = core;
     this.storage = storage;
+    this.coreStorage = coreStorage;
     this.noteConfChanges(
       storage.entries(storage.firstIndex(), storage.lastIndex() + 1, Number.MAX_SAFE_INTEGER),
     );
@@ -267,6 +285,7 @@ export class RaftNode {
       tickMs: opts.tickMs ?? 50,
       snapshotThreshold: opts.snapshotThreshold ?? 10_000,
       logBudgetBytes: opts.logBudgetBytes ?? 64 * 1024 * 1024,
+      snapshotHoldBytes: opts.snapshotHoldBytes ?? 512 * 1024 * 1024,
       snapshotCatchUpEntries: opts.snapshotCatchUpEntries ?? 5_000,
       snapshotCatchUpBytes: opts.snapshotCatchUpBytes ?? 16 * 1024 * 1024,
       proposalTimeoutMs: opts.proposalTimeoutMs ?? 5_000,
@@ -387,10 +406,11 @@ export class RaftNode {
     // `applied` is deliberately left at the snapshot: the core then hands out every committed entry
     // after it again, so conf changes the state machine had already applied are re-applied to the
     // core and the peer map (the driver skips them for the state machine itself).
+    const coreStorage = new StoreBackedStorage(storage, syncReader(opts.store));
     // biome-ignore lint/complexity/noThisInStatic: `this` is the subclass start() was called on
     const core = this.createCore({
       id: opts.id,
-      storage,
+      storage: coreStorage,
       electionTick: opts.electionTick ?? 10,
       heartbeatTick: opts.heartbeatTick ?? 1,
       random: opts.random ?? ((n: number) => randomInt(n)),
@@ -398,7 +418,7 @@ export class RaftNode {
       checkQuorum: true,
       maxUncommittedEntriesSize: opts.maxUncommittedBytes ?? 64 * 1024 * 1024,
     });
-    const node = new this(opts, core, storage, members, effectiveSnapshot, hardState);
+    const node = new this(opts, core, storage, members, effectiveSnapshot, hardState, coreStorage);
     node.term = hardState.term;
     // A state machine that answers syncApplied keeps its state durably: the log is compacted
     // without a file, and a file is built only for a follower that needs one.
@@ -723,6 +743,7 @@ export class RaftNode {
     if (rd.messagesBeforePersist.length > 0) this.notices.sendOrHold(rd.messagesBeforePersist, mayHold);
     const messages = rd.messages;
     if (rd.snapshot !== undefined || rd.entries.length > 0 || this.mustSaveHardState()) {
+      if (rd.snapshot) this.dropStoreLog(rd.snapshot);
       await this.persist(rd.entries, rd.snapshot);
       if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
       if (rd.entries.length > 0) {
@@ -995,6 +1016,8 @@ export class RaftNode {
       return;
     }
     const snap = this.storage.createSnapshot(index, confState, data);
+    this.dropStoreLog(snap);
+    this.coreStorage.keepSnapshot(wanted ? snap : null);
     // The store serialises this with the loop's writes, and refuses it if a newer snapshot landed.
     await this.store.compact(snap);
     // A file built on demand keeps the catch-up window in memory for followers a little behind.
@@ -1029,7 +1052,11 @@ export class RaftNode {
     // waiting for a Ready small enough could wait for good.
     if (index > coreApplied && !this.confChangeIn(coreApplied, index)) index = coreApplied;
     const held = this.heldFileIndex(index);
-    if (index > held) {
+    // A file's member still needs the log after `held`: the store keeps it and the core reads it
+    // there (storeBackedStorage.ts), so only the memory is compacted; without synchronous reads of
+    // the store, both stop at `held`.
+    const keepStore = index > held && this.coreStorage.readsStore;
+    if (index > held && !keepStore) {
       // The membership recorded is the current one: it must be that of the point compacted at.
       if (this.confChangeIn(held, applied)) {
         this.snapshotStartedAt = applied;
@@ -1047,7 +1074,7 @@ export class RaftNode {
     // Membership as of `applied`, which is that of `index`: no conf change lies between them.
     const confState = { voters: [...this.confState.voters], learners: [...this.confState.learners] };
     const data = describeTablesSnapshot(new Map(this.members));
-    this.snapshotTask = this.truncateTo(index, confState, data)
+    this.snapshotTask = this.truncateTo(index, confState, data, keepStore)
       .catch((err: unknown) =>
         this.log.error(
           { event: 'raft.compaction_failed', index, err },
@@ -1059,23 +1086,50 @@ export class RaftNode {
       });
   }
 
-  private async truncateTo(index: Index, confState: ConfState, data: string): Promise<void> {
+  /** `keepStore`: only the memory is compacted, the store keeps its log for a file's member. */
+  private async truncateTo(
+    index: Index,
+    confState: ConfState,
+    data: string,
+    keepStore: boolean,
+  ): Promise<void> {
     const durable = await this.sm.syncApplied?.();
     if (durable === undefined || durable === null || durable < index) {
       throw new Error(`the state machine made only index ${durable} durable, not ${index}`);
     }
     if (this.stopped || index <= this.snapshotIndex) return;
     const snap = this.storage.createSnapshot(index, confState, data);
-    await this.store.compact(snap);
+    if (keepStore) {
+      this.storeOnlyBytes += this.bytesThrough(index);
+    } else {
+      this.dropStoreLog(snap);
+      await this.store.compact(snap);
+    }
     this.storage.compact(index);
     this.snapshotIndex = Math.max(this.snapshotIndex, index);
     this.logCompacted();
     // No file older than the compaction serves a follower: the entries after it are gone.
-    await this.snapshotFolder?.removeBefore(index);
+    if (!keepStore) await this.snapshotFolder?.removeBefore(index);
     this.log.info(
-      { event: 'raft.log_compacted', index, logBytes: this.logBytes },
+      { event: 'raft.log_compacted', index, logBytes: this.logBytes, storeOnlyBytes: this.storeOnlyBytes },
       'log compacted without a file',
     );
+  }
+
+  /** Bytes of entry data in the log in memory up to `index`. */
+  private bytesThrough(index: Index): number {
+    const first = this.storage.firstIndex();
+    if (index < first) return 0;
+    return entriesSize(this.storage.entries(first, index + 1, Number.MAX_SAFE_INTEGER));
+  }
+
+  /**
+   * Before a write that drops the store's log through `snap` (a compaction, a snapshot received):
+   * the core must not read there any more, and nothing is kept on disk only after it.
+   */
+  private dropStoreLog(snap: Snapshot): void {
+    this.coreStorage.dropThrough(snap);
+    if (snap.metadata.index >= this.storage.firstIndex() - 1) this.storeOnlyBytes = 0;
   }
 
   /**
@@ -1107,22 +1161,26 @@ export class RaftNode {
    * least match has passed `point`, where compaction would otherwise cut. A member that has just
    * acknowledged the file holds nothing after it yet; cutting at `point` then would send it
    * another file instead of the log (etcd keeps its catch-up entries behind the snapshot it sends
-   * for the same reason). Given up past FILE_HOLD_BUDGETS times the log budget of entries kept, so
-   * a member that never comes back does not grow the log without bound.
+   * for the same reason). Given up past snapshotHoldBytes of entries the store keeps behind the
+   * memory (FILE_HOLD_BUDGETS log budgets in memory, with a store that cannot be read
+   * synchronously), so a member that never comes back does not grow the log without bound.
    */
   private heldFileIndex(point: Index): Index {
     if (this.fileHold === 0) return Number.MAX_SAFE_INTEGER;
     const least = this.leastFollowerMatch();
     // A point at or behind the snapshot compacts nothing: no reason to decide yet.
     if (least < point || point <= this.snapshotIndex) {
-      if (this.logBytes <= FILE_HOLD_BUDGETS * this.opts.logBudgetBytes)
-        return Math.max(this.fileHold, least);
+      const onDisk = this.coreStorage.readsStore;
+      const kept = onDisk ? this.storeOnlyBytes : this.logBytes;
+      const bound = onDisk ? this.opts.snapshotHoldBytes : FILE_HOLD_BUDGETS * this.opts.logBudgetBytes;
+      if (kept <= bound) return Math.max(this.fileHold, least);
       this.log.warn(
         {
           event: 'raft.snapshot_file_hold_released',
           index: this.fileHold,
           match: least,
           logBytes: this.logBytes,
+          storeOnlyBytes: this.storeOnlyBytes,
         },
         'the log kept for a member catching up from a snapshot file grew too large: compacting past it',
       );
@@ -1313,6 +1371,16 @@ export class RaftNode {
       snapshotIndex: () => this.snapshotIndex,
       isLeader: () => this.role === 'leader',
       proposalsPending: () => this.proposals.size,
+      logMemoryBytes: () => this.logBytes,
     });
   }
+}
+
+/** The store's synchronous reads, if it has them (LevelLogStore, the simulators' stores). */
+function syncReader(store: RaftLogStore): SyncLogReader | null {
+  if (store.entriesSync === undefined || store.termSync === undefined) return null;
+  return {
+    entriesSync: (lo, hi, maxSize) => store.entriesSync!(lo, hi, maxSize),
+    termSync: (index) => store.termSync!(index),
+  };
 }

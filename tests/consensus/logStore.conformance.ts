@@ -136,6 +136,24 @@ export function describeLogStoreConformance(name: string, makeStore: () => Promi
       expect(indexes((await store.load()).entries)).toEqual([9]);
     });
 
+    it('reads stored entries at once, within a byte budget, and refuses compacted ones', async () => {
+      const read = store as Required<Pick<RaftLogStore, 'entriesSync' | 'termSync'>>;
+      await store.save({ entries: entries(1, 8, 1), hardState: { term: 1, vote: 'a', commit: 8 } });
+      await store.save({ entries: entries(9, 10, 2) });
+      expect(read.entriesSync(3, 11, Number.MAX_SAFE_INTEGER)).toEqual([
+        ...entries(3, 8, 1),
+        ...entries(9, 10, 2),
+      ]);
+      // `cmd-3-1` and `cmd-4-1` are 7 bytes each: a budget of 15 takes two, of 1 still one.
+      expect(indexes(read.entriesSync(3, 11, 15))).toEqual([3, 4]);
+      expect(indexes(read.entriesSync(3, 11, 1))).toEqual([3]);
+      expect(read.termSync(9)).toBe(2);
+      await store.compact(snapshot(5, 1));
+      expect(indexes(read.entriesSync(6, 8, Number.MAX_SAFE_INTEGER))).toEqual([6, 7]);
+      expect(() => read.entriesSync(5, 8, Number.MAX_SAFE_INTEGER)).toThrow();
+      expect(() => read.termSync(4)).toThrow();
+    });
+
     it('everything survives close and reopen', async () => {
       await store.save({ entries: entries(1, 12, 1), hardState: { term: 1, vote: 'a', commit: 10 } });
       await store.compact(snapshot(4, 1));

@@ -73,6 +73,30 @@ export class SimLogStore implements RaftLogStore {
 
   async close(): Promise<void> {}
 
+  /** What the disk holds now (completed writes only), as LevelLogStore's getSync reads answer. */
+  entriesSync(lo: number, hi: number, maxSize: number): Entry[] {
+    const entries: Entry[] = [];
+    let size = 0;
+    for (let i = lo; i < hi; i++) {
+      const e = this.storedEntry(i);
+      size += e.data.length;
+      if (entries.length > 0 && size > maxSize) break;
+      entries.push(e);
+    }
+    return entries;
+  }
+
+  termSync(index: number): number {
+    return this.storedEntry(index).term;
+  }
+
+  private storedEntry(index: number): Entry {
+    const stored = this.disk.at(index);
+    if (stored === undefined)
+      throw new LogStoreInvariantError(`${this.id}'s disk does not hold entry ${index}`);
+    return { ...stored.entry };
+  }
+
   /** Another synced write on this node's disk, done by `perform` when it completes (never if a crash comes first). */
   synced(perform: () => void): Promise<void> {
     return this.enqueue({ kind: 'other', perform });

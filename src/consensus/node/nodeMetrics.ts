@@ -13,6 +13,8 @@ export interface NodeGauges {
   snapshotIndex(): Index;
   isLeader(): boolean;
   proposalsPending(): number;
+  /** Bytes of the applied entries' data the log in memory holds (the byte budget's measure). */
+  logMemoryBytes(): number;
 }
 
 export interface NodeMetrics {
@@ -43,6 +45,11 @@ export function registerNodeMetrics(registry: Registry, read: NodeGauges): NodeM
   gauge('imgvault_raft_snapshot_index', 'Index of the latest snapshot', read.snapshotIndex);
   gauge('imgvault_raft_is_leader', '1 when this node is the leader', () => (read.isLeader() ? 1 : 0));
   gauge('imgvault_raft_proposals_pending', 'Proposals waiting to be applied', read.proposalsPending);
+  gauge(
+    'imgvault_raft_log_memory_bytes',
+    'Bytes of applied entry data the log keeps in memory after its snapshot',
+    read.logMemoryBytes,
+  );
   return {
     messagesRefused: new Counter({
       name: 'imgvault_raft_messages_refused_total',
