@@ -663,8 +663,9 @@ export class RaftNode {
     if (this.stopped) return;
     this.stopped = true;
     if (this.ticker) this.clock.clearInterval(this.ticker);
-    this.notices.clear();
     await this.cycleDone;
+    // After the cycle: it may still have held a notice, and armed its timer.
+    this.notices.clear();
     // The owner closes the store and the state machine next: a snapshot still reading them ends first.
     await this.snapshotTask;
     await this.installing?.catch(() => {});

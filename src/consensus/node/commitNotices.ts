@@ -8,8 +8,8 @@
 //
 // Holding or dropping a message is safe: the network may do both (Raft recovers, and a later
 // heartbeat or append carries the commit index again). What it costs is how late a follower learns
-// the commit index, at most `holdMs`; a follower's linearizable read does not wait on it (its
-// ReadIndex round ends with heartbeats that carry the commit index).
+// the commit index, at most `holdMs`, and so may a read on a follower whose own answer did not make
+// the commit (its ReadIndex round's heartbeats carry only min(match, commit)).
 
 import type { Message, NodeId } from '../types.ts';
 import type { RaftClock, TimerHandle } from './clock.ts';
