@@ -11,7 +11,8 @@
  * write into new space (nothing is deleted until the end: freshly deleted space writes faster,
  * see ../shared/bench/README.md) and alternate run by run, so neither gets the better disk.
  * Figures: MiB/s of each side, their ratio, and CPU time per blob of the process doing the writes
- * (the worker process, all threads; this process for the raw side). PUTs carry the sha256 and the
+ * (the worker process, all threads; this process for the raw side), and the worker's context
+ * switches per blob (all threads: how often it waits and is woken). PUTs carry the sha256 and the
  * CRC32C, as the manager sends them; the worker checks the CRC32C. A third side sends the same
  * PUTs to a bare node:http server (a child process) that only computes the body's CRC32C: the cost
  * of the transfer alone. `ceiling` is the best ratio a worker could reach if a PUT cost nothing but that
@@ -19,12 +20,14 @@
  *
  * BENCH_BODY=forwarded sends each body as the leader forwards an upload (workerClient's
  * putBlobStreamed): 256 KiB slabs written one by one, each on a later turn of this process's event
- * loop, then the 36-byte checksum trailer, with no checksum header. BENCH_BASE_TREE=<checkout of
+ * loop, then the 36-byte checksum trailer, with no checksum header; BENCH_BODY=trailing sends the
+ * same bytes in one buffer (the trailer protocol without the pacing). BENCH_BASE_TREE=<checkout of
  * another commit> starts a second worker from it beside this tree's and alternates the two run by
  * run: their CPU per blob compared under the same load (a shared machine's).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -54,8 +57,8 @@ CPU per blob.
 
 Environment: BENCH_SECS=2, BENCH_ROUNDS=2, BENCH_SIZES=100KiB,1MiB,8MiB (a subset),
 BENCH_CONCURRENCY=1,8, BENCH_WARMUP_SECS=3 (unmeasured PUTs to each worker first);
-BENCH_BODY=buffer (one buffer, checksums in headers) or forwarded (256 KiB slabs one by one and a
-checksum trailer, as the leader forwards an upload); BENCH_BASE_TREE=<another checkout> runs its
+BENCH_BODY=buffer (one buffer, checksums in headers), trailing (one buffer ending in the checksum
+trailer) or forwarded (256 KiB slabs one by one and the trailer, as the leader forwards an upload); BENCH_BASE_TREE=<another checkout> runs its
 worker beside this one, alternated, as "base"; BENCH_PROFILE=1 profiles the worker
 (BENCH_PROFILE_DIR, default prof/). Workers get the launcher's environment (MALLOC_ARENA_MAX=2
 unless set).`);
@@ -78,7 +81,9 @@ if (SIZES.length === 0)
   throw new Error(`BENCH_SIZES matches none of ${ALL_SIZES.map((s) => s.label.replace(' ', ''))}`);
 const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8').split(',').map(Number);
 const BODY = process.env.BENCH_BODY ?? 'buffer';
-if (BODY !== 'buffer' && BODY !== 'forwarded') throw new Error('BENCH_BODY is buffer or forwarded');
+if (BODY !== 'buffer' && BODY !== 'forwarded' && BODY !== 'trailing') {
+  throw new Error('BENCH_BODY is buffer, trailing or forwarded');
+}
 /** The leader's forwarding unit (SLAB_BYTES in src/manager/heldBodies.ts). */
 const FORWARD_SLAB_BYTES = 256 * 1024;
 const BASE_TREE = process.env.BENCH_BASE_TREE ? path.resolve(process.env.BENCH_BASE_TREE) : undefined;
@@ -99,6 +104,8 @@ interface RunResult {
   seconds: number;
   /** CPU seconds (user + system) of the process doing the writes: the worker, or this one for raw. */
   cpuSeconds: number;
+  /** Context switches of that process's threads (a worker's only). */
+  switches?: number;
 }
 
 const payloads = new Map<number, Payload[]>(
@@ -221,6 +228,24 @@ function startWorker(tree: string, id: string, dataDir: string, managerUrl: stri
   );
 }
 
+/**
+ * Context switches so far of every thread of `pid` (voluntary ones are the thread waiting: for
+ * the socket, the disk, or work from the threadpool), from /proc (Linux); 0 once it is gone.
+ */
+function contextSwitches(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    let total = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)/gm)) total += Number(m[1]);
+    }
+    return total;
+  } catch {
+    return 0;
+  }
+}
+
 /** A worker process under test and the URL it registered with. */
 interface BenchWorker {
   label: string;
@@ -260,7 +285,10 @@ function putOptions(p: Payload): { body: Buffer | Readable; headers: Record<stri
     return { body: p.bytes, headers: { ...common, [SHA256_HEADER]: p.sha256, [CRC32C_HEADER]: p.crc32c } };
   }
   return {
-    body: forwardedBody(p) as unknown as Readable,
+    body:
+      BODY === 'trailing'
+        ? Buffer.concat([p.bytes, encodeChecksumTrailer({ sha256: p.sha256, crc32c: p.crc32c })])
+        : (forwardedBody(p) as unknown as Readable),
     headers: {
       ...common,
       [CHECKSUMS_HEADER]: TRAILING_CHECKSUMS,
@@ -299,6 +327,7 @@ async function main(): Promise<void> {
     const workerRun = async (w: BenchWorker, size: number, conc: number, secs = SECS): Promise<RunResult> => {
       const list = payloads.get(size)!;
       const cpu0 = cpuSeconds(w.child.pid);
+      const switches0 = contextSwitches(w.child.pid);
       const result = await closedLoop(secs, conc, size, async (seq) => {
         const p = list[seq % list.length]!;
         const res = await request(`${w.url}/blobs/b${putSeq++}`, {
@@ -309,7 +338,11 @@ async function main(): Promise<void> {
         const text = await res.body.text();
         if (res.statusCode !== 201) throw new Error(`PUT answered ${res.statusCode}: ${text}`);
       });
-      return { ...result, cpuSeconds: cpuSeconds(w.child.pid) - cpu0 };
+      return {
+        ...result,
+        cpuSeconds: cpuSeconds(w.child.pid) - cpu0,
+        switches: contextSwitches(w.child.pid) - switches0,
+      };
     };
     const bareRun = async (size: number, conc: number, secs = SECS): Promise<RunResult> => {
       const list = payloads.get(size)!;
@@ -354,7 +387,8 @@ async function main(): Promise<void> {
         'HTTP-only MiB/s',
         'HTTP-only CPU ms/blob',
         'ceiling',
-        ...(BASE_TREE ? ['base/raw', 'base CPU ms/blob'] : []),
+        'worker switches/blob',
+        ...(BASE_TREE ? ['base/raw', 'base CPU ms/blob', 'base switches/blob'] : []),
       ],
     ];
     const summary: Record<string, unknown>[] = [];
@@ -378,6 +412,7 @@ async function main(): Promise<void> {
           ops: rs.reduce((a, r) => a + r.ops, 0),
           seconds: rs.reduce((a, r) => a + r.seconds, 0),
           cpu: rs.reduce((a, r) => a + r.cpuSeconds, 0),
+          switches: rs.reduce((a, r) => a + (r.switches ?? 0), 0),
         });
         const r = total(raw);
         const [w, base] = byWorker.map(total) as [ReturnType<typeof total>, ReturnType<typeof total>?];
@@ -403,10 +438,12 @@ async function main(): Promise<void> {
           (h.bytes / MiB / h.seconds).toFixed(1),
           ((h.cpu / h.ops) * 1000).toFixed(2),
           `${(ceiling * 100).toFixed(0)}%`,
+          (w.switches / w.ops).toFixed(1),
           ...(base
             ? [
                 `${((base.bytes / MiB / base.seconds / rawMiBs) * 100).toFixed(0)}%`,
                 ((base.cpu / base.ops) * 1000).toFixed(2),
+                (base.switches / base.ops).toFixed(1),
               ]
             : []),
         ]);
@@ -425,10 +462,12 @@ async function main(): Promise<void> {
           httpOnlyCpuMsPerBlob: (h.cpu / h.ops) * 1000,
           ceiling,
           body: BODY,
+          workerSwitchesPerBlob: w.switches / w.ops,
           ...(base
             ? {
                 baseRatio: base.bytes / MiB / base.seconds / rawMiBs,
                 baseCpuMsPerBlob: (base.cpu / base.ops) * 1000,
+                baseSwitchesPerBlob: base.switches / base.ops,
               }
             : {}),
         });

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, fsync, openSync, renameSync } from 'node:fs';
+import { closeSync, createReadStream, fsync, open, openSync, renameSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -299,8 +299,10 @@ export class BlobStore {
     }
 
     const tmpPath = this.newTempPath(id);
-    // Created here, on this thread, before the body is read: a threadpool round trip costs more
-    // CPU than the open itself. Only a retry of a stored id pays for a temp file it does not use.
+    // Opened while the first bytes arrive: one round trip less before the body is read. Only a
+    // retry of a stored id pays for a temp file it does not use. Not on this thread: on ext4
+    // without a journal a create first passes over every inode of its group deleted in the last
+    // minutes (docs/measurements.md), which can take long enough to stall every other request.
     const temp: TempFile = { path: tmpPath, opened: openForWrite(tmpPath), closed: false, renamed: false };
     temp.opened.catch(() => {});
     let received = 0;
@@ -1131,11 +1133,9 @@ async function releaseTemp(temp: TempFile): Promise<void> {
 
 /** Plain file descriptors (not FileHandle) so the PUT path can close them without a pool round trip. */
 function openForWrite(file: string): Promise<number> {
-  try {
-    return Promise.resolve(openSync(file, 'wx', PRIVATE_FILE_MODE));
-  } catch (err) {
-    return Promise.reject(err);
-  }
+  return new Promise((resolve, reject) => {
+    open(file, 'wx', PRIVATE_FILE_MODE, (err, fd) => (err ? reject(err) : resolve(fd)));
+  });
 }
 
 function fsyncFd(fd: number): Promise<void> {
