@@ -39,9 +39,10 @@ export async function makePrivateDir(dir: string): Promise<void> {
 /**
  * Writes `source` to the file in batches of at least `batchBytes` (at most one chunk over; the last
  * one may be smaller) as they arrive, through the threadpool, one batch on disk while the next one
- * arrives: the copy into the page cache overlaps with receiving instead of adding to it. Batches of 256 KiB keep the round trips few (see
- * WRITE_BATCH_BYTES in src/storagenode/blobStore.ts). At most one write is in flight and one batch
- * waits, so memory stays bounded and a slow disk slows the sender down.
+ * arrives: the copy into the page cache overlaps with receiving instead of adding to it. Batches of
+ * 256 KiB keep the round trips few (see WRITE_BATCH_BYTES in src/storagenode/blobStore.ts). At most
+ * one write is in flight and one batch waits, so memory stays bounded and a slow disk slows the
+ * sender down.
  */
 export async function writeBatched(
   opened: Promise<number>,
