@@ -11,21 +11,38 @@
  * write into new space (nothing is deleted until the end: freshly deleted space writes faster,
  * see ../shared/bench/README.md) and alternate run by run, so neither gets the better disk.
  * Figures: MiB/s of each side, their ratio, and CPU time per blob of the process doing the writes
- * (the worker process, all threads; this process for the raw side). PUTs carry the sha256 and the
+ * (the worker process, all threads; this process for the raw side), and the worker's context
+ * switches per blob (all threads: how often it waits and is woken). PUTs carry the sha256 and the
  * CRC32C, as the manager sends them; the worker checks the CRC32C. A third side sends the same
  * PUTs to a bare node:http server (a child process) that only computes the body's CRC32C: the cost
  * of the transfer alone. `ceiling` is the best ratio a worker could reach if a PUT cost nothing but that
  * transfer followed by the raw side's fsync, rename and folder fsync.
+ *
+ * BENCH_BODY=forwarded sends each body as the leader forwards an upload (workerClient's
+ * putBlobStreamed): 256 KiB slabs written one by one, each on a later turn of this process's event
+ * loop, then the 36-byte checksum trailer, with no checksum header; BENCH_BODY=trailing sends the
+ * same bytes in one buffer (the trailer protocol without the pacing). BENCH_BASE_TREE=<checkout of
+ * another commit> starts a second worker from it beside this tree's and alternates the two run by
+ * run: their CPU per blob compared under the same load (a shared machine's).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Agent, request } from 'undici';
-import { HEAP_FLAGS } from '../src/cli/localProcess.ts';
+import { CHILD_ENV, HEAP_FLAGS } from '../src/cli/localProcess.ts';
 import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
 import { CRC32C_HEADER, crc32cHex } from '../src/protocol/checksums.ts';
+import {
+  CHECKSUM_TRAILER_BYTES,
+  CHECKSUMS_HEADER,
+  encodeChecksumTrailer,
+  TRAILING_CHECKSUMS,
+} from '../src/protocol/checksumTrailer.ts';
 import { SHA256_HEADER } from '../src/protocol/workerHeaders.ts';
 import { startManagerStandIn } from '../tests/storagenode/managerStandIn.ts';
 import { cpuSeconds } from './processCpu.ts';
@@ -38,11 +55,17 @@ the raw durable write of the same payloads (temp file, fsync, rename, folder fsy
 server that only checksums the body; prints MiB/s of each side, the worker's share of raw and the
 CPU per blob.
 
-Environment: BENCH_SECS=2, BENCH_ROUNDS=2, BENCH_SIZES=100KiB,1MiB,8MiB (a subset);
-BENCH_PROFILE=1 profiles the worker (BENCH_PROFILE_DIR, default prof/).`);
+Environment: BENCH_SECS=2, BENCH_ROUNDS=2, BENCH_SIZES=100KiB,1MiB,8MiB (a subset),
+BENCH_CONCURRENCY=1,8, BENCH_WARMUP_SECS=3 (unmeasured PUTs to each worker first);
+BENCH_BODY=buffer (one buffer, checksums in headers), trailing (one buffer ending in the checksum
+trailer) or forwarded (256 KiB slabs one by one and the trailer, as the leader forwards an upload); BENCH_BASE_TREE=<another checkout> runs its
+worker beside this one, alternated, as "base"; BENCH_PROFILE=1 profiles the worker
+(BENCH_PROFILE_DIR, default prof/). Workers get the launcher's environment (MALLOC_ARENA_MAX=2
+unless set).`);
 
 const SECS = Number(process.env.BENCH_SECS ?? 2);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const WARMUP_SECS = Number(process.env.BENCH_WARMUP_SECS ?? 3);
 /** Set BENCH_PROFILE=1 to have the worker write a V8 CPU profile to BENCH_PROFILE_DIR (or ./prof). */
 const PROFILE = process.env.BENCH_PROFILE === '1';
 const ALL_SIZES = [
@@ -56,7 +79,14 @@ const SIZES = process.env.BENCH_SIZES
   : ALL_SIZES;
 if (SIZES.length === 0)
   throw new Error(`BENCH_SIZES matches none of ${ALL_SIZES.map((s) => s.label.replace(' ', ''))}`);
-const CONCURRENCY = [1, 8];
+const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8').split(',').map(Number);
+const BODY = process.env.BENCH_BODY ?? 'buffer';
+if (BODY !== 'buffer' && BODY !== 'forwarded' && BODY !== 'trailing') {
+  throw new Error('BENCH_BODY is buffer, trailing or forwarded');
+}
+/** The leader's forwarding unit (SLAB_BYTES in src/manager/heldBodies.ts). */
+const FORWARD_SLAB_BYTES = 256 * 1024;
+const BASE_TREE = process.env.BENCH_BASE_TREE ? path.resolve(process.env.BENCH_BASE_TREE) : undefined;
 const PAYLOADS_PER_SIZE = 8;
 const SECRET = `bench-${randomBytes(8).toString('hex')}`;
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -74,6 +104,8 @@ interface RunResult {
   seconds: number;
   /** CPU seconds (user + system) of the process doing the writes: the worker, or this one for raw. */
   cpuSeconds: number;
+  /** Context switches of that process's threads (a worker's only). */
+  switches?: number;
 }
 
 const payloads = new Map<number, Payload[]>(
@@ -164,9 +196,14 @@ async function startBareHttp(): Promise<{ child: ChildProcess; url: string }> {
 
 // ---- worker side ----
 
-function startWorker(dataDir: string, managerUrl: string): ChildProcess {
+function startWorker(tree: string, id: string, dataDir: string, managerUrl: string): ChildProcess {
   const profDir = process.env.BENCH_PROFILE_DIR ?? path.join(REPO, 'prof');
-  const nodeArgs = [...HEAP_FLAGS, ...(PROFILE ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [])];
+  const nodeArgs = [
+    ...HEAP_FLAGS,
+    ...(PROFILE ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
+    // As the launcher reads it (src/cli/localProcess.ts): `--perf-basic-prof` for perf, say.
+    ...(process.env.IMGVAULT_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
+  ];
   return spawn(
     process.execPath,
     [
@@ -175,7 +212,7 @@ function startWorker(dataDir: string, managerUrl: string): ChildProcess {
       'tsx',
       'src/cli/workerMain.ts',
       '--id',
-      'bench-w1',
+      id,
       '--listen',
       '127.0.0.1:0',
       '--data',
@@ -184,11 +221,80 @@ function startWorker(dataDir: string, managerUrl: string): ChildProcess {
       managerUrl,
     ],
     {
-      cwd: REPO,
-      env: { ...process.env, IMGVAULT_CLUSTER_SECRET: SECRET, IMGVAULT_LOG_LEVEL: 'warn' },
+      cwd: tree,
+      env: { ...CHILD_ENV, ...process.env, IMGVAULT_CLUSTER_SECRET: SECRET, IMGVAULT_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'inherit', 'inherit'],
     },
   );
+}
+
+/**
+ * Context switches so far of every thread of `pid` (voluntary ones are the thread waiting: for
+ * the socket, the disk, or work from the threadpool), from /proc (Linux); 0 once it is gone.
+ */
+function contextSwitches(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    let total = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)/gm)) total += Number(m[1]);
+    }
+    return total;
+  } catch {
+    return 0;
+  }
+}
+
+/** A worker process under test and the URL it registered with. */
+interface BenchWorker {
+  label: string;
+  child: ChildProcess;
+  url: string;
+}
+
+async function registeredUrl(
+  manager: Awaited<ReturnType<typeof startManagerStandIn>>,
+  id: string,
+  child: ChildProcess,
+): Promise<string> {
+  const deadline = performance.now() + 60_000;
+  for (;;) {
+    const found = manager.registrations.find((r) => r.header.id === id);
+    if (found) return String(found.header.url);
+    if (child.exitCode !== null)
+      throw new Error(`worker ${id} exited with ${child.exitCode} before registering`);
+    if (performance.now() > deadline) throw new Error(`worker ${id} did not register within 60 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A PUT body as the leader forwards an upload: slabs on separate turns, then the checksum trailer. */
+async function* forwardedBody(p: Payload): AsyncGenerator<Uint8Array> {
+  for (let at = 0; at < p.bytes.length; at += FORWARD_SLAB_BYTES) {
+    if (at > 0) await nextTurn();
+    yield p.bytes.subarray(at, at + FORWARD_SLAB_BYTES);
+  }
+  yield encodeChecksumTrailer({ sha256: p.sha256, crc32c: p.crc32c });
+}
+
+/** undici takes async iterables as bodies (docs/api/Dispatcher.md); its types lag behind. */
+function putOptions(p: Payload): { body: Buffer | Readable; headers: Record<string, string> } {
+  const common = { [CLUSTER_SECRET_HEADER]: SECRET, 'content-type': 'application/octet-stream' };
+  if (BODY === 'buffer') {
+    return { body: p.bytes, headers: { ...common, [SHA256_HEADER]: p.sha256, [CRC32C_HEADER]: p.crc32c } };
+  }
+  return {
+    body:
+      BODY === 'trailing'
+        ? Buffer.concat([p.bytes, encodeChecksumTrailer({ sha256: p.sha256, crc32c: p.crc32c })])
+        : (forwardedBody(p) as unknown as Readable),
+    headers: {
+      ...common,
+      [CHECKSUMS_HEADER]: TRAILING_CHECKSUMS,
+      'content-length': String(p.bytes.length + CHECKSUM_TRAILER_BYTES),
+    },
+  };
 }
 
 function table(rows: string[][]): string {
@@ -204,40 +310,39 @@ async function main(): Promise<void> {
   await fs.mkdir(path.join(rawDir, 'tmp'), { recursive: true });
   await fs.mkdir(path.join(rawDir, 'final'), { recursive: true });
   const manager = await startManagerStandIn(SECRET);
-  const child = startWorker(path.join(root, 'worker'), manager.url);
+  const trees = [{ label: 'worker', tree: REPO }, ...(BASE_TREE ? [{ label: 'base', tree: BASE_TREE }] : [])];
+  const children = trees.map(({ label, tree }) =>
+    startWorker(tree, `bench-${label}`, path.join(root, label), manager.url),
+  );
   const bare = await startBareHttp();
   const agent = new Agent({ connections: Math.max(...CONCURRENCY), keepAliveTimeout: 60_000, pipelining: 1 });
   try {
-    const deadline = performance.now() + 30_000;
-    while (manager.registrations.length === 0) {
-      if (child.exitCode !== null) throw new Error(`worker exited with ${child.exitCode} before registering`);
-      if (performance.now() > deadline) throw new Error('worker did not register within 30 s');
-      await new Promise((r) => setTimeout(r, 50));
+    const workers: BenchWorker[] = [];
+    for (const [i, { label }] of trees.entries()) {
+      const child = children[i]!;
+      workers.push({ label, child, url: await registeredUrl(manager, `bench-${label}`, child) });
     }
-    const workerUrl = String(manager.registrations[0]!.header.url);
-    const pid = child.pid!;
     let putSeq = 0;
 
-    const workerRun = async (size: number, conc: number, secs = SECS): Promise<RunResult> => {
+    const workerRun = async (w: BenchWorker, size: number, conc: number, secs = SECS): Promise<RunResult> => {
       const list = payloads.get(size)!;
-      const cpu0 = cpuSeconds(pid);
+      const cpu0 = cpuSeconds(w.child.pid);
+      const switches0 = contextSwitches(w.child.pid);
       const result = await closedLoop(secs, conc, size, async (seq) => {
         const p = list[seq % list.length]!;
-        const res = await request(`${workerUrl}/blobs/b${putSeq++}`, {
+        const res = await request(`${w.url}/blobs/b${putSeq++}`, {
           method: 'PUT',
           dispatcher: agent,
-          body: p.bytes,
-          headers: {
-            [CLUSTER_SECRET_HEADER]: SECRET,
-            [SHA256_HEADER]: p.sha256,
-            [CRC32C_HEADER]: p.crc32c,
-            'content-type': 'application/octet-stream',
-          },
+          ...putOptions(p),
         });
         const text = await res.body.text();
         if (res.statusCode !== 201) throw new Error(`PUT answered ${res.statusCode}: ${text}`);
       });
-      return { ...result, cpuSeconds: cpuSeconds(pid) - cpu0 };
+      return {
+        ...result,
+        cpuSeconds: cpuSeconds(w.child.pid) - cpu0,
+        switches: contextSwitches(w.child.pid) - switches0,
+      };
     };
     const bareRun = async (size: number, conc: number, secs = SECS): Promise<RunResult> => {
       const list = payloads.get(size)!;
@@ -246,7 +351,7 @@ async function main(): Promise<void> {
         const res = await request(`${bare.url}/blobs/b${seq}`, {
           method: 'PUT',
           dispatcher: agent,
-          body: list[seq % list.length]!.bytes,
+          body: putOptions(list[seq % list.length]!).body,
         });
         await res.body.dump();
         if (res.statusCode !== 201) throw new Error(`bare PUT answered ${res.statusCode}`);
@@ -261,10 +366,11 @@ async function main(): Promise<void> {
       return { ...result, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
     };
 
-    // Warm-up: JIT, tsx's first compile, connection set-up. Not counted.
+    // Warm-up: JIT, tsx's first compile, connection set-up. Not counted. A worker still compiles
+    // its hot paths for seconds (V8's optimizing compiler), which a long-running one does not pay.
     const warmUpSize = SIZES[0]!.bytes;
     await rawRun(warmUpSize, 8, 0.5);
-    await workerRun(warmUpSize, 8, 0.5);
+    for (const w of workers) await workerRun(w, warmUpSize, 8, WARMUP_SECS);
     await bareRun(warmUpSize, 8, 0.5);
 
     const rows: string[][] = [
@@ -281,23 +387,23 @@ async function main(): Promise<void> {
         'HTTP-only MiB/s',
         'HTTP-only CPU ms/blob',
         'ceiling',
+        'worker switches/blob',
+        ...(BASE_TREE ? ['base/raw', 'base CPU ms/blob', 'base switches/blob'] : []),
       ],
     ];
     const summary: Record<string, unknown>[] = [];
     for (const { label, bytes } of SIZES) {
       for (const conc of CONCURRENCY) {
         const raw: RunResult[] = [];
-        const worker: RunResult[] = [];
+        const byWorker: RunResult[][] = workers.map(() => []);
         const bareHttp: RunResult[] = [];
         rawSyncMs = 0;
         for (let round = 0; round < ROUNDS; round++) {
-          // Alternate who goes first, so neither side always writes right after the other.
-          if (round % 2 === 0) {
-            raw.push(await rawRun(bytes, conc));
-            worker.push(await workerRun(bytes, conc));
-          } else {
-            worker.push(await workerRun(bytes, conc));
-            raw.push(await rawRun(bytes, conc));
+          // Alternate who goes first, so no side always writes right after another.
+          const sides = [-1, ...workers.keys()];
+          for (const side of round % 2 === 0 ? sides : sides.reverse()) {
+            if (side < 0) raw.push(await rawRun(bytes, conc));
+            else byWorker[side]!.push(await workerRun(workers[side]!, bytes, conc));
           }
           bareHttp.push(await bareRun(bytes, conc));
         }
@@ -306,9 +412,10 @@ async function main(): Promise<void> {
           ops: rs.reduce((a, r) => a + r.ops, 0),
           seconds: rs.reduce((a, r) => a + r.seconds, 0),
           cpu: rs.reduce((a, r) => a + r.cpuSeconds, 0),
+          switches: rs.reduce((a, r) => a + (r.switches ?? 0), 0),
         });
         const r = total(raw);
-        const w = total(worker);
+        const [w, base] = byWorker.map(total) as [ReturnType<typeof total>, ReturnType<typeof total>?];
         const h = total(bareHttp);
         // A PUT cannot be answered before its body has arrived and then been made durable: per
         // blob, at best the transfer (HTTP-only) followed by the raw side's fsync, rename and
@@ -331,6 +438,14 @@ async function main(): Promise<void> {
           (h.bytes / MiB / h.seconds).toFixed(1),
           ((h.cpu / h.ops) * 1000).toFixed(2),
           `${(ceiling * 100).toFixed(0)}%`,
+          (w.switches / w.ops).toFixed(1),
+          ...(base
+            ? [
+                `${((base.bytes / MiB / base.seconds / rawMiBs) * 100).toFixed(0)}%`,
+                ((base.cpu / base.ops) * 1000).toFixed(2),
+                (base.switches / base.ops).toFixed(1),
+              ]
+            : []),
         ]);
         summary.push({
           bench: 'worker-put',
@@ -346,6 +461,15 @@ async function main(): Promise<void> {
           httpOnlyMiBs: h.bytes / MiB / h.seconds,
           httpOnlyCpuMsPerBlob: (h.cpu / h.ops) * 1000,
           ceiling,
+          body: BODY,
+          workerSwitchesPerBlob: w.switches / w.ops,
+          ...(base
+            ? {
+                baseRatio: base.bytes / MiB / base.seconds / rawMiBs,
+                baseCpuMsPerBlob: (base.cpu / base.ops) * 1000,
+                baseSwitchesPerBlob: base.switches / base.ops,
+              }
+            : {}),
         });
         process.stderr.write(
           `  ${label} c${conc}: raw ${rawMiBs.toFixed(1)} MiB/s, worker ${workerMiBs.toFixed(1)} MiB/s\n`,
@@ -353,7 +477,7 @@ async function main(): Promise<void> {
       }
     }
     console.log(
-      `\nworker PUT vs raw write+fsync+rename+dir fsync (${ROUNDS} x ${SECS} s per side and cell)\n`,
+      `\nworker PUT vs raw write+fsync+rename+dir fsync (${ROUNDS} x ${SECS} s per side and cell, ${BODY} bodies)\n`,
     );
     console.log(table(rows));
     const oneMiB = summary
@@ -371,8 +495,10 @@ async function main(): Promise<void> {
   } finally {
     await agent.close();
     bare.child.kill('SIGTERM');
-    child.kill('SIGTERM');
-    await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
+    for (const child of children) {
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
+    }
     await manager.close();
     await fs.rm(root, { recursive: true, force: true });
   }

@@ -37,11 +37,12 @@ export async function makePrivateDir(dir: string): Promise<void> {
 }
 
 /**
- * Writes `source` to the file in batches of at least `batchBytes` as they arrive, through the
- * threadpool, one batch on disk while the next one arrives: the copy into the page cache overlaps
- * with receiving instead of adding to it. Batches of 256 KiB keep the round trips few (see
- * WRITE_BATCH_BYTES in src/storagenode/blobStore.ts). At most one write is in flight and one batch
- * waits, so memory stays bounded and a slow disk slows the sender down.
+ * Writes `source` to the file in batches of at least `batchBytes` (at most one chunk over; the last
+ * one may be smaller) as they arrive, through the threadpool, one batch on disk while the next one
+ * arrives: the copy into the page cache overlaps with receiving instead of adding to it. Batches of
+ * 256 KiB keep the round trips few (see WRITE_BATCH_BYTES in src/storagenode/blobStore.ts). At most
+ * one write is in flight and one batch waits, so memory stays bounded and a slow disk slows the
+ * sender down.
  */
 export async function writeBatched(
   opened: Promise<number>,
@@ -53,8 +54,8 @@ export async function writeBatched(
   let inFlight: Promise<void> | undefined;
   try {
     for await (const chunk of source) {
-      batch.push(chunk);
-      pending += chunk.byteLength;
+      // A full batch goes out only once another chunk follows it, so the source's last chunk (a
+      // blob's trailer) rides in the last batch instead of costing a write of its own.
       if (pending >= batchBytes) {
         await inFlight;
         const full = batch;
@@ -66,6 +67,8 @@ export async function writeBatched(
         batch = [];
         pending = 0;
       }
+      batch.push(chunk);
+      pending += chunk.byteLength;
     }
     await inFlight;
     const fd = await opened;

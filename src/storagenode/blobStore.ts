@@ -119,7 +119,7 @@ const COPY_READ_BYTES = 1024 * 1024;
  * CRC32C and sha256 (blobTrailer.ts), plus a LevelDB index of `{ id -> size, sha256, crc32c }` under
  * `index/`. Durability protocol of a new blob, two fsyncs as a bare durable write has:
  *
- *   1. stream into `tmp/<id>.<random>.tmp` (same filesystem as `blobs/`, so rename is atomic),
+ *   1. stream into `tmp/<id>.<unique>.tmp` (same filesystem as `blobs/`, so rename is atomic),
  *      checksumming and counting, writing each batch of WRITE_BATCH_BYTES as it arrives; once the
  *      body checks out, its trailer goes into the last batch;
  *   2. fsync the file (started as soon as its last byte was written);
@@ -165,6 +165,8 @@ export class BlobStore {
   private closed = false;
   /** A failed commit left a file at its final name: the next start must walk (see commitLocked). */
   private leftFiles = false;
+  private readonly tempPrefix = randomBytes(4).toString('hex');
+  private tempCount = 0;
 
   private constructor(
     readonly dataDir: string,
@@ -215,6 +217,15 @@ export class BlobStore {
 
   get tmpDir(): string {
     return path.join(this.dataDir, 'tmp');
+  }
+
+  /**
+   * A name in `tmp/` no other write of this process uses: a count after a prefix drawn when the
+   * store opened (`tmp/` is emptied at open, and files are created exclusively, so a clash fails).
+   */
+  private newTempPath(id: string): string {
+    this.tempCount += 1;
+    return `${this.tmpDir}${path.sep}${id}.${this.tempPrefix}${this.tempCount}.tmp`;
   }
 
   /** Observes every fsync with its duration (the app feeds a histogram). Returns the unsubscribe. */
@@ -287,9 +298,11 @@ export class BlobStore {
       return { ok: false, error: tooLarge(maxBytes) };
     }
 
-    const tmpPath = path.join(this.tmpDir, `${id}.${randomBytes(8).toString('hex')}.tmp`);
+    const tmpPath = this.newTempPath(id);
     // Opened while the first bytes arrive: one round trip less before the body is read. Only a
-    // retry of a stored id pays for a temp file it does not use.
+    // retry of a stored id pays for a temp file it does not use. Not on this thread: on ext4
+    // without a journal a create first passes over every inode of its group deleted in the last
+    // minutes (docs/measurements.md), which can take long enough to stall every other request.
     const temp: TempFile = { path: tmpPath, opened: openForWrite(tmpPath), closed: false, renamed: false };
     temp.opened.catch(() => {});
     let received = 0;
@@ -320,17 +333,16 @@ export class BlobStore {
       let crc32c = '';
       let sha256 = expected;
       // The trailer rides in the last write batch, once the body has checked out: no extra write.
-      async function* sealed(): AsyncGenerator<Uint8Array> {
-        yield* meter.transform(body);
+      const seal = (): Uint8Array => {
         const sums = meter.digest();
         const sent = claimed();
         const mismatch = checksumMismatch(sums, sent.sha256, sent.crc32c);
         if (mismatch) throw mismatch;
         crc32c = sums.crc32c;
         sha256 = sent.sha256;
-        yield encodeTrailer({ size: received, sha256, crc32c });
-      }
-      await writeBatched(temp.opened, sealed(), WRITE_BATCH_BYTES);
+        return encodeTrailer({ size: received, sha256, crc32c });
+      };
+      await writeBatched(temp.opened, meter.transform(body, seal), WRITE_BATCH_BYTES);
       const fd = await temp.opened;
       // Started now rather than at commit: in a group, it runs while the next blob arrives.
       const synced = this.timedFsync('file', () => fsyncFd(fd));
@@ -856,14 +868,18 @@ export class BlobStore {
     onReceived: (n: number) => void,
     countsAgainstQuota = true,
   ): {
-    transform: (source: AsyncIterable<Uint8Array>) => AsyncGenerator<Uint8Array>;
+    /** The body's chunks, then, once it ended whole, what `after` gives (a blob's trailer). */
+    transform: (source: AsyncIterable<Uint8Array>, after?: () => Uint8Array) => AsyncGenerator<Uint8Array>;
     digest: () => BodySums;
   } {
     const sha = withSha256 ? createHash('sha256') : null;
     const crc = new Crc32c();
     let total = 0;
     const store = this;
-    async function* transform(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    async function* transform(
+      source: AsyncIterable<Uint8Array>,
+      after?: () => Uint8Array,
+    ): AsyncGenerator<Uint8Array> {
       const iterator = source[Symbol.asyncIterator]();
       try {
         while (true) {
@@ -873,7 +889,10 @@ export class BlobStore {
           } catch (err) {
             throw new StorageError('BodyAborted', `request body ended abnormally: ${(err as Error).message}`);
           }
-          if (next.done) return;
+          if (next.done) {
+            if (after) yield after();
+            return;
+          }
           const chunk = next.value;
           total += chunk.byteLength;
           options.onBytes?.(chunk.byteLength);
