@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pRetry, { AbortError } from 'p-retry';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
 import type { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
@@ -25,6 +26,26 @@ type Member = InProcessManager<KvStateMachine>;
 let root: string;
 let setup: ClusterSetup<KvStateMachine>;
 const members = new Map<string, Member>();
+
+/**
+ * A linearizable read, retried as a client would when it is refused with NotLeader:
+ * a follower that has not heard its leader for 4 heartbeats (80 ms at this tick) refuses reads, and
+ * a loaded machine can starve a process that long. A read that is served must see every write
+ * acknowledged before it.
+ */
+function linearizableRead(f: Member): Promise<void> {
+  return pRetry(
+    async () => {
+      try {
+        await f.node.readIndex();
+      } catch (err) {
+        if (err instanceof RaftError && err.code === 'NotLeader') throw err;
+        throw new AbortError(err as Error);
+      }
+    },
+    { retries: 50, minTimeout: 20, maxTimeout: 100, maxRetryTime: 10_000 },
+  );
+}
 
 function running(): Member[] {
   return [...members.values()].filter((m) => m.running);
@@ -84,7 +105,7 @@ describe('RaftNode over HTTP and LevelDB', () => {
     for (let i = 0; i < 20; i++) {
       await proposePut(leader.node, 'counter', String(i));
       const f = followers[i % followers.length]!;
-      await f.node.readIndex();
+      await linearizableRead(f);
       expect(f.sm.get('counter')).toBe(String(i));
     }
   });
@@ -126,7 +147,7 @@ describe('RaftNode over HTTP and LevelDB', () => {
     expect(status.confState.learners).toEqual([]);
     await until('n4 holds the data written before it joined', () => n4.sm.get('k199') === 'v199');
     await proposePut(leader.node, 'with-four', '4');
-    await n4.node.readIndex();
+    await linearizableRead(n4);
     expect(n4.sm.get('with-four')).toBe('4');
     expect(n4.node.status().members.n1).toBe(members.get('n1')!.url);
   });
@@ -140,7 +161,7 @@ describe('RaftNode over HTTP and LevelDB', () => {
     const now = await stableLeader(running());
     await proposePut(now.node, 'after-remove', 'ok');
     for (const m of running()) {
-      await m.node.readIndex();
+      await linearizableRead(m);
       expect(m.sm.get('after-remove')).toBe('ok');
     }
   });
@@ -154,7 +175,7 @@ describe('RaftNode over HTTP and LevelDB', () => {
     await follower.start(null);
     expect(follower.sm.appliedIndex()).toBeGreaterThanOrEqual(appliedBefore);
     await until('the restarted node hears from the leader', () => follower.node.leaderInfo());
-    await follower.node.readIndex();
+    await linearizableRead(follower);
     expect(follower.sm.get('while-down')).toBe('missed');
     expect(follower.sm.get('k0')).toBe('v0');
   });
