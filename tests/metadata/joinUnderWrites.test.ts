@@ -333,6 +333,34 @@ describe('a manager joining by snapshot while records keep being committed', () 
       expect(await joiner.sm.getObject(id), id).not.toBeNull();
   }, 400_000);
 
+  it('has a leader that steps down during a hold free the log it kept on disk at its next compaction', async () => {
+    const { leader, joiner, propose, leaderOf, release, adding } = await joinWithInstallHeld(
+      4 * INSTALL_BUDGETS * BUDGET,
+    );
+    try {
+      await writeDuring(propose);
+      const memory = (leader.node as unknown as { storage: MemoryStorage }).storage;
+      const kept = memory.firstIndex() - 1;
+      expect(leader.store.firstIndex()).toBeLessThan(kept - 100);
+      const next = managers.find((m) => m !== leader && m !== joiner)!;
+      await leader.node.transferLeadership(next.id);
+      // A follower tracks no member: its next compaction gives the hold up and truncates the store.
+      for (let at = 0; at < 200; at += 50) {
+        await propose(
+          Array.from({ length: 50 }, (_, i) => recordCmd(`after-${at + i}`, ['w1', 'w2'], at + i)),
+        );
+      }
+      await until('the old leader truncated its store', () => leader.store.firstIndex() > kept, 60_000);
+      expect(leader.node.isLeader()).toBe(false);
+    } finally {
+      release();
+    }
+    await adding.catch(() => {});
+    const target = (await leaderOf()).node.status().commit;
+    await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
+    await sameTables();
+  }, 400_000);
+
   it('keeps by default no more log on disk than a restart may load next to the log in memory', async () => {
     const { leader, joiner, propose, leaderOf, release, adding } = await joinWithInstallHeld(undefined);
     try {
