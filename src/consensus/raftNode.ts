@@ -62,9 +62,11 @@ const FILE_RETRY_MAX_MS = 60_000;
 /**
  * The log kept in memory behind a file built on demand (heldFileIndex) may hold this many log
  * budgets, when the store cannot be read synchronously; else it is kept on disk only, up to
- * snapshotHoldBytes (storeBackedStorage.ts).
+ * snapshotHoldBytes (storeBackedStorage.ts), by default one budget less, as a leader restarted
+ * during the hold loads all of it next to its log in memory.
  */
 const FILE_HOLD_BUDGETS = 4;
+const DEFAULT_LOG_BUDGET_BYTES = 64 * 1024 * 1024;
 
 /** What the driver needs from a transport; `HttpTransport` provides it. */
 export interface RaftTransport {
@@ -106,8 +108,9 @@ export interface RaftNodeOptions {
   logBudgetBytes?: number;
   /**
    * Bytes of entry data the store may keep behind the log in memory for a member catching up from
-   * a snapshot file built for it (default 512 MiB): past it the member needs another file. Disk,
-   * not memory, unless the leader restarts meanwhile (its log is loaded whole).
+   * a snapshot file built for it (default three log budgets, 192 MiB): past it the member needs
+   * another file. Disk, not memory, unless the leader restarts meanwhile: its log is then loaded
+   * whole, which the default keeps within FILE_HOLD_BUDGETS log budgets with the log in memory.
    */
   snapshotHoldBytes?: number;
   /**
@@ -284,8 +287,9 @@ export class RaftNode {
     this.opts = {
       tickMs: opts.tickMs ?? 50,
       snapshotThreshold: opts.snapshotThreshold ?? 10_000,
-      logBudgetBytes: opts.logBudgetBytes ?? 64 * 1024 * 1024,
-      snapshotHoldBytes: opts.snapshotHoldBytes ?? 512 * 1024 * 1024,
+      logBudgetBytes: opts.logBudgetBytes ?? DEFAULT_LOG_BUDGET_BYTES,
+      snapshotHoldBytes:
+        opts.snapshotHoldBytes ?? (FILE_HOLD_BUDGETS - 1) * (opts.logBudgetBytes ?? DEFAULT_LOG_BUDGET_BYTES),
       snapshotCatchUpEntries: opts.snapshotCatchUpEntries ?? 5_000,
       snapshotCatchUpBytes: opts.snapshotCatchUpBytes ?? 16 * 1024 * 1024,
       proposalTimeoutMs: opts.proposalTimeoutMs ?? 5_000,

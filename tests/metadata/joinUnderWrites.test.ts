@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { entriesSize } from '../../src/consensus/core/index.ts';
 import type { MemoryStorage } from '../../src/consensus/core/memoryStorage.ts';
 import { type Command, encodeCommand } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
@@ -198,6 +199,82 @@ async function joinWhileWriting(holdBytes: number, follow: boolean) {
   return { events, installs, maxHeld, w, bytesAtInstall, joiner };
 }
 
+/** 600 records proposed while the joiner's install is held: several log budgets of entry data. */
+async function writeDuring(propose: (commands: Command[]) => Promise<void>): Promise<void> {
+  for (let at = 0; at < 600; at += 50) {
+    await propose(Array.from({ length: 50 }, (_, i) => recordCmd(`during-${at + i}`, ['w1', 'w2'], at + i)));
+  }
+}
+
+/**
+ * Three founders loaded with 500 records, then a fourth added whose install of the file waits for
+ * `release()` and which hears no appends meanwhile: its match stays at the file's index, and the
+ * leader holds the log after it for as long as `holdBytes` (the default when undefined) allows.
+ */
+async function joinWithInstallHeld(holdBytes: number | undefined) {
+  const events = eventLog();
+  root = await mkdtemp(join(tmpdir(), 'imgvault-join-restart-'));
+  let released = false;
+  let release = () => {};
+  const held = new Promise<void>((resolve) => {
+    release = () => {
+      released = true;
+      resolve();
+    };
+  });
+  let installing = false;
+  const setup: ClusterSetup<MetadataStateMachine> = {
+    secret: SECRET,
+    root,
+    snapshotPieceBytes: 16 * 1024,
+    accept: (to, msg) => !(to === 'm4' && msg.type === 'MsgApp' && installing && !released),
+    openStateMachine: async (dir) => {
+      const sm = await MetadataStateMachine.open(join(dir, 'metadata'), undefined, { syncedWrites: true });
+      if (dir.endsWith('m4')) {
+        const restore = sm.restoreChunks.bind(sm);
+        sm.restoreChunks = async (chunks, index) => {
+          installing = true;
+          await held;
+          return restore(chunks, index);
+        };
+      }
+      return sm;
+    },
+    node: {
+      tickMs: 20,
+      snapshotThreshold: 50,
+      snapshotCatchUpEntries: 10,
+      logBudgetBytes: BUDGET,
+      ...(holdBytes === undefined ? {} : { snapshotHoldBytes: holdBytes }),
+      membershipTimeoutMs: 300_000,
+      logger: events.logger,
+    },
+  };
+  const founders = await Promise.all(['m1', 'm2', 'm3'].map((id) => InProcessManager.listen(id, setup)));
+  managers.push(...founders);
+  const urls = memberUrls(founders);
+  await Promise.all(founders.map((m) => m.start(urls, urls)));
+  const leaderOf = () =>
+    until('a leader', () => founders.find((m) => m.running && m.node.isLeader()) ?? null, 30_000);
+  const leader = await leaderOf();
+  const propose = async (commands: Command[]) => {
+    const l = await leaderOf();
+    await Promise.all(commands.map((c) => proposeCommand(l.node, c)));
+  };
+  await propose([registerCmd('w1', 1000, 'zA'), registerCmd('w2', 1000, 'zB')]);
+  for (let at = 0; at < 500; at += 100) {
+    await propose(Array.from({ length: 100 }, (_, i) => recordCmd(`img-${at + i}`, ['w1', 'w2'], at + i)));
+  }
+  await until('the leader compacted', () => leader.node.status().snapshotIndex > 250);
+  const joiner = await InProcessManager.listen('m4', setup);
+  managers.push(joiner);
+  await joiner.start(null, urls);
+  const adding = leader.node.addMember('m4', joiner.url);
+  adding.catch(() => {});
+  await until('the install started', () => installing, 60_000);
+  return { leader, joiner, urls, propose, leaderOf, release, adding };
+}
+
 describe('a manager joining by snapshot while records keep being committed', () => {
   it('catches up, loses nothing acknowledged, and the leader keeps its log in memory bounded', async () => {
     const { events, installs, maxHeld, w, bytesAtInstall, joiner } = await joinWhileWriting(
@@ -228,72 +305,11 @@ describe('a manager joining by snapshot while records keep being committed', () 
   }, 400_000);
 
   it('has a leader restarted while it keeps the log on disk load it whole and go on', async () => {
-    const events = eventLog();
-    root = await mkdtemp(join(tmpdir(), 'imgvault-join-restart-'));
-    let released = false;
-    let release = () => {};
-    const held = new Promise<void>((resolve) => {
-      release = () => {
-        released = true;
-        resolve();
-      };
-    });
-    let installing = false;
-    // Once its install starts, the joiner hears no appends: its match stays at the file's index.
-    const setup: ClusterSetup<MetadataStateMachine> = {
-      secret: SECRET,
-      root,
-      snapshotPieceBytes: 16 * 1024,
-      accept: (to, msg) => !(to === 'm4' && msg.type === 'MsgApp' && installing && !released),
-      openStateMachine: async (dir) => {
-        const sm = await MetadataStateMachine.open(join(dir, 'metadata'), undefined, { syncedWrites: true });
-        if (dir.endsWith('m4')) {
-          const restore = sm.restoreChunks.bind(sm);
-          sm.restoreChunks = async (chunks, index) => {
-            installing = true;
-            await held;
-            return restore(chunks, index);
-          };
-        }
-        return sm;
-      },
-      node: {
-        tickMs: 20,
-        snapshotThreshold: 50,
-        snapshotCatchUpEntries: 10,
-        logBudgetBytes: BUDGET,
-        membershipTimeoutMs: 300_000,
-        logger: events.logger,
-      },
-    };
-    const founders = await Promise.all(['m1', 'm2', 'm3'].map((id) => InProcessManager.listen(id, setup)));
-    managers.push(...founders);
-    const urls = memberUrls(founders);
-    await Promise.all(founders.map((m) => m.start(urls, urls)));
-    const leaderOf = () =>
-      until('a leader', () => founders.find((m) => m.running && m.node.isLeader()) ?? null, 30_000);
-    const leader = await leaderOf();
-    const propose = async (commands: Command[]) => {
-      const l = await leaderOf();
-      await Promise.all(commands.map((c) => proposeCommand(l.node, c)));
-    };
-    await propose([registerCmd('w1', 1000, 'zA'), registerCmd('w2', 1000, 'zB')]);
-    for (let at = 0; at < 500; at += 100) {
-      await propose(Array.from({ length: 100 }, (_, i) => recordCmd(`img-${at + i}`, ['w1', 'w2'], at + i)));
-    }
-    await until('the leader compacted', () => leader.node.status().snapshotIndex > 250);
-    const joiner = await InProcessManager.listen('m4', setup);
-    managers.push(joiner);
-    await joiner.start(null, urls);
-    const adding = leader.node.addMember('m4', joiner.url);
-    adding.catch(() => {});
-    await until('the install started', () => installing, 60_000);
+    const { leader, joiner, urls, propose, leaderOf, release, adding } = await joinWithInstallHeld(
+      4 * INSTALL_BUDGETS * BUDGET,
+    );
     try {
-      for (let at = 0; at < 600; at += 50) {
-        await propose(
-          Array.from({ length: 50 }, (_, i) => recordCmd(`during-${at + i}`, ['w1', 'w2'], at + i)),
-        );
-      }
+      await writeDuring(propose);
       // The core reads the log from the file on, the memory holds only its budget's worth.
       const memory = (leader.node as unknown as { storage: MemoryStorage }).storage;
       expect(leader.node.status().firstIndex).toBeLessThan(memory.firstIndex() - 100);
@@ -315,5 +331,52 @@ describe('a manager joining by snapshot while records keep being committed', () 
     await sameTables();
     for (const id of ['img-499', 'during-599', 'after-199'])
       expect(await joiner.sm.getObject(id), id).not.toBeNull();
+  }, 400_000);
+
+  it('has a leader that steps down during a hold free the log it kept on disk at its next compaction', async () => {
+    const { leader, joiner, propose, leaderOf, release, adding } = await joinWithInstallHeld(
+      4 * INSTALL_BUDGETS * BUDGET,
+    );
+    try {
+      await writeDuring(propose);
+      const memory = (leader.node as unknown as { storage: MemoryStorage }).storage;
+      const kept = memory.firstIndex() - 1;
+      expect(leader.store.firstIndex()).toBeLessThan(kept - 100);
+      const next = managers.find((m) => m !== leader && m !== joiner)!;
+      await leader.node.transferLeadership(next.id);
+      // A follower tracks no member: its next compaction gives the hold up and truncates the store.
+      for (let at = 0; at < 200; at += 50) {
+        await propose(
+          Array.from({ length: 50 }, (_, i) => recordCmd(`after-${at + i}`, ['w1', 'w2'], at + i)),
+        );
+      }
+      await until('the old leader truncated its store', () => leader.store.firstIndex() > kept, 60_000);
+      expect(leader.node.isLeader()).toBe(false);
+    } finally {
+      release();
+    }
+    await adding.catch(() => {});
+    const target = (await leaderOf()).node.status().commit;
+    await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
+    await sameTables();
+  }, 400_000);
+
+  it('keeps by default no more log on disk than a restart may load next to the log in memory', async () => {
+    const { leader, joiner, propose, leaderOf, release, adding } = await joinWithInstallHeld(undefined);
+    try {
+      await writeDuring(propose);
+      // The default bound is three log budgets: the whole log a restart would load (what the store
+      // keeps) stays within the four budgets the log in memory could hold before, plus the
+      // overshoot of one compaction and its catch-up window.
+      const { store } = leader;
+      const kept = entriesSize(store.entriesSync(store.firstIndex(), store.lastIndex() + 1, Infinity));
+      expect(kept).toBeLessThanOrEqual(5 * BUDGET);
+    } finally {
+      release();
+    }
+    await adding.catch(() => {});
+    const target = (await leaderOf()).node.status().commit;
+    await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
+    await sameTables();
   }, 400_000);
 });

@@ -87,6 +87,9 @@ function chooseLazy(rng: Prng, planted: boolean): LazyOptions & { threshold: num
     catchUpBytes: rng.pick([16, 200, 16 * 1024 * 1024]),
     logBudgetBytes: rng.pick([24, 100, 64 * 1024 * 1024]),
     fileFailRate: rng.pick([0, 0, 0.1, 0.25]),
+    // Drawn last, so the draws above stay those of earlier runs: a bound of a few entries gives up
+    // the hold kept on disk for a file's member within a few compactions (the default: never here).
+    holdBytes: rng.pick([1, 40, undefined]),
   };
 }
 

@@ -73,7 +73,10 @@ export class SimLogStore implements RaftLogStore {
 
   async close(): Promise<void> {}
 
-  /** What the disk holds now (completed writes only), as LevelLogStore's getSync reads answer. */
+  /**
+   * What the disk holds now (completed writes only), as LevelLogStore's getSync reads answer; on a
+   * LevelDB seed, those reads of the real store must answer the same.
+   */
   entriesSync(lo: number, hi: number, maxSize: number): Entry[] {
     const entries: Entry[] = [];
     let size = 0;
@@ -83,11 +86,22 @@ export class SimLogStore implements RaftLogStore {
       if (entries.length > 0 && size > maxSize) break;
       entries.push(e);
     }
+    if (
+      this.level !== null &&
+      JSON.stringify(this.level.entriesSync(lo, hi, maxSize)) !== JSON.stringify(entries)
+    )
+      this.checker.fail(
+        'log-store',
+        `${this.id}'s LevelDB log read [${lo}, ${hi}) other than what was saved`,
+      );
     return entries;
   }
 
   termSync(index: number): number {
-    return this.storedEntry(index).term;
+    const term = this.storedEntry(index).term;
+    if (this.level !== null && this.level.termSync(index) !== term)
+      this.checker.fail('log-store', `${this.id}'s LevelDB log read the term of ${index} other than saved`);
+    return term;
   }
 
   private storedEntry(index: number): Entry {

@@ -77,6 +77,8 @@ export interface LazyOptions {
   logBudgetBytes: number;
   /** Share of snapshot file writes that fail (a full disk). */
   fileFailRate: number;
+  /** The driver's snapshotHoldBytes; its default (three log budgets) when undefined. */
+  holdBytes?: number | undefined;
 }
 
 export interface WorldOptions {
@@ -271,6 +273,7 @@ export class HostWorld {
             logBudgetBytes: lazy.logBudgetBytes,
             snapshotCatchUpEntries: lazy.catchUpEntries,
             snapshotCatchUpBytes: lazy.catchUpBytes,
+            ...(lazy.holdBytes === undefined ? {} : { snapshotHoldBytes: lazy.holdBytes }),
           }
         : {}),
       proposalTimeoutMs: 40 * ELECTION_TICK * TICK_MS,
