@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import type { RaftLogStore } from '../../src/consensus/api.ts';
-import { entryKey, type LevelLogStore } from '../../src/consensus/levelLogStore.ts';
+import { entryKey, LevelLogStore } from '../../src/consensus/levelLogStore.ts';
+import { RaftNode } from '../../src/consensus/raftNode.ts';
 import { HttpTransport } from '../../src/consensus/transport/httpTransport.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import type { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
@@ -17,7 +18,9 @@ import {
   closeAll,
   type InProcessManager,
   kvCluster,
+  openKv,
   proposePut,
+  SOLE_MEMBERS,
   stableLeader,
   startCluster,
 } from '../helpers/raftManagers.ts';
@@ -104,5 +107,44 @@ it('starts its write before its appends leave, and commits only once its own wri
     open();
     batches.mockRestore();
     sends.mockRestore();
+  }
+});
+
+it('a single voter commits only once its own write is durable', async () => {
+  const dir = join(root, 'sole');
+  const store = await LevelLogStore.open(join(dir, 'raft'));
+  const sm = await openKv(dir);
+  const node = await RaftNode.start({
+    id: 'm1',
+    tickMs: 10,
+    store: holdable('m1', store),
+    stateMachine: sm,
+    transport: { send: () => {}, setPeer: () => {}, removePeer: () => {} },
+    initialMembers: SOLE_MEMBERS,
+  });
+  let open!: () => void;
+  try {
+    await until('it leads', () => node.isLeader());
+    await proposePut(node, 'warm', 'up');
+    gates.set('m1', new Promise<void>((resolve) => (open = resolve)));
+    const index = node.status().lastIndex + 1;
+    let settled = false;
+    const put = proposePut(node, 'held', 'v').finally(() => (settled = true));
+    // The real store has written the entry; only the write's completion is held.
+    await until('the entry on disk', () => store.lastIndex() >= index, 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(settled).toBe(false);
+    expect(node.status().commit).toBeLessThan(index);
+    expect(sm.get('held')).toBeUndefined();
+    open();
+    await put;
+    expect(node.status().commit).toBeGreaterThanOrEqual(index);
+    expect(sm.get('held')).toBe('v');
+  } finally {
+    gates.delete('m1');
+    open?.();
+    await node.stop();
+    await store.close();
+    await sm.close();
   }
 });
