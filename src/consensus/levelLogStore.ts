@@ -48,6 +48,8 @@ function indexOfKey(key: Buffer): Index {
 export class LevelLogStore implements RaftLogStore {
   /** Serialises writes so the in-memory bounds always describe what the last batch wrote. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** Operations started or waiting in `queue` and not yet settled. */
+  private queued = 0;
   /** Set once a write fails: what is on disk is then unknown, so the store refuses further use. */
   private broken: Error | null = null;
 
@@ -180,8 +182,14 @@ export class LevelLogStore implements RaftLogStore {
       if (this.broken) throw new Error(`log store unusable after a failed write: ${this.broken.message}`);
       return op();
     };
-    const result = this.queue.then(run, run);
-    this.queue = result.catch(() => {});
+    // With nothing queued the operation starts now, not a microtask later: a leader's synced write
+    // is then under way before the caller sends its appends (RaftNode.handleReady).
+    const result = this.queued === 0 ? run() : this.queue.then(run, run);
+    this.queued++;
+    this.queue = result.then(
+      () => void this.queued--,
+      () => void this.queued--,
+    );
     return result;
   }
 }

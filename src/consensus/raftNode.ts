@@ -743,13 +743,16 @@ export class RaftNode {
         this.storage.setHardState(rd.hardState);
       }
     }
-    // A leader's appends go out now, and its own write overlaps the followers' (see Ready).
+    // The core reads no more of the store's log this snapshot replaces (storeBackedStorage.ts).
+    if (rd.snapshot) this.dropStoreLog(rd.snapshot);
+    // The synced write starts first, then a leader's appends go out while it runs (see Ready): on
+    // two cores the sends wake the followers, and a write started after them lost that much time.
+    const written = this.startPersist(rd);
     const mayHold = this.noticeHold(rd);
     if (rd.messagesBeforePersist.length > 0) this.notices.sendOrHold(rd.messagesBeforePersist, mayHold);
     const messages = rd.messages;
-    if (rd.snapshot !== undefined || rd.entries.length > 0 || this.mustSaveHardState()) {
-      if (rd.snapshot) this.dropStoreLog(rd.snapshot);
-      await this.persist(rd.entries, rd.snapshot);
+    if (written !== null) {
+      await written;
       if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
       if (rd.entries.length > 0) {
         this.storage.append(rd.entries);
@@ -786,6 +789,19 @@ export class RaftNode {
       return () => false;
     }
     return (msg) => r.prs.get(msg.to)?.state === 'replicate';
+  }
+
+  /**
+   * Starts the Ready's synced write, if it needs one (null if not). Nothing of the Ready counts as
+   * durable before the promise resolves: the caller mirrors it into the core's storage and sends
+   * `rd.messages` only then, and advance() (which moves the leader's own match) comes after.
+   */
+  private startPersist(rd: Ready): Promise<void> | null {
+    if (rd.snapshot === undefined && rd.entries.length === 0 && !this.mustSaveHardState()) return null;
+    const written = this.persist(rd.entries, rd.snapshot);
+    // Awaited once the early sends are out; a send that throws first must not leave it unhandled.
+    written.catch(() => {});
+    return written;
   }
 
   /** True when the hard state waiting to be written changes the term or the vote. */

@@ -116,7 +116,7 @@ export interface ReadState {
 
 /**
  * Everything the core wants done, handed out by `ready()`. The host must, in order:
- * 0. send `messagesBeforePersist`, now or with `messages`;
+ * 0. send `messagesBeforePersist`, while the write of step 1 runs or with `messages`;
  * 1. persist `snapshot`, `entries` and `hardState` in one synced write;
  * 2. send `messages`;
  * 3. apply `snapshot` (if any) then `committedEntries` to the state machine;

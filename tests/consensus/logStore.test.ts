@@ -1,7 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { ClassicLevel } from 'classic-level';
+import { describe, expect, it, vi } from 'vitest';
 import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
 import { MemoryLogStore } from '../../src/consensus/memoryLogStore.ts';
 import { describeLogStoreConformance, entries, snapshot } from './logStore.conformance.ts';
@@ -37,6 +38,29 @@ describe('LevelLogStore', () => {
       expect([again.firstIndex(), again.lastIndex()]).toEqual([5, 9]);
       await again.close();
     } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  it('starts the synced batch of a save before save returns when none is queued, else after the one before', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'imgvault-raftlog-'));
+    const batches = vi.spyOn(ClassicLevel.prototype, 'batch');
+    try {
+      const store = await LevelLogStore.open(folder);
+      const first = store.save({ entries: entries(1, 3, 1) });
+      expect(batches).toHaveBeenCalledTimes(1);
+      const second = store.save({ entries: entries(4, 5, 1), hardState: { term: 1, vote: 'a', commit: 5 } });
+      expect(batches).toHaveBeenCalledTimes(1);
+      await Promise.all([first, second]);
+      expect(batches).toHaveBeenCalledTimes(2);
+      expect(store.lastIndex()).toBe(5);
+      const third = store.save({ entries: entries(6, 6, 1) });
+      expect(batches).toHaveBeenCalledTimes(3);
+      await third;
+      expect((await store.load()).entries.map((e) => e.index)).toEqual([1, 2, 3, 4, 5, 6]);
+      await store.close();
+    } finally {
+      batches.mockRestore();
       await rm(folder, { recursive: true, force: true });
     }
   });

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
 import { Registry } from 'prom-client';
+import type { RaftLogStore } from '../../src/consensus/api.ts';
 import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
 import { RaftNode, type RaftNodeOptions, type RaftTransport } from '../../src/consensus/raftNode.ts';
 import { SnapshotFolder } from '../../src/consensus/snapshotFiles.ts';
@@ -50,6 +51,8 @@ export interface ClusterSetup<SM extends ClosableStateMachine> {
   replies?: boolean;
   /** A fresh metrics registry for each start. */
   metrics?: boolean;
+  /** The log store each start's node writes to, around the manager's real one (a test holding a write). */
+  wrapStore?: (id: string, store: LevelLogStore) => RaftLogStore;
 }
 
 /** One manager: its server listens from creation, its node runs between start() and stop(). */
@@ -183,7 +186,7 @@ export class InProcessManager<SM extends ClosableStateMachine> {
     node = await RaftNode.start({
       ...setup.node,
       id: this.id,
-      store,
+      store: setup.wrapStore ? setup.wrapStore(this.id, store) : store,
       stateMachine: sm,
       transport,
       initialMembers,
