@@ -76,17 +76,4 @@ export class HeldBody {
     this.chunks.push(last);
     return last;
   }
-
-  /**
-   * `last` (what `end` answered) with `tail` written behind it in its slab, as one view, where the
-   * slab has room: so that a copy's trailer needs no socket write of its own. Null otherwise. The
-   * held body (`chunks`) does not grow; every copy writes the same tail, so its bytes stay put.
-   */
-  withTail(last: Uint8Array, tail: Uint8Array): Uint8Array | null {
-    const slab = this.slabs[this.slabs.length - 1];
-    if (slab === undefined || this.chunks[this.chunks.length - 1] !== last) return null;
-    if (last.byteLength + tail.byteLength > SLAB_BYTES) return null;
-    slab.set(tail, last.byteLength);
-    return slab.subarray(0, last.byteLength + tail.byteLength);
-  }
 }

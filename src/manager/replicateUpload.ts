@@ -140,7 +140,7 @@ function copySender(opts: ReplicateOptions) {
     if (!streamed.has(replica)) {
       streamed.add(replica);
       try {
-        await client.putBlobStreamed(url, id, teed.size, teed.copies[branch]!, teed.sums, teed.joinTail);
+        await client.putBlobStreamed(url, id, teed.size, teed.copies[branch]!, teed.sums);
         return;
       } catch (err) {
         teed.detach(branch);

@@ -138,8 +138,6 @@ export interface TeedUpload {
   detach(i: number): void;
   /** The body's checksums: available once the copies' branches have ended. */
   sums(): { sha256: string; crc32c: string };
-  /** The body's last chunk with `tail` behind it in one buffer, without a copy; else null. */
-  joinTail(last: Uint8Array, tail: Uint8Array): Uint8Array | null;
   /**
    * The staged bytes once the whole body is in; rejects with StageFailed (or the body's own
    * error) after removing the file. The caller releases what it got (StagingArea.release).
@@ -345,7 +343,6 @@ export class StagingArea {
         if (!sums) throw new Error('the checksums of an upload are known only once its body ended');
         return sums;
       },
-      joinTail: (last, tail) => held?.withTail(last, tail) ?? null,
       staged,
       abort: (reason) => fan.abort(reason),
     };

@@ -282,36 +282,10 @@ export class WorkerClient {
     size: number,
     body: AsyncIterable<Uint8Array>,
     sums: () => BlobSums,
-    joinTail?: (last: Uint8Array, tail: Uint8Array) => Uint8Array | null,
   ): Promise<'created' | 'alreadyPresent'> {
-    // undici writes each chunk of the body on its own: a trailer joined to the last chunk (in its
-    // slab, by `joinTail`) saves a loopback send here and a read on the worker. The last chunk is
-    // held only until the body ends, when its sums are known; every earlier one goes out as it comes.
     async function* withTrailer(): AsyncGenerator<Uint8Array> {
-      if (joinTail === undefined) {
-        yield* body;
-        yield encodeChecksumTrailer(sums());
-        return;
-      }
-      let taken = 0;
-      let last: Uint8Array | undefined;
-      for await (const chunk of body) {
-        if (last !== undefined) {
-          yield last;
-          last = undefined;
-        }
-        taken += chunk.byteLength;
-        if (taken < size) yield chunk;
-        else last = chunk;
-      }
-      const trailer = encodeChecksumTrailer(sums());
-      const joined = last === undefined ? null : joinTail(last, trailer);
-      if (joined !== null) {
-        yield joined;
-        return;
-      }
-      if (last !== undefined) yield last;
-      yield trailer;
+      yield* body;
+      yield encodeChecksumTrailer(sums());
     }
     const res = await this.call('PUT', workerUrl, blobPath(id), {
       headers: {

@@ -100,23 +100,6 @@ it('stores the bytes of the upload on both workers while it arrives, checked by 
   expect(await readdir(stagingDir)).toEqual([]);
 });
 
-it('sends a held body whose trailer joins its last slab, or follows a full one, byte for byte', async () => {
-  const inMemory = await StagingArea.open(stagingDir, { memoryBytes: 4_000_000 });
-  for (const [n, size] of [100 * 1024, 2 * SLAB_BYTES].entries()) {
-    const bytes = image(size, 7 + n);
-    const result = await inMemory.tee(chunksOf(bytes), 1 << 26, size, 2);
-    if (!result.ok) throw new Error(result.error.message);
-    const id = `tee-tail-${n}`;
-    await replicateUpload({ id, teed: result.teed, workers: directory(), client, log });
-    for (const w of ['w1', 'w2']) expect((await blobOn(workers[w]!, id)).bytes.equals(bytes)).toBe(true);
-    const staged = await result.teed.staged;
-    // The held body, what a replaced copy is sent from, is the bytes alone, no trailer behind them.
-    if (staged.path !== null) throw new Error('the body was not held in memory');
-    expect(Buffer.concat(staged.chunks).equals(bytes)).toBe(true);
-    await inMemory.release(staged);
-  }
-});
-
 it('replaces a worker that fails mid-stream by the next target, sent from the staged file', async () => {
   const bytes = image(2_000_000, 2);
   const fallbacks: string[] = [];
