@@ -1,6 +1,7 @@
 // Raft benchmark (npm run bench:raft): three real manager processes on loopback with fresh data.
 // 1. Closed-loop clients PUT ~200-byte values to the leader at concurrency 1, 16 and 64, for a
-//    fixed time each: commits/s, p50/p99 latency, and each manager's CPU per commit.
+//    fixed time each: commits/s, p50/p99 latency, where the tail sits (latency, Ready and write
+//    durations and batch sizes in bands), the client's CPU and each manager's CPU per commit.
 // 2. Failover, 5 times: kill -9 the leader, time until a PUT succeeds again (probes alternate
 //    over the survivors), restart the killed manager, let it catch up.
 // 3. Unless --no-etcd: ../shared/bench/etcd-anchor.sh (relative to this checkout; a 3-member etcd on
@@ -50,8 +51,11 @@ if (args.help) {
   --manager-args "A"  extra arguments for each manager process
   --keep              keep the managers' data folder
   --no-etcd           skip the etcd anchor run after
-Per concurrency it prints one JSON line: commits/s, p50/p99 latency, the leader's Ready cycles
-(entries per Ready, average save and Ready time) and each manager's CPU, in all and per commit.`);
+Per concurrency it prints one JSON line: commits/s, p50/p99/p99.9/max latency, the commits per
+latency band (le5 = over the band before, up to 5 ms), each manager's Ready and synced-write
+durations in the same bands, the leader's entries per synced write in bands, its Ready cycles
+(entries per Ready, average save and Ready time), the client's own CPU (% of one core) and each
+manager's CPU, in all and per commit.`);
   process.exit(0);
 }
 const SECS = Number(args.secs);
@@ -94,6 +98,48 @@ function pct(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+const BANDS_MS = [0.5, 1, 2, 5, 10, 20, 50, 100, 500];
+const BATCH_BANDS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/** Count per band `le<=x` ms (the Raft histograms' buckets), plus `more` for the rest. */
+function bands(sorted: Float64Array): Record<string, number> {
+  const out: Record<string, number> = {};
+  let i = 0;
+  for (const le of BANDS_MS) {
+    let c = 0;
+    while (i < sorted.length && sorted[i]! <= le) {
+      i++;
+      c++;
+    }
+    out[`le${le}`] = c;
+  }
+  out.more = sorted.length - i;
+  return out;
+}
+
+/**
+ * A prom-client histogram's counts per bucket (not cumulative) between two scrapes, keyed as
+ * `bands` keys them; a bucket's bound in the series is `bound * scale` (ms to seconds by default).
+ */
+function histogramDelta(
+  before: Map<string, number> | undefined,
+  after: Map<string, number>,
+  name: string,
+  bounds = BANDS_MS,
+  scale = 1 / 1000,
+): Record<string, number> {
+  const delta = (k: string) => (after.get(k) ?? 0) - (before?.get(k) ?? 0);
+  const out: Record<string, number> = {};
+  let prev = 0;
+  for (const b of bounds) {
+    const cum = delta(`${name}_bucket{le="${b * scale}"}`);
+    out[`le${b}`] = cum - prev;
+    prev = cum;
+  }
+  out.more = delta(`${name}_count`) - prev;
+  return out;
+}
+
 async function metricsOf(url: string): Promise<Map<string, number>> {
   const res = await request(`${url}/metrics`, { dispatcher: agent });
   const text = await res.body.text();
@@ -115,10 +161,12 @@ async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
   let n = 0;
   let errors = 0;
   let cpu0: number[] = [];
-  let m0 = new Map<string, number>();
+  let client0 = process.cpuUsage();
+  let m0: Map<string, number>[] = [];
   const startSnap = sleep(WARMUP * 1000).then(async () => {
     cpu0 = procs.map((p) => cpuSeconds(p.child?.pid));
-    m0 = await metricsOf(leaderUrl);
+    client0 = process.cpuUsage();
+    m0 = await Promise.all(procs.map((p) => metricsOf(p.url)));
   });
   async function worker(w: number) {
     let i = 0;
@@ -137,8 +185,11 @@ async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
   await Promise.all(Array.from({ length: conc }, (_, w) => worker(w)));
   await startSnap;
   const cpu = procs.map((p, i) => +(cpuSeconds(p.child?.pid) - (cpu0[i] ?? 0)).toFixed(2));
-  const m1 = await metricsOf(leaderUrl);
-  const d = (k: string) => (m1.get(k) ?? 0) - (m0.get(k) ?? 0);
+  const client = process.cpuUsage(client0);
+  const m1s = await Promise.all(procs.map((p) => metricsOf(p.url)));
+  const li = procs.findIndex((p) => p.url === leaderUrl);
+  const m1 = m1s[li]!;
+  const d = (k: string) => (m1.get(k) ?? 0) - (m0[li]?.get(k) ?? 0);
   const readies = d('imgvault_raft_ready_seconds_count');
   const sorted = lat.subarray(0, n).sort();
   return {
@@ -151,6 +202,19 @@ async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
     puts_per_s: +(n / SECS).toFixed(1),
     p50_ms: +pct(sorted, 50).toFixed(3),
     p99_ms: +pct(sorted, 99).toFixed(3),
+    p999_ms: +pct(sorted, 99.9).toFixed(3),
+    max_ms: +pct(sorted, 100).toFixed(3),
+    // Where the tail sits: commits per latency band, and each manager's Ready and synced-write
+    // durations in the same bands (its histograms over the measured seconds).
+    latency_ms_bands: bands(sorted),
+    ready_ms_bands: Object.fromEntries(
+      procs.map((p, i) => [p.id, histogramDelta(m0[i], m1s[i]!, 'imgvault_raft_ready_seconds')]),
+    ),
+    save_ms_bands: Object.fromEntries(
+      procs.map((p, i) => [p.id, histogramDelta(m0[i], m1s[i]!, 'imgvault_raft_save_seconds')]),
+    ),
+    leader_entries_per_write_bands: histogramDelta(m0[li], m1, 'imgvault_raft_ready_entries', BATCH_BANDS, 1),
+    client_cpu_pct: +(((client.user + client.system) / 1e6 / SECS) * 100).toFixed(0),
     errors,
     leader_ready_cycles: readies,
     leader_entries_per_ready: readies

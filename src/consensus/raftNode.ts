@@ -718,6 +718,7 @@ export class RaftNode {
         await this.handleReady(rd);
         this.core.advance({ snapshotApplied: !this.installStarted });
         this.metrics?.readySeconds.observe((performance.now() - t0) / 1000);
+        if (rd.entries.length > 0) this.metrics?.readyEntries.observe(rd.entries.length);
       }
     } catch (err) {
       this.fatal(err);

@@ -69,6 +69,22 @@ it('reports the term, leadership, and commit, applied and last index as the node
   expect(await sample('imgvault_raft_proposals_pending')).toBe(0);
 });
 
+it('counts every Ready that wrote entries, with the entries it wrote', async () => {
+  const writes = async () => {
+    const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === 'imgvault_raft_ready_entries');
+    const value = (suffix: string) =>
+      metric?.values.find(
+        (v) => (v as { metricName?: string }).metricName === `imgvault_raft_ready_entries${suffix}`,
+      )?.value ?? 0;
+    return { count: value('_count'), sum: value('_sum') };
+  };
+  const before = await writes();
+  await put('b');
+  const after = await writes();
+  expect(after.count - before.count).toBe(1);
+  expect(after.sum - before.sum).toBe(1);
+});
+
 it('counts a proposal refused because the pending queue is full, and not the one it let through', async () => {
   const before = await dropped('queue_full');
   const first = put('b');

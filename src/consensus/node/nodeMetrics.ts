@@ -21,12 +21,14 @@ export interface NodeMetrics {
   leaderChanges: Counter;
   saveSeconds: Histogram;
   readySeconds: Histogram;
+  readyEntries: Histogram;
   entriesApplied: Counter;
   proposalsDropped: Counter<'reason'>;
   messagesRefused: Counter<'reason'>;
 }
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5];
+const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 
 export function registerNodeMetrics(registry: Registry, read: NodeGauges): NodeMetrics {
   const gauge = (name: string, help: string, value: () => number) =>
@@ -72,6 +74,12 @@ export function registerNodeMetrics(registry: Registry, read: NodeGauges): NodeM
       name: 'imgvault_raft_ready_seconds',
       help: 'Duration of one whole Ready cycle (persist, send, apply)',
       buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    readyEntries: new Histogram({
+      name: 'imgvault_raft_ready_entries',
+      help: 'New log entries in one Ready that wrote any (its synced write and append batch)',
+      buckets: BATCH_BUCKETS,
       registers: [registry],
     }),
     entriesApplied: new Counter({
