@@ -9,14 +9,14 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
+import type { Logger } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { entriesSize } from '../../src/consensus/core/index.ts';
 import type { MemoryStorage } from '../../src/consensus/core/memoryStorage.ts';
 import { type Command, encodeCommand } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
+import { eventLog } from '../helpers/eventLog.ts';
 import { type ClusterSetup, closeAll, InProcessManager, memberUrls } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 import { recordCmd, registerCmd } from './metadataFixture.ts';
@@ -36,19 +36,6 @@ afterEach(async () => {
   if (root) await rm(root, { recursive: true, force: true });
   root = null;
 });
-
-/** The events every node logs, by name. */
-function eventLog(): { logger: pino.Logger; count: (event: string) => number } {
-  const seen: string[] = [];
-  const stream = new Writable({
-    write(line: Buffer, _encoding, done) {
-      const event = (JSON.parse(line.toString()) as { event?: string }).event;
-      if (event !== undefined) seen.push(event);
-      done();
-    },
-  });
-  return { logger: pino(stream), count: (event) => seen.filter((e) => e === event).length };
-}
 
 /** Records proposed to the leader in small concurrent batches until stopped; counts what is acknowledged. */
 class Writer {
@@ -81,6 +68,49 @@ class Writer {
   }
 }
 
+/**
+ * The cluster's set-up: small log budgets and snapshot pieces, synced tables, and m4's install of a
+ * file held until `holdInstall` (given the file's index) resolves.
+ */
+function joinSetup(
+  logger: Logger,
+  holdBytes: number | undefined,
+  opts: {
+    metrics?: boolean;
+    accept?: ClusterSetup<MetadataStateMachine>['accept'];
+    holdInstall: (index: number) => Promise<void>;
+  },
+): ClusterSetup<MetadataStateMachine> {
+  return {
+    secret: SECRET,
+    root: root!,
+    ...(opts.metrics ? { metrics: true } : {}),
+    ...(opts.accept ? { accept: opts.accept } : {}),
+    // Small pieces of many rows: the file takes many round trips to arrive.
+    snapshotPieceBytes: 16 * 1024,
+    openStateMachine: async (dir) => {
+      const sm = await MetadataStateMachine.open(join(dir, 'metadata'), undefined, { syncedWrites: true });
+      if (dir.endsWith('m4')) {
+        const restore = sm.restoreChunks.bind(sm);
+        sm.restoreChunks = async (chunks, index) => {
+          await opts.holdInstall(index);
+          return restore(chunks, index);
+        };
+      }
+      return sm;
+    },
+    node: {
+      tickMs: 20,
+      snapshotThreshold: 50,
+      snapshotCatchUpEntries: 10,
+      logBudgetBytes: BUDGET,
+      ...(holdBytes === undefined ? {} : { snapshotHoldBytes: holdBytes }),
+      membershipTimeoutMs: 300_000,
+      logger,
+    },
+  };
+}
+
 async function logMemoryBytes(m: InProcessManager<MetadataStateMachine>): Promise<number> {
   const metric = m.metrics.getSingleMetric('imgvault_raft_log_memory_bytes');
   if (!metric) throw new Error('no imgvault_raft_log_memory_bytes gauge');
@@ -110,44 +140,23 @@ async function joinWhileWriting(holdBytes: number, follow: boolean) {
   let writer: Writer | null = null;
   let bytesAtInstall = 0;
   const installs: number[] = [];
-  const setup: ClusterSetup<MetadataStateMachine> = {
-    secret: SECRET,
-    root,
+  const setup = joinSetup(events.logger, holdBytes, {
     metrics: true,
-    // Small pieces of many rows: the file takes many round trips to arrive.
-    snapshotPieceBytes: 16 * 1024,
-    openStateMachine: async (dir) => {
-      const sm = await MetadataStateMachine.open(join(dir, 'metadata'), undefined, { syncedWrites: true });
-      if (dir.endsWith('m4')) {
-        // The install ends only once the leader has committed, after the file, several times what
-        // its log in memory may hold: as a ten-million-row install outlasts minutes of writes.
-        const restore = sm.restoreChunks.bind(sm);
-        sm.restoreChunks = async (chunks, index) => {
-          installs.push(index);
-          // Only the first: a later file (the hold given up) installs at its own pace.
-          if (installs.length > 1) return restore(chunks, index);
-          const w = writer!;
-          bytesAtInstall = w.ackedBytes;
-          await until(
-            'writes past the hold bound',
-            () => w.stopped || w.ackedBytes - bytesAtInstall > INSTALL_BUDGETS * BUDGET,
-            120_000,
-          );
-          return restore(chunks, index);
-        };
-      }
-      return sm;
+    // The install ends only once the leader has committed, after the file, several times what
+    // its log in memory may hold: as a ten-million-row install outlasts minutes of writes.
+    holdInstall: async (index) => {
+      installs.push(index);
+      // Only the first: a later file (the hold given up) installs at its own pace.
+      if (installs.length > 1) return;
+      const w = writer!;
+      bytesAtInstall = w.ackedBytes;
+      await until(
+        'writes past the hold bound',
+        () => w.stopped || w.ackedBytes - bytesAtInstall > INSTALL_BUDGETS * BUDGET,
+        120_000,
+      );
     },
-    node: {
-      tickMs: 20,
-      snapshotThreshold: 50,
-      snapshotCatchUpEntries: 10,
-      logBudgetBytes: BUDGET,
-      snapshotHoldBytes: holdBytes,
-      membershipTimeoutMs: 300_000,
-      logger: events.logger,
-    },
-  };
+  });
   const founders = await Promise.all(['m1', 'm2', 'm3'].map((id) => InProcessManager.listen(id, setup)));
   managers.push(...founders);
   const urls = memberUrls(founders);
@@ -223,33 +232,13 @@ async function joinWithInstallHeld(holdBytes: number | undefined) {
     };
   });
   let installing = false;
-  const setup: ClusterSetup<MetadataStateMachine> = {
-    secret: SECRET,
-    root,
-    snapshotPieceBytes: 16 * 1024,
+  const setup = joinSetup(events.logger, holdBytes, {
     accept: (to, msg) => !(to === 'm4' && msg.type === 'MsgApp' && installing && !released),
-    openStateMachine: async (dir) => {
-      const sm = await MetadataStateMachine.open(join(dir, 'metadata'), undefined, { syncedWrites: true });
-      if (dir.endsWith('m4')) {
-        const restore = sm.restoreChunks.bind(sm);
-        sm.restoreChunks = async (chunks, index) => {
-          installing = true;
-          await held;
-          return restore(chunks, index);
-        };
-      }
-      return sm;
+    holdInstall: async () => {
+      installing = true;
+      await held;
     },
-    node: {
-      tickMs: 20,
-      snapshotThreshold: 50,
-      snapshotCatchUpEntries: 10,
-      logBudgetBytes: BUDGET,
-      ...(holdBytes === undefined ? {} : { snapshotHoldBytes: holdBytes }),
-      membershipTimeoutMs: 300_000,
-      logger: events.logger,
-    },
-  };
+  });
   const founders = await Promise.all(['m1', 'm2', 'm3'].map((id) => InProcessManager.listen(id, setup)));
   managers.push(...founders);
   const urls = memberUrls(founders);

@@ -8,14 +8,13 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MemoryStorage } from '../../src/consensus/core/memoryStorage.ts';
 import type { Message } from '../../src/consensus/types.ts';
 import type { Command } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
+import { eventLog } from '../helpers/eventLog.ts';
 import { type ClusterSetup, closeAll, InProcessManager, memberUrls } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 import { recordCmd, registerCmd } from './metadataFixture.ts';
@@ -30,19 +29,6 @@ afterEach(async () => {
   if (root) await rm(root, { recursive: true, force: true });
   root = null;
 });
-
-/** The events every node logs, by name. */
-function eventLog(): { logger: pino.Logger; count: (event: string) => number } {
-  const seen: string[] = [];
-  const stream = new Writable({
-    write(line: Buffer, _encoding, done) {
-      const event = (JSON.parse(line.toString()) as { event?: string }).event;
-      if (event !== undefined) seen.push(event);
-      done();
-    },
-  });
-  return { logger: pino(stream), count: (event) => seen.filter((e) => e === event).length };
-}
 
 /** A release the test holds until it opens it. */
 function gate(): { wait: Promise<void>; open: () => void } {
