@@ -19,7 +19,7 @@ import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { eventLog } from '../helpers/eventLog.ts';
 import { type ClusterSetup, closeAll, InProcessManager, memberUrls } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
-import { recordCmd, registerCmd } from './metadataFixture.ts';
+import { recordCmd, registerCmd, sameTables } from './metadataFixture.ts';
 
 const SECRET = 'join-under-writes-secret-0123456789';
 /** The leader's log budget: small, so the writes during the install exceed what it may hold. */
@@ -117,18 +117,6 @@ async function logMemoryBytes(m: InProcessManager<MetadataStateMachine>): Promis
   return (await metric.get()).values[0]?.value ?? 0;
 }
 
-async function sameTables(): Promise<void> {
-  const digests = await until(
-    'every manager at the same applied index',
-    async () => {
-      const all = await Promise.all(managers.map((m) => m.sm.tableDigest()));
-      return all.every((d) => d.appliedIndex === all[0]!.appliedIndex) ? all : null;
-    },
-    60_000,
-  );
-  expect(new Set(digests.map((d) => d.sha256)).size).toBe(1);
-}
-
 /**
  * Three founders loaded with PRELOAD records, then a fourth joining by file while a writer goes on;
  * `follow`: the writes go on until the joiner has followed them after its install, else they stop
@@ -204,7 +192,7 @@ async function joinWhileWriting(holdBytes: number, follow: boolean) {
   const joiner = managers.find((m) => m.id === 'm4')!;
   const target = leader.node.status().commit;
   await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
-  await sameTables();
+  await sameTables(managers);
   return { events, installs, maxHeld, w, bytesAtInstall, joiner };
 }
 
@@ -213,6 +201,18 @@ async function writeDuring(propose: (commands: Command[]) => Promise<void>): Pro
   for (let at = 0; at < 600; at += 50) {
     await propose(Array.from({ length: 50 }, (_, i) => recordCmd(`during-${at + i}`, ['w1', 'w2'], at + i)));
   }
+}
+
+/** The joiner's addition settled, it applied the leader's commit index, and every table agrees. */
+async function caughtUp(
+  joiner: InProcessManager<MetadataStateMachine>,
+  leaderOf: () => Promise<InProcessManager<MetadataStateMachine>>,
+  adding: Promise<unknown>,
+): Promise<void> {
+  await adding.catch(() => {});
+  const target = (await leaderOf()).node.status().commit;
+  await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
+  await sameTables(managers);
 }
 
 /**
@@ -314,10 +314,7 @@ describe('a manager joining by snapshot while records keep being committed', () 
     } finally {
       release();
     }
-    await adding.catch(() => {});
-    const target = (await leaderOf()).node.status().commit;
-    await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
-    await sameTables();
+    await caughtUp(joiner, leaderOf, adding);
     for (const id of ['img-499', 'during-599', 'after-199'])
       expect(await joiner.sm.getObject(id), id).not.toBeNull();
   }, 400_000);
@@ -344,10 +341,7 @@ describe('a manager joining by snapshot while records keep being committed', () 
     } finally {
       release();
     }
-    await adding.catch(() => {});
-    const target = (await leaderOf()).node.status().commit;
-    await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
-    await sameTables();
+    await caughtUp(joiner, leaderOf, adding);
   }, 400_000);
 
   it('keeps by default no more log on disk than a restart may load next to the log in memory', async () => {
@@ -363,9 +357,6 @@ describe('a manager joining by snapshot while records keep being committed', () 
     } finally {
       release();
     }
-    await adding.catch(() => {});
-    const target = (await leaderOf()).node.status().commit;
-    await until('the joiner caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
-    await sameTables();
+    await caughtUp(joiner, leaderOf, adding);
   }, 400_000);
 });

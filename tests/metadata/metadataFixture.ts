@@ -7,6 +7,7 @@ import { expect } from 'vitest';
 import type { Entry } from '../../src/consensus/types.ts';
 import { type Command, type CommandOf, encodeCommand } from '../../src/metadata/commands.ts';
 import { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
+import { until } from '../helpers/until.ts';
 
 /** Temp folders and open state machines, released by `cleanup()` (call it in afterEach). */
 export class MetadataFixture {
@@ -108,4 +109,17 @@ export function recordCmd(
   sha256 = SHA_A,
 ): CommandOf<'recordObject'> {
   return { type: 'recordObject', id, size, sha256, contentType: 'image/png', createdAt: 2000, replicas };
+}
+
+/** Every manager reaches the same applied index, and then their tables' digests agree. */
+export async function sameTables(managers: readonly { sm: MetadataStateMachine }[]): Promise<void> {
+  const digests = await until(
+    'every manager at the same applied index',
+    async () => {
+      const all = await Promise.all(managers.map((m) => m.sm.tableDigest()));
+      return all.every((d) => d.appliedIndex === all[0]!.appliedIndex) ? all : null;
+    },
+    60_000,
+  );
+  expect(new Set(digests.map((d) => d.sha256)).size).toBe(1);
 }

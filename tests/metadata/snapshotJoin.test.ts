@@ -17,7 +17,7 @@ import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { eventLog } from '../helpers/eventLog.ts';
 import { type ClusterSetup, closeAll, InProcessManager, memberUrls } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
-import { recordCmd, registerCmd } from './metadataFixture.ts';
+import { recordCmd, registerCmd, sameTables } from './metadataFixture.ts';
 
 const SECRET = 'snapshot-join-secret-0123456789abc';
 
@@ -59,18 +59,6 @@ async function compactedCluster(
   const joiner = await InProcessManager.listen('m4', full);
   managers.push(joiner);
   return { leader, joiner, urls, propose };
-}
-
-async function sameTables(): Promise<void> {
-  const digests = await until(
-    'every manager at the same applied index',
-    async () => {
-      const all = await Promise.all(managers.map((m) => m.sm.tableDigest()));
-      return all.every((d) => d.appliedIndex === all[0]!.appliedIndex) ? all : null;
-    },
-    60_000,
-  );
-  expect(new Set(digests.map((d) => d.sha256)).size).toBe(1);
 }
 
 describe('a joining manager installing a snapshot file', () => {
@@ -121,7 +109,7 @@ describe('a joining manager installing a snapshot file', () => {
     await until('the joiner applied the leader commit', () => joiner.sm.appliedIndex() >= leaderLast, 60_000);
     expect(installs).toEqual([snapshotAt]);
     expect(await joiner.sm.getObject('img-399')).not.toBeNull();
-    await sameTables();
+    await sameTables(managers);
   }, 300_000);
 });
 
@@ -168,7 +156,7 @@ describe('a snapshot file that takes long to reach the joiner', () => {
     // Once the joiner has it, the leader compacts past the file again.
     await propose(Array.from({ length: 100 }, (_, i) => recordCmd(`late-${i}`, ['w1', 'w2'], i)));
     await until('the leader compacted past the file', () => leader.node.status().snapshotIndex > fileAt);
-    await sameTables();
+    await sameTables(managers);
   }, 300_000);
 });
 
@@ -240,7 +228,7 @@ describe('a joiner whose appends after the file lag while writes go on', () => {
     expect(events.count('raft.snapshot_file_build_started')).toBe(1);
     expect(events.count('raft.snapshot_installed')).toBe(1);
     expect(events.count('raft.snapshot_file_hold_released')).toBe(0);
-    await sameTables();
+    await sameTables(managers);
   }, 300_000);
 });
 
@@ -291,6 +279,6 @@ describe('a voter installing a snapshot file', () => {
     await reading;
     expect(await m3.sm.getObject('during-install')).not.toBeNull();
     await proposeCommand(m3.node, recordCmd('after-install', ['w1', 'w2'], 2));
-    await sameTables();
+    await sameTables(managers);
   }, 300_000);
 });
