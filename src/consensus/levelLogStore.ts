@@ -9,6 +9,7 @@
 
 import { ClassicLevel } from 'classic-level';
 import type { RaftLogStore } from './api.ts';
+import { readWithinSize } from './core/index.ts';
 import {
   checkHardState,
   checkLoaded,
@@ -123,15 +124,7 @@ export class LevelLogStore implements RaftLogStore {
 
   /** Point reads of the stored log (classic-level's getSync): see RaftLogStore.entriesSync. */
   entriesSync(lo: Index, hi: Index, maxSize: number): Entry[] {
-    const entries: Entry[] = [];
-    let size = 0;
-    for (let i = lo; i < hi; i++) {
-      const e = this.entrySync(i);
-      size += e.data.length;
-      if (entries.length > 0 && size > maxSize) break;
-      entries.push(e);
-    }
-    return entries;
+    return readWithinSize(lo, hi, maxSize, (i) => this.entrySync(i));
   }
 
   termSync(index: Index): Term {

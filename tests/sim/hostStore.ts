@@ -8,6 +8,7 @@
 // so its asynchronous I/O cannot reorder a run and each seed replays exactly.
 
 import type { RaftLogStore } from '../../src/consensus/api.ts';
+import { readWithinSize } from '../../src/consensus/core/index.ts';
 import type { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
 import { LogStoreInvariantError } from '../../src/consensus/logStoreRules.ts';
 import type { Entry, HardState, Snapshot } from '../../src/consensus/types.ts';
@@ -78,14 +79,7 @@ export class SimLogStore implements RaftLogStore {
    * LevelDB seed, those reads of the real store must answer the same.
    */
   entriesSync(lo: number, hi: number, maxSize: number): Entry[] {
-    const entries: Entry[] = [];
-    let size = 0;
-    for (let i = lo; i < hi; i++) {
-      const e = this.storedEntry(i);
-      size += e.data.length;
-      if (entries.length > 0 && size > maxSize) break;
-      entries.push(e);
-    }
+    const entries = readWithinSize(lo, hi, maxSize, (i) => this.storedEntry(i));
     if (
       this.level !== null &&
       JSON.stringify(this.level.entriesSync(lo, hi, maxSize)) !== JSON.stringify(entries)

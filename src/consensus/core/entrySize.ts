@@ -25,3 +25,24 @@ export function limitSize(ents: Entry[], maxSize: number): Entry[] {
   }
   return n === ents.length ? ents : ents.slice(0, n);
 }
+
+/**
+ * Entries lo..hi-1 as `read` gives them one by one, cut as limitSize cuts: for a store whose reads
+ * cost, it reads no entry after the first one past `maxSize`.
+ */
+export function readWithinSize(
+  lo: number,
+  hi: number,
+  maxSize: number,
+  read: (index: number) => Entry,
+): Entry[] {
+  const entries: Entry[] = [];
+  let size = 0;
+  for (let i = lo; i < hi; i++) {
+    const e = read(i);
+    size += entrySize(e);
+    if (entries.length > 0 && size > maxSize) break;
+    entries.push(e);
+  }
+  return entries;
+}

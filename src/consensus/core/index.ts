@@ -11,7 +11,7 @@ export {
   switchConfig,
   withConfChange,
 } from './confChange.ts';
-export { entriesSize, entrySize, limitSize } from './entrySize.ts';
+export { entriesSize, entrySize, limitSize, readWithinSize } from './entrySize.ts';
 export { Inflights } from './inflights.ts';
 export {
   bootstrapSnapshot,
