@@ -286,8 +286,9 @@ export class ImageService {
   ): Promise<UploadOutcome> {
     const { staging, maxImageBytes } = this.deps;
     if (declaredLength !== undefined && declaredLength <= HELD_WHOLE_MAX_BYTES) {
+      const started = performance.now();
       const held = await staging.holdWhole(body, maxImageBytes, declaredLength);
-      if (held) return this.uploadStaged(id, held);
+      if (held) return this.uploadStaged(id, held, started);
     }
     if (declaredLength === undefined || (await this.deps.metadata.getObject(id))) {
       return this.uploadStaged(id, body);
@@ -302,9 +303,11 @@ export class ImageService {
   private async uploadStaged(
     id: string,
     body: AsyncIterable<Uint8Array> | HoldResult,
+    /** When a held body's read began (its `stage` phase). */
+    heldSince?: number,
   ): Promise<UploadOutcome> {
     const { metadata, staging } = this.deps;
-    const timer = this.phaseTimer();
+    const timer = this.phaseTimer(heldSince);
     const stagedResult =
       Symbol.asyncIterator in body ? await staging.stage(body, this.deps.maxImageBytes) : body;
     timer('stage');
@@ -484,8 +487,8 @@ export class ImageService {
   }
 
   /** Reports the time since the previous call under `phase` (`skip` only restarts the clock). */
-  private phaseTimer(): (phase: 'stage' | 'replicate' | 'commit' | 'skip') => void {
-    let last = performance.now();
+  private phaseTimer(since = performance.now()): (phase: 'stage' | 'replicate' | 'commit' | 'skip') => void {
+    let last = since;
     return (phase) => {
       const now = performance.now();
       if (phase !== 'skip') this.deps.metrics?.phase(phase, (now - last) / 1000);
