@@ -42,6 +42,13 @@ interface Slice {
   worker: number;
 }
 
+/**
+ * Seconds of unmeasured uploads on each cluster first: V8 is still compiling the hot paths for
+ * many seconds (a perf profile put a quarter of every process's CPU in its optimizing compiler
+ * 8 s into a run), and a longer warm-up brings the slices nearer a long-running cluster.
+ */
+const WARMUP_SECS = Number(process.env.BENCH_WARMUP_SECS ?? 3);
+
 const [treeA, treeB, slicesArg = '8', secsArg = '4', concArg = '8', bytesArg = '1048576'] =
   process.argv.slice(2);
 if (!treeA || !treeB || process.argv.includes('--help')) {
@@ -111,7 +118,7 @@ async function main(): Promise<void> {
   const sides = [await startSide(treeA!, 'pair-a', payloads), await startSide(treeB!, 'pair-b', payloads)];
   const results: Slice[][] = [[], []];
   try {
-    for (const side of sides) await drive(concurrency, 3, side.upload);
+    for (const side of sides) await drive(concurrency, WARMUP_SECS, side.upload);
     for (let i = 0; i < Number(slicesArg); i++) {
       for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) {
         const s = await sides[k]!.slice(concurrency, secs);

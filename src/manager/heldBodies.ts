@@ -69,6 +69,12 @@ export class HeldBody {
     return filled;
   }
 
+  /** The bytes copied in so far, while they fit one slab (a body held whole: StagingArea.holdWhole). */
+  get firstSlabBytes(): Uint8Array {
+    if (this.slabs.length > 1) throw new Error('a held body past one slab has no single view');
+    return this.slabs[0]?.subarray(0, this.fill) ?? new Uint8Array(0);
+  }
+
   /** The bytes of the last slab, if it is partly filled: the body's end, to forward. */
   end(): Uint8Array | null {
     if (this.fill === SLAB_BYTES) return null;

@@ -16,7 +16,14 @@ import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand
 import { READ_LINK_TTL_MS } from '../protocol/readLink.ts';
 import { deleteCopy, type ObjectSlots, type Release } from './placement/execute.ts';
 import { NoLiveWorker, type Replicated, replicateUpload } from './replicateUpload.ts';
-import { type StagedUpload, StageFailed, type StagingArea } from './stagingArea.ts';
+import {
+  HELD_WHOLE_MAX_BYTES,
+  type HoldResult,
+  type StagedUpload,
+  StageFailed,
+  type StagingArea,
+  type TeedUpload,
+} from './stagingArea.ts';
 import type { UploadAdmission } from './uploadAdmission.ts';
 import type { UploadMetrics } from './uploadMetrics.ts';
 import {
@@ -266,36 +273,60 @@ export class ImageService {
   }
 
   /**
-   * A body of known length for an id this leader has no record of is forwarded to the workers as it
-   * arrives (uploadTeed); otherwise (no Content-Length, or an existing id whose bytes must be
-   * compared first) it is staged whole before any worker sees it.
+   * A body of known length up to HELD_WHOLE_MAX_BYTES is read whole into memory first (when the
+   * budget has room): it would have gone out only once whole anyway. A larger one for an id this
+   * leader has no record of is forwarded to the workers as it arrives (uploadTeed); otherwise (no
+   * Content-Length, or an existing id whose bytes must be compared first) it is staged whole
+   * before any worker sees it.
    */
   private async uploadExclusive(
     id: string,
     body: AsyncIterable<Uint8Array>,
     declaredLength: number | undefined,
   ): Promise<UploadOutcome> {
+    const { staging, maxImageBytes } = this.deps;
+    if (declaredLength !== undefined && declaredLength <= HELD_WHOLE_MAX_BYTES) {
+      const started = performance.now();
+      const held = await staging.holdWhole(body, maxImageBytes, declaredLength);
+      if (held) return this.uploadStaged(id, held, started);
+    }
     if (declaredLength === undefined || (await this.deps.metadata.getObject(id))) {
       return this.uploadStaged(id, body);
     }
     return this.uploadTeed(id, body, declaredLength);
   }
 
-  private async uploadStaged(id: string, body: AsyncIterable<Uint8Array>): Promise<UploadOutcome> {
+  /**
+   * Copies sent from bytes staged whole: a body staged here, or one `holdWhole` read (its result
+   * passed instead of the body).
+   */
+  private async uploadStaged(
+    id: string,
+    body: AsyncIterable<Uint8Array> | HoldResult,
+    /** When a held body's read began (its `stage` phase). */
+    heldSince?: number,
+  ): Promise<UploadOutcome> {
     const { metadata, staging } = this.deps;
-    const timer = this.phaseTimer();
-    const stagedResult = await staging.stage(body, this.deps.maxImageBytes);
+    const timer = this.phaseTimer(heldSince);
+    const stagedResult =
+      Symbol.asyncIterator in body ? await staging.stage(body, this.deps.maxImageBytes) : body;
     timer('stage');
     if (!stagedResult.ok) throw new ImageError(stagedResult.error.code, stagedResult.error.message);
     const staged = stagedResult.staged;
     const held: Release[] = [];
+    // A body held in memory goes back to the pool only if no socket may still hold it: every
+    // request that was sent it answered after reading all of it (no copy fell back, none failed).
+    let sentCleanly = false;
     try {
       if (await metadata.getObject(id)) {
         // A new leader's table may still lack entries the previous one committed (a delete of
         // this id): only a read as of everything committed may answer without writing anything.
         await this.deps.raft.readIndex().catch(raftFailure);
         const existing = await metadata.getObject(id);
-        if (existing) return this.sameBytesOrConflict(existing, staged.sha256);
+        if (existing) {
+          sentCleanly = true;
+          return this.sameBytesOrConflict(existing, staged.sha256);
+        }
       }
 
       const nodes = await metadata.listNodes();
@@ -303,7 +334,7 @@ export class ImageService {
       held.push(await this.deps.slots.hold(id));
       try {
         timer('skip');
-        replicated = await replicateUpload({ id, staged, ...this.replicateContext(nodes) });
+        ({ replicated, sentCleanly } = await this.replicate(nodes, { id, staged }));
       } catch (err) {
         throw this.noWorkerFailure(id, err);
       }
@@ -313,7 +344,7 @@ export class ImageService {
       return outcome;
     } finally {
       for (const release of held) release();
-      await staging.release(staged);
+      await staging.release(staged, { reuse: sentCleanly });
     }
   }
 
@@ -352,18 +383,7 @@ export class ImageService {
       held.push(await this.deps.slots.hold(id));
       let replicated: Replicated;
       try {
-        const context = this.replicateContext(nodes);
-        let fellBack = false;
-        replicated = await replicateUpload({
-          id,
-          teed,
-          ...context,
-          onFallback: () => {
-            fellBack = true;
-            context.onFallback();
-          },
-        });
-        sentCleanly = !fellBack;
+        ({ replicated, sentCleanly } = await this.replicate(nodes, { id, teed }));
       } catch (err) {
         teed.abort(err);
         // A body that failed first is the reason, whatever the copies then did.
@@ -392,6 +412,27 @@ export class ImageService {
         () => {},
       );
     }
+  }
+
+  /**
+   * replicateUpload to the workers of `nodes`; `sentCleanly`: each copy was stored at its first
+   * target, so every request that was sent the body read all of it.
+   */
+  private async replicate(
+    nodes: NodeView[],
+    source: { id: string } & ({ staged: StagedUpload } | { teed: TeedUpload }),
+  ): Promise<{ replicated: Replicated; sentCleanly: boolean }> {
+    const context = this.replicateContext(nodes);
+    let fellBack = false;
+    const replicated = await replicateUpload({
+      ...source,
+      ...context,
+      onFallback: () => {
+        fellBack = true;
+        context.onFallback();
+      },
+    });
+    return { replicated, sentCleanly: !fellBack };
   }
 
   /** How replicateUpload reaches the workers of `nodes` (the node table read for this upload). */
@@ -446,8 +487,8 @@ export class ImageService {
   }
 
   /** Reports the time since the previous call under `phase` (`skip` only restarts the clock). */
-  private phaseTimer(): (phase: 'stage' | 'replicate' | 'commit' | 'skip') => void {
-    let last = performance.now();
+  private phaseTimer(since = performance.now()): (phase: 'stage' | 'replicate' | 'commit' | 'skip') => void {
+    let last = since;
     return (phase) => {
       const now = performance.now();
       if (phase !== 'skip') this.deps.metrics?.phase(phase, (now - last) / 1000);

@@ -121,6 +121,11 @@ async function* heldChunks(chunks: readonly Uint8Array[]): AsyncGenerator<Uint8A
 function copySender(opts: ReplicateOptions) {
   const { id, client } = opts;
   const fromFile = async (url: string, staged: StagedUpload) => {
+    if (staged.path === null && staged.chunks.length === 1) {
+      // One buffer: undici writes it in the same socket write as the request's headers.
+      await client.putBlob(url, id, staged.sha256, staged.size, staged.chunks[0]!, staged.crc32c);
+      return;
+    }
     const body =
       staged.path === null
         ? heldChunks(staged.chunks)

@@ -59,7 +59,22 @@ export type StageError =
 
 export type StageResult = { ok: true; staged: StagedFile } | { ok: false; error: StageError };
 
+/** What `holdWhole` makes: the body in one held slab. */
+export type HoldResult = { ok: true; staged: StagedUpload } | { ok: false; error: StageError };
+
+/**
+ * The largest body read whole into memory before its copies start (StagingArea.holdWhole): one
+ * slab. A teed body is forwarded in slabs, so one that fits a slab went out only once it had all
+ * arrived anyway; held whole, each copy is one buffer sent with its request's headers and its
+ * checksums in a header, with no tee, no trailer and no socket write of its own for either.
+ */
+export const HELD_WHOLE_MAX_BYTES = SLAB_BYTES;
+
 class UploadTooLarge extends Error {}
+
+class EmptyBody extends Error {}
+
+const EMPTY_BODY: StageError = { code: 'EmptyBody', message: 'the request body is empty' };
 
 class NotAnImage extends Error {}
 
@@ -234,6 +249,61 @@ export class StagingArea {
       return { ok: false, error: { code: 'EmptyBody', message: 'the request body is empty' } };
     }
     return { ok: true, staged: { path, size, sha256: hash.digest('hex'), crc32c: crc.hex(), contentType } };
+  }
+
+  /**
+   * Reads `body` of `size` bytes (its Content-Length, at most HELD_WHOLE_MAX_BYTES) whole into one
+   * held slab, hashing it on the way; the first SNIFF_BYTES are sniffed as soon as they are in, so
+   * a body that is no image is refused from its first bytes as `tee` refuses it. Null, with the
+   * body untouched, when the slab does not fit what is left of the memory budget (the caller tees
+   * or stages it instead). The caller releases what it got (`release`).
+   */
+  async holdWhole(
+    body: AsyncIterable<Uint8Array>,
+    maxBytes: number,
+    size: number,
+  ): Promise<HoldResult | null> {
+    if (size > HELD_WHOLE_MAX_BYTES) throw new Error(`holdWhole takes at most ${HELD_WHOLE_MAX_BYTES} bytes`);
+    const held = this.holdInMemory(size);
+    if (!held) return null;
+    const hash = createHash('sha256');
+    const crc = new Crc32c();
+    let received = 0;
+    let contentType: string | null = null;
+    try {
+      for await (const chunk of body) {
+        received += chunk.byteLength;
+        if (received > maxBytes) throw new UploadTooLarge();
+        if (received > size) throw new LengthMismatch(`the body is longer than its ${size} bytes`);
+        hash.update(chunk);
+        crc.update(chunk);
+        held.add(chunk);
+        if (contentType === null && received >= SNIFF_BYTES) {
+          contentType = await acceptedType([held.firstSlabBytes], false);
+        }
+      }
+      if (received === 0) throw new EmptyBody();
+      if (received !== size) throw new LengthMismatch(`the body ended at ${received} of its ${size} bytes`);
+      contentType ??= await acceptedType([held.firstSlabBytes], true);
+      held.end();
+    } catch (err) {
+      // Nothing was sent from these slabs: they go back to the pool.
+      this.releaseMemory(held.chunks, true);
+      const error = err instanceof EmptyBody ? EMPTY_BODY : stageError(err, maxBytes);
+      if (error) return { ok: false, error };
+      throw err;
+    }
+    return {
+      ok: true,
+      staged: {
+        path: null,
+        chunks: held.chunks,
+        size,
+        contentType,
+        sha256: hash.digest('hex'),
+        crc32c: crc.hex(),
+      },
+    };
   }
 
   /**

@@ -208,7 +208,7 @@ export class WorkerClient {
     path: string,
     extra: {
       headers?: Record<string, string>;
-      body?: Readable | AsyncIterable<Uint8Array> | string;
+      body?: Readable | AsyncIterable<Uint8Array> | Uint8Array | string;
       /** Abort unless the response headers are in within this many ms. */
       firstByteMs?: number;
       /** undici's headers timeout for this request (see putAnswerTimeoutMs), instead of the idle one. */
@@ -225,7 +225,7 @@ export class WorkerClient {
         dispatcher: this.dispatcher,
         headers: { ...auth, ...extra.headers },
         // undici takes async iterables as bodies (docs/api/Dispatcher.md); its types lag behind.
-        body: (extra.body ?? null) as Readable | string | null,
+        body: (extra.body ?? null) as Readable | Uint8Array | string | null,
         signal: abort.signal,
         ...(extra.headersTimeout === undefined ? {} : { headersTimeout: extra.headersTimeout }),
       });
@@ -251,7 +251,7 @@ export class WorkerClient {
     id: string,
     sha256: string,
     size: number,
-    body: Readable | AsyncIterable<Uint8Array>,
+    body: Readable | AsyncIterable<Uint8Array> | Uint8Array,
     crc32c?: string,
   ): Promise<'created' | 'alreadyPresent'> {
     const res = await this.call('PUT', workerUrl, blobPath(id), {

@@ -248,4 +248,30 @@ describe('uploads held in memory: slabs reused only after a clean send', () => {
     }
     expect(staging.heldInMemory).toBe(0);
   });
+
+  it('holds a body of one slab whole before its copies, and reuses its slab only after a clean send', async () => {
+    const { staging, beat, upload, blobOn } = await setup();
+    beat({ full: 0, b: 10, c: 50 });
+    const fallenBack = image(100 * 1024, 5);
+    const first = await upload(fallenBack);
+    expect([...first.object.replicas].sort()).toEqual(['b', 'c']);
+    for (const nodeId of ['b', 'c'])
+      expect((await blobOn(nodeId, first.object.id)).equals(fallenBack)).toBe(true);
+    expect(staging.spareSlabs).toBe(0);
+
+    beat({ full: 90, b: 10, c: 50 });
+    const bodies = [image(SLAB_BYTES, 6), image(1_000, 7), image(200 * 1024, 8)];
+    const stored = [];
+    for (const bytes of bodies) stored.push(await upload(bytes));
+    expect(staging.spareSlabs).toBe(1);
+    const together = [image(150 * 1024, 9), image(150 * 1024, 10)];
+    stored.push(...(await Promise.all(together.map((bytes) => upload(bytes)))));
+    for (const [i, bytes] of [...bodies, ...together].entries()) {
+      expect(stored[i]!.object.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+      for (const nodeId of ['b', 'c'])
+        expect((await blobOn(nodeId, stored[i]!.object.id)).equals(bytes)).toBe(true);
+    }
+    expect(staging.spareSlabs).toBe(2);
+    expect(staging.heldInMemory).toBe(0);
+  });
 });

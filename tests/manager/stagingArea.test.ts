@@ -313,6 +313,83 @@ describe('StagingArea.tee within its memory budget', () => {
   });
 });
 
+describe('StagingArea.holdWhole', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'imgvault-staging-whole-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const body = (size: number) => Buffer.concat([PNG, Buffer.alloc(size - PNG.length, 5)]);
+
+  it('holds a body of one slab whole, as one chunk with its sums and type, and gives its room back', async () => {
+    const staging = await StagingArea.open(dir, { memoryBytes: 2 * SLAB_BYTES });
+    for (const size of [PNG.length, 100 * 1024, SLAB_BYTES]) {
+      const bytes = body(size);
+      const result = await staging.holdWhole(chunked(bytes, 64 * 1024), 1 << 26, bytes.length);
+      if (!result?.ok) throw new Error('refused');
+      const { staged } = result;
+      expect(staged.path).toBeNull();
+      expect(staged.chunks).toHaveLength(1);
+      expect(Buffer.from(staged.chunks![0]!).equals(bytes)).toBe(true);
+      expect(staged.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+      expect(staged.contentType).toBe('image/png');
+      expect(staging.heldInMemory).toBe(SLAB_BYTES);
+      await staging.release(staged, { reuse: true });
+      expect(staging.heldInMemory).toBe(0);
+    }
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('answers null, the body unread, when the memory budget has no room for its slab', async () => {
+    const staging = await StagingArea.open(dir, { memoryBytes: SLAB_BYTES });
+    const first = await staging.holdWhole(chunked(body(1_000)), 1 << 26, 1_000);
+    if (!first?.ok) throw new Error('refused');
+    let read = false;
+    const untouched = (async function* () {
+      read = true;
+      yield body(1_000);
+    })();
+    expect(await staging.holdWhole(untouched, 1 << 26, 1_000)).toBeNull();
+    expect(read).toBe(false);
+    await staging.release(first.staged);
+    expect(staging.heldInMemory).toBe(0);
+  });
+
+  it('refuses a body that is no image from its first bytes, before the rest arrives', async () => {
+    const staging = await StagingArea.open(dir, { memoryBytes: SLAB_BYTES });
+    let pulled = 0;
+    const text = (async function* () {
+      for (;;) {
+        pulled += 1;
+        yield Buffer.alloc(8 * 1024, 0x41);
+      }
+    })();
+    expect(await staging.holdWhole(text, 1 << 26, 200 * 1024)).toMatchObject({
+      ok: false,
+      error: { code: 'NotAnImage' },
+    });
+    expect(pulled).toBe(1);
+    expect(staging.heldInMemory).toBe(0);
+  });
+
+  it('refuses a body shorter or longer than its Content-Length, or empty, and gives its room back', async () => {
+    const staging = await StagingArea.open(dir, { memoryBytes: SLAB_BYTES });
+    const bytes = body(50_000);
+    for (const [chunks, size, code] of [
+      [chunked(bytes, 8 * 1024), bytes.length + 1, 'LengthMismatch'],
+      [chunked(bytes, 8 * 1024), bytes.length - 1, 'LengthMismatch'],
+      [Readable.from([]), 10, 'EmptyBody'],
+    ] as const) {
+      expect(await staging.holdWhole(chunks, 1 << 26, size)).toMatchObject({ ok: false, error: { code } });
+      expect(staging.heldInMemory).toBe(0);
+    }
+    expect(staging.spareSlabs).toBe(1);
+  });
+});
+
 describe('StagingArea on a full disk', () => {
   // A real full disk: a 64 KiB tmpfs. Mounting needs root with CAP_SYS_ADMIN; without it the test
   // is skipped rather than faked.
