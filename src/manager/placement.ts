@@ -22,11 +22,6 @@ export interface PlacementRequest {
   avoidZones?: ReadonlySet<string>;
   /** Bytes the copy needs; a node with less free space is never chosen. */
   size?: number;
-  /**
-   * Work already given to each node by the caller (repair: the bytes a pass has it send or receive),
-   * preferred low between equally used disks, before the object count.
-   */
-  load?: (nodeId: string) => number;
 }
 
 /**
@@ -43,8 +38,8 @@ function usedPercent(n: PlacementCandidate): number {
 /**
  * Every eligible target, best first: only `up` nodes (a suspect node may be dying, a draining one is
  * being emptied), with room for the copy, outside `exclude`; other zones before `avoidZones`, then
- * least used disk (by whole percent), then least `load`, then fewest objects, then node id so the
- * order is total and deterministic.
+ * least used disk (by whole percent), then fewest objects, then node id so the order is total
+ * and deterministic.
  */
 export function rankTargets(
   nodes: Iterable<PlacementCandidate>,
@@ -55,12 +50,10 @@ export function rankTargets(
     (n) => n.state === 'up' && !req.exclude?.has(n.nodeId) && n.diskFree >= size,
   );
   const zonePenalty = (n: PlacementCandidate) => (req.avoidZones?.has(n.zone) ? 1 : 0);
-  const load = req.load ?? (() => 0);
   return eligible.sort(
     (a, b) =>
       zonePenalty(a) - zonePenalty(b) ||
       usedPercent(a) - usedPercent(b) ||
-      load(a.nodeId) - load(b.nodeId) ||
       a.objectCount - b.objectCount ||
       (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0),
   );

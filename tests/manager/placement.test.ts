@@ -56,14 +56,6 @@ describe('rankTargets', () => {
     expect(ranked.map((n) => n.nodeId)).toEqual(['b']);
   });
 
-  it("ranks equally used disks by the caller's load before the object count, never above a less used disk", () => {
-    const load = (id: string) => (id === 'a' ? 5 : 1);
-    const equal = rankTargets([node('a', { objectCount: 1 }), node('b', { objectCount: 9 })], { load });
-    expect(equal.map((n) => n.nodeId)).toEqual(['b', 'a']);
-    const fuller = rankTargets([node('a'), node('b', { diskUsed: 300, diskFree: 700 })], { load });
-    expect(fuller.map((n) => n.nodeId)).toEqual(['a', 'b']);
-  });
-
   it('orders ties deterministically by object count then id', () => {
     const ranked = rankTargets([node('c'), node('b', { objectCount: 3 }), node('a')]);
     expect(ranked.map((n) => n.nodeId)).toEqual(['b', 'a', 'c']);

@@ -167,25 +167,6 @@ describe('RepairLoop', () => {
     });
   });
 
-  it('gives a worker with many copies to send fewer to receive', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }, { id: 'w4' }]);
-    hearAll(s);
-    // w1's objects: six more on w2, two more on w3. Spread by object count alone, w3's two would go
-    // to w2, which has the most to send already.
-    for (let i = 0; i < 6; i++) await putObject(s, `a-${i}`, ['w1', 'w2']);
-    for (let i = 0; i < 2; i++) await putObject(s, `b-${i}`, ['w1', 'w3']);
-    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
-    // One object planned at a time: the plan order is the table's.
-    const report = await placementLoop(s, { concurrency: 1 }).pass();
-    expect(report?.outcomes.copied).toBe(8);
-    for (let i = 0; i < 2; i++) expect((await s.sm.getObject(`b-${i}`))?.replicas).toEqual(['w4', 'w3']);
-    expect((await s.sm.stats()).nodes).toMatchObject({
-      w2: { objects: 6 },
-      w3: { objects: 5 },
-      w4: { objects: 5 },
-    });
-  });
-
   it('plans no more copies in one pass than its batches carry at once; the next pass takes the rest', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);

@@ -56,12 +56,6 @@ export interface PassReport {
 interface Planned {
   jobs: CopyJob[];
   bytes: number;
-  /**
-   * Bytes each worker sends or receives for the copies planned. The holders are whoever kept the
-   * lost worker's objects, often unevenly; a worker with many to send gets fewer to receive, so no
-   * worker's share of the pass keeps it running long after the others (bench:repair).
-   */
-  load: Map<string, number>;
 }
 
 export class Repairer {
@@ -99,7 +93,7 @@ export class Repairer {
     // Each object is planned from a fresh read under its slot and acted on; the copies planned are
     // then made together, their slots held from their plan until their outcome.
     const outcomes = noOutcomes();
-    const planned: Planned = { jobs: [], bytes: 0, load: new Map() };
+    const planned: Planned = { jobs: [], bytes: 0 };
     const step = async (c: Classified) => {
       const outcome = await this.step(c.object.id, planned);
       if (outcome !== null) outcomes[outcome] += 1;
@@ -159,7 +153,6 @@ export class Repairer {
       exclude: new Set(object.replicas),
       avoidZones: new Set(c.healthy.map((n) => byId.get(n)?.zone).filter((z) => z !== undefined)),
       size: object.size,
-      load: (nodeId) => planned.load.get(nodeId) ?? 0,
     })
       .flatMap((t) => byId.get(t.nodeId) ?? [])
       .slice(0, MAX_TARGETS_PER_REPAIR);
@@ -170,8 +163,6 @@ export class Repairer {
     }
     // Spreads the next objects' targets as if this copy had landed already.
     this.deps.liveness.reservePlacement(targets[0]!.nodeId, object.size);
-    for (const nodeId of [c.sources[0]!.nodeId, targets[0]!.nodeId])
-      planned.load.set(nodeId, (planned.load.get(nodeId) ?? 0) + object.size);
     planned.bytes += object.size;
     planned.jobs.push({ c, holders: [...c.sources], targets, attempt: 0, release });
     return null;
