@@ -6,7 +6,7 @@
 //    over the survivors), restart the killed manager, let it catch up.
 // 3. Unless --no-etcd: ../shared/bench/etcd-anchor.sh (relative to this checkout; a 3-member etcd on
 //    the same machine), right after, and a table of imgvault beside etcd with their ratios.
-//   node --import tsx bench/raft.ts [--secs 5] [--warmup 1] [--repeats 5] [--conc 1,16,64] [--no-etcd]
+//   node --import tsx bench/raft.ts [--secs 5] [--warmup 1] [--jit-warmup 10] [--repeats 5] [--conc 1,16,64] [--no-etcd]
 
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -32,6 +32,7 @@ const { values: args } = parseArgs({
   options: {
     secs: { type: 'string', default: '5' },
     warmup: { type: 'string', default: '1' },
+    'jit-warmup': { type: 'string', default: '10' },
     repeats: { type: 'string', default: '5' },
     conc: { type: 'string', default: '1,16,64' },
     size: { type: 'string', default: '200' },
@@ -45,6 +46,9 @@ if (args.help) {
   console.log(`usage: npm run bench:raft -- [options]
   --secs S            measured seconds per concurrency (default 5)
   --warmup W          unmeasured seconds before each (default 1)
+  --jit-warmup J      unmeasured seconds at concurrency 16 once the cluster is up, before the
+                      first concurrency (default 10): V8 compiles the managers' hot paths for
+                      seconds, and etcd (Go) has no such warm-up; 0 measures the cold start
   --repeats N         leader kills for the failover figure (default 5; 0 skips it)
   --conc LIST         closed-loop client concurrencies, comma-separated (default 1,16,64)
   --size B            value bytes per PUT (default 200)
@@ -60,6 +64,7 @@ manager's CPU, in all and per commit.`);
 }
 const SECS = Number(args.secs);
 const WARMUP = Number(args.warmup);
+const JIT_WARMUP = Number(args['jit-warmup']);
 const REPEATS = Number(args.repeats);
 const CONCURRENCIES = args.conc!.split(',').map(Number);
 const VALUE_BYTES = Number(args.size);
@@ -150,6 +155,18 @@ async function metricsOf(url: string): Promise<Map<string, number>> {
     out.set(line.slice(0, sp), Number(line.slice(sp + 1)));
   }
   return out;
+}
+
+/** Unmeasured puts at concurrency 16 for `secs`, so that the first measured concurrency runs compiled code. */
+async function jitWarmUp(leaderUrl: string, secs: number): Promise<void> {
+  const value = JSON.stringify({ value: randomBytes(VALUE_BYTES / 2).toString('hex') });
+  const end = performance.now() + secs * 1000;
+  await Promise.all(
+    Array.from({ length: 16 }, async (_, w) => {
+      let i = 0;
+      while (performance.now() < end) await put(leaderUrl, `warm-${w}-${i++ % 1000}`, value, 5_000);
+    }),
+  );
 }
 
 async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
@@ -392,12 +409,16 @@ async function main() {
       for (const p of procs) p.child?.kill('SIGKILL');
       process.exit(3);
     },
-    (CONCURRENCIES.length * (SECS + WARMUP + 10) + REPEATS * 60 + 60) * 1000,
+    (JIT_WARMUP + CONCURRENCIES.length * (SECS + WARMUP + 10) + REPEATS * 60 + 60) * 1000,
   );
   try {
     for (const p of procs) start(p);
     const leader = await stableLeaderWithAll(procs, 30_000);
     console.error(`cluster up: leader ${leader.id}; data in ${root}`);
+    if (JIT_WARMUP > 0) {
+      await jitWarmUp(leader.url, JIT_WARMUP);
+      console.error(`warmed up: ${JIT_WARMUP} s of puts at concurrency 16, not measured`);
+    }
     const rows = [];
     for (const c of CONCURRENCIES) {
       const l = await waitForLeader(

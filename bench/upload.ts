@@ -43,7 +43,8 @@ Environment:
   BENCH_ROUNDS=2          runs per side and cell, alternating which side goes first
   BENCH_SIZES=100KiB,1MiB,8MiB   sizes to run
   BENCH_CONCURRENCY=1,8   concurrencies to run
-  BENCH_WARMUP_SECS=3     seconds of unmeasured uploads per size first (V8 compiles the hot paths)
+  BENCH_WARMUP_SECS=15    seconds of unmeasured uploads per size first, at the highest concurrency
+                          (V8 compiles the hot paths for many seconds)
   IMGVAULT_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof"   profiles every cluster process
 Targets (issue 17): >= 2x Swift at concurrency 8, >= 1.5x at 1; cluster CPU <= 10 ms per 1 MiB upload.`;
 
@@ -69,9 +70,11 @@ const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8').split(',').map(Numb
  * Uploads at each size's first concurrency before anything is measured: one upload opens the
  * connections, but V8 is still compiling the hot paths for seconds after (a profile of the first
  * 6 s of 1 MiB uploads at concurrency 8 put 11-24% of every process's CPU in its optimizing
- * compiler), which a long-running cluster does not pay per upload.
+ * compiler), which a long-running cluster does not pay per upload. 3 s were not enough: 100 KiB at
+ * concurrency 8 alone ran at 117 uploads/s and 14.0 ms of cluster CPU each after 3 s, at 253/s
+ * and 6.0 ms after 20 s (docs/measurements.md, "Uploads of one slab held whole").
  */
-const WARMUP_SECS = Number(process.env.BENCH_WARMUP_SECS ?? 3);
+const WARMUP_SECS = Number(process.env.BENCH_WARMUP_SECS ?? 15);
 const PAYLOADS_PER_SIZE = 8;
 const MB = 1_000_000;
 
@@ -167,7 +170,7 @@ async function main(): Promise<void> {
         return body.length;
       };
       await upload(0); // connections
-      await drive(CONCURRENCY[0] ?? 1, WARMUP_SECS, upload); // JIT (WARMUP_SECS)
+      await drive(Math.max(...CONCURRENCY), WARMUP_SECS, upload); // JIT (WARMUP_SECS)
       const procs = [...cluster.managers, ...cluster.workers];
       const pids = procs.map((p) => p.child?.pid);
       const clusterCpu = () => pids.reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0);
