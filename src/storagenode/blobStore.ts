@@ -358,9 +358,11 @@ export class BlobStore {
       // Started now rather than at commit: in a group, it runs while the next blob arrives.
       const finalSync = this.timedFsync('file', () => fsyncFd(fd));
       const synced = Promise.all([early.settled(), finalSync]).then(() => {});
-      synced.catch(() => {}).finally(() => {
-        this.writing -= 1;
-      });
+      synced
+        .catch(() => {})
+        .finally(() => {
+          this.writing -= 1;
+        });
       handedOver = true;
       const record = { size: received, sha256, crc32c };
       return success({ kind: 'received', blob: { id, record, temp, synced } });
