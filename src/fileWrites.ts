@@ -48,6 +48,8 @@ export async function writeBatched(
   opened: Promise<number>,
   source: AsyncIterable<Uint8Array>,
   batchBytes: number,
+  /** Told after each batch but the last is written: a caller may start syncing those bytes. */
+  onBatchWritten?: (fd: number) => void,
 ): Promise<void> {
   let batch: Uint8Array[] = [];
   let pending = 0;
@@ -60,7 +62,10 @@ export async function writeBatched(
         await inFlight;
         const full = batch;
         const fullBytes = pending;
-        inFlight = opened.then((fd) => writeAllInPool(fd, full, fullBytes));
+        inFlight = opened.then(async (fd) => {
+          await writeAllInPool(fd, full, fullBytes);
+          onBatchWritten?.(fd);
+        });
         // Handled here so a failure while the next chunk is awaited is not an unhandled rejection;
         // it is still thrown by the `await inFlight` that follows.
         inFlight.catch(() => {});

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, fsync, open, openSync, renameSync } from 'node:fs';
+import { closeSync, createReadStream, fdatasync, fsync, open, openSync, renameSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -122,9 +122,10 @@ const COPY_READ_BYTES = 1024 * 1024;
  *   1. stream into `tmp/<id>.<unique>.tmp` (same filesystem as `blobs/`, so rename is atomic),
  *      checksumming and counting, writing each batch of WRITE_BATCH_BYTES as it arrives; once the
  *      body checks out, its trailer goes into the last batch;
- *   2. fsync the file (started as soon as its last byte was written);
+ *   2. fsync the file (started as soon as its last byte was written; a blob received alone has
+ *      its earlier batches fdatasynced while the rest arrives, so this one has less to write);
  *   3. under the per-id lock: rename into place, fsync the blob's folder;
- *   4. index put WITHOUT sync; then answer.
+ *   4. beside that folder fsync, the index put WITHOUT sync; answer once both are done.
  *
  * `writeAtomically` is steps 1-4 for one blob. `receive` (1-2) and `commitReceived` (3-4) split them
  * for a group of blobs (a copy batch): each blob's step 1 and file fsync run while the next one
@@ -140,6 +141,9 @@ const COPY_READ_BYTES = 1024 * 1024;
  * start then finds no marker and walks the blob folders: a file the
  * index lacks whose trailer is intact and whose bytes match it is indexed again (unindexedBlobs.ts).
  * (A later synced LevelDB write makes the batch durable anyway: the log is one file, synced whole.)
+ * An entry put beside a folder fsync a power cut interrupted may name a file whose rename was lost:
+ * the start-up check drops it (the blob was never answered). One whose folder fsync fails is
+ * deleted again, synced, after its file.
  * Why a blob is whole or absent after a crash at any moment: the final name only ever points at a
  * file fsynced, trailer included, before the rename; a temp file is removed; a file whose trailer or
  * bytes do not check out is removed, never indexed.
@@ -167,6 +171,11 @@ export class BlobStore {
   private leftFiles = false;
   private readonly tempPrefix = randomBytes(4).toString('hex');
   private tempCount = 0;
+  /**
+   * Writes from the start of their body to the end of their file's fsync: one alone syncs its first
+   * batches early (syncWhileReceiving).
+   */
+  private writing = 0;
 
   private constructor(
     readonly dataDir: string,
@@ -305,8 +314,10 @@ export class BlobStore {
     // minutes (docs/measurements.md), which can take long enough to stall every other request.
     const temp: TempFile = { path: tmpPath, opened: openForWrite(tmpPath), closed: false, renamed: false };
     temp.opened.catch(() => {});
+    const early = syncWhileReceiving(() => this.writing === 1);
     let received = 0;
     let handedOver = false;
+    this.writing += 1;
     try {
       const existing = this.index.getSync(id);
       const claimed = () =>
@@ -342,11 +353,16 @@ export class BlobStore {
         sha256 = sent.sha256;
         return encodeTrailer({ size: received, sha256, crc32c });
       };
-      await writeBatched(temp.opened, meter.transform(body, seal), WRITE_BATCH_BYTES);
+      await writeBatched(temp.opened, meter.transform(body, seal), WRITE_BATCH_BYTES, early.afterBatch);
       const fd = await temp.opened;
       // Started now rather than at commit: in a group, it runs while the next blob arrives.
-      const synced = this.timedFsync('file', () => fsyncFd(fd));
-      synced.catch(() => {});
+      const finalSync = this.timedFsync('file', () => fsyncFd(fd));
+      const synced = Promise.all([early.settled(), finalSync]).then(() => {});
+      synced
+        .catch(() => {})
+        .finally(() => {
+          this.writing -= 1;
+        });
       handedOver = true;
       const record = { size: received, sha256, crc32c };
       return success({ kind: 'received', blob: { id, record, temp, synced } });
@@ -356,7 +372,9 @@ export class BlobStore {
       throw err;
     } finally {
       if (!handedOver) {
+        this.writing -= 1;
         this.reservedBytes -= received;
+        await early.settled().catch(() => {});
         await releaseTemp(temp);
       }
     }
@@ -808,25 +826,30 @@ export class BlobStore {
       }
       return once;
     };
-    const folderSynced = await Promise.allSettled(renamed.map(({ folder }) => syncFolder(folder)));
-    const durable = renamed.filter(({ slot }, k) => {
+    // The index batch runs beside the folder fsyncs rather than after them: the answer waits for
+    // both, so an answered blob is durable and indexed as before. No sync: each file's trailer makes
+    // its entry recoverable (see the class comment). An entry whose folder fsync fails is deleted
+    // again below, with its file.
+    const indexed = this.index.record(
+      renamed.map(({ blob }) => ({ id: blob.id, ...blob.record })),
+      { sync: false },
+    );
+    const [folderSynced, recorded] = await Promise.all([
+      Promise.allSettled(renamed.map(({ folder }) => syncFolder(folder))),
+      indexed.then(
+        () => ({ ok: true as const }),
+        (err: unknown) => ({ ok: false as const, err }),
+      ),
+    ]);
+    for (const [k, { blob, slot }] of renamed.entries()) {
       const step = folderSynced[k]!;
       if (step.status === 'rejected') fail(slot, step.reason);
-      return step.status === 'fulfilled';
-    });
-    try {
-      // No sync: each file's trailer makes its entry recoverable (see the class comment).
-      await this.index.record(
-        durable.map(({ blob }) => ({ id: blob.id, ...blob.record })),
-        { sync: false },
-      );
-      for (const { blob, slot } of durable) {
+      else if (!recorded.ok) fail(slot, recorded.err);
+      else {
         this.blobCount += 1;
         this.blobBytes += blob.record.size;
         outcomes[slot] = success({ status: 'created', id: blob.id, ...blob.record });
       }
-    } catch (err) {
-      for (const { slot } of durable) fail(slot, err);
     }
     // Leave nothing behind of what failed. A file that cannot be removed keeps the next start from
     // counting as clean, so its walk indexes it (an orphan to reconciliation) instead of leaving it
@@ -836,6 +859,7 @@ export class BlobStore {
       try {
         await removeQuietly(finalPath);
         await fsyncPath(folder);
+        if (recorded.ok) await this.index.delete(blob.id);
       } catch (err) {
         this.leftFiles = true;
         this.log.error(
@@ -1135,6 +1159,40 @@ async function releaseTemp(temp: TempFile): Promise<void> {
 function openForWrite(file: string): Promise<number> {
   return new Promise((resolve, reject) => {
     open(file, 'wx', PRIVATE_FILE_MODE, (err, fd) => (err ? reject(err) : resolve(fd)));
+  });
+}
+
+/**
+ * Syncs a temp file's bytes while the rest of its body still arrives, one fdatasync at a time, when
+ * `enabled` (no other write is in flight): the fsync after the body's end then writes
+ * only the last batches, and an fsync's time grows with the bytes it writes (docs/measurements.md).
+ * With other writes in flight the disk is busy anyway, and the extra syncs would take threadpool
+ * threads from them. `settled` rejects with the first failure: it fails the blob, since a failed
+ * sync may have consumed the file's error before the final fsync could report it.
+ */
+function syncWhileReceiving(enabled: () => boolean): {
+  afterBatch: (fd: number) => void;
+  settled: () => Promise<void>;
+} {
+  let running = false;
+  let all: Promise<void> = Promise.resolve();
+  return {
+    afterBatch(fd) {
+      if (running || !enabled()) return;
+      running = true;
+      const run = fdatasyncFd(fd).finally(() => {
+        running = false;
+      });
+      all = Promise.all([all, run]).then(() => {});
+      all.catch(() => {});
+    },
+    settled: () => all,
+  };
+}
+
+function fdatasyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fdatasync(fd, (err) => (err ? reject(err) : resolve()));
   });
 }
 
