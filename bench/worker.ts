@@ -56,7 +56,7 @@ server that only checksums the body; prints MiB/s of each side, the worker's sha
 CPU per blob.
 
 Environment: BENCH_SECS=2, BENCH_ROUNDS=2, BENCH_SIZES=100KiB,1MiB,8MiB (a subset),
-BENCH_CONCURRENCY=1,8, BENCH_WARMUP_SECS=3 (unmeasured PUTs to each worker first);
+BENCH_CONCURRENCY=1,8, BENCH_WARMUP_SECS=10 (unmeasured PUTs to each worker first);
 BENCH_BODY=buffer (one buffer, checksums in headers), trailing (one buffer ending in the checksum
 trailer) or forwarded (256 KiB slabs one by one and the trailer, as the leader forwards an upload); BENCH_BASE_TREE=<another checkout> runs its
 worker beside this one, alternated, as "base"; BENCH_PROFILE=1 profiles the worker
@@ -65,7 +65,7 @@ unless set).`);
 
 const SECS = Number(process.env.BENCH_SECS ?? 2);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
-const WARMUP_SECS = Number(process.env.BENCH_WARMUP_SECS ?? 3);
+const WARMUP_SECS = Number(process.env.BENCH_WARMUP_SECS ?? 10);
 /** Set BENCH_PROFILE=1 to have the worker write a V8 CPU profile to BENCH_PROFILE_DIR (or ./prof). */
 const PROFILE = process.env.BENCH_PROFILE === '1';
 const ALL_SIZES = [
