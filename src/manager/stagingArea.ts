@@ -97,6 +97,36 @@ async function acceptedType(head: Uint8Array[], whole: boolean): Promise<string>
   return sniffed.mime;
 }
 
+/**
+ * Counts and checksums the chunks of a body whose Content-Length was `size`: `take` throws once it
+ * passes `maxBytes` or its length, `ended` once it ended short (tee and holdWhole).
+ */
+class DeclaredBody {
+  received = 0;
+  private readonly hash = createHash('sha256');
+  private readonly crc = new Crc32c();
+
+  constructor(
+    private readonly maxBytes: number,
+    private readonly size: number,
+  ) {}
+
+  take(chunk: Uint8Array): void {
+    this.received += chunk.byteLength;
+    if (this.received > this.maxBytes) throw new UploadTooLarge();
+    if (this.received > this.size) throw new LengthMismatch(`the body is longer than its ${this.size} bytes`);
+    this.hash.update(chunk);
+    this.crc.update(chunk);
+  }
+
+  /** Its sums, once it ended at its length. */
+  ended(): { sha256: string; crc32c: string } {
+    if (this.received !== this.size)
+      throw new LengthMismatch(`the body ended at ${this.received} of its ${this.size} bytes`);
+    return { sha256: this.hash.digest('hex'), crc32c: this.crc.hex() };
+  }
+}
+
 /** The refusal `err` stands for, or null for an unexpected failure. */
 function stageError(err: unknown, maxBytes: number): StageError | null {
   if ((err as { code?: unknown }).code === 'ENOSPC') {
@@ -246,7 +276,7 @@ export class StagingArea {
     }
     if (size === 0) {
       await this.discard(path);
-      return { ok: false, error: { code: 'EmptyBody', message: 'the request body is empty' } };
+      return { ok: false, error: EMPTY_BODY };
     }
     return { ok: true, staged: { path, size, sha256: hash.digest('hex'), crc32c: crc.hex(), contentType } };
   }
@@ -266,24 +296,19 @@ export class StagingArea {
     if (size > HELD_WHOLE_MAX_BYTES) throw new Error(`holdWhole takes at most ${HELD_WHOLE_MAX_BYTES} bytes`);
     const held = this.holdInMemory(size);
     if (!held) return null;
-    const hash = createHash('sha256');
-    const crc = new Crc32c();
-    let received = 0;
+    const meter = new DeclaredBody(maxBytes, size);
     let contentType: string | null = null;
+    let sums: { sha256: string; crc32c: string };
     try {
       for await (const chunk of body) {
-        received += chunk.byteLength;
-        if (received > maxBytes) throw new UploadTooLarge();
-        if (received > size) throw new LengthMismatch(`the body is longer than its ${size} bytes`);
-        hash.update(chunk);
-        crc.update(chunk);
+        meter.take(chunk);
         held.add(chunk);
-        if (contentType === null && received >= SNIFF_BYTES) {
+        if (contentType === null && meter.received >= SNIFF_BYTES) {
           contentType = await acceptedType([held.firstSlabBytes], false);
         }
       }
-      if (received === 0) throw new EmptyBody();
-      if (received !== size) throw new LengthMismatch(`the body ended at ${received} of its ${size} bytes`);
+      if (meter.received === 0) throw new EmptyBody();
+      sums = meter.ended();
       contentType ??= await acceptedType([held.firstSlabBytes], true);
       held.end();
     } catch (err) {
@@ -300,8 +325,7 @@ export class StagingArea {
         chunks: held.chunks,
         size,
         contentType,
-        sha256: hash.digest('hex'),
-        crc32c: crc.hex(),
+        ...sums,
       },
     };
   }
@@ -324,28 +348,18 @@ export class StagingArea {
     copyStallMs?: number,
   ): Promise<TeeResult> {
     const iterator = body[Symbol.asyncIterator]();
-    const hash = createHash('sha256');
-    const crc = new Crc32c();
-    let received = 0;
-    const take = (chunk: Uint8Array) => {
-      received += chunk.byteLength;
-      if (received > maxBytes) throw new UploadTooLarge();
-      if (received > size) throw new LengthMismatch(`the body is longer than its ${size} bytes`);
-      hash.update(chunk);
-      crc.update(chunk);
-    };
+    const meter = new DeclaredBody(maxBytes, size);
     const head: Uint8Array[] = [];
     let ended = false;
     let contentType: string;
     try {
-      while (received < SNIFF_BYTES && !ended) {
+      while (meter.received < SNIFF_BYTES && !ended) {
         const next = await iterator.next();
         if (next.done) ended = true;
         else head.push(next.value);
-        if (!next.done) take(next.value);
+        if (!next.done) meter.take(next.value);
       }
-      if (received === 0)
-        return { ok: false, error: { code: 'EmptyBody', message: 'the request body is empty' } };
+      if (meter.received === 0) return { ok: false, error: EMPTY_BODY };
       contentType = await acceptedType(head, ended);
     } catch (err) {
       await iterator.return?.()?.catch(() => {});
@@ -364,7 +378,7 @@ export class StagingArea {
           const next = await iterator.next();
           finished = next.done === true;
           if (next.done) break;
-          take(next.value);
+          meter.take(next.value);
           yield* gather.add(next.value);
         }
         const last = gather.end();
@@ -372,8 +386,7 @@ export class StagingArea {
       } finally {
         if (!finished) await iterator.return?.()?.catch(() => {});
       }
-      if (received !== size) throw new LengthMismatch(`the body ended at ${received} of its ${size} bytes`);
-      sums = { sha256: hash.digest('hex'), crc32c: crc.hex() };
+      sums = meter.ended();
     }
     const stall = copyStallMs === undefined ? undefined : { ms: copyStallMs, branches: copies };
     const fan = new ChunkFanOut(whole(), held ? copies : copies + 1, undefined, stall);
