@@ -82,10 +82,11 @@ export class KvStateMachine implements StateMachine {
   }
 
   /**
-   * Returns once the batch is started, not written: reads are served from the map, which already
-   * holds it, and the batch exists only so a clean restart need not replay the log (etcd answers
-   * once bbolt is changed in memory, its backend commits in the background). One batch at a time,
-   * in order: this waits for the previous one first.
+   * Returns before the batch is written, or even started (in the next turn of the event loop):
+   * reads are served from the map, which already holds it, and the batch exists only so a clean
+   * restart need not replay the log (etcd answers once bbolt is changed in memory, its backend
+   * commits in the background). One batch at a time, in order: this waits for the previous one
+   * first.
    */
   async apply(entries: Entry[]): Promise<AppliedResult[]> {
     if (entries.length === 0) return [];
@@ -115,10 +116,15 @@ export class KvStateMachine implements StateMachine {
     }
     const last = entries[entries.length - 1]!.index;
     ops.push({ type: 'put', key: APPLIED_KEY, value: String(last) });
-    const writing = this.db.batch(ops).then(
-      () => {},
-      (err: unknown) => this.writeFailed(err ?? new Error('kv: a batch write failed')),
-    );
+    // Started once the answers are out: the proposals resolve with these results when this returns,
+    // and their answers go out in the microtasks after; the batch's LevelDB call (its encoding and
+    // the wake-up of a threadpool thread, which on two cores may deschedule this one) came first.
+    const writing = new Promise<void>((started) => setImmediate(started))
+      .then(() => this.db.batch(ops))
+      .then(
+        () => {},
+        (err: unknown) => this.writeFailed(err ?? new Error('kv: a batch write failed')),
+      );
     this.writing = writing;
     void writing.finally(() => {
       if (this.writing === writing) this.writing = null;

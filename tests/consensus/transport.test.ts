@@ -1,9 +1,11 @@
-import { request as httpRequest, type Server } from 'node:http';
+import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HttpTransport, type HttpTransportOptions } from '../../src/consensus/transport/httpTransport.ts';
+import { type ReplySink, serveInboundStream } from '../../src/consensus/transport/inboundStream.ts';
 import { encodeMessageFrame } from '../../src/consensus/transport/messageCodec.ts';
 import {
   RAFT_FROM_HEADER,
@@ -516,6 +518,54 @@ describe('HttpTransport', () => {
       3000,
     );
     expect(a.received[0]!.msg).toMatchObject({ type: 'MsgHeartbeatResp', from: 'b', commit: 9 });
+  });
+});
+
+describe('replies on a peer stream', () => {
+  it('are on the socket when the write returns, not held corked until the next tick', async () => {
+    // A follower answers its leader on the leader's stream in the middle of a Ready, which goes on
+    // to apply and advance: an answer held back until the next tick waited for all of that.
+    let sink: ReplySink | null = null;
+    let response: ServerResponse | null = null;
+    const server = createServer((req, res) => {
+      response = res;
+      serveInboundStream(req, res, {
+        from: 'a',
+        onMessage: () => {},
+        attachSink: (_from, s) => {
+          sink = s;
+          return () => {};
+        },
+        maxUnsentReplyBytes: 1 << 20,
+        idleTimeoutMs: 60_000,
+        log: pino({ level: 'silent' }),
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    });
+    const req = httpRequest({
+      port: (server.address() as AddressInfo).port,
+      host: '127.0.0.1',
+      method: 'POST',
+      path: RAFT_STREAM_PATH,
+    });
+    req.on('error', () => {});
+    const chunks: Buffer[] = [];
+    req.on('response', (res) => res.on('data', (c: Buffer) => chunks.push(c)));
+    req.write(encodeMessageFrame(heartbeat('b', 1)));
+    await until(
+      'the stream taken',
+      () => sink !== null && chunks.length === 0 && response!.headersSent,
+      3000,
+    );
+    const reply = encodeMessageFrame({ type: 'MsgHeartbeatResp', from: 'b', to: 'a', term: 1, commit: 1 });
+    expect(sink!.write(reply)).toBe(true);
+    expect(response!.socket?.writableCorked).toBe(0);
+    await until('the reply at the sender', () => Buffer.concat(chunks).includes(reply), 3000);
+    req.destroy();
   });
 });
 

@@ -143,7 +143,7 @@ export function serveInboundStream(
       write: (frames) => {
         if (done || outgoing.writableLength > opts.maxUnsentReplyBytes) return false;
         if (early !== null) early.push(frames);
-        else outgoing.write(frames);
+        else writeNow(outgoing, frames);
         // Only a node that knows what it heard from the peer on every path can call a stream dead.
         if (opts.heardCount) awaitAnswer();
         return true;
@@ -218,4 +218,18 @@ export function serveInboundStream(
   });
   incoming.on('error', () => finish(true));
   outgoing.on('close', () => finish(true));
+}
+
+/**
+ * Writes `bytes` on the response and hands them to the socket at once. ServerResponse.write on an
+ * uncorked socket corks it until the next process.nextTick, and a follower's driver sends its
+ * append answer in the middle of a microtask drain that goes on to apply committed entries and
+ * advance: the answer, the critical path of a commit at low concurrency, waited for all of that.
+ * Corked and uncorked here, the chunk's size line, bytes and end go out in one write, now.
+ */
+function writeNow(outgoing: ServerResponse, bytes: Buffer): void {
+  const socket = outgoing.socket;
+  socket?.cork();
+  outgoing.write(bytes);
+  socket?.uncork();
 }

@@ -48,6 +48,20 @@ describe('MemoryStorage', () => {
     expect([s.firstIndex(), s.lastIndex(), s.term(4)]).toEqual([3, 4, 4]);
   });
 
+  test('entries read before an append that replaces a suffix keep what they held', () => {
+    // append changes the log in place: what entries() handed out must be a copy, not a view.
+    const s = storage([1, 1, 1, 1]);
+    const before = s.entries(2, 5, Infinity);
+    s.append(ents(3, [2]));
+    s.append(ents(4, [2, 2]));
+    expect(before.map((e) => [e.index, e.term])).toEqual([
+      [2, 1],
+      [3, 1],
+      [4, 1],
+    ]);
+    expect(s.entries(1, 6, Infinity).map((e) => e.term)).toEqual([1, 1, 2, 2, 2]);
+  });
+
   test('entries are limited by size but at least one is returned', () => {
     const s = new MemoryStorage();
     s.append(ents(1, [1, 1, 1, 1], 'xxxxxxxxxx'));
