@@ -545,13 +545,9 @@ export class ImageService {
   private async openReplica(id: string, { object: known, ...opts }: OpenOptions): Promise<Download> {
     if (known) return this.openRecorded(known, opts);
     this.validateId(id);
-    // Beside the worker read: on a follower it is a round trip to the leader and one of the
-    // leader's own, which this read's table look-up need not wait for. Asked one turn of the event
-    // loop later, once the worker's request is on the wire: undici writes a request to a kept-alive
-    // socket only after a setImmediate of its own (its idle-socket check), and a round asked now
-    // sends its heartbeats first, whose followers then hold the CPU (two cores) the worker needs
-    // for its answer. The round still ends long before the bytes are in (docs/measurements.md).
-    const confirmed = new Promise<void>((next) => setImmediate(next)).then(() => this.deps.raft.readIndex());
+    // Started first: on a follower it is a round trip to the leader and one of the leader's own,
+    // which this read's table look-up need not wait for.
+    const confirmed = this.deps.raft.readIndex();
     confirmed.catch(() => {});
     const local = await this.deps.metadata.getObject(id);
     if (!local) {
