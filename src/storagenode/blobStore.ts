@@ -460,6 +460,10 @@ export class BlobStore {
    * positional read instead of a stream, so a GET can answer with the buffer and a bad copy fails
    * before its first byte is sent (and is read back under its lock and removed if really bad). For
    * blobs up to `maxBytes`; a larger one is `tooLarge`, for the caller to stream (`openForRead`).
+   *
+   * Each file call is a trip through libuv's threadpool, which a GET at concurrency 1 waits for, so
+   * there are as few as can be: no fstat (the read asks for one byte more than the file can hold, and
+   * what it got is the file's size), and the close runs while the bytes are checked.
    */
   async readWhole(id: string, maxBytes: number): Promise<StoreResult<WholeBlob | 'tooLarge'>> {
     this.assertOpen();
@@ -467,23 +471,34 @@ export class BlobStore {
     const record = this.index.getSync(id);
     if (record === undefined) return failure('BlobNotFound', `no blob ${id}`);
     if (record.size > maxBytes) return success('tooLarge');
-    const opened = await this.openChecked(id, record);
-    if (!opened.ok) return opened;
-    const file = opened.value;
-    const bytes = Buffer.allocUnsafe(record.size);
+    let file: fs.FileHandle;
     try {
-      for (let position = 0; position < record.size; ) {
-        const { bytesRead } = await file.read(bytes, position, record.size - position, position);
-        if (bytesRead === 0)
-          return failure('Internal', `blob ${id} ended at byte ${position} of ${record.size}`);
-        position += bytesRead;
-      }
-    } finally {
-      await file.close();
+      file = await fs.open(this.blobPath(id), 'r');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return failure('BlobNotFound', `no blob ${id}`);
+      throw err;
     }
+    let fileSize: number;
+    const room = record.size + TRAILER_BYTES + 1;
+    const buffer = Buffer.allocUnsafe(room);
+    try {
+      fileSize = await readUpTo(file, buffer, (size) => fitsRecord(size, record));
+    } catch (err) {
+      await file.close().catch(() => {});
+      throw err;
+    }
+    const closed = file.close();
+    if (!fitsRecord(fileSize, record)) {
+      await closed;
+      const onDisk = fileSize === room ? `more than ${fileSize - 1}` : String(fileSize);
+      this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk });
+      return failure('Internal', `blob ${id} has ${onDisk} bytes on disk but ${record.size} in the index`);
+    }
+    const bytes = buffer.subarray(0, record.size);
     const hash = contentHasher(record);
     hash.update(bytes);
     const actual = hash.digest();
+    await closed;
     if (actual === hash.expected) return success({ record, bytes });
     this.log.error(
       { event: 'storage.read_mismatch', objectId: id, expected: hash.expected, actual },
@@ -1114,6 +1129,27 @@ interface TempFile {
   opened: Promise<number>;
   closed: boolean;
   renamed: boolean;
+}
+
+/**
+ * Reads `file` from its start into `buffer` until its end or until `buffer` is full; returns the
+ * bytes read. A read that returns fewer bytes than asked for a size `complete` accepts ends there:
+ * a regular file's read is short only at its end, so no further read is made to hear that.
+ */
+async function readUpTo(
+  file: fs.FileHandle,
+  buffer: Buffer,
+  complete: (size: number) => boolean,
+): Promise<number> {
+  let total = 0;
+  while (total < buffer.length) {
+    const asked = buffer.length - total;
+    const { bytesRead } = await file.read(buffer, total, asked, total);
+    if (bytesRead === 0) break;
+    total += bytesRead;
+    if (bytesRead < asked && complete(total)) break;
+  }
+  return total;
 }
 
 /** A whole blob read and checked (see `readWhole`). */

@@ -141,6 +141,33 @@ describe('BlobStore', () => {
     expect(await openFds()).toBe(fdsBefore);
   });
 
+  it('reads a small blob whole, and refuses one whose file is longer or shorter than its entry and trailer', async () => {
+    const store = await openStore();
+    const openFds = async () => (await readdir('/proc/self/fd')).length;
+    const body = Buffer.alloc(300_001);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 13) % 251;
+    expect((await write(store, 'w1', body)).ok).toBe(true);
+    const fdsBefore = await openFds();
+
+    const whole = await store.readWhole('w1', 1024 * 1024);
+    if (!whole.ok || whole.value === 'tooLarge') throw new Error('expected the whole blob');
+    expect(whole.value.bytes.equals(body)).toBe(true);
+    expect(whole.value.record.size).toBe(body.length);
+    expect((await store.readWhole('w1', 1000)).ok && 'tooLarge').toBe('tooLarge');
+
+    const file = path.join(folder.dataDir, blobRelativePath('w1'));
+    const stored = await readFile(file);
+    // One byte more than bytes and trailer: the read that fills its buffer finds it.
+    await writeFile(file, Buffer.concat([stored, Buffer.from([0])]));
+    const longer = await store.readWhole('w1', 1024 * 1024);
+    expect(longer.ok ? 'ok' : longer.error.code).toBe('Internal');
+    // A byte of the trailer missing.
+    await writeFile(file, stored.subarray(0, stored.length - 1));
+    const shorter = await store.readWhole('w1', 1024 * 1024);
+    expect(shorter.ok ? 'ok' : shorter.error.code).toBe('Internal');
+    expect(await openFds()).toBe(fdsBefore);
+  });
+
   it('refuses invalid ids before building any path', async () => {
     const store = await openStore();
     for (const id of ['..', '../../x', 'a/b', '']) {
