@@ -13,6 +13,7 @@ import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts
 import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
 import { prepareBlobLayout } from './blobLayout.ts';
 import { encodeTrailer, fitsRecord, hashBlobBytes, readTrailer, TRAILER_BYTES } from './blobTrailer.ts';
+import { AlignedSlabs, directWritesWork, openDirect, writeDirect } from './directWrites.ts';
 import { failure, StorageError, type StoreResult, success } from './errors.ts';
 import { adoptUnindexedBlobs } from './unindexedBlobs.ts';
 
@@ -22,6 +23,11 @@ export interface BlobStoreOptions {
   /** Upper bound on the bytes of all stored blobs together; a write that would cross it gets 507. */
   quotaBytes?: number;
   logger?: Logger;
+  /**
+   * Write blob files with O_DIRECT where the filesystem takes it (directWrites.ts); default true.
+   * false writes through the page cache, as a filesystem without O_DIRECT is written anyway.
+   */
+  directWrites?: boolean;
 }
 
 export interface WriteOptions {
@@ -91,6 +97,8 @@ export interface StartupReport {
   /** Blob files the index lacked whose trailer or bytes did not check out: removed. */
   unindexedRemoved: number;
   tempFilesRemoved: number;
+  /** Blob files are written with O_DIRECT (directWrites.ts). */
+  directWrites: boolean;
   pendingAdopted: number;
   pendingDropped: number;
   missingDropped: number;
@@ -120,10 +128,12 @@ const COPY_READ_BYTES = 1024 * 1024;
  * `index/`. Durability protocol of a new blob, two fsyncs as a bare durable write has:
  *
  *   1. stream into `tmp/<id>.<unique>.tmp` (same filesystem as `blobs/`, so rename is atomic),
- *      checksumming and counting, writing each batch of WRITE_BATCH_BYTES as it arrives; once the
- *      body checks out, its trailer goes into the last batch;
- *   2. fsync the file (started as soon as its last byte was written; a blob received alone has
- *      its earlier batches fdatasynced while the rest arrives, so this one has less to write);
+ *      checksumming and counting, writing each batch of WRITE_BATCH_BYTES as it arrives, with
+ *      O_DIRECT where the filesystem takes it (directWrites.ts: no copy into the page cache); once
+ *      the body checks out, its trailer goes into the last batch;
+ *   2. fsync the file (started as soon as its last byte was written; a blob written through the
+ *      page cache and received alone has its earlier batches fdatasynced while the rest arrives, so
+ *      this one has less to write);
  *   3. under the per-id lock: rename into place, fsync the blob's folder;
  *   4. beside that folder fsync, the index put WITHOUT sync; answer once both are done.
  *
@@ -183,6 +193,8 @@ export class BlobStore {
     readonly quotaBytes: number | undefined,
     private readonly log: Logger,
     readonly startupReport: StartupReport,
+    /** Where the blob files' bytes are gathered for O_DIRECT; none when the store writes buffered. */
+    private readonly slabs: AlignedSlabs | undefined,
   ) {}
 
   static async open(dataDir: string, options: BlobStoreOptions = {}): Promise<BlobStore> {
@@ -207,8 +219,10 @@ export class BlobStore {
       // both consumed durably before the first unsynced entry can be written.
       const marked = await takeCleanStopMarker(path.join(root, 'index'));
       const cleanStop = (await index.takeCleanStop()) || marked;
-      const report = { ...(await startupCheck(root, index, cleanStop, log)), ...layout };
-      const store = new BlobStore(root, index, quotaBytes, log, report);
+      const checked = await startupCheck(root, index, cleanStop, log);
+      const slabs = options.directWrites === false ? undefined : await directSlabs(path.join(root, 'tmp'));
+      const report = { ...checked, ...layout, directWrites: slabs !== undefined };
+      const store = new BlobStore(root, index, quotaBytes, log, report, slabs);
       store.blobCount = report.blobCount;
       store.blobBytes = report.blobBytes;
       log.info({ event: 'storage.startup_check', dataDir: root, ...report }, 'blob store opened');
@@ -312,9 +326,12 @@ export class BlobStore {
     // retry of a stored id pays for a temp file it does not use. Not on this thread: on ext4
     // without a journal a create first passes over every inode of its group deleted in the last
     // minutes (docs/measurements.md), which can take long enough to stall every other request.
-    const temp: TempFile = { path: tmpPath, opened: openForWrite(tmpPath), closed: false, renamed: false };
+    const { slabs } = this;
+    const opened = slabs ? openDirect(tmpPath) : openForWrite(tmpPath);
+    const temp: TempFile = { path: tmpPath, opened, closed: false, renamed: false };
     temp.opened.catch(() => {});
-    const early = syncWhileReceiving(() => this.writing === 1);
+    // A direct write's batches are on the disk when written: nothing for an early sync to write.
+    const early = syncWhileReceiving(() => slabs === undefined && this.writing === 1);
     let received = 0;
     let handedOver = false;
     this.writing += 1;
@@ -353,7 +370,9 @@ export class BlobStore {
         sha256 = sent.sha256;
         return encodeTrailer({ size: received, sha256, crc32c });
       };
-      await writeBatched(temp.opened, meter.transform(body, seal), WRITE_BATCH_BYTES, early.afterBatch);
+      const bytes = meter.transform(body, seal);
+      if (slabs) await writeDirect(temp.opened, tmpPath, bytes, slabs);
+      else await writeBatched(temp.opened, bytes, WRITE_BATCH_BYTES, early.afterBatch);
       const fd = await temp.opened;
       // Started now rather than at commit: in a group, it runs while the next blob arrives.
       const finalSync = this.timedFsync('file', () => fsyncFd(fd));
@@ -999,9 +1018,9 @@ async function startupCheck(
   index: BlobIndex,
   cleanStop: boolean,
   log: Logger,
-): Promise<Omit<StartupReport, 'migratedBlobs'>> {
+): Promise<Omit<StartupReport, 'migratedBlobs' | 'directWrites'>> {
   const started = Date.now();
-  const report: Omit<StartupReport, 'migratedBlobs'> = {
+  const report: Omit<StartupReport, 'migratedBlobs' | 'directWrites'> = {
     cleanStop,
     unindexedAdopted: 0,
     unindexedRemoved: 0,
@@ -1189,6 +1208,17 @@ async function releaseTemp(temp: TempFile): Promise<void> {
     if (fd !== undefined) closeSync(fd);
   }
   if (!temp.renamed) await removeQuietly(temp.path);
+}
+
+/** The slabs direct writes take, when files in `tmpDir` take direct writes at all. */
+async function directSlabs(tmpDir: string): Promise<AlignedSlabs | undefined> {
+  const slabs = new AlignedSlabs();
+  const probe = path.join(tmpDir, '.direct-probe');
+  try {
+    return (await directWritesWork(probe, slabs)) ? slabs : undefined;
+  } finally {
+    await removeQuietly(probe);
+  }
 }
 
 /** Plain file descriptors (not FileHandle) so the PUT path can close them without a pool round trip. */

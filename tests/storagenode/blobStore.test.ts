@@ -287,32 +287,38 @@ describe('write path', () => {
     }
   });
 
-  it('stores bodies of many odd-sized chunks and of chunks larger than a write batch byte for byte', async () => {
-    const store = await openStore();
-    const big = Buffer.alloc(3 * 1024 * 1024 + 12345);
-    for (let i = 0; i < big.length; i++) big[i] = (i * 7919) & 0xff;
-    const chunked = (buf: Buffer, sizes: number[]) =>
-      Readable.from(
-        (function* () {
-          let off = 0;
-          for (let i = 0; off < buf.length; i++) {
-            const n = sizes[i % sizes.length]!;
-            yield buf.subarray(off, off + n);
-            off += n;
-          }
-        })(),
-      );
-    const cases: Array<[string, Readable]> = [
-      ['tiny-chunks', chunked(big, [1, 999, 4096, 65_536, 7])],
-      ['huge-chunks', chunked(big, [2 * 1024 * 1024 + 1])],
-    ];
-    for (const [id, body] of cases) {
-      const res = await store.writeAtomically(id, body, sha256Of(big), 1 << 30);
-      expect(res.ok ? res.value : res.error.code).toMatchObject({ status: 'created', size: big.length });
-      expect((await readAll(store, id)).equals(big)).toBe(true);
-    }
-    expect(await readdir(store.tmpDir)).toEqual([]);
-  });
+  it.each([
+    ['direct', true],
+    ['buffered', false],
+  ])(
+    'stores bodies of many odd-sized chunks and of chunks larger than a write batch byte for byte (%s)',
+    async (_, directWrites) => {
+      const store = await openStore({ directWrites });
+      const big = Buffer.alloc(3 * 1024 * 1024 + 12345);
+      for (let i = 0; i < big.length; i++) big[i] = (i * 7919) & 0xff;
+      const chunked = (buf: Buffer, sizes: number[]) =>
+        Readable.from(
+          (function* () {
+            let off = 0;
+            for (let i = 0; off < buf.length; i++) {
+              const n = sizes[i % sizes.length]!;
+              yield buf.subarray(off, off + n);
+              off += n;
+            }
+          })(),
+        );
+      const cases: Array<[string, Readable]> = [
+        ['tiny-chunks', chunked(big, [1, 999, 4096, 65_536, 7])],
+        ['huge-chunks', chunked(big, [2 * 1024 * 1024 + 1])],
+      ];
+      for (const [id, body] of cases) {
+        const res = await store.writeAtomically(id, body, sha256Of(big), 1 << 30);
+        expect(res.ok ? res.value : res.error.code).toMatchObject({ status: 'created', size: big.length });
+        expect((await readAll(store, id)).equals(big)).toBe(true);
+      }
+      expect(await readdir(store.tmpDir)).toEqual([]);
+    },
+  );
 
   it('leaves no pending marker: after commits, and when a concurrent write finds the id stored', async () => {
     const store = await openStore();

@@ -1,5 +1,5 @@
-// Syncs that fail under a PUT: the early fdatasync of a blob received alone (its first batches,
-// synced while the rest arrives), and the folder fsync that the index batch runs beside. Either
+// Syncs that fail under a PUT: the early fdatasync of a blob received alone and written through
+// the page cache (its first batches, synced while the rest arrives), and the folder fsync that the index batch runs beside. Either
 // fails the blob alone, and leaves no file, no temp file and no index entry behind. (A failed sync
 // may consume the file's error, so a later fsync that succeeds proves nothing.)
 
@@ -63,6 +63,9 @@ async function writeFailing(id: string, which: keyof typeof failing): Promise<vo
 }
 
 it('fails a blob whose early sync failed, though its last fsync succeeds, and keeps nothing of it', async () => {
+  // Early syncs are the buffered writes' (a direct write's batches are on the disk already).
+  await folder.close(store);
+  store = await folder.open({ directWrites: false });
   await writeFailing('early', 'fdatasync');
   // The next write is unaffected.
   const again = await store.writeAtomically('early', chunks(big), sha256Of(big), 4 << 20);

@@ -1,0 +1,174 @@
+// Blob files written with O_DIRECT: the bytes go from a reused buffer of ours to the disk, never
+// into the page cache. A buffered write copies every byte into page-cache pages the kernel must
+// first find room for, and a worker's blobs are rarely read back soon (a copy lives on another
+// worker, a backup is read when something was lost), so those pages bought nothing: on this project's
+// test machine that copy was half of a worker's CPU per 1 MiB PUT (docs/measurements.md, "Worker
+// PUT with O_DIRECT"). O_DIRECT wants the buffer, the file offset and the length aligned to the
+// disk's block; the body's bytes are gathered into page-aligned slabs (WebAssembly memories, the one
+// page-aligned allocation JavaScript can make), each written whole at its offset, and the last
+// partial page goes through a second, buffered descriptor.
+//
+// Durability is unchanged: a direct write is only in the disk's volatile cache when it returns, and
+// the file's size and extents are metadata, so the file is still fsynced before its rename.
+
+import { closeSync, constants, open, openSync, write, writeSync } from 'node:fs';
+import { PRIVATE_FILE_MODE } from '../fileWrites.ts';
+
+/** Alignment of every direct write's buffer, offset and length: a page, which any disk's block divides. */
+export const DIRECT_ALIGN = 4096;
+/**
+ * Bytes of one direct write (WRITE_BATCH_BYTES of blobStore.ts): a multiple of DIRECT_ALIGN and of
+ * a WebAssembly page (64 KiB).
+ */
+export const SLAB_BYTES = 256 * 1024;
+const WASM_PAGE_BYTES = 64 * 1024;
+/** Slabs carved from one WebAssembly memory; a write in flight holds two. */
+const SLABS_PER_MEMORY = 8;
+
+/** The runtime's WebAssembly.Memory (the project's TypeScript libs declare no WebAssembly values). */
+const WasmMemory = (
+  globalThis as unknown as {
+    WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer } };
+  }
+).WebAssembly.Memory;
+
+/**
+ * Page-aligned buffers of SLAB_BYTES, reused from write to write. Memories are never given back:
+ * the pool grows to what the most writes at once needed (two slabs, 512 KiB, a write) and stays.
+ */
+export class AlignedSlabs {
+  private readonly free: Buffer[] = [];
+
+  take(): Buffer {
+    const slab = this.free.pop();
+    if (slab !== undefined) return slab;
+    const memory = new WasmMemory({
+      initial: (SLABS_PER_MEMORY * SLAB_BYTES) / WASM_PAGE_BYTES,
+      maximum: (SLABS_PER_MEMORY * SLAB_BYTES) / WASM_PAGE_BYTES,
+    });
+    for (let i = 1; i < SLABS_PER_MEMORY; i++) {
+      this.free.push(Buffer.from(memory.buffer, i * SLAB_BYTES, SLAB_BYTES));
+    }
+    return Buffer.from(memory.buffer, 0, SLAB_BYTES);
+  }
+
+  give(slab: Buffer): void {
+    this.free.push(slab);
+  }
+}
+
+/** Creates `file` exclusively for direct writes (private, as every service file). */
+export function openDirect(file: string): Promise<number> {
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_DIRECT;
+  return new Promise((resolve, reject) => {
+    open(file, flags, PRIVATE_FILE_MODE, (err, fd) => (err ? reject(err) : resolve(fd)));
+  });
+}
+
+/**
+ * Whether files in `dir` take direct writes from our slabs (tmpfs, say, refuses O_DIRECT; a
+ * filesystem or disk wanting a coarser alignment refuses the write). Writes and removes `probe`.
+ */
+export async function directWritesWork(probe: string, slabs: AlignedSlabs): Promise<boolean> {
+  let fd: number;
+  try {
+    fd = await openDirect(probe);
+  } catch (err) {
+    if (isRefusal(err)) return false;
+    throw err;
+  }
+  const slab = slabs.take();
+  try {
+    slab.fill(0, 0, DIRECT_ALIGN);
+    await writeAt(fd, slab, DIRECT_ALIGN, 0);
+    return true;
+  } catch (err) {
+    if (isRefusal(err)) return false;
+    throw err;
+  } finally {
+    slabs.give(slab);
+    closeSync(fd);
+  }
+}
+
+function isRefusal(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === 'EINVAL' || code === 'EOPNOTSUPP' || code === 'ENOTSUP';
+}
+
+/**
+ * Writes `source` to the file `opened` (by openDirect) at `file`, as it arrives: its bytes are
+ * copied into a slab, and a full slab goes to the threadpool while the next one fills, at most one
+ * write in flight, so a slow disk slows the sender down. A full slab is written only once more bytes
+ * follow it, so the source's last chunk (a blob's trailer) rides in the last write. The bytes after
+ * the last whole page are written on this thread through a buffered descriptor: a few KiB into a
+ * page beyond the end of the file, which the kernel need not read first.
+ */
+export async function writeDirect(
+  opened: Promise<number>,
+  file: string,
+  source: AsyncIterable<Uint8Array>,
+  slabs: AlignedSlabs,
+): Promise<void> {
+  let slab = slabs.take();
+  let filled = 0;
+  let position = 0;
+  let inFlight: Promise<void> | undefined;
+  try {
+    for await (const chunk of source) {
+      for (let at = 0; at < chunk.byteLength; ) {
+        if (filled === SLAB_BYTES) {
+          await inFlight;
+          const full = slab;
+          const offset = position;
+          inFlight = opened
+            .then((fd) => writeAt(fd, full, SLAB_BYTES, offset))
+            .finally(() => slabs.give(full));
+          // Handled here so a failure while the next chunk is awaited is not an unhandled rejection;
+          // it is still thrown by the `await inFlight` that follows.
+          inFlight.catch(() => {});
+          position += SLAB_BYTES;
+          slab = slabs.take();
+          filled = 0;
+        }
+        const n = Math.min(chunk.byteLength - at, SLAB_BYTES - filled);
+        slab.set(n === chunk.byteLength ? chunk : chunk.subarray(at, at + n), filled);
+        filled += n;
+        at += n;
+      }
+    }
+    await inFlight;
+    const fd = await opened;
+    const whole = filled - (filled % DIRECT_ALIGN);
+    if (whole > 0) await writeAt(fd, slab, whole, position);
+    if (filled > whole) writeTail(file, slab.subarray(whole, filled), position + whole);
+  } finally {
+    // Never leave a write running on a descriptor the caller is about to close.
+    await inFlight?.catch(() => {});
+    slabs.give(slab);
+  }
+}
+
+function writeTail(file: string, bytes: Buffer, position: number): void {
+  const fd = openSync(file, 'r+');
+  try {
+    for (let done = 0; done < bytes.length; ) {
+      done += writeSync(fd, bytes, done, bytes.length - done, position + done);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** pwrite until all `length` bytes of `buffer` are written at `position`. */
+async function writeAt(fd: number, buffer: Buffer, length: number, position: number): Promise<void> {
+  for (let done = 0; done < length; ) {
+    const n = await new Promise<number>((resolve, reject) => {
+      write(fd, buffer, done, length - done, position + done, (err, written) =>
+        err ? reject(err) : resolve(written),
+      );
+    });
+    if (n === 0) throw new Error('write wrote no byte');
+    done += n;
+  }
+}
