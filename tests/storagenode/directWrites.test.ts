@@ -99,6 +99,8 @@ describe('direct writes', () => {
       yield randomBytes(100);
       throw new Error('client went away');
     }
+    // Counted once the file's own descriptor is open (openDirect opens it on the threadpool).
+    await opened;
     const fds = openFds();
     await expect(writeDirect(opened, file, failing(), slabs)).rejects.toThrow('client went away');
     expect(given).toBe(2);
