@@ -56,7 +56,8 @@ if (args.help) {
   --keep              keep the managers' data folder
   --no-etcd           skip the etcd anchor run after
 Per concurrency it prints one JSON line: commits/s, p50/p99/p99.9/max latency, the commits per
-latency band (le5 = over the band before, up to 5 ms), each manager's Ready and synced-write
+latency band (le5 = over the band before, up to 5 ms), the largest bursts of commits over the p99
+(tail_bursts: a stall shows as about conc commits at once), each manager's Ready and synced-write
 durations in the same bands, the leader's entries per synced write in bands, its Ready cycles
 (entries per Ready, average save and Ready time), the client's own CPU (% of one core) and each
 manager's CPU, in all and per commit.`);
@@ -123,6 +124,34 @@ function bands(sorted: Float64Array): Record<string, number> {
 }
 
 /**
+ * The commits slower than the p99, grouped into bursts (each starts within 50 ms of the one before),
+ * the five largest: whether the tail is a few stalls that hold every request in flight at once (a
+ * burst of about `conc` commits) or spread queueing. `at_s`: seconds into the measured run.
+ */
+function tailBursts(startedAt: Float64Array, lat: Float64Array) {
+  const p99 = pct(lat.slice().sort(), 99);
+  const slow: number[] = [];
+  for (let i = 0; i < lat.length; i++) if (lat[i]! > p99) slow.push(i);
+  slow.sort((a, b) => startedAt[a]! - startedAt[b]!);
+  const bursts: { at_s: number; commits: number; max_ms: number }[] = [];
+  let last = Number.NEGATIVE_INFINITY;
+  for (const i of slow) {
+    const b = bursts.at(-1);
+    if (b && startedAt[i]! - last <= 50) {
+      b.commits++;
+      b.max_ms = Math.max(b.max_ms, lat[i]!);
+    } else {
+      bursts.push({ at_s: startedAt[i]! / 1000, commits: 1, max_ms: lat[i]! });
+    }
+    last = startedAt[i]!;
+  }
+  return bursts
+    .sort((a, b) => b.commits - a.commits)
+    .slice(0, 5)
+    .map((b) => ({ at_s: +b.at_s.toFixed(2), commits: b.commits, max_ms: +b.max_ms.toFixed(1) }));
+}
+
+/**
  * A prom-client histogram's counts per bucket (not cumulative) between two scrapes, keyed as
  * `bands` keys them; a bucket's bound in the series is `bound * scale` (ms to seconds by default).
  */
@@ -175,6 +204,8 @@ async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
   const measureStart = t0 + WARMUP * 1000;
   const measureEnd = measureStart + SECS * 1000;
   const lat = new Float64Array(2_000_000);
+  /** Each measured commit's start, ms after the measured seconds began (tailBursts). */
+  const startedAt = new Float64Array(lat.length);
   let n = 0;
   let errors = 0;
   let cpu0: number[] = [];
@@ -196,7 +227,10 @@ async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
         errors++;
         continue;
       }
-      if (st >= measureStart && en <= measureEnd && n < lat.length) lat[n++] = en - st;
+      if (st >= measureStart && en <= measureEnd && n < lat.length) {
+        startedAt[n] = st - measureStart;
+        lat[n++] = en - st;
+      }
     }
   }
   await Promise.all(Array.from({ length: conc }, (_, w) => worker(w)));
@@ -208,6 +242,7 @@ async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
   const m1 = m1s[li]!;
   const d = (k: string) => (m1.get(k) ?? 0) - (m0[li]?.get(k) ?? 0);
   const readies = d('imgvault_raft_ready_seconds_count');
+  const bursts = tailBursts(startedAt.subarray(0, n), lat.subarray(0, n));
   const sorted = lat.subarray(0, n).sort();
   return {
     bench: 'imgvault-raft-put',
@@ -224,6 +259,7 @@ async function throughput(procs: Proc[], leaderUrl: string, conc: number) {
     // Where the tail sits: commits per latency band, and each manager's Ready and synced-write
     // durations in the same bands (its histograms over the measured seconds).
     latency_ms_bands: bands(sorted),
+    tail_bursts: bursts,
     ready_ms_bands: Object.fromEntries(
       procs.map((p, i) => [p.id, histogramDelta(m0[i], m1s[i]!, 'imgvault_raft_ready_seconds')]),
     ),
