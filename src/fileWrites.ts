@@ -37,70 +37,142 @@ export async function makePrivateDir(dir: string): Promise<void> {
 }
 
 /**
- * Writes `source` to the file in batches of at least `batchBytes` (at most one chunk over; the last
- * one may be smaller) as they arrive, through the threadpool, one batch on disk while the next one
- * arrives: the copy into the page cache overlaps with receiving instead of adding to it. Batches of
- * 256 KiB keep the round trips few (see WRITE_BATCH_BYTES in src/storagenode/blobStore.ts). At most
- * one write is in flight and one batch waits, so memory stays bounded and a slow disk slows the
- * sender down.
+ * How a write pipeline (`writeGathered`) gathers a source's bytes into batches and writes them:
+ * chunks kept as they are (`writeBatched`), or bytes copied into aligned slabs (directWrites.ts).
  */
-export async function writeBatched(
+export interface Gatherer {
+  /** The batch being gathered is full: it goes out before any further byte is taken. */
+  readonly full: boolean;
+  /** Takes as much of `chunk` from byte `at` on as the batch holds; returns where it stopped. */
+  take(chunk: Uint8Array, at: number): number;
+  /**
+   * Hands the full batch to a write on the file `opened` and starts a new batch. The write may
+   * fail; whatever the batch held is let go of once it settles, whether or not it ran.
+   */
+  send(opened: Promise<number>): Promise<void>;
+  /** Writes the last batch, which may be partial or empty. */
+  finish(fd: number): Promise<void>;
+  /** Lets go of the batch being gathered; called last, with no write running. */
+  release(): void;
+}
+
+/**
+ * Writes `source` to the file `opened` as it arrives, through `gatherer`'s batches, one batch on
+ * disk while the next one arrives: the copy into the file overlaps with receiving instead of adding
+ * to it. At most one write is in flight and one batch waits, so memory stays bounded and a slow
+ * disk slows the sender down. A full batch goes out only once more bytes follow it, so the source's
+ * last chunk (a blob's trailer) rides in the last batch instead of costing a write of its own.
+ */
+export async function writeGathered(
+  opened: Promise<number>,
+  source: AsyncIterable<Uint8Array>,
+  gatherer: Gatherer,
+): Promise<void> {
+  let inFlight: Promise<void> | undefined;
+  try {
+    for await (const chunk of source) {
+      for (let at = 0; at < chunk.byteLength; ) {
+        if (gatherer.full) {
+          await inFlight;
+          inFlight = gatherer.send(opened);
+          // Handled here so a failure while the next chunk is awaited is not an unhandled rejection;
+          // it is still thrown by the `await inFlight` that follows.
+          inFlight.catch(() => {});
+        }
+        at = gatherer.take(chunk, at);
+      }
+    }
+    await inFlight;
+    await gatherer.finish(await opened);
+  } finally {
+    // Never leave a write running on a descriptor the caller is about to close.
+    await inFlight?.catch(() => {});
+    gatherer.release();
+  }
+}
+
+/**
+ * Writes `source` to the file in batches of at least `batchBytes` (at most one chunk over; the last
+ * one may be smaller), as `writeGathered` does, each batch the chunks as they came (one `writev`).
+ * Batches of 256 KiB keep the round trips few (see WRITE_BATCH_BYTES in
+ * src/storagenode/blobStore.ts).
+ */
+export function writeBatched(
   opened: Promise<number>,
   source: AsyncIterable<Uint8Array>,
   batchBytes: number,
   /** Told after each batch but the last is written: a caller may start syncing those bytes. */
   onBatchWritten?: (fd: number) => void,
 ): Promise<void> {
-  let batch: Uint8Array[] = [];
-  let pending = 0;
-  let inFlight: Promise<void> | undefined;
-  try {
-    for await (const chunk of source) {
-      // A full batch goes out only once another chunk follows it, so the source's last chunk (a
-      // blob's trailer) rides in the last batch instead of costing a write of its own.
-      if (pending >= batchBytes) {
-        await inFlight;
-        const full = batch;
-        const fullBytes = pending;
-        inFlight = opened.then(async (fd) => {
-          await writeAllInPool(fd, full, fullBytes);
-          onBatchWritten?.(fd);
-        });
-        // Handled here so a failure while the next chunk is awaited is not an unhandled rejection;
-        // it is still thrown by the `await inFlight` that follows.
-        inFlight.catch(() => {});
-        batch = [];
-        pending = 0;
-      }
-      batch.push(chunk);
-      pending += chunk.byteLength;
-    }
-    await inFlight;
-    const fd = await opened;
-    if (pending > 0) await writeAllInPool(fd, batch, pending);
-  } finally {
-    // Never leave a write running on a descriptor the caller is about to close.
-    await inFlight?.catch(() => {});
-  }
+  return writeGathered(opened, source, new ChunkBatches(batchBytes, onBatchWritten));
 }
 
-/** writev until every byte is written (a regular file may take fewer bytes than asked). */
-async function writeAllInPool(fd: number, chunks: Uint8Array[], total: number): Promise<void> {
-  let rest = chunks;
-  let left = total;
-  while (left > 0) {
-    const bytesWritten = await new Promise<number>((resolve, reject) => {
-      writev(fd, rest as NodeJS.ArrayBufferView[], (err, n) => (err ? reject(err) : resolve(n)));
+/** Batches of whole chunks, as `writeBatched` writes them. */
+class ChunkBatches implements Gatherer {
+  private batch: Uint8Array[] = [];
+  private pending = 0;
+  private position = 0;
+
+  constructor(
+    private readonly batchBytes: number,
+    private readonly onBatchWritten: ((fd: number) => void) | undefined,
+  ) {}
+
+  get full(): boolean {
+    return this.pending >= this.batchBytes;
+  }
+
+  take(chunk: Uint8Array, at: number): number {
+    this.batch.push(at === 0 ? chunk : chunk.subarray(at));
+    this.pending += chunk.byteLength - at;
+    return chunk.byteLength;
+  }
+
+  send(opened: Promise<number>): Promise<void> {
+    const { batch, pending, position } = this;
+    this.batch = [];
+    this.pending = 0;
+    this.position += pending;
+    return opened.then(async (fd) => {
+      await writeAllAt(fd, batch, pending, position);
+      this.onBatchWritten?.(fd);
     });
-    left -= bytesWritten;
-    if (left === 0) return;
+  }
+
+  async finish(fd: number): Promise<void> {
+    if (this.pending > 0) await writeAllAt(fd, this.batch, this.pending, this.position);
+  }
+
+  release(): void {}
+}
+
+/**
+ * Writes all `total` bytes of `chunks` at `position` of the file, through the threadpool: writev at
+ * a position until done, since a regular file may take fewer bytes than asked.
+ */
+export async function writeAllAt(
+  fd: number,
+  chunks: readonly Uint8Array[],
+  total: number,
+  position: number,
+): Promise<void> {
+  let rest = chunks;
+  let done = 0;
+  while (done < total) {
+    const bytesWritten = await new Promise<number>((resolve, reject) => {
+      writev(fd, rest as NodeJS.ArrayBufferView[], position + done, (err, n) =>
+        err ? reject(err) : resolve(n),
+      );
+    });
+    done += bytesWritten;
+    if (done === total) return;
     rest = unwritten(rest, bytesWritten);
   }
 }
 
 /** What is left of `chunks` after `written` bytes of them. */
-function unwritten(chunks: Uint8Array[], written: number): Uint8Array[] {
-  if (written === 0) throw new Error('writev wrote no byte');
+function unwritten(chunks: readonly Uint8Array[], written: number): Uint8Array[] {
+  if (written === 0) throw new Error('write wrote no byte');
   let skip = written;
   const next: Uint8Array[] = [];
   for (const chunk of chunks) {

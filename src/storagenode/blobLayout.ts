@@ -7,6 +7,7 @@ import { closeSync, fsyncSync, openSync, renameSync, writeFileSync } from 'node:
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../fileWrites.ts';
+import { errnoCode } from './errors.ts';
 
 /** Present in `blobs/` once every blob sits one level down; a blob id never starts with a dot. */
 export const LAYOUT_MARKER = '.one-level';
@@ -33,7 +34,7 @@ export async function prepareBlobLayout(blobsDir: string): Promise<LayoutReport>
       try {
         await fs.mkdir(path.join(blobsDir, name), PRIVATE_DIR_MODE);
       } catch (err) {
-        if ((err as { code?: unknown }).code !== 'EEXIST') throw err;
+        if (errnoCode(err) !== 'EEXIST') throw err;
       }
     }),
   );

@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, fdatasync, fsync, open, openSync, renameSync } from 'node:fs';
+import { closeSync, createReadStream, fdatasync, fsync, openSync, renameSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fsyncPath, makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
+import { fsyncPath, makePrivateDir, writeBatched } from '../fileWrites.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
 import { markCleanStop, takeCleanStopMarker } from '../metadata/cleanStop.ts';
@@ -13,8 +13,8 @@ import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts
 import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
 import { prepareBlobLayout } from './blobLayout.ts';
 import { encodeTrailer, fitsRecord, hashBlobBytes, readTrailer, TRAILER_BYTES } from './blobTrailer.ts';
-import { AlignedSlabs, directWritesWork, openDirect, writeDirect } from './directWrites.ts';
-import { failure, StorageError, type StoreResult, success } from './errors.ts';
+import { AlignedSlabs, createExclusive, directWritesWork, writeDirect } from './directWrites.ts';
+import { errnoCode, failure, StorageError, type StoreResult, success } from './errors.ts';
 import { adoptUnindexedBlobs } from './unindexedBlobs.ts';
 
 export type { BlobEntry, BlobRecord } from './blobIndex.ts';
@@ -327,7 +327,7 @@ export class BlobStore {
     // without a journal a create first passes over every inode of its group deleted in the last
     // minutes (docs/measurements.md), which can take long enough to stall every other request.
     const { slabs } = this;
-    const opened = slabs ? openDirect(tmpPath) : openForWrite(tmpPath);
+    const opened = createExclusive(tmpPath, slabs !== undefined);
     const temp: TempFile = { path: tmpPath, opened, closed: false, renamed: false };
     temp.opened.catch(() => {});
     // A direct write's batches are on the disk when written: nothing for an early sync to write.
@@ -1221,13 +1221,6 @@ async function directSlabs(tmpDir: string): Promise<AlignedSlabs | undefined> {
   }
 }
 
-/** Plain file descriptors (not FileHandle) so the PUT path can close them without a pool round trip. */
-function openForWrite(file: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    open(file, 'wx', PRIVATE_FILE_MODE, (err, fd) => (err ? reject(err) : resolve(fd)));
-  });
-}
-
 /**
  * Syncs a temp file's bytes while the rest of its body still arrives, one fdatasync at a time, when
  * `enabled` (no other write is in flight): the fsync after the body's end then writes
@@ -1372,12 +1365,6 @@ function fsyncDirFast(dir: string): Promise<void> {
 
 async function removeQuietly(file: string): Promise<void> {
   await fs.rm(file, { force: true });
-}
-
-function errnoCode(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string'
-    ? err.code
-    : undefined;
 }
 
 /** ENOSPC from the filesystem or from LevelDB (which reports it in its message) means 507. */

@@ -11,8 +11,9 @@
 // Durability is unchanged: a direct write is only in the disk's volatile cache when it returns, and
 // the file's size and extents are metadata, so the file is still fsynced before its rename.
 
-import { closeSync, constants, open, openSync, write, writeSync } from 'node:fs';
-import { PRIVATE_FILE_MODE } from '../fileWrites.ts';
+import { closeSync, constants, open, openSync, writeSync } from 'node:fs';
+import { type Gatherer, PRIVATE_FILE_MODE, writeAllAt, writeGathered } from '../fileWrites.ts';
+import { errnoCode } from './errors.ts';
 
 /** Alignment of every direct write's buffer, offset and length: a page, which any disk's block divides. */
 export const DIRECT_ALIGN = 4096;
@@ -57,9 +58,13 @@ export class AlignedSlabs {
   }
 }
 
-/** Creates `file` exclusively for direct writes (private, as every service file). */
-export function openDirect(file: string): Promise<number> {
-  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_DIRECT;
+/**
+ * Creates `file` exclusively, private as every service file, for writes through the page cache or,
+ * with `direct`, for direct writes from our slabs. A plain descriptor (not a FileHandle), so the PUT
+ * path can close it without a threadpool round trip.
+ */
+export function createExclusive(file: string, direct: boolean): Promise<number> {
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (direct ? constants.O_DIRECT : 0);
   return new Promise((resolve, reject) => {
     open(file, flags, PRIVATE_FILE_MODE, (err, fd) => (err ? reject(err) : resolve(fd)));
   });
@@ -72,7 +77,7 @@ export function openDirect(file: string): Promise<number> {
 export async function directWritesWork(probe: string, slabs: AlignedSlabs): Promise<boolean> {
   let fd: number;
   try {
-    fd = await openDirect(probe);
+    fd = await createExclusive(probe, true);
   } catch (err) {
     if (isRefusal(err)) return false;
     throw err;
@@ -80,7 +85,7 @@ export async function directWritesWork(probe: string, slabs: AlignedSlabs): Prom
   const slab = slabs.take();
   try {
     slab.fill(0, 0, DIRECT_ALIGN);
-    await writeAt(fd, slab, DIRECT_ALIGN, 0);
+    await writeAllAt(fd, [slab.subarray(0, DIRECT_ALIGN)], DIRECT_ALIGN, 0);
     return true;
   } catch (err) {
     if (isRefusal(err)) return false;
@@ -92,60 +97,69 @@ export async function directWritesWork(probe: string, slabs: AlignedSlabs): Prom
 }
 
 function isRefusal(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
+  const code = errnoCode(err);
   return code === 'EINVAL' || code === 'EOPNOTSUPP' || code === 'ENOTSUP';
 }
 
 /**
- * Writes `source` to the file `opened` (by openDirect) at `file`, as it arrives: its bytes are
- * copied into a slab, and a full slab goes to the threadpool while the next one fills, at most one
- * write in flight, so a slow disk slows the sender down. A full slab is written only once more bytes
- * follow it, so the source's last chunk (a blob's trailer) rides in the last write. The bytes after
- * the last whole page are written on this thread through a buffered descriptor: a few KiB into a
- * page beyond the end of the file, which the kernel need not read first.
+ * Writes `source` to the file `opened` (by `createExclusive` with `direct`) at `file`, as it
+ * arrives (`writeGathered`): its bytes are copied into slabs, each written whole at its offset. The
+ * bytes after the last whole page are written on this thread through a buffered descriptor: a few
+ * KiB into a page beyond the end of the file, which the kernel need not read first.
  */
-export async function writeDirect(
+export function writeDirect(
   opened: Promise<number>,
   file: string,
   source: AsyncIterable<Uint8Array>,
   slabs: AlignedSlabs,
 ): Promise<void> {
-  let slab = slabs.take();
-  let filled = 0;
-  let position = 0;
-  let inFlight: Promise<void> | undefined;
-  try {
-    for await (const chunk of source) {
-      for (let at = 0; at < chunk.byteLength; ) {
-        if (filled === SLAB_BYTES) {
-          await inFlight;
-          const full = slab;
-          const offset = position;
-          inFlight = opened
-            .then((fd) => writeAt(fd, full, SLAB_BYTES, offset))
-            .finally(() => slabs.give(full));
-          // Handled here so a failure while the next chunk is awaited is not an unhandled rejection;
-          // it is still thrown by the `await inFlight` that follows.
-          inFlight.catch(() => {});
-          position += SLAB_BYTES;
-          slab = slabs.take();
-          filled = 0;
-        }
-        const n = Math.min(chunk.byteLength - at, SLAB_BYTES - filled);
-        slab.set(n === chunk.byteLength ? chunk : chunk.subarray(at, at + n), filled);
-        filled += n;
-        at += n;
-      }
-    }
-    await inFlight;
-    const fd = await opened;
+  return writeGathered(opened, source, new SlabBatches(file, slabs));
+}
+
+/** Batches of one slab each, as `writeDirect` writes them. */
+class SlabBatches implements Gatherer {
+  private slab: Buffer;
+  private filled = 0;
+  private position = 0;
+
+  constructor(
+    private readonly file: string,
+    private readonly slabs: AlignedSlabs,
+  ) {
+    this.slab = slabs.take();
+  }
+
+  get full(): boolean {
+    return this.filled === SLAB_BYTES;
+  }
+
+  take(chunk: Uint8Array, at: number): number {
+    const n = Math.min(chunk.byteLength - at, SLAB_BYTES - this.filled);
+    this.slab.set(n === chunk.byteLength ? chunk : chunk.subarray(at, at + n), this.filled);
+    this.filled += n;
+    return at + n;
+  }
+
+  send(opened: Promise<number>): Promise<void> {
+    const full = this.slab;
+    const offset = this.position;
+    this.position += SLAB_BYTES;
+    this.slab = this.slabs.take();
+    this.filled = 0;
+    return opened
+      .then((fd) => writeAllAt(fd, [full], SLAB_BYTES, offset))
+      .finally(() => this.slabs.give(full));
+  }
+
+  async finish(fd: number): Promise<void> {
+    const { slab, filled, position } = this;
     const whole = filled - (filled % DIRECT_ALIGN);
-    if (whole > 0) await writeAt(fd, slab, whole, position);
-    if (filled > whole) writeTail(file, slab.subarray(whole, filled), position + whole);
-  } finally {
-    // Never leave a write running on a descriptor the caller is about to close.
-    await inFlight?.catch(() => {});
-    slabs.give(slab);
+    if (whole > 0) await writeAllAt(fd, [slab.subarray(0, whole)], whole, position);
+    if (filled > whole) writeTail(this.file, slab.subarray(whole, filled), position + whole);
+  }
+
+  release(): void {
+    this.slabs.give(this.slab);
   }
 }
 
@@ -157,18 +171,5 @@ function writeTail(file: string, bytes: Buffer, position: number): void {
     }
   } finally {
     closeSync(fd);
-  }
-}
-
-/** pwrite until all `length` bytes of `buffer` are written at `position`. */
-async function writeAt(fd: number, buffer: Buffer, length: number, position: number): Promise<void> {
-  for (let done = 0; done < length; ) {
-    const n = await new Promise<number>((resolve, reject) => {
-      write(fd, buffer, done, length - done, position + done, (err, written) =>
-        err ? reject(err) : resolve(written),
-      );
-    });
-    if (n === 0) throw new Error('write wrote no byte');
-    done += n;
   }
 }

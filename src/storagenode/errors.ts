@@ -72,3 +72,10 @@ export function failure<T = never>(
 ): StoreResult<T> {
   return { ok: false, error: new StorageError(code, message, details) };
 }
+
+/** The code of a system error (`ENOENT`, `ENOSPC`...), if `err` carries one. */
+export function errnoCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string'
+    ? err.code
+    : undefined;
+}

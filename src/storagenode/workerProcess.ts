@@ -6,6 +6,7 @@ import { keepNewFilesPrivate } from '../fileWrites.ts';
 import { httpsServeOptions, type TlsSettings, useInternalTls } from '../http/tls.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { BlobStore } from './blobStore.ts';
+import { errnoCode } from './errors.ts';
 import { LostCopyReporter } from './lostCopyReporter.ts';
 import { ManagerClient, NoManagerAnsweredError, type WorkerUsage } from './managerClient.ts';
 import { Scrubber } from './scrubber.ts';
@@ -280,7 +281,7 @@ export async function runWorkerProcess(config: WorkerConfig, log?: Logger): Prom
 }
 
 function describeStartError(err: unknown, config: WorkerConfig): string {
-  if ((err as { code?: unknown }).code === 'EADDRINUSE') {
+  if (errnoCode(err) === 'EADDRINUSE') {
     const { host, port } = config.listen;
     return `port ${port} on ${host} is in use by another process (another imgvault cluster?)`;
   }
@@ -289,6 +290,6 @@ function describeStartError(err: unknown, config: WorkerConfig): string {
 
 function describeError(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+  const code = errnoCode(err);
+  return code !== undefined && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
 }

@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   AlignedSlabs,
+  createExclusive,
   DIRECT_ALIGN,
   directWritesWork,
-  openDirect,
   SLAB_BYTES,
   writeDirect,
 } from '../../src/storagenode/directWrites.ts';
@@ -34,7 +34,7 @@ describe('direct writes', () => {
   /** Writes `bytes` in `chunk`-sized pieces to a new file and reads it back. */
   async function writeFile(name: string, bytes: Buffer, chunk: number): Promise<Buffer> {
     const file = join(dir, name);
-    const opened = openDirect(file);
+    const opened = createExclusive(file, true);
     try {
       await writeDirect(opened, file, chunksOf(bytes, chunk), slabs);
     } finally {
@@ -87,7 +87,7 @@ describe('direct writes', () => {
   it('lets a failed source throw, with no write left running and its slabs back', async (t) => {
     if (!(await directWritesWork(join(dir, 'probe'), slabs))) t.skip();
     const file = join(dir, 'broken');
-    const opened = openDirect(file);
+    const opened = createExclusive(file, true);
     let given = 0;
     const give = slabs.give.bind(slabs);
     slabs.give = (slab) => {
@@ -99,7 +99,7 @@ describe('direct writes', () => {
       yield randomBytes(100);
       throw new Error('client went away');
     }
-    // Counted once the file's own descriptor is open (openDirect opens it on the threadpool).
+    // Counted once the file's own descriptor is open (createExclusive opens it on the threadpool).
     await opened;
     const fds = openFds();
     await expect(writeDirect(opened, file, failing(), slabs)).rejects.toThrow('client went away');
