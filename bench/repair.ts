@@ -25,7 +25,12 @@ import { mkdir, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/p
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { AlignedSlabs, directWritesWork, openDirect, writeDirect } from '../src/storagenode/directWrites.ts';
+import {
+  AlignedSlabs,
+  createExclusive,
+  directWritesWork,
+  writeDirect,
+} from '../src/storagenode/directWrites.ts';
 import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
 import { cpuSeconds } from './processCpu.ts';
 import { envConfiguredBench } from './usage.ts';
@@ -109,7 +114,7 @@ async function rawCopy(
         await writeFile(file, payload);
         continue;
       }
-      const opened = openDirect(file);
+      const opened = createExclusive(file, true);
       await writeDirect(
         opened,
         file,
