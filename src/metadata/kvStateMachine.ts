@@ -171,8 +171,9 @@ export class KvStateMachine implements StateMachine {
    * snapshots"). The driver flushes before it calls this, so LevelDB holds exactly `applied`.
    */
   snapshotChunks(): AsyncIterable<Uint8Array> {
-    // The driver flushes first; a caller that did not gets the map's copy, exact at `applied`.
-    if (this.writing !== null) return chunksOf(this.snapshot());
+    // The driver flushes first; a caller that did not, or after a batch failed (LevelDB then lacks
+    // entries the map holds), gets the map's copy, exact at `applied`.
+    if (this.writing !== null || this.writeFailure !== null) return chunksOf(this.snapshot());
     const snap = this.db.snapshot();
     const rows = streamKv(this.db, snap, this.applied);
     let started = false;
