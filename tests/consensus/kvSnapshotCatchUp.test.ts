@@ -12,6 +12,7 @@ import {
   type ClusterSetup,
   closeAll,
   InProcessManager,
+  joinCaughtUp,
   kvCluster,
   memberUrls,
   proposePut,
@@ -59,12 +60,7 @@ describe('a manager joining a KV cluster', () => {
     const before = await runningLeader(managers);
     await until('the leader compacted its log', () => before.node.status().snapshotIndex > PUTS / 2, 60_000);
 
-    const joiner = await InProcessManager.listen('m4', setup);
-    managers.push(joiner);
-    await joiner.start(null, founders);
-    await before.node.addMember('m4', joiner.url);
-    const target = before.node.status().commit;
-    await until('the new manager caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
+    const joiner = await joinCaughtUp(managers, setup, founders, before);
 
     expect(joiner.node.status().snapshotIndex).toBeGreaterThan(PUTS / 2);
     expect(joiner.snapshotPieces).toBeGreaterThan(1);

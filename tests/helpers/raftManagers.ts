@@ -310,6 +310,26 @@ export function runningLeader<SM extends ClosableStateMachine>(
   return until('a leader', () => managers.find((m) => m.running && m.node.isLeader()) ?? null, 30_000);
 }
 
+/**
+ * Starts manager `id` with no state, has `leader` add it to the cluster, and waits until it has
+ * applied what the leader had committed by then (a joiner of a compacted log: from a snapshot).
+ */
+export async function joinCaughtUp<SM extends ClosableStateMachine>(
+  managers: InProcessManager<SM>[],
+  setup: ClusterSetup<SM>,
+  founders: Record<string, string>,
+  leader: InProcessManager<SM>,
+  id = 'm4',
+): Promise<InProcessManager<SM>> {
+  const joiner = await InProcessManager.listen(id, setup);
+  managers.push(joiner);
+  await joiner.start(null, founders);
+  await leader.node.addMember(id, joiner.url);
+  const target = leader.node.status().commit;
+  await until('the new manager caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
+  return joiner;
+}
+
 /** Proposes on the current leader, again on the next one if leadership moved meanwhile (a loaded machine). */
 export async function proposeOnLeader(
   managers: readonly InProcessManager<MetadataStateMachine>[],

@@ -24,6 +24,7 @@ import {
   type ClusterSetup,
   closeAll,
   InProcessManager,
+  joinCaughtUp,
   memberUrls,
   proposeOnLeader,
   runningLeader,
@@ -252,12 +253,7 @@ describe('a manager joining a cluster that compacted without files', () => {
     await until('every manager compacted', () => managers.every((m) => m.node.status().snapshotIndex > 300));
     for (const m of managers) expect(await snapFiles(join(m.dir, 'snapshots'))).toEqual([]);
 
-    const joiner = await InProcessManager.listen('m4', setup);
-    managers.push(joiner);
-    await joiner.start(null, founders);
-    await before.node.addMember('m4', joiner.url);
-    const target = before.node.status().commit;
-    await until('the new manager caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
+    const joiner = await joinCaughtUp(managers, setup, founders, before);
     // It caught up from a snapshot (the entries before 300 are gone everywhere), sent as a file.
     expect(joiner.node.status().snapshotIndex).toBeGreaterThan(300);
     expect(joiner.snapshotPieces).toBeGreaterThan(0);

@@ -14,6 +14,7 @@ import {
   type ClusterSetup,
   closeAll,
   InProcessManager,
+  joinCaughtUp,
   memberUrls,
   openMetadata,
   proposeOnLeader,
@@ -71,12 +72,7 @@ describe('a manager joining a cluster with a large table', () => {
       60_000,
     );
 
-    const joiner = await InProcessManager.listen('m4', setup);
-    managers.push(joiner);
-    await joiner.start(null, founders);
-    await before.node.addMember('m4', joiner.url);
-    const target = before.node.status().commit;
-    await until('the new manager caught up', () => joiner.sm.appliedIndex() >= target, 120_000);
+    const joiner = await joinCaughtUp(managers, setup, founders, before);
 
     expect(joiner.node.status().snapshotIndex).toBeGreaterThan(RECORDS / 2);
     expect(joiner.snapshotPieces).toBeGreaterThan(10);
