@@ -11,12 +11,13 @@ import type { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import {
   type ClusterSetup,
   closeAll,
-  InProcessManager,
+  type InProcessManager,
   joinCaughtUp,
   kvCluster,
   memberUrls,
   proposePut,
   runningLeader,
+  startCluster,
 } from '../helpers/raftManagers.ts';
 import { until } from '../helpers/until.ts';
 
@@ -37,9 +38,8 @@ beforeAll(async () => {
     // Files, so the leader streams its state (snapshotChunks) and sends it in pieces.
     snapshotPieceBytes: 64 * 1024,
   };
-  managers.push(...(await Promise.all(['m1', 'm2', 'm3'].map((id) => InProcessManager.listen(id, setup)))));
+  managers.push(...(await startCluster(['m1', 'm2', 'm3'], setup)));
   founders = memberUrls(managers);
-  await Promise.all(managers.map((m) => m.start(founders, founders)));
 });
 
 afterAll(async () => {
