@@ -490,13 +490,9 @@ export class BlobStore {
     const record = this.index.getSync(id);
     if (record === undefined) return failure('BlobNotFound', `no blob ${id}`);
     if (record.size > maxBytes) return success('tooLarge');
-    let file: fs.FileHandle;
-    try {
-      file = await fs.open(this.blobPath(id), 'r');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return failure('BlobNotFound', `no blob ${id}`);
-      throw err;
-    }
+    const opened = await this.openBlob(id);
+    if (!opened.ok) return opened;
+    const file = opened.value;
     let fileSize: number;
     const room = record.size + TRAILER_BYTES + 1;
     const buffer = Buffer.allocUnsafe(room);
@@ -509,9 +505,7 @@ export class BlobStore {
     const closed = file.close();
     if (!fitsRecord(fileSize, record)) {
       await closed;
-      const onDisk = fileSize === room ? `more than ${fileSize - 1}` : String(fileSize);
-      this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk });
-      return failure('Internal', `blob ${id} has ${onDisk} bytes on disk but ${record.size} in the index`);
+      return this.sizeMismatch(id, record, fileSize === room ? `more than ${fileSize - 1}` : fileSize);
     }
     const bytes = buffer.subarray(0, record.size);
     const hash = contentHasher(record);
@@ -569,23 +563,34 @@ export class BlobStore {
 
   /** The blob's file, opened and checked against its index entry's size; closed again if not. */
   private async openChecked(id: string, record: BlobRecord): Promise<StoreResult<fs.FileHandle>> {
-    let file: fs.FileHandle;
-    try {
-      file = await fs.open(this.blobPath(id), 'r');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return failure('BlobNotFound', `no blob ${id}`);
-      throw err;
-    }
+    const opened = await this.openBlob(id);
+    if (!opened.ok) return opened;
+    const file = opened.value;
     try {
       const { size } = await file.stat();
       if (fitsRecord(size, record)) return success(file);
-      this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk: size });
       await file.close();
-      return failure('Internal', `blob ${id} has ${size} bytes on disk but ${record.size} in the index`);
+      return this.sizeMismatch(id, record, size);
     } catch (err) {
       await file.close().catch(() => {});
       throw err;
     }
+  }
+
+  /** The blob's file, open for reading; BlobNotFound when the index names a file that is gone. */
+  private async openBlob(id: string): Promise<StoreResult<fs.FileHandle>> {
+    try {
+      return success(await fs.open(this.blobPath(id), 'r'));
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return failure('BlobNotFound', `no blob ${id}`);
+      throw err;
+    }
+  }
+
+  /** A blob file whose size does not fit its index record: logged, and never served. */
+  private sizeMismatch<T>(id: string, record: BlobRecord, onDisk: number | string): StoreResult<T> {
+    this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk });
+    return failure('Internal', `blob ${id} has ${onDisk} bytes on disk but ${record.size} in the index`);
   }
 
   /**
