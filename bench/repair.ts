@@ -25,6 +25,7 @@ import { mkdir, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/p
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
+import { fsyncPath } from '../src/fileWrites.ts';
 import {
   AlignedSlabs,
   createExclusive,
@@ -123,10 +124,8 @@ async function rawCopy(
         })(),
         slabs,
       );
-      const fh = await open(file, 'r');
-      await fh.sync();
-      await fh.close();
       closeSync(await opened);
+      await fsyncPath(file);
     }
     const dir = await open(to, 'r');
     let next = 0;
