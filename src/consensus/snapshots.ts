@@ -17,7 +17,7 @@
 
 import { z } from 'zod';
 import type { SnapshotFileRef, SnapshotFolder } from './snapshotFiles.ts';
-import type { StateMachine } from './stateMachine.ts';
+import { type StateMachine, snapshotAsChunks } from './stateMachine.ts';
 import type { Index, Message, NodeId, Term } from './types.ts';
 
 const FILE_FORM = 'imgvault.snapshot-file/1';
@@ -104,10 +104,6 @@ export function missingSnapshotFile(msg: Message, folder: SnapshotFolder | null)
   return folder?.holds(file) ? null : 'snapshot file not received';
 }
 
-async function* chunksOf(state: Promise<string>): AsyncGenerator<Uint8Array> {
-  yield Buffer.from(await state, 'utf8');
-}
-
 /**
  * Captures the state machine's state now (StateMachine.snapshot), and returns what finishes the
  * snapshot's data off the Ready loop: with a folder, a snapshot file written chunk by chunk and its
@@ -124,7 +120,7 @@ export function captureSnapshot(
     return async () => ({ data: wrapSnapshot(members, await state), file: null });
   }
   // SnapshotFolder.write is done with a chunk (hashed and written) before it asks for the next.
-  const chunks = sm.snapshotChunks?.({ transient: true }) ?? chunksOf(sm.snapshot());
+  const chunks = sm.snapshotChunks?.({ transient: true }) ?? snapshotAsChunks(sm.snapshot());
   return async () => {
     const file = await folder.write(at.index, at.term, chunks);
     return { data: describeSnapshot(members, file), file };

@@ -76,3 +76,8 @@ export interface StateMachine {
   syncApplied?(): Promise<Index | null>;
   close(): Promise<void>;
 }
+
+/** `snapshot`'s one string as the single chunk of a `snapshotChunks` stream. */
+export async function* snapshotAsChunks(state: Promise<string>): AsyncGenerator<Uint8Array> {
+  yield Buffer.from(await state, 'utf8');
+}

@@ -3,7 +3,7 @@
 
 import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
-import type { AppliedResult, StateMachine } from '../consensus/stateMachine.ts';
+import { type AppliedResult, type StateMachine, snapshotAsChunks } from '../consensus/stateMachine.ts';
 import type { Entry, Index } from '../consensus/types.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { markCleanStop, takeCleanStopMarker } from './cleanStop.ts';
@@ -173,7 +173,7 @@ export class KvStateMachine implements StateMachine {
   snapshotChunks(): AsyncIterable<Uint8Array> {
     // The driver flushes first; a caller that did not, or after a batch failed (LevelDB then lacks
     // entries the map holds), gets the map's copy, exact at `applied`.
-    if (this.writing !== null || this.writeFailure !== null) return chunksOf(this.snapshot());
+    if (this.writing !== null || this.writeFailure !== null) return snapshotAsChunks(this.snapshot());
     const snap = this.db.snapshot();
     const rows = streamKv(this.db, snap, this.applied);
     let started = false;
@@ -245,10 +245,6 @@ async function* streamKv(
     await it.close();
     await snap.close();
   }
-}
-
-async function* chunksOf(state: Promise<string>): AsyncGenerator<Uint8Array> {
-  yield Buffer.from(await state, 'utf8');
 }
 
 type ParsedCommand =
