@@ -4,11 +4,19 @@
 // larger one is hashed as it streams, with its last chunk held back until the hash is known, so a
 // bad copy cuts the connection and a client never gets a whole-looking 200 of wrong bytes.
 
-import { createHash } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import { Transform } from 'node:stream';
+import pLimit from 'p-limit';
 
 /** Whole objects this size or smaller are checked before the first byte is sent. */
 export const CHECK_BEFORE_SEND_BYTES = 1024 * 1024;
+
+/**
+ * The whole-object hashes run on libuv's threadpool, which the Raft log's LevelDB writes, the
+ * snapshot files and the staging files share: two at a time leave the default pool's other two
+ * threads to them however many reads arrive (and two cores hash no faster with more).
+ */
+const threadpoolHashes = pLimit(2);
 
 export class ReadCheckFailed extends Error {
   override readonly name = 'ReadCheckFailed';
@@ -27,19 +35,23 @@ function verdict(size: number, sha256: string, expected: Expected): string | nul
 
 /** The whole body, once it is known to be the record's bytes; ReadCheckFailed otherwise. */
 export async function readWholeChecked(body: AsyncIterable<Uint8Array>, expected: Expected): Promise<Buffer> {
-  // One copy, into a buffer of the record's size, hashed as it fills: the worker's chunks are not
-  // kept (their memory may be the socket's), and are not gathered and joined again either.
+  // One copy, into a buffer of the record's size: the worker's chunks are not kept (their memory
+  // may be the socket's), and are not gathered and joined again either. The whole is hashed once
+  // it is in, by WebCrypto on libuv's threadpool: on a manager serving reads at concurrency 8 its
+  // main thread is the bottleneck, and sha256 took a fifth of it (docs/measurements.md).
   const bytes = Buffer.allocUnsafe(expected.size);
-  const hash = createHash('sha256');
   let size = 0;
   for await (const chunk of body) {
     if (size + chunk.byteLength > expected.size)
       throw new ReadCheckFailed(`the copy is longer than the record's ${expected.size} bytes`);
     bytes.set(chunk, size);
-    hash.update(chunk);
     size += chunk.byteLength;
   }
-  const wrong = verdict(size, hash.digest('hex'), expected);
+  const received = bytes.subarray(0, size);
+  const digest = Buffer.from(
+    await threadpoolHashes(() => webcrypto.subtle.digest('SHA-256', received)),
+  ).toString('hex');
+  const wrong = verdict(size, digest, expected);
   if (wrong) throw new ReadCheckFailed(wrong);
   return bytes;
 }

@@ -28,6 +28,26 @@ describe('readWholeChecked', () => {
     await expect(readWholeChecked(chunksOf(flipped), expected)).rejects.toBeInstanceOf(ReadCheckFailed);
   });
 
+  it('judges each of many reads checked at once on its own bytes', async () => {
+    // More than the hashes let onto the threadpool at a time: the waiting ones must still be
+    // checked against their own record, and a bad copy among them refused alone.
+    const copies = Array.from({ length: 9 }, (_, i) => {
+      const copy = randomBytes(200_000 + i);
+      return {
+        copy,
+        expected: { size: copy.length, sha256: createHash('sha256').update(copy).digest('hex') },
+      };
+    });
+    copies[4]!.copy[100]! ^= 0x01;
+    const verdicts = await Promise.allSettled(
+      copies.map((c) => readWholeChecked(chunksOf(c.copy), c.expected)),
+    );
+    expect(verdicts.map((v) => v.status)).toEqual(copies.map((_, i) => (i === 4 ? 'rejected' : 'fulfilled')));
+    verdicts.forEach((v, i) => {
+      if (v.status === 'fulfilled') expect(v.value.equals(copies[i]!.copy)).toBe(true);
+    });
+  });
+
   it('reads an empty object', async () => {
     const empty = { size: 0, sha256: createHash('sha256').digest('hex') };
     expect((await readWholeChecked(chunksOf(Buffer.alloc(0)), empty)).length).toBe(0);
