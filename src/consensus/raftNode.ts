@@ -999,6 +999,7 @@ export class RaftNode {
       })
       .catch((err: unknown) => {
         if (onDemand) this.backOffFileBuild();
+        this.metrics?.compactionFailures.inc({ kind: 'snapshot' });
         this.log.error(
           {
             event: 'raft.snapshot_failed',
@@ -1097,12 +1098,13 @@ export class RaftNode {
     const confState = { voters: [...this.confState.voters], learners: [...this.confState.learners] };
     const data = describeTablesSnapshot(new Map(this.members));
     this.snapshotTask = this.truncateTo(index, confState, data, keepStore)
-      .catch((err: unknown) =>
+      .catch((err: unknown) => {
+        this.metrics?.compactionFailures.inc({ kind: 'truncate' });
         this.log.error(
           { event: 'raft.compaction_failed', index, err },
           'log not compacted; the next compaction is tried after more entries',
-        ),
-      )
+        );
+      })
       .finally(() => {
         this.snapshotTask = null;
       });

@@ -95,3 +95,37 @@ it('counts a proposal refused because the pending queue is full, and not the one
   expect(await dropped('refused')).toBe(0);
   expect(await dropped('timeout')).toBe(0);
 });
+
+it('counts a compaction that failed, and compacts at a later try', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'raft-metrics-compaction-'));
+  const own = new Registry();
+  const failing = await startSoleManager(dir, {
+    openStateMachine: openKv,
+    node: { tickMs: 20, snapshotThreshold: 5, metrics: own },
+  });
+  try {
+    const { node, store } = failing;
+    await until('a single voter to elect itself', () => node.isLeader(), 10_000);
+    const startedAt = node.status().snapshotIndex;
+    // The disk refuses the first compaction: the log's store is real, its compact made to fail once.
+    const compact = store.compact.bind(store);
+    let refusals = 0;
+    store.compact = (snapshot) => {
+      if (refusals++ === 0) return Promise.reject(new Error('EIO: the disk refused the write'));
+      return compact(snapshot);
+    };
+    const failures = async () =>
+      (await own.getMetricsAsJSON())
+        .find((m) => m.name === 'imgvault_raft_compaction_failures_total')
+        ?.values.find((v) => v.labels.kind === 'snapshot')?.value ?? 0;
+    for (let i = 0; i < 6; i++) await proposePut(node, `k${i}`, 'v');
+    await until('the failure counted', async () => (await failures()) === 1, 10_000);
+    expect(node.status().snapshotIndex).toBe(startedAt);
+    for (let i = 6; i < 14; i++) await proposePut(node, `k${i}`, 'v');
+    await until('a later compaction', () => node.status().snapshotIndex > startedAt, 10_000);
+    expect(await failures()).toBe(1);
+  } finally {
+    await stopSoleManager(failing);
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
+import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LevelLogStore } from '../../src/consensus/levelLogStore.ts';
 import { RaftNode } from '../../src/consensus/raftNode.ts';
@@ -322,4 +323,37 @@ describe('a snapshot file the leader fails to build', () => {
     expect(joiner.snapshotPieces).toBeGreaterThan(0);
     await adding;
   }, 180_000);
+});
+
+describe('a compaction the disk refuses', () => {
+  it('is counted, and the log is compacted at a later try', async () => {
+    root = await mkdtemp(join(tmpdir(), 'imgvault-lazy-refused-'));
+    const metrics = new Registry();
+    const m = await startSoleManager(root, {
+      openStateMachine: openSynced,
+      snapshotFiles: true,
+      node: { snapshotThreshold: 20, snapshotCatchUpEntries: 5, metrics },
+    });
+    sole = m;
+    await until('leadership', () => m.node.isLeader());
+    const startedAt = m.node.status().snapshotIndex;
+    // The store is real; its first compaction is made to fail as a failing disk would.
+    const compact = m.store.compact.bind(m.store);
+    let tries = 0;
+    m.store.compact = (snapshot) =>
+      tries++ === 0 ? Promise.reject(new Error('EIO: the disk refused the write')) : compact(snapshot);
+    const failures = async () =>
+      (await metrics.getMetricsAsJSON())
+        .find((s) => s.name === 'imgvault_raft_compaction_failures_total')
+        ?.values.find((v) => v.labels.kind === 'truncate')?.value ?? 0;
+    await proposeCommand(m.node, registerCmd('w1', 1000, 'zA'));
+    await proposeCommand(m.node, registerCmd('w2', 1000, 'zB'));
+    for (let i = 0; i < 30; i++) await proposeCommand(m.node, recordCmd(`img-${i}`, ['w1', 'w2'], i));
+    await until('the refusal counted', async () => (await failures()) === 1);
+    expect(m.node.status().snapshotIndex).toBe(startedAt);
+    for (let i = 30; i < 60; i++) await proposeCommand(m.node, recordCmd(`img-${i}`, ['w1', 'w2'], i));
+    await until('a later compaction', () => m.node.status().snapshotIndex > startedAt);
+    expect(await failures()).toBe(1);
+    expect(isTablesSnapshot((await m.store.load()).snapshot!.data)).toBe(true);
+  });
 });

@@ -25,6 +25,7 @@ export interface NodeMetrics {
   entriesApplied: Counter;
   proposalsDropped: Counter<'reason'>;
   messagesRefused: Counter<'reason'>;
+  compactionFailures: Counter<'kind'>;
 }
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5];
@@ -85,6 +86,12 @@ export function registerNodeMetrics(registry: Registry, read: NodeGauges): NodeM
     entriesApplied: new Counter({
       name: 'imgvault_raft_entries_applied_total',
       help: 'Entries applied to the state machine',
+      registers: [registry],
+    }),
+    compactionFailures: new Counter({
+      name: 'imgvault_raft_compaction_failures_total',
+      help: 'Log compactions that failed, by kind: snapshot (a state snapshot taken), truncate (no file); each is tried again later',
+      labelNames: ['kind'] as const,
       registers: [registry],
     }),
     proposalsDropped: new Counter({
