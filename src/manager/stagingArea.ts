@@ -8,14 +8,21 @@
 // nothing a crash would not lose too, and creating, writing and unlinking it cost the leader a
 // tenth of its CPU per upload (docs/measurements.md).
 
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, type Hash, randomUUID } from 'node:crypto';
 import { open, readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import { BodyTooSlow } from '../http/requestBody.ts';
 import { Crc32c } from '../protocol/checksums.ts';
 import { ChunkFanOut } from './chunkFanOut.ts';
-import { HeldBody, SLAB_BYTES, SlabPool, slabBytesFor } from './heldBodies.ts';
+import {
+  HASHED_WHOLE_MAX_BYTES,
+  HeldBody,
+  HeldBodyHasher,
+  SLAB_BYTES,
+  SlabPool,
+  slabBytesFor,
+} from './heldBodies.ts';
 import { SNIFF_BYTES, sniffImageType } from './imageTypes.ts';
 
 export { ACCEPTED_IMAGE_TYPES } from './imageTypes.ts';
@@ -99,11 +106,13 @@ async function acceptedType(head: Uint8Array[], whole: boolean): Promise<string>
 
 /**
  * Counts and checksums the chunks of a body whose Content-Length was `size`: `take` throws once it
- * passes `maxBytes` or its length, `ended` once it ended short (tee and holdWhole).
+ * passes `maxBytes` or its length, `ended` once it ended short (tee and holdWhole). The CRC32C is
+ * taken as the chunks come; the sha256 too once `hashIncrementally` is called, else the caller
+ * hashes the body whole at its end (HeldBodyHasher).
  */
 class DeclaredBody {
   received = 0;
-  private readonly hash = createHash('sha256');
+  private hash: Hash | null = null;
   private readonly crc = new Crc32c();
 
   constructor(
@@ -111,19 +120,33 @@ class DeclaredBody {
     private readonly size: number,
   ) {}
 
+  /** Hashes with sha256 from now on, starting with `taken`: the chunks taken so far. */
+  hashIncrementally(taken: readonly Uint8Array[] = []): this {
+    this.hash = createHash('sha256');
+    for (const chunk of taken) this.hash.update(chunk);
+    return this;
+  }
+
   take(chunk: Uint8Array): void {
     this.received += chunk.byteLength;
     if (this.received > this.maxBytes) throw new UploadTooLarge();
     if (this.received > this.size) throw new LengthMismatch(`the body is longer than its ${this.size} bytes`);
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.crc.update(chunk);
   }
 
-  /** Its sums, once it ended at its length. */
-  ended(): { sha256: string; crc32c: string } {
+  /** Its CRC32C, once it ended at its length. */
+  ended(): { crc32c: string } {
     if (this.received !== this.size)
       throw new LengthMismatch(`the body ended at ${this.received} of its ${this.size} bytes`);
-    return { sha256: this.hash.digest('hex'), crc32c: this.crc.hex() };
+    return { crc32c: this.crc.hex() };
+  }
+
+  /** Both its sums, once it ended at its length, when it was hashed incrementally. */
+  endedHashed(): { sha256: string; crc32c: string } {
+    const { crc32c } = this.ended();
+    if (!this.hash) throw new Error('the sha256 of a body hashed whole is its caller to take');
+    return { sha256: this.hash.digest('hex'), crc32c };
   }
 }
 
@@ -203,6 +226,7 @@ export class StagingArea {
   /** The memory-held uploads not yet released (by their chunks), each counted once in memoryHeld. */
   private readonly inMemory = new WeakMap<readonly Uint8Array[], HeldBody>();
   private readonly slabs: SlabPool;
+  private readonly hasher = new HeldBodyHasher();
 
   private constructor(
     readonly dir: string,
@@ -296,7 +320,7 @@ export class StagingArea {
     if (size > HELD_WHOLE_MAX_BYTES) throw new Error(`holdWhole takes at most ${HELD_WHOLE_MAX_BYTES} bytes`);
     const held = this.holdInMemory(size);
     if (!held) return null;
-    const meter = new DeclaredBody(maxBytes, size);
+    const meter = new DeclaredBody(maxBytes, size).hashIncrementally();
     let contentType: string | null = null;
     let sums: { sha256: string; crc32c: string };
     try {
@@ -308,7 +332,7 @@ export class StagingArea {
         }
       }
       if (meter.received === 0) throw new EmptyBody();
-      sums = meter.ended();
+      sums = meter.endedHashed();
       contentType ??= await acceptedType([held.firstSlabBytes], true);
       held.end();
     } catch (err) {
@@ -331,10 +355,13 @@ export class StagingArea {
   }
 
   /**
-   * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and keeps it, hashing
-   * as it goes: held in slabs when they (whole: slabBytesFor) fit what is left of the memory
-   * budget, else written to a staged file. The first SNIFF_BYTES are read and their type checked before this returns: a
-   * refused body reaches no consumer. Memory: a held body whole (within the budget); else a
+   * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and keeps it, taking
+   * its CRC32C as it goes: held in slabs when they (whole: slabBytesFor) fit what is left of the
+   * memory budget, else written to a staged file. Its sha256 is taken as it goes too, but for a
+   * held body up to HASHED_WHOLE_MAX_BYTES, hashed whole off the main thread once it is in (the
+   * copies' branches end, and their checksum trailers go out, once it is known). The first
+   * SNIFF_BYTES are read and their type checked before this returns: a refused body reaches no
+   * consumer. Memory: a held body whole (within the budget); else a
    * forward batch being gathered, and ChunkFanOut's depth of batches a branch (the branches share
    * them). `copyStallMs`: a copy that holds the body back this long fails (BranchStalled, from its
    * branch) and stops being waited for, so the body and the other copies go on; the staged file is
@@ -370,6 +397,9 @@ export class StagingArea {
     let sums: { sha256: string; crc32c: string } | null = null;
     const held = this.holdInMemory(size);
     const gather = held ?? concatBatches();
+    const hashedWhole = held !== null && size <= HASHED_WHOLE_MAX_BYTES ? held : null;
+    if (!hashedWhole) meter.hashIncrementally(head);
+    const { hasher } = this;
     async function* whole(): AsyncGenerator<Uint8Array> {
       let finished = ended;
       try {
@@ -386,7 +416,10 @@ export class StagingArea {
       } finally {
         if (!finished) await iterator.return?.()?.catch(() => {});
       }
-      sums = meter.ended();
+      if (hashedWhole) {
+        const { crc32c } = meter.ended();
+        sums = { sha256: await hasher.sha256(hashedWhole.chunks, size), crc32c };
+      } else sums = meter.endedHashed();
     }
     const stall = copyStallMs === undefined ? undefined : { ms: copyStallMs, branches: copies };
     const fan = new ChunkFanOut(whole(), held ? copies : copies + 1, undefined, stall);
