@@ -400,25 +400,40 @@ export class StagingArea {
     const hashedWhole = held !== null && size <= HASHED_WHOLE_MAX_BYTES ? held : null;
     if (!hashedWhole) meter.hashIncrementally(head);
     const { hasher } = this;
+    let added = 0;
+    let digest: Promise<string> | null = null;
+    /**
+     * Gathers `chunk`; once the body's last byte is in, a body hashed whole is ended and its hash
+     * started, beside the sends of its last slabs rather than after them.
+     */
+    const add = (chunk: Uint8Array): Uint8Array[] => {
+      added += chunk.byteLength;
+      const filled = gather.add(chunk);
+      if (!hashedWhole || added !== size) return filled;
+      const last = hashedWhole.end();
+      digest = hasher.sha256(hashedWhole.chunks, size);
+      digest.catch(() => {});
+      return last ? [...filled, last] : filled;
+    };
     async function* whole(): AsyncGenerator<Uint8Array> {
       let finished = ended;
       try {
-        for (const chunk of head) yield* gather.add(chunk);
+        for (const chunk of head) yield* add(chunk);
         while (!finished) {
           const next = await iterator.next();
           finished = next.done === true;
           if (next.done) break;
           meter.take(next.value);
-          yield* gather.add(next.value);
+          yield* add(next.value);
         }
-        const last = gather.end();
+        const last = digest ? null : gather.end();
         if (last) yield last;
       } finally {
         if (!finished) await iterator.return?.()?.catch(() => {});
       }
       if (hashedWhole) {
         const { crc32c } = meter.ended();
-        sums = { sha256: await hasher.sha256(hashedWhole.chunks, size), crc32c };
+        sums = { sha256: await (digest ?? hasher.sha256(hashedWhole.chunks, size)), crc32c };
       } else sums = meter.endedHashed();
     }
     const stall = copyStallMs === undefined ? undefined : { ms: copyStallMs, branches: copies };
