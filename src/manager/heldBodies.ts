@@ -4,8 +4,6 @@
 // back only in a mark-compact, which then ran every ~64 MB of bodies (docs/measurements.md). The
 // copy replaces the Buffer.concat that cut socket-sized chunks into batches anyway.
 
-import { webcrypto } from 'node:crypto';
-
 /** A held body's unit: one batch forwarded to the copies (a quarter of the socket writes of 64 KiB). */
 export const SLAB_BYTES = 256 * 1024;
 
@@ -83,47 +81,5 @@ export class HeldBody {
     const last = this.slabs[this.slabs.length - 1]!.subarray(0, this.fill);
     this.chunks.push(last);
     return last;
-  }
-}
-
-/**
- * The largest held body hashed whole once it is in (HeldBodyHasher) rather than chunk by chunk as
- * it arrives: the hasher's scratch buffer grows to this at most.
- */
-export const HASHED_WHOLE_MAX_BYTES = 4 << 20;
-
-/**
- * The sha256 of held bodies, on libuv's threadpool (WebCrypto's digest, one job a body) rather than
- * on the leader's main thread, whose Raft rounds wait behind its byte work at concurrency 8
- * (docs/measurements.md). The digest takes one buffer and copies it before it returns (WebCrypto:
- * "a copy of the bytes held by the data parameter"), so a body of several slabs is joined into one
- * scratch buffer that every body reuses: a new buffer of a MiB each time would cost its page
- * faults, as much as the hash it moves.
- */
-export class HeldBodyHasher {
-  private scratch: Buffer | null = null;
-
-  /** `chunks`: the body's bytes in order, `size` of them, at most HASHED_WHOLE_MAX_BYTES. */
-  sha256(chunks: readonly Uint8Array[], size: number): Promise<string> {
-    if (size > HASHED_WHOLE_MAX_BYTES)
-      throw new Error(`a body hashed whole is at most ${HASHED_WHOLE_MAX_BYTES} bytes`);
-    const digest = webcrypto.subtle.digest(
-      'SHA-256',
-      chunks.length === 1 ? chunks[0]! : this.join(chunks, size),
-    );
-    return digest.then((sum) => Buffer.from(sum).toString('hex'));
-  }
-
-  private join(chunks: readonly Uint8Array[], size: number): Uint8Array {
-    if (this.scratch === null || this.scratch.byteLength < size) {
-      this.scratch = Buffer.allocUnsafeSlow(slabBytesFor(size));
-    }
-    let at = 0;
-    for (const chunk of chunks) {
-      this.scratch.set(chunk, at);
-      at += chunk.byteLength;
-    }
-    if (at !== size) throw new Error(`a held body of ${size} bytes came as ${at}`);
-    return this.scratch.subarray(0, size);
   }
 }

@@ -8,21 +8,14 @@
 // nothing a crash would not lose too, and creating, writing and unlinking it cost the leader a
 // tenth of its CPU per upload (docs/measurements.md).
 
-import { createHash, type Hash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { open, readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import { BodyTooSlow } from '../http/requestBody.ts';
 import { Crc32c } from '../protocol/checksums.ts';
 import { ChunkFanOut } from './chunkFanOut.ts';
-import {
-  HASHED_WHOLE_MAX_BYTES,
-  HeldBody,
-  HeldBodyHasher,
-  SLAB_BYTES,
-  SlabPool,
-  slabBytesFor,
-} from './heldBodies.ts';
+import { HeldBody, SLAB_BYTES, SlabPool, slabBytesFor } from './heldBodies.ts';
 import { SNIFF_BYTES, sniffImageType } from './imageTypes.ts';
 
 export { ACCEPTED_IMAGE_TYPES } from './imageTypes.ts';
@@ -106,13 +99,11 @@ async function acceptedType(head: Uint8Array[], whole: boolean): Promise<string>
 
 /**
  * Counts and checksums the chunks of a body whose Content-Length was `size`: `take` throws once it
- * passes `maxBytes` or its length, `ended` once it ended short (tee and holdWhole). The CRC32C is
- * taken as the chunks come; the sha256 too once `hashIncrementally` is called, else the caller
- * hashes the body whole at its end (HeldBodyHasher).
+ * passes `maxBytes` or its length, `ended` once it ended short (tee and holdWhole).
  */
 class DeclaredBody {
   received = 0;
-  private hash: Hash | null = null;
+  private readonly hash = createHash('sha256');
   private readonly crc = new Crc32c();
 
   constructor(
@@ -120,33 +111,19 @@ class DeclaredBody {
     private readonly size: number,
   ) {}
 
-  /** Hashes with sha256 from now on, starting with `taken`: the chunks taken so far. */
-  hashIncrementally(taken: readonly Uint8Array[] = []): this {
-    this.hash = createHash('sha256');
-    for (const chunk of taken) this.hash.update(chunk);
-    return this;
-  }
-
   take(chunk: Uint8Array): void {
     this.received += chunk.byteLength;
     if (this.received > this.maxBytes) throw new UploadTooLarge();
     if (this.received > this.size) throw new LengthMismatch(`the body is longer than its ${this.size} bytes`);
-    this.hash?.update(chunk);
+    this.hash.update(chunk);
     this.crc.update(chunk);
   }
 
-  /** Its CRC32C, once it ended at its length. */
-  ended(): { crc32c: string } {
+  /** Its sums, once it ended at its length. */
+  ended(): { sha256: string; crc32c: string } {
     if (this.received !== this.size)
       throw new LengthMismatch(`the body ended at ${this.received} of its ${this.size} bytes`);
-    return { crc32c: this.crc.hex() };
-  }
-
-  /** Both its sums, once it ended at its length, when it was hashed incrementally. */
-  endedHashed(): { sha256: string; crc32c: string } {
-    const { crc32c } = this.ended();
-    if (!this.hash) throw new Error('the sha256 of a body hashed whole is its caller to take');
-    return { sha256: this.hash.digest('hex'), crc32c };
+    return { sha256: this.hash.digest('hex'), crc32c: this.crc.hex() };
   }
 }
 
@@ -226,7 +203,6 @@ export class StagingArea {
   /** The memory-held uploads not yet released (by their chunks), each counted once in memoryHeld. */
   private readonly inMemory = new WeakMap<readonly Uint8Array[], HeldBody>();
   private readonly slabs: SlabPool;
-  private readonly hasher = new HeldBodyHasher();
 
   private constructor(
     readonly dir: string,
@@ -320,7 +296,7 @@ export class StagingArea {
     if (size > HELD_WHOLE_MAX_BYTES) throw new Error(`holdWhole takes at most ${HELD_WHOLE_MAX_BYTES} bytes`);
     const held = this.holdInMemory(size);
     if (!held) return null;
-    const meter = new DeclaredBody(maxBytes, size).hashIncrementally();
+    const meter = new DeclaredBody(maxBytes, size);
     let contentType: string | null = null;
     let sums: { sha256: string; crc32c: string };
     try {
@@ -332,7 +308,7 @@ export class StagingArea {
         }
       }
       if (meter.received === 0) throw new EmptyBody();
-      sums = meter.endedHashed();
+      sums = meter.ended();
       contentType ??= await acceptedType([held.firstSlabBytes], true);
       held.end();
     } catch (err) {
@@ -355,13 +331,10 @@ export class StagingArea {
   }
 
   /**
-   * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and keeps it, taking
-   * its CRC32C as it goes: held in slabs when they (whole: slabBytesFor) fit what is left of the
-   * memory budget, else written to a staged file. Its sha256 is taken as it goes too, but for a
-   * held body up to HASHED_WHOLE_MAX_BYTES, hashed whole off the main thread once it is in (the
-   * copies' branches end, and their checksum trailers go out, once it is known). The first
-   * SNIFF_BYTES are read and their type checked before this returns: a refused body reaches no
-   * consumer. Memory: a held body whole (within the budget); else a
+   * Streams `body` of `size` bytes (its Content-Length) to `copies` consumers and keeps it, hashing
+   * as it goes: held in slabs when they (whole: slabBytesFor) fit what is left of the memory
+   * budget, else written to a staged file. The first SNIFF_BYTES are read and their type checked before this returns: a
+   * refused body reaches no consumer. Memory: a held body whole (within the budget); else a
    * forward batch being gathered, and ChunkFanOut's depth of batches a branch (the branches share
    * them). `copyStallMs`: a copy that holds the body back this long fails (BranchStalled, from its
    * branch) and stops being waited for, so the body and the other copies go on; the staged file is
@@ -397,44 +370,23 @@ export class StagingArea {
     let sums: { sha256: string; crc32c: string } | null = null;
     const held = this.holdInMemory(size);
     const gather = held ?? concatBatches();
-    const hashedWhole = held !== null && size <= HASHED_WHOLE_MAX_BYTES ? held : null;
-    if (!hashedWhole) meter.hashIncrementally(head);
-    const { hasher } = this;
-    let added = 0;
-    let digest: Promise<string> | null = null;
-    /**
-     * Gathers `chunk`; once the body's last byte is in, a body hashed whole is ended and its hash
-     * started, beside the sends of its last slabs rather than after them.
-     */
-    const add = (chunk: Uint8Array): Uint8Array[] => {
-      added += chunk.byteLength;
-      const filled = gather.add(chunk);
-      if (!hashedWhole || added !== size) return filled;
-      const last = hashedWhole.end();
-      digest = hasher.sha256(hashedWhole.chunks, size);
-      digest.catch(() => {});
-      return last ? [...filled, last] : filled;
-    };
     async function* whole(): AsyncGenerator<Uint8Array> {
       let finished = ended;
       try {
-        for (const chunk of head) yield* add(chunk);
+        for (const chunk of head) yield* gather.add(chunk);
         while (!finished) {
           const next = await iterator.next();
           finished = next.done === true;
           if (next.done) break;
           meter.take(next.value);
-          yield* add(next.value);
+          yield* gather.add(next.value);
         }
-        const last = digest ? null : gather.end();
+        const last = gather.end();
         if (last) yield last;
       } finally {
         if (!finished) await iterator.return?.()?.catch(() => {});
       }
-      if (hashedWhole) {
-        const { crc32c } = meter.ended();
-        sums = { sha256: await (digest ?? hasher.sha256(hashedWhole.chunks, size)), crc32c };
-      } else sums = meter.endedHashed();
+      sums = meter.ended();
     }
     const stall = copyStallMs === undefined ? undefined : { ms: copyStallMs, branches: copies };
     const fan = new ChunkFanOut(whole(), held ? copies : copies + 1, undefined, stall);
