@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { withMinimumRate } from '../../src/http/requestBody.ts';
 import { BranchStalled } from '../../src/manager/chunkFanOut.ts';
 import { SLAB_BYTES } from '../../src/manager/heldBodies.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
+import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { mountTmpfs, unmount } from '../storagenode/workerHarness.ts';
 import { type TiffOptions, tiffFile } from './tiffFiles.ts';
 
@@ -310,6 +311,29 @@ describe('StagingArea.tee within its memory budget', () => {
     await expect(result.teed.staged).rejects.toMatchObject({ error: { code: 'LengthMismatch' } });
     expect(staging.heldInMemory).toBe(0);
     expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('gives each body teed at once the sha256 and CRC32C of its own bytes, held in slabs or filed', async () => {
+    // Room for the first three (4, 2 and 3 slabs): the last goes to a file.
+    const staging = await StagingArea.open(dir, { memoryBytes: 9 * SLAB_BYTES });
+    const sizes = [4 * SLAB_BYTES, SLAB_BYTES + 7, 2 * SLAB_BYTES + 1_000, 3 * SLAB_BYTES];
+    const bodies = sizes.map((size) => Buffer.concat([PNG, randomBytes(size - PNG.length)]));
+    const teed = await Promise.all(
+      bodies.map(async (bytes, i) => {
+        const result = await staging.tee(chunked(bytes, 60_000 + i * 4_099), 1 << 26, bytes.length, 2);
+        if (!result.ok) throw new Error('refused');
+        return result.teed;
+      }),
+    );
+    await Promise.all(teed.flatMap((t) => t.copies.map(drain)));
+    const staged = await Promise.all(teed.map((t) => t.staged));
+    expect(staged.map((s) => s.path === null)).toEqual([true, true, true, false]);
+    for (const [i, bytes] of bodies.entries()) {
+      const sums = { sha256: createHash('sha256').update(bytes).digest('hex'), crc32c: crc32cHex(bytes) };
+      expect(staged[i]).toMatchObject({ size: bytes.length, ...sums });
+      expect(teed[i]!.sums()).toEqual(sums);
+    }
+    for (const s of staged) await staging.release(s);
   });
 });
 
