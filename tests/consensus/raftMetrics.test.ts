@@ -9,8 +9,10 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RaftError } from '../../src/consensus/raftNode.ts';
 import type { KvStateMachine } from '../../src/metadata/kvStateMachine.ts';
 import {
+  compactionFailures,
   openKv,
   proposePut,
+  refuseNextCompaction,
   type SoleManager,
   startSoleManager,
   stopSoleManager,
@@ -107,17 +109,8 @@ it('counts a compaction that failed, and compacts at a later try', async () => {
     const { node, store } = failing;
     await until('a single voter to elect itself', () => node.isLeader(), 10_000);
     const startedAt = node.status().snapshotIndex;
-    // The disk refuses the first compaction: the log's store is real, its compact made to fail once.
-    const compact = store.compact.bind(store);
-    let refusals = 0;
-    store.compact = (snapshot) => {
-      if (refusals++ === 0) return Promise.reject(new Error('EIO: the disk refused the write'));
-      return compact(snapshot);
-    };
-    const failures = async () =>
-      (await own.getMetricsAsJSON())
-        .find((m) => m.name === 'imgvault_raft_compaction_failures_total')
-        ?.values.find((v) => v.labels.kind === 'snapshot')?.value ?? 0;
+    refuseNextCompaction(store);
+    const failures = () => compactionFailures(own, 'snapshot');
     for (let i = 0; i < 6; i++) await proposePut(node, `k${i}`, 'v');
     await until('the failure counted', async () => (await failures()) === 1, 10_000);
     expect(node.status().snapshotIndex).toBe(startedAt);

@@ -386,6 +386,25 @@ export async function startSoleManager<SM extends ClosableStateMachine>(
   return { node, store, sm };
 }
 
+/** The store's next compaction fails as a failing disk's would; the ones after it run as usual. */
+export function refuseNextCompaction(store: LevelLogStore): void {
+  const compact = store.compact.bind(store);
+  let refused = false;
+  store.compact = (snapshot) => {
+    if (refused) return compact(snapshot);
+    refused = true;
+    return Promise.reject(new Error('EIO: the disk refused the write'));
+  };
+}
+
+/** imgvault_raft_compaction_failures_total of `kind` in `registry`. */
+export async function compactionFailures(registry: Registry, kind: 'snapshot' | 'truncate'): Promise<number> {
+  const series = (await registry.getMetricsAsJSON()).find(
+    (m) => m.name === 'imgvault_raft_compaction_failures_total',
+  );
+  return series?.values.find((v) => v.labels.kind === kind)?.value ?? 0;
+}
+
 export async function stopSoleManager(m: SoleManager<ClosableStateMachine>): Promise<void> {
   await m.node.stop();
   await m.store.close();

@@ -24,10 +24,12 @@ import {
   CLEAN_STOP_MARKER,
   type ClusterSetup,
   closeAll,
+  compactionFailures,
   InProcessManager,
   joinCaughtUp,
   memberUrls,
   proposeOnLeader,
+  refuseNextCompaction,
   runningLeader,
   SOLE_MEMBERS,
   type SoleManager,
@@ -337,15 +339,8 @@ describe('a compaction the disk refuses', () => {
     sole = m;
     await until('leadership', () => m.node.isLeader());
     const startedAt = m.node.status().snapshotIndex;
-    // The store is real; its first compaction is made to fail as a failing disk would.
-    const compact = m.store.compact.bind(m.store);
-    let tries = 0;
-    m.store.compact = (snapshot) =>
-      tries++ === 0 ? Promise.reject(new Error('EIO: the disk refused the write')) : compact(snapshot);
-    const failures = async () =>
-      (await metrics.getMetricsAsJSON())
-        .find((s) => s.name === 'imgvault_raft_compaction_failures_total')
-        ?.values.find((v) => v.labels.kind === 'truncate')?.value ?? 0;
+    refuseNextCompaction(m.store);
+    const failures = () => compactionFailures(metrics, 'truncate');
     await proposeCommand(m.node, registerCmd('w1', 1000, 'zA'));
     await proposeCommand(m.node, registerCmd('w2', 1000, 'zB'));
     for (let i = 0; i < 30; i++) await proposeCommand(m.node, recordCmd(`img-${i}`, ['w1', 'w2'], i));
