@@ -51,7 +51,7 @@ import {
   TRAILING_CHECKSUMS,
 } from '../src/protocol/checksumTrailer.ts';
 import { SHA256_HEADER } from '../src/protocol/workerHeaders.ts';
-import { createExclusive } from '../src/storagenode/directWrites.ts';
+import { createExclusive, DIRECT_ALIGN, pageAlignedBuffer } from '../src/storagenode/directWrites.ts';
 import { startManagerStandIn } from '../tests/storagenode/managerStandIn.ts';
 import { cpuSeconds } from './processCpu.ts';
 import { envConfiguredBench } from './usage.ts';
@@ -130,15 +130,12 @@ interface RunResult {
   dirtyKiBBefore: number;
 }
 
-/** A copy of `bytes` in a WebAssembly memory (page-aligned), padded to whole pages with zeros. */
+/** A copy of `bytes` in page-aligned memory, padded with zeros to whole pages of DIRECT_ALIGN. */
 function pageAligned(bytes: Buffer): Buffer {
-  const pages = Math.ceil(bytes.length / (64 * 1024));
-  const memory = new (
-    globalThis as unknown as {
-      WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer } };
-    }
-  ).WebAssembly.Memory({ initial: pages, maximum: pages });
-  const copy = Buffer.from(memory.buffer, 0, Math.ceil(bytes.length / 4096) * 4096);
+  const copy = pageAlignedBuffer(bytes.length).subarray(
+    0,
+    Math.ceil(bytes.length / DIRECT_ALIGN) * DIRECT_ALIGN,
+  );
   bytes.copy(copy);
   return copy;
 }

@@ -34,6 +34,15 @@ const WasmMemory = (
 ).WebAssembly.Memory;
 
 /**
+ * A new zero-filled buffer of at least `bytes`, in whole WebAssembly pages: a WebAssembly memory
+ * is page-aligned, which is what a direct write's buffer must be.
+ */
+export function pageAlignedBuffer(bytes: number): Buffer {
+  const pages = Math.ceil(bytes / WASM_PAGE_BYTES);
+  return Buffer.from(new WasmMemory({ initial: pages, maximum: pages }).buffer);
+}
+
+/**
  * Page-aligned buffers of SLAB_BYTES, reused from write to write. Memories are never given back:
  * the pool grows to what the most writes at once needed (two slabs, 512 KiB, a write) and stays.
  */
@@ -43,14 +52,11 @@ export class AlignedSlabs {
   take(): Buffer {
     const slab = this.free.pop();
     if (slab !== undefined) return slab;
-    const memory = new WasmMemory({
-      initial: (SLABS_PER_MEMORY * SLAB_BYTES) / WASM_PAGE_BYTES,
-      maximum: (SLABS_PER_MEMORY * SLAB_BYTES) / WASM_PAGE_BYTES,
-    });
+    const memory = pageAlignedBuffer(SLABS_PER_MEMORY * SLAB_BYTES);
     for (let i = 1; i < SLABS_PER_MEMORY; i++) {
-      this.free.push(Buffer.from(memory.buffer, i * SLAB_BYTES, SLAB_BYTES));
+      this.free.push(memory.subarray(i * SLAB_BYTES, (i + 1) * SLAB_BYTES));
     }
-    return Buffer.from(memory.buffer, 0, SLAB_BYTES);
+    return memory.subarray(0, SLAB_BYTES);
   }
 
   give(slab: Buffer): void {
