@@ -17,6 +17,7 @@ import {
   listSet,
   ProgressLine,
   type RemoteName,
+  setNameProblem,
   sha256OfFile,
   walkFolder,
 } from './localTree.ts';
@@ -160,6 +161,8 @@ function describeSummary(s: BackupSummary): string {
 async function backupAction(folder: string, flags: BackupFlags): Promise<number> {
   const set = flags.set ?? defaultSetName(folder);
   if (!set) throw new Error(`cannot make a set name from ${folder}: pass --set NAME`);
+  const badSet = setNameProblem(set);
+  if (badSet) throw new Error(badSet);
   const client = tokenClient(flags);
   const all = await walkFolder(folder);
   const files: LocalFile[] = [];

@@ -89,6 +89,18 @@ export async function sha256OfFile(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/**
+ * Why `set` cannot name a backup set, or null: a set is a bucket, whose rule the server would
+ * otherwise state in bucket terms only after the folder has been walked.
+ */
+export function setNameProblem(set: string): string | null {
+  if (BUCKET_PATTERN.test(set)) return null;
+  return (
+    `${JSON.stringify(set)} cannot name a backup set: use 3-63 lowercase letters, digits, '.' or '-', ` +
+    'beginning and ending with a letter or digit'
+  );
+}
+
 /** The default backup set of a folder: its name in the bucket alphabet. */
 export function defaultSetName(folder: string): string | null {
   const name = basename(resolve(folder))

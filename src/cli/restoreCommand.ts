@@ -15,7 +15,14 @@ import { fsyncPath } from '../fileWrites.ts';
 import { namePath } from '../protocol/nameHeaders.ts';
 import { type ClusterClient, tokenClient } from './clusterClient.ts';
 import { concurrencyOf, FileTransfer, type TransferFlags, transferCommand } from './fileTransfer.ts';
-import { listSet, ProgressLine, pathOfKey, type RemoteName, sha256OfFile } from './localTree.ts';
+import {
+  listSet,
+  ProgressLine,
+  pathOfKey,
+  type RemoteName,
+  setNameProblem,
+  sha256OfFile,
+} from './localTree.ts';
 
 export interface RestoreSummary {
   set: string;
@@ -135,6 +142,8 @@ function describeSummary(s: RestoreSummary): string {
 }
 
 async function restoreAction(set: string, folder: string, flags: RestoreFlags): Promise<number> {
+  const badSet = setNameProblem(set);
+  if (badSet) throw new Error(badSet);
   const client = tokenClient(flags);
   const names = (await listSet(client, set)).filter((n) => !flags.prefix || n.key.startsWith(flags.prefix));
   const progress = ProgressLine.over(names);

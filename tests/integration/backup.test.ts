@@ -134,6 +134,18 @@ describe('imgvault backup and restore', () => {
     expect(r.stderr).toContain('refusing to --prune');
   });
 
+  it('refuses a set name the server could not hold, in set terms, before walking or sending', async () => {
+    for (const args of [
+      ['backup', folder, '--set', 't1'],
+      ['restore', 'Trip', join(root, 'never-made')],
+    ]) {
+      const r = await runCli([...args, '--json', '--url', urls()]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain('cannot name a backup set: use 3-63 lowercase letters');
+    }
+    await expect(stat(join(root, 'never-made'))).rejects.toThrow(/ENOENT/);
+  });
+
   it('a second run over the unchanged folder uploads 0 bytes', async () => {
     const s = await backup();
     expect(s).toMatchObject({
