@@ -6,7 +6,10 @@
 //    over the survivors), restart the killed manager, let it catch up.
 // 3. Unless --no-etcd: ../shared/bench/etcd-anchor.sh (relative to this checkout; a 3-member etcd on
 //    the same machine), right after, and a table of imgvault beside etcd with their ratios.
-//   node --import tsx bench/raft.ts [--secs 5] [--warmup 1] [--jit-warmup 10] [--repeats 5] [--conc 1,16,64] [--no-etcd]
+// 4. With --pairs N, steps 1-3 N times, imgvault and etcd in alternating order, and the ratios of
+//    each pair with their medians: on a 2-core machine either side's figure moves 1.5x between
+//    runs a minute apart (docs/measurements.md), so one pair decides nothing.
+//   node --import tsx bench/raft.ts [--secs 5] [--warmup 1] [--jit-warmup 10] [--repeats 5] [--conc 1,16,64] [--no-etcd] [--pairs 1]
 
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -39,6 +42,7 @@ const { values: args } = parseArgs({
     keep: { type: 'boolean', default: false },
     'manager-args': { type: 'string', default: '' },
     'no-etcd': { type: 'boolean', default: false },
+    pairs: { type: 'string', default: '1' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -55,6 +59,9 @@ if (args.help) {
   --manager-args "A"  extra arguments for each manager process
   --keep              keep the managers' data folder
   --no-etcd           skip the etcd anchor run after
+  --pairs N           N runs of imgvault and of etcd, alternating which goes first (default 1),
+                      then each pair's ratios and their medians (about 4 minutes a pair; an odd
+                      N has a middle pair, an even one reports the lower of the middle two)
 Per concurrency it prints one JSON line: commits/s, p50/p99/p99.9/max latency, the commits per
 latency band (le5 = over the band before, up to 5 ms), the largest bursts of commits over the p99
 (tail_bursts: a stall shows as about conc commits at once), each manager's Ready and synced-write
@@ -69,6 +76,11 @@ const JIT_WARMUP = Number(args['jit-warmup']);
 const REPEATS = Number(args.repeats);
 const CONCURRENCIES = args.conc!.split(',').map(Number);
 const VALUE_BYTES = Number(args.size);
+const PAIRS = Number(args.pairs);
+if (!Number.isInteger(PAIRS) || PAIRS < 1) {
+  console.error(`--pairs must be a whole number from 1, not ${args.pairs}`);
+  process.exit(2);
+}
 
 const agent = new Agent({ keepAliveTimeout: 30_000, connections: 256, pipelining: 1 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -394,6 +406,7 @@ function printBeside(
   rows: { conc: number; puts_per_s: number; p50_ms: number; p99_ms: number }[],
   failoverMedian: number | null,
   etcd: EtcdFigures | string,
+  etcdFirst = false,
 ): void {
   if (typeof etcd === 'string') {
     console.log(`etcd: ${etcd}`);
@@ -401,7 +414,9 @@ function printBeside(
   }
   const ratio = (a: number | null, b: number | null | undefined) =>
     a !== null && b ? (a / b).toFixed(2) : '-';
-  console.log('\nbeside etcd, measured right after on this machine (ratio imgvault/etcd)');
+  console.log(
+    `\nbeside etcd, measured right ${etcdFirst ? 'before' : 'after'} on this machine (ratio imgvault/etcd)`,
+  );
   console.log(
     'concurrency  commits/s imgvault  etcd  ratio   p50 ms imgvault  etcd    p99 ms imgvault  etcd  ratio',
   );
@@ -489,11 +504,61 @@ async function main() {
     clearTimeout(hardStop);
     // A clean stop, so a manager profiled with --cpu-prof (IMGVAULT_CHILD_NODE_ARGS) writes its profile.
     await Promise.all(procs.map((p) => (p.child ? stopChild(p.child) : undefined)));
-    await agent.close();
     if (!args.keep) await rm(root, { recursive: true, force: true });
   }
 }
 
-const ours = await main();
-// The managers are stopped first: etcd then has the machine to itself, as imgvault had.
-printBeside(ours.rows, ours.median, etcdFigures());
+interface Pair {
+  ours: Awaited<ReturnType<typeof main>>;
+  etcd: EtcdFigures | string;
+}
+
+/** Each pair's imgvault/etcd ratios, then their medians (the figure to judge the targets on). */
+function printPairs(pairs: Pair[]): void {
+  const measured = pairs.filter(
+    (p): p is { ours: Pair['ours']; etcd: EtcdFigures } => typeof p.etcd !== 'string',
+  );
+  if (measured.length < 2) return;
+  const top = Math.max(...CONCURRENCIES);
+  type Measured = (typeof measured)[number];
+  const ratioAt = (p: Measured, conc: number, key: 'puts_per_s' | 'p99_ms') => {
+    const e = p.etcd.puts.get(conc)?.[key];
+    const o = p.ours.rows.find((r) => r.conc === conc)?.[key];
+    return o !== undefined && e ? o / e : null;
+  };
+  const columns = [
+    ...CONCURRENCIES.map((c) => ({ head: `c=${c}`, of: (p: Measured) => ratioAt(p, c, 'puts_per_s') })),
+    { head: `p99 c=${top}`, of: (p: Measured) => ratioAt(p, top, 'p99_ms') },
+    {
+      head: 'failover',
+      of: (p: Measured) => {
+        const e = medianOf(p.etcd.failoverMs);
+        return p.ours.median !== null && e ? p.ours.median / e : null;
+      },
+    },
+  ];
+  const cell = (x: number | null) => (x === null ? '-' : x.toFixed(2)).padStart(10);
+  console.log(
+    `\n${measured.length} alternated pairs, ratio imgvault/etcd (commits/s; p99 and failover: lower is better)`,
+  );
+  console.log(`pair   ${columns.map((c) => c.head.padStart(10)).join('')}`);
+  measured.forEach((p, i) => {
+    console.log(`${String(i + 1).padStart(4)}   ${columns.map((c) => cell(c.of(p))).join('')}`);
+  });
+  const medianRatio = (c: (typeof columns)[number]) =>
+    medianOf(measured.map((p) => c.of(p)).filter((x): x is number => x !== null));
+  console.log(`median ${columns.map((c) => cell(medianRatio(c))).join('')}`);
+}
+
+const pairs: Pair[] = [];
+for (let i = 0; i < PAIRS; i++) {
+  // The managers are stopped before etcd starts and etcd before the managers do: each side has the
+  // machine to itself. Odd pairs run etcd first, so a machine that drifts favours neither.
+  const early = i % 2 === 1 && !args['no-etcd'] ? etcdFigures() : null;
+  const ours = await main();
+  const etcd = early ?? etcdFigures();
+  pairs.push({ ours, etcd });
+  printBeside(ours.rows, ours.median, etcd, early !== null);
+}
+printPairs(pairs);
+await agent.close();
