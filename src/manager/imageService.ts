@@ -169,8 +169,6 @@ export class ImageService {
   private readonly inFlight = new Map<string, Promise<unknown>>();
   /** What pooled GETs of small whole objects gather into; eight kept, one per GET at concurrency 8. */
   private readonly readBuffers = new ReadBuffers(CHECK_BEFORE_SEND_BYTES, 8);
-  /** Reads of records not read yet whose bytes are not in yet (openReplica). */
-  private readsOpening = 0;
 
   constructor(private readonly deps: ImageServiceDeps) {}
 
@@ -558,31 +556,9 @@ export class ImageService {
   private async openReplica(id: string, { object: known, ...opts }: OpenOptions): Promise<Download> {
     if (known) return this.openRecorded(known, opts);
     this.validateId(id);
-    const alone = this.readsOpening === 0;
-    this.readsOpening++;
-    try {
-      return await this.openConfirmed(id, opts, alone);
-    } finally {
-      this.readsOpening--;
-    }
-  }
-
-  /** openReplica's read of a record not read yet; `alone`: no other such read is being opened. */
-  private async openConfirmed(
-    id: string,
-    opts: Omit<OpenOptions, 'object'>,
-    alone: boolean,
-  ): Promise<Download> {
-    // Beside the worker read: on a follower it is a round trip to the leader and one of the
-    // leader's own, which this read's table look-up need not wait for. A read alone asks for it one
-    // event-loop turn later, once the worker's request is on the wire: undici writes a request to a
-    // kept-alive socket only after a setImmediate of its own, and a round asked now sends its
-    // heartbeats first, whose followers then hold the CPU (two cores) the worker needs for its
-    // answer. Among concurrent reads a round that starts later is more often the last thing a read
-    // waits for, so they ask at once (docs/measurements.md).
-    const confirmed = alone
-      ? new Promise<void>((next) => setImmediate(next)).then(() => this.deps.raft.readIndex())
-      : this.deps.raft.readIndex();
+    // Started first: on a follower it is a round trip to the leader and one of the leader's own,
+    // which this read's table look-up need not wait for.
+    const confirmed = this.deps.raft.readIndex();
     confirmed.catch(() => {});
     const local = await this.deps.metadata.getObject(id);
     if (!local) {
