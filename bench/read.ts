@@ -13,10 +13,14 @@
  * of 1 MiB at the same concurrency (run them back to back: see bench/swiftAnchor.ts). Then, at
  * concurrency 1, where a GET's time goes: the record alone (`/meta`: a ReadIndex round and a table
  * read) and a worker's GET of the blob alone, beside the whole GET through the leader.
+ *
+ * npm runs this client with the children's heap flags (HEAP_FLAGS, src/cli/localProcess.ts): with
+ * V8's default limits the 1 MiB bodies it receives set off a mark-compact every few GETs, which
+ * ran beside the cluster on the same two cores and inside the GETs being timed (docs/measurements.md).
  */
 
 import { randomUUID } from 'node:crypto';
-import { type Agent, request } from 'undici';
+import { type Agent, type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
 import { type ImageCluster, type ManagerProc, pngImage } from '../tests/integration/imageCluster.ts';
 import { combine, drive, percentile, type RunResult } from './closedLoop.ts';
@@ -45,6 +49,23 @@ const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8').split(',').map(Numb
 const DIRECT = process.env.BENCH_DIRECT !== '0';
 const SIZE = 1024 * 1024;
 const PAYLOADS = 8;
+
+/**
+ * Whether a body is `expected`, compared chunk by chunk as it arrives: gathering it into one buffer
+ * first cost this client a 1 MiB allocation per GET, and its garbage collections (which run beside
+ * the cluster on the same cores, and inside the GET being timed) lengthened the tail it measures.
+ */
+async function bodyEquals(body: AsyncIterable<Uint8Array>, expected: Buffer): Promise<boolean> {
+  let at = 0;
+  let same = true;
+  for await (const chunk of body) {
+    const end = at + chunk.byteLength;
+    if (same && (end > expected.length || expected.compare(chunk, 0, chunk.byteLength, at, end) !== 0))
+      same = false;
+    at = end;
+  }
+  return same && at === expected.length;
+}
 
 /** p50 at concurrency 1 of the parts of a GET: the record alone, a worker's GET alone, the whole. */
 async function whereTheTimeGoes(
@@ -135,14 +156,15 @@ async function main(): Promise<void> {
     // Asked after the uploads: on a loaded machine the leadership may have moved during them.
     const leader = await cluster.leader();
     const follower = (await cluster.followers())[0]!;
-    const check = (i: number, statusCode: number, body: Buffer) => {
-      if (statusCode !== 200) throw new Error(`GET answered ${statusCode}: ${body.toString().slice(0, 200)}`);
-      if (!body.equals(payloadOf(i))) throw new Error(`GET of ${ids[i]} returned other bytes`);
+    const check = async (i: number, res: Dispatcher.ResponseData) => {
+      if (res.statusCode !== 200)
+        throw new Error(`GET answered ${res.statusCode}: ${(await res.body.text()).slice(0, 200)}`);
+      if (!(await bodyEquals(res.body, payloadOf(i))))
+        throw new Error(`GET of ${ids[i]} returned other bytes`);
     };
     const get = (via: ManagerProc) => async (n: number) => {
       const i = (n * 7919) % ids.length;
-      const res = await request(`${via.url}/v1/images/${ids[i]}`, { dispatcher: agent });
-      check(i, res.statusCode, Buffer.from(await res.body.arrayBuffer()));
+      await check(i, await request(`${via.url}/v1/images/${ids[i]}`, { dispatcher: agent }));
     };
     // ?direct=1: the manager answers with a signed link to a worker, which sends the bytes.
     const getDirect = (via: ManagerProc) => async (n: number) => {
@@ -152,8 +174,7 @@ async function main(): Promise<void> {
       const location = link.headers.location;
       if (link.statusCode !== 307 || typeof location !== 'string')
         throw new Error(`GET ?direct=1 answered ${link.statusCode}`);
-      const res = await request(location, { dispatcher: agent });
-      check(i, res.statusCode, Buffer.from(await res.body.arrayBuffer()));
+      await check(i, await request(location, { dispatcher: agent }));
     };
     const modes = DIRECT ? [false, true] : [false];
     const procs = [...cluster.managers, ...cluster.workers];

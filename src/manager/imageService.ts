@@ -15,6 +15,7 @@ import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachin
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
 import { READ_LINK_TTL_MS } from '../protocol/readLink.ts';
 import { deleteCopy, type ObjectSlots, type Release } from './placement/execute.ts';
+import { ReadBuffers } from './readBuffers.ts';
 import { NoLiveWorker, type Replicated, replicateUpload } from './replicateUpload.ts';
 import {
   HELD_WHOLE_MAX_BYTES,
@@ -98,6 +99,11 @@ export interface OpenOptions {
   method: 'GET' | 'HEAD';
   range?: string;
   object?: ObjectView;
+  /**
+   * The caller sends a small whole object from `bytes` (not `body`) and calls the download's
+   * `release` once nothing reads them any more: they may be gathered into a reused buffer.
+   */
+  pooled?: boolean;
 }
 
 export interface Download {
@@ -112,6 +118,8 @@ export interface Download {
    * an answer can be written from it directly (`body` is then left unread).
    */
   bytes?: Buffer;
+  /** Set when `bytes` is a reused buffer's (OpenOptions.pooled): hands it back for the next read. */
+  release?: () => void;
 }
 
 /** A teed body's refusal as the client's error; an unexpected failure as it is. */
@@ -126,6 +134,7 @@ function sameObject(a: ObjectView, b: ObjectView): boolean {
 
 /** Lets go of a download that will not be sent: its worker connection is freed. */
 function discardDownload(download: Download): void {
+  download.release?.();
   download.body.destroy();
   download.response.body.destroy();
 }
@@ -158,6 +167,8 @@ export function raftFailure(err: unknown): never {
 export class ImageService {
   /** Uploads in progress per id on this leader: a second upload of the same id waits for the first. */
   private readonly inFlight = new Map<string, Promise<unknown>>();
+  /** What pooled GETs of small whole objects gather into; eight kept, one per GET at concurrency 8. */
+  private readonly readBuffers = new ReadBuffers(CHECK_BEFORE_SEND_BYTES, 8);
 
   constructor(private readonly deps: ImageServiceDeps) {}
 
@@ -641,7 +652,7 @@ export class ImageService {
             `worker answered etag ${String(etag)}, the record says "${object.sha256}"`,
           );
         }
-        const checked = await this.checkedBody(object, node, response, opts.method);
+        const checked = await this.checkedBody(object, node, response, opts);
         return { object, nodeId: node.nodeId, response, ...checked };
       } catch (err) {
         failures.push(`${node.nodeId} (${err instanceof WorkerCallError ? err.code : 'bad answer'})`);
@@ -669,8 +680,8 @@ export class ImageService {
     object: ObjectView,
     node: NodeView,
     response: Dispatcher.ResponseData,
-    method: 'GET' | 'HEAD',
-  ): Promise<{ body: Readable; bytes?: Buffer }> {
+    { method, pooled }: Omit<OpenOptions, 'object'>,
+  ): Promise<{ body: Readable; bytes?: Buffer; release?: () => void }> {
     if (method === 'HEAD' || response.statusCode !== 200) return { body: response.body };
     const report = (why: string) => this.reportBadCopy(object.id, node, why);
     if (response.headers['content-length'] !== String(object.size)) {
@@ -679,10 +690,13 @@ export class ImageService {
       throw new ReadCheckFailed(`worker announced ${String(response.headers['content-length'])} bytes`);
     }
     if (object.size <= CHECK_BEFORE_SEND_BYTES) {
+      const lease = pooled ? this.readBuffers.lease() : undefined;
       try {
-        const bytes = await readWholeChecked(response.body, object);
-        return { body: Readable.from([bytes]), bytes };
+        const bytes = await readWholeChecked(response.body, object, lease?.buffer);
+        return { body: Readable.from([bytes]), bytes, ...(lease ? { release: lease.release } : {}) };
       } catch (err) {
+        // Nothing was sent from it: the gathering has stopped and the hash was awaited.
+        lease?.release();
         response.body.destroy();
         if (err instanceof ReadCheckFailed) report(err.message);
         throw err;

@@ -33,13 +33,23 @@ function verdict(size: number, sha256: string, expected: Expected): string | nul
   return null;
 }
 
-/** The whole body, once it is known to be the record's bytes; ReadCheckFailed otherwise. */
-export async function readWholeChecked(body: AsyncIterable<Uint8Array>, expected: Expected): Promise<Buffer> {
+/**
+ * The whole body, once it is known to be the record's bytes; ReadCheckFailed otherwise. `into`: a
+ * buffer of at least the record's size to gather into (readBuffers.ts) instead of a new one; what is
+ * handed out is then a view of it.
+ */
+export async function readWholeChecked(
+  body: AsyncIterable<Uint8Array>,
+  expected: Expected,
+  into?: Buffer,
+): Promise<Buffer> {
   // One copy, into a buffer of the record's size: the worker's chunks are not kept (their memory
   // may be the socket's), and are not gathered and joined again either. The whole is hashed once
   // it is in, by WebCrypto on libuv's threadpool: on a manager serving reads at concurrency 8 its
   // main thread is the bottleneck, and sha256 took a fifth of it (docs/measurements.md).
-  const bytes = Buffer.allocUnsafe(expected.size);
+  if (into && into.length < expected.size)
+    throw new RangeError(`a buffer of ${into.length} bytes cannot hold a record of ${expected.size}`);
+  const bytes = into ? into.subarray(0, expected.size) : Buffer.allocUnsafe(expected.size);
   let size = 0;
   for await (const chunk of body) {
     if (size + chunk.byteLength > expected.size)

@@ -119,6 +119,30 @@ describe('reads: ReadIndex beside the worker read', () => {
     expect(reads()).toBe(1);
   });
 
+  it('confirms each of two overlapping reads with a round of its own', async () => {
+    const { images, reads } = await setup([]);
+    const both = await Promise.all([
+      images.open('cat', { method: 'GET' }),
+      images.open('cat', { method: 'GET' }),
+    ]);
+    for (const download of both) expect(download.bytes?.equals(PNG)).toBe(true);
+    expect(reads()).toBe(2);
+  });
+
+  it('gathers a pooled read into a buffer the next one reuses once released, and no other read', async () => {
+    const { images } = await setup([]);
+    const first = await images.open('cat', { method: 'GET', pooled: true });
+    const held = await images.open('cat', { method: 'GET', pooled: true });
+    expect(held.bytes?.buffer).not.toBe(first.bytes?.buffer);
+    first.release?.();
+    const next = await images.open('cat', { method: 'GET', pooled: true });
+    expect(next.bytes?.buffer).toBe(first.bytes?.buffer);
+    expect(next.bytes?.equals(PNG)).toBe(true);
+    expect(held.bytes?.equals(PNG)).toBe(true);
+    const unpooled = await images.open('cat', { method: 'GET' });
+    expect(unpooled.release).toBeUndefined();
+  });
+
   it('never serves a record deleted before the read began, though its bytes were read', async () => {
     const { images } = await setup([{ type: 'deleteObject', id: 'cat' }]);
     await expect(images.open('cat', { method: 'GET' })).rejects.toMatchObject({ code: 'NotFound' });

@@ -48,6 +48,16 @@ describe('readWholeChecked', () => {
     });
   });
 
+  it('gathers into a buffer it is given, and refuses one too small for the record', async () => {
+    const into = Buffer.alloc(bytes.length + 100, 0xee);
+    const got = await readWholeChecked(chunksOf(bytes), expected, into);
+    expect(got.equals(bytes)).toBe(true);
+    expect(got.buffer).toBe(into.buffer);
+    await expect(readWholeChecked(chunksOf(bytes), expected, Buffer.alloc(bytes.length - 1))).rejects.toThrow(
+      RangeError,
+    );
+  });
+
   it('reads an empty object', async () => {
     const empty = { size: 0, sha256: createHash('sha256').digest('hex') };
     expect((await readWholeChecked(chunksOf(Buffer.alloc(0)), empty)).length).toBe(0);

@@ -3,6 +3,7 @@
 // `curl -L --data-binary @cat.jpg http://<any manager>/v1/images` works.
 
 import { createHash } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
 import type { HttpBindings } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -78,6 +79,17 @@ export function mapError(c: Context, err: unknown, opts: { bodyRead?: boolean } 
 
 /** Refusals by the admission caps: nothing of the body was read, and the client may well retry. */
 const ADMISSION_REFUSALS: ReadonlySet<ImageErrorCode> = new Set(['TooManyUploads', 'StagingFull']);
+/**
+ * Calls `done` once the answer on `outgoing` no longer needs what it was given to write: 'finish'
+ * comes after its last byte is in the kernel's hands, 'close' after a connection that went away
+ * (libuv drops what it had not written). Until one of them, a queued or partial write may still
+ * read its buffer, so handing it back any earlier would let another GET's bytes into this answer.
+ */
+function afterWritten(outgoing: ServerResponse, done: () => void): void {
+  outgoing.once('finish', done);
+  outgoing.once('close', done);
+}
+
 /** One per process: its budget bounds the refused bytes all public servers read at once. */
 const refusedBodies = new RefusedBodyDrain();
 
@@ -241,10 +253,14 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
           });
         }
       }
-      const { object, response, body, bytes } = await images.open(id, {
+      // Where the answer is written, known: a small object's bytes may then come in a reused
+      // buffer, handed back once that write is done (imageService.ts, OpenOptions.pooled).
+      const outgoing = (c.env as Partial<HttpBindings> | undefined)?.outgoing;
+      const { object, response, body, bytes, release } = await images.open(id, {
         method,
         ...(range ? { range } : {}),
         ...(known ? { object: known } : {}),
+        ...(outgoing ? { pooled: true } : {}),
       });
       if (response.statusCode === 416) {
         await response.body.dump();
@@ -265,6 +281,7 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
         await response.body.dump();
         return new Response(null, { status: response.statusCode, headers });
       }
+      if (release && outgoing) afterWritten(outgoing, release);
       // A buffer is written to the socket as it is (@hono/node-server); a stream goes chunk by chunk.
       return new Response(bytes ?? webStreamOf(body), { status: response.statusCode, headers });
     } catch (err) {
