@@ -10,17 +10,22 @@ export const CRC32C_HEADER = 'x-imgvault-crc32c';
 
 export const CRC32C_HEX_PATTERN = /^[0-9a-f]{8}$/;
 
+/** The CRC32C of `bytes`, continued from `previous` (the CRC32C of the bytes before them), unsigned. */
+export function crc32cOf(bytes: Uint8Array, previous = 0): number {
+  return crc32c(bytes as Buffer, previous) >>> 0;
+}
+
 /** A running CRC32C over chunks, as 8 lowercase hex digits. */
 export class Crc32c {
   private state = 0;
 
   update(chunk: Uint8Array): this {
-    this.state = crc32c(chunk as Buffer, this.state);
+    this.state = crc32cOf(chunk, this.state);
     return this;
   }
 
   hex(): string {
-    return (this.state >>> 0).toString(16).padStart(8, '0');
+    return this.state.toString(16).padStart(8, '0');
   }
 }
 

@@ -7,7 +7,7 @@
 // without a trailer (`size` bytes exactly) was written before trailers existed and is still read.
 
 import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
-import { crc32c } from '@node-rs/crc32';
+import { crc32cOf } from '../protocol/checksums.ts';
 import type { BlobRecord } from './blobIndex.ts';
 
 const MAGIC = Buffer.from('imgvblb1', 'latin1');
@@ -22,14 +22,14 @@ export function encodeTrailer(record: Required<BlobRecord>): Buffer {
   out.writeBigUInt64BE(BigInt(record.size), 8);
   out.writeUInt32BE(Number.parseInt(record.crc32c, 16), 16);
   out.write(record.sha256, 20, 32, 'hex');
-  out.writeUInt32BE(crc32c(out.subarray(0, SEALED_BYTES)) >>> 0, SEALED_BYTES);
+  out.writeUInt32BE(crc32cOf(out.subarray(0, SEALED_BYTES)), SEALED_BYTES);
   return out;
 }
 
 /** The record a trailer names, or null when `bytes` is no intact trailer. */
 export function decodeTrailer(bytes: Buffer): Required<BlobRecord> | null {
   if (bytes.length !== TRAILER_BYTES || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) return null;
-  if (bytes.readUInt32BE(SEALED_BYTES) !== crc32c(bytes.subarray(0, SEALED_BYTES)) >>> 0) return null;
+  if (bytes.readUInt32BE(SEALED_BYTES) !== crc32cOf(bytes.subarray(0, SEALED_BYTES))) return null;
   const size = bytes.readBigUInt64BE(8);
   if (size > BigInt(Number.MAX_SAFE_INTEGER)) return null;
   return {
