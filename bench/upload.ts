@@ -43,8 +43,10 @@ Environment:
   BENCH_ROUNDS=2          runs per side and cell, alternating which side goes first
   BENCH_SIZES=100KiB,1MiB,8MiB   sizes to run
   BENCH_CONCURRENCY=1,8   concurrencies to run
-  BENCH_WARMUP_SECS=15    seconds of unmeasured uploads per size first, at the highest concurrency
-                          (V8 compiles the hot paths for many seconds)
+  BENCH_WARMUP_SECS=30    seconds of unmeasured uploads per size first, at the highest concurrency
+                          (V8's optimizing compiler is busy on the workers and followers for about
+                          30 s, on the leader longer: the targets are about a store that runs for
+                          days, not its first half minute)
   IMGVAULT_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof"   profiles every cluster process
 Targets (issue 17): >= 2x Swift at concurrency 8, >= 1.5x at 1; cluster CPU <= 10 ms per 1 MiB upload.`;
 
@@ -74,7 +76,7 @@ const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8').split(',').map(Numb
  * concurrency 8 alone ran at 117 uploads/s and 14.0 ms of cluster CPU each after 3 s, at 253/s
  * and 6.0 ms after 20 s (docs/measurements.md, "Uploads of one slab held whole").
  */
-const WARMUP_SECS = Number(process.env.BENCH_WARMUP_SECS ?? 15);
+const WARMUP_SECS = Number(process.env.BENCH_WARMUP_SECS ?? 30);
 const PAYLOADS_PER_SIZE = 8;
 const MB = 1_000_000;
 
