@@ -27,8 +27,13 @@ export interface Expected {
   sha256: string;
 }
 
+function wrongSize(size: number, expected: Expected): string | null {
+  return size === expected.size ? null : `the copy has ${size} bytes, the record ${expected.size}`;
+}
+
 function verdict(size: number, sha256: string, expected: Expected): string | null {
-  if (size !== expected.size) return `the copy has ${size} bytes, the record ${expected.size}`;
+  const sized = wrongSize(size, expected);
+  if (sized) return sized;
   if (sha256 !== expected.sha256) return `the copy hashes to ${sha256}, the record says ${expected.sha256}`;
   return null;
 }
@@ -57,9 +62,11 @@ export async function readWholeChecked(
     bytes.set(chunk, size);
     size += chunk.byteLength;
   }
-  const received = bytes.subarray(0, size);
+  // A short copy is refused on its size alone: hashing it would only spend a threadpool turn.
+  const short = wrongSize(size, expected);
+  if (short) throw new ReadCheckFailed(short);
   const digest = Buffer.from(
-    await threadpoolHashes(() => webcrypto.subtle.digest('SHA-256', received)),
+    await threadpoolHashes(() => webcrypto.subtle.digest('SHA-256', bytes)),
   ).toString('hex');
   const wrong = verdict(size, digest, expected);
   if (wrong) throw new ReadCheckFailed(wrong);

@@ -1,5 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { createHash, randomBytes, webcrypto } from 'node:crypto';
+import { describe, expect, it, vi } from 'vitest';
 import { ReadCheckFailed, readWholeChecked } from '../../src/manager/verifiedRead.ts';
 
 const bytes = randomBytes(300_000);
@@ -26,6 +26,20 @@ describe('readWholeChecked', () => {
     const flipped = Buffer.from(bytes);
     flipped[1234]! ^= 0x01;
     await expect(readWholeChecked(chunksOf(flipped), expected)).rejects.toBeInstanceOf(ReadCheckFailed);
+  });
+
+  it('refuses a short copy on its size, without hashing it', async () => {
+    const digest = vi.spyOn(webcrypto.subtle, 'digest');
+    try {
+      await expect(readWholeChecked(chunksOf(bytes.subarray(7)), expected)).rejects.toThrow(
+        `the copy has ${bytes.length - 7} bytes, the record ${bytes.length}`,
+      );
+      expect(digest).not.toHaveBeenCalled();
+      await readWholeChecked(chunksOf(bytes), expected);
+      expect(digest).toHaveBeenCalledTimes(1);
+    } finally {
+      digest.mockRestore();
+    }
   });
 
   it('judges each of many reads checked at once on its own bytes', async () => {
