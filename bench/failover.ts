@@ -8,6 +8,7 @@
 import { parseArgs } from 'node:util';
 import type { DrillReport } from '../src/cli/drill/drillReport.ts';
 import { runDrill } from '../src/cli/drill/runDrill.ts';
+import { median } from './closedLoop.ts';
 import { etcdAnchorLines } from './etcdAnchor.ts';
 
 const { values: args } = parseArgs({
@@ -29,14 +30,6 @@ beside etcd's failover from ../shared/bench/etcd-anchor.sh (skipped with --no-et
   process.exit(0);
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0
-    ? Number.NaN
-    : s.length % 2
-      ? s[(s.length - 1) / 2]!
-      : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const max = (xs: number[]) => (xs.length === 0 ? Number.NaN : Math.max(...xs));
 const present = (xs: (number | null)[]) => xs.filter((x): x is number => x !== null);
 

@@ -53,6 +53,7 @@ import {
 import { SHA256_HEADER } from '../src/protocol/workerHeaders.ts';
 import { createExclusive, DIRECT_ALIGN, pageAlignedBuffer } from '../src/storagenode/directWrites.ts';
 import { startManagerStandIn } from '../tests/storagenode/managerStandIn.ts';
+import { median } from './closedLoop.ts';
 import { cpuSeconds } from './processCpu.ts';
 import { envConfiguredBench } from './usage.ts';
 
@@ -241,12 +242,6 @@ function dirtyKiB(): number {
 
 const mibs = (run: RunResult) => run.bytes / MiB / run.seconds;
 const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
-
-function median(xs: readonly number[]): number {
-  const sorted = [...xs].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 // ---- transfer side: the same PUTs to a bare node:http server that checksums the body and drops it ----
 
