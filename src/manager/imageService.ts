@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { pipeline, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { RaftError } from '../consensus/raftNode.ts';
+import { ReadBuffers } from '../http/readBuffers.ts';
 import { type MinimumRate, withMinimumRate } from '../http/requestBody.ts';
 import type { Logger } from '../logging.ts';
 import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/commands.ts';
@@ -15,7 +16,6 @@ import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachin
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
 import { READ_LINK_TTL_MS } from '../protocol/readLink.ts';
 import { deleteCopy, type ObjectSlots, type Release } from './placement/execute.ts';
-import { ReadBuffers } from './readBuffers.ts';
 import { NoLiveWorker, type Replicated, replicateUpload } from './replicateUpload.ts';
 import {
   HELD_WHOLE_MAX_BYTES,

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fsyncPath, makePrivateDir, writeBatched } from '../fileWrites.ts';
+import type { ReadBuffers } from '../http/readBuffers.ts';
 import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
 import { markCleanStop, takeCleanStopMarker } from '../metadata/cleanStop.ts';
@@ -480,11 +481,19 @@ export class BlobStore {
    * before its first byte is sent (and is read back under its lock and removed if really bad). For
    * blobs up to `maxBytes`; a larger one is `tooLarge`, for the caller to stream (`openForRead`).
    *
+   * With `buffers`, the read goes into a leased buffer where it fits, and the answer carries the
+   * lease's `release` for the caller to call once nothing reads `bytes` any more; on every other
+   * outcome the lease is already back.
+   *
    * Each file call is a trip through libuv's threadpool, which a GET at concurrency 1 waits for, so
    * there are as few as can be: no fstat (the read asks for one byte more than the file can hold, and
    * what it got is the file's size), and the close runs while the bytes are checked.
    */
-  async readWhole(id: string, maxBytes: number): Promise<StoreResult<WholeBlob | 'tooLarge'>> {
+  async readWhole(
+    id: string,
+    maxBytes: number,
+    buffers?: ReadBuffers,
+  ): Promise<StoreResult<WholeBlob | 'tooLarge'>> {
     this.assertOpen();
     if (!isValidBlobId(id)) return invalidId(id);
     const record = this.index.getSync(id);
@@ -493,32 +502,41 @@ export class BlobStore {
     const opened = await this.openBlob(id);
     if (!opened.ok) return opened;
     const file = opened.value;
-    let fileSize: number;
     const room = record.size + TRAILER_BYTES + 1;
-    const buffer = Buffer.allocUnsafe(room);
+    const lease = buffers && room <= buffers.size ? buffers.lease() : undefined;
+    const buffer = lease ? lease.buffer.subarray(0, room) : Buffer.allocUnsafe(room);
+    let handedOut = false;
     try {
-      fileSize = await readUpTo(file, buffer, (size) => fitsRecord(size, record));
-    } catch (err) {
-      await file.close().catch(() => {});
-      throw err;
-    }
-    const closed = file.close();
-    if (!fitsRecord(fileSize, record)) {
+      let fileSize: number;
+      try {
+        fileSize = await readUpTo(file, buffer, (size) => fitsRecord(size, record));
+      } catch (err) {
+        await file.close().catch(() => {});
+        throw err;
+      }
+      const closed = file.close();
+      if (!fitsRecord(fileSize, record)) {
+        await closed;
+        return this.sizeMismatch(id, record, fileSize === room ? `more than ${fileSize - 1}` : fileSize);
+      }
+      const bytes = buffer.subarray(0, record.size);
+      const hash = contentHasher(record);
+      hash.update(bytes);
+      const actual = hash.digest();
       await closed;
-      return this.sizeMismatch(id, record, fileSize === room ? `more than ${fileSize - 1}` : fileSize);
+      if (actual === hash.expected) {
+        handedOut = true;
+        return success(lease ? { record, bytes, release: lease.release } : { record, bytes });
+      }
+      this.log.error(
+        { event: 'storage.read_mismatch', objectId: id, expected: hash.expected, actual },
+        'blob read back with other bytes than its checksum; not sent',
+      );
+      void this.scrub({ id, ...record }).catch(() => {});
+      return failure('Internal', `blob ${id} does not match its checksum on disk`);
+    } finally {
+      if (!handedOut) lease?.release();
     }
-    const bytes = buffer.subarray(0, record.size);
-    const hash = contentHasher(record);
-    hash.update(bytes);
-    const actual = hash.digest();
-    await closed;
-    if (actual === hash.expected) return success({ record, bytes });
-    this.log.error(
-      { event: 'storage.read_mismatch', objectId: id, expected: hash.expected, actual },
-      'blob read back with other bytes than its checksum; not sent',
-    );
-    void this.scrub({ id, ...record }).catch(() => {});
-    return failure('Internal', `blob ${id} does not match its checksum on disk`);
   }
 
   /**
@@ -1180,6 +1198,8 @@ async function readUpTo(
 export interface WholeBlob {
   record: BlobRecord;
   bytes: Buffer;
+  /** Present when `bytes` is a leased buffer's: hands it back, once nothing reads `bytes`. */
+  release?: () => void;
 }
 
 /** A blob being read for a copy batch (see `openForCopy`). */

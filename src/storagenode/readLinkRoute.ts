@@ -6,6 +6,7 @@
 
 import type { Readable } from 'node:stream';
 import type { Context } from 'hono';
+import { type ReadBuffers, releaseWhenWritten } from '../http/readBuffers.ts';
 import { webStreamOf } from '../http/webStream.ts';
 import type { Logger } from '../logging.ts';
 import { IMAGE_CACHE_CONTROL, IMAGE_SAFETY_HEADERS } from '../protocol/imageHeaders.ts';
@@ -23,6 +24,8 @@ export interface ReadLinkDeps {
   log: Logger;
   /** Blobs up to this size are read whole and checked before the answer starts. */
   wholeReadBytes: number;
+  /** Where those whole reads lease their buffer, if anywhere. */
+  wholeReads?: ReadBuffers | undefined;
 }
 
 /** Why this copy is not the record's bytes the link names, or null when it is. */
@@ -93,14 +96,18 @@ export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Res
     return wrong ? elsewhere(wrong) : new Response(null, { status: 200, headers });
   }
   if (claims.size <= deps.wholeReadBytes) {
-    const whole = await readCopy(() => store.readWhole(id, deps.wholeReadBytes), log, id);
+    const whole = await readCopy(() => store.readWhole(id, deps.wholeReadBytes, deps.wholeReads), log, id);
     if (!whole.ok) return elsewhere(whole.error.message);
     if (whole.value === 'tooLarge')
       return elsewhere(`this copy is larger than the record's ${claims.size} bytes`);
     // What was read, checked against its checksum by readWhole, is what is compared with the link.
     const wrong = otherBytes(whole.value.record, claims);
-    if (wrong) return elsewhere(wrong);
+    if (wrong) {
+      whole.value.release?.();
+      return elsewhere(wrong);
+    }
     metrics.bytesOut.inc(claims.size);
+    releaseWhenWritten(c, whole.value.release);
     return new Response(whole.value.bytes, { status: 200, headers });
   }
   // Checked as it streams against the worker's record, which must be the link's.

@@ -13,6 +13,7 @@ import {
   metricsCredential,
   secretsEqual,
 } from '../http/credentials.ts';
+import { outgoingOf, ReadBuffers, releaseWhenWritten } from '../http/readBuffers.ts';
 import { requestBody } from '../http/requestBody.ts';
 import { webStreamOf } from '../http/webStream.ts';
 import { createLogger, type Logger } from '../logging.ts';
@@ -37,6 +38,7 @@ import { copyBatchBodySchema, MAX_COPY_BATCH } from '../protocol/workerSchemas.t
 import { encodeFrameHeader, FRAMES_CONTENT_TYPE, FrameError, FrameReader } from './blobFrames.ts';
 import { isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import type { BlobStore, ReceivedBlob, WholeBlob, WriteOutcome } from './blobStore.ts';
+import { TRAILER_BYTES } from './blobTrailer.ts';
 import {
   failure,
   STATUS_BY_CODE,
@@ -77,6 +79,17 @@ export interface WorkerApp {
  * starts; larger ones stream, checked as they go (the last chunk held back).
  */
 const WHOLE_READ_BYTES = 1024 * 1024;
+
+/**
+ * The buffers whole reads are leased from, one set per process: up to eight kept for the next GETs
+ * (8 MiB at most, what a burst leaves behind), sized for the largest whole read with its trailer.
+ */
+const wholeReads = new ReadBuffers(WHOLE_READ_BYTES + TRAILER_BYTES + 1, 8);
+
+/** The pool for a GET whose node response is known, so its buffer can come back once written. */
+function wholeReadsFor(c: Context): ReadBuffers | undefined {
+  return outgoingOf(c) ? wholeReads : undefined;
+}
 
 /**
  * Blobs of one batch body committed together. Bounds the temp files a batch holds open; the folder
@@ -157,7 +170,14 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
   if (full.length === 0) throw new Error('the cluster secret or access credential must not be empty');
   // Opened by a manager's signed link instead of the credential: the link is the authority.
   app.get(READ_LINK_ROUTE, (c) =>
-    serveReadLink(c, { store, credential: full, metrics, log, wholeReadBytes: WHOLE_READ_BYTES }),
+    serveReadLink(c, {
+      store,
+      credential: full,
+      metrics,
+      log,
+      wholeReadBytes: WHOLE_READ_BYTES,
+      wholeReads: wholeReadsFor(c),
+    }),
   );
 
   const copyOnly = options.accessCredential ? copyCredential(options.accessCredential) : undefined;
@@ -351,9 +371,9 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     if (!isValidBlobId(id)) return failWith(c, 'InvalidBlobId', 'blob id does not match the id pattern');
     if (c.req.method === 'GET' && c.req.header('range') === undefined) {
       // The common read, a whole small blob: its index entry is read once, by readWhole.
-      const whole = await store.readWhole(id, WHOLE_READ_BYTES);
+      const whole = await store.readWhole(id, WHOLE_READ_BYTES, wholeReadsFor(c));
       if (!whole.ok) return fail(c, whole.error);
-      if (whole.value !== 'tooLarge') return wholeBlobAnswer(whole.value);
+      if (whole.value !== 'tooLarge') return wholeBlobAnswer(c, whole.value);
     }
     const stat = await store.stat(id);
     if (!stat.ok) return fail(c, stat.error);
@@ -381,10 +401,10 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     if (c.req.method === 'HEAD') return new Response(null, { status, headers });
 
     if (range.kind === 'full') {
-      const whole = await store.readWhole(id, WHOLE_READ_BYTES);
+      const whole = await store.readWhole(id, WHOLE_READ_BYTES, wholeReadsFor(c));
       if (!whole.ok) return fail(c, whole.error);
       // What was read: the id may have been deleted and written anew since the stat above.
-      if (whole.value !== 'tooLarge') return wholeBlobAnswer(whole.value);
+      if (whole.value !== 'tooLarge') return wholeBlobAnswer(c, whole.value);
     }
     const read = await store.openForRead(id, range.kind === 'partial' ? { start, end } : undefined);
     if (!read.ok) return fail(c, read.error);
@@ -393,8 +413,9 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     return new Response(webStreamOf(stream), { status, headers });
   });
 
-  const wholeBlobAnswer = ({ record, bytes }: WholeBlob): Response => {
+  const wholeBlobAnswer = (c: Context, { record, bytes, release }: WholeBlob): Response => {
     metrics.bytesOut.inc(record.size);
+    releaseWhenWritten(c, release);
     // A buffer body is written to the socket as it is (@hono/node-server), not through a stream.
     return new Response(bytes, {
       status: 200,

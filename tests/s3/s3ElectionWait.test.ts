@@ -4,12 +4,10 @@
 // never in the 503 of a forward to the dead leader ("the leader did not answer").
 
 import { createHash } from 'node:crypto';
-import { Hash } from '@smithy/hash-node';
-import { SignatureV4 } from '@smithy/signature-v4';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type ImageCluster, pngImage, until } from '../integration/imageCluster.ts';
-import { startS3Cluster } from './s3Fixture.ts';
+import { s3Signer, startS3Cluster } from './s3Fixture.ts';
 import type { S3Key } from './s3Tools.ts';
 
 let cluster: ImageCluster | undefined;
@@ -28,13 +26,7 @@ interface Answer {
 
 /** A request to the S3 endpoint on `port`, signed with `key` (SigV4, path style). */
 async function s3(key: S3Key, port: number, method: string, path: string, body?: Buffer): Promise<Answer> {
-  const signer = new SignatureV4({
-    credentials: key,
-    region: 'us-east-1',
-    service: 's3',
-    sha256: Hash.bind(null, 'sha256'),
-    uriEscapePath: false,
-  });
+  const signer = s3Signer(key);
   const payload = createHash('sha256')
     .update(body ?? Buffer.alloc(0))
     .digest('hex');

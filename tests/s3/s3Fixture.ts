@@ -4,19 +4,26 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
+import { Hash } from '@smithy/hash-node';
+import { SignatureV4 } from '@smithy/signature-v4';
 import { ImageCluster, runCli } from '../integration/imageCluster.ts';
 import { CONVERT, run, type S3Key } from './s3Tools.ts';
 
-/** `perRole`: a credential per role (the key is created with the operator's), else the single secret. */
+/**
+ * `perRole`: a credential per role (the key is created with the operator's), else the single secret.
+ * `managers` and `workers`: as ImageCluster.start's (three of each unless given).
+ */
 export async function startS3Cluster(
   name: string,
-  opts: { perRole?: boolean } = {},
+  opts: { perRole?: boolean; managers?: number; workers?: number } = {},
 ): Promise<{ cluster: ImageCluster; key: S3Key }> {
   const cluster = await ImageCluster.start({
     s3: true,
     name,
     startTimeoutMs: 150_000,
     ...(opts.perRole ? { perRole: true } : {}),
+    ...(opts.managers ? { managers: opts.managers } : {}),
+    ...(opts.workers ? { workers: opts.workers } : {}),
   });
   const created = await runCli([
     's3',
@@ -77,4 +84,15 @@ export async function treeDigest(dir: string): Promise<Record<string, string>> {
   }
   if (st !== null) await walk(dir);
   return out;
+}
+
+/** A SigV4 signer as an S3 client makes it with `key` (path style, region us-east-1). */
+export function s3Signer(key: S3Key): SignatureV4 {
+  return new SignatureV4({
+    credentials: key,
+    region: 'us-east-1',
+    service: 's3',
+    sha256: Hash.bind(null, 'sha256'),
+    uriEscapePath: false,
+  });
 }

@@ -2,13 +2,14 @@ import fsp, { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
+import { ReadBuffers } from '../../src/http/readBuffers.ts';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { BLOB_ID_PATTERN, blobRelativePath, isValidBlobId } from '../../src/storagenode/blobId.ts';
 import { BlobIndex } from '../../src/storagenode/blobIndex.ts';
 import { LAYOUT_MARKER } from '../../src/storagenode/blobLayout.ts';
 import { BlobStore } from '../../src/storagenode/blobStore.ts';
 import { resolveRange } from '../../src/storagenode/workerApp.ts';
-import { sha256Of, useBlobStoreFolder } from './workerHarness.ts';
+import { flipByte, sha256Of, useBlobStoreFolder } from './workerHarness.ts';
 
 const folder = useBlobStoreFolder();
 const openStore = folder.open;
@@ -166,6 +167,41 @@ describe('BlobStore', () => {
     const shorter = await store.readWhole('w1', 1024 * 1024);
     expect(shorter.ok ? 'ok' : shorter.error.code).toBe('Internal');
     expect(await openFds()).toBe(fdsBefore);
+  });
+
+  it('reads a whole blob into a leased buffer, and hands the lease back on every other outcome', async () => {
+    const store = await openStore();
+    const pool = new ReadBuffers(64 * 1024, 4);
+    const body = Buffer.alloc(40_000, 7);
+    expect((await write(store, 'p1', body)).ok).toBe(true);
+    expect((await write(store, 'p2', Buffer.alloc(80_000, 9))).ok).toBe(true);
+
+    const whole = await store.readWhole('p1', 1024 * 1024, pool);
+    if (!whole.ok || whole.value === 'tooLarge') throw new Error('expected the whole blob');
+    expect(whole.value.bytes.equals(body)).toBe(true);
+    // Out until the caller is done with the bytes.
+    expect(pool.idleCount).toBe(0);
+    whole.value.release?.();
+    expect(pool.idleCount).toBe(1);
+
+    // Larger than the pool's buffers: a buffer of its own, nothing to hand back.
+    const large = await store.readWhole('p2', 1024 * 1024, pool);
+    if (!large.ok || large.value === 'tooLarge') throw new Error('expected the whole blob');
+    expect(large.value.release).toBeUndefined();
+    expect(pool.idleCount).toBe(1);
+
+    // A copy with other bytes than its checksum, and one of the wrong size: refused, lease back.
+    const file = path.join(folder.dataDir, blobRelativePath('p1'));
+    await flipByte(file, 100);
+    const rotten = await store.readWhole('p1', 1024 * 1024, pool);
+    expect(rotten.ok ? 'ok' : rotten.error.code).toBe('Internal');
+    expect(pool.idleCount).toBe(1);
+    expect((await write(store, 'p3', body)).ok).toBe(true);
+    const file3 = path.join(folder.dataDir, blobRelativePath('p3'));
+    await writeFile(file3, (await readFile(file3)).subarray(1));
+    const short = await store.readWhole('p3', 1024 * 1024, pool);
+    expect(short.ok ? 'ok' : short.error.code).toBe('Internal');
+    expect(pool.idleCount).toBe(1);
   });
 
   it('refuses invalid ids before building any path', async () => {

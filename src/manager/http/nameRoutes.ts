@@ -8,6 +8,7 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { z } from 'zod';
 import { jsonError } from '../../http/errors.ts';
 import { ifRangeMatches, rangeNotSatisfiable } from '../../http/ifRange.ts';
+import { outgoingOf, releaseWhenWritten } from '../../http/readBuffers.ts';
 import { requestBody } from '../../http/requestBody.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { NameView } from '../../metadata/commands.ts';
@@ -122,9 +123,12 @@ async function read(c: Context, names: NameService, images: ImageService): Promi
   const range =
     ifRange === undefined || ifRangeMatches(ifRange, name.sha256) ? c.req.header('range') : undefined;
   // `body` is the checked stream (verifiedRead): the worker's raw response may be read already.
-  const { object, response, body } = await images.open(name.objectId, {
+  // Where the answer is written, known: a small object's bytes may then come in a reused buffer,
+  // handed back once that write is done (imageService.ts, OpenOptions.pooled).
+  const { object, response, body, bytes, release } = await images.open(name.objectId, {
     method: 'GET',
     ...(range ? { range } : {}),
+    ...(outgoingOf(c) ? { pooled: true } : {}),
   });
   if (response.statusCode === 416) {
     await response.body.dump();
@@ -134,7 +138,8 @@ async function read(c: Context, names: NameService, images: ImageService): Promi
     const value = response.headers[h];
     if (typeof value === 'string') headers.set(h, value);
   }
-  return new Response(webStreamOf(body), { status: response.statusCode, headers });
+  releaseWhenWritten(c, release);
+  return new Response(bytes ?? webStreamOf(body), { status: response.statusCode, headers });
 }
 
 /** `clientsByToken`: upload caps count per bearer token (tokens on), else per address, as for images. */

@@ -3,7 +3,6 @@
 // `curl -L --data-binary @cat.jpg http://<any manager>/v1/images` works.
 
 import { createHash } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
 import type { HttpBindings } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -11,6 +10,7 @@ import { z } from 'zod';
 import { jsonError, withoutAddresses } from '../../http/errors.ts';
 import { ifRangeMatches, rangeNotSatisfiable } from '../../http/ifRange.ts';
 import { noLeaderKnown, redirectToLeader } from '../../http/leaderRedirect.ts';
+import { outgoingOf, releaseWhenWritten } from '../../http/readBuffers.ts';
 import { requestBody } from '../../http/requestBody.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { ObjectView } from '../../metadata/commands.ts';
@@ -79,17 +79,6 @@ export function mapError(c: Context, err: unknown, opts: { bodyRead?: boolean } 
 
 /** Refusals by the admission caps: nothing of the body was read, and the client may well retry. */
 const ADMISSION_REFUSALS: ReadonlySet<ImageErrorCode> = new Set(['TooManyUploads', 'StagingFull']);
-/**
- * Calls `done` once the answer on `outgoing` no longer needs what it was given to write: 'finish'
- * comes after its last byte is in the kernel's hands, 'close' after a connection that went away
- * (libuv drops what it had not written). Until one of them, a queued or partial write may still
- * read its buffer, so handing it back any earlier would let another GET's bytes into this answer.
- */
-function afterWritten(outgoing: ServerResponse, done: () => void): void {
-  outgoing.once('finish', done);
-  outgoing.once('close', done);
-}
-
 /** One per process: its budget bounds the refused bytes all public servers read at once. */
 const refusedBodies = new RefusedBodyDrain();
 
@@ -255,7 +244,7 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
       }
       // Where the answer is written, known: a small object's bytes may then come in a reused
       // buffer, handed back once that write is done (imageService.ts, OpenOptions.pooled).
-      const outgoing = (c.env as Partial<HttpBindings> | undefined)?.outgoing;
+      const outgoing = outgoingOf(c);
       const { object, response, body, bytes, release } = await images.open(id, {
         method,
         ...(range ? { range } : {}),
@@ -281,7 +270,7 @@ export function publicRoutes(images: ImageService, opts: PublicRoutesOptions = {
         await response.body.dump();
         return new Response(null, { status: response.statusCode, headers });
       }
-      if (release && outgoing) afterWritten(outgoing, release);
+      releaseWhenWritten(c, release);
       // A buffer is written to the socket as it is (@hono/node-server); a stream goes chunk by chunk.
       return new Response(bytes ?? webStreamOf(body), { status: response.statusCode, headers });
     } catch (err) {

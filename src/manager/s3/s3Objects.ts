@@ -3,6 +3,7 @@
 // id is known before a byte is stored; content the cluster holds already is only named.
 
 import { createHash } from 'node:crypto';
+import { afterWritten } from '../../http/readBuffers.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { NameView } from '../../metadata/commands.ts';
 import { ETAG_PATTERN } from '../../metadata/commands.ts';
@@ -147,9 +148,11 @@ export const getObject: ObjectOperation = async (deps, req, bucket, key) => {
   const ifRange = req.headers.get('if-range');
   const rangeApplies = ifRange === null || ifRange.replace(/^W\//, '') === `"${etagOf(name)}"`;
   const range = rangeApplies ? (req.headers.get('range') ?? undefined) : undefined;
-  const { object, response, body } = await deps.images.open(name.objectId, {
+  const { outgoing } = req;
+  const { object, response, body, bytes, release } = await deps.images.open(name.objectId, {
     method: 'GET',
     ...(range ? { range } : {}),
+    ...(outgoing ? { pooled: true } : {}),
   });
   if (response.statusCode === 416) {
     await response.body.dump();
@@ -159,7 +162,9 @@ export const getObject: ObjectOperation = async (deps, req, bucket, key) => {
     const value = response.headers[h];
     if (typeof value === 'string') headers.set(h, value);
   }
-  return new Response(webStreamOf(body), { status: response.statusCode, headers });
+  if (release && outgoing) afterWritten(outgoing, release);
+  // A buffer is written to the socket as it is (@hono/node-server); a stream goes chunk by chunk.
+  return new Response(bytes ?? webStreamOf(body), { status: response.statusCode, headers });
 };
 
 export async function deleteObject(deps: ObjectDeps, bucket: string, key: string): Promise<Response> {

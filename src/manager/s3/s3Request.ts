@@ -1,6 +1,7 @@
 // One S3 request as the operations see it, once its signature is checked (or, forwarded by another
 // manager, its cluster secret): path-style bucket and key, decoded query, headers, decoded body.
 
+import type { ServerResponse } from 'node:http';
 import { S3Error } from './s3Errors.ts';
 
 export interface S3Request {
@@ -20,6 +21,11 @@ export interface S3Request {
   requestId: string;
   /** The path as sent, for error documents. */
   resource: string;
+  /**
+   * Where the answer is written, when known (served by @hono/node-server): an object's bytes may
+   * then come in a reused buffer, handed back once that write is done (http/readBuffers.ts).
+   */
+  outgoing?: ServerResponse | undefined;
 }
 
 /** `/bucket/key/with/slashes` (percent-encoded) -> bucket and decoded key. */

@@ -14,6 +14,7 @@ import { request } from 'undici';
 import { clientGoneSignal } from '../../http/clientGone.ts';
 import { CLUSTER_SECRET_HEADER } from '../../http/clusterAuth.ts';
 import type { ManagerCredentials } from '../../http/credentials.ts';
+import { outgoingOf } from '../../http/readBuffers.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
 import { type RaftAccess, raftFailure } from '../imageService.ts';
@@ -96,6 +97,7 @@ async function verifiedRequest(deps: S3EndpointDeps, c: Context, requestId: stri
     client: verified.accessKeyId,
     requestId,
     resource: rawPath,
+    outgoing: outgoingOf(c),
   };
 }
 
@@ -223,6 +225,7 @@ export function s3ForwardRoutes(deps: S3EndpointDeps): Hono {
         client: c.req.header(CLIENT_HEADER) ?? 'unknown',
         requestId,
         resource: rawPath,
+        outgoing: outgoingOf(c),
       };
     } catch (err) {
       return failure(err, rawPath, requestId, c.req.method);

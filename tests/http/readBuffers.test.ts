@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ReadBuffers } from '../../src/manager/readBuffers.ts';
+import { ReadBuffers } from '../../src/http/readBuffers.ts';
 
 describe('ReadBuffers', () => {
   it('hands a released buffer out again, and a buffer still leased never', () => {
