@@ -35,6 +35,11 @@ const VALUE_PREFIX_END = 'v;';
 /** Rows one LevelDB read of a streamed snapshot hands over, and characters gathered per chunk. */
 const SNAPSHOT_ROWS_PER_READ = 1000;
 const SNAPSHOT_CHUNK_CHARS = 256 * 1024;
+/** How long applied changes wait to join one batch, and how many rows make a batch start at once. */
+const WRITE_BEHIND_MS = 20;
+const WRITE_BEHIND_MAX_OPS = 2048;
+
+type BatchOp = { type: 'del'; key: string } | { type: 'put'; key: string; value: string };
 
 /**
  * Durability: the map lives in its own LevelDB (`dir`), and every batch of applied entries is one
@@ -47,7 +52,13 @@ const SNAPSHOT_CHUNK_CHARS = 256 * 1024;
 export class KvStateMachine implements StateMachine {
   private readonly map = new Map<string, string>();
   private applied: Index = 0;
-  /** The last apply's batch while LevelDB writes it (see apply). */
+  /** Changes applied and not yet handed to LevelDB (see apply). */
+  private queued: BatchOp[] = [];
+  /** The applied index of the last batch handed to LevelDB (what it holds once that is written). */
+  private handedOver: Index = 0;
+  private writeTimer: NodeJS.Timeout | null = null;
+  private writeSoon: NodeJS.Immediate | null = null;
+  /** The batch LevelDB is writing. */
   private writing: Promise<void> | null = null;
   /** Why a batch failed: every later apply throws it, and close marks no clean stop. */
   private writeFailure: unknown = null;
@@ -66,7 +77,7 @@ export class KvStateMachine implements StateMachine {
     await db.open();
     const sm = new KvStateMachine(db, dir, log);
     for await (const [key, value] of db.iterator()) {
-      if (key === APPLIED_KEY) sm.applied = Number(value);
+      if (key === APPLIED_KEY) sm.applied = sm.handedOver = Number(value);
       else if (key.startsWith(VALUE_PREFIX)) sm.map.set(key.slice(VALUE_PREFIX.length), value);
     }
     const clean = await takeCleanStopMarker(dir);
@@ -87,16 +98,18 @@ export class KvStateMachine implements StateMachine {
   }
 
   /**
-   * Returns before the batch is written, or even started (in the next turn of the event loop):
-   * reads are served from the map, which already holds it, and the batch exists only so a clean
-   * restart need not replay the log (etcd answers once bbolt is changed in memory, its backend
-   * commits in the background). One batch at a time, in order: this waits for the previous one
-   * first.
+   * Returns before the changes are written, or even handed to LevelDB: reads are served from the
+   * map, which already holds them, and the batches exist only so a clean restart need not replay
+   * the log (etcd answers once bbolt is changed in memory, its backend commits every 100 ms). The
+   * applies of WRITE_BEHIND_MS are joined into one batch with the applied index they reach, so at
+   * concurrency 1 a commit no longer costs every manager a LevelDB call and its threadpool round
+   * trip. One batch at a time, in order; past WRITE_BEHIND_MAX_OPS queued rows an apply waits for
+   * the batch in flight, which bounds the memory.
    */
   async apply(entries: Entry[]): Promise<AppliedResult[]> {
     if (entries.length === 0) return [];
-    await this.flush();
-    const ops: { type: 'put'; key: string; value: string }[] = [];
+    while (this.queued.length >= WRITE_BEHIND_MAX_OPS && this.writing !== null) await this.writing;
+    if (this.writeFailure !== null) throw this.writeFailure;
     const results: AppliedResult[] = [];
     let expected = this.applied + 1;
     for (const entry of entries) {
@@ -112,36 +125,65 @@ export class KvStateMachine implements StateMachine {
       }
       const cmd = parsed.command;
       this.map.set(cmd.key, cmd.value);
-      ops.push({ type: 'put', key: VALUE_PREFIX + cmd.key, value: cmd.value });
+      this.queued.push({ type: 'put', key: VALUE_PREFIX + cmd.key, value: cmd.value });
       results.push({
         index: entry.index,
         requestId: cmd.requestId,
         result: { key: cmd.key, index: entry.index },
       });
     }
-    const last = entries[entries.length - 1]!.index;
-    ops.push({ type: 'put', key: APPLIED_KEY, value: String(last) });
-    // Started once the answers are out: the proposals resolve with these results when this returns,
-    // and their answers go out in the microtasks after; the batch's LevelDB call (its encoding and
-    // the wake-up of a threadpool thread, which on two cores may deschedule this one) came first.
-    const writing = new Promise<void>((started) => setImmediate(started))
-      .then(() => this.db.batch(ops))
-      .then(
-        () => {},
-        (err: unknown) => this.writeFailed(err ?? new Error('kv: a batch write failed')),
-      );
-    this.writing = writing;
-    void writing.finally(() => {
-      if (this.writing === writing) this.writing = null;
-    });
-    this.applied = last;
+    this.applied = entries[entries.length - 1]!.index;
+    this.scheduleWrite();
     return results;
   }
 
-  /** StateMachine.flush: the last apply's batch is written; throws if a batch failed. */
+  /** Arms the next batch: after WRITE_BEHIND_MS, or in the next turn once the queue is full. */
+  private scheduleWrite(): void {
+    // The batch in flight arms the next when it ends.
+    if (this.writing !== null || this.writeFailure !== null) return;
+    if (this.queued.length >= WRITE_BEHIND_MAX_OPS) {
+      if (this.writeTimer !== null) clearTimeout(this.writeTimer);
+      this.writeTimer = null;
+      // Still a turn later: the answers the apply's results resolve go out before its LevelDB call.
+      this.writeSoon ??= setImmediate(() => this.startWrite());
+    } else if (this.writeTimer === null && this.writeSoon === null) {
+      this.writeTimer = setTimeout(() => this.startWrite(), WRITE_BEHIND_MS);
+      // A process that exits without close() stops uncleanly: the map is rebuilt from the log.
+      this.writeTimer.unref();
+    }
+  }
+
+  /** Hands every queued change and the applied index they reach to LevelDB as one batch. */
+  private startWrite(): void {
+    if (this.writeTimer !== null) clearTimeout(this.writeTimer);
+    if (this.writeSoon !== null) clearImmediate(this.writeSoon);
+    this.writeTimer = null;
+    this.writeSoon = null;
+    if (this.writing !== null || this.writeFailure !== null || this.applied === this.handedOver) return;
+    const ops = this.queued;
+    this.queued = [];
+    ops.push({ type: 'put', key: APPLIED_KEY, value: String(this.applied) });
+    this.handedOver = this.applied;
+    const writing = this.db.batch(ops).then(
+      () => {},
+      (err: unknown) => this.writeFailed(err ?? new Error('kv: a batch write failed')),
+    );
+    this.writing = writing;
+    void writing.finally(() => {
+      if (this.writing !== writing) return;
+      this.writing = null;
+      if (this.applied !== this.handedOver) this.scheduleWrite();
+    });
+  }
+
+  /** StateMachine.flush: everything applied so far is written; throws if a batch failed. */
   async flush(): Promise<void> {
-    if (this.writing !== null) await this.writing;
-    if (this.writeFailure !== null) throw this.writeFailure;
+    for (;;) {
+      if (this.writeFailure !== null) throw this.writeFailure;
+      if (this.writing !== null) await this.writing;
+      else if (this.applied !== this.handedOver) this.startWrite();
+      else return;
+    }
   }
 
   /** StateMachine.onWriteFailure: a batch `apply` returned before failed. */
@@ -173,7 +215,8 @@ export class KvStateMachine implements StateMachine {
   snapshotChunks(): AsyncIterable<Uint8Array> {
     // The driver flushes first; a caller that did not, or after a batch failed (LevelDB then lacks
     // entries the map holds), gets the map's copy, exact at `applied`.
-    if (this.writing !== null || this.writeFailure !== null) return snapshotAsChunks(this.snapshot());
+    if (this.writing !== null || this.applied !== this.handedOver || this.writeFailure !== null)
+      return snapshotAsChunks(this.snapshot());
     const snap = this.db.snapshot();
     const rows = streamKv(this.db, snap, this.applied);
     let started = false;
@@ -199,7 +242,7 @@ export class KvStateMachine implements StateMachine {
     const parsed = data === '' ? { applied: 0, kv: {} } : snapshotSchema.parse(JSON.parse(data));
     await this.flush();
     // One batch deletes the old state and writes the new, so a crash never leaves a mixture.
-    const ops: ({ type: 'del'; key: string } | { type: 'put'; key: string; value: string })[] = [];
+    const ops: BatchOp[] = [];
     for (const key of this.map.keys()) ops.push({ type: 'del', key: VALUE_PREFIX + key });
     for (const [key, value] of Object.entries(parsed.kv))
       ops.push({ type: 'put', key: VALUE_PREFIX + key, value });
@@ -207,11 +250,12 @@ export class KvStateMachine implements StateMachine {
     await this.db.batch(ops);
     this.map.clear();
     for (const [key, value] of Object.entries(parsed.kv)) this.map.set(key, value);
-    this.applied = index;
+    this.applied = this.handedOver = index;
   }
 
   async close(): Promise<void> {
-    if (this.writing !== null) await this.writing;
+    // A failed batch is already reported (onWriteFailure) and leaves no clean-stop marker below.
+    await this.flush().catch(() => {});
     await this.db.close();
     // A failed batch may have left a torn record behind: the map is rebuilt at the next open.
     if (this.writeFailure === null) await markCleanStop(this.dir);

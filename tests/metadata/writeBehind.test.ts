@@ -391,6 +391,41 @@ describe('the KV state machine (bench:raft, drills)', () => {
     await kv.close();
   });
 
+  it('joins the applies of a short while into one batch holding the applied index they reach', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'imgvault-behind-kv-'));
+    folders.push(dir);
+    let kv = await KvStateMachine.open(dir);
+    const batches: number[] = [];
+    const proto = arrayBatch();
+    const write = proto._batch;
+    vi.spyOn(proto, '_batch').mockImplementation(function (this: unknown, ops, options) {
+      batches.push(ops.length);
+      return write.call(this, ops, options);
+    });
+    for (let i = 1; i <= 10; i++) {
+      await kv.apply([put(i, `k${i}`)]);
+      await turns(1);
+    }
+    // A snapshot taken before the rows reach LevelDB is the map's, exact at the applied index.
+    const streamed: Buffer[] = [];
+    for await (const chunk of kv.snapshotChunks()) streamed.push(Buffer.from(chunk));
+    expect(JSON.parse(Buffer.concat(streamed).toString('utf8'))).toMatchObject({
+      applied: 10,
+      kv: { k10: 'v10' },
+    });
+    await kv.flush();
+    // Ten puts and the applied index, in one LevelDB call.
+    expect(batches).toEqual([11]);
+    // What close() finds queued is written before the clean-stop marker.
+    await kv.apply([put(11, 'k11')]);
+    await kv.close();
+    expect(batches).toEqual([11, 2]);
+    vi.restoreAllMocks();
+    kv = await KvStateMachine.open(dir);
+    expect([kv.get('k1'), kv.get('k11'), kv.size(), kv.appliedIndex()]).toEqual(['v1', 'v11', 11, 11]);
+    await kv.close();
+  });
+
   it('reports a failed batch at once, and leaves no clean-stop marker, so the map is rebuilt', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'imgvault-behind-kv-'));
     folders.push(dir);

@@ -201,21 +201,45 @@ export class OutboundStream {
     }
   }
 
-  private async readFrames(body: AsyncIterable<Buffer>): Promise<string | null> {
+  /**
+   * Takes the frames as each chunk arrives ('data'): an async iterator over the body handed every
+   * chunk over through a 'readable' event on the next tick and a promise, on the path of every
+   * answer the leader waits for.
+   */
+  private readFrames(body: Readable): Promise<string | null> {
     const splitter = new FrameSplitter(this.opts.maxFrameBytes ?? MAX_FRAME_BYTES);
-    try {
-      for await (const chunk of body) {
+    return new Promise<string | null>((resolve, reject) => {
+      let over = false;
+      const finish = (outcome: () => void) => {
+        if (over) return;
+        over = true;
+        body.off('data', onData);
+        outcome();
+      };
+      /** Ends the stream early: the rest of the body is not read. */
+      const stop = (reason: string) => {
+        finish(() => resolve(reason));
+        body.destroy();
+      };
+      const onData = (chunk: Buffer) => {
         splitter.push(chunk);
         this.framesHeard++;
-        for (let f = splitter.next(); f !== null; f = splitter.next()) {
-          if (f.kind !== FRAME_MESSAGE) return `peer ended the stream: ${f.body.toString('utf8', 0, 300)}`;
-          this.opts.onFrame(f.body);
+        try {
+          for (let f = splitter.next(); f !== null; f = splitter.next()) {
+            if (f.kind !== FRAME_MESSAGE)
+              return stop(`peer ended the stream: ${f.body.toString('utf8', 0, 300)}`);
+            this.opts.onFrame(f.body);
+          }
+        } catch (err) {
+          if (err instanceof FrameError) return stop(`bad frame from peer: ${err.message}`);
+          finish(() => reject(err));
+          body.destroy();
         }
-      }
-    } catch (err) {
-      if (err instanceof FrameError) return `bad frame from peer: ${err.message}`;
-      throw err;
-    }
-    return null;
+      };
+      body.on('data', onData);
+      body.once('end', () => finish(() => resolve(null)));
+      body.once('error', (err) => finish(() => reject(err)));
+      body.once('close', () => finish(() => reject(new Error('the answer stream closed before its end'))));
+    });
   }
 }
