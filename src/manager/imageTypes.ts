@@ -3,7 +3,7 @@
 // TIFFs (and the TIFF-based RAWs) whose first IFD lies past the bytes held, as file-type itself
 // does on a stream when the IFD offset is past its probe budget.
 
-import { fileTypeFromBuffer } from 'file-type';
+import { FileTypeParser } from 'file-type';
 
 /**
  * Image types we accept, by sniffed MIME type: the photographer's formats, RAWs included. SVG is
@@ -69,12 +69,34 @@ function tiffFamilyOf(head: Buffer): string | undefined {
 }
 
 /**
+ * Parsers kept between sniffs, rather than file-type's `fileTypeFromBuffer`, which builds one per
+ * call. A parser's detectors are arrow functions in its fields, so each new parser brings new
+ * closures of them, and V8 keeps a function's optimized code only while a closure of it lives: on a
+ * busy leader every full garbage collection (one every few seconds at 1 MiB and concurrency 8)
+ * dropped the optimized `detectConfident`, and the next upload paid for a compile of 60-130 ms
+ * (docs/measurements.md). A parser holds one detection's state (its buffer and tokenizer) across
+ * awaits, so each sniff takes a parser of its own and puts it back after; sniffs of a buffer end
+ * within the same turn, so one or two parsers serve any load.
+ */
+const idleParsers: FileTypeParser[] = [];
+const MAX_IDLE_PARSERS = 4;
+
+async function detect(prefix: Buffer) {
+  const parser = idleParsers.pop() ?? new FileTypeParser();
+  try {
+    return await parser.fromBuffer(prefix);
+  } finally {
+    if (idleParsers.length < MAX_IDLE_PARSERS) idleParsers.push(parser);
+  }
+}
+
+/**
  * The accepted type of a body from its first bytes. `whole` says `head` is the entire body: a TIFF
  * whose IFD is not inside it is then truncated, not merely longer than the prefix.
  */
 export async function sniffImageType(head: Buffer, whole: boolean): Promise<Sniffed> {
   const prefix = head.subarray(0, SNIFF_BYTES);
-  const detected = await fileTypeFromBuffer(prefix);
+  const detected = await detect(prefix);
   if (detected && ACCEPTED_IMAGE_TYPES.has(detected.mime)) return { ok: true, mime: detected.mime };
   if (detected) return { ok: false, message: `${detected.mime} is not an accepted image type` };
   const tiff = whole ? undefined : tiffFamilyOf(prefix);
