@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { fetchRaftView, managerUrl, stopChild, waitForLeader } from '../src/cli/localManagers.ts';
 import { pngImage } from '../tests/integration/imageCluster.ts';
+import { childrenFromBuild } from './fromBuild.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -220,4 +221,5 @@ async function main() {
   }
 }
 
+childrenFromBuild();
 await main();

@@ -29,6 +29,7 @@ import {
 } from '../src/cli/localManagers.ts';
 import { freePort } from '../src/cli/localProcess.ts';
 import { etcdAnchorLines } from './etcdAnchor.ts';
+import { childrenFromBuild } from './fromBuild.ts';
 import { cpuSeconds } from './processCpu.ts';
 
 const { values: args } = parseArgs({
@@ -67,7 +68,8 @@ latency band (le5 = over the band before, up to 5 ms), the largest bursts of com
 (tail_bursts: a stall shows as about conc commits at once), each manager's Ready and synced-write
 durations in the same bands, the leader's entries per synced write in bands, its Ready cycles
 (entries per Ready, average save and Ready time), the client's own CPU (% of one core) and each
-manager's CPU, in all and per commit.`);
+manager's CPU, in all and per commit. The managers run from dist/, built first from this checkout;
+BENCH_FROM_SOURCE=1 in the environment starts them from the source through tsx.`);
   process.exit(0);
 }
 const SECS = Number(args.secs);
@@ -550,6 +552,7 @@ function printPairs(pairs: Pair[]): void {
   console.log(`median ${columns.map((c) => cell(medianRatio(c))).join('')}`);
 }
 
+childrenFromBuild();
 const pairs: Pair[] = [];
 for (let i = 0; i < PAIRS; i++) {
   // The managers are stopped before etcd starts and etcd before the managers do: each side has the

@@ -24,6 +24,7 @@ import { type Agent, type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
 import { type ImageCluster, type ManagerProc, pngImage } from '../tests/integration/imageCluster.ts';
 import { combine, drive, percentile, type RunResult } from './closedLoop.ts';
+import { childrenFromBuild } from './fromBuild.ts';
 import { startImageBenchCluster } from './imageBenchCluster.ts';
 import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
 
@@ -38,7 +39,8 @@ the CPU per GET of each process, of the cluster and of this client, the ratio to
 
 Environment: BENCH_SECS=4, BENCH_ROUNDS=2, BENCH_OBJECTS=200, BENCH_CONCURRENCY=1,8,
 BENCH_DIRECT=1 (0: no direct reads);
-IMGVAULT_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof" profiles every cluster process.`);
+IMGVAULT_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof" profiles every cluster process;
+BENCH_FROM_SOURCE=1 starts the cluster from the source through tsx, not from dist/ (built first).`);
   process.exit(0);
 }
 
@@ -250,6 +252,7 @@ async function main(): Promise<void> {
   }
 }
 
+childrenFromBuild();
 main().catch((err: unknown) => {
   console.error(err);
   process.exit(1);

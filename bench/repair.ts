@@ -33,6 +33,7 @@ import {
   writeDirect,
 } from '../src/storagenode/directWrites.ts';
 import { ImageCluster, pngImage } from '../tests/integration/imageCluster.ts';
+import { childrenFromBuild } from './fromBuild.ts';
 import { cpuSeconds } from './processCpu.ts';
 import { envConfiguredBench } from './usage.ts';
 
@@ -295,6 +296,7 @@ async function main(): Promise<void> {
   }
 }
 
+childrenFromBuild();
 main().catch((err) => {
   console.error(err);
   process.exit(1);

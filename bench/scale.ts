@@ -42,20 +42,19 @@
  * Every wait is bounded by --phase-timeout-min.
  */
 
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { managerUrl, peersSpec, spawnManager } from '../src/cli/localManagers.ts';
-import { CHILDREN_FROM_BUILD_ENV, freePort } from '../src/cli/localProcess.ts';
+import { freePort } from '../src/cli/localProcess.ts';
 import { CLUSTER_SECRET_HEADER } from '../src/http/clusterAuth.ts';
 import { blobRelativePath } from '../src/storagenode/blobId.ts';
 import { BlobStore } from '../src/storagenode/blobStore.ts';
 import { ImageCluster, type ManagerProc, until } from '../tests/integration/imageCluster.ts';
 import { percentile } from './closedLoop.ts';
+import { childrenFromBuild } from './fromBuild.ts';
 import { heapAfterGcMiB, loadHeapProbeInChildren, removeHeapProbeDir } from './heapProbeClient.ts';
 import { cpuSeconds } from './processCpu.ts';
 
@@ -940,13 +939,8 @@ function printRows(rows: Row[], opts: Options): void {
 }
 
 const opts = parseOptions(process.argv.slice(2));
-if (!opts.fromSource) {
-  // The memory targets are a deployed manager's, which runs the build (localProcess.ts).
-  execFileSync(process.execPath, [fileURLToPath(new URL('../scripts/build.mjs', import.meta.url))], {
-    stdio: 'inherit',
-  });
-  process.env[CHILDREN_FROM_BUILD_ENV] = '1';
-}
+// The memory targets are a deployed manager's, which runs the build (localProcess.ts).
+if (!opts.fromSource) childrenFromBuild();
 loadHeapProbeInChildren();
 const sizes = [...new Set([opts.baseline, ...opts.images])].sort((a, b) => a - b);
 console.log(

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { childrenFromBuild } from './fromBuild.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -246,6 +247,7 @@ async function killAndRestart(cluster: Cluster, round: number): Promise<void> {
   console.log(`  killed and restarted ${w.id}`);
 }
 
+childrenFromBuild();
 const cluster = await ImageCluster.start({
   name: 'imgvault-soak',
   managers: 3,

@@ -24,6 +24,7 @@ import path from 'node:path';
 import { request } from 'undici';
 import { pngImage } from '../tests/integration/imageCluster.ts';
 import { combine, drive, percentile, type RunResult } from './closedLoop.ts';
+import { childrenFromBuild } from './fromBuild.ts';
 import { startImageBenchCluster } from './imageBenchCluster.ts';
 import { cpuSeconds } from './processCpu.ts';
 import { ratioToSwift, swiftCell } from './swiftAnchor.ts';
@@ -48,6 +49,7 @@ Environment:
                           30 s, on the leader longer: the targets are about a store that runs for
                           days, not its first half minute)
   IMGVAULT_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=prof"   profiles every cluster process
+  BENCH_FROM_SOURCE=1     starts the cluster from the source through tsx, not from dist/ (built first)
 Targets (issue 17): >= 2x Swift at concurrency 8, >= 1.5x at 1; cluster CPU <= 10 ms per 1 MiB upload.`;
 
 if (process.argv.includes('--help') || process.argv.includes('-h')) {
@@ -289,6 +291,7 @@ async function main(): Promise<void> {
   for (const line of leaderPhases) console.log(`  ${line}`);
 }
 
+childrenFromBuild();
 main().catch((err: unknown) => {
   console.error(err);
   process.exit(1);

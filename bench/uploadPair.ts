@@ -18,6 +18,7 @@
 import { randomUUID } from 'node:crypto';
 import { Agent, request } from 'undici';
 import { drive } from './closedLoop.ts';
+import { childrenFromBuild } from './fromBuild.ts';
 import { cpuSeconds } from './processCpu.ts';
 
 interface Proc {
@@ -113,6 +114,7 @@ function median(values: number[]): number {
 async function main(): Promise<void> {
   const concurrency = Number(concArg);
   const secs = Number(secsArg);
+  childrenFromBuild([treeA!, treeB!]);
   const { pngImage } = (await import(`${treeB}/tests/integration/imageCluster.ts`)) as ClusterModule;
   const payloads = Array.from({ length: 8 }, () => pngImage(Number(bytesArg)));
   const sides = [await startSide(treeA!, 'pair-a', payloads), await startSide(treeB!, 'pair-b', payloads)];

@@ -54,6 +54,7 @@ import { SHA256_HEADER } from '../src/protocol/workerHeaders.ts';
 import { createExclusive, DIRECT_ALIGN, pageAlignedBuffer } from '../src/storagenode/directWrites.ts';
 import { startManagerStandIn } from '../tests/storagenode/managerStandIn.ts';
 import { median } from './closedLoop.ts';
+import { childrenFromBuild, childrenRunBuilt } from './fromBuild.ts';
 import { cpuSeconds } from './processCpu.ts';
 import { envConfiguredBench } from './usage.ts';
 
@@ -71,7 +72,8 @@ BENCH_BODY=buffer (one buffer, checksums in headers), trailing (one buffer endin
 trailer) or forwarded (256 KiB slabs one by one and the trailer, as the leader forwards an upload); BENCH_BASE_TREE=<another checkout> runs its
 worker beside this one, alternated, as "base"; BENCH_PROFILE=1 profiles the worker
 (BENCH_PROFILE_DIR, default prof/). Workers get the launcher's environment (MALLOC_ARENA_MAX=2
-unless set).`);
+unless set) and run from dist/, built first in each tree (BENCH_FROM_SOURCE=1: from the source
+through tsx).`);
 
 const SECS = Number(process.env.BENCH_SECS ?? 1);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
@@ -278,13 +280,13 @@ function startWorker(tree: string, id: string, dataDir: string, managerUrl: stri
     // As the launcher reads it (src/cli/localProcess.ts): `--perf-basic-prof` for perf, say.
     ...(process.env.IMGVAULT_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
   ];
+  // As a deployment runs it (fromBuild.ts), unless BENCH_FROM_SOURCE=1.
+  const entry = childrenRunBuilt() ? ['dist/workerMain.mjs'] : ['--import', 'tsx', 'src/cli/workerMain.ts'];
   return spawn(
     process.execPath,
     [
       ...nodeArgs,
-      '--import',
-      'tsx',
-      'src/cli/workerMain.ts',
+      ...entry,
       '--id',
       id,
       '--listen',
@@ -440,7 +442,7 @@ async function main(): Promise<void> {
       return { ...result, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
     };
 
-    // Warm-up: JIT, tsx's first compile, connection set-up. Not counted. A worker still compiles
+    // Warm-up: JIT, connection set-up (and tsx's first compile, from the source). Not counted. A worker still compiles
     // its hot paths for seconds (V8's optimizing compiler), which a long-running one does not pay.
     const warmUpSize = SIZES[0]!.bytes;
     await rawRun(warmUpSize, 8, 0.5);
@@ -616,4 +618,5 @@ async function main(): Promise<void> {
   }
 }
 
+childrenFromBuild([REPO, ...(BASE_TREE ? [BASE_TREE] : [])]);
 await main();
