@@ -27,7 +27,7 @@ export function childrenRunBuilt(): boolean {
  */
 export function childrenFromBuild(trees: string[] = [REPO]): boolean {
   if (!childrenRunBuilt()) return false;
-  for (const tree of trees) {
+  for (const tree of trees.map((t) => path.resolve(t))) {
     execFileSync(process.execPath, [path.join(tree, 'scripts', 'build.mjs')], {
       cwd: tree,
       stdio: ['ignore', 'ignore', 'inherit'],
