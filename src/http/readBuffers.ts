@@ -48,14 +48,19 @@ export class ReadBuffers {
 }
 
 /**
- * Calls `done` once the answer on `outgoing` no longer needs what it was given to write: 'finish'
- * comes after its last byte is in the kernel's hands, 'close' after a connection that went away
- * (libuv drops what it had not written). Until one of them, a queued or partial write may still
- * read its buffer, so handing it back any earlier would let another GET's bytes into this answer.
+ * Hands a leased buffer back once the answer on `outgoing` no longer needs it: 'finish' comes after
+ * its last byte is in the kernel's hands, 'close' after a connection that went away (libuv drops
+ * what it had not written). Until one of them, a queued or partial write may still read the buffer,
+ * so handing it back any earlier would let another GET's bytes into this answer. Without a node
+ * response (under `app.request()`) or a lease, nothing is handed back: the garbage collector takes it.
  */
-export function afterWritten(outgoing: ServerResponse, done: () => void): void {
-  outgoing.once('finish', done);
-  outgoing.once('close', done);
+export function releaseAfterWritten(
+  outgoing: ServerResponse | undefined,
+  release: (() => void) | undefined,
+): void {
+  if (!outgoing || !release) return;
+  outgoing.once('finish', release);
+  outgoing.once('close', release);
 }
 
 /**
@@ -67,11 +72,7 @@ export function outgoingOf(c: Context): ServerResponse | undefined {
   return (c.env as Partial<HttpBindings> | undefined)?.outgoing;
 }
 
-/**
- * Hands a leased buffer back once the answer that sends it is written; without a node response
- * (under `app.request()`) it is left to the garbage collector.
- */
+/** releaseAfterWritten on the answer a Hono handler gives. */
 export function releaseWhenWritten(c: Context, release: (() => void) | undefined): void {
-  const outgoing = outgoingOf(c);
-  if (release && outgoing) afterWritten(outgoing, release);
+  releaseAfterWritten(outgoingOf(c), release);
 }

@@ -3,7 +3,7 @@
 // id is known before a byte is stored; content the cluster holds already is only named.
 
 import { createHash } from 'node:crypto';
-import { afterWritten } from '../../http/readBuffers.ts';
+import { releaseAfterWritten } from '../../http/readBuffers.ts';
 import { webStreamOf } from '../../http/webStream.ts';
 import type { NameView } from '../../metadata/commands.ts';
 import { ETAG_PATTERN } from '../../metadata/commands.ts';
@@ -162,7 +162,7 @@ export const getObject: ObjectOperation = async (deps, req, bucket, key) => {
     const value = response.headers[h];
     if (typeof value === 'string') headers.set(h, value);
   }
-  if (release && outgoing) afterWritten(outgoing, release);
+  releaseAfterWritten(outgoing, release);
   // A buffer is written to the socket as it is (@hono/node-server); a stream goes chunk by chunk.
   return new Response(bytes ?? webStreamOf(body), { status: response.statusCode, headers });
 };
