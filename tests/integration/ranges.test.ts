@@ -144,8 +144,8 @@ describe('uploads', () => {
     expect(await res.json()).toMatchObject({ contentType: 'image/png', sha256: sha256(image) });
   });
 
-  it('streams a 100 MiB image up and back without the leader holding it', async () => {
-    const size = 100 * 1024 * 1024;
+  it('streams a 256 MiB image up and back without the leader holding it', async () => {
+    const size = 256 * 1024 * 1024;
     const chunk = randomBytes(1024 * 1024);
     const head = pngImage(1024 * 1024);
     const sent = createHash('sha256');
@@ -180,8 +180,10 @@ describe('uploads', () => {
       received += part.byteLength;
     }
     expect({ received, sha256: got.digest('hex') }).toEqual({ received: size, sha256: stored.sha256 });
-    // Holding the image would raise the peak by at least its 100 MiB; streaming holds a few
-    // write batches and socket buffers.
-    expect((await peakRss(leader)) - before).toBeLessThan(60 * 1024 * 1024);
+    // Holding the image would raise the peak by at least its 256 MiB. Streaming holds a few write
+    // batches and socket buffers, plus the chunks already sent that wait for V8's next
+    // mark-compact: the managers' 128 MB initial old space (HEAP_FLAGS) lets that wait reach tens
+    // of MiB, whatever the image's size (10-50 MiB here; 62 once on CI with a 100 MiB image).
+    expect((await peakRss(leader)) - before).toBeLessThan(160 * 1024 * 1024);
   }, 600_000);
 });
