@@ -46,12 +46,12 @@ export class RepairMetrics {
     });
     this.underReplicated = new Gauge({
       name: 'imgvault_objects_under_replicated',
-      help: 'Objects with fewer than 2 replicas on up workers, as of the last repair pass',
+      help: 'Objects with fewer than 2 replicas on up workers, as the last repair pass left them',
       registers,
     });
     this.unavailable = new Gauge({
       name: 'imgvault_objects_unavailable',
-      help: 'Objects with no replica on a serving worker, as of the last repair pass',
+      help: 'Objects with no replica on a serving worker, as the last repair pass left them',
       registers,
     });
     this.oldestUnderReplicatedSeconds = new Gauge({

@@ -92,6 +92,8 @@ describe('RepairLoop', () => {
 
     const report = await placementLoop(s).pass();
     expect(report?.outcomes.copied).toBe(6);
+    // The gauge says what the pass left, not what it found.
+    expect(await metric(s, 'imgvault_objects_under_replicated')).toBe(0);
     for (const [id, bytes] of objects) {
       const o = await s.sm.getObject(id);
       expect(o?.replicas.sort()).toEqual(['w2', 'w3']);
@@ -106,6 +108,23 @@ describe('RepairLoop', () => {
     const again = await placementLoop(s).pass();
     expect(again?.outcomes.copied).toBe(0);
     expect(await metric(s, 'imgvault_objects_under_replicated')).toBe(0);
+  });
+
+  it('counts the whole backlog as under-replicated, not only the objects one pass takes', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (let i = 0; i < 6; i++) await putObject(s, `backlog-${i}`, ['w1', 'w2']);
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const loop = placementLoop(s, { maxObjectsPerPass: 2 });
+    const seen: { left: number; gauge: number }[] = [];
+    for (let pass = 0; pass < 6 && (seen.at(-1)?.left ?? 6) > 0; pass++) {
+      await loop.pass();
+      const left = (await s.sm.objectsOnNode('w1')).items.length;
+      seen.push({ left, gauge: await metric(s, 'imgvault_objects_under_replicated') });
+    }
+    expect(seen[0]!.left).toBeGreaterThan(0);
+    expect(seen.at(-1)!.left).toBe(0);
+    for (const { left, gauge } of seen) expect(gauge).toBe(left);
   });
 
   it('starts a pass when woken instead of waiting out its interval', async () => {

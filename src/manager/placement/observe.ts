@@ -23,6 +23,8 @@ export async function* objectsOn(
 
 /** Index entries a pass reads on leaving nodes, per object it may take on. */
 const READS_PER_OBJECT = 4;
+/** Objects of the whole table a pass looks at beside the leaving nodes' (never more than its limit). */
+const BACKSTOP_PAGE = 1000;
 
 /**
  * The objects a repair pass looks at: those on down, draining or drained nodes (a range scan of
@@ -79,7 +81,7 @@ export class RepairWalk {
     }
     const step = await this.metadata.listObjects({
       ...(this.backstop ? { after: this.backstop } : {}),
-      limit: 1000,
+      limit: Math.min(BACKSTOP_PAGE, limit),
     });
     this.backstop = step.next ?? undefined;
     return [...taken.values(), ...step.items.filter((o) => !taken.has(o.id))];

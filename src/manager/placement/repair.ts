@@ -28,7 +28,15 @@ import {
   runLanes,
 } from './execute.ts';
 import { RepairWalk } from './observe.ts';
-import { type Checks, classify, type Nodes, needsRepair, planRepair, type RepairAction } from './plan.ts';
+import {
+  type Checks,
+  classify,
+  LEAVING,
+  type Nodes,
+  needsRepair,
+  planRepair,
+  type RepairAction,
+} from './plan.ts';
 
 export interface RepairDeps extends ExecutorDeps {
   /** Objects planned, and copy batches in flight, at once (--repair-concurrency). */
@@ -77,7 +85,7 @@ export class Repairer {
   async pass(): Promise<PassReport | null> {
     const { raft, metadata } = this.deps;
     if (!raft.isLeader()) {
-      this.updateGauges([], new Map());
+      await this.updateGauges([], new Map());
       return null;
     }
     const byId = await nodesById(metadata);
@@ -87,7 +95,7 @@ export class Repairer {
       (o) => this.classify(o, byId).sources.length > 0,
     );
     const work = objects.map((o) => this.classify(o, byId)).filter(needsRepair);
-    this.updateGauges(work, byId);
+    await this.updateGauges(work, byId);
     // Objects down to one live copy (or none) first: they are one failure away from loss.
     work.sort((a, b) => a.healthy.length - b.healthy.length);
     // Each object is planned from a fresh read under its slot and acted on; the copies planned are
@@ -105,7 +113,21 @@ export class Repairer {
       // Jobs the copier never finished (leadership lost) hold their slot still.
       for (const job of planned.jobs) job.release();
     }
-    return { examined: work.length, outcomes, drained: await this.finishDrains() };
+    const drained = await this.finishDrains();
+    if (work.length > 0) await this.recount(work);
+    return { examined: work.length, outcomes, drained };
+  }
+
+  /**
+   * The gauges as the pass leaves its objects: counted only from the pass's start, they showed the
+   * work it had just done (a drain reported done, then `status` saying its objects were
+   * under-replicated) until the next pass.
+   */
+  private async recount(work: Classified[]): Promise<void> {
+    const byId = await nodesById(this.deps.metadata);
+    const now = await this.deps.metadata.getObjects(work.map((w) => w.object.id));
+    const left = now.flatMap((o) => (o === null ? [] : [this.classify(o, byId)])).filter(needsRepair);
+    await this.updateGauges(left, byId);
   }
 
   /** Plans from a fresh read of the tables (and the read-backs the plan asks for), then acts; null: a copy planned. */
@@ -240,13 +262,23 @@ export class Repairer {
     return { object, ...classify(object, byId, (n) => this.deps.liveness.isServing(n)) };
   }
 
-  private updateGauges(work: Classified[], byId: Nodes): void {
+  /**
+   * `work` is what a pass examined: at most maxObjectsPerPass of the leaving workers' objects and
+   * a page of the rest. Objects with a copy on a leaving worker are counted from the workers'
+   * object counters instead, so the gauge holds the whole backlog however many passes it takes (an
+   * upper bound: an object on two leaving workers counts twice); the sample adds the others (a copy
+   * found bad). `unavailable` stays the sample's.
+   */
+  private async updateGauges(work: Classified[], byId: Nodes): Promise<void> {
     const now = this.now();
-    let under = 0;
+    const leaving = [...byId.values()].filter((n) => LEAVING.has(n.state));
+    const stats = leaving.length > 0 ? await this.deps.metadata.stats() : undefined;
+    const onLeaving = leaving.reduce((sum, n) => sum + (stats?.nodes[n.nodeId]?.objects ?? 0), 0);
+    let under = Math.min(onLeaving, stats?.objects ?? 0);
     let oldest = 0;
     for (const w of work) {
       if (w.healthy.length >= REPLICATION_FACTOR) continue;
-      under += 1;
+      if (w.leaving.length === 0) under += 1;
       // Under-replicated since its copy's worker left (or since creation, whichever is later).
       const left = Math.min(...w.leaving.map((n) => byId.get(n)?.stateSince ?? w.object.createdAt));
       oldest = Math.max(oldest, now - Math.max(w.object.createdAt, Number.isFinite(left) ? left : 0));
