@@ -59,6 +59,11 @@ export class WorkerLiveness {
     this.placed.delete(usage.nodeId);
   }
 
+  /** The usage figures of the worker's last heartbeat to this manager, if it has heard one. */
+  heardUsage(nodeId: string): NodeUsage | undefined {
+    return this.usage.get(nodeId);
+  }
+
   /** Milliseconds since this manager last heard the worker (or since it started watching). */
   silenceMs(nodeId: string): number {
     return this.now() - (this.lastHeard.get(nodeId) ?? this.watchingSince);

@@ -27,20 +27,25 @@ export function clusterRoutes(opts: {
     return c.json({
       // Only the leader hears heartbeats, so only its answer says how long each worker has been silent.
       observedByLeader: leading,
-      nodes: nodes.map((n) => ({
-        id: n.nodeId,
-        url: n.url,
-        zone: n.zone,
-        state: leading ? opts.liveness.effectiveState(n) : n.state,
-        tableState: n.state,
-        stateSince: new Date(n.stateSince).toISOString(),
-        lastSeen: new Date(n.lastSeen).toISOString(),
-        silenceMs: leading ? opts.liveness.silenceMs(n.nodeId) : null,
-        diskUsed: n.diskUsed,
-        diskFree: n.diskFree,
-        objectCount: n.objectCount,
-        stored: usage[n.nodeId] ?? { objects: 0, bytes: 0 },
-      })),
+      nodes: nodes.map((n) => {
+        // The table's figures come from the leader's summary every few seconds (none yet on a
+        // fresh cluster); the leader's own last heartbeat is fresher.
+        const heard = leading ? opts.liveness.heardUsage(n.nodeId) : undefined;
+        return {
+          id: n.nodeId,
+          url: n.url,
+          zone: n.zone,
+          state: leading ? opts.liveness.effectiveState(n) : n.state,
+          tableState: n.state,
+          stateSince: new Date(n.stateSince).toISOString(),
+          lastSeen: new Date(n.lastSeen).toISOString(),
+          silenceMs: leading ? opts.liveness.silenceMs(n.nodeId) : null,
+          diskUsed: heard?.diskUsed ?? n.diskUsed,
+          diskFree: heard?.diskFree ?? n.diskFree,
+          objectCount: heard?.objectCount ?? n.objectCount,
+          stored: usage[n.nodeId] ?? { objects: 0, bytes: 0 },
+        };
+      }),
     });
   });
 
