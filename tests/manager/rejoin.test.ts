@@ -57,6 +57,34 @@ describe('RejoinReconciler', () => {
     expect((await s.sm.getObject(ids[1]!))?.replicas).toEqual(['w1', 'w2']);
   }, 60_000);
 
+  it('drops every copy a worker back with an empty disk lacks, many at once', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
+    hearAll(s);
+    const ids = Array.from({ length: 200 }, (_, i) => `emptied-${i.toString().padStart(4, '0')}`);
+    await recordObjects(s.raft, ids, {
+      replicas: ['w1', 'w2'],
+      createdAt: s.clock.now - 60_000,
+      sha256: 'b'.repeat(64),
+    });
+    // Each lacking copy is confirmed gone with the worker before its drop: count those asked at once.
+    let asking = 0;
+    let most = 0;
+    const workers = Object.create(s.client) as WorkerClient;
+    workers.holds = async (url: string, id: string) => {
+      most = Math.max(most, ++asking);
+      try {
+        return await s.client.holds(url, id);
+      } finally {
+        asking -= 1;
+      }
+    };
+    const reconciler = reconcilerFor(s, { workers, metrics: s.metrics, orphanGraceMs: 10_000 });
+    const summary = await reconciler.inventories.reconcile('w1', () => [], s.clock.now);
+    expect(summary.missingDropped).toBe(ids.length);
+    for (const id of ids) expect((await s.sm.getObject(id))?.replicas).toEqual(['w2']);
+    expect(most).toBeGreaterThan(1);
+  }, 60_000);
+
   it('keeps exactly two copies, drops corrupt and missing ones, and deletes orphans only after the grace', async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
     hearAll(s);
