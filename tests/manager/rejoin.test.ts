@@ -32,6 +32,25 @@ import {
 
 const reconcilerFor = placementFor;
 
+/**
+ * `client` with its `holds` counted: each lacking copy is confirmed gone with its worker before it
+ * is dropped, so `most()` is how many drops were decided at once.
+ */
+function countingHolds(client: WorkerClient): { workers: WorkerClient; most: () => number } {
+  let asking = 0;
+  let most = 0;
+  const workers = Object.create(client) as WorkerClient;
+  workers.holds = async (url: string, id: string) => {
+    most = Math.max(most, ++asking);
+    try {
+      return await client.holds(url, id);
+    } finally {
+      asking -= 1;
+    }
+  };
+  return { workers, most: () => most };
+}
+
 afterEach(cleanup);
 
 describe('RejoinReconciler', () => {
@@ -66,23 +85,12 @@ describe('RejoinReconciler', () => {
       createdAt: s.clock.now - 60_000,
       sha256: 'b'.repeat(64),
     });
-    // Each lacking copy is confirmed gone with the worker before its drop: count those asked at once.
-    let asking = 0;
-    let most = 0;
-    const workers = Object.create(s.client) as WorkerClient;
-    workers.holds = async (url: string, id: string) => {
-      most = Math.max(most, ++asking);
-      try {
-        return await s.client.holds(url, id);
-      } finally {
-        asking -= 1;
-      }
-    };
+    const { workers, most } = countingHolds(s.client);
     const reconciler = reconcilerFor(s, { workers, metrics: s.metrics, orphanGraceMs: 10_000 });
     const summary = await reconciler.inventories.reconcile('w1', () => [], s.clock.now);
     expect(summary.missingDropped).toBe(ids.length);
     for (const id of ids) expect((await s.sm.getObject(id))?.replicas).toEqual(['w2']);
-    expect(most).toBeGreaterThan(1);
+    expect(most()).toBeGreaterThan(1);
   }, 60_000);
 
   it('keeps exactly two copies, drops corrupt and missing ones, and deletes orphans only after the grace', async () => {
@@ -256,6 +264,20 @@ describe('RejoinReconciler periodic sweep, copies a worker lacks', () => {
     const res = await s.client.getBlob(s.workers.get(copy)!.url, 'lost');
     expect(sha256Of(Buffer.from(await res.body.arrayBuffer()))).toBe(sha256Of(bytes));
   });
+});
+
+describe('RejoinReconciler periodic sweep, a worker that lost every copy', () => {
+  it('drops them all, many at once', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }]);
+    hearAll(s);
+    // Recorded on w1, which never received the bytes: its inventory lacks every one.
+    const ids = Array.from({ length: 600 }, (_, i) => `swept-${i.toString().padStart(4, '0')}`);
+    await recordObjects(s.raft, ids, { replicas: ['w1', 'w2'], createdAt: s.clock.now - 60_000 });
+    const { workers, most } = countingHolds(s.client);
+    await reconcilerFor(s, { workers, orphanGraceMs: 60_000 }).sweepInventories();
+    for (const id of ids) expect((await s.sm.getObject(id))?.replicas).toEqual(['w2']);
+    expect(most()).toBeGreaterThan(1);
+  }, 60_000);
 });
 
 describe('RejoinReconciler and an id uploaded again', () => {

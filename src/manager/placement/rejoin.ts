@@ -115,6 +115,9 @@ export class InventoryReconciler {
       this.deps.workers.inventory(node.url),
       objectsOn(this.deps.metadata, nodeId),
     );
+    // Dropped a batch at a time, in lanes.
+    const lacking: string[] = [];
+    const dropLacking = () => this.dropMissing(nodeId, lacking.splice(0), startedAt, summary);
     for await (const c of compared) {
       if (c.kind === 'unordered' || !this.deps.raft.isLeader()) {
         if (c.kind === 'unordered') this.logUnordered(nodeId);
@@ -122,13 +125,15 @@ export class InventoryReconciler {
         break;
       }
       if (c.kind === 'lacking') {
-        await this.reconcileMissing(nodeId, c.id, startedAt, summary);
+        lacking.push(c.id);
+        if (lacking.length >= RECONCILE_BATCH) await dropLacking();
         continue;
       }
       unseen.delete(c.line.id);
       if (c.kind === 'listed') this.seen.forget(nodeId, c.line.id);
       else if (this.seen.note(nodeId, c.line.id, this.now())) noted += 1;
     }
+    await dropLacking();
     if (whole) for (const id of unseen) this.seen.forget(nodeId, id);
     if (summary.missingDropped > 0) {
       this.deps.log.warn(
@@ -370,17 +375,29 @@ export class InventoryReconciler {
       unordered = true;
       return undefined;
     };
-    // In lanes, as the listed lines are: a worker back with an empty disk lacks every copy it had,
-    // and one at a time (a read-back and a commit each) healed about 90 a second; side by side the
-    // batcher carries many drops in one Raft round, and repair copies each as soon as it is dropped.
-    const drop = async (id: string) => {
-      await this.reconcileMissing(nodeId, id, inventoryStartedAt, summary);
-    };
     try {
-      await runLanes(RECONCILE_CONCURRENCY, next, drop, () => this.deps.raft.isLeader());
+      await this.dropMissing(nodeId, next, inventoryStartedAt, summary);
     } finally {
       await lacking.return(undefined);
     }
+  }
+
+  /**
+   * Recorded copies on `nodeId` its inventory lacked, each confirmed and dropped (reconcileMissing)
+   * in lanes, as the listed lines are: a worker back with an empty disk lacks every copy it had, and
+   * one at a time (a read-back and a commit each) dropped under 200 a second; side by side the
+   * batcher carries many drops in one Raft round.
+   */
+  private dropMissing(
+    nodeId: string,
+    ids: string[] | (() => Promise<string | undefined>),
+    listedAt: number,
+    summary: ReconcileSummary,
+  ): Promise<void> {
+    const drop = async (id: string) => {
+      await this.reconcileMissing(nodeId, id, listedAt, summary);
+    };
+    return runLanes(RECONCILE_CONCURRENCY, ids, drop, () => this.deps.raft.isLeader());
   }
 
   /**
