@@ -75,6 +75,11 @@ export class FailureDetector {
     }
     this.checking = true;
     const condemned: string[] = [];
+    for (const nodeId of liveness.abandonSilentCopies())
+      log.warn(
+        { event: 'upload.copies_abandoned', nodeId },
+        `worker ${nodeId} went silent: the copies being sent to it go elsewhere`,
+      );
     try {
       for (const node of await this.deps.metadata.listNodes()) {
         if (!CONDEMNABLE.has(node.state)) continue;

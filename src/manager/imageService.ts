@@ -457,6 +457,7 @@ export class ImageService {
         candidates: () => this.deps.liveness.candidates(nodes),
         urlOf: (nodeId: string) => urls.get(nodeId),
         reserve: (nodeId: string, bytes: number) => this.deps.liveness.reservePlacement(nodeId, bytes),
+        sendingTo: (nodeId: string) => this.deps.liveness.sendingTo(nodeId),
       },
       onFallback: () => this.deps.metrics?.fallback(),
     };

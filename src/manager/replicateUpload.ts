@@ -24,6 +24,8 @@ export interface WorkerDirectory {
   urlOf(nodeId: string): string | undefined;
   /** Told of every target elected, so uploads running at the same time spread out. */
   reserve?(nodeId: string, bytes: number): void;
+  /** A copy starts going to `nodeId`: its signal aborts if the worker goes silent meanwhile. */
+  sendingTo?(nodeId: string): { signal: AbortSignal; end: () => void };
 }
 
 /**
@@ -120,10 +122,10 @@ async function* heldChunks(chunks: readonly Uint8Array[]): AsyncGenerator<Uint8A
 /** What a target of `replica` is sent: its branch of the tee on the first try, else the staged file. */
 function copySender(opts: ReplicateOptions) {
   const { id, client } = opts;
-  const fromFile = async (url: string, staged: StagedUpload) => {
+  const fromFile = async (url: string, staged: StagedUpload, signal?: AbortSignal) => {
     if (staged.path === null && staged.chunks.length === 1) {
       // One buffer: undici writes it in the same socket write as the request's headers.
-      await client.putBlob(url, id, staged.sha256, staged.size, staged.chunks[0]!, staged.crc32c);
+      await client.putBlob(url, id, staged.sha256, staged.size, staged.chunks[0]!, staged.crc32c, signal);
       return;
     }
     const body =
@@ -131,21 +133,23 @@ function copySender(opts: ReplicateOptions) {
         ? heldChunks(staged.chunks)
         : readFileChunks(staged.path, staged.size, STAGED_READ_BYTES);
     try {
-      await client.putBlob(url, id, staged.sha256, staged.size, body, staged.crc32c);
+      await client.putBlob(url, id, staged.sha256, staged.size, body, staged.crc32c, signal);
     } finally {
       // Closes the staged file if the request ended before its body was read to the end.
       await body.return(undefined);
     }
   };
-  if ('staged' in opts) return (url: string) => fromFile(url, opts.staged);
+  if ('staged' in opts)
+    return (url: string, _replica: 'primary' | 'secondary', signal?: AbortSignal) =>
+      fromFile(url, opts.staged, signal);
   const { teed } = opts;
   const streamed = new Set<string>();
-  return async (url: string, replica: 'primary' | 'secondary') => {
+  return async (url: string, replica: 'primary' | 'secondary', signal?: AbortSignal) => {
     const branch = REPLICAS.indexOf(replica);
     if (!streamed.has(replica)) {
       streamed.add(replica);
       try {
-        await client.putBlobStreamed(url, id, teed.size, teed.copies[branch]!, teed.sums);
+        await client.putBlobStreamed(url, id, teed.size, teed.copies[branch]!, teed.sums, signal);
         return;
       } catch (err) {
         teed.detach(branch);
@@ -156,7 +160,7 @@ function copySender(opts: ReplicateOptions) {
         throw err;
       }
     }
-    await fromFile(url, await teed.staged);
+    await fromFile(url, await teed.staged, signal);
   };
 }
 
@@ -208,8 +212,9 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
         const target = attempt++ === 0 ? current[replica] : elect(replica);
         const url = target && workers.urlOf(target.nodeId);
         if (!target || !url) throw new AbortError(new NoLiveWorker(replica, failures, reason()));
+        const sending = workers.sendingTo?.(target.nodeId);
         try {
-          await send(url, replica);
+          await send(url, replica, sending?.signal);
           // Debug: upload.committed names both replicas once, at info, for every upload.
           log.debug(
             { event: 'upload.copy_stored', objectId: id, nodeId: target.nodeId, replica },
@@ -229,6 +234,8 @@ export async function replicateUpload(opts: ReplicateOptions): Promise<Replicate
           );
           opts.onFallback?.(target.nodeId, err);
           throw err;
+        } finally {
+          sending?.end();
         }
       },
       // Fallback is to a different worker, so there is nothing to wait for between attempts.

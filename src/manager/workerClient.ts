@@ -213,12 +213,18 @@ export class WorkerClient {
       firstByteMs?: number;
       /** undici's headers timeout for this request (see putAnswerTimeoutMs), instead of the idle one. */
       headersTimeout?: number;
+      /** Gives up on the request if it aborts before the response headers are in. */
+      signal?: AbortSignal;
     } = {},
   ): Promise<Dispatcher.ResponseData> {
     const auth = await this.authHeaders(workerUrl);
     const abort = new AbortController();
     const timer =
       extra.firstByteMs === undefined ? undefined : setTimeout(() => abort.abort(), extra.firstByteMs);
+    const given = extra.signal;
+    const giveUp = () => abort.abort();
+    given?.addEventListener('abort', giveUp, { once: true });
+    if (given?.aborted) giveUp();
     try {
       return await request(new URL(path, workerUrl), {
         method,
@@ -230,11 +236,16 @@ export class WorkerClient {
         ...(extra.headersTimeout === undefined ? {} : { headersTimeout: extra.headersTimeout }),
       });
     } catch (err) {
-      const why = abort.signal.aborted ? `no response headers within ${extra.firstByteMs} ms` : String(err);
+      const why = given?.aborted
+        ? ((given.reason as Error | undefined)?.message ?? 'given up')
+        : abort.signal.aborted
+          ? `no response headers within ${extra.firstByteMs} ms`
+          : String(err);
       throw new WorkerCallError('Unreachable', workerUrl, `${method} ${path} on ${workerUrl} failed: ${why}`);
     } finally {
       // Cleared once headers are in: the body is bounded by the idle timeout alone.
       clearTimeout(timer);
+      given?.removeEventListener('abort', giveUp);
     }
   }
 
@@ -253,6 +264,7 @@ export class WorkerClient {
     size: number,
     body: Readable | AsyncIterable<Uint8Array> | Uint8Array,
     crc32c?: string,
+    signal?: AbortSignal,
   ): Promise<'created' | 'alreadyPresent'> {
     const res = await this.call('PUT', workerUrl, blobPath(id), {
       headers: {
@@ -262,6 +274,7 @@ export class WorkerClient {
       },
       body,
       headersTimeout: putAnswerBoundMs(size, this.putAnswerTimeoutMs, this.putAnswerBytesPerSecond),
+      ...(signal ? { signal } : {}),
     });
     if (res.statusCode === 201 || res.statusCode === 200) {
       await this.checkPutAnswer(workerUrl, id, res, sha256, size, crc32c, false);
@@ -282,6 +295,7 @@ export class WorkerClient {
     size: number,
     body: AsyncIterable<Uint8Array>,
     sums: () => BlobSums,
+    signal?: AbortSignal,
   ): Promise<'created' | 'alreadyPresent'> {
     async function* withTrailer(): AsyncGenerator<Uint8Array> {
       yield* body;
@@ -297,6 +311,7 @@ export class WorkerClient {
       // headers timeout only if the socket waits for a drain (the worker stopped reading), and it
       // restarts the timeout when the body's last byte is written (client-h1.js, onParserTimeout).
       headersTimeout: putAnswerBoundMs(size, this.putAnswerTimeoutMs, this.putAnswerBytesPerSecond),
+      ...(signal ? { signal } : {}),
     });
     if (res.statusCode !== 201 && res.statusCode !== 200)
       throw await failure(workerUrl, `PUT /blobs/${id}`, res);

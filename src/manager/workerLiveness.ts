@@ -17,6 +17,8 @@ export class WorkerLiveness {
   private readonly lastHeard = new Map<string, number>();
   private readonly usage = new Map<string, NodeUsage>();
   private readonly pendingSummary = new Map<string, NodeUsage>();
+  /** Copies being sent to each worker right now (sendingTo), abandoned if it goes silent. */
+  private readonly sending = new Map<string, Set<AbortController>>();
   /** Copies this leader placed on a worker since its last heartbeat, which its figures lack. */
   private readonly placed = new Map<string, { bytes: number; count: number }>();
   private readonly now: () => number;
@@ -57,6 +59,42 @@ export class WorkerLiveness {
     this.usage.set(usage.nodeId, usage);
     this.pendingSummary.set(usage.nodeId, usage);
     this.placed.delete(usage.nodeId);
+  }
+
+  /**
+   * A copy starts going to `nodeId`: its signal aborts if the worker goes silent before the copy
+   * ends (abandonSilentCopies). `end` must be called once the copy ends, however it ends.
+   */
+  sendingTo(nodeId: string): { signal: AbortSignal; end: () => void } {
+    const abort = new AbortController();
+    const copies = this.sending.get(nodeId) ?? new Set<AbortController>();
+    this.sending.set(nodeId, copies);
+    copies.add(abort);
+    const end = () => {
+      copies.delete(abort);
+      if (copies.size === 0 && this.sending.get(nodeId) === copies) this.sending.delete(nodeId);
+    };
+    return { signal: abort.signal, end };
+  }
+
+  /**
+   * Aborts the copies in flight to workers silent past the suspect timeout, so that their uploads
+   * place them elsewhere now rather than wait out the PUT's answer bound (10 s and more) on a
+   * frozen process or host. Not while no worker at all was heard lately: that is this manager's own
+   * stall (its event loop held up), not the workers'. Returns the workers whose copies it aborted.
+   */
+  abandonSilentCopies(): string[] {
+    if (![...this.lastHeard.keys()].some((n) => this.heardLately(n))) return [];
+    const abandoned: string[] = [];
+    for (const [nodeId, copies] of this.sending) {
+      const silence = this.silenceMs(nodeId);
+      if (silence <= this.opts.suspectAfterMs) continue;
+      const why = new Error(`worker ${nodeId} silent for ${silence} ms: copy abandoned`);
+      for (const abort of copies) abort.abort(why);
+      this.sending.delete(nodeId);
+      abandoned.push(nodeId);
+    }
+    return abandoned;
   }
 
   /** The usage figures of the worker's last heartbeat to this manager, if it has heard one. */

@@ -1,4 +1,6 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,6 +9,7 @@ import type { PlacementCandidate } from '../../src/manager/placement.ts';
 import { NoLiveWorker, replicateUpload } from '../../src/manager/replicateUpload.ts';
 import type { StagedUpload } from '../../src/manager/stagingArea.ts';
 import { WorkerClient } from '../../src/manager/workerClient.ts';
+import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
 import {
   makeDataDir,
@@ -139,6 +142,53 @@ describe('replicateUpload against real workers', () => {
     await expect(attempt).rejects.toMatchObject({ code: 'NoLiveWorker', full: true });
     await expect(attempt).rejects.toThrow(/no live worker has room/);
   });
+
+  it('abandons a copy to a worker that goes silent mid-transfer and places it elsewhere', async () => {
+    // A frozen worker: takes the request and never answers (SIGSTOP, a hung host).
+    let started!: () => void;
+    const reached = new Promise<void>((resolve) => (started = resolve));
+    const frozen = createServer((req) => {
+      req.resume();
+      started();
+    });
+    await new Promise<void>((resolve) => frozen.listen(0, '127.0.0.1', resolve));
+    const frozenUrl = `http://127.0.0.1:${(frozen.address() as AddressInfo).port}`;
+    // Its answer bound far beyond the test's timeout: only the abandon can move the copy.
+    const patient = new WorkerClient({ secret: SECRET, idleTimeoutMs: 120_000, putAnswerTimeoutMs: 120_000 });
+    const clock = { now: 1_000_000 };
+    const liveness = new WorkerLiveness({ suspectAfterMs: 3_000, now: () => clock.now });
+    const hear = (...ids: string[]) => {
+      for (const nodeId of ids)
+        liveness.heard({ nodeId, diskUsed: 0, diskFree: 1e12, objectCount: 0, lastSeen: clock.now });
+    };
+    hear('frozen', 'w1', 'w3');
+    try {
+      const nodes = [candidate('frozen', 'z1', 0), candidate('w1', 'z1', 10), candidate('w3', 'z2', 50)];
+      const urls = { frozen: frozenUrl, w1: workers.w1!.url, w3: workers.w3!.url };
+      const upload = replicateUpload({
+        id: 'img-frozen',
+        staged,
+        workers: { ...directory(nodes, urls), sendingTo: (id: string) => liveness.sendingTo(id) },
+        client: patient,
+        log,
+      });
+      await reached;
+      // Nothing abandoned while the worker is heard; then it falls silent past the suspect timeout.
+      expect(liveness.abandonSilentCopies()).toEqual([]);
+      clock.now += 3_001;
+      hear('w1', 'w3');
+      expect(liveness.abandonSilentCopies()).toEqual(['frozen']);
+      const result = await upload;
+      expect(result.replicas).not.toContain('frozen');
+      expect(result.replicas).toHaveLength(2);
+      for (const nodeId of result.replicas)
+        expect((await workers[nodeId]!.store.stat('img-frozen')).ok).toBe(true);
+    } finally {
+      await patient.close();
+      frozen.closeAllConnections();
+      await new Promise((resolve) => frozen.close(resolve));
+    }
+  }, 20_000);
 
   it('says no worker is live, not full, when only one worker is up', async () => {
     const attempt = replicateUpload({
