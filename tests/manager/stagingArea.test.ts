@@ -9,6 +9,7 @@ import { withMinimumRate } from '../../src/http/requestBody.ts';
 import { BranchStalled } from '../../src/manager/chunkFanOut.ts';
 import { SLAB_BYTES } from '../../src/manager/heldBodies.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
+import { collectGarbage } from '../../src/metadata/batchMemory.ts';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
 import { mountTmpfs, unmount } from '../storagenode/workerHarness.ts';
 import { type TiffOptions, tiffFile } from './tiffFiles.ts';
@@ -311,6 +312,51 @@ describe('StagingArea.tee within its memory budget', () => {
     await expect(result.teed.staged).rejects.toMatchObject({ error: { code: 'LengthMismatch' } });
     expect(staging.heldInMemory).toBe(0);
     expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('lets go of the first chunks once they are copied, while the rest of the body is still arriving', async () => {
+    const staging = await StagingArea.open(dir, { memoryBytes: 4 << 20 });
+    const HEAD = 64 * 1024;
+    let firstChunk: WeakRef<Uint8Array> | undefined;
+    const first = () => {
+      const chunk = body(HEAD);
+      firstChunk = new WeakRef(chunk);
+      return chunk;
+    };
+    let arrive!: () => void;
+    const rest = new Promise<void>((resolve) => {
+      arrive = resolve;
+    });
+    // Not a generator: a suspended one may keep a chunk it yielded in its frame.
+    const chunks: Uint8Array[] = [first(), Buffer.alloc(SLAB_BYTES, 6)];
+    let last: Uint8Array | null = Buffer.alloc(1_000, 7);
+    const source: AsyncIterable<Uint8Array> = {
+      [Symbol.asyncIterator]: () => ({
+        next: async (): Promise<IteratorResult<Uint8Array>> => {
+          const chunk = chunks.shift();
+          if (chunk) return { value: chunk, done: false };
+          await rest;
+          const end = last;
+          last = null;
+          return end ? { value: end, done: false } : { value: undefined, done: true };
+        },
+      }),
+    };
+    const size = HEAD + SLAB_BYTES + 1_000;
+    const result = await staging.tee(source, 1 << 26, size, 1);
+    if (!result.ok) throw new Error('refused');
+    const copy = result.teed.copies[0]!;
+    // The first slab, the first chunk's bytes in it: forwarded while the body's end is yet to come.
+    expect((await copy.next()).value?.byteLength).toBe(SLAB_BYTES);
+    // A WeakRef's target is kept until the job that made it ends.
+    await new Promise((resolve) => setImmediate(resolve));
+    collectGarbage();
+    expect(firstChunk!.deref()).toBeUndefined();
+    arrive();
+    await drain(copy);
+    const staged = await result.teed.staged;
+    expect(staged.size).toBe(size);
+    await staging.release(staged);
   });
 
   it('gives each body teed at once the sha256 and CRC32C of its own bytes, held in slabs or filed', async () => {
