@@ -50,9 +50,7 @@ export class MemoryStorage implements CoreStorage {
       metadata: { index: 0, term: 0, confState: { voters: [], learners: [] } },
       data: '',
     };
-    this.ents = [
-      placeholderEntry(this.snap.metadata.term, this.snap.metadata.index),
-    ];
+    this.ents = [placeholderEntry(this.snap.metadata.term, this.snap.metadata.index)];
     if (initial) this.hardState = { term: initial.metadata.term, vote: null, commit: initial.metadata.index };
   }
 
@@ -134,10 +132,7 @@ export class MemoryStorage implements CoreStorage {
     }
     const i = compactIndex - this.offset;
     const dummy = this.ents[i]!;
-    this.ents = [
-      placeholderEntry(dummy.term, dummy.index),
-      ...this.ents.slice(i + 1),
-    ];
+    this.ents = [placeholderEntry(dummy.term, dummy.index), ...this.ents.slice(i + 1)];
   }
 
   /**
