@@ -40,6 +40,15 @@ async function twoToRepair(): Promise<Setup> {
   return s;
 }
 
+/** `count` objects `<prefix>-<i>` on w1 and w2, w1 down, w3 free. */
+async function objectsOnDownWorker(prefix: string, count: number): Promise<Setup> {
+  const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+  hearAll(s);
+  for (let i = 0; i < count; i++) await putObject(s, `${prefix}-${i}`, ['w1', 'w2']);
+  await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+  return s;
+}
+
 /** `s.raft`, but a `replicaChanges` entry that `holds` picks waits until `open()` (at cleanup at the latest). */
 function gatedRaft(
   s: Setup,
@@ -111,10 +120,7 @@ describe('RepairLoop', () => {
   });
 
   it('counts the whole backlog as under-replicated, not only the objects one pass takes', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
-    hearAll(s);
-    for (let i = 0; i < 6; i++) await putObject(s, `backlog-${i}`, ['w1', 'w2']);
-    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const s = await objectsOnDownWorker('backlog', 6);
     const loop = placementLoop(s, { maxObjectsPerPass: 2 });
     const seen: { left: number; gauge: number }[] = [];
     for (let pass = 0; pass < 6 && (seen.at(-1)?.left ?? 6) > 0; pass++) {
@@ -128,10 +134,7 @@ describe('RepairLoop', () => {
   });
 
   it('starts a pass when woken instead of waiting out its interval', async () => {
-    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
-    hearAll(s);
-    for (let i = 0; i < 3; i++) await putObject(s, `woken-${i}`, ['w1', 'w2']);
-    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const s = await objectsOnDownWorker('woken', 3);
     const loop = placementFor(s, { intervalMs: 600_000 });
     loop.wake(); // Not started: nothing runs.
     await new Promise((resolve) => setTimeout(resolve, 100));
