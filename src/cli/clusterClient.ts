@@ -1,7 +1,9 @@
 // The CLI's way to the cluster: several managers, any of which may be down, redirecting to the
 // leader, or between leaders. One request is tried on one manager at a time; a refused connection,
 // a reset, a timeout or a 503 moves it on to the next manager after a bounded backoff (longer when
-// the manager asked for it with Retry-After), within a bound on attempts and on total time.
+// the manager asked for it with Retry-After), within a bound on attempts and on total time. A
+// client command's request also moves on when the manager it waits on stops answering while
+// another leads (leaderWatch.ts).
 
 import { existsSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
@@ -10,6 +12,7 @@ import pRetry, { AbortError } from 'p-retry';
 import { type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import { TlsConfigError, trustCaFile } from '../http/tls.ts';
+import { LEADER_WATCH, type LeaderMoved, type LeaderWatchTiming, watchLeader } from './leaderWatch.ts';
 
 /** The embedded cluster's managers (`imgvault cluster`). */
 export const DEFAULT_MANAGER_URLS = [
@@ -50,6 +53,11 @@ export interface RetryPolicy {
   maxRetryAfterMs: number;
   /** Bound on the wait for a manager's response headers. */
   headersTimeoutMs: number;
+  /**
+   * Give up a request whose manager stopped answering while another leads (leaderWatch.ts); null
+   * for requests that must not be sent twice on a guess (a leader transfer, a key created).
+   */
+  leaderWatch: LeaderWatchTiming | null;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = {
@@ -59,7 +67,11 @@ export const DEFAULT_RETRY: RetryPolicy = {
   maxDelayMs: 2_000,
   maxRetryAfterMs: 5_000,
   headersTimeoutMs: 30_000,
+  leaderWatch: null,
 };
+
+/** Client commands: each of their requests may be repeated (uploads go to ids chosen here). */
+export const CLIENT_RETRY: RetryPolicy = { ...DEFAULT_RETRY, leaderWatch: LEADER_WATCH };
 
 export interface ClientRequest {
   /** Called once per attempt and per redirect hop: a stream can only be sent once. */
@@ -97,6 +109,8 @@ class Retryable extends Error {
     readonly retryAfterMs: number,
     readonly status: number | null,
     readonly code: string | null,
+    /** Where the next attempt goes, when known (a leader the others named). */
+    readonly nextUrl: string | null = null,
   ) {
     super(message);
   }
@@ -213,8 +227,9 @@ export class ClusterClient {
     const answers = new Map<string, string>();
     const p = this.policy;
     let last: { status: number | null; code: string | null } = { status: null, code: null };
+    let nextUrl: string | null = null;
     try {
-      return await pRetry((attempt) => this.attempt(method, path, req, attempt, answers), {
+      return await pRetry((attempt) => this.attempt(method, path, req, attempt, answers, nextUrl), {
         retries: p.attempts - 1,
         minTimeout: p.minDelayMs,
         maxTimeout: p.maxDelayMs,
@@ -223,6 +238,7 @@ export class ClusterClient {
         onFailedAttempt: async ({ error, retriesConsumed, retriesLeft }) => {
           if (!(error instanceof Retryable)) return;
           last = { status: error.status, code: error.code };
+          nextUrl = error.nextUrl;
           this.current = (this.current + 1) % this.urls.length;
           // p-retry's own backoff follows; wait the rest of what the manager asked for.
           const backoff = Math.min(p.maxDelayMs, p.minDelayMs * 2 ** retriesConsumed);
@@ -247,11 +263,17 @@ export class ClusterClient {
     req: ClientRequest,
     attempt: number,
     answers: Map<string, string>,
+    startUrl: string | null,
   ): Promise<ClientResponse> {
-    let url = new URL(path, this.urls[this.current]);
+    let url = new URL(path, startUrl ?? this.urls[this.current]);
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const here = url.origin;
       let res: Dispatcher.ResponseData;
+      const gaveUp = new AbortController();
+      const watch = this.policy.leaderWatch;
+      const stopWatch = watch
+        ? watchLeader(here, this.urls, this.headers, watch, (moved) => gaveUp.abort(moved))
+        : () => {};
       try {
         res = await request(url, {
           method,
@@ -259,14 +281,22 @@ export class ClusterClient {
           body: req.body ? req.body() : null,
           headersTimeout: this.policy.headersTimeoutMs,
           bodyTimeout: this.policy.headersTimeoutMs,
+          signal: gaveUp.signal,
         });
       } catch (err) {
+        if (gaveUp.signal.aborted) {
+          const { leaderUrl, reason } = gaveUp.signal.reason as LeaderMoved;
+          answers.set(here, reason);
+          throw new Retryable(`${here}: ${reason}`, 0, null, 'LeaderMoved', leaderUrl);
+        }
         const code = errorCode(err);
         answers.set(here, `${code ?? 'error'}: ${(err as Error).message}`);
         if (code && RETRYABLE_CODES.has(code)) throw new Retryable((err as Error).message, 0, null, code);
         throw new AbortError(
           new ClusterRequestFailed(`${method} ${url}: ${(err as Error).message}`, null, null),
         );
+      } finally {
+        stopWatch();
       }
       if (res.statusCode === 307 || res.statusCode === 308) {
         const location = res.headers.location;
@@ -291,7 +321,7 @@ export class ClusterClient {
 
 /** The client of a client command: the managers of --url, the bearer token of --token. */
 export function tokenClient(flags: { url?: string; token?: string }): ClusterClient {
-  return new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token));
+  return new ClusterClient(managerUrls(flags.url), bearerHeaders(flags.token), CLIENT_RETRY);
 }
 
 /** The flags every client command takes: which managers, and the bearer token (bearerHeaders). */

@@ -1,6 +1,7 @@
 // ClusterClient against real HTTP servers on 127.0.0.1: moving on from a refused connection, a
 // reset and a 503 (waiting what Retry-After asks), following 307 with the body rebuilt, stopping
-// at once on a 4xx, and a final error that names what every manager answered.
+// at once on a 4xx, a final error that names what every manager answered, and giving up a manager
+// that stopped answering while another leads (but not a slow leader).
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -40,6 +41,33 @@ async function serve(handler: Handler): Promise<{ url: string; hits: () => numbe
 
 const refusedUrl = async () => `http://127.0.0.1:${await freePort()}`;
 const FAST = { ...DEFAULT_RETRY, minDelayMs: 10, maxDelayMs: 50, attempts: 6, totalMs: 20_000 };
+/** Answers wait far longer than the test may run: only the leader watch can move a request on. */
+const WATCHED = {
+  ...FAST,
+  headersTimeoutMs: 120_000,
+  leaderWatch: { firstCheckMs: 200, intervalMs: 100, probeTimeoutMs: 300 },
+};
+
+function raftView(id: string, role: string, term: number, leader: { id: string; url: string } | null) {
+  return {
+    id,
+    role,
+    term,
+    leader,
+    commit: 5,
+    applied: 5,
+    firstIndex: 1,
+    lastIndex: 5,
+    snapshotIndex: 0,
+    confState: { voters: ['m1', 'm2', 'm3'], learners: [] },
+    members: {},
+  };
+}
+
+function answerView(res: ServerResponse, view: object): void {
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(view));
+}
 
 describe('ClusterClient', () => {
   it('moves on from a refused manager and from a 503, waiting as long as Retry-After asks', async () => {
@@ -112,6 +140,48 @@ describe('ClusterClient', () => {
     expect(err.message).toContain(`${down}: ECONNREFUSED`);
     expect(err.message).toContain(`${unavailable.url}: 503 NoLiveWorker: no live worker`);
     expect(unavailable.hits()).toBe(FAST.attempts / 2);
+  });
+
+  it('gives up a manager that stopped answering once another leads, and sends the request there', async () => {
+    // A frozen leader (SIGSTOP): its kernel still takes connections and bodies, nothing answers.
+    const frozen = await serve(() => {});
+    const leader = await serve((req, res, body) => {
+      if (req.url === '/v1/cluster/raft')
+        answerView(res, raftView('m2', 'leader', 3, { id: 'm2', url: leaderUrl }));
+      else res.end(`stored ${body}`);
+    });
+    const leaderUrl = leader.url;
+    let built = 0;
+    const client = new ClusterClient([frozen.url, leader.url], {}, WATCHED);
+    const { res, attempts, url } = await client.request('PUT', '/v1/images/a', {
+      body: () => `bytes-${++built}`,
+      expect: [200],
+    });
+    expect(await res.body.text()).toBe('stored bytes-2');
+    expect([attempts, url]).toEqual([2, leader.url]);
+  });
+
+  it('keeps waiting on a slow leader that still answers as leader, even under another name', async () => {
+    const slow = await serve((req, res, body) => {
+      if (req.url === '/v1/cluster/raft')
+        answerView(res, raftView('m1', 'leader', 3, { id: 'm1', url: slowUrl }));
+      else setTimeout(() => res.end(`stored ${body}`), 1_000);
+    });
+    const slowUrl = slow.url;
+    // The follower names the slow leader by another name than the client reached it under.
+    const alias = slow.url.replace('127.0.0.1', 'localhost');
+    const follower = await serve((req, res) => {
+      if (req.url === '/v1/cluster/raft')
+        answerView(res, raftView('m2', 'follower', 3, { id: 'm1', url: alias }));
+      else res.end('never asked');
+    });
+    const client = new ClusterClient([slow.url, follower.url], {}, WATCHED);
+    const { res, attempts } = await client.request('PUT', '/v1/images/b', { body: () => 'x', expect: [200] });
+    expect(await res.body.text()).toBe('stored x');
+    expect(attempts).toBe(1);
+    // The watch looked (several times over the second) and let the request be.
+    expect(follower.hits()).toBeGreaterThan(1);
+    expect(slow.hits()).toBeGreaterThan(2);
   });
 
   it('reads Retry-After as seconds or a date, and manager lists from flag, env or default', () => {
