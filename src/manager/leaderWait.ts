@@ -24,6 +24,8 @@ export type LeaderWaitOutcome =
 
 /** How often waiting requests look at the leader again: a fraction of a heartbeat. */
 const POLL_MS = 20;
+/** How often a forward looks whether its leader was replaced: a fraction of an election. */
+const REPLACED_POLL_MS = 100;
 
 interface Waiter {
   deadline: number;
@@ -132,6 +134,24 @@ export class LeaderWait {
         this.poller.unref();
       }
     });
+  }
+
+  /**
+   * Aborted once a live leader other than `id` is known (this node, or another heard from lately):
+   * a request forwarded to a leader that froze (SIGSTOP, a stalled VM) would otherwise wait out its
+   * whole bound, though the others elected a new leader within an election timeout. Silence alone
+   * aborts nothing: a busy leader's heartbeats can come late. Call `stop` once the answer came.
+   */
+  replaced(id: string): { signal: AbortSignal; stop: () => void } {
+    const aborter = new AbortController();
+    const timer = setInterval(() => {
+      const now = this.liveLeader();
+      if (now === null || (!now.self && now.id === id)) return;
+      clearInterval(timer);
+      aborter.abort();
+    }, REPLACED_POLL_MS);
+    timer.unref();
+    return { signal: aborter.signal, stop: () => clearInterval(timer) };
   }
 
   /** The manager is stopping: every held request is answered now, and later ones at once. */

@@ -1,16 +1,25 @@
 // kill -9 of the leader, then S3 PutObject requests signed as a client signs them, sent right away
 // to the surviving managers' S3 endpoints: a follower forwards only to a live leader (waiting for
 // one, src/manager/leaderWait.ts), so each ends in 200 or in 503 with Retry-After after the wait,
-// never in the 503 of a forward to the dead leader ("the leader did not answer").
+// never in the 503 of a forward to the dead leader ("the leader did not answer"). And the leader
+// frozen (SIGSTOP) instead: a forward to it is given up once another leads, while it is still
+// stopped, rather than waiting out the forward's bound.
 
 import { createHash } from 'node:crypto';
 import { request } from 'undici';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ImageCluster, pngImage, until } from '../integration/imageCluster.ts';
 import { s3Signer, startS3Cluster } from './s3Fixture.ts';
 import type { S3Key } from './s3Tools.ts';
 
 let cluster: ImageCluster | undefined;
+let key: S3Key;
+
+beforeAll(async () => {
+  const started = await startS3Cluster('s3-election-wait');
+  cluster = started.cluster;
+  key = started.key;
+}, 240_000);
 
 afterAll(async () => {
   await cluster?.close();
@@ -58,11 +67,44 @@ async function s3(key: S3Key, port: number, method: string, path: string, body?:
   };
 }
 
+describe('S3 PutObject to the followers while the leader is frozen', () => {
+  it('gives up a forward to the frozen leader once another leads, while it is still stopped', async () => {
+    if (!cluster) throw new Error('no cluster');
+    const frozen = await cluster.leader();
+    const followers = cluster.managers.filter((m) => m !== frozen);
+    await until('the bucket', async () =>
+      [200, 409].includes((await s3(key, frozen.s3Port!, 'PUT', '/frozen')).status),
+    );
+    await until(
+      'a PutObject through a follower',
+      async () => (await s3(key, followers[0]!.s3Port!, 'PUT', '/frozen/first.png', image)).status === 200,
+      30_000,
+    );
+
+    frozen.child!.kill('SIGSTOP');
+    let answers: Answer[];
+    try {
+      // Sent at once: the followers heard the leader within its quiet time, so they forward to it.
+      answers = await Promise.all(
+        followers.flatMap((m, i) =>
+          [0, 1].map((j) => s3(key, m.s3Port!, 'PUT', `/frozen/m${i}-${j}.png`, image)),
+        ),
+      );
+    } finally {
+      frozen.child!.kill('SIGCONT');
+    }
+    // Each answered while the leader was still stopped: stored through the new leader, or a 503 a
+    // client retries, never one that waited out the forward's bound ("did not answer").
+    expect(answers.filter((a) => !(a.status === 200 || (a.status === 503 && a.retryAfter !== null)))).toEqual(
+      [],
+    );
+    expect(answers.filter((a) => a.body.includes('did not answer'))).toEqual([]);
+  }, 240_000);
+});
+
 describe('S3 PutObject to the survivors right after kill -9 of the leader', () => {
   it('ends in 200 or in 503 with Retry-After, never forwarded to the dead leader', async () => {
-    const started = await startS3Cluster('s3-election-wait');
-    cluster = started.cluster;
-    const { key } = started;
+    if (!cluster) throw new Error('no cluster');
     const dead = await cluster.leader();
     const survivors = cluster.managers.filter((m) => m !== dead);
     await until('the bucket', async () =>

@@ -2,8 +2,8 @@
 // dashboard on the main port). Every manager verifies signatures itself (the keys are replicated)
 // and decodes aws-chunked bodies; the leader runs the operation, and a follower forwards the
 // verified, decoded request to the leader over the cluster secret, because S3 clients do not
-// reliably follow a 307 for a PUT. A forward that fails (the leader died) is a 503, which every
-// S3 client retries, by then against the new leader.
+// reliably follow a 307 for a PUT. A forward that fails (the leader died, or froze and another
+// leads now) is a 503, which every S3 client retries, by then against the new leader.
 
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
@@ -139,6 +139,7 @@ async function forward(
   leader: { id: string; url: string },
 ): Promise<Response> {
   let res: Awaited<ReturnType<typeof request>>;
+  const replaced = deps.leaderWait?.replaced(leader.id);
   try {
     res = await request(`${leader.url}${S3_FORWARD_PREFIX}${rawUrl}`, {
       method: req.method as 'GET',
@@ -146,10 +147,19 @@ async function forward(
       ...(req.body !== null ? { body: Readable.from(req.body) } : {}),
       headersTimeout: 120_000,
       bodyTimeout: 120_000,
+      ...(replaced ? { signal: replaced.signal } : {}),
     });
   } catch (err) {
     if (err instanceof S3Error) throw err;
+    if (replaced?.signal.aborted) {
+      throw new S3Error(
+        'ServiceUnavailable',
+        `the leader ${leader.id} stopped answering and another leads now; retry shortly`,
+      );
+    }
     throw new S3Error('ServiceUnavailable', 'the leader did not answer; retry shortly');
+  } finally {
+    replaced?.stop();
   }
   const headers = new Headers();
   for (const [name, value] of Object.entries(res.headers)) {
