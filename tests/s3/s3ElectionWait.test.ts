@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ImageCluster, pngImage, until } from '../integration/imageCluster.ts';
+import { type ImageCluster, type ManagerProc, pngImage, until } from '../integration/imageCluster.ts';
 import { s3Signer, startS3Cluster } from './s3Fixture.ts';
 import type { S3Key } from './s3Tools.ts';
 
@@ -67,29 +67,39 @@ async function s3(key: S3Key, port: number, method: string, path: string, body?:
   };
 }
 
+/** The leader and the others, once `bucket` exists and a PutObject through a follower was stored. */
+async function leaderAndOthers(bucket: string): Promise<{ leader: ManagerProc; others: ManagerProc[] }> {
+  if (!cluster) throw new Error('no cluster');
+  const leader = await cluster.leader();
+  const others = cluster.managers.filter((m) => m !== leader);
+  await until('the bucket', async () =>
+    [200, 409].includes((await s3(key, leader.s3Port!, 'PUT', `/${bucket}`)).status),
+  );
+  await until(
+    'a PutObject through a follower',
+    async () => (await s3(key, others[0]!.s3Port!, 'PUT', `/${bucket}/first.png`, image)).status === 200,
+    30_000,
+  );
+  return { leader, others };
+}
+
+/** Two PutObjects sent at once to each of `managers`. */
+function putsTo(managers: ManagerProc[], bucket: string): Promise<Answer[]> {
+  return Promise.all(
+    managers.flatMap((m, i) =>
+      [0, 1].map((j) => s3(key, m.s3Port!, 'PUT', `/${bucket}/m${i}-${j}.png`, image)),
+    ),
+  );
+}
+
 describe('S3 PutObject to the followers while the leader is frozen', () => {
   it('gives up a forward to the frozen leader once another leads, while it is still stopped', async () => {
-    if (!cluster) throw new Error('no cluster');
-    const frozen = await cluster.leader();
-    const followers = cluster.managers.filter((m) => m !== frozen);
-    await until('the bucket', async () =>
-      [200, 409].includes((await s3(key, frozen.s3Port!, 'PUT', '/frozen')).status),
-    );
-    await until(
-      'a PutObject through a follower',
-      async () => (await s3(key, followers[0]!.s3Port!, 'PUT', '/frozen/first.png', image)).status === 200,
-      30_000,
-    );
-
+    const { leader: frozen, others: followers } = await leaderAndOthers('frozen');
     frozen.child!.kill('SIGSTOP');
     let answers: Answer[];
     try {
       // Sent at once: the followers heard the leader within its quiet time, so they forward to it.
-      answers = await Promise.all(
-        followers.flatMap((m, i) =>
-          [0, 1].map((j) => s3(key, m.s3Port!, 'PUT', `/frozen/m${i}-${j}.png`, image)),
-        ),
-      );
+      answers = await putsTo(followers, 'frozen');
     } finally {
       frozen.child!.kill('SIGCONT');
     }
@@ -104,24 +114,9 @@ describe('S3 PutObject to the followers while the leader is frozen', () => {
 
 describe('S3 PutObject to the survivors right after kill -9 of the leader', () => {
   it('ends in 200 or in 503 with Retry-After, never forwarded to the dead leader', async () => {
-    if (!cluster) throw new Error('no cluster');
-    const dead = await cluster.leader();
-    const survivors = cluster.managers.filter((m) => m !== dead);
-    await until('the bucket', async () =>
-      [200, 409].includes((await s3(key, dead.s3Port!, 'PUT', '/held')).status),
-    );
-    await until(
-      'a PutObject through a follower',
-      async () => (await s3(key, survivors[0]!.s3Port!, 'PUT', '/held/first.png', image)).status === 200,
-      30_000,
-    );
-
-    await cluster.killManager(dead);
-    const answers = await Promise.all(
-      survivors.flatMap((m, i) =>
-        [0, 1].map((j) => s3(key, m.s3Port!, 'PUT', `/held/m${i}-${j}.png`, image)),
-      ),
-    );
+    const { leader: dead, others: survivors } = await leaderAndOthers('held');
+    await cluster!.killManager(dead);
+    const answers = await putsTo(survivors, 'held');
 
     // Every answer is one a client can act on; a request a survivor took in the instant of the
     // kill may still have gone to the dead leader (it cannot know yet: a 503 "did not answer",
