@@ -3,7 +3,7 @@
 // a reset, a timeout or a 503 moves it on to the next manager after a bounded backoff (longer when
 // the manager asked for it with Retry-After), within a bound on attempts and on total time. A
 // client command's request also moves on when the manager it waits on stops answering while
-// another leads (leaderWatch.ts).
+// another leads (silentManager.ts).
 
 import { existsSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
@@ -12,7 +12,12 @@ import pRetry, { AbortError } from 'p-retry';
 import { type Dispatcher, request } from 'undici';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import { TlsConfigError, trustCaFile } from '../http/tls.ts';
-import { LEADER_WATCH, type LeaderMoved, type LeaderWatchTiming, watchLeader } from './leaderWatch.ts';
+import {
+  type LeaderMoved,
+  SILENT_MANAGER,
+  type SilentManagerTiming,
+  watchSilentManager,
+} from './silentManager.ts';
 
 /** The embedded cluster's managers (`imgvault cluster`). */
 export const DEFAULT_MANAGER_URLS = [
@@ -54,10 +59,10 @@ export interface RetryPolicy {
   /** Bound on the wait for a manager's response headers. */
   headersTimeoutMs: number;
   /**
-   * Give up a request whose manager stopped answering while another leads (leaderWatch.ts); null
+   * Give up a request whose manager stopped answering while another leads (silentManager.ts); null
    * for requests that must not be sent twice on a guess (a leader transfer, a key created).
    */
-  leaderWatch: LeaderWatchTiming | null;
+  silentManager: SilentManagerTiming | null;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = {
@@ -67,11 +72,11 @@ export const DEFAULT_RETRY: RetryPolicy = {
   maxDelayMs: 2_000,
   maxRetryAfterMs: 5_000,
   headersTimeoutMs: 30_000,
-  leaderWatch: null,
+  silentManager: null,
 };
 
 /** Client commands: each of their requests may be repeated (uploads go to ids chosen here). */
-export const CLIENT_RETRY: RetryPolicy = { ...DEFAULT_RETRY, leaderWatch: LEADER_WATCH };
+export const CLIENT_RETRY: RetryPolicy = { ...DEFAULT_RETRY, silentManager: SILENT_MANAGER };
 
 export interface ClientRequest {
   /** Called once per attempt and per redirect hop: a stream can only be sent once. */
@@ -270,9 +275,9 @@ export class ClusterClient {
       const here = url.origin;
       let res: Dispatcher.ResponseData;
       const gaveUp = new AbortController();
-      const watch = this.policy.leaderWatch;
+      const watch = this.policy.silentManager;
       const stopWatch = watch
-        ? watchLeader(here, this.urls, this.headers, watch, (moved) => gaveUp.abort(moved))
+        ? watchSilentManager(here, this.urls, this.headers, watch, (moved) => gaveUp.abort(moved))
         : () => {};
       try {
         res = await request(url, {

@@ -45,7 +45,7 @@ const FAST = { ...DEFAULT_RETRY, minDelayMs: 10, maxDelayMs: 50, attempts: 6, to
 const WATCHED = {
   ...FAST,
   headersTimeoutMs: 120_000,
-  leaderWatch: { firstCheckMs: 200, intervalMs: 100, probeTimeoutMs: 300 },
+  silentManager: { firstCheckMs: 200, intervalMs: 100, probeTimeoutMs: 300 },
 };
 
 function raftView(id: string, role: string, term: number, leader: { id: string; url: string } | null) {

@@ -10,7 +10,7 @@
 import { type Dispatcher, request } from 'undici';
 import { type RaftView, raftViewSchema } from '../protocol/raftView.ts';
 
-export interface LeaderWatchTiming {
+export interface SilentManagerTiming {
   /** How long a request waits for its answer before the watch first asks. */
   firstCheckMs: number;
   /** Between two asks while the request still waits. */
@@ -19,7 +19,7 @@ export interface LeaderWatchTiming {
   probeTimeoutMs: number;
 }
 
-export const LEADER_WATCH: LeaderWatchTiming = {
+export const SILENT_MANAGER: SilentManagerTiming = {
   firstCheckMs: 2_000,
   intervalMs: 1_000,
   probeTimeoutMs: 1_000,
@@ -92,11 +92,11 @@ export async function leaderElsewhere(
  * Watches while a request to `here` waits: calls `onMoved` once (see leaderElsewhere) and stops.
  * Returns the function that stops the watch, to call when the answer comes.
  */
-export function watchLeader(
+export function watchSilentManager(
   here: string,
   urls: string[],
   headers: Record<string, string>,
-  timing: LeaderWatchTiming,
+  timing: SilentManagerTiming,
   onMoved: (moved: LeaderMoved) => void,
 ): () => void {
   let stopped = false;
