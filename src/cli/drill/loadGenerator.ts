@@ -17,6 +17,13 @@ export interface LoadOptions {
   targets: () => string[];
 }
 
+/** How long a client waits on one upload before it sends the next beside it. */
+const STRAGGLER_MS = 1_000;
+/** Uploads of one client in flight at most, stragglers included. */
+const MAX_STRAGGLERS = 4;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 const pick = <T>(items: T[]): T | undefined =>
   items.length === 0 ? undefined : items[randomInt(items.length)];
 
@@ -50,11 +57,21 @@ export class LoadGenerator {
   }
 
   private async writer(): Promise<void> {
+    const inFlight = new Set<Promise<void>>();
     while (this.running) {
       const target = this.target();
-      if (target) await this.upload(target);
-      await new Promise((r) => setTimeout(r, this.opts.pauseMs));
+      if (target) {
+        const upload: Promise<void> = this.upload(target).finally(() => inFlight.delete(upload));
+        inFlight.add(upload);
+        // An upload held by a stopped leader (leader-pause) must not hold this client's next one
+        // until its timeout: past STRAGGLER_MS the client sends the next (to the next manager), as
+        // a user's retry would, so the write-unavailable window measures the cluster.
+        await Promise.race([upload, sleep(STRAGGLER_MS)]);
+        if (inFlight.size >= MAX_STRAGGLERS) await Promise.race(inFlight);
+      }
+      await sleep(this.opts.pauseMs);
     }
+    await Promise.all(inFlight);
   }
 
   /** Reads, and one request in four a delete, while there are a few images to spare. */
@@ -66,7 +83,7 @@ export class LoadGenerator {
         if (randomInt(4) === 0) await this.remove(target, pick(acked)!);
         else await this.read(target);
       }
-      await new Promise((r) => setTimeout(r, this.opts.pauseMs));
+      await sleep(this.opts.pauseMs);
     }
   }
 
