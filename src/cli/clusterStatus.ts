@@ -87,6 +87,17 @@ export interface ClusterStatus {
   healthy: boolean;
 }
 
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
+}
+
 async function getJson<T>(base: string, path: string, headers: Record<string, string>): Promise<T> {
   const res = await request(new URL(path, base), {
     headers,
@@ -250,5 +261,29 @@ function problemsOf(s: ClusterStatus): string[] {
   }
   if (s.objects?.underReplicated) problems.push(`${s.objects.underReplicated} objects under-replicated`);
   if (s.objects?.unavailable) problems.push(`${s.objects.unavailable} objects unavailable`);
+  problems.push(...roomProblems(s));
+  return problems;
+}
+
+/**
+ * Workers out of room, judged against the average image stored: one with less free space cannot
+ * take a typical copy, and with fewer than two that can, every such upload is refused with 507
+ * (status said "healthy" meanwhile). Only `up` workers: the others take no copies anyway, and a
+ * down worker's figures are as old as its last heartbeat.
+ */
+function roomProblems(s: ClusterStatus): string[] {
+  if (!s.objects || s.objects.count === 0) return [];
+  const average = Math.round(s.objects.bytes / s.objects.count);
+  const up = s.workers.filter((w) => w.state === 'up');
+  const full = up.filter((w) => w.diskFree < average);
+  const problems = full.map(
+    (w) =>
+      `worker ${w.id} is full: ${formatBytes(w.diskFree)} free, less than an average image (${formatBytes(average)})`,
+  );
+  if (full.length > 0 && up.length - full.length < 2) {
+    problems.push(
+      'uploads are refused (507 InsufficientStorage): fewer than two workers have room for an average image',
+    );
+  }
   return problems;
 }

@@ -2,23 +2,12 @@
 
 import type { Command } from 'commander';
 import { bearerHeaders, managerUrls } from './clusterClient.ts';
-import { type ClusterStatus, gatherStatus } from './clusterStatus.ts';
+import { type ClusterStatus, formatBytes, gatherStatus } from './clusterStatus.ts';
 
 /** Exit statuses: healthy, could not answer at all, answered with problems. */
 const EXIT_HEALTHY = 0;
 const EXIT_NO_ANSWER = 1;
 const EXIT_PROBLEMS = 3;
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
-}
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));

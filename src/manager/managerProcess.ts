@@ -15,6 +15,7 @@ import { keepNewFilesPrivate, makePrivateDir } from '../fileWrites.ts';
 import { httpsServeOptions, useInternalTls } from '../http/tls.ts';
 import { createLogger, type Logger } from '../logging.ts';
 import { KvStateMachine } from '../metadata/kvStateMachine.ts';
+import { describeStorageFailure, isDiskFull } from '../storageFailure.ts';
 import {
   checkPeersBeforeStart,
   checkPortFree,
@@ -134,6 +135,8 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     metrics,
     onFatal: (err) => {
       log.fatal({ event: 'manager.raft_fatal', err }, 'raft loop failed; exiting');
+      // The launcher names this line when it restarts us: a full disk must be read there, not guessed.
+      console.error(`imgvault manager ${config.id}: ${describeStorageFailure(err, config.dataDir)}`);
       process.exit(1);
     },
   });
@@ -268,9 +271,10 @@ export async function runManagerProcess(config: ManagerConfig): Promise<void> {
   try {
     manager = await startManager(config);
   } catch (err) {
-    const reason = err instanceof StartRefused ? err.reason : 'error';
+    const reason = err instanceof StartRefused ? err.reason : isDiskFull(err) ? 'disk_full' : 'error';
     log.fatal({ event: 'manager.start_failed', reason, err }, 'manager could not start');
-    console.error(`imgvault manager ${config.id}: ${err instanceof Error ? err.message : String(err)}`);
+    const line = err instanceof StartRefused ? err.message : describeStorageFailure(err, config.dataDir);
+    console.error(`imgvault manager ${config.id}: ${line}`);
     process.exit(1);
   }
   let stopping = false;

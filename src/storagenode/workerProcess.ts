@@ -5,6 +5,7 @@ import { onLauncherStop } from '../childControl.ts';
 import { keepNewFilesPrivate } from '../fileWrites.ts';
 import { httpsServeOptions, type TlsSettings, useInternalTls } from '../http/tls.ts';
 import { createLogger, type Logger } from '../logging.ts';
+import { describeStorageFailure, isDiskFull, messageWithCauses } from '../storageFailure.ts';
 import { BlobStore } from './blobStore.ts';
 import { errnoCode } from './errors.ts';
 import { LostCopyReporter } from './lostCopyReporter.ts';
@@ -285,11 +286,14 @@ function describeStartError(err: unknown, config: WorkerConfig): string {
     const { host, port } = config.listen;
     return `port ${port} on ${host} is in use by another process (another imgvault cluster?)`;
   }
+  if (isDiskFull(err)) return describeStorageFailure(err, config.dataDir);
   return describeError(err);
 }
 
+/** The message with its causes (LevelDB's "Database failed to open" keeps its reason there). */
 function describeError(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const code = errnoCode(err);
-  return code !== undefined && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+  const message = messageWithCauses(err);
+  return code !== undefined && !message.includes(code) ? `${code}: ${message}` : message;
 }

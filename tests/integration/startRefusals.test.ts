@@ -5,7 +5,8 @@
 
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -118,6 +119,18 @@ describe('a manager that cannot start says why', () => {
     expect(code).toBe(1);
     // Either check may see it first: the port differs, so the folder's lock or its recorded URL.
     expect(line).toMatch(/data folder .* is in use by another running manager|records manager m1 at/);
+  });
+
+  // /dev/full answers every write with ENOSPC: a Raft log whose first file lands there meets a
+  // full disk. LevelDB says only "Database failed to open" and keeps the reason in its cause.
+  it.skipIf(!existsSync('/dev/full'))('a full disk: says so and names the folder', async () => {
+    const dataDir = join(root, 'full-disk-m1');
+    await mkdir(join(dataDir, 'raft'), { recursive: true, mode: 0o700 });
+    await symlink('/dev/full', join(dataDir, 'raft', 'MANIFEST-000001'));
+    const port = await freePort();
+    const { code, line } = await refusedStart({ id: 'm1', port, dataDir, peers: `m1=${managerUrl(port)}` });
+    expect(code).toBe(1);
+    expect(line).toContain(`the disk holding ${dataDir} is full (No space left on device)`);
   });
 
   it('a wrong cluster secret', async () => {

@@ -12,6 +12,7 @@ import { startDrain, undrain } from '../../src/manager/drain.ts';
 import type { RaftAccess } from '../../src/manager/imageService.ts';
 import { deleteCopy, ObjectSlots } from '../../src/manager/placement/execute.ts';
 import { type CommandOf, decodeCommand } from '../../src/metadata/commands.ts';
+import { eventLog } from '../helpers/eventLog.ts';
 import { until } from '../helpers/until.ts';
 import { sha256Of } from '../storagenode/workerHarness.ts';
 import {
@@ -278,6 +279,26 @@ describe('RepairLoop', () => {
     expect(report?.outcomes).toMatchObject({ skipped: 1, failed: 1, copied: 1 });
     expect((await s.sm.getObject('part-2'))?.replicas).toEqual(['w3', 'w2']);
     expect(Object.values(report!.outcomes).reduce((a, b) => a + b, 0)).toBe(3);
+  });
+
+  it('objects no worker has room for: one line names them, not one per object on every pass', async () => {
+    const s = await objectsOnDownWorker('stuck', 5);
+    // w3, the only worker beside the copies, is full.
+    hearAll(s, { w3: 1_000_000 });
+    const events = eventLog();
+    const repair = placementLoop(s, { log: events.logger });
+    for (let pass = 0; pass < 3; pass++) {
+      expect((await repair.pass())?.outcomes.noTarget).toBe(5);
+    }
+    expect(events.count('repair.no_target')).toBe(1);
+    // Room again: the copies are made. Then w2 goes down too, and with w1 down no worker is up
+    // beside w3: the objects stuck again are named anew, once.
+    hearAll(s);
+    expect((await repair.pass())?.outcomes.copied).toBe(5);
+    await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'down', at: s.clock.now });
+    expect((await repair.pass())?.outcomes.noTarget).toBe(5);
+    await repair.pass();
+    expect(events.count('repair.no_target')).toBe(2);
   });
 
   it('leaves an object whose every copy is on a down worker for later and reports it unavailable', async () => {

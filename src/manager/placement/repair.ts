@@ -69,6 +69,13 @@ interface Planned {
 export class Repairer {
   /** Objects already reported unavailable: logged once, not on every pass. */
   private readonly reportedUnavailable = new Set<string>();
+  /**
+   * Objects already reported with no target, and those found so in the running pass: one line per
+   * pass names the new ones. Logged per object on every pass, a cluster whose workers were full
+   * wrote a line a second for every object it could not repair (500 a second with 500 objects).
+   */
+  private readonly reportedNoTarget = new Set<string>();
+  private newlyWithoutTarget: string[] = [];
   private readonly walk: RepairWalk;
   private readonly now: () => number;
   private readonly batchBytes: number;
@@ -106,6 +113,7 @@ export class Repairer {
       const outcome = await this.step(c.object.id, planned);
       if (outcome !== null) outcomes[outcome] += 1;
     };
+    this.newlyWithoutTarget = [];
     try {
       await runLanes(this.deps.concurrency, work, step, () => raft.isLeader());
       await this.copier.copy(planned.jobs, outcomes);
@@ -113,6 +121,7 @@ export class Repairer {
       // Jobs the copier never finished (leadership lost) hold their slot still.
       for (const job of planned.jobs) job.release();
     }
+    this.reportNoTarget(outcomes.noTarget);
     const drained = await this.finishDrains();
     if (work.length > 0) await this.recount(work);
     return { examined: work.length, outcomes, drained };
@@ -180,9 +189,13 @@ export class Repairer {
       .slice(0, MAX_TARGETS_PER_REPAIR);
     if (targets.length === 0) {
       this.deps.metrics.failed.inc();
-      this.deps.log.warn({ event: 'repair.no_target', objectId: object.id }, 'no live worker takes a copy');
+      if (!this.reportedNoTarget.has(object.id) && this.reportedNoTarget.size < 100_000) {
+        this.reportedNoTarget.add(object.id);
+        this.newlyWithoutTarget.push(object.id);
+      }
       return 'noTarget';
     }
+    this.reportedNoTarget.delete(object.id);
     // Spreads the next objects' targets as if this copy had landed already.
     this.deps.liveness.reservePlacement(targets[0]!.nodeId, object.size);
     planned.bytes += object.size;
@@ -197,6 +210,7 @@ export class Repairer {
     checks: Checks,
   ): Promise<RepairOutcome> {
     const { object } = c;
+    this.reportedNoTarget.delete(object.id);
     if (action.kind !== 'unavailable') this.reportedUnavailable.delete(object.id);
     switch (action.kind) {
       case 'healthy':
@@ -256,6 +270,16 @@ export class Repairer {
         await deleteCopy(this.deps, node, c.object.id).catch(() => false);
     }
     return removed;
+  }
+
+  /** One line for the objects this pass found with no target that no earlier line named. */
+  private reportNoTarget(withoutTarget: number): void {
+    const ids = this.newlyWithoutTarget;
+    if (ids.length === 0) return;
+    this.deps.log.warn(
+      { event: 'repair.no_target', objects: ids.length, withoutTarget, objectIds: ids.slice(0, 10) },
+      `no live worker takes a copy of ${ids.length} more objects (none has room, or none is up beside their copies); repair waits for one`,
+    );
   }
 
   private classify(object: ObjectView, byId: Nodes): Classified {
