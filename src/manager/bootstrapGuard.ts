@@ -5,8 +5,9 @@
 // the first time it starts. After its data folder was lost it is wrong: it would come back as a
 // voter with no memory of its votes or its log, and could help elect a leader that lacks committed
 // entries (which that leader then overwrites). The leader still remembers what the lost manager
-// acknowledged (its match index), so a manager about to bootstrap asks its peers first. A peer
-// that cannot be reached teaches nothing: on a cold start of a new cluster none can be.
+// acknowledged (its match index), so a manager about to bootstrap asks its peers first, and without
+// a leader's word it founds only when every other member answers with no entry of its own: a new
+// cluster. Until then it waits (foundingWait.ts).
 //
 // The advice that follows (remove the member) is destructive, so it is given only when the peer
 // that answered is certainly our cluster's leader: it answers as the id --peers names at that URL,
@@ -20,7 +21,7 @@ import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
 import { fetchRaftView, type RaftView } from './raftView.ts';
 
 /** The index of the snapshot every founder starts from: entries past it were acknowledged. */
-const BOOTSTRAP_INDEX = bootstrapSnapshot([]).metadata.index;
+export const BOOTSTRAP_INDEX = bootstrapSnapshot([]).metadata.index;
 
 export type StartRefusalReason =
   | 'port_in_use'
@@ -54,6 +55,22 @@ export class RebootstrapRefused extends StartRefused {
         `Remove it (DELETE /v1/cluster/members/${selfId}), then add it again and start it with --join.`,
     );
     this.name = 'RebootstrapRefused';
+  }
+}
+
+/**
+ * An empty founder whose cluster already holds entries: it lost its data, or never started before
+ * and was left behind; either way it may not found again, and the way back is the same.
+ */
+export class FoundingRefused extends StartRefused {
+  constructor(selfId: string, leaderId: string, lastIndex: number) {
+    super(
+      'data_lost',
+      `manager ${selfId} has an empty data folder, but the cluster already holds log entries (leader ${leaderId}, ` +
+        `index ${lastIndex}): it lost its data, or never started while the others ran. Founding again could lose ` +
+        `committed writes. Remove it (DELETE /v1/cluster/members/${selfId}), then add it again and start it with --join.`,
+    );
+    this.name = 'FoundingRefused';
   }
 }
 
@@ -93,14 +110,14 @@ async function secretAccepted(url: string, secret: string, timeoutMs: number): P
   }
 }
 
-interface PeerAnswer {
+export interface PeerAnswer {
   id: string;
   url: string;
   view: RaftView;
 }
 
 /** Asks every other listed peer who it is, and refuses a peer that is not who --peers says. */
-async function identifyPeers(
+export async function identifyPeers(
   selfId: string,
   peers: Record<string, string>,
   credentialFor: (peer: string) => string,
@@ -140,10 +157,9 @@ async function identifyPeers(
 }
 
 /**
- * The checks before a manager starts its Raft node: every reachable peer is who --peers says and
- * shares our secret; then, for a founder with an empty store, a leader of that cluster that
- * remembers our acknowledgements refuses the re-bootstrap (RebootstrapRefused). Each peer is asked
- * for at most `timeoutMs`.
+ * The checks before a manager with a Raft store starts its node: every reachable peer is who
+ * --peers says and shares our secret. Each peer is asked for at most `timeoutMs`. (A founder with
+ * an empty store waits for evidence instead: foundingDecision, foundingWait.ts.)
  */
 export async function checkPeersBeforeStart(opts: {
   selfId: string;
@@ -151,24 +167,70 @@ export async function checkPeersBeforeStart(opts: {
   secret: string;
   /** What to present to `peer` instead of `secret` (a raft credential names its receiver). */
   credentialFor?: (peer: string) => string;
-  emptyFounder: boolean;
   timeoutMs?: number;
 }): Promise<void> {
   const credentialFor = opts.credentialFor ?? (() => opts.secret);
-  const answers = await identifyPeers(opts.selfId, opts.peers, credentialFor, opts.timeoutMs ?? 2_000);
-  if (!opts.emptyFounder) return;
-  for (const { view } of answers) {
-    if (view.role !== 'leader') continue;
-    const match = view.peers?.[opts.selfId]?.match ?? 0;
-    if (!view.confState.voters.includes(opts.selfId)) {
+  await identifyPeers(opts.selfId, opts.peers, credentialFor, opts.timeoutMs ?? 2_000);
+}
+
+/** Whether a founder with an empty store may bootstrap now, and why (or why it waits). */
+export type FoundingDecision = { found: boolean; why: string };
+
+/**
+ * For a founder with an empty store, from the peers that answered (`answers`, of the members
+ * `memberIds`). A leader decides: one that does not count it refuses; one that remembers an
+ * acknowledgement of it refuses (RebootstrapRefused), and so does one whose log holds more than its
+ * own first entry (FoundingRefused: a leader knows acknowledgements only since its election); the
+ * first leader of a new cluster lets it found (founders that started together, this one a round
+ * late). Without a leader, it founds only when every other member answered and none holds an
+ * entry past the founders' snapshot: nothing was ever committed, so nothing it could have
+ * acknowledged is lost. A member that is silent, or holds entries with no leader to answer for
+ * them, makes it wait: a committed entry it acknowledged lives on such a member, and a leader
+ * elected without this manager's vote will hold it.
+ */
+export function foundingDecision(
+  selfId: string,
+  memberIds: string[],
+  answers: PeerAnswer[],
+): FoundingDecision {
+  // Two answering as leader: the one of the higher term leads (the other has not heard yet).
+  const leader = answers
+    .map((a) => a.view)
+    .filter((v) => v.role === 'leader')
+    .sort((a, b) => b.term - a.term)[0];
+  if (leader) {
+    if (!leader.confState.voters.includes(selfId)) {
       throw new StartRefused(
         'peer_mismatch',
-        `leader ${view.id} does not count ${opts.selfId} as a member (voters: ${view.confState.voters.join(', ')}): ` +
+        `leader ${leader.id} does not count ${selfId} as a member (voters: ${leader.confState.voters.join(', ')}): ` +
           'the peer list disagrees with the cluster; to join it, start with --join after adding this manager',
       );
     }
-    if (match > BOOTSTRAP_INDEX) throw new RebootstrapRefused(opts.selfId, view.id, match);
+    const match = leader.peers?.[selfId]?.match ?? 0;
+    if (match > BOOTSTRAP_INDEX) throw new RebootstrapRefused(selfId, leader.id, match);
+    // A leader knows what a member acknowledged only since it was elected: past its own first entry
+    // the cluster has a history this manager may have been part of.
+    if (leader.lastIndex > BOOTSTRAP_INDEX + 1)
+      throw new FoundingRefused(selfId, leader.id, leader.lastIndex);
+    return { found: true, why: `leader ${leader.id} holds nothing but its own first entry: a new cluster` };
   }
+  const withEntries = answers.filter((a) => a.view.lastIndex > BOOTSTRAP_INDEX);
+  if (withEntries.length > 0) {
+    const named = withEntries.map((a) => `${a.id} (log index ${a.view.lastIndex})`).join(', ');
+    return {
+      found: false,
+      why: `${named} hold log entries and no leader answers: waiting for one to say whether ${selfId}'s data was lost`,
+    };
+  }
+  const answered = new Set(answers.map((a) => a.id));
+  const silent = memberIds.filter((id) => id !== selfId && !answered.has(id));
+  if (silent.length > 0) {
+    return {
+      found: false,
+      why: `waiting for ${silent.join(', ')} to answer: with an empty data folder, ${selfId} founds the cluster only once every member says it is new, or a leader that it acknowledged nothing`,
+    };
+  }
+  return { found: true, why: 'every member answered with an empty log: a new cluster' };
 }
 
 /**

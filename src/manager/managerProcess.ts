@@ -22,6 +22,7 @@ import {
   checkStoredMembership,
   StartRefused,
 } from './bootstrapGuard.ts';
+import { waitToFound } from './foundingWait.ts';
 import { openImagesMode } from './imagesMode.ts';
 import { LeaderWait, liveLeaderOf } from './leaderWait.ts';
 import type { ManagerConfig } from './managerConfig.ts';
@@ -104,16 +105,29 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     }),
   );
 
-  // A founder with an empty store is about to bootstrap: not if the cluster remembers it (data lost).
+  // A founder with an empty store bootstraps only on evidence that it lost nothing (foundingWait.ts).
   const emptyStore = store.lastIndex() === 0;
+  const credentialFor = (peer: string) => config.credentials.raftCredential(config.id, peer);
   try {
-    await checkPeersBeforeStart({
-      selfId: config.id,
-      peers: config.peers,
-      secret: config.credentials.raftCredential(config.id, config.id),
-      credentialFor: (peer) => config.credentials.raftCredential(config.id, peer),
-      emptyFounder: !config.join && emptyStore,
-    });
+    if (!config.join && emptyStore) {
+      await waitToFound({
+        selfId: config.id,
+        host: config.host,
+        port: config.port,
+        tls: config.tls,
+        peers: config.peers,
+        credentials: config.credentials,
+        credentialFor,
+        log,
+      });
+    } else {
+      await checkPeersBeforeStart({
+        selfId: config.id,
+        peers: config.peers,
+        secret: config.credentials.raftCredential(config.id, config.id),
+        credentialFor,
+      });
+    }
   } catch (err) {
     await store.close();
     await kv?.close();
