@@ -605,9 +605,15 @@ export class BlobStore {
     }
   }
 
-  /** A blob file whose size does not fit its index record: logged, and never served. */
+  /**
+   * A blob file whose size does not fit its index record: logged, never served, and read back
+   * under its lock (as a read with other bytes is), so a cut or grown copy is removed and reported
+   * now rather than at the scrubber's next pass, an hour or more away, with every read until then
+   * trying it first.
+   */
   private sizeMismatch<T>(id: string, record: BlobRecord, onDisk: number | string): StoreResult<T> {
     this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk });
+    void this.scrub({ id, ...record }).catch(() => {});
     return failure('Internal', `blob ${id} has ${onDisk} bytes on disk but ${record.size} in the index`);
   }
 
