@@ -329,6 +329,7 @@ describe('GET and HEAD /blobs/:id', () => {
     for (const entry of entries) expect([entry.id, await w.store.scrub(entry)]).toEqual([entry.id, 'gone']);
     expect(lost.sort()).toEqual(['cut-large', 'cut-ranged', 'cut-small', 'grown', 'rotten']);
     for (const id of lost) expect((await get(w, id)).status).toBe(404);
+    expect(metricValue(await metricsText(w), 'imgvault_worker_scrub_lost_total')).toBe(5);
   });
 
   it('streams a whole blob larger than a buffered read, checked as it goes', async () => {
