@@ -282,4 +282,28 @@ describe('imgvault cluster', () => {
     },
     2 * START_MS + 60_000,
   );
+
+  it(
+    'leaves down a manager whose Raft log is gone, naming the way back, and starts with the others',
+    async () => {
+      // A lost disk: the folder of m2, a follower or not, gone while the cluster was stopped. Started
+      // as a founder it would bootstrap, a voter with no log and no votes.
+      await rm(join(dataDir, 'm2'), { recursive: true, force: true });
+      const fourth = start();
+      await until('cluster ready', () => fourth.output().includes('imgvault cluster ready'), START_MS);
+      expect(fourth.output()).toMatch(
+        /manager m2 not started: its Raft log \(.*\) is gone; .*imgvault manager remove m2, then --join/,
+      );
+      expect(fourth.output()).toMatch(/ready: 2 of 3 managers/);
+      expect(await readPid(dataDir, 'm2')).toBeNull();
+      expect(existsSync(join(dataDir, 'm2', 'raft'))).toBe(false);
+      const leader = await waitForLeader(
+        [0, 2].map((i) => `http://127.0.0.1:${basePort + i}`),
+        30_000,
+      );
+      expect(['m1', 'm3']).toContain(leader.id);
+      expect((await ctrlC(fourth)).code).toBe(0);
+    },
+    START_MS + 30_000,
+  );
 });
