@@ -5,7 +5,7 @@
 // the launcher alone, which then stops workers, then managers, each with one control message), is
 // restarted with backoff if it dies on its own, and has its pid in `<data>/<id>.pid`.
 
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ensureCredentialTree, managerDir, workerDir } from '../http/credentialFiles.ts';
@@ -216,9 +216,22 @@ function superviseManagers(layout: Layout): SupervisedChild[] {
  * since knows nothing of this manager's acknowledgements). It must be removed and added again.
  */
 async function lostRaftLog(managerDir: string, id: string): Promise<string | null> {
-  const files = await readdir(join(managerDir, 'raft')).catch(() => [] as string[]);
-  if (files.length > 0) return null;
+  if (await holdsRaftLog(join(managerDir, 'raft'))) return null;
   return `its Raft log (${join(managerDir, 'raft')}) is gone; a manager that lost its data must be removed and added again (imgvault manager remove ${id}, then --join; docs/operations.md, Membership)`;
+}
+
+/**
+ * Whether a Raft log folder holds a log: LevelDB's table files, or a write-ahead log with bytes in
+ * it. A manager opens its store before it asks its peers whether it may bootstrap, so a start they
+ * refused leaves an empty store behind (CURRENT, a manifest, an empty log): that is no log.
+ */
+async function holdsRaftLog(dir: string): Promise<boolean> {
+  const files = await readdir(dir).catch(() => [] as string[]);
+  for (const file of files) {
+    if (/\.(ldb|sst)$/.test(file)) return true;
+    if (/^\d+\.log$/.test(file) && (await stat(join(dir, file)).catch(() => null))?.size) return true;
+  }
+  return false;
 }
 
 /**
