@@ -5,7 +5,7 @@
 // the launcher alone, which then stops workers, then managers, each with one control message), is
 // restarted with backoff if it dies on its own, and has its pid in `<data>/<id>.pid`.
 
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ensureCredentialTree, managerDir, workerDir } from '../http/credentialFiles.ts';
@@ -216,9 +216,37 @@ function superviseManagers(layout: Layout): SupervisedChild[] {
  * since knows nothing of this manager's acknowledgements). It must be removed and added again.
  */
 async function lostRaftLog(managerDir: string, id: string): Promise<string | null> {
-  const files = await readdir(join(managerDir, 'raft')).catch(() => [] as string[]);
-  if (files.length > 0) return null;
+  if (await holdsRaftLog(join(managerDir, 'raft'))) return null;
   return `its Raft log (${join(managerDir, 'raft')}) is gone; a manager that lost its data must be removed and added again (imgvault manager remove ${id}, then --join; docs/operations.md, Membership)`;
+}
+
+/**
+ * Whether a Raft log folder holds a log: LevelDB's table files, or a write-ahead log with bytes in
+ * it. A manager opens its store before it asks its peers whether it may bootstrap, so a start they
+ * refused leaves an empty store behind (CURRENT, a manifest, an empty log): that is no log.
+ */
+async function holdsRaftLog(dir: string): Promise<boolean> {
+  const files = await readdir(dir).catch(() => [] as string[]);
+  for (const file of files) {
+    if (/\.(ldb|sst)$/.test(file)) return true;
+    if (/^\d+\.log$/.test(file) && (await stat(join(dir, file)).catch(() => null))?.size) return true;
+  }
+  return false;
+}
+
+/**
+ * The managers not to start, each with its reason: on a folder where some manager has a Raft log
+ * (the cluster ran here), one whose log is gone would bootstrap as a founder, the same voter
+ * without a memory that a restart refuses to bring back (lostRaftLog). A folder where none has one
+ * is a new cluster: all start.
+ */
+async function managersWithLostLogs(layout: Layout): Promise<Map<string, string>> {
+  const lost = new Map<string, string>();
+  for (const m of layout.members) {
+    const why = await lostRaftLog(join(layout.dataDir, m.id), m.id);
+    if (why !== null) lost.set(m.id, why);
+  }
+  return lost.size === layout.members.length ? new Map() : lost;
 }
 
 function superviseWorkers(layout: Layout, managerUrls: string[]): SupervisedChild[] {
@@ -248,13 +276,14 @@ function superviseWorkers(layout: Layout, managerUrls: string[]): SupervisedChil
  * Resolves with a one-line reason once a majority of the managers have failed to start (no leader
  * can be elected then); each failure is also reported as it happens.
  */
-function majorityFailed(managers: SupervisedChild[]): Promise<string> {
+function majorityFailed(managers: SupervisedChild[], notStarted: number): Promise<string> {
+  const total = managers.length + notStarted;
   return new Promise((resolve) => {
     const failed = new Map<string, string>();
     for (const m of managers) {
       m.onUnexpectedExit = (reason, exit) => {
         failed.set(m.name, reason ?? exit);
-        if (failed.size > managers.length / 2) {
+        if (failed.size + notStarted > total / 2) {
           const [name, why] = [...failed.entries()][0]!;
           resolve(`${name} could not start: ${why}`);
         }
@@ -368,8 +397,17 @@ async function runCluster(layout: Layout): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  for (const m of managers) await m.start();
-  const failed = majorityFailed(managers);
+  const lost = await managersWithLostLogs(layout);
+  for (const [id, why] of lost) warn(`imgvault cluster: warning: manager ${id} not started: ${why}`);
+  if (lost.size > layout.members.length / 2) {
+    warn(
+      `imgvault cluster: stopped: a majority of the managers (${[...lost.keys()].join(', ')}) lost their Raft logs; no leader can be elected without them (restore the managers' folders from a backup)`,
+    );
+    return stopAll(1);
+  }
+  const started = managers.filter((_, i) => !lost.has(layout.members[i]!.id));
+  for (const m of started) await m.start();
+  const failed = majorityFailed(started, lost.size);
   let leader: { id: string; url: string; term: number };
   try {
     leader = await Promise.race([
@@ -380,7 +418,7 @@ async function runCluster(layout: Layout): Promise<void> {
     warn(`imgvault cluster: stopped: ${err instanceof Error ? err.message : String(err)}`);
     return stopAll(1);
   }
-  for (const m of managers) m.onUnexpectedExit = () => {};
+  for (const m of started) m.onUnexpectedExit = () => {};
   for (const w of workers) await w.start();
   for (const m of layout.members)
     say(`manager ${m.id}: ${managerUrl(m.port)}  (log: ${join(dataDir, `${m.id}.log`)})`);
@@ -395,7 +433,7 @@ async function runCluster(layout: Layout): Promise<void> {
     return stopAll(1);
   }
   say(
-    `imgvault cluster ready: ${layout.members.length} managers, ${usable} of ${layout.workers.length} workers taking images, leader ${leader.id} at ${leader.url} (term ${leader.term}); ${s3Endpoints(layout).length > 0 ? `S3 endpoint ${s3Endpoints(layout)[0]}; ` : ''}data in ${dataDir}`,
+    `imgvault cluster ready: ${lost.size > 0 ? `${started.length} of ${layout.members.length}` : layout.members.length} managers, ${usable} of ${layout.workers.length} workers taking images, leader ${leader.id} at ${leader.url} (term ${leader.term}); ${s3Endpoints(layout).length > 0 ? `S3 endpoint ${s3Endpoints(layout)[0]}; ` : ''}data in ${dataDir}`,
   );
   say(
     `open access on 127.0.0.1 (no client tokens): try  curl -L --data-binary @photo.jpg ${urls[0]}/v1/images`,

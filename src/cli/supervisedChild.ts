@@ -33,8 +33,9 @@ export interface SupervisedChildOptions {
   /** Where the supervisor's one-line reports go (the launcher's stdout/stderr). */
   say: (line: string) => void;
   /**
-   * Asked before each restart: a reason not to (the child must not come back as it was started,
-   * e.g. a manager whose data folder is gone), or null.
+   * Asked before each restart, when the child exits and again just before it is spawned: a reason
+   * not to (the child must not come back as it was started, e.g. a manager whose data folder is
+   * gone), or null.
    */
   refuseRestart?: () => Promise<string | null>;
 }
@@ -143,6 +144,14 @@ export class SupervisedChild {
 
   private async restart(): Promise<void> {
     if (this.stopping) return;
+    // Asked again at the spawn: what condemns the child may have come while it waited (an
+    // operator removing a dead manager's folder in the second before its restart).
+    const refused = (await this.opts.refuseRestart?.()) ?? null;
+    if (this.stopping) return;
+    if (refused !== null) {
+      this.opts.say(`imgvault cluster: ${this.name} not restarted: ${refused}`);
+      return;
+    }
     try {
       await this.start();
       this.opts.say(`imgvault cluster: ${this.name} restarted (pid ${this.proc?.pid})`);

@@ -499,7 +499,7 @@ export class BlobStore {
     const record = this.index.getSync(id);
     if (record === undefined) return failure('BlobNotFound', `no blob ${id}`);
     if (record.size > maxBytes) return success('tooLarge');
-    const opened = await this.openBlob(id);
+    const opened = await this.openBlob(id, record);
     if (!opened.ok) return opened;
     const file = opened.value;
     const room = record.size + TRAILER_BYTES + 1;
@@ -581,7 +581,7 @@ export class BlobStore {
 
   /** The blob's file, opened and checked against its index entry's size; closed again if not. */
   private async openChecked(id: string, record: BlobRecord): Promise<StoreResult<fs.FileHandle>> {
-    const opened = await this.openBlob(id);
+    const opened = await this.openBlob(id, record);
     if (!opened.ok) return opened;
     const file = opened.value;
     try {
@@ -595,19 +595,30 @@ export class BlobStore {
     }
   }
 
-  /** The blob's file, open for reading; BlobNotFound when the index names a file that is gone. */
-  private async openBlob(id: string): Promise<StoreResult<fs.FileHandle>> {
+  /**
+   * The blob's file, open for reading; BlobNotFound when the index names a file that is gone, which
+   * is then read back under its lock (as a cut or rotten one is), so the entry is removed and the
+   * copy reported lost now, not at the scrubber's next pass.
+   */
+  private async openBlob(id: string, record: BlobRecord): Promise<StoreResult<fs.FileHandle>> {
     try {
       return success(await fs.open(this.blobPath(id), 'r'));
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return failure('BlobNotFound', `no blob ${id}`);
-      throw err;
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      void this.scrub({ id, ...record }).catch(() => {});
+      return failure('BlobNotFound', `no blob ${id}`);
     }
   }
 
-  /** A blob file whose size does not fit its index record: logged, and never served. */
+  /**
+   * A blob file whose size does not fit its index record: logged, never served, and read back
+   * under its lock (as a read with other bytes is), so a cut or grown copy is removed and reported
+   * now rather than at the scrubber's next pass, an hour or more away, with every read until then
+   * trying it first.
+   */
   private sizeMismatch<T>(id: string, record: BlobRecord, onDisk: number | string): StoreResult<T> {
     this.log.error({ event: 'storage.size_mismatch', objectId: id, indexed: record.size, onDisk });
+    void this.scrub({ id, ...record }).catch(() => {});
     return failure('Internal', `blob ${id} has ${onDisk} bytes on disk but ${record.size} in the index`);
   }
 

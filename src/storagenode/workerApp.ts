@@ -143,6 +143,8 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     collectDefault: options.collectDefaultMetrics ?? false,
   });
   store.onFsync((target, seconds) => metrics.fsyncSeconds.observe({ target }, seconds));
+  // Every removal of a bad copy counts, not only the scrubber's: a read often finds rot first.
+  store.onLost(() => metrics.scrubLost.inc());
 
   const fail = (c: Context, error: StorageError, extraHeaders: Record<string, string> = {}): Response => {
     metrics.errors.inc({ kind: error.code });

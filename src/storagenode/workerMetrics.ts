@@ -90,7 +90,7 @@ export function createWorkerMetrics(options: WorkerMetricsOptions): WorkerMetric
     }),
     scrubLost: new Counter({
       name: 'imgvault_worker_scrub_lost_total',
-      help: 'Blobs the scrubber found missing, short or not matching their sha256, and removed.',
+      help: 'Blobs found missing, short or not matching their checksum and removed, by the scrubber or by a read (GET, verify, copy batch).',
       registers,
     }),
   };

@@ -77,6 +77,36 @@ describe('SupervisedChild', () => {
     await child.stop(5_000);
   }, 20_000);
 
+  it('asks again just before the restart: a folder removed while the restart waited is not started on', async () => {
+    const lines: string[] = [];
+    const logFile = join(root, 'm8.log');
+    let spawned = 0;
+    let asked = 0;
+    const spawnOne = nodeChild(logFile, 'process.exit(1)');
+    const child = new SupervisedChild({
+      kind: 'manager',
+      id: 'm8',
+      pidFile: join(root, 'm8.pid'),
+      logFile,
+      policy: { firstDelayMs: 20, maxDelayMs: 20, stableAfterMs: 60_000 },
+      say: (l) => lines.push(l),
+      // The folder is there when the child exits, and gone by the time its restart is due.
+      refuseRestart: async () => (++asked === 1 ? null : 'its Raft log is gone'),
+      spawn: () => {
+        spawned += 1;
+        return spawnOne();
+      },
+    });
+    await child.start();
+    await until('the refusal reported', () => lines.some((l) => l.includes('not restarted')), 10_000);
+    expect(lines).toEqual([
+      expect.stringContaining('manager m8 exited (exit code 1); restarting in 20 ms'),
+      'imgvault cluster: manager m8 not restarted: its Raft log is gone',
+    ]);
+    expect(spawned).toBe(1);
+    await child.stop(5_000);
+  }, 20_000);
+
   it('keeps a pid file naming the running child, stops it with one message and removes the file', async () => {
     const logFile = join(root, 'm9.log');
     // Stops only on the launcher's message, as managers and workers do.

@@ -4,11 +4,12 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ClassicLevel } from 'classic-level';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fetchRaftView, waitForLeader } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
@@ -281,5 +282,41 @@ describe('imgvault cluster', () => {
       expect(existsSync(join(dataDir, 'cluster.pid'))).toBe(false);
     },
     2 * START_MS + 60_000,
+  );
+
+  it(
+    'leaves down a manager whose Raft log is gone (its folder removed, or an empty store a refused start left), naming the way back, and starts with the others',
+    async () => {
+      // A lost disk: the folder of m2, a follower or not, gone while the cluster was stopped. Started
+      // as a founder it would bootstrap, a voter with no log and no votes.
+      await rm(join(dataDir, 'm2'), { recursive: true, force: true });
+      const fourth = start();
+      await until('cluster ready', () => fourth.output().includes('imgvault cluster ready'), START_MS);
+      expect(fourth.output()).toMatch(
+        /manager m2 not started: its Raft log \(.*\) is gone; .*imgvault manager remove m2, then --join/,
+      );
+      expect(fourth.output()).toMatch(/ready: 2 of 3 managers/);
+      expect(await readPid(dataDir, 'm2')).toBeNull();
+      expect(existsSync(join(dataDir, 'm2', 'raft'))).toBe(false);
+      const leader = await waitForLeader(
+        [0, 2].map((i) => `http://127.0.0.1:${basePort + i}`),
+        30_000,
+      );
+      expect(['m1', 'm3']).toContain(leader.id);
+      expect((await ctrlC(fourth)).code).toBe(0);
+
+      // A start the cluster refused (here: m2 as a founder the members no longer list) opens its
+      // store first and leaves it empty behind: no log either, and m2 stays down.
+      await mkdir(join(dataDir, 'm2', 'raft'), { recursive: true });
+      const empty = new ClassicLevel(join(dataDir, 'm2', 'raft'));
+      await empty.open();
+      await empty.close();
+      const fifth = start();
+      await until('cluster ready', () => fifth.output().includes('imgvault cluster ready'), START_MS);
+      expect(fifth.output()).toMatch(/manager m2 not started: its Raft log \(.*\) is gone/);
+      expect(await readPid(dataDir, 'm2')).toBeNull();
+      expect((await ctrlC(fifth)).code).toBe(0);
+    },
+    2 * START_MS + 30_000,
   );
 });

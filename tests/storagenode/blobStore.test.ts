@@ -156,16 +156,22 @@ describe('BlobStore', () => {
     expect(whole.value.record.size).toBe(body.length);
     expect((await store.readWhole('w1', 1000)).ok && 'tooLarge').toBe('tooLarge');
 
+    const entry = { id: 'w1', ...whole.value.record };
     const file = path.join(folder.dataDir, blobRelativePath('w1'));
     const stored = await readFile(file);
     // One byte more than bytes and trailer: the read that fills its buffer finds it.
     await writeFile(file, Buffer.concat([stored, Buffer.from([0])]));
     const longer = await store.readWhole('w1', 1024 * 1024);
     expect(longer.ok ? 'ok' : longer.error.code).toBe('Internal');
+    // The refused read had the copy read back and removed: a read-back queued behind it finds it gone.
+    expect(await store.scrub(entry)).toBe('gone');
+    expect((await store.stat('w1')).ok).toBe(false);
     // A byte of the trailer missing.
+    expect((await write(store, 'w1', body)).ok).toBe(true);
     await writeFile(file, stored.subarray(0, stored.length - 1));
     const shorter = await store.readWhole('w1', 1024 * 1024);
     expect(shorter.ok ? 'ok' : shorter.error.code).toBe('Internal');
+    expect(await store.scrub(entry)).toBe('gone');
     expect(await openFds()).toBe(fdsBefore);
   });
 

@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { appendFile, readdir, stat, truncate, unlink } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -294,6 +294,45 @@ describe('GET and HEAD /blobs/:id', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     expect((await get(w, 'rotten-small')).status).toBe(404);
+  });
+
+  it('answers 500 to a copy cut short or grown, whole, streamed or ranged (404 to one whose file is gone), and removes and reports it at once', async () => {
+    const w = await worker();
+    const small = Buffer.from(Array.from({ length: 40_000 }, (_, i) => i % 253));
+    const large = Buffer.alloc(2 * 1024 * 1024 + 5, 3);
+    await put(w, 'cut-small', small);
+    await put(w, 'cut-large', large);
+    await put(w, 'cut-ranged', small);
+    await put(w, 'grown', small);
+    await put(w, 'rotten', small);
+    await put(w, 'unlinked', small);
+    const entries = [];
+    for await (const entry of w.store.inventory()) entries.push(entry);
+    const lost: string[] = [];
+    w.store.onLost((id) => lost.push(id));
+    for (const id of ['cut-small', 'cut-large', 'cut-ranged']) {
+      const file = w.store.blobPath(id);
+      await truncate(file, Math.floor((await stat(file)).size / 2));
+    }
+    await appendFile(w.store.blobPath('grown'), Buffer.alloc(10));
+    await flipByte(w.store.blobPath('rotten'), 100);
+    await unlink(w.store.blobPath('unlinked'));
+
+    expect((await get(w, 'cut-small')).status).toBe(500);
+    const streamed = await request(`${w.url}/blobs/cut-large`, { headers: AUTH });
+    expect(streamed.statusCode).toBe(500);
+    await streamed.body.dump();
+    expect((await get(w, 'cut-ranged', { range: 'bytes=0-99' })).status).toBe(500);
+    expect((await get(w, 'grown')).status).toBe(500);
+    expect((await get(w, 'rotten')).status).toBe(500);
+    expect((await get(w, 'unlinked')).status).toBe(404);
+
+    // Removed and reported by the reads themselves, not left for the scrubber's next pass: a
+    // read-back queued behind theirs (the id's lock) finds each gone.
+    for (const entry of entries) expect([entry.id, await w.store.scrub(entry)]).toEqual([entry.id, 'gone']);
+    expect(lost.sort()).toEqual(['cut-large', 'cut-ranged', 'cut-small', 'grown', 'rotten', 'unlinked']);
+    for (const id of lost) expect((await get(w, id)).status).toBe(404);
+    expect(metricValue(await metricsText(w), 'imgvault_worker_scrub_lost_total')).toBe(6);
   });
 
   it('streams a whole blob larger than a buffered read, checked as it goes', async () => {
