@@ -105,6 +105,7 @@ async function identifyPeers(
   peers: Record<string, string>,
   credentialFor: (peer: string) => string,
   timeoutMs: number,
+  perRole: boolean,
 ): Promise<PeerAnswer[]> {
   const others = Object.entries(peers).filter(([id]) => id !== selfId);
   // Every peer at once: a start must not wait one timeout per silent peer.
@@ -128,10 +129,16 @@ async function identifyPeers(
       );
     }
     if (accepted === false) {
+      // Per role, what differs is the raft key: a manager restarted alone with new keys (a
+      // rotation done one manager at a time) meets this, and --secret-file is not its flag.
       throw new StartRefused(
         'wrong_secret',
-        `manager ${id} at ${url} refuses this manager's cluster secret: start it with the secret ` +
-          'the cluster uses (--secret-file), or it is another cluster on these ports',
+        perRole
+          ? `manager ${id} at ${url} refuses this manager's raft credential: start it with the manager ` +
+              'keys the cluster uses (--credentials-dir; new keys must reach every manager at once), ' +
+              'or it is another cluster on these ports'
+          : `manager ${id} at ${url} refuses this manager's cluster secret: start it with the secret ` +
+              'the cluster uses (--secret-file), or it is another cluster on these ports',
       );
     }
     answers.push({ id, url, view });
@@ -151,11 +158,19 @@ export async function checkPeersBeforeStart(opts: {
   secret: string;
   /** What to present to `peer` instead of `secret` (a raft credential names its receiver). */
   credentialFor?: (peer: string) => string;
+  /** Per-role credentials (--credentials-dir) rather than the single secret: names what a refusal means. */
+  perRole?: boolean;
   emptyFounder: boolean;
   timeoutMs?: number;
 }): Promise<void> {
   const credentialFor = opts.credentialFor ?? (() => opts.secret);
-  const answers = await identifyPeers(opts.selfId, opts.peers, credentialFor, opts.timeoutMs ?? 2_000);
+  const answers = await identifyPeers(
+    opts.selfId,
+    opts.peers,
+    credentialFor,
+    opts.timeoutMs ?? 2_000,
+    opts.perRole ?? false,
+  );
   if (!opts.emptyFounder) return;
   for (const { view } of answers) {
     if (view.role !== 'leader') continue;

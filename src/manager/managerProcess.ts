@@ -112,6 +112,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
       peers: config.peers,
       secret: config.credentials.raftCredential(config.id, config.id),
       credentialFor: (peer) => config.credentials.raftCredential(config.id, peer),
+      perRole: config.credentials.single === undefined,
       emptyFounder: !config.join && emptyStore,
     });
   } catch (err) {
