@@ -190,7 +190,7 @@ function managerRows(views: Map<string, RaftView | Error>, leader: RaftView | nu
       lastIndex: v.lastIndex,
       lag: isLeader ? 0 : peer && leader ? Math.max(0, leader.lastIndex - peer.match) : null,
       lastContactMs: isLeader ? null : (peer?.lastContactMs ?? null),
-      member: leader ? v.id in leader.members : null,
+      member: leader ? Object.hasOwn(leader.members, v.id) : null,
       progress: isLeader ? null : (peer?.state ?? null),
     };
   });
