@@ -54,6 +54,13 @@ export interface ManagerStatus {
   lag: number | null;
   /** Time since the leader last heard from it (leader's view). */
   lastContactMs: number | null;
+  /**
+   * Whether the leader counts it a member (null without a leader): a manager removed but still
+   * running answers from an old --url entry as a follower.
+   */
+  member: boolean | null;
+  /** How the leader replicates to it (leader's view): probe and snapshot mean not caught up. */
+  progress: 'probe' | 'replicate' | 'snapshot' | null;
 }
 
 export interface WorkerStatus {
@@ -163,6 +170,8 @@ function managerRows(views: Map<string, RaftView | Error>, leader: RaftView | nu
         lastIndex: null,
         lag: null,
         lastContactMs: null,
+        member: null,
+        progress: null,
       };
     }
     const peer = leader?.peers?.[v.id];
@@ -181,6 +190,8 @@ function managerRows(views: Map<string, RaftView | Error>, leader: RaftView | nu
       lastIndex: v.lastIndex,
       lag: isLeader ? 0 : peer && leader ? Math.max(0, leader.lastIndex - peer.match) : null,
       lastContactMs: isLeader ? null : (peer?.lastContactMs ?? null),
+      member: leader ? Object.hasOwn(leader.members, v.id) : null,
+      progress: isLeader ? null : (peer?.state ?? null),
     };
   });
 }
@@ -256,12 +267,38 @@ function problemsOf(s: ClusterStatus): string[] {
   for (const m of s.managers) {
     if (!m.reachable && m.id !== null) problems.push(`manager ${m.id} unreachable (${m.error})`);
   }
+  problems.push(...followerProblems(s));
   for (const w of s.workers) {
     if (w.state !== 'up' && w.state !== 'drained') problems.push(`worker ${w.id} is ${w.state}`);
   }
   if (s.objects?.underReplicated) problems.push(`${s.objects.underReplicated} objects under-replicated`);
   if (s.objects?.unavailable) problems.push(`${s.objects.unavailable} objects unavailable`);
   problems.push(...roomProblems(s));
+  return problems;
+}
+
+/**
+ * Members that answer but are not part of the quorum yet: one restarted a moment ago (it follows
+ * no leader until the leader's first heartbeat), cut off from the leader, or still receiving the
+ * log or a snapshot. Status said "healthy" then, and a rolling restart that went on to the next
+ * manager on that word stopped a second member of three.
+ */
+function followerProblems(s: ClusterStatus): string[] {
+  const leader = s.leader;
+  if (!leader) return [];
+  const problems: string[] = [];
+  for (const m of s.managers) {
+    if (!m.reachable || m.id === null || m.id === leader.id || m.member !== true) continue;
+    if (m.leader !== leader.id) {
+      problems.push(
+        `manager ${m.id} does not follow the leader ${leader.id} (it ${m.leader === null ? 'knows no leader' : `follows ${m.leader}`}, term ${m.term}): just started, or cut off from the leader`,
+      );
+    } else if (m.progress === 'probe' || m.progress === 'snapshot') {
+      problems.push(
+        `manager ${m.id} is catching up with the leader (${m.progress === 'snapshot' ? 'receiving a snapshot' : 'its log is being matched'}, ${m.lag ?? '?'} entries behind)`,
+      );
+    }
+  }
   return problems;
 }
 

@@ -2,7 +2,7 @@
 
 import type { Command } from 'commander';
 import { bearerHeaders, managerUrls } from './clusterClient.ts';
-import { type ClusterStatus, formatBytes, gatherStatus } from './clusterStatus.ts';
+import { type ClusterStatus, formatBytes, gatherStatus, type ManagerStatus } from './clusterStatus.ts';
 
 /** Exit statuses: healthy, could not answer at all, answered with problems. */
 const EXIT_HEALTHY = 0;
@@ -15,6 +15,12 @@ function table(rows: string[][]): string {
 }
 
 const dash = (v: number | string | null | undefined) => (v === null || v === undefined ? '-' : String(v));
+
+/** A removed manager still running says it follows; the leader's membership says what it is. */
+function roleLabel(m: ManagerStatus): string {
+  if (m.member === false) return `${dash(m.role)} (not a member)`;
+  return m.voter === false && m.role !== 'leader' ? `${m.role} (non-voter)` : dash(m.role);
+}
 
 export function renderStatus(s: ClusterStatus): string {
   const out: string[] = [];
@@ -32,7 +38,7 @@ export function renderStatus(s: ClusterStatus): string {
           ? [
               dash(m.id),
               m.url,
-              m.voter === false && m.role !== 'leader' ? `${m.role} (non-voter)` : dash(m.role),
+              roleLabel(m),
               dash(m.term),
               dash(m.leader),
               dash(m.commit),

@@ -618,6 +618,11 @@ export class RaftNode {
     });
   }
 
+  /** Every member's URL, as applied (the leader's and the learners' included). */
+  memberUrls(): string[] {
+    return [...this.membership.urls.values()];
+  }
+
   /** The leader as last seen in a Ready (cheap; no status() walk). */
   leaderInfo(): { id: NodeId; url: string | null } | null {
     return this.leader === null ? null : { id: this.leader, url: this.membership.urlOf(this.leader) };

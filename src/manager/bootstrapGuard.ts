@@ -122,6 +122,7 @@ export async function identifyPeers(
   peers: Record<string, string>,
   credentialFor: (peer: string) => string,
   timeoutMs: number,
+  perRole: boolean,
 ): Promise<PeerAnswer[]> {
   const others = Object.entries(peers).filter(([id]) => id !== selfId);
   // Every peer at once: a start must not wait one timeout per silent peer.
@@ -145,10 +146,16 @@ export async function identifyPeers(
       );
     }
     if (accepted === false) {
+      // Per role, what differs is the raft key: a manager restarted alone with new keys (a
+      // rotation done one manager at a time) meets this, and --secret-file is not its flag.
       throw new StartRefused(
         'wrong_secret',
-        `manager ${id} at ${url} refuses this manager's cluster secret: start it with the secret ` +
-          'the cluster uses (--secret-file), or it is another cluster on these ports',
+        perRole
+          ? `manager ${id} at ${url} refuses this manager's raft credential: start it with the manager ` +
+              'keys the cluster uses (--credentials-dir; new keys must reach every manager at once), ' +
+              'or it is another cluster on these ports'
+          : `manager ${id} at ${url} refuses this manager's cluster secret: start it with the secret ` +
+              'the cluster uses (--secret-file), or it is another cluster on these ports',
       );
     }
     answers.push({ id, url, view });
@@ -167,10 +174,12 @@ export async function checkPeersBeforeStart(opts: {
   secret: string;
   /** What to present to `peer` instead of `secret` (a raft credential names its receiver). */
   credentialFor?: (peer: string) => string;
+  /** Per-role credentials (--credentials-dir) rather than the single secret: names what a refusal means. */
+  perRole?: boolean;
   timeoutMs?: number;
 }): Promise<void> {
   const credentialFor = opts.credentialFor ?? (() => opts.secret);
-  await identifyPeers(opts.selfId, opts.peers, credentialFor, opts.timeoutMs ?? 2_000);
+  await identifyPeers(opts.selfId, opts.peers, credentialFor, opts.timeoutMs ?? 2_000, opts.perRole ?? false);
 }
 
 /** Whether a founder with an empty store may bootstrap now, and why (or why it waits). */

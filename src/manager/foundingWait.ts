@@ -34,6 +34,8 @@ export interface FoundingWaitOptions {
   credentials: ManagerCredentials;
   /** What to present to `peer` (a raft credential names its receiver). */
   credentialFor: (peer: string) => string;
+  /** Per-role credentials rather than the single secret: names what a refusal means. */
+  perRole: boolean;
   log: Logger;
   /** Bound on one peer's answer. */
   askTimeoutMs?: number;
@@ -113,6 +115,7 @@ export async function waitToFound(opts: FoundingWaitOptions): Promise<void> {
         opts.peers,
         opts.credentialFor,
         opts.askTimeoutMs ?? 2_000,
+        opts.perRole,
       );
       const decision = foundingDecision(opts.selfId, memberIds, answers);
       if (decision.found) {

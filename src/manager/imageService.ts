@@ -71,6 +71,8 @@ export interface RaftAccess extends CommandProposer {
   isLeader(): boolean;
   leaderInfo(): { id: string; url: string | null } | null;
   readIndex(): Promise<void>;
+  /** Every member's URL; workers heartbeat them all (WorkerRegistry.heartbeat). */
+  memberUrls?(): string[];
 }
 
 export interface ImageServiceDeps {

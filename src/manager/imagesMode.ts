@@ -115,6 +115,7 @@ export async function openImagesMode(
         isLeader: () => node.isLeader(),
         leaderInfo: () => node.leaderInfo(),
         readIndex: () => node.readIndex(),
+        memberUrls: () => node.memberUrls(),
       };
       const images = new ImageService({
         raft: grouped,

@@ -118,6 +118,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
         peers: config.peers,
         credentials: config.credentials,
         credentialFor,
+        perRole: config.credentials.single === undefined,
         log,
       });
     } else {
@@ -126,6 +127,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
         peers: config.peers,
         secret: config.credentials.raftCredential(config.id, config.id),
         credentialFor,
+        perRole: config.credentials.single === undefined,
       });
     }
   } catch (err) {

@@ -280,7 +280,12 @@ export class WorkerRegistry {
    * whole inventory for nothing. A follower records a worker its table knows and is not down, and
    * ignores the rest (that worker learns the truth from the leader).
    */
-  async heartbeat(usage: WorkerUsage): Promise<{ leader: boolean; leaderUrl?: string }> {
+  async heartbeat(usage: WorkerUsage): Promise<{ leader: boolean; leaderUrl?: string; managers?: string[] }> {
+    // Every member, so a worker beats a manager added after it started before that one leads: a
+    // new leader that never heard a worker refused every upload (503 NoLiveWorker) until the
+    // workers found it (a user's try: manager remove of the leader, right after manager add).
+    const members = this.deps.raft.memberUrls?.();
+    const managers = members && members.length > 0 ? { managers: members } : {};
     const leading = this.deps.raft.isLeader();
     const node = await this.deps.metadata.getNode(usage.id);
     const known = node !== null && node.state !== 'down';
@@ -291,12 +296,12 @@ export class WorkerRegistry {
       if (node?.state === 'down')
         throw new UnknownWorker(`worker ${usage.id} is marked down; register again`);
       const leaderUrl = this.deps.raft.leaderInfo()?.url;
-      return leaderUrl ? { leader: false, leaderUrl } : { leader: false };
+      return leaderUrl ? { leader: false, leaderUrl, ...managers } : { leader: false, ...managers };
     }
     if (!node) throw new UnknownWorker(`worker ${usage.id} is not registered`);
     // A worker condemned while it was only cut off must register again: its inventory is reconciled.
     if (!known) throw new UnknownWorker(`worker ${usage.id} is marked down; register again`);
-    return { leader: true };
+    return { leader: true, ...managers };
   }
 
   /** Starts committing coalesced usage; harmless on a follower (it has nothing to summarise). */

@@ -391,11 +391,16 @@ export class ManagerClient {
       return;
     }
     assertOk(answer, HEARTBEAT_PATH);
-    const said = answer.json as { leader?: unknown; leaderUrl?: unknown } | null;
+    const said = answer.json as { leader?: unknown; leaderUrl?: unknown; managers?: unknown } | null;
     if (said?.leader === true) this.adoptLeader(base);
     // A leader missing from --managers (one added after this worker started) hears us too.
     else if (typeof said?.leaderUrl === 'string' && URL.canParse(said.leaderUrl))
       this.beatAlso(said.leaderUrl);
+    // And so does every other member the managers name, before it leads: a leader elected with
+    // no worker heard refuses uploads until the workers find it.
+    if (Array.isArray(said?.managers)) {
+      for (const url of said.managers) if (typeof url === 'string' && URL.canParse(url)) this.beatAlso(url);
+    }
     this.adoptInterval(answer.json);
   }
 

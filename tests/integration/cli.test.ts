@@ -4,7 +4,7 @@
 // `manager remove` + `manager add` (which also runs managers with `imgvault manager --id ...`).
 
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -239,6 +239,23 @@ describe('imgvault command line on a live cluster', () => {
     const added = await admin(['manager', 'add', 'm4', m4Url], liveUrls);
     expect([added.code, added.stderr]).toEqual([0, '']);
     expect(added.stdout).toContain('m4 caught up and is a voter; members: m1, m2, m4');
+    // Heartbeat answers name every member, so workers beat m4 before it ever leads: elected with
+    // no worker heard, it would refuse uploads until they found it. (An id no table knows: a
+    // follower answers without recording it.)
+    const leader = await cluster.leader();
+    const follower = [...live, { id: 'm4', url: m4Url }].find((m) => m.id !== leader.id)!;
+    const beat = await fetch(`${follower.url}/internal/v1/workers/heartbeat`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-imgvault-cluster-secret': (await readFile(cluster.secretFile, 'utf8')).trim(),
+      },
+      body: JSON.stringify({ id: 'w-probe', diskUsed: 0, diskFree: 2 ** 34, blobCount: 0, blobBytes: 0 }),
+    });
+    expect(beat.status).toBe(200);
+    expect(((await beat.json()) as { managers?: string[] }).managers?.sort()).toEqual(
+      [...live.map((m) => m.url), m4Url].sort(),
+    );
 
     await expectAllReadable([...live, { url: m4Url }]);
     const { status } = await statusJson();

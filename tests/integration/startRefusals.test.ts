@@ -21,6 +21,7 @@ import {
   waitForLeader,
 } from '../../src/cli/localManagers.ts';
 import { freePort } from '../../src/cli/localProcess.ts';
+import { ensureManagerKeys, managerDir } from '../../src/http/credentialFiles.ts';
 import { until } from '../helpers/until.ts';
 
 let root: string;
@@ -51,6 +52,7 @@ async function refusedStart(opts: {
   dataDir: string;
   peers: string;
   secretFile?: string;
+  credentialsDir?: string;
 }): Promise<{ code: number | null; line: string }> {
   const logFile = join(root, `refused-${randomBytes(4).toString('hex')}.log`);
   const child = spawnManager({ ...opts, secretFile: opts.secretFile ?? secretFile, logFile });
@@ -146,6 +148,23 @@ describe('a manager that cannot start says why', () => {
     });
     expect(code).toBe(1);
     expect(line).toMatch(/manager m\d at .* refuses this manager's cluster secret/);
+  });
+
+  it('per-role credentials the cluster does not take: names the raft credential and --credentials-dir', async () => {
+    // A manager given new keys alone (a rotation one manager at a time): --secret-file is not its flag.
+    const creds = join(root, 'other-creds');
+    await ensureManagerKeys(creds);
+    const port = await freePort();
+    const { code, line } = await refusedStart({
+      id: 'm4',
+      port,
+      dataDir: join(root, 'm4-per-role'),
+      peers: `${peers},m4=${managerUrl(port)}`,
+      credentialsDir: managerDir(creds),
+    });
+    expect(code).toBe(1);
+    expect(line).toMatch(/manager m\d at .* refuses this manager's raft credential: .*--credentials-dir/);
+    expect(line).not.toContain('--secret-file');
   });
 
   it('a peer list that disagrees with the cluster', async () => {

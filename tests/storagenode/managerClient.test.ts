@@ -212,6 +212,17 @@ describe('heartbeats', () => {
     expect(f1.heartbeats.length).toBeGreaterThan(0);
   });
 
+  it('also reach every member the managers name, before it leads (a manager added later)', async () => {
+    const leader = await standIn({ knownWorkers: ['w1'] });
+    const added = await standIn({ role: { kind: 'follower', leaderUrl: leader.url }, knownWorkers: ['w1'] });
+    leader.managers = [leader.url, added.url];
+    const c = client([leader.url], { heartbeatIntervalMs: 100 });
+    await c.register();
+    c.startHeartbeats();
+    await until('added.heartbeats.length >= 3', () => added.heartbeats.length >= 3, 3000);
+    expect(c.leaderUrl).toBe(leader.url);
+  });
+
   it('never wait on a slow manager: each manager has its own beat and timeout', async () => {
     const leader = await standIn({ knownWorkers: ['w1'] });
     const follower = await standIn({ role: { kind: 'follower', leaderUrl: leader.url } });

@@ -32,6 +32,8 @@ export interface ManagerStandIn {
   maxConcurrentHeartbeats: number;
   /** Requests answered with a redirect or 503, by path. */
   deflected: string[];
+  /** Every member's URL, named in each heartbeat answer when set (as a real manager does). */
+  managers?: string[];
   /** Answer the next heartbeat of these workers with 404 UnknownWorker (a manager that lost state). */
   forget(workerId: string): void;
   /** Stops listening and drops open connections: to the worker it looks like a dead process. */
@@ -118,6 +120,7 @@ export async function startManagerStandIn(
         leaderId: options.leaderId ?? 'm-standin',
         leader,
         ...(r.kind === 'follower' ? { leaderUrl: r.leaderUrl } : {}),
+        ...(state.managers ? { managers: state.managers } : {}),
       });
     } finally {
       activeHeartbeats -= 1;

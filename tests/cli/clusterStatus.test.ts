@@ -1,0 +1,120 @@
+// `imgvault status` over real HTTP, against stand-in managers that answer the ops reads as a cluster
+// in the middle of a rolling restart would: a member that answers but has not rejoined the leader
+// must make status unhealthy, as must one the leader is still matching or sending a snapshot.
+
+import { afterEach, describe, expect, it } from 'vitest';
+import { gatherStatus } from '../../src/cli/clusterStatus.ts';
+import type { RaftPeerView, RaftView } from '../../src/protocol/raftView.ts';
+import { type LoopbackServer, listenOnLoopback } from '../helpers/loopbackServer.ts';
+
+const servers: LoopbackServer[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.close();
+});
+
+type Follower = { leader: string | null; progress: RaftPeerView['state']; member?: boolean };
+
+/** Managers m1 (the leader) .. mN on loopback ports; `followers` says how each other one stands. */
+async function standInCluster(followers: Record<string, Follower>): Promise<string[]> {
+  const ids = ['m1', ...Object.keys(followers)];
+  const views = new Map<string, RaftView>();
+  const urls: Record<string, string> = {};
+  for (const id of ids) {
+    const server = await listenOnLoopback((req, res) => {
+      const view = views.get(id)!;
+      const body =
+        req.url === '/v1/cluster/raft'
+          ? view
+          : req.url === '/v1/cluster/nodes'
+            ? { nodes: [] }
+            : req.url === '/v1/cluster/stats'
+              ? { objects: 0, bytes: 0, underReplicated: 0, unavailable: 0, repairing: 0 }
+              : null;
+      res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body ?? {}));
+    });
+    servers.push(server);
+    urls[id] = server.url;
+  }
+  const members = Object.fromEntries(
+    ids.filter((id) => followers[id]?.member !== false).map((id) => [id, urls[id]!]),
+  );
+  const base = { term: 5, commit: 100, applied: 100, firstIndex: 1, lastIndex: 100, snapshotIndex: 0 };
+  const confState = { voters: Object.keys(members), learners: [] };
+  const peers: Record<string, RaftPeerView> = {};
+  for (const id of Object.keys(members)) {
+    const state = followers[id]?.progress ?? 'replicate';
+    peers[id] = {
+      match: state === 'replicate' ? 100 : 90,
+      next: 101,
+      state,
+      isLearner: false,
+      lastContactMs: 10,
+    };
+  }
+  views.set('m1', {
+    ...base,
+    id: 'm1',
+    role: 'leader',
+    leader: { id: 'm1', url: urls.m1! },
+    confState,
+    members,
+    peers,
+  });
+  for (const [id, f] of Object.entries(followers)) {
+    const leader = f.leader === null ? null : { id: f.leader, url: urls[f.leader] ?? null };
+    views.set(id, { ...base, id, role: 'follower', leader, confState, members });
+  }
+  return ids.map((id) => urls[id]!);
+}
+
+describe('status and the members that answer', () => {
+  it('is healthy when every member follows the leader and is replicated to', async () => {
+    const urls = await standInCluster({
+      m2: { leader: 'm1', progress: 'replicate' },
+      m3: { leader: 'm1', progress: 'replicate' },
+    });
+    const status = await gatherStatus(urls, {});
+    expect(status.problems).toEqual([]);
+    expect(status.healthy).toBe(true);
+  });
+
+  it('is not healthy while a member answers but follows no leader (just restarted)', async () => {
+    const urls = await standInCluster({
+      m2: { leader: 'm1', progress: 'replicate' },
+      m3: { leader: null, progress: 'probe' },
+    });
+    const status = await gatherStatus(urls, {});
+    expect(status.healthy).toBe(false);
+    expect(status.problems).toEqual([expect.stringContaining('manager m3 does not follow the leader m1')]);
+  });
+
+  it('is not healthy while the leader sends a member a snapshot or matches its log', async () => {
+    const urls = await standInCluster({
+      m2: { leader: 'm1', progress: 'snapshot' },
+      m3: { leader: 'm1', progress: 'probe' },
+    });
+    const status = await gatherStatus(urls, {});
+    expect(status.healthy).toBe(false);
+    expect(status.problems).toEqual([
+      expect.stringContaining('manager m2 is catching up with the leader (receiving a snapshot'),
+      expect.stringContaining('manager m3 is catching up with the leader (its log is being matched'),
+    ]);
+  });
+
+  it('names a removed manager that still answers as not a member, without calling it a problem', async () => {
+    const urls = await standInCluster({
+      m2: { leader: 'm1', progress: 'replicate' },
+      m3: { leader: 'm1', progress: 'replicate' },
+      m4: { leader: null, progress: 'probe', member: false },
+    });
+    const status = await gatherStatus(urls, {});
+    expect(status.healthy).toBe(true);
+    expect(status.managers.map((m) => [m.id, m.member])).toEqual([
+      ['m1', true],
+      ['m2', true],
+      ['m3', true],
+      ['m4', false],
+    ]);
+  });
+});
