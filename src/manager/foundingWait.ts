@@ -24,6 +24,8 @@ import { foundingDecision, identifyPeers, StartRefused } from './bootstrapGuard.
 const ASK_EVERY_MS = 250;
 /** A reason to wait is logged when it changes, and again this often while it holds. */
 const LOG_AGAIN_MS = 15_000;
+/** Founders starting together wait a moment for each other: only a longer wait is a warning. */
+const WARN_AFTER_MS = 5_000;
 
 export interface FoundingWaitOptions {
   selfId: string;
@@ -107,6 +109,7 @@ export async function waitToFound(opts: FoundingWaitOptions): Promise<void> {
       : err;
   });
   const memberIds = Object.keys(opts.peers);
+  const started = Date.now();
   let logged = { why: '', at: 0 };
   try {
     for (;;) {
@@ -124,7 +127,8 @@ export async function waitToFound(opts: FoundingWaitOptions): Promise<void> {
       }
       const now = Date.now();
       if (decision.why !== logged.why || now - logged.at >= LOG_AGAIN_MS) {
-        opts.log.warn({ event: 'raft.founding_wait', why: decision.why }, decision.why);
+        const level = now - started >= WARN_AFTER_MS ? 'warn' : 'info';
+        opts.log[level]({ event: 'raft.founding_wait', why: decision.why }, decision.why);
         logged = { why: decision.why, at: now };
       }
       await new Promise((r) => setTimeout(r, ASK_EVERY_MS));
