@@ -10,6 +10,7 @@
 // then it waits, asking every second, and answers its own (empty) Raft view on its port, so that
 // founders starting together find each other before any of them has a node running.
 
+import type { Socket } from 'node:net';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { RAFT_MESSAGES_PATH } from '../consensus/transport/raftRoutes.ts';
@@ -61,7 +62,7 @@ export function foundingView(selfId: string, peers: Record<string, string>): Raf
 }
 
 /** The waiting founder's listener: its Raft view and the credential check its peers make. */
-async function serveFoundingView(opts: FoundingWaitOptions): Promise<() => Promise<void>> {
+export async function serveFoundingView(opts: FoundingWaitOptions): Promise<() => Promise<void>> {
   const app = new Hono();
   const peerOrOperator = requireCredential(opts.credentials, ['raft', 'operator'], opts.selfId);
   app.get('/v1/cluster/raft', peerOrOperator, (c) => c.json(foundingView(opts.selfId, opts.peers)));
@@ -86,6 +87,14 @@ async function serveFoundingView(opts: FoundingWaitOptions): Promise<() => Promi
     port: opts.port,
     ...httpsServeOptions(opts.tls),
   });
+  // Every socket, from its first byte: with TLS, one still in its handshake is no HTTP connection
+  // yet, closeAllConnections leaves it, and close() would wait for it (up to the 120 s handshake
+  // timeout) while the real server waits for the port and the peers for this manager.
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
@@ -93,7 +102,7 @@ async function serveFoundingView(opts: FoundingWaitOptions): Promise<() => Promi
   return () =>
     new Promise<void>((resolve) => {
       server.close(() => resolve());
-      (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+      for (const socket of sockets) socket.destroy();
     });
 }
 
