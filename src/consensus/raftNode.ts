@@ -390,6 +390,18 @@ export class RaftNode {
     const storage = new MemoryStorage(snapshot ?? undefined);
     storage.setHardState(hardState);
     storage.append(loaded.entries);
+    // The state machine applies only entries this log made durable first, so one that applied past
+    // the log's end means the log lost entries it held (LevelDB drops a corrupt tail when it opens;
+    // the commit index, synced lazily, need not show it). Going on, this node would acknowledge
+    // entries anew and count toward commits it no longer holds.
+    const applied = opts.stateMachine.appliedIndex();
+    if (applied > storage.lastIndex()) {
+      throw new Error(
+        `the Raft log ends at index ${storage.lastIndex()}, but the state machine applied up to ${applied}: ` +
+          'the log lost entries it held (a damaged store). Remove this member, then add it again with an empty ' +
+          'data folder and --join (docs/operations.md, Membership)',
+      );
+    }
     const effectiveSnapshot = storage.snapshot();
     let { members: snapMembers } = unwrapSnapshot(effectiveSnapshot.data);
     if (effectiveSnapshot.metadata.index > opts.stateMachine.appliedIndex()) {
