@@ -7,7 +7,7 @@ import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { type ClusterClient, tokenClient, withClientOptions } from './clusterClient.ts';
+import { type ClusterClient, ClusterRequestFailed, tokenClient, withClientOptions } from './clusterClient.ts';
 import { concurrencyOf } from './fileTransfer.ts';
 
 interface ClientFlags {
@@ -31,6 +31,8 @@ async function collectFiles(paths: string[]): Promise<string[]> {
 
 /** The server's bound on one page of `GET /v1/images`. */
 const MAX_LS_PAGE = 1000;
+/** Downloads into a file cut short, fetched again at most this many times in all. */
+const GET_ATTEMPTS = 3;
 
 interface ImagePage {
   items: { id: string; size: number; contentType: string; createdAt: string; replicas: string[] }[];
@@ -111,13 +113,29 @@ export function registerClientCommands(program: Command): void {
     const client = clientOrFail(flags);
     // A download cut short must not leave a file that looks whole: it goes to a temp name first.
     const partial = flags.output ? `${flags.output}.${process.pid}.part` : undefined;
-    try {
-      const { res } = await client.request('GET', `/v1/images/${encodeURIComponent(id)}`, { expect: [200] });
-      await pipeline(res.body, partial ? createWriteStream(partial, { flags: 'wx' }) : process.stdout);
-      if (partial && flags.output) await rename(partial, flags.output);
-    } catch (err) {
-      if (partial) await rm(partial, { force: true });
-      fail(err);
+    for (let attempt = 1; ; attempt++) {
+      let received = 0;
+      try {
+        const { res } = await client.request('GET', `/v1/images/${encodeURIComponent(id)}`, {
+          expect: [200],
+        });
+        res.body.on('data', (chunk: Buffer) => {
+          received += chunk.length;
+        });
+        await pipeline(res.body, partial ? createWriteStream(partial, { flags: 'wx' }) : process.stdout);
+        if (partial && flags.output) await rename(partial, flags.output);
+        return;
+      } catch (err) {
+        if (partial) await rm(partial, { force: true });
+        // A body cut after its 200 (a copy that failed its check as it was sent, which the worker
+        // has dropped since, or a manager gone): into a file, fetched again whole; on standard
+        // output, the bytes already written cannot be taken back.
+        if (err instanceof ClusterRequestFailed) fail(err);
+        const cut = `the download was cut after ${received} bytes (${(err as Error).message})`;
+        if (!partial) fail(new Error(`${cut}: run it again`));
+        if (attempt >= GET_ATTEMPTS) fail(new Error(`${cut}, ${attempt} times`));
+        console.error(`imgvault get: ${cut}; fetching it again`);
+      }
     }
   });
 
