@@ -10,6 +10,7 @@ import type { Logger } from '../logging.ts';
 import { createLogger } from '../logging.ts';
 import { markCleanStop, takeCleanStopMarker } from '../metadata/cleanStop.ts';
 import { CRC32C_HEX_PATTERN, Crc32c } from '../protocol/checksums.ts';
+import { isDiskFull } from '../storageFailure.ts';
 import { blobRelativePath, isValidBlobId, SHA256_HEX_PATTERN } from './blobId.ts';
 import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
 import { prepareBlobLayout } from './blobLayout.ts';
@@ -1403,11 +1404,10 @@ async function removeQuietly(file: string): Promise<void> {
   await fs.rm(file, { force: true });
 }
 
-/** ENOSPC from the filesystem or from LevelDB (which reports it in its message) means 507. */
+/** A full disk (ENOSPC from the filesystem, or LevelDB's words for it) means 507. */
 function asStorageError(err: unknown, quotaBytes: number | undefined): StorageError | undefined {
   if (err instanceof StorageError) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  if (errnoCode(err) === 'ENOSPC' || /No space left on device/i.test(message)) {
+  if (isDiskFull(err)) {
     return new StorageError('InsufficientStorage', 'the disk is full', { quotaBytes: quotaBytes ?? null });
   }
   return undefined;
