@@ -14,7 +14,7 @@
 // it accepts our cluster secret, and it counts us as a voter. Anything less is a configuration
 // mismatch, reported as such.
 
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { bootstrapSnapshot } from '../consensus/core/index.ts';
 import { RAFT_MESSAGES_PATH } from '../consensus/transport/raftRoutes.ts';
 import { CLUSTER_SECRET_HEADER } from '../http/clusterAuth.ts';
@@ -90,6 +90,23 @@ export async function checkPortFree(host: string, port: number): Promise<void> {
     );
   }
   if (error) throw new StartRefused('port_in_use', `cannot listen on ${host}:${port}: ${error.message}`);
+}
+
+/**
+ * Resolves once `server` listens on host:port; a port another process took since checkPortFree is
+ * StartRefused('port_in_use'), other errors as they are.
+ */
+export function listening(server: Server, host: string, port: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new StartRefused('port_in_use', `port ${port} on ${host} is in use by another process`)
+          : err,
+      ),
+    );
+  });
 }
 
 /**

@@ -19,7 +19,7 @@ import type { ManagerCredentials } from '../http/credentials.ts';
 import { httpsServeOptions, type TlsSettings } from '../http/tls.ts';
 import type { Logger } from '../logging.ts';
 import type { RaftView } from '../protocol/raftView.ts';
-import { foundingDecision, identifyPeers, StartRefused } from './bootstrapGuard.ts';
+import { foundingDecision, identifyPeers, listening } from './bootstrapGuard.ts';
 
 /** Between two rounds of asking the peers. */
 const ASK_EVERY_MS = 250;
@@ -95,10 +95,7 @@ export async function serveFoundingView(opts: FoundingWaitOptions): Promise<() =
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
+  await listening(server, opts.host, opts.port);
   return () =>
     new Promise<void>((resolve) => {
       server.close(() => resolve());
@@ -112,11 +109,7 @@ export async function serveFoundingView(opts: FoundingWaitOptions): Promise<() =
  * nothing else to do, and a supervisor restarting it would only ask again.
  */
 export async function waitToFound(opts: FoundingWaitOptions): Promise<void> {
-  const close = await serveFoundingView(opts).catch((err: NodeJS.ErrnoException) => {
-    throw err.code === 'EADDRINUSE'
-      ? new StartRefused('port_in_use', `port ${opts.port} on ${opts.host} is in use by another process`)
-      : err;
-  });
+  const close = await serveFoundingView(opts);
   const memberIds = Object.keys(opts.peers);
   const started = Date.now();
   let logged = { why: '', at: 0 };

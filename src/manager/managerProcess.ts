@@ -20,6 +20,7 @@ import {
   checkPeersBeforeStart,
   checkPortFree,
   checkStoredMembership,
+  listening,
   StartRefused,
 } from './bootstrapGuard.ts';
 import { waitToFound } from './foundingWait.ts';
@@ -200,19 +201,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
     port: config.port,
     ...httpsServeOptions(config.tls),
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(
-        err.code === 'EADDRINUSE'
-          ? new StartRefused(
-              'port_in_use',
-              `port ${config.port} on ${config.host} is in use by another process`,
-            )
-          : err,
-      ),
-    );
-  });
+  await listening(server, config.host, config.port);
   const s3Url = (await images?.startS3()) ?? null;
   log.info(
     { event: 'manager.ready', url: config.url, dataDir: config.dataDir, s3Url },
