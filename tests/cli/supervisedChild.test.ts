@@ -28,6 +28,28 @@ function nodeChild(logFile: string, script: string) {
   };
 }
 
+/** A manager `id` that exits 1 at once, restarted after 20 ms unless `refuseRestart` says why not. */
+function failingManager(id: string, refuseRestart: () => Promise<string | null>) {
+  const lines: string[] = [];
+  const logFile = join(root, `${id}.log`);
+  let spawned = 0;
+  const spawnOne = nodeChild(logFile, 'process.exit(1)');
+  const child = new SupervisedChild({
+    kind: 'manager',
+    id,
+    pidFile: join(root, `${id}.pid`),
+    logFile,
+    policy: { firstDelayMs: 20, maxDelayMs: 20, stableAfterMs: 60_000 },
+    say: (l) => lines.push(l),
+    refuseRestart,
+    spawn: () => {
+      spawned += 1;
+      return spawnOne();
+    },
+  });
+  return { child, lines, spawned: () => spawned };
+}
+
 describe('SupervisedChild', () => {
   it('restarts a failing child with doubling, capped delays and names its reason', async () => {
     const lines: string[] = [];
@@ -52,58 +74,28 @@ describe('SupervisedChild', () => {
   }, 40_000);
 
   it('does not restart a child its refuseRestart check condemns (a manager whose Raft log is gone)', async () => {
-    const lines: string[] = [];
-    const logFile = join(root, 'm9.log');
-    let spawned = 0;
-    const spawnOne = nodeChild(logFile, 'process.exit(1)');
-    const child = new SupervisedChild({
-      kind: 'manager',
-      id: 'm9',
-      pidFile: join(root, 'm9.pid'),
-      logFile,
-      policy: { firstDelayMs: 20, maxDelayMs: 20, stableAfterMs: 60_000 },
-      say: (l) => lines.push(l),
-      refuseRestart: async () => 'its Raft log is gone',
-      spawn: () => {
-        spawned += 1;
-        return spawnOne();
-      },
-    });
+    const { child, lines, spawned } = failingManager('m9', async () => 'its Raft log is gone');
     await child.start();
     await until('the refusal reported', () => lines.some((l) => l.includes('not restarted')), 10_000);
     await new Promise((r) => setTimeout(r, 200));
-    expect(spawned).toBe(1);
+    expect(spawned()).toBe(1);
     expect(lines.at(-1)).toContain('manager m9 exited (exit code 1); not restarted: its Raft log is gone');
     await child.stop(5_000);
   }, 20_000);
 
   it('asks again just before the restart: a folder removed while the restart waited is not started on', async () => {
-    const lines: string[] = [];
-    const logFile = join(root, 'm8.log');
-    let spawned = 0;
     let asked = 0;
-    const spawnOne = nodeChild(logFile, 'process.exit(1)');
-    const child = new SupervisedChild({
-      kind: 'manager',
-      id: 'm8',
-      pidFile: join(root, 'm8.pid'),
-      logFile,
-      policy: { firstDelayMs: 20, maxDelayMs: 20, stableAfterMs: 60_000 },
-      say: (l) => lines.push(l),
-      // The folder is there when the child exits, and gone by the time its restart is due.
-      refuseRestart: async () => (++asked === 1 ? null : 'its Raft log is gone'),
-      spawn: () => {
-        spawned += 1;
-        return spawnOne();
-      },
-    });
+    // The folder is there when the child exits, and gone by the time its restart is due.
+    const { child, lines, spawned } = failingManager('m8', async () =>
+      ++asked === 1 ? null : 'its Raft log is gone',
+    );
     await child.start();
     await until('the refusal reported', () => lines.some((l) => l.includes('not restarted')), 10_000);
     expect(lines).toEqual([
       expect.stringContaining('manager m8 exited (exit code 1); restarting in 20 ms'),
       'imgvault cluster: manager m8 not restarted: its Raft log is gone',
     ]);
-    expect(spawned).toBe(1);
+    expect(spawned()).toBe(1);
     await child.stop(5_000);
   }, 20_000);
 
