@@ -137,7 +137,8 @@ export interface RaftNodeOptions {
   maxUncommittedBytes?: number;
   /**
    * How long a leader holds a commit notice (an append without entries) for the next append to
-   * carry instead (node/commitNotices.ts); 0 sends each at once. Default 2 ms.
+   * carry instead (node/commitNotices.ts); 0 sends each at once. Default half the heartbeat
+   * interval (tickMs x heartbeatTick / 2: 25 ms): a heartbeat carries the commit index too.
    */
   commitNoticeHoldMs?: number;
   random?: RandomInt;
@@ -341,7 +342,11 @@ export class RaftNode {
     this.refusals = new RefusalLog(this.clock, this.log, (why) =>
       this.metrics?.messagesRefused.inc({ reason: why }),
     );
-    this.notices = new CommitNotices(this.clock, opts.commitNoticeHoldMs ?? 2, (messages) => {
+    // Under uploads at concurrency 8 the next append comes 10-15 ms after a commit: held 2 ms, every
+    // notice went out alone, and woke both followers once more per entry (docs/measurements.md,
+    // "What the record costs at 1 MiB and concurrency 8").
+    const noticeHoldMs = opts.commitNoticeHoldMs ?? (this.opts.tickMs * (opts.heartbeatTick ?? 1)) / 2;
+    this.notices = new CommitNotices(this.clock, noticeHoldMs, (messages) => {
       if (!this.stopped) this.transport.send(messages);
     });
   }
@@ -793,15 +798,18 @@ export class RaftNode {
   /**
    * Which of a Ready's commit notices may wait for the next append (node/commitNotices.ts): a
    * leader's, to a follower it replicates to, outside a leadership transfer, and none once a conf
-   * change commits (the transferee of a later transfer must have applied it). Anything held is
-   * sent at once when none may be.
+   * change commits (the transferee of a later transfer must have applied it) or a follower's read
+   * index is answered (that follower applies up to it before it reads, and the heartbeats of the
+   * round carried it only min(its match, commit)). Anything held is sent at once when none may be.
    */
   private noticeHold(rd: Ready): (msg: Message) => boolean {
     const r = this.core.raft;
     const calm =
       r.role === 'leader' &&
       r.leadTransferee === null &&
-      !rd.committedEntries.some((e) => e.type === 'confChange');
+      !rd.committedEntries.some((e) => e.type === 'confChange') &&
+      !rd.messages.some(answersReadIndex) &&
+      !rd.messagesBeforePersist.some(answersReadIndex);
     if (!calm) {
       this.notices.flush();
       return () => false;
@@ -1424,4 +1432,9 @@ function syncReader(store: RaftLogStore): SyncLogReader | null {
     entriesSync: (lo, hi, maxSize) => store.entriesSync!(lo, hi, maxSize),
     termSync: (index) => store.termSync!(index),
   };
+}
+
+/** A leader's answer to a follower's read index request. */
+function answersReadIndex(msg: Message): boolean {
+  return msg.type === 'MsgReadIndexResp';
 }

@@ -2,7 +2,8 @@
 // in-process nodes on LevelDB in temp folders, over real HTTP on 127.0.0.1. One proposal after
 // another, as a client at concurrency 1 makes them: held, each notice is carried by the next
 // proposal's append, so a follower gets one append per commit instead of two; the last commit
-// reaches the followers all the same.
+// reaches the followers all the same. A follower's linearizable read is answered together with the
+// notice it waits for, however long notices are held.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -62,6 +63,29 @@ async function noticesDuringPuts(holdMs: number): Promise<number> {
   return notices;
 }
 
+/** A held notice's follower reads: the empty appends it got between its read's start and end. */
+async function noticesDuringFollowerRead(): Promise<{ notices: number; value: string | undefined }> {
+  root = await mkdtemp(join(tmpdir(), 'commit-notices-'));
+  const setup = kvCluster(root, 'test-secret-0123456789abcdef');
+  setup.node = { ...setup.node, commitNoticeHoldMs: 60_000 };
+  managers = await startCluster(['n1', 'n2', 'n3'], setup);
+  const leader = await stableLeader(managers);
+  const follower = managers.find((m) => m !== leader)!;
+  let counting = false;
+  let notices = 0;
+  const receive = follower.node.receive.bind(follower.node);
+  follower.node.receive = (msg: Message) => {
+    if (counting && msg.type === 'MsgApp' && (msg.entries?.length ?? 0) === 0) notices++;
+    return receive(msg);
+  };
+  // The put's commit notices are held (no append follows): heartbeats alone would bring the commit.
+  await proposePut(leader.node, 'k', 'v');
+  counting = true;
+  await follower.node.readIndex();
+  counting = false;
+  return { notices, value: follower.sm.get('k') };
+}
+
 describe('commit notices', () => {
   it('go to each follower with every commit when not held', async () => {
     // Two followers, a notice each per commit (a notice can only merge with an append that overtakes it).
@@ -71,5 +95,11 @@ describe('commit notices', () => {
   it('ride on the next append when held, and the last commit still reaches every follower', async () => {
     // Held far longer than the puts take: a notice is sent only when no append carried it.
     expect(await noticesDuringPuts(60_000)).toBeLessThan(PUTS / 4);
+  });
+
+  it('held, go out with the answer to a follower read index', async () => {
+    const { notices, value } = await noticesDuringFollowerRead();
+    expect(value).toBe('v');
+    expect(notices).toBeGreaterThanOrEqual(1);
   });
 });
