@@ -150,7 +150,7 @@ export class SupervisedChild {
    * crashes in a row, and so the next crash's delay, as it was. Not an unexpected exit either.
    */
   private async stoppedByOperator(how: string): Promise<void> {
-    const what = `imgvault cluster: ${this.name} stopped ${how}: stopped on purpose, not a crash`;
+    const what = `imgvault cluster: ${this.name} stopped ${how}: a stop on purpose, not a crash`;
     if (this.opts.restart === false) {
       this.opts.say(`${what}; not restarted (--no-restart; log ${this.opts.logFile})`);
       return;
@@ -222,7 +222,7 @@ export class SupervisedChild {
  * crash: it is also how the kernel ends a process out of memory.
  */
 export function stoppedOnPurpose(code: number | null, signal: NodeJS.Signals | null): string | null {
-  if (code === 0) return 'cleanly (exit code 0) on a signal sent to it';
+  if (code === 0) return 'cleanly (exit code 0) by a signal sent to it';
   if (signal === 'SIGTERM' || signal === 'SIGINT') return `by ${signal}`;
   if (code === 128 + 15) return 'by a second SIGTERM (exit code 143)';
   if (code === 128 + 2) return 'by a second SIGINT (exit code 130)';

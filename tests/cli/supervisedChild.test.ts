@@ -147,7 +147,7 @@ describe('SupervisedChild', () => {
     expect(reports).toHaveLength(3);
     for (const l of reports) {
       expect(l).toMatch(
-        /manager m7 stopped cleanly \(exit code 0\) on a signal sent to it: stopped on purpose, not a crash; restarting in 50 ms/,
+        /manager m7 stopped cleanly \(exit code 0\) by a signal sent to it: a stop on purpose, not a crash; restarting in 50 ms/,
       );
     }
   }, 120_000);
