@@ -1,6 +1,6 @@
 // One manager or worker of `imgvault cluster`, kept running: started in its own process group
 // with a control channel (childControl.ts), restarted with bounded backoff when it dies on its
-// own, its pid kept in `<data>/<id>.pid` so an operator or a tool can signal exactly this process.
+// own (promptly, and with no backoff, when an operator stopped it with a signal), its pid kept in `<data>/<id>.pid` so an operator or a tool can signal exactly this process.
 
 import type { ChildProcess } from 'node:child_process';
 import { open, rm, stat, writeFile } from 'node:fs/promises';
@@ -117,6 +117,8 @@ export class SupervisedChild {
     signal: NodeJS.Signals | null,
   ): Promise<void> {
     if (this.stopping || proc !== this.proc) return;
+    const stoppedBy = stoppedOnPurpose(code, signal);
+    if (stoppedBy !== null) return this.stoppedByOperator(stoppedBy);
     const exit = signal ?? `exit code ${code}`;
     const reason = await lastStartError(this.opts.logFile, this.logOffset);
     if (Date.now() - this.startedAt >= this.policy.stableAfterMs) this.restarts = 0;
@@ -138,6 +140,30 @@ export class SupervisedChild {
       `${what}; restarting in ${formatDelay(delay)} (restart ${this.restarts}; log ${this.opts.logFile})`,
     );
     this.onUnexpectedExit(reason, exit);
+    if (this.stopping) return;
+    this.restartTimer = setTimeout(() => void this.restart(), delay);
+  }
+
+  /**
+   * A child an operator stopped with a signal of its own (a rolling restart: SIGTERM to its pid)
+   * did not crash: it is restarted after the first delay, however often, and leaves the count of
+   * crashes in a row, and so the next crash's delay, as it was. Not an unexpected exit either.
+   */
+  private async stoppedByOperator(how: string): Promise<void> {
+    const what = `imgvault cluster: ${this.name} stopped ${how}: a stop on purpose, not a crash`;
+    if (this.opts.restart === false) {
+      this.opts.say(`${what}; not restarted (--no-restart; log ${this.opts.logFile})`);
+      return;
+    }
+    const refused = (await this.opts.refuseRestart?.()) ?? null;
+    if (refused !== null) {
+      this.opts.say(`${what}; not restarted: ${refused}`);
+      return;
+    }
+    const delay = this.policy.firstDelayMs;
+    this.opts.say(
+      `${what}; restarting in ${formatDelay(delay)} (to keep it down, stop the cluster; log ${this.opts.logFile})`,
+    );
     if (this.stopping) return;
     this.restartTimer = setTimeout(() => void this.restart(), delay);
   }
@@ -186,6 +212,21 @@ export class SupervisedChild {
     clearTimeout(this.restartTimer);
     if (this.running) this.proc?.kill('SIGKILL');
   }
+}
+
+/**
+ * How a child the launcher did not ask to stop was stopped on purpose, or null for a crash. Our
+ * managers and workers exit 0 only after a clean stop on SIGTERM or SIGINT (the launcher's own
+ * stops never come here); a second signal forces a worker out with 128 + its number; one that
+ * comes before a process has set up its handlers ends it by the signal itself. SIGKILL is left a
+ * crash: it is also how the kernel ends a process out of memory.
+ */
+export function stoppedOnPurpose(code: number | null, signal: NodeJS.Signals | null): string | null {
+  if (code === 0) return 'cleanly (exit code 0) by a signal sent to it';
+  if (signal === 'SIGTERM' || signal === 'SIGINT') return `by ${signal}`;
+  if (code === 128 + 15) return 'by a second SIGTERM (exit code 143)';
+  if (code === 128 + 2) return 'by a second SIGINT (exit code 130)';
+  return null;
 }
 
 function formatDelay(ms: number): string {

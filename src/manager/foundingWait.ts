@@ -42,6 +42,8 @@ export interface FoundingWaitOptions {
   log: Logger;
   /** Bound on one peer's answer. */
   askTimeoutMs?: number;
+  /** Ends the wait (a stop of the process): waitToFound rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** What a waiting founder answers as its Raft view: no term, no log, the members it was given. */
@@ -106,21 +108,21 @@ export async function serveFoundingView(opts: FoundingWaitOptions): Promise<() =
 /**
  * Returns once this empty founder may bootstrap; throws StartRefused when a leader says its data
  * was lost (or does not count it). Waits as long as it takes: a founder that may not found has
- * nothing else to do, and a supervisor restarting it would only ask again.
+ * nothing else to do, and a supervisor restarting it would only ask again. Only `opts.signal` ends
+ * it early (rejecting with its reason): the wait may be for peers that never come, and a stop must
+ * not wait for them.
  */
 export async function waitToFound(opts: FoundingWaitOptions): Promise<void> {
+  opts.signal?.throwIfAborted();
   const close = await serveFoundingView(opts);
   const memberIds = Object.keys(opts.peers);
   const started = Date.now();
   let logged = { why: '', at: 0 };
   try {
     for (;;) {
-      const answers = await identifyPeers(
-        opts.selfId,
-        opts.peers,
-        opts.credentialFor,
-        opts.askTimeoutMs ?? 2_000,
-        opts.perRole,
+      const answers = await unlessAborted(
+        identifyPeers(opts.selfId, opts.peers, opts.credentialFor, opts.askTimeoutMs ?? 2_000, opts.perRole),
+        opts.signal,
       );
       const decision = foundingDecision(opts.selfId, memberIds, answers);
       if (decision.found) {
@@ -133,9 +135,23 @@ export async function waitToFound(opts: FoundingWaitOptions): Promise<void> {
         opts.log[level]({ event: 'raft.founding_wait', why: decision.why }, decision.why);
         logged = { why: decision.why, at: now };
       }
-      await new Promise((r) => setTimeout(r, ASK_EVERY_MS));
+      await unlessAborted(new Promise((r) => setTimeout(r, ASK_EVERY_MS)), opts.signal);
     }
   } finally {
     await close();
   }
+}
+
+/**
+ * `work`'s outcome, or a rejection with the signal's reason as soon as it is aborted. The work
+ * itself goes on (a peer's answer is bounded by askTimeoutMs) and what it settles with is dropped.
+ */
+function unlessAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  signal.throwIfAborted();
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }

@@ -40,7 +40,14 @@ export interface RunningManager {
   close(opts?: { handOver?: boolean }): Promise<void>;
 }
 
-export async function startManager(config: ManagerConfig): Promise<RunningManager> {
+/**
+ * `signal` ends a founder's wait for its peers (foundingWait.ts), the one step of a start that may
+ * last indefinitely: startManager then rejects with the signal's reason, its stores closed.
+ */
+export async function startManager(
+  config: ManagerConfig,
+  opts: { signal?: AbortSignal } = {},
+): Promise<RunningManager> {
   const log = createLogger('manager', { nodeId: config.id });
   // Before any internal client (worker client, Raft transport, peer checks) is built.
   useInternalTls(config.tls);
@@ -121,6 +128,7 @@ export async function startManager(config: ManagerConfig): Promise<RunningManage
         credentialFor,
         perRole: config.credentials.single === undefined,
         log,
+        ...(opts.signal ? { signal: opts.signal } : {}),
       });
     } else {
       await checkPeersBeforeStart({
@@ -265,31 +273,26 @@ async function handOverLeadership(node: RaftNode, log: Logger): Promise<void> {
   }
 }
 
+interface StopRequest {
+  why: string;
+  handOver: boolean;
+}
+
 /**
  * Runs a manager until SIGTERM/SIGINT (or its launcher's stop message), then shuts down cleanly
- * and exits. A start-up failure prints one plain line to stderr (the launcher shows it) and exits 1.
+ * and exits 0. A start-up failure prints one plain line to stderr (the launcher shows it) and exits 1.
+ * The stop is heard from the first moment: a founder may wait indefinitely for its peers before the
+ * manager proper runs, and a stop then ends that wait (exit 0) rather than being ignored until the
+ * launcher's SIGKILL, or killing it by the signal's default action.
  */
 export async function runManagerProcess(config: ManagerConfig): Promise<void> {
   keepNewFilesPrivate();
   const log = createLogger('manager', { nodeId: config.id });
-  let manager: RunningManager;
-  try {
-    manager = await startManager(config);
-  } catch (err) {
-    const reason = err instanceof StartRefused ? err.reason : isDiskFull(err) ? 'disk_full' : 'error';
-    log.fatal({ event: 'manager.start_failed', reason, err }, 'manager could not start');
-    const line = err instanceof StartRefused ? err.message : describeStorageFailure(err, config.dataDir);
-    console.error(`imgvault manager ${config.id}: ${line}`);
-    process.exit(1);
-  }
-  let stopping = false;
-  const shutdown = (why: string, handOver: boolean) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ event: 'manager.shutdown', signal: why, handOver }, `${why}: shutting down`);
-    const force = setTimeout(() => process.exit(1), 10_000);
-    force.unref();
-    manager.close({ handOver }).then(
+  const startAborted = new AbortController();
+  let manager: RunningManager | null = null;
+  let stop: StopRequest | null = null;
+  const closeAndExit = (running: RunningManager, handOver: boolean) => {
+    running.close({ handOver }).then(
       () => process.exit(0),
       (err) => {
         log.error({ event: 'manager.shutdown_failed', err }, 'shutdown failed');
@@ -297,9 +300,38 @@ export async function runManagerProcess(config: ManagerConfig): Promise<void> {
       },
     );
   };
+  const shutdown = (why: string, handOver: boolean) => {
+    if (stop) return;
+    stop = { why, handOver };
+    log.info({ event: 'manager.shutdown', signal: why, handOver }, `${why}: shutting down`);
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    if (manager) closeAndExit(manager, handOver);
+    else startAborted.abort(new Error(`${why} during start-up`));
+  };
   process.once('SIGTERM', () => shutdown('SIGTERM', true));
   process.once('SIGINT', () => shutdown('SIGINT', true));
   onLauncherStop((why) => shutdown(why, false));
+  try {
+    manager = await startManager(config, { signal: startAborted.signal });
+  } catch (err) {
+    if (stop && err === startAborted.signal.reason) {
+      log.info(
+        { event: 'manager.stopped', before: 'start' },
+        `manager ${config.id} stopped before it started`,
+      );
+      process.exit(0);
+    }
+    const reason = err instanceof StartRefused ? err.reason : isDiskFull(err) ? 'disk_full' : 'error';
+    log.fatal({ event: 'manager.start_failed', reason, err }, 'manager could not start');
+    const line = err instanceof StartRefused ? err.message : describeStorageFailure(err, config.dataDir);
+    console.error(`imgvault manager ${config.id}: ${line}`);
+    process.exit(1);
+  }
+  // A stop during the rest of the start (bounded steps) is carried out now that there is a manager
+  // (TypeScript cannot see that the handlers above may have set it meanwhile).
+  const requested = stop as StopRequest | null;
+  if (requested) closeAndExit(manager, requested.handOver);
 }
 
 /** Opens the Raft log, naming the usual cause when LevelDB's lock is held by another process. */

@@ -16,6 +16,7 @@ import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
 import { prepareBlobLayout } from './blobLayout.ts';
 import { encodeTrailer, fitsRecord, hashBlobBytes, readTrailer, TRAILER_BYTES } from './blobTrailer.ts';
 import { AlignedSlabs, createExclusive, directWritesWork, writeDirect } from './directWrites.ts';
+import { DiskReserve } from './diskReserve.ts';
 import { errnoCode, failure, StorageError, type StoreResult, success } from './errors.ts';
 import { adoptUnindexedBlobs } from './unindexedBlobs.ts';
 
@@ -30,6 +31,11 @@ export interface BlobStoreOptions {
    * false writes through the page cache, as a filesystem without O_DIRECT is written anyway.
    */
   directWrites?: boolean;
+  /**
+   * Bytes kept in a reserve file, released when the store cannot open on a full disk
+   * (diskReserve.ts). 0, the default, keeps none; the worker process keeps RESERVE_BYTES.
+   */
+  diskReserveBytes?: number;
 }
 
 export interface WriteOptions {
@@ -181,6 +187,8 @@ export class BlobStore {
   private closed = false;
   /** A failed commit left a file at its final name: the next start must walk (see commitLocked). */
   private leftFiles = false;
+  /** Kept so the store opens on a full disk (diskReserve.ts); none unless the options ask. */
+  private diskReserve: DiskReserve | undefined;
   private readonly tempPrefix = randomBytes(4).toString('hex');
   private tempCount = 0;
   /**
@@ -206,6 +214,39 @@ export class BlobStore {
     }
     const log = options.logger ?? createLogger('blob-store');
     const root = path.resolve(dataDir);
+    const reserveBytes = options.diskReserveBytes ?? 0;
+    const reserve = reserveBytes > 0 ? new DiskReserve(root, reserveBytes, log) : undefined;
+    let store: BlobStore;
+    try {
+      store = await BlobStore.openFolder(root, options, log);
+    } catch (err) {
+      // LevelDB writes as it opens, and so does the start-up check: what the reserve is kept for.
+      const freed = reserve && isDiskFull(err) ? await reserve.release() : 0;
+      if (freed === 0) throw err;
+      log.warn(
+        { event: 'storage.reserve_released', dataDir: root, bytes: freed },
+        `the disk is full: released the disk reserve (${freed} bytes) to open the blob store; reads ` +
+          `are served, new blobs refused (507) until ${2 * freed} bytes are free there`,
+      );
+      store = await BlobStore.openFolder(root, options, log);
+    }
+    if (reserve) {
+      store.diskReserve = reserve;
+      const free = await fs.statfs(root);
+      await reserve.makeIfRoom(free.bavail * free.bsize);
+      if (!reserve.inPlace) {
+        log.warn(
+          { event: 'storage.reserve_missing', dataDir: root, bytes: reserve.bytes },
+          `no room for the disk reserve (${reserve.bytes} bytes): the worker takes no new blob (507) ` +
+            `until ${2 * reserve.bytes} bytes are free on the disk`,
+        );
+      }
+    }
+    return store;
+  }
+
+  /** Sets up or opens the folder and runs the start-up check; the index is closed again on failure. */
+  private static async openFolder(root: string, options: BlobStoreOptions, log: Logger): Promise<BlobStore> {
     await makePrivateDir(root);
     await makePrivateDir(path.join(root, 'blobs'));
     await makePrivateDir(path.join(root, 'tmp'));
@@ -224,7 +265,7 @@ export class BlobStore {
       const checked = await startupCheck(root, index, cleanStop, log);
       const slabs = options.directWrites === false ? undefined : await directSlabs(path.join(root, 'tmp'));
       const report = { ...checked, ...layout, directWrites: slabs !== undefined };
-      const store = new BlobStore(root, index, quotaBytes, log, report, slabs);
+      const store = new BlobStore(root, index, options.quotaBytes, log, report, slabs);
       store.blobCount = report.blobCount;
       store.blobBytes = report.blobBytes;
       log.info({ event: 'storage.startup_check', dataDir: root, ...report }, 'blob store opened');
@@ -348,6 +389,7 @@ export class BlobStore {
         const retried = await this.verifyRetry(id, body, existing, claimed, maxBytes, options);
         return retried.ok ? success({ kind: 'stored', outcome: retried.value }) : retried;
       }
+      if (this.diskReserve?.inPlace === false) return { ok: false, error: reserveMissing(this.diskReserve) };
       if (
         this.quotaBytes !== undefined &&
         declaredLength !== undefined &&
@@ -756,13 +798,17 @@ export class BlobStore {
 
   async stats(): Promise<StoreStats> {
     const fsStats = await fs.statfs(this.dataDir);
+    const free = fsStats.bavail * fsStats.bsize;
+    // Looked at every heartbeat: a reserve released on a full disk is made again once there is room.
+    if (!this.closed) this.diskReserve?.restoreIfRoom(free);
     return {
       blobCount: this.blobCount,
       blobBytes: this.blobBytes,
       quotaBytes: this.quotaBytes ?? null,
       diskTotalBytes: fsStats.blocks * fsStats.bsize,
       diskUsedBytes: (fsStats.blocks - fsStats.bfree) * fsStats.bsize,
-      diskFreeBytes: fsStats.bavail * fsStats.bsize,
+      // Without its reserve the store takes no blob: none is placed on it.
+      diskFreeBytes: this.diskReserve?.inPlace === false ? 0 : free,
     };
   }
 
@@ -777,6 +823,7 @@ export class BlobStore {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.locks.values()]);
+    await this.diskReserve?.settled();
     await this.index.close();
     if (!this.leftFiles) await markCleanStop(path.join(this.dataDir, 'index'));
   }
@@ -1411,6 +1458,15 @@ function asStorageError(err: unknown, quotaBytes: number | undefined): StorageEr
     return new StorageError('InsufficientStorage', 'the disk is full', { quotaBytes: quotaBytes ?? null });
   }
   return undefined;
+}
+
+function reserveMissing(reserve: DiskReserve): StorageError {
+  return new StorageError(
+    'InsufficientStorage',
+    `the disk is full: the worker keeps its last ${reserve.bytes} bytes for its index (a disk reserve), ` +
+      `and takes no new blob until ${2 * reserve.bytes} bytes are free there`,
+    { quotaBytes: null },
+  );
 }
 
 function invalidId<T>(id: string): StoreResult<T> {

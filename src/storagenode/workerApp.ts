@@ -286,8 +286,14 @@ export function createWorkerApp(options: WorkerAppOptions): WorkerApp {
     if (!result.ok) {
       body.abandon();
       const { code } = result.error;
-      // The rest of the body may be unread; keeping the connection would mean draining it.
-      const closing = code === 'PayloadTooLarge' || code === 'InsufficientStorage' || code === 'BlobConflict';
+      // A 507 may come before a byte of the body is read (a quota or a missing disk reserve refuses
+      // on the declared length) or part-way (ENOSPC): the connection stays open, and the server
+      // reads and drops the rest after the answer (@hono/node-server: up to 64 MiB or 500 ms, then
+      // it closes). Closed at once under a sender still writing, the reset raced the answer, and
+      // a leader met EPIPE instead of the 507 about half the time (tests/manager/earlyRefusal).
+      // A body past the size limit may never end, and a conflict is found once the body is read:
+      // those close.
+      const closing = code === 'PayloadTooLarge' || code === 'BlobConflict';
       if (code === 'InsufficientStorage')
         log.warn({ event: 'storage.insufficient', objectId: id }, result.error.message);
       return fail(c, result.error, closing ? { connection: 'close' } : {});

@@ -7,6 +7,7 @@ import { httpsServeOptions, type TlsSettings, useInternalTls } from '../http/tls
 import { createLogger, type Logger } from '../logging.ts';
 import { describeStorageFailure, isDiskFull, messageWithCauses } from '../storageFailure.ts';
 import { BlobStore } from './blobStore.ts';
+import { RESERVE_BYTES } from './diskReserve.ts';
 import { errnoCode } from './errors.ts';
 import { LostCopyReporter } from './lostCopyReporter.ts';
 import { ManagerClient, NoManagerAnsweredError, type WorkerUsage } from './managerClient.ts';
@@ -88,6 +89,7 @@ export class WorkerProcess {
     this.store = await BlobStore.open(config.dataDir, {
       ...(config.quotaBytes !== undefined ? { quotaBytes: config.quotaBytes } : {}),
       logger: log,
+      diskReserveBytes: RESERVE_BYTES,
     });
     if (this.stopping) return;
 

@@ -4,11 +4,13 @@
 
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SupervisedChild } from '../../src/cli/supervisedChild.ts';
+import { managerUrl, peersSpec, spawnManager } from '../../src/cli/localManagers.ts';
+import { freePort } from '../../src/cli/localProcess.ts';
+import { SupervisedChild, stoppedOnPurpose } from '../../src/cli/supervisedChild.ts';
 import { until } from '../helpers/until.ts';
 
 let root: string;
@@ -98,6 +100,66 @@ describe('SupervisedChild', () => {
     expect(spawned()).toBe(1);
     await child.stop(5_000);
   }, 20_000);
+
+  it('restarts a child an operator stopped with SIGTERM after the first delay each time, as no crash', async () => {
+    // A real manager: alone of its three members it waits to found, handling SIGTERM (exit 0).
+    const ports = await Promise.all([0, 1, 2].map(() => freePort()));
+    const secretFile = join(root, 'secret');
+    await writeFile(secretFile, 'x'.repeat(64), { mode: 0o600 });
+    const lines: string[] = [];
+    const logFile = join(root, 'm7.log');
+    const child = new SupervisedChild({
+      kind: 'manager',
+      id: 'm7',
+      pidFile: join(root, 'm7.pid'),
+      logFile,
+      policy: { firstDelayMs: 50, maxDelayMs: 60_000, stableAfterMs: 60_000 },
+      say: (l) => lines.push(l),
+      spawn: () =>
+        spawnManager({
+          id: 'm7',
+          port: ports[0]!,
+          dataDir: join(root, 'm7'),
+          peers: peersSpec(['m7', 'm7b', 'm7c'].map((id, i) => ({ id, port: ports[i]! }))),
+          secretFile,
+          logFile,
+          detached: true,
+          ipc: true,
+        }),
+    });
+    const answering = async () => {
+      const res = await fetch(`${managerUrl(ports[0]!)}/v1/cluster/raft`).catch(() => null);
+      await res?.body?.cancel();
+      return res !== null;
+    };
+    try {
+      await child.start();
+      for (let stop = 1; stop <= 3; stop++) {
+        await until(`m7 answering before stop ${stop}`, answering, 30_000);
+        const pid = child.pid!;
+        process.kill(pid, 'SIGTERM');
+        await until(`m7 restarted after stop ${stop}`, () => child.running && child.pid !== pid, 30_000);
+      }
+    } finally {
+      await child.stop(5_000);
+    }
+    const reports = lines.filter((l) => l.includes('restarting in'));
+    expect(reports).toHaveLength(3);
+    for (const l of reports) {
+      expect(l).toMatch(
+        /manager m7 stopped cleanly \(exit code 0\) by a signal sent to it: a stop on purpose, not a crash; restarting in 50 ms/,
+      );
+    }
+  }, 120_000);
+
+  it('counts a child ended by SIGTERM before it could handle it as stopped, not crashed; SIGKILL as a crash', () => {
+    expect(stoppedOnPurpose(0, null)).toContain('exit code 0');
+    expect(stoppedOnPurpose(null, 'SIGTERM')).toBe('by SIGTERM');
+    expect(stoppedOnPurpose(null, 'SIGINT')).toBe('by SIGINT');
+    expect(stoppedOnPurpose(143, null)).toContain('second SIGTERM');
+    expect(stoppedOnPurpose(null, 'SIGKILL')).toBeNull();
+    expect(stoppedOnPurpose(1, null)).toBeNull();
+  });
 
   it('keeps a pid file naming the running child, stops it with one message and removes the file', async () => {
     const logFile = join(root, 'm9.log');

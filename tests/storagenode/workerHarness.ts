@@ -281,6 +281,29 @@ export function mountTmpfs(dir: string, size: string): boolean {
   }
 }
 
+/** Writes `file` until the disk holding it refuses another byte (ENOSPC): a disk full to the brim. */
+export async function fillDisk(file: string): Promise<void> {
+  const handle = await open(file, 'w');
+  try {
+    let at = 0;
+    for (const size of [1024 * 1024, 4096, 1]) {
+      const chunk = Buffer.alloc(size, 0x5a);
+      for (;;) {
+        try {
+          const { bytesWritten } = await handle.write(chunk, 0, size, at);
+          at += bytesWritten;
+          if (bytesWritten < size) break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break;
+          throw err;
+        }
+      }
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
 export function unmount(dir: string): void {
   execFileSync('umount', [dir], { stdio: 'ignore' });
 }

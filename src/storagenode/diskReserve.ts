@@ -1,0 +1,129 @@
+// Room kept back in a worker's data folder so that it can still start on a full disk. LevelDB
+// writes when it opens: it turns the log of its last run into a table and writes a new MANIFEST and
+// log, and on a full disk the open fails ("Database failed to open: IO error: ... No space left on
+// device"). A worker that cannot open its index cannot serve the copies it holds: it stayed down
+// after the launcher's retries, and the leader repaired all its copies onto other workers, perhaps
+// as full. So the store keeps a file of zeros beside its folders, made (and fsynced) when there is
+// room for it and as much again, and deletes it when an open fails on a full disk, then opens again:
+// the worker comes up, serves reads and answers 507 to writes. It takes no new blob until the
+// reserve is back in place, made again once the disk has that room: the space the release freed
+// stays the index's, for the next start too.
+
+import { open, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { fsyncPath } from '../fileWrites.ts';
+import type { Logger } from '../logging.ts';
+import { isDiskFull } from '../storageFailure.ts';
+
+/** The reserve's name in the data folder (beside `blobs/`, `tmp/` and `index/`). */
+export const RESERVE_FILE = 'disk-reserve';
+
+/**
+ * What an index open may need on a full disk: the table made from the last run's log, which
+ * holds at most LevelDB's write buffer (4 MiB, classic-level's default) of index entries, a new
+ * MANIFEST and log, and the first synced writes after (the clean-stop flag, the start-up check's
+ * corrections). Twice the write buffer: nothing next to a worker's disk.
+ */
+export const RESERVE_BYTES = 8 * 1024 * 1024;
+
+const WRITE_CHUNK = 1024 * 1024;
+
+export class DiskReserve {
+  private present = false;
+  private restoring: Promise<void> | null = null;
+
+  constructor(
+    readonly dataDir: string,
+    readonly bytes: number,
+    private readonly log: Logger,
+  ) {}
+
+  get file(): string {
+    return path.join(this.dataDir, RESERVE_FILE);
+  }
+
+  /**
+   * The reserve is in place. While it is not (released on a full disk, or never with room to be
+   * made), the store takes no new blob: what is left of the disk is the index's, or the next start
+   * on a full disk would find nothing to release.
+   */
+  get inPlace(): boolean {
+    return this.present;
+  }
+
+  /**
+   * Deletes the reserve, durably; the bytes that frees (0 without one). Called when the disk is
+   * full: the open that failed for want of space is tried again.
+   */
+  async release(): Promise<number> {
+    const size = (await stat(this.file).catch(() => null))?.size ?? 0;
+    this.present = false;
+    if (size === 0) return 0;
+    await rm(this.file, { force: true });
+    await fsyncPath(this.dataDir);
+    return size;
+  }
+
+  /**
+   * Makes the reserve unless it is in place, when `freeBytes` (what the disk has free now) leaves
+   * as much again after it. Never throws: a reserve that cannot be made is logged, and the store
+   * goes on refusing new blobs.
+   */
+  async makeIfRoom(freeBytes: number): Promise<void> {
+    this.present = (await stat(this.file).catch(() => null))?.size === this.bytes;
+    if (this.present) return;
+    // What a crash while the reserve was made left: it holds space and is no reserve.
+    await rm(`${this.file}.tmp`, { force: true }).catch(() => {});
+    if (freeBytes < 2 * this.bytes) return;
+    try {
+      await this.write();
+      this.present = true;
+      this.log.info(
+        { event: 'storage.reserve_made', file: this.file, bytes: this.bytes },
+        `made the disk reserve (${this.bytes} bytes) that lets the worker start on a full disk`,
+      );
+    } catch (err) {
+      this.log.warn(
+        { event: 'storage.reserve_failed', file: this.file, diskFull: isDiskFull(err), err },
+        'could not make the disk reserve',
+      );
+    }
+  }
+
+  /** makeIfRoom in the background, one at a time: what a periodic look at the disk calls. */
+  restoreIfRoom(freeBytes: number): void {
+    if (this.present || this.restoring || freeBytes < 2 * this.bytes) return;
+    this.restoring = this.makeIfRoom(freeBytes).finally(() => {
+      this.restoring = null;
+    });
+  }
+
+  /** Waits for a reserve being made in the background (a store that closes). */
+  async settled(): Promise<void> {
+    await this.restoring;
+  }
+
+  /**
+   * Zeros written out (not a sparse file: its blocks must be taken now) under a temporary name,
+   * fsynced, then renamed: a reserve under its own name is always whole and durable.
+   */
+  private async write(): Promise<void> {
+    const temp = `${this.file}.tmp`;
+    const fh = await open(temp, 'w', 0o600);
+    try {
+      const zeros = Buffer.alloc(Math.min(WRITE_CHUNK, this.bytes));
+      for (let at = 0; at < this.bytes; ) {
+        const { bytesWritten } = await fh.write(zeros, 0, Math.min(zeros.length, this.bytes - at), at);
+        at += bytesWritten;
+      }
+      await fh.sync();
+    } catch (err) {
+      await fh.close();
+      await rm(temp, { force: true });
+      throw err;
+    }
+    await fh.close();
+    await rename(temp, this.file);
+    await fsyncPath(this.dataDir);
+  }
+}

@@ -1,0 +1,100 @@
+// A worker whose disk filled up must still start: its index's LevelDB writes as it opens (a table
+// from the last run's log, a new MANIFEST) and failed with ENOSPC, so the worker stayed down and the
+// leader repaired every copy it held elsewhere. The store keeps a reserve file and releases it to
+// open (src/storagenode/diskReserve.ts); the worker serves reads and answers 507 to writes until
+// the reserve is made again, once there is room. A real tmpfs filled to the brim; skipped where mounting
+// needs a privilege the runner lacks (as diskFull.test.ts).
+
+import { mkdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RESERVE_BYTES, RESERVE_FILE } from '../../src/storagenode/diskReserve.ts';
+import { until } from '../helpers/until.ts';
+import {
+  AUTH,
+  fillDisk,
+  type JsonAnswer,
+  makeDataDir,
+  mountTmpfs,
+  type RunningWorker,
+  removeDir,
+  sha256Of,
+  startWorker,
+  unmount,
+} from './workerHarness.ts';
+
+let mountPoint = '';
+let mounted = false;
+
+beforeAll(async () => {
+  mountPoint = path.join(await makeDataDir(), 'small-disk');
+  await mkdir(mountPoint);
+  mounted = mountTmpfs(mountPoint, '24m');
+});
+
+afterAll(async () => {
+  if (mounted) unmount(mountPoint);
+  await removeDir(path.dirname(mountPoint));
+});
+
+const reserveSize = async (dataDir: string) =>
+  (await stat(path.join(dataDir, RESERVE_FILE)).catch(() => null))?.size ?? 0;
+
+function put(w: RunningWorker, id: string, bytes: Buffer) {
+  return request(`${w.url}/blobs/${id}`, {
+    method: 'PUT',
+    body: bytes,
+    headers: { ...AUTH, 'x-imgvault-sha256': sha256Of(bytes), 'content-length': String(bytes.length) },
+  });
+}
+
+describe('a worker on a full disk', () => {
+  it('starts by releasing its disk reserve, serves reads, takes no new blob until the reserve is made again', async (ctx) => {
+    if (!mounted) ctx.skip();
+    const dataDir = path.join(mountPoint, 'data');
+    const filler = path.join(mountPoint, 'filler');
+    const kept = Buffer.from('an image the worker held before its disk filled up');
+    let w = await startWorker(dataDir, { diskReserveBytes: RESERVE_BYTES });
+    try {
+      // Made when the folder is set up.
+      expect(await reserveSize(dataDir)).toBe(RESERVE_BYTES);
+      const stored = await put(w, 'kept', kept);
+      expect(stored.statusCode).toBe(201);
+      await stored.body.dump();
+    } finally {
+      await w.stop();
+    }
+
+    await fillDisk(filler);
+    w = await startWorker(dataDir, { diskReserveBytes: RESERVE_BYTES });
+    try {
+      expect(await reserveSize(dataDir)).toBe(0);
+      const read = await request(`${w.url}/blobs/kept`, { headers: AUTH });
+      expect(read.statusCode).toBe(200);
+      expect(Buffer.from(await read.body.arrayBuffer())).toEqual(kept);
+      // What the release freed stays the index's: no new blob, and none placed here meanwhile.
+      const refused = await put(w, 'new', Buffer.alloc(64 * 1024, 7));
+      expect(refused.statusCode).toBe(507);
+      const answer = (await refused.body.json()) as JsonAnswer;
+      expect(answer.error.code).toBe('InsufficientStorage');
+      expect(answer.error.message).toContain('disk reserve');
+      expect((await w.store.stats()).diskFreeBytes).toBe(0);
+      // A restart on the disk still full opens in the room the release left.
+      await w.stop();
+      w = await startWorker(dataDir, { diskReserveBytes: RESERVE_BYTES });
+      const again = await request(`${w.url}/blobs/kept`, { headers: AUTH });
+      expect(again.statusCode).toBe(200);
+      await again.body.dump();
+      // Room again: the next look at the disk (each heartbeat's) makes the reserve, and blobs come.
+      await rm(filler);
+      await until('the reserve made again', async () => (await w.store.stats()).diskFreeBytes > 0, 10_000);
+      expect(await reserveSize(dataDir)).toBe(RESERVE_BYTES);
+      const taken = await put(w, 'new', Buffer.alloc(64 * 1024, 7));
+      expect(taken.statusCode).toBe(201);
+      await taken.body.dump();
+    } finally {
+      await w.stop();
+    }
+  });
+});
