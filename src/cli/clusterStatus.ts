@@ -25,6 +25,7 @@ interface StatsView {
   observedByLeader?: boolean;
   underReplicated?: number | null;
   unavailable?: number | null;
+  lost?: number | null;
   repairing?: number;
   names?: NamesStatus;
 }
@@ -87,6 +88,8 @@ export interface ClusterStatus {
     bytes: number;
     underReplicated: number | null;
     unavailable: number | null;
+    /** Objects with no copy left on any worker the record names (all up): docs/operations.md. */
+    lost: number | null;
     repairing: number;
     names?: NamesStatus;
   } | null;
@@ -237,6 +240,7 @@ export async function gatherStatus(urls: string[], headers: Record<string, strin
         bytes: stats.bytes,
         underReplicated: stats.underReplicated ?? null,
         unavailable: stats.unavailable ?? null,
+        lost: stats.lost ?? null,
         repairing: stats.repairing ?? 0,
         ...(stats.names ? { names: stats.names } : {}),
       };
@@ -273,6 +277,10 @@ function problemsOf(s: ClusterStatus): string[] {
   }
   if (s.objects?.underReplicated) problems.push(`${s.objects.underReplicated} objects under-replicated`);
   if (s.objects?.unavailable) problems.push(`${s.objects.unavailable} objects unavailable`);
+  if (s.objects?.lost)
+    problems.push(
+      `${s.objects.lost} objects lost: every worker their record names is up and holds no intact copy (reads answer 500 Lost)`,
+    );
   problems.push(...roomProblems(s));
   return problems;
 }
