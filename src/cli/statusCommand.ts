@@ -88,6 +88,7 @@ export function renderStatus(s: ClusterStatus): string {
     );
   }
   out.push('', s.healthy ? 'healthy' : `NOT HEALTHY:\n${s.problems.map((p) => `  - ${p}`).join('\n')}`);
+  if (s.warnings.length > 0) out.push(`warnings:\n${s.warnings.map((w) => `  - ${w}`).join('\n')}`);
   return out.join('\n');
 }
 

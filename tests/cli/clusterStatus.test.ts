@@ -140,3 +140,56 @@ describe('status and the objects', () => {
     expect(renderStatus(status)).toContain('unavailable 0, lost 2,');
   });
 });
+
+describe('status and the room on workers', () => {
+  const inSync = { m2: { leader: 'm1', progress: 'replicate' as const } };
+  const MiB = 1024 * 1024;
+  const worker = (id: string, diskUsed: number, diskFree: number) => ({
+    id,
+    url: `http://${id}`,
+    zone: 'z',
+    state: 'up',
+    silenceMs: 10,
+    diskUsed,
+    diskFree,
+    stored: { objects: 0, bytes: 0 },
+  });
+  // 1,000 images of 1 MiB on average.
+  const stats = { objects: 1_000, bytes: 1_000 * MiB };
+
+  it('warns of a nearly full worker, and stays healthy', async () => {
+    const urls = await standInCluster(inSync, {
+      stats,
+      nodes: [
+        worker('w1', 100 * MiB, 900 * MiB),
+        // 5% of its disk free: room for 50 images.
+        worker('w2', 950 * MiB, 50 * MiB),
+        // 20% of a small disk, room for 40 images.
+        worker('w3', 160 * MiB, 40 * MiB),
+      ],
+    });
+    const status = await gatherStatus(urls, {});
+    expect(status.healthy).toBe(true);
+    expect(status.problems).toEqual([]);
+    expect(status.warnings).toEqual([
+      'worker w2 is nearly full: 50.0 MiB free (5.0% of its disk, room for about 50 average images)',
+      'worker w3 is nearly full: 40.0 MiB free (20.0% of its disk, room for about 40 average images)',
+    ]);
+    const text = renderStatus(status);
+    expect(text).toContain('healthy\nwarnings:\n  - worker w2 is nearly full');
+  });
+
+  it('calls a full worker a problem, not also a warning', async () => {
+    const urls = await standInCluster(inSync, {
+      stats,
+      nodes: [
+        worker('w1', 100 * MiB, 900 * MiB),
+        worker('w2', 100 * MiB, 900 * MiB),
+        worker('w3', 999 * MiB, MiB / 2),
+      ],
+    });
+    const status = await gatherStatus(urls, {});
+    expect(status.problems).toEqual([expect.stringContaining('worker w3 is full')]);
+    expect(status.warnings).toEqual([]);
+  });
+});
