@@ -62,6 +62,11 @@ describe('an object with no copy left', () => {
     await repair.pass();
     await repair.pass();
     expect(await metric(s, 'imgvault_objects_lost')).toBe(0);
+    // w2's copy, recorded though missing, is dropped, and repair makes a second copy from w3's.
+    const replicas = (await s.sm.getObject('gone'))?.replicas ?? [];
+    expect(replicas).toHaveLength(2);
+    expect(replicas).toContain('w3');
+    for (const nodeId of replicas) expect((await s.workers.get(nodeId)!.store.stat('gone')).ok).toBe(true);
   });
 
   it('a copy put back where the record names it is noticed when the lost object is checked again', async () => {

@@ -35,6 +35,8 @@ export class CopylessObjects {
   private readonly verdicts = new Map<string, Verdict>();
   /** Where `page` resumes. */
   private cursor: string | undefined;
+  /** Objects whose lost verdict went stale (a copy came back): their other recorded copies are suspect. */
+  private readonly cameBack = new Set<string>();
 
   /** The verdict on `object`, if it still holds for what is seen now; a stale one is dropped. */
   holds(object: ObjectView, r: Pick<Replicas, 'sources'>): Copyless | null {
@@ -42,6 +44,7 @@ export class CopylessObjects {
     if (!v) return null;
     if (v.seen === seenKey(object, r)) return v.kind;
     this.verdicts.delete(object.id);
+    if (v.kind === 'lost') this.cameBack.add(object.id);
     return null;
   }
 
@@ -69,8 +72,19 @@ export class CopylessObjects {
     this.verdicts.delete(id);
   }
 
+  /**
+   * The objects found lost whose record changed since (a copy re-adopted, most often), once each:
+   * the record still names the copies found missing, which a read-back proves gone.
+   */
+  takeCameBack(): string[] {
+    const ids = [...this.cameBack];
+    this.cameBack.clear();
+    return ids;
+  }
+
   clear(): void {
     this.verdicts.clear();
+    this.cameBack.clear();
   }
 
   count(kind: Copyless): number {

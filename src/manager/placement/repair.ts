@@ -114,6 +114,7 @@ export class Repairer {
       return c.sources.length > 0 && this.copyless.holds(o, c) === null;
     });
     const work = this.needingWork(objects.map((o) => this.classify(o, byId)));
+    await runLanes(this.deps.concurrency, this.copyless.takeCameBack(), (id) => this.dropMissingBeside(id));
     await this.updateGauges(work, byId);
     // Objects down to one live copy (or none) first: they are one failure away from loss.
     work.sort((a, b) => a.healthy.length - b.healthy.length);
@@ -214,8 +215,12 @@ export class Repairer {
         const at = { objectId: id, replicas: object.replicas, checks: Object.fromEntries(checks) };
         if (action.kind === 'retry') {
           this.copyless.forget(id);
-          if (was === 'lost')
-            log.warn({ event: 'repair.copy_back', ...at }, 'a lost object has a copy again');
+          if (was !== 'lost') return 'retry';
+          log.warn({ event: 'repair.copy_back', ...at }, 'a lost object has a copy again');
+          // The copies still missing go from the record, so repair makes new ones.
+          const bad = object.replicas.filter((n) => checks.get(n) === 'bad');
+          if (bad.length > 0 && object.replicas.some((n) => checks.get(n) === 'good'))
+            await this.remove(c, bad, bad, 'badCopy', byId);
           return 'retry';
         }
         if (!this.copyless.set(object, c, action.kind, this.now())) return action.kind;
@@ -234,6 +239,45 @@ export class Repairer {
         return action.kind;
       },
       'busy' as const,
+    );
+  }
+
+  /**
+   * An object found lost whose record changed since, most often by a copy re-adopted: the copies
+   * the record still names were found missing, and it cannot drop the last one. Each serving copy
+   * is read back; those missing or wrong are dropped while one reads back whole, so repair makes
+   * new ones instead of counting a copy that is gone.
+   */
+  private async dropMissingBeside(id: string): Promise<void> {
+    const { metadata, workers } = this.deps;
+    await this.deps.slots.run(
+      id,
+      async () => {
+        const object = await metadata.getObject(id);
+        if (!object) return;
+        const byId = await nodesById(metadata);
+        const c = this.classify(object, byId);
+        const serving = c.sources.map((n) => n.nodeId);
+        const { checks } = await planReadingBack(workers, object, byId, (checks) => {
+          const missing = serving.filter((n) => !checks.has(n));
+          return missing.length > 0
+            ? { kind: 'readBack' as const, nodeIds: missing }
+            : { kind: 'done' as const };
+        });
+        const bad = serving.filter((n) => checks.get(n) === 'bad');
+        if (bad.length === 0 || !serving.some((n) => checks.get(n) === 'good')) return;
+        this.deps.log.warn(
+          {
+            event: 'repair.copy_back',
+            objectId: id,
+            replicas: object.replicas,
+            checks: Object.fromEntries(checks),
+          },
+          'a lost object has a copy again; the copies still found missing are dropped',
+        );
+        await this.remove(c, bad, bad, 'badCopy', byId);
+      },
+      undefined,
     );
   }
 
