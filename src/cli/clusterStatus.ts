@@ -25,6 +25,7 @@ interface StatsView {
   observedByLeader?: boolean;
   underReplicated?: number | null;
   unavailable?: number | null;
+  lost?: number | null;
   repairing?: number;
   names?: NamesStatus;
 }
@@ -87,10 +88,14 @@ export interface ClusterStatus {
     bytes: number;
     underReplicated: number | null;
     unavailable: number | null;
+    /** Objects with no copy left on any worker the record names (all up): docs/operations.md. */
+    lost: number | null;
     repairing: number;
     names?: NamesStatus;
   } | null;
   problems: string[];
+  /** What needs attention soon but is no failure yet (a nearly full worker): healthy still. */
+  warnings: string[];
   healthy: boolean;
 }
 
@@ -237,6 +242,7 @@ export async function gatherStatus(urls: string[], headers: Record<string, strin
         bytes: stats.bytes,
         underReplicated: stats.underReplicated ?? null,
         unavailable: stats.unavailable ?? null,
+        lost: stats.lost ?? null,
         repairing: stats.repairing ?? 0,
         ...(stats.names ? { names: stats.names } : {}),
       };
@@ -252,9 +258,11 @@ export async function gatherStatus(urls: string[], headers: Record<string, strin
     observedFrom,
     objects,
     problems: [],
+    warnings: [],
     healthy: false,
   };
   status.problems = problemsOf(status);
+  status.warnings = roomWarnings(status);
   status.healthy = status.problems.length === 0;
   return status;
 }
@@ -273,6 +281,10 @@ function problemsOf(s: ClusterStatus): string[] {
   }
   if (s.objects?.underReplicated) problems.push(`${s.objects.underReplicated} objects under-replicated`);
   if (s.objects?.unavailable) problems.push(`${s.objects.unavailable} objects unavailable`);
+  if (s.objects?.lost)
+    problems.push(
+      `${s.objects.lost} objects lost: every worker their record names is up and holds no intact copy (reads answer 500 Lost)`,
+    );
   problems.push(...roomProblems(s));
   return problems;
 }
@@ -300,6 +312,34 @@ function followerProblems(s: ClusterStatus): string[] {
     }
   }
   return problems;
+}
+
+/** A worker with less free space than this share of its disk is nearly full. */
+export const NEARLY_FULL_SHARE = 0.1;
+/** A worker with room for fewer average images than this is nearly full, whatever its disk's size. */
+export const NEARLY_FULL_IMAGES = 100;
+
+/**
+ * Workers nearly full, before they are full (a problem, roomProblems): free space under
+ * NEARLY_FULL_SHARE of the disk, or room for fewer than NEARLY_FULL_IMAGES average images. Status
+ * said "healthy" up to the moment a worker had less room than one image, and uploads then failed.
+ * Only `up` workers, as for roomProblems.
+ */
+function roomWarnings(s: ClusterStatus): string[] {
+  const average = s.objects && s.objects.count > 0 ? Math.round(s.objects.bytes / s.objects.count) : 0;
+  const warnings: string[] = [];
+  for (const w of s.workers) {
+    if (w.state !== 'up' || w.diskFree < average) continue;
+    const disk = w.diskUsed + w.diskFree;
+    const share = disk > 0 ? w.diskFree / disk : 1;
+    const images = average > 0 ? Math.floor(w.diskFree / average) : Number.POSITIVE_INFINITY;
+    if (share >= NEARLY_FULL_SHARE && images >= NEARLY_FULL_IMAGES) continue;
+    const room = Number.isFinite(images) ? `, room for about ${images} average images` : '';
+    warnings.push(
+      `worker ${w.id} is nearly full: ${formatBytes(w.diskFree)} free (${(share * 100).toFixed(1)}% of its disk${room})`,
+    );
+  }
+  return warnings;
 }
 
 /**

@@ -78,7 +78,7 @@ export function renderStatus(s: ClusterStatus): string {
   out.push(
     '',
     o
-      ? `objects: ${o.count} (${formatBytes(o.bytes)}); under-replicated ${dash(o.underReplicated)}, unavailable ${dash(o.unavailable)}, repairing ${o.repairing}`
+      ? `objects: ${o.count} (${formatBytes(o.bytes)}); under-replicated ${dash(o.underReplicated)}, unavailable ${dash(o.unavailable)}, lost ${dash(o.lost)}, repairing ${o.repairing}`
       : 'objects: unknown (no manager answered)',
   );
   if (o?.names && o.names.count > 0) {
@@ -88,6 +88,7 @@ export function renderStatus(s: ClusterStatus): string {
     );
   }
   out.push('', s.healthy ? 'healthy' : `NOT HEALTHY:\n${s.problems.map((p) => `  - ${p}`).join('\n')}`);
+  if (s.warnings.length > 0) out.push(`warnings:\n${s.warnings.map((w) => `  - ${w}`).join('\n')}`);
   return out.join('\n');
 }
 

@@ -48,6 +48,7 @@ export type ImageErrorCode =
   | 'Conflict'
   | 'NotFound'
   | 'Unavailable'
+  | 'Lost'
   | 'NoLiveWorker'
   | 'InsufficientStorage'
   | 'NotLeader'
@@ -134,6 +135,10 @@ function sameObject(a: ObjectView, b: ObjectView): boolean {
   return a.sha256 === b.sha256 && a.size === b.size && a.createdAt === b.createdAt;
 }
 
+function sameReplicas(a: ObjectView, b: ObjectView): boolean {
+  return a.replicas.length === b.replicas.length && a.replicas.every((n) => b.replicas.includes(n));
+}
+
 /** Lets go of a download that will not be sent: its worker connection is freed. */
 function discardDownload(download: Download): void {
   download.release?.();
@@ -142,6 +147,15 @@ function discardDownload(download: Download): void {
 }
 
 /** The metrics label of a failure: its ImageError code, `Internal` for anything unexpected. */
+/**
+ * A read that proves its worker holds no good copy: no such blob (404), or bytes that fail the
+ * record's size or sha256 (checked before anything was sent). A timeout, a refused connection or a
+ * connection cut mid-read proves nothing.
+ */
+function copyGone(err: unknown): boolean {
+  return (err instanceof WorkerCallError && err.code === 'NotFound') || err instanceof ReadCheckFailed;
+}
+
 function outcomeOf(err: unknown): string {
   return err instanceof ImageError ? err.code : 'Internal';
 }
@@ -586,8 +600,9 @@ export class ImageService {
     const current = await this.deps.metadata.getObject(id);
     if (current && sameObject(current, local)) {
       if (early) return early;
-      // The replicas were tried for the current record already: not again.
-      throw earlyFailure;
+      // The replicas were tried for the current record already: not again. A lagging record's
+      // copies may since have moved (repaired elsewhere): those are tried before a verdict.
+      if (sameReplicas(current, local)) throw earlyFailure;
     }
     if (early) discardDownload(early);
     if (!current) throw new ImageError('NotFound', `no image with id ${id}`);
@@ -644,12 +659,17 @@ export class ImageService {
     const id = object.id;
     const serving = await this.servingReplicas(object);
     const failures: string[] = [];
+    /** Replicas whose worker answered it has no such blob, or sent bytes that fail the record's check. */
+    let gone = 0;
     for (const node of serving) {
+      let otherObject = false;
       try {
         const response = await this.deps.workers.getBlob(node.url, id, opts);
         const etag = response.headers.etag;
         if (etag !== `"${object.sha256}"`) {
-          // Other bytes under this id than the record's (or no word of which): never served.
+          // Other bytes under this id than the record's (or no word of which): never served. Not
+          // proof the copy is gone either: the id may have been stored anew while this read ran.
+          otherObject = true;
           await response.body.dump();
           throw new ReadCheckFailed(
             `worker answered etag ${String(etag)}, the record says "${object.sha256}"`,
@@ -658,12 +678,22 @@ export class ImageService {
         const checked = await this.checkedBody(object, node, response, opts);
         return { object, nodeId: node.nodeId, response, ...checked };
       } catch (err) {
+        if (!otherObject && copyGone(err)) gone += 1;
         failures.push(`${node.nodeId} (${err instanceof WorkerCallError ? err.code : 'bad answer'})`);
         this.deps.log.warn(
           { event: 'download.replica_failed', objectId: id, nodeId: node.nodeId, err },
           'replica failed',
         );
       }
+    }
+    if (gone > 0 && gone === object.replicas.length) {
+      // Every worker the record names answered, and none holds the bytes: no worker that may hold
+      // a copy is down or silent. Not for good, though: a worker rejoining with a copy (re-adopted)
+      // makes the image readable again.
+      throw new ImageError(
+        'Lost',
+        `every copy of ${id} is lost: ${failures.join('; ')} (no worker that should hold it has it intact)`,
+      );
     }
     throw new ImageError(
       'Unavailable',

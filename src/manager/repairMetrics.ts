@@ -12,6 +12,8 @@ export class RepairMetrics {
   readonly bytesCopied: Counter;
   readonly underReplicated: Gauge;
   readonly unavailable: Gauge;
+  readonly lost: Gauge;
+  readonly foundLost: Counter;
   readonly oldestUnderReplicatedSeconds: Gauge;
   readonly duration: Histogram;
   readonly nodesMarkedDown: Counter;
@@ -51,7 +53,17 @@ export class RepairMetrics {
     });
     this.unavailable = new Gauge({
       name: 'imgvault_objects_unavailable',
-      help: 'Objects with no replica on a serving worker, as the last repair pass left them',
+      help: 'Objects with no copy on a serving worker (their workers are down: the bytes may come back), as the leader found them',
+      registers,
+    });
+    this.lost = new Gauge({
+      name: 'imgvault_objects_lost',
+      help: 'Objects whose every recorded copy is on a serving worker that holds none of it intact, as the leader found them',
+      registers,
+    });
+    this.foundLost = new Counter({
+      name: 'imgvault_repair_objects_found_lost_total',
+      help: 'Times the leader found an object with no copy left (every worker the record names answered it holds none intact)',
       registers,
     });
     this.oldestUnderReplicatedSeconds = new Gauge({

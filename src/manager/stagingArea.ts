@@ -9,7 +9,7 @@
 // tenth of its CPU per upload (docs/measurements.md).
 
 import { createHash, randomUUID } from 'node:crypto';
-import { open, readdir, rm, unlink } from 'node:fs/promises';
+import { open, readdir, rm, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import { BodyTooSlow } from '../http/requestBody.ts';
@@ -55,6 +55,9 @@ export type StageError =
   | { code: 'NotAnImage'; message: string }
   | { code: 'BodyTooSlow'; message: string }
   | { code: 'LengthMismatch'; message: string }
+  /** The staging disk is full of other uploads' staged files, which free it as they end: retry. */
+  | { code: 'StagingFull'; message: string }
+  /** The staging disk is full, and the staged files would not make room: it will not empty by itself. */
   | { code: 'InsufficientStorage'; message: string };
 
 export type StageResult = { ok: true; staged: StagedFile } | { ok: false; error: StageError };
@@ -127,9 +130,13 @@ class DeclaredBody {
   }
 }
 
-/** The refusal `err` stands for, or null for an unexpected failure. */
+function isDiskFull(err: unknown): boolean {
+  return (err as { code?: unknown }).code === 'ENOSPC';
+}
+
+/** The refusal `err` stands for, or null for an unexpected failure (a full disk: StagingArea.refusalOf). */
 function stageError(err: unknown, maxBytes: number): StageError | null {
-  if ((err as { code?: unknown }).code === 'ENOSPC') {
+  if (isDiskFull(err)) {
     return { code: 'InsufficientStorage', message: "the leader's staging disk is full" };
   }
   if (err instanceof NotAnImage) return { code: 'NotAnImage', message: err.message };
@@ -203,6 +210,8 @@ export class StagingArea {
   /** The memory-held uploads not yet released (by their chunks), each counted once in memoryHeld. */
   private readonly inMemory = new WeakMap<readonly Uint8Array[], HeldBody>();
   private readonly slabs: SlabPool;
+  /** The staged files on disk now, each with the bytes it holds (or will, for a teed body). */
+  private readonly files = new Map<string, () => number>();
 
   private constructor(
     readonly dir: string,
@@ -257,6 +266,7 @@ export class StagingArea {
         yield* held;
       }
     }
+    this.files.set(path, () => size);
     const opened = open(path, 'wx', PRIVATE_FILE_MODE);
     const fd = opened.then((f) => f.fd);
     // Awaited by writeBatched once the first batch is full; this keeps an early failure from
@@ -270,7 +280,7 @@ export class StagingArea {
       }
     } catch (err) {
       await this.discard(path);
-      const error = stageError(err, maxBytes);
+      const error = await this.refusalOf(err, maxBytes, size);
       if (error) return { ok: false, error };
       throw err;
     }
@@ -394,21 +404,22 @@ export class StagingArea {
     }
     const stall = copyStallMs === undefined ? undefined : { ms: copyStallMs, branches: copies };
     const fan = new ChunkFanOut(whole(), held ? copies : copies + 1, undefined, stall);
-    const failed = (err: unknown) => {
-      const error = stageError(err, maxBytes);
+    const failed = async (err: unknown) => {
+      const error = await this.refusalOf(err, maxBytes, size);
       return error ? new StageFailed(error) : err;
     };
     let staged: Promise<StagedUpload>;
     if (held) {
       staged = fan.done.then(
         (): StagedUpload => ({ path: null, chunks: held.chunks, size, contentType, ...sums! }),
-        (err: unknown) => {
+        async (err: unknown) => {
           this.releaseMemory(held.chunks, false);
-          throw failed(err);
+          throw await failed(err);
         },
       );
     } else {
       const path = join(this.dir, `${randomUUID()}.part`);
+      this.files.set(path, () => meter.received);
       const written = this.writeBranch(path, fan.branch(copies));
       written.catch((err: unknown) => fan.abort(err));
       staged = Promise.all([fan.done, written]).then(
@@ -416,7 +427,7 @@ export class StagingArea {
         async (err: unknown) => {
           await Promise.allSettled([fan.done, written]);
           await this.discard(path);
-          throw failed(err);
+          throw await failed(err);
         },
       );
     }
@@ -490,5 +501,37 @@ export class StagingArea {
     await unlink(path).catch((err: unknown) => {
       if ((err as { code?: unknown }).code !== 'ENOENT') throw err;
     });
+    this.files.delete(path);
+  }
+
+  /** The refusal `err` stands for (a full disk judged by `fullDisk`), or null for an unexpected failure. */
+  private async refusalOf(err: unknown, maxBytes: number, need: number): Promise<StageError | null> {
+    return isDiskFull(err) ? this.fullDisk(need) : stageError(err, maxBytes);
+  }
+
+  /**
+   * An upload that needed `need` bytes (its length, or what had arrived) found the staging disk
+   * full, its own file removed. Staged files live only as long as their upload, so when the free
+   * space and the files staged now would hold it, the room comes back within seconds: a retry
+   * (503 StagingFull) rather than a final 507, which says that the disk is full of something else
+   * and will not empty by itself.
+   */
+  private async fullDisk(need: number): Promise<StageError> {
+    let staged = 0;
+    for (const bytes of this.files.values()) staged += bytes();
+    const fs = await statfs(this.dir).catch(() => null);
+    const free = fs ? fs.bavail * fs.bsize : 0;
+    // Free space alone must clear the need by a write batch: a failed write's own blocks were
+    // just freed, and should not pass for room coming back.
+    if ((staged > 0 && free + staged >= need) || free >= need + WRITE_BATCH_BYTES) {
+      return {
+        code: 'StagingFull',
+        message: `the leader's staging disk is full with the uploads in progress (${staged} bytes staged); retry shortly`,
+      };
+    }
+    return {
+      code: 'InsufficientStorage',
+      message: "the leader's staging disk is full, and not with uploads in progress: it needs room freed",
+    };
   }
 }

@@ -66,7 +66,8 @@ async function failure(
 /** One blob of a copy-batch: what the holder sent, or why it did not get there. */
 export type CopyBatchOutcome =
   | { ok: true; sha256: string | null; size: number | null }
-  | { ok: false; message: string };
+  /** `code`: the holder's or the target's error code (BlobNotFound: the holder has no such blob). */
+  | { ok: false; message: string; code: string | null };
 
 /** What a worker found reading its copy back (see workerApp's POST /blobs/:id/verify). */
 export type BlobVerdict =
@@ -387,7 +388,8 @@ export class WorkerClient {
     return results.map((raw, i): CopyBatchOutcome => {
       const r = (raw ?? {}) as Record<string, unknown>;
       const error = (r.error ?? {}) as Record<string, unknown>;
-      if (r.id !== blobs[i]!.id) return { ok: false, message: `result ${i} is not for ${blobs[i]!.id}` };
+      if (r.id !== blobs[i]!.id)
+        return { ok: false, message: `result ${i} is not for ${blobs[i]!.id}`, code: null };
       if (r.ok === true) {
         return {
           ok: true,
@@ -395,7 +397,11 @@ export class WorkerClient {
           size: typeof r.size === 'number' ? r.size : null,
         };
       }
-      return { ok: false, message: `${String(error.code ?? 'Error')}: ${String(error.message ?? '')}` };
+      return {
+        ok: false,
+        message: `${String(error.code ?? 'Error')}: ${String(error.message ?? '')}`,
+        code: typeof error.code === 'string' ? error.code : null,
+      };
     });
   }
 

@@ -4,6 +4,7 @@
 
 import { afterEach, describe, expect, it } from 'vitest';
 import { gatherStatus } from '../../src/cli/clusterStatus.ts';
+import { renderStatus } from '../../src/cli/statusCommand.ts';
 import type { RaftPeerView, RaftView } from '../../src/protocol/raftView.ts';
 import { type LoopbackServer, listenOnLoopback } from '../helpers/loopbackServer.ts';
 
@@ -14,8 +15,16 @@ afterEach(async () => {
 
 type Follower = { leader: string | null; progress: RaftPeerView['state']; member?: boolean };
 
-/** Managers m1 (the leader) .. mN on loopback ports; `followers` says how each other one stands. */
-async function standInCluster(followers: Record<string, Follower>): Promise<string[]> {
+const HEALTHY_STATS = { objects: 0, bytes: 0, underReplicated: 0, unavailable: 0, lost: 0, repairing: 0 };
+
+/**
+ * Managers m1 (the leader) .. mN on loopback ports; `followers` says how each other one stands,
+ * `tables` what every manager answers for the workers and the object counts.
+ */
+async function standInCluster(
+  followers: Record<string, Follower>,
+  tables: { nodes?: unknown[]; stats?: Record<string, unknown> } = {},
+): Promise<string[]> {
   const ids = ['m1', ...Object.keys(followers)];
   const views = new Map<string, RaftView>();
   const urls: Record<string, string> = {};
@@ -26,9 +35,9 @@ async function standInCluster(followers: Record<string, Follower>): Promise<stri
         req.url === '/v1/cluster/raft'
           ? view
           : req.url === '/v1/cluster/nodes'
-            ? { nodes: [] }
+            ? { nodes: tables.nodes ?? [] }
             : req.url === '/v1/cluster/stats'
-              ? { objects: 0, bytes: 0, underReplicated: 0, unavailable: 0, repairing: 0 }
+              ? { ...HEALTHY_STATS, ...tables.stats }
               : null;
       res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body ?? {}));
@@ -116,5 +125,71 @@ describe('status and the members that answer', () => {
       ['m3', true],
       ['m4', false],
     ]);
+  });
+});
+
+describe('status and the objects', () => {
+  const inSync = { m2: { leader: 'm1', progress: 'replicate' as const } };
+
+  it('names lost objects apart from unavailable ones, as a problem', async () => {
+    const urls = await standInCluster(inSync, { stats: { objects: 3, bytes: 3_000, lost: 2 } });
+    const status = await gatherStatus(urls, {});
+    expect(status.objects?.lost).toBe(2);
+    expect(status.healthy).toBe(false);
+    expect(status.problems).toEqual([expect.stringMatching(/^2 objects lost: every worker/)]);
+    expect(renderStatus(status)).toContain('unavailable 0, lost 2,');
+  });
+});
+
+describe('status and the room on workers', () => {
+  const inSync = { m2: { leader: 'm1', progress: 'replicate' as const } };
+  const MiB = 1024 * 1024;
+  const worker = (id: string, diskUsed: number, diskFree: number) => ({
+    id,
+    url: `http://${id}`,
+    zone: 'z',
+    state: 'up',
+    silenceMs: 10,
+    diskUsed,
+    diskFree,
+    stored: { objects: 0, bytes: 0 },
+  });
+  // 1,000 images of 1 MiB on average.
+  const stats = { objects: 1_000, bytes: 1_000 * MiB };
+
+  it('warns of a nearly full worker, and stays healthy', async () => {
+    const urls = await standInCluster(inSync, {
+      stats,
+      nodes: [
+        worker('w1', 100 * MiB, 900 * MiB),
+        // 5% of its disk free: room for 50 images.
+        worker('w2', 950 * MiB, 50 * MiB),
+        // 20% of a small disk, room for 40 images.
+        worker('w3', 160 * MiB, 40 * MiB),
+      ],
+    });
+    const status = await gatherStatus(urls, {});
+    expect(status.healthy).toBe(true);
+    expect(status.problems).toEqual([]);
+    expect(status.warnings).toEqual([
+      'worker w2 is nearly full: 50.0 MiB free (5.0% of its disk, room for about 50 average images)',
+      'worker w3 is nearly full: 40.0 MiB free (20.0% of its disk, room for about 40 average images)',
+    ]);
+    const text = renderStatus(status);
+    expect(text).toContain('healthy\nwarnings:\n  - worker w2 is nearly full');
+  });
+
+  it('calls a full worker a problem, not also a warning', async () => {
+    const urls = await standInCluster(inSync, {
+      stats,
+      nodes: [
+        worker('w1', 100 * MiB, 900 * MiB),
+        worker('w2', 100 * MiB, 900 * MiB),
+        worker('w3', 999 * MiB, MiB / 2),
+      ],
+    });
+    const status = await gatherStatus(urls, {});
+    expect(status.problems).toEqual([expect.stringContaining('worker w3 is full')]);
+    expect(status.warnings).toEqual([]);
   });
 });

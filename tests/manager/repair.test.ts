@@ -240,7 +240,7 @@ describe('RepairLoop', () => {
     expect(batchRequests).toBe(1);
   });
 
-  it('after a failed copy, tries the next target from the next holder', async () => {
+  it("a holder without the bytes is not the target's fault: the same target gets the copy from the next holder", async () => {
     const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }, { id: 'w4' }]);
     hearAll(s, { w4: 500_000 });
     const bytes = await putObject(s, 'turn', ['w1', 'w2']);
@@ -250,13 +250,14 @@ describe('RepairLoop', () => {
     await w1.store.delete('turn');
     await s.client.putBlob(w1.url, 'turn', sha256Of(other), other.length, Readable.from([other]));
     await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'draining', at: s.clock.now });
-    const report = await placementLoop(s).pass();
+    const events = eventLog();
+    const report = await placementLoop(s, { log: events.logger }).pass();
     expect(report?.outcomes).toMatchObject({ copied: 1, failed: 0 });
-    expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(1);
-    // w3, the first target, got nothing from w1; w4, the next, got w2's copy.
-    expect((await s.sm.getObject('turn'))?.replicas.sort()).toEqual(['w2', 'w4']);
-    expect((await s.workers.get('w3')!.store.stat('turn')).ok).toBe(false);
-    const copy = await s.client.getBlob(s.workers.get('w4')!.url, 'turn');
+    expect(await metric(s, 'imgvault_repair_fallbacks_total')).toBe(0);
+    expect(events.count('repair.target_failed')).toBe(0);
+    // w3, the first target, got w2's copy once w1 had none to send.
+    expect((await s.sm.getObject('turn'))?.replicas.sort()).toEqual(['w2', 'w3']);
+    const copy = await s.client.getBlob(s.workers.get('w3')!.url, 'turn');
     expect(sha256Of(Buffer.from(await copy.body.arrayBuffer()))).toBe(sha256Of(bytes));
   });
 
@@ -648,7 +649,10 @@ describe('repair data-loss guards', () => {
     await w1.store.delete('obj');
     await s.client.putBlob(w1.url, 'obj', sha256Of(other), other.length, Readable.from([other]));
     await propose(s, { type: 'markNodeState', nodeId: 'w2', state: 'down', at: s.clock.now });
-    expect((await placementLoop(s).pass())?.outcomes).toMatchObject({ copied: 0, failed: 1 });
+    // w1's copy reads back as other bytes, w2 is down and may hold the one copy left: unavailable.
+    expect((await placementLoop(s).pass())?.outcomes).toMatchObject({ copied: 0, noSource: 1 });
+    expect(await metric(s, 'imgvault_objects_unavailable')).toBe(1);
+    expect(await metric(s, 'imgvault_objects_lost')).toBe(0);
     expect((await s.sm.getObject('obj'))?.replicas).toEqual(['w1', 'w2']);
     expect((await s.workers.get('w3')!.store.stat('obj')).ok).toBe(false);
   });

@@ -11,6 +11,7 @@ import { SLAB_BYTES } from '../../src/manager/heldBodies.ts';
 import { StagingArea } from '../../src/manager/stagingArea.ts';
 import { collectGarbage } from '../../src/metadata/batchMemory.ts';
 import { crc32cHex } from '../../src/protocol/checksums.ts';
+import { until } from '../helpers/until.ts';
 import { mountTmpfs, unmount } from '../storagenode/workerHarness.ts';
 import { type TiffOptions, tiffFile } from './tiffFiles.ts';
 
@@ -479,9 +480,74 @@ describe('StagingArea on a full disk', () => {
     const staging = await StagingArea.open(join(root, 'staging'));
     const big = Buffer.concat([PNG, Buffer.alloc(512 * 1024, 1)]);
     const result = await staging.stage(chunked(big, 16 * 1024), 1024 * 1024);
-    expect(result).toEqual({
+    expect(result).toMatchObject({
       ok: false,
-      error: { code: 'InsufficientStorage', message: "the leader's staging disk is full" },
+      error: { code: 'InsufficientStorage', message: expect.stringContaining('staging disk is full') },
+    });
+    expect(await readdir(join(root, 'staging'))).toEqual([]);
+  });
+});
+
+describe('StagingArea on a disk full of uploads in progress', () => {
+  // A real full disk: a 1 MiB tmpfs, skipped without the privilege to mount one.
+  let root = '';
+  let mounted = false;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'imgvault-staging-busy-'));
+    mounted = mountTmpfs(root, '1m');
+  });
+  /** Uploads held open, ended and awaited whatever happened, so no file stays open on the tmpfs. */
+  const held: { end: () => void; staged: Promise<unknown> }[] = [];
+  afterEach(async () => {
+    for (const h of held.splice(0)) {
+      h.end();
+      await h.staged.catch(() => {});
+    }
+    if (mounted) unmount(root);
+    await rm(root, { recursive: true, force: true });
+  });
+
+  /** A PNG body of `size` bytes whose last chunk waits for `end()`: its staged file stays meanwhile. */
+  function heldOpen(size: number): { body: AsyncIterable<Uint8Array>; end: () => void } {
+    let end!: () => void;
+    const ended = new Promise<void>((resolve) => (end = resolve));
+    const bytes = Buffer.concat([PNG, Buffer.alloc(size - PNG.length, 7)]);
+    async function* body() {
+      for (let i = 0; i < bytes.length - 1024; i += 64 * 1024)
+        yield bytes.subarray(i, Math.min(i + 64 * 1024, bytes.length - 1024));
+      await ended;
+      yield bytes.subarray(bytes.length - 1024);
+    }
+    return { body: body(), end };
+  }
+
+  it('asks for a retry (StagingFull) while staged uploads fill it, and answers 507 only when they would not make room', async (ctx) => {
+    if (!mounted) ctx.skip();
+    const staging = await StagingArea.open(join(root, 'staging'));
+    const big = Buffer.concat([PNG, Buffer.alloc(512 * 1024, 1)]);
+    // An upload in progress holds three write batches (768 KiB) of the 1 MiB disk.
+    const first = heldOpen(800 * 1024);
+    const firstStaged = staging.stage(first.body, 1 << 24);
+    held.push({ end: first.end, staged: firstStaged });
+    await until('the first upload staged 768 KiB', async () => {
+      const [name] = await readdir(join(root, 'staging'));
+      return name !== undefined && (await readFile(join(root, 'staging', name))).length >= 768 * 1024;
+    });
+    const refused = await staging.stage(chunked(big, 64 * 1024), 1 << 24);
+    expect(refused).toMatchObject({ ok: false, error: { code: 'StagingFull' } });
+    // The first upload ends and its file goes: the same upload fits now.
+    first.end();
+    const done = await firstStaged;
+    expect(done.ok).toBe(true);
+    if (done.ok) await staging.release(done.staged);
+    const second = await staging.stage(chunked(big, 64 * 1024), 1 << 24);
+    expect(second.ok).toBe(true);
+    if (second.ok) await staging.release(second.staged);
+    // Something else fills the disk: no staged file would make room, so the refusal is final.
+    await writeFile(join(root, 'other'), Buffer.alloc(900 * 1024));
+    expect(await staging.stage(chunked(big, 64 * 1024), 1 << 24)).toMatchObject({
+      ok: false,
+      error: { code: 'InsufficientStorage' },
     });
     expect(await readdir(join(root, 'staging'))).toEqual([]);
   });

@@ -16,7 +16,7 @@ export function clusterRoutes(opts: {
   liveness: WorkerLiveness;
   isLeader: () => boolean;
   /** The repair loop's gauges: only the leader's are meaningful (followers hold zeros). */
-  repairMetrics?: Pick<RepairMetrics, 'underReplicated' | 'unavailable'>;
+  repairMetrics?: Pick<RepairMetrics, 'underReplicated' | 'unavailable' | 'lost'>;
 }) {
   const app = new Hono();
 
@@ -77,6 +77,7 @@ export function clusterRoutes(opts: {
       observedByLeader: leading,
       underReplicated: await gauge(opts.repairMetrics?.underReplicated),
       unavailable: await gauge(opts.repairMetrics?.unavailable),
+      lost: await gauge(opts.repairMetrics?.lost),
       repairing,
       names: await namesFigures(),
     });

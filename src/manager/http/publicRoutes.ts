@@ -31,6 +31,8 @@ const STATUS: Record<Exclude<ImageErrorCode, 'NotLeader'>, ContentfulStatusCode>
   Conflict: 409,
   NotFound: 404,
   Unavailable: 503,
+  // The server's failure, not the client's, and not cached as a 410 would be: a copy may come back.
+  Lost: 500,
   NoLiveWorker: 503,
   InsufficientStorage: 507,
   NoLeader: 503,

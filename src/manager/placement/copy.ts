@@ -23,6 +23,9 @@ const OUTCOMES = [
   'dropped',
   'trimmed',
   'unavailable',
+  'lost',
+  /** Every holder the copy was asked of answered it has none: repair judges the object. */
+  'noSource',
   'noTarget',
   'failed',
   'skipped',
@@ -47,6 +50,12 @@ export interface CopyJob {
   /** Gives back the object's slot, held since the plan (execute.ts, Release). */
   release: () => void;
 }
+
+/**
+ * Answers of a holder about its own copy: it has none, or other bytes under the id. The holder is
+ * to blame, not the target: the copy goes from another holder, or the object has no source left.
+ */
+const SOURCE_GONE: ReadonlySet<string> = new Set(['BlobNotFound', 'BlobConflict']);
 
 /** What the holder says it sent, against the record: the target checked the holder's claim only. */
 function sentOther(sent: { sha256: string | null; size: number | null }, object: ObjectView): string | null {
@@ -91,13 +100,13 @@ export class Copier {
    * (measured by bench:repair, docs/operations.md). The copies that failed then go again, each to
    * its next target (a fallback) from its next holder, until they run out of targets or holders.
    */
-  async copy(jobs: CopyJob[], out: Outcomes): Promise<void> {
+  async copy(jobs: CopyJob[], out: Outcomes, sourceless: Classified[] = []): Promise<void> {
     const { raft, metrics } = this.deps;
     metrics.started.inc(jobs.length);
     while (jobs.length > 0 && raft.isLeader()) {
       const again: CopyJob[] = [];
       const send = async (batch: CopyJob[]) => {
-        again.push(...(await this.send(batch, out)));
+        again.push(...(await this.send(batch, out, sourceless)));
       };
       await runLanes(this.bounds.concurrency, batchesOf(jobs, this.bounds.batchBytes), send, () =>
         raft.isLeader(),
@@ -108,9 +117,10 @@ export class Copier {
 
   /**
    * One copy batch: its holder copies its blobs to its target in one request, and the copies that
-   * arrived are committed. Returns the jobs that have another attempt left, counting the rest failed.
+   * arrived are committed. Returns the jobs that have another attempt left, counting the rest failed;
+   * those whose every holder answered it has no copy go to `sourceless` instead (repair judges them).
    */
-  private async send(batch: CopyJob[], out: Outcomes): Promise<CopyJob[]> {
+  private async send(batch: CopyJob[], out: Outcomes, sourceless: Classified[]): Promise<CopyJob[]> {
     const { workers, log, metrics, liveness } = this.deps;
     // A copy's duration runs from its batch's request, not from the start of the copy phase.
     const startedAt = this.now();
@@ -135,7 +145,15 @@ export class Copier {
         copied.push(job.c);
         continue;
       }
-      if (answer) {
+      if (answer && !answer.ok && answer.code !== null && SOURCE_GONE.has(answer.code)) {
+        // The holder has no copy to send: the same target is tried from the job's next holder.
+        job.holders = job.holders.filter((h) => h.nodeId !== holder.nodeId);
+        if (job.holders.length === 0) {
+          out.noSource += 1;
+          sourceless.push(job.c);
+          continue;
+        }
+      } else if (answer) {
         const at = { objectId: job.c.object.id, ...logged, err: wrong };
         log.warn({ event: 'repair.target_failed', ...at }, 'repair target failed');
         // A holder with other bytes under this id made a copy of the wrong image: it is removed,

@@ -44,7 +44,7 @@ export class RepairWalk {
 
   constructor(private readonly metadata: MetadataStateMachine) {}
 
-  /** `hasSource`: a serving worker holds a copy of the object. */
+  /** `hasSource`: a serving worker holds a copy of the object, and it was not found lost or unavailable. */
   async step(
     nodes: NodeView[],
     limit: number,

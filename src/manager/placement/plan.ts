@@ -128,6 +128,26 @@ export function planRepair(
   return { kind: 'healthy' };
 }
 
+export type SourcelessVerdict = ReadBack | { kind: 'lost' | 'unavailable' | 'retry' };
+
+/**
+ * An object whose every serving holder answered it has no copy to send (none, or other bytes):
+ * each is read back first, since a claim proves nothing. Lost only when every worker the record
+ * names is serving and its copy reads back missing or wrong. A worker down or silent may hold the
+ * last copy (unavailable: it may come back); a copy that reads back whole, or a worker that could
+ * not be asked, leaves the object to the next pass.
+ */
+export function judgeSourceless(object: ObjectView, r: Replicas, checks: Checks): SourcelessVerdict {
+  const serving = new Set(r.sources.map((n) => n.nodeId));
+  const ask = readBackFirst(
+    object.replicas.filter((n) => serving.has(n)),
+    checks,
+  );
+  if (ask) return ask;
+  if (object.replicas.some((n) => serving.has(n) && checks.get(n) !== 'bad')) return { kind: 'retry' };
+  return object.replicas.every((n) => serving.has(n)) ? { kind: 'lost' } : { kind: 'unavailable' };
+}
+
 /**
  * Two healthy copies exist beside copies on leaving nodes: the record forgets those. A leaving
  * copy still serving is deleted for good, so the copies that stay are read back first; any found

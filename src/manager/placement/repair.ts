@@ -18,6 +18,7 @@ import {
   type Outcomes,
   type RepairOutcome,
 } from './copy.ts';
+import { CopylessObjects } from './copyless.ts';
 import {
   commitChange,
   deleteCopy,
@@ -31,6 +32,7 @@ import { RepairWalk } from './observe.ts';
 import {
   type Checks,
   classify,
+  judgeSourceless,
   LEAVING,
   type Nodes,
   needsRepair,
@@ -46,6 +48,13 @@ export interface RepairDeps extends ExecutorDeps {
   /** Bytes one copy batch carries at most (default BATCH_BYTES). */
   batchBytes?: number;
 }
+
+/** Tracked verdicts a pass checks against the tables (the rest wait for the next passes). */
+const REVALIDATE_PAGE = 2_000;
+/** How often the copies of a lost object are asked again: one may be back (restored, rejoined). */
+const LOST_RECHECK_MS = 60_000;
+/** Lost objects whose copies a pass asks again, at most. */
+const RECHECKS_PER_PASS = 32;
 
 /** How each reason to forget a copy is logged. */
 const REMOVED = {
@@ -80,6 +89,8 @@ export class Repairer {
   private readonly now: () => number;
   private readonly batchBytes: number;
   private readonly copier: Copier;
+  /** Objects found with no copy to repair from, unavailable or lost: not planned while that holds. */
+  private readonly copyless = new CopylessObjects();
 
   constructor(private readonly deps: RepairDeps) {
     this.now = deps.now ?? Date.now;
@@ -92,16 +103,18 @@ export class Repairer {
   async pass(): Promise<PassReport | null> {
     const { raft, metadata } = this.deps;
     if (!raft.isLeader()) {
+      this.copyless.clear();
       await this.updateGauges([], new Map());
       return null;
     }
     const byId = await nodesById(metadata);
-    const objects = await this.walk.step(
-      [...byId.values()],
-      this.deps.maxObjectsPerPass ?? 2_000,
-      (o) => this.classify(o, byId).sources.length > 0,
-    );
-    const work = objects.map((o) => this.classify(o, byId)).filter(needsRepair);
+    await this.revalidate(byId);
+    const objects = await this.walk.step([...byId.values()], this.deps.maxObjectsPerPass ?? 2_000, (o) => {
+      const c = this.classify(o, byId);
+      return c.sources.length > 0 && this.copyless.holds(o, c) === null;
+    });
+    const work = this.needingWork(objects.map((o) => this.classify(o, byId)));
+    await runLanes(this.deps.concurrency, this.copyless.takeCameBack(), (id) => this.dropMissingBeside(id));
     await this.updateGauges(work, byId);
     // Objects down to one live copy (or none) first: they are one failure away from loss.
     work.sort((a, b) => a.healthy.length - b.healthy.length);
@@ -109,6 +122,7 @@ export class Repairer {
     // then made together, their slots held from their plan until their outcome.
     const outcomes = noOutcomes();
     const planned: Planned = { jobs: [], bytes: 0 };
+    const sourceless: Classified[] = [];
     const step = async (c: Classified) => {
       const outcome = await this.step(c.object.id, planned);
       if (outcome !== null) outcomes[outcome] += 1;
@@ -116,11 +130,15 @@ export class Repairer {
     this.newlyWithoutTarget = [];
     try {
       await runLanes(this.deps.concurrency, work, step, () => raft.isLeader());
-      await this.copier.copy(planned.jobs, outcomes);
+      await this.copier.copy(planned.jobs, outcomes, sourceless);
     } finally {
       // Jobs the copier never finished (leadership lost) hold their slot still.
       for (const job of planned.jobs) job.release();
     }
+    const judge = async (c: Classified) => {
+      if ((await this.judge(c.object.id)) === 'lost') outcomes.lost += 1;
+    };
+    await runLanes(this.deps.concurrency, sourceless, judge, () => raft.isLeader());
     this.reportNoTarget(outcomes.noTarget);
     const drained = await this.finishDrains();
     if (work.length > 0) await this.recount(work);
@@ -135,8 +153,132 @@ export class Repairer {
   private async recount(work: Classified[]): Promise<void> {
     const byId = await nodesById(this.deps.metadata);
     const now = await this.deps.metadata.getObjects(work.map((w) => w.object.id));
-    const left = now.flatMap((o) => (o === null ? [] : [this.classify(o, byId)])).filter(needsRepair);
+    const left = this.needingWork(now.flatMap((o) => (o === null ? [] : [this.classify(o, byId)])));
     await this.updateGauges(left, byId);
+  }
+
+  /**
+   * The objects off their goal that a pass plans: not those with a verdict of no source that still
+   * holds (lost, or unavailable as judged). An object no serving worker holds is planned (it is
+   * reported unavailable once) and noted as unavailable.
+   */
+  private needingWork(classified: Classified[]): Classified[] {
+    return classified.filter((c) => {
+      const judged = this.copyless.observe(c.object, c);
+      return needsRepair(c) && (!judged || c.sources.length === 0);
+    });
+  }
+
+  /**
+   * Checks a page of the tracked verdicts against the tables (an object deleted, a copy re-adopted,
+   * a worker back: the verdict goes), and asks the copies of lost objects again now and then.
+   */
+  private async revalidate(byId: Nodes): Promise<void> {
+    const ids = this.copyless.page(REVALIDATE_PAGE);
+    if (ids.length === 0) return;
+    const objects = await this.deps.metadata.getObjects(ids);
+    const now = this.now();
+    const due: string[] = [];
+    for (const [i, id] of ids.entries()) {
+      const object = objects[i];
+      if (!object) {
+        this.copyless.forget(id);
+        continue;
+      }
+      this.copyless.observe(object, this.classify(object, byId));
+      if (due.length < RECHECKS_PER_PASS && this.copyless.dueForCheck(id, now, LOST_RECHECK_MS)) due.push(id);
+    }
+    await runLanes(this.deps.concurrency, due, async (id) => void (await this.judge(id)));
+  }
+
+  /**
+   * An object whose every holder answered it has no copy to send (or one whose verdict is due):
+   * its copies are read back and it is judged lost, unavailable or worth another pass
+   * (judgeSourceless). A new verdict is logged once and then holds: no copy is tried meanwhile.
+   */
+  private async judge(id: string): Promise<'lost' | 'unavailable' | 'retry' | 'busy'> {
+    const { metadata, workers, log, metrics } = this.deps;
+    return this.deps.slots.run(
+      id,
+      async () => {
+        const object = await metadata.getObject(id);
+        if (!object) {
+          this.copyless.forget(id);
+          return 'retry';
+        }
+        const byId = await nodesById(metadata);
+        const c = this.classify(object, byId);
+        const was = this.copyless.holds(object, c);
+        const { action, checks } = await planReadingBack(workers, object, byId, (checks) =>
+          judgeSourceless(object, c, checks),
+        );
+        const at = { objectId: id, replicas: object.replicas, checks: Object.fromEntries(checks) };
+        if (action.kind === 'retry') {
+          this.copyless.forget(id);
+          if (was !== 'lost') return 'retry';
+          log.warn({ event: 'repair.copy_back', ...at }, 'a lost object has a copy again');
+          // The copies still missing go from the record, so repair makes new ones.
+          const bad = object.replicas.filter((n) => checks.get(n) === 'bad');
+          if (bad.length > 0 && object.replicas.some((n) => checks.get(n) === 'good'))
+            await this.remove(c, bad, bad, 'badCopy', byId);
+          return 'retry';
+        }
+        if (!this.copyless.set(object, c, action.kind, this.now())) return action.kind;
+        if (action.kind === 'lost') {
+          metrics.foundLost.inc();
+          log.error(
+            { event: 'repair.lost', ...at },
+            'object lost: every worker its record names is up and holds no intact copy; repair stops trying until a copy comes back',
+          );
+        } else {
+          log.warn(
+            { event: 'repair.unavailable', ...at },
+            'the serving workers hold no copy; the others are down: waiting for one to return',
+          );
+        }
+        return action.kind;
+      },
+      'busy' as const,
+    );
+  }
+
+  /**
+   * An object found lost whose record changed since, most often by a copy re-adopted: the copies
+   * the record still names were found missing, and it cannot drop the last one. Each serving copy
+   * is read back; those missing or wrong are dropped while one reads back whole, so repair makes
+   * new ones instead of counting a copy that is gone.
+   */
+  private async dropMissingBeside(id: string): Promise<void> {
+    const { metadata, workers } = this.deps;
+    await this.deps.slots.run(
+      id,
+      async () => {
+        const object = await metadata.getObject(id);
+        if (!object) return;
+        const byId = await nodesById(metadata);
+        const c = this.classify(object, byId);
+        const serving = c.sources.map((n) => n.nodeId);
+        const { checks } = await planReadingBack(workers, object, byId, (checks) => {
+          const missing = serving.filter((n) => !checks.has(n));
+          return missing.length > 0
+            ? { kind: 'readBack' as const, nodeIds: missing }
+            : { kind: 'done' as const };
+        });
+        const bad = serving.filter((n) => checks.get(n) === 'bad');
+        if (bad.length === 0 || !serving.some((n) => checks.get(n) === 'good')) return;
+        this.deps.log.warn(
+          {
+            event: 'repair.copy_back',
+            objectId: id,
+            replicas: object.replicas,
+            checks: Object.fromEntries(checks),
+          },
+          'a lost object has a copy again; the copies still found missing are dropped',
+        );
+        await this.remove(c, bad, bad, 'badCopy', byId);
+      },
+      undefined,
+    );
   }
 
   /** Plans from a fresh read of the tables (and the read-backs the plan asks for), then acts; null: a copy planned. */
@@ -291,7 +433,8 @@ export class Repairer {
    * a page of the rest. Objects with a copy on a leaving worker are counted from the workers'
    * object counters instead, so the gauge holds the whole backlog however many passes it takes (an
    * upper bound: an object on two leaving workers counts twice); the sample adds the others (a copy
-   * found bad). `unavailable` stays the sample's.
+   * found bad). `unavailable` and `lost` count every object with such a verdict (copyless.ts);
+   * lost objects are not counted under-replicated.
    */
   private async updateGauges(work: Classified[], byId: Nodes): Promise<void> {
     const now = this.now();
@@ -308,7 +451,8 @@ export class Repairer {
       oldest = Math.max(oldest, now - Math.max(w.object.createdAt, Number.isFinite(left) ? left : 0));
     }
     this.deps.metrics.underReplicated.set(under);
-    this.deps.metrics.unavailable.set(work.filter((w) => w.sources.length === 0).length);
+    this.deps.metrics.unavailable.set(this.copyless.count('unavailable'));
+    this.deps.metrics.lost.set(this.copyless.count('lost'));
     this.deps.metrics.oldestUnderReplicatedSeconds.set(oldest / 1000);
   }
 

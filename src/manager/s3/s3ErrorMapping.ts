@@ -18,6 +18,7 @@ const FROM_IMAGE: Record<ImageErrorCode, S3ErrorCode> = {
   Conflict: 'InternalError',
   NotFound: 'NoSuchKey',
   Unavailable: 'ServiceUnavailable',
+  Lost: 'InternalError',
   NoLiveWorker: 'ServiceUnavailable',
   InsufficientStorage: 'InsufficientStorage',
   NotLeader: 'ServiceUnavailable',

@@ -289,6 +289,7 @@ function renderTotals(s) {
       card('bytes', st ? bytes(st.bytes) : '?'),
       card('under-replicated', counted(st?.underReplicated), (st?.underReplicated ?? 0) > 0),
       card('unavailable', counted(st?.unavailable), (st?.unavailable ?? 0) > 0),
+      card('lost', counted(st?.lost), (st?.lost ?? 0) > 0),
       card('repairing', counted(st?.repairing), (st?.repairing ?? 0) > 0),
     );
 }

@@ -1,0 +1,147 @@
+// Objects with no copy left to repair from, against real tables and real workers
+// (placementFixture.ts): lost (every worker the record names is up and holds no intact copy) told
+// apart from unavailable (a worker that may hold a copy is down), repair that stops trying a lost
+// object and counts it, reads that say so, and a copy that comes back undoing the verdict.
+
+import { afterEach, describe, expect, it } from 'vitest';
+import { eventLog } from '../helpers/eventLog.ts';
+import { sha256Of } from '../storagenode/workerHarness.ts';
+import {
+  cleanup,
+  hearAll,
+  metric,
+  placementLoop,
+  propose,
+  putObject,
+  type Setup,
+  setup,
+} from './placementFixture.ts';
+import { readingImageService } from './readingImageService.ts';
+
+afterEach(cleanup);
+
+/** `gone` on w1 and w2, then both copies lost as the workers report them: w1's dropped, w2's kept as the last. */
+async function lostObject(): Promise<{ s: Setup; bytes: Buffer }> {
+  const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+  hearAll(s);
+  const bytes = await putObject(s, 'gone', ['w1', 'w2']);
+  await propose(s, { type: 'removeReplica', id: 'gone', nodeId: 'w1' });
+  for (const nodeId of ['w1', 'w2']) await s.client.deleteBlob(s.workers.get(nodeId)!.url, 'gone');
+  return { s, bytes };
+}
+
+describe('an object with no copy left', () => {
+  it('is found lost once, counted, and not tried again on every pass', async () => {
+    const { s } = await lostObject();
+    const events = eventLog();
+    const repair = placementLoop(s, { log: events.logger });
+    expect((await repair.pass())?.outcomes.lost).toBe(1);
+    const started = await metric(s, 'imgvault_repairs_started_total');
+    for (let pass = 0; pass < 3; pass++) await repair.pass();
+    expect(await metric(s, 'imgvault_repairs_started_total')).toBe(started);
+    expect(events.count('repair.lost')).toBe(1);
+    expect(events.count('repair.target_failed')).toBe(0);
+    expect(events.count('repair.failed')).toBe(0);
+    expect(await metric(s, 'imgvault_repair_objects_found_lost_total')).toBe(1);
+    expect(await metric(s, 'imgvault_objects_lost')).toBe(1);
+    expect(await metric(s, 'imgvault_objects_unavailable')).toBe(0);
+    expect(await metric(s, 'imgvault_objects_under_replicated')).toBe(0);
+    // The record keeps its last copy's worker: nothing is destroyed by the verdict.
+    expect((await s.sm.getObject('gone'))?.replicas).toEqual(['w2']);
+  });
+
+  it('is readable and repaired again once a worker rejoins with a copy, and no longer counted lost', async () => {
+    const { s, bytes } = await lostObject();
+    const repair = placementLoop(s);
+    await repair.pass();
+    await repair.pass();
+    expect(await metric(s, 'imgvault_objects_lost')).toBe(1);
+    // w3 comes back holding a copy, which rejoin re-adopts.
+    await s.client.putBlob(s.workers.get('w3')!.url, 'gone', sha256Of(bytes), bytes.length, bytes);
+    await propose(s, { type: 'addReplica', id: 'gone', nodeId: 'w3' });
+    await repair.pass();
+    await repair.pass();
+    expect(await metric(s, 'imgvault_objects_lost')).toBe(0);
+    // w2's copy, recorded though missing, is dropped, and repair makes a second copy from w3's.
+    const replicas = (await s.sm.getObject('gone'))?.replicas ?? [];
+    expect(replicas).toHaveLength(2);
+    expect(replicas).toContain('w3');
+    for (const nodeId of replicas) expect((await s.workers.get(nodeId)!.store.stat('gone')).ok).toBe(true);
+  });
+
+  it('a copy put back where the record names it is noticed when the lost object is checked again', async () => {
+    const { s, bytes } = await lostObject();
+    const events = eventLog();
+    const repair = placementLoop(s, { log: events.logger });
+    await repair.pass();
+    await s.client.putBlob(s.workers.get('w2')!.url, 'gone', sha256Of(bytes), bytes.length, bytes);
+    s.clock.now += 61_000;
+    hearAll(s);
+    await repair.pass();
+    await repair.pass();
+    expect(events.count('repair.copy_back')).toBe(1);
+    expect(await metric(s, 'imgvault_objects_lost')).toBe(0);
+    expect((await s.sm.getObject('gone'))?.replicas.sort()).toEqual(['w1', 'w2']);
+  });
+
+  it('is unavailable, not lost, while a worker its record names is down', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    await putObject(s, 'maybe', ['w1', 'w2']);
+    await s.client.deleteBlob(s.workers.get('w2')!.url, 'maybe');
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const events = eventLog();
+    const repair = placementLoop(s, { log: events.logger });
+    await repair.pass();
+    const started = await metric(s, 'imgvault_repairs_started_total');
+    await repair.pass();
+    await repair.pass();
+    expect(await metric(s, 'imgvault_repairs_started_total')).toBe(started);
+    expect(await metric(s, 'imgvault_objects_lost')).toBe(0);
+    expect(await metric(s, 'imgvault_objects_unavailable')).toBe(1);
+    expect(events.count('repair.lost')).toBe(0);
+  });
+
+  it('counts every unavailable object, not only those one pass examined', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (let i = 0; i < 10; i++) await putObject(s, `u-${i}`, ['w1', 'w2'], 100);
+    for (const nodeId of ['w1', 'w2'])
+      await propose(s, { type: 'markNodeState', nodeId, state: 'down', at: s.clock.now });
+    // One object a pass: a pass reads a few of the down workers' objects.
+    const repair = placementLoop(s, { maxObjectsPerPass: 1 });
+    for (let pass = 0; pass < 6; pass++) await repair.pass();
+    expect(await metric(s, 'imgvault_objects_unavailable')).toBe(10);
+    // w1 returns: every object has a copy to read again.
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'up', at: s.clock.now });
+    await repair.pass();
+    expect(await metric(s, 'imgvault_objects_unavailable')).toBe(0);
+  });
+
+  it('answers a read with Lost when every worker its record names answered it has no copy', async () => {
+    const { s } = await lostObject();
+    const { images, removeStaging } = await readingImageService({ metadata: s.sm, workers: s.client });
+    try {
+      await expect(images.open('gone', { method: 'GET' })).rejects.toMatchObject({ code: 'Lost' });
+      // With the worker holding the last copy stopped, the copy may still exist: unavailable.
+      await s.workers.get('w2')!.stop();
+      await expect(images.open('gone', { method: 'GET' })).rejects.toMatchObject({ code: 'Unavailable' });
+    } finally {
+      await removeStaging();
+    }
+  });
+
+  it('answers a read with Unavailable, not Lost, while a worker its record names is down', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    await putObject(s, 'maybe', ['w1', 'w2']);
+    await s.client.deleteBlob(s.workers.get('w2')!.url, 'maybe');
+    await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+    const { images, removeStaging } = await readingImageService({ metadata: s.sm, workers: s.client });
+    try {
+      await expect(images.open('maybe', { method: 'GET' })).rejects.toMatchObject({ code: 'Unavailable' });
+    } finally {
+      await removeStaging();
+    }
+  });
+});
