@@ -1,6 +1,7 @@
 // One manager or worker of `imgvault cluster`, kept running: started in its own process group
 // with a control channel (childControl.ts), restarted with bounded backoff when it dies on its
-// own (promptly, and with no backoff, when an operator stopped it with a signal), its pid kept in `<data>/<id>.pid` so an operator or a tool can signal exactly this process.
+// own (promptly, and with no backoff, when an operator stopped it with a signal), its pid kept in
+// `<data>/<id>.pid` so an operator or a tool can signal exactly this process.
 
 import type { ChildProcess } from 'node:child_process';
 import { open, rm, stat, writeFile } from 'node:fs/promises';

@@ -146,7 +146,6 @@ function discardDownload(download: Download): void {
   download.response.body.destroy();
 }
 
-/** The metrics label of a failure: its ImageError code, `Internal` for anything unexpected. */
 /**
  * A read that proves its worker holds no good copy: no such blob (404), or bytes that fail the
  * record's size or sha256 (checked before anything was sent). A timeout, a refused connection or a
@@ -156,6 +155,7 @@ function copyGone(err: unknown): boolean {
   return (err instanceof WorkerCallError && err.code === 'NotFound') || err instanceof ReadCheckFailed;
 }
 
+/** The metrics label of a failure: its ImageError code, `Internal` for anything unexpected. */
 function outcomeOf(err: unknown): string {
   return err instanceof ImageError ? err.code : 'Internal';
 }
