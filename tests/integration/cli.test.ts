@@ -69,7 +69,7 @@ describe('imgvault command line on a live cluster', () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toContain(`leader: ${leader.id}`);
     for (const id of ['m1', 'm2', 'm3', 'w1', 'w2', 'w3']) expect(text.stdout).toContain(id);
-    expect(text.stdout).toMatch(/under-replicated 0, unavailable 0, repairing 0/);
+    expect(text.stdout).toMatch(/under-replicated 0, unavailable 0, lost 0, repairing 0/);
     expect(text.stdout.trim().endsWith('healthy')).toBe(true);
 
     const { code, status } = await statusJson();
@@ -88,7 +88,7 @@ describe('imgvault command line on a live cluster', () => {
       ['w2', 'up'],
       ['w3', 'up'],
     ]);
-    expect(status.objects).toMatchObject({ underReplicated: 0, unavailable: 0, repairing: 0 });
+    expect(status.objects).toMatchObject({ underReplicated: 0, unavailable: 0, lost: 0, repairing: 0 });
   }, 60_000);
 
   it('uploads a folder across kill -9 of the leader: every file stored exactly once, retries counted', async () => {
