@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import { BodyTooSlow } from '../http/requestBody.ts';
 import { Crc32c } from '../protocol/checksums.ts';
+import { isDiskFull } from '../storageFailure.ts';
 import { ChunkFanOut } from './chunkFanOut.ts';
 import { HeldBody, SLAB_BYTES, SlabPool, slabBytesFor } from './heldBodies.ts';
 import { SNIFF_BYTES, sniffImageType } from './imageTypes.ts';
@@ -128,10 +129,6 @@ class DeclaredBody {
       throw new LengthMismatch(`the body ended at ${this.received} of its ${this.size} bytes`);
     return { sha256: this.hash.digest('hex'), crc32c: this.crc.hex() };
   }
-}
-
-function isDiskFull(err: unknown): boolean {
-  return (err as { code?: unknown }).code === 'ENOSPC';
 }
 
 /** The refusal `err` stands for, or null for an unexpected failure (a full disk: StagingArea.refusalOf). */
