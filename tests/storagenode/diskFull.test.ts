@@ -1,19 +1,16 @@
-import { mkdir, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { request } from 'undici';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   AUTH,
   type JsonAnswer,
-  makeDataDir,
-  mountTmpfs,
   patternStream,
   type RunningWorker,
-  removeDir,
   sha256Of,
   sha256Stream,
+  smallDiskForSuite,
   startWorker,
-  unmount,
 } from './workerHarness.ts';
 
 /**
@@ -21,26 +18,14 @@ import {
  * (an unprivileged CI runner) the suite is skipped rather than faked. The quota test in
  * workerApp.test.ts covers the same 507 path without privileges.
  */
-let mountPoint = '';
-let mounted = false;
-
-beforeAll(async () => {
-  mountPoint = path.join(await makeDataDir(), 'small-disk');
-  await mkdir(mountPoint);
-  mounted = mountTmpfs(mountPoint, '4m');
-});
-
-afterAll(async () => {
-  if (mounted) unmount(mountPoint);
-  await removeDir(path.dirname(mountPoint));
-});
+const disk = smallDiskForSuite('4m');
 
 describe('a full disk', () => {
   it('answers 507 on ENOSPC, with or without content-length, leaves nothing behind, and recovers', async (ctx) => {
-    if (!mounted) ctx.skip();
+    if (!disk.mounted) ctx.skip();
     let w: RunningWorker | undefined;
     try {
-      w = await startWorker(path.join(mountPoint, 'data'));
+      w = await startWorker(path.join(disk.dir, 'data'));
       const size = 8 * 1024 * 1024;
       const { sha256 } = await sha256Stream(patternStream(size, 2));
       for (const withLength of [true, false]) {

@@ -5,38 +5,23 @@
 // the reserve is made again, once there is room. A real tmpfs filled to the brim; skipped where mounting
 // needs a privilege the runner lacks (as diskFull.test.ts).
 
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { request } from 'undici';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RESERVE_BYTES, RESERVE_FILE } from '../../src/storagenode/diskReserve.ts';
 import { until } from '../helpers/until.ts';
 import {
   AUTH,
   fillDisk,
   type JsonAnswer,
-  makeDataDir,
-  mountTmpfs,
   type RunningWorker,
-  removeDir,
   sha256Of,
+  smallDiskForSuite,
   startWorker,
-  unmount,
 } from './workerHarness.ts';
 
-let mountPoint = '';
-let mounted = false;
-
-beforeAll(async () => {
-  mountPoint = path.join(await makeDataDir(), 'small-disk');
-  await mkdir(mountPoint);
-  mounted = mountTmpfs(mountPoint, '24m');
-});
-
-afterAll(async () => {
-  if (mounted) unmount(mountPoint);
-  await removeDir(path.dirname(mountPoint));
-});
+const disk = smallDiskForSuite('24m');
 
 const reserveSize = async (dataDir: string) =>
   (await stat(path.join(dataDir, RESERVE_FILE)).catch(() => null))?.size ?? 0;
@@ -51,9 +36,9 @@ function put(w: RunningWorker, id: string, bytes: Buffer) {
 
 describe('a worker on a full disk', () => {
   it('starts by releasing its disk reserve, serves reads, takes no new blob until the reserve is made again', async (ctx) => {
-    if (!mounted) ctx.skip();
-    const dataDir = path.join(mountPoint, 'data');
-    const filler = path.join(mountPoint, 'filler');
+    if (!disk.mounted) ctx.skip();
+    const dataDir = path.join(disk.dir, 'data');
+    const filler = path.join(disk.dir, 'filler');
     const kept = Buffer.from('an image the worker held before its disk filled up');
     let w = await startWorker(dataDir, { diskReserveBytes: RESERVE_BYTES });
     try {

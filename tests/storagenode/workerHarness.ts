@@ -1,6 +1,6 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { serve } from '@hono/node-server';
-import { afterEach, beforeEach } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { BlobStore, type BlobStoreOptions } from '../../src/storagenode/blobStore.ts';
 import { createWorkerApp, type WorkerApp } from '../../src/storagenode/workerApp.ts';
@@ -279,6 +279,25 @@ export function mountTmpfs(dir: string, size: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * A real small disk for the calling suite: a tmpfs of `size` mounted before its tests and removed
+ * after. Mounting needs root with CAP_SYS_ADMIN; where that is missing, `mounted` stays false and
+ * the suite skips its tests rather than fake a full disk.
+ */
+export function smallDiskForSuite(size: string): { readonly dir: string; readonly mounted: boolean } {
+  const disk = { dir: '', mounted: false };
+  beforeAll(async () => {
+    disk.dir = path.join(await makeDataDir(), 'small-disk');
+    await mkdir(disk.dir);
+    disk.mounted = mountTmpfs(disk.dir, size);
+  });
+  afterAll(async () => {
+    if (disk.mounted) unmount(disk.dir);
+    await removeDir(path.dirname(disk.dir));
+  });
+  return disk;
 }
 
 /** Writes `file` until the disk holding it refuses another byte (ENOSPC): a disk full to the brim. */
