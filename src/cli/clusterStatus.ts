@@ -326,7 +326,7 @@ export const NEARLY_FULL_IMAGES = 100;
  * Only `up` workers, as for roomProblems.
  */
 function roomWarnings(s: ClusterStatus): string[] {
-  const average = s.objects && s.objects.count > 0 ? Math.round(s.objects.bytes / s.objects.count) : 0;
+  const average = averageImageBytes(s);
   const warnings: string[] = [];
   for (const w of s.workers) {
     if (w.state !== 'up' || w.diskFree < average) continue;
@@ -349,8 +349,8 @@ function roomWarnings(s: ClusterStatus): string[] {
  * down worker's figures are as old as its last heartbeat.
  */
 function roomProblems(s: ClusterStatus): string[] {
-  if (!s.objects || s.objects.count === 0) return [];
-  const average = Math.round(s.objects.bytes / s.objects.count);
+  const average = averageImageBytes(s);
+  if (average === 0) return [];
   const up = s.workers.filter((w) => w.state === 'up');
   const full = up.filter((w) => w.diskFree < average);
   const problems = full.map(
@@ -363,4 +363,9 @@ function roomProblems(s: ClusterStatus): string[] {
     );
   }
   return problems;
+}
+
+/** The average stored image's size, what a worker's room is measured in; 0 before any is stored. */
+function averageImageBytes(s: ClusterStatus): number {
+  return s.objects && s.objects.count > 0 ? Math.round(s.objects.bytes / s.objects.count) : 0;
 }
