@@ -11,8 +11,8 @@ import type { Context } from 'hono';
 /**
  * The body's chunks. The Node stream must not be destroyed when a handler stops reading early
  * (413, 507, 409): that cuts the socket before the answer is sent; the server discards the rest
- * after the answer instead (and closes the connection, when the answer says so). Outside @hono/node-server (app.request in tools and tests)
- * the web body is used, and `abandon` destroys it.
+ * after the answer instead (and closes the connection, when the answer says so). Outside
+ * @hono/node-server (app.request in tools and tests) the web body is used, and `abandon` destroys it.
  */
 export function requestBody(c: Context): { chunks: AsyncIterable<Uint8Array>; abandon: () => void } {
   const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;

@@ -151,7 +151,7 @@ export async function planReadingBack<A extends { kind: string }>(
  * `bad`: no such blob, or other bytes consistently; `unknown`: the worker could not be asked, or its
  * bytes did not match its own index (it then removes them itself), which proves nothing either way.
  */
-export async function checkCopy(workers: WorkerClient, url: string, object: ObjectView): Promise<CopyCheck> {
+async function checkCopy(workers: WorkerClient, url: string, object: ObjectView): Promise<CopyCheck> {
   const verdict = await workers.verifyBlob(url, object.id).catch(() => null);
   if (verdict?.state === 'missing') return 'bad';
   if (verdict?.state !== 'intact') return 'unknown';
