@@ -3,7 +3,7 @@
 // the object counters. A manager that does not answer is named, never fatal.
 
 import { request } from 'undici';
-import { parseRaftView, type RaftView } from '../protocol/raftView.ts';
+import { type ManagerDiskView, parseRaftView, type RaftView } from '../protocol/raftView.ts';
 
 /** Bound on one manager's answer: status must answer promptly even when a manager hangs. */
 const PROBE_TIMEOUT_MS = 3_000;
@@ -62,6 +62,12 @@ export interface ManagerStatus {
   member: boolean | null;
   /** How the leader replicates to it (leader's view): probe and snapshot mean not caught up. */
   progress: 'probe' | 'replicate' | 'snapshot' | null;
+  /**
+   * Its disk (src/manager/managerDisk.ts), null when it reports none: full while its reserve is
+   * not in place or less than the reserve is free beside it, and it then takes no upload while it
+   * leads.
+   */
+  disk: ManagerDiskView | null;
 }
 
 export interface WorkerStatus {
@@ -177,6 +183,7 @@ function managerRows(views: Map<string, RaftView | Error>, leader: RaftView | nu
         lastContactMs: null,
         member: null,
         progress: null,
+        disk: null,
       };
     }
     const peer = leader?.peers?.[v.id];
@@ -197,6 +204,7 @@ function managerRows(views: Map<string, RaftView | Error>, leader: RaftView | nu
       lastContactMs: isLeader ? null : (peer?.lastContactMs ?? null),
       member: leader ? Object.hasOwn(leader.members, v.id) : null,
       progress: isLeader ? null : (peer?.state ?? null),
+      disk: v.disk ?? null,
     };
   });
 }
@@ -262,7 +270,7 @@ export async function gatherStatus(urls: string[], headers: Record<string, strin
     healthy: false,
   };
   status.problems = problemsOf(status);
-  status.warnings = roomWarnings(status);
+  status.warnings = [...managerDiskWarnings(status), ...roomWarnings(status)];
   status.healthy = status.problems.length === 0;
   return status;
 }
@@ -286,7 +294,43 @@ function problemsOf(s: ClusterStatus): string[] {
       `${s.objects.lost} objects lost: every worker their record names is up and holds no intact copy (reads answer 500 Lost)`,
     );
   problems.push(...roomProblems(s));
+  const leader = s.managers.find((m) => m.id !== null && m.id === s.leader?.id);
+  const leaderDisk = leader?.disk ? managerDiskFull(leader.disk) : null;
+  if (leader && leaderDisk) {
+    problems.push(
+      `uploads are refused (507 InsufficientStorage): the leader ${leader.id}'s disk is full (${leaderDisk})`,
+    );
+  }
   return problems;
+}
+
+/** Why a manager's disk is full for it (managerDisk.ts), or null when it is not. */
+function managerDiskFull(d: ManagerDiskView): string | null {
+  if (!d.reserveInPlace) return 'its disk reserve is not in place';
+  if (d.freeBytes !== null && d.freeBytes < d.reserveBytes) {
+    return `${formatBytes(d.freeBytes)} free, less than its disk reserve beside it`;
+  }
+  return null;
+}
+
+/**
+ * Managers whose disk is full: the reserve not in place (released to start, its Raft log and tables
+ * could not open otherwise, or no room to make it), or less than the reserve free beside it. Such a
+ * manager serves reads and deletes and takes no upload while it leads; it makes the reserve again
+ * once the disk has room for it and as much again. Its next start on that disk has nothing left to
+ * release.
+ */
+function managerDiskWarnings(s: ClusterStatus): string[] {
+  return s.managers.flatMap((m) => {
+    const d = m.disk;
+    const full = m.reachable && d ? managerDiskFull(d) : null;
+    if (!d || !full) return [];
+    const needed = d.reserveInPlace ? d.reserveBytes : 2 * d.reserveBytes;
+    return [
+      `manager ${m.id ?? m.url}'s disk is full: ${full} (${formatBytes(d.reserveBytes)}); it takes no ` +
+        `upload while it leads, until ${formatBytes(needed)} are free on that disk (docs/operations.md, "A full manager disk")`,
+    ];
+  });
 }
 
 /**

@@ -15,6 +15,7 @@ import { type NodeView, OBJECT_ID_PATTERN, type ObjectView } from '../metadata/c
 import type { MetadataStateMachine, Page } from '../metadata/metadataStateMachine.ts';
 import { type CommandProposer, proposeCommand } from '../metadata/proposeCommand.ts';
 import { READ_LINK_TTL_MS } from '../protocol/readLink.ts';
+import type { ManagerDisk } from './managerDisk.ts';
 import { deleteCopy, type ObjectSlots, type Release } from './placement/execute.ts';
 import { NoLiveWorker, type Replicated, replicateUpload } from './replicateUpload.ts';
 import {
@@ -91,6 +92,12 @@ export interface ImageServiceDeps {
   admission?: UploadAdmission;
   /** The slowest upload body accepted; none = no minimum. */
   minUploadRate?: MinimumRate;
+  /**
+   * The manager's disk (managerDisk.ts): while it is full (its reserve not in place, or less than
+   * the reserve free beside it) the leader takes no upload (507), so the room left stays the Raft
+   * log's and the tables'. None: no check.
+   */
+  disk?: Pick<ManagerDisk, 'uploadRefusal'>;
 }
 
 export interface UploadOutcome {
@@ -201,6 +208,17 @@ export class ImageService {
     throw new ImageError('NoLeader', 'no leader is known right now; retry shortly');
   }
 
+  /**
+   * Throws InsufficientStorage while the manager's disk is full (managerDisk.ts): the room left is
+   * kept for the Raft log and tables (reads, deletes). An upload would put its record there, and on
+   * a disk the manager shares with workers (the embedded cluster) its copies too. Call before
+   * reading a body.
+   */
+  requireDiskRoom(): void {
+    const refusal = this.deps.disk?.uploadRefusal();
+    if (refusal) throw new ImageError('InsufficientStorage', refusal);
+  }
+
   validateId(id: string): void {
     if (!OBJECT_ID_PATTERN.test(id)) {
       throw new ImageError('InvalidId', `image id must match ${OBJECT_ID_PATTERN.source}`);
@@ -239,6 +257,7 @@ export class ImageService {
       this.validateId(id);
       if (!opts.contentId) this.refuseContentId(id);
       this.requireLeader();
+      this.requireDiskRoom();
       if (opts.declaredLength !== undefined && opts.declaredLength > this.deps.maxImageBytes) {
         throw new ImageError('TooLarge', `image exceeds the limit of ${this.deps.maxImageBytes} bytes`);
       }

@@ -21,6 +21,7 @@ import { ImageService, type RaftAccess } from './imageService.ts';
 import { InventorySpool } from './inventorySpool.ts';
 import type { LeaderWait } from './leaderWait.ts';
 import type { ManagerConfig } from './managerConfig.ts';
+import type { ManagerDisk } from './managerDisk.ts';
 import { NameService } from './nameService.ts';
 import { ObjectSlots } from './placement/execute.ts';
 import { s3KeyRoutes } from './s3/s3KeyRoutes.ts';
@@ -62,24 +63,30 @@ export function workerAtUrl(nodes: readonly NodeView[], url: string): string | u
   return serving.length === 1 ? serving[0]?.nodeId : undefined;
 }
 
-/** `metrics` is the manager's Prometheus registry: image and worker metrics register there. */
+/**
+ * `metrics` is the manager's Prometheus registry: image and worker metrics register there.
+ * `disk`: the manager's (managerDisk.ts); its reserve is released by the first folder that cannot
+ * open on a full disk, and while the disk is full the leader takes no upload.
+ */
 export async function openImagesMode(
   config: ManagerConfig,
   log: Logger,
   metrics: Registry,
+  disk: ManagerDisk,
 ): Promise<ImagesMode> {
+  const { reserve } = disk;
   const uploadMetrics = new UploadMetrics(metrics);
   // Synced writes: the Raft log is compacted without writing the tables to a snapshot file.
-  const metadata = await MetadataStateMachine.open(join(config.dataDir, 'metadata'), undefined, {
-    syncedWrites: true,
-  });
+  const metadata = await reserve.openReleasing('the metadata tables', () =>
+    MetadataStateMachine.open(join(config.dataDir, 'metadata'), undefined, { syncedWrites: true }),
+  );
   registerClusterMetrics(metrics, metadata);
-  const staging = await StagingArea.open(join(config.dataDir, 'staging'), {
-    memoryBytes: config.stagingMemoryBytes,
-  });
+  const staging = await reserve.openReleasing('the staging folder', () =>
+    StagingArea.open(join(config.dataDir, 'staging'), { memoryBytes: config.stagingMemoryBytes }),
+  );
   registerStagingMemoryMetrics(metrics, staging, config.stagingMemoryBytes);
   const spoolDir = join(config.dataDir, 'inventory-spool');
-  await InventorySpool.prepare(spoolDir);
+  await reserve.openReleasing('the inventory spool', () => InventorySpool.prepare(spoolDir));
   const { credentials } = config;
   const workers = new WorkerClient({
     credentialsFor: async (url) => {
@@ -99,7 +106,9 @@ export async function openImagesMode(
   const slots = new ObjectSlots();
   let registry: WorkerRegistry | null = null;
   let failures: FailureHandling | null = null;
-  const s3Spool = await S3Spool.open(join(config.dataDir, 's3-spool'));
+  const s3Spool = await reserve.openReleasing('the S3 spool', () =>
+    S3Spool.open(join(config.dataDir, 's3-spool')),
+  );
   let s3Deps: S3EndpointDeps | null = null;
   let s3Listener: { close: () => Promise<void> } | null = null;
   let sweepTimer: NodeJS.Timeout | null = null;
@@ -127,6 +136,7 @@ export async function openImagesMode(
         slots,
         maxImageBytes: config.maxImageBytes,
         metrics: uploadMetrics,
+        disk,
         admission: new UploadAdmission(
           {
             maxUploads: config.maxUploads,

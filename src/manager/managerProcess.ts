@@ -27,6 +27,7 @@ import { waitToFound } from './foundingWait.ts';
 import { openImagesMode } from './imagesMode.ts';
 import { LeaderWait, liveLeaderOf } from './leaderWait.ts';
 import type { ManagerConfig } from './managerConfig.ts';
+import { ManagerDisk } from './managerDisk.ts';
 import { createManagerApp } from './managerServer.ts';
 
 export interface RunningManager {
@@ -54,16 +55,24 @@ export async function startManager(
   // Before anything else: with the port taken, any answer from "peers" may be another cluster's.
   await checkPortFree(config.host, config.port);
   await makePrivateDir(config.dataDir);
-  const store = await openLogStore(config.dataDir);
+  // Every store below writes as it opens: on a full disk, the first that fails releases the reserve.
+  const disk = new ManagerDisk(config.dataDir, log);
+  const { reserve } = disk;
+  const store = await reserve.openReleasing('the Raft log', () => openLogStore(config.dataDir));
   // Snapshot files beside the log (src/consensus/snapshotFiles.ts); the log holds their descriptors.
-  const snapshotFolder = await SnapshotFolder.open(join(config.dataDir, 'snapshots'));
+  const snapshotFolder = await reserve.openReleasing('the snapshot folder', () =>
+    SnapshotFolder.open(join(config.dataDir, 'snapshots')),
+  );
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics });
   const kv =
     config.mode === 'kv'
-      ? await KvStateMachine.open(join(config.dataDir, 'kv'), createLogger('kv', { nodeId: config.id }))
+      ? await reserve.openReleasing('the kv map', () =>
+          KvStateMachine.open(join(config.dataDir, 'kv'), createLogger('kv', { nodeId: config.id })),
+        )
       : null;
-  const images = config.mode === 'images' ? await openImagesMode(config, log, metrics) : null;
+  const images = config.mode === 'images' ? await openImagesMode(config, log, metrics, disk) : null;
+  await disk.start();
   const stateMachine = kv ?? images?.metadata;
   if (!stateMachine) throw new Error(`unknown manager mode ${config.mode}`);
 
@@ -140,6 +149,7 @@ export async function startManager(
       });
     }
   } catch (err) {
+    await disk.stop();
     await store.close();
     await kv?.close();
     await images?.close();
@@ -175,6 +185,7 @@ export async function startManager(
         members: running.status().members,
       });
     } catch (err) {
+      await disk.stop();
       await running.stop();
       await transport.close();
       await store.close();
@@ -202,6 +213,7 @@ export async function startManager(
     raftApp,
     metrics,
     httpsOnly: config.tls?.server !== undefined,
+    disk,
   });
   const server = serve({
     fetch: app.fetch,
@@ -231,6 +243,7 @@ export async function startManager(
           // Keep-alive connections would hold close() open; the node is stopping anyway.
           (server as { closeAllConnections?: () => void }).closeAllConnections?.();
         });
+        await disk.stop();
         await running.stop();
         snapshotSender.close();
         await transport.close();

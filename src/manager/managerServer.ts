@@ -20,6 +20,7 @@ import { awaitLiveLeader } from './http/awaitLiveLeader.ts';
 import { dashboardCors } from './http/dashboardCors.ts';
 import type { LeaderWait } from './leaderWait.ts';
 import { memberIdSchema, memberUrlSchema } from './managerConfig.ts';
+import type { ManagerDisk } from './managerDisk.ts';
 import { raftViewOf } from './raftView.ts';
 
 export interface ManagerAppDeps {
@@ -43,6 +44,8 @@ export interface ManagerAppDeps {
   metrics?: Registry;
   /** This manager serves TLS: a member added at a plain http:// URL is refused (src/http/tls.ts). */
   httpsOnly?: boolean;
+  /** The manager's disk (managerDisk.ts), shown in GET /v1/cluster/raft. */
+  disk?: Pick<ManagerDisk, 'view'>;
   /**
    * Requests that need the leader wait for a live one before they are redirected (awaitLiveLeader.ts);
    * without it they are redirected to the leader this node knows, alive or not.
@@ -160,7 +163,7 @@ export function createManagerApp(deps: ManagerAppDeps): Hono {
     );
   }
 
-  app.get('/v1/cluster/raft', (c) => c.json(raftViewOf(node.status())));
+  app.get('/v1/cluster/raft', (c) => c.json(raftViewOf(node.status(), deps.disk?.view())));
 
   if (deps.kv) mountKvRoutes(app, node, deps.kv);
   for (const surface of deps.surfaces ?? []) app.route('/', surface);

@@ -3,11 +3,12 @@
 // one. Here, below the CLI, so a manager needs nothing from cli/.
 
 import type { RaftNodeStatus } from '../consensus/raftNode.ts';
-import { parseRaftView, type RaftView } from '../protocol/raftView.ts';
+import { type ManagerDiskView, parseRaftView, type RaftView } from '../protocol/raftView.ts';
 
 export type { RaftView } from '../protocol/raftView.ts';
 
-export function raftViewOf(s: RaftNodeStatus): RaftView {
+/** `disk`: the manager's (managerDisk.ts), when it keeps a reserve. */
+export function raftViewOf(s: RaftNodeStatus, disk?: ManagerDiskView): RaftView {
   const view: RaftView = {
     id: s.id,
     role: s.role,
@@ -35,6 +36,7 @@ export function raftViewOf(s: RaftNodeStatus): RaftView {
       ]),
     );
   }
+  if (disk) view.disk = disk;
   return view;
 }
 

@@ -16,6 +16,13 @@ export const raftPeerViewSchema = z.object({
   lastContactMs: z.number().nonnegative().nullable(),
 });
 
+export const managerDiskViewSchema = z.object({
+  reserveInPlace: z.boolean(),
+  reserveBytes: index,
+  /** At the manager's last look (about every second); null before its first. */
+  freeBytes: index.nullable(),
+});
+
 export const raftViewSchema = z.object({
   id: z.string(),
   role: z.enum(['follower', 'preCandidate', 'candidate', 'leader']),
@@ -31,9 +38,17 @@ export const raftViewSchema = z.object({
   members: z.record(z.string(), z.string()),
   /** Only on the leader: each member's progress, the leader included. */
   peers: z.record(z.string(), raftPeerViewSchema).optional(),
+  /**
+   * This manager's disk (src/manager/managerDisk.ts): full while its reserve is not in place
+   * (released to start on a full disk, or no room to make it) or less than the reserve is free
+   * beside it; then it takes no upload while it leads. Absent from a manager that keeps no reserve
+   * (a founder waiting for its peers, an older version).
+   */
+  disk: managerDiskViewSchema.optional(),
 });
 
 export type RaftPeerView = z.infer<typeof raftPeerViewSchema>;
+export type ManagerDiskView = z.infer<typeof managerDiskViewSchema>;
 export type RaftView = z.infer<typeof raftViewSchema>;
 
 /** `body` as a RaftView; throws an Error naming what does not fit. */

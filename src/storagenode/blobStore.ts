@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { DiskReserve } from '../diskReserve.ts';
 import { fsyncPath, makePrivateDir, writeBatched } from '../fileWrites.ts';
 import type { ReadBuffers } from '../http/readBuffers.ts';
 import type { Logger } from '../logging.ts';
@@ -16,11 +17,19 @@ import { type BlobEntry, BlobIndex, type BlobRecord } from './blobIndex.ts';
 import { prepareBlobLayout } from './blobLayout.ts';
 import { encodeTrailer, fitsRecord, hashBlobBytes, readTrailer, TRAILER_BYTES } from './blobTrailer.ts';
 import { AlignedSlabs, createExclusive, directWritesWork, writeDirect } from './directWrites.ts';
-import { DiskReserve } from './diskReserve.ts';
 import { errnoCode, failure, StorageError, type StoreResult, success } from './errors.ts';
 import { adoptUnindexedBlobs } from './unindexedBlobs.ts';
 
 export type { BlobEntry, BlobRecord } from './blobIndex.ts';
+
+/**
+ * The worker process's disk reserve (src/diskReserve.ts): what an index open may need on a full
+ * disk. The table made from the last run's log, which holds at most LevelDB's write buffer (4 MiB,
+ * classic-level's default) of index entries, a new MANIFEST and log, and the first synced writes
+ * after (the clean-stop flag, the start-up check's corrections). Twice the write buffer: nothing
+ * next to a worker's disk.
+ */
+export const RESERVE_BYTES = 8 * 1024 * 1024;
 
 export interface BlobStoreOptions {
   /** Upper bound on the bytes of all stored blobs together; a write that would cross it gets 507. */
@@ -33,7 +42,7 @@ export interface BlobStoreOptions {
   directWrites?: boolean;
   /**
    * Bytes kept in a reserve file, released when the store cannot open on a full disk
-   * (diskReserve.ts). 0, the default, keeps none; the worker process keeps RESERVE_BYTES.
+   * (src/diskReserve.ts). 0, the default, keeps none; the worker process keeps RESERVE_BYTES.
    */
   diskReserveBytes?: number;
 }
@@ -215,32 +224,16 @@ export class BlobStore {
     const log = options.logger ?? createLogger('blob-store');
     const root = path.resolve(dataDir);
     const reserveBytes = options.diskReserveBytes ?? 0;
-    const reserve = reserveBytes > 0 ? new DiskReserve(root, reserveBytes, log) : undefined;
-    let store: BlobStore;
-    try {
-      store = await BlobStore.openFolder(root, options, log);
-    } catch (err) {
-      // LevelDB writes as it opens, and so does the start-up check: what the reserve is kept for.
-      const freed = reserve && isDiskFull(err) ? await reserve.release() : 0;
-      if (freed === 0) throw err;
-      log.warn(
-        { event: 'storage.reserve_released', dataDir: root, bytes: freed },
-        `the disk is full: released the disk reserve (${freed} bytes) to open the blob store; reads ` +
-          `are served, new blobs refused (507) until ${2 * freed} bytes are free there`,
-      );
-      store = await BlobStore.openFolder(root, options, log);
-    }
+    const reserve =
+      reserveBytes > 0
+        ? new DiskReserve(root, reserveBytes, log, { name: 'worker', refusing: 'takes no new blob (507)' })
+        : undefined;
+    const openFolder = () => BlobStore.openFolder(root, options, log);
+    // LevelDB writes as it opens, and so does the start-up check: what the reserve is kept for.
+    const store = reserve ? await reserve.openReleasing('the blob store', openFolder) : await openFolder();
     if (reserve) {
       store.diskReserve = reserve;
-      const free = await fs.statfs(root);
-      await reserve.makeIfRoom(free.bavail * free.bsize);
-      if (!reserve.inPlace) {
-        log.warn(
-          { event: 'storage.reserve_missing', dataDir: root, bytes: reserve.bytes },
-          `no room for the disk reserve (${reserve.bytes} bytes): the worker takes no new blob (507) ` +
-            `until ${2 * reserve.bytes} bytes are free on the disk`,
-        );
-      }
+      await reserve.makeAtStart();
     }
     return store;
   }

@@ -24,13 +24,15 @@ const HEALTHY_STATS = { objects: 0, bytes: 0, underReplicated: 0, unavailable: 0
 async function standInCluster(
   followers: Record<string, Follower>,
   tables: { nodes?: unknown[]; stats?: Record<string, unknown> } = {},
+  disks: Record<string, RaftView['disk']> = {},
 ): Promise<string[]> {
   const ids = ['m1', ...Object.keys(followers)];
   const views = new Map<string, RaftView>();
   const urls: Record<string, string> = {};
   for (const id of ids) {
     const server = await listenOnLoopback((req, res) => {
-      const view = views.get(id)!;
+      const disk = disks[id];
+      const view = { ...views.get(id)!, ...(disk ? { disk } : {}) };
       const body =
         req.url === '/v1/cluster/raft'
           ? view
@@ -191,5 +193,44 @@ describe('status and the room on workers', () => {
     const status = await gatherStatus(urls, {});
     expect(status.problems).toEqual([expect.stringContaining('worker w3 is full')]);
     expect(status.warnings).toEqual([]);
+  });
+});
+
+describe('status and the disks of managers', () => {
+  const inSync = {
+    m2: { leader: 'm1', progress: 'replicate' as const },
+    m3: { leader: 'm1', progress: 'replicate' as const },
+  };
+  const MiB = 1024 * 1024;
+  const disk = (reserveInPlace: boolean, freeMiB: number) => ({
+    reserveInPlace,
+    reserveBytes: 16 * MiB,
+    freeBytes: freeMiB * MiB,
+  });
+
+  it('warns of followers whose disk is full (reserve released, or less than it free), and stays healthy', async () => {
+    const urls = await standInCluster(
+      inSync,
+      {},
+      { m1: disk(true, 500), m2: disk(false, 10), m3: disk(true, 3) },
+    );
+    const status = await gatherStatus(urls, {});
+    expect(status.managers.map((m) => m.disk?.reserveInPlace)).toEqual([true, false, true]);
+    expect(status.healthy).toBe(true);
+    expect(status.warnings).toEqual([
+      'manager m2\'s disk is full: its disk reserve is not in place (16.0 MiB); it takes no upload while it leads, until 32.0 MiB are free on that disk (docs/operations.md, "A full manager disk")',
+      'manager m3\'s disk is full: 3.0 MiB free, less than its disk reserve beside it (16.0 MiB); it takes no upload while it leads, until 16.0 MiB are free on that disk (docs/operations.md, "A full manager disk")',
+    ]);
+    expect(renderStatus(status)).toContain("warnings:\n  - manager m2's disk is full");
+  });
+
+  it("says uploads are refused when the leader's disk is full", async () => {
+    const urls = await standInCluster(inSync, {}, { m1: disk(false, 10) });
+    const status = await gatherStatus(urls, {});
+    expect(status.healthy).toBe(false);
+    expect(status.problems).toEqual([
+      "uploads are refused (507 InsufficientStorage): the leader m1's disk is full (its disk reserve is not in place)",
+    ]);
+    expect(status.warnings).toEqual([expect.stringMatching(/^manager m1's disk is full/)]);
   });
 });

@@ -71,6 +71,8 @@ export interface ImageClusterOptions {
   startTimeoutMs?: number;
   /** Prefix of the temp folder's name. */
   name?: string;
+  /** Where the managers' data folders are made (`<it>/m1`...), e.g. a small disk; default the temp folder. */
+  managerDataRoot?: string;
   /** Run the S3 endpoint on every manager, each on a free port (ManagerProc.s3Port). */
   s3?: boolean;
   /** Bearer token for the cluster's own probes, when managerArgs turn client tokens on. */
@@ -192,7 +194,7 @@ export class ImageCluster {
           id: `m${i}`,
           port,
           url: cluster.https(managerUrl(port)),
-          dataDir: join(root, `m${i}`),
+          dataDir: join(opts.managerDataRoot ?? root, `m${i}`),
           child: null,
           ...(opts.s3 ? { s3Port: await freePort() } : {}),
         });

@@ -1,7 +1,7 @@
 // A worker whose disk filled up must still start: its index's LevelDB writes as it opens (a table
 // from the last run's log, a new MANIFEST) and failed with ENOSPC, so the worker stayed down and the
 // leader repaired every copy it held elsewhere. The store keeps a reserve file and releases it to
-// open (src/storagenode/diskReserve.ts); the worker serves reads and answers 507 to writes until
+// open (src/diskReserve.ts); the worker serves reads and answers 507 to writes until
 // the reserve is made again, once there is room. A real tmpfs filled to the brim; skipped where mounting
 // needs a privilege the runner lacks (as diskFull.test.ts).
 
@@ -9,7 +9,8 @@ import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
-import { RESERVE_BYTES, RESERVE_FILE } from '../../src/storagenode/diskReserve.ts';
+import { RESERVE_FILE } from '../../src/diskReserve.ts';
+import { RESERVE_BYTES } from '../../src/storagenode/blobStore.ts';
 import { until } from '../helpers/until.ts';
 import {
   AUTH,

@@ -35,6 +35,7 @@ async function namedUpload(
 export const createUpload: ObjectOperation = async (deps, req, bucket, key) => {
   await requireWritableName(deps, bucket, key);
   deps.images.requireLeader();
+  deps.images.requireDiskRoom();
   const uploadId = await deps.spool.create({
     bucket,
     key,
@@ -54,6 +55,8 @@ export const uploadPart: ObjectOperation = async (deps, req, bucket, key) => {
   if (partNumber < 1 || partNumber > MAX_PARTS) {
     throw new S3Error('InvalidArgument', `partNumber must be 1 to ${MAX_PARTS}`);
   }
+  // A part is spooled on this manager's disk.
+  deps.images.requireDiskRoom();
   const spooled = await deps.spool.putPart(
     uploadId,
     partNumber,
