@@ -1,4 +1,4 @@
-// Operator commands: leadership transfer, manager membership, worker drain and undrain. Each sends
+// Operator commands: leadership transfer, manager membership, worker drain, undrain and remove. Each sends
 // the operator credential (or the single cluster secret) through ClusterClient (so a follower's 307 and a dead manager are ridden
 // through), prints what it did, then waits, within a bound, for the outcome it asked for.
 
@@ -205,6 +205,32 @@ export function createUndrainCommand(): Command {
         `/v1/cluster/nodes/${encodeURIComponent(id)}/undrain`,
       );
       console.log(`${id} is ${s.state} again; it holds ${s.objectsLeft} objects`);
+    }),
+  );
+}
+
+interface RemovalAnswer {
+  nodeId: string;
+  removedAt: number;
+  alreadyRemoved: boolean;
+}
+
+export function createRemoveCommand(): Command {
+  return withOperatorOptions(
+    new Command('remove')
+      .description(
+        'take a drained worker out of the cluster for good: its row leaves the node table and its id never registers again (refused unless it is drained and holds no copy)',
+      )
+      .argument('<id>', 'node id of the drained worker'),
+  ).action(
+    runOperatorAction('worker remove', async (id: string, _flags: unknown, command: Command) => {
+      const { client } = adminSetup(command);
+      const done = await json<RemovalAnswer>(client, 'DELETE', `/v1/cluster/nodes/${encodeURIComponent(id)}`);
+      console.log(
+        done.alreadyRemoved
+          ? `${id} was already removed (${new Date(done.removedAt).toISOString()})`
+          : `${id} removed from the cluster: its id never registers again; stop its process and retire its disk`,
+      );
     }),
   );
 }

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ensureCredentialTree, managerDir, workerDir } from '../http/credentialFiles.ts';
 import { checkPortFree, StartRefused } from '../manager/bootstrapGuard.ts';
+import { EXIT_REMOVED } from '../storagenode/workerExit.ts';
 import { managerUrl, peersSpec, spawnManager, waitForLeader } from './localManagers.ts';
 import { spawnWorker, workerUrl } from './localWorkers.ts';
 import { SupervisedChild, type SupervisedChildOptions } from './supervisedChild.ts';
@@ -254,6 +255,10 @@ function superviseWorkers(layout: Layout, managerUrls: string[]): SupervisedChil
     const common = supervision(layout, 'worker', w.id);
     return new SupervisedChild({
       ...common,
+      refuseRestart: async (exitCode) =>
+        exitCode === EXIT_REMOVED
+          ? `it was removed from the cluster (imgvault worker remove ${w.id}); its id never registers again`
+          : null,
       // Each worker gets its own zone label so the two copies of an image always land on two
       // different workers' disks.
       spawn: () =>

@@ -34,11 +34,11 @@ export interface SupervisedChildOptions {
   /** Where the supervisor's one-line reports go (the launcher's stdout/stderr). */
   say: (line: string) => void;
   /**
-   * Asked before each restart, when the child exits and again just before it is spawned: a reason
-   * not to (the child must not come back as it was started, e.g. a manager whose data folder is
-   * gone), or null.
+   * Asked before each restart, when the child exits (with its exit code) and again just before it
+   * is spawned: a reason not to (the child must not come back as it was started, e.g. a manager
+   * whose data folder is gone, a worker removed from the cluster), or null.
    */
-  refuseRestart?: () => Promise<string | null>;
+  refuseRestart?: (exitCode?: number | null) => Promise<string | null>;
 }
 
 /** What the child's last run said when it failed: its last plain stderr line, if any. */
@@ -131,7 +131,7 @@ export class SupervisedChild {
       this.onUnexpectedExit(reason, exit);
       return;
     }
-    const refused = (await this.opts.refuseRestart?.()) ?? null;
+    const refused = (await this.opts.refuseRestart?.(code)) ?? null;
     if (refused !== null) {
       this.opts.say(`${what}; not restarted: ${refused}`);
       this.onUnexpectedExit(reason, exit);

@@ -5,7 +5,7 @@ import {
   WorkerConfigError,
   type WorkerFlags,
 } from '../storagenode/workerConfig.ts';
-import { createDrainCommand, createUndrainCommand } from './adminCommands.ts';
+import { createDrainCommand, createRemoveCommand, createUndrainCommand } from './adminCommands.ts';
 
 const F = WORKER_CONFIG_FIELDS;
 const help = (what: string, f: { env: string; defaultText: string }) =>
@@ -14,7 +14,8 @@ const help = (what: string, f: { env: string; defaultText: string }) =>
 /**
  * `imgvault worker`: runs one storage worker until SIGTERM/SIGINT. Exit status 0 after a clean
  * stop, 1 when start-up fails (no manager answered within the registration attempts, port taken,
- * unusable data folder), 2 when the configuration is refused (the message names each bad field).
+ * unusable data folder), 2 when the configuration is refused (the message names each bad field),
+ * 3 when the managers say its id was removed from the cluster (`imgvault worker remove`).
  */
 export function createWorkerCommand(): Command {
   return new Command('worker')
@@ -89,6 +90,9 @@ export { createDrainCommand };
 /** Adds `worker` to the `imgvault` program, like the other register*Command functions. */
 export function registerWorkerCommand(program: Command): void {
   program.addCommand(
-    createWorkerCommand().addCommand(createDrainCommand()).addCommand(createUndrainCommand()),
+    createWorkerCommand()
+      .addCommand(createDrainCommand())
+      .addCommand(createUndrainCommand())
+      .addCommand(createRemoveCommand()),
   );
 }

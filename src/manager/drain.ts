@@ -3,15 +3,24 @@
 // serves) and marks it `drained` once its node index is empty (placement/repair.ts, finishDrains).
 // A drain started by mistake is taken back with `undrain`: the node is `up` again, so the repair
 // loop no longer counts it as leaving and placement may pick it; copies already moved off stay moved.
+// A drained worker being retired is then removed: its row leaves the node table and its id is
+// remembered, so it never registers again (removeWorker in metadata/applyCommand.ts).
 
 import { NODE_ID_PATTERN, type NodeState, type NodeView } from '../metadata/commands.ts';
 import type { MetadataStateMachine } from '../metadata/metadataStateMachine.ts';
 import { proposeCommand } from '../metadata/proposeCommand.ts';
-import { ImageError, type RaftAccess } from './imageService.ts';
+import { ImageError, type RaftAccess, raftFailure } from './imageService.ts';
 
 export class DrainError extends Error {
   constructor(
-    readonly code: 'InvalidId' | 'NodeUnknown' | 'NodeDown' | 'NotDraining' | 'StateChanged',
+    readonly code:
+      | 'InvalidId'
+      | 'NodeUnknown'
+      | 'NodeDown'
+      | 'NotDraining'
+      | 'StateChanged'
+      | 'NodeNotDrained'
+      | 'NodeHoldsCopies',
     message: string,
   ) {
     super(message);
@@ -111,4 +120,46 @@ export async function undrain(
   }
   await markState(raft, nodeId, 'up', node.state);
   return (await drainStatus(metadata, nodeId)) as DrainStatus;
+}
+
+export interface RemovalStatus {
+  nodeId: string;
+  /** Proposer time of the removal. */
+  removedAt: number;
+  /** The id was removed before this request (a retry whose first answer was lost finds it so). */
+  alreadyRemoved: boolean;
+}
+
+/**
+ * Removes a drained worker that holds no copy from the node table, for good. Leader only. The
+ * checks here give the operator a clear answer; the state machine checks the same at apply
+ * (NodeNotDrained, NodeHoldsCopies), where no upload or undrain can land in between.
+ */
+export async function removeWorker(
+  raft: RaftAccess,
+  metadata: MetadataStateMachine,
+  nodeId: string,
+): Promise<RemovalStatus> {
+  if (!NODE_ID_PATTERN.test(nodeId)) throw new DrainError('InvalidId', `invalid node id ${nodeId}`);
+  requireLeader(raft);
+  // Every committed entry applied: a drain that just finished must not read as still draining.
+  await raft.readIndex().catch(raftFailure);
+  const removed = await metadata.getRemovedNode(nodeId);
+  if (removed) return { nodeId, removedAt: removed.removedAt, alreadyRemoved: true };
+  const node = await metadata.getNode(nodeId);
+  if (!node) throw new DrainError('NodeUnknown', `node ${nodeId} is not registered`);
+  if (node.state !== 'drained') {
+    throw new DrainError(
+      'NodeNotDrained',
+      `node ${nodeId} is ${node.state}; only a drained worker can be removed (imgvault worker drain ${nodeId} first)`,
+    );
+  }
+  const held = await countObjects(metadata, nodeId);
+  if (held > 0) {
+    throw new DrainError('NodeHoldsCopies', `${held} object records still name copies on node ${nodeId}`);
+  }
+  const at = Date.now();
+  const result = await proposeCommand(raft, { type: 'removeWorker', nodeId, at });
+  if (!result.ok) throw new DrainError(result.code, result.message);
+  return { nodeId, removedAt: at, alreadyRemoved: false };
 }

@@ -67,7 +67,7 @@ const CLIENT_GATE_OPEN: readonly RegExp[] = [
   /^\/raft\/snapshot(\/message)?$/,
   /^\/internal\/v1\/workers\//,
   /^\/v1\/cluster\/(transfer-leader|members(\/[^/]+)?)$/,
-  /^\/v1\/cluster\/nodes\/[^/]+\/(drain|undrain)$/,
+  /^\/v1\/cluster\/nodes\/[^/]+(\/(drain|undrain))?$/,
   // Mounted only with --bulk-record-load (bulkRecordRoutes.ts).
   /^\/v1\/cluster\/bulk-records$/,
   // S3 requests forwarded by a follower, and S3 key administration (src/manager/s3).

@@ -62,6 +62,20 @@ export class WorkerUrlConflict extends Error {
   readonly code = 'WorkerUrlConflict';
 }
 
+/**
+ * A worker removed for good (`imgvault worker remove`) speaks again: its id never registers again,
+ * whatever credential it holds (one worker's credential cannot be revoked alone: docs/security.md).
+ */
+export class WorkerRemoved extends Error {
+  readonly code = 'WorkerRemoved';
+  constructor(nodeId: string) {
+    super(
+      `worker ${nodeId} was removed from the cluster (imgvault worker remove) and cannot register again; ` +
+        'start the machine under a new worker id, with an empty data folder',
+    );
+  }
+}
+
 export interface WorkerRegistryDeps {
   raft: RaftAccess;
   metadata: MetadataStateMachine;
@@ -119,6 +133,7 @@ export class WorkerRegistry {
   private async refuseMovedUrl(header: RegistrationHeader): Promise<void> {
     // Every committed registration applied: a stale table could miss the URL recorded last.
     await this.deps.raft.readIndex().catch(raftFailure);
+    await this.refuseRemoved(header.id);
     const known = await this.deps.metadata.getNode(header.id);
     if (known === null || known.url === header.url) return;
     this.deps.log.warn(
@@ -130,6 +145,15 @@ export class WorkerRegistry {
         `restart it at its recorded URL, or have an operator drain it (imgvault worker drain ${header.id}) ` +
         'and start the new one under a new id',
     );
+  }
+
+  private async refuseRemoved(nodeId: string): Promise<void> {
+    if ((await this.deps.metadata.getRemovedNode(nodeId)) === null) return;
+    this.deps.log.warn(
+      { event: 'worker.removed_refused', nodeId },
+      'refused a worker that was removed from the cluster',
+    );
+    throw new WorkerRemoved(nodeId);
   }
 
   /**
@@ -241,6 +265,8 @@ export class WorkerRegistry {
         zone: header.zone,
         at: Date.now(),
       });
+      // A removal committed between the check above and this registration: apply refused it.
+      if (!result.ok) throw new WorkerRemoved(header.id);
       this.heard(header);
       this.deps.log.info(
         {
@@ -288,6 +314,8 @@ export class WorkerRegistry {
     const managers = members && members.length > 0 ? { managers: members } : {};
     const leading = this.deps.raft.isLeader();
     const node = await this.deps.metadata.getNode(usage.id);
+    // Any manager: a removal is a committed verdict, and registering again would only be refused.
+    if (node === null) await this.refuseRemoved(usage.id);
     const known = node !== null && node.state !== 'down';
     if (known) this.heard(usage);
     if (!leading) {

@@ -44,12 +44,14 @@ import {
   encodeNode,
   encodeObject,
   encodeRefs,
+  encodeRemovedNode,
   type MetadataTables,
   NAMES_COUNTER,
   NODE_INDEX_VALUE,
   nameKey,
   nodeCounterKey,
   nodeIndexKey,
+  nodeIndexPrefix,
   type Table,
   type TableOp,
   TOTAL_COUNTER,
@@ -196,6 +198,17 @@ async function registerWorker(
   tables: TableReader,
   c: CommandOf<'registerWorker'>,
 ): Promise<Plan<CommandResults['registerWorker']>> {
+  if ((await tables.get('removedNodes', c.nodeId)) !== undefined) {
+    // Checked here, not only by the registry: a registration proposed before the removal committed
+    // must not bring the row back once it applies after it.
+    return {
+      ops: [],
+      result: reject(
+        'NodeRemoved',
+        `worker ${c.nodeId} was removed from the cluster; start it under a new id`,
+      ),
+    };
+  }
   const existing = await readNode(tables, c.nodeId);
   let node: NodeRecord;
   if (existing === null) {
@@ -426,6 +439,46 @@ async function markNodeState(
   return {
     ops: changed ? [putNode(c.nodeId, node)] : [],
     result: { ok: true, node: { nodeId: c.nodeId, ...node }, previous: existing.state },
+  };
+}
+
+/**
+ * Only a drained node whose index is empty goes: a copy a record still names there would point at
+ * a node nobody can find. Its per-node counter is then absent too (counters are zero-free and
+ * follow the index), so no counter changes. Never grouped in a batch (PlannedTables does not see
+ * planned index rows through `hasKeyWithPrefix`); PendingWrites, across the entries of one apply,
+ * does.
+ */
+async function removeWorker(
+  tables: TableReader,
+  c: CommandOf<'removeWorker'>,
+): Promise<Plan<CommandResults['removeWorker']>> {
+  const existing = await readNode(tables, c.nodeId);
+  if (existing === null)
+    return { ops: [], result: reject('NodeUnknown', `node ${c.nodeId} is not registered`) };
+  if (existing.state !== 'drained') {
+    return {
+      ops: [],
+      result: reject(
+        'NodeNotDrained',
+        `node ${c.nodeId} is ${existing.state}; only a drained worker can be removed (imgvault worker drain ${c.nodeId})`,
+      ),
+    };
+  }
+  const counter = await tables.get('counters', nodeCounterKey(c.nodeId));
+  if (counter !== undefined || (await tables.hasKeyWithPrefix('nodeIndex', nodeIndexPrefix(c.nodeId)))) {
+    return {
+      ops: [],
+      result: reject('NodeHoldsCopies', `object records still name copies on node ${c.nodeId}`),
+    };
+  }
+  const removed = encodeRemovedNode({ url: existing.url, zone: existing.zone, removedAt: c.at });
+  return {
+    ops: [
+      { type: 'del', table: 'nodes', key: c.nodeId },
+      { type: 'put', table: 'removedNodes', key: c.nodeId, value: removed },
+    ],
+    result: { ok: true, node: { nodeId: c.nodeId, ...existing } },
   };
 }
 
@@ -759,6 +812,8 @@ export async function planCommand(
       return replicaChanges(tables, c);
     case 'markNodeState':
       return markNodeState(tables, c);
+    case 'removeWorker':
+      return removeWorker(tables, c);
     case 'putName':
       return putName(tables, c);
     case 'deleteName':

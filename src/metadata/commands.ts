@@ -199,6 +199,20 @@ export const markNodeStateSchema = z.strictObject({
   expected: nodeStateSchema.optional(),
 });
 
+/**
+ * Takes a drained worker out of the node table for good. Applies only while the node is `drained`
+ * and the node index names no copy on it (checked here, at apply, the one place no replica change
+ * can slip in between the check and the removal). The id is remembered (the `removedNodes` table):
+ * a worker's credential cannot be revoked alone (docs/security.md), so a registration under a
+ * removed id is refused rather than bringing the retired disk back as a worker.
+ */
+export const removeWorkerSchema = z.strictObject({
+  type: z.literal('removeWorker'),
+  requestId,
+  nodeId: nodeIdSchema,
+  at: timestampSchema,
+});
+
 // ---- Names: bucket + key -> content ---------------------------------------------------------
 
 /** A bucket (a backup set): S3's alphabet, so the same names serve an S3 endpoint. */
@@ -311,8 +325,9 @@ export const MAX_BATCH_COMMANDS = 256;
 export const MAX_BATCH_CHARS = 1024 * 1024;
 
 /**
- * Commands a batch may group. The bucket and key commands stay out: they are rare, and one reads a
- * prefix range (BucketNotEmpty) that rows planned earlier in the same batch would not show.
+ * Commands a batch may group. The bucket and key commands and `removeWorker` stay out: they are
+ * rare, and each reads a prefix range (BucketNotEmpty, the node index) that rows planned earlier in
+ * the same batch would not show.
  */
 export const BATCHABLE_TYPES = [
   'registerWorker',
@@ -353,6 +368,7 @@ export const commandSchema = z.discriminatedUnion('type', [
   replaceReplicaSchema,
   replicaChangesSchema,
   markNodeStateSchema,
+  removeWorkerSchema,
   putNameSchema,
   deleteNameSchema,
   createBucketSchema,
@@ -442,6 +458,14 @@ export interface NodeView extends NodeRecord {
   nodeId: string;
 }
 
+/** What is kept of a worker taken out of the node table (`removeWorker`). */
+export interface RemovedNodeRecord {
+  url: string;
+  zone: string;
+  /** Proposer time of the removal. */
+  removedAt: number;
+}
+
 /** What a name holds: its content (by object id and sha256) and what a restore needs. */
 export interface NameRecord {
   objectId: string;
@@ -478,6 +502,9 @@ export type RejectionCode =
   | 'ObjectChanged'
   | 'NodeLeaving'
   | 'StateChanged'
+  | 'NodeNotDrained'
+  | 'NodeHoldsCopies'
+  | 'NodeRemoved'
   | 'ObjectReferenced'
   | 'ContentNotFound'
   | 'NameNotFound'
@@ -492,7 +519,8 @@ export interface Rejection<C extends RejectionCode = RejectionCode> {
   message: string;
 }
 
-export type RegisterWorkerResult = { ok: true; created: boolean; node: NodeView };
+/** `NodeRemoved`: the id was taken out by `removeWorker` and never registers again. */
+export type RegisterWorkerResult = { ok: true; created: boolean; node: NodeView } | Rejection<'NodeRemoved'>;
 export type UpdateWorkerResult = { ok: true; node: NodeView } | Rejection<'NodeUnknown'>;
 /** Nodes the summary named that the table does not know are skipped, not an error. */
 export type HeartbeatSummaryResult = { ok: true; updated: number; unknown: string[] };
@@ -522,6 +550,10 @@ export type ReplicaChangesResult = { ok: true; results: ReplicaChangeResult[] };
 export type MarkNodeStateResult =
   | { ok: true; node: NodeView; previous: NodeState }
   | Rejection<'NodeUnknown' | 'StateChanged'>;
+/** `node`: the row as it was when removed. */
+export type RemoveWorkerResult =
+  | { ok: true; node: NodeView }
+  | Rejection<'NodeUnknown' | 'NodeNotDrained' | 'NodeHoldsCopies'>;
 
 /**
  * `deduplicated`: the content was stored under a name already. `released`: the object the name pointed at before, now named by nothing (its proposer deletes
@@ -570,6 +602,7 @@ export interface CommandResults {
   replaceReplica: ReplaceReplicaResult;
   replicaChanges: ReplicaChangesResult;
   markNodeState: MarkNodeStateResult;
+  removeWorker: RemoveWorkerResult;
   putName: PutNameResult;
   deleteName: DeleteNameResult;
   createBucket: CreateBucketResult;

@@ -18,6 +18,7 @@ import {
   NODE_ID_PATTERN,
   type NodeView,
   type ObjectView,
+  type RemovedNodeRecord,
   reject,
   type S3KeyRecord,
 } from './commands.ts';
@@ -38,6 +39,7 @@ import {
   decodeName,
   decodeNode,
   decodeObject,
+  decodeRemovedNode,
   decodeS3Key,
   MetadataTables,
   NAMES_COUNTER,
@@ -362,6 +364,13 @@ export class MetadataStateMachine implements StateMachine {
   async getNode(nodeId: string): Promise<NodeView | null> {
     const raw = await this.tables.get('nodes', nodeId);
     return raw === undefined ? null : { nodeId, ...decodeNode(raw) };
+  }
+
+  /** A worker removed for good (`removeWorker`), or null: its id never registers again. */
+  async getRemovedNode(nodeId: string): Promise<RemovedNodeRecord | null> {
+    if (!NODE_ID_PATTERN.test(nodeId)) return null;
+    const raw = await this.tables.get('removedNodes', nodeId);
+    return raw === undefined ? null : decodeRemovedNode(raw);
   }
 
   /**

@@ -17,6 +17,7 @@
 //   data/<gen:12>/h/<sha256>              -> content:   the object id named content with that sha256 is in
 //   data/<gen:12>/b/<bucket>              -> buckets:   { createdAt } of a created bucket
 //   data/<gen:12>/s/<accessKeyId>         -> s3keys:    S3KeyRecord (the secret in clear: docs/s3.md)
+//   data/<gen:12>/d/<nodeId>              -> removedNodes: RemovedNodeRecord of a worker removed for good
 //
 // `/` is not in the id alphabet, so `<nodeId>/` is a prefix of exactly that node's index keys; nor
 // in the bucket alphabet, so `<bucket>/` is a prefix of exactly that bucket's names.
@@ -32,7 +33,7 @@ import { mkdir } from 'node:fs/promises';
 import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
 import { WrittenBatches } from './batchMemory.ts';
-import type { NameRecord, NodeRecord, ObjectRecord, S3KeyRecord } from './commands.ts';
+import type { NameRecord, NodeRecord, ObjectRecord, RemovedNodeRecord, S3KeyRecord } from './commands.ts';
 import { headerLine, parseHeader, parseLine, splitLineBatches, trailerLine } from './snapshotStream.ts';
 
 // Newer tables come last: a state without their rows digests as it did before they existed.
@@ -46,6 +47,7 @@ export const TABLES = [
   'content',
   'buckets',
   's3keys',
+  'removedNodes',
 ] as const;
 export type Table = (typeof TABLES)[number];
 const TABLE_TAG: Record<Table, string> = {
@@ -58,6 +60,7 @@ const TABLE_TAG: Record<Table, string> = {
   content: 'h',
   buckets: 'b',
   s3keys: 's',
+  removedNodes: 'd',
 };
 
 const META_APPLIED = 'meta/applied';
@@ -195,6 +198,10 @@ export function encodeS3Key(r: S3KeyRecord): string {
 
 export const encodeRefs = (names: number): string => JSON.stringify({ names });
 
+export function encodeRemovedNode(r: RemovedNodeRecord): string {
+  return JSON.stringify({ url: r.url, zone: r.zone, removedAt: r.removedAt });
+}
+
 export const NODE_INDEX_VALUE = '{}';
 
 // Values are only ever written by the codecs above, so decoding trusts their shape.
@@ -205,6 +212,7 @@ export const decodeName = (v: string): NameRecord => JSON.parse(v) as NameRecord
 export const decodeRefs = (v: string): number => (JSON.parse(v) as { names: number }).names;
 export const decodeBucket = (v: string): number => (JSON.parse(v) as { createdAt: number }).createdAt;
 export const decodeS3Key = (v: string): S3KeyRecord => JSON.parse(v) as S3KeyRecord;
+export const decodeRemovedNode = (v: string): RemovedNodeRecord => JSON.parse(v) as RemovedNodeRecord;
 
 // ---- Digest ---------------------------------------------------------------------------------
 
@@ -238,6 +246,7 @@ const snapshotSchema = z.object({
     content: z.array(z.tuple([z.string(), z.string()])).default([]),
     buckets: z.array(z.tuple([z.string(), z.string()])).default([]),
     s3keys: z.array(z.tuple([z.string(), z.string()])).default([]),
+    removedNodes: z.array(z.tuple([z.string(), z.string()])).default([]),
   }),
   sha256: z.string(),
 });
@@ -255,6 +264,7 @@ function emptySnapshot(index: number): SnapshotContent {
     content: [],
     buckets: [],
     s3keys: [],
+    removedNodes: [],
   };
   return { format: SNAPSHOT_FORMAT, appliedIndex: index, tables, sha256: createHash('sha256').digest('hex') };
 }

@@ -57,6 +57,11 @@ export interface ManagerClientOptions {
   inventory: () => AsyncIterable<InventoryEntry>;
   usage: () => Promise<WorkerUsage>;
   logger: Logger;
+  /**
+   * Called once when a manager answers that this worker was removed from the cluster for good
+   * (`imgvault worker remove`): no registration will ever be taken again, so the worker stops.
+   */
+  onRemoved?: (err: WorkerRemovedError) => void;
 }
 
 export type { RegisterAnswer };
@@ -74,6 +79,12 @@ export class NoManagerAnsweredError extends Error {
     const detail = [...lastFailures].map(([url, why]) => `${url} (${why})`).join(', ');
     super(`no manager answered ${what} after ${attempts} attempt(s): ${detail}`);
   }
+}
+
+/** A manager refused this worker's id for good: it was removed from the cluster. Never retried. */
+export class WorkerRemovedError extends Error {
+  override readonly name = 'WorkerRemovedError';
+  readonly code = 'WorkerRemoved';
 }
 
 /** One manager request that did not end in 2xx; `url` is the URL that failed. */
@@ -153,6 +164,7 @@ export class ManagerClient {
   private intervalMs: number;
   private registered = false;
   private stopped = false;
+  private removed: WorkerRemovedError | undefined;
   /** One heartbeat loop per manager, each on its own timer: a slow manager delays no other. */
   private beats: BeatLoop[] = [];
   /** The registration round in progress after a leader forgot this worker, shared by every loop. */
@@ -259,6 +271,7 @@ export class ManagerClient {
           try {
             return await round();
           } catch (err) {
+            if (err instanceof WorkerRemovedError) throw new AbortError(err);
             if (err instanceof RoundFailedError) for (const [u, w] of err.failures) lastFailures.set(u, w);
             throw err;
           }
@@ -283,7 +296,7 @@ export class ManagerClient {
         },
       );
     } catch (err) {
-      if (this.stopped) throw err;
+      if (this.stopped || err instanceof WorkerRemovedError) throw err;
       const gaveUp = new NoManagerAnsweredError(this.opts.registerAttempts, lastFailures, what);
       this.log.error({ event: `${event}_gave_up`, err: gaveUp.message }, `${what} gave up`);
       throw gaveUp;
@@ -380,6 +393,7 @@ export class ManagerClient {
     const body = JSON.stringify({ id: this.opts.workerId, ...usage });
     const timeoutMs = Math.min(this.opts.requestTimeoutMs, Math.max(1000, 2 * this.intervalMs));
     const answer = await this.post(base, HEARTBEAT_PATH, () => body, 'application/json', timeoutMs, 0);
+    this.refuseIfRemoved(answer);
     if (answer.status === 404 && errorCodeOf(answer.json) === 'UnknownWorker') {
       this.log.warn(
         { event: 'worker.unknown_to_manager', manager: base },
@@ -454,6 +468,7 @@ export class ManagerClient {
           NDJSON_CONTENT_TYPE,
           this.opts.requestTimeoutMs,
         );
+        this.refuseIfRemoved(answer);
         assertOk(answer, REGISTER_PATH);
         const parsed = registerAnswerSchema.safeParse(answer.json ?? {});
         const result: RegisterAnswer = parsed.success ? parsed.data : {};
@@ -467,10 +482,29 @@ export class ManagerClient {
         return result;
       } catch (err) {
         if (this.stopped) throw new AbortError('manager client stopped');
+        // Every manager applies the same table: the others would only say the same.
+        if (err instanceof WorkerRemovedError) throw err;
         failures.set(base, describe(err));
       }
     }
     throw new RoundFailedError(failures);
+  }
+
+  /** Throws WorkerRemovedError on a manager's WorkerRemoved answer, telling `onRemoved` the first time. */
+  private refuseIfRemoved(answer: ManagerAnswer): void {
+    if (errorCodeOf(answer.json) !== 'WorkerRemoved') return;
+    if (this.removed === undefined) {
+      const said = (answer.json as { error?: { message?: unknown } }).error?.message;
+      this.removed = new WorkerRemovedError(
+        typeof said === 'string' ? said : `worker ${this.opts.workerId} was removed from the cluster`,
+      );
+      this.log.error(
+        { event: 'worker.removed', manager: answer.managerBase, err: this.removed.message },
+        'this worker was removed from the cluster',
+      );
+      this.opts.onRemoved?.(this.removed);
+    }
+    throw this.removed;
   }
 
   private adoptLeader(base: string): void {

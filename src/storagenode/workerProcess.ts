@@ -9,10 +9,16 @@ import { describeStorageFailure, isDiskFull, messageWithCauses } from '../storag
 import { BlobStore, RESERVE_BYTES } from './blobStore.ts';
 import { errnoCode } from './errors.ts';
 import { LostCopyReporter } from './lostCopyReporter.ts';
-import { ManagerClient, NoManagerAnsweredError, type WorkerUsage } from './managerClient.ts';
+import {
+  ManagerClient,
+  NoManagerAnsweredError,
+  WorkerRemovedError,
+  type WorkerUsage,
+} from './managerClient.ts';
 import { Scrubber } from './scrubber.ts';
 import { createWorkerApp } from './workerApp.ts';
 import { advertisedUrl, type WorkerConfig } from './workerConfig.ts';
+import { EXIT_REMOVED } from './workerExit.ts';
 
 /** In-flight requests (a PUT being fsynced) get this long to finish at shutdown before being cut. */
 const DRAIN_TIMEOUT_MS = 10_000;
@@ -24,6 +30,7 @@ export const EXIT_OK = 0;
 export const EXIT_START_FAILED = 1;
 /** The configuration was refused (see workerConfig.ts); nothing was started. */
 export const EXIT_BAD_CONFIG = 2;
+export { EXIT_REMOVED } from './workerExit.ts';
 
 /**
  * What a heartbeat reports. With a quota, the disk the leader ranks is the quota: used is what the
@@ -56,6 +63,11 @@ export class WorkerProcess {
   private stopping: Promise<void> | undefined;
   private starting: Promise<void> | undefined;
   private boundUrl: string | undefined;
+  private markRemoved!: (err: WorkerRemovedError) => void;
+  /** Settles once a manager says this worker was removed from the cluster (it then has to stop). */
+  readonly removed = new Promise<WorkerRemovedError>((resolve) => {
+    this.markRemoved = resolve;
+  });
 
   constructor(
     readonly config: WorkerConfig,
@@ -121,6 +133,7 @@ export class WorkerProcess {
       inventory: () => store.inventory(),
       usage: () => usageOf(store),
       logger: log,
+      onRemoved: (err) => this.markRemoved(err),
     });
     const client = this.client;
     const lostCopies = new LostCopyReporter({ report: (ids) => client.reportLostCopies(ids), log });
@@ -263,6 +276,7 @@ export async function runWorkerProcess(config: WorkerConfig, log?: Logger): Prom
     } catch (err) {
       await worker.stop();
       if (signalled) return EXIT_OK;
+      if (err instanceof WorkerRemovedError) return exitRemoved(err.message, config, logger);
       const message =
         err instanceof NoManagerAnsweredError
           ? err.message
@@ -271,13 +285,20 @@ export async function runWorkerProcess(config: WorkerConfig, log?: Logger): Prom
       process.stderr.write(`imgvault worker ${config.id}: ${message}\n`);
       return EXIT_START_FAILED;
     }
-    await stopRequested;
+    const gone = await Promise.race([worker.removed, stopRequested.then(() => null)]);
     await worker.stop();
+    if (gone !== null && !signalled) return exitRemoved(gone.message, config, logger);
     return EXIT_OK;
   } finally {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
   }
+}
+
+function exitRemoved(message: string, config: WorkerConfig, logger: Logger): number {
+  logger.error({ event: 'worker.exit_removed', err: message }, 'worker stopped: removed from the cluster');
+  process.stderr.write(`imgvault worker ${config.id}: ${message}\n`);
+  return EXIT_REMOVED;
 }
 
 function describeStartError(err: unknown, config: WorkerConfig): string {

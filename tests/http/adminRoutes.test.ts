@@ -104,3 +104,64 @@ describe('drain and undrain', () => {
     await expect(undrain(raft, sm, 'w1')).rejects.toMatchObject({ code: 'NotDraining' });
   });
 });
+
+describe('remove', () => {
+  const del = (app: Awaited<ReturnType<typeof setup>>['app'], id: string, secret = SECRET) =>
+    app.request(`/v1/cluster/nodes/${id}`, {
+      method: 'DELETE',
+      headers: { [CLUSTER_SECRET_HEADER]: secret },
+    });
+
+  it('removes a drained worker holding nothing; refuses one not drained (409), unknown (404), a bad id (400)', async () => {
+    const { sm, raft, app } = await setup();
+    const notDrained = await del(app, 'w1');
+    expect(notDrained.status).toBe(409);
+    expect(await notDrained.json()).toMatchObject({
+      error: { code: 'NodeNotDrained', message: expect.stringContaining('imgvault worker drain w1') },
+    });
+    expect((await del(app, 'w9')).status).toBe(404);
+    expect((await del(app, '-bad')).status).toBe(400);
+
+    await proposeCommand(raft, { type: 'markNodeState', nodeId: 'w1', state: 'drained', at: Date.now() });
+    const removed = await del(app, 'w1');
+    expect(removed.status).toBe(200);
+    expect(await removed.json()).toMatchObject({ nodeId: 'w1', alreadyRemoved: false });
+    expect(await sm.getNode('w1')).toBeNull();
+    // A retry whose first answer was lost finds it done.
+    const again = await del(app, 'w1');
+    expect([again.status, await again.json()]).toEqual([
+      200,
+      expect.objectContaining({ alreadyRemoved: true }),
+    ]);
+  });
+
+  it('refuses a drained worker that a record still names a copy on', async () => {
+    const { sm, raft, app } = await setup();
+    await proposeCommand(raft, {
+      type: 'recordObject',
+      id: 'a',
+      size: 10,
+      sha256: 'a'.repeat(64),
+      contentType: 'image/png',
+      createdAt: 1,
+      replicas: ['w1', 'w2'],
+    });
+    await proposeCommand(raft, { type: 'markNodeState', nodeId: 'w1', state: 'drained', at: Date.now() });
+    const res = await del(app, 'w1');
+    expect(res.status).toBe(409);
+    expect(await res.json()).toMatchObject({ error: { code: 'NodeHoldsCopies' } });
+    expect(await sm.getNode('w1')).not.toBeNull();
+  });
+
+  it('requires the operator credential and is redirected by a follower', async () => {
+    const leading = { value: true };
+    const { sm, raft, app } = await setup(leading);
+    await proposeCommand(raft, { type: 'markNodeState', nodeId: 'w1', state: 'drained', at: Date.now() });
+    expect((await del(app, 'w1', 'wrong-secret')).status).toBe(401);
+    expect(await sm.getNode('w1')).not.toBeNull();
+    leading.value = false;
+    const res = await del(app, 'w1');
+    expect(res.status).toBe(307);
+    expect(res.headers.get('location')).toBe(`${LEADER_URL}/v1/cluster/nodes/w1`);
+  });
+});

@@ -1,5 +1,6 @@
 // A registration cannot move a worker: the same id at another URL is refused (409) and the node
-// table keeps the recorded URL, while the worker restarting at its URL registers as before.
+// table keeps the recorded URL, while the worker restarting at its URL registers as before. A
+// worker removed for good (`worker remove`) is refused (410) when it registers or beats again.
 // A real metadata state machine on LevelDB behind the real worker routes.
 
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,6 +11,7 @@ import type { RaftAccess } from '../../src/manager/imageService.ts';
 import { WorkerLiveness } from '../../src/manager/workerLiveness.ts';
 import { WorkerRegistry } from '../../src/manager/workerRegistry.ts';
 import type { MetadataStateMachine } from '../../src/metadata/metadataStateMachine.ts';
+import { proposeCommand } from '../../src/metadata/proposeCommand.ts';
 import { EntryLog, MetadataFixture } from '../metadata/metadataFixture.ts';
 import { makeDataDir, removeDir } from '../storagenode/workerHarness.ts';
 
@@ -43,10 +45,11 @@ function leadingRaft(sm: MetadataStateMachine): RaftAccess {
 
 async function manager() {
   const sm = await fx.machine();
+  const raft = leadingRaft(sm);
   const spoolDir = await makeDataDir();
   dirs.push(spoolDir);
   const registry = new WorkerRegistry({
-    raft: leadingRaft(sm),
+    raft,
     metadata: sm,
     liveness: new WorkerLiveness({ suspectAfterMs: 3_000 }),
     log: createLogger('test'),
@@ -54,7 +57,11 @@ async function manager() {
     summaryIntervalMs: 5_000,
     spoolDir,
   });
-  return { sm, app: workerRoutes({ registry, secret: SECRET, heartbeatIntervalMs: 1_000 }) };
+  return {
+    sm,
+    raft,
+    app: workerRoutes({ registry, secret: SECRET, heartbeatIntervalMs: 1_000 }),
+  };
 }
 
 async function register(app: ReturnType<typeof workerRoutes>, url: string, inventory: object[] = []) {
@@ -83,5 +90,31 @@ describe('POST /internal/v1/workers/register with a known id', () => {
     expect(moved.body.error?.code).toBe('WorkerUrlConflict');
     expect(moved.body.error?.message).toContain('imgvault worker drain w3');
     expect((await sm.getNode('w3'))?.url).toBe('http://127.0.0.1:7103');
+  });
+});
+
+describe('a worker removed for good', () => {
+  it('is refused with 410 WorkerRemoved when it registers or heartbeats again', async () => {
+    const { sm, raft, app } = await manager();
+    expect((await register(app, 'http://127.0.0.1:7103')).status).toBe(200);
+    await proposeCommand(raft, { type: 'markNodeState', nodeId: 'w3', state: 'drained', at: 2 });
+    expect(await proposeCommand(raft, { type: 'removeWorker', nodeId: 'w3', at: 3 })).toMatchObject({
+      ok: true,
+    });
+
+    const again = await register(app, 'http://127.0.0.1:7103');
+    expect(again.status).toBe(410);
+    expect(again.body.error).toEqual({
+      code: 'WorkerRemoved',
+      message: expect.stringContaining('new worker id'),
+    });
+    expect(await sm.getNode('w3')).toBeNull();
+    const beat = await app.request('http://127.0.0.1/internal/v1/workers/heartbeat', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', [CLUSTER_SECRET_HEADER]: SECRET },
+      body: JSON.stringify({ id: 'w3', diskUsed: 0, diskFree: 1, blobCount: 0, blobBytes: 0 }),
+    });
+    expect(beat.status).toBe(410);
+    expect(await beat.json()).toMatchObject({ error: { code: 'WorkerRemoved' } });
   });
 });

@@ -478,6 +478,82 @@ describe('markNodeState', () => {
   });
 });
 
+describe('removeWorker', () => {
+  const remove = (nodeId: string, at = 9000): Command => ({ type: 'removeWorker', nodeId, at });
+  const drained = (nodeId: string): Command => ({
+    type: 'markNodeState',
+    nodeId,
+    state: 'drained',
+    at: 5000,
+  });
+
+  it('removes only a drained worker that no record names a copy on', async () => {
+    await setup(registerCmd('w1'), registerCmd('w2'), registerCmd('w3'), recordCmd('a', ['w1', 'w2']));
+    await expectRejected(remove('w1'), 'NodeNotDrained');
+    await setup({ type: 'markNodeState', nodeId: 'w1', state: 'draining', at: 4000 });
+    await expectRejected(remove('w1'), 'NodeNotDrained');
+    // Drained in the table while a record still names its copy (an upload placed before the drain).
+    await setup(drained('w1'));
+    await expectRejected(remove('w1'), 'NodeHoldsCopies');
+
+    await setup({ type: 'replaceReplica', id: 'a', add: 'w3', remove: 'w1' });
+    const before = await sm.getNode('w1');
+    expect(await applyOne(sm, log, remove('w1'))).toEqual({ ok: true, node: before });
+    expect(await sm.getNode('w1')).toBeNull();
+    expect((await sm.listNodes()).map((n) => n.nodeId)).toEqual(['w2', 'w3']);
+    expect(await sm.getRemovedNode('w1')).toEqual({ url: before!.url, zone: before!.zone, removedAt: 9000 });
+    expect((await sm.stats()).nodes).toEqual({
+      w2: { objects: 1, bytes: 100 },
+      w3: { objects: 1, bytes: 100 },
+    });
+    // Gone: removing it again, or an id never registered, is NodeUnknown.
+    await expectRejected(remove('w1'), 'NodeUnknown');
+    await expectRejected(remove('w9'), 'NodeUnknown');
+  });
+
+  it('sees a copy recorded earlier in the same apply batch', async () => {
+    await setup(registerCmd('w1'), registerCmd('w2'), drained('w1'));
+    // recordObject checks registration only: an upload placed on w1 before its drain can land now.
+    const results = await sm.apply([log.command(recordCmd('a', ['w1', 'w2'])), log.command(remove('w1'))]);
+    expect(results.map((r) => r.result)).toEqual([
+      expect.objectContaining({ ok: true, created: true }),
+      { ok: false, code: 'NodeHoldsCopies', message: expect.any(String) },
+    ]);
+    expect(await sm.getNode('w1')).not.toBeNull();
+  });
+
+  it('never lets the removed id register again, and keeps that through snapshots', async () => {
+    await setup(registerCmd('w1'), registerCmd('w2'), drained('w1'), remove('w1'));
+    await expectRejected(registerCmd('w1', 10_000), 'NodeRemoved');
+    expect(await sm.getNode('w1')).toBeNull();
+    // Grouped with other commands, the registration is refused as alone; a removal is never grouped.
+    const batch = await applyOne(sm, log, {
+      type: 'commandBatch',
+      commands: [registerCmd('w1', 11_000), registerCmd('w4', 11_000), remove('w2')],
+    });
+    expect(batch).toEqual({
+      ok: true,
+      results: [
+        { ok: false, code: 'NodeRemoved', message: expect.any(String) },
+        expect.objectContaining({ ok: true, created: true }),
+        { ok: false, code: 'InvalidCommand', message: 'a removeWorker command cannot be grouped' },
+      ],
+    });
+    const restored = await fx.expectReplicasAgree(sm, log.entries);
+    expect(await restored.getRemovedNode('w1')).toMatchObject({ removedAt: 9000 });
+    expect((await restored.listNodes()).map((n) => n.nodeId)).toEqual(['w2', 'w4']);
+    const again = await restored.apply([
+      {
+        term: 1,
+        index: restored.appliedIndex() + 1,
+        type: 'normal',
+        data: JSON.stringify(registerCmd('w1')),
+      },
+    ]);
+    expect(again[0]!.result).toMatchObject({ ok: false, code: 'NodeRemoved' });
+  });
+});
+
 describe('entries', () => {
   it('returns one result per command entry, with its index and request id', async () => {
     const entries = [

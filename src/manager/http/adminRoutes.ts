@@ -1,5 +1,6 @@
-// Operator actions on the cluster (an operator credential, or the single cluster secret, required): draining a worker and taking a drain
-// back. A follower redirects to the leader like any write.
+// Operator actions on the cluster (an operator credential, or the single cluster secret, required):
+// draining a worker, taking a drain back, and removing a drained worker for good. A follower
+// redirects to the leader like any write.
 
 import { type Context, Hono } from 'hono';
 import { RaftError } from '../../consensus/raftNode.ts';
@@ -8,7 +9,7 @@ import { credentialsOf, type ManagerCredentials } from '../../http/credentials.t
 import { jsonError } from '../../http/errors.ts';
 import { noLeaderKnown, redirectToLeader } from '../../http/leaderRedirect.ts';
 import type { MetadataStateMachine } from '../../metadata/metadataStateMachine.ts';
-import { DrainError, type DrainStatus, drainStatus, startDrain, undrain } from '../drain.ts';
+import { DrainError, drainStatus, removeWorker, startDrain, undrain } from '../drain.ts';
 import { ImageError, type RaftAccess } from '../imageService.ts';
 
 export function adminRoutes(opts: {
@@ -38,6 +39,11 @@ export function adminRoutes(opts: {
     operatorAction(c, 200, (id) => undrain(opts.raft, opts.metadata, id)),
   );
 
+  // The auth on the route itself: GET /v1/cluster/nodes/:id, if one comes, is not an operator's.
+  app.delete('/v1/cluster/nodes/:id', auth, (c) =>
+    operatorAction(c, 200, (id) => removeWorker(opts.raft, opts.metadata, id)),
+  );
+
   app.get('/v1/cluster/nodes/:id/drain', async (c) => {
     const status = await drainStatus(opts.metadata, c.req.param('id'));
     if (!status) return jsonError(c, 404, 'NodeUnknown', `node ${c.req.param('id')} is not registered`);
@@ -47,11 +53,11 @@ export function adminRoutes(opts: {
   return app;
 }
 
-/** Runs one drain action for the node in the path and maps its typed errors to HTTP. */
+/** Runs one operator action for the node in the path and maps its typed errors to HTTP. */
 async function operatorAction(
   c: Context,
   okStatus: 200 | 202,
-  action: (nodeId: string) => Promise<DrainStatus>,
+  action: (nodeId: string) => Promise<object>,
 ): Promise<Response> {
   try {
     return c.json(await action(c.req.param('id') ?? ''), okStatus);

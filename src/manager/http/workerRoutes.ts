@@ -34,6 +34,7 @@ import {
   InventoryTooLarge,
   UnknownWorker,
   type WorkerRegistry,
+  WorkerRemoved,
   WorkerUrlConflict,
 } from '../workerRegistry.ts';
 
@@ -78,6 +79,7 @@ function mapError(c: Context, err: unknown): Response {
   if (err instanceof BodyTooLarge) return jsonError(c, 413, 'BodyTooLarge', err.message);
   if (err instanceof UnknownWorker) return jsonError(c, 404, 'UnknownWorker', err.message);
   if (err instanceof WorkerUrlConflict) return jsonError(c, 409, 'WorkerUrlConflict', err.message);
+  if (err instanceof WorkerRemoved) return jsonError(c, 410, 'WorkerRemoved', err.message);
   if (err instanceof InventoryTooLarge) return jsonError(c, 413, 'InventoryTooLarge', err.message);
   if (err instanceof ImageError) {
     if (err.code === 'NotLeader' && err.leaderUrl) return redirectToLeader(c, err.leaderUrl, err.message);
