@@ -119,6 +119,46 @@ describe('an object with no copy left', () => {
     expect(await metric(s, 'imgvault_objects_unavailable')).toBe(0);
   });
 
+  it("says the lost count is a lower bound until a new leader's walk has looked at every object", async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (let i = 0; i < 25; i++) await putObject(s, `a-${String(i).padStart(2, '0')}`, ['w1', 'w2'], 100);
+    // Last in id order: the walk reaches it last.
+    await putObject(s, 'z-gone', ['w1', 'w2']);
+    await propose(s, { type: 'removeReplica', id: 'z-gone', nodeId: 'w1' });
+    for (const nodeId of ['w1', 'w2']) await s.client.deleteBlob(s.workers.get(nodeId)!.url, 'z-gone');
+    let leads = true;
+    // Ten objects a pass: the walk covers the table in three.
+    const repair = placementLoop(s, { maxObjectsPerPass: 10, raft: { ...s.raft, isLeader: () => leads } });
+    const seen = async () => [
+      await metric(s, 'imgvault_objects_lost'),
+      await metric(s, 'imgvault_objects_lost_counted'),
+    ];
+    const passes = async () => {
+      const after: number[][] = [];
+      for (let pass = 0; pass < 3; pass++) {
+        await repair.pass();
+        after.push(await seen());
+      }
+      return after;
+    };
+    expect(await passes()).toEqual([
+      [0, 0],
+      [0, 0],
+      [1, 1],
+    ]);
+    // Leadership lost and won again: the verdicts are gone, and so is the claim to a full count.
+    leads = false;
+    await repair.pass();
+    expect(await seen()).toEqual([0, 0]);
+    leads = true;
+    expect(await passes()).toEqual([
+      [0, 0],
+      [0, 0],
+      [1, 1],
+    ]);
+  });
+
   it('answers a read with Lost when every worker its record names answered it has no copy', async () => {
     const { s } = await lostObject();
     const { images, removeStaging } = await readingImageService({ metadata: s.sm, workers: s.client });

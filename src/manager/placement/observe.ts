@@ -41,8 +41,21 @@ export class RepairWalk {
   /** Where each leaving node's scan resumes; where the backstop resumes. */
   private readonly after = new Map<string, string>();
   private backstop: string | undefined;
+  /** The backstop has reached the end of the table since `restart`: every object was looked at. */
+  private walkedAll = false;
 
   constructor(private readonly metadata: MetadataStateMachine) {}
+
+  /** The backstop starts again at the first object (a new leader: its verdicts start empty). */
+  restart(): void {
+    this.backstop = undefined;
+    this.walkedAll = false;
+  }
+
+  /** Every object has been in a step since `restart` (or since this walk was made). */
+  get coveredAll(): boolean {
+    return this.walkedAll;
+  }
 
   /** `hasSource`: a serving worker holds a copy of the object, and it was not found lost or unavailable. */
   async step(
@@ -84,6 +97,7 @@ export class RepairWalk {
       limit: Math.min(BACKSTOP_PAGE, limit),
     });
     this.backstop = step.next ?? undefined;
+    if (this.backstop === undefined) this.walkedAll = true;
     return [...taken.values(), ...step.items.filter((o) => !taken.has(o.id))];
   }
 }
