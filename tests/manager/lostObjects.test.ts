@@ -157,6 +157,16 @@ describe('an object with no copy left', () => {
       [0, 0],
       [1, 1],
     ]);
+    // Lost and won again mid-walk: the walk goes on from where it was, round to that point.
+    await repair.pass();
+    leads = false;
+    await repair.pass();
+    leads = true;
+    expect(await passes()).toEqual([
+      [0, 0],
+      [1, 0],
+      [1, 1],
+    ]);
   });
 
   it('answers a read with Lost when every worker its record names answered it has no copy', async () => {

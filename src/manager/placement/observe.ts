@@ -41,14 +41,22 @@ export class RepairWalk {
   /** Where each leaving node's scan resumes; where the backstop resumes. */
   private readonly after = new Map<string, string>();
   private backstop: string | undefined;
-  /** The backstop has reached the end of the table since `restart`: every object was looked at. */
+  /** Where the backstop was at `restart`, and whether it has since passed the end of the table. */
+  private sweepFrom: string | undefined;
+  private wrapped = false;
+  /** The backstop has come round to `sweepFrom` since `restart`: every object was looked at. */
   private walkedAll = false;
 
   constructor(private readonly metadata: MetadataStateMachine) {}
 
-  /** The backstop starts again at the first object (a new leader: its verdicts start empty). */
+  /**
+   * Starts counting a round of the backstop from where it is (a new leader: its verdicts start
+   * empty). It goes on from there rather than from the first object: a leadership that changes
+   * more often than a round takes must not keep the objects at the end of the table unseen.
+   */
   restart(): void {
-    this.backstop = undefined;
+    this.sweepFrom = this.backstop;
+    this.wrapped = false;
     this.walkedAll = false;
   }
 
@@ -97,7 +105,13 @@ export class RepairWalk {
       limit: Math.min(BACKSTOP_PAGE, limit),
     });
     this.backstop = step.next ?? undefined;
-    if (this.backstop === undefined) this.walkedAll = true;
+    // A page holds the ids after the old cursor up to the new one (all the rest at the end).
+    if (this.backstop === undefined) {
+      this.wrapped = true;
+      if (this.sweepFrom === undefined) this.walkedAll = true;
+    } else if (this.wrapped && this.sweepFrom !== undefined && this.backstop >= this.sweepFrom) {
+      this.walkedAll = true;
+    }
     return [...taken.values(), ...step.items.filter((o) => !taken.has(o.id))];
   }
 }

@@ -114,7 +114,7 @@ export class Repairer {
     if (!this.leading) {
       // A lost object is found only when the walk reaches it (an object whose copies the record
       // names on serving workers looks whole until read back): the lost count is a lower bound
-      // until one walk has gone over the whole table under this leadership.
+      // until the walk has gone round the whole table under this leadership.
       this.leading = true;
       this.walk.restart();
     }
