@@ -34,15 +34,28 @@ export async function freeBytesAt(dir: string): Promise<number> {
   return fs.bavail * fs.bsize;
 }
 
+/**
+ * The wait before the reserve is tried again after it failed for another reason than a full disk
+ * (permissions, EIO: nothing the next heartbeat changes), doubled per failure up to the cap.
+ */
+const RETRY_FIRST_MS = 1_000;
+const RETRY_CAP_MS = 60_000;
+
 export class DiskReserve {
   private present = false;
   private restoring: Promise<void> | null = null;
+  /** Failures in a row of another kind than a full disk, and when the next try may run. */
+  private failures = 0;
+  private retryAt = 0;
+  /** What the last failure was (its code), so each change of state is logged once. */
+  private failedWith: string | null = null;
 
   constructor(
     readonly dataDir: string,
     readonly bytes: number,
     private readonly log: Logger,
     private readonly holder: ReserveHolder,
+    private readonly now: () => number = Date.now,
   ) {}
 
   get file(): string {
@@ -111,29 +124,62 @@ export class DiskReserve {
    * goes on refusing new data.
    */
   async makeIfRoom(freeBytes: number): Promise<void> {
+    const was = this.present;
     this.present = (await stat(this.file).catch(() => null))?.size === this.bytes;
     if (this.present) return;
+    if (was) {
+      // Deleted (or cut) while the worker ran, most likely by hand to free space.
+      this.log.warn(
+        { event: 'storage.reserve_gone', file: this.file, bytes: this.bytes },
+        `the disk reserve is gone: the ${this.holder.name} ${this.holder.refusing} until it is made again, once ${2 * this.bytes} bytes are free`,
+      );
+    }
     // What a crash while the reserve was made left: it holds space and is no reserve.
     await rm(`${this.file}.tmp`, { force: true }).catch(() => {});
-    if (freeBytes < 2 * this.bytes) return;
+    if (freeBytes < 2 * this.bytes || this.now() < this.retryAt) return;
     try {
       await this.write();
       this.present = true;
+      this.failures = 0;
+      this.retryAt = 0;
+      this.failedWith = null;
       this.log.info(
         { event: 'storage.reserve_made', file: this.file, bytes: this.bytes },
         `made the disk reserve (${this.bytes} bytes) that lets the ${this.holder.name} start on a full disk`,
       );
     } catch (err) {
-      this.log.warn(
-        { event: 'storage.reserve_failed', file: this.file, diskFull: isDiskFull(err), err },
-        'could not make the disk reserve',
-      );
+      this.failed(err);
     }
   }
 
-  /** makeIfRoom in the background, one at a time: what a periodic look at the disk calls. */
+  /**
+   * A failed make: logged when its kind changed. A full disk is retried once the disk has room
+   * again (the free space is looked at first); anything else after a doubling wait.
+   */
+  private failed(err: unknown): void {
+    const diskFull = isDiskFull(err);
+    const code = diskFull ? 'ENOSPC' : ((err as { code?: unknown }).code?.toString() ?? 'unknown');
+    if (!diskFull) {
+      this.failures += 1;
+      this.retryAt = this.now() + Math.min(RETRY_FIRST_MS * 2 ** (this.failures - 1), RETRY_CAP_MS);
+    }
+    if (code === this.failedWith) return;
+    this.failedWith = code;
+    this.log.warn(
+      { event: 'storage.reserve_failed', file: this.file, diskFull, err },
+      diskFull
+        ? 'could not make the disk reserve: the disk is full'
+        : `could not make the disk reserve; tried again with a growing wait (up to ${RETRY_CAP_MS / 1000} s), logged again only if the cause changes`,
+    );
+  }
+
+  /**
+   * makeIfRoom in the background, one at a time: what a periodic look at the disk calls. It looks
+   * at the file even when the reserve is in place: one deleted by hand is noticed here, not at the
+   * next start.
+   */
   restoreIfRoom(freeBytes: number): void {
-    if (this.present || this.restoring || freeBytes < 2 * this.bytes) return;
+    if (this.restoring) return;
     this.restoring = this.makeIfRoom(freeBytes).finally(() => {
       this.restoring = null;
     });

@@ -26,6 +26,7 @@ interface StatsView {
   underReplicated?: number | null;
   unavailable?: number | null;
   lost?: number | null;
+  lostCounted?: boolean | null;
   repairing?: number;
   names?: NamesStatus;
 }
@@ -96,6 +97,11 @@ export interface ClusterStatus {
     unavailable: number | null;
     /** Objects with no copy left on any worker the record names (all up): docs/operations.md. */
     lost: number | null;
+    /**
+     * False while the leader has not yet looked at every object since it took over: `lost` is a
+     * lower bound until then (null: not known, an older leader).
+     */
+    lostCounted: boolean | null;
     repairing: number;
     names?: NamesStatus;
   } | null;
@@ -251,6 +257,7 @@ export async function gatherStatus(urls: string[], headers: Record<string, strin
         underReplicated: stats.underReplicated ?? null,
         unavailable: stats.unavailable ?? null,
         lost: stats.lost ?? null,
+        lostCounted: stats.lostCounted ?? null,
         repairing: stats.repairing ?? 0,
         ...(stats.names ? { names: stats.names } : {}),
       };
@@ -270,7 +277,7 @@ export async function gatherStatus(urls: string[], headers: Record<string, strin
     healthy: false,
   };
   status.problems = problemsOf(status);
-  status.warnings = [...managerDiskWarnings(status), ...roomWarnings(status)];
+  status.warnings = [...managerDiskWarnings(status), ...countingWarnings(status), ...roomWarnings(status)];
   status.healthy = status.problems.length === 0;
   return status;
 }
@@ -369,6 +376,14 @@ export const NEARLY_FULL_IMAGES = 100;
  * said "healthy" up to the moment a worker had less room than one image, and uploads then failed.
  * Only `up` workers, as for roomProblems.
  */
+/** A new leader finds lost objects as its repair walk reaches them (docs/operations.md, "Lost"). */
+function countingWarnings(s: ClusterStatus): string[] {
+  if (s.objects?.lostCounted !== false) return [];
+  return [
+    'the lost count is still being established: the leader has not yet looked at every object since it took over (its repair walk reads about 1000 a pass)',
+  ];
+}
+
 function roomWarnings(s: ClusterStatus): string[] {
   const average = averageImageBytes(s);
   const warnings: string[] = [];

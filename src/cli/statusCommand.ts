@@ -78,7 +78,7 @@ export function renderStatus(s: ClusterStatus): string {
   out.push(
     '',
     o
-      ? `objects: ${o.count} (${formatBytes(o.bytes)}); under-replicated ${dash(o.underReplicated)}, unavailable ${dash(o.unavailable)}, lost ${dash(o.lost)}, repairing ${o.repairing}`
+      ? `objects: ${o.count} (${formatBytes(o.bytes)}); under-replicated ${dash(o.underReplicated)}, unavailable ${dash(o.unavailable)}, lost ${dash(o.lost)}${o.lostCounted === false ? ' (still counting)' : ''}, repairing ${o.repairing}`
       : 'objects: unknown (no manager answered)',
   );
   if (o?.names && o.names.count > 0) {

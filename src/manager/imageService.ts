@@ -650,9 +650,10 @@ export class ImageService {
   /**
    * A direct-read link for `object` (a record read with `getMeta`, so linearizable): to its first
    * serving replica, which sends the client on to the next one's link when its copy cannot be
-   * served (protocol/readLink.ts). Undefined when no replica's worker can be linked to, or none has
-   * been heard from lately: the caller then reads through this manager, which answers for a copy it
-   * cannot reach (503) instead of leaving the client at a worker that does not answer.
+   * served (protocol/readLink.ts); the last one answers 500 Lost when none of them holds it.
+   * Undefined when no replica's worker can be linked to, or none has been heard from lately: the
+   * caller then reads through this manager, which answers for a copy it cannot reach (503) instead
+   * of leaving the client at a worker that does not answer.
    */
   async readLink(object: ObjectView, now = Date.now()): Promise<string | undefined> {
     const replicas = await this.servingReplicas(object);
@@ -664,6 +665,9 @@ export class ImageService {
       ...(object.crc32c === undefined ? {} : { crc32c: object.crc32c }),
       contentType: object.contentType,
       exp: now + READ_LINK_TTL_MS,
+      // A chain over every copy the record names can find the image lost, as `openRecorded` does;
+      // with a copy on a worker that is down it cannot (readLink.ts).
+      ...(replicas.length === object.replicas.length ? { copies: replicas.length } : {}),
     };
     let link: string | undefined;
     for (const node of replicas.reverse()) {

@@ -13,6 +13,7 @@ export class RepairMetrics {
   readonly underReplicated: Gauge;
   readonly unavailable: Gauge;
   readonly lost: Gauge;
+  readonly lostCounted: Gauge;
   readonly foundLost: Counter;
   readonly oldestUnderReplicatedSeconds: Gauge;
   readonly duration: Histogram;
@@ -59,6 +60,11 @@ export class RepairMetrics {
     this.lost = new Gauge({
       name: 'imgvault_objects_lost',
       help: 'Objects whose every recorded copy is on a serving worker that holds none of it intact, as the leader found them',
+      registers,
+    });
+    this.lostCounted = new Gauge({
+      name: 'imgvault_objects_lost_counted',
+      help: '1 once the leader has looked at every object since it took over, so imgvault_objects_lost counts all it can find; 0 before (the count is a lower bound)',
       registers,
     });
     this.foundLost = new Counter({

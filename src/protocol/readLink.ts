@@ -6,6 +6,15 @@
 // cluster secret in single-secret mode, which every worker holds): the worker serves the blob only
 // if its copy is the record's bytes, checked before the first byte is sent, and otherwise redirects
 // to the other copy's link. The expiry is the manager's wall clock, checked against the worker's.
+//
+// A lost image (every copy the record names is gone) must get the answer a read through the manager
+// gets, 500 Lost, not the last worker's 503. The manager cannot know when it signs: it has asked
+// no worker (asking one per direct read is the round trip these reads exist to save), and only the
+// leader keeps verdicts, found by its repair pass. The workers find out, one each, along the chain:
+// the manager signs how many copies the record names when the chain covers all of them (`copies`),
+// and a worker without the blob passes the count of such answers on in the next link's `gone`
+// parameter. It is not signed (a worker holds no other worker's key), so it decides only which
+// error the client reading that link gets: a client that alters it misleads itself, nothing else.
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
@@ -14,6 +23,8 @@ import { CRC32C_HEX_PATTERN } from './checksums.ts';
 /** The worker's route for a direct read; the token is in the `t` query parameter. */
 export const READ_LINK_ROUTE = '/direct/:id';
 export const READ_LINK_QUERY = 't';
+/** How many workers earlier in the chain answered they hold no such blob (unsigned, see above). */
+export const READ_LINK_GONE_QUERY = 'gone';
 
 /** How long a link is good for: enough to follow a redirect, not enough to be worth sharing. */
 export const READ_LINK_TTL_MS = 60_000;
@@ -35,6 +46,11 @@ const claimsSchema = z.object({
   exp: z.number().int().positive(),
   /** The other copy's link, where the worker sends the client when its own copy cannot be served. */
   next: z.url().max(4096).optional(),
+  /**
+   * How many copies the record names, when the chain of links covers every one: all of them found
+   * missing is a lost image, as a read through the manager would find it.
+   */
+  copies: z.number().int().positive().max(16).optional(),
 });
 
 export type ReadLinkClaims = z.infer<typeof claimsSchema>;
@@ -54,6 +70,20 @@ export function signReadLink(credential: string, claims: ReadLinkClaims): string
 export function readLinkUrl(workerUrl: string, credential: string, claims: ReadLinkClaims): string {
   const url = new URL(READ_LINK_ROUTE.replace(':id', encodeURIComponent(claims.id)), workerUrl);
   url.searchParams.set(READ_LINK_QUERY, signReadLink(credential, claims));
+  return url.toString();
+}
+
+/** `gone` as a link carries it: a count no greater than the chain's copies, anything else 0. */
+export function goneSoFar(value: string | undefined, claims: ReadLinkClaims): number {
+  const n = /^\d{1,2}$/.test(value ?? '') ? Number(value) : 0;
+  return claims.copies !== undefined && n < claims.copies ? n : 0;
+}
+
+/** The next link in the chain, carrying how many copies were found missing so far. */
+export function passOn(next: string, gone: number): string {
+  if (gone === 0) return next;
+  const url = new URL(next);
+  url.searchParams.set(READ_LINK_GONE_QUERY, String(gone));
   return url.toString();
 }
 

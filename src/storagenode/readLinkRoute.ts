@@ -1,8 +1,9 @@
 // A direct read (protocol/readLink.ts): a client sent here by a manager's signed link gets this
 // worker's copy only if it is the record's bytes the link names, checked before the first byte is
 // sent for a blob read whole (as a GET through the manager is); otherwise it is sent on to the
-// other copy's link, or told no copy could be served. A larger blob streams, checked as it goes,
-// and a copy that fails cuts the answer.
+// other copy's link, or told no copy could be served, or, when no worker of the chain holds the
+// blob, that the image is lost (500 Lost, as the manager answers such a read). A larger blob
+// streams, checked as it goes, and a copy that fails cuts the answer.
 
 import type { Readable } from 'node:stream';
 import type { Context } from 'hono';
@@ -10,10 +11,17 @@ import { type ReadBuffers, releaseWhenWritten } from '../http/readBuffers.ts';
 import { webStreamOf } from '../http/webStream.ts';
 import type { Logger } from '../logging.ts';
 import { IMAGE_CACHE_CONTROL, IMAGE_SAFETY_HEADERS } from '../protocol/imageHeaders.ts';
-import { READ_LINK_QUERY, type ReadLinkClaims, verifyReadLink } from '../protocol/readLink.ts';
+import {
+  goneSoFar,
+  passOn,
+  READ_LINK_GONE_QUERY,
+  READ_LINK_QUERY,
+  type ReadLinkClaims,
+  verifyReadLink,
+} from '../protocol/readLink.ts';
 import type { BlobRecord } from './blobIndex.ts';
 import type { BlobStore } from './blobStore.ts';
-import { failure, type StoreResult } from './errors.ts';
+import { failure, type StorageError, type StoreResult } from './errors.ts';
 import type { WorkerMetrics } from './workerMetrics.ts';
 
 export interface ReadLinkDeps {
@@ -67,16 +75,35 @@ export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Res
     return c.json({ error: { code: 'Unauthorized', message: verified.why } }, 401);
   }
   const { claims } = verified;
-  const elsewhere = (why: string): Response => {
+  const gone = goneSoFar(c.req.query(READ_LINK_GONE_QUERY), claims);
+  /** Sends the client on to the next copy, or says none could be served: `why` this one was not. */
+  const elsewhere = (why: string | StorageError): Response => {
+    // What a read through the manager counts as a copy gone: the worker has no such blob.
+    const goneHere = typeof why !== 'string' && why.code === 'BlobNotFound';
+    // Counted only along a chain over every copy: otherwise no count tells a lost image.
+    const found = claims.copies === undefined ? 0 : gone + (goneHere ? 1 : 0);
     if (claims.next) {
       return new Response(null, {
         status: 307,
-        headers: { location: claims.next, 'cache-control': 'no-store' },
+        headers: { location: passOn(claims.next, found), 'cache-control': 'no-store' },
       });
+    }
+    const message = typeof why === 'string' ? why : why.message;
+    if (found === claims.copies) {
+      metrics.errors.inc({ kind: 'Lost' });
+      return c.json(
+        {
+          error: {
+            code: 'Lost',
+            message: `every copy of ${id} is lost: none of the ${found} workers its record names holds it (no worker that should hold it has it intact)`,
+          },
+        },
+        500,
+      );
     }
     metrics.errors.inc({ kind: 'Unavailable' });
     return c.json(
-      { error: { code: 'Unavailable', message: `no copy of ${id} could be served: ${why}` } },
+      { error: { code: 'Unavailable', message: `no copy of ${id} could be served: ${message}` } },
       503,
     );
   };
@@ -91,13 +118,13 @@ export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Res
   // hold its file open until GC and count bytes never sent. The index alone answers.
   if (c.req.method === 'HEAD') {
     const stat = await readCopy(() => store.stat(id), log, id);
-    if (!stat.ok) return elsewhere(stat.error.message);
+    if (!stat.ok) return elsewhere(stat.error);
     const wrong = otherBytes(stat.value, claims);
     return wrong ? elsewhere(wrong) : new Response(null, { status: 200, headers });
   }
   if (claims.size <= deps.wholeReadBytes) {
     const whole = await readCopy(() => store.readWhole(id, deps.wholeReadBytes, deps.wholeReads), log, id);
-    if (!whole.ok) return elsewhere(whole.error.message);
+    if (!whole.ok) return elsewhere(whole.error);
     if (whole.value === 'tooLarge')
       return elsewhere(`this copy is larger than the record's ${claims.size} bytes`);
     // What was read, checked against its checksum by readWhole, is what is compared with the link.
@@ -112,7 +139,7 @@ export async function serveReadLink(c: Context, deps: ReadLinkDeps): Promise<Res
   }
   // Checked as it streams against the worker's record, which must be the link's.
   const read = await readCopy(() => store.openForRead(id), log, id);
-  if (!read.ok) return elsewhere(read.error.message);
+  if (!read.ok) return elsewhere(read.error);
   const wrong = otherBytes(read.value.record, claims);
   if (wrong) {
     read.value.stream.destroy();

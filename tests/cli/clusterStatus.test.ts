@@ -141,6 +141,17 @@ describe('status and the objects', () => {
     expect(status.problems).toEqual([expect.stringMatching(/^2 objects lost: every worker/)]);
     expect(renderStatus(status)).toContain('unavailable 0, lost 2,');
   });
+
+  it("says the lost count is still being established while a new leader's walk has not looked at every object", async () => {
+    const urls = await standInCluster(inSync, {
+      stats: { objects: 3, bytes: 3_000, lost: 0, lostCounted: false },
+    });
+    const status = await gatherStatus(urls, {});
+    expect(status.objects?.lostCounted).toBe(false);
+    expect(status.healthy).toBe(true);
+    expect(status.warnings).toEqual([expect.stringMatching(/^the lost count is still being established/)]);
+    expect(renderStatus(status)).toContain('lost 0 (still counting),');
+  });
 });
 
 describe('status and the room on workers', () => {

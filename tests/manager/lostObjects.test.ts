@@ -3,6 +3,7 @@
 // apart from unavailable (a worker that may hold a copy is down), repair that stops trying a lost
 // object and counts it, reads that say so, and a copy that comes back undoing the verdict.
 
+import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventLog } from '../helpers/eventLog.ts';
 import { sha256Of } from '../storagenode/workerHarness.ts';
@@ -118,6 +119,56 @@ describe('an object with no copy left', () => {
     expect(await metric(s, 'imgvault_objects_unavailable')).toBe(0);
   });
 
+  it("says the lost count is a lower bound until a new leader's walk has looked at every object", async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    for (let i = 0; i < 25; i++) await putObject(s, `a-${String(i).padStart(2, '0')}`, ['w1', 'w2'], 100);
+    // Last in id order: the walk reaches it last.
+    await putObject(s, 'z-gone', ['w1', 'w2']);
+    await propose(s, { type: 'removeReplica', id: 'z-gone', nodeId: 'w1' });
+    for (const nodeId of ['w1', 'w2']) await s.client.deleteBlob(s.workers.get(nodeId)!.url, 'z-gone');
+    let leads = true;
+    // Ten objects a pass: the walk covers the table in three.
+    const repair = placementLoop(s, { maxObjectsPerPass: 10, raft: { ...s.raft, isLeader: () => leads } });
+    const seen = async () => [
+      await metric(s, 'imgvault_objects_lost'),
+      await metric(s, 'imgvault_objects_lost_counted'),
+    ];
+    const passes = async () => {
+      const after: number[][] = [];
+      for (let pass = 0; pass < 3; pass++) {
+        await repair.pass();
+        after.push(await seen());
+      }
+      return after;
+    };
+    expect(await passes()).toEqual([
+      [0, 0],
+      [0, 0],
+      [1, 1],
+    ]);
+    // Leadership lost and won again: the verdicts are gone, and so is the claim to a full count.
+    leads = false;
+    await repair.pass();
+    expect(await seen()).toEqual([0, 0]);
+    leads = true;
+    expect(await passes()).toEqual([
+      [0, 0],
+      [0, 0],
+      [1, 1],
+    ]);
+    // Lost and won again mid-walk: the walk goes on from where it was, round to that point.
+    await repair.pass();
+    leads = false;
+    await repair.pass();
+    leads = true;
+    expect(await passes()).toEqual([
+      [0, 0],
+      [1, 0],
+      [1, 1],
+    ]);
+  });
+
   it('answers a read with Lost when every worker its record names answered it has no copy', async () => {
     const { s } = await lostObject();
     const { images, removeStaging } = await readingImageService({ metadata: s.sm, workers: s.client });
@@ -126,6 +177,59 @@ describe('an object with no copy left', () => {
       // With the worker holding the last copy stopped, the copy may still exist: unavailable.
       await s.workers.get('w2')!.stop();
       await expect(images.open('gone', { method: 'GET' })).rejects.toMatchObject({ code: 'Unavailable' });
+    } finally {
+      await removeStaging();
+    }
+  });
+
+  it('answers a direct read of a lost object with Lost, as a read through the manager', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    await putObject(s, 'gone', ['w1', 'w2']);
+    for (const nodeId of ['w1', 'w2']) await s.client.deleteBlob(s.workers.get(nodeId)!.url, 'gone');
+    const { images, removeStaging } = await readingImageService({
+      metadata: s.sm,
+      workers: s.client,
+      liveness: s.liveness,
+    });
+    try {
+      await expect(images.open('gone', { method: 'GET' })).rejects.toMatchObject({ code: 'Lost' });
+      const object = (await s.sm.getObject('gone'))!;
+      const direct = await followLinks((await images.readLink(object))!);
+      expect(direct.hops).toBe(1);
+      expect(direct.status).toBe(500);
+      expect(direct.error.code).toBe('Lost');
+      expect(direct.error.message).toMatch(/every copy of gone is lost/);
+      // With a worker the record names down, a copy may still exist there: unavailable both ways.
+      await propose(s, { type: 'markNodeState', nodeId: 'w1', state: 'down', at: s.clock.now });
+      await expect(images.open('gone', { method: 'GET' })).rejects.toMatchObject({ code: 'Unavailable' });
+      const downed = await followLinks((await images.readLink((await s.sm.getObject('gone'))!))!);
+      expect(downed.status).toBe(503);
+      expect(downed.error.code).toBe('Unavailable');
+    } finally {
+      await removeStaging();
+    }
+  });
+
+  it('answers a direct read with Unavailable, not Lost, when a copy is there but cannot be served', async () => {
+    const s = await setup([{ id: 'w1' }, { id: 'w2' }, { id: 'w3' }]);
+    hearAll(s);
+    await putObject(s, 'other', ['w1', 'w2']);
+    await s.client.deleteBlob(s.workers.get('w1')!.url, 'other');
+    // w2 holds other bytes under the id: not the record's, and no proof the record's are gone.
+    await s.client.deleteBlob(s.workers.get('w2')!.url, 'other');
+    const bytes = Buffer.alloc(2_000, 7);
+    await s.client.putBlob(s.workers.get('w2')!.url, 'other', sha256Of(bytes), bytes.length, bytes);
+    const { images, removeStaging } = await readingImageService({
+      metadata: s.sm,
+      workers: s.client,
+      liveness: s.liveness,
+    });
+    try {
+      await expect(images.open('other', { method: 'GET' })).rejects.toMatchObject({ code: 'Unavailable' });
+      const direct = await followLinks((await images.readLink((await s.sm.getObject('other'))!))!);
+      expect(direct.status).toBe(503);
+      expect(direct.error.code).toBe('Unavailable');
     } finally {
       await removeStaging();
     }
@@ -145,3 +249,21 @@ describe('an object with no copy left', () => {
     }
   });
 });
+
+/** Follows a direct-read link and the workers' redirects, as a client does: the last answer, and how many redirects. */
+async function followLinks(
+  link: string,
+): Promise<{ status: number; hops: number; error: { code: string; message: string } }> {
+  let url = link;
+  for (let hops = 0; hops < 5; hops++) {
+    const res = await request(url);
+    const text = await res.body.text();
+    const location = res.headers.location;
+    if (res.statusCode === 307 && typeof location === 'string') {
+      url = location;
+      continue;
+    }
+    return { status: res.statusCode, hops, error: text ? JSON.parse(text).error : undefined };
+  }
+  throw new Error('more redirects than copies');
+}

@@ -19,6 +19,8 @@ export interface ReadingImageServiceOptions {
   leaderId?: string;
   /** What a ReadIndex round does before it confirms. */
   readIndex?: () => Promise<void>;
+  /** Which workers this manager has heard from (by default: none). */
+  liveness?: WorkerLiveness;
 }
 
 /** The service and the removal of its staging folder, which the caller runs after the test. */
@@ -36,7 +38,7 @@ export async function readingImageService(
     metadata: opts.metadata,
     staging: await StagingArea.open(stagingDir),
     workers: opts.workers,
-    liveness: new WorkerLiveness({ suspectAfterMs: 1_000 }),
+    liveness: opts.liveness ?? new WorkerLiveness({ suspectAfterMs: 1_000 }),
     log: createLogger('test'),
     maxImageBytes: 1 << 20,
     slots: new ObjectSlots(),

@@ -5,7 +5,7 @@
 // the reserve is made again, once there is room. A real tmpfs filled to the brim; skipped where mounting
 // needs a privilege the runner lacks (as diskFull.test.ts).
 
-import { rm, stat } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
@@ -81,6 +81,34 @@ describe('a worker on a full disk', () => {
       await taken.body.dump();
     } finally {
       await w.stop();
+    }
+  });
+
+  it('notices a reserve deleted by hand while it runs: no new blob until the disk has room for it again', async (ctx) => {
+    if (!disk.mounted) ctx.skip();
+    // The small disk to itself: another test's folder would leave no room for a second reserve.
+    for (const entry of await readdir(disk.dir)) await rm(path.join(disk.dir, entry), { recursive: true });
+    const dataDir = path.join(disk.dir, 'deleted');
+    const filler = path.join(disk.dir, 'filler-deleted');
+    const w = await startWorker(dataDir, { diskReserveBytes: RESERVE_BYTES });
+    try {
+      expect(await reserveSize(dataDir)).toBe(RESERVE_BYTES);
+      await fillDisk(filler);
+      // The operator frees space by deleting the reserve; the next look at the disk notices.
+      await rm(path.join(dataDir, RESERVE_FILE));
+      await until('the reserve seen gone', async () => (await w.store.stats()).diskFreeBytes === 0, 10_000);
+      const refused = await put(w, 'new', Buffer.alloc(64 * 1024, 7));
+      expect(refused.statusCode).toBe(507);
+      expect(((await refused.body.json()) as JsonAnswer).error.message).toContain('disk reserve');
+      await rm(filler);
+      await until('the reserve made again', async () => (await w.store.stats()).diskFreeBytes > 0, 10_000);
+      expect(await reserveSize(dataDir)).toBe(RESERVE_BYTES);
+      const taken = await put(w, 'new', Buffer.alloc(64 * 1024, 7));
+      expect(taken.statusCode).toBe(201);
+      await taken.body.dump();
+    } finally {
+      await w.stop();
+      await rm(filler, { force: true });
     }
   });
 });

@@ -181,6 +181,31 @@ describe('direct reads through a signed link', () => {
     expect(JSON.parse(last.body.toString()).error.code).toBe('Unavailable');
   });
 
+  it('answers 500 Lost at the end of a chain over every copy when no worker of it holds the blob', async () => {
+    const a = await folder.start('a');
+    const b = await folder.start('b');
+    const chain = (extra: Partial<ReadLinkClaims>) => {
+      const next = readLinkUrl(b.url, SECRET, claimsOf('img', small, extra));
+      return readLinkUrl(a.url, SECRET, claimsOf('img', small, { ...extra, next }));
+    };
+    const sent = await fetchLink(chain({ copies: 2 }));
+    expect(sent.status).toBe(307);
+    const lost = await fetchLink(String(sent.headers.location));
+    expect(lost.status).toBe(500);
+    expect(JSON.parse(lost.body.toString()).error).toMatchObject({ code: 'Lost' });
+    // A chain that leaves out a copy (its worker down) cannot tell: unavailable.
+    const partial = await fetchLink(String((await fetchLink(chain({}))).headers.location));
+    expect(partial.status).toBe(503);
+    // The last worker alone found its copy missing: the first one's copy is there but unreadable.
+    await put(a, 'img', small);
+    await flipByte(a.store.blobPath('img'), 1000);
+    const rotten = await fetchLink(chain({ copies: 2 }));
+    expect(rotten.status).toBe(307);
+    const last = await fetchLink(String(rotten.headers.location));
+    expect(last.status).toBe(503);
+    expect(JSON.parse(last.body.toString()).error.code).toBe('Unavailable');
+  });
+
   it('sends the client on when the copy cannot be read at all (ELOOP), or answers 503, never 500', async () => {
     const a = await folder.start('a');
     const b = await folder.start('b');

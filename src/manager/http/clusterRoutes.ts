@@ -16,7 +16,7 @@ export function clusterRoutes(opts: {
   liveness: WorkerLiveness;
   isLeader: () => boolean;
   /** The repair loop's gauges: only the leader's are meaningful (followers hold zeros). */
-  repairMetrics?: Pick<RepairMetrics, 'underReplicated' | 'unavailable' | 'lost'>;
+  repairMetrics?: Pick<RepairMetrics, 'underReplicated' | 'unavailable' | 'lost' | 'lostCounted'>;
 }) {
   const app = new Hono();
 
@@ -78,6 +78,8 @@ export function clusterRoutes(opts: {
       underReplicated: await gauge(opts.repairMetrics?.underReplicated),
       unavailable: await gauge(opts.repairMetrics?.unavailable),
       lost: await gauge(opts.repairMetrics?.lost),
+      // False while a new leader's repair walk has not yet looked at every object: `lost` may rise.
+      lostCounted: leading && opts.repairMetrics ? (await gauge(opts.repairMetrics.lostCounted)) === 1 : null,
       repairing,
       names: await namesFigures(),
     });

@@ -41,8 +41,29 @@ export class RepairWalk {
   /** Where each leaving node's scan resumes; where the backstop resumes. */
   private readonly after = new Map<string, string>();
   private backstop: string | undefined;
+  /** Where the backstop was at `restart`, and whether it has since passed the end of the table. */
+  private sweepFrom: string | undefined;
+  private wrapped = false;
+  /** The backstop has come round to `sweepFrom` since `restart`: every object was looked at. */
+  private walkedAll = false;
 
   constructor(private readonly metadata: MetadataStateMachine) {}
+
+  /**
+   * Starts counting a round of the backstop from where it is (a new leader: its verdicts start
+   * empty). It goes on from there rather than from the first object: a leadership that changes
+   * more often than a round takes must not keep the objects at the end of the table unseen.
+   */
+  restart(): void {
+    this.sweepFrom = this.backstop;
+    this.wrapped = false;
+    this.walkedAll = false;
+  }
+
+  /** Every object has been in a step since `restart` (or since this walk was made). */
+  get coveredAll(): boolean {
+    return this.walkedAll;
+  }
 
   /** `hasSource`: a serving worker holds a copy of the object, and it was not found lost or unavailable. */
   async step(
@@ -84,6 +105,13 @@ export class RepairWalk {
       limit: Math.min(BACKSTOP_PAGE, limit),
     });
     this.backstop = step.next ?? undefined;
+    // A page holds the ids after the old cursor up to the new one (all the rest at the end).
+    if (this.backstop === undefined) {
+      this.wrapped = true;
+      if (this.sweepFrom === undefined) this.walkedAll = true;
+    } else if (this.wrapped && this.sweepFrom !== undefined && this.backstop >= this.sweepFrom) {
+      this.walkedAll = true;
+    }
     return [...taken.values(), ...step.items.filter((o) => !taken.has(o.id))];
   }
 }

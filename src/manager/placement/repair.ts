@@ -91,6 +91,8 @@ export class Repairer {
   private readonly copier: Copier;
   /** Objects found with no copy to repair from, unavailable or lost: not planned while that holds. */
   private readonly copyless = new CopylessObjects();
+  /** Whether the last pass ran as leader: a pass that does and follows one that did not took over. */
+  private leading = false;
 
   constructor(private readonly deps: RepairDeps) {
     this.now = deps.now ?? Date.now;
@@ -103,9 +105,18 @@ export class Repairer {
   async pass(): Promise<PassReport | null> {
     const { raft, metadata } = this.deps;
     if (!raft.isLeader()) {
+      this.leading = false;
       this.copyless.clear();
       await this.updateGauges([], new Map());
+      this.deps.metrics.lostCounted.set(0);
       return null;
+    }
+    if (!this.leading) {
+      // A lost object is found only when the walk reaches it (an object whose copies the record
+      // names on serving workers looks whole until read back): the lost count is a lower bound
+      // until the walk has gone round the whole table under this leadership.
+      this.leading = true;
+      this.walk.restart();
     }
     const byId = await nodesById(metadata);
     await this.revalidate(byId);
@@ -142,6 +153,8 @@ export class Repairer {
     this.reportNoTarget(outcomes.noTarget);
     const drained = await this.finishDrains();
     if (work.length > 0) await this.recount(work);
+    // Set once the pass has judged what its last step of the walk found.
+    this.deps.metrics.lostCounted.set(this.walk.coveredAll ? 1 : 0);
     return { examined: work.length, outcomes, drained };
   }
 
