@@ -477,6 +477,20 @@ describe('images on a cluster of real processes', () => {
     expect(res.status).toBe(201);
     const { id, replicas } = res.json as ImageJson;
     const [primary, secondary] = replicas.map((nodeId) => cluster.worker(nodeId));
+    // A manager that has not heard from the workers since it started (the one the test before
+    // restarted) serves a direct read itself rather than send the client to a worker it knows
+    // nothing of: wait until each has heard from them, as a client would see after a few seconds.
+    for (const m of cluster.running()) {
+      await until(
+        `${m.id} to send direct reads to a worker`,
+        async () => {
+          const res = await fetch(`${m.url}/v1/images/${id}?direct=1`, { redirect: 'manual' });
+          await res.body?.cancel();
+          return res.status === 307;
+        },
+        15_000,
+      );
+    }
     for (const m of cluster.running()) {
       const redirect = await fetch(`${m.url}/v1/images/${id}?direct=1`, {
         redirect: 'manual',
