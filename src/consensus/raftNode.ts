@@ -768,11 +768,13 @@ export class RaftNode {
     }
     // The core reads no more of the store's log this snapshot replaces (storeBackedStorage.ts).
     if (rd.snapshot) this.dropStoreLog(rd.snapshot);
-    // The synced write starts first, then a leader's appends go out while it runs (see Ready): on
-    // two cores the sends wake the followers, and a write started after them lost that much time.
-    const written = this.startPersist(rd);
+    // A leader's appends go out first, then its synced write starts and runs beside the followers'
+    // (see Ready): a follower's answer, not the leader's write, is what a commit waits for, and the
+    // write's call (LevelDB's batch, on this thread) held the appends back by that much
+    // (docs/measurements.md, "Appends sent before the leader's write").
     const mayHold = this.noticeHold(rd);
     if (rd.messagesBeforePersist.length > 0) this.notices.sendOrHold(rd.messagesBeforePersist, mayHold);
+    const written = this.startPersist(rd);
     const messages = rd.messages;
     if (written !== null) {
       await written;
@@ -824,10 +826,7 @@ export class RaftNode {
    */
   private startPersist(rd: Ready): Promise<void> | null {
     if (rd.snapshot === undefined && rd.entries.length === 0 && !this.mustSaveHardState()) return null;
-    const written = this.persist(rd.entries, rd.snapshot);
-    // Awaited once the early sends are out; a send that throws first must not leave it unhandled.
-    written.catch(() => {});
-    return written;
+    return this.persist(rd.entries, rd.snapshot);
   }
 
   /** True when the hard state waiting to be written changes the term or the vote. */

@@ -1,5 +1,5 @@
-// The leader starts its own synced write before its appends leave, the appends go out while that
-// write runs, and the leader counts itself toward a commit only once the write is durable
+// The leader's appends leave before its own synced write starts, that write runs while the
+// followers write theirs, and the leader counts itself toward a commit only once it is durable
 // (docs/consensus.md "The host loop"; Raft thesis 10.2.1). Three in-process nodes over real HTTP on
 // real LevelDB logs; the leader's write is held open by a gate around its store.
 
@@ -56,7 +56,7 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-it('starts its write before its appends leave, and commits only once its own write is durable', async () => {
+it('sends its appends before its write starts, and commits only once its own write is durable', async () => {
   const leader = await stableLeader(managers);
   await proposePut(leader.node, 'warm', 'up');
   // With one follower stopped, the other's answer and the leader's own write make the quorum.
@@ -96,7 +96,7 @@ it('starts its write before its appends leave, and commits only once its own wri
     );
     expect(written).toBeGreaterThanOrEqual(0);
     expect(sent).toBeGreaterThanOrEqual(0);
-    expect(batches.mock.invocationCallOrder[written]!).toBeLessThan(sends.mock.invocationCallOrder[sent]!);
+    expect(sends.mock.invocationCallOrder[sent]!).toBeLessThan(batches.mock.invocationCallOrder[written]!);
 
     open();
     await put;
