@@ -107,8 +107,10 @@ export class RepairWalk {
     this.backstop = step.next ?? undefined;
     // A page holds the ids after the old cursor up to the new one (all the rest at the end).
     if (this.backstop === undefined) {
+      // The end a second time since `restart` is a whole round too: the ids from `sweepFrom` on
+      // may all have been deleted meanwhile, so the cursor never reaches it again.
+      if (this.wrapped || this.sweepFrom === undefined) this.walkedAll = true;
       this.wrapped = true;
-      if (this.sweepFrom === undefined) this.walkedAll = true;
     } else if (this.wrapped && this.sweepFrom !== undefined && this.backstop >= this.sweepFrom) {
       this.walkedAll = true;
     }
