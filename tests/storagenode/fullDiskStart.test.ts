@@ -35,6 +35,16 @@ function put(w: RunningWorker, id: string, bytes: Buffer) {
   });
 }
 
+/** The filler removed: the next look at the disk (each heartbeat's) makes the reserve, and blobs come. */
+async function roomAgain(w: RunningWorker, dataDir: string, filler: string): Promise<void> {
+  await rm(filler);
+  await until('the reserve made again', async () => (await w.store.stats()).diskFreeBytes > 0, 10_000);
+  expect(await reserveSize(dataDir)).toBe(RESERVE_BYTES);
+  const taken = await put(w, 'new', Buffer.alloc(64 * 1024, 7));
+  expect(taken.statusCode).toBe(201);
+  await taken.body.dump();
+}
+
 describe('a worker on a full disk', () => {
   it('starts by releasing its disk reserve, serves reads, takes no new blob until the reserve is made again', async (ctx) => {
     if (!disk.mounted) ctx.skip();
@@ -73,12 +83,7 @@ describe('a worker on a full disk', () => {
       expect(again.statusCode).toBe(200);
       await again.body.dump();
       // Room again: the next look at the disk (each heartbeat's) makes the reserve, and blobs come.
-      await rm(filler);
-      await until('the reserve made again', async () => (await w.store.stats()).diskFreeBytes > 0, 10_000);
-      expect(await reserveSize(dataDir)).toBe(RESERVE_BYTES);
-      const taken = await put(w, 'new', Buffer.alloc(64 * 1024, 7));
-      expect(taken.statusCode).toBe(201);
-      await taken.body.dump();
+      await roomAgain(w, dataDir, filler);
     } finally {
       await w.stop();
     }
@@ -100,12 +105,7 @@ describe('a worker on a full disk', () => {
       const refused = await put(w, 'new', Buffer.alloc(64 * 1024, 7));
       expect(refused.statusCode).toBe(507);
       expect(((await refused.body.json()) as JsonAnswer).error.message).toContain('disk reserve');
-      await rm(filler);
-      await until('the reserve made again', async () => (await w.store.stats()).diskFreeBytes > 0, 10_000);
-      expect(await reserveSize(dataDir)).toBe(RESERVE_BYTES);
-      const taken = await put(w, 'new', Buffer.alloc(64 * 1024, 7));
-      expect(taken.statusCode).toBe(201);
-      await taken.body.dump();
+      await roomAgain(w, dataDir, filler);
     } finally {
       await w.stop();
       await rm(filler, { force: true });
