@@ -49,17 +49,22 @@ const STARTED_STATES = new Set(['up', 'draining', 'drained']);
 
 /**
  * Waits, up to timeoutMs, for every worker to start; returns what it saw last, so the caller can
- * start with what it has and name what is missing.
+ * start with what it has and name what is missing. A worker in `removed` (it exited saying it was
+ * removed from the cluster, and is not restarted) is not waited for, nor returned.
  */
 async function waitForWorkers(
   leaderUrl: string,
   workers: { id: string; url: string }[],
   timeoutMs: number,
+  removed: ReadonlySet<string>,
 ): Promise<WorkerPresence[]> {
   const deadline = Date.now() + timeoutMs;
   let seen: WorkerPresence[] = [];
   while (Date.now() < deadline) {
-    seen = await workerPresence(leaderUrl, workers);
+    seen = await workerPresence(
+      leaderUrl,
+      workers.filter((w) => !removed.has(w.id)),
+    );
     if (seen.every((w) => w.healthy && w.state !== null && STARTED_STATES.has(w.state))) return seen;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -250,15 +255,17 @@ async function managersWithLostLogs(layout: Layout): Promise<Map<string, string>
   return lost.size === layout.members.length ? new Map() : lost;
 }
 
-function superviseWorkers(layout: Layout, managerUrls: string[]): SupervisedChild[] {
+/** `removed` collects the workers that exit saying they were removed from the cluster. */
+function superviseWorkers(layout: Layout, managerUrls: string[], removed: Set<string>): SupervisedChild[] {
   return layout.workers.map((w) => {
     const common = supervision(layout, 'worker', w.id);
     return new SupervisedChild({
       ...common,
-      refuseRestart: async (exitCode) =>
-        exitCode === EXIT_REMOVED
-          ? `it was removed from the cluster (imgvault worker remove ${w.id}); its id never registers again`
-          : null,
+      refuseRestart: async (exitCode) => {
+        if (exitCode !== EXIT_REMOVED) return null;
+        removed.add(w.id);
+        return `it was removed from the cluster (imgvault worker remove ${w.id}); its id never registers again`;
+      },
       // Each worker gets its own zone label so the two copies of an image always land on two
       // different workers' disks.
       spawn: () =>
@@ -341,12 +348,21 @@ export function registerClusterCommand(program: Command): void {
     });
 }
 
-/** Waits for the workers, warns about each one missing or drained; how many take images. */
-async function workersTakingImages(layout: Layout, leaderUrl: string): Promise<number> {
+/**
+ * Waits for the workers, warns about each one missing or drained; how many take images. A worker
+ * removed from the cluster is neither waited for nor warned about: its supervisor said why it stays
+ * down.
+ */
+async function workersTakingImages(
+  layout: Layout,
+  leaderUrl: string,
+  removed: ReadonlySet<string>,
+): Promise<number> {
   const presence = await waitForWorkers(
     leaderUrl,
     layout.workers.map((w) => ({ id: w.id, url: workerUrl(w.port) })),
     layout.leaderTimeoutMs,
+    removed,
   );
   for (const line of describeMissing(presence)) warn(line);
   return presence.filter((w) => w.healthy && w.state === 'up').length;
@@ -377,7 +393,8 @@ async function runCluster(layout: Layout): Promise<void> {
 
   const managers = superviseManagers(layout);
   const urls = layout.members.map((m) => managerUrl(m.port));
-  const workers = superviseWorkers(layout, urls);
+  const removedWorkers = new Set<string>();
+  const workers = superviseWorkers(layout, urls, removedWorkers);
   let stopping = false;
   const stopAll = async (code: number) => {
     if (stopping) return;
@@ -429,7 +446,8 @@ async function runCluster(layout: Layout): Promise<void> {
     say(`manager ${m.id}: ${managerUrl(m.port)}  (log: ${join(dataDir, `${m.id}.log`)})`);
   for (const w of layout.workers)
     say(`worker  ${w.id}: ${workerUrl(w.port)}  (log: ${join(dataDir, `${w.id}.log`)})`);
-  const usable = await workersTakingImages(layout, leader.url);
+  const usable = await workersTakingImages(layout, leader.url, removedWorkers);
+  const kept = layout.workers.length - removedWorkers.size;
   if (stopping) return;
   if (layout.workers.length > 0 && usable === 0) {
     warn(
@@ -438,7 +456,7 @@ async function runCluster(layout: Layout): Promise<void> {
     return stopAll(1);
   }
   say(
-    `imgvault cluster ready: ${lost.size > 0 ? `${started.length} of ${layout.members.length}` : layout.members.length} managers, ${usable} of ${layout.workers.length} workers taking images, leader ${leader.id} at ${leader.url} (term ${leader.term}); ${s3Endpoints(layout).length > 0 ? `S3 endpoint ${s3Endpoints(layout)[0]}; ` : ''}data in ${dataDir}`,
+    `imgvault cluster ready: ${lost.size > 0 ? `${started.length} of ${layout.members.length}` : layout.members.length} managers, ${usable} of ${kept} workers taking images${removedWorkers.size > 0 ? ` (${[...removedWorkers].join(', ')} removed from the cluster)` : ''}, leader ${leader.id} at ${leader.url} (term ${leader.term}); ${s3Endpoints(layout).length > 0 ? `S3 endpoint ${s3Endpoints(layout)[0]}; ` : ''}data in ${dataDir}`,
   );
   say(
     `open access on 127.0.0.1 (no client tokens): try  curl -L --data-binary @photo.jpg ${urls[0]}/v1/images`,

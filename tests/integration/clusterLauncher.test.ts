@@ -245,7 +245,7 @@ describe('imgvault cluster', () => {
   );
 
   it(
-    'starts with a drained worker, warning about it',
+    'starts with a drained worker, warning about it, and without one removed from the cluster',
     async () => {
       const again = start();
       await until('cluster ready', () => again.output().includes('imgvault cluster ready'), START_MS);
@@ -278,10 +278,33 @@ describe('imgvault cluster', () => {
       expect(third.output()).toMatch(/worker w3 is drained/);
       expect(third.output()).toMatch(/2 of 3 workers taking images/);
       expect(third.child.exitCode).toBeNull();
+
+      // Retired for good: the running w3 stops, and the next start neither waits for it (up to
+      // --leader-timeout) nor counts it among the workers.
+      const leaderNow = await waitForLeader(
+        [0, 1, 2].map((i) => `http://127.0.0.1:${basePort + i}`),
+        30_000,
+      );
+      const removed = await fetch(`${leaderNow.url}/v1/cluster/nodes/w3`, {
+        method: 'DELETE',
+        headers: { [CLUSTER_SECRET_HEADER]: secret },
+      });
+      expect(removed.status).toBe(200);
+      await until(
+        'w3 stopped, not restarted',
+        () => /worker w3 exited \(exit code 3\)/.test(third.output()),
+        30_000,
+      );
       expect((await ctrlC(third)).code).toBe(0);
+      const fourth = start();
+      await until('cluster ready', () => fourth.output().includes('imgvault cluster ready'), START_MS);
+      expect(fourth.output()).toMatch(/worker w3 exited \(exit code 3\).*not restarted/);
+      expect(fourth.output()).toMatch(/2 of 2 workers taking images \(w3 removed from the cluster\)/);
+      expect(fourth.output()).not.toMatch(/worker w3 has not started/);
+      expect((await ctrlC(fourth)).code).toBe(0);
       expect(existsSync(join(dataDir, 'cluster.pid'))).toBe(false);
     },
-    2 * START_MS + 60_000,
+    3 * START_MS + 60_000,
   );
 
   it(
