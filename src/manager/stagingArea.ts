@@ -9,8 +9,9 @@
 // tenth of its CPU per upload (docs/measurements.md).
 
 import { createHash, randomUUID } from 'node:crypto';
-import { open, readdir, rm, statfs, unlink } from 'node:fs/promises';
+import { open, readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { freeBytesAt } from '../diskReserve.ts';
 import { makePrivateDir, PRIVATE_FILE_MODE, writeBatched } from '../fileWrites.ts';
 import { BodyTooSlow } from '../http/requestBody.ts';
 import { Crc32c } from '../protocol/checksums.ts';
@@ -516,8 +517,7 @@ export class StagingArea {
   private async fullDisk(need: number): Promise<StageError> {
     let staged = 0;
     for (const bytes of this.files.values()) staged += bytes();
-    const fs = await statfs(this.dir).catch(() => null);
-    const free = fs ? fs.bavail * fs.bsize : 0;
+    const free = await freeBytesAt(this.dir).catch(() => 0);
     // Free space alone must clear the need by a write batch: a failed write's own blocks were
     // just freed, and should not pass for room coming back.
     if ((staged > 0 && free + staged >= need) || free >= need + WRITE_BATCH_BYTES) {
