@@ -156,11 +156,28 @@ export async function freePort(): Promise<number> {
   if (ephemeralLow - UNASSIGNED_FLOOR >= 1_000) {
     for (let attempt = 0; attempt < 64; attempt++) {
       const port = UNASSIGNED_FLOOR + randomInt(ephemeralLow - UNASSIGNED_FLOOR);
-      if ((await listenOnce(port)) !== null) return port;
+      if (handedOut.has(port)) continue;
+      if ((await listenOnce(port)) !== null) return handOut(port);
     }
   }
-  const port = await listenOnce(0);
-  if (port === null) throw new Error('no free port on 127.0.0.1');
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const port = await listenOnce(0);
+    if (port === null) break;
+    if (!handedOut.has(port)) return handOut(port);
+  }
+  throw new Error('no free port on 127.0.0.1');
+}
+
+/**
+ * Every port this process has handed out. A child that has not started yet leaves its port open,
+ * so the probe alone would hand it out again: two managers of one drill once got the same port in
+ * CI, and the drill waited in vain for a leader. A port stays handed out for the process's life, as
+ * a stopped child's restart reuses its port.
+ */
+const handedOut = new Set<number>();
+
+function handOut(port: number): number {
+  handedOut.add(port);
   return port;
 }
 
