@@ -35,12 +35,24 @@ const MAX_LS_PAGE = 1000;
 const GET_ATTEMPTS = 3;
 
 interface ImagePage {
-  items: { id: string; size: number; contentType: string; createdAt: string; replicas: string[] }[];
+  items: {
+    id: string;
+    size: number;
+    sha256: string;
+    contentType: string;
+    createdAt: string;
+    replicas: string[];
+  }[];
   next: string | null;
 }
 
 function lsLine(o: ImagePage['items'][number]): string {
   return `${o.id}\t${o.size}\t${o.contentType}\t${o.createdAt}\t${o.replicas.join(',')}\n`;
+}
+
+/** A line per image, so a script reads the listing as it arrives, however long it is. */
+function lsJsonLine(o: ImagePage['items'][number]): string {
+  return `${JSON.stringify(o)}\n`;
 }
 
 /**
@@ -147,26 +159,32 @@ export function registerClientCommands(program: Command): void {
       )
       .option('--limit <n>', 'at most this many', '1000')
       .option('--all', 'every image, however many (ignores --limit)')
-      .option('--page-size <n>', `images asked for per request, 1..${MAX_LS_PAGE}`, String(MAX_LS_PAGE)),
-  ).action(async (flags: ClientFlags & { limit: string; all?: boolean; pageSize: string }) => {
-    const client = clientOrFail(flags);
-    const pageSize = Math.min(MAX_LS_PAGE, Math.max(1, Number(flags.pageSize) || MAX_LS_PAGE));
-    try {
-      let remaining = flags.all ? Number.POSITIVE_INFINITY : Math.max(1, Number(flags.limit) || 1000);
-      let after: string | null = null;
-      do {
-        const query = new URLSearchParams({ limit: String(Math.min(remaining, pageSize)) });
-        if (after) query.set('after', after);
-        const { res } = await client.request('GET', `/v1/images?${query}`, { expect: [200] });
-        const page = (await res.body.json()) as ImagePage;
-        await writeOut(page.items.map(lsLine).join(''));
-        remaining -= page.items.length;
-        after = page.next;
-      } while (after && remaining > 0);
-    } catch (err) {
-      fail(err);
-    }
-  });
+      .option('--page-size <n>', `images asked for per request, 1..${MAX_LS_PAGE}`, String(MAX_LS_PAGE))
+      .option(
+        '--json',
+        'one JSON object per image and line (JSON Lines), sha256 included, as the API lists it',
+      ),
+  ).action(
+    async (flags: ClientFlags & { limit: string; all?: boolean; pageSize: string; json?: boolean }) => {
+      const client = clientOrFail(flags);
+      const pageSize = Math.min(MAX_LS_PAGE, Math.max(1, Number(flags.pageSize) || MAX_LS_PAGE));
+      try {
+        let remaining = flags.all ? Number.POSITIVE_INFINITY : Math.max(1, Number(flags.limit) || 1000);
+        let after: string | null = null;
+        do {
+          const query = new URLSearchParams({ limit: String(Math.min(remaining, pageSize)) });
+          if (after) query.set('after', after);
+          const { res } = await client.request('GET', `/v1/images?${query}`, { expect: [200] });
+          const page = (await res.body.json()) as ImagePage;
+          await writeOut(page.items.map(flags.json ? lsJsonLine : lsLine).join(''));
+          remaining -= page.items.length;
+          after = page.next;
+        } while (after && remaining > 0);
+      } catch (err) {
+        fail(err);
+      }
+    },
+  );
 
   withClientOptions(program.command('rm').description('delete an image').argument('<id>', 'image id')).action(
     async (id: string, flags: ClientFlags) => {

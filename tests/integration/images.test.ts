@@ -342,6 +342,17 @@ describe('images on a cluster of real processes', () => {
       expect(paged.code).toBe(0);
       expect(paged.stdout).toBe(ls.stdout);
       expect(listed.length).toBeGreaterThan(1);
+      // --json: the same listing, an object a line, with what the text leaves out (the sha256).
+      const json = await runCli(['ls', '--json', '--all', '--page-size', '1', '--url', leader.url]);
+      expect(json.code).toBe(0);
+      const objects = json.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { id: string; sha256: string; size: number });
+      expect(objects.map((o) => o.id)).toEqual(listed);
+      const a = objects.find((o) => o.id === ids.get('a.png'))!;
+      expect(a.sha256).toBe(sha256(images['a.png']!));
+      expect(a.size).toBe(images['a.png']!.length);
 
       const out = join(dir, 'a-copy.png');
       const got = await runCli(['get', ids.get('a.png')!, '-o', out, '--url', follower!.url]);
