@@ -18,6 +18,9 @@ export const CHECK_BEFORE_SEND_BYTES = 1024 * 1024;
  */
 const threadpoolHashes = pLimit(2);
 
+/** Whole-object reads gathering their bytes now (readWholeChecked). */
+let gathering = 0;
+
 export class ReadCheckFailed extends Error {
   override readonly name = 'ReadCheckFailed';
 }
@@ -55,22 +58,33 @@ export async function readWholeChecked(
   if (into && into.length < expected.size)
     throw new RangeError(`a buffer of ${into.length} bytes cannot hold a record of ${expected.size}`);
   const bytes = into ? into.subarray(0, expected.size) : Buffer.allocUnsafe(expected.size);
-  let size = 0;
-  for await (const chunk of body) {
-    if (size + chunk.byteLength > expected.size)
-      throw new ReadCheckFailed(`the copy is longer than the record's ${expected.size} bytes`);
-    bytes.set(chunk, size);
-    size += chunk.byteLength;
+  // A read alone hashes its chunks as they arrive: the main thread waits on the socket between
+  // them, so the hash costs no time, and the answer does not wait a threadpool turn after the last
+  // byte (0.7 ms of a 1 MiB GET's 4 at concurrency 1). With other reads gathering, the main thread
+  // is what limits them, and the hash goes to the threadpool once the whole is in.
+  const asItArrives = gathering === 0 ? createHash('sha256') : null;
+  gathering += 1;
+  try {
+    let size = 0;
+    for await (const chunk of body) {
+      if (size + chunk.byteLength > expected.size)
+        throw new ReadCheckFailed(`the copy is longer than the record's ${expected.size} bytes`);
+      bytes.set(chunk, size);
+      asItArrives?.update(chunk);
+      size += chunk.byteLength;
+    }
+    // A short copy is refused on its size alone: hashing it would only spend a threadpool turn.
+    const short = wrongSize(size, expected);
+    if (short) throw new ReadCheckFailed(short);
+    const digest = asItArrives
+      ? asItArrives.digest('hex')
+      : Buffer.from(await threadpoolHashes(() => webcrypto.subtle.digest('SHA-256', bytes))).toString('hex');
+    const wrong = verdict(size, digest, expected);
+    if (wrong) throw new ReadCheckFailed(wrong);
+    return bytes;
+  } finally {
+    gathering -= 1;
   }
-  // A short copy is refused on its size alone: hashing it would only spend a threadpool turn.
-  const short = wrongSize(size, expected);
-  if (short) throw new ReadCheckFailed(short);
-  const digest = Buffer.from(
-    await threadpoolHashes(() => webcrypto.subtle.digest('SHA-256', bytes)),
-  ).toString('hex');
-  const wrong = verdict(size, digest, expected);
-  if (wrong) throw new ReadCheckFailed(wrong);
-  return bytes;
 }
 
 /**

@@ -28,14 +28,32 @@ describe('readWholeChecked', () => {
     await expect(readWholeChecked(chunksOf(flipped), expected)).rejects.toBeInstanceOf(ReadCheckFailed);
   });
 
-  it('refuses a short copy on its size, without hashing it', async () => {
+  it('hashes a read alone as it arrives, one beside others on the threadpool, a short one on neither', async () => {
     const digest = vi.spyOn(webcrypto.subtle, 'digest');
     try {
       await expect(readWholeChecked(chunksOf(bytes.subarray(7)), expected)).rejects.toThrow(
         `the copy has ${bytes.length - 7} bytes, the record ${bytes.length}`,
       );
+      expect((await readWholeChecked(chunksOf(bytes), expected)).equals(bytes)).toBe(true);
       expect(digest).not.toHaveBeenCalled();
-      await readWholeChecked(chunksOf(bytes), expected);
+
+      // Beside a read still gathering: hashed on the threadpool once the whole is in.
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      async function* slow(): AsyncGenerator<Buffer> {
+        yield bytes.subarray(0, 1_000);
+        await held;
+        yield bytes.subarray(1_000);
+      }
+      const first = readWholeChecked(slow(), expected);
+      await expect(readWholeChecked(chunksOf(bytes.subarray(7)), expected)).rejects.toThrow(/the record/);
+      expect(digest).not.toHaveBeenCalled();
+      expect((await readWholeChecked(chunksOf(bytes), expected)).equals(bytes)).toBe(true);
+      expect(digest).toHaveBeenCalledTimes(1);
+      release();
+      expect((await first).equals(bytes)).toBe(true);
       expect(digest).toHaveBeenCalledTimes(1);
     } finally {
       digest.mockRestore();
@@ -52,11 +70,15 @@ describe('readWholeChecked', () => {
         expected: { size: copy.length, sha256: createHash('sha256').update(copy).digest('hex') },
       };
     });
+    // The first is hashed as it arrives, the others on the threadpool: a bad one of each kind.
+    copies[0]!.copy[100]! ^= 0x01;
     copies[4]!.copy[100]! ^= 0x01;
     const verdicts = await Promise.allSettled(
       copies.map((c) => readWholeChecked(chunksOf(c.copy), c.expected)),
     );
-    expect(verdicts.map((v) => v.status)).toEqual(copies.map((_, i) => (i === 4 ? 'rejected' : 'fulfilled')));
+    expect(verdicts.map((v) => v.status)).toEqual(
+      copies.map((_, i) => (i === 0 || i === 4 ? 'rejected' : 'fulfilled')),
+    );
     verdicts.forEach((v, i) => {
       if (v.status === 'fulfilled') expect(v.value.equals(copies[i]!.copy)).toBe(true);
     });
