@@ -34,24 +34,27 @@ const MAX_LS_PAGE = 1000;
 /** Downloads into a file cut short, fetched again at most this many times in all. */
 const GET_ATTEMPTS = 3;
 
+/** An image as the API describes it: an upload's answer, an item of `GET /v1/images`. */
+export interface ImageJson {
+  id: string;
+  size: number;
+  sha256: string;
+  contentType: string;
+  createdAt: string;
+  replicas: string[];
+}
+
 interface ImagePage {
-  items: {
-    id: string;
-    size: number;
-    sha256: string;
-    contentType: string;
-    createdAt: string;
-    replicas: string[];
-  }[];
+  items: ImageJson[];
   next: string | null;
 }
 
-function lsLine(o: ImagePage['items'][number]): string {
+function lsLine(o: ImageJson): string {
   return `${o.id}\t${o.size}\t${o.contentType}\t${o.createdAt}\t${o.replicas.join(',')}\n`;
 }
 
 /** A line per image, so a script reads the listing as it arrives, however long it is. */
-function lsJsonLine(o: ImagePage['items'][number]): string {
+function lsJsonLine(o: ImageJson): string {
   return `${JSON.stringify(o)}\n`;
 }
 

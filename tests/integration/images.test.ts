@@ -9,19 +9,11 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ImageJson } from '../../src/cli/clientCommands.ts';
 import { CLUSTER_SECRET_HEADER } from '../../src/http/clusterAuth.ts';
 import { ImageCluster, type ManagerProc, metric, pngImage, runCli, until } from './imageCluster.ts';
 
 const MAX_IMAGE_BYTES = 256 * 1024;
-
-interface ImageJson {
-  id: string;
-  size: number;
-  sha256: string;
-  contentType: string;
-  createdAt: string;
-  replicas: string[];
-}
 
 interface ErrorJson {
   error: { code: string; message: string };
