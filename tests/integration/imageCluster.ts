@@ -388,6 +388,18 @@ export class ImageCluster {
     return leader;
   }
 
+  /** Stores `bytes` under `id` through the leader; throws unless it answers 201 Created. */
+  async putImage(id: string, bytes: Buffer): Promise<void> {
+    const leader = await this.leader();
+    const res = await fetch(`${leader.url}/v1/images/${id}`, {
+      method: 'PUT',
+      body: bytes,
+      signal: AbortSignal.timeout(10_000),
+    });
+    const text = await res.text();
+    if (res.status !== 201) throw new Error(`PUT ${id} answered ${res.status}: ${text}`);
+  }
+
   async followers(): Promise<ManagerProc[]> {
     const leader = await this.leader();
     return this.running().filter((m) => m !== leader);

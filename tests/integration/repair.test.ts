@@ -71,15 +71,8 @@ async function nodes(): Promise<Map<string, NodeJson>> {
 }
 
 async function upload(id: string): Promise<void> {
-  const leader = await cluster.leader();
   const bytes = pngImage(3_000);
-  const res = await fetch(`${leader.url}/v1/images/${id}`, {
-    method: 'PUT',
-    body: bytes,
-    signal: AbortSignal.timeout(10_000),
-  });
-  expect(res.status).toBe(201);
-  await res.arrayBuffer();
+  await cluster.putImage(id, bytes);
   stored.set(id, bytes);
 }
 

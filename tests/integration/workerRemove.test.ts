@@ -13,17 +13,10 @@ const stored = new Map<string, Buffer>();
 
 beforeAll(async () => {
   cluster = await ImageCluster.start({ name: 'imgvault-worker-remove' });
-  const leader = await cluster.leader();
   for (let i = 0; i < 6; i++) {
     const id = `remove-${i}`;
     const bytes = pngImage(4_000 + i * 100);
-    const res = await fetch(`${leader.url}/v1/images/${id}`, {
-      method: 'PUT',
-      body: bytes,
-      signal: AbortSignal.timeout(10_000),
-    });
-    expect(res.status).toBe(201);
-    await res.arrayBuffer();
+    await cluster.putImage(id, bytes);
     stored.set(id, bytes);
   }
 }, 90_000);
