@@ -22,6 +22,8 @@ const MANAGER_SURFACES = [
   'src/manager/http/workerRoutes.ts',
   'src/manager/managerServer.ts',
   'src/consensus/transport/raftRoutes.ts',
+  'src/consensus/transport/snapshotRoutes.ts',
+  'src/manager/s3/s3KeyRoutes.ts',
 ];
 
 // Unions whose members reach a manager's answer unchanged (`jsonError(c, status, err.code, ...)`).
@@ -29,6 +31,7 @@ const MANAGER_UNIONS: [file: string, start: RegExp][] = [
   ['src/manager/imageService.ts', /export type ImageErrorCode =/],
   ['src/consensus/node/raftError.ts', /export type RaftErrorCode =/],
   ['src/manager/drain.ts', /readonly code:/],
+  ['src/consensus/snapshotFiles.ts', /readonly code: 'OffsetMismatch'/],
 ];
 
 function literalCodes(text: string): string[] {
