@@ -117,6 +117,7 @@ describe('BlobStore', () => {
     for (let i = 0; i < big.length; i++) big[i] = (i * 7) % 251;
     expect((await write(store, 'c1', big)).ok).toBe(true);
     expect((await write(store, 'c2', Buffer.from('short blob'))).ok).toBe(true);
+    expect((await write(store, 'c3', Buffer.from('another short blob'))).ok).toBe(true);
     const fdsBefore = await openFds();
 
     const read = await store.openForCopy('c1');
@@ -132,6 +133,21 @@ describe('BlobStore', () => {
     if (!unread.ok) throw unread.error;
     await unread.value.release();
     await unread.value.release();
+
+    // A blob that fits one read comes in one chunk; a file one byte longer than its bytes and
+    // trailer is refused before a byte of it is sent, as a shorter one is (below).
+    const small = await store.openForCopy('c3');
+    if (!small.ok) throw small.error;
+    const smallChunks: Buffer[] = [];
+    for await (const chunk of small.value.chunks) smallChunks.push(chunk);
+    expect(smallChunks).toEqual([Buffer.from('another short blob')]);
+    await small.value.release();
+    const c3File = path.join(folder.dataDir, blobRelativePath('c3'));
+    await writeFile(c3File, Buffer.concat([await readFile(c3File), Buffer.from([0])]));
+    const longer = await store.openForCopy('c3');
+    expect(longer.ok ? 'ok' : longer.error.code).toBe('Internal');
+    // The refused read had the copy read back and removed: a read-back queued behind it finds it gone.
+    expect(await store.scrub({ id: 'c3', ...small.value.record })).toBe('gone');
 
     // A file shorter than its index entry is refused before a byte of it is sent.
     await writeFile(path.join(folder.dataDir, blobRelativePath('c2')), 'short');
