@@ -340,7 +340,7 @@ describe('images on a cluster of real processes', () => {
       const objects = json.stdout
         .trim()
         .split('\n')
-        .map((line) => JSON.parse(line) as { id: string; sha256: string; size: number });
+        .map((line) => JSON.parse(line) as ImageJson);
       expect(objects.map((o) => o.id)).toEqual(listed);
       const a = objects.find((o) => o.id === ids.get('a.png'))!;
       expect(a.sha256).toBe(sha256(images['a.png']!));

@@ -82,7 +82,6 @@ describe('a worker on a full disk', () => {
       const again = await request(`${w.url}/blobs/kept`, { headers: AUTH });
       expect(again.statusCode).toBe(200);
       await again.body.dump();
-      // Room again: the next look at the disk (each heartbeat's) makes the reserve, and blobs come.
       await roomAgain(w, dataDir, filler);
     } finally {
       await w.stop();
